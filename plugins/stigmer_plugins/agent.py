@@ -1,0 +1,127 @@
+"""Agent and AgentInstance kinds.
+
+Creating an Agent creates its default AgentInstance in the same transaction
+and records the instance's id in the agent's status; the instance is owned
+by the agent, so deleting the agent deletes it (and any other instance of
+that agent). All of it is steps; the controllers stay generic.
+"""
+
+from __future__ import annotations
+
+from stigmer_core import FailedPrecondition, InvalidArgument, KindDeclaration, NotFound, Phase, RequestContext, hookimpl, step
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2 as agent_service
+from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
+from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_service
+
+DEFAULT_INSTANCE = "default_instance_id"
+
+
+def _default_instance_slug(ctx: RequestContext, agent: agent_pb2.Agent) -> str:
+    slug = f"{agent.metadata.slug[:55]}-default"
+    kind = ctx.registry.kind("AgentInstance")
+    if ctx.store.id_for_slug(kind, ctx.org, slug) is None:
+        return slug
+    return f"{agent.metadata.slug[:40]}-default-{agent.metadata.id[-8:]}"
+
+
+@step(Phase.KIND)
+def create_default_instance(ctx: RequestContext) -> None:
+    agent = ctx.resource
+    assert isinstance(agent, agent_pb2.Agent)
+    instance = agentinstance_pb2.AgentInstance()
+    instance.metadata.name = f"{agent.metadata.name} (default)"[:253]
+    instance.metadata.slug = _default_instance_slug(ctx, agent)
+    instance.metadata.owner_references.add(kind="Agent", id=agent.metadata.id)
+    instance.spec.agent_id = agent.metadata.id
+    instance.spec.description = f"Default instance of agent '{agent.metadata.slug}'"
+    instance.spec.environment_refs.extend(agent.spec.environment_refs)
+    ctx.store.create(ctx.registry.kind("AgentInstance"), instance, org=ctx.org, principal=ctx.principal)
+    ctx.scratch[DEFAULT_INSTANCE] = instance.metadata.id
+
+
+@step(Phase.KIND)
+def update_agent_status_with_default_instance(ctx: RequestContext) -> None:
+    agent = ctx.resource
+    assert isinstance(agent, agent_pb2.Agent)
+    agent.status.default_instance_id = ctx.scratch[DEFAULT_INSTANCE]
+
+
+@step(Phase.CHECK)
+def check_agent_exists(ctx: RequestContext) -> None:
+    """An instance belongs to an agent of its own org; checked in the writing transaction."""
+    instance = ctx.request
+    assert isinstance(instance, agentinstance_pb2.AgentInstance)
+    agent_id = instance.spec.agent_id
+    if not agent_id:
+        raise InvalidArgument.field("spec.agent_id", "is required")
+    agent = ctx.store.get(ctx.registry.kind("Agent"), agent_id)
+    if agent is None or agent.metadata.org != ctx.org:  # type: ignore[attr-defined]
+        raise NotFound(f"agent '{agent_id}' not found in org '{ctx.org}' (spec.agent_id)")
+
+
+@step(Phase.BUILD)
+def own_by_agent(ctx: RequestContext) -> None:
+    instance = ctx.resource
+    assert isinstance(instance, agentinstance_pb2.AgentInstance)
+    del instance.metadata.owner_references[:]
+    instance.metadata.owner_references.add(kind="Agent", id=instance.spec.agent_id)
+
+
+@step(Phase.CHECK)
+def keep_agent_id(ctx: RequestContext) -> None:
+    given = ctx.request
+    existing = ctx.existing
+    assert isinstance(given, agentinstance_pb2.AgentInstance) and isinstance(existing, agentinstance_pb2.AgentInstance)
+    if given.spec.agent_id != existing.spec.agent_id:
+        raise InvalidArgument.field("spec.agent_id", f"is immutable (stored: '{existing.spec.agent_id}')")
+
+
+@step(Phase.KIND)
+def refuse_default_instance_delete(ctx: RequestContext) -> None:
+    instance = ctx.existing
+    assert isinstance(instance, agentinstance_pb2.AgentInstance)
+    agent = ctx.store.get(ctx.registry.kind("Agent"), instance.spec.agent_id)
+    if agent is not None and agent.status.default_instance_id == instance.metadata.id:  # type: ignore[attr-defined]
+        raise FailedPrecondition(
+            f"agent instance '{instance.metadata.slug}' is the default instance of agent "
+            f"'{agent.metadata.slug}'; delete the agent instead"  # type: ignore[attr-defined]
+        )
+
+
+AGENT = KindDeclaration(
+    name="Agent",
+    resource=agent_pb2.Agent,
+    command_service=agent_service.DESCRIPTOR.services_by_name["AgentCommandController"],
+    query_service=agent_service.DESCRIPTOR.services_by_name["AgentQueryController"],
+    id_prefix="agt",
+    key_prefix="agents",
+    steps={"create": (create_default_instance, update_agent_status_with_default_instance)},
+    api_version="agentic.stigmer.ai/v1",
+    plural="agents",
+    aliases=("ag",),
+    description="An AI agent: instructions, skills, MCP servers and environments.",
+)
+
+AGENT_INSTANCE = KindDeclaration(
+    name="AgentInstance",
+    resource=agentinstance_pb2.AgentInstance,
+    command_service=instance_service.DESCRIPTOR.services_by_name["AgentInstanceCommandController"],
+    query_service=instance_service.DESCRIPTOR.services_by_name["AgentInstanceQueryController"],
+    id_prefix="ain",
+    key_prefix="agentinstances",
+    steps={
+        "create": (check_agent_exists, own_by_agent),
+        "update": (keep_agent_id,),
+        "delete": (refuse_default_instance_delete,),
+    },
+    api_version="agentic.stigmer.ai/v1",
+    plural="agentinstances",
+    aliases=("agent-instance", "agent-instances", "ai"),
+    description="A deployment of an agent with its environments.",
+)
+
+
+@hookimpl
+def stigmer_kinds() -> list[KindDeclaration]:
+    return [AGENT, AGENT_INSTANCE]

@@ -1,0 +1,56 @@
+"""Stigmer Core: resource APIs from kind declarations.
+
+A kind plugin declares its protobuf types, store prefixes and extra pipeline
+steps; the framework serves its Command and Query gRPC services over an
+embedded LMDB store, on the network or in process.
+"""
+
+from stigmer_core.application import Application
+from stigmer_core.client import Client, connect
+from stigmer_core.errors import (
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RegistryError,
+    ResourceExhausted,
+    StigmerError,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from stigmer_core.hookspecs import hookimpl
+from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration
+from stigmer_core.pipeline import Phase, RequestContext, Step, step
+from stigmer_core.status import from_rpc_error
+
+__all__ = [
+    "AlreadyExists",
+    "Application",
+    "Client",
+    "Conflict",
+    "CustomOperation",
+    "FailedPrecondition",
+    "FieldViolation",
+    "IndexSpec",
+    "InvalidArgument",
+    "KindDeclaration",
+    "NotFound",
+    "Phase",
+    "PermissionDenied",
+    "RegistryError",
+    "RequestContext",
+    "ResourceExhausted",
+    "Step",
+    "StigmerError",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "connect",
+    "from_rpc_error",
+    "hookimpl",
+    "step",
+]

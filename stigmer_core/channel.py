@@ -1,0 +1,341 @@
+"""A ``grpc.Channel`` that calls the framework's handlers in this process.
+
+Generated stubs work on it unchanged. Requests and responses still cross
+as bytes through the handlers' own serializers, so a client sees exactly
+what it would see over the network (same parsing, same validation, same
+rich status on errors) without a socket, and never shares a message object
+with the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+
+class InProcessRpcError(grpc.RpcError, grpc.Call):
+    """A failed in-process call, shaped like grpc's own ``_InactiveRpcError``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> None:
+        super().__init__(f"<InProcessRpcError {code.name}: {details}>")
+        self._code = code
+        self._details = details
+        self._trailing = tuple(trailing)
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> Metadata:
+        return self._trailing
+
+    def initial_metadata(self) -> Metadata:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False
+
+
+class _Context(grpc.ServicerContext):
+    def __init__(self, metadata: Metadata | None) -> None:
+        self._metadata = tuple(metadata or ())
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self._trailing: Metadata = ()
+        self._callbacks: list[Callable[[], None]] = []
+
+    # -- what handlers use -------------------------------------------------
+    def invocation_metadata(self) -> Metadata:
+        return self._metadata
+
+    def abort(self, code: grpc.StatusCode, details: str) -> Any:
+        raise InProcessRpcError(code, details, self._trailing)
+
+    def abort_with_status(self, status: grpc.Status) -> Any:
+        raise InProcessRpcError(status.code, status.details, status.trailing_metadata)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def set_trailing_metadata(self, trailing_metadata: Metadata) -> None:
+        self._trailing = tuple(trailing_metadata)
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> Metadata:
+        return self._trailing
+
+    def peer(self) -> str:
+        return "in-process"
+
+    def peer_identities(self) -> None:
+        return None
+
+    def peer_identity_key(self) -> None:
+        return None
+
+    def auth_context(self) -> dict[str, Any]:
+        return {}
+
+    def is_active(self) -> bool:
+        return True
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def cancel(self) -> None:
+        return None
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        self._callbacks.append(callback)
+        return True
+
+    def send_initial_metadata(self, initial_metadata: Metadata) -> None:
+        return None
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        return None
+
+    def disable_next_message_compression(self) -> None:
+        return None
+
+    def finish(self) -> None:
+        for callback in self._callbacks:
+            callback()
+
+    def failed(self) -> InProcessRpcError | None:
+        if self._code is None or self._code == grpc.StatusCode.OK:
+            return None
+        return InProcessRpcError(self._code, self._details, self._trailing)
+
+
+class _Done(grpc.Call, grpc.Future):
+    """A finished call: result of ``with_call`` and ``future``."""
+
+    def __init__(self, response: Any = None, error: InProcessRpcError | None = None) -> None:
+        self._response = response
+        self._error = error
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._response
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        return self._error
+
+    def traceback(self, timeout: float | None = None) -> None:
+        return None
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        fn(self)
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def code(self) -> grpc.StatusCode:
+        return self._error.code() if self._error else grpc.StatusCode.OK
+
+    def details(self) -> str:
+        return self._error.details() if self._error else ""
+
+    def trailing_metadata(self) -> Metadata:
+        return self._error.trailing_metadata() if self._error else ()
+
+    def initial_metadata(self) -> Metadata:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False
+
+
+def _unimplemented(method: str) -> InProcessRpcError:
+    return InProcessRpcError(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
+
+
+class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
+    def __init__(self, method: str, handler: grpc.RpcMethodHandler | None, serialize: Any, deserialize: Any) -> None:
+        self._method = method
+        self._handler = handler
+        self._serialize = serialize or (lambda message: message)
+        self._deserialize = deserialize or (lambda data: data)
+
+    def _invoke(self, request: Any, metadata: Metadata | None) -> Any:
+        handler = self._handler
+        if handler is None or handler.unary_unary is None:
+            raise _unimplemented(self._method)
+        context = _Context(metadata)
+        try:
+            decoded = handler.request_deserializer(self._serialize(request))
+            response = handler.unary_unary(decoded, context)
+            failed = context.failed()
+            if failed is not None:
+                raise failed
+            return self._deserialize(handler.response_serializer(response))
+        finally:
+            context.finish()
+
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
+        return self._invoke(request, metadata)
+
+    def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
+        return self._invoke(request, metadata), _Done()
+
+    def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
+        try:
+            return _Done(self._invoke(request, metadata))
+        except InProcessRpcError as error:
+            return _Done(error=error)
+
+
+class _Stream(grpc.Call):
+    """The response iterator of a server-streaming call."""
+
+    def __init__(self, responses: Iterator[Any]) -> None:
+        self._responses = responses
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._responses)
+
+    def cancel(self) -> bool:
+        close = getattr(self._responses, "close", None)
+        if close is not None:
+            close()
+        return True
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.OK
+
+    def details(self) -> str:
+        return ""
+
+    def trailing_metadata(self) -> Metadata:
+        return ()
+
+    def initial_metadata(self) -> Metadata:
+        return ()
+
+    def is_active(self) -> bool:
+        return True
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False
+
+
+class _UnaryStream(grpc.UnaryStreamMultiCallable):
+    def __init__(self, method: str, handler: grpc.RpcMethodHandler | None, serialize: Any, deserialize: Any) -> None:
+        self._method = method
+        self._handler = handler
+        self._serialize = serialize or (lambda message: message)
+        self._deserialize = deserialize or (lambda data: data)
+
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
+        handler = self._handler
+        if handler is None or handler.unary_stream is None:
+            raise _unimplemented(self._method)
+        decoded = handler.request_deserializer(self._serialize(request))
+
+        def responses() -> Iterator[Any]:
+            context = _Context(metadata)
+            try:
+                for response in handler.unary_stream(decoded, context):
+                    yield self._deserialize(handler.response_serializer(response))
+            finally:
+                context.finish()
+
+        return _Stream(responses())
+
+
+class _NotSupported(grpc.StreamUnaryMultiCallable, grpc.StreamStreamMultiCallable):
+    def __init__(self, method: str) -> None:
+        self._method = method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented(self._method)
+
+    def with_call(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented(self._method)
+
+    def future(self, *args: Any, **kwargs: Any) -> Any:
+        raise _unimplemented(self._method)
+
+
+class InProcessChannel(grpc.Channel):
+    """Serves ``/package.Service/method`` paths from a handler map."""
+
+    def __init__(self, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+        self._handlers = dict(handlers)
+
+    @classmethod
+    def from_services(cls, services: Mapping[str, Mapping[str, grpc.RpcMethodHandler]]) -> InProcessChannel:
+        return cls({f"/{svc}/{name}": h for svc, methods in services.items() for name, h in methods.items()})
+
+    def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any) -> Any:
+        return _UnaryUnary(method, self._handlers.get(method), request_serializer, response_deserializer)
+
+    def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any) -> Any:
+        return _UnaryStream(method, self._handlers.get(method), request_serializer, response_deserializer)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _NotSupported(method)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _NotSupported(method)
+
+    def subscribe(self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False) -> None:
+        callback(grpc.ChannelConnectivity.READY)
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> InProcessChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,94 @@
+"""The one exception tree of Stigmer Core.
+
+::
+
+    StigmerError
+    ├── InvalidArgument        field-level violations (google.rpc.BadRequest)
+    ├── NotFound
+    ├── AlreadyExists
+    ├── Conflict               stale resource version (ABORTED)
+    ├── FailedPrecondition     illegal state transition, live references
+    ├── ResourceExhausted      message or page too large
+    ├── Unauthenticated
+    ├── PermissionDenied
+    ├── Unavailable            shutting down
+    ├── Unimplemented          an rpc a plugin chose not to serve
+    └── RegistryError          startup: a plugin declared something impossible
+
+Steps raise these; ``stigmer_core.status`` is the only place that turns them
+into gRPC status codes, and ``from_rpc_error`` turns a status back into the
+same exception on the client side, so both paths speak one vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+
+@attrs.frozen
+class FieldViolation:
+    """One bad field: a dotted path (``metadata.slug``) and why it is bad."""
+
+    field: str
+    description: str
+
+
+class StigmerError(Exception):
+    """Base of every error the framework raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(StigmerError):
+    def __init__(self, message: str, violations: Iterable[FieldViolation] = ()) -> None:
+        super().__init__(message)
+        self.violations: tuple[FieldViolation, ...] = tuple(violations)
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        """The common case: one field is wrong."""
+        return cls(f"{field}: {description}", [FieldViolation(field, description)])
+
+
+class NotFound(StigmerError):
+    pass
+
+
+class AlreadyExists(StigmerError):
+    pass
+
+
+class Conflict(StigmerError):
+    pass
+
+
+class FailedPrecondition(StigmerError):
+    pass
+
+
+class ResourceExhausted(StigmerError):
+    pass
+
+
+class Unauthenticated(StigmerError):
+    pass
+
+
+class PermissionDenied(StigmerError):
+    pass
+
+
+class Unavailable(StigmerError):
+    pass
+
+
+class Unimplemented(StigmerError):
+    pass
+
+
+class RegistryError(StigmerError):
+    """A plugin declared something the registry cannot serve; raised at startup."""

@@ -1,0 +1,58 @@
+"""Every hook a Stigmer plugin can implement.
+
+Hooks are named ``stigmer_*``; implement them with ``stigmer_core.hookimpl``.
+A plugin module registered under the ``stigmer.kinds`` entry-point group (the
+first-party kinds use the same group) is checked at startup: an implementation
+whose name matches no hook here stops the server with the plugin's name.
+Registration hooks return declarations; they run once, at startup, never per
+request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import grpc
+import pluggy
+
+if TYPE_CHECKING:
+    from stigmer_core.kinds.declaration import KindDeclaration
+    from stigmer_core.pipeline.step import Step
+
+PROJECT = "stigmer"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def stigmer_kinds() -> Sequence[KindDeclaration]:
+    """Declare the resource kinds this plugin serves.
+
+    Return a sequence of ``KindDeclaration``. The registry rejects, naming
+    the plugins involved, a kind name, id prefix or key prefix that another
+    plugin already declared (key prefixes may not even be byte-prefixes of
+    each other), and any rpc method of the kind's services that neither a
+    standard operation nor one of its ``operations`` binds.
+    """
+
+
+@hookspec
+def stigmer_pipeline_steps(kind: KindDeclaration, operation: str) -> Sequence[Step]:
+    """Add cross-cutting steps to one operation of one kind.
+
+    Called once per (kind, operation) at startup, for standard and custom
+    operations alike. Return the steps to add (possibly none); each is
+    placed by its ``phase`` after the framework's and the kind's steps of
+    that phase. Use it for audit, metrics or authorization that applies to
+    every kind without editing any of them.
+    """
+
+
+@hookspec
+def stigmer_server_interceptors() -> Sequence[grpc.ServerInterceptor]:
+    """gRPC server interceptors to install on the network server.
+
+    They see every call on the network path only; behaviour that must hold on
+    the in-process channel too belongs in a pipeline step.
+    """

@@ -1,0 +1,80 @@
+"""What a plugin declares about a kind: values only, no behaviour of its own.
+
+A declaration names the protobuf types and services, the key and id
+prefixes, and the steps the kind adds to standard operations. The registry
+checks it at startup and compiles it into a ``KindRuntime``; nothing in a
+declaration is consulted per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+
+import attrs
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+
+from stigmer_core.pipeline.step import Step
+
+STANDARD_OPERATIONS = ("create", "apply", "update", "delete", "get", "getByReference", "list")
+WRITE_OPERATIONS = frozenset({"create", "apply", "update", "delete"})
+
+
+def _freeze_steps(value: Mapping[str, Sequence[Step]]) -> Mapping[str, tuple[Step, ...]]:
+    return MappingProxyType({op: tuple(steps) for op, steps in value.items()})
+
+
+def _freeze_map(value: Mapping[str, CustomOperation]) -> Mapping[str, CustomOperation]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class IndexSpec:
+    """A secondary index kept in the same transaction as the object.
+
+    ``values`` returns the index values of one object (a tuple of strings per
+    entry; several entries are allowed, e.g. one per tag). Queries scan one
+    value's entries in id order, so ``listBy…`` rpcs page without scanning
+    the kind.
+    """
+
+    name: str
+    values: Callable[[Message], Iterable[tuple[str, ...]]]
+
+
+@attrs.frozen
+class CustomOperation:
+    """Binds a kind-specific rpc method to a pipeline the kind spells out.
+
+    ``steps`` are the whole pipeline (standard steps from
+    ``stigmer_core.pipeline.steps`` may be reused); ``writes`` says whether it
+    runs in a write transaction.
+    """
+
+    steps: tuple[Step, ...] = attrs.field(converter=tuple)
+    writes: bool = False
+
+
+@attrs.frozen
+class KindDeclaration:
+    """One resource kind, as a plugin's ``stigmer_kinds`` hook returns it."""
+
+    name: str
+    resource: type[Message]
+    command_service: ServiceDescriptor
+    query_service: ServiceDescriptor
+    id_prefix: str
+    key_prefix: str
+    steps: Mapping[str, tuple[Step, ...]] = attrs.field(factory=dict, converter=_freeze_steps)
+    """Extra steps per standard operation name, placed by their phase."""
+    operations: Mapping[str, CustomOperation] = attrs.field(factory=dict, converter=_freeze_map)
+    """Kind-specific rpc method name -> its pipeline."""
+    indexes: tuple[IndexSpec, ...] = attrs.field(default=(), converter=tuple)
+    api_version: str = "stigmer.ai/v1"
+    plural: str = ""
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Other names the CLI accepts (short forms)."""
+    description: str = ""
+    redact: Callable[[Message], None] | None = None
+    """Blanks secret fields in place before a response leaves the server."""

@@ -1,0 +1,180 @@
+"""Builds the Registry from plugins, rejecting at startup what cannot be served.
+
+Every rejection names the plugin (or both plugins) involved, because the
+person reading it is usually installing someone else's package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pluggy
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.message import Message
+
+from stigmer_core.errors import RegistryError
+from stigmer_core.kinds.declaration import STANDARD_OPERATIONS, WRITE_OPERATIONS, KindDeclaration
+from stigmer_core.kinds.runtime import KindRuntime, ListShape, MethodBinding, Pipeline, Registry, ResourceShape
+from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES
+from stigmer_core.pipeline.phase import Phase
+from stigmer_core.pipeline.step import Step
+
+_STRING = FieldDescriptor.TYPE_STRING
+
+
+def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> Registry:
+    declared: list[tuple[str, KindDeclaration]] = []
+    for impl in reversed(pm.hook.stigmer_kinds.get_hookimpls()):  # registration order
+        result = impl.function()
+        for decl in result or ():
+            if not isinstance(decl, KindDeclaration):
+                raise RegistryError(
+                    f"plugin {impl.plugin_name!r}: stigmer_kinds returned {type(decl).__name__}, not KindDeclaration"
+                )
+            declared.append((impl.plugin_name, decl))
+    _check_unique(declared)
+    kinds = tuple(_compile(pm, plugin, decl) for plugin, decl in declared)
+    return Registry(kinds, default_org=default_org)
+
+
+def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
+    for i, (plugin_a, a) in enumerate(declared):
+        for plugin_b, b in declared[:i]:
+            both = f"plugin {plugin_b!r} and plugin {plugin_a!r}"
+            if a.name.lower() == b.name.lower():
+                raise RegistryError(f"kind {a.name!r} is declared twice: by {both}")
+            if a.id_prefix == b.id_prefix:
+                raise RegistryError(f"id prefix {a.id_prefix!r} of kinds {b.name!r} and {a.name!r} is declared by {both}")
+            if a.key_prefix.startswith(b.key_prefix) or b.key_prefix.startswith(a.key_prefix):
+                raise RegistryError(
+                    f"key prefixes overlap: {b.key_prefix!r} (kind {b.name!r}) and {a.key_prefix!r} "
+                    f"(kind {a.name!r}), declared by {both}"
+                )
+    for plugin, decl in declared:
+        for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
+            if not value or not value.replace("-", "").isalnum() or not value.islower():
+                raise RegistryError(f"plugin {plugin!r}: kind {decl.name!r}: {label} {value!r} must be lowercase alphanumeric")
+
+
+def _fail(plugin: str, decl: KindDeclaration, text: str) -> RegistryError:
+    return RegistryError(f"plugin {plugin!r}: kind {decl.name!r}: {text}")
+
+
+def _field(desc: Descriptor, name: str) -> FieldDescriptor | None:
+    return desc.fields_by_name.get(name)
+
+
+def _resource_field(resource: Descriptor, request: Descriptor) -> str | None:
+    """For wrapper requests (``UpdateAgentInput{resource, update_mask}``)."""
+    found = [f.name for f in request.fields if f.message_type is resource]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_method(plugin: str, decl: KindDeclaration, method: MethodDescriptor) -> str | None:
+    """Check a standard method's signature; return the wrapper field, if any."""
+    resource = decl.resource.DESCRIPTOR
+    where = f"rpc {method.full_name}"
+    op, req, out = method.name, method.input_type, method.output_type
+    wrapper = None
+    if op != "list" and out is not resource:
+        raise _fail(plugin, decl, f"{where} must return {resource.full_name}, not {out.full_name}")
+    if op in ("create", "apply", "update") and req is not resource:
+        wrapper = _resource_field(resource, req)
+        if wrapper is None:
+            raise _fail(plugin, decl, f"{where} must take {resource.full_name} or a message with one such field")
+    elif op in ("get", "delete"):
+        value = _field(req, "value")
+        if value is None or value.type != _STRING:
+            raise _fail(plugin, decl, f"{where} must take an id message with a string field 'value'")
+    elif op == "getByReference":
+        lacking = [n for n in ("org", "slug", "id", "kind") if _field(req, n) is None]
+        if lacking:
+            raise _fail(plugin, decl, f"{where} must take a reference; {req.full_name} lacks {', '.join(lacking)}")
+    elif op == "list":
+        entries = _field(out, "entries")
+        if entries is None or entries.message_type is not resource or _field(out, "next_page_token") is None:
+            raise _fail(plugin, decl, f"{where} must return a list with 'entries' of {resource.full_name} and 'next_page_token'")
+        if _field(req, "page_size") is None or _field(req, "page_token") is None:
+            raise _fail(plugin, decl, f"{where} request needs 'page_size' and 'page_token'")
+    return wrapper
+
+
+def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterable[object]) -> list[Step]:
+    checked: list[Step] = []
+    for candidate in steps:
+        phase = getattr(candidate, "phase", None)
+        if not isinstance(phase, Phase) or not callable(candidate) or not isinstance(getattr(candidate, "name", None), str):
+            raise _fail(plugin, decl, f"{where}: {candidate!r} is not a step (needs name, phase and __call__)")
+        checked.append(candidate)  # type: ignore[arg-type]
+    return checked
+
+
+def _pipeline(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration, op: str, base: Sequence[Step], writes: bool) -> Pipeline:
+    steps = list(base) + _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
+    for impl_steps in pm.hook.stigmer_pipeline_steps(kind=decl, operation=op):
+        extra = _checked_steps(plugin, decl, f"stigmer_pipeline_steps for {op!r}", impl_steps or ())
+        if op == "apply":  # its transaction runs create's or update's steps, which already have these
+            extra = [s for s in extra if not s.phase.in_transaction]
+        steps += extra
+    steps.sort(key=lambda s: s.phase)  # stable: framework, then kind, then plugins within a phase
+    pre = tuple(s for s in steps if not s.phase.in_transaction)
+    txn = tuple(s for s in steps if s.phase.in_transaction)
+    return Pipeline(pre=pre, txn=txn, writes=writes)
+
+
+def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> KindRuntime:
+    shape = ResourceShape.of(decl.name, decl.resource.DESCRIPTOR)
+    for op in decl.steps:
+        if op not in STANDARD_OPERATIONS and op not in decl.operations:
+            raise _fail(plugin, decl, f"steps declared for unknown operation {op!r}")
+    methods = [m for svc in (decl.command_service, decl.query_service) for m in svc.methods]
+    names = {m.name for m in methods}
+    for op in decl.operations:
+        if op not in names:
+            raise _fail(plugin, decl, f"operation {op!r} binds no rpc method of its services")
+    list_method = next((m for m in methods if m.name == "list" and m.name not in decl.operations), None)
+    list_req = list_method.input_type if list_method else None
+    runtime = KindRuntime(
+        decl=decl,
+        plugin=plugin,
+        shape=shape,
+        list_shape=ListShape(
+            has_org=list_req is not None and _field(list_req, "org") is not None,
+            has_labels=list_req is not None and _field(list_req, "labels") is not None,
+        ),
+        list_cls=message_factory.GetMessageClass(list_method.output_type) if list_method else decl.resource,
+    )
+    for op in STANDARD_OPERATIONS:
+        runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, DEFAULT_PIPELINES[op], op in WRITE_OPERATIONS)
+    for op, custom in decl.operations.items():
+        base = _checked_steps(plugin, decl, f"operation {op!r}", custom.steps)
+        runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, base, custom.writes)
+    for method in methods:
+        if method.name in decl.operations:
+            pass
+        elif method.name in STANDARD_OPERATIONS:
+            wrapper = _check_method(plugin, decl, method)
+            if wrapper is not None:
+                runtime.resource_field = wrapper
+        else:
+            raise _fail(
+                plugin, decl,
+                f"rpc {method.full_name} is bound by no operation: name it in the declaration's 'operations'",
+            )  # fmt: skip
+        if method.client_streaming:
+            raise _fail(plugin, decl, f"rpc {method.full_name}: client streaming is not supported")
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        runtime.methods[path] = MethodBinding(
+            path=path,
+            operation=method.name,
+            pipeline=runtime.pipelines[method.name],
+            request_cls=message_factory.GetMessageClass(method.input_type),
+            response_cls=message_factory.GetMessageClass(method.output_type),
+            server_streaming=method.server_streaming,
+        )
+    return runtime
+
+
+def message_class(desc: Descriptor) -> type[Message]:
+    return message_factory.GetMessageClass(desc)

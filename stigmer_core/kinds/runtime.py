@@ -1,0 +1,210 @@
+"""Compiled kinds: what the controller consults per request.
+
+Everything here is computed once at startup from the declarations (message
+classes, field shapes, index key functions, ordered pipelines), so a request
+pays only for its own work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from stigmer_core.errors import RegistryError
+from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration
+from stigmer_core.pipeline.step import Step
+from stigmer_core.store import keys
+
+LABEL_INDEX = "_label"
+
+
+def _fields(desc: Descriptor) -> Mapping[str, FieldDescriptor]:
+    return desc.fields_by_name
+
+
+def _is_message(field: FieldDescriptor | None, name: str | None = None) -> bool:
+    if field is None or field.message_type is None:
+        return False
+    return name is None or field.message_type.name == name
+
+
+@attrs.frozen
+class ResourceShape:
+    """Which optional envelope fields a resource message has (by field name)."""
+
+    has_spec: bool
+    has_status: bool
+    has_timestamps: bool
+    has_resource_version: bool
+    has_owner_refs: bool
+    has_annotations: bool
+    has_audit: bool
+
+    @classmethod
+    def of(cls, kind: str, desc: Descriptor) -> ResourceShape:
+        fields = _fields(desc)
+        missing = [f for f in ("api_version", "kind", "metadata") if f not in fields]
+        meta_field = fields.get("metadata")
+        if meta_field is not None and meta_field.message_type is None:
+            missing.append("metadata (a message)")
+        meta = _fields(meta_field.message_type) if meta_field is not None and meta_field.message_type else {}
+        missing += [f"metadata.{f}" for f in ("name", "slug", "id", "org", "labels", "tags") if meta and f not in meta]
+        if missing:
+            raise RegistryError(f"kind {kind!r}: resource {desc.full_name} lacks {', '.join(missing)}")
+        status = fields.get("status")
+        status_fields = _fields(status.message_type) if status is not None and status.message_type else {}
+        return cls(
+            has_spec=_is_message(fields.get("spec")),
+            has_status=status is not None,
+            has_timestamps="created_at" in meta and "updated_at" in meta,
+            has_resource_version="resource_version" in meta,
+            has_owner_refs="owner_references" in meta,
+            has_annotations="annotations" in meta,
+            has_audit=_is_message(status_fields.get("audit"), "ApiResourceAudit"),
+        )
+
+
+@attrs.frozen
+class ListShape:
+    has_org: bool
+    has_labels: bool
+
+
+@attrs.frozen
+class Pipeline:
+    """Steps split at the transaction boundary."""
+
+    pre: tuple[Step, ...]
+    txn: tuple[Step, ...]
+    writes: bool
+
+
+@attrs.frozen
+class MethodBinding:
+    path: str
+    operation: str
+    pipeline: Pipeline
+    request_cls: type[Message]
+    response_cls: type[Message]
+    server_streaming: bool
+
+
+def _label(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+
+
+@attrs.define(slots=True, eq=False)
+class KindRuntime:
+    """One kind, compiled."""
+
+    decl: KindDeclaration
+    plugin: str
+    shape: ResourceShape
+    list_shape: ListShape
+    list_cls: type[Message]
+    resource_field: str | None = None
+    pipelines: dict[str, Pipeline] = attrs.field(factory=dict)
+    methods: dict[str, MethodBinding] = attrs.field(factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.decl.name
+
+    @property
+    def label(self) -> str:
+        """How messages name the kind: ``agent instance``."""
+        return _label(self.decl.name)
+
+    @property
+    def key_prefix(self) -> str:
+        return self.decl.key_prefix
+
+    @property
+    def id_prefix(self) -> str:
+        return self.decl.id_prefix
+
+    @property
+    def api_version(self) -> str:
+        return self.decl.api_version
+
+    @property
+    def resource_cls(self) -> type[Message]:
+        return self.decl.resource
+
+    @property
+    def redact(self) -> Callable[[Message], None] | None:
+        return self.decl.redact
+
+    @property
+    def indexes(self) -> tuple[IndexSpec, ...]:
+        return self.decl.indexes
+
+    def parse(self, raw: bytes) -> Message:
+        return self.decl.resource.FromString(raw)
+
+    def resource_in(self, request: Message) -> Message | None:
+        """The resource a create/apply/update request carries."""
+        if type(request) is self.decl.resource:
+            return request
+        if self.resource_field is not None:
+            found: Message = getattr(request, self.resource_field)
+            return found
+        return None
+
+    def index_keys(self, obj: Message) -> list[bytes]:
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        prefix = self.decl.key_prefix
+        found = []
+        for key, value in meta.labels.items():
+            found.append(keys.index_key(prefix, LABEL_INDEX, (meta.org, key, value), meta.id))
+            found.append(keys.index_key(prefix, LABEL_INDEX, ("", key, value), meta.id))
+        for index in self.decl.indexes:
+            for value in index.values(obj):
+                found.append(keys.index_key(prefix, index.name, value, meta.id))
+        return found
+
+    def owner_keys(self, obj: Message) -> Iterable[bytes]:
+        if not self.shape.has_owner_refs:
+            return ()
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        return [keys.owned_key(ref.id, self.decl.key_prefix, meta.id) for ref in meta.owner_references]
+
+
+@attrs.define(eq=False)
+class Registry:
+    """Every kind served, looked up by name (any case, plural or alias)."""
+
+    kinds: tuple[KindRuntime, ...]
+    default_org: str = "local"
+    _by_name: dict[str, KindRuntime] = attrs.field(factory=dict, init=False)
+    _by_key_prefix: dict[str, KindRuntime] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        for kind in self.kinds:
+            names = {kind.name, kind.decl.plural, *kind.decl.aliases, kind.name + "s"}
+            for alias in names:
+                if alias:
+                    self._by_name.setdefault(alias.lower(), kind)
+            self._by_key_prefix[kind.key_prefix] = kind
+
+    def find(self, name: str) -> KindRuntime | None:
+        return self._by_name.get(name.lower())
+
+    def kind(self, name: str) -> KindRuntime:
+        found = self.find(name)
+        if found is None:
+            known = ", ".join(sorted(k.name for k in self.kinds))
+            raise KeyError(f"unknown kind {name!r} (served: {known})")
+        return found
+
+    def by_key_prefix(self, key_prefix: str) -> KindRuntime:
+        return self._by_key_prefix[key_prefix]
+
+    @property
+    def methods(self) -> dict[str, tuple[KindRuntime, MethodBinding]]:
+        return {path: (kind, binding) for kind in self.kinds for path, binding in kind.methods.items()}

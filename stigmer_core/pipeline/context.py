@@ -1,0 +1,54 @@
+"""The state one request carries through its pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from google.protobuf.message import Message
+
+if TYPE_CHECKING:
+    from stigmer_core.kinds.runtime import KindRuntime, Registry
+    from stigmer_core.store.resources import Resources
+
+
+@attrs.define(slots=True)
+class RequestContext:
+    """Mutable per-request state; steps read and write its fields.
+
+    ``request`` is the decoded rpc input. Steps before the transaction see
+    ``resources`` as None. Inside it, ``resources`` is the kind-aware view of
+    the transaction, ``existing`` the stored object an operation acts on and
+    ``resource`` the state being built; ``response`` is what the rpc returns.
+    ``scratch`` is for a kind's steps to hand data to each other.
+    """
+
+    kind: KindRuntime
+    registry: Registry
+    operation: str
+    request: Message
+    metadata: Sequence[tuple[str, str | bytes]] = ()
+    principal: str = "local"
+    org: str = ""
+    resources: Resources | None = None
+    existing: Message | None = None
+    resource: Message | None = None
+    response: Message | None = None
+    unchanged: bool = False
+    scratch: dict[str, Any] = attrs.field(factory=dict)
+
+    def reset_transaction_state(self) -> None:
+        """Forget what a previous run of the transactional steps produced."""
+        self.resources = None
+        self.existing = None
+        self.resource = None
+        self.response = None
+        self.unchanged = False
+
+    @property
+    def store(self) -> Resources:
+        """The transaction view; only valid in transactional phases."""
+        if self.resources is None:
+            raise RuntimeError(f"step of {self.operation!r} used the store outside the transaction phases")
+        return self.resources

@@ -1,0 +1,291 @@
+"""The standard steps every kind's default pipelines are made of.
+
+Each is a ``FunctionStep`` with one signature over ``RequestContext``; kinds
+reuse them in custom operations and plugins place their own around them by
+phase. None of them knows a message type: they reach fields by the names the
+resource conventions fix (``metadata.id``, ``metadata.slug``, ``value`` of an
+id message, ``org``/``slug``/``id`` of a reference).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from google.protobuf.message import Message
+
+from stigmer_core import errors
+from stigmer_core.pipeline import validation
+from stigmer_core.pipeline.context import RequestContext
+from stigmer_core.pipeline.phase import Phase
+from stigmer_core.pipeline.step import step
+from stigmer_core.store import keys
+from stigmer_core.store.resources import slugify
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_BYTES = 3 << 20  # below gRPC's 4 MiB default message limit
+LABEL_INDEX = "_label"
+
+
+def _input(ctx: RequestContext) -> Message:
+    found = ctx.kind.resource_in(ctx.request)
+    if found is None:  # pragma: no cover - the registry only binds methods that carry one
+        raise errors.InvalidArgument.field("resource", "the request carries no resource")
+    return found
+
+
+def _org(ctx: RequestContext, org: str) -> str:
+    return org or ctx.registry.default_org
+
+
+@step(Phase.VALIDATE)
+def validate(ctx: RequestContext) -> None:
+    """Declared field rules (protovalidate) of the whole request."""
+    validation.check(ctx.request)
+
+
+@step(Phase.AUTHORIZE)
+def authorize(ctx: RequestContext) -> None:
+    """The authorization seam: local mode lets every caller act as ``local``.
+
+    Authorization plugins add their own steps at ``Phase.AUTHORIZE`` through
+    ``stigmer_pipeline_steps``; they see the caller's metadata in ``ctx``.
+    """
+    ctx.principal = ctx.principal or "local"
+
+
+@step(Phase.LOAD)
+def resolve_slug(ctx: RequestContext) -> None:
+    """Default the org, and derive the slug from the name when none is given."""
+    meta = _input(ctx).metadata  # type: ignore[attr-defined]
+    ctx.org = _org(ctx, meta.org)
+    if not meta.slug:
+        meta.slug = slugify(meta.name)
+        if not meta.slug:
+            raise errors.InvalidArgument.field(
+                "metadata.name", "needs at least one letter or digit to derive a slug from (or give metadata.slug)"
+            )
+
+
+@step(Phase.CHECK)
+def check_duplicate(ctx: RequestContext) -> None:
+    obj = _input(ctx)
+    obj.metadata.org = ctx.org  # type: ignore[attr-defined]
+    ctx.store.check_slug_free(ctx.kind, obj)
+
+
+@step(Phase.BUILD)
+def build_new_state(ctx: RequestContext) -> None:
+    obj = ctx.kind.resource_cls()
+    obj.CopyFrom(_input(ctx))
+    ctx.store.stamp_new(ctx.kind, obj, org=ctx.org, principal=ctx.principal)
+    ctx.resource = obj
+
+
+@step(Phase.PERSIST)
+def persist_new(ctx: RequestContext) -> None:
+    assert ctx.resource is not None
+    ctx.store.insert(ctx.kind, ctx.resource)
+
+
+@step(Phase.LOAD)
+def load_existing(ctx: RequestContext) -> None:
+    """The object an update acts on: by ``metadata.id``, else by org + slug."""
+    meta = _input(ctx).metadata  # type: ignore[attr-defined]
+    ctx.org = _org(ctx, meta.org)
+    if meta.id:
+        existing = ctx.store.require(ctx.kind, meta.id)
+        stored = existing.metadata  # type: ignore[attr-defined]
+        if meta.org and meta.org != stored.org:
+            raise errors.InvalidArgument.field("metadata.org", f"is immutable (stored: '{stored.org}')")
+        if meta.slug and meta.slug != stored.slug:
+            raise errors.InvalidArgument.field("metadata.slug", f"is immutable (stored: '{stored.slug}')")
+    elif meta.slug:
+        existing = ctx.store.require_slug(ctx.kind, ctx.org, meta.slug)
+    else:
+        raise errors.InvalidArgument.field("metadata.id", "an update needs metadata.id or metadata.slug")
+    ctx.existing = existing
+
+
+@step(Phase.CHECK)
+def check_version(ctx: RequestContext) -> None:
+    """Optimistic concurrency: a non-zero resource_version must be current."""
+    if not ctx.kind.shape.has_resource_version:
+        return
+    given = _input(ctx).metadata.resource_version  # type: ignore[attr-defined]
+    stored = ctx.existing.metadata.resource_version  # type: ignore[union-attr]
+    if given and given != stored:
+        raise errors.Conflict(
+            f"{ctx.kind.label} '{ctx.existing.metadata.slug}' was modified: "  # type: ignore[union-attr]
+            f"resource_version {given} is stale (current: {stored}); re-read and retry"
+        )
+
+
+@step(Phase.BUILD)
+def build_update_state(ctx: RequestContext) -> None:
+    """Spec and mutable metadata from the request; the rest as stored."""
+    assert ctx.existing is not None
+    given = _input(ctx)
+    new = ctx.kind.resource_cls()
+    new.CopyFrom(ctx.existing)
+    meta, gmeta = new.metadata, given.metadata  # type: ignore[attr-defined]
+    meta.name = gmeta.name
+    for field in ("labels", "annotations") if ctx.kind.shape.has_annotations else ("labels",):
+        target = getattr(meta, field)
+        target.clear()
+        target.update(getattr(gmeta, field))
+    del meta.tags[:]
+    meta.tags.extend(gmeta.tags)
+    if ctx.kind.shape.has_spec:
+        if given.HasField("spec"):  # type: ignore[attr-defined]
+            new.spec.CopyFrom(given.spec)  # type: ignore[attr-defined]
+        else:
+            new.ClearField("spec")
+    ctx.unchanged = new == ctx.existing
+    if not ctx.unchanged:
+        ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal)
+    ctx.resource = new
+
+
+@step(Phase.PERSIST)
+def persist_update(ctx: RequestContext) -> None:
+    if ctx.unchanged:
+        return
+    assert ctx.existing is not None and ctx.resource is not None
+    ctx.store.replace(ctx.kind, ctx.existing, ctx.resource)
+
+
+@step(Phase.LOAD)
+def load_by_id(ctx: RequestContext) -> None:
+    ctx.existing = ctx.store.require(ctx.kind, ctx.request.value)  # type: ignore[attr-defined]
+    ctx.resource = ctx.existing
+
+
+@step(Phase.LOAD)
+def load_by_reference(ctx: RequestContext) -> None:
+    """Resolve a reference: by id, else by org + slug. An empty kind means this kind."""
+    ref = ctx.request
+    if ref.kind and ctx.registry.find(ref.kind) is not ctx.kind:  # type: ignore[attr-defined]
+        raise errors.InvalidArgument.field(
+            "kind", f"'{ref.kind}' is not {ctx.kind.name}; send the reference to that kind's service"  # type: ignore[attr-defined]
+        )
+    if ref.id:  # type: ignore[attr-defined]
+        found = ctx.store.require(ctx.kind, ref.id)  # type: ignore[attr-defined]
+        if ref.org and found.metadata.org != ref.org:  # type: ignore[attr-defined]
+            raise errors.NotFound(f"{ctx.kind.label} '{ref.id}' not found in org '{ref.org}'")  # type: ignore[attr-defined]
+    elif ref.slug:  # type: ignore[attr-defined]
+        found = ctx.store.require_slug(ctx.kind, _org(ctx, ref.org), ref.slug)  # type: ignore[attr-defined]
+    else:
+        raise errors.InvalidArgument.field("slug", "a reference needs a slug or an id")
+    ctx.existing = ctx.resource = found
+
+
+@step(Phase.PERSIST)
+def delete(ctx: RequestContext) -> None:
+    """Delete the loaded object and everything it owns."""
+    assert ctx.existing is not None
+    ctx.store.remove(ctx.kind, ctx.existing)
+
+
+@step(Phase.PUBLISH)
+def publish(ctx: RequestContext) -> None:
+    """Append this transaction's events to the event log."""
+    ctx.store.publish()
+
+
+@step(Phase.REDACT)
+def redact(ctx: RequestContext) -> None:
+    """Blank what a kind declares secret before anything leaves the server."""
+    if ctx.kind.redact is not None and ctx.resource is not None:
+        shown = ctx.kind.resource_cls()
+        shown.CopyFrom(ctx.resource)
+        ctx.kind.redact(shown)
+        ctx.resource = shown
+
+
+@step(Phase.RESPOND)
+def respond(ctx: RequestContext) -> None:
+    if ctx.response is None:
+        ctx.response = ctx.resource
+
+
+def _decode_token(token: str, prefix: bytes) -> bytes:
+    if not token:
+        return b""
+    try:
+        after = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        after = b""
+    if not after.startswith(prefix):
+        raise errors.InvalidArgument.field("page_token", "is not a token this query returned")
+    return after
+
+
+@step(Phase.LOAD)
+def list_page(ctx: RequestContext) -> None:
+    """One page, served by the narrowest key range: a label index, the org's
+    slug index, or the kind's object range; never a scan of the whole kind
+    for a narrower question."""
+    req = ctx.request
+    kind = ctx.kind
+    shape = kind.list_shape
+    size = req.page_size or DEFAULT_PAGE_SIZE  # type: ignore[attr-defined]
+    org = req.org if shape.has_org else ""  # type: ignore[attr-defined]
+    labels = dict(req.labels) if shape.has_labels else {}  # type: ignore[attr-defined]
+    store = ctx.store
+    if labels:
+        key, value = min(labels.items())
+        prefix = keys.index_prefix(kind.key_prefix, LABEL_INDEX, (org, key, value))
+    elif org:
+        prefix = keys.slug_prefix(kind.key_prefix, org)
+    else:
+        prefix = keys.object_prefix(kind.key_prefix)
+    by_object = not labels and not org
+    after = _decode_token(req.page_token, prefix)  # type: ignore[attr-defined]
+    entries: list[Message] = []
+    budget = MAX_PAGE_BYTES
+    last = b""
+    more = False
+    for key, value in store.txn.scan(prefix, after=after):
+        if len(entries) >= size or budget <= 0:
+            more = True
+            break
+        if by_object:
+            obj = kind.parse(value)
+        else:
+            object_id = value.decode() if org and not labels else key[len(prefix) :].decode()
+            raw = store.txn.get(keys.object_key(kind.key_prefix, object_id))
+            if raw is None:  # pragma: no cover - indexes change with their object
+                continue
+            value = raw
+            obj = kind.parse(raw)
+        last = key
+        if labels and any(obj.metadata.labels.get(k) != v for k, v in labels.items()):  # type: ignore[attr-defined]
+            continue
+        budget -= len(value)
+        if kind.redact is not None:
+            kind.redact(obj)
+        entries.append(obj)
+    page = kind.list_cls()
+    page.entries.extend(entries)  # type: ignore[attr-defined]
+    if more:
+        page.next_page_token = base64.urlsafe_b64encode(last).rstrip(b"=").decode()  # type: ignore[attr-defined]
+    ctx.response = page
+
+
+@step(Phase.LOAD)
+def dispatch_apply(ctx: RequestContext) -> None:
+    """Apply: create when org + slug (or id) is free, else update."""
+    meta = _input(ctx).metadata  # type: ignore[attr-defined]
+    ctx.org = _org(ctx, meta.org)
+    if not meta.slug and not meta.id:
+        meta.slug = slugify(meta.name)
+    if meta.id:
+        exists = ctx.store.get(ctx.kind, meta.id) is not None
+    else:
+        exists = ctx.store.id_for_slug(ctx.kind, ctx.org, meta.slug) is not None
+    operation = "update" if exists else "create"
+    ctx.operation = operation
+    for inner in ctx.kind.pipelines[operation].txn:
+        inner(ctx)
+    ctx.operation = "apply"

@@ -1,0 +1,112 @@
+"""The network server and the foreground daemon (``stigmer serve``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from stigmer_core.application import Application
+from stigmer_core.datadir import DataDirLock
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_DATA_DIR = Path("~/.stigmer/data")
+MAX_MESSAGE_BYTES = 4 << 20
+
+
+def default_address() -> str:
+    return os.environ.get("STIGMER_ADDRESS", DEFAULT_ADDRESS)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("STIGMER_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser()
+
+
+class Server:
+    """An Application served over gRPC, with health and reflection."""
+
+    def __init__(self, app: Application, address: str = DEFAULT_ADDRESS, *, max_workers: int = 32) -> None:
+        self.app = app
+        interceptors = []
+        if app.plugin_manager is not None:
+            for found in app.plugin_manager.hook.stigmer_server_interceptors():
+                interceptors.extend(found or ())
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="stigmer-rpc"),
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        for service, methods in app.services.items():
+            self._server.add_registered_method_handlers(service, methods)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        # grpc's own health servicer, registered the way grpc_health documents.
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = [*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self._server)
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        host = address.rsplit(":", 1)[0]
+        self.address = f"{host}:{self.port}"
+
+    def start(self) -> None:
+        self._server.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for name in self.app.service_names:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Refuse new calls, let in-flight ones finish within ``grace`` seconds."""
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._server.wait_for_termination(timeout))
+
+
+def serve(address: str | None = None, data_dir: str | Path | None = None, *, grace: float = 10.0) -> int:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; return an exit code."""
+    address = address or default_address()
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    app = None
+    try:
+        app = Application.open(data_dir)
+        server = Server(app, address)
+        server.start()
+        lock.record(address=server.address)
+        kinds = ", ".join(k.name for k in app.registry.kinds)
+        print(f"stigmer daemon listening on {server.address} (data: {data_dir}; kinds: {kinds})", flush=True)
+        stop.wait()
+        print("stigmer daemon stopping: draining in-flight calls", flush=True)
+        server.stop(grace)
+        return 0
+    finally:
+        if app is not None:
+            app.close()
+        lock.release()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.stdout.flush()

@@ -1,0 +1,92 @@
+"""Mapping between the exception tree and gRPC status: the one place it happens.
+
+Server side, ``abort`` turns a ``StigmerError`` into a rich status (a
+``google.rpc.Status`` with ``BadRequest`` details for field violations) and
+anything else into INTERNAL, which always means a bug here. Client side,
+``from_rpc_error`` reverses it, so the CLI and tests can match on types.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from stigmer_core import errors
+
+log = logging.getLogger(__name__)
+
+_CODES: dict[type[errors.StigmerError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Conflict: grpc.StatusCode.ABORTED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+}
+_ERRORS = {code: cls for cls, code in _CODES.items()}
+
+
+def code_of(error: errors.StigmerError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        code = _CODES.get(cls)  # type: ignore[call-overload]
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status(error: BaseException) -> grpc.Status:
+    """The rich gRPC status for an error; INTERNAL for anything unexpected."""
+    if not isinstance(error, errors.StigmerError) or isinstance(error, errors.RegistryError):
+        log.error("internal error (a bug in stigmer_core or a plugin)", exc_info=error)
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(error).__name__}")
+        )
+    code = code_of(error)
+    status = status_pb2.Status(code=code.value[0], message=error.message)
+    if isinstance(error, errors.InvalidArgument) and error.violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad)
+        status.details.append(detail)
+    return rpc_status.to_status(status)
+
+
+def abort(context: grpc.ServicerContext, error: BaseException) -> NoReturn:
+    context.abort_with_status(to_status(error))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover - grpc always raises
+
+
+def from_rpc_error(error: grpc.RpcError) -> errors.StigmerError:
+    """The exception a failed call stands for, with field violations restored."""
+    call = error if isinstance(error, grpc.Call) else None
+    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
+    message = (call.details() if call is not None else None) or str(error)
+    violations: list[errors.FieldViolation] = []
+    if call is not None:
+        status = rpc_status.from_call(call)
+        if status is not None:
+            for detail in status.details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    violations += [errors.FieldViolation(v.field, v.description) for v in bad.field_violations]
+    cls = _ERRORS.get(code)
+    if cls is errors.InvalidArgument:
+        return errors.InvalidArgument(message, violations)
+    if cls is None:
+        return errors.Unavailable(message) if code == grpc.StatusCode.UNAVAILABLE else errors.StigmerError(message)
+    return cls(message)

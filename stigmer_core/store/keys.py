@@ -1,0 +1,60 @@
+"""The key layout, shared by every engine.
+
+::
+
+    m/revision                                  global revision (8 bytes, big-endian)
+    o/<key_prefix>/<id>                         object: serialized protobuf
+    s/<key_prefix>/<org>/<slug>                 slug index -> id
+    x/<key_prefix>/<index>/<value>\\0<id>        declared secondary index -> b""
+    r/<owner_id>/<key_prefix>/<id>              ownership -> b""
+    e/<revision:8><seq:2>                       event log entry
+
+Index values are joined with NUL, which no validated org, slug, label or id
+may contain, so a prefix scan of one value never runs into another.
+"""
+
+from __future__ import annotations
+
+REVISION = b"m/revision"
+EVENTS = b"e/"
+SEP = b"\x00"
+
+
+def object_prefix(key_prefix: str) -> bytes:
+    return b"o/" + key_prefix.encode() + b"/"
+
+
+def object_key(key_prefix: str, object_id: str) -> bytes:
+    return b"o/" + key_prefix.encode() + b"/" + object_id.encode()
+
+
+def slug_prefix(key_prefix: str, org: str) -> bytes:
+    return b"s/" + key_prefix.encode() + b"/" + org.encode() + b"/"
+
+
+def slug_key(key_prefix: str, org: str, slug: str) -> bytes:
+    return slug_prefix(key_prefix, org) + slug.encode()
+
+
+def index_prefix(key_prefix: str, index: str, value: tuple[str, ...]) -> bytes:
+    return b"x/" + key_prefix.encode() + b"/" + index.encode() + b"/" + SEP.join(v.encode() for v in value) + SEP
+
+
+def index_key(key_prefix: str, index: str, value: tuple[str, ...], object_id: str) -> bytes:
+    return index_prefix(key_prefix, index, value) + object_id.encode()
+
+
+def owned_prefix(owner_id: str) -> bytes:
+    return b"r/" + owner_id.encode() + b"/"
+
+
+def owned_key(owner_id: str, key_prefix: str, object_id: str) -> bytes:
+    return owned_prefix(owner_id) + key_prefix.encode() + b"/" + object_id.encode()
+
+
+def event_key(revision: int, seq: int) -> bytes:
+    return EVENTS + revision.to_bytes(8, "big") + seq.to_bytes(2, "big")
+
+
+def event_revision(key: bytes) -> int:
+    return int.from_bytes(key[2:10], "big")

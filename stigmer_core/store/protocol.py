@@ -1,0 +1,74 @@
+"""What a store engine must provide.
+
+The write path is shaped for engines without interactive transactions (etcd
+compares mod-revisions of what was read, then applies buffered writes in one
+``Txn``): ``Store.transact`` takes a function, which the engine may run more
+than once, and which must have no effect outside its transaction except
+through ``WriteTxn.on_commit``. LMDB runs it exactly once per batch, inside a
+nested transaction of a group commit shared with other callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class ReadTxn(Protocol):
+    """A consistent snapshot."""
+
+    @property
+    def revision(self) -> int:
+        """The newest committed revision this snapshot sees."""
+        ...
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Keys starting with ``prefix`` in byte order, strictly after ``after`` if given."""
+        ...
+
+    def events(self, after_revision: int) -> Iterator[tuple[int, bytes]]:
+        """Event log entries with a revision above ``after_revision``, oldest first."""
+        ...
+
+    def oldest_event_revision(self) -> int:
+        """Revision of the oldest retained event (0 when the log is empty)."""
+        ...
+
+
+class WriteTxn(ReadTxn, Protocol):
+    """A snapshot that buffers writes until the store commits them."""
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> bool: ...
+
+    def write_revision(self) -> int:
+        """The revision this transaction commits at; allocated on first call."""
+        ...
+
+    def append_event(self, payload: bytes) -> int:
+        """Add an event at this transaction's revision; return the revision."""
+        ...
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in the caller's thread once the commit is durable."""
+        ...
+
+
+class Store(Protocol):
+    def read(self) -> AbstractContextManager[ReadTxn]: ...
+
+    def transact(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` in a write transaction and return its result once durable.
+
+        An exception from ``fn`` rolls back its writes (and only its writes)
+        and is re-raised to the caller.
+        """
+        ...
+
+    def close(self) -> None: ...

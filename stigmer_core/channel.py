@@ -186,6 +186,17 @@ class _Done(grpc.Call, grpc.Future):
         return False
 
 
+MAX_MESSAGE_BYTES = 4 << 20  # the network server's limit, so both paths refuse alike
+
+
+def _bounded(data: bytes, what: str) -> bytes:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise InProcessRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what} larger than max ({len(data)} vs. {MAX_MESSAGE_BYTES})"
+        )
+    return data
+
+
 def _unimplemented(method: str) -> InProcessRpcError:
     return InProcessRpcError(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
 
@@ -203,12 +214,12 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
             raise _unimplemented(self._method)
         context = _Context(metadata)
         try:
-            decoded = handler.request_deserializer(self._serialize(request))
+            decoded = handler.request_deserializer(_bounded(self._serialize(request), "Received message"))
             response = handler.unary_unary(decoded, context)
             failed = context.failed()
             if failed is not None:
                 raise failed
-            return self._deserialize(handler.response_serializer(response))
+            return self._deserialize(_bounded(handler.response_serializer(response), "Sent message"))
         finally:
             context.finish()
 
@@ -276,13 +287,13 @@ class _UnaryStream(grpc.UnaryStreamMultiCallable):
         handler = self._handler
         if handler is None or handler.unary_stream is None:
             raise _unimplemented(self._method)
-        decoded = handler.request_deserializer(self._serialize(request))
+        decoded = handler.request_deserializer(_bounded(self._serialize(request), "Received message"))
 
         def responses() -> Iterator[Any]:
             context = _Context(metadata)
             try:
                 for response in handler.unary_stream(decoded, context):
-                    yield self._deserialize(handler.response_serializer(response))
+                    yield self._deserialize(_bounded(handler.response_serializer(response), "Sent message"))
             finally:
                 context.finish()
 
@@ -313,10 +324,14 @@ class InProcessChannel(grpc.Channel):
     def from_services(cls, services: Mapping[str, Mapping[str, grpc.RpcMethodHandler]]) -> InProcessChannel:
         return cls({f"/{svc}/{name}": h for svc, methods in services.items() for name, h in methods.items()})
 
-    def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any) -> Any:
+    def unary_unary(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
+    ) -> Any:
         return _UnaryUnary(method, self._handlers.get(method), request_serializer, response_deserializer)
 
-    def unary_stream(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any) -> Any:
+    def unary_stream(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
+    ) -> Any:
         return _UnaryStream(method, self._handlers.get(method), request_serializer, response_deserializer)
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -54,7 +54,9 @@ class Executor:
     def run(
         self, kind: KindRuntime, binding: MethodBinding, request: Message, metadata: Sequence[tuple[str, Any]] = ()
     ) -> Any:
-        ctx = RequestContext(kind=kind, registry=self.registry, operation=binding.operation, request=request, metadata=metadata)
+        ctx = RequestContext(
+            kind=kind, registry=self.registry, operation=binding.operation, request=request, metadata=metadata
+        )
         pipeline = binding.pipeline
         for step in pipeline.pre:
             step(ctx)

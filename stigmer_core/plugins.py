@@ -26,9 +26,17 @@ def plugin_manager(*, entry_points: bool = True, plugins: Iterable[object] = ())
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         for plugin in plugins:
             pm.register(plugin)
-        pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise RegistryError(f"plugin {exc.plugin_name!r}: {exc}") from exc
+        raise RegistryError(f"plugin {pm.get_name(exc.plugin)!r}: {exc}") from exc
     except ValueError as exc:  # the same plugin object or name registered twice
         raise RegistryError(str(exc)) from exc
+    check(pm)
     return pm
+
+
+def check(pm: pluggy.PluginManager) -> None:
+    """Refuse implementations of hooks that do not exist (typos, stale plugins)."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise RegistryError(f"plugin {pm.get_name(exc.plugin)!r}: {exc}") from exc

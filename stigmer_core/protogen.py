@@ -36,7 +36,7 @@ _GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 def _validate_descriptor() -> bytes:
     # Private to protovalidate; its version is pinned in pyproject.toml and
     # --check in CI notices when the schema moves.
-    from protovalidate._gen.buf.validate import validate_pb  # type: ignore[import-untyped]
+    from protovalidate._gen.buf.validate import validate_pb
 
     return bytes(validate_pb._DESC.proto.to_binary())
 

@@ -38,7 +38,7 @@ class Server:
 
     def __init__(self, app: Application, address: str = DEFAULT_ADDRESS, *, max_workers: int = 32) -> None:
         self.app = app
-        interceptors = []
+        interceptors: list[grpc.ServerInterceptor] = []
         if app.plugin_manager is not None:
             for found in app.plugin_manager.hook.stigmer_server_interceptors():
                 interceptors.extend(found or ())
@@ -56,7 +56,11 @@ class Server:
         self.health = health.HealthServicer(experimental_non_blocking=True)
         # grpc's own health servicer, registered the way grpc_health documents.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        names = [*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        names = [
+            *app.service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
         reflection.enable_server_reflection(names, self._server)
         self.port = self._server.add_insecure_port(address)
         if self.port == 0:

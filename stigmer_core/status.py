@@ -37,7 +37,7 @@ _ERRORS = {code: cls for cls, code in _CODES.items()}
 
 def code_of(error: errors.StigmerError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
-        code = _CODES.get(cls)  # type: ignore[call-overload]
+        code = _CODES.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

@@ -8,7 +8,16 @@ that agent). All of it is steps; the controllers stay generic.
 
 from __future__ import annotations
 
-from stigmer_core import FailedPrecondition, InvalidArgument, KindDeclaration, NotFound, Phase, RequestContext, hookimpl, step
+from stigmer_core import (
+    FailedPrecondition,
+    InvalidArgument,
+    KindDeclaration,
+    NotFound,
+    Phase,
+    RequestContext,
+    hookimpl,
+    step,
+)
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2 as agent_service
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2

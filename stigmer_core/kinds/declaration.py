@@ -25,6 +25,18 @@ def _freeze_steps(value: Mapping[str, Sequence[Step]]) -> Mapping[str, tuple[Ste
     return MappingProxyType({op: tuple(steps) for op, steps in value.items()})
 
 
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _indexes(value: Iterable[IndexSpec]) -> tuple[IndexSpec, ...]:
+    return tuple(value)
+
+
+def _step_tuple(value: Iterable[Step]) -> tuple[Step, ...]:
+    return tuple(value)
+
+
 def _freeze_map(value: Mapping[str, CustomOperation]) -> Mapping[str, CustomOperation]:
     return MappingProxyType(dict(value))
 
@@ -52,7 +64,7 @@ class CustomOperation:
     runs in a write transaction.
     """
 
-    steps: tuple[Step, ...] = attrs.field(converter=tuple)
+    steps: tuple[Step, ...] = attrs.field(converter=_step_tuple)
     writes: bool = False
 
 
@@ -70,10 +82,10 @@ class KindDeclaration:
     """Extra steps per standard operation name, placed by their phase."""
     operations: Mapping[str, CustomOperation] = attrs.field(factory=dict, converter=_freeze_map)
     """Kind-specific rpc method name -> its pipeline."""
-    indexes: tuple[IndexSpec, ...] = attrs.field(default=(), converter=tuple)
+    indexes: tuple[IndexSpec, ...] = attrs.field(default=(), converter=_indexes)
     api_version: str = "stigmer.ai/v1"
     plural: str = ""
-    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     """Other names the CLI accepts (short forms)."""
     description: str = ""
     redact: Callable[[Message], None] | None = None

@@ -7,6 +7,7 @@ person reading it is usually installing someone else's package.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import pluggy
 from google.protobuf import message_factory
@@ -19,15 +20,17 @@ from stigmer_core.kinds.runtime import KindRuntime, ListShape, MethodBinding, Pi
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step
+from stigmer_core.plugins import check
 
 _STRING = FieldDescriptor.TYPE_STRING
 
 
 def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> Registry:
+    check(pm)
     declared: list[tuple[str, KindDeclaration]] = []
-    for impl in reversed(pm.hook.stigmer_kinds.get_hookimpls()):  # registration order
-        result = impl.function()
-        for decl in result or ():
+    for impl in pm.hook.stigmer_kinds.get_hookimpls():  # registration order
+        result = cast(Iterable[object], impl.function() or ())
+        for decl in result:
             if not isinstance(decl, KindDeclaration):
                 raise RegistryError(
                     f"plugin {impl.plugin_name!r}: stigmer_kinds returned {type(decl).__name__}, not KindDeclaration"
@@ -45,7 +48,9 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
             if a.name.lower() == b.name.lower():
                 raise RegistryError(f"kind {a.name!r} is declared twice: by {both}")
             if a.id_prefix == b.id_prefix:
-                raise RegistryError(f"id prefix {a.id_prefix!r} of kinds {b.name!r} and {a.name!r} is declared by {both}")
+                raise RegistryError(
+                    f"id prefix {a.id_prefix!r} of kinds {b.name!r} and {a.name!r} is declared by {both}"
+                )
             if a.key_prefix.startswith(b.key_prefix) or b.key_prefix.startswith(a.key_prefix):
                 raise RegistryError(
                     f"key prefixes overlap: {b.key_prefix!r} (kind {b.name!r}) and {a.key_prefix!r} "
@@ -54,7 +59,9 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
     for plugin, decl in declared:
         for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
             if not value or not value.replace("-", "").isalnum() or not value.islower():
-                raise RegistryError(f"plugin {plugin!r}: kind {decl.name!r}: {label} {value!r} must be lowercase alphanumeric")
+                raise RegistryError(
+                    f"plugin {plugin!r}: kind {decl.name!r}: {label} {value!r} must be lowercase alphanumeric"
+                )
 
 
 def _fail(plugin: str, decl: KindDeclaration, text: str) -> RegistryError:
@@ -65,7 +72,7 @@ def _field(desc: Descriptor, name: str) -> FieldDescriptor | None:
     return desc.fields_by_name.get(name)
 
 
-def _resource_field(resource: Descriptor, request: Descriptor) -> str | None:
+def _resource_field(resource: Any, request: Any) -> str | None:
     """For wrapper requests (``UpdateAgentInput{resource, update_mask}``)."""
     found = [f.name for f in request.fields if f.message_type is resource]
     return found[0] if len(found) == 1 else None
@@ -94,7 +101,9 @@ def _check_method(plugin: str, decl: KindDeclaration, method: MethodDescriptor) 
     elif op == "list":
         entries = _field(out, "entries")
         if entries is None or entries.message_type is not resource or _field(out, "next_page_token") is None:
-            raise _fail(plugin, decl, f"{where} must return a list with 'entries' of {resource.full_name} and 'next_page_token'")
+            raise _fail(
+                plugin, decl, f"{where} must return a list with 'entries' of {resource.full_name} and 'next_page_token'"
+            )
         if _field(req, "page_size") is None or _field(req, "page_token") is None:
             raise _fail(plugin, decl, f"{where} request needs 'page_size' and 'page_token'")
     return wrapper
@@ -104,13 +113,19 @@ def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterab
     checked: list[Step] = []
     for candidate in steps:
         phase = getattr(candidate, "phase", None)
-        if not isinstance(phase, Phase) or not callable(candidate) or not isinstance(getattr(candidate, "name", None), str):
+        if (
+            not isinstance(phase, Phase)
+            or not callable(candidate)
+            or not isinstance(getattr(candidate, "name", None), str)
+        ):
             raise _fail(plugin, decl, f"{where}: {candidate!r} is not a step (needs name, phase and __call__)")
         checked.append(candidate)  # type: ignore[arg-type]
     return checked
 
 
-def _pipeline(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration, op: str, base: Sequence[Step], writes: bool) -> Pipeline:
+def _pipeline(
+    pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration, op: str, base: Sequence[Step], writes: bool
+) -> Pipeline:
     steps = list(base) + _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
     for impl_steps in pm.hook.stigmer_pipeline_steps(kind=decl, operation=op):
         extra = _checked_steps(plugin, decl, f"stigmer_pipeline_steps for {op!r}", impl_steps or ())

@@ -46,7 +46,7 @@ class ResourceShape:
     has_audit: bool
 
     @classmethod
-    def of(cls, kind: str, desc: Descriptor) -> ResourceShape:
+    def of(cls, kind: str, desc: Any) -> ResourceShape:
         fields = _fields(desc)
         missing = [f for f in ("api_version", "kind", "metadata") if f not in fields]
         meta_field = fields.get("metadata")

@@ -36,11 +36,13 @@ class FunctionStep:
         self.fn(ctx)
 
 
-def step(phase: Phase = Phase.KIND, *, name: str | None = None) -> Callable[[Callable[[RequestContext], None]], FunctionStep]:
+def step(
+    phase: Phase = Phase.KIND, *, name: str | None = None
+) -> Callable[[Callable[[RequestContext], None]], FunctionStep]:
     """Declare a function as a step::
 
-        @step(Phase.KIND)
-        def create_default_instance(ctx: RequestContext) -> None: ...
+    @step(Phase.KIND)
+    def create_default_instance(ctx: RequestContext) -> None: ...
     """
 
     def wrap(fn: Callable[[RequestContext], None]) -> FunctionStep:

@@ -137,7 +137,7 @@ def build_update_state(ctx: RequestContext) -> None:
     del meta.tags[:]
     meta.tags.extend(gmeta.tags)
     if ctx.kind.shape.has_spec:
-        if given.HasField("spec"):  # type: ignore[attr-defined]
+        if given.HasField("spec"):
             new.spec.CopyFrom(given.spec)  # type: ignore[attr-defined]
         else:
             new.ClearField("spec")
@@ -167,7 +167,8 @@ def load_by_reference(ctx: RequestContext) -> None:
     ref = ctx.request
     if ref.kind and ctx.registry.find(ref.kind) is not ctx.kind:  # type: ignore[attr-defined]
         raise errors.InvalidArgument.field(
-            "kind", f"'{ref.kind}' is not {ctx.kind.name}; send the reference to that kind's service"  # type: ignore[attr-defined]
+            "kind",
+            f"'{ref.kind}' is not {ctx.kind.name}; send the reference to that kind's service",  # type: ignore[attr-defined]
         )
     if ref.id:  # type: ignore[attr-defined]
         found = ctx.store.require(ctx.kind, ref.id)  # type: ignore[attr-defined]

@@ -91,8 +91,8 @@ class _Reader:
         return _revision_of(self._txn)
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._txn.get(key)
-        return value
+        value = self._txn.get(key)
+        return None if value is None else bytes(value)
 
     def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         cursor = self._txn.cursor()
@@ -100,24 +100,28 @@ class _Reader:
             return
         if after and cursor.key() == after and not cursor.next():
             return
-        for key, value in cursor:
+        for raw_key, value in cursor:
+            key = bytes(raw_key)  # buffers=False: already bytes, so no copy
             if not key.startswith(prefix):
                 return
-            yield key, value
+            yield key, bytes(value)
 
     def events(self, after_revision: int) -> Iterator[tuple[int, bytes]]:
         cursor = self._txn.cursor()
         if not cursor.set_range(keys.event_key(after_revision + 1, 0)):
             return
-        for key, value in cursor:
+        for raw_key, value in cursor:
+            key = bytes(raw_key)
             if not key.startswith(keys.EVENTS):
                 return
-            yield keys.event_revision(key), value
+            yield keys.event_revision(key), bytes(value)
 
     def oldest_event_revision(self) -> int:
         cursor = self._txn.cursor()
-        if cursor.set_range(keys.EVENTS) and cursor.key().startswith(keys.EVENTS):
-            return keys.event_revision(cursor.key())
+        if cursor.set_range(keys.EVENTS):
+            key = bytes(cursor.key())
+            if key.startswith(keys.EVENTS):
+                return keys.event_revision(key)
         return 0
 
 
@@ -159,8 +163,9 @@ class _Writer(_Reader):
         cursor = self._txn.cursor()
         if not cursor.set_range(keys.EVENTS):
             return
-        while cursor.key().startswith(keys.EVENTS) and cursor.key() < limit:
-            if not cursor.delete():
+        while True:
+            key = bytes(cursor.key())
+            if not key.startswith(keys.EVENTS) or key >= limit or not cursor.delete():
                 break
 
     def on_commit(self, callback: Callable[[], None]) -> None:
@@ -275,6 +280,7 @@ class LmdbStore:
     def _run_one(self, outer: lmdb.Transaction, pending: _Pending) -> None:
         pending.error = None
         pending.result = None
+        pending.callbacks = []
         child = self._env.begin(write=True, parent=outer)
         writer = _Writer(child, self._retention)
         try:

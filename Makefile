@@ -1,0 +1,52 @@
+# One command to run the daemon, one to run the tests (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+VENV_PB7 ?= .venv-protobuf7
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup serve test lint check-proto test-protobuf7 proto bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+## setup: create .venv with the package, its plugins and the dev tools
+setup: $(STAMP)
+
+## serve: run the daemon on 127.0.0.1:50051 with its LMDB store in ~/.stigmer/data
+serve: $(STAMP)
+	$(BIN)/stigmer serve
+
+## test: generated-code drift check, lint, types, tests on protobuf 6, then on protobuf 7
+test: check-proto lint
+	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-protobuf7
+
+check-proto: $(STAMP)
+	$(BIN)/python -m stigmer_core.protogen --check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## test-protobuf7: the same suite on the newest protobuf 7 runtime (generated code targets both)
+test-protobuf7:
+	$(PYTHON) -m venv $(VENV_PB7)
+	$(VENV_PB7)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_PB7)/bin/python -m pip install --quiet -e ".[test]" "protobuf>=7.35,<8"
+	$(VENV_PB7)/bin/python -c "import google.protobuf as p; print(\"protobuf runtime\", p.__version__)"
+	$(VENV_PB7)/bin/python -m pytest -q
+
+## proto: regenerate stigmer_core/api from proto/
+proto: $(STAMP)
+	$(BIN)/python -m stigmer_core.protogen
+
+## bench: print throughput and latency figures with ratios to a bare grpcio baseline
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(VENV_PB7) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,133 @@
+"""The real daemon process: health, reflection, SIGTERM, restart, one per data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+
+STIGMER = str(Path(sys.executable).with_name("stigmer"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_serving(address: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"daemon exited early: {proc.communicate()}")
+            try:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    return
+            except grpc.RpcError:
+                time.sleep(0.1)
+    raise AssertionError("daemon did not become SERVING")
+
+
+class Daemon:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.proc = subprocess.Popen(
+            [STIGMER, "serve", "--address", self.address, "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        _wait_serving(self.address, self.proc)
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    started = Daemon(tmp_path / "data")
+    yield started
+    started.kill()
+
+
+def test_restart_keeps_everything(daemon: Daemon) -> None:
+    with grpc.insecure_channel(daemon.address) as channel:
+        commands = agent_grpc.AgentCommandControllerStub(channel)
+        written = [
+            commands.create(
+                agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"persisted {i}")), timeout=10
+            )
+            for i in range(20)
+        ]
+    code, out = daemon.stop()
+    assert code == 0, out
+    assert "draining" in out
+    again = Daemon(daemon.data_dir)
+    try:
+        with grpc.insecure_channel(again.address) as channel:
+            query = agent_grpc.AgentQueryControllerStub(channel)
+            for agent in written:
+                assert query.get(agent_pb2.AgentId(value=agent.metadata.id), timeout=10) == agent
+            listed = list(query.list(agent_pb2.ListAgentsRequest(page_size=100), timeout=10).entries)
+            assert listed == written  # ids sort by creation time
+    finally:
+        assert again.stop()[0] == 0
+
+
+def test_second_daemon_on_same_dir_exits_with_a_message(daemon: Daemon) -> None:
+    second = subprocess.run(
+        [STIGMER, "serve", "--address", f"127.0.0.1:{_free_port()}", "--data-dir", str(daemon.data_dir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode != 0
+    assert f"another stigmer daemon is using {daemon.data_dir}" in second.stderr
+    assert daemon.address in second.stderr
+
+
+def test_health_and_reflection_list_every_service(daemon: Daemon) -> None:
+    with grpc.insecure_channel(daemon.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(
+                health_pb2.HealthCheckRequest(service="stigmer.agentic.agent.v1.AgentQueryController"), timeout=5
+            ).status
+            == serving
+        )
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflect.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {
+        "stigmer.agentic.agent.v1.AgentCommandController",
+        "stigmer.agentic.agent.v1.AgentQueryController",
+        "stigmer.agentic.agentinstance.v1.AgentInstanceCommandController",
+        "stigmer.agentic.agentinstance.v1.AgentInstanceQueryController",
+        "grpc.health.v1.Health",
+    } <= names

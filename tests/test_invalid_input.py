@@ -1,0 +1,94 @@
+"""Bad input: INVALID_ARGUMENT naming the field, nothing written, server still up."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from stigmer_core import Application, from_rpc_error
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.testing.inspect import raw_keys
+
+CREATE = "/stigmer.agentic.agent.v1.AgentCommandController/create"
+
+
+def _agent(**metadata: object) -> agent_pb2.Agent:
+    return agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(**metadata))  # type: ignore[arg-type]
+
+
+CASES = [
+    pytest.param(_agent(slug="x"), "metadata.name", id="missing-name"),
+    pytest.param(agent_pb2.Agent(spec=agent_pb2.AgentSpec(description="x")), "metadata", id="missing-metadata"),
+    pytest.param(_agent(name="x", slug="Not A Slug"), "metadata.slug", id="bad-slug"),
+    pytest.param(_agent(name="x" * 254), "metadata.name", id="oversized-name"),
+    pytest.param(
+        agent_pb2.Agent(
+            metadata=metadata_pb2.ApiResourceMetadata(name="x"), spec=agent_pb2.AgentSpec(description="d" * 4097)
+        ),
+        "spec.description",
+        id="oversized-field",
+    ),
+    pytest.param(_agent(name="x", labels={"ok": "bad value!"}), 'metadata.labels["ok"]', id="bad-label"),
+    pytest.param(_agent(name="!!!"), "metadata.name", id="name-without-slug"),
+    pytest.param(_agent(name="x", id="not-an-id"), "metadata.id", id="foreign-id"),
+]
+
+
+@pytest.mark.parametrize(("agent", "field"), CASES)
+def test_invalid_create_names_the_field(
+    stigmer_app: Application, stigmer_channel: grpc.Channel, agent: agent_pb2.Agent, field: str
+) -> None:
+    before = raw_keys(stigmer_app.store)
+    with pytest.raises(grpc.RpcError) as err:
+        agent_grpc.AgentCommandControllerStub(stigmer_channel).create(agent)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in [v.field for v in from_rpc_error(err.value).violations]  # type: ignore[attr-defined]
+    assert raw_keys(stigmer_app.store) == before
+
+
+def test_garbage_bytes_are_invalid_argument(stigmer_app: Application, stigmer_channel: grpc.Channel) -> None:
+    before = raw_keys(stigmer_app.store)
+    raw = stigmer_channel.unary_unary(CREATE)
+    for garbage in (b"\xff\xff\xff\xff", b"\x0a\x05abc", b"\x1a\xff\xff\xff\xff\x0f"):
+        with pytest.raises(grpc.RpcError) as err:
+            raw(garbage)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        fields = [v.field for v in from_rpc_error(err.value).violations]  # type: ignore[attr-defined]
+        assert fields and fields[0] in ("(request)", "metadata", "metadata.name")
+    assert raw_keys(stigmer_app.store) == before
+    # the server still answers
+    ok = agent_grpc.AgentCommandControllerStub(stigmer_channel).create(_agent(name="after garbage"))
+    assert ok.metadata.slug == "after-garbage"
+
+
+def test_oversized_message_is_resource_exhausted(stigmer_app: Application, stigmer_channel: grpc.Channel) -> None:
+    huge = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="x", annotations={"blob": "a" * (5 << 20)}))
+    with pytest.raises(grpc.RpcError) as err:
+        agent_grpc.AgentCommandControllerStub(stigmer_channel).create(huge)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert raw_keys(stigmer_app.store, b"o/") == []
+
+
+def test_bad_page_token_and_size(stigmer_channel: grpc.Channel) -> None:
+    query = agent_grpc.AgentQueryControllerStub(stigmer_channel)
+    for request, field in (
+        (agent_pb2.ListAgentsRequest(page_token="bm90LW1pbmU"), "page_token"),
+        (agent_pb2.ListAgentsRequest(page_size=100_000), "page_size"),
+        (agent_pb2.ListAgentsRequest(page_size=-1), "page_size"),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            query.list(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in [v.field for v in from_rpc_error(err.value).violations]  # type: ignore[attr-defined]
+
+
+def test_reference_to_another_kind_is_refused(stigmer_channel: grpc.Channel) -> None:
+    query = agent_grpc.AgentQueryControllerStub(stigmer_channel)
+    with pytest.raises(grpc.RpcError) as err:
+        query.getByReference(metadata_pb2.ApiResourceReference(kind="AgentInstance", slug="x"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        query.getByReference(metadata_pb2.ApiResourceReference())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

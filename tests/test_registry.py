@@ -1,0 +1,167 @@
+"""Startup rejections: each names the plugin(s) involved."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import attrs
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from stigmer_plugins import agent as agent_plugin
+
+from stigmer_core import KindDeclaration, Phase, RegistryError, hookimpl, step
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.plugins import plugin_manager
+
+
+def _plugin(name: str, *decls: KindDeclaration) -> Any:
+    class Plugin:
+        @hookimpl
+        def stigmer_kinds(self) -> list[KindDeclaration]:
+            return list(decls)
+
+    plugin = Plugin()
+    plugin.__class__.__name__ = name
+    return plugin
+
+
+def _build(*plugins: tuple[str, Any]) -> None:
+    pm = plugin_manager(entry_points=False)
+    for name, plugin in plugins:
+        pm.register(plugin, name=name)
+    build_registry(pm)
+
+
+AGENT = agent_plugin.AGENT
+
+
+def test_first_party_plugins_come_from_the_entry_point_group() -> None:
+    pm = plugin_manager()
+    assert pm.get_plugin("agent") is agent_plugin
+    names = [k.name for k in build_registry(pm).kinds]
+    assert names[:2] == ["Agent", "AgentInstance"]
+
+
+def test_duplicate_kind_name_names_both_plugins() -> None:
+    twin = attrs.evolve(AGENT, id_prefix="twn", key_prefix="twins")
+    with pytest.raises(RegistryError, match=r"kind 'Agent' is declared twice: by plugin 'first' and plugin 'second'"):
+        _build(("first", _plugin("A", AGENT)), ("second", _plugin("B", twin)))
+
+
+def test_overlapping_key_prefixes_are_rejected() -> None:
+    other = attrs.evolve(AGENT, name="Agent2", id_prefix="ag2", key_prefix="agentsx")
+    with pytest.raises(
+        RegistryError, match=r"key prefixes overlap: 'agents' .*'agentsx'.* plugin 'first' and plugin 'second'"
+    ):
+        _build(("first", _plugin("A", AGENT)), ("second", _plugin("B", other)))
+
+
+def test_identical_key_prefixes_are_rejected() -> None:
+    other = attrs.evolve(AGENT, name="Agent2", id_prefix="ag2")
+    with pytest.raises(RegistryError, match=r"key prefixes overlap"):
+        _build(("first", _plugin("A", AGENT)), ("second", _plugin("B", other)))
+
+
+def test_duplicate_id_prefix_is_rejected() -> None:
+    other = attrs.evolve(AGENT, name="Agent2", key_prefix="robots")
+    with pytest.raises(RegistryError, match=r"id prefix 'agt' .* plugin 'first' and plugin 'second'"):
+        _build(("first", _plugin("A", AGENT)), ("second", _plugin("B", other)))
+
+
+def _service_with_extra_method() -> Any:
+    """A Command service with an rpc no standard operation binds."""
+    pool = descriptor_pool.Default()
+    name = "tests/registry/extra.proto"
+    try:
+        return pool.FindFileByName(name).services_by_name["ExtraCommandController"]
+    except KeyError:
+        pass
+    file = descriptor_pb2.FileDescriptorProto(
+        name=name, package="tests.registry", syntax="proto3",
+        dependency=["stigmer_core/api/agentic/agent/v1/agent.proto"],
+    )  # fmt: skip
+    service = file.service.add(name="ExtraCommandController")
+    for method in ("create", "frobnicate"):
+        service.method.add(
+            name=method, input_type=".stigmer.agentic.agent.v1.Agent", output_type=".stigmer.agentic.agent.v1.Agent"
+        )
+    pool.Add(file)
+    return pool.FindFileByName(name).services_by_name["ExtraCommandController"]
+
+
+def test_unbound_rpc_method_is_a_startup_error() -> None:
+    extra = attrs.evolve(AGENT, command_service=_service_with_extra_method())
+    with pytest.raises(
+        RegistryError,
+        match=r"plugin 'extra': kind 'Agent': rpc tests.registry.ExtraCommandController.frobnicate is bound by no operation",
+    ):
+        _build(("extra", _plugin("A", extra)))
+
+
+def test_custom_operation_binds_the_extra_method() -> None:
+    from stigmer_core import CustomOperation
+    from stigmer_core.pipeline import steps as standard
+
+    extra = attrs.evolve(
+        AGENT,
+        command_service=_service_with_extra_method(),
+        operations={"frobnicate": CustomOperation(steps=(standard.validate, standard.respond))},
+    )
+    pm = plugin_manager(entry_points=False, plugins=[])
+    pm.register(_plugin("A", extra), name="extra")
+    registry = build_registry(pm)
+    paths = set(registry.kind("Agent").methods)
+    assert "/tests.registry.ExtraCommandController/frobnicate" in paths
+
+
+def test_unknown_hook_name_names_the_plugin() -> None:
+    typo = SimpleNamespace()
+
+    @hookimpl
+    def stigmer_kind() -> list[KindDeclaration]:  # missing the trailing "s"
+        return []
+
+    typo.stigmer_kind = stigmer_kind
+    with pytest.raises(RegistryError, match=r"plugin 'typo'.*stigmer_kind"):
+        pm = plugin_manager(entry_points=False)
+        pm.register(typo, name="typo")
+        from stigmer_core.plugins import check
+
+        check(pm)
+
+
+def test_steps_for_unknown_operation_are_rejected() -> None:
+    @step(Phase.KIND)
+    def noop(ctx: Any) -> None:
+        return None
+
+    bad = attrs.evolve(AGENT, steps={"craete": (noop,)})
+    with pytest.raises(RegistryError, match=r"plugin 'p': kind 'Agent': steps declared for unknown operation 'craete'"):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_non_step_is_rejected() -> None:
+    bad = attrs.evolve(AGENT, steps={"create": (lambda ctx: None,)})
+    with pytest.raises(RegistryError, match=r"is not a step"):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_cross_cutting_steps_reach_every_kind_by_phase() -> None:
+    seen: list[str] = []
+
+    @step(Phase.AUTHORIZE, name="audit")
+    def audit(ctx: Any) -> None:
+        seen.append(ctx.kind.name)
+
+    class Audit:
+        @hookimpl
+        def stigmer_pipeline_steps(self, kind: KindDeclaration, operation: str) -> list[Any]:
+            return [audit]
+
+    pm = plugin_manager(plugins=[Audit()])
+    registry = build_registry(pm)
+    for kind in registry.kinds:
+        for op, pipeline in kind.pipelines.items():
+            names = [s.name for s in pipeline.pre]
+            assert names.index("audit") == names.index("authorize") + 1, (kind.name, op, names)

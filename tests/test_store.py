@@ -1,0 +1,138 @@
+"""The LMDB engine: group commit, per-caller rollback, map growth, events."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from stigmer_core.errors import AlreadyExists, Unavailable
+from stigmer_core.store import LmdbStore, WriteTxn
+
+
+def test_revision_is_bumped_once_per_transaction(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False)
+
+    def write(txn: WriteTxn) -> int:
+        txn.put(b"k/a", b"1")
+        txn.put(b"k/b", b"2")
+        first = txn.write_revision()
+        assert txn.write_revision() == first
+        return first
+
+    assert store.transact(write) == 1
+    assert store.transact(write) == 2
+    with store.read() as txn:
+        assert txn.revision == 2
+        assert [k for k, _ in txn.scan(b"k/")] == [b"k/a", b"k/b"]
+        assert [k for k, _ in txn.scan(b"k/", after=b"k/a")] == [b"k/b"]
+    store.close()
+
+
+def test_a_failing_caller_rolls_back_alone_inside_a_shared_batch(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def blocker(txn: WriteTxn) -> None:
+        # holds the leader role so the others queue up into one batch
+        started.set()
+        gate.wait(timeout=10)
+        txn.put(b"k/blocker", b"")
+
+    def good(i: int) -> None:
+        def fn(txn: WriteTxn) -> int:
+            txn.put(f"k/good{i}".encode(), b"")
+            txn.append_event(b"good")
+            return txn.write_revision()
+
+        store.transact(fn)
+
+    def bad(txn: WriteTxn) -> None:
+        txn.put(b"k/bad", b"")
+        txn.append_event(b"bad")
+        raise AlreadyExists("taken")
+
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(store.transact, blocker)
+        assert started.wait(timeout=10)
+        commits_before = store.commits
+        goods = [pool.submit(good, i) for i in range(5)]
+        failing = pool.submit(store.transact, bad)
+        while len(store._queue) < 6:  # every caller is queued behind the leader
+            threading.Event().wait(0.01)
+        gate.set()
+        first.result(timeout=10)
+        for future in goods:
+            future.result(timeout=10)
+        with pytest.raises(AlreadyExists):
+            failing.result(timeout=10)
+    assert store.commits - commits_before == 2  # the blocker's batch, then everyone else's
+    with store.read() as txn:
+        keys = [k for k, _ in txn.scan(b"k/")]
+        events = [payload for _, payload in txn.events(0)]
+        revisions = [rev for rev, _ in txn.events(0)]
+    assert b"k/bad" not in keys
+    assert sorted(keys) == sorted([b"k/blocker"] + [f"k/good{i}".encode() for i in range(5)])
+    assert events == [b"good"] * 5
+    assert revisions == sorted(set(revisions)), "each caller commits at its own revision"
+    store.close()
+
+
+def test_the_map_grows_instead_of_failing(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False, map_size=1 << 20)
+    value = b"x" * 4096
+
+    def fill(start: int) -> None:
+        def fn(txn: WriteTxn) -> None:
+            for i in range(start, start + 100):
+                txn.put(f"big/{i:06d}".encode(), value)
+
+        store.transact(fn)
+
+    for start in range(0, 2000, 100):
+        fill(start)
+    with store.read() as txn:
+        assert sum(1 for _ in txn.scan(b"big/")) == 2000
+    assert store._env.info()["map_size"] > 1 << 20
+    store.close()
+
+
+def test_event_log_keeps_a_bounded_window(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False, event_retention=10)
+    for i in range(25):
+        store.transact(lambda txn, i=i: txn.append_event(str(i).encode()))
+    with store.read() as txn:
+        events = list(txn.events(0))
+        assert txn.oldest_event_revision() == 16
+        assert [rev for rev, _ in events] == list(range(16, 26))
+        assert [rev for rev, _ in txn.events(20)] == list(range(21, 26))
+    store.close()
+
+
+def test_readers_see_a_snapshot_and_never_block_writers(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False)
+    store.transact(lambda txn: txn.put(b"k/1", b"old"))
+    with store.read() as snapshot:
+        store.transact(lambda txn: txn.put(b"k/1", b"new"))  # would deadlock if readers blocked writers
+        assert snapshot.get(b"k/1") == b"old"
+    with store.read() as fresh:
+        assert fresh.get(b"k/1") == b"new"
+    store.close()
+
+
+def test_closed_store_refuses_writes(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False)
+    store.close()
+    with pytest.raises(Unavailable):
+        store.transact(lambda txn: None)
+
+
+def test_data_survives_reopen(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path) as store:
+        store.transact(lambda txn: txn.put(b"k/durable", b"yes"))
+    with LmdbStore(tmp_path) as store, store.read() as txn:
+        assert txn.get(b"k/durable") == b"yes"
+        assert txn.revision == 0  # raw puts do not allocate revisions

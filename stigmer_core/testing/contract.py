@@ -191,14 +191,8 @@ class KindContract(RuleBasedStateMachine):
             assert got == existing, "an update that changes nothing must leave the object as it was"
         else:
             self._check_version(got, bumped=True)
-            if self.kind.shape.has_timestamps:
-                assert gmeta.created_at == emeta.created_at
-        if self.kind.shape.has_status:
-            assert (
-                got.status.default_instance_id == existing.status.default_instance_id
-                if hasattr(got.status, "default_instance_id")
-                else True
-            )  # type: ignore[attr-defined]
+        if self.kind.shape.has_timestamps:
+            assert gmeta.created_at == emeta.created_at, "creation time is immutable"
 
     @precondition(lambda self: bool(self.model))
     @rule(

@@ -52,11 +52,23 @@ class Executor:
         self.store = store
 
     def run(
-        self, kind: KindRuntime, binding: MethodBinding, request: Message, metadata: Sequence[tuple[str, Any]] = ()
+        self,
+        kind: KindRuntime,
+        binding: MethodBinding,
+        request: Message,
+        metadata: Sequence[tuple[str, Any]] = (),
+        active: Callable[[], bool] | None = None,
     ) -> Any:
         ctx = RequestContext(
-            kind=kind, registry=self.registry, operation=binding.operation, request=request, metadata=metadata
+            kind=kind,
+            registry=self.registry,
+            operation=binding.operation,
+            request=request,
+            metadata=metadata,
+            engine=self.store,
         )
+        if active is not None:
+            ctx.active = active
         pipeline = binding.pipeline
         for step in pipeline.pre:
             step(ctx)
@@ -101,7 +113,7 @@ def _handler(executor: Executor, kind: KindRuntime, binding: MethodBinding) -> g
             if isinstance(request, _Malformed):
                 status.abort(context, _malformed(binding, request))
             try:
-                yield from run(kind, binding, request, context.invocation_metadata())
+                yield from run(kind, binding, request, context.invocation_metadata(), context.is_active)
             except Exception as exc:
                 status.abort(context, exc)
 

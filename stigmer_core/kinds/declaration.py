@@ -37,6 +37,14 @@ def _step_tuple(value: Iterable[Step]) -> tuple[Step, ...]:
     return tuple(value)
 
 
+def _references(value: Iterable[Reference]) -> tuple[Reference, ...]:
+    return tuple(value)
+
+
+def _freeze_filters(value: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(value))
+
+
 def _freeze_map(value: Mapping[str, CustomOperation]) -> Mapping[str, CustomOperation]:
     return MappingProxyType(dict(value))
 
@@ -53,6 +61,26 @@ class IndexSpec:
 
     name: str
     values: Callable[[Message], Iterable[tuple[str, ...]]]
+    org_scoped: bool = True
+    """Entries carry the object's org, so one org's entries are one key range
+    (an entry across all orgs is kept too, for org-less queries)."""
+
+
+@attrs.frozen
+class Reference:
+    """A field that holds the id of another kind's object.
+
+    Checked inside the writing transaction: the target must exist (in the
+    same org when ``same_org``) when the object is written, and the target
+    cannot be deleted while a referrer for which ``live`` is true (every
+    referrer, when ``live`` is None) still points at it. The field may be
+    a dotted path (``spec.session_id``) to a string or a repeated string.
+    """
+
+    field: str
+    kind: str
+    same_org: bool = True
+    live: Callable[[Message], bool] | None = None
 
 
 @attrs.frozen
@@ -83,6 +111,10 @@ class KindDeclaration:
     operations: Mapping[str, CustomOperation] = attrs.field(factory=dict, converter=_freeze_map)
     """Kind-specific rpc method name -> its pipeline."""
     indexes: tuple[IndexSpec, ...] = attrs.field(default=(), converter=_indexes)
+    references: tuple[Reference, ...] = attrs.field(default=(), converter=_references)
+    list_filters: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_filters)
+    """List-request field -> index name: ``list`` scans that index when the
+    field is set (an enum by value name; a repeated field: every value)."""
     api_version: str = "stigmer.ai/v1"
     plural: str = ""
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_strings)

@@ -16,7 +16,18 @@ from google.protobuf.message import Message
 
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import STANDARD_OPERATIONS, WRITE_OPERATIONS, KindDeclaration
-from stigmer_core.kinds.runtime import KindRuntime, ListShape, MethodBinding, Pipeline, Registry, ResourceShape
+from stigmer_core.kinds.runtime import (
+    LABEL_INDEX,
+    CompiledReference,
+    FieldPath,
+    KindRuntime,
+    ListFilter,
+    ListShape,
+    MethodBinding,
+    Pipeline,
+    Registry,
+    ResourceShape,
+)
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step
@@ -38,7 +49,14 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
             declared.append((impl.plugin_name, decl))
     _check_unique(declared)
     kinds = tuple(_compile(pm, plugin, decl) for plugin, decl in declared)
-    return Registry(kinds, default_org=default_org)
+    registry = Registry(kinds, default_org=default_org)
+    for kind in kinds:
+        for ref in kind.references:
+            if registry.find(ref.spec.kind) is None:
+                raise _fail(
+                    kind.plugin, kind.decl, f"reference {ref.spec.field!r} names unknown kind {ref.spec.kind!r}"
+                )
+    return registry
 
 
 def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
@@ -150,6 +168,25 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             raise _fail(plugin, decl, f"operation {op!r} binds no rpc method of its services")
     list_method = next((m for m in methods if m.name == "list" and m.name not in decl.operations), None)
     list_req = list_method.input_type if list_method else None
+    indexes = {index.name: index for index in decl.indexes}
+    if len(indexes) != len(decl.indexes) or LABEL_INDEX in indexes:
+        raise _fail(plugin, decl, f"index names must be unique and not {LABEL_INDEX!r}")
+    references = []
+    for ref in decl.references:
+        try:
+            references.append(CompiledReference(ref, FieldPath.resolve(decl.resource.DESCRIPTOR, ref.field)))
+        except (KeyError, TypeError) as exc:
+            raise _fail(plugin, decl, f"reference field {ref.field!r}: {exc}") from None
+    filters = []
+    for field_name, index_name in decl.list_filters.items():
+        if index_name not in indexes:
+            raise _fail(plugin, decl, f"list filter {field_name!r} names unknown index {index_name!r}")
+        try:
+            if list_req is None:
+                raise KeyError(field_name)
+            filters.append(ListFilter(FieldPath.resolve(list_req, field_name), indexes[index_name]))
+        except (KeyError, TypeError) as exc:
+            raise _fail(plugin, decl, f"list filter field {field_name!r}: {exc}") from None
     runtime = KindRuntime(
         decl=decl,
         plugin=plugin,
@@ -159,6 +196,8 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             has_labels=list_req is not None and _field(list_req, "labels") is not None,
         ),
         list_cls=message_factory.GetMessageClass(list_method.output_type) if list_method else decl.resource,
+        references=tuple(references),
+        list_filters=tuple(filters),
     )
     for op in STANDARD_OPERATIONS:
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, DEFAULT_PIPELINES[op], op in WRITE_OPERATIONS)

@@ -16,7 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from stigmer_core.errors import RegistryError
-from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration
+from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
 from stigmer_core.pipeline.step import Step
 from stigmer_core.store import keys
 
@@ -76,6 +76,55 @@ class ListShape:
 
 
 @attrs.frozen
+class FieldPath:
+    """A dotted field path resolved against a descriptor at startup."""
+
+    path: str
+    repeated: bool
+    enum_names: Mapping[int, str] | None = None
+
+    def read(self, message: Message) -> list[str]:
+        """The non-empty string values at the path (enum values by name)."""
+        value: Any = message
+        for part in self.path.split("."):
+            value = getattr(value, part)
+        items = list(value) if self.repeated else [value]
+        if self.enum_names is not None:
+            return [self.enum_names[v] for v in items if v]
+        return [v for v in items if v]
+
+    @classmethod
+    def resolve(cls, desc: Any, path: str) -> FieldPath:
+        field = None
+        for part in path.split("."):
+            if desc is None or part not in desc.fields_by_name:
+                raise KeyError(path)
+            field = desc.fields_by_name[part]
+            desc = field.message_type
+        assert field is not None
+        repeated = bool(getattr(field, "is_repeated", field.label == FieldDescriptor.LABEL_REPEATED))
+        if field.enum_type is not None:
+            return cls(path, repeated, {v.number: v.name for v in field.enum_type.values})
+        if field.type != FieldDescriptor.TYPE_STRING:
+            raise TypeError(f"{path} is neither a string nor an enum field")
+        return cls(path, repeated)
+
+
+@attrs.frozen
+class CompiledReference:
+    spec: Reference
+    field: FieldPath
+
+
+@attrs.frozen
+class ListFilter:
+    """A list-request field served by a declared index."""
+
+    field: FieldPath
+    index: IndexSpec
+
+
+@attrs.frozen
 class Pipeline:
     """Steps split at the transaction boundary."""
 
@@ -108,6 +157,8 @@ class KindRuntime:
     list_shape: ListShape
     list_cls: type[Message]
     resource_field: str | None = None
+    references: tuple[CompiledReference, ...] = ()
+    list_filters: tuple[ListFilter, ...] = ()
     pipelines: dict[str, Pipeline] = attrs.field(factory=dict)
     methods: dict[str, MethodBinding] = attrs.field(factory=dict)
 
@@ -165,8 +216,23 @@ class KindRuntime:
             found.append(keys.index_key(prefix, LABEL_INDEX, ("", key, value), meta.id))
         for index in self.decl.indexes:
             for value in index.values(obj):
-                found.append(keys.index_key(prefix, index.name, value, meta.id))
+                if index.org_scoped:
+                    found.append(keys.index_key(prefix, index.name, (meta.org, *value), meta.id))
+                    found.append(keys.index_key(prefix, index.name, ("", *value), meta.id))
+                else:
+                    found.append(keys.index_key(prefix, index.name, value, meta.id))
         return found
+
+    def reference_keys(self, obj: Message) -> dict[bytes, bytes]:
+        """Reverse-reference entries (target -> this object), valued with the field."""
+        if not self.references:
+            return {}
+        object_id = obj.metadata.id  # type: ignore[attr-defined]
+        return {
+            keys.referrer_key(target, self.decl.key_prefix, object_id): ref.spec.field.encode()
+            for ref in self.references
+            for target in ref.field.read(obj)
+        }
 
     def owner_keys(self, obj: Message) -> Iterable[bytes]:
         if not self.shape.has_owner_refs:

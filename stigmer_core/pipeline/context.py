@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 
 if TYPE_CHECKING:
     from stigmer_core.kinds.runtime import KindRuntime, Registry
+    from stigmer_core.store.protocol import Store
     from stigmer_core.store.resources import Resources
 
 
@@ -37,6 +38,10 @@ class RequestContext:
     response: Message | None = None
     unchanged: bool = False
     scratch: dict[str, Any] = attrs.field(factory=dict)
+    engine: Store | None = None
+    """The store itself, for steps whose response outlives the transaction (streams)."""
+    active: Callable[[], bool] = lambda: True
+    """Whether the caller is still there (streams stop when it is not)."""
 
     def reset_transaction_state(self) -> None:
         """Forget what a previous run of the transactional steps produced."""

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.message import Message
 
 from stigmer_core import errors
+from stigmer_core.kinds.declaration import IndexSpec
+from stigmer_core.kinds.runtime import LABEL_INDEX
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import step
+from stigmer_core.pipeline.step import FunctionStep, Step, step
 from stigmer_core.store import keys
 from stigmer_core.store.resources import slugify
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_BYTES = 3 << 20  # below gRPC's 4 MiB default message limit
-LABEL_INDEX = "_label"
 
 
 def _input(ctx: RequestContext) -> Message:
@@ -222,46 +225,39 @@ def _decode_token(token: str, prefix: bytes) -> bytes:
     return after
 
 
-@step(Phase.LOAD)
-def list_page(ctx: RequestContext) -> None:
-    """One page, served by the narrowest key range: a label index, the org's
-    slug index, or the kind's object range; never a scan of the whole kind
-    for a narrower question."""
-    req = ctx.request
+class _Range:
+    """One key range a list reads, and how its keys lead to objects."""
+
+    __slots__ = ("by_object", "by_slug", "prefix")
+
+    def __init__(self, prefix: bytes, *, by_object: bool = False, by_slug: bool = False) -> None:
+        self.prefix = prefix
+        self.by_object = by_object
+        self.by_slug = by_slug
+
+
+def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str) -> Message:
+    """Read one page of ``scan``: at most ``size`` objects (and ~3 MiB) that ``keep`` accepts."""
     kind = ctx.kind
-    shape = kind.list_shape
-    size = req.page_size or DEFAULT_PAGE_SIZE  # type: ignore[attr-defined]
-    org = req.org if shape.has_org else ""  # type: ignore[attr-defined]
-    labels = dict(req.labels) if shape.has_labels else {}  # type: ignore[attr-defined]
-    store = ctx.store
-    if labels:
-        key, value = min(labels.items())
-        prefix = keys.index_prefix(kind.key_prefix, LABEL_INDEX, (org, key, value))
-    elif org:
-        prefix = keys.slug_prefix(kind.key_prefix, org)
-    else:
-        prefix = keys.object_prefix(kind.key_prefix)
-    by_object = not labels and not org
-    after = _decode_token(req.page_token, prefix)  # type: ignore[attr-defined]
+    txn = ctx.store.txn
+    prefix = scan.prefix
     entries: list[Message] = []
     budget = MAX_PAGE_BYTES
     last = b""
     more = False
-    for key, value in store.txn.scan(prefix, after=after):
+    for key, value in txn.scan(prefix, after=_decode_token(token, prefix)):
         if len(entries) >= size or budget <= 0:
             more = True
             break
-        if by_object:
-            obj = kind.parse(value)
-        else:
-            object_id = value.decode() if org and not labels else key[len(prefix) :].decode()
-            raw = store.txn.get(keys.object_key(kind.key_prefix, object_id))
+        last = key
+        if not scan.by_object:
+            object_id = value.decode() if scan.by_slug else key[len(prefix) :].decode()
+            raw = txn.get(keys.object_key(kind.key_prefix, object_id))
             if raw is None:  # pragma: no cover - indexes change with their object
                 continue
             value = raw
-            obj = kind.parse(raw)
-        last = key
-        if labels and any(obj.metadata.labels.get(k) != v for k, v in labels.items()):  # type: ignore[attr-defined]
+        obj = kind.parse(value)
+        if keep is not None and not keep(obj):
             continue
         budget -= len(value)
         if kind.redact is not None:
@@ -271,7 +267,73 @@ def list_page(ctx: RequestContext) -> None:
     page.entries.extend(entries)  # type: ignore[attr-defined]
     if more:
         page.next_page_token = base64.urlsafe_b64encode(last).rstrip(b"=").decode()  # type: ignore[attr-defined]
-    ctx.response = page
+    return page
+
+
+def _has_index_values(index: IndexSpec, wanted: list[tuple[str, ...]]) -> Callable[[Message], bool]:
+    def check(obj: Message) -> bool:
+        present = set(index.values(obj))
+        return all(w in present for w in wanted)
+
+    return check
+
+
+@step(Phase.LOAD)
+def list_page(ctx: RequestContext) -> None:
+    """One page, read from the narrowest key range that answers the request:
+    a declared index when a filter field is set, a label index when labels
+    are, the org's slug index when only the org is, else the kind's object
+    range. Other conditions are checked on the objects of that range."""
+    req: Any = ctx.request
+    kind = ctx.kind
+    org = req.org if kind.list_shape.has_org else ""
+    labels = dict(req.labels) if kind.list_shape.has_labels else {}
+    filters = [(f, values) for f in kind.list_filters if (values := f.field.read(req))]
+    conditions: list[Callable[[Message], bool]] = []
+    if org:
+        conditions.append(lambda o: o.metadata.org == org)  # type: ignore[attr-defined]
+    if labels:
+        conditions.append(lambda o: all(o.metadata.labels.get(k) == v for k, v in labels.items()))  # type: ignore[attr-defined]
+    for list_filter, values in filters:
+        conditions.append(_has_index_values(list_filter.index, [(v,) for v in values]))
+    if filters:
+        first, values = filters[0]
+        scope = (org,) if first.index.org_scoped else ()
+        scan = _Range(keys.index_prefix(kind.key_prefix, first.index.name, (*scope, values[0])))
+    elif labels:
+        label_key, label_value = min(labels.items())
+        scan = _Range(keys.index_prefix(kind.key_prefix, LABEL_INDEX, (org, label_key, label_value)))
+    elif org:
+        scan = _Range(keys.slug_prefix(kind.key_prefix, org), by_slug=True)
+    else:
+        scan = _Range(keys.object_prefix(kind.key_prefix), by_object=True)
+    keep = (lambda o: all(c(o) for c in conditions)) if conditions else None
+    ctx.response = _page(ctx, scan, keep, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
+
+
+def list_by(index: str, *fields: str) -> Step:
+    """A step for a ``listBy…`` rpc: page through one declared index.
+
+    ``fields`` name the request fields whose values make the index value (for
+    an org-scoped index the request's ``org`` comes first, empty for all
+    orgs). The request needs ``page_size`` and ``page_token``; the response
+    is the kind's list message.
+    """
+
+    def run(ctx: RequestContext) -> None:
+        req: Any = ctx.request
+        spec = next((i for i in ctx.kind.indexes if i.name == index), None)
+        if spec is None:  # pragma: no cover - a declaration error, caught by the kind's own tests
+            raise RuntimeError(f"{ctx.kind.name} declares no index {index!r}")
+        value = tuple(str(getattr(req, f)) for f in fields)
+        for field, part in zip(fields, value, strict=True):
+            if not part:
+                raise errors.InvalidArgument.field(field, "is required")
+        scope = (getattr(req, "org", ""),) if spec.org_scoped else ()
+        scan = _Range(keys.index_prefix(ctx.kind.key_prefix, index, (*scope, *value)))
+        ctx.response = _page(ctx, scan, None, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
+
+    return FunctionStep(f"list_by_{index}", Phase.LOAD, run)
 
 
 @step(Phase.LOAD)

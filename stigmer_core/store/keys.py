@@ -7,6 +7,7 @@
     s/<key_prefix>/<org>/<slug>                 slug index -> id
     x/<key_prefix>/<index>/<value>\\0<id>        declared secondary index -> b""
     r/<owner_id>/<key_prefix>/<id>              ownership -> b""
+    q/<target_id>/<key_prefix>/<id>             reference -> referring field name
     e/<revision:8><seq:2>                       event log entry
 
 Index values are joined with NUL, which no validated org, slug, label or id
@@ -50,6 +51,14 @@ def owned_prefix(owner_id: str) -> bytes:
 
 def owned_key(owner_id: str, key_prefix: str, object_id: str) -> bytes:
     return owned_prefix(owner_id) + key_prefix.encode() + b"/" + object_id.encode()
+
+
+def referrer_prefix(target_id: str) -> bytes:
+    return b"q/" + target_id.encode() + b"/"
+
+
+def referrer_key(target_id: str, key_prefix: str, object_id: str) -> bytes:
+    return referrer_prefix(target_id) + key_prefix.encode() + b"/" + object_id.encode()
 
 
 def event_key(revision: int, seq: int) -> bytes:

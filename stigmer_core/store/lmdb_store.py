@@ -214,6 +214,9 @@ class LmdbStore:
         self._retention = event_retention
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
+        self._revision_cond = threading.Condition(threading.Lock())
+        with self._env.begin() as txn:
+            self._revision = _revision_of(txn)
 
     # -- reads -------------------------------------------------------------
     def read(self) -> _Reader:
@@ -260,8 +263,13 @@ class LmdbStore:
             try:
                 for pending in batch:
                     self._run_one(outer, pending)
+                revision = _revision_of(outer)
                 outer.commit()
                 self.commits += 1
+                if revision != self._revision:
+                    with self._revision_cond:
+                        self._revision = revision
+                        self._revision_cond.notify_all()
             except lmdb.MapFullError:
                 outer.abort()
                 self._gate.leave()
@@ -300,12 +308,20 @@ class LmdbStore:
         log.info("store map full; growing to %d MiB", size >> 20)
         self._gate.exclusive(lambda: self._env.set_mapsize(size))
 
+    def wait_for_revision(self, after: int, timeout: float) -> int:
+        with self._revision_cond:
+            if self._revision <= after and not self._closed:
+                self._revision_cond.wait(timeout)
+            return self._revision
+
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
         with self._cond:
             self._closed = True
             while self._leading:
                 self._cond.wait()
+        with self._revision_cond:
+            self._revision_cond.notify_all()  # watchers wake up and find the store closed
         self._env.close()
 
     def __enter__(self) -> LmdbStore:

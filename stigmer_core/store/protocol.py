@@ -71,4 +71,9 @@ class Store(Protocol):
         """
         ...
 
+    def wait_for_revision(self, after: int, timeout: float) -> int:
+        """Block until a revision above ``after`` is committed or ``timeout``
+        passes; return the newest committed revision either way."""
+        ...
+
     def close(self) -> None: ...

@@ -135,10 +135,39 @@ class Resources:
         if meta.id and self.txn.get(keys.object_key(kind.key_prefix, meta.id)) is not None:
             raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
 
+    def check_references(self, kind: KindRuntime, obj: Message) -> None:
+        """Every id a declared reference field holds names a live object (same org if required)."""
+        org = obj.metadata.org  # type: ignore[attr-defined]
+        for ref in kind.references:
+            target_kind = self.registry.kind(ref.spec.kind)
+            for target_id in ref.field.read(obj):
+                target = self.get(target_kind, target_id)
+                if target is None or (ref.spec.same_org and target.metadata.org != org):  # type: ignore[attr-defined]
+                    where = f" in org '{org}'" if ref.spec.same_org else ""
+                    raise errors.NotFound(f"{target_kind.label} '{target_id}' not found{where} ({ref.field.path})")
+
+    def check_referrers(self, kind: KindRuntime, obj: Message) -> None:
+        """Refuse to delete what a live object still references."""
+        meta = obj.metadata  # type: ignore[attr-defined]
+        prefix = keys.referrer_prefix(meta.id)
+        for key, field in self.txn.scan(prefix):
+            key_prefix, _, referrer_id = key[len(prefix) :].decode().rpartition("/")
+            referrer_kind = self.registry.by_key_prefix(key_prefix)
+            referrer = self.get(referrer_kind, referrer_id)
+            if referrer is None:  # pragma: no cover - reference entries go with their object
+                continue
+            ref = next((r for r in referrer_kind.references if r.spec.field == field.decode()), None)
+            if ref is None or ref.spec.live is None or ref.spec.live(referrer):
+                raise errors.FailedPrecondition(
+                    f"{kind.label} '{meta.slug}' is still referenced by {referrer_kind.label} "
+                    f"'{referrer.metadata.slug}' ({field.decode()}); delete or finish that first"  # type: ignore[attr-defined]
+                )
+
     def insert(self, kind: KindRuntime, obj: Message) -> None:
-        """Write a stamped new object with its slug, index and owner entries."""
+        """Write a stamped new object with its slug, index, owner and reference entries."""
         txn = self._writer
         meta = obj.metadata  # type: ignore[attr-defined]
+        self.check_references(kind, obj)
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = obj.SerializeToString()
@@ -148,12 +177,15 @@ class Resources:
             txn.put(key, b"")
         for key in kind.owner_keys(obj):
             txn.put(key, b"")
+        for key, value in kind.reference_keys(obj).items():
+            txn.put(key, value)
         self._event(kind, CREATED, meta.id, raw)
 
     def replace(self, kind: KindRuntime, old: Message, new: Message) -> None:
         """Overwrite an object, moving only the index entries that changed."""
         txn = self._writer
         meta = new.metadata  # type: ignore[attr-defined]
+        self.check_references(kind, new)
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = new.SerializeToString()
@@ -164,6 +196,12 @@ class Resources:
             txn.delete(key)
         for key in new_keys - old_keys:
             txn.put(key, b"")
+        old_refs, new_refs = kind.reference_keys(old), kind.reference_keys(new)
+        for key in old_refs.keys() - new_refs.keys():
+            txn.delete(key)
+        for key, value in new_refs.items():
+            if old_refs.get(key) != value:
+                txn.put(key, value)
         self._event(kind, UPDATED, meta.id, raw)
 
     def remove(self, kind: KindRuntime, obj: Message) -> None:
@@ -175,11 +213,16 @@ class Resources:
             if child is not None:
                 self.remove(child_kind, child)
             txn.delete(keys.owned_key(meta.id, child_kind.key_prefix, child_id))
+        self.check_referrers(kind, obj)
+        for key, _ in list(self.txn.scan(keys.referrer_prefix(meta.id))):
+            txn.delete(key)  # referrers that no longer block keep a dangling id, by design
         txn.delete(keys.object_key(kind.key_prefix, meta.id))
         txn.delete(keys.slug_key(kind.key_prefix, meta.org, meta.slug))
         for key in kind.index_keys(obj):
             txn.delete(key)
         for key in kind.owner_keys(obj):
+            txn.delete(key)
+        for key in kind.reference_keys(obj):
             txn.delete(key)
         self._event(kind, DELETED, meta.id, obj.SerializeToString())
 

@@ -21,10 +21,14 @@ from stigmer_core.store.protocol import Store
 
 
 class Application:
-    def __init__(self, registry: Registry, store: Store, pm: pluggy.PluginManager | None = None) -> None:
+    def __init__(
+        self, registry: Registry, store: Store, pm: pluggy.PluginManager | None = None, *, data_dir: Path | None = None
+    ) -> None:
         self.registry = registry
         self.store = store
         self.plugin_manager = pm
+        if pm is not None:
+            pm.hook.stigmer_configure(registry=registry, data_dir=data_dir)
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(registry, store)
 
     @classmethod
@@ -39,7 +43,8 @@ class Application:
         """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``."""
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
-        return cls(registry, LmdbStore(data_dir, durable=durable), pm)
+        store = LmdbStore(data_dir, durable=durable)
+        return cls(registry, store, pm, data_dir=store.path)
 
     def channel(self) -> InProcessChannel:
         return InProcessChannel.from_services(self.services)

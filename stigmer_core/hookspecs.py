@@ -17,7 +17,10 @@ import grpc
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from stigmer_core.kinds.declaration import KindDeclaration
+    from stigmer_core.kinds.runtime import Registry
     from stigmer_core.pipeline.step import Step
 
 PROJECT = "stigmer"
@@ -55,4 +58,16 @@ def stigmer_server_interceptors() -> Sequence[grpc.ServerInterceptor]:
 
     They see every call on the network path only; behaviour that must hold on
     the in-process channel too belongs in a pipeline step.
+    """
+
+
+@hookspec
+def stigmer_configure(registry: Registry, data_dir: Path | None) -> None:
+    """Prepare per-application state once the registry is built, before serving.
+
+    ``data_dir`` is the store's directory (None for a store without one). Put
+    what steps need (keys, clients, caches) in ``registry.extensions`` under a
+    name of the plugin's own; steps reach it as ``ctx.registry.extensions``.
+    State kept here, not in module globals, keeps two applications in one
+    process (tests, tools) apart.
     """

@@ -8,11 +8,11 @@ from typing import Any
 import attrs
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
-from stigmer_plugins import agent as agent_plugin
 
 from stigmer_core import KindDeclaration, Phase, RegistryError, hookimpl, step
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
+from stigmer_plugins import agent as agent_plugin
 
 
 def _plugin(name: str, *decls: KindDeclaration) -> Any:

@@ -247,6 +247,8 @@ class Registry:
 
     kinds: tuple[KindRuntime, ...]
     default_org: str = "local"
+    extensions: dict[str, Any] = attrs.field(factory=dict)
+    """Per-application state plugins set up in ``stigmer_configure``."""
     _by_name: dict[str, KindRuntime] = attrs.field(factory=dict, init=False)
     _by_key_prefix: dict[str, KindRuntime] = attrs.field(factory=dict, init=False)
 

@@ -1,0 +1,1 @@
+"""The environment kinds (being built: see issue 3)."""

@@ -1,0 +1,1 @@
+"""The execution kinds (being built: see issue 3)."""

@@ -1,0 +1,1 @@
+"""The session kinds (being built: see issue 3)."""

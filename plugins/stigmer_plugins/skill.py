@@ -1,0 +1,1 @@
+"""The skill kinds (being built: see issue 3)."""

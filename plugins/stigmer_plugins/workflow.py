@@ -1,0 +1,1 @@
+"""The workflow kinds (being built: see issue 3)."""

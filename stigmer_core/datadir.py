@@ -12,13 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stigmer_core.errors import StigmerError
+from stigmer_core.errors import DataDirBusy
+
+__all__ = ["DataDirBusy", "DataDirLock", "holder"]
 
 LOCK_NAME = "daemon.lock"
-
-
-class DataDirBusy(StigmerError):
-    pass
 
 
 def holder(data_dir: Path) -> dict[str, Any] | None:

@@ -13,7 +13,10 @@
     ├── PermissionDenied
     ├── Unavailable            shutting down
     ├── Unimplemented          an rpc a plugin chose not to serve
-    └── RegistryError          startup: a plugin declared something impossible
+    └── StartupError           the daemon cannot start as configured
+        ├── RegistryError      a plugin declared something impossible
+        ├── DataDirBusy        another daemon holds the data directory
+        └── AddressUnavailable the listen address cannot be bound
 
 Steps raise these; ``stigmer_core.status`` is the only place that turns them
 into gRPC status codes, and ``from_rpc_error`` turns a status back into the
@@ -90,5 +93,17 @@ class Unimplemented(StigmerError):
     pass
 
 
-class RegistryError(StigmerError):
-    """A plugin declared something the registry cannot serve; raised at startup."""
+class StartupError(StigmerError):
+    """Raised before serving; never mapped to a gRPC status."""
+
+
+class RegistryError(StartupError):
+    """A plugin declared something the registry cannot serve."""
+
+
+class DataDirBusy(StartupError):
+    pass
+
+
+class AddressUnavailable(StartupError):
+    pass

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from stigmer_core.application import Application
 from stigmer_core.datadir import DataDirLock
+from stigmer_core.errors import AddressUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,12 @@ class Server:
             reflection.SERVICE_NAME,
         ]
         reflection.enable_server_reflection(names, self._server)
-        self.port = self._server.add_insecure_port(address)
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise AddressUnavailable(f"cannot listen on {address}: the address is in use or not local to this machine")
         host = address.rsplit(":", 1)[0]
         self.address = f"{host}:{self.port}"
 

@@ -45,7 +45,7 @@ def code_of(error: errors.StigmerError) -> grpc.StatusCode:
 
 def to_status(error: BaseException) -> grpc.Status:
     """The rich gRPC status for an error; INTERNAL for anything unexpected."""
-    if not isinstance(error, errors.StigmerError) or isinstance(error, errors.RegistryError):
+    if not isinstance(error, errors.StigmerError) or isinstance(error, errors.StartupError):
         log.error("internal error (a bug in stigmer_core or a plugin)", exc_info=error)
         return rpc_status.to_status(
             status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(error).__name__}")

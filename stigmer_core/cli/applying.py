@@ -1,0 +1,75 @@
+"""Applying documents one by one, saying for each what happened.
+
+``apply`` and ``import`` share this. Each document is looked up first (by id
+when it carries one, else by org and slug) so the outcome can be told
+apart: created, configured (changed), or unchanged (the server kept the
+stored object as it was). A failing document is reported and the rest still
+run; only an unreachable server stops everything.
+"""
+
+from __future__ import annotations
+
+import attrs
+from google.protobuf.message import Message
+
+from stigmer_core import errors
+from stigmer_core.cli.calls import KindCalls
+from stigmer_core.cli.documents import Document, field_errors
+from stigmer_core.cli.envelope import metadata
+from stigmer_core.cli.session import Session
+
+CREATED = "created"
+CONFIGURED = "configured"
+UNCHANGED = "unchanged"
+
+
+@attrs.frozen
+class Outcome:
+    document: Document
+    action: str = ""
+    error: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+
+def _existing(calls: KindCalls, doc: Document) -> Message | None:
+    """The stored object the document names; None when absent or not even nameable
+    (an invalid slug: the write itself then reports it against the document's field)."""
+    meta = metadata(doc.message)
+    try:
+        return calls.lookup(meta.org, meta.id or doc.slug)
+    except errors.InvalidArgument:
+        return None
+
+
+def _validate_locally(doc: Document) -> str:
+    """Declared field rules, checked here because nothing is sent in a dry run."""
+    from stigmer_core.pipeline import validation
+
+    try:
+        validation.check(doc.message)
+    except errors.InvalidArgument as exc:
+        return field_errors(exc, doc.kind.resource_cls)
+    except Exception:  # message classes the validator cannot read (e.g. from reflection): the server checks them
+        return ""
+    return ""
+
+
+def apply_one(session: Session, doc: Document, *, dry_run: bool = False) -> Outcome:
+    calls = session.calls(doc.kind)
+    if dry_run:
+        problem = _validate_locally(doc)
+        if problem:
+            return Outcome(doc, error=problem)
+    try:
+        before = _existing(calls, doc)
+        if dry_run:
+            return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run)")
+        after = calls.apply(doc.message)
+    except errors.StigmerError as exc:
+        return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls))
+    if before is None:
+        return Outcome(doc, CREATED)
+    return Outcome(doc, UNCHANGED if after == before else CONFIGURED)

@@ -1,0 +1,132 @@
+"""The standard rpcs of any kind, invoked by path with the kind's message classes.
+
+Nothing here names a message type: requests are built from field names the
+resource conventions fix (``value`` of an id, ``org``/``slug``/``id`` of a
+reference, ``org``/``page_size``/``page_token``/``labels`` of a list), so a
+kind the CLI has never heard of works the moment its plugin is installed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from stigmer_core import errors
+from stigmer_core.cli.catalog import KindInfo
+from stigmer_core.cli.envelope import descriptor
+from stigmer_core.cli.errors import CliError, from_rpc
+
+# ``<id_prefix>-<lowercase ULID>``: anything else given as NAME|ID is a slug.
+_ID = re.compile(r"^[a-z][a-z0-9]{0,15}-[0-7][0-9a-hjkmnp-tv-z]{25}$")
+MAX_PAGE = 1000
+DEFAULT_TIMEOUT = 30.0
+
+
+def looks_like_id(text: str) -> bool:
+    return _ID.match(text) is not None
+
+
+def wrap(request_cls: type[Message], resource: Message) -> Message:
+    """A write request carrying ``resource``: the resource itself, or a wrapper with one field of its type."""
+    wanted = descriptor(resource).full_name
+    if descriptor(request_cls).full_name == wanted:
+        if type(resource) is request_cls:
+            return resource
+        return request_cls.FromString(resource.SerializeToString())
+    fields = [
+        f for f in descriptor(request_cls).fields if f.message_type is not None and f.message_type.full_name == wanted
+    ]
+    if len(fields) != 1:
+        raise CliError(f"cannot tell which field of {descriptor(request_cls).full_name} carries the resource")
+    request = request_cls()
+    getattr(request, fields[0].name).MergeFromString(resource.SerializeToString())
+    return request
+
+
+class KindCalls:
+    """One kind's standard rpcs over a channel, errors already in the exception tree."""
+
+    def __init__(self, channel: grpc.Channel, kind: KindInfo, *, target: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.channel = channel
+        self.kind = kind
+        self.target = target
+        self.timeout = timeout
+        self._callables: dict[str, Any] = {}
+
+    def call(self, method: str, request: Message) -> Any:
+        found = self.kind.method(method)
+        callable_ = self._callables.get(method)
+        if callable_ is None:
+            callable_ = self._callables[method] = self.channel.unary_unary(
+                found.path,
+                request_serializer=found.request_cls.SerializeToString,
+                response_deserializer=found.response_cls.FromString,
+            )
+        if not isinstance(request, found.request_cls):
+            request = found.request_cls.FromString(request.SerializeToString())
+        try:
+            return callable_(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc(exc, self.target) from exc
+
+    def request(self, method: str, **fields: Any) -> Message:
+        cls = self.kind.method(method).request_cls
+        known = descriptor(cls).fields_by_name
+        return cls(**{k: v for k, v in fields.items() if k in known})
+
+    def lookup(self, org: str, name_or_id: str) -> Message | None:
+        """The object a NAME|ID argument names in ``org``, or None."""
+        if looks_like_id(name_or_id):
+            ref = self.request("getByReference", org=org, id=name_or_id)
+        else:
+            ref = self.request("getByReference", org=org, slug=name_or_id)
+        try:
+            found: Message = self.call("getByReference", ref)
+        except errors.NotFound:
+            return None
+        return found
+
+    def require(self, org: str, name_or_id: str) -> Message:
+        found = self.lookup(org, name_or_id)
+        if found is None:
+            raise CliError(f"{self.kind.label} '{name_or_id}' not found in org '{org}'")
+        return found
+
+    def iterate(self, *, org: str = "", labels: Mapping[str, str] | None = None, limit: int = 0) -> Iterator[Message]:
+        """Every object, page by page; ``limit`` 0 means all."""
+        token = ""
+        seen = 0
+        while True:
+            size = min(MAX_PAGE, limit - seen) if limit else MAX_PAGE
+            request: Any = self.request("list", org=org, page_size=size, page_token=token)
+            if labels:
+                if "labels" not in descriptor(request).fields_by_name:
+                    raise CliError(
+                        f"{self.kind.plural} cannot be listed by label: the kind's list request has no labels"
+                    )
+                request.labels.update(labels)
+            page = self.call("list", request)
+            for entry in page.entries:
+                yield entry
+                seen += 1
+                if limit and seen >= limit:
+                    return
+            token = page.next_page_token
+            if not token:
+                return
+
+    def count(self, org: str = "") -> int:
+        return sum(1 for _ in self.iterate(org=org))
+
+    def apply(self, resource: Message) -> Message:
+        request = wrap(self.kind.method("apply").request_cls, resource)
+        applied: Message = self.call("apply", request)
+        return applied
+
+    def delete(self, object_id: str) -> Message:
+        deleted: Message = self.call("delete", self.request("delete", value=object_id))
+        return deleted

@@ -1,0 +1,224 @@
+"""The kinds a backend serves, described the same way wherever they come from.
+
+Locally they come from the plugin registry (the same plugins the daemon
+loads); against a remote server they come from gRPC server reflection, which
+needs nothing installed on the client. Either way a ``KindInfo`` carries the
+message classes and method paths the generic calls need, so no command has
+code for any particular kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+import grpc
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.message import Message
+
+from stigmer_core.cli.errors import CliError, from_rpc
+from stigmer_core.cli.ordering import after_references, rank_of
+from stigmer_core.kinds.runtime import Registry
+
+STANDARD_QUERIES = ("get", "getByReference", "list")
+STATUS_PREFERENCE = ("phase", "state", "status", "condition", "health")
+
+
+def _referenced(registry: Registry, decl: Any) -> list[str]:
+    """Kinds a declaration's ``references`` point at, by canonical name."""
+    found = (registry.find(str(getattr(ref, "kind", ""))) for ref in getattr(decl, "references", ()))
+    return [kind.name for kind in found if kind is not None]
+
+
+@attrs.frozen
+class Method:
+    path: str
+    request_cls: type[Message]
+    response_cls: type[Message]
+    server_streaming: bool = False
+
+
+def _label(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def _status_field(resource: Any) -> str | None:
+    """The status field a table shows: a conventional one, else the first plain field."""
+    status = resource.fields_by_name.get("status")
+    if status is None or status.message_type is None:
+        return None
+    plain = [f for f in status.message_type.fields if f.message_type is None]
+    for name in STATUS_PREFERENCE:
+        if any(f.name == name for f in plain):
+            return name
+    return plain[0].name if plain else None
+
+
+@attrs.frozen(eq=False)
+class KindInfo:
+    """One served kind: names, services, message classes, method paths (equal only to itself)."""
+
+    name: str
+    plural: str
+    aliases: tuple[str, ...]
+    description: str
+    rank: int
+    id_prefix: str
+    command_service: str
+    query_service: str
+    resource_cls: type[Message]
+    methods: Mapping[str, Method]
+    status_field: str | None
+
+    @property
+    def label(self) -> str:
+        """How messages name the kind: ``agent instance``."""
+        return _label(self.name)
+
+    @property
+    def cli_name(self) -> str:
+        return self.name.lower()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the CLI accepts for the kind."""
+        return tuple(dict.fromkeys(n.lower() for n in (self.name, self.plural, self.name + "s", *self.aliases) if n))
+
+    def method(self, name: str) -> Method:
+        found = self.methods.get(name)
+        if found is None:
+            raise CliError(f"kind {self.name} has no '{name}' rpc")
+        return found
+
+
+class Catalog:
+    """Kinds by any of their names, case-insensitive."""
+
+    def __init__(self, kinds: Iterable[KindInfo]) -> None:
+        self.kinds = tuple(sorted(kinds, key=lambda k: (k.rank, k.name)))
+        self._by_name: dict[str, KindInfo] = {}
+        for kind in self.kinds:
+            for name in kind.names:
+                self._by_name.setdefault(name, kind)
+
+    def find(self, name: str) -> KindInfo | None:
+        return self._by_name.get(name.lower())
+
+    def kind(self, name: str) -> KindInfo:
+        found = self.find(name)
+        if found is None:
+            known = ", ".join(k.cli_name for k in self.kinds) or "none"
+            raise CliError(f"unknown kind '{name}' (known kinds: {known}; `stigmer kinds` lists them)")
+        return found
+
+    def by_name(self, name: str) -> KindInfo | None:
+        """The kind whose canonical name is ``name`` (as in ``kind`` fields and owner references)."""
+        return next((k for k in self.kinds if k.name == name), None) or self.find(name)
+
+    @classmethod
+    def from_registry(cls, registry: Registry) -> Catalog:
+        ranks = after_references(
+            {k.name: rank_of(k.name, getattr(k.decl, "apply_rank", None)) for k in registry.kinds},
+            {k.name: _referenced(registry, k.decl) for k in registry.kinds},
+        )
+        kinds = []
+        for runtime in registry.kinds:
+            decl = runtime.decl
+            methods = {
+                binding.path.rsplit("/", 1)[1]: Method(
+                    binding.path, binding.request_cls, binding.response_cls, binding.server_streaming
+                )
+                for binding in runtime.methods.values()
+            }
+            kinds.append(
+                KindInfo(
+                    name=decl.name,
+                    plural=decl.plural or decl.name + "s",
+                    aliases=tuple(decl.aliases),
+                    description=decl.description,
+                    rank=ranks[decl.name],
+                    id_prefix=decl.id_prefix,
+                    command_service=decl.command_service.full_name,
+                    query_service=decl.query_service.full_name,
+                    resource_cls=decl.resource,
+                    methods=methods,
+                    status_field=_status_field(decl.resource.DESCRIPTOR),
+                )
+            )
+        return cls(kinds)
+
+    @classmethod
+    def from_reflection(cls, channel: grpc.Channel, target: str, *, known: Catalog | None = None) -> Catalog:
+        """Kinds of a server that follows the resource conventions, found by reflection.
+
+        A query service with ``get``/``getByReference``/``list`` names a kind
+        after the message ``get`` returns; the command service whose ``apply``
+        returns the same message completes it. Reflection carries no short
+        names, so a kind whose plugin is also installed here (``known``)
+        borrows its plural, aliases, rank and id prefix; any other answers to
+        its name, plural and dashed forms (``agent-instance``).
+        """
+        from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+        database = ProtoReflectionDescriptorDatabase(channel)
+        pool: Any = descriptor_pool.DescriptorPool(database)
+        try:
+            names = [n for n in database.get_services() if not n.startswith("grpc.")]
+            services = [pool.FindServiceByName(n) for n in names]
+        except grpc.RpcError as exc:
+            raise from_rpc(exc, target) from exc
+        queries: dict[str, Any] = {}
+        commands: dict[str, Any] = {}
+        service: Any
+        for service in services:
+            by_name = {m.name: m for m in service.methods}
+            if all(n in by_name for n in STANDARD_QUERIES):
+                queries.setdefault(by_name["get"].output_type.full_name, service)
+            elif "apply" in by_name:
+                commands.setdefault(by_name["apply"].output_type.full_name, service)
+        kinds = []
+        for resource_name, query in queries.items():
+            command = commands.get(resource_name)
+            resource = pool.FindMessageTypeByName(resource_name)
+            methods: dict[str, Method] = {}
+            for service in (command, query):
+                for m in service.methods if service is not None else ():
+                    methods.setdefault(
+                        m.name,
+                        Method(
+                            f"/{service.full_name}/{m.name}",
+                            message_factory.GetMessageClass(m.input_type),
+                            message_factory.GetMessageClass(m.output_type),
+                            m.server_streaming,
+                        ),
+                    )
+            name = resource.name
+            local = (
+                next((k for k in known.kinds if k.resource_cls.DESCRIPTOR.full_name == resource_name), None)
+                if known
+                else None
+            )
+            kinds.append(
+                KindInfo(
+                    name=name,
+                    plural=local.plural if local else name.lower() + "s",
+                    aliases=local.aliases if local else (_kebab(name), _kebab(name) + "s"),
+                    description=local.description if local else "",
+                    rank=local.rank if local else rank_of(name),
+                    id_prefix=local.id_prefix if local else "",
+                    command_service=command.full_name if command is not None else "",
+                    query_service=query.full_name,
+                    resource_cls=message_factory.GetMessageClass(resource),
+                    methods=methods,
+                    status_field=_status_field(resource),
+                )
+            )
+        if not kinds:
+            raise CliError(f"the stigmer server at {target} serves no resource kinds")
+        return cls(kinds)

@@ -1,0 +1,1 @@
+"""The ``stigmer`` subcommands, one module per area."""

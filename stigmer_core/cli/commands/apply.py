@@ -1,0 +1,45 @@
+"""``stigmer apply``: declarative writes from YAML documents."""
+
+from __future__ import annotations
+
+import click
+
+from stigmer_core.cli.applying import apply_one
+from stigmer_core.cli.documents import in_apply_order, parse_all, read_sources
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.options import common_options
+from stigmer_core.cli.reporting import report_failure
+from stigmer_core.cli.session import Session
+
+
+@click.command()
+@click.option(
+    "-f", "--filename", "files", multiple=True, required=True, metavar="PATH",
+    help="YAML file, directory of them, or - for stdin (repeatable).",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Check the documents and say what would happen; write nothing.")
+@common_options
+@click.pass_context
+def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
+    """Create or update the resources described in YAML documents.
+
+    Documents are written in dependency order (skills and environments,
+    then agents, then what refers to agents), each through its kind's
+    `apply` rpc. Every document is read and checked before anything is
+    written.
+    """
+    sources = read_sources(files)
+    session = Session.of(ctx)
+    documents = parse_all(sources, session.catalog, org=session.org)
+    if not documents:
+        raise CliError(f"no resources found in {', '.join(files)}")
+    failed = 0
+    for document in in_apply_order(documents):
+        outcome = apply_one(session, document, dry_run=dry_run)
+        if outcome.failed:
+            failed += 1
+            report_failure(f"{document.where} ({document.ref}): {outcome.error}")
+        else:
+            click.echo(f"{document.ref} {outcome.action}")
+    if failed:
+        ctx.exit(1)

@@ -1,0 +1,79 @@
+"""``stigmer backend``: which server the other commands talk to."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+
+from stigmer_core import config
+from stigmer_core.cli import daemon
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.options import common_options, verbose_option
+from stigmer_core.cli.session import Session
+
+_ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^\s:/]+):\d{1,5}$")
+
+
+@click.group()
+def backend() -> None:
+    """Show or change the backend: the local store, or a remote server."""
+
+
+def _lines(pairs: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in pairs) + 1
+    return "\n".join(f"{k + ':':<{width}} {v}" for k, v in pairs)
+
+
+@backend.command()
+@common_options
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Which backend is in use, and whether it answers."""
+    settings = Session.of(ctx).settings
+    pairs = [("backend", settings.backend)]
+    if settings.backend == config.LOCAL:
+        found = daemon.running(settings.data_dir)
+        pairs.append(("data directory", str(settings.data_dir)))
+        if found is not None and found.address:
+            pairs.append(("daemon", f"running (pid {found.pid}) on {found.address}"))
+        else:
+            pairs.append(("daemon", "not running: commands open the store in process"))
+    else:
+        pairs.append(("endpoint", settings.endpoint or "(not set)"))
+        pairs.append(("token", "set" if settings.token else "not set"))
+        reachable = bool(settings.endpoint) and daemon.serving(settings.endpoint, timeout=3.0)
+        pairs.append(("server", "serving" if reachable else "not reachable"))
+    pairs += [("org", settings.org), ("config file", str(settings.config_file))]
+    click.echo(_lines(pairs))
+
+
+@backend.command()
+@click.argument("kind", metavar="local|remote", type=click.Choice(config.BACKENDS))
+@click.option("--endpoint", metavar="HOST:PORT", help="The remote server (remote backend).")
+@click.option("--token", help="Bearer token sent to the remote server.")
+@click.option("--data-dir", help="The local data directory (local backend).")
+@verbose_option
+def switch(kind: str, endpoint: str | None, token: str | None, data_dir: str | None) -> None:
+    """Make the local store or a remote server the backend of every later command."""
+    data: dict[str, Any] = config.load_config()
+    if endpoint is not None and not _ENDPOINT.match(endpoint):
+        raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT")
+    remote = dict(data.get("remote") or {})
+    local = dict(data.get("local") or {})
+    if endpoint:
+        remote["endpoint"] = endpoint
+    if token is not None:
+        remote["token"] = token
+    if data_dir:
+        local["data_dir"] = data_dir
+    if kind == config.REMOTE and not remote.get("endpoint"):
+        raise CliError("the remote backend needs an endpoint: `stigmer backend switch remote --endpoint HOST:PORT`")
+    data["backend"] = {**dict(data.get("backend") or {}), "type": kind}
+    for name, section in (("local", local), ("remote", remote)):
+        if section:
+            data[name] = section
+    path = config.save_config(data)
+    where = remote["endpoint"] if kind == config.REMOTE else local.get("data_dir") or "the default data directory"
+    click.echo(f"backend: {kind} ({where}); saved in {path}")

@@ -1,0 +1,109 @@
+"""The daemon: ``stigmer serve`` in the foreground, ``stigmer local start|stop|status`` in the background."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from stigmer_core import config
+from stigmer_core.cli import daemon, render
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.options import verbose_option
+from stigmer_core.cli.session import Session
+from stigmer_core.server import serve as run_daemon
+
+address_option = click.option(
+    "--address", envvar="STIGMER_ADDRESS", metavar="HOST:PORT",
+    help="Where to listen (env STIGMER_ADDRESS, config local.address; default 127.0.0.1:50051; port 0 picks a free one).",
+)  # fmt: skip
+data_dir_option = click.option(
+    "--data-dir", envvar="STIGMER_DATA_DIR",
+    help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
+)  # fmt: skip
+
+
+@click.command()
+@address_option
+@data_dir_option
+@verbose_option
+def serve(address: str | None, data_dir: str | None) -> None:
+    """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
+    settings = config.resolve(address=address, data_dir=data_dir)
+    sys.exit(run_daemon(settings.address, settings.data_dir))
+
+
+@click.group()
+def local() -> None:
+    """Run the local daemon in the background."""
+
+
+def _not_running(files: daemon.Files, *, exit_code: int = 1) -> CliError:
+    stale = daemon.clean_stale_pid_file(files)
+    note = f"; removed a stale pid file ({files.pid_file})" if stale is not None else ""
+    return CliError(
+        f"the stigmer daemon is not running (data directory {files.data_dir}){note}; `stigmer local start` starts it",
+        exit_code=exit_code,
+    )
+
+
+@local.command()
+@address_option
+@data_dir_option
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for it to serve.")
+@verbose_option
+def start(address: str | None, data_dir: str | None, timeout: float) -> None:
+    """Start the daemon in the background and wait until it serves."""
+    settings = config.resolve(address=address, data_dir=data_dir)
+    files = daemon.Files(settings.data_dir)
+    found = daemon.running(files.data_dir)
+    if found is not None:
+        where = found.address or "(still starting)"
+        click.echo(f"stigmer daemon already running (pid {found.pid}) on {where}; data directory {files.data_dir}")
+        return
+    stale = daemon.clean_stale_pid_file(files)
+    if stale is not None:
+        click.echo(f"removed a stale pid file ({files.pid_file}: pid {stale} is not running)")
+    process = daemon.spawn(files, settings.address)
+    ready = daemon.wait_ready(files, process, timeout)
+    click.echo(f"stigmer daemon started (pid {ready.pid}), listening on {ready.address}")
+    click.echo(f"data directory: {files.data_dir}")
+    click.echo(f"log file: {files.log_file}")
+
+
+@local.command()
+@data_dir_option
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for it to stop.")
+@click.option("--force", is_flag=True, help="Kill it if it has not stopped in time.")
+@verbose_option
+def stop(data_dir: str | None, timeout: float, force: bool) -> None:
+    """Stop the daemon gracefully (SIGTERM; in-flight calls finish)."""
+    settings = config.resolve(data_dir=data_dir)
+    files = daemon.Files(settings.data_dir)
+    found = daemon.running(files.data_dir)
+    if found is None:
+        raise _not_running(files)
+    killed = daemon.stop(files, found, timeout=timeout, force=force)
+    click.echo(f"stigmer daemon {'killed' if killed else 'stopped'} (pid {found.pid})")
+
+
+@local.command()
+@data_dir_option
+@verbose_option
+@click.pass_context
+def status(ctx: click.Context, data_dir: str | None) -> None:
+    """Whether the daemon runs, where, and how many objects of each kind it holds."""
+    settings = config.resolve(backend=config.LOCAL, data_dir=data_dir)
+    files = daemon.Files(settings.data_dir)
+    found = daemon.running(files.data_dir)
+    if found is None or not found.address:
+        if found is not None:
+            raise CliError(f"the stigmer daemon (pid {found.pid}) is starting; try again shortly", exit_code=3)
+        raise _not_running(files, exit_code=3)
+    click.echo(f"stigmer daemon running (pid {found.pid}), listening on {found.address}")
+    click.echo(f"data directory: {files.data_dir}")
+    click.echo(f"log file: {files.log_file}")
+    session = Session(settings)
+    ctx.call_on_close(session.close)
+    rows = [[kind.cli_name, str(session.calls(kind).count())] for kind in session.catalog.kinds]
+    click.echo(render.table(["KIND", "OBJECTS"], rows))

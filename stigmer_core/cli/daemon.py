@@ -1,0 +1,206 @@
+"""The background daemon: start it detached, find it, stop it.
+
+The data directory's lock file (``stigmer_core.datadir``) is the truth about
+whether a daemon runs and where it listens: the lock dies with the process.
+The pid file beside the data directory only remembers what ``local start``
+spawned, so a pid file without a lock holder is stale and is removed. Readiness
+is the gRPC health service saying SERVING, not the port accepting connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stigmer_core.cli.errors import CliError
+from stigmer_core.datadir import holder
+
+PID_NAME = "daemon.pid"
+LOG_NAME = "daemon.log"
+POLL = 0.05
+
+
+@attrs.frozen
+class Files:
+    """Where one data directory's daemon keeps its pid and log: the directory's parent."""
+
+    data_dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir.parent / PID_NAME
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / LOG_NAME
+
+
+@attrs.frozen
+class Running:
+    pid: int
+    address: str
+
+
+def running(data_dir: Path) -> Running | None:
+    """The daemon holding ``data_dir``, if any (its address is empty while it starts)."""
+    info = holder(data_dir)
+    if info is None or "pid" not in info:
+        return None
+    return Running(pid=int(info["pid"]), address=str(info.get("address") or ""))
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process; a zombie waiting to be reaped is not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def clean_stale_pid_file(files: Files) -> int | None:
+    """Remove a pid file whose process is gone; return the pid it named.
+
+    A live pid that does not hold this data directory may be a sibling data
+    directory's daemon (they share the parent), so its file is left alone.
+    """
+    try:
+        text = files.pid_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    pid = int(text) if text.isdigit() else -1
+    if running(files.data_dir) is not None or (pid > 0 and alive(pid)):
+        return None
+    files.pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def serving(address: str, timeout: float = 1.0) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _log_tail(files: Files, lines: int = 5) -> list[str]:
+    try:
+        return files.log_file.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _forget(files: Files, pid: int) -> None:
+    """Remove the pid file if it is ``pid``'s (another data directory's daemon may share the parent)."""
+    try:
+        if files.pid_file.read_text().strip() == str(pid):
+            files.pid_file.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
+    """``stigmer serve`` in a new session, detached from this terminal, logging to the log file."""
+    files.data_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "stigmer_core.cli",
+        "serve",
+        "--address",
+        address,
+        "--data-dir",
+        str(files.data_dir),
+    ]
+    with files.log_file.open("ab") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    files.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
+def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -> Running:
+    """Block until the spawned daemon serves, or fail with the end of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            _forget(files, process.pid)
+            raise CliError(
+                f"the daemon exited with code {code} while starting; see {files.log_file}",
+                details=_log_tail(files),
+            )
+        found = running(files.data_dir)
+        if found is not None and found.pid == process.pid and found.address and serving(found.address):
+            return found
+        time.sleep(POLL)
+    process.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
+    _forget(files, process.pid)
+    raise CliError(
+        f"the daemon did not become ready within {timeout:g}s; see {files.log_file}", details=_log_tail(files)
+    )
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(POLL)
+    return condition()
+
+
+def stop(files: Files, daemon: Running, *, timeout: float, force: bool) -> bool:
+    """SIGTERM, wait for the lock to be released and the process to end; SIGKILL only if ``force``.
+
+    Returns whether it had to be killed.
+    """
+
+    def gone() -> bool:
+        return running(files.data_dir) is None and not alive(daemon.pid)
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(daemon.pid, signal.SIGTERM)
+    killed = False
+    if not _wait(gone, timeout):
+        if not force:
+            raise CliError(
+                f"the daemon (pid {daemon.pid}) did not stop within {timeout:g}s; `stigmer local stop --force` kills it"
+            )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon.pid, signal.SIGKILL)
+        killed = True
+        if not _wait(gone, 5.0):
+            raise CliError(f"the daemon (pid {daemon.pid}) survived SIGKILL")
+    _forget(files, daemon.pid)
+    return killed

@@ -1,0 +1,279 @@
+"""YAML documents <-> resource messages, through protobuf's JSON mapping.
+
+A document is the resource envelope in its JSON form (``apiVersion``,
+``kind``, ``metadata``, ``spec``; proto field names are accepted too). Every
+error names where it happened: the file, the document's 1-based index in it,
+and the field path in the document's own spelling
+(``spec.mcpServers[0].name``), including field paths reported by the server.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from google.protobuf import json_format, message_factory
+from google.protobuf.message import Message
+
+from stigmer_core import errors
+from stigmer_core.cli import yamlio
+from stigmer_core.cli.catalog import Catalog, KindInfo
+from stigmer_core.cli.envelope import descriptor, metadata
+from stigmer_core.cli.errors import CliError
+from stigmer_core.store.resources import slugify
+
+STDIN = "-"
+SUFFIXES = (".yaml", ".yml", ".json")
+_WRAPPED = re.compile(r"^Failed to parse \w+ field: ")
+_INTEGER = re.compile(r"^-?\d+$")
+
+
+def _is_integer(value: object) -> bool:
+    """JSON mapping: a number, or a string of digits (how 64-bit integers are written)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and _INTEGER.match(value) is not None)
+
+
+# FieldDescriptor.cpp_type -> (what a person should write, check)
+_EXPECTED: dict[int, tuple[str, Callable[[object], bool]]] = {
+    **dict.fromkeys((1, 2, 3, 4), ("an integer", _is_integer)),  # CPPTYPE_INT32, INT64, UINT32, UINT64
+    7: ("true or false", lambda v: isinstance(v, bool)),  # CPPTYPE_BOOL
+    9: ("a string", lambda v: isinstance(v, str)),  # CPPTYPE_STRING
+}
+
+
+@attrs.frozen
+class Source:
+    label: str
+    text: str
+
+
+@attrs.frozen
+class Document:
+    """One parsed document and where it came from."""
+
+    source: str
+    index: int
+    kind: KindInfo
+    message: Message
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}, document {self.index}"
+
+    @property
+    def slug(self) -> str:
+        meta = metadata(self.message)
+        return str(meta.slug or slugify(meta.name) or meta.id)
+
+    @property
+    def ref(self) -> str:
+        """``agent/support-bot``: how output lines name the object."""
+        return f"{self.kind.cli_name}/{self.slug}"
+
+
+class FieldError(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason
+
+
+def read_sources(paths: Sequence[str]) -> list[Source]:
+    """Files, ``-`` for stdin, and directories (their YAML and JSON files, sorted)."""
+    sources = []
+    for given in paths:
+        if given == STDIN:
+            sources.append(Source("<stdin>", sys.stdin.read()))
+            continue
+        path = Path(given)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES)
+            if not files:
+                raise CliError(f"{given}: the directory holds no .yaml, .yml or .json file")
+        else:
+            files = [path]
+        for file in files:
+            try:
+                sources.append(Source(str(file), file.read_text()))
+            except FileNotFoundError:
+                raise CliError(f"{file}: no such file") from None
+            except IsADirectoryError:
+                raise CliError(f"{file}: is a directory") from None
+            except OSError as exc:
+                raise CliError(f"{file}: cannot read: {exc.strerror}") from None
+    return sources
+
+
+def _typename(value: object) -> str:
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _repeated(field: Any) -> bool:
+    """``is_repeated`` where the runtime has it; ``label`` (its deprecated predecessor) elsewhere."""
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else bool(field.label == 3)  # 3: LABEL_REPEATED
+
+
+def _is_plain_message(field: Any) -> bool:
+    """A nested message walked field by field (well-known types have JSON forms of their own)."""
+    return field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf.")
+
+
+def _innermost(error: json_format.ParseError) -> str:
+    text = str(error)
+    while _WRAPPED.match(text):
+        text = _WRAPPED.sub("", text, count=1)
+    text = re.sub(r" at \S+\.*$", "", text.strip())
+    return text.rstrip(".") or str(error)
+
+
+def _check(data: Any, cls: type[Message], path: str) -> None:
+    """Walk a document along its message type, so an error names the exact field."""
+    if not isinstance(data, dict):
+        raise FieldError(path, f"expected a mapping, got {_typename(data)}")
+    desc = descriptor(cls)
+    fields = {f.json_name: f for f in desc.fields} | {f.name: f for f in desc.fields}
+    for key, value in data.items():
+        where = _join(path, str(key))
+        field = fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            known = ", ".join(f.json_name for f in desc.fields)
+            raise FieldError(where, f"unknown field (fields of {desc.name}: {known})")
+        if value is None:
+            continue
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if is_map:
+            if not isinstance(value, dict):
+                raise FieldError(where, f"expected a mapping, got {_typename(value)}")
+            value_field = field.message_type.fields_by_name["value"]
+            for k, v in value.items():
+                if _is_plain_message(value_field):
+                    _check(v, message_factory.GetMessageClass(value_field.message_type), f"{where}[{k!r}]")
+            _scalar(cls, key, value, where)
+        elif _repeated(field):
+            if not isinstance(value, list):
+                raise FieldError(where, f"expected a list, got {_typename(value)}")
+            for i, item in enumerate(value):
+                if _is_plain_message(field):
+                    _check(item, message_factory.GetMessageClass(field.message_type), f"{where}[{i}]")
+                else:
+                    _scalar(cls, key, [item], f"{where}[{i}]")
+        elif _is_plain_message(field):
+            _check(value, message_factory.GetMessageClass(field.message_type), where)
+        else:
+            _scalar(cls, key, value, where)
+
+
+def _scalar(cls: type[Message], key: str, value: Any, where: str) -> None:
+    desc = descriptor(cls)
+    field = desc.fields_by_name.get(key) or next(f for f in desc.fields if f.json_name == key)
+    expected = _EXPECTED.get(field.cpp_type)
+    if expected is not None:  # protobuf's own messages for these speak of Python types, not YAML
+        wanted, accepts = expected
+        items = value if _repeated(field) and isinstance(value, list) else [value]
+        wrong = [v for v in items if not accepts(v)]
+        if wrong:
+            raise FieldError(where, f"expected {wanted}, got {_typename(wrong[0])} ({wrong[0]!r})")
+    try:
+        json_format.ParseDict({key: value}, cls())
+    except json_format.ParseError as exc:
+        raise FieldError(where, _innermost(exc)) from None
+
+
+def to_message(data: Any, cls: type[Message]) -> Message:
+    """The message a document stands for; FieldError names the offending field."""
+    _check(data, cls, "")
+    message = cls()
+    try:
+        json_format.ParseDict(data, message)
+    except json_format.ParseError as exc:  # pragma: no cover - _check found every error it can
+        raise FieldError("", _innermost(exc)) from None
+    return message
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    found: dict[str, Any] = json_format.MessageToDict(message)
+    return found
+
+
+def json_path(cls: type[Message], proto_path: str) -> str:
+    """A server field path (``spec.agent_id``) in the spelling documents use (``spec.agentId``)."""
+    desc = descriptor(cls)
+    parts = []
+    for part in proto_path.split("."):
+        name, bracket, rest = part.partition("[")
+        field = desc.fields_by_name.get(name) if desc is not None else None
+        if field is None:
+            parts.append(part)
+            desc = None
+            continue
+        parts.append(field.json_name + bracket + rest)
+        desc = field.message_type
+        if desc is not None and desc.GetOptions().map_entry:
+            desc = desc.fields_by_name["value"].message_type
+    return ".".join(parts)
+
+
+def field_errors(error: errors.StigmerError, cls: type[Message]) -> str:
+    """A server error's message, with its field violations in document spelling."""
+    if isinstance(error, errors.InvalidArgument) and error.violations:
+        return "; ".join(f"{json_path(cls, v.field)}: {v.description}" for v in error.violations)
+    return error.message
+
+
+def parse(source: Source, catalog: Catalog, *, org: str) -> list[Document]:
+    """Every non-empty document of a source; the first bad one stops with its location."""
+    try:
+        raw = yamlio.load_all(source.text)
+    except yamlio.YamlError as exc:
+        raise CliError(f"{source.label}: invalid YAML at {yamlio.describe(exc)}") from None
+    documents = []
+    for index, data in enumerate(raw, start=1):
+        if data is None:
+            continue
+        where = f"{source.label}, document {index}"
+        if not isinstance(data, dict):
+            raise CliError(f"{where}: expected a resource (a mapping with kind, metadata, spec), got {_typename(data)}")
+        kind_name = data.get("kind")
+        if not kind_name or not isinstance(kind_name, str):
+            raise CliError(f"{where}: missing 'kind'")
+        try:
+            kind = catalog.kind(kind_name)
+        except CliError as exc:
+            raise CliError(f"{where}: {exc.message}") from None
+        data = {**data, "kind": kind.name}
+        try:
+            message = to_message(data, kind.resource_cls)
+        except FieldError as exc:
+            raise CliError(f"{where}: {exc}") from None
+        meta = metadata(message)
+        if not meta.org:
+            meta.org = org
+        documents.append(Document(source.label, index, kind, message))
+    return documents
+
+
+def parse_all(sources: Iterable[Source], catalog: Catalog, *, org: str) -> list[Document]:
+    return [doc for source in sources for doc in parse(source, catalog, org=org)]
+
+
+def in_apply_order(documents: Iterable[Document]) -> list[Document]:
+    """Stable: by kind rank, then as given."""
+    return sorted(documents, key=lambda d: d.kind.rank)

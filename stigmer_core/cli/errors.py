@@ -1,0 +1,66 @@
+"""Turning any failure into the one line a person reads.
+
+Every command fails the same way: ``stigmer: <what went wrong>`` on stderr
+and a non-zero exit; ``--verbose`` adds the details (field violations, the
+gRPC status, the traceback) underneath. Server errors arrive as the
+framework's exception tree (``from_rpc_error``), so their messages are
+already written for people; this module adds the client-side cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from stigmer_core import errors
+from stigmer_core.status import from_rpc_error
+
+
+class CliError(Exception):
+    """A failure reported as one line, with optional details for ``--verbose``."""
+
+    def __init__(self, message: str, *, details: Sequence[str] = (), exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = tuple(details)
+        self.exit_code = exit_code
+
+
+def _unreachable(details: str) -> bool:
+    lowered = details.lower()
+    return any(s in lowered for s in ("failed to connect", "connection refused", "dns resolution", "unavailable"))
+
+
+def from_rpc(error: grpc.RpcError, target: str) -> Exception:
+    """The error a failed call stands for; an unreachable server gets a message of its own."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
+    if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
+        return CliError(
+            f"cannot reach the stigmer server at {target} (is it running? `stigmer backend status` tells)",
+            details=[raw],
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CliError(f"the stigmer server at {target} did not answer in time", details=[raw])
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return CliError(f"the stigmer server at {target} does not serve this call: {raw}")
+    return from_rpc_error(error)
+
+
+def violation_lines(error: BaseException) -> list[str]:
+    if isinstance(error, errors.InvalidArgument):
+        return [f"{v.field}: {v.description}" for v in error.violations]
+    return []
+
+
+def describe(error: BaseException) -> tuple[str, list[str]]:
+    """(one-line message, detail lines) for any error a command raised."""
+    if isinstance(error, CliError):
+        return error.message, list(error.details)
+    if isinstance(error, errors.StigmerError):
+        return error.message, violation_lines(error)
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}", []
+    return f"unexpected error: {type(error).__name__}: {error}", []

@@ -1,0 +1,75 @@
+"""Options every command takes, collected in one place on the click context.
+
+They are declared per command (not on the group) so they can be written
+after the command name, as in ``stigmer get agent --org acme``; their values
+land in one ``Overrides`` object instead of every command's signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import click
+
+from stigmer_core.config import BACKENDS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@attrs.define
+class Overrides:
+    """What flags said, to be laid over the environment and the config file."""
+
+    verbose: bool = False
+    org: str | None = None
+    backend: str | None = None
+    endpoint: str | None = None
+    data_dir: str | None = None
+
+
+def overrides(ctx: click.Context) -> Overrides:
+    return ctx.find_root().ensure_object(Overrides)
+
+
+def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value not in (None, False):
+            setattr(overrides(ctx), name, value)
+        return value
+
+    return callback
+
+
+def verbose_option(f: F) -> F:
+    return click.option(
+        "-v", "--verbose", is_flag=True, expose_value=False, callback=_store("verbose"), help="Show details of errors."
+    )(f)
+
+
+def org_option(f: F) -> F:
+    return click.option(
+        "--org",
+        expose_value=False,
+        callback=_store("org"),
+        help="Organization (default: $STIGMER_ORG, config `org`, else 'local').",
+    )(f)
+
+
+def backend_options(f: F) -> F:
+    f = click.option(
+        "--data-dir", expose_value=False, callback=_store("data_dir"), help="Local data directory (local backend)."
+    )(f)
+    f = click.option("--endpoint", expose_value=False, callback=_store("endpoint"), help="HOST:PORT (remote backend).")(
+        f
+    )
+    f = click.option(
+        "--backend", type=click.Choice(BACKENDS), expose_value=False, callback=_store("backend"), help="Backend to use."
+    )(f)
+    return f
+
+
+def common_options(f: F) -> F:
+    """``--org``, the backend overrides and ``--verbose``."""
+    return org_option(backend_options(verbose_option(f)))

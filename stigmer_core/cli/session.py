@@ -1,0 +1,82 @@
+"""One command's connection: resolved settings, a client, and the kinds served.
+
+Everything is opened on first use, so commands that fail on their arguments
+never touch the store, and closed when the click context ends.
+"""
+
+from __future__ import annotations
+
+import click
+
+from stigmer_core import config
+from stigmer_core.cli.calls import KindCalls
+from stigmer_core.cli.catalog import Catalog, KindInfo
+from stigmer_core.cli.options import overrides
+from stigmer_core.client import Client
+
+
+class Session:
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+        self._catalog: Catalog | None = None
+
+    @classmethod
+    def of(cls, ctx: click.Context) -> Session:
+        """The session of this command invocation, built from its flags."""
+        flags = overrides(ctx)
+        settings = config.resolve(
+            backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org
+        )
+        session = cls(settings)
+        ctx.call_on_close(session.close)
+        return session
+
+    @property
+    def org(self) -> str:
+        return self.settings.org
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = config.connect_settings(self.settings)
+        return self._client
+
+    @property
+    def target(self) -> str:
+        """Where calls go, for messages: an address, or the data directory in process."""
+        client = self.client
+        return f"in-process store {self.settings.data_dir}" if client.in_process else client.target
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            if self.settings.backend == config.LOCAL:
+                self._catalog = self._installed()
+            else:
+                known = self._installed(optional=True)
+                self._catalog = Catalog.from_reflection(self.client.channel, self.settings.endpoint, known=known)
+        return self._catalog
+
+    def _installed(self, *, optional: bool = False) -> Catalog:
+        """The kinds of the plugins installed here; for a remote backend only a source of short names."""
+        from stigmer_core.kinds.registry import build_registry
+        from stigmer_core.plugins import plugin_manager
+
+        try:
+            return Catalog.from_registry(build_registry(plugin_manager(), default_org=self.org))
+        except Exception:
+            if not optional:
+                raise
+            return Catalog(())
+
+    def kind(self, name: str) -> KindInfo:
+        return self.catalog.kind(name)
+
+    def calls(self, kind: KindInfo) -> KindCalls:
+        return KindCalls(self.client.channel, kind, target=self.target)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

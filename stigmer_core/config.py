@@ -1,0 +1,212 @@
+"""Where clients find their backend: ``~/.stigmer/config.yaml``, env vars, flags.
+
+The CLI and Python code resolve the same settings the same way, so a script
+that calls ``connect_from_config()`` talks to whatever ``stigmer backend
+switch`` last chose::
+
+    backend:
+      type: local            # or: remote
+    local:
+      data_dir: ~/.stigmer/data
+      address: 127.0.0.1:50051   # where `stigmer local start` listens
+    remote:
+      endpoint: stigmer.example.com:443
+      token: ...
+    org: local
+
+Precedence, highest first: explicit arguments (CLI flags), environment
+variables (``STIGMER_BACKEND``, ``STIGMER_DATA_DIR``, ``STIGMER_ADDRESS``,
+``STIGMER_ENDPOINT``, ``STIGMER_TOKEN``, ``STIGMER_ORG``), the config file,
+built-in defaults. ``STIGMER_HOME`` moves the whole base directory (default
+``~/.stigmer``), which is what keeps tests away from a real home.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import grpc
+import yaml  # type: ignore[import-untyped, unused-ignore]
+
+from stigmer_core.client import Client, connect
+from stigmer_core.errors import StigmerError
+
+HOME_ENV = "STIGMER_HOME"
+DEFAULT_HOME = Path("~/.stigmer")
+CONFIG_NAME = "config.yaml"
+LOCAL = "local"
+REMOTE = "remote"
+BACKENDS = (LOCAL, REMOTE)
+DEFAULT_ORG = "local"
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+ENV = {
+    "backend": "STIGMER_BACKEND",
+    "data_dir": "STIGMER_DATA_DIR",
+    "address": "STIGMER_ADDRESS",
+    "endpoint": "STIGMER_ENDPOINT",
+    "token": "STIGMER_TOKEN",
+    "org": "STIGMER_ORG",
+}
+
+
+class ConfigError(StigmerError):
+    """The config file or a setting cannot be used as given."""
+
+
+def stigmer_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
+
+
+def config_path() -> Path:
+    return stigmer_home() / CONFIG_NAME
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The config file as a dict; an absent file is an empty config."""
+    path = path or config_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def save_config(data: Mapping[str, Any], path: Path | None = None) -> Path:
+    """Write the config readable by its owner only: it may hold a token."""
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
+    tmp.replace(path)
+    return path
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config file {config_path()}: '{name}' must be a mapping")
+    return value
+
+
+def _pick(flag: str | None, env_key: str, configured: object, default: str) -> str:
+    if flag:
+        return flag
+    from_env = os.environ.get(ENV[env_key])
+    if from_env:
+        return from_env
+    if configured not in (None, ""):
+        return str(configured)
+    return default
+
+
+@attrs.frozen
+class Settings:
+    """Everything a client needs to reach its backend, fully resolved."""
+
+    backend: str
+    data_dir: Path
+    address: str
+    endpoint: str
+    token: str
+    org: str
+    home: Path
+    config_file: Path
+
+    @property
+    def target(self) -> str:
+        """What ``stigmer_core.client.connect`` takes: ``"local"`` or ``host:port``."""
+        return LOCAL if self.backend == LOCAL else self.endpoint
+
+
+def resolve(
+    *,
+    backend: str | None = None,
+    data_dir: str | Path | None = None,
+    address: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    org: str | None = None,
+) -> Settings:
+    """Settings from arguments, then environment, then the config file, then defaults."""
+    home = stigmer_home()
+    data = load_config(home / CONFIG_NAME)
+    local = _section(data, "local")
+    remote = _section(data, "remote")
+    chosen = _pick(backend, "backend", _section(data, "backend").get("type"), LOCAL).lower()
+    if chosen not in BACKENDS:
+        raise ConfigError(f"unknown backend '{chosen}': use 'local' or 'remote'")
+    directory = _pick(str(data_dir) if data_dir else None, "data_dir", local.get("data_dir"), str(home / "data"))
+    return Settings(
+        backend=chosen,
+        data_dir=Path(directory).expanduser(),
+        address=_pick(address, "address", local.get("address"), DEFAULT_ADDRESS),
+        endpoint=_pick(endpoint, "endpoint", remote.get("endpoint"), ""),
+        token=_pick(token, "token", remote.get("token"), ""),
+        org=_pick(org, "org", data.get("org"), DEFAULT_ORG),
+        home=home,
+        config_file=home / CONFIG_NAME,
+    )
+
+
+class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call, so callers never pass it."""
+
+    def __init__(self, token: str) -> None:
+        self._entry = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._entry]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+
+def connect_settings(settings: Settings) -> Client:
+    """A client for resolved settings; see ``connect_from_config``."""
+    if settings.backend == REMOTE and not settings.endpoint:
+        raise ConfigError(
+            "the remote backend has no endpoint: run `stigmer backend switch remote --endpoint HOST:PORT`"
+        )
+    client = connect(settings.target, data_dir=settings.data_dir)
+    if settings.backend != REMOTE or not settings.token:
+        return client
+    channel = grpc.intercept_channel(client.channel, _TokenInterceptor(settings.token))
+    return Client(channel, target=client.target)
+
+
+def connect_from_config(
+    *,
+    backend: str | None = None,
+    data_dir: str | Path | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Client:
+    """A ``Client`` for the configured backend: what the ``stigmer`` CLI uses.
+
+    ``local`` reaches the daemon holding the data directory when one runs and
+    opens the store in this process otherwise; ``remote`` dials the endpoint
+    and sends the token with every call. Arguments override the environment
+    and the config file, as CLI flags do.
+    """
+    return connect_settings(resolve(backend=backend, data_dir=data_dir, endpoint=endpoint, token=token))

@@ -1,0 +1,149 @@
+"""Run the real ``stigmer`` command in subprocesses, isolated from the real home.
+
+Every test gets its own ``STIGMER_HOME`` (so config, data directory, pid and
+log files live under ``tmp_path``) and every daemon started is stopped by a
+finalizer, even when the test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import attrs
+import pytest
+
+from stigmer_core.datadir import holder
+
+TIMEOUT = 30
+_ISOLATED = (
+    "STIGMER_BACKEND",
+    "STIGMER_DATA_DIR",
+    "STIGMER_ADDRESS",
+    "STIGMER_ENDPOINT",
+    "STIGMER_TOKEN",
+    "STIGMER_ORG",
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@attrs.frozen
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@attrs.frozen
+class Started:
+    address: str
+    output: str
+
+
+@attrs.define
+class Stigmer:
+    """The ``stigmer`` command of this venv, with one STIGMER_HOME."""
+
+    home: Path
+    started: list[Path] = attrs.field(factory=list)
+    python_path: list[Path] = attrs.field(factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _ISOLATED}
+        env["STIGMER_HOME"] = str(self.home)
+        if self.python_path:
+            env["PYTHONPATH"] = os.pathsep.join([*map(str, self.python_path), env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            )
+        env.pop("NO_COLOR", None)
+        return env
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = TIMEOUT) -> Result:
+        done = subprocess.run(
+            [sys.executable, "-m", "stigmer_core.cli", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            check=False,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        result = self(*args, input=input)
+        assert result.code == 0, f"stigmer {' '.join(args)} failed ({result.code}):\n{result.err}\n{result.out}"
+        return result.out
+
+    def fails(self, *args: str, input: str | None = None, code: int = 1) -> str:
+        """The one-line error of a failing command."""
+        result = self(*args, input=input)
+        assert result.code == code, f"stigmer {' '.join(args)}: exit {result.code}, wanted {code}\n{result.err}"
+        lines = result.err.strip().splitlines()
+        assert lines and lines[-1].startswith("stigmer: "), result.err
+        return lines[-1].removeprefix("stigmer: ")
+
+    def start(self, *, data_dir: Path | None = None) -> Started:
+        """Start a daemon on a free loopback port."""
+        data_dir = data_dir or self.data_dir
+        self.started.append(data_dir)
+        address = f"127.0.0.1:{free_port()}"
+        out = self.ok("local", "start", "--address", address, "--data-dir", str(data_dir))
+        assert f"listening on {address}" in out, out
+        return Started(address, out)
+
+    def cleanup(self) -> None:
+        """Stop whatever daemon a test left running: politely, then by force."""
+        for data_dir in self.started:
+            info = holder(data_dir)
+            if not info or "pid" not in info:
+                continue
+            pid = int(info["pid"])
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while holder(data_dir) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if holder(data_dir):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def stigmer(tmp_path: Path) -> Iterator[Stigmer]:
+    cli = Stigmer(tmp_path / "home")
+    try:
+        yield cli
+    finally:
+        cli.cleanup()
+
+
+@pytest.fixture
+def daemon(stigmer: Stigmer) -> str:
+    """A running daemon on the default data directory of ``stigmer``'s home; its address."""
+    return stigmer.start().address
+
+
+def write(path: Path, *documents: str) -> Path:
+    path.write_text("---\n".join(documents))
+    return path
+
+
+def lines(text: str) -> Sequence[str]:
+    return [line for line in text.splitlines() if line.strip()]

@@ -1,0 +1,52 @@
+"""``stigmer backend``: the config file decides where every other command goes."""
+
+from __future__ import annotations
+
+import yaml
+
+from .conftest import Stigmer, free_port
+from .test_resources import CODER
+
+
+def test_switch_between_local_and_remote(stigmer: Stigmer, daemon: str) -> None:
+    status = stigmer.ok("backend", "status")
+    assert "backend:        local" in status and "running (pid" in status and daemon in status
+
+    switched = stigmer.ok("backend", "switch", "remote", "--endpoint", daemon, "--token", "s3cret")
+    assert f"backend: remote ({daemon})" in switched
+    config_file = stigmer.home / "config.yaml"
+    assert yaml.safe_load(config_file.read_text()) == {
+        "backend": {"type": "remote"},
+        "remote": {"endpoint": daemon, "token": "s3cret"},
+    }
+    assert config_file.stat().st_mode & 0o077 == 0
+
+    remote = stigmer.ok("backend", "status")
+    assert f"endpoint:    {daemon}" in remote and "token:       set" in remote and "server:      serving" in remote
+
+    # Through the network and server reflection: kinds, names and writes.
+    assert "agent/coder created" in stigmer.ok("apply", "-f", "-", input=CODER)
+    assert "coder" in stigmer.ok("get", "ag", "coder")
+    assert "stigmer.agentic.agent.v1.AgentQueryController" in stigmer.ok("kinds")
+
+    stigmer.ok("backend", "switch", "local")
+    assert yaml.safe_load(config_file.read_text())["backend"] == {"type": "local"}
+    assert "coder" in stigmer.ok("get", "agent", "coder")  # same store, reached through the daemon's lock file
+
+
+def test_flags_and_env_override_the_config(stigmer: Stigmer, daemon: str) -> None:
+    stigmer.ok("apply", "-f", "-", input=CODER)
+    stigmer.ok("backend", "switch", "remote", "--endpoint", f"127.0.0.1:{free_port()}")
+    unreachable = stigmer.fails("get", "agent")
+    assert unreachable.startswith("cannot reach the stigmer server at 127.0.0.1:")
+    assert "coder" in stigmer.ok("get", "agent", "--backend", "local")
+    assert "coder" in stigmer.ok("get", "agent", "--endpoint", daemon)
+
+
+def test_switch_refuses_what_cannot_work(stigmer: Stigmer) -> None:
+    assert stigmer.fails("backend", "switch", "remote").startswith("the remote backend needs an endpoint")
+    assert (
+        stigmer.fails("backend", "switch", "remote", "--endpoint", "nohost")
+        == "invalid endpoint 'nohost': use HOST:PORT"
+    )
+    assert not (stigmer.home / "config.yaml").exists()

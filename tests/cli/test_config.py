@@ -1,0 +1,61 @@
+"""``stigmer_core.config``: the settings the CLI uses, for Python callers too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stigmer_core import config
+from stigmer_core.api.agentic.agent.v1 import agent_pb2, service_pb2_grpc
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in config.ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(config.HOME_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_defaults_live_under_stigmer_home(home: Path) -> None:
+    settings = config.resolve()
+    assert (settings.backend, settings.org, settings.address) == ("local", "local", "127.0.0.1:50051")
+    assert settings.data_dir == home / "data"
+    assert settings.config_file == home / "config.yaml"
+
+
+def test_flags_beat_env_beat_file(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.save_config({"backend": {"type": "remote"}, "remote": {"endpoint": "file:1"}, "org": "from-file"})
+    assert (config.resolve().endpoint, config.resolve().org) == ("file:1", "from-file")
+    monkeypatch.setenv("STIGMER_ENDPOINT", "env:2")
+    monkeypatch.setenv("STIGMER_ORG", "from-env")
+    assert (config.resolve().endpoint, config.resolve().org) == ("env:2", "from-env")
+    flags = config.resolve(endpoint="flag:3", org="from-flag", backend="local")
+    assert (flags.backend, flags.endpoint, flags.org) == ("local", "flag:3", "from-flag")
+
+
+def test_bad_config_is_named(home: Path) -> None:
+    (home / "config.yaml").write_text("backend: [\n")
+    with pytest.raises(config.ConfigError, match=r"config\.yaml is not valid YAML"):
+        config.resolve()
+    (home / "config.yaml").write_text("backend: {type: cloud}\n")
+    with pytest.raises(config.ConfigError, match="unknown backend 'cloud'"):
+        config.resolve()
+
+
+def test_connect_from_config_opens_the_local_store_in_process(home: Path) -> None:
+    with config.connect_from_config() as client:
+        assert client.in_process
+        stub = client.stub(service_pb2_grpc.AgentCommandControllerStub)
+        created = stub.create(agent_pb2.Agent(metadata={"name": "Scripted"}))
+        assert created.metadata.org == "local"
+    assert (home / "data").is_dir()
+
+
+def test_connect_from_config_remote_needs_an_endpoint(home: Path) -> None:
+    config.save_config({"backend": {"type": "remote"}})
+    with pytest.raises(config.ConfigError, match="has no endpoint"):
+        config.connect_from_config()
+    with config.connect_from_config(endpoint="127.0.0.1:1", token="t") as client:
+        assert not client.in_process and client.target == "127.0.0.1:1"

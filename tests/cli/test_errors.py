@@ -1,0 +1,73 @@
+"""Common mistakes: each gets one clear line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import Stigmer, write
+from .test_resources import CODER
+
+
+def test_unknown_kind_lists_the_known_ones(stigmer: Stigmer, tmp_path: Path) -> None:
+    message = stigmer.fails("get", "widget")
+    assert message.startswith("unknown kind 'widget' (known kinds: ")
+    assert message.endswith("; `stigmer kinds` lists them)")
+    assert {"agent", "agentinstance"} <= set(message.split("known kinds: ")[1].split(";")[0].split(", "))
+    path = write(tmp_path / "w.yaml", CODER, "kind: Widget\nmetadata: {name: w}\n")
+    assert stigmer.fails("apply", "-f", str(path)).startswith(
+        f"{path}, document 2: unknown kind 'Widget' (known kinds:"
+    )
+    assert stigmer.fails("get", "agent", "coder") == "agent 'coder' not found in org 'local'"  # nothing was written
+
+
+def test_missing_file(stigmer: Stigmer, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert stigmer.fails("apply", "-f", str(missing)) == f"{missing}: no such file"
+    assert stigmer.fails("import", "-f", str(missing)) == f"{missing}: no such file"
+
+
+def test_invalid_yaml_names_file_line_and_column(stigmer: Stigmer, tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.yaml", "kind: Agent\nmetadata:\n  name: [unclosed\n")
+    message = stigmer.fails("apply", "-f", str(path))
+    assert message.startswith(f"{path}: invalid YAML at line 4, column 1:")
+    assert stigmer.fails("apply", "-f", "-", input="- just\n- a list\n").startswith(
+        "<stdin>, document 1: expected a resource (a mapping with kind, metadata, spec), got a list"
+    )
+
+
+def test_invalid_field_is_named(stigmer: Stigmer, tmp_path: Path) -> None:
+    unknown = write(tmp_path / "u.yaml", CODER, CODER.replace("command: git-mcp", "comand: git-mcp"))
+    message = stigmer.fails("apply", "-f", str(unknown))
+    assert message.startswith(
+        f"{unknown}, document 2: spec.mcpServers[0].comand: unknown field (fields of AgentMcpServer:"
+    )
+
+    wrong_type = write(tmp_path / "t.yaml", "kind: Agent\nmetadata: {name: x, labels: [a]}\n")
+    assert (
+        stigmer.fails("apply", "-f", str(wrong_type))
+        == f"{wrong_type}, document 1: metadata.labels: expected a mapping, got a list"
+    )
+
+    # rules the server enforces come back as field violations, in the document's spelling
+    rule = write(tmp_path / "r.yaml", "kind: Agent\nmetadata: {name: x, slug: Not_A_Slug}\n")
+    message = stigmer.fails("apply", "-f", str(rule))
+    assert message.startswith(f"{rule}, document 1 (agent/Not_A_Slug): metadata.slug: does not match regex pattern")
+
+
+def test_daemon_not_running(stigmer: Stigmer) -> None:
+    data_dir = stigmer.data_dir
+    expected = f"the stigmer daemon is not running (data directory {data_dir}); `stigmer local start` starts it"
+    assert stigmer.fails("local", "stop") == expected
+    assert stigmer.fails("local", "status", code=3) == expected
+
+
+def test_verbose_adds_details(stigmer: Stigmer, tmp_path: Path) -> None:
+    stigmer.ok("backend", "switch", "remote", "--endpoint", "127.0.0.1:1")
+    quiet = stigmer("get", "agent")
+    assert quiet.code == 1 and len(quiet.err.strip().splitlines()) == 1
+    loud = stigmer("get", "agent", "-v")
+    assert loud.code == 1 and len(loud.err.strip().splitlines()) > 1
+
+
+def test_export_needs_kinds_or_all(stigmer: Stigmer) -> None:
+    assert stigmer.fails("export") == "name the kinds to export, or pass --all"

@@ -1,0 +1,154 @@
+"""``apply``, ``get``, ``list``, ``delete``, ``kinds`` against a running daemon."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from stigmer_core.ids import new_id
+
+from .conftest import Stigmer, lines, write
+
+AGENT_ID = new_id("agt")
+
+# The instance comes first in the file and names its agent by the id the agent
+# document asks for: only dependency order makes this file apply cleanly.
+INSTANCE = f"""\
+kind: agent-instance
+metadata:
+  name: Support Bot (eu)
+  labels: {{region: eu}}
+spec:
+  agentId: {AGENT_ID}
+  description: EU deployment
+"""
+SUPPORT = f"""\
+apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  id: {AGENT_ID}
+  name: Support Bot
+  labels: {{team: support}}
+spec:
+  description: Answers customer questions
+  instructions: |
+    Be helpful.
+    Be brief.
+"""
+CODER = """\
+kind: agents
+metadata:
+  name: Coder
+  labels: {team: platform}
+spec:
+  mcpServers:
+    - name: git
+      command: git-mcp
+"""
+
+
+def _apply_sample(stigmer: Stigmer, tmp_path: Path) -> Path:
+    path = write(tmp_path / "agents.yaml", INSTANCE, SUPPORT, CODER)
+    out = stigmer.ok("apply", "-f", str(path))
+    assert lines(out) == ["agent/support-bot created", "agent/coder created", "agentinstance/support-bot-eu created"]
+    return path
+
+
+def test_apply_multi_document_in_dependency_order(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    path = _apply_sample(stigmer, tmp_path)
+
+    again = stigmer.ok("apply", "-f", str(path))
+    assert lines(again) == [
+        "agent/support-bot unchanged",
+        "agent/coder unchanged",
+        "agentinstance/support-bot-eu unchanged",
+    ]
+
+    changed = write(tmp_path / "coder.yaml", CODER.replace("git-mcp", "git-mcp --verbose"))
+    assert lines(stigmer.ok("apply", "-f", str(changed))) == ["agent/coder configured"]
+
+    spec = yaml.safe_load(stigmer.ok("get", "agent", "coder", "-o", "yaml"))["spec"]
+    assert spec["mcpServers"][0]["command"] == "git-mcp --verbose"
+
+
+def test_apply_from_stdin_and_directory(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    assert lines(stigmer.ok("apply", "-f", "-", input=CODER)) == ["agent/coder created"]
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    write(folder / "b.yaml", SUPPORT)
+    write(folder / "a.yml", INSTANCE)
+    (folder / "notes.txt").write_text("not a manifest")
+    assert lines(stigmer.ok("apply", "-f", str(folder))) == [
+        "agent/support-bot created",
+        "agentinstance/support-bot-eu created",
+    ]
+
+
+def test_dry_run_writes_nothing(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    path = write(tmp_path / "coder.yaml", CODER)
+    assert lines(stigmer.ok("apply", "--dry-run", "-f", str(path))) == ["agent/coder created (dry run)"]
+    assert stigmer.fails("get", "agent", "coder") == "agent 'coder' not found in org 'local'"
+    bad = write(tmp_path / "bad.yaml", CODER.replace("name: git", "name: ''"))
+    message = stigmer.fails("apply", "--dry-run", "-f", str(bad))
+    assert "document 1" in message and "spec.mcpServers[0].name" in message
+
+
+def test_get_in_all_three_formats(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    _apply_sample(stigmer, tmp_path)
+
+    table = lines(stigmer.ok("get", "agent"))
+    assert table[0].split()[:4] == ["NAME", "ID", "AGE", "DEFAULT"]
+    assert sorted(row.split()[0] for row in table[1:]) == ["coder", "support-bot"]
+    support_row = next(row for row in table if row.startswith("support-bot"))
+    assert AGENT_ID in support_row and "ain-" in support_row
+
+    as_yaml = yaml.safe_load(stigmer.ok("get", "agent", "support-bot", "-o", "yaml"))
+    assert as_yaml["kind"] == "Agent" and as_yaml["apiVersion"] == "agentic.stigmer.ai/v1"
+    assert as_yaml["metadata"]["id"] == AGENT_ID and as_yaml["metadata"]["labels"] == {"team": "support"}
+    assert as_yaml["spec"]["instructions"] == "Be helpful.\nBe brief.\n"
+
+    as_json = json.loads(stigmer.ok("get", "agent", AGENT_ID, "-o", "json"))
+    assert as_json["metadata"]["slug"] == "support-bot"
+    assert as_json["status"]["defaultInstanceId"].startswith("ain-")
+
+    every = json.loads(stigmer.ok("get", "AgentInstances", "-o", "json"))
+    assert len(every) == 3
+
+
+def test_kind_names_singular_plural_short_any_case(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    _apply_sample(stigmer, tmp_path)
+    for name in ("agent", "agents", "AGENT", "Agents", "ag"):
+        assert "support-bot" in stigmer.ok("get", name, "support-bot")
+    kinds = stigmer.ok("kinds")
+    assert "stigmer.agentic.agent.v1.AgentCommandController" in kinds
+    assert "stigmer.agentic.agentinstance.v1.AgentInstanceQueryController" in kinds
+
+
+def test_list_with_labels_limit_and_org(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    _apply_sample(stigmer, tmp_path)
+    stigmer.ok("apply", "--org", "acme", "-f", "-", input=CODER.replace("Coder", "Acme Coder"))
+
+    labelled = lines(stigmer.ok("list", "agent", "-l", "team=platform"))
+    assert [row.split()[0] for row in labelled[1:]] == ["coder"]
+    assert len(lines(stigmer.ok("list", "agentinstance", "--limit", "2"))) == 3  # header + 2
+    assert [row.split()[0] for row in lines(stigmer.ok("list", "agent", "--org", "acme"))[1:]] == ["acme-coder"]
+    every = lines(stigmer.ok("list", "agent", "-A"))
+    assert every[0].split()[0] == "ORG" and len(every) == 4
+
+    empty = stigmer("list", "agent", "-l", "team=nobody")
+    assert empty.code == 0 and empty.out == "" and "no agents found in org 'local'" in empty.err
+    assert stigmer.fails("list", "agent", "-l", "team") == "invalid label selector 'team': use key=value"
+
+
+def test_delete_by_slug_and_by_id(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    _apply_sample(stigmer, tmp_path)
+    assert stigmer.ok("delete", "agent", "coder").strip() == "agent/coder deleted"
+    assert stigmer.fails("get", "agent", "coder") == "agent 'coder' not found in org 'local'"
+    assert stigmer.fails("delete", "agent", "coder") == "agent 'coder' not found in org 'local'"
+
+    assert stigmer.ok("delete", "agents", AGENT_ID).strip() == "agent/support-bot deleted"
+    # deleting an agent deletes the instances it owns
+    empty = stigmer("get", "agentinstance")
+    assert empty.code == 0 and empty.out == ""

@@ -1,0 +1,59 @@
+"""A kind the CLI has never heard of gets every command, locally and remotely."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import Stigmer, lines, write
+from .test_resources import CODER
+
+HERE = Path(__file__).parent
+NOTE = """\
+kind: nt
+metadata: {name: Hello, labels: {topic: greeting}}
+spec: {text: hi there}
+"""
+
+
+@pytest.fixture
+def with_note_kind(stigmer: Stigmer, tmp_path: Path) -> Stigmer:
+    """Install ``note_kind`` as a package would: an entry point in the ``stigmer.kinds`` group."""
+    site = tmp_path / "site"
+    dist_info = site / "note_kind-0.1.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: note-kind\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[stigmer.kinds]\nnote = note_kind\n")
+    stigmer.python_path += [site, HERE]
+    return stigmer
+
+
+def test_every_command_works_for_a_third_party_kind(with_note_kind: Stigmer, tmp_path: Path) -> None:
+    cli = with_note_kind
+    address = cli.start().address
+    assert "thirdparty.note.v1.NoteQueryController" in cli.ok("kinds")
+    assert "note " in cli.ok("local", "status")
+
+    path = write(tmp_path / "mixed.yaml", NOTE, CODER)
+    assert lines(cli.ok("apply", "-f", str(path))) == ["agent/coder created", "note/hello created"]
+
+    table = lines(cli.ok("get", "notes"))
+    assert table[0].split() == ["NAME", "ID", "AGE", "PHASE"] and table[1].startswith("hello   note-")
+    assert json.loads(cli.ok("get", "Note", "hello", "-o", "json"))["spec"] == {"text": "hi there"}
+    assert [row.split()[0] for row in lines(cli.ok("list", "nt", "--limit", "1"))[1:]] == ["hello"]
+    message = cli.fails("list", "nt", "-l", "topic=greeting")
+    assert message == "notes cannot be listed by label: the kind's list request has no labels"
+
+    exported = cli.ok("export", "--all")
+    assert [d["kind"] for d in yaml.safe_load_all(exported)] == ["Agent", "AgentInstance", "Note"]
+    restored = str(tmp_path / "restored" / "data")
+    cli.ok("import", "--data-dir", restored, input=exported)
+    assert cli.ok("export", "--all", "--data-dir", restored) == exported
+
+    cli.ok("backend", "switch", "remote", "--endpoint", address)
+    assert "hello" in cli.ok("get", "nt", "hello")  # kinds by reflection, short name from the installed plugin
+    assert cli.ok("delete", "note", "hello").strip() == "note/hello deleted"
+    assert cli.fails("get", "note", "hello") == "note 'hello' not found in org 'local'"

@@ -1,0 +1,128 @@
+"""The comparisons a run is read by.
+
+A ratio divides two rows of the same run, so machine speed and load cancel
+out of it; that makes ratios the numbers to compare across runs and
+machines, where absolute rates are not. On a shared machine load also drifts
+within a run, so a throughput ratio is taken in every round (its two rows ran
+minutes apart at most, seconds apart usually) and reported as the median of
+the rounds, with their spread next to it: a spread wider than the effect in
+question says the run cannot decide it.
+
+A ratio whose rows did not run (``--only``) is left out rather than shown as
+zero; a NaN means a row with no calls, and is kept to be seen.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from bench.budget import Budget
+from bench.results import Measurement
+
+Rows = Mapping[str, Measurement]
+
+
+@attrs.frozen
+class Ratio:
+    """``field`` of ``numerator`` over the same of ``denominator``, or the numerator's alone when no denominator."""
+
+    numerator: str
+    denominator: str | None
+    meaning: str
+    field: str = "calls_per_s"
+
+    @property
+    def name(self) -> str:
+        if self.denominator is None:
+            return f"{self.numerator} {self.field}"
+        suffix = "" if self.field == "calls_per_s" else f" ({self.field})"
+        return f"{self.numerator} / {self.denominator}{suffix}"
+
+    def value(self, rows: Rows) -> float | None:
+        top = rows.get(self.numerator)
+        if top is None:
+            return None
+        high = top.value(self.field)
+        if self.denominator is None or high is None:
+            return high
+        bottom = rows.get(self.denominator)
+        low = None if bottom is None else bottom.value(self.field)
+        if low is None:
+            return None
+        return high / low if low > 0 else math.nan
+
+
+@attrs.frozen
+class Found:
+    """A ratio's value: the median over rounds, and the lowest and highest round."""
+
+    ratio: Ratio
+    value: float
+    low: float
+    high: float
+    rounds: tuple[float, ...]
+
+
+def ratios(budget: Budget) -> tuple[Ratio, ...]:
+    c = f"c{budget.in_flight}"
+    t = f"t{budget.store_threads}"
+    n = budget.in_flight
+    per_commit = "requests_per_commit"
+    return (
+        Ratio("get.net.serial", "echo.net.serial", "framework get vs bare grpcio echo, one caller (1.0 = no overhead)"),
+        Ratio(f"get.net.{c}", f"echo.net.{c}", f"framework get vs bare grpcio echo, {n} in flight"),
+        Ratio("get_by_reference.net.serial", "echo.net.serial", "getByReference vs bare grpcio echo, one caller"),
+        Ratio(
+            "get.inproc.serial",
+            "echo.net.serial",
+            "framework's CPU per get (in process, no grpc) as a share of a bare grpcio call's",
+            "cpu_us_per_call",
+        ),
+        Ratio("get.inproc.serial", "get.net.serial", "in-process channel vs network, get, one caller"),
+        Ratio(f"get.inproc.{c}", f"get.net.{c}", f"in-process channel vs network, get, {n} callers"),
+        Ratio(f"create.net.{c}", "create.net.serial", "concurrent vs serial creates over the network (group commit)"),
+        Ratio(f"create.inproc.{c}", "create.inproc.serial", "concurrent vs serial creates in process (group commit)"),
+        Ratio(f"create.net.{c}", None, "creates per durable commit, network", per_commit),
+        Ratio(f"create.inproc.{c}", None, "creates per durable commit, in process", per_commit),
+        Ratio("create.inproc.serial", None, "creates per durable commit, one caller (1.0 expected)", per_commit),
+        Ratio("create.inproc.serial", "store.put.t1", "serial create vs raw one-put transaction (pipeline's share)"),
+        Ratio(f"store.put.{t}", "store.put.t1", f"raw puts, {budget.store_threads} threads vs 1 (group commit alone)"),
+        Ratio(f"store.put.{t}", None, f"raw puts per durable commit, {budget.store_threads} threads", per_commit),
+    )
+
+
+def compute(merged: Rows, rounds: Sequence[Rows], budget: Budget) -> list[Found]:
+    """Every ratio whose rows ran: throughput ratios per round, row figures from the merged rows."""
+    found = []
+    for ratio in ratios(budget):
+        if ratio.denominator is None:  # a row's own figure, over all its rounds
+            value = ratio.value(merged)
+            if value is not None:
+                found.append(Found(ratio, value, value, value, (value,)))
+            continue
+        per_round = tuple(v for v in (ratio.value(rows) for rows in rounds) if v is not None)
+        if per_round:
+            finite = [v for v in per_round if math.isfinite(v)] or [math.nan]
+            median = statistics.median(per_round) if len(finite) == len(per_round) else math.nan
+            found.append(Found(ratio, median, min(finite), max(finite), per_round))
+    return found
+
+
+def added_microseconds(rows: Rows, budget: Budget) -> dict[str, float]:
+    """What a framework get costs per call beyond the echo server's call, two ways.
+
+    ``wall``: 1/rate of get minus 1/rate of echo; with calls in flight on a
+    CPU-bound machine that is CPU per call. ``cpu``: the process's CPU per
+    call, get minus echo; steadier when other processes share the machine.
+    """
+    found: dict[str, float] = {}
+    for mode in ("serial", f"c{budget.in_flight}"):
+        get, echo = rows.get(f"get.net.{mode}"), rows.get(f"echo.net.{mode}")
+        if get and echo and get.calls_per_s > 0 and echo.calls_per_s > 0:
+            found[f"get.net.{mode} wall"] = 1e6 / get.calls_per_s - 1e6 / echo.calls_per_s
+            found[f"get.net.{mode} cpu"] = get.cpu_us_per_call - echo.cpu_us_per_call
+    return found

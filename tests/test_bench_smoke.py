@@ -1,0 +1,93 @@
+"""The benchmark harness runs end to end and reports every scenario.
+
+Only the shape of the results is checked, never a speed: timings on a shared
+machine are not something a test can assert without flaking.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCENARIOS = ("echo", "get", "get_by_reference", "list", "list_label", "create", "store", "memory")
+
+MEASUREMENTS = (
+    "echo.net.serial",
+    "echo.net.c32",
+    "get.net.serial",
+    "get.net.c32",
+    "get.inproc.serial",
+    "get.inproc.c32",
+    "get_by_reference.net.serial",
+    "get_by_reference.inproc.serial",
+    "list.net.serial",
+    "list.inproc.serial",
+    "list_label.net.serial",
+    "list_label.inproc.serial",
+    "create.net.serial",
+    "create.net.c32",
+    "create.inproc.serial",
+    "create.inproc.c32",
+    "store.put.t1",
+    "store.put.t16",
+    "store.batch1000",
+)
+
+
+def _run_quick(tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "calls/s" in done.stdout
+    loaded: dict[str, Any] = json.loads(out.read_text())
+    return loaded
+
+
+def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
+    doc = _run_quick(tmp_path)
+
+    assert doc["quick"] is True
+    assert doc["failures"] == {}
+    assert doc["budget"]["rounds"] >= 2, "the quick run should exercise merging rounds"
+    assert doc["ran"] == list(SCENARIOS)
+    assert set(doc["scenarios"]) == set(MEASUREMENTS)
+    for name, row in doc["scenarios"].items():
+        assert row["calls"] > 0, name
+        assert row["seconds"] > 0, name
+        assert row["calls_per_s"] > 0, name
+        assert 0 < row["p50_ms"] <= row["p99_ms"], name
+    for name in ("create.net.c32", "create.inproc.c32", "store.put.t16"):
+        row = doc["scenarios"][name]
+        assert row["commits"] > 0, name
+        assert row["requests_per_commit"] > 0, name
+    for name in ("create.net.c32", "create.inproc.c32"):
+        row = doc["scenarios"][name]
+        assert row["commits_after"] > row["commits_before"], name
+
+    ratios = doc["ratios"]
+    assert "get.net.serial / echo.net.serial" in ratios
+    assert "get.inproc.c32 / get.net.c32" in ratios
+    assert "create.net.c32 / create.net.serial" in ratios
+    assert "create.inproc.c32 requests_per_commit" in ratios
+    for name, ratio in ratios.items():
+        for key in ("value", "min", "max"):
+            assert isinstance(ratio[key], float | int), (name, key)
+            assert math.isfinite(ratio[key]) and ratio[key] > 0, (name, key)
+        assert ratio["min"] <= ratio["value"] <= ratio["max"], name
+
+    memory = doc["memory"]
+    assert memory["peak_rss_mib"] > 0
+    assert memory["traced_creates"]["creates"] > 0
+    assert memory["traced_creates"]["peak_kib"] > 0

@@ -70,16 +70,16 @@ class Executor:
         if active is not None:
             ctx.active = active
         pipeline = binding.pipeline
-        for step in pipeline.pre:
-            step(ctx)
+        for run_step in pipeline.run_pre:
+            run_step(ctx)
         if pipeline.writes:
 
             def body(txn: WriteTxn) -> Any:
                 ctx.reset_transaction_state()
                 ctx.operation = binding.operation
                 ctx.resources = resources = Resources(txn, self.registry)
-                for step in pipeline.txn:
-                    step(ctx)
+                for run_step in pipeline.run_txn:
+                    run_step(ctx)
                 resources.publish()  # whatever a custom pipeline wrote without a publish step
                 return ctx.response
 
@@ -87,8 +87,8 @@ class Executor:
         else:
             with self.store.read() as txn:
                 ctx.resources = Resources(txn, self.registry)
-                for step in pipeline.txn:
-                    step(ctx)
+                for run_step in pipeline.run_txn:
+                    run_step(ctx)
                 response = ctx.response
         if response is None:
             raise RuntimeError(f"pipeline of {binding.path} produced no response")

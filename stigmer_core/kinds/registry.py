@@ -32,6 +32,7 @@ from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step
 from stigmer_core.plugins import check
+from stigmer_core.store import keys
 
 _STRING = FieldDescriptor.TYPE_STRING
 
@@ -127,6 +128,21 @@ def _check_method(plugin: str, decl: KindDeclaration, method: MethodDescriptor) 
     return wrapper
 
 
+def _reference_kinds(decl: KindDeclaration, reference: Descriptor) -> frozenset[int] | None:
+    """The enum values of a reference's ``kind`` that name this kind, or None for a string kind.
+
+    A closed enum cannot name a third-party kind, so its values are matched
+    to the kind's names once, here, ignoring case and underscores (``agent``
+    names a kind whose resource message is ``Agent``).
+    """
+    enum = reference.fields_by_name["kind"].enum_type
+    if enum is None:
+        return None
+    names = {decl.name, decl.plural, *decl.aliases, decl.resource.DESCRIPTOR.name}
+    plain = {n.replace("_", "").replace("-", "").lower() for n in names if n}
+    return frozenset(v.number for v in enum.values if v.name.replace("_", "").lower() in plain)
+
+
 def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterable[object]) -> list[Step]:
     checked: list[Step] = []
     for candidate in steps:
@@ -199,6 +215,8 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
         references=tuple(references),
         list_filters=tuple(filters),
     )
+    if list_method is not None:
+        runtime.entries_tag = keys.varint(list_method.output_type.fields_by_name["entries"].number << 3 | 2)
     for op in STANDARD_OPERATIONS:
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, DEFAULT_PIPELINES[op], op in WRITE_OPERATIONS)
     for op, custom in decl.operations.items():
@@ -211,6 +229,8 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             wrapper = _check_method(plugin, decl, method)
             if wrapper is not None:
                 runtime.resource_field = wrapper
+            if method.name == "getByReference":
+                runtime.reference_kinds = _reference_kinds(decl, method.input_type)
         else:
             raise _fail(
                 plugin, decl,

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
-from stigmer_core.pipeline.step import Step
+from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_core.store import keys
 
 LABEL_INDEX = "_label"
@@ -124,13 +124,24 @@ class ListFilter:
     index: IndexSpec
 
 
+def _callables(steps: tuple[Step, ...]) -> tuple[Callable[[Any], None], ...]:
+    # A FunctionStep's function is called directly: one Python call per step, not two.
+    return tuple(s.fn if isinstance(s, FunctionStep) else s for s in steps)
+
+
 @attrs.frozen
 class Pipeline:
-    """Steps split at the transaction boundary."""
+    """Steps split at the transaction boundary, and the callables that run them."""
 
     pre: tuple[Step, ...]
     txn: tuple[Step, ...]
     writes: bool
+    run_pre: tuple[Callable[[Any], None], ...] = attrs.field(init=False)
+    run_txn: tuple[Callable[[Any], None], ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "run_pre", _callables(self.pre))
+        object.__setattr__(self, "run_txn", _callables(self.txn))
 
 
 @attrs.frozen
@@ -159,6 +170,11 @@ class KindRuntime:
     resource_field: str | None = None
     references: tuple[CompiledReference, ...] = ()
     list_filters: tuple[ListFilter, ...] = ()
+    entries_tag: bytes = b"\x0a"
+    """Wire tag of the list message's ``entries`` field, for pages built from stored bytes."""
+    reference_kinds: frozenset[int] | None = None
+    """When references name kinds by a closed enum (the published API's
+    ``ApiResourceKind``): the values that name this kind. None: by string."""
     pipelines: dict[str, Pipeline] = attrs.field(factory=dict)
     methods: dict[str, MethodBinding] = attrs.field(factory=dict)
 

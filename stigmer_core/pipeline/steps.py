@@ -164,14 +164,26 @@ def load_by_id(ctx: RequestContext) -> None:
     ctx.resource = ctx.existing
 
 
+def _other_kind(ctx: RequestContext, given: Any) -> str | None:
+    """How a reference's ``kind`` reads when it names a kind other than this one; None when it names this one."""
+    named = ctx.kind.reference_kinds
+    if named is None:
+        return None if ctx.registry.find(given) is ctx.kind else str(given)
+    if given in named:
+        return None
+    enum: Any = ctx.request.DESCRIPTOR.fields_by_name["kind"].enum_type
+    value = enum.values_by_number.get(given)
+    return str(given) if value is None else str(value.name)
+
+
 @step(Phase.LOAD)
 def load_by_reference(ctx: RequestContext) -> None:
     """Resolve a reference: by id, else by org + slug. An empty kind means this kind."""
     ref = ctx.request
-    if ref.kind and ctx.registry.find(ref.kind) is not ctx.kind:  # type: ignore[attr-defined]
+    other = _other_kind(ctx, ref.kind) if ref.kind else None  # type: ignore[attr-defined]
+    if other is not None:
         raise errors.InvalidArgument.field(
-            "kind",
-            f"'{ref.kind}' is not {ctx.kind.name}; send the reference to that kind's service",  # type: ignore[attr-defined]
+            "kind", f"'{other}' is not {ctx.kind.name}; send the reference to that kind's service"
         )
     if ref.id:  # type: ignore[attr-defined]
         found = ctx.store.require(ctx.kind, ref.id)  # type: ignore[attr-defined]
@@ -236,17 +248,27 @@ class _Range:
         self.by_slug = by_slug
 
 
-def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str) -> Message:
-    """Read one page of ``scan``: at most ``size`` objects (and ~3 MiB) that ``keep`` accepts."""
+def _page(
+    ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str
+) -> Message:
+    """Read one page of ``scan``: at most ``size`` objects (and ~3 MiB) that ``keep`` accepts.
+
+    When nothing needs to look inside the objects (no extra condition, no
+    redaction) the page is assembled from the stored bytes and parsed once,
+    rather than parsing, copying and re-serialising every entry.
+    """
     kind = ctx.kind
     txn = ctx.store.txn
     prefix = scan.prefix
+    raw_page = keep is None and kind.redact is None
     entries: list[Message] = []
+    wire: list[bytes] = []
+    count = 0
     budget = MAX_PAGE_BYTES
     last = b""
     more = False
     for key, value in txn.scan(prefix, after=_decode_token(token, prefix)):
-        if len(entries) >= size or budget <= 0:
+        if count >= size or budget <= 0:
             more = True
             break
         last = key
@@ -256,15 +278,24 @@ def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | N
             if raw is None:  # pragma: no cover - indexes change with their object
                 continue
             value = raw
+        budget -= len(value)
+        count += 1
+        if raw_page:
+            wire += (kind.entries_tag, keys.varint(len(value)), value)
+            continue
         obj = kind.parse(value)
         if keep is not None and not keep(obj):
+            budget += len(value)
+            count -= 1
             continue
-        budget -= len(value)
         if kind.redact is not None:
             kind.redact(obj)
         entries.append(obj)
     page = kind.list_cls()
-    page.entries.extend(entries)  # type: ignore[attr-defined]
+    if raw_page:
+        page.MergeFromString(b"".join(wire))
+    else:
+        page.entries.extend(entries)  # type: ignore[attr-defined]
     if more:
         page.next_page_token = base64.urlsafe_b64encode(last).rstrip(b"=").decode()  # type: ignore[attr-defined]
     return page
@@ -289,24 +320,33 @@ def list_page(ctx: RequestContext) -> None:
     org = req.org if kind.list_shape.has_org else ""
     labels = dict(req.labels) if kind.list_shape.has_labels else {}
     filters = [(f, values) for f in kind.list_filters if (values := f.field.read(req))]
+    # Conditions the chosen range does not already guarantee are checked on the objects.
     conditions: list[Callable[[Message], bool]] = []
-    if org:
-        conditions.append(lambda o: o.metadata.org == org)  # type: ignore[attr-defined]
-    if labels:
-        conditions.append(lambda o: all(o.metadata.labels.get(k) == v for k, v in labels.items()))  # type: ignore[attr-defined]
-    for list_filter, values in filters:
-        conditions.append(_has_index_values(list_filter.index, [(v,) for v in values]))
     if filters:
         first, values = filters[0]
         scope = (org,) if first.index.org_scoped else ()
         scan = _Range(keys.index_prefix(kind.key_prefix, first.index.name, (*scope, values[0])))
+        if org and not first.index.org_scoped:
+            conditions.append(lambda o: o.metadata.org == org)  # type: ignore[attr-defined]
+        rest = [(first, values[1:]), *filters[1:]] if len(values) > 1 else filters[1:]
+        unchecked_labels = labels
     elif labels:
         label_key, label_value = min(labels.items())
         scan = _Range(keys.index_prefix(kind.key_prefix, LABEL_INDEX, (org, label_key, label_value)))
+        rest = []
+        unchecked_labels = {k: v for k, v in labels.items() if k != label_key}
     elif org:
         scan = _Range(keys.slug_prefix(kind.key_prefix, org), by_slug=True)
+        rest, unchecked_labels = [], {}
     else:
         scan = _Range(keys.object_prefix(kind.key_prefix), by_object=True)
+        rest, unchecked_labels = [], {}
+    if unchecked_labels:
+        conditions.append(
+            lambda o: all(o.metadata.labels.get(k) == v for k, v in unchecked_labels.items())  # type: ignore[attr-defined]
+        )
+    for list_filter, wanted in rest:
+        conditions.append(_has_index_values(list_filter.index, [(v,) for v in wanted]))
     keep = (lambda o: all(c(o) for c in conditions)) if conditions else None
     ctx.response = _page(ctx, scan, keep, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
 
@@ -349,6 +389,6 @@ def dispatch_apply(ctx: RequestContext) -> None:
         exists = ctx.store.id_for_slug(ctx.kind, ctx.org, meta.slug) is not None
     operation = "update" if exists else "create"
     ctx.operation = operation
-    for inner in ctx.kind.pipelines[operation].txn:
+    for inner in ctx.kind.pipelines[operation].run_txn:
         inner(ctx)
     ctx.operation = "apply"

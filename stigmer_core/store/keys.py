@@ -67,3 +67,13 @@ def event_key(revision: int, seq: int) -> bytes:
 
 def event_revision(key: bytes) -> int:
     return int.from_bytes(key[2:10], "big")
+
+
+def varint(value: int) -> bytes:
+    """Protobuf's base-128 varint, for assembling messages from stored bytes."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

@@ -30,36 +30,43 @@ from stigmer_core.store import keys
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-DEFAULT_MAP_SIZE = 64 << 20
+DEFAULT_MAP_SIZE = 1 << 30  # address space only; the file grows with the data
 DEFAULT_EVENT_RETENTION = 100_000
 
 
 class _ResizeGate:
-    """Counts open transactions so a map resize can wait for none."""
+    """Lets a map resize wait until no transaction is open, at no lock cost to readers.
+
+    Entering and leaving are a list append and pop, each atomic under the
+    GIL. A resize first raises its flag, then waits for the list to empty; a
+    reader that enters and then sees the flag steps back out and waits for
+    the resize, so no transaction is ever open across ``set_mapsize``.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._open = 0
+        self._open: list[None] = []
         self._resizing = False
 
     def enter(self) -> None:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._open += 1
+        while True:
+            self._open.append(None)
+            if not self._resizing:
+                return
+            self._open.pop()
+            with self._cond:
+                while self._resizing:
+                    self._cond.wait()
 
     def leave(self) -> None:
-        with self._cond:
-            self._open -= 1
-            if self._open == 0 and self._resizing:
-                self._cond.notify_all()
+        self._open.pop()
 
     def exclusive(self, action: Callable[[], None]) -> None:
         with self._cond:
             self._resizing = True
             try:
                 while self._open:
-                    self._cond.wait()
+                    self._cond.wait(0.001)
                 action()
             finally:
                 self._resizing = False
@@ -173,7 +180,10 @@ class _Writer(_Reader):
 
 
 class _Pending:
-    __slots__ = ("callbacks", "done", "error", "fn", "result")
+    """One caller's write. ``wake`` is held until the caller is answered or
+    made the next leader, so a commit wakes exactly the callers it served."""
+
+    __slots__ = ("callbacks", "done", "error", "fn", "result", "wake")
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
@@ -181,6 +191,8 @@ class _Pending:
         self.result: Any = None
         self.error: BaseException | None = None
         self.callbacks: list[Callable[[], None]] = []
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class LmdbStore:
@@ -206,9 +218,11 @@ class LmdbStore:
             max_readers=1024,
         )
         self._gate = _ResizeGate()
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
+        self._idle = threading.Event()
+        self._idle.set()
         self._closed = False
         self._max_batch = max_batch
         self._retention = event_retention
@@ -230,31 +244,46 @@ class LmdbStore:
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:
         pending = _Pending(fn)
-        with self._cond:
+        with self._mutex:
             if self._closed:
                 raise errors.Unavailable("the store is closed")
             self._queue.append(pending)
-        while True:
-            with self._cond:
-                while not pending.done and self._leading:
-                    self._cond.wait()
-                if pending.done:
-                    break
+            lead = not self._leading
+            if lead:
                 self._leading = True
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-            try:
-                self._commit_batch(batch)
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
+                self._idle.clear()
+        if not lead:
+            pending.wake.acquire()  # answered, or handed the leader role
+        if not pending.done:
+            self._lead(pending)
         if pending.error is not None:
             raise pending.error
         for callback in pending.callbacks:
             callback()
         result: T = pending.result
         return result
+
+    def _lead(self, own: _Pending) -> None:
+        """Commit batches until ``own`` is done, then hand the role to the next waiter."""
+        try:
+            while not own.done:
+                with self._mutex:
+                    batch = self._queue[: self._max_batch]
+                    del self._queue[: self._max_batch]
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    for pending in batch:
+                        pending.done = True
+                        if pending is not own:
+                            pending.wake.release()
+        finally:
+            with self._mutex:
+                if self._queue:
+                    self._queue[0].wake.release()
+                else:
+                    self._leading = False
+                    self._idle.set()
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         while True:
@@ -282,8 +311,6 @@ class LmdbStore:
                     pending.result = None
             self._gate.leave()
             break
-        for pending in batch:
-            pending.done = True
 
     def _run_one(self, outer: lmdb.Transaction, pending: _Pending) -> None:
         pending.error = None
@@ -316,10 +343,9 @@ class LmdbStore:
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._closed = True
-            while self._leading:
-                self._cond.wait()
+        self._idle.wait()
         with self._revision_cond:
             self._revision_cond.notify_all()  # watchers wake up and find the store closed
         self._env.close()

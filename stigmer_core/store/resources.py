@@ -9,6 +9,7 @@ always change together with the object, in the caller's transaction.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, cast
 
@@ -29,6 +30,12 @@ UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def _now() -> Timestamp:
+    now = Timestamp()
+    now.FromNanoseconds(time.time_ns())  # GetCurrentTime() goes through datetime
+    return now
 
 
 def slugify(name: str) -> str:
@@ -106,8 +113,7 @@ class Resources:
         shape = kind.shape
         if shape.has_status:
             obj.ClearField("status")
-        now = Timestamp()
-        now.GetCurrentTime()
+        now = _now()
         if shape.has_timestamps:
             meta.created_at.CopyFrom(now)
             meta.updated_at.CopyFrom(now)
@@ -119,8 +125,7 @@ class Resources:
             audit.updated_by.id = principal
 
     def stamp_update(self, kind: KindRuntime, obj: Message, *, principal: str) -> None:
-        now = Timestamp()
-        now.GetCurrentTime()
+        now = _now()
         if kind.shape.has_timestamps:
             obj.metadata.updated_at.CopyFrom(now)  # type: ignore[attr-defined]
         if kind.shape.has_audit:
@@ -256,8 +261,9 @@ class Resources:
             return
         txn = self._writer
         revision = txn.write_revision()
+        now = _now()
         for event in self._events:
             event.revision = revision
-            event.time.GetCurrentTime()
+            event.time.CopyFrom(now)
             txn.append_event(event.SerializeToString())
         self._events.clear()

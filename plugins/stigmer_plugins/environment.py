@@ -1,1 +1,106 @@
-"""The environment kinds (being built: see issue 3)."""
+"""The Environment kind: named values an agent or workflow runs with.
+
+A value marked ``is_secret`` is encrypted before it is stored (AES-GCM,
+``secrets.box``), bound to ``<environment id>/<key>``: that is the only
+form in the store, the event log and every copy of the object. Every
+response carries the redaction marker in its place (the declaration's
+``redact``, which get, list, delete and the write rpcs all apply), so no rpc,
+export or log line holds a secret in clear; execution contexts decrypt
+them inside the writing transaction.
+
+Writing the marker back keeps the stored secret, so a document read from
+the server can be edited and applied without resending every secret;
+sending the same clear value again keeps the stored ciphertext too, so an
+update that changes nothing writes nothing.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from stigmer_core import FailedPrecondition, InvalidArgument, KindDeclaration, Phase, RequestContext, hookimpl, step
+from stigmer_core.api.agentic.environment.v1 import environment_pb2
+from stigmer_core.api.agentic.environment.v1 import service_pb2 as environment_service
+from stigmer_plugins.secrets import REDACTED, SecretBox, box
+from stigmer_plugins.versioning import recheck_unchanged
+
+
+def secret_context(environment_id: str, key: str) -> str:
+    """What a stored secret is bound to (the associated data of its AES-GCM seal)."""
+    return f"{environment_id}/{key}"
+
+
+def _environment(obj: Message | None) -> environment_pb2.Environment:
+    assert isinstance(obj, environment_pb2.Environment)
+    return obj
+
+
+def _stored_secret(stored: environment_pb2.Environment | None, key: str) -> str | None:
+    if stored is None or key not in stored.spec.data:
+        return None
+    item = stored.spec.data[key]
+    return item.value if item.is_secret and SecretBox.is_encrypted(item.value) else None
+
+
+def _same_secret(secrets: SecretBox, token: str, clear: str, context: str) -> bool:
+    try:
+        return secrets.decrypt(token, context) == clear
+    except FailedPrecondition:  # sealed under another key: store the new value
+        return False
+
+
+@step(Phase.KIND)
+def seal_secrets(ctx: RequestContext) -> None:
+    """Encrypt secret values; keep the stored ciphertext for the marker or an unchanged value."""
+    env = _environment(ctx.resource)
+    stored = _environment(ctx.existing) if ctx.existing is not None else None
+    secrets = box(ctx.registry)
+    for key, item in env.spec.data.items():
+        field = f'spec.data["{key}"].value'
+        kept = _stored_secret(stored, key)
+        context = secret_context(env.metadata.id, key)
+        if not item.is_secret:
+            if item.value == REDACTED and kept is not None:
+                raise InvalidArgument.field(
+                    field, "is the redaction marker of a stored secret; send the clear value to store it unencrypted"
+                )
+        elif item.value == REDACTED:
+            if kept is None:
+                raise InvalidArgument.field(
+                    field, "is the redaction marker, but no secret is stored under this key; send the clear value"
+                )
+            item.value = kept
+        elif kept is not None and _same_secret(secrets, kept, item.value, context):
+            item.value = kept
+        else:
+            item.value = secrets.encrypt(item.value, context)
+    if stored is not None:
+        recheck_unchanged(ctx)
+
+
+def redact_secrets(obj: Message) -> None:
+    """Every secret value becomes the redaction marker."""
+    for item in _environment(obj).spec.data.values():
+        if item.is_secret:
+            item.value = REDACTED
+
+
+ENVIRONMENT = KindDeclaration(
+    name="Environment",
+    resource=environment_pb2.Environment,
+    command_service=environment_service.DESCRIPTOR.services_by_name["EnvironmentCommandController"],
+    query_service=environment_service.DESCRIPTOR.services_by_name["EnvironmentQueryController"],
+    id_prefix="env",
+    key_prefix="environments",
+    steps={"create": (seal_secrets,), "update": (seal_secrets,)},
+    redact=redact_secrets,
+    api_version="agentic.stigmer.ai/v1",
+    plural="environments",
+    aliases=("env", "envs"),
+    description="Named values (secrets encrypted at rest) that agents and workflows run with.",
+)
+
+
+@hookimpl
+def stigmer_kinds() -> list[KindDeclaration]:
+    return [ENVIRONMENT]

@@ -1,1 +1,134 @@
-"""The skill kinds (being built: see issue 3)."""
+"""The Skill kind: a SKILL.md and an optional zip, versioned by content.
+
+A version is the SHA-256 of the markdown and the artifact's hash
+(``versioning.Versioning``); the description and the tag are not content,
+so changing them alone makes no version. ``push`` writes the markdown and
+zip it carries (a push without a zip makes a version without one); create,
+update and apply write documents, which carry no zip, so the current
+version's artifact carries over into the versions they make.
+"""
+
+from __future__ import annotations
+
+import re
+
+from stigmer_core import (
+    CustomOperation,
+    InvalidArgument,
+    KindDeclaration,
+    NotFound,
+    Phase,
+    RequestContext,
+    hookimpl,
+    step,
+)
+from stigmer_core.api.agentic.skill.v1 import service_pb2 as skill_service
+from stigmer_core.api.agentic.skill.v1 import skill_pb2
+from stigmer_core.pipeline import steps as standard
+from stigmer_core.pipeline.step import FunctionStep
+from stigmer_plugins.skill_push import PLAN, Plan, check_push, dispatch_push
+from stigmer_plugins.versioning import Versioning, frame, get_blob, merge_steps, put_blob, recheck_unchanged
+
+_STORAGE_KEY = re.compile(r"^(?P<id>skl-[0-9a-z]{1,60})/(?P<sha>[0-9a-f]{64})$")
+
+
+def _skill(obj: object) -> skill_pb2.Skill:
+    assert isinstance(obj, skill_pb2.Skill)
+    return obj
+
+
+def _content(obj: object) -> bytes:
+    skill = _skill(obj)
+    return frame(skill.spec.skill_md.encode(), skill.status.artifact.sha256.encode())
+
+
+VERSIONING = Versioning(content=_content, tag=lambda obj: _skill(obj).spec.tag)
+
+
+@step(Phase.KIND)
+def require_markdown(ctx: RequestContext) -> None:
+    if not _skill(ctx.resource).spec.skill_md:
+        raise InvalidArgument.field("spec.skill_md", "is required")
+
+
+@step(Phase.KIND)
+def attach_artifact(ctx: RequestContext) -> None:
+    """A push sets (or clears) the artifact; other writes keep the stored one."""
+    plan: Plan | None = ctx.scratch.get(PLAN)
+    if plan is None:
+        return
+    skill = _skill(ctx.resource)
+    if plan.artifact is None:
+        skill.status.ClearField("artifact")
+        skill.status.artifact_storage_key = ""
+        return
+    digest = put_blob(ctx, skill.metadata.id, plan.data)
+    found = plan.artifact
+    skill.status.artifact.CopyFrom(
+        skill_pb2.SkillArtifact(
+            sha256=digest,
+            size_bytes=found.size_bytes,
+            uncompressed_bytes=found.uncompressed_bytes,
+            file_count=found.file_count,
+        )
+    )
+    skill.status.artifact_storage_key = f"{skill.metadata.id}/{digest}"
+
+
+@step(Phase.KIND)
+def mirror_version(ctx: RequestContext) -> None:
+    """``status.version_hash`` and ``state``, as the published API reports them."""
+    skill = _skill(ctx.resource)
+    skill.status.version_hash = skill.metadata.version.id
+    skill.status.state = skill_pb2.SKILL_STATE_READY
+    if ctx.existing is not None:
+        recheck_unchanged(ctx)
+
+
+def _get_artifact(ctx: RequestContext) -> None:
+    req = ctx.request
+    assert isinstance(req, skill_pb2.GetArtifactRequest)
+    found = _STORAGE_KEY.match(req.artifact_storage_key)
+    if found is None:
+        raise InvalidArgument.field(
+            "artifact_storage_key", "must be '<skill id>/<sha256>' as a skill's status gives it"
+        )
+    data = get_blob(ctx.store.txn, ctx.kind, found["id"], found["sha"])
+    if data is None:
+        raise NotFound(f"skill artifact '{req.artifact_storage_key}' not found")
+    ctx.response = skill_pb2.GetArtifactResponse(artifact=data)
+
+
+_WRITE_STEPS = (require_markdown, attach_artifact)
+
+SKILL = KindDeclaration(
+    name="Skill",
+    resource=skill_pb2.Skill,
+    command_service=skill_service.DESCRIPTOR.services_by_name["SkillCommandController"],
+    query_service=skill_service.DESCRIPTOR.services_by_name["SkillQueryController"],
+    id_prefix="skl",
+    key_prefix="skills",
+    steps=merge_steps(
+        {"create": _WRITE_STEPS, "update": _WRITE_STEPS},
+        VERSIONING.steps(),
+        {"create": (mirror_version,), "update": (mirror_version,)},
+    ),
+    operations={
+        "push": CustomOperation(steps=(standard.validate, check_push, standard.authorize, dispatch_push), writes=True),
+        "listVersions": CustomOperation(
+            steps=(standard.validate, standard.authorize, VERSIONING.list_versions("skill_id"))
+        ),
+        "getArtifact": CustomOperation(
+            steps=(standard.validate, standard.authorize, FunctionStep("get_artifact", Phase.LOAD, _get_artifact))
+        ),
+    },
+    api_version="agentic.stigmer.ai/v1",
+    plural="skills",
+    aliases=("sk",),
+    description="Knowledge for agents: a SKILL.md and its files, versioned by content hash.",
+)
+
+
+@hookimpl
+def stigmer_kinds() -> list[KindDeclaration]:
+    return [SKILL]

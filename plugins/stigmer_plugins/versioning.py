@@ -1,0 +1,324 @@
+"""Content versions for any kind, turned on by declaration.
+
+A kind says what its content is (``content``: the bytes whose SHA-256 names
+a version) and, optionally, which tag a write gives it (``tag``).
+``Versioning.steps()`` are then added to the kind's standard operations:
+
+- create/update (and so apply): a write whose content hash differs from the
+  current one makes a new version; ``metadata.version`` names it (``id`` is
+  the hash, ``previous_version_id`` the version it replaced, ``tag`` the tag
+  it was written under). A write with the current content makes none, and
+  one that changes nothing at all writes nothing (same resource_version).
+- getByReference: ``version`` of the reference picks a version: empty or
+  ``latest`` for the current one, a tag, or a 64-hex hash.
+- delete: every version, tag and blob of the object goes with it.
+
+``list_versions(id_field)`` is a step for a query rpc that pages through one
+object's versions, oldest first, and ``put_blob``/``get_blob`` keep large
+payloads (an artifact) content-addressed beside the versions that name them.
+
+Everything is written in the request's own transaction, under a key family
+of its own (``ver/``; the core uses ``o s x r q e m``), per object::
+
+    ver/<key_prefix>/<object_id>/h/<hash>          the object as it last was with that content
+    ver/<key_prefix>/<object_id>/n/<revision:8>    hash of the version first made at that revision
+    ver/<key_prefix>/<object_id>/t/<tag>           hash the tag names now
+    ver/<key_prefix>/<object_id>/b/<sha256>        a blob, by the SHA-256 of its bytes
+
+Listing versions scans one object's ``n/`` range; resolving a tag or a hash
+is one key read; deleting an object clears one object's range. None of it
+reads another object's keys, let alone the whole kind.
+
+The range is cleared by the kind's delete step, which a cascading delete
+(an owner's ``Resources.remove``) does not run: a versioned kind must not be
+owned by another kind until the store clears per-object key families itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
+
+import attrs
+from google.protobuf.message import Message
+
+from stigmer_core import InvalidArgument, NotFound, Phase, RequestContext, Step
+from stigmer_core.kinds.runtime import KindRuntime
+from stigmer_core.pipeline.step import FunctionStep
+from stigmer_core.store.protocol import ReadTxn, WriteTxn
+
+FAMILY = b"ver/"
+LATEST = "latest"
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_BYTES = 3 << 20  # below gRPC's 4 MiB message limit, as the core's lists
+HASH = re.compile(r"^[0-9a-f]{64}$")
+_SCRATCH = "versioning.write"
+
+
+def frame(*parts: bytes) -> bytes:
+    """Length-prefixed parts, so two different tuples never make the same bytes."""
+    return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
+
+
+def object_range(key_prefix: str, object_id: str) -> bytes:
+    return FAMILY + key_prefix.encode() + b"/" + object_id.encode() + b"/"
+
+
+def _hash_key(base: bytes, digest: str) -> bytes:
+    return base + b"h/" + digest.encode()
+
+
+def _tag_key(base: bytes, tag: str) -> bytes:
+    return base + b"t/" + tag.encode()
+
+
+def _blob_key(base: bytes, digest: str) -> bytes:
+    return base + b"b/" + digest.encode()
+
+
+def _no_tag(_: Message) -> str:
+    return ""
+
+
+def _meta(obj: Message) -> Any:
+    return obj.metadata  # type: ignore[attr-defined]
+
+
+def _writer(ctx: RequestContext) -> WriteTxn:
+    return cast(WriteTxn, ctx.store.txn)
+
+
+@attrs.frozen
+class _Write:
+    """What the stamping step decided, for the recording step of the same run."""
+
+    digest: str
+    new_version: bool
+    tag: str
+
+
+@attrs.frozen
+class Versioning:
+    """The declaration of a versioned kind's content; see the module docstring."""
+
+    content: Callable[[Message], bytes]
+    """The bytes a version is the SHA-256 of (``frame`` joins several parts)."""
+    tag: Callable[[Message], str] = _no_tag
+    """The tag a write gives its content ("" or "latest": none)."""
+    tag_field: str = "spec.tag"
+    """Where the tag comes from, for error messages."""
+
+    # -- declaration -------------------------------------------------------------
+    def steps(self) -> dict[str, tuple[Step, ...]]:
+        """Steps for the kind's standard operations; put them after the kind's own
+        steps that change the content (``merge_steps`` keeps that order)."""
+        stamp = FunctionStep("versioning_stamp", Phase.KIND, self._stamp)
+        record = FunctionStep("versioning_record", Phase.PERSIST, self._record)
+        return {
+            "create": (stamp, record),
+            "update": (stamp, record),
+            "delete": (FunctionStep("versioning_drop", Phase.KIND, self._drop),),
+            "getByReference": (FunctionStep("versioning_resolve", Phase.LOAD, self._resolve),),
+        }
+
+    def list_versions(self, id_field: str) -> Step:
+        """A step for a query rpc listing one object's versions, oldest first.
+
+        The request names the object in ``id_field`` and carries
+        ``page_size`` and ``page_token``; the response is the kind's list
+        message, one entry per version (the object as it last was with that
+        content).
+        """
+
+        def run(ctx: RequestContext) -> None:
+            req: Any = ctx.request
+            object_id = str(getattr(req, id_field))
+            if not object_id:
+                raise InvalidArgument.field(id_field, "is required")
+            ctx.store.require(ctx.kind, object_id)
+            base = object_range(ctx.kind.key_prefix, object_id)
+            ctx.response = _page(ctx, base, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
+
+        return FunctionStep("list_versions", Phase.LOAD, run)
+
+    # -- steps -------------------------------------------------------------------
+    def _stamp(self, ctx: RequestContext) -> None:
+        obj = ctx.resource
+        assert obj is not None
+        tag = self.tag(obj)
+        tag = "" if tag == LATEST else tag
+        if HASH.match(tag):
+            raise InvalidArgument.field(self.tag_field, "must not look like a version hash (64 hex digits)")
+        digest = hashlib.sha256(self.content(obj)).hexdigest()
+        version = _meta(obj).version
+        current = _meta(ctx.existing).version.id if ctx.existing is not None else ""
+        new_version = digest != current
+        if new_version:
+            version.Clear()
+            version.id = digest
+            version.previous_version_id = current
+            version.tag = tag
+        elif tag:
+            version.tag = tag
+        ctx.scratch[_SCRATCH] = _Write(digest, new_version, tag)
+        if ctx.existing is not None:
+            recheck_unchanged(ctx)
+
+    def _record(self, ctx: RequestContext) -> None:
+        write: _Write | None = ctx.scratch.get(_SCRATCH)
+        if ctx.unchanged or write is None:
+            return
+        obj = ctx.resource
+        assert obj is not None
+        txn = _writer(ctx)
+        base = object_range(ctx.kind.key_prefix, _meta(obj).id)
+        key = _hash_key(base, write.digest)
+        if txn.get(key) is None:
+            txn.put(base + b"n/" + txn.write_revision().to_bytes(8, "big"), write.digest.encode())
+        txn.put(key, obj.SerializeToString())
+        if write.tag:
+            txn.put(_tag_key(base, write.tag), write.digest.encode())
+
+    def _drop(self, ctx: RequestContext) -> None:
+        assert ctx.existing is not None
+        txn = _writer(ctx)
+        base = object_range(ctx.kind.key_prefix, _meta(ctx.existing).id)
+        for key in [key for key, _ in txn.scan(base)]:
+            txn.delete(key)
+
+    def _resolve(self, ctx: RequestContext) -> None:
+        wanted = str(getattr(ctx.request, "version", "") or "")
+        if not wanted or wanted == LATEST or ctx.resource is None:
+            return
+        ctx.existing = ctx.resource = resolve(ctx.store.txn, ctx.kind, ctx.resource, wanted)
+
+
+def resolve(txn: ReadTxn, kind: KindRuntime, current: Message, version: str) -> Message:
+    """``current`` as it was at ``version`` ("", "latest", a tag or a hash).
+
+    For steps of other kinds too (an agent pinning a skill version): it is a
+    key read or two in the caller's transaction.
+    """
+    if not version or version == LATEST:
+        return current
+    meta = _meta(current)
+    base = object_range(kind.key_prefix, meta.id)
+    lowered = version.lower()
+    if HASH.match(lowered):
+        digest = lowered
+    else:
+        pointed = txn.get(_tag_key(base, version))
+        if pointed is None:
+            raise NotFound(f"{kind.label} '{meta.slug}' has no version tagged '{version}' (version)")
+        digest = pointed.decode()
+    if digest == meta.version.id:
+        return current
+    raw = txn.get(_hash_key(base, digest))
+    if raw is None:
+        raise NotFound(f"{kind.label} '{meta.slug}' has no version '{digest}' (version)")
+    return kind.parse(raw)
+
+
+def put_blob(ctx: RequestContext, object_id: str, data: bytes) -> str:
+    """Keep ``data`` with ``object_id``'s versions, once per content; return its SHA-256."""
+    digest = hashlib.sha256(data).hexdigest()
+    txn = _writer(ctx)
+    key = _blob_key(object_range(ctx.kind.key_prefix, object_id), digest)
+    if txn.get(key) is None:
+        txn.put(key, data)
+    return digest
+
+
+def get_blob(txn: ReadTxn, kind: KindRuntime, object_id: str, digest: str) -> bytes | None:
+    return txn.get(_blob_key(object_range(kind.key_prefix, object_id), digest))
+
+
+def recheck_unchanged(ctx: RequestContext) -> None:
+    """Settle whether an update changes anything after kind steps rewrote the new state.
+
+    ``build_update_state`` decides it before the kind's steps run; a step that
+    restores stored values (a kept ciphertext) or derives new ones (an
+    artifact, a version) can turn the answer either way. Unchanged means the
+    stored object is answered as it is, with nothing written.
+    """
+    existing, new = ctx.existing, ctx.resource
+    assert existing is not None and new is not None
+    shape = ctx.kind.shape
+    probe = ctx.kind.resource_cls()
+    probe.CopyFrom(new)
+    if shape.has_timestamps:
+        _meta(probe).updated_at.CopyFrom(_meta(existing).updated_at)
+    if shape.has_audit:
+        status: Any = probe.status  # type: ignore[attr-defined]
+        if existing.HasField("status"):
+            status.audit.CopyFrom(existing.status.audit)  # type: ignore[attr-defined]
+        else:
+            status.ClearField("audit")
+            if not status.ListFields():
+                probe.ClearField("status")
+    if probe == existing:
+        ctx.resource = probe
+        ctx.unchanged = True
+    elif ctx.unchanged:
+        ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal)
+        ctx.unchanged = False
+
+
+def merge_steps(*maps: Mapping[str, Sequence[Step]]) -> dict[str, tuple[Step, ...]]:
+    """Per-operation steps of several declarations, concatenated in the order given."""
+    merged: dict[str, list[Step]] = {}
+    for steps in maps:
+        for op, found in steps.items():
+            merged.setdefault(op, []).extend(found)
+    return {op: tuple(found) for op, found in merged.items()}
+
+
+def _decode_token(token: str, prefix: bytes) -> bytes:
+    if not token:
+        return b""
+    try:
+        after = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        after = b""
+    if not after.startswith(prefix):
+        raise InvalidArgument.field("page_token", "is not a token this query returned")
+    return after
+
+
+def _page(ctx: RequestContext, base: bytes, size: int, token: str) -> Message:
+    kind = ctx.kind
+    txn = ctx.store.txn
+    prefix = base + b"n/"
+    entries: list[Message] = []
+    budget = MAX_PAGE_BYTES
+    last = b""
+    more = False
+    for key, digest in txn.scan(prefix, after=_decode_token(token, prefix)):
+        if len(entries) >= size or budget <= 0:
+            more = True
+            break
+        last = key
+        raw = txn.get(_hash_key(base, digest.decode()))
+        if raw is None:  # pragma: no cover - both keys are written together
+            continue
+        budget -= len(raw)
+        obj = kind.parse(raw)
+        if kind.redact is not None:
+            kind.redact(obj)
+        entries.append(obj)
+    page: Any = kind.list_cls()
+    page.entries.extend(entries)
+    if more:
+        page.next_page_token = base64.urlsafe_b64encode(last).rstrip(b"=").decode()
+    return cast(Message, page)
+
+
+def versions_of(txn: ReadTxn, kind: KindRuntime, object_id: str) -> Iterable[str]:
+    """Hashes of one object's versions, oldest first."""
+    prefix = object_range(kind.key_prefix, object_id) + b"n/"
+    for _, digest in txn.scan(prefix):
+        yield digest.decode()

@@ -1,0 +1,256 @@
+"""Skill: push, content-addressed versions, version resolution, listVersions, artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+
+from stigmer_core import Application, from_rpc_error
+from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
+from stigmer_core.api.agentic.skill.v1 import skill_pb2
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.testing.inspect import key_families, raw_keys
+
+MD_1 = "---\nname: Calculator\ndescription: Adds numbers\n---\n# Calculator\nAdd things.\n"
+MD_2 = MD_1 + "Also subtract.\n"
+
+
+def _zip(**files: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in files.items():
+            archive.writestr(name.replace("__", "/"), text)
+    return buf.getvalue()
+
+
+class Skills:
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.commands = skill_grpc.SkillCommandControllerStub(channel)
+        self.queries = skill_grpc.SkillQueryControllerStub(channel)
+
+    def push(self, **fields: Any) -> skill_pb2.Skill:
+        return self.commands.push(skill_pb2.PushSkillRequest(**fields), timeout=10)  # type: ignore[no-any-return]
+
+    def resolve(self, version: str, slug: str = "calculator") -> skill_pb2.Skill:
+        ref = metadata_pb2.ApiResourceReference(slug=slug, version=version)
+        return self.queries.getByReference(ref, timeout=10)  # type: ignore[no-any-return]
+
+    def versions(self, skill_id: str, page_size: int = 0) -> list[skill_pb2.Skill]:
+        found: list[skill_pb2.Skill] = []
+        token = ""
+        while True:
+            page = self.queries.listVersions(
+                skill_pb2.ListSkillVersionsRequest(skill_id=skill_id, page_size=page_size, page_token=token),
+                timeout=10,
+            )
+            assert page_size == 0 or len(page.entries) <= page_size
+            found.extend(page.entries)
+            token = page.next_page_token
+            if not token:
+                return found
+
+
+def _sha(*parts: bytes) -> str:
+    return hashlib.sha256(b"".join(len(p).to_bytes(8, "big") + p for p in parts)).hexdigest()
+
+
+def _code(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call(*args, **kwargs)
+    return err.value
+
+
+def test_push_versions_by_content_and_resolves_latest_tag_and_hash(stigmer_channel: grpc.Channel) -> None:
+    skills = Skills(stigmer_channel)
+    first = skills.push(skill_md=MD_1, tag="stable")
+    assert (first.metadata.name, first.metadata.slug) == ("Calculator", "calculator")
+    assert first.spec.description == "Adds numbers" and first.spec.tag == "stable"
+    h1 = first.metadata.version.id
+    assert h1 == first.status.version_hash == _sha(MD_1.encode(), b"")
+    assert first.status.state == skill_pb2.SKILL_STATE_READY
+
+    # identical content under the same tag: nothing changes, no version is made
+    again = skills.push(skill_md=MD_1, tag="stable")
+    assert again == first
+    assert [v.metadata.version.id for v in skills.versions(first.metadata.id)] == [h1]
+
+    second = skills.push(skill_md=MD_2, tag="beta")
+    h2 = second.metadata.version.id
+    assert h2 != h1 and second.metadata.version.previous_version_id == h1
+    assert second.metadata.resource_version > first.metadata.resource_version
+    assert second.metadata.id == first.metadata.id
+
+    for version in ("", "latest"):
+        assert skills.resolve(version) == second
+    assert skills.resolve("beta") == second
+    assert skills.resolve(h2) == second
+    old = skills.resolve("stable")
+    assert old.spec.skill_md == MD_1 and old.metadata.version.id == h1
+    assert skills.resolve(h1.upper()) == old
+    for missing in ("nightly", "0" * 64):
+        error = _code(skills.resolve, missing)
+        assert error.code() == grpc.StatusCode.NOT_FOUND and "version" in error.details()
+
+    # the old content again: no new version, the head moves back; the tag moves with a tagged push
+    back = skills.push(skill_md=MD_1, tag="beta")
+    assert back.metadata.version.id == h1
+    assert skills.resolve("beta").metadata.version.id == h1
+    assert [v.metadata.version.id for v in skills.versions(first.metadata.id)] == [h1, h2]
+
+
+def test_apply_makes_a_version_only_when_content_changes(stigmer_channel: grpc.Channel) -> None:
+    skills = Skills(stigmer_channel)
+    doc = skill_pb2.Skill(
+        metadata=metadata_pb2.ApiResourceMetadata(name="Calculator", labels={"team": "a"}),
+        spec=skill_pb2.SkillSpec(skill_md=MD_1, description="adds", tag="v1"),
+    )
+    created = skills.commands.apply(doc, timeout=10)
+    same = skills.commands.apply(doc, timeout=10)
+    assert same == created
+    assert len(skills.versions(created.metadata.id)) == 1
+
+    doc.spec.description = "adds numbers"
+    described = skills.commands.apply(doc, timeout=10)
+    assert described.metadata.resource_version > created.metadata.resource_version
+    assert described.metadata.version == created.metadata.version
+    assert len(skills.versions(created.metadata.id)) == 1
+
+    doc.spec.skill_md = MD_2
+    doc.spec.tag = "v2"
+    changed = skills.commands.apply(doc, timeout=10)
+    assert changed.metadata.version.id == _sha(MD_2.encode(), b"")
+    assert changed.metadata.version.previous_version_id == created.metadata.version.id
+    versions = skills.versions(created.metadata.id)
+    # each version is the skill as it last was with that content
+    assert [(v.spec.skill_md, v.spec.description) for v in versions] == [(MD_1, "adds numbers"), (MD_2, "adds numbers")]
+    assert skills.resolve("v1").spec.skill_md == MD_1 and skills.resolve("v2") == changed
+
+    error = _code(skills.commands.update, skill_pb2.Skill(metadata=changed.metadata, spec=skill_pb2.SkillSpec()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.skill_md" in [v.field for v in from_rpc_error(error).violations]  # type: ignore[attr-defined]
+    doc.spec.tag = "a" * 64
+    error = _code(skills.commands.apply, doc)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in from_rpc_error(error).violations] == ["spec.tag"]  # type: ignore[attr-defined]
+
+
+def test_list_versions_pages_in_order(stigmer_channel: grpc.Channel) -> None:
+    skills = Skills(stigmer_channel)
+    pushed = [skills.push(name="Calculator", skill_md=f"# v{i}") for i in range(5)]
+    other = skills.push(name="Other", skill_md="# other")
+    hashes = [p.metadata.version.id for p in pushed]
+    skill_id = pushed[0].metadata.id
+    for size in (1, 2, 5, 0):
+        assert [v.metadata.version.id for v in skills.versions(skill_id, page_size=size)] == hashes
+    assert [v.spec.skill_md for v in skills.versions(skill_id)] == [f"# v{i}" for i in range(5)]
+    assert len(skills.versions(other.metadata.id)) == 1
+
+    first_page = skills.queries.listVersions(
+        skill_pb2.ListSkillVersionsRequest(skill_id=skill_id, page_size=2), timeout=10
+    )
+    foreign = skill_pb2.ListSkillVersionsRequest(
+        skill_id=other.metadata.id, page_size=2, page_token=first_page.next_page_token
+    )
+    assert _code(skills.queries.listVersions, foreign).code() == grpc.StatusCode.INVALID_ARGUMENT
+    missing = skill_pb2.ListSkillVersionsRequest(skill_id="skl-01arz3ndektsv4rrffq69g5fav")
+    assert _code(skills.queries.listVersions, missing).code() == grpc.StatusCode.NOT_FOUND
+    assert _code(skills.queries.listVersions, skill_pb2.ListSkillVersionsRequest()).code() == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
+def test_push_stores_the_artifact_by_hash_and_carries_it_over(stigmer_channel: grpc.Channel) -> None:
+    skills = Skills(stigmer_channel)
+    zipped = _zip(**{"SKILL.md": MD_1, "tools__add.py": "print(1 + 1)\n"})
+    pushed = skills.push(artifact=zipped, tag="stable")  # markdown and name come from the zip
+    artifact_sha = hashlib.sha256(zipped).hexdigest()
+    assert pushed.spec.skill_md == MD_1 and pushed.metadata.slug == "calculator"
+    assert pushed.status.artifact.sha256 == artifact_sha
+    assert pushed.status.artifact.file_count == 2
+    assert pushed.status.artifact.size_bytes == len(zipped)
+    assert pushed.status.artifact_storage_key == f"{pushed.metadata.id}/{artifact_sha}"
+    assert pushed.metadata.version.id == _sha(MD_1.encode(), artifact_sha.encode())
+    got = skills.queries.getArtifact(
+        skill_pb2.GetArtifactRequest(artifact_storage_key=pushed.status.artifact_storage_key), timeout=10
+    )
+    assert got.artifact == zipped
+
+    # an apply of the document changes the markdown; the zip carries over
+    doc = skill_pb2.Skill(metadata=pushed.metadata, spec=pushed.spec)
+    doc.spec.skill_md = MD_2
+    applied = skills.commands.apply(doc, timeout=10)
+    assert applied.status.artifact == pushed.status.artifact
+    assert applied.metadata.version.id == _sha(MD_2.encode(), artifact_sha.encode())
+    # a push without a zip makes a version without one; the old zip stays readable
+    bare = skills.push(slug="calculator", skill_md=MD_2)
+    assert not bare.HasField("status") or not bare.status.artifact_storage_key
+    assert bare.metadata.version.id == _sha(MD_2.encode(), b"")
+    assert skills.resolve("stable").status.artifact_storage_key == pushed.status.artifact_storage_key
+    assert (
+        skills.queries.getArtifact(
+            skill_pb2.GetArtifactRequest(artifact_storage_key=pushed.status.artifact_storage_key), timeout=10
+        ).artifact
+        == zipped
+    )
+
+    error = _code(skills.push, skill_md=MD_2, artifact=zipped)
+    assert [v.field for v in from_rpc_error(error).violations] == ["skill_md"]  # type: ignore[attr-defined]
+    error = _code(skills.push, artifact=_zip(**{"README.md": "no skill here"}))
+    assert [v.field for v in from_rpc_error(error).violations] == ["skill_md"]  # type: ignore[attr-defined]
+    error = _code(skills.push, skill_md="# no front matter")
+    assert [v.field for v in from_rpc_error(error).violations] == ["name"]  # type: ignore[attr-defined]
+    for key in ("nope", f"{pushed.metadata.id}/{'0' * 64}"):
+        error = _code(skills.queries.getArtifact, skill_pb2.GetArtifactRequest(artifact_storage_key=key))
+        expected = grpc.StatusCode.NOT_FOUND if "/" in key else grpc.StatusCode.INVALID_ARGUMENT
+        assert error.code() == expected
+
+
+def test_rejected_push_stores_nothing_and_delete_clears_every_version(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    skills = Skills(stigmer_channel)
+    keep = skills.push(name="Keep", skill_md="# keep", tag="t")
+    skill = skills.push(skill_md=MD_1, tag="stable", artifact=_zip(**{"SKILL.md": MD_1}))
+    skills.push(skill_md=MD_2, tag="beta")
+    before = raw_keys(stigmer_app.store)
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("SKILL.md", MD_1)
+        archive.writestr("zeros.bin", b"\0" * (8 << 20))
+    error = _code(skills.push, skill_md=MD_1, artifact=bomb.getvalue())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in from_rpc_error(error).violations] == ["artifact"]  # type: ignore[attr-defined]
+    assert raw_keys(stigmer_app.store) == before
+
+    mine = f"ver/skills/{skill.metadata.id}/".encode()
+    assert len(raw_keys(stigmer_app.store, mine)) == 7  # 2 versions, 2 order entries, 2 tags, 1 blob
+    skills.commands.delete(skill_pb2.SkillId(value=skill.metadata.id), timeout=10)
+    assert raw_keys(stigmer_app.store, mine) == []
+    families = key_families(stigmer_app.store)
+    assert families["o/skills"] == families["s/skills"] == 1
+    assert families["ver/skills"] == 3  # the other skill's version, order entry and tag
+    assert skills.resolve("t", slug="keep") == keep
+
+
+def test_concurrent_pushes_each_make_one_version(stigmer_app: Application, stigmer_channel: grpc.Channel) -> None:
+    skills = Skills(stigmer_channel)
+    first = skills.push(name="Calculator", skill_md="# v-base")
+    contents = [f"# v{i}" for i in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        pushed = list(pool.map(lambda md: skills.push(name="Calculator", skill_md=md, tag=md[3:]), contents))
+    assert {p.metadata.id for p in pushed} == {first.metadata.id}
+    versions = skills.versions(first.metadata.id)
+    assert versions[0].spec.skill_md == "# v-base"
+    assert sorted(v.spec.skill_md for v in versions[1:]) == sorted(contents)
+    head = skills.queries.get(skill_pb2.SkillId(value=first.metadata.id), timeout=10)
+    assert head.metadata.version.id in {v.metadata.version.id for v in versions}
+    for md in contents:
+        assert skills.resolve(md[3:]).spec.skill_md == md
+    prefix = f"ver/skills/{first.metadata.id}/".encode()
+    assert len(raw_keys(stigmer_app.store, prefix + b"n/")) == len(versions) == 13

@@ -1,0 +1,94 @@
+"""Versioning is a declaration any kind can turn on: here a kind with no generated code
+(tests/widget_kind.py) becomes versioned by adding ``Versioning(...).steps()``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import grpc
+import pytest
+
+from stigmer_core import Application, CustomOperation, KindDeclaration, hookimpl
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.pipeline import steps as standard
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.testing.inspect import raw_keys
+from stigmer_plugins.versioning import Versioning, frame, merge_steps, versions_of
+from tests.widget_kind import WIDGET, message
+
+Widget = message("Widget")
+PARTS = Versioning(
+    content=lambda w: frame(*(p.encode() for p in w.spec.parts)),  # type: ignore[attr-defined]
+    tag=lambda w: w.metadata.labels.get("release", ""),  # type: ignore[attr-defined]
+    tag_field='metadata.labels["release"]',
+)
+VERSIONED = attrs.evolve(
+    WIDGET,
+    steps=merge_steps(WIDGET.steps, PARTS.steps()),
+    operations={
+        **WIDGET.operations,
+        "listByOwner": CustomOperation(steps=(standard.authorize, PARTS.list_versions("owner_id"))),
+    },
+)
+
+
+class VersionedWidgets:
+    @hookimpl
+    def stigmer_kinds(self) -> list[KindDeclaration]:
+        return [VERSIONED]
+
+
+@pytest.fixture
+def widgets(tmp_path: Path) -> Iterator[tuple[Application, KindClient]]:
+    pm = plugin_manager(plugins=[VersionedWidgets()])
+    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm)
+    yield app, KindClient(app.channel(), app.registry.kind("Widget"))
+    app.close()
+
+
+def _widget(*parts: str, release: str = "") -> Any:
+    w = Widget()
+    w.metadata.name = "gear"
+    w.spec.parts.extend(parts)
+    if release:
+        w.metadata.labels["release"] = release
+    return w
+
+
+def test_another_kind_declares_versioning_and_gets_every_part_of_it(widgets: tuple[Application, KindClient]) -> None:
+    app, client = widgets
+    one = client.apply(_widget("cog", release="v1"))
+    assert client.apply(_widget("cog", release="v1")) == one  # identical: nothing written
+    two = client.apply(_widget("cog", "axle", release="v2"))
+    assert two.metadata.version.previous_version_id == one.metadata.version.id
+    relabelled = client.apply(_widget("cog", "axle"))  # no tag: metadata changes, no version
+    assert relabelled.metadata.version == two.metadata.version
+    with app.store.read() as txn:
+        assert list(versions_of(txn, app.registry.kind("Widget"), one.metadata.id)) == [
+            one.metadata.version.id,
+            two.metadata.version.id,
+        ]
+
+    def resolve(version: str) -> Any:
+        return client.call("getByReference", metadata_pb2.ApiResourceReference(slug="gear", version=version))
+
+    assert list(resolve("v1").spec.parts) == ["cog"]
+    assert resolve("v2") == relabelled  # the current content answers as the current object
+    assert resolve(one.metadata.version.id) == resolve("v1")
+    listed = client.call("listByOwner", message("ListByOwnerRequest")(owner_id=one.metadata.id, page_size=1))
+    assert [w.metadata.version.id for w in listed.entries] == [one.metadata.version.id]
+    assert listed.next_page_token
+
+    with pytest.raises(grpc.RpcError) as err:
+        client.apply(_widget("cog", release="f" * 64))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'metadata.labels["release"]' in (err.value.details() or "")
+
+    client.delete(one.metadata.id)
+    assert raw_keys(app.store, b"ver/") == []

@@ -77,7 +77,7 @@ def _plan(req: skill_pb2.PushSkillRequest) -> Plan:
     )
 
 
-@step(Phase.VALIDATE)
+@step(Phase.PREPARE)
 def check_push(ctx: RequestContext) -> None:
     """Inspect the zip and settle name, slug and markdown, outside the transaction."""
     req = ctx.request

@@ -13,6 +13,7 @@ import enum
 class Phase(enum.IntEnum):
     VALIDATE = 10
     AUTHORIZE = 20
+    PREPARE = 25  # expensive request-only work (decompression, parsing), once authorized
     LOAD = 30  # resolve slug, load existing objects
     CHECK = 40  # duplicate and version checks
     BUILD = 50  # compute the new state

@@ -144,17 +144,23 @@ def build_update_state(ctx: RequestContext) -> None:
             new.spec.CopyFrom(given.spec)  # type: ignore[attr-defined]
         else:
             new.ClearField("spec")
-    ctx.unchanged = new == ctx.existing
-    if not ctx.unchanged:
-        ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal)
     ctx.resource = new
 
 
 @step(Phase.PERSIST)
 def persist_update(ctx: RequestContext) -> None:
-    if ctx.unchanged:
-        return
+    """Write the new state, unless neither the request nor any kind step changed it.
+
+    Decided here, after every kind step, because a step may restore stored
+    values (a kept ciphertext) or derive new ones; an update that changes
+    nothing writes nothing and answers the stored object as it is.
+    """
     assert ctx.existing is not None and ctx.resource is not None
+    ctx.unchanged = ctx.resource == ctx.existing
+    if ctx.unchanged:
+        ctx.resource = ctx.existing
+        return
+    ctx.store.stamp_update(ctx.kind, ctx.resource, principal=ctx.principal)
     ctx.store.replace(ctx.kind, ctx.existing, ctx.resource)
 
 

@@ -9,6 +9,7 @@ with the server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -52,7 +53,8 @@ class InProcessRpcError(grpc.RpcError, grpc.Call):
 
 
 class _Context(grpc.ServicerContext):
-    def __init__(self, metadata: Metadata | None) -> None:
+    def __init__(self, metadata: Metadata | None, timeout: float | None = None) -> None:
+        self._deadline = None if timeout is None else time.monotonic() + timeout
         self._metadata = tuple(metadata or ())
         self._code: grpc.StatusCode | None = None
         self._details = ""
@@ -100,10 +102,13 @@ class _Context(grpc.ServicerContext):
         return {}
 
     def is_active(self) -> bool:
-        return True
+        return self._deadline is None or time.monotonic() < self._deadline
 
     def time_remaining(self) -> float | None:
-        return None
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def expired(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
 
     def cancel(self) -> None:
         return None
@@ -237,16 +242,22 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
 
 
 class _Stream(grpc.Call):
-    """The response iterator of a server-streaming call."""
+    """The response iterator of a server-streaming call; honours the call's deadline."""
 
-    def __init__(self, responses: Iterator[Any]) -> None:
+    def __init__(self, responses: Iterator[Any], context: _Context) -> None:
         self._responses = responses
+        self._context = context
 
     def __iter__(self) -> Iterator[Any]:
         return self
 
     def __next__(self) -> Any:
-        return next(self._responses)
+        try:
+            return next(self._responses)
+        except StopIteration:
+            if self._context.expired():
+                raise InProcessRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            raise
 
     def cancel(self) -> bool:
         close = getattr(self._responses, "close", None)
@@ -288,16 +299,16 @@ class _UnaryStream(grpc.UnaryStreamMultiCallable):
         if handler is None or handler.unary_stream is None:
             raise _unimplemented(self._method)
         decoded = handler.request_deserializer(_bounded(self._serialize(request), "Received message"))
+        context = _Context(metadata, timeout)
 
         def responses() -> Iterator[Any]:
-            context = _Context(metadata)
             try:
                 for response in handler.unary_stream(decoded, context):
                     yield self._deserialize(_bounded(handler.response_serializer(response), "Sent message"))
             finally:
                 context.finish()
 
-        return _Stream(responses())
+        return _Stream(responses(), context)
 
 
 class _NotSupported(grpc.StreamUnaryMultiCallable, grpc.StreamStreamMultiCallable):

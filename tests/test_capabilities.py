@@ -170,3 +170,39 @@ def test_watch_from_beyond_retention_is_told_to_relist(app_channel: tuple[Applic
         )
     assert err.value.code() == grpc.StatusCode.ABORTED
     assert "resume from its resource_version" in err.value.details()
+
+
+def test_update_does_not_recheck_a_reference_it_keeps(app_channel: tuple[Application, grpc.Channel]) -> None:
+    app, channel = app_channel
+    widgets, agents = _clients(app, channel)
+    owner = _agent(agents, "owner")
+    w = widgets.create(_widget("history", owner=owner.metadata.id))
+    widgets.call("setPhase", message("SetPhaseRequest")(value=w.metadata.id, phase="DONE"))
+    agents.delete(owner.metadata.id)  # allowed: the widget is finished
+    w = widgets.get(w.metadata.id)
+    w.metadata.labels["kept"] = "yes"
+    w = widgets.update(w)
+    assert w.metadata.labels["kept"] == "yes"
+    w.spec.owner_id = "agt-01arz3ndektsv4rrffq69g5fav"  # a new id is still checked
+    with pytest.raises(grpc.RpcError) as err:
+        widgets.update(w)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_resuming_after_the_final_state_ends_at_once(app_channel: tuple[Application, grpc.Channel]) -> None:
+    app, channel = app_channel
+    widgets, _ = _clients(app, channel)
+    w = widgets.create(_widget("finished"))
+    done = widgets.call("setPhase", message("SetPhaseRequest")(value=w.metadata.id, phase="DONE"))
+    watch = message("WatchWidgetRequest")(value=w.metadata.id, after_revision=done.metadata.resource_version)
+    assert list(widgets.call("watch", watch, timeout=10)) == []
+
+
+def test_stream_deadline_is_honoured_on_both_paths(app_channel: tuple[Application, grpc.Channel]) -> None:
+    app, channel = app_channel
+    widgets, _ = _clients(app, channel)
+    w = widgets.create(_widget("quiet"))
+    stream = widgets.call("watch", message("WatchWidgetRequest")(value=w.metadata.id), timeout=0.5)
+    with pytest.raises(grpc.RpcError) as err:
+        list(stream)  # the first state arrives, then nothing until the deadline
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

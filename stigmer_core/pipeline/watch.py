@@ -58,8 +58,13 @@ def watch_object(
         start = after or txn.revision
         initial = None if after else current
         active = ctx.active
+        version = getattr(current.metadata, "resource_version", 0)  # type: ignore[attr-defined]
+        # resumed at or past a final state: nothing more will ever come
+        finished = bool(after) and until is not None and until(current) and version <= after
 
         def states() -> Iterator[Message]:
+            if finished:
+                return
             if initial is not None:
                 yield _shown(kind, initial)
                 if until is not None and until(initial):

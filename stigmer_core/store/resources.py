@@ -140,12 +140,20 @@ class Resources:
         if meta.id and self.txn.get(keys.object_key(kind.key_prefix, meta.id)) is not None:
             raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
 
-    def check_references(self, kind: KindRuntime, obj: Message) -> None:
-        """Every id a declared reference field holds names a live object (same org if required)."""
+    def check_references(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:
+        """Every id a declared reference field holds names an existing object (same org if required).
+
+        With ``previous`` (an update), only ids the write adds are checked: a
+        finished execution whose workflow was deleted, by design, can still
+        have its labels edited.
+        """
         org = obj.metadata.org  # type: ignore[attr-defined]
         for ref in kind.references:
             target_kind = self.registry.kind(ref.spec.kind)
+            kept = set(ref.field.read(previous)) if previous is not None else set()
             for target_id in ref.field.read(obj):
+                if target_id in kept:
+                    continue
                 target = self.get(target_kind, target_id)
                 if target is None or (ref.spec.same_org and target.metadata.org != org):  # type: ignore[attr-defined]
                     where = f" in org '{org}'" if ref.spec.same_org else ""
@@ -190,7 +198,7 @@ class Resources:
         """Overwrite an object, moving only the index entries that changed."""
         txn = self._writer
         meta = new.metadata  # type: ignore[attr-defined]
-        self.check_references(kind, new)
+        self.check_references(kind, new, old)
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = new.SerializeToString()

@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 VENV_PB7 ?= .venv-protobuf7
+VENV_EXAMPLES ?= .venv-examples
+EXAMPLE_PROMPT := examples/stigmer-kind-prompt
+EXAMPLE_PUBLISHED := examples/stigmer-published-api
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint check-proto test-protobuf7 proto bench clean
+.PHONY: setup serve test lint check-proto test-examples test-protobuf7 proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,17 +23,32 @@ setup: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/stigmer serve
 
-## test: generated-code drift check, lint, types, tests on protobuf 6, then on protobuf 7
+## test: generated-code drift check, lint, types, tests on protobuf 6, the example packages, then protobuf 7
 test: check-proto lint
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-examples
 	$(MAKE) --no-print-directory test-protobuf7
 
 check-proto: $(STAMP)
 	$(BIN)/python -m stigmer_core.protogen --check
+	$(BIN)/python -m stigmer_core.protogen --proto-path $(EXAMPLE_PROMPT)/proto --out $(EXAMPLE_PROMPT) --check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+## test-examples: the example kind packages, installed from examples/ into a venv of their own
+## (stigmer-apis pins protobuf 6 and installs its own copies of google/protobuf/*_pb2.py)
+test-examples:
+	$(PYTHON) -m venv $(VENV_EXAMPLES)
+	$(VENV_EXAMPLES)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_EXAMPLES)/bin/python -m pip install --quiet -e ".[dev]" -e "./$(EXAMPLE_PROMPT)[test]" -e "./$(EXAMPLE_PUBLISHED)[test]"
+	$(VENV_EXAMPLES)/bin/python -c "import google.protobuf as p; assert p.__version__.startswith('6.'), p.__version__"
+	cd $(EXAMPLE_PROMPT) && $(abspath $(VENV_EXAMPLES))/bin/mypy
+	cd $(EXAMPLE_PUBLISHED) && $(abspath $(VENV_EXAMPLES))/bin/mypy
+	$(VENV_EXAMPLES)/bin/python -m pytest -q $(EXAMPLE_PROMPT)/tests
+	$(VENV_EXAMPLES)/bin/python -m pytest -q $(EXAMPLE_PUBLISHED)/tests
+	$(VENV_EXAMPLES)/bin/python -m pytest -q tests/test_third_party_registry.py tests/test_plugin_guide.py
 
 ## test-protobuf7: the same suite on the newest protobuf 7 runtime (generated code targets both)
 test-protobuf7:
@@ -49,4 +67,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(VENV_PB7) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_PB7) $(VENV_EXAMPLES) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -54,7 +54,9 @@ class KindClient:
         return self.call("get", self._request["get"](value=object_id))  # type: ignore[no-any-return]
 
     def get_by_reference(self, *, org: str = "", slug: str = "", id: str = "", kind: str = "") -> Message:
-        ref = self._request["getByReference"](org=org, slug=slug, id=id, kind=kind)
+        ref = self._request["getByReference"](org=org, slug=slug, id=id)
+        if kind:  # the published API's kind is an enum, ours a string: set it only when given
+            ref.kind = kind  # type: ignore[attr-defined]
         return self.call("getByReference", ref)  # type: ignore[no-any-return]
 
     def list_page(

@@ -75,6 +75,13 @@ class ListShape:
     has_labels: bool
 
 
+def _is_repeated(field: Any) -> bool:
+    # protobuf 7 removed FieldDescriptor.label; 6.x has both.
+    if hasattr(field, "is_repeated"):
+        return bool(field.is_repeated)
+    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+
+
 @attrs.frozen
 class FieldPath:
     """A dotted field path resolved against a descriptor at startup."""
@@ -102,7 +109,7 @@ class FieldPath:
             field = desc.fields_by_name[part]
             desc = field.message_type
         assert field is not None
-        repeated = bool(getattr(field, "is_repeated", field.label == FieldDescriptor.LABEL_REPEATED))
+        repeated = _is_repeated(field)
         if field.enum_type is not None:
             return cls(path, repeated, {v.number: v.name for v in field.enum_type.values})
         if field.type != FieldDescriptor.TYPE_STRING:

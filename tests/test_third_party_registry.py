@@ -1,0 +1,140 @@
+"""Two installed plugins that claim the same kind, or overlapping key
+prefixes, stop startup with a message naming both.
+
+The plugins here are real modules found through real ``stigmer.kinds``
+entry points: each test writes distributions (a ``.dist-info`` with its
+``entry_points.txt``) into a directory on ``sys.path``, exactly what
+``pip install`` leaves behind, and the example Prompt package is one of
+them (taken from ``examples/`` when it is not installed already).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stigmer_core import RegistryError
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "stigmer-kind-prompt"
+EXAMPLE_ENTRY_POINT = "acme-prompt"
+
+Install = Callable[[str, str, str], None]
+
+
+def _entry_point_names() -> set[str]:
+    return {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
+    """``install(distribution, entry_point, module_source)``: a one-module plugin distribution."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    created: list[str] = []
+
+    def add(distribution: str, entry_point: str, source: str) -> None:
+        module = distribution.replace("-", "_")
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+        _dist_info(site, distribution, entry_point, f"{module}")
+        created.append(module)
+
+    if EXAMPLE_ENTRY_POINT not in _entry_point_names():
+        monkeypatch.syspath_prepend(str(EXAMPLE))
+        _dist_info(site, "stigmer-kind-prompt", EXAMPLE_ENTRY_POINT, "acme_prompt.plugin")
+    yield add
+    for module in created:
+        sys.modules.pop(module, None)
+
+
+def _dist_info(site: Path, distribution: str, entry_point: str, target: str) -> None:
+    info = site / f"{distribution.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{entry_point} = {target}\n")
+
+
+def _startup_error() -> str:
+    with pytest.raises(RegistryError) as caught:
+        build_registry(plugin_manager())
+    return str(caught.value)
+
+
+def _forked_prompt(**changes: str) -> str:
+    return f"""
+        import attrs
+        from stigmer_core import KindDeclaration, hookimpl
+        from acme_prompt.plugin import PROMPT
+
+        FORK = attrs.evolve(PROMPT, **{changes!r})
+
+        @hookimpl
+        def stigmer_kinds() -> list[KindDeclaration]:
+            return [FORK]
+    """
+
+
+def test_the_example_plugin_loads_through_its_entry_point(install: Install) -> None:
+    registry = build_registry(plugin_manager())
+    prompt = registry.kind("Prompt")
+    assert prompt.plugin == EXAMPLE_ENTRY_POINT
+    assert "/acme.prompt.v1.PromptQueryController/render" in prompt.methods
+
+
+def test_the_same_kind_from_two_plugins_names_both(install: Install) -> None:
+    install("prompt-fork", "prompt-fork", _forked_prompt(id_prefix="prf", key_prefix="forked-prompts"))
+    message = _startup_error()
+    assert "kind 'Prompt' is declared twice" in message
+    assert f"plugin '{EXAMPLE_ENTRY_POINT}'" in message and "plugin 'prompt-fork'" in message
+
+
+def test_the_same_kind_name_in_another_case_is_the_same_kind(install: Install) -> None:
+    install("prompt-shout", "prompt-shout", _forked_prompt(name="PROMPT", id_prefix="psh", key_prefix="shouts"))
+    message = _startup_error()
+    assert "declared twice" in message and "'prompt-shout'" in message and f"'{EXAMPLE_ENTRY_POINT}'" in message
+
+
+def test_a_key_prefix_extending_another_names_both(install: Install) -> None:
+    install(
+        "prompt-archive",
+        "prompt-archive",
+        _forked_prompt(name="PromptArchive", id_prefix="pra", key_prefix="prompts-archive"),
+    )
+    message = _startup_error()
+    assert "key prefixes overlap: " in message
+    assert "'prompts'" in message and "'prompts-archive'" in message
+    assert f"plugin '{EXAMPLE_ENTRY_POINT}'" in message and "plugin 'prompt-archive'" in message
+
+
+def test_a_key_prefix_inside_a_first_party_one_names_both(install: Install) -> None:
+    install("agent-notes", "agent-notes", _forked_prompt(name="AgentNote", id_prefix="ant", key_prefix="agent"))
+    message = _startup_error()
+    assert "key prefixes overlap: " in message and "'agent'" in message and "'agents'" in message
+    assert "plugin 'agent'" in message and "plugin 'agent-notes'" in message
+
+
+def test_an_id_prefix_taken_by_another_plugin_names_both(install: Install) -> None:
+    install("prompt-copy", "prompt-copy", _forked_prompt(name="PromptCopy", key_prefix="copies"))
+    message = _startup_error()
+    assert "id prefix 'prm'" in message
+    assert f"plugin '{EXAMPLE_ENTRY_POINT}'" in message and "plugin 'prompt-copy'" in message
+
+
+def test_plugins_given_explicitly_are_checked_the_same_way(install: Install) -> None:
+    """``plugin_manager(plugins=[...])`` (tests, embedding) goes through the same checks."""
+    install("prompt-twin", "prompt-twin", _forked_prompt(id_prefix="ptw", key_prefix="twins"))
+    modules = [importlib.import_module(name) for name in ("acme_prompt.plugin", "prompt_twin")]
+    pm = plugin_manager(entry_points=False, plugins=modules)
+    with pytest.raises(RegistryError) as caught:
+        build_registry(pm)
+    message = str(caught.value)
+    assert "kind 'Prompt' is declared twice" in message
+    assert "plugin 'acme_prompt.plugin'" in message and "plugin 'prompt_twin'" in message

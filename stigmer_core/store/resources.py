@@ -159,8 +159,14 @@ class Resources:
                     where = f" in org '{org}'" if ref.spec.same_org else ""
                     raise errors.NotFound(f"{target_kind.label} '{target_id}' not found{where} ({ref.field.path})")
 
-    def check_referrers(self, kind: KindRuntime, obj: Message) -> None:
-        """Refuse to delete what a live object still references."""
+    def check_referrers(self, kind: KindRuntime, obj: Message, inside: frozenset[str] = frozenset()) -> None:
+        """Refuse to delete what is still referenced.
+
+        A referrer whose reference declares ``live`` blocks while it is live,
+        even when the same cascade would delete it (a running execution must
+        not vanish with its session); one without blocks unless it is itself
+        among the objects being deleted (``inside``).
+        """
         meta = obj.metadata  # type: ignore[attr-defined]
         prefix = keys.referrer_prefix(meta.id)
         for key, field in self.txn.scan(prefix):
@@ -170,11 +176,33 @@ class Resources:
             if referrer is None:  # pragma: no cover - reference entries go with their object
                 continue
             ref = next((r for r in referrer_kind.references if r.spec.field == field.decode()), None)
-            if ref is None or ref.spec.live is None or ref.spec.live(referrer):
+            if ref is not None and ref.spec.live is not None:
+                blocks = ref.spec.live(referrer)
+            else:
+                blocks = referrer_id not in inside
+            if blocks:
                 raise errors.FailedPrecondition(
                     f"{kind.label} '{meta.slug}' is still referenced by {referrer_kind.label} "
                     f"'{referrer.metadata.slug}' ({field.decode()}); delete or finish that first"  # type: ignore[attr-defined]
                 )
+
+    def owned_tree(self, kind: KindRuntime, obj: Message) -> list[tuple[KindRuntime, Message]]:
+        """The object and everything it owns, recursively, owners before what they own."""
+        tree: list[tuple[KindRuntime, Message]] = []
+        seen: set[str] = set()
+        pending = [(kind, obj)]
+        while pending:
+            node_kind, node = pending.pop(0)
+            node_id = node.metadata.id  # type: ignore[attr-defined]
+            if node_id in seen:
+                continue
+            seen.add(node_id)
+            tree.append((node_kind, node))
+            for child_kind, child_id in self.owned(node_id):
+                child = self.get(child_kind, child_id)
+                if child is not None:
+                    pending.append((child_kind, child))
+        return tree
 
     def insert(self, kind: KindRuntime, obj: Message) -> None:
         """Write a stamped new object with its slug, index, owner and reference entries."""
@@ -218,17 +246,24 @@ class Resources:
         self._event(kind, UPDATED, meta.id, raw)
 
     def remove(self, kind: KindRuntime, obj: Message) -> None:
-        """Delete an object and, first, everything it owns (recursively)."""
+        """Delete an object and everything it owns, or nothing at all.
+
+        The whole ownership tree is checked for referrers before anything is
+        deleted, so a refused delete leaves no part of the tree removed.
+        """
+        tree = self.owned_tree(kind, obj)
+        inside = frozenset(node.metadata.id for _, node in tree)  # type: ignore[attr-defined]
+        for node_kind, node in tree:
+            self.check_referrers(node_kind, node, inside)
+        for node_kind, node in reversed(tree):  # what is owned goes first
+            self._remove_one(node_kind, node)
+
+    def _remove_one(self, kind: KindRuntime, obj: Message) -> None:
         txn = self._writer
         meta = obj.metadata  # type: ignore[attr-defined]
-        for child_kind, child_id in self.owned(meta.id):
-            child = self.get(child_kind, child_id)
-            if child is not None:
-                self.remove(child_kind, child)
-            txn.delete(keys.owned_key(meta.id, child_kind.key_prefix, child_id))
-        self.check_referrers(kind, obj)
-        for key, _ in list(self.txn.scan(keys.referrer_prefix(meta.id))):
-            txn.delete(key)  # referrers that no longer block keep a dangling id, by design
+        for prefix in (keys.owned_prefix(meta.id), keys.referrer_prefix(meta.id)):
+            for key, _ in list(self.txn.scan(prefix)):
+                txn.delete(key)  # finished referrers keep a dangling id, by design
         txn.delete(keys.object_key(kind.key_prefix, meta.id))
         txn.delete(keys.slug_key(kind.key_prefix, meta.org, meta.slug))
         for key in kind.index_keys(obj):

@@ -1,0 +1,224 @@
+"""The ExecutionContext kind: the resolved values one execution runs with.
+
+Any execution kind makes its context with ``create_execution_context`` from
+one of its create steps, inside the same writing transaction: the values of
+the environments in order (a later one overrides an earlier one), then the
+execution's runtime values on top. The context is owned by the execution,
+so it is deleted with it, and its slug is the execution's id.
+
+Secret values are stored encrypted, bound to the context's id and key. The
+``get`` rpc is the one way a runner receives them in clear, and only while
+the execution is not terminal; list, getByReference, delete and every
+stream return them redacted. When the execution ends its lifecycle erases
+them from storage (``seal_owned_contexts``), so nothing secret outlives
+the run. Clients cannot create or change a context: it is derived data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+
+from stigmer_core import (
+    CustomOperation,
+    FailedPrecondition,
+    IndexSpec,
+    KindDeclaration,
+    NotFound,
+    Phase,
+    RequestContext,
+    step,
+)
+from stigmer_core.api.agentic.executioncontext.v1 import executioncontext_pb2
+from stigmer_core.api.agentic.executioncontext.v1 import service_pb2 as context_service
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.ids import new_id
+from stigmer_core.pipeline import steps as standard
+from stigmer_plugins.secrets import REDACTED, SecretBox, box
+
+KIND = "ExecutionContext"
+ENVIRONMENT = "Environment"
+RUNTIME_SOURCE = "runtime"
+
+ExecutionContext = executioncontext_pb2.ExecutionContext
+
+
+def _secret_context(context_id: str, key: str) -> str:
+    return f"{context_id}/{key}"
+
+
+def resolve_environment_refs(
+    ctx: RequestContext, refs: Sequence[metadata_pb2.ApiResourceReference], *, org: str, field: str
+) -> list[str]:
+    """Environment ids for references (by id, else by org + slug), in order.
+
+    ``field`` names where the references came from, for the error message.
+    """
+    if not refs:
+        return []
+    kind = ctx.registry.find(ENVIRONMENT)
+    if kind is None:
+        raise FailedPrecondition(f"{field} names environments, but no plugin serves the Environment kind")
+    found = []
+    for ref in refs:
+        if ref.id:
+            found.append(ref.id)
+            continue
+        env_id = ctx.store.id_for_slug(kind, ref.org or org, ref.slug)
+        if env_id is None:
+            raise NotFound(f"environment '{ref.slug}' not found in org '{ref.org or org}' ({field})")
+        found.append(env_id)
+    return found
+
+
+def _environment_values(
+    ctx: RequestContext, environment_ids: Sequence[str], org: str, secrets: SecretBox
+) -> dict[str, tuple[str, bool, str]]:
+    if not environment_ids:
+        return {}
+    kind = ctx.registry.find(ENVIRONMENT)
+    if kind is None:
+        raise FailedPrecondition("an execution names environments, but no plugin serves the Environment kind")
+    values: dict[str, tuple[str, bool, str]] = {}
+    for env_id in environment_ids:
+        env: Any = ctx.store.get(kind, env_id)
+        if env is None or env.metadata.org != org:
+            raise NotFound(f"environment '{env_id}' not found in org '{org}'")
+        for key, item in env.spec.data.items():
+            value = item.value
+            if item.is_secret and SecretBox.is_encrypted(value):
+                value = secrets.decrypt(value, f"{env_id}/{key}")
+            values[key] = (value, item.is_secret, env_id)
+    return values
+
+
+def create_execution_context(
+    ctx: RequestContext,
+    *,
+    execution_kind: str,
+    execution: Message,
+    environment_ids: Sequence[str],
+    runtime_env: Mapping[str, tuple[str, bool]],
+) -> str:
+    """Create, in ctx's writing transaction, the context ``execution`` runs with; return its id.
+
+    ``execution`` must already carry its id and org (call this after the
+    create pipeline's BUILD phase). ``runtime_env`` maps a key to its clear
+    value and whether it is secret; it overrides the environments' values.
+    """
+    meta: Any = execution.metadata  # type: ignore[attr-defined]
+    secrets = box(ctx.registry)
+    values = _environment_values(ctx, environment_ids, meta.org, secrets)
+    for key, (value, is_secret) in runtime_env.items():
+        values[key] = (value, is_secret, RUNTIME_SOURCE)
+    kind = ctx.registry.kind(KIND)
+    context = ExecutionContext()
+    context.metadata.id = new_id(kind.id_prefix)
+    context.metadata.name = f"Context of {meta.name}"[:253]
+    context.metadata.slug = meta.id
+    context.metadata.owner_references.add(kind=execution_kind, id=meta.id)
+    context.spec.execution_id = meta.id
+    context.spec.execution_kind = execution_kind
+    context.spec.environment_ids.extend(environment_ids)
+    for key, (value, is_secret, source) in values.items():
+        stored = secrets.encrypt(value, _secret_context(context.metadata.id, key)) if is_secret else value
+        item = context.spec.data[key]
+        item.value, item.is_secret, item.source = stored, is_secret, source
+    ctx.store.create(kind, context, org=meta.org, principal=ctx.principal)
+    return str(context.metadata.id)
+
+
+def seal_owned_contexts(ctx: RequestContext, execution_id: str) -> None:
+    """Erase the secret values of the contexts ``execution_id`` owns (it has ended)."""
+    for kind, context_id in ctx.store.owned(execution_id):
+        if kind.name != KIND:
+            continue
+        stored: Any = ctx.store.get(kind, context_id)
+        if stored is None:  # pragma: no cover - ownership entries go with their object
+            continue
+        sealed = ExecutionContext()
+        sealed.CopyFrom(stored)
+        redact(sealed)
+        if sealed != stored:
+            ctx.store.stamp_update(kind, sealed, principal=ctx.principal)
+            ctx.store.replace(kind, stored, sealed)
+
+
+def redact(context: Message) -> None:
+    """Every secret value becomes the redaction marker."""
+    for item in context.spec.data.values():  # type: ignore[attr-defined]
+        if item.is_secret:
+            item.value = REDACTED
+
+
+def _execution(ctx: RequestContext, context: Any) -> Message | None:
+    kind = ctx.registry.find(context.spec.execution_kind)
+    return None if kind is None else ctx.store.get(kind, context.spec.execution_id)
+
+
+def _is_live(execution: Message | None) -> bool:
+    from stigmer_plugins.lifecycle import is_terminal  # lifecycle imports this module
+
+    return execution is not None and not is_terminal(execution.status.phase)  # type: ignore[attr-defined]
+
+
+@step(Phase.REDACT)
+def reveal_secrets_while_live(ctx: RequestContext) -> None:
+    """``get`` of a live execution's context: the stored secrets, decrypted.
+
+    Runs after the standard redaction, from the stored object it left alone.
+    """
+    stored: Any = ctx.existing
+    if stored is None or not _is_live(_execution(ctx, stored)):
+        return
+    secrets = box(ctx.registry)
+    shown = ExecutionContext()
+    shown.CopyFrom(stored)
+    for key, item in shown.spec.data.items():
+        if item.is_secret and SecretBox.is_encrypted(item.value):
+            item.value = secrets.decrypt(item.value, _secret_context(stored.metadata.id, key))
+    ctx.resource = shown
+
+
+@step(Phase.KIND)
+def refuse_delete_while_live(ctx: RequestContext) -> None:
+    """A runner is reading this context until its execution ends."""
+    context: Any = ctx.existing
+    execution = _execution(ctx, context)
+    if _is_live(execution):
+        raise FailedPrecondition(
+            f"execution context '{context.metadata.slug}' belongs to {context.spec.execution_kind} "
+            f"'{execution.metadata.slug}', which has not ended; cancel or delete the execution instead"  # type: ignore[union-attr]
+        )
+
+
+@step(Phase.CHECK)
+def refuse_client_writes(ctx: RequestContext) -> None:
+    """After validation and every authorization step, so those answer first."""
+    raise FailedPrecondition(
+        "execution contexts are made by the server when an execution is created "
+        "(from its instance's environments and runtime_env); create the execution instead"
+    )
+
+
+_REFUSED = CustomOperation(steps=(standard.validate, standard.authorize, refuse_client_writes))
+
+EXECUTION_CONTEXT = KindDeclaration(
+    name=KIND,
+    resource=ExecutionContext,
+    command_service=context_service.DESCRIPTOR.services_by_name["ExecutionContextCommandController"],
+    query_service=context_service.DESCRIPTOR.services_by_name["ExecutionContextQueryController"],
+    id_prefix="exc",
+    key_prefix="executioncontexts",
+    operations={"create": _REFUSED, "apply": _REFUSED, "update": _REFUSED},
+    steps={"get": (reveal_secrets_while_live,), "delete": (refuse_delete_while_live,)},
+    indexes=(IndexSpec("execution", lambda c: [(c.spec.execution_id,)], org_scoped=False),),  # type: ignore[attr-defined]
+    list_filters={"execution_id": "execution"},
+    redact=redact,
+    api_version="agentic.stigmer.ai/v1",
+    plural="executioncontexts",
+    aliases=("execution-context", "execution-contexts", "exctx"),
+    description="The resolved values (environments, then runtime values) one execution runs with.",
+)

@@ -1,0 +1,237 @@
+"""The execution lifecycle every execution kind shares, as data and steps.
+
+One state machine (``check_transition``) and two step factories
+(``update_status``, ``cancel``) serve any kind whose ``status`` has
+``phase`` (an ``ExecutionPhase``), ``started_at`` and ``completed_at``
+(``google.protobuf.Timestamp`` or an ISO 8601 string): AgentExecution,
+WorkflowExecution, or a third party's. The kinds then differ only in which
+status fields a runner may report.
+
+When an execution reaches a terminal phase, the secret values of the
+ExecutionContext it owns are erased in the same transaction: the runner no
+longer needs them, so nothing secret outlives the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stigmer_core import FailedPrecondition, InvalidArgument, Phase, RequestContext, ResourceExhausted
+from stigmer_core.api.agentic.execution.v1 import execution_pb2
+from stigmer_core.pipeline.step import FunctionStep, Step
+from stigmer_plugins import executioncontext
+
+PENDING = execution_pb2.EXECUTION_PENDING
+IN_PROGRESS = execution_pb2.EXECUTION_IN_PROGRESS
+COMPLETED = execution_pb2.EXECUTION_COMPLETED
+FAILED = execution_pb2.EXECUTION_FAILED
+CANCELLED = execution_pb2.EXECUTION_CANCELLED
+
+TERMINAL: frozenset[int] = frozenset({COMPLETED, FAILED, CANCELLED})
+_NEXT: dict[int, frozenset[int]] = {
+    PENDING: frozenset({PENDING, IN_PROGRESS, FAILED, CANCELLED}),
+    IN_PROGRESS: frozenset({IN_PROGRESS, COMPLETED, FAILED, CANCELLED}),
+}
+MAX_EXECUTION_BYTES = 3 << 20
+"""An execution whose status would grow past this is refused a report: the
+object must still fit in one gRPC response (4 MiB) with its envelope."""
+
+
+def phase_name(phase: int) -> str:
+    value = execution_pb2.ExecutionPhase.DESCRIPTOR.values_by_number.get(phase)
+    return value.name if value is not None else str(phase)
+
+
+def is_terminal(phase: int) -> bool:
+    return phase in TERMINAL
+
+
+def check_transition(current: int, requested: int, *, what: str) -> None:
+    """Refuse a move the lifecycle does not allow, naming both phases.
+
+    Reporting the current phase again is allowed while it is not terminal,
+    so a runner can keep appending progress; after a terminal phase every
+    report is refused. ``what`` names the execution in the message
+    (``"agent execution 'nightly'"``).
+    """
+    if requested in _NEXT.get(current, frozenset()):
+        return
+    if is_terminal(current):
+        raise FailedPrecondition(
+            f"{what} is {phase_name(current)}, a terminal phase; it cannot move to {phase_name(requested)}"
+        )
+    raise FailedPrecondition(f"{what} cannot move from {phase_name(current)} to {phase_name(requested)}")
+
+
+def _now() -> Timestamp:
+    now = Timestamp()
+    now.GetCurrentTime()
+    return now
+
+
+def _stamp(status: Any, field: str, when: Timestamp) -> None:
+    """Set a time field once; a Timestamp field or an ISO 8601 string field."""
+    current = getattr(status, field)
+    if isinstance(current, Timestamp):
+        if not status.HasField(field):
+            current.CopyFrom(when)
+    elif not current:
+        setattr(status, field, datetime.fromtimestamp(when.seconds, UTC).isoformat().replace("+00:00", "Z"))
+
+
+def enter_phase(ctx: RequestContext, execution: Message, phase: int, *, what: str) -> None:
+    """Move ``execution`` (a copy being built) to ``phase`` under the lifecycle.
+
+    Stamps ``started_at`` on entering IN_PROGRESS and ``completed_at`` on
+    entering a terminal phase, and erases the secrets of the execution's
+    context when it ends.
+    """
+    status: Any = execution.status  # type: ignore[attr-defined]
+    check_transition(status.phase, phase, what=what)
+    now = _now()
+    if phase == IN_PROGRESS:
+        _stamp(status, "started_at", now)
+    if is_terminal(phase):
+        _stamp(status, "completed_at", now)
+        executioncontext.seal_owned_contexts(ctx, execution.metadata.id)  # type: ignore[attr-defined]
+    status.phase = phase
+
+
+def _what(ctx: RequestContext, execution: Message) -> str:
+    return f"{ctx.kind.label} '{execution.metadata.slug}'"  # type: ignore[attr-defined]
+
+
+def _load(ctx: RequestContext, id_field: str) -> Message:
+    execution_id = str(getattr(ctx.request, id_field))
+    if not execution_id:
+        raise InvalidArgument.field(id_field, "is required")
+    return ctx.store.require(ctx.kind, execution_id)
+
+
+def _persist(ctx: RequestContext, old: Message, new: Message) -> None:
+    if new == old:
+        ctx.resource = old
+        return
+    if new.ByteSize() > MAX_EXECUTION_BYTES:
+        raise ResourceExhausted(
+            f"{_what(ctx, old)} would exceed {MAX_EXECUTION_BYTES} bytes with this report; report less at a time"
+        )
+    ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal)
+    ctx.store.replace(ctx.kind, old, new)
+    ctx.resource = new
+
+
+def merge_fields(*, append: Sequence[str] = (), replace: Sequence[str] = ()) -> Callable[[Message, Message], None]:
+    """A report merge: repeated fields in ``append`` are appended, fields in
+    ``replace`` overwrite the stored value when the report sets them."""
+
+    def merge(report: Message, status: Message) -> None:
+        for name in append:
+            getattr(status, name).extend(getattr(report, name))
+        for name in replace:
+            field = report.DESCRIPTOR.fields_by_name[name]
+            if field.message_type is not None:
+                if report.HasField(name):
+                    getattr(status, name).CopyFrom(getattr(report, name))
+            elif getattr(report, name):
+                setattr(status, name, getattr(report, name))
+
+    return merge
+
+
+def update_status(
+    *,
+    merge: Callable[[Message, Message], None],
+    id_field: str = "execution_id",
+    status_field: str = "status",
+) -> Step:
+    """The transactional step of an ``updateStatus`` rpc: apply a runner's report.
+
+    The request carries the execution id in ``id_field`` and the report in
+    ``status_field``. The report's phase (unset: unchanged) is checked
+    against the lifecycle, then ``merge(report, status)`` copies what a
+    runner may report; every other status field (times, audit, server-set
+    ids) stays as stored. A report that changes nothing writes nothing.
+    Follow it with the standard ``publish``, ``redact`` and ``respond``.
+    """
+
+    def run(ctx: RequestContext) -> None:
+        existing = _load(ctx, id_field)
+        report: Any = getattr(ctx.request, status_field)
+        new = ctx.kind.resource_cls()
+        new.CopyFrom(existing)
+        current = existing.status.phase  # type: ignore[attr-defined]
+        if is_terminal(current):  # refused even when the report repeats the phase or carries none
+            check_transition(current, report.phase or current, what=_what(ctx, existing))
+        if report.phase and report.phase != current:
+            enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
+        merge(report, new.status)  # type: ignore[attr-defined]
+        ctx.existing = existing
+        _persist(ctx, existing, new)
+
+    return FunctionStep("update_execution_status", Phase.PERSIST, run)
+
+
+def cancel(
+    *,
+    id_field: str = "value",
+    on_cancel: Callable[[RequestContext, Message], None] | None = None,
+) -> Step:
+    """The transactional step of a ``cancel`` rpc.
+
+    Moves a PENDING or IN_PROGRESS execution to CANCELLED. Cancelling an
+    execution that is already CANCELLED returns it unchanged, so a client
+    may retry a cancel whose answer it lost; a COMPLETED or FAILED one is
+    refused. ``on_cancel(ctx, execution)`` may record more (a reason) on
+    the copy being written. Follow it with ``publish``, ``redact``,
+    ``respond``.
+    """
+
+    def run(ctx: RequestContext) -> None:
+        existing = _load(ctx, id_field)
+        ctx.existing = existing
+        if existing.status.phase == CANCELLED:  # type: ignore[attr-defined]
+            ctx.resource = existing
+            return
+        new = ctx.kind.resource_cls()
+        new.CopyFrom(existing)
+        enter_phase(ctx, new, CANCELLED, what=_what(ctx, existing))
+        if on_cancel is not None:
+            on_cancel(ctx, new)
+        _persist(ctx, existing, new)
+
+    return FunctionStep("cancel_execution", Phase.PERSIST, run)
+
+
+def end_resumed_after_end(*, id_field: str = "value", after_field: str = "after_revision") -> Step:
+    """A step to place right after ``watch_object`` in a ``subscribe`` pipeline.
+
+    A subscriber that resumes from a revision at or after the execution's
+    terminal state gets an empty stream at once: no state will ever follow,
+    so waiting for one would only hold the call open until its deadline.
+    """
+
+    def run(ctx: RequestContext) -> None:
+        after = int(getattr(ctx.request, after_field))
+        if not after:
+            return
+        current: Any = ctx.store.get(ctx.kind, str(getattr(ctx.request, id_field)))
+        if current is not None and current.metadata.resource_version <= after and is_terminal(current.status.phase):
+            ctx.response = iter(())  # type: ignore[assignment]
+
+    return FunctionStep("end_resumed_after_end", Phase.LOAD, run)
+
+
+def live(execution: Message) -> bool:
+    """For ``Reference(..., live=live)``: a non-terminal execution blocks deletes."""
+    return not is_terminal(execution.status.phase)  # type: ignore[attr-defined]
+
+
+def ended(execution: Message) -> bool:
+    """For ``watch_object(until=ended)``: a subscription ends after the terminal state."""
+    return is_terminal(execution.status.phase)  # type: ignore[attr-defined]

@@ -1,0 +1,113 @@
+"""Per-task statuses of a WorkflowExecution, under the execution lifecycle.
+
+A task moves exactly as an execution does (``lifecycle.check_transition``):
+one state machine for both levels, so a client reading either knows the
+rules. Reports merge by task name, because a runner knows names, not
+positions, and may report tasks nested in a ``do``/``for``/``fork``/``try``
+that the workflow's top-level list does not name (those are appended).
+Reporting a task again in the phase it is in is allowed (a runner may
+resend its whole task list), but a finished task's result is final.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stigmer_core import FailedPrecondition, FieldViolation, InvalidArgument, Phase, RequestContext, step
+from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2
+from stigmer_plugins.lifecycle import CANCELLED, IN_PROGRESS, PENDING, check_transition, is_terminal, phase_name
+
+Status = workflowexecution_pb2.WorkflowExecutionStatus
+TaskStatus = workflowexecution_pb2.WorkflowTaskStatus
+
+
+def _now() -> Timestamp:
+    now = Timestamp()
+    now.GetCurrentTime()
+    return now
+
+
+def _enter(task: TaskStatus, phase: int, now: Timestamp) -> None:
+    if phase == IN_PROGRESS and not task.HasField("started_at"):
+        task.started_at.CopyFrom(now)
+    if is_terminal(phase) and not task.HasField("completed_at"):
+        task.completed_at.CopyFrom(now)
+    task.phase = phase  # type: ignore[assignment]
+
+
+def _changes_result(task: TaskStatus, reported: TaskStatus) -> bool:
+    return (reported.HasField("error") and reported.error != task.error) or (
+        reported.HasField("output") and reported.output != task.output
+    )
+
+
+def _apply(task: TaskStatus, reported: TaskStatus, execution_phase: int, now: Timestamp) -> None:
+    what = f"task '{task.task_name}'"
+    requested = reported.phase or task.phase
+    if requested == task.phase:
+        if is_terminal(task.phase) and _changes_result(task, reported):
+            raise FailedPrecondition(f"{what} is {phase_name(task.phase)}, a terminal phase; its result is final")
+    else:
+        if execution_phase == PENDING:
+            raise FailedPrecondition(
+                f"{what} cannot move to {phase_name(requested)} while the workflow execution is "
+                f"{phase_name(PENDING)}; report the execution {phase_name(IN_PROGRESS)} first (or in the same report)"
+            )
+        check_transition(task.phase, requested, what=what)
+        _enter(task, requested, now)
+    if reported.HasField("error"):
+        task.error.CopyFrom(reported.error)
+    if reported.HasField("output"):
+        task.output.CopyFrom(reported.output)
+
+
+def close_open_tasks(status: Status, now: Timestamp | None = None) -> None:
+    """A cancelled run cancels every task that had not finished."""
+    now = now or _now()
+    for task in status.tasks:
+        if not is_terminal(task.phase):
+            _enter(task, CANCELLED, now)
+
+
+def merge_report(report: Message, status: Message) -> None:
+    """What a runner may report: task phases and results, output, error.
+
+    Called by ``lifecycle.update_status`` after the execution's own phase
+    has moved, so a report can start the execution and its first task at once.
+    """
+    assert isinstance(report, Status) and isinstance(status, Status)
+    now = _now()
+    by_name = {task.task_name: task for task in status.tasks}
+    for reported in report.tasks:
+        task = by_name.get(reported.task_name)
+        if task is None:
+            task = status.tasks.add(task_name=reported.task_name, task_kind=reported.task_kind, phase=PENDING)
+            by_name[task.task_name] = task
+        _apply(task, reported, status.phase, now)
+    if report.HasField("output"):
+        status.output.CopyFrom(report.output)
+    if report.HasField("error"):
+        status.error.CopyFrom(report.error)
+    if status.phase == CANCELLED:
+        close_open_tasks(status, now)
+
+
+@step(Phase.VALIDATE)
+def check_report(ctx: RequestContext) -> None:
+    """A report names each task once: two entries for one task have no order to merge in."""
+    request = ctx.request
+    assert isinstance(request, workflowexecution_pb2.WorkflowExecutionUpdateStatusInput)
+    first: dict[str, int] = {}
+    found = []
+    for index, task in enumerate(request.status.tasks):
+        if task.task_name in first:
+            found.append(
+                FieldViolation(
+                    f"status.tasks[{index}].task_name",
+                    f"'{task.task_name}' is already reported in status.tasks[{first[task.task_name]}]",
+                )
+            )
+        first.setdefault(task.task_name, index)
+    if found:
+        raise InvalidArgument("; ".join(f"{v.field}: {v.description}" for v in found), found)

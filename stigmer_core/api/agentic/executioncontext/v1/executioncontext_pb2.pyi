@@ -1,0 +1,94 @@
+from stigmer_core.api.buf.validate import validate_pb2 as _validate_pb2
+from stigmer_core.api.commons.apiresource.v1 import audit_pb2 as _audit_pb2
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as _metadata_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExecutionContext(_message.Message):
+    __slots__ = ("api_version", "kind", "metadata", "spec", "status")
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    api_version: str
+    kind: str
+    metadata: _metadata_pb2.ApiResourceMetadata
+    spec: ExecutionContextSpec
+    status: ExecutionContextStatus
+    def __init__(self, api_version: _Optional[str] = ..., kind: _Optional[str] = ..., metadata: _Optional[_Union[_metadata_pb2.ApiResourceMetadata, _Mapping]] = ..., spec: _Optional[_Union[ExecutionContextSpec, _Mapping]] = ..., status: _Optional[_Union[ExecutionContextStatus, _Mapping]] = ...) -> None: ...
+
+class ExecutionContextSpec(_message.Message):
+    __slots__ = ("execution_id", "data", "execution_kind", "environment_ids")
+    class DataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ExecutionValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ExecutionValue, _Mapping]] = ...) -> None: ...
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_KIND_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    data: _containers.MessageMap[str, ExecutionValue]
+    execution_kind: str
+    environment_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, execution_id: _Optional[str] = ..., data: _Optional[_Mapping[str, ExecutionValue]] = ..., execution_kind: _Optional[str] = ..., environment_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExecutionValue(_message.Message):
+    __slots__ = ("value", "is_secret", "source")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    IS_SECRET_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    is_secret: bool
+    source: str
+    def __init__(self, value: _Optional[str] = ..., is_secret: bool = ..., source: _Optional[str] = ...) -> None: ...
+
+class ExecutionContextStatus(_message.Message):
+    __slots__ = ("audit",)
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
+    audit: _audit_pb2.ApiResourceAudit
+    def __init__(self, audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
+
+class ExecutionContextId(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: str
+    def __init__(self, value: _Optional[str] = ...) -> None: ...
+
+class ListExecutionContextsRequest(_message.Message):
+    __slots__ = ("org", "page_size", "page_token", "labels", "execution_id")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    page_size: int
+    page_token: str
+    labels: _containers.ScalarMap[str, str]
+    execution_id: str
+    def __init__(self, org: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., execution_id: _Optional[str] = ...) -> None: ...
+
+class ExecutionContextList(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[ExecutionContext]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[ExecutionContext, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

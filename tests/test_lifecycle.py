@@ -1,0 +1,144 @@
+"""The execution lifecycle: every move between phases, legal or not, in the
+state machine itself and through updateStatus / cancel on both paths."""
+
+from __future__ import annotations
+
+import itertools
+
+import grpc
+import pytest
+
+from stigmer_core import Application, FailedPrecondition
+from stigmer_core.api.agentic.execution.v1 import execution_pb2
+from stigmer_plugins import lifecycle
+from tests.agent_execution_support import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    PENDING,
+    Kinds,
+    code_of,
+    details_of,
+    drive_to,
+)
+
+PHASES = [v.number for v in execution_pb2.ExecutionPhase.DESCRIPTOR.values]
+LEGAL = {
+    (PENDING, PENDING),
+    (PENDING, IN_PROGRESS),
+    (PENDING, FAILED),
+    (PENDING, CANCELLED),
+    (IN_PROGRESS, IN_PROGRESS),
+    (IN_PROGRESS, COMPLETED),
+    (IN_PROGRESS, FAILED),
+    (IN_PROGRESS, CANCELLED),
+}
+ALL_PAIRS = list(itertools.product(PHASES, PHASES))
+
+
+def _name(phase: int) -> str:
+    return lifecycle.phase_name(phase)
+
+
+@pytest.mark.parametrize(("current", "requested"), ALL_PAIRS, ids=[f"{_name(a)}->{_name(b)}" for a, b in ALL_PAIRS])
+def test_state_machine(current: int, requested: int) -> None:
+    if (current, requested) in LEGAL:
+        lifecycle.check_transition(current, requested, what="agent execution 'x'")
+        return
+    with pytest.raises(FailedPrecondition) as err:
+        lifecycle.check_transition(current, requested, what="agent execution 'x'")
+    assert _name(current) in err.value.message and _name(requested) in err.value.message
+    assert "agent execution 'x'" in err.value.message
+
+
+def test_terminal_phases() -> None:
+    assert {COMPLETED, FAILED, CANCELLED} == lifecycle.TERMINAL
+    assert [p for p in PHASES if lifecycle.is_terminal(p)] == [COMPLETED, FAILED, CANCELLED]
+
+
+REACHABLE = [PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED]
+REPORTS = [(a, b) for a in REACHABLE for b in PHASES]
+
+
+@pytest.fixture
+def kinds(stigmer_app: Application, stigmer_channel: grpc.Channel) -> Kinds:
+    return Kinds.on(stigmer_app, stigmer_channel)
+
+
+@pytest.mark.parametrize(("current", "reported"), REPORTS, ids=[f"{_name(a)}->{_name(b)}" for a, b in REPORTS])
+def test_update_status_enforces_the_lifecycle(kinds: Kinds, current: int, reported: int) -> None:
+    """A report with no phase (UNSPECIFIED) keeps the current one, which is legal only while it is not terminal."""
+    agent = kinds.agent()
+    execution = kinds.execution(agent_id=agent.metadata.id)
+    drive_to(kinds, execution.metadata.id, current)
+    before = kinds.executions.get(execution.metadata.id)
+    assert before.status.phase == current
+    effective = reported or current
+    if (current, effective) in LEGAL:
+        after = kinds.report(execution.metadata.id, reported, "progress")
+        assert after.status.phase == effective
+        assert [m.content for m in after.status.messages][-1] == "progress"
+        went_through_in_progress = current == IN_PROGRESS or effective == IN_PROGRESS
+        assert after.status.HasField("started_at") == went_through_in_progress
+        assert after.status.HasField("completed_at") == lifecycle.is_terminal(effective)
+        return
+    code, details = details_of(lambda: kinds.report(execution.metadata.id, reported, "late"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert _name(current) in details
+    assert kinds.executions.get(execution.metadata.id) == before, "a refused report writes nothing"
+
+
+@pytest.mark.parametrize("current", REACHABLE, ids=[_name(p) for p in REACHABLE])
+def test_cancel(kinds: Kinds, current: int) -> None:
+    agent = kinds.agent()
+    execution = kinds.execution(agent_id=agent.metadata.id)
+    drive_to(kinds, execution.metadata.id, current)
+    before = kinds.executions.get(execution.metadata.id)
+    if current in (PENDING, IN_PROGRESS):
+        cancelled = kinds.cancel(execution.metadata.id, "not needed")
+        assert cancelled.status.phase == CANCELLED
+        assert cancelled.status.error.code == "CANCELLED" and cancelled.status.error.message == "not needed"
+        assert cancelled.status.HasField("completed_at")
+        assert cancelled.metadata.resource_version > before.metadata.resource_version
+    elif current == CANCELLED:
+        assert kinds.cancel(execution.metadata.id) == before, "cancelling again changes nothing"
+    else:
+        assert code_of(lambda: kinds.cancel(execution.metadata.id)) == grpc.StatusCode.FAILED_PRECONDITION
+        assert kinds.executions.get(execution.metadata.id) == before
+
+
+def test_times_are_stamped_once(kinds: Kinds) -> None:
+    agent = kinds.agent()
+    execution = kinds.execution(agent_id=agent.metadata.id)
+    assert not execution.status.HasField("started_at") and not execution.status.HasField("completed_at")
+    started = kinds.report(execution.metadata.id, IN_PROGRESS)
+    again = kinds.report(execution.metadata.id, IN_PROGRESS, "more")
+    assert again.status.started_at == started.status.started_at
+    done = kinds.report(execution.metadata.id, COMPLETED)
+    assert done.status.completed_at.ToNanoseconds() >= done.status.started_at.ToNanoseconds() > 0
+
+
+def test_unknown_execution_and_missing_fields(kinds: Kinds) -> None:
+    missing = "aex-01arz3ndektsv4rrffq69g5fav"
+    assert code_of(lambda: kinds.report(missing, IN_PROGRESS)) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: kinds.cancel(missing)) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: kinds.report("", IN_PROGRESS)) == grpc.StatusCode.INVALID_ARGUMENT
+    agent = kinds.agent()
+    execution = kinds.execution(agent_id=agent.metadata.id)
+    assert code_of(lambda: kinds.report(execution.metadata.id, 42)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_report_that_would_outgrow_a_response_is_refused(kinds: Kinds) -> None:
+    """Reports append; the execution must still fit in one gRPC response, so the one that would not is refused."""
+    agent = kinds.agent()
+    execution = kinds.execution(agent_id=agent.metadata.id)
+    kinds.report(execution.metadata.id, IN_PROGRESS)
+    chunk = "x" * (900 << 10)
+    for _ in range(3):
+        kinds.report(execution.metadata.id, 0, chunk)
+    before = kinds.executions.get(execution.metadata.id)
+    code, details = details_of(lambda: kinds.report(execution.metadata.id, 0, chunk))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "report less at a time" in details
+    assert kinds.executions.get(execution.metadata.id) == before
+    assert kinds.report(execution.metadata.id, COMPLETED).status.phase == COMPLETED

@@ -6,6 +6,7 @@ built from them) sort by creation time and a plain key scan lists in order.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from ulid import ULID
@@ -20,3 +21,17 @@ def new_id(prefix: str) -> str:
 
 def is_valid_id(value: str, prefix: str) -> bool:
     return value.startswith(prefix + "-") and _ID.match(value) is not None
+
+
+def derived_id(prefix: str, owner_id: str, role: str) -> str:
+    """The id of an object a kind creates for an owner (an agent's default instance).
+
+    It keeps the owner's timestamp, so it sorts with the owner, and takes the
+    rest from a hash of the owner's id and the object's role, so recreating
+    the owner with its id (an import) recreates the same id, and whatever
+    referred to the derived object still does.
+    """
+    owner_ulid = owner_id.rpartition("-")[2]
+    digest = int.from_bytes(hashlib.sha256(f"{owner_id}/{role}".encode()).digest()[:10], "big")
+    tail = "".join(_ULID_CHARS[(digest >> shift) & 31] for shift in range(75, -1, -5))
+    return f"{prefix}-{owner_ulid[:10]}{tail}"

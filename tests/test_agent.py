@@ -126,3 +126,15 @@ def test_apply_is_idempotent(stigmer_channel: grpc.Channel) -> None:
     changed = commands.apply(_agent("Applied", description="new"))
     assert changed.metadata.id == first.metadata.id
     assert changed.metadata.resource_version > first.metadata.resource_version
+
+
+def test_recreating_an_agent_with_its_id_recreates_its_default_instance_id(stigmer_channel: grpc.Channel) -> None:
+    commands = agent_grpc.AgentCommandControllerStub(stigmer_channel)
+    first = commands.create(_agent("Restored"))
+    commands.delete(agent_pb2.AgentId(value=first.metadata.id))
+    again = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="Restored", id=first.metadata.id))
+    restored = commands.create(again)
+    assert restored.metadata.id == first.metadata.id
+    assert restored.status.default_instance_id == first.status.default_instance_id
+    other = commands.create(_agent("Other"))
+    assert other.status.default_instance_id != first.status.default_instance_id

@@ -22,6 +22,7 @@ from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2 as agent_service
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_service
+from stigmer_core.ids import derived_id
 
 DEFAULT_INSTANCE = "default_instance_id"
 
@@ -41,6 +42,7 @@ def create_default_instance(ctx: RequestContext) -> None:
     instance = agentinstance_pb2.AgentInstance()
     instance.metadata.name = f"{agent.metadata.name} (default)"[:253]
     instance.metadata.slug = _default_instance_slug(ctx, agent)
+    instance.metadata.id = derived_id(ctx.registry.kind("AgentInstance").id_prefix, agent.metadata.id, "default")
     instance.metadata.owner_references.add(kind="Agent", id=agent.metadata.id)
     instance.spec.agent_id = agent.metadata.id
     instance.spec.description = f"Default instance of agent '{agent.metadata.slug}'"

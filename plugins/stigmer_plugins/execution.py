@@ -210,6 +210,7 @@ AGENT_EXECUTION = KindDeclaration(
     query_service=execution_service.DESCRIPTOR.services_by_name["AgentExecutionQueryController"],
     id_prefix="aex",
     key_prefix="agentexecutions",
+    exported=False,  # a run-time record, not configuration
     steps={"create": (resolve_session, create_context, start_pending), "update": (keep_input,)},
     operations={
         "updateStatus": _written(

@@ -212,6 +212,7 @@ EXECUTION_CONTEXT = KindDeclaration(
     query_service=context_service.DESCRIPTOR.services_by_name["ExecutionContextQueryController"],
     id_prefix="exc",
     key_prefix="executioncontexts",
+    exported=False,  # a run-time record, not configuration
     operations={"create": _REFUSED, "apply": _REFUSED, "update": _REFUSED},
     steps={"get": (reveal_secrets_while_live,), "delete": (refuse_delete_while_live,)},
     indexes=(IndexSpec("execution", lambda c: [(c.spec.execution_id,)], org_scoped=False),),  # type: ignore[attr-defined]

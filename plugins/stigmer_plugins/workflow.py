@@ -79,6 +79,7 @@ WORKFLOW_EXECUTION = KindDeclaration(
     query_service=execution_service.DESCRIPTOR.services_by_name["WorkflowExecutionQueryController"],
     id_prefix="wfx",
     key_prefix="workflowexecutions",
+    exported=False,  # a run-time record, not configuration
     steps={
         "create": (executions.resolve_workflow, executions.create_context),
         "update": (executions.keep_spec,),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from stigmer_core import FailedPrecondition, InvalidArgument, Phase, RequestContext, step
 from stigmer_core.api.agentic.workflow.v1 import workflow_pb2
 from stigmer_core.api.agentic.workflowinstance.v1 import workflowinstance_pb2
-from stigmer_core.ids import new_id
+from stigmer_core.ids import derived_id
 
 WORKFLOW = "Workflow"
 WORKFLOW_INSTANCE = "WorkflowInstance"
@@ -33,7 +33,7 @@ def reserve_default_instance(ctx: RequestContext) -> None:
     """Name the default instance in the workflow's status before the workflow is written."""
     workflow = ctx.resource
     assert isinstance(workflow, workflow_pb2.Workflow)
-    instance_id = new_id(ctx.registry.kind(WORKFLOW_INSTANCE).id_prefix)
+    instance_id = derived_id(ctx.registry.kind(WORKFLOW_INSTANCE).id_prefix, workflow.metadata.id, "default")
     workflow.status.default_instance_id = instance_id
     ctx.scratch[_DEFAULT_INSTANCE] = instance_id
 

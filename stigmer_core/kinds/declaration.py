@@ -120,5 +120,8 @@ class KindDeclaration:
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     """Other names the CLI accepts (short forms)."""
     description: str = ""
+    exported: bool = True
+    """Whether ``stigmer export`` writes this kind. Run-time records (executions,
+    their contexts) are not configuration and would not restore as they were."""
     redact: Callable[[Message], None] | None = None
     """Blanks secret fields in place before a response leaves the server."""

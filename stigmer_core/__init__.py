@@ -8,8 +8,10 @@ embedded LMDB store, on the network or in process.
 from stigmer_core.application import Application
 from stigmer_core.client import Client, connect
 from stigmer_core.errors import (
+    AddressUnavailable,
     AlreadyExists,
     Conflict,
+    DataDirBusy,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -17,22 +19,25 @@ from stigmer_core.errors import (
     PermissionDenied,
     RegistryError,
     ResourceExhausted,
+    StartupError,
     StigmerError,
     Unauthenticated,
     Unavailable,
     Unimplemented,
 )
 from stigmer_core.hookspecs import hookimpl
-from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration
+from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, Reference
 from stigmer_core.pipeline import Phase, RequestContext, Step, step
 from stigmer_core.status import from_rpc_error
 
 __all__ = [
+    "AddressUnavailable",
     "AlreadyExists",
     "Application",
     "Client",
     "Conflict",
     "CustomOperation",
+    "DataDirBusy",
     "FailedPrecondition",
     "FieldViolation",
     "IndexSpec",
@@ -41,9 +46,11 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Phase",
+    "Reference",
     "RegistryError",
     "RequestContext",
     "ResourceExhausted",
+    "StartupError",
     "Step",
     "StigmerError",
     "Unauthenticated",

@@ -76,7 +76,7 @@ def test_secrets_appear_in_no_response_store_value_or_log_line(
     responses.append(queries.list(environment_pb2.ListEnvironmentsRequest(labels={"tier": "a"}), timeout=10))
     responses.append(commands.apply(_env(TOKEN=(SECRET, True), REGION=("eu-west-1", False)), timeout=10))
     responses.append(commands.apply(_env(TOKEN=(NEW_SECRET, True), REGION=("eu-west-1", False)), timeout=10))
-    wrong = _env(TOKEN=(SECRET, True), OTHER=(REDACTED, True))
+    wrong = _env(TOKEN=(REDACTED, False), OTHER=(SECRET, True))  # a stored secret made plain by its marker
     wrong.metadata.id = env_id
     errors.append(_error(commands.update, wrong))
     errors.append(_error(commands.create, _env(TOKEN=(SECRET, True), BAD=("x" * 65537, True))))
@@ -172,14 +172,38 @@ def test_marker_keeps_the_ciphertext_and_a_new_value_is_sealed_again(
     assert got == shown
 
 
-def test_the_marker_cannot_create_a_secret(stigmer_channel: grpc.Channel) -> None:
-    """A redacted export cannot restore secrets it does not hold: the write names the field."""
-    commands, _ = _stubs(stigmer_channel)
-    error = _error(commands.create, _env(TOKEN=(REDACTED, True)))
+def test_the_marker_without_a_stored_secret_leaves_it_unset(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    """A redacted export restores into an empty store: the secret is kept unset, and listed, until set."""
+    commands, queries = _stubs(stigmer_channel)
+    created = commands.create(_env(TOKEN=(REDACTED, True), REGION=("eu", False)), timeout=10)
+    env_id = created.metadata.id
+    assert created.spec.data["TOKEN"].value == REDACTED and created.spec.data["TOKEN"].is_secret
+    assert list(created.status.unset_secrets) == ["TOKEN"]
+    stored = _stored(stigmer_app, env_id).spec.data["TOKEN"]
+    assert stored.is_secret and stored.value == ""
+
+    # the same document again (a second import) changes nothing
+    again = commands.apply(_env(TOKEN=(REDACTED, True), REGION=("eu", False)), timeout=10)
+    assert again == created
+    assert queries.get(environment_pb2.EnvironmentId(value=env_id), timeout=10) == created
+
+    # the marker as a plain value would pass the unset secret off as its value
+    plain = _env(TOKEN=(REDACTED, False), REGION=("eu", False))
+    error = _error(commands.apply, plain)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in from_rpc_error(error).violations] == ['spec.data["TOKEN"].value']  # type: ignore[attr-defined]
-    error = _error(commands.apply, _env(TOKEN=(REDACTED, True)))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    # a clear value sets it; the marker then keeps it
+    updated = commands.apply(_env(TOKEN=(SECRET, True), REGION=("eu", False)), timeout=10)
+    assert updated.metadata.resource_version > created.metadata.resource_version
+    assert list(updated.status.unset_secrets) == [] and updated.spec.data["TOKEN"].value == REDACTED
+    sealed = _stored(stigmer_app, env_id).spec.data["TOKEN"].value
+    assert box(stigmer_app.registry).decrypt(sealed, secret_context(env_id, "TOKEN")) == SECRET
+    kept = commands.apply(_env(TOKEN=(REDACTED, True), REGION=("eu", False)), timeout=10)
+    assert kept == updated
+    assert _stored(stigmer_app, env_id).spec.data["TOKEN"].value == sealed
 
 
 def test_export_holds_no_secret_and_the_key_file_is_private(tmp_path: Path) -> None:

@@ -156,3 +156,34 @@ def test_a_secret_runtime_value_must_be_clear_at_create(kinds: Kinds) -> None:
     agent = kinds.agent()
     code, details = details_of(lambda: kinds.execution(agent_id=agent.metadata.id, runtime_env={"K": (REDACTED, True)}))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and 'spec.runtime_env["K"].value' in details
+
+
+def test_an_unset_secret_refuses_the_run_unless_something_later_gives_the_key(kinds: Kinds) -> None:
+    """An environment restored from a redacted export holds its secrets unset: no run gets them empty."""
+    restored = kinds.environment("restored", {"DB_PASSWORD": (REDACTED, True), "REGION": ("eu", False)})
+    assert list(restored.status.unset_secrets) == ["DB_PASSWORD"]
+    agent = kinds.agent(env_slugs=["restored"])
+    code, details = details_of(lambda: kinds.execution(agent_id=agent.metadata.id))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'DB_PASSWORD'" in details and "'restored'" in details and "unset" in details
+    assert kinds.executions.list_page(org="local").entries == [], "nothing of the refused run was written"
+
+    # a runtime value for the key is what the run resolves to
+    given = kinds.execution("given", agent_id=agent.metadata.id, runtime_env={"DB_PASSWORD": (DB_PASSWORD, True)})
+    context = kinds.contexts.get(given.status.execution_context_id)
+    assert _values(context)["DB_PASSWORD"] == (DB_PASSWORD, True, "runtime")
+
+    # so is a later environment's value; an unset secret coming later wins over a set one, and is refused
+    kinds.environment("override", {"DB_PASSWORD": (DB_PASSWORD, True)})
+    later = kinds.agent("later", env_slugs=["restored", "override"])
+    context = kinds.contexts.get(kinds.execution("later", agent_id=later.metadata.id).status.execution_context_id)
+    assert context.spec.data["DB_PASSWORD"].value == DB_PASSWORD
+    earlier = kinds.agent("earlier", env_slugs=["override", "restored"])
+    refused = code_of(lambda: kinds.execution("earlier", agent_id=earlier.metadata.id))
+    assert refused == grpc.StatusCode.FAILED_PRECONDITION
+
+    # setting the secret in the environment lets every run through
+    restored.spec.data["DB_PASSWORD"].value = DB_PASSWORD
+    assert list(kinds.environments.update(restored).status.unset_secrets) == []
+    context = kinds.contexts.get(kinds.execution("set", agent_id=agent.metadata.id).status.execution_context_id)
+    assert _values(context)["DB_PASSWORD"] == (DB_PASSWORD, True, restored.metadata.id)

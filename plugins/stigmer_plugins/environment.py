@@ -12,6 +12,14 @@ Writing the marker back keeps the stored secret, so a document read from
 the server can be edited and applied without resending every secret;
 sending the same clear value again keeps the stored ciphertext too, so an
 update that changes nothing writes nothing.
+
+The marker for a key with no stored secret (a redacted export restored into
+another store) cannot bring the value back, yet refusing it would make such
+a backup impossible to restore. The secret is kept *unset* instead: marked
+secret, stored without a value, answered as the marker like any other, and
+listed in ``status.unset_secrets`` so people can see what to set again. A
+later clear value sets it; executions refuse to run with it unset
+(``executioncontext``).
 """
 
 from __future__ import annotations
@@ -42,6 +50,15 @@ def _stored_secret(stored: environment_pb2.Environment | None, key: str) -> str 
     return item.value if item.is_secret and SecretBox.is_encrypted(item.value) else None
 
 
+def _was_secret(stored: environment_pb2.Environment | None, key: str) -> bool:
+    return stored is not None and key in stored.spec.data and stored.spec.data[key].is_secret
+
+
+def _is_unset(item: environment_pb2.EnvironmentValue) -> bool:
+    """A secret without a value: only ciphertext is ever stored for a set one."""
+    return item.is_secret and not SecretBox.is_encrypted(item.value)
+
+
 def _same_secret(secrets: SecretBox, token: str, clear: str, context: str) -> bool:
     try:
         return secrets.decrypt(token, context) == clear
@@ -60,20 +77,18 @@ def seal_secrets(ctx: RequestContext) -> None:
         kept = _stored_secret(stored, key)
         context = secret_context(env.metadata.id, key)
         if not item.is_secret:
-            if item.value == REDACTED and kept is not None:
+            if item.value == REDACTED and _was_secret(stored, key):
                 raise InvalidArgument.field(
                     field, "is the redaction marker of a stored secret; send the clear value to store it unencrypted"
                 )
         elif item.value == REDACTED:
-            if kept is None:
-                raise InvalidArgument.field(
-                    field, "is the redaction marker, but no secret is stored under this key; send the clear value"
-                )
-            item.value = kept
+            item.value = kept if kept is not None else ""  # nothing to keep: the secret stays unset
         elif kept is not None and _same_secret(secrets, kept, item.value, context):
             item.value = kept
         else:
             item.value = secrets.encrypt(item.value, context)
+    del env.status.unset_secrets[:]
+    env.status.unset_secrets.extend(sorted(key for key, item in env.spec.data.items() if _is_unset(item)))
     if stored is not None:
         recheck_unchanged(ctx)
 

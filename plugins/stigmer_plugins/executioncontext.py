@@ -12,6 +12,13 @@ the execution is not terminal; list, getByReference, delete and every
 stream return them redacted. When the execution ends its lifecycle erases
 them from storage (``seal_owned_contexts``), so nothing secret outlives
 the run. Clients cannot create or change a context: it is derived data.
+
+An environment's secret may be *unset* (restored from a redacted export:
+marked secret, stored without a value). It resolves like any value, so a
+later environment or a runtime value for the same key replaces it; if it is
+still what a key resolves to, the execution is refused with
+FAILED_PRECONDITION naming the key and the environment, rather than run
+with a secret it does not have.
 """
 
 from __future__ import annotations
@@ -75,23 +82,39 @@ def resolve_environment_refs(
 
 def _environment_values(
     ctx: RequestContext, environment_ids: Sequence[str], org: str, secrets: SecretBox
-) -> dict[str, tuple[str, bool, str]]:
+) -> tuple[dict[str, tuple[str, bool, str]], dict[str, str]]:
+    """Values by key, with unset secrets also kept apart (key -> environment slug): a later
+    environment or a runtime value may still give the key a value, so refusing waits for those."""
     if not environment_ids:
-        return {}
+        return {}, {}
     kind = ctx.registry.find(ENVIRONMENT)
     if kind is None:
         raise FailedPrecondition("an execution names environments, but no plugin serves the Environment kind")
     values: dict[str, tuple[str, bool, str]] = {}
+    unset: dict[str, str] = {}
     for env_id in environment_ids:
         env: Any = ctx.store.get(kind, env_id)
         if env is None or env.metadata.org != org:
             raise NotFound(f"environment '{env_id}' not found in org '{org}'")
         for key, item in env.spec.data.items():
             value = item.value
+            unset.pop(key, None)
             if item.is_secret and SecretBox.is_encrypted(value):
                 value = secrets.decrypt(value, f"{env_id}/{key}")
+            elif item.is_secret:  # only ciphertext is stored for a secret that has a value
+                unset[key] = env.metadata.slug
             values[key] = (value, item.is_secret, env_id)
-    return values
+    return values, unset
+
+
+def _refuse_unset(unset: Mapping[str, str]) -> None:
+    if not unset:
+        return
+    key, slug = min(unset.items())
+    raise FailedPrecondition(
+        f"secret '{key}' of environment '{slug}' is unset (restored without its value); "
+        "set it in the environment, or give it in the execution's runtime_env"
+    )
 
 
 def create_execution_context(
@@ -110,9 +133,11 @@ def create_execution_context(
     """
     meta: Any = execution.metadata  # type: ignore[attr-defined]
     secrets = box(ctx.registry)
-    values = _environment_values(ctx, environment_ids, meta.org, secrets)
+    values, unset = _environment_values(ctx, environment_ids, meta.org, secrets)
     for key, (value, is_secret) in runtime_env.items():
         values[key] = (value, is_secret, RUNTIME_SOURCE)
+        unset.pop(key, None)
+    _refuse_unset(unset)
     kind = ctx.registry.kind(KIND)
     context = ExecutionContext()
     context.metadata.id = new_id(kind.id_prefix)

@@ -18,18 +18,19 @@ import grpc
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
+from stigmer_core.cli.envelope import metadata
 from stigmer_core.cli.errors import CliError, from_rpc
-from stigmer_core.cli.ordering import after_references, rank_of
+from stigmer_core.cli.ordering import dependency_order, rank_of
 from stigmer_core.kinds.runtime import Registry
 
 STANDARD_QUERIES = ("get", "getByReference", "list")
 STATUS_PREFERENCE = ("phase", "state", "status", "condition", "health")
 
 
-def _referenced(registry: Registry, decl: Any) -> list[str]:
+def _referenced(registry: Registry, decl: Any) -> tuple[str, ...]:
     """Kinds a declaration's ``references`` point at, by canonical name."""
     found = (registry.find(str(getattr(ref, "kind", ""))) for ref in getattr(decl, "references", ()))
-    return [kind.name for kind in found if kind is not None]
+    return tuple(dict.fromkeys(kind.name for kind in found if kind is not None))
 
 
 @attrs.frozen
@@ -75,6 +76,10 @@ class KindInfo:
     resource_cls: type[Message]
     methods: Mapping[str, Method]
     status_field: str | None
+    exported: bool = True
+    """Whether ``export`` writes the kind (its declaration's ``exported``)."""
+    references: tuple[str, ...] = ()
+    """Kinds (canonical names) its declaration's ``references`` point at."""
 
     @property
     def label(self) -> str:
@@ -101,7 +106,9 @@ class Catalog:
     """Kinds by any of their names, case-insensitive."""
 
     def __init__(self, kinds: Iterable[KindInfo]) -> None:
-        self.kinds = tuple(sorted(kinds, key=lambda k: (k.rank, k.name)))
+        given = list(kinds)
+        declared = dependency_order({k.name: k.rank for k in given}, {k.name: k.references for k in given})
+        self.kinds = tuple(sorted(given, key=lambda k: declared[k.name]))  # as far as declarations tell
         self._by_name: dict[str, KindInfo] = {}
         for kind in self.kinds:
             for name in kind.names:
@@ -121,12 +128,19 @@ class Catalog:
         """The kind whose canonical name is ``name`` (as in ``kind`` fields and owner references)."""
         return next((k for k in self.kinds if k.name == name), None) or self.find(name)
 
+    def write_order(self, objects: Iterable[tuple[KindInfo, Message]]) -> dict[str, int]:
+        """Kind name -> position for writing ``objects``: declared references,
+        and the owners the objects name, before the kinds that need them."""
+        after: dict[str, set[str]] = {k.name: set(k.references) for k in self.kinds}
+        for kind, obj in objects:
+            for ref in getattr(metadata(obj), "owner_references", ()):
+                owner = self.by_name(ref.kind)
+                if owner is not None:
+                    after.setdefault(kind.name, set()).add(owner.name)
+        return dependency_order({k.name: k.rank for k in self.kinds}, after)
+
     @classmethod
     def from_registry(cls, registry: Registry) -> Catalog:
-        ranks = after_references(
-            {k.name: rank_of(k.name, getattr(k.decl, "apply_rank", None)) for k in registry.kinds},
-            {k.name: _referenced(registry, k.decl) for k in registry.kinds},
-        )
         kinds = []
         for runtime in registry.kinds:
             decl = runtime.decl
@@ -142,13 +156,15 @@ class Catalog:
                     plural=decl.plural or decl.name + "s",
                     aliases=tuple(decl.aliases),
                     description=decl.description,
-                    rank=ranks[decl.name],
+                    rank=rank_of(decl.name, getattr(decl, "apply_rank", None)),
                     id_prefix=decl.id_prefix,
                     command_service=decl.command_service.full_name,
                     query_service=decl.query_service.full_name,
                     resource_cls=decl.resource,
                     methods=methods,
                     status_field=_status_field(decl.resource.DESCRIPTOR),
+                    exported=decl.exported,
+                    references=_referenced(registry, decl),
                 )
             )
         return cls(kinds)
@@ -161,8 +177,9 @@ class Catalog:
         after the message ``get`` returns; the command service whose ``apply``
         returns the same message completes it. Reflection carries no short
         names, so a kind whose plugin is also installed here (``known``)
-        borrows its plural, aliases, rank and id prefix; any other answers to
-        its name, plural and dashed forms (``agent-instance``).
+        borrows its plural, aliases, rank, id prefix, references and whether
+        it is exported; any other answers to its name, plural and dashed
+        forms (``agent-instance``) and is exported.
         """
         from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -217,6 +234,8 @@ class Catalog:
                     resource_cls=message_factory.GetMessageClass(resource),
                     methods=methods,
                     status_field=_status_field(resource),
+                    exported=local.exported if local else True,
+                    references=local.references if local else (),
                 )
             )
         if not kinds:

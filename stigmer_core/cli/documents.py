@@ -274,6 +274,8 @@ def parse_all(sources: Iterable[Source], catalog: Catalog, *, org: str) -> list[
     return [doc for source in sources for doc in parse(source, catalog, org=org)]
 
 
-def in_apply_order(documents: Iterable[Document]) -> list[Document]:
-    """Stable: by kind rank, then as given."""
-    return sorted(documents, key=lambda d: d.kind.rank)
+def in_apply_order(documents: Iterable[Document], catalog: Catalog) -> list[Document]:
+    """Dependencies first (``Catalog.write_order``); within a kind, as given."""
+    given = list(documents)
+    order = catalog.write_order((d.kind, d.message) for d in given)
+    return sorted(given, key=lambda d: order[d.kind.name])

@@ -1,17 +1,22 @@
-"""The order ``apply`` and ``import`` write kinds in: what others refer to goes first.
+"""The order ``apply``, ``import`` and ``export`` take kinds in: what others need goes first.
 
-Skills and environments come before the agents that use them, agents before
-the workflows, sessions and instances that point at them, executions last.
-A kind whose declaration carries an integer ``apply_rank`` is placed by it
-(on the same scale as the table below), so a third-party kind can slot
-itself in; any other kind goes after every known one, by name. A kind whose
-declaration lists ``references`` to other kinds is then moved after each of
-them, so a reference declared is a reference respected. Within one rank,
-documents keep the order they were given in.
+A write that names another object (a declared reference, an owner) fails
+unless that object is already there, so a kind comes after every kind it
+depends on: the kinds its declaration's ``references`` name, and the kinds
+that own its objects (read from the documents' ``ownerReferences``, since a
+declaration does not say who owns its objects). Dependencies decide the
+order wherever they speak; where they do not, a default rank does: skills
+and environments, then agents, then what points at agents, executions last
+(``DEFAULT_RANKS``, the one place kinds are named). A kind whose declaration
+carries an integer ``apply_rank`` is ranked by it on the same scale; any
+other kind ranks after every known one, and equal ranks go by name. A
+dependency cycle is broken at the kind that ranks first, so every kind is
+still placed.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 
 DEFAULT_RANKS: dict[str, int] = {
@@ -34,21 +39,33 @@ def rank_of(kind_name: str, declared: object = None) -> int:
     return DEFAULT_RANKS.get(kind_name.lower(), UNKNOWN_RANK)
 
 
-def after_references(ranks: Mapping[str, int], references: Mapping[str, Iterable[str]]) -> dict[str, int]:
-    """``ranks`` raised so that every kind ranks above the kinds it references.
+def dependency_order(ranks: Mapping[str, int], after: Mapping[str, Iterable[str]]) -> dict[str, int]:
+    """Each kind of ``ranks`` -> its position: after the kinds ``after`` names for it.
 
-    Bounded by the number of kinds, so a reference cycle stops the raising
-    instead of looping forever.
+    Among the kinds whose dependencies are placed, the lowest (rank, name)
+    goes next; names ``ranks`` does not know are ignored.
     """
-    raised = dict(ranks)
-    targets = {kind: [t for t in found if t in raised and t != kind] for kind, found in references.items()}
-    for _ in range(len(raised)):
-        changed = False
-        for kind, found in targets.items():
-            for target in found:
-                if raised[kind] <= raised[target]:
-                    raised[kind] = raised[target] + 1
-                    changed = True
-        if not changed:
-            break
-    return raised
+    waits = {kind: {t for t in after.get(kind, ()) if t in ranks and t != kind} for kind in ranks}
+    needed_by: dict[str, list[str]] = {kind: [] for kind in ranks}
+    for kind, targets in waits.items():
+        for target in targets:
+            needed_by[target].append(kind)
+    ready = [(ranks[k], k) for k, targets in waits.items() if not targets]
+    heapq.heapify(ready)
+    position: dict[str, int] = {}
+    while len(position) < len(ranks):
+        if not ready:  # a cycle: release the first-ranked kind still waiting
+            kind = min((k for k in ranks if k not in position), key=lambda k: (ranks[k], k))
+            waits[kind].clear()
+            heapq.heappush(ready, (ranks[kind], kind))
+        _, kind = heapq.heappop(ready)
+        if kind in position:
+            continue
+        position[kind] = len(position)
+        for waiting in needed_by[kind]:
+            targets = waits[waiting]
+            if kind in targets:
+                targets.discard(kind)
+                if not targets and waiting not in position:
+                    heapq.heappush(ready, (ranks[waiting], waiting))
+    return position

@@ -34,7 +34,7 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
     if not documents:
         raise CliError(f"no resources found in {', '.join(files)}")
     failed = 0
-    for document in in_apply_order(documents):
+    for document in in_apply_order(documents, session.catalog):
         outcome = apply_one(session, document, dry_run=dry_run)
         if outcome.failed:
             failed += 1

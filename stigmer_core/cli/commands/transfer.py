@@ -22,20 +22,24 @@ from stigmer_core.cli.session import Session
 
 @click.command()
 @click.argument("kind_names", nargs=-1, metavar="[KIND]...")
-@click.option("--all", "all_kinds", is_flag=True, help="Every kind served.")
+@click.option("--all", "all_kinds", is_flag=True, help="Every exported kind served.")
 @click.option("-A", "--all-orgs", is_flag=True, help="Every org, not just --org.")
 @common_options
 @click.pass_context
 def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all_orgs: bool) -> None:
-    """Write objects as YAML documents to stdout (`stigmer export --all > backup.yaml`)."""
+    """Write objects as YAML documents to stdout (`stigmer export --all > backup.yaml`).
+
+    Kinds declared with exported=False (run-time records such as executions)
+    are left out; naming one is an error.
+    """
     if not kind_names and not all_kinds:
         raise CliError("name the kinds to export, or pass --all")
     if kind_names and all_kinds:
         raise CliError("give either --all or kinds, not both")
     session = Session.of(ctx)
-    kinds = list(session.catalog.kinds) if all_kinds else list(dict.fromkeys(session.kind(n) for n in kind_names))
+    kinds = backup.exportable(session.catalog, kind_names)
     objects = backup.collect(session, kinds, org="" if all_orgs else session.org)
-    text = backup.export_text(objects, backup.derived_ids(session, objects))
+    text = backup.export_text(objects, session.catalog.write_order(objects))
     sys.stdout.write(text)
     sys.stdout.flush()
 
@@ -56,7 +60,7 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
         raise CliError("stigmer import reads documents from stdin (`stigmer import < backup.yaml`) or -f FILE")
     sources = read_sources(files or (STDIN,))
     session = Session.of(ctx)
-    documents = in_apply_order(parse_all(sources, session.catalog, org=session.org))
+    documents = in_apply_order(parse_all(sources, session.catalog, org=session.org), session.catalog)
     counts: Counter[str] = Counter()
     with Progress("importing", total=len(documents)) as progress:
         for document in documents:

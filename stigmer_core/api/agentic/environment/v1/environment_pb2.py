@@ -27,7 +27,7 @@ from stigmer_core.api.commons.apiresource.v1 import audit_pb2 as stigmer__core_d
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as stigmer__core_dot_api_dot_commons_dot_apiresource_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9stigmer_core/api/agentic/environment/v1/environment.proto\x12\x1estigmer.agentic.environment.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\x93\x02\n\x0b\x45nvironment\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12=\n\x04spec\x18\x04 \x01(\x0b\x32/.stigmer.agentic.environment.v1.EnvironmentSpec\x12\x41\n\x06status\x18\x05 \x01(\x0b\x32\x31.stigmer.agentic.environment.v1.EnvironmentStatus\"\x88\x02\n\x0f\x45nvironmentSpec\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12w\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x39.stigmer.agentic.environment.v1.EnvironmentSpec.DataEntryB.\xbaH+\x9a\x01(\x10\x80\x02\"#r!\x10\x01\x18\x80\x01\x32\x1a^[A-Za-z_][A-Za-z0-9_.-]*$\x1a]\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12?\n\x05value\x18\x02 \x01(\x0b\x32\x30.stigmer.agentic.environment.v1.EnvironmentValue:\x02\x38\x01\"^\n\x10\x45nvironmentValue\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\x12\x11\n\tis_secret\x18\x02 \x01(\x08\x12\x1d\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"T\n\x11\x45nvironmentStatus\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\")\n\rEnvironmentId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xfa\x01\n\x17ListEnvironmentsRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12]\n\x06labels\x18\x04 \x03(\x0b\x32\x43.stigmer.agentic.environment.v1.ListEnvironmentsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x0f\x45nvironmentList\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.stigmer.agentic.environment.v1.Environment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9stigmer_core/api/agentic/environment/v1/environment.proto\x12\x1estigmer.agentic.environment.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\x93\x02\n\x0b\x45nvironment\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12=\n\x04spec\x18\x04 \x01(\x0b\x32/.stigmer.agentic.environment.v1.EnvironmentSpec\x12\x41\n\x06status\x18\x05 \x01(\x0b\x32\x31.stigmer.agentic.environment.v1.EnvironmentStatus\"\x88\x02\n\x0f\x45nvironmentSpec\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12w\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x39.stigmer.agentic.environment.v1.EnvironmentSpec.DataEntryB.\xbaH+\x9a\x01(\x10\x80\x02\"#r!\x10\x01\x18\x80\x01\x32\x1a^[A-Za-z_][A-Za-z0-9_.-]*$\x1a]\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12?\n\x05value\x18\x02 \x01(\x0b\x32\x30.stigmer.agentic.environment.v1.EnvironmentValue:\x02\x38\x01\"^\n\x10\x45nvironmentValue\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\x12\x11\n\tis_secret\x18\x02 \x01(\x08\x12\x1d\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"k\n\x11\x45nvironmentStatus\x12\x15\n\runset_secrets\x18\x01 \x03(\t\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\")\n\rEnvironmentId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xfa\x01\n\x17ListEnvironmentsRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12]\n\x06labels\x18\x04 \x03(\x0b\x32\x43.stigmer.agentic.environment.v1.ListEnvironmentsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x0f\x45nvironmentList\x12<\n\x07\x65ntries\x18\x01 \x03(\x0b\x32+.stigmer.agentic.environment.v1.Environment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -71,13 +71,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENVIRONMENTVALUE']._serialized_start=776
   _globals['_ENVIRONMENTVALUE']._serialized_end=870
   _globals['_ENVIRONMENTSTATUS']._serialized_start=872
-  _globals['_ENVIRONMENTSTATUS']._serialized_end=956
-  _globals['_ENVIRONMENTID']._serialized_start=958
-  _globals['_ENVIRONMENTID']._serialized_end=999
-  _globals['_LISTENVIRONMENTSREQUEST']._serialized_start=1002
-  _globals['_LISTENVIRONMENTSREQUEST']._serialized_end=1252
-  _globals['_LISTENVIRONMENTSREQUEST_LABELSENTRY']._serialized_start=1207
-  _globals['_LISTENVIRONMENTSREQUEST_LABELSENTRY']._serialized_end=1252
-  _globals['_ENVIRONMENTLIST']._serialized_start=1254
-  _globals['_ENVIRONMENTLIST']._serialized_end=1358
+  _globals['_ENVIRONMENTSTATUS']._serialized_end=979
+  _globals['_ENVIRONMENTID']._serialized_start=981
+  _globals['_ENVIRONMENTID']._serialized_end=1022
+  _globals['_LISTENVIRONMENTSREQUEST']._serialized_start=1025
+  _globals['_LISTENVIRONMENTSREQUEST']._serialized_end=1275
+  _globals['_LISTENVIRONMENTSREQUEST_LABELSENTRY']._serialized_start=1230
+  _globals['_LISTENVIRONMENTSREQUEST_LABELSENTRY']._serialized_end=1275
+  _globals['_ENVIRONMENTLIST']._serialized_start=1277
+  _globals['_ENVIRONMENTLIST']._serialized_end=1381
 # @@protoc_insertion_point(module_scope)

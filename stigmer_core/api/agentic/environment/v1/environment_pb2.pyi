@@ -49,10 +49,12 @@ class EnvironmentValue(_message.Message):
     def __init__(self, value: _Optional[str] = ..., is_secret: bool = ..., description: _Optional[str] = ...) -> None: ...
 
 class EnvironmentStatus(_message.Message):
-    __slots__ = ("audit",)
+    __slots__ = ("unset_secrets", "audit")
+    UNSET_SECRETS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_FIELD_NUMBER: _ClassVar[int]
+    unset_secrets: _containers.RepeatedScalarFieldContainer[str]
     audit: _audit_pb2.ApiResourceAudit
-    def __init__(self, audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
+    def __init__(self, unset_secrets: _Optional[_Iterable[str]] = ..., audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
 
 class EnvironmentId(_message.Message):
     __slots__ = ("value",)

@@ -19,7 +19,7 @@ from stigmer_core.pipeline import steps as standard
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.testing.inspect import raw_keys
-from stigmer_plugins.versioning import Versioning, frame, merge_steps, versions_of
+from stigmer_core.versioning import Versioning, frame, merge_steps, versions_of
 from tests.widget_kind import WIDGET, message
 
 Widget = message("Widget")
@@ -92,3 +92,19 @@ def test_another_kind_declares_versioning_and_gets_every_part_of_it(widgets: tup
 
     client.delete(one.metadata.id)
     assert raw_keys(app.store, b"ver/") == []
+
+
+def test_a_cascading_delete_clears_an_owned_objects_versions(widgets: tuple[Application, KindClient]) -> None:
+    app, client = widgets
+    agents = KindClient(app.channel(), app.registry.kind("Agent"))
+    owner = agents.kind.resource_cls()
+    owner.metadata.name = "owner"  # type: ignore[attr-defined]
+    owner = agents.create(owner)
+    owned = _widget("cog", release="v1")
+    owned.metadata.owner_references.add(kind="Agent", id=owner.metadata.id)  # type: ignore[attr-defined]
+    owned = client.create(owned)
+    client.apply(_widget("cog", "axle", release="v2"))
+    assert raw_keys(app.store, b"ver/widgets/" + owned.metadata.id.encode())
+    agents.delete(owner.metadata.id)  # the widget goes with its owner, and so do its versions
+    assert raw_keys(app.store, b"ver/") == []
+    assert raw_keys(app.store, b"o/widgets/") == []

@@ -30,7 +30,6 @@ from stigmer_core import FailedPrecondition, InvalidArgument, KindDeclaration, P
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2 as environment_service
 from stigmer_plugins.secrets import REDACTED, SecretBox, box
-from stigmer_plugins.versioning import recheck_unchanged
 
 
 def secret_context(environment_id: str, key: str) -> str:
@@ -89,8 +88,6 @@ def seal_secrets(ctx: RequestContext) -> None:
             item.value = secrets.encrypt(item.value, context)
     del env.status.unset_secrets[:]
     env.status.unset_secrets.extend(sorted(key for key, item in env.spec.data.items() if _is_unset(item)))
-    if stored is not None:
-        recheck_unchanged(ctx)
 
 
 def redact_secrets(obj: Message) -> None:

@@ -26,8 +26,8 @@ from stigmer_core.api.agentic.skill.v1 import service_pb2 as skill_service
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.step import FunctionStep
+from stigmer_core.versioning import Versioning, frame, get_blob, merge_steps, put_blob
 from stigmer_plugins.skill_push import PLAN, Plan, check_push, dispatch_push
-from stigmer_plugins.versioning import Versioning, frame, get_blob, merge_steps, put_blob, recheck_unchanged
 
 _STORAGE_KEY = re.compile(r"^(?P<id>skl-[0-9a-z]{1,60})/(?P<sha>[0-9a-f]{64})$")
 
@@ -81,8 +81,6 @@ def mirror_version(ctx: RequestContext) -> None:
     skill = _skill(ctx.resource)
     skill.status.version_hash = skill.metadata.version.id
     skill.status.state = skill_pb2.SKILL_STATE_READY
-    if ctx.existing is not None:
-        recheck_unchanged(ctx)
 
 
 def _get_artifact(ctx: RequestContext) -> None:

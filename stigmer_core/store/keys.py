@@ -9,6 +9,7 @@
     r/<owner_id>/<key_prefix>/<id>              ownership -> b""
     q/<target_id>/<key_prefix>/<id>             reference -> referring field name
     e/<revision:8><seq:2>                       event log entry
+    ver/<key_prefix>/<id>/...                   versions of a versioned kind's object (stigmer_core.versioning)
 
 Index values are joined with NUL, which no validated org, slug, label or id
 may contain, so a prefix scan of one value never runs into another.
@@ -59,6 +60,10 @@ def referrer_prefix(target_id: str) -> bytes:
 
 def referrer_key(target_id: str, key_prefix: str, object_id: str) -> bytes:
     return referrer_prefix(target_id) + key_prefix.encode() + b"/" + object_id.encode()
+
+
+def version_prefix(key_prefix: str, object_id: str) -> bytes:
+    return b"ver/" + key_prefix.encode() + b"/" + object_id.encode() + b"/"
 
 
 def event_key(revision: int, seq: int) -> bytes:

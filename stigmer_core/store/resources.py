@@ -261,7 +261,12 @@ class Resources:
     def _remove_one(self, kind: KindRuntime, obj: Message) -> None:
         txn = self._writer
         meta = obj.metadata  # type: ignore[attr-defined]
-        for prefix in (keys.owned_prefix(meta.id), keys.referrer_prefix(meta.id)):
+        object_ranges = (
+            keys.owned_prefix(meta.id),
+            keys.referrer_prefix(meta.id),
+            keys.version_prefix(kind.key_prefix, meta.id),
+        )
+        for prefix in object_ranges:
             for key, _ in list(self.txn.scan(prefix)):
                 txn.delete(key)  # finished referrers keep a dangling id, by design
         txn.delete(keys.object_key(kind.key_prefix, meta.id))

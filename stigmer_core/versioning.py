@@ -11,14 +11,16 @@ a version) and, optionally, which tag a write gives it (``tag``).
   one that changes nothing at all writes nothing (same resource_version).
 - getByReference: ``version`` of the reference picks a version: empty or
   ``latest`` for the current one, a tag, or a 64-hex hash.
-- delete: every version, tag and blob of the object goes with it.
+- delete: every version, tag and blob of the object goes with it (the store
+  clears an object's version range whenever it deletes the object, so a
+  cascade from an owner clears it too).
 
 ``list_versions(id_field)`` is a step for a query rpc that pages through one
 object's versions, oldest first, and ``put_blob``/``get_blob`` keep large
 payloads (an artifact) content-addressed beside the versions that name them.
 
-Everything is written in the request's own transaction, under a key family
-of its own (``ver/``; the core uses ``o s x r q e m``), per object::
+Everything is written in the request's own transaction, under the key
+family ``ver/`` (see ``stigmer_core.store.keys``), per object::
 
     ver/<key_prefix>/<object_id>/h/<hash>          the object as it last was with that content
     ver/<key_prefix>/<object_id>/n/<revision:8>    hash of the version first made at that revision
@@ -29,9 +31,6 @@ Listing versions scans one object's ``n/`` range; resolving a tag or a hash
 is one key read; deleting an object clears one object's range. None of it
 reads another object's keys, let alone the whole kind.
 
-The range is cleared by the kind's delete step, which a cascading delete
-(an owner's ``Resources.remove``) does not run: a versioned kind must not be
-owned by another kind until the store clears per-object key families itself.
 """
 
 from __future__ import annotations
@@ -49,9 +48,9 @@ from google.protobuf.message import Message
 from stigmer_core import InvalidArgument, NotFound, Phase, RequestContext, Step
 from stigmer_core.kinds.runtime import KindRuntime
 from stigmer_core.pipeline.step import FunctionStep
+from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
 
-FAMILY = b"ver/"
 LATEST = "latest"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_BYTES = 3 << 20  # below gRPC's 4 MiB message limit, as the core's lists
@@ -65,7 +64,7 @@ def frame(*parts: bytes) -> bytes:
 
 
 def object_range(key_prefix: str, object_id: str) -> bytes:
-    return FAMILY + key_prefix.encode() + b"/" + object_id.encode() + b"/"
+    return keys.version_prefix(key_prefix, object_id)
 
 
 def _hash_key(base: bytes, digest: str) -> bytes:
@@ -121,7 +120,6 @@ class Versioning:
         return {
             "create": (stamp, record),
             "update": (stamp, record),
-            "delete": (FunctionStep("versioning_drop", Phase.KIND, self._drop),),
             "getByReference": (FunctionStep("versioning_resolve", Phase.LOAD, self._resolve),),
         }
 
@@ -165,8 +163,6 @@ class Versioning:
         elif tag:
             version.tag = tag
         ctx.scratch[_SCRATCH] = _Write(digest, new_version, tag)
-        if ctx.existing is not None:
-            recheck_unchanged(ctx)
 
     def _record(self, ctx: RequestContext) -> None:
         write: _Write | None = ctx.scratch.get(_SCRATCH)
@@ -182,13 +178,6 @@ class Versioning:
         txn.put(key, obj.SerializeToString())
         if write.tag:
             txn.put(_tag_key(base, write.tag), write.digest.encode())
-
-    def _drop(self, ctx: RequestContext) -> None:
-        assert ctx.existing is not None
-        txn = _writer(ctx)
-        base = object_range(ctx.kind.key_prefix, _meta(ctx.existing).id)
-        for key in [key for key, _ in txn.scan(base)]:
-            txn.delete(key)
 
     def _resolve(self, ctx: RequestContext) -> None:
         wanted = str(getattr(ctx.request, "version", "") or "")
@@ -235,37 +224,6 @@ def put_blob(ctx: RequestContext, object_id: str, data: bytes) -> str:
 
 def get_blob(txn: ReadTxn, kind: KindRuntime, object_id: str, digest: str) -> bytes | None:
     return txn.get(_blob_key(object_range(kind.key_prefix, object_id), digest))
-
-
-def recheck_unchanged(ctx: RequestContext) -> None:
-    """Settle whether an update changes anything after kind steps rewrote the new state.
-
-    ``build_update_state`` decides it before the kind's steps run; a step that
-    restores stored values (a kept ciphertext) or derives new ones (an
-    artifact, a version) can turn the answer either way. Unchanged means the
-    stored object is answered as it is, with nothing written.
-    """
-    existing, new = ctx.existing, ctx.resource
-    assert existing is not None and new is not None
-    shape = ctx.kind.shape
-    probe = ctx.kind.resource_cls()
-    probe.CopyFrom(new)
-    if shape.has_timestamps:
-        _meta(probe).updated_at.CopyFrom(_meta(existing).updated_at)
-    if shape.has_audit:
-        status: Any = probe.status  # type: ignore[attr-defined]
-        if existing.HasField("status"):
-            status.audit.CopyFrom(existing.status.audit)  # type: ignore[attr-defined]
-        else:
-            status.ClearField("audit")
-            if not status.ListFields():
-                probe.ClearField("status")
-    if probe == existing:
-        ctx.resource = probe
-        ctx.unchanged = True
-    elif ctx.unchanged:
-        ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal)
-        ctx.unchanged = False
 
 
 def merge_steps(*maps: Mapping[str, Sequence[Step]]) -> dict[str, tuple[Step, ...]]:

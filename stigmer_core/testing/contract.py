@@ -29,6 +29,7 @@ from stigmer_core.application import Application
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.runtime import KindRuntime
 from stigmer_core.server import Server
+from stigmer_core.status import from_rpc_error
 from stigmer_core.store.resources import slugify
 from stigmer_core.testing import strategies as s
 
@@ -311,8 +312,21 @@ class KindContract(RuleBasedStateMachine):
             else:
                 setattr(target, key, value)
         error = self._expect_code(grpc.StatusCode.INVALID_ARGUMENT, self.client.create, obj)
-        from stigmer_core.status import from_rpc_error
+        fields = [v.field for v in from_rpc_error(error).violations]  # type: ignore[attr-defined]
+        assert field in fields, (field, fields)
 
+
+    @rule(data=st.data())
+    def create_invalid_spec(self, data: st.DataObject) -> None:
+        """A spec breaking one declared field rule is refused naming that field, before any kind step."""
+        cases = s.invalid_specs(self.kind)
+        if cases is None:
+            return
+        field, spec = data.draw(cases)
+        obj = self.kind.resource_cls()
+        obj.metadata.name = "invalid spec"  # type: ignore[attr-defined]
+        obj.spec.CopyFrom(spec)  # type: ignore[attr-defined]
+        error = self._expect_code(grpc.StatusCode.INVALID_ARGUMENT, self.client.create, obj)
         fields = [v.field for v in from_rpc_error(error).violations]  # type: ignore[attr-defined]
         assert field in fields, (field, fields)
 

@@ -218,3 +218,55 @@ def invalid_metadata() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
         st.just(("metadata.org", {"name": "x", "org": "Not An Org"})),
         st.just(('metadata.labels["bad key!"]', {"name": "x", "labels": {"bad key!": "v"}})),
     )
+
+
+_NOT_MATCHING = ("!", "Not Valid!", "-", " ")
+MAX_BROKEN_LEN = 70_000
+
+
+def _breakers(field: Any) -> list[Any]:
+    """Values that break one declared rule of a scalar field (none when no rule can be broken)."""
+    rules = _rules(field)
+    if rules is None or _is_repeated(field) or field.containing_oneof is not None:
+        return []
+    found: list[Any] = []
+    if rules.HasField("string"):
+        r = rules.string
+        if r.HasField("max_len") and r.max_len < MAX_BROKEN_LEN:
+            found.append("x" * (r.max_len + 1))
+        if r.min_len > 0:
+            found.append("")
+        if r.pattern:
+            found += [v for v in _NOT_MATCHING if re.fullmatch(r.pattern, v) is None][:1]
+    for kind in ("int32", "int64", "uint32", "uint64"):
+        if rules.HasField(kind):
+            r = getattr(rules, kind)
+            if r.HasField("gte") and r.gte > (0 if kind.startswith("u") else -(2**31)):
+                found.append(r.gte - 1)
+            if r.HasField("lte") and r.lte < 2**31 - 1:
+                found.append(r.lte + 1)
+    return found
+
+
+@st.composite
+def _invalid_spec(draw: st.DrawFn, kind: KindRuntime, breakable: list[tuple[Any, list[Any]]]) -> tuple[str, Message]:
+    spec = draw(specs(kind))
+    assert spec is not None
+    field, values = draw(st.sampled_from(breakable))
+    setattr(spec, field.name, draw(st.sampled_from(values)))
+    return f"spec.{field.name}", spec
+
+
+def invalid_specs(kind: KindRuntime) -> st.SearchStrategy[tuple[str, Message]] | None:
+    """(field path, spec) pairs where one top-level spec field breaks a declared rule.
+
+    None when the kind's spec declares no rule this can break. Everything
+    else in the spec is drawn valid, so the field named is the one at fault.
+    """
+    if not kind.shape.has_spec:
+        return None
+    spec_desc: Any = kind.resource_cls.DESCRIPTOR.fields_by_name["spec"].message_type
+    breakable = [(f, b) for f in spec_desc.fields if (b := _breakers(f))]
+    if not breakable:
+        return None
+    return _invalid_spec(kind, breakable)

@@ -144,7 +144,3 @@ def build_handlers(registry: Registry, store: Store) -> dict[str, dict[str, grpc
             service, method = path[1:].split("/")
             services.setdefault(service, {})[method] = _handler(executor, kind, binding)
     return services
-
-
-def generic_handlers(services: dict[str, dict[str, grpc.RpcMethodHandler]]) -> list[grpc.GenericRpcHandler]:
-    return [grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items()]

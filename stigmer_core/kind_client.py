@@ -32,9 +32,6 @@ class KindClient:
                 response_deserializer=binding.response_cls.FromString,
             )
 
-    def request_class(self, operation: str) -> type[Message]:
-        return self._request[operation]
-
     def call(self, operation: str, request: Message, *, timeout: float | None = 10.0) -> Any:
         return self._calls[operation](request, timeout=timeout)
 

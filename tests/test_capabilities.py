@@ -206,3 +206,17 @@ def test_stream_deadline_is_honoured_on_both_paths(app_channel: tuple[Applicatio
     with pytest.raises(grpc.RpcError) as err:
         list(stream)  # the first state arrives, then nothing until the deadline
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_steps_can_read_a_declared_index_in_id_order(app_channel: tuple[Application, grpc.Channel]) -> None:
+    from stigmer_core.store.resources import Resources
+
+    app, channel = app_channel
+    widgets, agents = _clients(app, channel)
+    owner = _agent(agents, "owner")
+    made = [widgets.create(_widget(f"w{i}", owner=owner.metadata.id)).metadata.id for i in range(4)]
+    kind = app.registry.kind("Widget")
+    with app.store.read() as txn:
+        view = Resources(txn, app.registry)
+        assert list(view.scan_index(kind, "owner", (owner.metadata.id,))) == made
+        assert list(view.scan_index(kind, "owner", (owner.metadata.id,), after=made[1])) == made[2:]

@@ -12,7 +12,6 @@ from typing import Any, cast
 import pluggy
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
-from google.protobuf.message import Message
 
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import STANDARD_OPERATIONS, WRITE_OPERATIONS, KindDeclaration
@@ -248,7 +247,3 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             server_streaming=method.server_streaming,
         )
     return runtime
-
-
-def message_class(desc: Descriptor) -> type[Message]:
-    return message_factory.GetMessageClass(desc)

@@ -295,7 +295,3 @@ class Registry:
 
     def by_key_prefix(self, key_prefix: str) -> KindRuntime:
         return self._by_key_prefix[key_prefix]
-
-    @property
-    def methods(self) -> dict[str, tuple[KindRuntime, MethodBinding]]:
-        return {path: (kind, binding) for kind in self.kinds for path, binding in kind.methods.items()}

@@ -299,10 +299,6 @@ class Resources:
             event_pb2.ResourceEvent(type=event_type, kind=kind.name, id=object_id, object=raw)  # type: ignore[arg-type]
         )
 
-    @property
-    def pending_events(self) -> int:
-        return len(self._events)
-
     def publish(self) -> None:
         """Append the events of this transaction's writes to the event log."""
         if not self._events:

@@ -105,7 +105,7 @@ def test_secrets_appear_nowhere_but_a_live_context_get(served: Served, caplog: p
     runtime = {"TOKEN": (RUNTIME_SECRET, True), "MODE": ("fast", False)}
     execution = seen(lambda: kinds.execution(agent_id=agent.metadata.id, runtime_env=runtime, tags=["t"]))
     execution_id, context_id = execution.metadata.id, execution.status.execution_context_id
-    stream = kinds.executions.call("subscribe", ae.SubscribeAgentExecutionInput(value=execution_id), timeout=30)
+    stream = kinds.executions.call("subscribe", ae.SubscribeAgentExecutionInput(execution_id=execution_id), timeout=30)
 
     # the one door: get of the context while the execution runs
     live = kinds.contexts.get(context_id)

@@ -29,7 +29,7 @@ def kinds(stigmer_app: Application, stigmer_channel: grpc.Channel) -> Kinds:
 
 
 def _subscribe(kinds: Kinds, execution_id: str, after: int = 0) -> Any:
-    request = ae.SubscribeAgentExecutionInput(value=execution_id, after_revision=after)
+    request = ae.SubscribeAgentExecutionInput(execution_id=execution_id, after_revision=after)
     return kinds.executions.call("subscribe", request, timeout=TIMEOUT)
 
 

@@ -224,8 +224,7 @@ AGENT_EXECUTION = KindDeclaration(
             steps=(
                 standard.validate,
                 standard.authorize,
-                watch_object(after_field="after_revision", until=lifecycle.ended),
-                lifecycle.end_resumed_after_end(),
+                watch_object(id_field="execution_id", after_field="after_revision", until=lifecycle.ended),
             )
         ),
     },

@@ -208,25 +208,6 @@ def cancel(
     return FunctionStep("cancel_execution", Phase.PERSIST, run)
 
 
-def end_resumed_after_end(*, id_field: str = "value", after_field: str = "after_revision") -> Step:
-    """A step to place right after ``watch_object`` in a ``subscribe`` pipeline.
-
-    A subscriber that resumes from a revision at or after the execution's
-    terminal state gets an empty stream at once: no state will ever follow,
-    so waiting for one would only hold the call open until its deadline.
-    """
-
-    def run(ctx: RequestContext) -> None:
-        after = int(getattr(ctx.request, after_field))
-        if not after:
-            return
-        current: Any = ctx.store.get(ctx.kind, str(getattr(ctx.request, id_field)))
-        if current is not None and current.metadata.resource_version <= after and is_terminal(current.status.phase):
-            ctx.response = iter(())  # type: ignore[assignment]
-
-    return FunctionStep("end_resumed_after_end", Phase.LOAD, run)
-
-
 def live(execution: Message) -> bool:
     """For ``Reference(..., live=live)``: a non-terminal execution blocks deletes."""
     return not is_terminal(execution.status.phase)  # type: ignore[attr-defined]

@@ -112,7 +112,6 @@ WORKFLOW_EXECUTION = KindDeclaration(
                 standard.validate,
                 standard.authorize,
                 watch_object(id_field="execution_id", after_field="after_revision", until=lifecycle.ended),
-                executions.end_resumed_subscription_after_end,
             )
         ),
     },

@@ -25,7 +25,7 @@ from stigmer_core.api.agentic.workflow.v1 import workflow_pb2
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2
 from stigmer_core.api.agentic.workflowinstance.v1 import workflowinstance_pb2
 from stigmer_plugins.executioncontext import create_execution_context, resolve_environment_refs
-from stigmer_plugins.lifecycle import PENDING, is_terminal, phase_name
+from stigmer_plugins.lifecycle import PENDING, phase_name
 from stigmer_plugins.secrets import REDACTED
 from stigmer_plugins.workflow_tasks import close_open_tasks
 
@@ -138,27 +138,6 @@ def record_cancel_reason(ctx: RequestContext, execution: Message) -> None:
     reason = getattr(ctx.request, "reason", "")
     if reason:
         execution.status.error.CopyFrom(execution_pb2.ExecutionError(code="CANCELLED", message=reason))
-
-
-@step(Phase.LOAD)
-def end_resumed_subscription_after_end(ctx: RequestContext) -> None:
-    """A subscriber resuming after the terminal state gets an empty stream, not an endless wait.
-
-    ``watch_object`` replays only what was written after ``after_revision``;
-    when the execution had already ended by then, nothing more will come.
-    Placed after ``watch_object`` in the same phase.
-    """
-    request = ctx.request
-    assert isinstance(request, workflowexecution_pb2.SubscribeWorkflowExecutionRequest)
-    if not request.after_revision:
-        return
-    current = ctx.store.get(ctx.kind, request.execution_id)
-    if (
-        isinstance(current, WorkflowExecution)
-        and current.metadata.resource_version <= request.after_revision
-        and is_terminal(current.status.phase)
-    ):
-        ctx.response = iter(())  # type: ignore[assignment]
 
 
 def phase_values(execution: Message) -> Iterable[tuple[str, ...]]:

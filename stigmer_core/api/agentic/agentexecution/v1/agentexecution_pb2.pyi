@@ -194,9 +194,9 @@ class CancelAgentExecutionInput(_message.Message):
     def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SubscribeAgentExecutionInput(_message.Message):
-    __slots__ = ("value", "after_revision")
-    VALUE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("execution_id", "after_revision")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_REVISION_FIELD_NUMBER: _ClassVar[int]
-    value: str
+    execution_id: str
     after_revision: int
-    def __init__(self, value: _Optional[str] = ..., after_revision: _Optional[int] = ...) -> None: ...
+    def __init__(self, execution_id: _Optional[str] = ..., after_revision: _Optional[int] = ...) -> None: ...

@@ -18,6 +18,7 @@ and fails when the checked-in output differs (CI runs it).
 from __future__ import annotations
 
 import argparse
+import ast
 import filecmp
 import importlib
 import pkgutil
@@ -77,6 +78,39 @@ def _protoc(args: list[str]) -> None:
         raise SystemExit(f"protoc failed with exit code {code}")
 
 
+_STRIPPED_NOTE = (
+    "# Servicer base classes and add_*Servicer_to_server removed by stigmer_core.protogen:\n"
+    "# the controller factory serves every method from the kind's declaration; use the stubs.\n"
+)
+
+
+def _strip_servicers(text: str) -> str:
+    """Drop the servicer half of a ``_pb2_grpc.py``, keeping the client stubs.
+
+    Nothing here implements a service by subclassing (the generic controller
+    factory builds every handler), and unimplemented servicer bases would
+    only invite per-kind handler code.
+    """
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    cut: list[tuple[int, int]] = []
+    for node in tree.body:
+        servicer = isinstance(node, ast.ClassDef) and node.name.endswith("Servicer")
+        registrar = isinstance(node, ast.FunctionDef) and node.name.startswith("add_") and node.name.endswith("Servicer_to_server")
+        if servicer or registrar:
+            start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+            cut.append((start - 1, node.end_lineno or node.lineno))
+    if not cut:
+        return text
+    for start, end in sorted(cut, reverse=True):
+        del lines[start:end]
+    body = "".join(lines)
+    while "\n\n\n\n" in body:
+        body = body.replace("\n\n\n\n", "\n\n\n")
+    header, _, rest = body.partition("\n")
+    return f"{header}\n{_STRIPPED_NOTE}{rest}"
+
+
 def _generated(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.name.endswith(_GENERATED_SUFFIXES))
 
@@ -102,6 +136,8 @@ def _compile(proto_path: Path, gen: Path, *, with_validate: bool) -> list[Path]:
     for path in written:
         text = path.read_text()
         fixed = _BUF_IMPORT.sub(_BUF_TARGET, text)
+        if path.name.endswith("_pb2_grpc.py"):
+            fixed = _strip_servicers(fixed)
         if fixed != text:
             path.write_text(fixed)
     for path in written:

@@ -55,7 +55,8 @@ class Server:
         for service, methods in app.services.items():
             self._server.add_registered_method_handlers(service, methods)
         self.health = health.HealthServicer(experimental_non_blocking=True)
-        # grpc's own health servicer, registered the way grpc_health documents.
+        # Not a kind's servicer: grpc's own health service (grpcio-health-checking),
+        # registered the way that library documents rather than rewritten here.
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = [
             *app.service_names,

@@ -63,6 +63,8 @@ def _installed_here() -> bool:
     return True
 
 
+# Skipped only where the example is installed into this interpreter (its own venv); the main
+# suite, which CI runs, never installs it, so there the install/uninstall path is always tested.
 if _installed_here():
     pytest.skip(
         f"{DISTRIBUTION} is installed in this interpreter, so an environment layered on it always sees the "

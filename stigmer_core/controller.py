@@ -16,10 +16,10 @@ from google.protobuf.message import Message
 
 from stigmer_core import status
 from stigmer_core.errors import FieldViolation, InvalidArgument
+from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.store.protocol import Store, WriteTxn
-from stigmer_core.store.resources import Resources
 
 
 class _Malformed:

@@ -12,7 +12,8 @@ import re
 from ulid import ULID
 
 _ULID_CHARS = "0123456789abcdefghjkmnpqrstvwxyz"
-_ID = re.compile(rf"^[a-z][a-z0-9]{{0,15}}-[0-7][{_ULID_CHARS}]{{25}}$")
+_ID = re.compile(rf"[a-z][a-z0-9]{{0,15}}-[0-7][{_ULID_CHARS}]{{25}}")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 def new_id(prefix: str) -> str:
@@ -20,7 +21,7 @@ def new_id(prefix: str) -> str:
 
 
 def is_valid_id(value: str, prefix: str) -> bool:
-    return value.startswith(prefix + "-") and _ID.match(value) is not None
+    return value.startswith(prefix + "-") and _ID.fullmatch(value) is not None
 
 
 def derived_id(prefix: str, owner_id: str, role: str) -> str:
@@ -35,3 +36,8 @@ def derived_id(prefix: str, owner_id: str, role: str) -> str:
     digest = int.from_bytes(hashlib.sha256(f"{owner_id}/{role}".encode()).digest()[:10], "big")
     tail = "".join(_ULID_CHARS[(digest >> shift) & 31] for shift in range(75, -1, -5))
     return f"{prefix}-{owner_ulid[:10]}{tail}"
+
+
+def slugify(name: str) -> str:
+    """The slug a name stands for: lowercase words joined by dashes, at most 63 chars."""
+    return _NOT_SLUG.sub("-", name.lower()).strip("-")[:63].rstrip("-")

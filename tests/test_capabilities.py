@@ -209,7 +209,7 @@ def test_stream_deadline_is_honoured_on_both_paths(app_channel: tuple[Applicatio
 
 
 def test_steps_can_read_a_declared_index_in_id_order(app_channel: tuple[Application, grpc.Channel]) -> None:
-    from stigmer_core.store.resources import Resources
+    from stigmer_core.kinds.resources import Resources
 
     app, channel = app_channel
     widgets, agents = _clients(app, channel)

@@ -10,7 +10,7 @@ import pytest
 
 from stigmer_core import Application, FailedPrecondition
 from stigmer_core.api.agentic.execution.v1 import execution_pb2
-from stigmer_plugins import lifecycle
+from stigmer_plugins import lifecycle, phases
 from tests.agent_execution_support import (
     CANCELLED,
     COMPLETED,
@@ -38,7 +38,7 @@ ALL_PAIRS = list(itertools.product(PHASES, PHASES))
 
 
 def _name(phase: int) -> str:
-    return lifecycle.phase_name(phase)
+    return phases.phase_name(phase)
 
 
 @pytest.mark.parametrize(("current", "requested"), ALL_PAIRS, ids=[f"{_name(a)}->{_name(b)}" for a, b in ALL_PAIRS])
@@ -53,8 +53,8 @@ def test_state_machine(current: int, requested: int) -> None:
 
 
 def test_terminal_phases() -> None:
-    assert {COMPLETED, FAILED, CANCELLED} == lifecycle.TERMINAL
-    assert [p for p in PHASES if lifecycle.is_terminal(p)] == [COMPLETED, FAILED, CANCELLED]
+    assert {COMPLETED, FAILED, CANCELLED} == phases.TERMINAL
+    assert [p for p in PHASES if phases.is_terminal(p)] == [COMPLETED, FAILED, CANCELLED]
 
 
 REACHABLE = [PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED]
@@ -81,7 +81,7 @@ def test_update_status_enforces_the_lifecycle(kinds: Kinds, current: int, report
         assert [m.content for m in after.status.messages][-1] == "progress"
         went_through_in_progress = current == IN_PROGRESS or effective == IN_PROGRESS
         assert after.status.HasField("started_at") == went_through_in_progress
-        assert after.status.HasField("completed_at") == lifecycle.is_terminal(effective)
+        assert after.status.HasField("completed_at") == phases.is_terminal(effective)
         return
     code, details = details_of(lambda: kinds.report(execution.metadata.id, reported, "late"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION

@@ -36,11 +36,11 @@ from stigmer_core import (
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import service_pb2 as execution_service
 from stigmer_core.api.agentic.execution.v1 import execution_pb2
+from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import Reference
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.watch import watch_object
-from stigmer_core.store.resources import slugify
-from stigmer_plugins import executioncontext, lifecycle, session
+from stigmer_plugins import executioncontext, lifecycle, phases, session
 from stigmer_plugins.secrets import REDACTED
 
 KIND = "AgentExecution"
@@ -136,7 +136,7 @@ def start_pending(ctx: RequestContext) -> None:
     execution = ctx.resource
     assert isinstance(execution, AgentExecution)
     redact(execution)
-    execution.status.phase = lifecycle.PENDING
+    execution.status.phase = phases.PENDING
 
 
 def _changed_input(given: Any, stored: Any) -> str | None:
@@ -178,7 +178,7 @@ def _record_reason(ctx: RequestContext, execution: Message) -> None:
 
 
 def _phase(execution: Any) -> list[tuple[str, ...]]:
-    return [(lifecycle.phase_name(execution.status.phase),)] if execution.status.phase else []
+    return [(phases.phase_name(execution.status.phase),)] if execution.status.phase else []
 
 
 def _session(execution: Any) -> list[tuple[str, ...]]:

@@ -43,6 +43,7 @@ from stigmer_core.api.agentic.executioncontext.v1 import service_pb2 as context_
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.ids import new_id
 from stigmer_core.pipeline import steps as standard
+from stigmer_plugins.phases import is_terminal
 from stigmer_plugins.secrets import REDACTED, SecretBox, box
 
 KIND = "ExecutionContext"
@@ -184,8 +185,6 @@ def _execution(ctx: RequestContext, context: Any) -> Message | None:
 
 
 def _is_live(execution: Message | None) -> bool:
-    from stigmer_plugins.lifecycle import is_terminal  # lifecycle imports this module
-
     return execution is not None and not is_terminal(execution.status.phase)  # type: ignore[attr-defined]
 
 

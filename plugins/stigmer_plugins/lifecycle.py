@@ -22,17 +22,10 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import FailedPrecondition, InvalidArgument, Phase, RequestContext, ResourceExhausted
-from stigmer_core.api.agentic.execution.v1 import execution_pb2
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_plugins import executioncontext
+from stigmer_plugins.phases import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, PENDING, is_terminal, phase_name
 
-PENDING = execution_pb2.EXECUTION_PENDING
-IN_PROGRESS = execution_pb2.EXECUTION_IN_PROGRESS
-COMPLETED = execution_pb2.EXECUTION_COMPLETED
-FAILED = execution_pb2.EXECUTION_FAILED
-CANCELLED = execution_pb2.EXECUTION_CANCELLED
-
-TERMINAL: frozenset[int] = frozenset({COMPLETED, FAILED, CANCELLED})
 _NEXT: dict[int, frozenset[int]] = {
     PENDING: frozenset({PENDING, IN_PROGRESS, FAILED, CANCELLED}),
     IN_PROGRESS: frozenset({IN_PROGRESS, COMPLETED, FAILED, CANCELLED}),
@@ -40,15 +33,6 @@ _NEXT: dict[int, frozenset[int]] = {
 MAX_EXECUTION_BYTES = 3 << 20
 """An execution whose status would grow past this is refused a report: the
 object must still fit in one gRPC response (4 MiB) with its envelope."""
-
-
-def phase_name(phase: int) -> str:
-    value = execution_pb2.ExecutionPhase.DESCRIPTOR.values_by_number.get(phase)
-    return value.name if value is not None else str(phase)
-
-
-def is_terminal(phase: int) -> bool:
-    return phase in TERMINAL
 
 
 def check_transition(current: int, requested: int, *, what: str) -> None:

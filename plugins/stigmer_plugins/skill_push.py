@@ -14,9 +14,9 @@ import attrs
 
 from stigmer_core import InvalidArgument, Phase, RequestContext, step
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
+from stigmer_core.ids import slugify
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline import validation
-from stigmer_core.store.resources import slugify
 from stigmer_plugins import skill_artifact
 from stigmer_plugins.skill_artifact import Artifact
 

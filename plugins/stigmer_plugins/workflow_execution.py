@@ -25,7 +25,7 @@ from stigmer_core.api.agentic.workflow.v1 import workflow_pb2
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2
 from stigmer_core.api.agentic.workflowinstance.v1 import workflowinstance_pb2
 from stigmer_plugins.executioncontext import create_execution_context, resolve_environment_refs
-from stigmer_plugins.lifecycle import PENDING, phase_name
+from stigmer_plugins.phases import PENDING, phase_name
 from stigmer_plugins.secrets import REDACTED
 from stigmer_plugins.workflow_tasks import close_open_tasks
 

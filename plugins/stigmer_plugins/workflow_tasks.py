@@ -16,7 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import FailedPrecondition, FieldViolation, InvalidArgument, Phase, RequestContext, step
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2
-from stigmer_plugins.lifecycle import CANCELLED, IN_PROGRESS, PENDING, check_transition, is_terminal, phase_name
+from stigmer_plugins.lifecycle import check_transition
+from stigmer_plugins.phases import CANCELLED, IN_PROGRESS, PENDING, is_terminal, phase_name
 
 Status = workflowexecution_pb2.WorkflowExecutionStatus
 TaskStatus = workflowexecution_pb2.WorkflowTaskStatus

@@ -24,7 +24,7 @@ from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.envelope import descriptor, metadata
 from stigmer_core.cli.errors import CliError
-from stigmer_core.store.resources import slugify
+from stigmer_core.ids import slugify
 
 STDIN = "-"
 SUFFIXES = (".yaml", ".yml", ".json")

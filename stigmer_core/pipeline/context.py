@@ -9,9 +9,9 @@ import attrs
 from google.protobuf.message import Message
 
 if TYPE_CHECKING:
+    from stigmer_core.kinds.resources import Resources
     from stigmer_core.kinds.runtime import KindRuntime, Registry
     from stigmer_core.store.protocol import Store
-    from stigmer_core.store.resources import Resources
 
 
 @attrs.define(slots=True)

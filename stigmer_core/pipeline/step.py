@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from stigmer_core.pipeline.phase import Phase
 
-if TYPE_CHECKING:
-    from stigmer_core.pipeline.context import RequestContext
+StepFunction = Callable[[Any], None]
+"""What a step calls: ``fn(ctx: RequestContext) -> None``. Typed loosely here
+so that kinds (which hold steps) and the request context (which holds a kind)
+do not import each other; a step's own signature names ``RequestContext``."""
 
 
 @runtime_checkable
@@ -23,29 +25,29 @@ class Step(Protocol):
     @property
     def phase(self) -> Phase: ...
 
-    def __call__(self, ctx: RequestContext) -> None: ...
+    def __call__(self, ctx: Any) -> None: ...
 
 
 @attrs.frozen
 class FunctionStep:
     name: str
     phase: Phase
-    fn: Callable[[RequestContext], None]
+    fn: StepFunction
 
-    def __call__(self, ctx: RequestContext) -> None:
+    def __call__(self, ctx: Any) -> None:
         self.fn(ctx)
 
 
 def step(
     phase: Phase = Phase.KIND, *, name: str | None = None
-) -> Callable[[Callable[[RequestContext], None]], FunctionStep]:
+) -> Callable[[StepFunction], FunctionStep]:
     """Declare a function as a step::
 
     @step(Phase.KIND)
     def create_default_instance(ctx: RequestContext) -> None: ...
     """
 
-    def wrap(fn: Callable[[RequestContext], None]) -> FunctionStep:
+    def wrap(fn: StepFunction) -> FunctionStep:
         return FunctionStep(name or fn.__name__, phase, fn)
 
     return wrap

@@ -17,6 +17,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from stigmer_core import errors
+from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
 from stigmer_core.kinds.runtime import LABEL_INDEX
 from stigmer_core.pipeline import validation
@@ -24,7 +25,6 @@ from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep, Step, step
 from stigmer_core.store import keys
-from stigmer_core.store.resources import slugify
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_BYTES = 3 << 20  # below gRPC's 4 MiB default message limit

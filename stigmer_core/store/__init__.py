@@ -1,8 +1,9 @@
 """Transactional key-value storage behind every kind.
 
 ``protocol`` says what a store engine must do; ``lmdb_store`` is the embedded
-default; ``keys`` is the key layout; ``resources`` stores kind objects with
-their indexes and events on top of any engine.
+default; ``keys`` is the key layout. Engines know bytes and keys only: the
+kind-aware layer above them (objects with their indexes and events) is
+``stigmer_core.kinds.resources``, so nothing here imports kinds or pipelines.
 """
 
 from stigmer_core.store.lmdb_store import LmdbStore

@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from stigmer_core.application import Application
+from stigmer_core.ids import slugify
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.runtime import KindRuntime
 from stigmer_core.server import Server
 from stigmer_core.status import from_rpc_error
-from stigmer_core.store.resources import slugify
 from stigmer_core.testing import strategies as s
 
 IN_PROCESS = "in-process"

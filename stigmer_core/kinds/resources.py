@@ -8,39 +8,28 @@ always change together with the object, in the caller's transaction.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
-from stigmer_core.ids import is_valid_id, new_id
+from stigmer_core.ids import is_valid_id, new_id, slugify
+from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
-
-if TYPE_CHECKING:
-    from stigmer_core.kinds.runtime import KindRuntime, Registry
 
 CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
 UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
 
-_NOT_SLUG = re.compile(r"[^a-z0-9]+")
-
-
 def _now() -> Timestamp:
     now = Timestamp()
     now.FromNanoseconds(time.time_ns())  # GetCurrentTime() goes through datetime
     return now
-
-
-def slugify(name: str) -> str:
-    """The slug a name stands for: lowercase words joined by dashes, at most 63 chars."""
-    return _NOT_SLUG.sub("-", name.lower()).strip("-")[:63].rstrip("-")
 
 
 class Resources:

@@ -46,7 +46,11 @@ class Application:
         registry = build_registry(pm, default_org=default_org)
         secure(Path(data_dir))
         store = LmdbStore(data_dir, durable=durable)
-        return cls(registry, store, pm, data_dir=store.path)
+        try:
+            return cls(registry, store, pm, data_dir=store.path)
+        except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
+            store.close()
+            raise
 
     def channel(self) -> InProcessChannel:
         return InProcessChannel.from_services(self.services)

@@ -663,14 +663,38 @@ class Rotation:
     new: str
 
 
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def install_staged(source: KeySource) -> None:
+    """Make a committed rotation's staged key the key file.
+
+    The old key's bytes are overwritten where they lie first: with it gone,
+    old copies of values it sealed (freed store pages, the event log of an
+    older version) can no longer be opened. A crash in between is safe: the
+    staged key, which the store's fingerprint names, is installed first
+    thing at the next start.
+    """
+    assert source.path is not None and source.staged is not None
+    if source.path.exists():
+        fd = os.open(source.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, bytes(os.fstat(fd).st_size), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(source.staged, source.path)
+    _fsync_dir(source.path.parent)
+
+
 def _finish_staged(source: KeySource, recorded: bytes | None) -> bytes | None:
     """The key file's key, after completing or discarding a rotation a crash interrupted."""
     assert source.path is not None and source.staged is not None
     if source.staged.exists():
         staged = _read_key(source.staged)
         if recorded is not None and recorded == fingerprint(staged):
-            os.replace(source.staged, source.path)  # the rotation committed: its key is the key
-            _fsync_dir(source.path.parent)
+            install_staged(source)  # the rotation committed: its key is the key
             return staged
         source.staged.unlink()  # the rotation never committed
     try:
@@ -716,6 +740,8 @@ __all__ = [
     "box",
     "declare_sealed",
     "fingerprint",
+    "install_staged",
+    "new_key",
     "secrets",
     "write_key_file",
 ]

@@ -156,5 +156,5 @@ def test_key_rotation_reseals_headers(tmp_path: Path) -> None:
         after = _stored(app, agent_id).spec.mcp_servers[0].headers["Authorization"]
         context = header_context(agent_id, "github", "Authorization")
         assert after != before and keyring.master.decrypt(after, context) == API_KEY
-        with pytest.raises(Exception, match="does not decrypt|not sealed"):
+        with pytest.raises(Exception, match=r"does not decrypt|not sealed"):
             old.decrypt(after, context)

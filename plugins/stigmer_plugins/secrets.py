@@ -14,17 +14,10 @@ Two kinds of key, both AES-256-GCM:
   value from LMDB does not remove its bytes (pages are copied on write and
   freed pages keep their contents), destroying its key does.
 
-Where run keys live decides whether destroying them is real. LMDB would
-keep a deleted key in a freed page just like the value, so beside an LMDB
-store they live in a slot file (``run-keys``) of fixed-size records, and
-destroying one overwrites its record in place and syncs the file. Another
-engine (PostgreSQL, where several daemons share one database, so no local
-file would do) keeps them in the store under ``k/<scope>``; a destroyed key
-then lasts until the engine reclaims the row and recycles its log, which is
-that engine's documented limit (docs/secrets.md).
-
-The associated data binds each ciphertext to where it is stored, so a
-ciphertext copied to another object or key does not decrypt.
+Where run keys live decides whether destroying them is real
+(``run_keys``: a slot file overwritten in place beside LMDB, the store
+itself on other engines). The sealing itself is ``secret_box``; the key
+file, its sources and its safe replacement are ``secret_key``.
 
 **Key safety.** A new key file is written and synced (file and directory)
 before anything is sealed with it. The first seal records the key's
@@ -38,484 +31,42 @@ so a crash at any point leaves a store that opens with one key or the other.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import fcntl
-import hashlib
-import hmac
 import os
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
 
 import attrs
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import Message
 
-from stigmer_core import FailedPrecondition, StartupError, hookimpl
-from stigmer_core.datadir import open_private
+from stigmer_core import FailedPrecondition, hookimpl
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store import keys
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
+from stigmer_plugins.run_keys import RUN_KEYS_FILE, FileRunKeys, RunKeys, StoreRunKeys
+from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, SecretBox, fingerprint
+from stigmer_plugins.secret_key import (
+    KEY_ENV,
+    KEY_FILE,
+    KEY_FILE_ENV,
+    STAGED_SUFFIX,
+    KeySource,
+    SecretKeyError,
+    install_staged,
+    read_key,
+    write_key_file,
+)
 
-KEY_FILE = "secret.key"
-RUN_KEYS_FILE = "run-keys"
-KEY_ENV = "STIGMER_SECRET_KEY"
-KEY_FILE_ENV = "STIGMER_SECRET_KEY_FILE"
-STAGED_SUFFIX = ".new"
 FINGERPRINT_KEY = b"m/secret-key"
-RUN_KEY_PREFIX = b"k/"
-PREFIX = "enc:v1:"
-RUN_PREFIX = "enc:r1:"
 EXTENSION = "stigmer.secrets"
 SEALED_EXTENSION = "stigmer.secrets.sealed"
 REDACTED = "<redacted>"
-KEY_BYTES = 32
-NONCE = 12
-WRAPPED = NONCE + KEY_BYTES + 16
 
 Reseal = Callable[[str, str], str]
 """``reseal(token, context) -> token``: what rotation does to one sealed value."""
 SealedFields = Callable[[Message, Reseal], bool]
 """A kind's walk over its sealed values: apply ``reseal`` to each, return whether any changed."""
-
-
-class SecretKeyError(StartupError):
-    """The key at hand does not open the secrets the store holds (missing, different, malformed)."""
-
-
-def fingerprint(key: bytes) -> bytes:
-    """Names a key without revealing it (recorded in the store, shown in messages)."""
-    return hmac.new(key, b"stigmer secret key fingerprint", hashlib.sha256).digest()[:16]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_key_file(path: Path, key: bytes, *, replace: bool = False) -> None:
-    """Write ``key`` to ``path`` (0600) durably: the file and its directory entry are synced
-    before this returns, so nothing is ever sealed with a key a crash could lose.
-
-    Without ``replace`` an existing file is never overwritten (FileExistsError):
-    two processes creating the first key race on ``link``, and one wins.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _read_key(path: Path) -> bytes:
-    key = path.read_bytes()
-    if len(key) != KEY_BYTES:
-        raise SecretKeyError(f"{path} is not a {KEY_BYTES}-byte key ({len(key)} bytes)")
-    return key
-
-
-class SecretBox:
-    """AES-GCM under one key, with the associated data naming where a value is stored."""
-
-    def __init__(self, key: bytes, *, prefix: str = PREFIX) -> None:
-        self._aead = AESGCM(key)
-        self._prefix = prefix
-        self.fingerprint = fingerprint(key)
-
-    @classmethod
-    def for_data_dir(cls, data_dir: Path) -> SecretBox:
-        """The data directory's key file, created (durably) if it does not exist."""
-        path = data_dir / KEY_FILE
-        try:
-            return cls(_read_key(path))
-        except FileNotFoundError:
-            pass
-        key = AESGCM.generate_key(bit_length=256)
-        try:
-            write_key_file(path, key)
-        except FileExistsError:  # another process made it first: use theirs
-            return cls(_read_key(path))
-        return cls(key)
-
-    @staticmethod
-    def is_encrypted(value: str) -> bool:
-        """Whether ``value`` is a sealed value (under either kind of key)."""
-        return value.startswith((PREFIX, RUN_PREFIX))
-
-    def seal_bytes(self, plaintext: bytes, context: bytes) -> bytes:
-        nonce = os.urandom(NONCE)
-        return nonce + self._aead.encrypt(nonce, plaintext, context)
-
-    def open_bytes(self, sealed: bytes, context: bytes) -> bytes:
-        return self._aead.decrypt(sealed[:NONCE], sealed[NONCE:], context)
-
-    def encrypt(self, plaintext: str, context: str) -> str:
-        return self._prefix + base64.b64encode(self.seal_bytes(plaintext.encode(), context.encode())).decode()
-
-    def decrypt(self, token: str, context: str) -> str:
-        if not token.startswith(self._prefix):
-            raise FailedPrecondition("value is not sealed with this key")
-        try:
-            raw = base64.b64decode(token[len(self._prefix) :], validate=True)
-            return self.open_bytes(raw, context.encode()).decode()
-        except (InvalidTag, binascii.Error, ValueError):
-            raise FailedPrecondition("a secret value does not decrypt with this data directory's key") from None
-
-
-# -- run keys ------------------------------------------------------------------
-
-
-class RunKeys(Protocol):
-    """Where run keys live: created in a writing transaction, destroyed when it commits."""
-
-    def create(self, txn: WriteTxn, scope: str) -> bytes: ...
-
-    def get(self, txn: ReadTxn, scope: str) -> bytes | None: ...
-
-    def destroy(self, txn: WriteTxn, scope: str) -> None: ...
-
-    def reclaim(self, txn: WriteTxn) -> int:
-        """Destroy keys whose scope object is gone or holds no run-sealed value; return how many."""
-        ...
-
-    def begin_rotation(self, old: SecretBox, new: SecretBox) -> None:
-        """Before the rotation commits: make every key openable with ``new`` as well as ``old``."""
-        ...
-
-    def rotate_in(self, txn: WriteTxn, old: SecretBox, new: SecretBox) -> int:
-        """Inside the rotation's transaction: re-wrap what the store keeps; return how many."""
-        ...
-
-    def finish_rotation(self, current: SecretBox) -> None:
-        """Keep only the wraps ``current`` opens (after a rotation, or one a crash interrupted)."""
-        ...
-
-    def count(self) -> int: ...
-
-
-def _wrap_context(scope: str) -> bytes:
-    return b"run-key/" + scope.encode()
-
-
-def _scope_object(scope: str) -> bytes:
-    """Scopes are ``<key_prefix>/<id>``: the object whose values the key seals."""
-    return b"o/" + scope.encode()
-
-
-def _holds_run_secrets(raw: bytes | None) -> bool:
-    return raw is not None and RUN_PREFIX.encode() in raw
-
-
-SCOPE_BYTES = 64
-FP_BYTES = 8
-WRAP_SLOT = FP_BYTES + WRAPPED
-SLOT = SCOPE_BYTES + 2 * WRAP_SLOT
-EMPTY = bytes(SLOT)
-
-
-@attrs.define
-class _Slot:
-    index: int
-    scope: str
-    wraps: list[tuple[bytes, bytes]]  # (fingerprint prefix, wrapped key)
-
-
-class FileRunKeys:
-    """Run keys in fixed-size records of a file beside an LMDB store, overwritten in place.
-
-    A record is ``scope | fp_a wrap_a | fp_b wrap_b`` (the second wrap only
-    while a rotation is under way); an all-zero record is free. Writes are
-    synced before they count: a created key before the transaction that uses
-    it commits, a destroyed one right after the transaction that ends the run
-    commits. A key created by a transaction that then failed is an orphan
-    that ``reclaim`` frees (at startup, and when no record is free).
-    """
-
-    def __init__(self, path: Path, master: Callable[[], SecretBox]) -> None:
-        self.path = path
-        self._master = master
-        self._lock = threading.Lock()
-        self._cache: dict[str, bytes] = {}
-
-    # -- file access (under self._lock and an exclusive lock on the file) --
-    def _open(self) -> int:
-        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-        return fd
-
-    @staticmethod
-    def _slots(fd: int) -> Iterator[_Slot]:
-        data = os.pread(fd, os.fstat(fd).st_size, 0)
-        for index in range(len(data) // SLOT):
-            record = data[index * SLOT : (index + 1) * SLOT]
-            if record == EMPTY:
-                continue
-            wraps = []
-            for offset in (SCOPE_BYTES, SCOPE_BYTES + WRAP_SLOT):
-                part = record[offset : offset + WRAP_SLOT]
-                if part != bytes(WRAP_SLOT):
-                    wraps.append((part[:FP_BYTES], part[FP_BYTES:]))
-            yield _Slot(index, record[:SCOPE_BYTES].rstrip(b"\0").decode(), wraps)
-
-    @staticmethod
-    def _write(fd: int, index: int, scope: str, wraps: list[tuple[bytes, bytes]]) -> None:
-        record = scope.encode().ljust(SCOPE_BYTES, b"\0")
-        for fp, wrapped in wraps[:2]:
-            record += fp + wrapped
-        os.pwrite(fd, record.ljust(SLOT, b"\0"), index * SLOT)
-
-    @staticmethod
-    def _free(fd: int) -> int:
-        data = os.pread(fd, os.fstat(fd).st_size, 0)
-        for index in range(len(data) // SLOT):
-            if data[index * SLOT : (index + 1) * SLOT] == EMPTY:
-                return index
-        return len(data) // SLOT
-
-    def _unwrap(self, slot: _Slot) -> bytes | None:
-        master = self._master()
-        for fp, wrapped in slot.wraps:
-            if fp == master.fingerprint[:FP_BYTES]:
-                return master.open_bytes(wrapped, _wrap_context(slot.scope))
-        return None
-
-    # -- RunKeys -------------------------------------------------------------
-    def create(self, txn: WriteTxn, scope: str) -> bytes:
-        if len(scope.encode()) > SCOPE_BYTES:
-            raise ValueError(f"run key scope {scope!r} is longer than {SCOPE_BYTES} bytes")
-        key = AESGCM.generate_key(bit_length=256)
-        master = self._master()
-        wrapped = master.seal_bytes(key, _wrap_context(scope))
-        with self._lock:
-            fd = self._open()
-            try:
-                index = self._free(fd)
-                if index * SLOT == os.fstat(fd).st_size and self._reclaim(fd, txn):
-                    index = self._free(fd)
-                self._write(fd, index, scope, [(master.fingerprint[:FP_BYTES], wrapped)])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._cache[scope] = key
-        return key
-
-    def get(self, txn: ReadTxn, scope: str) -> bytes | None:
-        with self._lock:
-            found = self._cache.get(scope)
-            if found is not None:
-                return found
-            if not self.path.exists():
-                return None
-            fd = self._open()
-            try:
-                for slot in self._slots(fd):
-                    if slot.scope == scope:
-                        key = self._unwrap(slot)
-                        if key is not None:
-                            self._cache[scope] = key
-                        return key
-            finally:
-                os.close(fd)
-        return None
-
-    def destroy(self, txn: WriteTxn, scope: str) -> None:
-        def erase() -> None:
-            self._erase({scope})
-
-        txn.on_commit(erase)
-
-    def _erase(self, scopes: set[str]) -> int:
-        with self._lock:
-            for scope in scopes:
-                self._cache.pop(scope, None)
-            if not self.path.exists():
-                return 0
-            fd = self._open()
-            try:
-                erased = 0
-                for slot in self._slots(fd):
-                    if slot.scope in scopes:
-                        os.pwrite(fd, EMPTY, slot.index * SLOT)
-                        erased += 1
-                if erased:
-                    os.fsync(fd)
-                return erased
-            finally:
-                os.close(fd)
-
-    def _reclaim(self, fd: int, txn: ReadTxn) -> int:
-        freed = 0
-        for slot in self._slots(fd):
-            if not _holds_run_secrets(txn.get(_scope_object(slot.scope))):
-                os.pwrite(fd, EMPTY, slot.index * SLOT)
-                self._cache.pop(slot.scope, None)
-                freed += 1
-        if freed:
-            os.fsync(fd)
-        return freed
-
-    def reclaim(self, txn: WriteTxn) -> int:
-        if not self.path.exists():
-            return 0
-        with self._lock:
-            fd = self._open()
-            try:
-                return self._reclaim(fd, txn)
-            finally:
-                os.close(fd)
-
-    def _rewrite(self, change: Callable[[_Slot], list[tuple[bytes, bytes]]]) -> None:
-        if not self.path.exists():
-            return
-        with self._lock:
-            fd = self._open()
-            try:
-                for slot in list(self._slots(fd)):
-                    self._write(fd, slot.index, slot.scope, change(slot))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def begin_rotation(self, old: SecretBox, new: SecretBox) -> None:
-        def both(slot: _Slot) -> list[tuple[bytes, bytes]]:
-            current = [w for w in slot.wraps if w[0] == old.fingerprint[:FP_BYTES]]
-            if not current:  # not openable now: nothing to carry over
-                return slot.wraps
-            key = old.open_bytes(current[0][1], _wrap_context(slot.scope))
-            return [current[0], (new.fingerprint[:FP_BYTES], new.seal_bytes(key, _wrap_context(slot.scope)))]
-
-        self._rewrite(both)
-
-    def rotate_in(self, txn: WriteTxn, old: SecretBox, new: SecretBox) -> int:
-        return 0  # the file already holds both wraps (begin_rotation)
-
-    def finish_rotation(self, current: SecretBox) -> None:
-        def only_current(slot: _Slot) -> list[tuple[bytes, bytes]]:
-            kept = [w for w in slot.wraps if w[0] == current.fingerprint[:FP_BYTES]]
-            return kept or slot.wraps
-
-        if any(len(slot.wraps) > 1 for slot in self._all()):
-            self._rewrite(only_current)
-
-    def _all(self) -> list[_Slot]:
-        if not self.path.exists():
-            return []
-        with self._lock:
-            fd = self._open()
-            try:
-                return list(self._slots(fd))
-            finally:
-                os.close(fd)
-
-    def count(self) -> int:
-        return len(self._all())
-
-
-class StoreRunKeys:
-    """Run keys in the store itself (``k/<scope>``), for engines where a file on one daemon would not do."""
-
-    def __init__(self, master: Callable[[], SecretBox]) -> None:
-        self._master = master
-
-    def create(self, txn: WriteTxn, scope: str) -> bytes:
-        key = AESGCM.generate_key(bit_length=256)
-        master = self._master()
-        txn.put(RUN_KEY_PREFIX + scope.encode(), master.seal_bytes(key, _wrap_context(scope)))
-        return key
-
-    def get(self, txn: ReadTxn, scope: str) -> bytes | None:
-        wrapped = txn.get(RUN_KEY_PREFIX + scope.encode())
-        if wrapped is None:
-            return None
-        try:
-            return self._master().open_bytes(wrapped, _wrap_context(scope))
-        except InvalidTag:
-            return None
-
-    def destroy(self, txn: WriteTxn, scope: str) -> None:
-        txn.delete(RUN_KEY_PREFIX + scope.encode())
-
-    def reclaim(self, txn: WriteTxn) -> int:
-        gone = [key for key, _ in txn.scan(RUN_KEY_PREFIX) if not _holds_run_secrets(txn.get(b"o/" + key[2:]))]
-        for key in gone:
-            txn.delete(key)
-        return len(gone)
-
-    def begin_rotation(self, old: SecretBox, new: SecretBox) -> None:
-        return None  # re-wrapped inside the rotation's transaction
-
-    def rotate_in(self, txn: WriteTxn, old: SecretBox, new: SecretBox) -> int:
-        count = 0
-        for key, wrapped in list(txn.scan(RUN_KEY_PREFIX)):
-            scope = key[len(RUN_KEY_PREFIX) :].decode()
-            clear = old.open_bytes(wrapped, _wrap_context(scope))
-            txn.put(key, new.seal_bytes(clear, _wrap_context(scope)))
-            count += 1
-        return count
-
-    def finish_rotation(self, current: SecretBox) -> None:
-        return None
-
-    def count(self) -> int:  # pragma: no cover - reported by the file engine only
-        return 0
-
-
-# -- the application's keys ------------------------------------------------------
-
-
-@attrs.frozen
-class KeySource:
-    """Where the data-directory key comes from."""
-
-    path: Path | None
-    """The key file (the data directory's, or ``STIGMER_SECRET_KEY_FILE``); None for the env var or memory."""
-    env: bytes | None = None
-    """The key given in ``STIGMER_SECRET_KEY``."""
-
-    @property
-    def where(self) -> str:
-        if self.env is not None:
-            return f"the key in ${KEY_ENV}"
-        return f"the key file {self.path}" if self.path is not None else "an in-memory key"
-
-    @classmethod
-    def resolve(cls, data_dir: Path | None, environ: Mapping[str, str]) -> KeySource:
-        given = environ.get(KEY_ENV, "").strip()
-        if given:
-            try:
-                key = base64.b64decode(given, validate=True)
-            except binascii.Error:
-                raise SecretKeyError(f"${KEY_ENV} is not base64") from None
-            if len(key) != KEY_BYTES:
-                raise SecretKeyError(f"${KEY_ENV} must be {KEY_BYTES} bytes in base64 ({len(key)} given)")
-            return cls(path=None, env=key)
-        from_file = environ.get(KEY_FILE_ENV, "").strip()
-        if from_file:
-            return cls(path=Path(from_file).expanduser())
-        return cls(path=None if data_dir is None else data_dir / KEY_FILE)
-
-    @property
-    def staged(self) -> Path | None:
-        """Where a rotation stages the next key before its commit."""
-        return None if self.path is None else self.path.with_name(self.path.name + STAGED_SUFFIX)
 
 
 def _recorded(store: Store) -> bytes | None:
@@ -576,7 +127,7 @@ class Secrets:
             try:
                 write_key_file(source.path, key)
             except FileExistsError:  # another process made it first: use theirs
-                key = _read_key(source.path)
+                key = read_key(source.path)
             return SecretBox(key)
         box = SecretBox(key)
         if recorded is not None and recorded != box.fingerprint:
@@ -667,38 +218,17 @@ def new_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
-def install_staged(source: KeySource) -> None:
-    """Make a committed rotation's staged key the key file.
-
-    The old key's bytes are overwritten where they lie first: with it gone,
-    old copies of values it sealed (freed store pages, the event log of an
-    older version) can no longer be opened. A crash in between is safe: the
-    staged key, which the store's fingerprint names, is installed first
-    thing at the next start.
-    """
-    assert source.path is not None and source.staged is not None
-    if source.path.exists():
-        fd = os.open(source.path, os.O_WRONLY)
-        try:
-            os.pwrite(fd, bytes(os.fstat(fd).st_size), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    os.replace(source.staged, source.path)
-    _fsync_dir(source.path.parent)
-
-
 def _finish_staged(source: KeySource, recorded: bytes | None) -> bytes | None:
     """The key file's key, after completing or discarding a rotation a crash interrupted."""
     assert source.path is not None and source.staged is not None
     if source.staged.exists():
-        staged = _read_key(source.staged)
+        staged = read_key(source.staged)
         if recorded is not None and recorded == fingerprint(staged):
             install_staged(source)  # the rotation committed: its key is the key
             return staged
         source.staged.unlink()  # the rotation never committed
     try:
-        return _read_key(source.path)
+        return read_key(source.path)
     except FileNotFoundError:
         return None
 
@@ -732,7 +262,9 @@ __all__ = [
     "KEY_FILE_ENV",
     "PREFIX",
     "REDACTED",
+    "RUN_KEYS_FILE",
     "RUN_PREFIX",
+    "STAGED_SUFFIX",
     "Rotation",
     "SecretBox",
     "SecretKeyError",

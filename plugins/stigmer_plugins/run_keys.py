@@ -36,6 +36,7 @@ RUN_KEY_PREFIX = b"k/"
 KEY_BYTES = 32
 WRAPPED = NONCE + KEY_BYTES + 16
 
+
 class RunKeys(Protocol):
     """Where run keys live: created in a writing transaction, destroyed when it commits."""
 

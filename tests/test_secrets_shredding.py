@@ -20,6 +20,7 @@ import pytest
 
 from stigmer_core import Application
 from stigmer_plugins.phases import COMPLETED, IN_PROGRESS
+from stigmer_plugins.run_keys import RECLAIM_FLOOR, SLOT
 from stigmer_plugins.secrets import PREFIX, RUN_KEYS_FILE, SecretBox, secrets
 from tests import workflow_helpers as wf
 from tests.agent_execution_support import Kinds
@@ -143,3 +144,27 @@ def test_a_run_key_whose_write_failed_is_reclaimed_at_startup(tmp_path: Path) ->
     with Application.open(data, durable=False) as again:
         assert secrets(again.registry).runs.count() == 0
     assert not any((data / RUN_KEYS_FILE).read_bytes())
+
+
+def test_orphan_run_keys_are_reclaimed_before_the_file_grows(app: Application) -> None:
+    keyring = secrets(app.registry)
+
+    def orphan(n: int) -> None:
+        def fail(txn: object) -> None:
+            keyring.new_run_box(txn, f"executioncontexts/exc-orphan-{n}")  # type: ignore[arg-type]
+            raise RuntimeError("the write fails after the key was made")
+
+        with pytest.raises(RuntimeError):
+            app.store.transact(fail)
+
+    for n in range(RECLAIM_FLOOR):
+        orphan(n)
+    run_keys = Path(app.store.path) / RUN_KEYS_FILE  # type: ignore[attr-defined]
+    assert run_keys.stat().st_size == RECLAIM_FLOOR * SLOT and keyring.runs.count() == RECLAIM_FLOOR
+    channel = app.channel()
+    kinds = Kinds.on(app, channel)
+    run = kinds.execution(agent_id=kinds.agent().metadata.id, runtime_env={"K": (AGENT_CANARY, True)})
+    assert keyring.runs.count() == 1, "the orphans were reclaimed instead of growing the file"
+    assert run_keys.stat().st_size == RECLAIM_FLOOR * SLOT
+    assert kinds.contexts.get(run.status.execution_context_id).spec.data["K"].value == AGENT_CANARY
+    channel.close()

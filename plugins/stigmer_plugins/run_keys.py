@@ -19,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -83,6 +83,7 @@ FP_BYTES = 8
 WRAP_SLOT = FP_BYTES + WRAPPED
 SLOT = SCOPE_BYTES + 2 * WRAP_SLOT
 EMPTY = bytes(SLOT)
+RECLAIM_FLOOR = 64
 
 
 @attrs.define
@@ -100,7 +101,14 @@ class FileRunKeys:
     synced before they count: a created key before the transaction that uses
     it commits, a destroyed one right after the transaction that ends the run
     commits. A key created by a transaction that then failed is an orphan
-    that ``reclaim`` frees (at startup, and when no record is free).
+    that ``reclaim`` frees: at startup, and when the file is about to grow
+    past twice the live records it held at the last reclaim (so a create pays
+    for a whole-file pass only once per doubling).
+
+    Which record holds a scope and which records are free are remembered as
+    hints, each checked against the record itself under the file lock before
+    it is used, so a create or a destroy reads one record, not the file,
+    even when another process shares the file.
     """
 
     def __init__(self, path: Path, master: Callable[[], SecretBox]) -> None:
@@ -108,6 +116,9 @@ class FileRunKeys:
         self._master = master
         self._lock = threading.Lock()
         self._cache: dict[str, bytes] = {}
+        self._where: dict[str, int] = {}
+        self._free: list[int] = []
+        self._reclaim_at = RECLAIM_FLOOR
 
     # -- file access (under self._lock and an exclusive lock on the file) --
     def _open(self) -> int:
@@ -116,18 +127,47 @@ class FileRunKeys:
         return fd
 
     @staticmethod
-    def _slots(fd: int) -> Iterator[_Slot]:
+    def _parse(index: int, record: bytes) -> _Slot:
+        wraps = []
+        for offset in (SCOPE_BYTES, SCOPE_BYTES + WRAP_SLOT):
+            part = record[offset : offset + WRAP_SLOT]
+            if part != bytes(WRAP_SLOT):
+                wraps.append((part[:FP_BYTES], part[FP_BYTES:]))
+        return _Slot(index, record[:SCOPE_BYTES].rstrip(b"\0").decode(), wraps)
+
+    def _scan(self, fd: int) -> list[_Slot]:
+        """Every used record, read once; the hints are rebuilt from them."""
         data = os.pread(fd, os.fstat(fd).st_size, 0)
+        slots, free = [], []
         for index in range(len(data) // SLOT):
             record = data[index * SLOT : (index + 1) * SLOT]
             if record == EMPTY:
-                continue
-            wraps = []
-            for offset in (SCOPE_BYTES, SCOPE_BYTES + WRAP_SLOT):
-                part = record[offset : offset + WRAP_SLOT]
-                if part != bytes(WRAP_SLOT):
-                    wraps.append((part[:FP_BYTES], part[FP_BYTES:]))
-            yield _Slot(index, record[:SCOPE_BYTES].rstrip(b"\0").decode(), wraps)
+                free.append(index)
+            else:
+                slots.append(self._parse(index, record))
+        self._free = free[::-1]  # pop() takes the lowest
+        self._where = {slot.scope: slot.index for slot in slots}
+        return slots
+
+    @staticmethod
+    def _records(fd: int) -> int:
+        return os.fstat(fd).st_size // SLOT
+
+    def _take_free(self, fd: int) -> int:
+        while self._free:
+            index = self._free.pop()
+            if os.pread(fd, SLOT, index * SLOT) == EMPTY:
+                return index
+        return self._records(fd)  # a new record at the end
+
+    def _record_of(self, fd: int, scope: str) -> int | None:
+        index = self._where.get(scope)
+        if index is not None and os.pread(fd, SCOPE_BYTES, index * SLOT).rstrip(b"\0") == scope.encode():
+            return index
+        for slot in self._scan(fd):  # no hint, or a stale one: read the file once
+            if slot.scope == scope:
+                return slot.index
+        return None
 
     @staticmethod
     def _write(fd: int, index: int, scope: str, wraps: list[tuple[bytes, bytes]]) -> None:
@@ -135,14 +175,6 @@ class FileRunKeys:
         for fp, wrapped in wraps[:2]:
             record += fp + wrapped
         os.pwrite(fd, record.ljust(SLOT, b"\0"), index * SLOT)
-
-    @staticmethod
-    def _free(fd: int) -> int:
-        data = os.pread(fd, os.fstat(fd).st_size, 0)
-        for index in range(len(data) // SLOT):
-            if data[index * SLOT : (index + 1) * SLOT] == EMPTY:
-                return index
-        return len(data) // SLOT
 
     def _unwrap(self, slot: _Slot) -> bytes | None:
         master = self._master()
@@ -161,66 +193,66 @@ class FileRunKeys:
         with self._lock:
             fd = self._open()
             try:
-                index = self._free(fd)
-                if index * SLOT == os.fstat(fd).st_size and self._reclaim(fd, txn):
-                    index = self._free(fd)
+                index = self._take_free(fd)
+                if index == self._records(fd) and index >= self._reclaim_at:
+                    self._reclaim(fd, txn)
+                    self._reclaim_at = max(RECLAIM_FLOOR, 2 * len(self._where))
+                    index = self._take_free(fd)
                 self._write(fd, index, scope, [(master.fingerprint[:FP_BYTES], wrapped)])
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._where[scope] = index
             self._cache[scope] = key
         return key
 
     def get(self, txn: ReadTxn, scope: str) -> bytes | None:
         with self._lock:
             found = self._cache.get(scope)
-            if found is not None:
+            if found is not None or not self.path.exists():
                 return found
-            if not self.path.exists():
-                return None
             fd = self._open()
             try:
-                for slot in self._slots(fd):
-                    if slot.scope == scope:
-                        key = self._unwrap(slot)
-                        if key is not None:
-                            self._cache[scope] = key
-                        return key
+                index = self._record_of(fd, scope)
+                if index is None:
+                    return None
+                key = self._unwrap(self._parse(index, os.pread(fd, SLOT, index * SLOT)))
             finally:
                 os.close(fd)
-        return None
+            if key is not None:
+                self._cache[scope] = key
+            return key
 
     def destroy(self, txn: WriteTxn, scope: str) -> None:
         def erase() -> None:
-            self._erase({scope})
+            self._erase(scope)
 
         txn.on_commit(erase)
 
-    def _erase(self, scopes: set[str]) -> int:
+    def _erase(self, scope: str) -> None:
         with self._lock:
-            for scope in scopes:
-                self._cache.pop(scope, None)
+            self._cache.pop(scope, None)
             if not self.path.exists():
-                return 0
+                return
             fd = self._open()
             try:
-                erased = 0
-                for slot in self._slots(fd):
-                    if slot.scope in scopes:
-                        os.pwrite(fd, EMPTY, slot.index * SLOT)
-                        erased += 1
-                if erased:
+                index = self._record_of(fd, scope)
+                if index is not None:
+                    os.pwrite(fd, EMPTY, index * SLOT)
                     os.fsync(fd)
-                return erased
+                    self._where.pop(scope, None)
+                    self._free.append(index)
             finally:
                 os.close(fd)
 
     def _reclaim(self, fd: int, txn: ReadTxn) -> int:
         freed = 0
-        for slot in self._slots(fd):
+        for slot in self._scan(fd):
             if not _holds_run_secrets(txn.get(_scope_object(slot.scope))):
                 os.pwrite(fd, EMPTY, slot.index * SLOT)
                 self._cache.pop(slot.scope, None)
+                self._where.pop(slot.scope, None)
+                self._free.append(slot.index)
                 freed += 1
         if freed:
             os.fsync(fd)
@@ -242,7 +274,7 @@ class FileRunKeys:
         with self._lock:
             fd = self._open()
             try:
-                for slot in list(self._slots(fd)):
+                for slot in self._scan(fd):
                     self._write(fd, slot.index, slot.scope, change(slot))
                 os.fsync(fd)
             finally:
@@ -275,7 +307,7 @@ class FileRunKeys:
         with self._lock:
             fd = self._open()
             try:
-                return list(self._slots(fd))
+                return self._scan(fd)
             finally:
                 os.close(fd)
 

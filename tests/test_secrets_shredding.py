@@ -15,10 +15,14 @@ import base64
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stigmer_core import Application
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_plugins.phases import COMPLETED, IN_PROGRESS
 from stigmer_plugins.run_keys import RECLAIM_FLOOR, SLOT
 from stigmer_plugins.secrets import PREFIX, RUN_KEYS_FILE, SecretBox, secrets
@@ -168,3 +172,43 @@ def test_orphan_run_keys_are_reclaimed_before_the_file_grows(app: Application) -
     assert run_keys.stat().st_size == RECLAIM_FLOOR * SLOT
     assert kinds.contexts.get(run.status.execution_context_id).spec.data["K"].value == AGENT_CANARY
     channel.close()
+
+
+class OtherEngine:
+    """A store that is not LMDB (as PostgreSQL is not): the same protocol, delegated."""
+
+    def __init__(self, inner: LmdbStore) -> None:
+        self.inner = inner
+
+    def read(self) -> Any:
+        return self.inner.read()
+
+    def transact(self, fn: Any) -> Any:
+        return self.inner.transact(fn)
+
+    def wait_for_revision(self, after: int, timeout: float) -> int:
+        return self.inner.wait_for_revision(after, timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_other_engines_keep_run_keys_in_the_store(tmp_path: Path) -> None:
+    pm = plugin_manager()
+    inner = LmdbStore(tmp_path / "data", durable=False)
+    with Application(build_registry(pm), OtherEngine(inner), pm, data_dir=inner.path) as app:
+        channel = app.channel()
+        kinds = Kinds.on(app, channel)
+        run = kinds.execution(agent_id=kinds.agent().metadata.id, runtime_env={"K": (AGENT_CANARY, True)})
+        context_id = run.status.execution_context_id
+        with app.store.read() as txn:
+            assert [k for k, _ in txn.scan(b"k/")] == [f"k/executioncontexts/{context_id}".encode()]
+        assert not (inner.path / RUN_KEYS_FILE).exists()
+        keyring = secrets(app.registry)
+        done = keyring.rotate(app.store, app.registry, bytes(range(32)), lambda key: None)
+        assert done.run_keys == 1, "re-wrapped in the rotation's transaction"
+        assert kinds.contexts.get(context_id).spec.data["K"].value == AGENT_CANARY
+        kinds.cancel(run.metadata.id)
+        with app.store.read() as txn:
+            assert list(txn.scan(b"k/")) == [], "destroyed in the run's last transaction"
+        channel.close()

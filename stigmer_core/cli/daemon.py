@@ -5,6 +5,8 @@ whether a daemon runs and where it listens: the lock dies with the process.
 The pid file beside the data directory only remembers what ``local start``
 spawned, so a pid file without a lock holder is stale and is removed. Readiness
 is the gRPC health service saying SERVING, not the port accepting connections.
+The pid and log files are 0600 and a data directory made here 0700, whatever
+the umask: the log may name what the daemon holds.
 """
 
 from __future__ import annotations

@@ -37,9 +37,10 @@ RUN_CANARIES = (AGENT_CANARY, WORKFLOW_CANARY, CANCELLED_CANARY)
 CANDIDATE = re.compile(rb"enc:(?:v1|r1):([A-Za-z0-9+/]+={0,2})")
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Application]:
-    with Application.open(tmp_path / "data", durable=False) as found:
+@pytest.fixture(params=[False, True], ids=["nosync", "durable"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Application]:
+    """Both durabilities: a durable store also syncs the run keys' file (after each commit)."""
+    with Application.open(tmp_path / "data", durable=request.param) as found:
         yield found
 
 

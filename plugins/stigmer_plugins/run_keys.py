@@ -97,11 +97,14 @@ class FileRunKeys:
     """Run keys in fixed-size records of a file beside an LMDB store, overwritten in place.
 
     A record is ``scope | fp_a wrap_a | fp_b wrap_b`` (the second wrap only
-    while a rotation is under way); an all-zero record is free. Writes are
-    synced before they count: a created key before the transaction that uses
-    it commits, a destroyed one right after the transaction that ends the run
-    commits. A key created by a transaction that then failed is an orphan
-    that ``reclaim`` frees: at startup, and when the file is about to grow
+    while a rotation is under way); an all-zero record is free. When the
+    store syncs its commits (``durable``), so does this file: a created key
+    once its transaction commits, before the caller is answered, so no run
+    is acknowledged whose key a machine crash could lose (the sync runs in
+    the caller's thread, outside the shared commit, so it does not hold up
+    the other writers of a group commit); a destroyed one right after the
+    transaction that ends the run commits. A key created by a transaction
+    that then failed is an orphan that ``reclaim`` frees: at startup, and when the file is about to grow
     past twice the live records it held at the last reclaim (so a create pays
     for a whole-file pass only once per doubling).
 
@@ -111,9 +114,10 @@ class FileRunKeys:
     even when another process shares the file.
     """
 
-    def __init__(self, path: Path, master: Callable[[], SecretBox]) -> None:
+    def __init__(self, path: Path, master: Callable[[], SecretBox], *, durable: bool = True) -> None:
         self.path = path
         self._master = master
+        self._durable = durable
         self._lock = threading.Lock()
         self._cache: dict[str, bytes] = {}
         self._where: dict[str, int] = {}
@@ -199,12 +203,20 @@ class FileRunKeys:
                     self._reclaim_at = max(RECLAIM_FLOOR, 2 * len(self._where))
                     index = self._take_free(fd)
                 self._write(fd, index, scope, [(master.fingerprint[:FP_BYTES], wrapped)])
-                os.fsync(fd)
             finally:
                 os.close(fd)
             self._where[scope] = index
             self._cache[scope] = key
+        if self._durable:
+            txn.on_commit(self._sync)
         return key
+
+    def _sync(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def get(self, txn: ReadTxn, scope: str) -> bytes | None:
         with self._lock:
@@ -239,7 +251,8 @@ class FileRunKeys:
                 index = self._record_of(fd, scope)
                 if index is not None:
                     os.pwrite(fd, EMPTY, index * SLOT)
-                    os.fsync(fd)
+                    if self._durable:
+                        os.fsync(fd)
                     self._where.pop(scope, None)
                     self._free.append(index)
             finally:
@@ -254,7 +267,7 @@ class FileRunKeys:
                 self._where.pop(slot.scope, None)
                 self._free.append(slot.index)
                 freed += 1
-        if freed:
+        if freed and self._durable:
             os.fsync(fd)
         return freed
 

@@ -99,7 +99,7 @@ class Secrets:
                 return secrets.master
 
             if isinstance(store, LmdbStore):
-                return FileRunKeys(store.path / RUN_KEYS_FILE, current)
+                return FileRunKeys(store.path / RUN_KEYS_FILE, current, durable=store.durable)
             return StoreRunKeys(current)
 
         secrets = cls(master, source, runs_factory)

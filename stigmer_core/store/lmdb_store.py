@@ -208,6 +208,8 @@ class LmdbStore:
         event_retention: int = DEFAULT_EVENT_RETENTION,
     ) -> None:
         self.path = Path(path)
+        self.durable = durable
+        """Whether a commit is synced to disk (files kept beside the store follow it)."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._env = lmdb.open(
             str(self.path),

@@ -76,6 +76,7 @@ class SecretBox:
             raw = base64.b64decode(token[len(self._prefix) :], validate=True)
             return self.open_bytes(raw, context.encode()).decode()
         except (InvalidTag, binascii.Error, ValueError):
-            raise FailedPrecondition("a secret value does not decrypt with this data directory's key") from None
+            what = "this data directory's key" if self._prefix == PREFIX else "its run's key"
+            raise FailedPrecondition(f"a secret value does not decrypt with {what}") from None
 
 

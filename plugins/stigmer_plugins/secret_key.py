@@ -74,7 +74,6 @@ def read_key(path: Path) -> bytes:
     return key
 
 
-
 @attrs.frozen
 class KeySource:
     """Where the data-directory key comes from."""
@@ -110,8 +109,6 @@ class KeySource:
     def staged(self) -> Path | None:
         """Where a rotation stages the next key before its commit."""
         return None if self.path is None else self.path.with_name(self.path.name + STAGED_SUFFIX)
-
-
 
 
 def install_staged(source: KeySource) -> None:

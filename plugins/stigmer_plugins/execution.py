@@ -259,4 +259,3 @@ def stigmer_kinds() -> list[KindDeclaration]:
 @hookimpl
 def stigmer_configure(registry: Registry) -> None:
     declare_sealed(registry, executioncontext.KIND, executioncontext.reseal_legacy)
-

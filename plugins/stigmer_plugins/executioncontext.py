@@ -177,6 +177,12 @@ def create_execution_context(
     return str(context.metadata.id)
 
 
+def _has_run_key(context: Message | None) -> bool:
+    """Whether a run key seals some of the context's values (a run without secrets has none)."""
+    data: Any = context.spec.data if context is not None else {}  # type: ignore[attr-defined]
+    return any(item.is_secret and item.value.startswith(RUN_PREFIX) for item in data.values())
+
+
 def seal_owned_contexts(ctx: RequestContext, execution_id: str) -> None:
     """Erase the secret values of the contexts ``execution_id`` owns (it has ended) and
     destroy their run keys once this transaction commits."""
@@ -184,10 +190,11 @@ def seal_owned_contexts(ctx: RequestContext, execution_id: str) -> None:
     for kind, context_id in ctx.store.owned(execution_id):
         if kind.name != KIND:
             continue
-        keyring.end_run(_writer(ctx), _scope(ctx, context_id))
         stored: Any = ctx.store.get(kind, context_id)
         if stored is None:  # pragma: no cover - ownership entries go with their object
             continue
+        if _has_run_key(stored):
+            keyring.end_run(_writer(ctx), _scope(ctx, context_id))
         sealed = ExecutionContext()
         sealed.CopyFrom(stored)
         redact(sealed)
@@ -259,7 +266,7 @@ def shred_owned_contexts(ctx: RequestContext) -> None:
     execution: Any = ctx.existing
     keyring = secrets(ctx.registry)
     for kind, context_id in ctx.store.owned(execution.metadata.id):
-        if kind.name == KIND:
+        if kind.name == KIND and _has_run_key(ctx.store.get(kind, context_id)):
             keyring.end_run(_writer(ctx), _scope(ctx, context_id))
 
 

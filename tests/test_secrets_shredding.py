@@ -11,9 +11,7 @@ run keys, finds every canary, so it is a scan that can fail.
 
 from __future__ import annotations
 
-import base64
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +23,16 @@ from stigmer_core.plugins import plugin_manager
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_plugins.phases import COMPLETED, IN_PROGRESS
 from stigmer_plugins.run_keys import RECLAIM_FLOOR, SLOT
-from stigmer_plugins.secrets import PREFIX, RUN_KEYS_FILE, SecretBox, secrets
+from stigmer_plugins.secrets import PREFIX, RUN_KEYS_FILE, secrets
 from tests import workflow_helpers as wf
 from tests.agent_execution_support import Kinds
+from tests.secret_scan import opened
 
 ENV_CANARY = "canary-env-5d1f0e77"
 AGENT_CANARY = "canary-agent-a83c41b2"
 WORKFLOW_CANARY = "canary-workflow-e02b9c6d"
 CANCELLED_CANARY = "canary-cancelled-7b4410fa"
 RUN_CANARIES = (AGENT_CANARY, WORKFLOW_CANARY, CANCELLED_CANARY)
-CANDIDATE = re.compile(rb"enc:(?:v1|r1):([A-Za-z0-9+/]+={0,2})")
 
 
 @pytest.fixture(params=[False, True], ids=["nosync", "durable"])
@@ -42,34 +40,6 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Application]
     """Both durabilities: a durable store also syncs the run keys' file (after each commit)."""
     with Application.open(tmp_path / "data", durable=request.param) as found:
         yield found
-
-
-def _candidates(raw: bytes) -> set[bytes]:
-    """Every base64 run after an ``enc:`` prefix, and its shorter 4-aligned prefixes (the
-    match may run into the bytes that follow the value)."""
-    found = set()
-    for match in CANDIDATE.finditer(raw):
-        text = match.group(1)
-        for end in range(len(text) - len(text) % 4, 39, -4):
-            try:
-                found.add(base64.b64decode(text[:end], validate=True))
-            except ValueError:
-                continue
-    return found
-
-
-def _opened(raw: bytes, boxes: Iterable[SecretBox], contexts: Iterable[str]) -> dict[str, str]:
-    """Clear values (by associated data) that any candidate in ``raw`` yields under any key."""
-    opened: dict[str, str] = {}
-    contexts = list(contexts)
-    for sealed in _candidates(raw):
-        for secret_box in boxes:
-            for context in contexts:
-                try:
-                    opened[context] = secret_box.open_bytes(sealed, context.encode()).decode()
-                except Exception:
-                    continue
-    return opened
 
 
 def test_a_finished_runs_secrets_cannot_be_recovered_from_data_mdb(app: Application) -> None:
@@ -96,7 +66,7 @@ def test_a_finished_runs_secrets_cannot_be_recovered_from_data_mdb(app: Applicat
     with app.store.read() as txn:
         live_boxes = [keyring.run_box(txn, f"executioncontexts/{c}") for c in context_ids]
     assert all(b is not None for b in live_boxes)
-    live = _opened(data_mdb.read_bytes(), [b for b in live_boxes if b is not None], contexts)
+    live = opened(data_mdb.read_bytes(), [b for b in live_boxes if b is not None], contexts)
     assert set(live.values()) == {*RUN_CANARIES, ENV_CANARY}
     assert keyring.runs.count() == 3 and any(run_keys.read_bytes())
 
@@ -111,8 +81,8 @@ def test_a_finished_runs_secrets_cannot_be_recovered_from_data_mdb(app: Applicat
 
     raw = data_mdb.read_bytes()
     assert [c for c in (*RUN_CANARIES, ENV_CANARY) if c.encode() in raw] == [], "nothing in clear"
-    opened = _opened(raw, [keyring.master], all_contexts)
-    assert opened == {f"{env.metadata.id}/DB": ENV_CANARY}, (
+    with_key = opened(raw, [keyring.master], all_contexts)
+    assert with_key == {f"{env.metadata.id}/DB": ENV_CANARY}, (
         "with secret.key, only the environment's own value opens; nothing of the runs"
     )
     assert not any(run_keys.read_bytes()), "every run key's record is overwritten with zeros"

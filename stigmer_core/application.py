@@ -13,6 +13,7 @@ import pluggy
 
 from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import build_handlers
+from stigmer_core.datadir import secure
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.plugins import plugin_manager
@@ -28,7 +29,7 @@ class Application:
         self.store = store
         self.plugin_manager = pm
         if pm is not None:
-            pm.hook.stigmer_configure(registry=registry, data_dir=data_dir)
+            pm.hook.stigmer_configure(registry=registry, data_dir=data_dir, store=store)
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(registry, store)
 
     @classmethod
@@ -43,8 +44,13 @@ class Application:
         """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``."""
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
+        secure(Path(data_dir))
         store = LmdbStore(data_dir, durable=durable)
-        return cls(registry, store, pm, data_dir=store.path)
+        try:
+            return cls(registry, store, pm, data_dir=store.path)
+        except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
+            store.close()
+            raise
 
     def channel(self) -> InProcessChannel:
         return InProcessChannel.from_services(self.services)

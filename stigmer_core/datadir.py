@@ -1,7 +1,14 @@
-"""One daemon per data directory, enforced with an advisory file lock.
+"""One daemon per data directory, enforced with an advisory file lock; and
+who may read what the daemon writes.
 
 The lock file also records the daemon's pid and address, so a second daemon
 can say who holds the directory and a client can find the running one.
+
+Everything in a data directory is its owner's alone: the store holds
+sealed secrets and the key that opens them may sit beside it, so the
+directory is 0700 and every file the daemon writes 0600, whatever the
+umask (modes are set explicitly, not left to the umask's mercy, and a
+directory made by an older version is tightened when it is opened).
 """
 
 from __future__ import annotations
@@ -14,9 +21,44 @@ from typing import Any
 
 from stigmer_core.errors import DataDirBusy
 
-__all__ = ["DataDirBusy", "DataDirLock", "holder"]
+__all__ = ["DIR_MODE", "FILE_MODE", "DataDirBusy", "DataDirLock", "holder", "open_private", "private_dir", "secure"]
 
 LOCK_NAME = "daemon.lock"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` owner-only (missing parents too), or tighten it to 0700 if it exists.
+
+    Only the directory itself is tightened: a parent that already exists
+    (``/tmp``, a home directory) is the user's business.
+    """
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(directory, DIR_MODE)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
+    """``os.open`` a file that is 0600 whatever the umask, including one that existed with a wider mode."""
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def secure(data_dir: Path) -> None:
+    """Make ``data_dir`` 0700 and every file in it 0600 (a directory an older version made)."""
+    private_dir(data_dir)
+    for entry in os.scandir(data_dir):
+        if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mode & 0o077:
+            os.chmod(entry.path, FILE_MODE)
 
 
 def holder(data_dir: Path) -> dict[str, Any] | None:
@@ -43,8 +85,8 @@ class DataDirLock:
         self._handle: Any = None
 
     def acquire(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        handle = (self.data_dir / LOCK_NAME).open("a+")
+        secure(self.data_dir)
+        handle = os.fdopen(open_private(self.data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from stigmer_core.kinds.declaration import KindDeclaration
     from stigmer_core.kinds.runtime import Registry
     from stigmer_core.pipeline.step import Step
+    from stigmer_core.store.protocol import Store
 
 PROJECT = "stigmer"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -62,10 +63,14 @@ def stigmer_server_interceptors() -> Sequence[grpc.ServerInterceptor]:
 
 
 @hookspec
-def stigmer_configure(registry: Registry, data_dir: Path | None) -> None:
+def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store) -> None:
     """Prepare per-application state once the registry is built, before serving.
 
-    ``data_dir`` is the store's directory (None for a store without one). Put
+    ``data_dir`` is the store's directory (None for a store without one);
+    ``store`` is the store about to be served, for state that must agree
+    with what is stored (a key's fingerprint), read or written in a
+    transaction of its own. An implementation may take any subset of these
+    arguments. Raise a ``StartupError`` to refuse to start. Put
     what steps need (keys, clients, caches) in ``registry.extensions`` under a
     name of the plugin's own; steps reach it as ``ctx.registry.extensions``.
     State kept here, not in module globals, keeps two applications in one

@@ -3,8 +3,8 @@
 A whole run (environment, agent, session, execution with secret runtime
 values, runner reports, cancel, failures, deletes) is driven on both paths;
 every response, every streamed state, every error message, every log line,
-the raw store (objects and event log) and a ``stigmer export --all`` are
-scanned for the clear values. The one place they may appear is
+the raw store (objects and event log), the bytes of ``data.mdb`` (also tried
+with ``secret.key``) and a ``stigmer export --all`` are scanned for the clear values. The one place they may appear is
 ExecutionContext ``get`` while the execution runs, and the test checks that
 they do appear there, so the scan can fail.
 """
@@ -28,7 +28,9 @@ from stigmer_core import Application
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.session.v1 import session_pb2
 from stigmer_core.server import Server
+from stigmer_plugins.secrets import box
 from tests.agent_execution_support import COMPLETED, IN_PROGRESS, Kinds
+from tests.secret_scan import opened
 
 ENV_SECRET = "env-secret-0c41d7e2"
 RUNTIME_SECRET = "runtime-secret-9ab3f550"
@@ -166,6 +168,10 @@ def test_secrets_appear_nowhere_but_a_live_context_get(served: Served, caplog: p
     assert [s for s in SECRETS if s.encode() in raw] == [], "encrypted at rest, in objects and in the event log"
 
     served.shutdown()
+    on_disk = (served.data_dir / "data.mdb").read_bytes()
+    assert [s for s in SECRETS if s.encode() in on_disk] == [], "not in clear in any page, freed ones included"
+    contexts = [f"{c}/{k}" for c in (context_id, second.status.execution_context_id) for k in ("DB", "TOKEN")]
+    assert opened(on_disk, [box(app.registry)], contexts) == {}, "the runs' copies do not open with secret.key"
     exported = _export(served.data_dir)
     assert "kind: Environment" in exported and "DB:" in exported and "<redacted>" in exported
     assert "AgentExecution" not in exported and "ExecutionContext" not in exported, "run-time records are not exported"

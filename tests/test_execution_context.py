@@ -7,11 +7,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from stigmer_core import Application
+from stigmer_core import Application, FailedPrecondition
 from stigmer_core.api.agentic.executioncontext.v1 import executioncontext_pb2 as ec
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.store import keys
-from stigmer_plugins.secrets import REDACTED, box
+from stigmer_plugins.secrets import REDACTED, secrets
 from tests.agent_execution_support import COMPLETED, FAILED, IN_PROGRESS, Kinds, code_of, details_of, drive_to
 
 DB_PASSWORD = "pg-pass-7f3a9c"
@@ -63,19 +63,45 @@ def test_values_resolve_environments_in_order_then_runtime(kinds: Kinds) -> None
     ]
 
 
-def test_secrets_are_encrypted_at_rest_and_erased_when_the_run_ends(kinds: Kinds, stigmer_app: Application) -> None:
+def test_secrets_are_sealed_with_a_run_key_that_ends_with_the_run(kinds: Kinds, stigmer_app: Application) -> None:
     _, _, execution = _execution_with_environments(kinds)
     context_id = execution.status.execution_context_id  # type: ignore[attr-defined]
+    keyring = secrets(stigmer_app.registry)
+    scope = f"executioncontexts/{context_id}"
     stored = _stored(stigmer_app, context_id)
+    with stigmer_app.store.read() as txn:
+        run_box = keyring.run_box(txn, scope)
+    assert run_box is not None
     for key, clear in (("DB_PASSWORD", DB_PASSWORD), ("API_TOKEN", API_TOKEN)):
         token = stored.spec.data[key].value
-        assert token.startswith("enc:v1:") and clear not in token
-        assert box(stigmer_app.registry).decrypt(token, f"{context_id}/{key}") == clear
+        assert token.startswith("enc:r1:") and clear not in token
+        assert run_box.decrypt(token, f"{context_id}/{key}") == clear
+        with pytest.raises(FailedPrecondition):  # not the data-directory key's
+            keyring.master.decrypt(token, f"{context_id}/{key}")
     assert stored.spec.data["LOG"].value == "debug"
     drive_to(kinds, execution.metadata.id, COMPLETED)  # type: ignore[attr-defined]
     sealed = _stored(stigmer_app, context_id)
     assert sealed.spec.data["DB_PASSWORD"].value == REDACTED and sealed.spec.data["API_TOKEN"].value == REDACTED
     assert sealed.spec.data["REGION"].value == "eu-west-1", "non-secret values stay as a record of the run"
+    with stigmer_app.store.read() as txn:
+        assert keyring.run_box(txn, scope) is None, "the run key is destroyed with the run"
+    assert keyring.runs.count() == 0
+
+
+def test_deleting_a_live_execution_destroys_its_run_key(kinds: Kinds, stigmer_app: Application) -> None:
+    agent = kinds.agent()
+    execution = kinds.execution(agent_id=agent.metadata.id, runtime_env={"K": ("secret-k", True)})
+    keyring = secrets(stigmer_app.registry)
+    assert keyring.runs.count() == 1
+    kinds.executions.delete(execution.metadata.id)
+    assert code_of(lambda: kinds.contexts.get(execution.status.execution_context_id)) == grpc.StatusCode.NOT_FOUND
+    assert keyring.runs.count() == 0
+
+
+def test_a_run_without_secrets_makes_no_run_key(kinds: Kinds, stigmer_app: Application) -> None:
+    agent = kinds.agent()
+    kinds.execution(agent_id=agent.metadata.id, runtime_env={"K": ("plain", False)})
+    assert secrets(stigmer_app.registry).runs.count() == 0
 
 
 @pytest.mark.parametrize("end", [COMPLETED, FAILED, "cancel"])

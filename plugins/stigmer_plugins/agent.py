@@ -4,9 +4,22 @@ Creating an Agent creates its default AgentInstance in the same transaction
 and records the instance's id in the agent's status; the instance is owned
 by the agent, so deleting the agent deletes it (and any other instance of
 that agent). All of it is steps; the controllers stay generic.
+
+An MCP server's headers named in its ``secret_headers`` (API keys, bearer
+tokens) are sealed with the data-directory key before the agent is stored,
+bound to ``<agent id>/<server name>/<header>``, and every response, stream,
+event and export carries the redaction marker in their place (the kind's
+``redact``), exactly as an Environment's secret values: writing the marker
+back, or the same clear value, keeps the stored secret; the marker for a
+header with no stored secret leaves it unset and listed in
+``status.unset_secret_headers``.
 """
 
 from __future__ import annotations
+
+from typing import cast
+
+from google.protobuf.message import Message
 
 from stigmer_core import (
     FailedPrecondition,
@@ -23,6 +36,9 @@ from stigmer_core.api.agentic.agent.v1 import service_pb2 as agent_service
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_service
 from stigmer_core.ids import derived_id
+from stigmer_core.kinds.runtime import Registry
+from stigmer_core.store.protocol import WriteTxn
+from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, secrets
 
 DEFAULT_INSTANCE = "default_instance_id"
 
@@ -100,6 +116,85 @@ def refuse_default_instance_delete(ctx: RequestContext) -> None:
         )
 
 
+def header_context(agent_id: str, server: str, header: str) -> str:
+    """What a sealed MCP header is bound to (the associated data of its seal)."""
+    return f"{agent_id}/{server}/{header}"
+
+
+def _stored_headers(existing: Message | None) -> dict[str, agent_pb2.AgentMcpServer]:
+    if not isinstance(existing, agent_pb2.Agent):
+        return {}
+    return {server.name: server for server in reversed(existing.spec.mcp_servers)}
+
+
+def _same_secret(secrets_box: SecretBox, token: str, clear: str, context: str) -> bool:
+    try:
+        return secrets_box.decrypt(token, context) == clear
+    except FailedPrecondition:  # sealed under another key: store the new value
+        return False
+
+
+@step(Phase.KIND)
+def seal_mcp_headers(ctx: RequestContext) -> None:
+    """Seal secret headers; keep the stored ciphertext for the marker or an unchanged value."""
+    agent = ctx.resource
+    assert isinstance(agent, agent_pb2.Agent)
+    stored = _stored_headers(ctx.existing)
+    keyring = secrets(ctx.registry)
+    unset = []
+    for index, server in enumerate(agent.spec.mcp_servers):
+        secret = set(server.secret_headers)
+        before = stored.get(server.name)
+        was_secret = set(before.secret_headers) if before is not None else set()
+        stray = sorted(secret - set(server.headers))
+        if stray:
+            raise InvalidArgument.field(
+                f"spec.mcp_servers[{index}].secret_headers", f"names '{stray[0]}', which is not one of the headers"
+            )
+        for name, value in sorted(server.headers.items()):
+            field = f'spec.mcp_servers[{index}].headers["{name}"]'
+            kept = before.headers.get(name, "") if before is not None and name in was_secret else ""
+            kept = kept if kept.startswith(PREFIX) else ""
+            context = header_context(agent.metadata.id, server.name, name)
+            if name not in secret:
+                if value == REDACTED and name in was_secret:
+                    raise InvalidArgument.field(
+                        field, "is the redaction marker of a stored secret; send the clear value to store it unsealed"
+                    )
+            elif value == REDACTED:
+                server.headers[name] = kept  # nothing to keep: the secret stays unset
+            elif kept and _same_secret(keyring.master, kept, value, context):
+                server.headers[name] = kept
+            elif value:
+                server.headers[name] = keyring.seal(cast(WriteTxn, ctx.store.txn), value, context)
+            if name in secret and not server.headers[name]:
+                unset.append(f"{server.name}/{name}")
+    del agent.status.unset_secret_headers[:]
+    agent.status.unset_secret_headers.extend(sorted(unset))
+
+
+def redact_mcp_headers(obj: Message) -> None:
+    """Every secret header value becomes the redaction marker."""
+    assert isinstance(obj, agent_pb2.Agent)
+    for server in obj.spec.mcp_servers:
+        for name in server.secret_headers:
+            if name in server.headers:
+                server.headers[name] = REDACTED
+
+
+def reseal_mcp_headers(obj: Message, reseal: Reseal) -> bool:
+    """Key rotation's walk over the sealed headers (``secrets.declare_sealed``)."""
+    assert isinstance(obj, agent_pb2.Agent)
+    changed = False
+    for server in obj.spec.mcp_servers:
+        for name in server.secret_headers:
+            value = server.headers.get(name, "")
+            if value.startswith(PREFIX):
+                server.headers[name] = reseal(value, header_context(obj.metadata.id, server.name, name))
+                changed = True
+    return changed
+
+
 AGENT = KindDeclaration(
     name="Agent",
     resource=agent_pb2.Agent,
@@ -107,7 +202,11 @@ AGENT = KindDeclaration(
     query_service=agent_service.DESCRIPTOR.services_by_name["AgentQueryController"],
     id_prefix="agt",
     key_prefix="agents",
-    steps={"create": (create_default_instance, update_agent_status_with_default_instance)},
+    steps={
+        "create": (create_default_instance, update_agent_status_with_default_instance, seal_mcp_headers),
+        "update": (seal_mcp_headers,),
+    },
+    redact=redact_mcp_headers,
     api_version="agentic.stigmer.ai/v1",
     plural="agents",
     aliases=("ag",),
@@ -136,3 +235,8 @@ AGENT_INSTANCE = KindDeclaration(
 @hookimpl
 def stigmer_kinds() -> list[KindDeclaration]:
     return [AGENT, AGENT_INSTANCE]
+
+
+@hookimpl
+def stigmer_configure(registry: Registry) -> None:
+    declare_sealed(registry, AGENT.name, reseal_mcp_headers)

@@ -24,12 +24,16 @@ later clear value sets it; executions refuse to run with it unset
 
 from __future__ import annotations
 
+from typing import cast
+
 from google.protobuf.message import Message
 
 from stigmer_core import FailedPrecondition, InvalidArgument, KindDeclaration, Phase, RequestContext, hookimpl, step
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2 as environment_service
-from stigmer_plugins.secrets import REDACTED, SecretBox, box
+from stigmer_core.kinds.runtime import Registry
+from stigmer_core.store.protocol import WriteTxn
+from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, secrets
 
 
 def secret_context(environment_id: str, key: str) -> str:
@@ -70,7 +74,8 @@ def seal_secrets(ctx: RequestContext) -> None:
     """Encrypt secret values; keep the stored ciphertext for the marker or an unchanged value."""
     env = _environment(ctx.resource)
     stored = _environment(ctx.existing) if ctx.existing is not None else None
-    secrets = box(ctx.registry)
+    keyring = secrets(ctx.registry)
+    txn = cast(WriteTxn, ctx.store.txn)
     for key, item in env.spec.data.items():
         field = f'spec.data["{key}"].value'
         kept = _stored_secret(stored, key)
@@ -82,10 +87,10 @@ def seal_secrets(ctx: RequestContext) -> None:
                 )
         elif item.value == REDACTED:
             item.value = kept if kept is not None else ""  # nothing to keep: the secret stays unset
-        elif kept is not None and _same_secret(secrets, kept, item.value, context):
+        elif kept is not None and _same_secret(keyring.master, kept, item.value, context):
             item.value = kept
         else:
-            item.value = secrets.encrypt(item.value, context)
+            item.value = keyring.seal(txn, item.value, context)
     del env.status.unset_secrets[:]
     env.status.unset_secrets.extend(sorted(key for key, item in env.spec.data.items() if _is_unset(item)))
 
@@ -95,6 +100,18 @@ def redact_secrets(obj: Message) -> None:
     for item in _environment(obj).spec.data.values():
         if item.is_secret:
             item.value = REDACTED
+
+
+def reseal_secrets(obj: Message, reseal: Reseal) -> bool:
+    """Key rotation's walk over the sealed values (``secrets.declare_sealed``)."""
+    env = _environment(obj)
+    changed = False
+    for key, item in env.spec.data.items():
+        if item.is_secret and item.value.startswith(PREFIX):
+            resealed = reseal(item.value, secret_context(env.metadata.id, key))
+            changed = changed or resealed != item.value
+            item.value = resealed
+    return changed
 
 
 ENVIRONMENT = KindDeclaration(
@@ -116,3 +133,8 @@ ENVIRONMENT = KindDeclaration(
 @hookimpl
 def stigmer_kinds() -> list[KindDeclaration]:
     return [ENVIRONMENT]
+
+
+@hookimpl
+def stigmer_configure(registry: Registry) -> None:
+    declare_sealed(registry, ENVIRONMENT.name, reseal_secrets)

@@ -38,10 +38,11 @@ from stigmer_core.api.agentic.agentexecution.v1 import service_pb2 as execution_
 from stigmer_core.api.agentic.execution.v1 import execution_pb2
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import Reference
+from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.watch import watch_object
 from stigmer_plugins import executioncontext, lifecycle, phases, session
-from stigmer_plugins.secrets import REDACTED
+from stigmer_plugins.secrets import REDACTED, declare_sealed
 
 KIND = "AgentExecution"
 AGENT = "Agent"
@@ -211,7 +212,11 @@ AGENT_EXECUTION = KindDeclaration(
     id_prefix="aex",
     key_prefix="agentexecutions",
     exported=False,  # a run-time record, not configuration
-    steps={"create": (resolve_session, create_context, start_pending), "update": (keep_input,)},
+    steps={
+        "create": (resolve_session, create_context, start_pending),
+        "update": (keep_input,),
+        "delete": (executioncontext.shred_owned_contexts,),
+    },
     operations={
         "updateStatus": _written(
             lifecycle.update_status(merge=lifecycle.merge_fields(append=("messages",), replace=("error",)))
@@ -250,3 +255,7 @@ AGENT_EXECUTION = KindDeclaration(
 def stigmer_kinds() -> list[KindDeclaration]:
     return [AGENT_EXECUTION, executioncontext.EXECUTION_CONTEXT]
 
+
+@hookimpl
+def stigmer_configure(registry: Registry) -> None:
+    declare_sealed(registry, executioncontext.KIND, executioncontext.reseal_legacy)

@@ -6,12 +6,17 @@ the environments in order (a later one overrides an earlier one), then the
 execution's runtime values on top. The context is owned by the execution,
 so it is deleted with it, and its slug is the execution's id.
 
-Secret values are stored encrypted, bound to the context's id and key. The
+Secret values are sealed with a key of their own run (``secrets``: a run
+key, created with the context), bound to the context's id and key. The
 ``get`` rpc is the one way a runner receives them in clear, and only while
 the execution is not terminal; list, getByReference, delete and every
-stream return them redacted. When the execution ends its lifecycle erases
-them from storage (``seal_owned_contexts``), so nothing secret outlives
-the run. Clients cannot create or change a context: it is derived data.
+stream return them redacted, and the event log keeps only redacted states.
+When the execution ends its lifecycle erases them from the context and
+destroys the run key (``seal_owned_contexts``); deleting a live execution
+destroys it too. Every earlier copy of the values, such as the bytes of a
+freed store page, is then ciphertext under a key that no longer exists, so
+nothing secret outlives the run. Clients cannot create or change a
+context: it is derived data.
 
 An environment's secret may be *unset* (restored from a redacted export:
 marked secret, stored without a value). It resolves like any value, so a
@@ -24,7 +29,7 @@ with a secret it does not have.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import Message
 
@@ -43,8 +48,9 @@ from stigmer_core.api.agentic.executioncontext.v1 import service_pb2 as context_
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.ids import new_id
 from stigmer_core.pipeline import steps as standard
+from stigmer_core.store.protocol import WriteTxn
 from stigmer_plugins.phases import is_terminal
-from stigmer_plugins.secrets import REDACTED, SecretBox, box
+from stigmer_plugins.secrets import PREFIX, REDACTED, RUN_PREFIX, Reseal, SecretBox, secrets
 
 KIND = "ExecutionContext"
 ENVIRONMENT = "Environment"
@@ -55,6 +61,15 @@ ExecutionContext = executioncontext_pb2.ExecutionContext
 
 def _secret_context(context_id: str, key: str) -> str:
     return f"{context_id}/{key}"
+
+
+def _scope(ctx: RequestContext, context_id: str) -> str:
+    """What the context's run key is filed under: the context's object key."""
+    return f"{ctx.registry.kind(KIND).key_prefix}/{context_id}"
+
+
+def _writer(ctx: RequestContext) -> WriteTxn:
+    return cast(WriteTxn, ctx.store.txn)
 
 
 def resolve_environment_refs(
@@ -82,7 +97,7 @@ def resolve_environment_refs(
 
 
 def _environment_values(
-    ctx: RequestContext, environment_ids: Sequence[str], org: str, secrets: SecretBox
+    ctx: RequestContext, environment_ids: Sequence[str], org: str, master: SecretBox
 ) -> tuple[dict[str, tuple[str, bool, str]], dict[str, str]]:
     """Values by key, with unset secrets also kept apart (key -> environment slug): a later
     environment or a runtime value may still give the key a value, so refusing waits for those."""
@@ -101,7 +116,7 @@ def _environment_values(
             value = item.value
             unset.pop(key, None)
             if item.is_secret and SecretBox.is_encrypted(value):
-                value = secrets.decrypt(value, f"{env_id}/{key}")
+                value = master.decrypt(value, f"{env_id}/{key}")
             elif item.is_secret:  # only ciphertext is stored for a secret that has a value
                 unset[key] = env.metadata.slug
             values[key] = (value, item.is_secret, env_id)
@@ -133,8 +148,8 @@ def create_execution_context(
     value and whether it is secret; it overrides the environments' values.
     """
     meta: Any = execution.metadata  # type: ignore[attr-defined]
-    secrets = box(ctx.registry)
-    values, unset = _environment_values(ctx, environment_ids, meta.org, secrets)
+    keyring = secrets(ctx.registry)
+    values, unset = _environment_values(ctx, environment_ids, meta.org, keyring.master)
     for key, (value, is_secret) in runtime_env.items():
         values[key] = (value, is_secret, RUNTIME_SOURCE)
         unset.pop(key, None)
@@ -148,28 +163,55 @@ def create_execution_context(
     context.spec.execution_id = meta.id
     context.spec.execution_kind = execution_kind
     context.spec.environment_ids.extend(environment_ids)
+    run_box = None
+    if any(is_secret for _, is_secret, _ in values.values()):
+        run_box = keyring.new_run_box(_writer(ctx), _scope(ctx, context.metadata.id))
     for key, (value, is_secret, source) in values.items():
-        stored = secrets.encrypt(value, _secret_context(context.metadata.id, key)) if is_secret else value
+        stored = value
+        if is_secret:
+            assert run_box is not None
+            stored = run_box.encrypt(value, _secret_context(context.metadata.id, key))
         item = context.spec.data[key]
         item.value, item.is_secret, item.source = stored, is_secret, source
     ctx.store.create(kind, context, org=meta.org, principal=ctx.principal)
     return str(context.metadata.id)
 
 
+def _has_run_key(context: Message | None) -> bool:
+    """Whether a run key seals some of the context's values (a run without secrets has none)."""
+    data: Any = context.spec.data if context is not None else {}  # type: ignore[attr-defined]
+    return any(item.is_secret and item.value.startswith(RUN_PREFIX) for item in data.values())
+
+
 def seal_owned_contexts(ctx: RequestContext, execution_id: str) -> None:
-    """Erase the secret values of the contexts ``execution_id`` owns (it has ended)."""
+    """Erase the secret values of the contexts ``execution_id`` owns (it has ended) and
+    destroy their run keys once this transaction commits."""
+    keyring = secrets(ctx.registry)
     for kind, context_id in ctx.store.owned(execution_id):
         if kind.name != KIND:
             continue
         stored: Any = ctx.store.get(kind, context_id)
         if stored is None:  # pragma: no cover - ownership entries go with their object
             continue
+        if _has_run_key(stored):
+            keyring.end_run(_writer(ctx), _scope(ctx, context_id))
         sealed = ExecutionContext()
         sealed.CopyFrom(stored)
         redact(sealed)
         if sealed != stored:
             ctx.store.stamp_update(kind, sealed, principal=ctx.principal)
             ctx.store.replace(kind, stored, sealed)
+
+
+def reseal_legacy(obj: Message, reseal: Reseal) -> bool:
+    """Key rotation's walk: values an older version sealed with the data-directory key."""
+    context: Any = obj
+    changed = False
+    for key, item in context.spec.data.items():
+        if item.is_secret and item.value.startswith(PREFIX):
+            item.value = reseal(item.value, _secret_context(context.metadata.id, key))
+            changed = True
+    return changed
 
 
 def redact(context: Message) -> None:
@@ -197,13 +239,35 @@ def reveal_secrets_while_live(ctx: RequestContext) -> None:
     stored: Any = ctx.existing
     if stored is None or not _is_live(_execution(ctx, stored)):
         return
-    secrets = box(ctx.registry)
+    keyring = secrets(ctx.registry)
+    context_id = stored.metadata.id
+    run_box = keyring.run_box(ctx.store.txn, _scope(ctx, context_id))
     shown = ExecutionContext()
     shown.CopyFrom(stored)
     for key, item in shown.spec.data.items():
-        if item.is_secret and SecretBox.is_encrypted(item.value):
-            item.value = secrets.decrypt(item.value, _secret_context(stored.metadata.id, key))
+        if not item.is_secret:
+            continue
+        if item.value.startswith(RUN_PREFIX):
+            if run_box is None:
+                raise FailedPrecondition(
+                    f"the run key of execution context '{stored.metadata.slug}' is gone, so its secrets cannot "
+                    "be opened; create a new execution"
+                )
+            item.value = run_box.decrypt(item.value, _secret_context(context_id, key))
+        elif item.value.startswith(PREFIX):  # sealed by an older version with the data-directory key
+            item.value = keyring.master.decrypt(item.value, _secret_context(context_id, key))
     ctx.resource = shown
+
+
+@step(Phase.KIND)
+def shred_owned_contexts(ctx: RequestContext) -> None:
+    """A delete step of an execution kind: a live execution's contexts go with it
+    (by cascade), so their run keys are destroyed with them."""
+    execution: Any = ctx.existing
+    keyring = secrets(ctx.registry)
+    for kind, context_id in ctx.store.owned(execution.metadata.id):
+        if kind.name == KIND and _has_run_key(ctx.store.get(kind, context_id)):
+            keyring.end_run(_writer(ctx), _scope(ctx, context_id))
 
 
 @step(Phase.KIND)

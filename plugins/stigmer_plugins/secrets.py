@@ -1,78 +1,279 @@
-"""Encryption at rest for secret values (AES-GCM, one key per data directory).
+"""Encryption at rest for secret values, and the keys that make it possible.
 
-The key is 32 random bytes in ``<data_dir>/secret.key``, created with mode
-0600 the first time an application opens the directory. An application
-without a data directory gets a key that lives only in memory, so nothing
-it encrypts outlives it. Ciphertexts are ``enc:v1:<base64(nonce|ct|tag)>``;
-the associated data binds each one to where it is stored, so a ciphertext
-copied to another object or key does not decrypt.
+Two kinds of key, both AES-256-GCM:
+
+* **The data-directory key** (32 random bytes in ``<data_dir>/secret.key``,
+  or supplied by ``STIGMER_SECRET_KEY_FILE`` / ``STIGMER_SECRET_KEY``)
+  seals configuration secrets: Environment values, agent MCP headers.
+  Ciphertexts are ``enc:v1:<base64(nonce|ct|tag)>``.
+* **A run key** per execution context seals that run's values
+  (``enc:r1:...``). It is created with the context, kept wrapped by the
+  data-directory key, and destroyed when the run ends, so every copy of the
+  run's values (the store's freed pages, a backup of the file taken
+  mid-run) becomes ciphertext under a key that exists nowhere: deleting a
+  value from LMDB does not remove its bytes (pages are copied on write and
+  freed pages keep their contents), destroying its key does.
+
+Where run keys live decides whether destroying them is real
+(``run_keys``: a slot file overwritten in place beside LMDB, the store
+itself on other engines). The sealing itself is ``secret_box``; the key
+file, its sources and its safe replacement are ``secret_key``.
+
+**Key safety.** A new key file is written and synced (file and directory)
+before anything is sealed with it. The first seal records the key's
+fingerprint in the store (``m/secret-key``); an application that later finds
+no key, or another one, refuses to start (``SecretKeyError``) rather than
+make a new key and leave every sealed value unreadable. ``Secrets.rotate``
+re-seals every value under a new key in one store transaction, with the new
+key staged durably first and run keys wrapped by both keys until the commit,
+so a crash at any point leaves a store that opens with one key or the other.
 """
 
 from __future__ import annotations
 
-import base64
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
+import attrs
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import Message
 
 from stigmer_core import FailedPrecondition, hookimpl
 from stigmer_core.kinds.runtime import Registry
+from stigmer_core.store import keys
+from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
+from stigmer_plugins.run_keys import RUN_KEYS_FILE, FileRunKeys, RunKeys, StoreRunKeys
+from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, SecretBox, fingerprint
+from stigmer_plugins.secret_key import (
+    KEY_ENV,
+    KEY_FILE,
+    KEY_FILE_ENV,
+    STAGED_SUFFIX,
+    KeySource,
+    SecretKeyError,
+    install_staged,
+    read_key,
+    write_key_file,
+)
 
-KEY_FILE = "secret.key"
-PREFIX = "enc:v1:"
+FINGERPRINT_KEY = b"m/secret-key"
 EXTENSION = "stigmer.secrets"
+SEALED_EXTENSION = "stigmer.secrets.sealed"
 REDACTED = "<redacted>"
 
+Reseal = Callable[[str, str], str]
+"""``reseal(token, context) -> token``: what rotation does to one sealed value."""
+SealedFields = Callable[[Message, Reseal], bool]
+"""A kind's walk over its sealed values: apply ``reseal`` to each, return whether any changed."""
 
-class SecretBox:
-    def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+
+def _recorded(store: Store) -> bytes | None:
+    with store.read() as txn:
+        return txn.get(FINGERPRINT_KEY)
+
+
+def _hex(fp: bytes) -> str:
+    return fp[:8].hex()
+
+
+class Secrets:
+    """One application's keys: the data-directory key and its run keys."""
+
+    def __init__(self, master: SecretBox, source: KeySource, runs_factory: Callable[[Secrets], RunKeys]) -> None:
+        self.master = master
+        self.source = source
+        self._recorded = False
+        self.runs = runs_factory(self)
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path) -> SecretBox:
-        path = data_dir / KEY_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            key = path.read_bytes()
-            if len(key) != 32:
-                raise FailedPrecondition(f"{path} is not a 32-byte key") from None
-            return cls(key)
-        key = AESGCM.generate_key(bit_length=256)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key)
-        return cls(key)
+    def open(cls, store: Store, data_dir: Path | None, environ: Mapping[str, str] | None = None) -> Secrets:
+        """The key for ``store``, checked against the fingerprint the store recorded."""
+        source = KeySource.resolve(data_dir, os.environ if environ is None else environ)
+        recorded = _recorded(store)
+        master = cls._load(source, recorded)
+
+        def runs_factory(secrets: Secrets) -> RunKeys:
+            def current() -> SecretBox:
+                return secrets.master
+
+            if isinstance(store, LmdbStore):
+                return FileRunKeys(store.path / RUN_KEYS_FILE, current, durable=store.durable)
+            return StoreRunKeys(current)
+
+        secrets = cls(master, source, runs_factory)
+        secrets.runs.finish_rotation(master)
+        store.transact(secrets.runs.reclaim)
+        return secrets
 
     @staticmethod
-    def is_encrypted(value: str) -> bool:
-        return value.startswith(PREFIX)
+    def _load(source: KeySource, recorded: bytes | None) -> SecretBox:
+        if source.env is not None:
+            key: bytes | None = source.env
+        elif source.path is None:
+            return SecretBox(AESGCM.generate_key(bit_length=256))  # nothing outlives the application
+        else:
+            key = _finish_staged(source, recorded)
+        if key is None:
+            if recorded is not None:
+                raise SecretKeyError(
+                    f"{source.where} is missing, but the store holds secrets sealed with key {_hex(recorded)}; "
+                    f"restore that key file (or point ${KEY_FILE_ENV} or ${KEY_ENV} at it). Starting with a new key "
+                    "would leave every secret unreadable, so the store is not opened."
+                )
+            assert source.path is not None
+            key = AESGCM.generate_key(bit_length=256)
+            try:
+                write_key_file(source.path, key)
+            except FileExistsError:  # another process made it first: use theirs
+                key = read_key(source.path)
+            return SecretBox(key)
+        box = SecretBox(key)
+        if recorded is not None and recorded != box.fingerprint:
+            raise SecretKeyError(
+                f"{source.where} is key {_hex(box.fingerprint)}, but the store's secrets are sealed with key "
+                f"{_hex(recorded)}; give the key they were sealed with (the store is not opened)"
+            )
+        return box
 
-    def encrypt(self, plaintext: str, context: str) -> str:
-        nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, plaintext.encode(), context.encode())
-        return PREFIX + base64.b64encode(nonce + sealed).decode()
+    def record(self, txn: WriteTxn) -> None:
+        """Note, in the sealing transaction, which key sealed the store's secrets."""
+        if self._recorded:
+            return
+        if txn.get(FINGERPRINT_KEY) is None:
+            txn.put(FINGERPRINT_KEY, self.master.fingerprint)
+        else:
+            self._recorded = True
 
-    def decrypt(self, token: str, context: str) -> str:
-        if not token.startswith(PREFIX):
-            raise FailedPrecondition("value is not encrypted")
-        raw = base64.b64decode(token[len(PREFIX) :])
-        try:
-            return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
-        except InvalidTag:
-            raise FailedPrecondition("a secret value does not decrypt with this data directory's key") from None
+    def seal(self, txn: WriteTxn, plaintext: str, context: str) -> str:
+        """Seal a configuration secret with the data-directory key."""
+        self.record(txn)
+        return self.master.encrypt(plaintext, context)
+
+    def new_run_box(self, txn: WriteTxn, scope: str) -> SecretBox:
+        """A new run key for ``scope`` (``<key_prefix>/<id>``), kept until ``end_run``."""
+        self.record(txn)
+        return SecretBox(self.runs.create(txn, scope), prefix=RUN_PREFIX)
+
+    def run_box(self, txn: ReadTxn, scope: str) -> SecretBox | None:
+        """The run key of ``scope``; None once the run has ended (the key is destroyed)."""
+        key = self.runs.get(txn, scope)
+        return None if key is None else SecretBox(key, prefix=RUN_PREFIX)
+
+    def end_run(self, txn: WriteTxn, scope: str) -> None:
+        """Destroy ``scope``'s run key once ``txn`` commits: its values are then unrecoverable."""
+        self.runs.destroy(txn, scope)
+
+    def rotate(self, store: Store, registry: Registry, new_key: bytes, stage: Callable[[bytes], None]) -> Rotation:
+        """Re-seal every sealed value under ``new_key`` in one transaction.
+
+        ``stage(new_key)`` must store the new key durably where the next start
+        will find it (as a staged file beside the current one); it runs before
+        the commit, so the committed fingerprint always has a key on disk.
+        """
+        old, new = self.master, SecretBox(new_key)
+        walkers: Mapping[str, SealedFields] = registry.extensions.get(SEALED_EXTENSION, {})
+        self.runs.begin_rotation(old, new)
+        stage(new_key)
+
+        def reseal(token: str, context: str) -> str:
+            if not token.startswith(PREFIX):
+                return token
+            return new.encrypt(old.decrypt(token, context), context)
+
+        def run(txn: WriteTxn) -> Rotation:
+            objects = 0
+            for kind_name, walk in sorted(walkers.items()):
+                kind = registry.find(kind_name)
+                if kind is None:
+                    continue
+                for key, raw in list(txn.scan(keys.object_prefix(kind.key_prefix))):
+                    obj = kind.parse(raw)
+                    if walk(obj, reseal):
+                        txn.put(key, obj.SerializeToString())
+                        objects += 1
+            wrapped = self.runs.rotate_in(txn, old, new)
+            txn.put(FINGERPRINT_KEY, new.fingerprint)
+            return Rotation(objects=objects, run_keys=wrapped, old=_hex(old.fingerprint), new=_hex(new.fingerprint))
+
+        done = store.transact(run)
+        self.master = new
+        self._recorded = True
+        self.runs.finish_rotation(new)
+        return attrs.evolve(done, run_keys=done.run_keys or self.runs.count())
 
 
-def box(registry: Registry) -> SecretBox:
+@attrs.frozen
+class Rotation:
+    objects: int
+    """Objects whose sealed values were re-sealed."""
+    run_keys: int
+    """Live runs' keys re-wrapped."""
+    old: str
+    new: str
+
+
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def _finish_staged(source: KeySource, recorded: bytes | None) -> bytes | None:
+    """The key file's key, after completing or discarding a rotation a crash interrupted."""
+    assert source.path is not None and source.staged is not None
+    if source.staged.exists():
+        staged = read_key(source.staged)
+        if recorded is not None and recorded == fingerprint(staged):
+            install_staged(source)  # the rotation committed: its key is the key
+            return staged
+        source.staged.unlink()  # the rotation never committed
+    try:
+        return read_key(source.path)
+    except FileNotFoundError:
+        return None
+
+
+def secrets(registry: Registry) -> Secrets:
     found = registry.extensions.get(EXTENSION)
-    if not isinstance(found, SecretBox):  # pragma: no cover - stigmer_configure always runs first
+    if not isinstance(found, Secrets):  # pragma: no cover - stigmer_configure always runs first
         raise FailedPrecondition("secrets are not configured for this application")
     return found
 
 
+def box(registry: Registry) -> SecretBox:
+    """The data-directory key of this application."""
+    return secrets(registry).master
+
+
+def declare_sealed(registry: Registry, kind: str, walk: SealedFields) -> None:
+    """Say where ``kind`` keeps values sealed with the data-directory key, so rotation finds them."""
+    registry.extensions.setdefault(SEALED_EXTENSION, {})[kind] = walk
+
+
 @hookimpl
-def stigmer_configure(registry: Registry, data_dir: Path | None) -> None:
-    registry.extensions[EXTENSION] = (
-        SecretBox.for_data_dir(data_dir) if data_dir is not None else SecretBox(AESGCM.generate_key(bit_length=256))
-    )
+def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store) -> None:
+    registry.extensions[EXTENSION] = Secrets.open(store, data_dir)
+
+
+__all__ = [
+    "EXTENSION",
+    "KEY_ENV",
+    "KEY_FILE",
+    "KEY_FILE_ENV",
+    "PREFIX",
+    "REDACTED",
+    "RUN_KEYS_FILE",
+    "RUN_PREFIX",
+    "STAGED_SUFFIX",
+    "Rotation",
+    "SecretBox",
+    "SecretKeyError",
+    "Secrets",
+    "box",
+    "declare_sealed",
+    "fingerprint",
+    "install_staged",
+    "new_key",
+    "secrets",
+    "write_key_file",
+]

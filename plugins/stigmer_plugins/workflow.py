@@ -28,6 +28,7 @@ from stigmer_core.pipeline.watch import watch_object
 from stigmer_plugins import lifecycle
 from stigmer_plugins import workflow_execution as executions
 from stigmer_plugins import workflow_instance as instances
+from stigmer_plugins.executioncontext import shred_owned_contexts
 from stigmer_plugins.workflow_tasks import check_report, merge_report
 from stigmer_plugins.workflow_validation import validate_workflow
 
@@ -83,6 +84,7 @@ WORKFLOW_EXECUTION = KindDeclaration(
     steps={
         "create": (executions.resolve_workflow, executions.create_context),
         "update": (executions.keep_spec,),
+        "delete": (shred_owned_contexts,),
     },
     operations={
         "updateStatus": CustomOperation(

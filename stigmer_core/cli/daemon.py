@@ -5,6 +5,8 @@ whether a daemon runs and where it listens: the lock dies with the process.
 The pid file beside the data directory only remembers what ``local start``
 spawned, so a pid file without a lock holder is stale and is removed. Readiness
 is the gRPC health service saying SERVING, not the port accepting connections.
+The pid and log files are 0600 and a data directory made here 0700, whatever
+the umask: the log may name what the daemon holds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stigmer_core.cli.errors import CliError
-from stigmer_core.datadir import holder
+from stigmer_core.datadir import holder, open_private, private_dir
 
 PID_NAME = "daemon.pid"
 LOG_NAME = "daemon.log"
@@ -120,7 +122,7 @@ def _forget(files: Files, pid: int) -> None:
 
 def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
     """``stigmer serve`` in a new session, detached from this terminal, logging to the log file."""
-    files.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(files.data_dir)
     command = [
         sys.executable,
         "-m",
@@ -131,7 +133,7 @@ def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
         "--data-dir",
         str(files.data_dir),
     ]
-    with files.log_file.open("ab") as log:
+    with os.fdopen(open_private(files.log_file), "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(command)}\n".encode())
         log.flush()
         process = subprocess.Popen(
@@ -143,7 +145,8 @@ def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
             close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    files.pid_file.write_text(f"{process.pid}\n")
+    with os.fdopen(open_private(files.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as pid_file:
+        pid_file.write(f"{process.pid}\n")
     return process
 
 

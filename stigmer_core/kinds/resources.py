@@ -284,6 +284,18 @@ class Resources:
 
     # -- events ------------------------------------------------------------------
     def _event(self, kind: KindRuntime, event_type: int, object_id: str, raw: bytes) -> None:
+        """Queue an event; a kind that declares ``redact`` has its events stored redacted.
+
+        The event log outlives the object's states (an update's event keeps the
+        state it replaced until retention drops it), so nothing a response would
+        hide is kept there: every reader redacts anyway, and a secret sealed in
+        an old state must not stay recoverable from the log after the object
+        has moved on (a finished run's context, a replaced API key).
+        """
+        if kind.redact is not None:
+            shown = kind.parse(raw)
+            kind.redact(shown)
+            raw = shown.SerializeToString()
         self._events.append(
             event_pb2.ResourceEvent(type=event_type, kind=kind.name, id=object_id, object=raw)  # type: ignore[arg-type]
         )

@@ -208,9 +208,12 @@ class LmdbStore:
         event_retention: int = DEFAULT_EVENT_RETENTION,
     ) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
+        """Whether a commit is synced to disk (files kept beside the store follow it)."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._env = lmdb.open(
             str(self.path),
+            mode=0o600,  # data.mdb and lock.mdb: sealed secrets live here
             map_size=map_size,
             sync=durable,
             metasync=durable,

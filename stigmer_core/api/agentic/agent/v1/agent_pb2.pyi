@@ -40,7 +40,7 @@ class AgentSpec(_message.Message):
     def __init__(self, description: _Optional[str] = ..., icon_url: _Optional[str] = ..., instructions: _Optional[str] = ..., skill_refs: _Optional[_Iterable[_Union[_metadata_pb2.ApiResourceReference, _Mapping]]] = ..., mcp_servers: _Optional[_Iterable[_Union[AgentMcpServer, _Mapping]]] = ..., environment_refs: _Optional[_Iterable[_Union[_metadata_pb2.ApiResourceReference, _Mapping]]] = ...) -> None: ...
 
 class AgentMcpServer(_message.Message):
-    __slots__ = ("name", "url", "headers", "command", "args")
+    __slots__ = ("name", "url", "headers", "command", "args", "secret_headers")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,20 +53,24 @@ class AgentMcpServer(_message.Message):
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
+    SECRET_HEADERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     url: str
     headers: _containers.ScalarMap[str, str]
     command: str
     args: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., command: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ...) -> None: ...
+    secret_headers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., command: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., secret_headers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("default_instance_id", "audit")
+    __slots__ = ("default_instance_id", "unset_secret_headers", "audit")
     DEFAULT_INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    UNSET_SECRET_HEADERS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_FIELD_NUMBER: _ClassVar[int]
     default_instance_id: str
+    unset_secret_headers: _containers.RepeatedScalarFieldContainer[str]
     audit: _audit_pb2.ApiResourceAudit
-    def __init__(self, default_instance_id: _Optional[str] = ..., audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
+    def __init__(self, default_instance_id: _Optional[str] = ..., unset_secret_headers: _Optional[_Iterable[str]] = ..., audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
 
 class AgentId(_message.Message):
     __slots__ = ("value",)

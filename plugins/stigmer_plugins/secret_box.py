@@ -1,0 +1,82 @@
+"""AES-256-GCM under one key, with the associated data naming where a value is stored.
+
+A ciphertext is ``<prefix><base64(nonce|ct|tag)>``: ``enc:v1:`` under the
+data-directory key, ``enc:r1:`` under a run key (``stigmer_plugins.secrets``).
+The associated data binds each one to where it is stored, so a ciphertext
+copied to another object or key does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from stigmer_core import FailedPrecondition
+from stigmer_plugins.secret_key import KEY_FILE, read_key, write_key_file
+
+PREFIX = "enc:v1:"
+RUN_PREFIX = "enc:r1:"
+NONCE = 12
+
+
+def fingerprint(key: bytes) -> bytes:
+    """Names a key without revealing it (recorded in the store, shown in messages)."""
+    return hmac.new(key, b"stigmer secret key fingerprint", hashlib.sha256).digest()[:16]
+
+
+class SecretBox:
+    """AES-GCM under one key, with the associated data naming where a value is stored."""
+
+    def __init__(self, key: bytes, *, prefix: str = PREFIX) -> None:
+        self._aead = AESGCM(key)
+        self._prefix = prefix
+        self.fingerprint = fingerprint(key)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> SecretBox:
+        """The data directory's key file, created (durably) if it does not exist."""
+        path = data_dir / KEY_FILE
+        try:
+            return cls(read_key(path))
+        except FileNotFoundError:
+            pass
+        key = AESGCM.generate_key(bit_length=256)
+        try:
+            write_key_file(path, key)
+        except FileExistsError:  # another process made it first: use theirs
+            return cls(read_key(path))
+        return cls(key)
+
+    @staticmethod
+    def is_encrypted(value: str) -> bool:
+        """Whether ``value`` is a sealed value (under either kind of key)."""
+        return value.startswith((PREFIX, RUN_PREFIX))
+
+    def seal_bytes(self, plaintext: bytes, context: bytes) -> bytes:
+        nonce = os.urandom(NONCE)
+        return nonce + self._aead.encrypt(nonce, plaintext, context)
+
+    def open_bytes(self, sealed: bytes, context: bytes) -> bytes:
+        return self._aead.decrypt(sealed[:NONCE], sealed[NONCE:], context)
+
+    def encrypt(self, plaintext: str, context: str) -> str:
+        return self._prefix + base64.b64encode(self.seal_bytes(plaintext.encode(), context.encode())).decode()
+
+    def decrypt(self, token: str, context: str) -> str:
+        if not token.startswith(self._prefix):
+            raise FailedPrecondition("value is not sealed with this key")
+        try:
+            raw = base64.b64decode(token[len(self._prefix) :], validate=True)
+            return self.open_bytes(raw, context.encode()).decode()
+        except (InvalidTag, binascii.Error, ValueError):
+            what = "this data directory's key" if self._prefix == PREFIX else "its run's key"
+            raise FailedPrecondition(f"a secret value does not decrypt with {what}") from None
+
+

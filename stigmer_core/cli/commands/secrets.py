@@ -1,0 +1,94 @@
+"""``stigmer secrets rotate-key``: re-seal every secret at rest under a new key.
+
+It works on the data directory in this process, with no daemon running
+(it takes the directory's lock, so a daemon cannot start meanwhile): a key
+rotation is a maintenance operation, and doing it offline means no request
+can see a value sealed under one key while the store already names the
+other. What happens, and why each step is where it is, is in
+``stigmer_plugins.secrets`` (``Secrets.rotate``) and docs/secrets.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stigmer_core import config
+from stigmer_core.application import Application
+from stigmer_core.cli.commands.local import data_dir_option
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.options import verbose_option
+from stigmer_core.datadir import DataDirBusy, DataDirLock
+from stigmer_plugins import secrets as sealing
+
+
+@click.group()
+def secrets() -> None:
+    """The key that seals secrets at rest (environment values, MCP headers, runs)."""
+
+
+@secrets.command("rotate-key")
+@data_dir_option
+@click.option(
+    "--new-key-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+    help="Write the new key here (it must not exist) instead of replacing the current key file; "
+    "required when the key comes from $STIGMER_SECRET_KEY.",
+)  # fmt: skip
+@verbose_option
+def rotate_key(data_dir: str | None, new_key_file: Path | None) -> None:
+    """Re-seal every secret under a new key, in one transaction.
+
+    Stop the daemon first. The new key replaces the key file in use (the
+    data directory's secret.key, or $STIGMER_SECRET_KEY_FILE), and the old
+    one is overwritten, so copies of values it sealed can no longer be
+    opened; with --new-key-file the new key is written there and the
+    current key file is left for you to retire.
+    """
+    directory = config.resolve(data_dir=data_dir).data_dir
+    if new_key_file is not None and new_key_file.exists():
+        raise CliError(f"{new_key_file} already exists; give a path for the new key that does not")
+    lock = DataDirLock(directory)
+    try:
+        lock.acquire()
+    except DataDirBusy as exc:
+        raise CliError(f"{exc.message}; stop it first (`stigmer local stop`): keys are rotated offline") from None
+    try:
+        with Application.open(directory) as app:
+            keyring = sealing.secrets(app.registry)
+            source = keyring.source
+            if new_key_file is None and source.path is None:
+                raise CliError(
+                    f"the key comes from ${sealing.KEY_ENV}: give --new-key-file PATH for the new key, then set "
+                    f"${sealing.KEY_FILE_ENV} to that path (or ${sealing.KEY_ENV} to its base64) before starting"
+                )
+            key = sealing.new_key()
+            if new_key_file is not None:
+                target = new_key_file
+
+                def stage(new: bytes) -> None:
+                    sealing.write_key_file(target, new)
+
+            else:
+                staged = source.staged
+                assert staged is not None
+
+                def stage(new: bytes) -> None:
+                    sealing.write_key_file(staged, new, replace=True)
+
+            done = keyring.rotate(app.store, app.registry, key, stage)
+            if new_key_file is None:
+                sealing.install_staged(source)
+    finally:
+        lock.release()
+    click.echo(
+        f"re-sealed the secrets of {done.objects} objects and {done.run_keys} live runs' keys: "
+        f"key {done.old} -> {done.new}"
+    )
+    if new_key_file is not None:
+        click.echo(
+            f"the new key is in {new_key_file}; set ${sealing.KEY_FILE_ENV} to it before starting the daemon, "
+            "and destroy the old key"
+        )
+    else:
+        click.echo(f"the new key replaced {source.where}")

@@ -1,0 +1,130 @@
+"""``stigmer secrets rotate-key``, a daemon that refuses a lost key, and the modes of the files it writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from stigmer_core import Application
+from stigmer_plugins.secrets import KEY_FILE, KEY_FILE_ENV, STAGED_SUFFIX, fingerprint, secrets
+from tests.agent_execution_support import Kinds
+
+from .conftest import Stigmer
+
+ENV_SECRET = "env-secret-rotated-31c0"
+RUN_SECRET = "run-secret-rotated-8d2e"
+
+
+@pytest.fixture(autouse=True)
+def _no_key_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STIGMER_SECRET_KEY", "STIGMER_SECRET_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@contextmanager
+def _kinds(data_dir: Path) -> Iterator[Kinds]:
+    with Application.open(data_dir, durable=False) as app:
+        channel = app.channel()
+        try:
+            yield Kinds.on(app, channel)
+        finally:
+            channel.close()
+
+
+def _a_live_run(data_dir: Path) -> tuple[str, str]:
+    """An environment secret and a live run with a secret of its own; (context id, agent id)."""
+    with _kinds(data_dir) as kinds:
+        kinds.environment("prod", {"DB": (ENV_SECRET, True)})
+        agent = kinds.agent(env_slugs=["prod"])
+        run = kinds.execution(agent_id=agent.metadata.id, runtime_env={"TOKEN": (RUN_SECRET, True)})
+        return run.status.execution_context_id, agent.metadata.id
+
+
+def test_rotate_key_reseals_every_secret_and_keeps_live_runs_readable(stigmer: Stigmer) -> None:
+    context_id, agent_id = _a_live_run(stigmer.data_dir)
+    old_key = (stigmer.data_dir / KEY_FILE).read_bytes()
+
+    out = stigmer.ok("secrets", "rotate-key")
+
+    new_key = (stigmer.data_dir / KEY_FILE).read_bytes()
+    assert new_key != old_key and len(new_key) == 32
+    assert f"key {fingerprint(old_key)[:8].hex()} -> {fingerprint(new_key)[:8].hex()}" in out
+    assert "1 objects" in out and "1 live runs" in out
+    assert not (stigmer.data_dir / (KEY_FILE + STAGED_SUFFIX)).exists()
+    assert stat.S_IMODE((stigmer.data_dir / KEY_FILE).stat().st_mode) == 0o600
+    with _kinds(stigmer.data_dir) as kinds:
+        live = kinds.contexts.get(context_id)
+        assert live.spec.data["TOKEN"].value == RUN_SECRET, "the live run's key was re-wrapped"
+        assert live.spec.data["DB"].value == ENV_SECRET
+        again = kinds.execution("again", agent_id=agent_id)
+        assert kinds.contexts.get(again.status.execution_context_id).spec.data["DB"].value == ENV_SECRET
+
+
+def test_rotate_key_to_a_new_key_file(stigmer: Stigmer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    context_id, _ = _a_live_run(stigmer.data_dir)
+    target = tmp_path / "keys" / "next.key"
+    out = stigmer.ok("secrets", "rotate-key", "--new-key-file", str(target))
+    assert str(target) in out and KEY_FILE_ENV in out
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    refused = stigmer.fails("serve", "--data-dir", str(stigmer.data_dir), "--address", "127.0.0.1:0")
+    assert "sealed with key" in refused, "the old key file no longer opens the store"
+    monkeypatch.setenv(KEY_FILE_ENV, str(target))
+    with _kinds(stigmer.data_dir) as kinds:
+        assert kinds.contexts.get(context_id).spec.data["TOKEN"].value == RUN_SECRET
+
+
+def test_rotate_key_refuses_while_the_daemon_runs(stigmer: Stigmer, daemon: str) -> None:
+    message = stigmer.fails("secrets", "rotate-key")
+    assert "stop it first" in message
+
+
+def test_the_daemon_refuses_to_start_without_its_key(stigmer: Stigmer) -> None:
+    _a_live_run(stigmer.data_dir)
+    (stigmer.data_dir / KEY_FILE).unlink()
+    message = stigmer.fails("serve", "--data-dir", str(stigmer.data_dir), "--address", "127.0.0.1:0")
+    assert "missing" in message and "restore that key file" in message
+    assert not (stigmer.data_dir / KEY_FILE).exists()
+
+
+def test_an_interrupted_rotation_completes_at_the_next_start(stigmer: Stigmer) -> None:
+    context_id, _ = _a_live_run(stigmer.data_dir)
+    staged = stigmer.data_dir / (KEY_FILE + STAGED_SUFFIX)
+    with Application.open(stigmer.data_dir, durable=False) as app:
+        keyring = secrets(app.registry)
+        new = os.urandom(32)
+
+        def stage(key: bytes) -> None:
+            staged.write_bytes(key)
+
+        keyring.rotate(app.store, app.registry, new, stage)  # committed; the key file not yet replaced
+    with _kinds(stigmer.data_dir) as kinds:
+        assert kinds.contexts.get(context_id).spec.data["TOKEN"].value == RUN_SECRET
+    assert (stigmer.data_dir / KEY_FILE).read_bytes() == new and not staged.exists()
+
+
+def test_files_the_daemon_writes_are_private_under_umask_022(stigmer: Stigmer) -> None:
+    old = os.umask(0o022)
+    try:
+        stigmer.start()
+    finally:
+        os.umask(old)
+    stigmer.ok("local", "stop")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (stigmer.home / "daemon.log", stigmer.data_dir)}
+    modes.update({p.name: stat.S_IMODE(p.stat().st_mode) for p in stigmer.data_dir.iterdir()})
+    assert modes.pop("data") == 0o700
+    assert {"daemon.log", "data.mdb", "lock.mdb", "daemon.lock", KEY_FILE} <= set(modes)
+    assert {name: oct(mode) for name, mode in modes.items()} == {name: oct(0o600) for name in modes}
+
+
+def test_the_pid_file_is_private_under_umask_022(stigmer: Stigmer) -> None:
+    old = os.umask(0o022)
+    try:
+        stigmer.start()
+        assert stat.S_IMODE((stigmer.home / "daemon.pid").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -1,0 +1,160 @@
+"""Agent MCP server headers named in ``secret_headers``: sealed at rest, redacted in every
+response, stream, event and export, kept when the marker is written back, re-sealed by
+key rotation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from stigmer_core import Application
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.store import keys
+from stigmer_plugins.agent import header_context
+from stigmer_plugins.secrets import PREFIX, REDACTED, box, secrets
+from tests.test_agent_execution_secrets import _export
+
+# '-' is not in the base64 alphabet, so no ciphertext can contain these by chance.
+API_KEY = "Bearer sk-canary-5e1d-Q"
+NEW_API_KEY = "Bearer sk-rotated-77a0-Z"
+
+
+def _agent(name: str = "coder", *, key: str = API_KEY, secret: bool = True) -> agent_pb2.Agent:
+    agent = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=name))
+    server = agent.spec.mcp_servers.add(name="github", url="https://mcp.example.com")
+    server.headers["Authorization"] = key
+    server.headers["X-Trace"] = "on"
+    if secret:
+        server.secret_headers.append("Authorization")
+    return agent
+
+
+def _stubs(channel: grpc.Channel) -> tuple[Any, Any]:
+    return agent_grpc.AgentCommandControllerStub(channel), agent_grpc.AgentQueryControllerStub(channel)
+
+
+def _stored(app: Application, agent_id: str) -> agent_pb2.Agent:
+    with app.store.read() as txn:
+        raw = txn.get(keys.object_key("agents", agent_id))
+    assert raw is not None
+    return agent_pb2.Agent.FromString(raw)
+
+
+def _everything_stored(app: Application) -> bytes:
+    with app.store.read() as txn:
+        objects = b"".join(k + v for k, v in txn.scan(b""))
+        events = b"".join(payload for _, payload in txn.events(0))
+    return objects + events
+
+
+def _error(call: Any, *args: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call(*args, timeout=10)
+    return err.value
+
+
+def test_secret_headers_are_sealed_and_never_returned(
+    stigmer_app: Application, stigmer_channel: grpc.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    commands, queries = _stubs(stigmer_channel)
+    created = commands.create(_agent())
+    agent_id = created.metadata.id
+    responses = [
+        created,
+        queries.get(agent_pb2.AgentId(value=agent_id)),
+        *queries.list(agent_pb2.ListAgentsRequest(org="local")).entries,
+        queries.getByReference(metadata_pb2.ApiResourceReference(slug="coder")),
+    ]
+    for response in responses:
+        server = response.spec.mcp_servers[0]
+        assert server.headers["Authorization"] == REDACTED and server.headers["X-Trace"] == "on"
+        assert API_KEY.encode() not in response.SerializeToString()
+    stored = _stored(stigmer_app, agent_id).spec.mcp_servers[0].headers["Authorization"]
+    assert stored.startswith(PREFIX)
+    context = header_context(agent_id, "github", "Authorization")
+    assert box(stigmer_app.registry).decrypt(stored, context) == API_KEY
+    assert API_KEY.encode() not in _everything_stored(stigmer_app), "not in the objects, not in the event log"
+    assert list(created.status.unset_secret_headers) == []
+
+    # the marker written back, and the same clear value again, keep the stored secret: nothing changes
+    assert commands.update(created) == created
+    resent = agent_pb2.Agent()
+    resent.CopyFrom(created)
+    resent.spec.mcp_servers[0].headers["Authorization"] = API_KEY
+    assert commands.update(resent).metadata.resource_version == created.metadata.resource_version
+    assert _stored(stigmer_app, agent_id).spec.mcp_servers[0].headers["Authorization"] == stored
+
+    # a new clear value is sealed in its place
+    resent.spec.mcp_servers[0].headers["Authorization"] = NEW_API_KEY
+    updated = commands.update(resent)
+    assert updated.spec.mcp_servers[0].headers["Authorization"] == REDACTED
+    now = _stored(stigmer_app, agent_id).spec.mcp_servers[0].headers["Authorization"]
+    assert box(stigmer_app.registry).decrypt(now, context) == NEW_API_KEY
+    deleted = commands.delete(agent_pb2.AgentId(value=agent_id))
+    assert deleted.spec.mcp_servers[0].headers["Authorization"] == REDACTED
+    assert not any(s.encode() in _everything_stored(stigmer_app) for s in (API_KEY, NEW_API_KEY))
+    assert API_KEY not in caplog.text and NEW_API_KEY not in caplog.text
+
+
+def test_refusals_name_the_field(stigmer_channel: grpc.Channel) -> None:
+    commands, _ = _stubs(stigmer_channel)
+    stray = _agent()
+    stray.spec.mcp_servers[0].secret_headers.append("X-Api-Key")
+    err = _error(commands.create, stray)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.mcp_servers[0].secret_headers" in err.details() and "X-Api-Key" in err.details()
+
+    created = commands.create(_agent())
+    unmarked = agent_pb2.Agent()
+    unmarked.CopyFrom(created)
+    del unmarked.spec.mcp_servers[0].secret_headers[:]  # the marker, no longer declared secret
+    err = _error(commands.update, unmarked)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'spec.mcp_servers[0].headers["Authorization"]' in err.details()
+
+    # declassifying with the clear value is allowed
+    unmarked.spec.mcp_servers[0].headers["Authorization"] = "Bearer public"
+    assert commands.update(unmarked).spec.mcp_servers[0].headers["Authorization"] == "Bearer public"
+
+
+def test_the_marker_without_a_stored_secret_leaves_the_header_unset(stigmer_channel: grpc.Channel) -> None:
+    commands, _ = _stubs(stigmer_channel)
+    restored = commands.create(_agent(key=REDACTED))
+    assert list(restored.status.unset_secret_headers) == ["github/Authorization"]
+    assert restored.spec.mcp_servers[0].headers["Authorization"] == REDACTED
+    restored.spec.mcp_servers[0].headers["Authorization"] = API_KEY
+    assert list(commands.update(restored).status.unset_secret_headers) == []
+
+
+def test_export_carries_the_marker_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Application.open(data, durable=False) as app:
+        channel = app.channel()
+        _stubs(channel)[0].create(_agent())
+        channel.close()
+    exported = _export(data)
+    assert "secretHeaders" in exported and REDACTED in exported and API_KEY not in exported
+
+
+def test_key_rotation_reseals_headers(tmp_path: Path) -> None:
+    with Application.open(tmp_path / "data", durable=False) as app:
+        channel = app.channel()
+        agent_id = _stubs(channel)[0].create(_agent()).metadata.id
+        channel.close()
+        before = _stored(app, agent_id).spec.mcp_servers[0].headers["Authorization"]
+        keyring = secrets(app.registry)
+        old = keyring.master
+        done = keyring.rotate(app.store, app.registry, bytes(range(32)), lambda key: None)
+        assert done.objects == 1
+        after = _stored(app, agent_id).spec.mcp_servers[0].headers["Authorization"]
+        context = header_context(agent_id, "github", "Authorization")
+        assert after != before and keyring.master.decrypt(after, context) == API_KEY
+        with pytest.raises(Exception, match=r"does not decrypt|not sealed"):
+            old.decrypt(after, context)

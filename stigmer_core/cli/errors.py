@@ -10,11 +10,12 @@ already written for people; this module adds the client-side cases.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import grpc
+from typing import TYPE_CHECKING
 
 from stigmer_core import errors
-from stigmer_core.status import from_rpc_error
+
+if TYPE_CHECKING:
+    import grpc
 
 
 class CliError(Exception):
@@ -34,11 +35,16 @@ def _unreachable(details: str) -> bool:
 
 def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     """The error a failed call stands for; an unreachable server gets a message of its own."""
+    import grpc
+
+    from stigmer_core.status import from_rpc_error
+
     code = error.code() if isinstance(error, grpc.Call) else None
     raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
         return CliError(
-            f"cannot reach the stigmer server at {target} (is it running? `stigmer backend status` tells)",
+            f"cannot reach the stigmer server at {target} (is it running? "
+            f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
             details=[raw],
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -121,12 +121,14 @@ def unserved(session: Session) -> list[Missing]:
     if session.settings.backend != config.LOCAL:
         return []
     counts = stored.unserved(session.settings.data_dir, {k.key_prefix for k in session.catalog.kinds})
+    if counts is None:
+        return [Missing("the store's own kinds", "the local store could not be read to check for them")]
     return [
         Missing(
             f"{count} stored object{'s' if count != 1 else ''} under key prefix '{prefix}'",
             "no installed plugin serves that kind (reinstall its package to export them)",
         )
-        for prefix, count in sorted((counts or {}).items())
+        for prefix, count in sorted(counts.items())
     ]
 
 

@@ -21,9 +21,12 @@ _OBJECTS = b"o/"
 
 
 def unserved(data_dir: Path, served: Collection[str]) -> dict[str, int] | None:
-    """Key prefix -> object count for every stored kind not in ``served``; None when there is no LMDB store."""
+    """Key prefix -> object count for every stored kind not in ``served``; None when it cannot be read.
+
+    A data directory without an LMDB store holds nothing: an empty mapping.
+    """
     if not (data_dir / "data.mdb").exists():
-        return None
+        return {}
     import lmdb
 
     try:

@@ -41,9 +41,10 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
     session = Session.of(ctx)
     every_org = all_orgs or (all_kinds and overrides(ctx).org is None)
     kinds = backup.exportable(session.catalog, kind_names)
-    objects, missing = backup.collect(session, kinds, org="" if every_org else session.org)
-    if all_kinds:
-        missing += backup.unserved(session)
+    # before anything opens the store in this process: LMDB opens an environment once per process
+    missing = backup.unserved(session) if all_kinds else []
+    objects, failed = backup.collect(session, kinds, org="" if every_org else session.org)
+    missing = failed + missing
     text = backup.export_text(objects, session.catalog.write_order(objects))
     sys.stdout.write(text)
     sys.stdout.flush()

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     )
     from stigmer_core.hookspecs import hookimpl
     from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, Reference
-    from stigmer_core.pipeline import Phase, RequestContext, Step, step
+    from stigmer_core.pipeline import Phase, RequestContext, Step
+    from stigmer_core.pipeline.step import step
     from stigmer_core.status import from_rpc_error
 
 _WHERE = {
@@ -67,7 +68,8 @@ _WHERE = {
     ),
     "hookimpl": "stigmer_core.hookspecs",
     **dict.fromkeys(("CustomOperation", "IndexSpec", "KindDeclaration", "Reference"), "stigmer_core.kinds.declaration"),
-    **dict.fromkeys(("Phase", "RequestContext", "Step", "step"), "stigmer_core.pipeline"),
+    **dict.fromkeys(("Phase", "RequestContext", "Step"), "stigmer_core.pipeline"),
+    "step": "stigmer_core.pipeline.step",
     "from_rpc_error": "stigmer_core.status",
 }
 

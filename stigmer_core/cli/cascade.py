@@ -64,9 +64,7 @@ def owned(session: Session, kind: KindInfo, obj: Any, *, org: str) -> list[tuple
 
 def still_there(session: Session, objects: Sequence[tuple[KindInfo, Any]], *, org: str) -> set[str]:
     """Ids of ``objects`` that a lookup still finds."""
-    return {
-        metadata(obj).id for kind, obj in objects if session.calls(kind).lookup(org, metadata(obj).id) is not None
-    }
+    return {metadata(obj).id for kind, obj in objects if session.calls(kind).lookup(org, metadata(obj).id) is not None}
 
 
 def way_out(session: Session, error: errors.FailedPrecondition) -> CliError | None:

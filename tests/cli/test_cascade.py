@@ -48,7 +48,12 @@ def test_dry_run_shows_the_cascade_and_deletes_nothing(stigmer: Stigmer, daemon:
 
 def test_refused_delete_names_cancel_and_cancel_clears_it(stigmer: Stigmer, daemon: str) -> None:
     agent = _agent_with_session(stigmer)
-    stigmer.ok("apply", "-f", "-", input=f"kind: AgentExecution\nmetadata: {{name: Run}}\nspec: {{agentId: {agent}, message: go}}\n")
+    stigmer.ok(
+        "apply",
+        "-f",
+        "-",
+        input=f"kind: AgentExecution\nmetadata: {{name: Run}}\nspec: {{agentId: {agent}, message: go}}\n",
+    )
     message = stigmer.fails("delete", "agent", "helper")
     assert "is still referenced by agent execution 'run'" in message
     assert message.endswith(

@@ -9,6 +9,7 @@ already written for people; this module adds the client-side cases.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,15 @@ from stigmer_core import errors
 
 if TYPE_CHECKING:
     import grpc
+
+
+_EMPTY = re.compile(r"\bmust (?:be|have) at least 1 (?:characters?|items?|bytes?|pairs?)\b")
+_ONE = re.compile(r"\b((?:at (?:least|most)|exactly) 1) (character|item|byte|pair)s\b")
+
+
+def wording(text: str) -> str:
+    """A validator's phrase as a person would say it: ``must not be empty``, ``at most 1 item``."""
+    return _ONE.sub(r"\1 \2", _EMPTY.sub("must not be empty", text))
 
 
 class CliError(Exception):
@@ -56,7 +66,7 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
 
 def violation_lines(error: BaseException) -> list[str]:
     if isinstance(error, errors.InvalidArgument):
-        return [f"{v.field}: {v.description}" for v in error.violations]
+        return [f"{v.field}: {wording(v.description)}" for v in error.violations]
     return []
 
 
@@ -65,7 +75,7 @@ def describe(error: BaseException) -> tuple[str, list[str]]:
     if isinstance(error, CliError):
         return error.message, list(error.details)
     if isinstance(error, errors.StigmerError):
-        return error.message, violation_lines(error)
+        return wording(error.message), violation_lines(error)
     if isinstance(error, OSError):
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}", []

@@ -136,3 +136,11 @@ def test_empty_filtered_list_names_the_filter(stigmer: Stigmer, daemon: str, tmp
     empty = stigmer("list", "agent", "-l", "team=nobody", "-l", "tier=gold")
     assert empty.code == 0 and empty.out == ""
     assert "no agents with labels team=nobody,tier=gold found in org 'local'" in empty.err
+
+
+def test_rule_messages_read_as_english_with_the_field_as_written(stigmer: Stigmer, tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "kind: Session\nmetadata: {name: x}\nspec: {subject: hi}\n")
+    assert (
+        stigmer.fails("apply", "-f", str(path))
+        == f"{path}, document 1 (session/x): spec.agentInstanceId: must not be empty"
+    )

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 RUNS = 5
 STIGMER = (sys.executable, "-m", "stigmer_core.cli")

@@ -42,7 +42,7 @@ from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.documents import to_dict
 from stigmer_core.cli.envelope import metadata
-from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.errors import CliError, describe
 from stigmer_core.cli.progress import Progress
 from stigmer_core.cli.session import Session
 
@@ -104,7 +104,7 @@ def collect(
             try:
                 objects = _listed(session, kind, org=org, orgs=list(orgs))
             except (errors.StigmerError, CliError) as exc:
-                missing.append(Missing(f"kind '{kind.cli_name}'", getattr(exc, "message", str(exc))))
+                missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
             else:
                 for obj in objects:
                     found.append((kind, obj))

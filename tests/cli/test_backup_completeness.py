@@ -57,3 +57,23 @@ def test_a_kind_the_daemon_cannot_answer_does_not_stop_status_or_export(
     assert export.code == 1
     assert [d["kind"] for d in yaml.safe_load_all(export.out)] == ["Agent", "AgentInstance"]
     assert "stigmer: not exported: kind 'note': " in export.err
+
+
+def test_a_kind_that_lists_only_within_an_org_is_exported_org_by_org(with_note_kind: Stigmer, tmp_path: Path) -> None:
+    cli = with_note_kind
+    entry_points = tmp_path / "site" / "note_kind-0.1.dist-info" / "entry_points.txt"
+    entry_points.write_text("[stigmer.kinds]\nnote = note_kind\norg_required = org_required\n")
+    cli.start()
+    cli.ok("apply", "-f", "-", input=NOTE)
+    cli.ok("apply", "--org", "acme", "-f", "-", input=f"{NOTE}---\n{CODER}")
+    assert cli.fails("get", "notes", "-A") == "org: must not be empty"
+
+    status = cli("local", "status")
+    assert status.code == 0, status.err
+    note_row = next(line for line in lines(status.out) if line.startswith("note "))
+    assert note_row.split(None, 1)[1] == "? (cannot count: org: must not be empty)"
+
+    export = cli("export", "--all")
+    assert export.code == 0, export.err
+    notes = [d["metadata"]["org"] for d in yaml.safe_load_all(export.out) if d["kind"] == "Note"]
+    assert sorted(notes) == ["acme", "local"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.errors import CliError, describe
 from stigmer_core.cli.options import verbose_option
 
 if TYPE_CHECKING:
@@ -139,6 +139,5 @@ def status(ctx: click.Context, data_dir: str | None) -> None:
         try:
             rows.append([kind.cli_name, str(session.calls(kind).count())])
         except (errors.StigmerError, CliError) as exc:
-            message = getattr(exc, "message", str(exc))
-            rows.append([kind.cli_name, f"? (cannot count: {message})"])
+            rows.append([kind.cli_name, f"? (cannot count: {describe(exc)[0]})"])
     click.echo(render.table(["KIND", "OBJECTS"], rows))

@@ -63,3 +63,8 @@ def names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[C
             with contextlib.suppress(Exception):
                 session.close()
     return [CompletionItem(slug) for slug in found if slug.startswith(incomplete)]
+
+
+def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Let the shell complete file and directory names (``-f`` of ``apply`` and ``import``)."""
+    return [CompletionItem(incomplete, type="file")]

@@ -55,15 +55,16 @@ def test_kind_typo_suggests_the_kind(stigmer: Stigmer) -> None:
     assert "did you mean" not in stigmer.fails("get", "zzzz")
 
 
-def _complete(stigmer: Stigmer, line: str) -> list[str]:
-    """What click's bash completion offers for ``line`` (the last word is being completed)."""
+def _complete(stigmer: Stigmer, line: str, *, kind: str = "plain") -> list[str]:
+    """What click's bash completion offers for ``line`` (the last word is being completed), of one type."""
     words = line.split(" ")
     env = {**stigmer.env(), "_STIGMER_COMPLETE": "bash_complete", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)}
     done = subprocess.run(
         [sys.executable, "-m", "stigmer_core.cli"], capture_output=True, text=True, env=env, timeout=TIMEOUT
     )
     assert done.returncode == 0, done.stderr
-    return [entry.split(",", 1)[1] for entry in done.stdout.splitlines()]
+    offered = [entry.split(",", 1) for entry in done.stdout.splitlines()]
+    return [value for type_, value in offered if type_ == kind]
 
 
 def test_completion_of_kinds_names_and_flags(stigmer: Stigmer, daemon: str) -> None:
@@ -77,6 +78,8 @@ def test_completion_of_kinds_names_and_flags(stigmer: Stigmer, daemon: str) -> N
     assert _complete(stigmer, "stigmer delete agents cod") == ["coder"]
     assert {"--output", "--org"} <= set(_complete(stigmer, "stigmer get agent --o"))
     assert "export" in _complete(stigmer, "stigmer ex")
+    assert _complete(stigmer, "stigmer apply -f exa", kind="file") == ["exa"]  # the shell completes paths
+    assert {"agent", "agents"} <= set(_complete(stigmer, "stigmer export ag"))
 
 
 def test_completion_scripts(stigmer: Stigmer) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import common_options
 
 
 @click.command()
 @click.option(
-    "-f", "--filename", "files", multiple=True, required=True, metavar="PATH",
+    "-f", "--filename", "files", multiple=True, required=True, metavar="PATH", shell_complete=completing.files,
     help="YAML file, directory of them, or - for stdin (repeatable).",
 )  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Check the documents and say what would happen; write nothing.")

@@ -11,12 +11,13 @@ from typing import Any
 
 import click
 
+from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import common_options, overrides
 
 
 @click.command()
-@click.argument("kind_names", nargs=-1, metavar="[KIND]...")
+@click.argument("kind_names", nargs=-1, metavar="[KIND]...", shell_complete=completing.kinds)
 @click.option("--all", "all_kinds", is_flag=True, help="Every exported kind, in every org (unless --org is given).")
 @click.option("-A", "--all-orgs", is_flag=True, help="Every org, not just --org (implied by --all).")
 @common_options
@@ -73,7 +74,7 @@ def _unset_secrets(obj: Any) -> list[str]:
 
 @click.command("import")
 @click.option(
-    "-f", "--filename", "files", multiple=True, metavar="PATH",
+    "-f", "--filename", "files", multiple=True, metavar="PATH", shell_complete=completing.files,
     help="File or directory to read instead of stdin (repeatable).",
 )  # fmt: skip
 @common_options

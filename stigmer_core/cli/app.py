@@ -15,7 +15,12 @@ from typing import Any
 
 import click
 
-# Command name -> "module:attribute". One line per command or command group.
+from stigmer_core.cli.errors import CliError, describe
+from stigmer_core.cli.options import overrides, verbose_option
+
+# Command name -> "module:attribute", one line per command or command group. `--help` imports every
+# module named here, so each imports grpc, protobuf and the kinds inside its commands, not at the top
+# (tests/cli/test_first_hour.py checks that `stigmer --help` loads neither grpc nor protovalidate).
 COMMANDS: dict[str, str] = {
     "serve": "stigmer_core.cli.commands.local:serve",
     "local": "stigmer_core.cli.commands.local:local",
@@ -60,8 +65,6 @@ class StigmerGroup(click.Group):
             ctx.exit(1)
         except Exception as exc:
             from stigmer_core import errors
-            from stigmer_core.cli.errors import CliError, describe
-            from stigmer_core.cli.options import overrides
             from stigmer_core.cli.reporting import report_failure
 
             verbose = overrides(ctx).verbose
@@ -71,16 +74,8 @@ class StigmerGroup(click.Group):
             ctx.exit(exc.exit_code if isinstance(exc, CliError) else 1)
 
 
-def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    if value:
-        from stigmer_core.cli.options import overrides
-
-        overrides(ctx).verbose = True
-    return value
-
-
 @click.group(cls=StigmerGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_verbose, help="Show details of errors.")
+@verbose_option
 @click.version_option(package_name="stigmer-core", prog_name="stigmer", message="%(prog)s %(version)s")
 def main() -> None:
     """Stigmer: resource APIs for agents, workflows and their kin.
@@ -89,8 +84,6 @@ def main() -> None:
     (default ~/.stigmer): the local store (through the daemon when one runs)
     or a remote server. See `stigmer backend --help`.
     """
-    from stigmer_core.cli.options import overrides
-
     verbose = overrides(click.get_current_context()).verbose
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

@@ -8,7 +8,9 @@ EXAMPLE_PUBLISHED := examples/stigmer-published-api
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint check-proto test-examples test-protobuf7 proto bench clean
+CHECK_WORKERS ?= auto
+
+.PHONY: setup serve test check lint check-proto test-examples test-protobuf7 proto bench bench-cli clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +30,11 @@ test: check-proto lint
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-examples
 	$(MAKE) --no-print-directory test-protobuf7
+
+## check: the quick loop while developing: drift check, lint, types, then the main suite spread over
+## every core with pytest-xdist (protobuf 6 only; no example venvs). `make test` stays what CI runs.
+check: check-proto lint
+	$(BIN)/python -m pytest -q -n $(CHECK_WORKERS) -p no:cacheprovider
 
 check-proto: $(STAMP)
 	$(BIN)/python -m stigmer_core.protogen --check
@@ -65,6 +72,10 @@ proto: $(STAMP)
 ## bench: print throughput and latency figures with ratios to a bare grpcio baseline
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## bench-cli: how fast the `stigmer` command starts (medians of 5 cold runs per command)
+bench-cli: $(STAMP)
+	$(BIN)/python -m bench.cli_startup
 
 clean:
 	rm -rf $(VENV) $(VENV_PB7) $(VENV_EXAMPLES) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,32 +3,75 @@
 A kind plugin declares its protobuf types, store prefixes and extra pipeline
 steps; the framework serves its Command and Query gRPC services over an
 embedded LMDB store, on the network or in process.
+
+The names below are imported on first use (PEP 562), so importing a small
+module of the package (``stigmer_core.cli`` answering ``--help``) does not
+load grpc, protobuf and every kind first.
 """
 
-from stigmer_core.application import Application
-from stigmer_core.client import Client, connect
-from stigmer_core.errors import (
-    AddressUnavailable,
-    AlreadyExists,
-    Conflict,
-    DataDirBusy,
-    FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    RegistryError,
-    ResourceExhausted,
-    StartupError,
-    StigmerError,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-)
-from stigmer_core.hookspecs import hookimpl
-from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, Reference
-from stigmer_core.pipeline import Phase, RequestContext, Step, step
-from stigmer_core.status import from_rpc_error
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stigmer_core.application import Application
+    from stigmer_core.client import Client, connect
+    from stigmer_core.errors import (
+        AddressUnavailable,
+        AlreadyExists,
+        Conflict,
+        DataDirBusy,
+        FailedPrecondition,
+        FieldViolation,
+        InvalidArgument,
+        NotFound,
+        PermissionDenied,
+        RegistryError,
+        ResourceExhausted,
+        StartupError,
+        StigmerError,
+        Unauthenticated,
+        Unavailable,
+        Unimplemented,
+    )
+    from stigmer_core.hookspecs import hookimpl
+    from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, Reference
+    from stigmer_core.pipeline import Phase, RequestContext, Step
+    from stigmer_core.pipeline.step import step
+    from stigmer_core.status import from_rpc_error
+
+_WHERE = {
+    "Application": "stigmer_core.application",
+    "Client": "stigmer_core.client",
+    "connect": "stigmer_core.client",
+    **dict.fromkeys(
+        (
+            "AddressUnavailable",
+            "AlreadyExists",
+            "Conflict",
+            "DataDirBusy",
+            "FailedPrecondition",
+            "FieldViolation",
+            "InvalidArgument",
+            "NotFound",
+            "PermissionDenied",
+            "RegistryError",
+            "ResourceExhausted",
+            "StartupError",
+            "StigmerError",
+            "Unauthenticated",
+            "Unavailable",
+            "Unimplemented",
+        ),
+        "stigmer_core.errors",
+    ),
+    "hookimpl": "stigmer_core.hookspecs",
+    **dict.fromkeys(("CustomOperation", "IndexSpec", "KindDeclaration", "Reference"), "stigmer_core.kinds.declaration"),
+    **dict.fromkeys(("Phase", "RequestContext", "Step"), "stigmer_core.pipeline"),
+    "step": "stigmer_core.pipeline.step",
+    "from_rpc_error": "stigmer_core.status",
+}
 
 __all__ = [
     "AddressUnavailable",
@@ -61,3 +104,16 @@ __all__ = [
     "hookimpl",
     "step",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'stigmer_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

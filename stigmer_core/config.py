@@ -26,14 +26,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import grpc
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from stigmer_core.client import Client, connect
 from stigmer_core.errors import StigmerError
+
+if TYPE_CHECKING:  # the client opens the store in process: imported when a command connects, not before
+    from stigmer_core.client import Client
 
 HOME_ENV = "STIGMER_HOME"
 DEFAULT_HOME = Path("~/.stigmer")
@@ -184,6 +186,8 @@ class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClient
 
 def connect_settings(settings: Settings) -> Client:
     """A client for resolved settings; see ``connect_from_config``."""
+    from stigmer_core.client import Client, connect
+
     if settings.backend == REMOTE and not settings.endpoint:
         raise ConfigError(
             "the remote backend has no endpoint: run `stigmer backend switch remote --endpoint HOST:PORT`"

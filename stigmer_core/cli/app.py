@@ -1,7 +1,13 @@
-"""The ``stigmer`` command group and the one place failures are reported."""
+"""The ``stigmer`` command group and the one place failures are reported.
+
+Commands are registered by import path and loaded when used, so
+``stigmer --version`` or ``stigmer get`` pays only for the modules it runs;
+grpc, protobuf and the kinds are imported by the commands that need them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -9,15 +15,45 @@ from typing import Any
 
 import click
 
-from stigmer_core import errors
-from stigmer_core.cli.commands import apply, backend, local, resources, secrets, transfer
 from stigmer_core.cli.errors import CliError, describe
 from stigmer_core.cli.options import overrides, verbose_option
-from stigmer_core.cli.reporting import report_failure
+
+# Command name -> "module:attribute", one line per command or command group. `--help` imports every
+# module named here, so each imports grpc, protobuf and the kinds inside its commands, not at the top
+# (tests/cli/test_first_hour.py checks that `stigmer --help` loads neither grpc nor protovalidate).
+COMMANDS: dict[str, str] = {
+    "serve": "stigmer_core.cli.commands.local:serve",
+    "local": "stigmer_core.cli.commands.local:local",
+    "apply": "stigmer_core.cli.commands.apply:apply",
+    "get": "stigmer_core.cli.commands.resources:get",
+    "list": "stigmer_core.cli.commands.resources:list_",
+    "delete": "stigmer_core.cli.commands.resources:delete",
+    "cancel": "stigmer_core.cli.commands.resources:cancel",
+    "kinds": "stigmer_core.cli.commands.resources:kinds",
+    "export": "stigmer_core.cli.commands.transfer:export",
+    "import": "stigmer_core.cli.commands.transfer:import_",
+    "backend": "stigmer_core.cli.commands.backend:backend",
+    "completion": "stigmer_core.cli.commands.completion:completion",
+    "secrets": "stigmer_core.cli.commands.secrets:secrets",
+}
 
 
 class StigmerGroup(click.Group):
-    """Reports any failure of a subcommand as one line and a non-zero exit."""
+    """Loads commands on first use and reports any failure of one as one line and a non-zero exit."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, _, attribute = where.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        self.commands[cmd_name] = command
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -29,6 +65,9 @@ class StigmerGroup(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(1)
         except Exception as exc:
+            from stigmer_core import errors
+            from stigmer_core.cli.reporting import report_failure
+
             verbose = overrides(ctx).verbose
             message, details = describe(exc)
             expected = isinstance(exc, CliError | errors.StigmerError | OSError)
@@ -38,6 +77,7 @@ class StigmerGroup(click.Group):
 
 @click.group(cls=StigmerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @verbose_option
+@click.version_option(package_name="stigmer-core", prog_name="stigmer", message="%(prog)s %(version)s")
 def main() -> None:
     """Stigmer: resource APIs for agents, workflows and their kin.
 
@@ -49,19 +89,3 @@ def main() -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-
-
-for command in (
-    local.serve,
-    local.local,
-    apply.apply,
-    resources.get,
-    resources.list_,
-    resources.delete,
-    resources.kinds,
-    transfer.export,
-    transfer.import_,
-    backend.backend,
-    secrets.secrets,
-):
-    main.add_command(command)

@@ -5,6 +5,10 @@ when it carries one, else by org and slug) so the outcome can be told
 apart: created, configured (changed), or unchanged (the server kept the
 stored object as it was). A failing document is reported and the rest still
 run; only an unreachable server stops everything.
+
+An object the server made for its owner while this run created the owner (an
+agent's default instance) counts as created, not unchanged, even though it
+existed when its own document came up: before the run it did not.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class Outcome:
     document: Document
     action: str = ""
     error: str = ""
+    result: Message | None = None
+    """The object as stored after the write (None for a dry run or a failure)."""
 
     @property
     def failed(self) -> bool:
@@ -57,7 +63,8 @@ def _validate_locally(doc: Document) -> str:
     return ""
 
 
-def apply_one(session: Session, doc: Document, *, dry_run: bool = False) -> Outcome:
+def apply_one(session: Session, doc: Document, *, dry_run: bool = False, created: set[str] | None = None) -> Outcome:
+    """Apply one document; ``created`` collects the ids this run created (pass one set per run)."""
     calls = session.calls(doc.kind)
     if dry_run:
         problem = _validate_locally(doc)
@@ -70,6 +77,9 @@ def apply_one(session: Session, doc: Document, *, dry_run: bool = False) -> Outc
         after = calls.apply(doc.message)
     except errors.StigmerError as exc:
         return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls))
-    if before is None:
-        return Outcome(doc, CREATED)
-    return Outcome(doc, UNCHANGED if after == before else CONFIGURED)
+    made = created if created is not None else set()
+    owners = {ref.id for ref in getattr(metadata(before if before is not None else after), "owner_references", ())}
+    if before is None or owners & made:
+        made.add(metadata(after).id)
+        return Outcome(doc, CREATED, result=after)
+    return Outcome(doc, UNCHANGED if after == before else CONFIGURED, result=after)

@@ -34,13 +34,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 from google.protobuf.message import Message
 
+from stigmer_core import errors
 from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.documents import to_dict
 from stigmer_core.cli.envelope import metadata
-from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.errors import CliError, describe
 from stigmer_core.cli.progress import Progress
 from stigmer_core.cli.session import Session
 
@@ -65,16 +67,69 @@ def exportable(catalog: Catalog, names: Sequence[str]) -> list[KindInfo]:
     return kinds
 
 
-def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> list[tuple[KindInfo, Message]]:
-    """Every object of ``kinds`` in ``org`` ("" for every org), with a progress bar on a terminal."""
+@attrs.frozen
+class Missing:
+    """What an export could not take, said on stderr so a backup never silently misses it."""
+
+    what: str
+    reason: str
+
+
+def _listed(session: Session, kind: KindInfo, *, org: str, orgs: Sequence[str]) -> list[Message]:
+    """Every object of ``kind`` in ``org``; across orgs, org by org when the kind's list insists on one."""
+    calls = session.calls(kind)
+    try:
+        return list(calls.iterate(org=org))
+    except errors.InvalidArgument:
+        if org or not orgs:
+            raise
+    return [obj for each in orgs for obj in calls.iterate(org=each)]
+
+
+def collect(
+    session: Session, kinds: Sequence[KindInfo], *, org: str
+) -> tuple[list[tuple[KindInfo, Message]], list[Missing]]:
+    """Every object of ``kinds`` in ``org`` ("" for every org the caller may read), and what could not be listed.
+
+    A kind that fails is reported and the others are still exported. A kind
+    whose list needs an org (a third party's) is listed in every org the
+    other kinds were found in. On a terminal a bar counts the kinds done.
+    """
     found: list[tuple[KindInfo, Message]] = []
-    with Progress("exporting") as progress:
+    missing: list[Missing] = []
+    orgs: dict[str, None] = {session.org: None}
+    with Progress("exporting", total=len(kinds)) as progress:
         for kind in kinds:
-            progress.describe(f"exporting {kind.plural}")
-            for obj in session.calls(kind).iterate(org=org):
-                found.append((kind, obj))
-                progress.advance()
-    return found
+            progress.describe(f"exporting {kind.plural} ({len(found)} objects so far)")
+            try:
+                objects = _listed(session, kind, org=org, orgs=list(orgs))
+            except (errors.StigmerError, CliError) as exc:
+                missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
+            else:
+                for obj in objects:
+                    found.append((kind, obj))
+                    orgs.setdefault(metadata(obj).org, None)
+            progress.advance()
+    return found, missing
+
+
+def unserved(session: Session) -> list[Missing]:
+    """Stored objects of kinds no installed plugin serves (local backend), or a note that a server cannot tell."""
+    from stigmer_core import config
+    from stigmer_core.cli import stored
+
+    if session.settings.backend != config.LOCAL:
+        return []
+    counts = stored.unserved(session.settings.data_dir, {k.key_prefix for k in session.catalog.kinds})
+    if counts is None:
+        return [Missing("the store's own kinds", "the local store could not be read to check for them")]
+    return [
+        Missing(
+            f"{count} stored object{'s' if count != 1 else ''} under key prefix '{prefix}'",
+            "no installed plugin serves that kind (reinstall its package to export them)",
+        )
+        for prefix, count in sorted(counts.items())
+    ]
 
 
 def document(obj: Message) -> dict[str, Any]:

@@ -80,6 +80,8 @@ class KindInfo:
     """Whether ``export`` writes the kind (its declaration's ``exported``)."""
     references: tuple[str, ...] = ()
     """Kinds (canonical names) its declaration's ``references`` point at."""
+    key_prefix: str = ""
+    """Its objects' key prefix in the store (kinds from the local registry only)."""
 
     @property
     def label(self) -> str:
@@ -120,9 +122,18 @@ class Catalog:
     def kind(self, name: str) -> KindInfo:
         found = self.find(name)
         if found is None:
+            near = self.closest(name)
+            hint = f"did you mean '{near}'? " if near else ""
             known = ", ".join(k.cli_name for k in self.kinds) or "none"
-            raise CliError(f"unknown kind '{name}' (known kinds: {known}; `stigmer kinds` lists them)")
+            raise CliError(f"unknown kind '{name}' ({hint}known kinds: {known}; `stigmer kinds` lists them)")
         return found
+
+    def closest(self, name: str) -> str | None:
+        """The accepted kind name nearest a mistyped one (``agnets`` -> ``agents``), if any is near."""
+        import difflib
+
+        near = difflib.get_close_matches(name.lower(), list(self._by_name), n=1, cutoff=0.7)
+        return near[0] if near else None
 
     def by_name(self, name: str) -> KindInfo | None:
         """The kind whose canonical name is ``name`` (as in ``kind`` fields and owner references)."""
@@ -165,6 +176,7 @@ class Catalog:
                     status_field=_status_field(decl.resource.DESCRIPTOR),
                     exported=decl.exported,
                     references=_referenced(registry, decl),
+                    key_prefix=decl.key_prefix,
                 )
             )
         return cls(kinds)

@@ -207,3 +207,15 @@ def stop(files: Files, daemon: Running, *, timeout: float, force: bool) -> bool:
             raise CliError(f"the daemon (pid {daemon.pid}) survived SIGKILL")
     _forget(files, daemon.pid)
     return killed
+
+
+def spawned_by_start(files: Files, daemon: Running) -> bool:
+    """Whether ``local start`` spawned this daemon (so its output is in the log file).
+
+    Its pid file names the daemon's pid; a daemon run with ``stigmer serve``
+    has none and logs to its own terminal.
+    """
+    try:
+        return files.pid_file.read_text().strip() == str(daemon.pid) and files.log_file.exists()
+    except OSError:
+        return False

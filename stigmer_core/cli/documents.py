@@ -23,7 +23,7 @@ from stigmer_core import errors
 from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.envelope import descriptor, metadata
-from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.errors import CliError, wording
 from stigmer_core.ids import slugify
 
 STDIN = "-"
@@ -234,8 +234,8 @@ def json_path(cls: type[Message], proto_path: str) -> str:
 def field_errors(error: errors.StigmerError, cls: type[Message]) -> str:
     """A server error's message, with its field violations in document spelling."""
     if isinstance(error, errors.InvalidArgument) and error.violations:
-        return "; ".join(f"{json_path(cls, v.field)}: {v.description}" for v in error.violations)
-    return error.message
+        return "; ".join(f"{json_path(cls, v.field)}: {wording(v.description)}" for v in error.violations)
+    return wording(error.message)
 
 
 def parse(source: Source, catalog: Catalog, *, org: str) -> list[Document]:

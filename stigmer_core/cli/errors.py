@@ -9,12 +9,23 @@ already written for people; this module adds the client-side cases.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-
-import grpc
+from typing import TYPE_CHECKING
 
 from stigmer_core import errors
-from stigmer_core.status import from_rpc_error
+
+if TYPE_CHECKING:
+    import grpc
+
+
+_EMPTY = re.compile(r"\bmust (?:be|have) at least 1 (?:characters?|items?|bytes?|pairs?)\b")
+_ONE = re.compile(r"\b((?:at (?:least|most)|exactly) 1) (character|item|byte|pair)s\b")
+
+
+def wording(text: str) -> str:
+    """A validator's phrase as a person would say it: ``must not be empty``, ``at most 1 item``."""
+    return _ONE.sub(r"\1 \2", _EMPTY.sub("must not be empty", text))
 
 
 class CliError(Exception):
@@ -34,11 +45,16 @@ def _unreachable(details: str) -> bool:
 
 def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     """The error a failed call stands for; an unreachable server gets a message of its own."""
+    import grpc
+
+    from stigmer_core.status import from_rpc_error
+
     code = error.code() if isinstance(error, grpc.Call) else None
     raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
         return CliError(
-            f"cannot reach the stigmer server at {target} (is it running? `stigmer backend status` tells)",
+            f"cannot reach the stigmer server at {target} (is it running? "
+            f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
             details=[raw],
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -50,7 +66,7 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
 
 def violation_lines(error: BaseException) -> list[str]:
     if isinstance(error, errors.InvalidArgument):
-        return [f"{v.field}: {v.description}" for v in error.violations]
+        return [f"{v.field}: {wording(v.description)}" for v in error.violations]
     return []
 
 
@@ -59,7 +75,7 @@ def describe(error: BaseException) -> tuple[str, list[str]]:
     if isinstance(error, CliError):
         return error.message, list(error.details)
     if isinstance(error, errors.StigmerError):
-        return error.message, violation_lines(error)
+        return wording(error.message), violation_lines(error)
     if isinstance(error, OSError):
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}", []

@@ -13,9 +13,12 @@ from typing import Any, TypeVar
 import attrs
 import click
 
-from stigmer_core.config import BACKENDS
-
 F = TypeVar("F", bound=Callable[..., Any])
+
+FORMATS = ("table", "yaml", "json")
+"""What ``-o/--output`` accepts."""
+BACKENDS = ("local", "remote")
+"""``stigmer_core.config.BACKENDS``, repeated so that parsing flags imports no grpc (a test keeps them equal)."""
 
 
 @attrs.define

@@ -20,7 +20,6 @@ from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.documents import to_dict
 from stigmer_core.cli.envelope import descriptor, has_status, metadata
 
-FORMATS = ("table", "yaml", "json")
 NONE = "<none>"
 
 

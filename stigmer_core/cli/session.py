@@ -6,13 +6,17 @@ never touch the store, and closed when the click context ends.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from stigmer_core import config
 from stigmer_core.cli.calls import KindCalls
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.options import overrides
-from stigmer_core.client import Client
+
+if TYPE_CHECKING:
+    from stigmer_core.client import Client
 
 
 class Session:

@@ -138,17 +138,25 @@ def test_list_with_labels_limit_and_org(stigmer: Stigmer, daemon: str, tmp_path:
     assert every[0].split()[0] == "ORG" and len(every) == 4
 
     empty = stigmer("list", "agent", "-l", "team=nobody")
-    assert empty.code == 0 and empty.out == "" and "no agents found in org 'local'" in empty.err
+    assert empty.code == 0 and empty.out == "" and "no agents with labels team=nobody found in org 'local'" in empty.err
     assert stigmer.fails("list", "agent", "-l", "team") == "invalid label selector 'team': use key=value"
 
 
 def test_delete_by_slug_and_by_id(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
     _apply_sample(stigmer, tmp_path)
-    assert stigmer.ok("delete", "agent", "coder").strip() == "agent/coder deleted"
+    assert lines(stigmer.ok("delete", "agent", "coder")) == [
+        "agent/coder deleted",
+        "agentinstance/coder-default deleted with it",
+    ]
     assert stigmer.fails("get", "agent", "coder") == "agent 'coder' not found in org 'local'"
     assert stigmer.fails("delete", "agent", "coder") == "agent 'coder' not found in org 'local'"
 
-    assert stigmer.ok("delete", "agents", AGENT_ID).strip() == "agent/support-bot deleted"
+    deleted = lines(stigmer.ok("delete", "agents", AGENT_ID))
+    assert deleted[0] == "agent/support-bot deleted"
+    assert sorted(deleted[1:]) == [
+        "agentinstance/support-bot-default deleted with it",
+        "agentinstance/support-bot-eu deleted with it",
+    ]
     # deleting an agent deletes the instances it owns
     empty = stigmer("get", "agentinstance")
     assert empty.code == 0 and empty.out == ""

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import click
 
-from stigmer_core.cli.applying import apply_one
-from stigmer_core.cli.documents import in_apply_order, parse_all, read_sources
+from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import common_options
-from stigmer_core.cli.reporting import report_failure
-from stigmer_core.cli.session import Session
 
 
 @click.command()
 @click.option(
-    "-f", "--filename", "files", multiple=True, required=True, metavar="PATH",
+    "-f", "--filename", "files", multiple=True, required=True, metavar="PATH", shell_complete=completing.files,
     help="YAML file, directory of them, or - for stdin (repeatable).",
 )  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Check the documents and say what would happen; write nothing.")
@@ -28,14 +25,20 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
     `apply` rpc. Every document is read and checked before anything is
     written.
     """
+    from stigmer_core.cli.applying import apply_one
+    from stigmer_core.cli.documents import in_apply_order, parse_all, read_sources
+    from stigmer_core.cli.reporting import report_failure
+    from stigmer_core.cli.session import Session
+
     sources = read_sources(files)
     session = Session.of(ctx)
     documents = parse_all(sources, session.catalog, org=session.org)
     if not documents:
         raise CliError(f"no resources found in {', '.join(files)}")
     failed = 0
+    created: set[str] = set()
     for document in in_apply_order(documents, session.catalog):
-        outcome = apply_one(session, document, dry_run=dry_run)
+        outcome = apply_one(session, document, dry_run=dry_run, created=created)
         if outcome.failed:
             failed += 1
             report_failure(f"{document.where} ({document.ref}): {outcome.error}")

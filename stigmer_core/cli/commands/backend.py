@@ -7,11 +7,8 @@ from typing import Any
 
 import click
 
-from stigmer_core import config
-from stigmer_core.cli import daemon
 from stigmer_core.cli.errors import CliError
-from stigmer_core.cli.options import common_options, verbose_option
-from stigmer_core.cli.session import Session
+from stigmer_core.cli.options import BACKENDS, common_options, overrides, verbose_option
 
 _ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^\s:/]+):\d{1,5}$")
 
@@ -31,7 +28,11 @@ def _lines(pairs: list[tuple[str, str]]) -> str:
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Which backend is in use, and whether it answers."""
-    settings = Session.of(ctx).settings
+    from stigmer_core import config
+    from stigmer_core.cli import daemon
+
+    flags = overrides(ctx)
+    settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org)
     pairs = [("backend", settings.backend)]
     if settings.backend == config.LOCAL:
         found = daemon.running(settings.data_dir)
@@ -50,13 +51,15 @@ def status(ctx: click.Context) -> None:
 
 
 @backend.command()
-@click.argument("kind", metavar="local|remote", type=click.Choice(config.BACKENDS))
+@click.argument("kind", metavar="local|remote", type=click.Choice(BACKENDS))
 @click.option("--endpoint", metavar="HOST:PORT", help="The remote server (remote backend).")
 @click.option("--token", help="Bearer token sent to the remote server.")
 @click.option("--data-dir", help="The local data directory (local backend).")
 @verbose_option
 def switch(kind: str, endpoint: str | None, token: str | None, data_dir: str | None) -> None:
     """Make the local store or a remote server the backend of every later command."""
+    from stigmer_core import config
+
     data: dict[str, Any] = config.load_config()
     if endpoint is not None and not _ENDPOINT.match(endpoint):
         raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT")

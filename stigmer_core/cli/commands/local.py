@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from stigmer_core import config
-from stigmer_core.cli import daemon, render
-from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.errors import CliError, describe
 from stigmer_core.cli.options import verbose_option
-from stigmer_core.cli.session import Session
-from stigmer_core.server import serve as run_daemon
+
+if TYPE_CHECKING:
+    from stigmer_core.cli import daemon
 
 address_option = click.option(
     "--address", envvar="STIGMER_ADDRESS", metavar="HOST:PORT",
@@ -29,8 +30,16 @@ data_dir_option = click.option(
 @verbose_option
 def serve(address: str | None, data_dir: str | None) -> None:
     """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
+    # grpc's core logs a failed bind itself, before the one-line error this command prints;
+    # GRPC_VERBOSITY set by the user still wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from stigmer_core import config
+    from stigmer_core.server import serve as run_daemon
+
     settings = config.resolve(address=address, data_dir=data_dir)
-    sys.exit(run_daemon(settings.address, settings.data_dir))
+    code = run_daemon(settings.address, settings.data_dir)
+    click.echo(f"stigmer daemon stopped (exit code {code})")
+    sys.exit(code)
 
 
 @click.group()
@@ -39,6 +48,8 @@ def local() -> None:
 
 
 def _not_running(files: daemon.Files, *, exit_code: int = 1) -> CliError:
+    from stigmer_core.cli import daemon
+
     stale = daemon.clean_stale_pid_file(files)
     note = f"; removed a stale pid file ({files.pid_file})" if stale is not None else ""
     return CliError(
@@ -54,6 +65,9 @@ def _not_running(files: daemon.Files, *, exit_code: int = 1) -> CliError:
 @verbose_option
 def start(address: str | None, data_dir: str | None, timeout: float) -> None:
     """Start the daemon in the background and wait until it serves."""
+    from stigmer_core import config
+    from stigmer_core.cli import daemon
+
     settings = config.resolve(address=address, data_dir=data_dir)
     files = daemon.Files(settings.data_dir)
     found = daemon.running(files.data_dir)
@@ -68,7 +82,8 @@ def start(address: str | None, data_dir: str | None, timeout: float) -> None:
     ready = daemon.wait_ready(files, process, timeout)
     click.echo(f"stigmer daemon started (pid {ready.pid}), listening on {ready.address}")
     click.echo(f"data directory: {files.data_dir}")
-    click.echo(f"log file: {files.log_file}")
+    click.echo(f"log file: {files.log_file} (beside the data directory)")
+    click.echo(f"pid file: {files.pid_file} (beside the data directory)")
 
 
 @local.command()
@@ -78,6 +93,9 @@ def start(address: str | None, data_dir: str | None, timeout: float) -> None:
 @verbose_option
 def stop(data_dir: str | None, timeout: float, force: bool) -> None:
     """Stop the daemon gracefully (SIGTERM; in-flight calls finish)."""
+    from stigmer_core import config
+    from stigmer_core.cli import daemon
+
     settings = config.resolve(data_dir=data_dir)
     files = daemon.Files(settings.data_dir)
     found = daemon.running(files.data_dir)
@@ -92,7 +110,15 @@ def stop(data_dir: str | None, timeout: float, force: bool) -> None:
 @verbose_option
 @click.pass_context
 def status(ctx: click.Context, data_dir: str | None) -> None:
-    """Whether the daemon runs, where, and how many objects of each kind it holds."""
+    """Whether the daemon runs, where, and how many objects of each kind it holds.
+
+    A kind that cannot be counted (its list refuses a query across orgs, or
+    fails) is reported in its row and the others are still counted.
+    """
+    from stigmer_core import config, errors
+    from stigmer_core.cli import daemon, render
+    from stigmer_core.cli.session import Session
+
     settings = config.resolve(backend=config.LOCAL, data_dir=data_dir)
     files = daemon.Files(settings.data_dir)
     found = daemon.running(files.data_dir)
@@ -102,8 +128,16 @@ def status(ctx: click.Context, data_dir: str | None) -> None:
         raise _not_running(files, exit_code=3)
     click.echo(f"stigmer daemon running (pid {found.pid}), listening on {found.address}")
     click.echo(f"data directory: {files.data_dir}")
-    click.echo(f"log file: {files.log_file}")
+    if daemon.spawned_by_start(files, found):
+        click.echo(f"log file: {files.log_file}")
+    else:
+        click.echo("log file: none (started with `stigmer serve`, which logs to its own terminal)")
     session = Session(settings)
     ctx.call_on_close(session.close)
-    rows = [[kind.cli_name, str(session.calls(kind).count())] for kind in session.catalog.kinds]
+    rows = []
+    for kind in session.catalog.kinds:
+        try:
+            rows.append([kind.cli_name, str(session.calls(kind).count())])
+        except (errors.StigmerError, CliError) as exc:
+            rows.append([kind.cli_name, f"? (cannot count: {describe(exc)[0]})"])
     click.echo(render.table(["KIND", "OBJECTS"], rows))

@@ -1,22 +1,29 @@
-"""Reading and deleting: ``get``, ``list``, ``delete``, ``kinds``."""
+"""Reading, deleting and cancelling: ``get``, ``list``, ``delete``, ``cancel``, ``kinds``.
+
+Only click and the option helpers are imported here; what talks to a backend
+is imported by the command that runs, so ``stigmer --help`` stays quick.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
-from stigmer_core.cli import render, yamlio
-from stigmer_core.cli.catalog import KindInfo
-from stigmer_core.cli.envelope import metadata
+from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError
-from stigmer_core.cli.options import common_options
-from stigmer_core.cli.session import Session
+from stigmer_core.cli.options import FORMATS, common_options
+
+if TYPE_CHECKING:
+    from stigmer_core.cli.catalog import KindInfo
+    from stigmer_core.cli.session import Session
 
 output_option = click.option(
-    "-o", "--output", type=click.Choice(render.FORMATS), default="table", show_default=True, help="Output format."
+    "-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format."
 )
 all_orgs_option = click.option("-A", "--all-orgs", is_flag=True, help="Every org, not just --org.")
+kind_argument = click.argument("kind_name", metavar="KIND", shell_complete=completing.kinds)
 
 
 def _labels(selectors: tuple[str, ...]) -> dict[str, str]:
@@ -38,11 +45,14 @@ def _show_list(
     labels: dict[str, str] | None = None,
     limit: int = 0,
 ) -> None:
+    from stigmer_core.cli import render
+
     org = "" if all_orgs else session.org
     found = list(session.calls(kind).iterate(org=org, labels=labels, limit=limit))
     if not found and output == "table":
         where = "any org" if all_orgs else f"org '{session.org}'"
-        click.echo(f"no {kind.plural} found in {where}", err=True)
+        matching = f" with labels {','.join(f'{k}={v}' for k, v in labels.items())}" if labels else ""
+        click.echo(f"no {kind.plural}{matching} found in {where}", err=True)
         return
     text = render.resources(kind, found, output, single=False, with_org=all_orgs)
     if text:
@@ -50,8 +60,8 @@ def _show_list(
 
 
 @click.command()
-@click.argument("kind_name", metavar="KIND")
-@click.argument("name", metavar="[NAME|ID]", required=False)
+@kind_argument
+@click.argument("name", metavar="[NAME|ID]", required=False, shell_complete=completing.names)
 @output_option
 @all_orgs_option
 @common_options
@@ -61,6 +71,9 @@ def get(ctx: click.Context, kind_name: str, name: str | None, output: str, all_o
 
     KIND is any name of a kind: singular, plural or short (`stigmer kinds`).
     """
+    from stigmer_core.cli import render
+    from stigmer_core.cli.session import Session
+
     session = Session.of(ctx)
     kind = session.kind(kind_name)
     if name is None:
@@ -71,7 +84,7 @@ def get(ctx: click.Context, kind_name: str, name: str | None, output: str, all_o
 
 
 @click.command("list")
-@click.argument("kind_name", metavar="KIND")
+@kind_argument
 @click.option(
     "-l",
     "--selector",
@@ -89,25 +102,83 @@ def list_(
     ctx: click.Context, kind_name: str, selectors: tuple[str, ...], limit: int, output: str, all_orgs: bool
 ) -> None:
     """List the objects of KIND in the org, optionally filtered by labels."""
+    from stigmer_core.cli.session import Session
+
     labels = _labels(selectors)
     session = Session.of(ctx)
     _show_list(session, session.kind(kind_name), output, all_orgs=all_orgs, labels=labels, limit=limit)
 
 
 @click.command()
-@click.argument("kind_name", metavar="KIND")
-@click.argument("name", metavar="NAME|ID")
+@kind_argument
+@click.argument("name", metavar="NAME|ID", shell_complete=completing.names)
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted (it and what it owns); delete nothing.")
 @common_options
 @click.pass_context
-def delete(ctx: click.Context, kind_name: str, name: str) -> None:
-    """Delete one object of KIND by slug or id (and whatever it owns)."""
+def delete(ctx: click.Context, kind_name: str, name: str, dry_run: bool) -> None:
+    """Delete one object of KIND by slug or id, and everything it owns.
+
+    Prints one line per object deleted: the one named, then what went with it
+    (an agent's instances, their sessions).
+    """
+    from stigmer_core import errors
+    from stigmer_core.cli import cascade
+    from stigmer_core.cli.envelope import metadata
+    from stigmer_core.cli.session import Session
+
     session = Session.of(ctx)
     kind = session.kind(kind_name)
     calls = session.calls(kind)
     found = calls.require(session.org, name)
     meta = metadata(found)
-    calls.delete(meta.id)
-    click.echo(f"{kind.cli_name}/{meta.slug} deleted")
+    tree = cascade.owned(session, kind, found, org=meta.org)
+    if dry_run:
+        click.echo(f"{cascade.ref(kind, found)} would be deleted (dry run)")
+        for child_kind, child in tree:
+            click.echo(f"{cascade.ref(child_kind, child)} would be deleted with it (dry run)")
+        return
+    try:
+        calls.delete(meta.id)
+    except errors.FailedPrecondition as exc:
+        better = cascade.way_out(session, exc)
+        if better is None:
+            raise
+        raise better from exc
+    click.echo(f"{cascade.ref(kind, found)} deleted")
+    left = cascade.still_there(session, tree, org=meta.org)
+    for child_kind, child in tree:
+        if metadata(child).id not in left:
+            click.echo(f"{cascade.ref(child_kind, child)} deleted with it")
+
+
+@click.command()
+@kind_argument
+@click.argument("name", metavar="NAME|ID", shell_complete=completing.names)
+@click.option("--reason", default="", help="Recorded as the object's error (code CANCELLED).")
+@common_options
+@click.pass_context
+def cancel(ctx: click.Context, kind_name: str, name: str, reason: str) -> None:
+    """Cancel a running object of KIND (an execution) through its kind's `cancel` rpc."""
+    from stigmer_core.cli.envelope import descriptor, metadata
+    from stigmer_core.cli.session import Session
+
+    session = Session.of(ctx)
+    kind = session.kind(kind_name)
+    if "cancel" not in kind.methods:
+        raise CliError(f"{kind.plural} cannot be cancelled: the kind has no 'cancel' rpc")
+    calls = session.calls(kind)
+    found = calls.require(session.org, name)
+    request_cls = kind.method("cancel").request_cls
+    fields = descriptor(request_cls).fields_by_name
+    id_field = next((f for f in ("id", "execution_id", "value") if f in fields), None)
+    if id_field is None:
+        raise CliError(f"cannot tell which field of {descriptor(request_cls).full_name} names the object")
+    request = calls.request("cancel", **{id_field: metadata(found).id, "reason": reason})
+    cancelled = calls.call("cancel", request)
+    from stigmer_core.cli import render
+
+    state = render.status_value(kind, cancelled)
+    click.echo(f"{kind.cli_name}/{metadata(found).slug} cancelled ({state})")
 
 
 @click.command()
@@ -116,6 +187,9 @@ def delete(ctx: click.Context, kind_name: str, name: str) -> None:
 @click.pass_context
 def kinds(ctx: click.Context, output: str) -> None:
     """List every kind served, with the names it answers to and its services."""
+    from stigmer_core.cli import render, yamlio
+    from stigmer_core.cli.session import Session
+
     catalog = Session.of(ctx).catalog
     entries = [
         {

@@ -14,13 +14,9 @@ from pathlib import Path
 
 import click
 
-from stigmer_core import config
-from stigmer_core.application import Application
 from stigmer_core.cli.commands.local import data_dir_option
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import verbose_option
-from stigmer_core.datadir import DataDirBusy, DataDirLock
-from stigmer_plugins import secrets as sealing
 
 
 @click.group()
@@ -45,6 +41,12 @@ def rotate_key(data_dir: str | None, new_key_file: Path | None) -> None:
     opened; with --new-key-file the new key is written there and the
     current key file is left for you to retire.
     """
+    # Imported here, not at the top: `stigmer --help` loads this module and must not load the kinds.
+    from stigmer_core import config
+    from stigmer_core.application import Application
+    from stigmer_core.datadir import DataDirBusy, DataDirLock
+    from stigmer_plugins import secrets as sealing
+
     directory = config.resolve(data_dir=data_dir).data_dir
     if new_key_file is not None and new_key_file.exists():
         raise CliError(f"{new_key_file} already exists; give a path for the new key that does not")

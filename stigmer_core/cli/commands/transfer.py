@@ -7,46 +7,74 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from typing import Any
 
 import click
 
-from stigmer_core.cli import backup
-from stigmer_core.cli.applying import apply_one
-from stigmer_core.cli.documents import STDIN, in_apply_order, parse_all, read_sources
+from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError
-from stigmer_core.cli.options import common_options
-from stigmer_core.cli.progress import Progress
-from stigmer_core.cli.reporting import report_failure
-from stigmer_core.cli.session import Session
+from stigmer_core.cli.options import common_options, overrides
 
 
 @click.command()
-@click.argument("kind_names", nargs=-1, metavar="[KIND]...")
-@click.option("--all", "all_kinds", is_flag=True, help="Every exported kind served.")
-@click.option("-A", "--all-orgs", is_flag=True, help="Every org, not just --org.")
+@click.argument("kind_names", nargs=-1, metavar="[KIND]...", shell_complete=completing.kinds)
+@click.option("--all", "all_kinds", is_flag=True, help="Every exported kind, in every org (unless --org is given).")
+@click.option("-A", "--all-orgs", is_flag=True, help="Every org, not just --org (implied by --all).")
 @common_options
 @click.pass_context
 def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all_orgs: bool) -> None:
     """Write objects as YAML documents to stdout (`stigmer export --all > backup.yaml`).
 
+    `--all` is a backup: every exported kind in every org the caller may read.
     Kinds declared with exported=False (run-time records such as executions)
-    are left out; naming one is an error.
+    are left out; naming one is an error. Whatever could not be exported (a
+    kind that failed to list, stored objects of a kind no plugin serves) is
+    named on stderr and the exit code is 1.
     """
+    from stigmer_core.cli import backup
+    from stigmer_core.cli.reporting import report_failure
+    from stigmer_core.cli.session import Session
+
     if not kind_names and not all_kinds:
         raise CliError("name the kinds to export, or pass --all")
     if kind_names and all_kinds:
         raise CliError("give either --all or kinds, not both")
     session = Session.of(ctx)
+    every_org = all_orgs or (all_kinds and overrides(ctx).org is None)
     kinds = backup.exportable(session.catalog, kind_names)
-    objects = backup.collect(session, kinds, org="" if all_orgs else session.org)
+    # before anything opens the store in this process: LMDB opens an environment once per process
+    missing = backup.unserved(session) if all_kinds else []
+    objects, failed = backup.collect(session, kinds, org="" if every_org else session.org)
+    missing = failed + missing
     text = backup.export_text(objects, session.catalog.write_order(objects))
     sys.stdout.write(text)
     sys.stdout.flush()
+    where = "every org" if every_org else f"org '{session.org}'"
+    click.echo(f"exported {len(objects)} objects of {len(kinds)} kinds from {where}", err=True)
+    if session.settings.backend != "local" and all_kinds:
+        click.echo(
+            "note: a remote server lists only the kinds it serves; objects it stores for kinds it no longer "
+            "serves cannot be seen from here",
+            err=True,
+        )
+    for item in missing:
+        report_failure(f"not exported: {item.what}: {item.reason}")
+    if missing:
+        ctx.exit(1)
+
+
+def _unset_secrets(obj: Any) -> list[str]:
+    """The keys a kind's status lists as secrets without a value (``status.unset_secrets``), if it has them."""
+    if obj is None or "status" not in obj.DESCRIPTOR.fields_by_name:
+        return []
+    if "unset_secrets" not in obj.status.DESCRIPTOR.fields_by_name:
+        return []
+    return [str(key) for key in obj.status.unset_secrets]
 
 
 @click.command("import")
 @click.option(
-    "-f", "--filename", "files", multiple=True, metavar="PATH",
+    "-f", "--filename", "files", multiple=True, metavar="PATH", shell_complete=completing.files,
     help="File or directory to read instead of stdin (repeatable).",
 )  # fmt: skip
 @common_options
@@ -55,25 +83,40 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
     """Restore exported documents (`stigmer import < backup.yaml`).
 
     Ids and slugs are kept; importing the same documents again changes nothing.
+    Secrets a backup holds redacted come back unset: each object left with
+    unset secrets is named, with their keys.
     """
+    from stigmer_core.cli.applying import apply_one
+    from stigmer_core.cli.documents import STDIN, in_apply_order, parse_all, read_sources
+    from stigmer_core.cli.progress import Progress
+    from stigmer_core.cli.reporting import report_failure
+    from stigmer_core.cli.session import Session
+
     if not files and sys.stdin.isatty():
         raise CliError("stigmer import reads documents from stdin (`stigmer import < backup.yaml`) or -f FILE")
     sources = read_sources(files or (STDIN,))
     session = Session.of(ctx)
     documents = in_apply_order(parse_all(sources, session.catalog, org=session.org), session.catalog)
     counts: Counter[str] = Counter()
+    created: set[str] = set()
+    unset: list[tuple[str, list[str]]] = []
     with Progress("importing", total=len(documents)) as progress:
         for document in documents:
-            outcome = apply_one(session, document)
+            outcome = apply_one(session, document, created=created)
             progress.advance()
             if outcome.failed:
                 counts["failed"] += 1
                 report_failure(f"{document.where} ({document.ref}): {outcome.error}")
-            else:
-                counts[outcome.action] += 1
+                continue
+            counts[outcome.action] += 1
+            keys = _unset_secrets(outcome.result)
+            if keys:
+                unset.append((document.ref, keys))
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
     click.echo(
         f"imported {len(documents) - counts['failed']} of {len(documents)} resources ({summary or 'none given'})"
     )
+    for ref, keys in unset:
+        click.echo(f"{ref}: secrets now unset: {', '.join(keys)} (apply clear values to set them)")
     if counts["failed"]:
         ctx.exit(1)

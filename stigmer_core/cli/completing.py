@@ -1,0 +1,70 @@
+"""Shell completion of kinds and object names (``stigmer get ag<TAB>``).
+
+Click asks these while the shell waits, so they never fail: a backend that
+cannot be reached or a kind that cannot be listed completes to nothing.
+Names come from the org the command line gives (``--org``), else the
+configured one, and at most ``LIMIT`` of them are listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import click
+from click.shell_completion import CompletionItem
+
+LIMIT = 200
+
+
+def _session(ctx: click.Context) -> Any:
+    from stigmer_core import config
+    from stigmer_core.cli.options import overrides
+    from stigmer_core.cli.session import Session
+
+    flags = overrides(ctx)  # what --org, --backend... said so far on the line being completed
+    return Session(
+        config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org)
+    )
+
+
+def kinds(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Every name a kind answers to that starts with what was typed."""
+    session = None
+    try:
+        session = _session(ctx)
+        names = [(name, kind.description) for kind in session.catalog.kinds for name in kind.names]
+    except Exception:
+        return []
+    finally:
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+    typed = incomplete.lower()
+    return [CompletionItem(name, help=about or None) for name, about in names if name.startswith(typed)]
+
+
+def names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Slugs of the kind given before, in the org, that start with what was typed."""
+    kind_name = ctx.params.get("kind_name")
+    if not kind_name:
+        return []
+    session = None
+    try:
+        session = _session(ctx)
+        kind = session.catalog.find(str(kind_name))
+        if kind is None:
+            return []
+        found = [str(obj.metadata.slug) for obj in session.calls(kind).iterate(org=session.org, limit=LIMIT)]
+    except Exception:
+        return []
+    finally:
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+    return [CompletionItem(slug) for slug in found if slug.startswith(incomplete)]
+
+
+def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Let the shell complete file and directory names (``-f`` of ``apply`` and ``import``)."""
+    return [CompletionItem(incomplete, type="file")]

@@ -1,0 +1,67 @@
+"""``delete`` says what went with the object, ``--dry-run`` only says it, and a refusal names the way out."""
+
+from __future__ import annotations
+
+from stigmer_core.ids import derived_id, new_id
+
+from .conftest import Stigmer, lines
+
+
+def _agent_with_session(stigmer: Stigmer) -> str:
+    agent = new_id("agt")
+    instance = derived_id("ain", agent, "default")
+    stigmer.ok(
+        "apply",
+        "-f",
+        "-",
+        input=f"""\
+kind: Agent
+metadata: {{id: {agent}, name: Helper}}
+spec: {{instructions: Be kind.}}
+---
+kind: Session
+metadata: {{name: Chat}}
+spec: {{agentInstanceId: {instance}, subject: hi}}
+""",
+    )
+    return agent
+
+
+def test_dry_run_shows_the_cascade_and_deletes_nothing(stigmer: Stigmer, daemon: str) -> None:
+    _agent_with_session(stigmer)
+    planned = lines(stigmer.ok("delete", "agent", "helper", "--dry-run"))
+    assert planned == [
+        "agent/helper would be deleted (dry run)",
+        "agentinstance/helper-default would be deleted with it (dry run)",
+        "session/chat would be deleted with it (dry run)",
+    ]
+    assert "helper" in stigmer.ok("get", "agent", "helper")
+    assert "chat" in stigmer.ok("get", "session", "chat")
+
+    assert lines(stigmer.ok("delete", "agent", "helper")) == [
+        "agent/helper deleted",
+        "agentinstance/helper-default deleted with it",
+        "session/chat deleted with it",
+    ]
+    assert stigmer.fails("get", "session", "chat") == "session 'chat' not found in org 'local'"
+
+
+def test_refused_delete_names_cancel_and_cancel_clears_it(stigmer: Stigmer, daemon: str) -> None:
+    agent = _agent_with_session(stigmer)
+    stigmer.ok(
+        "apply",
+        "-f",
+        "-",
+        input=f"kind: AgentExecution\nmetadata: {{name: Run}}\nspec: {{agentId: {agent}, message: go}}\n",
+    )
+    message = stigmer.fails("delete", "agent", "helper")
+    assert "is still referenced by agent execution 'run'" in message
+    assert message.endswith(
+        "`stigmer cancel agentexecution run` ends it, or `stigmer delete agentexecution run` removes it"
+    )
+
+    assert stigmer.ok("cancel", "agentexecution", "run", "--reason", "not needed").strip() == (
+        "agentexecution/run cancelled (EXECUTION_CANCELLED)"
+    )
+    assert lines(stigmer.ok("delete", "agent", "helper"))[0] == "agent/helper deleted"
+    assert stigmer.fails("cancel", "agent", "x") == "agents cannot be cancelled: the kind has no 'cancel' rpc"

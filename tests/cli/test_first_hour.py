@@ -1,0 +1,149 @@
+"""What a newcomer meets first: start-up, --version, typos, completion, the daemon's own lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from stigmer_core import config
+from stigmer_core.cli import options
+
+from .conftest import TIMEOUT, Stigmer, free_port, lines, write
+from .test_resources import CODER
+
+HEAVY = ("grpc", "protovalidate", "google.protobuf", "stigmer_core.application")
+
+
+def _imported(stigmer: Stigmer, *args: str) -> set[str]:
+    """Modules a ``stigmer`` run imports, from ``-X importtime``."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "stigmer_core.cli", *args],
+        capture_output=True,
+        text=True,
+        env=stigmer.env(),
+        timeout=TIMEOUT,
+        check=True,
+    )
+    return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_help_and_version_import_neither_grpc_nor_the_kinds(stigmer: Stigmer) -> None:
+    for args in (("--help",), ("--version",), ("get", "--help")):
+        modules = _imported(stigmer, *args)
+        assert "click" in modules  # the measurement sees imports at all
+        loaded = sorted(m for m in modules if m.split(".")[0] in {"grpc", "protovalidate"} or m in HEAVY)
+        assert loaded == [], f"stigmer {' '.join(args)} imported {loaded}"
+
+
+def test_version(stigmer: Stigmer) -> None:
+    from importlib import metadata
+
+    assert stigmer.ok("--version").strip() == f"stigmer {metadata.version('stigmer-core')}"
+
+
+def test_backends_choice_matches_config() -> None:
+    assert options.BACKENDS == config.BACKENDS
+
+
+def test_kind_typo_suggests_the_kind(stigmer: Stigmer) -> None:
+    message = stigmer.fails("get", "agnets")
+    assert message.startswith("unknown kind 'agnets' (did you mean 'agents'? known kinds: ")
+    assert "did you mean" not in stigmer.fails("get", "zzzz")
+
+
+def _complete(stigmer: Stigmer, line: str, *, kind: str = "plain") -> list[str]:
+    """What click's bash completion offers for ``line`` (the last word is being completed), of one type."""
+    words = line.split(" ")
+    env = {**stigmer.env(), "_STIGMER_COMPLETE": "bash_complete", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)}
+    done = subprocess.run(
+        [sys.executable, "-m", "stigmer_core.cli"], capture_output=True, text=True, env=env, timeout=TIMEOUT
+    )
+    assert done.returncode == 0, done.stderr
+    offered = [entry.split(",", 1) for entry in done.stdout.splitlines()]
+    return [value for type_, value in offered if type_ == kind]
+
+
+def test_completion_of_kinds_names_and_flags(stigmer: Stigmer, daemon: str) -> None:
+    offered = _complete(stigmer, "stigmer get ag")
+    assert {"agent", "agents", "agentinstance"} <= set(offered)
+    assert all(word.startswith("ag") for word in offered)
+
+    stigmer.ok("apply", "-f", "-", input=CODER)
+    stigmer.ok("apply", "-f", "-", input=CODER.replace("Coder", "Cook"))
+    assert sorted(_complete(stigmer, "stigmer get agent co")) == ["coder", "cook"]
+    assert _complete(stigmer, "stigmer delete agents cod") == ["coder"]
+    assert {"--output", "--org"} <= set(_complete(stigmer, "stigmer get agent --o"))
+    assert "export" in _complete(stigmer, "stigmer ex")
+    assert _complete(stigmer, "stigmer apply -f exa", kind="file") == ["exa"]  # the shell completes paths
+    assert {"agent", "agents"} <= set(_complete(stigmer, "stigmer export ag"))
+
+
+def test_completion_scripts(stigmer: Stigmer) -> None:
+    for shell in ("bash", "zsh", "fish"):
+        script = stigmer.ok("completion", shell)
+        assert "_STIGMER_COMPLETE" in script, shell
+    assert stigmer("completion", "tcsh").code == 2
+
+
+def test_unreachable_hint_names_the_endpoint(stigmer: Stigmer) -> None:
+    message = stigmer.fails("get", "agent", "--backend", "remote", "--endpoint", "127.0.0.1:1")
+    assert "`stigmer backend status --backend remote --endpoint 127.0.0.1:1`" in message
+
+
+def test_serve_on_a_taken_port_prints_one_line(stigmer: Stigmer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = stigmer("serve", "--address", f"127.0.0.1:{port}", "--data-dir", str(stigmer.data_dir))
+    assert result.code == 1
+    assert result.err.strip().splitlines() == [
+        f"stigmer: cannot listen on 127.0.0.1:{port}: the address is in use or not local to this machine"
+    ]
+
+
+def test_serve_says_stopped_and_status_has_no_log_file(stigmer: Stigmer) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stigmer_core.cli", "serve", "--address", address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stigmer.env(),
+    )
+    try:
+        assert process.stdout is not None
+        assert "listening on" in process.stdout.readline()
+        status = stigmer.ok("local", "status")
+        assert "log file: none (started with `stigmer serve`" in status
+        assert "daemon.log" not in status
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        out, _ = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0
+    assert lines(out)[-1] == "stigmer daemon stopped (exit code 0)"
+
+
+def test_start_says_where_pid_and_log_files_are(stigmer: Stigmer) -> None:
+    out = stigmer.start().output
+    assert f"log file: {stigmer.home / 'daemon.log'} (beside the data directory)" in out
+    assert f"pid file: {stigmer.home / 'daemon.pid'} (beside the data directory)" in out
+
+
+def test_empty_filtered_list_names_the_filter(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    stigmer.ok("apply", "-f", str(write(tmp_path / "c.yaml", CODER)))
+    empty = stigmer("list", "agent", "-l", "team=nobody", "-l", "tier=gold")
+    assert empty.code == 0 and empty.out == ""
+    assert "no agents with labels team=nobody,tier=gold found in org 'local'" in empty.err
+
+
+def test_rule_messages_read_as_english_with_the_field_as_written(stigmer: Stigmer, tmp_path: Path) -> None:
+    path = write(tmp_path / "s.yaml", "kind: Session\nmetadata: {name: x}\nspec: {subject: hi}\n")
+    assert (
+        stigmer.fails("apply", "-f", str(path))
+        == f"{path}, document 1 (session/x): spec.agentInstanceId: must not be empty"
+    )

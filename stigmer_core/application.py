@@ -15,21 +15,33 @@ from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import build_handlers
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
+from stigmer_core.pipeline.events import EventHub, StreamLimit, StreamSettings
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.lmdb_store import EventRetention, LmdbStore
 from stigmer_core.store.protocol import Store
 
 
 class Application:
     def __init__(
-        self, registry: Registry, store: Store, pm: pluggy.PluginManager | None = None, *, data_dir: Path | None = None
+        self,
+        registry: Registry,
+        store: Store,
+        pm: pluggy.PluginManager | None = None,
+        *,
+        data_dir: Path | None = None,
+        streams: StreamSettings | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.plugin_manager = pm
         if pm is not None:
             pm.hook.stigmer_configure(registry=registry, data_dir=data_dir)
-        self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(registry, store)
+        self.events = EventHub(store, streams or StreamSettings.from_env())
+        """The one event dispatcher every server stream of this application reads through."""
+        self.stream_limit = StreamLimit(self.events.settings.max_streams)
+        self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(
+            registry, store, self.events, self.stream_limit
+        )
 
     @classmethod
     def open(
@@ -39,12 +51,18 @@ class Application:
         pm: pluggy.PluginManager | None = None,
         durable: bool = True,
         default_org: str = "local",
+        streams: StreamSettings | None = None,
+        retention: EventRetention | None = None,
     ) -> Application:
-        """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``."""
+        """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``.
+
+        Stream limits and event retention default to their settings' environment
+        variables (docs/design.md, Limits).
+        """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
-        store = LmdbStore(data_dir, durable=durable)
-        return cls(registry, store, pm, data_dir=store.path)
+        store = LmdbStore(data_dir, durable=durable, retention=retention or EventRetention.from_env())
+        return cls(registry, store, pm, data_dir=store.path, streams=streams)
 
     def channel(self) -> InProcessChannel:
         return InProcessChannel.from_services(self.services)
@@ -54,6 +72,7 @@ class Application:
         return sorted(self.services)
 
     def close(self) -> None:
+        self.events.close()
         self.store.close()
 
     def __enter__(self) -> Application:

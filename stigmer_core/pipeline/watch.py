@@ -1,28 +1,201 @@
-"""Server streams over the event log.
+"""Server streams over the event log: every kind's ``watch``, one object's ``subscribe``.
 
-A stream never holds a store transaction while it waits or yields: it reads
-the events committed since its last revision into memory, lets the snapshot
-go, then sends them. Events come from the durable log, not from an in-memory
-queue, so a slow subscriber is never silently dropped; one that falls behind
-the log's retention window gets ABORTED and is told to re-read and resume
-from the object's ``resource_version``.
+A stream never holds a store transaction while it waits or sends: the
+application's ``EventHub`` (``stigmer_core.pipeline.events``) reads each new
+batch of events once and wakes the streams of the kinds it touched; each
+stream then takes its events a page at a time from the hub's cache or, when
+it is behind, from the durable log. Events come from the log, not from a
+queue a slow reader could overflow, so no event is ever silently dropped; a
+stream that falls behind the retained log ends with ABORTED and is told to
+re-read and resume.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import attrs
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
+from stigmer_core.api.commons.watch.v1 import watch_pb2
+from stigmer_core.kinds.runtime import KindRuntime, ListFilter
 from stigmer_core.pipeline.context import RequestContext
+from stigmer_core.pipeline.events import Compacted, Cursor, EventHub
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import FunctionStep, Step
+from stigmer_core.pipeline.step import FunctionStep, Step, step
+
+WATCH_SERVICE = "stigmer.commons.watch.v1.Watch"
+WATCH_PATH = f"/{WATCH_SERVICE}/Watch"
+WATCH_OPERATION = "watch"
 
 POLL_SECONDS = 1.0
+_CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
+_UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 _DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
+_TYPES = {
+    _CREATED: watch_pb2.WATCH_EVENT_TYPE_ADDED,
+    _UPDATED: watch_pb2.WATCH_EVENT_TYPE_MODIFIED,
+    _DELETED: watch_pb2.WATCH_EVENT_TYPE_DELETED,
+}
+_BOOKMARK = watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+_SCOPE = "watch.scope"
+
+
+def _hub(ctx: RequestContext) -> EventHub:
+    if ctx.events is None:  # pragma: no cover - every Executor the framework builds has one
+        raise errors.Unavailable("this server does not serve streams")
+    return ctx.events
+
+
+def _follow(
+    hub: EventHub, kind: str, cursor: Cursor, active: Callable[[], bool]
+) -> Iterator[event_pb2.ResourceEvent | Cursor]:
+    """The kind's events from ``cursor`` on, in log order; a ``Cursor`` when a bookmark is due.
+
+    Ends when the caller goes away; raises UNAVAILABLE when the server stops.
+    """
+    settings = hub.settings
+    sub = hub.subscribe(kind)
+    try:
+        last_sent = time.monotonic()
+        while True:
+            if sub.ended:
+                raise errors.Unavailable(
+                    f"the server is shutting down; watch again after revision {cursor.complete}"
+                )
+            if not active():
+                return
+            sub.wake.clear()
+            events, after = hub.read(kind, cursor)
+            moved = after != cursor
+            cursor = after
+            for event in events:
+                yield event
+                last_sent = time.monotonic()
+            if moved:
+                continue  # there may be more: read until a read finds nothing new
+            waited = time.monotonic() - last_sent
+            if waited >= settings.bookmark_seconds:
+                yield cursor
+                last_sent = time.monotonic()
+                continue
+            sub.wake.wait(min(settings.poll_seconds, settings.bookmark_seconds - waited))
+    finally:
+        hub.unsubscribe(sub)
+
+
+# -- every kind's watch ----------------------------------------------------------------
+
+
+@attrs.frozen
+class WatchScope:
+    """Which objects a watch reports: the same conditions ``list`` applies."""
+
+    org: str
+    labels: Mapping[str, str]
+    filters: tuple[tuple[ListFilter, str], ...]
+
+    @property
+    def needs_object(self) -> bool:
+        return bool(self.org or self.labels or self.filters)
+
+    def matches(self, obj: Message) -> bool:
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        if self.org and meta.org != self.org:
+            return False
+        if any(meta.labels.get(k) != v for k, v in self.labels.items()):
+            return False
+        return all((value,) in set(f.index.values(obj)) for f, value in self.filters)
+
+
+def _resolve_filters(kind: KindRuntime, given: Mapping[str, str]) -> tuple[tuple[ListFilter, str], ...]:
+    by_field = {f.field.path: f for f in kind.list_filters}
+    resolved = []
+    for name, value in sorted(given.items()):
+        found = by_field.get(name)
+        where = f'filters["{name}"]'
+        if found is None:
+            known = ", ".join(sorted(by_field)) or "none"
+            raise errors.InvalidArgument.field(where, f"is not a list filter of {kind.name} (filters: {known})")
+        enum_names = found.field.enum_names
+        if enum_names is not None and value not in enum_names.values():
+            names = ", ".join(n for number, n in sorted(enum_names.items()) if number)
+            raise errors.InvalidArgument.field(where, f"'{value}' is not one of {names}")
+        resolved.append((found, value))
+    return tuple(resolved)
+
+
+@step(Phase.VALIDATE, name="watch_scope")
+def watch_scope(ctx: RequestContext) -> None:
+    """Resolve the request's filters against the kind's list filters; the org goes to ``ctx.org``,
+    where AUTHORIZE steps may narrow it before the stream reads it."""
+    req: Any = ctx.request
+    ctx.scratch[_SCOPE] = (dict(req.labels), _resolve_filters(ctx.kind, req.filters))
+    ctx.org = req.org
+
+
+def _watch_event(kind: KindRuntime, scope: WatchScope, event: event_pb2.ResourceEvent) -> watch_pb2.WatchEvent | None:
+    raw = event.object
+    if scope.needs_object or kind.redact is not None:
+        obj = kind.parse(raw)
+        if not scope.matches(obj):
+            return None
+        if kind.redact is not None:
+            kind.redact(obj)
+            raw = obj.SerializeToString()
+    shown = any_pb2.Any(type_url=kind.type_url, value=raw)
+    return watch_pb2.WatchEvent(
+        type=_TYPES.get(event.type, watch_pb2.WATCH_EVENT_TYPE_UNSPECIFIED),
+        revision=event.revision,
+        object=shown,
+        kind=kind.name,
+        id=event.id,
+    )
+
+
+def _bookmark(kind: KindRuntime, revision: int) -> watch_pb2.WatchEvent:
+    return watch_pb2.WatchEvent(type=_BOOKMARK, revision=revision, kind=kind.name)
+
+
+@step(Phase.LOAD, name="watch_events")
+def watch_events(ctx: RequestContext) -> None:
+    """Stream the kind's events after ``since_revision`` (0: from now), first a BOOKMARK of the start."""
+    req: Any = ctx.request
+    kind = ctx.kind
+    hub = _hub(ctx)
+    txn = ctx.store.txn
+    head = txn.revision
+    since = int(req.since_revision)
+    if since > head:
+        raise errors.InvalidArgument.field("since_revision", f"{since} is ahead of the store's revision {head}")
+    if since and since < head:
+        oldest = txn.oldest_event_revision()
+        if oldest == 0 or oldest > since + 1:
+            raise Compacted(since, oldest or head + 1)
+    start = since or head
+    labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
+    scope = WatchScope(org=ctx.org, labels=labels, filters=filters)
+    active = ctx.active
+
+    def stream() -> Iterator[watch_pb2.WatchEvent]:
+        yield _bookmark(kind, start)
+        for item in _follow(hub, kind.name, Cursor.after(start), active):
+            if isinstance(item, Cursor):
+                yield _bookmark(kind, item.complete)
+                continue
+            shown = _watch_event(kind, scope, item)
+            if shown is not None:
+                yield shown
+
+    ctx.response = stream()  # type: ignore[assignment]
+
+
+# -- one object's subscribe --------------------------------------------------------------
 
 
 def watch_object(
@@ -39,6 +212,7 @@ def watch_object(
     when the object is deleted. With ``after_field`` set and non-zero in the
     request, it resumes instead: it sends only the states written after that
     revision (a client passes the ``resource_version`` it saw last).
+    ``poll`` is kept for compatibility: streams now wake on the event hub.
     """
 
     def run(ctx: RequestContext) -> None:
@@ -53,8 +227,7 @@ def watch_object(
         oldest = txn.oldest_event_revision()
         if after and oldest and after + 1 < oldest:
             raise _too_old(after, oldest)
-        engine = ctx.engine
-        assert engine is not None
+        hub = _hub(ctx)
         start = after or txn.revision
         initial = None if after else current
         active = ctx.active
@@ -69,32 +242,18 @@ def watch_object(
                 yield _shown(kind, initial)
                 if until is not None and until(initial):
                     return
-            last = start
-            while active():
-                latest = engine.wait_for_revision(last, poll)
-                if latest <= last:
-                    continue
-                found: list[Message] = []
-                ended = False
-                with engine.read() as snapshot:
-                    oldest_now = snapshot.oldest_event_revision()
-                    if oldest_now and last + 1 < oldest_now:
-                        raise _too_old(last, oldest_now)
-                    for revision, payload in snapshot.events(last):
-                        last = revision
-                        event = event_pb2.ResourceEvent.FromString(payload)
-                        if event.id != object_id or event.kind != kind.name:
-                            continue
-                        if event.type == _DELETED:
-                            ended = True
-                            break
-                        found.append(kind.parse(event.object))
-                for state in found:
+            try:
+                for item in _follow(hub, kind.name, Cursor.after(start), active):
+                    if isinstance(item, Cursor) or item.id != object_id:
+                        continue
+                    if item.type == _DELETED:
+                        return
+                    state = kind.parse(item.object)
                     yield _shown(kind, state)
                     if until is not None and until(state):
                         return
-                if ended:
-                    return
+            except Compacted as exc:
+                raise _too_old(exc.since, exc.oldest) from None
 
         ctx.response = states()  # type: ignore[assignment]
 
@@ -107,8 +266,5 @@ def _shown(kind: Any, obj: Message) -> Message:
     return obj
 
 
-def _too_old(after: int, oldest: int) -> errors.Conflict:
-    return errors.Conflict(
-        f"revision {after} is older than the event log keeps (oldest: {oldest}); "
-        "get the object again and resume from its resource_version"
-    )
+def _too_old(after: int, oldest: int) -> Compacted:
+    return Compacted(after, oldest, "get the object again and resume from its resource_version")

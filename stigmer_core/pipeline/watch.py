@@ -164,20 +164,19 @@ def _bookmark(kind: KindRuntime, revision: int) -> watch_pb2.WatchEvent:
 
 @step(Phase.LOAD, name="watch_events")
 def watch_events(ctx: RequestContext) -> None:
-    """Stream the kind's events after ``since_revision`` (0: from now), first a BOOKMARK of the start."""
+    """Stream the kind's events after ``since_revision`` (unset: from now), first a BOOKMARK of the start."""
     req: Any = ctx.request
     kind = ctx.kind
     hub = _hub(ctx)
     txn = ctx.store.txn
     head = txn.revision
-    since = int(req.since_revision)
-    if since > head:
-        raise errors.InvalidArgument.field("since_revision", f"{since} is ahead of the store's revision {head}")
-    if since and since < head:
+    start = int(req.since_revision) if req.HasField("since_revision") else head
+    if start > head:
+        raise errors.InvalidArgument.field("since_revision", f"{start} is ahead of the store's revision {head}")
+    if start < head:
         oldest = txn.oldest_event_revision()
-        if oldest == 0 or oldest > since + 1:
-            raise Compacted(since, oldest or head + 1)
-    start = since or head
+        if oldest == 0 or oldest > start + 1:
+            raise Compacted(start, oldest or head + 1)
     labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
     scope = WatchScope(org=ctx.org, labels=labels, filters=filters)
     active = ctx.active

@@ -270,7 +270,7 @@ class EventHub:
         Raises ``Conflict`` when the log no longer holds the events at the cursor.
         """
         with self._lock:
-            if cursor.revision > self._floor:
+            if self._thread is not None and cursor.revision > self._floor:
                 return self._from_cache(kind, cursor)
         return self._from_log(kind, cursor)
 

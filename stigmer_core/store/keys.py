@@ -9,7 +9,7 @@
     r/<owner_id>/<key_prefix>/<id>              ownership -> b""
     q/<target_id>/<key_prefix>/<id>             reference -> referring field name
     e/<revision:8><seq:2>                       event log entry
-    et/<revision:8>                             commit time of a revision's events (ns, 8 bytes), for retention by age
+    m/event-time/<revision:8>                   commit time of a revision's events (ns, 8 bytes), for retention by age
     m/event-bytes                               total bytes of the retained event log (8 bytes)
     ver/<key_prefix>/<id>/...                   versions of a versioned kind's object (stigmer_core.versioning)
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 REVISION = b"m/revision"
 EVENTS = b"e/"
-EVENT_TIMES = b"et/"
+EVENT_TIMES = b"m/event-time/"
 EVENT_BYTES = b"m/event-bytes"
 SEP = b"\x00"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,14 +123,51 @@ def test_filters_apply_as_list_applies_them(stigmer_app: Application, stigmer_ch
     elsewhere = kinds.agents.create(_agent("elsewhere", org="other"))
     run = kinds.execution(agent_id=plain.metadata.id)
     nightly = kinds.execution("nightly", agent_id=plain.metadata.id, tags=["nightly"])
-    kinds.report(run.metadata.id, IN_PROGRESS)  # no longer PENDING: not reported to the phase watch
+    kinds.report(run.metadata.id, IN_PROGRESS)  # leaves PENDING: DELETED for the phase watch
+    kinds.report(run.metadata.id, 0, "progress")  # not PENDING before nor after: not reported
     last = kinds.execution("last", agent_id=plain.metadata.id)
     assert [e.id for e in _events(labelled, 1)] == [team.metadata.id]
     assert [e.id for e in _events(in_org, 1)] == [elsewhere.metadata.id]
-    assert [e.id for e in _events(pending, 3)] == [run.metadata.id, nightly.metadata.id, last.metadata.id]
+    assert [(e.type, e.id) for e in _events(pending, 4)] == [
+        (ADDED, run.metadata.id),
+        (ADDED, nightly.metadata.id),
+        (DELETED, run.metadata.id),
+        (ADDED, last.metadata.id),
+    ]
     assert [(e.type, e.id) for e in _events(tagged, 1)] == [(ADDED, nightly.metadata.id)]
     for stream in (labelled, in_org, pending, tagged):
         stream.cancel()
+
+
+def test_an_update_into_or_out_of_the_filter_is_added_or_deleted(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    agents = KindClient(stigmer_channel, stigmer_app.registry.kind("Agent"))
+    stream = _watch(stigmer_channel, "Agent", labels={"team": "a"})
+    _opened(stream)
+    agent = agents.create(_agent("mover"))
+    for labels in ({"team": "a"}, {"team": "a", "tier": "1"}, {"team": "b"}, {}):
+        changed = agent_pb2.Agent()
+        changed.CopyFrom(agent)
+        changed.metadata.labels.clear()
+        changed.metadata.labels.update(labels)
+        agent = agents.update(changed)
+    agents.delete(agent.metadata.id)
+    marker = agents.create(_agent("marker", labels={"team": "a"}))
+    seen = [(e.type, e.id, dict(_unpacked(e).metadata.labels)) for e in _events(stream, 4)]
+    stream.cancel()
+    assert seen == [
+        (ADDED, agent.metadata.id, {"team": "a"}),  # entered the filter
+        (MODIFIED, agent.metadata.id, {"team": "a", "tier": "1"}),
+        (DELETED, agent.metadata.id, {"team": "b"}),  # left it (the object as written)
+        (ADDED, marker.metadata.id, {"team": "a"}),  # the later changes and the delete were outside it
+    ]
+
+
+def _unpacked(event: watch_pb2.WatchEvent) -> agent_pb2.Agent:
+    agent = agent_pb2.Agent()
+    assert event.object.Unpack(agent)
+    return agent
 
 
 def test_bad_requests_are_refused_with_the_field(stigmer_channel: grpc.Channel) -> None:
@@ -313,8 +351,9 @@ def test_two_runners_never_claim_one_execution(stigmer_app: Application, stigmer
         stream = _watch(stigmer_channel, "AgentExecution", filters={"phase": "EXECUTION_PENDING"})
         _opened(stream)
         ready.wait()
-        for event in _events(stream, count):
-            assert event.type == ADDED
+        # bookmarks are skipped, and DELETED when a claimed execution leaves PENDING
+        added = (event for event in stream if event.type == ADDED)
+        for event in itertools.islice(added, count):
             report = ae.AgentExecutionUpdateStatusInput(
                 execution_id=event.id, resource_version=event.revision, status={"phase": IN_PROGRESS}
             )
@@ -323,9 +362,9 @@ def test_two_runners_never_claim_one_execution(stigmer_app: Application, stigmer
             except grpc.RpcError as exc:
                 with lock:
                     losses.append(exc.code())
-                continue
-            with lock:
-                claims.setdefault(event.id, []).append(name)
+            else:
+                with lock:
+                    claims.setdefault(event.id, []).append(name)
         stream.cancel()
 
     threads = [threading.Thread(target=runner, args=(f"runner-{i}",)) for i in range(2)]

@@ -23,11 +23,12 @@ from google.protobuf.message import Message
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2
-from stigmer_core.kinds.runtime import KindRuntime, ListFilter
+from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, ListFilter
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import Compacted, Cursor, EventHub
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep, Step, step
+from stigmer_core.store import keys
 
 WATCH_SERVICE = "stigmer.commons.watch.v1.Watch"
 WATCH_PATH = f"/{WATCH_SERVICE}/Watch"
@@ -112,6 +113,25 @@ class WatchScope:
             return False
         return all((value,) in set(f.index.values(obj)) for f, value in self.filters)
 
+    def matched_before(self, kind: KindRuntime, obj: Message, previous: set[bytes]) -> bool:
+        """Whether the object matched before an update, from its index entries then.
+
+        Every condition is an index entry (the org never changes), so this is
+        ``matches`` read from the entries an update event keeps.
+        """
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        if self.org and meta.org != self.org:
+            return False
+        prefix = kind.key_prefix
+        for key, value in self.labels.items():
+            if keys.index_key(prefix, LABEL_INDEX, ("", key, value), meta.id) not in previous:
+                return False
+        for found, value in self.filters:
+            scope = ("",) if found.index.org_scoped else ()
+            if keys.index_key(prefix, found.index.name, (*scope, value), meta.id) not in previous:
+                return False
+        return True
+
 
 def _resolve_filters(kind: KindRuntime, given: Mapping[str, str]) -> tuple[tuple[ListFilter, str], ...]:
     by_field = {f.field.path: f for f in kind.list_filters}
@@ -140,17 +160,29 @@ def watch_scope(ctx: RequestContext) -> None:
 
 
 def _watch_event(kind: KindRuntime, scope: WatchScope, event: event_pb2.ResourceEvent) -> watch_pb2.WatchEvent | None:
+    """The event as this watch sees it, or None when the object is not (and was not) in its scope.
+
+    An update that moves the object into the scope is ADDED, out of it DELETED
+    (with the object as written), as a list before and after would show it.
+    """
     raw = event.object
+    shown_type = _TYPES.get(event.type, watch_pb2.WATCH_EVENT_TYPE_UNSPECIFIED)
     if scope.needs_object or kind.redact is not None:
         obj = kind.parse(raw)
-        if not scope.matches(obj):
+        now = scope.matches(obj)
+        if event.type == _UPDATED and event.index_keys_changed and scope.needs_object:
+            before = scope.matched_before(kind, obj, set(event.previous_index_keys))
+            if now != before:
+                shown_type = watch_pb2.WATCH_EVENT_TYPE_ADDED if now else watch_pb2.WATCH_EVENT_TYPE_DELETED
+            now = now or before
+        if not now:
             return None
         if kind.redact is not None:
             kind.redact(obj)
             raw = obj.SerializeToString()
     shown = any_pb2.Any(type_url=kind.type_url, value=raw)
     return watch_pb2.WatchEvent(
-        type=_TYPES.get(event.type, watch_pb2.WATCH_EVENT_TYPE_UNSPECIFIED),
+        type=shown_type,
         revision=event.revision,
         object=shown,
         kind=kind.name,

@@ -10,6 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pool, message_factory
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from stigmer_core import Application, KindDeclaration, PermissionDenied, Phase, RequestContext, hookimpl, step
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
@@ -381,3 +383,21 @@ def test_two_runners_never_claim_one_execution(stigmer_app: Application, stigmer
     for execution in made:
         assert kinds.executions.get(execution.metadata.id).status.phase == IN_PROGRESS
     assert PENDING not in {kinds.executions.get(e.metadata.id).status.phase for e in made}
+
+
+def test_a_client_with_no_generated_code_decodes_events_through_reflection(stigmer_server: Server) -> None:
+    """The object's Any names its message; server reflection serves the descriptors to decode it."""
+    with grpc.insecure_channel(stigmer_server.address) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        assert "stigmer.commons.watch.v1.Watch" in set(database.get_services())
+        stream = _watch(channel, "Agent")
+        _opened(stream)
+        agents = KindClient(channel, stigmer_server.app.registry.kind("Agent"))
+        made = agents.create(_agent("reflected"))
+        (event,) = _events(stream, 1)
+        stream.cancel()
+        pool = descriptor_pool.DescriptorPool(database)
+        name = event.object.type_url.rpartition("/")[2]
+        dynamic = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))()
+        dynamic.ParseFromString(event.object.value)
+        assert dynamic.metadata.id == made.metadata.id and dynamic.metadata.slug == "reflected"

@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stigmer_core import Application, Conflict
+from stigmer_core import Application, Conflict, StartupError
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
@@ -142,3 +142,21 @@ def test_a_watch_from_a_revision_pruned_by_bytes_is_told_to_relist(tmp_path: Pat
         stream = watch(watch_pb2.WatchRequest(kind="Agent", since_revision=oldest - 1))
         assert next(stream).type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
         assert next(stream).revision == oldest
+
+
+def test_settings_come_from_the_environment_and_bad_values_stop_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_BYTES", "5000")
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_SECONDS", "60")
+    monkeypatch.setenv("STIGMER_MAX_STREAMS", "7")
+    monkeypatch.setenv("STIGMER_WATCH_BOOKMARK_SECONDS", "2.5")
+    assert EventRetention.from_env() == EventRetention(max_bytes=5000, max_age_seconds=60)
+    with Application.open(tmp_path, durable=False) as app:
+        assert app.stream_limit.limit == 7 and app.events.settings.bookmark_seconds == 2.5
+    monkeypatch.setenv("STIGMER_MAX_STREAMS", "-1")
+    with pytest.raises(StartupError, match="max_streams"):
+        StreamSettings.from_env()
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_REVISIONS", "lots")
+    with pytest.raises(StartupError, match="STIGMER_EVENT_RETENTION_REVISIONS"):
+        EventRetention.from_env()

@@ -51,9 +51,9 @@ def _env_number(name: str, default: float) -> float:
 class StreamSettings:
     """Limits and timing of server streams (docs/design.md, Limits)."""
 
-    max_streams: int = 1000
-    """Open server streams (watch and subscribe) at once; the next gets RESOURCE_EXHAUSTED."""
-    bookmark_seconds: float = 10.0
+    max_streams: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
+    """Open server streams (watch and subscribe) at once; the next gets RESOURCE_EXHAUSTED (0: none)."""
+    bookmark_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     """A stream with nothing to send sends a BOOKMARK this often."""
     page_events: int = 256
     """Events one stream reads from the log per read transaction."""
@@ -69,10 +69,13 @@ class StreamSettings:
     def from_env(cls) -> StreamSettings:
         """``STIGMER_MAX_STREAMS`` and ``STIGMER_WATCH_BOOKMARK_SECONDS`` override the defaults."""
         default = cls()
-        return cls(
-            max_streams=int(_env_number("STIGMER_MAX_STREAMS", default.max_streams)),
-            bookmark_seconds=_env_number("STIGMER_WATCH_BOOKMARK_SECONDS", default.bookmark_seconds),
-        )
+        try:
+            return cls(
+                max_streams=int(_env_number("STIGMER_MAX_STREAMS", default.max_streams)),
+                bookmark_seconds=_env_number("STIGMER_WATCH_BOOKMARK_SECONDS", default.bookmark_seconds),
+            )
+        except ValueError as exc:
+            raise errors.StartupError(f"stream settings: {exc}") from None
 
 
 class StreamLimit:

@@ -57,21 +57,24 @@ class EventRetention:
     ABORTED ("revision N compacted"); docs/design.md, Limits.
     """
 
-    max_revisions: int = DEFAULT_EVENT_RETENTION
+    max_revisions: int = attrs.field(default=DEFAULT_EVENT_RETENTION, validator=attrs.validators.ge(1))
     """Revisions of events kept (``STIGMER_EVENT_RETENTION_REVISIONS``)."""
-    max_bytes: int = 256 << 20
+    max_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
     """Total bytes of events kept (``STIGMER_EVENT_RETENTION_BYTES``)."""
-    max_age_seconds: int = 7 * 24 * 3600
+    max_age_seconds: int = attrs.field(default=7 * 24 * 3600, validator=attrs.validators.ge(0))
     """Age of the oldest event kept (``STIGMER_EVENT_RETENTION_SECONDS``)."""
 
     @classmethod
     def from_env(cls) -> EventRetention:
         default = cls()
-        return cls(
-            max_revisions=_env_int("STIGMER_EVENT_RETENTION_REVISIONS", default.max_revisions),
-            max_bytes=_env_int("STIGMER_EVENT_RETENTION_BYTES", default.max_bytes),
-            max_age_seconds=_env_int("STIGMER_EVENT_RETENTION_SECONDS", default.max_age_seconds),
-        )
+        try:
+            return cls(
+                max_revisions=_env_int("STIGMER_EVENT_RETENTION_REVISIONS", default.max_revisions),
+                max_bytes=_env_int("STIGMER_EVENT_RETENTION_BYTES", default.max_bytes),
+                max_age_seconds=_env_int("STIGMER_EVENT_RETENTION_SECONDS", default.max_age_seconds),
+            )
+        except ValueError as exc:
+            raise errors.StartupError(f"event retention: {exc}") from None
 
 
 class _ResizeGate:

@@ -17,6 +17,7 @@ from stigmer_core import Application, KindDeclaration, PermissionDenied, Phase, 
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
+from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2 as wx
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
@@ -24,8 +25,9 @@ from stigmer_core.pipeline.events import StreamSettings
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
 from stigmer_core.store.lmdb_store import EventRetention, LmdbStore
-from tests.agent_execution_support import IN_PROGRESS, PENDING, Kinds, details_of
+from tests.agent_execution_support import IN_PROGRESS, Kinds, details_of
 from tests.widget_kind import WidgetPlugin, message
+from tests.workflow_helpers import Executions, Stubs, execution, workflow
 
 ADDED = watch_pb2.WATCH_EVENT_TYPE_ADDED
 MODIFIED = watch_pb2.WATCH_EVENT_TYPE_MODIFIED
@@ -380,9 +382,7 @@ def test_two_runners_never_claim_one_execution(stigmer_app: Application, stigmer
     assert sorted(claims) == sorted(e.metadata.id for e in made)
     assert all(len(who) == 1 for who in claims.values()), claims
     assert losses == [grpc.StatusCode.ABORTED] * count  # the other runner's try, every time
-    for execution in made:
-        assert kinds.executions.get(execution.metadata.id).status.phase == IN_PROGRESS
-    assert PENDING not in {kinds.executions.get(e.metadata.id).status.phase for e in made}
+    assert {kinds.executions.get(e.metadata.id).status.phase for e in made} == {IN_PROGRESS}
 
 
 def test_a_client_with_no_generated_code_decodes_events_through_reflection(stigmer_server: Server) -> None:
@@ -401,3 +401,16 @@ def test_a_client_with_no_generated_code_decodes_events_through_reflection(stigm
         dynamic = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))()
         dynamic.ParseFromString(event.object.value)
         assert dynamic.metadata.id == made.metadata.id and dynamic.metadata.slug == "reflected"
+
+
+def test_a_workflow_run_is_claimed_with_a_version_guard_too(stigmer_channel: grpc.Channel) -> None:
+    stubs, runs = Stubs(stigmer_channel), Executions(stigmer_channel)
+    made = stubs.workflows.create(workflow())
+    run = runs.create(execution(workflow_id=made.metadata.id))
+    claim = wx.WorkflowExecutionUpdateStatusInput(
+        execution_id=run.metadata.id, resource_version=run.metadata.resource_version, status={"phase": IN_PROGRESS}
+    )
+    claimed = runs.commands.updateStatus(claim)
+    assert claimed.status.phase == IN_PROGRESS
+    code, text = details_of(lambda: runs.commands.updateStatus(claim))  # the same claim again: stale
+    assert code == grpc.StatusCode.ABORTED and f"current: {claimed.metadata.resource_version}" in text

@@ -20,6 +20,10 @@ BOT_CHANGED = BOT.replace("first", "second")
 OTHER = BOT.replace("Bot", "Other")
 
 
+def test_get_watch_needs_a_daemon(stigmer: Stigmer) -> None:
+    assert "needs a running daemon" in stigmer.fails("get", "agents", "--watch")
+
+
 def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
     stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
     watcher = subprocess.Popen(

@@ -104,6 +104,8 @@ def _watch(session: Session, kind: KindInfo, output: str, *, all_orgs: bool, onl
     between the two; a change the list already shows (its revision is not
     newer than the object's resource_version) is not printed again.
     """
+    if session.client.in_process:  # this process would see only its own writes
+        raise CliError("--watch needs a running daemon: start one with `stigmer local start`")
     org = "" if all_orgs else session.org
     stream, _ = _open_watch(session, kind, org)
     try:

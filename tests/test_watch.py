@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from stigmer_core import Application, KindDeclaration, PermissionDenied, Phase, RequestContext, hookimpl, step
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
+from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2 as wx
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
@@ -414,3 +415,30 @@ def test_a_workflow_run_is_claimed_with_a_version_guard_too(stigmer_channel: grp
     assert claimed.status.phase == IN_PROGRESS
     code, text = details_of(lambda: runs.commands.updateStatus(claim))  # the same claim again: stale
     assert code == grpc.StatusCode.ABORTED and f"current: {claimed.metadata.resource_version}" in text
+
+
+def test_resume_inside_a_revision_with_the_position(stigmer_app: Application, stigmer_channel: grpc.Channel) -> None:
+    """A cascade's events share one revision; a client cut off among them resumes after the last it got."""
+    kinds = Kinds.on(stigmer_app, stigmer_channel)
+    agent = kinds.agents.create(_agent("owner"))
+    for i in range(3):
+        extra = agentinstance_pb2.AgentInstance(metadata={"name": f"extra-{i}"}, spec={"agent_id": agent.metadata.id})
+        kinds.instances.create(extra)
+    stream = _watch(stigmer_channel, "AgentInstance")
+    _opened(stream)
+    kinds.agents.delete(agent.metadata.id)  # deletes its 4 instances in one transaction
+    first = _events(stream, 2)
+    stream.cancel()
+    assert {e.type for e in first} == {DELETED} and first[0].revision == first[1].revision
+    assert first[0].position < first[1].position
+    resumed = _watch(
+        stigmer_channel, "AgentInstance", since_revision=first[-1].revision, since_position=first[-1].position
+    )
+    assert _opened(resumed) == first[-1].revision - 1  # that revision is not complete yet
+    rest = _events(resumed, 2)
+    resumed.cancel()
+    ids = [e.id for e in first + rest]
+    assert len(set(ids)) == 4 and {e.revision for e in rest} == {first[0].revision}
+    assert [e.position for e in first + rest] == sorted({e.position for e in first + rest})
+    code, _ = details_of(lambda: next(_watch(stigmer_channel, "AgentInstance", since_position=1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT

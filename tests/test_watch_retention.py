@@ -99,7 +99,7 @@ def test_a_reader_that_is_behind_reads_one_page_at_a_time(tmp_path: Path) -> Non
         while True:
             page, after = hub.read("Thing", cursor)
             assert len(page) <= 5
-            seen += [e.id for e in page]
+            seen += [e.id for e, _ in page]
             if after == cursor:
                 break
             cursor = after

@@ -35,6 +35,8 @@ from stigmer_core.store.protocol import Store
 log = logging.getLogger(__name__)
 
 ResourceEvent = event_pb2.ResourceEvent
+Positioned = tuple[ResourceEvent, int]
+"""An event and its position among its revision's events (0 first)."""
 
 
 def _env_number(name: str, default: float) -> float:
@@ -267,8 +269,9 @@ class EventHub:
             sub.wake.set()
 
     # -- reading -------------------------------------------------------------------
-    def read(self, kind: str, cursor: Cursor) -> tuple[list[ResourceEvent], Cursor]:
-        """Up to a page of ``kind``'s events from ``cursor`` on, and the cursor after them.
+    def read(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
+        """Up to a page of ``kind``'s events from ``cursor`` on, each with its position
+        within its revision, and the cursor after them.
 
         Raises ``Conflict`` when the log no longer holds the events at the cursor.
         """
@@ -277,10 +280,10 @@ class EventHub:
                 return self._from_cache(kind, cursor)
         return self._from_log(kind, cursor)
 
-    def _from_cache(self, kind: str, cursor: Cursor) -> tuple[list[ResourceEvent], Cursor]:
+    def _from_cache(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
         cache = self._cache
         start = bisect.bisect_left(cache, (cursor.revision, cursor.index), key=lambda e: (e.revision, e.index))
-        found: list[ResourceEvent] = []
+        found: list[Positioned] = []
         budget = self.settings.page_bytes
         position = cursor
         for entry in itertools.islice(cache, start, None):
@@ -288,13 +291,13 @@ class EventHub:
                 return found, max(position, cursor)
             position = Cursor(entry.revision, entry.index + 1)
             if entry.kind == kind:
-                found.append(entry.event)
+                found.append((entry.event, entry.index))
                 budget -= entry.size
         return found, max(cursor, Cursor.after(self._head))
 
-    def _from_log(self, kind: str, cursor: Cursor) -> tuple[list[ResourceEvent], Cursor]:
+    def _from_log(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
         settings = self.settings
-        found: list[ResourceEvent] = []
+        found: list[Positioned] = []
         budget = settings.page_bytes
         with self.store.read() as txn:
             seen = txn.revision
@@ -315,6 +318,6 @@ class EventHub:
                 position = Cursor(revision, index + 1)
                 event = ResourceEvent.FromString(payload)
                 if event.kind == kind:
-                    found.append(event)
+                    found.append((event, index))
                     budget -= len(payload)
         return found, max(cursor, Cursor.after(seen))

@@ -25,7 +25,7 @@ from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, ListFilter
 from stigmer_core.pipeline.context import RequestContext
-from stigmer_core.pipeline.events import Compacted, Cursor, EventHub
+from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Positioned
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep, Step, step
 from stigmer_core.store import keys
@@ -55,7 +55,7 @@ def _hub(ctx: RequestContext) -> EventHub:
 
 def _follow(
     hub: EventHub, kind: str, cursor: Cursor, active: Callable[[], bool]
-) -> Iterator[event_pb2.ResourceEvent | Cursor]:
+) -> Iterator[Positioned | Cursor]:
     """The kind's events from ``cursor`` on, in log order; a ``Cursor`` when a bookmark is due.
 
     Ends when the caller goes away; raises UNAVAILABLE when the server stops.
@@ -205,22 +205,29 @@ def watch_events(ctx: RequestContext) -> None:
     start = int(req.since_revision) if req.HasField("since_revision") else head
     if start > head:
         raise errors.InvalidArgument.field("since_revision", f"{start} is ahead of the store's revision {head}")
-    if start < head:
+    cursor = Cursor.after(start)
+    if req.HasField("since_position"):
+        if not req.HasField("since_revision"):
+            raise errors.InvalidArgument.field("since_position", "needs since_revision")
+        cursor = Cursor(start, int(req.since_position) + 1)  # the rest of that revision's events
+    if cursor.complete < head:
         oldest = txn.oldest_event_revision()
-        if oldest == 0 or oldest > start + 1:
+        if oldest == 0 or oldest > cursor.revision:
             raise Compacted(start, oldest or head + 1)
     labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
     scope = WatchScope(org=ctx.org, labels=labels, filters=filters)
     active = ctx.active
 
     def stream() -> Iterator[watch_pb2.WatchEvent]:
-        yield _bookmark(kind, start)
-        for item in _follow(hub, kind.name, Cursor.after(start), active):
+        yield _bookmark(kind, cursor.complete)
+        for item in _follow(hub, kind.name, cursor, active):
             if isinstance(item, Cursor):
                 yield _bookmark(kind, item.complete)
                 continue
-            shown = _watch_event(kind, scope, item)
+            event, position = item
+            shown = _watch_event(kind, scope, event)
             if shown is not None:
+                shown.position = position
                 yield shown
 
     ctx.response = stream()  # type: ignore[assignment]
@@ -275,11 +282,12 @@ def watch_object(
                     return
             try:
                 for item in _follow(hub, kind.name, Cursor.after(start), active):
-                    if isinstance(item, Cursor) or item.id != object_id:
+                    if isinstance(item, Cursor) or item[0].id != object_id:
                         continue
-                    if item.type == _DELETED:
+                    event = item[0]
+                    if event.type == _DELETED:
                         return
-                    state = kind.parse(item.object)
+                    state = kind.parse(event.object)
                     yield _shown(kind, state)
                     if until is not None and until(state):
                         return

@@ -23,7 +23,7 @@ WATCH_EVENT_TYPE_DELETED: WatchEventType
 WATCH_EVENT_TYPE_BOOKMARK: WatchEventType
 
 class WatchRequest(_message.Message):
-    __slots__ = ("kind", "org", "labels", "filters", "since_revision")
+    __slots__ = ("kind", "org", "labels", "filters", "since_revision", "since_position")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,23 +43,27 @@ class WatchRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     SINCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    SINCE_POSITION_FIELD_NUMBER: _ClassVar[int]
     kind: str
     org: str
     labels: _containers.ScalarMap[str, str]
     filters: _containers.ScalarMap[str, str]
     since_revision: int
-    def __init__(self, kind: _Optional[str] = ..., org: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Mapping[str, str]] = ..., since_revision: _Optional[int] = ...) -> None: ...
+    since_position: int
+    def __init__(self, kind: _Optional[str] = ..., org: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Mapping[str, str]] = ..., since_revision: _Optional[int] = ..., since_position: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "revision", "object", "kind", "id")
+    __slots__ = ("type", "revision", "object", "kind", "id", "position")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     type: WatchEventType
     revision: int
     object: _any_pb2.Any
     kind: str
     id: str
-    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., revision: _Optional[int] = ..., object: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    position: int
+    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., revision: _Optional[int] = ..., object: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...

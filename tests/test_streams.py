@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,45 @@ def test_closing_the_application_ends_in_process_streams(tmp_path: Path) -> None
     with pytest.raises(grpc.RpcError) as err:
         next(stream)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.fixture(params=["in-process", "network"])
+def quick(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
+    app = _app(tmp_path, max_streams=1, poll_seconds=0.1)
+    if request.param == "in-process":
+        yield app, app.channel()
+    else:
+        server = Server(app, "127.0.0.1:0", max_workers=4)
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        yield app, channel
+        channel.close()
+        server.stop(grace=1)
+    app.close()
+
+
+def test_cancel_from_another_thread_ends_a_waiting_reader(quick: tuple[Application, grpc.Channel]) -> None:
+    _, channel = quick
+    stream = _watch(channel)
+    outcome: list[grpc.StatusCode] = []
+
+    def reader() -> None:
+        try:
+            for _ in stream:
+                pass
+        except grpc.RpcError as exc:
+            outcome.append(exc.code())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    stream.cancel()
+    thread.join(DEADLINE)
+    assert not thread.is_alive() and outcome == [grpc.StatusCode.CANCELLED]
+    for _ in range(300):  # its slot comes back (the limit is 1) once the server side has ended
+        try:
+            _watch(channel).cancel()
+            return
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            time.sleep(0.1)
+    raise AssertionError("the cancelled stream's slot never came back")

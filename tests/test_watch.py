@@ -248,6 +248,40 @@ def test_bookmarks_carry_the_latest_revision(short_log: tuple[Application, grpc.
     stream.cancel()
 
 
+@pytest.fixture(params=["in-process", "network"])
+def quick_bookmarks(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
+    """Every kind, the whole event log kept; bookmarks every 0.2 s."""
+    pm = plugin_manager()
+    store = LmdbStore(tmp_path, durable=False)
+    app = Application(build_registry(pm), store, pm, streams=StreamSettings(bookmark_seconds=0.2))
+    yield from _apps(request, app)
+
+
+def test_events_a_filter_drops_do_not_hold_bookmarks_back(quick_bookmarks: tuple[Application, grpc.Channel]) -> None:
+    """A busy kind whose writes all miss the filter: bookmarks still come while the writes go on."""
+    app, channel = quick_bookmarks
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    stream = _watch(channel, "Agent", labels={"team": "quiet"})
+    start = _opened(stream)
+    seen = threading.Event()
+    written: list[int] = []
+
+    def writer() -> None:
+        for i in range(20_000):  # a bound: the test fails if the bookmark only comes once writes stop
+            if seen.is_set():
+                return
+            written.append(agents.create(_agent(f"busy-{i}")).metadata.resource_version)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    bookmark = next(e for e in stream if e.type == BOOKMARK)
+    seen.set()
+    thread.join(TIMEOUT)
+    stream.cancel()
+    assert len(written) < 20_000  # it came while the writes went on
+    assert start < bookmark.revision <= written[-1]
+
+
 def test_a_third_party_kind_is_watched_with_no_rpc_of_its_own(short_log: tuple[Application, grpc.Channel]) -> None:
     app, channel = short_log
     widgets = KindClient(channel, app.registry.kind("Widget"))

@@ -53,41 +53,51 @@ def _hub(ctx: RequestContext) -> EventHub:
     return ctx.events
 
 
-def _follow(
-    hub: EventHub, kind: str, cursor: Cursor, active: Callable[[], bool]
-) -> Iterator[Positioned | Cursor]:
-    """The kind's events from ``cursor`` on, in log order; a ``Cursor`` when a bookmark is due.
+class _Follower:
+    """A stream's reading loop: the kind's events from a cursor on, in log order.
 
-    Ends when the caller goes away; raises UNAVAILABLE when the server stops.
+    Iterating yields each event (with its position) and, when nothing has
+    been sent for the bookmark interval, the ``Cursor`` reached, for a
+    bookmark. The consumer calls ``sent()`` when it passes something on, so
+    events it filters out do not hold bookmarks back. Ends when the caller
+    goes away; raises UNAVAILABLE when the server stops.
     """
-    settings = hub.settings
-    sub = hub.subscribe(kind)
-    try:
-        last_sent = time.monotonic()
-        while True:
-            if sub.ended:
-                raise errors.Unavailable(
-                    f"the server is shutting down; watch again after revision {cursor.complete}"
-                )
-            if not active():
-                return
-            sub.wake.clear()
-            events, after = hub.read(kind, cursor)
-            moved = after != cursor
-            cursor = after
-            for event in events:
-                yield event
-                last_sent = time.monotonic()
-            if moved:
-                continue  # there may be more: read until a read finds nothing new
-            waited = time.monotonic() - last_sent
-            if waited >= settings.bookmark_seconds:
-                yield cursor
-                last_sent = time.monotonic()
-                continue
-            sub.wake.wait(min(settings.poll_seconds, settings.bookmark_seconds - waited))
-    finally:
-        hub.unsubscribe(sub)
+
+    def __init__(self, hub: EventHub, kind: str, cursor: Cursor, active: Callable[[], bool]) -> None:
+        self._hub = hub
+        self._kind = kind
+        self._cursor = cursor
+        self._active = active
+        self._last_sent = time.monotonic()
+
+    def sent(self) -> None:
+        self._last_sent = time.monotonic()
+
+    def __iter__(self) -> Iterator[Positioned | Cursor]:
+        hub, kind = self._hub, self._kind
+        settings = hub.settings
+        sub = hub.subscribe(kind)
+        try:
+            while True:
+                if sub.ended:
+                    raise errors.Unavailable(
+                        f"the server is shutting down; watch again after revision {self._cursor.complete}"
+                    )
+                if not self._active():
+                    return
+                sub.wake.clear()
+                events, after = hub.read(kind, self._cursor)
+                moved = after != self._cursor
+                self._cursor = after
+                yield from events
+                idle = time.monotonic() - self._last_sent
+                if idle >= settings.bookmark_seconds:
+                    yield after
+                    self.sent()
+                elif not moved:  # nothing new: wait for the dispatcher, the caller's check or a bookmark
+                    sub.wake.wait(min(settings.poll_seconds, settings.bookmark_seconds - idle))
+        finally:
+            hub.unsubscribe(sub)
 
 
 # -- every kind's watch ----------------------------------------------------------------
@@ -220,7 +230,8 @@ def watch_events(ctx: RequestContext) -> None:
 
     def stream() -> Iterator[watch_pb2.WatchEvent]:
         yield _bookmark(kind, cursor.complete)
-        for item in _follow(hub, kind.name, cursor, active):
+        follower = _Follower(hub, kind.name, cursor, active)
+        for item in follower:
             if isinstance(item, Cursor):
                 yield _bookmark(kind, item.complete)
                 continue
@@ -229,6 +240,7 @@ def watch_events(ctx: RequestContext) -> None:
             if shown is not None:
                 shown.position = position
                 yield shown
+                follower.sent()
 
     ctx.response = stream()  # type: ignore[assignment]
 
@@ -281,7 +293,7 @@ def watch_object(
                 if until is not None and until(initial):
                     return
             try:
-                for item in _follow(hub, kind.name, Cursor.after(start), active):
+                for item in _Follower(hub, kind.name, Cursor.after(start), active):
                     if isinstance(item, Cursor) or item[0].id != object_id:
                         continue
                     event = item[0]

@@ -189,6 +189,9 @@ def test_bad_requests_are_refused_with_the_field(stigmer_channel: grpc.Channel) 
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, text = details_of(first(kind="Agent", since_revision=10**9))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "ahead" in text
+    raw = stigmer_channel.unary_stream("/stigmer.commons.watch.v1.Watch/Watch")
+    code, text = details_of(lambda: next(raw(b"\xff\xff\xff", timeout=TIMEOUT)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "WatchRequest" in text
 
 
 def test_resume_from_the_last_revision_received_has_no_gap_and_no_duplicate(

@@ -57,7 +57,7 @@ class Application:
         """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``.
 
         Stream limits and event retention default to their settings' environment
-        variables (docs/design.md, Limits).
+        variables (docs/design.md: Event retention; Watch and streams).
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)

@@ -51,7 +51,7 @@ def _env_number(name: str, default: float) -> float:
 
 @attrs.frozen
 class StreamSettings:
-    """Limits and timing of server streams (docs/design.md, Limits)."""
+    """Limits and timing of server streams (docs/design.md, Watch and streams)."""
 
     max_streams: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
     """Open server streams (watch and subscribe) at once; the next gets RESOURCE_EXHAUSTED (0: none)."""

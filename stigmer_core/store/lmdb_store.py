@@ -54,7 +54,7 @@ class EventRetention:
     """How much of the event log is kept: the newest revisions within all three bounds.
 
     A watch or subscribe from a revision older than what is kept ends with
-    ABORTED ("revision N compacted"); docs/design.md, Limits.
+    ABORTED ("revision N compacted"); docs/design.md, Event retention.
     """
 
     max_revisions: int = attrs.field(default=DEFAULT_EVENT_RETENTION, validator=attrs.validators.ge(1))

@@ -16,21 +16,33 @@ from stigmer_core.controller import build_handlers
 from stigmer_core.datadir import secure
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
+from stigmer_core.pipeline.events import EventHub, StreamLimit, StreamSettings
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.lmdb_store import EventRetention, LmdbStore
 from stigmer_core.store.protocol import Store
 
 
 class Application:
     def __init__(
-        self, registry: Registry, store: Store, pm: pluggy.PluginManager | None = None, *, data_dir: Path | None = None
+        self,
+        registry: Registry,
+        store: Store,
+        pm: pluggy.PluginManager | None = None,
+        *,
+        data_dir: Path | None = None,
+        streams: StreamSettings | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.plugin_manager = pm
         if pm is not None:
             pm.hook.stigmer_configure(registry=registry, data_dir=data_dir, store=store)
-        self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(registry, store)
+        self.events = EventHub(store, streams or StreamSettings.from_env())
+        """The one event dispatcher every server stream of this application reads through."""
+        self.stream_limit = StreamLimit(self.events.settings.max_streams)
+        self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(
+            registry, store, self.events, self.stream_limit
+        )
 
     @classmethod
     def open(
@@ -40,14 +52,20 @@ class Application:
         pm: pluggy.PluginManager | None = None,
         durable: bool = True,
         default_org: str = "local",
+        streams: StreamSettings | None = None,
+        retention: EventRetention | None = None,
     ) -> Application:
-        """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``."""
+        """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``.
+
+        Stream limits and event retention default to their settings' environment
+        variables (docs/design.md: Event retention; Watch and streams).
+        """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
         secure(Path(data_dir))
-        store = LmdbStore(data_dir, durable=durable)
+        store = LmdbStore(data_dir, durable=durable, retention=retention or EventRetention.from_env())
         try:
-            return cls(registry, store, pm, data_dir=store.path)
+            return cls(registry, store, pm, data_dir=store.path, streams=streams)
         except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
             store.close()
             raise
@@ -60,6 +78,7 @@ class Application:
         return sorted(self.services)
 
     def close(self) -> None:
+        self.events.close()
         self.store.close()
 
     def __enter__(self) -> Application:

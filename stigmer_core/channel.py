@@ -9,6 +9,7 @@ with the server.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -60,6 +61,7 @@ class _Context(grpc.ServicerContext):
         self._details = ""
         self._trailing: Metadata = ()
         self._callbacks: list[Callable[[], None]] = []
+        self._cancelled = False
 
     # -- what handlers use -------------------------------------------------
     def invocation_metadata(self) -> Metadata:
@@ -102,7 +104,7 @@ class _Context(grpc.ServicerContext):
         return {}
 
     def is_active(self) -> bool:
-        return self._deadline is None or time.monotonic() < self._deadline
+        return not self._cancelled and (self._deadline is None or time.monotonic() < self._deadline)
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
@@ -112,6 +114,14 @@ class _Context(grpc.ServicerContext):
 
     def cancel(self) -> None:
         return None
+
+    def cancel_call(self) -> None:
+        """The client cancelled: the handler sees ``is_active()`` false from now on."""
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         self._callbacks.append(callback)
@@ -242,7 +252,12 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
 
 
 class _Stream(grpc.Call):
-    """The response iterator of a server-streaming call; honours the call's deadline."""
+    """The response iterator of a server-streaming call; honours the call's deadline and ``cancel``.
+
+    ``cancel`` may come from another thread while one waits in ``next``: the
+    handler then sees its context inactive and ends, and the waiting reader
+    gets CANCELLED, as over the network.
+    """
 
     def __init__(self, responses: Iterator[Any], context: _Context) -> None:
         self._responses = responses
@@ -252,17 +267,23 @@ class _Stream(grpc.Call):
         return self
 
     def __next__(self) -> Any:
+        if self._context.cancelled:
+            raise _cancelled()
         try:
             return next(self._responses)
         except StopIteration:
+            if self._context.cancelled:
+                raise _cancelled() from None
             if self._context.expired():
                 raise InProcessRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             raise
 
     def cancel(self) -> bool:
+        self._context.cancel_call()
         close = getattr(self._responses, "close", None)
         if close is not None:
-            close()
+            with contextlib.suppress(ValueError):  # running in the reader's thread: it ends at its next check
+                close()
         return True
 
     def code(self) -> grpc.StatusCode:
@@ -285,6 +306,10 @@ class _Stream(grpc.Call):
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         return False
+
+
+def _cancelled() -> InProcessRpcError:
+    return InProcessRpcError(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
 
 
 class _UnaryStream(grpc.UnaryStreamMultiCallable):

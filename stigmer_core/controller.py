@@ -4,6 +4,12 @@ For every method of every kind's Command and Query services it builds one
 ``grpc.RpcMethodHandler`` from the compiled binding. There is no servicer
 class and no handler function per kind; both the network server and the
 in-process channel serve exactly these handlers.
+
+Server streams (a kind's own, like ``subscribe``, and the generic
+``stigmer.commons.watch.v1.Watch`` that serves every kind's ``watch``) are
+admitted through one ``StreamLimit``: past it a new stream gets
+RESOURCE_EXHAUSTED at once, so open streams never hold every worker a unary
+call needs.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ import grpc
 from google.protobuf.message import Message
 
 from stigmer_core import status
+from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.errors import FieldViolation, InvalidArgument
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.pipeline.context import RequestContext
+from stigmer_core.pipeline.events import EventHub, StreamLimit
+from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
 from stigmer_core.store.protocol import Store, WriteTxn
 
 
@@ -47,9 +56,10 @@ def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | _Malformed]
 class Executor:
     """Runs one binding's pipeline for one request."""
 
-    def __init__(self, registry: Registry, store: Store) -> None:
+    def __init__(self, registry: Registry, store: Store, events: EventHub | None = None) -> None:
         self.registry = registry
         self.store = store
+        self.events = events
 
     def run(
         self,
@@ -66,6 +76,7 @@ class Executor:
             request=request,
             metadata=metadata,
             engine=self.store,
+            events=self.events,
         )
         if active is not None:
             ctx.active = active
@@ -102,7 +113,17 @@ def _malformed(binding: MethodBinding, request: _Malformed) -> InvalidArgument:
     )
 
 
-def _handler(executor: Executor, kind: KindRuntime, binding: MethodBinding) -> grpc.RpcMethodHandler:
+def _admitted(limit: StreamLimit, responses: Callable[[], Iterator[Message]]) -> Iterator[Message]:
+    limit.acquire()
+    try:
+        yield from responses()
+    finally:
+        limit.release()
+
+
+def _handler(
+    executor: Executor, kind: KindRuntime, binding: MethodBinding, limit: StreamLimit
+) -> grpc.RpcMethodHandler:
     run = executor.run
     request_deserializer = _deserializer(binding.request_cls)
     response_serializer = binding.response_cls.SerializeToString
@@ -113,7 +134,9 @@ def _handler(executor: Executor, kind: KindRuntime, binding: MethodBinding) -> g
             if isinstance(request, _Malformed):
                 status.abort(context, _malformed(binding, request))
             try:
-                yield from run(kind, binding, request, context.invocation_metadata(), context.is_active)
+                yield from _admitted(
+                    limit, lambda: run(kind, binding, request, context.invocation_metadata(), context.is_active)
+                )
             except Exception as exc:
                 status.abort(context, exc)
 
@@ -135,12 +158,62 @@ def _handler(executor: Executor, kind: KindRuntime, binding: MethodBinding) -> g
     )
 
 
-def build_handlers(registry: Registry, store: Store) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
-    """service full name -> method name -> handler, for every kind."""
-    executor = Executor(registry, store)
+def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHandler:
+    """``stigmer.commons.watch.v1.Watch/Watch``: dispatch by kind name to the kind's watch pipeline."""
+    bindings: dict[str, tuple[KindRuntime, MethodBinding]] = {}
+    for kind in executor.registry.kinds:
+        assert kind.watch is not None
+        bindings[kind.name] = (
+            kind,
+            MethodBinding(
+                path=WATCH_PATH,
+                operation=WATCH_OPERATION,
+                pipeline=kind.watch,
+                request_cls=watch_pb2.WatchRequest,
+                response_cls=watch_pb2.WatchEvent,
+                server_streaming=True,
+            ),
+        )
+    run = executor.run
+    registry = executor.registry
+    known = ", ".join(sorted(bindings))
+
+    def stream(request: Message | _Malformed, context: grpc.ServicerContext) -> Iterator[Message]:
+        if isinstance(request, _Malformed):
+            status.abort(context, _malformed(next(iter(bindings.values()))[1], request))
+        name = request.kind  # type: ignore[attr-defined]
+        found = registry.find(name) if name else None
+        if found is None:
+            status.abort(
+                context, InvalidArgument.field("kind", f"'{name}' is not a kind this server serves ({known})")
+            )
+        kind, binding = bindings[found.name]
+        try:
+            yield from _admitted(
+                limit, lambda: run(kind, binding, request, context.invocation_metadata(), context.is_active)
+            )
+        except Exception as exc:
+            status.abort(context, exc)
+
+    return grpc.unary_stream_rpc_method_handler(
+        stream,
+        request_deserializer=_deserializer(watch_pb2.WatchRequest),
+        response_serializer=watch_pb2.WatchEvent.SerializeToString,
+    )
+
+
+def build_handlers(
+    registry: Registry, store: Store, events: EventHub | None = None, stream_limit: StreamLimit | None = None
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """service full name -> method name -> handler, for every kind, and the Watch service."""
+    events = events or EventHub(store)
+    limit = stream_limit or StreamLimit(events.settings.max_streams)
+    executor = Executor(registry, store, events)
     services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for kind in registry.kinds:
         for path, binding in kind.methods.items():
             service, method = path[1:].split("/")
-            services.setdefault(service, {})[method] = _handler(executor, kind, binding)
+            services.setdefault(service, {})[method] = _handler(executor, kind, binding, limit)
+    if registry.kinds:
+        services[WATCH_SERVICE] = {"Watch": _watch_handler(executor, limit)}
     return services

@@ -35,16 +35,22 @@ def default_data_dir() -> Path:
 
 
 class Server:
-    """An Application served over gRPC, with health and reflection."""
+    """An Application served over gRPC, with health and reflection.
+
+    Each open server stream holds one thread of the sync server, so the pool
+    has ``max_workers`` threads for unary calls on top of one per admitted
+    stream (the application's ``StreamLimit``); threads start only when used.
+    """
 
     def __init__(self, app: Application, address: str = DEFAULT_ADDRESS, *, max_workers: int = 32) -> None:
         self.app = app
+        pool_size = max_workers + app.stream_limit.limit
         interceptors: list[grpc.ServerInterceptor] = []
         if app.plugin_manager is not None:
             for found in app.plugin_manager.hook.stigmer_server_interceptors():
                 interceptors.extend(found or ())
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="stigmer-rpc"),
+            futures.ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="stigmer-rpc"),
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -80,9 +86,12 @@ class Server:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None = 5.0) -> None:
-        """Refuse new calls, let in-flight ones finish within ``grace`` seconds."""
+        """Refuse new calls, end open streams (UNAVAILABLE: resume elsewhere), and let
+        in-flight unary calls finish within ``grace`` seconds."""
         self.health.enter_graceful_shutdown()
-        self._server.stop(grace).wait()
+        stopped = self._server.stop(grace)
+        self.app.events.end_streams()
+        stopped.wait()
 
     def wait(self, timeout: float | None = None) -> bool:
         return bool(self._server.wait_for_termination(timeout))

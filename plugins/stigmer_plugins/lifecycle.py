@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stigmer_core import FailedPrecondition, InvalidArgument, Phase, RequestContext, ResourceExhausted
+from stigmer_core import Conflict, FailedPrecondition, InvalidArgument, Phase, RequestContext, ResourceExhausted
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_plugins import executioncontext
 from stigmer_plugins.phases import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, PENDING, is_terminal, phase_name
@@ -141,11 +141,21 @@ def update_status(
     against the lifecycle, then ``merge(report, status)`` copies what a
     runner may report; every other status field (times, audit, server-set
     ids) stays as stored. A report that changes nothing writes nothing.
+    A non-zero ``resource_version`` in the request (when its message has
+    one) must be the stored one, else ABORTED: how a runner claims a
+    PENDING execution it saw in a watch without racing another runner.
     Follow it with the standard ``publish``, ``redact`` and ``respond``.
     """
 
     def run(ctx: RequestContext) -> None:
         existing = _load(ctx, id_field)
+        expected = getattr(ctx.request, "resource_version", 0)
+        stored = getattr(existing.metadata, "resource_version", 0)  # type: ignore[attr-defined]
+        if expected and expected != stored:
+            raise Conflict(
+                f"{_what(ctx, existing)} was modified: resource_version {expected} is stale "
+                f"(current: {stored}); re-read and retry"
+            )
         report: Any = getattr(ctx.request, status_field)
         new = ctx.kind.resource_cls()
         new.CopyFrom(existing)

@@ -27,7 +27,7 @@ from stigmer_core.kinds.runtime import (
     Registry,
     ResourceShape,
 )
-from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES
+from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step
 from stigmer_core.plugins import check
@@ -174,7 +174,7 @@ def _pipeline(
 def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> KindRuntime:
     shape = ResourceShape.of(decl.name, decl.resource.DESCRIPTOR)
     for op in decl.steps:
-        if op not in STANDARD_OPERATIONS and op not in decl.operations:
+        if op not in STANDARD_OPERATIONS and op not in decl.operations and op != "watch":
             raise _fail(plugin, decl, f"steps declared for unknown operation {op!r}")
     methods = [m for svc in (decl.command_service, decl.query_service) for m in svc.methods]
     names = {m.name for m in methods}
@@ -218,6 +218,7 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
         runtime.entries_tag = keys.varint(list_method.output_type.fields_by_name["entries"].number << 3 | 2)
     for op in STANDARD_OPERATIONS:
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, DEFAULT_PIPELINES[op], op in WRITE_OPERATIONS)
+    runtime.watch = _pipeline(pm, plugin, decl, "watch", WATCH_PIPELINE, False)
     for op, custom in decl.operations.items():
         base = _checked_steps(plugin, decl, f"operation {op!r}", custom.steps)
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, base, custom.writes)

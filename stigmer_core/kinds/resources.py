@@ -220,8 +220,9 @@ class Resources:
             meta.resource_version = txn.write_revision()
         raw = new.SerializeToString()
         txn.put(keys.object_key(kind.key_prefix, meta.id), raw)
-        old_keys = set(kind.index_keys(old)) | set(kind.owner_keys(old))
-        new_keys = set(kind.index_keys(new)) | set(kind.owner_keys(new))
+        old_index, new_index = kind.index_keys(old), kind.index_keys(new)
+        old_keys = set(old_index) | set(kind.owner_keys(old))
+        new_keys = set(new_index) | set(kind.owner_keys(new))
         for key in old_keys - new_keys:
             txn.delete(key)
         for key in new_keys - old_keys:
@@ -232,7 +233,8 @@ class Resources:
         for key, value in new_refs.items():
             if old_refs.get(key) != value:
                 txn.put(key, value)
-        self._event(kind, UPDATED, meta.id, raw)
+        moved = set(old_index) != set(new_index)
+        self._event(kind, UPDATED, meta.id, raw, previous_index=old_index if moved else None)
 
     def remove(self, kind: KindRuntime, obj: Message) -> None:
         """Delete an object and everything it owns, or nothing at all.
@@ -283,7 +285,9 @@ class Resources:
         return obj
 
     # -- events ------------------------------------------------------------------
-    def _event(self, kind: KindRuntime, event_type: int, object_id: str, raw: bytes) -> None:
+    def _event(
+        self, kind: KindRuntime, event_type: int, object_id: str, raw: bytes, previous_index: list[bytes] | None = None
+    ) -> None:
         """Queue an event; a kind that declares ``redact`` has its events stored redacted.
 
         The event log outlives the object's states (an update's event keeps the
@@ -296,9 +300,11 @@ class Resources:
             shown = kind.parse(raw)
             kind.redact(shown)
             raw = shown.SerializeToString()
-        self._events.append(
-            event_pb2.ResourceEvent(type=event_type, kind=kind.name, id=object_id, object=raw)  # type: ignore[arg-type]
-        )
+        event = event_pb2.ResourceEvent(type=event_type, kind=kind.name, id=object_id, object=raw)  # type: ignore[arg-type]
+        if previous_index is not None:  # a filtered watch tells entering and leaving from these
+            event.index_keys_changed = True
+            event.previous_index_keys.extend(previous_index)
+        self._events.append(event)
 
     def publish(self) -> None:
         """Append the events of this transaction's writes to the event log."""

@@ -183,6 +183,9 @@ class KindRuntime:
     """When references name kinds by a closed enum (the published API's
     ``ApiResourceKind``): the values that name this kind. None: by string."""
     pipelines: dict[str, Pipeline] = attrs.field(factory=dict)
+    watch: Pipeline | None = None
+    """The generic ``watch`` stream's pipeline (``stigmer.commons.watch.v1.Watch``), apart
+    from ``pipelines`` because a kind may bind an rpc of its own named ``watch``."""
     methods: dict[str, MethodBinding] = attrs.field(factory=dict)
 
     @property
@@ -209,6 +212,11 @@ class KindRuntime:
     @property
     def resource_cls(self) -> type[Message]:
         return self.decl.resource
+
+    @property
+    def type_url(self) -> str:
+        """How a ``google.protobuf.Any`` names the resource message (watch events carry one)."""
+        return "type.googleapis.com/" + self.decl.resource.DESCRIPTOR.full_name
 
     @property
     def redact(self) -> Callable[[Message], None] | None:

@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 if TYPE_CHECKING:
     from stigmer_core.kinds.resources import Resources
     from stigmer_core.kinds.runtime import KindRuntime, Registry
+    from stigmer_core.pipeline.events import EventHub
     from stigmer_core.store.protocol import Store
 
 
@@ -42,6 +43,8 @@ class RequestContext:
     """The store itself, for steps whose response outlives the transaction (streams)."""
     active: Callable[[], bool] = lambda: True
     """Whether the caller is still there (streams stop when it is not)."""
+    events: EventHub | None = None
+    """The application's event dispatcher, for server streams."""
 
     def reset_transaction_state(self) -> None:
         """Forget what a previous run of the transactional steps produced."""

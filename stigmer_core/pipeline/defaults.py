@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stigmer_core.pipeline import steps as s
+from stigmer_core.pipeline import watch as w
 from stigmer_core.pipeline.step import Step
 
 DEFAULT_PIPELINES: dict[str, tuple[Step, ...]] = {
@@ -21,3 +22,6 @@ DEFAULT_PIPELINES: dict[str, tuple[Step, ...]] = {
     "getByReference": (s.validate, s.authorize, s.load_by_reference, s.redact, s.respond),
     "list": (s.validate, s.authorize, s.list_page, s.respond),
 }  # fmt: skip
+
+WATCH_PIPELINE: tuple[Step, ...] = (s.validate, w.watch_scope, s.authorize, w.watch_events)
+"""Every kind's ``watch`` (the generic Watch service): a read pipeline whose response is a stream."""

@@ -1,28 +1,251 @@
-"""Server streams over the event log.
+"""Server streams over the event log: every kind's ``watch``, one object's ``subscribe``.
 
-A stream never holds a store transaction while it waits or yields: it reads
-the events committed since its last revision into memory, lets the snapshot
-go, then sends them. Events come from the durable log, not from an in-memory
-queue, so a slow subscriber is never silently dropped; one that falls behind
-the log's retention window gets ABORTED and is told to re-read and resume
-from the object's ``resource_version``.
+A stream never holds a store transaction while it waits or sends: the
+application's ``EventHub`` (``stigmer_core.pipeline.events``) reads each new
+batch of events once and wakes the streams of the kinds it touched; each
+stream then takes its events a page at a time from the hub's cache or, when
+it is behind, from the durable log. Events come from the log, not from a
+queue a slow reader could overflow, so no event is ever silently dropped; a
+stream that falls behind the retained log ends with ABORTED and is told to
+re-read and resume.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import attrs
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
+from stigmer_core.api.commons.watch.v1 import watch_pb2
+from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, ListFilter
 from stigmer_core.pipeline.context import RequestContext
+from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Positioned
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import FunctionStep, Step
+from stigmer_core.pipeline.step import FunctionStep, Step, step
+from stigmer_core.store import keys
+
+WATCH_SERVICE = "stigmer.commons.watch.v1.Watch"
+WATCH_PATH = f"/{WATCH_SERVICE}/Watch"
+WATCH_OPERATION = "watch"
 
 POLL_SECONDS = 1.0
+_CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
+_UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 _DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
+_TYPES = {
+    _CREATED: watch_pb2.WATCH_EVENT_TYPE_ADDED,
+    _UPDATED: watch_pb2.WATCH_EVENT_TYPE_MODIFIED,
+    _DELETED: watch_pb2.WATCH_EVENT_TYPE_DELETED,
+}
+_BOOKMARK = watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+_SCOPE = "watch.scope"
+
+
+def _hub(ctx: RequestContext) -> EventHub:
+    if ctx.events is None:  # pragma: no cover - every Executor the framework builds has one
+        raise errors.Unavailable("this server does not serve streams")
+    return ctx.events
+
+
+class _Follower:
+    """A stream's reading loop: the kind's events from a cursor on, in log order.
+
+    Iterating yields each event (with its position) and, when nothing has
+    been sent for the bookmark interval, the ``Cursor`` reached, for a
+    bookmark. The consumer calls ``sent()`` when it passes something on, so
+    events it filters out do not hold bookmarks back. Ends when the caller
+    goes away; raises UNAVAILABLE when the server stops.
+    """
+
+    def __init__(self, hub: EventHub, kind: str, cursor: Cursor, active: Callable[[], bool]) -> None:
+        self._hub = hub
+        self._kind = kind
+        self._cursor = cursor
+        self._active = active
+        self._last_sent = time.monotonic()
+
+    def sent(self) -> None:
+        self._last_sent = time.monotonic()
+
+    def __iter__(self) -> Iterator[Positioned | Cursor]:
+        hub, kind = self._hub, self._kind
+        settings = hub.settings
+        sub = hub.subscribe(kind)
+        try:
+            while True:
+                if sub.ended:
+                    raise errors.Unavailable(
+                        f"the server is shutting down; watch again after revision {self._cursor.complete}"
+                    )
+                if not self._active():
+                    return
+                sub.wake.clear()
+                events, after = hub.read(kind, self._cursor)
+                moved = after != self._cursor
+                self._cursor = after
+                yield from events
+                idle = time.monotonic() - self._last_sent
+                if idle >= settings.bookmark_seconds:
+                    yield after
+                    self.sent()
+                elif not moved:  # nothing new: wait for the dispatcher, the caller's check or a bookmark
+                    sub.wake.wait(min(settings.poll_seconds, settings.bookmark_seconds - idle))
+        finally:
+            hub.unsubscribe(sub)
+
+
+# -- every kind's watch ----------------------------------------------------------------
+
+
+@attrs.frozen
+class WatchScope:
+    """Which objects a watch reports: the same conditions ``list`` applies."""
+
+    org: str
+    labels: Mapping[str, str]
+    filters: tuple[tuple[ListFilter, str], ...]
+
+    @property
+    def needs_object(self) -> bool:
+        return bool(self.org or self.labels or self.filters)
+
+    def matches(self, obj: Message) -> bool:
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        if self.org and meta.org != self.org:
+            return False
+        if any(meta.labels.get(k) != v for k, v in self.labels.items()):
+            return False
+        return all((value,) in set(f.index.values(obj)) for f, value in self.filters)
+
+    def matched_before(self, kind: KindRuntime, obj: Message, previous: set[bytes]) -> bool:
+        """Whether the object matched before an update, from its index entries then.
+
+        Every condition is an index entry (the org never changes), so this is
+        ``matches`` read from the entries an update event keeps.
+        """
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        if self.org and meta.org != self.org:
+            return False
+        prefix = kind.key_prefix
+        for key, value in self.labels.items():
+            if keys.index_key(prefix, LABEL_INDEX, ("", key, value), meta.id) not in previous:
+                return False
+        for found, value in self.filters:
+            scope = ("",) if found.index.org_scoped else ()
+            if keys.index_key(prefix, found.index.name, (*scope, value), meta.id) not in previous:
+                return False
+        return True
+
+
+def _resolve_filters(kind: KindRuntime, given: Mapping[str, str]) -> tuple[tuple[ListFilter, str], ...]:
+    by_field = {f.field.path: f for f in kind.list_filters}
+    resolved = []
+    for name, value in sorted(given.items()):
+        found = by_field.get(name)
+        where = f'filters["{name}"]'
+        if found is None:
+            known = ", ".join(sorted(by_field)) or "none"
+            raise errors.InvalidArgument.field(where, f"is not a list filter of {kind.name} (filters: {known})")
+        enum_names = found.field.enum_names
+        if enum_names is not None and value not in enum_names.values():
+            names = ", ".join(n for number, n in sorted(enum_names.items()) if number)
+            raise errors.InvalidArgument.field(where, f"'{value}' is not one of {names}")
+        resolved.append((found, value))
+    return tuple(resolved)
+
+
+@step(Phase.VALIDATE, name="watch_scope")
+def watch_scope(ctx: RequestContext) -> None:
+    """Resolve the request's filters against the kind's list filters; the org goes to ``ctx.org``,
+    where AUTHORIZE steps may narrow it before the stream reads it."""
+    req: Any = ctx.request
+    ctx.scratch[_SCOPE] = (dict(req.labels), _resolve_filters(ctx.kind, req.filters))
+    ctx.org = req.org
+
+
+def _watch_event(kind: KindRuntime, scope: WatchScope, event: event_pb2.ResourceEvent) -> watch_pb2.WatchEvent | None:
+    """The event as this watch sees it, or None when the object is not (and was not) in its scope.
+
+    An update that moves the object into the scope is ADDED, out of it DELETED
+    (with the object as written), as a list before and after would show it.
+    """
+    raw = event.object
+    shown_type = _TYPES.get(event.type, watch_pb2.WATCH_EVENT_TYPE_UNSPECIFIED)
+    if scope.needs_object or kind.redact is not None:
+        obj = kind.parse(raw)
+        now = scope.matches(obj)
+        if event.type == _UPDATED and event.index_keys_changed and scope.needs_object:
+            before = scope.matched_before(kind, obj, set(event.previous_index_keys))
+            if now != before:
+                shown_type = watch_pb2.WATCH_EVENT_TYPE_ADDED if now else watch_pb2.WATCH_EVENT_TYPE_DELETED
+            now = now or before
+        if not now:
+            return None
+        if kind.redact is not None:
+            kind.redact(obj)
+            raw = obj.SerializeToString()
+    shown = any_pb2.Any(type_url=kind.type_url, value=raw)
+    return watch_pb2.WatchEvent(
+        type=shown_type,
+        revision=event.revision,
+        object=shown,
+        kind=kind.name,
+        id=event.id,
+    )
+
+
+def _bookmark(kind: KindRuntime, revision: int) -> watch_pb2.WatchEvent:
+    return watch_pb2.WatchEvent(type=_BOOKMARK, revision=revision, kind=kind.name)
+
+
+@step(Phase.LOAD, name="watch_events")
+def watch_events(ctx: RequestContext) -> None:
+    """Stream the kind's events after ``since_revision`` (unset: from now), first a BOOKMARK of the start."""
+    req: Any = ctx.request
+    kind = ctx.kind
+    hub = _hub(ctx)
+    txn = ctx.store.txn
+    head = txn.revision
+    start = int(req.since_revision) if req.HasField("since_revision") else head
+    if start > head:
+        raise errors.InvalidArgument.field("since_revision", f"{start} is ahead of the store's revision {head}")
+    cursor = Cursor.after(start)
+    if req.HasField("since_position"):
+        if not req.HasField("since_revision"):
+            raise errors.InvalidArgument.field("since_position", "needs since_revision")
+        cursor = Cursor(start, int(req.since_position) + 1)  # the rest of that revision's events
+    if cursor.complete < head:
+        oldest = txn.oldest_event_revision()
+        if oldest == 0 or oldest > cursor.revision:
+            raise Compacted(start, oldest or head + 1)
+    labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
+    scope = WatchScope(org=ctx.org, labels=labels, filters=filters)
+    active = ctx.active
+
+    def stream() -> Iterator[watch_pb2.WatchEvent]:
+        yield _bookmark(kind, cursor.complete)
+        follower = _Follower(hub, kind.name, cursor, active)
+        for item in follower:
+            if isinstance(item, Cursor):
+                yield _bookmark(kind, item.complete)
+                continue
+            event, position = item
+            shown = _watch_event(kind, scope, event)
+            if shown is not None:
+                shown.position = position
+                yield shown
+                follower.sent()
+
+    ctx.response = stream()  # type: ignore[assignment]
+
+
+# -- one object's subscribe --------------------------------------------------------------
 
 
 def watch_object(
@@ -39,6 +262,7 @@ def watch_object(
     when the object is deleted. With ``after_field`` set and non-zero in the
     request, it resumes instead: it sends only the states written after that
     revision (a client passes the ``resource_version`` it saw last).
+    ``poll`` is kept for compatibility: streams now wake on the event hub.
     """
 
     def run(ctx: RequestContext) -> None:
@@ -53,8 +277,7 @@ def watch_object(
         oldest = txn.oldest_event_revision()
         if after and oldest and after + 1 < oldest:
             raise _too_old(after, oldest)
-        engine = ctx.engine
-        assert engine is not None
+        hub = _hub(ctx)
         start = after or txn.revision
         initial = None if after else current
         active = ctx.active
@@ -69,32 +292,19 @@ def watch_object(
                 yield _shown(kind, initial)
                 if until is not None and until(initial):
                     return
-            last = start
-            while active():
-                latest = engine.wait_for_revision(last, poll)
-                if latest <= last:
-                    continue
-                found: list[Message] = []
-                ended = False
-                with engine.read() as snapshot:
-                    oldest_now = snapshot.oldest_event_revision()
-                    if oldest_now and last + 1 < oldest_now:
-                        raise _too_old(last, oldest_now)
-                    for revision, payload in snapshot.events(last):
-                        last = revision
-                        event = event_pb2.ResourceEvent.FromString(payload)
-                        if event.id != object_id or event.kind != kind.name:
-                            continue
-                        if event.type == _DELETED:
-                            ended = True
-                            break
-                        found.append(kind.parse(event.object))
-                for state in found:
+            try:
+                for item in _Follower(hub, kind.name, Cursor.after(start), active):
+                    if isinstance(item, Cursor) or item[0].id != object_id:
+                        continue
+                    event = item[0]
+                    if event.type == _DELETED:
+                        return
+                    state = kind.parse(event.object)
                     yield _shown(kind, state)
                     if until is not None and until(state):
                         return
-                if ended:
-                    return
+            except Compacted as exc:
+                raise _too_old(exc.since, exc.oldest) from None
 
         ctx.response = states()  # type: ignore[assignment]
 
@@ -107,8 +317,5 @@ def _shown(kind: Any, obj: Message) -> Message:
     return obj
 
 
-def _too_old(after: int, oldest: int) -> errors.Conflict:
-    return errors.Conflict(
-        f"revision {after} is older than the event log keeps (oldest: {oldest}); "
-        "get the object again and resume from its resource_version"
-    )
+def _too_old(after: int, oldest: int) -> Compacted:
+    return Compacted(after, oldest, "get the object again and resume from its resource_version")

@@ -9,6 +9,8 @@
     r/<owner_id>/<key_prefix>/<id>              ownership -> b""
     q/<target_id>/<key_prefix>/<id>             reference -> referring field name
     e/<revision:8><seq:2>                       event log entry
+    m/event-time/<revision:8>                   commit time of a revision's events (ns, 8 bytes), for retention by age
+    m/event-bytes                               total bytes of the retained event log (8 bytes)
     ver/<key_prefix>/<id>/...                   versions of a versioned kind's object (stigmer_core.versioning)
 
 Index values are joined with NUL, which no validated org, slug, label or id
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 REVISION = b"m/revision"
 EVENTS = b"e/"
+EVENT_TIMES = b"m/event-time/"
+EVENT_BYTES = b"m/event-bytes"
 SEP = b"\x00"
 
 
@@ -68,6 +72,10 @@ def version_prefix(key_prefix: str, object_id: str) -> bytes:
 
 def event_key(revision: int, seq: int) -> bytes:
     return EVENTS + revision.to_bytes(8, "big") + seq.to_bytes(2, "big")
+
+
+def event_time_key(revision: int) -> bytes:
+    return EVENT_TIMES + revision.to_bytes(8, "big")
 
 
 def event_revision(key: bytes) -> int:

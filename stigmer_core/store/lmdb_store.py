@@ -17,11 +17,14 @@ so readers pass through a gate that a resize can close briefly.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import lmdb
 
 from stigmer_core import errors
@@ -32,6 +35,46 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAP_SIZE = 1 << 30  # address space only; the file grows with the data
 DEFAULT_EVENT_RETENTION = 100_000
+PRUNE_PER_COMMIT = 1024
+"""Events one commit prunes at most (whole revisions: a revision is never split)."""
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise errors.StartupError(f"{name}={raw!r} is not a whole number") from None
+
+
+@attrs.frozen
+class EventRetention:
+    """How much of the event log is kept: the newest revisions within all three bounds.
+
+    A watch or subscribe from a revision older than what is kept ends with
+    ABORTED ("revision N compacted"); docs/design.md, Event retention.
+    """
+
+    max_revisions: int = attrs.field(default=DEFAULT_EVENT_RETENTION, validator=attrs.validators.ge(1))
+    """Revisions of events kept (``STIGMER_EVENT_RETENTION_REVISIONS``)."""
+    max_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
+    """Total bytes of events kept (``STIGMER_EVENT_RETENTION_BYTES``)."""
+    max_age_seconds: int = attrs.field(default=7 * 24 * 3600, validator=attrs.validators.ge(0))
+    """Age of the oldest event kept (``STIGMER_EVENT_RETENTION_SECONDS``)."""
+
+    @classmethod
+    def from_env(cls) -> EventRetention:
+        default = cls()
+        try:
+            return cls(
+                max_revisions=_env_int("STIGMER_EVENT_RETENTION_REVISIONS", default.max_revisions),
+                max_bytes=_env_int("STIGMER_EVENT_RETENTION_BYTES", default.max_bytes),
+                max_age_seconds=_env_int("STIGMER_EVENT_RETENTION_SECONDS", default.max_age_seconds),
+            )
+        except ValueError as exc:
+            raise errors.StartupError(f"event retention: {exc}") from None
 
 
 class _ResizeGate:
@@ -132,10 +175,15 @@ class _Reader:
         return 0
 
 
+def _event_bytes(txn: lmdb.Transaction) -> int:
+    raw = txn.get(keys.EVENT_BYTES)
+    return int.from_bytes(raw, "big") if raw else 0
+
+
 class _Writer(_Reader):
     __slots__ = ("_callbacks", "_retention", "_revision", "_seq")
 
-    def __init__(self, txn: lmdb.Transaction, retention: int) -> None:
+    def __init__(self, txn: lmdb.Transaction, retention: EventRetention) -> None:
         super().__init__(txn, None)
         self._revision = 0
         self._seq = 0
@@ -157,23 +205,53 @@ class _Writer(_Reader):
 
     def append_event(self, payload: bytes) -> int:
         revision = self.write_revision()
+        txn = self._txn
+        total = _event_bytes(txn)
         if self._seq == 0:
-            self._prune_events(revision - self._retention)
-        self._txn.put(keys.event_key(revision, self._seq), payload)
+            now = time.time_ns()
+            total = self._prune_events(revision, total, now)
+            txn.put(keys.event_time_key(revision), now.to_bytes(8, "big"))
+        txn.put(keys.event_key(revision, self._seq), payload)
+        txn.put(keys.EVENT_BYTES, (total + len(payload)).to_bytes(8, "big"))
         self._seq += 1
         return revision
 
-    def _prune_events(self, through_revision: int) -> None:
-        if through_revision <= 0:
-            return
-        limit = keys.event_key(through_revision + 1, 0)
-        cursor = self._txn.cursor()
+    def _prune_events(self, revision: int, total: int, now: int) -> int:
+        """Drop the oldest revisions' events past any retention bound; return the bytes left.
+
+        Runs once per committing transaction and deletes at most about
+        ``PRUNE_PER_COMMIT`` events (always whole revisions), so its cost per
+        commit stays bounded and a backlog (after a smaller setting, or one
+        huge cascade) is worked off over the next commits.
+        """
+        keep = self._retention
+        count_floor = revision - keep.max_revisions
+        age_floor = now - keep.max_age_seconds * 1_000_000_000
+        txn = self._txn
+        cursor = txn.cursor()
         if not cursor.set_range(keys.EVENTS):
-            return
+            return total
+        deleted = 0
+        dropping = -1
         while True:
             key = bytes(cursor.key())
-            if not key.startswith(keys.EVENTS) or key >= limit or not cursor.delete():
+            if not key.startswith(keys.EVENTS):
                 break
+            rev = keys.event_revision(key)
+            if rev != dropping:
+                if deleted >= PRUNE_PER_COMMIT:
+                    break
+                stamp = txn.get(keys.event_time_key(rev))
+                old = stamp is not None and int.from_bytes(stamp, "big") < age_floor
+                if not (rev <= count_floor or total > keep.max_bytes or old):
+                    break
+                dropping = rev
+                txn.delete(keys.event_time_key(rev))
+            total -= len(cursor.value())
+            deleted += 1
+            if not cursor.delete():
+                break
+        return max(total, 0)
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
@@ -205,8 +283,10 @@ class LmdbStore:
         durable: bool = True,
         map_size: int = DEFAULT_MAP_SIZE,
         max_batch: int = 256,
-        event_retention: int = DEFAULT_EVENT_RETENTION,
+        event_retention: int | None = None,
+        retention: EventRetention | None = None,
     ) -> None:
+        """``retention`` bounds the event log; ``event_retention`` alone sets its revision count."""
         self.path = Path(path)
         self.durable = durable
         """Whether a commit is synced to disk (files kept beside the store follow it)."""
@@ -228,12 +308,30 @@ class LmdbStore:
         self._idle.set()
         self._closed = False
         self._max_batch = max_batch
-        self._retention = event_retention
+        retention = retention or EventRetention()
+        if event_retention is not None:
+            retention = attrs.evolve(retention, max_revisions=event_retention)
+        self._retention = retention
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
         self._revision_cond = threading.Condition(threading.Lock())
         with self._env.begin() as txn:
             self._revision = _revision_of(txn)
+            counted = txn.get(keys.EVENT_BYTES) is not None
+        if not counted:
+            self._count_event_bytes()
+
+    def _count_event_bytes(self) -> None:
+        """Start the byte count of an event log written before it was kept (once per store)."""
+        with self._env.begin(write=True) as txn:
+            cursor = txn.cursor()
+            total = 0
+            if cursor.set_range(keys.EVENTS):
+                for key, value in cursor:
+                    if not bytes(key).startswith(keys.EVENTS):
+                        break
+                    total += len(value)
+            txn.put(keys.EVENT_BYTES, total.to_bytes(8, "big"))
 
     # -- reads -------------------------------------------------------------
     def read(self) -> _Reader:

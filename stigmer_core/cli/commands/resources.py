@@ -64,9 +64,12 @@ def _show_list(
 @click.argument("name", metavar="[NAME|ID]", required=False, shell_complete=completing.names)
 @output_option
 @all_orgs_option
+@click.option(
+    "-w", "--watch", is_flag=True, help="After the objects, print one line per change (type, name, revision) until Ctrl-C."
+)
 @common_options
 @click.pass_context
-def get(ctx: click.Context, kind_name: str, name: str | None, output: str, all_orgs: bool) -> None:
+def get(ctx: click.Context, kind_name: str, name: str | None, output: str, all_orgs: bool, watch: bool) -> None:
     """Show one object of KIND by slug or id, or every object of KIND in the org.
 
     KIND is any name of a kind: singular, plural or short (`stigmer kinds`).
@@ -76,6 +79,12 @@ def get(ctx: click.Context, kind_name: str, name: str | None, output: str, all_o
 
     session = Session.of(ctx)
     kind = session.kind(kind_name)
+    if watch:
+        from stigmer_core.cli import watching
+
+        only = None if name is None else session.calls(kind).require(session.org, name)
+        watching.watch(session, kind, output, all_orgs=all_orgs, only=only)
+        return
     if name is None:
         _show_list(session, kind, output, all_orgs=all_orgs)
         return

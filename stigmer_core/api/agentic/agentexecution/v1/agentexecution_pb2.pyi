@@ -178,12 +178,14 @@ class AgentExecutionList(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[AgentExecution, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class AgentExecutionUpdateStatusInput(_message.Message):
-    __slots__ = ("execution_id", "status")
+    __slots__ = ("execution_id", "status", "resource_version")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     status: AgentExecutionStatus
-    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[AgentExecutionStatus, _Mapping]] = ...) -> None: ...
+    resource_version: int
+    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[AgentExecutionStatus, _Mapping]] = ..., resource_version: _Optional[int] = ...) -> None: ...
 
 class CancelAgentExecutionInput(_message.Message):
     __slots__ = ("id", "reason")

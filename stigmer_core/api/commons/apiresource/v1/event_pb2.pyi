@@ -1,10 +1,11 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -21,17 +22,21 @@ RESOURCE_EVENT_TYPE_UPDATED: ResourceEventType
 RESOURCE_EVENT_TYPE_DELETED: ResourceEventType
 
 class ResourceEvent(_message.Message):
-    __slots__ = ("revision", "type", "kind", "id", "object", "time")
+    __slots__ = ("revision", "type", "kind", "id", "object", "time", "index_keys_changed", "previous_index_keys")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    INDEX_KEYS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_INDEX_KEYS_FIELD_NUMBER: _ClassVar[int]
     revision: int
     type: ResourceEventType
     kind: str
     id: str
     object: bytes
     time: _timestamp_pb2.Timestamp
-    def __init__(self, revision: _Optional[int] = ..., type: _Optional[_Union[ResourceEventType, str]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., object: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    index_keys_changed: bool
+    previous_index_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, revision: _Optional[int] = ..., type: _Optional[_Union[ResourceEventType, str]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., object: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., index_keys_changed: bool = ..., previous_index_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...

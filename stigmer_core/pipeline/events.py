@@ -1,0 +1,323 @@
+"""One reader of the event log per application, and the cursors streams keep.
+
+Every open stream (a kind's ``watch``, an execution's ``subscribe``) needs
+the events committed after its own position. Waking every stream on every
+commit to re-read the log would cost one store read per stream per commit,
+so one dispatcher thread waits on ``Store.wait_for_revision``, reads each
+new batch of events once into a small shared cache (bounded by count and
+bytes) and wakes only the streams of the kinds those events touched.
+
+A stream keeps its own cursor. When the cache covers it, it reads from the
+cache; when it is behind the cache (a slow reader, a resume from an old
+revision), it reads the durable log in bounded pages, one read transaction
+per page, so a reader that is behind never grows the daemon's memory by its
+backlog. Only the Store protocol is used (``events``,
+``oldest_event_revision``, ``revision``, ``wait_for_revision``), so this
+works on any engine, and across replicas when the engine's
+``wait_for_revision`` wakes on other daemons' commits.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import os
+import threading
+from collections import deque
+
+import attrs
+
+from stigmer_core import errors
+from stigmer_core.api.commons.apiresource.v1 import event_pb2
+from stigmer_core.store.protocol import Store
+
+log = logging.getLogger(__name__)
+
+ResourceEvent = event_pb2.ResourceEvent
+Positioned = tuple[ResourceEvent, int]
+"""An event and its position among its revision's events (0 first)."""
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise errors.StartupError(f"{name}={raw!r} is not a number") from None
+
+
+@attrs.frozen
+class StreamSettings:
+    """Limits and timing of server streams (docs/design.md, Watch and streams)."""
+
+    max_streams: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
+    """Open server streams (watch and subscribe) at once; the next gets RESOURCE_EXHAUSTED (0: none)."""
+    bookmark_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """A stream with nothing to send sends a BOOKMARK this often."""
+    page_events: int = 256
+    """Events one stream reads from the log per read transaction."""
+    page_bytes: int = 1 << 20
+    """Bytes of events one stream reads from the log per read transaction."""
+    cache_events: int = 4096
+    """Recent events the dispatcher keeps for streams that are caught up."""
+    cache_bytes: int = 16 << 20
+    poll_seconds: float = 1.0
+    """How often a waiting stream checks that its caller is still there."""
+
+    @classmethod
+    def from_env(cls) -> StreamSettings:
+        """``STIGMER_MAX_STREAMS`` and ``STIGMER_WATCH_BOOKMARK_SECONDS`` override the defaults."""
+        default = cls()
+        try:
+            return cls(
+                max_streams=int(_env_number("STIGMER_MAX_STREAMS", default.max_streams)),
+                bookmark_seconds=_env_number("STIGMER_WATCH_BOOKMARK_SECONDS", default.bookmark_seconds),
+            )
+        except ValueError as exc:
+            raise errors.StartupError(f"stream settings: {exc}") from None
+
+
+class StreamLimit:
+    """Admits at most ``limit`` open streams; past it, RESOURCE_EXHAUSTED at once (never a wait)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
+
+    def acquire(self) -> None:
+        if self._slots is None or not self._slots.acquire(blocking=False):
+            raise errors.ResourceExhausted(
+                f"too many open streams (limit {self.limit}, setting STIGMER_MAX_STREAMS); "
+                "close a stream or retry later"
+            )
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+
+@attrs.frozen(order=True)
+class Cursor:
+    """The position of the next event a stream wants: revision, then index within it.
+
+    Events of one transaction share a revision, so a page may end inside a
+    revision; ``index`` says how many of that revision's events are behind.
+    """
+
+    revision: int
+    index: int = 0
+
+    @classmethod
+    def after(cls, revision: int) -> Cursor:
+        return cls(revision + 1, 0)
+
+    @property
+    def complete(self) -> int:
+        """The newest revision whose every event is behind this cursor."""
+        return self.revision - 1
+
+
+class Compacted(errors.Conflict):
+    """The events after ``since`` are no longer in the log (ABORTED): list again and resume."""
+
+    def __init__(self, since: int, oldest: int, advice: str = "list again and watch from the list's revision") -> None:
+        super().__init__(f"revision {since} compacted (oldest retained: {oldest}); {advice}")
+        self.since = since
+        self.oldest = oldest
+
+
+@attrs.frozen
+class _Entry:
+    revision: int
+    index: int
+    kind: str
+    size: int
+    event: ResourceEvent
+
+
+class Subscription:
+    """A stream's registration: woken when an event of its kind arrives, or when it must end."""
+
+    __slots__ = ("ended", "kind", "wake")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.wake = threading.Event()
+        self.ended = False
+
+
+class EventHub:
+    """The per-application event dispatcher (started by the first subscription)."""
+
+    def __init__(self, store: Store, settings: StreamSettings | None = None) -> None:
+        self.store = store
+        self.settings = settings or StreamSettings()
+        self._lock = threading.Lock()
+        self._subs: dict[str, set[Subscription]] = {}
+        self._cache: deque[_Entry] = deque()
+        self._cache_bytes = 0
+        self._floor = 0
+        """The cache holds every event with a revision above this (up to ``_head``)."""
+        self._head = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- subscriptions ---------------------------------------------------------
+    def subscribe(self, kind: str) -> Subscription:
+        sub = Subscription(kind)
+        with self._lock:
+            if self._closed:
+                raise errors.Unavailable("the server is shutting down")
+            self._subs.setdefault(kind, set()).add(sub)
+            if self._thread is None:
+                with self.store.read() as txn:
+                    self._head = self._floor = txn.revision
+                self._thread = threading.Thread(target=self._run, name="stigmer-events", daemon=True)
+                self._thread.start()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            found = self._subs.get(sub.kind)
+            if found is not None:
+                found.discard(sub)
+                if not found:
+                    del self._subs[sub.kind]
+
+    def end_streams(self) -> None:
+        """End every open stream now (each answers UNAVAILABLE); later ones may still open."""
+        with self._lock:
+            subs = [sub for group in self._subs.values() for sub in group]
+        for sub in subs:
+            sub.ended = True
+            sub.wake.set()
+
+    def close(self) -> None:
+        """End every stream and stop the dispatcher."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self.end_streams()
+        if thread is not None:
+            thread.join(timeout=self.settings.poll_seconds * 2 + 1)
+
+    # -- the dispatcher ----------------------------------------------------------
+    def _run(self) -> None:
+        while not self._closed:
+            try:
+                self._step()
+            except Exception:  # pragma: no cover - the store failed under us; streams read the log themselves
+                log.exception("event dispatcher: reading the event log failed")
+                self._wake_all()
+                threading.Event().wait(self.settings.poll_seconds)
+
+    def _step(self) -> None:
+        head = self._head
+        latest = self.store.wait_for_revision(head, self.settings.poll_seconds)
+        if self._closed or latest <= head:
+            return
+        limit = self.settings.cache_events
+        fresh: list[_Entry] = []
+        with self.store.read() as txn:
+            seen = txn.revision
+            previous, index = 0, 0
+            overflow = False
+            for revision, payload in txn.events(head):
+                if revision > seen:  # pragma: no cover - a snapshot sees only what it sees
+                    break
+                if len(fresh) >= limit and revision != previous:
+                    overflow = True
+                    break
+                index = index + 1 if revision == previous else 0
+                previous = revision
+                event = ResourceEvent.FromString(payload)
+                fresh.append(_Entry(revision, index, event.kind, len(payload), event))
+        with self._lock:
+            if overflow:
+                # Too far behind to cache: every stream reads the log itself.
+                self._cache.clear()
+                self._cache_bytes = 0
+                self._floor = self._head = seen
+                woken = [sub for group in self._subs.values() for sub in group]
+            else:
+                for entry in fresh:
+                    self._cache.append(entry)
+                    self._cache_bytes += entry.size
+                while self._cache and (
+                    len(self._cache) > limit or self._cache_bytes > self.settings.cache_bytes
+                ):
+                    self._floor = self._cache[0].revision  # whole revisions only: the rest of it goes too
+                    while self._cache and self._cache[0].revision <= self._floor:
+                        self._cache_bytes -= self._cache.popleft().size
+                self._head = seen
+                kinds = {entry.kind for entry in fresh}
+                woken = [sub for kind in kinds for sub in self._subs.get(kind, ())]
+        for sub in woken:
+            sub.wake.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            woken = [sub for group in self._subs.values() for sub in group]
+        for sub in woken:
+            sub.wake.set()
+
+    # -- reading -------------------------------------------------------------------
+    def read(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
+        """Up to a page of ``kind``'s events from ``cursor`` on, each with its position
+        within its revision, and the cursor after them.
+
+        Raises ``Conflict`` when the log no longer holds the events at the cursor.
+        """
+        with self._lock:
+            if self._thread is not None and cursor.revision > self._floor:
+                return self._from_cache(kind, cursor)
+        return self._from_log(kind, cursor)
+
+    def _from_cache(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
+        cache = self._cache
+        start = bisect.bisect_left(cache, (cursor.revision, cursor.index), key=lambda e: (e.revision, e.index))
+        found: list[Positioned] = []
+        budget = self.settings.page_bytes
+        position = cursor
+        for entry in itertools.islice(cache, start, None):
+            if len(found) >= self.settings.page_events or budget <= 0:
+                return found, max(position, cursor)
+            position = Cursor(entry.revision, entry.index + 1)
+            if entry.kind == kind:
+                found.append((entry.event, entry.index))
+                budget -= entry.size
+        return found, max(cursor, Cursor.after(self._head))
+
+    def _from_log(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
+        settings = self.settings
+        found: list[Positioned] = []
+        budget = settings.page_bytes
+        with self.store.read() as txn:
+            seen = txn.revision
+            oldest = txn.oldest_event_revision()
+            if cursor.revision <= seen and (oldest == 0 or oldest > cursor.revision):
+                raise Compacted(cursor.complete, oldest or seen + 1)
+            previous, index = 0, 0
+            position = cursor
+            examined = 0
+            for revision, payload in txn.events(cursor.revision - 1):
+                index = index + 1 if revision == previous else 0
+                previous = revision
+                if revision == cursor.revision and index < cursor.index:
+                    continue
+                if len(found) >= settings.page_events or budget <= 0 or examined >= settings.page_events * 16:
+                    return found, position
+                examined += 1
+                position = Cursor(revision, index + 1)
+                event = ResourceEvent.FromString(payload)
+                if event.kind == kind:
+                    found.append((event, index))
+                    budget -= len(payload)
+        return found, max(cursor, Cursor.after(seen))

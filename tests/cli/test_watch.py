@@ -1,0 +1,54 @@
+"""``stigmer get KIND --watch``: the list, then one line per change, until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import TIMEOUT, Stigmer, write
+
+BOT = """\
+kind: Agent
+metadata:
+  name: Bot
+spec:
+  description: first
+"""
+BOT_CHANGED = BOT.replace("first", "second")
+OTHER = BOT.replace("Bot", "Other")
+
+
+def test_get_watch_needs_a_daemon(stigmer: Stigmer) -> None:
+    assert "needs a running daemon" in stigmer.fails("get", "agents", "--watch")
+
+
+def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "stigmer_core.cli", "get", "agents", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stigmer.env(),
+    )
+    try:
+        assert watcher.stdout is not None
+        header = watcher.stdout.readline()
+        listed = watcher.stdout.readline()
+        assert header.split()[:2] == ["NAME", "ID"]
+        assert listed.split()[0] == "bot"
+        stigmer.ok("apply", "-f", str(write(tmp_path / "changed.yaml", BOT_CHANGED)))
+        stigmer.ok("apply", "-f", str(write(tmp_path / "other.yaml", OTHER)))
+        stigmer.ok("delete", "agent", "bot")
+        events = [watcher.stdout.readline().split() for _ in range(3)]  # stop after 3 events
+        assert [e[:2] for e in events] == [["MODIFIED", "bot"], ["ADDED", "other"], ["DELETED", "bot"]]
+        revisions = [int(e[2]) for e in events]
+        assert revisions == sorted(set(revisions))
+        watcher.send_signal(signal.SIGINT)  # Ctrl-C ends it quietly
+        assert watcher.wait(TIMEOUT) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(TIMEOUT)

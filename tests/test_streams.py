@@ -1,0 +1,179 @@
+"""Open server streams never starve unary calls; past the stream limit, RESOURCE_EXHAUSTED; stop ends streams."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stigmer_core import Application
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.pipeline.events import StreamSettings
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.server import Server
+from stigmer_core.store.lmdb_store import LmdbStore
+from tests.agent_execution_support import Kinds, details_of
+
+BOOKMARK = watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+DEADLINE = 60.0  # generous: these calls must answer, not answer fast
+KINDS = ("Agent", "AgentExecution", "Session", "Skill", "Workflow")
+
+
+def _watch(channel: grpc.Channel, kind: str = "Agent") -> Any:
+    stream = watch_pb2_grpc.WatchStub(channel).Watch(watch_pb2.WatchRequest(kind=kind), timeout=120)
+    assert next(stream).type == BOOKMARK  # open and admitted
+    return stream
+
+
+def _app(tmp_path: Path, **settings: Any) -> Application:
+    pm = plugin_manager()
+    return Application(
+        build_registry(pm), LmdbStore(tmp_path, durable=False), pm, streams=StreamSettings(**settings)
+    )
+
+
+def test_500_open_streams_leave_unary_calls_and_health_answering(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    server = Server(app, "127.0.0.1:0", max_workers=8)
+    server.start()
+    channels = [grpc.insecure_channel(server.address) for _ in range(5)]
+    streams: list[Any] = []
+    try:
+        agents = KindClient(channels[0], app.registry.kind("Agent"))
+        known = agents.create(agent_pb2.Agent(metadata={"name": "before"}))
+        for i in range(500):
+            streams.append(_watch(channels[i % 5], KINDS[i % len(KINDS)]))
+        assert agents.call("get", agent_pb2.AgentId(value=known.metadata.id), timeout=DEADLINE) == known
+        made = agents.call("create", agent_pb2.Agent(metadata={"name": "during"}), timeout=DEADLINE)
+        health = health_pb2_grpc.HealthStub(channels[1]).Check(health_pb2.HealthCheckRequest(), timeout=DEADLINE)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        first_agent_watch = streams[0]
+        event = next(e for e in first_agent_watch if e.type != BOOKMARK)
+        assert event.id == made.metadata.id  # the streams are live, not just parked
+    finally:
+        for stream in streams:
+            stream.cancel()
+        for channel in channels:
+            channel.close()
+        server.stop(grace=5)
+        app.close()
+
+
+@pytest.fixture(params=["in-process", "network"])
+def limited(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
+    app = _app(tmp_path, max_streams=3, poll_seconds=0.2)
+    if request.param == "in-process":
+        yield app, app.channel()
+    else:
+        server = Server(app, "127.0.0.1:0", max_workers=4)
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        yield app, channel
+        channel.close()
+        server.stop(grace=1)
+    app.close()
+
+
+def test_the_stream_past_the_limit_is_refused(limited: tuple[Application, grpc.Channel]) -> None:
+    app, channel = limited
+    kinds = Kinds.on(app, channel)
+    agent = kinds.agents.create(agent_pb2.Agent(metadata={"name": "bot"}))
+    execution = kinds.execution(agent_id=agent.metadata.id)
+    streams = [_watch(channel) for _ in range(3)]
+    code, text = details_of(lambda: next(_watch(channel)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 3" in text and "STIGMER_MAX_STREAMS" in text
+    subscribe = ae.SubscribeAgentExecutionInput(execution_id=execution.metadata.id)
+    code, _ = details_of(lambda: next(kinds.executions.call("subscribe", subscribe)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # a kind's own streams count too
+    assert kinds.agents.get(agent.metadata.id) == agent  # unary calls are not limited
+    streams.pop().cancel()
+    for _ in range(300):  # the server notices the cancel within a poll interval
+        try:
+            streams.append(_watch(channel))
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            time.sleep(0.1)
+    assert len(streams) == 3
+    for stream in streams:
+        stream.cancel()
+
+
+def test_stopping_the_server_ends_open_streams(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    streams = [_watch(channel, kind) for kind in KINDS]
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    agents.create(agent_pb2.Agent(metadata={"name": "last"}))
+    server.stop(grace=60)  # streams do not hold the grace period: they are told to go
+    for stream in streams:
+        with pytest.raises(grpc.RpcError) as err:
+            for _ in stream:
+                pass
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in err.value.details()
+    channel.close()
+    app.close()
+
+
+def test_closing_the_application_ends_in_process_streams(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    stream = _watch(app.channel())
+    app.close()
+    with pytest.raises(grpc.RpcError) as err:
+        next(stream)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.fixture(params=["in-process", "network"])
+def quick(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
+    app = _app(tmp_path, max_streams=1, poll_seconds=0.1)
+    if request.param == "in-process":
+        yield app, app.channel()
+    else:
+        server = Server(app, "127.0.0.1:0", max_workers=4)
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        yield app, channel
+        channel.close()
+        server.stop(grace=1)
+    app.close()
+
+
+def test_cancel_from_another_thread_ends_a_waiting_reader(quick: tuple[Application, grpc.Channel]) -> None:
+    _, channel = quick
+    stream = _watch(channel)
+    outcome: list[grpc.StatusCode] = []
+
+    def reader() -> None:
+        try:
+            for _ in stream:
+                pass
+        except grpc.RpcError as exc:
+            outcome.append(exc.code())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    stream.cancel()
+    thread.join(DEADLINE)
+    assert not thread.is_alive() and outcome == [grpc.StatusCode.CANCELLED]
+    for _ in range(300):  # its slot comes back (the limit is 1) once the server side has ended
+        try:
+            _watch(channel).cancel()
+            return
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            time.sleep(0.1)
+    raise AssertionError("the cancelled stream's slot never came back")

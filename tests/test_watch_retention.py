@@ -1,0 +1,162 @@
+"""The event log is bounded by revisions, bytes and age; pruning is bounded per commit;
+a reader that is behind reads its backlog a page at a time; a pruned revision is told to re-list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stigmer_core import Application, Conflict, StartupError
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.commons.apiresource.v1 import event_pb2
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.pipeline.events import Cursor, EventHub, StreamSettings
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.store import keys
+from stigmer_core.store.lmdb_store import PRUNE_PER_COMMIT, EventRetention, LmdbStore
+from tests.agent_execution_support import details_of
+
+
+def _retained(store: LmdbStore) -> list[tuple[int, bytes]]:
+    with store.read() as txn:
+        return list(txn.events(0))
+
+
+def _counted_bytes(store: LmdbStore) -> int:
+    with store.read() as txn:
+        raw = txn.get(keys.EVENT_BYTES)
+    return int.from_bytes(raw or b"", "big")
+
+
+def test_the_log_is_bounded_by_bytes(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False, retention=EventRetention(max_bytes=10_000))
+    for i in range(100):
+        store.transact(lambda txn, i=i: txn.append_event(bytes([i]) * 500))
+    kept = _retained(store)
+    assert sum(len(p) for _, p in kept) <= 10_000 + 500  # pruned before each append
+    assert [r for r, _ in kept] == list(range(101 - len(kept), 101))  # the newest, in order
+    assert _counted_bytes(store) == sum(len(p) for _, p in kept)
+    store.close()
+
+
+def test_the_log_is_bounded_by_age(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False, retention=EventRetention(max_age_seconds=0))
+    for i in range(5):
+        store.transact(lambda txn, i=i: txn.append_event(b"x%d" % i))
+    assert [r for r, _ in _retained(store)] == [5]  # everything committed before now has aged out
+    with store.read() as txn:
+        assert [k for k, _ in txn.scan(keys.EVENT_TIMES)] == [keys.event_time_key(5)]
+    store.close()
+
+
+def test_pruning_is_bounded_per_commit_and_catches_up(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path, durable=False) as store:
+        total = PRUNE_PER_COMMIT * 2 + 100
+        for start in range(0, total, 500):
+
+            def many(txn: object, start: int = start) -> None:
+                for _ in range(start, min(start + 500, total)):
+                    txn.append_event(b"e")  # type: ignore[attr-defined]
+
+            store.transact(many)
+        before = len(_retained(store))
+        assert before == total
+    with LmdbStore(tmp_path, durable=False, retention=EventRetention(max_revisions=1)) as store:
+        store.transact(lambda txn: txn.append_event(b"new"))
+        after_one = len(_retained(store))
+        # one commit did a bounded amount of work: about PRUNE_PER_COMMIT events, finishing the revision it is in
+        assert after_one >= total - PRUNE_PER_COMMIT - 500 + 1
+        assert after_one < total
+        for _ in range(8):
+            store.transact(lambda txn: txn.append_event(b"new"))
+        assert len(_retained(store)) == 1
+        assert _counted_bytes(store) == 3
+
+
+def test_a_store_from_before_the_byte_count_gets_one_at_open(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path, durable=False) as store:
+        for i in range(10):
+            store.transact(lambda txn, i=i: txn.append_event(b"y" * i))
+        store.transact(lambda txn: txn.delete(keys.EVENT_BYTES))
+    with LmdbStore(tmp_path, durable=False) as store:
+        assert _counted_bytes(store) == sum(range(10))
+
+
+def test_a_reader_that_is_behind_reads_one_page_at_a_time(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False)
+    hub = EventHub(store, StreamSettings(page_events=5, cache_events=4))  # no dispatcher: every read is from the log
+    try:
+        for i in range(40):
+            kind = "Thing" if i % 2 else "Other"
+            event = event_pb2.ResourceEvent(kind=kind, id=f"t{i}", revision=i + 1)
+            store.transact(lambda txn, e=event: txn.append_event(e.SerializeToString()))
+        cursor = Cursor.after(0)
+        seen: list[str] = []
+        while True:
+            page, after = hub.read("Thing", cursor)
+            assert len(page) <= 5
+            seen += [e.id for e, _ in page]
+            if after == cursor:
+                break
+            cursor = after
+        assert seen == [f"t{i}" for i in range(1, 40, 2)]
+    finally:
+        hub.close()
+        store.close()
+
+
+def test_a_hub_read_behind_the_log_raises_compacted(tmp_path: Path) -> None:
+    store = LmdbStore(tmp_path, durable=False, retention=EventRetention(max_revisions=3))
+    hub = EventHub(store)
+    for _ in range(10):
+        store.transact(lambda txn: txn.append_event(event_pb2.ResourceEvent(kind="K").SerializeToString()))
+    with pytest.raises(Conflict, match=r"revision 2 compacted \(oldest retained: 8\)"):
+        hub.read("K", Cursor.after(2))
+    page, _ = hub.read("K", Cursor.after(7))
+    assert len(page) == 3
+    hub.close()
+    store.close()
+
+
+def test_a_watch_from_a_revision_pruned_by_bytes_is_told_to_relist(tmp_path: Path) -> None:
+    pm = plugin_manager()
+    store = LmdbStore(tmp_path, durable=False, retention=EventRetention(max_bytes=4_000))
+    with Application(build_registry(pm), store, pm) as app:
+        channel = app.channel()
+        agents = KindClient(channel, app.registry.kind("Agent"))
+        first = agents.create(agent_pb2.Agent(metadata={"name": "first"}))
+        for i in range(20):
+            agents.create(agent_pb2.Agent(metadata={"name": f"filler-{i}"}, spec={"description": "x" * 200}))
+        watch = watch_pb2_grpc.WatchStub(channel).Watch
+        code, text = details_of(
+            lambda: next(watch(watch_pb2.WatchRequest(kind="Agent", since_revision=first.metadata.resource_version)))
+        )
+        assert code == grpc.StatusCode.ABORTED
+        assert "compacted (oldest retained:" in text and "list again" in text
+        with store.read() as txn:
+            oldest = txn.oldest_event_revision()
+        stream = watch(watch_pb2.WatchRequest(kind="Agent", since_revision=oldest - 1))
+        assert next(stream).type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+        assert next(stream).revision == oldest
+
+
+def test_settings_come_from_the_environment_and_bad_values_stop_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_BYTES", "5000")
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_SECONDS", "60")
+    monkeypatch.setenv("STIGMER_MAX_STREAMS", "7")
+    monkeypatch.setenv("STIGMER_WATCH_BOOKMARK_SECONDS", "2.5")
+    assert EventRetention.from_env() == EventRetention(max_bytes=5000, max_age_seconds=60)
+    with Application.open(tmp_path, durable=False) as app:
+        assert app.stream_limit.limit == 7 and app.events.settings.bookmark_seconds == 2.5
+    monkeypatch.setenv("STIGMER_MAX_STREAMS", "-1")
+    with pytest.raises(StartupError, match="max_streams"):
+        StreamSettings.from_env()
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_REVISIONS", "lots")
+    with pytest.raises(StartupError, match="STIGMER_EVENT_RETENTION_REVISIONS"):
+        EventRetention.from_env()

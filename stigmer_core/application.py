@@ -16,7 +16,7 @@ from stigmer_core.controller import build_handlers
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.engines import open_store
 from stigmer_core.store.protocol import Store
 
 
@@ -39,12 +39,25 @@ class Application:
         pm: pluggy.PluginManager | None = None,
         durable: bool = True,
         default_org: str = "local",
+        store: str | None = None,
+        event_retention: int | None = None,
     ) -> Application:
-        """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``."""
+        """Load every installed kind plugin (or ``pm``'s) over a store.
+
+        ``store`` is a PostgreSQL URL (the team server) or None for LMDB in
+        ``data_dir``. Either way ``data_dir`` holds this daemon's own files
+        (lock, secret key), which is what plugins are configured with.
+        """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
-        store = LmdbStore(data_dir, durable=durable)
-        return cls(registry, store, pm, data_dir=store.path)
+        directory = Path(data_dir).expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        engine = open_store(store or directory, durable=durable, event_retention=event_retention)
+        try:
+            return cls(registry, engine, pm, data_dir=directory)
+        except BaseException:
+            engine.close()
+            raise
 
     def channel(self) -> InProcessChannel:
         return InProcessChannel.from_services(self.services)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.lmdb_store import DEFAULT_EVENT_RETENTION, LmdbStore
 from stigmer_core.store.protocol import Store
 
 
@@ -21,12 +21,12 @@ def open_store(target: str | Path, *, durable: bool = True, event_retention: int
     psycopg is imported only when a URL asks for it, so an LMDB-only process
     pays nothing for the team server's engine.
     """
-    retention = {} if event_retention is None else {"event_retention": event_retention}
     if is_database_url(target):
-        from stigmer_core.store.postgres_store import PostgresStore
+        from stigmer_core.store import postgres_store
 
-        return PostgresStore(str(target), durable=durable, **retention)
-    return LmdbStore(target, durable=durable, **retention)
+        retention = event_retention or postgres_store.DEFAULT_EVENT_RETENTION
+        return postgres_store.PostgresStore(str(target), durable=durable, event_retention=retention)
+    return LmdbStore(target, durable=durable, event_retention=event_retention or DEFAULT_EVENT_RETENTION)
 
 
 def describe(target: str | Path) -> str:

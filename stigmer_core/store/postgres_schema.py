@@ -62,7 +62,7 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> int:
                 " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             row = conn.execute(f'SELECT coalesce(max(version), 0) FROM "{schema}".schema_version').fetchone()
-        found = int(row[0]) if row else 0  # type: ignore[index, call-overload]
+        found = int(row[0]) if row else 0  # type: ignore[index]
         if found > VERSION:
             raise errors.StartupError(
                 f"schema {schema!r} is at version {found}, newer than this stigmer-core knows ({VERSION}): "
@@ -71,8 +71,8 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> int:
         for version in range(found + 1, VERSION + 1):
             with conn.transaction():
                 for statement in MIGRATIONS[version - 1]:
-                    conn.execute(statement.replace("{s}", f'"{schema}"'))  # type: ignore[arg-type]
-                conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (%s)', (version,))  # type: ignore[arg-type]
+                    conn.execute(statement.replace("{s}", f'"{schema}"'))
+                conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (%s)', (version,))
         return found
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock_key,))

@@ -24,6 +24,7 @@ unavailable with the outcome unknown, never as success.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -36,7 +37,6 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 
 from stigmer_core import errors
-from stigmer_core.store import keys
 from stigmer_core.store.postgres_schema import check_schema_name, migrate
 
 T = TypeVar("T")
@@ -375,10 +375,8 @@ class PostgresStore:
 
     def _release(self, conn: psycopg.Connection[Any], in_transaction: bool) -> None:
         if in_transaction and not conn.broken:
-            try:
+            with contextlib.suppress(psycopg.Error):  # the pool discards a broken connection on return
                 conn.execute(b"ROLLBACK")
-            except psycopg.Error:
-                pass  # the pool discards a broken connection on return
         self._pool.putconn(conn)
 
     def _replace_broken(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
@@ -436,10 +434,8 @@ class PostgresStore:
                 result = fn(writer)
             except BaseException:
                 if not conn.broken:
-                    try:
+                    with contextlib.suppress(psycopg.Error):
                         conn.execute(b"ROLLBACK")
-                    except psycopg.Error:
-                        pass
                 raise
             revision = writer._revision
             try:

@@ -16,6 +16,7 @@ a missing server there is a broken setup, not a reason to test less.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import shutil
@@ -92,10 +93,8 @@ class TestServer:
         self._run("pg_ctl", "-w", "-D", str(self.data), "-m", "fast", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(PostgresUnavailable):  # already stopped
             self.stop()
-        except PostgresUnavailable:
-            pass  # already stopped
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -25,6 +25,7 @@ unavailable with the outcome unknown, never as success.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 
 from stigmer_core import errors
+from stigmer_core.store import keys
 from stigmer_core.store.postgres_schema import check_schema_name, migrate
 
 T = TypeVar("T")
@@ -190,6 +192,33 @@ class _Reader:
         return bytes(rows[0][0]) if rows else None
 
     def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Keys in byte order, as LMDB would list them: the revision and the event
+        log live in tables of their own but appear under ``m/revision`` and ``e/``."""
+        extra: list[Iterator[tuple[bytes, bytes]]] = []
+        if keys.EVENTS.startswith(prefix) or prefix.startswith(keys.EVENTS):
+            extra.append(self._event_entries(prefix, after))
+        if keys.REVISION.startswith(prefix) and keys.REVISION > after:
+            extra.append(iter([(keys.REVISION, self.revision.to_bytes(8, "big"))]))
+        if extra:
+            yield from heapq.merge(self._scan_kv(prefix, after), *extra)
+        else:
+            yield from self._scan_kv(prefix, after)
+
+    def _event_entries(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
+        store = self._store
+        revision, seq = 0, -1
+        page = store.settings.scan_page
+        while True:
+            rows = self._rows(store._sql_events, (revision, revision, seq, page))
+            for rev, row_seq, payload in rows:
+                key = keys.event_key(int(rev), int(row_seq))
+                if key.startswith(prefix) and key > after:
+                    yield key, bytes(payload)
+            if len(rows) < page:
+                return
+            revision, seq = int(rows[-1][0]), int(rows[-1][1])
+
+    def _scan_kv(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
         store = self._store
         end = _prefix_end(prefix)
         start, inclusive = (after, False) if after and after >= prefix else (prefix, True)

@@ -197,7 +197,7 @@ class _Reader:
         extra: list[Iterator[tuple[bytes, bytes]]] = []
         if keys.EVENTS.startswith(prefix) or prefix.startswith(keys.EVENTS):
             extra.append(self._event_entries(prefix, after))
-        if keys.REVISION.startswith(prefix) and keys.REVISION > after:
+        if keys.REVISION.startswith(prefix) and after < keys.REVISION:
             extra.append(iter([(keys.REVISION, self.revision.to_bytes(8, "big"))]))
         if extra:
             yield from heapq.merge(self._scan_kv(prefix, after), *extra)

@@ -156,6 +156,8 @@ def _agent(i: int) -> agent_pb2.Agent:
 
 def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp_path: Path) -> None:
     """A server of its own, stopped mid-load: no INTERNAL, no daemon restart, no acknowledged write lost."""
+    if "postgresql" not in postgres.selected_engines():
+        pytest.skip(f"{postgres.ENGINES_ENV} leaves out postgresql")
     if postgres.find_binaries() is None:
         if postgres.required():
             pytest.fail("CI needs PostgreSQL server binaries for the restart test")

@@ -8,7 +8,8 @@ ephemeral port; every store lives in the test's temporary directory.
 ``stigmer_app`` (and everything built on it) runs each test twice: over
 LMDB and over PostgreSQL (a schema of its own on the session's throwaway
 server, see ``stigmer_core.testing.postgres``), so a kind proves it works on
-both engines without a copy of its tests.
+both engines without a copy of its tests. ``STIGMER_TEST_ENGINES=lmdb`` runs
+one engine only.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ import pytest
 
 from stigmer_core.application import Application
 from stigmer_core.server import Server
-
-ENGINES = ["lmdb", "postgresql"]
+from stigmer_core.testing.postgres import selected_engines
 
 
 def postgres_or_skip() -> str:
     """The session server's URL; skip (or, under CI, fail) when there is none."""
     from stigmer_core.testing import postgres
 
+    if "postgresql" not in selected_engines():
+        pytest.skip(f"{postgres.ENGINES_ENV} leaves out postgresql")
     try:
         return postgres.shared_url()
     except postgres.PostgresUnavailable as exc:
@@ -53,7 +55,7 @@ def stigmer_postgres_store_url(stigmer_postgres_url: str) -> Iterator[str]:
     postgres.drop_schema(url)
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=selected_engines())
 def stigmer_store(request: pytest.FixtureRequest) -> str | None:
     """What ``Application.open(store=...)`` takes: None for LMDB, else a fresh schema's URL."""
     if request.param == "lmdb":

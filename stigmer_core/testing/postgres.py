@@ -32,6 +32,21 @@ import psycopg
 from stigmer_core.store.postgres_store import PostgresSettings
 
 URL_ENV = "STIGMER_TEST_POSTGRES_URL"
+ENGINES_ENV = "STIGMER_TEST_ENGINES"
+ENGINES = ("lmdb", "postgresql")
+
+
+def selected_engines() -> tuple[str, ...]:
+    """The engines engine-parametrised tests run on: ``STIGMER_TEST_ENGINES`` (comma-separated), else both.
+
+    The protobuf-7 pass of ``make test`` sets ``lmdb``: the engines see bytes
+    only, so the protobuf runtime cannot tell them apart, and the pass stays short.
+    """
+    chosen = tuple(e.strip() for e in os.environ.get(ENGINES_ENV, "").split(",") if e.strip())
+    unknown = set(chosen) - set(ENGINES)
+    if unknown:
+        raise ValueError(f"{ENGINES_ENV}: unknown engine(s) {sorted(unknown)}; use {', '.join(ENGINES)}")
+    return chosen or ENGINES
 
 
 class PostgresUnavailable(Exception):

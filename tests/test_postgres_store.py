@@ -51,6 +51,39 @@ def test_revisions_count_up_and_a_failed_fn_leaves_nothing(store: PostgresStore)
     assert store.transact(lambda txn: txn.delete(b"k/a")) is False
 
 
+def test_callers_sharing_a_commit_fail_alone_and_revisions_stay_gapless(store: PostgresStore) -> None:
+    results: dict[int, object] = {}
+    barrier = threading.Barrier(16)
+
+    def caller(i: int) -> None:
+        def fn(txn: WriteTxn) -> int:
+            txn.put(b"k/%02d" % i, b"v")
+            revision = txn.append_event(b"%d" % i)
+            if i % 3 == 0:
+                raise errors.Conflict(f"caller {i} gives up")
+            return revision
+
+        barrier.wait(timeout=30)
+        try:
+            results[i] = store.transact(fn)
+        except errors.Conflict as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    failed = sorted(i for i, r in results.items() if isinstance(r, errors.Conflict))
+    assert failed == [i for i in range(16) if i % 3 == 0]
+    committed = sorted(r for r in results.values() if isinstance(r, int))
+    assert committed == list(range(1, 17 - len(failed)))
+    with store.read() as txn:
+        assert txn.revision == len(committed)
+        assert sorted(k for k, _ in txn.scan(b"k/")) == sorted(b"k/%02d" % i for i in range(16) if i % 3)
+        assert [rev for rev, _ in txn.events(0)] == committed
+
+
 def test_scan_pages_through_a_range_in_byte_order(store: PostgresStore) -> None:
     keys = [b"o/a/" + bytes([b]) for b in (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)] + [b"o/a/\xff\xff", b"o/a0", b"o/b/1"]
 

@@ -8,6 +8,12 @@ commit order with no gap, READ COMMITTED reads see every earlier write, and
 commit order, so a watcher could pass a revision that commits later.
 Readers take REPEATABLE READ, READ ONLY snapshots and never wait for writers.
 
+Group commit, as in the LMDB engine: the first caller to find no commit in
+progress in this daemon leads, runs every queued caller's ``fn`` under a
+SAVEPOINT of one transaction (a caller whose ``fn`` raises is rolled back to
+its savepoint alone) and commits once, so many callers share one lock hold
+and one durable commit. A lone caller pays no savepoint.
+
 A commit that allocated a revision sends ``NOTIFY`` with the revision (never
 the object: payloads are capped at 8,000 bytes) inside its transaction, so
 the notice goes out exactly when the commit is visible. Every daemon keeps a
@@ -71,6 +77,8 @@ class PostgresSettings:
     """A statement (or a writer waiting for the revision lock) running longer fails UNAVAILABLE."""
     scan_page: int = 256
     """Rows fetched per round trip of a range scan; a scan never loads a whole kind."""
+    max_batch: int = 64
+    """Most callers' writes one daemon commits in one transaction (group commit)."""
 
     @classmethod
     def from_url(cls, url: str) -> PostgresSettings:
@@ -104,6 +112,7 @@ _URL_SETTINGS: dict[str, tuple[str, type]] = {
     "pool_timeout": ("pool_timeout", float),
     "statement_timeout_ms": ("statement_timeout_ms", int),
     "scan_page": ("scan_page", int),
+    "max_batch": ("max_batch", int),
 }
 
 
@@ -374,6 +383,8 @@ class PostgresStore:
         self._mutex = threading.Lock()
         self._in_flight = 0
         self._drained = threading.Condition(self._mutex)
+        self._queue: list[_Pending] = []
+        self._leading = False
         self._closed = False
         self._stop = threading.Event()
         self.commits = 0
@@ -420,30 +431,79 @@ class PostgresStore:
 
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:
+        pending = _Pending(fn)
         with self._mutex:
             if self._closed:
                 raise errors.Unavailable("the store is closed")
             self._in_flight += 1
+            self._queue.append(pending)
+            lead = not self._leading
+            if lead:
+                self._leading = True
         try:
-            fresh_connection_tried = False
-            for _ in range(_CONFLICT_ATTEMPTS):
-                try:
-                    return self._transact_once(fn)
-                except _Retry:
-                    continue
-                except _StaleConnection:
-                    if fresh_connection_tried:
-                        raise errors.Unavailable("the database is unreachable: the connection broke") from None
-                    fresh_connection_tried = True
-                    self._pool.check()
-            raise errors.Unavailable("the database kept aborting this write as a conflict; try again")
+            if not lead:
+                pending.wake.acquire()  # answered, or handed the leader role
+            if not pending.done:
+                self._lead(pending)
         finally:
             with self._mutex:
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._drained.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        for callback in pending.callbacks:
+            callback()
+        result: T = pending.result
+        return result
 
-    def _transact_once(self, fn: Callable[[Any], T]) -> T:
+    def _lead(self, own: _Pending) -> None:
+        """Commit batches until ``own`` is done, then hand the role to the next waiter."""
+        try:
+            while not own.done:
+                with self._mutex:
+                    batch = self._queue[: self.settings.max_batch]
+                    del self._queue[: self.settings.max_batch]
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    for pending in batch:
+                        pending.done = True
+                        if pending is not own:
+                            pending.wake.release()
+        finally:
+            with self._mutex:
+                if self._queue:
+                    self._queue[0].wake.release()
+                else:
+                    self._leading = False
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        fresh_connection_tried = False
+        for _ in range(_CONFLICT_ATTEMPTS):
+            try:
+                self._run_batch(batch)
+                return
+            except _Retry:
+                continue
+            except _StaleConnection:
+                if fresh_connection_tried:
+                    error: BaseException = errors.Unavailable("the database is unreachable: the connection broke")
+                    break
+                fresh_connection_tried = True
+                self._pool.check()
+            except BaseException as exc:  # nobody's write landed
+                error = _translate(exc) if isinstance(exc, psycopg.Error) else exc
+                break
+        else:
+            error = errors.Unavailable("the database kept aborting this write as a conflict; try again")
+        for pending in batch:
+            pending.error = pending.error or error
+            pending.result = None
+            pending.callbacks = []
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch: each caller's ``fn`` under a savepoint of its own."""
         conn = self._acquire()
         try:
             try:
@@ -454,40 +514,51 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 if conn.broken and not isinstance(exc, pg_errors.QueryCanceled):
                     raise _StaleConnection from exc  # nothing ran: safe to start over on another connection
-                raise _translate(exc) from exc
-            except psycopg.Error as exc:
-                raise _translate(exc) from exc
-            assert row is not None
-            writer = _Writer(self, conn, int(row[0]))
-            try:
-                result = fn(writer)
-            except BaseException:
-                if not conn.broken:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.execute(b"ROLLBACK")
                 raise
-            revision = writer._revision
+            assert row is not None
+            base = revision = int(row[0])
+            shared = len(batch) > 1
+            for pending in batch:
+                pending.error = None
+                pending.result = None
+                pending.callbacks = []
+                if shared:
+                    conn.execute(b"SAVEPOINT stigmer_call")
+                writer = _Writer(self, conn, revision)
+                try:
+                    pending.result = pending.fn(writer)
+                except Exception as exc:
+                    if conn.broken or isinstance(exc, _Retry):
+                        raise
+                    conn.execute(b"ROLLBACK TO SAVEPOINT stigmer_call" if shared else b"ROLLBACK")
+                    pending.error = exc
+                    continue
+                revision = writer._revision or revision
+                pending.callbacks = writer._callbacks
+            if not shared and batch[0].error is not None:
+                return  # rolled back already: nothing to commit
             try:
                 with conn.pipeline():
-                    if revision:
+                    if revision != base:
                         conn.execute(self._sql_set_revision, (revision,))
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
             except psycopg.Error as exc:
-                translated = _translate(exc)
-                if isinstance(translated, errors.Unavailable) and conn.broken:
+                if conn.broken:
                     raise errors.Unavailable(
                         "the database connection broke while committing; the write may or may not have been applied"
                     ) from exc
-                raise translated from exc
+                raise
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(b"ROLLBACK")
+            raise
         finally:
             self._pool.putconn(conn)
         self.commits += 1
-        if revision:
+        if revision != base:
             self._advance(revision)
-        for callback in writer._callbacks:
-            callback()
-        return result
 
     # -- revisions -----------------------------------------------------------
     def _advance(self, revision: int) -> None:
@@ -552,3 +623,19 @@ class PostgresStore:
 
 class _StaleConnection(Exception):
     """The pooled connection was dead before the transaction began."""
+
+
+class _Pending:
+    """One caller's write. ``wake`` is held until the caller is answered or
+    made the next leader, so a commit wakes exactly the callers it served."""
+
+    __slots__ = ("callbacks", "done", "error", "fn", "result", "wake")
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.callbacks: list[Callable[[], None]] = []
+        self.wake = threading.Lock()
+        self.wake.acquire()

@@ -155,20 +155,22 @@ def _translate(exc: psycopg.Error) -> Exception:
 class _Reader:
     """A snapshot on one pooled connection; the transaction begins with the first query."""
 
-    __slots__ = ("_began", "_conn", "_store")
+    __slots__ = ("_began", "_conn", "_held", "_store")
 
     _BEGIN = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
         self._store = store
         self._conn = conn
+        self._held = True
         self._began = False
 
     def __enter__(self) -> _Reader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._store._release(self._conn, self._began)
+        if self._held:
+            self._store._release(self._conn, self._began)
 
     def _rows(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
@@ -182,7 +184,10 @@ class _Reader:
                 if not self._conn.broken:
                     raise
                 # a pooled connection that died while idle (a database restart): take a fresh one once
-                self._conn = self._store._replace_broken(self._conn)
+                self._store._pool.putconn(self._conn)
+                self._held = False
+                self._conn = self._store._replace_broken()
+                self._held = True
                 with self._conn.pipeline():
                     self._conn.execute(self._BEGIN)
                     cur = self._conn.execute(query, params)
@@ -419,9 +424,9 @@ class PostgresStore:
                 conn.execute(b"ROLLBACK")
         self._pool.putconn(conn)
 
-    def _replace_broken(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-        """Return ``conn`` (broken) and check the idle ones: after a restart they are all dead."""
-        self._pool.putconn(conn)
+    def _replace_broken(self) -> psycopg.Connection[Any]:
+        """A fresh connection once a broken one was returned: check the idle ones
+        first, since after a database restart they are all dead."""
         self._pool.check()
         return self._acquire()
 

@@ -77,8 +77,9 @@ class TestServer:
 
     __test__ = False  # not a test class, whatever pytest thinks of the name
 
-    def __init__(self, binaries: Path) -> None:
+    def __init__(self, binaries: Path, *, durable: bool = False) -> None:
         self.binaries = binaries
+        self.durable = durable
         self.directory = Path(tempfile.mkdtemp(prefix="stigmer-pg-"))
         self.data = self.directory / "data"
         self.port = _free_port()
@@ -99,8 +100,10 @@ class TestServer:
     def start(self) -> None:
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.directory}"
-            " -c fsync=off -c full_page_writes=off -c max_connections=300"
+            " -c max_connections=300"
         )
+        if not self.durable:  # tests: nothing here must survive a machine crash
+            options += " -c fsync=off -c full_page_writes=off"
         self._run("pg_ctl", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.directory / "log"), "-o", options, "start")
 
     def stop(self) -> None:
@@ -118,15 +121,16 @@ _shared: TestServer | None = None
 _shared_error: str | None = None
 
 
-def start_server() -> TestServer:
-    """A new server of its own (for a test that stops and restarts it); the caller destroys it."""
+def start_server(*, durable: bool = False) -> TestServer:
+    """A new server of its own (for a test that stops and restarts it, or a benchmark
+    that wants fsync on: ``durable``); the caller destroys it."""
     binaries = find_binaries()
     if binaries is None:
         raise PostgresUnavailable(
             "PostgreSQL server binaries not found: install Debian's `postgresql` package "
             f"(`apt-get install postgresql`) or set {URL_ENV}"
         )
-    return TestServer(binaries)
+    return TestServer(binaries, durable=durable)
 
 
 def shared_url() -> str:

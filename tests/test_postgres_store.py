@@ -3,7 +3,9 @@ schema migrations, and what callers see while the database is down."""
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,6 +181,22 @@ def test_bad_settings_and_an_unreachable_database_fail_at_startup(stigmer_postgr
     with pytest.raises(errors.StartupError, match="cannot reach the database") as caught:
         PostgresStore(f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres?connect_timeout=2")
     assert "hunter2" not in str(caught.value), "the password stays out of messages"
+
+
+def test_a_role_that_may_not_create_the_schema_fails_at_startup_saying_so(stigmer_postgres_url: str) -> None:
+    if os.environ.get(postgres.URL_ENV):
+        pytest.skip("logs in as a new role without a password: needs the throwaway (trust) server")
+    role = f"r_{uuid.uuid4().hex[:12]}"
+    admin = PostgresSettings.from_url(stigmer_postgres_url).conninfo
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN".encode())
+    try:
+        url = stigmer_postgres_url.replace("postgresql://postgres@", f"postgresql://{role}@")
+        with pytest.raises(errors.StartupError, match="cannot create or migrate schema 'stigmer'"):
+            PostgresStore(url)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}".encode())
 
 
 def _agent(i: int) -> agent_pb2.Agent:

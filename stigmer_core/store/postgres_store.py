@@ -383,6 +383,10 @@ class PostgresStore:
                 row = conn.execute(self._sql_revision).fetchone()
         except psycopg.OperationalError as exc:
             raise errors.StartupError(f"cannot reach the database at {self.url}: {str(exc).strip()}") from exc
+        except psycopg.Error as exc:  # e.g. a role that may not create the schema
+            raise errors.StartupError(
+                f"cannot create or migrate schema {self.schema!r} at {self.url}: {str(exc).strip()}"
+            ) from exc
         self._revision = int(row[0]) if row else 0
         self._revision_cond = threading.Condition(threading.Lock())
         self._mutex = threading.Lock()
@@ -413,10 +417,10 @@ class PostgresStore:
             raise errors.Unavailable("the store is closed")
         try:
             return self._pool.getconn()
-        except psycopg.Error as exc:
-            raise _translate(exc) from exc
         except psycopg_pool.PoolClosed:
             raise errors.Unavailable("the store is closed") from None
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
 
     def _release(self, conn: psycopg.Connection[Any], in_transaction: bool) -> None:
         if in_transaction and not conn.broken:

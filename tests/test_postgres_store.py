@@ -160,6 +160,52 @@ def test_writers_of_two_stores_get_distinct_gapless_revisions(
         assert sorted(got) == list(range(1, 81))
 
 
+def test_a_writer_kept_waiting_past_the_statement_timeout_answers_unavailable(
+    store: PostgresStore, stigmer_postgres_store_url: str
+) -> None:
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    with (
+        PostgresStore(f"{stigmer_postgres_store_url}&statement_timeout_ms=200", durable=False) as impatient,
+        psycopg.connect(settings.conninfo) as holder,
+    ):
+        holder.execute(f'SELECT revision FROM "{settings.schema}".meta WHERE id = 1 FOR UPDATE'.encode())
+        with pytest.raises(errors.Unavailable, match="did not answer in time"):
+            impatient.transact(lambda txn: txn.put(b"k/late", b"1"))
+        holder.rollback()
+        impatient.transact(lambda txn: txn.put(b"k/late", b"2"))
+    with store.read() as txn:
+        assert txn.get(b"k/late") == b"2"
+
+
+def test_close_lets_writes_in_flight_commit_and_refuses_new_ones(stigmer_postgres_store_url: str) -> None:
+    closing = PostgresStore(stigmer_postgres_store_url, durable=False)
+    inside = threading.Event()
+    release = threading.Event()
+    results: list[int] = []
+
+    def slow(txn: WriteTxn) -> int:
+        inside.set()
+        release.wait(timeout=30)
+        txn.put(b"k/slow", b"1")
+        return txn.append_event(b"slow")
+
+    writer = threading.Thread(target=lambda: results.append(closing.transact(slow)))
+    writer.start()
+    assert inside.wait(timeout=30)
+    closer = threading.Thread(target=closing.close)
+    closer.start()
+    closer.join(timeout=0.2)
+    assert closer.is_alive(), "close waits for the write in flight"
+    release.set()
+    writer.join(timeout=30)
+    closer.join(timeout=30)
+    assert results == [1]
+    with pytest.raises(errors.Unavailable, match="closed"):
+        closing.transact(lambda txn: None)
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as again, again.read() as txn:
+        assert txn.get(b"k/slow") == b"1"
+
+
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(stigmer_postgres_store_url: str) -> None:
     settings = PostgresSettings.from_url(stigmer_postgres_store_url)
     PostgresStore(stigmer_postgres_store_url).close()

@@ -262,9 +262,11 @@ def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp
     pg = postgres.start_server()
     app = None
     server = None
+    watcher = None
     try:
         url = f"{pg.url}?schema=faults&pool_timeout=1&connect_timeout=1&statement_timeout_ms=5000"
         app = Application.open(tmp_path / "data", store=url)
+        watcher = PostgresStore(url)  # another daemon's store: its listener must come back too
         server = Server(app, "127.0.0.1:0", max_workers=8)
         server.start()
         channel = grpc.insecure_channel(server.address)
@@ -299,6 +301,8 @@ def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp
                 threading.Event().wait(0.1)
         assert recovered is not None, "the daemon did not reconnect"
         acknowledged.append(recovered.metadata.id)
+        woke_at = watcher.wait_for_revision(recovered.metadata.resource_version - 1, 30)
+        assert woke_at >= recovered.metadata.resource_version, "the other store's listener did not come back"
         for object_id in acknowledged:
             assert query.get(agent_pb2.AgentId(value=object_id), timeout=10).metadata.id == object_id
         channel.close()
@@ -307,4 +311,6 @@ def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp
             server.stop(grace=1)
         if app is not None:
             app.close()
+        if watcher is not None:
+            watcher.close()
         pg.destroy()

@@ -51,6 +51,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_EVENT_RETENTION = 100_000
+DEFAULT_CONNECT_TIMEOUT = 5
 _CONFLICT_ATTEMPTS = 5
 
 
@@ -58,8 +59,9 @@ _CONFLICT_ATTEMPTS = 5
 class PostgresSettings:
     """How a daemon uses its database; each is a query parameter of the store URL.
 
-    ``postgresql://user@host/db?schema=team&pool_max=32`` keeps the libpq
-    parameters (``sslmode``, ``connect_timeout``...) and takes these out:
+    In ``postgresql://user@host/db?sslmode=require&schema=team&pool_max=32``
+    the parameters named below are the daemon's and are taken out; the rest
+    (``sslmode``, ``connect_timeout``...) go to libpq as they are.
     """
 
     conninfo: str
@@ -71,7 +73,7 @@ class PostgresSettings:
     """Most connections one daemon opens (the server's max_connections is shared by every daemon)."""
     pool_timeout: float = 5.0
     """Seconds a call waits for a free (or reconnected) connection before UNAVAILABLE."""
-    connect_timeout: int = 5
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
     """Seconds to establish one connection (libpq's ``connect_timeout``)."""
     statement_timeout_ms: int = 30_000
     """A statement (or a writer waiting for the revision lock) running longer fails UNAVAILABLE."""
@@ -83,21 +85,19 @@ class PostgresSettings:
     @classmethod
     def from_url(cls, url: str) -> PostgresSettings:
         parts = urlsplit(url)
-        ours: dict[str, str] = {}
+        values: dict[str, Any] = {}
         libpq: list[tuple[str, str]] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            (ours.__setitem__(name, value) if name in _URL_SETTINGS else libpq.append((name, value)))
-        connect_timeout = 5
-        for name, value in libpq:
-            if name == "connect_timeout":
-                connect_timeout = _number(name, value, int)
-        if not any(name == "connect_timeout" for name, _ in libpq):
+            if name in _URL_SETTINGS:
+                kind = _URL_SETTINGS[name]
+                values[name] = value if kind is str else _number(name, value, kind)
+            else:
+                libpq.append((name, value))
+        timeouts = [_number(n, v, int) for n, v in libpq if n == "connect_timeout"]
+        connect_timeout = timeouts[-1] if timeouts else DEFAULT_CONNECT_TIMEOUT
+        if not timeouts:  # libpq's own default is to wait forever
             libpq.append(("connect_timeout", str(connect_timeout)))
         conninfo = urlunsplit(parts._replace(query=urlencode(libpq)))
-        values: dict[str, Any] = {}
-        for name, value in ours.items():
-            attr, kind = _URL_SETTINGS[name]
-            values[attr] = value if kind is str else _number(name, value, kind)
         settings = cls(conninfo=conninfo, connect_timeout=connect_timeout, **values)
         check_schema_name(settings.schema)
         if settings.pool_min < 1 or settings.pool_max < settings.pool_min:
@@ -105,14 +105,14 @@ class PostgresSettings:
         return settings
 
 
-_URL_SETTINGS: dict[str, tuple[str, type]] = {
-    "schema": ("schema", str),
-    "pool_min": ("pool_min", int),
-    "pool_max": ("pool_max", int),
-    "pool_timeout": ("pool_timeout", float),
-    "statement_timeout_ms": ("statement_timeout_ms", int),
-    "scan_page": ("scan_page", int),
-    "max_batch": ("max_batch", int),
+_URL_SETTINGS: dict[str, type] = {
+    "schema": str,
+    "pool_min": int,
+    "pool_max": int,
+    "pool_timeout": float,
+    "statement_timeout_ms": int,
+    "scan_page": int,
+    "max_batch": int,
 }
 
 

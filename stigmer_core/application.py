@@ -18,7 +18,8 @@ from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline.events import EventHub, StreamLimit, StreamSettings
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store.lmdb_store import EventRetention, LmdbStore
+from stigmer_core.store.engines import open_store
+from stigmer_core.store.lmdb_store import EventRetention
 from stigmer_core.store.protocol import Store
 
 
@@ -52,22 +53,27 @@ class Application:
         pm: pluggy.PluginManager | None = None,
         durable: bool = True,
         default_org: str = "local",
+        store: str | None = None,
         streams: StreamSettings | None = None,
         retention: EventRetention | None = None,
     ) -> Application:
-        """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``.
+        """Load every installed kind plugin (or ``pm``'s) over a store.
 
-        Stream limits and event retention default to their settings' environment
+        ``store`` is a PostgreSQL URL (the team server) or None for LMDB in
+        ``data_dir``. Either way ``data_dir`` holds this daemon's own files
+        (lock, secret key), which is what plugins are configured with. Stream
+        limits and event retention default to their settings' environment
         variables (docs/design.md: Event retention; Watch and streams).
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
-        secure(Path(data_dir))
-        store = LmdbStore(data_dir, durable=durable, retention=retention or EventRetention.from_env())
+        directory = Path(data_dir).expanduser()
+        secure(directory)
+        engine = open_store(store or directory, durable=durable, retention=retention or EventRetention.from_env())
         try:
-            return cls(registry, store, pm, data_dir=store.path, streams=streams)
+            return cls(registry, engine, pm, data_dir=directory, streams=streams)
         except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
-            store.close()
+            engine.close()
             raise
 
     def channel(self) -> InProcessChannel:

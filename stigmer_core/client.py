@@ -47,12 +47,13 @@ class Client:
         self.close()
 
 
-def connect(target: str | None = None, *, data_dir: str | Path | None = None) -> Client:
+def connect(target: str | None = None, *, data_dir: str | Path | None = None, store: str | None = None) -> Client:
     """A client for ``target``.
 
     - ``"host:port"``: the daemon at that address, over gRPC.
     - ``"local"`` (the default): the daemon holding ``data_dir`` if one runs,
-      else the store in ``data_dir`` opened in this process.
+      else the store in ``data_dir`` (or the database ``store`` names)
+      opened in this process.
     """
     target = target or LOCAL
     if target != LOCAL:
@@ -62,5 +63,5 @@ def connect(target: str | None = None, *, data_dir: str | Path | None = None) ->
     if running and running.get("address"):
         address = str(running["address"])
         return Client(grpc.insecure_channel(address), target=address)
-    app = Application.open(directory)
+    app = Application.open(directory, store=store)
     return Client(app.channel(), target=LOCAL, app=app)

@@ -6,6 +6,7 @@ switch`` last chose::
 
     backend:
       type: local            # or: remote
+    store: postgresql://stigmer@db.internal/stigmer   # optional: the team server's database
     local:
       data_dir: ~/.stigmer/data
       address: 127.0.0.1:50051   # where `stigmer local start` listens
@@ -15,9 +16,11 @@ switch`` last chose::
     org: local
 
 Precedence, highest first: explicit arguments (CLI flags), environment
-variables (``STIGMER_BACKEND``, ``STIGMER_DATA_DIR``, ``STIGMER_ADDRESS``,
+variables (``STIGMER_BACKEND``, ``STIGMER_DATA_DIR``, ``STIGMER_STORE``, ``STIGMER_ADDRESS``,
 ``STIGMER_ENDPOINT``, ``STIGMER_TOKEN``, ``STIGMER_ORG``), the config file,
-built-in defaults. ``STIGMER_HOME`` moves the whole base directory (default
+built-in defaults. ``store`` empty (the default) means LMDB in ``data_dir``;
+a ``postgresql://`` URL makes the daemon (and a CLI opening the store in
+process) use that database, with ``data_dir`` keeping per-daemon files only. ``STIGMER_HOME`` moves the whole base directory (default
 ``~/.stigmer``), which is what keeps tests away from a real home.
 """
 
@@ -49,6 +52,7 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 ENV = {
     "backend": "STIGMER_BACKEND",
     "data_dir": "STIGMER_DATA_DIR",
+    "store": "STIGMER_STORE",
     "address": "STIGMER_ADDRESS",
     "endpoint": "STIGMER_ENDPOINT",
     "token": "STIGMER_TOKEN",
@@ -124,6 +128,8 @@ class Settings:
 
     backend: str
     data_dir: Path
+    store: str
+    """A PostgreSQL URL, or "" for LMDB in ``data_dir``."""
     address: str
     endpoint: str
     token: str
@@ -145,6 +151,7 @@ def resolve(
     endpoint: str | None = None,
     token: str | None = None,
     org: str | None = None,
+    store: str | None = None,
 ) -> Settings:
     """Settings from arguments, then environment, then the config file, then defaults."""
     home = stigmer_home()
@@ -158,6 +165,7 @@ def resolve(
     return Settings(
         backend=chosen,
         data_dir=Path(directory).expanduser(),
+        store=_pick(store, "store", data.get("store"), ""),
         address=_pick(address, "address", local.get("address"), DEFAULT_ADDRESS),
         endpoint=_pick(endpoint, "endpoint", remote.get("endpoint"), ""),
         token=_pick(token, "token", remote.get("token"), ""),
@@ -192,7 +200,7 @@ def connect_settings(settings: Settings) -> Client:
         raise ConfigError(
             "the remote backend has no endpoint: run `stigmer backend switch remote --endpoint HOST:PORT`"
         )
-    client = connect(settings.target, data_dir=settings.data_dir)
+    client = connect(settings.target, data_dir=settings.data_dir, store=settings.store or None)
     if settings.backend != REMOTE or not settings.token:
         return client
     channel = grpc.intercept_channel(client.channel, _TokenInterceptor(settings.token))

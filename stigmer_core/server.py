@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from stigmer_core.application import Application
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
+from stigmer_core.store.engines import describe as describe_store
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,14 @@ class Server:
         return bool(self._server.wait_for_termination(timeout))
 
 
-def serve(address: str | None = None, data_dir: str | Path | None = None, *, grace: float = 10.0) -> int:
-    """Run the daemon in the foreground until SIGTERM or SIGINT; return an exit code."""
+def serve(
+    address: str | None = None, data_dir: str | Path | None = None, *, grace: float = 10.0, store: str | None = None
+) -> int:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; return an exit code.
+
+    ``store`` is a PostgreSQL URL to serve the team server's database (every
+    daemon on it serves the same data) or None for LMDB in ``data_dir``.
+    """
     address = address or default_address()
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     lock = DataDirLock(data_dir)
@@ -111,12 +118,13 @@ def serve(address: str | None = None, data_dir: str | Path | None = None, *, gra
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     app = None
     try:
-        app = Application.open(data_dir)
+        app = Application.open(data_dir, store=store)
         server = Server(app, address)
         server.start()
         lock.record(address=server.address)
         kinds = ", ".join(k.name for k in app.registry.kinds)
-        print(f"stigmer daemon listening on {server.address} (data: {data_dir}; kinds: {kinds})", flush=True)
+        where = describe_store(store) if store else data_dir
+        print(f"stigmer daemon listening on {server.address} (data: {where}; kinds: {kinds})", flush=True)
         stop.wait()
         print("stigmer daemon stopping: draining in-flight calls", flush=True)
         server.stop(grace)

@@ -1,12 +1,15 @@
 """Transactional key-value storage behind every kind.
 
 ``protocol`` says what a store engine must do; ``lmdb_store`` is the embedded
-default; ``keys`` is the key layout. Engines know bytes and keys only: the
-kind-aware layer above them (objects with their indexes and events) is
-``stigmer_core.kinds.resources``, so nothing here imports kinds or pipelines.
+default, ``postgres_store`` the team server's engine (several daemons on one
+database), ``engines.open_store`` picks one from a path or a URL; ``keys`` is
+the key layout. Engines know bytes and keys only: the kind-aware layer above
+them (objects with their indexes and events) is ``stigmer_core.kinds.resources``,
+so nothing here imports kinds or pipelines.
 """
 
+from stigmer_core.store.engines import is_database_url, open_store
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
 
-__all__ = ["LmdbStore", "ReadTxn", "Store", "WriteTxn"]
+__all__ = ["LmdbStore", "ReadTxn", "Store", "WriteTxn", "is_database_url", "open_store"]

@@ -5,7 +5,9 @@ compares mod-revisions of what was read, then applies buffered writes in one
 ``Txn``): ``Store.transact`` takes a function, which the engine may run more
 than once, and which must have no effect outside its transaction except
 through ``WriteTxn.on_commit``. LMDB runs it exactly once per batch, inside a
-nested transaction of a group commit shared with other callers.
+nested transaction of a group commit shared with other callers; PostgreSQL
+likewise under a savepoint, and again only if the database aborts the
+transaction as a conflict.
 """
 
 from __future__ import annotations

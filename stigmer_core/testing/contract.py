@@ -4,8 +4,9 @@
 delete / get / getByReference / list against one kind and checks every
 answer and status code against a plain in-memory model. It runs over the
 in-process channel or over a real server on an ephemeral 127.0.0.1 port;
-``contract_tests`` makes one pytest class per path, so a kind that passes on
-one path and fails on the other fails.
+``contract_tests`` makes one pytest class per path, each with one test per
+store engine (LMDB and PostgreSQL), so a kind that passes on one path or
+engine and fails on another fails.
 
 A kind whose objects need others to exist first (an instance needs its
 parent) overrides ``prepare`` to create them; objects that appear as a side
@@ -17,13 +18,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import unittest
+import warnings
 from typing import Any, ClassVar
 
 import grpc
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.errors import HypothesisDeprecationWarning
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from stigmer_core.application import Application
 from stigmer_core.ids import slugify
@@ -35,6 +39,8 @@ from stigmer_core.testing import strategies as s
 
 IN_PROCESS = "in-process"
 NETWORK = "network"
+LMDB = "lmdb"
+POSTGRESQL = "postgresql"
 DEFAULT_ORG = "local"
 
 
@@ -48,11 +54,17 @@ class KindContract(RuleBasedStateMachine):
 
     kind_name: ClassVar[str] = ""
     path: ClassVar[str] = IN_PROCESS
+    engine: ClassVar[str] = LMDB
 
     def __init__(self) -> None:
         super().__init__()
         self._dir = tempfile.mkdtemp(prefix="stigmer-contract-")
-        self.app = Application.open(self._dir, durable=False)
+        self._store_url: str | None = None
+        if self.engine == POSTGRESQL:
+            from stigmer_core.testing import postgres
+
+            self._store_url = postgres.fresh_schema_url()
+        self.app = Application.open(self._dir, durable=False, store=self._store_url)
         self.server: Server | None = None
         if self.path == NETWORK:
             self.server = Server(self.app, "127.0.0.1:0", max_workers=4)
@@ -72,6 +84,10 @@ class KindContract(RuleBasedStateMachine):
             self.server.stop(grace=0)
         self.app.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+        if self._store_url is not None:
+            from stigmer_core.testing import postgres
+
+            postgres.drop_schema(self._store_url)
 
     # -- hooks for kinds -------------------------------------------------------
     def prepare(self, resource: Message, org: str) -> None:
@@ -344,14 +360,53 @@ def contract_tests(
 ) -> tuple[Any, Any]:
     """Two pytest classes running ``base``'s contract for ``kind_name``: in-process and network.
 
-    In a test module::
+    Each has ``test_lmdb`` and ``test_postgresql``: the same machine over
+    either engine (a third of the examples on PostgreSQL; ``STIGMER_TEST_ENGINES``
+    picks engines). In a test module::
 
         TestAgentInProcess, TestAgentNetwork = contract_tests("Agent")
     """
+    chosen = settings_ or CONTRACT_SETTINGS
     classes = []
     for path in (IN_PROCESS, NETWORK):
-        machine = type(f"{kind_name}Contract_{path.replace('-', '_')}", (base,), {"kind_name": kind_name, "path": path})
-        case = machine.TestCase  # type: ignore[attr-defined]
-        case.settings = settings_ or CONTRACT_SETTINGS
-        classes.append(case)
+        machines = {
+            engine: type(
+                f"{kind_name}Contract_{path.replace('-', '_')}_{engine}",
+                (base,),
+                {"kind_name": kind_name, "path": path, "engine": engine},
+            )
+            for engine in (LMDB, POSTGRESQL)
+        }
+        classes.append(_case(f"{kind_name}Contract_{path.replace('-', '_')}", machines, chosen))
     return classes[0], classes[1]
+
+
+def _case(name: str, machines: dict[str, type[KindContract]], chosen: settings) -> type[unittest.TestCase]:
+    from stigmer_core.testing import postgres
+
+    engines = postgres.selected_engines()
+    # A third of the examples on PostgreSQL: they prove the engine keeps the same
+    # contract (the kind's own logic is already explored on LMDB), at a round trip per read.
+    on_postgresql = settings(chosen, max_examples=max(5, chosen.max_examples // 3))
+
+    def test_lmdb(self: unittest.TestCase) -> None:
+        if LMDB not in engines:
+            self.skipTest(f"{postgres.ENGINES_ENV} leaves out lmdb")
+        run_state_machine_as_test(machines[LMDB], settings=chosen)
+
+    def test_postgresql(self: unittest.TestCase) -> None:
+        if POSTGRESQL not in engines:
+            self.skipTest(f"{postgres.ENGINES_ENV} leaves out postgresql")
+        try:
+            postgres.shared_url()
+        except postgres.PostgresUnavailable as exc:
+            if postgres.required():
+                raise AssertionError(f"CI needs PostgreSQL for the contract on it: {exc}") from exc
+            self.skipTest(f"no PostgreSQL for the contract on it: {exc}")
+        with warnings.catch_warnings():
+            # The connection pool's own threads jitter their timers with the global
+            # ``random``, which hypothesis would otherwise blame on the strategies.
+            warnings.filterwarnings("ignore", "Do not use the `random` module", HypothesisDeprecationWarning)
+            run_state_machine_as_test(machines[POSTGRESQL], settings=on_postgresql)
+
+    return type(name, (unittest.TestCase,), {"test_lmdb": test_lmdb, "test_postgresql": test_postgresql})

@@ -4,6 +4,12 @@ Installed with stigmer-core (``pytest11`` entry point), so a kind package's
 tests can ask for ``stigmer_app``, ``stigmer_server`` or ``stigmer_channel``
 without importing anything. Every server listens on 127.0.0.1 with an
 ephemeral port; every store lives in the test's temporary directory.
+
+``stigmer_app`` (and everything built on it) runs each test twice: over
+LMDB and over PostgreSQL (a schema of its own on the session's throwaway
+server, see ``stigmer_core.testing.postgres``), so a kind proves it works on
+both engines without a copy of its tests. ``STIGMER_TEST_ENGINES=lmdb`` runs
+one engine only.
 """
 
 from __future__ import annotations
@@ -16,6 +22,46 @@ import pytest
 
 from stigmer_core.application import Application
 from stigmer_core.server import Server
+from stigmer_core.testing.postgres import selected_engines
+
+
+def postgres_or_skip() -> str:
+    """The session server's URL; skip (or, under CI, fail) when there is none."""
+    from stigmer_core.testing import postgres
+
+    if "postgresql" not in selected_engines():
+        pytest.skip(f"{postgres.ENGINES_ENV} leaves out postgresql")
+    try:
+        return postgres.shared_url()
+    except postgres.PostgresUnavailable as exc:
+        if postgres.required():
+            pytest.fail(f"CI needs PostgreSQL for the postgresql engine tests: {exc}")
+        pytest.skip(f"no PostgreSQL for the postgresql engine tests: {exc}")
+
+
+@pytest.fixture(scope="session")
+def stigmer_postgres_url() -> str:
+    """A PostgreSQL server for the whole session (base URL, no schema)."""
+    return postgres_or_skip()
+
+
+@pytest.fixture
+def stigmer_postgres_store_url(stigmer_postgres_url: str) -> Iterator[str]:
+    """A store URL with a schema of its own, dropped after the test."""
+    from stigmer_core.testing import postgres
+
+    url = postgres.fresh_schema_url(stigmer_postgres_url)
+    yield url
+    postgres.drop_schema(url)
+
+
+@pytest.fixture(params=selected_engines())
+def stigmer_store(request: pytest.FixtureRequest) -> str | None:
+    """What ``Application.open(store=...)`` takes: None for LMDB, else a fresh schema's URL."""
+    if request.param == "lmdb":
+        return None
+    url: str = request.getfixturevalue("stigmer_postgres_store_url")
+    return url
 
 
 @pytest.fixture
@@ -24,9 +70,9 @@ def stigmer_data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def stigmer_app(stigmer_data_dir: Path) -> Iterator[Application]:
-    """Every installed kind over a fresh LMDB store (sync off: tests need no fsync)."""
-    app = Application.open(stigmer_data_dir, durable=False)
+def stigmer_app(stigmer_data_dir: Path, stigmer_store: str | None) -> Iterator[Application]:
+    """Every installed kind over a fresh store (no fsync: tests need none), once per engine."""
+    app = Application.open(stigmer_data_dir, durable=False, store=stigmer_store)
     yield app
     app.close()
 
@@ -56,3 +102,12 @@ def stigmer_channel(request: pytest.FixtureRequest, stigmer_app: Application) ->
     yield channel
     channel.close()
     server.stop(grace=1)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the session's PostgreSQL server, if this session started one."""
+    import sys
+
+    module = sys.modules.get("stigmer_core.testing.postgres")
+    if module is not None:
+        module.stop_shared()

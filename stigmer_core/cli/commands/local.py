@@ -23,12 +23,18 @@ data_dir_option = click.option(
     help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
 )  # fmt: skip
 
+store_option = click.option(
+    "--store", envvar="STIGMER_STORE", metavar="URL",
+    help="The team server's database, postgresql://... (env STIGMER_STORE, config store; default: LMDB in the data directory).",
+)  # fmt: skip
+
 
 @click.command()
 @address_option
 @data_dir_option
+@store_option
 @verbose_option
-def serve(address: str | None, data_dir: str | None) -> None:
+def serve(address: str | None, data_dir: str | None, store: str | None) -> None:
     """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
     # grpc's core logs a failed bind itself, before the one-line error this command prints;
     # GRPC_VERBOSITY set by the user still wins.
@@ -36,8 +42,8 @@ def serve(address: str | None, data_dir: str | None) -> None:
     from stigmer_core import config
     from stigmer_core.server import serve as run_daemon
 
-    settings = config.resolve(address=address, data_dir=data_dir)
-    code = run_daemon(settings.address, settings.data_dir)
+    settings = config.resolve(address=address, data_dir=data_dir, store=store)
+    code = run_daemon(settings.address, settings.data_dir, store=settings.store or None)
     click.echo(f"stigmer daemon stopped (exit code {code})")
     sys.exit(code)
 

@@ -1,0 +1,257 @@
+"""``python -m bench.postgres [--quick] [--url URL]``: the team server over PostgreSQL.
+
+Daemons are real processes (``stigmer serve --store URL``) on one schema, so
+two of them do not share a GIL; the client keeps calls in flight with grpc
+futures. Each of our rows is set beside raw psycopg transactions of the same
+shape on the same server (lock the revision row, check the slug, write the
+object, its index and an event, bump the revision, NOTIFY, COMMIT), which
+is the cost floor of this design: the ratio is our overhead. Without
+``--url`` a throwaway server is started with fsync and synchronous commit on
+(Debian's binaries, as the tests use).
+
+Watch latency is measured where watch builds on: a store in this process
+waiting in ``wait_for_revision`` while a daemon commits a create, from the
+create's answer to the wake-up (the NOTIFY crossing to another daemon).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import psycopg_pool
+
+from bench import drive
+from bench.results import Measurement
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.store import keys
+from stigmer_core.store.postgres_schema import migrate
+from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore
+from stigmer_core.testing import postgres
+
+IN_FLIGHT = 32
+DESCRIPTION = "x" * 900  # about a 1 KB stored object, the size the design's figures use
+
+
+def _agent(label: str) -> agent_pb2.Agent:
+    return agent_pb2.Agent(
+        metadata=metadata_pb2.ApiResourceMetadata(name=f"{label} {uuid.uuid4().hex[:12]}"),
+        spec=agent_pb2.AgentSpec(description=DESCRIPTION),
+    )
+
+
+@contextmanager
+def _daemon(url: str, data_dir: Path) -> Iterator[str]:
+    address = f"127.0.0.1:{postgres._free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")}
+    env["STIGMER_HOME"] = str(data_dir.parent / "home")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stigmer_core.cli", "serve", "--address", address, "--data-dir", str(data_dir), "--store", url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"daemon did not start: {line}{process.stdout.read()}")
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _window(
+    name: str, stubs: Sequence[Any], method: str, request: Callable[[int], Any], budget: dict[str, Any]
+) -> Measurement:
+    def start(i: int) -> Any:
+        return getattr(stubs[i % len(stubs)], method).future(request(i), timeout=30)
+
+    return drive.futures_window(name, start, in_flight=IN_FLIGHT, count=budget["count"], seconds=budget["seconds"])
+
+
+def _serial(name: str, call: Callable[[int], object], budget: dict[str, Any]) -> Measurement:
+    return drive.serial(name, call, count=budget["count"], seconds=budget["seconds"])
+
+
+class _Raw:
+    """psycopg transactions of our shapes, on a schema of their own."""
+
+    def __init__(self, base_url: str) -> None:
+        self.settings = PostgresSettings.from_url(postgres.with_schema(base_url, f"raw_{uuid.uuid4().hex[:8]}"))
+        s = f'"{self.settings.schema}"'
+        with psycopg.connect(self.settings.conninfo, autocommit=True) as conn:
+            migrate(conn, self.settings.schema)
+        self.pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
+            self.settings.conninfo, min_size=IN_FLIGHT, max_size=IN_FLIGHT, kwargs={"autocommit": True}, open=True
+        )
+        self.pool.wait()
+        self.schema = s
+        self.value = _agent("raw").SerializeToString()
+
+    def create(self, i: int) -> None:
+        s = self.schema
+        object_id = uuid.uuid4().hex
+        with self.pool.connection() as conn, conn.transaction():
+            (revision,) = conn.execute(f"SELECT revision FROM {s}.meta WHERE id = 1 FOR UPDATE".encode()).fetchone()  # type: ignore[misc]
+            slug = keys.slug_key("agent", "local", object_id)
+            conn.execute(f"SELECT value FROM {s}.kv WHERE key = %s".encode(), (slug,)).fetchone()
+            conn.execute(
+                f"INSERT INTO {s}.kv (key, value) VALUES (%s, %s)".encode(),
+                (keys.object_key("agent", object_id), self.value),
+            )
+            conn.execute(f"INSERT INTO {s}.kv (key, value) VALUES (%s, %s)".encode(), (slug, object_id.encode()))
+            conn.execute(
+                f"INSERT INTO {s}.events (revision, seq, payload) VALUES (%s, 0, %s)".encode(),
+                (revision + 1, self.value),
+            )
+            conn.execute(f"UPDATE {s}.meta SET revision = %s WHERE id = 1".encode(), (revision + 1,))
+            conn.execute(b"SELECT pg_notify('raw', %s)", (str(revision + 1),))
+
+    def seed(self, count: int) -> list[bytes]:
+        found = []
+        for _ in range(count):
+            self.create(0)
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT key FROM {self.schema}.kv WHERE key >= %s AND key < %s ORDER BY key".encode(),
+                (b"o/agent/", b"o/agent0"),
+            ).fetchall()
+            found = [bytes(k) for (k,) in rows]
+        return found
+
+    def get(self, key: bytes) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(f"SELECT value FROM {self.schema}.kv WHERE key = %s".encode(), (key,)).fetchone()
+            conn.execute(b"ROLLBACK")
+
+    def page(self) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(
+                f"SELECT key, value FROM {self.schema}.kv WHERE key >= %s AND key < %s ORDER BY key LIMIT 101".encode(),
+                (b"o/agent/", b"o/agent0"),
+            ).fetchall()
+            conn.execute(b"ROLLBACK")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _watch_latency(url: str, stub: Any, count: int) -> Measurement:
+    """From a create's answer on a daemon to a store in this process waking up.
+
+    0 means the watcher woke before the client had its answer: the NOTIFY left
+    with the commit, ahead of the gRPC response.
+    """
+    latencies: list[float] = []
+    with PostgresStore(url) as watcher:
+        for _ in range(count):
+            seen = watcher.wait_for_revision(0, 0)
+            woke: list[float] = []
+
+            def wait(after: int = seen, into: list[float] = woke) -> None:
+                watcher.wait_for_revision(after, 10)
+                into.append(time.perf_counter())
+
+            waiter = threading.Thread(target=wait)
+            waiter.start()
+            time.sleep(0.002)
+            stub.create(_agent("watched"), timeout=10)
+            answered = time.perf_counter()
+            waiter.join(timeout=10)
+            if woke:
+                latencies.append(max(0.0, woke[0] - answered))
+    return Measurement.of("watch.wake.cross_daemon", latencies, sum(latencies), 0.0)
+
+
+def _row(m: Measurement) -> str:
+    return f"{m.name:<32} {m.calls:>7} {m.calls_per_s:>10.0f}/s  p50 {m.p50_ms:>7.2f} ms  p99 {m.p99_ms:>7.2f} ms"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.postgres", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts")
+    parser.add_argument("--url", help="an existing server (default: start a durable throwaway one)")
+    args = parser.parse_args(argv)
+    budget = {"count": 300 if args.quick else 3000, "seconds": 3.0 if args.quick else 10.0}
+    server = None if args.url else postgres.start_server(durable=True)
+    base = args.url or (server.url if server else "")
+    work = Path(tempfile.mkdtemp(prefix="stigmer-bench-pg-"))
+    rows: dict[str, Measurement] = {}
+    try:
+        url = postgres.with_schema(base, f"bench_{uuid.uuid4().hex[:8]}")
+        raw = _Raw(base)
+        keys_ = raw.seed(200)
+        rows["raw.create.serial"] = _serial("raw.create.serial", raw.create, budget)
+        rows["raw.create.t32"] = drive.threads("raw.create.t32", raw.create, workers=IN_FLIGHT, **budget)
+        rows["raw.get.t32"] = drive.threads(
+            "raw.get.t32", lambda i: raw.get(keys_[i % len(keys_)]), workers=IN_FLIGHT, **budget
+        )
+        rows["raw.page100.serial"] = _serial("raw.page100.serial", lambda i: raw.page(), budget)
+        raw.close()
+        with _daemon(url, work / "a") as first:
+            (work / "b").mkdir()
+            shutil.copy(work / "a" / "secret.key", work / "b" / "secret.key")
+            with _daemon(url, work / "b") as second:
+                channels = [grpc.insecure_channel(first), grpc.insecure_channel(second)]
+                commands = [agent_grpc.AgentCommandControllerStub(c) for c in channels]
+                queries = [agent_grpc.AgentQueryControllerStub(c) for c in channels]
+                ids = [commands[0].create(_agent("seed"), timeout=10).metadata.id for _ in range(200)]
+                rows["create.1d.serial"] = _serial(
+                    "create.1d.serial", lambda i: commands[0].create(_agent("s"), timeout=30), budget
+                )
+                rows["create.1d.c32"] = _window("create.1d.c32", commands[:1], "create", lambda i: _agent("c"), budget)
+                rows["create.2d.c32"] = _window("create.2d.c32", commands, "create", lambda i: _agent("c"), budget)
+                get = lambda i: agent_pb2.AgentId(value=ids[i % len(ids)])  # noqa: E731
+                rows["get.1d.c32"] = _window("get.1d.c32", queries[:1], "get", get, budget)
+                rows["get.2d.c32"] = _window("get.2d.c32", queries, "get", get, budget)
+                page = agent_pb2.ListAgentsRequest(page_size=100)
+                rows["list100.1d.serial"] = _serial(
+                    "list100.1d.serial", lambda i: queries[0].list(page, timeout=30), budget
+                )
+                rows["watch"] = _watch_latency(url, commands[0], 50 if args.quick else 200)
+                for channel in channels:
+                    channel.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if server is not None:
+            server.destroy()
+    for m in rows.values():
+        print(_row(m))
+    ratio = lambda a, b: rows[a].calls_per_s / rows[b].calls_per_s if rows[b].calls_per_s else 0.0  # noqa: E731
+    print()
+    print(
+        f"create, 32 in flight, 1 daemon / raw psycopg (32 threads): {ratio('create.1d.c32', 'raw.create.t32'):.2f}x  (target >= 0.6)"
+    )
+    print(
+        f"create, serial / raw psycopg serial:                        {ratio('create.1d.serial', 'raw.create.serial'):.2f}x"
+    )
+    print(
+        f"get, 32 in flight: 2 daemons / 1 daemon:                    {ratio('get.2d.c32', 'get.1d.c32'):.2f}x  (target >= 1.5)"
+    )
+    print(f"get, 32 in flight, 1 daemon / raw psycopg (32 threads):     {ratio('get.1d.c32', 'raw.get.t32'):.2f}x")
+    print(
+        f"list page of 100, 1 daemon / raw psycopg page:              {ratio('list100.1d.serial', 'raw.page100.serial'):.2f}x"
+    )
+    print(f"watch wake-up across daemons p50:                           {rows['watch'].p50_ms:.2f} ms  (target <= 10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

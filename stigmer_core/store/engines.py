@@ -1,0 +1,38 @@
+"""Choosing an engine from one setting: a directory is LMDB, a URL is PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stigmer_core.store.lmdb_store import EventRetention, LmdbStore
+from stigmer_core.store.protocol import Store
+
+
+def is_database_url(target: str | Path | None) -> bool:
+    """``postgresql://`` or ``postgres://``: a PostgreSQL store."""
+    if not isinstance(target, str) or "://" not in target:
+        return False
+    return target.split("://", 1)[0].lower() in ("postgresql", "postgres")
+
+
+def open_store(target: str | Path, *, durable: bool = True, retention: EventRetention | None = None) -> Store:
+    """The store at ``target``: a PostgreSQL URL, or an LMDB data directory.
+
+    psycopg is imported only when a URL asks for it, so an LMDB-only process
+    pays nothing for the team server's engine.
+    """
+    if is_database_url(target):
+        from stigmer_core.store import postgres_store
+
+        revisions = (retention or EventRetention()).max_revisions
+        return postgres_store.PostgresStore(str(target), durable=durable, event_retention=revisions)
+    return LmdbStore(target, durable=durable, retention=retention)
+
+
+def describe(target: str | Path) -> str:
+    """``target`` for a log line: a URL without its password, or the directory."""
+    if is_database_url(target):
+        from stigmer_core.store.postgres_store import redact_url
+
+        return redact_url(str(target))
+    return str(target)

@@ -1,0 +1,78 @@
+"""The PostgreSQL engine's tables, created and migrated by the daemon itself.
+
+Every table lives in one schema (``stigmer`` unless the store URL names
+another), so several deployments, or every test, can share one database.
+``MIGRATIONS`` is the whole history: entry *n* takes a schema from version
+*n - 1* to *n*. A daemon applies what is missing at startup, under an
+advisory lock, so daemons starting together never race on a migration, and a
+daemon finding a schema newer than it knows refuses to start rather than
+write rows an older layout does not expect.
+
+Tables::
+
+    kv(key bytea PK, value bytea)            objects and indexes, keys as in store/keys.py
+    meta(id = 1, revision bigint)            the global revision; its row lock orders writers
+    events(revision, seq, payload)           the event log, pruned by retention
+    schema_version(version, applied_at)      which migrations ran
+
+``bytea`` compares like ``memcmp``, so key ranges and their order are LMDB's.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+
+from stigmer_core import errors
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE {s}.kv (key bytea PRIMARY KEY, value bytea NOT NULL)",
+        "CREATE TABLE {s}.meta (id integer PRIMARY KEY CHECK (id = 1), revision bigint NOT NULL)",
+        "INSERT INTO {s}.meta (id, revision) VALUES (1, 0)",
+        "CREATE TABLE {s}.events (revision bigint NOT NULL, seq integer NOT NULL, payload bytea NOT NULL,"
+        " PRIMARY KEY (revision, seq))",
+    ),
+)
+VERSION = len(MIGRATIONS)
+
+
+def check_schema_name(name: str) -> str:
+    """Schema names are spliced into SQL, so only plain lower-case identifiers pass."""
+    if not SCHEMA_NAME.match(name):
+        raise errors.StartupError(
+            f"schema name {name!r} is not usable: use lower-case letters, digits and '_' (at most 63)"
+        )
+    return name
+
+
+def migrate(conn: psycopg.Connection[object], schema: str) -> int:
+    """Bring ``schema`` to ``VERSION``; return the version it was at before."""
+    check_schema_name(schema)
+    lock_key = f"stigmer-schema:{schema}"
+    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock_key,))
+    try:
+        with conn.transaction():
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version'
+                " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            row = conn.execute(f'SELECT coalesce(max(version), 0) FROM "{schema}".schema_version').fetchone()
+        found = int(row[0]) if row else 0  # type: ignore[index]
+        if found > VERSION:
+            raise errors.StartupError(
+                f"schema {schema!r} is at version {found}, newer than this stigmer-core knows ({VERSION}): "
+                "upgrade stigmer-core"
+            )
+        for version in range(found + 1, VERSION + 1):
+            with conn.transaction():
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(statement.replace("{s}", f'"{schema}"'))
+                conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (%s)', (version,))
+        return found
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock_key,))

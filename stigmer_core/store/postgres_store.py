@@ -1,0 +1,650 @@
+"""The PostgreSQL engine: the same store, shared by several daemons.
+
+Writers are ordered by one row: a write transaction starts by locking the
+``meta`` row that holds the global revision (``SELECT ... FOR UPDATE``), so
+writers of every daemon run one at a time, each revision is handed out in
+commit order with no gap, READ COMMITTED reads see every earlier write, and
+``fn`` runs once. Sequences would not do: their values are not handed out in
+commit order, so a watcher could pass a revision that commits later.
+Readers take REPEATABLE READ, READ ONLY snapshots and never wait for writers.
+
+Group commit, as in the LMDB engine: the first caller to find no commit in
+progress in this daemon leads, runs every queued caller's ``fn`` under a
+SAVEPOINT of one transaction (a caller whose ``fn`` raises is rolled back to
+its savepoint alone) and commits once, so many callers share one lock hold
+and one durable commit. A lone caller pays no savepoint.
+
+A commit that allocated a revision sends ``NOTIFY`` with the revision (never
+the object: payloads are capped at 8,000 bytes) inside its transaction, so
+the notice goes out exactly when the commit is visible. Every daemon keeps a
+dedicated listener connection (a connection waiting on LISTEN cannot serve
+queries) that wakes ``wait_for_revision``; after reconnecting it reads the
+revision once, so a commit made while it was away is not missed.
+
+Faults: a database that is down, restarting or too slow answers
+``errors.Unavailable`` (UNAVAILABLE) saying so; the pool drops broken
+connections and opens new ones by itself. A write is acknowledged only after
+its COMMIT returned; a connection lost during COMMIT is reported as
+unavailable with the outcome unknown, never as success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+import psycopg
+import psycopg_pool
+from psycopg import errors as pg_errors
+
+from stigmer_core import errors
+from stigmer_core.store import keys
+from stigmer_core.store.postgres_schema import check_schema_name, migrate
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENT_RETENTION = 100_000
+DEFAULT_CONNECT_TIMEOUT = 5
+_CONFLICT_ATTEMPTS = 5
+
+
+@attrs.frozen
+class PostgresSettings:
+    """How a daemon uses its database; each is a query parameter of the store URL.
+
+    In ``postgresql://user@host/db?sslmode=require&schema=team&pool_max=32``
+    the parameters named below are the daemon's and are taken out; the rest
+    (``sslmode``, ``connect_timeout``...) go to libpq as they are.
+    """
+
+    conninfo: str
+    schema: str = "stigmer"
+    """Schema holding every table; one per deployment sharing a database."""
+    pool_min: int = 2
+    """Connections kept open while idle."""
+    pool_max: int = 16
+    """Most connections one daemon opens (the server's max_connections is shared by every daemon)."""
+    pool_timeout: float = 5.0
+    """Seconds a call waits for a free (or reconnected) connection before UNAVAILABLE."""
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    """Seconds to establish one connection (libpq's ``connect_timeout``)."""
+    statement_timeout_ms: int = 30_000
+    """A statement (or a writer waiting for the revision lock) running longer fails UNAVAILABLE."""
+    scan_page: int = 256
+    """Rows fetched per round trip of a range scan; a scan never loads a whole kind."""
+    max_batch: int = 64
+    """Most callers' writes one daemon commits in one transaction (group commit)."""
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresSettings:
+        parts = urlsplit(url)
+        values: dict[str, Any] = {}
+        libpq: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in _URL_SETTINGS:
+                kind = _URL_SETTINGS[name]
+                values[name] = value if kind is str else _number(name, value, kind)
+            else:
+                libpq.append((name, value))
+        timeouts = [_number(n, v, int) for n, v in libpq if n == "connect_timeout"]
+        connect_timeout = timeouts[-1] if timeouts else DEFAULT_CONNECT_TIMEOUT
+        if not timeouts:  # libpq's own default is to wait forever
+            libpq.append(("connect_timeout", str(connect_timeout)))
+        conninfo = urlunsplit(parts._replace(query=urlencode(libpq)))
+        settings = cls(conninfo=conninfo, connect_timeout=connect_timeout, **values)
+        check_schema_name(settings.schema)
+        if settings.pool_min < 1 or settings.pool_max < settings.pool_min:
+            raise errors.StartupError("store URL: need 1 <= pool_min <= pool_max")
+        return settings
+
+
+_URL_SETTINGS: dict[str, type] = {
+    "schema": str,
+    "pool_min": int,
+    "pool_max": int,
+    "pool_timeout": float,
+    "statement_timeout_ms": int,
+    "scan_page": int,
+    "max_batch": int,
+}
+
+
+def _number(name: str, value: str, kind: type) -> Any:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise errors.StartupError(f"store URL: {name}={value!r} is not a number") from None
+    if number <= 0:
+        raise errors.StartupError(f"store URL: {name} must be positive")
+    return number
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return urlunsplit(parts._replace(query=""))
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc, query=""))
+
+
+class _Retry(Exception):
+    """A conflict PostgreSQL resolved by aborting us: run ``fn`` again."""
+
+
+def _translate(exc: psycopg.Error) -> Exception:
+    if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
+        return _Retry(str(exc))
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return errors.Unavailable(f"the database did not answer in time ({exc.diag.message_primary or exc})")
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return errors.Unavailable("the database is unreachable: no connection could be opened in time")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return errors.Unavailable(f"the database is unreachable: {detail}")
+    return exc  # anything else is a bug in this engine: let it surface as one
+
+
+class _Reader:
+    """A snapshot on one pooled connection; the transaction begins with the first query."""
+
+    __slots__ = ("_began", "_conn", "_held", "_store")
+
+    _BEGIN = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
+        self._store = store
+        self._conn = conn
+        self._held = True
+        self._began = False
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._held:
+            self._store._release(self._conn, self._began)
+
+    def _rows(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            if self._began:
+                return self._conn.execute(query, params).fetchall()
+            try:
+                with self._conn.pipeline():
+                    self._conn.execute(self._BEGIN)
+                    cur = self._conn.execute(query, params)
+            except psycopg.OperationalError:
+                if not self._conn.broken:
+                    raise
+                # a pooled connection that died while idle (a database restart): take a fresh one once
+                self._store._pool.putconn(self._conn)
+                self._held = False
+                self._conn = self._store._replace_broken()
+                self._held = True
+                with self._conn.pipeline():
+                    self._conn.execute(self._BEGIN)
+                    cur = self._conn.execute(query, params)
+            self._began = True
+            return cur.fetchall()
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    @property
+    def revision(self) -> int:
+        rows = self._rows(self._store._sql_revision, ())
+        return int(rows[0][0])
+
+    def get(self, key: bytes) -> bytes | None:
+        rows = self._rows(self._store._sql_get, (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Keys in byte order, as LMDB would list them: the revision and the event
+        log live in tables of their own but appear under ``m/revision`` and ``e/``."""
+        extra: list[Iterator[tuple[bytes, bytes]]] = []
+        if keys.EVENTS.startswith(prefix) or prefix.startswith(keys.EVENTS):
+            extra.append(self._event_entries(prefix, after))
+        if keys.REVISION.startswith(prefix) and after < keys.REVISION:
+            extra.append(iter([(keys.REVISION, self.revision.to_bytes(8, "big"))]))
+        if extra:
+            yield from heapq.merge(self._scan_kv(prefix, after), *extra)
+        else:
+            yield from self._scan_kv(prefix, after)
+
+    def _event_entries(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
+        store = self._store
+        revision, seq = 0, -1
+        page = store.settings.scan_page
+        while True:
+            rows = self._rows(store._sql_events, (revision, revision, seq, page))
+            for rev, row_seq, payload in rows:
+                key = keys.event_key(int(rev), int(row_seq))
+                if key.startswith(prefix) and key > after:
+                    yield key, bytes(payload)
+            if len(rows) < page:
+                return
+            revision, seq = int(rows[-1][0]), int(rows[-1][1])
+
+    def _scan_kv(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
+        store = self._store
+        end = _prefix_end(prefix)
+        start, inclusive = (after, False) if after and after >= prefix else (prefix, True)
+        page = store.settings.scan_page
+        while True:
+            if end is None:
+                query = store._sql_scan_from_ge if inclusive else store._sql_scan_from_gt
+                rows = self._rows(query, (start, page))
+            else:
+                query = store._sql_scan_ge if inclusive else store._sql_scan_gt
+                rows = self._rows(query, (start, end, page))
+            for key, value in rows:
+                yield bytes(key), bytes(value)
+            if len(rows) < page:
+                return
+            start, inclusive = bytes(rows[-1][0]), False
+
+    def events(self, after_revision: int) -> Iterator[tuple[int, bytes]]:
+        store = self._store
+        revision, seq = after_revision + 1, -1
+        page = store.settings.scan_page
+        while True:
+            rows = self._rows(store._sql_events, (revision, revision, seq, page))
+            for rev, _, payload in rows:
+                yield int(rev), bytes(payload)
+            if len(rows) < page:
+                return
+            revision, seq = int(rows[-1][0]), int(rows[-1][1])
+
+    def oldest_event_revision(self) -> int:
+        rows = self._rows(self._store._sql_oldest_event, ())
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+class _Writer(_Reader):
+    """Inside a READ COMMITTED transaction that holds the revision row lock."""
+
+    __slots__ = ("_base", "_callbacks", "_revision", "_seq")
+
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int) -> None:
+        super().__init__(store, conn)
+        self._began = True
+        self._base = base
+        self._revision = 0
+        self._seq = 0
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def revision(self) -> int:
+        return self._revision or self._base
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._rows_none(self._store._sql_put, (key, value))
+
+    def delete(self, key: bytes) -> bool:
+        try:
+            cur = self._conn.execute(self._store._sql_delete, (key,))
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+        return cur.rowcount > 0
+
+    def _rows_none(self, query: bytes, params: tuple[Any, ...]) -> None:
+        try:
+            self._conn.execute(query, params)
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    def write_revision(self) -> int:
+        if not self._revision:
+            self._revision = self._base + 1
+        return self._revision
+
+    def append_event(self, payload: bytes) -> int:
+        revision = self.write_revision()
+        if self._seq == 0:
+            through = revision - self._store.event_retention
+            self._rows_none(self._store._sql_prune_and_append, (through, revision, self._seq, payload))
+        else:
+            self._rows_none(self._store._sql_append, (revision, self._seq, payload))
+        self._seq += 1
+        return revision
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key starting with ``prefix`` (None: no bound)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+class PostgresStore:
+    """Store in the tables of one schema of a PostgreSQL database (see ``PostgresSettings``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durable: bool = True,
+        event_retention: int = DEFAULT_EVENT_RETENTION,
+        settings: PostgresSettings | None = None,
+    ) -> None:
+        self.settings = settings or PostgresSettings.from_url(url)
+        self.url = redact_url(url)
+        self.event_retention = event_retention
+        s = f'"{self.settings.schema}"'
+        self.schema = self.settings.schema
+        self.channel = f"stigmer_{self.schema}"[:63]
+        self._sql_revision = f"SELECT revision FROM {s}.meta WHERE id = 1".encode()
+        self._sql_lock_revision = f"SELECT revision FROM {s}.meta WHERE id = 1 FOR UPDATE".encode()
+        self._sql_set_revision = f"UPDATE {s}.meta SET revision = %s WHERE id = 1".encode()
+        self._sql_get = f"SELECT value FROM {s}.kv WHERE key = %s".encode()
+        self._sql_scan_ge = f"SELECT key, value FROM {s}.kv WHERE key >= %s AND key < %s ORDER BY key LIMIT %s".encode()
+        self._sql_scan_gt = f"SELECT key, value FROM {s}.kv WHERE key > %s AND key < %s ORDER BY key LIMIT %s".encode()
+        self._sql_scan_from_ge = f"SELECT key, value FROM {s}.kv WHERE key >= %s ORDER BY key LIMIT %s".encode()
+        self._sql_scan_from_gt = f"SELECT key, value FROM {s}.kv WHERE key > %s ORDER BY key LIMIT %s".encode()
+        self._sql_put = (
+            f"INSERT INTO {s}.kv (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        ).encode()
+        self._sql_delete = f"DELETE FROM {s}.kv WHERE key = %s".encode()
+        self._sql_events = (
+            f"SELECT revision, seq, payload FROM {s}.events WHERE revision >= %s AND (revision, seq) > (%s, %s)"
+            " ORDER BY revision, seq LIMIT %s"
+        ).encode()
+        self._sql_oldest_event = f"SELECT min(revision) FROM {s}.events".encode()
+        self._sql_append = f"INSERT INTO {s}.events (revision, seq, payload) VALUES (%s, %s, %s)".encode()
+        self._sql_prune_and_append = (
+            f"WITH pruned AS (DELETE FROM {s}.events WHERE revision <= %s)"
+            f" INSERT INTO {s}.events (revision, seq, payload) VALUES (%s, %s, %s)"
+        ).encode()
+        options = (
+            f"-c statement_timeout={self.settings.statement_timeout_ms}"
+            f" -c idle_in_transaction_session_timeout={self.settings.statement_timeout_ms}"
+        )
+        if not durable:
+            options += " -c synchronous_commit=off"
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "options": options,
+            "application_name": "stigmer",
+        }
+        try:
+            with psycopg.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
+                migrate(conn, self.schema)
+                row = conn.execute(self._sql_revision).fetchone()
+        except psycopg.OperationalError as exc:
+            raise errors.StartupError(f"cannot reach the database at {self.url}: {str(exc).strip()}") from exc
+        except psycopg.Error as exc:  # e.g. a role that may not create the schema
+            raise errors.StartupError(
+                f"cannot create or migrate schema {self.schema!r} at {self.url}: {str(exc).strip()}"
+            ) from exc
+        self._revision = int(row[0]) if row else 0
+        self._revision_cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._in_flight = 0
+        self._drained = threading.Condition(self._mutex)
+        self._queue: list[_Pending] = []
+        self._leading = False
+        self._closed = False
+        self._stop = threading.Event()
+        self.commits = 0
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
+            self.settings.conninfo,
+            kwargs=self._connect_kwargs,
+            min_size=self.settings.pool_min,
+            max_size=self.settings.pool_max,
+            timeout=self.settings.pool_timeout,
+            reconnect_timeout=max(self.settings.pool_timeout * 2, 10.0),
+            name=f"stigmer-{self.schema}",
+            open=False,
+        )
+        self._pool.open(wait=False)
+        self._listener = threading.Thread(target=self._listen, name=f"stigmer-listen-{self.schema}", daemon=True)
+        self._listener.start()
+
+    # -- connections ---------------------------------------------------------
+    def _acquire(self) -> psycopg.Connection[Any]:
+        if self._closed:
+            raise errors.Unavailable("the store is closed")
+        try:
+            return self._pool.getconn()
+        except psycopg_pool.PoolClosed:
+            raise errors.Unavailable("the store is closed") from None
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    def _release(self, conn: psycopg.Connection[Any], in_transaction: bool) -> None:
+        if in_transaction and not conn.broken:
+            with contextlib.suppress(psycopg.Error):  # the pool discards a broken connection on return
+                conn.execute(b"ROLLBACK")
+        self._pool.putconn(conn)
+
+    def _replace_broken(self) -> psycopg.Connection[Any]:
+        """A fresh connection once a broken one was returned: check the idle ones
+        first, since after a database restart they are all dead."""
+        self._pool.check()
+        return self._acquire()
+
+    # -- reads -------------------------------------------------------------
+    def read(self) -> _Reader:
+        return _Reader(self, self._acquire())
+
+    # -- writes ------------------------------------------------------------
+    def transact(self, fn: Callable[[Any], T]) -> T:
+        pending = _Pending(fn)
+        with self._mutex:
+            if self._closed:
+                raise errors.Unavailable("the store is closed")
+            self._in_flight += 1
+            self._queue.append(pending)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+        try:
+            if not lead:
+                pending.wake.acquire()  # answered, or handed the leader role
+            if not pending.done:
+                self._lead(pending)
+        finally:
+            with self._mutex:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._drained.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        for callback in pending.callbacks:
+            callback()
+        result: T = pending.result
+        return result
+
+    def _lead(self, own: _Pending) -> None:
+        """Commit batches until ``own`` is done, then hand the role to the next waiter."""
+        try:
+            while not own.done:
+                with self._mutex:
+                    batch = self._queue[: self.settings.max_batch]
+                    del self._queue[: self.settings.max_batch]
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    for pending in batch:
+                        pending.done = True
+                        if pending is not own:
+                            pending.wake.release()
+        finally:
+            with self._mutex:
+                if self._queue:
+                    self._queue[0].wake.release()
+                else:
+                    self._leading = False
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        fresh_connection_tried = False
+        for _ in range(_CONFLICT_ATTEMPTS):
+            try:
+                self._run_batch(batch)
+                return
+            except _Retry:
+                continue
+            except _StaleConnection:
+                if fresh_connection_tried:
+                    error: BaseException = errors.Unavailable("the database is unreachable: the connection broke")
+                    break
+                fresh_connection_tried = True
+                self._pool.check()
+            except BaseException as exc:  # nobody's write landed
+                error = _translate(exc) if isinstance(exc, psycopg.Error) else exc
+                break
+        else:
+            error = errors.Unavailable("the database kept aborting this write as a conflict; try again")
+        for pending in batch:
+            pending.error = pending.error or error
+            pending.result = None
+            pending.callbacks = []
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch: each caller's ``fn`` under a savepoint of its own."""
+        conn = self._acquire()
+        try:
+            try:
+                with conn.pipeline():
+                    conn.execute(b"BEGIN")
+                    cur = conn.execute(self._sql_lock_revision)
+                row = cur.fetchone()
+            except psycopg.OperationalError as exc:
+                if conn.broken and not isinstance(exc, pg_errors.QueryCanceled):
+                    raise _StaleConnection from exc  # nothing ran: safe to start over on another connection
+                raise
+            assert row is not None
+            base = revision = int(row[0])
+            shared = len(batch) > 1
+            for pending in batch:
+                pending.error = None
+                pending.result = None
+                pending.callbacks = []
+                if shared:
+                    conn.execute(b"SAVEPOINT stigmer_call")
+                writer = _Writer(self, conn, revision)
+                try:
+                    pending.result = pending.fn(writer)
+                except Exception as exc:
+                    if conn.broken or isinstance(exc, _Retry):
+                        raise
+                    conn.execute(b"ROLLBACK TO SAVEPOINT stigmer_call" if shared else b"ROLLBACK")
+                    pending.error = exc
+                    continue
+                revision = writer._revision or revision
+                pending.callbacks = writer._callbacks
+            if not shared and batch[0].error is not None:
+                return  # rolled back already: nothing to commit
+            try:
+                with conn.pipeline():
+                    if revision != base:
+                        conn.execute(self._sql_set_revision, (revision,))
+                        conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
+                    conn.execute(b"COMMIT")
+            except psycopg.Error as exc:
+                if conn.broken:
+                    raise errors.Unavailable(
+                        "the database connection broke while committing; the write may or may not have been applied"
+                    ) from exc
+                raise
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(b"ROLLBACK")
+            raise
+        finally:
+            self._pool.putconn(conn)
+        self.commits += 1
+        if revision != base:
+            self._advance(revision)
+
+    # -- revisions -----------------------------------------------------------
+    def _advance(self, revision: int) -> None:
+        with self._revision_cond:
+            if revision > self._revision:
+                self._revision = revision
+                self._revision_cond.notify_all()
+
+    def _listen(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
+                    conn.execute(f'LISTEN "{self.channel}"'.encode())
+                    row = conn.execute(self._sql_revision).fetchone()  # what was committed while away
+                    if row:
+                        self._advance(int(row[0]))
+                    backoff = 0.05
+                    while not self._stop.is_set():
+                        for notice in conn.notifies(timeout=5.0):
+                            if notice.payload.isdigit():
+                                self._advance(int(notice.payload))
+                            if self._stop.is_set():
+                                return
+            except psycopg.Error as exc:
+                log.debug("store listener lost its connection: %s", exc)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def wait_for_revision(self, after: int, timeout: float) -> int:
+        with self._revision_cond:
+            if self._revision <= after and not self._closed:
+                self._revision_cond.wait(timeout)
+            return self._revision
+
+    # -- lifecycle -----------------------------------------------------------
+    def close(self) -> None:
+        """Refuse new writes, let the ones in flight commit, then close every connection."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            while self._in_flight:
+                self._drained.wait()
+        self._stop.set()
+        try:  # wake the listener now rather than at its next timeout
+            with self._pool.connection(timeout=1.0) as conn:
+                conn.execute(b"SELECT pg_notify(%s, 'closing')", (self.channel,))
+        except (psycopg.Error, psycopg_pool.PoolClosed):
+            pass
+        self._listener.join(timeout=6.0)
+        self._pool.close()
+        with self._revision_cond:
+            self._revision_cond.notify_all()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _StaleConnection(Exception):
+    """The pooled connection was dead before the transaction began."""
+
+
+class _Pending:
+    """One caller's write. ``wake`` is held until the caller is answered or
+    made the next leader, so a commit wakes exactly the callers it served."""
+
+    __slots__ = ("callbacks", "done", "error", "fn", "result", "wake")
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.callbacks: list[Callable[[], None]] = []
+        self.wake = threading.Lock()
+        self.wake.acquire()

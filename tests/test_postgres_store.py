@@ -1,0 +1,316 @@
+"""The PostgreSQL engine on its own: the Store protocol as LMDB keeps it, its
+schema migrations, and what callers see while the database is down."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from stigmer_core import Application, errors
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.server import Server
+from stigmer_core.store import WriteTxn
+from stigmer_core.store.postgres_schema import VERSION
+from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore
+from stigmer_core.testing import postgres
+
+
+@pytest.fixture
+def store(stigmer_postgres_store_url: str) -> Iterator[PostgresStore]:
+    with PostgresStore(f"{stigmer_postgres_store_url}&scan_page=3", durable=False, event_retention=10) as opened:
+        yield opened
+
+
+def test_revisions_count_up_and_a_failed_fn_leaves_nothing(store: PostgresStore) -> None:
+    def write(txn: WriteTxn) -> int:
+        txn.put(b"k/a", b"1")
+        return txn.write_revision()
+
+    assert [store.transact(write), store.transact(write)] == [1, 2]
+
+    def fails(txn: WriteTxn) -> None:
+        txn.put(b"k/b", b"never")
+        txn.append_event(b"never")
+        raise errors.Conflict("stale")
+
+    with pytest.raises(errors.Conflict):
+        store.transact(fails)
+    with store.read() as txn:
+        assert txn.revision == 2
+        assert txn.get(b"k/b") is None
+        assert txn.get(b"k/a") == b"1"
+        assert list(txn.events(0)) == []
+    assert store.transact(lambda txn: txn.delete(b"k/a")) is True
+    assert store.transact(lambda txn: txn.delete(b"k/a")) is False
+
+
+def test_callers_sharing_a_commit_fail_alone_and_revisions_stay_gapless(store: PostgresStore) -> None:
+    results: dict[int, object] = {}
+    barrier = threading.Barrier(16)
+
+    def caller(i: int) -> None:
+        def fn(txn: WriteTxn) -> int:
+            txn.put(b"k/%02d" % i, b"v")
+            revision = txn.append_event(b"%d" % i)
+            if i % 3 == 0:
+                raise errors.Conflict(f"caller {i} gives up")
+            return revision
+
+        barrier.wait(timeout=30)
+        try:
+            results[i] = store.transact(fn)
+        except errors.Conflict as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    failed = sorted(i for i, r in results.items() if isinstance(r, errors.Conflict))
+    assert failed == [i for i in range(16) if i % 3 == 0]
+    committed = sorted(r for r in results.values() if isinstance(r, int))
+    assert committed == list(range(1, 17 - len(failed)))
+    with store.read() as txn:
+        assert txn.revision == len(committed)
+        assert sorted(k for k, _ in txn.scan(b"k/")) == sorted(b"k/%02d" % i for i in range(16) if i % 3)
+        assert [rev for rev, _ in txn.events(0)] == committed
+
+
+def test_scan_pages_through_a_range_in_byte_order(store: PostgresStore) -> None:
+    keys = [b"o/a/" + bytes([b]) for b in (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)] + [b"o/a/\xff\xff", b"o/a0", b"o/b/1"]
+
+    def fill(txn: WriteTxn) -> None:
+        for key in reversed(keys):
+            txn.put(key, key)
+
+    store.transact(fill)
+    in_range = sorted(k for k in keys if k.startswith(b"o/a/"))
+    with store.read() as txn:  # scan_page=3: more rows than one page
+        assert [k for k, _ in txn.scan(b"o/a/")] == in_range
+        assert [k for k, _ in txn.scan(b"o/a/", after=in_range[2])] == in_range[3:]
+        assert [k for k, v in txn.scan(b"o/a/\xff")] == [b"o/a/\xff", b"o/a/\xff\xff"]
+        assert [k for k, _ in txn.scan(b"o/")] == sorted(keys)
+
+
+def test_events_are_retained_by_count_like_lmdb(store: PostgresStore) -> None:
+    for i in range(25):
+        store.transact(lambda txn, i=i: (txn.append_event(b"%d" % i), txn.append_event(b"second")))
+    with store.read() as txn:
+        assert txn.oldest_event_revision() == 16
+        revisions = [rev for rev, _ in txn.events(0)]
+        assert revisions == [rev for rev in range(16, 26) for _ in (0, 1)]
+        assert [rev for rev, _ in txn.events(20)][::2] == list(range(21, 26))
+        scanned = [k for k, _ in txn.scan(b"e/")]
+        assert len(scanned) == 20 and scanned == sorted(scanned)
+
+
+def test_a_snapshot_does_not_see_later_commits(store: PostgresStore) -> None:
+    store.transact(lambda txn: txn.put(b"k/1", b"old"))
+    with store.read() as snapshot:
+        assert snapshot.get(b"k/1") == b"old"
+        store.transact(lambda txn: txn.put(b"k/1", b"new"))
+        assert snapshot.get(b"k/1") == b"old"
+    with store.read() as fresh:
+        assert fresh.get(b"k/1") == b"new"
+
+
+def test_another_store_on_the_schema_wakes_waiters_and_sees_the_write(
+    store: PostgresStore, stigmer_postgres_store_url: str
+) -> None:
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as other:
+        woke: list[int] = []
+        waiter = threading.Thread(target=lambda: woke.append(other.wait_for_revision(0, 30)))
+        waiter.start()
+        store.transact(lambda txn: (txn.put(b"k/x", b"1"), txn.append_event(b"ev")))
+        waiter.join(timeout=30)
+        assert woke == [1]
+        with other.read() as txn:
+            assert txn.get(b"k/x") == b"1"
+            assert list(txn.events(0)) == [(1, b"ev")]
+
+
+def test_writers_of_two_stores_get_distinct_gapless_revisions(
+    store: PostgresStore, stigmer_postgres_store_url: str
+) -> None:
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as other:
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def writer(engine: PostgresStore) -> None:
+            for _ in range(20):
+                revision = engine.transact(lambda txn: txn.append_event(b"x"))
+                with lock:
+                    got.append(revision)
+
+        threads = [threading.Thread(target=writer, args=(e,)) for e in (store, other, store, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(got) == list(range(1, 81))
+
+
+def test_a_writer_kept_waiting_past_the_statement_timeout_answers_unavailable(
+    store: PostgresStore, stigmer_postgres_store_url: str
+) -> None:
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    with (
+        PostgresStore(f"{stigmer_postgres_store_url}&statement_timeout_ms=200", durable=False) as impatient,
+        psycopg.connect(settings.conninfo) as holder,
+    ):
+        holder.execute(f'SELECT revision FROM "{settings.schema}".meta WHERE id = 1 FOR UPDATE'.encode())
+        with pytest.raises(errors.Unavailable, match="did not answer in time"):
+            impatient.transact(lambda txn: txn.put(b"k/late", b"1"))
+        holder.rollback()
+        impatient.transact(lambda txn: txn.put(b"k/late", b"2"))
+    with store.read() as txn:
+        assert txn.get(b"k/late") == b"2"
+
+
+def test_close_lets_writes_in_flight_commit_and_refuses_new_ones(stigmer_postgres_store_url: str) -> None:
+    closing = PostgresStore(stigmer_postgres_store_url, durable=False)
+    inside = threading.Event()
+    release = threading.Event()
+    results: list[int] = []
+
+    def slow(txn: WriteTxn) -> int:
+        inside.set()
+        release.wait(timeout=30)
+        txn.put(b"k/slow", b"1")
+        return txn.append_event(b"slow")
+
+    writer = threading.Thread(target=lambda: results.append(closing.transact(slow)))
+    writer.start()
+    assert inside.wait(timeout=30)
+    closer = threading.Thread(target=closing.close)
+    closer.start()
+    closer.join(timeout=0.2)
+    assert closer.is_alive(), "close waits for the write in flight"
+    release.set()
+    writer.join(timeout=30)
+    closer.join(timeout=30)
+    assert results == [1]
+    with pytest.raises(errors.Unavailable, match="closed"):
+        closing.transact(lambda txn: None)
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as again, again.read() as txn:
+        assert txn.get(b"k/slow") == b"1"
+
+
+def test_the_schema_is_versioned_and_a_newer_one_is_refused(stigmer_postgres_store_url: str) -> None:
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    PostgresStore(stigmer_postgres_store_url).close()
+    PostgresStore(stigmer_postgres_store_url).close()  # a second start migrates nothing
+    with psycopg.connect(settings.conninfo, autocommit=True) as conn:
+        versions = conn.execute(f'SELECT version FROM "{settings.schema}".schema_version'.encode()).fetchall()
+        assert [v for (v,) in versions] == list(range(1, VERSION + 1))
+        conn.execute(f'INSERT INTO "{settings.schema}".schema_version (version) VALUES (%s)'.encode(), (VERSION + 1,))
+    with pytest.raises(errors.StartupError, match="newer than this stigmer-core knows"):
+        PostgresStore(stigmer_postgres_store_url)
+
+
+def test_bad_settings_and_an_unreachable_database_fail_at_startup(stigmer_postgres_store_url: str) -> None:
+    with pytest.raises(errors.StartupError, match="schema name"):
+        PostgresSettings.from_url("postgresql://127.0.0.1/db?schema=Robert%27%3B")
+    with pytest.raises(errors.StartupError, match="pool_max"):
+        PostgresSettings.from_url("postgresql://127.0.0.1/db?pool_max=zero")
+    port = postgres._free_port()
+    with pytest.raises(errors.StartupError, match="cannot reach the database") as caught:
+        PostgresStore(f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres?connect_timeout=2")
+    assert "hunter2" not in str(caught.value), "the password stays out of messages"
+
+
+def test_a_role_that_may_not_create_the_schema_fails_at_startup_saying_so(stigmer_postgres_url: str) -> None:
+    if os.environ.get(postgres.URL_ENV):
+        pytest.skip("logs in as a new role without a password: needs the throwaway (trust) server")
+    role = f"r_{uuid.uuid4().hex[:12]}"
+    admin = PostgresSettings.from_url(stigmer_postgres_url).conninfo
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN".encode())
+    try:
+        url = stigmer_postgres_url.replace("postgresql://postgres@", f"postgresql://{role}@")
+        with pytest.raises(errors.StartupError, match="cannot create or migrate schema 'stigmer'"):
+            PostgresStore(url)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}".encode())
+
+
+def _agent(i: int) -> agent_pb2.Agent:
+    return agent_pb2.Agent(
+        metadata=metadata_pb2.ApiResourceMetadata(name=f"load {i}"), spec=agent_pb2.AgentSpec(description=str(i))
+    )
+
+
+def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp_path: Path) -> None:
+    """A server of its own, stopped mid-load: no INTERNAL, no daemon restart, no acknowledged write lost."""
+    if "postgresql" not in postgres.selected_engines():
+        pytest.skip(f"{postgres.ENGINES_ENV} leaves out postgresql")
+    if postgres.find_binaries() is None:
+        if postgres.required():
+            pytest.fail("CI needs PostgreSQL server binaries for the restart test")
+        pytest.skip("no PostgreSQL server binaries to stop and restart (install Debian's postgresql)")
+    pg = postgres.start_server()
+    app = None
+    server = None
+    watcher = None
+    try:
+        url = f"{pg.url}?schema=faults&pool_timeout=1&connect_timeout=1&statement_timeout_ms=5000"
+        app = Application.open(tmp_path / "data", store=url)
+        watcher = PostgresStore(url)  # another daemon's store: its listener must come back too
+        server = Server(app, "127.0.0.1:0", max_workers=8)
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        command = agent_grpc.AgentCommandControllerStub(channel)
+        query = agent_grpc.AgentQueryControllerStub(channel)
+        acknowledged: list[str] = []
+        for i in range(20):
+            acknowledged.append(command.create(_agent(i), timeout=10).metadata.id)
+
+        pg.stop()
+        codes = []
+        for i in range(20, 30):
+            try:
+                acknowledged.append(command.create(_agent(i), timeout=10).metadata.id)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+                assert "database" in (exc.details() or ""), exc.details()
+        assert set(codes) == {grpc.StatusCode.UNAVAILABLE}, codes
+        with pytest.raises(grpc.RpcError) as caught:
+            query.get(agent_pb2.AgentId(value=acknowledged[0]), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        pg.start()
+        recovered = None
+        for attempt in range(100):  # bounded: the pool reconnects in the background
+            try:
+                recovered = command.create(_agent(100 + attempt), timeout=10)
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                threading.Event().wait(0.1)
+        assert recovered is not None, "the daemon did not reconnect"
+        acknowledged.append(recovered.metadata.id)
+        woke_at = watcher.wait_for_revision(recovered.metadata.resource_version - 1, 30)
+        assert woke_at >= recovered.metadata.resource_version, "the other store's listener did not come back"
+        for object_id in acknowledged:
+            assert query.get(agent_pb2.AgentId(value=object_id), timeout=10).metadata.id == object_id
+        channel.close()
+    finally:
+        if server is not None:
+            server.stop(grace=1)
+        if app is not None:
+            app.close()
+        if watcher is not None:
+            watcher.close()
+        pg.destroy()

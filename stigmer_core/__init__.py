@@ -6,6 +6,7 @@ embedded LMDB store, on the network or in process.
 """
 
 from stigmer_core.application import Application
+from stigmer_core.auth.access import Access, Caller
 from stigmer_core.client import Client, connect
 from stigmer_core.errors import (
     AddressUnavailable,
@@ -31,9 +32,11 @@ from stigmer_core.pipeline import Phase, RequestContext, Step, step
 from stigmer_core.status import from_rpc_error
 
 __all__ = [
+    "Access",
     "AddressUnavailable",
     "AlreadyExists",
     "Application",
+    "Caller",
     "Client",
     "Conflict",
     "CustomOperation",

@@ -11,6 +11,8 @@ from pathlib import Path
 import grpc
 import pluggy
 
+from stigmer_core.auth import pages, tokens
+from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import build_handlers
 from stigmer_core.kinds.registry import build_registry
@@ -21,15 +23,35 @@ from stigmer_core.store.protocol import Store
 
 
 class Application:
+    """``require_auth``: calls that reach it over the network must carry an API
+    token (in-process calls without one are the local administrator either
+    way); ``token_cache_seconds`` bounds how long another server of a shared
+    store may keep accepting a token revoked elsewhere."""
+
     def __init__(
-        self, registry: Registry, store: Store, pm: pluggy.PluginManager | None = None, *, data_dir: Path | None = None
+        self,
+        registry: Registry,
+        store: Store,
+        pm: pluggy.PluginManager | None = None,
+        *,
+        data_dir: Path | None = None,
+        require_auth: bool = False,
+        token_cache_seconds: float = tokens.DEFAULT_CACHE_SECONDS,
     ) -> None:
         self.registry = registry
         self.store = store
         self.plugin_manager = pm
+        registry.extensions[pages.EXTENSION] = pages.PageTokens(pages.store_key(store))
+        self.authenticator = tokens.Authenticator(
+            registry, store, required=require_auth, cache_seconds=token_cache_seconds
+        )
+        registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:
             pm.hook.stigmer_configure(registry=registry, data_dir=data_dir)
-        self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(registry, store)
+        self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(
+            registry, store, self.authenticator
+        )
+        self.services.update(identity_handlers(self.authenticator))
 
     @classmethod
     def open(
@@ -39,12 +61,13 @@ class Application:
         pm: pluggy.PluginManager | None = None,
         durable: bool = True,
         default_org: str = "local",
+        require_auth: bool = False,
     ) -> Application:
         """Load every installed kind plugin (or ``pm``'s) over an LMDB store in ``data_dir``."""
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
         store = LmdbStore(data_dir, durable=durable)
-        return cls(registry, store, pm, data_dir=store.path)
+        return cls(registry, store, pm, data_dir=store.path, require_auth=require_auth)
 
     def channel(self) -> InProcessChannel:
         return InProcessChannel.from_services(self.services)

@@ -8,6 +8,7 @@ in-process channel serve exactly these handlers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -15,11 +16,15 @@ import grpc
 from google.protobuf.message import Message
 
 from stigmer_core import status
-from stigmer_core.errors import FieldViolation, InvalidArgument
+from stigmer_core.auth.access import LOCAL_ADMIN, Caller
+from stigmer_core.auth.tokens import Authenticator
+from stigmer_core.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.store.protocol import Store, WriteTxn
+
+log = logging.getLogger(__name__)
 
 
 class _Malformed:
@@ -45,11 +50,23 @@ def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | _Malformed]
 
 
 class Executor:
-    """Runs one binding's pipeline for one request."""
+    """Runs one binding's pipeline for one request, as the caller its metadata authenticates."""
 
-    def __init__(self, registry: Registry, store: Store) -> None:
+    def __init__(self, registry: Registry, store: Store, authenticator: Authenticator | None = None) -> None:
         self.registry = registry
         self.store = store
+        self.authenticator = authenticator
+
+    def caller(self, binding: MethodBinding, metadata: Sequence[tuple[str, Any]], peer: str) -> Caller:
+        """Who calls, and that its roles allow the method somewhere, before any step runs,
+        so a caller without the right learns nothing (not even what a valid request looks like)."""
+        if self.authenticator is None:
+            return LOCAL_ADMIN
+        caller = self.authenticator.caller(metadata, peer)
+        if not caller.can_anywhere(binding.access):
+            roles = ", ".join(f"{role} in {org}" for org, role in caller.roles.items()) or "no role"
+            raise PermissionDenied(f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}")
+        return caller
 
     def run(
         self,
@@ -58,7 +75,28 @@ class Executor:
         request: Message,
         metadata: Sequence[tuple[str, Any]] = (),
         active: Callable[[], bool] | None = None,
+        peer: str = "",
     ) -> Any:
+        try:
+            return self._run(kind, binding, request, metadata, active, peer)
+        except (Unauthenticated, PermissionDenied) as denied:
+            # One line, never the request: a token or a secret may be in it.
+            principal = _principal_of(metadata, peer, self.authenticator)
+            log.warning(
+                "denied: principal=%s method=%s status=%s", principal, binding.path, status.code_of(denied).name
+            )
+            raise
+
+    def _run(
+        self,
+        kind: KindRuntime,
+        binding: MethodBinding,
+        request: Message,
+        metadata: Sequence[tuple[str, Any]],
+        active: Callable[[], bool] | None,
+        peer: str,
+    ) -> Any:
+        caller = self.caller(binding, metadata, peer)
         ctx = RequestContext(
             kind=kind,
             registry=self.registry,
@@ -66,6 +104,9 @@ class Executor:
             request=request,
             metadata=metadata,
             engine=self.store,
+            principal=caller.principal,
+            caller=caller,
+            access=binding.access,
         )
         if active is not None:
             ctx.active = active
@@ -77,7 +118,7 @@ class Executor:
             def body(txn: WriteTxn) -> Any:
                 ctx.reset_transaction_state()
                 ctx.operation = binding.operation
-                ctx.resources = resources = Resources(txn, self.registry)
+                ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
                 for run_step in pipeline.run_txn:
                     run_step(ctx)
                 resources.publish()  # whatever a custom pipeline wrote without a publish step
@@ -86,13 +127,24 @@ class Executor:
             response = self.store.transact(body)
         else:
             with self.store.read() as txn:
-                ctx.resources = Resources(txn, self.registry)
+                ctx.resources = Resources(txn, self.registry, caller=caller, access=binding.access)
                 for run_step in pipeline.run_txn:
                     run_step(ctx)
                 response = ctx.response
         if response is None:
             raise RuntimeError(f"pipeline of {binding.path} produced no response")
         return response
+
+
+def _principal_of(metadata: Sequence[tuple[str, Any]], peer: str, authenticator: Authenticator | None) -> str:
+    """How a denied call's log line names its caller, without ever printing a token."""
+    if authenticator is None:
+        return "local"
+    try:
+        return authenticator.caller(metadata, peer).principal
+    except (Unauthenticated, PermissionDenied):
+        has_token = any(key == "authorization" for key, _ in metadata)
+        return "(invalid token)" if has_token else f"(anonymous {peer or 'caller'})"
 
 
 def _malformed(binding: MethodBinding, request: _Malformed) -> InvalidArgument:
@@ -104,6 +156,8 @@ def _malformed(binding: MethodBinding, request: _Malformed) -> InvalidArgument:
 
 def _handler(executor: Executor, kind: KindRuntime, binding: MethodBinding) -> grpc.RpcMethodHandler:
     run = executor.run
+    auth = executor.authenticator
+    needs_peer = auth is not None and auth.required  # who is on the other end matters only then
     request_deserializer = _deserializer(binding.request_cls)
     response_serializer = binding.response_cls.SerializeToString
 
@@ -113,7 +167,8 @@ def _handler(executor: Executor, kind: KindRuntime, binding: MethodBinding) -> g
             if isinstance(request, _Malformed):
                 status.abort(context, _malformed(binding, request))
             try:
-                yield from run(kind, binding, request, context.invocation_metadata(), context.is_active)
+                peer = context.peer() if needs_peer else ""
+                yield from run(kind, binding, request, context.invocation_metadata(), context.is_active, peer)
             except Exception as exc:
                 status.abort(context, exc)
 
@@ -125,7 +180,8 @@ def _handler(executor: Executor, kind: KindRuntime, binding: MethodBinding) -> g
         if isinstance(request, _Malformed):
             status.abort(context, _malformed(binding, request))
         try:
-            response: Message = run(kind, binding, request, context.invocation_metadata())
+            peer = context.peer() if needs_peer else ""
+            response: Message = run(kind, binding, request, context.invocation_metadata(), None, peer)
             return response
         except Exception as exc:
             status.abort(context, exc)
@@ -135,9 +191,11 @@ def _handler(executor: Executor, kind: KindRuntime, binding: MethodBinding) -> g
     )
 
 
-def build_handlers(registry: Registry, store: Store) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+def build_handlers(
+    registry: Registry, store: Store, authenticator: Authenticator | None = None
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """service full name -> method name -> handler, for every kind."""
-    executor = Executor(registry, store)
+    executor = Executor(registry, store, authenticator)
     services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for kind in registry.kinds:
         for path, binding in kind.methods.items():

@@ -21,17 +21,19 @@ RESOURCE_EVENT_TYPE_UPDATED: ResourceEventType
 RESOURCE_EVENT_TYPE_DELETED: ResourceEventType
 
 class ResourceEvent(_message.Message):
-    __slots__ = ("revision", "type", "kind", "id", "object", "time")
+    __slots__ = ("revision", "type", "kind", "id", "object", "time", "principal")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     revision: int
     type: ResourceEventType
     kind: str
     id: str
     object: bytes
     time: _timestamp_pb2.Timestamp
-    def __init__(self, revision: _Optional[int] = ..., type: _Optional[_Union[ResourceEventType, str]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., object: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    principal: str
+    def __init__(self, revision: _Optional[int] = ..., type: _Optional[_Union[ResourceEventType, str]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., object: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., principal: _Optional[str] = ...) -> None: ...

@@ -27,7 +27,7 @@ from stigmer_core.store.protocol import Store, WriteTxn
 
 KEY = b"m/auth/page-key"
 EXTENSION = "stigmer.auth.pages"
-_MAC_BYTES = 16
+MAC_BYTES = 16
 
 
 def _ensure_key(txn: WriteTxn) -> bytes:
@@ -65,7 +65,7 @@ class PageTokens:
 
     def _mac(self, kind: str, fingerprint: bytes, payload: bytes) -> bytes:
         mac = hmac.new(self._key, kind.encode() + b"\0" + fingerprint + b"\0" + payload, hashlib.sha256)
-        return mac.digest()[:_MAC_BYTES]
+        return mac.digest()[:MAC_BYTES]
 
     def seal(self, kind: str, fingerprint: bytes, org: str, inner: str) -> str:
         payload = org.encode() + b"\0" + inner.encode()
@@ -78,8 +78,8 @@ class PageTokens:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
             raw = b""
-        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(kind, fingerprint, payload)):
+        payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
+        if len(raw) <= MAC_BYTES or not hmac.compare_digest(mac, self._mac(kind, fingerprint, payload)):
             raise errors.InvalidArgument.field(
                 "page_token", "is not a token this query returned (tokens are bound to the kind, org and filter)"
             )

@@ -42,6 +42,10 @@ ROLES: Mapping[str, frozenset[Access]] = MappingProxyType(
 running execution go to runners (and admins, who can make runner tokens)."""
 
 
+def _frozen_roles(roles: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(roles))
+
+
 @attrs.frozen
 class Caller:
     """The principal a request runs as, and its role in each org it belongs to.
@@ -51,7 +55,7 @@ class Caller:
     """
 
     principal: str
-    roles: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: MappingProxyType(dict(m)))
+    roles: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_roles)
     unrestricted: bool = False
     orgs: tuple[str, ...] = attrs.field(init=False)
     _allowed: Mapping[str, frozenset[Access]] = attrs.field(init=False, repr=False)

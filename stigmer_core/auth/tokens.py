@@ -138,7 +138,11 @@ class Authenticator:
         role = found.spec.role
         if role not in ROLES:  # pragma: no cover - validated at create
             raise errors.Unauthenticated("the API token has no valid role")
-        expires = found.spec.expires_at.seconds + found.spec.expires_at.nanos / 1e9 if found.spec.HasField("expires_at") else 0.0
+        expires = (
+            found.spec.expires_at.seconds + found.spec.expires_at.nanos / 1e9
+            if found.spec.HasField("expires_at")
+            else 0.0
+        )
         principal = f"token:{found.metadata.org}/{found.metadata.slug}"
         return Caller(principal, {found.metadata.org: role}), expires
 

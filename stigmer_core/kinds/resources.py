@@ -353,8 +353,12 @@ class Resources:
     # -- events ------------------------------------------------------------------
     def _event(self, kind: KindRuntime, event_type: int, object_id: str, raw: bytes) -> None:
         self._events.append(
-            event_pb2.ResourceEvent(  # type: ignore[arg-type]
-                type=event_type, kind=kind.name, id=object_id, object=raw, principal=self.principal
+            event_pb2.ResourceEvent(
+                type=event_type,  # type: ignore[arg-type]
+                kind=kind.name,
+                id=object_id,
+                object=raw,
+                principal=self.principal,
             )
         )
 

@@ -406,16 +406,17 @@ def _bound_page(
     position = orgs.index(org)
     while True:
         scan, keep = page_range(org)
-        page: Any = _page(ctx, scan, keep, size, inner)
-        if page.next_page_token:
-            page.next_page_token = tokens.seal(ctx.kind.name, fingerprint, org, page.next_page_token)
+        page = _page(ctx, scan, keep, size, inner)
+        shown: Any = page
+        if shown.next_page_token:
+            shown.next_page_token = tokens.seal(ctx.kind.name, fingerprint, org, shown.next_page_token)
             return page
         position += 1
         if position == len(orgs):
             return page
         org, inner = orgs[position], ""
-        if page.entries:
-            page.next_page_token = tokens.seal(ctx.kind.name, fingerprint, org, "")
+        if shown.entries:
+            shown.next_page_token = tokens.seal(ctx.kind.name, fingerprint, org, "")
             return page
 
 

@@ -26,6 +26,11 @@ def _lines(pairs: list[tuple[str, str]]) -> str:
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in pairs)
 
 
+def valid_endpoint(endpoint: str) -> None:
+    if not _ENDPOINT.match(endpoint):
+        raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT")
+
+
 @backend.command()
 @common_options
 @click.pass_context
@@ -58,8 +63,8 @@ def status(ctx: click.Context) -> None:
 def switch(kind: str, endpoint: str | None, token: str | None, data_dir: str | None) -> None:
     """Make the local store or a remote server the backend of every later command."""
     data: dict[str, Any] = config.load_config()
-    if endpoint is not None and not _ENDPOINT.match(endpoint):
-        raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT")
+    if endpoint is not None:
+        valid_endpoint(endpoint)
     remote = dict(data.get("remote") or {})
     local = dict(data.get("local") or {})
     if endpoint:

@@ -81,6 +81,10 @@ class Resources:
             return None
         return found
 
+    def hidden(self, kind: KindRuntime, object_id: str) -> bool:
+        """Whether ``object_id`` names an object this caller may not see (it is answered as not found)."""
+        return self._caller is not None and self.get(kind, object_id) is None and self._get_any(kind, object_id) is not None
+
     def _get_any(self, kind: KindRuntime, object_id: str) -> Message | None:
         """Whatever org the object is in: for checks that must not miss one (referrers)."""
         raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
@@ -168,6 +172,8 @@ class Resources:
         if self.txn.get(keys.slug_key(kind.key_prefix, meta.org, meta.slug)) is not None:
             raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
         if meta.id and self.txn.get(keys.object_key(kind.key_prefix, meta.id)) is not None:
+            if self.hidden(kind, meta.id):  # another org's id: its existence is not told
+                raise errors.NotFound(f"{kind.label} '{meta.id}' not found")
             raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
 
     def check_references(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:

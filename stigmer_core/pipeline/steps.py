@@ -515,6 +515,8 @@ def dispatch_apply(ctx: RequestContext) -> None:
         meta.slug = slugify(meta.name)
     if meta.id:
         exists = ctx.store.get(ctx.kind, meta.id) is not None
+        if not exists and ctx.store.hidden(ctx.kind, meta.id):
+            raise errors.NotFound(f"{ctx.kind.label} '{meta.id}' not found")
     else:
         exists = ctx.store.id_for_slug(ctx.kind, ctx.org, meta.slug) is not None
     operation = "update" if exists else "create"

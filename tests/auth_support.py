@@ -67,9 +67,7 @@ def seed_org(app: Application, org: str) -> Seeded:
     channel = app.channel()
     kinds = Kinds.on(app, channel)
     env = kinds.environment("env", {"DB_PASSWORD": (f"secret-of-{org}", True), "REGION": ("eu", False)}, org=org)
-    agent: Any = kinds.agents.create(
-        _agent(org, env.metadata.slug)
-    )
+    agent: Any = kinds.agents.create(_agent(org, env.metadata.slug))
     instance_id = agent.status.default_instance_id
     session: Any = kinds.session(instance_id, "chat", org=org)
     execution: Any = kinds.execution("run", session_id=session.metadata.id, org=org)

@@ -166,16 +166,21 @@ def test_tls_with_tokens_and_mutual_tls(app: Application, tmp_path: Path) -> Non
 
 
 def test_a_non_loopback_address_without_tls_and_auth_is_refused_before_binding(tmp_path: Path) -> None:
-    with Application.open(tmp_path / "open", durable=False) as app:
-        with pytest.raises(InsecureTransport, match="TLS .* and no authentication"):
-            Server(app, "0.0.0.0:0")
     pki = make_pki(tmp_path)
-    with Application.open(tmp_path / "tls-only", durable=False) as app:
-        with pytest.raises(InsecureTransport, match="no authentication"):
-            Server(app, "0.0.0.0:0", tls=TlsFiles(str(pki.server_cert), str(pki.server_key)))
-    with Application.open(tmp_path / "auth-only", durable=False, require_auth=True) as app:
-        with pytest.raises(InsecureTransport, match="no TLS"):
-            Server(app, "[::]:0")
+    tls = TlsFiles(str(pki.server_cert), str(pki.server_key))
+    cases = [
+        (False, None, r"no TLS .* and no authentication"),
+        (False, tls, "no authentication"),
+        (True, None, "no TLS"),
+    ]
+    for n, (require_auth, given_tls, lacking) in enumerate(cases):
+        app = Application.open(tmp_path / f"d{n}", durable=False, require_auth=require_auth)
+        try:
+            for address in ("0.0.0.0:0", "[::]:0"):
+                with pytest.raises(InsecureTransport, match=lacking):
+                    Server(app, address, tls=given_tls)
+        finally:
+            app.close()
 
 
 def test_a_token_is_never_sent_in_clear_to_a_remote_address() -> None:

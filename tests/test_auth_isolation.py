@@ -174,7 +174,7 @@ def test_nothing_crosses_orgs_in_any_rpc_of_any_kind(
 def test_lists_without_an_org_hold_only_the_callers_org(
     app: Application, server: Server, seeded: tuple[Seeded, Seeded]
 ) -> None:
-    alpha, beta = seeded
+    beta = seeded[1]
     viewer, _ = make_token(app, ALPHA, "admin")
     with grpc.insecure_channel(server.address) as plain:
         channel = with_token(plain, viewer)

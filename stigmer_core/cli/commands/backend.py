@@ -48,7 +48,9 @@ def status(ctx: click.Context) -> None:
     else:
         pairs.append(("endpoint", settings.endpoint or "(not set)"))
         pairs.append(("token", "set" if settings.token else "not set"))
-        reachable = bool(settings.endpoint) and daemon.serving(settings.endpoint, timeout=3.0)
+        reachable = bool(settings.endpoint) and daemon.serving(
+            settings.endpoint, timeout=3.0, ca_file=settings.ca_file or None
+        )
         pairs.append(("server", "serving" if reachable else "not reachable"))
     pairs += [("org", settings.org), ("config file", str(settings.config_file))]
     click.echo(_lines(pairs))

@@ -18,7 +18,10 @@ import pytest
 from google.protobuf.message import Message
 
 from stigmer_core import Access, Application
-from stigmer_core.auth.access import ROLES
+from stigmer_core.auth.access import ROLES, Caller
+from stigmer_core.auth.tokens import Authenticator
+from stigmer_core.channel import InProcessChannel
+from stigmer_core.controller import build_handlers
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding
 from stigmer_core.server import Server
@@ -274,3 +277,33 @@ def test_unauthenticated_without_a_valid_token_on_every_rpc(
             for name, channel in callers.items():
                 code = _outcome(channel, binding, binding.request_cls())[0]
                 assert code == grpc.StatusCode.UNAUTHENTICATED, (binding.path, name, code)
+
+
+class _TwoOrgs(Authenticator):
+    """A principal in two orgs (no token kind issues one yet): what lists must page through."""
+
+    def by_token(self, token: str) -> Caller:
+        return Caller("token:both", {ALPHA: "viewer", BETA: "viewer"})
+
+
+def test_a_caller_in_several_orgs_pages_org_by_org(tmp_path: Any) -> None:
+    with Application.open(tmp_path / "d", durable=False) as app:
+        seed_org(app, ALPHA)
+        seed_org(app, BETA)
+        seed_org(app, "gamma")
+        channel = with_token(
+            InProcessChannel.from_services(build_handlers(app.registry, app.store, _TwoOrgs(app.registry, app.store))),
+            "stg_two",
+        )
+        for kind_name in ("Agent", "Environment", "AgentExecution"):
+            kind = app.registry.kind(kind_name)
+            binding = next(b for b in kind.methods.values() if b.operation == "list")
+            seen: list[str] = []
+            request: Any = binding.request_cls(page_size=1)
+            for _ in range(10):
+                page = _call(channel, binding, request)
+                seen += [e.metadata.org for e in page.entries]
+                if not page.next_page_token:
+                    break
+                request.page_token = page.next_page_token
+            assert seen == [ALPHA, BETA], (kind_name, seen)

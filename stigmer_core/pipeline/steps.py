@@ -396,10 +396,18 @@ def _bound_page(
     with a page token bound to the kind, the org being paged and the request's filter."""
     req: Any = ctx.request
     tokens = _page_tokens(ctx)
-    fingerprint = tokens.fingerprint(req)
+    kind_name = ctx.kind.name
+    fingerprint = b""  # computed only when a token is read or made: most lists need none
+
+    def bound_to() -> bytes:
+        nonlocal fingerprint
+        if not fingerprint:
+            fingerprint = tokens.fingerprint(req) + b"."
+        return fingerprint
+
     org, inner = orgs[0], ""
     if req.page_token:
-        org, inner = tokens.open(ctx.kind.name, fingerprint, req.page_token)
+        org, inner = tokens.open(kind_name, bound_to(), req.page_token)
         if org not in orgs:
             raise errors.InvalidArgument.field("page_token", "was issued for another org; restart the listing")
     size = req.page_size or DEFAULT_PAGE_SIZE
@@ -409,14 +417,14 @@ def _bound_page(
         page = _page(ctx, scan, keep, size, inner)
         shown: Any = page
         if shown.next_page_token:
-            shown.next_page_token = tokens.seal(ctx.kind.name, fingerprint, org, shown.next_page_token)
+            shown.next_page_token = tokens.seal(kind_name, bound_to(), org, shown.next_page_token)
             return page
         position += 1
         if position == len(orgs):
             return page
         org, inner = orgs[position], ""
         if shown.entries:
-            shown.next_page_token = tokens.seal(ctx.kind.name, fingerprint, org, "")
+            shown.next_page_token = tokens.seal(kind_name, bound_to(), org, "")
             return page
 
 

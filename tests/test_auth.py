@@ -191,7 +191,8 @@ def test_a_token_is_never_sent_in_clear_to_a_remote_address() -> None:
 
 
 def test_unrestricted_local_mode_is_unchanged(tmp_path: Path) -> None:
-    """No tokens configured: every caller is the local administrator, every org visible (as before)."""
+    """Tokens not required: a caller without a valid token is the local administrator, every org
+    visible (as before; the SDK's placeholder key keeps working); a valid token still narrows it."""
     with Application.open(tmp_path / "d", durable=False) as app:
         seed_org(app, ALPHA)
         seed_org(app, BETA)
@@ -202,7 +203,11 @@ def test_unrestricted_local_mode_is_unchanged(tmp_path: Path) -> None:
         try:
             with grpc.insecure_channel(server.address) as plain:
                 assert _whoami(plain).administrator
-                assert code_of(lambda: _whoami(with_token(plain, "stg_bogus"))) == grpc.StatusCode.UNAUTHENTICATED
+                assert _whoami(with_token(plain, "sk_placeholder")).administrator
+                viewer, _ = make_token(app, BETA, "viewer")
+                assert _whoami(with_token(plain, viewer)).principal == f"token:{BETA}/{BETA}-viewer"
+                as_viewer = KindClient(with_token(plain, viewer), app.registry.kind("Agent"))
+                assert {e.metadata.org for e in as_viewer.list_page().entries} == {BETA}
         finally:
             server.stop(grace=1)
 

@@ -68,8 +68,11 @@ class Authenticator:
 
     No token: the local administrator, unless ``required`` and the call came
     over the network (a trusted local path still is the administrator). A
-    token: the principal it was issued to, or UNAUTHENTICATED when it is
-    unknown, revoked or expired.
+    valid token: the principal it was issued to, whatever the path. A token
+    that is unknown, revoked or expired: UNAUTHENTICATED when ``required``;
+    otherwise it is ignored like no token at all, since a server that
+    requires none already trusts every caller (the official SDK always sends
+    some key, and must keep working against a local daemon unconfigured).
     """
 
     def __init__(
@@ -87,34 +90,52 @@ class Authenticator:
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[Caller, float, float]] = {}  # digest -> caller, expires (epoch s), fetched
+        self._refused: dict[str, tuple[str, float]] = {}  # digest -> why, when
         self._lock = threading.Lock()
 
     def caller(self, metadata: Sequence[tuple[str, Any]], peer: str = "") -> Caller:
-        token = bearer(metadata)
-        if token is None:
-            if self.required and not trusted_peer(peer):
-                raise errors.Unauthenticated(
-                    "this server requires an API token: send 'authorization: Bearer stg_…' "
-                    "(`stigmer login --endpoint HOST:PORT --token TOKEN`)"
-                )
+        try:
+            token = bearer(metadata)
+            if token is not None:
+                return self.by_token(token)
+        except errors.Unauthenticated:
+            if self.required:
+                raise
             return LOCAL_ADMIN
-        return self.by_token(token)
+        if self.required and not trusted_peer(peer):
+            raise errors.Unauthenticated(
+                "this server requires an API token: send 'authorization: Bearer stg_…' "
+                "(`stigmer login --endpoint HOST:PORT --token TOKEN`)"
+            )
+        return LOCAL_ADMIN
 
     def by_token(self, token: str) -> Caller:
+        """The token's caller, or UNAUTHENTICATED. Both answers are cached for ``cache_seconds``
+        (a refused token cannot become valid: new tokens are new random strings)."""
         key = digest(token)
-        cached = self._cache.get(key)
         now = self._clock()
+        refused = self._refused.get(key)
+        if refused is not None and now - refused[1] < self.cache_seconds:
+            raise errors.Unauthenticated(refused[0])
+        cached = self._cache.get(key)
         if cached is not None and now - cached[2] < self.cache_seconds:
             caller, expires, _ = cached
         else:
-            caller, expires = self._load(key)
-            with self._lock:
-                if len(self._cache) >= MAX_CACHED:
-                    self._cache.clear()
-                self._cache[key] = (caller, expires, now)
+            try:
+                caller, expires = self._load(key)
+            except errors.Unauthenticated as why:
+                self._remember(self._refused, key, (why.message, now))
+                raise
+            self._remember(self._cache, key, (caller, expires, now))
         if expires and time.time() >= expires:
             raise errors.Unauthenticated("the API token has expired")
         return caller
+
+    def _remember(self, cache: dict[str, Any], key: str, entry: Any) -> None:
+        with self._lock:
+            if len(cache) >= MAX_CACHED:
+                cache.clear()
+            cache[key] = entry
 
     def forget(self, token_digest: str) -> None:
         """Drop a revoked or deleted token from the cache (its revocation takes effect at once)."""

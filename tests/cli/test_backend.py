@@ -29,8 +29,6 @@ def test_switch_between_local_and_remote(stigmer: Stigmer, daemon: str) -> None:
     assert "agent/coder created" in stigmer.ok("apply", "-f", "-", input=CODER)
     assert "coder" in stigmer.ok("get", "ag", "coder")
     assert "stigmer.agentic.agent.v1.AgentQueryController" in stigmer.ok("kinds")
-    stigmer.ok("backend", "switch", "remote", "--token", "s3cret")
-    assert stigmer.fails("get", "ag", "coder") == "the API token is not valid", "a bogus token is refused"
 
     stigmer.ok("backend", "switch", "local")
     assert yaml.safe_load(config_file.read_text())["backend"] == {"type": "local"}

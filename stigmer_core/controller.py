@@ -60,9 +60,10 @@ class Executor:
     def caller(self, binding: MethodBinding, metadata: Sequence[tuple[str, Any]], peer: str) -> Caller:
         """Who calls, and that its roles allow the method somewhere, before any step runs,
         so a caller without the right learns nothing (not even what a valid request looks like)."""
-        if self.authenticator is None:
-            return LOCAL_ADMIN
-        caller = self.authenticator.caller(metadata, peer)
+        auth = self.authenticator
+        if auth is None or (not metadata and not auth.required):
+            return LOCAL_ADMIN  # the local path's common case, without a look at anything
+        caller = auth.caller(metadata, peer)
         if not caller.can_anywhere(binding.access):
             roles = ", ".join(f"{role} in {org}" for org, role in caller.roles.items()) or "no role"
             raise PermissionDenied(f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}")
@@ -78,7 +79,41 @@ class Executor:
         peer: str = "",
     ) -> Any:
         try:
-            return self._run(kind, binding, request, metadata, active, peer)
+            caller = self.caller(binding, metadata, peer)
+            ctx = RequestContext(
+                kind=kind,
+                registry=self.registry,
+                operation=binding.operation,
+                request=request,
+                metadata=metadata,
+                engine=self.store,
+                principal=caller.principal,
+                caller=caller,
+                access=binding.access,
+            )
+            if active is not None:
+                ctx.active = active
+            pipeline = binding.pipeline
+            for run_step in pipeline.run_pre:
+                run_step(ctx)
+            if pipeline.writes:
+
+                def body(txn: WriteTxn) -> Any:
+                    ctx.reset_transaction_state()
+                    ctx.operation = binding.operation
+                    ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
+                    for run_step in pipeline.run_txn:
+                        run_step(ctx)
+                    resources.publish()  # whatever a custom pipeline wrote without a publish step
+                    return ctx.response
+
+                response = self.store.transact(body)
+            else:
+                with self.store.read() as txn:
+                    ctx.resources = Resources(txn, self.registry, caller=caller, access=binding.access)
+                    for run_step in pipeline.run_txn:
+                        run_step(ctx)
+                    response = ctx.response
         except (Unauthenticated, PermissionDenied) as denied:
             # One line, never the request: a token or a secret may be in it.
             principal = _principal_of(metadata, peer, self.authenticator)
@@ -86,51 +121,6 @@ class Executor:
                 "denied: principal=%s method=%s status=%s", principal, binding.path, status.code_of(denied).name
             )
             raise
-
-    def _run(
-        self,
-        kind: KindRuntime,
-        binding: MethodBinding,
-        request: Message,
-        metadata: Sequence[tuple[str, Any]],
-        active: Callable[[], bool] | None,
-        peer: str,
-    ) -> Any:
-        caller = self.caller(binding, metadata, peer)
-        ctx = RequestContext(
-            kind=kind,
-            registry=self.registry,
-            operation=binding.operation,
-            request=request,
-            metadata=metadata,
-            engine=self.store,
-            principal=caller.principal,
-            caller=caller,
-            access=binding.access,
-        )
-        if active is not None:
-            ctx.active = active
-        pipeline = binding.pipeline
-        for run_step in pipeline.run_pre:
-            run_step(ctx)
-        if pipeline.writes:
-
-            def body(txn: WriteTxn) -> Any:
-                ctx.reset_transaction_state()
-                ctx.operation = binding.operation
-                ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
-                for run_step in pipeline.run_txn:
-                    run_step(ctx)
-                resources.publish()  # whatever a custom pipeline wrote without a publish step
-                return ctx.response
-
-            response = self.store.transact(body)
-        else:
-            with self.store.read() as txn:
-                ctx.resources = Resources(txn, self.registry, caller=caller, access=binding.access)
-                for run_step in pipeline.run_txn:
-                    run_step(ctx)
-                response = ctx.response
         if response is None:
             raise RuntimeError(f"pipeline of {binding.path} produced no response")
         return response

@@ -217,3 +217,27 @@ def test_stored_bytes_hold_no_token(app: Application) -> None:
     with app.store.read() as txn:
         raw = txn.get(keys.object_key("apitokens", created.metadata.id))
     assert raw is not None and token.encode() not in raw
+
+
+def test_another_orgs_skill_artifact_is_not_found(app: Application) -> None:
+    import io
+    import zipfile
+
+    from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("SKILL.md", "---\nname: Calculator\ndescription: Adds\n---\n# Calc\n")
+    pushed = skill_grpc.SkillCommandControllerStub(app.channel()).push(
+        skill_pb2.PushSkillRequest(org=BETA, artifact=buffer.getvalue()), timeout=10
+    )
+    key = pushed.status.artifact_storage_key
+    request = skill_pb2.GetArtifactRequest(artifact_storage_key=key)
+    beta_viewer, _ = make_token(app, BETA, "viewer")
+    alpha_admin, _ = make_token(app, ALPHA, "admin")
+    queries = skill_grpc.SkillQueryControllerStub
+    assert queries(with_token(app.channel(), beta_viewer)).getArtifact(request, timeout=10).artifact
+    assert code_of(lambda: queries(with_token(app.channel(), alpha_admin)).getArtifact(request, timeout=10)) == (
+        grpc.StatusCode.NOT_FOUND
+    )

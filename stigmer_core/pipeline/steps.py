@@ -51,10 +51,13 @@ def validate(ctx: RequestContext) -> None:
 
 def _named_org(ctx: RequestContext) -> str:
     """The org a request names itself (a resource's metadata.org, a list's or a reference's org)."""
-    resource = ctx.kind.resource_in(ctx.request)
-    if resource is not None:
-        return str(resource.metadata.org)  # type: ignore[attr-defined]
-    org = getattr(ctx.request, "org", "")
+    req = ctx.request
+    kind = ctx.kind
+    wrapper = kind.resource_field
+    if type(req) is kind.resource_cls or (wrapper is not None and wrapper in req.DESCRIPTOR.fields_by_name):
+        resource = kind.resource_in(req)
+        return str(resource.metadata.org)  # type: ignore[union-attr]
+    org = getattr(req, "org", "")
     return org if isinstance(org, str) else ""
 
 

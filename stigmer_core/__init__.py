@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stigmer_core.application import Application
+    from stigmer_core.auth.access import Access, Caller
     from stigmer_core.client import Client, connect
     from stigmer_core.errors import (
         AddressUnavailable,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         DataDirBusy,
         FailedPrecondition,
         FieldViolation,
+        InsecureTransport,
         InvalidArgument,
         NotFound,
         PermissionDenied,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "Application": "stigmer_core.application",
+    **dict.fromkeys(("Access", "Caller"), "stigmer_core.auth.access"),
     "Client": "stigmer_core.client",
     "connect": "stigmer_core.client",
     **dict.fromkeys(
@@ -53,6 +56,7 @@ _WHERE = {
             "DataDirBusy",
             "FailedPrecondition",
             "FieldViolation",
+            "InsecureTransport",
             "InvalidArgument",
             "NotFound",
             "PermissionDenied",
@@ -74,9 +78,11 @@ _WHERE = {
 }
 
 __all__ = [
+    "Access",
     "AddressUnavailable",
     "AlreadyExists",
     "Application",
+    "Caller",
     "Client",
     "Conflict",
     "CustomOperation",
@@ -84,6 +90,7 @@ __all__ = [
     "FailedPrecondition",
     "FieldViolation",
     "IndexSpec",
+    "InsecureTransport",
     "InvalidArgument",
     "KindDeclaration",
     "NotFound",

@@ -11,6 +11,8 @@ from pathlib import Path
 import grpc
 import pluggy
 
+from stigmer_core.auth import pages, tokens
+from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import build_handlers
 from stigmer_core.datadir import secure
@@ -24,6 +26,11 @@ from stigmer_core.store.protocol import Store
 
 
 class Application:
+    """``require_auth``: calls that reach it over the network must carry an API
+    token (in-process calls without one are the local administrator either
+    way); ``token_cache_seconds`` bounds how long another server of a shared
+    store may keep accepting a token revoked elsewhere."""
+
     def __init__(
         self,
         registry: Registry,
@@ -32,18 +39,26 @@ class Application:
         *,
         data_dir: Path | None = None,
         streams: StreamSettings | None = None,
+        require_auth: bool = False,
+        token_cache_seconds: float = tokens.DEFAULT_CACHE_SECONDS,
     ) -> None:
         self.registry = registry
         self.store = store
         self.plugin_manager = pm
+        registry.extensions[pages.EXTENSION] = pages.PageTokens(pages.store_key(store))
+        self.authenticator = tokens.Authenticator(
+            registry, store, required=require_auth, cache_seconds=token_cache_seconds
+        )
+        registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:
             pm.hook.stigmer_configure(registry=registry, data_dir=data_dir, store=store)
         self.events = EventHub(store, streams or StreamSettings.from_env())
         """The one event dispatcher every server stream of this application reads through."""
         self.stream_limit = StreamLimit(self.events.settings.max_streams)
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(
-            registry, store, self.events, self.stream_limit
+            registry, store, self.authenticator, self.events, self.stream_limit
         )
+        self.services.update(identity_handlers(self.authenticator))
 
     @classmethod
     def open(
@@ -56,6 +71,7 @@ class Application:
         store: str | None = None,
         streams: StreamSettings | None = None,
         retention: EventRetention | None = None,
+        require_auth: bool = False,
     ) -> Application:
         """Load every installed kind plugin (or ``pm``'s) over a store.
 
@@ -71,7 +87,7 @@ class Application:
         secure(directory)
         engine = open_store(store or directory, durable=durable, retention=retention or EventRetention.from_env())
         try:
-            return cls(registry, engine, pm, data_dir=directory, streams=streams)
+            return cls(registry, engine, pm, data_dir=directory, streams=streams, require_auth=require_auth)
         except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
             engine.close()
             raise

@@ -52,6 +52,16 @@ class InProcessRpcError(grpc.RpcError, grpc.Call):
     def add_callback(self, callback: Callable[[], None]) -> bool:
         return False
 
+    # grpc's interceptors treat a failed call as a finished future, as grpc's own error is.
+    def result(self, timeout: float | None = None) -> Any:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> Exception:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> None:
+        return None
+
 
 class _Context(grpc.ServicerContext):
     def __init__(self, metadata: Metadata | None, timeout: float | None = None) -> None:
@@ -361,12 +371,12 @@ class InProcessChannel(grpc.Channel):
         return cls({f"/{svc}/{name}": h for svc, methods in services.items() for name, h in methods.items()})
 
     def unary_unary(
-        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
     ) -> Any:
         return _UnaryUnary(method, self._handlers.get(method), request_serializer, response_deserializer)
 
     def unary_stream(
-        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
     ) -> Any:
         return _UnaryStream(method, self._handlers.get(method), request_serializer, response_deserializer)
 

@@ -3,18 +3,24 @@
 ``connect()`` returns a ``Client`` whose ``channel`` generated stubs use
 unchanged; whether it reaches a daemon over the network or serves the
 store in this process is the only difference, and callers never see it.
+
+Over the network a token travels as ``authorization: Bearer <token>`` (what
+the official stigmer-sdk sends too). A non-loopback endpoint is dialled
+with TLS, and a token is never sent in clear to one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from stigmer_core.application import Application
+from stigmer_core.auth.transport import client_credentials, is_loopback, refuse_plaintext_token
 from stigmer_core.datadir import holder
-from stigmer_core.server import default_data_dir
+from stigmer_core.server import default_data_dir, socket_path
 
 S = TypeVar("S")
 
@@ -47,21 +53,72 @@ class Client:
         self.close()
 
 
-def connect(target: str | None = None, *, data_dir: str | Path | None = None, store: str | None = None) -> Client:
+class TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call, so callers never pass it."""
+
+    def __init__(self, token: str) -> None:
+        self._entry = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._entry]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+
+def network_channel(
+    target: str, *, token: str | None = None, ca_file: str | None = None, tls: bool | None = None
+) -> grpc.Channel:
+    """A channel to ``host:port``: TLS unless the target is loopback (or ``tls`` says otherwise).
+
+    ``ca_file`` trusts a private CA instead of grpc's default roots. A token
+    rides on every call; it is refused on a plaintext channel to anything
+    but loopback.
+    """
+    secure = tls if tls is not None else (bool(ca_file) or not is_loopback(target))
+    if not secure:
+        if token:
+            refuse_plaintext_token(target)
+        channel = grpc.insecure_channel(target)
+    else:
+        channel = grpc.secure_channel(target, client_credentials(ca_file))
+    if token:
+        channel = grpc.intercept_channel(channel, TokenInterceptor(token))
+    return channel
+
+
+def connect(
+    target: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    store: str | None = None,
+    token: str | None = None,
+    ca_file: str | None = None,
+    tls: bool | None = None,
+) -> Client:
     """A client for ``target``.
 
-    - ``"host:port"``: the daemon at that address, over gRPC.
-    - ``"local"`` (the default): the daemon holding ``data_dir`` if one runs,
-      else the store in ``data_dir`` (or the database ``store`` names)
-      opened in this process.
+    - ``"host:port"``: the daemon at that address, over gRPC (TLS for a
+      non-loopback address or with ``ca_file``; ``token`` on every call).
+    - ``"local"`` (the default): the daemon holding ``data_dir`` if one runs
+      (through its Unix socket when it has one: the owner's path, trusted as
+      the local administrator), else the store in ``data_dir`` (or the
+      database ``store`` names) opened in this process.
     """
     target = target or LOCAL
     if target != LOCAL:
-        return Client(grpc.insecure_channel(target), target=target)
+        return Client(network_channel(target, token=token, ca_file=ca_file, tls=tls), target=target)
     directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
     running = holder(directory)
     if running and running.get("address"):
+        socket = socket_path(directory)
+        if socket is not None and socket.exists():
+            return Client(grpc.insecure_channel(f"unix:{socket}"), target=str(running["address"]))
         address = str(running["address"])
-        return Client(grpc.insecure_channel(address), target=address)
+        return Client(network_channel(address, token=token, ca_file=ca_file, tls=tls), target=address)
     app = Application.open(directory, store=store)
     return Client(app.channel(), target=LOCAL, app=app)

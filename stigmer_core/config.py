@@ -12,12 +12,19 @@ switch`` last chose::
       address: 127.0.0.1:50051   # where `stigmer local start` listens
     remote:
       endpoint: stigmer.example.com:443
-      token: ...
+      token: stg_...
+      ca_file: ~/.stigmer/team-ca.pem   # optional: a private CA instead of the default roots
+    server:                  # `stigmer serve`; flags override
+      require_auth: true
+      tls_cert: /etc/stigmer/server.pem
+      tls_key: /etc/stigmer/server.key
+      tls_client_ca: /etc/stigmer/clients-ca.pem   # optional: mutual TLS
+      insecure_no_auth: false
     org: local
 
 Precedence, highest first: explicit arguments (CLI flags), environment
 variables (``STIGMER_BACKEND``, ``STIGMER_DATA_DIR``, ``STIGMER_STORE``, ``STIGMER_ADDRESS``,
-``STIGMER_ENDPOINT``, ``STIGMER_TOKEN``, ``STIGMER_ORG``), the config file,
+``STIGMER_ENDPOINT``, ``STIGMER_TOKEN``, ``STIGMER_CA_FILE``, ``STIGMER_ORG``), the config file,
 built-in defaults. ``store`` empty (the default) means LMDB in ``data_dir``;
 a ``postgresql://`` URL makes the daemon (and a CLI opening the store in
 process) use that database, with ``data_dir`` keeping per-daemon files only. ``STIGMER_HOME`` moves the whole base directory (default
@@ -27,17 +34,17 @@ process) use that database, with ``data_dir`` keeping per-daemon files only. ``S
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import grpc
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from stigmer_core.errors import StigmerError
 
 if TYPE_CHECKING:  # the client opens the store in process: imported when a command connects, not before
+    from stigmer_core.auth.transport import TlsFiles
     from stigmer_core.client import Client
 
 HOME_ENV = "STIGMER_HOME"
@@ -56,6 +63,7 @@ ENV = {
     "address": "STIGMER_ADDRESS",
     "endpoint": "STIGMER_ENDPOINT",
     "token": "STIGMER_TOKEN",
+    "ca_file": "STIGMER_CA_FILE",
     "org": "STIGMER_ORG",
 }
 
@@ -136,6 +144,7 @@ class Settings:
     org: str
     home: Path
     config_file: Path
+    ca_file: str = ""
 
     @property
     def target(self) -> str:
@@ -152,6 +161,7 @@ def resolve(
     token: str | None = None,
     org: str | None = None,
     store: str | None = None,
+    ca_file: str | None = None,
 ) -> Settings:
     """Settings from arguments, then environment, then the config file, then defaults."""
     home = stigmer_home()
@@ -172,39 +182,55 @@ def resolve(
         org=_pick(org, "org", data.get("org"), DEFAULT_ORG),
         home=home,
         config_file=home / CONFIG_NAME,
+        ca_file=_pick(ca_file, "ca_file", remote.get("ca_file"), ""),
     )
 
 
-class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Adds ``authorization: Bearer <token>`` to every call, so callers never pass it."""
+@attrs.frozen
+class ServerSecurity:
+    """How ``stigmer serve`` protects itself: flags over the config file's ``server:`` section."""
 
-    def __init__(self, token: str) -> None:
-        self._entry = ("authorization", f"Bearer {token}")
+    require_auth: bool
+    tls: TlsFiles | None
+    insecure_no_auth: bool
 
-    def _with_token(self, details: Any) -> Any:
-        metadata = [*(details.metadata or ()), self._entry]
-        return details._replace(metadata=metadata)
 
-    def intercept_unary_unary(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
-        return continuation(self._with_token(details), request)
+def server_security(
+    *,
+    require_auth: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_client_ca: str | None = None,
+    insecure_no_auth: bool = False,
+) -> ServerSecurity:
+    from stigmer_core.auth.transport import TlsFiles
 
-    def intercept_unary_stream(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
-        return continuation(self._with_token(details), request)
+    server = _section(load_config(config_path()), "server")
+    cert = tls_cert or server.get("tls_cert")
+    key = tls_key or server.get("tls_key")
+    client_ca = tls_client_ca or server.get("tls_client_ca")
+    if bool(cert) != bool(key):
+        raise ConfigError("TLS needs both a certificate and its key: give --tls-cert FILE and --tls-key FILE")
+    if client_ca and not cert:
+        raise ConfigError("--tls-client-ca needs TLS: give --tls-cert FILE and --tls-key FILE too")
+    return ServerSecurity(
+        require_auth=require_auth or bool(server.get("require_auth")),
+        tls=TlsFiles(str(cert), str(key), str(client_ca) if client_ca else None) if cert and key else None,
+        insecure_no_auth=insecure_no_auth or bool(server.get("insecure_no_auth")),
+    )
 
 
 def connect_settings(settings: Settings) -> Client:
     """A client for resolved settings; see ``connect_from_config``."""
-    from stigmer_core.client import Client, connect
+    from stigmer_core.client import connect
 
     if settings.backend == REMOTE and not settings.endpoint:
         raise ConfigError(
             "the remote backend has no endpoint: run `stigmer backend switch remote --endpoint HOST:PORT`"
         )
-    client = connect(settings.target, data_dir=settings.data_dir, store=settings.store or None)
-    if settings.backend != REMOTE or not settings.token:
-        return client
-    channel = grpc.intercept_channel(client.channel, _TokenInterceptor(settings.token))
-    return Client(channel, target=client.target)
+    if settings.backend != REMOTE:
+        return connect(LOCAL, data_dir=settings.data_dir, store=settings.store or None)
+    return connect(settings.endpoint, token=settings.token or None, ca_file=settings.ca_file or None)
 
 
 def connect_from_config(
@@ -213,6 +239,7 @@ def connect_from_config(
     data_dir: str | Path | None = None,
     endpoint: str | None = None,
     token: str | None = None,
+    ca_file: str | None = None,
 ) -> Client:
     """A ``Client`` for the configured backend: what the ``stigmer`` CLI uses.
 
@@ -221,4 +248,6 @@ def connect_from_config(
     and sends the token with every call. Arguments override the environment
     and the config file, as CLI flags do.
     """
-    return connect_settings(resolve(backend=backend, data_dir=data_dir, endpoint=endpoint, token=token))
+    return connect_settings(
+        resolve(backend=backend, data_dir=data_dir, endpoint=endpoint, token=token, ca_file=ca_file)
+    )

@@ -14,6 +14,7 @@ call needs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,13 +23,17 @@ from google.protobuf.message import Message
 
 from stigmer_core import status
 from stigmer_core.api.commons.watch.v1 import watch_pb2
-from stigmer_core.errors import FieldViolation, InvalidArgument
+from stigmer_core.auth.access import LOCAL_ADMIN, Access, Caller
+from stigmer_core.auth.tokens import Authenticator
+from stigmer_core.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import EventHub, StreamLimit
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
 from stigmer_core.store.protocol import Store, WriteTxn
+
+log = logging.getLogger(__name__)
 
 
 class _Malformed:
@@ -54,12 +59,31 @@ def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | _Malformed]
 
 
 class Executor:
-    """Runs one binding's pipeline for one request."""
+    """Runs one binding's pipeline for one request, as the caller its metadata authenticates."""
 
-    def __init__(self, registry: Registry, store: Store, events: EventHub | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        authenticator: Authenticator | None = None,
+        events: EventHub | None = None,
+    ) -> None:
         self.registry = registry
         self.store = store
+        self.authenticator = authenticator
         self.events = events
+
+    def caller(self, binding: MethodBinding, metadata: Sequence[tuple[str, Any]], peer: str) -> Caller:
+        """Who calls, and that its roles allow the method somewhere, before any step runs,
+        so a caller without the right learns nothing (not even what a valid request looks like)."""
+        auth = self.authenticator
+        if auth is None or (not metadata and not auth.required):
+            return LOCAL_ADMIN  # the local path's common case, without a look at anything
+        caller = auth.caller(metadata, peer)
+        if not caller.can_anywhere(binding.access):
+            roles = ", ".join(f"{role} in {org}" for org, role in caller.roles.items()) or "no role"
+            raise PermissionDenied(f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}")
+        return caller
 
     def run(
         self,
@@ -68,42 +92,66 @@ class Executor:
         request: Message,
         metadata: Sequence[tuple[str, Any]] = (),
         active: Callable[[], bool] | None = None,
+        peer: str = "",
     ) -> Any:
-        ctx = RequestContext(
-            kind=kind,
-            registry=self.registry,
-            operation=binding.operation,
-            request=request,
-            metadata=metadata,
-            engine=self.store,
-            events=self.events,
-        )
-        if active is not None:
-            ctx.active = active
-        pipeline = binding.pipeline
-        for run_step in pipeline.run_pre:
-            run_step(ctx)
-        if pipeline.writes:
+        try:
+            caller = self.caller(binding, metadata, peer)
+            ctx = RequestContext(
+                kind=kind,
+                registry=self.registry,
+                operation=binding.operation,
+                request=request,
+                metadata=metadata,
+                engine=self.store,
+                events=self.events,
+                principal=caller.principal,
+                caller=caller,
+                access=binding.access,
+            )
+            if active is not None:
+                ctx.active = active
+            pipeline = binding.pipeline
+            for run_step in pipeline.run_pre:
+                run_step(ctx)
+            if pipeline.writes:
 
-            def body(txn: WriteTxn) -> Any:
-                ctx.reset_transaction_state()
-                ctx.operation = binding.operation
-                ctx.resources = resources = Resources(txn, self.registry)
-                for run_step in pipeline.run_txn:
-                    run_step(ctx)
-                resources.publish()  # whatever a custom pipeline wrote without a publish step
-                return ctx.response
+                def body(txn: WriteTxn) -> Any:
+                    ctx.reset_transaction_state()
+                    ctx.operation = binding.operation
+                    ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
+                    for run_step in pipeline.run_txn:
+                        run_step(ctx)
+                    resources.publish()  # whatever a custom pipeline wrote without a publish step
+                    return ctx.response
 
-            response = self.store.transact(body)
-        else:
-            with self.store.read() as txn:
-                ctx.resources = Resources(txn, self.registry)
-                for run_step in pipeline.run_txn:
-                    run_step(ctx)
-                response = ctx.response
+                response = self.store.transact(body)
+            else:
+                with self.store.read() as txn:
+                    ctx.resources = Resources(txn, self.registry, caller=caller, access=binding.access)
+                    for run_step in pipeline.run_txn:
+                        run_step(ctx)
+                    response = ctx.response
+        except (Unauthenticated, PermissionDenied) as denied:
+            # One line, never the request: a token or a secret may be in it.
+            principal = _principal_of(metadata, peer, self.authenticator)
+            log.warning(
+                "denied: principal=%s method=%s status=%s", principal, binding.path, status.code_of(denied).name
+            )
+            raise
         if response is None:
             raise RuntimeError(f"pipeline of {binding.path} produced no response")
         return response
+
+
+def _principal_of(metadata: Sequence[tuple[str, Any]], peer: str, authenticator: Authenticator | None) -> str:
+    """How a denied call's log line names its caller, without ever printing a token."""
+    if authenticator is None:
+        return "local"
+    try:
+        return authenticator.caller(metadata, peer).principal
+    except (Unauthenticated, PermissionDenied):
+        has_token = any(key == "authorization" for key, _ in metadata)
+        return "(invalid token)" if has_token else f"(anonymous {peer or 'caller'})"
 
 
 def _malformed(binding: MethodBinding, request: _Malformed) -> InvalidArgument:
@@ -125,6 +173,8 @@ def _handler(
     executor: Executor, kind: KindRuntime, binding: MethodBinding, limit: StreamLimit
 ) -> grpc.RpcMethodHandler:
     run = executor.run
+    auth = executor.authenticator
+    needs_peer = auth is not None and auth.required  # who is on the other end matters only then
     request_deserializer = _deserializer(binding.request_cls)
     response_serializer = binding.response_cls.SerializeToString
 
@@ -134,8 +184,9 @@ def _handler(
             if isinstance(request, _Malformed):
                 status.abort(context, _malformed(binding, request))
             try:
+                peer = context.peer() if needs_peer else ""
                 yield from _admitted(
-                    limit, lambda: run(kind, binding, request, context.invocation_metadata(), context.is_active)
+                    limit, lambda: run(kind, binding, request, context.invocation_metadata(), context.is_active, peer)
                 )
             except Exception as exc:
                 status.abort(context, exc)
@@ -148,7 +199,8 @@ def _handler(
         if isinstance(request, _Malformed):
             status.abort(context, _malformed(binding, request))
         try:
-            response: Message = run(kind, binding, request, context.invocation_metadata())
+            peer = context.peer() if needs_peer else ""
+            response: Message = run(kind, binding, request, context.invocation_metadata(), None, peer)
             return response
         except Exception as exc:
             status.abort(context, exc)
@@ -172,9 +224,12 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
                 request_cls=watch_pb2.WatchRequest,
                 response_cls=watch_pb2.WatchEvent,
                 server_streaming=True,
+                access=Access.READ,
             ),
         )
     run = executor.run
+    auth = executor.authenticator
+    needs_peer = auth is not None and auth.required
     registry = executor.registry
     known = ", ".join(sorted(bindings))
 
@@ -189,8 +244,9 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
             )
         kind, binding = bindings[found.name]
         try:
+            peer = context.peer() if needs_peer else ""
             yield from _admitted(
-                limit, lambda: run(kind, binding, request, context.invocation_metadata(), context.is_active)
+                limit, lambda: run(kind, binding, request, context.invocation_metadata(), context.is_active, peer)
             )
         except Exception as exc:
             status.abort(context, exc)
@@ -203,12 +259,16 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
 
 
 def build_handlers(
-    registry: Registry, store: Store, events: EventHub | None = None, stream_limit: StreamLimit | None = None
+    registry: Registry,
+    store: Store,
+    authenticator: Authenticator | None = None,
+    events: EventHub | None = None,
+    stream_limit: StreamLimit | None = None,
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """service full name -> method name -> handler, for every kind, and the Watch service."""
     events = events or EventHub(store)
     limit = stream_limit or StreamLimit(events.settings.max_streams)
-    executor = Executor(registry, store, events)
+    executor = Executor(registry, store, authenticator, events)
     services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for kind in registry.kinds:
         for path, binding in kind.methods.items():

@@ -16,7 +16,10 @@
     └── StartupError           the daemon cannot start as configured
         ├── RegistryError      a plugin declared something impossible
         ├── DataDirBusy        another daemon holds the data directory
-        └── AddressUnavailable the listen address cannot be bound
+        ├── AddressUnavailable the listen address cannot be bound
+        └── InsecureTransport  a server open to the network without TLS and
+                               authentication, or a token about to cross
+                               the network in clear
 
 Steps raise these; ``stigmer_core.status`` is the only place that turns them
 into gRPC status codes, and ``from_rpc_error`` turns a status back into the
@@ -106,4 +109,8 @@ class DataDirBusy(StartupError):
 
 
 class AddressUnavailable(StartupError):
+    pass
+
+
+class InsecureTransport(StartupError):
     pass

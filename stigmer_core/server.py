@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from stigmer_core.application import Application
+from stigmer_core.auth.transport import TlsFiles, check_listen
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.store.engines import describe as describe_store
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = Path("~/.stigmer/data")
 MAX_MESSAGE_BYTES = 4 << 20
+SOCKET_NAME = "stigmer.sock"
+MAX_SOCKET_PATH = 100  # sockaddr_un holds 108 bytes
 
 
 def default_address() -> str:
@@ -35,15 +38,38 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("STIGMER_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser()
 
 
+def socket_path(data_dir: Path) -> Path | None:
+    """Where the daemon of ``data_dir`` listens locally (None when the path is too long for a socket)."""
+    path = data_dir / SOCKET_NAME
+    return path if len(str(path)) <= MAX_SOCKET_PATH else None
+
+
 class Server:
     """An Application served over gRPC, with health and reflection.
 
     Each open server stream holds one thread of the sync server, so the pool
     has ``max_workers`` threads for unary calls on top of one per admitted
     stream (the application's ``StreamLimit``); threads start only when used.
+    ``tls`` serves the address with TLS (mutual when it names a client CA).
+    A non-loopback ``address`` needs TLS and an application that requires
+    authentication, or ``insecure_no_auth``; otherwise the server refuses
+    before binding anything. ``unix_socket`` also serves a Unix socket with
+    mode 0600: the owner's local path, where a call without a token is the
+    local administrator even when the address requires one.
     """
 
-    def __init__(self, app: Application, address: str = DEFAULT_ADDRESS, *, max_workers: int = 32) -> None:
+    def __init__(
+        self,
+        app: Application,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        max_workers: int = 32,
+        tls: TlsFiles | None = None,
+        insecure_no_auth: bool = False,
+        unix_socket: Path | None = None,
+    ) -> None:
+        check_listen(address, tls=tls, require_auth=app.authenticator.required, insecure_no_auth=insecure_no_auth)
+        credentials = tls.server_credentials() if tls is not None else None
         self.app = app
         pool_size = max_workers + app.stream_limit.limit
         interceptors: list[grpc.ServerInterceptor] = []
@@ -72,13 +98,32 @@ class Server:
         ]
         reflection.enable_server_reflection(names, self._server)
         try:
-            self.port = self._server.add_insecure_port(address)
+            if credentials is not None:
+                self.port = self._server.add_secure_port(address, credentials)
+            else:
+                self.port = self._server.add_insecure_port(address)
         except RuntimeError:
             self.port = 0
         if self.port == 0:
             raise AddressUnavailable(f"cannot listen on {address}: the address is in use or not local to this machine")
         host = address.rsplit(":", 1)[0]
         self.address = f"{host}:{self.port}"
+        self.tls = tls is not None
+        self.unix_socket = self._listen_unix(unix_socket) if unix_socket is not None else None
+
+    def _listen_unix(self, path: Path) -> Path:
+        path.unlink(missing_ok=True)  # a previous daemon's, left by a crash: the data directory lock is ours
+        previous = os.umask(0o177)  # created 0600: other local users cannot connect
+        try:
+            bound = self._server.add_insecure_port(f"unix:{path}")
+        except RuntimeError:
+            bound = 0
+        finally:
+            os.umask(previous)
+        if bound == 0:
+            raise AddressUnavailable(f"cannot listen on the Unix socket {path}")
+        path.chmod(0o600)
+        return path
 
     def start(self) -> None:
         self._server.start()
@@ -93,13 +138,22 @@ class Server:
         stopped = self._server.stop(grace)
         self.app.events.end_streams()
         stopped.wait()
+        if self.unix_socket is not None:
+            self.unix_socket.unlink(missing_ok=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         return bool(self._server.wait_for_termination(timeout))
 
 
 def serve(
-    address: str | None = None, data_dir: str | Path | None = None, *, grace: float = 10.0, store: str | None = None
+    address: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    grace: float = 10.0,
+    require_auth: bool = False,
+    tls: TlsFiles | None = None,
+    insecure_no_auth: bool = False,
+    store: str | None = None,
 ) -> int:
     """Run the daemon in the foreground until SIGTERM or SIGINT; return an exit code.
 
@@ -108,6 +162,7 @@ def serve(
     """
     address = address or default_address()
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    check_listen(address, tls=tls, require_auth=require_auth, insecure_no_auth=insecure_no_auth)
     lock = DataDirLock(data_dir)
     lock.acquire()
     stop = threading.Event()
@@ -118,13 +173,28 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     app = None
     try:
-        app = Application.open(data_dir, store=store)
-        server = Server(app, address)
+        app = Application.open(data_dir, store=store, require_auth=require_auth)
+        server = Server(
+            app, address, tls=tls, insecure_no_auth=insecure_no_auth, unix_socket=socket_path(data_dir)
+        )
         server.start()
         lock.record(address=server.address)
         kinds = ", ".join(k.name for k in app.registry.kinds)
         where = describe_store(store) if store else data_dir
-        print(f"stigmer daemon listening on {server.address} (data: {where}; kinds: {kinds})", flush=True)
+        security = ", ".join(
+            part
+            for part, on in (
+                ("TLS", server.tls),
+                ("tokens required", require_auth),
+                ("INSECURE: no authentication", insecure_no_auth and not require_auth),
+            )
+            if on
+        )
+        print(
+            f"stigmer daemon listening on {server.address}{f' ({security})' if security else ''} "
+            f"(data: {where}; kinds: {kinds})",
+            flush=True,
+        )
         stop.wait()
         print("stigmer daemon stopping: draining in-flight calls", flush=True)
         server.stop(grace)

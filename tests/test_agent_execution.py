@@ -4,8 +4,6 @@ refused while it runs or cascading once it has ended."""
 
 from __future__ import annotations
 
-import base64
-
 import grpc
 import pytest
 
@@ -13,7 +11,7 @@ from stigmer_core import Application
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
-from stigmer_core.testing.inspect import key_families, raw_keys
+from stigmer_core.testing.inspect import key_families, page_token_key, raw_keys
 from tests.agent_execution_support import (
     CANCELLED,
     COMPLETED,
@@ -35,7 +33,7 @@ def kinds(stigmer_app: Application, stigmer_channel: grpc.Channel) -> Kinds:
 
 
 def _token_key(token: str) -> bytes:
-    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    return page_token_key(token)
 
 
 def _without_log(families: dict[str, int]) -> dict[str, int]:

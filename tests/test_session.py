@@ -3,8 +3,6 @@ indexes, and what deleting its instance or agent does to it."""
 
 from __future__ import annotations
 
-import base64
-
 import grpc
 import pytest
 
@@ -12,7 +10,7 @@ from stigmer_core import Application
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.agentic.session.v1 import session_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
-from stigmer_core.testing.inspect import key_families, raw_keys
+from stigmer_core.testing.inspect import key_families, page_token_key, raw_keys
 from tests.agent_execution_support import Kinds, code_of, details_of
 
 MISSING_INSTANCE = "ain-01arz3ndektsv4rrffq69g5fav"
@@ -29,7 +27,7 @@ def _without_log(families: dict[str, int]) -> dict[str, int]:
 
 
 def _token_key(token: str) -> bytes:
-    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    return page_token_key(token)
 
 
 def test_session_belongs_to_an_existing_instance_of_its_org(kinds: Kinds) -> None:

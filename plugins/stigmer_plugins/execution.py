@@ -21,6 +21,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from stigmer_core import (
+    Access,
     CustomOperation,
     FailedPrecondition,
     IndexSpec,
@@ -190,7 +191,7 @@ def _tags(obj: Any) -> list[tuple[str, ...]]:
     return [(tag,) for tag in sorted(set(obj.metadata.tags))]
 
 
-def _written(*transactional: Step) -> CustomOperation:
+def _written(*transactional: Step, access: Access | None = None) -> CustomOperation:
     return CustomOperation(
         steps=(
             standard.validate,
@@ -201,6 +202,7 @@ def _written(*transactional: Step) -> CustomOperation:
             standard.respond,
         ),
         writes=True,
+        access=access,
     )
 
 
@@ -219,7 +221,8 @@ AGENT_EXECUTION = KindDeclaration(
     },
     operations={
         "updateStatus": _written(
-            lifecycle.update_status(merge=lifecycle.merge_fields(append=("messages",), replace=("error",)))
+            lifecycle.update_status(merge=lifecycle.merge_fields(append=("messages",), replace=("error",))),
+            access=Access.RUN,  # what a runner reports; editors cancel
         ),
         "cancel": _written(lifecycle.cancel(id_field="id", on_cancel=_record_reason)),
         "listBySession": CustomOperation(

@@ -34,6 +34,7 @@ from typing import Any, cast
 from google.protobuf.message import Message
 
 from stigmer_core import (
+    Access,
     CustomOperation,
     FailedPrecondition,
     IndexSpec,
@@ -232,12 +233,15 @@ def _is_live(execution: Message | None) -> bool:
 
 @step(Phase.REDACT)
 def reveal_secrets_while_live(ctx: RequestContext) -> None:
-    """``get`` of a live execution's context: the stored secrets, decrypted.
+    """``get`` of a live execution's context, by a runner of its org: the stored secrets, decrypted.
 
     Runs after the standard redaction, from the stored object it left alone.
+    Any other caller (a viewer, an editor) gets the redacted context.
     """
     stored: Any = ctx.existing
-    if stored is None or not _is_live(_execution(ctx, stored)):
+    if stored is None or not ctx.caller.can(Access.RUN, stored.metadata.org):
+        return
+    if not _is_live(_execution(ctx, stored)):
         return
     keyring = secrets(ctx.registry)
     context_id = stored.metadata.id

@@ -91,7 +91,9 @@ def _get_artifact(ctx: RequestContext) -> None:
         raise InvalidArgument.field(
             "artifact_storage_key", "must be '<skill id>/<sha256>' as a skill's status gives it"
         )
-    data = get_blob(ctx.store.txn, ctx.kind, found["id"], found["sha"])
+    # The blob is read by key: the skill, looked up as the caller sees it, keeps another org's out.
+    visible = ctx.store.get(ctx.kind, found["id"]) is not None
+    data = get_blob(ctx.store.txn, ctx.kind, found["id"], found["sha"]) if visible else None
     if data is None:
         raise NotFound(f"skill artifact '{req.artifact_storage_key}' not found")
     ctx.response = skill_pb2.GetArtifactResponse(artifact=data)

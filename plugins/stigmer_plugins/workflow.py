@@ -15,7 +15,7 @@ ExecutionContext, which goes with it.
 
 from __future__ import annotations
 
-from stigmer_core import CustomOperation, IndexSpec, KindDeclaration, hookimpl
+from stigmer_core import Access, CustomOperation, IndexSpec, KindDeclaration, hookimpl
 from stigmer_core.api.agentic.workflow.v1 import service_pb2 as workflow_service
 from stigmer_core.api.agentic.workflow.v1 import workflow_pb2
 from stigmer_core.api.agentic.workflowexecution.v1 import service_pb2 as execution_service
@@ -96,6 +96,7 @@ WORKFLOW_EXECUTION = KindDeclaration(
                 *_RESPOND,
             ),
             writes=True,
+            access=Access.RUN,  # what a runner reports; editors cancel
         ),
         "cancel": CustomOperation(
             steps=(

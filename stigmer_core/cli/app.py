@@ -35,6 +35,9 @@ COMMANDS: dict[str, str] = {
     "backend": "stigmer_core.cli.commands.backend:backend",
     "completion": "stigmer_core.cli.commands.completion:completion",
     "secrets": "stigmer_core.cli.commands.secrets:secrets",
+    "token": "stigmer_core.cli.commands.token:token",
+    "login": "stigmer_core.cli.commands.login:login",
+    "whoami": "stigmer_core.cli.commands.login:whoami",
 }
 
 

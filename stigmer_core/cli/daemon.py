@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stigmer_core.cli.errors import CliError
+from stigmer_core.client import network_channel
 from stigmer_core.datadir import holder, open_private, private_dir
 
 PID_NAME = "daemon.pid"
@@ -93,8 +94,9 @@ def clean_stale_pid_file(files: Files) -> int | None:
     return pid
 
 
-def serving(address: str, timeout: float = 1.0) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def serving(address: str, timeout: float = 1.0, *, ca_file: str | None = None) -> bool:
+    """Whether the server at ``address`` answers its health check (over TLS where ``connect`` would use it)."""
+    with network_channel(address, ca_file=ca_file) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout

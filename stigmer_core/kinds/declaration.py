@@ -15,6 +15,7 @@ import attrs
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from stigmer_core.auth.access import Access
 from stigmer_core.pipeline.step import Step
 
 STANDARD_OPERATIONS = ("create", "apply", "update", "delete", "get", "getByReference", "list")
@@ -47,6 +48,14 @@ def _freeze_filters(value: Mapping[str, str]) -> Mapping[str, str]:
 
 def _freeze_map(value: Mapping[str, CustomOperation]) -> Mapping[str, CustomOperation]:
     return MappingProxyType(dict(value))
+
+
+def _access(value: Access | str | None) -> Access | None:
+    return None if value is None else Access(value)
+
+
+def _freeze_access(value: Mapping[str, Access | str]) -> Mapping[str, Access]:
+    return MappingProxyType({op: Access(level) for op, level in value.items()})
 
 
 @attrs.frozen
@@ -89,11 +98,16 @@ class CustomOperation:
 
     ``steps`` are the whole pipeline (standard steps from
     ``stigmer_core.pipeline.steps`` may be reused); ``writes`` says whether it
-    runs in a write transaction.
+    runs in a write transaction. ``access`` is what a caller's role must
+    allow in the object's org (``Access.READ``, ``WRITE``, ``RUN`` or
+    ``ADMIN``); left out, it follows the method's name when that is a
+    standard one (``create`` writes, ``subscribe`` reads) and ``writes``
+    otherwise. The framework enforces it; the steps hold no authorization code.
     """
 
     steps: tuple[Step, ...] = attrs.field(converter=_step_tuple)
     writes: bool = False
+    access: Access | None = attrs.field(default=None, converter=_access)
 
 
 @attrs.frozen
@@ -125,3 +139,7 @@ class KindDeclaration:
     their contexts) are not configuration and would not restore as they were."""
     redact: Callable[[Message], None] | None = None
     """Blanks secret fields in place before a response leaves the server."""
+    access: Mapping[str, Access] = attrs.field(factory=dict, converter=_freeze_access)
+    """Standard operation name -> the access it needs, where that is not the
+    framework's default (reads READ, writes WRITE); e.g. ADMIN for every
+    operation of the API token kind."""

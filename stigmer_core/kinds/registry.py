@@ -13,6 +13,7 @@ import pluggy
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
+from stigmer_core.auth.access import READ_OPERATIONS, Access
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import STANDARD_OPERATIONS, WRITE_OPERATIONS, KindDeclaration
 from stigmer_core.kinds.runtime import (
@@ -27,6 +28,7 @@ from stigmer_core.kinds.runtime import (
     Registry,
     ResourceShape,
 )
+from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step
@@ -156,10 +158,23 @@ def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterab
     return checked
 
 
+def access_of(operation: str, *, declared: Access | None = None, writes: bool = False) -> Access:
+    """The access an rpc needs: as declared, else by its standard name, else by whether it writes."""
+    if declared is not None:
+        return declared
+    if operation in WRITE_OPERATIONS:
+        return Access.WRITE
+    if operation in READ_OPERATIONS or operation in STANDARD_OPERATIONS:
+        return Access.READ
+    return Access.WRITE if writes else Access.READ
+
+
 def _pipeline(
     pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration, op: str, base: Sequence[Step], writes: bool
 ) -> Pipeline:
     steps = list(base) + _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
+    if standard.authorize not in steps:  # every rpc is authorized, whether or not its kind names the step
+        steps.append(standard.authorize)
     for impl_steps in pm.hook.stigmer_pipeline_steps(kind=decl, operation=op):
         extra = _checked_steps(plugin, decl, f"stigmer_pipeline_steps for {op!r}", impl_steps or ())
         if op == "apply":  # its transaction runs create's or update's steps, which already have these
@@ -219,9 +234,16 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     for op in STANDARD_OPERATIONS:
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, DEFAULT_PIPELINES[op], op in WRITE_OPERATIONS)
     runtime.watch = _pipeline(pm, plugin, decl, "watch", WATCH_PIPELINE, False)
+    access: dict[str, Access] = {}
+    for op in decl.access:
+        if op not in STANDARD_OPERATIONS:
+            raise _fail(plugin, decl, f"access declared for {op!r}, which is not a standard operation")
+    for op in STANDARD_OPERATIONS:
+        access[op] = access_of(op, declared=decl.access.get(op))
     for op, custom in decl.operations.items():
         base = _checked_steps(plugin, decl, f"operation {op!r}", custom.steps)
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, base, custom.writes)
+        access[op] = access_of(op, declared=custom.access, writes=custom.writes)
     for method in methods:
         if method.name in decl.operations:
             pass
@@ -246,5 +268,6 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             request_cls=message_factory.GetMessageClass(method.input_type),
             response_cls=message_factory.GetMessageClass(method.output_type),
             server_streaming=method.server_streaming,
+            access=access[method.name],
         )
     return runtime

@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
+from stigmer_core.auth.access import Access, Caller
 from stigmer_core.ids import is_valid_id, new_id, slugify
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store import keys
@@ -33,17 +34,59 @@ def _now() -> Timestamp:
 
 
 class Resources:
-    """Kind-aware view of one store transaction."""
+    """Kind-aware view of one store transaction, as one caller sees it.
 
-    __slots__ = ("_events", "registry", "txn")
+    Org isolation lives here because every read and write of a kind object,
+    a kind's own steps included, goes through this class: for a restricted
+    ``caller`` an object of an org it does not belong to does not exist
+    (NOT_FOUND wherever it is looked up, by id, slug, reference or owner),
+    and every write needs ``access`` in the written object's org.
+    """
 
-    def __init__(self, txn: ReadTxn, registry: Registry) -> None:
+    __slots__ = ("_access", "_caller", "_events", "principal", "registry", "txn")
+
+    def __init__(
+        self, txn: ReadTxn, registry: Registry, *, caller: Caller | None = None, access: Access = Access.WRITE
+    ) -> None:
         self.txn = txn
         self.registry = registry
         self._events: list[event_pb2.ResourceEvent] = []
+        self._caller = None if caller is None or caller.unrestricted else caller
+        self._access = access
+        self.principal = caller.principal if caller is not None else "local"
+
+    # -- isolation -----------------------------------------------------------
+    def visible(self, org: str) -> bool:
+        """Whether this view's caller may see objects of ``org``."""
+        return self._caller is None or self._caller.member_of(org)
+
+    def _check_write(self, kind: KindRuntime, org: str) -> None:
+        caller = self._caller
+        if caller is None or caller.can(self._access, org):
+            return
+        if not caller.member_of(org):
+            raise errors.NotFound(f"org '{org}' not found")
+        raise errors.PermissionDenied(
+            f"{caller.principal} is {caller.roles[org]} in org '{org}', which does not allow "
+            f"{self._access.value} access to {kind.label} objects"
+        )
 
     # -- reads -------------------------------------------------------------
     def get(self, kind: KindRuntime, object_id: str) -> Message | None:
+        raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
+        if raw is None:
+            return None
+        found = kind.parse(raw)
+        if self._caller is not None and not self._caller.member_of(found.metadata.org):  # type: ignore[attr-defined]
+            return None
+        return found
+
+    def hidden(self, kind: KindRuntime, object_id: str) -> bool:
+        """Whether ``object_id`` names an object this caller may not see (it is answered as not found)."""
+        return self._caller is not None and self.get(kind, object_id) is None and self._get_any(kind, object_id) is not None
+
+    def _get_any(self, kind: KindRuntime, object_id: str) -> Message | None:
+        """Whatever org the object is in: for checks that must not miss one (referrers)."""
         raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
         return None if raw is None else kind.parse(raw)
 
@@ -54,6 +97,8 @@ class Resources:
         return found
 
     def id_for_slug(self, kind: KindRuntime, org: str, slug: str) -> str | None:
+        if not self.visible(org):
+            return None
         raw = self.txn.get(keys.slug_key(kind.key_prefix, org, slug))
         return None if raw is None else raw.decode()
 
@@ -127,6 +172,8 @@ class Resources:
         if self.txn.get(keys.slug_key(kind.key_prefix, meta.org, meta.slug)) is not None:
             raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
         if meta.id and self.txn.get(keys.object_key(kind.key_prefix, meta.id)) is not None:
+            if self.hidden(kind, meta.id):  # another org's id: its existence is not told
+                raise errors.NotFound(f"{kind.label} '{meta.id}' not found")
             raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
 
     def check_references(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:
@@ -161,7 +208,7 @@ class Resources:
         for key, field in self.txn.scan(prefix):
             key_prefix, _, referrer_id = key[len(prefix) :].decode().rpartition("/")
             referrer_kind = self.registry.by_key_prefix(key_prefix)
-            referrer = self.get(referrer_kind, referrer_id)
+            referrer = self._get_any(referrer_kind, referrer_id)
             if referrer is None:  # pragma: no cover - reference entries go with their object
                 continue
             ref = next((r for r in referrer_kind.references if r.spec.field == field.decode()), None)
@@ -170,9 +217,30 @@ class Resources:
             else:
                 blocks = referrer_id not in inside
             if blocks:
+                named = referrer.metadata.slug if self.visible(referrer.metadata.org) else "(in another org)"  # type: ignore[attr-defined]
                 raise errors.FailedPrecondition(
                     f"{kind.label} '{meta.slug}' is still referenced by {referrer_kind.label} "
-                    f"'{referrer.metadata.slug}' ({field.decode()}); delete or finish that first"  # type: ignore[attr-defined]
+                    f"'{named}' ({field.decode()}); delete or finish that first"
+                )
+
+    def check_owners(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:
+        """An owner reference the write adds names no object of another org: a cascade stays in its org.
+
+        (An id that names nothing is left as today: owners may be deleted
+        before what they own is written back.)
+        """
+        if not kind.shape.has_owner_refs:
+            return
+        meta = obj.metadata  # type: ignore[attr-defined]
+        kept = {(r.kind, r.id) for r in previous.metadata.owner_references} if previous is not None else set()  # type: ignore[attr-defined]
+        for ref in meta.owner_references:
+            if (ref.kind, ref.id) in kept:
+                continue
+            owner_kind = self.registry.find(ref.kind)
+            owner = None if owner_kind is None else self._get_any(owner_kind, ref.id)
+            if owner is not None and owner.metadata.org != meta.org:  # type: ignore[attr-defined]
+                raise errors.NotFound(
+                    f"{owner_kind.label} '{ref.id}' not found in org '{meta.org}' (metadata.owner_references)"  # type: ignore[union-attr]
                 )
 
     def owned_tree(self, kind: KindRuntime, obj: Message) -> list[tuple[KindRuntime, Message]]:
@@ -197,7 +265,9 @@ class Resources:
         """Write a stamped new object with its slug, index, owner and reference entries."""
         txn = self._writer
         meta = obj.metadata  # type: ignore[attr-defined]
+        self._check_write(kind, meta.org)
         self.check_references(kind, obj)
+        self.check_owners(kind, obj)
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = obj.SerializeToString()
@@ -215,7 +285,10 @@ class Resources:
         """Overwrite an object, moving only the index entries that changed."""
         txn = self._writer
         meta = new.metadata  # type: ignore[attr-defined]
+        self._check_write(kind, old.metadata.org)  # type: ignore[attr-defined]
+        self._check_write(kind, meta.org)
         self.check_references(kind, new, old)
+        self.check_owners(kind, new, old)
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = new.SerializeToString()
@@ -242,6 +315,7 @@ class Resources:
         The whole ownership tree is checked for referrers before anything is
         deleted, so a refused delete leaves no part of the tree removed.
         """
+        self._check_write(kind, obj.metadata.org)  # type: ignore[attr-defined]
         tree = self.owned_tree(kind, obj)
         inside = frozenset(node.metadata.id for _, node in tree)  # type: ignore[attr-defined]
         for node_kind, node in tree:
@@ -300,7 +374,13 @@ class Resources:
             shown = kind.parse(raw)
             kind.redact(shown)
             raw = shown.SerializeToString()
-        event = event_pb2.ResourceEvent(type=event_type, kind=kind.name, id=object_id, object=raw)  # type: ignore[arg-type]
+        event = event_pb2.ResourceEvent(
+            type=event_type,  # type: ignore[arg-type]
+            kind=kind.name,
+            id=object_id,
+            object=raw,
+            principal=self.principal,
+        )
         if previous_index is not None:  # a filtered watch tells entering and leaving from these
             event.index_keys_changed = True
             event.previous_index_keys.extend(previous_index)

@@ -15,6 +15,7 @@ import attrs
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from stigmer_core.auth.access import Access
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
 from stigmer_core.pipeline.step import FunctionStep, Step
@@ -159,6 +160,8 @@ class MethodBinding:
     request_cls: type[Message]
     response_cls: type[Message]
     server_streaming: bool
+    access: Access = Access.READ
+    """What the caller's role must allow (the framework's AUTHORIZE phase enforces it)."""
 
 
 def _label(name: str) -> str:

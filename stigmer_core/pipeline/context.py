@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from google.protobuf.message import Message
 
+from stigmer_core.auth.access import LOCAL_ADMIN, Access, Caller
+
 if TYPE_CHECKING:
     from stigmer_core.kinds.resources import Resources
     from stigmer_core.kinds.runtime import KindRuntime, Registry
@@ -32,6 +34,11 @@ class RequestContext:
     request: Message
     metadata: Sequence[tuple[str, str | bytes]] = ()
     principal: str = "local"
+    """Who the request runs as, by name: what audit fields and events record."""
+    caller: Caller = LOCAL_ADMIN
+    """The authenticated caller and its roles (``Caller.can(access, org)``)."""
+    access: Access = Access.READ
+    """What the rpc needs from the caller's role, from how its method is bound."""
     org: str = ""
     resources: Resources | None = None
     existing: Message | None = None
@@ -45,6 +52,12 @@ class RequestContext:
     """Whether the caller is still there (streams stop when it is not)."""
     events: EventHub | None = None
     """The application's event dispatcher, for server streams."""
+
+    @property
+    def default_org(self) -> str:
+        """The org a request that names none acts in: the caller's, when it has exactly one."""
+        orgs = self.caller.orgs
+        return orgs[0] if len(orgs) == 1 else self.registry.default_org
 
     def reset_transaction_state(self) -> None:
         """Forget what a previous run of the transactional steps produced."""

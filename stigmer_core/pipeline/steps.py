@@ -17,6 +17,8 @@ from typing import Any
 from google.protobuf.message import Message
 
 from stigmer_core import errors
+from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
+from stigmer_core.auth.pages import PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
 from stigmer_core.kinds.runtime import LABEL_INDEX
@@ -38,7 +40,7 @@ def _input(ctx: RequestContext) -> Message:
 
 
 def _org(ctx: RequestContext, org: str) -> str:
-    return org or ctx.registry.default_org
+    return org or ctx.default_org
 
 
 @step(Phase.VALIDATE)
@@ -47,14 +49,43 @@ def validate(ctx: RequestContext) -> None:
     validation.check(ctx.request)
 
 
+def _named_org(ctx: RequestContext) -> str:
+    """The org a request names itself (a resource's metadata.org, a list's or a reference's org)."""
+    req = ctx.request
+    kind = ctx.kind
+    wrapper = kind.resource_field
+    if type(req) is kind.resource_cls or (wrapper is not None and wrapper in req.DESCRIPTOR.fields_by_name):
+        resource = kind.resource_in(req)
+        return str(resource.metadata.org)  # type: ignore[union-attr]
+    org = getattr(req, "org", "")
+    return org if isinstance(org, str) else ""
+
+
 @step(Phase.AUTHORIZE)
 def authorize(ctx: RequestContext) -> None:
-    """The authorization seam: local mode lets every caller act as ``local``.
+    """The caller's role must allow the rpc's access in the org the request names.
 
-    Authorization plugins add their own steps at ``Phase.AUTHORIZE`` through
-    ``stigmer_pipeline_steps``; they see the caller's metadata in ``ctx``.
+    The framework puts this step in every pipeline. The caller was
+    authenticated, and found to hold the access in some org, before the
+    pipeline ran; objects found by id are checked where they are read
+    (``Resources``: another org's object is NOT_FOUND, a write needs the
+    access in the object's org). An org the caller does not belong to is
+    answered as not found, so membership of others is not revealed.
+    Plugins may add their own steps at ``Phase.AUTHORIZE``.
     """
-    ctx.principal = ctx.principal or "local"
+    caller = ctx.caller
+    if caller.unrestricted:
+        return
+    org = _named_org(ctx)
+    if not org:
+        return
+    if not caller.member_of(org):
+        raise errors.NotFound(f"org '{org}' not found")
+    if not caller.can(ctx.access, org):
+        raise errors.PermissionDenied(
+            f"{caller.principal} is {caller.roles[org]} in org '{org}', which does not allow "
+            f"{ctx.access.value} access ({ctx.kind.name}.{ctx.operation})"
+        )
 
 
 @step(Phase.LOAD)
@@ -315,16 +346,11 @@ def _has_index_values(index: IndexSpec, wanted: list[tuple[str, ...]]) -> Callab
     return check
 
 
-@step(Phase.LOAD)
-def list_page(ctx: RequestContext) -> None:
-    """One page, read from the narrowest key range that answers the request:
-    a declared index when a filter field is set, a label index when labels
-    are, the org's slug index when only the org is, else the kind's object
-    range. Other conditions are checked on the objects of that range."""
-    req: Any = ctx.request
+def _list_range(
+    ctx: RequestContext, req: Any, org: str, labels: dict[str, str]
+) -> tuple[_Range, Callable[[Message], bool] | None]:
+    """The narrowest key range answering a list in ``org`` ("" for every org), and what it leaves to check."""
     kind = ctx.kind
-    org = req.org if kind.list_shape.has_org else ""
-    labels = dict(req.labels) if kind.list_shape.has_labels else {}
     filters = [(f, values) for f in kind.list_filters if (values := f.field.read(req))]
     # Conditions the chosen range does not already guarantee are checked on the objects.
     conditions: list[Callable[[Message], bool]] = []
@@ -354,7 +380,106 @@ def list_page(ctx: RequestContext) -> None:
     for list_filter, wanted in rest:
         conditions.append(_has_index_values(list_filter.index, [(v,) for v in wanted]))
     keep = (lambda o: all(c(o) for c in conditions)) if conditions else None
-    ctx.response = _page(ctx, scan, keep, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
+    return scan, keep
+
+
+def _page_tokens(ctx: RequestContext) -> PageTokens:
+    found = ctx.registry.extensions.get(PAGE_TOKENS)
+    if not isinstance(found, PageTokens):  # pragma: no cover - the Application sets it up
+        raise RuntimeError("page tokens are not configured for this application")
+    return found
+
+
+def _bound_page(
+    ctx: RequestContext,
+    orgs: tuple[str, ...],
+    page_range: Callable[[str], tuple[_Range, Callable[[Message], bool] | None]],
+) -> Message:
+    """One page of a list over ``orgs`` in turn (one entry, "" or an org, for most lists),
+    with a page token bound to the kind, the org being paged and the request's filter."""
+    req: Any = ctx.request
+    tokens = _page_tokens(ctx)
+    kind_name = ctx.kind.name
+    fingerprint = b""  # computed only when a token is read or made: most lists need none
+
+    def bound_to() -> bytes:
+        nonlocal fingerprint
+        if not fingerprint:
+            fingerprint = tokens.fingerprint(req) + b"."
+        return fingerprint
+
+    org, inner = orgs[0], ""
+    if req.page_token:
+        org, inner = tokens.open(kind_name, bound_to(), req.page_token)
+        if org not in orgs:
+            raise errors.InvalidArgument.field("page_token", "was issued for another org; restart the listing")
+    size = req.page_size or DEFAULT_PAGE_SIZE
+    position = orgs.index(org)
+    while True:
+        scan, keep = page_range(org)
+        page = _page(ctx, scan, keep, size, inner)
+        shown: Any = page
+        if shown.next_page_token:
+            shown.next_page_token = tokens.seal(kind_name, bound_to(), org, shown.next_page_token)
+            return page
+        position += 1
+        if position == len(orgs):
+            return page
+        org, inner = orgs[position], ""
+        if shown.entries:
+            shown.next_page_token = tokens.seal(kind_name, bound_to(), org, "")
+            return page
+
+
+def _orgs_listed(ctx: RequestContext, org: str) -> tuple[str, ...]:
+    """The orgs a list reads, one after another: the one it names, else all
+    (one range) for the administrator, else each org of the caller's."""
+    if org or ctx.caller.unrestricted:
+        return (org,)
+    return ctx.caller.orgs
+
+
+def _both(
+    first: Callable[[Message], bool] | None, second: Callable[[Message], bool]
+) -> Callable[[Message], bool]:
+    return second if first is None else (lambda o: first(o) and second(o))
+
+
+@step(Phase.LOAD)
+def list_page(ctx: RequestContext) -> None:
+    """One page, read from the narrowest key range that answers the request:
+    a declared index when a filter field is set, a label index when labels
+    are, the org's slug index when only the org is, else the kind's object
+    range. Other conditions are checked on the objects of that range. A
+    caller restricted to some orgs that names none pages through its orgs'
+    ranges one org after another."""
+    req: Any = ctx.request
+    kind = ctx.kind
+    org = req.org if kind.list_shape.has_org else ""
+    labels = dict(req.labels) if kind.list_shape.has_labels else {}
+    orgs = _orgs_listed(ctx, org)
+    if not orgs:
+        ctx.response = kind.list_cls()
+        return
+    if kind.list_shape.has_org or ctx.caller.unrestricted:
+        ctx.response = _bound_page(ctx, orgs, lambda o: _list_range(ctx, req, o, labels))
+        return
+
+    def in_org(o: str) -> tuple[_Range, Callable[[Message], bool] | None]:
+        # A list request with no org field: the all-orgs range, each org's objects in turn.
+        scan, keep = _list_range(ctx, req, "", labels)
+        return scan, _both(keep, _in_org(o))
+
+    ctx.response = _bound_page(ctx, orgs, in_org)
+
+
+def _in_org(org: str) -> Callable[[Message], bool]:
+    return lambda o: o.metadata.org == org  # type: ignore[attr-defined]
+
+
+def _in_any(orgs: tuple[str, ...]) -> Callable[[Message], bool]:
+    wanted = frozenset(orgs)
+    return lambda o: o.metadata.org in wanted  # type: ignore[attr-defined]
 
 
 def list_by(index: str, *fields: str) -> Step:
@@ -375,9 +500,19 @@ def list_by(index: str, *fields: str) -> Step:
         for field, part in zip(fields, value, strict=True):
             if not part:
                 raise errors.InvalidArgument.field(field, "is required")
-        scope = (getattr(req, "org", ""),) if spec.org_scoped else ()
-        scan = _Range(keys.index_prefix(ctx.kind.key_prefix, index, (*scope, *value)))
-        ctx.response = _page(ctx, scan, None, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
+        orgs = _orgs_listed(ctx, getattr(req, "org", "")) if spec.org_scoped else ("",)
+        if not orgs:
+            ctx.response = ctx.kind.list_cls()
+            return
+
+        def page_range(in_org: str) -> tuple[_Range, Callable[[Message], bool] | None]:
+            if spec.org_scoped:
+                return _Range(keys.index_prefix(ctx.kind.key_prefix, index, (in_org, *value))), None
+            # One parent's entries (a session's executions): one org's, checked as they are read.
+            scan = _Range(keys.index_prefix(ctx.kind.key_prefix, index, value))
+            return scan, None if ctx.caller.unrestricted else _in_any(ctx.caller.orgs)
+
+        ctx.response = _bound_page(ctx, orgs, page_range)
 
     return FunctionStep(f"list_by_{index}", Phase.LOAD, run)
 
@@ -391,6 +526,8 @@ def dispatch_apply(ctx: RequestContext) -> None:
         meta.slug = slugify(meta.name)
     if meta.id:
         exists = ctx.store.get(ctx.kind, meta.id) is not None
+        if not exists and ctx.store.hidden(ctx.kind, meta.id):
+            raise errors.NotFound(f"{ctx.kind.label} '{meta.id}' not found")
     else:
         exists = ctx.store.id_for_slug(ctx.kind, ctx.org, meta.slug) is not None
     operation = "update" if exists else "create"

@@ -110,14 +110,22 @@ class WatchScope:
     org: str
     labels: Mapping[str, str]
     filters: tuple[tuple[ListFilter, str], ...]
+    orgs: frozenset[str] | None = None
+    """The orgs the caller belongs to, when it may not see every org (a watch
+    across orgs then reports only these, as ``list`` would)."""
 
     @property
     def needs_object(self) -> bool:
-        return bool(self.org or self.labels or self.filters)
+        return bool(self.org or self.labels or self.filters or self.orgs is not None)
+
+    def _visible(self, meta: Any) -> bool:
+        if self.org and meta.org != self.org:
+            return False
+        return self.orgs is None or meta.org in self.orgs
 
     def matches(self, obj: Message) -> bool:
         meta: Any = obj.metadata  # type: ignore[attr-defined]
-        if self.org and meta.org != self.org:
+        if not self._visible(meta):
             return False
         if any(meta.labels.get(k) != v for k, v in self.labels.items()):
             return False
@@ -130,7 +138,7 @@ class WatchScope:
         ``matches`` read from the entries an update event keeps.
         """
         meta: Any = obj.metadata  # type: ignore[attr-defined]
-        if self.org and meta.org != self.org:
+        if not self._visible(meta):
             return False
         prefix = kind.key_prefix
         for key, value in self.labels.items():
@@ -225,7 +233,9 @@ def watch_events(ctx: RequestContext) -> None:
         if oldest == 0 or oldest > cursor.revision:
             raise Compacted(start, oldest or head + 1)
     labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
-    scope = WatchScope(org=ctx.org, labels=labels, filters=filters)
+    caller = ctx.caller
+    orgs = None if caller.unrestricted else frozenset(caller.orgs)
+    scope = WatchScope(org=ctx.org, labels=labels, filters=filters, orgs=orgs)
     active = ctx.active
 
     def stream() -> Iterator[watch_pb2.WatchEvent]:

@@ -6,8 +6,10 @@ ownership entry is left behind, which only the raw key space shows.
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 
+from stigmer_core.auth import pages
 from stigmer_core.store.protocol import Store
 
 
@@ -24,3 +26,10 @@ def key_families(store: Store) -> Counter[str]:
         family = parts[0].decode() if parts[0] in (b"e", b"m") else b"/".join(parts[:2]).decode()
         counts[family] += 1
     return counts
+
+
+def page_token_key(token: str) -> bytes:
+    """The store key a page token resumes after (unverified): which range served a list."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    inner = raw[: -pages.MAC_BYTES].partition(b"\0")[2]
+    return base64.urlsafe_b64decode(inner + b"=" * (-len(inner) % 4))

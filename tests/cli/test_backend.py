@@ -12,12 +12,13 @@ def test_switch_between_local_and_remote(stigmer: Stigmer, daemon: str) -> None:
     status = stigmer.ok("backend", "status")
     assert "backend:        local" in status and "running (pid" in status and daemon in status
 
-    switched = stigmer.ok("backend", "switch", "remote", "--endpoint", daemon, "--token", "s3cret")
+    token = stigmer.ok("token", "create", "--role", "editor").strip()  # through the daemon's socket
+    switched = stigmer.ok("backend", "switch", "remote", "--endpoint", daemon, "--token", token)
     assert f"backend: remote ({daemon})" in switched
     config_file = stigmer.home / "config.yaml"
     assert yaml.safe_load(config_file.read_text()) == {
         "backend": {"type": "remote"},
-        "remote": {"endpoint": daemon, "token": "s3cret"},
+        "remote": {"endpoint": daemon, "token": token},
     }
     assert config_file.stat().st_mode & 0o077 == 0
 

@@ -23,6 +23,11 @@ def _lines(pairs: list[tuple[str, str]]) -> str:
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in pairs)
 
 
+def valid_endpoint(endpoint: str) -> None:
+    if not _ENDPOINT.match(endpoint):
+        raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT")
+
+
 @backend.command()
 @common_options
 @click.pass_context
@@ -44,7 +49,9 @@ def status(ctx: click.Context) -> None:
     else:
         pairs.append(("endpoint", settings.endpoint or "(not set)"))
         pairs.append(("token", "set" if settings.token else "not set"))
-        reachable = bool(settings.endpoint) and daemon.serving(settings.endpoint, timeout=3.0)
+        reachable = bool(settings.endpoint) and daemon.serving(
+            settings.endpoint, timeout=3.0, ca_file=settings.ca_file or None
+        )
         pairs.append(("server", "serving" if reachable else "not reachable"))
     pairs += [("org", settings.org), ("config file", str(settings.config_file))]
     click.echo(_lines(pairs))
@@ -61,8 +68,8 @@ def switch(kind: str, endpoint: str | None, token: str | None, data_dir: str | N
     from stigmer_core import config
 
     data: dict[str, Any] = config.load_config()
-    if endpoint is not None and not _ENDPOINT.match(endpoint):
-        raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT")
+    if endpoint is not None:
+        valid_endpoint(endpoint)
     remote = dict(data.get("remote") or {})
     local = dict(data.get("local") or {})
     if endpoint:

@@ -32,10 +32,31 @@ store_option = click.option(
 @click.command()
 @address_option
 @data_dir_option
+@click.option("--require-auth", is_flag=True, help="Network calls must carry an API token (config server.require_auth).")
+@click.option("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS (config server.tls_cert).")
+@click.option("--tls-key", metavar="FILE", help="PEM private key of --tls-cert (config server.tls_key).")
+@click.option("--tls-client-ca", metavar="FILE", help="PEM CA that client certificates must chain to: mutual TLS.")
+@click.option(
+    "--insecure-no-auth", is_flag=True,
+    help="Allow a non-loopback address without TLS and tokens: only behind a mesh that does both.",
+)  # fmt: skip
 @store_option
 @verbose_option
-def serve(address: str | None, data_dir: str | None, store: str | None) -> None:
-    """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly)."""
+def serve(
+    address: str | None,
+    data_dir: str | None,
+    require_auth: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
+    insecure_no_auth: bool,
+    store: str | None,
+) -> None:
+    """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly).
+
+    On 127.0.0.1 it needs nothing. Any other address needs TLS and
+    --require-auth (see docs/security.md), or it refuses to start.
+    """
     # grpc's core logs a failed bind itself, before the one-line error this command prints;
     # GRPC_VERBOSITY set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -43,7 +64,21 @@ def serve(address: str | None, data_dir: str | None, store: str | None) -> None:
     from stigmer_core.server import serve as run_daemon
 
     settings = config.resolve(address=address, data_dir=data_dir, store=store)
-    code = run_daemon(settings.address, settings.data_dir, store=settings.store or None)
+    security = config.server_security(
+        require_auth=require_auth,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        insecure_no_auth=insecure_no_auth,
+    )
+    code = run_daemon(
+        settings.address,
+        settings.data_dir,
+        require_auth=security.require_auth,
+        tls=security.tls,
+        insecure_no_auth=security.insecure_no_auth,
+        store=settings.store or None,
+    )
     click.echo(f"stigmer daemon stopped (exit code {code})")
     sys.exit(code)
 

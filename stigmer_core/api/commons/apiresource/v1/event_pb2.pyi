@@ -22,7 +22,7 @@ RESOURCE_EVENT_TYPE_UPDATED: ResourceEventType
 RESOURCE_EVENT_TYPE_DELETED: ResourceEventType
 
 class ResourceEvent(_message.Message):
-    __slots__ = ("revision", "type", "kind", "id", "object", "time", "index_keys_changed", "previous_index_keys")
+    __slots__ = ("revision", "type", "kind", "id", "object", "time", "index_keys_changed", "previous_index_keys", "principal")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ResourceEvent(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     INDEX_KEYS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_INDEX_KEYS_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     revision: int
     type: ResourceEventType
     kind: str
@@ -39,4 +40,5 @@ class ResourceEvent(_message.Message):
     time: _timestamp_pb2.Timestamp
     index_keys_changed: bool
     previous_index_keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, revision: _Optional[int] = ..., type: _Optional[_Union[ResourceEventType, str]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., object: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., index_keys_changed: bool = ..., previous_index_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    principal: str
+    def __init__(self, revision: _Optional[int] = ..., type: _Optional[_Union[ResourceEventType, str]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., object: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., index_keys_changed: bool = ..., previous_index_keys: _Optional[_Iterable[bytes]] = ..., principal: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,173 @@
+"""API tokens: their format, their digest, and who a request's token makes the caller.
+
+A token is ``stg_`` and 43 characters of URL-safe base64 (32 random bytes).
+The server keeps only its SHA-256 digest, in the ``ApiToken`` kind's
+``status.token_digest``, indexed so that authenticating a request is one
+index entry and one object read. A random 256-bit secret needs no slow hash:
+nobody can guess one from its digest.
+
+Authenticated callers are cached for ``cache_seconds`` (default 5) so that a
+busy client costs a dict lookup per call. Revoking or deleting a token
+through this server forgets it at once; another server of the same shared
+store stops accepting it within ``cache_seconds``. Expiry is checked on
+every call, cached or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from stigmer_core import errors
+from stigmer_core.auth.access import LOCAL_ADMIN, ROLES, Caller
+from stigmer_core.kinds.resources import Resources
+from stigmer_core.kinds.runtime import Registry
+from stigmer_core.store.protocol import Store
+
+PREFIX = "stg_"
+KIND = "ApiToken"
+DIGEST_INDEX = "digest"
+EXTENSION = "stigmer.auth"
+IN_PROCESS_PEER = "in-process"
+DEFAULT_CACHE_SECONDS = 5.0
+MAX_CACHED = 10_000
+
+
+def new_token() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer(metadata: Sequence[tuple[str, Any]]) -> str | None:
+    """The token of an ``authorization: Bearer …`` entry; None when there is none."""
+    for key, value in metadata:
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise errors.Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+            return token.strip()
+    return None
+
+
+def trusted_peer(peer: str) -> bool:
+    """The in-process channel, or the daemon's Unix socket (mode 0600): the local administrator's own paths."""
+    return peer == IN_PROCESS_PEER or peer.startswith("unix:")
+
+
+class Authenticator:
+    """Turns a request's metadata into the ``Caller`` it runs as.
+
+    No token: the local administrator, unless ``required`` and the call came
+    over the network (a trusted local path still is the administrator). A
+    valid token: the principal it was issued to, whatever the path. A token
+    that is unknown, revoked or expired: UNAUTHENTICATED when ``required``;
+    otherwise it is ignored like no token at all, since a server that
+    requires none already trusts every caller (the official SDK always sends
+    some key, and must keep working against a local daemon unconfigured).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        *,
+        required: bool = False,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.required = required
+        self.cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[Caller, float, float]] = {}  # digest -> caller, expires (epoch s), fetched
+        self._refused: dict[str, tuple[str, float]] = {}  # digest -> why, when
+        self._lock = threading.Lock()
+
+    def caller(self, metadata: Sequence[tuple[str, Any]], peer: str = "") -> Caller:
+        try:
+            token = bearer(metadata)
+            if token is not None:
+                return self.by_token(token)
+        except errors.Unauthenticated:
+            if self.required:
+                raise
+            return LOCAL_ADMIN
+        if self.required and not trusted_peer(peer):
+            raise errors.Unauthenticated(
+                "this server requires an API token: send 'authorization: Bearer stg_…' "
+                "(`stigmer login --endpoint HOST:PORT --token TOKEN`)"
+            )
+        return LOCAL_ADMIN
+
+    def by_token(self, token: str) -> Caller:
+        """The token's caller, or UNAUTHENTICATED. Both answers are cached for ``cache_seconds``
+        (a refused token cannot become valid: new tokens are new random strings)."""
+        key = digest(token)
+        now = self._clock()
+        refused = self._refused.get(key)
+        if refused is not None and now - refused[1] < self.cache_seconds:
+            raise errors.Unauthenticated(refused[0])
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[2] < self.cache_seconds:
+            caller, expires, _ = cached
+        else:
+            try:
+                caller, expires = self._load(key)
+            except errors.Unauthenticated as why:
+                self._remember(self._refused, key, (why.message, now))
+                raise
+            self._remember(self._cache, key, (caller, expires, now))
+        if expires and time.time() >= expires:
+            raise errors.Unauthenticated("the API token has expired")
+        return caller
+
+    def _remember(self, cache: dict[str, Any], key: str, entry: Any) -> None:
+        with self._lock:
+            if len(cache) >= MAX_CACHED:
+                cache.clear()
+            cache[key] = entry
+
+    def forget(self, token_digest: str) -> None:
+        """Drop a revoked or deleted token from the cache (its revocation takes effect at once)."""
+        with self._lock:
+            self._cache.pop(token_digest, None)
+
+    def _load(self, key: str) -> tuple[Caller, float]:
+        kind = self.registry.find(KIND)
+        if kind is None:
+            raise errors.Unauthenticated("this server serves no ApiToken kind, so it accepts no token")
+        with self.store.read() as txn:
+            resources = Resources(txn, self.registry)
+            found: Any = None
+            for object_id in resources.scan_index(kind, DIGEST_INDEX, (key,)):
+                found = resources.get(kind, object_id)
+                break
+        if found is None or not hmac.compare_digest(found.status.token_digest, key):
+            raise errors.Unauthenticated("the API token is not valid")
+        if found.status.HasField("revoked_at"):
+            raise errors.Unauthenticated("the API token has been revoked")
+        role = found.spec.role
+        if role not in ROLES:  # pragma: no cover - validated at create
+            raise errors.Unauthenticated("the API token has no valid role")
+        expires = (
+            found.spec.expires_at.seconds + found.spec.expires_at.nanos / 1e9
+            if found.spec.HasField("expires_at")
+            else 0.0
+        )
+        principal = f"token:{found.metadata.org}/{found.metadata.slug}"
+        return Caller(principal, {found.metadata.org: role}), expires
+
+
+def authenticator(registry: Registry) -> Authenticator | None:
+    found = registry.extensions.get(EXTENSION)
+    return found if isinstance(found, Authenticator) else None

@@ -1,0 +1,79 @@
+"""``stigmer login`` and ``stigmer whoami``: a team server and who it takes you for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from stigmer_core.cli.commands.backend import valid_endpoint
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.options import common_options, verbose_option
+
+
+def _whoami(channel: Any, target: str) -> Any:
+    # Imported here: `stigmer --help` imports this module and must not load grpc.
+    import grpc
+
+    from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
+    from stigmer_core.cli.errors import from_rpc
+
+    try:
+        stub: Any = identity_pb2_grpc.IdentityServiceStub
+        return stub(channel).whoami(identity_pb2.WhoamiRequest(), timeout=10)
+    except grpc.RpcError as exc:
+        raise from_rpc(exc, target) from exc
+
+
+def _describe(identity: Any) -> str:
+    if identity.administrator:
+        return f"{identity.principal} (local administrator: every role in every org)"
+    roles = ", ".join(f"{b.role} in {b.org}" for b in identity.roles) or "no role"
+    return f"{identity.principal} ({roles})"
+
+
+@click.command()
+@click.option("--endpoint", required=True, metavar="HOST:PORT", help="The team server.")
+@click.option("--token", required=True, help="An API token (stg_…) from `stigmer token create`.")
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM of a private CA that signed the server's certificate.",
+)
+@verbose_option
+def login(endpoint: str, token: str, ca_file: str | None) -> None:
+    """Check a token against a server, then make that server the backend (config file, mode 0600)."""
+    from stigmer_core import config
+    from stigmer_core.client import connect
+
+    valid_endpoint(endpoint)
+    with connect(endpoint, token=token, ca_file=ca_file) as client:
+        identity = _whoami(client.channel, endpoint)
+    data: dict[str, Any] = config.load_config()
+    remote: dict[str, Any] = {**dict(data.get("remote") or {}), "endpoint": endpoint, "token": token}
+    if ca_file:
+        remote["ca_file"] = ca_file
+    else:
+        remote.pop("ca_file", None)
+    data["remote"] = remote
+    data["backend"] = {**dict(data.get("backend") or {}), "type": config.REMOTE}
+    orgs = [b.org for b in identity.roles]
+    if len(orgs) == 1:
+        data["org"] = orgs[0]
+    path = config.save_config(data)
+    click.echo(f"logged in to {endpoint} as {_describe(identity)}; saved in {path}")
+
+
+@click.command()
+@common_options
+@click.pass_context
+def whoami(ctx: click.Context) -> None:
+    """Who the backend takes you for: the principal, its orgs and roles."""
+    from stigmer_core.cli.session import Session
+
+    session = Session.of(ctx)
+    target = session.target
+    identity = _whoami(session.client.channel, target)
+    if not identity.principal:
+        raise CliError(f"{target} answered no identity")
+    click.echo(_describe(identity))

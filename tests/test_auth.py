@@ -1,0 +1,243 @@
+"""API tokens, TLS, refusing to be open, secrets only to runners, and the audit trail."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from stigmer_core import Application, InsecureTransport, connect
+from stigmer_core.api.commons.apiresource.v1 import event_pb2
+from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
+from stigmer_core.auth.transport import TlsFiles
+from stigmer_core.kind_client import KindClient
+from stigmer_core.server import Server
+from stigmer_core.store import keys
+from tests.agent_execution_support import COMPLETED, IN_PROGRESS, Kinds
+from tests.auth_support import ALPHA, BETA, code_of, make_pki, make_token, seed_org, with_token
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Application]:
+    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
+    yield app
+    app.close()
+
+
+def _whoami(channel: grpc.Channel) -> Any:
+    stub: Any = identity_pb2_grpc.IdentityServiceStub
+    return stub(channel).whoami(identity_pb2.WhoamiRequest(), timeout=5)
+
+
+def _raw_store(app: Application) -> bytes:
+    with app.store.read() as txn:
+        return b"".join(key + value for key, value in txn.scan(b""))
+
+
+def test_a_token_is_shown_once_and_only_its_digest_is_stored(app: Application) -> None:
+    token, created = make_token(app, ALPHA, "editor", "ci")
+    assert token.startswith("stg_") and len(token) > 40
+    tokens = KindClient(app.channel(), app.registry.kind("ApiToken"))
+    shown: Any = tokens.get(created.metadata.id)
+    assert shown.status.token == "" and shown.status.token_digest == ""
+    listed: Any = tokens.list_page(org=ALPHA)
+    assert [e.status.token for e in listed.entries] == [""]
+    assert token.encode() not in _raw_store(app), "neither the object nor its event holds the token"
+    whoami = _whoami(with_token(app.channel(), token))
+    assert (whoami.principal, [(r.org, r.role) for r in whoami.roles]) == (f"token:{ALPHA}/ci", [(ALPHA, "editor")])
+    assert _whoami(app.channel()).administrator, "in-process without a token: the local administrator"
+
+
+def test_update_cannot_widen_a_token(app: Application) -> None:
+    _, created = make_token(app, ALPHA, "viewer")
+    tokens = KindClient(app.channel(), app.registry.kind("ApiToken"))
+    wider: Any = tokens.get(created.metadata.id)
+    wider.spec.role = "admin"
+    assert code_of(lambda: tokens.update(wider)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_writes_record_the_principal_in_audit_and_event(app: Application) -> None:
+    token, _ = make_token(app, ALPHA, "editor", "deployer")
+    kinds = Kinds.on(app, with_token(app.channel(), token))
+    env: Any = kinds.environment("audited", {"A": ("1", False)})
+    assert env.metadata.org == ALPHA, "a caller of one org creates in it"
+    assert env.status.audit.spec_audit.created_by.id == f"token:{ALPHA}/deployer"
+    with app.store.read() as txn:
+        events = [event_pb2.ResourceEvent.FromString(raw) for _, raw in txn.events(0)]
+    mine = [e for e in events if e.id == env.metadata.id]
+    assert [e.principal for e in mine] == [f"token:{ALPHA}/deployer"]
+
+
+def test_a_denied_call_is_one_log_line_without_the_request(app: Application, caplog: Any) -> None:
+    token, _ = make_token(app, ALPHA, "viewer", "reader")
+    kinds = Kinds.on(app, with_token(app.channel(), token))
+    with caplog.at_level(logging.WARNING, logger="stigmer_core.controller"):
+        assert code_of(lambda: kinds.environment("no", {"KEY": ("canary-7731", True)})) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"denied: principal=token:{ALPHA}/reader "
+        "method=/stigmer.agentic.environment.v1.EnvironmentCommandController/create status=PERMISSION_DENIED"
+    ]
+    assert "canary-7731" not in caplog.text and token not in caplog.text
+
+
+def test_secrets_of_a_live_context_go_to_its_orgs_runners_only(app: Application) -> None:
+    seeded = seed_org(app, ALPHA)
+    seed_org(app, BETA)
+    context_id = seeded.objects["ExecutionContext"].metadata.id
+    execution_id = seeded.objects["AgentExecution"].metadata.id
+    by_role = {role: make_token(app, ALPHA, role)[0] for role in ("viewer", "editor", "runner", "admin")}
+    beta_runner, _ = make_token(app, BETA, "runner")
+
+    def secret(token: str) -> tuple[grpc.StatusCode, str]:
+        kinds = Kinds.on(app, with_token(app.channel(), token))
+        try:
+            return grpc.StatusCode.OK, kinds.contexts.get(context_id).spec.data["DB_PASSWORD"].value  # type: ignore[attr-defined]
+        except grpc.RpcError as exc:
+            return exc.code(), ""
+
+    assert secret(by_role["viewer"]) == (grpc.StatusCode.OK, "<redacted>")
+    assert secret(by_role["editor"]) == (grpc.StatusCode.OK, "<redacted>")
+    assert secret(by_role["runner"]) == (grpc.StatusCode.OK, f"secret-of-{ALPHA}")
+    assert secret(by_role["admin"]) == (grpc.StatusCode.OK, f"secret-of-{ALPHA}")
+    assert secret(beta_runner) == (grpc.StatusCode.NOT_FOUND, "")
+    runner = Kinds.on(app, with_token(app.channel(), by_role["runner"]))
+    editor = Kinds.on(app, with_token(app.channel(), by_role["editor"]))
+    assert code_of(lambda: editor.report(execution_id, 2)) == grpc.StatusCode.PERMISSION_DENIED
+    assert code_of(lambda: runner.cancel(execution_id)) == grpc.StatusCode.PERMISSION_DENIED
+    runner.report(execution_id, IN_PROGRESS)
+    done: Any = runner.report(execution_id, COMPLETED)
+    assert done.status.phase == COMPLETED
+    assert secret(by_role["runner"]) == (grpc.StatusCode.OK, "<redacted>"), "not once the run has ended"
+
+
+def test_network_path_requires_a_token_but_the_unix_socket_is_the_owner(app: Application, tmp_path: Path) -> None:
+    token, _ = make_token(app, ALPHA, "viewer")
+    server = Server(app, "127.0.0.1:0", max_workers=4, unix_socket=tmp_path / "s.sock")
+    server.start()
+    try:
+        assert (tmp_path / "s.sock").stat().st_mode & 0o777 == 0o600
+        with grpc.insecure_channel(server.address) as plain:
+            assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAUTHENTICATED
+            assert _whoami(with_token(plain, token)).principal == f"token:{ALPHA}/{ALPHA}-viewer"
+        with grpc.insecure_channel(f"unix:{tmp_path / 's.sock'}") as local:
+            assert _whoami(local).administrator
+    finally:
+        server.stop(grace=1)
+
+
+def test_tls_with_tokens_and_mutual_tls(app: Application, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    token, _ = make_token(app, ALPHA, "editor")
+    tls = TlsFiles(str(pki.server_cert), str(pki.server_key))
+    server = Server(app, "127.0.0.1:0", max_workers=4, tls=tls)
+    server.start()
+    try:
+        with connect(server.address, token=token, ca_file=str(pki.ca)) as client:
+            assert _whoami(client.channel).principal == f"token:{ALPHA}/{ALPHA}-editor"
+            agents = KindClient(client.channel, app.registry.kind("Agent"))
+            assert agents.list_page().entries == []
+        with connect(server.address, ca_file=str(pki.ca)) as client:
+            assert code_of(lambda: _whoami(client.channel)) == grpc.StatusCode.UNAUTHENTICATED
+        with grpc.insecure_channel(server.address) as plain:  # a plaintext client gets no answer at all
+            assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace=1)
+    mutual = Server(
+        app, "127.0.0.1:0", max_workers=4, tls=TlsFiles(str(pki.server_cert), str(pki.server_key), str(pki.ca))
+    )
+    mutual.start()
+    try:
+        creds = grpc.ssl_channel_credentials(
+            pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+        )
+        with grpc.secure_channel(mutual.address, creds) as channel:
+            assert _whoami(with_token(channel, token)).principal.startswith("token:")
+        with connect(mutual.address, token=token, ca_file=str(pki.ca)) as client:  # no client certificate
+            assert code_of(lambda: _whoami(client.channel)) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        mutual.stop(grace=1)
+
+
+def test_a_non_loopback_address_without_tls_and_auth_is_refused_before_binding(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    tls = TlsFiles(str(pki.server_cert), str(pki.server_key))
+    cases = [
+        (False, None, r"no TLS .* and no authentication"),
+        (False, tls, "no authentication"),
+        (True, None, "no TLS"),
+    ]
+    for n, (require_auth, given_tls, lacking) in enumerate(cases):
+        app = Application.open(tmp_path / f"d{n}", durable=False, require_auth=require_auth)
+        try:
+            for address in ("0.0.0.0:0", "[::]:0"):
+                with pytest.raises(InsecureTransport, match=lacking):
+                    Server(app, address, tls=given_tls)
+        finally:
+            app.close()
+
+
+def test_a_token_is_never_sent_in_clear_to_a_remote_address() -> None:
+    with pytest.raises(InsecureTransport, match="plaintext"):
+        connect("10.1.2.3:50051", token="stg_x", tls=False)
+    with connect("10.1.2.3:50051", token="stg_x") as client:  # TLS by default: nothing is dialled yet
+        assert client.target == "10.1.2.3:50051"
+
+
+def test_unrestricted_local_mode_is_unchanged(tmp_path: Path) -> None:
+    """Tokens not required: a caller without a valid token is the local administrator, every org
+    visible (as before; the SDK's placeholder key keeps working); a valid token still narrows it."""
+    with Application.open(tmp_path / "d", durable=False) as app:
+        seed_org(app, ALPHA)
+        seed_org(app, BETA)
+        agents = KindClient(app.channel(), app.registry.kind("Agent"))
+        assert {e.metadata.org for e in agents.list_page().entries} == {ALPHA, BETA}
+        server = Server(app, "127.0.0.1:0", max_workers=4)
+        server.start()
+        try:
+            with grpc.insecure_channel(server.address) as plain:
+                assert _whoami(plain).administrator
+                assert _whoami(with_token(plain, "sk_placeholder")).administrator
+                viewer, _ = make_token(app, BETA, "viewer")
+                assert _whoami(with_token(plain, viewer)).principal == f"token:{BETA}/{BETA}-viewer"
+                as_viewer = KindClient(with_token(plain, viewer), app.registry.kind("Agent"))
+                assert {e.metadata.org for e in as_viewer.list_page().entries} == {BETA}
+        finally:
+            server.stop(grace=1)
+
+
+def test_stored_bytes_hold_no_token(app: Application) -> None:
+    token, created = make_token(app, ALPHA, "admin")
+    with app.store.read() as txn:
+        raw = txn.get(keys.object_key("apitokens", created.metadata.id))
+    assert raw is not None and token.encode() not in raw
+
+
+def test_another_orgs_skill_artifact_is_not_found(app: Application) -> None:
+    import io
+    import zipfile
+
+    from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("SKILL.md", "---\nname: Calculator\ndescription: Adds\n---\n# Calc\n")
+    pushed = skill_grpc.SkillCommandControllerStub(app.channel()).push(
+        skill_pb2.PushSkillRequest(org=BETA, artifact=buffer.getvalue()), timeout=10
+    )
+    key = pushed.status.artifact_storage_key
+    request = skill_pb2.GetArtifactRequest(artifact_storage_key=key)
+    beta_viewer, _ = make_token(app, BETA, "viewer")
+    alpha_admin, _ = make_token(app, ALPHA, "admin")
+    queries = skill_grpc.SkillQueryControllerStub
+    assert queries(with_token(app.channel(), beta_viewer)).getArtifact(request, timeout=10).artifact
+    assert code_of(lambda: queries(with_token(app.channel(), alpha_admin)).getArtifact(request, timeout=10)) == (
+        grpc.StatusCode.NOT_FOUND
+    )

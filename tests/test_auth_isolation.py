@@ -1,0 +1,309 @@
+"""Generated from the registry: every rpc of every installed kind, called by
+principals of two orgs over a real server that requires tokens.
+
+Nothing crosses: another org's object is NOT_FOUND by id, by slug, as a
+reference and in every kind command; lists hold only the caller's org; a
+write aimed at the other org changes nothing there. The role matrix:
+UNAUTHENTICATED without a token or with a wrong, expired or revoked one,
+PERMISSION_DENIED exactly where the role lacks the method's access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+
+from stigmer_core import Access, Application
+from stigmer_core.auth.access import ROLES, Caller
+from stigmer_core.auth.tokens import Authenticator
+from stigmer_core.channel import InProcessChannel
+from stigmer_core.controller import build_handlers
+from stigmer_core.kinds.resources import Resources
+from stigmer_core.kinds.runtime import KindRuntime, MethodBinding
+from stigmer_core.server import Server
+from stigmer_core.store import keys
+from tests.auth_support import ALPHA, BETA, Seeded, code_of, make_token, seed_org, with_token
+
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture
+def app(tmp_path: Any) -> Iterator[Application]:
+    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def server(app: Application) -> Iterator[Server]:
+    server = Server(app, "127.0.0.1:0", max_workers=8)
+    server.start()
+    yield server
+    server.stop(grace=1)
+
+
+@pytest.fixture
+def seeded(app: Application) -> tuple[Seeded, Seeded]:
+    return seed_org(app, ALPHA), seed_org(app, BETA)
+
+
+def _bindings(app: Application) -> list[tuple[KindRuntime, MethodBinding]]:
+    found = [(kind, binding) for kind in app.registry.kinds for binding in kind.methods.values()]
+    assert len(found) > 60, "every kind's every rpc"
+    return found
+
+
+def _call(channel: grpc.Channel, binding: MethodBinding, request: Message) -> Any:
+    """The response (a stream: its first message, or None when it ends at once)."""
+    if binding.server_streaming:
+        stream = channel.unary_stream(
+            binding.path,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=binding.response_cls.FromString,
+        )(request, timeout=5)
+        first = next(iter(stream), None)
+        stream.cancel()
+        return first
+    return channel.unary_unary(
+        binding.path,
+        request_serializer=type(request).SerializeToString,
+        response_deserializer=binding.response_cls.FromString,
+    )(request, timeout=10)
+
+
+def _outcome(channel: grpc.Channel, binding: MethodBinding, request: Message) -> tuple[grpc.StatusCode, Any]:
+    try:
+        return grpc.StatusCode.OK, _call(channel, binding, request)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+
+
+def _target_for(app: Application, field: str, kind: KindRuntime, seeded: Seeded) -> Any:
+    named = app.registry.find(field[: -len("_id")]) if field.endswith("_id") else None
+    return seeded.objects[(named or kind).name]
+
+
+def _requests_at(app: Application, kind: KindRuntime, binding: MethodBinding, seeded: Seeded) -> list[Message]:
+    """Requests that aim ``binding`` at ``seeded``'s objects, every way the request can name them."""
+    own = seeded.objects[kind.name]
+    request = binding.request_cls()
+    fields = request.DESCRIPTOR.fields_by_name
+    carried = kind.resource_in(request)
+    if carried is not None:
+        by_id, by_slug = binding.request_cls(), binding.request_cls()
+        for variant in (by_id, by_slug):
+            resource: Any = kind.resource_in(variant)
+            resource.CopyFrom(own)
+        by_id_resource: Any = kind.resource_in(by_id)
+        by_id_resource.metadata.org = ""
+        by_slug_resource: Any = kind.resource_in(by_slug)
+        by_slug_resource.metadata.id = ""
+        if binding.operation == "create":
+            return [by_slug]
+        return [by_id, by_slug]
+    if "page_size" in fields:
+        every: Any = binding.request_cls()
+        named: Any = binding.request_cls()
+        for variant in (every, named):
+            for name in fields:
+                if name.endswith("_id"):
+                    setattr(variant, name, _target_for(app, name, kind, seeded).metadata.id)
+        if "org" not in fields:
+            return [every]
+        named.org = seeded.org
+        return [every, named]
+    if {"org", "slug", "id"} <= set(fields):
+        by_id_ref: Any = binding.request_cls(id=own.metadata.id)
+        by_slug_ref: Any = binding.request_cls(org=seeded.org, slug=own.metadata.slug)
+        return [by_id_ref, by_slug_ref]
+    aimed: Any = binding.request_cls()
+    for name, field in fields.items():
+        if field.message_type is not None and not _repeated(field):
+            getattr(aimed, name).SetInParent()  # present, so only the ids decide
+        if field.type != field.TYPE_STRING or _repeated(field):
+            continue
+        if name in ("value", "id") or name.endswith("_id"):
+            setattr(aimed, name, _target_for(app, name, kind, seeded).metadata.id)
+        elif name == "org":
+            aimed.org = seeded.org
+        else:
+            setattr(aimed, name, "x")
+    return [aimed]
+
+
+def _repeated(field: Any) -> bool:
+    if hasattr(field, "is_repeated"):
+        return bool(field.is_repeated)
+    return bool(field.label == field.LABEL_REPEATED)  # protobuf 6
+
+
+def _stored(app: Application, seeded: Seeded) -> dict[str, bytes | None]:
+    with app.store.read() as txn:
+        return {
+            obj.metadata.id: txn.get(keys.object_key(app.registry.kind(name).key_prefix, obj.metadata.id))
+            for name, obj in seeded.objects.items()
+        }
+
+
+def test_nothing_crosses_orgs_in_any_rpc_of_any_kind(
+    app: Application, server: Server, seeded: tuple[Seeded, Seeded]
+) -> None:
+    alpha, beta = seeded
+    assert {k.name for k in app.registry.kinds} <= set(beta.objects), "seed_org covers every installed kind"
+    admin_token, _ = make_token(app, ALPHA, "admin")
+    beta_before = _stored(app, beta)
+    foreign = [i.encode() for i in beta.ids()] + [b"secret-of-beta"]
+    with grpc.insecure_channel(server.address) as plain:
+        channel = with_token(plain, admin_token)
+        for kind, binding in _bindings(app):
+            for n, request in enumerate(_requests_at(app, kind, binding, beta)):
+                code, answer = _outcome(channel, binding, request)
+                where = f"{binding.path} {type(request).__name__} {request}"
+                if code == grpc.StatusCode.OK:
+                    shown = answer.SerializeToString() if answer is not None else b""
+                    assert not any(i in shown for i in foreign), f"{where} answered another org's data"
+                    continue
+                if code != NOT_FOUND:  # only if the request's own shape decides: aimed at alpha, refused alike
+                    own = _requests_at(app, kind, binding, alpha)[n]
+                    assert _outcome(channel, binding, own)[0] == code, f"{where}: {code.name} {answer}"
+    assert _stored(app, beta) == beta_before, "no write reached the other org"
+
+
+def test_lists_without_an_org_hold_only_the_callers_org(
+    app: Application, server: Server, seeded: tuple[Seeded, Seeded]
+) -> None:
+    beta = seeded[1]
+    viewer, _ = make_token(app, ALPHA, "admin")
+    with grpc.insecure_channel(server.address) as plain:
+        channel = with_token(plain, viewer)
+        for kind in app.registry.kinds:
+            binding = next(b for b in kind.methods.values() if b.operation == "list")
+            page = _call(channel, binding, binding.request_cls())
+            orgs = {entry.metadata.org for entry in page.entries}
+            assert orgs == {ALPHA}, (kind.name, orgs)
+            assert {e.metadata.id for e in page.entries} & beta.ids() == set()
+
+
+def test_page_tokens_are_bound_to_their_org_and_filter(app: Application, seeded: tuple[Seeded, Seeded]) -> None:
+    channel = app.channel()
+    kind = app.registry.kind("Environment")
+    binding = next(b for b in kind.methods.values() if b.operation == "list")
+    for n in range(3):
+        for org in (ALPHA, BETA):
+            seed: Any = kind.resource_cls()
+            seed.metadata.name, seed.metadata.org = f"extra {n}", org
+            seed.metadata.labels["team"] = "a"
+            create = next(b for b in kind.methods.values() if b.operation == "create")
+            _call(channel, create, seed)
+    first: Any = binding.request_cls(org=ALPHA, page_size=2)
+    page = _call(channel, binding, first)
+    assert page.next_page_token
+    replayed: Any = binding.request_cls(org=BETA, page_size=2, page_token=page.next_page_token)
+    assert code_of(lambda: _call(channel, binding, replayed)) == INVALID
+    filtered: Any = binding.request_cls(org=ALPHA, page_size=2, page_token=page.next_page_token)
+    filtered.labels["team"] = "a"
+    assert code_of(lambda: _call(channel, binding, filtered)) == INVALID
+    other_kind = app.registry.kind("Agent")
+    agents = next(b for b in other_kind.methods.values() if b.operation == "list")
+    moved: Any = agents.request_cls(org=ALPHA, page_size=2, page_token=page.next_page_token)
+    assert code_of(lambda: _call(channel, agents, moved)) == INVALID
+    tampered = page.next_page_token[:-2] + ("A" if page.next_page_token[-2] != "A" else "B") + page.next_page_token[-1]
+    again: Any = binding.request_cls(org=ALPHA, page_size=2, page_token=tampered)
+    assert code_of(lambda: _call(channel, binding, again)) == INVALID
+    same: Any = binding.request_cls(org=ALPHA, page_size=2, page_token=page.next_page_token)
+    assert _call(channel, binding, same).entries, "the token resumes the query it came from"
+
+
+def test_role_matrix_on_every_rpc(app: Application, server: Server, seeded: tuple[Seeded, Seeded]) -> None:
+    tokens = {role: make_token(app, ALPHA, role)[0] for role in ROLES}
+    with grpc.insecure_channel(server.address) as plain:
+        channels = {role: with_token(plain, token) for role, token in tokens.items()}
+        for _, binding in _bindings(app):
+            for role, channel in channels.items():
+                code = _outcome(channel, binding, binding.request_cls())[0]
+                if binding.access in ROLES[role]:
+                    assert code not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED), (
+                        binding.path,
+                        role,
+                    )
+                else:
+                    assert code == grpc.StatusCode.PERMISSION_DENIED, (binding.path, role, code)
+    run_only = {b.path for _, b in _bindings(app) if b.access is Access.RUN}
+    assert run_only == {
+        "/stigmer.agentic.agentexecution.v1.AgentExecutionCommandController/updateStatus",
+        "/stigmer.agentic.workflowexecution.v1.WorkflowExecutionCommandController/updateStatus",
+    }
+
+
+def _expire(app: Application, token_id: str) -> None:
+    kind = app.registry.kind("ApiToken")
+
+    def body(txn: Any) -> None:
+        resources = Resources(txn, app.registry)
+        stored: Any = resources.get(kind, token_id)
+        expired: Any = kind.resource_cls()
+        expired.CopyFrom(stored)
+        expired.spec.expires_at.FromSeconds(1_000_000)
+        resources.replace(kind, stored, expired)
+
+    app.store.transact(body)
+
+
+def test_unauthenticated_without_a_valid_token_on_every_rpc(
+    app: Application, server: Server, seeded: tuple[Seeded, Seeded]
+) -> None:
+    expired, expired_obj = make_token(app, ALPHA, "admin", "expiring")
+    _expire(app, expired_obj.metadata.id)
+    revoked, revoked_obj = make_token(app, ALPHA, "admin", "revoked")
+    good, _ = make_token(app, ALPHA, "admin", "good")
+    tokens = app.registry.kind("ApiToken")
+    revoke = next(b for b in tokens.methods.values() if b.operation == "revoke")
+    with grpc.insecure_channel(server.address) as plain:
+        assert code_of(lambda: _call(with_token(plain, revoked), revoke, revoke.request_cls())) == INVALID
+        _call(with_token(plain, good), revoke, revoke.request_cls(value=revoked_obj.metadata.id))  # type: ignore[call-arg]
+        callers = {
+            "none": plain,
+            "wrong": with_token(plain, "stg_" + "x" * 43),
+            "garbage": with_token(plain, "not-a-token"),
+            "expired": with_token(plain, expired),
+            "revoked": with_token(plain, revoked),
+        }
+        for _, binding in _bindings(app):
+            for name, channel in callers.items():
+                code = _outcome(channel, binding, binding.request_cls())[0]
+                assert code == grpc.StatusCode.UNAUTHENTICATED, (binding.path, name, code)
+
+
+class _TwoOrgs(Authenticator):
+    """A principal in two orgs (no token kind issues one yet): what lists must page through."""
+
+    def by_token(self, token: str) -> Caller:
+        return Caller("token:both", {ALPHA: "viewer", BETA: "viewer"})
+
+
+def test_a_caller_in_several_orgs_pages_org_by_org(tmp_path: Any) -> None:
+    with Application.open(tmp_path / "d", durable=False) as app:
+        seed_org(app, ALPHA)
+        seed_org(app, BETA)
+        seed_org(app, "gamma")
+        channel = with_token(
+            InProcessChannel.from_services(build_handlers(app.registry, app.store, _TwoOrgs(app.registry, app.store))),
+            "stg_two",
+        )
+        for kind_name in ("Agent", "Environment", "AgentExecution"):
+            kind = app.registry.kind(kind_name)
+            binding = next(b for b in kind.methods.values() if b.operation == "list")
+            seen: list[str] = []
+            request: Any = binding.request_cls(page_size=1)
+            for _ in range(10):
+                page = _call(channel, binding, request)
+                seen += [e.metadata.org for e in page.entries]
+                if not page.next_page_token:
+                    break
+                request.page_token = page.next_page_token
+            assert seen == [ALPHA, BETA], (kind_name, seen)

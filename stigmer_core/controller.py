@@ -15,9 +15,10 @@ import grpc
 from google.protobuf.message import Message
 
 from stigmer_core import status
-from stigmer_core.errors import FieldViolation, InvalidArgument
+from stigmer_core.errors import FieldViolation, InvalidArgument, ResourceExhausted
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
+from stigmer_core.limits import MESSAGE_BYTES
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.store.protocol import Store, WriteTxn
 
@@ -81,6 +82,7 @@ class Executor:
                 for run_step in pipeline.run_txn:
                     run_step(ctx)
                 resources.publish()  # whatever a custom pipeline wrote without a publish step
+                _check_answerable(ctx.response, binding)
                 return ctx.response
 
             response = self.store.transact(body)
@@ -93,6 +95,15 @@ class Executor:
         if response is None:
             raise RuntimeError(f"pipeline of {binding.path} produced no response")
         return response
+
+
+def _check_answerable(response: Any, binding: MethodBinding) -> None:
+    """A write whose answer could not be sent is rolled back, never committed unanswered."""
+    if isinstance(response, Message) and response.ByteSize() > MESSAGE_BYTES:
+        raise ResourceExhausted(
+            f"the answer of {binding.path} would take {response.ByteSize()} bytes, more than the "
+            f"{MESSAGE_BYTES}-byte message limit; nothing was written"
+        )
 
 
 def _malformed(binding: MethodBinding, request: _Malformed) -> InvalidArgument:

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
+from stigmer_core.limits import Limits
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_core.store import keys
 
@@ -272,6 +273,8 @@ class Registry:
     default_org: str = "local"
     extensions: dict[str, Any] = attrs.field(factory=dict)
     """Per-application state plugins set up in ``stigmer_configure``."""
+    limits: Limits = attrs.field(factory=Limits.from_env)
+    """What one request may store and write (stigmer_core.limits)."""
     _by_name: dict[str, KindRuntime] = attrs.field(factory=dict, init=False)
     _by_key_prefix: dict[str, KindRuntime] = attrs.field(factory=dict, init=False)
 
@@ -295,3 +298,7 @@ class Registry:
 
     def by_key_prefix(self, key_prefix: str) -> KindRuntime:
         return self._by_key_prefix[key_prefix]
+
+    def find_key_prefix(self, key_prefix: str) -> KindRuntime | None:
+        """The kind stored under ``key_prefix``; None when no installed plugin serves it."""
+        return self._by_key_prefix.get(key_prefix)

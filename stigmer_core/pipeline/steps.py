@@ -27,7 +27,8 @@ from stigmer_core.pipeline.step import FunctionStep, Step, step
 from stigmer_core.store import keys
 
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_BYTES = 3 << 20  # below gRPC's 4 MiB default message limit
+_ENTRY_OVERHEAD = 16
+"""Bytes a list entry may add to its object: tag, length, a redaction marker's growth."""
 
 
 def _input(ctx: RequestContext) -> Message:
@@ -257,7 +258,12 @@ class _Range:
 def _page(
     ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str
 ) -> Message:
-    """Read one page of ``scan``: at most ``size`` objects (and ~3 MiB) that ``keep`` accepts.
+    """Read one page of ``scan``: at most ``size`` objects that ``keep`` accepts,
+    within ``Limits.max_page_bytes``.
+
+    The byte budget is checked before an object is added, so a page never
+    passes it; the first object always fits, because no stored object may
+    be larger than a page (``Limits.max_object_bytes``).
 
     When nothing needs to look inside the objects (no extra condition, no
     redaction) the page is assembled from the stored bytes and parsed once,
@@ -270,30 +276,35 @@ def _page(
     entries: list[Message] = []
     wire: list[bytes] = []
     count = 0
-    budget = MAX_PAGE_BYTES
+    budget = ctx.registry.limits.max_page_bytes
     last = b""
     more = False
     for key, value in txn.scan(prefix, after=_decode_token(token, prefix)):
-        if count >= size or budget <= 0:
+        if count >= size:
             more = True
             break
-        last = key
         if not scan.by_object:
             object_id = value.decode() if scan.by_slug else key[len(prefix) :].decode()
             raw = txn.get(keys.object_key(kind.key_prefix, object_id))
             if raw is None:  # pragma: no cover - indexes change with their object
+                last = key
                 continue
             value = raw
-        budget -= len(value)
-        count += 1
+        cost = len(value) + _ENTRY_OVERHEAD
+        if count and cost > budget:
+            more = True
+            break
+        last = key
         if raw_page:
+            budget -= cost
+            count += 1
             wire += (kind.entries_tag, keys.varint(len(value)), value)
             continue
         obj = kind.parse(value)
         if keep is not None and not keep(obj):
-            budget += len(value)
-            count -= 1
             continue
+        budget -= cost
+        count += 1
         if kind.redact is not None:
             kind.redact(obj)
         entries.append(obj)

@@ -23,6 +23,7 @@ from stigmer_core.api.agentic.agent.v1 import service_pb2 as agent_service
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_service
 from stigmer_core.ids import derived_id
+from stigmer_plugins.environment import ENVIRONMENT_REFS
 
 DEFAULT_INSTANCE = "default_instance_id"
 
@@ -108,6 +109,7 @@ AGENT = KindDeclaration(
     id_prefix="agt",
     key_prefix="agents",
     steps={"create": (create_default_instance, update_agent_status_with_default_instance)},
+    indexes=(ENVIRONMENT_REFS,),
     api_version="agentic.stigmer.ai/v1",
     plural="agents",
     aliases=("ag",),
@@ -126,6 +128,7 @@ AGENT_INSTANCE = KindDeclaration(
         "update": (keep_agent_id,),
         "delete": (refuse_default_instance_delete,),
     },
+    indexes=(ENVIRONMENT_REFS,),
     api_version="agentic.stigmer.ai/v1",
     plural="agentinstances",
     aliases=("agent-instance", "agent-instances", "ai"),

@@ -24,9 +24,9 @@ later clear value sets it; executions refuse to run with it unset
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
 from typing import Any
+
+from google.protobuf.message import Message
 
 from stigmer_core import (
     FailedPrecondition,

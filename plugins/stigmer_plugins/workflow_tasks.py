@@ -11,6 +11,8 @@ resend its whole task list), but a finished task's result is final.
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -27,7 +29,8 @@ TaskStatus = workflowexecution_pb2.WorkflowTaskStatus
 def _max_tasks() -> int:
     """The status's own rule on ``tasks`` (max_items), read once from the descriptor."""
     options = Status.DESCRIPTOR.fields_by_name["tasks"].GetOptions()
-    rules = options.Extensions[validate_pb2.field]
+    extension: Any = validate_pb2.field
+    rules: Any = options.Extensions[extension]
     return int(rules.repeated.max_items) if rules.repeated.HasField("max_items") else 1 << 31
 
 

@@ -1,0 +1,262 @@
+"""Size, page, nesting and per-write limits, driven through a real server on 127.0.0.1.
+
+Each test goes past one limit of ``stigmer_core.limits`` and checks the
+documented status, that nothing was written (or, for pages, that nothing
+was lost), and that the daemon still serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from stigmer_core import Application, ResourceExhausted
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
+from stigmer_core.api.agentic.environment.v1 import environment_pb2
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.resources import Resources
+from stigmer_core.limits import Limits
+from stigmer_core.store import keys
+from stigmer_core.testing.inspect import raw_keys
+from tests import workflow_helpers as wf
+from tests.agent_execution_support import IN_PROGRESS, Kinds
+from tests.hardening_support import agent, assert_serving, fails, fields_of, network
+
+OK, TOO_BIG, BAD, PRECONDITION = (
+    grpc.StatusCode.OK,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+)
+
+
+@pytest.fixture
+def served(stigmer_app: Application) -> Iterator[tuple[Application, grpc.Channel]]:
+    server, channel = network(stigmer_app)
+    yield stigmer_app, channel
+    channel.close()
+    server.stop(grace=1)
+
+
+def _big_agent(name: str, size: int) -> agent_pb2.Agent:
+    """An agent whose stored form takes about ``size`` bytes (MCP server headers have no length rule)."""
+    made = agent(name)
+    server = made.spec.mcp_servers.add(name="big")
+    chunk = size // 64
+    for i in range(64):
+        server.headers[f"h{i}"] = "x" * chunk
+    return made
+
+
+# -- object size: no ghost write ---------------------------------------------------
+
+
+def test_an_object_over_the_size_limit_is_refused_before_it_is_stored(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    app, channel = served
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    before = raw_keys(app.store)
+    limit = app.registry.limits.max_object_bytes
+    error = fails(TOO_BIG, lambda: agents.create(_big_agent("ghost", limit + 4096)))
+    assert "max_object_bytes" in error.details()
+    assert raw_keys(app.store) == before  # no object, index, event: nothing half-written
+    fails(grpc.StatusCode.NOT_FOUND, lambda: agents.get_by_reference(slug="ghost"))
+    # just under the limit is stored, answered, and listed
+    fits = agents.create(_big_agent("fits", limit - 8192))
+    assert agents.get(fits.metadata.id) == fits
+    assert [a.metadata.slug for a in agents.list_all()] == ["fits"]
+    # an update that grows it past the limit is refused, the stored one unchanged
+    grown = agent_pb2.Agent()
+    grown.CopyFrom(fits)
+    grown.spec.mcp_servers.add(name="more").headers["more"] = "y" * 16384
+    fails(TOO_BIG, lambda: agents.update(grown))
+    assert agents.get(fits.metadata.id) == fits
+    assert_serving(channel, app)
+
+
+def test_a_derived_object_over_the_limit_refuses_the_write_that_derives_it(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """Two environments that fit alone resolve into an execution context that does not."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    third = app.registry.limits.max_object_bytes * 6 // 10
+    for name in ("first", "second"):
+        env = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name=name))
+        for i in range(16):
+            env.spec.data[f"{name}_{i}"].value = "v" * (third // 16)
+        kinds.environments.create(env)
+    made = kinds.agent("runner", env_slugs=["first", "second"])
+    session = kinds.session(made.status.default_instance_id)
+    before = raw_keys(app.store)
+    error = fails(TOO_BIG, lambda: kinds.execution(session_id=session.metadata.id))
+    assert "max_object_bytes" in error.details()
+    assert raw_keys(app.store) == before
+    assert list(kinds.executions.list_all()) == [] and list(kinds.contexts.list_all()) == []
+    assert_serving(channel, app)
+
+
+# -- list pages ---------------------------------------------------------------------
+
+
+def test_pages_never_pass_the_byte_budget_and_lose_nothing(served: tuple[Application, grpc.Channel]) -> None:
+    """Four objects of nearly the object limit: the old check let all four into one page,
+    past the 4 MiB message limit; now a page stops before the object that would pass its budget."""
+    app, channel = served
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    limits = app.registry.limits
+    made = [agents.create(_big_agent(f"big {i}", limits.max_object_bytes - 8192)).metadata.id for i in range(4)]
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = agents.list_page(page_token=token)
+        assert page.ByteSize() <= limits.max_page_bytes
+        seen += [a.metadata.id for a in page.entries if a.metadata.slug.startswith("big")]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(made) and pages == 2
+
+
+def test_a_small_page_budget_pages_through_everything(served: tuple[Application, grpc.Channel]) -> None:
+    app, channel = served
+    app.registry.limits = Limits(max_object_bytes=20_000, max_page_bytes=50_000)
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    made = {agents.create(_big_agent(f"mid {i}", 15_000)).metadata.id for i in range(7)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = agents.list_page(page_token=token, page_size=100)
+        assert 1 <= len(page.entries) <= 3 and page.ByteSize() <= 50_000
+        seen += [a.metadata.id for a in page.entries]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(made)
+
+
+# -- nesting ------------------------------------------------------------------------
+
+
+def _nested(levels: int) -> struct_pb2.Struct:
+    top = struct_pb2.Struct()
+    inner = top
+    for _ in range(levels):
+        inner = inner.fields["deeper"].struct_value
+    inner.fields["leaf"].string_value = "x"
+    return top
+
+
+def test_input_nested_past_the_depth_limit_is_refused_naming_the_field(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """28 struct levels parse alone and inside a list page, but leave a client no room
+    (32 made every list answer INTERNAL DecodeError before); 64 message levels is the limit."""
+    app, channel = served
+    stubs = wf.Stubs(channel)
+    before = raw_keys(app.store)
+    deep = wf.workflow("deep")
+    deep.spec.tasks[0].task_config.CopyFrom(_nested(28))
+    error = fails(BAD, lambda: stubs.workflows.create(deep))
+    assert fields_of(error) == ["spec.tasks[0].task_config"]
+    assert raw_keys(app.store) == before
+    # within the limit: stored, and every list still parses
+    ok = wf.workflow("shallow")
+    ok.spec.tasks[0].task_config.CopyFrom(_nested(15))
+    made = stubs.workflows.create(ok)
+    workflows = KindClient(channel, app.registry.kind("Workflow"))
+    assert [w.metadata.id for w in workflows.list_all()] == [made.metadata.id]
+    # an update that deepens it is refused too
+    deeper = type(made)()
+    deeper.CopyFrom(made)
+    deeper.spec.tasks[1].task_config.CopyFrom(_nested(25))
+    error = fails(BAD, lambda: stubs.workflows.update(deeper))
+    assert fields_of(error) == ["spec.tasks[1].task_config"]
+    assert [w for w in workflows.list_all()] == [made]
+    assert_serving(channel, app)
+
+
+def test_execution_message_metadata_nested_too_deep_is_refused(served: tuple[Application, grpc.Channel]) -> None:
+    """A runner's report with a deep message ``metadata`` struct: refused, the execution as it was."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    made = kinds.agent("bot")
+    session = kinds.session(made.status.default_instance_id)
+    execution = kinds.execution(session_id=session.metadata.id)
+    status = ae.AgentExecutionStatus(phase=IN_PROGRESS)  # type: ignore[arg-type]
+    status.messages.add(type=ae.MESSAGE_AI, content="hi").metadata.CopyFrom(_nested(25))
+    report = ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id, status=status)
+    error = fails(BAD, lambda: kinds.executions.call("updateStatus", report))
+    assert fields_of(error) == ["status.messages[0].metadata"]
+    assert kinds.executions.get(execution.metadata.id) == execution
+    report.status.messages[0].metadata.CopyFrom(_nested(5))
+    assert kinds.executions.call("updateStatus", report).status.messages[0].metadata == _nested(5)
+    assert len(list(kinds.executions.list_all())) == 1
+    assert_serving(channel, app)
+
+
+# -- objects per write (the event sequence) -------------------------------------------
+
+
+def _owned_environments(app: Application, owner: Any, count: int) -> None:
+    """``count`` environments owned by ``owner``, written straight through the store (fast)."""
+    kind = app.registry.kind("Environment")
+
+    def write(txn: Any) -> None:
+        resources = Resources(txn, app.registry)
+        for i in range(count):
+            env = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name=f"child {i}"))
+            env.metadata.owner_references.add(kind="Environment", id=owner.metadata.id)
+            resources.create(kind, env, org=owner.metadata.org, principal="test")
+        resources.publish()
+
+    app.store.transact(write)
+
+
+def test_a_cascade_larger_than_one_write_is_refused_before_anything_is_deleted(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    app, channel = served
+    app.registry.limits = Limits(max_objects_per_write=50)
+    kinds = Kinds.on(app, channel)
+    root = kinds.environment("root", {})
+    for i in range(30):  # each agent with its default instance: 61 objects with the root
+        made = agent(f"owned {i}")
+        made.metadata.owner_references.add(kind="Environment", id=root.metadata.id)
+        kinds.agents.create(made)
+    before = raw_keys(app.store, b"o/")
+    error = fails(PRECONDITION, lambda: kinds.environments.delete(root.metadata.id))
+    assert "max_objects_per_write" in error.details()
+    assert raw_keys(app.store, b"o/") == before
+    app.registry.limits = Limits(max_objects_per_write=61)
+    kinds.environments.delete(root.metadata.id)
+    assert raw_keys(app.store, b"o/agents/") == [] and raw_keys(app.store, b"o/agentinstances/") == []
+    assert_serving(channel, app)
+
+
+def test_a_realistic_cascade_past_the_default_limit_is_refused(served: tuple[Application, grpc.Channel]) -> None:
+    """The default limit, at its real size: one environment owning 10,001 others."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    root = kinds.environment("root", {})
+    _owned_environments(app, root, app.registry.limits.max_objects_per_write)
+    before = len(raw_keys(app.store, b"o/environments/"))
+    error = fails(PRECONDITION, lambda: kinds.environments.delete(root.metadata.id))
+    assert "max_objects_per_write" in error.details()
+    assert len(raw_keys(app.store, b"o/environments/")) == before
+    assert_serving(channel, app)
+
+
+def test_the_event_sequence_cannot_overflow() -> None:
+    assert keys.event_key(7, keys.MAX_EVENT_SEQ)[-2:] == b"\xff\xff"
+    with pytest.raises(ResourceExhausted):
+        keys.event_key(7, keys.MAX_EVENT_SEQ + 1)

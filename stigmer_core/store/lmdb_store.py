@@ -100,7 +100,7 @@ def _check_openable(path: Path) -> None:
             f"{data} is empty (0 bytes), not a store: it was truncated or is not what this directory held; "
             "restore it from a backup, or move it away to start an empty store"
         )
-    if not os.access(data, os.R_OK | os.W_OK) or _read_only_mount(path):
+    if not os.access(data, os.R_OK | os.W_OK) or _read_only_mount(data):
         raise errors.StartupError(f"{data} is read-only: the daemon needs to write it (check its permissions and mount)")
 
 

@@ -92,13 +92,15 @@ class FieldPath:
     enum_names: Mapping[int, str] | None = None
 
     def read(self, message: Message) -> list[str]:
-        """The non-empty string values at the path (enum values by name)."""
+        """The non-empty string values at the path (enum values by name; a number the
+        enum does not define, which proto3 lets a client send, by its number)."""
         value: Any = message
         for part in self.path.split("."):
             value = getattr(value, part)
         items = list(value) if self.repeated else [value]
         if self.enum_names is not None:
-            return [self.enum_names[v] for v in items if v]
+            names = self.enum_names
+            return [names.get(v) or str(v) for v in items if v]
         return [v for v in items if v]
 
     @classmethod

@@ -36,10 +36,12 @@ ENV = {
 
 @attrs.frozen
 class Limits:
-    max_object_bytes: int = 1 << 20
-    """Serialized size of one stored object. A quarter of the message limit:
-    room for what the server adds and for objects derived from it (an
-    execution context holds the values of several environments)."""
+    max_object_bytes: int = 2 << 20
+    """Serialized size of one stored object. Half the message limit: room for
+    what a response adds around an object, and below a list page, so every
+    object can be answered and listed. Objects derived from others (an
+    execution context holds the values of several environments) are held to
+    it too, so the write that would derive a larger one is refused."""
     max_page_bytes: int = 3 << 20
     """Bytes of objects one list page carries; a page stops before the object
     that would pass it (one object always fits: max_object_bytes is smaller)."""

@@ -90,8 +90,8 @@ def test_a_derived_object_over_the_limit_refuses_the_write_that_derives_it(
     third = app.registry.limits.max_object_bytes * 6 // 10
     for name in ("first", "second"):
         env = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name=name))
-        for i in range(16):
-            env.spec.data[f"{name}_{i}"].value = "v" * (third // 16)
+        for i in range(32):
+            env.spec.data[f"{name}_{i}"].value = "v" * (third // 32)
         kinds.environments.create(env)
     made = kinds.agent("runner", env_slugs=["first", "second"])
     session = kinds.session(made.status.default_instance_id)
@@ -107,8 +107,9 @@ def test_a_derived_object_over_the_limit_refuses_the_write_that_derives_it(
 
 
 def test_pages_never_pass_the_byte_budget_and_lose_nothing(served: tuple[Application, grpc.Channel]) -> None:
-    """Four objects of nearly the object limit: the old check let all four into one page,
-    past the 4 MiB message limit; now a page stops before the object that would pass its budget."""
+    """Objects of nearly the object limit: the old check added one more object whenever any
+    budget was left, so a page could pass the 4 MiB message limit; now a page stops before
+    the object that would pass its budget."""
     app, channel = served
     agents = KindClient(channel, app.registry.kind("Agent"))
     limits = app.registry.limits
@@ -124,7 +125,8 @@ def test_pages_never_pass_the_byte_budget_and_lose_nothing(served: tuple[Applica
         token = page.next_page_token
         if not token:
             break
-    assert sorted(seen) == sorted(made) and pages == 2
+    per_page = limits.max_page_bytes // (limits.max_object_bytes - 8192 + 16)
+    assert sorted(seen) == sorted(made) and pages == -(-4 // per_page)
 
 
 def test_a_small_page_budget_pages_through_everything(served: tuple[Application, grpc.Channel]) -> None:

@@ -8,6 +8,7 @@ was lost), and that the daemon still serves.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,12 +21,17 @@ from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.limits import Limits
+from stigmer_core.plugins import plugin_manager
 from stigmer_core.store import keys
+from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.testing.inspect import raw_keys
 from tests import workflow_helpers as wf
 from tests.agent_execution_support import IN_PROGRESS, Kinds
+from tests.gizmo_kind import GizmoPlugin
+from tests.gizmo_kind import message as gizmo_message
 from tests.hardening_support import agent, assert_serving, fails, fields_of, network
 
 OK, TOO_BIG, BAD, PRECONDITION = (
@@ -262,3 +268,34 @@ def test_the_event_sequence_cannot_overflow() -> None:
     assert keys.event_key(7, keys.MAX_EVENT_SEQ)[-2:] == b"\xff\xff"
     with pytest.raises(ResourceExhausted):
         keys.event_key(7, keys.MAX_EVENT_SEQ + 1)
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def test_a_write_whose_answer_would_not_fit_is_not_committed(tmp_path: Path) -> None:
+    """Three copies of a 1.5 MB gizmo each fit the object limit; the answer holding all of
+    them does not fit the message limit, so nothing is written (before: committed, then
+    RESOURCE_EXHAUSTED, a ghost write)."""
+    pm = plugin_manager(plugins=[GizmoPlugin()])
+    with Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm) as app:
+        server, channel = network(app)
+        try:
+            gizmos = KindClient(channel, app.registry.kind("Gizmo"))
+            source = gizmo_message("Gizmo")()
+            source.metadata.name = "source"
+            source.spec.note = "n" * 1_500_000
+            made = gizmos.create(source)
+            before = raw_keys(app.store)
+            clone = gizmo_message("CloneGizmoRequest")(value=made.metadata.id, copies=3)
+            error = fails(TOO_BIG, lambda: gizmos.call("clone", clone))
+            assert "message limit" in error.details()
+            assert raw_keys(app.store) == before
+            assert (
+                len(gizmos.call("clone", gizmo_message("CloneGizmoRequest")(value=made.metadata.id, copies=2)).entries)
+                == 2
+            )
+            assert_serving(channel, app)
+        finally:
+            channel.close()
+            server.stop(grace=1)

@@ -299,3 +299,26 @@ def test_a_write_whose_answer_would_not_fit_is_not_committed(tmp_path: Path) -> 
         finally:
             channel.close()
             server.stop(grace=1)
+
+
+def test_a_write_of_more_objects_than_the_limit_is_refused(tmp_path: Path) -> None:
+    pm = plugin_manager(plugins=[GizmoPlugin()])
+    with Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm) as app:
+        app.registry.limits = Limits(max_objects_per_write=5)
+        server, channel = network(app)
+        try:
+            gizmos = KindClient(channel, app.registry.kind("Gizmo"))
+            source = gizmo_message("Gizmo")()
+            source.metadata.name = "source"
+            made = gizmos.create(source)
+            before = raw_keys(app.store)
+            clone = gizmo_message("CloneGizmoRequest")(value=made.metadata.id, copies=6)
+            error = fails(TOO_BIG, lambda: gizmos.call("clone", clone))
+            assert "max_objects_per_write" in error.details()
+            assert raw_keys(app.store) == before
+            clone.copies = 5
+            assert len(gizmos.call("clone", clone).entries) == 5
+            assert_serving(channel, app)
+        finally:
+            channel.close()
+            server.stop(grace=1)

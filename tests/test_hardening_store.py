@@ -110,3 +110,22 @@ def test_a_read_only_data_file_stops_the_daemon_with_a_reason(tmp_path: Path) ->
             serve("127.0.0.1:0", data)
     finally:
         _umount(target)
+
+
+def test_a_key_too_long_for_lmdb_is_invalid_argument_and_rolls_back_alone(tmp_path: Path) -> None:
+    """A write whose index key would pass LMDB's 511 bytes fails alone, as bad input, not INTERNAL."""
+    from stigmer_core import InvalidArgument
+    from stigmer_core.store.lmdb_store import LmdbStore
+
+    with LmdbStore(tmp_path / "data", durable=False) as store:
+        store.transact(lambda txn: txn.put(b"o/ok", b"1"))
+
+        def too_long(txn: object) -> None:
+            txn.put(b"o/partial", b"")  # type: ignore[attr-defined]
+            txn.put(b"x/" + b"v" * 600, b"")  # type: ignore[attr-defined]
+
+        with pytest.raises(InvalidArgument, match="511"):
+            store.transact(too_long)
+        with store.read() as txn:
+            assert [key for key, _ in txn.scan(b"o/")] == [b"o/ok"]
+        store.transact(lambda txn: txn.put(b"o/after", b"2"))

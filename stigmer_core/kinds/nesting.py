@@ -140,5 +140,9 @@ class NestingCheck:
                     self._walk(child, inner, depth + 2, limit, where, deeper)
 
 
+NESTING = NestingCheck()
+"""The one check every write uses; the registry computes each kind's plan when it is built."""
+
+
 def _join(path: str, part: str) -> str:
     return f"{path}.{part}" if path else part

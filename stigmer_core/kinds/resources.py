@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.ids import is_valid_id, new_id, slugify
-from stigmer_core.kinds.nesting import NestingCheck
+from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
@@ -27,9 +27,6 @@ from stigmer_core.store.protocol import ReadTxn, WriteTxn
 CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
 UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
-
-_NESTING = NestingCheck()
-
 
 def _now() -> Timestamp:
     now = Timestamp()
@@ -238,7 +235,7 @@ class Resources:
         server adds, or too deep for a list page to parse) is never stored.
         """
         limits = self.registry.limits
-        _NESTING.check(obj, limits.max_nesting_depth)
+        NESTING.check(obj, limits.max_nesting_depth)
         raw = obj.SerializeToString()
         if len(raw) > limits.max_object_bytes:
             meta = obj.metadata  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
+from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.limits import Limits
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_core.store import keys
@@ -287,6 +288,7 @@ class Registry:
                 if alias:
                     self._by_name.setdefault(alias.lower(), kind)
             self._by_key_prefix[kind.key_prefix] = kind
+            NESTING.plan(kind.resource_cls.DESCRIPTOR)  # which fields can nest: decided now, not per write
 
     def find(self, name: str) -> KindRuntime | None:
         return self._by_name.get(name.lower())

@@ -390,6 +390,12 @@ class LmdbStore:
         except lmdb.MapFullError:
             child.abort()
             raise
+        except lmdb.BadValsizeError:  # a key past LMDB's 511 bytes: an index value the request made too long
+            child.abort()
+            pending.error = errors.InvalidArgument(
+                "a value of this write is too long to be indexed (a store key is at most 511 bytes)"
+            )
+            return
         except Exception as exc:
             child.abort()
             pending.error = exc

@@ -26,6 +26,9 @@ MESSAGE_BYTES = 4 << 20
 MAX_EVENTS_PER_TRANSACTION = MAX_EVENT_SEQ
 """The event log numbers one transaction's events in two bytes (store/keys.py)."""
 
+PAGE_ROOM = 2048
+"""What a page needs besides its objects (entry tags and lengths, the next page token)."""
+
 ENV = {
     "max_object_bytes": "STIGMER_MAX_OBJECT_BYTES",
     "max_page_bytes": "STIGMER_MAX_PAGE_BYTES",
@@ -61,10 +64,10 @@ class Limits:
             raise StartupError(
                 f"max_page_bytes {self.max_page_bytes} leaves no room under the {MESSAGE_BYTES}-byte message limit"
             )
-        if self.max_object_bytes > self.max_page_bytes:
+        if self.max_object_bytes > self.max_page_bytes - PAGE_ROOM:
             raise StartupError(
-                f"max_object_bytes {self.max_object_bytes} is larger than max_page_bytes {self.max_page_bytes}: "
-                "such an object could never be listed"
+                f"max_object_bytes {self.max_object_bytes} leaves less than {PAGE_ROOM} bytes of "
+                f"max_page_bytes {self.max_page_bytes} for a page's own fields: such an object could never be listed"
             )
         if not 8 <= self.max_nesting_depth <= 90:
             raise StartupError(f"max_nesting_depth must be between 8 and 90, not {self.max_nesting_depth}")

@@ -28,6 +28,7 @@ from stigmer_core.plugins import plugin_manager
 from stigmer_core.store import keys
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.testing.inspect import raw_keys
+from stigmer_plugins.secrets import REDACTED
 from tests import workflow_helpers as wf
 from tests.agent_execution_support import IN_PROGRESS, Kinds
 from tests.gizmo_kind import GizmoPlugin
@@ -146,6 +147,32 @@ def test_a_small_page_budget_pages_through_everything(served: tuple[Application,
         page = agents.list_page(page_token=token, page_size=100)
         assert 1 <= len(page.entries) <= 3 and page.ByteSize() <= 50_000
         seen += [a.metadata.id for a in page.entries]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(made)
+
+
+def test_a_page_of_redacted_objects_counts_what_is_sent(served: tuple[Application, grpc.Channel]) -> None:
+    """Environments are redacted before they are listed: unset secrets come back as the
+    marker, longer than what is stored, and the page budget counts what is sent."""
+    app, channel = served
+    app.registry.limits = Limits(max_object_bytes=20_000, max_page_bytes=30_000)
+    kinds = Kinds.on(app, channel)
+    made = set()
+    for i in range(6):
+        env = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name=f"env {i}"))
+        for k in range(200):
+            env.spec.data[f"key_{k}"].is_secret = True  # the marker with no stored secret: unset,
+            env.spec.data[f"key_{k}"].value = REDACTED  # stored empty and sent as the marker
+        env.spec.description = "d" * 2000
+        made.add(kinds.environments.create(env).metadata.id)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = kinds.environments.list_page(page_token=token)
+        assert page.ByteSize() <= 30_000
+        seen += [e.metadata.id for e in page.entries]
         token = page.next_page_token
         if not token:
             break

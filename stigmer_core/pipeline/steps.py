@@ -28,7 +28,9 @@ from stigmer_core.store import keys
 
 DEFAULT_PAGE_SIZE = 100
 _ENTRY_OVERHEAD = 16
-"""Bytes a list entry may add to its object: tag, length, a redaction marker's growth."""
+"""Bytes a list entry adds to its object: the field tag and the length."""
+_TOKEN_ROOM = 1024
+"""Bytes kept in a page for its next_page_token (a base64 store key, keys being at most 511 bytes)."""
 
 
 def _input(ctx: RequestContext) -> Message:
@@ -276,7 +278,7 @@ def _page(
     entries: list[Message] = []
     wire: list[bytes] = []
     count = 0
-    budget = ctx.registry.limits.max_page_bytes
+    budget = ctx.registry.limits.max_page_bytes - _TOKEN_ROOM
     last = b""
     more = False
     for key, value in txn.scan(prefix, after=_decode_token(token, prefix)):
@@ -290,23 +292,31 @@ def _page(
                 last = key
                 continue
             value = raw
-        cost = len(value) + _ENTRY_OVERHEAD
-        if count and cost > budget:
-            more = True
-            break
-        last = key
         if raw_page:
+            cost = len(value) + _ENTRY_OVERHEAD
+            if count and cost > budget:
+                more = True
+                break
+            last = key
             budget -= cost
             count += 1
             wire += (kind.entries_tag, keys.varint(len(value)), value)
             continue
         obj = kind.parse(value)
         if keep is not None and not keep(obj):
+            last = key
             continue
+        if kind.redact is not None:
+            kind.redact(obj)  # what is sent, not what is stored, counts: a marker can be longer
+            cost = obj.ByteSize() + _ENTRY_OVERHEAD
+        else:
+            cost = len(value) + _ENTRY_OVERHEAD
+        if count and cost > budget:
+            more = True
+            break
+        last = key
         budget -= cost
         count += 1
-        if kind.redact is not None:
-            kind.redact(obj)
         entries.append(obj)
     page = kind.list_cls()
     if raw_page:

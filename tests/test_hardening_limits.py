@@ -15,7 +15,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from stigmer_core import Application, ResourceExhausted
+from stigmer_core import Application, ResourceExhausted, StartupError
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
@@ -349,3 +349,22 @@ def test_a_write_of_more_objects_than_the_limit_is_refused(tmp_path: Path) -> No
         finally:
             channel.close()
             server.stop(grace=1)
+
+
+def test_limits_are_settings_checked_at_startup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Limits.from_env({"STIGMER_MAX_OBJECT_BYTES": "4096"}).max_object_bytes == 4096
+    for bad in (
+        {"STIGMER_MAX_OBJECT_BYTES": "lots"},
+        {"STIGMER_MAX_OBJECT_BYTES": "0"},
+        {"STIGMER_MAX_OBJECT_BYTES": str(3 << 20)},  # could never be listed in a 3 MiB page
+        {"STIGMER_MAX_PAGE_BYTES": str(4 << 20)},  # no room under the message limit
+        {"STIGMER_MAX_NESTING_DEPTH": "120"},  # past what protobuf parses
+        {"STIGMER_MAX_OBJECTS_PER_WRITE": "70000"},  # past the event sequence
+    ):
+        with pytest.raises(StartupError):
+            Limits.from_env(bad)
+    monkeypatch.setenv("STIGMER_MAX_OBJECT_BYTES", "5000")
+    with Application.open(tmp_path / "data", durable=False) as app:
+        assert app.registry.limits.max_object_bytes == 5000
+        agents = KindClient(app.channel(), app.registry.kind("Agent"))
+        fails(TOO_BIG, lambda: agents.create(_big_agent("over five thousand", 6000)))

@@ -182,12 +182,13 @@ def test_a_page_of_redacted_objects_counts_what_is_sent(served: tuple[Applicatio
 # -- nesting ------------------------------------------------------------------------
 
 
-def _nested(levels: int) -> struct_pb2.Struct:
+def _nested(levels: int, *, leaf: bool = True) -> struct_pb2.Struct:
     top = struct_pb2.Struct()
     inner = top
     for _ in range(levels):
         inner = inner.fields["deeper"].struct_value
-    inner.fields["leaf"].string_value = "x"
+    if leaf:
+        inner.fields["leaf"].string_value = "x"
     return top
 
 
@@ -368,3 +369,26 @@ def test_limits_are_settings_checked_at_startup(tmp_path: Path, monkeypatch: pyt
         assert app.registry.limits.max_object_bytes == 5000
         agents = KindClient(app.channel(), app.registry.kind("Agent"))
         fails(TOO_BIG, lambda: agents.create(_big_agent("over five thousand", 6000)))
+
+
+def test_a_stored_object_too_deep_for_a_list_is_named_not_internal(served: tuple[Application, grpc.Channel]) -> None:
+    """An object stored before the nesting limit (written here straight into the store), too
+    deep for protobuf to parse in a page: list names it with FAILED_PRECONDITION, not INTERNAL."""
+    app, channel = served
+    stubs = wf.Stubs(channel)
+    kept = stubs.workflows.create(wf.workflow("kept"))
+    made = stubs.workflows.create(wf.workflow("old"))
+    old = type(made)()
+    old.CopyFrom(made)
+    old.spec.tasks[0].task_config.CopyFrom(_nested(32))  # past what protobuf parses, even alone
+    kind = app.registry.kind("Workflow")
+    stored = old.SerializeToString()
+    app.store.transact(lambda txn: txn.put(keys.object_key(kind.key_prefix, old.metadata.id), stored))
+    workflows = KindClient(channel, kind)
+    error = fails(PRECONDITION, lambda: list(workflows.list_all()))
+    assert old.metadata.id in error.details()
+    error = fails(PRECONDITION, lambda: list(workflows.list_all(org="local")))
+    assert old.metadata.id in error.details()
+    assert old.metadata.id in fails(PRECONDITION, lambda: workflows.get(old.metadata.id)).details()
+    assert workflows.get(kept.metadata.id) == kept
+    assert_serving(channel, app)

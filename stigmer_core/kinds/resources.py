@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import cast
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import errors
@@ -48,7 +48,15 @@ class Resources:
     # -- reads -------------------------------------------------------------
     def get(self, kind: KindRuntime, object_id: str) -> Message | None:
         raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
-        return None if raw is None else kind.parse(raw)
+        if raw is None:
+            return None
+        try:
+            return kind.parse(raw)
+        except DecodeError:  # only an object stored before writes were held to the nesting limit
+            raise errors.FailedPrecondition(
+                f"{kind.label} '{object_id}' is stored in a form protobuf cannot parse (nested deeper than it "
+                "allows, written before the nesting limit); it cannot be read through the API"
+            ) from None
 
     def require(self, kind: KindRuntime, object_id: str) -> Message:
         found = self.get(kind, object_id)

@@ -14,7 +14,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from stigmer_core import errors
 from stigmer_core.ids import slugify
@@ -277,6 +277,7 @@ def _page(
     raw_page = keep is None and kind.redact is None
     entries: list[Message] = []
     wire: list[bytes] = []
+    listed: list[bytes] = []
     count = 0
     budget = ctx.registry.limits.max_page_bytes - _TOKEN_ROOM
     last = b""
@@ -301,6 +302,7 @@ def _page(
             budget -= cost
             count += 1
             wire += (kind.entries_tag, keys.varint(len(value)), value)
+            listed.append(key)
             continue
         obj = kind.parse(value)
         if keep is not None and not keep(obj):
@@ -320,12 +322,32 @@ def _page(
         entries.append(obj)
     page = kind.list_cls()
     if raw_page:
-        page.MergeFromString(b"".join(wire))
+        try:
+            page.MergeFromString(b"".join(wire))
+        except DecodeError:
+            raise _unlistable(ctx, scan, listed, wire[2::3]) from None
     else:
         page.entries.extend(entries)  # type: ignore[attr-defined]
     if more:
         page.next_page_token = base64.urlsafe_b64encode(last).rstrip(b"=").decode()  # type: ignore[attr-defined]
     return page
+
+
+def _unlistable(ctx: RequestContext, scan: _Range, listed: list[bytes], stored: list[bytes]) -> errors.StigmerError:
+    """The error for a page protobuf cannot parse, naming the object: one stored before
+    writes were held to ``Limits.max_nesting_depth`` can nest too deep for a list."""
+    kind = ctx.kind
+    for key, value in zip(listed, stored, strict=True):
+        try:
+            kind.list_cls.FromString(kind.entries_tag + keys.varint(len(value)) + value)
+        except DecodeError:
+            named = ctx.store.txn.get(key) if scan.by_slug else key[len(scan.prefix) :]
+            object_id = (named or b"?").decode()
+            return errors.FailedPrecondition(
+                f"{kind.label} '{object_id}' is stored nested deeper than a list can carry "
+                "(written before the nesting limit); delete it, or update it by id to nest less"
+            )
+    return errors.FailedPrecondition(f"a page of {kind.label} objects cannot be assembled")  # pragma: no cover
 
 
 def _has_index_values(index: IndexSpec, wanted: list[tuple[str, ...]]) -> Callable[[Message], bool]:

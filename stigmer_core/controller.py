@@ -25,9 +25,10 @@ from stigmer_core import status
 from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.auth.access import LOCAL_ADMIN, Access, Caller
 from stigmer_core.auth.tokens import Authenticator
-from stigmer_core.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
+from stigmer_core.errors import FieldViolation, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
+from stigmer_core.limits import MESSAGE_BYTES
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import EventHub, StreamLimit
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
@@ -122,6 +123,7 @@ class Executor:
                     for run_step in pipeline.run_txn:
                         run_step(ctx)
                     resources.publish()  # whatever a custom pipeline wrote without a publish step
+                    _check_answerable(ctx.response, binding)
                     return ctx.response
 
                 response = self.store.transact(body)
@@ -152,6 +154,15 @@ def _principal_of(metadata: Sequence[tuple[str, Any]], peer: str, authenticator:
     except (Unauthenticated, PermissionDenied):
         has_token = any(key == "authorization" for key, _ in metadata)
         return "(invalid token)" if has_token else f"(anonymous {peer or 'caller'})"
+
+
+def _check_answerable(response: Any, binding: MethodBinding) -> None:
+    """A write whose answer could not be sent is rolled back, never committed unanswered."""
+    if isinstance(response, Message) and response.ByteSize() > MESSAGE_BYTES:
+        raise ResourceExhausted(
+            f"the answer of {binding.path} would take {response.ByteSize()} bytes, more than the "
+            f"{MESSAGE_BYTES}-byte message limit; nothing was written"
+        )
 
 
 def _malformed(binding: MethodBinding, request: _Malformed) -> InvalidArgument:

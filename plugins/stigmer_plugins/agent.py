@@ -38,6 +38,7 @@ from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_se
 from stigmer_core.ids import derived_id
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store.protocol import WriteTxn
+from stigmer_plugins.environment import ENVIRONMENT_REFS
 from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, secrets
 
 DEFAULT_INSTANCE = "default_instance_id"
@@ -206,6 +207,7 @@ AGENT = KindDeclaration(
         "create": (create_default_instance, update_agent_status_with_default_instance, seal_mcp_headers),
         "update": (seal_mcp_headers,),
     },
+    indexes=(ENVIRONMENT_REFS,),
     redact=redact_mcp_headers,
     api_version="agentic.stigmer.ai/v1",
     plural="agents",
@@ -225,6 +227,7 @@ AGENT_INSTANCE = KindDeclaration(
         "update": (keep_agent_id,),
         "delete": (refuse_default_instance_delete,),
     },
+    indexes=(ENVIRONMENT_REFS,),
     api_version="agentic.stigmer.ai/v1",
     plural="agentinstances",
     aliases=("agent-instance", "agent-instances", "ai"),

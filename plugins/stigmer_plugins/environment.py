@@ -24,11 +24,20 @@ later clear value sets it; executions refuse to run with it unset
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from google.protobuf.message import Message
 
-from stigmer_core import FailedPrecondition, InvalidArgument, KindDeclaration, Phase, RequestContext, hookimpl, step
+from stigmer_core import (
+    FailedPrecondition,
+    IndexSpec,
+    InvalidArgument,
+    KindDeclaration,
+    Phase,
+    RequestContext,
+    hookimpl,
+    step,
+)
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2 as environment_service
 from stigmer_core.kinds.runtime import Registry
@@ -95,6 +104,49 @@ def seal_secrets(ctx: RequestContext) -> None:
     env.status.unset_secrets.extend(sorted(key for key, item in env.spec.data.items() if _is_unset(item)))
 
 
+ENVIRONMENT_REFS_INDEX = "environment_refs"
+
+
+def _environment_ref_values(obj: Message) -> list[tuple[str, ...]]:
+    """The environments ``spec.environment_refs`` names: by id, else by org + slug (as executions resolve them)."""
+    resource: Any = obj
+    found: list[tuple[str, ...]] = []
+    for ref in resource.spec.environment_refs:
+        if ref.id:
+            found.append(("id", ref.id))
+        elif ref.slug:
+            found.append(("slug", ref.org or resource.metadata.org, ref.slug))
+    return found
+
+
+ENVIRONMENT_REFS = IndexSpec(ENVIRONMENT_REFS_INDEX, _environment_ref_values, org_scoped=False)
+"""Declared by every kind whose ``spec.environment_refs`` names environments, so
+an environment in use cannot be deleted (``refuse_delete_while_referenced``)."""
+
+
+@step(Phase.KIND)
+def refuse_delete_while_referenced(ctx: RequestContext) -> None:
+    """An environment that agents, instances or workflows still name cannot be deleted.
+
+    Executions resolve the references when they are created, so a deleted
+    environment would only show up as a run that cannot start. Any kind that
+    declares the ``ENVIRONMENT_REFS`` index is looked up, through that index.
+    """
+    env = _environment(ctx.existing)
+    meta = env.metadata
+    for kind in ctx.registry.kinds:
+        if not any(index.name == ENVIRONMENT_REFS_INDEX for index in kind.indexes):
+            continue
+        for value in (("id", meta.id), ("slug", meta.org, meta.slug)):
+            for referrer_id in ctx.store.scan_index(kind, ENVIRONMENT_REFS_INDEX, value):
+                referrer: Any = ctx.store.get(kind, referrer_id)
+                name = referrer.metadata.slug if referrer is not None else referrer_id
+                raise FailedPrecondition(
+                    f"environment '{meta.slug}' is still referenced by {kind.label} '{name}' "
+                    "(spec.environment_refs); remove it from there first"
+                )
+
+
 def redact_secrets(obj: Message) -> None:
     """Every secret value becomes the redaction marker."""
     for item in _environment(obj).spec.data.values():
@@ -121,7 +173,7 @@ ENVIRONMENT = KindDeclaration(
     query_service=environment_service.DESCRIPTOR.services_by_name["EnvironmentQueryController"],
     id_prefix="env",
     key_prefix="environments",
-    steps={"create": (seal_secrets,), "update": (seal_secrets,)},
+    steps={"create": (seal_secrets,), "update": (seal_secrets,), "delete": (refuse_delete_while_referenced,)},
     redact=redact_secrets,
     api_version="agentic.stigmer.ai/v1",
     plural="environments",

@@ -30,9 +30,6 @@ _NEXT: dict[int, frozenset[int]] = {
     PENDING: frozenset({PENDING, IN_PROGRESS, FAILED, CANCELLED}),
     IN_PROGRESS: frozenset({IN_PROGRESS, COMPLETED, FAILED, CANCELLED}),
 }
-MAX_EXECUTION_BYTES = 3 << 20
-"""An execution whose status would grow past this is refused a report: the
-object must still fit in one gRPC response (4 MiB) with its envelope."""
 
 
 def check_transition(current: int, requested: int, *, what: str) -> None:
@@ -101,9 +98,10 @@ def _persist(ctx: RequestContext, old: Message, new: Message) -> None:
     if new == old:
         ctx.resource = old
         return
-    if new.ByteSize() > MAX_EXECUTION_BYTES:
+    limit = ctx.registry.limits.max_object_bytes  # what any stored object may take; said here in a runner's words
+    if new.ByteSize() > limit:
         raise ResourceExhausted(
-            f"{_what(ctx, old)} would exceed {MAX_EXECUTION_BYTES} bytes with this report; report less at a time"
+            f"{_what(ctx, old)} would exceed {limit} bytes (max_object_bytes) with this report; report less at a time"
         )
     ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal)
     ctx.store.replace(ctx.kind, old, new)

@@ -28,6 +28,7 @@ from stigmer_core.pipeline.watch import watch_object
 from stigmer_plugins import lifecycle
 from stigmer_plugins import workflow_execution as executions
 from stigmer_plugins import workflow_instance as instances
+from stigmer_plugins.environment import ENVIRONMENT_REFS
 from stigmer_plugins.executioncontext import shred_owned_contexts
 from stigmer_plugins.workflow_tasks import check_report, merge_report
 from stigmer_plugins.workflow_validation import validate_workflow
@@ -65,6 +66,7 @@ WORKFLOW_INSTANCE = KindDeclaration(
         "delete": (instances.refuse_default_instance_delete,),
     },
     references=(Reference("spec.workflow_id", "Workflow"),),
+    indexes=(ENVIRONMENT_REFS,),
     api_version=API_VERSION,
     plural="workflowinstances",
     aliases=("workflow-instance", "workflow-instances", "wfi"),

@@ -11,16 +11,30 @@ resend its whole task list), but a finished task's result is final.
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import FailedPrecondition, FieldViolation, InvalidArgument, Phase, RequestContext, step
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2
+from stigmer_core.api.buf.validate import validate_pb2
 from stigmer_plugins.lifecycle import check_transition
 from stigmer_plugins.phases import CANCELLED, IN_PROGRESS, PENDING, is_terminal, phase_name
 
 Status = workflowexecution_pb2.WorkflowExecutionStatus
 TaskStatus = workflowexecution_pb2.WorkflowTaskStatus
+
+
+def _max_tasks() -> int:
+    """The status's own rule on ``tasks`` (max_items), read once from the descriptor."""
+    options = Status.DESCRIPTOR.fields_by_name["tasks"].GetOptions()
+    extension: Any = validate_pb2.field
+    rules: Any = options.Extensions[extension]
+    return int(rules.repeated.max_items) if rules.repeated.HasField("max_items") else 1 << 31
+
+
+MAX_TASKS = _max_tasks()
 
 
 def _now() -> Timestamp:
@@ -76,10 +90,19 @@ def merge_report(report: Message, status: Message) -> None:
 
     Called by ``lifecycle.update_status`` after the execution's own phase
     has moved, so a report can start the execution and its first task at once.
+    A report that would add tasks past what the status may hold is refused
+    whole: the stored execution must stay valid under its own rules, or
+    every later update of it would fail validation.
     """
     assert isinstance(report, Status) and isinstance(status, Status)
     now = _now()
     by_name = {task.task_name: task for task in status.tasks}
+    added = len({t.task_name for t in report.tasks if t.task_name not in by_name})
+    if len(status.tasks) + added > MAX_TASKS:
+        raise FailedPrecondition(
+            f"the report adds {added} tasks to the {len(status.tasks)} the execution has; its status holds "
+            f"at most {MAX_TASKS} (status.tasks)"
+        )
     for reported in report.tasks:
         task = by_name.get(reported.task_name)
         if task is None:

@@ -9,16 +9,18 @@ always change together with the object, in the caller's transaction.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import cast
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.auth.access import Access, Caller
 from stigmer_core.ids import is_valid_id, new_id, slugify
+from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
@@ -43,7 +45,7 @@ class Resources:
     and every write needs ``access`` in the written object's org.
     """
 
-    __slots__ = ("_access", "_caller", "_events", "principal", "registry", "txn")
+    __slots__ = ("_access", "_caller", "_events", "_owned_by", "principal", "registry", "txn")
 
     def __init__(
         self, txn: ReadTxn, registry: Registry, *, caller: Caller | None = None, access: Access = Access.WRITE
@@ -54,6 +56,7 @@ class Resources:
         self._caller = None if caller is None or caller.unrestricted else caller
         self._access = access
         self.principal = caller.principal if caller is not None else "local"
+        self._owned_by: list[tuple[KindRuntime, Message, frozenset[str]]] = []
 
     # -- isolation -----------------------------------------------------------
     def visible(self, org: str) -> bool:
@@ -76,7 +79,7 @@ class Resources:
         raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
         if raw is None:
             return None
-        found = kind.parse(raw)
+        found = _parse(kind, object_id, raw)
         if self._caller is not None and not self._caller.member_of(found.metadata.org):  # type: ignore[attr-defined]
             return None
         return found
@@ -88,7 +91,7 @@ class Resources:
     def _get_any(self, kind: KindRuntime, object_id: str) -> Message | None:
         """Whatever org the object is in: for checks that must not miss one (referrers)."""
         raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
-        return None if raw is None else kind.parse(raw)
+        return None if raw is None else _parse(kind, object_id, raw)
 
     def require(self, kind: KindRuntime, object_id: str) -> Message:
         found = self.get(kind, object_id)
@@ -117,12 +120,16 @@ class Resources:
             yield key[len(prefix) :].decode()
 
     def owned(self, owner_id: str) -> list[tuple[KindRuntime, str]]:
-        """What ``owner_id`` owns: (kind, id) pairs."""
+        """What ``owner_id`` owns: (kind, id) pairs, of the kinds this server serves."""
+        return [(kind, object_id) for _, kind, object_id in self._owned_entries(owner_id) if kind is not None]
+
+    def _owned_entries(self, owner_id: str) -> list[tuple[str, KindRuntime | None, str]]:
+        """(key prefix, kind or None when no installed plugin serves it, id) of what ``owner_id`` owns."""
         prefix = keys.owned_prefix(owner_id)
         found = []
         for key, _ in self.txn.scan(prefix):
             key_prefix, _, object_id = key[len(prefix) :].decode().rpartition("/")
-            found.append((self.registry.by_key_prefix(key_prefix), object_id))
+            found.append((key_prefix, self.registry.find_key_prefix(key_prefix), object_id))
         return found
 
     # -- writes --------------------------------------------------------------
@@ -207,7 +214,13 @@ class Resources:
         prefix = keys.referrer_prefix(meta.id)
         for key, field in self.txn.scan(prefix):
             key_prefix, _, referrer_id = key[len(prefix) :].decode().rpartition("/")
-            referrer_kind = self.registry.by_key_prefix(key_prefix)
+            referrer_kind = self.registry.find_key_prefix(key_prefix)
+            if referrer_kind is None:  # its plugin is gone: whether it is live cannot be known, so it blocks
+                raise errors.FailedPrecondition(
+                    f"{kind.label} '{meta.slug}' is still referenced by '{referrer_id}' ({field.decode()}), "
+                    f"an object stored under '{key_prefix}', a kind no installed plugin serves; "
+                    "reinstall that kind's plugin to delete or finish it first"
+                )
             referrer = self._get_any(referrer_kind, referrer_id)
             if referrer is None:  # pragma: no cover - reference entries go with their object
                 continue
@@ -223,43 +236,104 @@ class Resources:
                     f"'{named}' ({field.decode()}); delete or finish that first"
                 )
 
-    def check_owners(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:
-        """An owner reference the write adds names no object of another org: a cascade stays in its org.
-
-        (An id that names nothing is left as today: owners may be deleted
-        before what they own is written back.)
-        """
-        if not kind.shape.has_owner_refs:
-            return
-        meta = obj.metadata  # type: ignore[attr-defined]
-        kept = {(r.kind, r.id) for r in previous.metadata.owner_references} if previous is not None else set()  # type: ignore[attr-defined]
-        for ref in meta.owner_references:
-            if (ref.kind, ref.id) in kept:
-                continue
-            owner_kind = self.registry.find(ref.kind)
-            owner = None if owner_kind is None else self._get_any(owner_kind, ref.id)
-            if owner is not None and owner.metadata.org != meta.org:  # type: ignore[attr-defined]
-                raise errors.NotFound(
-                    f"{owner_kind.label} '{ref.id}' not found in org '{meta.org}' (metadata.owner_references)"  # type: ignore[union-attr]
-                )
-
     def owned_tree(self, kind: KindRuntime, obj: Message) -> list[tuple[KindRuntime, Message]]:
-        """The object and everything it owns, recursively, owners before what they own."""
+        """The object and everything it owns, recursively, owners before what they own.
+
+        Only objects of the root's org are part of it: ownership never
+        reaches into another org, whatever an owner reference says. A tree
+        larger than one write may delete (``Limits.max_objects_per_write``)
+        is refused as soon as the walk finds it, before anything is deleted;
+        so is one holding objects of a kind no installed plugin serves,
+        whose indexes could not be removed with them.
+        """
+        limit = self.registry.limits.max_objects_per_write
+        org = obj.metadata.org  # type: ignore[attr-defined]
+        root = f"{kind.label} '{obj.metadata.slug}'"  # type: ignore[attr-defined]
         tree: list[tuple[KindRuntime, Message]] = []
         seen: set[str] = set()
-        pending = [(kind, obj)]
+        pending = deque([(kind, obj)])
         while pending:
-            node_kind, node = pending.pop(0)
+            node_kind, node = pending.popleft()
             node_id = node.metadata.id  # type: ignore[attr-defined]
             if node_id in seen:
                 continue
             seen.add(node_id)
             tree.append((node_kind, node))
-            for child_kind, child_id in self.owned(node_id):
+            if len(tree) > limit:
+                raise errors.FailedPrecondition(
+                    f"deleting {root} would delete more than {limit} objects it owns, more than one write "
+                    "may change (max_objects_per_write); delete some of what it owns first"
+                )
+            for key_prefix, child_kind, child_id in self._owned_entries(node_id):
+                if child_kind is None:
+                    raise errors.FailedPrecondition(
+                        f"{root} owns '{child_id}', an object stored under '{key_prefix}', a kind no "
+                        "installed plugin serves; reinstall that kind's plugin to delete it with its owner"
+                    )
                 child = self.get(child_kind, child_id)
-                if child is not None:
+                if child is not None and child.metadata.org == org:  # type: ignore[attr-defined]
                     pending.append((child_kind, child))
         return tree
+
+    def _storable(self, kind: KindRuntime, obj: Message) -> bytes:
+        """The bytes to store, if the object is within the limits every reader relies on.
+
+        Checked before the write, in the writing transaction, so an object
+        that could not be answered (over the message limit with what the
+        server adds, or too deep for a list page to parse) is never stored.
+        """
+        limits = self.registry.limits
+        NESTING.check(obj, limits.max_nesting_depth)
+        raw = obj.SerializeToString()
+        if len(raw) > limits.max_object_bytes:
+            meta = obj.metadata  # type: ignore[attr-defined]
+            raise errors.ResourceExhausted(
+                f"{kind.label} '{meta.slug or meta.id}' would take {len(raw)} bytes stored, more than the "
+                f"{limits.max_object_bytes} an object may take (max_object_bytes)"
+            )
+        return raw
+
+    def _check_owners(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:
+        """Owner references the write adds name a served kind and a well-formed id.
+
+        That the owner exists in the object's org is checked when the
+        transaction publishes (``publish``), after every step has written:
+        a kind's step may create an object owned by one its pipeline has yet
+        to store (an agent's default instance).
+        """
+        if not kind.shape.has_owner_refs:
+            return
+        refs = obj.metadata.owner_references  # type: ignore[attr-defined]
+        if not refs:
+            return
+        kept = frozenset(r.id for r in previous.metadata.owner_references) if previous is not None else frozenset()  # type: ignore[attr-defined]
+        for i, ref in enumerate(refs):
+            if ref.id in kept:
+                continue
+            field = f"metadata.owner_references[{i}]"
+            owner_kind = self.registry.find(ref.kind)
+            if owner_kind is None:
+                raise errors.InvalidArgument.field(f"{field}.kind", f"'{ref.kind}' is not a kind this server serves")
+            if not is_valid_id(ref.id, owner_kind.id_prefix):
+                raise errors.InvalidArgument.field(
+                    f"{field}.id", f"must be a {owner_kind.label} id like '{owner_kind.id_prefix}-<ulid>'"
+                )
+        self._owned_by.append((kind, obj, kept))
+
+    def _check_owners_exist(self) -> None:
+        for kind, obj, kept in self._owned_by:
+            meta = obj.metadata  # type: ignore[attr-defined]
+            for i, ref in enumerate(meta.owner_references):
+                if ref.id in kept:
+                    continue
+                owner_kind = self.registry.kind(ref.kind)
+                owner = self.get(owner_kind, ref.id)
+                if owner is None or owner.metadata.org != meta.org:  # type: ignore[attr-defined]
+                    raise errors.NotFound(
+                        f"{owner_kind.label} '{ref.id}' not found in org '{meta.org}' "
+                        f"(metadata.owner_references[{i}] of {kind.label} '{meta.slug}')"
+                    )
+        self._owned_by.clear()
 
     def insert(self, kind: KindRuntime, obj: Message) -> None:
         """Write a stamped new object with its slug, index, owner and reference entries."""
@@ -267,10 +341,10 @@ class Resources:
         meta = obj.metadata  # type: ignore[attr-defined]
         self._check_write(kind, meta.org)
         self.check_references(kind, obj)
-        self.check_owners(kind, obj)
+        self._check_owners(kind, obj)
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
-        raw = obj.SerializeToString()
+        raw = self._storable(kind, obj)
         txn.put(keys.object_key(kind.key_prefix, meta.id), raw)
         txn.put(keys.slug_key(kind.key_prefix, meta.org, meta.slug), meta.id.encode())
         for key in kind.index_keys(obj):
@@ -288,10 +362,10 @@ class Resources:
         self._check_write(kind, old.metadata.org)  # type: ignore[attr-defined]
         self._check_write(kind, meta.org)
         self.check_references(kind, new, old)
-        self.check_owners(kind, new, old)
+        self._check_owners(kind, new, old)
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
-        raw = new.SerializeToString()
+        raw = self._storable(kind, new)
         txn.put(keys.object_key(kind.key_prefix, meta.id), raw)
         old_index, new_index = kind.index_keys(old), kind.index_keys(new)
         old_keys = set(old_index) | set(kind.owner_keys(old))
@@ -387,9 +461,21 @@ class Resources:
         self._events.append(event)
 
     def publish(self) -> None:
-        """Append the events of this transaction's writes to the event log."""
+        """Append the events of this transaction's writes to the event log.
+
+        Runs last in every writing transaction, so the checks that need the
+        whole transaction's writes happen here: owners exist, and the
+        write is within ``Limits.max_objects_per_write`` (one event each).
+        """
+        self._check_owners_exist()
         if not self._events:
             return
+        limit = self.registry.limits.max_objects_per_write
+        if len(self._events) > limit:
+            raise errors.ResourceExhausted(
+                f"this write would change {len(self._events)} objects, more than one write may change "
+                f"({limit}, max_objects_per_write)"
+            )
         txn = self._writer
         revision = txn.write_revision()
         now = _now()
@@ -398,3 +484,13 @@ class Resources:
             event.time.CopyFrom(now)
             txn.append_event(event.SerializeToString())
         self._events.clear()
+
+
+def _parse(kind: KindRuntime, object_id: str, raw: bytes) -> Message:
+    try:
+        return kind.parse(raw)
+    except DecodeError:  # only an object stored before writes were held to the nesting limit
+        raise errors.FailedPrecondition(
+            f"{kind.label} '{object_id}' is stored in a form protobuf cannot parse (nested deeper than it "
+            "allows, written before the nesting limit); it cannot be read through the API"
+        ) from None

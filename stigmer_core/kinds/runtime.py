@@ -18,6 +18,8 @@ from google.protobuf.message import Message
 from stigmer_core.auth.access import Access
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
+from stigmer_core.kinds.nesting import NESTING
+from stigmer_core.limits import Limits
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_core.store import keys
 
@@ -92,13 +94,15 @@ class FieldPath:
     enum_names: Mapping[int, str] | None = None
 
     def read(self, message: Message) -> list[str]:
-        """The non-empty string values at the path (enum values by name)."""
+        """The non-empty string values at the path (enum values by name; a number the
+        enum does not define, which proto3 lets a client send, by its number)."""
         value: Any = message
         for part in self.path.split("."):
             value = getattr(value, part)
         items = list(value) if self.repeated else [value]
         if self.enum_names is not None:
-            return [self.enum_names[v] for v in items if v]
+            names = self.enum_names
+            return [names.get(v) or str(v) for v in items if v]
         return [v for v in items if v]
 
     @classmethod
@@ -283,6 +287,8 @@ class Registry:
     default_org: str = "local"
     extensions: dict[str, Any] = attrs.field(factory=dict)
     """Per-application state plugins set up in ``stigmer_configure``."""
+    limits: Limits = attrs.field(factory=Limits.from_env)
+    """What one request may store and write (stigmer_core.limits)."""
     _by_name: dict[str, KindRuntime] = attrs.field(factory=dict, init=False)
     _by_key_prefix: dict[str, KindRuntime] = attrs.field(factory=dict, init=False)
 
@@ -293,6 +299,7 @@ class Registry:
                 if alias:
                     self._by_name.setdefault(alias.lower(), kind)
             self._by_key_prefix[kind.key_prefix] = kind
+            NESTING.plan(kind.resource_cls.DESCRIPTOR)  # which fields can nest: decided now, not per write
 
     def find(self, name: str) -> KindRuntime | None:
         return self._by_name.get(name.lower())
@@ -306,3 +313,7 @@ class Registry:
 
     def by_key_prefix(self, key_prefix: str) -> KindRuntime:
         return self._by_key_prefix[key_prefix]
+
+    def find_key_prefix(self, key_prefix: str) -> KindRuntime | None:
+        """The kind stored under ``key_prefix``; None when no installed plugin serves it."""
+        return self._by_key_prefix.get(key_prefix)

@@ -14,7 +14,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from stigmer_core import errors
 from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
@@ -29,7 +29,10 @@ from stigmer_core.pipeline.step import FunctionStep, Step, step
 from stigmer_core.store import keys
 
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_BYTES = 3 << 20  # below gRPC's 4 MiB default message limit
+_ENTRY_OVERHEAD = 16
+"""Bytes a list entry adds to its object: the field tag and the length."""
+_TOKEN_ROOM = 1024
+"""Bytes kept in a page for its next_page_token (a base64 store key, keys being at most 511 bytes)."""
 
 
 def _input(ctx: RequestContext) -> Message:
@@ -288,7 +291,12 @@ class _Range:
 def _page(
     ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str
 ) -> Message:
-    """Read one page of ``scan``: at most ``size`` objects (and ~3 MiB) that ``keep`` accepts.
+    """Read one page of ``scan``: at most ``size`` objects that ``keep`` accepts,
+    within ``Limits.max_page_bytes``.
+
+    The byte budget is checked before an object is added, so a page never
+    passes it; the first object always fits, because no stored object may
+    be larger than a page (``Limits.max_object_bytes``).
 
     When nothing needs to look inside the objects (no extra condition, no
     redaction) the page is assembled from the stored bytes and parsed once,
@@ -300,42 +308,77 @@ def _page(
     raw_page = keep is None and kind.redact is None
     entries: list[Message] = []
     wire: list[bytes] = []
+    listed: list[bytes] = []
     count = 0
-    budget = MAX_PAGE_BYTES
+    budget = ctx.registry.limits.max_page_bytes - _TOKEN_ROOM
     last = b""
     more = False
     for key, value in txn.scan(prefix, after=_decode_token(token, prefix)):
-        if count >= size or budget <= 0:
+        if count >= size:
             more = True
             break
-        last = key
         if not scan.by_object:
             object_id = value.decode() if scan.by_slug else key[len(prefix) :].decode()
             raw = txn.get(keys.object_key(kind.key_prefix, object_id))
             if raw is None:  # pragma: no cover - indexes change with their object
+                last = key
                 continue
             value = raw
-        budget -= len(value)
-        count += 1
         if raw_page:
+            cost = len(value) + _ENTRY_OVERHEAD
+            if count and cost > budget:
+                more = True
+                break
+            last = key
+            budget -= cost
+            count += 1
             wire += (kind.entries_tag, keys.varint(len(value)), value)
+            listed.append(key)
             continue
         obj = kind.parse(value)
         if keep is not None and not keep(obj):
-            budget += len(value)
-            count -= 1
+            last = key
             continue
         if kind.redact is not None:
-            kind.redact(obj)
+            kind.redact(obj)  # what is sent, not what is stored, counts: a marker can be longer
+            cost = obj.ByteSize() + _ENTRY_OVERHEAD
+        else:
+            cost = len(value) + _ENTRY_OVERHEAD
+        if count and cost > budget:
+            more = True
+            break
+        last = key
+        budget -= cost
+        count += 1
         entries.append(obj)
     page = kind.list_cls()
     if raw_page:
-        page.MergeFromString(b"".join(wire))
+        try:
+            page.MergeFromString(b"".join(wire))
+        except DecodeError:
+            raise _unlistable(ctx, scan, listed, wire[2::3]) from None
     else:
         page.entries.extend(entries)  # type: ignore[attr-defined]
     if more:
         page.next_page_token = base64.urlsafe_b64encode(last).rstrip(b"=").decode()  # type: ignore[attr-defined]
     return page
+
+
+def _unlistable(ctx: RequestContext, scan: _Range, listed: list[bytes], stored: list[bytes]) -> errors.StigmerError:
+    """The error for a page protobuf cannot parse, naming the object: one stored before
+    writes were held to ``Limits.max_nesting_depth`` can nest too deep for a list."""
+    kind = ctx.kind
+    for key, value in zip(listed, stored, strict=True):
+        try:
+            kind.list_cls.FromString(kind.entries_tag + keys.varint(len(value)) + value)
+        except DecodeError:
+            named = ctx.store.txn.get(key) if scan.by_slug else key[len(scan.prefix) :]
+            object_id = (named or b"?").decode()
+            return errors.FailedPrecondition(
+                f"{kind.label} '{object_id}' is stored nested deeper than a list can carry "
+                "(written before the nesting limit); delete it, or update it by id to nest less"
+            )
+    return errors.FailedPrecondition(f"a page of {kind.label} objects cannot be assembled")  # pragma: no cover
 
 
 def _has_index_values(index: IndexSpec, wanted: list[tuple[str, ...]]) -> Callable[[Message], bool]:

@@ -13,6 +13,10 @@ _validator = protovalidate.Validator()
 
 
 def _path(field: Any) -> str:
+    """The dotted path of a violation; empty for a rule of the message itself
+    (a message-level CEL rule has no field path at all)."""
+    if field is None:
+        return ""
     parts: list[str] = []
     for element in field.elements:
         text = element.field_name
@@ -32,6 +36,9 @@ def check(message: Message) -> None:
     violations = _validator.collect_violations(message)
     if not violations:
         return
-    found = [FieldViolation(_path(v.proto.field) or "(message)", v.proto.message) for v in violations]
-    summary = "; ".join(f"{v.field}: {v.description}" for v in found[:5])
+    found = [
+        FieldViolation(_path(v.proto.field), v.proto.message or v.proto.rule_id or "breaks a rule")
+        for v in violations
+    ]
+    summary = "; ".join(f"{v.field}: {v.description}" if v.field else v.description for v in found[:5])
     raise InvalidArgument(f"invalid {message.DESCRIPTOR.name}: {summary}", found)

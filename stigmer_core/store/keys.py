@@ -19,6 +19,8 @@ may contain, so a prefix scan of one value never runs into another.
 
 from __future__ import annotations
 
+from stigmer_core.errors import ResourceExhausted
+
 REVISION = b"m/revision"
 EVENTS = b"e/"
 EVENT_TIMES = b"m/event-time/"
@@ -70,7 +72,14 @@ def version_prefix(key_prefix: str, object_id: str) -> bytes:
     return b"ver/" + key_prefix.encode() + b"/" + object_id.encode() + b"/"
 
 
+MAX_EVENT_SEQ = 0xFFFF
+"""One transaction's events are numbered in two bytes; ``Limits.max_objects_per_write``
+keeps every write the API accepts well below this."""
+
+
 def event_key(revision: int, seq: int) -> bytes:
+    if seq > MAX_EVENT_SEQ:  # a write past the limits; refused, never an overflow mid-commit
+        raise ResourceExhausted(f"one write may record at most {MAX_EVENT_SEQ + 1} events")
     return EVENTS + revision.to_bytes(8, "big") + seq.to_bytes(2, "big")
 
 

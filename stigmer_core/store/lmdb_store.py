@@ -16,8 +16,10 @@ so readers pass through a gate that a resize can close briefly.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -114,6 +116,41 @@ class _ResizeGate:
             finally:
                 self._resizing = False
                 self._cond.notify_all()
+
+
+_LOW_SPACE = 1 << 20
+"""Free bytes under which a failed commit is reported as a full disk."""
+DATA_FILE = "data.mdb"
+
+
+def _check_openable(path: Path) -> None:
+    """Refuse, with a reason, a data file LMDB would silently reset or fail on later.
+
+    An empty ``data.mdb`` (truncated by a crash or a copy gone wrong) would
+    open as a new, empty store, so every object would appear deleted. A
+    read-only one would open and then fail at the first write.
+    """
+    data = path / DATA_FILE
+    try:
+        size = data.stat().st_size
+    except FileNotFoundError:
+        if not os.access(path, os.W_OK):
+            raise errors.StartupError(f"the data directory {path} is not writable") from None
+        return
+    if size == 0:
+        raise errors.StartupError(
+            f"{data} is empty (0 bytes), not a store: it was truncated or is not what this directory held; "
+            "restore it from a backup, or move it away to start an empty store"
+        )
+    if not os.access(data, os.R_OK | os.W_OK) or _read_only_mount(data):
+        raise errors.StartupError(f"{data} is read-only: the daemon needs to write it (check its permissions and mount)")
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _revision_of(txn: lmdb.Transaction) -> int:
@@ -291,15 +328,19 @@ class LmdbStore:
         self.durable = durable
         """Whether a commit is synced to disk (files kept beside the store follow it)."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._env = lmdb.open(
-            str(self.path),
-            mode=0o600,  # data.mdb and lock.mdb: sealed secrets live here
-            map_size=map_size,
-            sync=durable,
-            metasync=durable,
-            readahead=False,
-            max_readers=1024,
-        )
+        _check_openable(self.path)
+        try:
+            self._env = lmdb.open(
+                str(self.path),
+                mode=0o600,  # data.mdb and lock.mdb: sealed secrets live here
+                map_size=map_size,
+                sync=durable,
+                metasync=durable,
+                readahead=False,
+                max_readers=1024,
+            )
+        except lmdb.Error as exc:
+            raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
         self._gate = _ResizeGate()
         self._mutex = threading.Lock()
         self._queue: list[_Pending] = []
@@ -407,11 +448,36 @@ class LmdbStore:
                 continue
             except BaseException as exc:  # disk failure or interrupt: nobody's write landed
                 outer.abort()
+                failure = self._commit_failure(exc)
                 for pending in batch:
-                    pending.error = pending.error or exc
+                    pending.error = pending.error or failure
                     pending.result = None
             self._gate.leave()
             break
+
+    def _commit_failure(self, exc: BaseException) -> BaseException:
+        """What callers are told when the shared commit fails: the disk's state, not lmdb's words.
+
+        A full filesystem shows as ENOSPC, or as EIO when the write-back of the
+        pages fails; either way the free space says which. Reads keep working
+        (they need no new pages), and writes succeed again once space returns.
+        """
+        if not isinstance(exc, lmdb.Error | OSError):
+            return exc
+        log.error("store commit failed in %s: %s", self.path, exc)
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            free = -1
+        full = isinstance(exc, lmdb.DiskError) or getattr(exc, "errno", None) == errno.ENOSPC
+        if full or 0 <= free < _LOW_SPACE:
+            return errors.ResourceExhausted(
+                f"the disk holding the store ({self.path}) is full ({free if free >= 0 else '?'} bytes free): "
+                "nothing was written; free some space and retry (reads still work)"
+            )
+        if isinstance(exc, lmdb.ReadonlyError):
+            return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
+        return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
     def _run_one(self, outer: lmdb.Transaction, pending: _Pending) -> None:
         pending.error = None
@@ -424,6 +490,12 @@ class LmdbStore:
         except lmdb.MapFullError:
             child.abort()
             raise
+        except lmdb.BadValsizeError:  # a key past LMDB's 511 bytes: an index value the request made too long
+            child.abort()
+            pending.error = errors.InvalidArgument(
+                "a value of this write is too long to be indexed (a store key is at most 511 bytes)"
+            )
+            return
         except Exception as exc:
             child.abort()
             pending.error = exc

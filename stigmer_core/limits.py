@@ -1,0 +1,89 @@
+"""The limits every request is held to, as one value set at startup.
+
+Each limit keeps something the server must always be able to do: answer
+what it stored (object size and nesting below what gRPC and protobuf
+accept), page through it (page bytes), and commit what it accepted (objects
+one transaction may write). Going past one is refused before anything is
+written, with the status docs/design.md's limits table gives.
+
+The defaults suit the 4 MiB gRPC message limit the server runs with; each
+can be set by an environment variable read when the registry is built, or
+by giving ``Limits(...)`` to ``Application.open``/``build_registry``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import attrs
+
+from stigmer_core.errors import StartupError
+from stigmer_core.store.keys import MAX_EVENT_SEQ
+
+MESSAGE_BYTES = 4 << 20
+"""gRPC's message limit, both directions (stigmer_core.server)."""
+MAX_EVENTS_PER_TRANSACTION = MAX_EVENT_SEQ
+"""The event log numbers one transaction's events in two bytes (store/keys.py)."""
+
+PAGE_ROOM = 2048
+"""What a page needs besides its objects (entry tags and lengths, the next page token)."""
+
+ENV = {
+    "max_object_bytes": "STIGMER_MAX_OBJECT_BYTES",
+    "max_page_bytes": "STIGMER_MAX_PAGE_BYTES",
+    "max_nesting_depth": "STIGMER_MAX_NESTING_DEPTH",
+    "max_objects_per_write": "STIGMER_MAX_OBJECTS_PER_WRITE",
+}
+
+
+@attrs.frozen
+class Limits:
+    max_object_bytes: int = 2 << 20
+    """Serialized size of one stored object. Half the message limit: room for
+    what a response adds around an object, and below a list page, so every
+    object can be answered and listed. Objects derived from others (an
+    execution context holds the values of several environments) are held to
+    it too, so the write that would derive a larger one is refused."""
+    max_page_bytes: int = 3 << 20
+    """Bytes of objects one list page carries; a page stops before the object
+    that would pass it (one object always fits: max_object_bytes is smaller)."""
+    max_nesting_depth: int = 64
+    """Message nesting of a stored object, the resource being level 1 and every
+    nested message (a map entry, a Struct, a Value) one more. protobuf refuses
+    to parse past 100, and a list page or a client's wrapper adds levels."""
+    max_objects_per_write: int = 10_000
+    """Objects one write may create, change or delete, a cascading delete's
+    owned objects included; each is one event of the transaction."""
+
+    def __attrs_post_init__(self) -> None:
+        for name in ENV:
+            if getattr(self, name) < 1:
+                raise StartupError(f"limit {name} must be positive, not {getattr(self, name)}")
+        if self.max_page_bytes > MESSAGE_BYTES - (256 << 10):
+            raise StartupError(
+                f"max_page_bytes {self.max_page_bytes} leaves no room under the {MESSAGE_BYTES}-byte message limit"
+            )
+        if self.max_object_bytes > self.max_page_bytes - PAGE_ROOM:
+            raise StartupError(
+                f"max_object_bytes {self.max_object_bytes} leaves less than {PAGE_ROOM} bytes of "
+                f"max_page_bytes {self.max_page_bytes} for a page's own fields: such an object could never be listed"
+            )
+        if not 8 <= self.max_nesting_depth <= 90:
+            raise StartupError(f"max_nesting_depth must be between 8 and 90, not {self.max_nesting_depth}")
+        if self.max_objects_per_write >= MAX_EVENTS_PER_TRANSACTION:
+            raise StartupError(f"max_objects_per_write must be below {MAX_EVENTS_PER_TRANSACTION}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        """The defaults, with any ``STIGMER_MAX_*`` variable that is set."""
+        environ = os.environ if environ is None else environ
+        given: dict[str, int] = {}
+        for name, variable in ENV.items():
+            raw = environ.get(variable)
+            if raw:
+                try:
+                    given[name] = int(raw)
+                except ValueError:
+                    raise StartupError(f"{variable}={raw!r} is not a whole number") from None
+        return cls(**given)

@@ -1,0 +1,394 @@
+"""Size, page, nesting and per-write limits, driven through a real server on 127.0.0.1.
+
+Each test goes past one limit of ``stigmer_core.limits`` and checks the
+documented status, that nothing was written (or, for pages, that nothing
+was lost), and that the daemon still serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from stigmer_core import Application, ResourceExhausted, StartupError
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
+from stigmer_core.api.agentic.environment.v1 import environment_pb2
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.kinds.resources import Resources
+from stigmer_core.limits import Limits
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.store import keys
+from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.testing.inspect import raw_keys
+from stigmer_plugins.secrets import REDACTED
+from tests import workflow_helpers as wf
+from tests.agent_execution_support import IN_PROGRESS, Kinds
+from tests.gizmo_kind import GizmoPlugin
+from tests.gizmo_kind import message as gizmo_message
+from tests.hardening_support import agent, assert_serving, fails, fields_of, network
+
+OK, TOO_BIG, BAD, PRECONDITION = (
+    grpc.StatusCode.OK,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+)
+
+
+@pytest.fixture
+def served(stigmer_app: Application) -> Iterator[tuple[Application, grpc.Channel]]:
+    server, channel = network(stigmer_app)
+    yield stigmer_app, channel
+    channel.close()
+    server.stop(grace=1)
+
+
+def _big_agent(name: str, size: int) -> agent_pb2.Agent:
+    """An agent whose stored form takes about ``size`` bytes (MCP server headers have no length rule)."""
+    made = agent(name)
+    server = made.spec.mcp_servers.add(name="big")
+    chunk = size // 64
+    for i in range(64):
+        server.headers[f"h{i}"] = "x" * chunk
+    return made
+
+
+# -- object size: no ghost write ---------------------------------------------------
+
+
+def test_an_object_over_the_size_limit_is_refused_before_it_is_stored(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    app, channel = served
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    before = raw_keys(app.store)
+    limit = app.registry.limits.max_object_bytes
+    error = fails(TOO_BIG, lambda: agents.create(_big_agent("ghost", limit + 4096)))
+    assert "max_object_bytes" in error.details()
+    assert raw_keys(app.store) == before  # no object, index, event: nothing half-written
+    fails(grpc.StatusCode.NOT_FOUND, lambda: agents.get_by_reference(slug="ghost"))
+    # just under the limit is stored, answered, and listed
+    fits = agents.create(_big_agent("fits", limit - 8192))
+    assert agents.get(fits.metadata.id) == fits
+    assert [a.metadata.slug for a in agents.list_all()] == ["fits"]
+    # an update that grows it past the limit is refused, the stored one unchanged
+    grown = agent_pb2.Agent()
+    grown.CopyFrom(fits)
+    grown.spec.mcp_servers.add(name="more").headers["more"] = "y" * 16384
+    fails(TOO_BIG, lambda: agents.update(grown))
+    assert agents.get(fits.metadata.id) == fits
+    assert_serving(channel, app)
+
+
+def test_a_derived_object_over_the_limit_refuses_the_write_that_derives_it(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """Two environments that fit alone resolve into an execution context that does not."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    third = app.registry.limits.max_object_bytes * 6 // 10
+    for name in ("first", "second"):
+        env = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name=name))
+        for i in range(32):
+            env.spec.data[f"{name}_{i}"].value = "v" * (third // 32)
+        kinds.environments.create(env)
+    made = kinds.agent("runner", env_slugs=["first", "second"])
+    session = kinds.session(made.status.default_instance_id)
+    before = raw_keys(app.store)
+    error = fails(TOO_BIG, lambda: kinds.execution(session_id=session.metadata.id))
+    assert "max_object_bytes" in error.details()
+    assert raw_keys(app.store) == before
+    assert list(kinds.executions.list_all()) == [] and list(kinds.contexts.list_all()) == []
+    assert_serving(channel, app)
+
+
+# -- list pages ---------------------------------------------------------------------
+
+
+def test_pages_never_pass_the_byte_budget_and_lose_nothing(served: tuple[Application, grpc.Channel]) -> None:
+    """Objects of nearly the object limit: the old check added one more object whenever any
+    budget was left, so a page could pass the 4 MiB message limit; now a page stops before
+    the object that would pass its budget."""
+    app, channel = served
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    limits = app.registry.limits
+    made = [agents.create(_big_agent(f"big {i}", limits.max_object_bytes - 8192)).metadata.id for i in range(4)]
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = agents.list_page(page_token=token)
+        assert page.ByteSize() <= limits.max_page_bytes
+        seen += [a.metadata.id for a in page.entries if a.metadata.slug.startswith("big")]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    per_page = limits.max_page_bytes // (limits.max_object_bytes - 8192 + 16)
+    assert sorted(seen) == sorted(made) and pages == -(-4 // per_page)
+
+
+def test_a_small_page_budget_pages_through_everything(served: tuple[Application, grpc.Channel]) -> None:
+    app, channel = served
+    app.registry.limits = Limits(max_object_bytes=20_000, max_page_bytes=50_000)
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    made = {agents.create(_big_agent(f"mid {i}", 15_000)).metadata.id for i in range(7)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = agents.list_page(page_token=token, page_size=100)
+        assert 1 <= len(page.entries) <= 3 and page.ByteSize() <= 50_000
+        seen += [a.metadata.id for a in page.entries]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(made)
+
+
+def test_a_page_of_redacted_objects_counts_what_is_sent(served: tuple[Application, grpc.Channel]) -> None:
+    """Environments are redacted before they are listed: unset secrets come back as the
+    marker, longer than what is stored, and the page budget counts what is sent."""
+    app, channel = served
+    app.registry.limits = Limits(max_object_bytes=20_000, max_page_bytes=30_000)
+    kinds = Kinds.on(app, channel)
+    made = set()
+    for i in range(6):
+        env = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name=f"env {i}"))
+        for k in range(200):
+            env.spec.data[f"key_{k}"].is_secret = True  # the marker with no stored secret: unset,
+            env.spec.data[f"key_{k}"].value = REDACTED  # stored empty and sent as the marker
+        env.spec.description = "d" * 2000
+        made.add(kinds.environments.create(env).metadata.id)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = kinds.environments.list_page(page_token=token)
+        assert page.ByteSize() <= 30_000
+        seen += [e.metadata.id for e in page.entries]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(made)
+
+
+# -- nesting ------------------------------------------------------------------------
+
+
+def _nested(levels: int, *, leaf: bool = True) -> struct_pb2.Struct:
+    top = struct_pb2.Struct()
+    inner = top
+    for _ in range(levels):
+        inner = inner.fields["deeper"].struct_value
+    if leaf:
+        inner.fields["leaf"].string_value = "x"
+    return top
+
+
+def test_input_nested_past_the_depth_limit_is_refused_naming_the_field(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """28 struct levels parse alone and inside a list page, but leave a client no room
+    (32 made every list answer INTERNAL DecodeError before); 64 message levels is the limit."""
+    app, channel = served
+    stubs = wf.Stubs(channel)
+    before = raw_keys(app.store)
+    deep = wf.workflow("deep")
+    deep.spec.tasks[0].task_config.CopyFrom(_nested(28))
+    error = fails(BAD, lambda: stubs.workflows.create(deep))
+    assert fields_of(error) == ["spec.tasks[0].task_config"]
+    assert raw_keys(app.store) == before
+    # within the limit: stored, and every list still parses
+    ok = wf.workflow("shallow")
+    ok.spec.tasks[0].task_config.CopyFrom(_nested(15))
+    made = stubs.workflows.create(ok)
+    workflows = KindClient(channel, app.registry.kind("Workflow"))
+    assert [w.metadata.id for w in workflows.list_all()] == [made.metadata.id]
+    # an update that deepens it is refused too
+    deeper = type(made)()
+    deeper.CopyFrom(made)
+    deeper.spec.tasks[1].task_config.CopyFrom(_nested(25))
+    error = fails(BAD, lambda: stubs.workflows.update(deeper))
+    assert fields_of(error) == ["spec.tasks[1].task_config"]
+    assert [w for w in workflows.list_all()] == [made]
+    assert_serving(channel, app)
+
+
+def test_execution_message_metadata_nested_too_deep_is_refused(served: tuple[Application, grpc.Channel]) -> None:
+    """A runner's report with a deep message ``metadata`` struct: refused, the execution as it was."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    made = kinds.agent("bot")
+    session = kinds.session(made.status.default_instance_id)
+    execution = kinds.execution(session_id=session.metadata.id)
+    status = ae.AgentExecutionStatus(phase=IN_PROGRESS)  # type: ignore[arg-type]
+    status.messages.add(type=ae.MESSAGE_AI, content="hi").metadata.CopyFrom(_nested(25))
+    report = ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id, status=status)
+    error = fails(BAD, lambda: kinds.executions.call("updateStatus", report))
+    assert fields_of(error) == ["status.messages[0].metadata"]
+    assert kinds.executions.get(execution.metadata.id) == execution
+    report.status.messages[0].metadata.CopyFrom(_nested(5))
+    assert kinds.executions.call("updateStatus", report).status.messages[0].metadata == _nested(5)
+    assert len(list(kinds.executions.list_all())) == 1
+    assert_serving(channel, app)
+
+
+# -- objects per write (the event sequence) -------------------------------------------
+
+
+def _owned_environments(app: Application, owner: Any, count: int) -> None:
+    """``count`` environments owned by ``owner``, written straight through the store (fast)."""
+    kind = app.registry.kind("Environment")
+
+    def write(txn: Any) -> None:
+        resources = Resources(txn, app.registry)
+        for i in range(count):
+            env = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name=f"child {i}"))
+            env.metadata.owner_references.add(kind="Environment", id=owner.metadata.id)
+            resources.create(kind, env, org=owner.metadata.org, principal="test")
+        resources.publish()
+
+    app.store.transact(write)
+
+
+def test_a_cascade_larger_than_one_write_is_refused_before_anything_is_deleted(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    app, channel = served
+    app.registry.limits = Limits(max_objects_per_write=50)
+    kinds = Kinds.on(app, channel)
+    root = kinds.environment("root", {})
+    for i in range(30):  # each agent with its default instance: 61 objects with the root
+        made = agent(f"owned {i}")
+        made.metadata.owner_references.add(kind="Environment", id=root.metadata.id)
+        kinds.agents.create(made)
+    before = raw_keys(app.store, b"o/")
+    error = fails(PRECONDITION, lambda: kinds.environments.delete(root.metadata.id))
+    assert "max_objects_per_write" in error.details()
+    assert raw_keys(app.store, b"o/") == before
+    app.registry.limits = Limits(max_objects_per_write=61)
+    kinds.environments.delete(root.metadata.id)
+    assert raw_keys(app.store, b"o/agents/") == [] and raw_keys(app.store, b"o/agentinstances/") == []
+    assert_serving(channel, app)
+
+
+def test_a_realistic_cascade_past_the_default_limit_is_refused(served: tuple[Application, grpc.Channel]) -> None:
+    """The default limit, at its real size: one environment owning 10,001 others."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    root = kinds.environment("root", {})
+    _owned_environments(app, root, app.registry.limits.max_objects_per_write)
+    before = len(raw_keys(app.store, b"o/environments/"))
+    error = fails(PRECONDITION, lambda: kinds.environments.delete(root.metadata.id))
+    assert "max_objects_per_write" in error.details()
+    assert len(raw_keys(app.store, b"o/environments/")) == before
+    assert_serving(channel, app)
+
+
+def test_the_event_sequence_cannot_overflow() -> None:
+    assert keys.event_key(7, keys.MAX_EVENT_SEQ)[-2:] == b"\xff\xff"
+    with pytest.raises(ResourceExhausted):
+        keys.event_key(7, keys.MAX_EVENT_SEQ + 1)
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def test_a_write_whose_answer_would_not_fit_is_not_committed(tmp_path: Path) -> None:
+    """Three copies of a 1.5 MB gizmo each fit the object limit; the answer holding all of
+    them does not fit the message limit, so nothing is written (before: committed, then
+    RESOURCE_EXHAUSTED, a ghost write)."""
+    pm = plugin_manager(plugins=[GizmoPlugin()])
+    with Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm) as app:
+        server, channel = network(app)
+        try:
+            gizmos = KindClient(channel, app.registry.kind("Gizmo"))
+            source = gizmo_message("Gizmo")()
+            source.metadata.name = "source"
+            source.spec.note = "n" * 1_500_000
+            made = gizmos.create(source)
+            before = raw_keys(app.store)
+            clone = gizmo_message("CloneGizmoRequest")(value=made.metadata.id, copies=3)
+            error = fails(TOO_BIG, lambda: gizmos.call("clone", clone))
+            assert "message limit" in error.details()
+            assert raw_keys(app.store) == before
+            assert (
+                len(gizmos.call("clone", gizmo_message("CloneGizmoRequest")(value=made.metadata.id, copies=2)).entries)
+                == 2
+            )
+            assert_serving(channel, app)
+        finally:
+            channel.close()
+            server.stop(grace=1)
+
+
+def test_a_write_of_more_objects_than_the_limit_is_refused(tmp_path: Path) -> None:
+    pm = plugin_manager(plugins=[GizmoPlugin()])
+    with Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm) as app:
+        app.registry.limits = Limits(max_objects_per_write=5)
+        server, channel = network(app)
+        try:
+            gizmos = KindClient(channel, app.registry.kind("Gizmo"))
+            source = gizmo_message("Gizmo")()
+            source.metadata.name = "source"
+            made = gizmos.create(source)
+            before = raw_keys(app.store)
+            clone = gizmo_message("CloneGizmoRequest")(value=made.metadata.id, copies=6)
+            error = fails(TOO_BIG, lambda: gizmos.call("clone", clone))
+            assert "max_objects_per_write" in error.details()
+            assert raw_keys(app.store) == before
+            clone.copies = 5
+            assert len(gizmos.call("clone", clone).entries) == 5
+            assert_serving(channel, app)
+        finally:
+            channel.close()
+            server.stop(grace=1)
+
+
+def test_limits_are_settings_checked_at_startup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Limits.from_env({"STIGMER_MAX_OBJECT_BYTES": "4096"}).max_object_bytes == 4096
+    for bad in (
+        {"STIGMER_MAX_OBJECT_BYTES": "lots"},
+        {"STIGMER_MAX_OBJECT_BYTES": "0"},
+        {"STIGMER_MAX_OBJECT_BYTES": str(3 << 20)},  # could never be listed in a 3 MiB page
+        {"STIGMER_MAX_PAGE_BYTES": str(4 << 20)},  # no room under the message limit
+        {"STIGMER_MAX_NESTING_DEPTH": "120"},  # past what protobuf parses
+        {"STIGMER_MAX_OBJECTS_PER_WRITE": "70000"},  # past the event sequence
+    ):
+        with pytest.raises(StartupError):
+            Limits.from_env(bad)
+    monkeypatch.setenv("STIGMER_MAX_OBJECT_BYTES", "5000")
+    with Application.open(tmp_path / "data", durable=False) as app:
+        assert app.registry.limits.max_object_bytes == 5000
+        agents = KindClient(app.channel(), app.registry.kind("Agent"))
+        fails(TOO_BIG, lambda: agents.create(_big_agent("over five thousand", 6000)))
+
+
+def test_a_stored_object_too_deep_for_a_list_is_named_not_internal(served: tuple[Application, grpc.Channel]) -> None:
+    """An object stored before the nesting limit (written here straight into the store), too
+    deep for protobuf to parse in a page: list names it with FAILED_PRECONDITION, not INTERNAL."""
+    app, channel = served
+    stubs = wf.Stubs(channel)
+    kept = stubs.workflows.create(wf.workflow("kept"))
+    made = stubs.workflows.create(wf.workflow("old"))
+    old = type(made)()
+    old.CopyFrom(made)
+    old.spec.tasks[0].task_config.CopyFrom(_nested(32))  # past what protobuf parses, even alone
+    kind = app.registry.kind("Workflow")
+    stored = old.SerializeToString()
+    app.store.transact(lambda txn: txn.put(keys.object_key(kind.key_prefix, old.metadata.id), stored))
+    workflows = KindClient(channel, kind)
+    error = fails(PRECONDITION, lambda: list(workflows.list_all()))
+    assert old.metadata.id in error.details()
+    error = fails(PRECONDITION, lambda: list(workflows.list_all(org="local")))
+    assert old.metadata.id in error.details()
+    assert old.metadata.id in fails(PRECONDITION, lambda: workflows.get(old.metadata.id)).details()
+    assert workflows.get(kept.metadata.id) == kept
+    assert_serving(channel, app)

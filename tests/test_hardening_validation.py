@@ -1,0 +1,108 @@
+"""Validation the server owes its clients, through a real server on 127.0.0.1:
+message-level rules, ids with a trailing newline, and a runner's task reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stigmer_core import Application
+from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2 as wx
+from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.testing.inspect import raw_keys
+from stigmer_plugins.workflow_tasks import MAX_TASKS
+from tests import workflow_helpers as wf
+from tests.agent_execution_support import IN_PROGRESS
+from tests.gizmo_kind import GizmoPlugin, message
+from tests.hardening_support import agent, assert_serving, fails, fields_of, network
+
+BAD, PRECONDITION = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.fixture
+def gizmos(tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
+    pm = plugin_manager(plugins=[GizmoPlugin()])
+    app = Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm)
+    server, channel = network(app)
+    yield app, channel
+    channel.close()
+    server.stop(grace=1)
+    app.close()
+
+
+@pytest.fixture
+def served(stigmer_app: Application) -> Iterator[tuple[Application, grpc.Channel]]:
+    server, channel = network(stigmer_app)
+    yield stigmer_app, channel
+    channel.close()
+    server.stop(grace=1)
+
+
+def test_message_level_rules_are_reported_on_the_message(gizmos: tuple[Application, grpc.Channel]) -> None:
+    """An empty getByReference or update broke a message-level rule and answered INTERNAL."""
+    app, channel = gizmos
+    client = KindClient(channel, app.registry.kind("Gizmo"))
+    error = fails(BAD, lambda: client.call("getByReference", message("GizmoReference")()))
+    assert fields_of(error) == [""] and "a slug or an id is required" in error.details()
+    before = raw_keys(app.store)
+    error = fails(BAD, lambda: client.update(message("Gizmo")()))
+    assert fields_of(error) == [""] and "a gizmo needs metadata" in error.details()
+    backwards = message("Gizmo")()
+    backwards.metadata.name = "backwards"
+    backwards.spec.low, backwards.spec.high = 5, 1
+    error = fails(BAD, lambda: client.create(backwards))
+    assert fields_of(error) == ["spec"] and "low must not be above high" in error.details()
+    assert raw_keys(app.store) == before
+    backwards.spec.high = 9
+    assert client.create(backwards).spec.high == 9
+    assert_serving(channel, app)
+
+
+def test_an_id_with_a_trailing_newline_is_not_an_id(served: tuple[Application, grpc.Channel]) -> None:
+    app, channel = served
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    before = raw_keys(app.store)
+    error = fails(BAD, lambda: agents.create(agent("newline", id="agt-" + "0" * 26 + "\n")))
+    assert fields_of(error) == ["metadata.id"]
+    assert raw_keys(app.store) == before
+    made = agents.create(agent("plain"))
+    fails(grpc.StatusCode.NOT_FOUND, lambda: agents.get(made.metadata.id + "\n"))
+
+
+def test_a_task_report_past_the_status_limit_is_refused(served: tuple[Application, grpc.Channel]) -> None:
+    """Reports merge by name and append tasks the workflow does not list: they could grow
+    status.tasks past its own max_items, after which every update of the execution failed."""
+    app, channel = served
+    stubs = wf.Stubs(channel)
+    made = stubs.workflows.create(wf.workflow("many"))
+    executions = KindClient(channel, app.registry.kind("WorkflowExecution"))
+    run = wx.WorkflowExecution()
+    run.metadata.name = "run"
+    run.spec.workflow_id = made.metadata.id
+    run = executions.create(run)
+
+    def report(names: range) -> wx.WorkflowExecution:
+        status = wx.WorkflowExecutionStatus(phase=IN_PROGRESS)  # type: ignore[arg-type]
+        for i in names:
+            status.tasks.add(task_name=f"nested-{i}", phase=IN_PROGRESS)  # type: ignore[arg-type]
+        request = wx.WorkflowExecutionUpdateStatusInput(execution_id=run.metadata.id, status=status)
+        return executions.call("updateStatus", request)  # type: ignore[no-any-return]
+
+    existing = len(run.status.tasks)
+    full = report(range(MAX_TASKS - existing))
+    assert len(full.status.tasks) == MAX_TASKS
+    error = fails(PRECONDITION, lambda: report(range(MAX_TASKS, MAX_TASKS + 1)))
+    assert "status.tasks" in error.details()
+    assert executions.get(run.metadata.id) == full
+    # an ordinary update of the execution still passes validation
+    labelled = wx.WorkflowExecution()
+    labelled.CopyFrom(full)
+    labelled.metadata.labels["team"] = "support"
+    assert executions.update(labelled).metadata.labels["team"] == "support"
+    assert_serving(channel, app)

@@ -111,6 +111,15 @@ def _versus_sqlite(c: str) -> tuple[Ratio, ...]:
         Ratio(f"vs_sqlite.lmdb.{row}", f"vs_sqlite.sqlite_json.{row}", f"LMDB / SQLite-JSON, {about}")
         for row, about in claims.items()
     ]
+    found += [
+        Ratio(
+            f"vs_sqlite.sqlite_json.{row}",
+            f"vs_sqlite.lmdb.{row}",
+            f"CPU per call, SQLite-JSON / LMDB, {row} (steadier than rates on a shared machine)",
+            "cpu_us_per_call",
+        )
+        for row in ("get", "list", "create.nosync.serial")
+    ]
     found.append(
         Ratio("vs_sqlite.lmdb.get", "vs_sqlite.sqlite_json.get", "LMDB / SQLite-JSON, bytes on disk", "disk_bytes")
     )

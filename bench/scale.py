@@ -88,7 +88,11 @@ def _daemon_rss_mib(data: Path) -> float:
         return kib / 1024
     finally:
         daemon.terminate()
-        daemon.wait(timeout=30)
+        try:
+            daemon.wait(timeout=DAEMON_START_SECONDS)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
 
 
 def run(budget: Budget) -> list[Measurement]:
@@ -110,6 +114,5 @@ def run(budget: Budget) -> list[Measurement]:
                 sessions = size // 10
                 found += _queries(size, app, ids, slugs, agent_id, budget)
         rss = _daemon_rss_mib(data)
-    last = found[-1]
-    found[-1] = last.with_facts(daemon_rss_mib=rss)
+    found[-1] = found[-1].with_facts(daemon_rss_mib=rss)
     return found

@@ -4,7 +4,9 @@ In a full run the time limit is what normally ends a measurement (the counts
 are set above what the time allows, so every row averages over the same span
 of machine noise), keeping the run near two and a half minutes on two shared cores. The
 budget of a row is split over ``rounds`` (every scenario runs once per round,
-in turn), so slow drifts in the machine's load fall on all rows alike. The
+in turn), so slow drifts in the machine's load fall on all rows alike. Scenarios that seed
+stores of their own (the SQLite-JSON comparison, the scale rows) run once,
+in the first round, with a third of the time limit per row. The
 quick run (the smoke test's) is sized to stay well under twenty seconds; its
 numbers only show that every scenario works.
 """
@@ -49,6 +51,10 @@ class Budget:
     batches: int = 50
     """Transactions of ``batch_puts`` puts each."""
     rounds: int = 1
+    baseline_agents: int = 10_000
+    """Agents seeded into each engine before the LMDB vs SQLite-JSON rows."""
+    scale_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+    """Stored agents at which the scale rows are measured (one store, growing)."""
 
     def per_round(self) -> Budget:
         """One round's share of every count and of the time limit."""
@@ -85,4 +91,6 @@ QUICK = Budget(
     traced_seconds=5.0,
     batches=6,
     rounds=2,
+    baseline_agents=300,
+    scale_sizes=(1_000, 2_000),
 )

@@ -92,7 +92,55 @@ def ratios(budget: Budget) -> tuple[Ratio, ...]:
         Ratio("create.inproc.serial", "store.put.t1", "serial create vs raw one-put transaction (pipeline's share)"),
         Ratio(f"store.put.{t}", "store.put.t1", f"raw puts, {budget.store_threads} threads vs 1 (group commit alone)"),
         Ratio(f"store.put.{t}", None, f"raw puts per durable commit, {budget.store_threads} threads", per_commit),
+        *_versus_sqlite(c),
+        *_writes(c),
+        *_scale(budget),
     )
+
+
+def _versus_sqlite(c: str) -> tuple[Ratio, ...]:
+    claims = {
+        "get": "get by id (read target >= 10x)",
+        "get_by_reference": "getByReference (read target >= 10x)",
+        "list": "a list page of 100 (read target >= 10x)",
+        "create.nosync.serial": "serial create, no fsync (non-durable write target >= 5x)",
+        "create.durable.serial": "serial durable create (durable write target >= 3x)",
+        f"create.durable.{c}": "durable creates in flight (group commit vs one writer)",
+    }
+    found = [
+        Ratio(f"vs_sqlite.lmdb.{row}", f"vs_sqlite.sqlite_json.{row}", f"LMDB / SQLite-JSON, {about}")
+        for row, about in claims.items()
+    ]
+    found += [
+        Ratio(
+            f"vs_sqlite.sqlite_json.{row}",
+            f"vs_sqlite.lmdb.{row}",
+            f"CPU per call, SQLite-JSON / LMDB, {row} (steadier than rates on a shared machine)",
+            "cpu_us_per_call",
+        )
+        for row in ("get", "list", "create.nosync.serial")
+    ]
+    found.append(
+        Ratio("vs_sqlite.lmdb.get", "vs_sqlite.sqlite_json.get", "LMDB / SQLite-JSON, bytes on disk", "disk_bytes")
+    )
+    return tuple(found)
+
+
+def _scale(budget: Budget) -> tuple[Ratio, ...]:
+    small, large = budget.scale_sizes[0], budget.scale_sizes[-1]
+    queries = ("get", "get_by_reference", "list", "list_label", "list_by_agent")
+    found = [
+        Ratio(
+            f"scale.n{small}.{query}",
+            f"scale.n{large}.{query}",
+            f"{query}: rate at {small:,} stored agents over rate at {large:,} (slowdown; target <= 1.5)",
+        )
+        for query in queries
+    ]
+    found.append(
+        Ratio(f"scale.n{large}.list_by_agent", None, f"daemon RSS (MiB) on {large:,} agents", "daemon_rss_mib")
+    )
+    return tuple(found)
 
 
 def compute(merged: Rows, rounds: Sequence[Rows], budget: Budget) -> list[Found]:
@@ -126,3 +174,23 @@ def added_microseconds(rows: Rows, budget: Budget) -> dict[str, float]:
             found[f"get.net.{mode} wall"] = 1e6 / get.calls_per_s - 1e6 / echo.calls_per_s
             found[f"get.net.{mode} cpu"] = get.cpu_us_per_call - echo.cpu_us_per_call
     return found
+
+
+def _writes(c: str) -> tuple[Ratio, ...]:
+    found = [
+        Ratio(f"writes.{row}.{c}", f"writes.{row}.serial", f"{row}: {c[1:]} in flight vs one caller (group commit)")
+        for row in ("update", "apply_changed", "create_agent", "create_environment", "delete_cascade")
+    ]
+    found += [
+        Ratio("writes.apply_unchanged.serial", "writes.apply_changed.serial", "apply that changes nothing vs one that does"),
+        Ratio("writes.create_environment.serial", "writes.create_agent.serial", "create without a derived object vs Agent"),
+    ]
+    found += [
+        Ratio("writes.framework_cpu", None, f"framework CPU µs per request, commit excluded: {what}", field)
+        for field, what in (
+            ("agent_create_us", "Agent create (target <= 100)"),
+            ("environment_create_us", "Environment create"),
+            ("get_us", "get (target <= 10)"),
+        )
+    ]
+    return tuple(found)

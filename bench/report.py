@@ -54,6 +54,17 @@ def _notes(row: Measurement) -> str:
         parts.append(f"{derived['puts_per_s']:,.0f} puts/s")
     if "entries_per_page" in facts:
         parts.append(f"{facts['entries_per_page']:.0f} entries, {facts['page_bytes'] / 1024:.0f} KiB")
+    if "disk_bytes" in facts:
+        parts.append(f"{facts['stored_agents']:,.0f} agents in {facts['disk_bytes'] / 2**20:,.1f} MiB on disk")
+    elif "stored_agents" in facts:
+        parts.append(f"{facts['stored_agents']:,.0f} agents stored")
+    if "daemon_rss_mib" in facts:
+        parts.append(f"daemon RSS {facts['daemon_rss_mib']:,.0f} MiB")
+    if "agent_create_us" in facts:
+        parts.append(
+            f"framework CPU, commit excluded: Agent create {facts['agent_create_us']:.0f} µs, Environment create "
+            f"{facts['environment_create_us']:.0f} µs, get {facts['get_us']:.1f} µs"
+        )
     if "payload_bytes" in facts:
         parts.append(f"{facts['payload_bytes']:.0f} B each way")
     return "; ".join(parts)

@@ -15,7 +15,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SCENARIOS = ("echo", "get", "get_by_reference", "list", "list_label", "create", "store", "memory")
+SCENARIOS = (
+    "echo", "get", "get_by_reference", "list", "list_label", "create", "store", "vs_sqlite", "scale", "writes", "memory",
+)  # fmt: skip
+ENGINE_ROWS = ("get", "get_by_reference", "list", "create.durable.serial", "create.durable.c32", "create.nosync.serial")
+SCALE_ROWS = ("get", "get_by_reference", "list", "list_label", "list_by_agent")
+WRITE_ROWS = ("apply_unchanged", "update", "apply_changed", "create_agent", "create_environment", "delete_cascade")
 
 MEASUREMENTS = (
     "echo.net.serial",
@@ -37,6 +42,10 @@ MEASUREMENTS = (
     "store.put.t1",
     "store.put.t16",
     "store.batch1000",
+    *(f"vs_sqlite.{engine}.{row}" for engine in ("lmdb", "sqlite_json") for row in ENGINE_ROWS),
+    *(f"scale.n{size}.{row}" for size in (1000, 2000) for row in SCALE_ROWS),
+    *(f"writes.{row}.{mode}" for row in WRITE_ROWS for mode in ("serial", "c32")),
+    "writes.framework_cpu",
 )
 
 
@@ -64,6 +73,10 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     assert doc["ran"] == list(SCENARIOS)
     assert set(doc["scenarios"]) == set(MEASUREMENTS)
     for name, row in doc["scenarios"].items():
+        if name == "writes.framework_cpu":  # figures only, no calls of its own
+            for figure in ("agent_create_us", "environment_create_us", "get_us"):
+                assert row[figure] > 0, figure
+            continue
         assert row["calls"] > 0, name
         assert row["seconds"] > 0, name
         assert row["calls_per_s"] > 0, name
@@ -86,6 +99,14 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
             assert isinstance(ratio[key], float | int), (name, key)
             assert math.isfinite(ratio[key]) and ratio[key] > 0, (name, key)
         assert ratio["min"] <= ratio["value"] <= ratio["max"], name
+
+    assert "vs_sqlite.lmdb.get / vs_sqlite.sqlite_json.get" in ratios
+    assert "vs_sqlite.lmdb.get / vs_sqlite.sqlite_json.get (disk_bytes)" in ratios
+    assert "scale.n1000.list_by_agent / scale.n2000.list_by_agent" in ratios
+    assert ratios["scale.n2000.list_by_agent daemon_rss_mib"]["value"] > 10
+    assert "writes.delete_cascade.c32 / writes.delete_cascade.serial" in ratios
+    for row in ENGINE_ROWS[:3]:
+        assert doc["scenarios"][f"vs_sqlite.sqlite_json.{row}"]["disk_bytes"] > 0, row
 
     memory = doc["memory"]
     assert memory["peak_rss_mib"] > 0

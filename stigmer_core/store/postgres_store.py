@@ -439,21 +439,28 @@ class PostgresStore:
         self._sql_append = (
             f"INSERT INTO {s}.events (revision, seq, payload, committed_at) VALUES (%s, %s, %s, clock_timestamp())"
         ).encode()
-        # The oldest ``cap`` rows, judged a revision at a time as LMDB's prune walks them: a
-        # revision goes while fewer than ``cap`` events went before it and it is past a bound,
-        # and only while every older one went too; the last one chosen goes whole.
+        # LMDB's prune walk, a revision at a time from the oldest along the primary key: a
+        # revision goes while fewer than ``cap`` events went before it and it is past a bound;
+        # the walk stops at the first that stays. A revision is sized only once it goes, so the
+        # work is what is pruned plus one lookup, and the last revision chosen goes whole.
+        goes = (
+            "{w}events_before < %(cap)s AND ({w}revision <= %(count_floor)s"
+            " OR {w}bytes_left > %(max_bytes)s OR {w}at < %(age_floor)s)"
+        )
         self._sql_prune_and_append = (
-            f"WITH head AS (SELECT revision, octet_length(payload) AS size, committed_at FROM {s}.events"
-            "   ORDER BY revision, seq LIMIT %(cap)s),"
-            " revs AS (SELECT revision, count(*) AS n, sum(size) AS size, min(committed_at) AS at"
-            "   FROM head GROUP BY revision),"
-            " walk AS (SELECT revision, at, coalesce(sum(n) OVER earlier, 0) AS events_before,"
-            "   coalesce(sum(size) OVER earlier, 0) AS bytes_before FROM revs"
-            "   WINDOW earlier AS (ORDER BY revision ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),"
-            " judged AS (SELECT revision, bool_and(events_before < %(cap)s AND (revision <= %(count_floor)s"
-            "   OR %(total)s - bytes_before > %(max_bytes)s OR at < %(age_floor)s)) OVER (ORDER BY revision) AS goes"
-            "   FROM walk),"
-            " cut AS (SELECT coalesce(max(revision), 0) AS through FROM judged WHERE goes),"
+            "WITH RECURSIVE walk (revision, at, events_before, bytes_left) AS ("
+            "   SELECT revision, committed_at, 0::bigint, %(total)s::bigint"
+            f"   FROM (SELECT revision, committed_at FROM {s}.events ORDER BY revision, seq LIMIT 1) AS oldest"
+            " UNION ALL"
+            "   SELECT next.revision, next.committed_at, w.events_before + size.n, w.bytes_left - size.bytes"
+            "   FROM walk AS w"
+            "   CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(octet_length(payload)), 0)::bigint AS bytes"
+            f"     FROM {s}.events WHERE revision = w.revision) AS size"
+            "   CROSS JOIN LATERAL (SELECT revision, committed_at"
+            f"     FROM {s}.events WHERE revision > w.revision ORDER BY revision, seq LIMIT 1) AS next"
+            f"   WHERE {goes.format(w='w.')}"
+            "),"
+            f" cut AS (SELECT coalesce(max(revision) FILTER (WHERE {goes.format(w='')}), 0) AS through FROM walk),"
             f" pruned AS (DELETE FROM {s}.events WHERE revision <= (SELECT through FROM cut)"
             "   RETURNING octet_length(payload) AS size),"
             f" appended AS (INSERT INTO {s}.events (revision, seq, payload, committed_at)"

@@ -21,7 +21,7 @@ back with the revision-lock statement, and the new byte total is written
 with the revision at commit, so a commit with nothing to prune pays no extra
 round trip. One that has something to prune deletes it in the statement that
 appends its first event: at most about ``PRUNE_PER_COMMIT`` events, always
-whole revisions, judged from a bounded read of the oldest rows.
+whole revisions, walked from the oldest along the primary key.
 
 A commit that allocated a revision sends ``NOTIFY`` with the revision (never
 the object: payloads are capped at 8,000 bytes) inside its transaction, so
@@ -283,7 +283,9 @@ class _Log:
 
     ``oldest`` may be older than the log is (the lock statement's snapshot can
     predate a commit it waited for): then a commit looks for something to
-    prune and finds less, never drops what it should keep.
+    prune and finds less, never drops what it should keep; a log seen empty
+    that no longer is leaves its pruning to the next commit. ``bytes`` comes
+    from the locked row itself, so it is exact.
     """
 
     bytes: int

@@ -1,4 +1,4 @@
-"""``python -m bench.postgres [--quick] [--url URL]``: the team server over PostgreSQL.
+"""``python -m bench.postgres [--quick] [--url URL] [--json PATH]``: the team server over PostgreSQL.
 
 Daemons are real processes (``stigmer serve --store URL``) on one schema, so
 two of them do not share a GIL; the client keeps calls in flight with grpc
@@ -9,14 +9,18 @@ is the cost floor of this design: the ratio is our overhead. Without
 ``--url`` a throwaway server is started with fsync and synchronous commit on
 (Debian's binaries, as the tests use).
 
-Watch latency is measured where watch builds on: a store in this process
-waiting in ``wait_for_revision`` while a daemon commits a create, from the
-create's answer to the wake-up (the NOTIFY crossing to another daemon).
+Watch latency is measured twice. End to end: a client's ``Watch`` stream
+open on daemon A while creates are made one at a time on daemon B, from the
+create's answer on B to the event's arrival on A's stream (the NOTIFY, A's
+dispatcher reading the log, the stream's send). And underneath: a store in
+this process waiting in ``wait_for_revision`` while a daemon commits, from
+the create's answer to the wake-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +43,7 @@ from bench.results import Measurement
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.store import keys
 from stigmer_core.store.postgres_schema import migrate
 from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore
@@ -119,7 +124,10 @@ class _Raw:
                 f"INSERT INTO {s}.events (revision, seq, payload) VALUES (%s, 0, %s)".encode(),
                 (revision + 1, self.value),
             )
-            conn.execute(f"UPDATE {s}.meta SET revision = %s WHERE id = 1".encode(), (revision + 1,))
+            conn.execute(
+                f"UPDATE {s}.meta SET revision = %s, event_bytes = event_bytes + %s WHERE id = 1".encode(),
+                (revision + 1, len(self.value)),
+            )
             conn.execute(b"SELECT pg_notify('raw', %s)", (str(revision + 1),))
 
     def seed(self, count: int) -> list[bytes]:
@@ -180,6 +188,47 @@ def _watch_latency(url: str, stub: Any, count: int) -> Measurement:
     return Measurement.of("watch.wake.cross_daemon", latencies, sum(latencies), 0.0)
 
 
+def _watch_across(watched: grpc.Channel, writer: Any, count: int) -> Measurement:
+    """From a create's answer on one daemon to its ADDED event arriving on a watch opened on the other.
+
+    A negative gap (the event came first: the NOTIFY left with the commit,
+    ahead of the create's response) counts as 0.
+    """
+    stream = watch_pb2_grpc.WatchStub(watched).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=count + 60.0)
+    arrived: dict[str, float] = {}
+    ready = threading.Condition()
+
+    def read() -> None:
+        try:
+            for event in stream:
+                if event.type == watch_pb2.WATCH_EVENT_TYPE_ADDED:
+                    with ready:
+                        arrived[event.id] = time.perf_counter()
+                        ready.notify_all()
+        except grpc.RpcError:
+            pass  # cancelled at the end
+
+    first = next(stream)  # the start BOOKMARK: the watch is open
+    assert first.type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    latencies: list[float] = []
+    begin = time.perf_counter()
+    try:
+        for _ in range(count):
+            created = writer.create(_agent("watched"), timeout=10)
+            answered = time.perf_counter()
+            object_id: str = created.metadata.id
+            with ready:
+                if ready.wait_for(lambda: object_id in arrived, timeout=10):  # noqa: B023 - waited on at once
+                    latencies.append(max(0.0, arrived[object_id] - answered))
+            time.sleep(0.002)
+    finally:
+        stream.cancel()
+        reader.join(timeout=10)
+    return Measurement.of("watch.event.cross_daemon", latencies, time.perf_counter() - begin, 0.0)
+
+
 def _row(m: Measurement) -> str:
     return f"{m.name:<32} {m.calls:>7} {m.calls_per_s:>10.0f}/s  p50 {m.p50_ms:>7.2f} ms  p99 {m.p99_ms:>7.2f} ms"
 
@@ -188,14 +237,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.postgres", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts")
     parser.add_argument("--url", help="an existing server (default: start a durable throwaway one)")
+    parser.add_argument("--json", type=Path, help="also write every row and ratio to this file")
     args = parser.parse_args(argv)
-    budget = {"count": 300 if args.quick else 3000, "seconds": 3.0 if args.quick else 10.0}
+    budget = {"count": 200 if args.quick else 3000, "seconds": 2.0 if args.quick else 10.0}
     server = None if args.url else postgres.start_server(durable=True)
     base = args.url or (server.url if server else "")
     work = Path(tempfile.mkdtemp(prefix="stigmer-bench-pg-"))
     rows: dict[str, Measurement] = {}
+    url = postgres.with_schema(base, f"bench_{uuid.uuid4().hex[:8]}")
+    raw: _Raw | None = None
     try:
-        url = postgres.with_schema(base, f"bench_{uuid.uuid4().hex[:8]}")
         raw = _Raw(base)
         keys_ = raw.seed(200)
         rows["raw.create.serial"] = _serial("raw.create.serial", raw.create, budget)
@@ -225,31 +276,60 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows["list100.1d.serial"] = _serial(
                     "list100.1d.serial", lambda i: queries[0].list(page, timeout=30), budget
                 )
-                rows["watch"] = _watch_latency(url, commands[0], 50 if args.quick else 200)
+                samples = 50 if args.quick else 300
+                rows["watch.event.cross_daemon"] = _watch_across(channels[0], commands[1], samples)
+                rows["watch.wake.cross_daemon"] = _watch_latency(url, commands[0], samples)
                 for channel in channels:
                     channel.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if server is not None:
             server.destroy()
+        else:  # an existing server keeps nothing of the run
+            postgres.drop_schema(url)
+            if raw is not None:
+                postgres.drop_schema(postgres.with_schema(base, raw.settings.schema))
     for m in rows.values():
         print(_row(m))
     ratio = lambda a, b: rows[a].calls_per_s / rows[b].calls_per_s if rows[b].calls_per_s else 0.0  # noqa: E731
+    ratios = {
+        "create.1d.c32 / raw.create.t32": ratio("create.1d.c32", "raw.create.t32"),
+        "create.1d.serial / raw.create.serial": ratio("create.1d.serial", "raw.create.serial"),
+        "get.2d.c32 / get.1d.c32": ratio("get.2d.c32", "get.1d.c32"),
+        "get.1d.c32 / raw.get.t32": ratio("get.1d.c32", "raw.get.t32"),
+        "list100.1d.serial / raw.page100.serial": ratio("list100.1d.serial", "raw.page100.serial"),
+    }
+    event, wake = rows["watch.event.cross_daemon"], rows["watch.wake.cross_daemon"]
     print()
     print(
-        f"create, 32 in flight, 1 daemon / raw psycopg (32 threads): {ratio('create.1d.c32', 'raw.create.t32'):.2f}x  (target >= 0.6)"
+        f"create, 32 in flight, 1 daemon / raw psycopg (32 threads): {ratios['create.1d.c32 / raw.create.t32']:.2f}x  (target >= 0.6)"
     )
     print(
-        f"create, serial / raw psycopg serial:                        {ratio('create.1d.serial', 'raw.create.serial'):.2f}x"
+        f"create, serial / raw psycopg serial:                        {ratios['create.1d.serial / raw.create.serial']:.2f}x"
     )
     print(
-        f"get, 32 in flight: 2 daemons / 1 daemon:                    {ratio('get.2d.c32', 'get.1d.c32'):.2f}x  (target >= 1.5)"
+        f"get, 32 in flight: 2 daemons / 1 daemon:                    {ratios['get.2d.c32 / get.1d.c32']:.2f}x  (target >= 1.5)"
     )
-    print(f"get, 32 in flight, 1 daemon / raw psycopg (32 threads):     {ratio('get.1d.c32', 'raw.get.t32'):.2f}x")
+    print(f"get, 32 in flight, 1 daemon / raw psycopg (32 threads):     {ratios['get.1d.c32 / raw.get.t32']:.2f}x")
     print(
-        f"list page of 100, 1 daemon / raw psycopg page:              {ratio('list100.1d.serial', 'raw.page100.serial'):.2f}x"
+        f"list page of 100, 1 daemon / raw psycopg page:              {ratios['list100.1d.serial / raw.page100.serial']:.2f}x"
     )
-    print(f"watch wake-up across daemons p50:                           {rows['watch'].p50_ms:.2f} ms  (target <= 10)")
+    print(
+        f"watch event, created on B, arrived on A's stream:          p50 {event.p50_ms:.2f} ms  p99 {event.p99_ms:.2f} ms  (target p50 <= 10)"
+    )
+    print(
+        f"watch wake-up across daemons (store level):                 p50 {wake.p50_ms:.2f} ms  p99 {wake.p99_ms:.2f} ms"
+    )
+    if args.json is not None:
+        doc = {
+            "quick": args.quick,
+            "rows": {
+                name: {"calls": m.calls, "calls_per_s": m.calls_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms}
+                for name, m in rows.items()
+            },
+            "ratios": ratios,
+        }
+        args.json.write_text(json.dumps(doc, indent=2))
     return 0
 
 

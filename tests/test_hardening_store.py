@@ -19,7 +19,7 @@ import pytest
 from stigmer_core import Application, StartupError
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import serve
-from tests.hardening_support import agent, assert_serving, fails, network
+from tests.hardening_support import agent, assert_serving, network
 
 
 def _mount(where: Path, size: str) -> None:

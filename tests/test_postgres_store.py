@@ -19,8 +19,9 @@ from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.server import Server
 from stigmer_core.store import WriteTxn
-from stigmer_core.store.postgres_schema import VERSION
+from stigmer_core.store.postgres_schema import MIGRATIONS, VERSION
 from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore
+from stigmer_core.store.retention import EventRetention
 from stigmer_core.testing import postgres
 
 
@@ -83,7 +84,10 @@ def test_callers_sharing_a_commit_fail_alone_and_revisions_stay_gapless(store: P
     with store.read() as txn:
         assert txn.revision == len(committed)
         assert sorted(k for k, _ in txn.scan(b"k/")) == sorted(b"k/%02d" % i for i in range(16) if i % 3)
-        assert [rev for rev, _ in txn.events(0)] == committed
+        retained = list(txn.events(0))
+    # retention keeps 10 revisions; a caller rolled back to its savepoint leaves the byte total alone
+    assert [rev for rev, _ in retained] == committed[-10:]
+    assert _event_bytes(store) == sum(len(payload) for _, payload in retained)
 
 
 def test_scan_pages_through_a_range_in_byte_order(store: PostgresStore) -> None:
@@ -112,6 +116,17 @@ def test_events_are_retained_by_count_like_lmdb(store: PostgresStore) -> None:
         assert [rev for rev, _ in txn.events(20)][::2] == list(range(21, 26))
         scanned = [k for k, _ in txn.scan(b"e/")]
         assert len(scanned) == 20 and scanned == sorted(scanned)
+
+
+def test_events_are_read_lazily_a_page_at_a_time(store: PostgresStore) -> None:
+    """Nothing is read until the first event is asked for (the snapshot begins then), and pages
+    of ``scan_page`` (3) rows follow one another with no event lost or repeated at their seams."""
+    for i in range(7):
+        store.transact(lambda txn, i=i: txn.append_event(b"%d" % i))
+    with store.read() as txn:
+        pending = txn.events(0)
+        store.transact(lambda txn: txn.append_event(b"after the call"))
+        assert [payload for _, payload in pending] == [b"%d" % i for i in range(7)] + [b"after the call"]
 
 
 def test_a_snapshot_does_not_see_later_commits(store: PostgresStore) -> None:
@@ -204,6 +219,48 @@ def test_close_lets_writes_in_flight_commit_and_refuses_new_ones(stigmer_postgre
         closing.transact(lambda txn: None)
     with PostgresStore(stigmer_postgres_store_url, durable=False) as again, again.read() as txn:
         assert txn.get(b"k/slow") == b"1"
+
+
+def _event_bytes(store: PostgresStore) -> int:
+    with psycopg.connect(store.settings.conninfo) as conn:
+        row = conn.execute(f'SELECT event_bytes FROM "{store.schema}".meta'.encode()).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_version_1_schema_is_migrated_and_its_events_counted_and_kept_by_bytes(
+    stigmer_postgres_store_url: str,
+) -> None:
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    schema = f'"{settings.schema}"'
+    with psycopg.connect(settings.conninfo, autocommit=True) as conn:  # the layout a version-1 daemon left
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+        conn.execute(
+            f"CREATE TABLE {schema}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())".encode()
+        )
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement.replace("{s}", schema).encode())
+        conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES (1)".encode())
+        for revision in range(1, 6):
+            conn.execute(
+                f"INSERT INTO {schema}.events (revision, seq, payload) VALUES (%s, 0, %s)".encode(),
+                (revision, b"v" * 100),
+            )
+        conn.execute(f"UPDATE {schema}.meta SET revision = 5".encode())
+    retention = EventRetention(max_bytes=250)
+    with PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as store:
+        assert _event_bytes(store) == 500  # counted once, by the migration
+        assert store.transact(lambda txn: txn.append_event(b"n" * 10)) == 6
+        with store.read() as txn:  # whole revisions went until at most 250 bytes were left before the append
+            assert [rev for rev, _ in txn.events(0)] == [4, 5, 6]
+        assert _event_bytes(store) == 210
+    with psycopg.connect(settings.conninfo, autocommit=True) as conn:
+        versions = conn.execute(f"SELECT version FROM {schema}.schema_version ORDER BY version".encode()).fetchall()
+        stamped = conn.execute(
+            f"SELECT count(*) FROM {schema}.events WHERE committed_at IS NOT NULL".encode()
+        ).fetchone()
+    assert [v for (v,) in versions] == list(range(1, VERSION + 1))
+    assert stamped == (3,)
 
 
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(stigmer_postgres_store_url: str) -> None:

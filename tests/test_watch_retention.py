@@ -1,11 +1,18 @@
 """The event log is bounded by revisions, bytes and age; pruning is bounded per commit;
-a reader that is behind reads its backlog a page at a time; a pruned revision is told to re-list."""
+a reader that is behind reads its backlog a page at a time; a pruned revision is told to re-list.
+
+The retention tests run on both engines through one store factory (``engine``):
+LMDB in the test's directory, PostgreSQL in a schema of the test's own.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from stigmer_core import Application, Conflict, StartupError
@@ -16,24 +23,59 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.events import Cursor, EventHub, StreamSettings
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store import keys
-from stigmer_core.store.lmdb_store import PRUNE_PER_COMMIT, EventRetention, LmdbStore
+from stigmer_core.store import Store, keys
+from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.postgres_store import PostgresStore
+from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
+from stigmer_core.testing.postgres import selected_engines
 from tests.agent_execution_support import details_of
 
+OpenStore = Callable[..., Store]
+"""``engine(retention=None)``: the test's store, opened again at the same place on every call."""
 
-def _retained(store: LmdbStore) -> list[tuple[int, bytes]]:
+
+@pytest.fixture(params=selected_engines())
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    opened: list[Store] = []
+    if request.param == "lmdb":
+
+        def make(retention: EventRetention | None = None) -> Store:
+            return LmdbStore(tmp_path / "store", durable=False, retention=retention)
+    else:
+        url: str = request.getfixturevalue("stigmer_postgres_store_url")
+
+        def make(retention: EventRetention | None = None) -> Store:
+            return PostgresStore(url, durable=False, retention=retention)
+
+    def tracked(retention: EventRetention | None = None) -> Store:
+        store = make(retention)
+        opened.append(store)
+        return store
+
+    yield tracked
+    for store in opened:  # closing twice is harmless: a test's own close came first
+        with contextlib.suppress(Exception):
+            store.close()
+
+
+def _retained(store: Store) -> list[tuple[int, bytes]]:
     with store.read() as txn:
         return list(txn.events(0))
 
 
-def _counted_bytes(store: LmdbStore) -> int:
+def _counted_bytes(store: Store) -> int:
+    """The engine's running byte total of the log (what the byte bound is checked against)."""
+    if isinstance(store, PostgresStore):
+        with psycopg.connect(store.settings.conninfo) as conn:
+            row = conn.execute(f'SELECT event_bytes FROM "{store.schema}".meta'.encode()).fetchone()
+        return int(row[0]) if row else -1
     with store.read() as txn:
         raw = txn.get(keys.EVENT_BYTES)
     return int.from_bytes(raw or b"", "big")
 
 
-def test_the_log_is_bounded_by_bytes(tmp_path: Path) -> None:
-    store = LmdbStore(tmp_path, durable=False, retention=EventRetention(max_bytes=10_000))
+def test_the_log_is_bounded_by_bytes(engine: OpenStore) -> None:
+    store = engine(EventRetention(max_bytes=10_000))
     for i in range(100):
         store.transact(lambda txn, i=i: txn.append_event(bytes([i]) * 500))
     kept = _retained(store)
@@ -43,18 +85,20 @@ def test_the_log_is_bounded_by_bytes(tmp_path: Path) -> None:
     store.close()
 
 
-def test_the_log_is_bounded_by_age(tmp_path: Path) -> None:
-    store = LmdbStore(tmp_path, durable=False, retention=EventRetention(max_age_seconds=0))
+def test_the_log_is_bounded_by_age(engine: OpenStore) -> None:
+    store = engine(EventRetention(max_age_seconds=0))
     for i in range(5):
         store.transact(lambda txn, i=i: txn.append_event(b"x%d" % i))
     assert [r for r, _ in _retained(store)] == [5]  # everything committed before now has aged out
-    with store.read() as txn:
-        assert [k for k, _ in txn.scan(keys.EVENT_TIMES)] == [keys.event_time_key(5)]
+    assert _counted_bytes(store) == 2
+    if isinstance(store, LmdbStore):  # the commit times of pruned revisions go with them
+        with store.read() as txn:
+            assert [k for k, _ in txn.scan(keys.EVENT_TIMES)] == [keys.event_time_key(5)]
     store.close()
 
 
-def test_pruning_is_bounded_per_commit_and_catches_up(tmp_path: Path) -> None:
-    with LmdbStore(tmp_path, durable=False) as store:
+def test_pruning_is_bounded_per_commit_and_catches_up(engine: OpenStore) -> None:
+    with contextlib.closing(engine()) as store:
         total = PRUNE_PER_COMMIT * 2 + 100
         for start in range(0, total, 500):
 
@@ -65,7 +109,7 @@ def test_pruning_is_bounded_per_commit_and_catches_up(tmp_path: Path) -> None:
             store.transact(many)
         before = len(_retained(store))
         assert before == total
-    with LmdbStore(tmp_path, durable=False, retention=EventRetention(max_revisions=1)) as store:
+    with contextlib.closing(engine(EventRetention(max_revisions=1))) as store:
         store.transact(lambda txn: txn.append_event(b"new"))
         after_one = len(_retained(store))
         # one commit did a bounded amount of work: about PRUNE_PER_COMMIT events, finishing the revision it is in
@@ -86,8 +130,8 @@ def test_a_store_from_before_the_byte_count_gets_one_at_open(tmp_path: Path) -> 
         assert _counted_bytes(store) == sum(range(10))
 
 
-def test_a_reader_that_is_behind_reads_one_page_at_a_time(tmp_path: Path) -> None:
-    store = LmdbStore(tmp_path, durable=False)
+def test_a_reader_that_is_behind_reads_one_page_at_a_time(engine: OpenStore) -> None:
+    store = engine()
     hub = EventHub(store, StreamSettings(page_events=5, cache_events=4))  # no dispatcher: every read is from the log
     try:
         for i in range(40):
@@ -109,8 +153,8 @@ def test_a_reader_that_is_behind_reads_one_page_at_a_time(tmp_path: Path) -> Non
         store.close()
 
 
-def test_a_hub_read_behind_the_log_raises_compacted(tmp_path: Path) -> None:
-    store = LmdbStore(tmp_path, durable=False, retention=EventRetention(max_revisions=3))
+def test_a_hub_read_behind_the_log_raises_compacted(engine: OpenStore) -> None:
+    store = engine(EventRetention(max_revisions=3))
     hub = EventHub(store)
     for _ in range(10):
         store.transact(lambda txn: txn.append_event(event_pb2.ResourceEvent(kind="K").SerializeToString()))
@@ -122,9 +166,9 @@ def test_a_hub_read_behind_the_log_raises_compacted(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_watch_from_a_revision_pruned_by_bytes_is_told_to_relist(tmp_path: Path) -> None:
+def test_a_watch_from_a_revision_pruned_by_bytes_is_told_to_relist(engine: OpenStore) -> None:
     pm = plugin_manager()
-    store = LmdbStore(tmp_path, durable=False, retention=EventRetention(max_bytes=4_000))
+    store = engine(EventRetention(max_bytes=4_000))
     with Application(build_registry(pm), store, pm) as app:
         channel = app.channel()
         agents = KindClient(channel, app.registry.kind("Agent"))
@@ -136,7 +180,8 @@ def test_a_watch_from_a_revision_pruned_by_bytes_is_told_to_relist(tmp_path: Pat
             lambda: next(watch(watch_pb2.WatchRequest(kind="Agent", since_revision=first.metadata.resource_version)))
         )
         assert code == grpc.StatusCode.ABORTED
-        assert "compacted (oldest retained:" in text and "list again" in text
+        assert f"revision {first.metadata.resource_version} compacted (oldest retained:" in text
+        assert "list again" in text
         with store.read() as txn:
             oldest = txn.oldest_event_revision()
         stream = watch(watch_pb2.WatchRequest(kind="Agent", since_revision=oldest - 1))

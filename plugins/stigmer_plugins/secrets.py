@@ -100,7 +100,7 @@ class Secrets:
 
             if isinstance(store, LmdbStore):
                 return FileRunKeys(store.path / RUN_KEYS_FILE, current, durable=store.durable)
-            return StoreRunKeys(current)
+            return StoreRunKeys(current, store)
 
         secrets = cls(master, source, runs_factory)
         secrets.runs.finish_rotation(master)

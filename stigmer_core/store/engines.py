@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stigmer_core.store.lmdb_store import EventRetention, LmdbStore
+from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.store.protocol import Store
+from stigmer_core.store.retention import EventRetention
 
 
 def is_database_url(target: str | Path | None) -> bool:
@@ -24,8 +25,7 @@ def open_store(target: str | Path, *, durable: bool = True, retention: EventRete
     if is_database_url(target):
         from stigmer_core.store import postgres_store
 
-        revisions = (retention or EventRetention()).max_revisions
-        return postgres_store.PostgresStore(str(target), durable=durable, event_retention=revisions)
+        return postgres_store.PostgresStore(str(target), durable=durable, retention=retention)
     return LmdbStore(target, durable=durable, retention=retention)
 
 

@@ -26,57 +26,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import attrs
 import lmdb
 
 from stigmer_core import errors
 from stigmer_core.store import keys
+from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_MAP_SIZE = 1 << 30  # address space only; the file grows with the data
-DEFAULT_EVENT_RETENTION = 100_000
-PRUNE_PER_COMMIT = 1024
-"""Events one commit prunes at most (whole revisions: a revision is never split)."""
 
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise errors.StartupError(f"{name}={raw!r} is not a whole number") from None
-
-
-@attrs.frozen
-class EventRetention:
-    """How much of the event log is kept: the newest revisions within all three bounds.
-
-    A watch or subscribe from a revision older than what is kept ends with
-    ABORTED ("revision N compacted"); docs/design.md, Event retention.
-    """
-
-    max_revisions: int = attrs.field(default=DEFAULT_EVENT_RETENTION, validator=attrs.validators.ge(1))
-    """Revisions of events kept (``STIGMER_EVENT_RETENTION_REVISIONS``)."""
-    max_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
-    """Total bytes of events kept (``STIGMER_EVENT_RETENTION_BYTES``)."""
-    max_age_seconds: int = attrs.field(default=7 * 24 * 3600, validator=attrs.validators.ge(0))
-    """Age of the oldest event kept (``STIGMER_EVENT_RETENTION_SECONDS``)."""
-
-    @classmethod
-    def from_env(cls) -> EventRetention:
-        default = cls()
-        try:
-            return cls(
-                max_revisions=_env_int("STIGMER_EVENT_RETENTION_REVISIONS", default.max_revisions),
-                max_bytes=_env_int("STIGMER_EVENT_RETENTION_BYTES", default.max_bytes),
-                max_age_seconds=_env_int("STIGMER_EVENT_RETENTION_SECONDS", default.max_age_seconds),
-            )
-        except ValueError as exc:
-            raise errors.StartupError(f"event retention: {exc}") from None
+__all__ = ["PRUNE_PER_COMMIT", "EventRetention", "LmdbStore"]
+"""``EventRetention`` and ``PRUNE_PER_COMMIT`` live in ``store.retention`` (every engine
+keeps the log by them); they are named here too for callers that import them from this module."""
 
 
 class _ResizeGate:
@@ -349,10 +312,7 @@ class LmdbStore:
         self._idle.set()
         self._closed = False
         self._max_batch = max_batch
-        retention = retention or EventRetention()
-        if event_retention is not None:
-            retention = attrs.evolve(retention, max_revisions=event_retention)
-        self._retention = retention
+        self._retention = (retention or EventRetention()).with_revisions(event_retention)
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
         self._revision_cond = threading.Condition(threading.Lock())

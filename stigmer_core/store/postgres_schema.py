@@ -11,9 +11,18 @@ write rows an older layout does not expect.
 Tables::
 
     kv(key bytea PK, value bytea)            objects and indexes, keys as in store/keys.py
-    meta(id = 1, revision bigint)            the global revision; its row lock orders writers
-    events(revision, seq, payload)           the event log, pruned by retention
+    meta(id = 1, revision, event_bytes)      the global revision (its row lock orders writers)
+                                             and the bytes of payload the event log holds
+    events(revision, seq, payload,           the event log, pruned by retention (store/retention.py)
+           committed_at)                     committed_at: the database clock when appended
     schema_version(version, applied_at)      which migrations ran
+
+Version 2 added ``events.committed_at`` and ``meta.event_bytes`` for
+retention by age and by bytes. Events a version-1 schema already held are
+stamped with the time of the migration (their real age is not known), so
+they age out a full retention period after the upgrade at the latest; the
+byte total starts from what the log holds then. Every daemon on one schema
+must run the same version: stop the old ones before starting a newer one.
 
 ``bytea`` compares like ``memcmp``, so key ranges and their order are LMDB's.
 """
@@ -35,6 +44,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO {s}.meta (id, revision) VALUES (1, 0)",
         "CREATE TABLE {s}.events (revision bigint NOT NULL, seq integer NOT NULL, payload bytea NOT NULL,"
         " PRIMARY KEY (revision, seq))",
+    ),
+    (
+        "ALTER TABLE {s}.events ADD COLUMN committed_at timestamptz NOT NULL DEFAULT now()",
+        "ALTER TABLE {s}.meta ADD COLUMN event_bytes bigint NOT NULL DEFAULT 0",
+        "UPDATE {s}.meta SET event_bytes = (SELECT coalesce(sum(octet_length(payload)), 0) FROM {s}.events)",
     ),
 )
 VERSION = len(MIGRATIONS)

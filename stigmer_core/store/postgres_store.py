@@ -14,6 +14,15 @@ SAVEPOINT of one transaction (a caller whose ``fn`` raises is rolled back to
 its savepoint alone) and commits once, so many callers share one lock hold
 and one durable commit. A lone caller pays no savepoint.
 
+The event log is kept within ``EventRetention``'s three bounds (revisions,
+bytes, age), as LMDB keeps it. What the common commit needs to know (the
+byte total, kept in ``meta``, and the oldest event's revision and time) comes
+back with the revision-lock statement, and the new byte total is written
+with the revision at commit, so a commit with nothing to prune pays no extra
+round trip. One that has something to prune deletes it in the statement that
+appends its first event: at most about ``PRUNE_PER_COMMIT`` events, always
+whole revisions, walked from the oldest along the primary key.
+
 A commit that allocated a revision sends ``NOTIFY`` with the revision (never
 the object: payloads are capped at 8,000 bytes) inside its transaction, so
 the notice goes out exactly when the commit is visible. Every daemon keeps a
@@ -31,6 +40,7 @@ unavailable with the outcome unknown, never as success.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import heapq
 import logging
 import threading
@@ -46,11 +56,11 @@ from psycopg import errors as pg_errors
 from stigmer_core import errors
 from stigmer_core.store import keys
 from stigmer_core.store.postgres_schema import check_schema_name, migrate
+from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-DEFAULT_EVENT_RETENTION = 100_000
 DEFAULT_CONNECT_TIMEOUT = 5
 _CONFLICT_ATTEMPTS = 5
 
@@ -267,15 +277,47 @@ class _Reader:
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
+@attrs.define
+class _Log:
+    """What a write transaction knows of the event log, from the revision-lock statement on.
+
+    ``oldest`` may be older than the log is (the lock statement's snapshot can
+    predate a commit it waited for): then a commit looks for something to
+    prune and finds less, never drops what it should keep; a log seen empty
+    that no longer is leaves its pruning to the next commit. ``bytes`` comes
+    from the locked row itself, so it is exact.
+    """
+
+    bytes: int
+    oldest: int
+    """Revision of the oldest event (0: the log is empty)."""
+    oldest_at: datetime.datetime | None
+    now: datetime.datetime
+    """The database's clock when the transaction took the revision lock."""
+
+    def copy(self) -> _Log:
+        return attrs.evolve(self)
+
+    def over(self, keep: EventRetention, revision: int) -> bool:
+        """Whether the oldest revision is past a bound, seen from a commit at ``revision``."""
+        if not self.oldest:
+            return False
+        if self.oldest <= revision - keep.max_revisions or self.bytes > keep.max_bytes:
+            return True
+        age_floor = self.now - datetime.timedelta(seconds=keep.max_age_seconds)
+        return self.oldest_at is not None and self.oldest_at < age_floor
+
+
 class _Writer(_Reader):
     """Inside a READ COMMITTED transaction that holds the revision row lock."""
 
-    __slots__ = ("_base", "_callbacks", "_revision", "_seq")
+    __slots__ = ("_base", "_callbacks", "_log", "_revision", "_seq")
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int) -> None:
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int, tally: _Log) -> None:
         super().__init__(store, conn)
         self._began = True
         self._base = base
+        self._log = tally
         self._revision = 0
         self._seq = 0
         self._callbacks: list[Callable[[], None]] = []
@@ -307,13 +349,40 @@ class _Writer(_Reader):
 
     def append_event(self, payload: bytes) -> int:
         revision = self.write_revision()
-        if self._seq == 0:
-            through = revision - self._store.event_retention
-            self._rows_none(self._store._sql_prune_and_append, (through, revision, self._seq, payload))
+        store, tally = self._store, self._log
+        if self._seq == 0 and tally.over(store.retention, revision):
+            self._prune_and_append(revision, payload)
         else:
-            self._rows_none(self._store._sql_append, (revision, self._seq, payload))
+            self._rows_none(store._sql_append, (revision, self._seq, payload))
+            if not tally.oldest:
+                tally.oldest, tally.oldest_at = revision, tally.now
+        tally.bytes += len(payload)
         self._seq += 1
         return revision
+
+    def _prune_and_append(self, revision: int, payload: bytes) -> None:
+        """Drop the oldest revisions past any bound and append, in one statement."""
+        keep, tally = self._store.retention, self._log
+        params = {
+            "cap": PRUNE_PER_COMMIT,
+            "count_floor": revision - keep.max_revisions,
+            "total": tally.bytes,
+            "max_bytes": keep.max_bytes,
+            "age_floor": tally.now - datetime.timedelta(seconds=keep.max_age_seconds),
+            "revision": revision,
+            "payload": payload,
+        }
+        try:
+            row = self._conn.execute(self._store._sql_prune_and_append, params).fetchone()
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+        assert row is not None
+        pruned, oldest, oldest_at = row
+        tally.bytes = max(tally.bytes - int(pruned), 0)
+        if oldest is None:  # everything before this revision went
+            tally.oldest, tally.oldest_at = revision, tally.now
+        else:
+            tally.oldest, tally.oldest_at = int(oldest), oldest_at
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
@@ -335,18 +404,26 @@ class PostgresStore:
         url: str,
         *,
         durable: bool = True,
-        event_retention: int = DEFAULT_EVENT_RETENTION,
+        retention: EventRetention | None = None,
+        event_retention: int | None = None,
         settings: PostgresSettings | None = None,
     ) -> None:
+        """``retention`` bounds the event log; ``event_retention`` alone sets its revision count."""
         self.settings = settings or PostgresSettings.from_url(url)
         self.url = redact_url(url)
-        self.event_retention = event_retention
+        self.retention = (retention or EventRetention()).with_revisions(event_retention)
         s = f'"{self.settings.schema}"'
         self.schema = self.settings.schema
         self.channel = f"stigmer_{self.schema}"[:63]
         self._sql_revision = f"SELECT revision FROM {s}.meta WHERE id = 1".encode()
-        self._sql_lock_revision = f"SELECT revision FROM {s}.meta WHERE id = 1 FOR UPDATE".encode()
-        self._sql_set_revision = f"UPDATE {s}.meta SET revision = %s WHERE id = 1".encode()
+        self._sql_lock_revision = (
+            f"SELECT revision, event_bytes,"
+            f" (SELECT revision FROM {s}.events ORDER BY revision, seq LIMIT 1),"
+            f" (SELECT committed_at FROM {s}.events ORDER BY revision, seq LIMIT 1),"
+            " clock_timestamp()"
+            f" FROM {s}.meta WHERE id = 1 FOR UPDATE"
+        ).encode()
+        self._sql_set_revision = f"UPDATE {s}.meta SET revision = %s, event_bytes = %s WHERE id = 1".encode()
         self._sql_get = f"SELECT value FROM {s}.kv WHERE key = %s".encode()
         self._sql_scan_ge = f"SELECT key, value FROM {s}.kv WHERE key >= %s AND key < %s ORDER BY key LIMIT %s".encode()
         self._sql_scan_gt = f"SELECT key, value FROM {s}.kv WHERE key > %s AND key < %s ORDER BY key LIMIT %s".encode()
@@ -361,10 +438,38 @@ class PostgresStore:
             " ORDER BY revision, seq LIMIT %s"
         ).encode()
         self._sql_oldest_event = f"SELECT min(revision) FROM {s}.events".encode()
-        self._sql_append = f"INSERT INTO {s}.events (revision, seq, payload) VALUES (%s, %s, %s)".encode()
+        self._sql_append = (
+            f"INSERT INTO {s}.events (revision, seq, payload, committed_at) VALUES (%s, %s, %s, clock_timestamp())"
+        ).encode()
+        # LMDB's prune walk, a revision at a time from the oldest along the primary key: a
+        # revision goes while fewer than ``cap`` events went before it and it is past a bound;
+        # the walk stops at the first that stays. A revision is sized only once it goes, so the
+        # work is what is pruned plus one lookup, and the last revision chosen goes whole.
+        goes = (
+            "{w}events_before < %(cap)s AND ({w}revision <= %(count_floor)s"
+            " OR {w}bytes_left > %(max_bytes)s OR {w}at < %(age_floor)s)"
+        )
         self._sql_prune_and_append = (
-            f"WITH pruned AS (DELETE FROM {s}.events WHERE revision <= %s)"
-            f" INSERT INTO {s}.events (revision, seq, payload) VALUES (%s, %s, %s)"
+            "WITH RECURSIVE walk (revision, at, events_before, bytes_left) AS ("
+            "   SELECT revision, committed_at, 0::bigint, %(total)s::bigint"
+            f"   FROM (SELECT revision, committed_at FROM {s}.events ORDER BY revision, seq LIMIT 1) AS oldest"
+            " UNION ALL"
+            "   SELECT next.revision, next.committed_at, w.events_before + size.n, w.bytes_left - size.bytes"
+            "   FROM walk AS w"
+            "   CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(octet_length(payload)), 0)::bigint AS bytes"
+            f"     FROM {s}.events WHERE revision = w.revision) AS size"
+            "   CROSS JOIN LATERAL (SELECT revision, committed_at"
+            f"     FROM {s}.events WHERE revision > w.revision ORDER BY revision, seq LIMIT 1) AS next"
+            f"   WHERE {goes.format(w='w.')}"
+            "),"
+            f" cut AS (SELECT coalesce(max(revision) FILTER (WHERE {goes.format(w='')}), 0) AS through FROM walk),"
+            f" pruned AS (DELETE FROM {s}.events WHERE revision <= (SELECT through FROM cut)"
+            "   RETURNING octet_length(payload) AS size),"
+            f" appended AS (INSERT INTO {s}.events (revision, seq, payload, committed_at)"
+            "   VALUES (%(revision)s, 0, %(payload)s, clock_timestamp()))"
+            " SELECT (SELECT coalesce(sum(size), 0) FROM pruned), next.revision, next.committed_at"
+            f" FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT revision, committed_at FROM {s}.events"
+            "   WHERE revision > (SELECT through FROM cut) ORDER BY revision, seq LIMIT 1) AS next ON true"
         ).encode()
         options = (
             f"-c statement_timeout={self.settings.statement_timeout_ms}"
@@ -526,6 +631,7 @@ class PostgresStore:
                 raise
             assert row is not None
             base = revision = int(row[0])
+            tally = _Log(bytes=int(row[1]), oldest=int(row[2] or 0), oldest_at=row[3], now=row[4])
             shared = len(batch) > 1
             for pending in batch:
                 pending.error = None
@@ -533,7 +639,7 @@ class PostgresStore:
                 pending.callbacks = []
                 if shared:
                     conn.execute(b"SAVEPOINT stigmer_call")
-                writer = _Writer(self, conn, revision)
+                writer = _Writer(self, conn, revision, tally.copy())
                 try:
                     pending.result = pending.fn(writer)
                 except Exception as exc:
@@ -543,13 +649,14 @@ class PostgresStore:
                     pending.error = exc
                     continue
                 revision = writer._revision or revision
+                tally = writer._log  # adopted only once its fn succeeded: a rolled-back one changed nothing
                 pending.callbacks = writer._callbacks
             if not shared and batch[0].error is not None:
                 return  # rolled back already: nothing to commit
             try:
                 with conn.pipeline():
                     if revision != base:
-                        conn.execute(self._sql_set_revision, (revision,))
+                        conn.execute(self._sql_set_revision, (revision, tally.bytes))
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
             except psycopg.Error as exc:

@@ -1,0 +1,64 @@
+"""How much of the event log a store keeps, the same on every engine.
+
+The log exists for watch and resume; it is kept as the newest revisions
+within three bounds (a count of revisions, a total of bytes, an age), so
+neither many small updates nor a few huge ones grow a store without limit.
+Each committing transaction prunes the oldest revisions past any bound
+before it appends, at most about ``PRUNE_PER_COMMIT`` events and always
+whole revisions, so a commit's extra work stays bounded and a backlog (after
+a smaller setting, or one huge cascade) is worked off over the next commits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+
+from stigmer_core import errors
+
+DEFAULT_EVENT_RETENTION = 100_000
+PRUNE_PER_COMMIT = 1024
+"""Events one commit prunes at most (whole revisions: a revision is never split)."""
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise errors.StartupError(f"{name}={raw!r} is not a whole number") from None
+
+
+@attrs.frozen
+class EventRetention:
+    """How much of the event log is kept: the newest revisions within all three bounds.
+
+    A watch or subscribe from a revision older than what is kept ends with
+    ABORTED ("revision N compacted"); docs/design.md, Event retention.
+    """
+
+    max_revisions: int = attrs.field(default=DEFAULT_EVENT_RETENTION, validator=attrs.validators.ge(1))
+    """Revisions of events kept (``STIGMER_EVENT_RETENTION_REVISIONS``)."""
+    max_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
+    """Total bytes of events kept (``STIGMER_EVENT_RETENTION_BYTES``)."""
+    max_age_seconds: int = attrs.field(default=7 * 24 * 3600, validator=attrs.validators.ge(0))
+    """Age of the oldest event kept (``STIGMER_EVENT_RETENTION_SECONDS``)."""
+
+    @classmethod
+    def from_env(cls) -> EventRetention:
+        default = cls()
+        try:
+            return cls(
+                max_revisions=_env_int("STIGMER_EVENT_RETENTION_REVISIONS", default.max_revisions),
+                max_bytes=_env_int("STIGMER_EVENT_RETENTION_BYTES", default.max_bytes),
+                max_age_seconds=_env_int("STIGMER_EVENT_RETENTION_SECONDS", default.max_age_seconds),
+            )
+        except ValueError as exc:
+            raise errors.StartupError(f"event retention: {exc}") from None
+
+    def with_revisions(self, max_revisions: int | None) -> EventRetention:
+        """These bounds with the revision count replaced (the older ``event_retention=`` argument)."""
+        return self if max_revisions is None else attrs.evolve(self, max_revisions=max_revisions)

@@ -1,0 +1,56 @@
+"""``python -m bench.postgres --quick`` runs end to end against the session's PostgreSQL.
+
+Only the shape of the results is checked, never a speed: timings on a shared
+machine are not something a test can assert without flaking. That every
+watched create arrived is checked: it is what the watch latency row measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROWS = {
+    "raw.create.serial",
+    "raw.create.t32",
+    "raw.get.t32",
+    "raw.page100.serial",
+    "create.1d.serial",
+    "create.1d.c32",
+    "create.2d.c32",
+    "get.1d.c32",
+    "get.2d.c32",
+    "list100.1d.serial",
+    "watch.event.cross_daemon",
+    "watch.wake.cross_daemon",
+}
+WATCH_SAMPLES = 50  # the quick run's count
+
+
+def test_quick_run_reports_every_row_and_the_watch_latency_across_daemons(
+    tmp_path: Path, stigmer_postgres_url: str
+) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.postgres", "--quick", "--url", stigmer_postgres_url, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "watch event, created on B, arrived on A's stream" in done.stdout
+    doc = json.loads(out.read_text())
+    assert doc["quick"] is True
+    assert set(doc["rows"]) == ROWS
+    for name, row in doc["rows"].items():
+        assert row["calls"] > 0, name
+        assert 0 <= row["p50_ms"] <= row["p99_ms"], name
+    assert doc["rows"]["watch.event.cross_daemon"]["calls"] == WATCH_SAMPLES, "a watched create never arrived"
+    for name, value in doc["ratios"].items():
+        assert math.isfinite(value) and value > 0, name

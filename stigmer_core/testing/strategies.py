@@ -104,14 +104,18 @@ def _real_oneof(field: FieldDescriptor) -> Any:
 
 
 def violations(message: Message) -> list[tuple[str, str]]:
-    """(field path, rule path) of every rule ``message`` breaks, as protovalidate reports them."""
+    """(field path, rule) of every rule ``message`` breaks, as protovalidate reports them.
+
+    A rule is named by its path in the rules (``string.max_len``,
+    ``repeated.unique``, ``required``), a CEL rule by its id.
+    """
     found = []
     for found_violation in _validator.collect_violations(message):
         v: Any = found_violation
         proto = v.proto
         field = ".".join(_element(e) for e in proto.field.elements) if proto.field is not None else ""
         rule = ".".join(e.field_name for e in proto.rule.elements) if proto.rule is not None else ""
-        found.append((field, rule or proto.rule_id))
+        found.append((field, proto.rule_id if rule in ("", "cel", "cel_expression") else rule))
     return found
 
 
@@ -748,15 +752,24 @@ def _same_rule(named: str, reported: str) -> bool:
     return named == reported or named.split(".")[0] == reported.split(".")[0] != "required"
 
 
-def invalid_messages(holder: type[Message], field: str) -> st.SearchStrategy[Broken] | None:
+def breakable(holder: type[Message], field: str) -> list[tuple[str, str]]:
+    """(field path, rule) of every rule ``invalid_messages`` can break in ``holder``'s field ``field``."""
+    desc = holder.DESCRIPTOR.fields_by_name[field].message_type
+    return [(path, rule) for path, rule, _, _ in _breakers(desc, field, depth=2)]
+
+
+def invalid_messages(
+    holder: type[Message], field: str, *, only: tuple[str, str] | None = None
+) -> st.SearchStrategy[Broken] | None:
     """``Broken`` messages for ``holder``'s message field ``field``, paths rooted at that field.
 
-    None when the message declares no rule this can break. Everything else
-    is drawn valid, and protovalidate confirms that the named rule of the
-    named field is broken before a case is drawn.
+    None when the message declares no rule this can break (or not ``only``,
+    a (field path, rule) pair of ``breakable``). Everything else is drawn
+    valid, and protovalidate confirms that the named rule of the named field
+    is broken before a case is drawn.
     """
     desc = holder.DESCRIPTOR.fields_by_name[field].message_type
-    cases = _breakers(desc, field, depth=2)
+    cases = [c for c in _breakers(desc, field, depth=2) if only is None or (c[0], c[1]) == only]
     if not cases:
         return None
     return _invalid(holder, field, cases)

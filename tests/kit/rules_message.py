@@ -51,14 +51,28 @@ def _build() -> descriptor_pb2.FileDescriptorProto:
     r = _rules(_field(rules, "transport", next(n), FDP.TYPE_ENUM, type_name="Transport"))
     r.required = True
     r.enum.defined_only = True
-    getattr(_rules(_field(rules, "fallback", next(n), FDP.TYPE_ENUM, type_name="Transport")).enum, "in").extend([0, 2, 3])
+    getattr(_rules(_field(rules, "fallback", next(n), FDP.TYPE_ENUM, type_name="Transport")).enum, "in").extend(
+        [0, 2, 3]
+    )
     _rules(_field(rules, "not_sse", next(n), FDP.TYPE_ENUM, type_name="Transport")).enum.not_in.extend([3])
     r = _rules(_field(rules, "tools", next(n), FDP.TYPE_STRING, REPEATED))
     r.repeated.unique = True
     r.repeated.min_items = 1
     r.repeated.max_items = 4
     r.repeated.items.string.pattern = "^[a-z][a-z0-9_]{0,15}$"
-    for fmt in ("email", "hostname", "uri", "uri_ref", "uuid", "tuuid", "ulid", "ipv4", "ipv6", "address", "host_and_port"):
+    for fmt in (
+        "email",
+        "hostname",
+        "uri",
+        "uri_ref",
+        "uuid",
+        "tuuid",
+        "ulid",
+        "ipv4",
+        "ipv6",
+        "address",
+        "host_and_port",
+    ):
         setattr(string(fmt), fmt, True)
     string("code").pattern = "^[a-z]+-[0-9]{1,3}$"
     s = string("affixed")

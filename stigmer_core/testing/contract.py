@@ -284,11 +284,11 @@ class KindContract(RuleBasedStateMachine):
         got = self._expect_ok(self.client.update, obj)
         assert got == existing, f"rewriting an object as read changed it: {existing} became {got}"
 
-    @rule(org=st.sampled_from(s.ORGS), slug=st.sampled_from(s.SLUGS), name=s.names)
-    def update_missing(self, org: str, slug: str, name: str) -> None:
+    @rule(org=st.sampled_from(s.ORGS), slug=st.sampled_from(s.SLUGS), name=s.names, data=st.data())
+    def update_missing(self, org: str, slug: str, name: str, data: st.DataObject) -> None:
         if self._find(org or DEFAULT_ORG, slug) is not None:
             return
-        obj = self._build(org, slug, name, {}, [], None)
+        obj = self._build(org, slug, name, {}, [], data.draw(s.specs(self.kind)))
         self._expect_code(grpc.StatusCode.NOT_FOUND, self.client.update, obj)
 
     @precondition(lambda self: bool(self.model))

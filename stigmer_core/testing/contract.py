@@ -29,18 +29,20 @@ default) finds most faults in seconds; ``THOROUGH`` runs longer sequences;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, reporting, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.internal.conjecture import engine as _engine
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from stigmer_core.application import Application
 from stigmer_core.ids import slugify
@@ -261,11 +263,11 @@ class KindContract(RuleBasedStateMachine):
         if self.kind.shape.has_resource_version:
             if version == "current":
                 obj.metadata.resource_version = emeta.resource_version  # type: ignore[attr-defined]
-            elif version == "stale":
-                obj.metadata.resource_version = max(1, emeta.resource_version - 1)  # type: ignore[attr-defined]
-                if obj.metadata.resource_version != emeta.resource_version:  # type: ignore[attr-defined]
-                    self._expect_code(grpc.StatusCode.ABORTED, self.client.update, obj)
-                    return
+            elif version == "stale":  # any version but the current one (one above, for the very first write)
+                current = emeta.resource_version
+                obj.metadata.resource_version = current - 1 if current > 1 else current + 1  # type: ignore[attr-defined]
+                self._expect_code(grpc.StatusCode.ABORTED, self.client.update, obj)
+                return
         got = self._expect_ok(self.client.update, obj)
         self._check_written(obj, got, org=emeta.org, slug=emeta.slug)
         self._check_update_result(existing, got)
@@ -356,8 +358,11 @@ class KindContract(RuleBasedStateMachine):
             if not token:
                 break
         got = [o for o in got if o.metadata.id not in self.foreign]  # type: ignore[attr-defined]
-        assert [o.metadata.id for o in got] == [o.metadata.id for o in expected]  # type: ignore[attr-defined]
-        assert got == expected
+        got_ids = [o.metadata.id for o in got]  # type: ignore[attr-defined]
+        expected_ids = [o.metadata.id for o in expected]  # type: ignore[attr-defined]
+        where = f"list(org={org!r}, labels={labels}, page_size={page_size})"
+        assert got_ids == expected_ids, f"{where} returned ids {got_ids}, expected {expected_ids}"
+        assert got == expected, f"{where} returned objects that differ from what their writes returned"
 
     @rule(case=s.invalid_metadata())
     def create_invalid(self, case: tuple[str, dict[str, Any]]) -> None:
@@ -435,7 +440,50 @@ THOROUGH = settings(
 """Longer and more sequences, for CI or before a release."""
 
 PROFILES = {"quick": QUICK, "thorough": THOROUGH}
-CONTRACT_SETTINGS = PROFILES.get(os.environ.get("STIGMER_CONTRACT_PROFILE", "quick"), QUICK)
+SHRINK_SECONDS = {"quick": 10.0, "thorough": 60.0}
+"""How long a failure may be shrunk before it is reported (hypothesis' own limit is 5 minutes)."""
+_PROFILE = os.environ.get("STIGMER_CONTRACT_PROFILE", "quick")
+CONTRACT_SETTINGS = PROFILES.get(_PROFILE, QUICK)
+CONTRACT_SHRINK_SECONDS = SHRINK_SECONDS.get(_PROFILE, SHRINK_SECONDS["quick"])
+
+
+@contextlib.contextmanager
+def bounded_shrinking(seconds: float) -> Iterator[None]:
+    """Stop shrinking a failure after ``seconds`` and report the smallest example found so far.
+
+    Hypothesis reads this limit from a module constant it does not document
+    (``MAX_SHRINKING_SECONDS``); when it is gone, nothing is changed. Its
+    notice on stopping speaks of five minutes, so it is replaced with one
+    that gives the real limit.
+    """
+    if not hasattr(_engine, "MAX_SHRINKING_SECONDS"):
+        yield
+        return
+    saved = _engine.MAX_SHRINKING_SECONDS
+    outer = reporting.current_reporter()
+
+    def reporter(value: object) -> None:
+        if isinstance(value, str) and value.startswith("WARNING: Hypothesis has spent more than five minutes"):
+            value = (
+                f"Shrinking stopped after {seconds:g} s (the contract's limit): the example below is the "
+                "smallest found in that time; a thorough profile shrinks longer."
+            )
+        outer(value)
+
+    _engine.MAX_SHRINKING_SECONDS = seconds  # type: ignore[assignment]
+    try:
+        with reporting.with_reporter(reporter):
+            yield
+    finally:
+        _engine.MAX_SHRINKING_SECONDS = saved
+
+
+def run_contract(
+    machine: type[KindContract], *, settings: settings | None = None, shrink_seconds: float | None = None
+) -> None:
+    """Run one contract machine as a test (what the classes ``contract_tests`` makes do)."""
+    with bounded_shrinking(CONTRACT_SHRINK_SECONDS if shrink_seconds is None else shrink_seconds):
+        run_state_machine_as_test(machine, settings=settings or CONTRACT_SETTINGS)
 
 
 def contract_tests(
@@ -444,12 +492,15 @@ def contract_tests(
     *,
     settings: settings | None = None,
     normalise: Callable[[Message], None] | None = None,
+    shrink_seconds: float | None = None,
 ) -> tuple[Any, Any]:
     """Two pytest classes running ``base``'s contract for ``kind_name``: in-process and network.
 
     ``settings`` (hypothesis settings) default to ``CONTRACT_SETTINGS``: the
-    ``STIGMER_CONTRACT_PROFILE`` profile, ``quick`` unless set. ``normalise``
-    is what the kind's steps do to a spec (see ``KindContract.normalise``).
+    ``STIGMER_CONTRACT_PROFILE`` profile, ``quick`` unless set; a failure is
+    shrunk for at most ``shrink_seconds`` (10 s quick, 60 s thorough), then
+    reported. ``normalise`` is what the kind's steps do to a spec (see
+    ``KindContract.normalise``).
     In a test module::
 
         TestAgentInProcess, TestAgentNetwork = contract_tests("Agent")
@@ -463,5 +514,13 @@ def contract_tests(
         machine = type(f"{kind_name}Contract_{path.replace('-', '_')}", (base,), attributes)
         case = machine.TestCase  # type: ignore[attr-defined]
         case.settings = chosen
+        case.runTest = _runner(machine, chosen, shrink_seconds)
         classes.append(case)
     return classes[0], classes[1]
+
+
+def _runner(machine: type[KindContract], chosen: settings, shrink_seconds: float | None) -> Callable[[Any], None]:
+    def runTest(self: Any) -> None:
+        run_contract(machine, settings=chosen, shrink_seconds=shrink_seconds)
+
+    return runTest

@@ -13,6 +13,7 @@ import pluggy
 
 from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import build_handlers
+from stigmer_core.kinds import reindex
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.plugins import plugin_manager
@@ -29,6 +30,8 @@ class Application:
         self.plugin_manager = pm
         if pm is not None:
             pm.hook.stigmer_configure(registry=registry, data_dir=data_dir)
+        self.index_changes = reindex.reconcile(registry, store)
+        """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(registry, store)
 
     @classmethod

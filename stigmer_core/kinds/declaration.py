@@ -64,6 +64,9 @@ class IndexSpec:
     org_scoped: bool = True
     """Entries carry the object's org, so one org's entries are one key range
     (an entry across all orgs is kept too, for org-less queries)."""
+    version: int = 1
+    """Raise it when ``values`` changes what it returns for stored objects:
+    the index is rebuilt from every stored object at the next start."""
 
 
 @attrs.frozen

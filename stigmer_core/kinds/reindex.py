@@ -1,0 +1,206 @@
+"""Indexes kept true across plugin versions: recorded, compared at startup, rebuilt, checked.
+
+An index a plugin adds in a later version has no entries for objects stored
+before it, and one whose ``values`` changed has wrong ones. So the store
+records, per kind, the indexes its entries were written for (names and
+``IndexSpec.version``); at startup each kind's declaration is compared with
+that record, and every index that is new or changed is rebuilt from the
+kind's stored objects (and one no longer declared is removed) in one
+transaction, before anything is served. ``check`` compares every index of
+every kind with what its objects say, and repairs it on request
+(``stigmer doctor``).
+
+Only the Store protocol is used, so every engine gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import attrs
+from google.protobuf.message import Message
+
+from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
+from stigmer_core.store import keys
+from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
+
+log = logging.getLogger(__name__)
+
+SLUG_INDEX = "_slug"
+"""How reports name the slug index (``s/<key_prefix>/<org>/<slug>``)."""
+
+
+def declared(kind: KindRuntime) -> dict[str, int]:
+    """Index name -> version, as this kind is declared now (labels included)."""
+    return {LABEL_INDEX: 1, **{index.name: index.version for index in kind.indexes}}
+
+
+def recorded(txn: ReadTxn, kind: KindRuntime) -> dict[str, int] | None:
+    """What the stored entries were written for; None when nothing was recorded."""
+    raw = txn.get(keys.index_record_key(kind.key_prefix))
+    if raw is None:
+        return None
+    found: dict[str, int] = json.loads(raw)["indexes"]
+    return found
+
+
+def _record(txn: WriteTxn, kind: KindRuntime) -> None:
+    txn.put(keys.index_record_key(kind.key_prefix), json.dumps({"indexes": declared(kind)}, sort_keys=True).encode())
+
+
+def _objects(txn: ReadTxn, kind: KindRuntime) -> Iterator[Message]:
+    for _, raw in txn.scan(keys.object_prefix(kind.key_prefix)):
+        yield kind.parse(raw)
+
+
+def _index_of(key: bytes, key_prefix: str) -> str:
+    """The index name of an ``x/<key_prefix>/<index>/...`` key."""
+    return key[len(b"x/" + key_prefix.encode() + b"/") :].split(b"/", 1)[0].decode()
+
+
+@attrs.frozen
+class Change:
+    """What a startup did to one kind's indexes."""
+
+    kind: str
+    rebuilt: tuple[str, ...]
+    removed: tuple[str, ...]
+    objects: int
+
+
+def _rebuild(txn: WriteTxn, kind: KindRuntime, names: set[str], removed: set[str]) -> int:
+    """Rewrite the entries of ``names`` from every stored object; drop ``removed`` indexes."""
+    for name in names | removed:
+        for key, _ in list(txn.scan(keys.index_range(kind.key_prefix, name))):
+            txn.delete(key)
+    count = 0
+    if names:
+        for obj in _objects(txn, kind):
+            count += 1
+            for key in kind.index_keys(obj):
+                if _index_of(key, kind.key_prefix) in names:
+                    txn.put(key, b"")
+    _record(txn, kind)
+    return count
+
+
+def reconcile(registry: Registry, store: Store) -> list[Change]:
+    """Bring every kind's indexes in line with its declaration; return what changed.
+
+    A kind with no record (a new store, or one written before records were
+    kept) has every index rebuilt if it has objects, so an upgrade never
+    serves an index with holes. Everything happens in one transaction; a
+    start with nothing to change only reads the records.
+    """
+    plan: list[tuple[KindRuntime, set[str], set[str]]] = []
+    with store.read() as txn:
+        for kind in registry.kinds:
+            want = declared(kind)
+            have = recorded(txn, kind)
+            if have == want:
+                continue
+            if have is None:
+                empty = next(iter(txn.scan(keys.object_prefix(kind.key_prefix))), None) is None
+                plan.append((kind, set() if empty else set(want), set()))
+            else:
+                stale = {name for name, version in want.items() if have.get(name) != version}
+                plan.append((kind, stale, set(have) - set(want)))
+    if not plan:
+        return []
+
+    def run(txn: WriteTxn) -> list[Change]:
+        return [
+            Change(kind.name, tuple(sorted(stale)), tuple(sorted(removed)), _rebuild(txn, kind, stale, removed))
+            for kind, stale, removed in plan
+        ]
+
+    changes = [c for c in store.transact(run) if c.rebuilt or c.removed]
+    for change in changes:
+        log.warning(
+            "kind %s: indexes rebuilt from %d stored objects: %s%s", change.kind, change.objects,
+            ", ".join(change.rebuilt) or "none", f"; removed: {', '.join(change.removed)}" if change.removed else "",
+        )  # fmt: skip
+    return changes
+
+
+@attrs.frozen
+class IndexProblem:
+    """Entries of one index of one kind that disagree with the stored objects."""
+
+    kind: str
+    index: str
+    missing: int
+    """Entries the objects call for that are not stored."""
+    stale: int
+    """Stored entries no object calls for (or pointing at the wrong object)."""
+
+
+def _expected(txn: ReadTxn, kind: KindRuntime) -> tuple[dict[bytes, bytes], set[bytes]]:
+    """The slug entries (key -> id) and index entries the stored objects call for."""
+    slugs: dict[bytes, bytes] = {}
+    entries: set[bytes] = set()
+    for obj in _objects(txn, kind):
+        meta = obj.metadata  # type: ignore[attr-defined]
+        slugs[keys.slug_key(kind.key_prefix, meta.org, meta.slug)] = meta.id.encode()
+        entries.update(kind.index_keys(obj))
+    return slugs, entries
+
+
+def _stored(txn: ReadTxn, kind: KindRuntime) -> tuple[dict[bytes, bytes], set[bytes]]:
+    slugs = dict(txn.scan(keys.slug_range(kind.key_prefix)))
+    return slugs, {key for key, _ in txn.scan(keys.indexes_range(kind.key_prefix))}
+
+
+def _problems(txn: ReadTxn, kind: KindRuntime) -> list[IndexProblem]:
+    slugs, entries = _expected(txn, kind)
+    stored_slugs, stored_entries = _stored(txn, kind)
+    problems = []
+    missing = sum(1 for k, v in slugs.items() if stored_slugs.get(k) != v)
+    stale = sum(1 for k, v in stored_slugs.items() if slugs.get(k) != v)
+    if missing or stale:
+        problems.append(IndexProblem(kind.name, SLUG_INDEX, missing, stale))
+    absent, extra = entries - stored_entries, stored_entries - entries
+    for name in sorted({_index_of(key, kind.key_prefix) for key in absent | extra}):
+        problems.append(
+            IndexProblem(
+                kind.name,
+                name,
+                missing=sum(1 for k in absent if _index_of(k, kind.key_prefix) == name),
+                stale=sum(1 for k in extra if _index_of(k, kind.key_prefix) == name),
+            )
+        )
+    return problems
+
+
+def _repair(txn: WriteTxn, kind: KindRuntime) -> None:
+    slugs, entries = _expected(txn, kind)
+    stored_slugs, stored_entries = _stored(txn, kind)
+    for key, value in stored_slugs.items():
+        if slugs.get(key) != value:
+            txn.delete(key)
+    for key, value in slugs.items():
+        if stored_slugs.get(key) != value:
+            txn.put(key, value)
+    for key in stored_entries - entries:
+        txn.delete(key)
+    for key in entries - stored_entries:
+        txn.put(key, b"")
+    _record(txn, kind)
+
+
+def check(registry: Registry, store: Store, *, repair: bool = False) -> list[IndexProblem]:
+    """Compare every index of every kind with its stored objects; with ``repair``, fix them.
+
+    Reads every object: a maintenance command, never a request path.
+    """
+    found: list[IndexProblem] = []
+    for kind in registry.kinds:
+        with store.read() as txn:
+            problems = _problems(txn, kind)
+            current = recorded(txn, kind) == declared(kind)
+        found += problems
+        if repair and (problems or not current):
+            store.transact(lambda txn, kind=kind: _repair(txn, kind))  # type: ignore[misc]
+    return found

@@ -47,7 +47,11 @@ class Application:
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
         store = LmdbStore(data_dir, durable=durable)
-        return cls(registry, store, pm, data_dir=store.path)
+        try:
+            return cls(registry, store, pm, data_dir=store.path)
+        except BaseException:
+            store.close()  # a refused start (say, a kind whose stored objects it would hide) leaves nothing open
+            raise
 
     def channel(self) -> InProcessChannel:
         return InProcessChannel.from_services(self.services)

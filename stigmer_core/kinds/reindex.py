@@ -10,6 +10,11 @@ transaction, before anything is served. ``check`` compares every index of
 every kind with what its objects say, and repairs it on request
 (``stigmer doctor``).
 
+The key and id prefixes each kind's objects were written with are recorded
+too: a plugin release that changes either while objects are stored under
+the old ones is refused at startup (its objects would silently vanish from
+every query), naming the way to move them.
+
 Only the Store protocol is used, so every engine gets the same behaviour.
 """
 
@@ -22,6 +27,7 @@ from collections.abc import Iterator
 import attrs
 from google.protobuf.message import Message
 
+from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
@@ -46,8 +52,38 @@ def recorded(txn: ReadTxn, kind: KindRuntime) -> dict[str, int] | None:
     return found
 
 
+def _prefixes(kind: KindRuntime) -> dict[str, str]:
+    return {"key_prefix": kind.key_prefix, "id_prefix": kind.id_prefix}
+
+
 def _record(txn: WriteTxn, kind: KindRuntime) -> None:
     txn.put(keys.index_record_key(kind.key_prefix), json.dumps({"indexes": declared(kind)}, sort_keys=True).encode())
+    txn.put(keys.kind_record_key(kind.name), json.dumps(_prefixes(kind), sort_keys=True).encode())
+
+
+def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
+    """Whether the kind's prefixes are recorded as declared; refuse a change that would hide stored objects."""
+    raw = txn.get(keys.kind_record_key(kind.name))
+    if raw is None:
+        return False
+    was: dict[str, str] = json.loads(raw)
+    if was == _prefixes(kind):
+        return True
+    old_key, old_id = was["key_prefix"], was["id_prefix"]
+    stored = next(iter(txn.scan(keys.object_prefix(old_key))), None)
+    if stored is None:
+        return False  # nothing was left behind: the new prefixes are simply recorded
+    where = f"plugin {kind.plugin!r}: kind {kind.name!r}"
+    if old_key != kind.key_prefix:
+        raise RegistryError(
+            f"{where}: its objects are stored under key prefix {old_key!r}, but it now declares "
+            f"{kind.key_prefix!r}; serve it with the release that declares {old_key!r}, or move the objects "
+            "(`stigmer export` with the old release, delete them, upgrade, `stigmer import`)"
+        )
+    raise RegistryError(
+        f"{where}: its stored objects have ids '{old_id}-…', but it now declares id prefix "
+        f"{kind.id_prefix!r}; ids are kept for good (references hold them), so keep id prefix {old_id!r}"
+    )
 
 
 def _objects(txn: ReadTxn, kind: KindRuntime) -> Iterator[Message]:
@@ -99,12 +135,12 @@ def reconcile(registry: Registry, store: Store) -> list[Change]:
         for kind in registry.kinds:
             want = declared(kind)
             have = recorded(txn, kind)
-            if have == want:
+            if _check_prefixes(txn, kind) and have == want:
                 continue
             if have is None:
                 empty = next(iter(txn.scan(keys.object_prefix(kind.key_prefix))), None) is None
                 plan.append((kind, set() if empty else set(want), set()))
-            else:
+            else:  # stale: new or changed indexes; an unchanged record only needs its prefixes written
                 stale = {name for name, version in want.items() if have.get(name) != version}
                 plan.append((kind, stale, set(have) - set(want)))
     if not plan:

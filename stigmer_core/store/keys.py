@@ -4,6 +4,7 @@
 
     m/revision                                  global revision (8 bytes, big-endian)
     m/indexes/<key_prefix>                      the indexes a kind's entries were written for (JSON)
+    m/kinds/<kind name, lower case>             the key and id prefixes a kind's objects were written with (JSON)
     o/<key_prefix>/<id>                         object: serialized protobuf
     s/<key_prefix>/<org>/<slug>                 slug index -> id
     x/<key_prefix>/<index>/<value>\\0<id>        declared secondary index -> b""
@@ -56,6 +57,10 @@ def index_range(key_prefix: str, index: str) -> bytes:
 
 def index_record_key(key_prefix: str) -> bytes:
     return b"m/indexes/" + key_prefix.encode()
+
+
+def kind_record_key(kind_name: str) -> bytes:
+    return b"m/kinds/" + kind_name.lower().encode()
 
 
 def index_prefix(key_prefix: str, index: str, value: tuple[str, ...]) -> bytes:

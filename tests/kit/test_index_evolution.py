@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
-from stigmer_core import IndexSpec, KindDeclaration
+from stigmer_core import IndexSpec, KindDeclaration, RegistryError
 from stigmer_core.application import Application
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds import reindex
@@ -130,3 +130,29 @@ def test_a_new_store_records_its_indexes_without_rebuilding(tmp_path: Path, decl
         with app.store.read() as txn:
             kind = app.registry.kind("McpServer")
             assert reindex.recorded(txn, kind) == reindex.declared(kind)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"key_prefix": "mcps"}, "stored under key prefix 'mcp-servers'"),
+        ({"id_prefix": "mcs"}, "ids are kept for good"),
+    ],
+)
+def test_moving_a_kind_that_has_objects_is_refused(tmp_path: Path, change: dict[str, str], message: str) -> None:
+    with _open(tmp_path, MCP_SERVER) as app:
+        _store_servers(app)
+    with pytest.raises(RegistryError, match=message):
+        _open(tmp_path, attrs.evolve(MCP_SERVER, **change))
+    with _open(tmp_path, MCP_SERVER) as again:
+        assert len(raw_keys(again.store, keys.object_prefix("mcp-servers"))) == 3
+
+
+def test_moving_a_kind_with_no_objects_is_recorded(tmp_path: Path) -> None:
+    with _open(tmp_path, MCP_SERVER):
+        pass
+    moved = attrs.evolve(MCP_SERVER, key_prefix="mcps", id_prefix="mcs")
+    with _open(tmp_path, moved) as app:
+        _store_servers(app)
+    with pytest.raises(RegistryError):
+        _open(tmp_path, MCP_SERVER)

@@ -66,9 +66,7 @@ def test_an_index_added_in_a_later_version_is_filled_at_the_next_start(tmp_path:
         created = _store_servers(first)
         assert not raw_keys(first.store, keys.index_range("mcp-servers", "transport"))
     with _open(tmp_path, MCP_SERVER) as upgraded:
-        assert [(c.kind, c.rebuilt, c.objects) for c in upgraded.index_changes] == [
-            ("McpServer", ("transport",), 3)
-        ]
+        assert [(c.kind, c.rebuilt, c.objects) for c in upgraded.index_changes] == [("McpServer", ("transport",), 3)]
         stdio = sorted(i for i, t in created.items() if t == pb.STDIO)
         assert _by_transport(upgraded, pb.STDIO) == stdio
         assert _by_transport(upgraded, pb.HTTP, org="local") == [i for i, t in created.items() if t == pb.HTTP]

@@ -57,12 +57,24 @@ def _prefixes(kind: KindRuntime) -> dict[str, str]:
 
 
 def _record(txn: WriteTxn, kind: KindRuntime) -> None:
-    txn.put(keys.index_record_key(kind.key_prefix), json.dumps({"indexes": declared(kind)}, sort_keys=True).encode())
+    record = {"kind": kind.name, "indexes": declared(kind)}
+    txn.put(keys.index_record_key(kind.key_prefix), json.dumps(record, sort_keys=True).encode())
     txn.put(keys.kind_record_key(kind.name), json.dumps(_prefixes(kind), sort_keys=True).encode())
 
 
 def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
-    """Whether the kind's prefixes are recorded as declared; refuse a change that would hide stored objects."""
+    """Whether the kind's prefixes are recorded as declared.
+
+    Refuses a change that would hide stored objects, and a key prefix whose
+    objects another kind wrote (they would be parsed as this kind's).
+    """
+    owner = txn.get(keys.index_record_key(kind.key_prefix))
+    previous = json.loads(owner).get("kind", kind.name) if owner is not None else kind.name
+    if previous.lower() != kind.name.lower() and next(iter(txn.scan(keys.object_prefix(kind.key_prefix))), None):
+        raise RegistryError(
+            f"plugin {kind.plugin!r}: kind {kind.name!r}: key prefix {kind.key_prefix!r} holds objects of kind "
+            f"{previous!r} (a plugin no longer installed?); choose another key prefix"
+        )
     raw = txn.get(keys.kind_record_key(kind.name))
     if raw is None:
         return False

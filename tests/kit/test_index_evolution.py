@@ -154,3 +154,11 @@ def test_moving_a_kind_with_no_objects_is_recorded(tmp_path: Path) -> None:
         _store_servers(app)
     with pytest.raises(RegistryError):
         _open(tmp_path, MCP_SERVER)
+
+
+def test_a_key_prefix_holding_another_kinds_objects_is_refused(tmp_path: Path) -> None:
+    with _open(tmp_path, MCP_SERVER) as app:
+        _store_servers(app)
+    squatter = attrs.evolve(MCP_SERVER, name="ToolServer", plural="toolservers", aliases=())
+    with pytest.raises(RegistryError, match="holds objects of kind 'McpServer'"):
+        _open(tmp_path, squatter)

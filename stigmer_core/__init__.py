@@ -26,7 +26,7 @@ from stigmer_core.errors import (
     Unimplemented,
 )
 from stigmer_core.hookspecs import hookimpl
-from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, Reference
+from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, PrinterColumn, Reference
 from stigmer_core.pipeline import Phase, RequestContext, Step, step
 from stigmer_core.status import from_rpc_error
 
@@ -46,6 +46,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Phase",
+    "PrinterColumn",
     "Reference",
     "RegistryError",
     "RequestContext",

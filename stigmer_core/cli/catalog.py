@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from stigmer_core.cli.envelope import metadata
 from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.cli.ordering import dependency_order, rank_of
+from stigmer_core.kinds.declaration import PrinterColumn
 from stigmer_core.kinds.runtime import Registry
 
 STANDARD_QUERIES = ("get", "getByReference", "list")
@@ -80,6 +81,8 @@ class KindInfo:
     """Whether ``export`` writes the kind (its declaration's ``exported``)."""
     references: tuple[str, ...] = ()
     """Kinds (canonical names) its declaration's ``references`` point at."""
+    columns: tuple[PrinterColumn, ...] = ()
+    """Columns its declaration asks ``get`` to show (none: a guessed status column)."""
 
     @property
     def label(self) -> str:
@@ -156,7 +159,7 @@ class Catalog:
                     plural=decl.plural or decl.name + "s",
                     aliases=tuple(decl.aliases),
                     description=decl.description,
-                    rank=rank_of(decl.name, getattr(decl, "apply_rank", None)),
+                    rank=rank_of(decl.name, decl.apply_rank),
                     id_prefix=decl.id_prefix,
                     command_service=decl.command_service.full_name,
                     query_service=decl.query_service.full_name,
@@ -165,6 +168,7 @@ class Catalog:
                     status_field=_status_field(decl.resource.DESCRIPTOR),
                     exported=decl.exported,
                     references=_referenced(registry, decl),
+                    columns=decl.printer_columns,
                 )
             )
         return cls(kinds)
@@ -236,6 +240,7 @@ class Catalog:
                     status_field=_status_field(resource),
                     exported=local.exported if local else True,
                     references=local.references if local else (),
+                    columns=local.columns if local else (),
                 )
             )
         if not kinds:

@@ -49,6 +49,29 @@ def _freeze_map(value: Mapping[str, CustomOperation]) -> Mapping[str, CustomOper
     return MappingProxyType(dict(value))
 
 
+def _columns(value: Iterable[PrinterColumn]) -> tuple[PrinterColumn, ...]:
+    return tuple(value)
+
+
+COLUMN_TYPES = ("string", "integer", "number", "boolean", "date")
+
+
+@attrs.frozen
+class PrinterColumn:
+    """A column ``stigmer get`` shows for a kind (like Kubernetes' additionalPrinterColumns).
+
+    ``path`` is a dotted field path in the resource (``spec.transport``,
+    ``status.tool_count``), checked at startup. ``type`` says how the value
+    reads: ``string`` (enums by value name, repeated values joined with
+    commas), ``integer``, ``number``, ``boolean``, or ``date`` (a
+    Timestamp, shown as an age such as ``5m``).
+    """
+
+    name: str
+    path: str
+    type: str = attrs.field(default="string", validator=attrs.validators.in_(COLUMN_TYPES))
+
+
 @attrs.frozen
 class IndexSpec:
     """A secondary index kept in the same transaction as the object.
@@ -128,3 +151,7 @@ class KindDeclaration:
     their contexts) are not configuration and would not restore as they were."""
     redact: Callable[[Message], None] | None = None
     """Blanks secret fields in place before a response leaves the server."""
+    printer_columns: tuple[PrinterColumn, ...] = attrs.field(default=(), converter=_columns)
+    """Columns ``stigmer get`` shows after NAME, ID and AGE (instead of a guessed status column)."""
+    apply_rank: int | None = None
+    """Where ``apply``, ``import`` and ``export`` place the kind when no reference decides (lower first)."""

@@ -6,7 +6,7 @@ Registered in pyproject.toml under the ``stigmer.kinds`` entry-point group.
 from __future__ import annotations
 
 from google.protobuf.message import Message
-from stigmer_core import CustomOperation, IndexSpec, KindDeclaration, Reference, hookimpl
+from stigmer_core import CustomOperation, IndexSpec, KindDeclaration, PrinterColumn, Reference, hookimpl
 from stigmer_core.pipeline import steps as standard
 
 from acme_mcp import steps
@@ -40,6 +40,11 @@ MCP_SERVER = KindDeclaration(
     indexes=(TRANSPORT_INDEX,),
     list_filters={"transport": "transport"},
     references=(Reference("spec.environment_id", "Environment"),),
+    printer_columns=(
+        PrinterColumn("transport", "spec.transport"),
+        PrinterColumn("tools", "status.tool_count", "integer"),
+        PrinterColumn("environment", "spec.environment_id"),
+    ),
     api_version="mcp.acme.dev/v1",
     plural="mcpservers",
     aliases=("mcp",),

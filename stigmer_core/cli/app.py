@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from stigmer_core import errors
-from stigmer_core.cli.commands import apply, backend, doctor, kind_new, local, resources, transfer
+from stigmer_core.cli.commands import apply, backend, call, doctor, kind_new, local, resources, transfer
 from stigmer_core.cli.errors import CliError, describe
 from stigmer_core.cli.options import overrides, verbose_option
 from stigmer_core.cli.reporting import report_failure
@@ -64,5 +64,6 @@ for command in (
     backend.backend,
     doctor.doctor,
     kind_new.kind,
+    call.call,
 ):
     main.add_command(command)

@@ -192,7 +192,7 @@ def test_create_then_get(stigmer_channel: grpc.Channel) -> None:
 
 README = Template("""# $dist
 
-The `$name` resource kind for [Stigmer Core](https://github.com/stigmer), made by
+The `$name` resource kind for Stigmer Core, made by
 `stigmer kind new $name`.
 
 | path | what |

@@ -83,6 +83,8 @@ class KindInfo:
     """Kinds (canonical names) its declaration's ``references`` point at."""
     columns: tuple[PrinterColumn, ...] = ()
     """Columns its declaration asks ``get`` to show (none: a guessed status column)."""
+    reference_fields: tuple[tuple[str, str], ...] = ()
+    """(field path, target kind) of its declared references: where documents may give a slug."""
 
     @property
     def label(self) -> str:
@@ -169,6 +171,7 @@ class Catalog:
                     exported=decl.exported,
                     references=_referenced(registry, decl),
                     columns=decl.printer_columns,
+                    reference_fields=tuple((ref.field, ref.kind) for ref in decl.references),
                 )
             )
         return cls(kinds)
@@ -241,6 +244,7 @@ class Catalog:
                     exported=local.exported if local else True,
                     references=local.references if local else (),
                     columns=local.columns if local else (),
+                    reference_fields=local.reference_fields if local else (),
                 )
             )
         if not kinds:

@@ -197,6 +197,8 @@ class KindContract(RuleBasedStateMachine):
         self._check_written(obj, got, org=org, slug=expected_slug)
         self._check_version(got, bumped=True)
         self.model[got.metadata.id] = got
+        # The same create again is a duplicate: checked at once, not left to a later draw.
+        self._expect_code(grpc.StatusCode.ALREADY_EXISTS, self.client.create, obj)
 
     # -- rules ------------------------------------------------------------------
     @rule(

@@ -25,7 +25,7 @@ from tests.kit.mcp_example import MCP_SERVER, plugin_manager_with
 
 SHRINK_SECONDS = 3.0
 SMALL = settings(
-    max_examples=80,
+    max_examples=120,
     stateful_step_count=20,
     deadline=None,
     database=None,

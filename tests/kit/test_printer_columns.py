@@ -35,7 +35,7 @@ def test_declared_columns_are_shown(tmp_path: Path) -> None:
 
 def test_a_column_naming_no_field_stops_startup(tmp_path: Path) -> None:
     broken = attrs.evolve(MCP_SERVER, printer_columns=(PrinterColumn("x", "spec.nothing"),))
-    with pytest.raises(RegistryError, match="printer column 'x': no field 'spec.nothing'"):
+    with pytest.raises(RegistryError, match=r"printer column 'x': no field 'spec\.nothing'"):
         Application.open(tmp_path, pm=plugin_manager_with(broken), durable=False)
 
 

@@ -13,6 +13,8 @@ _validator = protovalidate.Validator()
 
 
 def _path(field: Any) -> str:
+    if field is None:  # a message-level rule of the request itself names no field
+        return ""
     parts: list[str] = []
     for element in field.elements:
         text = element.field_name

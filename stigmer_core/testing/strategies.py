@@ -277,7 +277,7 @@ def _number_rules(field: FieldDescriptor, rules: Any) -> Any:
     return getattr(rules, name) if rules is not None and _has(rules, name) else None
 
 
-def _int(field: FieldDescriptor, rules: Any, *, dense: bool) -> st.SearchStrategy[int]:
+def _int(field: FieldDescriptor, rules: Any) -> st.SearchStrategy[int]:
     type_lo, type_hi = _INT_RANGES[_TYPE_RULES[field.type]]
     r = _number_rules(field, rules)
     lo, hi = max(type_lo, 0), min(type_hi, 1000)  # small non-negative values unless the rules say otherwise
@@ -362,7 +362,7 @@ def _value(field: Any, rules: Any, depth: int, *, dense: bool, required: bool = 
         if field.message_type.full_name in _SKIPPED_MESSAGES or depth <= 0:
             return None
         return messages(field.message_type, depth=depth - 1)
-    return _int(field, rules, dense=dense)
+    return _int(field, rules)
 
 
 def _must_set(field: Any, rules: Any) -> bool:

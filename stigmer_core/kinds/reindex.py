@@ -33,6 +33,7 @@ from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
 
 log = logging.getLogger(__name__)
+Families = dict[str, dict[bytes, bytes]]
 
 SLUG_INDEX = "_slug"
 """How reports name the slug index (``s/<key_prefix>/<org>/<slug>``)."""
@@ -185,70 +186,82 @@ class IndexProblem:
     """Stored entries no object calls for (or pointing at the wrong object)."""
 
 
-def _expected(txn: ReadTxn, kind: KindRuntime) -> tuple[dict[bytes, bytes], set[bytes]]:
-    """The slug entries (key -> id) and index entries the stored objects call for."""
-    slugs: dict[bytes, bytes] = {}
-    entries: set[bytes] = set()
+OWNERS = "_owners"
+"""How reports name the ownership entries (``r/<owner id>/<key_prefix>/<id>``)."""
+REFERENCES = "_references"
+"""How reports name the reverse-reference entries (``q/<target id>/<key_prefix>/<id>``)."""
+
+
+def _entries_of(txn: ReadTxn, family: bytes, key_prefix: str) -> dict[bytes, bytes]:
+    """``r/`` or ``q/`` entries whose object is of the kind with ``key_prefix``."""
+    wanted = key_prefix.encode()
+    return {key: value for key, value in txn.scan(family) if key.split(b"/")[2] == wanted}
+
+
+def _families(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> tuple[Families, Families]:
+    """Per index (slugs, labels, declared, owners, references): the entries the objects call
+    for and the entries stored, each as key -> value."""
+    expected: Families = {SLUG_INDEX: {}, OWNERS: {}, REFERENCES: {}}
     for obj in _objects(txn, kind):
         meta = obj.metadata  # type: ignore[attr-defined]
-        slugs[keys.slug_key(kind.key_prefix, meta.org, meta.slug)] = meta.id.encode()
-        entries.update(kind.index_keys(obj))
-    return slugs, entries
+        expected[SLUG_INDEX][keys.slug_key(kind.key_prefix, meta.org, meta.slug)] = meta.id.encode()
+        for key in kind.index_keys(obj):
+            expected.setdefault(_index_of(key, kind.key_prefix), {})[key] = b""
+        expected[OWNERS].update(dict.fromkeys(kind.owner_keys(obj), b""))
+        for ref in kind.references:  # a target deleted since (a finished referrer) keeps no entry, by design
+            target_kind = registry.kind(ref.spec.kind)
+            for target in ref.field.read(obj):
+                if txn.get(keys.object_key(target_kind.key_prefix, target)) is not None:
+                    key = keys.referrer_key(target, kind.key_prefix, meta.id)
+                    expected[REFERENCES][key] = ref.spec.field.encode()
+    stored: Families = {
+        SLUG_INDEX: dict(txn.scan(keys.slug_range(kind.key_prefix))),
+        OWNERS: _entries_of(txn, b"r/", kind.key_prefix),
+        REFERENCES: _entries_of(txn, b"q/", kind.key_prefix),
+    }
+    for key, value in txn.scan(keys.indexes_range(kind.key_prefix)):
+        stored.setdefault(_index_of(key, kind.key_prefix), {})[key] = value
+    return expected, stored
 
 
-def _stored(txn: ReadTxn, kind: KindRuntime) -> tuple[dict[bytes, bytes], set[bytes]]:
-    slugs = dict(txn.scan(keys.slug_range(kind.key_prefix)))
-    return slugs, {key for key, _ in txn.scan(keys.indexes_range(kind.key_prefix))}
-
-
-def _problems(txn: ReadTxn, kind: KindRuntime) -> list[IndexProblem]:
-    slugs, entries = _expected(txn, kind)
-    stored_slugs, stored_entries = _stored(txn, kind)
+def _problems(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> list[IndexProblem]:
+    expected, stored = _families(txn, registry, kind)
     problems = []
-    missing = sum(1 for k, v in slugs.items() if stored_slugs.get(k) != v)
-    stale = sum(1 for k, v in stored_slugs.items() if slugs.get(k) != v)
-    if missing or stale:
-        problems.append(IndexProblem(kind.name, SLUG_INDEX, missing, stale))
-    absent, extra = entries - stored_entries, stored_entries - entries
-    for name in sorted({_index_of(key, kind.key_prefix) for key in absent | extra}):
-        problems.append(
-            IndexProblem(
-                kind.name,
-                name,
-                missing=sum(1 for k in absent if _index_of(k, kind.key_prefix) == name),
-                stale=sum(1 for k in extra if _index_of(k, kind.key_prefix) == name),
-            )
-        )
+    for name in sorted(expected.keys() | stored.keys()):
+        want, have = expected.get(name, {}), stored.get(name, {})
+        missing = sum(1 for k, v in want.items() if have.get(k) != v)
+        stale = sum(1 for k, v in have.items() if want.get(k) != v)
+        if missing or stale:
+            problems.append(IndexProblem(kind.name, name, missing, stale))
     return problems
 
 
-def _repair(txn: WriteTxn, kind: KindRuntime) -> None:
-    slugs, entries = _expected(txn, kind)
-    stored_slugs, stored_entries = _stored(txn, kind)
-    for key, value in stored_slugs.items():
-        if slugs.get(key) != value:
-            txn.delete(key)
-    for key, value in slugs.items():
-        if stored_slugs.get(key) != value:
-            txn.put(key, value)
-    for key in stored_entries - entries:
-        txn.delete(key)
-    for key in entries - stored_entries:
-        txn.put(key, b"")
+def _repair(txn: WriteTxn, registry: Registry, kind: KindRuntime) -> None:
+    expected, stored = _families(txn, registry, kind)
+    for name in expected.keys() | stored.keys():
+        want, have = expected.get(name, {}), stored.get(name, {})
+        for key, value in have.items():
+            if want.get(key) != value:
+                txn.delete(key)
+        for key, value in want.items():
+            if have.get(key) != value:
+                txn.put(key, value)
     _record(txn, kind)
 
 
 def check(registry: Registry, store: Store, *, repair: bool = False) -> list[IndexProblem]:
     """Compare every index of every kind with its stored objects; with ``repair``, fix them.
 
-    Reads every object: a maintenance command, never a request path.
+    The indexes are the slug index, the label index, each declared index,
+    and the ownership and reverse-reference entries. Reads every object: a
+    maintenance command, never a request path.
     """
     found: list[IndexProblem] = []
     for kind in registry.kinds:
         with store.read() as txn:
-            problems = _problems(txn, kind)
+            problems = _problems(txn, registry, kind)
             current = recorded(txn, kind) == declared(kind)
         found += problems
         if repair and (problems or not current):
-            store.transact(lambda txn, kind=kind: _repair(txn, kind))  # type: ignore[misc]
+            store.transact(lambda txn, kind=kind: _repair(txn, registry, kind))  # type: ignore[misc]
     return found

@@ -47,6 +47,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 from stigmer_core.application import Application
 from stigmer_core.ids import slugify
 from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds import reindex
 from stigmer_core.kinds.runtime import KindRuntime
 from stigmer_core.server import Server
 from stigmer_core.status import from_rpc_error
@@ -305,6 +306,12 @@ class KindContract(RuleBasedStateMachine):
         got = self._expect_ok(self.client.delete, target_id)
         assert got == self.model.pop(target_id), "delete returns the object as it was"
         self._expect_code(grpc.StatusCode.NOT_FOUND, self.client.get, target_id)
+
+    @rule()
+    def indexes_agree(self) -> None:
+        """Every index of every kind (slugs, labels, declared, owners, references) matches the stored objects."""
+        problems = reindex.check(self.app.registry, self.app.store)
+        assert not problems, f"indexes disagree with the stored objects: {problems}"
 
     @rule()
     def delete_missing(self) -> None:

@@ -162,3 +162,24 @@ def test_a_key_prefix_holding_another_kinds_objects_is_refused(tmp_path: Path) -
     squatter = attrs.evolve(MCP_SERVER, name="ToolServer", plural="toolservers", aliases=())
     with pytest.raises(RegistryError, match="holds objects of kind 'McpServer'"):
         _open(tmp_path, squatter)
+
+
+def test_check_covers_reference_entries(tmp_path: Path) -> None:
+    with _open(tmp_path, MCP_SERVER) as app:
+        environments = KindClient(app.channel(), app.registry.kind("Environment"))
+        env: Any = environments.create(_named(app.registry.kind("Environment").resource_cls(), "prod"))
+        servers = KindClient(app.channel(), app.registry.kind("McpServer"))
+        server = pb.McpServer(spec=pb.McpServerSpec(transport=pb.STDIO, command="run", environment_id=env.metadata.id))
+        servers.create(_named(server, "files"))
+        entries = raw_keys(app.store, keys.referrer_prefix(env.metadata.id))
+        assert len(entries) == 1
+        app.store.transact(lambda txn: txn.delete(entries[0]))
+        assert [(p.index, p.missing) for p in reindex.check(app.registry, app.store)] == [(reindex.REFERENCES, 1)]
+        reindex.check(app.registry, app.store, repair=True)
+        assert raw_keys(app.store, keys.referrer_prefix(env.metadata.id)) == entries
+        assert reindex.check(app.registry, app.store) == []
+
+
+def _named(resource: Any, name: str) -> Any:
+    resource.metadata.name = name
+    return resource

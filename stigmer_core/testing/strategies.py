@@ -9,7 +9,7 @@ declares. Two layers make it right by construction:
   suffixes, string formats (email, hostname, uri, uuid, ip, ulid, ...),
   const / in / not_in, numeric bounds, enum defined_only, repeated and map
   sizes, repeated unique, proto oneofs and ``(buf.validate.oneof).required``,
-  message ``oneof`` rules.
+  message ``oneof`` rules, duration and timestamp bounds.
 - **Drawn and checked**: every drawn message, at every nesting level, is
   then validated by protovalidate itself. One that fails (a message-level
   or field-level CEL rule, a predefined rule, a rule combination the direct
@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import time
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -73,10 +74,11 @@ DIRECT_RULES = (
     "repeated: min_items, max_items, unique, items",
     "map: min_pairs, max_pairs, keys, values",
     "oneof: one member or none, (buf.validate.oneof).required, (buf.validate.message).oneof",
+    "duration: const, in, gt, gte, lt, lte; timestamp: const, gt, gte, lt, lte, gt_now, lt_now, within",
 )
 """Rules the strategies generate for directly; everything else (CEL, predefined
-rules, timestamp and duration bounds, bytes patterns) is met by drawing and
-checking with protovalidate."""
+rules, bytes patterns, duration not_in) is met by drawing and checking with
+protovalidate."""
 
 
 def _rules(field: FieldDescriptor) -> Any:
@@ -361,8 +363,56 @@ def _value(field: Any, rules: Any, depth: int, *, dense: bool, required: bool = 
     if t == F.TYPE_MESSAGE:
         if field.message_type.full_name in _SKIPPED_MESSAGES or depth <= 0:
             return None
-        return messages(field.message_type, depth=depth - 1)
+        timed = _time(field.message_type, rules)
+        return timed if timed is not None else messages(field.message_type, depth=depth - 1)
     return _int(field, rules)
+
+
+_NANOS = 1_000_000_000
+_DAY = 86_400 * _NANOS
+
+
+def _nanos(value: Any) -> int:
+    return int(value.seconds) * _NANOS + int(value.nanos)
+
+
+def _time(desc: Any, rules: Any) -> st.SearchStrategy[Any] | None:
+    """A Duration or Timestamp within its declared bounds (``*_now`` and ``within`` from the clock at draw time)."""
+    name = {"google.protobuf.Duration": "duration", "google.protobuf.Timestamp": "timestamp"}.get(desc.full_name)
+    if name is None or rules is None or not _has(rules, name):
+        return None
+    r = getattr(rules, name)
+    cls = message_factory.GetMessageClass(desc)
+
+    def build(total: int) -> Any:
+        made: Any = cls()
+        made.seconds, made.nanos = divmod(total, _NANOS)
+        return made
+
+    if _has(r, "const"):
+        return st.just(r.const)
+    if name == "duration" and list(getattr(r, "in")):
+        return st.sampled_from(list(getattr(r, "in")))
+    low = _nanos(r.gte) if _has(r, "gte") else _nanos(r.gt) + 1 if _has(r, "gt") else None
+    high = _nanos(r.lte) if _has(r, "lte") else _nanos(r.lt) - 1 if _has(r, "lt") else None
+    if name == "timestamp" and (r.gt_now or r.lt_now or _has(r, "within")):
+        window = _nanos(r.within) if _has(r, "within") else 365 * _DAY
+        margin = min(_DAY, window // 4)  # kept away from "now", which moves while a test runs
+        if r.gt_now:
+            start, end = margin, window - margin
+        elif r.lt_now:
+            start, end = margin - window, -margin
+        else:
+            start, end = margin - window, window - margin
+        return st.integers(start, max(start, end)).map(lambda offset: build(time.time_ns() + offset))
+    if low is not None and high is not None and low > high:
+        return None  # an exclusive range: drawn, then filtered
+    low = 0 if low is None else low
+    high = low + 4_000_000_000 * _NANOS if high is None else high
+    first, last = -(-low // _NANOS), high // _NANOS  # whole seconds within the bounds, when there are any
+    if first <= last:
+        return st.integers(first, last).map(lambda seconds: build(seconds * _NANOS))
+    return st.integers(low, high).map(build)
 
 
 def _must_set(field: Any, rules: Any) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, message_factory, timestamp_pb2
 from google.protobuf.message import Message
 
 from stigmer_core.api.buf.validate import validate_pb2 as v
@@ -32,7 +32,10 @@ def _rules(field: Any) -> Any:
 
 def _build() -> descriptor_pb2.FileDescriptorProto:
     fdp = descriptor_pb2.FileDescriptorProto(
-        name="stigmer_kittest/rules.proto", package=PACKAGE, syntax="proto3", dependency=["buf/validate/validate.proto"]
+        name="stigmer_kittest/rules.proto",
+        package=PACKAGE,
+        syntax="proto3",
+        dependency=["buf/validate/validate.proto", "google/protobuf/duration.proto", "google/protobuf/timestamp.proto"],
     )
     transport = fdp.enum_type.add(name="Transport")
     for number, name in enumerate(["TRANSPORT_UNSPECIFIED", "STDIO", "HTTP", "SSE"]):
@@ -128,6 +131,18 @@ def _build() -> descriptor_pb2.FileDescriptorProto:
         cel = message_rules.cel.add()
         cel.id, cel.expression, cel.message = rule_id, expression, text
 
+    # Durations and timestamps with bounds, including ones relative to now.
+    timeout = _rules(_field(rules, "timeout", next(n), FDP.TYPE_MESSAGE))
+    rules.field[-1].type_name = ".google.protobuf.Duration"
+    timeout.duration.gte.seconds, timeout.duration.lte.seconds = 1, 30
+    expires = _rules(_field(rules, "expires", next(n), FDP.TYPE_MESSAGE))
+    rules.field[-1].type_name = ".google.protobuf.Timestamp"
+    expires.timestamp.gt_now = True
+    seen = _rules(_field(rules, "seen", next(n), FDP.TYPE_MESSAGE))
+    rules.field[-1].type_name = ".google.protobuf.Timestamp"
+    seen.timestamp.lt_now = True
+    seen.timestamp.within.seconds = 3600
+
     holder = fdp.message_type.add(name="Holder")
     _field(holder, "spec", 1, FDP.TYPE_MESSAGE, type_name="Rules")
     return fdp
@@ -143,5 +158,6 @@ def _load() -> type[Message]:
     return message_factory.GetMessageClass(desc)
 
 
+assert duration_pb2 and timestamp_pb2  # their files must be in the pool before ours
 Holder = _load()
 Rules = Holder.DESCRIPTOR.fields_by_name["spec"].message_type

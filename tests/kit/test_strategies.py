@@ -40,6 +40,8 @@ def test_required_enum_is_never_zero_and_cel_rules_hold(drawn: list[Any]) -> Non
         assert len(set(message.tools)) == len(message.tools)
         assert not (message.token and message.password)
         assert message.WhichOneof("target") is not None
+        if message.HasField("timeout"):
+            assert 1 <= message.timeout.seconds <= 30
 
 
 def test_rules_that_cannot_be_drawn_directly_are_met_by_redrawing() -> None:

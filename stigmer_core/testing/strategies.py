@@ -16,8 +16,9 @@ declares. Two layers make it right by construction:
   layer cannot see) is redrawn, alternating sparse draws (optional fields
   set half the time) with dense ones (every optional field set, non-empty):
   "X is required when Y" rules hold for dense draws, "X and Y exclude each
-  other" for sparse ones. A message type for which no draw validates
-  several times over raises ``Unsatisfiable`` naming the rules it broke.
+  other" for sparse ones. A message type for which no draw has ever
+  validated, after 25 examples of 8 draws each, raises ``Unsatisfiable``
+  naming the rules the draws broke.
 
 ``invalid_specs`` breaks one declared rule of one field and names both the
 field and the rule; protovalidate confirms each case before it is drawn.
@@ -51,7 +52,7 @@ MAX_ITEMS = 3
 ATTEMPTS = 8
 """Draws of one message per example before the example is rejected."""
 GIVE_UP_AFTER = 25
-"""Consecutive rejected examples of one message type before it is declared unsatisfiable."""
+"""Rejected examples of a message type no draw has satisfied yet before it is declared unsatisfiable."""
 
 F = FieldDescriptor
 _RULES: Any = validate_pb2.field
@@ -500,6 +501,7 @@ class _Plan:
         self.oneofs: dict[str, tuple[bool, list[_Field]]] = {}
         self.exclusive: list[tuple[bool, list[str]]] = []
         self.rejected = 0
+        self.satisfied = False
         for field in desc.fields:
             rules = _rules(field)
             must = _must_set(field, rules)
@@ -571,11 +573,10 @@ def _valid(draw: st.DrawFn, desc: Any, depth: int) -> Message:
         msg = plan.raw(draw, dense=attempt % 2 == 1)
         broken = violations(msg)
         if not broken:
-            plan.rejected = 0
+            plan.rejected, plan.satisfied = 0, True
             return msg
     plan.rejected += 1
-    if plan.rejected >= GIVE_UP_AFTER:
-        plan.rejected = 0
+    if not plan.satisfied and plan.rejected >= GIVE_UP_AFTER:  # never one valid draw: say why, and stop
         rules = ", ".join(sorted({f"{field or '(message)'}: {rule}" for field, rule in broken}))
         raise Unsatisfiable(f"no valid {desc.full_name} could be drawn; draws keep breaking {rules}")
     reject()

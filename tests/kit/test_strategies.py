@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 
 from stigmer_core.application import Application
 from stigmer_core.kinds.registry import build_registry
@@ -142,3 +143,40 @@ def test_every_installed_kind_gets_valid_specs_and_named_invalid_ones(app: Appli
             assert broken.field in [field for field, _ in s.violations(resource)], broken
 
     check()
+
+
+def _impossible() -> Any:
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    from stigmer_core.api.buf.validate import validate_pb2
+
+    pool = descriptor_pool.Default()
+    name = "stigmer.kittest.v1.Impossible"
+    try:
+        return pool.FindMessageTypeByName(name)
+    except KeyError:
+        pass
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="stigmer_kittest/impossible.proto",
+        package="stigmer.kittest.v1",
+        syntax="proto3",
+        dependency=["buf/validate/validate.proto"],
+    )
+    message = fdp.message_type.add(name="Impossible")
+    message.field.add(name="code", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING, label=1)
+    rule = message.options.Extensions[validate_pb2.message].cel.add()
+    rule.id, rule.expression, rule.message = "never", "false", "cannot hold"
+    pool.Add(fdp)
+    desc = pool.FindMessageTypeByName(name)
+    message_factory.GetMessageClass(desc)
+    return desc
+
+
+def test_a_message_no_draw_can_satisfy_fails_fast_naming_the_rule() -> None:
+    @settings(FAST, max_examples=10)
+    @given(s.messages(_impossible()))
+    def draw(message: Any) -> None:
+        pass
+
+    with pytest.raises(Unsatisfiable, match="never"):
+        draw()

@@ -5,6 +5,7 @@ VENV_PB7 ?= .venv-protobuf7
 VENV_EXAMPLES ?= .venv-examples
 EXAMPLE_PROMPT := examples/stigmer-kind-prompt
 EXAMPLE_PUBLISHED := examples/stigmer-published-api
+EXAMPLE_MCP := examples/stigmer-kind-mcpserver
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -39,6 +40,7 @@ check: check-proto lint
 check-proto: $(STAMP)
 	$(BIN)/python -m stigmer_core.protogen --check
 	$(BIN)/python -m stigmer_core.protogen --proto-path $(EXAMPLE_PROMPT)/proto --out $(EXAMPLE_PROMPT) --check
+	$(BIN)/python -m stigmer_core.protogen --proto-path $(EXAMPLE_MCP)/proto --out $(EXAMPLE_MCP) --check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -49,12 +51,14 @@ lint: $(STAMP)
 test-examples:
 	$(PYTHON) -m venv $(VENV_EXAMPLES)
 	$(VENV_EXAMPLES)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_EXAMPLES)/bin/python -m pip install --quiet -e ".[dev]" -e "./$(EXAMPLE_PROMPT)[test]" -e "./$(EXAMPLE_PUBLISHED)[test]"
+	$(VENV_EXAMPLES)/bin/python -m pip install --quiet -e ".[dev]" -e "./$(EXAMPLE_PROMPT)[test]" -e "./$(EXAMPLE_PUBLISHED)[test]" -e "./$(EXAMPLE_MCP)[test]"
 	$(VENV_EXAMPLES)/bin/python -c "import google.protobuf as p; assert p.__version__.startswith('6.'), p.__version__"
 	cd $(EXAMPLE_PROMPT) && $(abspath $(VENV_EXAMPLES))/bin/mypy
 	cd $(EXAMPLE_PUBLISHED) && $(abspath $(VENV_EXAMPLES))/bin/mypy
+	cd $(EXAMPLE_MCP) && $(abspath $(VENV_EXAMPLES))/bin/mypy
 	$(VENV_EXAMPLES)/bin/python -m pytest -q $(EXAMPLE_PROMPT)/tests
 	$(VENV_EXAMPLES)/bin/python -m pytest -q $(EXAMPLE_PUBLISHED)/tests
+	$(VENV_EXAMPLES)/bin/python -m pytest -q $(EXAMPLE_MCP)/tests
 	$(VENV_EXAMPLES)/bin/python -m pytest -q tests/test_third_party_registry.py tests/test_plugin_guide.py
 
 ## test-protobuf7: the same suite on the newest protobuf 7 runtime (generated code targets both),

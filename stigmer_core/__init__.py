@@ -38,7 +38,7 @@ if TYPE_CHECKING:
         Unimplemented,
     )
     from stigmer_core.hookspecs import hookimpl
-    from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, Reference
+    from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, PrinterColumn, Reference
     from stigmer_core.pipeline import Phase, RequestContext, Step
     from stigmer_core.pipeline.step import step
     from stigmer_core.status import from_rpc_error
@@ -71,7 +71,9 @@ _WHERE = {
         "stigmer_core.errors",
     ),
     "hookimpl": "stigmer_core.hookspecs",
-    **dict.fromkeys(("CustomOperation", "IndexSpec", "KindDeclaration", "Reference"), "stigmer_core.kinds.declaration"),
+    **dict.fromkeys(
+        ("CustomOperation", "IndexSpec", "KindDeclaration", "PrinterColumn", "Reference"), "stigmer_core.kinds.declaration"
+    ),
     **dict.fromkeys(("Phase", "RequestContext", "Step"), "stigmer_core.pipeline"),
     "step": "stigmer_core.pipeline.step",
     "from_rpc_error": "stigmer_core.status",
@@ -96,6 +98,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Phase",
+    "PrinterColumn",
     "Reference",
     "RegistryError",
     "RequestContext",

@@ -16,6 +16,7 @@ from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import build_handlers
 from stigmer_core.datadir import secure
+from stigmer_core.kinds import reindex
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline.events import EventHub, StreamLimit, StreamSettings
@@ -52,6 +53,8 @@ class Application:
         registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:
             pm.hook.stigmer_configure(registry=registry, data_dir=data_dir, store=store)
+        self.index_changes = reindex.reconcile(registry, store)
+        """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
         self.events = EventHub(store, streams or StreamSettings.from_env())
         """The one event dispatcher every server stream of this application reads through."""
         self.stream_limit = StreamLimit(self.events.settings.max_streams)

@@ -69,8 +69,20 @@ def _descriptor_set(local_files: set[str]) -> bytes:
     return fds.SerializeToString()
 
 
+GRPCIO_TOOLS = "1.78.2"
+"""The generator the checked-in code comes from: its output loads on protobuf 6.32+ and 7."""
+INSTALL_HINT = (
+    "install the generator with stigmer-core's `protogen` extra, in the same pip command as anything "
+    "else you install: pip install 'stigmer-core[test,protogen]' (it pins grpcio-tools "
+    f"{GRPCIO_TOOLS} and lets pip choose grpcio packages and a protobuf that all agree with it)"
+)
+
+
 def _protoc(args: list[str]) -> None:
-    from grpc_tools import protoc  # type: ignore[import-untyped]
+    try:
+        from grpc_tools import protoc  # type: ignore[import-untyped]
+    except ImportError:
+        raise SystemExit(f"python -m stigmer_core.protogen needs grpcio-tools: {INSTALL_HINT}") from None
 
     include = Path(protoc.__file__).parent / "_proto"
     code = protoc.main(["protoc", f"-I{include}", *args])

@@ -38,6 +38,9 @@ COMMANDS: dict[str, str] = {
     "token": "stigmer_core.cli.commands.token:token",
     "login": "stigmer_core.cli.commands.login:login",
     "whoami": "stigmer_core.cli.commands.login:whoami",
+    "doctor": "stigmer_core.cli.commands.doctor:doctor",
+    "kind": "stigmer_core.cli.commands.kind_new:kind",
+    "call": "stigmer_core.cli.commands.call:call",
 }
 
 

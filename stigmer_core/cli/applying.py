@@ -17,9 +17,11 @@ import attrs
 from google.protobuf.message import Message
 
 from stigmer_core import errors
+from stigmer_core.cli import references
 from stigmer_core.cli.calls import KindCalls
 from stigmer_core.cli.documents import Document, field_errors
 from stigmer_core.cli.envelope import metadata
+from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.session import Session
 
 CREATED = "created"
@@ -70,6 +72,10 @@ def apply_one(session: Session, doc: Document, *, dry_run: bool = False, created
         problem = _validate_locally(doc)
         if problem:
             return Outcome(doc, error=problem)
+    try:
+        references.resolve(session, doc)
+    except (CliError, errors.StigmerError) as exc:
+        return Outcome(doc, error=str(exc))
     try:
         before = _existing(calls, doc)
         if dry_run:

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from stigmer_core.cli.envelope import metadata
 from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.cli.ordering import dependency_order, rank_of
+from stigmer_core.kinds.declaration import PrinterColumn
 from stigmer_core.kinds.runtime import Registry
 
 STANDARD_QUERIES = ("get", "getByReference", "list")
@@ -82,6 +83,10 @@ class KindInfo:
     """Kinds (canonical names) its declaration's ``references`` point at."""
     key_prefix: str = ""
     """Its objects' key prefix in the store (kinds from the local registry only)."""
+    columns: tuple[PrinterColumn, ...] = ()
+    """Columns its declaration asks ``get`` to show (none: a guessed status column)."""
+    reference_fields: tuple[tuple[str, str], ...] = ()
+    """(field path, target kind) of its declared references: where documents may give a slug."""
 
     @property
     def label(self) -> str:
@@ -167,7 +172,7 @@ class Catalog:
                     plural=decl.plural or decl.name + "s",
                     aliases=tuple(decl.aliases),
                     description=decl.description,
-                    rank=rank_of(decl.name, getattr(decl, "apply_rank", None)),
+                    rank=rank_of(decl.name, decl.apply_rank),
                     id_prefix=decl.id_prefix,
                     command_service=decl.command_service.full_name,
                     query_service=decl.query_service.full_name,
@@ -177,6 +182,8 @@ class Catalog:
                     exported=decl.exported,
                     references=_referenced(registry, decl),
                     key_prefix=decl.key_prefix,
+                    columns=decl.printer_columns,
+                    reference_fields=tuple((ref.field, ref.kind) for ref in decl.references),
                 )
             )
         return cls(kinds)
@@ -248,6 +255,8 @@ class Catalog:
                     status_field=_status_field(resource),
                     exported=local.exported if local else True,
                     references=local.references if local else (),
+                    columns=local.columns if local else (),
+                    reference_fields=local.reference_fields if local else (),
                 )
             )
         if not kinds:

@@ -19,6 +19,7 @@ from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.documents import to_dict
 from stigmer_core.cli.envelope import descriptor, has_status, metadata
+from stigmer_core.kinds.declaration import PrinterColumn
 
 NONE = "<none>"
 
@@ -59,8 +60,40 @@ def status_value(kind: KindInfo, obj: Any) -> str:
     return ",".join(map(str, shown)) if isinstance(shown, list) else str(shown)
 
 
+def column_value(column: PrinterColumn, obj: Any, now: datetime | None = None) -> str:
+    """A declared column's value: enums by name, repeated values joined, dates as ages."""
+    value: Any = obj
+    field: Any = None
+    for part in column.path.split("."):
+        field = value.DESCRIPTOR.fields_by_name[part]
+        value = getattr(value, part)
+    if column.type == "date":
+        return age(value, now)
+    repeated = getattr(field, "is_repeated", None)
+    if repeated is None:  # protobuf 6 has no is_repeated on every build
+        repeated = field.label == field.LABEL_REPEATED
+    values: list[Any] = list(value) if repeated else [value]
+    if field.enum_type is not None:
+        names = field.enum_type.values_by_number
+        values = [names[v].name if v in names else str(v) for v in values if v]
+    elif field.message_type is not None:
+        values = [json.dumps(to_dict(v), sort_keys=True) for v in values]
+    shown = ",".join("true" if v is True else "false" if v is False else str(v) for v in values)
+    return shown or NONE
+
+
 def resource_table(kind: KindInfo, objects: Sequence[Message], *, with_org: bool = False) -> str:
     headers = [*(["ORG"] if with_org else []), "NAME", "ID", "AGE"]
+    if kind.columns:
+        now = datetime.now(UTC)
+        headers += [c.name.upper() for c in kind.columns]
+        rows = []
+        for obj in objects:
+            meta = metadata(obj)
+            created = meta.created_at if "created_at" in meta.DESCRIPTOR.fields_by_name else None
+            row = [*([meta.org] if with_org else []), meta.slug, meta.id, age(created, now)]
+            rows.append(row + [column_value(c, obj, now) for c in kind.columns])
+        return table(headers, rows)
     show_status = "status" in descriptor(kind.resource_cls).fields_by_name
     if show_status:
         headers.append(status_header(kind))

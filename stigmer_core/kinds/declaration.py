@@ -58,6 +58,29 @@ def _freeze_access(value: Mapping[str, Access | str]) -> Mapping[str, Access]:
     return MappingProxyType({op: Access(level) for op, level in value.items()})
 
 
+def _columns(value: Iterable[PrinterColumn]) -> tuple[PrinterColumn, ...]:
+    return tuple(value)
+
+
+COLUMN_TYPES = ("string", "integer", "number", "boolean", "date")
+
+
+@attrs.frozen
+class PrinterColumn:
+    """A column ``stigmer get`` shows for a kind (like Kubernetes' additionalPrinterColumns).
+
+    ``path`` is a dotted field path in the resource (``spec.transport``,
+    ``status.tool_count``), checked at startup. ``type`` says how the value
+    reads: ``string`` (enums by value name, repeated values joined with
+    commas), ``integer``, ``number``, ``boolean``, or ``date`` (a
+    Timestamp, shown as an age such as ``5m``).
+    """
+
+    name: str
+    path: str
+    type: str = attrs.field(default="string", validator=attrs.validators.in_(COLUMN_TYPES))
+
+
 @attrs.frozen
 class IndexSpec:
     """A secondary index kept in the same transaction as the object.
@@ -73,6 +96,9 @@ class IndexSpec:
     org_scoped: bool = True
     """Entries carry the object's org, so one org's entries are one key range
     (an entry across all orgs is kept too, for org-less queries)."""
+    version: int = 1
+    """Raise it when ``values`` changes what it returns for stored objects:
+    the index is rebuilt from every stored object at the next start."""
 
 
 @attrs.frozen
@@ -143,3 +169,7 @@ class KindDeclaration:
     """Standard operation name -> the access it needs, where that is not the
     framework's default (reads READ, writes WRITE); e.g. ADMIN for every
     operation of the API token kind."""
+    printer_columns: tuple[PrinterColumn, ...] = attrs.field(default=(), converter=_columns)
+    """Columns ``stigmer get`` shows after NAME, ID and AGE (instead of a guessed status column)."""
+    apply_rank: int | None = None
+    """Where ``apply``, ``import`` and ``export`` place the kind when no reference decides (lower first)."""

@@ -92,6 +92,14 @@ def _field(desc: Descriptor, name: str) -> FieldDescriptor | None:
     return desc.fields_by_name.get(name)
 
 
+def _resolves(desc: Any, path: str) -> bool:
+    for part in path.split("."):
+        if desc is None or part not in desc.fields_by_name:
+            return False
+        desc = desc.fields_by_name[part].message_type
+    return True
+
+
 def _resource_field(resource: Any, request: Any) -> str | None:
     """For wrapper requests (``UpdateAgentInput{resource, update_mask}``)."""
     found = [f.name for f in request.fields if f.message_type is resource]
@@ -207,6 +215,9 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             references.append(CompiledReference(ref, FieldPath.resolve(decl.resource.DESCRIPTOR, ref.field)))
         except (KeyError, TypeError) as exc:
             raise _fail(plugin, decl, f"reference field {ref.field!r}: {exc}") from None
+    for column in decl.printer_columns:
+        if not _resolves(decl.resource.DESCRIPTOR, column.path):
+            raise _fail(plugin, decl, f"printer column {column.name!r}: no field {column.path!r} in the resource")
     filters = []
     for field_name, index_name in decl.list_filters.items():
         if index_name not in indexes:

@@ -21,7 +21,7 @@ from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
 from stigmer_core.auth.pages import PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
-from stigmer_core.kinds.runtime import LABEL_INDEX
+from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.phase import Phase
@@ -530,19 +530,26 @@ def list_by(index: str, *fields: str) -> Step:
 
     ``fields`` name the request fields whose values make the index value (for
     an org-scoped index the request's ``org`` comes first, empty for all
-    orgs). The request needs ``page_size`` and ``page_token``; the response
-    is the kind's list message.
+    orgs). An enum field gives its value name (``STDIO``), as list filters
+    do, so an index declares enum values by name. The request needs
+    ``page_size`` and ``page_token``; the response is the kind's list message.
     """
+    paths: dict[Any, tuple[FieldPath, ...]] = {}  # per request type, resolved on its first request
 
     def run(ctx: RequestContext) -> None:
         req: Any = ctx.request
         spec = next((i for i in ctx.kind.indexes if i.name == index), None)
         if spec is None:  # pragma: no cover - a declaration error, caught by the kind's own tests
             raise RuntimeError(f"{ctx.kind.name} declares no index {index!r}")
-        value = tuple(str(getattr(req, f)) for f in fields)
-        for field, part in zip(fields, value, strict=True):
-            if not part:
+        resolved = paths.get(req.DESCRIPTOR)
+        if resolved is None:
+            resolved = paths[req.DESCRIPTOR] = tuple(FieldPath.resolve(req.DESCRIPTOR, f) for f in fields)
+        value = []
+        for field, path in zip(fields, resolved, strict=True):
+            read = path.read(req)
+            if not read:
                 raise errors.InvalidArgument.field(field, "is required")
+            value.append(read[0])
         orgs = _orgs_listed(ctx, getattr(req, "org", "")) if spec.org_scoped else ("",)
         if not orgs:
             ctx.response = ctx.kind.list_cls()
@@ -552,7 +559,7 @@ def list_by(index: str, *fields: str) -> Step:
             if spec.org_scoped:
                 return _Range(keys.index_prefix(ctx.kind.key_prefix, index, (in_org, *value))), None
             # One parent's entries (a session's executions): one org's, checked as they are read.
-            scan = _Range(keys.index_prefix(ctx.kind.key_prefix, index, value))
+            scan = _Range(keys.index_prefix(ctx.kind.key_prefix, index, tuple(value)))
             return scan, None if ctx.caller.unrestricted else _in_any(ctx.caller.orgs)
 
         ctx.response = _bound_page(ctx, orgs, page_range)

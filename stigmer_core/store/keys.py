@@ -3,6 +3,8 @@
 ::
 
     m/revision                                  global revision (8 bytes, big-endian)
+    m/indexes/<key_prefix>                      the indexes a kind's entries were written for (JSON)
+    m/kinds/<kind name, lower case>             the key and id prefixes a kind's objects were written with (JSON)
     o/<key_prefix>/<id>                         object: serialized protobuf
     s/<key_prefix>/<org>/<slug>                 slug index -> id
     x/<key_prefix>/<index>/<value>\\0<id>        declared secondary index -> b""
@@ -42,6 +44,29 @@ def slug_prefix(key_prefix: str, org: str) -> bytes:
 
 def slug_key(key_prefix: str, org: str, slug: str) -> bytes:
     return slug_prefix(key_prefix, org) + slug.encode()
+
+
+def slug_range(key_prefix: str) -> bytes:
+    """Every slug index entry of one kind, all orgs."""
+    return b"s/" + key_prefix.encode() + b"/"
+
+
+def indexes_range(key_prefix: str) -> bytes:
+    """Every declared and label index entry of one kind."""
+    return b"x/" + key_prefix.encode() + b"/"
+
+
+def index_range(key_prefix: str, index: str) -> bytes:
+    """Every entry of one index."""
+    return b"x/" + key_prefix.encode() + b"/" + index.encode() + b"/"
+
+
+def index_record_key(key_prefix: str) -> bytes:
+    return b"m/indexes/" + key_prefix.encode()
+
+
+def kind_record_key(kind_name: str) -> bytes:
+    return b"m/kinds/" + kind_name.lower().encode()
 
 
 def index_prefix(key_prefix: str, index: str, value: tuple[str, ...]) -> bytes:

@@ -101,6 +101,12 @@ class ExecutionContextContract(KindContract):
         obj.metadata.name = name  # type: ignore[attr-defined]
         self._refused(self.client.update, obj)
 
+    @precondition(lambda self: bool(self.model))
+    @rule(data=st.data())
+    def rewrite_unchanged(self, data: st.DataObject) -> None:
+        """Even an update that changes nothing is refused."""
+        self.update(name=self.model[data.draw(st.sampled_from(sorted(self.model)))].metadata.name, data=data)  # type: ignore[attr-defined]
+
     @rule(org=st.sampled_from(s.ORGS), slug=st.sampled_from(s.SLUGS), name=s.names)
     def update_missing(self, org: str, slug: str, name: str) -> None:
         self._refused(self.client.update, self._build(org, slug, name, {}, [], None))

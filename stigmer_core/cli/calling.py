@@ -1,0 +1,108 @@
+"""What ``stigmer call`` does, loaded only when it runs (``stigmer --help`` imports the command module)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+import yaml  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.message import Message
+
+from stigmer_core.cli import render, yamlio
+from stigmer_core.cli.catalog import KindInfo
+from stigmer_core.cli.documents import FieldError, to_dict, to_message
+from stigmer_core.cli.envelope import descriptor
+from stigmer_core.cli.errors import CliError, from_rpc
+from stigmer_core.cli.session import Session
+
+
+def _set(data: dict[str, Any], assignment: str) -> None:
+    path, sep, text = assignment.partition("=")
+    if not sep or not path:
+        raise CliError(f"invalid --set '{assignment}': use field=value (dotted paths for nested fields)")
+    value = yaml.safe_load(text) if text else ""
+    target = data
+    *parents, leaf = path.split(".")
+    for part in parents:
+        nested = target.setdefault(part, {})
+        if not isinstance(nested, dict):
+            raise CliError(f"--set '{assignment}': {part} is already given a value")
+        target = nested
+    target[leaf] = value
+
+
+def build_request(cls: type[Message], files: tuple[Path, ...], assignments: tuple[str, ...], *, org: str) -> Message:
+    data: dict[str, Any] = {}
+    for path in files:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        loaded = yamlio.load_all(text)
+        for doc in loaded:
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                raise CliError(f"{path}: a request is a mapping of field names to values")
+            data.update(doc)
+    for assignment in assignments:
+        _set(data, assignment)
+    if "org" in descriptor(cls).fields_by_name and "org" not in data and org:
+        data["org"] = org
+    try:
+        return to_message(data, cls)
+    except FieldError as exc:
+        raise CliError(f"request {descriptor(cls).full_name}: {exc}") from None
+
+
+def _show(kind: KindInfo, response: Message, output: str) -> str:
+    resource = descriptor(kind.resource_cls).full_name
+    fields = descriptor(response).fields_by_name
+    if descriptor(response).full_name == resource:
+        return render.resources(kind, [response], output, single=True)
+    entries = fields.get("entries")
+    if entries is not None and entries.message_type is not None and entries.message_type.full_name == resource:
+        return render.resources(kind, list(response.entries), output, single=False)  # type: ignore[attr-defined]
+    if output == "json":
+        return json.dumps(to_dict(response), indent=2, sort_keys=True, ensure_ascii=False)
+    return yamlio.dump(to_dict(response)).rstrip("\n")
+
+
+def run(
+    ctx: click.Context,
+    kind_name: str,
+    method_name: str,
+    files: tuple[Path, ...],
+    assignments: tuple[str, ...],
+    output: str,
+    timeout: float,
+) -> None:
+    session = Session.of(ctx)
+    kind = session.kind(kind_name)
+    if method_name not in kind.methods:
+        known = ", ".join(sorted(kind.methods))
+        raise CliError(f"kind {kind.name} has no rpc '{method_name}' (its rpcs: {known})")
+    method = kind.method(method_name)
+    request = build_request(method.request_cls, files, assignments, org=session.org)
+    calls = session.calls(kind)
+    calls.timeout = timeout
+    if not method.server_streaming:
+        response: Message = calls.call(method_name, request)
+        text = _show(kind, response, output)
+        if text:
+            click.echo(text)
+        return
+    stream = session.client.channel.unary_stream(
+        method.path,
+        request_serializer=method.request_cls.SerializeToString,
+        response_deserializer=method.response_cls.FromString,
+    )
+    try:
+        for message in stream(request, timeout=timeout):
+            click.echo(_show(kind, message, "yaml" if output == "table" else output))
+            if output != "json":
+                click.echo("---")
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # the stream ran for --timeout: not a failure
+            raise from_rpc(exc, session.target) from exc

@@ -1,0 +1,68 @@
+"""``stigmer doctor``: every index of every kind checked against the stored objects, and repaired.
+
+Works on the local data directory in this process, so no daemon may hold it
+(LMDB has one writer; a running daemon would also keep serving what it read
+before the repair). Opening the store already rebuilds indexes whose
+declaration changed (see stigmer_core/kinds/reindex.py); doctor then reads
+every object, which no request path ever does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.options import verbose_option
+
+
+@click.command()
+@click.option(
+    "--data-dir", envvar="STIGMER_DATA_DIR",
+    help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
+)  # fmt: skip
+@click.option(
+    "--repair", "--reindex", "repair", is_flag=True,
+    help="Rewrite every index entry that disagrees with the stored objects.",
+)  # fmt: skip
+@verbose_option
+def doctor(data_dir: str | None, repair: bool) -> None:
+    """Check (and with --repair fix) the slug, label and declared indexes of every kind.
+
+    Exits 1 when an index disagrees with the objects and --repair was not given.
+    """
+    # Imported here: `stigmer --help` imports this module and must not load the kinds.
+    from stigmer_core import config
+    from stigmer_core.application import Application
+    from stigmer_core.cli import render
+    from stigmer_core.datadir import DataDirLock, holder
+    from stigmer_core.kinds import reindex
+
+    settings = config.resolve(backend=config.LOCAL, data_dir=data_dir)
+    directory = Path(settings.data_dir)
+    running = holder(directory)
+    if running:
+        who = f" (pid {running['pid']})" if "pid" in running else ""
+        raise CliError(f"a stigmer daemon{who} holds {directory}; stop it first (`stigmer local stop`)")
+    lock = DataDirLock(directory)
+    lock.acquire()
+    try:
+        with Application.open(directory, store=settings.store or None) as app:
+            for change in app.index_changes:
+                parts = [f"rebuilt {', '.join(change.rebuilt)}"] if change.rebuilt else []
+                parts += [f"removed {', '.join(change.removed)}"] if change.removed else []
+                click.echo(f"{change.kind}: declaration changed; {'; '.join(parts)} ({change.objects} objects)")
+            problems = reindex.check(app.registry, app.store, repair=repair)
+            kinds = len(app.registry.kinds)
+    finally:
+        lock.release()
+    if not problems:
+        click.echo(f"every index of {kinds} kinds agrees with the stored objects")
+        return
+    rows = [[p.kind, p.index, str(p.missing), str(p.stale)] for p in problems]
+    click.echo(render.table(["KIND", "INDEX", "MISSING", "STALE"], rows))
+    if repair:
+        click.echo(f"repaired {len(problems)} indexes")
+        return
+    raise CliError(f"{len(problems)} indexes disagree with the stored objects; `stigmer doctor --repair` fixes them")

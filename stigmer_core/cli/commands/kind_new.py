@@ -1,0 +1,333 @@
+"""``stigmer kind new NAME``: a kind package that installs and passes its own tests as written.
+
+The package follows docs/plugins.md: the resource and its services in
+``proto/`` (the published envelope and field numbers, protovalidate rules),
+the generated code (through ``python -m stigmer_core.protogen`` when
+grpcio-tools is installed), a plugin module registered under the
+``stigmer.kinds`` entry point, the contract suite on both paths and a README.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from string import Template
+
+import click
+
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.options import verbose_option
+
+_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{1,39}$")
+_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+def _words(name: str) -> list[str]:
+    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z][a-z0-9]*", name)]
+
+
+PYPROJECT = Template("""[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "$dist"
+version = "0.1.0"
+description = "The $name kind for Stigmer Core."
+readme = "README.md"
+requires-python = ">=3.11"
+dependencies = ["stigmer-core>=0.1"]
+
+[project.optional-dependencies]
+test = ["stigmer-core[test]"]
+# protogen: regenerate $package/api from proto/ (python -m stigmer_core.protogen)
+dev = ["stigmer-core[test,protogen]"]
+
+# How Stigmer Core finds the kind.
+[project.entry-points."stigmer.kinds"]
+$dist = "$package.plugin"
+
+[tool.setuptools.packages.find]
+include = ["$package*"]
+
+[tool.setuptools.package-data]
+"*" = ["*.pyi", "py.typed"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+""")
+
+RESOURCE_PROTO = Template("""// The $name resource: the envelope every Stigmer kind shares, with the published API's field numbers.
+syntax = "proto3";
+
+package $proto_package;
+
+import "buf/validate/validate.proto";
+import "stigmer_core/api/commons/apiresource/v1/metadata.proto";
+
+message $name {
+  string api_version = 1 [(buf.validate.field).string.max_len = 63];
+  string kind = 2 [(buf.validate.field).string.max_len = 63];
+  stigmer.commons.apiresource.v1.ApiResourceMetadata metadata = 3 [(buf.validate.field).required = true];
+  ${name}Spec spec = 4;
+  ${name}Status status = 5;
+}
+
+// What users write. Declare every rule a random spec could break here, where
+// the validate step and the testing kit's strategies both read it.
+message ${name}Spec {
+  string description = 1 [(buf.validate.field).string.max_len = 1024];
+}
+
+// What the server says about it; cleared on create, kept by updates.
+message ${name}Status {
+  string phase = 1;
+}
+
+message ${name}Id {
+  string value = 1 [(buf.validate.field).string = {min_len: 1, max_len: 64}];
+}
+
+message List${plural}Request {
+  // Empty lists every org.
+  string org = 1 [(buf.validate.field).string.max_len = 63];
+  int32 page_size = 2 [(buf.validate.field).int32 = {gte: 0, lte: 1000}];
+  string page_token = 3 [(buf.validate.field).string.max_len = 1024];
+  // Every label given must match.
+  map<string, string> labels = 4 [(buf.validate.field).map.max_pairs = 16];
+}
+
+message ${name}List {
+  repeated $name entries = 1;
+  string next_page_token = 2;
+}
+""")
+
+SERVICE_PROTO = Template("""syntax = "proto3";
+
+package $proto_package;
+
+import "$proto_dir/$snake.proto";
+import "stigmer_core/api/commons/apiresource/v1/metadata.proto";
+
+service ${name}CommandController {
+  rpc create($name) returns ($name);
+  rpc apply($name) returns ($name);
+  rpc update($name) returns ($name);
+  rpc delete(${name}Id) returns ($name);
+}
+
+service ${name}QueryController {
+  rpc get(${name}Id) returns ($name);
+  rpc getByReference(stigmer.commons.apiresource.v1.ApiResourceReference) returns ($name);
+  rpc list(List${plural}Request) returns (${name}List);
+}
+""")
+
+INIT = Template('''"""The $name kind for Stigmer Core: declared in ``$package.plugin``, generated code in ``$package.api``."""
+''')
+
+PLUGIN = Template('''"""The $name kind, declared: the whole of what Stigmer Core needs to serve it.
+
+Registered in pyproject.toml under the ``stigmer.kinds`` entry-point group.
+Add steps per operation (``steps={"create": (...)}``), custom rpcs
+(``operations``), indexes and references here; see docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+from stigmer_core import KindDeclaration, PrinterColumn, hookimpl
+
+from $package.api.v1 import ${snake}_pb2, service_pb2
+
+_services = service_pb2.DESCRIPTOR.services_by_name
+
+$constant = KindDeclaration(
+    name="$name",
+    resource=${snake}_pb2.$name,
+    command_service=_services["${name}CommandController"],
+    query_service=_services["${name}QueryController"],
+    id_prefix="$id_prefix",
+    key_prefix="$key_prefix",
+    plural="$plural_lower",
+    printer_columns=(PrinterColumn("phase", "status.phase"),),
+    description="$name resources.",
+)
+
+
+@hookimpl
+def stigmer_kinds() -> list[KindDeclaration]:
+    return [$constant]
+''')
+
+CONTRACT_TEST = Template('''"""The stateful contract every kind keeps, for $name, in-process and over a real server.
+
+STIGMER_CONTRACT_PROFILE=thorough runs longer sequences.
+"""
+
+from stigmer_core.testing import contract_tests
+
+Test${name}InProcess, Test${name}Network = contract_tests("$name")
+''')
+
+ROUND_TRIP_TEST = Template('''"""$name through its generated stubs, on both paths (the ``stigmer_channel`` fixture)."""
+
+from __future__ import annotations
+
+import grpc
+
+from $package.api.v1 import ${snake}_pb2, service_pb2_grpc
+
+
+def test_create_then_get(stigmer_channel: grpc.Channel) -> None:
+    commands = service_pb2_grpc.${name}CommandControllerStub(stigmer_channel)
+    queries = service_pb2_grpc.${name}QueryControllerStub(stigmer_channel)
+    sent = ${snake}_pb2.$name(spec=${snake}_pb2.${name}Spec(description="the first one"))
+    sent.metadata.name = "First One"
+    created = commands.create(sent, timeout=10)
+    assert created.metadata.id.startswith("$id_prefix-")
+    assert created.metadata.slug == "first-one"
+    assert queries.get(${snake}_pb2.${name}Id(value=created.metadata.id), timeout=10) == created
+''')
+
+README = Template("""# $dist
+
+The `$name` resource kind for Stigmer Core, made by
+`stigmer kind new $name`.
+
+| path | what |
+|---|---|
+| `proto/$proto_dir/` | the resource (`$snake.proto`) and its services (`service.proto`), package `$proto_package` |
+| `$package/api/` | generated code: `python -m stigmer_core.protogen` rewrites it from `proto/` |
+| `$package/plugin.py` | the kind's declaration, registered under the `stigmer.kinds` entry point |
+| `tests/` | the contract suite on both paths, and a round trip through the stubs |
+
+```sh
+python -m venv .venv && .venv/bin/pip install -e ".[dev]"
+.venv/bin/python -m stigmer_core.protogen --check   # generated code matches proto/
+.venv/bin/pytest
+.venv/bin/stigmer serve                             # serves $name beside the installed kinds
+```
+
+Change the spec in `proto/$proto_dir/$snake.proto`, regenerate with
+`python -m stigmer_core.protogen`, and keep every rule a client can break in the proto.
+""")
+
+
+def scaffold(name: str, target: Path, *, package: str, id_prefix: str, key_prefix: str) -> list[Path]:
+    """Write the package for kind ``name`` into ``target`` (which must not exist or be empty)."""
+    words = _words(name)
+    snake = "_".join(words)
+    plural = name + ("es" if name.endswith(("s", "x", "z", "ch", "sh")) else "s")
+    values = {
+        "name": name,
+        "snake": snake,
+        "plural": plural,
+        "plural_lower": plural.lower(),
+        "constant": snake.upper(),
+        "package": package,
+        "dist": "stigmer-kind-" + "-".join(words),
+        "proto_package": f"{package}.v1",
+        "proto_dir": f"{package}/api/v1",
+        "id_prefix": id_prefix,
+        "key_prefix": key_prefix,
+    }
+    files = {
+        "pyproject.toml": PYPROJECT,
+        "README.md": README,
+        f"proto/{package}/api/v1/{snake}.proto": RESOURCE_PROTO,
+        f"proto/{package}/api/v1/service.proto": SERVICE_PROTO,
+        f"{package}/__init__.py": INIT,
+        f"{package}/py.typed": Template(""),
+        f"{package}/plugin.py": PLUGIN,
+        f"tests/test_{snake}_contract.py": CONTRACT_TEST,
+        f"tests/test_{snake}.py": ROUND_TRIP_TEST,
+    }
+    written = []
+    for relative, template in files.items():
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(template.substitute(values))
+        written.append(path)
+    return written
+
+
+def _defaults(name: str) -> tuple[str, str, str]:
+    words = _words(name)
+    package = "_".join(words) + "_kind"
+    id_prefix = "".join(words)[:4]
+    key_prefix = "-".join(words) + "s"
+    return package, id_prefix, key_prefix
+
+
+@click.group()
+def kind() -> None:
+    """Write new kinds."""
+
+
+@kind.command("new")
+@click.argument("name")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path), help="Where to write (default ./stigmer-kind-NAME)."
+)
+@click.option("--package", help="Python package name (default NAME_kind, snake case).")
+@click.option("--id-prefix", help="Id prefix (default: the first letters of NAME).")
+@click.option("--key-prefix", help="Store key prefix (default: NAME in kebab case, plural).")
+@click.option("--generate/--no-generate", default=True, help="Run protogen (needs stigmer-core[protogen]).")
+@verbose_option
+def new(
+    name: str,
+    directory: Path | None,
+    package: str | None,
+    id_prefix: str | None,
+    key_prefix: str | None,
+    generate: bool,
+) -> None:
+    """Write a kind package for NAME (CamelCase, like McpServer) that installs and passes its tests.
+
+    The ids and key prefix are checked against the kinds installed here.
+    """
+    if not _NAME.match(name):
+        raise CliError(f"kind name {name!r} must be CamelCase letters and digits, like McpServer")
+    default_package, default_id, default_key = _defaults(name)
+    package = package or default_package
+    id_prefix = id_prefix or default_id
+    key_prefix = key_prefix or default_key
+    if not package.isidentifier() or package != package.lower():
+        raise CliError(f"package {package!r} must be a lowercase Python identifier")
+    for label, value in (("id prefix", id_prefix), ("key prefix", key_prefix)):
+        if not _PREFIX.match(value):
+            raise CliError(f"{label} {value!r} must be lowercase letters, digits and dashes")
+    _check_free(name, id_prefix, key_prefix)
+    target = directory or Path("stigmer-kind-" + "-".join(_words(name)))
+    if target.exists() and any(target.iterdir()):
+        raise CliError(f"{target} exists and is not empty")
+    written = scaffold(name, target, package=package, id_prefix=id_prefix, key_prefix=key_prefix)
+    click.echo(f"wrote {len(written)} files for kind {name} in {target}")
+    if generate:
+        try:
+            from stigmer_core import protogen
+
+            generated = protogen.generate(target / "proto", target, with_validate=False)
+        except SystemExit as exc:  # no grpcio-tools: say how to finish
+            click.echo(f"not generated: {exc}", err=True)
+            click.echo(f"then run: cd {target} && python -m stigmer_core.protogen", err=True)
+            return
+        click.echo(f"generated {len(generated)} files from {target / 'proto'}")
+    click.echo(f'next: pip install -e "{target}[test]" && pytest {target / "tests"}')
+
+
+def _check_free(name: str, id_prefix: str, key_prefix: str) -> None:
+    """Refuse names and prefixes an installed kind holds (the daemon would refuse to start)."""
+    from stigmer_core.kinds.registry import build_registry
+    from stigmer_core.plugins import plugin_manager
+
+    for kind in build_registry(plugin_manager()).kinds:
+        if kind.name.lower() == name.lower():
+            raise CliError(f"kind {name} is already installed (plugin {kind.plugin!r})")
+        if kind.id_prefix == id_prefix:
+            raise CliError(f"id prefix {id_prefix!r} is used by kind {kind.name}; choose another with --id-prefix")
+        if kind.key_prefix.startswith(key_prefix) or key_prefix.startswith(kind.key_prefix):
+            raise CliError(
+                f"key prefix {key_prefix!r} overlaps kind {kind.name}'s {kind.key_prefix!r}; choose another with --key-prefix"
+            )

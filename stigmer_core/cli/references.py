@@ -1,0 +1,61 @@
+"""References by slug in documents: ``agentInstanceId: support-bot-default`` instead of an id.
+
+A field a kind declares as a reference (``Reference`` in its declaration)
+holds ids. In a document it may hold the target's slug instead; ``apply``
+(and ``import``) look each slug up in the document's org and write the id
+the server expects. A slug that names nothing is an error naming the field,
+the target kind and the org, before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stigmer_core.cli.calls import looks_like_id
+from stigmer_core.cli.documents import Document, json_path
+from stigmer_core.cli.envelope import metadata
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.session import Session
+
+
+def _holder(message: Any, path: str) -> tuple[Any, str] | None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        if not message.HasField(part):
+            return None
+        message = getattr(message, part)
+    return message, leaf
+
+
+def resolve(session: Session, doc: Document) -> None:
+    """Replace slugs in the document's reference fields with the ids they name, in place."""
+    org = metadata(doc.message).org or session.org
+    for path, target_name in doc.kind.reference_fields:
+        found = _holder(doc.message, path)
+        if found is None:
+            continue
+        holder, leaf = found
+        value = getattr(holder, leaf)
+        values = [value] if isinstance(value, str) else list(value)
+        if all(not v or looks_like_id(v) for v in values):
+            continue
+        target = session.catalog.by_name(target_name)
+        if target is None:
+            raise CliError(f"{json_path(doc.kind.resource_cls, path)}: kind {target_name} is not served here")
+        calls = session.calls(target)
+        resolved = []
+        for slug in values:
+            if not slug or looks_like_id(slug):
+                resolved.append(slug)
+                continue
+            obj = calls.lookup(org, slug)
+            if obj is None:
+                raise CliError(
+                    f"{json_path(doc.kind.resource_cls, path)}: {target.label} '{slug}' not found in org '{org}'"
+                )
+            resolved.append(metadata(obj).id)
+        if isinstance(value, str):
+            setattr(holder, leaf, resolved[0])
+        else:
+            del value[:]
+            value.extend(resolved)

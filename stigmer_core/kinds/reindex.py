@@ -1,0 +1,267 @@
+"""Indexes kept true across plugin versions: recorded, compared at startup, rebuilt, checked.
+
+An index a plugin adds in a later version has no entries for objects stored
+before it, and one whose ``values`` changed has wrong ones. So the store
+records, per kind, the indexes its entries were written for (names and
+``IndexSpec.version``); at startup each kind's declaration is compared with
+that record, and every index that is new or changed is rebuilt from the
+kind's stored objects (and one no longer declared is removed) in one
+transaction, before anything is served. ``check`` compares every index of
+every kind with what its objects say, and repairs it on request
+(``stigmer doctor``).
+
+The key and id prefixes each kind's objects were written with are recorded
+too: a plugin release that changes either while objects are stored under
+the old ones is refused at startup (its objects would silently vanish from
+every query), naming the way to move them.
+
+Only the Store protocol is used, so every engine gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import attrs
+from google.protobuf.message import Message
+
+from stigmer_core.errors import RegistryError
+from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
+from stigmer_core.store import keys
+from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
+
+log = logging.getLogger(__name__)
+Families = dict[str, dict[bytes, bytes]]
+
+SLUG_INDEX = "_slug"
+"""How reports name the slug index (``s/<key_prefix>/<org>/<slug>``)."""
+
+
+def declared(kind: KindRuntime) -> dict[str, int]:
+    """Index name -> version, as this kind is declared now (labels included)."""
+    return {LABEL_INDEX: 1, **{index.name: index.version for index in kind.indexes}}
+
+
+def recorded(txn: ReadTxn, kind: KindRuntime) -> dict[str, int] | None:
+    """What the stored entries were written for; None when nothing was recorded."""
+    raw = txn.get(keys.index_record_key(kind.key_prefix))
+    if raw is None:
+        return None
+    found: dict[str, int] = json.loads(raw)["indexes"]
+    return found
+
+
+def _prefixes(kind: KindRuntime) -> dict[str, str]:
+    return {"key_prefix": kind.key_prefix, "id_prefix": kind.id_prefix}
+
+
+def _record(txn: WriteTxn, kind: KindRuntime) -> None:
+    record = {"kind": kind.name, "indexes": declared(kind)}
+    txn.put(keys.index_record_key(kind.key_prefix), json.dumps(record, sort_keys=True).encode())
+    txn.put(keys.kind_record_key(kind.name), json.dumps(_prefixes(kind), sort_keys=True).encode())
+
+
+def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
+    """Whether the kind's prefixes are recorded as declared.
+
+    Refuses a change that would hide stored objects, and a key prefix whose
+    objects another kind wrote (they would be parsed as this kind's).
+    """
+    owner = txn.get(keys.index_record_key(kind.key_prefix))
+    previous = json.loads(owner).get("kind", kind.name) if owner is not None else kind.name
+    if previous.lower() != kind.name.lower() and next(iter(txn.scan(keys.object_prefix(kind.key_prefix))), None):
+        raise RegistryError(
+            f"plugin {kind.plugin!r}: kind {kind.name!r}: key prefix {kind.key_prefix!r} holds objects of kind "
+            f"{previous!r} (a plugin no longer installed?); choose another key prefix"
+        )
+    raw = txn.get(keys.kind_record_key(kind.name))
+    if raw is None:
+        return False
+    was: dict[str, str] = json.loads(raw)
+    if was == _prefixes(kind):
+        return True
+    old_key, old_id = was["key_prefix"], was["id_prefix"]
+    stored = next(iter(txn.scan(keys.object_prefix(old_key))), None)
+    if stored is None:
+        return False  # nothing was left behind: the new prefixes are simply recorded
+    where = f"plugin {kind.plugin!r}: kind {kind.name!r}"
+    if old_key != kind.key_prefix:
+        raise RegistryError(
+            f"{where}: its objects are stored under key prefix {old_key!r}, but it now declares "
+            f"{kind.key_prefix!r}; serve it with the release that declares {old_key!r}, or move the objects "
+            "(`stigmer export` with the old release, delete them, upgrade, `stigmer import`)"
+        )
+    raise RegistryError(
+        f"{where}: its stored objects have ids '{old_id}-…', but it now declares id prefix "
+        f"{kind.id_prefix!r}; ids are kept for good (references hold them), so keep id prefix {old_id!r}"
+    )
+
+
+def _objects(txn: ReadTxn, kind: KindRuntime) -> Iterator[Message]:
+    for _, raw in txn.scan(keys.object_prefix(kind.key_prefix)):
+        yield kind.parse(raw)
+
+
+def _index_of(key: bytes, key_prefix: str) -> str:
+    """The index name of an ``x/<key_prefix>/<index>/...`` key."""
+    return key[len(b"x/" + key_prefix.encode() + b"/") :].split(b"/", 1)[0].decode()
+
+
+@attrs.frozen
+class Change:
+    """What a startup did to one kind's indexes."""
+
+    kind: str
+    rebuilt: tuple[str, ...]
+    removed: tuple[str, ...]
+    objects: int
+
+
+def _rebuild(txn: WriteTxn, kind: KindRuntime, names: set[str], removed: set[str]) -> int:
+    """Rewrite the entries of ``names`` from every stored object; drop ``removed`` indexes."""
+    for name in names | removed:
+        for key, _ in list(txn.scan(keys.index_range(kind.key_prefix, name))):
+            txn.delete(key)
+    count = 0
+    if names:
+        for obj in _objects(txn, kind):
+            count += 1
+            for key in kind.index_keys(obj):
+                if _index_of(key, kind.key_prefix) in names:
+                    txn.put(key, b"")
+    _record(txn, kind)
+    return count
+
+
+def reconcile(registry: Registry, store: Store) -> list[Change]:
+    """Bring every kind's indexes in line with its declaration; return what changed.
+
+    A kind with no record (a new store, or one written before records were
+    kept) has every index rebuilt if it has objects, so an upgrade never
+    serves an index with holes. Everything happens in one transaction; a
+    start with nothing to change only reads the records.
+    """
+    plan: list[tuple[KindRuntime, set[str], set[str]]] = []
+    with store.read() as txn:
+        for kind in registry.kinds:
+            want = declared(kind)
+            have = recorded(txn, kind)
+            if _check_prefixes(txn, kind) and have == want:
+                continue
+            if have is None:
+                empty = next(iter(txn.scan(keys.object_prefix(kind.key_prefix))), None) is None
+                plan.append((kind, set() if empty else set(want), set()))
+            else:  # stale: new or changed indexes; an unchanged record only needs its prefixes written
+                stale = {name for name, version in want.items() if have.get(name) != version}
+                plan.append((kind, stale, set(have) - set(want)))
+    if not plan:
+        return []
+
+    def run(txn: WriteTxn) -> list[Change]:
+        return [
+            Change(kind.name, tuple(sorted(stale)), tuple(sorted(removed)), _rebuild(txn, kind, stale, removed))
+            for kind, stale, removed in plan
+        ]
+
+    changes = [c for c in store.transact(run) if c.rebuilt or c.removed]
+    for change in changes:
+        log.warning(
+            "kind %s: indexes rebuilt from %d stored objects: %s%s", change.kind, change.objects,
+            ", ".join(change.rebuilt) or "none", f"; removed: {', '.join(change.removed)}" if change.removed else "",
+        )  # fmt: skip
+    return changes
+
+
+@attrs.frozen
+class IndexProblem:
+    """Entries of one index of one kind that disagree with the stored objects."""
+
+    kind: str
+    index: str
+    missing: int
+    """Entries the objects call for that are not stored."""
+    stale: int
+    """Stored entries no object calls for (or pointing at the wrong object)."""
+
+
+OWNERS = "_owners"
+"""How reports name the ownership entries (``r/<owner id>/<key_prefix>/<id>``)."""
+REFERENCES = "_references"
+"""How reports name the reverse-reference entries (``q/<target id>/<key_prefix>/<id>``)."""
+
+
+def _entries_of(txn: ReadTxn, family: bytes, key_prefix: str) -> dict[bytes, bytes]:
+    """``r/`` or ``q/`` entries whose object is of the kind with ``key_prefix``."""
+    wanted = key_prefix.encode()
+    return {key: value for key, value in txn.scan(family) if key.split(b"/")[2] == wanted}
+
+
+def _families(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> tuple[Families, Families]:
+    """Per index (slugs, labels, declared, owners, references): the entries the objects call
+    for and the entries stored, each as key -> value."""
+    expected: Families = {SLUG_INDEX: {}, OWNERS: {}, REFERENCES: {}}
+    for obj in _objects(txn, kind):
+        meta = obj.metadata  # type: ignore[attr-defined]
+        expected[SLUG_INDEX][keys.slug_key(kind.key_prefix, meta.org, meta.slug)] = meta.id.encode()
+        for key in kind.index_keys(obj):
+            expected.setdefault(_index_of(key, kind.key_prefix), {})[key] = b""
+        expected[OWNERS].update(dict.fromkeys(kind.owner_keys(obj), b""))
+        for ref in kind.references:  # a target deleted since (a finished referrer) keeps no entry, by design
+            target_kind = registry.kind(ref.spec.kind)
+            for target in ref.field.read(obj):
+                if txn.get(keys.object_key(target_kind.key_prefix, target)) is not None:
+                    key = keys.referrer_key(target, kind.key_prefix, meta.id)
+                    expected[REFERENCES][key] = ref.spec.field.encode()
+    stored: Families = {
+        SLUG_INDEX: dict(txn.scan(keys.slug_range(kind.key_prefix))),
+        OWNERS: _entries_of(txn, b"r/", kind.key_prefix),
+        REFERENCES: _entries_of(txn, b"q/", kind.key_prefix),
+    }
+    for key, value in txn.scan(keys.indexes_range(kind.key_prefix)):
+        stored.setdefault(_index_of(key, kind.key_prefix), {})[key] = value
+    return expected, stored
+
+
+def _problems(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> list[IndexProblem]:
+    expected, stored = _families(txn, registry, kind)
+    problems = []
+    for name in sorted(expected.keys() | stored.keys()):
+        want, have = expected.get(name, {}), stored.get(name, {})
+        missing = sum(1 for k, v in want.items() if have.get(k) != v)
+        stale = sum(1 for k, v in have.items() if want.get(k) != v)
+        if missing or stale:
+            problems.append(IndexProblem(kind.name, name, missing, stale))
+    return problems
+
+
+def _repair(txn: WriteTxn, registry: Registry, kind: KindRuntime) -> None:
+    expected, stored = _families(txn, registry, kind)
+    for name in expected.keys() | stored.keys():
+        want, have = expected.get(name, {}), stored.get(name, {})
+        for key, value in have.items():
+            if want.get(key) != value:
+                txn.delete(key)
+        for key, value in want.items():
+            if have.get(key) != value:
+                txn.put(key, value)
+    _record(txn, kind)
+
+
+def check(registry: Registry, store: Store, *, repair: bool = False) -> list[IndexProblem]:
+    """Compare every index of every kind with its stored objects; with ``repair``, fix them.
+
+    The indexes are the slug index, the label index, each declared index,
+    and the ownership and reverse-reference entries. Reads every object: a
+    maintenance command, never a request path.
+    """
+    found: list[IndexProblem] = []
+    for kind in registry.kinds:
+        with store.read() as txn:
+            problems = _problems(txn, registry, kind)
+            current = recorded(txn, kind) == declared(kind)
+        found += problems
+        if repair and (problems or not current):
+            store.transact(lambda txn, kind=kind: _repair(txn, registry, kind))  # type: ignore[misc]
+    return found

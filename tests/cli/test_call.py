@@ -1,0 +1,43 @@
+"""``stigmer call KIND METHOD``: standard and custom rpcs, requests from flags or YAML, every output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from stigmer_core.ids import derived_id, new_id
+
+from .conftest import Stigmer, write
+
+
+def _store(stigmer: Stigmer, tmp_path: Path) -> str:
+    agent_id = new_id("agt")
+    instance = derived_id("ain", agent_id, "default")
+    documents = [
+        f"apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {{name: Support Bot, id: {agent_id}}}\nspec: {{description: Helps}}\n",
+        f"kind: Session\nmetadata: {{name: First Chat}}\nspec: {{agentInstanceId: {instance}, subject: hello}}\n",
+    ]
+    stigmer.ok("apply", "-f", str(write(tmp_path / "docs.yaml", *documents)))
+    return agent_id
+
+
+def test_standard_and_custom_rpcs(stigmer: Stigmer, tmp_path: Path) -> None:
+    agent_id = _store(stigmer, tmp_path)
+    shown = yaml.safe_load(stigmer.ok("call", "agent", "get", "--set", f"value={agent_id}", "-o", "yaml"))
+    assert shown["metadata"]["slug"] == "support-bot"
+    table = stigmer.ok("call", "agent", "getByReference", "--set", "slug=support-bot")
+    assert table.split("\n")[1].split()[:2] == ["support-bot", agent_id]
+    listed = json.loads(stigmer.ok("call", "session", "listByAgent", "--set", f"agentId={agent_id}", "-o", "json"))
+    assert [s["metadata"]["slug"] for s in listed] == ["first-chat"]
+    request = tmp_path / "request.yaml"
+    request.write_text(f"agentId: {agent_id}\npageSize: 1\n")
+    assert "first-chat" in stigmer.ok("call", "sessions", "listByAgent", "-f", str(request))
+
+
+def test_bad_calls_say_what_is_wrong(stigmer: Stigmer, tmp_path: Path) -> None:
+    assert "has no rpc 'render'" in stigmer.fails("call", "agent", "render")
+    assert "noSuchField" in stigmer.fails("call", "agent", "get", "--set", "noSuchField=1")
+    message = stigmer.fails("call", "agent", "get", "--set", f"value={new_id('agt')}")
+    assert "not found" in message

@@ -1,0 +1,57 @@
+"""``stigmer doctor``: finds index entries that disagree with the objects, repairs them on request,
+and leaves a data directory a daemon holds alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stigmer_core.application import Application
+from stigmer_core.kind_client import KindClient
+from stigmer_core.store import keys
+
+from .conftest import Stigmer, write
+
+AGENT = """\
+apiVersion: stigmer.ai/v1
+kind: Agent
+metadata: {name: Support Bot, labels: {tier: gold}}
+spec: {description: Answers tickets}
+"""
+
+
+def _damage(data_dir: Path) -> None:
+    """Lose the agent's label entries and leave a slug that names no object."""
+    with Application.open(data_dir, durable=False) as app:
+        with app.store.read() as txn:
+            labels = [key for key, _ in txn.scan(keys.index_range("agents", "_label"))]
+
+        def damage(txn: object) -> None:
+            for key in labels:
+                txn.delete(key)  # type: ignore[attr-defined]
+            txn.put(keys.slug_key("agents", "local", "ghost"), b"agt-01arz3ndektsv4rrffq69g5fav")  # type: ignore[attr-defined]
+
+        app.store.transact(damage)
+    assert labels
+
+
+def test_doctor_reports_and_repairs(stigmer: Stigmer, tmp_path: Path) -> None:
+    assert "agrees with the stored objects" in stigmer.ok("doctor")
+    stigmer.ok("apply", "-f", str(write(tmp_path / "agent.yaml", AGENT)))
+    assert "agrees with the stored objects" in stigmer.ok("doctor")
+    _damage(stigmer.data_dir)
+    result = stigmer("doctor")
+    assert result.code == 1
+    assert "Agent" in result.out and "_label" in result.out and "_slug" in result.out, result.out
+    assert "stigmer doctor --repair" in result.err
+    assert "repaired 2 indexes" in stigmer.ok("doctor", "--repair")
+    assert "agrees with the stored objects" in stigmer.ok("doctor")
+    with Application.open(stigmer.data_dir, durable=False) as app:
+        agents = KindClient(app.channel(), app.registry.kind("Agent"))
+        page: Any = agents.list_page(labels={"tier": "gold"})
+        assert [a.metadata.slug for a in page.entries] == ["support-bot"]
+
+
+def test_doctor_leaves_a_directory_a_daemon_holds_alone(stigmer: Stigmer, daemon: str) -> None:
+    message = stigmer.fails("doctor", "--reindex")
+    assert "holds" in message and "stigmer local stop" in message

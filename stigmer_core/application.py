@@ -19,6 +19,7 @@ from stigmer_core.datadir import secure
 from stigmer_core.kinds import reindex
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
+from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.events import EventHub, StreamLimit, StreamSettings
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.store.engines import open_store
@@ -46,6 +47,7 @@ class Application:
         self.registry = registry
         self.store = store
         self.plugin_manager = pm
+        validation.ready()  # loaded now, so the first request does not pay for it
         registry.extensions[pages.EXTENSION] = pages.PageTokens(pages.store_key(store))
         self.authenticator = tokens.Authenticator(
             registry, store, required=require_auth, cache_seconds=token_cache_seconds

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import grpc
 import pluggy
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import grpc
 
     from stigmer_core.kinds.declaration import KindDeclaration
     from stigmer_core.kinds.runtime import Registry

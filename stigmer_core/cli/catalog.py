@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import grpc
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
 
@@ -23,6 +22,9 @@ from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.cli.ordering import dependency_order, rank_of
 from stigmer_core.kinds.declaration import PrinterColumn
 from stigmer_core.kinds.runtime import Registry
+
+if TYPE_CHECKING:  # a catalog built from the installed plugins needs no grpc: `stigmer kinds` starts faster
+    import grpc
 
 STANDARD_QUERIES = ("get", "getByReference", "list")
 STATUS_PREFERENCE = ("phase", "state", "status", "condition", "health")
@@ -200,6 +202,7 @@ class Catalog:
         it is exported; any other answers to its name, plural and dashed
         forms (``agent-instance``) and is exported.
         """
+        import grpc
         from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
         database = ProtoReflectionDescriptorDatabase(channel)

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import click
 
 from stigmer_core import config
-from stigmer_core.cli.calls import KindCalls
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.options import overrides
 
 if TYPE_CHECKING:
+    from stigmer_core.cli.calls import KindCalls
     from stigmer_core.client import Client
 
 
@@ -78,6 +78,8 @@ class Session:
         return self.catalog.kind(name)
 
     def calls(self, kind: KindInfo) -> KindCalls:
+        from stigmer_core.cli.calls import KindCalls  # grpc: loaded by the commands that call
+
         return KindCalls(self.client.channel, kind, target=self.target)
 
     def close(self) -> None:

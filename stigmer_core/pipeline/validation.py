@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import protovalidate
 from google.protobuf.message import Message
 
 from stigmer_core.errors import FieldViolation, InvalidArgument
 
-_validator = protovalidate.Validator()
+_collect: Callable[[Message], Any] | None = None
+
+
+def ready() -> Callable[[Message], Any]:
+    """The validator, loaded on first use: protovalidate takes about 50 ms to import,
+    which a command that only lists kinds should not pay. An Application calls this
+    at start, so no request ever pays it."""
+    global _collect
+    if _collect is None:
+        import protovalidate
+
+        _collect = protovalidate.Validator().collect_violations
+    return _collect
 
 
 def _path(field: Any) -> str:
@@ -33,7 +45,7 @@ def _path(field: Any) -> str:
 
 def check(message: Message) -> None:
     """Raise InvalidArgument naming every field that breaks a declared rule."""
-    violations = _validator.collect_violations(message)
+    violations = (_collect or ready())(message)
     if not violations:
         return
     found = [

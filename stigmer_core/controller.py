@@ -172,12 +172,25 @@ def _malformed(binding: MethodBinding, request: _Malformed) -> InvalidArgument:
     )
 
 
-def _admitted(limit: StreamLimit, responses: Callable[[], Iterator[Message]]) -> Iterator[Message]:
-    limit.acquire()
+def _streamed(
+    executor: Executor,
+    limit: StreamLimit,
+    kind: KindRuntime,
+    binding: MethodBinding,
+    request: Message,
+    context: grpc.ServicerContext,
+) -> Iterator[Message]:
+    """A server stream's responses, admitted through the stream limit; every failure becomes its status."""
     try:
-        yield from responses()
-    finally:
-        limit.release()
+        auth = executor.authenticator
+        peer = context.peer() if auth is not None and auth.required else ""
+        limit.acquire()
+        try:
+            yield from executor.run(kind, binding, request, context.invocation_metadata(), context.is_active, peer)
+        finally:
+            limit.release()
+    except Exception as exc:
+        status.abort(context, exc)
 
 
 def _handler(
@@ -194,13 +207,7 @@ def _handler(
         def stream(request: Message | _Malformed, context: grpc.ServicerContext) -> Iterator[Message]:
             if isinstance(request, _Malformed):
                 status.abort(context, _malformed(binding, request))
-            try:
-                peer = context.peer() if needs_peer else ""
-                yield from _admitted(
-                    limit, lambda: run(kind, binding, request, context.invocation_metadata(), context.is_active, peer)
-                )
-            except Exception as exc:
-                status.abort(context, exc)
+            yield from _streamed(executor, limit, kind, binding, request, context)
 
         return grpc.unary_stream_rpc_method_handler(
             stream, request_deserializer=request_deserializer, response_serializer=response_serializer
@@ -238,9 +245,6 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
                 access=Access.READ,
             ),
         )
-    run = executor.run
-    auth = executor.authenticator
-    needs_peer = auth is not None and auth.required
     registry = executor.registry
     known = ", ".join(sorted(bindings))
 
@@ -254,13 +258,7 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
                 context, InvalidArgument.field("kind", f"'{name}' is not a kind this server serves ({known})")
             )
         kind, binding = bindings[found.name]
-        try:
-            peer = context.peer() if needs_peer else ""
-            yield from _admitted(
-                limit, lambda: run(kind, binding, request, context.invocation_metadata(), context.is_active, peer)
-            )
-        except Exception as exc:
-            status.abort(context, exc)
+        yield from _streamed(executor, limit, kind, binding, request, context)
 
     return grpc.unary_stream_rpc_method_handler(
         stream,

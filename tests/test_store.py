@@ -61,7 +61,7 @@ def test_a_failing_caller_rolls_back_alone_inside_a_shared_batch(tmp_path: Path)
         commits_before = store.commits
         goods = [pool.submit(good, i) for i in range(5)]
         failing = pool.submit(store.transact, bad)
-        while len(store._queue) < 6:  # every caller is queued behind the leader
+        while store._writes.queued < 6:  # every caller is queued behind the leader
             threading.Event().wait(0.01)
         gate.set()
         first.result(timeout=10)

@@ -24,7 +24,7 @@ def ready() -> Callable[[Message], Any]:
     return _collect
 
 
-def _path(field: Any) -> str:
+def path_of(field: Any) -> str:
     """The dotted path of a violation; empty for a rule of the message itself
     (a message-level CEL rule has no field path at all)."""
     if field is None:
@@ -49,7 +49,7 @@ def check(message: Message) -> None:
     if not violations:
         return
     found = [
-        FieldViolation(_path(v.proto.field), v.proto.message or v.proto.rule_id or "breaks a rule")
+        FieldViolation(path_of(v.proto.field), v.proto.message or v.proto.rule_id or "breaks a rule")
         for v in violations
     ]
     summary = "; ".join(f"{v.field}: {v.description}" if v.field else v.description for v in found[:5])

@@ -30,6 +30,7 @@ import lmdb
 
 from stigmer_core import errors
 from stigmer_core.store import keys
+from stigmer_core.store.group_commit import GroupCommit, Pending
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
@@ -257,22 +258,6 @@ class _Writer(_Reader):
         self._callbacks.append(callback)
 
 
-class _Pending:
-    """One caller's write. ``wake`` is held until the caller is answered or
-    made the next leader, so a commit wakes exactly the callers it served."""
-
-    __slots__ = ("callbacks", "done", "error", "fn", "result", "wake")
-
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
-        self.fn = fn
-        self.done = False
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.callbacks: list[Callable[[], None]] = []
-        self.wake = threading.Lock()
-        self.wake.acquire()
-
-
 class LmdbStore:
     """Store on an LMDB environment in ``path`` (created if missing)."""
 
@@ -305,13 +290,7 @@ class LmdbStore:
         except lmdb.Error as exc:
             raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
         self._gate = _ResizeGate()
-        self._mutex = threading.Lock()
-        self._queue: list[_Pending] = []
-        self._leading = False
-        self._idle = threading.Event()
-        self._idle.set()
-        self._closed = False
-        self._max_batch = max_batch
+        self._writes = GroupCommit(self._commit_batch, max_batch)
         self._retention = (retention or EventRetention()).with_revisions(event_retention)
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
@@ -345,49 +324,9 @@ class LmdbStore:
 
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:
-        pending = _Pending(fn)
-        with self._mutex:
-            if self._closed:
-                raise errors.Unavailable("the store is closed")
-            self._queue.append(pending)
-            lead = not self._leading
-            if lead:
-                self._leading = True
-                self._idle.clear()
-        if not lead:
-            pending.wake.acquire()  # answered, or handed the leader role
-        if not pending.done:
-            self._lead(pending)
-        if pending.error is not None:
-            raise pending.error
-        for callback in pending.callbacks:
-            callback()
-        result: T = pending.result
-        return result
+        return self._writes.transact(fn)
 
-    def _lead(self, own: _Pending) -> None:
-        """Commit batches until ``own`` is done, then hand the role to the next waiter."""
-        try:
-            while not own.done:
-                with self._mutex:
-                    batch = self._queue[: self._max_batch]
-                    del self._queue[: self._max_batch]
-                try:
-                    self._commit_batch(batch)
-                finally:
-                    for pending in batch:
-                        pending.done = True
-                        if pending is not own:
-                            pending.wake.release()
-        finally:
-            with self._mutex:
-                if self._queue:
-                    self._queue[0].wake.release()
-                else:
-                    self._leading = False
-                    self._idle.set()
-
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[Pending]) -> None:
         while True:
             self._gate.enter()
             outer = self._env.begin(write=True)
@@ -439,7 +378,7 @@ class LmdbStore:
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
         return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
-    def _run_one(self, outer: lmdb.Transaction, pending: _Pending) -> None:
+    def _run_one(self, outer: lmdb.Transaction, pending: Pending) -> None:
         pending.error = None
         pending.result = None
         pending.callbacks = []
@@ -470,15 +409,14 @@ class LmdbStore:
 
     def wait_for_revision(self, after: int, timeout: float) -> int:
         with self._revision_cond:
-            if self._revision <= after and not self._closed:
+            if self._revision <= after and not self._writes.closed:
                 self._revision_cond.wait(timeout)
             return self._revision
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
-        with self._mutex:
-            self._closed = True
-        self._idle.wait()
+        if not self._writes.close():
+            return
         with self._revision_cond:
             self._revision_cond.notify_all()  # watchers wake up and find the store closed
         self._env.close()

@@ -55,6 +55,7 @@ from psycopg import errors as pg_errors
 
 from stigmer_core import errors
 from stigmer_core.store import keys
+from stigmer_core.store.group_commit import GroupCommit, Pending
 from stigmer_core.store.postgres_schema import check_schema_name, migrate
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
@@ -494,12 +495,7 @@ class PostgresStore:
             ) from exc
         self._revision = int(row[0]) if row else 0
         self._revision_cond = threading.Condition(threading.Lock())
-        self._mutex = threading.Lock()
-        self._in_flight = 0
-        self._drained = threading.Condition(self._mutex)
-        self._queue: list[_Pending] = []
-        self._leading = False
-        self._closed = False
+        self._writes = GroupCommit(self._commit_batch, self.settings.max_batch)
         self._stop = threading.Event()
         self.commits = 0
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
@@ -518,7 +514,7 @@ class PostgresStore:
 
     # -- connections ---------------------------------------------------------
     def _acquire(self) -> psycopg.Connection[Any]:
-        if self._closed:
+        if self._writes.closed:
             raise errors.Unavailable("the store is closed")
         try:
             return self._pool.getconn()
@@ -545,54 +541,9 @@ class PostgresStore:
 
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:
-        pending = _Pending(fn)
-        with self._mutex:
-            if self._closed:
-                raise errors.Unavailable("the store is closed")
-            self._in_flight += 1
-            self._queue.append(pending)
-            lead = not self._leading
-            if lead:
-                self._leading = True
-        try:
-            if not lead:
-                pending.wake.acquire()  # answered, or handed the leader role
-            if not pending.done:
-                self._lead(pending)
-        finally:
-            with self._mutex:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._drained.notify_all()
-        if pending.error is not None:
-            raise pending.error
-        for callback in pending.callbacks:
-            callback()
-        result: T = pending.result
-        return result
+        return self._writes.transact(fn)
 
-    def _lead(self, own: _Pending) -> None:
-        """Commit batches until ``own`` is done, then hand the role to the next waiter."""
-        try:
-            while not own.done:
-                with self._mutex:
-                    batch = self._queue[: self.settings.max_batch]
-                    del self._queue[: self.settings.max_batch]
-                try:
-                    self._commit_batch(batch)
-                finally:
-                    for pending in batch:
-                        pending.done = True
-                        if pending is not own:
-                            pending.wake.release()
-        finally:
-            with self._mutex:
-                if self._queue:
-                    self._queue[0].wake.release()
-                else:
-                    self._leading = False
-
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[Pending]) -> None:
         fresh_connection_tried = False
         for _ in range(_CONFLICT_ATTEMPTS):
             try:
@@ -616,7 +567,7 @@ class PostgresStore:
             pending.result = None
             pending.callbacks = []
 
-    def _run_batch(self, batch: list[_Pending]) -> None:
+    def _run_batch(self, batch: list[Pending]) -> None:
         """One transaction for the batch: each caller's ``fn`` under a savepoint of its own."""
         conn = self._acquire()
         try:
@@ -706,19 +657,15 @@ class PostgresStore:
 
     def wait_for_revision(self, after: int, timeout: float) -> int:
         with self._revision_cond:
-            if self._revision <= after and not self._closed:
+            if self._revision <= after and not self._writes.closed:
                 self._revision_cond.wait(timeout)
             return self._revision
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
         """Refuse new writes, let the ones in flight commit, then close every connection."""
-        with self._mutex:
-            if self._closed:
-                return
-            self._closed = True
-            while self._in_flight:
-                self._drained.wait()
+        if not self._writes.close():
+            return
         self._stop.set()
         try:  # wake the listener now rather than at its next timeout
             with self._pool.connection(timeout=1.0) as conn:
@@ -741,17 +688,3 @@ class _StaleConnection(Exception):
     """The pooled connection was dead before the transaction began."""
 
 
-class _Pending:
-    """One caller's write. ``wake`` is held until the caller is answered or
-    made the next leader, so a commit wakes exactly the callers it served."""
-
-    __slots__ = ("callbacks", "done", "error", "fn", "result", "wake")
-
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
-        self.fn = fn
-        self.done = False
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.callbacks: list[Callable[[], None]] = []
-        self.wake = threading.Lock()
-        self.wake.acquire()

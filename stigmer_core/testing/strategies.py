@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
-import protovalidate
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -44,6 +43,7 @@ from hypothesis.errors import Unsatisfiable
 
 from stigmer_core.api.buf.validate import validate_pb2
 from stigmer_core.kinds.runtime import KindRuntime
+from stigmer_core.pipeline import validation
 
 _TEXT = string.ascii_letters + string.digits + " -_."
 _SKIPPED_MESSAGES = {"google.protobuf.Any", "google.protobuf.Value", "google.protobuf.ListValue"}
@@ -60,7 +60,6 @@ _ONEOF_RULES: Any = validate_pb2.oneof
 _MESSAGE_RULES: Any = validate_pb2.message
 _IGNORE_ALWAYS = validate_pb2.IGNORE_ALWAYS
 _IGNORE_IF_ZERO = validate_pb2.IGNORE_IF_ZERO_VALUE
-_validator = protovalidate.Validator()
 
 DIRECT_RULES = (
     "required",
@@ -113,25 +112,13 @@ def violations(message: Message) -> list[tuple[str, str]]:
     ``repeated.unique``, ``required``), a CEL rule by its id.
     """
     found = []
-    for found_violation in _validator.collect_violations(message):
+    for found_violation in validation.ready()(message):
         v: Any = found_violation
         proto = v.proto
-        field = ".".join(_element(e) for e in proto.field.elements) if proto.field is not None else ""
+        field = validation.path_of(proto.field)
         rule = ".".join(e.field_name for e in proto.rule.elements) if proto.rule is not None else ""
         found.append((field, proto.rule_id if rule in ("", "cel", "cel_expression") else rule))
     return found
-
-
-def _element(element: Any) -> str:
-    text: str = element.field_name
-    sub = getattr(element, "subscript", None)
-    if sub is not None:
-        kind, value = getattr(sub, "field", None), getattr(sub, "value", None)
-        if kind == "index":
-            text += f"[{value}]"
-        elif kind is not None:
-            text += f'["{value}"]' if isinstance(value, str) else f"[{value}]"
-    return text
 
 
 # -- scalar values --------------------------------------------------------------

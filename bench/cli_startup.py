@@ -6,7 +6,8 @@ times, and the median is printed beside the median of ``python -c pass`` of
 the same run, whose time no command can go below. Bytecode is cached (a
 first, unmeasured run writes it), as it is for an installed command. Commands run against an
 empty store in a temporary ``STIGMER_HOME`` (in process, no daemon) and, for
-``get``, against a daemon on 127.0.0.1 as well. Targets: ``--help``,
+``get``, against a daemon on 127.0.0.1 as well; last, ``stigmer local start``
+from nothing to a daemon answering SERVING (it returns only then). Targets: ``--help``,
 ``--version`` and ``kinds`` under 0.15 s, ``get`` under 0.3 s.
 """
 
@@ -41,6 +42,18 @@ def _median(argv: Sequence[str], env: dict[str, str]) -> float:
     return statistics.median(times)
 
 
+def _daemon_start(env: dict[str, str]) -> float:
+    """Median seconds of ``local start`` (a daemon from nothing to SERVING), each stopped after."""
+    times = []
+    for _ in range(RUNS):
+        address = f"127.0.0.1:{_free_port()}"
+        start = time.perf_counter()
+        subprocess.run((*STIGMER, "local", "start", "--address", address), env=env, capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+        subprocess.run((*STIGMER, "local", "stop"), env=env, capture_output=True, check=False)
+    return statistics.median(times)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -67,6 +80,7 @@ def main() -> int:
             rows.append(("get agents (daemon)", _median((*STIGMER, "get", "agents"), env), 0.3))
         finally:
             subprocess.run((*STIGMER, "local", "stop"), env=env, capture_output=True, check=False)
+        rows.append(("daemon start to SERVING", _daemon_start(env), None))
     print(f"stigmer start-up: median of {RUNS} cold runs, on {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     print(f"{'command':<24}  {'median s':>8}  {'minus python':>12}  {'target s':>8}")
     print("-" * 60)

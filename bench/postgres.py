@@ -61,12 +61,13 @@ def _agent(label: str) -> agent_pb2.Agent:
 
 
 @contextmanager
-def _daemon(url: str, data_dir: Path) -> Iterator[str]:
+def _daemon(url: str | None, data_dir: Path) -> Iterator[str]:
     address = f"127.0.0.1:{postgres._free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")}
     env["STIGMER_HOME"] = str(data_dir.parent / "home")
+    store = ["--store", url] if url else []  # none: LMDB in the data directory
     process = subprocess.Popen(
-        [sys.executable, "-m", "stigmer_core.cli", "serve", "--address", address, "--data-dir", str(data_dir), "--store", url],
+        [sys.executable, "-m", "stigmer_core.cli", "serve", "--address", address, "--data-dir", str(data_dir), *store],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:
@@ -188,7 +189,7 @@ def _watch_latency(url: str, stub: Any, count: int) -> Measurement:
     return Measurement.of("watch.wake.cross_daemon", latencies, sum(latencies), 0.0)
 
 
-def _watch_across(watched: grpc.Channel, writer: Any, count: int) -> Measurement:
+def _watch_across(watched: grpc.Channel, writer: Any, count: int, name: str = "watch.event.cross_daemon") -> Measurement:
     """From a create's answer on one daemon to its ADDED event arriving on a watch opened on the other.
 
     A negative gap (the event came first: the NOTIFY left with the commit,
@@ -226,7 +227,7 @@ def _watch_across(watched: grpc.Channel, writer: Any, count: int) -> Measurement
     finally:
         stream.cancel()
         reader.join(timeout=10)
-    return Measurement.of("watch.event.cross_daemon", latencies, time.perf_counter() - begin, 0.0)
+    return Measurement.of(name, latencies, time.perf_counter() - begin, 0.0)
 
 
 def _row(m: Measurement) -> str:
@@ -281,6 +282,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows["watch.wake.cross_daemon"] = _watch_latency(url, commands[0], samples)
                 for channel in channels:
                     channel.close()
+        # the same rows on the embedded engine, for scale
+        with _daemon(None, work / "lmdb") as embedded, grpc.insecure_channel(embedded) as channel:
+            command = agent_grpc.AgentCommandControllerStub(channel)
+            query = agent_grpc.AgentQueryControllerStub(channel)
+            ids = [command.create(_agent("seed"), timeout=10).metadata.id for _ in range(200)]
+            rows["lmdb.create.c32"] = _window("lmdb.create.c32", [command], "create", lambda i: _agent("c"), budget)
+            get = lambda i: agent_pb2.AgentId(value=ids[i % len(ids)])  # noqa: E731
+            rows["lmdb.get.c32"] = _window("lmdb.get.c32", [query], "get", get, budget)
+            page = agent_pb2.ListAgentsRequest(page_size=100)
+            rows["lmdb.list100.serial"] = _serial("lmdb.list100.serial", lambda i: query.list(page, timeout=30), budget)
+            rows["lmdb.watch.event"] = _watch_across(channel, command, samples, "lmdb.watch.event")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if server is not None:
@@ -298,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "get.2d.c32 / get.1d.c32": ratio("get.2d.c32", "get.1d.c32"),
         "get.1d.c32 / raw.get.t32": ratio("get.1d.c32", "raw.get.t32"),
         "list100.1d.serial / raw.page100.serial": ratio("list100.1d.serial", "raw.page100.serial"),
+        "create.1d.c32 / lmdb.create.c32": ratio("create.1d.c32", "lmdb.create.c32"),
+        "get.1d.c32 / lmdb.get.c32": ratio("get.1d.c32", "lmdb.get.c32"),
+        "list100.1d.serial / lmdb.list100.serial": ratio("list100.1d.serial", "lmdb.list100.serial"),
     }
     event, wake = rows["watch.event.cross_daemon"], rows["watch.wake.cross_daemon"]
     print()
@@ -317,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"watch event, created on B, arrived on A's stream:          p50 {event.p50_ms:.2f} ms  p99 {event.p99_ms:.2f} ms  (target p50 <= 10)"
     )
+    for engine_ratio in ("create.1d.c32 / lmdb.create.c32", "get.1d.c32 / lmdb.get.c32", "list100.1d.serial / lmdb.list100.serial"):
+        print(f"PostgreSQL / LMDB daemon, {engine_ratio.split(' / ')[0]:<38} {ratios[engine_ratio]:.2f}x")
+    embedded_watch = rows["lmdb.watch.event"]
+    print(f"watch event on one LMDB daemon:                             p50 {embedded_watch.p50_ms:.2f} ms  p99 {embedded_watch.p99_ms:.2f} ms")
     print(
         f"watch wake-up across daemons (store level):                 p50 {wake.p50_ms:.2f} ms  p99 {wake.p99_ms:.2f} ms"
     )

@@ -28,6 +28,10 @@ ROWS = {
     "list100.1d.serial",
     "watch.event.cross_daemon",
     "watch.wake.cross_daemon",
+    "lmdb.create.c32",
+    "lmdb.get.c32",
+    "lmdb.list100.serial",
+    "lmdb.watch.event",
 }
 WATCH_SAMPLES = 50  # the quick run's count
 

@@ -8,6 +8,8 @@ is found through its entry point like any installed plugin.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sysconfig
 import venv
@@ -49,7 +51,11 @@ def test_the_scaffold_installs_and_passes_its_own_tests(stigmer: Stigmer, tmp_pa
     _run(*pip, "--no-build-isolation", "--no-index", str(package))
     _run(python, "-m", "stigmer_core.protogen", "--check", cwd=package)
     report = _run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", cwd=package)
-    assert "4 passed" in report, report
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", report)}
+    # the contract on both paths (and engines) and the stub tests: none failed, and none skipped
+    # unless STIGMER_TEST_ENGINES leaves an engine out on purpose
+    assert counts.get("passed", 0) >= 4 and not counts.get("failed") and not counts.get("error"), report
+    assert "skipped" not in counts or os.environ.get("STIGMER_TEST_ENGINES"), report
 
 
 def test_names_and_prefixes_an_installed_kind_holds_are_refused(stigmer: Stigmer, tmp_path: Path) -> None:

@@ -17,11 +17,15 @@ from stigmer_core import KindDeclaration, hookimpl
 from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "stigmer-kind-mcpserver"
-if str(EXAMPLE) not in sys.path:
-    sys.path.insert(0, str(EXAMPLE))
-
-from acme_mcp import plugin, steps  # noqa: E402
-from acme_mcp.api.mcpserver.v1 import mcpserver_pb2  # noqa: E402
+# On sys.path only while the package is imported: an editable install of the example (made by
+# `make test-examples`) leaves its egg-info in that folder, and with the folder on sys.path every
+# later plugin manager of this process would find the example's entry point and serve McpServer.
+sys.path.insert(0, str(EXAMPLE))
+try:
+    from acme_mcp import plugin, steps
+    from acme_mcp.api.mcpserver.v1 import mcpserver_pb2
+finally:
+    sys.path.remove(str(EXAMPLE))
 
 MCP_SERVER = plugin.MCP_SERVER
 __all__ = ["MCP_SERVER", "mcpserver_pb2", "plugin", "plugin_manager_with", "steps"]

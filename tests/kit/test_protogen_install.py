@@ -19,6 +19,12 @@ def test_a_missing_generator_names_the_extra(tmp_path: Path, monkeypatch: pytest
 
 
 def test_the_pinned_generator_is_the_one_installed_for_development() -> None:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    assert version("grpcio-tools") == protogen.GRPCIO_TOOLS
+    try:
+        installed = version("grpcio-tools")
+    except PackageNotFoundError:
+        # The protobuf-7 pass of `make test` runs in a venv of `[test]` alone: grpcio-tools 1.78.2
+        # needs protobuf < 7, so a runtime-only venv cannot hold the generator at all.
+        pytest.skip("grpcio-tools is not installed here (a runtime-only venv)")
+    assert installed == protogen.GRPCIO_TOOLS

@@ -17,11 +17,19 @@ from google.protobuf.message import Message
 
 from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import KindInfo
-from stigmer_core.cli.documents import to_dict
 from stigmer_core.cli.envelope import descriptor, has_status, metadata
 from stigmer_core.kinds.declaration import PrinterColumn
 
 NONE = "<none>"
+
+
+
+def to_dict(obj: Message) -> Any:
+    """The JSON-shaped form of a message; the documents module (json_format) loads on first use,
+    so `stigmer kinds` and `--help` do not pay for it."""
+    from stigmer_core.cli.documents import to_dict as convert
+
+    return convert(obj)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

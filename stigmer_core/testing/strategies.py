@@ -88,6 +88,14 @@ def _rules(field: FieldDescriptor) -> Any:
     return None
 
 
+def constant(field: FieldDescriptor) -> str | None:
+    """The value a string field's ``const`` rule fixes, or None when it fixes none."""
+    rules = _rules(field)
+    if rules is None or not _has(rules, "string") or not _has(rules.string, "const"):
+        return None
+    return str(rules.string.const)
+
+
 def _is_repeated(field: FieldDescriptor) -> bool:
     flag = getattr(field, "is_repeated", None)
     return bool(flag) if flag is not None else bool(field.label == F.LABEL_REPEATED)  # type: ignore[attr-defined, unused-ignore]
@@ -594,7 +602,8 @@ LABEL_VALUES = ("a", "b")
 
 names = st.from_regex(r"[A-Za-z][A-Za-z0-9 ]{0,15}", fullmatch=True)
 labels = st.dictionaries(st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES), max_size=2)
-tags = st.lists(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6), max_size=2)
+tags = st.lists(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6), max_size=2, unique=True)
+"""Tags every metadata schema here accepts: the published one wants them unique."""
 
 
 def invalid_metadata() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:

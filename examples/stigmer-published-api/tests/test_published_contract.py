@@ -1,10 +1,36 @@
-"""The stateful contract every kind keeps, for the published Agent served as StigmerAgent.
+"""The stateful contract every kind keeps, for the published Agent and Session.
 
-Its objects carry the published ``kind: "Agent"`` rather than the registered
-name, and its metadata follows the published schema; the contract takes
-both from what the writes return and what the schema declares.
+The published API differs from ours where the contract reads it from the
+descriptors: objects carry ``kind: "Agent"`` (a const rule the contract
+sends), metadata follows the published schema, and an update is an
+``UpdateAgentInput{resource, update_mask}`` that must name its target by
+id, so the contract sends updates by id with masks drawn from the kind's
+declared ``mutable`` paths. The Agent needs nothing more.
+
+A session needs its agent to exist (``spec.agent_ref``), which is what
+``prepare`` is for: one agent per org, made on first use, named by id.
 """
 
-from stigmer_core.testing import contract_tests
+from __future__ import annotations
+
+from google.protobuf.message import Message
+from stigmer_core.testing import KindContract, contract_tests
+from stigmer_published.agent import API_VERSION
 
 TestStigmerAgentInProcess, TestStigmerAgentNetwork = contract_tests("StigmerAgent")
+
+
+class SessionContract(KindContract):
+    def prepare(self, resource: Message, org: str) -> None:
+        agents: dict[str, str] = self.__dict__.setdefault("agents", {})
+        if org not in agents:
+            client = self.client_for("StigmerAgent")
+            agent = client.kind.resource_cls(api_version=API_VERSION, kind="Agent")
+            agent.metadata.name, agent.metadata.org = "Session agent", org  # type: ignore[attr-defined]
+            agent.spec.instructions = "Answer the session's questions."  # type: ignore[attr-defined]
+            agents[org] = client.create(agent).metadata.id  # type: ignore[attr-defined]
+        resource.spec.ClearField("agent_ref")  # type: ignore[attr-defined]
+        resource.spec.agent_ref.id = agents[org]  # type: ignore[attr-defined]
+
+
+TestStigmerSessionInProcess, TestStigmerSessionNetwork = contract_tests("StigmerSession", SessionContract)

@@ -15,7 +15,6 @@ from google.protobuf.message import Message
 
 from stigmer_core.kinds.runtime import KindRuntime
 
-
 UPDATE_MASK = "update_mask"
 """The field of an update request that names the paths the update sets (Google's AIP-134)."""
 _FIELD_MASK = "google.protobuf.FieldMask"

@@ -39,7 +39,6 @@ default) finds most faults in seconds; ``THOROUGH`` runs longer sequences;
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import tempfile
@@ -102,10 +101,17 @@ class UpdateForm:
     @classmethod
     def of(cls, kind: KindRuntime) -> UpdateForm:
         binding = next(b for b in kind.methods.values() if b.operation == "update")
-        return _update_form(binding.request_cls, kind.resource_cls, kind.resource_field, kind.decl.mutable)
+        key = (binding.request_cls, kind.resource_cls, kind.resource_field, kind.decl.mutable)
+        form = _UPDATE_FORMS.get(key)
+        if form is None:
+            form = _UPDATE_FORMS[key] = _update_form(*key)
+        return form
 
 
-@functools.cache
+_UPDATE_FORMS: dict[tuple[type[Message], type[Message], str | None, tuple[str, ...]], UpdateForm] = {}
+"""Per kind, so each example's fresh application asks protovalidate nothing."""
+
+
 def _update_form(
     request_cls: type[Message], resource_cls: type[Message], wrapper: str | None, declared: tuple[str, ...]
 ) -> UpdateForm:
@@ -127,13 +133,18 @@ def _update_form(
     return UpdateForm(mask=mask is not None, by_id=bool(probe(False) - probe(True)), mutable=mutable)
 
 
-@functools.cache
 def _fixed_envelope(resource_cls: type[Message]) -> tuple[tuple[str, str], ...]:
     """``api_version`` and ``kind`` values the resource's rules fix (a served API's ``const``),
     which every resource sent must carry; a kind of our own fixes none and the server fills them."""
-    fields = resource_cls.DESCRIPTOR.fields_by_name
-    found = ((name, s.constant(fields[name])) for name in ("api_version", "kind") if name in fields)
-    return tuple((name, value) for name, value in found if value is not None)
+    found = _ENVELOPES.get(resource_cls)
+    if found is None:
+        fields: Any = resource_cls.DESCRIPTOR.fields_by_name
+        fixed = ((name, s.constant(fields[name])) for name in ("api_version", "kind") if name in fields)
+        found = _ENVELOPES[resource_cls] = tuple((name, value) for name, value in fixed if value is not None)
+    return found
+
+
+_ENVELOPES: dict[type[Message], tuple[tuple[str, str], ...]] = {}
 
 
 class KindContract(RuleBasedStateMachine):
@@ -165,6 +176,7 @@ class KindContract(RuleBasedStateMachine):
         self.kind: KindRuntime = self.app.registry.kind(self.kind_name)
         self.client = KindClient(self.channel, self.kind)
         self.form = UpdateForm.of(self.kind)
+        self.envelope = _fixed_envelope(self.kind.resource_cls)
         self.served = frozenset(b.operation for b in self.kind.methods.values())
         """Operations the kind's services bind (a served API may lack one, e.g. getByReference)."""
         self.model: dict[str, Message] = {}
@@ -217,7 +229,7 @@ class KindContract(RuleBasedStateMachine):
         self, org: str, slug: str | None, name: str, labels: dict[str, str], tags: list[str], spec: Message | None
     ) -> Message:
         obj = self.kind.resource_cls()
-        for field, value in _fixed_envelope(self.kind.resource_cls):
+        for field, value in self.envelope:
             setattr(obj, field, value)
         meta = obj.metadata  # type: ignore[attr-defined]
         meta.name = name

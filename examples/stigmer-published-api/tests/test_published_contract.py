@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 from stigmer_core.testing import KindContract, contract_tests
+
 from stigmer_published.agent import API_VERSION
 
 TestStigmerAgentInProcess, TestStigmerAgentNetwork = contract_tests("StigmerAgent")

@@ -100,20 +100,26 @@ class UpdateForm:
 
     @classmethod
     def of(cls, kind: KindRuntime) -> UpdateForm:
-        binding = next(b for b in kind.methods.values() if b.operation == "update")
-        key = (binding.request_cls, kind.resource_cls, kind.resource_field, kind.decl.mutable)
+        binding = next((b for b in kind.methods.values() if b.operation == "update"), None)
+        if binding is None:  # a served API without update: the contract sends none
+            return cls(mask=False, by_id=False, mutable=())
+        key = (binding.request_cls, kind.resource_cls, kind.resource_field, kind.decl.mutable, kind.id_prefix)
         form = _UPDATE_FORMS.get(key)
         if form is None:
             form = _UPDATE_FORMS[key] = _update_form(*key)
         return form
 
 
-_UPDATE_FORMS: dict[tuple[type[Message], type[Message], str | None, tuple[str, ...]], UpdateForm] = {}
+_UPDATE_FORMS: dict[tuple[type[Message], type[Message], str | None, tuple[str, ...], str], UpdateForm] = {}
 """Per kind, so each example's fresh application asks protovalidate nothing."""
 
 
 def _update_form(
-    request_cls: type[Message], resource_cls: type[Message], wrapper: str | None, declared: tuple[str, ...]
+    request_cls: type[Message],
+    resource_cls: type[Message],
+    wrapper: str | None,
+    declared: tuple[str, ...],
+    id_prefix: str,
 ) -> UpdateForm:
     resource = resource_cls.DESCRIPTOR
     mutable = declared or FRAMEWORK_MUTABLE + (("spec",) if "spec" in resource.fields_by_name else ())
@@ -125,7 +131,7 @@ def _update_form(
         target: Any = request if wrapper is None or request_cls is resource_cls else getattr(request, wrapper)
         target.metadata.name, target.metadata.slug, target.metadata.org = "Probe", "probe", DEFAULT_ORG
         if with_id:
-            target.metadata.id = "probe-01arz3ndektsv4rrffq69g5fav"
+            target.metadata.id = f"{id_prefix}-01arz3ndektsv4rrffq69g5fav"
         if mask is not None:
             getattr(request, mask).paths.extend(mutable[:1])
         return {f"{path}:{rule}" for path, rule in s.violations(request)}
@@ -327,6 +333,7 @@ class KindContract(RuleBasedStateMachine):
         obj = self._build(org, slug, name, labels, tags, spec)
         self._check_create(obj, org or DEFAULT_ORG, slug or "", name)
 
+    @precondition(lambda self: "apply" in self.served)
     @rule(
         org=st.sampled_from(s.ORGS), slug=st.sampled_from(s.SLUGS), name=s.names, labels=s.labels,
         tags=s.tags, data=st.data(),
@@ -362,7 +369,7 @@ class KindContract(RuleBasedStateMachine):
         if self.kind.shape.has_timestamps:
             assert gmeta.created_at == emeta.created_at, "creation time is immutable"
 
-    @precondition(lambda self: bool(self.model))
+    @precondition(lambda self: bool(self.model) and "update" in self.served)
     @rule(
         name=s.names,
         labels=s.labels,
@@ -417,7 +424,7 @@ class KindContract(RuleBasedStateMachine):
         FieldMask(paths=paths).MergeMessage(sent, expected, replace_message_field=True, replace_repeated_field=True)
         return expected
 
-    @precondition(lambda self: bool(self.model))
+    @precondition(lambda self: bool(self.model) and "update" in self.served)
     @rule(data=st.data())
     def rewrite_unchanged(self, data: st.DataObject) -> None:
         """Writing back what a read returned changes nothing: no new version, the same object."""
@@ -430,6 +437,7 @@ class KindContract(RuleBasedStateMachine):
         got = self._expect_ok(self._update, obj, self.form.mutable)
         assert got == existing, f"rewriting an object as read changed it: {existing} became {got}"
 
+    @precondition(lambda self: "update" in self.served)
     @rule(org=st.sampled_from(s.ORGS), slug=st.sampled_from(s.SLUGS), name=s.names, data=st.data())
     def update_missing(self, org: str, slug: str, name: str, data: st.DataObject) -> None:
         if self._find(org or DEFAULT_ORG, slug) is not None:

@@ -13,10 +13,16 @@ A session needs its agent to exist (``spec.agent_ref``), which is what
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-from stigmer_core.testing import KindContract, contract_tests
+from pathlib import Path
 
-from stigmer_published.agent import API_VERSION
+from google.protobuf.message import Message
+from stigmer_core.application import Application
+from stigmer_core.kind_client import KindClient
+from stigmer_core.testing import KindContract, contract_tests
+from stigmer_core.testing.contract import UpdateForm
+
+from stigmer_published.agent import AGENT, API_VERSION
+from stigmer_published.session import SESSION
 
 TestStigmerAgentInProcess, TestStigmerAgentNetwork = contract_tests("StigmerAgent")
 
@@ -35,3 +41,16 @@ class SessionContract(KindContract):
 
 
 TestStigmerSessionInProcess, TestStigmerSessionNetwork = contract_tests("StigmerSession", SessionContract)
+
+
+def test_what_an_update_needs_is_read_from_the_descriptors(tmp_path: Path) -> None:
+    """The published update wraps the resource with a mask and wants an id; ours takes the resource."""
+    with Application.open(tmp_path, durable=False) as app:
+        agent, session, ours = (app.registry.kind(n) for n in ("StigmerAgent", "StigmerSession", "Agent"))
+        assert UpdateForm.of(agent) == UpdateForm(mask=True, by_id=True, mutable=AGENT.mutable)
+        assert UpdateForm.of(session) == UpdateForm(mask=True, by_id=True, mutable=SESSION.mutable)
+        assert UpdateForm.of(ours) == UpdateForm(
+            mask=False, by_id=False, mutable=("metadata.name", "metadata.labels", "metadata.tags", "spec")
+        )
+        assert KindClient(app.channel(), agent).update_mask == "update_mask"
+        assert KindClient(app.channel(), ours).update_mask is None

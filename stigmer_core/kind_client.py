@@ -7,7 +7,7 @@ channels.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -15,15 +15,36 @@ from google.protobuf.message import Message
 
 from stigmer_core.kinds.runtime import KindRuntime
 
+UPDATE_MASK = "update_mask"
+"""The field of an update request that names the paths the update sets (Google's AIP-134)."""
+_FIELD_MASK = "google.protobuf.FieldMask"
+
+
+def update_mask_field(request: type[Message]) -> str | None:
+    """``update_mask`` when the request carries a FieldMask by that name, else None."""
+    field = request.DESCRIPTOR.fields_by_name.get(UPDATE_MASK)
+    if field is None or field.message_type is None or field.message_type.full_name != _FIELD_MASK:
+        return None
+    return UPDATE_MASK
+
 
 class KindClient:
-    """Standard operations of one kind over any grpc.Channel."""
+    """Standard operations of one kind over any grpc.Channel.
+
+    A write whose request wraps the resource (``UpdateAgentInput{resource,
+    update_mask}``) is given the resource and wrapped here; how is read from
+    the descriptors once, when the client is made.
+    """
 
     def __init__(self, channel: grpc.Channel, kind: KindRuntime) -> None:
         self.kind = kind
         self._calls: dict[str, Any] = {}
         self._request: dict[str, type[Message]] = {}
+        self.update_mask: str | None = None
+        """The update request's field mask (``update_mask``), None when it has none."""
         for path, binding in kind.methods.items():
+            if binding.operation == "update":
+                self.update_mask = update_mask_field(binding.request_cls)
             self._request[binding.operation] = binding.request_cls
             factory = channel.unary_stream if binding.server_streaming else channel.unary_unary
             self._calls[binding.operation] = factory(
@@ -35,14 +56,30 @@ class KindClient:
     def call(self, operation: str, request: Message, *, timeout: float | None = 10.0) -> Any:
         return self._calls[operation](request, timeout=timeout)
 
+    def _wrapped(self, operation: str, resource: Message) -> Message:
+        request_cls = self._request[operation]
+        if isinstance(resource, request_cls):
+            return resource
+        request = request_cls()
+        getattr(request, self.kind.resource_field or "").CopyFrom(resource)
+        return request
+
     def create(self, resource: Message) -> Message:
-        return self.call("create", resource)  # type: ignore[no-any-return]
+        return self.call("create", self._wrapped("create", resource))  # type: ignore[no-any-return]
 
     def apply(self, resource: Message) -> Message:
-        return self.call("apply", resource)  # type: ignore[no-any-return]
+        return self.call("apply", self._wrapped("apply", resource))  # type: ignore[no-any-return]
 
-    def update(self, resource: Message) -> Message:
-        return self.call("update", resource)  # type: ignore[no-any-return]
+    def update(self, resource: Message, mask: Sequence[str] | None = None) -> Message:
+        """Update to ``resource``; ``mask`` (the paths it sets) goes in the request's ``update_mask``."""
+        request = self._wrapped("update", resource)
+        if mask is not None:
+            if self.update_mask is None:
+                raise TypeError(f"{self.kind.name}'s update request has no {UPDATE_MASK}")
+            field = getattr(request, self.update_mask)
+            field.SetInParent()  # present even when empty
+            field.paths.extend(mask)
+        return self.call("update", request)  # type: ignore[no-any-return]
 
     def delete(self, object_id: str) -> Message:
         return self.call("delete", self._request["delete"](value=object_id))  # type: ignore[no-any-return]

@@ -173,3 +173,10 @@ class KindDeclaration:
     """Columns ``stigmer get`` shows after NAME, ID and AGE (instead of a guessed status column)."""
     apply_rank: int | None = None
     """Where ``apply``, ``import`` and ``export`` place the kind when no reference decides (lower first)."""
+    mutable: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    """Resource paths an update may change (``metadata.labels``, ``spec.subject``),
+    for a kind whose update request carries a field mask (``update_mask``, as
+    Google's AIP-134 describes) and whose steps honour it: a mask naming
+    any other path is refused. Checked against the resource at startup. The
+    contract draws its update masks from these paths; empty: the framework's
+    update (``metadata.name``, ``labels``, ``tags`` and ``spec``)."""

@@ -218,6 +218,9 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     for column in decl.printer_columns:
         if not _resolves(decl.resource.DESCRIPTOR, column.path):
             raise _fail(plugin, decl, f"printer column {column.name!r}: no field {column.path!r} in the resource")
+    for path in decl.mutable:
+        if not _resolves(decl.resource.DESCRIPTOR, path):
+            raise _fail(plugin, decl, f"mutable path {path!r}: no such field in the resource")
     filters = []
     for field_name, index_name in decl.list_filters.items():
         if index_name not in indexes:

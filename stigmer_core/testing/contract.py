@@ -17,6 +17,14 @@ what was returned changes nothing (a normalisation is idempotent). A kind
 that wants an exact check declares its transform: ``normalise`` (a function
 applied to a copy of the sent spec, as its steps would) or ``expected_spec``.
 
+An update request that carries a field mask beside the resource
+(``update_mask``, as Google's AIP-134 describes) is sent with the paths
+the contract changes, drawn from the kind's declared ``mutable`` paths; the
+other fields it sends differ too and must be left as stored. An update
+request whose rules refuse it without ``metadata.id`` is sent by id, and
+one by slug alone must be refused. Both are read from the descriptors (and
+the request's rules) once per kind (``UpdateForm``).
+
 Declared reference fields are cleared from drawn specs (random ids name no
 object); a kind whose objects need others to exist first (an instance needs
 its parent) overrides ``prepare`` to create them and fill the references.
@@ -40,7 +48,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import attrs
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, Phase, reporting, settings
 from hypothesis import strategies as st
@@ -50,7 +60,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 
 from stigmer_core.application import Application
 from stigmer_core.ids import slugify
-from stigmer_core.kind_client import KindClient
+from stigmer_core.kind_client import KindClient, update_mask_field
 from stigmer_core.kinds import reindex
 from stigmer_core.kinds.runtime import KindRuntime
 from stigmer_core.server import Server
@@ -67,6 +77,80 @@ DEFAULT_ORG = "local"
 def _code(error: grpc.RpcError) -> grpc.StatusCode:
     code: grpc.StatusCode = error.code()
     return code
+
+
+FRAMEWORK_MUTABLE = ("metadata.name", "metadata.labels", "metadata.tags")
+"""What the framework's update takes from the request (and ``spec``, when the resource has one)."""
+
+
+@attrs.frozen
+class UpdateForm:
+    """What a kind's update request needs besides the new state, read from its descriptors.
+
+    ``mask``: the request carries ``update_mask``, so the contract names
+    the paths it sets, drawn from ``mutable`` (the kind's declared mutable
+    paths, else what the framework's update takes). ``by_id``: the
+    request's rules refuse it without ``metadata.id``, so it names its
+    target by id, never by slug.
+    """
+
+    mask: bool
+    by_id: bool
+    mutable: tuple[str, ...]
+
+    @classmethod
+    def of(cls, kind: KindRuntime) -> UpdateForm:
+        binding = next((b for b in kind.methods.values() if b.operation == "update"), None)
+        if binding is None:  # a served API without update: the contract sends none
+            return cls(mask=False, by_id=False, mutable=())
+        key = (binding.request_cls, kind.resource_cls, kind.resource_field, kind.decl.mutable, kind.id_prefix)
+        form = _UPDATE_FORMS.get(key)
+        if form is None:
+            form = _UPDATE_FORMS[key] = _update_form(*key)
+        return form
+
+
+_UPDATE_FORMS: dict[tuple[type[Message], type[Message], str | None, tuple[str, ...], str], UpdateForm] = {}
+"""Per kind, so each example's fresh application asks protovalidate nothing."""
+
+
+def _update_form(
+    request_cls: type[Message],
+    resource_cls: type[Message],
+    wrapper: str | None,
+    declared: tuple[str, ...],
+    id_prefix: str,
+) -> UpdateForm:
+    resource = resource_cls.DESCRIPTOR
+    mutable = declared or FRAMEWORK_MUTABLE + (("spec",) if "spec" in resource.fields_by_name else ())
+    mask = update_mask_field(request_cls)
+
+    def probe(with_id: bool) -> set[str]:
+        """The rules an update of a well-formed resource breaks, with and without an id (protovalidate decides)."""
+        request = request_cls()
+        target: Any = request if wrapper is None or request_cls is resource_cls else getattr(request, wrapper)
+        target.metadata.name, target.metadata.slug, target.metadata.org = "Probe", "probe", DEFAULT_ORG
+        if with_id:
+            target.metadata.id = f"{id_prefix}-01arz3ndektsv4rrffq69g5fav"
+        if mask is not None:
+            getattr(request, mask).paths.extend(mutable[:1])
+        return {f"{path}:{rule}" for path, rule in s.violations(request)}
+
+    return UpdateForm(mask=mask is not None, by_id=bool(probe(False) - probe(True)), mutable=mutable)
+
+
+def _fixed_envelope(resource_cls: type[Message]) -> tuple[tuple[str, str], ...]:
+    """``api_version`` and ``kind`` values the resource's rules fix (a served API's ``const``),
+    which every resource sent must carry; a kind of our own fixes none and the server fills them."""
+    found = _ENVELOPES.get(resource_cls)
+    if found is None:
+        fields: Any = resource_cls.DESCRIPTOR.fields_by_name
+        fixed = ((name, s.constant(fields[name])) for name in ("api_version", "kind") if name in fields)
+        found = _ENVELOPES[resource_cls] = tuple((name, value) for name, value in fixed if value is not None)
+    return found
+
+
+_ENVELOPES: dict[type[Message], tuple[tuple[str, str], ...]] = {}
 
 
 class KindContract(RuleBasedStateMachine):
@@ -97,6 +181,10 @@ class KindContract(RuleBasedStateMachine):
             self.channel = self.app.channel()
         self.kind: KindRuntime = self.app.registry.kind(self.kind_name)
         self.client = KindClient(self.channel, self.kind)
+        self.form = UpdateForm.of(self.kind)
+        self.envelope = _fixed_envelope(self.kind.resource_cls)
+        self.served = frozenset(b.operation for b in self.kind.methods.values())
+        """Operations the kind's services bind (a served API may lack one, e.g. getByReference)."""
         self.model: dict[str, Message] = {}
         self.foreign: set[str] = set()
         self.last_version = 0
@@ -147,6 +235,8 @@ class KindContract(RuleBasedStateMachine):
         self, org: str, slug: str | None, name: str, labels: dict[str, str], tags: list[str], spec: Message | None
     ) -> Message:
         obj = self.kind.resource_cls()
+        for field, value in self.envelope:
+            setattr(obj, field, value)
         meta = obj.metadata  # type: ignore[attr-defined]
         meta.name = name
         if slug:
@@ -208,6 +298,13 @@ class KindContract(RuleBasedStateMachine):
 
     def _check_create(self, obj: Message, org: str, slug: str, name: str) -> None:
         expected_slug = slug or slugify(name)
+        if not slug and self._refuses_slug(obj, expected_slug):
+            # The slug derived from the name breaks the kind's own slug rules (a one-letter
+            # name under a schema that wants two): refused naming the slug, nothing stored.
+            error = self._expect_code(grpc.StatusCode.INVALID_ARGUMENT, self.client.create, obj)
+            fields = [v.field for v in from_rpc_error(error).violations]  # type: ignore[attr-defined]
+            assert "metadata.slug" in fields, f"a derived slug {expected_slug!r} is refused naming {fields}"
+            return
         if self._find(org, expected_slug) is not None:
             self._expect_code(grpc.StatusCode.ALREADY_EXISTS, self.client.create, obj)
             return
@@ -217,6 +314,12 @@ class KindContract(RuleBasedStateMachine):
         self.model[got.metadata.id] = got
         # The same create again is a duplicate: checked at once, not left to a later draw.
         self._expect_code(grpc.StatusCode.ALREADY_EXISTS, self.client.create, obj)
+
+    def _refuses_slug(self, obj: Message, slug: str) -> bool:
+        probe = self.kind.resource_cls()
+        probe.CopyFrom(obj)
+        probe.metadata.slug = slug  # type: ignore[attr-defined]
+        return "metadata.slug" in [path for path, _ in s.violations(probe)]
 
     # -- rules ------------------------------------------------------------------
     @rule(
@@ -230,6 +333,7 @@ class KindContract(RuleBasedStateMachine):
         obj = self._build(org, slug, name, labels, tags, spec)
         self._check_create(obj, org or DEFAULT_ORG, slug or "", name)
 
+    @precondition(lambda self: "apply" in self.served)
     @rule(
         org=st.sampled_from(s.ORGS), slug=st.sampled_from(s.SLUGS), name=s.names, labels=s.labels,
         tags=s.tags, data=st.data(),
@@ -265,7 +369,7 @@ class KindContract(RuleBasedStateMachine):
         if self.kind.shape.has_timestamps:
             assert gmeta.created_at == emeta.created_at, "creation time is immutable"
 
-    @precondition(lambda self: bool(self.model))
+    @precondition(lambda self: bool(self.model) and "update" in self.served)
     @rule(
         name=s.names,
         labels=s.labels,
@@ -281,22 +385,46 @@ class KindContract(RuleBasedStateMachine):
         existing = self.model[target_id]
         emeta = existing.metadata  # type: ignore[attr-defined]
         obj = self._build(emeta.org, emeta.slug if by_slug else None, name, labels, tags, data.draw(s.specs(self.kind)))
+        paths = self._draw_mask(data)
         if not by_slug:
             obj.metadata.id = target_id  # type: ignore[attr-defined]
+        elif self.form.by_id:  # the request's rules want the id: naming the target by slug alone is refused
+            self._expect_code(grpc.StatusCode.INVALID_ARGUMENT, self._update, obj, paths)
+            return
         if self.kind.shape.has_resource_version:
             if version == "current":
                 obj.metadata.resource_version = emeta.resource_version  # type: ignore[attr-defined]
             elif version == "stale":  # any version but the current one (one above, for the very first write)
                 current = emeta.resource_version
                 obj.metadata.resource_version = current - 1 if current > 1 else current + 1  # type: ignore[attr-defined]
-                self._expect_code(grpc.StatusCode.ABORTED, self.client.update, obj)
+                self._expect_code(grpc.StatusCode.ABORTED, self._update, obj, paths)
                 return
-        got = self._expect_ok(self.client.update, obj)
-        self._check_written(obj, got, org=emeta.org, slug=emeta.slug)
+        got = self._expect_ok(self._update, obj, paths)
+        self._check_written(self._masked(existing, obj, paths), got, org=emeta.org, slug=emeta.slug)
         self._check_update_result(existing, got)
         self.model[target_id] = got
 
-    @precondition(lambda self: bool(self.model))
+    def _draw_mask(self, data: st.DataObject) -> tuple[str, ...]:
+        """The paths an update sets: some of the mutable ones, when the request takes a mask (else none)."""
+        if not self.form.mask:
+            return ()
+        chosen = data.draw(st.lists(st.sampled_from(self.form.mutable), min_size=1, unique=True), label="update_mask")
+        return tuple(chosen)
+
+    def _update(self, obj: Message, paths: tuple[str, ...]) -> Message:
+        return self.client.update(obj, list(paths) if self.form.mask else None)
+
+    def _masked(self, existing: Message, sent: Message, paths: tuple[str, ...]) -> Message:
+        """What an update of ``existing`` to ``sent`` must write: all of ``sent``, or with a mask
+        only the masked paths of it (AIP-134: a masked field unset in ``sent`` is cleared)."""
+        if not self.form.mask:
+            return sent
+        expected = self.kind.resource_cls()
+        expected.CopyFrom(existing)
+        FieldMask(paths=paths).MergeMessage(sent, expected, replace_message_field=True, replace_repeated_field=True)
+        return expected
+
+    @precondition(lambda self: bool(self.model) and "update" in self.served)
     @rule(data=st.data())
     def rewrite_unchanged(self, data: st.DataObject) -> None:
         """Writing back what a read returned changes nothing: no new version, the same object."""
@@ -306,15 +434,18 @@ class KindContract(RuleBasedStateMachine):
         obj.CopyFrom(existing)
         if self.kind.shape.has_status:
             obj.ClearField("status")
-        got = self._expect_ok(self.client.update, obj)
+        got = self._expect_ok(self._update, obj, self.form.mutable)
         assert got == existing, f"rewriting an object as read changed it: {existing} became {got}"
 
+    @precondition(lambda self: "update" in self.served)
     @rule(org=st.sampled_from(s.ORGS), slug=st.sampled_from(s.SLUGS), name=s.names, data=st.data())
     def update_missing(self, org: str, slug: str, name: str, data: st.DataObject) -> None:
         if self._find(org or DEFAULT_ORG, slug) is not None:
             return
         obj = self._build(org, slug, name, {}, [], data.draw(s.specs(self.kind)))
-        self._expect_code(grpc.StatusCode.NOT_FOUND, self.client.update, obj)
+        if self.form.by_id:  # an id never issued
+            obj.metadata.id = f"{self.kind.id_prefix}-01arz3ndektsv4rrffq69g5fav"  # type: ignore[attr-defined]
+        self._expect_code(grpc.StatusCode.NOT_FOUND, self._update, obj, self.form.mutable)
 
     @precondition(lambda self: bool(self.model))
     @rule(data=st.data())
@@ -342,6 +473,7 @@ class KindContract(RuleBasedStateMachine):
         target_id = data.draw(st.sampled_from(sorted(self.model)))
         assert self._expect_ok(self.client.get, target_id) == self.model[target_id]
 
+    @precondition(lambda self: "getByReference" in self.served)
     @rule(org=st.sampled_from(s.ORGS), slug=st.sampled_from(s.SLUGS), with_kind=st.booleans())
     def get_by_reference(self, org: str, slug: str, with_kind: bool) -> None:
         kind: Any = ""

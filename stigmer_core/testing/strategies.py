@@ -78,7 +78,9 @@ DIRECT_RULES = (
 )
 """Rules the strategies generate for directly; everything else (CEL, predefined
 rules, bytes patterns, duration not_in) is met by drawing and checking with
-protovalidate."""
+protovalidate. A string field's own CEL rules seed its draws with the string
+literals of their expressions, so a rule such as ``this.startsWith('https://')``
+is met by a draw, not waited for."""
 
 
 def _rules(field: FieldDescriptor) -> Any:
@@ -86,6 +88,14 @@ def _rules(field: FieldDescriptor) -> Any:
     if options.HasExtension(_RULES):
         return options.Extensions[_RULES]
     return None
+
+
+def constant(field: FieldDescriptor) -> str | None:
+    """The value a string field's ``const`` rule fixes, or None when it fixes none."""
+    rules = _rules(field)
+    if rules is None or not _has(rules, "string") or not _has(rules.string, "const"):
+        return None
+    return str(rules.string.const)
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
@@ -181,7 +191,35 @@ def _has(rules: Any, name: str) -> bool:
     return bool(rules.HasField(name))
 
 
+_CEL_LITERAL = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
+
+
+def _cel_literals(rules: Any) -> list[str]:
+    """The string literals in a field's own CEL rules (``this.startsWith('https://')``)."""
+    if rules is None:
+        return []
+    found = {a or b for rule in rules.cel for a, b in _CEL_LITERAL.findall(rule.expression)}
+    return sorted(v for v in found if v)
+
+
 def _string(rules: Any, *, dense: bool) -> st.SearchStrategy[str]:
+    """Strings meeting the field's string rules; a field with CEL rules also gets
+    draws built from their literals (whole, as a prefix, as a suffix), which
+    protovalidate then checks: random text alone would hardly ever start with
+    ``https://``."""
+    base = _string_rules(rules, dense=dense)
+    literals = _cel_literals(rules)
+    if not literals:
+        return base
+    seeds = st.sampled_from(literals)
+    tails = st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1, max_size=8)
+    seeded = st.one_of(
+        seeds, st.builds(lambda a, b: a + b, seeds, tails), st.builds(lambda a, b: a + b, tails, seeds)
+    )
+    return st.one_of(seeded, base)
+
+
+def _string_rules(rules: Any, *, dense: bool) -> st.SearchStrategy[str]:
     r = rules.string if rules is not None and _has(rules, "string") else None
     if r is None:
         return st.text(alphabet=_TEXT, min_size=1 if dense else 0, max_size=MAX_TEXT)
@@ -594,7 +632,8 @@ LABEL_VALUES = ("a", "b")
 
 names = st.from_regex(r"[A-Za-z][A-Za-z0-9 ]{0,15}", fullmatch=True)
 labels = st.dictionaries(st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES), max_size=2)
-tags = st.lists(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6), max_size=2)
+tags = st.lists(st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6), max_size=2, unique=True)
+"""Tags every metadata schema here accepts: the published one wants them unique."""
 
 
 def invalid_metadata() -> st.SearchStrategy[tuple[str, dict[str, Any]]]:

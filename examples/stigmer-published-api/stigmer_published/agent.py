@@ -15,7 +15,7 @@ from ai.stigmer.agentic.agent.v1 import api_pb2, command_pb2, query_pb2
 from stigmer_core import CustomOperation, KindDeclaration, Phase, RequestContext, step
 from stigmer_core.pipeline import steps as standard
 
-from stigmer_published.common import masked_update, unimplemented, wire_kind
+from stigmer_published.common import checked_new_state, masked_update, unimplemented, wire_kind
 
 COMMANDS = command_pb2.DESCRIPTOR.services_by_name["AgentCommandController"]
 QUERIES = query_pb2.DESCRIPTOR.services_by_name["AgentQueryController"]
@@ -52,7 +52,7 @@ AGENT = KindDeclaration(
     query_service=QUERIES,
     id_prefix="pagt",
     key_prefix="published-agents",
-    steps={"create": (wire_kind("Agent"),), "update": (masked_update(*MUTABLE),)},
+    steps={"create": (wire_kind("Agent"), checked_new_state()), "update": (masked_update(),)},
     operations={
         "updateVisibility": CustomOperation(
             steps=(
@@ -71,6 +71,7 @@ AGENT = KindDeclaration(
         "listVersions": CustomOperation(steps=(unimplemented(QUERIES, "listVersions", NO_VERSIONS),)),
         "getVersion": CustomOperation(steps=(unimplemented(QUERIES, "getVersion", NO_VERSIONS),)),
     },
+    mutable=MUTABLE,
     api_version=API_VERSION,
     plural="stigmer-agents",
     description="Stigmer's published Agent, served for the official stigmer-sdk client.",

@@ -29,20 +29,32 @@ def _allowed(path: str, mutable: Sequence[str]) -> bool:
     return any(path == m or path.startswith(m + ".") for m in mutable)
 
 
-def _validated(resource: Any) -> None:
+def _validated(resource: Any, prefix: str = "resource.") -> None:
     """The update input's ``resource`` is exempt from field rules in the
     published schema (``IGNORE_ALWAYS``), so the state it produces is checked."""
     try:
         validation.check(resource)
     except InvalidArgument as exc:
-        violations = [FieldViolation(f"resource.{v.field}", v.description) for v in exc.violations]
+        violations = [FieldViolation(f"{prefix}{v.field}", v.description) for v in exc.violations]
         raise InvalidArgument(exc.message, violations) from None
 
 
-def masked_update(*mutable: str) -> Step:
-    """Honour ``update_mask``: only the named paths change, and only mutable
-    ones may be named. An empty mask keeps the framework's update (spec and
-    mutable metadata from the request)."""
+def checked_new_state() -> Step:
+    """A created object meets the published rules as stored, not only as sent:
+    the request was checked before the framework derived a slug from the
+    name, and a one-letter name gives a slug the published pattern refuses
+    (at least two characters)."""
+
+    def run(ctx: RequestContext) -> None:
+        _validated(ctx.resource, "")
+
+    return FunctionStep("check_new_state", Phase.KIND, run)
+
+
+def masked_update() -> Step:
+    """Honour ``update_mask``: only the named paths change, and only the kind's
+    declared ``mutable`` paths may be named. An empty mask keeps the
+    framework's update (spec and mutable metadata from the request)."""
 
     def run(ctx: RequestContext) -> None:
         request: Any = ctx.request
@@ -50,6 +62,7 @@ def masked_update(*mutable: str) -> Step:
             return
         existing = ctx.existing
         assert existing is not None
+        mutable = ctx.kind.decl.mutable
         paths = list(request.update_mask.paths)
         refused = [p for p in paths if not _allowed(p, mutable)]
         if refused:

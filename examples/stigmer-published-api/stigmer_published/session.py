@@ -29,7 +29,7 @@ from stigmer_core.kinds.declaration import Reference
 from stigmer_core.pipeline import steps as standard
 
 from stigmer_published.agent import AGENT, API_VERSION
-from stigmer_published.common import masked_update, unimplemented, wire_kind
+from stigmer_published.common import checked_new_state, masked_update, unimplemented, wire_kind
 
 COMMANDS = command_pb2.DESCRIPTOR.services_by_name["SessionCommandController"]
 QUERIES = query_pb2.DESCRIPTOR.services_by_name["SessionQueryController"]
@@ -91,8 +91,8 @@ SESSION = KindDeclaration(
     id_prefix="pses",
     key_prefix="published-sessions",
     steps={
-        "create": (wire_kind("Session"), resolve_agent),
-        "update": (keep_agent_ref, masked_update(*MUTABLE)),
+        "create": (wire_kind("Session"), resolve_agent, checked_new_state()),
+        "update": (keep_agent_ref, masked_update()),
     },
     indexes=(IndexSpec("agent", _agent_id, org_scoped=False),),
     references=(Reference("status.agent_id", AGENT.name),),
@@ -117,6 +117,7 @@ SESSION = KindDeclaration(
             for method in ("listByChannel", "listEvents", "streamEvents")
         },
     },
+    mutable=MUTABLE,
     api_version=API_VERSION,
     plural="stigmer-sessions",
     description="Stigmer's published Session, served for the official stigmer-sdk client.",

@@ -159,9 +159,12 @@ class _Context(grpc.ServicerContext):
 class _Done(grpc.Call, grpc.Future):
     """A finished call: result of ``with_call`` and ``future``."""
 
-    def __init__(self, response: Any = None, error: InProcessRpcError | None = None) -> None:
+    def __init__(
+        self, response: Any = None, error: InProcessRpcError | None = None, trailing: Metadata = ()
+    ) -> None:
         self._response = response
         self._error = error
+        self._trailing = trailing
 
     def result(self, timeout: float | None = None) -> Any:
         if self._error is not None:
@@ -196,7 +199,7 @@ class _Done(grpc.Call, grpc.Future):
         return self._error.details() if self._error else ""
 
     def trailing_metadata(self) -> Metadata:
-        return self._error.trailing_metadata() if self._error else ()
+        return self._error.trailing_metadata() if self._error else self._trailing
 
     def initial_metadata(self) -> Metadata:
         return ()
@@ -233,7 +236,8 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
         self._serialize = serialize or (lambda message: message)
         self._deserialize = deserialize or (lambda data: data)
 
-    def _invoke(self, request: Any, metadata: Metadata | None) -> Any:
+    def _invoke(self, request: Any, metadata: Metadata | None) -> tuple[Any, Metadata]:
+        """The response and the trailing metadata the handler set."""
         handler = self._handler
         if handler is None or handler.unary_unary is None:
             raise _unimplemented(self._method)
@@ -244,19 +248,21 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
             failed = context.failed()
             if failed is not None:
                 raise failed
-            return self._deserialize(_bounded(handler.response_serializer(response), "Sent message"))
+            return self._deserialize(_bounded(handler.response_serializer(response), "Sent message")), context.trailing_metadata()
         finally:
             context.finish()
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
-        return self._invoke(request, metadata)
+        return self._invoke(request, metadata)[0]
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
-        return self._invoke(request, metadata), _Done()
+        response, trailing = self._invoke(request, metadata)
+        return response, _Done(response, trailing=trailing)
 
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
         try:
-            return _Done(self._invoke(request, metadata))
+            response, trailing = self._invoke(request, metadata)
+            return _Done(response, trailing=trailing)
         except InProcessRpcError as error:
             return _Done(error=error)
 

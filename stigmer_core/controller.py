@@ -26,6 +26,7 @@ from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.auth.access import LOCAL_ADMIN, Access, Caller
 from stigmer_core.auth.tokens import Authenticator
 from stigmer_core.errors import FieldViolation, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from stigmer_core.headers import DRY_RUN, REMOVED
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.limits import MESSAGE_BYTES
@@ -35,6 +36,15 @@ from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVI
 from stigmer_core.store.protocol import Store, WriteTxn
 
 log = logging.getLogger(__name__)
+
+
+
+class _DryRun(Exception):
+    """Rolls a dry run's transaction back, carrying the answer it would have had."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__("dry run")
+        self.response = response
 
 
 class _Malformed:
@@ -94,7 +104,9 @@ class Executor:
         metadata: Sequence[tuple[str, Any]] = (),
         active: Callable[[], bool] | None = None,
         peer: str = "",
+        removed: list[str] | None = None,
     ) -> Any:
+        """``removed`` (when given) receives the objects the write deleted, as ``REMOVED`` entries."""
         try:
             caller = self.caller(binding, metadata, peer)
             ctx = RequestContext(
@@ -115,6 +127,7 @@ class Executor:
             for run_step in pipeline.run_pre:
                 run_step(ctx)
             if pipeline.writes:
+                dry_run = bool(metadata) and any(key == DRY_RUN and value == "true" for key, value in metadata)
 
                 def body(txn: WriteTxn) -> Any:
                     ctx.reset_transaction_state()
@@ -124,9 +137,19 @@ class Executor:
                         run_step(ctx)
                     resources.publish()  # whatever a custom pipeline wrote without a publish step
                     _check_answerable(ctx.response, binding)
+                    if removed is not None:
+                        removed[:] = [
+                            f"{k.name} {o.metadata.id} {o.metadata.slug}"  # type: ignore[attr-defined]
+                            for k, o in resources.removed
+                        ]
+                    if dry_run:
+                        raise _DryRun(ctx.response)
                     return ctx.response
 
-                response = self.store.transact(body)
+                try:
+                    response = self.store.transact(body)
+                except _DryRun as done:
+                    response = done.response
             else:
                 with self.store.read() as txn:
                     ctx.resources = Resources(txn, self.registry, caller=caller, access=binding.access)
@@ -213,15 +236,20 @@ def _handler(
             stream, request_deserializer=request_deserializer, response_serializer=response_serializer
         )
 
+    writes = binding.pipeline.writes
+
     def unary(request: Message | _Malformed, context: grpc.ServicerContext) -> Message:
         if isinstance(request, _Malformed):
             status.abort(context, _malformed(binding, request))
+        removed: list[str] | None = [] if writes else None
         try:
             peer = context.peer() if needs_peer else ""
-            response: Message = run(kind, binding, request, context.invocation_metadata(), None, peer)
-            return response
+            response: Message = run(kind, binding, request, context.invocation_metadata(), None, peer, removed)
         except Exception as exc:
             status.abort(context, exc)
+        if removed:
+            context.set_trailing_metadata(tuple((REMOVED, entry) for entry in removed))
+        return response
 
     return grpc.unary_unary_rpc_method_handler(
         unary, request_deserializer=request_deserializer, response_serializer=response_serializer

@@ -19,6 +19,7 @@ from stigmer_core import errors
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.envelope import descriptor
 from stigmer_core.cli.errors import CliError, from_rpc
+from stigmer_core.headers import DRY_RUN, REMOVED
 
 # ``<id_prefix>-<lowercase ULID>``: anything else given as NAME|ID is a slug.
 _ID = re.compile(r"^[a-z][a-z0-9]{0,15}-[0-7][0-9a-hjkmnp-tv-z]{25}$")
@@ -130,3 +131,24 @@ class KindCalls:
     def delete(self, object_id: str) -> Message:
         deleted: Message = self.call("delete", self.request("delete", value=object_id))
         return deleted
+
+    def delete_reporting(self, object_id: str, *, dry_run: bool = False) -> list[tuple[str, str, str]]:
+        """Delete (or, with ``dry_run``, have the server rehearse deleting) an object; return
+        (kind, id, slug) of everything that went, owners first, as the server reports it."""
+        found = self.kind.method("delete")
+        callable_ = self.channel.unary_unary(
+            found.path,
+            request_serializer=found.request_cls.SerializeToString,
+            response_deserializer=found.response_cls.FromString,
+        )
+        metadata = ((DRY_RUN, "true"),) if dry_run else ()
+        try:
+            _, call = callable_.with_call(self.request("delete", value=object_id), timeout=self.timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc(exc, self.target) from exc
+        removed = []
+        for key, value in call.trailing_metadata() or ():
+            if key == REMOVED:
+                kind, object_id, slug = str(value).split(" ", 2)
+                removed.append((kind, object_id, slug))
+        return removed

@@ -1,11 +1,10 @@
 """What a delete takes with it, and the way out when it is refused.
 
 The server deletes an object together with everything it owns
-(``metadata.ownerReferences``), transitively, and answers with the deleted
-object only. So the CLI works the tree out itself before deleting, from the
-objects of the same org, and after the delete checks which of them are gone:
-what it prints is what happened, not a guess. ``delete --dry-run`` prints the
-tree and stops.
+(``metadata.ownerReferences``), transitively, and names every object that
+went in the call's trailing metadata (``stigmer-removed``): what the CLI
+prints is what happened, not a guess. ``delete --dry-run`` asks the server to
+rehearse the delete (``stigmer-dry-run``): the same pipeline, rolled back.
 
 A delete refused because another object still refers to the target
 (FAILED_PRECONDITION ``... is still referenced by <kind> '<slug>' (<field>)``)
@@ -34,37 +33,21 @@ def ref(kind: KindInfo, obj: Any) -> str:
     return f"{kind.cli_name}/{metadata(obj).slug}"
 
 
-def owned(session: Session, kind: KindInfo, obj: Any, *, org: str) -> list[tuple[KindInfo, Any]]:
-    """Everything ``obj`` owns, transitively, owners before what they own.
-
-    Kinds that cannot be listed here are skipped: the delete itself still
-    removes what they hold, it is only not named.
-    """
-    children: dict[str, list[tuple[KindInfo, Any]]] = {}
-    for other in session.catalog.kinds:
-        try:
-            objects = list(session.calls(other).iterate(org=org))
-        except (errors.StigmerError, CliError):
+def report(
+    session: Session, kind: KindInfo, target: Any, removed: Sequence[tuple[str, str, str]], *, dry_run: bool
+) -> list[str]:
+    """The lines a delete prints: the object named, then what the server removed with it."""
+    suffix = " (dry run)" if dry_run else ""
+    verb = "would be deleted" if dry_run else "deleted"
+    target_id = metadata(target).id
+    lines = [f"{ref(kind, target)} {verb}{suffix}"]
+    for kind_name, object_id, slug in removed:
+        if object_id == target_id:
             continue
-        for candidate in objects:
-            for owner in getattr(metadata(candidate), "owner_references", ()):
-                children.setdefault(owner.id, []).append((other, candidate))
-    found: list[tuple[KindInfo, Any]] = []
-    seen = {metadata(obj).id}
-    pending = [metadata(obj).id]
-    while pending:
-        for child_kind, child in children.get(pending.pop(0), ()):
-            child_id = metadata(child).id
-            if child_id not in seen:
-                seen.add(child_id)
-                found.append((child_kind, child))
-                pending.append(child_id)
-    return found
-
-
-def still_there(session: Session, objects: Sequence[tuple[KindInfo, Any]], *, org: str) -> set[str]:
-    """Ids of ``objects`` that a lookup still finds."""
-    return {metadata(obj).id for kind, obj in objects if session.calls(kind).lookup(org, metadata(obj).id) is not None}
+        found = session.catalog.find(kind_name)
+        name = found.cli_name if found is not None else kind_name.lower()
+        lines.append(f"{name}/{slug} {verb} with it{suffix}")
+    return lines
 
 
 def way_out(session: Session, error: errors.FailedPrecondition) -> CliError | None:

@@ -45,7 +45,7 @@ class Resources:
     and every write needs ``access`` in the written object's org.
     """
 
-    __slots__ = ("_access", "_caller", "_events", "_owned_by", "principal", "registry", "txn")
+    __slots__ = ("_access", "_caller", "_events", "_owned_by", "principal", "registry", "removed", "txn")
 
     def __init__(
         self, txn: ReadTxn, registry: Registry, *, caller: Caller | None = None, access: Access = Access.WRITE
@@ -57,6 +57,9 @@ class Resources:
         self._access = access
         self.principal = caller.principal if caller is not None else "local"
         self._owned_by: list[tuple[KindRuntime, Message, frozenset[str]]] = []
+        self.removed: list[tuple[KindRuntime, Message]] = []
+        """What deletes of this transaction removed, owners before what they owned (what a
+        delete reports to its caller: the cascade, not only the object named)."""
 
     # -- isolation -----------------------------------------------------------
     def visible(self, org: str) -> bool:
@@ -396,6 +399,7 @@ class Resources:
             self.check_referrers(node_kind, node, inside)
         for node_kind, node in reversed(tree):  # what is owned goes first
             self._remove_one(node_kind, node)
+        self.removed += tree
 
     def _remove_one(self, kind: KindRuntime, obj: Message) -> None:
         txn = self._writer

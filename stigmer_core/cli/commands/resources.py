@@ -139,25 +139,15 @@ def delete(ctx: click.Context, kind_name: str, name: str, dry_run: bool) -> None
     kind = session.kind(kind_name)
     calls = session.calls(kind)
     found = calls.require(session.org, name)
-    meta = metadata(found)
-    tree = cascade.owned(session, kind, found, org=meta.org)
-    if dry_run:
-        click.echo(f"{cascade.ref(kind, found)} would be deleted (dry run)")
-        for child_kind, child in tree:
-            click.echo(f"{cascade.ref(child_kind, child)} would be deleted with it (dry run)")
-        return
     try:
-        calls.delete(meta.id)
+        removed = calls.delete_reporting(metadata(found).id, dry_run=dry_run)
     except errors.FailedPrecondition as exc:
         better = cascade.way_out(session, exc)
         if better is None:
             raise
         raise better from exc
-    click.echo(f"{cascade.ref(kind, found)} deleted")
-    left = cascade.still_there(session, tree, org=meta.org)
-    for child_kind, child in tree:
-        if metadata(child).id not in left:
-            click.echo(f"{cascade.ref(child_kind, child)} deleted with it")
+    for line in cascade.report(session, kind, found, removed, dry_run=dry_run):
+        click.echo(line)
 
 
 @click.command()

@@ -45,7 +45,7 @@ class Resources:
     and every write needs ``access`` in the written object's org.
     """
 
-    __slots__ = ("_access", "_caller", "_events", "_owned_by", "principal", "registry", "txn")
+    __slots__ = ("_access", "_caller", "_events", "_now", "_owned_by", "_written", "principal", "registry", "txn")
 
     def __init__(
         self, txn: ReadTxn, registry: Registry, *, caller: Caller | None = None, access: Access = Access.WRITE
@@ -57,6 +57,17 @@ class Resources:
         self._access = access
         self.principal = caller.principal if caller is not None else "local"
         self._owned_by: list[tuple[KindRuntime, Message, frozenset[str]]] = []
+        self._written: dict[bytes, str] = {}
+        """Object key -> org of what this transaction has stored, for the owner check at publish."""
+        self._now: Timestamp | None = None
+
+    def now(self) -> Timestamp:
+        """The time this transaction stamps on what it writes: one instant for all of it
+        (an agent and its default instance, their events), read from the clock once."""
+        found = self._now
+        if found is None:
+            found = self._now = _now()
+        return found
 
     # -- isolation -----------------------------------------------------------
     def visible(self, org: str) -> bool:
@@ -76,7 +87,7 @@ class Resources:
 
     # -- reads -------------------------------------------------------------
     def get(self, kind: KindRuntime, object_id: str) -> Message | None:
-        raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
+        raw = self.txn.get(kind.object_key(object_id))
         if raw is None:
             return None
         found = _parse(kind, object_id, raw)
@@ -90,7 +101,7 @@ class Resources:
 
     def _get_any(self, kind: KindRuntime, object_id: str) -> Message | None:
         """Whatever org the object is in: for checks that must not miss one (referrers)."""
-        raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
+        raw = self.txn.get(kind.object_key(object_id))
         return None if raw is None else _parse(kind, object_id, raw)
 
     def require(self, kind: KindRuntime, object_id: str) -> Message:
@@ -102,7 +113,7 @@ class Resources:
     def id_for_slug(self, kind: KindRuntime, org: str, slug: str) -> str | None:
         if not self.visible(org):
             return None
-        raw = self.txn.get(keys.slug_key(kind.key_prefix, org, slug))
+        raw = self.txn.get(kind.slug_key(org, slug))
         return None if raw is None else raw.decode()
 
     def require_slug(self, kind: KindRuntime, org: str, slug: str) -> Message:
@@ -154,7 +165,7 @@ class Resources:
         shape = kind.shape
         if shape.has_status:
             obj.ClearField("status")
-        now = _now()
+        now = self.now()
         if shape.has_timestamps:
             meta.created_at.CopyFrom(now)
             meta.updated_at.CopyFrom(now)
@@ -166,7 +177,7 @@ class Resources:
             audit.updated_by.id = principal
 
     def stamp_update(self, kind: KindRuntime, obj: Message, *, principal: str) -> None:
-        now = _now()
+        now = self.now()
         if kind.shape.has_timestamps:
             obj.metadata.updated_at.CopyFrom(now)  # type: ignore[attr-defined]
         if kind.shape.has_audit:
@@ -176,9 +187,9 @@ class Resources:
 
     def check_slug_free(self, kind: KindRuntime, obj: Message) -> None:
         meta = obj.metadata  # type: ignore[attr-defined]
-        if self.txn.get(keys.slug_key(kind.key_prefix, meta.org, meta.slug)) is not None:
+        if self.txn.get(kind.slug_key(meta.org, meta.slug)) is not None:
             raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
-        if meta.id and self.txn.get(keys.object_key(kind.key_prefix, meta.id)) is not None:
+        if meta.id and self.txn.get(kind.object_key(meta.id)) is not None:
             if self.hidden(kind, meta.id):  # another org's id: its existence is not told
                 raise errors.NotFound(f"{kind.label} '{meta.id}' not found")
             raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
@@ -327,8 +338,11 @@ class Resources:
                 if ref.id in kept:
                     continue
                 owner_kind = self.registry.kind(ref.kind)
-                owner = self.get(owner_kind, ref.id)
-                if owner is None or owner.metadata.org != meta.org:  # type: ignore[attr-defined]
+                owner_org = self._written.get(owner_kind.object_key(ref.id))
+                if owner_org is None:  # stored before this transaction: read it
+                    owner = self.get(owner_kind, ref.id)
+                    owner_org = None if owner is None else owner.metadata.org  # type: ignore[attr-defined]
+                if owner_org != meta.org:
                     raise errors.NotFound(
                         f"{owner_kind.label} '{ref.id}' not found in org '{meta.org}' "
                         f"(metadata.owner_references[{i}] of {kind.label} '{meta.slug}')"
@@ -345,8 +359,10 @@ class Resources:
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = self._storable(kind, obj)
-        txn.put(keys.object_key(kind.key_prefix, meta.id), raw)
-        txn.put(keys.slug_key(kind.key_prefix, meta.org, meta.slug), meta.id.encode())
+        object_key = kind.object_key(meta.id)
+        txn.put(object_key, raw)
+        self._written[object_key] = meta.org
+        txn.put(kind.slug_key(meta.org, meta.slug), meta.id.encode())
         for key in kind.index_keys(obj):
             txn.put(key, b"")
         for key in kind.owner_keys(obj):
@@ -366,7 +382,9 @@ class Resources:
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = self._storable(kind, new)
-        txn.put(keys.object_key(kind.key_prefix, meta.id), raw)
+        object_key = kind.object_key(meta.id)
+        txn.put(object_key, raw)
+        self._written[object_key] = meta.org
         old_index, new_index = kind.index_keys(old), kind.index_keys(new)
         old_keys = set(old_index) | set(kind.owner_keys(old))
         new_keys = set(new_index) | set(kind.owner_keys(new))
@@ -408,8 +426,10 @@ class Resources:
         for prefix in object_ranges:
             for key, _ in list(self.txn.scan(prefix)):
                 txn.delete(key)  # finished referrers keep a dangling id, by design
-        txn.delete(keys.object_key(kind.key_prefix, meta.id))
-        txn.delete(keys.slug_key(kind.key_prefix, meta.org, meta.slug))
+        object_key = kind.object_key(meta.id)
+        txn.delete(object_key)
+        self._written.pop(object_key, None)
+        txn.delete(kind.slug_key(meta.org, meta.slug))
         for key in kind.index_keys(obj):
             txn.delete(key)
         for key in kind.owner_keys(obj):
@@ -478,7 +498,7 @@ class Resources:
             )
         txn = self._writer
         revision = txn.write_revision()
-        now = _now()
+        now = self.now()
         for event in self._events:
             event.revision = revision
             event.time.CopyFrom(now)

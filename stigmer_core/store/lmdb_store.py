@@ -181,15 +181,24 @@ def _event_bytes(txn: lmdb.Transaction) -> int:
     return int.from_bytes(raw, "big") if raw else 0
 
 
-class _Writer(_Reader):
-    __slots__ = ("_callbacks", "_retention", "_revision", "_seq")
+OldestEvent = tuple[int, int]
+"""(revision, commit time in ns) of the oldest event a committed transaction left in the log."""
+_NEVER = 1 << 63
+"""The time of an event stored without one: retention by age never drops it."""
 
-    def __init__(self, txn: lmdb.Transaction, retention: EventRetention) -> None:
+
+class _Writer(_Reader):
+    __slots__ = ("_callbacks", "_event_bytes", "_retention", "_revision", "_seq", "oldest")
+
+    def __init__(self, txn: lmdb.Transaction, retention: EventRetention, oldest: OldestEvent | None) -> None:
         super().__init__(txn, None)
         self._revision = 0
         self._seq = 0
         self._retention = retention
         self._callbacks: list[Callable[[], None]] = []
+        self._event_bytes = -1  # the log's byte total once an event is appended; written by ``finish``
+        self.oldest = oldest
+        """The oldest event left in the log, when known: lets ``append_event`` skip looking."""
 
     def put(self, key: bytes, value: bytes) -> None:
         self._txn.put(key, value)
@@ -207,18 +216,36 @@ class _Writer(_Reader):
     def append_event(self, payload: bytes) -> int:
         revision = self.write_revision()
         txn = self._txn
-        total = _event_bytes(txn)
         if self._seq == 0:
+            total = _event_bytes(txn)
             now = time.time_ns()
-            total = self._prune_events(revision, total, now)
+            keep = self._retention
+            oldest = self.oldest
+            # Look at the log's oldest events only when they may be past a bound:
+            # most commits find nothing to prune, and a cursor costs more than this.
+            if (
+                oldest is None
+                or oldest[0] <= revision - keep.max_revisions
+                or oldest[1] < now - keep.max_age_seconds * 1_000_000_000
+                or total > keep.max_bytes
+            ):
+                total, self.oldest = self._prune_events(revision, total, now)
             txn.put(keys.event_time_key(revision), now.to_bytes(8, "big"))
+        else:
+            total = self._event_bytes
         txn.put(keys.event_key(revision, self._seq), payload)
-        txn.put(keys.EVENT_BYTES, (total + len(payload)).to_bytes(8, "big"))
+        self._event_bytes = total + len(payload)
         self._seq += 1
         return revision
 
-    def _prune_events(self, revision: int, total: int, now: int) -> int:
-        """Drop the oldest revisions' events past any retention bound; return the bytes left.
+    def finish(self) -> None:
+        """Write what this transaction kept in hand: the log's byte total, once, not per event."""
+        if self._event_bytes >= 0:
+            self._txn.put(keys.EVENT_BYTES, self._event_bytes.to_bytes(8, "big"))
+
+    def _prune_events(self, revision: int, total: int, now: int) -> tuple[int, OldestEvent]:
+        """Drop the oldest revisions' events past any retention bound; return the
+        bytes left and the oldest event left (this revision's, when none is).
 
         Runs once per committing transaction and deletes at most about
         ``PRUNE_PER_COMMIT`` events (always whole revisions), so its cost per
@@ -230,8 +257,9 @@ class _Writer(_Reader):
         age_floor = now - keep.max_age_seconds * 1_000_000_000
         txn = self._txn
         cursor = txn.cursor()
+        oldest = (revision, now)
         if not cursor.set_range(keys.EVENTS):
-            return total
+            return total, oldest
         deleted = 0
         dropping = -1
         while True:
@@ -241,10 +269,12 @@ class _Writer(_Reader):
             rev = keys.event_revision(key)
             if rev != dropping:
                 if deleted >= PRUNE_PER_COMMIT:
+                    oldest = (rev, 0)  # not looked at: the next commit looks again
                     break
                 stamp = txn.get(keys.event_time_key(rev))
-                old = stamp is not None and int.from_bytes(stamp, "big") < age_floor
-                if not (rev <= count_floor or total > keep.max_bytes or old):
+                stamped = _NEVER if stamp is None else int.from_bytes(stamp, "big")
+                if not (rev <= count_floor or total > keep.max_bytes or stamped < age_floor):
+                    oldest = (rev, stamped)
                     break
                 dropping = rev
                 txn.delete(keys.event_time_key(rev))
@@ -252,7 +282,7 @@ class _Writer(_Reader):
             deleted += 1
             if not cursor.delete():
                 break
-        return max(total, 0)
+        return max(total, 0), oldest
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
@@ -291,6 +321,12 @@ class LmdbStore:
             raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
         self._gate = _ResizeGate()
         self._writes = GroupCommit(self._commit_batch, max_batch)
+        self._oldest_event: OldestEvent | None = None
+        """The oldest event the last commit left, once a commit has looked (see ``_Writer.append_event``).
+
+        Events only leave the log by pruning and only newer ones join it, so
+        the oldest can only be this or newer: a bound this one is within, the
+        log is within. Set only from a commit that succeeded."""
         self._retention = (retention or EventRetention()).with_revisions(event_retention)
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
@@ -331,11 +367,13 @@ class LmdbStore:
             self._gate.enter()
             outer = self._env.begin(write=True)
             try:
+                oldest = self._oldest_event
                 for pending in batch:
-                    self._run_one(outer, pending)
+                    oldest = self._run_one(outer, pending, oldest)
                 revision = _revision_of(outer)
                 outer.commit()
                 self.commits += 1
+                self._oldest_event = oldest
                 if revision != self._revision:
                     with self._revision_cond:
                         self._revision = revision
@@ -378,14 +416,17 @@ class LmdbStore:
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
         return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
-    def _run_one(self, outer: lmdb.Transaction, pending: Pending) -> None:
+    def _run_one(self, outer: lmdb.Transaction, pending: Pending, oldest: OldestEvent | None) -> OldestEvent | None:
+        """Run one caller's write in a nested transaction; return the oldest event
+        known after it (its pruning counts only if it is kept)."""
         pending.error = None
         pending.result = None
         pending.callbacks = []
         child = self._env.begin(write=True, parent=outer)
-        writer = _Writer(child, self._retention)
+        writer = _Writer(child, self._retention, oldest)
         try:
             pending.result = pending.fn(writer)
+            writer.finish()
         except lmdb.MapFullError:
             child.abort()
             raise
@@ -394,13 +435,14 @@ class LmdbStore:
             pending.error = errors.InvalidArgument(
                 "a value of this write is too long to be indexed (a store key is at most 511 bytes)"
             )
-            return
+            return oldest
         except Exception as exc:
             child.abort()
             pending.error = exc
-            return
+            return oldest
         child.commit()
         pending.callbacks = writer._callbacks
+        return writer.oldest
 
     def _grow(self) -> None:
         size = self._env.info()["map_size"] * 2

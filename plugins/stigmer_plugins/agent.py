@@ -143,6 +143,8 @@ def seal_mcp_headers(ctx: RequestContext) -> None:
     """Seal secret headers; keep the stored ciphertext for the marker or an unchanged value."""
     agent = ctx.resource
     assert isinstance(agent, agent_pb2.Agent)
+    if not agent.spec.mcp_servers and not agent.status.unset_secret_headers:
+        return  # no header to seal, none listed unset: nothing below would change the agent
     stored = _stored_headers(ctx.existing)
     keyring = secrets(ctx.registry)
     unset = []

@@ -29,6 +29,10 @@ CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
 UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
 
+_Event = tuple[int, str, str, bytes, "list[bytes] | None"]
+"""A queued event: type, kind name, object id, stored (redacted) bytes, index keys it left when they moved."""
+
+
 def _now() -> Timestamp:
     now = Timestamp()
     now.FromNanoseconds(time.time_ns())  # GetCurrentTime() goes through datetime
@@ -52,7 +56,7 @@ class Resources:
     ) -> None:
         self.txn = txn
         self.registry = registry
-        self._events: list[event_pb2.ResourceEvent] = []
+        self._events: list[_Event] = []
         self._caller = None if caller is None or caller.unrestricted else caller
         self._access = access
         self.principal = caller.principal if caller is not None else "local"
@@ -468,17 +472,7 @@ class Resources:
             shown = kind.parse(raw)
             kind.redact(shown)
             raw = shown.SerializeToString()
-        event = event_pb2.ResourceEvent(
-            type=event_type,  # type: ignore[arg-type]
-            kind=kind.name,
-            id=object_id,
-            object=raw,
-            principal=self.principal,
-        )
-        if previous_index is not None:  # a filtered watch tells entering and leaving from these
-            event.index_keys_changed = True
-            event.previous_index_keys.extend(previous_index)
-        self._events.append(event)
+        self._events.append((event_type, kind.name, object_id, raw, previous_index))
 
     def publish(self) -> None:
         """Append the events of this transaction's writes to the event log.
@@ -499,9 +493,20 @@ class Resources:
         txn = self._writer
         revision = txn.write_revision()
         now = self.now()
-        for event in self._events:
-            event.revision = revision
-            event.time.CopyFrom(now)
+        principal = self.principal
+        for event_type, kind_name, object_id, raw, previous_index in self._events:
+            event = event_pb2.ResourceEvent(
+                type=event_type,  # type: ignore[arg-type]
+                kind=kind_name,
+                id=object_id,
+                object=raw,
+                principal=principal,
+                revision=revision,
+                time=now,
+            )
+            if previous_index is not None:  # a filtered watch tells entering and leaving from these
+                event.index_keys_changed = True
+                event.previous_index_keys.extend(previous_index)
             txn.append_event(event.SerializeToString())
         self._events.clear()
 

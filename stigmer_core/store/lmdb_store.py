@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import lmdb
 
@@ -123,11 +123,14 @@ def _revision_of(txn: lmdb.Transaction) -> int:
 
 
 class _Reader:
-    __slots__ = ("_gate", "_txn")
+    __slots__ = ("_gate", "_txn", "get")
 
     def __init__(self, txn: lmdb.Transaction, gate: _ResizeGate | None) -> None:
         self._txn = txn
         self._gate = gate
+        # Transactions are begun with buffers=False, so lmdb's own get already
+        # answers bytes or None: bound directly, a read costs no Python frame.
+        self.get = cast(Callable[[bytes], bytes | None], txn.get)
 
     def __enter__(self) -> _Reader:
         return self
@@ -140,10 +143,6 @@ class _Reader:
     @property
     def revision(self) -> int:
         return _revision_of(self._txn)
-
-    def get(self, key: bytes) -> bytes | None:
-        value = self._txn.get(key)
-        return None if value is None else bytes(value)
 
     def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         cursor = self._txn.cursor()
@@ -188,10 +187,12 @@ _NEVER = 1 << 63
 
 
 class _Writer(_Reader):
-    __slots__ = ("_callbacks", "_event_bytes", "_retention", "_revision", "_seq", "oldest")
+    __slots__ = ("_callbacks", "_event_bytes", "_retention", "_revision", "_seq", "delete", "oldest", "put")
 
     def __init__(self, txn: lmdb.Transaction, retention: EventRetention, oldest: OldestEvent | None) -> None:
         super().__init__(txn, None)
+        self.put = cast(Callable[[bytes, bytes], None], txn.put)  # as ``get``: no Python frame per write
+        self.delete = cast(Callable[[bytes], bool], txn.delete)
         self._revision = 0
         self._seq = 0
         self._retention = retention
@@ -199,13 +200,6 @@ class _Writer(_Reader):
         self._event_bytes = -1  # the log's byte total once an event is appended; written by ``finish``
         self.oldest = oldest
         """The oldest event left in the log, when known: lets ``append_event`` skip looking."""
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._txn.put(key, value)
-
-    def delete(self, key: bytes) -> bool:
-        deleted: bool = self._txn.delete(key)
-        return deleted
 
     def write_revision(self) -> int:
         if not self._revision:

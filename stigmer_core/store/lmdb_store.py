@@ -187,31 +187,53 @@ _NEVER = 1 << 63
 
 
 class _Writer(_Reader):
-    __slots__ = ("_callbacks", "_event_bytes", "_retention", "_revision", "_seq", "delete", "oldest", "put")
+    """One caller's nested transaction in a batch.
 
-    def __init__(self, txn: lmdb.Transaction, retention: EventRetention, oldest: OldestEvent | None) -> None:
+    The revision and the event log's byte total are carried from one caller
+    to the next in Python and stored once per batch (``_commit_batch``), not
+    read and written by every caller: each lmdb call lets go of the GIL, and
+    under load every release wakes a thread that has to go back to sleep.
+    """
+
+    __slots__ = ("_base", "_callbacks", "_retention", "_revision", "_seq", "delete", "event_bytes", "oldest", "put")
+
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        retention: EventRetention,
+        oldest: OldestEvent | None,
+        revision: int,
+        event_bytes: int,
+    ) -> None:
         super().__init__(txn, None)
         self.put = cast(Callable[[bytes, bytes], None], txn.put)  # as ``get``: no Python frame per write
         self.delete = cast(Callable[[bytes], bool], txn.delete)
+        self._base = revision
         self._revision = 0
         self._seq = 0
         self._retention = retention
         self._callbacks: list[Callable[[], None]] = []
-        self._event_bytes = -1  # the log's byte total once an event is appended; written by ``finish``
+        self.event_bytes = event_bytes
+        """The event log's byte total after this transaction; -1 while not read."""
         self.oldest = oldest
         """The oldest event left in the log, when known: lets ``append_event`` skip looking."""
 
+    @property
+    def revision(self) -> int:
+        return self._revision or self._base
+
     def write_revision(self) -> int:
         if not self._revision:
-            self._revision = _revision_of(self._txn) + 1
-            self._txn.put(keys.REVISION, self._revision.to_bytes(8, "big"))
+            self._revision = self._base + 1
         return self._revision
 
     def append_event(self, payload: bytes) -> int:
         revision = self.write_revision()
         txn = self._txn
-        if self._seq == 0:
+        total = self.event_bytes
+        if total < 0:
             total = _event_bytes(txn)
+        if self._seq == 0:
             now = time.time_ns()
             keep = self._retention
             oldest = self.oldest
@@ -225,17 +247,10 @@ class _Writer(_Reader):
             ):
                 total, self.oldest = self._prune_events(revision, total, now)
             txn.put(keys.event_time_key(revision), now.to_bytes(8, "big"))
-        else:
-            total = self._event_bytes
         txn.put(keys.event_key(revision, self._seq), payload)
-        self._event_bytes = total + len(payload)
+        self.event_bytes = total + len(payload)
         self._seq += 1
         return revision
-
-    def finish(self) -> None:
-        """Write what this transaction kept in hand: the log's byte total, once, not per event."""
-        if self._event_bytes >= 0:
-            self._txn.put(keys.EVENT_BYTES, self._event_bytes.to_bytes(8, "big"))
 
     def _prune_events(self, revision: int, total: int, now: int) -> tuple[int, OldestEvent]:
         """Drop the oldest revisions' events past any retention bound; return the
@@ -307,14 +322,14 @@ class LmdbStore:
                 mode=0o600,  # data.mdb and lock.mdb: sealed secrets live here
                 map_size=map_size,
                 sync=durable,
-                metasync=durable,
+                metasync=False,  # a durable commit's meta page is synced by ``_settle``, after the write lock
                 readahead=False,
                 max_readers=1024,
             )
         except lmdb.Error as exc:
             raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
         self._gate = _ResizeGate()
-        self._writes = GroupCommit(self._commit_batch, max_batch)
+        self._writes = GroupCommit(self._commit_batch, max_batch, self._settle_failure)
         self._oldest_event: OldestEvent | None = None
         """The oldest event the last commit left, once a commit has looked (see ``_Writer.append_event``).
 
@@ -356,22 +371,26 @@ class LmdbStore:
     def transact(self, fn: Callable[[Any], T]) -> T:
         return self._writes.transact(fn)
 
-    def _commit_batch(self, batch: list[Pending]) -> None:
+    def _commit_batch(self, batch: list[Pending]) -> Callable[[], None] | None:
+        """Run the batch in one transaction and commit it; when durable, return what
+        makes it so (the meta page's sync), which the group commit runs after
+        handing on the write lock, so the next batch need not wait for it."""
         while True:
             self._gate.enter()
             outer = self._env.begin(write=True)
             try:
                 oldest = self._oldest_event
+                revision = start = _revision_of(outer)
+                event_bytes = -1
                 for pending in batch:
-                    oldest = self._run_one(outer, pending, oldest)
-                revision = _revision_of(outer)
-                outer.commit()
+                    oldest, revision, event_bytes = self._run_one(outer, pending, oldest, revision, event_bytes)
+                if revision != start:
+                    outer.put(keys.REVISION, revision.to_bytes(8, "big"))
+                if event_bytes >= 0:
+                    outer.put(keys.EVENT_BYTES, event_bytes.to_bytes(8, "big"))
+                outer.commit()  # durable store: the data pages are synced; the meta page is written
                 self.commits += 1
                 self._oldest_event = oldest
-                if revision != self._revision:
-                    with self._revision_cond:
-                        self._revision = revision
-                        self._revision_cond.notify_all()
             except lmdb.MapFullError:
                 outer.abort()
                 self._gate.leave()
@@ -383,8 +402,36 @@ class LmdbStore:
                 for pending in batch:
                     pending.error = pending.error or failure
                     pending.result = None
+                self._gate.leave()
+                return None
             self._gate.leave()
-            break
+            if not self.durable:
+                self._announce(revision)
+                return None
+            return lambda: self._settle(revision)
+
+    def _settle(self, revision: int) -> None:
+        """Make a committed batch durable (LMDB's meta-page sync), then announce its revision:
+        watchers see only what a crash cannot take back."""
+        self._env.sync(True)
+        self._announce(revision)
+
+    def _announce(self, revision: int) -> None:
+        if revision > self._revision:
+            with self._revision_cond:
+                if revision > self._revision:
+                    self._revision = revision
+                    self._revision_cond.notify_all()
+
+    def _settle_failure(self, exc: BaseException) -> BaseException:
+        """What callers are told when their committed batch could not be synced to disk."""
+        if not isinstance(exc, lmdb.Error | OSError):
+            return exc
+        log.error("store sync failed in %s: %s", self.path, exc)
+        return errors.Unavailable(
+            f"the store in {self.path} could not sync this write to disk ({exc}): it may not survive a crash; "
+            "check the disk, then read the object back before retrying"
+        )
 
     def _commit_failure(self, exc: BaseException) -> BaseException:
         """What callers are told when the shared commit fails: the disk's state, not lmdb's words.
@@ -410,17 +457,19 @@ class LmdbStore:
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
         return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
-    def _run_one(self, outer: lmdb.Transaction, pending: Pending, oldest: OldestEvent | None) -> OldestEvent | None:
-        """Run one caller's write in a nested transaction; return the oldest event
-        known after it (its pruning counts only if it is kept)."""
+    def _run_one(
+        self, outer: lmdb.Transaction, pending: Pending, oldest: OldestEvent | None, revision: int, event_bytes: int
+    ) -> tuple[OldestEvent | None, int, int]:
+        """Run one caller's write in a nested transaction; return the oldest event,
+        the revision and the event log's byte total after it (as before it, when it fails)."""
+        kept = (oldest, revision, event_bytes)
         pending.error = None
         pending.result = None
         pending.callbacks = []
         child = self._env.begin(write=True, parent=outer)
-        writer = _Writer(child, self._retention, oldest)
+        writer = _Writer(child, self._retention, oldest, revision, event_bytes)
         try:
             pending.result = pending.fn(writer)
-            writer.finish()
         except lmdb.MapFullError:
             child.abort()
             raise
@@ -429,14 +478,14 @@ class LmdbStore:
             pending.error = errors.InvalidArgument(
                 "a value of this write is too long to be indexed (a store key is at most 511 bytes)"
             )
-            return oldest
+            return kept
         except Exception as exc:
             child.abort()
             pending.error = exc
-            return oldest
+            return kept
         child.commit()
         pending.callbacks = writer._callbacks
-        return writer.oldest
+        return writer.oldest, writer.revision, writer.event_bytes
 
     def _grow(self) -> None:
         size = self._env.info()["map_size"] * 2

@@ -122,6 +122,11 @@ def _revision_of(txn: lmdb.Transaction) -> int:
     return int.from_bytes(raw, "big") if raw else 0
 
 
+_Get = Callable[[bytes], "bytes | None"]
+_Put = Callable[[bytes, bytes], None]
+_Delete = Callable[[bytes], bool]
+
+
 class _Reader:
     __slots__ = ("_gate", "_txn", "get")
 
@@ -130,7 +135,7 @@ class _Reader:
         self._gate = gate
         # Transactions are begun with buffers=False, so lmdb's own get already
         # answers bytes or None: bound directly, a read costs no Python frame.
-        self.get = cast(Callable[[bytes], bytes | None], txn.get)
+        self.get = cast(_Get, txn.get)
 
     def __enter__(self) -> _Reader:
         return self
@@ -206,8 +211,8 @@ class _Writer(_Reader):
         event_bytes: int,
     ) -> None:
         super().__init__(txn, None)
-        self.put = cast(Callable[[bytes, bytes], None], txn.put)  # as ``get``: no Python frame per write
-        self.delete = cast(Callable[[bytes], bool], txn.delete)
+        self.put = cast(_Put, txn.put)  # as ``get``: no Python frame per write
+        self.delete = cast(_Delete, txn.delete)
         self._base = revision
         self._revision = 0
         self._seq = 0

@@ -204,3 +204,14 @@ def test_index_keys_follow_the_key_layout() -> None:
     assert kind.index_keys(agent) == expected
     assert kind.object_key(meta.id) == keys.object_key("agents", meta.id)
     assert kind.slug_key(meta.org, meta.slug) == keys.slug_key("agents", meta.org, meta.slug)
+
+
+def test_new_ids_are_ulids_in_creation_order() -> None:
+    from stigmer_core.ids import derived_id, is_valid_id, new_id
+
+    made = [new_id("agt") for _ in range(2000)]  # many share a millisecond
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(is_valid_id(i, "agt") for i in made)
+    derived = derived_id("ain", made[0], "default")
+    assert is_valid_id(derived, "ain") and derived[4:14] == made[0][4:14]
+    assert derived == derived_id("ain", made[0], "default") != derived_id("ain", made[1], "default")

@@ -8,6 +8,9 @@ runs each caller's function in a nested transaction of one outer
 transaction, and commits once. A function that raises aborts only its own
 nested transaction. Every caller is answered only after the shared commit
 is durable, and its ``on_commit`` callbacks then run in its own thread.
+The commit syncs the data pages and writes the meta page; the meta page's
+sync runs after the write lock is free (``_settle``), while the next batch
+runs, since two syncs in a row would otherwise leave the CPU idle for one.
 
 Readers take read-only snapshots and never wait for writers. The map grows
 (doubling) when full; growing needs no transaction open in this process,

@@ -188,6 +188,12 @@ def redact_mcp_headers(obj: Message) -> None:
                 server.headers[name] = REDACTED
 
 
+def has_secret_headers(obj: Message) -> bool:
+    """Whether ``redact_mcp_headers`` would blank anything (an agent without MCP secrets is sent as it is)."""
+    assert isinstance(obj, agent_pb2.Agent)
+    return any(name in server.headers for server in obj.spec.mcp_servers for name in server.secret_headers)
+
+
 def reseal_mcp_headers(obj: Message, reseal: Reseal) -> bool:
     """Key rotation's walk over the sealed headers (``secrets.declare_sealed``)."""
     assert isinstance(obj, agent_pb2.Agent)
@@ -214,6 +220,7 @@ AGENT = KindDeclaration(
     },
     indexes=(ENVIRONMENT_REFS,),
     redact=redact_mcp_headers,
+    redacts=has_secret_headers,
     api_version="agentic.stigmer.ai/v1",
     plural="agents",
     aliases=("ag",),

@@ -373,7 +373,7 @@ class Resources:
             txn.put(key, b"")
         for key, value in kind.reference_keys(obj).items():
             txn.put(key, value)
-        self._event(kind, CREATED, meta.id, raw)
+        self._event(kind, CREATED, obj, raw)
 
     def replace(self, kind: KindRuntime, old: Message, new: Message) -> None:
         """Overwrite an object, moving only the index entries that changed."""
@@ -403,7 +403,7 @@ class Resources:
             if old_refs.get(key) != value:
                 txn.put(key, value)
         moved = set(old_index) != set(new_index)
-        self._event(kind, UPDATED, meta.id, raw, previous_index=old_index if moved else None)
+        self._event(kind, UPDATED, new, raw, previous_index=old_index if moved else None)
 
     def remove(self, kind: KindRuntime, obj: Message) -> None:
         """Delete an object and everything it owns, or nothing at all.
@@ -440,7 +440,7 @@ class Resources:
             txn.delete(key)
         for key in kind.reference_keys(obj):
             txn.delete(key)
-        self._event(kind, DELETED, meta.id, obj.SerializeToString())
+        self._event(kind, DELETED, obj, obj.SerializeToString())
 
     def create(self, kind: KindRuntime, obj: Message, *, org: str, principal: str) -> Message:
         """Create an object of any kind from inside another kind's step.
@@ -458,7 +458,7 @@ class Resources:
 
     # -- events ------------------------------------------------------------------
     def _event(
-        self, kind: KindRuntime, event_type: int, object_id: str, raw: bytes, previous_index: list[bytes] | None = None
+        self, kind: KindRuntime, event_type: int, obj: Message, raw: bytes, previous_index: list[bytes] | None = None
     ) -> None:
         """Queue an event; a kind that declares ``redact`` has its events stored redacted.
 
@@ -468,11 +468,12 @@ class Resources:
         an old state must not stay recoverable from the log after the object
         has moved on (a finished run's context, a replaced API key).
         """
-        if kind.redact is not None:
+        redact = kind.redact
+        if redact is not None and kind.hides(obj):
             shown = kind.parse(raw)
-            kind.redact(shown)
+            redact(shown)
             raw = shown.SerializeToString()
-        self._events.append((event_type, kind.name, object_id, raw, previous_index))
+        self._events.append((event_type, kind.name, obj.metadata.id, raw, previous_index))  # type: ignore[attr-defined]
 
     def publish(self) -> None:
         """Append the events of this transaction's writes to the event log.

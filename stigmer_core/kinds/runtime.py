@@ -249,6 +249,11 @@ class KindRuntime:
     def redact(self) -> Callable[[Message], None] | None:
         return self.decl.redact
 
+    def hides(self, obj: Message) -> bool:
+        """Whether ``obj`` must be redacted before it leaves the server (or enters the event log)."""
+        decl = self.decl
+        return decl.redact is not None and (decl.redacts is None or decl.redacts(obj))
+
     @property
     def indexes(self) -> tuple[IndexSpec, ...]:
         return self.decl.indexes

@@ -74,7 +74,12 @@ def ratios(budget: Budget) -> tuple[Ratio, ...]:
     per_commit = "requests_per_commit"
     return (
         Ratio("get.net.serial", "echo.net.serial", "framework get vs bare grpcio echo, one caller (1.0 = no overhead)"),
-        Ratio(f"get.net.{c}", f"echo.net.{c}", f"framework get vs bare grpcio echo, {n} in flight"),
+        Ratio(f"get.net.{c}", f"echo.net.{c}", f"framework get vs bare grpcio echo, {n} in flight (target >= 0.9)"),
+        Ratio(
+            f"create.net.{c}",
+            f"echo.net.{c}",
+            f"framework durable create vs bare grpcio echo, {n} in flight (target >= 0.6)",
+        ),
         Ratio("get_by_reference.net.serial", "echo.net.serial", "getByReference vs bare grpcio echo, one caller"),
         Ratio(
             "get.inproc.serial",

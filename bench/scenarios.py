@@ -40,7 +40,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("get_by_reference", "Agent getByReference (org + slug)", with_baseline=True),
     Scenario("list", "Agent list, first page of 100"),
     Scenario("list_label", "Agent list with a label filter, a page of 100"),
-    Scenario("create", "Agent create on the durable store, serial and with calls in flight"),
+    Scenario("create", "Agent create on the durable store, serial and with calls in flight", with_baseline=True),
     Scenario("store", "raw LmdbStore transactions: one put from 1 and from many threads, 1,000 puts in one"),
     Scenario("vs_sqlite", "LMDB vs a SQLite table of JSON documents, same framework (once)"),
     Scenario("scale", "queries at growing store sizes, and a daemon's RSS at the largest (once)"),

@@ -158,3 +158,32 @@ def test_key_rotation_reseals_headers(tmp_path: Path) -> None:
         assert after != before and keyring.master.decrypt(after, context) == API_KEY
         with pytest.raises(Exception, match=r"does not decrypt|not sealed"):
             old.decrypt(after, context)
+
+
+def test_an_agent_is_sent_unredacted_only_when_redaction_would_change_nothing() -> None:
+    """``redacts`` lets an agent without secret headers skip the redacted copy; it must
+    answer True for every agent that redaction changes."""
+    from stigmer_plugins.agent import has_secret_headers, redact_mcp_headers
+
+    def agent(headers: dict[str, str], secret: list[str]) -> agent_pb2.Agent:
+        found = agent_pb2.Agent()
+        if headers or secret:
+            server = found.spec.mcp_servers.add(name="github")
+            server.headers.update(headers)
+            server.secret_headers.extend(secret)
+        return found
+
+    cases = [
+        agent({}, []),
+        agent({"X-Trace": "on"}, []),
+        agent({"X-Trace": "on"}, ["Authorization"]),  # names a header it does not carry
+        agent({"Authorization": "token", "X-Trace": "on"}, ["Authorization"]),
+        agent({"Authorization": ""}, ["Authorization"]),
+    ]
+    for case in cases:
+        shown = agent_pb2.Agent()
+        shown.CopyFrom(case)
+        redact_mcp_headers(shown)
+        if shown != case:
+            assert has_secret_headers(case)
+    assert has_secret_headers(cases[3]) and not has_secret_headers(cases[0]) and not has_secret_headers(cases[2])

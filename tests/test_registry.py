@@ -165,3 +165,53 @@ def test_cross_cutting_steps_reach_every_kind_by_phase() -> None:
         for op, pipeline in kind.pipelines.items():
             names = [s.name for s in pipeline.pre]
             assert names.index("audit") == names.index("authorize") + 1, (kind.name, op, names)
+
+
+def test_index_keys_follow_the_key_layout() -> None:
+    """Write-path keys are built from prefixes encoded at startup; they must be
+    exactly the ``store.keys`` layout that queries scan (any value count, any scope)."""
+    from stigmer_core.kinds.declaration import IndexSpec
+    from stigmer_core.kinds.runtime import LABEL_INDEX
+    from stigmer_core.store import keys
+
+    values: list[tuple[str, ...]] = [("one",), ("a", "b"), ()]
+    decl = attrs.evolve(
+        AGENT,
+        indexes=(
+            IndexSpec("scoped", lambda obj: values),
+            IndexSpec("global", lambda obj: values, org_scoped=False),
+        ),
+    )
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("Only", decl), name="only")
+    kind = build_registry(pm).kind("Agent")
+    agent = AGENT.resource()
+    agent.metadata.id = "agt-01h00000000000000000000000"
+    agent.metadata.org = "acme"
+    agent.metadata.slug = "bot"
+    agent.metadata.labels["team"] = "t1"
+    agent.metadata.labels["tier"] = "gold"
+    meta = agent.metadata
+    expected = []
+    for key, value in meta.labels.items():
+        expected.append(keys.index_key("agents", LABEL_INDEX, (meta.org, key, value), meta.id))
+        expected.append(keys.index_key("agents", LABEL_INDEX, ("", key, value), meta.id))
+    for value in values:
+        expected.append(keys.index_key("agents", "scoped", (meta.org, *value), meta.id))
+        expected.append(keys.index_key("agents", "scoped", ("", *value), meta.id))
+    for value in values:
+        expected.append(keys.index_key("agents", "global", value, meta.id))
+    assert kind.index_keys(agent) == expected
+    assert kind.object_key(meta.id) == keys.object_key("agents", meta.id)
+    assert kind.slug_key(meta.org, meta.slug) == keys.slug_key("agents", meta.org, meta.slug)
+
+
+def test_new_ids_are_ulids_in_creation_order() -> None:
+    from stigmer_core.ids import derived_id, is_valid_id, new_id
+
+    made = [new_id("agt") for _ in range(2000)]  # many share a millisecond
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(is_valid_id(i, "agt") for i in made)
+    derived = derived_id("ain", made[0], "default")
+    assert is_valid_id(derived, "ain") and derived[4:14] == made[0][4:14]
+    assert derived == derived_id("ain", made[0], "default") != derived_id("ain", made[1], "default")

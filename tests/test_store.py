@@ -136,3 +136,71 @@ def test_data_survives_reopen(tmp_path: Path) -> None:
     with LmdbStore(tmp_path) as store, store.read() as txn:
         assert txn.get(b"k/durable") == b"yes"
         assert txn.revision == 0  # raw puts do not allocate revisions
+
+
+def test_the_next_batch_commits_while_the_last_one_syncs() -> None:
+    """A leader hands its role on before waiting for durability; its callers are
+    answered only after the wait, the next batch's callers need not wait for it."""
+    from stigmer_core.store.group_commit import GroupCommit, Pending
+
+    syncing = threading.Event()
+    release = threading.Event()
+    committed: list[str] = []
+
+    def commit_batch(batch: list[Pending]) -> object:
+        for pending in batch:
+            pending.result = pending.fn(None)
+            committed.append(pending.result)
+        if "first" in committed and len(committed) == 1:
+
+            def settle() -> None:
+                syncing.set()
+                assert release.wait(timeout=10)
+
+            return settle
+        return None
+
+    writes = GroupCommit(commit_batch, max_batch=8)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(writes.transact, lambda txn: "first")
+        assert syncing.wait(timeout=10)
+        second = pool.submit(writes.transact, lambda txn: "second")
+        assert second.result(timeout=10) == "second"  # committed and answered while the first syncs
+        assert not first.done()  # not answered before its batch is durable
+        release.set()
+        assert first.result(timeout=10) == "first"
+    assert writes.close()
+
+
+def test_a_sync_that_fails_after_the_commit_is_not_reported_as_durable(tmp_path: Path) -> None:
+    import lmdb
+
+    store = LmdbStore(tmp_path, durable=True)
+    real = store._env
+
+    class FailingSync:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def sync(self, force: bool = False) -> None:
+            raise lmdb.Error("simulated sync failure")
+
+    store._env = FailingSync()  # type: ignore[assignment]
+    with pytest.raises(Unavailable, match="may not survive a crash"):
+        store.transact(lambda txn: txn.put(b"k/1", b"v"))
+    store._env = real
+    store.transact(lambda txn: txn.put(b"k/2", b"v"))  # the store goes on
+    with store.read() as txn:
+        assert txn.get(b"k/2") == b"v"
+    store.close()
+
+
+def test_events_past_the_bound_are_pruned_after_commits_that_looked_at_nothing(tmp_path: Path) -> None:
+    """The oldest event is remembered so most commits skip the look; the bound still holds."""
+    store = LmdbStore(tmp_path, durable=False, event_retention=50)
+    for i in range(120):
+        store.transact(lambda txn, i=i: txn.append_event(str(i).encode()))
+    with store.read() as txn:
+        assert txn.oldest_event_revision() == 71
+        assert len(list(txn.events(0))) == 50
+    store.close()

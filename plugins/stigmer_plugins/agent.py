@@ -36,7 +36,7 @@ from stigmer_core.api.agentic.agent.v1 import service_pb2 as agent_service
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_service
 from stigmer_core.ids import derived_id
-from stigmer_core.kinds.runtime import Registry
+from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store.protocol import WriteTxn
 from stigmer_plugins.environment import ENVIRONMENT_REFS
 from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, secrets
@@ -44,9 +44,8 @@ from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare
 DEFAULT_INSTANCE = "default_instance_id"
 
 
-def _default_instance_slug(ctx: RequestContext, agent: agent_pb2.Agent) -> str:
+def _default_instance_slug(ctx: RequestContext, agent: agent_pb2.Agent, kind: KindRuntime) -> str:
     slug = f"{agent.metadata.slug[:55]}-default"
-    kind = ctx.registry.kind("AgentInstance")
     if ctx.store.id_for_slug(kind, ctx.org, slug) is None:
         return slug
     return f"{agent.metadata.slug[:40]}-default-{agent.metadata.id[-8:]}"
@@ -56,16 +55,20 @@ def _default_instance_slug(ctx: RequestContext, agent: agent_pb2.Agent) -> str:
 def create_default_instance(ctx: RequestContext) -> None:
     agent = ctx.resource
     assert isinstance(agent, agent_pb2.Agent)
+    kind = ctx.registry.kind("AgentInstance")
+    meta = agent.metadata
     instance = agentinstance_pb2.AgentInstance()
-    instance.metadata.name = f"{agent.metadata.name} (default)"[:253]
-    instance.metadata.slug = _default_instance_slug(ctx, agent)
-    instance.metadata.id = derived_id(ctx.registry.kind("AgentInstance").id_prefix, agent.metadata.id, "default")
-    instance.metadata.owner_references.add(kind="Agent", id=agent.metadata.id)
-    instance.spec.agent_id = agent.metadata.id
-    instance.spec.description = f"Default instance of agent '{agent.metadata.slug}'"
-    instance.spec.environment_refs.extend(agent.spec.environment_refs)
-    ctx.store.create(ctx.registry.kind("AgentInstance"), instance, org=ctx.org, principal=ctx.principal)
-    ctx.scratch[DEFAULT_INSTANCE] = instance.metadata.id
+    instance_meta = instance.metadata
+    instance_meta.name = f"{meta.name} (default)"[:253]
+    instance_meta.slug = _default_instance_slug(ctx, agent, kind)
+    instance_meta.id = derived_id(kind.id_prefix, meta.id, "default")
+    instance_meta.owner_references.add(kind="Agent", id=meta.id)
+    instance.spec.agent_id = meta.id
+    instance.spec.description = f"Default instance of agent '{meta.slug}'"
+    if agent.spec.environment_refs:
+        instance.spec.environment_refs.extend(agent.spec.environment_refs)
+    ctx.store.create(kind, instance, org=ctx.org, principal=ctx.principal)
+    ctx.scratch[DEFAULT_INSTANCE] = instance_meta.id
 
 
 @step(Phase.KIND)
@@ -140,6 +143,8 @@ def seal_mcp_headers(ctx: RequestContext) -> None:
     """Seal secret headers; keep the stored ciphertext for the marker or an unchanged value."""
     agent = ctx.resource
     assert isinstance(agent, agent_pb2.Agent)
+    if not agent.spec.mcp_servers and not agent.status.unset_secret_headers:
+        return  # no header to seal, none listed unset: nothing below would change the agent
     stored = _stored_headers(ctx.existing)
     keyring = secrets(ctx.registry)
     unset = []
@@ -183,6 +188,12 @@ def redact_mcp_headers(obj: Message) -> None:
                 server.headers[name] = REDACTED
 
 
+def has_secret_headers(obj: Message) -> bool:
+    """Whether ``redact_mcp_headers`` would blank anything (an agent without MCP secrets is sent as it is)."""
+    assert isinstance(obj, agent_pb2.Agent)
+    return any(name in server.headers for server in obj.spec.mcp_servers for name in server.secret_headers)
+
+
 def reseal_mcp_headers(obj: Message, reseal: Reseal) -> bool:
     """Key rotation's walk over the sealed headers (``secrets.declare_sealed``)."""
     assert isinstance(obj, agent_pb2.Agent)
@@ -209,6 +220,7 @@ AGENT = KindDeclaration(
     },
     indexes=(ENVIRONMENT_REFS,),
     redact=redact_mcp_headers,
+    redacts=has_secret_headers,
     api_version="agentic.stigmer.ai/v1",
     plural="agents",
     aliases=("ag",),

@@ -165,6 +165,11 @@ class KindDeclaration:
     their contexts) are not configuration and would not restore as they were."""
     redact: Callable[[Message], None] | None = None
     """Blanks secret fields in place before a response leaves the server."""
+    redacts: Callable[[Message], bool] | None = None
+    """Whether an object holds anything ``redact`` would blank. When given, a
+    response or event of an object for which it answers False is sent as it is,
+    without a redacted copy; it must answer True whenever ``redact`` would
+    change the object. Left out, every object is redacted."""
     access: Mapping[str, Access] = attrs.field(factory=dict, converter=_freeze_access)
     """Standard operation name -> the access it needs, where that is not the
     framework's default (reads READ, writes WRITE); e.g. ADMIN for every

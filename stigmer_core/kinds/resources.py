@@ -29,6 +29,10 @@ CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
 UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
 
+_Event = tuple[int, str, str, bytes, "list[bytes] | None"]
+"""A queued event: type, kind name, object id, stored (redacted) bytes, index keys it left when they moved."""
+
+
 def _now() -> Timestamp:
     now = Timestamp()
     now.FromNanoseconds(time.time_ns())  # GetCurrentTime() goes through datetime
@@ -45,14 +49,14 @@ class Resources:
     and every write needs ``access`` in the written object's org.
     """
 
-    __slots__ = ("_access", "_caller", "_events", "_owned_by", "principal", "registry", "removed", "txn")
+    __slots__ = ("_access", "_caller", "_events", "_now", "_owned_by", "_written", "principal", "registry", "removed", "txn")
 
     def __init__(
         self, txn: ReadTxn, registry: Registry, *, caller: Caller | None = None, access: Access = Access.WRITE
     ) -> None:
         self.txn = txn
         self.registry = registry
-        self._events: list[event_pb2.ResourceEvent] = []
+        self._events: list[_Event] = []
         self._caller = None if caller is None or caller.unrestricted else caller
         self._access = access
         self.principal = caller.principal if caller is not None else "local"
@@ -60,6 +64,17 @@ class Resources:
         self.removed: list[tuple[KindRuntime, Message]] = []
         """What deletes of this transaction removed, owners before what they owned (what a
         delete reports to its caller: the cascade, not only the object named)."""
+        self._written: dict[bytes, str] = {}
+        """Object key -> org of what this transaction has stored, for the owner check at publish."""
+        self._now: Timestamp | None = None
+
+    def now(self) -> Timestamp:
+        """The time this transaction stamps on what it writes: one instant for all of it
+        (an agent and its default instance, their events), read from the clock once."""
+        found = self._now
+        if found is None:
+            found = self._now = _now()
+        return found
 
     # -- isolation -----------------------------------------------------------
     def visible(self, org: str) -> bool:
@@ -79,7 +94,7 @@ class Resources:
 
     # -- reads -------------------------------------------------------------
     def get(self, kind: KindRuntime, object_id: str) -> Message | None:
-        raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
+        raw = self.txn.get(kind.object_key(object_id))
         if raw is None:
             return None
         found = _parse(kind, object_id, raw)
@@ -93,7 +108,7 @@ class Resources:
 
     def _get_any(self, kind: KindRuntime, object_id: str) -> Message | None:
         """Whatever org the object is in: for checks that must not miss one (referrers)."""
-        raw = self.txn.get(keys.object_key(kind.key_prefix, object_id))
+        raw = self.txn.get(kind.object_key(object_id))
         return None if raw is None else _parse(kind, object_id, raw)
 
     def require(self, kind: KindRuntime, object_id: str) -> Message:
@@ -105,7 +120,7 @@ class Resources:
     def id_for_slug(self, kind: KindRuntime, org: str, slug: str) -> str | None:
         if not self.visible(org):
             return None
-        raw = self.txn.get(keys.slug_key(kind.key_prefix, org, slug))
+        raw = self.txn.get(kind.slug_key(org, slug))
         return None if raw is None else raw.decode()
 
     def require_slug(self, kind: KindRuntime, org: str, slug: str) -> Message:
@@ -157,7 +172,7 @@ class Resources:
         shape = kind.shape
         if shape.has_status:
             obj.ClearField("status")
-        now = _now()
+        now = self.now()
         if shape.has_timestamps:
             meta.created_at.CopyFrom(now)
             meta.updated_at.CopyFrom(now)
@@ -169,7 +184,7 @@ class Resources:
             audit.updated_by.id = principal
 
     def stamp_update(self, kind: KindRuntime, obj: Message, *, principal: str) -> None:
-        now = _now()
+        now = self.now()
         if kind.shape.has_timestamps:
             obj.metadata.updated_at.CopyFrom(now)  # type: ignore[attr-defined]
         if kind.shape.has_audit:
@@ -179,9 +194,9 @@ class Resources:
 
     def check_slug_free(self, kind: KindRuntime, obj: Message) -> None:
         meta = obj.metadata  # type: ignore[attr-defined]
-        if self.txn.get(keys.slug_key(kind.key_prefix, meta.org, meta.slug)) is not None:
+        if self.txn.get(kind.slug_key(meta.org, meta.slug)) is not None:
             raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
-        if meta.id and self.txn.get(keys.object_key(kind.key_prefix, meta.id)) is not None:
+        if meta.id and self.txn.get(kind.object_key(meta.id)) is not None:
             if self.hidden(kind, meta.id):  # another org's id: its existence is not told
                 raise errors.NotFound(f"{kind.label} '{meta.id}' not found")
             raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
@@ -330,8 +345,11 @@ class Resources:
                 if ref.id in kept:
                     continue
                 owner_kind = self.registry.kind(ref.kind)
-                owner = self.get(owner_kind, ref.id)
-                if owner is None or owner.metadata.org != meta.org:  # type: ignore[attr-defined]
+                owner_org = self._written.get(owner_kind.object_key(ref.id))
+                if owner_org is None:  # stored before this transaction: read it
+                    owner = self.get(owner_kind, ref.id)
+                    owner_org = None if owner is None else owner.metadata.org  # type: ignore[attr-defined]
+                if owner_org != meta.org:
                     raise errors.NotFound(
                         f"{owner_kind.label} '{ref.id}' not found in org '{meta.org}' "
                         f"(metadata.owner_references[{i}] of {kind.label} '{meta.slug}')"
@@ -348,15 +366,17 @@ class Resources:
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = self._storable(kind, obj)
-        txn.put(keys.object_key(kind.key_prefix, meta.id), raw)
-        txn.put(keys.slug_key(kind.key_prefix, meta.org, meta.slug), meta.id.encode())
+        object_key = kind.object_key(meta.id)
+        txn.put(object_key, raw)
+        self._written[object_key] = meta.org
+        txn.put(kind.slug_key(meta.org, meta.slug), meta.id.encode())
         for key in kind.index_keys(obj):
             txn.put(key, b"")
         for key in kind.owner_keys(obj):
             txn.put(key, b"")
         for key, value in kind.reference_keys(obj).items():
             txn.put(key, value)
-        self._event(kind, CREATED, meta.id, raw)
+        self._event(kind, CREATED, obj, raw)
 
     def replace(self, kind: KindRuntime, old: Message, new: Message) -> None:
         """Overwrite an object, moving only the index entries that changed."""
@@ -369,7 +389,9 @@ class Resources:
         if kind.shape.has_resource_version:
             meta.resource_version = txn.write_revision()
         raw = self._storable(kind, new)
-        txn.put(keys.object_key(kind.key_prefix, meta.id), raw)
+        object_key = kind.object_key(meta.id)
+        txn.put(object_key, raw)
+        self._written[object_key] = meta.org
         old_index, new_index = kind.index_keys(old), kind.index_keys(new)
         old_keys = set(old_index) | set(kind.owner_keys(old))
         new_keys = set(new_index) | set(kind.owner_keys(new))
@@ -384,7 +406,7 @@ class Resources:
             if old_refs.get(key) != value:
                 txn.put(key, value)
         moved = set(old_index) != set(new_index)
-        self._event(kind, UPDATED, meta.id, raw, previous_index=old_index if moved else None)
+        self._event(kind, UPDATED, new, raw, previous_index=old_index if moved else None)
 
     def remove(self, kind: KindRuntime, obj: Message) -> None:
         """Delete an object and everything it owns, or nothing at all.
@@ -412,15 +434,17 @@ class Resources:
         for prefix in object_ranges:
             for key, _ in list(self.txn.scan(prefix)):
                 txn.delete(key)  # finished referrers keep a dangling id, by design
-        txn.delete(keys.object_key(kind.key_prefix, meta.id))
-        txn.delete(keys.slug_key(kind.key_prefix, meta.org, meta.slug))
+        object_key = kind.object_key(meta.id)
+        txn.delete(object_key)
+        self._written.pop(object_key, None)
+        txn.delete(kind.slug_key(meta.org, meta.slug))
         for key in kind.index_keys(obj):
             txn.delete(key)
         for key in kind.owner_keys(obj):
             txn.delete(key)
         for key in kind.reference_keys(obj):
             txn.delete(key)
-        self._event(kind, DELETED, meta.id, obj.SerializeToString())
+        self._event(kind, DELETED, obj, obj.SerializeToString())
 
     def create(self, kind: KindRuntime, obj: Message, *, org: str, principal: str) -> Message:
         """Create an object of any kind from inside another kind's step.
@@ -438,7 +462,7 @@ class Resources:
 
     # -- events ------------------------------------------------------------------
     def _event(
-        self, kind: KindRuntime, event_type: int, object_id: str, raw: bytes, previous_index: list[bytes] | None = None
+        self, kind: KindRuntime, event_type: int, obj: Message, raw: bytes, previous_index: list[bytes] | None = None
     ) -> None:
         """Queue an event; a kind that declares ``redact`` has its events stored redacted.
 
@@ -448,21 +472,12 @@ class Resources:
         an old state must not stay recoverable from the log after the object
         has moved on (a finished run's context, a replaced API key).
         """
-        if kind.redact is not None:
+        redact = kind.redact
+        if redact is not None and kind.hides(obj):
             shown = kind.parse(raw)
-            kind.redact(shown)
+            redact(shown)
             raw = shown.SerializeToString()
-        event = event_pb2.ResourceEvent(
-            type=event_type,  # type: ignore[arg-type]
-            kind=kind.name,
-            id=object_id,
-            object=raw,
-            principal=self.principal,
-        )
-        if previous_index is not None:  # a filtered watch tells entering and leaving from these
-            event.index_keys_changed = True
-            event.previous_index_keys.extend(previous_index)
-        self._events.append(event)
+        self._events.append((event_type, kind.name, obj.metadata.id, raw, previous_index))  # type: ignore[attr-defined]
 
     def publish(self) -> None:
         """Append the events of this transaction's writes to the event log.
@@ -482,10 +497,21 @@ class Resources:
             )
         txn = self._writer
         revision = txn.write_revision()
-        now = _now()
-        for event in self._events:
-            event.revision = revision
-            event.time.CopyFrom(now)
+        now = self.now()
+        principal = self.principal
+        for event_type, kind_name, object_id, raw, previous_index in self._events:
+            event = event_pb2.ResourceEvent(
+                type=event_type,  # type: ignore[arg-type]
+                kind=kind_name,
+                id=object_id,
+                object=raw,
+                principal=principal,
+                revision=revision,
+                time=now,
+            )
+            if previous_index is not None:  # a filtered watch tells entering and leaving from these
+                event.index_keys_changed = True
+                event.previous_index_keys.extend(previous_index)
             txn.append_event(event.SerializeToString())
         self._events.clear()
 

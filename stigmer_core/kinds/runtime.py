@@ -194,15 +194,35 @@ class KindRuntime:
     """The generic ``watch`` stream's pipeline (``stigmer.commons.watch.v1.Watch``), apart
     from ``pipelines`` because a kind may bind an rpc of its own named ``watch``."""
     methods: dict[str, MethodBinding] = attrs.field(factory=dict)
+    label: str = attrs.field(init=False)
+    """How messages name the kind: ``agent instance``."""
+    object_range: bytes = attrs.field(init=False)
+    """``keys.object_prefix`` of the kind, encoded once: every object key starts with it."""
+    slug_range: bytes = attrs.field(init=False)
+    """``keys.slug_range`` of the kind: every slug index key starts with it."""
+    _index_ranges: dict[str, bytes] = attrs.field(init=False)
+    """``keys.index_range`` of the label index and of every declared index."""
+
+    def __attrs_post_init__(self) -> None:
+        # Key prefixes are fixed by the declaration: encoded here once, not per write.
+        prefix = self.decl.key_prefix
+        self.label = _label(self.decl.name)
+        self.object_range = keys.object_prefix(prefix)
+        self.slug_range = keys.slug_range(prefix)
+        names = (LABEL_INDEX, *(index.name for index in self.decl.indexes))
+        self._index_ranges = {name: keys.index_range(prefix, name) for name in names}
 
     @property
     def name(self) -> str:
         return self.decl.name
 
-    @property
-    def label(self) -> str:
-        """How messages name the kind: ``agent instance``."""
-        return _label(self.decl.name)
+    def object_key(self, object_id: str) -> bytes:
+        """``keys.object_key`` of one of this kind's objects."""
+        return self.object_range + object_id.encode()
+
+    def slug_key(self, org: str, slug: str) -> bytes:
+        """``keys.slug_key`` of one of this kind's slugs."""
+        return b"".join((self.slug_range, org.encode(), b"/", slug.encode()))
 
     @property
     def key_prefix(self) -> str:
@@ -229,6 +249,11 @@ class KindRuntime:
     def redact(self) -> Callable[[Message], None] | None:
         return self.decl.redact
 
+    def hides(self, obj: Message) -> bool:
+        """Whether ``obj`` must be redacted before it leaves the server (or enters the event log)."""
+        decl = self.decl
+        return decl.redact is not None and (decl.redacts is None or decl.redacts(obj))
+
     @property
     def indexes(self) -> tuple[IndexSpec, ...]:
         return self.decl.indexes
@@ -246,19 +271,31 @@ class KindRuntime:
         return None
 
     def index_keys(self, obj: Message) -> list[bytes]:
+        """``keys.index_key`` of every label and declared index entry of ``obj``.
+
+        Spelled out rather than calling ``keys.index_key`` per entry: every
+        write builds these, and the ranges and the org and id are encoded once.
+        """
         meta: Any = obj.metadata  # type: ignore[attr-defined]
-        prefix = self.decl.key_prefix
+        sep = keys.SEP
+        org = meta.org.encode()
+        tail = sep + meta.id.encode()
+        ranges = self._index_ranges
         found = []
+        labels = ranges[LABEL_INDEX]
         for key, value in meta.labels.items():
-            found.append(keys.index_key(prefix, LABEL_INDEX, (meta.org, key, value), meta.id))
-            found.append(keys.index_key(prefix, LABEL_INDEX, ("", key, value), meta.id))
+            pair = b"".join((sep, key.encode(), sep, value.encode(), tail))
+            found.append(labels + org + pair)
+            found.append(labels + pair)
         for index in self.decl.indexes:
+            start = ranges[index.name]
             for value in index.values(obj):
+                encoded = [v.encode() for v in value]
                 if index.org_scoped:
-                    found.append(keys.index_key(prefix, index.name, (meta.org, *value), meta.id))
-                    found.append(keys.index_key(prefix, index.name, ("", *value), meta.id))
+                    found.append(start + sep.join([org, *encoded]) + tail)
+                    found.append(start + sep.join([b"", *encoded]) + tail)
                 else:
-                    found.append(keys.index_key(prefix, index.name, value, meta.id))
+                    found.append(start + sep.join(encoded) + tail)
         return found
 
     def reference_keys(self, obj: Message) -> dict[bytes, bytes]:
@@ -275,8 +312,11 @@ class KindRuntime:
     def owner_keys(self, obj: Message) -> Iterable[bytes]:
         if not self.shape.has_owner_refs:
             return ()
-        meta: Any = obj.metadata  # type: ignore[attr-defined]
-        return [keys.owned_key(ref.id, self.decl.key_prefix, meta.id) for ref in meta.owner_references]
+        refs = obj.metadata.owner_references  # type: ignore[attr-defined]
+        if not refs:
+            return ()
+        object_id = obj.metadata.id  # type: ignore[attr-defined]
+        return [keys.owned_key(ref.id, self.decl.key_prefix, object_id) for ref in refs]
 
 
 @attrs.define(eq=False)

@@ -252,10 +252,11 @@ def publish(ctx: RequestContext) -> None:
 @step(Phase.REDACT)
 def redact(ctx: RequestContext) -> None:
     """Blank what a kind declares secret before anything leaves the server."""
-    if ctx.kind.redact is not None and ctx.resource is not None:
+    hide = ctx.kind.redact
+    if hide is not None and ctx.resource is not None and ctx.kind.hides(ctx.resource):
         shown = ctx.kind.resource_cls()
         shown.CopyFrom(ctx.resource)
-        ctx.kind.redact(shown)
+        hide(shown)
         ctx.resource = shown
 
 

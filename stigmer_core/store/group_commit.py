@@ -9,6 +9,12 @@ wakes exactly the callers that batch served; then it hands the leader role
 to the next waiter, so a commit costs no wake-up of callers still queued.
 What a batch is (nested LMDB transactions, PostgreSQL savepoints) is the
 engine's business; this module only queues, leads and answers.
+
+An engine whose commit is visible before it is durable (LMDB writes its meta
+page and syncs it apart) returns from ``commit_batch`` a function that waits
+for durability. The leader then hands its role on first and waits after, so
+the next batch's pipelines run while this one's sync is on the disk, and the
+callers are still answered only once their writes are durable.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from typing import Any, TypeVar
 from stigmer_core import errors
 
 T = TypeVar("T")
+Settle = Callable[[], None]
+"""Waits until a committed batch is durable; raises when it cannot be made so."""
+CommitBatch = Callable[["list[Pending]"], "Settle | None"]
 
 
 class Pending:
@@ -44,8 +53,12 @@ class Pending:
 class GroupCommit:
     """The write queue of one store; ``close`` refuses new writes and waits for those in flight."""
 
-    def __init__(self, commit_batch: Callable[[list[Pending]], None], max_batch: int) -> None:
+    def __init__(
+        self, commit_batch: CommitBatch, max_batch: int, settle_failure: Callable[[BaseException], BaseException] = lambda e: e
+    ) -> None:
+        """``settle_failure`` turns an error of a batch's settle function into what its callers are told."""
         self._commit_batch = commit_batch
+        self._settle_failure = settle_failure
         self._max_batch = max_batch
         self._mutex = threading.Lock()
         self._drained = threading.Condition(self._mutex)
@@ -82,25 +95,46 @@ class GroupCommit:
         return result
 
     def _lead(self, own: Pending) -> None:
-        """Commit batches until ``own`` is done, then hand the role to the next waiter."""
+        """Commit batches until ``own`` is done, then hand the role to the next waiter
+        (before waiting for the last batch to be durable, when the engine lets it)."""
+        handed = False
         try:
             while not own.done:
                 with self._mutex:
                     batch = self._queue[: self._max_batch]
                     del self._queue[: self._max_batch]
+                settle = None
                 try:
-                    self._commit_batch(batch)
+                    settle = self._commit_batch(batch)
                 finally:
+                    if settle is not None:
+                        if own in batch:  # the last batch this leader commits: the next one need not wait
+                            self._hand_on()
+                            handed = True
+                        self._settle(batch, settle)
                     for pending in batch:
                         pending.done = True
                         if pending is not own:
                             pending.wake.release()
         finally:
-            with self._mutex:
-                if self._queue:
-                    self._queue[0].wake.release()
-                else:
-                    self._leading = False
+            if not handed:
+                self._hand_on()
+
+    def _settle(self, batch: list[Pending], settle: Settle) -> None:
+        try:
+            settle()
+        except BaseException as exc:  # committed, but not known durable: nobody is told it is
+            failure = self._settle_failure(exc)
+            for pending in batch:
+                pending.error = pending.error or failure
+                pending.result = None
+
+    def _hand_on(self) -> None:
+        with self._mutex:
+            if self._queue:
+                self._queue[0].wake.release()
+            else:
+                self._leading = False
 
     @property
     def queued(self) -> int:

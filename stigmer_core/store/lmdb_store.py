@@ -8,6 +8,9 @@ runs each caller's function in a nested transaction of one outer
 transaction, and commits once. A function that raises aborts only its own
 nested transaction. Every caller is answered only after the shared commit
 is durable, and its ``on_commit`` callbacks then run in its own thread.
+The commit syncs the data pages and writes the meta page; the meta page's
+sync runs after the write lock is free (``_settle``), while the next batch
+runs, since two syncs in a row would otherwise leave the CPU idle for one.
 
 Readers take read-only snapshots and never wait for writers. The map grows
 (doubling) when full; growing needs no transaction open in this process,
@@ -24,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import lmdb
 
@@ -122,12 +125,20 @@ def _revision_of(txn: lmdb.Transaction) -> int:
     return int.from_bytes(raw, "big") if raw else 0
 
 
+_Get = Callable[[bytes], "bytes | None"]
+_Put = Callable[[bytes, bytes], None]
+_Delete = Callable[[bytes], bool]
+
+
 class _Reader:
-    __slots__ = ("_gate", "_txn")
+    __slots__ = ("_gate", "_txn", "get")
 
     def __init__(self, txn: lmdb.Transaction, gate: _ResizeGate | None) -> None:
         self._txn = txn
         self._gate = gate
+        # Transactions are begun with buffers=False, so lmdb's own get already
+        # answers bytes or None: bound directly, a read costs no Python frame.
+        self.get = cast(_Get, txn.get)
 
     def __enter__(self) -> _Reader:
         return self
@@ -140,10 +151,6 @@ class _Reader:
     @property
     def revision(self) -> int:
         return _revision_of(self._txn)
-
-    def get(self, key: bytes) -> bytes | None:
-        value = self._txn.get(key)
-        return None if value is None else bytes(value)
 
     def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         cursor = self._txn.cursor()
@@ -181,44 +188,81 @@ def _event_bytes(txn: lmdb.Transaction) -> int:
     return int.from_bytes(raw, "big") if raw else 0
 
 
-class _Writer(_Reader):
-    __slots__ = ("_callbacks", "_retention", "_revision", "_seq")
+OldestEvent = tuple[int, int]
+"""(revision, commit time in ns) of the oldest event a committed transaction left in the log."""
+_NEVER = 1 << 63
+"""The time of an event stored without one: retention by age never drops it."""
 
-    def __init__(self, txn: lmdb.Transaction, retention: EventRetention) -> None:
+
+class _Writer(_Reader):
+    """One caller's nested transaction in a batch.
+
+    The revision and the event log's byte total are carried from one caller
+    to the next in Python and stored once per batch (``_commit_batch``), not
+    read and written by every caller: each lmdb call lets go of the GIL, and
+    under load every release wakes a thread that has to go back to sleep.
+    """
+
+    __slots__ = ("_base", "_callbacks", "_retention", "_revision", "_seq", "delete", "event_bytes", "oldest", "put")
+
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        retention: EventRetention,
+        oldest: OldestEvent | None,
+        revision: int,
+        event_bytes: int,
+    ) -> None:
         super().__init__(txn, None)
+        self.put = cast(_Put, txn.put)  # as ``get``: no Python frame per write
+        self.delete = cast(_Delete, txn.delete)
+        self._base = revision
         self._revision = 0
         self._seq = 0
         self._retention = retention
         self._callbacks: list[Callable[[], None]] = []
+        self.event_bytes = event_bytes
+        """The event log's byte total after this transaction; -1 while not read."""
+        self.oldest = oldest
+        """The oldest event left in the log, when known: lets ``append_event`` skip looking."""
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self._txn.put(key, value)
-
-    def delete(self, key: bytes) -> bool:
-        deleted: bool = self._txn.delete(key)
-        return deleted
+    @property
+    def revision(self) -> int:
+        return self._revision or self._base
 
     def write_revision(self) -> int:
         if not self._revision:
-            self._revision = _revision_of(self._txn) + 1
-            self._txn.put(keys.REVISION, self._revision.to_bytes(8, "big"))
+            self._revision = self._base + 1
         return self._revision
 
     def append_event(self, payload: bytes) -> int:
         revision = self.write_revision()
         txn = self._txn
-        total = _event_bytes(txn)
+        total = self.event_bytes
+        if total < 0:
+            total = _event_bytes(txn)
         if self._seq == 0:
             now = time.time_ns()
-            total = self._prune_events(revision, total, now)
+            keep = self._retention
+            oldest = self.oldest
+            # Look at the log's oldest events only when they may be past a bound:
+            # most commits find nothing to prune, and a cursor costs more than this.
+            if (
+                oldest is None
+                or oldest[0] <= revision - keep.max_revisions
+                or oldest[1] < now - keep.max_age_seconds * 1_000_000_000
+                or total > keep.max_bytes
+            ):
+                total, self.oldest = self._prune_events(revision, total, now)
             txn.put(keys.event_time_key(revision), now.to_bytes(8, "big"))
         txn.put(keys.event_key(revision, self._seq), payload)
-        txn.put(keys.EVENT_BYTES, (total + len(payload)).to_bytes(8, "big"))
+        self.event_bytes = total + len(payload)
         self._seq += 1
         return revision
 
-    def _prune_events(self, revision: int, total: int, now: int) -> int:
-        """Drop the oldest revisions' events past any retention bound; return the bytes left.
+    def _prune_events(self, revision: int, total: int, now: int) -> tuple[int, OldestEvent]:
+        """Drop the oldest revisions' events past any retention bound; return the
+        bytes left and the oldest event left (this revision's, when none is).
 
         Runs once per committing transaction and deletes at most about
         ``PRUNE_PER_COMMIT`` events (always whole revisions), so its cost per
@@ -230,8 +274,9 @@ class _Writer(_Reader):
         age_floor = now - keep.max_age_seconds * 1_000_000_000
         txn = self._txn
         cursor = txn.cursor()
+        oldest = (revision, now)
         if not cursor.set_range(keys.EVENTS):
-            return total
+            return total, oldest
         deleted = 0
         dropping = -1
         while True:
@@ -241,10 +286,12 @@ class _Writer(_Reader):
             rev = keys.event_revision(key)
             if rev != dropping:
                 if deleted >= PRUNE_PER_COMMIT:
+                    oldest = (rev, 0)  # not looked at: the next commit looks again
                     break
                 stamp = txn.get(keys.event_time_key(rev))
-                old = stamp is not None and int.from_bytes(stamp, "big") < age_floor
-                if not (rev <= count_floor or total > keep.max_bytes or old):
+                stamped = _NEVER if stamp is None else int.from_bytes(stamp, "big")
+                if not (rev <= count_floor or total > keep.max_bytes or stamped < age_floor):
+                    oldest = (rev, stamped)
                     break
                 dropping = rev
                 txn.delete(keys.event_time_key(rev))
@@ -252,7 +299,7 @@ class _Writer(_Reader):
             deleted += 1
             if not cursor.delete():
                 break
-        return max(total, 0)
+        return max(total, 0), oldest
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
@@ -283,14 +330,20 @@ class LmdbStore:
                 mode=0o600,  # data.mdb and lock.mdb: sealed secrets live here
                 map_size=map_size,
                 sync=durable,
-                metasync=durable,
+                metasync=False,  # a durable commit's meta page is synced by ``_settle``, after the write lock
                 readahead=False,
                 max_readers=1024,
             )
         except lmdb.Error as exc:
             raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
         self._gate = _ResizeGate()
-        self._writes = GroupCommit(self._commit_batch, max_batch)
+        self._writes = GroupCommit(self._commit_batch, max_batch, self._settle_failure)
+        self._oldest_event: OldestEvent | None = None
+        """The oldest event the last commit left, once a commit has looked (see ``_Writer.append_event``).
+
+        Events only leave the log by pruning and only newer ones join it, so
+        the oldest can only be this or newer: a bound this one is within, the
+        log is within. Set only from a commit that succeeded."""
         self._retention = (retention or EventRetention()).with_revisions(event_retention)
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
@@ -326,20 +379,26 @@ class LmdbStore:
     def transact(self, fn: Callable[[Any], T]) -> T:
         return self._writes.transact(fn)
 
-    def _commit_batch(self, batch: list[Pending]) -> None:
+    def _commit_batch(self, batch: list[Pending]) -> Callable[[], None] | None:
+        """Run the batch in one transaction and commit it; when durable, return what
+        makes it so (the meta page's sync), which the group commit runs after
+        handing on the write lock, so the next batch need not wait for it."""
         while True:
             self._gate.enter()
             outer = self._env.begin(write=True)
             try:
+                oldest = self._oldest_event
+                revision = start = _revision_of(outer)
+                event_bytes = -1
                 for pending in batch:
-                    self._run_one(outer, pending)
-                revision = _revision_of(outer)
-                outer.commit()
+                    oldest, revision, event_bytes = self._run_one(outer, pending, oldest, revision, event_bytes)
+                if revision != start:
+                    outer.put(keys.REVISION, revision.to_bytes(8, "big"))
+                if event_bytes >= 0:
+                    outer.put(keys.EVENT_BYTES, event_bytes.to_bytes(8, "big"))
+                outer.commit()  # durable store: the data pages are synced; the meta page is written
                 self.commits += 1
-                if revision != self._revision:
-                    with self._revision_cond:
-                        self._revision = revision
-                        self._revision_cond.notify_all()
+                self._oldest_event = oldest
             except lmdb.MapFullError:
                 outer.abort()
                 self._gate.leave()
@@ -351,8 +410,36 @@ class LmdbStore:
                 for pending in batch:
                     pending.error = pending.error or failure
                     pending.result = None
+                self._gate.leave()
+                return None
             self._gate.leave()
-            break
+            if not self.durable:
+                self._announce(revision)
+                return None
+            return lambda: self._settle(revision)
+
+    def _settle(self, revision: int) -> None:
+        """Make a committed batch durable (LMDB's meta-page sync), then announce its revision:
+        watchers see only what a crash cannot take back."""
+        self._env.sync(True)
+        self._announce(revision)
+
+    def _announce(self, revision: int) -> None:
+        if revision > self._revision:
+            with self._revision_cond:
+                if revision > self._revision:
+                    self._revision = revision
+                    self._revision_cond.notify_all()
+
+    def _settle_failure(self, exc: BaseException) -> BaseException:
+        """What callers are told when their committed batch could not be synced to disk."""
+        if not isinstance(exc, lmdb.Error | OSError):
+            return exc
+        log.error("store sync failed in %s: %s", self.path, exc)
+        return errors.Unavailable(
+            f"the store in {self.path} could not sync this write to disk ({exc}): it may not survive a crash; "
+            "check the disk, then read the object back before retrying"
+        )
 
     def _commit_failure(self, exc: BaseException) -> BaseException:
         """What callers are told when the shared commit fails: the disk's state, not lmdb's words.
@@ -378,12 +465,17 @@ class LmdbStore:
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
         return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
-    def _run_one(self, outer: lmdb.Transaction, pending: Pending) -> None:
+    def _run_one(
+        self, outer: lmdb.Transaction, pending: Pending, oldest: OldestEvent | None, revision: int, event_bytes: int
+    ) -> tuple[OldestEvent | None, int, int]:
+        """Run one caller's write in a nested transaction; return the oldest event,
+        the revision and the event log's byte total after it (as before it, when it fails)."""
+        kept = (oldest, revision, event_bytes)
         pending.error = None
         pending.result = None
         pending.callbacks = []
         child = self._env.begin(write=True, parent=outer)
-        writer = _Writer(child, self._retention)
+        writer = _Writer(child, self._retention, oldest, revision, event_bytes)
         try:
             pending.result = pending.fn(writer)
         except lmdb.MapFullError:
@@ -394,13 +486,14 @@ class LmdbStore:
             pending.error = errors.InvalidArgument(
                 "a value of this write is too long to be indexed (a store key is at most 511 bytes)"
             )
-            return
+            return kept
         except Exception as exc:
             child.abort()
             pending.error = exc
-            return
+            return kept
         child.commit()
         pending.callbacks = writer._callbacks
+        return writer.oldest, writer.revision, writer.event_bytes
 
     def _grow(self) -> None:
         size = self._env.info()["map_size"] * 2

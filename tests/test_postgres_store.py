@@ -288,6 +288,8 @@ def test_bad_settings_and_an_unreachable_database_fail_at_startup(stigmer_postgr
 
 def test_a_role_that_may_not_create_the_schema_fails_at_startup_saying_so(stigmer_postgres_url: str) -> None:
     if os.environ.get(postgres.URL_ENV):
+        # A server named by URL has its own authentication; the throwaway one (what CI starts)
+        # trusts local logins, which this test needs to log in as a role it just made.
         pytest.skip("logs in as a new role without a password: needs the throwaway (trust) server")
     role = f"r_{uuid.uuid4().hex[:12]}"
     admin = PostgresSettings.from_url(stigmer_postgres_url).conninfo
@@ -311,10 +313,12 @@ def _agent(i: int) -> agent_pb2.Agent:
 def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp_path: Path) -> None:
     """A server of its own, stopped mid-load: no INTERNAL, no daemon restart, no acknowledged write lost."""
     if "postgresql" not in postgres.selected_engines():
+        # Left out on purpose: the protobuf-7 pass runs on LMDB only.
         pytest.skip(f"{postgres.ENGINES_ENV} leaves out postgresql")
     if postgres.find_binaries() is None:
         if postgres.required():
             pytest.fail("CI needs PostgreSQL server binaries for the restart test")
+        # Outside CI only (CI failed above): a server by URL cannot be stopped and restarted by a test.
         pytest.skip("no PostgreSQL server binaries to stop and restart (install Debian's postgresql)")
     pg = postgres.start_server()
     app = None

@@ -38,7 +38,7 @@ import grpc
 import psycopg
 import psycopg_pool
 
-from bench import drive
+from bench import drive, h2load, machine
 from bench.results import Measurement
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
@@ -126,7 +126,8 @@ class _Raw:
                 (revision + 1, self.value),
             )
             conn.execute(
-                f"UPDATE {s}.meta SET revision = %s, event_bytes = event_bytes + %s WHERE id = 1".encode(),
+                f"UPDATE {s}.meta SET revision = %s, event_bytes = event_bytes + %s, writes = writes + 1"
+                " WHERE id = 1".encode(),
                 (revision + 1, len(self.value)),
             )
             conn.execute(b"SELECT pg_notify('raw', %s)", (str(revision + 1),))
@@ -144,19 +145,22 @@ class _Raw:
         return found
 
     def get(self, key: bytes) -> None:
+        """One statement, as the engine answers a get: the object and the revision it was read at."""
         with self.pool.connection() as conn:
-            conn.execute(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            conn.execute(f"SELECT value FROM {self.schema}.kv WHERE key = %s".encode(), (key,)).fetchone()
-            conn.execute(b"ROLLBACK")
+            conn.execute(
+                f"SELECT m.revision, m.writes, kv.value FROM {self.schema}.meta AS m"
+                f" LEFT JOIN {self.schema}.kv AS kv ON kv.key = %s WHERE m.id = 1".encode(),
+                (key,),
+            ).fetchall()
 
     def page(self) -> None:
         with self.pool.connection() as conn:
-            conn.execute(b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(
-                f"SELECT key, value FROM {self.schema}.kv WHERE key >= %s AND key < %s ORDER BY key LIMIT 101".encode(),
+                f"SELECT m.revision, m.writes, page.key, page.value FROM {self.schema}.meta AS m"
+                f" LEFT JOIN LATERAL (SELECT key, value FROM {self.schema}.kv WHERE key >= %s AND key < %s"
+                " ORDER BY key LIMIT 101) AS page ON true WHERE m.id = 1 ORDER BY page.key".encode(),
                 (b"o/agent/", b"o/agent0"),
             ).fetchall()
-            conn.execute(b"ROLLBACK")
 
     def close(self) -> None:
         self.pool.close()
@@ -230,6 +234,28 @@ def _watch_across(watched: grpc.Channel, writer: Any, count: int, name: str = "w
     return Measurement.of(name, latencies, time.perf_counter() - begin, 0.0)
 
 
+H2LOAD_ROWS = ("h2load.get.1d", "h2load.get.2d")
+
+
+def _h2load_gets(first: str, second: str, query: Any, object_id: str, *, quick: bool) -> dict[str, Measurement]:
+    """Gets of one object from h2load, 32 in flight from two processes: both at daemon A,
+    then one at each daemon, alternating, so drift on the machine falls on both rows."""
+    request = agent_pb2.AgentId(value=object_id)
+    size = query.get(request, timeout=10).ByteSize()
+    path = "/stigmer.agentic.agent.v1.AgentQueryController/get"
+    rounds: dict[str, list[Measurement]] = {name: [] for name in H2LOAD_ROWS}
+    for _ in range(1 if quick else 3):
+        for name, targets in zip(H2LOAD_ROWS, ([first, first], [first, second]), strict=True):
+            measured, busy = machine.busy_cores(
+                lambda name=name, targets=targets: h2load.unary(
+                    name, targets, path, request.SerializeToString(), size,
+                    in_flight=IN_FLIGHT, seconds=1.0 if quick else 5.0,
+                )
+            )  # fmt: skip
+            rounds[name].append(measured if busy is None else measured.with_counters(busy_core_seconds=busy * measured.seconds))
+    return {name: Measurement.merge(found) for name, found in rounds.items()}
+
+
 def _row(m: Measurement) -> str:
     return f"{m.name:<32} {m.calls:>7} {m.calls_per_s:>10.0f}/s  p50 {m.p50_ms:>7.2f} ms  p99 {m.p99_ms:>7.2f} ms"
 
@@ -273,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 get = lambda i: agent_pb2.AgentId(value=ids[i % len(ids)])  # noqa: E731
                 rows["get.1d.c32"] = _window("get.1d.c32", queries[:1], "get", get, budget)
                 rows["get.2d.c32"] = _window("get.2d.c32", queries, "get", get, budget)
+                if h2load.available():
+                    rows.update(_h2load_gets(first, second, queries[0], ids[0], quick=args.quick))
                 page = agent_pb2.ListAgentsRequest(page_size=100)
                 rows["list100.1d.serial"] = _serial(
                     "list100.1d.serial", lambda i: queries[0].list(page, timeout=30), budget
@@ -308,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "create.1d.c32 / raw.create.t32": ratio("create.1d.c32", "raw.create.t32"),
         "create.1d.serial / raw.create.serial": ratio("create.1d.serial", "raw.create.serial"),
         "get.2d.c32 / get.1d.c32": ratio("get.2d.c32", "get.1d.c32"),
+        **({"h2load.get.2d / h2load.get.1d": ratio("h2load.get.2d", "h2load.get.1d")} if "h2load.get.1d" in rows else {}),
         "get.1d.c32 / raw.get.t32": ratio("get.1d.c32", "raw.get.t32"),
         "list100.1d.serial / raw.page100.serial": ratio("list100.1d.serial", "raw.page100.serial"),
         "create.1d.c32 / lmdb.create.c32": ratio("create.1d.c32", "lmdb.create.c32"),
@@ -325,6 +354,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"get, 32 in flight: 2 daemons / 1 daemon:                    {ratios['get.2d.c32 / get.1d.c32']:.2f}x  (target >= 1.5)"
     )
+    if "h2load.get.2d / h2load.get.1d" in ratios:
+        print(
+            f"get, 32 in flight from h2load: 2 daemons / 1 daemon:        {ratios['h2load.get.2d / h2load.get.1d']:.2f}x  (target >= 1.5)"
+        )
+        busy = {n: rows[n].counters.get("busy_core_seconds", 0.0) / rows[n].seconds for n in H2LOAD_ROWS}
+        if all(busy.values()):
+            print(
+                f"  cores busy on this {machine.cores()}-core machine (database and load included):"
+                f" {busy['h2load.get.1d']:.2f} with 1 daemon, {busy['h2load.get.2d']:.2f} with 2"
+            )
+    else:
+        print(f"(no h2load: install {h2load.PACKAGE} for the two-daemon rows without the Python client's CPU)")
     print(f"get, 32 in flight, 1 daemon / raw psycopg (32 threads):     {ratios['get.1d.c32 / raw.get.t32']:.2f}x")
     print(
         f"list page of 100, 1 daemon / raw psycopg page:              {ratios['list100.1d.serial / raw.page100.serial']:.2f}x"
@@ -343,7 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {
             "quick": args.quick,
             "rows": {
-                name: {"calls": m.calls, "calls_per_s": m.calls_per_s, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms}
+                name: {
+                    "calls": m.calls,
+                    "calls_per_s": m.calls_per_s,
+                    "p50_ms": m.p50_ms,
+                    "p99_ms": m.p99_ms,
+                    **({"busy_cores": m.counters["busy_core_seconds"] / m.seconds} if "busy_core_seconds" in m.counters else {}),
+                }
                 for name, m in rows.items()
             },
             "ratios": ratios,

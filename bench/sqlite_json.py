@@ -200,7 +200,7 @@ class SqliteJsonStore:
         """What a read hands the framework: the stored JSON parsed back into protobuf."""
         return json_format.Parse(data, self._messages[key_prefix]()).SerializeToString()
 
-    def read(self) -> _Reader:
+    def read(self, *, restartable: bool = False) -> _Reader:
         conn = self._conn()
         conn.execute("BEGIN")
         return _Reader(self, conn)

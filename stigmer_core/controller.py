@@ -33,7 +33,7 @@ from stigmer_core.limits import MESSAGE_BYTES
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import EventHub, StreamLimit
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
-from stigmer_core.store.protocol import Store, WriteTxn
+from stigmer_core.store.protocol import SnapshotMoved, Store, WriteTxn
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,22 @@ class Executor:
                 except _DryRun as done:
                     response = done.response
             else:
-                with self.store.read() as txn:
-                    ctx.resources = Resources(txn, self.registry, caller=caller, access=binding.access)
-                    for run_step in pipeline.run_txn:
-                        run_step(ctx)
-                    response = ctx.response
+                # A unary read is answered inside the snapshot and can start over, so the engine
+                # may answer it without a transaction; a stream keeps its snapshot while it sends.
+                restartable = not binding.server_streaming
+                while True:
+                    try:
+                        with self.store.read(restartable=restartable) as txn:
+                            ctx.resources = Resources(txn, self.registry, caller=caller, access=binding.access)
+                            for run_step in pipeline.run_txn:
+                                run_step(ctx)
+                            response = ctx.response
+                        break
+                    except SnapshotMoved:
+                        if not restartable:
+                            raise
+                        ctx.reset_transaction_state()
+                        restartable = False  # read again, in one transaction this time
         except (Unauthenticated, PermissionDenied) as denied:
             # One line, never the request: a token or a secret may be in it.
             principal = _principal_of(metadata, peer, self.authenticator)
@@ -292,6 +303,16 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
         stream,
         request_deserializer=_deserializer(watch_pb2.WatchRequest),
         response_serializer=watch_pb2.WatchEvent.SerializeToString,
+    )
+
+
+def unary_reads(registry: Registry) -> frozenset[str]:
+    """Paths of every unary rpc that writes nothing: the server runs them on its read pool."""
+    return frozenset(
+        path
+        for kind in registry.kinds
+        for path, binding in kind.methods.items()
+        if not binding.pipeline.writes and not binding.server_streaming
     )
 
 

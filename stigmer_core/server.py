@@ -7,18 +7,20 @@ import os
 import signal
 import sys
 import threading
-from concurrent import futures
 from pathlib import Path
 from types import FrameType
 
+import attrs
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from stigmer_core.application import Application
 from stigmer_core.auth.transport import TlsFiles, check_listen
+from stigmer_core.controller import unary_reads
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
+from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,9 @@ def socket_path(data_dir: Path) -> Path | None:
 class Server:
     """An Application served over gRPC, with health and reflection.
 
-    Each open server stream holds one thread of the sync server, so the pool
-    has ``max_workers`` threads for unary calls on top of one per admitted
+    Calls run on three pools (``server_pools``): unary reads on
+    ``pools.read_threads`` threads, other unary calls on ``max_workers``
+    (default ``pools.rpc_threads``), and streams on one thread per admitted
     stream (the application's ``StreamLimit``); threads start only when used.
     ``tls`` serves the address with TLS (mutual when it names a client CA).
     A non-loopback ``address`` needs TLS and an application that requires
@@ -63,7 +66,8 @@ class Server:
         app: Application,
         address: str = DEFAULT_ADDRESS,
         *,
-        max_workers: int = 32,
+        max_workers: int | None = None,
+        pools: PoolSizes | None = None,
         tls: TlsFiles | None = None,
         insecure_no_auth: bool = False,
         unix_socket: Path | None = None,
@@ -71,13 +75,16 @@ class Server:
         check_listen(address, tls=tls, require_auth=app.authenticator.required, insecure_no_auth=insecure_no_auth)
         credentials = tls.server_credentials() if tls is not None else None
         self.app = app
-        pool_size = max_workers + app.stream_limit.limit
+        sizes = pools or PoolSizes.from_env()
+        if max_workers is not None:
+            sizes = attrs.evolve(sizes, rpc_threads=max_workers)
+        self.pools = ServerPools(sizes, app.stream_limit.limit)
         interceptors: list[grpc.ServerInterceptor] = []
         if app.plugin_manager is not None:
             for found in app.plugin_manager.hook.stigmer_server_interceptors():
                 interceptors.extend(found or ())
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="stigmer-rpc"),
+            self.pools.default,
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -85,8 +92,9 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        reads = unary_reads(app.registry)
         for service, methods in app.services.items():
-            self._server.add_registered_method_handlers(service, methods)
+            self._server.add_registered_method_handlers(service, self.pools.route(service, methods, reads))
         self.health = health.HealthServicer(experimental_non_blocking=True)
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking),
         # registered the way that library documents rather than rewritten here.
@@ -138,6 +146,7 @@ class Server:
         stopped = self._server.stop(grace)
         self.app.events.end_streams()
         stopped.wait()
+        self.pools.shutdown()
         if self.unix_socket is not None:
             self.unix_socket.unlink(missing_ok=True)
 

@@ -151,8 +151,8 @@ class OtherEngine:
     def __init__(self, inner: LmdbStore) -> None:
         self.inner = inner
 
-    def read(self) -> Any:
-        return self.inner.read()
+    def read(self, *, restartable: bool = False) -> Any:
+        return self.inner.read(restartable=restartable)
 
     def transact(self, fn: Any) -> Any:
         return self.inner.transact(fn)

@@ -10,7 +10,7 @@ so nothing here imports kinds or pipelines.
 
 from stigmer_core.store.engines import is_database_url, open_store
 from stigmer_core.store.lmdb_store import LmdbStore
-from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
+from stigmer_core.store.protocol import ReadTxn, SnapshotMoved, Store, WriteTxn
 from stigmer_core.store.retention import EventRetention
 
-__all__ = ["EventRetention", "LmdbStore", "ReadTxn", "Store", "WriteTxn", "is_database_url", "open_store"]
+__all__ = ["EventRetention", "LmdbStore", "ReadTxn", "SnapshotMoved", "Store", "WriteTxn", "is_database_url", "open_store"]

@@ -367,7 +367,8 @@ class LmdbStore:
             txn.put(keys.EVENT_BYTES, total.to_bytes(8, "big"))
 
     # -- reads -------------------------------------------------------------
-    def read(self) -> _Reader:
+    def read(self, *, restartable: bool = False) -> _Reader:
+        """Snapshots cost nothing here, so ``restartable`` changes nothing."""
         self._gate.enter()
         try:
             return _Reader(self._env.begin(buffers=False), self._gate)

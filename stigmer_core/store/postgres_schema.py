@@ -11,8 +11,10 @@ write rows an older layout does not expect.
 Tables::
 
     kv(key bytea PK, value bytea)            objects and indexes, keys as in store/keys.py
-    meta(id = 1, revision, event_bytes)      the global revision (its row lock orders writers)
-                                             and the bytes of payload the event log holds
+    meta(id = 1, revision, event_bytes,      the global revision (its row lock orders writers),
+         writes)                             the bytes of payload the event log holds, and how
+                                             many commits changed anything (a reader outside a
+                                             transaction compares it between its statements)
     events(revision, seq, payload,           the event log, pruned by retention (store/retention.py)
            committed_at)                     committed_at: the database clock when appended
     schema_version(version, applied_at)      which migrations ran
@@ -21,7 +23,9 @@ Version 2 added ``events.committed_at`` and ``meta.event_bytes`` for
 retention by age and by bytes. Events a version-1 schema already held are
 stamped with the time of the migration (their real age is not known), so
 they age out a full retention period after the upgrade at the latest; the
-byte total starts from what the log holds then. Every daemon on one schema
+byte total starts from what the log holds then. Version 3 added
+``meta.writes``: a commit that writes without an event (a run's key, an index
+rebuilt) moves no revision, and single-statement reads must still see it. Every daemon on one schema
 must run the same version: stop the old ones before starting a newer one.
 
 ``bytea`` compares like ``memcmp``, so key ranges and their order are LMDB's.
@@ -50,6 +54,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE {s}.meta ADD COLUMN event_bytes bigint NOT NULL DEFAULT 0",
         "UPDATE {s}.meta SET event_bytes = (SELECT coalesce(sum(octet_length(payload)), 0) FROM {s}.events)",
     ),
+    ("ALTER TABLE {s}.meta ADD COLUMN writes bigint NOT NULL DEFAULT 0",),
 )
 VERSION = len(MIGRATIONS)
 

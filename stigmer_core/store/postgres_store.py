@@ -6,7 +6,10 @@ writers of every daemon run one at a time, each revision is handed out in
 commit order with no gap, READ COMMITTED reads see every earlier write, and
 ``fn`` runs once. Sequences would not do: their values are not handed out in
 commit order, so a watcher could pass a revision that commits later.
-Readers take REPEATABLE READ, READ ONLY snapshots and never wait for writers.
+Readers take REPEATABLE READ, READ ONLY snapshots and never wait for writers;
+a restartable reader (``read(restartable=True)``, what a unary read rpc uses)
+answers its first queries as single statements instead, which makes a get
+one round trip (see ``_Reader``).
 
 Group commit, as in the LMDB engine: the first caller to find no commit in
 progress in this daemon leads, runs every queued caller's ``fn`` under a
@@ -57,12 +60,15 @@ from stigmer_core import errors
 from stigmer_core.store import keys
 from stigmer_core.store.group_commit import GroupCommit, Pending
 from stigmer_core.store.postgres_schema import check_schema_name, migrate
+from stigmer_core.store.protocol import SnapshotMoved
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 5
+LOOSE_QUERIES = 2
+"""Queries a restartable read answers outside a transaction: a get, or a slug then its object."""
 _CONFLICT_ATTEMPTS = 5
 
 
@@ -164,17 +170,34 @@ def _translate(exc: psycopg.Error) -> Exception:
 
 
 class _Reader:
-    """A snapshot on one pooled connection; the transaction begins with the first query."""
+    """A snapshot on one pooled connection.
 
-    __slots__ = ("_began", "_conn", "_held", "_store")
+    A strict reader's transaction begins with its first query. A restartable
+    one (``read(restartable=True)``) answers its first ``LOOSE_QUERIES``
+    queries as single statements outside any transaction (a statement is a
+    snapshot of its own), each also reading the ``meta`` row's revision and
+    write count; a third query begins the transaction. While every answer
+    carries the same pair, every one saw the same committed writes: writers
+    take turns on that row and every commit that changed anything bumps the
+    count, so a snapshot sees the first *n* writers for some *n*, and the pair
+    names *n*. A different pair raises ``SnapshotMoved``. A get then costs one
+    round trip where a transaction costs two (BEGIN with the query, then
+    ROLLBACK).
+    """
+
+    __slots__ = ("_began", "_conn", "_held", "_loose", "_store", "_token")
 
     _BEGIN = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], loose: int = 0) -> None:
         self._store = store
         self._conn = conn
         self._held = True
         self._began = False
+        self._loose = loose
+        """Queries this reader may still answer outside a transaction."""
+        self._token: tuple[int, int] | None = None
+        """(revision, writes) every answer so far saw."""
 
     def __enter__(self) -> _Reader:
         return self
@@ -183,37 +206,78 @@ class _Reader:
         if self._held:
             self._store._release(self._conn, self._began)
 
+    def _seen(self, revision: int, writes: int) -> None:
+        token = (int(revision), int(writes))
+        if self._token is None:
+            self._token = token
+        elif token != self._token:
+            raise SnapshotMoved(f"revision {self._token[0]} moved to {token[0]} between two queries of one read")
+
     def _rows(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            if self._began:
-                return self._conn.execute(query, params).fetchall()
+        """The rows of ``query`` inside the transaction, begun here if need be."""
+        if self._began:
             try:
-                with self._conn.pipeline():
-                    self._conn.execute(self._BEGIN)
-                    cur = self._conn.execute(query, params)
+                return self._conn.execute(query, params).fetchall()
+            except psycopg.Error as exc:
+                raise _translate(exc) from exc
+        return self._on_fresh_connection(lambda: self._begin_with(query, params))
+
+    def _begin_with(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """BEGIN, the token (if loose answers came first) and ``query``, in one round trip."""
+        conn = self._conn
+        with conn.pipeline():
+            conn.execute(self._BEGIN)
+            token = conn.execute(self._store._sql_token) if self._token is not None else None
+            cur = conn.execute(query, params)
+        self._began = True
+        if token is not None:
+            row = token.fetchone()
+            assert row is not None
+            self._seen(*row)
+        return cur.fetchall()
+
+    def _loose_rows(self, loose: bytes, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """``query``'s rows; outside a transaction while this reader may, through
+        ``loose``: the same query joined to the ``meta`` row, whose first two
+        columns are the token and whose third is NULL on the row of no result."""
+        if self._began or self._loose <= 0:
+            return self._rows(query, params)
+        self._loose -= 1
+        rows = self._on_fresh_connection(lambda: self._conn.execute(loose, params).fetchall())
+        self._seen(rows[0][0], rows[0][1])
+        return [row[2:] for row in rows if row[2] is not None]
+
+    def _on_fresh_connection(self, run: Callable[[], list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+        """``run``, again on a fresh connection if the pooled one had died while idle
+        (a database restart) and nothing had been read on it yet."""
+        try:
+            try:
+                return run()
             except psycopg.OperationalError:
-                if not self._conn.broken:
+                if not self._conn.broken or self._token is not None:
                     raise
-                # a pooled connection that died while idle (a database restart): take a fresh one once
                 self._store._pool.putconn(self._conn)
                 self._held = False
                 self._conn = self._store._replace_broken()
                 self._held = True
-                with self._conn.pipeline():
-                    self._conn.execute(self._BEGIN)
-                    cur = self._conn.execute(query, params)
-            self._began = True
-            return cur.fetchall()
+                return run()
         except psycopg.Error as exc:
             raise _translate(exc) from exc
 
     @property
     def revision(self) -> int:
-        rows = self._rows(self._store._sql_revision, ())
-        return int(rows[0][0])
+        if self._token is not None:
+            return self._token[0]  # every answer so far saw this revision
+        if self._began or self._loose <= 0:
+            return int(self._rows(self._store._sql_revision, ())[0][0])
+        self._loose -= 1
+        row = self._on_fresh_connection(lambda: self._conn.execute(self._store._sql_token).fetchall())[0]
+        self._seen(*row)
+        return int(row[0])
 
     def get(self, key: bytes) -> bytes | None:
-        rows = self._rows(self._store._sql_get, (key,))
+        store = self._store
+        rows = self._loose_rows(store._sql_get_loose, store._sql_get, (key,))
         return bytes(rows[0][0]) if rows else None
 
     def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
@@ -250,11 +314,13 @@ class _Reader:
         page = store.settings.scan_page
         while True:
             if end is None:
-                query = store._sql_scan_from_ge if inclusive else store._sql_scan_from_gt
-                rows = self._rows(query, (start, page))
+                name = "scan_from_ge" if inclusive else "scan_from_gt"
+                params: tuple[Any, ...] = (start, page)
             else:
-                query = store._sql_scan_ge if inclusive else store._sql_scan_gt
-                rows = self._rows(query, (start, end, page))
+                name = "scan_ge" if inclusive else "scan_gt"
+                params = (start, end, page)
+            loose, strict = store._sql_scans[name]
+            rows = self._loose_rows(loose, strict, params)
             for key, value in rows:
                 yield bytes(key), bytes(value)
             if len(rows) < page:
@@ -312,7 +378,7 @@ class _Log:
 class _Writer(_Reader):
     """Inside a READ COMMITTED transaction that holds the revision row lock."""
 
-    __slots__ = ("_base", "_callbacks", "_log", "_revision", "_seq")
+    __slots__ = ("_base", "_callbacks", "_log", "_revision", "_seq", "_wrote")
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int, tally: _Log) -> None:
         super().__init__(store, conn)
@@ -321,6 +387,7 @@ class _Writer(_Reader):
         self._log = tally
         self._revision = 0
         self._seq = 0
+        self._wrote = False
         self._callbacks: list[Callable[[], None]] = []
 
     @property
@@ -328,9 +395,11 @@ class _Writer(_Reader):
         return self._revision or self._base
 
     def put(self, key: bytes, value: bytes) -> None:
+        self._wrote = True
         self._rows_none(self._store._sql_put, (key, value))
 
     def delete(self, key: bytes) -> bool:
+        self._wrote = True
         try:
             cur = self._conn.execute(self._store._sql_delete, (key,))
         except psycopg.Error as exc:
@@ -349,6 +418,7 @@ class _Writer(_Reader):
         return self._revision
 
     def append_event(self, payload: bytes) -> int:
+        self._wrote = True
         revision = self.write_revision()
         store, tally = self._store, self._log
         if self._seq == 0 and tally.over(store.retention, revision):
@@ -424,12 +494,29 @@ class PostgresStore:
             " clock_timestamp()"
             f" FROM {s}.meta WHERE id = 1 FOR UPDATE"
         ).encode()
-        self._sql_set_revision = f"UPDATE {s}.meta SET revision = %s, event_bytes = %s WHERE id = 1".encode()
+        self._sql_token = f"SELECT revision, writes FROM {s}.meta WHERE id = 1".encode()
+        self._sql_set_revision = (
+            f"UPDATE {s}.meta SET revision = %s, event_bytes = %s, writes = writes + 1 WHERE id = 1"
+        ).encode()
         self._sql_get = f"SELECT value FROM {s}.kv WHERE key = %s".encode()
-        self._sql_scan_ge = f"SELECT key, value FROM {s}.kv WHERE key >= %s AND key < %s ORDER BY key LIMIT %s".encode()
-        self._sql_scan_gt = f"SELECT key, value FROM {s}.kv WHERE key > %s AND key < %s ORDER BY key LIMIT %s".encode()
-        self._sql_scan_from_ge = f"SELECT key, value FROM {s}.kv WHERE key >= %s ORDER BY key LIMIT %s".encode()
-        self._sql_scan_from_gt = f"SELECT key, value FROM {s}.kv WHERE key > %s ORDER BY key LIMIT %s".encode()
+        self._sql_get_loose = (
+            f"SELECT m.revision, m.writes, kv.value FROM {s}.meta AS m"
+            f" LEFT JOIN {s}.kv AS kv ON kv.key = %s WHERE m.id = 1"
+        ).encode()
+        ranges = {
+            "scan_ge": "key >= %s AND key < %s",
+            "scan_gt": "key > %s AND key < %s",
+            "scan_from_ge": "key >= %s",
+            "scan_from_gt": "key > %s",
+        }
+        self._sql_scans: dict[str, tuple[bytes, bytes]] = {}
+        for name, where in ranges.items():
+            strict = f"SELECT key, value FROM {s}.kv WHERE {where} ORDER BY key LIMIT %s"
+            loose = (
+                f"SELECT m.revision, m.writes, page.key, page.value FROM {s}.meta AS m"
+                f" LEFT JOIN LATERAL ({strict}) AS page ON true WHERE m.id = 1 ORDER BY page.key"
+            )
+            self._sql_scans[name] = (loose.encode(), strict.encode())
         self._sql_put = (
             f"INSERT INTO {s}.kv (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         ).encode()
@@ -536,8 +623,8 @@ class PostgresStore:
         return self._acquire()
 
     # -- reads -------------------------------------------------------------
-    def read(self) -> _Reader:
-        return _Reader(self, self._acquire())
+    def read(self, *, restartable: bool = False) -> _Reader:
+        return _Reader(self, self._acquire(), LOOSE_QUERIES if restartable else 0)
 
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:
@@ -584,6 +671,7 @@ class PostgresStore:
             base = revision = int(row[0])
             tally = _Log(bytes=int(row[1]), oldest=int(row[2] or 0), oldest_at=row[3], now=row[4])
             shared = len(batch) > 1
+            wrote = False  # a rolled-back caller's writes count too: a needless bump only costs a reader a retry
             for pending in batch:
                 pending.error = None
                 pending.result = None
@@ -594,11 +682,13 @@ class PostgresStore:
                 try:
                     pending.result = pending.fn(writer)
                 except Exception as exc:
+                    wrote = wrote or writer._wrote
                     if conn.broken or isinstance(exc, _Retry):
                         raise
                     conn.execute(b"ROLLBACK TO SAVEPOINT stigmer_call" if shared else b"ROLLBACK")
                     pending.error = exc
                     continue
+                wrote = wrote or writer._wrote
                 revision = writer._revision or revision
                 tally = writer._log  # adopted only once its fn succeeded: a rolled-back one changed nothing
                 pending.callbacks = writer._callbacks
@@ -606,8 +696,9 @@ class PostgresStore:
                 return  # rolled back already: nothing to commit
             try:
                 with conn.pipeline():
-                    if revision != base:
+                    if revision != base or wrote:
                         conn.execute(self._sql_set_revision, (revision, tally.bytes))
+                    if revision != base:
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
             except psycopg.Error as exc:

@@ -19,6 +19,15 @@ from typing import Protocol, TypeVar
 T = TypeVar("T")
 
 
+class SnapshotMoved(Exception):
+    """A restartable read found that a write committed between two of its queries.
+
+    Raised only to a caller that asked for ``Store.read(restartable=True)``,
+    which then reads again with ``restartable=False``; nothing it read may be
+    used.
+    """
+
+
 class ReadTxn(Protocol):
     """A consistent snapshot."""
 
@@ -63,7 +72,16 @@ class WriteTxn(ReadTxn, Protocol):
 
 
 class Store(Protocol):
-    def read(self) -> AbstractContextManager[ReadTxn]: ...
+    def read(self, *, restartable: bool = False) -> AbstractContextManager[ReadTxn]:
+        """A consistent snapshot.
+
+        ``restartable``: the caller can throw away what it read and read
+        again, so an engine whose snapshots cost round trips may answer the
+        first queries without holding a transaction and raise
+        ``SnapshotMoved`` from a query that would see another state than the
+        ones before it. An engine whose snapshots are free ignores it.
+        """
+        ...
 
     def transact(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in a write transaction and return its result once durable.

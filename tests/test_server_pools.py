@@ -1,0 +1,79 @@
+"""Reads, writes and streams each run on a pool of their own threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stigmer_core import Application
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.errors import StartupError
+from stigmer_core.server import Server
+from stigmer_core.server_pools import PoolSizes
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Server, grpc.Channel]]:
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=2, rpc_threads=3))
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        try:
+            yield server, channel
+        finally:
+            channel.close()
+            server.stop(grace=1)
+
+
+def _new_threads(call: Callable[[], object]) -> set[str]:
+    """Name prefixes of the threads that appeared while ``call`` ran."""
+    before = set(threading.enumerate())
+    call()
+    return {t.name.rsplit("_", 1)[0] for t in set(threading.enumerate()) - before}
+
+
+def test_each_kind_of_call_runs_on_its_own_pool(served: tuple[Server, grpc.Channel]) -> None:
+    _, channel = served
+    command = agent_grpc.AgentCommandControllerStub(channel)
+    query = agent_grpc.AgentQueryControllerStub(channel)
+    agent = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="pooled"))
+    created: list[agent_pb2.Agent] = []
+    assert "stigmer-rpc" in _new_threads(lambda: created.append(command.create(agent, timeout=10)))
+    got = _new_threads(lambda: query.get(agent_pb2.AgentId(value=created[0].metadata.id), timeout=10))
+    assert "stigmer-read" in got and "stigmer-rpc" not in got
+    streams: list[grpc.Call] = []
+
+    def open_watch() -> None:  # the call starts when made, so it is made in here
+        streams.append(watch_pb2_grpc.WatchStub(channel).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=10))
+        next(streams[0])  # type: ignore[call-overload]
+
+    opened = _new_threads(open_watch)
+    streams[0].cancel()
+    assert "stigmer-stream" in opened and "stigmer-read" not in opened
+
+
+def test_reads_past_the_read_threads_queue_and_are_all_answered(served: tuple[Server, grpc.Channel]) -> None:
+    server, channel = served
+    command = agent_grpc.AgentCommandControllerStub(channel)
+    query = agent_grpc.AgentQueryControllerStub(channel)
+    made = command.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="many")), timeout=10)
+    calls = [query.get.future(agent_pb2.AgentId(value=made.metadata.id), timeout=30) for _ in range(64)]
+    assert {call.result().metadata.id for call in calls} == {made.metadata.id}
+    readers = [t for t in threading.enumerate() if t.name.startswith("stigmer-read")]
+    assert 0 < len(readers) <= server.pools.sizes.read_threads
+
+
+def test_pool_sizes_come_from_the_environment_and_bad_values_are_refused() -> None:
+    assert PoolSizes.from_env({}) == PoolSizes()
+    assert PoolSizes.from_env({"STIGMER_READ_THREADS": "16", "STIGMER_RPC_THREADS": "64"}) == PoolSizes(16, 64)
+    with pytest.raises(StartupError, match="STIGMER_READ_THREADS='many' is not a whole number"):
+        PoolSizes.from_env({"STIGMER_READ_THREADS": "many"})
+    with pytest.raises(StartupError, match="STIGMER_RPC_THREADS must be at least 1"):
+        PoolSizes.from_env({"STIGMER_RPC_THREADS": "0"})

@@ -24,7 +24,9 @@ SERVICE = "bench.Echo"
 METHOD = "Echo"
 PATH = f"/{SERVICE}/{METHOD}"
 WORKERS = 32
-"""Same pool size as ``stigmer_core.server.Server``'s default."""
+"""The size of ``stigmer_core.server.Server``'s pool for writes; its reads run on 4 threads.
+With the client in this process the echo's rate was the same on 4 threads as on 32
+(4,463/s and 4,204-4,415/s with 32 in flight), so one echo serves as the baseline of both."""
 
 
 def _echo(request: bytes, context: Any) -> bytes:

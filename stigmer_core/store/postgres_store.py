@@ -225,11 +225,11 @@ class _Reader:
     def _begin_with(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """BEGIN, the token (if loose answers came first) and ``query``, in one round trip."""
         conn = self._conn
+        self._began = True  # from here on, releasing the connection rolls back whatever began
         with conn.pipeline():
             conn.execute(self._BEGIN)
             token = conn.execute(self._store._sql_token) if self._token is not None else None
             cur = conn.execute(query, params)
-        self._began = True
         if token is not None:
             row = token.fetchone()
             assert row is not None

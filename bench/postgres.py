@@ -9,6 +9,12 @@ is the cost floor of this design: the ratio is our overhead. Without
 ``--url`` a throwaway server is started with fsync and synchronous commit on
 (Debian's binaries, as the tests use).
 
+Gets from two daemons against one are measured twice: from the Python
+client, and from nghttp2's h2load (``bench/h2load.py``) when it is installed,
+whose own CPU per call is a few µs where the Python client's is about a
+daemon's. Beside them the run prints how many of the machine's cores were
+busy, so a ratio bounded by the machine says so.
+
 Watch latency is measured twice. End to end: a client's ``Watch`` stream
 open on daemon A while creates are made one at a time on daemon B, from the
 create's answer on B to the event's arrival on A's stream (the NOTIFY, A's

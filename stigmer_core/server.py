@@ -50,7 +50,7 @@ class Server:
     """An Application served over gRPC, with health and reflection.
 
     Calls run on three pools (``server_pools``): unary reads on
-    ``pools.read_threads`` threads, other unary calls on ``max_workers``
+    ``pools.read_threads`` threads (unset: the store engine's), other unary calls on ``max_workers``
     (default ``pools.rpc_threads``), and streams on one thread per admitted
     stream (the application's ``StreamLimit``); threads start only when used.
     ``tls`` serves the address with TLS (mutual when it names a client CA).
@@ -75,7 +75,7 @@ class Server:
         check_listen(address, tls=tls, require_auth=app.authenticator.required, insecure_no_auth=insecure_no_auth)
         credentials = tls.server_credentials() if tls is not None else None
         self.app = app
-        sizes = pools or PoolSizes.from_env()
+        sizes = (pools or PoolSizes.from_env()).for_store(app.store)
         if max_workers is not None:
             sizes = attrs.evolve(sizes, rpc_threads=max_workers)
         self.pools = ServerPools(sizes, app.stream_limit.limit)

@@ -7,12 +7,14 @@ a create waits on the group commit, so the more callers wait together, the
 more share one durable commit. Reads are the opposite: a read holds the GIL
 but for its round trip to the store, so threads past a few only hand the GIL
 around (kernel time: futex calls). Measured here with 32 gets in flight from
-h2load, 4 read threads served about 1.3x the LMDB gets 32 threads did, and
-two PostgreSQL daemons about 1.5x. Over a database across a network a read
+h2load: an LMDB daemon answered 7,200-8,100 gets/s on 1 read thread, 7,100-8,300
+on 2, 5,600-6,900 on 4 and 5,000-5,800 on 32; two PostgreSQL daemons about 1.4x
+as many on 4 read threads as on 16. Over a database across a network a read
 thread waits a longer round trip, so more of them pay: raise
 ``STIGMER_READ_THREADS`` toward the store's connection pool. Streams hold
-their thread for as long as they are open. So each has its own pool, chosen per method: grpcio
-runs a behavior on the executor named by its ``experimental_thread_pool``.
+their thread for as long as they are open. So each has its own pool, chosen
+per method: grpcio runs a behavior on the executor named by its
+``experimental_thread_pool``.
 """
 
 from __future__ import annotations
@@ -26,17 +28,27 @@ import attrs
 import grpc
 
 from stigmer_core.errors import StartupError
+from stigmer_core.store.lmdb_store import LmdbStore
 
 REJECTING_THREADS = 4
 """Stream threads past the stream limit: room to refuse the next stream at once."""
+
+
+LMDB_READ_THREADS = 2
+"""An LMDB read never waits on I/O, so threads past one only take the GIL from each other
+(py-lmdb gives it up around every get); a second keeps a long list page from holding up
+every get behind it."""
+DATABASE_READ_THREADS = 4
+"""A read on a database server waits a round trip, so a few overlap their waits."""
 
 
 @attrs.frozen
 class PoolSizes:
     """Threads per pool; ``STIGMER_READ_THREADS`` and ``STIGMER_RPC_THREADS`` override the defaults."""
 
-    read_threads: int = 4
-    """Unary reads (get, list, getByReference, a kind's own reads) running at once; the rest queue."""
+    read_threads: int | None = None
+    """Unary reads (get, list, getByReference, a kind's own reads) running at once; the rest
+    queue. None: the store engine's (``for_store``)."""
     rpc_threads: int = 32
     """Every other unary call (writes, health, reflection) running at once: writes waiting on one
     group commit share it, so this bounds how many a commit can carry."""
@@ -58,6 +70,13 @@ class PoolSizes:
             values[field] = number
         return cls(**values)
 
+    def for_store(self, store: object) -> PoolSizes:
+        """These sizes with the read threads settled for ``store``'s engine."""
+        if self.read_threads is not None:
+            return self
+        found = LMDB_READ_THREADS if isinstance(store, LmdbStore) else DATABASE_READ_THREADS
+        return attrs.evolve(self, read_threads=found)
+
 
 class _OnPool:
     """A behavior grpcio runs on ``experimental_thread_pool`` rather than the server's pool."""
@@ -76,6 +95,9 @@ class ServerPools:
     """The three pools of one server; ``default`` is the one handed to ``grpc.server``."""
 
     def __init__(self, sizes: PoolSizes, max_streams: int, *, name: str = "stigmer") -> None:
+        """``sizes.read_threads`` must be settled (``PoolSizes.for_store``)."""
+        if sizes.read_threads is None:
+            raise ValueError("read_threads is not settled: use PoolSizes.for_store")
         self.sizes = sizes
         self.default = futures.ThreadPoolExecutor(sizes.rpc_threads, thread_name_prefix=f"{name}-rpc")
         self.reads = futures.ThreadPoolExecutor(sizes.read_threads, thread_name_prefix=f"{name}-read")

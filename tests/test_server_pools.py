@@ -16,7 +16,7 @@ from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.errors import StartupError
 from stigmer_core.server import Server
-from stigmer_core.server_pools import PoolSizes
+from stigmer_core.server_pools import DATABASE_READ_THREADS, LMDB_READ_THREADS, PoolSizes
 
 
 @pytest.fixture
@@ -68,6 +68,17 @@ def test_reads_past_the_read_threads_queue_and_are_all_answered(served: tuple[Se
     assert {call.result().metadata.id for call in calls} == {made.metadata.id}
     readers = [t for t in threading.enumerate() if t.name.startswith("stigmer-read")]
     assert 0 < len(readers) <= server.pools.sizes.read_threads
+
+
+def test_read_threads_default_to_the_engines_and_a_setting_wins(tmp_path: Path) -> None:
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0")
+        try:
+            assert server.pools.sizes.read_threads == LMDB_READ_THREADS
+        finally:
+            server.stop(grace=0)
+    assert PoolSizes().for_store(object()).read_threads == DATABASE_READ_THREADS  # any other engine
+    assert PoolSizes(read_threads=7).for_store(object()).read_threads == 7
 
 
 def test_pool_sizes_come_from_the_environment_and_bad_values_are_refused() -> None:

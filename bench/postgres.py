@@ -311,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows["list100.1d.serial"] = _serial(
                     "list100.1d.serial", lambda i: queries[0].list(page, timeout=30), budget
                 )
+                pages = {"count": max(budget["count"] // 4, 50), "seconds": budget["seconds"]}
+                rows["list100.1d.c32"] = _window("list100.1d.c32", queries[:1], "list", lambda i: page, pages)
+                rows["list100.2d.c32"] = _window("list100.2d.c32", queries, "list", lambda i: page, pages)
                 samples = 50 if args.quick else 300
                 rows["watch.event.cross_daemon"] = _watch_across(channels[0], commands[1], samples)
                 rows["watch.wake.cross_daemon"] = _watch_latency(url, commands[0], samples)
@@ -345,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **({"h2load.get.2d / h2load.get.1d": ratio("h2load.get.2d", "h2load.get.1d")} if "h2load.get.1d" in rows else {}),
         "get.1d.c32 / raw.get.t32": ratio("get.1d.c32", "raw.get.t32"),
         "list100.1d.serial / raw.page100.serial": ratio("list100.1d.serial", "raw.page100.serial"),
+        "list100.2d.c32 / list100.1d.c32": ratio("list100.2d.c32", "list100.1d.c32"),
         "create.1d.c32 / lmdb.create.c32": ratio("create.1d.c32", "lmdb.create.c32"),
         "get.1d.c32 / lmdb.get.c32": ratio("get.1d.c32", "lmdb.get.c32"),
         "list100.1d.serial / lmdb.list100.serial": ratio("list100.1d.serial", "lmdb.list100.serial"),
@@ -376,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"list page of 100, 1 daemon / raw psycopg page:              {ratios['list100.1d.serial / raw.page100.serial']:.2f}x"
     )
+    print(f"list page of 100, 32 in flight: 2 daemons / 1 daemon:      {ratios['list100.2d.c32 / list100.1d.c32']:.2f}x")
     print(
         f"watch event, created on B, arrived on A's stream:          p50 {event.p50_ms:.2f} ms  p99 {event.p99_ms:.2f} ms  (target p50 <= 10)"
     )

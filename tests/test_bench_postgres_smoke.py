@@ -29,6 +29,8 @@ ROWS = {
     "get.1d.c32",
     "get.2d.c32",
     "list100.1d.serial",
+    "list100.1d.c32",
+    "list100.2d.c32",
     "watch.event.cross_daemon",
     "watch.wake.cross_daemon",
     "lmdb.create.c32",

@@ -145,6 +145,7 @@ def test_a_small_page_budget_pages_through_everything(served: tuple[Application,
     token = ""
     while True:
         page = agents.list_page(page_token=token, page_size=100)
+        # 15 kB objects under a 50 kB budget: never an empty page, never a fourth object past the budget
         assert 1 <= len(page.entries) <= 3 and page.ByteSize() <= 50_000
         seen += [a.metadata.id for a in page.entries]
         token = page.next_page_token

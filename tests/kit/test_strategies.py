@@ -42,6 +42,7 @@ def test_required_enum_is_never_zero_and_cel_rules_hold(drawn: list[Any]) -> Non
         assert not (message.token and message.password)
         assert message.WhichOneof("target") is not None
         if message.HasField("timeout"):
+            # the duration rule of rules_message.py (gte 1s, lte 30s): a draw outside it breaks a declared rule
             assert 1 <= message.timeout.seconds <= 30
 
 

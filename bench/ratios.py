@@ -75,11 +75,14 @@ def ratios(budget: Budget) -> tuple[Ratio, ...]:
     return (
         Ratio("get.net.serial", "echo.net.serial", "framework get vs bare grpcio echo, one caller (1.0 = no overhead)"),
         Ratio(f"get.net.{c}", f"echo.net.{c}", f"framework get vs bare grpcio echo, {n} in flight (target >= 0.9)"),
+        Ratio(f"get.net.{c}", f"echo.aio.{c}", "the same against grpcio's asyncio echo, the daemon's server model"),
         Ratio(
             f"create.net.{c}",
             f"echo.net.{c}",
             f"framework durable create vs bare grpcio echo, {n} in flight (target >= 0.6)",
         ),
+        Ratio(f"create.net.{c}", f"echo.aio.{c}", "the same against grpcio's asyncio echo, the daemon's server model"),
+        Ratio(f"echo.aio.{c}", f"echo.net.{c}", f"grpcio alone: asyncio server vs sync server, {n} in flight"),
         Ratio("get_by_reference.net.serial", "echo.net.serial", "getByReference vs bare grpcio echo, one caller"),
         Ratio(
             "get.inproc.serial",

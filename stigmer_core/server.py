@@ -12,10 +12,13 @@ from types import FrameType
 
 import attrs
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from stigmer_core.application import Application
+from stigmer_core.async_calls import LoopThread
 from stigmer_core.auth.transport import TlsFiles, check_listen
 from stigmer_core.controller import unary_reads
 from stigmer_core.datadir import DataDirLock
@@ -49,16 +52,18 @@ def socket_path(data_dir: Path) -> Path | None:
 class Server:
     """An Application served over gRPC, with health and reflection.
 
-    Calls run on three pools (``server_pools``): unary reads on
-    ``pools.read_threads`` threads (unset: the store engine's), other unary calls on ``max_workers``
-    (default ``pools.rpc_threads``), and streams on one thread per admitted
-    stream (the application's ``StreamLimit``); threads start only when used.
-    ``tls`` serves the address with TLS (mutual when it names a client CA).
-    A non-loopback ``address`` needs TLS and an application that requires
-    authentication, or ``insecure_no_auth``; otherwise the server refuses
-    before binding anything. ``unix_socket`` also serves a Unix socket with
-    mode 0600: the owner's local path, where a call without a token is the
-    local administrator even when the address requires one.
+    The server is grpc's asyncio server on an event loop thread of its own
+    (``async_calls``; this class is driven from sync code). Unary reads run
+    on the loop itself, or on ``pools.read_threads`` threads when the store
+    waits on I/O (unset: the store engine's choice); other unary calls on
+    ``max_workers`` threads (default ``pools.rpc_threads``); streams on one
+    thread per admitted stream (the application's ``StreamLimit``). Threads
+    start only when used. ``tls`` serves the address with TLS (mutual when it
+    names a client CA). A non-loopback ``address`` needs TLS and an
+    application that requires authentication, or ``insecure_no_auth``;
+    otherwise the server refuses before binding anything. ``unix_socket`` also
+    serves a Unix socket with mode 0600: the owner's local path, where a call
+    without a token is the local administrator even when the address requires one.
     """
 
     def __init__(
@@ -79,11 +84,36 @@ class Server:
         if max_workers is not None:
             sizes = attrs.evolve(sizes, rpc_threads=max_workers)
         self.pools = ServerPools(sizes, app.stream_limit.limit)
-        interceptors: list[grpc.ServerInterceptor] = []
+        self._loop = LoopThread()
+        try:
+            self._server, self.health = self._loop.run(self._build())
+            try:
+                if credentials is not None:
+                    self.port = self._server.add_secure_port(address, credentials)
+                else:
+                    self.port = self._server.add_insecure_port(address)
+            except RuntimeError:
+                self.port = 0
+            if self.port == 0:
+                raise AddressUnavailable(
+                    f"cannot listen on {address}: the address is in use or not local to this machine"
+                )
+            host = address.rsplit(":", 1)[0]
+            self.address = f"{host}:{self.port}"
+            self.tls = tls is not None
+            self.unix_socket = self._listen_unix(unix_socket) if unix_socket is not None else None
+        except BaseException:
+            self._close()
+            raise
+
+    async def _build(self) -> tuple[aio.Server, health_aio.HealthServicer]:
+        """The aio server, built on its loop (grpc binds a server to the loop it is made on)."""
+        app = self.app
+        interceptors: list[aio.ServerInterceptor] = []
         if app.plugin_manager is not None:
             for found in app.plugin_manager.hook.stigmer_server_interceptors():
                 interceptors.extend(found or ())
-        self._server = grpc.server(
+        server = aio.server(
             self.pools.default,
             interceptors=interceptors,
             options=[
@@ -94,30 +124,20 @@ class Server:
         )
         reads = unary_reads(app.registry)
         for service, methods in app.services.items():
-            self._server.add_registered_method_handlers(service, self.pools.route(service, methods, reads))
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, self.pools.route(service, methods, reads)),)
+            )
+        checks = health_aio.HealthServicer()
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking),
         # registered the way that library documents rather than rewritten here.
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
         names = [
             *app.service_names,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ]
-        reflection.enable_server_reflection(names, self._server)
-        try:
-            if credentials is not None:
-                self.port = self._server.add_secure_port(address, credentials)
-            else:
-                self.port = self._server.add_insecure_port(address)
-        except RuntimeError:
-            self.port = 0
-        if self.port == 0:
-            raise AddressUnavailable(f"cannot listen on {address}: the address is in use or not local to this machine")
-        host = address.rsplit(":", 1)[0]
-        self.address = f"{host}:{self.port}"
-        self.tls = tls is not None
-        self.unix_socket = self._listen_unix(unix_socket) if unix_socket is not None else None
+        reflection.enable_server_reflection(names, server)
+        return server, checks
 
     def _listen_unix(self, path: Path) -> Path:
         path.unlink(missing_ok=True)  # a previous daemon's, left by a crash: the data directory lock is ours
@@ -134,24 +154,34 @@ class Server:
         return path
 
     def start(self) -> None:
-        self._server.start()
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        for name in self.app.service_names:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._loop.run(self._start())
+
+    async def _start(self) -> None:
+        await self._server.start()
+        for name in ("", *self.app.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Refuse new calls, end open streams (UNAVAILABLE: resume elsewhere), and let
         in-flight unary calls finish within ``grace`` seconds."""
-        self.health.enter_graceful_shutdown()
-        stopped = self._server.stop(grace)
+        if self._loop.loop.is_closed():
+            return
+        self._loop.run(self.health.enter_graceful_shutdown())
+        stopped = self._loop.submit(self._server.stop(grace))
         self.app.events.end_streams()
-        stopped.wait()
+        stopped.result()
+        self._close()
+
+    def _close(self) -> None:
+        self._loop.close()
         self.pools.shutdown()
-        if self.unix_socket is not None:
-            self.unix_socket.unlink(missing_ok=True)
+        unix = getattr(self, "unix_socket", None)
+        if unix is not None:
+            unix.unlink(missing_ok=True)
 
     def wait(self, timeout: float | None = None) -> bool:
-        return bool(self._server.wait_for_termination(timeout))
+        """Wait until the server stops; True when ``timeout`` passed first (grpc's answer)."""
+        return bool(self._loop.run(self._server.wait_for_termination(timeout)))
 
 
 def serve(

@@ -1,32 +1,31 @@
-"""The daemon's thread pools: unary reads, other unary calls, and streams.
+"""Where the daemon runs each call: on grpc's event loop, or on one of three thread pools.
 
-The sync gRPC server runs every call on a pool thread, and each thread that
-waits (on the database, on a group commit, on a stream's next event) gives up
-the GIL and takes it back. A thread per call in flight is what writes need:
-a create waits on the group commit, so the more callers wait together, the
-more share one durable commit. Reads are the opposite: a read holds the GIL
-but for its round trip to the store, so threads past a few only hand the GIL
-around (kernel time: futex calls). Measured here with 32 gets in flight from
-h2load: an LMDB daemon answered 7,200-8,100 gets/s on 1 read thread, 7,100-8,300
-on 2, 5,600-6,900 on 4 and 5,000-5,800 on 32; two PostgreSQL daemons about 1.4x
-as many on 4 read threads as on 16. Over a database across a network a read
-thread waits a longer round trip, so more of them pay: raise
-``STIGMER_READ_THREADS`` toward the store's connection pool. Streams hold
-their thread for as long as they are open. So each has its own pool, chosen
-per method: grpcio runs a behavior on the executor named by its
-``experimental_thread_pool``.
+The network server is grpc's asyncio server (``async_calls``): its event loop
+receives every call. A unary read on LMDB runs right there, since it never
+waits on I/O (``STIGMER_READ_THREADS=0``, LMDB's default). A read that waits
+on a database runs on the read pool, whose few threads overlap their round
+trips; past a few they only hand the GIL to each other (kernel time: futex
+calls). A write runs on the rpc pool, one thread per write in flight: a write
+waits for its group commit, and the more writers wait together, the more
+share one durable commit. A server stream takes a thread of the stream pool
+while it waits for its next message, which for a watch is most of its life.
+
+Measured here with 32 gets in flight on an LMDB daemon (``bench``, client in
+the same process): grpc's sync server, which hands each call to a pool thread,
+answered 3,600-4,000 gets/s; the event loop with the read inline 4,500-4,800/s.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from concurrent import futures
 from typing import Any
 
 import attrs
 import grpc
 
+from stigmer_core import async_calls
 from stigmer_core.errors import StartupError
 from stigmer_core.store.lmdb_store import LmdbStore
 
@@ -34,10 +33,9 @@ REJECTING_THREADS = 4
 """Stream threads past the stream limit: room to refuse the next stream at once."""
 
 
-LMDB_READ_THREADS = 2
-"""An LMDB read never waits on I/O, so threads past one only take the GIL from each other
-(py-lmdb gives it up around every get); a second keeps a long list page from holding up
-every get behind it."""
+LMDB_READ_THREADS = 0
+"""An LMDB read never waits on I/O: it runs on the event loop, with no thread to hand it to.
+Set ``STIGMER_READ_THREADS`` when a kind's read steps wait on something (a network call)."""
 DATABASE_READ_THREADS = 4
 """A read on a database server waits a round trip, so a few overlap their waits."""
 
@@ -48,7 +46,7 @@ class PoolSizes:
 
     read_threads: int | None = None
     """Unary reads (get, list, getByReference, a kind's own reads) running at once; the rest
-    queue. None: the store engine's (``for_store``)."""
+    queue. 0: on the event loop, one at a time. None: the store engine's (``for_store``)."""
     rpc_threads: int = 32
     """Every other unary call (writes, health, reflection) running at once: writes waiting on one
     group commit share it, so this bounds how many a commit can carry."""
@@ -65,8 +63,9 @@ class PoolSizes:
                 number = int(raw)
             except ValueError:
                 raise StartupError(f"{name}={raw!r} is not a whole number") from None
-            if number < 1:
-                raise StartupError(f"{name} must be at least 1")
+            least = 0 if field == "read_threads" else 1
+            if number < least:
+                raise StartupError(f"{name} must be at least {least}")
             values[field] = number
         return cls(**values)
 
@@ -78,21 +77,9 @@ class PoolSizes:
         return attrs.evolve(self, read_threads=found)
 
 
-class _OnPool:
-    """A behavior grpcio runs on ``experimental_thread_pool`` rather than the server's pool."""
-
-    __slots__ = ("behavior", "experimental_thread_pool")
-
-    def __init__(self, behavior: Callable[..., Any], pool: futures.ThreadPoolExecutor) -> None:
-        self.behavior = behavior
-        self.experimental_thread_pool = pool
-
-    def __call__(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self.behavior(request, context)
-
-
 class ServerPools:
-    """The three pools of one server; ``default`` is the one handed to ``grpc.server``."""
+    """The thread pools of one server (threads start only when used); ``reads`` is None
+    when reads run on the event loop."""
 
     def __init__(self, sizes: PoolSizes, max_streams: int, *, name: str = "stigmer") -> None:
         """``sizes.read_threads`` must be settled (``PoolSizes.for_store``)."""
@@ -100,7 +87,11 @@ class ServerPools:
             raise ValueError("read_threads is not settled: use PoolSizes.for_store")
         self.sizes = sizes
         self.default = futures.ThreadPoolExecutor(sizes.rpc_threads, thread_name_prefix=f"{name}-rpc")
-        self.reads = futures.ThreadPoolExecutor(sizes.read_threads, thread_name_prefix=f"{name}-read")
+        self.reads = (
+            futures.ThreadPoolExecutor(sizes.read_threads, thread_name_prefix=f"{name}-read")
+            if sizes.read_threads
+            else None
+        )
         self.streams = futures.ThreadPoolExecutor(
             max(max_streams, 1) + REJECTING_THREADS, thread_name_prefix=f"{name}-stream"
         )
@@ -108,20 +99,20 @@ class ServerPools:
     def route(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler], reads: Collection[str]
     ) -> dict[str, grpc.RpcMethodHandler]:
-        """``handlers`` with each stream on the stream pool and each path in ``reads`` on the read pool."""
+        """``handlers`` as aio handlers: each path in ``reads`` on the read pool (or inline),
+        each stream on the stream pool, every other call on the rpc pool."""
         routed: dict[str, grpc.RpcMethodHandler] = {}
         for name, handler in handlers.items():
+            if handler.request_streaming:
+                raise ValueError(f"/{service}/{name}: the framework serves no client streams")
             if handler.response_streaming:
-                field, pool = ("stream_stream" if handler.request_streaming else "unary_stream"), self.streams
-            elif f"/{service}/{name}" in reads and not handler.request_streaming:
-                field, pool = "unary_unary", self.reads
-            else:
-                routed[name] = handler
+                routed[name] = handler._replace(unary_stream=async_calls.stream(handler.unary_stream, self.streams))
                 continue
-            behavior = getattr(handler, field)
-            routed[name] = handler._replace(**{field: _OnPool(behavior, pool)})
+            pool = self.reads if f"/{service}/{name}" in reads else self.default
+            routed[name] = handler._replace(unary_unary=async_calls.unary(handler.unary_unary, pool))
         return routed
 
     def shutdown(self) -> None:
         for pool in (self.reads, self.streams, self.default):
-            pool.shutdown(wait=False)
+            if pool is not None:
+                pool.shutdown(wait=False)

@@ -25,6 +25,8 @@ WRITE_ROWS = ("apply_unchanged", "update", "apply_changed", "create_agent", "cre
 MEASUREMENTS = (
     "echo.net.serial",
     "echo.net.c32",
+    "echo.aio.serial",
+    "echo.aio.c32",
     "get.net.serial",
     "get.net.c32",
     "get.inproc.serial",
@@ -91,6 +93,7 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
 
     ratios = doc["ratios"]
     assert "get.net.serial / echo.net.serial" in ratios
+    assert "get.net.c32 / echo.aio.c32" in ratios
     assert "get.inproc.c32 / get.net.c32" in ratios
     assert "create.net.c32 / create.net.serial" in ratios
     assert "create.inproc.c32 requests_per_commit" in ratios

@@ -1,0 +1,212 @@
+"""The framework's handlers served on grpc's asyncio server.
+
+The controller builds one set of sync handlers, which the in-process channel
+calls directly. The network server is ``grpc.aio``: its event loop receives
+every call itself, where grpc's sync server hands each call from its poller
+thread to a pool thread and the answer back, and with many calls in flight
+those handoffs (the GIL changing hands, futex calls in the kernel) cost more
+than the framework's own work. So this module runs each sync handler where
+its work belongs, chosen per method by the server:
+
+- inline on the event loop (``pool`` None): a read on LMDB never waits on
+  I/O, so it costs no more there than a thread switch would;
+- on a thread pool: a read that waits on a database, a write that waits for
+  its group commit (the more writers wait together, the more share one
+  durable commit), and the pull of each server-stream message.
+
+A handler sees a ``grpc.ServicerContext`` (``CallContext``) over the aio
+call, so status mapping, trailing metadata and ``is_active`` work as on the
+in-process channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+T = TypeVar("T")
+Metadata = tuple[tuple[str, Any], ...]
+_END = object()
+
+
+class _Aborted(Exception):
+    """A sync handler ended its call with a status; the async side sends it."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__(status.details)
+        self.status = status
+
+
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Metadata) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
+
+
+class CallContext(grpc.ServicerContext):
+    """What a sync handler sees of one aio call."""
+
+    __slots__ = ("_call", "_trailing", "active")
+
+    def __init__(self, call: aio.ServicerContext[Any, Any]) -> None:
+        self._call = call
+        self._trailing: Metadata = ()
+        self.active = True
+        """False once the caller went away: a stream's handler stops at its next look."""
+
+    def invocation_metadata(self) -> Any:
+        return self._call.invocation_metadata() or ()
+
+    def peer(self) -> str:
+        return str(self._call.peer())
+
+    def abort(self, code: grpc.StatusCode, details: str) -> Any:
+        raise _Aborted(_Status(code, details, self._trailing))
+
+    def abort_with_status(self, status: grpc.Status) -> Any:
+        raise _Aborted(status)
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        self._trailing = tuple(trailing_metadata)
+        self._call.set_trailing_metadata(self._trailing)
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def time_remaining(self) -> float | None:
+        remaining = self._call.time_remaining()
+        return None if remaining is None else float(remaining)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._call.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        self._call.set_details(details)
+
+    def peer_identities(self) -> Any:
+        return self._call.peer_identities()
+
+    def peer_identity_key(self) -> Any:
+        return self._call.peer_identity_key()
+
+    def auth_context(self) -> Any:
+        return self._call.auth_context()
+
+    def cancel(self) -> None:
+        raise NotImplementedError("a server cannot cancel its own call; abort it with a status")
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False
+
+    def send_initial_metadata(self, initial_metadata: Any) -> None:
+        raise NotImplementedError("the framework's handlers send no initial metadata")
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        self._call.set_compression(compression)
+
+    def disable_next_message_compression(self) -> None:
+        self._call.disable_next_message_compression()
+
+
+async def _send(call: aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
+    await call.abort(status.code, status.details, tuple(status.trailing_metadata or ()))
+
+
+def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], pool: futures.Executor | None) -> Any:
+    """An aio unary behavior running the sync ``behavior`` inline (``pool`` None) or on ``pool``."""
+    if pool is None:
+
+        async def inline(request: Any, call: aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return behavior(request, CallContext(call))
+            except _Aborted as aborted:
+                await _send(call, aborted.status)
+
+        return inline
+
+    async def pooled(request: Any, call: aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, behavior, request, CallContext(call))
+        except _Aborted as aborted:
+            await _send(call, aborted.status)
+
+    return pooled
+
+
+def _pull(iterator: Any) -> Any:
+    return next(iterator, _END)
+
+
+def _close_when_done(pending: futures.Future[Any], iterator: Any) -> None:
+    """Close a stream's generator once its pull in flight returns (it runs on a pool
+    thread, and a generator cannot be closed while it runs)."""
+    close = getattr(iterator, "close", None)
+    if close is None:
+        return
+    if pending.done():
+        close()
+    else:
+        pending.add_done_callback(lambda _: close())
+
+
+def stream(behavior: Callable[[Any, grpc.ServicerContext], Any], pool: futures.Executor) -> Any:
+    """An aio server-stream behavior pulling the sync generator ``behavior`` returns, one message
+    per pool task; when the caller goes away the generator sees ``is_active()`` false, and is closed."""
+
+    async def pulled(request: Any, call: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        context = CallContext(call)
+        iterator = behavior(request, context)
+        pending: futures.Future[Any] | None = None
+        try:
+            while True:
+                pending = pool.submit(_pull, iterator)
+                item = await asyncio.wrap_future(pending)
+                if item is _END:
+                    pending = None
+                    return
+                yield item
+                pending = None
+        except _Aborted as aborted:
+            pending = None
+            await _send(call, aborted.status)
+        finally:
+            context.active = False
+            if pending is not None:
+                _close_when_done(pending, iterator)
+            else:  # not running: its finally blocks (the stream slot, the subscription) run now
+                _close_when_done(_DONE, iterator)
+
+    return pulled
+
+
+_DONE: futures.Future[Any] = futures.Future()
+_DONE.set_result(None)
+
+
+class LoopThread:
+    """An asyncio event loop on a thread of its own, for a server driven from sync code."""
+
+    def __init__(self, name: str = "stigmer-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return self.submit(coro).result(timeout)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()

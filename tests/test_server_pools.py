@@ -88,3 +88,33 @@ def test_pool_sizes_come_from_the_environment_and_bad_values_are_refused() -> No
         PoolSizes.from_env({"STIGMER_READ_THREADS": "many"})
     with pytest.raises(StartupError, match="STIGMER_RPC_THREADS must be at least 1"):
         PoolSizes.from_env({"STIGMER_RPC_THREADS": "0"})
+
+
+def test_lmdb_reads_run_on_the_event_loop_with_no_thread_of_their_own(tmp_path: Path) -> None:
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0")
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        try:
+            assert server.pools.reads is None
+            command = agent_grpc.AgentCommandControllerStub(channel)
+            query = agent_grpc.AgentQueryControllerStub(channel)
+            made = command.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="inline")), timeout=10)
+            query.get(agent_pb2.AgentId(value=made.metadata.id), timeout=10)  # the channel is open
+            started = _new_threads(
+                lambda: [query.get(agent_pb2.AgentId(value=made.metadata.id), timeout=10) for _ in range(20)]
+            )
+            assert not {name for name in started if name.startswith("stigmer")}
+            missing = agent_pb2.AgentId(value="agt_missing")
+            with pytest.raises(grpc.RpcError) as err:  # a status raised inline reaches the caller as on a pool
+                query.get(missing, timeout=10)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            channel.close()
+            server.stop(grace=1)
+
+
+def test_read_threads_may_be_zero_and_nothing_else_below_one() -> None:
+    assert PoolSizes.from_env({"STIGMER_READ_THREADS": "0"}) == PoolSizes(read_threads=0)
+    with pytest.raises(StartupError, match="STIGMER_READ_THREADS must be at least 0"):
+        PoolSizes.from_env({"STIGMER_READ_THREADS": "-1"})

@@ -1,0 +1,71 @@
+"""A plugin's server interceptors run on the network path (grpc's asyncio server), not in process."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+
+from stigmer_core import Application, hookimpl
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.server import Server
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
+
+class Gate(aio.ServerInterceptor):
+    """Counts the calls it sees and refuses those carrying ``x-gate: closed``."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        self.seen.append(handler_call_details.method)
+        if ("x-gate", "closed") in tuple(handler_call_details.invocation_metadata or ()):
+
+            async def refuse(request: object, context: aio.ServicerContext[object, object]) -> None:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the gate is closed")
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
+        return await continuation(handler_call_details)
+
+
+class GatePlugin:
+    def __init__(self) -> None:
+        self.gate = Gate()
+
+    @hookimpl
+    def stigmer_server_interceptors(self) -> list[aio.ServerInterceptor]:
+        return [self.gate]
+
+
+def test_a_plugins_interceptor_sees_network_calls_and_may_refuse_them(tmp_path: Path) -> None:
+    plugin = GatePlugin()
+    pm = plugin_manager(plugins=[plugin])
+    with Application.open(tmp_path / "data", pm=pm, durable=False) as app:
+        server = Server(app, "127.0.0.1:0")
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        try:
+            command = agent_grpc.AgentCommandControllerStub(channel)
+            made = command.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="gated")), timeout=10)
+            assert "/stigmer.agentic.agent.v1.AgentCommandController/create" in plugin.gate.seen
+            query = agent_grpc.AgentQueryControllerStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                query.get(agent_pb2.AgentId(value=made.metadata.id), metadata=(("x-gate", "closed"),), timeout=10)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert err.value.details() == "the gate is closed"
+            seen = len(plugin.gate.seen)
+            agent_grpc.AgentQueryControllerStub(app.channel()).get(agent_pb2.AgentId(value=made.metadata.id))
+            assert len(plugin.gate.seen) == seen  # the in-process channel does not pass through it
+        finally:
+            channel.close()
+            server.stop(grace=1)

@@ -14,7 +14,7 @@ import pluggy
 from stigmer_core.auth import pages, tokens
 from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
-from stigmer_core.controller import build_handlers
+from stigmer_core.controller import Executor, build_handlers
 from stigmer_core.datadir import secure
 from stigmer_core.kinds import reindex
 from stigmer_core.kinds.registry import build_registry
@@ -60,8 +60,10 @@ class Application:
         self.events = EventHub(store, streams or StreamSettings.from_env())
         """The one event dispatcher every server stream of this application reads through."""
         self.stream_limit = StreamLimit(self.events.settings.max_streams)
+        self.executor = Executor(registry, store, self.authenticator, self.events)
+        """Runs every kind's pipelines; the network server also reaches it directly (``queued_writes``)."""
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(
-            registry, store, self.authenticator, self.events, self.stream_limit
+            registry, store, self.authenticator, self.events, self.stream_limit, self.executor
         )
         self.services.update(identity_handlers(self.authenticator))
 

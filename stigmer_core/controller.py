@@ -14,12 +14,14 @@ call needs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from grpc import aio
 
 from stigmer_core import status
 from stigmer_core.api.commons.watch.v1 import watch_pb2
@@ -33,7 +35,7 @@ from stigmer_core.limits import MESSAGE_BYTES
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import EventHub, StreamLimit
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
-from stigmer_core.store.protocol import SnapshotMoved, Store, WriteTxn
+from stigmer_core.store.protocol import SnapshotMoved, Store, SubmitsWrites, WriteTxn
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,80 @@ class Executor:
             raise PermissionDenied(f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}")
         return caller
 
+    def start(
+        self,
+        kind: KindRuntime,
+        binding: MethodBinding,
+        request: Message,
+        metadata: Sequence[tuple[str, Any]],
+        active: Callable[[], bool] | None,
+        peer: str,
+    ) -> RequestContext:
+        """Authenticate, and run the steps before the transaction."""
+        caller = self.caller(binding, metadata, peer)
+        ctx = RequestContext(
+            kind=kind,
+            registry=self.registry,
+            operation=binding.operation,
+            request=request,
+            metadata=metadata,
+            engine=self.store,
+            events=self.events,
+            principal=caller.principal,
+            caller=caller,
+            access=binding.access,
+        )
+        if active is not None:
+            ctx.active = active
+        for run_step in binding.pipeline.run_pre:
+            run_step(ctx)
+        return ctx
+
+    def write_body(
+        self, ctx: RequestContext, binding: MethodBinding, removed: list[str] | None
+    ) -> Callable[[WriteTxn], Any]:
+        """The function a write's transaction runs: the transactional steps, in a fresh context each try."""
+        metadata = ctx.metadata
+        dry_run = bool(metadata) and any(key == DRY_RUN and value == "true" for key, value in metadata)
+        caller = ctx.caller
+        run_txn = binding.pipeline.run_txn
+
+        def body(txn: WriteTxn) -> Any:
+            ctx.reset_transaction_state()
+            ctx.operation = binding.operation
+            ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
+            for run_step in run_txn:
+                run_step(ctx)
+            resources.publish()  # whatever a custom pipeline wrote without a publish step
+            _check_answerable(ctx.response, binding)
+            if removed is not None:
+                removed[:] = [
+                    f"{k.name} {o.metadata.id} {o.metadata.slug}"  # type: ignore[attr-defined]
+                    for k, o in resources.removed
+                ]
+            if dry_run:
+                raise _DryRun(ctx.response)
+            return ctx.response
+
+        return body
+
+    def read(self, ctx: RequestContext, binding: MethodBinding) -> Any:
+        # A unary read is answered inside the snapshot and can start over, so the engine
+        # may answer it without a transaction; a stream keeps its snapshot while it sends.
+        restartable = not binding.server_streaming
+        while True:
+            try:
+                with self.store.read(restartable=restartable) as txn:
+                    ctx.resources = Resources(txn, self.registry, caller=ctx.caller, access=binding.access)
+                    for run_step in binding.pipeline.run_txn:
+                        run_step(ctx)
+                    return ctx.response
+            except SnapshotMoved:
+                if not restartable:
+                    raise
+                ctx.reset_transaction_state()
+                restartable = False  # read again, in one transaction this time
+
     def run(
         self,
         kind: KindRuntime,
@@ -108,75 +184,75 @@ class Executor:
     ) -> Any:
         """``removed`` (when given) receives the objects the write deleted, as ``REMOVED`` entries."""
         try:
-            caller = self.caller(binding, metadata, peer)
-            ctx = RequestContext(
-                kind=kind,
-                registry=self.registry,
-                operation=binding.operation,
-                request=request,
-                metadata=metadata,
-                engine=self.store,
-                events=self.events,
-                principal=caller.principal,
-                caller=caller,
-                access=binding.access,
-            )
-            if active is not None:
-                ctx.active = active
-            pipeline = binding.pipeline
-            for run_step in pipeline.run_pre:
-                run_step(ctx)
-            if pipeline.writes:
-                dry_run = bool(metadata) and any(key == DRY_RUN and value == "true" for key, value in metadata)
-
-                def body(txn: WriteTxn) -> Any:
-                    ctx.reset_transaction_state()
-                    ctx.operation = binding.operation
-                    ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
-                    for run_step in pipeline.run_txn:
-                        run_step(ctx)
-                    resources.publish()  # whatever a custom pipeline wrote without a publish step
-                    _check_answerable(ctx.response, binding)
-                    if removed is not None:
-                        removed[:] = [
-                            f"{k.name} {o.metadata.id} {o.metadata.slug}"  # type: ignore[attr-defined]
-                            for k, o in resources.removed
-                        ]
-                    if dry_run:
-                        raise _DryRun(ctx.response)
-                    return ctx.response
-
+            ctx = self.start(kind, binding, request, metadata, active, peer)
+            if binding.pipeline.writes:
                 try:
-                    response = self.store.transact(body)
+                    response = self.store.transact(self.write_body(ctx, binding, removed))
                 except _DryRun as done:
                     response = done.response
             else:
-                # A unary read is answered inside the snapshot and can start over, so the engine
-                # may answer it without a transaction; a stream keeps its snapshot while it sends.
-                restartable = not binding.server_streaming
-                while True:
-                    try:
-                        with self.store.read(restartable=restartable) as txn:
-                            ctx.resources = Resources(txn, self.registry, caller=caller, access=binding.access)
-                            for run_step in pipeline.run_txn:
-                                run_step(ctx)
-                            response = ctx.response
-                        break
-                    except SnapshotMoved:
-                        if not restartable:
-                            raise
-                        ctx.reset_transaction_state()
-                        restartable = False  # read again, in one transaction this time
+                response = self.read(ctx, binding)
         except (Unauthenticated, PermissionDenied) as denied:
-            # One line, never the request: a token or a secret may be in it.
-            principal = _principal_of(metadata, peer, self.authenticator)
-            log.warning(
-                "denied: principal=%s method=%s status=%s", principal, binding.path, status.code_of(denied).name
-            )
+            self.log_denied(denied, binding, metadata, peer)
             raise
-        if response is None:
-            raise RuntimeError(f"pipeline of {binding.path} produced no response")
-        return response
+        return _answered(response, binding)
+
+    async def run_queued(
+        self,
+        store: SubmitsWrites,
+        kind: KindRuntime,
+        binding: MethodBinding,
+        request: Message,
+        metadata: Sequence[tuple[str, Any]],
+        peer: str,
+        removed: list[str] | None,
+    ) -> Any:
+        """``run`` for a write, from an event loop: the write is queued for a group commit and
+        awaited, with no thread waiting for it."""
+        try:
+            ctx = self.start(kind, binding, request, metadata, None, peer)
+            loop = asyncio.get_running_loop()
+            answered = loop.create_future()
+
+            def notify() -> None:  # on the committer's thread
+                loop.call_soon_threadsafe(_resolve, answered)
+
+            pending = store.submit(self.write_body(ctx, binding, removed), notify)
+            await answered
+            if isinstance(pending.error, _DryRun):
+                response = pending.error.response
+            elif pending.error is not None:
+                raise pending.error
+            else:
+                response = pending.result
+                for callback in pending.callbacks:
+                    callback()
+        except (Unauthenticated, PermissionDenied) as denied:
+            self.log_denied(denied, binding, metadata, peer)
+            raise
+        return _answered(response, binding)
+
+    def log_denied(
+        self,
+        denied: Unauthenticated | PermissionDenied,
+        binding: MethodBinding,
+        metadata: Sequence[tuple[str, Any]],
+        peer: str,
+    ) -> None:
+        # One line, never the request: a token or a secret may be in it.
+        principal = _principal_of(metadata, peer, self.authenticator)
+        log.warning("denied: principal=%s method=%s status=%s", principal, binding.path, status.code_of(denied).name)
+
+
+def _resolve(answered: asyncio.Future[None]) -> None:
+    if not answered.done():  # cancelled: the caller went away; the write still happened
+        answered.set_result(None)
+
+
+def _answered(response: Any, binding: MethodBinding) -> Any:
+    if response is None:
+        raise RuntimeError(f"pipeline of {binding.path} produced no response")
+    return response
 
 
 def _principal_of(metadata: Sequence[tuple[str, Any]], peer: str, authenticator: Authenticator | None) -> str:
@@ -267,6 +343,42 @@ def _handler(
     )
 
 
+def queued_writes(executor: Executor, store: SubmitsWrites) -> dict[str, Callable[..., Any]]:
+    """Path -> an aio unary behavior, for every unary rpc that writes: the write is queued on
+    ``store``'s group commit from the event loop (``Executor.run_queued``), so a write in flight
+    holds no thread."""
+    auth = executor.authenticator
+    needs_peer = auth is not None and auth.required
+    found: dict[str, Callable[..., Any]] = {}
+    for kind in executor.registry.kinds:
+        for path, binding in kind.methods.items():
+            if binding.pipeline.writes and not binding.server_streaming:
+                found[path] = _queued(executor, store, kind, binding, needs_peer)
+    return found
+
+
+def _queued(
+    executor: Executor, store: SubmitsWrites, kind: KindRuntime, binding: MethodBinding, needs_peer: bool
+) -> Callable[..., Any]:
+    run = executor.run_queued
+
+    async def unary(request: Message | _Malformed, context: aio.ServicerContext[Any, Any]) -> Message:
+        if isinstance(request, _Malformed):
+            await status.abort_call(context, _malformed(binding, request))
+        removed: list[str] = []
+        try:
+            peer = context.peer() if needs_peer else ""
+            metadata = context.invocation_metadata() or ()
+            response: Message = await run(store, kind, binding, request, metadata, peer, removed)
+        except Exception as exc:
+            await status.abort_call(context, exc)
+        if removed:
+            context.set_trailing_metadata(tuple((REMOVED, entry) for entry in removed))
+        return response
+
+    return unary
+
+
 def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHandler:
     """``stigmer.commons.watch.v1.Watch/Watch``: dispatch by kind name to the kind's watch pipeline."""
     bindings: dict[str, tuple[KindRuntime, MethodBinding]] = {}
@@ -322,11 +434,12 @@ def build_handlers(
     authenticator: Authenticator | None = None,
     events: EventHub | None = None,
     stream_limit: StreamLimit | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """service full name -> method name -> handler, for every kind, and the Watch service."""
     events = events or EventHub(store)
     limit = stream_limit or StreamLimit(events.settings.max_streams)
-    executor = Executor(registry, store, authenticator, events)
+    executor = executor or Executor(registry, store, authenticator, events)
     services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for kind in registry.kinds:
         for path, binding in kind.methods.items():

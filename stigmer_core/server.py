@@ -20,11 +20,12 @@ from grpc_reflection.v1alpha import reflection
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
 from stigmer_core.auth.transport import TlsFiles, check_listen
-from stigmer_core.controller import unary_reads
+from stigmer_core.controller import queued_writes, unary_reads
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
+from stigmer_core.store.protocol import SubmitsWrites
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,16 @@ class Server:
             ],
         )
         reads = unary_reads(app.registry)
+        store = app.store
+        # A store that never waits on I/O (reads on the loop) also takes writes queued from the loop.
+        queued = (
+            queued_writes(app.executor, store)
+            if self.pools.reads is None and isinstance(store, SubmitsWrites)
+            else {}
+        )
         for service, methods in app.services.items():
-            server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(service, self.pools.route(service, methods, reads)),)
-            )
+            routed = self.pools.route(service, methods, reads, queued)
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, routed),))
         checks = health_aio.HealthServicer()
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking),
         # registered the way that library documents rather than rewritten here.

@@ -18,7 +18,7 @@ answered 3,600-4,000 gets/s; the event loop with the read inline 4,500-4,800/s.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent import futures
 from typing import Any
 
@@ -97,18 +97,27 @@ class ServerPools:
         )
 
     def route(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler], reads: Collection[str]
+        self,
+        service: str,
+        handlers: dict[str, grpc.RpcMethodHandler],
+        reads: Collection[str],
+        queued: Mapping[str, Callable[..., Any]],
     ) -> dict[str, grpc.RpcMethodHandler]:
         """``handlers`` as aio handlers: each path in ``reads`` on the read pool (or inline),
-        each stream on the stream pool, every other call on the rpc pool."""
+        each path in ``queued`` as the aio behavior given there, each stream on the stream
+        pool, every other call on the rpc pool."""
         routed: dict[str, grpc.RpcMethodHandler] = {}
         for name, handler in handlers.items():
+            path = f"/{service}/{name}"
             if handler.request_streaming:
-                raise ValueError(f"/{service}/{name}: the framework serves no client streams")
+                raise ValueError(f"{path}: the framework serves no client streams")
             if handler.response_streaming:
                 routed[name] = handler._replace(unary_stream=async_calls.stream(handler.unary_stream, self.streams))
                 continue
-            pool = self.reads if f"/{service}/{name}" in reads else self.default
+            if path in queued:
+                routed[name] = handler._replace(unary_unary=queued[path])
+                continue
+            pool = self.reads if path in reads else self.default
             routed[name] = handler._replace(unary_unary=async_calls.unary(handler.unary_unary, pool))
         return routed
 

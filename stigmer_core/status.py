@@ -9,7 +9,7 @@ anything else into INTERNAL, which always means a bug here. Client side,
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -68,6 +68,13 @@ def to_status(error: BaseException) -> grpc.Status:
 def abort(context: grpc.ServicerContext, error: BaseException) -> NoReturn:
     context.abort_with_status(to_status(error))
     raise AssertionError("abort_with_status returned")  # pragma: no cover - grpc always raises
+
+
+async def abort_call(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> NoReturn:
+    """``abort`` on grpc's asyncio server."""
+    found = to_status(error)
+    await context.abort(found.code, found.details, tuple(found.trailing_metadata))
+    raise AssertionError("abort returned")  # pragma: no cover - grpc always raises
 
 
 def from_rpc_error(error: grpc.RpcError) -> errors.StigmerError:

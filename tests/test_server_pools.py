@@ -90,7 +90,7 @@ def test_pool_sizes_come_from_the_environment_and_bad_values_are_refused() -> No
         PoolSizes.from_env({"STIGMER_RPC_THREADS": "0"})
 
 
-def test_lmdb_reads_run_on_the_event_loop_with_no_thread_of_their_own(tmp_path: Path) -> None:
+def test_on_lmdb_reads_run_on_the_event_loop_and_writes_queue_for_the_group_commit(tmp_path: Path) -> None:
     with Application.open(tmp_path / "data", durable=False) as app:
         server = Server(app, "127.0.0.1:0")
         server.start()
@@ -99,7 +99,14 @@ def test_lmdb_reads_run_on_the_event_loop_with_no_thread_of_their_own(tmp_path: 
             assert server.pools.reads is None
             command = agent_grpc.AgentCommandControllerStub(channel)
             query = agent_grpc.AgentQueryControllerStub(channel)
-            made = command.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="inline")), timeout=10)
+            made_in: list[agent_pb2.Agent] = []
+            writers = _new_threads(
+                lambda: made_in.append(
+                    command.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="inline")), timeout=10)
+                )
+            )
+            assert "stigmer-rpc" not in writers  # no thread waits for the commit: a committer leads it
+            made = made_in[0]
             query.get(agent_pb2.AgentId(value=made.metadata.id), timeout=10)  # the channel is open
             started = _new_threads(
                 lambda: [query.get(agent_pb2.AgentId(value=made.metadata.id), timeout=10) for _ in range(20)]

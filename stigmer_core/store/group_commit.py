@@ -15,17 +15,30 @@ page and syncs it apart) returns from ``commit_batch`` a function that waits
 for durability. The leader then hands its role on first and waits after, so
 the next batch's pipelines run while this one's sync is on the disk, and the
 callers are still answered only once their writes are durable.
+
+A caller with no thread of its own to wait on (the asyncio server's) queues
+its write with ``submit`` and a function to call once it is answered. When no
+batch is in progress such a write is led by a committer thread, one batch per
+task, which hands the leader role on before it waits for durability, as a
+caller's thread does; many such callers cost one thread switch per batch,
+not one per caller.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from concurrent import futures
 from typing import Any, TypeVar
 
 from stigmer_core import errors
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+COMMITTER_THREADS = 2
+"""One commits the next batch while the other waits for the last one to be durable."""
 Settle = Callable[[], None]
 """Waits until a committed batch is durable; raises when it cannot be made so."""
 CommitBatch = Callable[["list[Pending]"], "Settle | None"]
@@ -36,18 +49,21 @@ class Pending:
     made the next leader, so a commit wakes exactly the callers it served.
 
     The engine's ``commit_batch`` sets ``result`` or ``error`` and the
-    ``callbacks`` (its ``on_commit`` ones) of every write it was given."""
+    ``callbacks`` (its ``on_commit`` ones) of every write it was given.
+    ``notify`` (a ``submit``'s) is called instead of releasing ``wake``."""
 
-    __slots__ = ("callbacks", "done", "error", "fn", "result", "wake")
+    __slots__ = ("callbacks", "done", "error", "fn", "notify", "result", "wake")
 
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, fn: Callable[[Any], Any], notify: Callable[[], None] | None = None) -> None:
         self.fn = fn
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
         self.callbacks: list[Callable[[], None]] = []
+        self.notify = notify
         self.wake = threading.Lock()
-        self.wake.acquire()
+        if notify is None:
+            self.wake.acquire()
 
 
 class GroupCommit:
@@ -65,6 +81,7 @@ class GroupCommit:
         self._queue: list[Pending] = []
         self._leading = False
         self._in_flight = 0
+        self._committer: futures.ThreadPoolExecutor | None = None
         self.closed = False
 
     def transact(self, fn: Callable[[Any], T]) -> T:
@@ -94,6 +111,65 @@ class GroupCommit:
         result: T = pending.result
         return result
 
+    def submit(self, fn: Callable[[Any], Any], notify: Callable[[], None]) -> Pending:
+        """Queue ``fn`` without waiting: ``notify`` is called, on the thread that answered it, once
+        the returned write's ``result`` or ``error`` and ``callbacks`` are final (and durable);
+        the caller then runs the callbacks, as ``transact`` does."""
+        pending = Pending(fn, notify)
+        with self._mutex:
+            if self.closed:
+                raise errors.Unavailable("the store is closed")
+            self._in_flight += 1
+            self._queue.append(pending)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+        if lead:
+            self._lead_elsewhere()
+        return pending
+
+    def _lead_elsewhere(self) -> None:
+        """Lead the next batch on a committer thread: its writes' callers have no thread to lead on."""
+        with self._mutex:
+            if self._committer is None:
+                self._committer = futures.ThreadPoolExecutor(COMMITTER_THREADS, thread_name_prefix="stigmer-commit")
+            committer = self._committer
+        committer.submit(self._lead_one)
+
+    def _lead_one(self) -> None:
+        with self._mutex:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+        settle = None
+        try:
+            settle = self._commit_batch(batch)
+        except BaseException as exc:  # the engine answers its own failures; this is a bug, told to every caller
+            log.exception("group commit: a batch failed outside the engine's handling")
+            for pending in batch:
+                pending.error = pending.error or exc
+        finally:
+            self._hand_on()
+            if settle is not None:
+                self._settle(batch, settle)
+            self._answer(batch, None)
+
+    def _answer(self, batch: list[Pending], own: Pending | None) -> None:
+        for pending in batch:
+            pending.done = True
+            if pending is own:
+                continue
+            if pending.notify is None:
+                pending.wake.release()
+                continue
+            with self._mutex:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._drained.notify_all()
+            try:
+                pending.notify()
+            except Exception:  # the caller's loop is gone: nobody is left to answer
+                log.exception("group commit: a write's caller could not be told")
+
     def _lead(self, own: Pending) -> None:
         """Commit batches until ``own`` is done, then hand the role to the next waiter
         (before waiting for the last batch to be durable, when the engine lets it)."""
@@ -112,10 +188,7 @@ class GroupCommit:
                             self._hand_on()
                             handed = True
                         self._settle(batch, settle)
-                    for pending in batch:
-                        pending.done = True
-                        if pending is not own:
-                            pending.wake.release()
+                    self._answer(batch, own)
         finally:
             if not handed:
                 self._hand_on()
@@ -131,10 +204,14 @@ class GroupCommit:
 
     def _hand_on(self) -> None:
         with self._mutex:
-            if self._queue:
-                self._queue[0].wake.release()
-            else:
+            if not self._queue:
                 self._leading = False
+                return
+            head = self._queue[0]
+            if head.notify is None:
+                head.wake.release()
+                return
+        self._lead_elsewhere()
 
     @property
     def queued(self) -> int:
@@ -150,4 +227,7 @@ class GroupCommit:
             self.closed = True
             while self._in_flight:
                 self._drained.wait()
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.shutdown(wait=True)
         return True

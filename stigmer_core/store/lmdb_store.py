@@ -380,6 +380,9 @@ class LmdbStore:
     def transact(self, fn: Callable[[Any], T]) -> T:
         return self._writes.transact(fn)
 
+    def submit(self, fn: Callable[[Any], Any], notify: Callable[[], None]) -> Pending:
+        return self._writes.submit(fn, notify)
+
     def _commit_batch(self, batch: list[Pending]) -> Callable[[], None] | None:
         """Run the batch in one transaction and commit it; when durable, return what
         makes it so (the meta page's sync), which the group commit runs after

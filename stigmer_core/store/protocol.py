@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 
@@ -97,3 +97,23 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Submitted(Protocol):
+    """A queued write's answer, final once its ``notify`` was called."""
+
+    result: Any
+    error: BaseException | None
+    callbacks: list[Callable[[], None]]
+    """``on_commit`` callbacks, for the caller to run (as ``transact`` does in its own thread)."""
+
+
+@runtime_checkable
+class SubmitsWrites(Protocol):
+    """A store whose writes can be queued by a caller that does not wait in a thread
+    (grpc's asyncio server): optional, checked once when the server starts."""
+
+    def submit(self, fn: Callable[[WriteTxn], Any], notify: Callable[[], None]) -> Submitted:
+        """Queue ``fn`` as ``transact`` would run it; ``notify`` is called from another thread
+        once the returned write is answered (durable, or failed)."""
+        ...

@@ -190,6 +190,36 @@ _DONE: futures.Future[Any] = futures.Future()
 _DONE.set_result(None)
 
 
+class Wakeups:
+    """Futures of one event loop, resolved from other threads with one wake-up of the loop per
+    burst: a group commit answers a whole batch at once, and each ``call_soon_threadsafe`` would
+    write to the loop's wake-up socket and hand it the GIL again."""
+
+    __slots__ = ("_lock", "_loop", "_ready", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[asyncio.Future[None]] = []
+        self._scheduled = False
+
+    def resolve(self, future: asyncio.Future[None]) -> None:
+        """Set ``future``'s result (None) on its loop soon; callable from any thread."""
+        with self._lock:
+            self._ready.append(future)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready, self._scheduled = self._ready, [], False
+        for future in ready:
+            if not future.done():  # cancelled: its caller went away
+                future.set_result(None)
+
+
 class LoopThread:
     """An asyncio event loop on a thread of its own, for a server driven from sync code."""
 

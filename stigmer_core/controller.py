@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import grpc
@@ -25,6 +27,7 @@ from grpc import aio
 
 from stigmer_core import status
 from stigmer_core.api.commons.watch.v1 import watch_pb2
+from stigmer_core.async_calls import Wakeups
 from stigmer_core.auth.access import LOCAL_ADMIN, Access, Caller
 from stigmer_core.auth.tokens import Authenticator
 from stigmer_core.errors import FieldViolation, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
@@ -85,6 +88,7 @@ class Executor:
         self.store = store
         self.authenticator = authenticator
         self.events = events
+        self._wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Wakeups] = weakref.WeakKeyDictionary()
 
     def caller(self, binding: MethodBinding, metadata: Sequence[tuple[str, Any]], peer: str) -> Caller:
         """Who calls, and that its roles allow the method somewhere, before any step runs,
@@ -212,12 +216,9 @@ class Executor:
         try:
             ctx = self.start(kind, binding, request, metadata, None, peer)
             loop = asyncio.get_running_loop()
-            answered = loop.create_future()
-
-            def notify() -> None:  # on the committer's thread
-                loop.call_soon_threadsafe(_resolve, answered)
-
-            pending = store.submit(self.write_body(ctx, binding, removed), notify)
+            wakeups = self._wakeups.get(loop) or self._wakeups.setdefault(loop, Wakeups(loop))
+            answered: asyncio.Future[None] = loop.create_future()
+            pending = store.submit(self.write_body(ctx, binding, removed), partial(wakeups.resolve, answered))
             await answered
             if isinstance(pending.error, _DryRun):
                 response = pending.error.response
@@ -242,11 +243,6 @@ class Executor:
         # One line, never the request: a token or a secret may be in it.
         principal = _principal_of(metadata, peer, self.authenticator)
         log.warning("denied: principal=%s method=%s status=%s", principal, binding.path, status.code_of(denied).name)
-
-
-def _resolve(answered: asyncio.Future[None]) -> None:
-    if not answered.done():  # cancelled: the caller went away; the write still happened
-        answered.set_result(None)
 
 
 def _answered(response: Any, binding: MethodBinding) -> Any:

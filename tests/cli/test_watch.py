@@ -24,10 +24,19 @@ def test_get_watch_needs_a_daemon(stigmer: Stigmer) -> None:
     assert "needs a running daemon" in stigmer.fails("get", "agents", "--watch")
 
 
+_AT_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'stigmer'; runpy.run_module('stigmer_core.cli', run_name='__main__')"
+)
+"""``stigmer`` as a shell starts it in the foreground: Ctrl-C raises KeyboardInterrupt. A child
+inherits an ignored SIGINT (a test worker sometimes runs with it ignored), and Python then
+leaves it ignored, so the test sets it rather than inheriting it."""
+
+
 def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
     stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "stigmer_core.cli", "get", "agents", "--watch"],
+        [sys.executable, "-c", _AT_A_TERMINAL, "get", "agents", "--watch"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,10 +9,13 @@ than the framework's own work. So this module runs each sync handler where
 its work belongs, chosen per method by the server:
 
 - inline on the event loop (``pool`` None): a read on LMDB never waits on
-  I/O, so it costs no more there than a thread switch would;
-- on a thread pool: a read that waits on a database, a write that waits for
-  its group commit (the more writers wait together, the more share one
-  durable commit), and the pull of each server-stream message.
+  I/O, so it costs less there than a thread switch would;
+- on a thread pool: a read that waits on a database, a write on a database
+  (it waits for its group commit, and the more writers wait together, the
+  more share one durable commit), and the pull of each server-stream message.
+
+(A write on LMDB is not a sync handler here: ``controller.queued_writes``
+queues it on the group commit from the loop.)
 
 A handler sees a ``grpc.ServicerContext`` (``CallContext``) over the aio
 call, so status mapping, trailing metadata and ``is_active`` work as on the

@@ -54,12 +54,13 @@ class Server:
     """An Application served over gRPC, with health and reflection.
 
     The server is grpc's asyncio server on an event loop thread of its own
-    (``async_calls``; this class is driven from sync code). Unary reads run
-    on the loop itself, or on ``pools.read_threads`` threads when the store
-    waits on I/O (unset: the store engine's choice); other unary calls on
-    ``max_workers`` threads (default ``pools.rpc_threads``); streams on one
-    thread per admitted stream (the application's ``StreamLimit``). Threads
-    start only when used. ``tls`` serves the address with TLS (mutual when it
+    (``async_calls``; this class is driven from sync code). On a store that
+    never waits on I/O (LMDB) unary reads run on the loop itself and writes
+    queue for the group commit from it; otherwise reads run on
+    ``pools.read_threads`` threads and writes on ``max_workers`` (default
+    ``pools.rpc_threads``), as do sync services; streams take one thread per
+    admitted stream (the application's ``StreamLimit``). Threads start only
+    when used (``server_pools``). ``tls`` serves the address with TLS (mutual when it
     names a client CA). A non-loopback ``address`` needs TLS and an
     application that requires authentication, or ``insecure_no_auth``;
     otherwise the server refuses before binding anything. ``unix_socket`` also

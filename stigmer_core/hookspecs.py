@@ -18,7 +18,7 @@ import pluggy
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from grpc import aio
+    import grpc
 
     from stigmer_core.kinds.declaration import KindDeclaration
     from stigmer_core.kinds.runtime import Registry
@@ -55,13 +55,14 @@ def stigmer_pipeline_steps(kind: KindDeclaration, operation: str) -> Sequence[St
 
 
 @hookspec
-def stigmer_server_interceptors() -> Sequence[aio.ServerInterceptor]:
+def stigmer_server_interceptors() -> Sequence[grpc.ServerInterceptor]:
     """gRPC server interceptors to install on the network server.
 
-    The server is grpc's asyncio server, so these are ``grpc.aio.ServerInterceptor``
-    (``async def intercept_service``) and run on its event loop: one that waits on
-    I/O must await it, never block. They see every call on the network path only;
-    behaviour that must hold on the in-process channel too belongs in a pipeline step.
+    They see every call on the network path only; behaviour that must hold on
+    the in-process channel too belongs in a pipeline step. They are sync
+    interceptors, so a daemon on LMDB that has any serves on grpc's sync server
+    rather than its asyncio one (``grpc_servers``), at a cost in throughput
+    with many calls in flight.
     """
 
 

@@ -12,26 +12,19 @@ from types import FrameType
 
 import attrs
 import grpc
-from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from stigmer_core.application import Application
-from stigmer_core.async_calls import LoopThread
 from stigmer_core.auth.transport import TlsFiles, check_listen
-from stigmer_core.controller import queued_writes, unary_reads
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
+from stigmer_core.grpc_servers import AsyncServing, Serving, SyncServing
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
-from stigmer_core.store.protocol import SubmitsWrites
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = Path("~/.stigmer/data")
-MAX_MESSAGE_BYTES = 4 << 20
 SOCKET_NAME = "stigmer.sock"
 MAX_SOCKET_PATH = 100  # sockaddr_un holds 108 bytes
 
@@ -53,14 +46,14 @@ def socket_path(data_dir: Path) -> Path | None:
 class Server:
     """An Application served over gRPC, with health and reflection.
 
-    The server is grpc's asyncio server on an event loop thread of its own
-    (``async_calls``; this class is driven from sync code). On a store that
-    never waits on I/O (LMDB) unary reads run on the loop itself and writes
-    queue for the group commit from it; otherwise reads run on
-    ``pools.read_threads`` threads and writes on ``max_workers`` (default
-    ``pools.rpc_threads``), as do sync services; streams take one thread per
-    admitted stream (the application's ``StreamLimit``). Threads start only
-    when used (``server_pools``). ``tls`` serves the address with TLS (mutual when it
+    On a store that never waits on I/O (LMDB) it is grpc's asyncio server
+    (``grpc_servers``): unary reads run on its event loop and writes queue
+    for the group commit from it. On a database, or when a plugin supplies
+    server interceptors, it is grpc's sync server: reads run on
+    ``pools.read_threads`` threads and other unary calls on ``max_workers``
+    (default ``pools.rpc_threads``). Streams take one thread per admitted
+    stream (the application's ``StreamLimit``). Threads start only when
+    used (``server_pools``). ``tls`` serves the address with TLS (mutual when it
     names a client CA). A non-loopback ``address`` needs TLS and an
     application that requires authentication, or ``insecure_no_auth``;
     otherwise the server refuses before binding anything. ``unix_socket`` also
@@ -86,14 +79,20 @@ class Server:
         if max_workers is not None:
             sizes = attrs.evolve(sizes, rpc_threads=max_workers)
         self.pools = ServerPools(sizes, app.stream_limit.limit)
-        self._loop = LoopThread()
+        interceptors: list[grpc.ServerInterceptor] = []
+        if app.plugin_manager is not None:
+            for found in app.plugin_manager.hook.stigmer_server_interceptors():
+                interceptors.extend(found or ())
+        self._serving: Serving
+        if sizes.read_threads == 0 and not interceptors:
+            self._serving = AsyncServing(app, self.pools)
+        else:
+            self._serving = SyncServing(app, self.pools, interceptors)
+        self.asynchronous = isinstance(self._serving, AsyncServing)
+        """Whether grpc's asyncio server serves (``grpc_servers``)."""
         try:
-            self._server, self.health = self._loop.run(self._build())
             try:
-                if credentials is not None:
-                    self.port = self._server.add_secure_port(address, credentials)
-                else:
-                    self.port = self._server.add_insecure_port(address)
+                self.port = self._serving.add_port(address, credentials)
             except RuntimeError:
                 self.port = 0
             if self.port == 0:
@@ -108,50 +107,11 @@ class Server:
             self._close()
             raise
 
-    async def _build(self) -> tuple[aio.Server, health_aio.HealthServicer]:
-        """The aio server, built on its loop (grpc binds a server to the loop it is made on)."""
-        app = self.app
-        interceptors: list[aio.ServerInterceptor] = []
-        if app.plugin_manager is not None:
-            for found in app.plugin_manager.hook.stigmer_server_interceptors():
-                interceptors.extend(found or ())
-        server = aio.server(
-            self.pools.default,
-            interceptors=interceptors,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
-        reads = unary_reads(app.registry)
-        store = app.store
-        # A store that never waits on I/O (reads on the loop) also takes writes queued from the loop.
-        queued = (
-            queued_writes(app.executor, store)
-            if self.pools.reads is None and isinstance(store, SubmitsWrites)
-            else {}
-        )
-        for service, methods in app.services.items():
-            routed = self.pools.route(service, methods, reads, queued)
-            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, routed),))
-        checks = health_aio.HealthServicer()
-        # Not a kind's servicer: grpc's own health service (grpcio-health-checking),
-        # registered the way that library documents rather than rewritten here.
-        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-        names = [
-            *app.service_names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ]
-        reflection.enable_server_reflection(names, server)
-        return server, checks
-
     def _listen_unix(self, path: Path) -> Path:
         path.unlink(missing_ok=True)  # a previous daemon's, left by a crash: the data directory lock is ours
         previous = os.umask(0o177)  # created 0600: other local users cannot connect
         try:
-            bound = self._server.add_insecure_port(f"unix:{path}")
+            bound = self._serving.add_port(f"unix:{path}", None)
         except RuntimeError:
             bound = 0
         finally:
@@ -162,26 +122,16 @@ class Server:
         return path
 
     def start(self) -> None:
-        self._loop.run(self._start())
-
-    async def _start(self) -> None:
-        await self._server.start()
-        for name in ("", *self.app.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._serving.start()
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Refuse new calls, end open streams (UNAVAILABLE: resume elsewhere), and let
         in-flight unary calls finish within ``grace`` seconds."""
-        if self._loop.loop.is_closed():
-            return
-        self._loop.run(self.health.enter_graceful_shutdown())
-        stopped = self._loop.submit(self._server.stop(grace))
-        self.app.events.end_streams()
-        stopped.result()
+        self._serving.stop(grace)
         self._close()
 
     def _close(self) -> None:
-        self._loop.close()
+        self._serving.close()
         self.pools.shutdown()
         unix = getattr(self, "unix_socket", None)
         if unix is not None:
@@ -189,7 +139,7 @@ class Server:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the server stops; True when ``timeout`` passed first (grpc's answer)."""
-        return bool(self._loop.run(self._server.wait_for_termination(timeout)))
+        return self._serving.wait(timeout)
 
 
 def serve(

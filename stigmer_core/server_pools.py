@@ -81,6 +81,24 @@ class PoolSizes:
         return attrs.evolve(self, read_threads=found)
 
 
+SYNC_LMDB_READ_THREADS = 2
+"""LMDB reads when the daemon runs grpc's sync server (a plugin's interceptors): a thread
+of their own, and a second so a long list page does not hold up every get behind it."""
+
+
+class _OnPool:
+    """A behavior grpc's sync server runs on ``experimental_thread_pool`` rather than its own pool."""
+
+    __slots__ = ("behavior", "experimental_thread_pool")
+
+    def __init__(self, behavior: Callable[..., Any], pool: futures.ThreadPoolExecutor) -> None:
+        self.behavior = behavior
+        self.experimental_thread_pool = pool
+
+    def __call__(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.behavior(request, context)
+
+
 class ServerPools:
     """The thread pools of one server (threads start only when used); ``reads`` is None
     when reads run on the event loop."""
@@ -124,6 +142,30 @@ class ServerPools:
             pool = self.reads if path in reads else self.default
             routed[name] = handler._replace(unary_unary=async_calls.unary(handler.unary_unary, pool))
         return routed
+
+    def route_sync(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler], reads: Collection[str]
+    ) -> dict[str, grpc.RpcMethodHandler]:
+        """``handlers`` for grpc's sync server: each stream on the stream pool, each path in
+        ``reads`` on the read pool; the rest run on the server's own pool (``default``)."""
+        reads_pool = self.reads or self.sync_reads()
+        routed: dict[str, grpc.RpcMethodHandler] = {}
+        for name, handler in handlers.items():
+            if handler.response_streaming:
+                field, pool = ("stream_stream" if handler.request_streaming else "unary_stream"), self.streams
+            elif f"/{service}/{name}" in reads and not handler.request_streaming:
+                field, pool = "unary_unary", reads_pool
+            else:
+                routed[name] = handler
+                continue
+            routed[name] = handler._replace(**{field: _OnPool(getattr(handler, field), pool)})
+        return routed
+
+    def sync_reads(self) -> futures.ThreadPoolExecutor:
+        """The read pool of a sync server whose reads were settled to run on a loop (0 threads)."""
+        if self.reads is None:
+            self.reads = futures.ThreadPoolExecutor(SYNC_LMDB_READ_THREADS, thread_name_prefix="stigmer-read")
+        return self.reads
 
     def shutdown(self) -> None:
         for pool in (self.reads, self.streams, self.default):

@@ -150,6 +150,7 @@ def test_a_get_by_reference_that_saw_a_write_land_is_read_again_in_a_transaction
     spy = _WriteBetween(inner)
     with Application(build_registry(pm), spy, pm, data_dir=tmp_path / "data") as app:  # type: ignore[arg-type]
         server = Server(app, "127.0.0.1:0")
+        assert not server.asynchronous  # a database store: grpc's sync server, reads on the read pool
         server.start()
         try:
             with grpc.insecure_channel(server.address) as channel:

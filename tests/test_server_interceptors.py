@@ -1,13 +1,13 @@
-"""A plugin's server interceptors run on the network path (grpc's asyncio server), not in process."""
+"""A plugin's server interceptors run on the network path, not in process; with one, an LMDB daemon
+serves on grpc's sync server (interceptors are sync), without one on its asyncio server."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc import aio
 
 from stigmer_core import Application, hookimpl
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
@@ -16,26 +16,26 @@ from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+Continuation = Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler]
 
 
-class Gate(aio.ServerInterceptor):
+class Gate(grpc.ServerInterceptor):
     """Counts the calls it sees and refuses those carrying ``x-gate: closed``."""
 
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    async def intercept_service(
+    def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         self.seen.append(handler_call_details.method)
         if ("x-gate", "closed") in tuple(handler_call_details.invocation_metadata or ()):
 
-            async def refuse(request: object, context: aio.ServicerContext[object, object]) -> None:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the gate is closed")
+            def refuse(request: object, context: grpc.ServicerContext) -> None:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "the gate is closed")
 
             return grpc.unary_unary_rpc_method_handler(refuse)
-        return await continuation(handler_call_details)
+        return continuation(handler_call_details)
 
 
 class GatePlugin:
@@ -43,7 +43,7 @@ class GatePlugin:
         self.gate = Gate()
 
     @hookimpl
-    def stigmer_server_interceptors(self) -> list[aio.ServerInterceptor]:
+    def stigmer_server_interceptors(self) -> list[grpc.ServerInterceptor]:
         return [self.gate]
 
 
@@ -55,6 +55,7 @@ def test_a_plugins_interceptor_sees_network_calls_and_may_refuse_them(tmp_path: 
         server.start()
         channel = grpc.insecure_channel(server.address)
         try:
+            assert not server.asynchronous
             command = agent_grpc.AgentCommandControllerStub(channel)
             made = command.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="gated")), timeout=10)
             assert "/stigmer.agentic.agent.v1.AgentCommandController/create" in plugin.gate.seen
@@ -69,3 +70,12 @@ def test_a_plugins_interceptor_sees_network_calls_and_may_refuse_them(tmp_path: 
         finally:
             channel.close()
             server.stop(grace=1)
+
+
+def test_an_lmdb_daemon_without_interceptors_serves_on_grpcs_asyncio_server(tmp_path: Path) -> None:
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0")
+        try:
+            assert server.asynchronous
+        finally:
+            server.stop(grace=0)

@@ -1,22 +1,23 @@
 """Where the daemon runs each call: on grpc's event loop, or on one of three thread pools.
 
-The network server is grpc's asyncio server (``async_calls``): its event loop
-receives every call. A unary read on LMDB runs right there, since it never
-waits on I/O (``STIGMER_READ_THREADS=0``, LMDB's default), and a write on
-LMDB runs its checks there and is queued on the group commit, which answers
-it on the loop (``controller.queued_writes``): neither takes a thread. On a
-database a read runs on the read pool, whose few threads overlap their round
-trips (past a few they only hand the GIL to each other: futex calls in the
-kernel), and a write on the rpc pool, one thread per write in flight, since
-the more writers wait on one group commit together, the more share it.
-Sync services (the identity service) run on the rpc pool too. A server
-stream takes a thread of the stream pool while it waits for its next
-message, which for a watch is most of its life.
+On LMDB the daemon serves on grpc's asyncio server (``grpc_servers``): a
+unary read runs on its event loop, since it never waits on I/O
+(``STIGMER_READ_THREADS=0``, LMDB's default), and a write runs its checks
+there and is queued on the group commit, which answers it on the loop
+(``controller.queued_writes``): neither takes a thread (``route``). On a
+database it serves on grpc's sync server (``route_sync``): a read runs on the
+read pool, whose few threads overlap their round trips (past a few they only
+hand the GIL to each other: futex calls in the kernel), and a write on the
+rpc pool, one thread per write in flight, since the more writers wait on one
+group commit together, the more share it. Sync services (the identity
+service) run on the rpc pool on either server. A server stream takes a
+thread of the stream pool while it waits for its next message, which for a
+watch is most of its life.
 
 Measured with the bench's client in the same process, 32 in flight on an
 LMDB daemon: gets went from 0.81x of a bare grpcio echo on grpc's sync server
-(each call handed to a pool thread) to 0.99x inline on the loop, durable
-creates from 0.41x to 0.51x-0.54x queued from the loop.
+(each call handed to a pool thread) to 0.90x-0.99x inline on the loop,
+durable creates from 0.41x to 0.51x-0.54x queued from the loop.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ watch is most of its life.
 Measured with the bench's client in the same process, 32 in flight on an
 LMDB daemon: gets went from 0.81x of a bare grpcio echo on grpc's sync server
 (each call handed to a pool thread) to 0.90x-0.99x inline on the loop,
-durable creates from 0.41x to 0.51x-0.54x queued from the loop.
+durable creates from 0.41x to 0.51x-0.55x queued from the loop.
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ class GroupCommit:
         self._committer: futures.ThreadPoolExecutor | None = None
         self.closed = False
 
-    def transact(self, fn: Callable[[Any], T]) -> T:
-        pending = Pending(fn)
+    def _enqueue(self, pending: Pending) -> bool:
+        """Queue a write; True when no batch is in progress, so its caller must see one led."""
         with self._mutex:
             if self.closed:
                 raise errors.Unavailable("the store is closed")
@@ -94,16 +94,24 @@ class GroupCommit:
             lead = not self._leading
             if lead:
                 self._leading = True
+        return lead
+
+    def _answered(self) -> None:
+        with self._mutex:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._drained.notify_all()
+
+    def transact(self, fn: Callable[[Any], T]) -> T:
+        pending = Pending(fn)
+        lead = self._enqueue(pending)
         try:
             if not lead:
                 pending.wake.acquire()  # answered, or handed the leader role
             if not pending.done:
                 self._lead(pending)
         finally:
-            with self._mutex:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._drained.notify_all()
+            self._answered()
         if pending.error is not None:
             raise pending.error
         for callback in pending.callbacks:
@@ -116,15 +124,7 @@ class GroupCommit:
         the returned write's ``result`` or ``error`` and ``callbacks`` are final (and durable);
         the caller then runs the callbacks, as ``transact`` does."""
         pending = Pending(fn, notify)
-        with self._mutex:
-            if self.closed:
-                raise errors.Unavailable("the store is closed")
-            self._in_flight += 1
-            self._queue.append(pending)
-            lead = not self._leading
-            if lead:
-                self._leading = True
-        if lead:
+        if self._enqueue(pending):
             self._lead_elsewhere()
         return pending
 
@@ -136,10 +136,14 @@ class GroupCommit:
             committer = self._committer
         committer.submit(self._lead_one)
 
-    def _lead_one(self) -> None:
+    def _take_batch(self) -> list[Pending]:
         with self._mutex:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
+        return batch
+
+    def _lead_one(self) -> None:
+        batch = self._take_batch()
         settle = None
         try:
             settle = self._commit_batch(batch)
@@ -161,10 +165,7 @@ class GroupCommit:
             if pending.notify is None:
                 pending.wake.release()
                 continue
-            with self._mutex:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._drained.notify_all()
+            self._answered()
             try:
                 pending.notify()
             except Exception:  # the caller's loop is gone: nobody is left to answer
@@ -176,9 +177,7 @@ class GroupCommit:
         handed = False
         try:
             while not own.done:
-                with self._mutex:
-                    batch = self._queue[: self._max_batch]
-                    del self._queue[: self._max_batch]
+                batch = self._take_batch()
                 settle = None
                 try:
                     settle = self._commit_batch(batch)

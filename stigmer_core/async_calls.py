@@ -103,12 +103,16 @@ class CallContext(grpc.ServicerContext):
         return self._call.auth_context()
 
     def cancel(self) -> None:
+        # Part of grpc.RpcContext, which a servicer context inherits; a server ends a call
+        # with a status, so a handler calling this is a bug to be told at once.
         raise NotImplementedError("a server cannot cancel its own call; abort it with a status")
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
-        return False
+        return False  # grpc's answer for "not registered": no framework handler asks for one
 
     def send_initial_metadata(self, initial_metadata: Any) -> None:
+        # The aio call sends it with a coroutine, which a sync handler on a pool thread cannot
+        # await; no framework handler sends any, so one that does is told at once.
         raise NotImplementedError("the framework's handlers send no initial metadata")
 
     def set_compression(self, compression: grpc.Compression) -> None:

@@ -241,3 +241,19 @@ def test_another_orgs_skill_artifact_is_not_found(app: Application) -> None:
     assert code_of(lambda: queries(with_token(app.channel(), alpha_admin)).getArtifact(request, timeout=10)) == (
         grpc.StatusCode.NOT_FOUND
     )
+
+
+def test_a_token_deleted_over_the_network_is_refused_at_once_despite_the_cache(app: Application, tmp_path: Path) -> None:
+    """The delete's on-commit callback (forget the cached token) runs on the network path too,
+    where the write was queued on the group commit from the server's event loop."""
+    token, made = make_token(app, ALPHA, "viewer")
+    server = Server(app, "127.0.0.1:0", unix_socket=tmp_path / "s.sock")
+    server.start()
+    try:
+        with grpc.insecure_channel(server.address) as plain:
+            assert _whoami(with_token(plain, token)).principal == f"token:{ALPHA}/{ALPHA}-viewer"  # now cached
+            with grpc.insecure_channel(f"unix:{tmp_path / 's.sock'}") as local:
+                KindClient(local, app.registry.kind("ApiToken")).delete(made.metadata.id)
+            assert code_of(lambda: _whoami(with_token(plain, token))) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop(grace=1)

@@ -31,11 +31,15 @@ SMALL = settings(
     stateful_step_count=15,
     deadline=None,
     database=None,
-    derandomize=True,  # the same sequences on every run: a fault is caught always or never
+    derandomize=True,  # the same choices on every run (the objects the server answers still differ)
     phases=(Phase.generate, Phase.shrink),
     report_multiple_bugs=False,
     suppress_health_check=list(HealthCheck),
 )
+HUNTING = settings(SMALL, max_examples=300)
+"""For a planted fault: a run stops at the first failure, so a larger bound costs only when the
+fault is found late. Choices are fixed, but the ids and times the server answers are not, and
+over random seeds 60 examples missed "an update ignores its mask" in 2 runs of 12; 300 in none."""
 
 
 @step(StepPhase.LOAD)
@@ -112,5 +116,5 @@ def test_the_kind_as_written_passes_these_settings() -> None:
 def test_a_planted_fault_is_caught(fault: str) -> None:
     declaration, reports = FAULTS[fault]
     with pytest.raises(AssertionError) as caught:
-        run_contract(_machine(declaration), settings=SMALL, shrink_seconds=3.0)
+        run_contract(_machine(declaration), settings=HUNTING, shrink_seconds=3.0)
     assert any(text in str(caught.value) for text in reports), str(caught.value)

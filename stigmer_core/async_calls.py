@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 import grpc
 from grpc import aio
 
+from stigmer_core.status import send_status
+
 T = TypeVar("T")
 Metadata = tuple[tuple[str, Any], ...]
 _END = object()
@@ -122,10 +124,6 @@ class CallContext(grpc.ServicerContext):
         self._call.disable_next_message_compression()
 
 
-async def _send(call: aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
-    await call.abort(status.code, status.details, tuple(status.trailing_metadata or ()))
-
-
 def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], pool: futures.Executor | None) -> Any:
     """An aio unary behavior running the sync ``behavior`` inline (``pool`` None) or on ``pool``."""
     if pool is None:
@@ -134,7 +132,7 @@ def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], pool: futures.Ex
             try:
                 return behavior(request, CallContext(call))
             except _Aborted as aborted:
-                await _send(call, aborted.status)
+                await send_status(call, aborted.status)
 
         return inline
 
@@ -142,7 +140,7 @@ def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], pool: futures.Ex
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, behavior, request, CallContext(call))
         except _Aborted as aborted:
-            await _send(call, aborted.status)
+            await send_status(call, aborted.status)
 
     return pooled
 
@@ -182,7 +180,7 @@ def stream(behavior: Callable[[Any, grpc.ServicerContext], Any], pool: futures.E
                 pending = None
         except _Aborted as aborted:
             pending = None
-            await _send(call, aborted.status)
+            await send_status(call, aborted.status)
         finally:
             context.active = False
             if pending is not None:

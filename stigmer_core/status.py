@@ -72,8 +72,12 @@ def abort(context: grpc.ServicerContext, error: BaseException) -> NoReturn:
 
 async def abort_call(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> NoReturn:
     """``abort`` on grpc's asyncio server."""
-    found = to_status(error)
-    await context.abort(found.code, found.details, tuple(found.trailing_metadata))
+    await send_status(context, to_status(error))
+
+
+async def send_status(context: grpc.aio.ServicerContext[Any, Any], found: grpc.Status) -> NoReturn:
+    """End an asyncio call with ``found`` (a sync handler's ``abort_with_status``, passed on)."""
+    await context.abort(found.code, found.details, tuple(found.trailing_metadata or ()))
     raise AssertionError("abort returned")  # pragma: no cover - grpc always raises
 
 

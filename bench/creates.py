@@ -5,6 +5,12 @@ flight together should share commits (group commit). The store's commit
 counter, read before and after, shows how many requests each commit carried,
 which is the number to watch when the write path changes: a rate can rise
 for many reasons, requests per commit only because batching works.
+
+Batches take turns on the store's write lock, so the share of the run it
+was held (``lock_busy``) says whether it is what limits the rate: near 1,
+only a shorter hold can raise it. Its wall time against the CPU the
+committing threads spent in it (``lock_wall_per_cpu``) says how much of a
+hold was waiting, for the GIL or the disk, rather than work.
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ def _creates(fixture: AgentFixture, transport: Transport, in_flight: int, count:
         # every request the count allows would hold tens of MB and skew peak RSS.
         return fixture.new_agent(label)
 
-    before = fixture.store.commits
+    store = fixture.store
+    before, wall, cpu = store.commits, store.commit_seconds, store.commit_cpu_seconds
     measured = transport.measure(
         "create", transport.command.create, request, in_flight=in_flight, count=count, seconds=budget.seconds
     )
-    after = fixture.store.commits
-    return measured.with_counters(commits=after - before).with_facts(commits_before=before, commits_after=after)
+    after = store.commits
+    return measured.with_counters(
+        commits=after - before,
+        commit_seconds=store.commit_seconds - wall,
+        commit_cpu_seconds=store.commit_cpu_seconds - cpu,
+    ).with_facts(commits_before=before, commits_after=after)
 
 
 def _warm(fixture: AgentFixture, transport: Transport, count: int) -> None:

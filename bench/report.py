@@ -50,6 +50,10 @@ def _notes(row: Measurement) -> str:
         if "commits_before" in facts and "commits_after" in facts:
             span = f" (store.commits {facts['commits_before']:,.0f}->{facts['commits_after']:,.0f})"
         parts.append(f"{row.counters['commits']:,.0f} commits{span}, {derived['requests_per_commit']:.1f} req/commit")
+    if "lock_busy" in derived:
+        parts.append(
+            f"write lock held {100 * derived['lock_busy']:.0f}% of the run, {derived['lock_wall_per_cpu']:.1f}x its CPU"
+        )
     if "puts_per_s" in derived:
         parts.append(f"{derived['puts_per_s']:,.0f} puts/s")
     if "entries_per_page" in facts:

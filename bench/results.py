@@ -104,6 +104,11 @@ class Measurement:
         commits = self.counters.get("commits")
         if commits is not None:
             found["requests_per_commit"] = self.calls / commits if commits else 0.0
+        held = self.counters.get("commit_seconds")
+        if held is not None and self.seconds > 0:
+            found["lock_busy"] = held / self.seconds
+            spent = self.counters.get("commit_cpu_seconds", 0.0)
+            found["lock_wall_per_cpu"] = held / spent if spent > 0 else 0.0
         puts = self.counters.get("puts")
         if puts is not None:
             found["puts_per_s"] = puts / self.seconds if self.seconds > 0 else 0.0

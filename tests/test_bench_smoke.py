@@ -90,6 +90,9 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     for name in ("create.net.c32", "create.inproc.c32"):
         row = doc["scenarios"][name]
         assert row["commits_after"] > row["commits_before"], name
+        assert 0 < row["commit_cpu_seconds"] <= row["commit_seconds"] * 1.05, name  # one thread's CPU within its wall
+        assert 0 < row["lock_busy"] <= 1.05, name
+        assert row["lock_wall_per_cpu"] >= 0.95, name
 
     ratios = doc["ratios"]
     assert "get.net.serial / echo.net.serial" in ratios
@@ -97,6 +100,7 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     assert "get.inproc.c32 / get.net.c32" in ratios
     assert "create.net.c32 / create.net.serial" in ratios
     assert "create.inproc.c32 requests_per_commit" in ratios
+    assert "create.net.c32 lock_busy" in ratios
     for name, ratio in ratios.items():
         for key in ("value", "min", "max"):
             assert isinstance(ratio[key], float | int), (name, key)

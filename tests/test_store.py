@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -203,4 +204,31 @@ def test_events_past_the_bound_are_pruned_after_commits_that_looked_at_nothing(t
     with store.read() as txn:
         assert txn.oldest_event_revision() == 71
         assert len(list(txn.events(0))) == 50
+    store.close()
+
+
+def test_time_holding_the_write_lock_is_counted_as_wall_and_cpu(tmp_path: Path) -> None:
+    """What the bench reads to tell whether the write lock limits the write rate: a batch
+    that works under the lock adds its CPU, one that sleeps there adds wall time only."""
+    store = LmdbStore(tmp_path, durable=False)
+    assert (store.commit_seconds, store.commit_cpu_seconds) == (0.0, 0.0)
+
+    def busy(txn: WriteTxn) -> None:
+        deadline = time.thread_time() + 0.05
+        while time.thread_time() < deadline:
+            pass
+        txn.put(b"k/busy", b"1")
+
+    store.transact(busy)
+    worked_wall, worked_cpu = store.commit_seconds, store.commit_cpu_seconds
+    assert worked_cpu >= 0.05
+    assert worked_wall >= worked_cpu * 0.95  # one thread's CPU fits in its wall time
+
+    def idle(txn: WriteTxn) -> None:
+        time.sleep(0.1)
+        txn.put(b"k/idle", b"1")
+
+    store.transact(idle)
+    assert store.commit_seconds - worked_wall >= 0.1
+    assert store.commit_cpu_seconds - worked_cpu < 0.05
     store.close()

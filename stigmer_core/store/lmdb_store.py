@@ -347,6 +347,13 @@ class LmdbStore:
         self._retention = (retention or EventRetention()).with_revisions(event_retention)
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
+        self.commit_seconds = 0.0
+        """Wall time spent holding the write lock (running batches and committing them).
+        Batches take turns on it, so over a run its share of the elapsed time says
+        whether the write lock is what limits the write rate (see ``bench/creates.py``)."""
+        self.commit_cpu_seconds = 0.0
+        """CPU time the committing threads spent in that time; wall far above it is
+        time a committer waited (for the GIL, for the disk) while holding the lock."""
         self._revision_cond = threading.Condition(threading.Lock())
         with self._env.begin() as txn:
             self._revision = _revision_of(txn)
@@ -389,6 +396,7 @@ class LmdbStore:
         handing on the write lock, so the next batch need not wait for it."""
         while True:
             self._gate.enter()
+            wall, cpu = time.perf_counter(), time.thread_time()
             outer = self._env.begin(write=True)
             try:
                 oldest = self._oldest_event
@@ -402,6 +410,8 @@ class LmdbStore:
                     outer.put(keys.EVENT_BYTES, event_bytes.to_bytes(8, "big"))
                 outer.commit()  # durable store: the data pages are synced; the meta page is written
                 self.commits += 1
+                self.commit_seconds += time.perf_counter() - wall
+                self.commit_cpu_seconds += time.thread_time() - cpu
                 self._oldest_event = oldest
             except lmdb.MapFullError:
                 outer.abort()

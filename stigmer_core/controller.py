@@ -28,7 +28,7 @@ from grpc import aio
 from stigmer_core import status
 from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.async_calls import Wakeups
-from stigmer_core.auth.access import LOCAL_ADMIN, Access, Caller
+from stigmer_core.auth.access import LOCAL_ADMIN, Caller
 from stigmer_core.auth.tokens import Authenticator
 from stigmer_core.errors import FieldViolation, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
 from stigmer_core.headers import DRY_RUN, REMOVED
@@ -291,13 +291,31 @@ def _streamed(
     request: Message,
     context: grpc.ServicerContext,
 ) -> Iterator[Message]:
-    """A server stream's responses, admitted through the stream limit; every failure becomes its status."""
+    """A server stream's responses, admitted through the stream limit; every failure becomes its status.
+
+    A stream opened with a token asks again before each message whether its caller still
+    may (the authenticator's cache answers): a token revoked, deleted or expired while the
+    stream was open ends it with UNAUTHENTICATED before anything more is sent, as it would
+    refuse the next call. Watches send bookmarks while idle, so an idle one ends too.
+    """
     try:
         auth = executor.authenticator
         peer = context.peer() if auth is not None and auth.required else ""
+        metadata = context.invocation_metadata() or ()
         limit.acquire()
         try:
-            yield from executor.run(kind, binding, request, context.invocation_metadata(), context.is_active, peer)
+            messages = executor.run(kind, binding, request, metadata, context.is_active, peer)
+            if auth is None or not metadata:
+                yield from messages
+            else:
+                try:
+                    for message in messages:
+                        executor.caller(binding, metadata, peer)
+                        yield message
+                finally:
+                    close = getattr(messages, "close", None)
+                    if close is not None:
+                        close()
         finally:
             limit.release()
     except Exception as exc:
@@ -394,7 +412,7 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
                 request_cls=watch_pb2.WatchRequest,
                 response_cls=watch_pb2.WatchEvent,
                 server_streaming=True,
-                access=Access.READ,
+                access=kind.watch_access,
             ),
         )
     registry = executor.registry

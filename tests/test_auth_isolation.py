@@ -18,6 +18,7 @@ import pytest
 from google.protobuf.message import Message
 
 from stigmer_core import Access, Application
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.auth.access import ROLES, Caller
 from stigmer_core.auth.tokens import Authenticator
 from stigmer_core.channel import InProcessChannel
@@ -240,6 +241,42 @@ def test_role_matrix_on_every_rpc(app: Application, server: Server, seeded: tupl
     }
 
 
+def _watch(channel: grpc.Channel, kind: str, org: str = "") -> tuple[grpc.StatusCode, list[Any]]:
+    """The status of a Watch of ``kind`` and the objects it replayed, up to its first bookmark."""
+    stream = watch_pb2_grpc.WatchStub(channel).Watch(
+        watch_pb2.WatchRequest(kind=kind, org=org, since_revision=0), timeout=10
+    )
+    seen: list[Any] = []
+    try:
+        for event in stream:
+            if event.type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK:
+                return grpc.StatusCode.OK, seen
+            seen.append(event.object)
+    except grpc.RpcError as exc:
+        return exc.code(), seen
+    finally:
+        stream.cancel()
+    return grpc.StatusCode.OK, seen
+
+
+def test_role_matrix_on_the_watch_of_every_kind(app: Application, server: Server, seeded: tuple[Seeded, Seeded]) -> None:
+    """A watch shows every object a list would, and every later change: it needs what the
+    kind's list needs (the API token kind: an admin), with or without an org named."""
+    tokens = {role: make_token(app, ALPHA, role)[0] for role in ROLES}
+    with grpc.insecure_channel(server.address) as plain:
+        for kind in app.registry.kinds:
+            listing = next(b for b in kind.methods.values() if b.operation == "list")
+            assert kind.watch_access is listing.access, kind.name
+            for role, token in tokens.items():
+                for org in ("", ALPHA):
+                    code, seen = _watch(with_token(plain, token), kind.name, org)
+                    if kind.watch_access in ROLES[role]:
+                        assert code == grpc.StatusCode.OK, (kind.name, role, org, code)
+                    else:
+                        assert (code, seen) == (grpc.StatusCode.PERMISSION_DENIED, []), (kind.name, role, org)
+    assert app.registry.kind("ApiToken").watch_access is Access.ADMIN
+
+
 def _expire(app: Application, token_id: str) -> None:
     kind = app.registry.kind("ApiToken")
 
@@ -307,3 +344,26 @@ def test_a_caller_in_several_orgs_pages_org_by_org(tmp_path: Any) -> None:
                     break
                 request.page_token = page.next_page_token
             assert seen == [ALPHA, BETA], (kind_name, seen)
+
+
+class _ViewerHereAdminThere(Authenticator):
+    def by_token(self, token: str) -> Caller:
+        return Caller("token:mixed", {ALPHA: "viewer", BETA: "admin"})
+
+
+def test_a_list_without_an_org_holds_only_the_orgs_whose_role_allows_the_list(tmp_path: Any) -> None:
+    """An API token list needs an admin: a viewer of alpha who is an admin of beta sees beta's alone."""
+    with Application.open(tmp_path / "d", durable=False) as app:
+        make_token(app, ALPHA, "viewer", "alpha token")
+        make_token(app, BETA, "viewer", "beta token")
+        channel = with_token(
+            InProcessChannel.from_services(
+                build_handlers(app.registry, app.store, _ViewerHereAdminThere(app.registry, app.store))
+            ),
+            "stg_mixed",
+        )
+        kind = app.registry.kind("ApiToken")
+        binding = next(b for b in kind.methods.values() if b.operation == "list")
+        page = _call(channel, binding, binding.request_cls())
+        assert [(e.metadata.org, e.metadata.slug) for e in page.entries] == [(BETA, "beta-token")]
+        assert code_of(lambda: _call(channel, binding, binding.request_cls(org=ALPHA))) == grpc.StatusCode.PERMISSION_DENIED

@@ -215,3 +215,19 @@ def test_new_ids_are_ulids_in_creation_order() -> None:
     derived = derived_id("ain", made[0], "default")
     assert is_valid_id(derived, "ain") and derived[4:14] == made[0][4:14]
     assert derived == derived_id("ain", made[0], "default") != derived_id("ain", made[1], "default")
+
+
+def _watch_access_of(decl: KindDeclaration) -> Any:
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("Only", decl), name="only")
+    return build_registry(pm).kind(decl.name).watch_access
+
+
+def test_a_watch_needs_what_the_kinds_list_needs_unless_declared() -> None:
+    from stigmer_core import Access
+
+    assert _watch_access_of(AGENT) is Access.READ
+    assert _watch_access_of(attrs.evolve(AGENT, access={"list": Access.ADMIN})) is Access.ADMIN
+    assert _watch_access_of(attrs.evolve(AGENT, access={"list": Access.ADMIN, "watch": Access.WRITE})) is Access.WRITE
+    with pytest.raises(RegistryError, match=r"'watched'.*neither a standard operation nor 'watch'"):
+        _watch_access_of(attrs.evolve(AGENT, access={"watched": Access.READ}))

@@ -7,6 +7,7 @@ event of another org, since its events come from one log shared by all.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from stigmer_core import Application
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import Server
 from tests.auth_support import ALPHA, BETA, make_token, with_token
@@ -76,3 +78,55 @@ def test_a_watch_of_another_org_is_not_found(app: Application, server: Server) -
         with pytest.raises(grpc.RpcError) as refused:
             next(watch.Watch(watch_pb2.WatchRequest(kind="Agent", org=BETA), timeout=10))
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _next_object_or_status(stream: Any) -> tuple[grpc.StatusCode, list[str]]:
+    """Read past bookmarks until the stream delivers an object (its slug) or ends (its status)."""
+    slugs: list[str] = []
+    try:
+        for event in stream:
+            if event.type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK:
+                continue
+            obj = agent_pb2.Agent()
+            event.object.Unpack(obj)
+            slugs.append(obj.metadata.slug)
+            return grpc.StatusCode.OK, slugs
+    except grpc.RpcError as exc:
+        return exc.code(), slugs
+    return grpc.StatusCode.OK, slugs
+
+
+@pytest.mark.parametrize("how", ["revoked", "deleted"])
+def test_a_watch_ends_when_its_token_is_revoked_or_deleted(app: Application, server: Server, how: str) -> None:
+    token, made = make_token(app, ALPHA, "viewer", "laptop")
+    tokens = KindClient(app.channel(), app.registry.kind("ApiToken"))
+    admin = KindClient(app.channel(), app.registry.kind("Agent"))
+    with grpc.insecure_channel(server.address) as raw:
+        stream = watch_pb2_grpc.WatchStub(with_token(raw, token)).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=20)
+        assert next(stream).type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+        admin.create(_agent(ALPHA, "before"))
+        assert _next_object_or_status(stream) == (grpc.StatusCode.OK, ["before"])
+        if how == "revoked":
+            tokens.call("revoke", apitoken_pb2.ApiTokenId(value=made.metadata.id))
+        else:
+            tokens.delete(made.metadata.id)
+        admin.create(_agent(ALPHA, "after"))
+        assert _next_object_or_status(stream) == (grpc.StatusCode.UNAUTHENTICATED, [])
+
+
+def test_a_watch_ends_when_its_token_expires(app: Application, server: Server) -> None:
+    tokens = KindClient(app.channel(), app.registry.kind("ApiToken"))
+    short = apitoken_pb2.ApiToken(spec=apitoken_pb2.ApiTokenSpec(role="viewer"))
+    short.metadata.name = "short"
+    short.metadata.org = ALPHA
+    short.spec.expires_at.FromSeconds(int(time.time()) + 2)
+    token = tokens.create(short).status.token  # type: ignore[attr-defined]
+    admin = KindClient(app.channel(), app.registry.kind("Agent"))
+    with grpc.insecure_channel(server.address) as raw:
+        stream = watch_pb2_grpc.WatchStub(with_token(raw, token)).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=20)
+        assert next(stream).type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+        deadline = short.spec.expires_at.seconds
+        while time.time() < deadline + 0.2:
+            time.sleep(0.1)
+        admin.create(_agent(ALPHA, "after expiry"))
+        assert _next_object_or_status(stream) == (grpc.StatusCode.UNAUTHENTICATED, [])

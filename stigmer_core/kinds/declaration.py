@@ -20,6 +20,8 @@ from stigmer_core.pipeline.step import Step
 
 STANDARD_OPERATIONS = ("create", "apply", "update", "delete", "get", "getByReference", "list")
 WRITE_OPERATIONS = frozenset({"create", "apply", "update", "delete"})
+WATCH_ACCESS = "watch"
+"""The key of ``KindDeclaration.access`` for the kind's events on the generic Watch stream."""
 
 
 def _freeze_steps(value: Mapping[str, Sequence[Step]]) -> Mapping[str, tuple[Step, ...]]:
@@ -173,7 +175,9 @@ class KindDeclaration:
     access: Mapping[str, Access] = attrs.field(factory=dict, converter=_freeze_access)
     """Standard operation name -> the access it needs, where that is not the
     framework's default (reads READ, writes WRITE); e.g. ADMIN for every
-    operation of the API token kind."""
+    operation of the API token kind. ``"watch"`` names the kind's events on
+    the generic Watch stream; left out, a watch needs what ``list`` needs,
+    since it shows every object a list would, and every later change."""
     printer_columns: tuple[PrinterColumn, ...] = attrs.field(default=(), converter=_columns)
     """Columns ``stigmer get`` shows after NAME, ID and AGE (instead of a guessed status column)."""
     apply_rank: int | None = None

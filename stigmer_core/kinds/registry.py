@@ -15,7 +15,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 
 from stigmer_core.auth.access import READ_OPERATIONS, Access
 from stigmer_core.errors import RegistryError
-from stigmer_core.kinds.declaration import STANDARD_OPERATIONS, WRITE_OPERATIONS, KindDeclaration
+from stigmer_core.kinds.declaration import STANDARD_OPERATIONS, WATCH_ACCESS, WRITE_OPERATIONS, KindDeclaration
 from stigmer_core.kinds.runtime import (
     LABEL_INDEX,
     CompiledReference,
@@ -250,10 +250,14 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     runtime.watch = _pipeline(pm, plugin, decl, "watch", WATCH_PIPELINE, False)
     access: dict[str, Access] = {}
     for op in decl.access:
-        if op not in STANDARD_OPERATIONS:
-            raise _fail(plugin, decl, f"access declared for {op!r}, which is not a standard operation")
+        if op not in STANDARD_OPERATIONS and op != WATCH_ACCESS:
+            raise _fail(
+                plugin, decl, f"access declared for {op!r}, which is neither a standard operation nor {WATCH_ACCESS!r}"
+            )
     for op in STANDARD_OPERATIONS:
         access[op] = access_of(op, declared=decl.access.get(op))
+    # A watch shows every object of the kind, as a list does, and keeps showing them.
+    runtime.watch_access = decl.access.get(WATCH_ACCESS, access["list"])
     for op, custom in decl.operations.items():
         base = _checked_steps(plugin, decl, f"operation {op!r}", custom.steps)
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, base, custom.writes)

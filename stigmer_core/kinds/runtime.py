@@ -193,6 +193,8 @@ class KindRuntime:
     watch: Pipeline | None = None
     """The generic ``watch`` stream's pipeline (``stigmer.commons.watch.v1.Watch``), apart
     from ``pipelines`` because a kind may bind an rpc of its own named ``watch``."""
+    watch_access: Access = Access.READ
+    """What a caller's role must allow to watch the kind: its ``list`` access unless declared."""
     methods: dict[str, MethodBinding] = attrs.field(factory=dict)
     label: str = attrs.field(init=False)
     """How messages name the kind: ``agent instance``."""

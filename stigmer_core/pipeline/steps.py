@@ -478,9 +478,10 @@ def _bound_page(
 def _orgs_listed(ctx: RequestContext, org: str) -> tuple[str, ...]:
     """The orgs a list reads, one after another: the one it names, else all
     (one range) for the administrator, else each org of the caller's."""
-    if org or ctx.caller.unrestricted:
+    caller = ctx.caller
+    if org or caller.unrestricted:
         return (org,)
-    return ctx.caller.orgs
+    return tuple(o for o in caller.orgs if caller.can(ctx.access, o))  # a kind may need more than READ to list
 
 
 def _both(

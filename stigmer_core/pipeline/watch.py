@@ -111,8 +111,8 @@ class WatchScope:
     labels: Mapping[str, str]
     filters: tuple[tuple[ListFilter, str], ...]
     orgs: frozenset[str] | None = None
-    """The orgs the caller belongs to, when it may not see every org (a watch
-    across orgs then reports only these, as ``list`` would)."""
+    """The orgs whose objects the caller's roles let it watch, when it may not see every
+    org (a watch across orgs then reports only these, as ``list`` would)."""
 
     @property
     def needs_object(self) -> bool:
@@ -234,7 +234,7 @@ def watch_events(ctx: RequestContext) -> None:
             raise Compacted(start, oldest or head + 1)
     labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
     caller = ctx.caller
-    orgs = None if caller.unrestricted else frozenset(caller.orgs)
+    orgs = None if caller.unrestricted else frozenset(o for o in caller.orgs if caller.can(ctx.access, o))
     scope = WatchScope(org=ctx.org, labels=labels, filters=filters, orgs=orgs)
     active = ctx.active
 

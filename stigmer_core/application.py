@@ -59,7 +59,8 @@ class Application:
         """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
         self.events = EventHub(store, streams or StreamSettings.from_env())
         """The one event dispatcher every server stream of this application reads through."""
-        self.stream_limit = StreamLimit(self.events.settings.max_streams)
+        settings = self.events.settings
+        self.stream_limit = StreamLimit(settings.max_streams, settings.max_streams_per_caller)
         self.executor = Executor(registry, store, self.authenticator, self.events)
         """Runs every kind's pipelines; the network server also reaches it directly (``queued_writes``)."""
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(

@@ -302,7 +302,13 @@ def _streamed(
         auth = executor.authenticator
         peer = context.peer() if auth is not None and auth.required else ""
         metadata = context.invocation_metadata() or ()
-        limit.acquire()
+        try:  # who calls, before a slot is taken: a refused caller holds none
+            caller = executor.caller(binding, metadata, peer)
+        except (Unauthenticated, PermissionDenied) as denied:
+            executor.log_denied(denied, binding, metadata, peer)
+            raise
+        holder = None if caller.unrestricted else caller.principal
+        limit.acquire(holder)
         try:
             messages = executor.run(kind, binding, request, metadata, context.is_active, peer)
             if auth is None or not metadata:
@@ -317,7 +323,7 @@ def _streamed(
                     if close is not None:
                         close()
         finally:
-            limit.release()
+            limit.release(holder)
     except Exception as exc:
         status.abort(context, exc)
 
@@ -457,7 +463,7 @@ def build_handlers(
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """service full name -> method name -> handler, for every kind, and the Watch service."""
     events = events or EventHub(store)
-    limit = stream_limit or StreamLimit(events.settings.max_streams)
+    limit = stream_limit or StreamLimit(events.settings.max_streams, events.settings.max_streams_per_caller)
     executor = executor or Executor(registry, store, authenticator, events)
     services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for kind in registry.kinds:

@@ -24,9 +24,14 @@ _TAIL_SHIFTS = tuple(range(70, -1, -10))
 
 
 class _UlidClock:
-    """ULIDs as integers, increasing within a millisecond (one more than the last),
-    as the ULID spec's monotonic generator has them, so ids made in one millisecond
-    still sort in the order they were made."""
+    """ULIDs as integers, increasing within a millisecond, so ids made in one
+    millisecond still sort in the order they were made.
+
+    The ULID spec's monotonic generator adds one to the last id; here the step
+    is random (up to 2**40), since ids of every org come from one clock and an
+    id one more than a caller's own would name another org's object made in
+    the same millisecond: guessable ids would let a caller probe, or take
+    first, the ids of objects it cannot see."""
 
     def __init__(self) -> None:
         self._last = 0
@@ -36,11 +41,14 @@ class _UlidClock:
         fresh = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
         with self._lock:
             if fresh >> 80 <= self._last >> 80:  # the same millisecond (or the clock went back)
-                fresh = self._last + 1
+                fresh = self._last + 1 + (fresh & _STEP_MASK)
             self._last = fresh
         return fresh
 
 
+_STEP_MASK = (1 << 40) - 1
+"""A step within a millisecond takes 40 of the fresh id's random bits. Should the steps
+carry into the time bits, ids still increase (they only look a millisecond newer)."""
 _CLOCK = _UlidClock()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ import grpc
 import pytest
 
 from stigmer_core import Application, InsecureTransport, connect
+from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
+from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
 from stigmer_core.auth.transport import TlsFiles
@@ -220,12 +224,6 @@ def test_stored_bytes_hold_no_token(app: Application) -> None:
 
 
 def test_another_orgs_skill_artifact_is_not_found(app: Application) -> None:
-    import io
-    import zipfile
-
-    from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
-    from stigmer_core.api.agentic.skill.v1 import skill_pb2
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("SKILL.md", "---\nname: Calculator\ndescription: Adds\n---\n# Calc\n")
@@ -257,3 +255,15 @@ def test_a_token_deleted_over_the_network_is_refused_at_once_despite_the_cache(a
             assert code_of(lambda: _whoami(with_token(plain, token))) == grpc.StatusCode.UNAUTHENTICATED
     finally:
         server.stop(grace=1)
+
+
+def test_a_push_without_an_org_lands_in_the_callers_org(app: Application) -> None:
+    """As every create does: the caller's one org, never the server's default (whose slugs an
+    ALREADY_EXISTS would otherwise tell a caller that is not in it)."""
+    skill_grpc.SkillCommandControllerStub(app.channel()).push(
+        skill_pb2.PushSkillRequest(org="local", slug="payroll", skill_md="# Payroll"), timeout=10
+    )
+    editor, _ = make_token(app, BETA, "editor")
+    commands = skill_grpc.SkillCommandControllerStub(with_token(app.channel(), editor))
+    pushed = commands.push(skill_pb2.PushSkillRequest(slug="payroll", skill_md="# Ours"), timeout=10)
+    assert (pushed.metadata.org, pushed.metadata.slug) == (BETA, "payroll")

@@ -23,6 +23,7 @@ from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
 from stigmer_core.store.lmdb_store import LmdbStore
 from tests.agent_execution_support import Kinds, details_of
+from tests.auth_support import ALPHA, BETA, make_token, with_token
 
 BOOKMARK = watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
 DEADLINE = 60.0  # generous: these calls must answer, not answer fast
@@ -177,3 +178,49 @@ def test_cancel_from_another_thread_ends_a_waiting_reader(quick: tuple[Applicati
             assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             time.sleep(0.1)
     raise AssertionError("the cancelled stream's slot never came back")
+
+
+def test_one_caller_holds_at_most_its_share_of_the_streams(tmp_path: Path) -> None:
+    """One token cannot take every slot: another org's watches still open, and a refused
+    caller (a bad token) takes none."""
+    pm = plugin_manager()
+    app = Application(
+        build_registry(pm),
+        LmdbStore(tmp_path, durable=False),
+        pm,
+        streams=StreamSettings(max_streams=5, max_streams_per_caller=2, poll_seconds=0.2),
+        require_auth=True,
+    )
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    viewer, _ = make_token(app, BETA, "viewer")
+    admin, _ = make_token(app, ALPHA, "admin")
+    streams: list[Any] = []
+    try:
+        with grpc.insecure_channel(server.address) as plain:
+            mine = with_token(plain, viewer)
+            streams += [_watch(mine), _watch(mine)]
+            code, text = details_of(lambda: next(_watch(mine)))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "STIGMER_MAX_STREAMS_PER_CALLER" in text
+            for _ in range(5):
+                assert details_of(lambda: next(_watch(with_token(plain, "stg_" + "x" * 43))))[0] == (
+                    grpc.StatusCode.UNAUTHENTICATED
+                )
+            streams += [_watch(with_token(plain, admin)), _watch(with_token(plain, admin))]
+            streams.append(_watch(app.channel()))  # the local administrator: the last slot of all
+            code, text = details_of(lambda: next(_watch(app.channel())))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 5" in text
+            streams.pop(0).cancel()
+            for _ in range(300):  # the server notices the cancel within a poll interval
+                try:
+                    streams.append(_watch(mine))
+                    break
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    time.sleep(0.1)
+            assert len(streams) == 5
+            for stream in streams:
+                stream.cancel()
+    finally:
+        server.stop(grace=1)
+        app.close()

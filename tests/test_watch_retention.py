@@ -196,9 +196,15 @@ def test_settings_come_from_the_environment_and_bad_values_stop_startup(
     monkeypatch.setenv("STIGMER_EVENT_RETENTION_SECONDS", "60")
     monkeypatch.setenv("STIGMER_MAX_STREAMS", "7")
     monkeypatch.setenv("STIGMER_WATCH_BOOKMARK_SECONDS", "2.5")
+    monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "3")
     assert EventRetention.from_env() == EventRetention(max_bytes=5000, max_age_seconds=60)
     with Application.open(tmp_path, durable=False) as app:
         assert app.stream_limit.limit == 7 and app.events.settings.bookmark_seconds == 2.5
+        assert app.stream_limit.per_caller == 3
+    monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "0")
+    with pytest.raises(StartupError, match="max_streams_per_caller"):
+        StreamSettings.from_env()
+    monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "3")
     monkeypatch.setenv("STIGMER_MAX_STREAMS", "-1")
     with pytest.raises(StartupError, match="max_streams"):
         StreamSettings.from_env()

@@ -38,7 +38,7 @@ from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_se
 from stigmer_core.ids import derived_id
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store.protocol import WriteTxn
-from stigmer_plugins.environment import ENVIRONMENT_REFS
+from stigmer_plugins.environment import ENVIRONMENT_REFS, keep_environment_refs_in_org
 from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, secrets
 
 DEFAULT_INSTANCE = "default_instance_id"
@@ -215,8 +215,13 @@ AGENT = KindDeclaration(
     id_prefix="agt",
     key_prefix="agents",
     steps={
-        "create": (create_default_instance, update_agent_status_with_default_instance, seal_mcp_headers),
-        "update": (seal_mcp_headers,),
+        "create": (
+            keep_environment_refs_in_org,
+            create_default_instance,
+            update_agent_status_with_default_instance,
+            seal_mcp_headers,
+        ),
+        "update": (keep_environment_refs_in_org, seal_mcp_headers),
     },
     indexes=(ENVIRONMENT_REFS,),
     redact=redact_mcp_headers,
@@ -235,8 +240,8 @@ AGENT_INSTANCE = KindDeclaration(
     id_prefix="ain",
     key_prefix="agentinstances",
     steps={
-        "create": (check_agent_exists, own_by_agent),
-        "update": (keep_agent_id,),
+        "create": (check_agent_exists, own_by_agent, keep_environment_refs_in_org),
+        "update": (keep_agent_id, keep_environment_refs_in_org),
         "delete": (refuse_default_instance_delete,),
     },
     indexes=(ENVIRONMENT_REFS,),

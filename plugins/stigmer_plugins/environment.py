@@ -125,6 +125,32 @@ an environment in use cannot be deleted (``refuse_delete_while_referenced``)."""
 
 
 @step(Phase.KIND)
+def keep_environment_refs_in_org(ctx: RequestContext) -> None:
+    """References never cross orgs: an object names environments of its own org only.
+
+    Executions resolve a reference in the object's org, and an environment's
+    delete is refused while something names it, so a reference into another
+    org would let that org's callers keep an environment they cannot see from
+    being deleted. A reference by id whose environment the caller cannot see
+    is left as it is (refusing it would tell that the id exists elsewhere);
+    it holds nothing: the delete check counts referrers of the same org only.
+    """
+    obj: Any = ctx.resource
+    org = obj.metadata.org
+    environments = ctx.registry.kind(ENVIRONMENT.name)
+    for i, ref in enumerate(obj.spec.environment_refs):
+        elsewhere = ref.org and ref.org != org
+        if not elsewhere and ref.id:
+            found: Any = ctx.store.get(environments, ref.id)
+            elsewhere = found is not None and found.metadata.org != org
+        if elsewhere:
+            raise InvalidArgument.field(
+                f"spec.environment_refs[{i}]",
+                f"names an environment of another org: references never cross orgs (this {ctx.kind.label} is in '{org}')",
+            )
+
+
+@step(Phase.KIND)
 def refuse_delete_while_referenced(ctx: RequestContext) -> None:
     """An environment that agents, instances or workflows still name cannot be deleted.
 
@@ -140,9 +166,10 @@ def refuse_delete_while_referenced(ctx: RequestContext) -> None:
         for value in (("id", meta.id), ("slug", meta.org, meta.slug)):
             for referrer_id in ctx.store.scan_index(kind, ENVIRONMENT_REFS_INDEX, value):
                 referrer: Any = ctx.store.get(kind, referrer_id)
-                name = referrer.metadata.slug if referrer is not None else referrer_id
+                if referrer is None or referrer.metadata.org != meta.org:
+                    continue  # another org's object (written before references were kept in their org)
                 raise FailedPrecondition(
-                    f"environment '{meta.slug}' is still referenced by {kind.label} '{name}' "
+                    f"environment '{meta.slug}' is still referenced by {kind.label} '{referrer.metadata.slug}' "
                     "(spec.environment_refs); remove it from there first"
                 )
 

@@ -111,6 +111,6 @@ def _document(ctx: RequestContext, plan: Plan, org: str) -> skill_pb2.Skill:
 def dispatch_push(ctx: RequestContext) -> None:
     """Run the standard apply steps over the pushed document."""
     plan: Plan = ctx.scratch[PLAN]
-    ctx.request = _document(ctx, plan, plan.org or ctx.registry.default_org)
+    ctx.request = _document(ctx, plan, plan.org or ctx.default_org)
     standard.dispatch_apply(ctx)
     ctx.operation = "push"

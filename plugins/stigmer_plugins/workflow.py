@@ -28,7 +28,7 @@ from stigmer_core.pipeline.watch import watch_object
 from stigmer_plugins import lifecycle
 from stigmer_plugins import workflow_execution as executions
 from stigmer_plugins import workflow_instance as instances
-from stigmer_plugins.environment import ENVIRONMENT_REFS
+from stigmer_plugins.environment import ENVIRONMENT_REFS, keep_environment_refs_in_org
 from stigmer_plugins.executioncontext import shred_owned_contexts
 from stigmer_plugins.workflow_tasks import check_report, merge_report
 from stigmer_plugins.workflow_validation import validate_workflow
@@ -61,8 +61,8 @@ WORKFLOW_INSTANCE = KindDeclaration(
     id_prefix="wfi",
     key_prefix="workflowinstances",
     steps={
-        "create": (instances.own_by_workflow,),
-        "update": (instances.keep_workflow_id,),
+        "create": (instances.own_by_workflow, keep_environment_refs_in_org),
+        "update": (instances.keep_workflow_id, keep_environment_refs_in_org),
         "delete": (instances.refuse_default_instance_delete,),
     },
     references=(Reference("spec.workflow_id", "Workflow"),),

@@ -194,6 +194,8 @@ class Resources:
 
     def check_slug_free(self, kind: KindRuntime, obj: Message) -> None:
         meta = obj.metadata  # type: ignore[attr-defined]
+        if not self.visible(meta.org):  # a kind's step chose the org: what is in it is not told
+            raise errors.NotFound(f"org '{meta.org}' not found")
         if self.txn.get(kind.slug_key(meta.org, meta.slug)) is not None:
             raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
         if meta.id and self.txn.get(kind.object_key(meta.id)) is not None:

@@ -55,6 +55,8 @@ class StreamSettings:
 
     max_streams: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
     """Open server streams (watch and subscribe) at once; the next gets RESOURCE_EXHAUSTED (0: none)."""
+    max_streams_per_caller: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    """Open server streams of one token's principal at once (the local administrator: no share)."""
     bookmark_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     """A stream with nothing to send sends a BOOKMARK this often."""
     page_events: int = 256
@@ -69,11 +71,15 @@ class StreamSettings:
 
     @classmethod
     def from_env(cls) -> StreamSettings:
-        """``STIGMER_MAX_STREAMS`` and ``STIGMER_WATCH_BOOKMARK_SECONDS`` override the defaults."""
+        """``STIGMER_MAX_STREAMS``, ``STIGMER_MAX_STREAMS_PER_CALLER`` and
+        ``STIGMER_WATCH_BOOKMARK_SECONDS`` override the defaults."""
         default = cls()
         try:
             return cls(
                 max_streams=int(_env_number("STIGMER_MAX_STREAMS", default.max_streams)),
+                max_streams_per_caller=int(
+                    _env_number("STIGMER_MAX_STREAMS_PER_CALLER", default.max_streams_per_caller)
+                ),
                 bookmark_seconds=_env_number("STIGMER_WATCH_BOOKMARK_SECONDS", default.bookmark_seconds),
             )
         except ValueError as exc:
@@ -81,22 +87,53 @@ class StreamSettings:
 
 
 class StreamLimit:
-    """Admits at most ``limit`` open streams; past it, RESOURCE_EXHAUSTED at once (never a wait)."""
+    """Admits at most ``limit`` open streams, and at most ``per_caller`` of one principal;
+    past either, RESOURCE_EXHAUSTED at once (never a wait).
 
-    def __init__(self, limit: int) -> None:
+    The slots are shared by every org of a team server, so without a share per
+    caller one token (a viewer's, say) could hold them all and refuse the watches
+    other orgs' runners wait for work on. The local administrator has no share:
+    it owns the machine, and the whole limit.
+    """
+
+    def __init__(self, limit: int, per_caller: int | None = None) -> None:
         self.limit = limit
+        self.per_caller = limit if per_caller is None else per_caller
         self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self, principal: str | None = None) -> None:
+        """Take a slot for ``principal`` (None: the local administrator, bound by the limit alone)."""
         if self._slots is None or not self._slots.acquire(blocking=False):
             raise errors.ResourceExhausted(
                 f"too many open streams (limit {self.limit}, setting STIGMER_MAX_STREAMS); "
                 "close a stream or retry later"
             )
+        if principal is None:
+            return
+        with self._lock:
+            held = self._held.get(principal, 0)
+            if held < self.per_caller:
+                self._held[principal] = held + 1
+                return
+        self._slots.release()
+        raise errors.ResourceExhausted(
+            f"{principal} has {held} streams open, as many as one caller may (setting "
+            "STIGMER_MAX_STREAMS_PER_CALLER); close one of them first"
+        )
 
-    def release(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
+    def release(self, principal: str | None = None) -> None:
+        if self._slots is None:
+            return
+        if principal is not None:
+            with self._lock:
+                left = self._held[principal] - 1
+                if left:
+                    self._held[principal] = left
+                else:
+                    del self._held[principal]
+        self._slots.release()
 
 
 @attrs.frozen(order=True)

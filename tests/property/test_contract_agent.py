@@ -12,10 +12,12 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from stigmer_core.testing import KindContract, contract_tests
+from tests.property.environment_refs import keep_in_org
 
 
 class AgentContract(KindContract):
     def prepare(self, resource: Message, org: str) -> None:
+        keep_in_org(resource, org)
         for server in resource.spec.mcp_servers:  # type: ignore[attr-defined]
             named = [name for name in server.secret_headers if name in server.headers]
             del server.secret_headers[:]

@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 from stigmer_core.api.agentic.workflow.v1 import workflow_pb2
 from stigmer_core.api.agentic.workflowinstance.v1 import workflowinstance_pb2
 from stigmer_core.testing import KindContract, contract_tests
+from tests.property.environment_refs import keep_in_org
 
 
 class WorkflowInstanceContract(KindContract):
@@ -39,6 +40,7 @@ class WorkflowInstanceContract(KindContract):
     def prepare(self, resource: Message, org: str) -> None:
         assert isinstance(resource, workflowinstance_pb2.WorkflowInstance)
         resource.spec.workflow_id = self._parent(org)
+        keep_in_org(resource, org)
 
 
 TestWorkflowInstanceInProcess, TestWorkflowInstanceNetwork = contract_tests(

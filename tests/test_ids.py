@@ -1,0 +1,27 @@
+"""Resource ids: ULIDs that sort in the order they were made, and that no caller can guess."""
+
+from __future__ import annotations
+
+import itertools
+
+from stigmer_core import ids
+
+
+def _value(object_id: str) -> int:
+    ulid = object_id.rpartition("-")[2]
+    value = 0
+    for char in ulid:
+        value = value * 32 + ids._ULID_CHARS.index(char)
+    return value
+
+
+def test_ids_made_together_increase_by_unpredictable_steps() -> None:
+    made = [ids.new_id("agt") for _ in range(2000)]
+    values = [_value(i) for i in made]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert made == sorted(made), "the text sorts as the number does"
+    same_ms = [b - a for a, b in itertools.pairwise(values) if a >> 80 == b >> 80]
+    assert same_ms, "2,000 ids in a row share milliseconds"
+    assert all(step > 1 for step in same_ms), "one more than the last would name another org's next object"
+    assert len(set(same_ms)) > len(same_ms) // 2
+    assert all(ids.is_valid_id(i, "agt") for i in made)

@@ -214,10 +214,19 @@ def server_security(
     if client_ca and not cert:
         raise ConfigError("--tls-client-ca needs TLS: give --tls-cert FILE and --tls-key FILE too")
     return ServerSecurity(
-        require_auth=require_auth or bool(server.get("require_auth")),
+        require_auth=require_auth or _flag(server, "require_auth"),
         tls=TlsFiles(str(cert), str(key), str(client_ca) if client_ca else None) if cert and key else None,
-        insecure_no_auth=insecure_no_auth or bool(server.get("insecure_no_auth")),
+        insecure_no_auth=insecure_no_auth or _flag(server, "insecure_no_auth"),
     )
+
+
+def _flag(section: Mapping[str, Any], name: str) -> bool:
+    """A yes/no setting: YAML's true or false only. ``"false"`` (quoted) is a string, which
+    Python counts as true: read so, it would turn ``insecure_no_auth`` on."""
+    value = section.get(name, False)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise ConfigError(f"config file {config_path()}: server.{name} must be true or false (unquoted), not {value!r}")
 
 
 def connect_settings(settings: Settings) -> Client:

@@ -18,6 +18,7 @@ from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
 from stigmer_core.auth.transport import TlsFiles
+from stigmer_core.errors import Unauthenticated
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import Server
 from stigmer_core.store import keys
@@ -267,3 +268,15 @@ def test_a_push_without_an_org_lands_in_the_callers_org(app: Application) -> Non
     commands = skill_grpc.SkillCommandControllerStub(with_token(app.channel(), editor))
     pushed = commands.push(skill_pb2.PushSkillRequest(slug="payroll", skill_md="# Ours"), timeout=10)
     assert (pushed.metadata.org, pushed.metadata.slug) == (BETA, "payroll")
+
+
+def test_a_token_of_the_wrong_shape_is_refused_without_a_look_at_the_store(app: Application) -> None:
+    auth = app.authenticator
+    assert auth is not None
+    for garbage in ("not-a-token", "stg_short", "stg_" + "x" * 42 + "!", "Stg_" + "x" * 43):
+        with pytest.raises(Unauthenticated, match="not a Stigmer API token"):
+            auth.by_token(garbage)
+    assert auth._refused == {}, "nothing was looked up, so nothing is remembered"
+    with pytest.raises(Unauthenticated, match="not valid"):
+        auth.by_token("stg_" + "x" * 43)
+    assert len(auth._refused) == 1

@@ -18,11 +18,13 @@ import pytest
 from google.protobuf.message import Message
 
 from stigmer_core import Access, Application
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.auth.access import ROLES, Caller
 from stigmer_core.auth.tokens import Authenticator
 from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import build_handlers
+from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding
 from stigmer_core.server import Server
@@ -367,3 +369,43 @@ def test_a_list_without_an_org_holds_only_the_orgs_whose_role_allows_the_list(tm
         page = _call(channel, binding, binding.request_cls())
         assert [(e.metadata.org, e.metadata.slug) for e in page.entries] == [(BETA, "beta-token")]
         assert code_of(lambda: _call(channel, binding, binding.request_cls(org=ALPHA))) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_cascade_does_not_delete_what_the_caller_could_not_delete_itself(tmp_path: Any) -> None:
+    """An editor may delete an agent, but not through it an owned object whose kind asks an
+    admin for a delete: refused, and nothing of the tree is deleted."""
+    import attrs
+
+    from stigmer_core import hookimpl
+    from stigmer_core.kinds.registry import build_registry
+    from stigmer_core.plugins import plugin_manager
+    from stigmer_core.store.lmdb_store import LmdbStore
+    from stigmer_plugins import agent as agent_plugin
+
+    class AdminOnlyInstances:
+        @hookimpl
+        def stigmer_kinds(self) -> list[Any]:
+            return [agent_plugin.AGENT, attrs.evolve(agent_plugin.AGENT_INSTANCE, access={"delete": Access.ADMIN})]
+
+        @hookimpl
+        def stigmer_configure(self, registry: Any) -> None:
+            agent_plugin.stigmer_configure(registry)
+
+    pm = plugin_manager()
+    pm.unregister(name="agent")
+    pm.register(AdminOnlyInstances(), name="admin-only-instances")
+    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm, require_auth=True)
+    try:
+        assert app.registry.kind("AgentInstance").delete_access is Access.ADMIN
+        editor, _ = make_token(app, ALPHA, "editor")
+        admin, _ = make_token(app, ALPHA, "admin")
+        agents = KindClient(with_token(app.channel(), editor), app.registry.kind("Agent"))
+        made: Any = agents.create(agent_pb2.Agent(metadata={"name": "bot", "org": ALPHA}))
+        instance_id = made.status.default_instance_id
+        assert code_of(lambda: agents.delete(made.metadata.id)) == grpc.StatusCode.PERMISSION_DENIED
+        instances = KindClient(app.channel(), app.registry.kind("AgentInstance"))
+        assert agents.get(made.metadata.id) == made and instances.get(instance_id).metadata.id == instance_id  # type: ignore[attr-defined]
+        KindClient(with_token(app.channel(), admin), app.registry.kind("Agent")).delete(made.metadata.id)
+        assert code_of(lambda: instances.get(instance_id)) == grpc.StatusCode.NOT_FOUND
+    finally:
+        app.close()

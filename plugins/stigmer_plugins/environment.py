@@ -137,10 +137,10 @@ def keep_environment_refs_in_org(ctx: RequestContext) -> None:
     """
     obj: Any = ctx.resource
     org = obj.metadata.org
-    environments = ctx.registry.kind(ENVIRONMENT.name)
+    environments = ctx.registry.find(ENVIRONMENT.name)
     for i, ref in enumerate(obj.spec.environment_refs):
         elsewhere = ref.org and ref.org != org
-        if not elsewhere and ref.id:
+        if not elsewhere and ref.id and environments is not None:
             found: Any = ctx.store.get(environments, ref.id)
             elsewhere = found is not None and found.metadata.org != org
         if elsewhere:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -36,6 +37,8 @@ EXTENSION = "stigmer.auth"
 IN_PROCESS_PEER = "in-process"
 DEFAULT_CACHE_SECONDS = 5.0
 MAX_CACHED = 10_000
+_SHAPE = re.compile(r"stg_[A-Za-z0-9_-]{43}")
+"""What ``new_token`` makes: anything else is refused without a look at the store."""
 
 
 def new_token() -> str:
@@ -112,6 +115,8 @@ class Authenticator:
     def by_token(self, token: str) -> Caller:
         """The token's caller, or UNAUTHENTICATED. Both answers are cached for ``cache_seconds``
         (a refused token cannot become valid: new tokens are new random strings)."""
+        if _SHAPE.fullmatch(token) is None:  # garbage costs no lookup, and fills no cache
+            raise errors.Unauthenticated("this is not a Stigmer API token (stg_ and 43 characters)")
         key = digest(token)
         now = self._clock()
         refused = self._refused.get(key)

@@ -258,6 +258,7 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
         access[op] = access_of(op, declared=decl.access.get(op))
     # A watch shows every object of the kind, as a list does, and keeps showing them.
     runtime.watch_access = decl.access.get(WATCH_ACCESS, access["list"])
+    runtime.delete_access = access["delete"]
     for op, custom in decl.operations.items():
         base = _checked_steps(plugin, decl, f"operation {op!r}", custom.steps)
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, base, custom.writes)

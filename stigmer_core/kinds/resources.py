@@ -419,11 +419,26 @@ class Resources:
         self._check_write(kind, obj.metadata.org)  # type: ignore[attr-defined]
         tree = self.owned_tree(kind, obj)
         inside = frozenset(node.metadata.id for _, node in tree)  # type: ignore[attr-defined]
+        for node_kind, node in tree[1:]:  # the root is the rpc's own object, checked as its access says
+            self._check_cascade(kind, node_kind, node)
         for node_kind, node in tree:
             self.check_referrers(node_kind, node, inside)
         for node_kind, node in reversed(tree):  # what is owned goes first
             self._remove_one(node_kind, node)
         self.removed += tree
+
+    def _check_cascade(self, root: KindRuntime, kind: KindRuntime, obj: Message) -> None:
+        """An owned object goes with its owner only if the caller may delete it by itself:
+        a kind that asks more for a delete (an admin's) is not deleted by a lesser role
+        through an owner it may delete."""
+        caller = self._caller
+        meta = obj.metadata  # type: ignore[attr-defined]
+        if caller is None or caller.can(kind.delete_access, meta.org):
+            return
+        raise errors.PermissionDenied(
+            f"deleting this {root.label} would delete {kind.label} '{meta.slug}' with it, which needs "
+            f"{kind.delete_access.value} access; {caller.principal} is {caller.roles[meta.org]} in org '{meta.org}'"
+        )
 
     def _remove_one(self, kind: KindRuntime, obj: Message) -> None:
         txn = self._writer

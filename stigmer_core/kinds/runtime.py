@@ -195,6 +195,9 @@ class KindRuntime:
     from ``pipelines`` because a kind may bind an rpc of its own named ``watch``."""
     watch_access: Access = Access.READ
     """What a caller's role must allow to watch the kind: its ``list`` access unless declared."""
+    delete_access: Access = Access.WRITE
+    """What a caller's role must allow to delete one of the kind's objects, by its own
+    delete or in a cascade from an owner's (which is bound to the owner's access)."""
     methods: dict[str, MethodBinding] = attrs.field(factory=dict)
     label: str = attrs.field(init=False)
     """How messages name the kind: ``agent instance``."""

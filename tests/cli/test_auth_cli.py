@@ -47,3 +47,15 @@ def test_serve_refuses_a_public_address_without_tls_and_tokens(stigmer: Stigmer)
     assert not stigmer.data_dir.exists(), "refused before touching anything"
     error = stigmer.fails("serve", "--address", f"10.0.0.1:{free_port()}", "--require-auth")
     assert "no TLS" in error and "no authentication" not in error
+
+
+def test_a_quoted_false_in_the_config_file_is_refused_not_read_as_true(stigmer: Stigmer) -> None:
+    """``"false"`` is a true string in Python: read as one, it would turn the refusal above off."""
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    (stigmer.home / "config.yaml").write_text('server:\n  insecure_no_auth: "false"\n')
+    error = stigmer.fails("serve", "--address", "0.0.0.0:0", "--data-dir", str(stigmer.data_dir))
+    assert "server.insecure_no_auth must be true or false" in error
+    (stigmer.home / "config.yaml").write_text("server:\n  insecure_no_auth: false\n")
+    assert stigmer.fails("serve", "--address", "0.0.0.0:0", "--data-dir", str(stigmer.data_dir)).startswith(
+        "refusing to listen on 0.0.0.0:0"
+    )

@@ -91,27 +91,33 @@ class Server:
         self.asynchronous = isinstance(self._serving, AsyncServing)
         """Whether grpc's asyncio server serves (``grpc_servers``)."""
         try:
-            try:
-                self.port = self._serving.add_port(address, credentials)
-            except RuntimeError:
+            if address.startswith("unix:"):  # a caller on it is the local administrator: the owner's alone
+                self._listen_unix(Path(address.removeprefix("unix:")), credentials)
                 self.port = 0
-            if self.port == 0:
-                raise AddressUnavailable(
-                    f"cannot listen on {address}: the address is in use or not local to this machine"
-                )
-            host = address.rsplit(":", 1)[0]
-            self.address = f"{host}:{self.port}"
+                self.address = address
+            else:
+                try:
+                    self.port = self._serving.add_port(address, credentials)
+                except RuntimeError:
+                    self.port = 0
+                if self.port == 0:
+                    raise AddressUnavailable(
+                        f"cannot listen on {address}: the address is in use or not local to this machine"
+                    )
+                host = address.rsplit(":", 1)[0]
+                self.address = f"{host}:{self.port}"
             self.tls = tls is not None
             self.unix_socket = self._listen_unix(unix_socket) if unix_socket is not None else None
         except BaseException:
             self._close()
             raise
 
-    def _listen_unix(self, path: Path) -> Path:
-        path.unlink(missing_ok=True)  # a previous daemon's, left by a crash: the data directory lock is ours
+    def _listen_unix(self, path: Path, credentials: grpc.ServerCredentials | None = None) -> Path:
+        if path.is_socket():  # a previous daemon's, left by a crash (never another kind of file)
+            path.unlink()
         previous = os.umask(0o177)  # created 0600: other local users cannot connect
         try:
-            bound = self._serving.add_port(f"unix:{path}", None)
+            bound = self._serving.add_port(f"unix:{path}", credentials)
         except RuntimeError:
             bound = 0
         finally:

@@ -280,3 +280,30 @@ def test_a_token_of_the_wrong_shape_is_refused_without_a_look_at_the_store(app: 
     with pytest.raises(Unauthenticated, match="not valid"):
         auth.by_token("stg_" + "x" * 43)
     assert len(auth._refused) == 1
+
+
+def test_a_unix_socket_address_is_the_owners_alone(app: Application, tmp_path: Path) -> None:
+    """A caller on a Unix socket is the local administrator, so the socket is 0600 whatever
+    the umask, and it answers at the address it was given."""
+    import os
+    import stat
+
+    path = tmp_path / "main.sock"
+    previous = os.umask(0)
+    try:
+        server = Server(app, f"unix:{path}")
+    finally:
+        os.umask(previous)
+    server.start()
+    try:
+        assert server.address == f"unix:{path}"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with grpc.insecure_channel(server.address) as channel:
+            assert _whoami(channel).principal == "local"
+    finally:
+        server.stop(None)
+    plain = tmp_path / "not-a-socket"
+    plain.write_text("keep me")
+    with pytest.raises(Exception, match="cannot listen"):
+        Server(app, f"unix:{plain}")
+    assert plain.read_text() == "keep me"

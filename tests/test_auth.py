@@ -307,3 +307,52 @@ def test_a_unix_socket_address_is_the_owners_alone(app: Application, tmp_path: P
     with pytest.raises(Exception, match="cannot listen"):
         Server(app, f"unix:{plain}")
     assert plain.read_text() == "keep me"
+
+
+def test_a_caller_who_cannot_read_a_secret_cannot_test_guesses_of_it(app: Application) -> None:
+    """Whether a write keeping a secret's clear value changes anything would answer whether a
+    guess is right (a dry run answers that and writes nothing): for an editor a clear value
+    is always sealed anew; an admin (who may read it) keeps the stored one, so its applies
+    stay unchanged."""
+    from stigmer_core.api.agentic.environment.v1 import environment_pb2
+    from stigmer_core.api.agentic.environment.v1 import service_pb2_grpc as env_grpc
+
+    admin, _ = make_token(app, ALPHA, "admin")
+    editor, _ = make_token(app, ALPHA, "editor")
+    env = environment_pb2.Environment()
+    env.metadata.name = "prod"
+    env.spec.data["DB_PIN"].value = "4711"
+    env.spec.data["DB_PIN"].is_secret = True
+    stored: Any = KindClient(with_token(app.channel(), admin), app.registry.kind("Environment")).create(env)
+    dry_run = (("stigmer-dry-run", "true"),)
+    for token, keeps in ((editor, False), (admin, True)):
+        stub = env_grpc.EnvironmentCommandControllerStub(with_token(app.channel(), token))
+        answers = {}
+        for guess in ("4711", "1234"):
+            doc = environment_pb2.Environment()
+            doc.CopyFrom(stored)
+            doc.spec.data["DB_PIN"].value = guess
+            answers[guess] = stub.update(doc, metadata=dry_run, timeout=10).metadata.resource_version
+        unchanged = stored.metadata.resource_version
+        assert answers["1234"] != unchanged
+        assert (answers["4711"] == unchanged) is keeps, token
+
+
+def test_an_agents_secret_header_cannot_be_guessed_by_an_editor_either(app: Application) -> None:
+    from stigmer_core.api.agentic.agent.v1 import agent_pb2
+    from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+
+    editor, _ = make_token(app, ALPHA, "editor")
+    agent = agent_pb2.Agent()
+    agent.metadata.name = "bot"
+    agent.metadata.org = ALPHA
+    server = agent.spec.mcp_servers.add(name="tools", url="https://tools.example")
+    server.headers["Authorization"] = "Bearer s3cret"
+    server.secret_headers.append("Authorization")
+    stored: Any = KindClient(app.channel(), app.registry.kind("Agent")).create(agent)
+    stub = agent_grpc.AgentCommandControllerStub(with_token(app.channel(), editor))
+    doc = agent_pb2.Agent()
+    doc.CopyFrom(stored)
+    doc.spec.mcp_servers[0].headers["Authorization"] = "Bearer s3cret"
+    answered = stub.update(doc, metadata=(("stigmer-dry-run", "true"),), timeout=10)
+    assert answered.metadata.resource_version != stored.metadata.resource_version

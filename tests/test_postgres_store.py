@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -375,3 +376,61 @@ def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp
         if watcher is not None:
             watcher.close()
         pg.destroy()
+
+
+def test_a_forged_notice_wakes_the_listener_but_never_moves_the_revision(
+    store: PostgresStore, stigmer_postgres_store_url: str
+) -> None:
+    """Any role that can connect may NOTIFY: a revision taken from a payload would send every
+    watch of every daemon after events that do not exist."""
+    import psycopg
+
+    store.transact(lambda txn: (txn.put(b"k/x", b"1"), txn.append_event(b"ev")))
+    assert store.wait_for_revision(0, 10) == 1
+    with psycopg.connect(store.settings.conninfo, autocommit=True) as forger:
+        forger.execute("SELECT pg_notify(%s, %s)", (store.channel, "9000000000000000000"))
+        forger.execute("SELECT pg_notify(%s, %s)", (store.channel, "not a number"))
+    time.sleep(0.3)  # the listener has read the revision by now
+    assert store.wait_for_revision(1, 0.2) == 1, "a forged notice moved the revision"
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as other:  # a real commit still wakes waiters
+        woke: list[int] = []
+        waiter = threading.Thread(target=lambda: woke.append(store.wait_for_revision(1, 30)))
+        waiter.start()
+        other.transact(lambda txn: (txn.put(b"k/y", b"1"), txn.append_event(b"ev")))
+        waiter.join(timeout=30)
+        assert woke == [2]
+
+
+def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(stigmer_postgres_store_url: str) -> None:
+    """Migrating needs an owner; serving a schema already at its version needs only DML, and
+    no lock a stranger could hold."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(stigmer_postgres_store_url)
+    if parts.password:
+        pytest.skip("the role this test makes has no password, and this database (STIGMER_TEST_POSTGRES_URL) asks for one")
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as owner:  # migrates
+        schema = owner.schema
+        owner.transact(lambda txn: txn.put(b"k/by-owner", b"1"))
+        admin_conninfo = owner.settings.conninfo
+    role = f"dml_{schema}"[:63]
+    with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        stranger = psycopg.connect(admin_conninfo, autocommit=True)
+        stranger.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"stigmer-schema:{schema}",))
+    try:
+        as_role = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+        with PostgresStore(f"{as_role}&statement_timeout_ms=2000", durable=False) as daemon:
+            daemon.transact(lambda txn: (txn.put(b"k/by-role", b"1"), txn.append_event(b"ev")))
+            with daemon.read() as txn:
+                assert (txn.get(b"k/by-owner"), txn.get(b"k/by-role")) == (b"1", b"1")
+    finally:
+        stranger.close()
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')

@@ -39,7 +39,7 @@ from stigmer_core.ids import derived_id
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store.protocol import WriteTxn
 from stigmer_plugins.environment import ENVIRONMENT_REFS, keep_environment_refs_in_org
-from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, secrets
+from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, declare_sealed, keeps_sealed, secrets
 
 DEFAULT_INSTANCE = "default_instance_id"
 
@@ -131,13 +131,6 @@ def _stored_headers(existing: Message | None) -> dict[str, agent_pb2.AgentMcpSer
     return {server.name: server for server in reversed(existing.spec.mcp_servers)}
 
 
-def _same_secret(secrets_box: SecretBox, token: str, clear: str, context: str) -> bool:
-    try:
-        return secrets_box.decrypt(token, context) == clear
-    except FailedPrecondition:  # sealed under another key: store the new value
-        return False
-
-
 @step(Phase.KIND)
 def seal_mcp_headers(ctx: RequestContext) -> None:
     """Seal secret headers; keep the stored ciphertext for the marker or an unchanged value."""
@@ -169,7 +162,7 @@ def seal_mcp_headers(ctx: RequestContext) -> None:
                     )
             elif value == REDACTED:
                 server.headers[name] = kept  # nothing to keep: the secret stays unset
-            elif kept and _same_secret(keyring.master, kept, value, context):
+            elif kept and keeps_sealed(ctx.caller, agent.metadata.org, keyring.master, kept, value, context):
                 server.headers[name] = kept
             elif value:
                 server.headers[name] = keyring.seal(cast(WriteTxn, ctx.store.txn), value, context)

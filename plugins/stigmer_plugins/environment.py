@@ -42,7 +42,7 @@ from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2 as environment_service
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store.protocol import WriteTxn
-from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, secrets
+from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, keeps_sealed, secrets
 
 
 def secret_context(environment_id: str, key: str) -> str:
@@ -71,13 +71,6 @@ def _is_unset(item: environment_pb2.EnvironmentValue) -> bool:
     return item.is_secret and not SecretBox.is_encrypted(item.value)
 
 
-def _same_secret(secrets: SecretBox, token: str, clear: str, context: str) -> bool:
-    try:
-        return secrets.decrypt(token, context) == clear
-    except FailedPrecondition:  # sealed under another key: store the new value
-        return False
-
-
 @step(Phase.KIND)
 def seal_secrets(ctx: RequestContext) -> None:
     """Encrypt secret values; keep the stored ciphertext for the marker or an unchanged value."""
@@ -96,7 +89,7 @@ def seal_secrets(ctx: RequestContext) -> None:
                 )
         elif item.value == REDACTED:
             item.value = kept if kept is not None else ""  # nothing to keep: the secret stays unset
-        elif kept is not None and _same_secret(keyring.master, kept, item.value, context):
+        elif kept is not None and keeps_sealed(ctx.caller, env.metadata.org, keyring.master, kept, item.value, context):
             item.value = kept
         else:
             item.value = keyring.seal(txn, item.value, context)

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import Message
 
 from stigmer_core import FailedPrecondition, hookimpl
+from stigmer_core.auth.access import Access, Caller
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store import keys
 from stigmer_core.store.lmdb_store import LmdbStore
@@ -243,6 +244,22 @@ def secrets(registry: Registry) -> Secrets:
 def box(registry: Registry) -> SecretBox:
     """The data-directory key of this application."""
     return secrets(registry).master
+
+
+def keeps_sealed(caller: Caller, org: str, sealed: SecretBox, token: str, clear: str, context: str) -> bool:
+    """Whether a write that sends ``clear`` keeps the stored ciphertext ``token`` (same value).
+
+    Asked only for a caller who may read the secret anyway (RUN access in the org: runners
+    and admins, and the local administrator). For anyone else the answer would tell whether a
+    guess is the secret, through whether the write changed anything (a dry run answers that
+    and writes nothing), so a clear value from them is always sealed anew.
+    """
+    if not caller.can(Access.RUN, org):
+        return False
+    try:
+        return sealed.decrypt(token, context) == clear
+    except FailedPrecondition:  # sealed under another key: store the new value
+        return False
 
 
 def declare_sealed(registry: Registry, kind: str, walk: SealedFields) -> None:

@@ -68,9 +68,37 @@ def check_schema_name(name: str) -> str:
     return name
 
 
+def _current_version(conn: psycopg.Connection[object], schema: str) -> int | None:
+    """The schema's version, or None when it has no version table yet."""
+    try:
+        with conn.transaction():
+            row = conn.execute(f'SELECT coalesce(max(version), 0) FROM "{schema}".schema_version').fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return int(row[0]) if row else 0  # type: ignore[index]
+
+
+def _refuse_newer(schema: str, found: int) -> None:
+    if found > VERSION:
+        raise errors.StartupError(
+            f"schema {schema!r} is at version {found}, newer than this stigmer-core knows ({VERSION}): "
+            "upgrade stigmer-core"
+        )
+
+
 def migrate(conn: psycopg.Connection[object], schema: str) -> int:
-    """Bring ``schema`` to ``VERSION``; return the version it was at before."""
+    """Bring ``schema`` to ``VERSION``; return the version it was at before.
+
+    A schema already at ``VERSION`` is only read: no lock and no DDL, so a daemon
+    whose role may only read and write the tables starts (an owner role migrates,
+    by starting one daemon with it), and nobody holding the migration's advisory
+    lock keeps daemons of a current schema from starting.
+    """
     check_schema_name(schema)
+    current = _current_version(conn, schema)
+    if current is not None and current >= VERSION:
+        _refuse_newer(schema, current)
+        return current
     lock_key = f"stigmer-schema:{schema}"
     conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock_key,))
     try:
@@ -82,11 +110,7 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> int:
             )
             row = conn.execute(f'SELECT coalesce(max(version), 0) FROM "{schema}".schema_version').fetchone()
         found = int(row[0]) if row else 0  # type: ignore[index]
-        if found > VERSION:
-            raise errors.StartupError(
-                f"schema {schema!r} is at version {found}, newer than this stigmer-core knows ({VERSION}): "
-                "upgrade stigmer-core"
-            )
+        _refuse_newer(schema, found)
         for version in range(found + 1, VERSION + 1):
             with conn.transaction():
                 for statement in MIGRATIONS[version - 1]:

@@ -30,8 +30,10 @@ A commit that allocated a revision sends ``NOTIFY`` with the revision (never
 the object: payloads are capped at 8,000 bytes) inside its transaction, so
 the notice goes out exactly when the commit is visible. Every daemon keeps a
 dedicated listener connection (a connection waiting on LISTEN cannot serve
-queries) that wakes ``wait_for_revision``; after reconnecting it reads the
-revision once, so a commit made while it was away is not missed.
+queries) that, woken by notices, reads the revision (one read per burst of
+them; a payload is never trusted, since any role may NOTIFY) and wakes
+``wait_for_revision``; after reconnecting it reads the revision once, so a
+commit made while it was away is not missed.
 
 Faults: a database that is down, restarting or too slow answers
 ``errors.Unavailable`` (UNAVAILABLE) saying so; the pool drops broken
@@ -736,11 +738,19 @@ class PostgresStore:
                         self._advance(int(row[0]))
                     backoff = 0.05
                     while not self._stop.is_set():
-                        for notice in conn.notifies(timeout=5.0):
-                            if notice.payload.isdigit():
-                                self._advance(int(notice.payload))
-                            if self._stop.is_set():
-                                return
+                        # A notice only wakes the listener, which reads the revision: any role that
+                        # can connect may NOTIFY anything, and a revision taken from one would send
+                        # every watch after events that do not exist. Notices that arrive during
+                        # the read are taken together by the next wait: one read per burst.
+                        woken = False
+                        for _ in conn.notifies(timeout=5.0, stop_after=1):
+                            woken = True
+                        if self._stop.is_set():
+                            return
+                        if woken:
+                            row = conn.execute(self._sql_revision).fetchone()
+                            if row:
+                                self._advance(int(row[0]))
             except psycopg.Error as exc:
                 log.debug("store listener lost its connection: %s", exc)
             self._stop.wait(backoff)

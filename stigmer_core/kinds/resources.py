@@ -166,12 +166,13 @@ class Resources:
         else:
             meta.id = new_id(kind.id_prefix)
         obj.kind = kind.name  # type: ignore[attr-defined]
-        if not obj.api_version:  # type: ignore[attr-defined]
-            obj.api_version = kind.api_version  # type: ignore[attr-defined]
+        obj.api_version = kind.api_version  # type: ignore[attr-defined]  # the kind's, as ``kind`` is, whatever was sent
         meta.org = org
         shape = kind.shape
         if shape.has_status:
             obj.ClearField("status")
+        if shape.has_version:  # a versioned kind's steps stamp it; a client's claim is never kept
+            meta.ClearField("version")
         now = self.now()
         if shape.has_timestamps:
             meta.created_at.CopyFrom(now)

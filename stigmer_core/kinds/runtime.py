@@ -47,6 +47,8 @@ class ResourceShape:
     has_owner_refs: bool
     has_annotations: bool
     has_audit: bool
+    has_version: bool = False
+    """``metadata.version``: a content version, which only a kind's versioning steps set."""
 
     @classmethod
     def of(cls, kind: str, desc: Any) -> ResourceShape:
@@ -69,6 +71,7 @@ class ResourceShape:
             has_owner_refs="owner_references" in meta,
             has_annotations="annotations" in meta,
             has_audit=_is_message(status_fields.get("audit"), "ApiResourceAudit"),
+            has_version=_is_message(meta.get("version")),
         )
 
 

@@ -225,9 +225,7 @@ class Executor:
             elif pending.error is not None:
                 raise pending.error
             else:
-                response = pending.result
-                if pending.callbacks:  # rare (a run key's fsync): off the loop, which serves every call
-                    await loop.run_in_executor(None, _run_all, pending.callbacks)
+                response = pending.result  # its on_commit callbacks ran on the committer thread
         except (Unauthenticated, PermissionDenied) as denied:
             self.log_denied(denied, binding, metadata, peer)
             raise
@@ -243,11 +241,6 @@ class Executor:
         # One line, never the request: a token or a secret may be in it.
         principal = _principal_of(metadata, peer, self.authenticator)
         log.warning("denied: principal=%s method=%s status=%s", principal, binding.path, status.code_of(denied).name)
-
-
-def _run_all(callbacks: list[Callable[[], None]]) -> None:
-    for callback in callbacks:
-        callback()
 
 
 def _answered(response: Any, binding: MethodBinding) -> Any:

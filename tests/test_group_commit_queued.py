@@ -74,7 +74,7 @@ def test_queued_writes_share_commits_and_each_is_answered_once(tmp_path: Path) -
     failed = pendings[7]
     assert isinstance(failed.error, AlreadyExists) and failed.result is None and failed.callbacks == []
     revisions = [p.result for i, p in enumerate(pendings) if i != 7]
-    assert all(p.error is None and len(p.callbacks) == 1 for i, p in enumerate(pendings) if i != 7)
+    assert all(p.error is None and p.callbacks == [] for i, p in enumerate(pendings) if i != 7)  # ran before the answer
     assert revisions == sorted(set(revisions))
     with store.read() as txn:
         keys = {k for k, _ in txn.scan(b"k/")}
@@ -125,3 +125,26 @@ def test_close_waits_for_queued_writes_and_then_refuses_them(tmp_path: Path) -> 
     with reopened.read() as txn:
         assert sum(1 for _ in txn.scan(b"k/")) == 50
     reopened.close()
+
+
+def test_a_queued_writes_callbacks_run_before_it_is_answered_even_with_nobody_waiting(tmp_path: Path) -> None:
+    """A caller may be gone (a deadline, a cancel) while its write still commits: what must
+    follow the commit (a run key destroyed, a token forgotten) must follow it all the same."""
+    store = LmdbStore(tmp_path, durable=True)
+    ran: list[str] = []
+    told = threading.Event()
+
+    def write(txn: WriteTxn) -> None:
+        txn.put(b"k/run", b"")
+        txn.on_commit(lambda: ran.append(threading.current_thread().name))
+
+    def failing(txn: WriteTxn) -> None:
+        txn.put(b"k/other", b"")
+        txn.on_commit(lambda: (_ for _ in ()).throw(OSError("the key file could not be synced")))
+
+    gone = store.submit(write, lambda: None)  # nobody will look at the answer
+    answered = store.submit(failing, told.set)
+    assert told.wait(timeout=WAIT)
+    store.close()  # waits for every queued write
+    assert len(ran) == 1 and ran[0].startswith("stigmer-commit") and gone.callbacks == []
+    assert isinstance(answered.error, OSError) and answered.result is None, "a failing callback is the answer"

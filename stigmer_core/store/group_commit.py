@@ -17,7 +17,9 @@ the next batch's pipelines run while this one's sync is on the disk, and the
 callers are still answered only once their writes are durable.
 
 A caller with no thread of its own to wait on (the asyncio server's) queues
-its write with ``submit`` and a function to call once it is answered. When no
+its write with ``submit`` and a function to call once it is answered; its
+write's ``on_commit`` callbacks run on the committer thread before that, so
+they run even when the caller has gone away meanwhile. When no
 batch is in progress such a write is led by a committer thread, one batch per
 task, which hands the leader role on before it waits for durability, as a
 caller's thread does; many such callers cost one thread switch per batch,
@@ -64,6 +66,23 @@ class Pending:
         self.wake = threading.Lock()
         if notify is None:
             self.wake.acquire()
+
+
+def _run_callbacks(pending: Pending) -> None:
+    """A queued write's ``on_commit`` callbacks, run here before its caller is told: that
+    caller may be gone (a deadline, a cancel) while the write still committed, and what must
+    follow a commit (a finished run's key destroyed, a revoked token forgotten) must follow it
+    whether or not anybody waits for the answer. A failing one is the write's answer, as it
+    would be for a caller running them in its own thread."""
+    callbacks, pending.callbacks = pending.callbacks, []
+    if pending.error is not None:
+        return
+    try:
+        for callback in callbacks:
+            callback()
+    except Exception as exc:
+        pending.error = exc
+        pending.result = None
 
 
 class GroupCommit:
@@ -121,8 +140,8 @@ class GroupCommit:
 
     def submit(self, fn: Callable[[Any], Any], notify: Callable[[], None]) -> Pending:
         """Queue ``fn`` without waiting: ``notify`` is called, on the thread that answered it, once
-        the returned write's ``result`` or ``error`` and ``callbacks`` are final (and durable);
-        the caller then runs the callbacks, as ``transact`` does."""
+        the returned write's ``result`` or ``error`` is final (and durable) and its ``on_commit``
+        callbacks have run there (a failing one is its ``error``)."""
         pending = Pending(fn, notify)
         if self._enqueue(pending):
             self._lead_elsewhere()
@@ -165,6 +184,7 @@ class GroupCommit:
             if pending.notify is None:
                 pending.wake.release()
                 continue
+            _run_callbacks(pending)
             self._answered()
             try:
                 pending.notify()

@@ -105,7 +105,7 @@ class Submitted(Protocol):
     result: Any
     error: BaseException | None
     callbacks: list[Callable[[], None]]
-    """``on_commit`` callbacks, for the caller to run (as ``transact`` does in its own thread)."""
+    """``on_commit`` callbacks still to run: none once answered (the store ran them, caller or not)."""
 
 
 @runtime_checkable
@@ -115,5 +115,6 @@ class SubmitsWrites(Protocol):
 
     def submit(self, fn: Callable[[WriteTxn], Any], notify: Callable[[], None]) -> Submitted:
         """Queue ``fn`` as ``transact`` would run it; ``notify`` is called from another thread
-        once the returned write is answered (durable, or failed)."""
+        once the returned write is answered (durable, or failed) and its ``on_commit``
+        callbacks have run, whether or not its caller is still waiting."""
         ...

@@ -30,7 +30,8 @@ from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.async_calls import Wakeups
 from stigmer_core.auth.access import LOCAL_ADMIN, Caller
 from stigmer_core.auth.tokens import Authenticator
-from stigmer_core.errors import FieldViolation, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from stigmer_core.decoding import Malformed, refusal, tolerant
+from stigmer_core.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
 from stigmer_core.headers import DRY_RUN, REMOVED
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
@@ -50,28 +51,6 @@ class _DryRun(Exception):
     def __init__(self, response: Any) -> None:
         super().__init__("dry run")
         self.response = response
-
-
-class _Malformed:
-    """Stands for request bytes that did not parse, so the handler (not grpc's
-    deserializer, which would answer INTERNAL) can answer INVALID_ARGUMENT."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _deserializer(cls: type[Message]) -> Callable[[bytes], Message | _Malformed]:
-    parse = cls.FromString
-
-    def deserialize(data: bytes) -> Message | _Malformed:
-        try:
-            return parse(data)
-        except Exception as exc:  # DecodeError, or anything the parser raises on garbage
-            return _Malformed(str(exc) or type(exc).__name__)
-
-    return deserialize
 
 
 class Executor:
@@ -269,11 +248,8 @@ def _check_answerable(response: Any, binding: MethodBinding) -> None:
         )
 
 
-def _malformed(binding: MethodBinding, request: _Malformed) -> InvalidArgument:
-    name = binding.request_cls.DESCRIPTOR.full_name
-    return InvalidArgument(
-        f"request is not a valid {name}: {request.reason}", [FieldViolation("(request)", f"cannot be parsed as {name}")]
-    )
+def _malformed(binding: MethodBinding, request: Malformed) -> InvalidArgument:
+    return refusal(binding.request_cls, request)
 
 
 def _streamed(
@@ -327,13 +303,13 @@ def _handler(
     run = executor.run
     auth = executor.authenticator
     needs_peer = auth is not None and auth.required  # who is on the other end matters only then
-    request_deserializer = _deserializer(binding.request_cls)
+    request_deserializer = tolerant(binding.request_cls)
     response_serializer = binding.response_cls.SerializeToString
 
     if binding.server_streaming:
 
-        def stream(request: Message | _Malformed, context: grpc.ServicerContext) -> Iterator[Message]:
-            if isinstance(request, _Malformed):
+        def stream(request: Message | Malformed, context: grpc.ServicerContext) -> Iterator[Message]:
+            if isinstance(request, Malformed):
                 status.abort(context, _malformed(binding, request))
             yield from _streamed(executor, limit, kind, binding, request, context)
 
@@ -343,8 +319,8 @@ def _handler(
 
     writes = binding.pipeline.writes
 
-    def unary(request: Message | _Malformed, context: grpc.ServicerContext) -> Message:
-        if isinstance(request, _Malformed):
+    def unary(request: Message | Malformed, context: grpc.ServicerContext) -> Message:
+        if isinstance(request, Malformed):
             status.abort(context, _malformed(binding, request))
         removed: list[str] | None = [] if writes else None
         try:
@@ -380,8 +356,8 @@ def _queued(
 ) -> Callable[..., Any]:
     run = executor.run_queued
 
-    async def unary(request: Message | _Malformed, context: aio.ServicerContext[Any, Any]) -> Message:
-        if isinstance(request, _Malformed):
+    async def unary(request: Message | Malformed, context: aio.ServicerContext[Any, Any]) -> Message:
+        if isinstance(request, Malformed):
             await status.abort_call(context, _malformed(binding, request))
         removed: list[str] = []
         try:
@@ -417,8 +393,8 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
     registry = executor.registry
     known = ", ".join(sorted(bindings))
 
-    def stream(request: Message | _Malformed, context: grpc.ServicerContext) -> Iterator[Message]:
-        if isinstance(request, _Malformed):
+    def stream(request: Message | Malformed, context: grpc.ServicerContext) -> Iterator[Message]:
+        if isinstance(request, Malformed):
             status.abort(context, _malformed(next(iter(bindings.values()))[1], request))
         name = request.kind  # type: ignore[attr-defined]
         found = registry.find(name) if name else None
@@ -431,7 +407,7 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
 
     return grpc.unary_stream_rpc_method_handler(
         stream,
-        request_deserializer=_deserializer(watch_pb2.WatchRequest),
+        request_deserializer=tolerant(watch_pb2.WatchRequest),
         response_serializer=watch_pb2.WatchEvent.SerializeToString,
     )
 

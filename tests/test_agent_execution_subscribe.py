@@ -126,6 +126,9 @@ def test_subscribe_refusals(kinds: Kinds) -> None:
     missing = "aex-01arz3ndektsv4rrffq69g5fav"
     assert code_of(lambda: list(_subscribe(kinds, missing))) == grpc.StatusCode.NOT_FOUND
     assert code_of(lambda: list(_subscribe(kinds, ""))) == grpc.StatusCode.INVALID_ARGUMENT
+    made = kinds.execution(agent_id=kinds.agent().metadata.id)
+    ahead = made.metadata.resource_version + 1_000_000  # would wait for revisions that may never come
+    assert code_of(lambda: list(_subscribe(kinds, made.metadata.id, ahead))) == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture

@@ -92,3 +92,11 @@ def test_reference_to_another_kind_is_refused(stigmer_channel: grpc.Channel) -> 
     with pytest.raises(grpc.RpcError) as err:
         query.getByReference(metadata_pb2.ApiResourceReference())
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_garbage_bytes_to_whoami_are_invalid_argument(stigmer_channel: grpc.Channel) -> None:
+    whoami = stigmer_channel.unary_unary("/stigmer.iam.identity.v1.IdentityService/whoami")
+    with pytest.raises(grpc.RpcError) as refused:
+        whoami(b"\x1a\xff\xff\xff\xff\x0f", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid stigmer.iam.identity.v1.WhoamiRequest" in (refused.value.details() or "")

@@ -11,6 +11,7 @@ import grpc
 from stigmer_core import status
 from stigmer_core.api.iam.identity.v1 import identity_pb2
 from stigmer_core.auth.tokens import Authenticator
+from stigmer_core.decoding import Malformed, refusal, tolerant
 
 SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
@@ -18,7 +19,9 @@ SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
 def identity_handlers(authenticator: Authenticator) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     required = authenticator.required
 
-    def whoami(request: identity_pb2.WhoamiRequest, context: grpc.ServicerContext) -> identity_pb2.Identity:
+    def whoami(request: identity_pb2.WhoamiRequest | Malformed, context: grpc.ServicerContext) -> identity_pb2.Identity:
+        if isinstance(request, Malformed):
+            status.abort(context, refusal(identity_pb2.WhoamiRequest, request))
         try:
             caller = authenticator.caller(context.invocation_metadata(), context.peer() if required else "")
         except Exception as exc:
@@ -31,7 +34,7 @@ def identity_handlers(authenticator: Authenticator) -> dict[str, dict[str, grpc.
 
     handler = grpc.unary_unary_rpc_method_handler(
         whoami,
-        request_deserializer=identity_pb2.WhoamiRequest.FromString,
+        request_deserializer=tolerant(identity_pb2.WhoamiRequest),
         response_serializer=identity_pb2.Identity.SerializeToString,
     )
     return {SERVICE: {"whoami": handler}}

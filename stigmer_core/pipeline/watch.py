@@ -284,6 +284,8 @@ def watch_object(
         current = ctx.store.require(kind, object_id)
         after = int(getattr(req, after_field)) if after_field else 0
         txn = ctx.store.txn
+        if after_field and after > txn.revision:  # it would wait for revisions that may never come
+            raise errors.InvalidArgument.field(after_field, f"{after} is ahead of the store's revision {txn.revision}")
         oldest = txn.oldest_event_revision()
         if after and oldest and after + 1 < oldest:
             raise _too_old(after, oldest)

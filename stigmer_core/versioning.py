@@ -35,8 +35,6 @@ reads another object's keys, let alone the whole kind.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,12 +46,12 @@ from google.protobuf.message import Message
 from stigmer_core import InvalidArgument, NotFound, Phase, RequestContext, Step
 from stigmer_core.kinds.runtime import KindRuntime
 from stigmer_core.pipeline.step import FunctionStep
+from stigmer_core.pipeline.steps import ENTRY_OVERHEAD, TOKEN_ROOM, page_tokens
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
 
 LATEST = "latest"
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_BYTES = 3 << 20  # below gRPC's 4 MiB message limit, as the core's lists
 HASH = re.compile(r"^[0-9a-f]{64}$")
 _SCRATCH = "versioning.write"
 
@@ -235,35 +233,36 @@ def merge_steps(*maps: Mapping[str, Sequence[Step]]) -> dict[str, tuple[Step, ..
     return {op: tuple(found) for op, found in merged.items()}
 
 
-def _decode_token(token: str, prefix: bytes) -> bytes:
-    if not token:
-        return b""
-    try:
-        after = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        after = b""
-    if not after.startswith(prefix):
-        raise InvalidArgument.field("page_token", "is not a token this query returned")
-    return after
-
-
 def _page(ctx: RequestContext, base: bytes, size: int, token: str) -> Message:
+    """One page of an object's versions, within ``Limits.max_page_bytes`` as every list page is
+    (it ends before the version that would pass it, and holds at least one), with a page token
+    sealed to the kind and the request, as a list's is."""
     kind = ctx.kind
     txn = ctx.store.txn
     prefix = base + b"n/"
+    tokens = page_tokens(ctx)
+    bound_to = tokens.fingerprint(ctx.request) + b".versions"
+    after = b""
+    if token:
+        _, inner = tokens.open(kind.name, bound_to, token)
+        after = prefix + bytes.fromhex(inner)  # sealed by this query: its own hex
     entries: list[Message] = []
-    budget = MAX_PAGE_BYTES
+    budget = ctx.registry.limits.max_page_bytes - TOKEN_ROOM
     last = b""
     more = False
-    for key, digest in txn.scan(prefix, after=_decode_token(token, prefix)):
-        if len(entries) >= size or budget <= 0:
+    for key, digest in txn.scan(prefix, after=after):
+        if len(entries) >= size:
             more = True
             break
-        last = key
         raw = txn.get(_hash_key(base, digest.decode()))
         if raw is None:  # pragma: no cover - both keys are written together
             continue
-        budget -= len(raw)
+        cost = len(raw) + ENTRY_OVERHEAD
+        if entries and cost > budget:
+            more = True
+            break
+        budget -= cost
+        last = key
         obj = kind.parse(raw)
         if kind.redact is not None:
             kind.redact(obj)
@@ -271,7 +270,7 @@ def _page(ctx: RequestContext, base: bytes, size: int, token: str) -> Message:
     page: Any = kind.list_cls()
     page.entries.extend(entries)
     if more:
-        page.next_page_token = base64.urlsafe_b64encode(last).rstrip(b"=").decode()
+        page.next_page_token = tokens.seal(kind.name, bound_to, "", last[len(prefix) :].hex())
     return cast(Message, page)
 
 

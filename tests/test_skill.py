@@ -254,3 +254,38 @@ def test_concurrent_pushes_each_make_one_version(stigmer_app: Application, stigm
         assert skills.resolve(md[3:]).spec.skill_md == md
     prefix = f"ver/skills/{first.metadata.id}/".encode()
     assert len(raw_keys(stigmer_app.store, prefix + b"n/")) == len(versions) == 13
+
+
+def test_a_page_of_large_versions_ends_within_the_page_limit_and_its_token_is_sealed(
+    stigmer_app: Any, stigmer_channel: grpc.Channel
+) -> None:
+    """Versions of about 2 MiB each: two on one page would pass gRPC's 4 MiB message limit, so
+    the page ends before the version that would pass ``max_page_bytes`` (3 MiB), as a list does."""
+    from stigmer_core.kind_client import KindClient
+
+    client = KindClient(stigmer_channel, stigmer_app.registry.kind("Skill"))
+    made: Any = None
+    for char in ("\U0001F600", "\U0001F601", "\U0001F602"):
+        doc = skill_pb2.Skill()
+        doc.metadata.name = "big"
+        for i in range(60):
+            doc.metadata.annotations[f"a{i:02d}"] = char * 4096  # 16 KiB each
+        doc.spec.skill_md = char * 262_144  # 1 MiB
+        if made is not None:
+            doc.metadata.id = made.metadata.id
+        made = client.create(doc) if made is None else client.update(doc)
+        assert made.ByteSize() > 2_000_000
+    skills = Skills(stigmer_channel)
+    pages: list[Any] = []
+    token = ""
+    while True:
+        request = skill_pb2.ListSkillVersionsRequest(skill_id=made.metadata.id, page_size=10, page_token=token)
+        pages.append(skills.queries.listVersions(request, timeout=30))
+        token = pages[-1].next_page_token
+        if not token:
+            break
+        sealed = token
+    assert [len(p.entries) for p in pages] == [1, 1, 1]
+    edited = sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
+    tampered = skill_pb2.ListSkillVersionsRequest(skill_id=made.metadata.id, page_size=10, page_token=edited)
+    assert _code(skills.queries.listVersions, tampered).code() == grpc.StatusCode.INVALID_ARGUMENT

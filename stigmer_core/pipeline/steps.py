@@ -29,9 +29,9 @@ from stigmer_core.pipeline.step import FunctionStep, Step, step
 from stigmer_core.store import keys
 
 DEFAULT_PAGE_SIZE = 100
-_ENTRY_OVERHEAD = 16
+ENTRY_OVERHEAD = 16
 """Bytes a list entry adds to its object: the field tag and the length."""
-_TOKEN_ROOM = 1024
+TOKEN_ROOM = 1024
 """Bytes kept in a page for its next_page_token (a base64 store key, keys being at most 511 bytes)."""
 
 
@@ -311,7 +311,7 @@ def _page(
     wire: list[bytes] = []
     listed: list[bytes] = []
     count = 0
-    budget = ctx.registry.limits.max_page_bytes - _TOKEN_ROOM
+    budget = ctx.registry.limits.max_page_bytes - TOKEN_ROOM
     last = b""
     more = False
     for key, value in txn.scan(prefix, after=_decode_token(token, prefix)):
@@ -326,7 +326,7 @@ def _page(
                 continue
             value = raw
         if raw_page:
-            cost = len(value) + _ENTRY_OVERHEAD
+            cost = len(value) + ENTRY_OVERHEAD
             if count and cost > budget:
                 more = True
                 break
@@ -342,9 +342,9 @@ def _page(
             continue
         if kind.redact is not None:
             kind.redact(obj)  # what is sent, not what is stored, counts: a marker can be longer
-            cost = obj.ByteSize() + _ENTRY_OVERHEAD
+            cost = obj.ByteSize() + ENTRY_OVERHEAD
         else:
-            cost = len(value) + _ENTRY_OVERHEAD
+            cost = len(value) + ENTRY_OVERHEAD
         if count and cost > budget:
             more = True
             break
@@ -427,7 +427,8 @@ def _list_range(
     return scan, keep
 
 
-def _page_tokens(ctx: RequestContext) -> PageTokens:
+def page_tokens(ctx: RequestContext) -> PageTokens:
+    """The application's page-token sealer (every query that pages seals its tokens with it)."""
     found = ctx.registry.extensions.get(PAGE_TOKENS)
     if not isinstance(found, PageTokens):  # pragma: no cover - the Application sets it up
         raise RuntimeError("page tokens are not configured for this application")
@@ -442,7 +443,7 @@ def _bound_page(
     """One page of a list over ``orgs`` in turn (one entry, "" or an org, for most lists),
     with a page token bound to the kind, the org being paged and the request's filter."""
     req: Any = ctx.request
-    tokens = _page_tokens(ctx)
+    tokens = page_tokens(ctx)
     kind_name = ctx.kind.name
     fingerprint = b""  # computed only when a token is read or made: most lists need none
 

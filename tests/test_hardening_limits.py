@@ -393,3 +393,29 @@ def test_a_stored_object_too_deep_for_a_list_is_named_not_internal(served: tuple
     assert old.metadata.id in fails(PRECONDITION, lambda: workflows.get(old.metadata.id)).details()
     assert workflows.get(kept.metadata.id) == kept
     assert_serving(channel, app)
+
+
+def test_numbers_and_times_json_cannot_write_are_refused_naming_the_field(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """protobuf stores a NaN and a Timestamp in year 35,000,000; JSON (a client's, a YAML export
+    of the whole store) cannot write either, so one such object broke every backup."""
+    app, channel = served
+    stubs = wf.Stubs(channel)
+    before = raw_keys(app.store)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        flow = wf.workflow("odd")
+        flow.spec.tasks[0].task_config.update({"x": {"y": [1, bad]}})
+        assert fields_of(fails(BAD, lambda flow=flow: stubs.workflows.create(flow))) == ["spec.tasks[0].task_config"]
+    tokens = KindClient(channel, app.registry.kind("ApiToken"))
+    for seconds, nanos in ((1 << 40, 0), (-62_135_596_801, 0), (0, -1), (0, 1_000_000_000)):
+        token: Any = app.registry.kind("ApiToken").resource_cls()
+        token.metadata.name = "late"
+        token.spec.role = "viewer"
+        token.spec.expires_at.seconds, token.spec.expires_at.nanos = seconds, nanos
+        assert fields_of(fails(BAD, lambda token=token: tokens.create(token))) == ["spec.expires_at"], (seconds, nanos)
+    assert raw_keys(app.store) == before
+    fine = wf.workflow("fine")
+    fine.spec.tasks[0].task_config.update({"x": 1.5e308})
+    stubs.workflows.create(fine)
+    assert_serving(channel, app)

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from stigmer_core import errors
@@ -141,13 +142,24 @@ def document(obj: Message) -> dict[str, Any]:
     return data
 
 
-def export_text(objects: Sequence[tuple[KindInfo, Message]], order: Mapping[str, int]) -> str:
-    """``objects`` as YAML documents; ``order`` places kinds (``Catalog.write_order``)."""
+def export_text(
+    objects: Sequence[tuple[KindInfo, Message]], order: Mapping[str, int]
+) -> tuple[str, list[Missing]]:
+    """``objects`` as YAML documents (``order`` places kinds: ``Catalog.write_order``), and the
+    objects that cannot be written as one (a value JSON cannot carry, such as a NaN stored
+    before writes refused them): each is named, and the rest of the backup is still written."""
 
     def key(item: tuple[KindInfo, Message]) -> tuple[int, str, str, str]:
         kind, obj = item
         meta = metadata(obj)
         return (order[kind.name], kind.name, meta.org, meta.slug)
 
-    docs = [document(obj) for _, obj in sorted(objects, key=key)]
-    return yamlio.dump_all(docs) if docs else ""
+    docs: list[dict[str, Any]] = []
+    unwritable: list[Missing] = []
+    for kind, obj in sorted(objects, key=key):
+        try:
+            docs.append(document(obj))
+        except (json_format.SerializeToJsonError, ValueError) as exc:
+            meta = metadata(obj)
+            unwritable.append(Missing(f"{kind.name} {meta.org}/{meta.slug} ({meta.id})", str(exc)))
+    return (yamlio.dump_all(docs) if docs else ""), unwritable

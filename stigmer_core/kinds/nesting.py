@@ -10,15 +10,22 @@ Only a field whose type can contain itself (``google.protobuf.Struct`` and
 ``Value``, or any recursive message) can, so the plan of a message type,
 computed once per type, lists just the fields that lead to such a type, and
 a write walks only those.
+
+The same walk refuses a ``Value`` number that is not finite (NaN or an
+infinity): protobuf stores one, but JSON cannot carry it, so every client
+reading the object as JSON, and a YAML export of the whole store, would fail
+on it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.struct_pb2 import Value
 
 from stigmer_core.errors import InvalidArgument
 
@@ -122,6 +129,14 @@ class NestingCheck:
         if depth > limit:
             raise InvalidArgument.field(
                 path or "(message)", f"nests deeper than {limit} levels, the limit of a stored object"
+            )
+        if (
+            type(message) is Value
+            and message.WhichOneof("kind") == "number_value"
+            and not math.isfinite(message.number_value)
+        ):
+            raise InvalidArgument.field(
+                path or "(message)", "holds a number that is not finite (NaN or infinity), which JSON cannot carry"
             )
         for step in plan:
             inner = self.plan(step.type)

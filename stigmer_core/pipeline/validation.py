@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from stigmer_core.errors import FieldViolation, InvalidArgument
+from stigmer_core.pipeline import timestamps
 
 _collect: Callable[[Message], Any] | None = None
 
@@ -44,9 +45,11 @@ def path_of(field: Any) -> str:
 
 
 def check(message: Message) -> None:
-    """Raise InvalidArgument naming every field that breaks a declared rule."""
+    """Raise InvalidArgument naming every field that breaks a declared rule, or a Timestamp
+    JSON cannot write (``timestamps``)."""
     violations = (_collect or ready())(message)
     if not violations:
+        timestamps.check(message)
         return
     found = [
         FieldViolation(path_of(v.proto.field), v.proto.message or v.proto.rule_id or "breaks a rule")

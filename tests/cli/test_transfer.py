@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -57,3 +58,28 @@ def test_import_reads_files_and_reports_failures(stigmer: Stigmer, daemon: str, 
     assert result.code == 1
     assert result.out.strip() == "imported 1 of 2 resources (1 created, 1 failed)"
     assert f"{bad}, document 2 (agent/bad): spec.mcpServers[0].name" in result.err
+
+
+def test_an_object_json_cannot_write_is_named_and_the_rest_exported(stigmer: Stigmer) -> None:
+    """A NaN stored before writes refused them: the backup names that object, writes the
+    others, and exits 1 (it used to write nothing at all)."""
+    import math
+
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.environment.v1 import environment_pb2
+    from stigmer_core.kind_client import KindClient
+    from tests import workflow_helpers as wf
+
+    with Application.open(stigmer.data_dir) as app:
+        env = environment_pb2.Environment()
+        env.metadata.name = "prod"
+        KindClient(app.channel(), app.registry.kind("Environment")).create(env)
+        flows = app.registry.kind("Workflow")
+        made: Any = KindClient(app.channel(), flows).create(wf.workflow("odd"))
+        made.spec.tasks[0].task_config.update({"x": math.nan})
+        app.store.transact(lambda txn: txn.put(flows.object_key(made.metadata.id), made.SerializeToString()))
+    result = stigmer("export", "--all")
+    assert result.code == 1
+    exported = [doc["kind"] for doc in yaml.safe_load_all(result.out) if doc]
+    assert "Environment" in exported and "Workflow" not in exported
+    assert f"not exported: Workflow local/odd ({made.metadata.id})" in result.err

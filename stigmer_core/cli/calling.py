@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 
 from stigmer_core.cli import render, yamlio
 from stigmer_core.cli.catalog import KindInfo
-from stigmer_core.cli.documents import FieldError, to_dict, to_message
+from stigmer_core.cli.documents import FieldError, load_documents, read_text, to_dict, to_message
 from stigmer_core.cli.envelope import descriptor
 from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.cli.session import Session
@@ -24,7 +24,10 @@ def _set(data: dict[str, Any], assignment: str) -> None:
     path, sep, text = assignment.partition("=")
     if not sep or not path:
         raise CliError(f"invalid --set '{assignment}': use field=value (dotted paths for nested fields)")
-    value = yaml.safe_load(text) if text else ""
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError as exc:
+        raise CliError(f"--set '{assignment}': the value is not valid YAML ({yamlio.describe(exc)}); quote it") from None
     target = data
     *parents, leaf = path.split(".")
     for part in parents:
@@ -38,8 +41,8 @@ def _set(data: dict[str, Any], assignment: str) -> None:
 def build_request(cls: type[Message], files: tuple[Path, ...], assignments: tuple[str, ...], *, org: str) -> Message:
     data: dict[str, Any] = {}
     for path in files:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
-        loaded = yamlio.load_all(text)
+        text = sys.stdin.read() if str(path) == "-" else read_text(path)
+        loaded = load_documents(str(path), text)
         for doc in loaded:
             if doc is None:
                 continue

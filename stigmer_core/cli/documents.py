@@ -99,15 +99,22 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
         else:
             files = [path]
         for file in files:
-            try:
-                sources.append(Source(str(file), file.read_text()))
-            except FileNotFoundError:
-                raise CliError(f"{file}: no such file") from None
-            except IsADirectoryError:
-                raise CliError(f"{file}: is a directory") from None
-            except OSError as exc:
-                raise CliError(f"{file}: cannot read: {exc.strerror}") from None
+            sources.append(Source(str(file), read_text(file)))
     return sources
+
+
+def read_text(file: Path) -> str:
+    """A document file's text, or a CliError that names the file and says what is wrong."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"{file}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{file}: is a directory") from None
+    except OSError as exc:
+        raise CliError(f"{file}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{file}: not UTF-8 text (YAML or JSON): {exc.reason} at byte {exc.start}") from None
 
 
 def _typename(value: object) -> str:
@@ -238,12 +245,19 @@ def field_errors(error: errors.StigmerError, cls: type[Message]) -> str:
     return wording(error.message)
 
 
+def load_documents(label: str, text: str) -> list[Any]:
+    """The YAML documents of ``text``, or a CliError naming ``label`` and where it went wrong."""
+    try:
+        return yamlio.load_all(text)
+    except yamlio.YamlError as exc:
+        raise CliError(f"{label}: invalid YAML at {yamlio.describe(exc)}") from None
+    except RecursionError:
+        raise CliError(f"{label}: nested too deeply to read") from None
+
+
 def parse(source: Source, catalog: Catalog, *, org: str) -> list[Document]:
     """Every non-empty document of a source; the first bad one stops with its location."""
-    try:
-        raw = yamlio.load_all(source.text)
-    except yamlio.YamlError as exc:
-        raise CliError(f"{source.label}: invalid YAML at {yamlio.describe(exc)}") from None
+    raw = load_documents(source.label, source.text)
     documents = []
     for index, data in enumerate(raw, start=1):
         if data is None:

@@ -71,3 +71,16 @@ def test_verbose_adds_details(stigmer: Stigmer, tmp_path: Path) -> None:
 
 def test_export_needs_kinds_or_all(stigmer: Stigmer) -> None:
     assert stigmer.fails("export") == "name the kinds to export, or pass --all"
+
+
+def test_files_that_are_not_yaml_text_are_named_not_unexpected(stigmer: Stigmer, tmp_path: Path) -> None:
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_text("kind: Agent\nmetadata: {name: x}\n", encoding="utf-16")
+    error = stigmer.fails("apply", "-f", str(utf16))
+    assert error.startswith(f"{utf16}: not UTF-8 text (YAML or JSON)"), error
+    deep = write(tmp_path / "deep.yaml", "kind: Agent\nspec: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert stigmer.fails("apply", "-f", str(deep)) == f"{deep}: nested too deeply to read"
+    assert stigmer.fails("call", "agent", "list", "--set", "pageToken=%%%").startswith(
+        "--set 'pageToken=%%%': the value is not valid YAML"
+    )
+    assert stigmer.fails("call", "agent", "list", "-f", str(utf16)).startswith(f"{utf16}: not UTF-8 text")

@@ -43,6 +43,19 @@ def code_of(error: errors.StigmerError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+MAX_VIOLATIONS = 50
+"""Field violations a status carries, and characters of each text: they travel in trailing
+metadata, which clients cap (grpc's default 16 KiB), so a request breaking a rule a
+hundred thousand times must not make an answer no client can read."""
+MAX_TEXT = 256
+MAX_MESSAGE = 1024
+"""Characters of a status message (it travels in the ``grpc-message`` header)."""
+
+
+def _short(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def to_status(error: BaseException) -> grpc.Status:
     """The rich gRPC status for an error; INTERNAL for anything unexpected."""
     if not isinstance(error, errors.StigmerError) or isinstance(error, errors.StartupError):
@@ -51,14 +64,18 @@ def to_status(error: BaseException) -> grpc.Status:
             status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(error).__name__}")
         )
     code = code_of(error)
-    status = status_pb2.Status(code=code.value[0], message=error.message)
+    status = status_pb2.Status(code=code.value[0], message=_short(error.message, MAX_MESSAGE))
     if isinstance(error, errors.InvalidArgument) and error.violations:
+        shown = error.violations[:MAX_VIOLATIONS]
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
+                error_details_pb2.BadRequest.FieldViolation(field=_short(v.field), description=_short(v.description))
+                for v in shown
             ]
         )
+        if len(error.violations) > len(shown):
+            more = len(error.violations) - len(shown)
+            bad.field_violations.add(field="(request)", description=f"and {more} more violations not listed")
         detail = any_pb2.Any()
         detail.Pack(bad)
         status.details.append(detail)

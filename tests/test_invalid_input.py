@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from stigmer_core import Application, from_rpc_error
+from stigmer_core import Application, from_rpc_error, status
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
@@ -100,3 +100,26 @@ def test_garbage_bytes_to_whoami_are_invalid_argument(stigmer_channel: grpc.Chan
         whoami(b"\x1a\xff\xff\xff\xff\x0f", timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid stigmer.iam.identity.v1.WhoamiRequest" in (refused.value.details() or "")
+
+
+def test_a_request_breaking_a_rule_many_times_gets_a_short_answer_at_once(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    """Every violation of 100,000 empty header names once took seconds to collect and made
+    trailing metadata no client accepts (RESOURCE_EXHAUSTED on the client's side)."""
+    agents = agent_grpc.AgentCommandControllerStub(stigmer_channel)
+    huge = _agent(name="huge")
+    huge.spec.mcp_servers.add(name="tools").secret_headers.extend([""] * 100_000)
+    with pytest.raises(grpc.RpcError) as refused:
+        agents.create(huge, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [v.field for v in from_rpc_error(refused.value).violations]  # type: ignore[attr-defined]
+    assert 1 <= len(fields) <= status.MAX_VIOLATIONS + 1
+    assert fields[0].startswith("spec.mcp_servers[0].secret_headers")
+    small = _agent(name="small")
+    for _ in range(80):
+        small.spec.mcp_servers.add(name="", url="")  # 80 servers: past max_items, and each nameless
+    with pytest.raises(grpc.RpcError) as listed:
+        agents.create(small, timeout=10)
+    shown = from_rpc_error(listed.value).violations  # type: ignore[attr-defined]
+    assert len(shown) == status.MAX_VIOLATIONS + 1 and shown[-1].description.endswith("more violations not listed")

@@ -203,6 +203,7 @@ def _writes(c: str) -> tuple[Ratio, ...]:
             ("agent_create_us", "Agent create (target <= 100)"),
             ("environment_create_us", "Environment create"),
             ("get_us", "get (target <= 10)"),
+            ("agent_create_per_raw_txn", "Agent create in raw one-put transactions of this run (steadier across machines)"),
         )
     ]
     return tuple(found)

@@ -140,18 +140,23 @@ def test_a_snapshot_does_not_see_later_commits(store: PostgresStore) -> None:
         assert fresh.get(b"k/1") == b"new"
 
 
+def _woken_by_a_write(*, waiting: PostgresStore, writing: PostgresStore, after: int) -> list[int]:
+    """What ``waiting.wait_for_revision(after)`` answered once ``writing`` committed a write."""
+    woke: list[int] = []
+    waiter = threading.Thread(target=lambda: woke.append(waiting.wait_for_revision(after, 30)))
+    waiter.start()
+    writing.transact(lambda txn: (txn.put(b"k/%d" % after, b"1"), txn.append_event(b"ev")))
+    waiter.join(timeout=30)
+    return woke
+
+
 def test_another_store_on_the_schema_wakes_waiters_and_sees_the_write(
     store: PostgresStore, stigmer_postgres_store_url: str
 ) -> None:
     with PostgresStore(stigmer_postgres_store_url, durable=False) as other:
-        woke: list[int] = []
-        waiter = threading.Thread(target=lambda: woke.append(other.wait_for_revision(0, 30)))
-        waiter.start()
-        store.transact(lambda txn: (txn.put(b"k/x", b"1"), txn.append_event(b"ev")))
-        waiter.join(timeout=30)
-        assert woke == [1]
+        assert _woken_by_a_write(waiting=other, writing=store, after=0) == [1]
         with other.read() as txn:
-            assert txn.get(b"k/x") == b"1"
+            assert txn.get(b"k/0") == b"1"
             assert list(txn.events(0)) == [(1, b"ev")]
 
 
@@ -393,12 +398,7 @@ def test_a_forged_notice_wakes_the_listener_but_never_moves_the_revision(
     time.sleep(0.3)  # the listener has read the revision by now
     assert store.wait_for_revision(1, 0.2) == 1, "a forged notice moved the revision"
     with PostgresStore(stigmer_postgres_store_url, durable=False) as other:  # a real commit still wakes waiters
-        woke: list[int] = []
-        waiter = threading.Thread(target=lambda: woke.append(store.wait_for_revision(1, 30)))
-        waiter.start()
-        other.transact(lambda txn: (txn.put(b"k/y", b"1"), txn.append_event(b"ev")))
-        waiter.join(timeout=30)
-        assert woke == [2]
+        assert _woken_by_a_write(waiting=store, writing=other, after=1) == [2]
 
 
 def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(stigmer_postgres_store_url: str) -> None:

@@ -36,6 +36,17 @@ def _watch(channel: grpc.Channel, kind: str = "Agent") -> Any:
     return stream
 
 
+def _reopen(channel: grpc.Channel) -> Any:
+    """A watch opened once a cancelled one's slot is free: the server notices a cancel within a poll interval."""
+    for _ in range(300):
+        try:
+            return _watch(channel)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            time.sleep(0.1)
+    raise AssertionError("the cancelled stream's slot was never freed")
+
+
 def _app(tmp_path: Path, **settings: Any) -> Application:
     pm = plugin_manager()
     return Application(
@@ -98,13 +109,7 @@ def test_the_stream_past_the_limit_is_refused(limited: tuple[Application, grpc.C
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # a kind's own streams count too
     assert kinds.agents.get(agent.metadata.id) == agent  # unary calls are not limited
     streams.pop().cancel()
-    for _ in range(300):  # the server notices the cancel within a poll interval
-        try:
-            streams.append(_watch(channel))
-            break
-        except grpc.RpcError as exc:
-            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            time.sleep(0.1)
+    streams.append(_reopen(channel))
     assert len(streams) == 3
     for stream in streams:
         stream.cancel()
@@ -211,13 +216,7 @@ def test_one_caller_holds_at_most_its_share_of_the_streams(tmp_path: Path) -> No
             code, text = details_of(lambda: next(_watch(app.channel())))
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 5" in text
             streams.pop(0).cancel()
-            for _ in range(300):  # the server notices the cancel within a poll interval
-                try:
-                    streams.append(_watch(mine))
-                    break
-                except grpc.RpcError as exc:
-                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                    time.sleep(0.1)
+            streams.append(_reopen(mine))
             assert len(streams) == 5
             for stream in streams:
                 stream.cancel()

@@ -408,9 +408,11 @@ def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(
 
     import psycopg
 
+    if os.environ.get(postgres.URL_ENV):
+        # A server named by URL has its own authentication; the throwaway one (what CI starts)
+        # trusts local logins, which this test needs to log in as a role it just made.
+        pytest.skip("logs in as a new role without a password: needs the throwaway (trust) server")
     parts = urlsplit(stigmer_postgres_store_url)
-    if parts.password:
-        pytest.skip("the role this test makes has no password, and this database (STIGMER_TEST_POSTGRES_URL) asks for one")
     with PostgresStore(stigmer_postgres_store_url, durable=False) as owner:  # migrates
         schema = owner.schema
         owner.transact(lambda txn: txn.put(b"k/by-owner", b"1"))

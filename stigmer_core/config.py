@@ -172,13 +172,18 @@ def resolve(
     if chosen not in BACKENDS:
         raise ConfigError(f"unknown backend '{chosen}': use 'local' or 'remote'")
     directory = _pick(str(data_dir) if data_dir else None, "data_dir", local.get("data_dir"), str(home / "data"))
+    saved_endpoint = str(remote.get("endpoint") or "")
+    chosen_endpoint = _pick(endpoint, "endpoint", saved_endpoint, "")
+    chosen_token = _pick(token, "token", remote.get("token"), "")
+    if not (token or os.environ.get(ENV["token"])) and chosen_endpoint != saved_endpoint:
+        chosen_token = ""  # the file's token was saved for the file's endpoint: never sent to another
     return Settings(
         backend=chosen,
         data_dir=Path(directory).expanduser(),
         store=_pick(store, "store", data.get("store"), ""),
         address=_pick(address, "address", local.get("address"), DEFAULT_ADDRESS),
-        endpoint=_pick(endpoint, "endpoint", remote.get("endpoint"), ""),
-        token=_pick(token, "token", remote.get("token"), ""),
+        endpoint=chosen_endpoint,
+        token=chosen_token,
         org=_pick(org, "org", data.get("org"), DEFAULT_ORG),
         home=home,
         config_file=home / CONFIG_NAME,

@@ -59,3 +59,16 @@ def test_connect_from_config_remote_needs_an_endpoint(home: Path) -> None:
         config.connect_from_config()
     with config.connect_from_config(endpoint="127.0.0.1:1", token="t") as client:
         assert not client.in_process and client.target == "127.0.0.1:1"
+
+
+def test_the_saved_token_goes_only_to_the_endpoint_it_was_saved_for(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stigmer --endpoint elsewhere` must not hand another server the token `login` saved."""
+    config.save_config({"backend": {"type": "remote"}, "remote": {"endpoint": "team:443", "token": "stg_saved"}})
+    assert config.resolve().token == "stg_saved"
+    assert config.resolve(endpoint="team:443").token == "stg_saved"
+    assert config.resolve(endpoint="elsewhere:443").token == ""
+    assert config.resolve(endpoint="elsewhere:443", token="stg_given").token == "stg_given"
+    monkeypatch.setenv("STIGMER_ENDPOINT", "elsewhere:443")
+    assert config.resolve().token == ""
+    monkeypatch.setenv("STIGMER_TOKEN", "stg_env")
+    assert config.resolve().token == "stg_env"

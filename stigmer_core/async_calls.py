@@ -58,11 +58,12 @@ class _Status(grpc.Status):
 class CallContext(grpc.ServicerContext):
     """What a sync handler sees of one aio call."""
 
-    __slots__ = ("_call", "_trailing", "active")
+    __slots__ = ("_call", "_callbacks", "_trailing", "active")
 
     def __init__(self, call: aio.ServicerContext[Any, Any]) -> None:
         self._call = call
         self._trailing: Metadata = ()
+        self._callbacks: list[Callable[[], None]] = []
         self.active = True
         """False once the caller went away: a stream's handler stops at its next look."""
 
@@ -110,7 +111,17 @@ class CallContext(grpc.ServicerContext):
         raise NotImplementedError("a server cannot cancel its own call; abort it with a status")
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
-        return False  # grpc's answer for "not registered": no framework handler asks for one
+        """Run ``callback`` when a stream's call ends (a unary call's: never; none asks)."""
+        self._callbacks.append(callback)
+        return True
+
+    def ended(self) -> None:
+        """The call is over (finished, failed or cancelled): what was registered runs now,
+        though the stream's generator may still be parked in a pull until its next look."""
+        self.active = False
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
     def send_initial_metadata(self, initial_metadata: Any) -> None:
         # The aio call sends it with a coroutine, which a sync handler on a pool thread cannot
@@ -182,7 +193,7 @@ def stream(behavior: Callable[[Any, grpc.ServicerContext], Any], pool: futures.E
             pending = None
             await send_status(call, aborted.status)
         finally:
-            context.active = False
+            context.ended()
             if pending is not None:
                 _close_when_done(pending, iterator)
             else:  # not running: its finally blocks (the stream slot, the subscription) run now

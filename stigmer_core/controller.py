@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -278,6 +279,8 @@ def _streamed(
             raise
         holder = None if caller.unrestricted else caller.principal
         limit.acquire(holder)
+        release = _Once(partial(limit.release, holder))
+        context.add_callback(release)  # a cancelled stream frees its slot at once, not at its next look
         try:
             messages = executor.run(kind, binding, request, metadata, context.is_active, peer)
             if auth is None or not metadata:
@@ -292,9 +295,25 @@ def _streamed(
                     if close is not None:
                         close()
         finally:
-            limit.release(holder)
+            release()
     except Exception as exc:
         status.abort(context, exc)
+
+
+class _Once:
+    """Calls ``fn`` the first time it is called, from whichever thread comes first."""
+
+    __slots__ = ("_fn", "_lock")
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._fn: Callable[[], object] | None = fn
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
 
 
 def _handler(

@@ -223,3 +223,34 @@ def test_one_caller_holds_at_most_its_share_of_the_streams(tmp_path: Path) -> No
     finally:
         server.stop(grace=1)
         app.close()
+
+
+@pytest.mark.parametrize("sync_server", [False, True], ids=["asyncio-server", "sync-server"])
+def test_a_cancelled_stream_frees_its_slot_before_its_thread_next_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync_server: bool
+) -> None:
+    """A stream's thread looks whether its caller is still there every poll interval (6 s
+    here); its slot must not wait for that: a client reconnecting after a cancel is let in."""
+    if sync_server:
+        monkeypatch.setenv("STIGMER_READ_THREADS", "2")  # any read thread puts an LMDB daemon on the sync server
+    app = _app(tmp_path, max_streams=1, poll_seconds=6.0, bookmark_seconds=60.0)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    assert server.asynchronous is not sync_server
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            first = _watch(channel)
+            first.cancel()
+            deadline = time.monotonic() + 3  # half the 6 s the parked thread takes to look
+            while True:
+                try:
+                    second = _watch(channel)
+                    break
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert time.monotonic() < deadline, "the slot waited for the stream's thread"
+                    time.sleep(0.05)
+            second.cancel()
+    finally:
+        server.stop(grace=0)
+        app.close()

@@ -241,10 +241,13 @@ def _page(ctx: RequestContext, base: bytes, size: int, token: str) -> Message:
     txn = ctx.store.txn
     prefix = base + b"n/"
     tokens = page_tokens(ctx)
-    bound_to = tokens.fingerprint(ctx.request) + b".versions"
+
+    def bound_to() -> bytes:  # only when a token is read or made: most pages need none
+        return tokens.fingerprint(ctx.request) + b".versions"
+
     after = b""
     if token:
-        _, inner = tokens.open(kind.name, bound_to, token)
+        _, inner = tokens.open(kind.name, bound_to(), token)
         after = prefix + bytes.fromhex(inner)  # sealed by this query: its own hex
     entries: list[Message] = []
     budget = ctx.registry.limits.max_page_bytes - TOKEN_ROOM
@@ -270,7 +273,7 @@ def _page(ctx: RequestContext, base: bytes, size: int, token: str) -> Message:
     page: Any = kind.list_cls()
     page.entries.extend(entries)
     if more:
-        page.next_page_token = tokens.seal(kind.name, bound_to, "", last[len(prefix) :].hex())
+        page.next_page_token = tokens.seal(kind.name, bound_to(), "", last[len(prefix) :].hex())
     return cast(Message, page)
 
 

@@ -322,7 +322,7 @@ def _handler(
     run = executor.run
     auth = executor.authenticator
     needs_peer = auth is not None and auth.required  # who is on the other end matters only then
-    request_deserializer = tolerant(binding.request_cls)
+    request_deserializer = tolerant(binding.request_cls, executor.registry)
     response_serializer = binding.response_cls.SerializeToString
 
     if binding.server_streaming:
@@ -426,7 +426,7 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
 
     return grpc.unary_stream_rpc_method_handler(
         stream,
-        request_deserializer=tolerant(watch_pb2.WatchRequest),
+        request_deserializer=tolerant(watch_pb2.WatchRequest, executor.registry),
         response_serializer=watch_pb2.WatchEvent.SerializeToString,
     )
 

@@ -5,39 +5,64 @@ its asyncio server) and logs it as an error, though the fault is the
 caller's. So every handler the framework serves parses tolerantly: a request
 that does not parse reaches the handler as ``Malformed``, which it answers
 with ``refusal``.
+
+The same deserializer holds a request to ``Limits.max_request_items``
+(``request_items``): a request past it is refused before authentication,
+validation or anything else pays for its size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from google.protobuf.message import Message
 
 from stigmer_core.errors import FieldViolation, InvalidArgument
+from stigmer_core.limits import Limits
+from stigmer_core.request_items import ITEMS
 
 
 class Malformed:
-    """Stands for request bytes that did not parse."""
+    """Stands for request bytes that did not parse, or parsed past a limit (``error``)."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("error", "reason")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, error: InvalidArgument | None = None) -> None:
         self.reason = reason
+        self.error = error
 
 
-def tolerant(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
+class HoldsLimits(Protocol):
+    """Where the limits are read per request (a registry), so a change to them applies at once."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+
+def tolerant(cls: type[Message], held_to: HoldsLimits | None = None) -> Callable[[bytes], Message | Malformed]:
     parse = cls.FromString
 
     def deserialize(data: bytes) -> Message | Malformed:
         try:
-            return parse(data)
+            message = parse(data)
         except Exception as exc:  # DecodeError, or anything the parser raises on garbage
             return Malformed(str(exc) or type(exc).__name__)
+        if held_to is not None:
+            limit = held_to.limits.max_request_items
+            if len(data) > limit:  # every item takes a byte at least: a shorter request is within
+                try:
+                    ITEMS.check(message, limit)
+                except InvalidArgument as exc:
+                    return Malformed(exc.message, exc)
+        return message
 
     return deserialize
 
 
 def refusal(cls: type[Message], request: Malformed) -> InvalidArgument:
+    if request.error is not None:
+        return request.error
     name = cls.DESCRIPTOR.full_name
     return InvalidArgument(
         f"request is not a valid {name}: {request.reason}", [FieldViolation("(request)", f"cannot be parsed as {name}")]

@@ -34,6 +34,7 @@ ENV = {
     "max_page_bytes": "STIGMER_MAX_PAGE_BYTES",
     "max_nesting_depth": "STIGMER_MAX_NESTING_DEPTH",
     "max_objects_per_write": "STIGMER_MAX_OBJECTS_PER_WRITE",
+    "max_request_items": "STIGMER_MAX_REQUEST_ITEMS",
 }
 
 
@@ -55,6 +56,11 @@ class Limits:
     max_objects_per_write: int = 10_000
     """Objects one write may create, change or delete, a cascading delete's
     owned objects included; each is one event of the transaction."""
+    max_request_items: int = 100_000
+    """Items one request may carry: elements of repeated fields and entries of
+    maps, at every level, a ``Struct``'s contents included. Validating costs
+    about 2 µs an item with the GIL held, so this bounds one request's stall of
+    the daemon near what parsing a 4 MiB request costs anyway (stigmer_core.request_items)."""
 
     def __attrs_post_init__(self) -> None:
         for name in ENV:

@@ -241,6 +241,49 @@ def test_execution_message_metadata_nested_too_deep_is_refused(served: tuple[App
     assert_serving(channel, app)
 
 
+# -- items per request -------------------------------------------------------------------
+
+
+def test_a_request_of_more_items_than_the_limit_is_refused_before_it_is_validated(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """A valid 2 MB workflow whose task config is a list of a million nulls held the daemon
+    for seconds in validation; it is refused at the door, naming the field, and nothing is stored."""
+    app, channel = served
+    stubs = wf.Stubs(channel)
+    before = raw_keys(app.store)
+    huge = wf.workflow("huge")
+    huge.spec.tasks[0].task_config.fields["rows"].list_value.values.extend(
+        struct_pb2.Value() for _ in range(1_000_000)
+    )
+    error = fails(BAD, lambda: stubs.workflows.create(huge))
+    assert fields_of(error) == ['spec.tasks[0].task_config.fields["rows"].list_value.values']
+    assert "max_request_items" in (error.details() or "")
+    assert raw_keys(app.store) == before
+    assert_serving(channel, app)
+
+
+def test_the_item_limit_is_a_setting_that_applies_to_every_served_call(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    made = kinds.agent("bot")
+    session = kinds.session(made.status.default_instance_id)
+    execution = kinds.execution(session_id=session.metadata.id)
+    app.registry.limits = Limits(max_request_items=20)
+    report = ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id)
+    report.status.phase = IN_PROGRESS  # type: ignore[assignment]
+    for i in range(20):
+        report.status.messages.add(type=ae.MESSAGE_AI, content=f"step {i}")
+    assert len(kinds.executions.call("updateStatus", report).status.messages) == 20
+    report.status.messages.add(type=ae.MESSAGE_AI, content="one too many")
+    error = fails(BAD, lambda: kinds.executions.call("updateStatus", report))
+    assert fields_of(error) == ["status.messages"]
+    assert len(kinds.executions.get(execution.metadata.id).status.messages) == 20
+    assert_serving(channel, app)
+
+
 # -- objects per write (the event sequence) -------------------------------------------
 
 
@@ -362,6 +405,7 @@ def test_limits_are_settings_checked_at_startup(tmp_path: Path, monkeypatch: pyt
         {"STIGMER_MAX_PAGE_BYTES": str(4 << 20)},  # no room under the message limit
         {"STIGMER_MAX_NESTING_DEPTH": "120"},  # past what protobuf parses
         {"STIGMER_MAX_OBJECTS_PER_WRITE": "70000"},  # past the event sequence
+        {"STIGMER_MAX_REQUEST_ITEMS": "0"},
     ):
         with pytest.raises(StartupError):
             Limits.from_env(bad)

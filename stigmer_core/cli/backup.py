@@ -25,7 +25,10 @@ brings their spec back.
 
 Documents are sorted by kind (in the order import writes them), org and
 slug, and dumped with sorted keys, so the output depends only on the
-objects. Secrets are whatever the server returns: kinds that declare secrets
+objects. The first line says how many documents follow and the last line
+closes the export (both YAML comments, which other tools skip), so import
+refuses a backup that was cut short (a full disk, an interrupted copy)
+instead of restoring part of it as if it were all. Secrets are whatever the server returns: kinds that declare secrets
 redact them on every read, so they are never written in clear.
 """
 
@@ -48,6 +51,9 @@ from stigmer_core.cli.progress import Progress
 from stigmer_core.cli.session import Session
 
 SERVER_OWNED_METADATA = ("resourceVersion", "createdAt", "updatedAt", "version")
+_HEADER = "# stigmer export: {count} objects; the last line closes it\n"
+_FOOTER = "# end of stigmer export: {count} objects\n"
+_HEADER_START = "# stigmer export: "
 
 
 def exportable(catalog: Catalog, names: Sequence[str]) -> list[KindInfo]:
@@ -162,4 +168,25 @@ def export_text(
         except (json_format.SerializeToJsonError, ValueError) as exc:
             meta = metadata(obj)
             unwritable.append(Missing(f"{kind.name} {meta.org}/{meta.slug} ({meta.id})", str(exc)))
-    return (yamlio.dump_all(docs) if docs else ""), unwritable
+    body = yamlio.dump_all(docs) if docs else ""
+    return _HEADER.format(count=len(docs)) + body + _FOOTER.format(count=len(docs)), unwritable
+
+
+def check_whole(label: str, text: str, documents: int) -> None:
+    """Refuse an export that lost its end: its first line says how many documents it holds,
+    its last line closes it. Text that does not start as an export does is not looked at."""
+    if not text.startswith(_HEADER_START):
+        return
+    first = text.split("\n", 1)[0]
+    count_text = first[len(_HEADER_START) :].split(" ", 1)[0]
+    if not count_text.isdigit():
+        return
+    count = int(count_text)
+    ended = text.endswith(_FOOTER.format(count=count)) or text.endswith(_FOOTER.format(count=count).rstrip("\n"))
+    if not ended or documents != count:
+        raise CliError(
+            f"{label}: cut short: the export says it holds {count} objects and ends with "
+            f"'{_FOOTER.format(count=count).strip()}', but it "
+            + (f"holds {documents}" if ended else "has no such last line")
+            + "; nothing was imported (export again, or restore the whole file)"
+        )

@@ -9,6 +9,7 @@ and the field path in the document's own spelling
 
 from __future__ import annotations
 
+import heapq
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -289,7 +290,47 @@ def parse_all(sources: Iterable[Source], catalog: Catalog, *, org: str) -> list[
 
 
 def in_apply_order(documents: Iterable[Document], catalog: Catalog) -> list[Document]:
-    """Dependencies first (``Catalog.write_order``); within a kind, as given."""
+    """Dependencies first: kinds by ``Catalog.write_order``, then every object after the
+    documents of its owners (an agent owned by another agent whose slug sorts later, or an
+    owner of a kind that ranks later), otherwise as given."""
     given = list(documents)
     order = catalog.write_order((d.kind, d.message) for d in given)
-    return sorted(given, key=lambda d: order[d.kind.name])
+    by_kind = sorted(given, key=lambda d: order[d.kind.name])
+    return _owners_first(by_kind)
+
+
+def _owners_first(documents: list[Document]) -> list[Document]:
+    """``documents`` with each one after the documents its ``ownerReferences`` name by id,
+    keeping their order otherwise; an ownership cycle (which no store can hold) is broken
+    at its first document."""
+    index_of = {metadata(d.message).id: i for i, d in enumerate(documents) if metadata(d.message).id}
+    waits: list[set[int]] = []
+    needed_by: list[list[int]] = [[] for _ in documents]
+    for i, doc in enumerate(documents):
+        owners = {
+            index_of[ref.id]
+            for ref in getattr(metadata(doc.message), "owner_references", ())
+            if ref.id in index_of and index_of[ref.id] != i
+        }
+        waits.append(owners)
+        for owner in owners:
+            needed_by[owner].append(i)
+    ready = [i for i, owners in enumerate(waits) if not owners]
+    heapq.heapify(ready)
+    placed: list[Document] = []
+    done = [False] * len(documents)
+    while len(placed) < len(documents):
+        if not ready:  # a cycle: release its first document
+            first = next(i for i, d in enumerate(done) if not d)
+            waits[first].clear()
+            heapq.heappush(ready, first)
+        i = heapq.heappop(ready)
+        if done[i]:
+            continue
+        done[i] = True
+        placed.append(documents[i])
+        for waiting in needed_by[i]:
+            waits[waiting].discard(i)
+            if not waits[waiting] and not done[waiting]:
+                heapq.heappush(ready, waiting)
+    return placed

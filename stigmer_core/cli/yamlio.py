@@ -1,10 +1,14 @@
-"""YAML in and out, with the two PyYAML defaults the CLI cannot live with.
+"""YAML in and out, with the PyYAML defaults the CLI cannot live with.
 
 Loading keeps timestamps as strings: PyYAML would turn an unquoted
 ``2025-01-01T00:00:00Z`` into a ``datetime``, which protobuf's JSON mapping
-then refuses. Dumping sorts keys and uses block style for multi-line text, so
-the same objects always produce the same bytes (export relies on it) and
-instructions stay readable.
+then refuses. It refuses a key given twice in one mapping, which PyYAML
+would settle silently by keeping the last (a second ``spec:`` dropped the
+first), as kubectl refuses it. Dumping sorts keys and uses block style for
+multi-line text, so the same objects always produce the same bytes (export
+relies on it) and instructions stay readable; text holding a character YAML
+reads as a line break (NEL, U+2028, U+2029) is double-quoted, where it is
+escaped, since written raw it would come back as a newline.
 """
 
 from __future__ import annotations
@@ -19,7 +23,20 @@ _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 class _Loader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]
-    pass
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: SafeLoader names it below
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -32,8 +49,14 @@ class _Dumper(yaml.SafeDumper):  # type: ignore[misc, unused-ignore]
     pass
 
 
+_BREAKS_YAML_ADDS = ("\x85", "\u2028", "\u2029")
+
+
 def _represent_str(dumper: Any, value: str) -> Any:
-    style = "|" if "\n" in value else None
+    if any(ch in value for ch in _BREAKS_YAML_ADDS):
+        style: str | None = '"'
+    else:
+        style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

@@ -199,7 +199,7 @@ def test_every_kind_round_trips_byte_identical_without_runs_or_secrets(
     # created (the store was empty); the secret the backup held redacted is named as unset
     assert imported.strip().splitlines() == [
         "imported 12 of 12 resources (12 created)",
-        "environment/prod: secrets now unset: API_KEY (apply clear values to set them)",
+        "environment/prod in org 'local': secrets now unset: API_KEY (apply clear values to set them)",
     ]
     second = stigmer.ok("export", "--all", "-A", *there)
     assert second == first
@@ -240,7 +240,7 @@ def test_import_into_a_store_holding_some_of_the_objects_is_idempotent(
     partial = stigmer.ok("import", *target, input=yaml.safe_dump_all(held))
     assert partial.strip().splitlines() == [
         "imported 4 of 4 resources (4 created)",
-        "environment/prod: secrets now unset: API_KEY (apply clear values to set them)",
+        "environment/prod in org 'local': secrets now unset: API_KEY (apply clear values to set them)",
     ]
     stigmer.ok("apply", *target, "-f", "-", input="kind: Agent\nmetadata: {name: Extra}\nspec: {}\n")
     (support,) = [d for d in held if d["kind"] == "Agent"]

@@ -83,3 +83,91 @@ def test_an_object_json_cannot_write_is_named_and_the_rest_exported(stigmer: Sti
     exported = [doc["kind"] for doc in yaml.safe_load_all(result.out) if doc]
     assert "Environment" in exported and "Workflow" not in exported
     assert f"not exported: Workflow local/odd ({made.metadata.id})" in result.err
+
+
+def _json_file(tmp_path: Path, name: str, *documents: dict[str, Any]) -> str:
+    """Documents as a JSON stream file: JSON spells any character as an escape, which YAML input cannot."""
+    import json
+
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(d) for d in documents), encoding="utf-8")
+    return str(path)
+
+
+def test_text_holding_what_yaml_reads_as_a_line_break_comes_back_as_it_was(stigmer: Stigmer, tmp_path: Path) -> None:
+    """NEL (U+0085, what '…' becomes when cp1252 text is read as latin-1), U+2028 and U+2029 were
+    written raw and read back as newlines: the restored text differed from the stored one."""
+    odd = "line1\nline2\x85tail \u2028 and \u2029 end"
+    agent = {"kind": "Agent", "metadata": {"name": "Odd"}, "spec": {"instructions": odd, "description": "a\x85b"}}
+    stigmer.ok("apply", "-f", _json_file(tmp_path, "odd.json", agent))
+    first = stigmer.ok("export", "--all")
+    restored = str(tmp_path / "restored" / "data")
+    stigmer.ok("import", "--data-dir", restored, input=first)
+    assert stigmer.ok("export", "--all", "--data-dir", restored) == first
+    (back,) = [d for d in yaml.safe_load_all(stigmer.ok("get", "agents", "odd", "-o", "yaml", "--data-dir", restored))]
+    assert back["spec"]["instructions"] == odd and back["spec"]["description"] == "a\x85b"
+
+
+def test_an_export_cut_short_is_refused_and_nothing_is_imported(stigmer: Stigmer, tmp_path: Path) -> None:
+    stigmer.ok("apply", "-f", str(write(tmp_path / "all.yaml", INSTANCE, SUPPORT, CODER)))
+    whole = stigmer.ok("export", "--all")
+    assert whole.startswith("# stigmer export: 5 objects") and whole.endswith("# end of stigmer export: 5 objects\n")
+    target = ("--data-dir", str(tmp_path / "target" / "data"))
+    lines = whole.splitlines(keepends=True)
+    for cut in ("".join(lines[: len(lines) // 2]), whole.removesuffix("# end of stigmer export: 5 objects\n")):
+        message = stigmer.fails("import", *target, input=cut)
+        assert message.startswith("<stdin>: cut short: the export says it holds 5 objects"), message
+        assert "nothing was imported" in message
+    assert list(yaml.safe_load_all(stigmer.ok("export", "--all", *target))) == []
+    # a whole export, and documents a person wrote (no such lines), import as before
+    assert stigmer.ok("import", *target, input=whole).strip() == "imported 5 of 5 resources (5 created)"
+    assert stigmer.ok("import", *target, input=CODER).strip() == "imported 1 of 1 resources (1 unchanged)"
+
+
+def test_a_key_given_twice_in_a_document_is_refused(stigmer: Stigmer, tmp_path: Path) -> None:
+    """PyYAML keeps the last of two ``spec:`` keys: the first one's fields were dropped without a word."""
+    twice = "kind: Agent\nmetadata: {name: Twice}\nspec: {instructions: first}\nspec: {description: second}\n"
+    message = stigmer.fails("import", input=twice)
+    assert "invalid YAML at line 4, column 1: found the key 'spec' twice" in message, message
+    assert list(yaml.safe_load_all(stigmer.ok("export", "--all"))) == []
+
+
+def test_owners_are_imported_before_what_they_own_whatever_their_kind_or_slug(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Documents went by kind, then slug: an agent owned by an agent whose slug sorts later, or by
+    a workflow (a kind applied after agents), failed on import until it was run a second time."""
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.agent.v1 import agent_pb2
+    from stigmer_core.kind_client import KindClient
+    from tests import workflow_helpers as wf
+
+    with Application.open(stigmer.data_dir) as app:
+        agents = KindClient(app.channel(), app.registry.kind("Agent"))
+        flows = KindClient(app.channel(), app.registry.kind("Workflow"))
+        main: Any = agents.create(agent_pb2.Agent(metadata={"name": "Zulu main"}))
+        sub = agent_pb2.Agent(metadata={"name": "Alpha sub"})
+        sub.metadata.owner_references.add(kind="Agent", id=main.metadata.id)
+        agents.create(sub)
+        flow: Any = flows.create(wf.workflow("Zeta flow"))
+        owned = agent_pb2.Agent(metadata={"name": "Beta helper"})
+        owned.metadata.owner_references.add(kind="Workflow", id=flow.metadata.id)
+        agents.create(owned)
+    backup = stigmer.ok("export", "--all")
+    target = ("--data-dir", str(tmp_path / "target" / "data"))
+    imported = stigmer.ok("import", *target, input=backup)
+    assert imported.strip().splitlines()[0] == "imported 8 of 8 resources (8 created)"
+    assert stigmer.ok("export", "--all", *target) == backup
+
+
+def test_an_agent_left_with_unset_secret_headers_is_named_with_its_org(stigmer: Stigmer, tmp_path: Path) -> None:
+    agent = (
+        "kind: Agent\nmetadata: {name: Bot, org: acme}\nspec:\n  mcpServers:\n"
+        "  - {name: gh, url: 'https://mcp.example.com', headers: {Authorization: 'Bearer s3cret'},"
+        " secretHeaders: [Authorization]}\n"
+    )
+    stigmer.ok("apply", "-f", "-", input=agent)
+    backup = stigmer.ok("export", "--all")
+    assert "s3cret" not in backup
+    imported = stigmer.ok("import", "--data-dir", str(tmp_path / "target" / "data"), input=backup)
+    assert "agent/bot in org 'acme': secrets now unset: gh/Authorization (apply clear values to set them)" in (
+        imported.splitlines()
+    ), imported

@@ -65,12 +65,17 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
 
 
 def _unset_secrets(obj: Any) -> list[str]:
-    """The keys a kind's status lists as secrets without a value (``status.unset_secrets``), if it has them."""
+    """What a kind's status lists as secrets without a value: every repeated ``status.unset_secret*``
+    field (an environment's ``unset_secrets``, an agent's ``unset_secret_headers``)."""
     if obj is None or "status" not in obj.DESCRIPTOR.fields_by_name:
         return []
-    if "unset_secrets" not in obj.status.DESCRIPTOR.fields_by_name:
-        return []
-    return [str(key) for key in obj.status.unset_secrets]
+    status = obj.status
+    return [
+        str(key)
+        for field in status.DESCRIPTOR.fields
+        if field.name.startswith("unset_secret") and field.type == field.TYPE_STRING
+        for key in getattr(status, field.name)
+    ]
 
 
 @click.command("import")
@@ -88,7 +93,9 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
     unset secrets is named, with their keys.
     """
     from stigmer_core.cli.applying import apply_one
-    from stigmer_core.cli.documents import STDIN, in_apply_order, parse_all, read_sources
+    from stigmer_core.cli.backup import check_whole
+    from stigmer_core.cli.documents import STDIN, in_apply_order, parse, read_sources
+    from stigmer_core.cli.envelope import metadata
     from stigmer_core.cli.progress import Progress
     from stigmer_core.cli.reporting import report_failure
     from stigmer_core.cli.session import Session
@@ -97,7 +104,12 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
         raise CliError("stigmer import reads documents from stdin (`stigmer import < backup.yaml`) or -f FILE")
     sources = read_sources(files or (STDIN,))
     session = Session.of(ctx)
-    documents = in_apply_order(parse_all(sources, session.catalog, org=session.org), session.catalog)
+    parsed = []
+    for source in sources:
+        found = parse(source, session.catalog, org=session.org)
+        check_whole(source.label, source.text, len(found))
+        parsed += found
+    documents = in_apply_order(parsed, session.catalog)
     counts: Counter[str] = Counter()
     created: set[str] = set()
     unset: list[tuple[str, list[str]]] = []
@@ -112,7 +124,7 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
             counts[outcome.action] += 1
             keys = _unset_secrets(outcome.result)
             if keys:
-                unset.append((document.ref, keys))
+                unset.append((f"{document.ref} in org '{metadata(document.message).org}'", keys))
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
     click.echo(
         f"imported {len(documents) - counts['failed']} of {len(documents)} resources ({summary or 'none given'})"

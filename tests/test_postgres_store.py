@@ -3,6 +3,7 @@ schema migrations, and what callers see while the database is down."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -436,3 +437,144 @@ def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(
         with psycopg.connect(admin_conninfo, autocommit=True) as admin:
             admin.execute(f'DROP OWNED BY "{role}"')
             admin.execute(f'DROP ROLE "{role}"')
+
+
+@contextlib.contextmanager
+def _daemon_role(url: str) -> Iterator[tuple[str, str, str]]:
+    """A login role with what a daemon needs on a migrated schema: (its store URL, an admin's conninfo, its name)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if os.environ.get(postgres.URL_ENV):
+        pytest.skip("logs in as a new role without a password: needs the throwaway (trust) server")
+    parts = urlsplit(url)
+    with PostgresStore(url, durable=False) as owner:  # migrates
+        schema = owner.schema
+        admin_conninfo = owner.settings.conninfo
+    role = f"daemon_{schema}"[:63]
+    with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}")), admin_conninfo, role
+    finally:
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')
+
+
+def _first_refusal(store: PostgresStore, key: bytes) -> errors.StigmerError:
+    """The error a write answers once the connections a terminate broke were replaced (each try
+    fails with a status, never a bug)."""
+    found: errors.StigmerError | None = None
+    for _ in range(5):
+        with pytest.raises(errors.StigmerError) as caught:
+            store.transact(lambda txn: txn.put(key, b"1"))
+        found = caught.value
+        if "unreachable" not in found.message:
+            return found
+    assert found is not None
+    return found
+
+
+def test_a_read_only_database_answers_unavailable_and_writes_return_once_it_takes_them(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """A standby, or default_transaction_read_only: writes answered INTERNAL, and went on doing
+    so after the database took writes again, until the daemon's connections were killed."""
+    with (
+        _daemon_role(stigmer_postgres_store_url) as (url, admin_conninfo, role),
+        PostgresStore(url, durable=False) as daemon,
+    ):
+        daemon.transact(lambda txn: txn.put(b"k/before", b"1"))
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+        refused = _first_refusal(daemon, b"k/during")
+        assert isinstance(refused, errors.Unavailable) and "refuses writes" in refused.message, refused
+        with daemon.read() as txn:  # reads still work
+            assert txn.get(b"k/before") == b"1"
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute(f'ALTER ROLE "{role}" RESET default_transaction_read_only')
+        daemon.transact(lambda txn: txn.put(b"k/after", b"1"))  # at once: no connection left from before
+        with daemon.read() as txn:
+            assert (txn.get(b"k/during"), txn.get(b"k/after")) == (None, b"1")
+
+
+def test_a_role_without_its_privileges_answers_unavailable_naming_them(stigmer_postgres_store_url: str) -> None:
+    with (
+        _daemon_role(stigmer_postgres_store_url) as (url, admin_conninfo, role),
+        PostgresStore(url, durable=False) as daemon,
+    ):
+        schema = daemon.schema
+        daemon.transact(lambda txn: txn.put(b"k/before", b"1"))
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute(f'REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"')
+        with pytest.raises(errors.Unavailable, match="lacks a privilege"):
+            daemon.transact(lambda txn: txn.put(b"k/during", b"1"))
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute(f'REVOKE SELECT ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"')
+        with pytest.raises(errors.Unavailable, match="lacks a privilege"), daemon.read() as txn:
+            txn.get(b"k/before")
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        daemon.transact(lambda txn: txn.put(b"k/after", b"1"))
+        with daemon.read() as txn:
+            assert (txn.get(b"k/before"), txn.get(b"k/during"), txn.get(b"k/after")) == (b"1", None, b"1")
+
+
+def test_a_listener_that_hears_nothing_still_learns_of_writes_and_is_replaced(
+    stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener on a connection that stopped answering (a hung server, a path dropping packets)
+    raises nothing and hears nothing: watches on its daemon missed every other daemon's writes."""
+    from stigmer_core.store import postgres_store
+
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
+    with (
+        PostgresStore(stigmer_postgres_store_url, durable=False) as waiting,
+        PostgresStore(stigmer_postgres_store_url, durable=False) as writing,
+    ):
+        writing.channel = "stigmer_nobody_listens"  # its notices reach no listener: as if the connection hung
+        caplog.set_level("WARNING", logger=postgres_store.__name__)
+        for expected in (1, 2, 3):
+            writing.transact(lambda txn: txn.append_event(b"ev"))
+            assert waiting.wait_for_revision(expected - 1, 10) == expected
+        deadline = time.monotonic() + 10
+        while "reconnecting it" not in caplog.text and time.monotonic() < deadline:
+            writing.transact(lambda txn: txn.append_event(b"ev"))
+            time.sleep(0.3)
+        assert "store listener missed other daemons' writes; reconnecting it" in caplog.text
+
+
+def test_the_store_url_asks_libpq_to_notice_a_dead_connection_unless_it_says_otherwise() -> None:
+    settings = PostgresSettings.from_url("postgresql://u@db.example.com/s?keepalives_idle=60")
+    query = dict(part.split("=") for part in settings.conninfo.split("?", 1)[1].split("&"))
+    assert query["keepalives"] == "1" and query["keepalives_idle"] == "60" and query["tcp_user_timeout"] == "30000"
+
+
+def test_what_the_database_does_to_a_correct_statement_is_a_status_never_a_bug() -> None:
+    """Each class of refusal a database gives a correct statement maps to the status docs/design.md names
+    (a full disk was "unreachable"); what is left is an engine bug and stays one (INTERNAL)."""
+    from psycopg import errors as pg
+
+    from stigmer_core.store.postgres_store import _translate
+
+    expected = {
+        pg.DiskFull("could not extend file: No space left on device"): (errors.ResourceExhausted, "disk holding"),
+        pg.ReadOnlySqlTransaction("read-only transaction"): (errors.Unavailable, "refuses writes"),
+        pg.InsufficientPrivilege("permission denied for table kv"): (errors.Unavailable, "lacks a privilege"),
+        pg.LockNotAvailable("canceling statement due to lock timeout"): (errors.Unavailable, "did not answer in time"),
+        pg.QueryCanceled("canceling statement due to statement timeout"): (errors.Unavailable, "in time"),
+        pg.AdminShutdown("terminating connection due to administrator command"): (errors.Unavailable, "unreachable"),
+        pg.IoError("could not read block"): (errors.Unavailable, "could not run this now"),
+        pg.TooManyConnections("too many clients already"): (errors.Unavailable, "could not run this now"),
+        psycopg.OperationalError("connection refused"): (errors.Unavailable, "unreachable"),
+    }
+    for raised, (status, words) in expected.items():
+        found = _translate(raised)
+        assert isinstance(found, status) and words in found.message, (raised, found)
+    bug = pg.UndefinedColumn("column x does not exist")
+    assert _translate(bug) is bug

@@ -250,6 +250,10 @@ class EventHub:
         while not self._closed:
             try:
                 self._step()
+            except errors.Unavailable as exc:  # the database is away: said once per try, without a traceback
+                log.warning("event dispatcher: cannot read the event log now: %s", exc.message)
+                self._wake_all()
+                threading.Event().wait(self.settings.poll_seconds)
             except Exception:  # pragma: no cover - the store failed under us; streams read the log themselves
                 log.exception("event dispatcher: reading the event log failed")
                 self._wake_all()

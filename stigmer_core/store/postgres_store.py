@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 5
 LOOSE_QUERIES = 2
+LISTEN_SECONDS = 5.0
+"""Silence after which the listener reads the revision itself, in case its connection stopped delivering."""
 """Queries a restartable read answers outside a transaction: a get, or a slug then its object."""
 _CONFLICT_ATTEMPTS = 5
 
@@ -116,6 +118,8 @@ class PostgresSettings:
         connect_timeout = timeouts[-1] if timeouts else DEFAULT_CONNECT_TIMEOUT
         if not timeouts:  # libpq's own default is to wait forever
             libpq.append(("connect_timeout", str(connect_timeout)))
+        given = {name for name, _ in libpq}
+        libpq += [(name, value) for name, value in _DEAD_PEER.items() if name not in given]
         conninfo = urlunsplit(parts._replace(query=urlencode(libpq)))
         settings = cls(conninfo=conninfo, connect_timeout=connect_timeout, **values)
         check_schema_name(settings.schema)
@@ -123,6 +127,17 @@ class PostgresSettings:
             raise errors.StartupError("store URL: need 1 <= pool_min <= pool_max")
         return settings
 
+
+_DEAD_PEER = {
+    "keepalives": "1",
+    "keepalives_idle": "15",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+"""libpq settings (each kept when the URL gives its own) so that a connection whose path went
+dead (a partition, a NAT or load balancer dropping it) fails in about 30 s and is replaced:
+TCP's own defaults wait hours on an idle connection and 15 minutes on one with data unacknowledged."""
 
 _URL_SETTINGS: dict[str, type] = {
     "schema": str,
@@ -158,17 +173,52 @@ class _Retry(Exception):
     """A conflict PostgreSQL resolved by aborting us: run ``fn`` again."""
 
 
+def _detail(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _translate(exc: psycopg.Error) -> Exception:
+    """What callers are told when the database refused or failed a statement.
+
+    Only what the database does to a correct statement is mapped; an error
+    left as it is (a syntax error, a constraint this engine should never
+    break) is a bug in the engine and surfaces as one (INTERNAL).
+    """
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return _Retry(str(exc))
-    if isinstance(exc, pg_errors.QueryCanceled):
+    if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
         return errors.Unavailable(f"the database did not answer in time ({exc.diag.message_primary or exc})")
     if isinstance(exc, psycopg_pool.PoolTimeout):
         return errors.Unavailable("the database is unreachable: no connection could be opened in time")
+    if isinstance(exc, pg_errors.DiskFull):
+        return errors.ResourceExhausted(
+            f"the disk holding the database is full ({_detail(exc)}): nothing was written; "
+            "free space on the database server and retry (reads still work)"
+        )
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return errors.Unavailable(
+            "the database refuses writes (a standby, or default_transaction_read_only is on): nothing was "
+            "written; the daemon opens new connections, so writes work again once the database takes them"
+        )
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return errors.Unavailable(
+            f"the daemon's database role lacks a privilege ({_detail(exc)}): it needs USAGE on the schema and "
+            "SELECT, INSERT, UPDATE and DELETE on its tables"
+        )
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return errors.Unavailable(f"the database is unreachable: {detail}")
+        if (exc.sqlstate or "")[:2] in ("53", "58"):  # out of memory or connections, an I/O error
+            return errors.Unavailable(f"the database could not run this now: {_detail(exc)}")
+        return errors.Unavailable(f"the database is unreachable: {_detail(exc)}")
     return exc  # anything else is a bug in this engine: let it surface as one
+
+
+def _unusable(exc: BaseException) -> bool:
+    """Whether a connection that raised ``exc`` must not serve again though it is open:
+    one that began read-only (a standby, or the database's default while it was set)
+    stays read-only for its whole session."""
+    cause = exc.__cause__ if isinstance(exc, errors.StigmerError) else exc
+    return isinstance(cause, pg_errors.ReadOnlySqlTransaction)
 
 
 class _Reader:
@@ -618,6 +668,12 @@ class PostgresStore:
                 conn.execute(b"ROLLBACK")
         self._pool.putconn(conn)
 
+    def _discard_all(self, conn: psycopg.Connection[Any]) -> None:
+        """Close ``conn`` (the pool drops a closed connection it gets back) and have the pool
+        replace the rest: the idle ones began in the same state as the one that failed."""
+        conn.close()
+        self._pool.drain()
+
     def _replace_broken(self) -> psycopg.Connection[Any]:
         """A fresh connection once a broken one was returned: check the idle ones
         first, since after a database restart they are all dead."""
@@ -647,6 +703,9 @@ class PostgresStore:
                 fresh_connection_tried = True
                 self._pool.check()
             except BaseException as exc:  # nobody's write landed
+                if _unusable(exc) and not fresh_connection_tried:
+                    fresh_connection_tried = True  # on a connection opened now: the database may take writes again
+                    continue
                 error = _translate(exc) if isinstance(exc, psycopg.Error) else exc
                 break
         else:
@@ -685,10 +744,10 @@ class PostgresStore:
                     pending.result = pending.fn(writer)
                 except Exception as exc:
                     wrote = wrote or writer._wrote
-                    if conn.broken or isinstance(exc, _Retry):
+                    if conn.broken or isinstance(exc, _Retry) or _unusable(exc):
                         raise
                     conn.execute(b"ROLLBACK TO SAVEPOINT stigmer_call" if shared else b"ROLLBACK")
-                    pending.error = exc
+                    pending.error = _translate(exc) if isinstance(exc, psycopg.Error) else exc
                     continue
                 wrote = wrote or writer._wrote
                 revision = writer._revision or revision
@@ -709,10 +768,12 @@ class PostgresStore:
                         "the database connection broke while committing; the write may or may not have been applied"
                     ) from exc
                 raise
-        except BaseException:
+        except BaseException as exc:
             if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute(b"ROLLBACK")
+            if _unusable(exc):
+                self._discard_all(conn)
             raise
         finally:
             self._pool.putconn(conn)
@@ -737,13 +798,14 @@ class PostgresStore:
                     if row:
                         self._advance(int(row[0]))
                     backoff = 0.05
+                    missed = 0
                     while not self._stop.is_set():
                         # A notice only wakes the listener, which reads the revision: any role that
                         # can connect may NOTIFY anything, and a revision taken from one would send
                         # every watch after events that do not exist. Notices that arrive during
                         # the read are taken together by the next wait: one read per burst.
                         woken = False
-                        for _ in conn.notifies(timeout=5.0, stop_after=1):
+                        for _ in conn.notifies(timeout=LISTEN_SECONDS, stop_after=1):
                             woken = True
                         if self._stop.is_set():
                             return
@@ -751,10 +813,40 @@ class PostgresStore:
                             row = conn.execute(self._sql_revision).fetchone()
                             if row:
                                 self._advance(int(row[0]))
+                            missed = 0
+                            continue
+                        # Silence: read the revision on another connection. A connection that
+                        # stopped answering (a hung server, a path that drops packets) delivers
+                        # no notice and raises nothing; this way waiters learn of other daemons'
+                        # writes within LISTEN_SECONDS anyway, and a listener that missed writes
+                        # twice running is replaced.
+                        if self._poll_revision():
+                            missed += 1
+                            if missed >= 2:
+                                log.warning("store listener missed other daemons' writes; reconnecting it")
+                                break
+                        else:
+                            missed = 0
             except psycopg.Error as exc:
                 log.debug("store listener lost its connection: %s", exc)
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def _poll_revision(self) -> bool:
+        """Read the revision through the pool; whether it had moved without a notice."""
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(self._sql_revision).fetchone()
+        except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
+            log.debug("store listener could not read the revision: %s", exc)
+            return False
+        if not row:
+            return False
+        revision = int(row[0])
+        with self._revision_cond:
+            moved = revision > self._revision
+        self._advance(revision)
+        return moved
 
     def wait_for_revision(self, after: int, timeout: float) -> int:
         with self._revision_cond:

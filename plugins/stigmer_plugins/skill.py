@@ -4,13 +4,20 @@ A version is the SHA-256 of the markdown and the artifact's hash
 (``versioning.Versioning``); the description and the tag are not content,
 so changing them alone makes no version. ``push`` writes the markdown and
 zip it carries (a push without a zip makes a version without one); create,
-update and apply write documents, which carry no zip, so the current
-version's artifact carries over into the versions they make.
+update and apply write documents, which may carry the zip in
+``spec.artifact`` (an export writes it there, so an import makes the same
+version); a document without one keeps the current version's artifact.
+The zip is never stored in the object: it is kept with the versions, and
+``getArtifact`` returns it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import Message
 
 from stigmer_core import (
     CustomOperation,
@@ -27,7 +34,11 @@ from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.step import FunctionStep
 from stigmer_core.versioning import Versioning, frame, get_blob, merge_steps, put_blob
+from stigmer_plugins import skill_artifact
+from stigmer_plugins.skill_artifact import Artifact
 from stigmer_plugins.skill_push import PLAN, Plan, check_push, dispatch_push
+
+INLINE = "skill.inline_artifact"
 
 _STORAGE_KEY = re.compile(r"^(?P<id>skl-[0-9a-z]{1,60})/(?P<sha>[0-9a-f]{64})$")
 
@@ -51,19 +62,37 @@ def require_markdown(ctx: RequestContext) -> None:
         raise InvalidArgument.field("spec.skill_md", "is required")
 
 
+@step(Phase.PREPARE)
+def check_inline_artifact(ctx: RequestContext) -> None:
+    """A document's ``spec.artifact``, checked as a push's zip is, outside the transaction."""
+    skill = ctx.kind.resource_in(ctx.request)
+    if not isinstance(skill, skill_pb2.Skill) or not skill.spec.artifact:
+        return
+    try:
+        artifact = skill_artifact.inspect(skill.spec.artifact)
+    except InvalidArgument as exc:
+        raise InvalidArgument.field("spec.artifact", exc.violations[0].description) from None
+    if artifact.skill_md is not None and artifact.skill_md != skill.spec.skill_md:
+        raise InvalidArgument.field("spec.artifact", "holds a SKILL.md that differs from spec.skill_md; make them agree")
+    ctx.scratch[INLINE] = (artifact, skill.spec.artifact)
+
+
 @step(Phase.KIND)
 def attach_artifact(ctx: RequestContext) -> None:
-    """A push sets (or clears) the artifact; other writes keep the stored one."""
-    plan: Plan | None = ctx.scratch.get(PLAN)
-    if plan is None:
-        return
+    """A push sets (or clears) the artifact, a document's ``spec.artifact`` sets it; other writes
+    keep the stored one."""
     skill = _skill(ctx.resource)
-    if plan.artifact is None:
+    skill.spec.ClearField("artifact")  # kept with the versions, never in the object
+    plan: Plan | None = ctx.scratch.get(PLAN)
+    inline: tuple[Artifact, bytes] | None = ctx.scratch.get(INLINE)
+    if plan is None and inline is None:
+        return
+    found, data = (plan.artifact, plan.data) if plan is not None else inline  # type: ignore[misc]
+    if found is None:
         skill.status.ClearField("artifact")
         skill.status.artifact_storage_key = ""
         return
-    digest = put_blob(ctx, skill.metadata.id, plan.data)
-    found = plan.artifact
+    digest = put_blob(ctx, skill.metadata.id, data)
     skill.status.artifact.CopyFrom(
         skill_pb2.SkillArtifact(
             sha256=digest,
@@ -99,6 +128,15 @@ def _get_artifact(ctx: RequestContext) -> None:
     ctx.response = skill_pb2.GetArtifactResponse(artifact=data)
 
 
+def fill_export(obj: Message, call: Callable[[str, Message], Message]) -> None:
+    """What an exported skill needs and a get does not return: its zip, in ``spec.artifact``."""
+    skill: Any = obj  # a Skill, of the server's descriptors when the export lists over reflection
+    key = skill.status.artifact_storage_key
+    if key:
+        found: Any = call("getArtifact", skill_pb2.GetArtifactRequest(artifact_storage_key=key))
+        skill.spec.artifact = found.artifact
+
+
 _WRITE_STEPS = (require_markdown, attach_artifact)
 
 SKILL = KindDeclaration(
@@ -109,7 +147,8 @@ SKILL = KindDeclaration(
     id_prefix="skl",
     key_prefix="skills",
     steps=merge_steps(
-        {"create": _WRITE_STEPS, "update": _WRITE_STEPS},
+        {"create": (check_inline_artifact, *_WRITE_STEPS), "update": (check_inline_artifact, *_WRITE_STEPS)},
+        {"apply": (check_inline_artifact,)},
         VERSIONING.steps(),
         {"create": (mirror_version,), "update": (mirror_version,)},
     ),
@@ -125,6 +164,7 @@ SKILL = KindDeclaration(
     api_version="agentic.stigmer.ai/v1",
     plural="skills",
     aliases=("sk",),
+    export_fill=fill_export,
     description="Knowledge for agents: a SKILL.md and its files, versioned by content hash.",
 )
 

@@ -8,7 +8,9 @@ they were, and they are not configuration.
 Left out of every document, because the server owns them and import cannot
 restore them:
 
-- ``status`` (computed by the server; create starts it afresh),
+- ``status`` (computed by the server; create starts it afresh; what a kind
+  needs from it to make the same object again is put back by its
+  declaration's ``export_fill``: a skill's zip goes in ``spec.artifact``),
 - ``metadata.resourceVersion``, ``metadata.createdAt``, ``metadata.updatedAt``
   (stamped by the server on every write),
 - ``metadata.version`` (a versioned kind's content version: the server
@@ -34,6 +36,7 @@ redact them on every read, so they are never written in clear.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -82,14 +85,17 @@ class Missing:
     reason: str
 
 
-def _listed(session: Session, kind: KindInfo, *, org: str, orgs: Sequence[str]) -> list[Message]:
-    """Every object of ``kind`` in ``org``; across orgs, org by org when the kind's list insists on one."""
+def _listed(session: Session, kind: KindInfo, *, org: str, orgs: Sequence[str] | None) -> list[Message] | None:
+    """Every object of ``kind`` in ``org``; across orgs, org by org when the kind's list insists on
+    one (None when it does and ``orgs`` is not known yet)."""
     calls = session.calls(kind)
     try:
         return list(calls.iterate(org=org))
     except errors.InvalidArgument:
-        if org or not orgs:
+        if org:
             raise
+        if orgs is None:
+            return None
     return [obj for each in orgs for obj in calls.iterate(org=each)]
 
 
@@ -98,26 +104,107 @@ def collect(
 ) -> tuple[list[tuple[KindInfo, Message]], list[Missing]]:
     """Every object of ``kinds`` in ``org`` ("" for every org the caller may read), and what could not be listed.
 
-    A kind that fails is reported and the others are still exported. A kind
-    whose list needs an org (a third party's) is listed in every org the
-    other kinds were found in. On a terminal a bar counts the kinds done.
+    Kinds are listed each in its own reads while writes go on, so the lists
+    are not one snapshot. They are read dependents first (sessions before
+    the instances they name, instances before their agents): whatever an
+    exported object names was made before it, so it is still there when its
+    own kind is listed, and an object made during the export comes with
+    everything it needs or not at all. What names an object deleted during
+    the export (a cascade that took both) is left out and named
+    (``dangling``). A kind that fails is reported and the others are still
+    exported. A kind whose list needs an org (a third party's) is listed last,
+    in every org the other kinds were found in. On a terminal a bar counts
+    the kinds done.
     """
     found: list[tuple[KindInfo, Message]] = []
     missing: list[Missing] = []
     orgs: dict[str, None] = {session.org: None}
+    position = {kind.name: i for i, kind in enumerate(session.catalog.kinds)}
+    queue = deque(sorted(kinds, key=lambda k: position.get(k.name, len(position)), reverse=True))
+    deferred: deque[KindInfo] = deque()
     with Progress("exporting", total=len(kinds)) as progress:
-        for kind in kinds:
+        while queue or deferred:
+            # the kinds whose list needs an org come last, when the others have told which orgs there are
+            kind, known = (queue.popleft(), None) if queue else (deferred.popleft(), list(orgs))
             progress.describe(f"exporting {kind.plural} ({len(found)} objects so far)")
             try:
-                objects = _listed(session, kind, org=org, orgs=list(orgs))
+                objects = _listed(session, kind, org=org, orgs=known)
             except (errors.StigmerError, CliError) as exc:
                 missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
-            else:
-                for obj in objects:
-                    found.append((kind, obj))
-                    orgs.setdefault(metadata(obj).org, None)
+                progress.advance()
+                continue
+            if objects is None:
+                deferred.append(kind)
+                continue
+            fill = kind.export_fill
+            for obj in objects:
+                if fill is not None:
+                    try:
+                        fill(obj, session.calls(kind).call)
+                    except (errors.StigmerError, CliError) as exc:
+                        missing.append(Missing(_named(kind, obj), describe(exc)[0]))
+                        continue
+                found.append((kind, obj))
+                orgs.setdefault(metadata(obj).org, None)
             progress.advance()
-    return found, missing
+    kept, gone = dangling(found, {kind.name for kind in kinds})
+    return kept, missing + gone
+
+
+def _named(kind: KindInfo, obj: Message) -> str:
+    meta = metadata(obj)
+    return f"{kind.name} {meta.org}/{meta.slug} ({meta.id})"
+
+
+def _ids_named(kind: KindInfo, obj: Message) -> list[tuple[str, str, str]]:
+    """(field, target kind, id) of every owner and declared reference ``obj`` holds."""
+    named = [
+        (f"metadata.ownerReferences[{i}]", ref.kind, ref.id)
+        for i, ref in enumerate(getattr(metadata(obj), "owner_references", ()))
+    ]
+    for path, target in kind.reference_fields:
+        holder: Any = obj
+        *parents, leaf = path.split(".")
+        for part in parents:
+            holder = getattr(holder, part) if holder.HasField(part) else None
+            if holder is None:
+                break
+        if holder is None:
+            continue
+        value = getattr(holder, leaf)
+        named += [(path, target, v) for v in ([value] if isinstance(value, str) else value) if v]
+    return named
+
+
+def dangling(
+    objects: list[tuple[KindInfo, Message]], kinds: set[str]
+) -> tuple[list[tuple[KindInfo, Message]], list[Missing]]:
+    """``objects`` less those naming an object of an exported kind that is not among them (deleted
+    while the export listed), and what was left out, named: importing them would fail."""
+    kept = objects
+    gone: list[Missing] = []
+    while True:
+        present = {metadata(obj).id for _, obj in kept}
+        still: list[tuple[KindInfo, Message]] = []
+        for kind, obj in kept:
+            lost = next(
+                ((field, target, i) for field, target, i in _ids_named(kind, obj) if target in kinds and i not in present),
+                None,
+            )
+            if lost is None:
+                still.append((kind, obj))
+                continue
+            field, target, missing_id = lost
+            gone.append(
+                Missing(
+                    _named(kind, obj),
+                    f"its {field} names {target} {missing_id}, which is not in the export (deleted while it "
+                    "was written?); export again",
+                )
+            )
+        if len(still) == len(kept):
+            return kept, gone
+        kept = still
 
 
 def unserved(session: Session) -> list[Missing]:

@@ -10,7 +10,7 @@ code for any particular kind.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -89,6 +89,10 @@ class KindInfo:
     """Columns its declaration asks ``get`` to show (none: a guessed status column)."""
     reference_fields: tuple[tuple[str, str], ...] = ()
     """(field path, target kind) of its declared references: where documents may give a slug."""
+    api_version: str = ""
+    """The ``apiVersion`` its objects carry (kinds with a local declaration; "" where unknown)."""
+    export_fill: Callable[[Message, Callable[[str, Message], Message]], None] | None = None
+    """Its declaration's ``export_fill``: what an exported document needs that a list does not return."""
 
     @property
     def label(self) -> str:
@@ -186,6 +190,8 @@ class Catalog:
                     key_prefix=decl.key_prefix,
                     columns=decl.printer_columns,
                     reference_fields=tuple((ref.field, ref.kind) for ref in decl.references),
+                    export_fill=decl.export_fill,
+                    api_version=decl.api_version,
                 )
             )
         return cls(kinds)
@@ -260,6 +266,8 @@ class Catalog:
                     references=local.references if local else (),
                     columns=local.columns if local else (),
                     reference_fields=local.reference_fields if local else (),
+                    export_fill=local.export_fill if local else None,
+                    api_version=local.api_version if local else "",
                 )
             )
         if not kinds:

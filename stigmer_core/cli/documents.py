@@ -171,7 +171,10 @@ def _check(data: Any, cls: type[Message], path: str) -> None:
             if not isinstance(value, dict):
                 raise FieldError(where, f"expected a mapping, got {_typename(value)}")
             value_field = field.message_type.fields_by_name["value"]
+            key_field = field.message_type.fields_by_name["key"]
             for k, v in value.items():
+                if key_field.cpp_type == 9 and not isinstance(k, str):  # CPPTYPE_STRING: YAML read 1 or true
+                    raise FieldError(where, f"keys are strings: {k!r} is {_typename(k)} (quote it)")
                 if _is_plain_message(value_field):
                     _check(v, message_factory.GetMessageClass(value_field.message_type), f"{where}[{k!r}]")
             _scalar(cls, key, value, where)
@@ -256,8 +259,12 @@ def load_documents(label: str, text: str) -> list[Any]:
         raise CliError(f"{label}: nested too deeply to read") from None
 
 
-def parse(source: Source, catalog: Catalog, *, org: str) -> list[Document]:
-    """Every non-empty document of a source; the first bad one stops with its location."""
+def parse(source: Source, catalog: Catalog, *, org: str, org_given: bool = False) -> list[Document]:
+    """Every non-empty document of a source; the first bad one stops with its location.
+
+    ``org`` goes to documents that name none. With ``org_given`` (``--org`` on the command
+    line) a document naming another org is refused, as kubectl refuses a namespace that
+    differs from ``-n``, rather than written where the flag did not say."""
     raw = load_documents(source.label, source.text)
     documents = []
     for index, data in enumerate(raw, start=1):
@@ -273,6 +280,10 @@ def parse(source: Source, catalog: Catalog, *, org: str) -> list[Document]:
             kind = catalog.kind(kind_name)
         except CliError as exc:
             raise CliError(f"{where}: {exc.message}") from None
+        for key in ("apiVersion", "api_version"):
+            given = data.get(key)
+            if given is not None and kind.api_version and given != kind.api_version:
+                raise CliError(f"{where}: {key} {given!r} is not {kind.name}'s (it is {kind.api_version!r})")
         data = {**data, "kind": kind.name}
         try:
             message = to_message(data, kind.resource_cls)
@@ -281,12 +292,17 @@ def parse(source: Source, catalog: Catalog, *, org: str) -> list[Document]:
         meta = metadata(message)
         if not meta.org:
             meta.org = org
+        elif org_given and meta.org != org:
+            raise CliError(
+                f"{where}: metadata.org is '{meta.org}', not '{org}' as --org says; "
+                f"drop --org, or pass --org {meta.org}"
+            )
         documents.append(Document(source.label, index, kind, message))
     return documents
 
 
-def parse_all(sources: Iterable[Source], catalog: Catalog, *, org: str) -> list[Document]:
-    return [doc for source in sources for doc in parse(source, catalog, org=org)]
+def parse_all(sources: Iterable[Source], catalog: Catalog, *, org: str, org_given: bool = False) -> list[Document]:
+    return [doc for source in sources for doc in parse(source, catalog, org=org, org_given=org_given)]
 
 
 def in_apply_order(documents: Iterable[Document], catalog: Catalog) -> list[Document]:

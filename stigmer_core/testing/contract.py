@@ -162,6 +162,10 @@ class KindContract(RuleBasedStateMachine):
     normalise: ClassVar[Callable[[Message], None] | None] = None
     """What the kind's steps do to a spec, applied in place to a copy of the
     sent one; None: no exact expectation (see the module docstring)."""
+    spec_strategy: ClassVar[Callable[[KindRuntime], Any] | None] = None
+    """The valid specs to draw, for a kind whose steps accept less than its
+    field rules say (a skill's ``spec.artifact`` must be a zip); None: every
+    spec the rules allow (``strategies.specs``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -189,6 +193,10 @@ class KindContract(RuleBasedStateMachine):
         self.foreign: set[str] = set()
         self.last_version = 0
         self.wire_kind = ""
+
+    def _specs(self) -> Any:
+        strategy = type(self).spec_strategy
+        return strategy(self.kind) if strategy is not None else s.specs(self.kind)
 
     def teardown(self) -> None:
         self.channel.close()
@@ -329,7 +337,7 @@ class KindContract(RuleBasedStateMachine):
     def create(
         self, org: str, slug: str | None, name: str, labels: dict[str, str], tags: list[str], data: st.DataObject
     ) -> None:
-        spec = data.draw(s.specs(self.kind))
+        spec = data.draw(self._specs())
         obj = self._build(org, slug, name, labels, tags, spec)
         self._check_create(obj, org or DEFAULT_ORG, slug or "", name)
 
@@ -341,7 +349,7 @@ class KindContract(RuleBasedStateMachine):
     def apply(
         self, org: str, slug: str, name: str, labels: dict[str, str], tags: list[str], data: st.DataObject
     ) -> None:
-        spec = data.draw(s.specs(self.kind))
+        spec = data.draw(self._specs())
         obj = self._build(org, slug, name, labels, tags, spec)
         effective_org = org or DEFAULT_ORG
         existing = self._find(effective_org, slug)
@@ -384,7 +392,7 @@ class KindContract(RuleBasedStateMachine):
         target_id = data.draw(st.sampled_from(sorted(self.model)))
         existing = self.model[target_id]
         emeta = existing.metadata  # type: ignore[attr-defined]
-        obj = self._build(emeta.org, emeta.slug if by_slug else None, name, labels, tags, data.draw(s.specs(self.kind)))
+        obj = self._build(emeta.org, emeta.slug if by_slug else None, name, labels, tags, data.draw(self._specs()))
         paths = self._draw_mask(data)
         if not by_slug:
             obj.metadata.id = target_id  # type: ignore[attr-defined]
@@ -442,7 +450,7 @@ class KindContract(RuleBasedStateMachine):
     def update_missing(self, org: str, slug: str, name: str, data: st.DataObject) -> None:
         if self._find(org or DEFAULT_ORG, slug) is not None:
             return
-        obj = self._build(org, slug, name, {}, [], data.draw(s.specs(self.kind)))
+        obj = self._build(org, slug, name, {}, [], data.draw(self._specs()))
         if self.form.by_id:  # an id never issued
             obj.metadata.id = f"{self.kind.id_prefix}-01arz3ndektsv4rrffq69g5fav"  # type: ignore[attr-defined]
         self._expect_code(grpc.StatusCode.NOT_FOUND, self._update, obj, self.form.mutable)
@@ -668,6 +676,7 @@ def contract_tests(
     settings: settings | None = None,
     normalise: Callable[[Message], None] | None = None,
     shrink_seconds: float | None = None,
+    specs: Callable[[KindRuntime], Any] | None = None,
 ) -> tuple[Any, Any]:
     """Two pytest classes running ``base``'s contract for ``kind_name``: in-process and network.
 
@@ -679,7 +688,8 @@ def contract_tests(
     ``STIGMER_CONTRACT_PROFILE`` profile, ``quick`` unless set; a failure is
     shrunk for at most ``shrink_seconds`` (10 s quick, 60 s thorough), then
     reported. ``normalise`` is what the kind's steps do to a spec (see
-    ``KindContract.normalise``).
+    ``KindContract.normalise``); ``specs`` draws the specs to write, where the
+    kind's steps accept less than its rules (see ``KindContract.spec_strategy``).
     In a test module::
 
         TestAgentInProcess, TestAgentNetwork = contract_tests("Agent")
@@ -690,6 +700,8 @@ def contract_tests(
         attributes: dict[str, Any] = {"kind_name": kind_name, "path": path}
         if normalise is not None:
             attributes["normalise"] = staticmethod(normalise)
+        if specs is not None:
+            attributes["spec_strategy"] = staticmethod(specs)
         machines = {
             engine: type(
                 f"{kind_name}Contract_{path.replace('-', '_')}_{engine}", (base,), {**attributes, "engine": engine}

@@ -16,7 +16,7 @@ def _store(stigmer: Stigmer, tmp_path: Path) -> str:
     agent_id = new_id("agt")
     instance = derived_id("ain", agent_id, "default")
     documents = [
-        f"apiVersion: stigmer.ai/v1\nkind: Agent\nmetadata: {{name: Support Bot, id: {agent_id}}}\nspec: {{description: Helps}}\n",
+        f"apiVersion: agentic.stigmer.ai/v1\nkind: Agent\nmetadata: {{name: Support Bot, id: {agent_id}}}\nspec: {{description: Helps}}\n",
         f"kind: Session\nmetadata: {{name: First Chat}}\nspec: {{agentInstanceId: {instance}, subject: hello}}\n",
     ]
     stigmer.ok("apply", "-f", str(write(tmp_path / "docs.yaml", *documents)))

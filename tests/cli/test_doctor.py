@@ -13,7 +13,7 @@ from stigmer_core.store import keys
 from .conftest import Stigmer, write
 
 AGENT = """\
-apiVersion: stigmer.ai/v1
+apiVersion: agentic.stigmer.ai/v1
 kind: Agent
 metadata: {name: Support Bot, labels: {tier: gold}}
 spec: {description: Answers tickets}

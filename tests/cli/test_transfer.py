@@ -171,3 +171,79 @@ def test_an_agent_left_with_unset_secret_headers_is_named_with_its_org(stigmer: 
     assert "agent/bot in org 'acme': secrets now unset: gh/Authorization (apply clear values to set them)" in (
         imported.splitlines()
     ), imported
+
+
+def _skill_zip(markdown: str) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("SKILL.md", markdown)
+        archive.writestr("scripts/run.sh", "echo triage\n")
+    return buf.getvalue()
+
+
+def test_a_skills_zip_is_exported_and_imported_with_the_same_version(stigmer: Stigmer, tmp_path: Path) -> None:
+    """The zip lived only in status, which an export leaves out: an import made a skill without it,
+    under another version hash, and agents pinning the version pointed at nothing."""
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+    from stigmer_core.kind_client import KindClient
+
+    markdown = "---\nname: triage-notes\n---\nHow to triage.\n"
+    data = _skill_zip(markdown)
+    with Application.open(stigmer.data_dir) as app:
+        skills = KindClient(app.channel(), app.registry.kind("Skill"))
+        pushed: Any = skills.call("push", skill_pb2.PushSkillRequest(skill_md=markdown, artifact=data, tag="v1"))
+    assert pushed.status.artifact.sha256
+    backup = stigmer.ok("export", "--all")
+    (document,) = [d for d in yaml.safe_load_all(backup) if d]
+    assert "artifact" in document["spec"] and "status" not in document
+    daemon = stigmer.start().address  # over the network the kinds come by reflection: the same backup
+    assert stigmer.ok("export", "--all", "--backend", "remote", "--endpoint", daemon) == backup
+
+    restored = tmp_path / "restored" / "data"
+    assert stigmer.ok("import", "--data-dir", str(restored), input=backup).strip() == (
+        "imported 1 of 1 resources (1 created)"
+    )
+    with Application.open(restored) as app:
+        skills = KindClient(app.channel(), app.registry.kind("Skill"))
+        (back,) = list(skills.list_all())
+        assert back.status.version_hash == pushed.status.version_hash  # type: ignore[attr-defined]
+        assert back.status.artifact == pushed.status.artifact  # type: ignore[attr-defined]
+        assert not back.spec.artifact  # type: ignore[attr-defined]  # kept with the versions, not in the object
+        key = back.status.artifact_storage_key  # type: ignore[attr-defined]
+        got = skills.call("getArtifact", skill_pb2.GetArtifactRequest(artifact_storage_key=key))
+        assert got.artifact == data  # type: ignore[attr-defined]
+    again = stigmer.ok("import", "--data-dir", str(restored), input=backup)
+    assert again.strip() == "imported 1 of 1 resources (1 unchanged)"
+    assert stigmer.ok("export", "--all", "--data-dir", str(restored)) == backup
+
+
+def test_a_documents_zip_must_agree_with_its_markdown(stigmer: Stigmer, tmp_path: Path) -> None:
+    import base64
+
+    data = base64.b64encode(_skill_zip("Another text.\n")).decode()
+    skill = f"kind: Skill\nmetadata: {{name: Notes}}\nspec: {{skillMd: 'How to triage.', artifact: '{data}'}}\n"
+    message = stigmer.fails("apply", "-f", "-", input=skill)
+    assert "spec.artifact: holds a SKILL.md that differs from spec.skill_md" in message, message
+    bad = "kind: Skill\nmetadata: {name: Notes}\nspec: {skillMd: 'How to triage.', artifact: 'bm90IGEgemlw'}\n"
+    assert "spec.artifact: is not a readable zip" in stigmer.fails("apply", "-f", "-", input=bad)
+
+
+def test_a_document_is_refused_where_it_contradicts_the_command_or_its_kind(stigmer: Stigmer) -> None:
+    """A foreign apiVersion was rewritten, `--org acme` put a document naming org local into local,
+    and a label key YAML read as a number failed in Python's words."""
+    elsewhere = "apiVersion: bogus.example.com/v9\nkind: Agent\nmetadata: {name: Bot}\nspec: {}\n"
+    message = stigmer.fails("import", input=elsewhere)
+    assert "apiVersion 'bogus.example.com/v9' is not Agent's (it is 'agentic.stigmer.ai/v1')" in message, message
+    local = "kind: Agent\nmetadata: {name: Bot, org: local}\nspec: {}\n"
+    message = stigmer.fails("import", "--org", "acme", input=local)
+    assert "metadata.org is 'local', not 'acme' as --org says" in message, message
+    numbered = "kind: Agent\nmetadata: {name: Bot, labels: {1: a}}\nspec: {}\n"
+    message = stigmer.fails("apply", "-f", "-", input=numbered)
+    assert "metadata.labels: keys are strings: 1 is a number (quote it)" in message, message
+    assert list(yaml.safe_load_all(stigmer.ok("export", "--all"))) == []
+    # what agrees goes through: the kind's own apiVersion, --org naming the document's org
+    stigmer.ok("import", "--org", "local", input=local.replace("kind:", "apiVersion: agentic.stigmer.ai/v1\nkind:"))

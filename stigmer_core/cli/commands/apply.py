@@ -6,7 +6,7 @@ import click
 
 from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError
-from stigmer_core.cli.options import common_options
+from stigmer_core.cli.options import common_options, overrides
 
 
 @click.command()
@@ -32,7 +32,7 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
 
     sources = read_sources(files)
     session = Session.of(ctx)
-    documents = parse_all(sources, session.catalog, org=session.org)
+    documents = parse_all(sources, session.catalog, org=session.org, org_given=overrides(ctx).org is not None)
     if not documents:
         raise CliError(f"no resources found in {', '.join(files)}")
     failed = 0

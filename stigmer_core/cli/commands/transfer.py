@@ -106,7 +106,7 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
     session = Session.of(ctx)
     parsed = []
     for source in sources:
-        found = parse(source, session.catalog, org=session.org)
+        found = parse(source, session.catalog, org=session.org, org_given=overrides(ctx).org is not None)
         check_whole(source.label, source.text, len(found))
         parsed += found
     documents = in_apply_order(parsed, session.catalog)

@@ -36,14 +36,16 @@ class Skill(_message.Message):
     def __init__(self, api_version: _Optional[str] = ..., kind: _Optional[str] = ..., metadata: _Optional[_Union[_metadata_pb2.ApiResourceMetadata, _Mapping]] = ..., spec: _Optional[_Union[SkillSpec, _Mapping]] = ..., status: _Optional[_Union[SkillStatus, _Mapping]] = ...) -> None: ...
 
 class SkillSpec(_message.Message):
-    __slots__ = ("description", "skill_md", "tag")
+    __slots__ = ("description", "skill_md", "tag", "artifact")
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SKILL_MD_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     description: str
     skill_md: str
     tag: str
-    def __init__(self, description: _Optional[str] = ..., skill_md: _Optional[str] = ..., tag: _Optional[str] = ...) -> None: ...
+    artifact: bytes
+    def __init__(self, description: _Optional[str] = ..., skill_md: _Optional[str] = ..., tag: _Optional[str] = ..., artifact: _Optional[bytes] = ...) -> None: ...
 
 class SkillStatus(_message.Message):
     __slots__ = ("version_hash", "artifact_storage_key", "state", "artifact", "audit")

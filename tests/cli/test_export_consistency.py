@@ -1,0 +1,99 @@
+"""An export taken while others write: what it holds imports, whatever the interleaving.
+
+Each kind is listed in reads of its own, so a write can land between two
+kinds' lists. These tests put one there, through the same store, at the
+moment the export lists a given kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stigmer_core import config
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.session.v1 import session_pb2
+from stigmer_core.cli import backup
+from stigmer_core.cli.calls import KindCalls
+from stigmer_core.cli.envelope import metadata
+from stigmer_core.cli.session import Session
+
+from .conftest import Stigmer
+
+
+@pytest.fixture
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
+    monkeypatch.setenv("STIGMER_HOME", str(tmp_path / "home"))
+    opened = Session(config.resolve(backend="local", data_dir=tmp_path / "data"))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _when_listed(monkeypatch: pytest.MonkeyPatch, kind_name: str, write: Callable[[], None]) -> list[str]:
+    """Run ``write`` once, just before the export first lists ``kind_name``; the kinds in the order listed."""
+    listed: list[str] = []
+    real = KindCalls.iterate
+
+    def iterate(self: KindCalls, **kwargs: Any) -> Any:
+        if self.kind.name not in listed:
+            listed.append(self.kind.name)
+            if self.kind.name == kind_name:
+                write()
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(KindCalls, "iterate", iterate)
+    return listed
+
+
+def _create(session: Session, kind: str, obj: Any) -> Any:
+    return session.calls(session.catalog.kind(kind)).call("create", obj)
+
+
+def test_objects_made_between_two_kinds_lists_come_with_what_they_need(
+    session: Session, monkeypatch: pytest.MonkeyPatch, stigmer: Stigmer, tmp_path: Path
+) -> None:
+    """An agent, its default instance and a session on it, made while the export was between
+    agents and instances: listed agents first, the export held the instance and the session
+    without their agent, and importing it failed."""
+    made: list[str] = []
+
+    def write() -> None:
+        agent = _create(session, "Agent", agent_pb2.Agent(metadata={"name": "Late"}))
+        chat = session_pb2.Session(metadata={"name": "Late chat"})
+        chat.spec.agent_instance_id = agent.status.default_instance_id
+        made.append(metadata(_create(session, "Session", chat)).id)
+        made.append(agent.metadata.id)
+
+    listed = _when_listed(monkeypatch, "AgentInstance", write)
+    kinds = backup.exportable(session.catalog, [])
+    objects, missing = backup.collect(session, kinds, org="")
+    assert missing == []
+    assert listed.index("Session") < listed.index("AgentInstance") < listed.index("Agent")
+    exported = {(kind.name, metadata(obj).slug) for kind, obj in objects}
+    assert exported == {("Agent", "late"), ("AgentInstance", "late-default")}  # the session came after its list
+    text, _ = backup.export_text(objects, session.catalog.write_order(objects))
+    session.close()
+    imported = stigmer("import", "--data-dir", str(tmp_path / "restored"), input=text)
+    assert imported.code == 0 and imported.out.startswith("imported 2 of 2 resources"), imported
+
+
+def test_what_names_an_object_deleted_during_the_export_is_left_out_and_named(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = _create(session, "Agent", agent_pb2.Agent(metadata={"name": "Doomed"}))
+    instance_id = agent.status.default_instance_id
+
+    def delete() -> None:  # the agent and, by cascade, its instance, which was already listed
+        session.calls(session.catalog.kind("Agent")).delete(agent.metadata.id)
+
+    _when_listed(monkeypatch, "Agent", delete)
+    objects, missing = backup.collect(session, backup.exportable(session.catalog, []), org="")
+    assert objects == []
+    (named,) = missing
+    assert named.what == f"AgentInstance local/doomed-default ({instance_id})"
+    assert f"names Agent {agent.metadata.id}, which is not in the export" in named.reason

@@ -20,10 +20,13 @@ from typing import Any
 import attrs
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.struct_pb2 import Value
 
 from stigmer_core.errors import InvalidArgument
 
 _ONE, _LIST, _MAP = 0, 1, 2
+_VALUE = Value.DESCRIPTOR
+_COMPOSITE = frozenset({"struct_value", "list_value"})
 
 
 @attrs.frozen
@@ -91,7 +94,11 @@ class ItemCount:
         while pending:
             group, desc, where, labels = pending.pop()
             fields = plans.get(desc) or self.plan(desc)
+            values = desc is _VALUE
             for i, current in enumerate(group):
+                # most of a large Struct is scalar Values: one look each, not a look per field
+                if values and current.WhichOneof("kind") not in _COMPOSITE:
+                    continue
                 path = where if labels is None else (where, labels[i])
                 for field in fields:
                     name = field.name

@@ -146,13 +146,33 @@ class NestingCheck:
                     where = path if inside else _join(path, step.name)
                     self._walk(getattr(message, step.name), inner, depth + 1, limit, where, deeper)
             elif step.kind == "list":
+                values = step.type is _VALUE
                 for i, child in enumerate(getattr(message, step.name)):
+                    if values and depth + 1 <= limit and _leaf(child):  # a JSON scalar: nothing below it
+                        continue
                     where = path if inside else _join(path, f"{step.name}[{i}]")
                     self._walk(child, inner, depth + 1, limit, where, deeper)
             else:  # a map entry is one level, its value the next
+                values = step.type is _VALUE
                 for key, child in getattr(message, step.name).items():
+                    if values and depth + 2 <= limit and _leaf(child):
+                        continue
                     where = path if inside else _join(path, f'{step.name}["{key}"]')
                     self._walk(child, inner, depth + 2, limit, where, deeper)
+
+
+_VALUE = Value.DESCRIPTOR
+_COMPOSITE = frozenset({"struct_value", "list_value"})
+
+
+def _leaf(value: Value) -> bool:
+    """A ``Value`` holding a scalar JSON can write (walked values are 99% of a large Struct):
+    one look, where a walk costs a call and a plan. A number that is not finite is not a leaf,
+    so the walk names it."""
+    kind = value.WhichOneof("kind")
+    if kind in _COMPOSITE:
+        return False
+    return kind != "number_value" or math.isfinite(value.number_value)
 
 
 NESTING = NestingCheck()

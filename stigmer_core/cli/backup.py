@@ -247,16 +247,15 @@ def export_text(
         meta = metadata(obj)
         return (order[kind.name], kind.name, meta.org, meta.slug)
 
-    docs: list[dict[str, Any]] = []
+    texts: list[str] = []  # one document's mapping at a time: a whole store's at once took hundreds of MB
     unwritable: list[Missing] = []
     for kind, obj in sorted(objects, key=key):
         try:
-            docs.append(document(obj))
+            texts.append(yamlio.dump_all([document(obj)]))
         except (json_format.SerializeToJsonError, ValueError) as exc:
             meta = metadata(obj)
             unwritable.append(Missing(f"{kind.name} {meta.org}/{meta.slug} ({meta.id})", str(exc)))
-    body = yamlio.dump_all(docs) if docs else ""
-    return _HEADER.format(count=len(docs)) + body + _FOOTER.format(count=len(docs)), unwritable
+    return _HEADER.format(count=len(texts)) + "".join(texts) + _FOOTER.format(count=len(texts)), unwritable
 
 
 def check_whole(label: str, text: str, documents: int) -> None:

@@ -79,7 +79,8 @@ def test_files_that_are_not_yaml_text_are_named_not_unexpected(stigmer: Stigmer,
     error = stigmer.fails("apply", "-f", str(utf16))
     assert error.startswith(f"{utf16}: not UTF-8 text (YAML or JSON)"), error
     deep = write(tmp_path / "deep.yaml", "kind: Agent\nspec: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert stigmer.fails("apply", "-f", str(deep)) == f"{deep}: nested too deeply to read"
+    error = stigmer.fails("apply", "-f", str(deep))  # libyaml's parser says it; the pure-Python one recursed
+    assert error in (f"{deep}: nested too deeply to read", f"{deep}: invalid YAML at line 2, column 1006: exceeded maximum nesting depth"), error
     assert stigmer.fails("call", "agent", "list", "--set", "pageToken=%%%").startswith(
         "--set 'pageToken=%%%': the value is not valid YAML"
     )

@@ -129,6 +129,8 @@ def collect(
             progress.describe(f"exporting {kind.plural} ({len(found)} objects so far)")
             try:
                 objects = _listed(session, kind, org=org, orgs=known)
+            except errors.StartupError as exc:  # the store cannot be opened: no kind can be listed, say it once
+                raise CliError(describe(exc)[0]) from None
             except (errors.StigmerError, CliError) as exc:
                 missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
                 progress.advance()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .conftest import Stigmer, write
@@ -247,3 +248,46 @@ def test_a_document_is_refused_where_it_contradicts_the_command_or_its_kind(stig
     assert list(yaml.safe_load_all(stigmer.ok("export", "--all"))) == []
     # what agrees goes through: the kind's own apiVersion, --org naming the document's org
     stigmer.ok("import", "--org", "local", input=local.replace("kind:", "apiVersion: agentic.stigmer.ai/v1\nkind:"))
+
+
+def test_a_store_that_cannot_be_opened_is_said_once(stigmer: Stigmer) -> None:
+    """Its key file gone, the store refuses to open: the export said so once per kind, seven times."""
+    environment = "kind: Environment\nmetadata: {name: prod}\nspec:\n  data:\n    API_KEY: {value: s3cret, isSecret: true}\n"
+    stigmer.ok("apply", "-f", "-", input=environment)
+    (stigmer.data_dir / "secret.key").unlink()
+    result = stigmer("export", "--all")
+    assert result.code == 1 and result.out == ""
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith(f"stigmer: the key file {stigmer.data_dir / 'secret.key'} is missing"), line
+
+
+def test_an_import_cut_off_from_its_server_says_how_far_it_got(
+    stigmer: Stigmer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon stopped after the first document: the error named the server, not how far the
+    import got or that running it again finishes it."""
+    from click.testing import CliRunner
+
+    from stigmer_core.cli import applying
+    from stigmer_core.cli.app import main
+
+    daemon = stigmer.start().address
+    backup = write(tmp_path / "backup.yaml", SUPPORT, CODER)
+    real = applying.apply_one
+    applied: list[str] = []
+
+    def apply_then_stop(*args: Any, **kwargs: Any) -> Any:
+        if applied:
+            stigmer.ok("local", "stop")
+        applied.append("one")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(applying, "apply_one", apply_then_stop)
+    result = CliRunner().invoke(
+        main, ["import", "-f", str(backup), "--backend", "remote", "--endpoint", daemon], env=stigmer.env()
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().endswith(
+        "1 of 2 resources were imported before it, and importing the same documents again finishes the job "
+        "(what is there already is unchanged)"
+    ), result.output

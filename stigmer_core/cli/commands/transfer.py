@@ -114,8 +114,16 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
     created: set[str] = set()
     unset: list[tuple[str, list[str]]] = []
     with Progress("importing", total=len(documents)) as progress:
-        for document in documents:
-            outcome = apply_one(session, document, created=created)
+        for done, document in enumerate(documents):
+            try:
+                outcome = apply_one(session, document, created=created)
+            except CliError as exc:  # the store went away: say how far the import got
+                written = done - counts["failed"]
+                raise CliError(
+                    f"{exc.message}; {written} of {len(documents)} resources were imported before it, and "
+                    "importing the same documents again finishes the job (what is there already is unchanged)",
+                    details=exc.details,
+                ) from None
             progress.advance()
             if outcome.failed:
                 counts["failed"] += 1

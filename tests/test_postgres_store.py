@@ -405,38 +405,18 @@ def test_a_forged_notice_wakes_the_listener_but_never_moves_the_revision(
 def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(stigmer_postgres_store_url: str) -> None:
     """Migrating needs an owner; serving a schema already at its version needs only DML, and
     no lock a stranger could hold."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-
-    if os.environ.get(postgres.URL_ENV):
-        # A server named by URL has its own authentication; the throwaway one (what CI starts)
-        # trusts local logins, which this test needs to log in as a role it just made.
-        pytest.skip("logs in as a new role without a password: needs the throwaway (trust) server")
-    parts = urlsplit(stigmer_postgres_store_url)
     with PostgresStore(stigmer_postgres_store_url, durable=False) as owner:  # migrates
         schema = owner.schema
         owner.transact(lambda txn: txn.put(b"k/by-owner", b"1"))
-        admin_conninfo = owner.settings.conninfo
-    role = f"dml_{schema}"[:63]
-    with psycopg.connect(admin_conninfo, autocommit=True) as admin:
-        admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
-        admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-        stranger = psycopg.connect(admin_conninfo, autocommit=True)
+    with (
+        _daemon_role(stigmer_postgres_store_url) as (as_role, admin_conninfo, _),
+        psycopg.connect(admin_conninfo, autocommit=True) as stranger,
+    ):
         stranger.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"stigmer-schema:{schema}",))
-    try:
-        as_role = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
         with PostgresStore(f"{as_role}&statement_timeout_ms=2000", durable=False) as daemon:
             daemon.transact(lambda txn: (txn.put(b"k/by-role", b"1"), txn.append_event(b"ev")))
             with daemon.read() as txn:
                 assert (txn.get(b"k/by-owner"), txn.get(b"k/by-role")) == (b"1", b"1")
-    finally:
-        stranger.close()
-        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
-            admin.execute(f'DROP OWNED BY "{role}"')
-            admin.execute(f'DROP ROLE "{role}"')
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """How many items a request carries, counted before anything else looks at it.
 
-Validating a request costs about 2 µs per item (an element of a repeated
+Validating a request costs about 2.5 µs per item (an element of a repeated
 field, an entry of a map, at any level, the contents of a ``Struct`` too),
-holding the GIL: a valid 4 MiB request of a million empty ``ListValue``
+holding the GIL: a valid 2 MB request of a million empty ``ListValue``
 elements held the daemon for 14 s. ``Limits.max_request_items`` bounds that.
 
 Every item takes at least one byte on the wire, so a request no longer in

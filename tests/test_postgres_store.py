@@ -425,6 +425,8 @@ def _daemon_role(url: str) -> Iterator[tuple[str, str, str]]:
     from urllib.parse import urlsplit, urlunsplit
 
     if os.environ.get(postgres.URL_ENV):
+        # A server named by URL has its own authentication; the throwaway one (what CI starts)
+        # trusts local logins, which these tests need to log in as a role they just made.
         pytest.skip("logs in as a new role without a password: needs the throwaway (trust) server")
     parts = urlsplit(url)
     with PostgresStore(url, durable=False) as owner:  # migrates

@@ -560,3 +560,50 @@ def test_what_the_database_does_to_a_correct_statement_is_a_status_never_a_bug()
         assert isinstance(found, status) and words in found.message, (raised, found)
     bug = pg.UndefinedColumn("column x does not exist")
     assert _translate(bug) is bug
+
+
+@contextlib.contextmanager
+def _frozen(pid: int) -> Iterator[None]:
+    """One backend process stopped: to its client, a server that is up and answers nothing
+    (the kernel still acknowledges, so neither TCP nor ``statement_timeout`` notices)."""
+    import signal
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _backend_pid(store: PostgresStore) -> int:
+    with store._pool.connection() as conn:
+        return conn.info.backend_pid
+
+
+def test_a_database_that_stops_answering_is_given_up_after_the_answer_timeout(stigmer_postgres_store_url: str) -> None:
+    """A stopped server process held every call on its connection until the client's deadline
+    (forever for a client without one), and the daemon's threads with them."""
+    if os.environ.get(postgres.URL_ENV):
+        # A server named by URL may run on another host, whose processes a test cannot stop.
+        pytest.skip("stops a backend process: needs the throwaway server on this machine")
+    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&answer_timeout_ms=1000"
+    with PostgresStore(url, durable=False) as store:
+        store.transact(lambda txn: txn.put(b"k/kept", b"1"))
+        with _frozen(_backend_pid(store)):
+            started = time.monotonic()
+            with pytest.raises(errors.Unavailable, match=r"did not answer within 1 s"), store.read() as txn:
+                txn.get(b"k/kept")
+            waited = time.monotonic() - started
+        # the pool replaced the connection it gave up
+        with _frozen(_backend_pid(store)), pytest.raises(errors.Unavailable, match=r"did not answer within 1 s"):
+            store.transact(lambda txn: txn.put(b"k/new", b"1"))
+        store.transact(lambda txn: txn.put(b"k/new", b"2"))
+        with store.read() as txn:
+            assert (txn.get(b"k/kept"), txn.get(b"k/new")) == (b"1", b"2")
+    assert waited < 10  # not the 35 s default, nor forever
+
+
+def test_the_answer_timeout_defaults_to_the_statement_timeout_and_five_seconds() -> None:
+    assert PostgresSettings.from_url("postgresql://u@h/d").answer_seconds == 35.0
+    assert PostgresSettings.from_url("postgresql://u@h/d?statement_timeout_ms=2000").answer_seconds == 7.0
+    assert PostgresSettings.from_url("postgresql://u@h/d?answer_timeout_ms=1500").answer_seconds == 1.5

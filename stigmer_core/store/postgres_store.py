@@ -37,7 +37,9 @@ commit made while it was away is not missed.
 
 Faults: a database that is down, restarting or too slow answers
 ``errors.Unavailable`` (UNAVAILABLE) saying so; the pool drops broken
-connections and opens new ones by itself. A write is acknowledged only after
+connections and opens new ones by itself. A server that stops answering
+without closing the connection (which TCP does not notice) is given up after
+``answer_timeout_ms`` (see ``_AnsweringConnection``). A write is acknowledged only after
 its COMMIT returned; a connection lost during COMMIT is reported as
 unavailable with the outcome unknown, never as success.
 """
@@ -57,6 +59,7 @@ import attrs
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg.abc import PQGen
 
 from stigmer_core import errors
 from stigmer_core.store import keys
@@ -66,13 +69,17 @@ from stigmer_core.store.protocol import SnapshotMoved
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
+RV = TypeVar("RV")
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 5
+DEFAULT_STATEMENT_TIMEOUT_MS = 30_000
 LOOSE_QUERIES = 2
+"""Queries a restartable read answers outside a transaction: a get, or a slug then its object."""
 LISTEN_SECONDS = 5.0
 """Silence after which the listener reads the revision itself, in case its connection stopped delivering."""
-"""Queries a restartable read answers outside a transaction: a get, or a slug then its object."""
+ANSWER_GRACE_MS = 5_000
+"""How much longer than ``statement_timeout_ms`` the daemon waits for an answer by default."""
 _CONFLICT_ATTEMPTS = 5
 
 
@@ -96,8 +103,13 @@ class PostgresSettings:
     """Seconds a call waits for a free (or reconnected) connection before UNAVAILABLE."""
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
     """Seconds to establish one connection (libpq's ``connect_timeout``)."""
-    statement_timeout_ms: int = 30_000
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
     """A statement (or a writer waiting for the revision lock) running longer fails UNAVAILABLE."""
+    answer_timeout_ms: int | None = None
+    """How long the daemon waits for the database to answer one round trip before it gives the
+    connection up (UNAVAILABLE); ``statement_timeout_ms`` plus 5 s when not given. The server
+    enforces ``statement_timeout_ms``; this bounds a server that cannot (its processes stopped, a
+    storage stall), which TCP does not notice since the peer's kernel still acknowledges."""
     scan_page: int = 256
     """Rows fetched per round trip of a range scan; a scan never loads a whole kind."""
     max_batch: int = 64
@@ -127,6 +139,11 @@ class PostgresSettings:
             raise errors.StartupError("store URL: need 1 <= pool_min <= pool_max")
         return settings
 
+    @property
+    def answer_seconds(self) -> float:
+        ms = self.answer_timeout_ms or self.statement_timeout_ms + ANSWER_GRACE_MS
+        return ms / 1000
+
 
 _DEAD_PEER = {
     "keepalives": "1",
@@ -145,6 +162,7 @@ _URL_SETTINGS: dict[str, type] = {
     "pool_max": int,
     "pool_timeout": float,
     "statement_timeout_ms": int,
+    "answer_timeout_ms": int,
     "scan_page": int,
     "max_batch": int,
 }
@@ -169,6 +187,42 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=""))
 
 
+class _NoAnswer(psycopg.OperationalError):
+    """The database took longer than ``answer_seconds`` to answer; the connection was closed."""
+
+
+class _AnsweringConnection(psycopg.Connection[Any]):
+    """A connection that waits at most ``answer_seconds`` for any one round trip.
+
+    Every blocking step of a sync psycopg connection (a statement, a pipeline's
+    sync, COMMIT, the pool's checks) goes through ``wait``. Past the bound the
+    connection's state is unknown (a statement may still be running, or be
+    committed, on the server), so it is closed: nothing more is sent on it and
+    the pool drops it when it comes back.
+    """
+
+    answer_seconds: float = (DEFAULT_STATEMENT_TIMEOUT_MS + ANSWER_GRACE_MS) / 1000
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        bound = self.answer_seconds
+        if timeout is not None and timeout <= bound:
+            return super().wait(gen, interval, timeout)  # the caller's own, shorter wait (LISTEN)
+        try:
+            return super().wait(gen, interval, bound)
+        except pg_errors._WaitTimeout:  # psycopg's own (3.3.6+), raised by nothing else
+            self.close()
+            raise _NoAnswer(f"the database did not answer within {bound:g} s; its connection was closed") from None
+
+
+def _bounded_class(settings: PostgresSettings) -> type[_AnsweringConnection]:
+    return type("StigmerConnection", (_AnsweringConnection,), {"answer_seconds": settings.answer_seconds})
+
+
+def _lost(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn`` can run nothing more: broken, or closed after it did not answer."""
+    return conn.broken or conn.closed
+
+
 class _Retry(Exception):
     """A conflict PostgreSQL resolved by aborting us: run ``fn`` again."""
 
@@ -187,6 +241,8 @@ def _translate(exc: psycopg.Error) -> Exception:
     """
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return _Retry(str(exc))
+    if isinstance(exc, _NoAnswer):
+        return errors.Unavailable(str(exc))
     if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
         return errors.Unavailable(f"the database did not answer in time ({exc.diag.message_primary or exc})")
     if isinstance(exc, psycopg_pool.PoolTimeout):
@@ -617,13 +673,14 @@ class PostgresStore:
         )
         if not durable:
             options += " -c synchronous_commit=off"
+        self._connection_class = _bounded_class(self.settings)
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "options": options,
             "application_name": "stigmer",
         }
         try:
-            with psycopg.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
+            with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
                 migrate(conn, self.schema)
                 row = conn.execute(self._sql_revision).fetchone()
         except psycopg.OperationalError as exc:
@@ -639,6 +696,7 @@ class PostgresStore:
         self.commits = 0
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
             self.settings.conninfo,
+            connection_class=self._connection_class,
             kwargs=self._connect_kwargs,
             min_size=self.settings.pool_min,
             max_size=self.settings.pool_max,
@@ -663,7 +721,7 @@ class PostgresStore:
             raise _translate(exc) from exc
 
     def _release(self, conn: psycopg.Connection[Any], in_transaction: bool) -> None:
-        if in_transaction and not conn.broken:
+        if in_transaction and not _lost(conn):
             with contextlib.suppress(psycopg.Error):  # the pool discards a broken connection on return
                 conn.execute(b"ROLLBACK")
         self._pool.putconn(conn)
@@ -744,7 +802,7 @@ class PostgresStore:
                     pending.result = pending.fn(writer)
                 except Exception as exc:
                     wrote = wrote or writer._wrote
-                    if conn.broken or isinstance(exc, _Retry) or _unusable(exc):
+                    if _lost(conn) or isinstance(exc, _Retry) or _unusable(exc):
                         raise
                     conn.execute(b"ROLLBACK TO SAVEPOINT stigmer_call" if shared else b"ROLLBACK")
                     pending.error = _translate(exc) if isinstance(exc, psycopg.Error) else exc
@@ -763,13 +821,14 @@ class PostgresStore:
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
             except psycopg.Error as exc:
-                if conn.broken:
+                if _lost(conn):
+                    what = str(exc) if isinstance(exc, _NoAnswer) else "the database connection broke"
                     raise errors.Unavailable(
-                        "the database connection broke while committing; the write may or may not have been applied"
+                        f"{what} while committing; the write may or may not have been applied"
                     ) from exc
                 raise
         except BaseException as exc:
-            if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            if not _lost(conn) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute(b"ROLLBACK")
             if _unusable(exc):
@@ -792,7 +851,7 @@ class PostgresStore:
         backoff = 0.05
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
+                with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
                     conn.execute(f'LISTEN "{self.channel}"'.encode())
                     row = conn.execute(self._sql_revision).fetchone()  # what was committed while away
                     if row:

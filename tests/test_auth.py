@@ -18,7 +18,7 @@ from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
 from stigmer_core.auth.transport import TlsFiles
-from stigmer_core.errors import Unauthenticated
+from stigmer_core.errors import StartupError, Unauthenticated
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import Server
 from stigmer_core.store import keys
@@ -168,6 +168,48 @@ def test_tls_with_tokens_and_mutual_tls(app: Application, tmp_path: Path) -> Non
             assert code_of(lambda: _whoami(client.channel)) == grpc.StatusCode.UNAVAILABLE
     finally:
         mutual.stop(grace=1)
+
+
+def _handshake(address: str, ca: Path, token: str) -> grpc.StatusCode:
+    """Whoami over a connection of its own (channels otherwise share one per target and credentials)."""
+    creds = grpc.ssl_channel_credentials(ca.read_bytes())
+    with grpc.secure_channel(address, creds, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        return code_of(lambda: _whoami(with_token(channel, token)))
+
+
+def test_renewed_certificate_files_are_served_to_new_connections_without_a_restart(
+    app: Application, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A team server kept serving the certificate it started with: once that expired, every client
+    failed although the renewed files were on disk, until the daemon was restarted."""
+    for name in ("first", "renewed", "live"):
+        (tmp_path / name).mkdir()
+    first, renewed = make_pki(tmp_path / "first"), make_pki(tmp_path / "renewed")
+    live = tmp_path / "live"
+    (live / "server.pem").write_bytes(first.server_cert.read_bytes())
+    (live / "server.key").write_bytes(first.server_key.read_bytes())
+    token, _ = make_token(app, ALPHA, "viewer")
+    server = Server(app, "127.0.0.1:0", max_workers=4, tls=TlsFiles(str(live / "server.pem"), str(live / "server.key")))
+    server.start()
+    try:
+        assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
+        caplog.set_level(logging.WARNING, logger="stigmer_core.auth.transport")
+        (live / "server.key").write_bytes(renewed.server_key.read_bytes())  # half renewed: not a pair yet
+        assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
+        assert "cannot be served yet" in caplog.text
+        (live / "server.pem").write_bytes(renewed.server_cert.read_bytes())
+        assert _handshake(server.address, renewed.ca, token) == grpc.StatusCode.OK
+        assert _handshake(server.address, first.ca, token) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace=1)
+
+
+def test_a_certificate_and_a_key_that_are_not_a_pair_fail_at_startup_saying_so(app: Application, tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "other").mkdir()
+    one, other = make_pki(tmp_path / "one"), make_pki(tmp_path / "other")
+    with pytest.raises(StartupError, match="not a PEM certificate and its key"):
+        Server(app, "127.0.0.1:0", tls=TlsFiles(str(one.server_cert), str(other.server_key)))
 
 
 def test_a_non_loopback_address_without_tls_and_auth_is_refused_before_binding(tmp_path: Path) -> None:

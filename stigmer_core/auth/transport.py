@@ -6,6 +6,12 @@ authentication, or be told ``insecure_no_auth`` (a trusted mesh that does
 both for it). The check runs before anything is bound, so a refused start
 opens no port at all.
 
+A server's certificate files are read again when they change (a renewal by
+cert-manager or an ACME client), so a long-running team server never serves
+an expired certificate that was renewed on disk: new connections get the new
+one, open ones keep theirs, and files that do not form a pair yet (one
+written, not the other) leave the previous ones in use.
+
 A client never sends a token in clear to a non-loopback address: such an
 endpoint is dialled with TLS (grpc's default roots, or a CA file), and a
 channel that would be plaintext is refused instead.
@@ -14,12 +20,18 @@ channel that would be plaintext is refused instead.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
+import ssl
+import threading
 from pathlib import Path
 
 import attrs
 import grpc
 
 from stigmer_core.errors import InsecureTransport, StartupError
+
+log = logging.getLogger(__name__)
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -57,12 +69,73 @@ class TlsFiles:
     client_ca: str | None = None
 
     def server_credentials(self) -> grpc.ServerCredentials:
-        client_ca = _read(self.client_ca, "client CA file (--tls-client-ca)") if self.client_ca else None
-        return grpc.ssl_server_credentials(
-            [(_read(self.key, "TLS key (--tls-key)"), _read(self.cert, "TLS certificate (--tls-cert)"))],
-            root_certificates=client_ca,
-            require_client_auth=client_ca is not None,
+        """Credentials that follow the files: grpc asks before every new connection's handshake."""
+        stamp = self._stamp()
+        config = self._configuration()
+        return grpc.dynamic_ssl_server_credentials(
+            config, _Renewals(self, stamp), require_client_authentication=self.client_ca is not None
         )
+
+    def _paths(self) -> list[Path]:
+        return [Path(p).expanduser() for p in (self.cert, self.key, self.client_ca) if p]
+
+    def _stamp(self) -> tuple[tuple[int, int, int, int], ...]:
+        """What changes when a file is rewritten or a symlink swapped (a Kubernetes secret volume)."""
+        stamps = []
+        for path in self._paths():
+            try:
+                st = path.stat()
+            except OSError:
+                stamps.append((0, 0, 0, 0))
+            else:
+                stamps.append((st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev))
+        return tuple(stamps)
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        """The files as grpc takes them, once they are a certificate and its key (StartupError saying what is wrong)."""
+        key = _read(self.key, "TLS key (--tls-key)")
+        cert = _read(self.cert, "TLS certificate (--tls-cert)")
+        client_ca = _read(self.client_ca, "client CA file (--tls-client-ca)") if self.client_ca else None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(os.fspath(Path(self.cert).expanduser()), os.fspath(Path(self.key).expanduser()))
+        except (ssl.SSLError, ValueError) as exc:
+            raise StartupError(
+                f"the TLS certificate {self.cert} and key {self.key} are not a PEM certificate and its key: {exc}"
+            ) from exc
+        if client_ca is not None:
+            try:
+                context.load_verify_locations(cadata=client_ca.decode("ascii"))
+            except (ssl.SSLError, ValueError) as exc:
+                raise StartupError(f"the client CA file {self.client_ca} holds no PEM certificate: {exc}") from exc
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
+
+
+class _Renewals:
+    """grpc's certificate fetcher: a new configuration when the files changed and form a valid one."""
+
+    def __init__(self, files: TlsFiles, stamp: tuple[tuple[int, int, int, int], ...]) -> None:
+        self._files = files
+        self._served = stamp
+        self._refused = stamp
+        self._lock = threading.Lock()
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration | None:
+        with self._lock:
+            stamp = self._files._stamp()
+            if stamp == self._served or stamp == self._refused:
+                return None  # a stat per new connection; nothing read
+            try:
+                config = self._files._configuration()
+            except StartupError as exc:
+                self._refused = stamp  # said once per change of the files
+                log.warning("TLS files changed but cannot be served yet; new connections keep the previous ones: %s", exc)
+                return None
+            if self._files._stamp() != stamp:
+                return None  # rewritten while read: take them at the next connection
+            self._served = stamp
+            log.info("TLS: serving the certificate renewed in %s", self._files.cert)
+            return config
 
 
 def check_listen(address: str, *, tls: TlsFiles | None, require_auth: bool, insecure_no_auth: bool) -> None:

@@ -36,9 +36,13 @@ redact them on every read, so they are never written in clear.
 
 from __future__ import annotations
 
+import io
+import itertools
+import sys
+import tempfile
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, TextIO
 
 import attrs
 from google.protobuf import json_format
@@ -57,6 +61,7 @@ SERVER_OWNED_METADATA = ("resourceVersion", "createdAt", "updatedAt", "version")
 _HEADER = "# stigmer export: {count} objects; the last line closes it\n"
 _FOOTER = "# end of stigmer export: {count} objects\n"
 _HEADER_START = "# stigmer export: "
+_OWNER_FIELD = "metadata.ownerReferences"
 
 
 def exportable(catalog: Catalog, names: Sequence[str]) -> list[KindInfo]:
@@ -85,39 +90,91 @@ class Missing:
     reason: str
 
 
-def _listed(session: Session, kind: KindInfo, *, org: str, orgs: Sequence[str] | None) -> list[Message] | None:
-    """Every object of ``kind`` in ``org``; across orgs, org by org when the kind's list insists on
-    one (None when it does and ``orgs`` is not known yet)."""
+def _listed(session: Session, kind: KindInfo, *, org: str, orgs: Sequence[str] | None) -> Iterator[Message] | None:
+    """Every object of ``kind`` in ``org``, a page at a time; across orgs, org by org when the kind's
+    list insists on one (None when it does and ``orgs`` is not known yet)."""
     calls = session.calls(kind)
+    listing = calls.iterate(org=org)
     try:
-        return list(calls.iterate(org=org))
+        first = next(listing, None)
     except errors.InvalidArgument:
         if org:
             raise
         if orgs is None:
             return None
-    return [obj for each in orgs for obj in calls.iterate(org=each)]
+        return itertools.chain.from_iterable(calls.iterate(org=each) for each in orgs)
+    return itertools.chain(() if first is None else (first,), listing)
 
 
-def collect(
-    session: Session, kinds: Sequence[KindInfo], *, org: str
-) -> tuple[list[tuple[KindInfo, Message]], list[Missing]]:
-    """Every object of ``kinds`` in ``org`` ("" for every org the caller may read), and what could not be listed.
+@attrs.frozen
+class Entry:
+    """One exported object as the export keeps it: what orders it and what it names; its
+    document waits in the spool file, so an export holds no store's worth of objects."""
 
-    Kinds are listed each in its own reads while writes go on, so the lists
-    are not one snapshot. They are read dependents first (sessions before
-    the instances they name, instances before their agents): whatever an
+    kind: str
+    org: str
+    slug: str
+    id: str
+    names: tuple[tuple[str, str, str], ...]
+    """(field, kind, id) of every owner and declared reference it holds."""
+    at: int
+    size: int
+
+
+@attrs.define
+class Export:
+    """What ``collect`` found: entries in the order they were listed, and what could not be taken."""
+
+    entries: list[Entry]
+    missing: list[Missing]
+    spool: IO[bytes]
+
+    def write(self, out: TextIO, catalog: Catalog) -> None:
+        """The export: its first line, every document in write order (see above), its last line."""
+        order = catalog.owner_order(
+            (e.kind, kind) for e in self.entries for field, kind, _ in e.names if field.startswith(_OWNER_FIELD)
+        )
+        out.write(_HEADER.format(count=len(self.entries)))
+        for entry in sorted(self.entries, key=lambda e: (order[e.kind], e.kind, e.org, e.slug)):
+            self.spool.seek(entry.at)
+            out.write(self.spool.read(entry.size).decode("utf-8"))
+        out.write(_FOOTER.format(count=len(self.entries)))
+
+    def text(self, catalog: Catalog) -> str:
+        written = io.StringIO()
+        self.write(written, catalog)
+        return written.getvalue()
+
+    def close(self) -> None:
+        self.spool.close()
+
+    def __enter__(self) -> Export:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
+    """Every object of ``kinds`` in ``org`` ("" for every org the caller may read), and what could not be taken.
+
+    Each object is written to the spool (a temporary file) as its document
+    as soon as it is listed; only its ``Entry`` stays in memory. Kinds are
+    listed each in its own reads while writes go on, so the lists are not
+    one snapshot. They are read dependents first (sessions before the
+    instances they name, instances before their agents): whatever an
     exported object names was made before it, so it is still there when its
     own kind is listed, and an object made during the export comes with
     everything it needs or not at all. What names an object deleted during
     the export (a cascade that took both) is left out and named
     (``dangling``). A kind that fails is reported and the others are still
-    exported. A kind whose list needs an org (a third party's) is listed last,
-    in every org the other kinds were found in. On a terminal a bar counts
-    the kinds done.
+    exported; an object that cannot be written as a document (a value JSON
+    cannot carry, such as a NaN stored before writes refused them) is named
+    and the rest still written. A kind whose list needs an org (a third
+    party's) is listed last, in every org the other kinds were found in. On
+    a terminal a bar counts the kinds done.
     """
-    found: list[tuple[KindInfo, Message]] = []
-    missing: list[Missing] = []
+    export = Export([], [], tempfile.TemporaryFile())  # noqa: SIM115 (the Export owns and closes it)
     orgs: dict[str, None] = {session.org: None}
     position = {kind.name: i for i, kind in enumerate(session.catalog.kinds)}
     queue = deque(sorted(kinds, key=lambda k: position.get(k.name, len(position)), reverse=True))
@@ -126,31 +183,46 @@ def collect(
         while queue or deferred:
             # the kinds whose list needs an org come last, when the others have told which orgs there are
             kind, known = (queue.popleft(), None) if queue else (deferred.popleft(), list(orgs))
-            progress.describe(f"exporting {kind.plural} ({len(found)} objects so far)")
+            progress.describe(f"exporting {kind.plural} ({len(export.entries)} objects so far)")
+            before, missing_before = len(export.entries), len(export.missing)
             try:
                 objects = _listed(session, kind, org=org, orgs=known)
+                if objects is None:
+                    deferred.append(kind)
+                    continue
+                for obj in objects:
+                    _take(session, kind, obj, export)
+                    orgs.setdefault(metadata(obj).org, None)
             except errors.StartupError as exc:  # the store cannot be opened: no kind can be listed, say it once
+                export.close()
                 raise CliError(describe(exc)[0]) from None
-            except (errors.StigmerError, CliError) as exc:
-                missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
-                progress.advance()
-                continue
-            if objects is None:
-                deferred.append(kind)
-                continue
-            fill = kind.export_fill
-            for obj in objects:
-                if fill is not None:
-                    try:
-                        fill(obj, session.calls(kind).call)
-                    except (errors.StigmerError, CliError) as exc:
-                        missing.append(Missing(_named(kind, obj), describe(exc)[0]))
-                        continue
-                found.append((kind, obj))
-                orgs.setdefault(metadata(obj).org, None)
+            except (errors.StigmerError, CliError) as exc:  # none of the kind, not part of it
+                del export.entries[before:], export.missing[missing_before:]
+                export.missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
             progress.advance()
-    kept, gone = dangling(found, {kind.name for kind in kinds})
-    return kept, missing + gone
+    export.entries, gone = dangling(export.entries, {kind.name for kind in kinds})
+    export.missing += gone
+    return export
+
+
+def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> None:
+    """Spool ``obj``'s document and keep its entry, or name why it cannot be exported."""
+    if kind.export_fill is not None:
+        try:
+            kind.export_fill(obj, session.calls(kind).call)
+        except (errors.StigmerError, CliError) as exc:
+            export.missing.append(Missing(_named(kind, obj), describe(exc)[0]))
+            return
+    try:
+        text = yamlio.dump_all([document(obj)]).encode("utf-8")
+    except (json_format.SerializeToJsonError, ValueError) as exc:
+        export.missing.append(Missing(_named(kind, obj), str(exc)))
+        return
+    meta = metadata(obj)
+    at = export.spool.seek(0, io.SEEK_END)
+    export.spool.write(text)
+    names = tuple((sys.intern(field), sys.intern(target), i) for field, target, i in _ids_named(kind, obj))
+    export.entries.append(Entry(kind.name, sys.intern(meta.org), meta.slug, meta.id, names, at, len(text)))
 
 
 def _named(kind: KindInfo, obj: Message) -> str:
@@ -161,7 +233,7 @@ def _named(kind: KindInfo, obj: Message) -> str:
 def _ids_named(kind: KindInfo, obj: Message) -> list[tuple[str, str, str]]:
     """(field, target kind, id) of every owner and declared reference ``obj`` holds."""
     named = [
-        (f"metadata.ownerReferences[{i}]", ref.kind, ref.id)
+        (f"{_OWNER_FIELD}[{i}]", ref.kind, ref.id)
         for i, ref in enumerate(getattr(metadata(obj), "owner_references", ()))
     ]
     for path, target in kind.reference_fields:
@@ -178,28 +250,23 @@ def _ids_named(kind: KindInfo, obj: Message) -> list[tuple[str, str, str]]:
     return named
 
 
-def dangling(
-    objects: list[tuple[KindInfo, Message]], kinds: set[str]
-) -> tuple[list[tuple[KindInfo, Message]], list[Missing]]:
-    """``objects`` less those naming an object of an exported kind that is not among them (deleted
+def dangling(entries: list[Entry], kinds: set[str]) -> tuple[list[Entry], list[Missing]]:
+    """``entries`` less those naming an object of an exported kind that is not among them (deleted
     while the export listed), and what was left out, named: importing them would fail."""
-    kept = objects
+    kept = entries
     gone: list[Missing] = []
     while True:
-        present = {metadata(obj).id for _, obj in kept}
-        still: list[tuple[KindInfo, Message]] = []
-        for kind, obj in kept:
-            lost = next(
-                ((field, target, i) for field, target, i in _ids_named(kind, obj) if target in kinds and i not in present),
-                None,
-            )
+        present = {entry.id for entry in kept}
+        still: list[Entry] = []
+        for entry in kept:
+            lost = next(((f, t, i) for f, t, i in entry.names if t in kinds and i not in present), None)
             if lost is None:
-                still.append((kind, obj))
+                still.append(entry)
                 continue
             field, target, missing_id = lost
             gone.append(
                 Missing(
-                    _named(kind, obj),
+                    f"{entry.kind} {entry.org}/{entry.slug} ({entry.id})",
                     f"its {field} names {target} {missing_id}, which is not in the export (deleted while it "
                     "was written?); export again",
                 )
@@ -235,29 +302,6 @@ def document(obj: Message) -> dict[str, Any]:
     for key in SERVER_OWNED_METADATA:
         meta.pop(key, None)
     return data
-
-
-def export_text(
-    objects: Sequence[tuple[KindInfo, Message]], order: Mapping[str, int]
-) -> tuple[str, list[Missing]]:
-    """``objects`` as YAML documents (``order`` places kinds: ``Catalog.write_order``), and the
-    objects that cannot be written as one (a value JSON cannot carry, such as a NaN stored
-    before writes refused them): each is named, and the rest of the backup is still written."""
-
-    def key(item: tuple[KindInfo, Message]) -> tuple[int, str, str, str]:
-        kind, obj = item
-        meta = metadata(obj)
-        return (order[kind.name], kind.name, meta.org, meta.slug)
-
-    texts: list[str] = []  # one document's mapping at a time: a whole store's at once took hundreds of MB
-    unwritable: list[Missing] = []
-    for kind, obj in sorted(objects, key=key):
-        try:
-            texts.append(yamlio.dump_all([document(obj)]))
-        except (json_format.SerializeToJsonError, ValueError) as exc:
-            meta = metadata(obj)
-            unwritable.append(Missing(f"{kind.name} {meta.org}/{meta.slug} ({meta.id})", str(exc)))
-    return _HEADER.format(count=len(texts)) + "".join(texts) + _FOOTER.format(count=len(texts)), unwritable
 
 
 def check_whole(label: str, text: str, documents: int) -> None:

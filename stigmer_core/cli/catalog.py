@@ -153,12 +153,17 @@ class Catalog:
     def write_order(self, objects: Iterable[tuple[KindInfo, Message]]) -> dict[str, int]:
         """Kind name -> position for writing ``objects``: declared references,
         and the owners the objects name, before the kinds that need them."""
+        return self.owner_order(
+            (kind.name, ref.kind) for kind, obj in objects for ref in getattr(metadata(obj), "owner_references", ())
+        )
+
+    def owner_order(self, owned: Iterable[tuple[str, str]]) -> dict[str, int]:
+        """``write_order`` from (kind name, the kind an object of it names as its owner) pairs."""
         after: dict[str, set[str]] = {k.name: set(k.references) for k in self.kinds}
-        for kind, obj in objects:
-            for ref in getattr(metadata(obj), "owner_references", ()):
-                owner = self.by_name(ref.kind)
-                if owner is not None:
-                    after.setdefault(kind.name, set()).add(owner.name)
+        for kind_name, owner_kind in set(owned):
+            owner = self.by_name(owner_kind)
+            if owner is not None:
+                after.setdefault(kind_name, set()).add(owner.name)
         return dependency_order({k.name: k.rank for k in self.kinds}, after)
 
     @classmethod

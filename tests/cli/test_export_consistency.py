@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stigmer_core import config
+from stigmer_core import config, errors
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.session.v1 import session_pb2
 from stigmer_core.cli import backup
@@ -71,12 +71,12 @@ def test_objects_made_between_two_kinds_lists_come_with_what_they_need(
 
     listed = _when_listed(monkeypatch, "AgentInstance", write)
     kinds = backup.exportable(session.catalog, [])
-    objects, missing = backup.collect(session, kinds, org="")
-    assert missing == []
-    assert listed.index("Session") < listed.index("AgentInstance") < listed.index("Agent")
-    exported = {(kind.name, metadata(obj).slug) for kind, obj in objects}
-    assert exported == {("Agent", "late"), ("AgentInstance", "late-default")}  # the session came after its list
-    text, _ = backup.export_text(objects, session.catalog.write_order(objects))
+    with backup.collect(session, kinds, org="") as export:
+        assert export.missing == []
+        assert listed.index("Session") < listed.index("AgentInstance") < listed.index("Agent")
+        exported = {(entry.kind, entry.slug) for entry in export.entries}
+        assert exported == {("Agent", "late"), ("AgentInstance", "late-default")}  # the session came after its list
+        text = export.text(session.catalog)
     session.close()
     imported = stigmer("import", "--data-dir", str(tmp_path / "restored"), input=text)
     assert imported.code == 0 and imported.out.startswith("imported 2 of 2 resources"), imported
@@ -92,8 +92,39 @@ def test_what_names_an_object_deleted_during_the_export_is_left_out_and_named(
         session.calls(session.catalog.kind("Agent")).delete(agent.metadata.id)
 
     _when_listed(monkeypatch, "Agent", delete)
-    objects, missing = backup.collect(session, backup.exportable(session.catalog, []), org="")
-    assert objects == []
-    (named,) = missing
+    with backup.collect(session, backup.exportable(session.catalog, []), org="") as export:
+        assert export.entries == []
+        (named,) = export.missing
     assert named.what == f"AgentInstance local/doomed-default ({instance_id})"
     assert f"names Agent {agent.metadata.id}, which is not in the export" in named.reason
+
+
+def test_a_kind_whose_list_fails_part_way_is_left_out_whole_and_named(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects are spooled as they are listed: a list that broke after its first page must not
+    leave the part it had delivered in the export, as if that were the whole kind."""
+    for name in ("First", "Second"):
+        _create(session, "Agent", agent_pb2.Agent(metadata={"name": name}))
+    real = KindCalls.iterate
+
+    def iterate(self: KindCalls, **kwargs: Any) -> Any:
+        listing = real(self, **kwargs)
+        if self.kind.name != "Agent":
+            return listing
+
+        def broken() -> Any:
+            yield next(listing)
+            raise errors.Unavailable("the server went away")
+
+        return broken()
+
+    monkeypatch.setattr(KindCalls, "iterate", iterate)
+    with backup.collect(session, backup.exportable(session.catalog, []), org="") as export:
+        assert export.entries == []  # the agents' instances name agents the export does not hold
+        kind, *instances = export.missing
+        assert (kind.what, kind.reason) == ("kind 'agent'", "the server went away")
+        assert sorted(m.what.split(" (")[0] for m in instances) == [
+            "AgentInstance local/first-default",
+            "AgentInstance local/second-default",
+        ]

@@ -44,14 +44,12 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
     kinds = backup.exportable(session.catalog, kind_names)
     # before anything opens the store in this process: LMDB opens an environment once per process
     missing = backup.unserved(session) if all_kinds else []
-    objects, failed = backup.collect(session, kinds, org="" if every_org else session.org)
-    missing = failed + missing
-    text, unwritable = backup.export_text(objects, session.catalog.write_order(objects))
-    missing += unwritable
-    sys.stdout.write(text)
+    with backup.collect(session, kinds, org="" if every_org else session.org) as export:
+        export.write(sys.stdout, session.catalog)
     sys.stdout.flush()
+    missing = export.missing + missing
     where = "every org" if every_org else f"org '{session.org}'"
-    click.echo(f"exported {len(objects) - len(unwritable)} objects of {len(kinds)} kinds from {where}", err=True)
+    click.echo(f"exported {len(export.entries)} objects of {len(kinds)} kinds from {where}", err=True)
     if session.settings.backend != "local" and all_kinds:
         click.echo(
             "note: a remote server lists only the kinds it serves; objects it stores for kinds it no longer "

@@ -15,7 +15,9 @@ are sync ``grpc.ServerInterceptor``s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc import aio
@@ -27,7 +29,7 @@ from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
 from stigmer_core.controller import queued_writes, unary_reads
 from stigmer_core.server_pools import ServerPools
-from stigmer_core.store.protocol import SubmitsWrites
+from stigmer_core.store.protocol import ReportsReachability, SubmitsWrites
 
 MAX_MESSAGE_BYTES = 4 << 20
 OPTIONS = [
@@ -43,6 +45,14 @@ def _service_names(app: Application) -> list[str]:
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ]
+
+
+def _follow_store(app: Application, set_all: Callable[[int], None]) -> None:
+    """Health follows a store that can lose its database: NOT_SERVING while it cannot serve."""
+    store = app.store
+    if isinstance(store, ReportsReachability):
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        store.on_reachability(lambda reachable: set_all(serving if reachable else not_serving))
 
 
 class AsyncServing:
@@ -85,8 +95,18 @@ class AsyncServing:
 
     async def _start(self) -> None:
         await self._server.start()
+        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        loop = asyncio.get_running_loop()
+
+        def set_all(status: int) -> None:  # from the store's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server stopped
+                asyncio.run_coroutine_threadsafe(self._set_all(status), loop)
+
+        _follow_store(self.app, set_all)
+
+    async def _set_all(self, status: int) -> None:
         for name in ("", *self.app.service_names):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, status)
 
     def stop(self, grace: float | None) -> None:
         if self._loop.loop.is_closed():
@@ -126,8 +146,12 @@ class SyncServing:
 
     def start(self) -> None:
         self._server.start()
+        self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        _follow_store(self.app, self._set_all)
+
+    def _set_all(self, status: int) -> None:
         for name in ("", *self.app.service_names):
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            self._health.set(name, status)
 
     def stop(self, grace: float | None) -> None:
         self._health.enter_graceful_shutdown()

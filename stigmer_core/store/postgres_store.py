@@ -691,6 +691,9 @@ class PostgresStore:
             ) from exc
         self._revision = int(row[0]) if row else 0
         self._revision_cond = threading.Condition(threading.Lock())
+        self._reachable = True
+        self._reachability: list[Callable[[bool], None]] = []
+        self._reachability_lock = threading.Lock()
         self._writes = GroupCommit(self._commit_batch, self.settings.max_batch)
         self._stop = threading.Event()
         self.commits = 0
@@ -849,6 +852,7 @@ class PostgresStore:
 
     def _listen(self) -> None:
         backoff = 0.05
+        failures = 0
         while not self._stop.is_set():
             try:
                 with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
@@ -856,7 +860,9 @@ class PostgresStore:
                     row = conn.execute(self._sql_revision).fetchone()  # what was committed while away
                     if row:
                         self._advance(int(row[0]))
+                    self._set_reachable(True)
                     backoff = 0.05
+                    failures = 0
                     missed = 0
                     while not self._stop.is_set():
                         # A notice only wakes the listener, which reads the revision: any role that
@@ -888,6 +894,9 @@ class PostgresStore:
                             missed = 0
             except psycopg.Error as exc:
                 log.debug("store listener lost its connection: %s", exc)
+                failures += 1
+                if failures >= 2:  # not the first: a connection killed alone is replaced at once
+                    self._set_reachable(False)
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 2.0)
 
@@ -898,7 +907,10 @@ class PostgresStore:
                 row = conn.execute(self._sql_revision).fetchone()
         except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
             log.debug("store listener could not read the revision: %s", exc)
+            if isinstance(exc, _NoAnswer):  # a server that holds connections open and answers nothing
+                self._set_reachable(False)
             return False
+        self._set_reachable(True)
         if not row:
             return False
         revision = int(row[0])
@@ -906,6 +918,27 @@ class PostgresStore:
             moved = revision > self._revision
         self._advance(revision)
         return moved
+
+    def on_reachability(self, callback: Callable[[bool], None]) -> None:
+        with self._reachability_lock:
+            self._reachability.append(callback)
+            reachable = self._reachable
+        if not reachable:
+            callback(False)
+
+    def _set_reachable(self, reachable: bool) -> None:
+        """Tell the health service when the database stops (or starts again) answering this daemon."""
+        with self._reachability_lock:
+            if reachable == self._reachable:
+                return
+            self._reachable = reachable
+            callbacks = list(self._reachability)
+        if reachable:
+            log.warning("the database at %s answers again", self.url)
+        else:
+            log.warning("the database at %s does not answer; the daemon reports NOT_SERVING until it does", self.url)
+        for callback in callbacks:
+            callback(reachable)
 
     def wait_for_revision(self, after: int, timeout: float) -> int:
         with self._revision_cond:

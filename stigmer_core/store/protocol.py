@@ -99,6 +99,20 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ReportsReachability(Protocol):
+    """A store that can lose what it stores in (a database server) while the daemon runs.
+
+    The daemon's health service follows it: NOT_SERVING while the store says it
+    cannot serve, so a load balancer in front of several daemons sends calls to
+    one that can.
+    """
+
+    def on_reachability(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(reachable)`` whenever that changes, from the engine's own thread."""
+        ...
+
+
 class Submitted(Protocol):
     """A queued write's answer, final once its ``notify`` was called."""
 

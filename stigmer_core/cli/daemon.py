@@ -96,14 +96,20 @@ def clean_stale_pid_file(files: Files) -> int | None:
 
 def serving(address: str, timeout: float = 1.0, *, ca_file: str | None = None) -> bool:
     """Whether the server at ``address`` answers its health check (over TLS where ``connect`` would use it)."""
+    return health(address, timeout, ca_file=ca_file) == "SERVING"
+
+
+def health(address: str, timeout: float = 1.0, *, ca_file: str | None = None) -> str | None:
+    """The server's overall health (``SERVING``, or ``NOT_SERVING`` while a team server's database
+    does not answer it), or None when nothing answers."""
     with network_channel(address, ca_file=ca_file) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
         except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+            return None
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def _log_tail(files: Files, lines: int = 5) -> list[str]:

@@ -51,3 +51,25 @@ def test_switch_refuses_what_cannot_work(stigmer: Stigmer) -> None:
         == "invalid endpoint 'nohost': use HOST:PORT"
     )
     assert not (stigmer.home / "config.yaml").exists()
+
+
+def test_status_tells_a_server_that_answers_but_cannot_serve_from_one_that_does_not_answer(stigmer: Stigmer) -> None:
+    """A team server whose database does not answer it reports NOT_SERVING; status said "not
+    reachable", sending its user after the network instead of the database."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    checks = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        checks.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        stigmer.ok("backend", "switch", "remote", "--endpoint", f"127.0.0.1:{port}")
+        assert "server:      answers, but NOT_SERVING: its store cannot serve" in stigmer.ok("backend", "status")
+    finally:
+        server.stop(grace=None)
+    assert "server:      not reachable" in stigmer.ok("backend", "status")

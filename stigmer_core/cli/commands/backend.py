@@ -49,10 +49,13 @@ def status(ctx: click.Context) -> None:
     else:
         pairs.append(("endpoint", settings.endpoint or "(not set)"))
         pairs.append(("token", "set" if settings.token else "not set"))
-        reachable = bool(settings.endpoint) and daemon.serving(
-            settings.endpoint, timeout=3.0, ca_file=settings.ca_file or None
-        )
-        pairs.append(("server", "serving" if reachable else "not reachable"))
+        status = daemon.health(settings.endpoint, timeout=3.0, ca_file=settings.ca_file or None) if settings.endpoint else None
+        said = {
+            None: "not reachable",
+            "SERVING": "serving",
+            "NOT_SERVING": "answers, but NOT_SERVING: its store cannot serve (a team server whose database does not answer it)",
+        }
+        pairs.append(("server", said.get(status, f"answers, health {status}")))
     pairs += [("org", settings.org), ("config file", str(settings.config_file))]
     click.echo(_lines(pairs))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,10 +249,10 @@ def field_errors(error: errors.StigmerError, cls: type[Message]) -> str:
     return wording(error.message)
 
 
-def load_documents(label: str, text: str) -> list[Any]:
-    """The YAML documents of ``text``, or a CliError naming ``label`` and where it went wrong."""
+def load_documents(label: str, text: str) -> Iterator[Any]:
+    """The YAML documents of ``text`` as they are read, or a CliError naming ``label`` and where it went wrong."""
     try:
-        return yamlio.load_all(text)
+        yield from yamlio.load_all(text)
     except yamlio.YamlError as exc:
         raise CliError(f"{label}: invalid YAML at {yamlio.describe(exc)}") from None
     except RecursionError:

@@ -13,7 +13,7 @@ escaped, since written raw it would come back as a newline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import yaml  # type: ignore[import-untyped, unused-ignore]
@@ -69,9 +69,10 @@ def _represent_str(dumper: Any, value: str) -> Any:
 _Dumper.add_representer(str, _represent_str)
 
 
-def load_all(text: str) -> list[Any]:
-    """Every document of a stream; empty documents come back as None, so indexes match the file."""
-    return list(yaml.load_all(text, Loader=_Loader))
+def load_all(text: str) -> Iterator[Any]:
+    """Every document of a stream, one at a time (a backup's documents are not all held at once as
+    Python objects); empty documents come back as None, so indexes match the file."""
+    return yaml.load_all(text, Loader=_Loader)
 
 
 def dump(data: Any, *, sort_keys: bool = True) -> str:

@@ -479,3 +479,30 @@ def test_resume_inside_a_revision_with_the_position(stigmer_app: Application, st
     assert [e.position for e in first + rest] == sorted({e.position for e in first + rest})
     code, _ = details_of(lambda: next(_watch(stigmer_channel, "AgentInstance", since_position=1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_resuming_after_the_last_event_of_a_revision_starts_with_a_bookmark_of_that_revision(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    """The first bookmark said the revision before, though nothing of the kind was left in it: a
+    client that kept resuming from bookmarks (a daemon restarted twice) got the same event again."""
+    stubs = Kinds.on(stigmer_app, stigmer_channel)
+    stream = _watch(stigmer_channel, "Agent")
+    _opened(stream)
+    made = stubs.agents.create(_agent("once"))  # one revision: its default instance, then the agent
+    (event,) = _events(stream, 1)
+    stream.cancel()
+    assert event.id == made.metadata.id
+    resumed = _watch(stigmer_channel, "Agent", since_revision=event.revision, since_position=event.position)
+    bookmark = _opened(resumed)
+    resumed.cancel()
+    assert bookmark == event.revision  # nothing of the kind is left in that revision
+    instances = _watch(stigmer_channel, "AgentInstance", since_revision=event.revision, since_position=0)
+    assert _opened(instances) == event.revision  # the agent after the instance is another kind's
+    instances.cancel()
+    again = _watch(stigmer_channel, "Agent", since_revision=bookmark)
+    _opened(again)
+    later = stubs.agents.create(_agent("later"))
+    (first,) = _events(again, 1)
+    again.cancel()
+    assert first.id == later.metadata.id  # not the agent the client had already

@@ -208,6 +208,17 @@ def _watch_event(kind: KindRuntime, scope: WatchScope, event: event_pb2.Resource
     )
 
 
+def _more_in_revision(txn: Any, kind: str, revision: int, position: int) -> bool:
+    """Whether ``revision`` holds an event of ``kind`` after ``position``: one transaction's
+    events, read only when a watch resumes inside a revision."""
+    for index, (found, payload) in enumerate(txn.events(revision - 1)):
+        if found != revision:
+            return False
+        if index > position and event_pb2.ResourceEvent.FromString(payload).kind == kind:
+            return True
+    return False
+
+
 def _bookmark(kind: KindRuntime, revision: int) -> watch_pb2.WatchEvent:
     return watch_pb2.WatchEvent(type=_BOOKMARK, revision=revision, kind=kind.name)
 
@@ -227,7 +238,12 @@ def watch_events(ctx: RequestContext) -> None:
     if req.HasField("since_position"):
         if not req.HasField("since_revision"):
             raise errors.InvalidArgument.field("since_position", "needs since_revision")
-        cursor = Cursor(start, int(req.since_position) + 1)  # the rest of that revision's events
+        position = int(req.since_position)
+        cursor = Cursor(start, position + 1)  # the rest of that revision's events
+        if not _more_in_revision(txn, kind.name, start, position):
+            # the client has all of that revision: the first bookmark says so, rather than the
+            # revision before it, which a client resuming from bookmarks would get again
+            cursor = Cursor.after(start)
     if cursor.complete < head:
         oldest = txn.oldest_event_revision()
         if oldest == 0 or oldest > cursor.revision:

@@ -142,3 +142,22 @@ def test_a_report_that_would_outgrow_a_response_is_refused(kinds: Kinds) -> None
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "report less at a time" in details
     assert kinds.executions.get(execution.metadata.id) == before
     assert kinds.report(execution.metadata.id, COMPLETED).status.phase == COMPLETED
+
+
+def test_a_report_past_a_status_list_rule_is_refused_and_the_execution_stays_editable(kinds: Kinds) -> None:
+    """Reports of 20,000 messages each took status.messages past its own rule (65,536): stored,
+    after which every update of the execution (a label) failed validation."""
+    agent = kinds.agent()
+    execution = kinds.execution(agent_id=agent.metadata.id)
+    kinds.report(execution.metadata.id, IN_PROGRESS)
+    chunk = [""] * 20_000
+    for _ in range(3):
+        kinds.report(execution.metadata.id, 0, *chunk)
+    code, details = details_of(lambda: kinds.report(execution.metadata.id, 0, *chunk))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "adds 20000 to the 60000 status.messages" in details and "at most 65536" in details
+    stored = kinds.executions.get(execution.metadata.id)
+    assert len(stored.status.messages) == 60_000
+    stored.metadata.labels["checked"] = "yes"
+    assert kinds.executions.update(stored).metadata.labels["checked"] == "yes"
+    assert kinds.report(execution.metadata.id, COMPLETED).status.phase == COMPLETED

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import Conflict, FailedPrecondition, InvalidArgument, Phase, RequestContext, ResourceExhausted
+from stigmer_core.api.buf.validate import validate_pb2
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_plugins import executioncontext
 from stigmer_plugins.phases import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, PENDING, is_terminal, phase_name
@@ -108,13 +109,35 @@ def _persist(ctx: RequestContext, old: Message, new: Message) -> None:
     ctx.resource = new
 
 
+def max_items(field: Any) -> int | None:
+    """A repeated field's (a ``FieldDescriptor``) own rule on its length (protovalidate's ``max_items``), if any."""
+    extension: Any = validate_pb2.field
+    rules: Any = field.GetOptions().Extensions[extension]
+    return int(rules.repeated.max_items) if rules.repeated.HasField("max_items") else None
+
+
 def merge_fields(*, append: Sequence[str] = (), replace: Sequence[str] = ()) -> Callable[[Message, Message], None]:
     """A report merge: repeated fields in ``append`` are appended, fields in
-    ``replace`` overwrite the stored value when the report sets them."""
+    ``replace`` overwrite the stored value when the report sets them.
+
+    An append that would take a field past its own ``max_items`` is refused
+    (FAILED_PRECONDITION) rather than stored: the stored object would then
+    fail its rules, and every later update of it (a label, a cancel reason)
+    would be refused as invalid.
+    """
+    limits: dict[str, int | None] = {}
 
     def merge(report: Message, status: Message) -> None:
         for name in append:
-            getattr(status, name).extend(getattr(report, name))
+            if name not in limits:  # once per field, on the first report
+                limits[name] = max_items(status.DESCRIPTOR.fields_by_name[name])
+            stored, added, limit = getattr(status, name), getattr(report, name), limits[name]
+            if limit is not None and len(stored) + len(added) > limit:
+                raise FailedPrecondition(
+                    f"the report adds {len(added)} to the {len(stored)} status.{name} the execution holds; "
+                    f"it holds at most {limit}: end the run, or start another"
+                )
+            stored.extend(added)
         for name in replace:
             field = report.DESCRIPTOR.fields_by_name[name]
             if field.message_type is not None:

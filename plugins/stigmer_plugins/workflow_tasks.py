@@ -11,14 +11,12 @@ resend its whole task list), but a finished task's result is final.
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stigmer_core import FailedPrecondition, FieldViolation, InvalidArgument, Phase, RequestContext, step
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2
-from stigmer_core.api.buf.validate import validate_pb2
+from stigmer_plugins import lifecycle
 from stigmer_plugins.lifecycle import check_transition
 from stigmer_plugins.phases import CANCELLED, IN_PROGRESS, PENDING, is_terminal, phase_name
 
@@ -26,15 +24,8 @@ Status = workflowexecution_pb2.WorkflowExecutionStatus
 TaskStatus = workflowexecution_pb2.WorkflowTaskStatus
 
 
-def _max_tasks() -> int:
-    """The status's own rule on ``tasks`` (max_items), read once from the descriptor."""
-    options = Status.DESCRIPTOR.fields_by_name["tasks"].GetOptions()
-    extension: Any = validate_pb2.field
-    rules: Any = options.Extensions[extension]
-    return int(rules.repeated.max_items) if rules.repeated.HasField("max_items") else 1 << 31
-
-
-MAX_TASKS = _max_tasks()
+MAX_TASKS = lifecycle.max_items(Status.DESCRIPTOR.fields_by_name["tasks"]) or 1 << 31
+"""The status's own rule on ``tasks``."""
 
 
 def _now() -> Timestamp:

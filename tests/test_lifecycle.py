@@ -4,12 +4,15 @@ state machine itself and through updateStatus / cancel on both paths."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import grpc
 import pytest
 
 from stigmer_core import Application, FailedPrecondition
+from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.execution.v1 import execution_pb2
+from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2 as wx
 from stigmer_plugins import lifecycle, phases
 from tests.agent_execution_support import (
     CANCELLED,
@@ -22,6 +25,7 @@ from tests.agent_execution_support import (
     details_of,
     drive_to,
 )
+from tests.workflow_helpers import Executions, Stubs, execution, workflow
 
 PHASES = [v.number for v in execution_pb2.ExecutionPhase.DESCRIPTOR.values]
 LEGAL = {
@@ -161,3 +165,56 @@ def test_a_report_past_a_status_list_rule_is_refused_and_the_execution_stays_edi
     stored.metadata.labels["checked"] = "yes"
     assert kinds.executions.update(stored).metadata.labels["checked"] == "yes"
     assert kinds.report(execution.metadata.id, COMPLETED).status.phase == COMPLETED
+
+
+def _claim(kinds: Kinds, execution: Any, runner: str, **status: Any) -> Any:
+    return kinds.executions.call(
+        "updateStatus",
+        ae.AgentExecutionUpdateStatusInput(
+            execution_id=execution.metadata.id,
+            resource_version=execution.metadata.resource_version,
+            status=ae.AgentExecutionStatus(phase=IN_PROGRESS, runner=runner, **status),  # type: ignore[arg-type]
+        ),
+    )
+
+
+def test_a_runner_that_retries_its_claim_keeps_the_run_and_another_runner_is_refused(kinds: Kinds) -> None:
+    """A claim whose answer was lost (a daemon restart answers CANCELLED or UNAVAILABLE) was retried
+    with the now stale version and answered ABORTED, as if another runner had it: the runner
+    dropped the run and it stayed IN_PROGRESS with nobody running it."""
+    agent = kinds.agent()
+    pending = kinds.execution(agent_id=agent.metadata.id)
+    claimed = _claim(kinds, pending, "host-a:101")
+    assert (claimed.status.phase, claimed.status.runner) == (IN_PROGRESS, "host-a:101")
+    again = _claim(kinds, pending, "host-a:101")  # the same request: its version is stale now
+    assert again.metadata.resource_version == claimed.metadata.resource_version  # answered, nothing written
+    code, details = details_of(lambda: _claim(kinds, pending, "host-b:202"))
+    assert code == grpc.StatusCode.ABORTED and "claimed by runner 'host-a:101'" in details
+
+    def report(runner: str) -> Any:
+        status = ae.AgentExecutionStatus(runner=runner)
+        status.messages.add(type=ae.MESSAGE_AI, content=f"from {runner or 'nobody'}")
+        request = ae.AgentExecutionUpdateStatusInput(execution_id=pending.metadata.id, status=status)
+        return kinds.executions.call("updateStatus", request)
+
+    code, details = details_of(lambda: report("host-b:202"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "is run by runner 'host-a:101'" in details
+    assert [m.content for m in report("host-a:101").status.messages] == ["from host-a:101"]
+    done = report("")  # a report naming no runner is taken as before
+    assert [m.content for m in done.status.messages] == ["from host-a:101", "from nobody"]
+    assert done.status.runner == "host-a:101"
+
+
+def test_a_workflow_run_records_its_runner_and_takes_its_retried_claim(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    stubs, runs = Stubs(stigmer_channel), Executions(stigmer_channel)
+    run = runs.create(execution(workflow_id=stubs.workflows.create(workflow()).metadata.id))
+    claim = wx.WorkflowExecutionUpdateStatusInput(
+        execution_id=run.metadata.id,
+        resource_version=run.metadata.resource_version,
+        status={"phase": IN_PROGRESS, "runner": "worker-7"},
+    )
+    claimed = runs.commands.updateStatus(claim)
+    assert claimed.status.runner == "worker-7"
+    assert runs.commands.updateStatus(claim).metadata.resource_version == claimed.metadata.resource_version

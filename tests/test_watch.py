@@ -506,3 +506,30 @@ def test_resuming_after_the_last_event_of_a_revision_starts_with_a_bookmark_of_t
     (first,) = _events(again, 1)
     again.cancel()
     assert first.id == later.metadata.id  # not the agent the client had already
+
+
+def test_the_readme_runner_takes_the_backlog_then_new_work_and_keeps_what_it_claimed(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    """The README's runner watched "from now" only: executions made while no runner watched stayed
+    PENDING forever, and a claim retried after a restart was dropped as lost."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (snippet,) = [s for s in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "def pending(" in s]
+    runner: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), runner)  # the README's own code, run as a user would
+    kinds = Kinds.on(stigmer_app, stigmer_channel)
+    agent = kinds.agents.create(_agent("worker"))
+    backlog = kinds.execution(agent_id=agent.metadata.id, name="before")
+    work = runner["pending"](stigmer_channel)
+    assert next(work) == (backlog.metadata.id, backlog.metadata.resource_version)
+    later = kinds.execution(agent_id=agent.metadata.id, name="after")
+    assert next(work) == (later.metadata.id, later.metadata.resource_version)
+    work.close()
+    claim = runner["claim"]
+    assert claim(stigmer_channel, later.metadata.id, later.metadata.resource_version)
+    assert claim(stigmer_channel, later.metadata.id, later.metadata.resource_version)  # its answer lost: still ours
+    runner["RUNNER"] = "another-host:1"
+    assert not claim(stigmer_channel, later.metadata.id, later.metadata.resource_version)
+    assert kinds.executions.get(later.metadata.id).status.runner != "another-host:1"

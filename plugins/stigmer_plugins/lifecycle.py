@@ -165,27 +165,48 @@ def update_status(
     A non-zero ``resource_version`` in the request (when its message has
     one) must be the stored one, else ABORTED: how a runner claims a
     PENDING execution it saw in a watch without racing another runner.
+
+    When the status has a ``runner`` field, a report may name its runner:
+    the claim records it; the same claim again from that runner (its answer
+    lost, so it retried with the now stale version) is answered with the
+    execution as it is, not ABORTED, so a runner never drops a run it holds;
+    a report naming another runner than the one recorded is refused
+    (FAILED_PRECONDITION). Reports naming no runner are taken as before.
     Follow it with the standard ``publish``, ``redact`` and ``respond``.
     """
 
     def run(ctx: RequestContext) -> None:
         existing = _load(ctx, id_field)
+        report: Any = getattr(ctx.request, status_field)
+        status: Any = existing.status  # type: ignore[attr-defined]
+        runner = str(getattr(report, "runner", ""))  # "" also for a kind whose status names no runner
+        holder = str(getattr(status, "runner", ""))
         expected = getattr(ctx.request, "resource_version", 0)
         stored = getattr(existing.metadata, "resource_version", 0)  # type: ignore[attr-defined]
+        if runner and runner == holder and report.phase == IN_PROGRESS == status.phase and expected != stored:
+            # this runner's claim again, its answer lost (a restart, a dropped connection): it stands
+            ctx.existing = ctx.resource = existing
+            return
         if expected and expected != stored:
+            by = f", claimed by runner '{holder}'" if holder and status.phase == IN_PROGRESS else ""
             raise Conflict(
-                f"{_what(ctx, existing)} was modified: resource_version {expected} is stale "
+                f"{_what(ctx, existing)} was modified{by}: resource_version {expected} is stale "
                 f"(current: {stored}); re-read and retry"
             )
-        report: Any = getattr(ctx.request, status_field)
+        if runner and holder and runner != holder:
+            raise FailedPrecondition(
+                f"{_what(ctx, existing)} is run by runner '{holder}'; a report naming runner '{runner}' is refused"
+            )
         new = ctx.kind.resource_cls()
         new.CopyFrom(existing)
-        current = existing.status.phase  # type: ignore[attr-defined]
+        current = status.phase
         if is_terminal(current):  # refused even when the report repeats the phase or carries none
             check_transition(current, report.phase or current, what=_what(ctx, existing))
         if report.phase and report.phase != current:
             enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
         merge(report, new.status)  # type: ignore[attr-defined]
+        if runner:
+            new.status.runner = runner  # type: ignore[attr-defined]
         ctx.existing = existing
         _persist(ctx, existing, new)
 

@@ -229,7 +229,7 @@ def test_a_revision_older_than_the_log_is_told_to_relist(short_log: tuple[Applic
     code, text = details_of(lambda: next(_watch(channel, "Agent", since_revision=first.metadata.resource_version)))
     assert code == grpc.StatusCode.ABORTED
     assert f"revision {first.metadata.resource_version} compacted (oldest retained: " in text
-    assert "list again and watch from the list's revision" in text
+    assert "open a new watch (from now), then list again" in text
 
 
 def test_bookmarks_carry_the_latest_revision(short_log: tuple[Application, grpc.Channel]) -> None:

@@ -160,7 +160,7 @@ class Cursor:
 class Compacted(errors.Conflict):
     """The events after ``since`` are no longer in the log (ABORTED): list again and resume."""
 
-    def __init__(self, since: int, oldest: int, advice: str = "list again and watch from the list's revision") -> None:
+    def __init__(self, since: int, oldest: int, advice: str = "open a new watch (from now), then list again") -> None:
         super().__init__(f"revision {since} compacted (oldest retained: {oldest}); {advice}")
         self.since = since
         self.oldest = oldest

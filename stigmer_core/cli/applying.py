@@ -42,22 +42,22 @@ class Outcome:
         return bool(self.error)
 
 
-def _existing(calls: KindCalls, doc: Document) -> Message | None:
+def _existing(calls: KindCalls, doc: Document, message: Message) -> Message | None:
     """The stored object the document names; None when absent or not even nameable
     (an invalid slug: the write itself then reports it against the document's field)."""
-    meta = metadata(doc.message)
+    meta = metadata(message)
     try:
         return calls.lookup(meta.org, meta.id or doc.slug)
     except errors.InvalidArgument:
         return None
 
 
-def _validate_locally(doc: Document) -> str:
+def _validate_locally(doc: Document, message: Message) -> str:
     """Declared field rules, checked here because nothing is sent in a dry run."""
     from stigmer_core.pipeline import validation
 
     try:
-        validation.check(doc.message)
+        validation.check(message)
     except errors.InvalidArgument as exc:
         return field_errors(exc, doc.kind.resource_cls)
     except Exception:  # message classes the validator cannot read (e.g. from reflection): the server checks them
@@ -68,19 +68,20 @@ def _validate_locally(doc: Document) -> str:
 def apply_one(session: Session, doc: Document, *, dry_run: bool = False, created: set[str] | None = None) -> Outcome:
     """Apply one document; ``created`` collects the ids this run created (pass one set per run)."""
     calls = session.calls(doc.kind)
+    message = doc.message  # parsed once: resolving references changes it
     if dry_run:
-        problem = _validate_locally(doc)
+        problem = _validate_locally(doc, message)
         if problem:
             return Outcome(doc, error=problem)
     try:
-        references.resolve(session, doc)
+        references.resolve(session, doc, message)
     except (CliError, errors.StigmerError) as exc:
         return Outcome(doc, error=str(exc))
     try:
-        before = _existing(calls, doc)
+        before = _existing(calls, doc, message)
         if dry_run:
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run)")
-        after = calls.apply(doc.message)
+        after = calls.apply(message)
     except errors.StigmerError as exc:
         return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls))
     made = created if created is not None else set()

@@ -56,12 +56,24 @@ class Source:
 
 @attrs.frozen
 class Document:
-    """One parsed document and where it came from."""
+    """One parsed document and where it came from.
+
+    The message is kept serialized (a fifth of its size as a Python object), so an import of a
+    whole store does not hold every object parsed at once; ``message`` parses a new copy each time.
+    """
 
     source: str
     index: int
     kind: KindInfo
-    message: Message
+    raw: bytes
+
+    @classmethod
+    def of(cls, source: str, index: int, kind: KindInfo, message: Message) -> Document:
+        return cls(source, index, kind, message.SerializeToString())
+
+    @property
+    def message(self) -> Message:
+        return self.kind.resource_cls.FromString(self.raw)
 
     @property
     def where(self) -> str:
@@ -297,7 +309,7 @@ def parse(source: Source, catalog: Catalog, *, org: str, org_given: bool = False
                 f"{where}: metadata.org is '{meta.org}', not '{org}' as --org says; "
                 f"drop --org, or pass --org {meta.org}"
             )
-        documents.append(Document(source.label, index, kind, message))
+        documents.append(Document.of(source.label, index, kind, message))
     return documents
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf.message import Message
+
 from stigmer_core.cli.calls import looks_like_id
 from stigmer_core.cli.documents import Document, json_path
 from stigmer_core.cli.envelope import metadata
@@ -27,11 +29,11 @@ def _holder(message: Any, path: str) -> tuple[Any, str] | None:
     return message, leaf
 
 
-def resolve(session: Session, doc: Document) -> None:
-    """Replace slugs in the document's reference fields with the ids they name, in place."""
-    org = metadata(doc.message).org or session.org
+def resolve(session: Session, doc: Document, message: Message) -> None:
+    """Replace slugs in ``message`` (``doc``'s, parsed) reference fields with the ids they name, in place."""
+    org = metadata(message).org or session.org
     for path, target_name in doc.kind.reference_fields:
-        found = _holder(doc.message, path)
+        found = _holder(message, path)
         if found is None:
             continue
         holder, leaf = found

@@ -205,6 +205,32 @@ def test_a_runner_that_retries_its_claim_keeps_the_run_and_another_runner_is_ref
     assert done.status.runner == "host-a:101"
 
 
+def test_a_runner_progress_report_that_repeats_the_phase_is_stored_and_a_cancelled_run_is_not_reclaimed(
+    kinds: Kinds,
+) -> None:
+    """Only a claim (the phase and the runner's name, nothing else, with the version it claimed at) is
+    answered as made when retried: a progress report repeating IN_PROGRESS was dropped unstored."""
+    agent = kinds.agent()
+    pending = kinds.execution(agent_id=agent.metadata.id)
+    _claim(kinds, pending, "host-a:101")
+
+    def progress(version: int, content: str) -> Any:
+        status = ae.AgentExecutionStatus(phase=IN_PROGRESS, runner="host-a:101")  # type: ignore[arg-type]
+        status.messages.add(type=ae.MESSAGE_AI, content=content)
+        request = ae.AgentExecutionUpdateStatusInput(
+            execution_id=pending.metadata.id, resource_version=version, status=status
+        )
+        return kinds.executions.call("updateStatus", request)
+
+    unguarded = progress(0, "first")
+    progress(unguarded.metadata.resource_version, "second")  # guarded by the version it was answered
+    stored = kinds.executions.get(pending.metadata.id)
+    assert [m.content for m in stored.status.messages] == ["first", "second"]
+    kinds.cancel(pending.metadata.id)
+    code, _ = details_of(lambda: _claim(kinds, pending, "host-a:101"))  # ended since: not the runner's any more
+    assert code == grpc.StatusCode.ABORTED
+
+
 def test_a_workflow_run_records_its_runner_and_takes_its_retried_claim(
     stigmer_app: Application, stigmer_channel: grpc.Channel
 ) -> None:
@@ -218,3 +244,9 @@ def test_a_workflow_run_records_its_runner_and_takes_its_retried_claim(
     claimed = runs.commands.updateStatus(claim)
     assert claimed.status.runner == "worker-7"
     assert runs.commands.updateStatus(claim).metadata.resource_version == claimed.metadata.resource_version
+    progress = wx.WorkflowExecutionUpdateStatusInput(
+        execution_id=run.metadata.id,
+        status={"phase": IN_PROGRESS, "runner": "worker-7", "tasks": [{"task_name": "fetch", "phase": IN_PROGRESS}]},
+    )
+    tasks = {t.task_name: t.phase for t in runs.commands.updateStatus(progress).status.tasks}
+    assert tasks["fetch"] == IN_PROGRESS

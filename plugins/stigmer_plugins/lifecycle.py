@@ -149,6 +149,12 @@ def merge_fields(*, append: Sequence[str] = (), replace: Sequence[str] = ()) -> 
     return merge
 
 
+def _is_claim(report: Any, runner: str) -> bool:
+    """Whether ``report`` is a claim and nothing more: IN_PROGRESS and the runner's name."""
+    claim = type(report)(phase=IN_PROGRESS, runner=runner)
+    return bool(report == claim)
+
+
 def update_status(
     *,
     merge: Callable[[Message, Message], None],
@@ -167,8 +173,9 @@ def update_status(
     PENDING execution it saw in a watch without racing another runner.
 
     When the status has a ``runner`` field, a report may name its runner:
-    the claim records it; the same claim again from that runner (its answer
-    lost, so it retried with the now stale version) is answered with the
+    the claim records it; the same claim again from that runner (a report of
+    just the IN_PROGRESS phase and its name, with the version it claimed
+    at, now stale, since its answer was lost) is answered with the
     execution as it is, not ABORTED, so a runner never drops a run it holds;
     a report naming another runner than the one recorded is refused
     (FAILED_PRECONDITION). Reports naming no runner are taken as before.
@@ -183,7 +190,14 @@ def update_status(
         holder = str(getattr(status, "runner", ""))
         expected = getattr(ctx.request, "resource_version", 0)
         stored = getattr(existing.metadata, "resource_version", 0)  # type: ignore[attr-defined]
-        if runner and runner == holder and report.phase == IN_PROGRESS == status.phase and expected != stored:
+        if (
+            expected
+            and expected != stored
+            and status.phase == IN_PROGRESS
+            and runner
+            and runner == holder
+            and _is_claim(report, runner)
+        ):
             # this runner's claim again, its answer lost (a restart, a dropped connection): it stands
             ctx.existing = ctx.resource = existing
             return

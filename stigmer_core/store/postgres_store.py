@@ -205,8 +205,8 @@ class _AnsweringConnection(psycopg.Connection[Any]):
 
     def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         bound = self.answer_seconds
-        if timeout is not None and timeout <= bound:
-            return super().wait(gen, interval, timeout)  # the caller's own, shorter wait (LISTEN)
+        if timeout is not None:
+            return super().wait(gen, interval, timeout)  # the caller's own wait (LISTEN): not an answer awaited
         try:
             return super().wait(gen, interval, bound)
         except pg_errors._WaitTimeout:  # psycopg's own (3.3.6+), raised by nothing else
@@ -840,6 +840,8 @@ class PostgresStore:
         finally:
             self._pool.putconn(conn)
         self.commits += 1
+        if not self._reachable:  # a commit is the database answering
+            self._set_reachable(True)
         if revision != base:
             self._advance(revision)
 
@@ -878,6 +880,7 @@ class PostgresStore:
                             row = conn.execute(self._sql_revision).fetchone()
                             if row:
                                 self._advance(int(row[0]))
+                            self._set_reachable(True)
                             missed = 0
                             continue
                         # Silence: read the revision on another connection. A connection that

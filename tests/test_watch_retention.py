@@ -211,3 +211,30 @@ def test_settings_come_from_the_environment_and_bad_values_stop_startup(
     monkeypatch.setenv("STIGMER_EVENT_RETENTION_REVISIONS", "lots")
     with pytest.raises(StartupError, match="STIGMER_EVENT_RETENTION_REVISIONS"):
         EventRetention.from_env()
+
+
+def test_a_resume_inside_a_pruned_revision_is_told_to_relist(engine: OpenStore) -> None:
+    """A cascade's revision pruned after the client had its first event: the resume answered OK and
+    the rest of the cascade never arrived (a gap), once the oldest kept revision was the next one."""
+    from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
+
+    pm = plugin_manager()
+    store = engine(EventRetention(max_revisions=3))
+    with Application(build_registry(pm), store, pm) as app:
+        channel = app.channel()
+        agents = KindClient(channel, app.registry.kind("Agent"))
+        instances = KindClient(channel, app.registry.kind("AgentInstance"))
+        owner = agents.create(agent_pb2.Agent(metadata={"name": "owner"}))
+        for i in range(2):
+            instances.create(agentinstance_pb2.AgentInstance(metadata={"name": f"i{i}"}, spec={"agent_id": owner.metadata.id}))
+        agents.delete(owner.metadata.id)  # one revision: the three instances' DELETED, then the agent's
+        with store.read() as txn:
+            cascade = txn.revision
+        for i in range(3):  # the cascade's revision leaves the log; the next one is the oldest kept
+            agents.create(agent_pb2.Agent(metadata={"name": f"filler-{i}"}))
+        with store.read() as txn:
+            assert txn.oldest_event_revision() == cascade + 1
+        watch = watch_pb2_grpc.WatchStub(channel).Watch
+        request = watch_pb2.WatchRequest(kind="AgentInstance", since_revision=cascade, since_position=0)
+        code, text = details_of(lambda: next(watch(request)))
+        assert code == grpc.StatusCode.ABORTED and f"revision {cascade} compacted" in text

@@ -209,14 +209,17 @@ def _watch_event(kind: KindRuntime, scope: WatchScope, event: event_pb2.Resource
 
 
 def _more_in_revision(txn: Any, kind: str, revision: int, position: int) -> bool:
-    """Whether ``revision`` holds an event of ``kind`` after ``position``: one transaction's
-    events, read only when a watch resumes inside a revision."""
-    for index, (found, payload) in enumerate(txn.events(revision - 1)):
+    """Whether ``revision`` may hold an event of ``kind`` after ``position``: one transaction's
+    events, read only when a watch resumes inside a revision. A revision the log no longer
+    holds (pruned) may have: the watch then answers that it was compacted."""
+    seen = 0
+    for found, payload in txn.events(revision - 1):
         if found != revision:
-            return False
-        if index > position and event_pb2.ResourceEvent.FromString(payload).kind == kind:
+            break
+        if seen > position and event_pb2.ResourceEvent.FromString(payload).kind == kind:
             return True
-    return False
+        seen += 1
+    return seen == 0  # none of it is left (pruned): the resume must be told it was compacted
 
 
 def _bookmark(kind: KindRuntime, revision: int) -> watch_pb2.WatchEvent:

@@ -41,7 +41,7 @@ import itertools
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import IO, Any, TextIO
 
 import attrs
@@ -128,6 +128,8 @@ class Export:
     entries: list[Entry]
     missing: list[Missing]
     spool: IO[bytes]
+    left_out: set[str] = attrs.Factory(set)
+    """Ids of objects listed but not exported (named in ``missing``)."""
 
     def write(self, out: TextIO, catalog: Catalog) -> None:
         """The export: its first line, every document in write order (see above), its last line."""
@@ -179,6 +181,7 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
     position = {kind.name: i for i, kind in enumerate(session.catalog.kinds)}
     queue = deque(sorted(kinds, key=lambda k: position.get(k.name, len(position)), reverse=True))
     deferred: deque[KindInfo] = deque()
+    unlisted: set[str] = set()
     with Progress("exporting", total=len(kinds)) as progress:
         while queue or deferred:
             # the kinds whose list needs an org come last, when the others have told which orgs there are
@@ -199,8 +202,11 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
             except (errors.StigmerError, CliError) as exc:  # none of the kind, not part of it
                 del export.entries[before:], export.missing[missing_before:]
                 export.missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
+                unlisted.add(kind.name)
             progress.advance()
-    export.entries, gone = dangling(export.entries, {kind.name for kind in kinds})
+    export.entries, gone = dangling(
+        export.entries, {kind.name for kind in kinds}, left_out=export.left_out, unlisted=unlisted
+    )
     export.missing += gone
     return export
 
@@ -212,11 +218,13 @@ def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> Non
             kind.export_fill(obj, session.calls(kind).call)
         except (errors.StigmerError, CliError) as exc:
             export.missing.append(Missing(_named(kind, obj), describe(exc)[0]))
+            export.left_out.add(metadata(obj).id)
             return
     try:
         text = yamlio.dump_all([document(obj)]).encode("utf-8")
     except (json_format.SerializeToJsonError, ValueError) as exc:
         export.missing.append(Missing(_named(kind, obj), str(exc)))
+        export.left_out.add(metadata(obj).id)
         return
     meta = metadata(obj)
     at = export.spool.seek(0, io.SEEK_END)
@@ -250,11 +258,16 @@ def _ids_named(kind: KindInfo, obj: Message) -> list[tuple[str, str, str]]:
     return named
 
 
-def dangling(entries: list[Entry], kinds: set[str]) -> tuple[list[Entry], list[Missing]]:
-    """``entries`` less those naming an object of an exported kind that is not among them (deleted
-    while the export listed), and what was left out, named: importing them would fail."""
+def dangling(
+    entries: list[Entry], kinds: set[str], *, left_out: Collection[str] = (), unlisted: Collection[str] = ()
+) -> tuple[list[Entry], list[Missing]]:
+    """``entries`` less those naming an object of an exported kind that is not among them, and what
+    was left out, named (importing them would fail): with why the object they name is not there,
+    when the export knows (its ``left_out`` ids could not be written, its ``unlisted`` kinds could
+    not be listed); otherwise it was deleted while the export listed."""
     kept = entries
     gone: list[Missing] = []
+    listed = {entry.id for entry in entries}
     while True:
         present = {entry.id for entry in kept}
         still: list[Entry] = []
@@ -264,13 +277,13 @@ def dangling(entries: list[Entry], kinds: set[str]) -> tuple[list[Entry], list[M
                 still.append(entry)
                 continue
             field, target, missing_id = lost
-            gone.append(
-                Missing(
-                    f"{entry.kind} {entry.org}/{entry.slug} ({entry.id})",
-                    f"its {field} names {target} {missing_id}, which is not in the export (deleted while it "
-                    "was written?); export again",
-                )
-            )
+            if missing_id in left_out or target in unlisted:
+                why = "which could not be exported (named above)"
+            elif missing_id in listed:
+                why = "which is left out itself (named above)"
+            else:
+                why = "which is not in the export (deleted while it was written?); export again"
+            gone.append(Missing(f"{entry.kind} {entry.org}/{entry.slug} ({entry.id})", f"its {field} names {target} {missing_id}, {why}"))
         if len(still) == len(kept):
             return kept, gone
         kept = still

@@ -128,3 +128,4 @@ def test_a_kind_whose_list_fails_part_way_is_left_out_whole_and_named(
             "AgentInstance local/first-default",
             "AgentInstance local/second-default",
         ]
+        assert all(m.reason.endswith("which could not be exported (named above)") for m in instances)

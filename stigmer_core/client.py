@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from stigmer_core.application import Application
-from stigmer_core.auth.transport import client_credentials, is_loopback, refuse_plaintext_token
+from stigmer_core.auth.transport import client_credentials, is_loopback, refuse_plaintext_token, usable_token
 from stigmer_core.datadir import holder
 from stigmer_core.server import default_data_dir, socket_path
 
@@ -79,6 +79,7 @@ def network_channel(
     rides on every call; it is refused on a plaintext channel to anything
     but loopback.
     """
+    token = usable_token(token) if token else token
     secure = tls if tls is not None else (bool(ca_file) or not is_loopback(target))
     if not secure:
         if token:

@@ -162,6 +162,19 @@ def client_credentials(ca_file: str | None) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=root)
 
 
+def usable_token(token: str) -> str:
+    """``token`` without surrounding blanks (a pasted line break), or StartupError: a header value
+    carries only visible ASCII, and grpc would refuse the call with "Invalid metadata"."""
+    cleaned = token.strip()
+    bad = next((c for c in cleaned if not "!" <= c <= "~"), None)
+    if bad is not None:
+        raise StartupError(
+            f"the API token holds {bad!r}, which a request header cannot carry; give the token as "
+            "`stigmer token create` printed it"
+        )
+    return cleaned
+
+
 def refuse_plaintext_token(target: str) -> None:
     if not is_loopback(target):
         raise InsecureTransport(

@@ -77,13 +77,15 @@ class Stigmer:
         env.pop("NO_COLOR", None)
         return env
 
-    def __call__(self, *args: str, input: str | None = None, timeout: float = TIMEOUT) -> Result:
+    def __call__(
+        self, *args: str, input: str | None = None, timeout: float = TIMEOUT, env: dict[str, str] | None = None
+    ) -> Result:
         done = subprocess.run(
             [sys.executable, "-m", "stigmer_core.cli", *args],
             input=input,
             capture_output=True,
             text=True,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             timeout=timeout,
             check=False,
         )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import yaml
 
-from .conftest import Stigmer, free_port
+from .conftest import TIMEOUT, Stigmer, free_port
 from .test_resources import CODER
 
 
@@ -39,6 +43,36 @@ def test_first_token_in_process_then_login_to_a_server_that_requires_tokens(stig
     assert "token/ro revoked" in stigmer.ok("token", "revoke", "ro")
     stigmer.ok("backend", "switch", "remote", "--token", viewer)
     assert stigmer.fails("get", "agent") == "the API token has been revoked"
+
+
+def test_a_token_goes_only_to_its_server_and_is_taken_as_printed(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Switching the endpoint kept the old server's token, which then went to the new server; a
+    token pasted with its line break was stored and every call failed with "Invalid metadata";
+    login wanted the token on the command line (shell history, `ps`); a relative --ca-file was
+    stored as given and failed from any other directory."""
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    logged = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": token + "\n"})
+    assert logged.code == 0 and "as token:acme/ci (viewer in acme)" in logged.out, logged.err
+    config_file = stigmer.home / "config.yaml"
+    assert yaml.safe_load(config_file.read_text())["remote"]["token"] == token
+
+    other = f"127.0.0.1:{free_port()}"
+    switched = stigmer("backend", "switch", "remote", "--endpoint", other)
+    assert switched.code == 0 and "the token kept for the previous endpoint was dropped" in switched.err
+    assert "token" not in yaml.safe_load(config_file.read_text())["remote"]
+    assert "token:       not set" in stigmer.ok("backend", "status")
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("any PEM")
+    switched = subprocess.run(
+        [sys.executable, "-m", "stigmer_core.cli", "backend", "switch", "remote", "--ca-file", "ca.pem"],
+        cwd=tmp_path, env=stigmer.env(), capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert switched.returncode == 0, switched.stderr
+    assert yaml.safe_load(config_file.read_text())["remote"]["ca_file"] == str(ca)
+    assert "cannot carry" in stigmer.fails("backend", "switch", "remote", "--token", "stg_abc\ndef")
 
 
 def test_serve_refuses_a_public_address_without_tls_and_tokens(stigmer: Stigmer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -64,21 +65,36 @@ def status(ctx: click.Context) -> None:
 @click.argument("kind", metavar="local|remote", type=click.Choice(BACKENDS))
 @click.option("--endpoint", metavar="HOST:PORT", help="The remote server (remote backend).")
 @click.option("--token", help="Bearer token sent to the remote server.")
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM of a private CA that signed the remote server's certificate.",
+)
 @click.option("--data-dir", help="The local data directory (local backend).")
 @verbose_option
-def switch(kind: str, endpoint: str | None, token: str | None, data_dir: str | None) -> None:
-    """Make the local store or a remote server the backend of every later command."""
+def switch(kind: str, endpoint: str | None, token: str | None, ca_file: str | None, data_dir: str | None) -> None:
+    """Make the local store or a remote server the backend of every later command.
+
+    A new endpoint drops the token and CA file kept for the old one (a token goes only to the
+    server it was made for): give --token (and --ca-file) again, or use `stigmer login`.
+    """
     from stigmer_core import config
+    from stigmer_core.auth.transport import usable_token
 
     data: dict[str, Any] = config.load_config()
     if endpoint is not None:
         valid_endpoint(endpoint)
     remote = dict(data.get("remote") or {})
     local = dict(data.get("local") or {})
-    if endpoint:
+    dropped = []
+    if endpoint and endpoint != remote.get("endpoint"):
+        dropped = [name for name in ("token", "ca_file") if remote.pop(name, None) is not None]
         remote["endpoint"] = endpoint
     if token is not None:
-        remote["token"] = token
+        remote["token"] = usable_token(token)
+    if ca_file:
+        remote["ca_file"] = str(Path(ca_file).resolve())
+    dropped = [name for name in dropped if name not in remote]
     if data_dir:
         local["data_dir"] = data_dir
     if kind == config.REMOTE and not remote.get("endpoint"):
@@ -90,3 +106,6 @@ def switch(kind: str, endpoint: str | None, token: str | None, data_dir: str | N
     path = config.save_config(data)
     where = remote["endpoint"] if kind == config.REMOTE else local.get("data_dir") or "the default data directory"
     click.echo(f"backend: {kind} ({where}); saved in {path}")
+    if dropped:
+        names = " and ".join(n.replace("_", " ") for n in dropped)
+        click.echo(f"the {names} kept for the previous endpoint {'were' if len(dropped) > 1 else 'was'} dropped", err=True)

@@ -34,19 +34,37 @@ def _describe(identity: Any) -> str:
 
 @click.command()
 @click.option("--endpoint", required=True, metavar="HOST:PORT", help="The team server.")
-@click.option("--token", required=True, help="An API token (stg_…) from `stigmer token create`.")
+@click.option(
+    "--token",
+    envvar="STIGMER_TOKEN",
+    help="An API token (stg_…) from `stigmer token create`; else $STIGMER_TOKEN, else asked for (not echoed).",
+)
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
     help="PEM of a private CA that signed the server's certificate.",
 )
 @verbose_option
-def login(endpoint: str, token: str, ca_file: str | None) -> None:
-    """Check a token against a server, then make that server the backend (config file, mode 0600)."""
+def login(endpoint: str, token: str | None, ca_file: str | None) -> None:
+    """Check a token against a server, then make that server the backend (config file, mode 0600).
+
+    A token on the command line stays in the shell's history and is shown to other users by
+    `ps`: prefer $STIGMER_TOKEN, or leave both out and paste it when asked.
+    """
+    import sys
+    from pathlib import Path
+
     from stigmer_core import config
+    from stigmer_core.auth.transport import usable_token
     from stigmer_core.client import connect
 
     valid_endpoint(endpoint)
+    if token is None:
+        if not sys.stdin.isatty():
+            raise click.UsageError("give the token with --token, $STIGMER_TOKEN, or on a terminal when asked")
+        token = str(click.prompt("API token", hide_input=True))
+    token = usable_token(token)
+    ca_file = str(Path(ca_file).resolve()) if ca_file else None  # commands run from anywhere later
     with connect(endpoint, token=token, ca_file=ca_file) as client:
         identity = _whoami(client.channel, endpoint)
     data: dict[str, Any] = config.load_config()

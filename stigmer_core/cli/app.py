@@ -92,6 +92,9 @@ def main() -> None:
     or a remote server. See `stigmer backend --help`.
     """
     verbose = overrides(click.get_current_context()).verbose
+    # grpc's core writes its own log lines (a failed TLS handshake, a bad CA file) to stderr, around
+    # the one line a command fails with; set before anything imports grpc. The user's setting wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

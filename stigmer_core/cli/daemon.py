@@ -158,6 +158,15 @@ def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
     return process
 
 
+def _local_address(daemon: Running, data_dir: Path) -> str:
+    """Where to ask a daemon of this machine whether it serves: its Unix socket (plain, the owner's
+    alone) when it has one, since its TCP address may serve TLS with a CA this client is not given."""
+    from stigmer_core.server import socket_path
+
+    path = socket_path(data_dir)
+    return f"unix:{path}" if path is not None and path.exists() else daemon.address
+
+
 def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -> Running:
     """Block until the spawned daemon serves, or fail with the end of its log."""
     deadline = time.monotonic() + timeout
@@ -170,7 +179,7 @@ def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -
                 details=_log_tail(files),
             )
         found = running(files.data_dir)
-        if found is not None and found.pid == process.pid and found.address and serving(found.address):
+        if found is not None and found.pid == process.pid and found.address and serving(_local_address(found, files.data_dir)):
             return found
         time.sleep(POLL)
     process.terminate()

@@ -43,6 +43,21 @@ def _unreachable(details: str) -> bool:
     return any(s in lowered for s in ("failed to connect", "connection refused", "dns resolution", "unavailable"))
 
 
+def _tls_trouble(details: str) -> str | None:
+    """What went wrong setting up TLS, in a person's words, when that is why a call failed."""
+    lowered = details.lower()
+    if "hostname verification" in lowered:
+        return "its certificate does not name the host dialled (use a name or address the certificate holds)"
+    untrusted = ("certificate_verify_failed", "certificate verify failed", "certificate signature failure", "unknown ca")
+    if any(words in lowered for words in untrusted) or "unable to get local issuer" in lowered:
+        return "its certificate is not signed by a CA this client trusts (give the CA with --ca-file)"
+    if "security handshaker" in lowered or "ssl_ctx" in lowered:
+        return "the CA file could not be used (is it a PEM certificate?)"
+    if "handshake" in lowered and ("ssl" in lowered or "tls" in lowered):
+        return "the TLS handshake failed (does the server serve TLS, and with a certificate this client trusts?)"
+    return None
+
+
 def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     """The error a failed call stands for; an unreachable server gets a message of its own."""
     import grpc
@@ -51,10 +66,15 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
 
     code = error.code() if isinstance(error, grpc.Call) else None
     raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
+    trust = _tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE else None
+    if trust is not None:
+        return CliError(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
+        closed = "socket closed" in raw.lower()  # it took the connection, then dropped it: TLS met plaintext?
         return CliError(
             f"cannot reach the stigmer server at {target} (is it running? "
-            f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
+            + ("if it serves TLS, give its CA with --ca-file or $STIGMER_CA_FILE; " if closed else "")
+            + f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
             details=[raw],
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -93,3 +93,31 @@ def test_a_quoted_false_in_the_config_file_is_refused_not_read_as_true(stigmer: 
     assert stigmer.fails("serve", "--address", "0.0.0.0:0", "--data-dir", str(stigmer.data_dir)).startswith(
         "refusing to listen on 0.0.0.0:0"
     )
+
+
+def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> None:
+    """A wrong CA, a CA file that is no PEM, or plaintext to a TLS server all said "cannot reach the
+    server (is it running?)", with grpc's own log lines around that one line."""
+    from tests.auth_support import make_pki
+
+    for name in ("served", "other"):
+        (tmp_path / name).mkdir()
+    served, other = make_pki(tmp_path / "served"), make_pki(tmp_path / "other")
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    (stigmer.home / "config.yaml").write_text(
+        yaml.safe_dump({"server": {"tls_cert": str(served.server_cert), "tls_key": str(served.server_key)}})
+    )
+    daemon = stigmer.start().address
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    cases = {
+        str(other.ca): "its certificate is not signed by a CA this client trusts",
+        str(garbage): "the CA file could not be used",
+        "": "if it serves TLS, give its CA with --ca-file",
+    }
+    for ca_file, words in cases.items():
+        failed = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": ca_file})
+        assert failed.code == 1 and words in failed.err, failed.err
+        assert len(failed.err.strip().splitlines()) == 1, failed.err  # nothing of grpc's own logging
+    trusted = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(served.ca)})
+    assert trusted.code == 0, trusted.err

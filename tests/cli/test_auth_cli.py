@@ -95,6 +95,19 @@ def test_a_quoted_false_in_the_config_file_is_refused_not_read_as_true(stigmer: 
     )
 
 
+def test_token_list_tells_an_expired_token_and_a_bad_duration_is_a_usage_error(stigmer: Stigmer) -> None:
+    """An expired token was listed "active" (the server refuses it); a mistyped --expires exited 1."""
+    import time
+
+    stigmer.ok("token", "create", "--role", "viewer", "--name", "brief", "--expires", "3s")
+    made = time.monotonic()
+    stigmer.ok("token", "create", "--role", "viewer", "--name", "lasting", "--expires", "1d")
+    time.sleep(max(0.0, 3.5 - (time.monotonic() - made)))
+    states = {line.split()[0]: line.split()[-1] for line in stigmer.ok("token", "list").splitlines()[1:]}
+    assert states == {"brief": "expired", "lasting": "active"}
+    assert stigmer.fails("token", "create", "--role", "viewer", "--expires", "1y", code=2).startswith("invalid duration")
+
+
 def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> None:
     """A wrong CA, a CA file that is no PEM, or plaintext to a TLS server all said "cannot reach the
     server (is it running?)", with grpc's own log lines around that one line."""

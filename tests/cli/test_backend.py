@@ -47,7 +47,7 @@ def test_flags_and_env_override_the_config(stigmer: Stigmer, daemon: str) -> Non
 def test_switch_refuses_what_cannot_work(stigmer: Stigmer) -> None:
     assert stigmer.fails("backend", "switch", "remote").startswith("the remote backend needs an endpoint")
     assert (
-        stigmer.fails("backend", "switch", "remote", "--endpoint", "nohost")
+        stigmer.fails("backend", "switch", "remote", "--endpoint", "nohost", code=2)  # a usage error
         == "invalid endpoint 'nohost': use HOST:PORT"
     )
     assert not (stigmer.home / "config.yaml").exists()

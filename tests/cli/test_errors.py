@@ -70,7 +70,7 @@ def test_verbose_adds_details(stigmer: Stigmer, tmp_path: Path) -> None:
 
 
 def test_export_needs_kinds_or_all(stigmer: Stigmer) -> None:
-    assert stigmer.fails("export") == "name the kinds to export, or pass --all"
+    assert stigmer.fails("export", code=2) == "name the kinds to export, or pass --all"  # a usage error
 
 
 def test_files_that_are_not_yaml_text_are_named_not_unexpected(stigmer: Stigmer, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def _lines(pairs: list[tuple[str, str]]) -> str:
 
 def valid_endpoint(endpoint: str) -> None:
     if not _ENDPOINT.match(endpoint):
-        raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT")
+        raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT", exit_code=2)
 
 
 @backend.command()

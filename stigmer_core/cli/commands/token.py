@@ -28,7 +28,7 @@ def parse_duration(text: str) -> int:
     """``90d``, ``12h``, ``30m``: seconds."""
     found = _DURATION.match(text.strip())
     if found is None or int(found.group(1)) == 0:
-        raise CliError(f"invalid duration '{text}': use a number and one of s, m, h, d, w (e.g. 90d)")
+        raise CliError(f"invalid duration '{text}': use a number and one of s, m, h, d, w (e.g. 90d)", exit_code=2)
     return int(found.group(1)) * _SECONDS[found.group(2)]
 
 
@@ -86,6 +86,8 @@ def create(ctx: click.Context, role: str, name: str | None, expires: str | None)
 @click.pass_context
 def list_(ctx: click.Context) -> None:
     """The org's tokens (never their secrets)."""
+    import time
+
     from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
     from stigmer_core.api.iam.apitoken.v1 import service_pb2_grpc as token_grpc
     from stigmer_core.cli import render
@@ -95,11 +97,18 @@ def list_(ctx: click.Context) -> None:
     stub = session.client.stub(token_grpc.ApiTokenQueryControllerStub)
     rows = []
     request = apitoken_pb2.ListApiTokensRequest(org=session.org)
+    now = time.time()
     while True:
         page = _call(session, stub.list, request)
         for found in page.entries:
-            expires = found.spec.expires_at.ToJsonString() if found.spec.HasField("expires_at") else "never"
-            state = "revoked" if found.status.HasField("revoked_at") else "active"
+            ends = found.spec.HasField("expires_at")
+            expires = found.spec.expires_at.ToJsonString() if ends else "never"
+            if found.status.HasField("revoked_at"):
+                state = "revoked"
+            elif ends and found.spec.expires_at.seconds <= now:  # as the server sees it: refused from then on
+                state = "expired"
+            else:
+                state = "active"
             rows.append([found.metadata.slug, found.metadata.id, found.spec.role, expires, state])
         if not page.next_page_token:
             break

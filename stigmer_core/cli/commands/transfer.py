@@ -36,9 +36,9 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
     from stigmer_core.cli.session import Session
 
     if not kind_names and not all_kinds:
-        raise CliError("name the kinds to export, or pass --all")
+        raise CliError("name the kinds to export, or pass --all", exit_code=2)
     if kind_names and all_kinds:
-        raise CliError("give either --all or kinds, not both")
+        raise CliError("give either --all or kinds, not both", exit_code=2)
     session = Session.of(ctx)
     every_org = all_orgs or (all_kinds and overrides(ctx).org is None)
     kinds = backup.exportable(session.catalog, kind_names)

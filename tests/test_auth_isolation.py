@@ -409,3 +409,22 @@ def test_a_cascade_does_not_delete_what_the_caller_could_not_delete_itself(tmp_p
         assert code_of(lambda: instances.get(instance_id)) == grpc.StatusCode.NOT_FOUND
     finally:
         app.close()
+
+
+def test_a_create_naming_another_orgs_id_says_the_id_cannot_be_used_and_nothing_of_its_holder(
+    app: Application, seeded: tuple[Seeded, Seeded]
+) -> None:
+    """It said only "not found", with no org: an import of one org's backup into another (ids kept)
+    failed on every document with nothing to go on."""
+    alpha, _ = seeded
+    beta_admin, _ = make_token(app, BETA, "admin")
+    agents = KindClient(with_token(app.channel(), beta_admin), app.registry.kind("Agent"))
+    taken = alpha.objects["Agent"].metadata.id
+    copied = agent_pb2.Agent(metadata={"id": taken, "name": "copied", "org": BETA})
+    with pytest.raises(grpc.RpcError) as caught:
+        agents.create(copied)
+    details = caught.value.details() or ""
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "leave metadata.id out" in details
+    assert ALPHA not in details and "exists" not in details
+    copied.metadata.ClearField("id")
+    assert agents.create(copied).metadata.id != taken

@@ -200,8 +200,11 @@ class Resources:
         if self.txn.get(kind.slug_key(meta.org, meta.slug)) is not None:
             raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
         if meta.id and self.txn.get(kind.object_key(meta.id)) is not None:
-            if self.hidden(kind, meta.id):  # another org's id: its existence is not told
-                raise errors.NotFound(f"{kind.label} '{meta.id}' not found")
+            if self.hidden(kind, meta.id):  # another org's id: whose it is, or what it is, is not told
+                raise errors.NotFound(
+                    f"{kind.label} '{meta.id}' not found in org '{meta.org}', and that id cannot be used there: "
+                    "leave metadata.id out to create it under a new one"
+                )
             raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
 
     def check_references(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:

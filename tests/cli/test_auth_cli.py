@@ -43,6 +43,9 @@ def test_first_token_in_process_then_login_to_a_server_that_requires_tokens(stig
     assert "token/ro revoked" in stigmer.ok("token", "revoke", "ro")
     stigmer.ok("backend", "switch", "remote", "--token", viewer)
     assert stigmer.fails("get", "agent") == "the API token has been revoked"
+    assert "caller:      refused: the API token has been revoked" in stigmer.ok("backend", "status")
+    stigmer.ok("backend", "switch", "remote", "--token", token)
+    assert "caller:      token:acme/first (admin in acme)" in stigmer.ok("backend", "status")
 
 
 def test_a_token_goes_only_to_its_server_and_is_taken_as_printed(stigmer: Stigmer, tmp_path: Path) -> None:

@@ -57,8 +57,23 @@ def status(ctx: click.Context) -> None:
             "NOT_SERVING": "answers, but NOT_SERVING: its store cannot serve (a team server whose database does not answer it)",
         }
         pairs.append(("server", said.get(status, f"answers, health {status}")))
+        if settings.token and status is not None:
+            pairs.append(("caller", _caller(settings.endpoint, settings.token, settings.ca_file or None)))
     pairs += [("org", settings.org), ("config file", str(settings.config_file))]
     click.echo(_lines(pairs))
+
+
+def _caller(endpoint: str, token: str, ca_file: str | None) -> str:
+    """Who the server takes the token for, or why it refuses it (a revoked or expired token)."""
+    from stigmer_core import errors
+    from stigmer_core.cli.commands.login import _describe, _whoami
+    from stigmer_core.client import connect
+
+    try:
+        with connect(endpoint, token=token, ca_file=ca_file) as client:
+            return str(_describe(_whoami(client.channel, endpoint)))
+    except (CliError, errors.StigmerError) as exc:  # the refusal is this line's answer; status still succeeds
+        return f"refused: {exc.message}"
 
 
 @backend.command()

@@ -76,9 +76,31 @@ class StigmerGroup(click.Group):
 
             verbose = overrides(ctx).verbose
             message, details = describe(exc)
+            if isinstance(exc, errors.NotFound):
+                message = _with_org_hint(ctx, message)
             expected = isinstance(exc, CliError | errors.StigmerError | OSError)
             report_failure(message, details, verbose=verbose, error=None if expected else exc)
             ctx.exit(exc.exit_code if isinstance(exc, CliError) else 1)
+
+
+def _with_org_hint(ctx: click.Context, message: str) -> str:
+    """A remote server that knows no org of the config's (a token switched in without `login`,
+    which sets the org) says only "org 'local' not found": say where the org came from."""
+    from stigmer_core import config
+
+    flags = overrides(ctx)
+    if flags.org is not None or not message.startswith("org '") or not message.endswith("' not found"):
+        return message
+    try:
+        settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir)
+    except Exception:  # only a hint: the message stands without it
+        return message
+    if settings.backend != config.REMOTE:
+        return message
+    return (
+        f"{message} on {settings.endpoint} (the org comes from the config file or $STIGMER_ORG; give --org ORG, "
+        "or `stigmer login` to take the token's org)"
+    )
 
 
 @click.group(cls=StigmerGroup, context_settings={"help_option_names": ["-h", "--help"]})

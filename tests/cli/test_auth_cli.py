@@ -78,6 +78,20 @@ def test_a_token_goes_only_to_its_server_and_is_taken_as_printed(stigmer: Stigme
     assert "cannot carry" in stigmer.fails("backend", "switch", "remote", "--token", "stg_abc\ndef")
 
 
+def test_a_token_switched_in_without_login_is_told_where_the_org_came_from(stigmer: Stigmer) -> None:
+    """`backend switch remote --token` keeps the default org 'local', which a team server does not
+    have: every command said only "org 'local' not found"."""
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer").strip()
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    stigmer.ok("backend", "switch", "remote", "--endpoint", daemon, "--token", token)
+    error = stigmer.fails("get", "agents")
+    assert error.startswith(f"org 'local' not found on {daemon} (the org comes from the config file")
+    assert "`stigmer login`" in error
+    assert stigmer.fails("get", "agents", "--org", "globex") == "org 'globex' not found"  # named: no guess
+    assert "no agents found in org 'acme'" in stigmer("get", "agents", "--org", "acme").err
+
+
 def test_serve_refuses_a_public_address_without_tls_and_tokens(stigmer: Stigmer) -> None:
     error = stigmer.fails("serve", "--address", "0.0.0.0:0", "--data-dir", str(stigmer.data_dir))
     assert error.startswith("refusing to listen on 0.0.0.0:0") and "--tls-cert" in error and "--require-auth" in error

@@ -101,11 +101,11 @@ class DataDirLock:
         self._handle = handle
         self.record(address="")
 
-    def record(self, *, address: str) -> None:
+    def record(self, *, address: str, tls: bool = False) -> None:
         handle = self._handle
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "address": address}))
+        handle.write(json.dumps({"pid": os.getpid(), "address": address, **({"tls": True} if tls else {})}))
         handle.flush()
 
     def release(self) -> None:

@@ -180,8 +180,8 @@ def serve(
         server = Server(
             app, address, tls=tls, insecure_no_auth=insecure_no_auth, unix_socket=socket_path(data_dir)
         )
-        server.start()
-        lock.record(address=server.address)
+        server.start()  # serving, its health SERVING, before the address is recorded
+        lock.record(address=server.address, tls=server.tls)
         kinds = ", ".join(k.name for k in app.registry.kinds)
         where = describe_store(store) if store else data_dir
         security = ", ".join(

@@ -52,6 +52,7 @@ class Files:
 class Running:
     pid: int
     address: str
+    tls: bool = False
 
 
 def running(data_dir: Path) -> Running | None:
@@ -59,7 +60,7 @@ def running(data_dir: Path) -> Running | None:
     info = holder(data_dir)
     if info is None or "pid" not in info:
         return None
-    return Running(pid=int(info["pid"]), address=str(info.get("address") or ""))
+    return Running(pid=int(info["pid"]), address=str(info.get("address") or ""), tls=bool(info.get("tls")))
 
 
 def alive(pid: int) -> bool:
@@ -158,13 +159,17 @@ def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
     return process
 
 
-def _local_address(daemon: Running, data_dir: Path) -> str:
-    """Where to ask a daemon of this machine whether it serves: its Unix socket (plain, the owner's
-    alone) when it has one, since its TCP address may serve TLS with a CA this client is not given."""
+def _ready(daemon: Running, data_dir: Path) -> bool:
+    """Whether a daemon of this machine serves: asked over its Unix socket (plain, the owner's
+    alone) when it has one, since its TCP address may serve TLS with a CA this client is not given;
+    a TLS daemon without a socket (a data directory path too long for one) records its address
+    only once it serves, which is then the answer."""
     from stigmer_core.server import socket_path
 
     path = socket_path(data_dir)
-    return f"unix:{path}" if path is not None and path.exists() else daemon.address
+    if path is not None and path.exists():
+        return serving(f"unix:{path}")
+    return daemon.tls or serving(daemon.address)
 
 
 def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -> Running:
@@ -179,7 +184,7 @@ def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -
                 details=_log_tail(files),
             )
         found = running(files.data_dir)
-        if found is not None and found.pid == process.pid and found.address and serving(_local_address(found, files.data_dir)):
+        if found is not None and found.pid == process.pid and found.address and _ready(found, files.data_dir):
             return found
         time.sleep(POLL)
     process.terminate()

@@ -151,3 +151,7 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> N
         assert len(failed.err.strip().splitlines()) == 1, failed.err  # nothing of grpc's own logging
     trusted = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(served.ca)})
     assert trusted.code == 0, trusted.err
+    # a data directory whose path is too long for a Unix socket: no socket to ask, and TLS on the port
+    far = stigmer.home / ("d" * 120)
+    started = stigmer.start(data_dir=far)  # waited its whole timeout, then stopped the daemon it started
+    assert "listening on" in started.output, started.output

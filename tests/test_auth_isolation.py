@@ -428,3 +428,15 @@ def test_a_create_naming_another_orgs_id_says_the_id_cannot_be_used_and_nothing_
     assert ALPHA not in details and "exists" not in details
     copied.metadata.ClearField("id")
     assert agents.create(copied).metadata.id != taken
+
+
+def test_an_apply_naming_another_orgs_id_says_the_id_cannot_be_used(app: Application, seeded: tuple[Seeded, Seeded]) -> None:
+    """`stigmer apply` and `import` go through the apply rpc, which said a bare "not found"."""
+    alpha, _ = seeded
+    beta_admin, _ = make_token(app, BETA, "admin")
+    agents = KindClient(with_token(app.channel(), beta_admin), app.registry.kind("Agent"))
+    copied = agent_pb2.Agent(metadata={"id": alpha.objects["Agent"].metadata.id, "name": "copied", "org": BETA})
+    with pytest.raises(grpc.RpcError) as caught:
+        agents.apply(copied)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "leave metadata.id out" in (caught.value.details() or "") and ALPHA not in (caught.value.details() or "")

@@ -39,6 +39,15 @@ def _now() -> Timestamp:
     return now
 
 
+
+def taken_elsewhere(kind: KindRuntime, object_id: str, org: str) -> errors.NotFound:
+    """The refusal of an id another org's object holds (ids are unique across orgs): whose it
+    is, or what it is, is not told; only that it cannot be used here."""
+    return errors.NotFound(
+        f"{kind.label} '{object_id}' not found in org '{org}', and that id cannot be used there: "
+        "leave metadata.id out to create it under a new one"
+    )
+
 class Resources:
     """Kind-aware view of one store transaction, as one caller sees it.
 
@@ -200,11 +209,8 @@ class Resources:
         if self.txn.get(kind.slug_key(meta.org, meta.slug)) is not None:
             raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
         if meta.id and self.txn.get(kind.object_key(meta.id)) is not None:
-            if self.hidden(kind, meta.id):  # another org's id: whose it is, or what it is, is not told
-                raise errors.NotFound(
-                    f"{kind.label} '{meta.id}' not found in org '{meta.org}', and that id cannot be used there: "
-                    "leave metadata.id out to create it under a new one"
-                )
+            if self.hidden(kind, meta.id):
+                raise taken_elsewhere(kind, meta.id, meta.org)
             raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
 
     def check_references(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:

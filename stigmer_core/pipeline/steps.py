@@ -21,6 +21,7 @@ from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
 from stigmer_core.auth.pages import PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
+from stigmer_core.kinds.resources import taken_elsewhere
 from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.context import RequestContext
@@ -580,7 +581,7 @@ def dispatch_apply(ctx: RequestContext) -> None:
     if meta.id:
         exists = ctx.store.get(ctx.kind, meta.id) is not None
         if not exists and ctx.store.hidden(ctx.kind, meta.id):
-            raise errors.NotFound(f"{ctx.kind.label} '{meta.id}' not found")
+            raise taken_elsewhere(ctx.kind, meta.id, ctx.org)
     else:
         exists = ctx.store.id_for_slug(ctx.kind, ctx.org, meta.slug) is not None
     operation = "update" if exists else "create"

@@ -66,12 +66,12 @@ def status(ctx: click.Context) -> None:
 def _caller(endpoint: str, token: str, ca_file: str | None) -> str:
     """Who the server takes the token for, or why it refuses it (a revoked or expired token)."""
     from stigmer_core import errors
-    from stigmer_core.cli.commands.login import _describe, _whoami
+    from stigmer_core.cli.identity import describe_identity, whoami_of
     from stigmer_core.client import connect
 
     try:
         with connect(endpoint, token=token, ca_file=ca_file) as client:
-            return str(_describe(_whoami(client.channel, endpoint)))
+            return describe_identity(whoami_of(client.channel, endpoint))
     except (CliError, errors.StigmerError) as exc:  # the refusal is this line's answer; status still succeeds
         return f"refused: {exc.message}"
 

@@ -8,28 +8,8 @@ import click
 
 from stigmer_core.cli.commands.backend import valid_endpoint
 from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.identity import describe_identity, whoami_of
 from stigmer_core.cli.options import common_options, verbose_option
-
-
-def _whoami(channel: Any, target: str) -> Any:
-    # Imported here: `stigmer --help` imports this module and must not load grpc.
-    import grpc
-
-    from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
-    from stigmer_core.cli.errors import from_rpc
-
-    try:
-        stub: Any = identity_pb2_grpc.IdentityServiceStub
-        return stub(channel).whoami(identity_pb2.WhoamiRequest(), timeout=10)
-    except grpc.RpcError as exc:
-        raise from_rpc(exc, target) from exc
-
-
-def _describe(identity: Any) -> str:
-    if identity.administrator:
-        return f"{identity.principal} (local administrator: every role in every org)"
-    roles = ", ".join(f"{b.role} in {b.org}" for b in identity.roles) or "no role"
-    return f"{identity.principal} ({roles})"
 
 
 @click.command()
@@ -66,7 +46,7 @@ def login(endpoint: str, token: str | None, ca_file: str | None) -> None:
     token = usable_token(token)
     ca_file = str(Path(ca_file).resolve()) if ca_file else None  # commands run from anywhere later
     with connect(endpoint, token=token, ca_file=ca_file) as client:
-        identity = _whoami(client.channel, endpoint)
+        identity = whoami_of(client.channel, endpoint)
     data: dict[str, Any] = config.load_config()
     remote: dict[str, Any] = {**dict(data.get("remote") or {}), "endpoint": endpoint, "token": token}
     if ca_file:
@@ -79,7 +59,7 @@ def login(endpoint: str, token: str | None, ca_file: str | None) -> None:
     if len(orgs) == 1:
         data["org"] = orgs[0]
     path = config.save_config(data)
-    click.echo(f"logged in to {endpoint} as {_describe(identity)}; saved in {path}")
+    click.echo(f"logged in to {endpoint} as {describe_identity(identity)}; saved in {path}")
 
 
 @click.command()
@@ -91,7 +71,7 @@ def whoami(ctx: click.Context) -> None:
 
     session = Session.of(ctx)
     target = session.target
-    identity = _whoami(session.client.channel, target)
+    identity = whoami_of(session.client.channel, target)
     if not identity.principal:
         raise CliError(f"{target} answered no identity")
-    click.echo(_describe(identity))
+    click.echo(describe_identity(identity))

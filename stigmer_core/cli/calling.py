@@ -23,7 +23,7 @@ from stigmer_core.cli.session import Session
 def _set(data: dict[str, Any], assignment: str) -> None:
     path, sep, text = assignment.partition("=")
     if not sep or not path:
-        raise CliError(f"invalid --set '{assignment}': use field=value (dotted paths for nested fields)")
+        raise CliError(f"invalid --set '{assignment}': use field=value (dotted paths for nested fields)", exit_code=2)
     try:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError as exc:

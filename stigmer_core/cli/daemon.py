@@ -100,15 +100,19 @@ def serving(address: str, timeout: float = 1.0, *, ca_file: str | None = None) -
     return health(address, timeout, ca_file=ca_file) == "SERVING"
 
 
-def health(address: str, timeout: float = 1.0, *, ca_file: str | None = None) -> str | None:
+def health(
+    address: str, timeout: float = 1.0, *, ca_file: str | None = None, why: list[str] | None = None
+) -> str | None:
     """The server's overall health (``SERVING``, or ``NOT_SERVING`` while a team server's database
-    does not answer it), or None when nothing answers."""
+    does not answer it), or None when nothing answers (grpc's reason appended to ``why``)."""
     with network_channel(address, ca_file=ca_file) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
-        except grpc.RpcError:
+        except grpc.RpcError as exc:
+            if why is not None:
+                why.append(str(exc.details() if isinstance(exc, grpc.Call) else exc) or "")
             return None
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 

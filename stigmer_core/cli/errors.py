@@ -43,7 +43,7 @@ def _unreachable(details: str) -> bool:
     return any(s in lowered for s in ("failed to connect", "connection refused", "dns resolution", "unavailable"))
 
 
-def _tls_trouble(details: str) -> str | None:
+def tls_trouble(details: str) -> str | None:
     """What went wrong setting up TLS, in a person's words, when that is why a call failed."""
     lowered = details.lower()
     if "hostname verification" in lowered:
@@ -66,7 +66,7 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
 
     code = error.code() if isinstance(error, grpc.Call) else None
     raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
-    trust = _tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE else None
+    trust = tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE else None
     if trust is not None:
         return CliError(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):

@@ -75,7 +75,7 @@ def test_a_token_goes_only_to_its_server_and_is_taken_as_printed(stigmer: Stigme
     )  # fmt: skip
     assert switched.returncode == 0, switched.stderr
     assert yaml.safe_load(config_file.read_text())["remote"]["ca_file"] == str(ca)
-    assert "cannot carry" in stigmer.fails("backend", "switch", "remote", "--token", "stg_abc\ndef")
+    assert "cannot carry" in stigmer.fails("backend", "switch", "remote", "--token", "stg_abc\ndef", code=2)
 
 
 def test_a_token_switched_in_without_login_is_told_where_the_org_came_from(stigmer: Stigmer) -> None:
@@ -151,6 +151,8 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> N
         assert len(failed.err.strip().splitlines()) == 1, failed.err  # nothing of grpc's own logging
     trusted = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(served.ca)})
     assert trusted.code == 0, trusted.err
+    untrusted = stigmer("backend", "status", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(other.ca)})
+    assert "not reachable: TLS: its certificate is not signed by a CA this client trusts" in untrusted.out
     # a data directory whose path is too long for a Unix socket: no socket to ask, and TLS on the port
     far = stigmer.home / ("d" * 120)
     started = stigmer.start(data_dir=far)  # waited its whole timeout, then stopped the daemon it started

@@ -139,7 +139,7 @@ def test_list_with_labels_limit_and_org(stigmer: Stigmer, daemon: str, tmp_path:
 
     empty = stigmer("list", "agent", "-l", "team=nobody")
     assert empty.code == 0 and empty.out == "" and "no agents with labels team=nobody found in org 'local'" in empty.err
-    assert stigmer.fails("list", "agent", "-l", "team") == "invalid label selector 'team': use key=value"
+    assert stigmer.fails("list", "agent", "-l", "team", code=2) == "invalid label selector 'team': use key=value"
 
 
 def test_delete_by_slug_and_by_id(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:

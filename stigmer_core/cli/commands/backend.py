@@ -24,6 +24,17 @@ def _lines(pairs: list[tuple[str, str]]) -> str:
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in pairs)
 
 
+def checked_token(token: str) -> str:
+    """The token as a header carries it, or a usage error naming what it holds."""
+    from stigmer_core.auth.transport import usable_token
+    from stigmer_core.errors import StartupError
+
+    try:
+        return usable_token(token)
+    except StartupError as exc:
+        raise CliError(exc.message, exit_code=2) from None
+
+
 def valid_endpoint(endpoint: str) -> None:
     if not _ENDPOINT.match(endpoint):
         raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT", exit_code=2)
@@ -36,6 +47,7 @@ def status(ctx: click.Context) -> None:
     """Which backend is in use, and whether it answers."""
     from stigmer_core import config
     from stigmer_core.cli import daemon
+    from stigmer_core.cli.errors import tls_trouble
 
     flags = overrides(ctx)
     settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org)
@@ -50,9 +62,15 @@ def status(ctx: click.Context) -> None:
     else:
         pairs.append(("endpoint", settings.endpoint or "(not set)"))
         pairs.append(("token", "set" if settings.token else "not set"))
-        status = daemon.health(settings.endpoint, timeout=3.0, ca_file=settings.ca_file or None) if settings.endpoint else None
+        why: list[str] = []
+        status = (
+            daemon.health(settings.endpoint, timeout=3.0, ca_file=settings.ca_file or None, why=why)
+            if settings.endpoint
+            else None
+        )
+        trouble = tls_trouble(why[0]) if why else None
         said = {
-            None: "not reachable",
+            None: f"not reachable: TLS: {trouble}" if trouble else "not reachable",
             "SERVING": "serving",
             "NOT_SERVING": "answers, but NOT_SERVING: its store cannot serve (a team server whose database does not answer it)",
         }
@@ -94,7 +112,6 @@ def switch(kind: str, endpoint: str | None, token: str | None, ca_file: str | No
     server it was made for): give --token (and --ca-file) again, or use `stigmer login`.
     """
     from stigmer_core import config
-    from stigmer_core.auth.transport import usable_token
 
     data: dict[str, Any] = config.load_config()
     if endpoint is not None:
@@ -106,7 +123,7 @@ def switch(kind: str, endpoint: str | None, token: str | None, ca_file: str | No
         dropped = [name for name in ("token", "ca_file") if remote.pop(name, None) is not None]
         remote["endpoint"] = endpoint
     if token is not None:
-        remote["token"] = usable_token(token)
+        remote["token"] = checked_token(token)
     if ca_file:
         remote["ca_file"] = str(Path(ca_file).resolve())
     dropped = [name for name in dropped if name not in remote]

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from stigmer_core.cli.commands.backend import valid_endpoint
+from stigmer_core.cli.commands.backend import checked_token, valid_endpoint
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.identity import describe_identity, whoami_of
 from stigmer_core.cli.options import common_options, verbose_option
@@ -35,7 +35,6 @@ def login(endpoint: str, token: str | None, ca_file: str | None) -> None:
     from pathlib import Path
 
     from stigmer_core import config
-    from stigmer_core.auth.transport import usable_token
     from stigmer_core.client import connect
 
     valid_endpoint(endpoint)
@@ -43,7 +42,7 @@ def login(endpoint: str, token: str | None, ca_file: str | None) -> None:
         if not sys.stdin.isatty():
             raise click.UsageError("give the token with --token, $STIGMER_TOKEN, or on a terminal when asked")
         token = str(click.prompt("API token", hide_input=True))
-    token = usable_token(token)
+    token = checked_token(token)
     ca_file = str(Path(ca_file).resolve()) if ca_file else None  # commands run from anywhere later
     with connect(endpoint, token=token, ca_file=ca_file) as client:
         identity = whoami_of(client.channel, endpoint)

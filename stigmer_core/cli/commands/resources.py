@@ -31,7 +31,7 @@ def _labels(selectors: tuple[str, ...]) -> dict[str, str]:
     for selector in selectors:
         key, sep, value = selector.partition("=")
         if not sep or not key:
-            raise CliError(f"invalid label selector '{selector}': use key=value")
+            raise CliError(f"invalid label selector '{selector}': use key=value", exit_code=2)
         labels[key] = value
     return labels
 

@@ -35,6 +35,7 @@ ENV = {
     "max_nesting_depth": "STIGMER_MAX_NESTING_DEPTH",
     "max_objects_per_write": "STIGMER_MAX_OBJECTS_PER_WRITE",
     "max_request_items": "STIGMER_MAX_REQUEST_ITEMS",
+    "run_lease_seconds": "STIGMER_RUN_LEASE_SECONDS",
 }
 
 
@@ -61,6 +62,10 @@ class Limits:
     maps, at every level, a ``Struct``'s contents included. Validating costs
     about 2 µs an item with the GIL held, so this bounds one request's stall of
     the daemon near what parsing a 4 MiB request costs anyway (stigmer_core.request_items)."""
+    run_lease_seconds: int = 300
+    """How long a runner may go without a report (a heartbeat is one: the IN_PROGRESS phase and
+    its name) before another runner may take its run over with a claim: a runner that died
+    leaves no run IN_PROGRESS for good."""
 
     def __attrs_post_init__(self) -> None:
         for name in ENV:

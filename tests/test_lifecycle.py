@@ -250,3 +250,34 @@ def test_a_workflow_run_records_its_runner_and_takes_its_retried_claim(
     )
     tasks = {t.task_name: t.phase for t in runs.commands.updateStatus(progress).status.tasks}
     assert tasks["fetch"] == IN_PROGRESS
+
+
+def test_a_silent_runners_run_is_taken_over_after_the_lease_and_a_heartbeat_keeps_it(
+    tmp_path: Any, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner that died left its run IN_PROGRESS for good: nobody but an editor could end it."""
+    import time
+
+    monkeypatch.setenv("STIGMER_RUN_LEASE_SECONDS", "1")
+    with Application.open(tmp_path / "data", durable=False, store=stigmer_store) as app:
+        kinds = Kinds.on(app, app.channel())
+        agent = kinds.agent()
+        pending = kinds.execution(agent_id=agent.metadata.id)
+        held = _claim(kinds, pending, "host-a:101")
+        assert held.status.heartbeat_at.seconds > 0
+        code, details = details_of(lambda: _claim(kinds, held, "host-b:202"))  # the current version
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "may claim it after 1 s without a report" in details
+        time.sleep(0.7)
+        beat = ae.AgentExecutionUpdateStatusInput(
+            execution_id=pending.metadata.id, status=ae.AgentExecutionStatus(phase=IN_PROGRESS, runner="host-a:101")
+        )
+        held = kinds.executions.call("updateStatus", beat)  # a heartbeat: the bare claim, no version
+        time.sleep(0.7)  # 1.4 s after the claim, 0.7 s after the heartbeat: still held
+        code, _ = details_of(lambda: _claim(kinds, held, "host-b:202"))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        time.sleep(0.6)  # silent past the lease
+        taken = _claim(kinds, held, "host-b:202")
+        assert (taken.status.phase, taken.status.runner) == (IN_PROGRESS, "host-b:202")
+        code, details = details_of(lambda: kinds.executions.call("updateStatus", beat))  # the old runner is back
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "is run by runner 'host-b:202'" in details
+        assert _claim(kinds, held, "host-b:202").status.runner == "host-b:202"  # its retried claim stands

@@ -149,6 +149,31 @@ def merge_fields(*, append: Sequence[str] = (), replace: Sequence[str] = ()) -> 
     return merge
 
 
+def _silent_for(status: Any) -> float:
+    """Seconds since the run's runner last reported (its heartbeat, else its start)."""
+    last = None
+    for field in ("heartbeat_at", "started_at"):
+        if field in status.DESCRIPTOR.fields_by_name:
+            value = getattr(status, field)
+            if isinstance(value, Timestamp) and status.HasField(field):
+                last = value.ToDatetime(tzinfo=UTC)
+            elif isinstance(value, str) and value:
+                last = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if last is not None:
+                break
+    return float("inf") if last is None else (datetime.now(UTC) - last).total_seconds()
+
+
+def _beat(status: Any) -> None:
+    """Note that the runner reported now (a status without ``heartbeat_at`` keeps none)."""
+    if "heartbeat_at" not in status.DESCRIPTOR.fields_by_name:
+        return
+    if isinstance(status.heartbeat_at, Timestamp):
+        status.heartbeat_at.CopyFrom(_now())
+    else:
+        status.heartbeat_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _is_claim(report: Any, runner: str) -> bool:
     """Whether ``report`` is a claim and nothing more: IN_PROGRESS and the runner's name."""
     claim = type(report)(phase=IN_PROGRESS, runner=runner)
@@ -167,7 +192,8 @@ def update_status(
     ``status_field``. The report's phase (unset: unchanged) is checked
     against the lifecycle, then ``merge(report, status)`` copies what a
     runner may report; every other status field (times, audit, server-set
-    ids) stays as stored. A report that changes nothing writes nothing.
+    ids) stays as stored. A report that changes nothing writes nothing (one
+    naming its runner always changes its heartbeat).
     A non-zero ``resource_version`` in the request (when its message has
     one) must be the stored one, else ABORTED: how a runner claims a
     PENDING execution it saw in a watch without racing another runner.
@@ -178,7 +204,12 @@ def update_status(
     at, now stale, since its answer was lost) is answered with the
     execution as it is, not ABORTED, so a runner never drops a run it holds;
     a report naming another runner than the one recorded is refused
-    (FAILED_PRECONDITION). Reports naming no runner are taken as before.
+    (FAILED_PRECONDITION), unless it is a claim (with the current version) of
+    a run whose runner has been silent longer than the run lease
+    (``Limits.run_lease_seconds``): a report naming the runner stamps
+    ``heartbeat_at`` (a heartbeat is the bare claim again, with no version),
+    so a runner that died is taken over. Reports naming no runner are taken
+    as before.
     Follow it with the standard ``publish``, ``redact`` and ``respond``.
     """
 
@@ -207,10 +238,17 @@ def update_status(
                 f"{_what(ctx, existing)} was modified{by}: resource_version {expected} is stale "
                 f"(current: {stored}); re-read and retry"
             )
-        if runner and holder and runner != holder:
-            raise FailedPrecondition(
-                f"{_what(ctx, existing)} is run by runner '{holder}'; a report naming runner '{runner}' is refused"
-            )
+        if runner and runner != holder and status.phase == IN_PROGRESS:
+            # another runner's run (or one claimed without a name): only a claim once it fell silent
+            lease = ctx.registry.limits.run_lease_seconds
+            silent = _silent_for(status)
+            if not (_is_claim(report, runner) and silent > lease):
+                by = f"runner '{holder}'" if holder else "a runner that gave no name"
+                raise FailedPrecondition(
+                    f"{_what(ctx, existing)} is run by {by} (last heard {silent:.0f} s ago; another runner "
+                    f"may claim it after {lease} s without a report, STIGMER_RUN_LEASE_SECONDS); "
+                    f"a report naming runner '{runner}' is refused"
+                )
         new = ctx.kind.resource_cls()
         new.CopyFrom(existing)
         current = status.phase
@@ -221,6 +259,7 @@ def update_status(
         merge(report, new.status)  # type: ignore[attr-defined]
         if runner:
             new.status.runner = runner  # type: ignore[attr-defined]
+            _beat(new.status)  # type: ignore[attr-defined]
         ctx.existing = existing
         _persist(ctx, existing, new)
 

@@ -281,3 +281,27 @@ def test_a_silent_runners_run_is_taken_over_after_the_lease_and_a_heartbeat_keep
         code, details = details_of(lambda: kinds.executions.call("updateStatus", beat))  # the old runner is back
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "is run by runner 'host-b:202'" in details
         assert _claim(kinds, held, "host-b:202").status.runner == "host-b:202"  # its retried claim stands
+
+
+def test_a_report_sent_again_with_its_id_is_applied_once(kinds: Kinds) -> None:
+    """A progress report retried after a lost answer appended its messages twice, and a retried
+    COMPLETED was refused as a move out of a terminal phase."""
+    agent = kinds.agent()
+    pending = kinds.execution(agent_id=agent.metadata.id)
+    _claim(kinds, pending, "host-a:101")
+
+    def report(report_id: str, *contents: str, phase: int = 0) -> Any:
+        status = ae.AgentExecutionStatus(phase=phase, runner="host-a:101", report_id=report_id)  # type: ignore[arg-type]
+        for content in contents:
+            status.messages.add(type=ae.MESSAGE_AI, content=content)
+        request = ae.AgentExecutionUpdateStatusInput(execution_id=pending.metadata.id, status=status)
+        return kinds.executions.call("updateStatus", request)
+
+    first = report("r1", "step 1")
+    assert report("r1", "step 1").metadata.resource_version == first.metadata.resource_version
+    report("r2", "step 2")
+    done = report("r3", phase=COMPLETED)
+    assert report("r3", phase=COMPLETED).metadata.resource_version == done.metadata.resource_version
+    assert [m.content for m in done.status.messages] == ["step 1", "step 2"]
+    code, _ = details_of(lambda: report("r4", phase=COMPLETED))  # a new report after the end: refused
+    assert code == grpc.StatusCode.FAILED_PRECONDITION

@@ -209,7 +209,9 @@ def update_status(
     (``Limits.run_lease_seconds``): a report naming the runner stamps
     ``heartbeat_at`` (a heartbeat is the bare claim again, with no version),
     so a runner that died is taken over. Reports naming no runner are taken
-    as before.
+    as before. A report carrying the ``report_id`` of the report that last
+    changed the status is that report again (a retry after a lost answer):
+    answered with the execution as it is, not applied twice.
     Follow it with the standard ``publish``, ``redact`` and ``respond``.
     """
 
@@ -217,6 +219,11 @@ def update_status(
         existing = _load(ctx, id_field)
         report: Any = getattr(ctx.request, status_field)
         status: Any = existing.status  # type: ignore[attr-defined]
+        report_id = str(getattr(report, "report_id", ""))
+        if report_id and report_id == getattr(status, "report_id", ""):
+            # the report that made this status, sent again (its answer was lost): applied once
+            ctx.existing = ctx.resource = existing
+            return
         runner = str(getattr(report, "runner", ""))  # "" also for a kind whose status names no runner
         holder = str(getattr(status, "runner", ""))
         expected = getattr(ctx.request, "resource_version", 0)
@@ -260,6 +267,8 @@ def update_status(
         if runner:
             new.status.runner = runner  # type: ignore[attr-defined]
             _beat(new.status)  # type: ignore[attr-defined]
+        if report_id:
+            new.status.report_id = report_id  # type: ignore[attr-defined]
         ctx.existing = existing
         _persist(ctx, existing, new)
 

@@ -87,7 +87,7 @@ class Limits:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
-        """The defaults, with any ``STIGMER_MAX_*`` variable that is set."""
+        """The defaults, with any of the ``ENV`` variables that is set."""
         environ = os.environ if environ is None else environ
         given: dict[str, int] = {}
         for name, variable in ENV.items():

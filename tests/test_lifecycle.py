@@ -187,7 +187,7 @@ def test_a_runner_that_retries_its_claim_keeps_the_run_and_another_runner_is_ref
     claimed = _claim(kinds, pending, "host-a:101")
     assert (claimed.status.phase, claimed.status.runner) == (IN_PROGRESS, "host-a:101")
     again = _claim(kinds, pending, "host-a:101")  # the same request: its version is stale now
-    assert again.metadata.resource_version == claimed.metadata.resource_version  # answered, nothing written
+    assert (again.status.phase, again.status.runner) == (IN_PROGRESS, "host-a:101")  # a heartbeat, not ABORTED
     code, details = details_of(lambda: _claim(kinds, pending, "host-b:202"))
     assert code == grpc.StatusCode.ABORTED and "claimed by runner 'host-a:101'" in details
 
@@ -243,7 +243,9 @@ def test_a_workflow_run_records_its_runner_and_takes_its_retried_claim(
     )
     claimed = runs.commands.updateStatus(claim)
     assert claimed.status.runner == "worker-7"
-    assert runs.commands.updateStatus(claim).metadata.resource_version == claimed.metadata.resource_version
+    again = runs.commands.updateStatus(claim)  # its version stale: taken as a heartbeat
+    assert (again.status.runner, again.status.phase) == ("worker-7", IN_PROGRESS)
+    assert again.status.heartbeat_at.ToNanoseconds() >= claimed.status.heartbeat_at.ToNanoseconds()
     progress = wx.WorkflowExecutionUpdateStatusInput(
         execution_id=run.metadata.id,
         status={"phase": IN_PROGRESS, "runner": "worker-7", "tasks": [{"task_name": "fetch", "phase": IN_PROGRESS}]},
@@ -285,7 +287,8 @@ def test_a_silent_runners_run_is_taken_over_after_the_lease_and_a_heartbeat_keep
 
 def test_a_report_sent_again_with_its_id_is_applied_once(kinds: Kinds) -> None:
     """A progress report retried after a lost answer appended its messages twice, and a retried
-    COMPLETED was refused as a move out of a terminal phase."""
+    COMPLETED was refused as a move out of a terminal phase. Another runner's report with the same
+    id is that runner's own: refused as another runner's, never taken for the first."""
     agent = kinds.agent()
     pending = kinds.execution(agent_id=agent.metadata.id)
     _claim(kinds, pending, "host-a:101")
@@ -297,11 +300,49 @@ def test_a_report_sent_again_with_its_id_is_applied_once(kinds: Kinds) -> None:
         request = ae.AgentExecutionUpdateStatusInput(execution_id=pending.metadata.id, status=status)
         return kinds.executions.call("updateStatus", request)
 
-    first = report("r1", "step 1")
-    assert report("r1", "step 1").metadata.resource_version == first.metadata.resource_version
+    report("r1", "step 1")
+    assert [m.content for m in report("r1", "step 1").status.messages] == ["step 1"]  # sent again: once
     report("r2", "step 2")
     done = report("r3", phase=COMPLETED)
     assert report("r3", phase=COMPLETED).metadata.resource_version == done.metadata.resource_version
     assert [m.content for m in done.status.messages] == ["step 1", "step 2"]
     code, _ = details_of(lambda: report("r4", phase=COMPLETED))  # a new report after the end: refused
     assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_report_ids_are_one_runners_own(kinds: Kinds) -> None:
+    """The id check came first and ignored the runner: two runners claiming with the same report id
+    both won, and after a takeover the new runner's first report was dropped as a repeat."""
+    agent = kinds.agent()
+    pending = kinds.execution(agent_id=agent.metadata.id)
+
+    def claim_with_id(runner: str) -> Any:
+        status = ae.AgentExecutionStatus(phase=IN_PROGRESS, runner=runner, report_id="claim")  # type: ignore[arg-type]
+        request = ae.AgentExecutionUpdateStatusInput(
+            execution_id=pending.metadata.id, resource_version=pending.metadata.resource_version, status=status
+        )
+        return kinds.executions.call("updateStatus", request)
+
+    assert claim_with_id("host-a:101").status.runner == "host-a:101"
+    assert claim_with_id("host-a:101").status.runner == "host-a:101"  # its own retry
+    code, details = details_of(lambda: claim_with_id("host-b:202"))  # lost the race: the same id is not its
+    assert code == grpc.StatusCode.ABORTED and "claimed by runner 'host-a:101'" in details
+
+
+def test_a_run_claimed_without_a_name_is_never_taken_over(
+    tmp_path: Any, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its runner's reports carry no heartbeat, so it looked silent while worked and was taken over."""
+    import time
+
+    monkeypatch.setenv("STIGMER_RUN_LEASE_SECONDS", "1")
+    with Application.open(tmp_path / "data", durable=False, store=stigmer_store) as app:
+        kinds = Kinds.on(app, app.channel())
+        agent = kinds.agent()
+        pending = kinds.execution(agent_id=agent.metadata.id)
+        held = kinds.report(pending.metadata.id, IN_PROGRESS)  # a claim that names no runner
+        time.sleep(1.2)
+        held = kinds.report(pending.metadata.id, 0, "still working")
+        code, details = details_of(lambda: _claim(kinds, held, "host-b:202"))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "gave no name" in details
+        assert kinds.report(pending.metadata.id, COMPLETED).status.phase == COMPLETED

@@ -150,7 +150,8 @@ def merge_fields(*, append: Sequence[str] = (), replace: Sequence[str] = ()) -> 
 
 
 def _silent_for(status: Any) -> float:
-    """Seconds since the run's runner last reported (its heartbeat, else its start)."""
+    """Seconds since the run's runner last reported (its heartbeat, else its start), by this
+    daemon's clock: daemons sharing a database need their clocks in step (NTP)."""
     last = None
     for field in ("heartbeat_at", "started_at"):
         if field in status.DESCRIPTOR.fields_by_name:
@@ -159,6 +160,8 @@ def _silent_for(status: Any) -> float:
                 last = value.ToDatetime(tzinfo=UTC)
             elif isinstance(value, str) and value:
                 last = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                if last.tzinfo is None:  # a time without its zone: taken as UTC, as the server writes them
+                    last = last.replace(tzinfo=UTC)
             if last is not None:
                 break
     return float("inf") if last is None else (datetime.now(UTC) - last).total_seconds()
@@ -175,9 +178,30 @@ def _beat(status: Any) -> None:
 
 
 def _is_claim(report: Any, runner: str) -> bool:
-    """Whether ``report`` is a claim and nothing more: IN_PROGRESS and the runner's name."""
+    """Whether ``report`` is a claim and nothing more: IN_PROGRESS and the runner's name (and its id)."""
     claim = type(report)(phase=IN_PROGRESS, runner=runner)
+    if "report_id" in report.DESCRIPTOR.fields_by_name:
+        claim.report_id = report.report_id
     return bool(report == claim)
+
+
+def _check_takeover(ctx: RequestContext, existing: Message, report: Any, runner: str, holder: str) -> None:
+    """Refuse ``runner``'s report on a run another runner holds, unless it is a claim of a run
+    that has been silent longer than the run lease: then it is taken over."""
+    if not holder:  # its runner's reports carry no heartbeat: it is never silent, only ended by a cancel
+        raise FailedPrecondition(
+            f"{_what(ctx, existing)} was claimed by a runner that gave no name, so it cannot be taken over "
+            f"(an editor can cancel it); a report naming runner '{runner}' is refused"
+        )
+    lease = ctx.registry.limits.run_lease_seconds
+    silent = _silent_for(existing.status)  # type: ignore[attr-defined]
+    if _is_claim(report, runner) and silent > lease:
+        return
+    heard = "never heard from" if silent == float("inf") else f"last heard {silent:.0f} s ago"
+    raise FailedPrecondition(
+        f"{_what(ctx, existing)} is run by runner '{holder}' ({heard}; another runner may claim it after "
+        f"{lease} s without a report, STIGMER_RUN_LEASE_SECONDS); a report naming runner '{runner}' is refused"
+    )
 
 
 def update_status(
@@ -199,19 +223,18 @@ def update_status(
     PENDING execution it saw in a watch without racing another runner.
 
     When the status has a ``runner`` field, a report may name its runner:
-    the claim records it; the same claim again from that runner (a report of
-    just the IN_PROGRESS phase and its name, with the version it claimed
-    at, now stale, since its answer was lost) is answered with the
-    execution as it is, not ABORTED, so a runner never drops a run it holds;
-    a report naming another runner than the one recorded is refused
-    (FAILED_PRECONDITION), unless it is a claim (with the current version) of
-    a run whose runner has been silent longer than the run lease
-    (``Limits.run_lease_seconds``): a report naming the runner stamps
-    ``heartbeat_at`` (a heartbeat is the bare claim again, with no version),
-    so a runner that died is taken over. Reports naming no runner are taken
-    as before. A report carrying the ``report_id`` of the report that last
-    changed the status is that report again (a retry after a lost answer):
-    answered with the execution as it is, not applied twice.
+    the claim records it, and every report naming it stamps ``heartbeat_at``.
+    The same claim again from that runner (just the IN_PROGRESS phase and
+    its name, with the version it claimed at, now stale, since its answer
+    was lost) is taken as a heartbeat, not ABORTED, so a runner never drops a
+    run it holds; so is a report of that runner carrying the ``report_id`` of
+    the report that last changed the status (a retry after a lost answer):
+    not applied twice. A report naming another runner than the one recorded
+    is refused (FAILED_PRECONDITION), unless it is a claim of a run whose
+    runner has been silent longer than the run lease
+    (``Limits.run_lease_seconds``): then the run is taken over, and the old
+    runner's named reports are refused. A run claimed without a name is
+    never taken over. Reports naming no runner are taken as before.
     Follow it with the standard ``publish``, ``redact`` and ``respond``.
     """
 
@@ -219,56 +242,41 @@ def update_status(
         existing = _load(ctx, id_field)
         report: Any = getattr(ctx.request, status_field)
         status: Any = existing.status  # type: ignore[attr-defined]
-        report_id = str(getattr(report, "report_id", ""))
-        if report_id and report_id == getattr(status, "report_id", ""):
-            # the report that made this status, sent again (its answer was lost): applied once
-            ctx.existing = ctx.resource = existing
-            return
         runner = str(getattr(report, "runner", ""))  # "" also for a kind whose status names no runner
         holder = str(getattr(status, "runner", ""))
+        report_id = str(getattr(report, "report_id", ""))
         expected = getattr(ctx.request, "resource_version", 0)
         stored = getattr(existing.metadata, "resource_version", 0)  # type: ignore[attr-defined]
-        if (
-            expected
-            and expected != stored
-            and status.phase == IN_PROGRESS
-            and runner
-            and runner == holder
-            and _is_claim(report, runner)
-        ):
-            # this runner's claim again, its answer lost (a restart, a dropped connection): it stands
-            ctx.existing = ctx.resource = existing
-            return
-        if expected and expected != stored:
-            by = f", claimed by runner '{holder}'" if holder and status.phase == IN_PROGRESS else ""
-            raise Conflict(
-                f"{_what(ctx, existing)} was modified{by}: resource_version {expected} is stale "
-                f"(current: {stored}); re-read and retry"
-            )
-        if runner and runner != holder and status.phase == IN_PROGRESS:
-            # another runner's run (or one claimed without a name): only a claim once it fell silent
-            lease = ctx.registry.limits.run_lease_seconds
-            silent = _silent_for(status)
-            if not (_is_claim(report, runner) and silent > lease):
-                by = f"runner '{holder}'" if holder else "a runner that gave no name"
-                raise FailedPrecondition(
-                    f"{_what(ctx, existing)} is run by {by} (last heard {silent:.0f} s ago; another runner "
-                    f"may claim it after {lease} s without a report, STIGMER_RUN_LEASE_SECONDS); "
-                    f"a report naming runner '{runner}' is refused"
+        # Sent again after a lost answer, by the runner that sent it: the report that last changed
+        # this status, or this runner's claim (its version stale since it landed). Not applied twice.
+        again = bool(runner) and runner == holder and (
+            (bool(report_id) and report_id == getattr(status, "report_id", ""))
+            or (bool(expected) and expected != stored and status.phase == IN_PROGRESS and _is_claim(report, runner))
+        )
+        if not again:
+            if expected and expected != stored:
+                by = f", claimed by runner '{holder}'" if holder and status.phase == IN_PROGRESS else ""
+                raise Conflict(
+                    f"{_what(ctx, existing)} was modified{by}: resource_version {expected} is stale "
+                    f"(current: {stored}); re-read and retry"
                 )
+            if runner and runner != holder and status.phase == IN_PROGRESS:
+                _check_takeover(ctx, existing, report, runner, holder)
         new = ctx.kind.resource_cls()
         new.CopyFrom(existing)
         current = status.phase
-        if is_terminal(current):  # refused even when the report repeats the phase or carries none
-            check_transition(current, report.phase or current, what=_what(ctx, existing))
-        if report.phase and report.phase != current:
-            enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
-        merge(report, new.status)  # type: ignore[attr-defined]
-        if runner:
-            new.status.runner = runner  # type: ignore[attr-defined]
-            _beat(new.status)  # type: ignore[attr-defined]
-        if report_id:
-            new.status.report_id = report_id  # type: ignore[attr-defined]
+        if not again:
+            if is_terminal(current):  # refused even when the report repeats the phase or carries none
+                check_transition(current, report.phase or current, what=_what(ctx, existing))
+            if report.phase and report.phase != current:
+                enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
+            merge(report, new.status)  # type: ignore[attr-defined]
+            if runner:
+                new.status.runner = runner  # type: ignore[attr-defined]
+            if "report_id" in status.DESCRIPTOR.fields_by_name:
+                new.status.report_id = report_id  # type: ignore[attr-defined]
+        if runner and not is_terminal(new.status.phase):  # type: ignore[attr-defined]
+            _beat(new.status)  # type: ignore[attr-defined]  # any report the run's runner sends
         ctx.existing = existing
         _persist(ctx, existing, new)
 

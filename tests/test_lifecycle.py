@@ -3,7 +3,9 @@ state machine itself and through updateStatus / cancel on both paths."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -254,17 +256,22 @@ def test_a_workflow_run_records_its_runner_and_takes_its_retried_claim(
     assert tasks["fetch"] == IN_PROGRESS
 
 
+@contextlib.contextmanager
+def _one_second_lease(tmp_path: Any, store: str | None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Kinds, Any]]:
+    """A daemon whose run lease is one second, and a PENDING execution in it."""
+    monkeypatch.setenv("STIGMER_RUN_LEASE_SECONDS", "1")
+    with Application.open(tmp_path / "data", durable=False, store=store) as app:
+        kinds = Kinds.on(app, app.channel())
+        yield kinds, kinds.execution(agent_id=kinds.agent().metadata.id)
+
+
 def test_a_silent_runners_run_is_taken_over_after_the_lease_and_a_heartbeat_keeps_it(
     tmp_path: Any, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A runner that died left its run IN_PROGRESS for good: nobody but an editor could end it."""
     import time
 
-    monkeypatch.setenv("STIGMER_RUN_LEASE_SECONDS", "1")
-    with Application.open(tmp_path / "data", durable=False, store=stigmer_store) as app:
-        kinds = Kinds.on(app, app.channel())
-        agent = kinds.agent()
-        pending = kinds.execution(agent_id=agent.metadata.id)
+    with _one_second_lease(tmp_path, stigmer_store, monkeypatch) as (kinds, pending):
         held = _claim(kinds, pending, "host-a:101")
         assert held.status.heartbeat_at.seconds > 0
         code, details = details_of(lambda: _claim(kinds, held, "host-b:202"))  # the current version
@@ -335,11 +342,7 @@ def test_a_run_claimed_without_a_name_is_never_taken_over(
     """Its runner's reports carry no heartbeat, so it looked silent while worked and was taken over."""
     import time
 
-    monkeypatch.setenv("STIGMER_RUN_LEASE_SECONDS", "1")
-    with Application.open(tmp_path / "data", durable=False, store=stigmer_store) as app:
-        kinds = Kinds.on(app, app.channel())
-        agent = kinds.agent()
-        pending = kinds.execution(agent_id=agent.metadata.id)
+    with _one_second_lease(tmp_path, stigmer_store, monkeypatch) as (kinds, pending):
         held = kinds.report(pending.metadata.id, IN_PROGRESS)  # a claim that names no runner
         time.sleep(1.2)
         held = kinds.report(pending.metadata.id, 0, "still working")

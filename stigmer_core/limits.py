@@ -63,9 +63,9 @@ class Limits:
     about 2 µs an item with the GIL held, so this bounds one request's stall of
     the daemon near what parsing a 4 MiB request costs anyway (stigmer_core.request_items)."""
     run_lease_seconds: int = 300
-    """How long a runner may go without a report (a heartbeat is one: the IN_PROGRESS phase and
-    its name) before another runner may take its run over with a claim: a runner that died
-    leaves no run IN_PROGRESS for good."""
+    """How long a runner may go without a report naming it (every such report is a heartbeat)
+    before another runner may take its run over with a claim: a runner that died leaves no run
+    IN_PROGRESS for good."""
 
     def __attrs_post_init__(self) -> None:
         for name in ENV:

@@ -108,6 +108,10 @@ class AsyncServing:
         for name in ("", *self.app.service_names):
             await self._health.set(name, status)
 
+    def drain(self) -> None:
+        if not self._loop.loop.is_closed():
+            self._loop.run(self._health.enter_graceful_shutdown())
+
     def stop(self, grace: float | None) -> None:
         if self._loop.loop.is_closed():
             return
@@ -152,6 +156,9 @@ class SyncServing:
     def _set_all(self, status: int) -> None:
         for name in ("", *self.app.service_names):
             self._health.set(name, status)
+
+    def drain(self) -> None:
+        self._health.enter_graceful_shutdown()
 
     def stop(self, grace: float | None) -> None:
         self._health.enter_graceful_shutdown()

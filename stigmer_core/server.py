@@ -130,6 +130,15 @@ class Server:
     def start(self) -> None:
         self._serving.start()
 
+    def drain(self) -> None:
+        """Answer NOT_SERVING on the health service while still serving every call.
+
+        A load balancer that checks health takes the daemon out of rotation
+        before it stops, so calls stop arriving instead of being cut (the
+        health service cannot go back to SERVING afterwards: grpc's own rule).
+        """
+        self._serving.drain()
+
     def stop(self, grace: float | None = 5.0) -> None:
         """Refuse new calls, end open streams (UNAVAILABLE: resume elsewhere), and let
         in-flight unary calls finish within ``grace`` seconds."""
@@ -153,6 +162,7 @@ def serve(
     data_dir: str | Path | None = None,
     *,
     grace: float = 10.0,
+    drain: float = 0.0,
     require_auth: bool = False,
     tls: TlsFiles | None = None,
     insecure_no_auth: bool = False,
@@ -162,6 +172,8 @@ def serve(
 
     ``store`` is a PostgreSQL URL to serve the team server's database (every
     daemon on it serves the same data) or None for LMDB in ``data_dir``.
+    ``drain`` is how long the first signal keeps the daemon serving with its
+    health NOT_SERVING before it stops (a second signal stops it at once).
     """
     address = address or default_address()
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -199,6 +211,15 @@ def serve(
             flush=True,
         )
         stop.wait()
+        if drain > 0:
+            stop.clear()
+            server.drain()
+            print(
+                f"stigmer daemon draining: health NOT_SERVING, still serving for {drain:g} s "
+                "(another SIGTERM or Ctrl-C stops it now)",
+                flush=True,
+            )
+            stop.wait(drain)
         print("stigmer daemon stopping: draining in-flight calls", flush=True)
         server.stop(grace)
         return 0

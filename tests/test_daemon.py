@@ -48,11 +48,11 @@ def _wait_serving(address: str, proc: subprocess.Popen[str], timeout: float = 30
 
 
 class Daemon:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *options: str) -> None:
         self.data_dir = data_dir
         self.address = f"127.0.0.1:{_free_port()}"
         self.proc = subprocess.Popen(
-            [STIGMER, "serve", "--address", self.address, "--data-dir", str(data_dir)],
+            [STIGMER, "serve", "--address", self.address, "--data-dir", str(data_dir), *options],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         _wait_serving(self.address, self.proc)
@@ -131,3 +131,34 @@ def test_health_and_reflection_list_every_service(daemon: Daemon) -> None:
         "stigmer.agentic.agentinstance.v1.AgentInstanceQueryController",
         "grpc.health.v1.Health",
     } <= names
+
+
+def test_drain_answers_not_serving_but_serves_until_a_second_signal(tmp_path: Path) -> None:
+    """A load balancer needs time to see NOT_SERVING: calls keep working meanwhile, so none is cut."""
+    daemon = Daemon(tmp_path / "data", "--drain", "600")
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            commands = agent_grpc.AgentCommandControllerStub(channel)
+            daemon.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            status = health_pb2.HealthCheckResponse.SERVING
+            while status == health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+                time.sleep(0.05)
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            made = commands.create(
+                agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="while draining")), timeout=10
+            )
+            assert made.metadata.id
+            service = "stigmer.agentic.agent.v1.AgentQueryController"
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+        daemon.proc.send_signal(signal.SIGTERM)  # the second: stop now, not after 600 s
+        out, _ = daemon.proc.communicate(timeout=30)
+        assert daemon.proc.returncode == 0, out
+        assert "health NOT_SERVING, still serving for 600 s" in out
+    finally:
+        daemon.kill()

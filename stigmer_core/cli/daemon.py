@@ -145,6 +145,8 @@ def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
         address,
         "--data-dir",
         str(files.data_dir),
+        "--drain",  # one person's daemon has no load balancer to wait for: `local stop` stops it now
+        "0",
     ]
     with os.fdopen(open_private(files.log_file), "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(command)}\n".encode())

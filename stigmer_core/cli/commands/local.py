@@ -40,6 +40,11 @@ store_option = click.option(
     "--insecure-no-auth", is_flag=True,
     help="Allow a non-loopback address without TLS and tokens: only behind a mesh that does both.",
 )  # fmt: skip
+@click.option(
+    "--drain", envvar="STIGMER_DRAIN_SECONDS", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+    help="On SIGTERM, answer health NOT_SERVING but keep serving this long before stopping, "
+    "so a load balancer moves calls away first (env STIGMER_DRAIN_SECONDS; default 0).",
+)
 @store_option
 @verbose_option
 def serve(
@@ -50,6 +55,7 @@ def serve(
     tls_key: str | None,
     tls_client_ca: str | None,
     insecure_no_auth: bool,
+    drain: float,
     store: str | None,
 ) -> None:
     """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly).
@@ -78,6 +84,7 @@ def serve(
         tls=security.tls,
         insecure_no_auth=security.insecure_no_auth,
         store=settings.store or None,
+        drain=drain,
     )
     click.echo(f"stigmer daemon stopped (exit code {code})")
     sys.exit(code)

@@ -130,3 +130,29 @@ def test_a_watch_ends_when_its_token_expires(app: Application, server: Server) -
             time.sleep(0.1)
         admin.create(_agent(ALPHA, "after expiry"))
         assert _next_object_or_status(stream) == (grpc.StatusCode.UNAUTHENTICATED, [])
+
+
+def _first_bookmark(watch: Any, kind: str, revision: int, position: int) -> int:
+    request = watch_pb2.WatchRequest(kind=kind, since_revision=revision, since_position=position)
+    stream = watch.Watch(request, timeout=10)
+    try:
+        first = next(stream)
+    finally:
+        stream.cancel()
+    assert first.type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+    return int(first.revision)
+
+
+def test_a_resume_inside_a_revision_tells_nothing_of_another_orgs_events(app: Application, server: Server) -> None:
+    """Resumed at a position, the first bookmark says whether more of that revision follows: only
+    events the watch would send may count, or it tells one org what another wrote there."""
+    alpha, _ = make_token(app, ALPHA, "viewer")
+    beta, _ = make_token(app, BETA, "viewer")
+    written = KindClient(app.channel(), app.registry.kind("Agent")).create(_agent(BETA, "beta's"))
+    revision = written.metadata.resource_version  # its default instance (position 0), then it (1)
+    with grpc.insecure_channel(server.address) as raw:
+        as_beta = watch_pb2_grpc.WatchStub(with_token(raw, beta))
+        as_alpha = watch_pb2_grpc.WatchStub(with_token(raw, alpha))
+        assert _first_bookmark(as_beta, "Agent", revision, 0) == revision - 1  # the agent follows
+        assert _first_bookmark(as_alpha, "Agent", revision, 0) == revision
+        assert _first_bookmark(as_alpha, "Skill", revision, 0) == revision

@@ -208,16 +208,19 @@ def _watch_event(kind: KindRuntime, scope: WatchScope, event: event_pb2.Resource
     )
 
 
-def _more_in_revision(txn: Any, kind: str, revision: int, position: int) -> bool:
-    """Whether ``revision`` may hold an event of ``kind`` after ``position``: one transaction's
-    events, read only when a watch resumes inside a revision. A revision the log no longer
-    holds (pruned) may have: the watch then answers that it was compacted."""
+def _more_in_revision(txn: Any, kind: KindRuntime, scope: WatchScope, revision: int, position: int) -> bool:
+    """Whether ``revision`` may hold an event this watch would send after ``position``: one
+    transaction's events, read only when a watch resumes inside a revision. Only events in the
+    watch's scope count, so the first bookmark tells nothing of what other orgs wrote. A revision
+    the log no longer holds (pruned) may have: the watch then answers that it was compacted."""
     seen = 0
     for found, payload in txn.events(revision - 1):
         if found != revision:
             break
-        if seen > position and event_pb2.ResourceEvent.FromString(payload).kind == kind:
-            return True
+        if seen > position:
+            event = event_pb2.ResourceEvent.FromString(payload)
+            if event.kind == kind.name and _watch_event(kind, scope, event) is not None:
+                return True
         seen += 1
     return seen == 0  # none of it is left (pruned): the resume must be told it was compacted
 
@@ -237,13 +240,17 @@ def watch_events(ctx: RequestContext) -> None:
     start = int(req.since_revision) if req.HasField("since_revision") else head
     if start > head:
         raise errors.InvalidArgument.field("since_revision", f"{start} is ahead of the store's revision {head}")
+    labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
+    caller = ctx.caller
+    orgs = None if caller.unrestricted else frozenset(o for o in caller.orgs if caller.can(ctx.access, o))
+    scope = WatchScope(org=ctx.org, labels=labels, filters=filters, orgs=orgs)
     cursor = Cursor.after(start)
     if req.HasField("since_position"):
         if not req.HasField("since_revision"):
             raise errors.InvalidArgument.field("since_position", "needs since_revision")
         position = int(req.since_position)
         cursor = Cursor(start, position + 1)  # the rest of that revision's events
-        if not _more_in_revision(txn, kind.name, start, position):
+        if not _more_in_revision(txn, kind, scope, start, position):
             # the client has all of that revision: the first bookmark says so, rather than the
             # revision before it, which a client resuming from bookmarks would get again
             cursor = Cursor.after(start)
@@ -251,10 +258,6 @@ def watch_events(ctx: RequestContext) -> None:
         oldest = txn.oldest_event_revision()
         if oldest == 0 or oldest > cursor.revision:
             raise Compacted(start, oldest or head + 1)
-    labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
-    caller = ctx.caller
-    orgs = None if caller.unrestricted else frozenset(o for o in caller.orgs if caller.can(ctx.access, o))
-    scope = WatchScope(org=ctx.org, labels=labels, filters=filters, orgs=orgs)
     active = ctx.active
 
     def stream() -> Iterator[watch_pb2.WatchEvent]:

@@ -202,9 +202,11 @@ def test_a_runner_that_retries_its_claim_keeps_the_run_and_another_runner_is_ref
     code, details = details_of(lambda: report("host-b:202"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "is run by runner 'host-a:101'" in details
     assert [m.content for m in report("host-a:101").status.messages] == ["from host-a:101"]
-    done = report("")  # a report naming no runner is taken as before
-    assert [m.content for m in done.status.messages] == ["from host-a:101", "from nobody"]
-    assert done.status.runner == "host-a:101"
+    code, details = details_of(lambda: report(""))  # or any runner token could report on a claimed run
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "must name that runner" in details
+    stored = kinds.executions.get(pending.metadata.id)
+    assert [m.content for m in stored.status.messages] == ["from host-a:101"]
+    assert stored.status.runner == "host-a:101"
 
 
 def test_a_runner_progress_report_that_repeats_the_phase_is_stored_and_a_cancelled_run_is_not_reclaimed(

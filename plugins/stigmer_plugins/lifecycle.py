@@ -234,7 +234,8 @@ def update_status(
     runner has been silent longer than the run lease
     (``Limits.run_lease_seconds``): then the run is taken over, and the old
     runner's named reports are refused. A run claimed without a name is
-    never taken over. Reports naming no runner are taken as before.
+    never taken over, and its reports need name no runner; a run claimed
+    with a name refuses reports naming none (FAILED_PRECONDITION).
     Follow it with the standard ``publish``, ``redact`` and ``respond``.
     """
 
@@ -262,6 +263,11 @@ def update_status(
                 )
             if runner and runner != holder and status.phase == IN_PROGRESS:
                 _check_takeover(ctx, existing, report, runner, holder)
+            if holder and not runner and status.phase == IN_PROGRESS:  # or any runner token could report on it
+                raise FailedPrecondition(
+                    f"{_what(ctx, existing)} is run by runner '{holder}': a report on it must name that "
+                    "runner (status.runner); an editor can cancel it"
+                )
         new = ctx.kind.resource_cls()
         new.CopyFrom(existing)
         current = status.phase

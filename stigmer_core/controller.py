@@ -33,7 +33,8 @@ from stigmer_core.auth.access import LOCAL_ADMIN, Caller
 from stigmer_core.auth.tokens import Authenticator
 from stigmer_core.decoding import Malformed, refusal, tolerant
 from stigmer_core.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
-from stigmer_core.headers import DRY_RUN, REMOVED
+from stigmer_core.headers import dry_run as asks_dry_run
+from stigmer_core.headers import removed_trailers
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.limits import MESSAGE_BYTES
@@ -116,7 +117,7 @@ class Executor:
     ) -> Callable[[WriteTxn], Any]:
         """The function a write's transaction runs: the transactional steps, in a fresh context each try."""
         metadata = ctx.metadata
-        dry_run = bool(metadata) and any(key == DRY_RUN and value == "true" for key, value in metadata)
+        dry_run = asks_dry_run(metadata)
         caller = ctx.caller
         run_txn = binding.pipeline.run_txn
 
@@ -348,7 +349,7 @@ def _handler(
         except Exception as exc:
             status.abort(context, exc)
         if removed:
-            context.set_trailing_metadata(tuple((REMOVED, entry) for entry in removed))
+            context.set_trailing_metadata(removed_trailers(removed))
         return response
 
     return grpc.unary_unary_rpc_method_handler(
@@ -386,7 +387,7 @@ def _queued(
         except Exception as exc:
             await status.abort_call(context, exc)
         if removed:
-            context.set_trailing_metadata(tuple((REMOVED, entry) for entry in removed))
+            context.set_trailing_metadata(removed_trailers(removed))
         return response
 
     return unary

@@ -19,7 +19,7 @@ from stigmer_core import errors
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.envelope import descriptor
 from stigmer_core.cli.errors import CliError, from_rpc
-from stigmer_core.headers import DRY_RUN, REMOVED
+from stigmer_core.headers import DRY_RUN, REMOVED, REMOVED_COUNT
 
 # ``<id_prefix>-<lowercase ULID>``: anything else given as NAME|ID is a slug.
 _ID = re.compile(r"^[a-z][a-z0-9]{0,15}-[0-7][0-9a-hjkmnp-tv-z]{25}$")
@@ -132,9 +132,12 @@ class KindCalls:
         deleted: Message = self.call("delete", self.request("delete", value=object_id))
         return deleted
 
-    def delete_reporting(self, object_id: str, *, dry_run: bool = False) -> list[tuple[str, str, str]]:
+    def delete_reporting(
+        self, object_id: str, *, dry_run: bool = False
+    ) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
         """Delete (or, with ``dry_run``, have the server rehearse deleting) an object; return
-        (kind, id, slug) of everything that went, owners first, as the server reports it."""
+        (kind, id, slug) of what went, owners first, as the server names it (the first
+        ``REMOVED_LISTED``), and how many objects of each kind went in all."""
         found = self.kind.method("delete")
         callable_ = self.channel.unary_unary(
             found.path,
@@ -147,8 +150,16 @@ class KindCalls:
         except grpc.RpcError as exc:
             raise from_rpc(exc, self.target) from exc
         removed = []
+        counts: dict[str, int] = {}
         for key, value in call.trailing_metadata() or ():
             if key == REMOVED:
                 kind, object_id, slug = str(value).split(" ", 2)
                 removed.append((kind, object_id, slug))
-        return removed
+            elif key == REMOVED_COUNT:
+                for part in str(value).split():
+                    kind, _, count = part.partition("=")
+                    counts[kind] = int(count)
+        if not counts:  # a server that names every object and counts none
+            for kind, _, _ in removed:
+                counts[kind] = counts.get(kind, 0) + 1
+        return removed, counts

@@ -16,7 +16,7 @@ referrer.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stigmer_core import errors
@@ -34,20 +34,37 @@ def ref(kind: KindInfo, obj: Any) -> str:
 
 
 def report(
-    session: Session, kind: KindInfo, target: Any, removed: Sequence[tuple[str, str, str]], *, dry_run: bool
+    session: Session,
+    kind: KindInfo,
+    target: Any,
+    removed: Sequence[tuple[str, str, str]],
+    counts: Mapping[str, int],
+    *,
+    dry_run: bool,
 ) -> list[str]:
-    """The lines a delete prints: the object named, then what the server removed with it."""
+    """The lines a delete prints: the object named, then what the server removed with it (by
+    name as far as the server named them, then how many more of each kind)."""
     suffix = " (dry run)" if dry_run else ""
     verb = "would be deleted" if dry_run else "deleted"
     target_id = metadata(target).id
     lines = [f"{ref(kind, target)} {verb}{suffix}"]
+    more = dict(counts)
     for kind_name, object_id, slug in removed:
+        more[kind_name] = more.get(kind_name, 0) - 1
         if object_id == target_id:
             continue
-        found = session.catalog.find(kind_name)
-        name = found.cli_name if found is not None else kind_name.lower()
-        lines.append(f"{name}/{slug} {verb} with it{suffix}")
+        lines.append(f"{_cli_name(session, kind_name)}/{slug} {verb} with it{suffix}")
+    for kind_name, count in more.items():
+        if count > 0:
+            lines.append(f"{count} more {_cli_name(session, kind_name, count)} {verb} with it{suffix}")
     return lines
+
+
+def _cli_name(session: Session, kind_name: str, count: int = 1) -> str:
+    found = session.catalog.find(kind_name)
+    if found is None:
+        return kind_name.lower() if count == 1 else f"{kind_name.lower()}s"
+    return found.cli_name if count == 1 else found.plural.lower()
 
 
 def way_out(session: Session, error: errors.FailedPrecondition) -> CliError | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stigmer_core.headers import REMOVED_LISTED
 from stigmer_core.ids import derived_id, new_id
 
 from .conftest import Stigmer, lines
@@ -65,3 +66,21 @@ def test_refused_delete_names_cancel_and_cancel_clears_it(stigmer: Stigmer, daem
     )
     assert lines(stigmer.ok("delete", "agent", "helper"))[0] == "agent/helper deleted"
     assert stigmer.fails("cancel", "agent", "x") == "agents cannot be cancelled: the kind has no 'cancel' rpc"
+
+
+def test_a_big_cascade_lists_what_the_server_named_and_counts_the_rest(stigmer: Stigmer, daemon: str) -> None:
+    agent = _agent_with_session(stigmer)
+    instance = derived_id("ain", agent, "default")
+    more = "".join(
+        f"---\nkind: Session\nmetadata: {{name: Chat {i}}}\nspec: {{agentInstanceId: {instance}, subject: hi}}\n"
+        for i in range(REMOVED_LISTED)
+    )
+    stigmer.ok("apply", "-f", "-", input=more)
+    printed = lines(stigmer.ok("delete", "agent", "helper"))
+    assert printed[:3] == [
+        "agent/helper deleted",
+        "agentinstance/helper-default deleted with it",
+        "session/chat deleted with it",
+    ]
+    assert len(printed) == REMOVED_LISTED + 1
+    assert printed[-1] == "3 more sessions deleted with it"  # 51 sessions, 48 of them named

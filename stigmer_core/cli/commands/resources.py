@@ -140,13 +140,13 @@ def delete(ctx: click.Context, kind_name: str, name: str, dry_run: bool) -> None
     calls = session.calls(kind)
     found = calls.require(session.org, name)
     try:
-        removed = calls.delete_reporting(metadata(found).id, dry_run=dry_run)
+        removed, counts = calls.delete_reporting(metadata(found).id, dry_run=dry_run)
     except errors.FailedPrecondition as exc:
         better = cascade.way_out(session, exc)
         if better is None:
             raise
         raise better from exc
-    for line in cascade.report(session, kind, found, removed, dry_run=dry_run):
+    for line in cascade.report(session, kind, found, removed, counts, dry_run=dry_run):
         click.echo(line)
 
 

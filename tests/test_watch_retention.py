@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -238,3 +239,39 @@ def test_a_resume_inside_a_pruned_revision_is_told_to_relist(engine: OpenStore) 
         request = watch_pb2.WatchRequest(kind="AgentInstance", since_revision=cascade, since_position=0)
         code, text = details_of(lambda: next(watch(request)))
         assert code == grpc.StatusCode.ABORTED and f"revision {cascade} compacted" in text
+
+
+def test_a_subscribe_resumed_from_a_pruned_revision_follows_an_object_unchanged_since(engine: OpenStore) -> None:
+    """The compaction advice (get the object, resume from its resource_version) was refused again
+    for an object nobody had written since: the pruned events held nothing of it."""
+    from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
+    from tests.agent_execution_support import COMPLETED, IN_PROGRESS, Kinds
+
+    pm = plugin_manager()
+    store = engine(EventRetention(max_revisions=3))
+    with Application(build_registry(pm), store, pm) as app:
+        kinds = Kinds.on(app, app.channel())
+        agent = kinds.agent()
+        idle = kinds.execution("idle", agent_id=agent.metadata.id)
+        done = kinds.execution("done", agent_id=agent.metadata.id)
+        kinds.report(done.metadata.id, IN_PROGRESS)
+        done = kinds.report(done.metadata.id, COMPLETED, "finished")
+        changed = kinds.execution("changed", agent_id=agent.metadata.id)
+        kinds.report(changed.metadata.id, IN_PROGRESS, "moved on")
+        for i in range(4):
+            kinds.agent(f"filler {i}")
+        with store.read() as txn:
+            assert txn.oldest_event_revision() > done.metadata.resource_version + 1
+
+        def subscribe(execution: Any, timeout: float = 20) -> Any:
+            request = ae.SubscribeAgentExecutionInput(
+                execution_id=execution.metadata.id, after_revision=execution.metadata.resource_version
+            )
+            return kinds.executions.call("subscribe", request, timeout=timeout)
+
+        assert list(subscribe(done)) == []  # resumed at its final state: nothing more will come
+        code, _ = details_of(lambda: next(subscribe(idle, timeout=0.5)))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED  # followed, waiting for its next state
+        # written after the resume point, in pruned revisions: its states are lost, so refused
+        code, text = details_of(lambda: next(subscribe(changed)))
+        assert code == grpc.StatusCode.ABORTED and "compacted" in text

@@ -308,14 +308,19 @@ def watch_object(
         txn = ctx.store.txn
         if after_field and after > txn.revision:  # it would wait for revisions that may never come
             raise errors.InvalidArgument.field(after_field, f"{after} is ahead of the store's revision {txn.revision}")
+        version = getattr(current.metadata, "resource_version", 0)  # type: ignore[attr-defined]
+        start = after or txn.revision
         oldest = txn.oldest_event_revision()
         if after and oldest and after + 1 < oldest:
-            raise _too_old(after, oldest)
+            if not (kind.shape.has_resource_version and version <= after):
+                raise _too_old(after, oldest)
+            # unchanged since ``after`` (read in this snapshot): the pruned events held nothing of
+            # it, so the resume follows from here; else the advice (resume from the version a get
+            # answers) would be refused again for an object nobody has written since
+            start = txn.revision
         hub = _hub(ctx)
-        start = after or txn.revision
         initial = None if after else current
         active = ctx.active
-        version = getattr(current.metadata, "resource_version", 0)  # type: ignore[attr-defined]
         # resumed at or past a final state: nothing more will ever come
         finished = bool(after) and until is not None and until(current) and version <= after
 

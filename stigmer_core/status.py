@@ -45,15 +45,38 @@ def code_of(error: errors.StigmerError) -> grpc.StatusCode:
 
 MAX_VIOLATIONS = 50
 """Field violations a status carries, and characters of each text: they travel in trailing
-metadata, which clients cap (grpc's default 16 KiB), so a request breaking a rule a
-hundred thousand times must not make an answer no client can read."""
+metadata, which clients cap (grpc's C core at 8 KiB before it starts refusing, Node's HTTP/2
+at 128 entries), so a request breaking a rule a hundred thousand times must not make an answer
+no client can read."""
 MAX_TEXT = 256
 MAX_MESSAGE = 1024
 """Characters of a status message (it travels in the ``grpc-message`` header)."""
+MAX_MESSAGE_HEADER = 1536
+"""Bytes of a status message as ``grpc-message`` carries it: percent-encoded, so each byte that
+is not printable ASCII takes three, and a message in any language stays within 1.5 KiB."""
+MAX_DETAILS_BYTES = 4096
+"""Bytes of the serialized ``google.rpc.Status`` (message and violations), sent base64-encoded
+in ``grpc-status-details-bin`` (5.5 KiB at most): with ``grpc-message``, within 8 KiB."""
 
 
 def _short(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _header_size(encoded: bytes) -> int:
+    return sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in encoded)
+
+
+def _within_header(text: str, limit: int = MAX_MESSAGE_HEADER) -> str:
+    encoded = text.encode()
+    if _header_size(encoded) <= limit:
+        return text
+    size, cut = 9, 0  # the ellipsis, percent-encoded
+    for cut, b in enumerate(encoded):  # noqa: B007 - the cut is where the room ends
+        size += 1 if 0x20 <= b <= 0x7E and b != 0x25 else 3
+        if size > limit:
+            break
+    return encoded[:cut].decode(errors="ignore") + "…"
 
 
 def to_status(error: BaseException) -> grpc.Status:
@@ -64,17 +87,19 @@ def to_status(error: BaseException) -> grpc.Status:
             status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(error).__name__}")
         )
     code = code_of(error)
-    status = status_pb2.Status(code=code.value[0], message=_short(error.message, MAX_MESSAGE))
+    message = _within_header(_short(error.message, MAX_MESSAGE))
+    status = status_pb2.Status(code=code.value[0], message=message)
     if isinstance(error, errors.InvalidArgument) and error.violations:
-        shown = error.violations[:MAX_VIOLATIONS]
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=_short(v.field), description=_short(v.description))
-                for v in shown
-            ]
-        )
-        if len(error.violations) > len(shown):
-            more = len(error.violations) - len(shown)
+        bad = error_details_pb2.BadRequest()
+        room = MAX_DETAILS_BYTES - status.ByteSize() - 64  # the Any's type URL, the "more" line
+        for v in error.violations[:MAX_VIOLATIONS]:
+            shown = error_details_pb2.BadRequest.FieldViolation(field=_short(v.field), description=_short(v.description))
+            room -= shown.ByteSize() + 3
+            if room < 0:
+                break
+            bad.field_violations.append(shown)
+        if len(error.violations) > len(bad.field_violations):
+            more = len(error.violations) - len(bad.field_violations)
             bad.field_violations.add(field="(request)", description=f"and {more} more violations not listed")
         detail = any_pb2.Any()
         detail.Pack(bad)

@@ -123,3 +123,20 @@ def test_a_request_breaking_a_rule_many_times_gets_a_short_answer_at_once(
         agents.create(small, timeout=10)
     shown = from_rpc_error(listed.value).violations  # type: ignore[attr-defined]
     assert len(shown) == status.MAX_VIOLATIONS + 1 and shown[-1].description.endswith("more violations not listed")
+
+
+def test_an_answer_with_many_long_violations_fits_what_every_client_takes(stigmer_channel: grpc.Channel) -> None:
+    """50 violations of long non-ASCII label keys made 28 KiB of trailing metadata: past grpc's C
+    core limit (8-16 KiB), so a Python or C++ client got its own error instead of the violations."""
+    agents = agent_grpc.AgentCommandControllerStub(stigmer_channel)
+    wordy = _agent(name="wordy", labels={f"{'ключ-' * 24}{i} !": "ценность" * 8 for i in range(25)})
+    with pytest.raises(grpc.RpcError) as refused:
+        agents.create(wordy, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = from_rpc_error(refused.value).violations  # type: ignore[attr-defined]
+    assert violations[0].field.startswith("metadata.labels")
+    assert violations[-1].description.endswith("more violations not listed")
+    details = [v for k, v in refused.value.trailing_metadata() or () if k == "grpc-status-details-bin"]  # type: ignore[attr-defined]
+    assert len(details) == 1 and len(details[0]) <= status.MAX_DETAILS_BYTES
+    message = (refused.value.details() or "").encode()  # type: ignore[attr-defined]
+    assert sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in message) <= status.MAX_MESSAGE_HEADER

@@ -60,7 +60,7 @@ class Application:
         self.events = EventHub(store, streams or StreamSettings.from_env())
         """The one event dispatcher every server stream of this application reads through."""
         settings = self.events.settings
-        self.stream_limit = StreamLimit(settings.max_streams, settings.max_streams_per_caller)
+        self.stream_limit = StreamLimit(settings.max_streams, settings.max_streams_per_caller, settings.max_streams_per_org)
         self.executor = Executor(registry, store, self.authenticator, self.events)
         """Runs every kind's pipelines; the network server also reaches it directly (``queued_writes``)."""
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(

@@ -267,7 +267,9 @@ def _streamed(
     A stream opened with a token asks again before each message whether its caller still
     may (the authenticator's cache answers): a token revoked, deleted or expired while the
     stream was open ends it with UNAUTHENTICATED before anything more is sent, as it would
-    refuse the next call. Watches send bookmarks while idle, so an idle one ends too.
+    refuse the next call. A stream with nothing to send asks too, each time it looks whether
+    its client is still there (``StreamSettings.poll_seconds``), so an idle one (a subscribe
+    to an execution nobody writes) ends as well and frees its slot.
     """
     try:
         auth = executor.authenticator
@@ -279,22 +281,43 @@ def _streamed(
             executor.log_denied(denied, binding, metadata, peer)
             raise
         holder = None if caller.unrestricted else caller.principal
-        limit.acquire(holder)
-        release = _Once(partial(limit.release, holder))
+        limit.acquire(holder, caller.orgs)
+        release = _Once(partial(limit.release, holder, caller.orgs))
         context.add_callback(release)  # a cancelled stream frees its slot at once, not at its next look
         try:
-            messages = executor.run(kind, binding, request, metadata, context.is_active, peer)
             if auth is None or not metadata:
-                yield from messages
-            else:
+                yield from executor.run(kind, binding, request, metadata, context.is_active, peer)
+                return
+            refused: list[Unauthenticated | PermissionDenied] = []
+
+            def still_may() -> None:
                 try:
-                    for message in messages:
-                        executor.caller(binding, metadata, peer)
-                        yield message
-                finally:
-                    close = getattr(messages, "close", None)
-                    if close is not None:
-                        close()
+                    executor.caller(binding, metadata, peer)
+                except (Unauthenticated, PermissionDenied) as denied:
+                    executor.log_denied(denied, binding, metadata, peer)
+                    raise
+
+            def active() -> bool:
+                if not context.is_active():
+                    return False
+                try:
+                    still_may()
+                except (Unauthenticated, PermissionDenied) as denied:
+                    refused.append(denied)
+                    return False
+                return True
+
+            messages = executor.run(kind, binding, request, metadata, active, peer)
+            try:
+                for message in messages:
+                    still_may()
+                    yield message
+                if refused:  # it stopped waiting because its token went bad
+                    raise refused[0]
+            finally:
+                close = getattr(messages, "close", None)
+                if close is not None:
+                    close()
         finally:
             release()
     except Exception as exc:
@@ -452,7 +475,9 @@ def build_handlers(
 ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """service full name -> method name -> handler, for every kind, and the Watch service."""
     events = events or EventHub(store)
-    limit = stream_limit or StreamLimit(events.settings.max_streams, events.settings.max_streams_per_caller)
+    limit = stream_limit or StreamLimit(
+        events.settings.max_streams, events.settings.max_streams_per_caller, events.settings.max_streams_per_org
+    )
     executor = executor or Executor(registry, store, authenticator, events)
     services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for kind in registry.kinds:

@@ -254,3 +254,74 @@ def test_a_cancelled_stream_frees_its_slot_before_its_thread_next_looks(
     finally:
         server.stop(grace=0)
         app.close()
+
+
+def test_one_org_holds_at_most_its_share_whatever_its_number_of_tokens(tmp_path: Path) -> None:
+    """An org's admin makes tokens: with a share per caller only, one org's many tokens took every
+    slot and another org's runners could not watch for work."""
+    pm = plugin_manager()
+    app = Application(
+        build_registry(pm),
+        LmdbStore(tmp_path, durable=False),
+        pm,
+        streams=StreamSettings(max_streams=6, max_streams_per_caller=2, max_streams_per_org=3, poll_seconds=0.2),
+        require_auth=True,
+    )
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    alpha = [make_token(app, ALPHA, "viewer", f"alpha {i}")[0] for i in range(3)]
+    beta, _ = make_token(app, BETA, "runner")
+    streams: list[Any] = []
+    try:
+        with grpc.insecure_channel(server.address) as plain:
+            streams += [_watch(with_token(plain, alpha[0])), _watch(with_token(plain, alpha[0]))]
+            streams.append(_watch(with_token(plain, alpha[1])))
+            code, text = details_of(lambda: next(_watch(with_token(plain, alpha[2]))))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "STIGMER_MAX_STREAMS_PER_ORG" in text
+            assert f"org '{ALPHA}'" in text
+            streams += [_watch(with_token(plain, beta)), _watch(with_token(plain, beta))]  # another org's share
+            streams.pop(0).cancel()
+            streams.append(_reopen(with_token(plain, alpha[2])))
+            for stream in streams:
+                stream.cancel()
+    finally:
+        server.stop(grace=1)
+        app.close()
+
+
+def test_an_idle_subscribe_ends_when_its_token_is_revoked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A subscribe to an execution nobody writes sends nothing, so it never asked again whether its
+    token was still good: revoked, it kept its slot and its thread until the execution changed.
+    The refusal logs its one line, as a refused call does."""
+    from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
+
+    pm = plugin_manager()
+    app = Application(
+        build_registry(pm),
+        LmdbStore(tmp_path, durable=False),
+        pm,
+        streams=StreamSettings(max_streams=10, poll_seconds=0.1),
+        require_auth=True,
+    )
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    token, made = make_token(app, ALPHA, "viewer", "laptop")
+    kinds = Kinds.on(app, app.channel())
+    execution = kinds.execution(agent_id=kinds.agent(org=ALPHA).metadata.id, org=ALPHA)
+    try:
+        with grpc.insecure_channel(server.address) as plain:
+            request = ae.SubscribeAgentExecutionInput(execution_id=execution.metadata.id)
+            stream = KindClient(with_token(plain, token), app.registry.kind("AgentExecution")).call(
+                "subscribe", request, timeout=30
+            )
+            assert next(stream).metadata.id == execution.metadata.id  # its state now; then nothing comes
+            KindClient(app.channel(), app.registry.kind("ApiToken")).call(
+                "revoke", apitoken_pb2.ApiTokenId(value=made.metadata.id)
+            )
+            code, _ = details_of(lambda: next(stream))
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+        denied = [r.getMessage() for r in caplog.records if r.getMessage().startswith("denied:")]
+        assert any("subscribe" in line and "UNAUTHENTICATED" in line for line in denied), denied
+    finally:
+        server.stop(grace=1)
+        app.close()

@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Sequence
 
 import attrs
 
@@ -57,6 +58,9 @@ class StreamSettings:
     """Open server streams (watch and subscribe) at once; the next gets RESOURCE_EXHAUSTED (0: none)."""
     max_streams_per_caller: int = attrs.field(default=100, validator=attrs.validators.ge(1))
     """Open server streams of one token's principal at once (the local administrator: no share)."""
+    max_streams_per_org: int = attrs.field(default=500, validator=attrs.validators.ge(1))
+    """Open server streams of one org's tokens together, whatever their number (an admin can make
+    tokens: without this, one org could hold every slot other orgs' runners need)."""
     bookmark_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     """A stream with nothing to send sends a BOOKMARK this often."""
     page_events: int = 256
@@ -71,8 +75,8 @@ class StreamSettings:
 
     @classmethod
     def from_env(cls) -> StreamSettings:
-        """``STIGMER_MAX_STREAMS``, ``STIGMER_MAX_STREAMS_PER_CALLER`` and
-        ``STIGMER_WATCH_BOOKMARK_SECONDS`` override the defaults."""
+        """``STIGMER_MAX_STREAMS``, ``STIGMER_MAX_STREAMS_PER_CALLER``, ``STIGMER_MAX_STREAMS_PER_ORG``
+        and ``STIGMER_WATCH_BOOKMARK_SECONDS`` override the defaults."""
         default = cls()
         try:
             return cls(
@@ -80,6 +84,7 @@ class StreamSettings:
                 max_streams_per_caller=int(
                     _env_number("STIGMER_MAX_STREAMS_PER_CALLER", default.max_streams_per_caller)
                 ),
+                max_streams_per_org=int(_env_number("STIGMER_MAX_STREAMS_PER_ORG", default.max_streams_per_org)),
                 bookmark_seconds=_env_number("STIGMER_WATCH_BOOKMARK_SECONDS", default.bookmark_seconds),
             )
         except ValueError as exc:
@@ -87,24 +92,28 @@ class StreamSettings:
 
 
 class StreamLimit:
-    """Admits at most ``limit`` open streams, and at most ``per_caller`` of one principal;
-    past either, RESOURCE_EXHAUSTED at once (never a wait).
+    """Admits at most ``limit`` open streams, at most ``per_caller`` of one principal and at most
+    ``per_org`` of one org's callers; past any, RESOURCE_EXHAUSTED at once (never a wait).
 
     The slots are shared by every org of a team server, so without a share per
     caller one token (a viewer's, say) could hold them all and refuse the watches
-    other orgs' runners wait for work on. The local administrator has no share:
+    other orgs' runners wait for work on; and since an org's admin can make tokens,
+    without a share per org one org could. The local administrator has no share:
     it owns the machine, and the whole limit.
     """
 
-    def __init__(self, limit: int, per_caller: int | None = None) -> None:
+    def __init__(self, limit: int, per_caller: int | None = None, per_org: int | None = None) -> None:
         self.limit = limit
         self.per_caller = limit if per_caller is None else per_caller
+        self.per_org = limit if per_org is None else per_org
         self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
         self._held: dict[str, int] = {}
+        self._held_by_org: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, principal: str | None = None) -> None:
-        """Take a slot for ``principal`` (None: the local administrator, bound by the limit alone)."""
+    def acquire(self, principal: str | None = None, orgs: Sequence[str] = ()) -> None:
+        """Take a slot for ``principal`` of ``orgs`` (None: the local administrator, bound by the
+        limit alone)."""
         if self._slots is None or not self._slots.acquire(blocking=False):
             raise errors.ResourceExhausted(
                 f"too many open streams (limit {self.limit}, setting STIGMER_MAX_STREAMS); "
@@ -114,26 +123,40 @@ class StreamLimit:
             return
         with self._lock:
             held = self._held.get(principal, 0)
-            if held < self.per_caller:
+            full = next((org for org in orgs if self._held_by_org.get(org, 0) >= self.per_org), None)
+            if held < self.per_caller and full is None:
                 self._held[principal] = held + 1
+                for org in orgs:
+                    self._held_by_org[org] = self._held_by_org.get(org, 0) + 1
                 return
         self._slots.release()
+        if full is not None:
+            raise errors.ResourceExhausted(
+                f"org '{full}' has {self.per_org} streams open, as many as one org may (setting "
+                "STIGMER_MAX_STREAMS_PER_ORG); close one of them first"
+            )
         raise errors.ResourceExhausted(
             f"{principal} has {held} streams open, as many as one caller may (setting "
             "STIGMER_MAX_STREAMS_PER_CALLER); close one of them first"
         )
 
-    def release(self, principal: str | None = None) -> None:
+    def release(self, principal: str | None = None, orgs: Sequence[str] = ()) -> None:
         if self._slots is None:
             return
         if principal is not None:
             with self._lock:
-                left = self._held[principal] - 1
-                if left:
-                    self._held[principal] = left
-                else:
-                    del self._held[principal]
+                _drop(self._held, principal)
+                for org in orgs:
+                    _drop(self._held_by_org, org)
         self._slots.release()
+
+
+def _drop(held: dict[str, int], key: str) -> None:
+    left = held[key] - 1
+    if left:
+        held[key] = left
+    else:
+        del held[key]
 
 
 @attrs.frozen(order=True)

@@ -351,3 +351,23 @@ def test_a_run_claimed_without_a_name_is_never_taken_over(
         code, details = details_of(lambda: _claim(kinds, held, "host-b:202"))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "gave no name" in details
         assert kinds.report(pending.metadata.id, COMPLETED).status.phase == COMPLETED
+
+
+def test_a_runner_naming_itself_on_a_pending_run_without_claiming_it_is_refused(kinds: Kinds) -> None:
+    """A claim whose phase a client spelled wrong (protobufjs reads an unknown enum name as 0) was
+    answered OK with the run still PENDING and the runner recorded: it looked like a claim that held."""
+    pending = kinds.execution(agent_id=kinds.agent().metadata.id)
+    request = ae.AgentExecutionUpdateStatusInput(
+        execution_id=pending.metadata.id,
+        resource_version=pending.metadata.resource_version,
+        status=ae.AgentExecutionStatus(runner="typo-runner"),
+    )
+    code, details = details_of(lambda: kinds.executions.call("updateStatus", request))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "EXECUTION_IN_PROGRESS" in details
+    assert kinds.executions.get(pending.metadata.id) == pending
+    failed = ae.AgentExecutionStatus(phase=FAILED, runner="host-a:101")  # type: ignore[arg-type]
+    failed.error.code, failed.error.message = "ERROR", "cannot start"
+    ended = kinds.executions.call(
+        "updateStatus", ae.AgentExecutionUpdateStatusInput(execution_id=pending.metadata.id, status=failed)
+    )
+    assert ended.status.phase == FAILED  # a runner may still end a run it cannot start

@@ -263,6 +263,11 @@ def update_status(
                 )
             if runner and runner != holder and status.phase == IN_PROGRESS:
                 _check_takeover(ctx, existing, report, runner, holder)
+            if runner and status.phase == PENDING and (report.phase or PENDING) == PENDING:
+                raise FailedPrecondition(  # else a mistyped phase (read as unset) looks like a claim that held
+                    f"{_what(ctx, existing)} is PENDING: runner '{runner}' claims it by reporting "
+                    f"phase {phase_name(IN_PROGRESS)}"
+                )
             if holder and not runner and status.phase == IN_PROGRESS:  # or any runner token could report on it
                 raise FailedPrecondition(
                     f"{_what(ctx, existing)} is run by runner '{holder}': a report on it must name that "

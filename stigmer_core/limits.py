@@ -36,6 +36,7 @@ ENV = {
     "max_objects_per_write": "STIGMER_MAX_OBJECTS_PER_WRITE",
     "max_request_items": "STIGMER_MAX_REQUEST_ITEMS",
     "run_lease_seconds": "STIGMER_RUN_LEASE_SECONDS",
+    "max_list_skipped": "STIGMER_MAX_LIST_SKIPPED",
 }
 
 
@@ -66,6 +67,12 @@ class Limits:
     """How long a runner may go without a report naming it (every such report is a heartbeat)
     before another runner may take its run over with a claim: a runner that died leaves no run
     IN_PROGRESS for good."""
+    max_list_skipped: int = 1_000
+    """Objects one list page may read and leave out (those its other conditions reject, when a
+    list names more than one label or filter and an index answers only one). Past it the page
+    ends, perhaps empty, with a ``next_page_token`` after the last object read: a list whose
+    conditions match little of a large org costs each call a bounded read, not the org's size,
+    which on a shared daemon would stall every org's calls."""
 
     def __attrs_post_init__(self) -> None:
         for name in ENV:

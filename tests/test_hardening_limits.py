@@ -154,6 +154,34 @@ def test_a_small_page_budget_pages_through_everything(served: tuple[Application,
     assert sorted(seen) == sorted(made)
 
 
+def test_a_list_reads_a_bounded_number_of_objects_it_leaves_out(served: tuple[Application, grpc.Channel]) -> None:
+    """A list naming two labels reads one label's index and checks the other on each object: on a
+    large org one such call read every object (0.6 s for 8,000 on PostgreSQL, stalling every org's
+    reads). Each page now reads at most max_list_skipped objects it leaves out, then ends with a
+    token, and paging on still returns every match."""
+    app, channel = served
+    app.registry.limits = Limits(max_list_skipped=10)
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    wanted = set()
+    for i in range(45):
+        labels = {"team": "t", "tier": "gold" if i % 20 == 19 else "bronze"}
+        made = agents.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"a {i}", labels=labels)))
+        if labels["tier"] == "gold":
+            wanted.add(made.metadata.id)
+    pages, seen, token = 0, [], ""
+    while True:
+        page = agents.list_page(labels={"team": "t", "tier": "gold"}, page_token=token, page_size=100)
+        pages += 1
+        seen += [a.metadata.id for a in page.entries]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(wanted)
+    assert pages == 5  # 43 left out, 10 a page
+    first = agents.list_page(labels={"team": "t", "tier": "none"}, page_size=100)
+    assert list(first.entries) == [] and first.next_page_token  # empty, and not the end
+
+
 def test_a_page_of_redacted_objects_counts_what_is_sent(served: tuple[Application, grpc.Channel]) -> None:
     """Environments are redacted before they are listed: unset secrets come back as the
     marker, longer than what is stored, and the page budget counts what is sent."""

@@ -294,7 +294,8 @@ def _page(
     ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str
 ) -> Message:
     """Read one page of ``scan``: at most ``size`` objects that ``keep`` accepts,
-    within ``Limits.max_page_bytes``.
+    within ``Limits.max_page_bytes``, reading at most ``Limits.max_list_skipped``
+    objects that ``keep`` rejects (the page then ends early, even empty, with a token).
 
     The byte budget is checked before an object is added, so a page never
     passes it; the first object always fits, because no stored object may
@@ -312,11 +313,13 @@ def _page(
     wire: list[bytes] = []
     listed: list[bytes] = []
     count = 0
-    budget = ctx.registry.limits.max_page_bytes - TOKEN_ROOM
+    limits = ctx.registry.limits
+    budget = limits.max_page_bytes - TOKEN_ROOM
+    skips = limits.max_list_skipped
     last = b""
     more = False
     for key, value in txn.scan(prefix, after=_decode_token(token, prefix)):
-        if count >= size:
+        if count >= size or skips <= 0:
             more = True
             break
         if not scan.by_object:
@@ -340,6 +343,7 @@ def _page(
         obj = kind.parse(value)
         if keep is not None and not keep(obj):
             last = key
+            skips -= 1
             continue
         if kind.redact is not None:
             kind.redact(obj)  # what is sent, not what is stored, counts: a marker can be longer

@@ -140,3 +140,25 @@ def test_an_answer_with_many_long_violations_fits_what_every_client_takes(stigme
     assert len(details) == 1 and len(details[0]) <= status.MAX_DETAILS_BYTES
     message = (refused.value.details() or "").encode()  # type: ignore[attr-defined]
     assert sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in message) <= status.MAX_MESSAGE_HEADER
+
+
+def test_fields_the_server_does_not_define_are_not_stored(stigmer_channel: grpc.Channel) -> None:
+    """Unknown fields were stored and answered back: never validated nor authorized here, they
+    would be taken as checked by a later release that defines their numbers."""
+    unknown = b"\xb8\x3e\x01"  # field 999, varint 1
+    planted = _agent(name="planted")
+    planted.spec.MergeFromString(unknown)
+    planted.metadata.MergeFromString(unknown)
+    assert unknown in planted.spec.SerializeToString()
+    agents = agent_grpc.AgentCommandControllerStub(stigmer_channel)
+    created = agents.create(planted, timeout=10)
+    stored = agent_grpc.AgentQueryControllerStub(stigmer_channel).get(
+        agent_pb2.AgentId(value=created.metadata.id), timeout=10
+    )
+    for answer in (created, stored):
+        assert unknown not in answer.SerializeToString()
+    again = agent_pb2.Agent()
+    again.CopyFrom(stored)
+    again.spec.MergeFromString(unknown)
+    updated = agents.update(again, timeout=10)
+    assert unknown not in updated.SerializeToString()

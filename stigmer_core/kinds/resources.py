@@ -313,6 +313,9 @@ class Resources:
         server adds, or too deep for a list page to parse) is never stored.
         """
         limits = self.registry.limits
+        # Fields this server's protos do not define were never validated or authorized here; kept,
+        # a later release that defines them would take what a client planted as if checked.
+        obj.DiscardUnknownFields()
         NESTING.check(obj, limits.max_nesting_depth)
         raw = obj.SerializeToString()
         if len(raw) > limits.max_object_bytes:

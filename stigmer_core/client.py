@@ -20,7 +20,7 @@ import grpc
 from stigmer_core.application import Application
 from stigmer_core.auth.transport import client_credentials, is_loopback, refuse_plaintext_token, usable_token
 from stigmer_core.datadir import holder
-from stigmer_core.server import default_data_dir, socket_path
+from stigmer_core.server import socket_path
 
 S = TypeVar("S")
 
@@ -108,12 +108,21 @@ def connect(
     - ``"local"`` (the default): the daemon holding ``data_dir`` if one runs
       (through its Unix socket when it has one: the owner's path, trusted as
       the local administrator), else the store in ``data_dir`` (or the
-      database ``store`` names) opened in this process.
+      database ``store`` names) opened in this process. Without ``data_dir``,
+      the data directory (and, without ``store``, the store) are the ones the
+      CLI uses: ``STIGMER_DATA_DIR``, else the config file's
+      ``local.data_dir``, else ``$STIGMER_HOME/data`` (``config_file.local_data``).
     """
     target = target or LOCAL
     if target != LOCAL:
         return Client(network_channel(target, token=token, ca_file=ca_file, tls=tls), target=target)
-    directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    if data_dir:
+        directory = Path(data_dir).expanduser()
+    else:
+        from stigmer_core.config_file import local_data  # reads YAML: only for a connect that needs it
+
+        directory, resolved = local_data(store=store)
+        store = resolved or None
     running = holder(directory)
     if running and running.get("address"):
         socket = socket_path(directory)

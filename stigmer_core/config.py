@@ -39,95 +39,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from stigmer_core.errors import StigmerError
+from stigmer_core.config_file import CONFIG_NAME as CONFIG_NAME
+from stigmer_core.config_file import DEFAULT_HOME as DEFAULT_HOME
+from stigmer_core.config_file import ENV as ENV
+from stigmer_core.config_file import HOME_ENV as HOME_ENV
+from stigmer_core.config_file import ConfigError as ConfigError
+from stigmer_core.config_file import config_path as config_path
+from stigmer_core.config_file import load_config as load_config
+from stigmer_core.config_file import local_data, pick, section
+from stigmer_core.config_file import save_config as save_config
+from stigmer_core.config_file import stigmer_home as stigmer_home
 
 if TYPE_CHECKING:  # the client opens the store in process: imported when a command connects, not before
     from stigmer_core.auth.transport import TlsFiles
     from stigmer_core.client import Client
 
-HOME_ENV = "STIGMER_HOME"
-DEFAULT_HOME = Path("~/.stigmer")
-CONFIG_NAME = "config.yaml"
 LOCAL = "local"
 REMOTE = "remote"
 BACKENDS = (LOCAL, REMOTE)
 DEFAULT_ORG = "local"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-
-ENV = {
-    "backend": "STIGMER_BACKEND",
-    "data_dir": "STIGMER_DATA_DIR",
-    "store": "STIGMER_STORE",
-    "address": "STIGMER_ADDRESS",
-    "endpoint": "STIGMER_ENDPOINT",
-    "token": "STIGMER_TOKEN",
-    "ca_file": "STIGMER_CA_FILE",
-    "org": "STIGMER_ORG",
-}
-
-
-class ConfigError(StigmerError):
-    """The config file or a setting cannot be used as given."""
-
-
-def stigmer_home() -> Path:
-    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
-
-
-def config_path() -> Path:
-    return stigmer_home() / CONFIG_NAME
-
-
-def load_config(path: Path | None = None) -> dict[str, Any]:
-    """The config file as a dict; an absent file is an empty config."""
-    path = path or config_path()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
-    return data
-
-
-def save_config(data: Mapping[str, Any], path: Path | None = None) -> Path:
-    """Write the config readable by its owner only: it may hold a token."""
-    path = path or config_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
-    tmp.replace(path)
-    return path
-
-
-def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = data.get(name) or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"config file {config_path()}: '{name}' must be a mapping")
-    return value
-
-
-def _pick(flag: str | None, env_key: str, configured: object, default: str) -> str:
-    if flag:
-        return flag
-    from_env = os.environ.get(ENV[env_key])
-    if from_env:
-        return from_env
-    if configured not in (None, ""):
-        return str(configured)
-    return default
 
 
 @attrs.frozen
@@ -166,28 +98,28 @@ def resolve(
     """Settings from arguments, then environment, then the config file, then defaults."""
     home = stigmer_home()
     data = load_config(home / CONFIG_NAME)
-    local = _section(data, "local")
-    remote = _section(data, "remote")
-    chosen = _pick(backend, "backend", _section(data, "backend").get("type"), LOCAL).lower()
+    local = section(data, "local")
+    remote = section(data, "remote")
+    chosen = pick(backend, "backend", section(data, "backend").get("type"), LOCAL).lower()
     if chosen not in BACKENDS:
         raise ConfigError(f"unknown backend '{chosen}': use 'local' or 'remote'")
-    directory = _pick(str(data_dir) if data_dir else None, "data_dir", local.get("data_dir"), str(home / "data"))
+    directory, chosen_store = local_data(data_dir, store, home=home, data=data)
     saved_endpoint = str(remote.get("endpoint") or "")
-    chosen_endpoint = _pick(endpoint, "endpoint", saved_endpoint, "")
-    chosen_token = _pick(token, "token", remote.get("token"), "")
+    chosen_endpoint = pick(endpoint, "endpoint", saved_endpoint, "")
+    chosen_token = pick(token, "token", remote.get("token"), "")
     if not (token or os.environ.get(ENV["token"])) and chosen_endpoint != saved_endpoint:
         chosen_token = ""  # the file's token was saved for the file's endpoint: never sent to another
     return Settings(
         backend=chosen,
-        data_dir=Path(directory).expanduser(),
-        store=_pick(store, "store", data.get("store"), ""),
-        address=_pick(address, "address", local.get("address"), DEFAULT_ADDRESS),
+        data_dir=directory,
+        store=chosen_store,
+        address=pick(address, "address", local.get("address"), DEFAULT_ADDRESS),
         endpoint=chosen_endpoint,
         token=chosen_token,
-        org=_pick(org, "org", data.get("org"), DEFAULT_ORG),
+        org=pick(org, "org", data.get("org"), DEFAULT_ORG),
         home=home,
         config_file=home / CONFIG_NAME,
-        ca_file=_pick(ca_file, "ca_file", remote.get("ca_file"), ""),
+        ca_file=pick(ca_file, "ca_file", remote.get("ca_file"), ""),
     )
 
 
@@ -210,7 +142,7 @@ def server_security(
 ) -> ServerSecurity:
     from stigmer_core.auth.transport import TlsFiles
 
-    server = _section(load_config(config_path()), "server")
+    server = section(load_config(config_path()), "server")
     cert = tls_cert or server.get("tls_cert")
     key = tls_key or server.get("tls_key")
     client_ca = tls_client_ca or server.get("tls_client_ca")

@@ -92,6 +92,31 @@ def test_a_denied_call_is_one_log_line_without_the_request(app: Application, cap
     assert "canary-7731" not in caplog.text and token not in caplog.text
 
 
+def test_a_refused_whoami_is_one_log_line_too(app: Application, caplog: Any) -> None:
+    """whoami is no kind rpc, yet its refusal logs the same line, naming the caller without its token."""
+    token, _ = make_token(app, ALPHA, "viewer")
+    forged = "stg_" + "A" * 43
+    server = Server(app, "127.0.0.1:0", max_workers=2)
+    server.start()
+    try:
+        with (
+            grpc.insecure_channel(server.address) as plain,
+            caplog.at_level(logging.WARNING, logger="stigmer_core.controller"),
+        ):
+            assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAUTHENTICATED
+            assert code_of(lambda: _whoami(with_token(plain, forged))) == grpc.StatusCode.UNAUTHENTICATED
+            assert _whoami(with_token(plain, token)).principal == f"token:{ALPHA}/{ALPHA}-viewer"
+    finally:
+        server.stop(grace=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stigmer_core.controller"]
+    method = "/stigmer.iam.identity.v1.IdentityService/whoami"
+    assert [line.split(" principal=")[0] for line in lines] == ["denied:", "denied:"], "one per refusal, none more"
+    assert lines[0].startswith("denied: principal=(anonymous ")
+    assert lines[0].endswith(f" method={method} status=UNAUTHENTICATED")
+    assert lines[1] == f"denied: principal=(invalid token) method={method} status=UNAUTHENTICATED"
+    assert forged not in caplog.text and token not in caplog.text
+
+
 def test_secrets_of_a_live_context_go_to_its_orgs_runners_only(app: Application) -> None:
     seeded = seed_org(app, ALPHA)
     seed_org(app, BETA)

@@ -38,10 +38,12 @@ from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_se
 from stigmer_core.ids import derived_id
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store.protocol import WriteTxn
-from stigmer_plugins.environment import ENVIRONMENT_REFS, keep_environment_refs_in_org
+from stigmer_plugins.environment import ENVIRONMENT, ENVIRONMENT_REFS, keep_environment_refs_in_org
+from stigmer_plugins.references import keep_refs_in_org
 from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, declare_sealed, keeps_sealed, secrets
 
 DEFAULT_INSTANCE = "default_instance_id"
+SKILL = "Skill"
 
 
 def _default_instance_slug(ctx: RequestContext, agent: agent_pb2.Agent, kind: KindRuntime) -> str:
@@ -49,6 +51,17 @@ def _default_instance_slug(ctx: RequestContext, agent: agent_pb2.Agent, kind: Ki
     if ctx.store.id_for_slug(kind, ctx.org, slug) is None:
         return slug
     return f"{agent.metadata.slug[:40]}-default-{agent.metadata.id[-8:]}"
+
+
+@step(Phase.KIND)
+def keep_agent_refs_in_org(ctx: RequestContext) -> None:
+    """An agent's environments and skills are of its own org (``references.keep_refs_in_org``).
+
+    One step for both fields, so an agent that names no skill pays for
+    nothing more than its environment references.
+    """
+    keep_refs_in_org(ctx, "environment_refs", ENVIRONMENT.name, "an environment")
+    keep_refs_in_org(ctx, "skill_refs", SKILL, "a skill")
 
 
 @step(Phase.KIND)
@@ -209,12 +222,12 @@ AGENT = KindDeclaration(
     key_prefix="agents",
     steps={
         "create": (
-            keep_environment_refs_in_org,
+            keep_agent_refs_in_org,
             create_default_instance,
             update_agent_status_with_default_instance,
             seal_mcp_headers,
         ),
-        "update": (keep_environment_refs_in_org, seal_mcp_headers),
+        "update": (keep_agent_refs_in_org, seal_mcp_headers),
     },
     indexes=(ENVIRONMENT_REFS,),
     redact=redact_mcp_headers,

@@ -42,6 +42,7 @@ from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2 as environment_service
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store.protocol import WriteTxn
+from stigmer_plugins.references import keep_refs_in_org
 from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, keeps_sealed, secrets
 
 
@@ -125,22 +126,10 @@ def keep_environment_refs_in_org(ctx: RequestContext) -> None:
     delete is refused while something names it, so a reference into another
     org would let that org's callers keep an environment they cannot see from
     being deleted. A reference by id whose environment the caller cannot see
-    is left as it is (refusing it would tell that the id exists elsewhere);
-    it holds nothing: the delete check counts referrers of the same org only.
+    is left as it is (``references.keep_refs_in_org``); it holds nothing: the
+    delete check counts referrers of the same org only.
     """
-    obj: Any = ctx.resource
-    org = obj.metadata.org
-    environments = ctx.registry.find(ENVIRONMENT.name)
-    for i, ref in enumerate(obj.spec.environment_refs):
-        elsewhere = ref.org and ref.org != org
-        if not elsewhere and ref.id and environments is not None:
-            found: Any = ctx.store.get(environments, ref.id)
-            elsewhere = found is not None and found.metadata.org != org
-        if elsewhere:
-            raise InvalidArgument.field(
-                f"spec.environment_refs[{i}]",
-                f"names an environment of another org: references never cross orgs (this {ctx.kind.label} is in '{org}')",
-            )
+    keep_refs_in_org(ctx, "environment_refs", ENVIRONMENT.name, "an environment")
 
 
 @step(Phase.KIND)

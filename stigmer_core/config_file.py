@@ -1,0 +1,115 @@
+"""The config file and the environment variables, read without anything that serves or connects.
+
+``config`` resolves a client's whole ``Settings`` from these; ``client.connect``
+reads only where the local data is (``local_data``), so it never imports what
+connects in turn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml  # type: ignore[import-untyped, unused-ignore]
+
+from stigmer_core.errors import StigmerError
+
+HOME_ENV = "STIGMER_HOME"
+DEFAULT_HOME = Path("~/.stigmer")
+CONFIG_NAME = "config.yaml"
+
+ENV = {
+    "backend": "STIGMER_BACKEND",
+    "data_dir": "STIGMER_DATA_DIR",
+    "store": "STIGMER_STORE",
+    "address": "STIGMER_ADDRESS",
+    "endpoint": "STIGMER_ENDPOINT",
+    "token": "STIGMER_TOKEN",
+    "ca_file": "STIGMER_CA_FILE",
+    "org": "STIGMER_ORG",
+}
+
+
+class ConfigError(StigmerError):
+    """The config file or a setting cannot be used as given."""
+
+
+def stigmer_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
+
+
+def config_path() -> Path:
+    return stigmer_home() / CONFIG_NAME
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The config file as a dict; an absent file is an empty config."""
+    path = path or config_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def save_config(data: Mapping[str, Any], path: Path | None = None) -> Path:
+    """Write the config readable by its owner only: it may hold a token."""
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
+    tmp.replace(path)
+    return path
+
+
+def section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config file {config_path()}: '{name}' must be a mapping")
+    return value
+
+
+def pick(flag: str | None, env_key: str, configured: object, default: str) -> str:
+    if flag:
+        return flag
+    from_env = os.environ.get(ENV[env_key])
+    if from_env:
+        return from_env
+    if configured not in (None, ""):
+        return str(configured)
+    return default
+
+
+def local_data(
+    data_dir: str | Path | None = None,
+    store: str | None = None,
+    *,
+    home: Path | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> tuple[Path, str]:
+    """The local backend's data directory and store (a PostgreSQL URL, or "" for LMDB there).
+
+    Each is the argument, else its environment variable (``STIGMER_DATA_DIR``,
+    ``STIGMER_STORE``), else the config file (``local.data_dir``, ``store``),
+    else the default (``$STIGMER_HOME/data``, LMDB). ``home`` and ``data`` are
+    the home and config file a caller has read already.
+    """
+    home = home or stigmer_home()
+    data = load_config(home / CONFIG_NAME) if data is None else data
+    local = section(data, "local")
+    directory = pick(str(data_dir) if data_dir else None, "data_dir", local.get("data_dir"), str(home / "data"))
+    return Path(directory).expanduser(), pick(store, "store", data.get("store"), "")

@@ -6,20 +6,17 @@ the testing fixtures serve the same Application through an in-process channel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pluggy
 
-from stigmer_core import controller, status
 from stigmer_core.auth import pages, tokens
-from stigmer_core.auth.identity import LogDenied, identity_handlers
+from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
-from stigmer_core.controller import Executor, build_handlers
+from stigmer_core.controller import Executor, build_handlers, log_refusal
 from stigmer_core.datadir import secure
-from stigmer_core.errors import PermissionDenied, Unauthenticated
 from stigmer_core.kinds import reindex
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
@@ -70,7 +67,7 @@ class Application:
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = build_handlers(
             registry, store, self.authenticator, self.events, self.stream_limit, self.executor
         )
-        self.services.update(identity_handlers(self.authenticator, _denied_logger(self.authenticator)))
+        self.services.update(identity_handlers(self.authenticator, partial(log_refusal, self.authenticator)))
 
     @classmethod
     def open(
@@ -121,15 +118,3 @@ class Application:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _denied_logger(authenticator: tokens.Authenticator) -> LogDenied:
-    """How ``whoami`` logs a refusal: the logger, caller naming and line of ``Executor.log_denied``,
-    which takes a kind rpc's binding where ``whoami`` has only its path."""
-
-    def log_denied(
-        denied: Unauthenticated | PermissionDenied, method: str, metadata: Sequence[tuple[str, Any]], peer: str
-    ) -> None:
-        principal = controller._principal_of(metadata, peer, authenticator)
-        controller.log.warning("denied: principal=%s method=%s status=%s", principal, method, status.code_of(denied).name)
-
-    return log_denied

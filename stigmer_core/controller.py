@@ -219,9 +219,20 @@ class Executor:
         metadata: Sequence[tuple[str, Any]],
         peer: str,
     ) -> None:
-        # One line, never the request: a token or a secret may be in it.
-        principal = _principal_of(metadata, peer, self.authenticator)
-        log.warning("denied: principal=%s method=%s status=%s", principal, binding.path, status.code_of(denied).name)
+        log_refusal(self.authenticator, denied, binding.path, metadata, peer)
+
+
+def log_refusal(
+    authenticator: Authenticator | None,
+    denied: Unauthenticated | PermissionDenied,
+    path: str,
+    metadata: Sequence[tuple[str, Any]],
+    peer: str,
+) -> None:
+    """The one line a refused call logs (a kind rpc's, or ``whoami``'s): never the request, since
+    a token or a secret may be in it."""
+    principal = _principal_of(metadata, peer, authenticator)
+    log.warning("denied: principal=%s method=%s status=%s", principal, path, status.code_of(denied).name)
 
 
 def _answered(response: Any, binding: MethodBinding) -> Any:

@@ -162,3 +162,18 @@ def test_fields_the_server_does_not_define_are_not_stored(stigmer_channel: grpc.
     again.spec.MergeFromString(unknown)
     updated = agents.update(again, timeout=10)
     assert unknown not in updated.SerializeToString()
+
+
+def test_a_slug_in_a_reference_field_is_told_the_field_holds_ids(stigmer_channel: grpc.Channel) -> None:
+    """A slug where an id belongs was "workflow 'nightly' not found" while a workflow 'nightly' existed."""
+    from stigmer_core.api.agentic.workflowinstance.v1 import service_pb2_grpc as instance_grpc
+    from stigmer_core.api.agentic.workflowinstance.v1 import workflowinstance_pb2 as wi
+
+    instance = wi.WorkflowInstance(metadata=metadata_pb2.ApiResourceMetadata(name="nightly run"))
+    instance.spec.workflow_id = "nightly"
+    with pytest.raises(grpc.RpcError) as refused:
+        instance_grpc.WorkflowInstanceCommandControllerStub(stigmer_channel).create(instance, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = from_rpc_error(refused.value).violations  # type: ignore[attr-defined]
+    assert [v.field for v in violations] == ["spec.workflow_id"]
+    assert "is not a workflow id like 'wfl-<ulid>'" in violations[0].description

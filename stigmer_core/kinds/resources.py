@@ -227,6 +227,12 @@ class Resources:
             for target_id in ref.field.read(obj):
                 if target_id in kept:
                     continue
+                if not is_valid_id(target_id, target_kind.id_prefix):  # a slug, most likely: say what is wanted
+                    raise errors.InvalidArgument.field(
+                        ref.field.path,
+                        f"'{target_id}' is not a {target_kind.label} id like '{target_kind.id_prefix}-<ulid>': "
+                        "references hold ids (stigmer apply turns a slug into its id; over the API, get it first)",
+                    )
                 target = self.get(target_kind, target_id)
                 if target is None or (ref.spec.same_org and target.metadata.org != org):  # type: ignore[attr-defined]
                     where = f" in org '{org}'" if ref.spec.same_org else ""

@@ -231,3 +231,32 @@ def test_a_watch_needs_what_the_kinds_list_needs_unless_declared() -> None:
     assert _watch_access_of(attrs.evolve(AGENT, access={"list": Access.ADMIN, "watch": Access.WRITE})) is Access.WRITE
     with pytest.raises(RegistryError, match=r"'watched'.*neither a standard operation nor 'watch'"):
         _watch_access_of(attrs.evolve(AGENT, access={"watched": Access.READ}))
+
+
+def test_a_transactional_step_declared_for_apply_is_refused() -> None:
+    """Apply's transaction runs create's or update's steps and answers with their result: a KIND
+    step of apply's own would run after the object is saved, its changes lost."""
+
+    @step(Phase.KIND)
+    def suffix_name(ctx: Any) -> None:
+        return None
+
+    bad = attrs.evolve(AGENT, steps={**AGENT.steps, "apply": (suffix_name,)})
+    with pytest.raises(
+        RegistryError,
+        match=r"plugin 'p': kind 'Agent': steps of 'apply': step 'suffix_name' \(phase KIND\) runs inside the "
+        r"transaction.*steps\['create'\] and steps\['update'\]",
+    ):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_pre_transaction_step_declared_for_apply_runs_before_it() -> None:
+    @step(Phase.VALIDATE)
+    def check_name(ctx: Any) -> None:
+        return None
+
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("A", attrs.evolve(AGENT, steps={**AGENT.steps, "apply": (check_name,)})), name="p")
+    pipeline = build_registry(pm).kind("Agent").pipelines["apply"]
+    assert "check_name" in [s.name for s in pipeline.pre]
+    assert "check_name" not in [s.name for s in pipeline.txn]

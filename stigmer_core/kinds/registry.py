@@ -180,7 +180,20 @@ def access_of(operation: str, *, declared: Access | None = None, writes: bool = 
 def _pipeline(
     pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration, op: str, base: Sequence[Step], writes: bool
 ) -> Pipeline:
-    steps = list(base) + _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
+    declared = _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
+    if standard.dispatch_apply in base:
+        # Its transaction runs create's or update's transactional steps and answers with their
+        # result, so one of its own would run after the object is saved: its changes lost, yet
+        # able to refuse a write already made.
+        late = [s for s in declared if s.phase.in_transaction]
+        if late:
+            raise _fail(
+                plugin, decl,
+                f"steps of {op!r}: step {late[0].name!r} (phase {late[0].phase.name}) runs inside the transaction, "
+                "which apply hands to create's or update's steps; declare it under steps['create'] and "
+                "steps['update'] (steps of 'apply' may only be VALIDATE, AUTHORIZE or PREPARE)",
+            )  # fmt: skip
+    steps = list(base) + declared
     if standard.authorize not in steps:  # every rpc is authorized, whether or not its kind names the step
         steps.append(standard.authorize)
     for impl_steps in pm.hook.stigmer_pipeline_steps(kind=decl, operation=op):

@@ -260,3 +260,64 @@ def test_a_pre_transaction_step_declared_for_apply_runs_before_it() -> None:
     pipeline = build_registry(pm).kind("Agent").pipelines["apply"]
     assert "check_name" in [s.name for s in pipeline.pre]
     assert "check_name" not in [s.name for s in pipeline.txn]
+
+
+def _agent_kind_with_index(values: Any) -> Any:
+    from stigmer_core.kinds.declaration import IndexSpec
+
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("Only", attrs.evolve(AGENT, indexes=(IndexSpec("format", values),))), name="only")
+    return build_registry(pm).kind("Agent")
+
+
+def _stored_agent() -> Any:
+    agent = AGENT.resource()
+    agent.metadata.id = "agt-01h00000000000000000000000"
+    agent.metadata.org = "acme"
+    return agent
+
+
+def test_an_index_value_given_as_a_string_is_refused_naming_kind_and_index() -> None:
+    """A string is iterable: taken as an entry, 'csv' was indexed as c/s/v and no query matched."""
+    from stigmer_core import PluginFault
+
+    kind = _agent_kind_with_index(lambda obj: ["csv"])
+    with pytest.raises(
+        PluginFault,
+        match=r"plugin 'only': kind 'Agent': index 'format': values returned the string 'csv' as an entry; "
+        r"return \[\('csv',\)\], not \['csv'\]",
+    ):
+        kind.index_keys(_stored_agent())
+
+
+@pytest.mark.parametrize(("entry", "shown"), [((3,), r"\(3,\)"), ((b"csv",), r"\(b'csv',\)"), (None, "None")])
+def test_an_index_value_that_is_not_a_string_is_refused_naming_kind_and_index(entry: Any, shown: str) -> None:
+    from stigmer_core import PluginFault
+
+    kind = _agent_kind_with_index(lambda obj: [entry])
+    with pytest.raises(
+        PluginFault, match=rf"kind 'Agent': index 'format': values returned the entry {shown} \(each entry must be"
+    ):
+        kind.index_keys(_stored_agent())
+
+
+def test_a_write_through_a_wrong_index_answers_naming_it_and_stores_nothing(tmp_path: Any) -> None:
+    import grpc
+
+    from stigmer_core import Application
+    from stigmer_core.kind_client import KindClient
+    from stigmer_core.kinds.declaration import IndexSpec
+    from stigmer_core.store.lmdb_store import LmdbStore
+    from tests.widget_kind import WIDGET
+
+    bad = attrs.evolve(WIDGET, indexes=(IndexSpec("color", lambda obj: [obj.metadata.name]),), list_filters={})
+    pm = plugin_manager(plugins=[_plugin("Widgets", bad)])
+    with Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm) as app:
+        widgets = KindClient(app.channel(), app.registry.kind("Widget"))
+        widget = WIDGET.resource()
+        widget.metadata.name = "csv"
+        with pytest.raises(grpc.RpcError) as caught:
+            widgets.create(widget)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert "kind 'Widget': index 'color': values returned the string 'csv'" in caught.value.details()
+        assert list(widgets.list_all()) == []

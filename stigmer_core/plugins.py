@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterable
 
 import pluggy
@@ -23,7 +24,7 @@ def plugin_manager(*, entry_points: bool = True, plugins: Iterable[object] = ())
     pm.add_hookspecs(hookspecs)
     try:
         if entry_points:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            _load_entry_points(pm)
         for plugin in plugins:
             pm.register(plugin)
     except pluggy.PluginValidationError as exc:
@@ -32,6 +33,27 @@ def plugin_manager(*, entry_points: bool = True, plugins: Iterable[object] = ())
         raise RegistryError(str(exc)) from exc
     check(pm)
     return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """``load_setuptools_entrypoints``, with a failure to load one named by its entry point.
+
+    Importing a plugin runs its author's code (building declarations, reading
+    settings), so anything may go wrong there; the person reading the error
+    is usually installing someone else's package, and needs to know whose.
+    """
+    for dist in list(importlib.metadata.distributions()):
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # an import error, or whatever the module's own code raised
+                raise RegistryError(
+                    f"plugin {ep.name!r}: entry point {ep.name} = {ep.value} (distribution "
+                    f"{dist.metadata['Name']!r}) cannot be loaded: {type(exc).__name__}: {exc}"
+                ) from exc
+            pm.register(plugin, name=ep.name)
 
 
 def check(pm: pluggy.PluginManager) -> None:

@@ -321,3 +321,70 @@ def test_a_write_through_a_wrong_index_answers_naming_it_and_stores_nothing(tmp_
         assert caught.value.code() == grpc.StatusCode.INTERNAL
         assert "kind 'Widget': index 'color': values returned the string 'csv'" in caught.value.details()
         assert list(widgets.list_all()) == []
+
+
+def test_a_resource_given_as_its_descriptor_is_refused_naming_the_plugin() -> None:
+    bad = attrs.evolve(AGENT, resource=AGENT.resource.DESCRIPTOR)
+    with pytest.raises(
+        RegistryError,
+        match=r"plugin 'p': kind 'Agent': resource must be the generated message class .*not the descriptor of "
+        r"stigmer.agentic.agent.v1.Agent",
+    ):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_service_given_as_its_file_is_refused_naming_the_plugin() -> None:
+    bad = attrs.evolve(AGENT, query_service=AGENT.query_service.file)
+    with pytest.raises(RegistryError, match=r"plugin 'p': kind 'Agent': query_service must be a ServiceDescriptor"):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_resource_lacking_the_envelope_names_the_plugin() -> None:
+    from google.protobuf import empty_pb2
+
+    with pytest.raises(
+        RegistryError, match=r"^plugin 'p': kind 'Agent': resource google.protobuf.Empty lacks api_version, kind"
+    ):
+        _build(("p", _plugin("A", attrs.evolve(AGENT, resource=empty_pb2.Empty))))
+
+
+def test_an_unforeseen_failure_compiling_a_kind_names_the_plugin() -> None:
+    bad = attrs.evolve(AGENT, mutable=(7,))
+    with pytest.raises(RegistryError, match=r"^plugin 'p': kind 'Agent': cannot be compiled: AttributeError: "):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_printer_column_of_an_unknown_type_says_which_types_there_are() -> None:
+    from stigmer_core import PrinterColumn
+
+    with pytest.raises(ValueError, match=r"^printer column 'X': type 'text' is not one of 'string', 'integer'"):
+        PrinterColumn("X", "spec.instructions", type="text")
+
+
+def test_a_plain_error_in_stigmer_configure_names_the_plugin(tmp_path: Any) -> None:
+    from stigmer_core import Application, StartupError
+    from stigmer_core.store.lmdb_store import LmdbStore
+
+    class Flaky:
+        @hookimpl
+        def stigmer_configure(self, registry: Any) -> None:
+            raise RuntimeError("region lookup failed")
+
+    class Refusing:
+        @hookimpl
+        def stigmer_configure(self, store: Any, registry: Any) -> None:
+            raise StartupError("acme: the REGION setting is missing")
+
+    for plugin, expected in (
+        (Flaky(), "plugin 'flaky': stigmer_configure raised RuntimeError: region lookup failed"),
+        (Refusing(), "acme: the REGION setting is missing"),  # the plugin's own words, as they are
+    ):
+        pm = plugin_manager()
+        pm.register(plugin, name=type(plugin).__name__.lower())
+        store = LmdbStore(tmp_path / type(plugin).__name__, durable=False)
+        try:
+            with pytest.raises(StartupError) as caught:
+                Application(build_registry(pm), store, pm)
+        finally:
+            store.close()
+        assert str(caught.value) == expected

@@ -26,7 +26,7 @@ from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "stigmer-kind-prompt"
 EXAMPLE_ENTRY_POINT = "acme-prompt"
 
-Install = Callable[[str, str, str], None]
+Install = Callable[[str, str, str | None], None]
 
 
 def _entry_point_names() -> set[str]:
@@ -35,15 +35,17 @@ def _entry_point_names() -> set[str]:
 
 @pytest.fixture
 def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
-    """``install(distribution, entry_point, module_source)``: a one-module plugin distribution."""
+    """``install(distribution, entry_point, module_source)``: a one-module plugin distribution
+    (``module_source`` None: the entry point names a module that is not there)."""
     site = tmp_path / "site-packages"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     created: list[str] = []
 
-    def add(distribution: str, entry_point: str, source: str) -> None:
+    def add(distribution: str, entry_point: str, source: str | None) -> None:
         module = distribution.replace("-", "_")
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
+        if source is not None:
+            (site / f"{module}.py").write_text(textwrap.dedent(source))
         _dist_info(site, distribution, entry_point, f"{module}")
         created.append(module)
 
@@ -138,3 +140,40 @@ def test_plugins_given_explicitly_are_checked_the_same_way(install: Install) -> 
     message = str(caught.value)
     assert "kind 'Prompt' is declared twice" in message
     assert "plugin 'acme_prompt.plugin'" in message and "plugin 'prompt_twin'" in message
+
+
+def test_an_entry_point_to_a_missing_module_names_it(install: Install) -> None:
+    install("ghost-kind", "ghost", None)
+    message = _startup_error()
+    assert "plugin 'ghost': entry point ghost = ghost_kind (distribution 'ghost-kind') cannot be loaded" in message
+    assert "ModuleNotFoundError" in message
+
+
+def test_a_plugin_module_failing_at_import_names_its_entry_point(install: Install) -> None:
+    install(
+        "wide-prompt",
+        "wide-prompt",
+        """
+        from stigmer_core import PrinterColumn
+
+        COLUMNS = (PrinterColumn("TEMPLATE", "spec.template", type="text"),)
+        """,
+    )
+    message = _startup_error()
+    assert "plugin 'wide-prompt': entry point wide-prompt = wide_prompt" in message
+    assert "ValueError: printer column 'TEMPLATE': type 'text' is not one of 'string', 'integer'" in message
+
+
+def test_a_plugin_whose_stigmer_kinds_raises_is_named(install: Install) -> None:
+    install(
+        "broken-prompt",
+        "broken-prompt",
+        """
+        from stigmer_core import KindDeclaration, hookimpl
+
+        @hookimpl
+        def stigmer_kinds() -> list[KindDeclaration]:
+            raise LookupError("no region configured")
+        """,
+    )
+    assert _startup_error() == "plugin 'broken-prompt': stigmer_kinds raised LookupError: no region configured"

@@ -11,7 +11,8 @@ from typing import Any, cast
 
 import pluggy
 from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
 from stigmer_core.auth.access import READ_OPERATIONS, Access
 from stigmer_core.errors import RegistryError
@@ -42,7 +43,12 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
     check(pm)
     declared: list[tuple[str, KindDeclaration]] = []
     for impl in pm.hook.stigmer_kinds.get_hookimpls():  # registration order
-        result = cast(Iterable[object], impl.function() or ())
+        try:
+            result = list(cast(Iterable[object], impl.function() or ()))
+        except Exception as exc:  # the plugin's own code: name it, whatever it raised
+            raise RegistryError(
+                f"plugin {impl.plugin_name!r}: stigmer_kinds raised {type(exc).__name__}: {exc}"
+            ) from exc
         for decl in result:
             if not isinstance(decl, KindDeclaration):
                 raise RegistryError(
@@ -50,7 +56,7 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
                 )
             declared.append((impl.plugin_name, decl))
     _check_unique(declared)
-    kinds = tuple(_compile(pm, plugin, decl) for plugin, decl in declared)
+    kinds = tuple(_compiled(pm, plugin, decl) for plugin, decl in declared)
     registry = Registry(kinds, default_org=default_org)
     for kind in kinds:
         for ref in kind.references:
@@ -207,8 +213,41 @@ def _pipeline(
     return Pipeline(pre=pre, txn=txn, writes=writes)
 
 
+def _compiled(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> KindRuntime:
+    """``_compile``, with anything it did not foresee still naming the plugin and kind."""
+    try:
+        return _compile(pm, plugin, decl)
+    except RegistryError:
+        raise
+    except Exception as exc:  # a value of the wrong type somewhere in the declaration
+        raise _fail(plugin, decl, f"cannot be compiled: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_types(plugin: str, decl: KindDeclaration) -> None:
+    """The declaration's protobuf values are what the rest of the checks read; wrong ones are
+    the easiest mistake to make (a descriptor for a class, a file for a service)."""
+    resource = decl.resource
+    if not (isinstance(resource, type) and issubclass(resource, Message)):
+        given = (
+            f"the descriptor of {resource.full_name}" if isinstance(resource, Descriptor) else type(resource).__name__
+        )
+        raise _fail(plugin, decl, f"resource must be the generated message class (such as prompt_pb2.Prompt), not {given}")
+    for label in ("command_service", "query_service"):
+        service = getattr(decl, label)
+        if not isinstance(service, ServiceDescriptor):
+            raise _fail(
+                plugin, decl,
+                f"{label} must be a ServiceDescriptor (such as service_pb2.DESCRIPTOR.services_by_name[...]), "
+                f"not {type(service).__name__}",
+            )  # fmt: skip
+
+
 def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> KindRuntime:
-    shape = ResourceShape.of(decl.name, decl.resource.DESCRIPTOR)
+    _check_types(plugin, decl)
+    try:
+        shape = ResourceShape.of(decl.name, decl.resource.DESCRIPTOR)
+    except RegistryError as exc:  # it knows the kind, not the plugin
+        raise RegistryError(f"plugin {plugin!r}: {exc}") from None
     for op in decl.steps:
         if op not in STANDARD_OPERATIONS and op not in decl.operations and op != "watch":
             raise _fail(plugin, decl, f"steps declared for unknown operation {op!r}")

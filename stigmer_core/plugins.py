@@ -27,6 +27,7 @@ def plugin_manager(*, entry_points: bool = True, plugins: Iterable[object] = ())
             _load_entry_points(pm)
         for plugin in plugins:
             pm.register(plugin)
+            _require_hooks(pm, plugin, f"plugin {pm.get_name(plugin)!r}")
     except pluggy.PluginValidationError as exc:
         raise RegistryError(f"plugin {pm.get_name(exc.plugin)!r}: {exc}") from exc
     except ValueError as exc:  # the same plugin object or name registered twice
@@ -54,6 +55,24 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
                     f"{dist.metadata['Name']!r}) cannot be loaded: {type(exc).__name__}: {exc}"
                 ) from exc
             pm.register(plugin, name=ep.name)
+            _require_hooks(pm, plugin, f"plugin {ep.name!r}: entry point {ep.name} = {ep.value}")
+
+
+def _require_hooks(pm: pluggy.PluginManager, plugin: object, where: str) -> None:
+    """A plugin implementing no hook would register nothing, silently: the mistake (an entry point
+    naming the package rather than its plugin module, or a declaration rather than a module)
+    would only show later, as an unknown kind."""
+    if not pm.get_hookcallers(plugin):
+        raise RegistryError(
+            f"{where} implements no hook: point it at the module or object holding the @hookimpl "
+            f"functions (such as stigmer_kinds), not at {_what(plugin)}"
+        )
+
+
+def _what(plugin: object) -> str:
+    name = getattr(plugin, "__name__", None)
+    kind = type(plugin).__name__
+    return f"{kind} {name!r}" if isinstance(name, str) else f"a {kind}"
 
 
 def check(pm: pluggy.PluginManager) -> None:

@@ -14,8 +14,9 @@ import importlib
 import importlib.metadata
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -26,7 +27,8 @@ from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "stigmer-kind-prompt"
 EXAMPLE_ENTRY_POINT = "acme-prompt"
 
-Install = Callable[[str, str, str | None], None]
+class Install(Protocol):
+    def __call__(self, distribution: str, entry_point: str, source: str | None, target: str = "") -> None: ...
 
 
 def _entry_point_names() -> set[str]:
@@ -35,18 +37,19 @@ def _entry_point_names() -> set[str]:
 
 @pytest.fixture
 def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
-    """``install(distribution, entry_point, module_source)``: a one-module plugin distribution
-    (``module_source`` None: the entry point names a module that is not there)."""
+    """``install(distribution, entry_point, module_source, target="")``: a one-module plugin
+    distribution whose entry point names the module, or ``target`` (``module:attribute``);
+    ``module_source`` None: a module that is not there."""
     site = tmp_path / "site-packages"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     created: list[str] = []
 
-    def add(distribution: str, entry_point: str, source: str | None) -> None:
+    def add(distribution: str, entry_point: str, source: str | None, target: str = "") -> None:
         module = distribution.replace("-", "_")
         if source is not None:
             (site / f"{module}.py").write_text(textwrap.dedent(source))
-        _dist_info(site, distribution, entry_point, f"{module}")
+        _dist_info(site, distribution, entry_point, target or module)
         created.append(module)
 
     if EXAMPLE_ENTRY_POINT not in _entry_point_names():
@@ -177,3 +180,32 @@ def test_a_plugin_whose_stigmer_kinds_raises_is_named(install: Install) -> None:
         """,
     )
     assert _startup_error() == "plugin 'broken-prompt': stigmer_kinds raised LookupError: no region configured"
+
+
+_DECLARES_ONLY = """
+    from acme_prompt.plugin import PROMPT
+
+    FORK = PROMPT
+"""
+
+
+def test_an_entry_point_to_a_module_without_hooks_names_it(install: Install) -> None:
+    """The package's ``__init__`` rather than its plugin module: it would register nothing, and
+    the kind would only show up missing later."""
+    install("prompt-package", "prompt-package", _DECLARES_ONLY)
+    message = _startup_error()
+    assert message.startswith("plugin 'prompt-package': entry point prompt-package = prompt_package implements no hook")
+    assert "not at module 'prompt_package'" in message
+
+
+def test_an_entry_point_to_a_declaration_names_it(install: Install) -> None:
+    install("prompt-decl", "prompt-decl", _DECLARES_ONLY, target="prompt_decl:FORK")
+    message = _startup_error()
+    assert message.startswith("plugin 'prompt-decl': entry point prompt-decl = prompt_decl:FORK implements no hook")
+    assert "not at a KindDeclaration" in message
+
+
+def test_a_plugin_given_explicitly_without_hooks_is_refused(install: Install) -> None:
+    install("prompt-bare", "prompt-bare", _DECLARES_ONLY)
+    with pytest.raises(RegistryError, match=r"^plugin 'prompt_bare' implements no hook"):
+        plugin_manager(entry_points=False, plugins=[importlib.import_module("prompt_bare")])

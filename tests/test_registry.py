@@ -388,3 +388,76 @@ def test_a_plain_error_in_stigmer_configure_names_the_plugin(tmp_path: Any) -> N
         finally:
             store.close()
         assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "why"),
+    [
+        ("spec.env_id", r"stigmer.agentic.agent.v1.AgentSpec has no field 'env_id'"),
+        ("metadata.name.id", r"'metadata.name' is not a message, so it has no field 'id'"),
+    ],
+)
+def test_a_reference_to_a_field_that_does_not_exist_says_so(field: str, why: str) -> None:
+    from stigmer_core import Reference
+
+    bad = attrs.evolve(AGENT, references=(Reference(field, "Agent"),))
+    with pytest.raises(RegistryError, match=rf"^plugin 'p': kind 'Agent': reference field '{field}' does not exist: {why}$"):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_list_filter_on_a_field_that_does_not_exist_says_so() -> None:
+    from stigmer_core import IndexSpec
+
+    bad = attrs.evolve(AGENT, indexes=(IndexSpec("format", lambda obj: []),), list_filters={"fmt": "format"})
+    with pytest.raises(
+        RegistryError,
+        match=r"^plugin 'p': kind 'Agent': list filter field 'fmt' does not exist: "
+        r"stigmer.agentic.agent.v1.ListAgentsRequest has no field 'fmt'$",
+    ):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_duplicate_index_and_the_reserved_name_are_told_apart_naming_the_index() -> None:
+    from stigmer_core import IndexSpec
+
+    twice = attrs.evolve(AGENT, indexes=(IndexSpec("format", lambda obj: []), IndexSpec("format", lambda obj: [])))
+    with pytest.raises(RegistryError, match=r"^plugin 'p': kind 'Agent': index 'format' is declared twice$"):
+        _build(("p", _plugin("A", twice)))
+    reserved = attrs.evolve(AGENT, indexes=(IndexSpec("_label", lambda obj: []),))
+    with pytest.raises(RegistryError, match=r"^plugin 'p': kind 'Agent': index name '_label' is reserved"):
+        _build(("p", _plugin("A", reserved)))
+
+
+def test_an_empty_key_prefix_is_refused_as_empty_not_as_an_overlap() -> None:
+    empty = attrs.evolve(AGENT, name="Other", id_prefix="oth", key_prefix="")
+    with pytest.raises(RegistryError, match=r"^plugin 'second': kind 'Other': key prefix must not be empty$"):
+        _build(("first", _plugin("A", AGENT)), ("second", _plugin("B", empty)))
+
+
+@pytest.mark.parametrize("prefix", ["DataSets", "data/sets", "data_sets", "---"])
+def test_a_prefix_outside_letters_digits_and_dashes_says_what_is_allowed(prefix: str) -> None:
+    bad = attrs.evolve(AGENT, key_prefix=prefix)
+    with pytest.raises(
+        RegistryError, match=rf"^plugin 'p': kind 'Agent': key prefix '{prefix}' must be lowercase letters, digits and dashes$"
+    ):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_prefixes_with_dashes_and_digits_are_accepted() -> None:
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("A", attrs.evolve(AGENT, key_prefix="agents-v2", id_prefix="a-2")), name="p")
+    assert build_registry(pm).kind("Agent").key_prefix == "agents-v2"
+
+
+def test_a_bare_step_decorator_says_to_call_it() -> None:
+    @step  # the mistake: no parentheses
+    def stamp(ctx: Any) -> None:
+        return None
+
+    bad = attrs.evolve(AGENT, steps={"create": (stamp,)})
+    with pytest.raises(
+        RegistryError,
+        match=r"^plugin 'p': kind 'Agent': steps of 'create': function 'stamp' is decorated with a bare @step.*"
+        r"write @step\(\) for the KIND phase",
+    ):
+        _build(("p", _plugin("A", bad)))

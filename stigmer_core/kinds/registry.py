@@ -6,6 +6,8 @@ person reading it is usually installing someone else's package.
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -16,7 +18,13 @@ from google.protobuf.message import Message
 
 from stigmer_core.auth.access import READ_OPERATIONS, Access
 from stigmer_core.errors import RegistryError
-from stigmer_core.kinds.declaration import STANDARD_OPERATIONS, WATCH_ACCESS, WRITE_OPERATIONS, KindDeclaration
+from stigmer_core.kinds.declaration import (
+    STANDARD_OPERATIONS,
+    WATCH_ACCESS,
+    WRITE_OPERATIONS,
+    IndexSpec,
+    KindDeclaration,
+)
 from stigmer_core.kinds.runtime import (
     LABEL_INDEX,
     CompiledReference,
@@ -32,11 +40,14 @@ from stigmer_core.kinds.runtime import (
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import Step
+from stigmer_core.pipeline.step import Step, step
 from stigmer_core.plugins import check
 from stigmer_core.store import keys
 
 _STRING = FieldDescriptor.TYPE_STRING
+_PREFIX = re.compile(r"[a-z0-9-]*[a-z0-9][a-z0-9-]*")
+_BARE_STEP = step().__code__
+"""The code of what ``step(...)`` returns: a step list holding it met a bare ``@step``."""
 
 
 def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> Registry:
@@ -68,6 +79,12 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
 
 
 def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
+    for plugin, decl in declared:  # first: an empty prefix is a byte-prefix of every other
+        for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
+            if not isinstance(value, str) or not value:
+                raise _fail(plugin, decl, f"{label} must not be empty")
+            if not _PREFIX.fullmatch(value):
+                raise _fail(plugin, decl, f"{label} {value!r} must be lowercase letters, digits and dashes")
     for i, (plugin_a, a) in enumerate(declared):
         for plugin_b, b in declared[:i]:
             both = f"plugin {plugin_b!r} and plugin {plugin_a!r}"
@@ -81,12 +98,6 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
                 raise RegistryError(
                     f"key prefixes overlap: {b.key_prefix!r} (kind {b.name!r}) and {a.key_prefix!r} "
                     f"(kind {a.name!r}), declared by {both}"
-                )
-    for plugin, decl in declared:
-        for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
-            if not value or not value.replace("-", "").isalnum() or not value.islower():
-                raise RegistryError(
-                    f"plugin {plugin!r}: kind {decl.name!r}: {label} {value!r} must be lowercase alphanumeric"
                 )
 
 
@@ -104,6 +115,19 @@ def _resolves(desc: Any, path: str) -> bool:
             return False
         desc = desc.fields_by_name[part].message_type
     return True
+
+
+def _missing(desc: Any, path: str) -> str:
+    """Where a dotted path leaves the message: the part that is not there, or not a message."""
+    parent = ""
+    for part in path.split("."):
+        if desc is None:
+            return f"{parent!r} is not a message, so it has no field {part!r}"
+        if part not in desc.fields_by_name:
+            return f"{desc.full_name} has no field {part!r}"
+        desc = desc.fields_by_name[part].message_type
+        parent = f"{parent}.{part}" if parent else part
+    return f"{path!r} resolves"  # pragma: no cover - called only for a path that did not resolve
 
 
 def _resource_field(resource: Any, request: Any) -> str | None:
@@ -161,15 +185,33 @@ def _reference_kinds(decl: KindDeclaration, reference: Descriptor) -> frozenset[
 def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterable[object]) -> list[Step]:
     checked: list[Step] = []
     for candidate in steps:
+        if getattr(candidate, "__code__", None) is _BARE_STEP:
+            raise _fail(
+                plugin, decl,
+                f"{where}: {_bare_step_function(candidate)} is decorated with a bare @step, which leaves the "
+                "decorator, not a step: write @step() for the KIND phase, or @step(Phase.VALIDATE) and so on",
+            )  # fmt: skip
         phase = getattr(candidate, "phase", None)
         if (
             not isinstance(phase, Phase)
             or not callable(candidate)
             or not isinstance(getattr(candidate, "name", None), str)
         ):
-            raise _fail(plugin, decl, f"{where}: {candidate!r} is not a step (needs name, phase and __call__)")
+            name = getattr(candidate, "__name__", None)
+            shown = f"function {name!r}" if inspect.isfunction(candidate) and isinstance(name, str) else repr(candidate)
+            raise _fail(
+                plugin, decl, f"{where}: {shown} is not a step (needs name, phase and __call__: decorate it with @step())"
+            )
         checked.append(candidate)  # type: ignore[arg-type]
     return checked
+
+
+def _bare_step_function(decorator: object) -> str:
+    """The function a bare ``@step`` took for its phase argument (held in the decorator's closure)."""
+    cells = dict(zip(_BARE_STEP.co_freevars, getattr(decorator, "__closure__", None) or (), strict=False))
+    taken = cells["phase"].cell_contents if "phase" in cells else None
+    name = getattr(taken, "__name__", None)
+    return f"function {name!r}" if isinstance(name, str) else "a function"
 
 
 def access_of(operation: str, *, declared: Access | None = None, writes: bool = False) -> Access:
@@ -258,14 +300,22 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             raise _fail(plugin, decl, f"operation {op!r} binds no rpc method of its services")
     list_method = next((m for m in methods if m.name == "list" and m.name not in decl.operations), None)
     list_req = list_method.input_type if list_method else None
-    indexes = {index.name: index for index in decl.indexes}
-    if len(indexes) != len(decl.indexes) or LABEL_INDEX in indexes:
-        raise _fail(plugin, decl, f"index names must be unique and not {LABEL_INDEX!r}")
+    indexes: dict[str, IndexSpec] = {}
+    for index in decl.indexes:
+        if index.name == LABEL_INDEX:
+            raise _fail(plugin, decl, f"index name {LABEL_INDEX!r} is reserved (labels are always indexed under it)")
+        if index.name in indexes:
+            raise _fail(plugin, decl, f"index {index.name!r} is declared twice")
+        indexes[index.name] = index
     references = []
     for ref in decl.references:
         try:
             references.append(CompiledReference(ref, FieldPath.resolve(decl.resource.DESCRIPTOR, ref.field)))
-        except (KeyError, TypeError) as exc:
+        except KeyError:
+            raise _fail(
+                plugin, decl, f"reference field {ref.field!r} does not exist: {_missing(decl.resource.DESCRIPTOR, ref.field)}"
+            ) from None
+        except TypeError as exc:
             raise _fail(plugin, decl, f"reference field {ref.field!r}: {exc}") from None
     for column in decl.printer_columns:
         if not _resolves(decl.resource.DESCRIPTOR, column.path):
@@ -277,11 +327,15 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     for field_name, index_name in decl.list_filters.items():
         if index_name not in indexes:
             raise _fail(plugin, decl, f"list filter {field_name!r} names unknown index {index_name!r}")
+        if list_req is None:
+            raise _fail(plugin, decl, f"list filter {field_name!r}: the kind has no standard 'list' rpc to filter")
         try:
-            if list_req is None:
-                raise KeyError(field_name)
             filters.append(ListFilter(FieldPath.resolve(list_req, field_name), indexes[index_name]))
-        except (KeyError, TypeError) as exc:
+        except KeyError:
+            raise _fail(
+                plugin, decl, f"list filter field {field_name!r} does not exist: {_missing(list_req, field_name)}"
+            ) from None
+        except TypeError as exc:
             raise _fail(plugin, decl, f"list filter field {field_name!r}: {exc}") from None
     runtime = KindRuntime(
         decl=decl,

@@ -38,6 +38,12 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+class Unreachable(CliError):
+    """The server cannot be reached (or no TLS opened to it): every later call would fail the same
+    way, so a command working through many documents stops here, where any other failure is one
+    document's."""
+
+
 def _unreachable(details: str) -> bool:
     lowered = details.lower()
     return any(s in lowered for s in ("failed to connect", "connection refused", "dns resolution", "unavailable"))
@@ -68,10 +74,10 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
     trust = tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE else None
     if trust is not None:
-        return CliError(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
+        return Unreachable(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
         closed = "socket closed" in raw.lower()  # it took the connection, then dropped it: TLS met plaintext?
-        return CliError(
+        return Unreachable(
             f"cannot reach the stigmer server at {target} (is it running? "
             + ("if it serves TLS, give its CA with --ca-file or $STIGMER_CA_FILE; " if closed else "")
             + f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",

@@ -57,3 +57,29 @@ def test_every_command_works_for_a_third_party_kind(with_note_kind: Stigmer, tmp
     assert "hello" in cli.ok("get", "nt", "hello")  # kinds by reflection, short name from the installed plugin
     assert cli.ok("delete", "note", "hello").strip() == "note/hello deleted"
     assert cli.fails("get", "note", "hello") == "note 'hello' not found in org 'local'"
+
+
+MEMO = """\
+kind: Memo
+metadata: {name: Reminder}
+spec: {text: water the plants}
+"""
+
+
+def test_a_kind_without_the_rpcs_import_needs_fails_its_documents_only(with_note_kind: Stigmer, tmp_path: Path) -> None:
+    """It stopped the import as if the server were gone, with 'importing again finishes the job'
+    (importing again failed the same way); a failing document is reported and the others run."""
+    cli = with_note_kind
+    (cli.python_path[0] / "note_kind-0.1.dist-info" / "entry_points.txt").write_text(
+        "[stigmer.kinds]\nnote = note_kind\nmemo = memo_kind\n"
+    )
+    documents = write(tmp_path / "mixed.yaml", NOTE, MEMO, NOTE.replace("Hello", "Later"))
+    result = cli("import", "-f", str(documents))
+    assert result.code == 1, result.err
+    assert result.out.startswith("imported 2 of 3 resources (2 created, 1 failed)"), result.out
+    assert lines(result.err) == [
+        f"stigmer: {documents}, document 2 (memo/reminder): kind Memo has no 'getByReference' or 'apply' rpc, "
+        "which apply and import need"
+    ]
+    assert "finishes the job" not in result.err
+    assert [row.split()[0] for row in lines(cli.ok("get", "notes"))[1:]] == ["hello", "later"]

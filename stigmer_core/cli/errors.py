@@ -38,6 +38,12 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+RESTART_HINT = (
+    "a server serves the kinds installed when it started: after installing a kind's package, restart it "
+    "(the local daemon: `stigmer local stop`, then `stigmer local start`)"
+)
+
+
 class Unreachable(CliError):
     """The server cannot be reached (or no TLS opened to it): every later call would fail the same
     way, so a command working through many documents stops here, where any other failure is one
@@ -86,7 +92,10 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return CliError(f"the stigmer server at {target} did not answer in time", details=[raw])
     if code == grpc.StatusCode.UNIMPLEMENTED:
-        return CliError(f"the stigmer server at {target} does not serve this call: {raw}")
+        message = f"the stigmer server at {target} does not serve this call: {raw}"
+        if raw.startswith("Method not found"):  # grpc's own words: no kind there has the method
+            message += f" ({RESTART_HINT})"
+        return CliError(message)
     return from_rpc_error(error)
 
 

@@ -21,6 +21,10 @@ spec: {text: hi there}
 
 @pytest.fixture
 def with_note_kind(stigmer: Stigmer, tmp_path: Path) -> Stigmer:
+    return _install_note_kind(stigmer, tmp_path)
+
+
+def _install_note_kind(stigmer: Stigmer, tmp_path: Path) -> Stigmer:
     """Install ``note_kind`` as a package would: an entry point in the ``stigmer.kinds`` group."""
     site = tmp_path / "site"
     dist_info = site / "note_kind-0.1.dist-info"
@@ -83,3 +87,19 @@ def test_a_kind_without_the_rpcs_import_needs_fails_its_documents_only(with_note
     ]
     assert "finishes the job" not in result.err
     assert [row.split()[0] for row in lines(cli.ok("get", "notes"))[1:]] == ["hello", "later"]
+
+
+def test_a_kind_installed_after_the_daemon_started_says_to_restart_it(stigmer: Stigmer, tmp_path: Path) -> None:
+    """The daemon answered grpc's bare "Method not found!" for a kind the CLI knows from the package."""
+    stigmer.start()
+    installed = _install_note_kind(stigmer, tmp_path)  # for the commands from now on, not the daemon
+    message = installed.fails("get", "notes")
+    assert message.startswith("the stigmer server at 127.0.0.1:") and "Method not found" in message
+    assert message.endswith(
+        "(a server serves the kinds installed when it started: after installing a kind's package, restart it "
+        "(the local daemon: `stigmer local stop`, then `stigmer local start`))"
+    )
+    installed.ok("local", "stop")
+    installed.start()
+    served = installed("get", "notes")
+    assert served.code == 0 and "no notes found" in served.err, served.err

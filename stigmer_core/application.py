@@ -17,6 +17,7 @@ from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import Executor, build_handlers, log_refusal
 from stigmer_core.datadir import secure
+from stigmer_core.errors import StartupError
 from stigmer_core.kinds import reindex
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
@@ -55,7 +56,7 @@ class Application:
         )
         registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:
-            pm.hook.stigmer_configure(registry=registry, data_dir=data_dir, store=store)
+            _configure(pm, registry=registry, data_dir=data_dir, store=store)
         self.index_changes = reindex.reconcile(registry, store)
         """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
         self.events = EventHub(store, streams or StreamSettings.from_env())
@@ -118,3 +119,21 @@ class Application:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+def _configure(pm: pluggy.PluginManager, **arguments: object) -> None:
+    """Call every ``stigmer_configure`` as pluggy would (last registered first, each with the
+    arguments it takes), one at a time, so that what one raises names its plugin: a
+    ``StartupError`` is the plugin's own message; anything else is a bug of that plugin."""
+    impls = pm.hook.stigmer_configure.get_hookimpls()
+    if any(impl.wrapper or impl.hookwrapper for impl in impls):  # around-logic needs pluggy's own call
+        pm.hook.stigmer_configure(**arguments)
+        return
+    for impl in reversed(impls):
+        try:
+            impl.function(*(arguments[name] for name in impl.argnames))
+        except StartupError:
+            raise
+        except Exception as exc:
+            raise StartupError(
+                f"plugin {impl.plugin_name!r}: stigmer_configure raised {type(exc).__name__}: {exc}"
+            ) from exc

@@ -13,6 +13,8 @@
     ├── PermissionDenied
     ├── Unavailable            shutting down
     ├── Unimplemented          an rpc a plugin chose not to serve
+    ├── PluginFault            a plugin's code broke its contract while serving
+    │                          (INTERNAL, with a message naming the plugin)
     └── StartupError           the daemon cannot start as configured
         ├── RegistryError      a plugin declared something impossible
         ├── DataDirBusy        another daemon holds the data directory
@@ -94,6 +96,12 @@ class Unavailable(StigmerError):
 
 class Unimplemented(StigmerError):
     pass
+
+
+class PluginFault(StigmerError):
+    """A plugin's code broke its contract while serving (an index's ``values`` returned a string
+    where tuples of strings belong): a bug, so INTERNAL, but with a message naming the plugin,
+    kind and what is wrong, because the one who sees it is usually the plugin's author."""
 
 
 class StartupError(StigmerError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterable
 
 import pluggy
@@ -23,15 +24,55 @@ def plugin_manager(*, entry_points: bool = True, plugins: Iterable[object] = ())
     pm.add_hookspecs(hookspecs)
     try:
         if entry_points:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            _load_entry_points(pm)
         for plugin in plugins:
             pm.register(plugin)
+            _require_hooks(pm, plugin, f"plugin {pm.get_name(plugin)!r}")
     except pluggy.PluginValidationError as exc:
         raise RegistryError(f"plugin {pm.get_name(exc.plugin)!r}: {exc}") from exc
     except ValueError as exc:  # the same plugin object or name registered twice
         raise RegistryError(str(exc)) from exc
     check(pm)
     return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """``load_setuptools_entrypoints``, with a failure to load one named by its entry point.
+
+    Importing a plugin runs its author's code (building declarations, reading
+    settings), so anything may go wrong there; the person reading the error
+    is usually installing someone else's package, and needs to know whose.
+    """
+    for dist in list(importlib.metadata.distributions()):
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # an import error, or whatever the module's own code raised
+                raise RegistryError(
+                    f"plugin {ep.name!r}: entry point {ep.name} = {ep.value} (distribution "
+                    f"{dist.metadata['Name']!r}) cannot be loaded: {type(exc).__name__}: {exc}"
+                ) from exc
+            pm.register(plugin, name=ep.name)
+            _require_hooks(pm, plugin, f"plugin {ep.name!r}: entry point {ep.name} = {ep.value}")
+
+
+def _require_hooks(pm: pluggy.PluginManager, plugin: object, where: str) -> None:
+    """A plugin implementing no hook would register nothing, silently: the mistake (an entry point
+    naming the package rather than its plugin module, or a declaration rather than a module)
+    would only show later, as an unknown kind."""
+    if not pm.get_hookcallers(plugin):
+        raise RegistryError(
+            f"{where} implements no hook: point it at the module or object holding the @hookimpl "
+            f"functions (such as stigmer_kinds), not at {_what(plugin)}"
+        )
+
+
+def _what(plugin: object) -> str:
+    name = getattr(plugin, "__name__", None)
+    kind = type(plugin).__name__
+    return f"{kind} {name!r}" if isinstance(name, str) else f"a {kind}"
 
 
 def check(pm: pluggy.PluginManager) -> None:

@@ -111,3 +111,34 @@ def test_every_testing_fixture_is_documented() -> None:
 def test_the_guide_links_resolve() -> None:
     for target in re.findall(r"\]\((\.\./[^)#]+|[a-z][^):#]*\.md)[^)]*\)", GUIDE):
         assert (GUIDE_PATH.parent / target).exists(), target
+
+
+_IMPORT = re.compile(r"^[ \t]*from (stigmer_core[\w.]*) import (\([^)]*\)|[^\n]*)", re.MULTILINE)
+
+
+def test_every_import_from_stigmer_core_the_guide_shows_resolves() -> None:
+    """A plugin author copies these lines: each name must be where the guide says it is."""
+    import importlib
+
+    code = "\n".join(re.findall(r"```python\n(.*?)```", GUIDE, re.DOTALL))
+    found = _IMPORT.findall(code)
+    assert any(module == "stigmer_core" and "StartupError" in names for module, names in found)
+    for module, names in found:
+        listed = re.sub(r"#[^\n]*", "", names).strip("()")
+        for name in filter(None, (part.split(" as ")[0].strip() for part in listed.split(","))):
+            assert hasattr(importlib.import_module(module), name), f"docs/plugins.md: from {module} import {name}"
+
+
+def test_the_store_methods_a_step_uses_are_documented_with_their_signatures() -> None:
+    from stigmer_core.kinds.resources import Resources
+
+    rows = re.findall(r"^\| `(\w+)\(([^)]*)\)` \|", _section("The store a step uses"), re.MULTILINE)
+    assert rows, "docs/plugins.md documents no store method"
+    for name, documented in rows:
+        params = list(inspect.signature(getattr(Resources, name)).parameters.values())[1:]  # without self
+        shown = [p.name for p in params if p.kind is not p.KEYWORD_ONLY]
+        keyword = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+        assert documented == ", ".join(shown + (["*", *keyword] if keyword else [])), name
+    context_row = re.search(r"^\| `store` \| (.+) \|$", _section("The request context"), re.MULTILINE)
+    assert context_row is not None
+    assert set(re.findall(r"`(\w+)`", context_row.group(1))) == {name for name, _ in rows}

@@ -231,3 +231,233 @@ def test_a_watch_needs_what_the_kinds_list_needs_unless_declared() -> None:
     assert _watch_access_of(attrs.evolve(AGENT, access={"list": Access.ADMIN, "watch": Access.WRITE})) is Access.WRITE
     with pytest.raises(RegistryError, match=r"'watched'.*neither a standard operation nor 'watch'"):
         _watch_access_of(attrs.evolve(AGENT, access={"watched": Access.READ}))
+
+
+def test_a_transactional_step_declared_for_apply_is_refused() -> None:
+    """Apply's transaction runs create's or update's steps and answers with their result: a KIND
+    step of apply's own would run after the object is saved, its changes lost."""
+
+    @step(Phase.KIND)
+    def suffix_name(ctx: Any) -> None:
+        return None
+
+    bad = attrs.evolve(AGENT, steps={**AGENT.steps, "apply": (suffix_name,)})
+    with pytest.raises(
+        RegistryError,
+        match=r"plugin 'p': kind 'Agent': steps of 'apply': step 'suffix_name' \(phase KIND\) runs inside the "
+        r"transaction.*steps\['create'\] and steps\['update'\]",
+    ):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_pre_transaction_step_declared_for_apply_runs_before_it() -> None:
+    @step(Phase.VALIDATE)
+    def check_name(ctx: Any) -> None:
+        return None
+
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("A", attrs.evolve(AGENT, steps={**AGENT.steps, "apply": (check_name,)})), name="p")
+    pipeline = build_registry(pm).kind("Agent").pipelines["apply"]
+    assert "check_name" in [s.name for s in pipeline.pre]
+    assert "check_name" not in [s.name for s in pipeline.txn]
+
+
+def _agent_kind_with_index(values: Any) -> Any:
+    from stigmer_core.kinds.declaration import IndexSpec
+
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("Only", attrs.evolve(AGENT, indexes=(IndexSpec("format", values),))), name="only")
+    return build_registry(pm).kind("Agent")
+
+
+def _stored_agent() -> Any:
+    agent = AGENT.resource()
+    agent.metadata.id = "agt-01h00000000000000000000000"
+    agent.metadata.org = "acme"
+    return agent
+
+
+def test_an_index_value_given_as_a_string_is_refused_naming_kind_and_index() -> None:
+    """A string is iterable: taken as an entry, 'csv' was indexed as c/s/v and no query matched."""
+    from stigmer_core import PluginFault
+
+    kind = _agent_kind_with_index(lambda obj: ["csv"])
+    with pytest.raises(
+        PluginFault,
+        match=r"plugin 'only': kind 'Agent': index 'format': values returned the string 'csv' as an entry; "
+        r"return \[\('csv',\)\], not \['csv'\]",
+    ):
+        kind.index_keys(_stored_agent())
+
+
+@pytest.mark.parametrize(("entry", "shown"), [((3,), r"\(3,\)"), ((b"csv",), r"\(b'csv',\)"), (None, "None")])
+def test_an_index_value_that_is_not_a_string_is_refused_naming_kind_and_index(entry: Any, shown: str) -> None:
+    from stigmer_core import PluginFault
+
+    kind = _agent_kind_with_index(lambda obj: [entry])
+    with pytest.raises(
+        PluginFault, match=rf"kind 'Agent': index 'format': values returned the entry {shown} \(each entry must be"
+    ):
+        kind.index_keys(_stored_agent())
+
+
+def test_a_write_through_a_wrong_index_answers_naming_it_and_stores_nothing(tmp_path: Any) -> None:
+    import grpc
+
+    from stigmer_core import Application
+    from stigmer_core.kind_client import KindClient
+    from stigmer_core.kinds.declaration import IndexSpec
+    from stigmer_core.store.lmdb_store import LmdbStore
+    from tests.widget_kind import WIDGET
+
+    bad = attrs.evolve(WIDGET, indexes=(IndexSpec("color", lambda obj: [obj.metadata.name]),), list_filters={})
+    pm = plugin_manager(plugins=[_plugin("Widgets", bad)])
+    with Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm) as app:
+        widgets = KindClient(app.channel(), app.registry.kind("Widget"))
+        widget = WIDGET.resource()
+        widget.metadata.name = "csv"
+        with pytest.raises(grpc.RpcError) as caught:
+            widgets.create(widget)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert "kind 'Widget': index 'color': values returned the string 'csv'" in caught.value.details()
+        assert list(widgets.list_all()) == []
+
+
+def test_a_resource_given_as_its_descriptor_is_refused_naming_the_plugin() -> None:
+    bad = attrs.evolve(AGENT, resource=AGENT.resource.DESCRIPTOR)
+    with pytest.raises(
+        RegistryError,
+        match=r"plugin 'p': kind 'Agent': resource must be the generated message class .*not the descriptor of "
+        r"stigmer.agentic.agent.v1.Agent",
+    ):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_service_given_as_its_file_is_refused_naming_the_plugin() -> None:
+    bad = attrs.evolve(AGENT, query_service=AGENT.query_service.file)
+    with pytest.raises(RegistryError, match=r"plugin 'p': kind 'Agent': query_service must be a ServiceDescriptor"):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_resource_lacking_the_envelope_names_the_plugin() -> None:
+    from google.protobuf import empty_pb2
+
+    with pytest.raises(
+        RegistryError, match=r"^plugin 'p': kind 'Agent': resource google.protobuf.Empty lacks api_version, kind"
+    ):
+        _build(("p", _plugin("A", attrs.evolve(AGENT, resource=empty_pb2.Empty))))
+
+
+def test_an_unforeseen_failure_compiling_a_kind_names_the_plugin() -> None:
+    bad = attrs.evolve(AGENT, mutable=(7,))
+    with pytest.raises(RegistryError, match=r"^plugin 'p': kind 'Agent': cannot be compiled: AttributeError: "):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_printer_column_of_an_unknown_type_says_which_types_there_are() -> None:
+    from stigmer_core import PrinterColumn
+
+    with pytest.raises(ValueError, match=r"^printer column 'X': type 'text' is not one of 'string', 'integer'"):
+        PrinterColumn("X", "spec.instructions", type="text")
+
+
+def test_a_plain_error_in_stigmer_configure_names_the_plugin(tmp_path: Any) -> None:
+    from stigmer_core import Application, StartupError
+    from stigmer_core.store.lmdb_store import LmdbStore
+
+    class Flaky:
+        @hookimpl
+        def stigmer_configure(self, registry: Any) -> None:
+            raise RuntimeError("region lookup failed")
+
+    class Refusing:
+        @hookimpl
+        def stigmer_configure(self, store: Any, registry: Any) -> None:
+            raise StartupError("acme: the REGION setting is missing")
+
+    for plugin, expected in (
+        (Flaky(), "plugin 'flaky': stigmer_configure raised RuntimeError: region lookup failed"),
+        (Refusing(), "acme: the REGION setting is missing"),  # the plugin's own words, as they are
+    ):
+        pm = plugin_manager()
+        pm.register(plugin, name=type(plugin).__name__.lower())
+        store = LmdbStore(tmp_path / type(plugin).__name__, durable=False)
+        try:
+            with pytest.raises(StartupError) as caught:
+                Application(build_registry(pm), store, pm)
+        finally:
+            store.close()
+        assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "why"),
+    [
+        ("spec.env_id", r"stigmer.agentic.agent.v1.AgentSpec has no field 'env_id'"),
+        ("metadata.name.id", r"'metadata.name' is not a message, so it has no field 'id'"),
+    ],
+)
+def test_a_reference_to_a_field_that_does_not_exist_says_so(field: str, why: str) -> None:
+    from stigmer_core import Reference
+
+    bad = attrs.evolve(AGENT, references=(Reference(field, "Agent"),))
+    with pytest.raises(RegistryError, match=rf"^plugin 'p': kind 'Agent': reference field '{field}' does not exist: {why}$"):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_list_filter_on_a_field_that_does_not_exist_says_so() -> None:
+    from stigmer_core import IndexSpec
+
+    bad = attrs.evolve(AGENT, indexes=(IndexSpec("format", lambda obj: []),), list_filters={"fmt": "format"})
+    with pytest.raises(
+        RegistryError,
+        match=r"^plugin 'p': kind 'Agent': list filter field 'fmt' does not exist: "
+        r"stigmer.agentic.agent.v1.ListAgentsRequest has no field 'fmt'$",
+    ):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_a_duplicate_index_and_the_reserved_name_are_told_apart_naming_the_index() -> None:
+    from stigmer_core import IndexSpec
+
+    twice = attrs.evolve(AGENT, indexes=(IndexSpec("format", lambda obj: []), IndexSpec("format", lambda obj: [])))
+    with pytest.raises(RegistryError, match=r"^plugin 'p': kind 'Agent': index 'format' is declared twice$"):
+        _build(("p", _plugin("A", twice)))
+    reserved = attrs.evolve(AGENT, indexes=(IndexSpec("_label", lambda obj: []),))
+    with pytest.raises(RegistryError, match=r"^plugin 'p': kind 'Agent': index name '_label' is reserved"):
+        _build(("p", _plugin("A", reserved)))
+
+
+def test_an_empty_key_prefix_is_refused_as_empty_not_as_an_overlap() -> None:
+    empty = attrs.evolve(AGENT, name="Other", id_prefix="oth", key_prefix="")
+    with pytest.raises(RegistryError, match=r"^plugin 'second': kind 'Other': key prefix must not be empty$"):
+        _build(("first", _plugin("A", AGENT)), ("second", _plugin("B", empty)))
+
+
+@pytest.mark.parametrize("prefix", ["DataSets", "data/sets", "data_sets", "---"])
+def test_a_prefix_outside_letters_digits_and_dashes_says_what_is_allowed(prefix: str) -> None:
+    bad = attrs.evolve(AGENT, key_prefix=prefix)
+    with pytest.raises(
+        RegistryError, match=rf"^plugin 'p': kind 'Agent': key prefix '{prefix}' must be lowercase letters, digits and dashes$"
+    ):
+        _build(("p", _plugin("A", bad)))
+
+
+def test_prefixes_with_dashes_and_digits_are_accepted() -> None:
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("A", attrs.evolve(AGENT, key_prefix="agents-v2", id_prefix="a-2")), name="p")
+    assert build_registry(pm).kind("Agent").key_prefix == "agents-v2"
+
+
+def test_a_bare_step_decorator_says_to_call_it() -> None:
+    @step  # the mistake: no parentheses
+    def stamp(ctx: Any) -> None:
+        return None
+
+    bad = attrs.evolve(AGENT, steps={"create": (stamp,)})
+    with pytest.raises(
+        RegistryError,
+        match=r"^plugin 'p': kind 'Agent': steps of 'create': function 'stamp' is decorated with a bare @step.*"
+        r"write @step\(\) for the KIND phase",
+    ):
+        _build(("p", _plugin("A", bad)))

@@ -14,8 +14,9 @@ import importlib
 import importlib.metadata
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -26,7 +27,8 @@ from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "stigmer-kind-prompt"
 EXAMPLE_ENTRY_POINT = "acme-prompt"
 
-Install = Callable[[str, str, str], None]
+class Install(Protocol):
+    def __call__(self, distribution: str, entry_point: str, source: str | None, target: str = "") -> None: ...
 
 
 def _entry_point_names() -> set[str]:
@@ -35,16 +37,19 @@ def _entry_point_names() -> set[str]:
 
 @pytest.fixture
 def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Install]:
-    """``install(distribution, entry_point, module_source)``: a one-module plugin distribution."""
+    """``install(distribution, entry_point, module_source, target="")``: a one-module plugin
+    distribution whose entry point names the module, or ``target`` (``module:attribute``);
+    ``module_source`` None: a module that is not there."""
     site = tmp_path / "site-packages"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     created: list[str] = []
 
-    def add(distribution: str, entry_point: str, source: str) -> None:
+    def add(distribution: str, entry_point: str, source: str | None, target: str = "") -> None:
         module = distribution.replace("-", "_")
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-        _dist_info(site, distribution, entry_point, f"{module}")
+        if source is not None:
+            (site / f"{module}.py").write_text(textwrap.dedent(source))
+        _dist_info(site, distribution, entry_point, target or module)
         created.append(module)
 
     if EXAMPLE_ENTRY_POINT not in _entry_point_names():
@@ -138,3 +143,69 @@ def test_plugins_given_explicitly_are_checked_the_same_way(install: Install) -> 
     message = str(caught.value)
     assert "kind 'Prompt' is declared twice" in message
     assert "plugin 'acme_prompt.plugin'" in message and "plugin 'prompt_twin'" in message
+
+
+def test_an_entry_point_to_a_missing_module_names_it(install: Install) -> None:
+    install("ghost-kind", "ghost", None)
+    message = _startup_error()
+    assert "plugin 'ghost': entry point ghost = ghost_kind (distribution 'ghost-kind') cannot be loaded" in message
+    assert "ModuleNotFoundError" in message
+
+
+def test_a_plugin_module_failing_at_import_names_its_entry_point(install: Install) -> None:
+    install(
+        "wide-prompt",
+        "wide-prompt",
+        """
+        from stigmer_core import PrinterColumn
+
+        COLUMNS = (PrinterColumn("TEMPLATE", "spec.template", type="text"),)
+        """,
+    )
+    message = _startup_error()
+    assert "plugin 'wide-prompt': entry point wide-prompt = wide_prompt" in message
+    assert "ValueError: printer column 'TEMPLATE': type 'text' is not one of 'string', 'integer'" in message
+
+
+def test_a_plugin_whose_stigmer_kinds_raises_is_named(install: Install) -> None:
+    install(
+        "broken-prompt",
+        "broken-prompt",
+        """
+        from stigmer_core import KindDeclaration, hookimpl
+
+        @hookimpl
+        def stigmer_kinds() -> list[KindDeclaration]:
+            raise LookupError("no region configured")
+        """,
+    )
+    assert _startup_error() == "plugin 'broken-prompt': stigmer_kinds raised LookupError: no region configured"
+
+
+_DECLARES_ONLY = """
+    from acme_prompt.plugin import PROMPT
+
+    FORK = PROMPT
+"""
+
+
+def test_an_entry_point_to_a_module_without_hooks_names_it(install: Install) -> None:
+    """The package's ``__init__`` rather than its plugin module: it would register nothing, and
+    the kind would only show up missing later."""
+    install("prompt-package", "prompt-package", _DECLARES_ONLY)
+    message = _startup_error()
+    assert message.startswith("plugin 'prompt-package': entry point prompt-package = prompt_package implements no hook")
+    assert "not at module 'prompt_package'" in message
+
+
+def test_an_entry_point_to_a_declaration_names_it(install: Install) -> None:
+    install("prompt-decl", "prompt-decl", _DECLARES_ONLY, target="prompt_decl:FORK")
+    message = _startup_error()
+    assert message.startswith("plugin 'prompt-decl': entry point prompt-decl = prompt_decl:FORK implements no hook")
+    assert "not at a KindDeclaration" in message
+
+
+def test_a_plugin_given_explicitly_without_hooks_is_refused(install: Install) -> None:
+    install("prompt-bare", "prompt-bare", _DECLARES_ONLY)
+    with pytest.raises(RegistryError, match=r"^plugin 'prompt_bare' implements no hook"):
+        plugin_manager(entry_points=False, plugins=[importlib.import_module("prompt_bare")])

@@ -4,7 +4,7 @@
 when it carries one, else by org and slug) so the outcome can be told
 apart: created, configured (changed), or unchanged (the server kept the
 stored object as it was). A failing document is reported and the rest still
-run; only an unreachable server stops everything.
+run; only an unreachable server (``Unreachable``) stops everything.
 
 An object the server made for its owner while this run created the owner (an
 agent's default instance) counts as created, not unchanged, even though it
@@ -21,12 +21,14 @@ from stigmer_core.cli import references
 from stigmer_core.cli.calls import KindCalls
 from stigmer_core.cli.documents import Document, field_errors
 from stigmer_core.cli.envelope import metadata
-from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.errors import CliError, Unreachable
 from stigmer_core.cli.session import Session
 
 CREATED = "created"
 CONFIGURED = "configured"
 UNCHANGED = "unchanged"
+NEEDED_RPCS = ("getByReference", "apply")
+"""What applying a document calls: the lookup that tells created from configured, then the write."""
 
 
 @attrs.frozen
@@ -67,6 +69,10 @@ def _validate_locally(doc: Document, message: Message) -> str:
 
 def apply_one(session: Session, doc: Document, *, dry_run: bool = False, created: set[str] | None = None) -> Outcome:
     """Apply one document; ``created`` collects the ids this run created (pass one set per run)."""
+    lacking = [rpc for rpc in NEEDED_RPCS if rpc not in doc.kind.methods]
+    if lacking:
+        missing = " or ".join(map(repr, lacking))
+        return Outcome(doc, error=f"kind {doc.kind.name} has no {missing} rpc, which apply and import need")
     calls = session.calls(doc.kind)
     message = doc.message  # parsed once: resolving references changes it
     if dry_run:
@@ -75,6 +81,8 @@ def apply_one(session: Session, doc: Document, *, dry_run: bool = False, created
             return Outcome(doc, error=problem)
     try:
         references.resolve(session, doc, message)
+    except Unreachable:
+        raise
     except (CliError, errors.StigmerError) as exc:
         return Outcome(doc, error=str(exc))
     try:
@@ -84,6 +92,10 @@ def apply_one(session: Session, doc: Document, *, dry_run: bool = False, created
         after = calls.apply(message)
     except errors.StigmerError as exc:
         return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls))
+    except Unreachable:
+        raise
+    except CliError as exc:  # this document's (a kind without the rpcs apply needs): the rest still run
+        return Outcome(doc, error=exc.message)
     made = created if created is not None else set()
     owners = {ref.id for ref in getattr(metadata(before if before is not None else after), "owner_references", ())}
     if before is None or owners & made:

@@ -38,6 +38,18 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+RESTART_HINT = (
+    "a server serves the kinds installed when it started: after installing a kind's package, restart it "
+    "(the local daemon: `stigmer local stop`, then `stigmer local start`)"
+)
+
+
+class Unreachable(CliError):
+    """The server cannot be reached (or no TLS opened to it): every later call would fail the same
+    way, so a command working through many documents stops here, where any other failure is one
+    document's."""
+
+
 def _unreachable(details: str) -> bool:
     lowered = details.lower()
     return any(s in lowered for s in ("failed to connect", "connection refused", "dns resolution", "unavailable"))
@@ -68,10 +80,10 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
     trust = tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE else None
     if trust is not None:
-        return CliError(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
+        return Unreachable(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
         closed = "socket closed" in raw.lower()  # it took the connection, then dropped it: TLS met plaintext?
-        return CliError(
+        return Unreachable(
             f"cannot reach the stigmer server at {target} (is it running? "
             + ("if it serves TLS, give its CA with --ca-file or $STIGMER_CA_FILE; " if closed else "")
             + f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
@@ -80,7 +92,10 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return CliError(f"the stigmer server at {target} did not answer in time", details=[raw])
     if code == grpc.StatusCode.UNIMPLEMENTED:
-        return CliError(f"the stigmer server at {target} does not serve this call: {raw}")
+        message = f"the stigmer server at {target} does not serve this call: {raw}"
+        if raw.startswith("Method not found"):  # grpc's own words: no kind there has the method
+            message += f" ({RESTART_HINT})"
+        return CliError(message)
     return from_rpc_error(error)
 
 

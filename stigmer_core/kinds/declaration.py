@@ -67,6 +67,13 @@ def _columns(value: Iterable[PrinterColumn]) -> tuple[PrinterColumn, ...]:
 COLUMN_TYPES = ("string", "integer", "number", "boolean", "date")
 
 
+def _column_type(column: PrinterColumn, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in COLUMN_TYPES:
+        raise ValueError(
+            f"printer column {column.name!r}: type {value!r} is not one of {', '.join(map(repr, COLUMN_TYPES))}"
+        )
+
+
 @attrs.frozen
 class PrinterColumn:
     """A column ``stigmer get`` shows for a kind (like Kubernetes' additionalPrinterColumns).
@@ -80,7 +87,7 @@ class PrinterColumn:
 
     name: str
     path: str
-    type: str = attrs.field(default="string", validator=attrs.validators.in_(COLUMN_TYPES))
+    type: str = attrs.field(default="string", validator=_column_type)
 
 
 @attrs.frozen

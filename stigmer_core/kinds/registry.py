@@ -6,16 +6,25 @@ person reading it is usually installing someone else's package.
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import pluggy
 from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
 from stigmer_core.auth.access import READ_OPERATIONS, Access
 from stigmer_core.errors import RegistryError
-from stigmer_core.kinds.declaration import STANDARD_OPERATIONS, WATCH_ACCESS, WRITE_OPERATIONS, KindDeclaration
+from stigmer_core.kinds.declaration import (
+    STANDARD_OPERATIONS,
+    WATCH_ACCESS,
+    WRITE_OPERATIONS,
+    IndexSpec,
+    KindDeclaration,
+)
 from stigmer_core.kinds.runtime import (
     LABEL_INDEX,
     CompiledReference,
@@ -31,18 +40,26 @@ from stigmer_core.kinds.runtime import (
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import Step
+from stigmer_core.pipeline.step import Step, step
 from stigmer_core.plugins import check
 from stigmer_core.store import keys
 
 _STRING = FieldDescriptor.TYPE_STRING
+_PREFIX = re.compile(r"[a-z0-9-]*[a-z0-9][a-z0-9-]*")
+_BARE_STEP = step().__code__
+"""The code of what ``step(...)`` returns: a step list holding it met a bare ``@step``."""
 
 
 def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> Registry:
     check(pm)
     declared: list[tuple[str, KindDeclaration]] = []
     for impl in pm.hook.stigmer_kinds.get_hookimpls():  # registration order
-        result = cast(Iterable[object], impl.function() or ())
+        try:
+            result = list(cast(Iterable[object], impl.function() or ()))
+        except Exception as exc:  # the plugin's own code: name it, whatever it raised
+            raise RegistryError(
+                f"plugin {impl.plugin_name!r}: stigmer_kinds raised {type(exc).__name__}: {exc}"
+            ) from exc
         for decl in result:
             if not isinstance(decl, KindDeclaration):
                 raise RegistryError(
@@ -50,7 +67,7 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
                 )
             declared.append((impl.plugin_name, decl))
     _check_unique(declared)
-    kinds = tuple(_compile(pm, plugin, decl) for plugin, decl in declared)
+    kinds = tuple(_compiled(pm, plugin, decl) for plugin, decl in declared)
     registry = Registry(kinds, default_org=default_org)
     for kind in kinds:
         for ref in kind.references:
@@ -62,6 +79,12 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
 
 
 def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
+    for plugin, decl in declared:  # first: an empty prefix is a byte-prefix of every other
+        for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
+            if not isinstance(value, str) or not value:
+                raise _fail(plugin, decl, f"{label} must not be empty")
+            if not _PREFIX.fullmatch(value):
+                raise _fail(plugin, decl, f"{label} {value!r} must be lowercase letters, digits and dashes")
     for i, (plugin_a, a) in enumerate(declared):
         for plugin_b, b in declared[:i]:
             both = f"plugin {plugin_b!r} and plugin {plugin_a!r}"
@@ -75,12 +98,6 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
                 raise RegistryError(
                     f"key prefixes overlap: {b.key_prefix!r} (kind {b.name!r}) and {a.key_prefix!r} "
                     f"(kind {a.name!r}), declared by {both}"
-                )
-    for plugin, decl in declared:
-        for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
-            if not value or not value.replace("-", "").isalnum() or not value.islower():
-                raise RegistryError(
-                    f"plugin {plugin!r}: kind {decl.name!r}: {label} {value!r} must be lowercase alphanumeric"
                 )
 
 
@@ -98,6 +115,19 @@ def _resolves(desc: Any, path: str) -> bool:
             return False
         desc = desc.fields_by_name[part].message_type
     return True
+
+
+def _missing(desc: Any, path: str) -> str:
+    """Where a dotted path leaves the message: the part that is not there, or not a message."""
+    parent = ""
+    for part in path.split("."):
+        if desc is None:
+            return f"{parent!r} is not a message, so it has no field {part!r}"
+        if part not in desc.fields_by_name:
+            return f"{desc.full_name} has no field {part!r}"
+        desc = desc.fields_by_name[part].message_type
+        parent = f"{parent}.{part}" if parent else part
+    return f"{path!r} resolves"  # pragma: no cover - called only for a path that did not resolve
 
 
 def _resource_field(resource: Any, request: Any) -> str | None:
@@ -155,15 +185,33 @@ def _reference_kinds(decl: KindDeclaration, reference: Descriptor) -> frozenset[
 def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterable[object]) -> list[Step]:
     checked: list[Step] = []
     for candidate in steps:
+        if getattr(candidate, "__code__", None) is _BARE_STEP:
+            raise _fail(
+                plugin, decl,
+                f"{where}: {_bare_step_function(candidate)} is decorated with a bare @step, which leaves the "
+                "decorator, not a step: write @step() for the KIND phase, or @step(Phase.VALIDATE) and so on",
+            )  # fmt: skip
         phase = getattr(candidate, "phase", None)
         if (
             not isinstance(phase, Phase)
             or not callable(candidate)
             or not isinstance(getattr(candidate, "name", None), str)
         ):
-            raise _fail(plugin, decl, f"{where}: {candidate!r} is not a step (needs name, phase and __call__)")
+            name = getattr(candidate, "__name__", None)
+            shown = f"function {name!r}" if inspect.isfunction(candidate) and isinstance(name, str) else repr(candidate)
+            raise _fail(
+                plugin, decl, f"{where}: {shown} is not a step (needs name, phase and __call__: decorate it with @step())"
+            )
         checked.append(candidate)  # type: ignore[arg-type]
     return checked
+
+
+def _bare_step_function(decorator: object) -> str:
+    """The function a bare ``@step`` took for its phase argument (held in the decorator's closure)."""
+    cells = dict(zip(_BARE_STEP.co_freevars, getattr(decorator, "__closure__", None) or (), strict=False))
+    taken = cells["phase"].cell_contents if "phase" in cells else None
+    name = getattr(taken, "__name__", None)
+    return f"function {name!r}" if isinstance(name, str) else "a function"
 
 
 def access_of(operation: str, *, declared: Access | None = None, writes: bool = False) -> Access:
@@ -180,7 +228,20 @@ def access_of(operation: str, *, declared: Access | None = None, writes: bool = 
 def _pipeline(
     pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration, op: str, base: Sequence[Step], writes: bool
 ) -> Pipeline:
-    steps = list(base) + _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
+    declared = _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
+    if standard.dispatch_apply in base:
+        # Its transaction runs create's or update's transactional steps and answers with their
+        # result, so one of its own would run after the object is saved: its changes lost, yet
+        # able to refuse a write already made.
+        late = [s for s in declared if s.phase.in_transaction]
+        if late:
+            raise _fail(
+                plugin, decl,
+                f"steps of {op!r}: step {late[0].name!r} (phase {late[0].phase.name}) runs inside the transaction, "
+                "which apply hands to create's or update's steps; declare it under steps['create'] and "
+                "steps['update'] (steps of 'apply' may only be VALIDATE, AUTHORIZE or PREPARE)",
+            )  # fmt: skip
+    steps = list(base) + declared
     if standard.authorize not in steps:  # every rpc is authorized, whether or not its kind names the step
         steps.append(standard.authorize)
     for impl_steps in pm.hook.stigmer_pipeline_steps(kind=decl, operation=op):
@@ -194,8 +255,41 @@ def _pipeline(
     return Pipeline(pre=pre, txn=txn, writes=writes)
 
 
+def _compiled(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> KindRuntime:
+    """``_compile``, with anything it did not foresee still naming the plugin and kind."""
+    try:
+        return _compile(pm, plugin, decl)
+    except RegistryError:
+        raise
+    except Exception as exc:  # a value of the wrong type somewhere in the declaration
+        raise _fail(plugin, decl, f"cannot be compiled: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_types(plugin: str, decl: KindDeclaration) -> None:
+    """The declaration's protobuf values are what the rest of the checks read; wrong ones are
+    the easiest mistake to make (a descriptor for a class, a file for a service)."""
+    resource = decl.resource
+    if not (isinstance(resource, type) and issubclass(resource, Message)):
+        given = (
+            f"the descriptor of {resource.full_name}" if isinstance(resource, Descriptor) else type(resource).__name__
+        )
+        raise _fail(plugin, decl, f"resource must be the generated message class (such as prompt_pb2.Prompt), not {given}")
+    for label in ("command_service", "query_service"):
+        service = getattr(decl, label)
+        if not isinstance(service, ServiceDescriptor):
+            raise _fail(
+                plugin, decl,
+                f"{label} must be a ServiceDescriptor (such as service_pb2.DESCRIPTOR.services_by_name[...]), "
+                f"not {type(service).__name__}",
+            )  # fmt: skip
+
+
 def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> KindRuntime:
-    shape = ResourceShape.of(decl.name, decl.resource.DESCRIPTOR)
+    _check_types(plugin, decl)
+    try:
+        shape = ResourceShape.of(decl.name, decl.resource.DESCRIPTOR)
+    except RegistryError as exc:  # it knows the kind, not the plugin
+        raise RegistryError(f"plugin {plugin!r}: {exc}") from None
     for op in decl.steps:
         if op not in STANDARD_OPERATIONS and op not in decl.operations and op != "watch":
             raise _fail(plugin, decl, f"steps declared for unknown operation {op!r}")
@@ -206,14 +300,22 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             raise _fail(plugin, decl, f"operation {op!r} binds no rpc method of its services")
     list_method = next((m for m in methods if m.name == "list" and m.name not in decl.operations), None)
     list_req = list_method.input_type if list_method else None
-    indexes = {index.name: index for index in decl.indexes}
-    if len(indexes) != len(decl.indexes) or LABEL_INDEX in indexes:
-        raise _fail(plugin, decl, f"index names must be unique and not {LABEL_INDEX!r}")
+    indexes: dict[str, IndexSpec] = {}
+    for index in decl.indexes:
+        if index.name == LABEL_INDEX:
+            raise _fail(plugin, decl, f"index name {LABEL_INDEX!r} is reserved (labels are always indexed under it)")
+        if index.name in indexes:
+            raise _fail(plugin, decl, f"index {index.name!r} is declared twice")
+        indexes[index.name] = index
     references = []
     for ref in decl.references:
         try:
             references.append(CompiledReference(ref, FieldPath.resolve(decl.resource.DESCRIPTOR, ref.field)))
-        except (KeyError, TypeError) as exc:
+        except KeyError:
+            raise _fail(
+                plugin, decl, f"reference field {ref.field!r} does not exist: {_missing(decl.resource.DESCRIPTOR, ref.field)}"
+            ) from None
+        except TypeError as exc:
             raise _fail(plugin, decl, f"reference field {ref.field!r}: {exc}") from None
     for column in decl.printer_columns:
         if not _resolves(decl.resource.DESCRIPTOR, column.path):
@@ -225,11 +327,15 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     for field_name, index_name in decl.list_filters.items():
         if index_name not in indexes:
             raise _fail(plugin, decl, f"list filter {field_name!r} names unknown index {index_name!r}")
+        if list_req is None:
+            raise _fail(plugin, decl, f"list filter {field_name!r}: the kind has no standard 'list' rpc to filter")
         try:
-            if list_req is None:
-                raise KeyError(field_name)
             filters.append(ListFilter(FieldPath.resolve(list_req, field_name), indexes[index_name]))
-        except (KeyError, TypeError) as exc:
+        except KeyError:
+            raise _fail(
+                plugin, decl, f"list filter field {field_name!r} does not exist: {_missing(list_req, field_name)}"
+            ) from None
+        except TypeError as exc:
             raise _fail(plugin, decl, f"list filter field {field_name!r}: {exc}") from None
     runtime = KindRuntime(
         decl=decl,

@@ -7,7 +7,9 @@ pays only for its own work.
 
 from __future__ import annotations
 
+import logging
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -16,12 +18,14 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from stigmer_core.auth.access import Access
-from stigmer_core.errors import RegistryError
+from stigmer_core.errors import PluginFault, RegistryError
 from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
 from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.limits import Limits
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_core.store import keys
+
+log = logging.getLogger(__name__)
 
 LABEL_INDEX = "_label"
 
@@ -298,13 +302,31 @@ class KindRuntime:
         for index in self.decl.indexes:
             start = ranges[index.name]
             for value in index.values(obj):
-                encoded = [v.encode() for v in value]
+                if isinstance(value, str):  # iterable too: it would be indexed one character per value
+                    raise self._bad_index_value(index, value)
+                try:
+                    encoded = [v.encode() for v in value]
+                except (AttributeError, TypeError):  # a value that is not a string, an entry that is not a tuple
+                    raise self._bad_index_value(index, value) from None
                 if index.org_scoped:
                     found.append(start + sep.join([org, *encoded]) + tail)
                     found.append(start + sep.join([b"", *encoded]) + tail)
                 else:
                     found.append(start + sep.join(encoded) + tail)
         return found
+
+    def _bad_index_value(self, index: IndexSpec, value: object) -> PluginFault:
+        shown = reprlib.repr(value)
+        if isinstance(value, str):
+            what = f"the string {shown} as an entry; return [({shown},)], not [{shown}]"
+        else:
+            what = f"the entry {shown}"
+        fault = PluginFault(
+            f"plugin {self.plugin!r}: kind {self.name!r}: index {index.name!r}: values returned {what} "
+            "(each entry must be a tuple of strings)"
+        )
+        log.error("%s", fault.message)
+        return fault
 
     def reference_keys(self, obj: Message) -> dict[bytes, bytes]:
         """Reverse-reference entries (target -> this object), valued with the field."""

@@ -33,7 +33,8 @@ Objects that appear as a side effect (a default instance) are added to
 
 A failure is reported with a minimal sequence of calls. ``QUICK`` (the
 default) finds most faults in seconds; ``THOROUGH`` runs longer sequences;
-``STIGMER_CONTRACT_PROFILE=thorough`` selects it without editing tests.
+``STIGMER_CONTRACT_PROFILE=thorough`` (any case) selects it without editing
+tests; a value naming no profile is refused.
 """
 
 from __future__ import annotations
@@ -625,9 +626,22 @@ THOROUGH = settings(
 PROFILES = {"quick": QUICK, "thorough": THOROUGH}
 SHRINK_SECONDS = {"quick": 10.0, "thorough": 60.0}
 """How long a failure may be shrunk before it is reported (hypothesis' own limit is 5 minutes)."""
-_PROFILE = os.environ.get("STIGMER_CONTRACT_PROFILE", "quick")
-CONTRACT_SETTINGS = PROFILES.get(_PROFILE, QUICK)
-CONTRACT_SHRINK_SECONDS = SHRINK_SECONDS.get(_PROFILE, SHRINK_SECONDS["quick"])
+PROFILE_VARIABLE = "STIGMER_CONTRACT_PROFILE"
+
+
+def profile(name: str | None) -> tuple[settings, float]:
+    """(settings, shrink seconds) of the profile ``name`` names, in any case (``THOROUGH``, as the
+    docs write the profiles, is ``thorough``); unset or empty is ``quick``. A name of no profile is
+    refused rather than run as ``quick``: a CI job asking for a thorough run would pass on a quick one."""
+    chosen = (name or "quick").strip().lower()
+    if chosen not in PROFILES:
+        raise ValueError(
+            f"{PROFILE_VARIABLE}={name!r} names no contract profile: use one of {', '.join(PROFILES)} (any case)"
+        )
+    return PROFILES[chosen], SHRINK_SECONDS[chosen]
+
+
+CONTRACT_SETTINGS, CONTRACT_SHRINK_SECONDS = profile(os.environ.get(PROFILE_VARIABLE))
 
 
 @contextlib.contextmanager

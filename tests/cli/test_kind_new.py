@@ -68,3 +68,34 @@ def test_names_and_prefixes_an_installed_kind_holds_are_refused(stigmer: Stigmer
     )
     assert "CamelCase" in stigmer.fails("kind", "new", "not-a-kind", "--dir", str(tmp_path / "c"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+_BARE_CORE = re.compile(r"(?<![/\w.-])stigmer-core\[")
+
+
+def _pip_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "pip install" in line and "stigmer-core" in line]
+
+
+def test_the_readme_installs_stigmer_core_from_a_checkout(tmp_path: Path) -> None:
+    """stigmer-core is not on PyPI: an install naming it as a requirement fails in a new venv."""
+    from stigmer_core.cli.commands.kind_new import scaffold
+
+    scaffold("GizmoBox", tmp_path, package="gizmo_box_kind", id_prefix="gzb", key_prefix="gizmo-boxes")
+    lines = _pip_lines((tmp_path / "README.md").read_text())
+    assert lines, "the README says how to install the package with stigmer-core"
+    for line in lines:
+        assert not _BARE_CORE.search(line), line
+        assert re.search(r'-e "/path/to/stigmer-core\[test,protogen\]" -e "\.\[dev\]"', line), line
+
+
+def test_the_docs_install_stigmer_core_from_a_checkout() -> None:
+    root = Path(__file__).parents[2]
+    for doc in ("docs/plugins.md", "docs/cli.md"):
+        text = (root / doc).read_text().replace("\n", " ")  # a command may wrap inside backticks
+        commands = re.findall(r"pip install[^`\n]*", text)
+        named = [c for c in commands if "stigmer-core" in c]
+        assert named, f"{doc} says how to install stigmer-core"
+        for command in named:
+            assert not _BARE_CORE.search(command), f"{doc}: {command}"
+            assert "-e \"/path/to/stigmer-core[" in command, f"{doc}: {command}"

@@ -21,6 +21,10 @@ spec: {text: hi there}
 
 @pytest.fixture
 def with_note_kind(stigmer: Stigmer, tmp_path: Path) -> Stigmer:
+    return _install_note_kind(stigmer, tmp_path)
+
+
+def _install_note_kind(stigmer: Stigmer, tmp_path: Path) -> Stigmer:
     """Install ``note_kind`` as a package would: an entry point in the ``stigmer.kinds`` group."""
     site = tmp_path / "site"
     dist_info = site / "note_kind-0.1.dist-info"
@@ -57,3 +61,45 @@ def test_every_command_works_for_a_third_party_kind(with_note_kind: Stigmer, tmp
     assert "hello" in cli.ok("get", "nt", "hello")  # kinds by reflection, short name from the installed plugin
     assert cli.ok("delete", "note", "hello").strip() == "note/hello deleted"
     assert cli.fails("get", "note", "hello") == "note 'hello' not found in org 'local'"
+
+
+MEMO = """\
+kind: Memo
+metadata: {name: Reminder}
+spec: {text: water the plants}
+"""
+
+
+def test_a_kind_without_the_rpcs_import_needs_fails_its_documents_only(with_note_kind: Stigmer, tmp_path: Path) -> None:
+    """It stopped the import as if the server were gone, with 'importing again finishes the job'
+    (importing again failed the same way); a failing document is reported and the others run."""
+    cli = with_note_kind
+    (cli.python_path[0] / "note_kind-0.1.dist-info" / "entry_points.txt").write_text(
+        "[stigmer.kinds]\nnote = note_kind\nmemo = memo_kind\n"
+    )
+    documents = write(tmp_path / "mixed.yaml", NOTE, MEMO, NOTE.replace("Hello", "Later"))
+    result = cli("import", "-f", str(documents))
+    assert result.code == 1, result.err
+    assert result.out.startswith("imported 2 of 3 resources (2 created, 1 failed)"), result.out
+    assert lines(result.err) == [
+        f"stigmer: {documents}, document 2 (memo/reminder): kind Memo has no 'getByReference' or 'apply' rpc, "
+        "which apply and import need"
+    ]
+    assert "finishes the job" not in result.err
+    assert [row.split()[0] for row in lines(cli.ok("get", "notes"))[1:]] == ["hello", "later"]
+
+
+def test_a_kind_installed_after_the_daemon_started_says_to_restart_it(stigmer: Stigmer, tmp_path: Path) -> None:
+    """The daemon answered grpc's bare "Method not found!" for a kind the CLI knows from the package."""
+    stigmer.start()
+    installed = _install_note_kind(stigmer, tmp_path)  # for the commands from now on, not the daemon
+    message = installed.fails("get", "notes")
+    assert message.startswith("the stigmer server at 127.0.0.1:") and "Method not found" in message
+    assert message.endswith(
+        "(a server serves the kinds installed when it started: after installing a kind's package, restart it "
+        "(the local daemon: `stigmer local stop`, then `stigmer local start`))"
+    )
+    installed.ok("local", "stop")
+    installed.start()
+    served = installed("get", "notes")
+    assert served.code == 0 and "no notes found" in served.err, served.err

@@ -202,8 +202,12 @@ The `$name` resource kind for Stigmer Core, made by
 | `$package/plugin.py` | the kind's declaration, registered under the `stigmer.kinds` entry point |
 | `tests/` | the contract suite on both paths, and a round trip through the stubs |
 
+stigmer-core is not on PyPI: install it from a checkout of Stigmer Core (the directory
+holding its `pyproject.toml`), in the same pip command as this package, so pip takes it from
+there and keeps the versions the `protogen` extra pins:
+
 ```sh
-python -m venv .venv && .venv/bin/pip install -e ".[dev]"
+python -m venv .venv && .venv/bin/pip install -e "/path/to/stigmer-core[test,protogen]" -e ".[dev]"
 .venv/bin/python -m stigmer_core.protogen --check   # generated code matches proto/
 .venv/bin/pytest
 .venv/bin/stigmer serve                             # serves $name beside the installed kinds

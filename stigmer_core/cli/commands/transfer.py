@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from stigmer_core.cli import completing
-from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.errors import CliError, Unreachable
 from stigmer_core.cli.options import common_options, overrides
 
 
@@ -115,7 +115,7 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
         for done, document in enumerate(documents):
             try:
                 outcome = apply_one(session, document, created=created)
-            except CliError as exc:  # the store went away: say how far the import got
+            except Unreachable as exc:  # the server went away: say how far the import got
                 written = done - counts["failed"]
                 raise CliError(
                     f"{exc.message}; {written} of {len(documents)} resources were imported before it, and "

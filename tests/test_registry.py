@@ -449,15 +449,15 @@ def test_prefixes_with_dashes_and_digits_are_accepted() -> None:
     assert build_registry(pm).kind("Agent").key_prefix == "agents-v2"
 
 
-def test_a_bare_step_decorator_says_to_call_it() -> None:
-    @step  # the mistake: no parentheses
-    def stamp(ctx: Any) -> None:
-        return None
+def test_a_bare_step_decorator_declares_a_kind_step() -> None:
+    """docs/plugins.md calls KIND the default phase of ``@step``: written without parentheses, it
+    left the decorator in the step list."""
 
-    bad = attrs.evolve(AGENT, steps={"create": (stamp,)})
-    with pytest.raises(
-        RegistryError,
-        match=r"^plugin 'p': kind 'Agent': steps of 'create': function 'stamp' is decorated with a bare @step.*"
-        r"write @step\(\) for the KIND phase",
-    ):
-        _build(("p", _plugin("A", bad)))
+    @step
+    def stamp(ctx: Any) -> None:
+        ctx.resource.spec.description = "stamped"
+
+    assert (stamp.name, stamp.phase) == ("stamp", Phase.KIND)
+    pm = plugin_manager(entry_points=False)
+    pm.register(_plugin("A", attrs.evolve(AGENT, steps={"create": (stamp,)})), name="p")
+    assert "stamp" in [s.name for s in build_registry(pm).kind("Agent").pipelines["create"].txn]

@@ -40,14 +40,12 @@ from stigmer_core.kinds.runtime import (
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import Step, step
+from stigmer_core.pipeline.step import Step
 from stigmer_core.plugins import check
 from stigmer_core.store import keys
 
 _STRING = FieldDescriptor.TYPE_STRING
 _PREFIX = re.compile(r"[a-z0-9-]*[a-z0-9][a-z0-9-]*")
-_BARE_STEP = step().__code__
-"""The code of what ``step(...)`` returns: a step list holding it met a bare ``@step``."""
 
 
 def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> Registry:
@@ -185,12 +183,6 @@ def _reference_kinds(decl: KindDeclaration, reference: Descriptor) -> frozenset[
 def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterable[object]) -> list[Step]:
     checked: list[Step] = []
     for candidate in steps:
-        if getattr(candidate, "__code__", None) is _BARE_STEP:
-            raise _fail(
-                plugin, decl,
-                f"{where}: {_bare_step_function(candidate)} is decorated with a bare @step, which leaves the "
-                "decorator, not a step: write @step() for the KIND phase, or @step(Phase.VALIDATE) and so on",
-            )  # fmt: skip
         phase = getattr(candidate, "phase", None)
         if (
             not isinstance(phase, Phase)
@@ -204,14 +196,6 @@ def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterab
             )
         checked.append(candidate)  # type: ignore[arg-type]
     return checked
-
-
-def _bare_step_function(decorator: object) -> str:
-    """The function a bare ``@step`` took for its phase argument (held in the decorator's closure)."""
-    cells = dict(zip(_BARE_STEP.co_freevars, getattr(decorator, "__closure__", None) or (), strict=False))
-    taken = cells["phase"].cell_contents if "phase" in cells else None
-    name = getattr(taken, "__name__", None)
-    return f"function {name!r}" if isinstance(name, str) else "a function"
 
 
 def access_of(operation: str, *, declared: Access | None = None, writes: bool = False) -> Access:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import attrs
 
@@ -38,16 +38,29 @@ class FunctionStep:
         self.fn(ctx)
 
 
+@overload
+def step(phase: StepFunction, /) -> FunctionStep: ...
+
+
+@overload
+def step(phase: Phase = Phase.KIND, *, name: str | None = None) -> Callable[[StepFunction], FunctionStep]: ...
+
+
 def step(
-    phase: Phase = Phase.KIND, *, name: str | None = None
-) -> Callable[[StepFunction], FunctionStep]:
+    phase: Phase | StepFunction = Phase.KIND, *, name: str | None = None
+) -> FunctionStep | Callable[[StepFunction], FunctionStep]:
     """Declare a function as a step::
 
-    @step(Phase.KIND)
-    def create_default_instance(ctx: RequestContext) -> None: ...
+    @step(Phase.VALIDATE)
+    def check_schedule(ctx: RequestContext) -> None: ...
+
+    A bare ``@step`` (no parentheses) declares a KIND step, as ``@step()`` does.
     """
+    if not isinstance(phase, Phase):  # a bare @step: what it was given is the function
+        return FunctionStep(phase.__name__, Phase.KIND, phase)
+    chosen = phase
 
     def wrap(fn: StepFunction) -> FunctionStep:
-        return FunctionStep(name or fn.__name__, phase, fn)
+        return FunctionStep(name or fn.__name__, chosen, fn)
 
     return wrap

@@ -371,3 +371,41 @@ def test_a_runner_naming_itself_on_a_pending_run_without_claiming_it_is_refused(
         "updateStatus", ae.AgentExecutionUpdateStatusInput(execution_id=pending.metadata.id, status=failed)
     )
     assert ended.status.phase == FAILED  # a runner may still end a run it cannot start
+
+
+def test_a_runner_name_is_no_credential_a_report_comes_with_the_claiming_token(tmp_path: Any) -> None:
+    """status.runner is readable by every viewer of the org: another runner token naming it could
+    report on, or end, a run it never claimed."""
+    from stigmer_core.kind_client import KindClient
+    from stigmer_core.server import Server
+    from tests.auth_support import ALPHA, make_token, with_token
+
+    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    try:
+        kinds = Kinds.on(app, app.channel())
+        pending = kinds.execution(agent_id=kinds.agent(org=ALPHA).metadata.id, org=ALPHA)
+        first, _ = make_token(app, ALPHA, "runner", "runner a")
+        second, _ = make_token(app, ALPHA, "runner", "runner b")
+        with grpc.insecure_channel(server.address) as plain:
+            as_a = KindClient(with_token(plain, first), app.registry.kind("AgentExecution"))
+            as_b = KindClient(with_token(plain, second), app.registry.kind("AgentExecution"))
+
+            def report(client: KindClient, phase: int = 0, version: int = 0) -> Any:
+                status = ae.AgentExecutionStatus(phase=phase, runner="host-a:101")  # type: ignore[arg-type]
+                request = ae.AgentExecutionUpdateStatusInput(
+                    execution_id=pending.metadata.id, resource_version=version, status=status
+                )
+                return client.call("updateStatus", request)
+
+            claimed = report(as_a, IN_PROGRESS, pending.metadata.resource_version)
+            assert claimed.status.audit.status_audit.created_by.id == f"token:{ALPHA}/runner-a"
+            code, details = details_of(lambda: report(as_b, COMPLETED))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION and "token that claimed it" in details
+            code, _ = details_of(lambda: report(as_b, IN_PROGRESS, pending.metadata.resource_version))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION  # a retried claim is its claimant's only
+            assert report(as_a, COMPLETED).status.phase == COMPLETED
+    finally:
+        server.stop(grace=1)
+        app.close()

@@ -185,6 +185,35 @@ def _is_claim(report: Any, runner: str) -> bool:
     return bool(report == claim)
 
 
+def _claimant(status: Any) -> Any:
+    """Where a run records the principal whose claim holds it: its status audit's creator (the
+    status is the run's, and its claim is what starts it). None for a status without an audit."""
+    if "audit" not in status.DESCRIPTOR.fields_by_name:
+        return None
+    return status.audit.status_audit
+
+
+def _check_claimant(ctx: RequestContext, existing: Message, runner: str) -> None:
+    """A runner's name is only what its reports say: the claim also records the token's principal,
+    and a report naming the runner from another principal is refused, or any runner token of the
+    org could read the name (a ``get`` shows it) and report on, or end, the run as that runner."""
+    recorded = _claimant(existing.status)  # type: ignore[attr-defined]
+    if recorded is None or not recorded.created_by.id or ctx.caller.unrestricted:
+        return
+    if recorded.created_by.id != ctx.principal:
+        raise FailedPrecondition(
+            f"{_what(ctx, existing)} is run by runner '{runner}' as claimed by {recorded.created_by.id}: "
+            f"a report naming that runner must come with the token that claimed it (this one is {ctx.principal})"
+        )
+
+
+def _record_claimant(ctx: RequestContext, status: Any) -> None:
+    recorded = _claimant(status)
+    if recorded is not None:
+        recorded.created_by.id = ctx.principal
+        recorded.created_at.CopyFrom(_now())
+
+
 def _check_takeover(ctx: RequestContext, existing: Message, report: Any, runner: str, holder: str) -> None:
     """Refuse ``runner``'s report on a run another runner holds, unless it is a claim of a run
     that has been silent longer than the run lease: then it is taken over."""
@@ -235,7 +264,10 @@ def update_status(
     (``Limits.run_lease_seconds``): then the run is taken over, and the old
     runner's named reports are refused. A run claimed without a name is
     never taken over, and its reports need name no runner; a run claimed
-    with a name refuses reports naming none (FAILED_PRECONDITION).
+    with a name refuses reports naming none (FAILED_PRECONDITION). A named
+    claim records the claiming principal in ``status.audit.status_audit``
+    (``created_by``, ``created_at``), and a report naming the runner from
+    another principal is refused: the name alone is no credential.
     Follow it with the standard ``publish``, ``redact`` and ``respond``.
     """
 
@@ -245,6 +277,8 @@ def update_status(
         status: Any = existing.status  # type: ignore[attr-defined]
         runner = str(getattr(report, "runner", ""))  # "" also for a kind whose status names no runner
         holder = str(getattr(status, "runner", ""))
+        if runner and runner == holder:
+            _check_claimant(ctx, existing, runner)
         report_id = str(getattr(report, "report_id", ""))
         expected = getattr(ctx.request, "resource_version", 0)
         stored = getattr(existing.metadata, "resource_version", 0)  # type: ignore[attr-defined]
@@ -282,6 +316,8 @@ def update_status(
             if report.phase and report.phase != current:
                 enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
             merge(report, new.status)  # type: ignore[attr-defined]
+            if runner and runner != holder:  # a claim, or a takeover: the run is this principal's now
+                _record_claimant(ctx, new.status)  # type: ignore[attr-defined]
             if runner:
                 new.status.runner = runner  # type: ignore[attr-defined]
             if "report_id" in status.DESCRIPTOR.fields_by_name:

@@ -162,6 +162,7 @@ def test_fields_the_server_does_not_define_are_not_stored(stigmer_channel: grpc.
     again.spec.MergeFromString(unknown)
     updated = agents.update(again, timeout=10)
     assert unknown not in updated.SerializeToString()
+    assert updated.metadata.resource_version == stored.metadata.resource_version  # nothing else changed: no write
 
 
 def test_a_slug_in_a_reference_field_is_told_the_field_holds_ids(stigmer_channel: grpc.Channel) -> None:

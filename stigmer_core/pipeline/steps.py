@@ -191,6 +191,7 @@ def persist_update(ctx: RequestContext) -> None:
     nothing writes nothing and answers the stored object as it is.
     """
     assert ctx.existing is not None and ctx.resource is not None
+    ctx.resource.DiscardUnknownFields()  # as the write would (Resources._storable): else never equal
     ctx.unchanged = ctx.resource == ctx.existing
     if ctx.unchanged:
         ctx.resource = ctx.existing

@@ -13,7 +13,7 @@ import threading
 import time
 
 _ULID_CHARS = "0123456789abcdefghjkmnpqrstvwxyz"
-_ID = re.compile(rf"[a-z][a-z0-9]{{0,15}}-[0-7][{_ULID_CHARS}]{{25}}")
+_ULID = re.compile(rf"[0-7][{_ULID_CHARS}]{{25}}")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _PAIRS = tuple(a + b for a in _ULID_CHARS for b in _ULID_CHARS)
 """Crockford base32 two characters at a time: ten bits per lookup, not five."""
@@ -61,7 +61,9 @@ def new_id(prefix: str) -> str:
 
 
 def is_valid_id(value: str, prefix: str) -> bool:
-    return value.startswith(prefix + "-") and _ID.fullmatch(value) is not None
+    """Whether ``value`` is an id of the kind whose id prefix is ``prefix`` (any prefix the registry
+    accepts: dashes and digits too, so the ULID is matched after it, not the whole id)."""
+    return value.startswith(prefix + "-") and _ULID.fullmatch(value, len(prefix) + 1) is not None
 
 
 def derived_id(prefix: str, owner_id: str, role: str) -> str:

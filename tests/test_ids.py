@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from stigmer_core import ids
+from stigmer_core.ids import is_valid_id, new_id
 
 
 def _value(object_id: str) -> int:
@@ -25,3 +28,14 @@ def test_ids_made_together_increase_by_unpredictable_steps() -> None:
     assert all(step > 1 for step in same_ms), "one more than the last would name another org's next object"
     assert len(set(same_ms)) > len(same_ms) // 2
     assert all(ids.is_valid_id(i, "agt") for i in made)
+
+
+@pytest.mark.parametrize("prefix", ["acme-gzm", "2fa", "a" * 20, "wfl"])
+def test_an_id_of_any_prefix_the_registry_accepts_is_valid(prefix: str) -> None:
+    """An id prefix with a dash, a digit first or more than 16 characters is accepted at startup:
+    its ids were then refused wherever an id is checked (a reference, an import's given id)."""
+    made = new_id(prefix)
+    assert is_valid_id(made, prefix)
+    assert not is_valid_id(made, prefix + "x")
+    assert not is_valid_id(made[:-1], prefix)
+    assert not is_valid_id(f"{prefix}-{'8' + made[-25:]}", prefix)  # past the 128 bits a ULID holds

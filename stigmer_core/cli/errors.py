@@ -45,9 +45,9 @@ RESTART_HINT = (
 
 
 class Unreachable(CliError):
-    """The server cannot be reached (or no TLS opened to it): every later call would fail the same
-    way, so a command working through many documents stops here, where any other failure is one
-    document's."""
+    """The server cannot be reached (or no TLS opened to it, or it did not answer in time): every
+    later call would fail the same way, so a command working through many documents stops here,
+    where any other failure is one document's."""
 
 
 def _unreachable(details: str) -> bool:
@@ -89,8 +89,8 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
             + f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
             details=[raw],
         )
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return CliError(f"the stigmer server at {target} did not answer in time", details=[raw])
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the next call would wait as long: a cut-off too
+        return Unreachable(f"the stigmer server at {target} did not answer in time", details=[raw])
     if code == grpc.StatusCode.UNIMPLEMENTED:
         message = f"the stigmer server at {target} does not serve this call: {raw}"
         if raw.startswith("Method not found"):  # grpc's own words: no kind there has the method

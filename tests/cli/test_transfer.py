@@ -291,3 +291,38 @@ def test_an_import_cut_off_from_its_server_says_how_far_it_got(
         "1 of 2 resources were imported before it, and importing the same documents again finishes the job "
         "(what is there already is unchanged)"
     ), result.output
+
+
+def test_an_import_whose_server_does_not_answer_in_time_stops_there(
+    stigmer: Stigmer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that stops answering (a locked database) made every document wait out its own
+    deadline, one after another, and lost 'importing again finishes the job'."""
+    from click.testing import CliRunner
+
+    from stigmer_core.cli import applying
+    from stigmer_core.cli.app import main
+
+    daemon = stigmer.start().address
+    backup = write(tmp_path / "backup.yaml", SUPPORT, CODER)
+    from stigmer_core.cli.calls import KindCalls
+    from stigmer_core.cli.session import Session
+
+    real = applying.apply_one
+    tried: list[str] = []
+
+    def counted(session: Any, doc: Any, **kwargs: Any) -> Any:
+        tried.append(doc.kind.name)
+        return real(session, doc, **kwargs)
+
+    def too_late(session: Session, kind: Any) -> KindCalls:  # a real deadline, passed at once
+        return KindCalls(session.client.channel, kind, target=session.target, timeout=1e-6)
+
+    monkeypatch.setattr(applying, "apply_one", counted)
+    monkeypatch.setattr(Session, "calls", too_late)
+    result = CliRunner().invoke(
+        main, ["import", "-f", str(backup), "--backend", "remote", "--endpoint", daemon], env=stigmer.env()
+    )
+    assert result.exit_code == 1
+    assert len(tried) == 1, result.output
+    assert "did not answer in time" in result.output and "finishes the job" in result.output, result.output

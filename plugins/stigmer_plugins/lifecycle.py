@@ -193,14 +193,20 @@ def _claimant(status: Any) -> Any:
     return status.audit.status_audit
 
 
-def _check_claimant(ctx: RequestContext, existing: Message, runner: str) -> None:
+def _check_claimant(ctx: RequestContext, existing: Message, report: Any, runner: str) -> bool:
     """A runner's name is only what its reports say: the claim also records the token's principal,
     and a report naming the runner from another principal is refused, or any runner token of the
-    org could read the name (a ``get`` shows it) and report on, or end, the run as that runner."""
+    org could read the name (a ``get`` shows it) and report on, or end, the run as that runner.
+    True when it is a claim of a silent run under the same name (a runner restarted with another
+    token): a takeover, as by another name."""
     recorded = _claimant(existing.status)  # type: ignore[attr-defined]
     if recorded is None or not recorded.created_by.id or ctx.caller.unrestricted:
-        return
+        return False
     if recorded.created_by.id != ctx.principal:
+        status: Any = existing.status  # type: ignore[attr-defined]
+        lease = ctx.registry.limits.run_lease_seconds
+        if status.phase == IN_PROGRESS and _is_claim(report, runner) and _silent_for(status) > lease:
+            return True
         raise FailedPrecondition(
             f"{_what(ctx, existing)} is run by runner '{runner}' as claimed by {recorded.created_by.id}: "
             f"a report naming that runner must come with the token that claimed it (this one is {ctx.principal})"
@@ -277,14 +283,13 @@ def update_status(
         status: Any = existing.status  # type: ignore[attr-defined]
         runner = str(getattr(report, "runner", ""))  # "" also for a kind whose status names no runner
         holder = str(getattr(status, "runner", ""))
-        if runner and runner == holder:
-            _check_claimant(ctx, existing, runner)
+        taken_back = bool(runner) and runner == holder and _check_claimant(ctx, existing, report, runner)
         report_id = str(getattr(report, "report_id", ""))
         expected = getattr(ctx.request, "resource_version", 0)
         stored = getattr(existing.metadata, "resource_version", 0)  # type: ignore[attr-defined]
         # Sent again after a lost answer, by the runner that sent it: the report that last changed
         # this status, or this runner's claim (its version stale since it landed). Not applied twice.
-        again = bool(runner) and runner == holder and (
+        again = bool(runner) and runner == holder and not taken_back and (
             (bool(report_id) and report_id == getattr(status, "report_id", ""))
             or (bool(expected) and expected != stored and status.phase == IN_PROGRESS and _is_claim(report, runner))
         )
@@ -316,7 +321,7 @@ def update_status(
             if report.phase and report.phase != current:
                 enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
             merge(report, new.status)  # type: ignore[attr-defined]
-            if runner and runner != holder:  # a claim, or a takeover: the run is this principal's now
+            if runner and (runner != holder or taken_back):  # a claim, or a takeover: this principal's now
                 _record_claimant(ctx, new.status)  # type: ignore[attr-defined]
             if runner:
                 new.status.runner = runner  # type: ignore[attr-defined]

@@ -211,6 +211,7 @@ def _check_claimant(ctx: RequestContext, existing: Message, report: Any, runner:
             f"{_what(ctx, existing)} is run by runner '{runner}' as claimed by {recorded.created_by.id}: "
             f"a report naming that runner must come with the token that claimed it (this one is {ctx.principal})"
         )
+    return False
 
 
 def _record_claimant(ctx: RequestContext, status: Any) -> None:

@@ -125,3 +125,34 @@ def test_read_threads_may_be_zero_and_nothing_else_below_one() -> None:
     assert PoolSizes.from_env({"STIGMER_READ_THREADS": "0"}) == PoolSizes(read_threads=0)
     with pytest.raises(StartupError, match="STIGMER_READ_THREADS must be at least 0"):
         PoolSizes.from_env({"STIGMER_READ_THREADS": "-1"})
+
+
+@pytest.mark.parametrize("read_threads", [0, 2], ids=["asyncio-server", "sync-server"])
+def test_reflection_answers_as_v1_and_v1alpha(tmp_path: Path, read_threads: int) -> None:
+    """Clients that speak only reflection v1 (the stable name) got UNIMPLEMENTED: grpcio-reflection
+    serves v1alpha, the same protocol under another package."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=read_threads))
+        server.start()
+        assert server.asynchronous is (read_threads == 0)
+        channel = grpc.insecure_channel(server.address)
+        try:
+            for version in ("v1", "v1alpha"):
+                call = channel.stream_stream(
+                    f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                    request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                    response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+                )
+                asked = [
+                    reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="stigmer.agentic.agent.v1.AgentQueryController"),
+                ]
+                listed, found = list(call(iter(asked), timeout=10))
+                names = {s.name for s in listed.list_services_response.service}
+                assert {"stigmer.agentic.agent.v1.AgentQueryController", "grpc.reflection.v1.ServerReflection"} <= names
+                assert found.file_descriptor_response.file_descriptor_proto, version
+        finally:
+            channel.close()
+            server.stop(grace=1)

@@ -66,6 +66,15 @@ def is_valid_id(value: str, prefix: str) -> bool:
     return value.startswith(prefix + "-") and _ULID.fullmatch(value, len(prefix) + 1) is not None
 
 
+def looks_like_id(value: str, prefix: str = "") -> bool:
+    """Whether ``value`` is an id (of the kind whose id prefix is ``prefix``, when given) rather
+    than a slug: how a NAME|ID argument or a reference written by hand is told apart."""
+    if prefix:
+        return is_valid_id(value, prefix)
+    cut = len(value) - 26
+    return cut > 1 and value[cut - 1] == "-" and _ULID.fullmatch(value, cut) is not None
+
+
 def derived_id(prefix: str, owner_id: str, role: str) -> str:
     """The id of an object a kind creates for an owner (an agent's default instance).
 

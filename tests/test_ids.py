@@ -39,3 +39,12 @@ def test_an_id_of_any_prefix_the_registry_accepts_is_valid(prefix: str) -> None:
     assert not is_valid_id(made, prefix + "x")
     assert not is_valid_id(made[:-1], prefix)
     assert not is_valid_id(f"{prefix}-{'8' + made[-25:]}", prefix)  # past the 128 bits a ULID holds
+
+
+def test_an_id_is_told_from_a_slug_with_or_without_its_kind() -> None:
+    for prefix in ("acme-gzm", "agt", "2fa"):
+        made = new_id(prefix)
+        assert ids.looks_like_id(made) and ids.looks_like_id(made, prefix)
+        assert not ids.looks_like_id(made, "other")
+    assert not ids.looks_like_id("support-bot")
+    assert not ids.looks_like_id("-" + new_id("agt")[-26:])  # no prefix before the dash

@@ -8,7 +8,6 @@ kind the CLI has never heard of works the moment its plugin is installed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -20,15 +19,11 @@ from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.envelope import descriptor
 from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.headers import DRY_RUN, REMOVED, REMOVED_COUNT
+from stigmer_core.ids import looks_like_id
 
 # ``<id_prefix>-<lowercase ULID>``: anything else given as NAME|ID is a slug.
-_ID = re.compile(r"^[a-z][a-z0-9]{0,15}-[0-7][0-9a-hjkmnp-tv-z]{25}$")
 MAX_PAGE = 1000
 DEFAULT_TIMEOUT = 30.0
-
-
-def looks_like_id(text: str) -> bool:
-    return _ID.match(text) is not None
 
 
 def wrap(request_cls: type[Message], resource: Message) -> Message:
@@ -81,7 +76,7 @@ class KindCalls:
 
     def lookup(self, org: str, name_or_id: str) -> Message | None:
         """The object a NAME|ID argument names in ``org``, or None."""
-        if looks_like_id(name_or_id):
+        if looks_like_id(name_or_id, self.kind.id_prefix):
             ref = self.request("getByReference", org=org, id=name_or_id)
         else:
             ref = self.request("getByReference", org=org, slug=name_or_id)

@@ -13,11 +13,11 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from stigmer_core.cli.calls import looks_like_id
 from stigmer_core.cli.documents import Document, json_path
 from stigmer_core.cli.envelope import metadata
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.session import Session
+from stigmer_core.ids import looks_like_id
 
 
 def _holder(message: Any, path: str) -> tuple[Any, str] | None:
@@ -47,7 +47,7 @@ def resolve(session: Session, doc: Document, message: Message) -> None:
         calls = session.calls(target)
         resolved = []
         for slug in values:
-            if not slug or looks_like_id(slug):
+            if not slug or looks_like_id(slug, target.id_prefix):
                 resolved.append(slug)
                 continue
             obj = calls.lookup(org, slug)

@@ -103,3 +103,20 @@ def test_a_kind_installed_after_the_daemon_started_says_to_restart_it(stigmer: S
     installed.start()
     served = installed("get", "notes")
     assert served.code == 0 and "no notes found" in served.err, served.err
+
+
+def test_ids_of_a_prefix_with_a_dash_are_ids_to_the_cli(stigmer: Stigmer, tmp_path: Path) -> None:
+    """The CLI told ids from slugs by a pattern of its own, which a prefix with a dash did not
+    match: `get KIND ID` said not found, and an import lost what referred to such ids."""
+    site = tmp_path / "site"
+    dist_info = site / "dash_note-0.1.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: dash-note\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[stigmer.kinds]\nnote = cli.dash_note_kind\n")
+    stigmer.python_path += [site, HERE.parent]
+    stigmer.start()
+    stigmer.ok("apply", "-f", "-", input=NOTE)
+    made = json.loads(stigmer.ok("get", "note", "hello", "-o", "json"))["metadata"]["id"]
+    assert made.startswith("acme-note-")
+    assert json.loads(stigmer.ok("get", "note", made, "-o", "json"))["metadata"]["id"] == made
+    assert lines(stigmer.ok("delete", "note", made, "--dry-run")) == ["note/hello would be deleted (dry run)"]

@@ -419,3 +419,43 @@ def test_a_runner_name_is_no_credential_a_report_comes_with_the_claiming_token(t
     finally:
         server.stop(grace=1)
         app.close()
+
+
+def test_a_run_claimed_before_claims_recorded_their_token_is_its_runners_first_reporters(tmp_path: Any) -> None:
+    """A run claimed by an older release has a runner name but no claimant: its runner's next
+    report records one, after which another token naming the runner is refused."""
+    from stigmer_core.kind_client import KindClient
+    from stigmer_core.server import Server
+    from tests.auth_support import ALPHA, make_token, with_token
+
+    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    try:
+        kinds = Kinds.on(app, app.channel())
+        pending = kinds.execution(agent_id=kinds.agent(org=ALPHA).metadata.id, org=ALPHA)
+        first, _ = make_token(app, ALPHA, "runner", "runner a")
+        second, _ = make_token(app, ALPHA, "runner", "runner b")
+        kind = app.registry.kind("AgentExecution")
+        with grpc.insecure_channel(server.address) as plain:
+            as_a = KindClient(with_token(plain, first), kind)
+            as_b = KindClient(with_token(plain, second), kind)
+
+            def report(client: KindClient, phase: int = 0, version: int = 0) -> Any:
+                status = ae.AgentExecutionStatus(phase=phase, runner="host-a:101")  # type: ignore[arg-type]
+                request = ae.AgentExecutionUpdateStatusInput(
+                    execution_id=pending.metadata.id, resource_version=version, status=status
+                )
+                return client.call("updateStatus", request)
+
+            claimed = report(as_a, IN_PROGRESS, pending.metadata.resource_version)
+            older = ae.AgentExecution()
+            older.CopyFrom(claimed)
+            older.status.audit.ClearField("status_audit")  # as an older release stored it
+            app.store.transact(lambda txn: txn.put(kind.object_key(older.metadata.id), older.SerializeToString()))
+            assert report(as_a).status.audit.status_audit.created_by.id == f"token:{ALPHA}/runner-a"
+            code, _ = details_of(lambda: report(as_b, COMPLETED))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        server.stop(grace=1)
+        app.close()

@@ -461,3 +461,9 @@ def test_a_bare_step_decorator_declares_a_kind_step() -> None:
     pm = plugin_manager(entry_points=False)
     pm.register(_plugin("A", attrs.evolve(AGENT, steps={"create": (stamp,)})), name="p")
     assert "stamp" in [s.name for s in build_registry(pm).kind("Agent").pipelines["create"].txn]
+
+
+@pytest.mark.parametrize("given", ["validate", 3])
+def test_a_step_given_no_phase_says_what_it_takes(given: Any) -> None:
+    with pytest.raises(TypeError, match=r"@step takes a Phase \(such as Phase.VALIDATE\), not"):
+        step(given)

@@ -328,6 +328,10 @@ def update_status(
                 new.status.runner = runner  # type: ignore[attr-defined]
             if "report_id" in status.DESCRIPTOR.fields_by_name:
                 new.status.report_id = report_id  # type: ignore[attr-defined]
+        if runner and runner == holder and not taken_back:
+            recorded = _claimant(new.status)  # type: ignore[attr-defined]
+            if recorded is not None and not recorded.created_by.id:  # claimed before claims recorded one
+                _record_claimant(ctx, new.status)  # type: ignore[attr-defined]  # its runner's first report
         if runner and not is_terminal(new.status.phase):  # type: ignore[attr-defined]
             _beat(new.status)  # type: ignore[attr-defined]  # any report the run's runner sends
         ctx.existing = existing

@@ -57,6 +57,8 @@ def step(
     A bare ``@step`` (no parentheses) declares a KIND step, as ``@step()`` does.
     """
     if not isinstance(phase, Phase):  # a bare @step: what it was given is the function
+        if not callable(phase) or not isinstance(getattr(phase, "__name__", None), str):
+            raise TypeError(f"@step takes a Phase (such as Phase.VALIDATE), not {phase!r}")
         return FunctionStep(phase.__name__, Phase.KIND, phase)
     chosen = phase
 

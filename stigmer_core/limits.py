@@ -40,6 +40,11 @@ ENV = {
 }
 
 
+def _named(name: str) -> str:
+    """A limit as its messages name it: the attribute and the variable that sets it."""
+    return f"{name} ({ENV[name]})"
+
+
 @attrs.frozen
 class Limits:
     max_object_bytes: int = 2 << 20
@@ -77,20 +82,22 @@ class Limits:
     def __attrs_post_init__(self) -> None:
         for name in ENV:
             if getattr(self, name) < 1:
-                raise StartupError(f"limit {name} must be positive, not {getattr(self, name)}")
+                raise StartupError(f"limit {_named(name)} must be positive, not {getattr(self, name)}")
         if self.max_page_bytes > MESSAGE_BYTES - (256 << 10):
             raise StartupError(
-                f"max_page_bytes {self.max_page_bytes} leaves no room under the {MESSAGE_BYTES}-byte message limit"
+                f"{_named('max_page_bytes')} {self.max_page_bytes} leaves no room under the "
+                f"{MESSAGE_BYTES}-byte message limit (at most {MESSAGE_BYTES - (256 << 10)})"
             )
         if self.max_object_bytes > self.max_page_bytes - PAGE_ROOM:
             raise StartupError(
-                f"max_object_bytes {self.max_object_bytes} leaves less than {PAGE_ROOM} bytes of "
-                f"max_page_bytes {self.max_page_bytes} for a page's own fields: such an object could never be listed"
+                f"{_named('max_object_bytes')} {self.max_object_bytes} leaves less than {PAGE_ROOM} bytes of "
+                f"{_named('max_page_bytes')} {self.max_page_bytes} for a page's own fields: such an object could "
+                f"never be listed (lower the first, or raise the second; at most {PAGE_ROOM} bytes apart)"
             )
         if not 8 <= self.max_nesting_depth <= 90:
-            raise StartupError(f"max_nesting_depth must be between 8 and 90, not {self.max_nesting_depth}")
+            raise StartupError(f"{_named('max_nesting_depth')} must be between 8 and 90, not {self.max_nesting_depth}")
         if self.max_objects_per_write >= MAX_EVENTS_PER_TRANSACTION:
-            raise StartupError(f"max_objects_per_write must be below {MAX_EVENTS_PER_TRANSACTION}")
+            raise StartupError(f"{_named('max_objects_per_write')} must be below {MAX_EVENTS_PER_TRANSACTION}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:

@@ -434,9 +434,12 @@ def test_limits_are_settings_checked_at_startup(tmp_path: Path, monkeypatch: pyt
         {"STIGMER_MAX_NESTING_DEPTH": "120"},  # past what protobuf parses
         {"STIGMER_MAX_OBJECTS_PER_WRITE": "70000"},  # past the event sequence
         {"STIGMER_MAX_REQUEST_ITEMS": "0"},
+        {"STIGMER_MAX_LIST_SKIPPED": "0"},
     ):
-        with pytest.raises(StartupError):
+        with pytest.raises(StartupError) as refused:
             Limits.from_env(bad)
+        (variable,) = bad
+        assert variable in refused.value.message, refused.value.message  # the setting a user gave
     monkeypatch.setenv("STIGMER_MAX_OBJECT_BYTES", "5000")
     with Application.open(tmp_path / "data", durable=False) as app:
         assert app.registry.limits.max_object_bytes == 5000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 from collections.abc import Callable, Iterator
@@ -21,10 +22,32 @@ from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
 from stigmer_core.client import TokenInterceptor
 from stigmer_core.kind_client import KindClient
+from stigmer_core.server import Server
 from tests import workflow_helpers as wf
 from tests.agent_execution_support import Kinds
 
 ALPHA, BETA = "alpha", "beta"
+
+
+@contextlib.contextmanager
+def requiring_tokens(path: Path) -> Iterator[Application]:
+    """An application whose network calls must carry a token (a team server's), in ``path``."""
+    app = Application.open(path / "data", durable=False, require_auth=True)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+@contextlib.contextmanager
+def served(app: Application, max_workers: int = 8) -> Iterator[Server]:
+    """``app`` on an ephemeral loopback port."""
+    server = Server(app, "127.0.0.1:0", max_workers=max_workers)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace=1)
 
 
 def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:

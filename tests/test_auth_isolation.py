@@ -29,7 +29,7 @@ from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding
 from stigmer_core.server import Server
 from stigmer_core.store import keys
-from tests.auth_support import ALPHA, BETA, Seeded, code_of, make_token, seed_org, with_token
+from tests.auth_support import ALPHA, BETA, Seeded, code_of, make_token, requiring_tokens, seed_org, served, with_token
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -37,17 +37,14 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 @pytest.fixture
 def app(tmp_path: Any) -> Iterator[Application]:
-    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
-    yield app
-    app.close()
+    with requiring_tokens(tmp_path) as app:
+        yield app
 
 
 @pytest.fixture
 def server(app: Application) -> Iterator[Server]:
-    server = Server(app, "127.0.0.1:0", max_workers=8)
-    server.start()
-    yield server
-    server.stop(grace=1)
+    with served(app) as server:
+        yield server
 
 
 @pytest.fixture

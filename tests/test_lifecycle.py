@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -375,87 +375,68 @@ def test_a_runner_naming_itself_on_a_pending_run_without_claiming_it_is_refused(
     assert ended.status.phase == FAILED  # a runner may still end a run it cannot start
 
 
+Report = Callable[..., Any]
+
+
+@contextlib.contextmanager
+def _two_runner_tokens(tmp_path: Any) -> Iterator[tuple[Application, Any, Report, Report]]:
+    """A token-requiring server, a PENDING run of org alpha, and ``report`` as two runner tokens
+    of that org, each naming runner 'host-a:101': (app, the run, as_a(phase, version), as_b(...))."""
+    from stigmer_core.kind_client import KindClient
+    from tests.auth_support import ALPHA, make_token, requiring_tokens, served, with_token
+
+    with requiring_tokens(tmp_path) as app, served(app, max_workers=4) as server:
+        kinds = Kinds.on(app, app.channel())
+        pending = kinds.execution(agent_id=kinds.agent(org=ALPHA).metadata.id, org=ALPHA)
+        kind = app.registry.kind("AgentExecution")
+        with grpc.insecure_channel(server.address) as plain:
+
+            def as_runner(name: str) -> Report:
+                client = KindClient(with_token(plain, make_token(app, ALPHA, "runner", name)[0]), kind)
+
+                def report(phase: int = 0, version: int = 0) -> Any:
+                    status = ae.AgentExecutionStatus(phase=phase, runner="host-a:101")  # type: ignore[arg-type]
+                    request = ae.AgentExecutionUpdateStatusInput(
+                        execution_id=pending.metadata.id, resource_version=version, status=status
+                    )
+                    return client.call("updateStatus", request)
+
+                return report
+
+            yield app, pending, as_runner("runner a"), as_runner("runner b")
+
+
 def test_a_runner_name_is_no_credential_a_report_comes_with_the_claiming_token(tmp_path: Any) -> None:
     """status.runner is readable by every viewer of the org: another runner token naming it could
     report on, or end, a run it never claimed."""
-    from stigmer_core.kind_client import KindClient
-    from stigmer_core.server import Server
-    from tests.auth_support import ALPHA, make_token, with_token
-
-    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
-    server = Server(app, "127.0.0.1:0", max_workers=4)
-    server.start()
-    try:
-        kinds = Kinds.on(app, app.channel())
-        pending = kinds.execution(agent_id=kinds.agent(org=ALPHA).metadata.id, org=ALPHA)
-        first, _ = make_token(app, ALPHA, "runner", "runner a")
-        second, _ = make_token(app, ALPHA, "runner", "runner b")
-        with grpc.insecure_channel(server.address) as plain:
-            as_a = KindClient(with_token(plain, first), app.registry.kind("AgentExecution"))
-            as_b = KindClient(with_token(plain, second), app.registry.kind("AgentExecution"))
-
-            def report(client: KindClient, phase: int = 0, version: int = 0) -> Any:
-                status = ae.AgentExecutionStatus(phase=phase, runner="host-a:101")  # type: ignore[arg-type]
-                request = ae.AgentExecutionUpdateStatusInput(
-                    execution_id=pending.metadata.id, resource_version=version, status=status
-                )
-                return client.call("updateStatus", request)
-
-            claimed = report(as_a, IN_PROGRESS, pending.metadata.resource_version)
-            assert claimed.status.audit.status_audit.created_by.id == f"token:{ALPHA}/runner-a"
-            code, details = details_of(lambda: report(as_b, COMPLETED))
-            assert code == grpc.StatusCode.FAILED_PRECONDITION and "token that claimed it" in details
-            code, _ = details_of(lambda: report(as_b, IN_PROGRESS, pending.metadata.resource_version))
-            assert code == grpc.StatusCode.FAILED_PRECONDITION  # a retried claim is its claimant's only
-            assert report(as_a, IN_PROGRESS).status.phase == IN_PROGRESS  # its own runner's heartbeat
-            # silent past the lease, the name's claim may come with another token (a restarted runner)
-            app.registry.limits = attrs.evolve(app.registry.limits, run_lease_seconds=1)
-            time.sleep(1.5)
-            taken = report(as_b, IN_PROGRESS)
-            assert taken.status.audit.status_audit.created_by.id == f"token:{ALPHA}/runner-b"
-            code, _ = details_of(lambda: report(as_a, COMPLETED))
-            assert code == grpc.StatusCode.FAILED_PRECONDITION
-            assert report(as_b, COMPLETED).status.phase == COMPLETED
-    finally:
-        server.stop(grace=1)
-        app.close()
+    with _two_runner_tokens(tmp_path) as (app, pending, as_a, as_b):
+        claimed = as_a(IN_PROGRESS, pending.metadata.resource_version)
+        assert claimed.status.audit.status_audit.created_by.id == "token:alpha/runner-a"
+        code, details = details_of(lambda: as_b(COMPLETED))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "token that claimed it" in details
+        code, _ = details_of(lambda: as_b(IN_PROGRESS, pending.metadata.resource_version))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION  # a retried claim is its claimant's only
+        assert as_a(IN_PROGRESS).status.phase == IN_PROGRESS  # its own runner's heartbeat
+        # silent past the lease, the name's claim may come with another token (a restarted runner)
+        app.registry.limits = attrs.evolve(app.registry.limits, run_lease_seconds=1)
+        time.sleep(1.5)
+        taken = as_b(IN_PROGRESS)
+        assert taken.status.audit.status_audit.created_by.id == "token:alpha/runner-b"
+        code, _ = details_of(lambda: as_a(COMPLETED))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert as_b(COMPLETED).status.phase == COMPLETED
 
 
 def test_a_run_claimed_before_claims_recorded_their_token_is_its_runners_first_reporters(tmp_path: Any) -> None:
     """A run claimed by an older release has a runner name but no claimant: its runner's next
     report records one, after which another token naming the runner is refused."""
-    from stigmer_core.kind_client import KindClient
-    from stigmer_core.server import Server
-    from tests.auth_support import ALPHA, make_token, with_token
-
-    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
-    server = Server(app, "127.0.0.1:0", max_workers=4)
-    server.start()
-    try:
-        kinds = Kinds.on(app, app.channel())
-        pending = kinds.execution(agent_id=kinds.agent(org=ALPHA).metadata.id, org=ALPHA)
-        first, _ = make_token(app, ALPHA, "runner", "runner a")
-        second, _ = make_token(app, ALPHA, "runner", "runner b")
-        kind = app.registry.kind("AgentExecution")
-        with grpc.insecure_channel(server.address) as plain:
-            as_a = KindClient(with_token(plain, first), kind)
-            as_b = KindClient(with_token(plain, second), kind)
-
-            def report(client: KindClient, phase: int = 0, version: int = 0) -> Any:
-                status = ae.AgentExecutionStatus(phase=phase, runner="host-a:101")  # type: ignore[arg-type]
-                request = ae.AgentExecutionUpdateStatusInput(
-                    execution_id=pending.metadata.id, resource_version=version, status=status
-                )
-                return client.call("updateStatus", request)
-
-            claimed = report(as_a, IN_PROGRESS, pending.metadata.resource_version)
-            older = ae.AgentExecution()
-            older.CopyFrom(claimed)
-            older.status.audit.ClearField("status_audit")  # as an older release stored it
-            app.store.transact(lambda txn: txn.put(kind.object_key(older.metadata.id), older.SerializeToString()))
-            assert report(as_a).status.audit.status_audit.created_by.id == f"token:{ALPHA}/runner-a"
-            code, _ = details_of(lambda: report(as_b, COMPLETED))
-            assert code == grpc.StatusCode.FAILED_PRECONDITION
-    finally:
-        server.stop(grace=1)
-        app.close()
+    with _two_runner_tokens(tmp_path) as (app, pending, as_a, as_b):
+        claimed = as_a(IN_PROGRESS, pending.metadata.resource_version)
+        older = ae.AgentExecution()
+        older.CopyFrom(claimed)
+        older.status.audit.ClearField("status_audit")  # as an older release stored it
+        key = app.registry.kind("AgentExecution").object_key(older.metadata.id)
+        app.store.transact(lambda txn: txn.put(key, older.SerializeToString()))
+        assert as_a().status.audit.status_audit.created_by.id == "token:alpha/runner-a"
+        code, _ = details_of(lambda: as_b(COMPLETED))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION

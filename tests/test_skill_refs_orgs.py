@@ -19,28 +19,21 @@ from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.kind_client import KindClient
-from stigmer_core.server import Server
-from tests.auth_support import ALPHA, BETA, make_token, with_token
+from tests.auth_support import ALPHA, BETA, make_token, requiring_tokens, served, with_token
 
 MD = "---\nname: Calculator\ndescription: Adds numbers\n---\n# Calc\n"
 
 
 @pytest.fixture
 def app(tmp_path: Any) -> Iterator[Application]:
-    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
-    yield app
-    app.close()
+    with requiring_tokens(tmp_path) as app:
+        yield app
 
 
 @pytest.fixture
 def network(app: Application) -> Iterator[grpc.Channel]:
-    server = Server(app, "127.0.0.1:0", max_workers=2)
-    server.start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            yield channel
-    finally:
-        server.stop(grace=1)
+    with served(app, max_workers=2) as server, grpc.insecure_channel(server.address) as channel:
+        yield channel
 
 
 def _skill(app: Application, org: str, name: str = "calc") -> Any:

@@ -20,22 +20,19 @@ from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import Server
-from tests.auth_support import ALPHA, BETA, make_token, with_token
+from tests.auth_support import ALPHA, BETA, make_token, requiring_tokens, served, with_token
 
 
 @pytest.fixture
 def app(tmp_path: Any) -> Iterator[Application]:
-    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
-    yield app
-    app.close()
+    with requiring_tokens(tmp_path) as app:
+        yield app
 
 
 @pytest.fixture
 def server(app: Application) -> Iterator[Server]:
-    server = Server(app, "127.0.0.1:0", max_workers=8)
-    server.start()
-    yield server
-    server.stop(grace=1)
+    with served(app) as server:
+        yield server
 
 
 def _agent(org: str, name: str) -> agent_pb2.Agent:

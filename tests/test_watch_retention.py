@@ -205,6 +205,9 @@ def test_settings_come_from_the_environment_and_bad_values_stop_startup(
     monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "0")
     with pytest.raises(StartupError, match="max_streams_per_caller"):
         StreamSettings.from_env()
+    monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "2.5")
+    with pytest.raises(StartupError, match=r"STIGMER_MAX_STREAMS_PER_CALLER='2\.5' is not a whole number"):
+        StreamSettings.from_env()
     monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "3")
     monkeypatch.setenv("STIGMER_MAX_STREAMS", "-1")
     with pytest.raises(StartupError, match="max_streams"):

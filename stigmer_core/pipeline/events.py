@@ -50,6 +50,14 @@ def _env_number(name: str, default: float) -> float:
         raise errors.StartupError(f"{name}={raw!r} is not a number") from None
 
 
+def _env_whole(name: str, default: int) -> int:
+    """A count from the environment: ``2.5`` streams is a mistake to say, not to round."""
+    value = _env_number(name, default)
+    if value != int(value):
+        raise errors.StartupError(f"{name}={os.environ.get(name)!r} is not a whole number")
+    return int(value)
+
+
 @attrs.frozen
 class StreamSettings:
     """Limits and timing of server streams (docs/design.md, Watch and streams)."""
@@ -80,11 +88,9 @@ class StreamSettings:
         default = cls()
         try:
             return cls(
-                max_streams=int(_env_number("STIGMER_MAX_STREAMS", default.max_streams)),
-                max_streams_per_caller=int(
-                    _env_number("STIGMER_MAX_STREAMS_PER_CALLER", default.max_streams_per_caller)
-                ),
-                max_streams_per_org=int(_env_number("STIGMER_MAX_STREAMS_PER_ORG", default.max_streams_per_org)),
+                max_streams=_env_whole("STIGMER_MAX_STREAMS", default.max_streams),
+                max_streams_per_caller=_env_whole("STIGMER_MAX_STREAMS_PER_CALLER", default.max_streams_per_caller),
+                max_streams_per_org=_env_whole("STIGMER_MAX_STREAMS_PER_ORG", default.max_streams_per_org),
                 bookmark_seconds=_env_number("STIGMER_WATCH_BOOKMARK_SECONDS", default.bookmark_seconds),
             )
         except ValueError as exc:

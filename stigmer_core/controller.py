@@ -40,10 +40,12 @@ from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.limits import MESSAGE_BYTES
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import EventHub, StreamLimit
+from stigmer_core.pipeline.step import run_steps
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
 from stigmer_core.store.protocol import SnapshotMoved, Store, SubmitsWrites, WriteTxn
 
 log = logging.getLogger(__name__)
+
 
 
 
@@ -108,8 +110,8 @@ class Executor:
         )
         if active is not None:
             ctx.active = active
-        for run_step in binding.pipeline.run_pre:
-            run_step(ctx)
+        pipeline = binding.pipeline
+        run_steps(pipeline.pre, pipeline.run_pre, ctx)
         return ctx
 
     def write_body(
@@ -119,14 +121,14 @@ class Executor:
         metadata = ctx.metadata
         dry_run = asks_dry_run(metadata)
         caller = ctx.caller
-        run_txn = binding.pipeline.run_txn
+        pipeline = binding.pipeline
+        steps, run_txn = pipeline.txn, pipeline.run_txn
 
         def body(txn: WriteTxn) -> Any:
             ctx.reset_transaction_state()
             ctx.operation = binding.operation
             ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
-            for run_step in run_txn:
-                run_step(ctx)
+            run_steps(steps, run_txn, ctx)
             resources.publish()  # whatever a custom pipeline wrote without a publish step
             _check_answerable(ctx.response, binding)
             if removed is not None:
@@ -148,8 +150,7 @@ class Executor:
             try:
                 with self.store.read(restartable=restartable) as txn:
                     ctx.resources = Resources(txn, self.registry, caller=ctx.caller, access=binding.access)
-                    for run_step in binding.pipeline.run_txn:
-                        run_step(ctx)
+                    run_steps(binding.pipeline.txn, binding.pipeline.run_txn, ctx)
                     return ctx.response
             except SnapshotMoved:
                 if not restartable:

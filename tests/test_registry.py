@@ -467,3 +467,36 @@ def test_a_bare_step_decorator_declares_a_kind_step() -> None:
 def test_a_step_given_no_phase_says_what_it_takes(given: Any) -> None:
     with pytest.raises(TypeError, match=r"@step takes a Phase \(such as Phase.VALIDATE\), not"):
         step(given)
+
+
+@pytest.mark.parametrize("phase", [Phase.VALIDATE, Phase.KIND], ids=["before-the-transaction", "in-it"])
+def test_a_step_that_breaks_is_named_in_its_internal_error(
+    tmp_path: Any, phase: Phase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a plugin's step reached its client as 'internal error: KeyError', naming no step."""
+    import grpc
+
+    from stigmer_core import Application
+    from stigmer_core.kind_client import KindClient
+    from stigmer_core.store.lmdb_store import LmdbStore
+    from tests.widget_kind import WIDGET
+
+    @step(phase)
+    def normalize(ctx: Any) -> None:
+        _ = {}["region"]
+
+    bad = attrs.evolve(WIDGET, steps={"create": (normalize,)})
+    pm = plugin_manager(plugins=[_plugin("Widgets", bad)])
+    with Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm) as app:
+        widgets = KindClient(app.channel(), app.registry.kind("Widget"))
+        widget = WIDGET.resource()
+        widget.metadata.name = "w"
+        with pytest.raises(grpc.RpcError) as caught:
+            widgets.create(widget)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert caught.value.details() == (
+            "internal error in step 'normalize' of Widget create: KeyError (the server's log has its traceback)"
+        )
+        assert list(widgets.list_all()) == []
+    logged = [r for r in caplog.records if "step 'normalize'" in r.getMessage()]
+    assert logged and logged[0].exc_info is not None

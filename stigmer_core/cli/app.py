@@ -103,6 +103,17 @@ def _with_org_hint(ctx: click.Context, message: str) -> str:
     )
 
 
+class _OneLine(logging.Formatter):
+    """Log lines without their tracebacks: a command's error is one line (the store opened in this
+    process logs a plugin's bug with its traceback, which `-v` shows)."""
+
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).rstrip("\n")
+
+
 @click.group(cls=StigmerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @verbose_option
 @click.version_option(package_name="stigmer-core", prog_name="stigmer", message="%(prog)s %(version)s")
@@ -117,6 +128,7 @@ def main() -> None:
     # grpc's core writes its own log lines (a failed TLS handshake, a bad CA file) to stderr, around
     # the one line a command fails with; set before anything imports grpc. The user's setting wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    line = "%(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(line) if verbose else _OneLine(line))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])

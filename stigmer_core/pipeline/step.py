@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, overload, runtime_checkable
 
 import attrs
 
+from stigmer_core.errors import PluginFault
 from stigmer_core.pipeline.phase import Phase
+
+log = logging.getLogger(__name__)
 
 StepFunction = Callable[[Any], None]
 """What a step calls: ``fn(ctx: RequestContext) -> None``. Typed loosely here
@@ -66,3 +70,22 @@ def step(
         return FunctionStep(name or fn.__name__, chosen, fn)
 
     return wrap
+
+
+_BUGS = (AttributeError, LookupError, TypeError, ValueError, ArithmeticError, AssertionError, NameError)
+"""What a step's own code raises when it is wrong (not a refusal, not the store's trouble): answered
+INTERNAL as before, but naming the step, since the one who reads it is usually the step's author."""
+
+
+def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> None:
+    """Run a pipeline's steps (``run``: their callables, ``steps``: the steps, for naming one)."""
+    done = 0
+    try:
+        for run_step in run:
+            run_step(ctx)
+            done += 1
+    except _BUGS as exc:
+        step = steps[done]
+        where = f"step '{step.name}' of {ctx.kind.name} {ctx.operation}"
+        log.error("internal error in %s (a bug in that step)", where, exc_info=exc)
+        raise PluginFault(f"internal error in {where}: {type(exc).__name__} (the server's log has its traceback)") from exc

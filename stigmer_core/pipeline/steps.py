@@ -26,7 +26,7 @@ from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import FunctionStep, Step, step
+from stigmer_core.pipeline.step import FunctionStep, Step, run_steps, step
 from stigmer_core.store import keys
 
 DEFAULT_PAGE_SIZE = 100
@@ -591,6 +591,6 @@ def dispatch_apply(ctx: RequestContext) -> None:
         exists = ctx.store.id_for_slug(ctx.kind, ctx.org, meta.slug) is not None
     operation = "update" if exists else "create"
     ctx.operation = operation
-    for inner in ctx.kind.pipelines[operation].run_txn:
-        inner(ctx)
+    pipeline = ctx.kind.pipelines[operation]
+    run_steps(pipeline.txn, pipeline.run_txn, ctx)
     ctx.operation = "apply"

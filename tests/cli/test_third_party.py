@@ -120,3 +120,19 @@ def test_ids_of_a_prefix_with_a_dash_are_ids_to_the_cli(stigmer: Stigmer, tmp_pa
     assert made.startswith("acme-note-")
     assert json.loads(stigmer.ok("get", "note", made, "-o", "json"))["metadata"]["id"] == made
     assert lines(stigmer.ok("delete", "note", made, "--dry-run")) == ["note/hello would be deleted (dry run)"]
+
+
+def test_a_plugins_bug_is_one_line_naming_its_step(stigmer: Stigmer, tmp_path: Path) -> None:
+    """In process (no daemon), a step's bug printed its traceback around the error line."""
+    site = tmp_path / "site"
+    dist_info = site / "buggy_note-0.1.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: buggy-note\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text("[stigmer.kinds]\nnote = cli.buggy_note_kind\n")
+    stigmer.python_path += [site, HERE.parent]
+    result = stigmer("apply", "-f", "-", input=NOTE)
+    assert result.code == 1
+    assert "internal error in step 'normalize' of Note create: KeyError" in result.err
+    assert "Traceback" not in result.err, result.err
+    verbose = stigmer("-v", "apply", "-f", "-", input=NOTE)
+    assert "Traceback" in verbose.err  # stigmer -v shows it

@@ -61,6 +61,8 @@ def _serve_reflection(app: Application, server: grpc.Server | aio.Server) -> Non
     servicer: Any = (
         reflection.aio.ReflectionServicer(names) if isinstance(server, aio.Server) else reflection.ReflectionServicer(names)
     )
+    # Not a kind's servicer: grpc's own reflection service (grpcio-reflection), added as that library
+    # documents, then answering under the v1 name through a generic handler.
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     v1 = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,

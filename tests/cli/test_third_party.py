@@ -24,14 +24,15 @@ def with_note_kind(stigmer: Stigmer, tmp_path: Path) -> Stigmer:
     return _install_note_kind(stigmer, tmp_path)
 
 
-def _install_note_kind(stigmer: Stigmer, tmp_path: Path) -> Stigmer:
-    """Install ``note_kind`` as a package would: an entry point in the ``stigmer.kinds`` group."""
+def _install_note_kind(stigmer: Stigmer, tmp_path: Path, module: str = "note_kind") -> Stigmer:
+    """Install ``module`` (``note_kind`` or a variant of it in this package) as a package would:
+    an entry point in the ``stigmer.kinds`` group."""
     site = tmp_path / "site"
     dist_info = site / "note_kind-0.1.dist-info"
     dist_info.mkdir(parents=True)
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: note-kind\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text("[stigmer.kinds]\nnote = note_kind\n")
-    stigmer.python_path += [site, HERE]
+    (dist_info / "entry_points.txt").write_text(f"[stigmer.kinds]\nnote = {module}\n")
+    stigmer.python_path += [site, HERE if module == "note_kind" else HERE.parent]
     return stigmer
 
 
@@ -108,12 +109,7 @@ def test_a_kind_installed_after_the_daemon_started_says_to_restart_it(stigmer: S
 def test_ids_of_a_prefix_with_a_dash_are_ids_to_the_cli(stigmer: Stigmer, tmp_path: Path) -> None:
     """The CLI told ids from slugs by a pattern of its own, which a prefix with a dash did not
     match: `get KIND ID` said not found, and an import lost what referred to such ids."""
-    site = tmp_path / "site"
-    dist_info = site / "dash_note-0.1.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: dash-note\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text("[stigmer.kinds]\nnote = cli.dash_note_kind\n")
-    stigmer.python_path += [site, HERE.parent]
+    _install_note_kind(stigmer, tmp_path, "cli.dash_note_kind")
     stigmer.start()
     stigmer.ok("apply", "-f", "-", input=NOTE)
     made = json.loads(stigmer.ok("get", "note", "hello", "-o", "json"))["metadata"]["id"]
@@ -124,12 +120,7 @@ def test_ids_of_a_prefix_with_a_dash_are_ids_to_the_cli(stigmer: Stigmer, tmp_pa
 
 def test_a_plugins_bug_is_one_line_naming_its_step(stigmer: Stigmer, tmp_path: Path) -> None:
     """In process (no daemon), a step's bug printed its traceback around the error line."""
-    site = tmp_path / "site"
-    dist_info = site / "buggy_note-0.1.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: buggy-note\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text("[stigmer.kinds]\nnote = cli.buggy_note_kind\n")
-    stigmer.python_path += [site, HERE.parent]
+    _install_note_kind(stigmer, tmp_path, "cli.buggy_note_kind")
     result = stigmer("apply", "-f", "-", input=NOTE)
     assert result.code == 1
     assert "internal error in step 'normalize' of Note create: KeyError" in result.err

@@ -24,7 +24,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
@@ -58,12 +58,10 @@ def _service_names(app: Application) -> list[str]:
 def _serve_reflection(app: Application, server: grpc.Server | aio.Server) -> None:
     """grpcio-reflection's servicer, registered as that library documents, and under ``v1`` too."""
     names = _service_names(app)
+    reflection.enable_server_reflection(names, server)
     servicer: Any = (
         reflection.aio.ReflectionServicer(names) if isinstance(server, aio.Server) else reflection.ReflectionServicer(names)
     )
-    # Not a kind's servicer: grpc's own reflection service (grpcio-reflection), added as that library
-    # documents, then answering under the v1 name through a generic handler.
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     v1 = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,

@@ -47,8 +47,6 @@ from stigmer_core.store.protocol import SnapshotMoved, Store, SubmitsWrites, Wri
 log = logging.getLogger(__name__)
 
 
-
-
 class _DryRun(Exception):
     """Rolls a dry run's transaction back, carrying the answer it would have had."""
 

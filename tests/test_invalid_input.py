@@ -178,3 +178,23 @@ def test_a_slug_in_a_reference_field_is_told_the_field_holds_ids(stigmer_channel
     violations = from_rpc_error(refused.value).violations  # type: ignore[attr-defined]
     assert [v.field for v in violations] == ["spec.workflow_id"]
     assert "is not a workflow id like 'wfl-<ulid>'" in violations[0].description
+
+
+def test_a_label_selector_no_object_can_match_is_refused_naming_it(stigmer_channel: grpc.Channel) -> None:
+    """A selector whose key no label can have (a typo: 'bad key!') answered an empty list, and a
+    watch that never sent anything: it says what is wrong instead."""
+    from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+
+    agents = agent_grpc.AgentQueryControllerStub(stigmer_channel)
+    with pytest.raises(grpc.RpcError) as listed:
+        agents.list(agent_pb2.ListAgentsRequest(labels={"bad key!": "x"}), timeout=10)
+    assert listed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in from_rpc_error(listed.value).violations] == ['labels["bad key!"]']  # type: ignore[attr-defined]
+    stream = watch_pb2_grpc.WatchStub(stigmer_channel).Watch(
+        watch_pb2.WatchRequest(kind="Agent", labels={"team": "bad value!"}), timeout=10
+    )
+    with pytest.raises(grpc.RpcError) as watched:
+        next(stream)
+    assert watched.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no agent can have these labels" in str(watched.value.details())
+    assert list(agents.list(agent_pb2.ListAgentsRequest(labels={"app.kubernetes.io/name": "a"}), timeout=10).entries) == []

@@ -509,6 +509,7 @@ def list_page(ctx: RequestContext) -> None:
     kind = ctx.kind
     org = req.org if kind.list_shape.has_org else ""
     labels = dict(req.labels) if kind.list_shape.has_labels else {}
+    validation.check_label_selector(kind, labels)
     orgs = _orgs_listed(ctx, org)
     if not orgs:
         ctx.response = kind.list_cls()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf.message import Message
 
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.errors import FieldViolation, InvalidArgument
 from stigmer_core.pipeline import timestamps
 
@@ -63,3 +64,19 @@ def check(message: Message) -> None:
     ]
     summary = "; ".join(f"{v.field}: {v.description}" if v.field else v.description for v in found[:5])
     raise InvalidArgument(f"invalid {message.DESCRIPTOR.name}: {summary}", found)
+
+
+_METADATA = metadata_pb2.ApiResourceMetadata.DESCRIPTOR.full_name
+
+
+def check_label_selector(kind: Any, labels: Mapping[str, str]) -> None:
+    """Refuse a label selector (a list's or a watch's ``labels``) no object of ``kind`` can match:
+    a key or value its metadata's own rules refuse (a typo, ``bad key!``) answered an empty list,
+    or a watch that never sent anything, where it should say what is wrong."""
+    if not labels or kind.resource_cls.DESCRIPTOR.fields_by_name["metadata"].message_type.full_name != _METADATA:
+        return
+    try:
+        check(metadata_pb2.ApiResourceMetadata(name="selector", labels=labels))
+    except InvalidArgument as exc:
+        shown = "; ".join(f"{v.field}: {v.description}" for v in exc.violations[:5])
+        raise InvalidArgument(f"labels: no {kind.label} can have these labels ({shown})", exc.violations) from None

@@ -24,6 +24,7 @@ from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, ListFilter
+from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Positioned
 from stigmer_core.pipeline.phase import Phase
@@ -173,7 +174,9 @@ def watch_scope(ctx: RequestContext) -> None:
     """Resolve the request's filters against the kind's list filters; the org goes to ``ctx.org``,
     where AUTHORIZE steps may narrow it before the stream reads it."""
     req: Any = ctx.request
-    ctx.scratch[_SCOPE] = (dict(req.labels), _resolve_filters(ctx.kind, req.filters))
+    labels = dict(req.labels)
+    validation.check_label_selector(ctx.kind, labels)
+    ctx.scratch[_SCOPE] = (labels, _resolve_filters(ctx.kind, req.filters))
     ctx.org = req.org
 
 

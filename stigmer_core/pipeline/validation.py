@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -69,11 +70,19 @@ def check(message: Message) -> None:
 _METADATA = metadata_pb2.ApiResourceMetadata.DESCRIPTOR.full_name
 
 
+@functools.cache
+def _standard_metadata(resource_cls: type[Message]) -> bool:
+    """Whether a kind's objects carry the standard metadata (whose label rules a selector is held
+    to): looked up once per kind, not per request."""
+    found = resource_cls.DESCRIPTOR.fields_by_name["metadata"].message_type
+    return found is not None and found.full_name == _METADATA
+
+
 def check_label_selector(kind: Any, labels: Mapping[str, str]) -> None:
     """Refuse a label selector (a list's or a watch's ``labels``) no object of ``kind`` can match:
     a key or value its metadata's own rules refuse (a typo, ``bad key!``) answered an empty list,
     or a watch that never sent anything, where it should say what is wrong."""
-    if not labels or kind.resource_cls.DESCRIPTOR.fields_by_name["metadata"].message_type.full_name != _METADATA:
+    if not labels or not _standard_metadata(kind.resource_cls):
         return
     try:
         check(metadata_pb2.ApiResourceMetadata(name="selector", labels=labels))

@@ -8,12 +8,10 @@ LMDB in the test's directory, PostgreSQL in a schema of the test's own.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 import pytest
 
 from stigmer_core import Application, Conflict, StartupError
@@ -24,65 +22,24 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.events import Cursor, EventHub, StreamSettings
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store import Store, keys
+from stigmer_core.store import keys
 from stigmer_core.store.lmdb_store import LmdbStore
-from stigmer_core.store.postgres_store import PostgresStore
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
-from stigmer_core.testing.postgres import selected_engines
+from tests import engine_support
 from tests.agent_execution_support import details_of
+from tests.engine_support import OpenStore, counted_bytes, retained
 
-OpenStore = Callable[..., Store]
-"""``engine(retention=None)``: the test's store, opened again at the same place on every call."""
-
-
-@pytest.fixture(params=selected_engines())
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
-    opened: list[Store] = []
-    if request.param == "lmdb":
-
-        def make(retention: EventRetention | None = None) -> Store:
-            return LmdbStore(tmp_path / "store", durable=False, retention=retention)
-    else:
-        url: str = request.getfixturevalue("stigmer_postgres_store_url")
-
-        def make(retention: EventRetention | None = None) -> Store:
-            return PostgresStore(url, durable=False, retention=retention)
-
-    def tracked(retention: EventRetention | None = None) -> Store:
-        store = make(retention)
-        opened.append(store)
-        return store
-
-    yield tracked
-    for store in opened:  # closing twice is harmless: a test's own close came first
-        with contextlib.suppress(Exception):
-            store.close()
-
-
-def _retained(store: Store) -> list[tuple[int, bytes]]:
-    with store.read() as txn:
-        return list(txn.events(0))
-
-
-def _counted_bytes(store: Store) -> int:
-    """The engine's running byte total of the log (what the byte bound is checked against)."""
-    if isinstance(store, PostgresStore):
-        with psycopg.connect(store.settings.conninfo) as conn:
-            row = conn.execute(f'SELECT event_bytes FROM "{store.schema}".meta'.encode()).fetchone()
-        return int(row[0]) if row else -1
-    with store.read() as txn:
-        raw = txn.get(keys.EVENT_BYTES)
-    return int.from_bytes(raw or b"", "big")
+engine = engine_support.engine  # the fixture every test here takes
 
 
 def test_the_log_is_bounded_by_bytes(engine: OpenStore) -> None:
     store = engine(EventRetention(max_bytes=10_000))
     for i in range(100):
         store.transact(lambda txn, i=i: txn.append_event(bytes([i]) * 500))
-    kept = _retained(store)
+    kept = retained(store)
     assert sum(len(p) for _, p in kept) <= 10_000 + 500  # pruned before each append
     assert [r for r, _ in kept] == list(range(101 - len(kept), 101))  # the newest, in order
-    assert _counted_bytes(store) == sum(len(p) for _, p in kept)
+    assert counted_bytes(store) == sum(len(p) for _, p in kept)
     store.close()
 
 
@@ -90,8 +47,8 @@ def test_the_log_is_bounded_by_age(engine: OpenStore) -> None:
     store = engine(EventRetention(max_age_seconds=0))
     for i in range(5):
         store.transact(lambda txn, i=i: txn.append_event(b"x%d" % i))
-    assert [r for r, _ in _retained(store)] == [5]  # everything committed before now has aged out
-    assert _counted_bytes(store) == 2
+    assert [r for r, _ in retained(store)] == [5]  # everything committed before now has aged out
+    assert counted_bytes(store) == 2
     if isinstance(store, LmdbStore):  # the commit times of pruned revisions go with them
         with store.read() as txn:
             assert [k for k, _ in txn.scan(keys.EVENT_TIMES)] == [keys.event_time_key(5)]
@@ -108,18 +65,18 @@ def test_pruning_is_bounded_per_commit_and_catches_up(engine: OpenStore) -> None
                     txn.append_event(b"e")  # type: ignore[attr-defined]
 
             store.transact(many)
-        before = len(_retained(store))
+        before = len(retained(store))
         assert before == total
     with contextlib.closing(engine(EventRetention(max_revisions=1))) as store:
         store.transact(lambda txn: txn.append_event(b"new"))
-        after_one = len(_retained(store))
+        after_one = len(retained(store))
         # one commit did a bounded amount of work: about PRUNE_PER_COMMIT events, finishing the revision it is in
         assert after_one >= total - PRUNE_PER_COMMIT - 500 + 1
         assert after_one < total
         for _ in range(8):
             store.transact(lambda txn: txn.append_event(b"new"))
-        assert len(_retained(store)) == 1
-        assert _counted_bytes(store) == 3
+        assert len(retained(store)) == 1
+        assert counted_bytes(store) == 3
 
 
 def test_a_store_from_before_the_byte_count_gets_one_at_open(tmp_path: Path) -> None:
@@ -128,7 +85,7 @@ def test_a_store_from_before_the_byte_count_gets_one_at_open(tmp_path: Path) -> 
             store.transact(lambda txn, i=i: txn.append_event(b"y" * i))
         store.transact(lambda txn: txn.delete(keys.EVENT_BYTES))
     with LmdbStore(tmp_path, durable=False) as store:
-        assert _counted_bytes(store) == sum(range(10))
+        assert counted_bytes(store) == sum(range(10))
 
 
 def test_a_reader_that_is_behind_reads_one_page_at_a_time(engine: OpenStore) -> None:
@@ -230,7 +187,9 @@ def test_a_resume_inside_a_pruned_revision_is_told_to_relist(engine: OpenStore) 
         instances = KindClient(channel, app.registry.kind("AgentInstance"))
         owner = agents.create(agent_pb2.Agent(metadata={"name": "owner"}))
         for i in range(2):
-            instances.create(agentinstance_pb2.AgentInstance(metadata={"name": f"i{i}"}, spec={"agent_id": owner.metadata.id}))
+            instances.create(
+                agentinstance_pb2.AgentInstance(metadata={"name": f"i{i}"}, spec={"agent_id": owner.metadata.id})
+            )
         agents.delete(owner.metadata.id)  # one revision: the three instances' DELETED, then the agent's
         with store.read() as txn:
             cascade = txn.revision

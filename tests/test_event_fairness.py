@@ -1,0 +1,122 @@
+"""The event log's bounds are shared fairly between orgs, on every engine.
+
+The log is one for every org of a store, within one set of bounds. When a
+commit finds it past the revision or byte bound, the org holding the most
+(revisions, or bytes) loses its oldest revision first, so an org that writes
+a lot, or writes large objects, shortens its own resume window before anyone
+else's; an org that holds less keeps its history. Age is the same for every
+org: the oldest revisions go first whatever their org.
+
+A watch or subscribe learns whether its resume point is gone from
+``compacted_through``: the newest revision pruned from its org (or from the
+shared partition, whose revisions count for every org). Only the store is
+used here; tests/test_watch_fairness.py holds the same through the API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from stigmer_core.store import Store
+from stigmer_core.store.retention import EventRetention
+from tests import engine_support
+from tests.engine_support import OpenStore, counted_bytes, retained
+
+engine = engine_support.engine  # the fixture every test here takes
+
+
+def _append(store: Store, partition: str, payload: bytes) -> int:
+    return store.transact(lambda txn: txn.append_event(payload, partition))
+
+
+def _compacted(store: Store, partitions: list[str] | None) -> int:
+    with store.read() as txn:
+        return txn.compacted_through(partitions)
+
+
+def test_an_org_writing_large_objects_loses_its_own_history_first(engine: OpenStore) -> None:
+    with contextlib.closing(engine(EventRetention(max_bytes=10_000))) as store:
+        quiet = [_append(store, "quiet", b"q" * 100) for _ in range(5)]
+        loud = [_append(store, "loud", b"l" * 500) for _ in range(100)]
+        kept = [revision for revision, _ in retained(store)]
+        assert kept[:5] == quiet  # the quiet org's whole history survives the flood
+        assert kept[5:] == loud[-len(kept[5:]) :]  # the loud org keeps its newest, in order
+        assert sum(len(p) for _, p in retained(store)) <= 10_000 + 500  # pruned before each append
+        assert counted_bytes(store) == sum(len(p) for _, p in retained(store))
+        pruned = loud[-len(kept[5:]) - 1]
+        assert _compacted(store, ["quiet"]) == 0
+        assert _compacted(store, ["loud"]) == pruned
+        assert _compacted(store, ["quiet", "loud"]) == pruned
+        assert _compacted(store, None) == pruned
+        assert _compacted(store, ["never-wrote"]) == 0
+
+
+def test_an_org_writing_often_loses_its_own_history_first(engine: OpenStore) -> None:
+    with contextlib.closing(engine(EventRetention(max_revisions=20))) as store:
+        quiet = [_append(store, "quiet", b"q") for _ in range(5)]
+        loud = [_append(store, "loud", b"l") for _ in range(100)]
+        kept = [revision for revision, _ in retained(store)]
+        assert kept == quiet + loud[-15:]  # at most 20 revisions, the quiet org's all kept
+        assert _compacted(store, ["quiet"]) == 0
+        assert _compacted(store, ["loud"]) == loud[-16]
+
+
+def test_orgs_over_the_bound_together_end_up_with_even_shares(engine: OpenStore) -> None:
+    with contextlib.closing(engine(EventRetention(max_revisions=20))) as store:
+        written: dict[str, list[int]] = {"a": [], "b": []}
+        for _ in range(30):
+            for org in ("a", "b"):
+                written[org].append(_append(store, org, org.encode()))
+        kept = {revision for revision, _ in retained(store)}
+        assert len(kept) == 20
+        held = {org: [r for r in revisions if r in kept] for org, revisions in written.items()}
+        assert abs(len(held["a"]) - len(held["b"])) <= 2
+        for org, revisions in written.items():  # each keeps its newest: the oldest go first
+            assert held[org] == revisions[-len(held[org]) :]
+            assert _compacted(store, [org]) == revisions[-len(held[org]) - 1]
+
+
+def test_a_revision_naming_two_orgs_counts_for_every_org_when_pruned(engine: OpenStore) -> None:
+    with contextlib.closing(engine(EventRetention(max_revisions=2))) as store:
+
+        def both(txn: object) -> int:
+            txn.append_event(b"one", "a")  # type: ignore[attr-defined]
+            return txn.append_event(b"two", "b")  # type: ignore[attr-defined]
+
+        shared = [store.transact(both), store.transact(both)]
+        _append(store, "c", b"c")  # the shared partition holds the most: its oldest goes
+        assert [r for r, _ in retained(store)] == [shared[1], shared[1], shared[1] + 1]
+        assert _compacted(store, ["c"]) == shared[0]  # what went may have been any org's
+        assert _compacted(store, ["someone-else"]) == shared[0]
+
+
+def test_events_older_than_the_age_bound_go_whatever_their_org(engine: OpenStore) -> None:
+    with contextlib.closing(engine(EventRetention(max_age_seconds=0))) as store:
+        written = [_append(store, org, b"x") for org in ("a", "b", "a", "b", "c")]
+        assert [r for r, _ in retained(store)] == written[-1:]
+        assert _compacted(store, ["a"]) == written[2]
+        assert _compacted(store, ["b"]) == written[3]
+        assert _compacted(store, ["c"]) == 0
+        assert _compacted(store, None) == written[3]
+
+
+def test_the_shares_are_kept_across_a_reopen(engine: OpenStore) -> None:
+    with contextlib.closing(engine(EventRetention(max_revisions=20))) as store:
+        quiet = [_append(store, "quiet", b"q") for _ in range(5)]
+        loud = [_append(store, "loud", b"l") for _ in range(30)]
+    with contextlib.closing(engine(EventRetention(max_revisions=20))) as store:
+        assert _compacted(store, ["loud"]) == loud[-16]
+        loud += [_append(store, "loud", b"l") for _ in range(10)]
+        assert [r for r, _ in retained(store)] == quiet + loud[-15:]
+        assert _compacted(store, ["quiet"]) == 0
+        assert _compacted(store, ["loud"]) == loud[-16]
+
+
+def test_events_without_an_org_share_one_partition_with_the_same_bounds(engine: OpenStore) -> None:
+    """A store used without orgs (and the Store protocol's default) keeps the log as it always did."""
+    with contextlib.closing(engine(EventRetention(max_revisions=3))) as store:
+        written = [store.transact(lambda txn: txn.append_event(b"e")) for _ in range(10)]
+        assert [r for r, _ in retained(store)] == written[-3:]
+        assert _compacted(store, ["anyone"]) == written[-4]
+        with store.read() as txn:
+            assert txn.oldest_event_revision() == written[-3]

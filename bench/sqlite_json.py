@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,6 +114,11 @@ class _Reader:
         row = self._conn.execute("SELECT MIN(revision) FROM events").fetchone()
         return int(row[0] or 0)
 
+    def compacted_through(self, partitions: Collection[str] | None = None) -> int:
+        """The seeds' layout kept one log for everyone, pruned oldest first: one watermark for all."""
+        oldest = self.oldest_event_revision()
+        return oldest - 1 if oldest else self.revision
+
 
 class _Writer(_Reader):
     def __init__(self, store: SqliteJsonStore, conn: sqlite3.Connection) -> None:
@@ -150,7 +155,7 @@ class _Writer(_Reader):
             self._conn.execute("UPDATE meta SET revision = ? WHERE id = 1", (self._revision,))
         return self._revision
 
-    def append_event(self, payload: bytes) -> int:
+    def append_event(self, payload: bytes, partition: str = "") -> int:
         revision = self.write_revision()
         if self._seq == 0:
             self._conn.execute("DELETE FROM events WHERE revision <= ?", (revision - self._store.retention,))

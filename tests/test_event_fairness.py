@@ -16,8 +16,11 @@ used here; tests/test_watch_fairness.py holds the same through the API.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from typing import Any
 
-from stigmer_core.store import Store
+from stigmer_core.store import Store, keys
+from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.store.retention import EventRetention
 from tests import engine_support
 from tests.engine_support import OpenStore, counted_bytes, retained
@@ -120,3 +123,32 @@ def test_events_without_an_org_share_one_partition_with_the_same_bounds(engine: 
         assert _compacted(store, ["anyone"]) == written[-4]
         with store.read() as txn:
             assert txn.oldest_event_revision() == written[-3]
+
+
+def test_an_lmdb_log_from_before_the_shares_is_counted_in_the_shared_partition(tmp_path: Path) -> None:
+    """Its events' orgs are unknown, so they count for every org: a resume before its oldest kept
+    revision is still refused, and its revisions are pruned first once it holds the most."""
+    with LmdbStore(tmp_path, durable=False, retention=EventRetention(max_revisions=5)) as store:
+        for _ in range(10):
+            _append(store, "", b"old")
+
+        def as_before(txn: Any) -> None:  # the layout a store had before shares were kept
+            for prefix in (keys.EVENT_PARTS, keys.EVENT_PART_REVISIONS, keys.EVENT_TIMES):
+                for key, value in list(txn.scan(prefix)):
+                    txn.delete(key)
+                    if prefix == keys.EVENT_TIMES:
+                        txn.put(key, value[:8])
+            txn.delete(keys.EVENT_REVISIONS)
+            txn.delete(keys.EVENT_COMPACTED)
+
+        store.transact(as_before)
+    with LmdbStore(tmp_path, durable=False, retention=EventRetention(max_revisions=5)) as store:
+        assert [r for r, _ in retained(store)] == [6, 7, 8, 9, 10]
+        assert _compacted(store, ["anyone"]) == 5
+        quiet = _append(store, "quiet", b"q")
+        loud = [_append(store, "loud", b"l") for _ in range(4)]
+        # the old revisions went first while they held the most, then loud's own
+        assert [r for r, _ in retained(store)] == [10, quiet, *loud[1:]]
+        assert _compacted(store, ["quiet"]) == 9
+        assert _compacted(store, ["loud"]) == loud[0]
+        assert counted_bytes(store) == 3 + 1 + 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -29,7 +29,8 @@ CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
 UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
 
-_Event = tuple[int, str, str, bytes, "list[bytes] | None"]
+_Event = tuple[int, str, str, str, bytes, "list[bytes] | None"]
+"""type, kind, id, org, the object as stored, the index keys it had before (a filtered watch needs them)."""
 """A queued event: type, kind name, object id, stored (redacted) bytes, index keys it left when they moved."""
 
 
@@ -513,7 +514,8 @@ class Resources:
             shown = kind.parse(raw)
             redact(shown)
             raw = shown.SerializeToString()
-        self._events.append((event_type, kind.name, obj.metadata.id, raw, previous_index))  # type: ignore[attr-defined]
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        self._events.append((event_type, kind.name, meta.id, meta.org, raw, previous_index))
 
     def publish(self) -> None:
         """Append the events of this transaction's writes to the event log.
@@ -535,7 +537,7 @@ class Resources:
         revision = txn.write_revision()
         now = self.now()
         principal = self.principal
-        for event_type, kind_name, object_id, raw, previous_index in self._events:
+        for event_type, kind_name, object_id, org, raw, previous_index in self._events:
             event = event_pb2.ResourceEvent(
                 type=event_type,  # type: ignore[arg-type]
                 kind=kind_name,
@@ -548,7 +550,7 @@ class Resources:
             if previous_index is not None:  # a filtered watch tells entering and leaving from these
                 event.index_keys_changed = True
                 event.previous_index_keys.extend(previous_index)
-            txn.append_event(event.SerializeToString())
+            txn.append_event(event.SerializeToString(), org)  # the org's share of the log (store.retention)
         self._events.clear()
 
 

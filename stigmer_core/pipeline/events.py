@@ -12,7 +12,7 @@ cache; when it is behind the cache (a slow reader, a resume from an old
 revision), it reads the durable log in bounded pages, one read transaction
 per page, so a reader that is behind never grows the daemon's memory by its
 backlog. Only the Store protocol is used (``events``,
-``oldest_event_revision``, ``revision``, ``wait_for_revision``), so this
+``compacted_through``, ``revision``, ``wait_for_revision``), so this
 works on any engine, and across replicas when the engine's
 ``wait_for_revision`` wakes on other daemons' commits.
 """
@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import attrs
 
@@ -309,6 +309,9 @@ class EventHub:
                 previous = revision
                 event = ResourceEvent.FromString(payload)
                 fresh.append(_Entry(revision, index, event.kind, len(payload), event))
+            # An org's events can be pruned as soon as they are written (the org holding the most
+            # loses its oldest first): a gap the cache must not paper over for the streams it serves.
+            overflow = overflow or txn.compacted_through(None) > head
         with self._lock:
             if overflow:
                 # Too far behind to cache: every stream reads the log itself.
@@ -339,16 +342,19 @@ class EventHub:
             sub.wake.set()
 
     # -- reading -------------------------------------------------------------------
-    def read(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
+    def read(
+        self, kind: str, cursor: Cursor, partitions: Collection[str] | None = None
+    ) -> tuple[list[Positioned], Cursor]:
         """Up to a page of ``kind``'s events from ``cursor`` on, each with its position
         within its revision, and the cursor after them.
 
-        Raises ``Conflict`` when the log no longer holds the events at the cursor.
+        Raises ``Conflict`` when the log no longer holds events of ``partitions``
+        (the orgs the reader follows; None: any) at the cursor.
         """
         with self._lock:
             if self._thread is not None and cursor.revision > self._floor:
                 return self._from_cache(kind, cursor)
-        return self._from_log(kind, cursor)
+        return self._from_log(kind, cursor, partitions)
 
     def _from_cache(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
         cache = self._cache
@@ -365,15 +371,17 @@ class EventHub:
                 budget -= entry.size
         return found, max(cursor, Cursor.after(self._head))
 
-    def _from_log(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
+    def _from_log(
+        self, kind: str, cursor: Cursor, partitions: Collection[str] | None
+    ) -> tuple[list[Positioned], Cursor]:
         settings = self.settings
         found: list[Positioned] = []
         budget = settings.page_bytes
         with self.store.read() as txn:
             seen = txn.revision
-            oldest = txn.oldest_event_revision()
-            if cursor.revision <= seen and (oldest == 0 or oldest > cursor.revision):
-                raise Compacted(cursor.complete, oldest or seen + 1)
+            compacted = txn.compacted_through(partitions)
+            if cursor.revision <= seen and compacted >= cursor.revision:
+                raise Compacted(cursor.complete, compacted + 1)
             previous, index = 0, 0
             position = cursor
             examined = 0

@@ -13,7 +13,7 @@ re-read and resume.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -64,9 +64,17 @@ class _Follower:
     goes away; raises UNAVAILABLE when the server stops.
     """
 
-    def __init__(self, hub: EventHub, kind: str, cursor: Cursor, active: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        hub: EventHub,
+        kind: str,
+        cursor: Cursor,
+        active: Callable[[], bool],
+        partitions: Collection[str] | None = None,
+    ) -> None:
         self._hub = hub
         self._kind = kind
+        self._partitions = partitions
         self._cursor = cursor
         self._active = active
         self._last_sent = time.monotonic()
@@ -87,7 +95,7 @@ class _Follower:
                 if not self._active():
                     return
                 sub.wake.clear()
-                events, after = hub.read(kind, self._cursor)
+                events, after = hub.read(kind, self._cursor, self._partitions)
                 moved = after != self._cursor
                 self._cursor = after
                 yield from events
@@ -118,6 +126,13 @@ class WatchScope:
     @property
     def needs_object(self) -> bool:
         return bool(self.org or self.labels or self.filters or self.orgs is not None)
+
+    @property
+    def partitions(self) -> Collection[str] | None:
+        """The orgs whose pruned events this watch could have missed (None: any org's)."""
+        if self.org:
+            return (self.org,)
+        return self.orgs
 
     def _visible(self, meta: Any) -> bool:
         if self.org and meta.org != self.org:
@@ -258,14 +273,14 @@ def watch_events(ctx: RequestContext) -> None:
             # revision before it, which a client resuming from bookmarks would get again
             cursor = Cursor.after(start)
     if cursor.complete < head:
-        oldest = txn.oldest_event_revision()
-        if oldest == 0 or oldest > cursor.revision:
-            raise Compacted(start, oldest or head + 1)
+        compacted = txn.compacted_through(scope.partitions)  # only events this watch could send count
+        if compacted >= cursor.revision:
+            raise Compacted(start, compacted + 1)
     active = ctx.active
 
     def stream() -> Iterator[watch_pb2.WatchEvent]:
         yield _bookmark(kind, cursor.complete)
-        follower = _Follower(hub, kind.name, cursor, active)
+        follower = _Follower(hub, kind.name, cursor, active, scope.partitions)
         for item in follower:
             if isinstance(item, Cursor):
                 yield _bookmark(kind, item.complete)
@@ -313,10 +328,11 @@ def watch_object(
             raise errors.InvalidArgument.field(after_field, f"{after} is ahead of the store's revision {txn.revision}")
         version = getattr(current.metadata, "resource_version", 0)  # type: ignore[attr-defined]
         start = after or txn.revision
-        oldest = txn.oldest_event_revision()
-        if after and oldest and after + 1 < oldest:
+        partitions = (current.metadata.org,)  # type: ignore[attr-defined]
+        compacted = txn.compacted_through(partitions)  # another org's pruned events held nothing of it
+        if after and compacted > after:
             if not (kind.shape.has_resource_version and version <= after):
-                raise _too_old(after, oldest)
+                raise _too_old(after, compacted + 1)
             # unchanged since ``after`` (read in this snapshot): the pruned events held nothing of
             # it, so the resume follows from here; else the advice (resume from the version a get
             # answers) would be refused again for an object nobody has written since
@@ -335,7 +351,7 @@ def watch_object(
                 if until is not None and until(initial):
                     return
             try:
-                for item in _Follower(hub, kind.name, Cursor.after(start), active):
+                for item in _Follower(hub, kind.name, Cursor.after(start), active, partitions):
                     if isinstance(item, Cursor) or item[0].id != object_id:
                         continue
                     event = item[0]

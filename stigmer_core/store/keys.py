@@ -11,8 +11,14 @@
     r/<owner_id>/<key_prefix>/<id>              ownership -> b""
     q/<target_id>/<key_prefix>/<id>             reference -> referring field name
     e/<revision:8><seq:2>                       event log entry
-    m/event-time/<revision:8>                   commit time of a revision's events (ns, 8 bytes), for retention by age
+    m/event-time/<revision:8>                   commit time of a revision's events (ns, 8 bytes), for retention
+                                                by age, then the revision's partition
     m/event-bytes                               total bytes of the retained event log (8 bytes)
+    m/event-revisions                           revisions the retained event log holds (8 bytes)
+    m/event-part/<partition>                    one partition's (org's) share of the log: revisions held,
+                                                bytes held, newest revision pruned (3 x 8 bytes)
+    m/event-by-part/<partition>\\0<revision:8>   the revisions a partition holds -> b"", oldest first
+    m/event-compacted                           newest revision pruned from any partition (8 bytes)
     ver/<key_prefix>/<id>/...                   versions of a versioned kind's object (stigmer_core.versioning)
 
 Index values are joined with NUL, which no validated org, slug, label or id
@@ -27,6 +33,10 @@ REVISION = b"m/revision"
 EVENTS = b"e/"
 EVENT_TIMES = b"m/event-time/"
 EVENT_BYTES = b"m/event-bytes"
+EVENT_REVISIONS = b"m/event-revisions"
+EVENT_PARTS = b"m/event-part/"
+EVENT_PART_REVISIONS = b"m/event-by-part/"
+EVENT_COMPACTED = b"m/event-compacted"
 SEP = b"\x00"
 
 
@@ -110,6 +120,19 @@ def event_key(revision: int, seq: int) -> bytes:
 
 def event_time_key(revision: int) -> bytes:
     return EVENT_TIMES + revision.to_bytes(8, "big")
+
+
+def event_part_key(partition: bytes) -> bytes:
+    return EVENT_PARTS + partition
+
+
+def event_part_revisions(partition: bytes) -> bytes:
+    """Every revision one partition holds, oldest first."""
+    return EVENT_PART_REVISIONS + partition + SEP
+
+
+def event_part_revision_key(partition: bytes, revision: int) -> bytes:
+    return EVENT_PART_REVISIONS + partition + SEP + revision.to_bytes(8, "big")
 
 
 def event_revision(key: bytes) -> int:

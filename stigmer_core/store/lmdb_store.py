@@ -25,9 +25,9 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import lmdb
 
@@ -110,7 +110,9 @@ def _check_openable(path: Path) -> None:
             "restore it from a backup, or move it away to start an empty store"
         )
     if not os.access(data, os.R_OK | os.W_OK) or _read_only_mount(data):
-        raise errors.StartupError(f"{data} is read-only: the daemon needs to write it (check its permissions and mount)")
+        raise errors.StartupError(
+            f"{data} is read-only: the daemon needs to write it (check its permissions and mount)"
+        )
 
 
 def _read_only_mount(path: Path) -> bool:
@@ -182,14 +184,66 @@ class _Reader:
                 return keys.event_revision(key)
         return 0
 
+    def compacted_through(self, partitions: Collection[str] | None = None) -> int:
+        get = self.get
+        if partitions is None:
+            raw = get(keys.EVENT_COMPACTED)
+            return int.from_bytes(raw, "big") if raw else 0
+        found = _Share.parse(get(keys.event_part_key(b""))).compacted
+        for partition in partitions:
+            found = max(found, _Share.parse(get(keys.event_part_key(partition.encode()))).compacted)
+        return found
 
-def _event_bytes(txn: lmdb.Transaction) -> int:
-    raw = txn.get(keys.EVENT_BYTES)
+
+def _counter(txn: lmdb.Transaction, key: bytes) -> int:
+    raw = txn.get(key)
     return int.from_bytes(raw, "big") if raw else 0
+
+
+class _Share(NamedTuple):
+    """One partition's share of the event log (``m/event-part/<partition>``).
+
+    Immutable: a batch's callers hand the shares on in one dict, which a caller
+    copies before changing (its write may fail), so an entry is replaced, never
+    changed in place, and the batch stores only the entries it replaced.
+    """
+
+    revisions: int = 0
+    size: int = 0
+    compacted: int = 0
+    """The newest revision pruned from it: kept when it holds nothing, for streams resuming in it."""
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> _Share:
+        if not raw:
+            return _NO_SHARE
+        return cls(int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:16], "big"), int.from_bytes(raw[16:24], "big"))
+
+    def packed(self) -> bytes:
+        return self.revisions.to_bytes(8, "big") + self.size.to_bytes(8, "big") + self.compacted.to_bytes(8, "big")
+
+
+_NO_SHARE = _Share()
+
+
+def _largest(shares: dict[bytes, _Share], by_bytes: bool) -> bytes | None:
+    """The partition holding the most (revisions, or bytes); ties to the first name in byte order."""
+    best: bytes | None = None
+    most = 0
+    for partition, share in shares.items():
+        held = share.size if by_bytes else share.revisions
+        if share.revisions and (held > most or (held == most and best is not None and partition < best)):
+            best, most = partition, held
+    return best
 
 
 OldestEvent = tuple[int, int]
 """(revision, commit time in ns) of the oldest event a committed transaction left in the log."""
+_Shares = dict[bytes, _Share]
+_Tally = tuple["OldestEvent | None", int, int, int, "_Shares | None"]
+"""What one caller's write hands the next in a batch: the oldest event (when known), the
+revision, the log's byte total (-1: not read yet), its count of revisions and the
+partitions' shares (None: not read yet)."""
 _NEVER = 1 << 63
 """The time of an event stored without one: retention by age never drops it."""
 
@@ -197,34 +251,49 @@ _NEVER = 1 << 63
 class _Writer(_Reader):
     """One caller's nested transaction in a batch.
 
-    The revision and the event log's byte total are carried from one caller
-    to the next in Python and stored once per batch (``_commit_batch``), not
-    read and written by every caller: each lmdb call lets go of the GIL, and
-    under load every release wakes a thread that has to go back to sleep.
+    The revision, the event log's byte total and its count of revisions are
+    carried from one caller to the next in Python and stored once per batch
+    (``_commit_batch``), not read and written by every caller: each lmdb call
+    lets go of the GIL, and under load every release wakes a thread that has to
+    go back to sleep.
     """
 
-    __slots__ = ("_base", "_callbacks", "_retention", "_revision", "_seq", "delete", "event_bytes", "oldest", "put")
+    __slots__ = (
+        "_base",
+        "_callbacks",
+        "_now",
+        "_owned",
+        "_part",
+        "_part_bytes",
+        "_retention",
+        "_revision",
+        "_seq",
+        "_shares",
+        "delete",
+        "event_bytes",
+        "held",
+        "oldest",
+        "put",
+    )
 
-    def __init__(
-        self,
-        txn: lmdb.Transaction,
-        retention: EventRetention,
-        oldest: OldestEvent | None,
-        revision: int,
-        event_bytes: int,
-    ) -> None:
+    def __init__(self, txn: lmdb.Transaction, retention: EventRetention, tally: _Tally) -> None:
         super().__init__(txn, None)
         self.put = cast(_Put, txn.put)  # as ``get``: no Python frame per write
         self.delete = cast(_Delete, txn.delete)
-        self._base = revision
+        self.oldest, self._base, self.event_bytes, self.held, self._shares = tally
+        self._owned = False
+        """Whether ``_shares`` is this caller's own copy (the one handed in belongs to the batch)."""
         self._revision = 0
         self._seq = 0
+        self._now = 0
+        self._part = b""
+        self._part_bytes = 0
         self._retention = retention
         self._callbacks: list[Callable[[], None]] = []
-        self.event_bytes = event_bytes
-        """The event log's byte total after this transaction; -1 while not read."""
-        self.oldest = oldest
-        """The oldest event left in the log, when known: lets ``append_event`` skip looking."""
+
+    @property
+    def tally(self) -> _Tally:
+        return self.oldest, self.revision, self.event_bytes, self.held, self._shares
 
     @property
     def revision(self) -> int:
@@ -235,34 +304,64 @@ class _Writer(_Reader):
             self._revision = self._base + 1
         return self._revision
 
-    def append_event(self, payload: bytes) -> int:
+    def append_event(self, payload: bytes, partition: str = "") -> int:
         revision = self.write_revision()
         txn = self._txn
-        total = self.event_bytes
-        if total < 0:
-            total = _event_bytes(txn)
+        if self.event_bytes < 0:
+            self.event_bytes = _counter(txn, keys.EVENT_BYTES)
+            self.held = _counter(txn, keys.EVENT_REVISIONS)
+        part = partition.encode()
         if self._seq == 0:
-            now = time.time_ns()
+            self._now = now = time.time_ns()
             keep = self._retention
             oldest = self.oldest
             # Look at the log's oldest events only when they may be past a bound:
             # most commits find nothing to prune, and a cursor costs more than this.
             if (
                 oldest is None
-                or oldest[0] <= revision - keep.max_revisions
+                or self.held >= keep.max_revisions
                 or oldest[1] < now - keep.max_age_seconds * 1_000_000_000
-                or total > keep.max_bytes
+                or self.event_bytes > keep.max_bytes
             ):
-                total, self.oldest = self._prune_events(revision, total, now)
-            txn.put(keys.event_time_key(revision), now.to_bytes(8, "big"))
+                self._prune_events(revision, now)
+            self._part = part
+            txn.put(keys.event_time_key(revision), now.to_bytes(8, "big") + part)
+            txn.put(keys.event_part_revision_key(part, revision), b"")
+            self.held += 1
+        elif part != self._part and self._part:  # two orgs in one revision: it goes to the shared partition
+            txn.delete(keys.event_part_revision_key(self._part, revision))
+            self._part = b""
+            txn.put(keys.event_time_key(revision), self._now.to_bytes(8, "big"))
+            txn.put(keys.event_part_revision_key(b"", revision), b"")
         txn.put(keys.event_key(revision, self._seq), payload)
-        self.event_bytes = total + len(payload)
+        self.event_bytes += len(payload)
+        self._part_bytes += len(payload)
         self._seq += 1
         return revision
 
-    def _prune_events(self, revision: int, total: int, now: int) -> tuple[int, OldestEvent]:
-        """Drop the oldest revisions' events past any retention bound; return the
-        bytes left and the oldest event left (this revision's, when none is).
+    def _own_shares(self) -> _Shares:
+        """The shares, as this caller's copy (read from the store when the batch has not yet)."""
+        if self._shares is None:
+            prefix = len(keys.EVENT_PARTS)
+            self._shares = {key[prefix:]: _Share.parse(value) for key, value in self.scan(keys.EVENT_PARTS)}
+        elif not self._owned:
+            self._shares = dict(self._shares)
+        self._owned = True
+        return self._shares
+
+    def finish(self) -> None:
+        """Count this transaction's revision in its partition's share (once, when its function
+        succeeded); the batch stores the shares it changed (``LmdbStore._commit_batch``)."""
+        if not self._seq:
+            return
+        shares = self._own_shares()
+        share = shares.get(self._part, _NO_SHARE)
+        shares[self._part] = _Share(share.revisions + 1, share.size + self._part_bytes, share.compacted)
+
+    def _prune_events(self, revision: int, now: int) -> None:
+        """Drop revisions past a retention bound (store.retention says which go first);
+        leave the byte total, the revision count and the oldest event left in
+        ``event_bytes``, ``held`` and ``oldest`` (this revision's, when none is).
 
         Runs once per committing transaction and deletes at most about
         ``PRUNE_PER_COMMIT`` events (always whole revisions), so its cost per
@@ -270,36 +369,80 @@ class _Writer(_Reader):
         huge cascade) is worked off over the next commits.
         """
         keep = self._retention
-        count_floor = revision - keep.max_revisions
         age_floor = now - keep.max_age_seconds * 1_000_000_000
-        txn = self._txn
-        cursor = txn.cursor()
-        oldest = (revision, now)
-        if not cursor.set_range(keys.EVENTS):
-            return total, oldest
+        shares = self._own_shares()
+        cursor = self._txn.cursor()
         deleted = 0
-        dropping = -1
-        while True:
-            key = bytes(cursor.key())
-            if not key.startswith(keys.EVENTS):
-                break
-            rev = keys.event_revision(key)
-            if rev != dropping:
-                if deleted >= PRUNE_PER_COMMIT:
-                    oldest = (rev, 0)  # not looked at: the next commit looks again
+        compacted = before = max((share.compacted for share in shares.values()), default=0)
+        first = self._oldest_revision(cursor)
+        while first is not None and deleted < PRUNE_PER_COMMIT:
+            rev, stamped, part = first
+            if stamped >= age_floor:  # else the oldest goes, whatever its partition
+                if self.held >= keep.max_revisions:
+                    largest = _largest(shares, by_bytes=False)
+                elif self.event_bytes > keep.max_bytes:
+                    largest = _largest(shares, by_bytes=True)
+                else:
                     break
-                stamp = txn.get(keys.event_time_key(rev))
-                stamped = _NEVER if stamp is None else int.from_bytes(stamp, "big")
-                if not (rev <= count_floor or total > keep.max_bytes or stamped < age_floor):
-                    oldest = (rev, stamped)
+                if largest is not None and largest != part:
+                    part, rev = largest, self._oldest_of(largest, rev)
+            count, size, following = self._drop_revision(cursor, rev, part)
+            share = shares.get(part, _NO_SHARE)
+            shares[part] = _Share(max(share.revisions - 1, 0), max(share.size - size, 0), max(share.compacted, rev))
+            compacted = max(compacted, rev)
+            self.held = max(self.held - 1, 0)
+            self.event_bytes = max(self.event_bytes - size, 0)
+            deleted += max(count, 1)
+            if rev == first[0]:  # the event after it is the log's oldest now
+                first = self._revision_of(following)
+        if first is None:
+            self.oldest = (revision, now)
+        else:  # past the cap, the oldest left is not looked at: the next commit looks again
+            self.oldest = (first[0], first[1] if deleted < PRUNE_PER_COMMIT else 0)
+        if compacted > before:  # the newest pruned from any partition is the newest of theirs
+            self._txn.put(keys.EVENT_COMPACTED, compacted.to_bytes(8, "big"))
+
+    def _oldest_revision(self, cursor: lmdb.Cursor) -> tuple[int, int, bytes] | None:
+        """The log's oldest revision: (revision, commit time in ns, partition)."""
+        if not cursor.set_range(keys.EVENTS):
+            return None
+        return self._revision_of(bytes(cursor.key()))
+
+    def _revision_of(self, key: bytes) -> tuple[int, int, bytes] | None:
+        """The revision of an event's key, as ``_oldest_revision`` answers it (None: not an event's)."""
+        if not key.startswith(keys.EVENTS):
+            return None
+        rev = keys.event_revision(key)
+        stamp = self._txn.get(keys.event_time_key(rev))
+        if stamp is None:  # stored before commit times were kept: never too old, in the shared partition
+            return rev, _NEVER, b""
+        return rev, int.from_bytes(stamp[:8], "big"), bytes(stamp[8:])
+
+    def _oldest_of(self, part: bytes, fallback: int) -> int:
+        prefix = keys.event_part_revisions(part)
+        for key, _ in self.scan(prefix):
+            return int.from_bytes(key[len(prefix) :], "big")
+        return fallback  # pragma: no cover - a share without revisions is never the largest
+
+    def _drop_revision(self, cursor: lmdb.Cursor, rev: int, part: bytes) -> tuple[int, int, bytes]:
+        """Delete one revision's events and what records it; return how many events and bytes
+        went, and the key after its last event (b"": none)."""
+        count = size = 0
+        following = b""
+        if cursor.set_range(keys.event_key(rev, 0)):
+            while True:
+                key = bytes(cursor.key())
+                if not key.startswith(keys.EVENTS) or keys.event_revision(key) != rev:
+                    following = key
                     break
-                dropping = rev
-                txn.delete(keys.event_time_key(rev))
-            total -= len(cursor.value())
-            deleted += 1
-            if not cursor.delete():
-                break
-        return max(total, 0), oldest
+                size += len(cursor.value())
+                count += 1
+                if not cursor.delete():
+                    break
+        txn = self._txn
+        txn.delete(keys.event_time_key(rev))
+        txn.delete(keys.event_part_revision_key(part, rev))
+        return count, size, following
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
@@ -345,6 +488,9 @@ class LmdbStore:
         the oldest can only be this or newer: a bound this one is within, the
         log is within. Set only from a commit that succeeded."""
         self._retention = (retention or EventRetention()).with_revisions(event_retention)
+        self._shares: _Shares | None = None
+        """The partitions' shares of the event log as the last commit left them (None: read them).
+        This process is the store's only writer, so what it committed is what the store holds."""
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
         self.commit_seconds = 0.0
@@ -357,21 +503,43 @@ class LmdbStore:
         self._revision_cond = threading.Condition(threading.Lock())
         with self._env.begin() as txn:
             self._revision = _revision_of(txn)
+            shared = txn.get(keys.EVENT_REVISIONS) is not None
             counted = txn.get(keys.EVENT_BYTES) is not None
-        if not counted:
+        if not shared:
+            self._share_event_log()
+        elif not counted:
             self._count_event_bytes()
 
     def _count_event_bytes(self) -> None:
-        """Start the byte count of an event log written before it was kept (once per store)."""
+        """Count the event log's bytes again when the count is missing."""
         with self._env.begin(write=True) as txn:
-            cursor = txn.cursor()
-            total = 0
-            if cursor.set_range(keys.EVENTS):
-                for key, value in cursor:
-                    if not bytes(key).startswith(keys.EVENTS):
-                        break
-                    total += len(value)
+            total = sum(len(value) for _, value in _Reader(txn, None).scan(keys.EVENTS))
             txn.put(keys.EVENT_BYTES, total.to_bytes(8, "big"))
+
+    def _share_event_log(self) -> None:
+        """Count an event log written before it was kept in shares (once per store).
+
+        Its events' orgs are not known here (the store sees bytes), so every
+        revision goes to the shared partition, which counts for every org: it
+        is pruned as the whole log was, and a stream resuming before its oldest
+        revision is told so, as it always was.
+        """
+        with self._env.begin(write=True) as txn:
+            total = 0
+            held: list[int] = []
+            for key, value in _Reader(txn, None).scan(keys.EVENTS):
+                total += len(value)
+                rev = keys.event_revision(key)
+                if not held or held[-1] != rev:
+                    held.append(rev)
+            for rev in held:
+                txn.put(keys.event_part_revision_key(b"", rev), b"")
+            revisions = len(held)
+            compacted = held[0] - 1 if held else _revision_of(txn)
+            txn.put(keys.event_part_key(b""), _Share(revisions, total, compacted).packed())
+            txn.put(keys.EVENT_COMPACTED, compacted.to_bytes(8, "big"))
+            txn.put(keys.EVENT_BYTES, total.to_bytes(8, "big"))
+            txn.put(keys.EVENT_REVISIONS, revisions.to_bytes(8, "big"))
 
     # -- reads -------------------------------------------------------------
     def read(self, *, restartable: bool = False) -> _Reader:
@@ -399,20 +567,27 @@ class LmdbStore:
             wall, cpu = time.perf_counter(), time.thread_time()
             outer = self._env.begin(write=True)
             try:
-                oldest = self._oldest_event
-                revision = start = _revision_of(outer)
-                event_bytes = -1
+                known = self._shares
+                tally: _Tally = (self._oldest_event, _revision_of(outer), -1, 0, known)
+                start = tally[1]
                 for pending in batch:
-                    oldest, revision, event_bytes = self._run_one(outer, pending, oldest, revision, event_bytes)
+                    tally = self._run_one(outer, pending, tally)
+                oldest, revision, event_bytes, held, shares = tally
                 if revision != start:
                     outer.put(keys.REVISION, revision.to_bytes(8, "big"))
                 if event_bytes >= 0:
                     outer.put(keys.EVENT_BYTES, event_bytes.to_bytes(8, "big"))
+                    outer.put(keys.EVENT_REVISIONS, held.to_bytes(8, "big"))
+                if shares is not None and shares is not known:
+                    for part, share in shares.items():
+                        if known is None or known.get(part) is not share:
+                            outer.put(keys.event_part_key(part), share.packed())
                 outer.commit()  # durable store: the data pages are synced; the meta page is written
                 self.commits += 1
                 self.commit_seconds += time.perf_counter() - wall
                 self.commit_cpu_seconds += time.thread_time() - cpu
                 self._oldest_event = oldest
+                self._shares = shares
             except lmdb.MapFullError:
                 outer.abort()
                 self._gate.leave()
@@ -420,6 +595,7 @@ class LmdbStore:
                 continue
             except BaseException as exc:  # disk failure or interrupt: nobody's write landed
                 outer.abort()
+                self._shares = None  # read again from what the store holds
                 failure = self._commit_failure(exc)
                 for pending in batch:
                     pending.error = pending.error or failure
@@ -479,19 +655,17 @@ class LmdbStore:
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
         return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
-    def _run_one(
-        self, outer: lmdb.Transaction, pending: Pending, oldest: OldestEvent | None, revision: int, event_bytes: int
-    ) -> tuple[OldestEvent | None, int, int]:
-        """Run one caller's write in a nested transaction; return the oldest event,
-        the revision and the event log's byte total after it (as before it, when it fails)."""
-        kept = (oldest, revision, event_bytes)
+    def _run_one(self, outer: lmdb.Transaction, pending: Pending, tally: _Tally) -> _Tally:
+        """Run one caller's write in a nested transaction; return what the next caller
+        starts from (``_Tally``: as before it, when it fails)."""
         pending.error = None
         pending.result = None
         pending.callbacks = []
         child = self._env.begin(write=True, parent=outer)
-        writer = _Writer(child, self._retention, oldest, revision, event_bytes)
+        writer = _Writer(child, self._retention, tally)
         try:
             pending.result = pending.fn(writer)
+            writer.finish()
         except lmdb.MapFullError:
             child.abort()
             raise
@@ -500,14 +674,14 @@ class LmdbStore:
             pending.error = errors.InvalidArgument(
                 "a value of this write is too long to be indexed (a store key is at most 511 bytes)"
             )
-            return kept
+            return tally
         except Exception as exc:
             child.abort()
             pending.error = exc
-            return kept
+            return tally
         child.commit()
         pending.callbacks = writer._callbacks
-        return writer.oldest, writer.revision, writer.event_bytes
+        return writer.tally
 
     def _grow(self) -> None:
         size = self._env.info()["map_size"] * 2

@@ -12,7 +12,7 @@ transaction as a conflict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -50,6 +50,15 @@ class ReadTxn(Protocol):
         """Revision of the oldest retained event (0 when the log is empty)."""
         ...
 
+    def compacted_through(self, partitions: Collection[str] | None = None) -> int:
+        """The newest revision an event of one of ``partitions`` was pruned from (None: of any).
+
+        A stream resuming after revision R has lost events when this is above R.
+        Revisions of the shared partition ``""`` count for every partition. 0:
+        nothing was pruned. See ``store.retention`` for which revisions go first.
+        """
+        ...
+
 
 class WriteTxn(ReadTxn, Protocol):
     """A snapshot that buffers writes until the store commits them."""
@@ -62,8 +71,12 @@ class WriteTxn(ReadTxn, Protocol):
         """The revision this transaction commits at; allocated on first call."""
         ...
 
-    def append_event(self, payload: bytes) -> int:
-        """Add an event at this transaction's revision; return the revision."""
+    def append_event(self, payload: bytes, partition: str = "") -> int:
+        """Add an event of ``partition`` (an org) at this transaction's revision; return the revision.
+
+        A revision belongs to its first event's partition; one whose events
+        name two partitions belongs to the shared partition ``""``.
+        """
         ...
 
     def on_commit(self, callback: Callable[[], None]) -> None:

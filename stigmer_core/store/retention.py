@@ -1,12 +1,24 @@
 """How much of the event log a store keeps, the same on every engine.
 
-The log exists for watch and resume; it is kept as the newest revisions
-within three bounds (a count of revisions, a total of bytes, an age), so
-neither many small updates nor a few huge ones grow a store without limit.
-Each committing transaction prunes the oldest revisions past any bound
-before it appends, at most about ``PRUNE_PER_COMMIT`` events and always
-whole revisions, so a commit's extra work stays bounded and a backlog (after
-a smaller setting, or one huge cascade) is worked off over the next commits.
+The log exists for watch and resume; it is kept within three bounds (a count
+of revisions held, a total of bytes, an age), so neither many small updates
+nor a few huge ones grow a store without limit.
+
+The log is one for every org of a store, and its bounds are shared fairly:
+each revision belongs to a partition (the org that wrote it), and when a
+commit finds the log past the revision or byte bound, the partition holding
+the most (revisions, or bytes) loses its oldest revision first, ties going to
+the first name in byte order. An org that writes often, or writes large
+objects, so shortens its own resume window before anyone else's, and an org
+holding less than its share keeps its history. Age is the same for every
+org: revisions past it go oldest first, whatever their partition. Each
+partition remembers the newest revision pruned from it, which is what a
+stream resuming in that org is checked against (``compacted_through``).
+
+Each committing transaction prunes before it appends, at most about
+``PRUNE_PER_COMMIT`` events and always whole revisions, so a commit's extra
+work stays bounded and a backlog (after a smaller setting, or one huge
+cascade) is worked off over the next commits.
 """
 
 from __future__ import annotations
@@ -41,9 +53,9 @@ class EventRetention:
     """
 
     max_revisions: int = attrs.field(default=DEFAULT_EVENT_RETENTION, validator=attrs.validators.ge(1))
-    """Revisions of events kept (``STIGMER_EVENT_RETENTION_REVISIONS``)."""
+    """Revisions the log holds at most, every org's together (``STIGMER_EVENT_RETENTION_REVISIONS``)."""
     max_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
-    """Total bytes of events kept (``STIGMER_EVENT_RETENTION_BYTES``)."""
+    """Bytes of events the log holds at most, every org's together (``STIGMER_EVENT_RETENTION_BYTES``)."""
     max_age_seconds: int = attrs.field(default=7 * 24 * 3600, validator=attrs.validators.ge(0))
     """Age of the oldest event kept (``STIGMER_EVENT_RETENTION_SECONDS``)."""
 

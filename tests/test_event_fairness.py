@@ -16,9 +16,15 @@ used here; tests/test_watch_fairness.py holds the same through the API.
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from stigmer_core import Conflict
+from stigmer_core.api.commons.apiresource.v1 import event_pb2
+from stigmer_core.pipeline.events import Cursor, EventHub
 from stigmer_core.store import Store, keys
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.store.retention import EventRetention
@@ -152,3 +158,22 @@ def test_an_lmdb_log_from_before_the_shares_is_counted_in_the_shared_partition(t
         assert _compacted(store, ["quiet"]) == 9
         assert _compacted(store, ["loud"]) == loud[0]
         assert counted_bytes(store) == 3 + 1 + 3
+
+
+def test_events_pruned_before_the_dispatcher_read_them_are_not_papered_over(engine: OpenStore) -> None:
+    """The org holding the most loses its oldest first, which can be a revision written a moment
+    ago: the dispatcher's cache must not serve the streams a log with that gap in it."""
+    with contextlib.closing(engine(EventRetention(max_bytes=100))) as store:
+        hub = EventHub(store)
+        hub._thread = threading.current_thread()  # as if dispatching: reads of recent events use the cache
+        try:
+            event = event_pb2.ResourceEvent(kind="K", object=b"x" * 500).SerializeToString()
+            first = _append(store, "loud", event)
+            _append(store, "loud", event)  # the byte bound takes the first before this one is appended
+            assert _compacted(store, ["loud"]) == first
+            hub._step()  # one dispatcher step: it finds the first revision gone
+            with pytest.raises(Conflict, match=rf"revision {first - 1} compacted"):
+                hub.read("K", Cursor.after(first - 1), ["loud"])
+        finally:
+            hub._thread = None
+            hub.close()

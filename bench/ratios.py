@@ -104,6 +104,11 @@ def ratios(budget: Budget) -> tuple[Ratio, ...]:
         Ratio("create.inproc.serial", "store.put.t1", "serial create vs raw one-put transaction (pipeline's share)"),
         Ratio(f"store.put.{t}", "store.put.t1", f"raw puts, {budget.store_threads} threads vs 1 (group commit alone)"),
         Ratio(f"store.put.{t}", None, f"raw puts per durable commit, {budget.store_threads} threads", per_commit),
+        Ratio(
+            "store.event_pruning.nosync",
+            "store.event.nosync",
+            "raw put + event, log at its revision bound (every commit prunes) vs within it",
+        ),
         *_versus_sqlite(c),
         *_writes(c),
         *_scale(budget),

@@ -380,8 +380,6 @@ class StoreRunKeys:
             return sum(1 for _ in txn.scan(RUN_KEY_PREFIX))
 
 
-
-
 class NoRunKeys:
     """Run keys of an application opened read-only: not at hand, and never touched.
 

@@ -80,8 +80,6 @@ class SecretBox:
             raise FailedPrecondition(f"a secret value does not decrypt with {what}") from None
 
 
-
-
 class LockedBox(SecretBox):
     """The data-directory key's place in an application opened read-only, which holds no key.
 

@@ -260,12 +260,12 @@ def _problem(data_dir: Path | None, environ: Mapping[str, str], recorded: bytes 
     except SecretKeyError as exc:  # a malformed key
         return exc.problem
     if recorded is None:
-        return f"the store holds no sealed secret yet, and {source.where} is not used when the store is opened read-only"
+        return f"the store holds no sealed secret yet, and {source.where} is not used by a read-only application"
     if key is None:
         return _missing(source, recorded)
     if fingerprint(key) != recorded:
         return _different(source, fingerprint(key), recorded)
-    return f"{source.where} is the store's key, but it is not used when the store is opened read-only"
+    return f"{source.where} is the store's key, but it is not used by a read-only application"
 
 
 def _key_file(source: KeySource, recorded: bytes | None) -> bytes | None:

@@ -32,7 +32,6 @@ class Session:
         self.read_only = read_only
         """What this command does when the store can only be read (said after the key's problem);
         "" for a command that must not open such a store."""
-        self.opened_read_only = False
         self._client: Client | None = None
         self._catalog: Catalog | None = None
 
@@ -60,7 +59,6 @@ class Session:
                 if not self.read_only:
                     raise
                 self._client = config.connect_settings(self.settings, read_only=True)
-                self.opened_read_only = True
                 click.echo(click.style("stigmer: ", fg="yellow", bold=True) + f"{exc.problem}: {self.read_only}", err=True)
         return self._client
 

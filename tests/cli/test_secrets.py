@@ -133,6 +133,8 @@ def test_a_store_opened_read_only_without_its_key_writes_nothing_and_opens_no_se
             keyring = secrets(app.registry)
             with pytest.raises(FailedPrecondition, match=r"is missing.*: no secret can be sealed or opened"):
                 keyring.master.encrypt("a new secret", "environment/env-x/KEY")
+            with pytest.raises(FailedPrecondition, match=r"is missing.*: no secret can be sealed or opened"):
+                keyring.master.decrypt("enc:v1:" + "A" * 40, "environment/env-x/KEY")
             with app.store.read() as txn:
                 assert txn.revision == revision
         finally:

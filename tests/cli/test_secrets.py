@@ -150,6 +150,26 @@ def test_a_store_opened_read_only_without_its_key_writes_nothing_and_opens_no_se
         assert kinds.contexts.get(context_id).spec.data["DB"].value == ENV_SECRET
 
 
+def test_a_read_only_application_leaves_an_interrupted_rotation_for_the_next_start(stigmer: Stigmer) -> None:
+    """A committed rotation whose key file was not yet replaced is finished by a start, which
+    writes; a read-only application leaves both key files as they are, holds no key, and the
+    next start still finishes the rotation."""
+    context_id, _ = _a_live_run(stigmer.data_dir)
+    staged = stigmer.data_dir / (KEY_FILE + STAGED_SUFFIX)
+    new = os.urandom(32)
+    with Application.open(stigmer.data_dir, durable=False) as app:
+        secrets(app.registry).rotate(app.store, app.registry, new, staged.write_bytes)
+    old = (stigmer.data_dir / KEY_FILE).read_bytes()
+    with Application.open(stigmer.data_dir, durable=False, read_only=True) as app:
+        keyring = secrets(app.registry)
+        with pytest.raises(FailedPrecondition, match="is the store's key, but it is not used by a read-only"):
+            keyring.master.encrypt("a new secret", "environment/env-x/KEY")
+    assert (stigmer.data_dir / KEY_FILE).read_bytes() == old and staged.read_bytes() == new
+    with _kinds(stigmer.data_dir) as kinds:
+        assert kinds.contexts.get(context_id).spec.data["TOKEN"].value == RUN_SECRET
+    assert (stigmer.data_dir / KEY_FILE).read_bytes() == new and not staged.exists()
+
+
 def test_an_interrupted_rotation_completes_at_the_next_start(stigmer: Stigmer) -> None:
     context_id, _ = _a_live_run(stigmer.data_dir)
     staged = stigmer.data_dir / (KEY_FILE + STAGED_SUFFIX)

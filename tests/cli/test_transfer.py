@@ -332,6 +332,16 @@ def test_a_store_whose_key_is_lost_moves_to_a_fresh_data_directory(stigmer: Stig
     assert not again["status"].get("unsetSecrets")
 
 
+def test_a_store_that_cannot_be_opened_is_said_once(stigmer: Stigmer) -> None:
+    """A store that cannot be opened at all (its data file truncated) was said once per kind."""
+    stigmer.ok("apply", "-f", "-", input=PROD)
+    (stigmer.data_dir / "data.mdb").write_bytes(b"")
+    result = stigmer("export", "--all")
+    assert result.code == 1 and result.out == ""
+    (line,) = result.err.strip().splitlines()
+    assert line.startswith(f"stigmer: {stigmer.data_dir / 'data.mdb'} is empty (0 bytes), not a store"), line
+
+
 def test_a_store_whose_key_is_lost_is_read_but_never_written(stigmer: Stigmer) -> None:
     """get and list show it read-only (said once); apply, a dry run, delete and the daemon still
     refuse with the message they always gave, and nothing in the data directory changes."""

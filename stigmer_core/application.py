@@ -17,13 +17,14 @@ from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import Executor, build_handlers, log_refusal
 from stigmer_core.datadir import secure
-from stigmer_core.errors import StartupError
+from stigmer_core.errors import FailedPrecondition, StartupError
 from stigmer_core.kinds import reindex
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.events import EventHub, StreamLimit, StreamSettings
 from stigmer_core.plugins import plugin_manager
+from stigmer_core.read_only import ReadOnlyStore
 from stigmer_core.store.engines import open_store
 from stigmer_core.store.lmdb_store import EventRetention
 from stigmer_core.store.protocol import Store
@@ -33,7 +34,14 @@ class Application:
     """``require_auth``: calls that reach it over the network must carry an API
     token (in-process calls without one are the local administrator either
     way); ``token_cache_seconds`` bounds how long another server of a shared
-    store may keep accepting a token revoked elsewhere."""
+    store may keep accepting a token revoked elsewhere.
+
+    ``read_only``: the store is served through ``ReadOnlyStore`` (every write
+    is FAILED_PRECONDITION) and plugins are told so (``stigmer_configure``'s
+    ``read_only``): the secrets plugin then takes the store without its key,
+    so a store whose key is lost can still be read and exported, while
+    nothing can be sealed under another key or written over what is sealed.
+    """
 
     def __init__(
         self,
@@ -45,19 +53,23 @@ class Application:
         streams: StreamSettings | None = None,
         require_auth: bool = False,
         token_cache_seconds: float = tokens.DEFAULT_CACHE_SECONDS,
+        read_only: bool = False,
     ) -> None:
         self.registry = registry
+        if read_only:
+            store = ReadOnlyStore(store)
         self.store = store
+        self.read_only = read_only
         self.plugin_manager = pm
         validation.ready()  # loaded now, so the first request does not pay for it
-        registry.extensions[pages.EXTENSION] = pages.PageTokens(pages.store_key(store))
+        registry.extensions[pages.EXTENSION] = pages.PageTokens(pages.store_key(store, read_only=read_only))
         self.authenticator = tokens.Authenticator(
             registry, store, required=require_auth, cache_seconds=token_cache_seconds
         )
         registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:
-            _configure(pm, registry=registry, data_dir=data_dir, store=store)
-        self.index_changes = reindex.reconcile(registry, store)
+            _configure(pm, registry=registry, data_dir=data_dir, store=store, read_only=read_only)
+        self.index_changes = _reconciled(registry, store, read_only=read_only)
         """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
         self.events = EventHub(store, streams or StreamSettings.from_env())
         """The one event dispatcher every server stream of this application reads through."""
@@ -82,6 +94,7 @@ class Application:
         streams: StreamSettings | None = None,
         retention: EventRetention | None = None,
         require_auth: bool = False,
+        read_only: bool = False,
     ) -> Application:
         """Load every installed kind plugin (or ``pm``'s) over a store.
 
@@ -90,6 +103,8 @@ class Application:
         (lock, secret key), which is what plugins are configured with. Stream
         limits and event retention default to their settings' environment
         variables (docs/design.md: Event retention; Watch and streams).
+        ``read_only`` (see the class) is how a store refused with
+        ``ReadableOnly`` (a lost secret key) is opened anyway, to be read.
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
@@ -97,7 +112,9 @@ class Application:
         secure(directory)
         engine = open_store(store or directory, durable=durable, retention=retention or EventRetention.from_env())
         try:
-            return cls(registry, engine, pm, data_dir=directory, streams=streams, require_auth=require_auth)
+            return cls(
+                registry, engine, pm, data_dir=directory, streams=streams, require_auth=require_auth, read_only=read_only
+            )
         except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
             engine.close()
             raise
@@ -118,6 +135,20 @@ class Application:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reconciled(registry: Registry, store: Store, *, read_only: bool) -> list[reindex.Change]:
+    """The indexes brought in line with the kinds' declarations; read-only, only if they already are."""
+    try:
+        return reindex.reconcile(registry, store)
+    except FailedPrecondition:
+        if not read_only:
+            raise
+        raise StartupError(
+            "the store's indexes must first be brought in line with the installed kinds (a kind's declaration "
+            "changed since the store was written), which writes, and the store is opened read-only: restore its "
+            "secret key and open it once to write, or install the plugin versions that wrote it"
+        ) from None
 
 
 def _configure(pm: pluggy.PluginManager, **arguments: object) -> None:

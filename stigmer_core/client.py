@@ -100,6 +100,7 @@ def connect(
     token: str | None = None,
     ca_file: str | None = None,
     tls: bool | None = None,
+    read_only: bool = False,
 ) -> Client:
     """A client for ``target``.
 
@@ -112,6 +113,8 @@ def connect(
       the data directory (and, without ``store``, the store) are the ones the
       CLI uses: ``STIGMER_DATA_DIR``, else the config file's
       ``local.data_dir``, else ``$STIGMER_HOME/data`` (``config_file.local_data``).
+      ``read_only`` opens that store read-only (``Application.open``); a
+      running daemon holds the key, so it is reached as it is.
     """
     target = target or LOCAL
     if target != LOCAL:
@@ -130,5 +133,5 @@ def connect(
             return Client(grpc.insecure_channel(f"unix:{socket}"), target=str(running["address"]))
         address = str(running["address"])
         return Client(network_channel(address, token=token, ca_file=ca_file, tls=tls), target=address)
-    app = Application.open(directory, store=store)
+    app = Application.open(directory, store=store, read_only=read_only)
     return Client(app.channel(), target=LOCAL, app=app)

@@ -166,8 +166,9 @@ def _flag(section: Mapping[str, Any], name: str) -> bool:
     raise ConfigError(f"config file {config_path()}: server.{name} must be true or false (unquoted), not {value!r}")
 
 
-def connect_settings(settings: Settings) -> Client:
-    """A client for resolved settings; see ``connect_from_config``."""
+def connect_settings(settings: Settings, *, read_only: bool = False) -> Client:
+    """A client for resolved settings; see ``connect_from_config``. ``read_only``: a local
+    store opened in this process is opened read-only (``connect``)."""
     from stigmer_core.client import connect
 
     if settings.backend == REMOTE and not settings.endpoint:
@@ -175,7 +176,7 @@ def connect_settings(settings: Settings) -> Client:
             "the remote backend has no endpoint: run `stigmer backend switch remote --endpoint HOST:PORT`"
         )
     if settings.backend != REMOTE:
-        return connect(LOCAL, data_dir=settings.data_dir, store=settings.store or None)
+        return connect(LOCAL, data_dir=settings.data_dir, store=settings.store or None, read_only=read_only)
     return connect(settings.endpoint, token=settings.token or None, ca_file=settings.ca_file or None)
 
 

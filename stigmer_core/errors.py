@@ -19,6 +19,9 @@
         ├── RegistryError      a plugin declared something impossible
         ├── DataDirBusy        another daemon holds the data directory
         ├── AddressUnavailable the listen address cannot be bound
+        ├── ReadableOnly       the store may be read, not written, as configured
+        │                      (its secret key is missing or another one):
+        │                      ``Application.open(read_only=True)`` opens it
         └── InsecureTransport  a server open to the network without TLS and
                                authentication, or a token about to cross
                                the network in clear
@@ -122,3 +125,16 @@ class AddressUnavailable(StartupError):
 
 class InsecureTransport(StartupError):
     pass
+
+
+class ReadableOnly(StartupError):
+    """The store cannot be opened to write, but it can be read: what it holds apart from
+    what the missing piece guards (a lost secret key: sealed values) is still there to take.
+
+    ``problem`` says what is wrong in a clause a caller can build on ("the key file X is
+    missing, ..."); the message adds what to do about it.
+    """
+
+    def __init__(self, message: str, problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem or message

@@ -67,13 +67,16 @@ def stigmer_server_interceptors() -> Sequence[grpc.ServerInterceptor]:
 
 
 @hookspec
-def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store) -> None:
+def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store, read_only: bool) -> None:
     """Prepare per-application state once the registry is built, before serving.
 
     ``data_dir`` is the store's directory (None for a store without one);
     ``store`` is the store about to be served, for state that must agree
     with what is stored (a key's fingerprint), read or written in a
-    transaction of its own. An implementation may take any subset of these
+    transaction of its own. ``read_only``: the application only reads (it
+    was opened to export a store whose secret key is lost): ``store``
+    refuses every write, so write nothing, here or in files beside it, and
+    start if reading can go on. An implementation may take any subset of these
     arguments. Raise a ``StartupError`` to refuse to start. Put
     what steps need (keys, clients, caches) in ``registry.extensions`` under a
     name of the plugin's own; steps reach it as ``ctx.registry.extensions``.

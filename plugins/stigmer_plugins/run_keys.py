@@ -27,6 +27,7 @@ import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from stigmer_core import FailedPrecondition
 from stigmer_core.datadir import open_private
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
 from stigmer_plugins.secret_box import NONCE, RUN_PREFIX, SecretBox
@@ -379,3 +380,43 @@ class StoreRunKeys:
             return sum(1 for _ in txn.scan(RUN_KEY_PREFIX))
 
 
+class NoRunKeys:
+    """Run keys of an application opened read-only: not at hand, and never touched.
+
+    Every run key is wrapped by the data-directory key, which such an
+    application does not hold; reading the slot file could open nothing, and
+    writing it (a reclaim, a rotation's rewrap) could lose a live run's key.
+    Each call refuses with ``problem``.
+    """
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def _refused(self) -> FailedPrecondition:
+        return FailedPrecondition(
+            f"{self.problem}: no run's secrets can be opened or made, the store is opened read-only without its key"
+        )
+
+    def create(self, txn: WriteTxn, scope: str) -> bytes:
+        raise self._refused()
+
+    def get(self, txn: ReadTxn, scope: str) -> bytes | None:
+        raise self._refused()
+
+    def destroy(self, txn: WriteTxn, scope: str) -> None:
+        raise self._refused()
+
+    def reclaim(self, txn: WriteTxn) -> int:
+        raise self._refused()
+
+    def begin_rotation(self, old: SecretBox, new: SecretBox) -> None:
+        raise self._refused()
+
+    def rotate_in(self, txn: WriteTxn, old: SecretBox, new: SecretBox) -> int:
+        raise self._refused()
+
+    def finish_rotation(self, current: SecretBox) -> None:
+        raise self._refused()
+
+    def count(self) -> int:
+        raise self._refused()

@@ -80,3 +80,26 @@ class SecretBox:
             raise FailedPrecondition(f"a secret value does not decrypt with {what}") from None
 
 
+class LockedBox(SecretBox):
+    """The data-directory key's place in an application opened read-only, which holds no key.
+
+    Whatever is sealed stays sealed and nothing is sealed anew: both refuse with
+    ``problem`` (what is wrong with the key), so a request that needs a secret
+    answers FAILED_PRECONDITION naming it rather than a wrong or empty value.
+    """
+
+    def __init__(self, problem: str) -> None:  # no key, so nothing of SecretBox's own is made
+        self._prefix = PREFIX
+        self.fingerprint = b""
+        self.problem = problem
+
+    def _refused(self) -> FailedPrecondition:
+        return FailedPrecondition(
+            f"{self.problem}: no secret can be sealed or opened, the store is opened read-only without its key"
+        )
+
+    def seal_bytes(self, plaintext: bytes, context: bytes) -> bytes:
+        raise self._refused()
+
+    def open_bytes(self, sealed: bytes, context: bytes) -> bytes:
+        raise self._refused()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from stigmer_core import StartupError
+from stigmer_core import ReadableOnly
 from stigmer_core.datadir import open_private
 
 KEY_FILE = "secret.key"
@@ -30,8 +30,11 @@ STAGED_SUFFIX = ".new"
 KEY_BYTES = 32
 
 
-class SecretKeyError(StartupError):
-    """The key at hand does not open the secrets the store holds (missing, different, malformed)."""
+class SecretKeyError(ReadableOnly):
+    """The key at hand does not open the secrets the store holds (missing, different, malformed).
+
+    Nothing may be sealed or written then, but everything else can be read: an application
+    opened ``read_only`` takes the store without the key (``secrets.Secrets.open``)."""
 
 
 def fsync_dir(path: Path) -> None:

@@ -27,6 +27,13 @@ make a new key and leave every sealed value unreadable. ``Secrets.rotate``
 re-seals every value under a new key in one store transaction, with the new
 key staged durably first and run keys wrapped by both keys until the commit,
 so a crash at any point leaves a store that opens with one key or the other.
+
+**Without the key.** An application opened ``read_only`` (the store whose key
+is lost, exported) gets a ``Secrets`` that holds no key: its master is a
+``LockedBox`` and its run keys ``NoRunKeys``, both refusing with what is wrong
+with the key (FailedPrecondition). Opening it writes nothing: no key file is
+made, a staged rotation is neither finished nor discarded, and the run-keys
+file is not opened, so every live run's key stays as it was.
 """
 
 from __future__ import annotations
@@ -45,8 +52,8 @@ from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store import keys
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
-from stigmer_plugins.run_keys import RUN_KEYS_FILE, FileRunKeys, RunKeys, StoreRunKeys
-from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, SecretBox, fingerprint
+from stigmer_plugins.run_keys import RUN_KEYS_FILE, FileRunKeys, NoRunKeys, RunKeys, StoreRunKeys
+from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, LockedBox, SecretBox, fingerprint
 from stigmer_plugins.secret_key import (
     KEY_ENV,
     KEY_FILE,
@@ -89,10 +96,18 @@ class Secrets:
         self.runs = runs_factory(self)
 
     @classmethod
-    def open(cls, store: Store, data_dir: Path | None, environ: Mapping[str, str] | None = None) -> Secrets:
-        """The key for ``store``, checked against the fingerprint the store recorded."""
-        source = KeySource.resolve(data_dir, os.environ if environ is None else environ)
+    def open(
+        cls, store: Store, data_dir: Path | None, environ: Mapping[str, str] | None = None, *, read_only: bool = False
+    ) -> Secrets:
+        """The key for ``store``, checked against the fingerprint the store recorded.
+
+        ``read_only``: no key at all (see the module), whatever the key at hand is.
+        """
+        environ = os.environ if environ is None else environ
         recorded = _recorded(store)
+        if read_only:
+            return cls.locked(_problem(data_dir, environ, recorded))
+        source = KeySource.resolve(data_dir, environ)
         master = cls._load(source, recorded)
 
         def runs_factory(secrets: Secrets) -> RunKeys:
@@ -108,6 +123,11 @@ class Secrets:
         store.transact(secrets.runs.reclaim)
         return secrets
 
+    @classmethod
+    def locked(cls, problem: str) -> Secrets:
+        """Secrets without a key: sealing, opening and run keys all refuse, naming ``problem``."""
+        return cls(LockedBox(problem), KeySource(path=None), lambda _: NoRunKeys(problem))
+
     @staticmethod
     def _load(source: KeySource, recorded: bytes | None) -> SecretBox:
         if source.env is not None:
@@ -118,10 +138,11 @@ class Secrets:
             key = _finish_staged(source, recorded)
         if key is None:
             if recorded is not None:
+                problem = _missing(source, recorded)
                 raise SecretKeyError(
-                    f"{source.where} is missing, but the store holds secrets sealed with key {_hex(recorded)}; "
-                    f"restore that key file (or point ${KEY_FILE_ENV} or ${KEY_ENV} at it). Starting with a new key "
-                    "would leave every secret unreadable, so the store is not opened."
+                    f"{problem}; restore that key file (or point ${KEY_FILE_ENV} or ${KEY_ENV} at it). Starting "
+                    "with a new key would leave every secret unreadable, so the store is not opened.",
+                    problem,
                 )
             assert source.path is not None
             key = AESGCM.generate_key(bit_length=256)
@@ -132,10 +153,8 @@ class Secrets:
             return SecretBox(key)
         box = SecretBox(key)
         if recorded is not None and recorded != box.fingerprint:
-            raise SecretKeyError(
-                f"{source.where} is key {_hex(box.fingerprint)}, but the store's secrets are sealed with key "
-                f"{_hex(recorded)}; give the key they were sealed with (the store is not opened)"
-            )
+            problem = _different(source, box.fingerprint, recorded)
+            raise SecretKeyError(f"{problem}; give the key they were sealed with (the store is not opened)", problem)
         return box
 
     def record(self, txn: WriteTxn) -> None:
@@ -219,6 +238,49 @@ def new_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
+def _missing(source: KeySource, recorded: bytes) -> str:
+    return f"{source.where} is missing, but the store holds secrets sealed with key {_hex(recorded)}"
+
+
+def _different(source: KeySource, given: bytes, recorded: bytes) -> str:
+    return f"{source.where} is key {_hex(given)}, but the store's secrets are sealed with key {_hex(recorded)}"
+
+
+def _problem(data_dir: Path | None, environ: Mapping[str, str], recorded: bytes | None) -> str:
+    """What keeps a read-only application from the key, found by reading only (no key file is
+    made, no staged rotation finished): what ``Secrets.open`` would refuse to start with."""
+    try:
+        source = KeySource.resolve(data_dir, environ)
+        if source.env is not None:
+            key: bytes | None = source.env
+        elif source.path is None:
+            return "an application without a data directory has no key to read"
+        else:
+            key = _key_file(source, recorded)
+    except SecretKeyError as exc:  # a malformed key
+        return exc.problem
+    if recorded is None:
+        return f"the store holds no sealed secret yet, and {source.where} is not used by a read-only application"
+    if key is None:
+        return _missing(source, recorded)
+    if fingerprint(key) != recorded:
+        return _different(source, fingerprint(key), recorded)
+    return f"{source.where} is the store's key, but it is not used by a read-only application"
+
+
+def _key_file(source: KeySource, recorded: bytes | None) -> bytes | None:
+    """The key a start would use (a committed rotation's staged key, else the key file), left where it lies."""
+    assert source.path is not None and source.staged is not None
+    for path in (source.staged, source.path):
+        try:
+            key = read_key(path)
+        except FileNotFoundError:
+            continue
+        if path == source.path or (recorded is not None and fingerprint(key) == recorded):
+            return key
+    return None
+
+
 def _finish_staged(source: KeySource, recorded: bytes | None) -> bytes | None:
     """The key file's key, after completing or discarding a rotation a crash interrupted."""
     assert source.path is not None and source.staged is not None
@@ -268,8 +330,8 @@ def declare_sealed(registry: Registry, kind: str, walk: SealedFields) -> None:
 
 
 @hookimpl
-def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store) -> None:
-    registry.extensions[EXTENSION] = Secrets.open(store, data_dir)
+def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store, read_only: bool) -> None:
+    registry.extensions[EXTENSION] = Secrets.open(store, data_dir, read_only=read_only)
 
 
 __all__ = [
@@ -282,6 +344,7 @@ __all__ = [
     "RUN_KEYS_FILE",
     "RUN_PREFIX",
     "STAGED_SUFFIX",
+    "LockedBox",
     "Rotation",
     "SecretBox",
     "SecretKeyError",

@@ -39,12 +39,18 @@ def _ensure_key(txn: WriteTxn) -> bytes:
     return key
 
 
-def store_key(store: Store) -> bytes:
-    """The store's page-token key, made on first use."""
+def store_key(store: Store, *, read_only: bool = False) -> bytes:
+    """The store's page-token key, made on first use.
+
+    ``read_only``: a store that has none keeps having none, and this application's
+    tokens are good for as long as it runs (a read-only application writes nothing).
+    """
     with store.read() as txn:
         found = txn.get(KEY)
     if found is not None and len(found) == 32:
         return found
+    if read_only:
+        return os.urandom(32)
     return store.transact(_ensure_key)
 
 

@@ -2,6 +2,13 @@
 
 Everything is opened on first use, so commands that fail on their arguments
 never touch the store, and closed when the click context ends.
+
+A command that only reads (export, get, list) may say so (``read_only``):
+when the local store opened in this process refuses to start because its
+secret key is missing or another one (``ReadableOnly``), it is opened
+read-only instead, without the key (secrets stay sealed, every write is
+refused), and the command says once on stderr what happened. Every other
+command still stops with the refusal (docs/secrets.md, Losing the key).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from stigmer_core import config
+from stigmer_core import config, errors
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.options import overrides
 
@@ -20,19 +27,22 @@ if TYPE_CHECKING:
 
 
 class Session:
-    def __init__(self, settings: config.Settings) -> None:
+    def __init__(self, settings: config.Settings, *, read_only: str = "") -> None:
         self.settings = settings
+        self.read_only = read_only
+        """What this command does when the store can only be read (said after the key's problem);
+        "" for a command that must not open such a store."""
         self._client: Client | None = None
         self._catalog: Catalog | None = None
 
     @classmethod
-    def of(cls, ctx: click.Context) -> Session:
+    def of(cls, ctx: click.Context, *, read_only: str = "") -> Session:
         """The session of this command invocation, built from its flags."""
         flags = overrides(ctx)
         settings = config.resolve(
             backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org
         )
-        session = cls(settings)
+        session = cls(settings, read_only=read_only)
         ctx.call_on_close(session.close)
         return session
 
@@ -43,7 +53,13 @@ class Session:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = config.connect_settings(self.settings)
+            try:
+                self._client = config.connect_settings(self.settings)
+            except errors.ReadableOnly as exc:
+                if not self.read_only:
+                    raise
+                self._client = config.connect_settings(self.settings, read_only=True)
+                click.echo(click.style("stigmer: ", fg="yellow", bold=True) + f"{exc.problem}: {self.read_only}", err=True)
         return self._client
 
     @property

@@ -8,11 +8,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 
-from stigmer_core import Application
-from stigmer_plugins.secrets import KEY_FILE, KEY_FILE_ENV, STAGED_SUFFIX, fingerprint, secrets
-from tests.agent_execution_support import Kinds
+from stigmer_core import Application, FailedPrecondition
+from stigmer_core.store.lmdb_store import DATA_FILE
+from stigmer_plugins.secrets import (
+    KEY_FILE,
+    KEY_FILE_ENV,
+    RUN_KEYS_FILE,
+    STAGED_SUFFIX,
+    SecretKeyError,
+    fingerprint,
+    secrets,
+)
+from tests.agent_execution_support import Kinds, details_of
 
 from .conftest import Stigmer
 
@@ -89,6 +99,75 @@ def test_the_daemon_refuses_to_start_without_its_key(stigmer: Stigmer) -> None:
     message = stigmer.fails("serve", "--data-dir", str(stigmer.data_dir), "--address", "127.0.0.1:0")
     assert "missing" in message and "restore that key file" in message
     assert not (stigmer.data_dir / KEY_FILE).exists()
+
+
+def test_a_store_opened_read_only_without_its_key_writes_nothing_and_opens_no_secret(stigmer: Stigmer) -> None:
+    """The key lost, a live run's key in ``run-keys`` and a rotation's staged key beside the key
+    file: the read-only application reads what is not secret, refuses every write and every
+    secret with the key's problem, and leaves the store and every file beside it as they were."""
+    data_dir = stigmer.data_dir
+    context_id, agent_id = _a_live_run(data_dir)
+    key = (data_dir / KEY_FILE).read_bytes()
+    (data_dir / KEY_FILE).unlink()
+    with pytest.raises(SecretKeyError, match="restore that key file"):
+        Application.open(data_dir, durable=False)
+    staged = data_dir / (KEY_FILE + STAGED_SUFFIX)
+    staged.write_bytes(os.urandom(32))  # a rotation that never committed: a start would delete it
+    before = {name: (data_dir / name).read_bytes() for name in (DATA_FILE, RUN_KEYS_FILE, staged.name)}
+
+    with Application.open(data_dir, durable=False, read_only=True) as app:
+        channel = app.channel()
+        try:
+            kinds = Kinds.on(app, channel)
+            with app.store.read() as txn:
+                revision = txn.revision
+            agent = kinds.agents.get(agent_id)
+            assert agent.metadata.name == "bot", "what is not secret is read"
+            code, details = details_of(lambda: kinds.environment("dev", {"REGION": ("eu", False)}))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION and "opened read-only" in details, details
+            code, details = details_of(lambda: kinds.agents.delete(agent_id))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION and "opened read-only" in details, details
+            code, details = details_of(lambda: kinds.contexts.get(context_id))  # the live run's secrets
+            assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+            assert f"the key file {data_dir / KEY_FILE} is missing" in details, details
+            keyring = secrets(app.registry)
+            with pytest.raises(FailedPrecondition, match=r"is missing.*: no secret can be sealed or opened"):
+                keyring.master.encrypt("a new secret", "environment/env-x/KEY")
+            with pytest.raises(FailedPrecondition, match=r"is missing.*: no secret can be sealed or opened"):
+                keyring.master.decrypt("enc:v1:" + "A" * 40, "environment/env-x/KEY")
+            with app.store.read() as txn:
+                assert txn.revision == revision
+        finally:
+            channel.close()
+
+    assert not (data_dir / KEY_FILE).exists(), "no new key was made"
+    assert {name: (data_dir / name).read_bytes() for name in before} == before
+    staged.unlink()
+    (data_dir / KEY_FILE).write_bytes(key)
+    os.chmod(data_dir / KEY_FILE, 0o600)
+    with _kinds(data_dir) as kinds:
+        assert kinds.contexts.get(context_id).spec.data["TOKEN"].value == RUN_SECRET, "the run key was kept"
+        assert kinds.contexts.get(context_id).spec.data["DB"].value == ENV_SECRET
+
+
+def test_a_read_only_application_leaves_an_interrupted_rotation_for_the_next_start(stigmer: Stigmer) -> None:
+    """A committed rotation whose key file was not yet replaced is finished by a start, which
+    writes; a read-only application leaves both key files as they are, holds no key, and the
+    next start still finishes the rotation."""
+    context_id, _ = _a_live_run(stigmer.data_dir)
+    staged = stigmer.data_dir / (KEY_FILE + STAGED_SUFFIX)
+    new = os.urandom(32)
+    with Application.open(stigmer.data_dir, durable=False) as app:
+        secrets(app.registry).rotate(app.store, app.registry, new, staged.write_bytes)
+    old = (stigmer.data_dir / KEY_FILE).read_bytes()
+    with Application.open(stigmer.data_dir, durable=False, read_only=True) as app:
+        keyring = secrets(app.registry)
+        with pytest.raises(FailedPrecondition, match="is the store's key, but it is not used by a read-only"):
+            keyring.master.encrypt("a new secret", "environment/env-x/KEY")
+    assert (stigmer.data_dir / KEY_FILE).read_bytes() == old and staged.read_bytes() == new
+    with _kinds(stigmer.data_dir) as kinds:
+        assert kinds.contexts.get(context_id).spec.data["TOKEN"].value == RUN_SECRET
+    assert (stigmer.data_dir / KEY_FILE).read_bytes() == new and not staged.exists()
 
 
 def test_an_interrupted_rotation_completes_at_the_next_start(stigmer: Stigmer) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
+from stigmer_plugins.secret_box import fingerprint
+
 from .conftest import Stigmer, write
 from .test_resources import CODER, INSTANCE, SUPPORT
 
@@ -250,15 +252,122 @@ def test_a_document_is_refused_where_it_contradicts_the_command_or_its_kind(stig
     stigmer.ok("import", "--org", "local", input=local.replace("kind:", "apiVersion: agentic.stigmer.ai/v1\nkind:"))
 
 
-def test_a_store_that_cannot_be_opened_is_said_once(stigmer: Stigmer) -> None:
-    """Its key file gone, the store refuses to open: the export said so once per kind, seven times."""
-    environment = "kind: Environment\nmetadata: {name: prod}\nspec:\n  data:\n    API_KEY: {value: s3cret, isSecret: true}\n"
-    stigmer.ok("apply", "-f", "-", input=environment)
+PROD = (
+    "kind: Environment\nmetadata: {name: prod}\nspec:\n  data:\n"
+    "    API_KEY: {value: s3cret, isSecret: true}\n    REGION: {value: eu}\n"
+)
+
+
+def _files(data_dir: Path) -> dict[str, bytes]:
+    """Every file of the data directory but LMDB's lock file (its reader table is not the store)."""
+    return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir()) if p.name != "lock.mdb"}
+
+
+def _key_of(stigmer: Stigmer) -> str:
+    """How messages name the key in the data directory's key file."""
+    return fingerprint((stigmer.data_dir / "secret.key").read_bytes())[:8].hex()
+
+
+def _exported_without_its_key(stigmer: Stigmer, problem: str) -> str:
+    """Export the store whose key is gone or another: the export, checked."""
+    before = _files(stigmer.data_dir)
+    result = stigmer("export", "--all")
+    assert result.code == 0, result.err
+    (prod,) = yaml.safe_load_all(result.out)
+    assert prod["metadata"]["name"] == "prod"
+    assert prod["spec"]["data"] == {"API_KEY": {"isSecret": True, "value": "<redacted>"}, "REGION": {"value": "eu"}}
+    warning, summary = result.err.strip().splitlines()
+    assert warning == (
+        f"stigmer: {problem}: exporting without secret values (an export never holds them); import the export "
+        "into a fresh data directory and apply the secrets again, or restore the key"
+    ), warning
+    assert summary == "exported 1 objects of 7 kinds from every org"
+    assert _files(stigmer.data_dir) == before, "the export wrote nothing in the data directory"
+    return result.out
+
+
+def test_a_store_whose_key_is_lost_is_exported_without_its_secrets(stigmer: Stigmer) -> None:
+    """Its key file gone, the store refused to open: the export failed, and with it the one way
+    to rescue everything that is not secret."""
+    stigmer.ok("apply", "-f", "-", input=PROD)
+    sealed_with = _key_of(stigmer)
     (stigmer.data_dir / "secret.key").unlink()
+    _exported_without_its_key(
+        stigmer,
+        f"the key file {stigmer.data_dir / 'secret.key'} is missing, but the store holds secrets sealed with key {sealed_with}",
+    )
+    assert not (stigmer.data_dir / "secret.key").exists()
+
+
+def test_a_store_given_another_key_is_exported_without_its_secrets(stigmer: Stigmer) -> None:
+    stigmer.ok("apply", "-f", "-", input=PROD)
+    sealed_with = _key_of(stigmer)
+    (stigmer.data_dir / "secret.key").write_bytes(b"k" * 32)
+    other = _key_of(stigmer)
+    _exported_without_its_key(
+        stigmer,
+        f"the key file {stigmer.data_dir / 'secret.key'} is key {other}, but the store's secrets are sealed with key {sealed_with}",
+    )
+    assert (stigmer.data_dir / "secret.key").read_bytes() == b"k" * 32
+
+
+def test_a_store_whose_key_is_lost_moves_to_a_fresh_data_directory(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Export with the key lost, import into a fresh data directory: the environment is there,
+    its secret unset until it is applied again, and the new store works (a new key)."""
+    stigmer.ok("apply", "-f", "-", input=PROD)
+    sealed_with = _key_of(stigmer)
+    (stigmer.data_dir / "secret.key").unlink()
+    exported = _exported_without_its_key(
+        stigmer,
+        f"the key file {stigmer.data_dir / 'secret.key'} is missing, but the store holds secrets sealed with key {sealed_with}",
+    )
+    fresh = str(tmp_path / "fresh" / "data")
+    imported = stigmer.ok("import", "--data-dir", fresh, input=exported)
+    assert "environment/prod in org 'local': secrets now unset: API_KEY" in imported, imported
+    restored = yaml.safe_load(stigmer.ok("get", "environment", "prod", "-o", "yaml", "--data-dir", fresh))
+    assert restored["status"]["unsetSecrets"] == ["API_KEY"]
+    assert restored["spec"]["data"]["REGION"] == {"value": "eu"}
+    stigmer.ok("apply", "--data-dir", fresh, "-f", "-", input=PROD)
+    again = yaml.safe_load(stigmer.ok("get", "environment", "prod", "-o", "yaml", "--data-dir", fresh))
+    assert not again["status"].get("unsetSecrets")
+
+
+def test_a_store_that_cannot_be_opened_is_said_once(stigmer: Stigmer) -> None:
+    """A store that cannot be opened at all (its data file truncated) was said once per kind."""
+    stigmer.ok("apply", "-f", "-", input=PROD)
+    (stigmer.data_dir / "data.mdb").write_bytes(b"")
     result = stigmer("export", "--all")
     assert result.code == 1 and result.out == ""
     (line,) = result.err.strip().splitlines()
-    assert line.startswith(f"stigmer: the key file {stigmer.data_dir / 'secret.key'} is missing"), line
+    assert line.startswith(f"stigmer: {stigmer.data_dir / 'data.mdb'} is empty (0 bytes), not a store"), line
+
+
+def test_a_store_whose_key_is_lost_is_read_but_never_written(stigmer: Stigmer) -> None:
+    """get and list show it read-only (said once); apply, a dry run, delete and the daemon still
+    refuse with the message they always gave, and nothing in the data directory changes."""
+    stigmer.ok("apply", "-f", "-", input=PROD)
+    sealed_with = _key_of(stigmer)
+    (stigmer.data_dir / "secret.key").unlink()
+    before = _files(stigmer.data_dir)
+    missing = f"the key file {stigmer.data_dir / 'secret.key'} is missing, but the store holds secrets sealed with key {sealed_with}"
+    for command in (("get", "environment", "prod", "-o", "yaml"), ("list", "environments", "-o", "yaml")):
+        result = stigmer(*command)
+        assert result.code == 0, result.err
+        (warning,) = result.err.strip().splitlines()
+        assert warning.startswith(f"stigmer: {missing}: showing the store read-only"), warning
+        assert "<redacted>" in result.out and "s3cret" not in result.out and "eu" in result.out
+    refusal = (
+        f"{missing}; restore that key file (or point $STIGMER_SECRET_KEY_FILE or $STIGMER_SECRET_KEY at it). "
+        "Starting with a new key would leave every secret unreadable, so the store is not opened."
+    )
+    dev = "kind: Environment\nmetadata: {name: dev}\nspec:\n  data:\n    REGION: {value: us}\n"
+    assert stigmer.fails("apply", "-f", "-", input=dev) == refusal
+    assert stigmer.fails("apply", "--dry-run", "-f", "-", input=dev) == refusal
+    assert stigmer.fails("delete", "environment", "prod") == refusal
+    assert _files(stigmer.data_dir) == before
+    assert "exited with code 1 while starting" in stigmer.fails("local", "start", "--address", "127.0.0.1:0")
+    assert refusal in (stigmer.home / "daemon.log").read_text()
+    assert not (stigmer.data_dir / "secret.key").exists()
 
 
 def test_an_import_cut_off_from_its_server_says_how_far_it_got(

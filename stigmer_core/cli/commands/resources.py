@@ -24,6 +24,11 @@ output_option = click.option(
 )
 all_orgs_option = click.option("-A", "--all-orgs", is_flag=True, help="Every org, not just --org.")
 kind_argument = click.argument("kind_name", metavar="KIND", shell_complete=completing.kinds)
+READ_ONLY = (
+    "showing the store read-only: secret values stay sealed and nothing can be written; restore the key to "
+    "change anything, or export and import into a fresh data directory (docs/secrets.md, Losing the key)"
+)
+"""Said by ``get`` and ``list`` after the key's problem when the store is opened read-only (``Session``)."""
 
 
 def _labels(selectors: tuple[str, ...]) -> dict[str, str]:
@@ -73,11 +78,12 @@ def get(ctx: click.Context, kind_name: str, name: str | None, output: str, all_o
     """Show one object of KIND by slug or id, or every object of KIND in the org.
 
     KIND is any name of a kind: singular, plural or short (`stigmer kinds`).
+    A local store whose secret key is lost is shown read-only (said on stderr).
     """
     from stigmer_core.cli import render
     from stigmer_core.cli.session import Session
 
-    session = Session.of(ctx)
+    session = Session.of(ctx, read_only=READ_ONLY)
     kind = session.kind(kind_name)
     if watch:
         from stigmer_core.cli import watching
@@ -114,7 +120,7 @@ def list_(
     from stigmer_core.cli.session import Session
 
     labels = _labels(selectors)
-    session = Session.of(ctx)
+    session = Session.of(ctx, read_only=READ_ONLY)
     _show_list(session, session.kind(kind_name), output, all_orgs=all_orgs, labels=labels, limit=limit)
 
 

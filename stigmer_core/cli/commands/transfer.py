@@ -15,6 +15,12 @@ from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError, Unreachable
 from stigmer_core.cli.options import common_options, overrides
 
+WITHOUT_KEY = (
+    "exporting without secret values (an export never holds them); import the export into a fresh data "
+    "directory and apply the secrets again, or restore the key"
+)
+"""Said after the key's problem when the store is exported read-only (``Session``)."""
+
 
 @click.command()
 @click.argument("kind_names", nargs=-1, metavar="[KIND]...", shell_complete=completing.kinds)
@@ -30,6 +36,10 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
     are left out; naming one is an error. Whatever could not be exported (a
     kind that failed to list, stored objects of a kind no plugin serves) is
     named on stderr and the exit code is 1.
+
+    A local store whose secret key is lost (or another one is given) is still
+    exported, read-only: an export never holds secret values anyway. It says
+    so once on stderr; the exit code is 0 when everything was exported.
     """
     from stigmer_core.cli import backup
     from stigmer_core.cli.reporting import report_failure
@@ -39,7 +49,7 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         raise CliError("name the kinds to export, or pass --all", exit_code=2)
     if kind_names and all_kinds:
         raise CliError("give either --all or kinds, not both", exit_code=2)
-    session = Session.of(ctx)
+    session = Session.of(ctx, read_only=WITHOUT_KEY)
     every_org = all_orgs or (all_kinds and overrides(ctx).org is None)
     kinds = backup.exportable(session.catalog, kind_names)
     # before anything opens the store in this process: LMDB opens an environment once per process

@@ -12,12 +12,18 @@ Tables::
 
     kv(key bytea PK, value bytea)            objects and indexes, keys as in store/keys.py
     meta(id = 1, revision, event_bytes,      the global revision (its row lock orders writers),
-         writes)                             the bytes of payload the event log holds, and how
+         event_revisions, compacted,         the bytes of payload and the revisions the event log
+         writes)                             holds, the newest revision pruned from it, and how
                                              many commits changed anything (a reader outside a
                                              transaction compares it between its statements)
     events(revision, seq, payload,           the event log, pruned by retention (store/retention.py)
-           committed_at)                     committed_at: the database clock when appended
+           committed_at, part)               committed_at: the database clock when appended;
+                                             part: the partition (an org) of the event's revision
+    event_parts(part PK, revisions, bytes,   per partition: the revisions and bytes it holds in the
+                compacted)                   log, and the newest revision pruned from it
     schema_version(version, applied_at)      which migrations ran
+
+and one function, ``prune_events`` (``PRUNE_FUNCTION``), the prune a commit runs.
 
 Version 2 added ``events.committed_at`` and ``meta.event_bytes`` for
 retention by age and by bytes. Events a version-1 schema already held are
@@ -25,7 +31,12 @@ stamped with the time of the migration (their real age is not known), so
 they age out a full retention period after the upgrade at the latest; the
 byte total starts from what the log holds then. Version 3 added
 ``meta.writes``: a commit that writes without an event (a run's key, an index
-rebuilt) moves no revision, and single-statement reads must still see it. Every daemon on one schema
+rebuilt) moves no revision, and single-statement reads must still see it.
+Version 4 partitions the log (a fair share of its bounds per org): the
+events a version-3 schema held go to the shared partition ``''``, counted
+once by the migration, whose watermark starts just below the oldest event
+kept (or at the revision, for an empty log), since whatever came before it
+was pruned as far as any watch can tell. Every daemon on one schema
 must run the same version: stop the old ones before starting a newer one.
 
 ``bytea`` compares like ``memcmp``, so key ranges and their order are LMDB's.
@@ -41,6 +52,68 @@ from stigmer_core import errors
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
+PRUNE_FUNCTION = """
+CREATE FUNCTION {s}.prune_events(cap bigint, max_revisions bigint, max_bytes bigint, age_floor timestamptz,
+    held bigint, total bigint, OUT dropped_events bigint, OUT dropped_revisions bigint,
+    OUT dropped_bytes bigint, OUT through bigint, OUT next_revision bigint, OUT next_at timestamptz)
+LANGUAGE plpgsql AS $prune$
+DECLARE
+    aging boolean := true;
+    victim bigint;
+    victim_part text COLLATE "C";
+    freed_events bigint;
+    freed_bytes bigint;
+BEGIN
+    dropped_events := 0;
+    dropped_revisions := 0;
+    dropped_bytes := 0;
+    through := 0;
+    WHILE dropped_events < cap LOOP
+        victim := NULL;
+        IF aging THEN
+            SELECT e.revision, e.part, e.committed_at < age_floor INTO victim, victim_part, aging
+                FROM {s}.events AS e ORDER BY e.revision, e.seq LIMIT 1;
+            EXIT WHEN NOT FOUND;
+            IF NOT aging THEN
+                victim := NULL;
+            END IF;
+        END IF;
+        IF victim IS NULL THEN
+            IF held - dropped_revisions >= max_revisions THEN
+                SELECT p.part INTO victim_part FROM {s}.event_parts AS p
+                    ORDER BY p.revisions DESC, p.part LIMIT 1;
+            ELSIF total - dropped_bytes > max_bytes THEN
+                SELECT p.part INTO victim_part FROM {s}.event_parts AS p
+                    ORDER BY p.bytes DESC, p.part LIMIT 1;
+            ELSE
+                EXIT;
+            END IF;
+            SELECT e.revision INTO victim FROM {s}.events AS e
+                WHERE e.part = victim_part ORDER BY e.part, e.revision LIMIT 1;
+            EXIT WHEN victim IS NULL;
+        END IF;
+        WITH gone AS (DELETE FROM {s}.events AS e WHERE e.revision = victim RETURNING octet_length(e.payload) AS len)
+            SELECT count(*), coalesce(sum(gone.len), 0) INTO freed_events, freed_bytes FROM gone;
+        UPDATE {s}.event_parts AS p SET revisions = p.revisions - 1, bytes = p.bytes - freed_bytes,
+            compacted = greatest(p.compacted, victim) WHERE p.part = victim_part;
+        dropped_events := dropped_events + freed_events;
+        dropped_revisions := dropped_revisions + 1;
+        dropped_bytes := dropped_bytes + freed_bytes;
+        through := greatest(through, victim);
+    END LOOP;
+    SELECT e.revision, e.committed_at INTO next_revision, next_at FROM {s}.events AS e ORDER BY e.revision, e.seq LIMIT 1;
+END
+$prune$
+"""
+"""The event log's prune (store/retention.py), run by the commit that appends a revision's first
+event: each turn drops one whole revision, the oldest of the log while it is past the age
+bound, else the oldest of the partition holding the most revisions (then bytes) while the log
+is past that bound, smallest partition name first on a tie, until ``cap`` events went. It runs
+in the database because every turn's pick depends on the one before: one round trip for up to
+``cap`` revisions instead of one per revision. ``held`` and ``total`` are the revisions and
+bytes the log holds, which the caller keeps (``meta`` has them as of the last commit); it
+returns what went, the newest revision that went (0: none) and the oldest event left."""
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE TABLE {s}.kv (key bytea PRIMARY KEY, value bytea NOT NULL)",
@@ -55,6 +128,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE {s}.meta SET event_bytes = (SELECT coalesce(sum(octet_length(payload)), 0) FROM {s}.events)",
     ),
     ("ALTER TABLE {s}.meta ADD COLUMN writes bigint NOT NULL DEFAULT 0",),
+    (
+        "ALTER TABLE {s}.events ADD COLUMN part text COLLATE \"C\" NOT NULL DEFAULT ''",
+        "CREATE INDEX events_by_part ON {s}.events (part, revision)",
+        "CREATE TABLE {s}.event_parts (part text COLLATE \"C\" PRIMARY KEY, revisions bigint NOT NULL,"
+        " bytes bigint NOT NULL, compacted bigint NOT NULL)",
+        "CREATE INDEX event_parts_by_revisions ON {s}.event_parts (revisions DESC, part)",
+        "CREATE INDEX event_parts_by_bytes ON {s}.event_parts (bytes DESC, part)",
+        "ALTER TABLE {s}.meta ADD COLUMN event_revisions bigint NOT NULL DEFAULT 0,"
+        " ADD COLUMN compacted bigint NOT NULL DEFAULT 0",
+        "UPDATE {s}.meta SET event_revisions = (SELECT count(DISTINCT revision) FROM {s}.events),"
+        " compacted = coalesce((SELECT min(revision) - 1 FROM {s}.events), revision)",
+        "INSERT INTO {s}.event_parts (part, revisions, bytes, compacted)"
+        " SELECT '', event_revisions, event_bytes, compacted FROM {s}.meta",
+        PRUNE_FUNCTION,
+    ),
 )
 VERSION = len(MIGRATIONS)
 

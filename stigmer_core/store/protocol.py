@@ -12,7 +12,7 @@ transaction as a conflict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -50,6 +50,11 @@ class ReadTxn(Protocol):
         """Revision of the oldest retained event (0 when the log is empty)."""
         ...
 
+    def compacted_through(self, partitions: Collection[str] | None = None) -> int:
+        """The newest revision an event of one of ``partitions`` was pruned from (None: of any);
+        a revision of the shared partition "" counts for every partition. 0: nothing pruned."""
+        ...
+
 
 class WriteTxn(ReadTxn, Protocol):
     """A snapshot that buffers writes until the store commits them."""
@@ -62,8 +67,8 @@ class WriteTxn(ReadTxn, Protocol):
         """The revision this transaction commits at; allocated on first call."""
         ...
 
-    def append_event(self, payload: bytes) -> int:
-        """Add an event at this transaction's revision; return the revision."""
+    def append_event(self, payload: bytes, partition: str = "") -> int:
+        """Add an event of ``partition`` (an org) at this transaction's revision; return it."""
         ...
 
     def on_commit(self, callback: Callable[[], None]) -> None:

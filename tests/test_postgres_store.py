@@ -271,6 +271,107 @@ def test_a_version_1_schema_is_migrated_and_its_events_counted_and_kept_by_bytes
     assert stamped == (3,)
 
 
+def _partitions(store: PostgresStore) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """Per partition, (revisions, bytes) as ``event_parts`` counts them and as the log holds them."""
+    schema = f'"{store.schema}"'
+    with psycopg.connect(store.settings.conninfo) as conn:
+        counted = conn.execute(f"SELECT part, revisions, bytes FROM {schema}.event_parts".encode()).fetchall()
+        held = conn.execute(
+            f"SELECT part, count(DISTINCT revision), sum(octet_length(payload)) FROM {schema}.events GROUP BY part".encode()
+        ).fetchall()
+    return (
+        {part: (int(n), int(size)) for part, n, size in counted if n or size},
+        {part: (int(n), int(size)) for part, n, size in held},
+    )
+
+
+def _held_revisions(store: PostgresStore) -> int:
+    with psycopg.connect(store.settings.conninfo) as conn:
+        row = conn.execute(f'SELECT event_revisions FROM "{store.schema}".meta'.encode()).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_version_3_schema_is_migrated_into_the_shared_partition_and_pruned_fairly_after(
+    stigmer_postgres_store_url: str,
+) -> None:
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    schema = f'"{settings.schema}"'
+    with psycopg.connect(settings.conninfo, autocommit=True) as conn:  # the layout a version-3 daemon left
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+        conn.execute(
+            f"CREATE TABLE {schema}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())".encode()
+        )
+        for version, statements in enumerate(MIGRATIONS[:3], start=1):
+            for statement in statements:
+                conn.execute(statement.replace("{s}", schema).encode())
+            conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES (%s)".encode(), (version,))
+        for revision in range(3, 8):  # revisions 1 and 2 were pruned by a version-3 daemon
+            conn.execute(
+                f"INSERT INTO {schema}.events (revision, seq, payload) VALUES (%s, 0, %s), (%s, 1, %s)".encode(),
+                (revision, b"o" * 10, revision, b"o" * 10),
+            )
+        conn.execute(f"UPDATE {schema}.meta SET revision = 7, event_bytes = 100".encode())
+    retention = EventRetention(max_revisions=6)
+    with PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as store:
+        assert _partitions(store) == ({"": (5, 100)}, {"": (5, 100)})  # every old event is in the shared partition
+        assert _held_revisions(store) == 5
+        with store.read() as txn:
+            assert txn.compacted_through(["x"]) == 2  # what came before the oldest kept was pruned for everyone
+            assert txn.compacted_through(None) == 2
+        written = [store.transact(lambda txn: txn.append_event(b"x", "x")) for _ in range(5)]
+        assert written == [8, 9, 10, 11, 12]
+        # The shared partition held the most until it held 3 to x's 3 (a tie goes to the smaller
+        # name, ""), then 2 to x's 4: x loses its own oldest from there on.
+        with store.read() as txn:
+            assert sorted({r for r, _ in txn.events(0)}) == [6, 7, 9, 10, 11, 12]
+            assert txn.compacted_through(["x"]) == 8
+            assert txn.compacted_through(["y"]) == 5
+            assert txn.compacted_through(None) == 8
+        assert _partitions(store) == ({"": (2, 40), "x": (4, 4)}, {"": (2, 40), "x": (4, 4)})
+        assert _held_revisions(store) == 6
+        assert _event_bytes(store) == 44
+
+
+def test_two_daemons_writing_for_two_partitions_keep_the_shares_right(stigmer_postgres_store_url: str) -> None:
+    retention = EventRetention(max_revisions=20)
+    with (
+        PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as one,
+        PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as other,
+    ):
+        written: dict[str, list[int]] = {"a": [], "b": []}
+        lock = threading.Lock()
+
+        def writer(engine: PostgresStore, part: str) -> None:
+            for _ in range(15):
+                revision = engine.transact(lambda txn: txn.append_event(part.encode() * 3, part))
+                with lock:
+                    written[part].append(revision)
+
+        threads = [
+            threading.Thread(target=writer, args=args) for args in ((one, "a"), (other, "b"), (one, "b"), (other, "a"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(written["a"] + written["b"]) == list(range(1, 61))
+        with one.read() as txn:
+            kept = {revision for revision, _ in txn.events(0)}
+        assert len(kept) == 20
+        counted, held = _partitions(one)
+        assert counted == held  # the counts both daemons kept are the log's own
+        assert abs(held["a"][0] - held["b"][0]) <= 2
+        assert _held_revisions(one) == 20
+        assert _event_bytes(one) == 60
+        for part, revisions in written.items():  # each keeps its newest: the oldest went first
+            revisions.sort()
+            mine = [r for r in revisions if r in kept]
+            assert mine == revisions[-len(mine) :]
+            with other.read() as txn:
+                assert txn.compacted_through([part]) == revisions[-len(mine) - 1]
+
+
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(stigmer_postgres_store_url: str) -> None:
     settings = PostgresSettings.from_url(stigmer_postgres_store_url)
     PostgresStore(stigmer_postgres_store_url).close()

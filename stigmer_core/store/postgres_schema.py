@@ -131,7 +131,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE {s}.events ADD COLUMN part text COLLATE \"C\" NOT NULL DEFAULT ''",
         "CREATE INDEX events_by_part ON {s}.events (part, revision)",
-        "CREATE TABLE {s}.event_parts (part text COLLATE \"C\" PRIMARY KEY, revisions bigint NOT NULL,"
+        'CREATE TABLE {s}.event_parts (part text COLLATE "C" PRIMARY KEY, revisions bigint NOT NULL,'
         " bytes bigint NOT NULL, compacted bigint NOT NULL)",
         "CREATE INDEX event_parts_by_revisions ON {s}.event_parts (revisions DESC, part)",
         "CREATE INDEX event_parts_by_bytes ON {s}.event_parts (bytes DESC, part)",

@@ -885,9 +885,7 @@ class PostgresStore:
                     if counts is not None:
                         conn.execute(self._sql_count_parts, counts)
                     if revision != base or wrote:
-                        conn.execute(
-                            self._sql_set_revision, (revision, tally.bytes, tally.revisions, tally.compacted)
-                        )
+                        conn.execute(self._sql_set_revision, (revision, tally.bytes, tally.revisions, tally.compacted))
                     if revision != base:
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
@@ -1042,5 +1040,3 @@ class PostgresStore:
 
 class _StaleConnection(Exception):
     """The pooled connection was dead before the transaction began."""
-
-

@@ -54,11 +54,10 @@ SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 PRUNE_FUNCTION = """
 CREATE FUNCTION {s}.prune_events(cap bigint, max_revisions bigint, max_bytes bigint, age_floor timestamptz,
-    held bigint, total bigint, OUT dropped_events bigint, OUT dropped_revisions bigint,
+    aging boolean, held bigint, total bigint, OUT dropped_events bigint, OUT dropped_revisions bigint,
     OUT dropped_bytes bigint, OUT through bigint, OUT next_revision bigint, OUT next_at timestamptz)
 LANGUAGE plpgsql AS $prune$
 DECLARE
-    aging boolean := true;
     victim bigint;
     victim_part text COLLATE "C";
     freed_events bigint;
@@ -112,7 +111,8 @@ is past that bound, smallest partition name first on a tie, until ``cap`` events
 in the database because every turn's pick depends on the one before: one round trip for up to
 ``cap`` revisions instead of one per revision. ``held`` and ``total`` are the revisions and
 bytes the log holds, which the caller keeps (``meta`` has them as of the last commit); it
-returns what went, the newest revision that went (0: none) and the oldest event left."""
+returns what went, the newest revision that went (0: none) and the oldest event left.
+``aging`` false says the oldest event is known to be within the age bound (it can only get newer)."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (

@@ -18,13 +18,17 @@ its savepoint alone) and commits once, so many callers share one lock hold
 and one durable commit. A lone caller pays no savepoint.
 
 The event log is kept within ``EventRetention``'s three bounds (revisions,
-bytes, age), as LMDB keeps it. What the common commit needs to know (the
-byte total, kept in ``meta``, and the oldest event's revision and time) comes
-back with the revision-lock statement, and the new byte total is written
-with the revision at commit, so a commit with nothing to prune pays no extra
-round trip. One that has something to prune deletes it in the statement that
-appends its first event: at most about ``PRUNE_PER_COMMIT`` events, always
-whole revisions, walked from the oldest along the primary key.
+bytes, age), as LMDB keeps it, shared fairly between partitions (orgs): past
+the revision or byte bound, the partition holding the most loses its oldest
+revision first. What the common commit needs to know (the revisions and bytes
+the log holds, kept in ``meta``, and the oldest event's revision and time)
+comes back with the revision-lock statement; the new totals are written with
+the revision at commit, and the partitions' counts (``event_parts``) in one
+more statement of the same round trip, so a commit with nothing to prune pays
+no extra round trip. One that has something to prune calls the schema's
+``prune_events`` in the round trip that appends its first event: at most
+about ``PRUNE_PER_COMMIT`` events, always whole revisions, each found along
+an index.
 
 A commit that allocated a revision sends ``NOTIFY`` with the revision (never
 the object: payloads are capped at 8,000 bytes) inside its transaction, so
@@ -259,8 +263,9 @@ def _translate(exc: psycopg.Error) -> Exception:
         )
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return errors.Unavailable(
-            f"the daemon's database role lacks a privilege ({_detail(exc)}): it needs USAGE on the schema and "
-            "SELECT, INSERT, UPDATE and DELETE on its tables"
+            f"the daemon's database role lacks a privilege ({_detail(exc)}): it needs USAGE on the schema, "
+            "SELECT, INSERT, UPDATE and DELETE on its tables and EXECUTE on its function prune_events "
+            "(which every role has unless revoked)"
         )
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         if (exc.sqlstate or "")[:2] in ("53", "58"):  # out of memory or connections, an I/O error
@@ -508,10 +513,14 @@ class _Log:
         """Whether the log is past a bound, before a commit appends a revision to it."""
         if not self.revisions:
             return False
-        if self.revisions >= keep.max_revisions or self.bytes > keep.max_bytes:
-            return True
-        age_floor = self.now - datetime.timedelta(seconds=keep.max_age_seconds)
-        return self.oldest_at is not None and self.oldest_at < age_floor
+        return self.revisions >= keep.max_revisions or self.bytes > keep.max_bytes or self.aging(keep)
+
+    def age_floor(self, keep: EventRetention) -> datetime.datetime:
+        return self.now - datetime.timedelta(seconds=keep.max_age_seconds)
+
+    def aging(self, keep: EventRetention) -> bool:
+        """Whether the oldest event may be past the age bound (the real one is as old or newer)."""
+        return self.oldest_at is not None and self.oldest_at < self.age_floor(keep)
 
 
 class _Writer(_Reader):
@@ -599,7 +608,8 @@ class _Writer(_Reader):
             "cap": PRUNE_PER_COMMIT,
             "max_revisions": keep.max_revisions,
             "max_bytes": keep.max_bytes,
-            "age_floor": tally.now - datetime.timedelta(seconds=keep.max_age_seconds),
+            "age_floor": tally.age_floor(keep),
+            "aging": tally.aging(keep),
             "held": tally.revisions,
             "total": tally.bytes,
         }
@@ -721,7 +731,8 @@ class PostgresStore:
         ).encode()
         self._sql_prune = (
             "SELECT dropped_events, dropped_revisions, dropped_bytes, through, next_revision, next_at"
-            f" FROM {s}.prune_events(%(cap)s, %(max_revisions)s, %(max_bytes)s, %(age_floor)s, %(held)s, %(total)s)"
+            f" FROM {s}.prune_events(%(cap)s, %(max_revisions)s, %(max_bytes)s, %(age_floor)s, %(aging)s,"
+            " %(held)s, %(total)s)"
         ).encode()
         options = (
             f"-c statement_timeout={self.settings.statement_timeout_ms}"

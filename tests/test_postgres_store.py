@@ -58,13 +58,15 @@ def test_revisions_count_up_and_a_failed_fn_leaves_nothing(store: PostgresStore)
 
 
 def test_callers_sharing_a_commit_fail_alone_and_revisions_stay_gapless(store: PostgresStore) -> None:
+    for i in range(10):  # the log at its bound of 10: every caller prunes, under its savepoint
+        store.transact(lambda txn, i=i: txn.append_event(b"old", "ab"[i % 2]))
     results: dict[int, object] = {}
     barrier = threading.Barrier(16)
 
     def caller(i: int) -> None:
         def fn(txn: WriteTxn) -> int:
             txn.put(b"k/%02d" % i, b"v")
-            revision = txn.append_event(b"%d" % i)
+            revision = txn.append_event(b"%d" % i, "ab"[i % 2])
             if i % 3 == 0:
                 raise errors.Conflict(f"caller {i} gives up")
             return revision
@@ -83,14 +85,25 @@ def test_callers_sharing_a_commit_fail_alone_and_revisions_stay_gapless(store: P
     failed = sorted(i for i, r in results.items() if isinstance(r, errors.Conflict))
     assert failed == [i for i in range(16) if i % 3 == 0]
     committed = sorted(r for r in results.values() if isinstance(r, int))
-    assert committed == list(range(1, 17 - len(failed)))
+    assert committed == list(range(11, 27 - len(failed)))
     with store.read() as txn:
-        assert txn.revision == len(committed)
+        assert txn.revision == committed[-1]
         assert sorted(k for k, _ in txn.scan(b"k/")) == sorted(b"k/%02d" % i for i in range(16) if i % 3)
         retained = list(txn.events(0))
-    # retention keeps 10 revisions; a caller rolled back to its savepoint leaves the byte total alone
-    assert [rev for rev, _ in retained] == committed[-10:]
+    # retention keeps 10 revisions, each partition its newest; a caller rolled back to its
+    # savepoint leaves the totals and the partitions' counts alone
+    kept = sorted({rev for rev, _ in retained})
+    assert len(kept) == 10 and kept[-1] == committed[-1]
+    owner = {r: "ab"[(r - 1) % 2] for r in range(1, 11)}
+    owner.update({r: "ab"[i % 2] for i, r in results.items() if isinstance(r, int)})
+    for part in "ab":
+        mine = sorted(r for r, p in owner.items() if p == part)
+        held_of_mine = [r for r in kept if owner[r] == part]
+        assert held_of_mine == mine[len(mine) - len(held_of_mine) :]
     assert _event_bytes(store) == sum(len(payload) for _, payload in retained)
+    assert _held_revisions(store) == 10
+    counted, held = _partitions(store)
+    assert counted == held
 
 
 def test_scan_pages_through_a_range_in_byte_order(store: PostgresStore) -> None:
@@ -331,6 +344,31 @@ def test_a_version_3_schema_is_migrated_into_the_shared_partition_and_pruned_fai
         assert _partitions(store) == ({"": (2, 40), "x": (4, 4)}, {"": (2, 40), "x": (4, 4)})
         assert _held_revisions(store) == 6
         assert _event_bytes(store) == 44
+
+
+def test_a_revision_naming_a_second_partition_moves_whole_to_the_shared_one_counts_and_all(
+    stigmer_postgres_store_url: str,
+) -> None:
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as store:
+
+        def mixed(txn: WriteTxn) -> int:
+            txn.append_event(b"a1", "a")
+            txn.append_event(b"a22", "a")
+            txn.append_event(b"b333", "b")
+            return txn.append_event(b"a4444", "a")
+
+        store.transact(lambda txn: txn.append_event(b"a", "a"))
+        moved = store.transact(mixed)
+        schema = f'"{store.schema}"'
+        with psycopg.connect(store.settings.conninfo) as conn:
+            parts = conn.execute(
+                f"SELECT DISTINCT part FROM {schema}.events WHERE revision = %s".encode(), (moved,)
+            ).fetchall()
+        assert parts == [("",)]
+        counted, held = _partitions(store)
+        assert counted == held == {"a": (1, 1), "": (1, 14)}
+        assert _held_revisions(store) == 2
+        assert _event_bytes(store) == 15
 
 
 def test_two_daemons_writing_for_two_partitions_keep_the_shares_right(stigmer_postgres_store_url: str) -> None:

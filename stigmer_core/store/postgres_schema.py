@@ -71,7 +71,7 @@ BEGIN
         victim := NULL;
         IF aging THEN
             SELECT e.revision, e.part, e.committed_at < age_floor INTO victim, victim_part, aging
-                FROM {s}.events AS e ORDER BY e.revision, e.seq LIMIT 1;
+                FROM {s}.events AS e WHERE e.revision > through ORDER BY e.revision, e.seq LIMIT 1;
             EXIT WHEN NOT FOUND;
             IF NOT aging THEN
                 victim := NULL;
@@ -79,22 +79,21 @@ BEGIN
         END IF;
         IF victim IS NULL THEN
             IF held - dropped_revisions >= max_revisions THEN
-                SELECT p.part INTO victim_part FROM {s}.event_parts AS p
+                SELECT p.part, ({oldest}) INTO victim_part, victim FROM {s}.event_parts AS p
                     ORDER BY p.revisions DESC, p.part LIMIT 1;
             ELSIF total - dropped_bytes > max_bytes THEN
-                SELECT p.part INTO victim_part FROM {s}.event_parts AS p
+                SELECT p.part, ({oldest}) INTO victim_part, victim FROM {s}.event_parts AS p
                     ORDER BY p.bytes DESC, p.part LIMIT 1;
             ELSE
                 EXIT;
             END IF;
-            SELECT e.revision INTO victim FROM {s}.events AS e
-                WHERE e.part = victim_part ORDER BY e.part, e.revision LIMIT 1;
             EXIT WHEN victim IS NULL;
         END IF;
-        WITH gone AS (DELETE FROM {s}.events AS e WHERE e.revision = victim RETURNING octet_length(e.payload) AS len)
-            SELECT count(*), coalesce(sum(gone.len), 0) INTO freed_events, freed_bytes FROM gone;
-        UPDATE {s}.event_parts AS p SET revisions = p.revisions - 1, bytes = p.bytes - freed_bytes,
-            compacted = greatest(p.compacted, victim) WHERE p.part = victim_part;
+        WITH gone AS (DELETE FROM {s}.events AS e WHERE e.revision = victim RETURNING octet_length(e.payload) AS len),
+            freed AS (SELECT count(*) AS n, coalesce(sum(gone.len), 0) AS size FROM gone),
+            counted AS (UPDATE {s}.event_parts AS p SET revisions = p.revisions - 1, bytes = p.bytes - freed.size,
+                compacted = greatest(p.compacted, victim) FROM freed WHERE p.part = victim_part)
+            SELECT freed.n, freed.size INTO freed_events, freed_bytes FROM freed;
         dropped_events := dropped_events + freed_events;
         dropped_revisions := dropped_revisions + 1;
         dropped_bytes := dropped_bytes + freed_bytes;
@@ -103,7 +102,13 @@ BEGIN
     SELECT e.revision, e.committed_at INTO next_revision, next_at FROM {s}.events AS e ORDER BY e.revision, e.seq LIMIT 1;
 END
 $prune$
-"""
+""".replace(
+    # A partition's revisions up to its watermark are gone (it loses its oldest first, by age
+    # too), so its oldest is looked up past it, never through the ones this call deleted.
+    "{oldest}",
+    "SELECT e.revision FROM {s}.events AS e WHERE e.part = p.part AND e.revision > p.compacted"
+    " ORDER BY e.part, e.revision LIMIT 1",
+)
 """The event log's prune (store/retention.py), run by the commit that appends a revision's first
 event: each turn drops one whole revision, the oldest of the log while it is past the age
 bound, else the oldest of the partition holding the most revisions (then bytes) while the log

@@ -58,8 +58,26 @@ CREATE FUNCTION {s}.prune_events(cap bigint, max_revisions bigint, max_bytes big
     OUT dropped_bytes bigint, OUT through bigint, OUT next_revision bigint, OUT next_at timestamptz)
 LANGUAGE plpgsql AS $prune$
 DECLARE
+    -- The partitions this call dropped from, in the order first touched, and what each holds now;
+    -- event_parts is written once, at the end.
+    parts text[] := '{}';
+    revs bigint[] := '{}';
+    sizes bigint[] := '{}';
+    marks bigint[] := '{}';
+    i integer;
     victim bigint;
     victim_part text COLLATE "C";
+    by_bytes boolean := false;
+    -- The untouched partition holding the most (NULL: none), walked down event_parts' index.
+    looked boolean := false;
+    next_part text COLLATE "C";
+    next_revs bigint;
+    next_size bigint;
+    next_mark bigint;
+    next_key bigint;
+    top_part text COLLATE "C";
+    top_key bigint;
+    bound bigint;  -- no touched partition holds more than this (NULL: not known)
     freed_events bigint;
     freed_bytes bigint;
 BEGIN
@@ -73,42 +91,107 @@ BEGIN
             SELECT e.revision, e.part, e.committed_at < age_floor INTO victim, victim_part, aging
                 FROM {s}.events AS e WHERE e.revision > through ORDER BY e.revision, e.seq LIMIT 1;
             EXIT WHEN NOT FOUND;
-            IF NOT aging THEN
+            IF aging THEN
+                i := array_position(parts, victim_part::text);
+                IF i IS NULL THEN
+                    SELECT p.revisions, p.bytes, p.compacted INTO next_revs, next_size, next_mark
+                        FROM {s}.event_parts AS p WHERE p.part = victim_part;
+                    parts := parts || victim_part::text;
+                    revs := revs || next_revs;
+                    sizes := sizes || next_size;
+                    marks := marks || next_mark;
+                    i := cardinality(parts);
+                END IF;
+            ELSE
                 victim := NULL;
             END IF;
         END IF;
         IF victim IS NULL THEN
-            IF held - dropped_revisions >= max_revisions THEN
-                SELECT p.part, ({oldest}) INTO victim_part, victim FROM {s}.event_parts AS p
-                    ORDER BY p.revisions DESC, p.part LIMIT 1;
-            ELSIF total - dropped_bytes > max_bytes THEN
-                SELECT p.part, ({oldest}) INTO victim_part, victim FROM {s}.event_parts AS p
-                    ORDER BY p.bytes DESC, p.part LIMIT 1;
+            IF held - dropped_revisions < max_revisions THEN
+                EXIT WHEN total - dropped_bytes <= max_bytes;
+                IF NOT by_bytes THEN
+                    by_bytes := true;
+                    looked := false;
+                END IF;
+            END IF;
+            IF NOT looked THEN
+                IF by_bytes THEN
+                    SELECT p.part, p.revisions, p.bytes, p.compacted INTO next_part, next_revs, next_size, next_mark
+                        FROM {s}.event_parts AS p WHERE p.bytes > 0 AND p.part <> ALL (parts)
+                        ORDER BY p.bytes DESC, p.part LIMIT 1;
+                ELSE
+                    SELECT p.part, p.revisions, p.bytes, p.compacted INTO next_part, next_revs, next_size, next_mark
+                        FROM {s}.event_parts AS p WHERE p.revisions > 0 AND p.part <> ALL (parts)
+                        ORDER BY p.revisions DESC, p.part LIMIT 1;
+                END IF;
+                looked := true;
+                bound := NULL;
+            END IF;
+            next_key := CASE WHEN by_bytes THEN next_size ELSE next_revs END;
+            IF next_part IS NOT NULL AND next_key > bound THEN
+                top_part := NULL;  -- the untouched one holds more than any touched: no need to look
+            ELSE
+                SELECT t.part, t.key INTO top_part, top_key
+                    FROM unnest(parts, CASE WHEN by_bytes THEN sizes ELSE revs END) AS t (part, key)
+                    WHERE t.key > 0 ORDER BY t.key DESC, t.part COLLATE "C" LIMIT 1;
+                bound := coalesce(top_key, 0);
+            END IF;
+            IF next_part IS NOT NULL
+                    AND (top_part IS NULL OR next_key > top_key OR (next_key = top_key AND next_part < top_part)) THEN
+                victim_part := next_part;
+                parts := parts || next_part::text;
+                revs := revs || next_revs;
+                sizes := sizes || next_size;
+                marks := marks || next_mark;
+                i := cardinality(parts);
+                IF by_bytes THEN
+                    SELECT p.part, p.revisions, p.bytes, p.compacted INTO next_part, next_revs, next_size, next_mark
+                        FROM {s}.event_parts AS p WHERE p.bytes = next_key AND p.part > victim_part
+                        AND p.part <> ALL (parts) ORDER BY p.bytes DESC, p.part LIMIT 1;
+                    IF NOT FOUND THEN
+                        SELECT p.part, p.revisions, p.bytes, p.compacted INTO next_part, next_revs, next_size, next_mark
+                            FROM {s}.event_parts AS p WHERE p.bytes < next_key AND p.bytes > 0
+                            AND p.part <> ALL (parts) ORDER BY p.bytes DESC, p.part LIMIT 1;
+                    END IF;
+                ELSE
+                    SELECT p.part, p.revisions, p.bytes, p.compacted INTO next_part, next_revs, next_size, next_mark
+                        FROM {s}.event_parts AS p WHERE p.revisions = next_key AND p.part > victim_part
+                        AND p.part <> ALL (parts) ORDER BY p.revisions DESC, p.part LIMIT 1;
+                    IF NOT FOUND THEN
+                        SELECT p.part, p.revisions, p.bytes, p.compacted INTO next_part, next_revs, next_size, next_mark
+                            FROM {s}.event_parts AS p WHERE p.revisions < next_key AND p.revisions > 0
+                            AND p.part <> ALL (parts) ORDER BY p.revisions DESC, p.part LIMIT 1;
+                    END IF;
+                END IF;
+            ELSIF top_part IS NOT NULL THEN
+                victim_part := top_part;
+                i := array_position(parts, top_part::text);
             ELSE
                 EXIT;
             END IF;
+            -- A partition loses its oldest first (by age too), so all it held up to its watermark is
+            -- gone: its oldest is looked up past it, never through what this call deleted.
+            SELECT e.revision INTO victim FROM {s}.events AS e
+                WHERE e.part = victim_part AND e.revision > marks[i] ORDER BY e.part, e.revision LIMIT 1;
             EXIT WHEN victim IS NULL;
         END IF;
-        WITH gone AS (DELETE FROM {s}.events AS e WHERE e.revision = victim RETURNING octet_length(e.payload) AS len),
-            freed AS (SELECT count(*) AS n, coalesce(sum(gone.len), 0) AS size FROM gone),
-            counted AS (UPDATE {s}.event_parts AS p SET revisions = p.revisions - 1, bytes = p.bytes - freed.size,
-                compacted = greatest(p.compacted, victim) FROM freed WHERE p.part = victim_part)
-            SELECT freed.n, freed.size INTO freed_events, freed_bytes FROM freed;
+        WITH gone AS (DELETE FROM {s}.events AS e WHERE e.revision = victim RETURNING octet_length(e.payload) AS len)
+            SELECT count(*), coalesce(sum(gone.len), 0) INTO freed_events, freed_bytes FROM gone;
+        revs[i] := revs[i] - 1;
+        sizes[i] := sizes[i] - freed_bytes;
+        marks[i] := greatest(marks[i], victim);
+        bound := greatest(bound, CASE WHEN by_bytes THEN sizes[i] ELSE revs[i] END);
         dropped_events := dropped_events + freed_events;
         dropped_revisions := dropped_revisions + 1;
         dropped_bytes := dropped_bytes + freed_bytes;
         through := greatest(through, victim);
     END LOOP;
+    UPDATE {s}.event_parts AS p SET revisions = t.revs, bytes = t.size, compacted = t.mark
+        FROM unnest(parts, revs, sizes, marks) AS t (part, revs, size, mark) WHERE p.part = t.part;
     SELECT e.revision, e.committed_at INTO next_revision, next_at FROM {s}.events AS e ORDER BY e.revision, e.seq LIMIT 1;
 END
 $prune$
-""".replace(
-    # A partition's revisions up to its watermark are gone (it loses its oldest first, by age
-    # too), so its oldest is looked up past it, never through the ones this call deleted.
-    "{oldest}",
-    "SELECT e.revision FROM {s}.events AS e WHERE e.part = p.part AND e.revision > p.compacted"
-    " ORDER BY e.part, e.revision LIMIT 1",
-)
+"""
 """The event log's prune (store/retention.py), run by the commit that appends a revision's first
 event: each turn drops one whole revision, the oldest of the log while it is past the age
 bound, else the oldest of the partition holding the most revisions (then bytes) while the log

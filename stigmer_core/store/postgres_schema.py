@@ -169,8 +169,6 @@ BEGIN
             ELSE
                 EXIT;
             END IF;
-            -- A partition loses its oldest first (by age too), so all it held up to its watermark is
-            -- gone: its oldest is looked up past it, never through what this call deleted.
             SELECT e.revision INTO victim FROM {s}.events AS e
                 WHERE e.part = victim_part AND e.revision > marks[i] ORDER BY e.part, e.revision LIMIT 1;
             EXIT WHEN victim IS NULL;
@@ -200,7 +198,16 @@ in the database because every turn's pick depends on the one before: one round t
 ``cap`` revisions instead of one per revision. ``held`` and ``total`` are the revisions and
 bytes the log holds, which the caller keeps (``meta`` has them as of the last commit); it
 returns what went, the newest revision that went (0: none) and the oldest event left.
-``aging`` false says the oldest event is known to be within the age bound (it can only get newer)."""
+``aging`` false says the oldest event is known to be within the age bound (it can only get newer).
+
+Each turn's work is a few index probes and one DELETE, whatever the number of partitions or
+turns: the partitions already dropped from are kept in arrays (``event_parts`` is written once,
+at the end: rows rewritten on every turn would leave versions that every later pick in the same
+transaction walks past), and the untouched partition holding the most is read once and then
+walked down ``event_parts``' index. The touched ones are looked through only when one of them
+may hold as much as that partition (``bound``). A partition loses its oldest revisions first,
+by age too, so what it held up to its watermark is gone, and its oldest is looked up past it,
+never through the rows this transaction deleted."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (

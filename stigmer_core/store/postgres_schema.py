@@ -211,12 +211,12 @@ bytes the log holds, which the caller keeps (``meta`` has them as of the last co
 returns what went, the newest revision that went (0: none) and the oldest event left.
 ``aging`` false says the oldest event is known to be within the age bound (it can only get newer).
 
-Each turn's work is a few index probes and one DELETE, whatever the number of partitions or
-turns: the partitions already dropped from are kept in arrays (``event_parts`` is written once,
-at the end: rows rewritten on every turn would leave versions that every later pick in the same
-transaction walks past), and the untouched partition holding the most is read once and then
-walked down ``event_parts``' index. The touched ones are looked through only when one of them
-may hold as much as that partition (``bound``). A partition loses its oldest revisions first,
+Each turn's work is a few index probes and one DELETE, however many partitions there are: the
+partitions already dropped from are kept in arrays (``event_parts`` is written once, at the end:
+rows rewritten on every turn would leave versions that every later pick in the same transaction
+walks past), and the untouched partition holding the most is read once and then walked down
+``event_parts``' index. The arrays are looked through (in memory) only when one of the touched
+partitions may hold as much as that one (``bound``). A partition loses its oldest revisions first,
 by age too, so what it held up to its watermark is gone, and its oldest is looked up past it,
 never through the rows this transaction deleted. Its statements run on generic plans: each is an
 index probe whatever the figures, and planning them afresh on every call cost more than running

@@ -121,22 +121,28 @@ BEGIN
             END IF;
             IF NOT looked OR moved THEN
                 IF by_bytes THEN
-                    SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
-                        INTO next_part, next_revs, next_size, next_mark, next_victim
-                        FROM {s}.event_parts AS p WHERE p.bytes = taken_key AND p.part > taken_part
-                        AND p.part <> ALL (parts) AND looked ORDER BY p.bytes DESC, p.part LIMIT 1;
-                    IF NOT FOUND THEN
+                    next_part := NULL;
+                    IF looked THEN  -- past the one taken last
+                        SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
+                            INTO next_part, next_revs, next_size, next_mark, next_victim
+                            FROM {s}.event_parts AS p WHERE p.bytes = taken_key AND p.part > taken_part
+                            AND p.part <> ALL (parts) ORDER BY p.bytes DESC, p.part LIMIT 1;
+                    END IF;
+                    IF next_part IS NULL THEN
                         SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
                             INTO next_part, next_revs, next_size, next_mark, next_victim
                             FROM {s}.event_parts AS p WHERE p.bytes > 0 AND p.part <> ALL (parts)
                             AND (NOT looked OR p.bytes < taken_key) ORDER BY p.bytes DESC, p.part LIMIT 1;
                     END IF;
                 ELSE
-                    SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
-                        INTO next_part, next_revs, next_size, next_mark, next_victim
-                        FROM {s}.event_parts AS p WHERE p.revisions = taken_key AND p.part > taken_part
-                        AND p.part <> ALL (parts) AND looked ORDER BY p.revisions DESC, p.part LIMIT 1;
-                    IF NOT FOUND THEN
+                    next_part := NULL;
+                    IF looked THEN  -- past the one taken last
+                        SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
+                            INTO next_part, next_revs, next_size, next_mark, next_victim
+                            FROM {s}.event_parts AS p WHERE p.revisions = taken_key AND p.part > taken_part
+                            AND p.part <> ALL (parts) ORDER BY p.revisions DESC, p.part LIMIT 1;
+                    END IF;
+                    IF next_part IS NULL THEN
                         SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
                             INTO next_part, next_revs, next_size, next_mark, next_victim
                             FROM {s}.event_parts AS p WHERE p.revisions > 0 AND p.part <> ALL (parts)

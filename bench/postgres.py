@@ -132,8 +132,13 @@ class _Raw:
                 (revision + 1, self.value),
             )
             conn.execute(
-                f"UPDATE {s}.meta SET revision = %s, event_bytes = event_bytes + %s, writes = writes + 1"
-                " WHERE id = 1".encode(),
+                f"INSERT INTO {s}.event_parts AS p (part, revisions, bytes, compacted) VALUES ('', 1, %s, 0)"
+                " ON CONFLICT (part) DO UPDATE SET revisions = p.revisions + 1, bytes = p.bytes + EXCLUDED.bytes".encode(),
+                (len(self.value),),
+            )
+            conn.execute(
+                f"UPDATE {s}.meta SET revision = %s, event_bytes = event_bytes + %s,"
+                " event_revisions = event_revisions + 1, writes = writes + 1 WHERE id = 1".encode(),
                 (revision + 1, len(self.value)),
             )
             conn.execute(b"SELECT pg_notify('raw', %s)", (str(revision + 1),))

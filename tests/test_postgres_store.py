@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from stigmer_core.server import Server
 from stigmer_core.store import WriteTxn
 from stigmer_core.store.postgres_schema import MIGRATIONS, VERSION
 from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore
-from stigmer_core.store.retention import EventRetention
+from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 from stigmer_core.testing import postgres
 
 
@@ -58,13 +59,15 @@ def test_revisions_count_up_and_a_failed_fn_leaves_nothing(store: PostgresStore)
 
 
 def test_callers_sharing_a_commit_fail_alone_and_revisions_stay_gapless(store: PostgresStore) -> None:
+    for i in range(10):  # the log at its bound of 10: every caller prunes, under its savepoint
+        store.transact(lambda txn, i=i: txn.append_event(b"old", "ab"[i % 2]))
     results: dict[int, object] = {}
     barrier = threading.Barrier(16)
 
     def caller(i: int) -> None:
         def fn(txn: WriteTxn) -> int:
             txn.put(b"k/%02d" % i, b"v")
-            revision = txn.append_event(b"%d" % i)
+            revision = txn.append_event(b"%d" % i, "ab"[i % 2])
             if i % 3 == 0:
                 raise errors.Conflict(f"caller {i} gives up")
             return revision
@@ -83,14 +86,25 @@ def test_callers_sharing_a_commit_fail_alone_and_revisions_stay_gapless(store: P
     failed = sorted(i for i, r in results.items() if isinstance(r, errors.Conflict))
     assert failed == [i for i in range(16) if i % 3 == 0]
     committed = sorted(r for r in results.values() if isinstance(r, int))
-    assert committed == list(range(1, 17 - len(failed)))
+    assert committed == list(range(11, 27 - len(failed)))
     with store.read() as txn:
-        assert txn.revision == len(committed)
+        assert txn.revision == committed[-1]
         assert sorted(k for k, _ in txn.scan(b"k/")) == sorted(b"k/%02d" % i for i in range(16) if i % 3)
         retained = list(txn.events(0))
-    # retention keeps 10 revisions; a caller rolled back to its savepoint leaves the byte total alone
-    assert [rev for rev, _ in retained] == committed[-10:]
+    # retention keeps 10 revisions, each partition its newest; a caller rolled back to its
+    # savepoint leaves the totals and the partitions' counts alone
+    kept = sorted({rev for rev, _ in retained})
+    assert len(kept) == 10 and kept[-1] == committed[-1]
+    owner = {r: "ab"[(r - 1) % 2] for r in range(1, 11)}
+    owner.update({r: "ab"[i % 2] for i, r in results.items() if isinstance(r, int)})
+    for part in "ab":
+        mine = sorted(r for r, p in owner.items() if p == part)
+        held_of_mine = [r for r in kept if owner[r] == part]
+        assert held_of_mine == mine[len(mine) - len(held_of_mine) :]
     assert _event_bytes(store) == sum(len(payload) for _, payload in retained)
+    assert _held_revisions(store) == 10
+    counted, held = _partitions(store)
+    assert counted == held
 
 
 def test_scan_pages_through_a_range_in_byte_order(store: PostgresStore) -> None:
@@ -271,6 +285,210 @@ def test_a_version_1_schema_is_migrated_and_its_events_counted_and_kept_by_bytes
     assert stamped == (3,)
 
 
+def _partitions(store: PostgresStore) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """Per partition, (revisions, bytes) as ``event_parts`` counts them and as the log holds them."""
+    schema = f'"{store.schema}"'
+    with psycopg.connect(store.settings.conninfo) as conn:
+        counted = conn.execute(f"SELECT part, revisions, bytes FROM {schema}.event_parts".encode()).fetchall()
+        held = conn.execute(
+            f"SELECT part, count(DISTINCT revision), sum(octet_length(payload)) FROM {schema}.events GROUP BY part".encode()
+        ).fetchall()
+    return (
+        {part: (int(n), int(size)) for part, n, size in counted if n or size},
+        {part: (int(n), int(size)) for part, n, size in held},
+    )
+
+
+def _held_revisions(store: PostgresStore) -> int:
+    with psycopg.connect(store.settings.conninfo) as conn:
+        row = conn.execute(f'SELECT event_revisions FROM "{store.schema}".meta'.encode()).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_version_3_schema_is_migrated_into_the_shared_partition_and_pruned_fairly_after(
+    stigmer_postgres_store_url: str,
+) -> None:
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    schema = f'"{settings.schema}"'
+    with psycopg.connect(settings.conninfo, autocommit=True) as conn:  # the layout a version-3 daemon left
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+        conn.execute(
+            f"CREATE TABLE {schema}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())".encode()
+        )
+        for version, statements in enumerate(MIGRATIONS[:3], start=1):
+            for statement in statements:
+                conn.execute(statement.replace("{s}", schema).encode())
+            conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES (%s)".encode(), (version,))
+        for revision in range(3, 8):  # revisions 1 and 2 were pruned by a version-3 daemon
+            conn.execute(
+                f"INSERT INTO {schema}.events (revision, seq, payload) VALUES (%s, 0, %s), (%s, 1, %s)".encode(),
+                (revision, b"o" * 10, revision, b"o" * 10),
+            )
+        conn.execute(f"UPDATE {schema}.meta SET revision = 7, event_bytes = 100".encode())
+    retention = EventRetention(max_revisions=6)
+    with PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as store:
+        assert _partitions(store) == ({"": (5, 100)}, {"": (5, 100)})  # every old event is in the shared partition
+        assert _held_revisions(store) == 5
+        with store.read() as txn:
+            assert txn.compacted_through(["x"]) == 2  # what came before the oldest kept was pruned for everyone
+            assert txn.compacted_through(None) == 2
+        written = [store.transact(lambda txn: txn.append_event(b"x", "x")) for _ in range(5)]
+        assert written == [8, 9, 10, 11, 12]
+        # The shared partition held the most until it held 3 to x's 3 (a tie goes to the smaller
+        # name, ""), then 2 to x's 4: x loses its own oldest from there on.
+        with store.read() as txn:
+            assert sorted({r for r, _ in txn.events(0)}) == [6, 7, 9, 10, 11, 12]
+            assert txn.compacted_through(["x"]) == 8
+            assert txn.compacted_through(["y"]) == 5
+            assert txn.compacted_through(None) == 8
+        assert _partitions(store) == ({"": (2, 40), "x": (4, 4)}, {"": (2, 40), "x": (4, 4)})
+        assert _held_revisions(store) == 6
+        assert _event_bytes(store) == 44
+
+
+def test_a_revision_naming_a_second_partition_moves_whole_to_the_shared_one_counts_and_all(
+    stigmer_postgres_store_url: str,
+) -> None:
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as store:
+
+        def mixed(txn: WriteTxn) -> int:
+            txn.append_event(b"a1", "a")
+            txn.append_event(b"a22", "a")
+            txn.append_event(b"b333", "b")
+            return txn.append_event(b"a4444", "a")
+
+        store.transact(lambda txn: txn.append_event(b"a", "a"))
+        moved = store.transact(mixed)
+        schema = f'"{store.schema}"'
+        with psycopg.connect(store.settings.conninfo) as conn:
+            parts = conn.execute(
+                f"SELECT DISTINCT part FROM {schema}.events WHERE revision = %s".encode(), (moved,)
+            ).fetchall()
+        assert parts == [("",)]
+        counted, held = _partitions(store)
+        assert counted == held == {"a": (1, 1), "": (1, 14)}
+        assert _held_revisions(store) == 2
+        assert _event_bytes(store) == 15
+
+
+class _FairLog:
+    """The fair prune as store/retention.py and the Store protocol state it, one revision a turn."""
+
+    def __init__(self) -> None:
+        self.revisions: dict[int, tuple[str, list[int]]] = {}  # revision -> (partition, event sizes)
+        self.marks: dict[str, int] = {}
+
+    def commit(self, keep: EventRetention, revision: int, events: list[tuple[str, bytes]]) -> None:
+        dropped = 0
+        while dropped < PRUNE_PER_COMMIT:
+            held = {part: [0, 0] for part, _ in self.revisions.values()}
+            for part, sizes in self.revisions.values():
+                held[part][0] += 1
+                held[part][1] += sum(sizes)
+            if len(self.revisions) >= keep.max_revisions:
+                measure = 0
+            elif sum(size for _, size in held.values()) > keep.max_bytes:
+                measure = 1
+            else:
+                break
+            part = min(held, key=lambda p: (-held[p][measure], p.encode()))
+            victim = min(r for r, (p, _) in self.revisions.items() if p == part)
+            dropped += len(self.revisions.pop(victim)[1])
+            self.marks[part] = max(self.marks.get(part, 0), victim)
+        first = events[0][0]
+        part = first if all(p == first for p, _ in events) else ""
+        self.revisions[revision] = (part, [len(payload) for _, payload in events])
+
+    def compacted_through(self, partitions: list[str] | None) -> int:
+        named = self.marks if partitions is None else [p for p in [*partitions, ""] if p in self.marks]
+        return max((self.marks[p] for p in named), default=0)
+
+
+def test_the_prune_matches_the_fair_rule_over_a_random_history(stigmer_postgres_store_url: str) -> None:
+    """Seeded, so a failure is replayed; partitions include one whose byte order differs from a
+    locale's ("ä" after "c"), revisions naming two partitions, and a shrunk bound worked off over
+    many turns of one commit."""
+    rng = random.Random(20261202)
+    names = ["", "a", "b", "c", "\u00e4"]
+    model = _FairLog()
+    phases = [
+        (EventRetention(max_revisions=15, max_bytes=900), 120),
+        (EventRetention(max_revisions=4, max_bytes=150), 80),  # both bounds at once, nearly every commit
+        (EventRetention(max_revisions=30, max_bytes=3000), 60),
+        (EventRetention(max_revisions=6, max_bytes=250), 80),
+    ]
+    for keep, commits in phases:
+        with PostgresStore(stigmer_postgres_store_url, durable=False, retention=keep) as store:
+            for n in range(commits):
+                first = rng.choice(names)
+                events = [(first, bytes(rng.randrange(1, 120)))]
+                events += [
+                    (rng.choice(names) if rng.random() < 0.3 else first, b"x" * rng.randrange(1, 60))
+                    for _ in range(rng.randrange(0, 3))
+                ]
+
+                def write(txn: WriteTxn, events: list[tuple[str, bytes]] = events) -> int:
+                    for part, payload in events:
+                        revision = txn.append_event(payload, part)
+                    return revision
+
+                revision = store.transact(write)
+                model.commit(keep, revision, events)
+                if n % 5 == 4 or n == 0:
+                    with store.read() as txn:
+                        assert sorted({r for r, _ in txn.events(0)}) == sorted(model.revisions), revision
+                        for part in [*names, "never-wrote"]:
+                            assert txn.compacted_through([part]) == model.compacted_through([part]), (revision, part)
+                        assert txn.compacted_through(None) == model.compacted_through(None)
+                        assert txn.compacted_through(["a", "c"]) == model.compacted_through(["a", "c"])
+                    counted, held = _partitions(store)
+                    assert counted == held, revision
+            counted, held = _partitions(store)
+            assert counted == held
+            assert _held_revisions(store) == len(model.revisions)
+            assert _event_bytes(store) == sum(sum(sizes) for _, sizes in model.revisions.values())
+
+
+def test_two_daemons_writing_for_two_partitions_keep_the_shares_right(stigmer_postgres_store_url: str) -> None:
+    retention = EventRetention(max_revisions=20)
+    with (
+        PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as one,
+        PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as other,
+    ):
+        written: dict[str, list[int]] = {"a": [], "b": []}
+        lock = threading.Lock()
+
+        def writer(engine: PostgresStore, part: str) -> None:
+            for _ in range(15):
+                revision = engine.transact(lambda txn: txn.append_event(part.encode() * 3, part))
+                with lock:
+                    written[part].append(revision)
+
+        threads = [
+            threading.Thread(target=writer, args=args) for args in ((one, "a"), (other, "b"), (one, "b"), (other, "a"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(written["a"] + written["b"]) == list(range(1, 61))
+        with one.read() as txn:
+            kept = {revision for revision, _ in txn.events(0)}
+        assert len(kept) == 20
+        counted, held = _partitions(one)
+        assert counted == held  # the counts both daemons kept are the log's own
+        assert abs(held["a"][0] - held["b"][0]) <= 2
+        assert _held_revisions(one) == 20
+        assert _event_bytes(one) == 60
+        for part, revisions in written.items():  # each keeps its newest: the oldest went first
+            revisions.sort()
+            mine = [r for r in revisions if r in kept]
+            assert mine == revisions[-len(mine) :]
+            with other.read() as txn:
+                assert txn.compacted_through([part]) == revisions[-len(mine) - 1]
+
+
 def test_the_schema_is_versioned_and_a_newer_one_is_refused(stigmer_postgres_store_url: str) -> None:
     settings = PostgresSettings.from_url(stigmer_postgres_store_url)
     PostgresStore(stigmer_postgres_store_url).close()
@@ -418,7 +636,9 @@ def test_a_forged_notice_wakes_the_listener_but_never_moves_the_revision(
         assert _woken_by_a_write(waiting=store, writing=other, after=1) == [2]
 
 
-def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(stigmer_postgres_store_url: str) -> None:
+def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(
+    stigmer_postgres_store_url: str,
+) -> None:
     """Migrating needs an owner; serving a schema already at its version needs only DML, and
     no lock a stranger could hold."""
     with PostgresStore(stigmer_postgres_store_url, durable=False) as owner:  # migrates

@@ -12,12 +12,18 @@ Tables::
 
     kv(key bytea PK, value bytea)            objects and indexes, keys as in store/keys.py
     meta(id = 1, revision, event_bytes,      the global revision (its row lock orders writers),
-         writes)                             the bytes of payload the event log holds, and how
+         event_revisions, compacted,         the bytes of payload and the revisions the event log
+         writes)                             holds, the newest revision pruned from it, and how
                                              many commits changed anything (a reader outside a
                                              transaction compares it between its statements)
     events(revision, seq, payload,           the event log, pruned by retention (store/retention.py)
-           committed_at)                     committed_at: the database clock when appended
+           committed_at, part)               committed_at: the database clock when appended;
+                                             part: the partition (an org) of the event's revision
+    event_parts(part PK, revisions, bytes,   per partition: the revisions and bytes it holds in the
+                compacted)                   log, and the newest revision pruned from it
     schema_version(version, applied_at)      which migrations ran
+
+and one function, ``prune_events`` (``PRUNE_FUNCTION``), the prune a commit runs.
 
 Version 2 added ``events.committed_at`` and ``meta.event_bytes`` for
 retention by age and by bytes. Events a version-1 schema already held are
@@ -25,7 +31,12 @@ stamped with the time of the migration (their real age is not known), so
 they age out a full retention period after the upgrade at the latest; the
 byte total starts from what the log holds then. Version 3 added
 ``meta.writes``: a commit that writes without an event (a run's key, an index
-rebuilt) moves no revision, and single-statement reads must still see it. Every daemon on one schema
+rebuilt) moves no revision, and single-statement reads must still see it.
+Version 4 partitions the log (a fair share of its bounds per org): the
+events a version-3 schema held go to the shared partition ``''``, counted
+once by the migration, whose watermark starts just below the oldest event
+kept (or at the revision, for an empty log), since whatever came before it
+was pruned as far as any watch can tell. Every daemon on one schema
 must run the same version: stop the old ones before starting a newer one.
 
 ``bytea`` compares like ``memcmp``, so key ranges and their order are LMDB's.
@@ -41,6 +52,182 @@ from stigmer_core import errors
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
+PRUNE_FUNCTION = """
+CREATE FUNCTION {s}.prune_events(cap bigint, max_revisions bigint, max_bytes bigint, age_floor timestamptz,
+    aging boolean, held bigint, total bigint, OUT dropped_events bigint, OUT dropped_revisions bigint,
+    OUT dropped_bytes bigint, OUT through bigint, OUT next_revision bigint, OUT next_at timestamptz)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $prune$
+DECLARE
+    -- The partitions this call dropped from, in the order first touched, and what each holds now;
+    -- event_parts is written once, at the end.
+    parts text[] := '{}';
+    revs bigint[] := '{}';
+    sizes bigint[] := '{}';
+    marks bigint[] := '{}';
+    i integer;
+    victim bigint;
+    victim_part text COLLATE "C";
+    by_bytes boolean := false;
+    -- The untouched partition holding the most (NULL: none) and its oldest revision, walked down
+    -- event_parts' index: from the top once per rule, then past the one taken last (moved).
+    looked boolean := false;
+    moved boolean := false;
+    next_part text COLLATE "C";
+    next_revs bigint;
+    next_size bigint;
+    next_mark bigint;
+    next_victim bigint;
+    next_key bigint;
+    taken_part text COLLATE "C";
+    taken_key bigint;
+    top_part text COLLATE "C";
+    top_key bigint;
+    bound bigint;  -- no touched partition holds more than this (NULL: not known)
+    freed_events bigint;
+    freed_bytes bigint;
+BEGIN
+    dropped_events := 0;
+    dropped_revisions := 0;
+    dropped_bytes := 0;
+    through := 0;
+    WHILE dropped_events < cap LOOP
+        victim := NULL;
+        IF aging THEN
+            SELECT e.revision, e.part, e.committed_at < age_floor INTO victim, victim_part, aging
+                FROM {s}.events AS e WHERE e.revision > through ORDER BY e.revision, e.seq LIMIT 1;
+            EXIT WHEN NOT FOUND;
+            IF aging THEN
+                i := array_position(parts, victim_part::text);
+                IF i IS NULL THEN
+                    SELECT p.revisions, p.bytes, p.compacted INTO next_revs, next_size, next_mark
+                        FROM {s}.event_parts AS p WHERE p.part = victim_part;
+                    parts := parts || victim_part::text;
+                    revs := revs || next_revs;
+                    sizes := sizes || next_size;
+                    marks := marks || next_mark;
+                    i := cardinality(parts);
+                END IF;
+            ELSE
+                victim := NULL;
+            END IF;
+        END IF;
+        IF victim IS NULL THEN
+            IF held - dropped_revisions < max_revisions THEN
+                EXIT WHEN total - dropped_bytes <= max_bytes;
+                IF NOT by_bytes THEN
+                    by_bytes := true;
+                    looked := false;
+                END IF;
+            END IF;
+            IF NOT looked OR moved THEN
+                IF by_bytes THEN
+                    next_part := NULL;
+                    IF looked THEN  -- past the one taken last
+                        SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
+                            INTO next_part, next_revs, next_size, next_mark, next_victim
+                            FROM {s}.event_parts AS p WHERE p.bytes = taken_key AND p.part > taken_part
+                            AND p.part <> ALL (parts) ORDER BY p.bytes DESC, p.part LIMIT 1;
+                    END IF;
+                    IF next_part IS NULL THEN
+                        SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
+                            INTO next_part, next_revs, next_size, next_mark, next_victim
+                            FROM {s}.event_parts AS p WHERE p.bytes > 0 AND p.part <> ALL (parts)
+                            AND (NOT looked OR p.bytes < taken_key) ORDER BY p.bytes DESC, p.part LIMIT 1;
+                    END IF;
+                ELSE
+                    next_part := NULL;
+                    IF looked THEN  -- past the one taken last
+                        SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
+                            INTO next_part, next_revs, next_size, next_mark, next_victim
+                            FROM {s}.event_parts AS p WHERE p.revisions = taken_key AND p.part > taken_part
+                            AND p.part <> ALL (parts) ORDER BY p.revisions DESC, p.part LIMIT 1;
+                    END IF;
+                    IF next_part IS NULL THEN
+                        SELECT p.part, p.revisions, p.bytes, p.compacted, ({oldest})
+                            INTO next_part, next_revs, next_size, next_mark, next_victim
+                            FROM {s}.event_parts AS p WHERE p.revisions > 0 AND p.part <> ALL (parts)
+                            AND (NOT looked OR p.revisions < taken_key) ORDER BY p.revisions DESC, p.part LIMIT 1;
+                    END IF;
+                END IF;
+                IF NOT looked THEN
+                    bound := CASE WHEN cardinality(parts) = 0 THEN 0 END;
+                END IF;
+                looked := true;
+                moved := false;
+            END IF;
+            next_key := CASE WHEN by_bytes THEN next_size ELSE next_revs END;
+            IF next_part IS NOT NULL AND next_key > bound THEN
+                top_part := NULL;  -- the untouched one holds more than any touched: no need to look
+            ELSE
+                SELECT t.part, t.key INTO top_part, top_key
+                    FROM unnest(parts, CASE WHEN by_bytes THEN sizes ELSE revs END) AS t (part, key)
+                    WHERE t.key > 0 ORDER BY t.key DESC, t.part COLLATE "C" LIMIT 1;
+                bound := coalesce(top_key, 0);
+            END IF;
+            IF next_part IS NOT NULL
+                    AND (top_part IS NULL OR next_key > top_key OR (next_key = top_key AND next_part < top_part)) THEN
+                victim_part := next_part;
+                victim := next_victim;
+                parts := parts || next_part::text;
+                revs := revs || next_revs;
+                sizes := sizes || next_size;
+                marks := marks || next_mark;
+                i := cardinality(parts);
+                taken_part := next_part;
+                taken_key := next_key;
+                moved := true;
+            ELSIF top_part IS NOT NULL THEN
+                victim_part := top_part;
+                i := array_position(parts, top_part::text);
+                SELECT e.revision INTO victim FROM {s}.events AS e
+                    WHERE e.part = victim_part AND e.revision > marks[i] ORDER BY e.part, e.revision LIMIT 1;
+            END IF;
+            EXIT WHEN victim IS NULL;
+        END IF;
+        WITH gone AS (DELETE FROM {s}.events AS e WHERE e.revision = victim RETURNING octet_length(e.payload) AS len)
+            SELECT count(*), coalesce(sum(gone.len), 0) INTO freed_events, freed_bytes FROM gone;
+        revs[i] := revs[i] - 1;
+        sizes[i] := sizes[i] - freed_bytes;
+        marks[i] := greatest(marks[i], victim);
+        bound := greatest(bound, CASE WHEN by_bytes THEN sizes[i] ELSE revs[i] END);
+        dropped_events := dropped_events + freed_events;
+        dropped_revisions := dropped_revisions + 1;
+        dropped_bytes := dropped_bytes + freed_bytes;
+        through := greatest(through, victim);
+    END LOOP;
+    FOR i IN 1 .. cardinality(parts) LOOP
+        UPDATE {s}.event_parts AS p SET revisions = revs[i], bytes = sizes[i], compacted = marks[i]
+            WHERE p.part = parts[i];
+    END LOOP;
+    SELECT e.revision, e.committed_at INTO next_revision, next_at FROM {s}.events AS e ORDER BY e.revision, e.seq LIMIT 1;
+END
+$prune$
+""".replace(
+    "{oldest}",
+    "SELECT e.revision FROM {s}.events AS e WHERE e.part = p.part AND e.revision > p.compacted"
+    " ORDER BY e.part, e.revision LIMIT 1",
+)
+"""The event log's prune (store/retention.py), run by the commit that appends a revision's first
+event: each turn drops one whole revision, the oldest of the log while it is past the age
+bound, else the oldest of the partition holding the most revisions (then bytes) while the log
+is past that bound, smallest partition name first on a tie, until ``cap`` events went. It runs
+in the database because every turn's pick depends on the one before: one round trip for up to
+``cap`` revisions instead of one per revision. ``held`` and ``total`` are the revisions and
+bytes the log holds, which the caller keeps (``meta`` has them as of the last commit); it
+returns what went, the newest revision that went (0: none) and the oldest event left.
+``aging`` false says the oldest event is known to be within the age bound (it can only get newer).
+
+Each turn's work is a few index probes and one DELETE, however many partitions there are: the
+partitions already dropped from are kept in arrays (``event_parts`` is written once, at the end:
+rows rewritten on every turn would leave versions that every later pick in the same transaction
+walks past), and the untouched partition holding the most is read once and then walked down
+``event_parts``' index. The arrays are looked through (in memory) only when one of the touched
+partitions may hold as much as that one (``bound``). A partition loses its oldest revisions first,
+by age too, so what it held up to its watermark is gone, and its oldest is looked up past it,
+never through the rows this transaction deleted. Its statements run on generic plans: each is an
+index probe whatever the figures, and planning them afresh on every call cost more than running
+them (about half of a call that drops one revision)."""
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE TABLE {s}.kv (key bytea PRIMARY KEY, value bytea NOT NULL)",
@@ -55,6 +242,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE {s}.meta SET event_bytes = (SELECT coalesce(sum(octet_length(payload)), 0) FROM {s}.events)",
     ),
     ("ALTER TABLE {s}.meta ADD COLUMN writes bigint NOT NULL DEFAULT 0",),
+    (
+        "ALTER TABLE {s}.events ADD COLUMN part text COLLATE \"C\" NOT NULL DEFAULT ''",
+        "CREATE INDEX events_by_part ON {s}.events (part, revision)",
+        'CREATE TABLE {s}.event_parts (part text COLLATE "C" PRIMARY KEY, revisions bigint NOT NULL,'
+        " bytes bigint NOT NULL, compacted bigint NOT NULL)",
+        "CREATE INDEX event_parts_by_revisions ON {s}.event_parts (revisions DESC, part)",
+        "CREATE INDEX event_parts_by_bytes ON {s}.event_parts (bytes DESC, part)",
+        "ALTER TABLE {s}.meta ADD COLUMN event_revisions bigint NOT NULL DEFAULT 0,"
+        " ADD COLUMN compacted bigint NOT NULL DEFAULT 0",
+        "UPDATE {s}.meta SET event_revisions = (SELECT count(DISTINCT revision) FROM {s}.events),"
+        " compacted = coalesce((SELECT min(revision) - 1 FROM {s}.events), revision)",
+        "INSERT INTO {s}.event_parts (part, revisions, bytes, compacted)"
+        " SELECT '', event_revisions, event_bytes, compacted FROM {s}.meta",
+        PRUNE_FUNCTION,
+    ),
 )
 VERSION = len(MIGRATIONS)
 

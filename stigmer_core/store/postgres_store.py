@@ -18,13 +18,17 @@ its savepoint alone) and commits once, so many callers share one lock hold
 and one durable commit. A lone caller pays no savepoint.
 
 The event log is kept within ``EventRetention``'s three bounds (revisions,
-bytes, age), as LMDB keeps it. What the common commit needs to know (the
-byte total, kept in ``meta``, and the oldest event's revision and time) comes
-back with the revision-lock statement, and the new byte total is written
-with the revision at commit, so a commit with nothing to prune pays no extra
-round trip. One that has something to prune deletes it in the statement that
-appends its first event: at most about ``PRUNE_PER_COMMIT`` events, always
-whole revisions, walked from the oldest along the primary key.
+bytes, age), as LMDB keeps it, shared fairly between partitions (orgs): past
+the revision or byte bound, the partition holding the most loses its oldest
+revision first. What the common commit needs to know (the revisions and bytes
+the log holds, kept in ``meta``, and the oldest event's revision and time)
+comes back with the revision-lock statement; the new totals are written with
+the revision at commit, and the partitions' counts (``event_parts``) in one
+more statement of the same round trip, so a commit with nothing to prune pays
+no extra round trip. One that has something to prune calls the schema's
+``prune_events`` in the round trip that appends its first event: at most
+about ``PRUNE_PER_COMMIT`` events, always whole revisions, each found along
+an index.
 
 A commit that allocated a revision sends ``NOTIFY`` with the revision (never
 the object: payloads are capped at 8,000 bytes) inside its transaction, so
@@ -51,7 +55,7 @@ import datetime
 import heapq
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -259,8 +263,9 @@ def _translate(exc: psycopg.Error) -> Exception:
         )
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return errors.Unavailable(
-            f"the daemon's database role lacks a privilege ({_detail(exc)}): it needs USAGE on the schema and "
-            "SELECT, INSERT, UPDATE and DELETE on its tables"
+            f"the daemon's database role lacks a privilege ({_detail(exc)}): it needs USAGE on the schema, "
+            "SELECT, INSERT, UPDATE and DELETE on its tables and EXECUTE on its function prune_events "
+            "(which every role has unless revoked)"
         )
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         if (exc.sqlstate or "")[:2] in ("53", "58"):  # out of memory or connections, an I/O error
@@ -451,42 +456,77 @@ class _Reader:
         rows = self._rows(self._store._sql_oldest_event, ())
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
+    def compacted_through(self, partitions: Collection[str] | None = None) -> int:
+        store = self._store
+        if partitions is None:
+            rows = self._rows(store._sql_compacted_all, ())
+        else:
+            rows = self._rows(store._sql_compacted, (list(partitions),))
+        return int(rows[0][0]) if rows else 0
+
 
 @attrs.define
 class _Log:
     """What a write transaction knows of the event log, from the revision-lock statement on.
 
     ``oldest`` may be older than the log is (the lock statement's snapshot can
-    predate a commit it waited for): then a commit looks for something to
-    prune and finds less, never drops what it should keep; a log seen empty
-    that no longer is leaves its pruning to the next commit. ``bytes`` comes
-    from the locked row itself, so it is exact.
+    predate a commit it waited for): then a commit asks the prune to look and it
+    finds less, never drops what it should keep; a log seen empty that no
+    longer is leaves its pruning by age to the next commit. ``bytes``,
+    ``revisions`` and ``compacted`` come from the locked row itself, so they
+    are exact, and the commit writes them back.
+
+    ``parts`` holds what the appends added to each partition since
+    ``event_parts`` was last written: the commit writes it in one statement,
+    and so does a prune before it picks, so a commit pays one statement for
+    its partitions' counts however many revisions and events it has.
     """
 
     bytes: int
+    revisions: int
+    """Revisions the log holds."""
+    compacted: int
+    """The newest revision pruned, of any partition."""
     oldest: int
     """Revision of the oldest event (0: the log is empty)."""
     oldest_at: datetime.datetime | None
     now: datetime.datetime
     """The database's clock when the transaction took the revision lock."""
+    parts: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    """Per partition, (revisions, bytes) added since its ``event_parts`` row was written."""
 
     def copy(self) -> _Log:
-        return attrs.evolve(self)
+        return attrs.evolve(self, parts=dict(self.parts))
 
-    def over(self, keep: EventRetention, revision: int) -> bool:
-        """Whether the oldest revision is past a bound, seen from a commit at ``revision``."""
-        if not self.oldest:
+    def count(self, part: str, revisions: int, size: int) -> None:
+        held, total = self.parts.get(part, (0, 0))
+        self.parts[part] = (held + revisions, total + size)
+
+    def counts(self) -> tuple[list[str], list[int], list[int]] | None:
+        """``parts`` as the arrays of ``_sql_count_parts`` (None: nothing to write)."""
+        changed = [(part, n, size) for part, (n, size) in self.parts.items() if n or size]
+        if not changed:
+            return None
+        return [p for p, _, _ in changed], [n for _, n, _ in changed], [b for _, _, b in changed]
+
+    def over(self, keep: EventRetention) -> bool:
+        """Whether the log is past a bound, before a commit appends a revision to it."""
+        if not self.revisions:
             return False
-        if self.oldest <= revision - keep.max_revisions or self.bytes > keep.max_bytes:
-            return True
-        age_floor = self.now - datetime.timedelta(seconds=keep.max_age_seconds)
-        return self.oldest_at is not None and self.oldest_at < age_floor
+        return self.revisions >= keep.max_revisions or self.bytes > keep.max_bytes or self.aging(keep)
+
+    def age_floor(self, keep: EventRetention) -> datetime.datetime:
+        return self.now - datetime.timedelta(seconds=keep.max_age_seconds)
+
+    def aging(self, keep: EventRetention) -> bool:
+        """Whether the oldest event may be past the age bound (the real one is as old or newer)."""
+        return self.oldest_at is not None and self.oldest_at < self.age_floor(keep)
 
 
 class _Writer(_Reader):
     """Inside a READ COMMITTED transaction that holds the revision row lock."""
 
-    __slots__ = ("_base", "_callbacks", "_log", "_revision", "_seq", "_wrote")
+    __slots__ = ("_base", "_callbacks", "_log", "_part", "_part_bytes", "_revision", "_seq", "_wrote")
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int, tally: _Log) -> None:
         super().__init__(store, conn)
@@ -495,6 +535,10 @@ class _Writer(_Reader):
         self._log = tally
         self._revision = 0
         self._seq = 0
+        self._part = ""
+        """The partition of this transaction's revision: its first event's, or the shared one."""
+        self._part_bytes = 0
+        """Bytes of this transaction's events so far."""
         self._wrote = False
         self._callbacks: list[Callable[[], None]] = []
 
@@ -520,44 +564,72 @@ class _Writer(_Reader):
         except psycopg.Error as exc:
             raise _translate(exc) from exc
 
+    def compacted_through(self, partitions: Collection[str] | None = None) -> int:
+        if partitions is None:
+            return self._log.compacted  # written to ``meta`` only at commit
+        return super().compacted_through(partitions)
+
     def write_revision(self) -> int:
         if not self._revision:
             self._revision = self._base + 1
         return self._revision
 
-    def append_event(self, payload: bytes) -> int:
+    def append_event(self, payload: bytes, partition: str = "") -> int:
         self._wrote = True
         revision = self.write_revision()
-        store, tally = self._store, self._log
-        if self._seq == 0 and tally.over(store.retention, revision):
-            self._prune_and_append(revision, payload)
-        else:
-            self._rows_none(store._sql_append, (revision, self._seq, payload))
+        store, tally, size = self._store, self._log, len(payload)
+        if self._seq == 0:
+            if tally.over(store.retention):
+                self._prune_and_append(revision, payload, partition)
+            else:
+                self._rows_none(store._sql_append, (revision, 0, payload, partition))
             if not tally.oldest:
                 tally.oldest, tally.oldest_at = revision, tally.now
-        tally.bytes += len(payload)
+            self._part = partition
+            tally.revisions += 1
+            tally.count(partition, 1, size)
+        elif partition != self._part and self._part:
+            self._rows_none(store._sql_share_and_append, (revision, revision, self._seq, payload))
+            tally.count(self._part, -1, -self._part_bytes)
+            tally.count("", 1, self._part_bytes + size)
+            self._part = ""
+        else:
+            self._rows_none(store._sql_append, (revision, self._seq, payload, self._part))
+            tally.count(self._part, 0, size)
+        tally.bytes += size
+        self._part_bytes += size
         self._seq += 1
         return revision
 
-    def _prune_and_append(self, revision: int, payload: bytes) -> None:
-        """Drop the oldest revisions past any bound and append, in one statement."""
-        keep, tally = self._store.retention, self._log
+    def _prune_and_append(self, revision: int, payload: bytes, partition: str) -> None:
+        """Bring the partitions' counts up to date, prune and append, in one round trip."""
+        store, keep, tally = self._store, self._store.retention, self._log
         params = {
             "cap": PRUNE_PER_COMMIT,
-            "count_floor": revision - keep.max_revisions,
-            "total": tally.bytes,
+            "max_revisions": keep.max_revisions,
             "max_bytes": keep.max_bytes,
-            "age_floor": tally.now - datetime.timedelta(seconds=keep.max_age_seconds),
-            "revision": revision,
-            "payload": payload,
+            "age_floor": tally.age_floor(keep),
+            "aging": tally.aging(keep),
+            "held": tally.revisions,
+            "total": tally.bytes,
         }
+        counts = tally.counts()
+        conn = self._conn
         try:
-            row = self._conn.execute(self._store._sql_prune_and_append, params).fetchone()
+            with conn.pipeline():
+                if counts is not None:
+                    conn.execute(store._sql_count_parts, counts)
+                cur = conn.execute(store._sql_prune, params)
+                conn.execute(store._sql_append, (revision, 0, payload, partition))
+            row = cur.fetchone()
         except psycopg.Error as exc:
             raise _translate(exc) from exc
         assert row is not None
-        pruned, oldest, oldest_at = row
+        tally.parts.clear()
+        _, revisions, pruned, through, oldest, oldest_at = row
         tally.bytes = max(tally.bytes - int(pruned), 0)
+        tally.revisions = max(tally.revisions - int(revisions), 0)
+        tally.compacted = max(tally.compacted, int(through))
         if oldest is None:  # everything before this revision went
             tally.oldest, tally.oldest_at = revision, tally.now
         else:
@@ -596,7 +668,7 @@ class PostgresStore:
         self.channel = f"stigmer_{self.schema}"[:63]
         self._sql_revision = f"SELECT revision FROM {s}.meta WHERE id = 1".encode()
         self._sql_lock_revision = (
-            f"SELECT revision, event_bytes,"
+            f"SELECT revision, event_bytes, event_revisions, compacted,"
             f" (SELECT revision FROM {s}.events ORDER BY revision, seq LIMIT 1),"
             f" (SELECT committed_at FROM {s}.events ORDER BY revision, seq LIMIT 1),"
             " clock_timestamp()"
@@ -604,7 +676,8 @@ class PostgresStore:
         ).encode()
         self._sql_token = f"SELECT revision, writes FROM {s}.meta WHERE id = 1".encode()
         self._sql_set_revision = (
-            f"UPDATE {s}.meta SET revision = %s, event_bytes = %s, writes = writes + 1 WHERE id = 1"
+            f"UPDATE {s}.meta SET revision = %s, event_bytes = %s, event_revisions = %s, compacted = %s,"
+            " writes = writes + 1 WHERE id = 1"
         ).encode()
         self._sql_get = f"SELECT value FROM {s}.kv WHERE key = %s".encode()
         self._sql_get_loose = (
@@ -634,38 +707,32 @@ class PostgresStore:
             " ORDER BY revision, seq LIMIT %s"
         ).encode()
         self._sql_oldest_event = f"SELECT min(revision) FROM {s}.events".encode()
-        self._sql_append = (
-            f"INSERT INTO {s}.events (revision, seq, payload, committed_at) VALUES (%s, %s, %s, clock_timestamp())"
+        self._sql_compacted = (
+            f"SELECT coalesce(max(compacted), 0) FROM {s}.event_parts WHERE part = '' OR part = ANY(%s::text[])"
         ).encode()
-        # LMDB's prune walk, a revision at a time from the oldest along the primary key: a
-        # revision goes while fewer than ``cap`` events went before it and it is past a bound;
-        # the walk stops at the first that stays. A revision is sized only once it goes, so the
-        # work is what is pruned plus one lookup, and the last revision chosen goes whole.
-        goes = (
-            "{w}events_before < %(cap)s AND ({w}revision <= %(count_floor)s"
-            " OR {w}bytes_left > %(max_bytes)s OR {w}at < %(age_floor)s)"
-        )
-        self._sql_prune_and_append = (
-            "WITH RECURSIVE walk (revision, at, events_before, bytes_left) AS ("
-            "   SELECT revision, committed_at, 0::bigint, %(total)s::bigint"
-            f"   FROM (SELECT revision, committed_at FROM {s}.events ORDER BY revision, seq LIMIT 1) AS oldest"
-            " UNION ALL"
-            "   SELECT next.revision, next.committed_at, w.events_before + size.n, w.bytes_left - size.bytes"
-            "   FROM walk AS w"
-            "   CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(octet_length(payload)), 0)::bigint AS bytes"
-            f"     FROM {s}.events WHERE revision = w.revision) AS size"
-            "   CROSS JOIN LATERAL (SELECT revision, committed_at"
-            f"     FROM {s}.events WHERE revision > w.revision ORDER BY revision, seq LIMIT 1) AS next"
-            f"   WHERE {goes.format(w='w.')}"
-            "),"
-            f" cut AS (SELECT coalesce(max(revision) FILTER (WHERE {goes.format(w='')}), 0) AS through FROM walk),"
-            f" pruned AS (DELETE FROM {s}.events WHERE revision <= (SELECT through FROM cut)"
-            "   RETURNING octet_length(payload) AS size),"
-            f" appended AS (INSERT INTO {s}.events (revision, seq, payload, committed_at)"
-            "   VALUES (%(revision)s, 0, %(payload)s, clock_timestamp()))"
-            " SELECT (SELECT coalesce(sum(size), 0) FROM pruned), next.revision, next.committed_at"
-            f" FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT revision, committed_at FROM {s}.events"
-            "   WHERE revision > (SELECT through FROM cut) ORDER BY revision, seq LIMIT 1) AS next ON true"
+        self._sql_compacted_all = f"SELECT compacted FROM {s}.meta WHERE id = 1".encode()
+        self._sql_append = (
+            f"INSERT INTO {s}.events (revision, seq, payload, committed_at, part)"
+            " VALUES (%s, %s, %s, clock_timestamp(), %s)"
+        ).encode()
+        # A revision naming a second partition moves to the shared one, its earlier events with it.
+        self._sql_share_and_append = (
+            f"WITH shared AS (UPDATE {s}.events SET part = '' WHERE revision = %s)"
+            f" INSERT INTO {s}.events (revision, seq, payload, committed_at, part)"
+            " VALUES (%s, %s, %s, clock_timestamp(), '')"
+        ).encode()
+        # What the partitions' appends added since their counts were last written, one row each.
+        self._sql_count_parts = (
+            f"INSERT INTO {s}.event_parts AS p (part, revisions, bytes, compacted)"
+            " SELECT d.part, d.revisions, d.bytes, 0"
+            " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS d (part, revisions, bytes)"
+            " ON CONFLICT (part) DO UPDATE SET revisions = p.revisions + EXCLUDED.revisions,"
+            " bytes = p.bytes + EXCLUDED.bytes"
+        ).encode()
+        self._sql_prune = (
+            "SELECT dropped_events, dropped_revisions, dropped_bytes, through, next_revision, next_at"
+            f" FROM {s}.prune_events(%(cap)s, %(max_revisions)s, %(max_bytes)s, %(age_floor)s, %(aging)s,"
+            " %(held)s, %(total)s)"
         ).encode()
         options = (
             f"-c statement_timeout={self.settings.statement_timeout_ms}"
@@ -791,7 +858,14 @@ class PostgresStore:
                 raise
             assert row is not None
             base = revision = int(row[0])
-            tally = _Log(bytes=int(row[1]), oldest=int(row[2] or 0), oldest_at=row[3], now=row[4])
+            tally = _Log(
+                bytes=int(row[1]),
+                revisions=int(row[2]),
+                compacted=int(row[3]),
+                oldest=int(row[4] or 0),
+                oldest_at=row[5],
+                now=row[6],
+            )
             shared = len(batch) > 1
             wrote = False  # a rolled-back caller's writes count too: a needless bump only costs a reader a retry
             for pending in batch:
@@ -818,8 +892,11 @@ class PostgresStore:
                 return  # rolled back already: nothing to commit
             try:
                 with conn.pipeline():
+                    counts = tally.counts()
+                    if counts is not None:
+                        conn.execute(self._sql_count_parts, counts)
                     if revision != base or wrote:
-                        conn.execute(self._sql_set_revision, (revision, tally.bytes))
+                        conn.execute(self._sql_set_revision, (revision, tally.bytes, tally.revisions, tally.compacted))
                     if revision != base:
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
@@ -974,5 +1051,3 @@ class PostgresStore:
 
 class _StaleConnection(Exception):
     """The pooled connection was dead before the transaction began."""
-
-

@@ -110,7 +110,7 @@ class Application:
         registry = build_registry(pm, default_org=default_org)
         directory = Path(data_dir).expanduser()
         secure(directory)
-        engine = open_store(store or directory, durable=durable, retention=retention or EventRetention.from_env())
+        engine = open_store(store or directory, durable=durable, retention=retention or EventRetention.from_env_if_set())
         try:
             return cls(
                 registry, engine, pm, data_dir=directory, streams=streams, require_auth=require_auth, read_only=read_only

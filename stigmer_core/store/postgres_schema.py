@@ -13,9 +13,11 @@ Tables::
     kv(key bytea PK, value bytea)            objects and indexes, keys as in store/keys.py
     meta(id = 1, revision, event_bytes,      the global revision (its row lock orders writers),
          event_revisions, compacted,         the bytes of payload and the revisions the event log
-         writes)                             holds, the newest revision pruned from it, and how
-                                             many commits changed anything (a reader outside a
-                                             transaction compares it between its statements)
+         retention_revisions,                holds, the newest revision pruned from it, the
+         retention_bytes,                    retention every daemon prunes by (NULL: each its
+         retention_seconds,                  own; see PostgresStore), and how many commits
+         writes)                             changed anything (a reader outside a transaction
+                                             compares it between its statements)
     events(revision, seq, payload,           the event log, pruned by retention (store/retention.py)
            committed_at, part)               committed_at: the database clock when appended;
                                              part: the partition (an org) of the event's revision
@@ -250,7 +252,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX event_parts_by_revisions ON {s}.event_parts (revisions DESC, part)",
         "CREATE INDEX event_parts_by_bytes ON {s}.event_parts (bytes DESC, part)",
         "ALTER TABLE {s}.meta ADD COLUMN event_revisions bigint NOT NULL DEFAULT 0,"
-        " ADD COLUMN compacted bigint NOT NULL DEFAULT 0",
+        " ADD COLUMN compacted bigint NOT NULL DEFAULT 0, ADD COLUMN retention_revisions bigint,"
+        " ADD COLUMN retention_bytes bigint, ADD COLUMN retention_seconds bigint",
         "UPDATE {s}.meta SET event_revisions = (SELECT count(DISTINCT revision) FROM {s}.events),"
         " compacted = coalesce((SELECT min(revision) - 1 FROM {s}.events), revision)",
         "INSERT INTO {s}.event_parts (part, revisions, bytes, compacted)"

@@ -492,6 +492,8 @@ class _Log:
     oldest_at: datetime.datetime | None
     now: datetime.datetime
     """The database's clock when the transaction took the revision lock."""
+    keep: EventRetention
+    """The bounds this commit prunes by: the schema's (``meta.retention_*``) when recorded."""
     parts: dict[str, tuple[int, int]] = attrs.field(factory=dict)
     """Per partition, (revisions, bytes) added since its ``event_parts`` row was written."""
 
@@ -579,7 +581,7 @@ class _Writer(_Reader):
         revision = self.write_revision()
         store, tally, size = self._store, self._log, len(payload)
         if self._seq == 0:
-            if tally.over(store.retention):
+            if tally.over(tally.keep):
                 self._prune_and_append(revision, payload, partition)
             else:
                 self._rows_none(store._sql_append, (revision, 0, payload, partition))
@@ -603,7 +605,8 @@ class _Writer(_Reader):
 
     def _prune_and_append(self, revision: int, payload: bytes, partition: str) -> None:
         """Bring the partitions' counts up to date, prune and append, in one round trip."""
-        store, keep, tally = self._store, self._store.retention, self._log
+        store, tally = self._store, self._log
+        keep = tally.keep
         params = {
             "cap": PRUNE_PER_COMMIT,
             "max_revisions": keep.max_revisions,
@@ -639,6 +642,11 @@ class _Writer(_Reader):
         self._callbacks.append(callback)
 
 
+def _described(bounds: tuple[object, ...]) -> str:
+    revisions, size, seconds = bounds
+    return f"{revisions} revisions, {size} bytes, {seconds} s"
+
+
 def _prefix_end(prefix: bytes) -> bytes | None:
     """The smallest key above every key starting with ``prefix`` (None: no bound)."""
     stripped = prefix.rstrip(b"\xff")
@@ -659,10 +667,21 @@ class PostgresStore:
         event_retention: int | None = None,
         settings: PostgresSettings | None = None,
     ) -> None:
-        """``retention`` bounds the event log; ``event_retention`` alone sets its revision count."""
+        """``retention`` bounds the event log; ``event_retention`` alone sets its revision count.
+
+        The schema holds the bounds every daemon on it prunes by (``meta.retention_*``): a
+        store given bounds records them, and each commit prunes by what is recorded when it
+        takes the revision lock, so daemons started with different settings never prune the
+        one log by different rules (the one started last sets them, and says so in its log).
+        A store given none follows what is recorded (the defaults while nothing is).
+        """
         self.settings = settings or PostgresSettings.from_url(url)
         self.url = redact_url(url)
+        given = retention is not None or event_retention is not None
         self.retention = (retention or EventRetention()).with_revisions(event_retention)
+        """The bounds the last commit pruned by (the schema's, once a commit has read them)."""
+        self._own_retention = self.retention
+        self._recorded: tuple[object, ...] = ()
         s = f'"{self.settings.schema}"'
         self.schema = self.settings.schema
         self.channel = f"stigmer_{self.schema}"[:63]
@@ -671,7 +690,7 @@ class PostgresStore:
             f"SELECT revision, event_bytes, event_revisions, compacted,"
             f" (SELECT revision FROM {s}.events ORDER BY revision, seq LIMIT 1),"
             f" (SELECT committed_at FROM {s}.events ORDER BY revision, seq LIMIT 1),"
-            " clock_timestamp()"
+            " clock_timestamp(), retention_revisions, retention_bytes, retention_seconds"
             f" FROM {s}.meta WHERE id = 1 FOR UPDATE"
         ).encode()
         self._sql_token = f"SELECT revision, writes FROM {s}.meta WHERE id = 1".encode()
@@ -750,6 +769,7 @@ class PostgresStore:
             with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
                 migrate(conn, self.schema)
                 row = conn.execute(self._sql_revision).fetchone()
+                self._settle_retention(conn, record=given)
         except psycopg.OperationalError as exc:
             raise errors.StartupError(f"cannot reach the database at {self.url}: {str(exc).strip()}") from exc
         except psycopg.Error as exc:  # e.g. a role that may not create the schema
@@ -778,6 +798,51 @@ class PostgresStore:
         self._pool.open(wait=False)
         self._listener = threading.Thread(target=self._listen, name=f"stigmer-listen-{self.schema}", daemon=True)
         self._listener.start()
+
+    # -- retention -------------------------------------------------------------
+    def _settle_retention(self, conn: psycopg.Connection[Any], *, record: bool) -> None:
+        """Record this store's bounds as the schema's (``record``), or take the schema's."""
+        s = f'"{self.schema}"'
+        columns = "retention_revisions, retention_bytes, retention_seconds"
+        if record:
+            keep = self.retention
+            found = conn.execute(
+                f"UPDATE {s}.meta AS m SET retention_revisions = %s, retention_bytes = %s, retention_seconds = %s"
+                f" FROM (SELECT {columns} FROM {s}.meta WHERE id = 1 FOR UPDATE) AS was"
+                f" WHERE m.id = 1 RETURNING was.retention_revisions, was.retention_bytes, was.retention_seconds",
+                (keep.max_revisions, keep.max_bytes, keep.max_age_seconds),
+            ).fetchone()
+            before = tuple(found or ())
+            now = (keep.max_revisions, keep.max_bytes, keep.max_age_seconds)
+            if before and before[0] is not None and before != now:
+                log.warning(
+                    "event retention of schema %r changes from %s to %s (this daemon's settings); every daemon "
+                    "on the schema prunes by them from its next commit",
+                    self.schema,
+                    _described(before),
+                    _described(now),
+                )
+            return
+        found = conn.execute(f"SELECT {columns} FROM {s}.meta WHERE id = 1").fetchone()
+        self.retention = self._recorded_retention(*(found or (None, None, None)))
+
+    def _recorded_retention(self, revisions: object, size: object, seconds: object) -> EventRetention:
+        """The schema's bounds as recorded (this store's own while none are); read once per change."""
+        recorded = (revisions, size, seconds)
+        if recorded == self._recorded:
+            return self.retention
+        keep = self._own_retention
+        if revisions is not None and size is not None and seconds is not None:
+            try:
+                keep = EventRetention(
+                    max_revisions=int(revisions),  # type: ignore[call-overload]
+                    max_bytes=int(size),  # type: ignore[call-overload]
+                    max_age_seconds=int(seconds),  # type: ignore[call-overload]
+                )
+            except ValueError as exc:  # edited by hand past what a daemon accepts
+                log.error("schema %r records event retention it cannot use (%s); pruning by its own", self.schema, exc)
+        self._recorded, self.retention = recorded, keep
+        return keep
 
     # -- connections ---------------------------------------------------------
     def _acquire(self) -> psycopg.Connection[Any]:
@@ -865,6 +930,7 @@ class PostgresStore:
                 oldest=int(row[4] or 0),
                 oldest_at=row[5],
                 now=row[6],
+                keep=self._recorded_retention(row[7], row[8], row[9]),
             )
             shared = len(batch) > 1
             wrote = False  # a rolled-back caller's writes count too: a needless bump only costs a reader a retry

@@ -30,6 +30,11 @@ import attrs
 from stigmer_core import errors
 
 DEFAULT_EVENT_RETENTION = 100_000
+ENV_VARIABLES = (
+    "STIGMER_EVENT_RETENTION_REVISIONS",
+    "STIGMER_EVENT_RETENTION_BYTES",
+    "STIGMER_EVENT_RETENTION_SECONDS",
+)
 PRUNE_PER_COMMIT = 1024
 """Events one commit prunes at most (whole revisions: a revision is never split)."""
 
@@ -70,6 +75,14 @@ class EventRetention:
             )
         except ValueError as exc:
             raise errors.StartupError(f"event retention: {exc}") from None
+
+    @classmethod
+    def from_env_if_set(cls) -> EventRetention | None:
+        """``from_env`` when one of its variables is set, else None: the store's own choice (a
+        PostgreSQL schema keeps what the daemon that last set them chose, for every daemon on it)."""
+        if not any(os.environ.get(name) for name in ENV_VARIABLES):
+            return None
+        return cls.from_env()
 
     def with_revisions(self, max_revisions: int | None) -> EventRetention:
         """These bounds with the revision count replaced (the older ``event_retention=`` argument)."""

@@ -43,6 +43,8 @@ MEASUREMENTS = (
     "create.inproc.c32",
     "store.put.t1",
     "store.put.t16",
+    "store.event.nosync",
+    "store.event_pruning.nosync",
     "store.batch1000",
     *(f"vs_sqlite.{engine}.{row}" for engine in ("lmdb", "sqlite_json") for row in ENGINE_ROWS),
     *(f"scale.n{size}.{row}" for size in (1000, 2000) for row in SCALE_ROWS),

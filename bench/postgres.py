@@ -137,7 +137,7 @@ class _Raw:
                 (len(self.value),),
             )
             conn.execute(
-                f"UPDATE {s}.meta SET revision = %s, event_bytes = event_bytes + %s,"
+                f"UPDATE {s}.meta SET revision = %s, log_bytes = log_bytes + %s,"
                 " event_revisions = event_revisions + 1, writes = writes + 1 WHERE id = 1".encode(),
                 (revision + 1, len(self.value)),
             )

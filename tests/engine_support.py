@@ -57,7 +57,7 @@ def counted_bytes(store: Store) -> int:
     """The engine's running byte total of the log (what the byte bound is checked against)."""
     if isinstance(store, PostgresStore):
         with psycopg.connect(store.settings.conninfo) as conn:
-            row = conn.execute(f'SELECT event_bytes FROM "{store.schema}".meta'.encode()).fetchone()
+            row = conn.execute(f'SELECT log_bytes FROM "{store.schema}".meta'.encode()).fetchone()
         return int(row[0]) if row else -1
     with store.read() as txn:
         raw = txn.get(keys.EVENT_BYTES)

@@ -245,7 +245,7 @@ def test_close_lets_writes_in_flight_commit_and_refuses_new_ones(stigmer_postgre
 
 def _event_bytes(store: PostgresStore) -> int:
     with psycopg.connect(store.settings.conninfo) as conn:
-        row = conn.execute(f'SELECT event_bytes FROM "{store.schema}".meta'.encode()).fetchone()
+        row = conn.execute(f'SELECT log_bytes FROM "{store.schema}".meta'.encode()).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -880,3 +880,19 @@ def test_health_comes_back_with_the_first_answer_after_a_stalled_one(
         assert seen[:1] == [False]  # the listener's revision read through the pool got no answer
         store.transact(lambda txn: txn.append_event(b"ev"))
         assert seen[-1] is True
+
+
+def test_a_daemon_of_version_3_still_running_after_the_migration_can_no_longer_commit(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """Its prune would drop events without keeping the shares or the watermarks, so a watch
+    resuming across them would never be told: its commits now fail (the column it locks and
+    writes is renamed), while what it reads is still there."""
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as store:
+        store.transact(lambda txn: txn.append_event(b"ev", "org"))
+        schema = f'"{store.schema}"'
+        with psycopg.connect(store.settings.conninfo) as conn:
+            with pytest.raises(psycopg.errors.UndefinedColumn):  # a version-3 commit's first statement
+                conn.execute(f"SELECT revision, event_bytes FROM {schema}.meta WHERE id = 1 FOR UPDATE".encode())
+            conn.rollback()
+            assert conn.execute(f"SELECT revision, writes FROM {schema}.meta WHERE id = 1".encode()).fetchone() == (1, 1)

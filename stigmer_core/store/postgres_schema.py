@@ -11,7 +11,7 @@ write rows an older layout does not expect.
 Tables::
 
     kv(key bytea PK, value bytea)            objects and indexes, keys as in store/keys.py
-    meta(id = 1, revision, event_bytes,      the global revision (its row lock orders writers),
+    meta(id = 1, revision, log_bytes,        the global revision (its row lock orders writers),
          event_revisions, compacted,         the bytes of payload and the revisions the event log
          retention_revisions,                holds, the newest revision pruned from it, the
          retention_bytes,                    retention every daemon prunes by (NULL: each its
@@ -38,7 +38,11 @@ Version 4 partitions the log (a fair share of its bounds per org): the
 events a version-3 schema held go to the shared partition ``''``, counted
 once by the migration, whose watermark starts just below the oldest event
 kept (or at the revision, for an empty log), since whatever came before it
-was pruned as far as any watch can tell. Every daemon on one schema
+was pruned as far as any watch can tell. It renames ``meta.event_bytes`` to
+``log_bytes``: a daemon of an older version still running would prune the
+log without keeping the shares or the watermarks (a watch resuming across
+what it pruned would never be told), and with the column gone its commits
+fail instead, loudly, while its reads go on. Every daemon on one schema
 must run the same version: stop the old ones before starting a newer one.
 
 ``bytea`` compares like ``memcmp``, so key ranges and their order are LMDB's.
@@ -245,6 +249,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     ("ALTER TABLE {s}.meta ADD COLUMN writes bigint NOT NULL DEFAULT 0",),
     (
+        # First, so this takes meta's lock before events' as every writer does (no deadlock with an
+        # older daemon's commit), and so an older daemon still running can no longer commit: its
+        # statements name event_bytes, and a commit of one would prune without keeping the shares.
+        "ALTER TABLE {s}.meta RENAME COLUMN event_bytes TO log_bytes",
         "ALTER TABLE {s}.events ADD COLUMN part text COLLATE \"C\" NOT NULL DEFAULT ''",
         "CREATE INDEX events_by_part ON {s}.events (part, revision)",
         'CREATE TABLE {s}.event_parts (part text COLLATE "C" PRIMARY KEY, revisions bigint NOT NULL,'
@@ -257,7 +265,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE {s}.meta SET event_revisions = (SELECT count(DISTINCT revision) FROM {s}.events),"
         " compacted = coalesce((SELECT min(revision) - 1 FROM {s}.events), revision)",
         "INSERT INTO {s}.event_parts (part, revisions, bytes, compacted)"
-        " SELECT '', event_revisions, event_bytes, compacted FROM {s}.meta",
+        " SELECT '', event_revisions, log_bytes, compacted FROM {s}.meta",
         PRUNE_FUNCTION,
     ),
 )

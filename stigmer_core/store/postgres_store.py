@@ -687,7 +687,7 @@ class PostgresStore:
         self.channel = f"stigmer_{self.schema}"[:63]
         self._sql_revision = f"SELECT revision FROM {s}.meta WHERE id = 1".encode()
         self._sql_lock_revision = (
-            f"SELECT revision, event_bytes, event_revisions, compacted,"
+            f"SELECT revision, log_bytes, event_revisions, compacted,"
             f" (SELECT revision FROM {s}.events ORDER BY revision, seq LIMIT 1),"
             f" (SELECT committed_at FROM {s}.events ORDER BY revision, seq LIMIT 1),"
             " clock_timestamp(), retention_revisions, retention_bytes, retention_seconds"
@@ -695,7 +695,7 @@ class PostgresStore:
         ).encode()
         self._sql_token = f"SELECT revision, writes FROM {s}.meta WHERE id = 1".encode()
         self._sql_set_revision = (
-            f"UPDATE {s}.meta SET revision = %s, event_bytes = %s, event_revisions = %s, compacted = %s,"
+            f"UPDATE {s}.meta SET revision = %s, log_bytes = %s, event_revisions = %s, compacted = %s,"
             " writes = writes + 1 WHERE id = 1"
         ).encode()
         self._sql_get = f"SELECT value FROM {s}.kv WHERE key = %s".encode()

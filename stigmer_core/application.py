@@ -109,15 +109,17 @@ class Application:
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
         directory = Path(data_dir).expanduser()
-        secure(directory)
         engine = open_store(store or directory, durable=durable, retention=retention or EventRetention.from_env_if_set())
         try:
-            return cls(
+            app = cls(
                 registry, engine, pm, data_dir=directory, streams=streams, require_auth=require_auth, read_only=read_only
             )
         except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
             engine.close()
             raise
+        if not read_only:  # once it opened to write: a refused or rescue open leaves the modes as they were
+            secure(directory)
+        return app
 
     def channel(self) -> InProcessChannel:
         return InProcessChannel.from_services(self.services)

@@ -284,16 +284,20 @@ def _key_file(source: KeySource, recorded: bytes | None) -> bytes | None:
 def _finish_staged(source: KeySource, recorded: bytes | None) -> bytes | None:
     """The key file's key, after completing or discarding a rotation a crash interrupted."""
     assert source.path is not None and source.staged is not None
+    try:
+        current: bytes | None = read_key(source.path)
+    except FileNotFoundError:
+        current = None
     if source.staged.exists():
         staged = read_key(source.staged)
         if recorded is not None and recorded == fingerprint(staged):
             install_staged(source)  # the rotation committed: its key is the key
             return staged
-        source.staged.unlink()  # the rotation never committed
-    try:
-        return read_key(source.path)
-    except FileNotFoundError:
-        return None
+        if recorded is None or (current is not None and fingerprint(current) == recorded):
+            source.staged.unlink()  # the rotation never committed, and the key file opens the store
+        # else the start is refused (no key that opens the store): the staged key stays, as evidence
+        # and perhaps the only copy of a key some run keys are wrapped by
+    return current
 
 
 def secrets(registry: Registry) -> Secrets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -292,11 +293,31 @@ def test_a_store_whose_key_is_lost_is_exported_without_its_secrets(stigmer: Stig
     stigmer.ok("apply", "-f", "-", input=PROD)
     sealed_with = _key_of(stigmer)
     (stigmer.data_dir / "secret.key").unlink()
+    stigmer.data_dir.chmod(0o750)  # as a restore may leave it: a rescue read leaves modes alone too
     _exported_without_its_key(
         stigmer,
         f"the key file {stigmer.data_dir / 'secret.key'} is missing, but the store holds secrets sealed with key {sealed_with}",
     )
     assert not (stigmer.data_dir / "secret.key").exists()
+    assert stat.S_IMODE(stigmer.data_dir.stat().st_mode) == 0o750
+
+
+def test_a_rotation_left_staged_is_not_discarded_by_the_rescue_export(stigmer: Stigmer) -> None:
+    """A rotation's staged key (secret.key.new) not matching the store, with the key file lost: the
+    export's first try opened the store to write and discarded it, though it may be the only copy
+    of a key some run keys are wrapped by; the store was refused all the same."""
+    stigmer.ok("apply", "-f", "-", input=PROD)
+    sealed_with = _key_of(stigmer)
+    (stigmer.data_dir / "secret.key").unlink()
+    staged = stigmer.data_dir / "secret.key.new"
+    staged.write_bytes(b"s" * 32)
+    _exported_without_its_key(
+        stigmer,
+        f"the key file {stigmer.data_dir / 'secret.key'} is missing, but the store holds secrets sealed with key {sealed_with}",
+    )
+    assert staged.read_bytes() == b"s" * 32
+    stigmer.fails("apply", "-f", "-", input=PROD)  # a start that is refused leaves it too
+    assert staged.read_bytes() == b"s" * 32
 
 
 def test_a_store_given_another_key_is_exported_without_its_secrets(stigmer: Stigmer) -> None:

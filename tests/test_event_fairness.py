@@ -177,3 +177,48 @@ def test_events_pruned_before_the_dispatcher_read_them_are_not_papered_over(engi
         finally:
             hub._thread = None
             hub.close()
+
+
+def test_callers_sharing_commits_some_rolled_back_leave_each_org_its_newest(engine: OpenStore) -> None:
+    """Group commit hands the shares from caller to caller within a batch; a caller whose write
+    fails after it appended (and perhaps pruned) must leave them as they were."""
+    with contextlib.closing(engine(EventRetention(max_revisions=30))) as store:
+        written: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+        lock = threading.Lock()
+
+        def worker(n: int) -> None:
+            org = "abc"[n % 3]
+            for i in range(40):
+
+                def write(txn: Any, fail: bool = (i + n) % 5 == 0) -> int:
+                    revision = txn.append_event(org.encode() * (1 + i % 7), org)
+                    if fail:
+                        raise ValueError("rolled back")
+                    return int(revision)
+
+                try:
+                    revision = store.transact(write)
+                except ValueError:
+                    continue
+                with lock:
+                    written[org].append(revision)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        kept = {revision for revision, _ in retained(store)}
+        assert len(kept) == 30
+        for org, revisions in written.items():
+            revisions.sort()
+            mine = [r for r in revisions if r in kept]
+            assert mine == revisions[len(revisions) - len(mine) :], org  # its newest, none missing
+            pruned = revisions[: len(revisions) - len(mine)]
+            assert _compacted(store, [org]) == (pruned[-1] if pruned else 0), org
+        if isinstance(store, LmdbStore):  # the stored shares are what the log holds
+            with store.read() as txn:
+                for org, revisions in written.items():
+                    share = txn.get(keys.event_part_key(org.encode()))
+                    assert share is not None
+                    assert int.from_bytes(share[:8], "big") == len([r for r in revisions if r in kept]), org

@@ -27,12 +27,13 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import lmdb
 
 from stigmer_core import errors
 from stigmer_core.store import keys
+from stigmer_core.store.event_shares import Changes, Share, ShareBook
 from stigmer_core.store.group_commit import GroupCommit, Pending
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
@@ -189,9 +190,9 @@ class _Reader:
         if partitions is None:
             raw = get(keys.EVENT_COMPACTED)
             return int.from_bytes(raw, "big") if raw else 0
-        found = _Share.parse(get(keys.event_part_key(b""))).compacted
+        found = Share.parse(get(keys.event_part_key(b""))).compacted
         for partition in partitions:
-            found = max(found, _Share.parse(get(keys.event_part_key(partition.encode()))).compacted)
+            found = max(found, Share.parse(get(keys.event_part_key(partition.encode()))).compacted)
         return found
 
 
@@ -200,50 +201,12 @@ def _counter(txn: lmdb.Transaction, key: bytes) -> int:
     return int.from_bytes(raw, "big") if raw else 0
 
 
-class _Share(NamedTuple):
-    """One partition's share of the event log (``m/event-part/<partition>``).
-
-    Immutable: a batch's callers hand the shares on in one dict, which a caller
-    copies before changing (its write may fail), so an entry is replaced, never
-    changed in place, and the batch stores only the entries it replaced.
-    """
-
-    revisions: int = 0
-    size: int = 0
-    compacted: int = 0
-    """The newest revision pruned from it: kept when it holds nothing, for streams resuming in it."""
-
-    @classmethod
-    def parse(cls, raw: bytes | None) -> _Share:
-        if not raw:
-            return _NO_SHARE
-        return cls(int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:16], "big"), int.from_bytes(raw[16:24], "big"))
-
-    def packed(self) -> bytes:
-        return self.revisions.to_bytes(8, "big") + self.size.to_bytes(8, "big") + self.compacted.to_bytes(8, "big")
-
-
-_NO_SHARE = _Share()
-
-
-def _largest(shares: dict[bytes, _Share], by_bytes: bool) -> bytes | None:
-    """The partition holding the most (revisions, or bytes); ties to the first name in byte order."""
-    best: bytes | None = None
-    most = 0
-    for partition, share in shares.items():
-        held = share.size if by_bytes else share.revisions
-        if share.revisions and (held > most or (held == most and best is not None and partition < best)):
-            best, most = partition, held
-    return best
-
-
 OldestEvent = tuple[int, int]
 """(revision, commit time in ns) of the oldest event a committed transaction left in the log."""
-_Shares = dict[bytes, _Share]
-_Tally = tuple["OldestEvent | None", int, int, int, "_Shares | None"]
+_Tally = tuple["OldestEvent | None", int, int, int, Changes]
 """What one caller's write hands the next in a batch: the oldest event (when known), the
-revision, the log's byte total (-1: not read yet), its count of revisions and the
-partitions' shares (None: not read yet)."""
+revision, the log's byte total (-1: not read yet), its count of revisions and the shares
+the batch changed so far (``store.event_shares``)."""
 _NEVER = 1 << 63
 """The time of an event stored without one: retention by age never drops it."""
 
@@ -260,7 +223,9 @@ class _Writer(_Reader):
 
     __slots__ = (
         "_base",
+        "_book",
         "_callbacks",
+        "_changes",
         "_now",
         "_owned",
         "_part",
@@ -268,7 +233,6 @@ class _Writer(_Reader):
         "_retention",
         "_revision",
         "_seq",
-        "_shares",
         "delete",
         "event_bytes",
         "held",
@@ -276,13 +240,14 @@ class _Writer(_Reader):
         "put",
     )
 
-    def __init__(self, txn: lmdb.Transaction, retention: EventRetention, tally: _Tally) -> None:
+    def __init__(self, txn: lmdb.Transaction, retention: EventRetention, tally: _Tally, book: ShareBook) -> None:
         super().__init__(txn, None)
         self.put = cast(_Put, txn.put)  # as ``get``: no Python frame per write
         self.delete = cast(_Delete, txn.delete)
-        self.oldest, self._base, self.event_bytes, self.held, self._shares = tally
+        self.oldest, self._base, self.event_bytes, self.held, self._changes = tally
+        self._book = book
         self._owned = False
-        """Whether ``_shares`` is this caller's own copy (the one handed in belongs to the batch)."""
+        """Whether ``_changes`` is this caller's own copy (the one handed in belongs to the batch)."""
         self._revision = 0
         self._seq = 0
         self._now = 0
@@ -293,7 +258,7 @@ class _Writer(_Reader):
 
     @property
     def tally(self) -> _Tally:
-        return self.oldest, self.revision, self.event_bytes, self.held, self._shares
+        return self.oldest, self.revision, self.event_bytes, self.held, self._changes
 
     @property
     def revision(self) -> int:
@@ -339,24 +304,19 @@ class _Writer(_Reader):
         self._seq += 1
         return revision
 
-    def _own_shares(self) -> _Shares:
-        """The shares, as this caller's copy (read from the store when the batch has not yet)."""
-        if self._shares is None:
-            prefix = len(keys.EVENT_PARTS)
-            self._shares = {key[prefix:]: _Share.parse(value) for key, value in self.scan(keys.EVENT_PARTS)}
-        elif not self._owned:
-            self._shares = dict(self._shares)
-        self._owned = True
-        return self._shares
+    def _change(self, part: bytes, share: Share) -> None:
+        if not self._owned:
+            self._changes = dict(self._changes)
+            self._owned = True
+        self._changes[part] = share  # type: ignore[index]  # this caller's own copy
 
     def finish(self) -> None:
         """Count this transaction's revision in its partition's share (once, when its function
         succeeded); the batch stores the shares it changed (``LmdbStore._commit_batch``)."""
         if not self._seq:
             return
-        shares = self._own_shares()
-        share = shares.get(self._part, _NO_SHARE)
-        shares[self._part] = _Share(share.revisions + 1, share.size + self._part_bytes, share.compacted)
+        share = self._book.get(self._part, self._changes)
+        self._change(self._part, Share(share.revisions + 1, share.size + self._part_bytes, share.compacted))
 
     def _prune_events(self, revision: int, now: int) -> None:
         """Drop revisions past a retention bound (store.retention says which go first);
@@ -370,25 +330,25 @@ class _Writer(_Reader):
         """
         keep = self._retention
         age_floor = now - keep.max_age_seconds * 1_000_000_000
-        shares = self._own_shares()
+        book = self._book
         cursor = self._txn.cursor()
         deleted = 0
-        compacted = before = max((share.compacted for share in shares.values()), default=0)
+        compacted = before = _counter(self._txn, keys.EVENT_COMPACTED)
         first = self._oldest_revision(cursor)
         while first is not None and deleted < PRUNE_PER_COMMIT:
             rev, stamped, part = first
             if stamped >= age_floor:  # else the oldest goes, whatever its partition
                 if self.held >= keep.max_revisions:
-                    largest = _largest(shares, by_bytes=False)
+                    largest = book.largest(self._changes, by_bytes=False)
                 elif self.event_bytes > keep.max_bytes:
-                    largest = _largest(shares, by_bytes=True)
+                    largest = book.largest(self._changes, by_bytes=True)
                 else:
                     break
                 if largest is not None and largest != part:
                     part, rev = largest, self._oldest_of(largest, rev)
             count, size, following = self._drop_revision(cursor, rev, part)
-            share = shares.get(part, _NO_SHARE)
-            shares[part] = _Share(max(share.revisions - 1, 0), max(share.size - size, 0), max(share.compacted, rev))
+            share = book.get(part, self._changes)
+            self._change(part, Share(max(share.revisions - 1, 0), max(share.size - size, 0), max(share.compacted, rev)))
             compacted = max(compacted, rev)
             self.held = max(self.held - 1, 0)
             self.event_bytes = max(self.event_bytes - size, 0)
@@ -488,8 +448,8 @@ class LmdbStore:
         the oldest can only be this or newer: a bound this one is within, the
         log is within. Set only from a commit that succeeded."""
         self._retention = (retention or EventRetention()).with_revisions(event_retention)
-        self._shares: _Shares | None = None
-        """The partitions' shares of the event log as the last commit left them (None: read them).
+        self._book = ShareBook(())
+        """The partitions' shares of the event log as the last commit left them (read at open).
         This process is the store's only writer, so what it committed is what the store holds."""
         self.commits = 0
         """Durable commits so far (each may carry many callers' writes)."""
@@ -509,6 +469,10 @@ class LmdbStore:
             self._share_event_log()
         elif not counted:
             self._count_event_bytes()
+        with self._env.begin(buffers=False) as txn:
+            prefix = len(keys.EVENT_PARTS)
+            found = _Reader(txn, None).scan(keys.EVENT_PARTS)
+            self._book = ShareBook((key[prefix:], Share.parse(value)) for key, value in found)
 
     def _count_event_bytes(self) -> None:
         """Count the event log's bytes again when the count is missing."""
@@ -536,7 +500,7 @@ class LmdbStore:
                 txn.put(keys.event_part_revision_key(b"", rev), b"")
             revisions = len(held)
             compacted = held[0] - 1 if held else _revision_of(txn)
-            txn.put(keys.event_part_key(b""), _Share(revisions, total, compacted).packed())
+            txn.put(keys.event_part_key(b""), Share(revisions, total, compacted).packed())
             txn.put(keys.EVENT_COMPACTED, compacted.to_bytes(8, "big"))
             txn.put(keys.EVENT_BYTES, total.to_bytes(8, "big"))
             txn.put(keys.EVENT_REVISIONS, revisions.to_bytes(8, "big"))
@@ -567,27 +531,24 @@ class LmdbStore:
             wall, cpu = time.perf_counter(), time.thread_time()
             outer = self._env.begin(write=True)
             try:
-                known = self._shares
-                tally: _Tally = (self._oldest_event, _revision_of(outer), -1, 0, known)
+                tally: _Tally = (self._oldest_event, _revision_of(outer), -1, 0, {})
                 start = tally[1]
                 for pending in batch:
                     tally = self._run_one(outer, pending, tally)
-                oldest, revision, event_bytes, held, shares = tally
+                oldest, revision, event_bytes, held, changes = tally
                 if revision != start:
                     outer.put(keys.REVISION, revision.to_bytes(8, "big"))
                 if event_bytes >= 0:
                     outer.put(keys.EVENT_BYTES, event_bytes.to_bytes(8, "big"))
                     outer.put(keys.EVENT_REVISIONS, held.to_bytes(8, "big"))
-                if shares is not None and shares is not known:
-                    for part, share in shares.items():
-                        if known is None or known.get(part) is not share:
-                            outer.put(keys.event_part_key(part), share.packed())
+                for part, share in changes.items():
+                    outer.put(keys.event_part_key(part), share.packed())
                 outer.commit()  # durable store: the data pages are synced; the meta page is written
                 self.commits += 1
                 self.commit_seconds += time.perf_counter() - wall
                 self.commit_cpu_seconds += time.thread_time() - cpu
                 self._oldest_event = oldest
-                self._shares = shares
+                self._book.commit(changes)
             except lmdb.MapFullError:
                 outer.abort()
                 self._gate.leave()
@@ -595,7 +556,6 @@ class LmdbStore:
                 continue
             except BaseException as exc:  # disk failure or interrupt: nobody's write landed
                 outer.abort()
-                self._shares = None  # read again from what the store holds
                 failure = self._commit_failure(exc)
                 for pending in batch:
                     pending.error = pending.error or failure
@@ -662,7 +622,7 @@ class LmdbStore:
         pending.result = None
         pending.callbacks = []
         child = self._env.begin(write=True, parent=outer)
-        writer = _Writer(child, self._retention, tally)
+        writer = _Writer(child, self._retention, tally, self._book)
         try:
             pending.result = pending.fn(writer)
             writer.finish()

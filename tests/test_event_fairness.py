@@ -190,8 +190,8 @@ def test_callers_sharing_commits_some_rolled_back_leave_each_org_its_newest(engi
             org = "abc"[n % 3]
             for i in range(40):
 
-                def write(txn: Any, fail: bool = (i + n) % 5 == 0) -> int:
-                    revision = txn.append_event(org.encode() * (1 + i % 7), org)
+                def write(txn: Any, fail: bool = (i + n) % 5 == 0, size: int = 1 + i % 7) -> int:
+                    revision = txn.append_event(org.encode() * size, org)
                     if fail:
                         raise ValueError("rolled back")
                     return int(revision)

@@ -20,6 +20,7 @@ from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.errors import ResourceExhausted, StartupError
 from stigmer_core.headers import DRY_RUN
+from stigmer_core.ids import new_id
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds import usage
 from stigmer_core.limits import Limits
@@ -113,19 +114,18 @@ def test_derived_objects_count_and_a_write_refused_part_way_leaves_the_counters(
 ) -> None:
     """An agent's default instance counts: with room for one object, an agent (two) is refused,
     and the agent already written in the transaction is rolled back with its count."""
-    with team(tmp_path, stigmer_store, monkeypatch, objects=3) as app:
-        with editor(app, ACME) as acme:
-            agents = agent_grpc.AgentCommandControllerStub(acme)
-            agent = agents.create(_agent("first", ACME))
-            assert _stored(app)[ACME][0] == 3  # token, agent, its instance
-            agents.delete(agent_pb2.AgentId(value=agent.metadata.id))
-            assert _stored(app)[ACME][0] == 1, "the cascade gives back what it removed"
-            KindClient(acme, app.registry.kind("Environment")).create(_env("one", ACME))
-            before = _stored(app)
-            message = _refused(lambda: agents.create(_agent("second", ACME)))
-            assert "org 'acme' holds 3 objects" in message, message  # counted the agent, refused its instance
-            assert _stored(app) == before == _recounted(app)
-            assert not list(KindClient(app.channel(), app.registry.kind("Agent")).list_all(org=ACME))
+    with team(tmp_path, stigmer_store, monkeypatch, objects=3) as app, editor(app, ACME) as acme:
+        agents = agent_grpc.AgentCommandControllerStub(acme)
+        agent = agents.create(_agent("first", ACME))
+        assert _stored(app)[ACME][0] == 3  # token, agent, its instance
+        agents.delete(agent_pb2.AgentId(value=agent.metadata.id))
+        assert _stored(app)[ACME][0] == 1, "the cascade gives back what it removed"
+        KindClient(acme, app.registry.kind("Environment")).create(_env("one", ACME))
+        before = _stored(app)
+        message = _refused(lambda: agents.create(_agent("second", ACME)))
+        assert "org 'acme' holds 3 objects" in message, message  # counted the agent, refused its instance
+        assert _stored(app) == before == _recounted(app)
+        assert not list(KindClient(app.channel(), app.registry.kind("Agent")).list_all(org=ACME))
 
 
 def test_bytes_an_update_grows_past_the_limit_are_refused_and_a_shrinking_one_passes(
@@ -161,18 +161,20 @@ def test_bytes_an_update_grows_past_the_limit_are_refused_and_a_shrinking_one_pa
 def test_a_dry_run_and_a_refused_write_leave_the_counters_as_they_were(
     tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with team(tmp_path, stigmer_store, monkeypatch, objects=10) as app:
-        with editor(app, ACME) as acme:
-            agents = agent_grpc.AgentCommandControllerStub(acme)
-            agent = agents.create(_agent("kept", ACME))
-            before = _stored(app)
-            agents.create(_agent("dry", ACME), metadata=((DRY_RUN, "true"),))
-            agents.delete(agent_pb2.AgentId(value=agent.metadata.id), metadata=((DRY_RUN, "true"),))
-            assert _stored(app) == before
-            with pytest.raises(grpc.RpcError) as taken:  # refused after the checks of the quota passed
-                agents.create(_agent("kept", ACME))
-            assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
-            assert _stored(app) == before == _recounted(app)
+    with team(tmp_path, stigmer_store, monkeypatch, objects=10) as app, editor(app, ACME) as acme:
+        agents = agent_grpc.AgentCommandControllerStub(acme)
+        agent = agents.create(_agent("kept", ACME))
+        before = _stored(app)
+        agents.create(_agent("dry", ACME), metadata=((DRY_RUN, "true"),))
+        agents.delete(agent_pb2.AgentId(value=agent.metadata.id), metadata=((DRY_RUN, "true"),))
+        assert _stored(app) == before
+        # refused when the transaction publishes, after the write was stored and counted: its owner is missing
+        orphan = _env("orphan", ACME)
+        orphan.metadata.owner_references.add(kind="Agent", id=new_id(app.registry.kind("Agent").id_prefix))
+        with pytest.raises(grpc.RpcError) as missing:
+            KindClient(acme, app.registry.kind("Environment")).create(orphan)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND, missing.value.details()
+        assert _stored(app) == before == _recounted(app)
 
 
 def test_the_local_administrator_is_counted_but_never_refused(

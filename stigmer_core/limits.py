@@ -94,8 +94,10 @@ class Limits:
     max_org_objects: int = 1_000_000
     """Objects one org may hold, every kind together. Each object costs index, ownership and
     event entries besides its bytes, so many small objects fill a store as surely as a few
-    large ones; a million is far more than an org's agents, workflows and skills, and years of
-    a busy org's sessions and executions, which it can delete. 0: no limit."""
+    large ones. A million is far more than an org's agents, workflows and skills, and a long
+    history of sessions and executions (a run is two or three objects), which the org can
+    delete when it nears the limit; at a typical 1-2 KB an object it is also about where the
+    byte limit binds. 0: no limit."""
 
     def __attrs_post_init__(self) -> None:
         for name in ENV:

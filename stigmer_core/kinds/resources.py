@@ -1,9 +1,10 @@
-"""Kind objects on top of a raw transaction: objects, indexes, owners, events.
+"""Kind objects on top of a raw transaction: objects, indexes, owners, events, org usage.
 
 Every write of a kind object goes through here, whether a standard step or
 a kind's own step (say, creating a default instance) asks for it, so the
-slug index, the declared indexes, the ownership entries and the event log
-always change together with the object, in the caller's transaction.
+slug index, the declared indexes, the ownership entries, the event log and
+the org's usage counter (and so its quota: kinds/usage.py) always change
+together with the object, in the caller's transaction.
 """
 
 from __future__ import annotations

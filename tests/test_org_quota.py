@@ -6,6 +6,9 @@ written. Both engines, over the network with API tokens."""
 from __future__ import annotations
 
 import contextlib
+import io
+import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ from stigmer_core import Application
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
+from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
+from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.errors import ResourceExhausted, StartupError
 from stigmer_core.headers import DRY_RUN
@@ -270,3 +275,35 @@ def test_org_limits_are_settings_where_zero_means_none() -> None:
     tally.add(limits, 0, 10**6)  # no byte limit
     with pytest.raises(ResourceExhausted, match="max_org_objects"):
         tally.add(limits, 1, 0)
+
+
+def _zip_of(size: int) -> bytes:
+    """A skill artifact of about ``size`` bytes that does not compress."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("SKILL.md", SKILL_MD)
+        archive.writestr("data.bin", os.urandom(size))
+    return buf.getvalue()
+
+
+SKILL_MD = "---\nname: tool\n---\n# Tool\n"
+
+
+def test_a_skill_artifact_counts_in_its_org_bytes(
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with team(tmp_path, stigmer_store, monkeypatch, size=200_000) as app, editor(app, ACME) as acme:
+        skills = skill_grpc.SkillCommandControllerStub(acme)
+        skills.push(skill_pb2.PushSkillRequest(org=ACME, skill_md=SKILL_MD, artifact=_zip_of(50_000)), timeout=10)
+        held = _stored(app)[ACME][1]
+        assert held > 50_000, "the blob is the org's"
+        assert _stored(app) == _recounted(app)
+        big = skill_pb2.PushSkillRequest(org=ACME, skill_md=SKILL_MD, artifact=_zip_of(160_000), tag="big")
+        message = _refused(lambda: skills.push(big, timeout=10))
+        assert "max_org_bytes" in message, message
+        assert _stored(app)[ACME][1] == held
+        skill: Any = KindClient(app.channel(), app.registry.kind("Skill")).get_by_reference(org=ACME, slug="tool")
+        skill_client = KindClient(acme, app.registry.kind("Skill"))
+        skill_client.delete(skill.metadata.id)  # its versions and blobs go with it, and their bytes
+        assert set(_stored(app)) == {ACME} and _stored(app)[ACME][1] < 1_000
+        assert _stored(app) == _recounted(app)

@@ -18,7 +18,7 @@ from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import Executor, build_handlers, log_refusal
 from stigmer_core.datadir import secure
 from stigmer_core.errors import FailedPrecondition, StartupError
-from stigmer_core.kinds import reindex
+from stigmer_core.kinds import reindex, usage
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline import validation
@@ -71,6 +71,8 @@ class Application:
             _configure(pm, registry=registry, data_dir=data_dir, store=store, read_only=read_only)
         self.index_changes = _reconciled(registry, store, read_only=read_only)
         """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
+        self.usage_counted = False if read_only else usage.reconcile(registry, store)
+        """Whether this start counted every org's usage (a store from before the counters; kinds/usage.py)."""
         self.events = EventHub(store, streams or StreamSettings.from_env())
         """The one event dispatcher every server stream of this application reads through."""
         settings = self.events.settings

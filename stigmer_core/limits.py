@@ -37,7 +37,12 @@ ENV = {
     "max_request_items": "STIGMER_MAX_REQUEST_ITEMS",
     "run_lease_seconds": "STIGMER_RUN_LEASE_SECONDS",
     "max_list_skipped": "STIGMER_MAX_LIST_SKIPPED",
+    "max_org_bytes": "STIGMER_MAX_ORG_BYTES",
+    "max_org_objects": "STIGMER_MAX_ORG_OBJECTS",
 }
+
+UNBOUNDED_BY_ZERO = frozenset({"max_org_bytes", "max_org_objects"})
+"""Limits for which 0 means "no limit" (a server with one org, or quotas kept elsewhere)."""
 
 
 def _named(name: str) -> str:
@@ -78,10 +83,28 @@ class Limits:
     ends, perhaps empty, with a ``next_page_token`` after the last object read: a list whose
     conditions match little of a large org costs each call a bounded read, not the org's size,
     which on a shared daemon would stall every org's calls."""
+    max_org_bytes: int = 4 << 30
+    """Bytes of stored objects one org may hold (each object's serialized value, and for a
+    versioned kind the values kept under its ``ver/`` range: versions, tags, blobs). On a team
+    server every org writes to one store, so without it one org (or a leaked editor token)
+    could fill the disk and leave every org's writes refused. 4 GiB is two thousand objects
+    of the largest size, or millions of ordinary ones (an agent is about 1 KB), and leaves a
+    disk of a few hundred GiB room for dozens of orgs at their limit. Bound only callers with
+    API tokens: the local administrator owns the machine (kinds/usage.py). 0: no limit."""
+    max_org_objects: int = 1_000_000
+    """Objects one org may hold, every kind together. Each object costs index, ownership and
+    event entries besides its bytes, so many small objects fill a store as surely as a few
+    large ones. A million is far more than an org's agents, workflows and skills, and a long
+    history of sessions and executions (a run is two or three objects), which the org can
+    delete when it nears the limit; at a typical 1-2 KB an object it is also about where the
+    byte limit binds. 0: no limit."""
 
     def __attrs_post_init__(self) -> None:
         for name in ENV:
-            if getattr(self, name) < 1:
+            if name in UNBOUNDED_BY_ZERO:
+                if getattr(self, name) < 0:
+                    raise StartupError(f"limit {_named(name)} must be 0 (no limit) or more, not {getattr(self, name)}")
+            elif getattr(self, name) < 1:
                 raise StartupError(f"limit {_named(name)} must be positive, not {getattr(self, name)}")
         if self.max_page_bytes > MESSAGE_BYTES - (256 << 10):
             raise StartupError(

@@ -20,7 +20,8 @@ object's versions, oldest first, and ``put_blob``/``get_blob`` keep large
 payloads (an artifact) content-addressed beside the versions that name them.
 
 Everything is written in the request's own transaction, under the key
-family ``ver/`` (see ``stigmer_core.store.keys``), per object::
+family ``ver/`` (see ``stigmer_core.store.keys``), through ``Resources.keep``
+so that its bytes count in the object's org's usage (``kinds/usage.py``), per object::
 
     ver/<key_prefix>/<object_id>/h/<hash>          the object as it last was with that content
     ver/<key_prefix>/<object_id>/n/<revision:8>    hash of the version first made at that revision
@@ -169,13 +170,13 @@ class Versioning:
         obj = ctx.resource
         assert obj is not None
         txn = _writer(ctx)
-        base = object_range(ctx.kind.key_prefix, _meta(obj).id)
-        key = _hash_key(base, write.digest)
-        if txn.get(key) is None:
-            txn.put(base + b"n/" + txn.write_revision().to_bytes(8, "big"), write.digest.encode())
-        txn.put(key, obj.SerializeToString())
+        meta = _meta(obj)
+        base = object_range(ctx.kind.key_prefix, meta.id)
+        keep = ctx.store.keep  # counted in the org's usage, as the object is (kinds/usage.py)
+        if keep(meta.org, _hash_key(base, write.digest), obj.SerializeToString()) is None:
+            keep(meta.org, base + b"n/" + txn.write_revision().to_bytes(8, "big"), write.digest.encode())
         if write.tag:
-            txn.put(_tag_key(base, write.tag), write.digest.encode())
+            keep(meta.org, _tag_key(base, write.tag), write.digest.encode())
 
     def _resolve(self, ctx: RequestContext) -> None:
         wanted = str(getattr(ctx.request, "version", "") or "")
@@ -213,11 +214,17 @@ def resolve(txn: ReadTxn, kind: KindRuntime, current: Message, version: str) -> 
 def put_blob(ctx: RequestContext, object_id: str, data: bytes) -> str:
     """Keep ``data`` with ``object_id``'s versions, once per content; return its SHA-256."""
     digest = hashlib.sha256(data).hexdigest()
-    txn = _writer(ctx)
     key = _blob_key(object_range(ctx.kind.key_prefix, object_id), digest)
-    if txn.get(key) is None:
-        txn.put(key, data)
+    ctx.store.keep(_org_of(ctx, object_id), key, data, only_new=True)  # counted in the org's usage
     return digest
+
+
+def _org_of(ctx: RequestContext, object_id: str) -> str:
+    """The org of the object a blob is kept with: the request's own object, or the stored one."""
+    own = ctx.resource
+    if own is not None and _meta(own).id == object_id:
+        return str(_meta(own).org)
+    return str(_meta(ctx.store.require(ctx.kind, object_id)).org)
 
 
 def get_blob(txn: ReadTxn, kind: KindRuntime, object_id: str, digest: str) -> bytes | None:

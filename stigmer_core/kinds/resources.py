@@ -1,9 +1,10 @@
-"""Kind objects on top of a raw transaction: objects, indexes, owners, events.
+"""Kind objects on top of a raw transaction: objects, indexes, owners, events, org usage.
 
 Every write of a kind object goes through here, whether a standard step or
 a kind's own step (say, creating a default instance) asks for it, so the
-slug index, the declared indexes, the ownership entries and the event log
-always change together with the object, in the caller's transaction.
+slug index, the declared indexes, the ownership entries, the event log and
+the org's usage counter (and so its quota: kinds/usage.py) always change
+together with the object, in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from stigmer_core.auth.access import Access, Caller
 from stigmer_core.ids import is_valid_id, new_id, slugify
 from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.kinds.runtime import KindRuntime, Registry
+from stigmer_core.kinds.usage import Tally
+from stigmer_core.limits import Limits
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
 
@@ -59,7 +62,10 @@ class Resources:
     and every write needs ``access`` in the written object's org.
     """
 
-    __slots__ = ("_access", "_caller", "_events", "_now", "_owned_by", "_written", "principal", "registry", "removed", "txn")
+    __slots__ = (
+        "_access", "_caller", "_events", "_now", "_owned_by", "_quota", "_sizes", "_usage", "_written",
+        "principal", "registry", "removed", "txn",
+    )  # fmt: skip
 
     def __init__(
         self, txn: ReadTxn, registry: Registry, *, caller: Caller | None = None, access: Access = Access.WRITE
@@ -77,6 +83,13 @@ class Resources:
         self._written: dict[bytes, str] = {}
         """Object key -> org of what this transaction has stored, for the owner check at publish."""
         self._now: Timestamp | None = None
+        self._usage: dict[str, Tally] = {}
+        """Org -> its usage as this transaction changed it, written when it publishes (kinds/usage.py)."""
+        self._sizes: dict[bytes, int] = {}
+        """Object key -> stored size of what this transaction read or wrote: what a replace or a
+        delete gives back to its org's usage, without reading the object again."""
+        self._quota: Limits | None = None if self._caller is None else registry.limits
+        """The limits a write is held to: none for the local administrator, who owns the machine."""
 
     def now(self) -> Timestamp:
         """The time this transaction stamps on what it writes: one instant for all of it
@@ -104,9 +117,11 @@ class Resources:
 
     # -- reads -------------------------------------------------------------
     def get(self, kind: KindRuntime, object_id: str) -> Message | None:
-        raw = self.txn.get(kind.object_key(object_id))
+        key = kind.object_key(object_id)
+        raw = self.txn.get(key)
         if raw is None:
             return None
+        self._sizes[key] = len(raw)
         found = _parse(kind, object_id, raw)
         if self._caller is not None and not self._caller.member_of(found.metadata.org):  # type: ignore[attr-defined]
             return None
@@ -378,6 +393,34 @@ class Resources:
                     )
         self._owned_by.clear()
 
+    # -- usage ----------------------------------------------------------------------
+    def _count(self, org: str, objects: int, size: int) -> None:
+        """Change ``org``'s usage by a write, refusing (for a bound caller) one that grows it
+        past its quota; read from the store once per org per transaction."""
+        tally = self._usage.get(org)
+        if tally is None:
+            tally = self._usage[org] = Tally(org, self.txn.get(keys.org_usage_key(org)))
+        tally.add(self._quota, objects, size)
+
+    def _stored_size(self, key: bytes) -> int:
+        size = self._sizes.get(key)
+        if size is None:  # an object this transaction did not read through here
+            raw = self.txn.get(key)
+            size = 0 if raw is None else len(raw)
+        return size
+
+    def keep(self, org: str, key: bytes, value: bytes, *, only_new: bool = False) -> int | None:
+        """Store a value an object keeps beside itself (its versions and blobs under ``ver/``,
+        which its delete clears), counted in ``org``'s bytes; returns the size of the value it
+        replaced, None when there was none. ``only_new``: leave a value already there as it is."""
+        was = self.txn.get(key)
+        before = None if was is None else len(was)
+        if only_new and before is not None:
+            return before
+        self._count(org, 0, len(value) - (before or 0))
+        self._writer.put(key, value)
+        return before
+
     def insert(self, kind: KindRuntime, obj: Message) -> None:
         """Write a stamped new object with its slug, index, owner and reference entries."""
         txn = self._writer
@@ -389,7 +432,9 @@ class Resources:
             meta.resource_version = txn.write_revision()
         raw = self._storable(kind, obj)
         object_key = kind.object_key(meta.id)
+        self._count(meta.org, 1, len(raw))
         txn.put(object_key, raw)
+        self._sizes[object_key] = len(raw)
         self._written[object_key] = meta.org
         txn.put(kind.slug_key(meta.org, meta.slug), meta.id.encode())
         for key in kind.index_keys(obj):
@@ -412,7 +457,14 @@ class Resources:
             meta.resource_version = txn.write_revision()
         raw = self._storable(kind, new)
         object_key = kind.object_key(meta.id)
+        old_org, old_size = old.metadata.org, self._stored_size(object_key)  # type: ignore[attr-defined]
+        if old_org == meta.org:  # always, through the standard steps: the org is immutable
+            self._count(meta.org, 0, len(raw) - old_size)
+        else:
+            self._count(old_org, -1, -old_size)
+            self._count(meta.org, 1, len(raw))
         txn.put(object_key, raw)
+        self._sizes[object_key] = len(raw)
         self._written[object_key] = meta.org
         old_index, new_index = kind.index_keys(old), kind.index_keys(new)
         old_keys = set(old_index) | set(kind.owner_keys(old))
@@ -466,13 +518,18 @@ class Resources:
         object_ranges = (
             keys.owned_prefix(meta.id),
             keys.referrer_prefix(meta.id),
-            keys.version_prefix(kind.key_prefix, meta.id),
         )
         for prefix in object_ranges:
             for key, _ in list(self.txn.scan(prefix)):
                 txn.delete(key)  # finished referrers keep a dangling id, by design
+        kept = 0
+        for key, value in list(self.txn.scan(keys.version_prefix(kind.key_prefix, meta.id))):
+            kept += len(value)
+            txn.delete(key)
         object_key = kind.object_key(meta.id)
+        self._count(meta.org, -1, -kept - self._stored_size(object_key))
         txn.delete(object_key)
+        self._sizes.pop(object_key, None)
         self._written.pop(object_key, None)
         txn.delete(kind.slug_key(meta.org, meta.slug))
         for key in kind.index_keys(obj):
@@ -525,6 +582,8 @@ class Resources:
         write is within ``Limits.max_objects_per_write`` (one event each).
         """
         self._check_owners_exist()
+        for tally in self._usage.values():
+            tally.write(self._writer)
         if not self._events:
             return
         limit = self.registry.limits.max_objects_per_write

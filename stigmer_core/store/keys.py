@@ -20,6 +20,9 @@
     m/event-by-part/<partition>\\0<revision:8>   the revisions a partition holds -> b"", oldest first
     m/event-compacted                           newest revision pruned from any partition (8 bytes)
     ver/<key_prefix>/<id>/...                   versions of a versioned kind's object (stigmer_core.versioning)
+    m/org-usage/<org>                           what one org's objects take: objects, bytes (2 x 8 bytes),
+                                                kept with every write (stigmer_core.kinds.usage)
+    m/org-usage-counted                         marker: the org-usage counters were computed for this store
 
 Index values are joined with NUL, which no validated org, slug, label or id
 may contain, so a prefix scan of one value never runs into another.
@@ -37,6 +40,8 @@ EVENT_REVISIONS = b"m/event-revisions"
 EVENT_PARTS = b"m/event-part/"
 EVENT_PART_REVISIONS = b"m/event-by-part/"
 EVENT_COMPACTED = b"m/event-compacted"
+ORG_USAGE = b"m/org-usage/"
+ORG_USAGE_COUNTED = b"m/org-usage-counted"
 SEP = b"\x00"
 
 
@@ -105,6 +110,10 @@ def referrer_key(target_id: str, key_prefix: str, object_id: str) -> bytes:
 
 def version_prefix(key_prefix: str, object_id: str) -> bytes:
     return b"ver/" + key_prefix.encode() + b"/" + object_id.encode() + b"/"
+
+
+def org_usage_key(org: str) -> bytes:
+    return ORG_USAGE + org.encode()
 
 
 MAX_EVENT_SEQ = 0xFFFF

@@ -55,3 +55,24 @@ def test_doctor_reports_and_repairs(stigmer: Stigmer, tmp_path: Path) -> None:
 def test_doctor_leaves_a_directory_a_daemon_holds_alone(stigmer: Stigmer, daemon: str) -> None:
     message = stigmer.fails("doctor", "--reindex")
     assert "holds" in message and "stigmer local stop" in message
+
+
+def test_doctor_reports_and_repairs_org_usage_counters(stigmer: Stigmer, tmp_path: Path) -> None:
+    from stigmer_core.kinds import usage
+
+    stigmer.ok("apply", "-f", str(write(tmp_path / "agent.yaml", AGENT)))
+    assert "every org's usage counter agrees" in stigmer.ok("doctor")
+    with Application.open(stigmer.data_dir, durable=False) as app:
+        with app.store.read() as txn:
+            right = txn.get(keys.org_usage_key("local"))
+        app.store.transact(lambda txn: txn.put(keys.org_usage_key("local"), usage.encode(1, 1)))
+    assert right is not None and usage.decode(right)[0] == 2  # the agent and its default instance
+    result = stigmer("doctor")
+    assert result.code == 1
+    objects, size = usage.decode(right)
+    assert "local" in result.out and "1 / 1" in result.out and f"{objects} / {size}" in result.out, result.out
+    assert "1 org usage counters disagree" in result.err
+    assert "repaired 0 indexes and 1 org usage counters" in stigmer.ok("doctor", "--repair")
+    assert "every org's usage counter agrees" in stigmer.ok("doctor")
+    with Application.open(stigmer.data_dir, durable=False) as app, app.store.read() as txn:
+        assert txn.get(keys.org_usage_key("local")) == right

@@ -1,4 +1,5 @@
-"""``stigmer doctor``: every index of every kind checked against the stored objects, and repaired.
+"""``stigmer doctor``: every index of every kind, and every org's usage counter, checked against
+the stored objects, and repaired.
 
 Works on the local data directory in this process, so no daemon may hold it
 (LMDB has one writer; a running daemon would also keep serving what it read
@@ -24,20 +25,21 @@ from stigmer_core.cli.options import verbose_option
 )  # fmt: skip
 @click.option(
     "--repair", "--reindex", "repair", is_flag=True,
-    help="Rewrite every index entry that disagrees with the stored objects.",
+    help="Rewrite every index entry and org usage counter that disagrees with the stored objects.",
 )  # fmt: skip
 @verbose_option
 def doctor(data_dir: str | None, repair: bool) -> None:
-    """Check (and with --repair fix) the slug, label and declared indexes of every kind.
+    """Check (and with --repair fix) the slug, label and declared indexes of every kind,
+    and the objects and bytes each org's counter says it holds (its quota is checked against them).
 
-    Exits 1 when an index disagrees with the objects and --repair was not given.
+    Exits 1 when an index or a counter disagrees with the objects and --repair was not given.
     """
     # Imported here: `stigmer --help` imports this module and must not load the kinds.
     from stigmer_core import config
     from stigmer_core.application import Application
     from stigmer_core.cli import render
     from stigmer_core.datadir import DataDirLock, holder
-    from stigmer_core.kinds import reindex
+    from stigmer_core.kinds import reindex, usage
 
     settings = config.resolve(backend=config.LOCAL, data_dir=data_dir)
     directory = Path(settings.data_dir)
@@ -54,15 +56,26 @@ def doctor(data_dir: str | None, repair: bool) -> None:
                 parts += [f"removed {', '.join(change.removed)}"] if change.removed else []
                 click.echo(f"{change.kind}: declaration changed; {'; '.join(parts)} ({change.objects} objects)")
             problems = reindex.check(app.registry, app.store, repair=repair)
+            counters = usage.check(app.registry, app.store, repair=repair)
             kinds = len(app.registry.kinds)
     finally:
         lock.release()
     if not problems:
         click.echo(f"every index of {kinds} kinds agrees with the stored objects")
+    else:
+        rows = [[p.kind, p.index, str(p.missing), str(p.stale)] for p in problems]
+        click.echo(render.table(["KIND", "INDEX", "MISSING", "STALE"], rows))
+    if not counters:
+        click.echo("every org's usage counter agrees with the stored objects")
+    else:
+        rows = [[c.org, f"{c.stored[0]} / {c.stored[1]}", f"{c.counted[0]} / {c.counted[1]}"] for c in counters]
+        click.echo(render.table(["ORG", "COUNTER (OBJECTS / BYTES)", "OBJECTS (OBJECTS / BYTES)"], rows))
+    if not problems and not counters:
         return
-    rows = [[p.kind, p.index, str(p.missing), str(p.stale)] for p in problems]
-    click.echo(render.table(["KIND", "INDEX", "MISSING", "STALE"], rows))
     if repair:
-        click.echo(f"repaired {len(problems)} indexes")
+        click.echo(f"repaired {len(problems)} indexes and {len(counters)} org usage counters")
         return
-    raise CliError(f"{len(problems)} indexes disagree with the stored objects; `stigmer doctor --repair` fixes them")
+    raise CliError(
+        f"{len(problems)} indexes and {len(counters)} org usage counters disagree with the stored objects; "
+        "`stigmer doctor --repair` fixes them"
+    )

@@ -1,0 +1,180 @@
+"""What each org's objects take in the store, counted as they are written, and its quota.
+
+On a team server every org writes to one store, so one org could otherwise
+fill the disk and leave every org's writes refused. Each org's usage
+(objects held; bytes of their serialized values, with a versioned kind's
+``ver/`` values) is one key, ``m/org-usage/<org>``, that ``Resources``
+changes in the transaction of every write it makes: checking a write
+against ``Limits.max_org_objects`` and ``Limits.max_org_bytes`` is one key
+read, never a scan, and a write rolled back takes its change with it.
+
+The quota binds callers with API tokens. The local administrator (the
+in-process caller, the local daemon's owner) owns the machine and its disk,
+as it has no share of the stream limits either: its writes are counted,
+never refused. A write that does not grow an org (a delete, an update to a
+smaller object) is never refused, whatever the org holds.
+
+A store written before the counters existed has them computed once when it
+is opened (``reconcile``, a scan of every object, remembered by the marker
+``m/org-usage-counted``); ``check`` compares them with the objects and
+repairs them on request (``stigmer doctor``). Objects of a kind no
+installed plugin serves cannot be read, so they are not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from stigmer_core import errors
+from stigmer_core.kinds.runtime import Registry
+from stigmer_core.limits import ENV, Limits
+from stigmer_core.store import keys
+from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
+
+log = logging.getLogger(__name__)
+
+
+def encode(objects: int, size: int) -> bytes:
+    return objects.to_bytes(8, "big") + size.to_bytes(8, "big")
+
+
+def decode(raw: bytes | None) -> tuple[int, int]:
+    if raw is None:
+        return 0, 0
+    return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:16], "big")
+
+
+class Tally:
+    """One org's usage as a transaction has changed it so far (mutable: one per org per transaction)."""
+
+    __slots__ = ("changed", "objects", "org", "size")
+
+    def __init__(self, org: str, raw: bytes | None) -> None:
+        self.org = org
+        self.objects, self.size = decode(raw)
+        self.changed = False
+
+    def add(self, limits: Limits | None, objects: int, size: int) -> None:
+        """Count a write; with ``limits`` (a bound caller), refuse one that grows the org past them."""
+        if limits is not None:
+            if objects > 0 and limits.max_org_objects and self.objects + objects > limits.max_org_objects:
+                raise errors.ResourceExhausted(
+                    f"org '{self.org}' holds {self.objects} objects, its limit is {limits.max_org_objects} "
+                    f"(max_org_objects, {ENV['max_org_objects']}); delete some first"
+                )
+            if size > 0 and limits.max_org_bytes and self.size + size > limits.max_org_bytes:
+                raise errors.ResourceExhausted(
+                    f"org '{self.org}' holds {_size(self.size)} of objects and this write adds {_size(size)}, past its "
+                    f"limit of {_size(limits.max_org_bytes)} (max_org_bytes, {ENV['max_org_bytes']}); delete some first"
+                )
+        self.objects += objects
+        self.size += size
+        self.changed = True
+
+    def write(self, txn: WriteTxn) -> None:
+        if not self.changed:
+            return
+        key = keys.org_usage_key(self.org)
+        if self.objects <= 0 and self.size <= 0:
+            txn.delete(key)  # an org that holds nothing leaves no key behind
+        else:
+            txn.put(key, encode(max(self.objects, 0), max(self.size, 0)))
+        self.changed = False
+
+
+def _size(size: int) -> str:
+    """Bytes as a person reads them, exact below a KiB."""
+    if size < 1024:
+        return f"{size} bytes"
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift:
+            return f"{size / (1 << shift):.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- counting from the objects -------------------------------------------------------------
+Usage = dict[str, tuple[int, int]]
+"""org -> (objects, bytes)."""
+
+
+def recount(txn: ReadTxn, registry: Registry) -> Usage:
+    """Every org's usage from the stored objects of every served kind: reads them all."""
+    counted: dict[str, list[int]] = {}
+    for kind in registry.kinds:
+        for _, raw in txn.scan(kind.object_range):
+            meta = kind.parse(raw).metadata  # type: ignore[attr-defined]
+            size = len(raw) + sum(len(value) for _, value in txn.scan(keys.version_prefix(kind.key_prefix, meta.id)))
+            found = counted.setdefault(meta.org, [0, 0])
+            found[0] += 1
+            found[1] += size
+    return {org: (found[0], found[1]) for org, found in counted.items()}
+
+
+def stored(txn: ReadTxn) -> Usage:
+    """The counters as the store holds them."""
+    return {key[len(keys.ORG_USAGE) :].decode(): decode(raw) for key, raw in txn.scan(keys.ORG_USAGE)}
+
+
+def _rewrite(txn: WriteTxn, registry: Registry) -> Usage:
+    counted = recount(txn, registry)
+    for key, _ in list(txn.scan(keys.ORG_USAGE)):
+        if key[len(keys.ORG_USAGE) :].decode() not in counted:
+            txn.delete(key)
+    for org, (objects, size) in counted.items():
+        txn.put(keys.org_usage_key(org), encode(objects, size))
+    txn.put(keys.ORG_USAGE_COUNTED, b"1")
+    return counted
+
+
+def reconcile(registry: Registry, store: Store) -> bool:
+    """Count every org's usage once, for a store written before the counters were kept.
+
+    A start that finds the marker only reads it. The marker is looked at
+    again inside the writing transaction, so daemons starting together on
+    one database count once. Returns whether this start counted.
+    """
+    with store.read() as txn:
+        if txn.get(keys.ORG_USAGE_COUNTED) is not None:
+            return False
+
+    def run(txn: WriteTxn) -> Usage | None:
+        if txn.get(keys.ORG_USAGE_COUNTED) is not None:
+            return None
+        return _rewrite(txn, registry)
+
+    counted = store.transact(run)
+    if counted is None:
+        return False
+    if counted:
+        log.warning("org usage counted from the stored objects of %d orgs", len(counted))
+    return True
+
+
+@attrs.frozen
+class UsageProblem:
+    """One org whose counter disagrees with its objects."""
+
+    org: str
+    stored: tuple[int, int]
+    """(objects, bytes) the counter says."""
+    counted: tuple[int, int]
+    """(objects, bytes) the objects say."""
+
+
+def check(registry: Registry, store: Store, *, repair: bool = False) -> list[UsageProblem]:
+    """Compare every org's counter with its objects; with ``repair``, rewrite them from the objects.
+
+    Reads every object: a maintenance command, never a request path.
+    """
+    with store.read() as txn:
+        counted, have = recount(txn, registry), stored(txn)
+    problems = [
+        UsageProblem(org, have.get(org, (0, 0)), counted.get(org, (0, 0)))
+        for org in sorted(counted.keys() | have.keys())
+        if have.get(org, (0, 0)) != counted.get(org, (0, 0))
+    ]
+    if repair and problems:
+        store.transact(lambda txn: _rewrite(txn, registry))
+    return problems

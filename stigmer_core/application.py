@@ -25,7 +25,7 @@ from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.events import EventHub, StreamLimit, StreamSettings
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.read_only import ReadOnlyStore
-from stigmer_core.store.engines import open_store
+from stigmer_core.store.engines import is_database_url, open_store
 from stigmer_core.store.lmdb_store import EventRetention
 from stigmer_core.store.protocol import Store
 
@@ -103,15 +103,22 @@ class Application:
         ``store`` is a PostgreSQL URL (the team server) or None for LMDB in
         ``data_dir``. Either way ``data_dir`` holds this daemon's own files
         (lock, secret key), which is what plugins are configured with. Stream
-        limits and event retention default to their settings' environment
-        variables (docs/design.md: Event retention; Watch and streams).
+        limits default to their settings' environment variables, and so does
+        event retention on LMDB (docs/design.md: Event retention; Watch and
+        streams). On PostgreSQL the schema holds the retention every daemon
+        prunes by: given ``retention`` records it there (``stigmer serve``
+        passes its environment's), and without one this application follows
+        what is recorded, so a CLI command or ``stigmer doctor`` run with
+        some shell's settings changes nothing for the daemons.
         ``read_only`` (see the class) is how a store refused with
         ``ReadableOnly`` (a lost secret key) is opened anyway, to be read.
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
         directory = Path(data_dir).expanduser()
-        engine = open_store(store or directory, durable=durable, retention=retention or EventRetention.from_env_if_set())
+        if retention is None and not is_database_url(store):
+            retention = EventRetention.from_env_if_set()  # LMDB: every opener prunes by its own
+        engine = open_store(store or directory, durable=durable, retention=retention)
         try:
             app = cls(
                 registry, engine, pm, data_dir=directory, streams=streams, require_auth=require_auth, read_only=read_only

@@ -20,6 +20,7 @@ from stigmer_core.errors import AddressUnavailable
 from stigmer_core.grpc_servers import AsyncServing, Serving, SyncServing
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
+from stigmer_core.store.retention import EventRetention
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,9 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     app = None
     try:
-        app = Application.open(data_dir, store=store, require_auth=require_auth)
+        # a daemon's retention settings are the schema's once it starts (docs/design.md, Event retention)
+        retention = EventRetention.from_env_if_set()
+        app = Application.open(data_dir, store=store, require_auth=require_auth, retention=retention)
         server = Server(
             app, address, tls=tls, insecure_no_auth=insecure_no_auth, unix_socket=socket_path(data_dir)
         )

@@ -13,12 +13,13 @@ import contextlib
 import logging
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from stigmer_core import Application
 from stigmer_core.store import Store
 from stigmer_core.store.postgres_store import PostgresStore
-from stigmer_core.store.retention import EventRetention
+from stigmer_core.store.retention import ENV_VARIABLES, EventRetention
 
 
 def _write(store: Store, count: int) -> None:
@@ -60,21 +61,39 @@ def test_daemons_on_one_schema_prune_by_the_bounds_the_last_one_set(
         assert not caplog.records  # the same bounds again: nothing changes, nothing said
 
 
-def test_a_daemon_started_without_settings_follows_the_schema_and_one_with_them_records_them(
+def test_the_daemon_records_its_settings_and_other_openers_only_follow_them(
     stigmer_postgres_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in (
-        "STIGMER_EVENT_RETENTION_REVISIONS",
-        "STIGMER_EVENT_RETENTION_BYTES",
-        "STIGMER_EVENT_RETENTION_SECONDS",
-    ):
+    """`stigmer serve` records its environment's retention for the schema; a command opening the
+    store in its own process (`stigmer doctor`, a CLI get) follows what is recorded whatever its
+    shell says: `STIGMER_EVENT_RETENTION_REVISIONS=7 stigmer doctor` pruned every daemon's log to 7."""
+    from tests.test_daemon import Daemon
+
+    for name in ENV_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    with Application.open(tmp_path / "a", durable=False, store=stigmer_postgres_store_url) as app:
-        assert app.store.retention == EventRetention()  # nothing recorded: the defaults
-    monkeypatch.setenv("STIGMER_EVENT_RETENTION_BYTES", "9000")
-    with Application.open(tmp_path / "b", durable=False, store=stigmer_postgres_store_url) as app:
-        assert app.store.retention == EventRetention(max_bytes=9000)
-    monkeypatch.delenv("STIGMER_EVENT_RETENTION_BYTES")
-    with Application.open(tmp_path / "c", durable=False, store=stigmer_postgres_store_url) as app:
-        assert isinstance(app.store, PostgresStore)
-        assert app.store.retention == EventRetention(max_bytes=9000)  # the schema's, not the defaults
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_REVISIONS", "7")
+    with Application.open(tmp_path / "cli", durable=False, store=stigmer_postgres_store_url) as app:
+        assert app.store.retention == EventRetention()  # nothing recorded: the defaults, not its shell's
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_REVISIONS", "9000")
+    daemon = Daemon(tmp_path / "daemon", "--store", stigmer_postgres_store_url)
+    try:
+        monkeypatch.setenv("STIGMER_EVENT_RETENTION_REVISIONS", "7")
+        with Application.open(tmp_path / "doctor", durable=False, store=stigmer_postgres_store_url) as app:
+            assert app.store.retention == EventRetention(max_revisions=9000)  # the daemon's
+    finally:
+        assert daemon.stop()[0] == 0
+
+
+def test_bounds_past_what_the_engines_can_reckon_with_are_refused(stigmer_postgres_store_url: str) -> None:
+    """A century-long age bound overflowed every commit's clock arithmetic (INTERNAL for every
+    daemon of the schema once one had recorded it)."""
+    with pytest.raises(ValueError, match="max_age_seconds"):
+        EventRetention(max_age_seconds=100_000_000_000)
+    with contextlib.closing(PostgresStore(stigmer_postgres_store_url, durable=False)) as store:
+        with psycopg.connect(store.settings.conninfo, autocommit=True) as conn:
+            conn.execute(
+                f'UPDATE "{store.schema}".meta SET retention_revisions = 5, retention_bytes = 1000,'
+                " retention_seconds = 100000000000".encode()
+            )
+        _write(store, 3)  # recorded by hand past the bound: pruned by its own, and said
+        assert _held(store) == 3

@@ -35,6 +35,10 @@ ENV_VARIABLES = (
     "STIGMER_EVENT_RETENTION_BYTES",
     "STIGMER_EVENT_RETENTION_SECONDS",
 )
+MAX_COUNT = (1 << 62) - 1
+"""The largest revision or byte bound: what every engine stores (PostgreSQL's bigint) with room."""
+MAX_AGE_SECONDS = 100 * 366 * 24 * 3600
+"""The longest age bound, a century: a longer one overflowed the clock arithmetic of every commit."""
 PRUNE_PER_COMMIT = 1024
 """Events one commit prunes at most (whole revisions: a revision is never split)."""
 
@@ -57,11 +61,15 @@ class EventRetention:
     ABORTED ("revision N compacted"); docs/design.md, Event retention.
     """
 
-    max_revisions: int = attrs.field(default=DEFAULT_EVENT_RETENTION, validator=attrs.validators.ge(1))
+    max_revisions: int = attrs.field(
+        default=DEFAULT_EVENT_RETENTION, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_COUNT)]
+    )
     """Revisions the log holds at most, every org's together (``STIGMER_EVENT_RETENTION_REVISIONS``)."""
-    max_bytes: int = attrs.field(default=256 << 20, validator=attrs.validators.ge(0))
+    max_bytes: int = attrs.field(default=256 << 20, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_COUNT)])
     """Bytes of events the log holds at most, every org's together (``STIGMER_EVENT_RETENTION_BYTES``)."""
-    max_age_seconds: int = attrs.field(default=7 * 24 * 3600, validator=attrs.validators.ge(0))
+    max_age_seconds: int = attrs.field(
+        default=7 * 24 * 3600, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_AGE_SECONDS)]
+    )
     """Age of the oldest event kept (``STIGMER_EVENT_RETENTION_SECONDS``)."""
 
     @classmethod

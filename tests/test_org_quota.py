@@ -97,7 +97,7 @@ def test_an_org_at_its_object_limit_is_refused_while_another_org_still_creates(
             assert _stored(app)[ACME][0] == 4
             before = _stored(app)
             message = _refused(lambda: acme_envs.create(_env("one-too-many", ACME)))
-            assert "org 'acme' holds 4 objects" in message and "limit is 4" in message, message
+            assert "org 'acme' holds 4 objects, its limit (max_org_objects" in message, message
             assert "max_org_objects" in message and "STIGMER_MAX_ORG_OBJECTS" in message, message
             _refused(lambda: acme_envs.apply(_env("by-apply", ACME)))  # the import path: same pipeline
             assert _stored(app) == before, "a refused write changes no counter"
@@ -146,7 +146,7 @@ def test_bytes_an_update_grows_past_the_limit_are_refused_and_a_shrinking_one_pa
             grown.CopyFrom(env)
             grown.spec.data["V"].value = "v" * 25_000
             message = _refused(lambda: envs.update(grown))
-            assert f"org 'acme' holds {held / 1024:.1f} KiB of objects" in message, message
+            assert f"org 'acme' holds {held:,} bytes ({held / 1024:.1f} KiB) of objects" in message, message
             assert "max_org_bytes" in message and "STIGMER_MAX_ORG_BYTES" in message, message
             assert _stored(app)[ACME][1] == held
             env.spec.data["V"].value = "small"
@@ -160,6 +160,37 @@ def test_bytes_an_update_grows_past_the_limit_are_refused_and_a_shrinking_one_pa
             shrunk.spec.data["V"].value = ""
             envs.update(shrunk)
             envs.delete(shrunk.metadata.id)
+        assert _stored(app) == _recounted(app)
+
+
+def test_an_org_at_its_byte_limit_can_still_revoke_a_token_and_cancel_a_run(
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leaked editor token filled the org: its admin's revoke (24 bytes more on the token) was
+    refused, as were a runner's final report and an editor's cancel, which leave a run IN_PROGRESS.
+    Writes that add no object may go a sixteenth past the limit; creates may not."""
+    from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
+    from stigmer_core.api.iam.apitoken.v1 import service_pb2_grpc as token_grpc
+    from tests.agent_execution_support import IN_PROGRESS
+
+    with team(tmp_path, stigmer_store, monkeypatch, size=40_000) as app:
+        local = Kinds.on(app, app.channel())
+        agent = local.agent("runner", org=ACME)
+        run = local.execution("job", agent_id=agent.metadata.id, org=ACME)
+        local.report(run.metadata.id, IN_PROGRESS, "working")
+        _, leaked = make_token(app, ACME, "editor", "leaked")
+        admin, _ = make_token(app, ACME, "admin", "boss")
+        filler: Any = local.environments.create(_env("filler", ACME, "f" * 100))
+        filler.spec.data["V"].value = "f" * (100 + 40_000 - _stored(app)[ACME][1] - 8)
+        local.environments.update(filler)  # the org 8 bytes short of its limit
+        assert 40_000 - 12 <= _stored(app)[ACME][1] <= 40_000
+        with served(app) as server, grpc.insecure_channel(server.address) as channel:
+            boss = with_token(channel, admin)
+            _refused(lambda: KindClient(boss, app.registry.kind("Environment")).create(_env("more", ACME, "m" * 700)))
+            token_grpc.ApiTokenCommandControllerStub(boss).revoke(apitoken_pb2.ApiTokenId(value=leaked.metadata.id))
+            cancelled = Kinds.on(app, boss).cancel(run.metadata.id, "the org is full")
+        assert cancelled.status.phase != IN_PROGRESS
+        assert _stored(app)[ACME][1] > 40_000  # past the limit, within its sixteenth
         assert _stored(app) == _recounted(app)
 
 

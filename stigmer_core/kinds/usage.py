@@ -57,17 +57,27 @@ class Tally:
         self.changed = False
 
     def add(self, limits: Limits | None, objects: int, size: int) -> None:
-        """Count a write; with ``limits`` (a bound caller), refuse one that grows the org past them."""
+        """Count a write; with ``limits`` (a bound caller), refuse one that grows the org past them.
+
+        A write that adds no object (an update, a status report, a revocation, a cancel) may
+        take the org's bytes a sixteenth past the limit: an org whose creates are refused must
+        still be able to finish and cancel its runs and revoke a leaked token, and the
+        headroom still bounds what it holds.
+        """
         if limits is not None:
             if objects > 0 and limits.max_org_objects and self.objects + objects > limits.max_org_objects:
                 raise errors.ResourceExhausted(
-                    f"org '{self.org}' holds {self.objects} objects, its limit is {limits.max_org_objects} "
+                    f"org '{self.org}' holds {_objects(self.objects)}, its limit "
                     f"(max_org_objects, {ENV['max_org_objects']}); delete some first"
                 )
-            if size > 0 and limits.max_org_bytes and self.size + size > limits.max_org_bytes:
+            limit = limits.max_org_bytes
+            if objects <= 0:
+                limit += limit // 16
+            if size > 0 and limits.max_org_bytes and self.size + size > limit:
                 raise errors.ResourceExhausted(
-                    f"org '{self.org}' holds {_size(self.size)} of objects and this write adds {_size(size)}, past its "
-                    f"limit of {_size(limits.max_org_bytes)} (max_org_bytes, {ENV['max_org_bytes']}); delete some first"
+                    f"org '{self.org}' holds {_size(self.size)} of objects and this write adds {_size(size)}, past "
+                    f"its limit of {_size(limits.max_org_bytes)} (max_org_bytes, {ENV['max_org_bytes']}"
+                    f"{'' if objects > 0 else ', and a sixteenth more for updates'}); delete some first"
                 )
         self.objects += objects
         self.size += size
@@ -85,13 +95,16 @@ class Tally:
 
 
 def _size(size: int) -> str:
-    """Bytes as a person reads them, exact below a KiB."""
-    if size < 1024:
-        return f"{size} bytes"
+    """Bytes exactly (two sizes a byte apart must not read the same), with a rounded unit."""
+    exact = f"{size:,} byte{'' if size == 1 else 's'}"
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if size >= 1 << shift:
-            return f"{size / (1 << shift):.1f} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
+            return f"{exact} ({size / (1 << shift):.1f} {unit})"
+    return exact
+
+
+def _objects(count: int) -> str:
+    return f"{count:,} object{'' if count == 1 else 's'}"
 
 
 # -- counting from the objects -------------------------------------------------------------
@@ -103,12 +116,19 @@ def recount(txn: ReadTxn, registry: Registry) -> Usage:
     """Every org's usage from the stored objects of every served kind: reads them all."""
     counted: dict[str, list[int]] = {}
     for kind in registry.kinds:
+        orgs: dict[bytes, str] = {}
         for _, raw in txn.scan(kind.object_range):
             meta = kind.parse(raw).metadata  # type: ignore[attr-defined]
-            size = len(raw) + sum(len(value) for _, value in txn.scan(keys.version_prefix(kind.key_prefix, meta.id)))
+            orgs[meta.id.encode()] = meta.org
             found = counted.setdefault(meta.org, [0, 0])
             found[0] += 1
-            found[1] += size
+            found[1] += len(raw)
+        # the kind's versions in one range, not a lookup per object: most kinds keep none
+        versions = keys.version_prefix(kind.key_prefix, "")[:-1]
+        for key, value in txn.scan(versions):
+            org = orgs.get(key[len(versions) :].split(b"/", 1)[0])
+            if org is not None:  # values of an object that is gone are not the org's
+                counted[org][1] += len(value)
     return {org: (found[0], found[1]) for org, found in counted.items()}
 
 

@@ -243,11 +243,15 @@ def test_close_lets_writes_in_flight_commit_and_refuses_new_ones(stigmer_postgre
         assert txn.get(b"k/slow") == b"1"
 
 
-def _event_bytes(store: PostgresStore) -> int:
+def _meta(store: PostgresStore, column: str) -> int:
     with psycopg.connect(store.settings.conninfo) as conn:
-        row = conn.execute(f'SELECT log_bytes FROM "{store.schema}".meta'.encode()).fetchone()
+        row = conn.execute(f'SELECT {column} FROM "{store.schema}".meta'.encode()).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _event_bytes(store: PostgresStore) -> int:
+    return _meta(store, "log_bytes")
 
 
 def test_a_version_1_schema_is_migrated_and_its_events_counted_and_kept_by_bytes(
@@ -300,10 +304,7 @@ def _partitions(store: PostgresStore) -> tuple[dict[str, tuple[int, int]], dict[
 
 
 def _held_revisions(store: PostgresStore) -> int:
-    with psycopg.connect(store.settings.conninfo) as conn:
-        row = conn.execute(f'SELECT event_revisions FROM "{store.schema}".meta'.encode()).fetchone()
-    assert row is not None
-    return int(row[0])
+    return _meta(store, "event_revisions")
 
 
 def test_a_version_3_schema_is_migrated_into_the_shared_partition_and_pruned_fairly_after(

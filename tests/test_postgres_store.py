@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -254,19 +255,25 @@ def _event_bytes(store: PostgresStore) -> int:
     return _meta(store, "log_bytes")
 
 
+def _schema_at(conn: psycopg.Connection[Any], schema: str, version: int) -> None:
+    """The layout a daemon of ``version`` left (its migrations run by hand)."""
+    conn.execute(f"CREATE SCHEMA {schema}".encode())
+    conn.execute(
+        f"CREATE TABLE {schema}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())".encode()
+    )
+    for number, statements in enumerate(MIGRATIONS[:version], start=1):
+        for statement in statements:
+            conn.execute(statement.replace("{s}", schema).encode())
+        conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES (%s)".encode(), (number,))
+
+
 def test_a_version_1_schema_is_migrated_and_its_events_counted_and_kept_by_bytes(
     stigmer_postgres_store_url: str,
 ) -> None:
     settings = PostgresSettings.from_url(stigmer_postgres_store_url)
     schema = f'"{settings.schema}"'
-    with psycopg.connect(settings.conninfo, autocommit=True) as conn:  # the layout a version-1 daemon left
-        conn.execute(f"CREATE SCHEMA {schema}".encode())
-        conn.execute(
-            f"CREATE TABLE {schema}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())".encode()
-        )
-        for statement in MIGRATIONS[0]:
-            conn.execute(statement.replace("{s}", schema).encode())
-        conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES (1)".encode())
+    with psycopg.connect(settings.conninfo, autocommit=True) as conn:
+        _schema_at(conn, schema, 1)
         for revision in range(1, 6):
             conn.execute(
                 f"INSERT INTO {schema}.events (revision, seq, payload) VALUES (%s, 0, %s)".encode(),
@@ -312,15 +319,8 @@ def test_a_version_3_schema_is_migrated_into_the_shared_partition_and_pruned_fai
 ) -> None:
     settings = PostgresSettings.from_url(stigmer_postgres_store_url)
     schema = f'"{settings.schema}"'
-    with psycopg.connect(settings.conninfo, autocommit=True) as conn:  # the layout a version-3 daemon left
-        conn.execute(f"CREATE SCHEMA {schema}".encode())
-        conn.execute(
-            f"CREATE TABLE {schema}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())".encode()
-        )
-        for version, statements in enumerate(MIGRATIONS[:3], start=1):
-            for statement in statements:
-                conn.execute(statement.replace("{s}", schema).encode())
-            conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES (%s)".encode(), (version,))
+    with psycopg.connect(settings.conninfo, autocommit=True) as conn:
+        _schema_at(conn, schema, 3)
         for revision in range(3, 8):  # revisions 1 and 2 were pruned by a version-3 daemon
             conn.execute(
                 f"INSERT INTO {schema}.events (revision, seq, payload) VALUES (%s, 0, %s), (%s, 1, %s)".encode(),

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from stigmer_core import Conflict
+from stigmer_core import Conflict, InvalidArgument
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.pipeline.events import Cursor, EventHub
 from stigmer_core.store import Store, keys
@@ -222,3 +222,14 @@ def test_callers_sharing_commits_some_rolled_back_leave_each_org_its_newest(engi
                     share = txn.get(keys.event_part_key(org.encode()))
                     assert share is not None
                     assert int.from_bytes(share[:8], "big") == len([r for r in revisions if r in kept]), org
+
+
+def test_a_partition_the_layouts_cannot_keep_apart_is_refused(engine: OpenStore) -> None:
+    """A NUL ended a name in LMDB's per-org index (two orgs' revisions could be read as one's),
+    PostgreSQL answered INTERNAL for it, and a long name passed LMDB's key room."""
+    with contextlib.closing(engine()) as store:
+        for bad in ("a\x00b", "ä" * 200):
+            with pytest.raises(InvalidArgument, match="partition"):
+                _append(store, bad, b"x")
+        assert retained(store) == []
+        assert _append(store, "ä" * 60, b"x") == 1

@@ -30,7 +30,7 @@ may contain, so a prefix scan of one value never runs into another.
 
 from __future__ import annotations
 
-from stigmer_core.errors import ResourceExhausted
+from stigmer_core.errors import InvalidArgument, ResourceExhausted
 
 REVISION = b"m/revision"
 EVENTS = b"e/"
@@ -129,6 +129,19 @@ def event_key(revision: int, seq: int) -> bytes:
 
 def event_time_key(revision: int) -> bytes:
     return EVENT_TIMES + revision.to_bytes(8, "big")
+
+
+MAX_PARTITION = 255
+"""Bytes of a partition name in UTF-8 (an org: the API holds them to 63 characters), within what
+every engine's keys take."""
+
+
+def check_partition(partition: str) -> None:
+    """Refuse a partition name the layouts cannot keep apart (a NUL ends a name in
+    ``m/event-by-part/``; PostgreSQL's text holds none) or past every engine's key room."""
+    long = len(partition) > MAX_PARTITION // 4 and len(partition.encode()) > MAX_PARTITION
+    if long or "\x00" in partition:
+        raise InvalidArgument(f"an event's partition (an org) must be at most {MAX_PARTITION} bytes, without NUL")
 
 
 def event_part_key(partition: bytes) -> bytes:

@@ -270,6 +270,7 @@ class _Writer(_Reader):
         return self._revision
 
     def append_event(self, payload: bytes, partition: str = "") -> int:
+        keys.check_partition(partition)
         revision = self.write_revision()
         txn = self._txn
         if self.event_bytes < 0:

@@ -577,6 +577,7 @@ class _Writer(_Reader):
         return self._revision
 
     def append_event(self, payload: bytes, partition: str = "") -> int:
+        keys.check_partition(partition)
         self._wrote = True
         revision = self.write_revision()
         store, tally, size = self._store, self._log, len(payload)

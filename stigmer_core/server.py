@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -158,6 +159,25 @@ class Server:
         return self._serving.wait(timeout)
 
 
+SIGNAL_POLL_SECONDS = 0.25
+
+
+def _wait_for_signal(stop: threading.Event, seconds: float | None = None) -> None:
+    """Wait until a signal handler sets ``stop`` (or ``seconds`` pass), a short wait at a time.
+
+    The kernel hands a signal sent to the process to any thread that does not block it, grpc's
+    own threads included, and Python runs the handler only in the main thread, once that thread
+    runs again: a main thread in one untimed wait slept through such a SIGTERM for good (the
+    daemon never stopped, nor did `stigmer local stop` or a pod's termination, short of SIGKILL).
+    """
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while not stop.is_set():
+        left = SIGNAL_POLL_SECONDS if deadline is None else min(SIGNAL_POLL_SECONDS, deadline - time.monotonic())
+        if left <= 0:
+            return
+        stop.wait(left)
+
+
 def serve(
     address: str | None = None,
     data_dir: str | Path | None = None,
@@ -213,7 +233,7 @@ def serve(
             f"(data: {where}; kinds: {kinds})",
             flush=True,
         )
-        stop.wait()
+        _wait_for_signal(stop)
         if drain > 0:
             stop.clear()
             server.drain()
@@ -222,7 +242,7 @@ def serve(
                 "(another SIGTERM or Ctrl-C stops it now)",
                 flush=True,
             )
-            stop.wait(drain)
+            _wait_for_signal(stop, drain)
         print("stigmer daemon stopping: draining in-flight calls", flush=True)
         server.stop(grace)
         return 0

@@ -59,7 +59,11 @@ class Daemon:
 
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()  # a daemon that ignored SIGTERM must not outlive the test
+            raise
         return self.proc.returncode, out
 
     def kill(self) -> None:
@@ -162,3 +166,26 @@ def test_drain_answers_not_serving_but_serves_until_a_second_signal(tmp_path: Pa
         assert "health NOT_SERVING, still serving for 600 s" in out
     finally:
         daemon.kill()
+
+
+_TGKILL = {"x86_64": 234, "aarch64": 131}
+"""Linux's tgkill system call number, which sends a signal to one thread of a process."""
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.uname().machine not in _TGKILL,
+    reason="sends a signal to one thread with Linux's tgkill, numbered here for x86_64 and aarch64",
+)
+def test_a_sigterm_the_kernel_hands_to_another_thread_still_stops_the_daemon(daemon: Daemon) -> None:
+    """A process's signal goes to any thread that does not block it; grpc's threads do not. The
+    main thread, in one untimed wait, never ran the handler: the daemon ignored SIGTERM for good."""
+    import ctypes
+
+    pid = daemon.proc.pid
+    others = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+    assert others, "the daemon runs threads besides its main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(_TGKILL[os.uname().machine], pid, others[0], signal.SIGTERM) == 0, ctypes.get_errno()
+    out, _ = daemon.proc.communicate(timeout=30)
+    assert daemon.proc.returncode == 0, out
+    assert "stopping" in out

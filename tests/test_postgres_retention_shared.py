@@ -97,3 +97,26 @@ def test_bounds_past_what_the_engines_can_reckon_with_are_refused(stigmer_postgr
             )
         _write(store, 3)  # recorded by hand past the bound: pruned by its own, and said
         assert _held(store) == 3
+
+
+def test_a_daemon_records_only_the_bounds_its_environment_sets(
+    stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon started with one `STIGMER_EVENT_RETENTION_*` set recorded the other two at their
+    defaults, so setting the byte bound on one daemon undid another's week-long age bound."""
+    url = stigmer_postgres_store_url
+    for name in ENV_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    chosen = EventRetention(max_revisions=50, max_bytes=10_000, max_age_seconds=3600)
+    with contextlib.closing(PostgresStore(url, durable=False, retention=chosen)):
+        pass
+    monkeypatch.setenv("STIGMER_EVENT_RETENTION_BYTES", "20000")
+    only_bytes = EventRetention.from_env_if_set()
+    assert only_bytes is not None and only_bytes.chosen == {"max_bytes"}
+    with contextlib.closing(PostgresStore(url, durable=False, retention=only_bytes)) as store:
+        assert store.retention == EventRetention(max_revisions=50, max_bytes=20_000, max_age_seconds=3600)
+    with contextlib.closing(PostgresStore(url, durable=False)) as follower:
+        assert follower.retention == EventRetention(max_revisions=50, max_bytes=20_000, max_age_seconds=3600)
+    # the older argument for the revision count alone records only that one
+    with contextlib.closing(PostgresStore(url, durable=False, event_retention=8)) as store:
+        assert store.retention == EventRetention(max_revisions=8, max_bytes=20_000, max_age_seconds=3600)

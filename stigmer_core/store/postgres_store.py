@@ -643,6 +643,16 @@ class _Writer(_Reader):
         self._callbacks.append(callback)
 
 
+def _usable_retention(recorded: tuple[object, ...]) -> EventRetention:
+    """What a schema records, as bounds: the defaults for any it does not hold, or holds unusable."""
+    try:
+        if all(value is not None for value in recorded):
+            return EventRetention(*(int(value) for value in recorded))  # type: ignore[call-overload]
+    except ValueError:
+        pass
+    return EventRetention()
+
+
 def _described(bounds: tuple[object, ...]) -> str:
     revisions, size, seconds = bounds
     return f"{revisions} revisions, {size} bytes, {seconds} s"
@@ -679,7 +689,7 @@ class PostgresStore:
         self.settings = settings or PostgresSettings.from_url(url)
         self.url = redact_url(url)
         given = retention is not None or event_retention is not None
-        self.retention = (retention or EventRetention()).with_revisions(event_retention)
+        self.retention = (retention or EventRetention(chosen=frozenset())).with_revisions(event_retention)
         """The bounds the last commit pruned by (the schema's, once a commit has read them)."""
         self._own_retention = self.retention
         self._recorded: tuple[object, ...] = ()
@@ -806,16 +816,18 @@ class PostgresStore:
         s = f'"{self.schema}"'
         columns = "retention_revisions, retention_bytes, retention_seconds"
         if record:
-            keep = self.retention
-            found = conn.execute(
-                f"UPDATE {s}.meta AS m SET retention_revisions = %s, retention_bytes = %s, retention_seconds = %s"
-                f" FROM (SELECT {columns} FROM {s}.meta WHERE id = 1 FOR UPDATE) AS was"
-                f" WHERE m.id = 1 RETURNING was.retention_revisions, was.retention_bytes, was.retention_seconds",
-                (keep.max_revisions, keep.max_bytes, keep.max_age_seconds),
-            ).fetchone()
-            before = tuple(found or ())
-            now = (keep.max_revisions, keep.max_bytes, keep.max_age_seconds)
-            if before and before[0] is not None and before != now:
+            with conn.transaction():
+                found = conn.execute(f"SELECT {columns} FROM {s}.meta WHERE id = 1 FOR UPDATE").fetchone()
+                before = tuple(found or (None, None, None))
+                keep = self.retention.over(_usable_retention(before))
+                now = (keep.max_revisions, keep.max_bytes, keep.max_age_seconds)
+                conn.execute(
+                    f"UPDATE {s}.meta SET retention_revisions = %s, retention_bytes = %s, retention_seconds = %s"
+                    " WHERE id = 1",
+                    now,
+                )
+            self.retention = self._own_retention = keep
+            if before[0] is not None and before != now:
                 log.warning(
                     "event retention of schema %r changes from %s to %s (this daemon's settings); every daemon "
                     "on the schema prunes by them from its next commit",

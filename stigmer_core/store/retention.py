@@ -41,6 +41,8 @@ MAX_AGE_SECONDS = 100 * 366 * 24 * 3600
 """The longest age bound, a century: a longer one overflowed the clock arithmetic of every commit."""
 PRUNE_PER_COMMIT = 1024
 """Events one commit prunes at most (whole revisions: a revision is never split)."""
+BOUNDS = frozenset({"max_revisions", "max_bytes", "max_age_seconds"})
+_VARIABLE_OF = dict(zip(("max_revisions", "max_bytes", "max_age_seconds"), ENV_VARIABLES, strict=True))
 
 
 def _env_int(name: str, default: int) -> int:
@@ -71,6 +73,10 @@ class EventRetention:
         default=7 * 24 * 3600, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_AGE_SECONDS)]
     )
     """Age of the oldest event kept (``STIGMER_EVENT_RETENTION_SECONDS``)."""
+    chosen: frozenset[str] = attrs.field(default=BOUNDS, eq=False, repr=False)
+    """The bounds set on purpose (all three unless built from the environment). A PostgreSQL
+    schema records only these and keeps what it holds for the others, so a daemon started with
+    one variable set does not put the other two back to their defaults for every daemon."""
 
     @classmethod
     def from_env(cls) -> EventRetention:
@@ -80,6 +86,7 @@ class EventRetention:
                 max_revisions=_env_int("STIGMER_EVENT_RETENTION_REVISIONS", default.max_revisions),
                 max_bytes=_env_int("STIGMER_EVENT_RETENTION_BYTES", default.max_bytes),
                 max_age_seconds=_env_int("STIGMER_EVENT_RETENTION_SECONDS", default.max_age_seconds),
+                chosen=frozenset(bound for bound, name in _VARIABLE_OF.items() if os.environ.get(name)),
             )
         except ValueError as exc:
             raise errors.StartupError(f"event retention: {exc}") from None
@@ -94,4 +101,11 @@ class EventRetention:
 
     def with_revisions(self, max_revisions: int | None) -> EventRetention:
         """These bounds with the revision count replaced (the older ``event_retention=`` argument)."""
-        return self if max_revisions is None else attrs.evolve(self, max_revisions=max_revisions)
+        if max_revisions is None:
+            return self
+        return attrs.evolve(self, max_revisions=max_revisions, chosen=self.chosen | {"max_revisions"})
+
+    def over(self, recorded: EventRetention) -> EventRetention:
+        """The bounds chosen here, the others as ``recorded`` (what a schema held before)."""
+        kept = {bound: getattr(recorded, bound) for bound in BOUNDS - self.chosen}
+        return attrs.evolve(self, chosen=BOUNDS, **kept)

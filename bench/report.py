@@ -66,7 +66,9 @@ def _notes(row: Measurement) -> str:
         parts.append(f"daemon RSS {facts['daemon_rss_mib']:,.0f} MiB")
     if "agent_create_us" in facts:
         parts.append(
-            f"framework CPU, commit excluded: Agent create {facts['agent_create_us']:.0f} µs, Environment create "
+            f"framework CPU, commit excluded: Agent create {facts['agent_create_us']:.0f} µs"
+            f" ({facts['agent_create_less_own_commit_us']:.0f} µs less its own commit calls,"
+            f" which took {facts['agent_create_own_commit_us']:.0f} µs), Environment create "
             f"{facts['environment_create_us']:.0f} µs, get {facts['get_us']:.1f} µs"
         )
     if "payload_bytes" in facts:

@@ -78,7 +78,14 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     assert set(doc["scenarios"]) == set(MEASUREMENTS)
     for name, row in doc["scenarios"].items():
         if name == "writes.framework_cpu":  # figures only, no calls of its own
-            for figure in ("agent_create_us", "environment_create_us", "get_us", "agent_create_per_raw_txn"):
+            for figure in (
+                "agent_create_us",
+                "environment_create_us",
+                "get_us",
+                "agent_create_per_raw_txn",
+                "agent_create_less_own_commit_us",
+                "agent_create_own_commit_us",
+            ):
                 assert row[figure] > 0, figure
             continue
         assert row["calls"] > 0, name

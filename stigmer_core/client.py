@@ -20,7 +20,7 @@ import grpc
 from stigmer_core.application import Application
 from stigmer_core.auth.transport import client_credentials, is_loopback, refuse_plaintext_token, usable_token
 from stigmer_core.datadir import holder
-from stigmer_core.server import socket_path
+from stigmer_core.local_socket import UnixTarget, socket_path
 
 S = TypeVar("S")
 
@@ -28,8 +28,11 @@ LOCAL = "local"
 
 
 class Client:
-    def __init__(self, channel: grpc.Channel, *, target: str, app: Application | None = None) -> None:
+    def __init__(
+        self, channel: grpc.Channel, *, target: str, app: Application | None = None, unix: UnixTarget | None = None
+    ) -> None:
         self.channel = channel
+        self._unix = unix
         self.target = target
         self._app = app
 
@@ -43,6 +46,8 @@ class Client:
 
     def close(self) -> None:
         self.channel.close()
+        if self._unix is not None:
+            self._unix.close()
         if self._app is not None:
             self._app.close()
 
@@ -130,7 +135,8 @@ def connect(
     if running and running.get("address"):
         socket = socket_path(directory)
         if socket is not None and socket.exists():
-            return Client(grpc.insecure_channel(f"unix:{socket}"), target=str(running["address"]))
+            unix = UnixTarget(socket)
+            return Client(grpc.insecure_channel(unix.address), target=str(running["address"]), unix=unix)
         address = str(running["address"])
         return Client(network_channel(address, token=token, ca_file=ca_file, tls=tls), target=address)
     app = Application.open(directory, store=store, read_only=read_only)

@@ -19,6 +19,7 @@ from stigmer_core.auth.transport import TlsFiles, check_listen
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.grpc_servers import AsyncServing, Serving, SyncServing
+from stigmer_core.local_socket import UnixTarget, socket_path
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
 from stigmer_core.store.retention import EventRetention
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = Path("~/.stigmer/data")
-SOCKET_NAME = "stigmer.sock"
-MAX_SOCKET_PATH = 100  # sockaddr_un holds 108 bytes
 
 
 def default_address() -> str:
@@ -37,12 +36,6 @@ def default_address() -> str:
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("STIGMER_DATA_DIR", str(DEFAULT_DATA_DIR))).expanduser()
-
-
-def socket_path(data_dir: Path) -> Path | None:
-    """Where the daemon of ``data_dir`` listens locally (None when the path is too long for a socket)."""
-    path = data_dir / SOCKET_NAME
-    return path if len(str(path)) <= MAX_SOCKET_PATH else None
 
 
 class Server:
@@ -117,9 +110,10 @@ class Server:
     def _listen_unix(self, path: Path, credentials: grpc.ServerCredentials | None = None) -> Path:
         if path.is_socket():  # a previous daemon's, left by a crash (never another kind of file)
             path.unlink()
+        self._unix_target = target = UnixTarget(path)  # its descriptor kept until the server closes
         previous = os.umask(0o177)  # created 0600: other local users cannot connect
         try:
-            bound = self._serving.add_port(f"unix:{path}", credentials)
+            bound = self._serving.add_port(target.address, credentials)
         except RuntimeError:
             bound = 0
         finally:
@@ -153,6 +147,9 @@ class Server:
         unix = getattr(self, "unix_socket", None)
         if unix is not None:
             unix.unlink(missing_ok=True)
+        target = getattr(self, "_unix_target", None)
+        if target is not None:
+            target.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the server stops; True when ``timeout`` passed first (grpc's answer)."""

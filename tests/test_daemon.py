@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from stigmer_core import connect
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
@@ -189,3 +191,32 @@ def test_a_sigterm_the_kernel_hands_to_another_thread_still_stops_the_daemon(dae
     out, _ = daemon.proc.communicate(timeout=30)
     assert daemon.proc.returncode == 0, out
     assert "stopping" in out
+
+
+def test_a_data_directory_too_deep_for_a_socket_address_still_gets_its_socket(tmp_path: Path) -> None:
+    """A socket's address holds 108 bytes: a deeper data directory had no socket, so the owner's
+    CLI reached a daemon that requires tokens (or serves TLS) only over its TCP address, as a
+    stranger. The socket is now named through a descriptor of its directory."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "data"
+    assert len(str(deep / "stigmer.sock")) > 120
+    daemon = Daemon(deep, "--require-auth")
+    try:
+        sock = deep / "stigmer.sock"
+        assert sock.is_socket() and stat.S_IMODE(sock.stat().st_mode) == 0o600
+        with grpc.insecure_channel(daemon.address) as channel:  # the network path asks for a token
+            with pytest.raises(grpc.RpcError) as refused:
+                agent_grpc.AgentCommandControllerStub(channel).create(_named_agent("stranger"), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with connect(data_dir=deep) as client:  # the owner's path: the local administrator
+            assert not client.in_process
+            made = client.stub(agent_grpc.AgentCommandControllerStub).create(_named_agent("owner"), timeout=10)
+            assert made.metadata.id.startswith("agt-")
+        code, out = daemon.stop()
+        assert code == 0, out
+        assert not sock.exists()
+    finally:
+        daemon.kill()
+
+
+def _named_agent(name: str) -> agent_pb2.Agent:
+    return agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=name))

@@ -168,13 +168,17 @@ def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
 def _ready(daemon: Running, data_dir: Path) -> bool:
     """Whether a daemon of this machine serves: asked over its Unix socket (plain, the owner's
     alone) when it has one, since its TCP address may serve TLS with a CA this client is not given;
-    a TLS daemon without a socket (a data directory path too long for one) records its address
-    only once it serves, which is then the answer."""
-    from stigmer_core.server import socket_path
+    a TLS daemon without a socket (a data directory path too long for one, off Linux) records its
+    address only once it serves, which is then the answer."""
+    from stigmer_core.local_socket import UnixTarget, socket_path
 
     path = socket_path(data_dir)
     if path is not None and path.exists():
-        return serving(f"unix:{path}")
+        unix = UnixTarget(path)
+        try:
+            return serving(unix.address)
+        finally:
+            unix.close()
     return daemon.tls or serving(daemon.address)
 
 

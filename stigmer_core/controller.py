@@ -357,9 +357,10 @@ def _handler(
     auth = executor.authenticator
     needs_peer = auth is not None and auth.required  # who is on the other end matters only then
     request_deserializer = tolerant(binding.request_cls, executor.registry)
-    response_serializer = binding.response_cls.SerializeToString
+    response_serializer: Callable[[Any], bytes] = binding.response_cls.SerializeToString
 
     if binding.server_streaming:
+        response_serializer = _stream_serializer(binding.response_cls)
 
         def stream(request: Message | Malformed, context: grpc.ServicerContext) -> Iterator[Message]:
             if isinstance(request, Malformed):
@@ -426,6 +427,17 @@ def _queued(
     return unary
 
 
+def _stream_serializer(response_cls: type[Message]) -> Callable[[Message | bytes], bytes]:
+    """A stream's serializer: a message it is given, or bytes as they are (an event's message
+    serialized once and sent by every stream that sends it; ``pipeline.watch``)."""
+    serialize = response_cls.SerializeToString
+
+    def serializer(message: Message | bytes) -> bytes:
+        return message if message.__class__ is bytes else serialize(message)  # type: ignore[arg-type]
+
+    return serializer
+
+
 def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHandler:
     """``stigmer.commons.watch.v1.Watch/Watch``: dispatch by kind name to the kind's watch pipeline."""
     bindings: dict[str, tuple[KindRuntime, MethodBinding]] = {}
@@ -461,7 +473,7 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
     return grpc.unary_stream_rpc_method_handler(
         stream,
         request_deserializer=tolerant(watch_pb2.WatchRequest, executor.registry),
-        response_serializer=watch_pb2.WatchEvent.SerializeToString,
+        response_serializer=_stream_serializer(watch_pb2.WatchEvent),
     )
 
 

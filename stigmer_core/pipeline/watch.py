@@ -13,7 +13,7 @@ re-read and resume.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -26,7 +26,7 @@ from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, ListFilter
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.context import RequestContext
-from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Positioned
+from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Positioned, unshared
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep, Step, step
 from stigmer_core.store import keys
@@ -195,35 +195,57 @@ def watch_scope(ctx: RequestContext) -> None:
     ctx.org = req.org
 
 
-def _watch_event(kind: KindRuntime, scope: WatchScope, event: event_pb2.ResourceEvent) -> watch_pb2.WatchEvent | None:
-    """The event as this watch sees it, or None when the object is not (and was not) in its scope.
+Views = Callable[[Hashable, Callable[[], tuple[Any, int]]], Any]
+"""``EventHub.views.get``: what streams send of an event, built once for all of them."""
+
+
+def _parsed(kind: KindRuntime, event: event_pb2.ResourceEvent, position: int, views: Views) -> Message:
+    """The event's object, parsed once for every stream that reads it (never changed: shared)."""
+    parsed: Message = views(
+        ("parsed", event.revision, position), lambda: (kind.parse(event.object), 2 * event.ByteSize())
+    )
+    return parsed
+
+
+def _watch_event(
+    kind: KindRuntime, scope: WatchScope, event: event_pb2.ResourceEvent, position: int, views: Views = unshared
+) -> bytes | None:
+    """The event as this watch sees it, serialized, or None when the object is not (and was not)
+    in its scope. Streams sending the same event share one copy of it (``views``).
 
     An update that moves the object into the scope is ADDED, out of it DELETED
     (with the object as written), as a list before and after would show it.
     """
-    raw = event.object
     shown_type = _TYPES.get(event.type, watch_pb2.WATCH_EVENT_TYPE_UNSPECIFIED)
-    if scope.needs_object or kind.redact is not None:
-        obj = kind.parse(raw)
+    if scope.needs_object:
+        obj = _parsed(kind, event, position, views)
         now = scope.matches(obj)
-        if event.type == _UPDATED and event.index_keys_changed and scope.needs_object:
+        if event.type == _UPDATED and event.index_keys_changed:
             before = scope.matched_before(kind, obj, set(event.previous_index_keys))
             if now != before:
                 shown_type = watch_pb2.WATCH_EVENT_TYPE_ADDED if now else watch_pb2.WATCH_EVENT_TYPE_DELETED
             now = now or before
         if not now:
             return None
+
+    def build() -> tuple[bytes, int]:
+        raw = event.object
         if kind.redact is not None:
+            obj = kind.parse(raw)
             kind.redact(obj)
             raw = obj.SerializeToString()
-    shown = any_pb2.Any(type_url=kind.type_url, value=raw)
-    return watch_pb2.WatchEvent(
-        type=shown_type,
-        revision=event.revision,
-        object=shown,
-        kind=kind.name,
-        id=event.id,
-    )
+        shown = watch_pb2.WatchEvent(
+            type=shown_type,
+            revision=event.revision,
+            object=any_pb2.Any(type_url=kind.type_url, value=raw),
+            kind=kind.name,
+            id=event.id,
+            position=position,
+        ).SerializeToString()
+        return shown, len(shown)
+
+    sent: bytes = views(("watch", event.revision, position, shown_type), build)
+    return sent
 
 
 def _more_in_revision(txn: Any, kind: KindRuntime, scope: WatchScope, revision: int, position: int) -> bool:
@@ -237,7 +259,7 @@ def _more_in_revision(txn: Any, kind: KindRuntime, scope: WatchScope, revision: 
             break
         if seen > position:
             event = event_pb2.ResourceEvent.FromString(payload)
-            if event.kind == kind.name and _watch_event(kind, scope, event) is not None:
+            if event.kind == kind.name and _watch_event(kind, scope, event, seen) is not None:
                 return True
         seen += 1
     return seen == 0  # none of it is left (pruned): the resume must be told it was compacted
@@ -277,8 +299,9 @@ def watch_events(ctx: RequestContext) -> None:
         if compacted >= cursor.revision:
             raise Compacted(start, compacted + 1)
     active = ctx.active
+    views = hub.views.get
 
-    def stream() -> Iterator[watch_pb2.WatchEvent]:
+    def stream() -> Iterator[watch_pb2.WatchEvent | bytes]:
         yield _bookmark(kind, cursor.complete)
         follower = _Follower(hub, kind.name, cursor, active, scope.partitions)
         for item in follower:
@@ -286,10 +309,9 @@ def watch_events(ctx: RequestContext) -> None:
                 yield _bookmark(kind, item.complete)
                 continue
             event, position = item
-            shown = _watch_event(kind, scope, event)
+            shown = _watch_event(kind, scope, event, position, views)
             if shown is not None:
-                shown.position = position
-                yield shown
+                yield shown  # serialized once, for every stream sending it
                 follower.sent()
 
     ctx.response = stream()  # type: ignore[assignment]
@@ -343,7 +365,9 @@ def watch_object(
         # resumed at or past a final state: nothing more will ever come
         finished = bool(after) and until is not None and until(current) and version <= after
 
-        def states() -> Iterator[Message]:
+        views = hub.views.get
+
+        def states() -> Iterator[Message | bytes]:
             if finished:
                 return
             if initial is not None:
@@ -354,12 +378,11 @@ def watch_object(
                 for item in _Follower(hub, kind.name, Cursor.after(start), active, partitions):
                     if isinstance(item, Cursor) or item[0].id != object_id:
                         continue
-                    event = item[0]
+                    event, position = item
                     if event.type == _DELETED:
                         return
-                    state = kind.parse(event.object)
-                    yield _shown(kind, state)
-                    if until is not None and until(state):
+                    yield _state(kind, event, position, views)  # serialized once, for every subscriber
+                    if until is not None and until(_parsed(kind, event, position, views)):
                         return
             except Compacted as exc:
                 raise _too_old(exc.since, exc.oldest) from None
@@ -373,6 +396,19 @@ def _shown(kind: Any, obj: Message) -> Message:
     if kind.redact is not None:
         kind.redact(obj)
     return obj
+
+
+def _state(kind: KindRuntime, event: event_pb2.ResourceEvent, position: int, views: Views) -> bytes:
+    """The object an event wrote, as a subscriber is sent it (redacted), serialized."""
+
+    def build() -> tuple[bytes, int]:
+        raw = event.object
+        if kind.redact is not None:
+            raw = _shown(kind, kind.parse(raw)).SerializeToString()
+        return raw, len(raw)
+
+    sent: bytes = views(("state", event.revision, position), build)
+    return sent
 
 
 def _too_old(after: int, oldest: int) -> Compacted:

@@ -18,17 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
 from stigmer_core.controller import queued_writes, unary_reads
+from stigmer_core.reflection import serve_reflection
 from stigmer_core.server_pools import ServerPools
 from stigmer_core.store.protocol import ReportsReachability, SubmitsWrites
 
@@ -40,34 +39,8 @@ OPTIONS = [
 ]
 
 
-REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
-"""Reflection's stable name. grpcio-reflection serves only ``v1alpha``; ``v1`` is the same
-protocol (the same messages, field for field) under another package, which clients that speak
-only ``v1`` ask for, so the one servicer answers both."""
-
-
-def _service_names(app: Application) -> list[str]:
-    return [
-        *app.service_names,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-        REFLECTION_V1,
-    ]
-
-
 def _serve_reflection(app: Application, server: grpc.Server | aio.Server) -> None:
-    """grpcio-reflection's servicer, registered as that library documents, and under ``v1`` too."""
-    names = _service_names(app)
-    reflection.enable_server_reflection(names, server)
-    servicer: Any = (
-        reflection.aio.ReflectionServicer(names) if isinstance(server, aio.Server) else reflection.ReflectionServicer(names)
-    )
-    v1 = grpc.stream_stream_rpc_method_handler(
-        servicer.ServerReflectionInfo,
-        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),))
+    serve_reflection([*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
 
 
 def _follow_store(app: Application, set_all: Callable[[int], None]) -> None:

@@ -131,6 +131,7 @@ def test_read_threads_may_be_zero_and_nothing_else_below_one() -> None:
 def test_reflection_answers_as_v1_and_v1alpha(tmp_path: Path, read_threads: int) -> None:
     """Clients that speak only reflection v1 (the stable name) got UNIMPLEMENTED: grpcio-reflection
     serves v1alpha, the same protocol under another package."""
+    from google.protobuf import descriptor_pb2
     from grpc_reflection.v1alpha import reflection_pb2
 
     with Application.open(tmp_path / "data", durable=False) as app:
@@ -153,6 +154,36 @@ def test_reflection_answers_as_v1_and_v1alpha(tmp_path: Path, read_threads: int)
                 names = {s.name for s in listed.list_services_response.service}
                 assert {"stigmer.agentic.agent.v1.AgentQueryController", "grpc.reflection.v1.ServerReflection"} <= names
                 assert found.file_descriptor_response.file_descriptor_proto, version
+                # every service listed can be described (v1 too), and a method by its full name
+                described = list(
+                    call(
+                        iter(
+                            [
+                                *(reflection_pb2.ServerReflectionRequest(file_containing_symbol=n) for n in sorted(names)),
+                                reflection_pb2.ServerReflectionRequest(
+                                    file_containing_symbol="stigmer.agentic.agent.v1.AgentCommandController.create"
+                                ),
+                                reflection_pb2.ServerReflectionRequest(
+                                    file_containing_symbol="stigmer.agentic.agent.v1.AgentCommandController.nosuch"
+                                ),
+                            ]
+                        ),
+                        timeout=10,
+                    )
+                )
+                *services, method, missing = described
+                for name, answer in zip(sorted(names), services, strict=True):
+                    assert answer.file_descriptor_response.file_descriptor_proto, (version, name)
+                v1_file = descriptor_pb2.FileDescriptorProto.FromString(
+                    services[sorted(names).index("grpc.reflection.v1.ServerReflection")]
+                    .file_descriptor_response.file_descriptor_proto[0]
+                )
+                assert v1_file.package == "grpc.reflection.v1" and v1_file.service[0].name == "ServerReflection"
+                method_file = descriptor_pb2.FileDescriptorProto.FromString(
+                    method.file_descriptor_response.file_descriptor_proto[0]
+                )
+                assert "AgentCommandController" in {s.name for s in method_file.service}
+                assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
         finally:
             channel.close()
             server.stop(grace=1)

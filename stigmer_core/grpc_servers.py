@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -54,9 +55,10 @@ def _follow_store(app: Application, set_all: Callable[[int], None]) -> None:
 class AsyncServing:
     """grpc's asyncio server on an event loop thread of its own, driven from sync code."""
 
-    def __init__(self, app: Application, pools: ServerPools) -> None:
+    def __init__(self, app: Application, pools: ServerPools, options: Sequence[tuple[str, Any]] = ()) -> None:
         self.app = app
         self.pools = pools
+        self._options = [*OPTIONS, *options]
         self._loop = LoopThread()
         try:
             self._server, self._health = self._loop.run(self._build())
@@ -67,7 +69,7 @@ class AsyncServing:
     async def _build(self) -> tuple[aio.Server, health_aio.HealthServicer]:
         """Built on its loop: grpc binds an asyncio server to the loop it is made on."""
         app, pools = self.app, self.pools
-        server = aio.server(pools.default, options=OPTIONS)
+        server = aio.server(pools.default, options=self._options)
         reads = unary_reads(app.registry)
         store = app.store
         queued = queued_writes(app.executor, store) if isinstance(store, SubmitsWrites) else {}
@@ -127,9 +129,15 @@ class AsyncServing:
 class SyncServing:
     """grpc's sync server: every call on a pool thread (``ServerPools.route_sync``)."""
 
-    def __init__(self, app: Application, pools: ServerPools, interceptors: Sequence[grpc.ServerInterceptor]) -> None:
+    def __init__(
+        self,
+        app: Application,
+        pools: ServerPools,
+        interceptors: Sequence[grpc.ServerInterceptor],
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
         self.app = app
-        self._server = grpc.server(pools.default, interceptors=list(interceptors), options=OPTIONS)
+        self._server = grpc.server(pools.default, interceptors=list(interceptors), options=[*OPTIONS, *options])
         reads = unary_reads(app.registry)
         for service, methods in app.services.items():
             self._server.add_registered_method_handlers(service, pools.route_sync(service, methods, reads))

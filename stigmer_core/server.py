@@ -19,6 +19,7 @@ from stigmer_core.auth.transport import TlsFiles, check_listen
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.grpc_servers import AsyncServing, Serving, SyncServing
+from stigmer_core.keepalive import Keepalive
 from stigmer_core.local_socket import UnixTarget, socket_path
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
@@ -66,6 +67,7 @@ class Server:
         tls: TlsFiles | None = None,
         insecure_no_auth: bool = False,
         unix_socket: Path | None = None,
+        keepalive: Keepalive | None = None,
     ) -> None:
         check_listen(address, tls=tls, require_auth=app.authenticator.required, insecure_no_auth=insecure_no_auth)
         credentials = tls.server_credentials() if tls is not None else None
@@ -79,10 +81,11 @@ class Server:
             for found in app.plugin_manager.hook.stigmer_server_interceptors():
                 interceptors.extend(found or ())
         self._serving: Serving
+        options = (keepalive or Keepalive.from_env()).options()
         if sizes.read_threads == 0 and not interceptors:
-            self._serving = AsyncServing(app, self.pools)
+            self._serving = AsyncServing(app, self.pools, options)
         else:
-            self._serving = SyncServing(app, self.pools, interceptors)
+            self._serving = SyncServing(app, self.pools, interceptors, options)
         self.asynchronous = isinstance(self._serving, AsyncServing)
         """Whether grpc's asyncio server serves (``grpc_servers``)."""
         try:

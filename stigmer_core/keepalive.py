@@ -1,0 +1,71 @@
+"""How the daemon keeps connections alive, and how often it lets clients ping it.
+
+A stream holds a slot (``STIGMER_MAX_STREAMS`` and the per-caller and per-org
+shares) until its client goes away. A client that vanishes without closing
+its connection (a laptop put to sleep, a network that drops packets instead
+of refusing them) was noticed only when TCP gave up, hours later, and its
+streams' slots stayed taken until then. The daemon pings a connection that
+has been silent for ``time_seconds`` and closes it when no answer comes in
+``timeout_seconds``, which ends its streams and frees their slots.
+
+Clients may ping too (runners commonly set a keepalive): grpc's default lets
+a client ping only every five minutes while the server sends no data, and
+closes a connection that pings more often with GOAWAY ``too_many_pings``,
+ending every stream on it (grpc's C core shows it as UNAVAILABLE "Too many
+pings", grpc-js as RESOURCE_EXHAUSTED, which reads like a stream limit). The
+daemon accepts a client ping every ``client_ping_seconds``, with or without
+calls open.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import attrs
+
+from stigmer_core.errors import StartupError
+
+_SETTINGS = (
+    ("time_seconds", "STIGMER_KEEPALIVE_SECONDS"),
+    ("timeout_seconds", "STIGMER_KEEPALIVE_TIMEOUT_SECONDS"),
+    ("client_ping_seconds", "STIGMER_CLIENT_PING_SECONDS"),
+)
+
+
+@attrs.frozen
+class Keepalive:
+    """Keepalive of the daemon's connections (docs/design.md, Limits)."""
+
+    time_seconds: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    """A connection silent this long is pinged (``STIGMER_KEEPALIVE_SECONDS``)."""
+    timeout_seconds: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+    """A ping unanswered this long closes the connection (``STIGMER_KEEPALIVE_TIMEOUT_SECONDS``)."""
+    client_ping_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """The shortest interval between a client's pings the daemon accepts (``STIGMER_CLIENT_PING_SECONDS``)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Keepalive:
+        env = os.environ if environ is None else environ
+        values: dict[str, float] = {}
+        for field, name in _SETTINGS:
+            raw = env.get(name)
+            if not raw:
+                continue
+            try:
+                values[field] = float(raw)
+            except ValueError:
+                raise StartupError(f"{name}={raw!r} is not a number of seconds") from None
+            if not values[field] > 0:
+                raise StartupError(f"{name} must be more than 0 seconds")
+        return cls(**values)
+
+    def options(self) -> list[tuple[str, int]]:
+        """grpc server channel arguments for these settings."""
+        return [
+            ("grpc.keepalive_time_ms", int(self.time_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.timeout_seconds * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(self.client_ping_seconds * 1000)),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]

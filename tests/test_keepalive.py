@@ -1,0 +1,77 @@
+"""The daemon notices a client that vanished without closing, and lets runners ping it.
+
+A stream's slot stayed taken until TCP gave up on a silent peer (hours), and a
+client keepalive shorter than grpc's default ping policy (five minutes without
+data) had the connection closed with GOAWAY too_many_pings, ending every
+stream on it with a misleading RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stigmer_core import Application
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.errors import StartupError
+from stigmer_core.keepalive import Keepalive
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.pipeline.events import StreamSettings
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.server import Server
+from stigmer_core.store.lmdb_store import LmdbStore
+
+BOOKMARK = watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+
+
+def _app(tmp_path: Path) -> Application:
+    """Bookmarks far apart: a connection whose stream sends nothing for a while, as a runner's
+    watch of a quiet kind (grpc counts pings against a connection sending no data)."""
+    pm = plugin_manager()
+    settings = StreamSettings(bookmark_seconds=120, poll_seconds=0.2)
+    return Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm, streams=settings)
+
+
+def _pinging(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.keepalive_time_ms", 1000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ],
+    )
+
+
+@pytest.mark.parametrize("accepted", [True, False], ids=["accepted-interval", "default-interval"])
+def test_a_client_pinging_within_the_accepted_interval_keeps_its_streams(tmp_path: Path, accepted: bool) -> None:
+    app = _app(tmp_path)
+    keepalive = Keepalive(client_ping_seconds=0.5) if accepted else Keepalive()
+    server = Server(app, "127.0.0.1:0", keepalive=keepalive)
+    server.start()
+    try:
+        with _pinging(server.address) as channel:
+            stream = watch_pb2_grpc.WatchStub(channel).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=8)
+            assert next(stream).type == BOOKMARK
+            with pytest.raises(grpc.RpcError) as ended:
+                next(stream)  # nothing more comes: the deadline ends it, unless the server closes first
+            if accepted:
+                assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            else:  # a ping every second against the default 10 s: GOAWAY too_many_pings
+                # (grpc's C core shows it as UNAVAILABLE "Too many pings", grpc-js as RESOURCE_EXHAUSTED)
+                assert "too many pings" in (ended.value.details() or "").lower(), ended.value
+    finally:
+        server.stop(grace=1)
+        app.close()
+
+
+def test_keepalive_settings_come_from_the_environment_and_bad_ones_stop_the_start() -> None:
+    found = Keepalive.from_env({"STIGMER_KEEPALIVE_SECONDS": "30", "STIGMER_CLIENT_PING_SECONDS": "5"})
+    assert found == Keepalive(time_seconds=30, client_ping_seconds=5)
+    assert ("grpc.keepalive_time_ms", 30_000) in found.options()
+    with pytest.raises(StartupError, match="STIGMER_KEEPALIVE_TIMEOUT_SECONDS"):
+        Keepalive.from_env({"STIGMER_KEEPALIVE_TIMEOUT_SECONDS": "soon"})
+    with pytest.raises(StartupError, match="more than 0"):
+        Keepalive.from_env({"STIGMER_CLIENT_PING_SECONDS": "0"})

@@ -77,6 +77,11 @@ _BUGS = (AttributeError, LookupError, TypeError, ValueError, ArithmeticError, As
 INTERNAL as before, but naming the step, since the one who reads it is usually the step's author."""
 
 
+_EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
+"""What a step raises to end the process or a generator, never meant for a request: ``sys.exit()``
+in a library a step calls (argparse, click) raises SystemExit in the thread serving the call."""
+
+
 def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> None:
     """Run a pipeline's steps (``run``: their callables, ``steps``: the steps, for naming one)."""
     done = 0
@@ -89,3 +94,13 @@ def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> N
         where = f"step '{step.name}' of {ctx.kind.name} {ctx.operation}"
         log.error("internal error in %s (a bug in that step)", where, exc_info=exc)
         raise PluginFault(f"internal error in {where}: {type(exc).__name__} (the server's log has its traceback)") from exc
+    except _EXITS as exc:
+        # Left alone, these end the thread that runs the step: on LMDB the event loop serving
+        # every call (the daemon then answered nothing, ever); elsewhere a group commit's leader.
+        step = steps[done]
+        where = f"step '{step.name}' of {ctx.kind.name} {ctx.operation}"
+        log.error("internal error in %s: it raised %s", where, type(exc).__name__, exc_info=exc)
+        raise PluginFault(
+            f"internal error in {where}: it raised {type(exc).__name__} (a library exiting the process?);"
+            " the server's log has its traceback"
+        ) from None

@@ -1,0 +1,95 @@
+"""A step that raises SystemExit (a library calling ``sys.exit()``) or KeyboardInterrupt answers
+INTERNAL naming the step, and the daemon goes on serving.
+
+On LMDB a write's checks run on the asyncio server's event loop: such an exception ended the
+loop's thread, and the daemon answered nothing ever again (health included) until killed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stigmer_core import Application
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.hookspecs import hookimpl
+from stigmer_core.kinds.declaration import KindDeclaration
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.pipeline.phase import Phase
+from stigmer_core.pipeline.step import step
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.server import PoolSizes, Server
+from stigmer_core.store.lmdb_store import LmdbStore
+
+
+def _exit_when_named(ctx: Any) -> None:
+    name = ctx.request.metadata.name
+    if name == "exit":
+        sys.exit(3)
+    if name == "interrupt":
+        raise KeyboardInterrupt
+
+
+@step(Phase.PREPARE, name="exits_before")
+def exits_before(ctx: Any) -> None:
+    _exit_when_named(ctx)
+
+
+@step(Phase.KIND, name="exits_inside")
+def exits_inside(ctx: Any) -> None:  # in the writing transaction, on the group commit's leader
+    if ctx.request.metadata.name == "exit inside":
+        sys.exit(4)
+
+
+class Exiting:
+    @hookimpl
+    def stigmer_pipeline_steps(self, kind: KindDeclaration, operation: str) -> list[Any]:
+        return [exits_before, exits_inside] if kind.name == "Agent" and operation == "create" else []
+
+
+@pytest.fixture(params=[0, 2], ids=["asyncio-server", "sync-server"])
+def channel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[grpc.Channel]:
+    pm = plugin_manager(plugins=[Exiting()])
+    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm)
+    server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=request.param))
+    server.start()
+    opened = grpc.insecure_channel(server.address)
+    try:
+        yield opened
+    finally:
+        opened.close()
+        server.stop(grace=1)
+        app.close()
+
+
+def _agent(name: str) -> agent_pb2.Agent:
+    agent = agent_pb2.Agent()
+    agent.metadata.name = name
+    return agent
+
+
+@pytest.mark.parametrize(
+    ("name", "step_name", "raised"),
+    [("exit", "exits_before", "SystemExit"), ("interrupt", "exits_before", "KeyboardInterrupt"),
+     ("exit inside", "exits_inside", "SystemExit")],
+)  # fmt: skip
+def test_an_exiting_step_answers_internal_and_the_daemon_serves_on(
+    channel: grpc.Channel, name: str, step_name: str, raised: str
+) -> None:
+    commands = agent_grpc.AgentCommandControllerStub(channel)
+    for _ in range(2):  # and again: the first did not take the server down
+        with pytest.raises(grpc.RpcError) as failed:
+            commands.create(_agent(name), timeout=10)
+        assert failed.value.code() == grpc.StatusCode.INTERNAL
+        assert f"step '{step_name}'" in failed.value.details() and raised in failed.value.details()
+    made = commands.create(_agent("fine"), timeout=10)
+    assert agent_grpc.AgentQueryControllerStub(channel).get(agent_pb2.AgentId(value=made.metadata.id), timeout=10)
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING

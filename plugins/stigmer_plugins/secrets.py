@@ -21,12 +21,17 @@ file, its sources and its safe replacement are ``secret_key``.
 
 **Key safety.** A new key file is written and synced (file and directory)
 before anything is sealed with it. The first seal records the key's
-fingerprint in the store (``m/secret-key``); an application that later finds
-no key, or another one, refuses to start (``SecretKeyError``) rather than
-make a new key and leave every sealed value unreadable. ``Secrets.rotate``
-re-seals every value under a new key in one store transaction, with the new
-key staged durably first and run keys wrapped by both keys until the commit,
-so a crash at any point leaves a store that opens with one key or the other.
+fingerprint in the store (``m/secret-key``), in its own transaction; an
+application that later finds no key, or another one, refuses to start
+(``SecretKeyError``) rather than make a new key and leave every sealed value
+unreadable. One already running when another key was recorded (a daemon
+sharing the store that started before anything was, or one left running
+through a rotation) is refused at every seal and unseal instead: each reads
+the recorded fingerprint in its transaction (``Secrets.check``), so a store
+never holds secrets under two keys. ``Secrets.rotate`` re-seals every value
+under a new key in one store transaction, with the new key staged durably
+first and run keys wrapped by both keys until the commit, so a crash at any
+point leaves a store that opens with one key or the other.
 
 **Without the key.** An application opened ``read_only`` (the store whose key
 is lost, exported) gets a ``Secrets`` that holds no key: its master is a
@@ -92,7 +97,6 @@ class Secrets:
     def __init__(self, master: SecretBox, source: KeySource, runs_factory: Callable[[Secrets], RunKeys]) -> None:
         self.master = master
         self.source = source
-        self._recorded = False
         self.runs = runs_factory(self)
 
     @classmethod
@@ -157,19 +161,44 @@ class Secrets:
             raise SecretKeyError(f"{problem}; give the key they were sealed with (the store is not opened)", problem)
         return box
 
+    def check(self, txn: ReadTxn) -> SecretBox:
+        """The key, once ``txn`` shows the store records it (or no key yet) as the one its secrets are sealed with.
+
+        Asked in every transaction that seals or opens a secret, never remembered: a daemon
+        sharing the store may have recorded its own key (the first seal) since this
+        application started with nothing recorded, or a rotation a new one while this
+        daemon kept running with the old key. Sealing then would leave the store with
+        secrets under two keys, each unreadable to the daemons holding the other.
+        """
+        self._refuse_other(txn.get(FINGERPRINT_KEY))
+        return self.master
+
+    def _refuse_other(self, recorded: bytes | None) -> None:
+        master = self.master
+        if recorded is None or isinstance(master, LockedBox) or recorded == master.fingerprint:
+            return  # a locked box refuses on its own, naming what is wrong with the key
+        raise FailedPrecondition(_not_the_store_key(self.source, master.fingerprint, recorded))
+
     def record(self, txn: WriteTxn) -> None:
-        """Note, in the sealing transaction, which key sealed the store's secrets."""
-        if self._recorded:
-            return
-        if txn.get(FINGERPRINT_KEY) is None:
+        """In the sealing transaction: refuse a key the store does not record, or record this one.
+
+        Writers are serialized (LMDB's one writer, PostgreSQL's revision lock), so of two
+        daemons sealing their first secret at once with different keys, the second finds
+        the first's fingerprint here and is refused: both cannot record.
+        """
+        recorded = txn.get(FINGERPRINT_KEY)
+        self._refuse_other(recorded)
+        if recorded is None:
             txn.put(FINGERPRINT_KEY, self.master.fingerprint)
-        else:
-            self._recorded = True
 
     def seal(self, txn: WriteTxn, plaintext: str, context: str) -> str:
         """Seal a configuration secret with the data-directory key."""
         self.record(txn)
         return self.master.encrypt(plaintext, context)
+
+    def unseal(self, txn: ReadTxn, token: str, context: str) -> str:
+        """Open a configuration secret, once ``txn`` shows the store's key is this application's."""
+        return self.check(txn).decrypt(token, context)
 
     def new_run_box(self, txn: WriteTxn, scope: str) -> SecretBox:
         """A new run key for ``scope`` (``<key_prefix>/<id>``), kept until ``end_run``."""
@@ -178,6 +207,7 @@ class Secrets:
 
     def run_box(self, txn: ReadTxn, scope: str) -> SecretBox | None:
         """The run key of ``scope``; None once the run has ended (the key is destroyed)."""
+        self.check(txn)
         key = self.runs.get(txn, scope)
         return None if key is None else SecretBox(key, prefix=RUN_PREFIX)
 
@@ -219,7 +249,6 @@ class Secrets:
 
         done = store.transact(run)
         self.master = new
-        self._recorded = True
         self.runs.finish_rotation(new)
         return attrs.evolve(done, run_keys=done.run_keys or self.runs.count())
 
@@ -244,6 +273,15 @@ def _missing(source: KeySource, recorded: bytes) -> str:
 
 def _different(source: KeySource, given: bytes, recorded: bytes) -> str:
     return f"{source.where} is key {_hex(given)}, but the store's secrets are sealed with key {_hex(recorded)}"
+
+
+def _not_the_store_key(source: KeySource, given: bytes, recorded: bytes) -> str:
+    return (
+        f"{source.where} is key {_hex(given)}, but the store's secrets are sealed with key {_hex(recorded)} (recorded "
+        "by another daemon sharing the store, or by a key rotation since this daemon started): no secret is sealed or "
+        f"opened with key {_hex(given)}, and nothing was written. Stop this daemon, give it the key file of key "
+        f"{_hex(recorded)} (copy it from a daemon that holds it, or point ${KEY_FILE_ENV} at it) and start it again"
+    )
 
 
 def _problem(data_dir: Path | None, environ: Mapping[str, str], recorded: bytes | None) -> str:

@@ -29,9 +29,10 @@ sharing the store that started before anything was, or one left running
 through a rotation) is refused at every seal and unseal instead: each reads
 the recorded fingerprint in its transaction (``Secrets.check``), so a store
 never holds secrets under two keys. ``Secrets.rotate`` re-seals every value
-under a new key in one store transaction, with the new key staged durably
-first and run keys wrapped by both keys until the commit, so a crash at any
-point leaves a store that opens with one key or the other.
+under a new key in one store transaction, only on a store that records the
+key being replaced, with the new key staged durably first and run keys
+wrapped by both keys until the commit, so a crash at any point leaves a
+store that opens with one key or the other.
 
 **Without the key.** An application opened ``read_only`` (the store whose key
 is lost, exported) gets a ``Secrets`` that holds no key: its master is a
@@ -224,6 +225,8 @@ class Secrets:
         """
         old, new = self.master, SecretBox(new_key)
         walkers: Mapping[str, SealedFields] = registry.extensions.get(SEALED_EXTENSION, {})
+        with store.read() as view:  # before anything is staged: a refusal leaves no file behind
+            self._rotatable(view, registry, walkers, store)
         self.runs.begin_rotation(old, new)
         stage(new_key)
 
@@ -233,6 +236,7 @@ class Secrets:
             return new.encrypt(old.decrypt(token, context), context)
 
         def run(txn: WriteTxn) -> Rotation:
+            self._rotatable(txn, registry, walkers, store)  # again where it counts: in the rotating transaction
             objects = 0
             for kind_name, walk in sorted(walkers.items()):
                 kind = registry.find(kind_name)
@@ -247,10 +251,49 @@ class Secrets:
             txn.put(FINGERPRINT_KEY, new.fingerprint)
             return Rotation(objects=objects, run_keys=wrapped, old=_hex(old.fingerprint), new=_hex(new.fingerprint))
 
-        done = store.transact(run)
+        try:
+            done = store.transact(run)
+        except BaseException:
+            self.runs.finish_rotation(old)  # nothing committed: the run keys keep only the wraps the old key opens
+            raise
         self.master = new
         self.runs.finish_rotation(new)
         return attrs.evolve(done, run_keys=done.run_keys or self.runs.count())
+
+    def _rotatable(self, txn: ReadTxn, registry: Registry, walkers: Mapping[str, SealedFields], store: Store) -> None:
+        """Refuse a rotation of a store whose secrets this key does not seal: re-sealing nothing and
+        then replacing the key file would strand the secrets of the store the key really seals.
+
+        A store records its key with its first seal; one that records none is rotated only if
+        it holds sealed values all the same (sealed before fingerprints were recorded).
+        """
+        recorded = txn.get(FINGERPRINT_KEY)
+        if recorded is None and not _holds_sealed(txn, registry, walkers):
+            raise FailedPrecondition(
+                f"{_describe(store)} holds no secret sealed with {self.source.where} (no key fingerprint is recorded "
+                "in it), so there is nothing to rotate and the key is left as it is; if the secrets are in a team "
+                "server's database, name it (--store, $STIGMER_STORE or the config file's store)"
+            )
+        self._refuse_other(recorded)
+
+
+def _holds_sealed(txn: ReadTxn, registry: Registry, walkers: Mapping[str, SealedFields]) -> bool:
+    found: list[str] = []
+
+    def note(token: str, context: str) -> str:
+        if token.startswith(PREFIX):
+            found.append(token)
+        return token
+
+    for kind_name, walk in sorted(walkers.items()):
+        kind = registry.find(kind_name)
+        if kind is None:
+            continue
+        for _, raw in txn.scan(keys.object_prefix(kind.key_prefix)):
+            walk(kind.parse(raw), note)
+            if found:
+                return True
+    return False
 
 
 @attrs.frozen
@@ -282,6 +325,13 @@ def _not_the_store_key(source: KeySource, given: bytes, recorded: bytes) -> str:
         f"opened with key {_hex(given)}, and nothing was written. Stop this daemon, give it the key file of key "
         f"{_hex(recorded)} (copy it from a daemon that holds it, or point ${KEY_FILE_ENV} at it) and start it again"
     )
+
+
+def _describe(store: Store) -> str:
+    if isinstance(store, LmdbStore):
+        return f"the store in {store.path}"
+    url = getattr(store, "url", None)  # PostgreSQL's, without its password
+    return f"the store {url}" if isinstance(url, str) else "the store"
 
 
 def _problem(data_dir: Path | None, environ: Mapping[str, str], recorded: bytes | None) -> str:

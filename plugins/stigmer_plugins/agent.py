@@ -175,7 +175,7 @@ def seal_mcp_headers(ctx: RequestContext) -> None:
                     )
             elif value == REDACTED:
                 server.headers[name] = kept  # nothing to keep: the secret stays unset
-            elif kept and keeps_sealed(ctx.caller, agent.metadata.org, keyring.master, kept, value, context):
+            elif kept and keeps_sealed(ctx.caller, agent.metadata.org, keyring.check(ctx.store.txn), kept, value, context):
                 server.headers[name] = kept
             elif value:
                 server.headers[name] = keyring.seal(cast(WriteTxn, ctx.store.txn), value, context)

@@ -90,7 +90,7 @@ def seal_secrets(ctx: RequestContext) -> None:
                 )
         elif item.value == REDACTED:
             item.value = kept if kept is not None else ""  # nothing to keep: the secret stays unset
-        elif kept is not None and keeps_sealed(ctx.caller, env.metadata.org, keyring.master, kept, item.value, context):
+        elif kept is not None and keeps_sealed(ctx.caller, env.metadata.org, keyring.check(txn), kept, item.value, context):
             item.value = kept
         else:
             item.value = keyring.seal(txn, item.value, context)

@@ -51,7 +51,7 @@ from stigmer_core.ids import new_id
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.store.protocol import WriteTxn
 from stigmer_plugins.phases import is_terminal
-from stigmer_plugins.secrets import PREFIX, REDACTED, RUN_PREFIX, Reseal, SecretBox, secrets
+from stigmer_plugins.secrets import PREFIX, REDACTED, RUN_PREFIX, Reseal, SecretBox, Secrets, secrets
 
 KIND = "ExecutionContext"
 ENVIRONMENT = "Environment"
@@ -98,7 +98,7 @@ def resolve_environment_refs(
 
 
 def _environment_values(
-    ctx: RequestContext, environment_ids: Sequence[str], org: str, master: SecretBox
+    ctx: RequestContext, environment_ids: Sequence[str], org: str, keyring: Secrets
 ) -> tuple[dict[str, tuple[str, bool, str]], dict[str, str]]:
     """Values by key, with unset secrets also kept apart (key -> environment slug): a later
     environment or a runtime value may still give the key a value, so refusing waits for those."""
@@ -117,7 +117,7 @@ def _environment_values(
             value = item.value
             unset.pop(key, None)
             if item.is_secret and SecretBox.is_encrypted(value):
-                value = master.decrypt(value, f"{env_id}/{key}")
+                value = keyring.unseal(ctx.store.txn, value, f"{env_id}/{key}")
             elif item.is_secret:  # only ciphertext is stored for a secret that has a value
                 unset[key] = env.metadata.slug
             values[key] = (value, item.is_secret, env_id)
@@ -150,7 +150,7 @@ def create_execution_context(
     """
     meta: Any = execution.metadata  # type: ignore[attr-defined]
     keyring = secrets(ctx.registry)
-    values, unset = _environment_values(ctx, environment_ids, meta.org, keyring.master)
+    values, unset = _environment_values(ctx, environment_ids, meta.org, keyring)
     for key, (value, is_secret) in runtime_env.items():
         values[key] = (value, is_secret, RUNTIME_SOURCE)
         unset.pop(key, None)
@@ -259,7 +259,7 @@ def reveal_secrets_while_live(ctx: RequestContext) -> None:
                 )
             item.value = run_box.decrypt(item.value, _secret_context(context_id, key))
         elif item.value.startswith(PREFIX):  # sealed by an older version with the data-directory key
-            item.value = keyring.master.decrypt(item.value, _secret_context(context_id, key))
+            item.value = keyring.unseal(ctx.store.txn, item.value, _secret_context(context_id, key))
     ctx.resource = shown
 
 

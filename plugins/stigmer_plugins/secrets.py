@@ -21,12 +21,18 @@ file, its sources and its safe replacement are ``secret_key``.
 
 **Key safety.** A new key file is written and synced (file and directory)
 before anything is sealed with it. The first seal records the key's
-fingerprint in the store (``m/secret-key``); an application that later finds
-no key, or another one, refuses to start (``SecretKeyError``) rather than
-make a new key and leave every sealed value unreadable. ``Secrets.rotate``
-re-seals every value under a new key in one store transaction, with the new
-key staged durably first and run keys wrapped by both keys until the commit,
-so a crash at any point leaves a store that opens with one key or the other.
+fingerprint in the store (``m/secret-key``), in its own transaction; an
+application that later finds no key, or another one, refuses to start
+(``SecretKeyError``) rather than make a new key and leave every sealed value
+unreadable. One already running when another key was recorded (a daemon
+sharing the store that started before anything was, or one left running
+through a rotation) is refused at every seal and unseal instead: each reads
+the recorded fingerprint in its transaction (``Secrets.check``), so a store
+never holds secrets under two keys. ``Secrets.rotate`` re-seals every value
+under a new key in one store transaction, only on a store that records the
+key being replaced, with the new key staged durably first and run keys
+wrapped by both keys until the commit, so a crash at any point leaves a
+store that opens with one key or the other.
 
 **Without the key.** An application opened ``read_only`` (the store whose key
 is lost, exported) gets a ``Secrets`` that holds no key: its master is a
@@ -92,7 +98,6 @@ class Secrets:
     def __init__(self, master: SecretBox, source: KeySource, runs_factory: Callable[[Secrets], RunKeys]) -> None:
         self.master = master
         self.source = source
-        self._recorded = False
         self.runs = runs_factory(self)
 
     @classmethod
@@ -157,19 +162,44 @@ class Secrets:
             raise SecretKeyError(f"{problem}; give the key they were sealed with (the store is not opened)", problem)
         return box
 
+    def check(self, txn: ReadTxn) -> SecretBox:
+        """The key, once ``txn`` shows the store records it (or no key yet) as the one its secrets are sealed with.
+
+        Asked in every transaction that seals or opens a secret, never remembered: a daemon
+        sharing the store may have recorded its own key (the first seal) since this
+        application started with nothing recorded, or a rotation a new one while this
+        daemon kept running with the old key. Sealing then would leave the store with
+        secrets under two keys, each unreadable to the daemons holding the other.
+        """
+        self._refuse_other(txn.get(FINGERPRINT_KEY))
+        return self.master
+
+    def _refuse_other(self, recorded: bytes | None) -> None:
+        master = self.master
+        if recorded is None or isinstance(master, LockedBox) or recorded == master.fingerprint:
+            return  # a locked box refuses on its own, naming what is wrong with the key
+        raise FailedPrecondition(_not_the_store_key(self.source, master.fingerprint, recorded))
+
     def record(self, txn: WriteTxn) -> None:
-        """Note, in the sealing transaction, which key sealed the store's secrets."""
-        if self._recorded:
-            return
-        if txn.get(FINGERPRINT_KEY) is None:
+        """In the sealing transaction: refuse a key the store does not record, or record this one.
+
+        Writers are serialized (LMDB's one writer, PostgreSQL's revision lock), so of two
+        daemons sealing their first secret at once with different keys, the second finds
+        the first's fingerprint here and is refused: both cannot record.
+        """
+        recorded = txn.get(FINGERPRINT_KEY)
+        self._refuse_other(recorded)
+        if recorded is None:
             txn.put(FINGERPRINT_KEY, self.master.fingerprint)
-        else:
-            self._recorded = True
 
     def seal(self, txn: WriteTxn, plaintext: str, context: str) -> str:
         """Seal a configuration secret with the data-directory key."""
         self.record(txn)
         return self.master.encrypt(plaintext, context)
+
+    def unseal(self, txn: ReadTxn, token: str, context: str) -> str:
+        """Open a configuration secret, once ``txn`` shows the store's key is this application's."""
+        return self.check(txn).decrypt(token, context)
 
     def new_run_box(self, txn: WriteTxn, scope: str) -> SecretBox:
         """A new run key for ``scope`` (``<key_prefix>/<id>``), kept until ``end_run``."""
@@ -178,6 +208,7 @@ class Secrets:
 
     def run_box(self, txn: ReadTxn, scope: str) -> SecretBox | None:
         """The run key of ``scope``; None once the run has ended (the key is destroyed)."""
+        self.check(txn)
         key = self.runs.get(txn, scope)
         return None if key is None else SecretBox(key, prefix=RUN_PREFIX)
 
@@ -194,6 +225,8 @@ class Secrets:
         """
         old, new = self.master, SecretBox(new_key)
         walkers: Mapping[str, SealedFields] = registry.extensions.get(SEALED_EXTENSION, {})
+        with store.read() as view:  # before anything is staged: a refusal leaves no file behind
+            self._rotatable(view, registry, walkers, store)
         self.runs.begin_rotation(old, new)
         stage(new_key)
 
@@ -203,6 +236,7 @@ class Secrets:
             return new.encrypt(old.decrypt(token, context), context)
 
         def run(txn: WriteTxn) -> Rotation:
+            self._rotatable(txn, registry, walkers, store)  # again where it counts: in the rotating transaction
             objects = 0
             for kind_name, walk in sorted(walkers.items()):
                 kind = registry.find(kind_name)
@@ -217,11 +251,49 @@ class Secrets:
             txn.put(FINGERPRINT_KEY, new.fingerprint)
             return Rotation(objects=objects, run_keys=wrapped, old=_hex(old.fingerprint), new=_hex(new.fingerprint))
 
-        done = store.transact(run)
+        try:
+            done = store.transact(run)
+        except BaseException:
+            self.runs.finish_rotation(old)  # nothing committed: the run keys keep only the wraps the old key opens
+            raise
         self.master = new
-        self._recorded = True
         self.runs.finish_rotation(new)
         return attrs.evolve(done, run_keys=done.run_keys or self.runs.count())
+
+    def _rotatable(self, txn: ReadTxn, registry: Registry, walkers: Mapping[str, SealedFields], store: Store) -> None:
+        """Refuse a rotation of a store whose secrets this key does not seal: re-sealing nothing and
+        then replacing the key file would strand the secrets of the store the key really seals.
+
+        A store records its key with its first seal; one that records none is rotated only if
+        it holds sealed values all the same (sealed before fingerprints were recorded).
+        """
+        recorded = txn.get(FINGERPRINT_KEY)
+        if recorded is None and not _holds_sealed(txn, registry, walkers):
+            raise FailedPrecondition(
+                f"{_describe(store)} holds no secret sealed with {self.source.where} (no key fingerprint is recorded "
+                "in it), so there is nothing to rotate and the key is left as it is; if the secrets are in a team "
+                "server's database, name it (--store, $STIGMER_STORE or the config file's store)"
+            )
+        self._refuse_other(recorded)
+
+
+def _holds_sealed(txn: ReadTxn, registry: Registry, walkers: Mapping[str, SealedFields]) -> bool:
+    found: list[str] = []
+
+    def note(token: str, context: str) -> str:
+        if token.startswith(PREFIX):
+            found.append(token)
+        return token
+
+    for kind_name, walk in sorted(walkers.items()):
+        kind = registry.find(kind_name)
+        if kind is None:
+            continue
+        for _, raw in txn.scan(keys.object_prefix(kind.key_prefix)):
+            walk(kind.parse(raw), note)
+            if found:
+                return True
+    return False
 
 
 @attrs.frozen
@@ -244,6 +316,22 @@ def _missing(source: KeySource, recorded: bytes) -> str:
 
 def _different(source: KeySource, given: bytes, recorded: bytes) -> str:
     return f"{source.where} is key {_hex(given)}, but the store's secrets are sealed with key {_hex(recorded)}"
+
+
+def _not_the_store_key(source: KeySource, given: bytes, recorded: bytes) -> str:
+    return (
+        f"{source.where} is key {_hex(given)}, but the store's secrets are sealed with key {_hex(recorded)} (recorded "
+        "by another daemon sharing the store, or by a key rotation since this daemon started): no secret is sealed or "
+        f"opened with key {_hex(given)}, and nothing was written. Stop this daemon, give it the key file of key "
+        f"{_hex(recorded)} (copy it from a daemon that holds it, or point ${KEY_FILE_ENV} at it) and start it again"
+    )
+
+
+def _describe(store: Store) -> str:
+    if isinstance(store, LmdbStore):
+        return f"the store in {store.path}"
+    url = getattr(store, "url", None)  # PostgreSQL's, without its password
+    return f"the store {url}" if isinstance(url, str) else "the store"
 
 
 def _problem(data_dir: Path | None, environ: Mapping[str, str], recorded: bytes | None) -> str:

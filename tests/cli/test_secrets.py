@@ -12,8 +12,10 @@ import grpc
 import pytest
 
 from stigmer_core import Application, FailedPrecondition
+from stigmer_core.config import CONFIG_NAME
 from stigmer_core.store.lmdb_store import DATA_FILE
 from stigmer_plugins.secrets import (
+    FINGERPRINT_KEY,
     KEY_FILE,
     KEY_FILE_ENV,
     RUN_KEYS_FILE,
@@ -21,6 +23,7 @@ from stigmer_plugins.secrets import (
     SecretKeyError,
     fingerprint,
     secrets,
+    write_key_file,
 )
 from tests.agent_execution_support import Kinds, details_of
 
@@ -37,8 +40,8 @@ def _no_key_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contextmanager
-def _kinds(data_dir: Path) -> Iterator[Kinds]:
-    with Application.open(data_dir, durable=False) as app:
+def _kinds(data_dir: Path, store: str | None = None) -> Iterator[Kinds]:
+    with Application.open(data_dir, durable=False, store=store) as app:
         channel = app.channel()
         try:
             yield Kinds.on(app, channel)
@@ -46,9 +49,9 @@ def _kinds(data_dir: Path) -> Iterator[Kinds]:
             channel.close()
 
 
-def _a_live_run(data_dir: Path) -> tuple[str, str]:
+def _a_live_run(data_dir: Path, store: str | None = None) -> tuple[str, str]:
     """An environment secret and a live run with a secret of its own; (context id, agent id)."""
-    with _kinds(data_dir) as kinds:
+    with _kinds(data_dir, store) as kinds:
         kinds.environment("prod", {"DB": (ENV_SECRET, True)})
         agent = kinds.agent(env_slugs=["prod"])
         run = kinds.execution(agent_id=agent.metadata.id, runtime_env={"TOKEN": (RUN_SECRET, True)})
@@ -86,6 +89,110 @@ def test_rotate_key_to_a_new_key_file(stigmer: Stigmer, tmp_path: Path, monkeypa
     monkeypatch.setenv(KEY_FILE_ENV, str(target))
     with _kinds(stigmer.data_dir) as kinds:
         assert kinds.contexts.get(context_id).spec.data["TOKEN"].value == RUN_SECRET
+
+
+def _recorded(data_dir: Path, store: str) -> bytes | None:
+    with Application.open(data_dir, durable=False, store=store) as app, app.store.read() as txn:
+        return txn.get(FINGERPRINT_KEY)
+
+
+@pytest.mark.parametrize("given", ["--store", "STIGMER_STORE", "config"])
+def test_rotate_key_re_seals_the_postgresql_store_the_settings_name(
+    stigmer: Stigmer, stigmer_postgres_store_url: str, given: str
+) -> None:
+    """The store is chosen as every in-process command chooses it (flag, environment, config
+    file); before, the command opened an empty LMDB store in the data directory, re-sealed
+    nothing and replaced the key the database's secrets are sealed with."""
+    url = stigmer_postgres_store_url
+    context_id, agent_id = _a_live_run(stigmer.data_dir, url)
+    old_key = (stigmer.data_dir / KEY_FILE).read_bytes()
+    args, env = ["secrets", "rotate-key"], {}
+    if given == "--store":
+        args += ["--store", url]
+    elif given == "STIGMER_STORE":
+        env["STIGMER_STORE"] = url
+    else:
+        (stigmer.home / CONFIG_NAME).write_text(f"store: {url}\n")
+
+    result = stigmer(*args, env=env)
+
+    assert result.code == 0, result.err
+    new_key = (stigmer.data_dir / KEY_FILE).read_bytes()
+    assert new_key != old_key
+    assert "1 objects and 1 live runs' keys in postgresql://" in result.out, result.out
+    assert "every other daemon of this database still holds the old key" in result.out
+    assert not (stigmer.data_dir / DATA_FILE).exists(), "no LMDB store was made in the data directory"
+    assert _recorded(stigmer.data_dir, url) == fingerprint(new_key)
+    with _kinds(stigmer.data_dir, url) as kinds:
+        live = kinds.contexts.get(context_id)
+        assert live.spec.data["TOKEN"].value == RUN_SECRET and live.spec.data["DB"].value == ENV_SECRET
+        again = kinds.execution("again", agent_id=agent_id)
+        assert kinds.contexts.get(again.status.execution_context_id).spec.data["DB"].value == ENV_SECRET
+
+
+def test_rotate_key_never_replaces_the_key_of_a_store_it_did_not_re_seal(
+    stigmer: Stigmer, stigmer_postgres_store_url: str, tmp_path: Path
+) -> None:
+    data_dir, url = stigmer.data_dir, stigmer_postgres_store_url
+    _a_live_run(data_dir, url)  # the secrets are in the database
+    key = (data_dir / KEY_FILE).read_bytes()
+    staged = data_dir / (KEY_FILE + STAGED_SUFFIX)
+
+    message = stigmer.fails("secrets", "rotate-key")  # no store named: the data directory holds none
+    assert "holds no store" in message and "--store postgresql://" in message, message
+    assert not (data_dir / DATA_FILE).exists(), "no LMDB store was made"
+
+    with Application.open(data_dir, durable=False):  # an LMDB store that holds no secret
+        pass
+    message = stigmer.fails("secrets", "rotate-key")
+    assert "holds no secret sealed with" in message and "nothing to rotate" in message, message
+    target = tmp_path / "next.key"
+    message = stigmer.fails("secrets", "rotate-key", "--new-key-file", str(target))
+    assert "nothing to rotate" in message, message
+
+    assert (data_dir / KEY_FILE).read_bytes() == key and not staged.exists() and not target.exists()
+    assert _recorded(data_dir, url) == fingerprint(key), "the database still names the key its secrets are sealed with"
+    with _kinds(data_dir, url) as kinds:
+        assert kinds.environments.get_by_reference(slug="prod").metadata.slug == "prod"
+
+
+def test_a_team_rotates_once_and_a_daemon_left_with_the_old_key_refuses_until_given_the_new_one(
+    stigmer: Stigmer, stigmer_postgres_store_url: str, tmp_path: Path
+) -> None:
+    """What docs/secrets.md tells a team to do: stop every daemon, rotate once, copy the new key
+    to every daemon's key file. A daemon still running with the old key seals and opens nothing
+    (FAILED_PRECONDITION naming both keys) and writes the rest; restarted with it, it is refused;
+    given the new key, it reads every secret."""
+    url, one, two = stigmer_postgres_store_url, stigmer.data_dir, tmp_path / "two"
+    context_id, agent_id = _a_live_run(one, url)
+    write_key_file(two / KEY_FILE, (one / KEY_FILE).read_bytes())  # the second daemon's copy of the key
+    old = fingerprint((one / KEY_FILE).read_bytes())[:8].hex()
+    with Application.open(two, durable=False, store=url) as left:
+        channel = left.channel()
+        try:
+            kinds = Kinds.on(left, channel)
+            assert kinds.contexts.get(context_id).spec.data["DB"].value == ENV_SECRET
+
+            stigmer.ok("secrets", "rotate-key", "--store", url)
+
+            new = fingerprint((one / KEY_FILE).read_bytes())[:8].hex()
+            refusal = f"is key {old}, but the store's secrets are sealed with key {new}"
+            for call in (
+                lambda: kinds.environment("dev", {"TOKEN": ("t0k3n", True)}),
+                lambda: kinds.execution("own", agent_id=agent_id, runtime_env={"T": ("x", True)}),
+                lambda: kinds.contexts.get(context_id),
+            ):
+                code, details = details_of(call)
+                assert code == grpc.StatusCode.FAILED_PRECONDITION and refusal in details, details
+            kinds.environment("plain", {"REGION": ("eu", False)})
+        finally:
+            channel.close()
+    with pytest.raises(SecretKeyError, match=refusal):
+        Application.open(two, durable=False, store=url)
+    write_key_file(two / KEY_FILE, (one / KEY_FILE).read_bytes(), replace=True)
+    with _kinds(two, url) as kinds:
+        live = kinds.contexts.get(context_id)
+        assert live.spec.data["TOKEN"].value == RUN_SECRET and live.spec.data["DB"].value == ENV_SECRET
 
 
 def test_rotate_key_refuses_while_the_daemon_runs(stigmer: Stigmer, daemon: str) -> None:

@@ -1,0 +1,161 @@
+"""One store, several applications with different keys: only the key the store records seals or opens.
+
+A team server's daemons share one database, each with its own copy of the
+key file. One that holds another key (started before anything was recorded,
+or still running after a rotation) must refuse every seal and every unseal,
+in the writing transaction, naming both keys, and keep serving the rest; a
+start with another key once one is recorded is refused outright.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stigmer_core import Application
+from stigmer_core.api.agentic.environment.v1 import environment_pb2
+from stigmer_core.api.agentic.environment.v1 import service_pb2_grpc as env_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.headers import DRY_RUN
+from stigmer_plugins.secrets import FINGERPRINT_KEY, KEY_ENV, KEY_FILE, KEY_FILE_ENV, SecretKeyError, fingerprint
+from tests.agent_execution_support import Kinds, details_of
+
+SECRET = "shared-store-secret-5e1a"
+
+
+@pytest.fixture(autouse=True)
+def _no_key_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (KEY_ENV, KEY_FILE_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+@contextmanager
+def _kinds(app: Application) -> Iterator[Kinds]:
+    channel = app.channel()
+    try:
+        yield Kinds.on(app, channel)
+    finally:
+        channel.close()
+
+
+def _hex(key_file: Path) -> str:
+    return fingerprint(key_file.read_bytes())[:8].hex()
+
+
+def _recorded(app: Application) -> bytes | None:
+    with app.store.read() as txn:
+        return txn.get(FINGERPRINT_KEY)
+
+
+def _revision(app: Application) -> int:
+    with app.store.read() as txn:
+        return txn.revision
+
+
+def _refused_for_its_key(call: object, mine: str, theirs: str) -> str:
+    code, details = details_of(call)  # type: ignore[arg-type]
+    assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+    assert f"is key {mine}, but the store's secrets are sealed with key {theirs}" in details, details
+    assert "nothing was written" in details and "start it again" in details, details
+    return details
+
+
+def test_a_daemon_whose_key_the_store_does_not_record_refuses_to_seal_or_open_and_stays_up(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """Two daemons start on a fresh schema with different key files (nothing recorded at their
+    start); the first seal records the first one's key, and the second is refused from then on."""
+    url = stigmer_postgres_store_url
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    with (
+        Application.open(one_dir, durable=False, store=url) as one,
+        Application.open(two_dir, durable=False, store=url) as two,
+        _kinds(one) as first,
+        _kinds(two) as second,
+    ):
+        mine, theirs = _hex(two_dir / KEY_FILE), _hex(one_dir / KEY_FILE)
+        assert mine != theirs and _recorded(one) is None
+
+        first.environment("prod", {"DB": (SECRET, True)})
+        agent = first.agent(env_slugs=["prod"])
+        live = first.execution(agent_id=agent.metadata.id)
+        assert _recorded(one) == fingerprint((one_dir / KEY_FILE).read_bytes()), "the first seal recorded its key"
+        before = _revision(two)
+
+        _refused_for_its_key(lambda: second.environment("dev", {"TOKEN": ("t0k3n", True)}), mine, theirs)
+        _refused_for_its_key(  # a run key would be wrapped by the daemon's key
+            lambda: second.execution("own", agent_id=agent.metadata.id, runtime_env={"T": ("x", True)}), mine, theirs
+        )
+        _refused_for_its_key(  # the environment's secret would be opened with it
+            lambda: second.execution("via-env", agent_id=agent.metadata.id), mine, theirs
+        )
+        _refused_for_its_key(lambda: second.contexts.get(live.status.execution_context_id), mine, theirs)
+        assert _revision(two) == before, "nothing was written"
+        assert _recorded(two) == fingerprint((one_dir / KEY_FILE).read_bytes())
+
+        second.environment("plain", {"REGION": ("eu", False)})  # the daemon is still up and writes the rest
+        context = first.contexts.get(live.status.execution_context_id)
+        assert context.spec.data["DB"].value == SECRET, "the store holds secrets under one key only"
+
+    with pytest.raises(SecretKeyError, match=f"is key {mine}, but the store's secrets are sealed with key {theirs}"):
+        Application.open(two_dir, durable=False, store=url)  # a start with the other key is refused
+    (two_dir / KEY_FILE).write_bytes((one_dir / KEY_FILE).read_bytes())
+    with Application.open(two_dir, durable=False, store=url) as two, _kinds(two) as second:
+        second.environment("dev", {"TOKEN": ("t0k3n", True)})  # given the store's key, it seals
+
+
+def test_the_fingerprint_is_recorded_by_the_transaction_of_the_first_seal(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """A sealing write that does not commit (a dry run: its whole pipeline, sealing included,
+    then a rollback) records nothing, so another daemon's key can still be the store's."""
+    url = stigmer_postgres_store_url
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    with (
+        Application.open(one_dir, durable=False, store=url) as one,
+        Application.open(two_dir, durable=False, store=url) as two,
+        _kinds(one) as first,
+        _kinds(two) as second,
+    ):
+        env = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name="prod"))
+        env.spec.data["DB"].value, env.spec.data["DB"].is_secret = SECRET, True
+        env_grpc.EnvironmentCommandControllerStub(one.channel()).create(env, metadata=((DRY_RUN, "true"),))
+        assert _recorded(one) is None
+        second.environment("prod", {"DB": (SECRET, True)})
+        assert _recorded(one) == fingerprint((two_dir / KEY_FILE).read_bytes())
+        _refused_for_its_key(
+            lambda: first.environment("dev", {"DB": (SECRET, True)}), _hex(one_dir / KEY_FILE), _hex(two_dir / KEY_FILE)
+        )
+
+
+def test_on_lmdb_a_process_with_another_key_is_refused_too(tmp_path: Path) -> None:
+    """The same store opened by another process with another key ($STIGMER_SECRET_KEY), which
+    seals first: this application, opened when nothing was recorded, may no longer seal."""
+    data = tmp_path / "data"
+    other = os.urandom(32)
+    with Application.open(data, durable=False) as app, _kinds(app) as kinds:
+        script = textwrap.dedent(
+            f"""
+            from pathlib import Path
+            from stigmer_core import Application
+            from tests.agent_execution_support import Kinds
+
+            with Application.open(Path({str(data)!r}), durable=False) as app:
+                Kinds.on(app, app.channel()).environment("theirs", {{"DB": ("x", True)}})
+            """
+        )
+        env = {**os.environ, KEY_ENV: base64.b64encode(other).decode()}
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), *filter(None, sys.path)])
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+        mine, theirs = _hex(data / KEY_FILE), fingerprint(other)[:8].hex()
+        _refused_for_its_key(lambda: kinds.environment("mine", {"DB": (SECRET, True)}), mine, theirs)
+        kinds.environment("plain", {"REGION": ("eu", False)})

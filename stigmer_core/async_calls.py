@@ -84,7 +84,11 @@ class CallContext(grpc.ServicerContext):
         self._call.set_trailing_metadata(self._trailing)
 
     def is_active(self) -> bool:
-        return self.active
+        """False once the call ended: its stream was closed, its client went away, or its deadline passed."""
+        if not self.active or self._call.done():
+            return False
+        remaining = self._call.time_remaining()
+        return remaining is None or remaining > 0
 
     def time_remaining(self) -> float | None:
         remaining = self._call.time_remaining()

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -32,7 +32,7 @@ from stigmer_core.async_calls import Wakeups
 from stigmer_core.auth.access import LOCAL_ADMIN, Caller
 from stigmer_core.auth.tokens import Authenticator
 from stigmer_core.decoding import Malformed, refusal, tolerant
-from stigmer_core.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from stigmer_core.errors import DeadlineExceeded, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
 from stigmer_core.headers import dry_run as asks_dry_run
 from stigmer_core.headers import removed_trailers
 from stigmer_core.kinds.resources import Resources
@@ -40,7 +40,7 @@ from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.limits import MESSAGE_BYTES
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import EventHub, StreamLimit
-from stigmer_core.pipeline.step import run_steps
+from stigmer_core.pipeline.step import Step, run_steps
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
 from stigmer_core.store.protocol import SnapshotMoved, Store, SubmitsWrites, WriteTxn
 
@@ -170,6 +170,7 @@ class Executor:
         try:
             ctx = self.start(kind, binding, request, metadata, active, peer)
             if binding.pipeline.writes:
+                _check_still_wanted(ctx)
                 try:
                     response = self.store.transact(self.write_body(ctx, binding, removed))
                 except _DryRun as done:
@@ -190,11 +191,13 @@ class Executor:
         metadata: Sequence[tuple[str, Any]],
         peer: str,
         removed: list[str] | None,
+        active: Callable[[], bool] | None = None,
     ) -> Any:
         """``run`` for a write, from an event loop: the write is queued for a group commit and
         awaited, with no thread waiting for it."""
         try:
-            ctx = self.start(kind, binding, request, metadata, None, peer)
+            ctx = self.start(kind, binding, request, metadata, active, peer)
+            _check_still_wanted(ctx)
             loop = asyncio.get_running_loop()
             wakeups = self._wakeups.get(loop) or self._wakeups.setdefault(loop, Wakeups(loop))
             answered: asyncio.Future[None] = loop.create_future()
@@ -232,6 +235,16 @@ def log_refusal(
     a token or a secret may be in it."""
     principal = _principal_of(metadata, peer, authenticator)
     log.warning("denied: principal=%s method=%s status=%s", principal, path, status.code_of(denied).name)
+
+
+def _check_still_wanted(ctx: RequestContext) -> None:
+    """Refuse to begin a write whose call already ended: its client was told DEADLINE_EXCEEDED
+    (or cancelled it) and may retry, which would then meet this write, committed unanswered."""
+    if not ctx.active():
+        raise DeadlineExceeded(
+            f"the call ended (its deadline passed or it was cancelled) before its {ctx.operation} began; "
+            "nothing was written"
+        )
 
 
 def _answered(response: Any, binding: MethodBinding) -> Any:
@@ -379,7 +392,8 @@ def _handler(
         removed: list[str] | None = [] if writes else None
         try:
             peer = context.peer() if needs_peer else ""
-            response: Message = run(kind, binding, request, context.invocation_metadata(), None, peer, removed)
+            active = context.is_active if writes else None
+            response: Message = run(kind, binding, request, context.invocation_metadata(), active, peer, removed)
         except Exception as exc:
             status.abort(context, exc)
         if removed:
@@ -394,15 +408,23 @@ def _handler(
 def queued_writes(executor: Executor, store: SubmitsWrites) -> dict[str, Callable[..., Any]]:
     """Path -> an aio unary behavior, for every unary rpc that writes: the write is queued on
     ``store``'s group commit from the event loop (``Executor.run_queued``), so a write in flight
-    holds no thread."""
+    holds no thread. A write whose steps before its transaction are not all the framework's
+    runs on the rpc pool instead (``_framework_only``)."""
     auth = executor.authenticator
     needs_peer = auth is not None and auth.required
     found: dict[str, Callable[..., Any]] = {}
     for kind in executor.registry.kinds:
         for path, binding in kind.methods.items():
-            if binding.pipeline.writes and not binding.server_streaming:
+            if binding.pipeline.writes and not binding.server_streaming and _framework_only(binding.pipeline.pre):
                 found[path] = _queued(executor, store, kind, binding, needs_peer)
     return found
+
+
+def _alive(context: aio.ServicerContext[Any, Any]) -> bool:
+    if context.done():
+        return False
+    remaining = context.time_remaining()
+    return remaining is None or remaining > 0
 
 
 def _queued(
@@ -417,7 +439,7 @@ def _queued(
         try:
             peer = context.peer() if needs_peer else ""
             metadata = context.invocation_metadata() or ()
-            response: Message = await run(store, kind, binding, request, metadata, peer, removed)
+            response: Message = await run(store, kind, binding, request, metadata, peer, removed, partial(_alive, context))
         except Exception as exc:
             await status.abort_call(context, exc)
         if removed:
@@ -477,14 +499,36 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
     )
 
 
-def unary_reads(registry: Registry) -> frozenset[str]:
-    """Paths of every unary rpc that writes nothing: the server runs them on its read pool."""
+def unary_reads(registry: Registry, *, on_loop: bool = False) -> frozenset[str]:
+    """Paths of every unary rpc that writes nothing: the server runs them on its read pool
+    (``on_loop``: inline on the event loop, so only those whose steps are all the framework's)."""
     return frozenset(
         path
         for kind in registry.kinds
         for path, binding in kind.methods.items()
-        if not binding.pipeline.writes and not binding.server_streaming
+        if not binding.pipeline.writes
+        and not binding.server_streaming
+        and (not on_loop or _framework_only((*binding.pipeline.pre, *binding.pipeline.txn)))
     )
+
+
+_FRAMEWORK = ("stigmer_core.", "stigmer_plugins.")
+
+
+def _framework_only(steps: Iterable[Step]) -> bool:
+    """Whether every step is the framework's own (stigmer_core and its first-party kinds).
+
+    A call runs on the asyncio server's event loop only when all the work it does there is
+    known to be quick: a third-party step may block (an HTTP call, a slow parse), and on the
+    loop it would hold up every call of the daemon, health checks included. Such a call runs
+    on a thread of the rpc pool instead, and holds up only itself.
+    """
+    for found in steps:
+        fn = getattr(found, "fn", found)
+        module = getattr(fn, "__module__", None) or type(found).__module__
+        if not module.startswith(_FRAMEWORK):
+            return False
+    return True
 
 
 def build_handlers(

@@ -101,6 +101,11 @@ class Unimplemented(StigmerError):
     pass
 
 
+class DeadlineExceeded(StigmerError):
+    """The call ended (its deadline passed, or its client cancelled it) before its write began:
+    nothing was written, so a client's retry does not meet its own earlier write."""
+
+
 class PluginFault(StigmerError):
     """A plugin's code broke its contract while serving (an index's ``values`` returned a string
     where tuples of strings belong): a bug, so INTERNAL, but with a message naming the plugin,

@@ -70,7 +70,7 @@ class AsyncServing:
         """Built on its loop: grpc binds an asyncio server to the loop it is made on."""
         app, pools = self.app, self.pools
         server = aio.server(pools.default, options=self._options)
-        reads = unary_reads(app.registry)
+        reads = unary_reads(app.registry, on_loop=pools.reads is None)
         store = app.store
         queued = queued_writes(app.executor, store) if isinstance(store, SubmitsWrites) else {}
         for service, methods in app.services.items():

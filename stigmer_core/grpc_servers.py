@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +41,23 @@ OPTIONS = [
 ]
 
 
+class ClientGone(logging.Filter):
+    """grpc's asyncio server logs ERROR "ExecuteBatchError raised in core by servicer method" when
+    a message could not be sent because the call's client went away (killed, its connection cut):
+    a normal event for a daemon whose runners come and go, which paged whoever alerts on ERROR.
+    Such a record is logged at DEBUG instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.getMessage().startswith("ExecuteBatchError raised in core"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info = record.exc_text = None
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_CLIENT_GONE = ClientGone()
+
+
 def _serve_reflection(app: Application, server: grpc.Server | aio.Server) -> None:
     serve_reflection([*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
 
@@ -56,6 +74,7 @@ class AsyncServing:
     """grpc's asyncio server on an event loop thread of its own, driven from sync code."""
 
     def __init__(self, app: Application, pools: ServerPools, options: Sequence[tuple[str, Any]] = ()) -> None:
+        logging.getLogger("grpc._cython.cygrpc").addFilter(_CLIENT_GONE)  # once: a filter is added once
         self.app = app
         self.pools = pools
         self._options = [*OPTIONS, *options]

@@ -187,3 +187,22 @@ def test_reflection_answers_as_v1_and_v1alpha(tmp_path: Path, read_threads: int)
         finally:
             channel.close()
             server.stop(grace=1)
+
+
+def test_a_client_gone_mid_stream_is_not_logged_as_an_error(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """grpc's asyncio server logs ERROR when a stream's client vanished while a message was sent."""
+    import logging
+
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=0))
+        try:
+            cygrpc = logging.getLogger("grpc._cython.cygrpc")
+            with caplog.at_level(logging.INFO):
+                cygrpc.error("ExecuteBatchError raised in core by servicer method [%s]", "/stigmer.commons.watch.v1.Watch/Watch")
+                cygrpc.error("something else broke")
+            assert [r.getMessage() for r in caplog.records] == ["something else broke"]
+            with caplog.at_level(logging.DEBUG):
+                cygrpc.error("ExecuteBatchError raised in core by servicer method [%s]", "/x/y")
+            assert caplog.records[-1].levelname == "DEBUG"
+        finally:
+            server.stop(grace=1)

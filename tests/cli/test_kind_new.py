@@ -67,7 +67,10 @@ def test_names_and_prefixes_an_installed_kind_holds_are_refused(stigmer: Stigmer
         "kind", "new", "Gadget", "--id-prefix", "agt", "--dir", str(tmp_path / "b")
     )
     assert "CamelCase" in stigmer.fails("kind", "new", "not-a-kind", "--dir", str(tmp_path / "c"))
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # a keyword wrote a package no Python could import; an importable name would be shadowed
+    assert "not a keyword" in stigmer.fails("kind", "new", "Plate", "--package", "import", "--dir", str(tmp_path / "d"))
+    assert "already importable" in stigmer.fails("kind", "new", "Plate", "--package", "json", "--dir", str(tmp_path / "e"))
+    assert not any((tmp_path / name).exists() for name in "abde")
 
 
 _BARE_CORE = re.compile(r"(?<![/\w.-])stigmer-core\[")

@@ -9,6 +9,8 @@ grpcio-tools is installed), a plugin module registered under the
 
 from __future__ import annotations
 
+import importlib.util
+import keyword
 import re
 from pathlib import Path
 from string import Template
@@ -297,8 +299,10 @@ def new(
     package = package or default_package
     id_prefix = id_prefix or default_id
     key_prefix = key_prefix or default_key
-    if not package.isidentifier() or package != package.lower():
-        raise CliError(f"package {package!r} must be a lowercase Python identifier")
+    if not package.isidentifier() or package != package.lower() or keyword.iskeyword(package):
+        raise CliError(f"package {package!r} must be a lowercase Python identifier (not a keyword)")
+    if importlib.util.find_spec(package) is not None:  # the new package would hide it, or it the new one
+        raise CliError(f"a package named {package!r} is already importable here; choose another with --package")
     for label, value in (("id prefix", id_prefix), ("key prefix", key_prefix)):
         if not _PREFIX.match(value):
             raise CliError(f"{label} {value!r} must be lowercase letters, digits and dashes")

@@ -13,6 +13,8 @@ existed when its own document came up: before the run it did not.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import attrs
 from google.protobuf.message import Message
 
@@ -67,8 +69,16 @@ def _validate_locally(doc: Document, message: Message) -> str:
     return ""
 
 
-def apply_one(session: Session, doc: Document, *, dry_run: bool = False, created: set[str] | None = None) -> Outcome:
-    """Apply one document; ``created`` collects the ids this run created (pass one set per run)."""
+def apply_one(
+    session: Session,
+    doc: Document,
+    *,
+    dry_run: bool = False,
+    created: set[str] | None = None,
+    planned: Collection[tuple[str, str, str]] = (),
+) -> Outcome:
+    """Apply one document; ``created`` collects the ids this run created (pass one set per run);
+    ``planned``: what a dry run's documents would create, which references may name."""
     lacking = [rpc for rpc in NEEDED_RPCS if rpc not in doc.kind.methods]
     if lacking:
         missing = " or ".join(map(repr, lacking))
@@ -80,7 +90,7 @@ def apply_one(session: Session, doc: Document, *, dry_run: bool = False, created
         if problem:
             return Outcome(doc, error=problem)
     try:
-        references.resolve(session, doc, message)
+        references.resolve(session, doc, message, planned if dry_run else ())
     except Unreachable:
         raise
     except (CliError, errors.StigmerError) as exc:

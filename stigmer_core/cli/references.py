@@ -9,6 +9,7 @@ the target kind and the org, before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from google.protobuf.message import Message
@@ -29,8 +30,14 @@ def _holder(message: Any, path: str) -> tuple[Any, str] | None:
     return message, leaf
 
 
-def resolve(session: Session, doc: Document, message: Message) -> None:
-    """Replace slugs in ``message`` (``doc``'s, parsed) reference fields with the ids they name, in place."""
+def resolve(
+    session: Session, doc: Document, message: Message, planned: Collection[tuple[str, str, str]] = ()
+) -> None:
+    """Replace slugs in ``message`` (``doc``'s, parsed) reference fields with the ids they name, in place.
+
+    ``planned``: (kind, org, slug) of the objects a dry run's other documents would create; a
+    slug naming one is left as it is (a real apply creates it first), not refused as not found.
+    """
     org = metadata(message).org or session.org
     for path, target_name in doc.kind.reference_fields:
         found = _holder(message, path)
@@ -51,6 +58,9 @@ def resolve(session: Session, doc: Document, message: Message) -> None:
                 resolved.append(slug)
                 continue
             obj = calls.lookup(org, slug)
+            if obj is None and (target.name, org, slug) in planned:
+                resolved.append(slug)
+                continue
             if obj is None:
                 raise CliError(
                     f"{json_path(doc.kind.resource_cls, path)}: {target.label} '{slug}' not found in org '{org}'"

@@ -93,6 +93,16 @@ def test_dry_run_writes_nothing(stigmer: Stigmer, daemon: str, tmp_path: Path) -
     bad = write(tmp_path / "bad.yaml", CODER.replace("name: git", "name: ''"))
     message = stigmer.fails("apply", "--dry-run", "-f", str(bad))
     assert "document 1" in message and "spec.mcpServers[0].name" in message
+    # a session naming, by slug, the instance another document of the run creates: a real apply
+    # creates the instance first, so the dry run says so rather than "not found"
+    session = "kind: session\nmetadata:\n  name: Chat\nspec:\n  agentInstanceId: support-bot-eu\n"
+    both = write(tmp_path / "both.yaml", session, INSTANCE)
+    assert lines(stigmer.ok("apply", "--dry-run", "-f", str(both))) == [
+        "agentinstance/support-bot-eu created (dry run)",
+        "session/chat created (dry run)",
+    ]
+    alone = write(tmp_path / "alone.yaml", session)
+    assert "'support-bot-eu' not found in org 'local'" in stigmer.fails("apply", "--dry-run", "-f", str(alone))
 
 
 def test_get_in_all_three_formats(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:

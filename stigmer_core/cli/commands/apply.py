@@ -27,6 +27,7 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
     """
     from stigmer_core.cli.applying import apply_one
     from stigmer_core.cli.documents import in_apply_order, parse_all, read_sources
+    from stigmer_core.cli.envelope import metadata
     from stigmer_core.cli.reporting import report_failure
     from stigmer_core.cli.session import Session
 
@@ -37,8 +38,10 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
         raise CliError(f"no resources found in {', '.join(files)}")
     failed = 0
     created: set[str] = set()
+    # a dry run creates nothing, so a reference to what another document creates cannot be looked up
+    planned = {(d.kind.name, metadata(d.message).org or session.org, d.slug) for d in documents} if dry_run else set()
     for document in in_apply_order(documents, session.catalog):
-        outcome = apply_one(session, document, dry_run=dry_run, created=created)
+        outcome = apply_one(session, document, dry_run=dry_run, created=created, planned=planned)
         if outcome.failed:
             failed += 1
             report_failure(f"{document.where} ({document.ref}): {outcome.error}")

@@ -157,3 +157,54 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> N
     far = stigmer.home / ("d" * 120)
     started = stigmer.start(data_dir=far)  # waited its whole timeout, then stopped the daemon it started
     assert "listening on" in started.output, started.output
+
+
+def test_a_client_certificate_reaches_a_mutual_tls_server(stigmer: Stigmer, tmp_path: Path) -> None:
+    """`stigmer serve --tls-client-ca` was documented, but no client could present a certificate: no
+    flag, setting or variable took one, and the refusal said "give its CA with --ca-file"."""
+    from tests.auth_support import make_pki
+
+    pki = make_pki(tmp_path)
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
+    server = {"tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key), "tls_client_ca": str(pki.ca)}
+    (stigmer.home / "config.yaml").write_text(yaml.safe_dump({"server": {**server, "require_auth": True}}))
+    daemon = stigmer.start().address
+    remote = ("--backend", "remote", "--endpoint", daemon, "--org", "acme")
+    tls = {"STIGMER_CA_FILE": str(pki.ca), "STIGMER_TOKEN": token}
+
+    refused = stigmer("get", "agents", *remote, env=tls)
+    assert refused.code == 1, refused.err
+    assert "the server asks for a client certificate: give --cert-file and --key-file" in refused.err
+    assert "--ca-file" not in refused.err and len(refused.err.strip().splitlines()) == 1, refused.err
+    assert "not reachable: TLS: the server asks for a client certificate" in stigmer(
+        "backend", "status", *remote, env=tls
+    ).out
+
+    mutual = {**tls, "STIGMER_CERT_FILE": str(pki.client_cert), "STIGMER_KEY_FILE": str(pki.client_key)}
+    listed = stigmer("get", "agents", *remote, env=mutual)
+    assert listed.code == 0 and "no agents found in org 'acme'" in listed.err, listed.err
+    half = stigmer("get", "agents", *remote, env={**tls, "STIGMER_CERT_FILE": str(pki.client_cert)})
+    assert "needs both files" in half.err, half.err
+
+    assert "needs both --cert-file and --key-file" in stigmer(
+        "login", "--endpoint", daemon, "--token", token, "--cert-file", str(pki.client_cert)
+    ).err
+    logged = stigmer(
+        "login", "--endpoint", daemon, "--ca-file", str(pki.ca),
+        "--cert-file", str(pki.client_cert), "--key-file", str(pki.client_key), env={"STIGMER_TOKEN": token},
+    )  # fmt: skip
+    assert logged.code == 0 and "as token:acme/ci (viewer in acme)" in logged.out, logged.err
+    saved = yaml.safe_load((stigmer.home / "config.yaml").read_text())["remote"]
+    assert (saved["cert_file"], saved["key_file"]) == (str(pki.client_cert), str(pki.client_key))
+    assert stigmer.ok("whoami").strip() == "token:acme/ci (viewer in acme)"
+    assert "caller:      token:acme/ci (viewer in acme)" in stigmer.ok("backend", "status")
+
+    other = f"127.0.0.1:{free_port()}"
+    switched = stigmer("backend", "switch", "remote", "--endpoint", other)
+    assert "the token, ca file, cert file and key file kept for the previous endpoint were dropped" in switched.err
+    switched = stigmer(
+        "backend", "switch", "remote", "--endpoint", daemon, "--token", token, "--ca-file", str(pki.ca),
+        "--cert-file", str(pki.client_cert), "--key-file", str(pki.client_key),
+    )  # fmt: skip
+    assert switched.code == 0, switched.err
+    assert stigmer.ok("whoami").strip() == "token:acme/ci (viewer in acme)"

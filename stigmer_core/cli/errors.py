@@ -55,6 +55,16 @@ def _unreachable(details: str) -> bool:
     return any(s in lowered for s in ("failed to connect", "connection refused", "dns resolution", "unavailable"))
 
 
+_LOST = ("stream removed", "socket closed", "connection reset", "broken pipe", "goaway", "endpoint closing")
+"""grpc's words for a connection that was open and broke (a daemon that stopped under a watch or an
+import), as opposed to a status the server sent."""
+
+
+def _lost(details: str) -> bool:
+    lowered = details.lower()
+    return any(s in lowered for s in _LOST)
+
+
 CLIENT_CERTIFICATE_WANTED = "the server asks for a client certificate: give --cert-file and --key-file"
 """Why a mutual-TLS server closed the connection (``backend status`` says it too)."""
 
@@ -109,6 +119,12 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
             f"cannot reach the stigmer server at {target} (is it running? "
             + ("if it serves TLS, give its CA with --ca-file or $STIGMER_CA_FILE; " if closed else "")
             + f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
+            details=[raw],
+        )
+    if code == grpc.StatusCode.UNAVAILABLE and _lost(raw):  # a stream (a watch) whose server went away
+        return Unreachable(
+            f"cannot reach the stigmer server at {target}: the connection was lost (did the server stop? "
+            f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
             details=[raw],
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the next call would wait as long: a cut-off too

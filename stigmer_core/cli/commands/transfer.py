@@ -86,6 +86,22 @@ def _unset_secrets(obj: Any) -> list[str]:
     ]
 
 
+def _stopped(reason: str, written: int, total: int) -> str:
+    return f"{reason}; import stopped: {written} of {total} resources were imported before it"
+
+
+def _writes_in(session: Any, org: str) -> bool:
+    """Whether the caller's role in ``org`` allows writes (else every document there is refused)."""
+    from stigmer_core.auth.access import ROLES, Access
+    from stigmer_core.cli.identity import whoami_of
+
+    identity = whoami_of(session.client.channel, session.target)
+    if identity.administrator:
+        return True
+    role = next((b.role for b in identity.roles if b.org == org), None)
+    return role is not None and Access.WRITE in ROLES.get(role, frozenset())
+
+
 @click.command("import")
 @click.option(
     "-f", "--filename", "files", multiple=True, metavar="PATH", shell_complete=completing.files,
@@ -99,7 +115,12 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
     Ids and slugs are kept; importing the same documents again changes nothing.
     Secrets a backup holds redacted come back unset: each object left with
     unset secrets is named, with their keys.
+
+    An unreachable server, a token it does not accept (or none where it asks for
+    one), or a role that allows no writes in a document's org stops the import
+    at once, with one message: every later document would fail the same way.
     """
+    from stigmer_core import errors
     from stigmer_core.cli.applying import apply_one
     from stigmer_core.cli.backup import check_whole
     from stigmer_core.cli.documents import STDIN, in_apply_order, parse, read_sources
@@ -132,7 +153,13 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
                     "importing the same documents again finishes the job (what is there already is unchanged)",
                     details=exc.details,
                 ) from None
+            except errors.Unauthenticated as exc:  # every later document would be refused the same way
+                raise CliError(_stopped(exc.message, done - counts["failed"], len(documents))) from None
             progress.advance()
+            org = metadata(document.message).org
+            if isinstance(outcome.cause, errors.PermissionDenied) and not _writes_in(session, org):
+                reason = f"{document.where} ({document.ref}): {outcome.error} (a role that allows no writes in org '{org}')"
+                raise CliError(_stopped(reason, done - counts["failed"], len(documents)))
             if outcome.failed:
                 counts["failed"] += 1
                 report_failure(f"{document.where} ({document.ref}): {outcome.error}")

@@ -208,3 +208,36 @@ def test_a_client_certificate_reaches_a_mutual_tls_server(stigmer: Stigmer, tmp_
     )  # fmt: skip
     assert switched.code == 0, switched.err
     assert stigmer.ok("whoami").strip() == "token:acme/ci (viewer in acme)"
+
+
+def test_a_runner_gets_a_live_execution_context_by_id_with_its_secrets(stigmer: Stigmer, tmp_path: Path) -> None:
+    """The CLI read an id with getByReference, and only `get` gives a runner a live execution's
+    secrets: `stigmer get executioncontext ID -o yaml` showed them <redacted> to the runner too."""
+    from stigmer_core import Application
+    from stigmer_core.server import Server
+    from tests.auth_support import make_token, seed_org
+
+    app = Application.open(tmp_path / "served", durable=False, require_auth=True)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    try:
+        seeded = seed_org(app, "alpha")
+        context = seeded.objects["ExecutionContext"].metadata
+        server.start()
+        remote = ("--backend", "remote", "--endpoint", server.address, "--org", "alpha", "-o", "yaml")
+        shown = {}
+        for role in ("runner", "viewer"):
+            token, _ = make_token(app, "alpha", role)
+            by_id = stigmer("get", "executioncontext", context.id, *remote, env={"STIGMER_TOKEN": token})
+            assert by_id.code == 0, by_id.err
+            shown[role] = yaml.safe_load(by_id.out)["spec"]["data"]["DB_PASSWORD"]["value"]
+            by_slug = stigmer("get", "executioncontext", context.slug, *remote, env={"STIGMER_TOKEN": token})
+            assert yaml.safe_load(by_slug.out)["spec"]["data"]["DB_PASSWORD"]["value"] == "<redacted>"
+        assert shown == {"runner": "secret-of-alpha", "viewer": "<redacted>"}
+        token, _ = make_token(app, "alpha", "admin", "other org")
+        other = stigmer(
+            "get", "executioncontext", context.id, *remote[:4], "--org", "beta", env={"STIGMER_TOKEN": token}
+        )
+        assert other.code == 1 and "not found" in other.err, other.err
+    finally:
+        server.stop(grace=1)
+        app.close()

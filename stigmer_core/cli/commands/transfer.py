@@ -86,6 +86,15 @@ def _unset_secrets(obj: Any) -> list[str]:
     ]
 
 
+def _valid_org(org: str) -> str:
+    """An org name as metadata.org takes it, or a usage error before anything is read."""
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", org):
+        raise CliError(f"invalid org '{org}' for --to-org: lowercase letters, digits and inner dashes", exit_code=2)
+    return org
+
+
 def _stopped(reason: str, written: int, total: int) -> str:
     return f"{reason}; import stopped: {written} of {total} resources were imported before it"
 
@@ -107,14 +116,21 @@ def _writes_in(session: Any, org: str) -> bool:
     "-f", "--filename", "files", multiple=True, metavar="PATH", shell_complete=completing.files,
     help="File or directory to read instead of stdin (repeatable).",
 )  # fmt: skip
+@click.option(
+    "--to-org", metavar="ORG",
+    help="Put every document in ORG, whatever org it names (a local export moved to a team server's org).",
+)  # fmt: skip
 @common_options
 @click.pass_context
-def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
+def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> None:
     """Restore exported documents (`stigmer import < backup.yaml`).
 
     Ids and slugs are kept; importing the same documents again changes nothing.
     Secrets a backup holds redacted come back unset: each object left with
     unset secrets is named, with their keys.
+
+    `--to-org ORG` rewrites metadata.org of every document to ORG (nothing
+    else): a local export (org 'local') goes into a team server's org so.
 
     An unreachable server, a token it does not accept (or none where it asks for
     one), or a role that allows no writes in a document's org stops the import
@@ -133,9 +149,14 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
         raise CliError("stigmer import reads documents from stdin (`stigmer import < backup.yaml`) or -f FILE")
     sources = read_sources(files or (STDIN,))
     session = Session.of(ctx)
+    given = overrides(ctx).org
+    if to_org is not None:
+        to_org = _valid_org(to_org)
+        if given is not None and given != to_org:
+            raise CliError(f"--org {given} and --to-org {to_org} disagree: give --to-org only", exit_code=2)
     parsed = []
     for source in sources:
-        found = parse(source, session.catalog, org=session.org, org_given=overrides(ctx).org is not None)
+        found = parse(source, session.catalog, org=session.org, org_given=given is not None, to_org=to_org or "")
         check_whole(source.label, source.text, len(found))
         parsed += found
     documents = in_apply_order(parsed, session.catalog)

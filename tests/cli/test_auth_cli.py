@@ -241,3 +241,31 @@ def test_a_runner_gets_a_live_execution_context_by_id_with_its_secrets(stigmer: 
     finally:
         server.stop(grace=1)
         app.close()
+
+
+def test_login_warns_of_a_server_that_does_not_require_tokens(stigmer: Stigmer) -> None:
+    """A token was saved without a word although the server let anyone in without one."""
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
+    daemon = stigmer.start().address
+    open_login = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": token})
+    assert open_login.code == 0, open_login.err
+    assert f"the server at {daemon} does not require tokens" in open_login.err
+    stigmer.ok("local", "stop")
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    checked = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": token})
+    assert checked.code == 0 and "as token:acme/ci" in checked.out and checked.err == "", checked.err
+
+
+def test_export_all_by_a_single_org_token_names_that_org(stigmer: Stigmer) -> None:
+    """It said `from every org` when the token could read one."""
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "ci").strip()
+    stigmer.ok("apply", "--org", "acme", "-f", "-", input=CODER)
+    stigmer.ok("apply", "--org", "globex", "-f", "-", input=CODER)
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    exported = stigmer("export", "--all", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_TOKEN": token})
+    assert exported.code == 0, exported.err
+    assert "from org 'acme' (every org this caller can read)" in exported.err, exported.err
+    owner = stigmer("export", "--all")
+    assert owner.code == 0 and "from every org" in owner.err, owner.err

@@ -64,6 +64,28 @@ def login(
         data["org"] = orgs[0]
     path = config.save_config(data)
     click.echo(f"logged in to {endpoint} as {describe_identity(identity)}; saved in {path}")
+    if _open_to_anyone(endpoint, ca_file=ca_file, cert_file=cert_file, key_file=key_file):
+        click.echo(
+            click.style("stigmer: ", fg="yellow", bold=True)
+            + f"the server at {endpoint} does not require tokens: a caller without one is its administrator "
+            "(start it with --require-auth, or `server: require_auth: true` in its config file)",
+            err=True,
+        )
+
+
+def _open_to_anyone(endpoint: str, **tls_files: str | None) -> bool:
+    """Whether the server takes a caller without a token for its administrator (no --require-auth):
+    the token just checked is then no protection at all."""
+    from stigmer_core import errors
+    from stigmer_core.client import connect
+
+    try:
+        with connect(
+            endpoint, ca_file=tls_files["ca_file"], cert_file=tls_files["cert_file"], key_file=tls_files["key_file"]
+        ) as client:
+            return bool(whoami_of(client.channel, endpoint).administrator)
+    except (CliError, errors.StigmerError):
+        return False
 
 
 @click.command()

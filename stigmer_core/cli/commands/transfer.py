@@ -58,7 +58,7 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         export.write(sys.stdout, session.catalog)
     sys.stdout.flush()
     missing = export.missing + missing
-    where = "every org" if every_org else f"org '{session.org}'"
+    where = _every_org(session) if every_org else f"org '{session.org}'"
     click.echo(f"exported {len(export.entries)} objects of {len(kinds)} kinds from {where}", err=True)
     if session.settings.backend != "local" and all_kinds:
         click.echo(
@@ -70,6 +70,23 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         report_failure(f"not exported: {item.what}: {item.reason}")
     if missing:
         ctx.exit(1)
+
+
+def _every_org(session: Any) -> str:
+    """What "every org" was for this caller: all of them for the administrator, the orgs it
+    has a role in for a token (a single-org token exports one org, and says so)."""
+    from stigmer_core import errors
+    from stigmer_core.cli.identity import whoami_of
+
+    try:
+        identity = whoami_of(session.client.channel, session.target)
+    except (CliError, errors.StigmerError):  # a server without whoami: the caller is not known
+        return "every org"
+    orgs = sorted({b.org for b in identity.roles})
+    if identity.administrator or not orgs:
+        return "every org"
+    named = ", ".join(f"'{org}'" for org in orgs)
+    return f"{'org' if len(orgs) == 1 else 'orgs'} {named} (every org this caller can read)"
 
 
 def _unset_secrets(obj: Any) -> list[str]:

@@ -76,22 +76,31 @@ class TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
 
 
 def network_channel(
-    target: str, *, token: str | None = None, ca_file: str | None = None, tls: bool | None = None
+    target: str,
+    *,
+    token: str | None = None,
+    ca_file: str | None = None,
+    tls: bool | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> grpc.Channel:
     """A channel to ``host:port``: TLS unless the target is loopback (or ``tls`` says otherwise).
 
-    ``ca_file`` trusts a private CA instead of grpc's default roots. A token
+    ``ca_file`` trusts a private CA instead of grpc's default roots.
+    ``cert_file`` and ``key_file`` (both or neither) are the client's
+    certificate and key, which a server started with ``--tls-client-ca``
+    (mutual TLS) asks for; either implies TLS, like ``ca_file``. A token
     rides on every call; it is refused on a plaintext channel to anything
     but loopback.
     """
     token = usable_token(token) if token else token
-    secure = tls if tls is not None else (bool(ca_file) or not is_loopback(target))
+    secure = tls if tls is not None else (bool(ca_file or cert_file or key_file) or not is_loopback(target))
     if not secure:
         if token:
             refuse_plaintext_token(target)
         channel = grpc.insecure_channel(target)
     else:
-        channel = grpc.secure_channel(target, client_credentials(ca_file))
+        channel = grpc.secure_channel(target, client_credentials(ca_file, cert_file, key_file))
     if token:
         channel = grpc.intercept_channel(channel, TokenInterceptor(token))
     return channel
@@ -106,11 +115,15 @@ def connect(
     ca_file: str | None = None,
     tls: bool | None = None,
     read_only: bool = False,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> Client:
     """A client for ``target``.
 
     - ``"host:port"``: the daemon at that address, over gRPC (TLS for a
-      non-loopback address or with ``ca_file``; ``token`` on every call).
+      non-loopback address or with ``ca_file``; ``token`` on every call;
+      ``cert_file`` and ``key_file``: the client certificate a mutual-TLS
+      server asks for).
     - ``"local"`` (the default): the daemon holding ``data_dir`` if one runs
       (through its Unix socket when it has one: the owner's path, trusted as
       the local administrator), else the store in ``data_dir`` (or the
@@ -123,7 +136,8 @@ def connect(
     """
     target = target or LOCAL
     if target != LOCAL:
-        return Client(network_channel(target, token=token, ca_file=ca_file, tls=tls), target=target)
+        channel = network_channel(target, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file)
+        return Client(channel, target=target)
     if data_dir:
         directory = Path(data_dir).expanduser()
     else:
@@ -138,6 +152,8 @@ def connect(
             unix = UnixTarget(socket)
             return Client(grpc.insecure_channel(unix.address), target=str(running["address"]), unix=unix)
         address = str(running["address"])
-        return Client(network_channel(address, token=token, ca_file=ca_file, tls=tls), target=address)
+        return Client(network_channel(
+            address, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file
+        ), target=address)
     app = Application.open(directory, store=store, read_only=read_only)
     return Client(app.channel(), target=LOCAL, app=app)

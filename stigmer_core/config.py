@@ -14,6 +14,8 @@ switch`` last chose::
       endpoint: stigmer.example.com:443
       token: stg_...
       ca_file: ~/.stigmer/team-ca.pem   # optional: a private CA instead of the default roots
+      cert_file: ~/.stigmer/me.pem      # optional: a client certificate and its key, for a server
+      key_file: ~/.stigmer/me.key       #   started with --tls-client-ca (mutual TLS)
     server:                  # `stigmer serve`; flags override
       require_auth: true
       tls_cert: /etc/stigmer/server.pem
@@ -24,7 +26,8 @@ switch`` last chose::
 
 Precedence, highest first: explicit arguments (CLI flags), environment
 variables (``STIGMER_BACKEND``, ``STIGMER_DATA_DIR``, ``STIGMER_STORE``, ``STIGMER_ADDRESS``,
-``STIGMER_ENDPOINT``, ``STIGMER_TOKEN``, ``STIGMER_CA_FILE``, ``STIGMER_ORG``), the config file,
+``STIGMER_ENDPOINT``, ``STIGMER_TOKEN``, ``STIGMER_CA_FILE``, ``STIGMER_CERT_FILE``, ``STIGMER_KEY_FILE``,
+``STIGMER_ORG``), the config file,
 built-in defaults. ``store`` empty (the default) means LMDB in ``data_dir``;
 a ``postgresql://`` URL makes the daemon (and a CLI opening the store in
 process) use that database, with ``data_dir`` keeping per-daemon files only. ``STIGMER_HOME`` moves the whole base directory (default
@@ -77,6 +80,9 @@ class Settings:
     home: Path
     config_file: Path
     ca_file: str = ""
+    cert_file: str = ""
+    """The client certificate a mutual-TLS server asks for (with ``key_file``), or ""."""
+    key_file: str = ""
 
     @property
     def target(self) -> str:
@@ -94,6 +100,8 @@ def resolve(
     org: str | None = None,
     store: str | None = None,
     ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> Settings:
     """Settings from arguments, then environment, then the config file, then defaults."""
     home = stigmer_home()
@@ -120,6 +128,8 @@ def resolve(
         home=home,
         config_file=home / CONFIG_NAME,
         ca_file=pick(ca_file, "ca_file", remote.get("ca_file"), ""),
+        cert_file=pick(cert_file, "cert_file", remote.get("cert_file"), ""),
+        key_file=pick(key_file, "key_file", remote.get("key_file"), ""),
     )
 
 
@@ -177,7 +187,13 @@ def connect_settings(settings: Settings, *, read_only: bool = False) -> Client:
         )
     if settings.backend != REMOTE:
         return connect(LOCAL, data_dir=settings.data_dir, store=settings.store or None, read_only=read_only)
-    return connect(settings.endpoint, token=settings.token or None, ca_file=settings.ca_file or None)
+    return connect(
+        settings.endpoint,
+        token=settings.token or None,
+        ca_file=settings.ca_file or None,
+        cert_file=settings.cert_file or None,
+        key_file=settings.key_file or None,
+    )
 
 
 def connect_from_config(
@@ -187,6 +203,8 @@ def connect_from_config(
     endpoint: str | None = None,
     token: str | None = None,
     ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> Client:
     """A ``Client`` for the configured backend: what the ``stigmer`` CLI uses.
 
@@ -196,5 +214,13 @@ def connect_from_config(
     and the config file, as CLI flags do.
     """
     return connect_settings(
-        resolve(backend=backend, data_dir=data_dir, endpoint=endpoint, token=token, ca_file=ca_file)
+        resolve(
+            backend=backend,
+            data_dir=data_dir,
+            endpoint=endpoint,
+            token=token,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
     )

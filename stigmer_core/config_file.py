@@ -28,6 +28,8 @@ ENV = {
     "endpoint": "STIGMER_ENDPOINT",
     "token": "STIGMER_TOKEN",
     "ca_file": "STIGMER_CA_FILE",
+    "cert_file": "STIGMER_CERT_FILE",
+    "key_file": "STIGMER_KEY_FILE",
     "org": "STIGMER_ORG",
 }
 

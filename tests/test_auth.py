@@ -17,7 +17,7 @@ from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
-from stigmer_core.auth.transport import TlsFiles
+from stigmer_core.auth.transport import TlsFiles, asks_client_certificate
 from stigmer_core.errors import StartupError, Unauthenticated
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import Server
@@ -177,6 +177,7 @@ def test_tls_with_tokens_and_mutual_tls(app: Application, tmp_path: Path) -> Non
             assert code_of(lambda: _whoami(client.channel)) == grpc.StatusCode.UNAUTHENTICATED
         with grpc.insecure_channel(server.address) as plain:  # a plaintext client gets no answer at all
             assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAVAILABLE
+        assert not asks_client_certificate(server.address)
     finally:
         server.stop(grace=1)
     mutual = Server(
@@ -191,6 +192,13 @@ def test_tls_with_tokens_and_mutual_tls(app: Application, tmp_path: Path) -> Non
             assert _whoami(with_token(channel, token)).principal.startswith("token:")
         with connect(mutual.address, token=token, ca_file=str(pki.ca)) as client:  # no client certificate
             assert code_of(lambda: _whoami(client.channel)) == grpc.StatusCode.UNAVAILABLE
+        with connect(
+            mutual.address, token=token, ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key)
+        ) as client:  # connect() presents the client certificate a mutual-TLS server asks for
+            assert _whoami(client.channel).principal == f"token:{ALPHA}/{ALPHA}-editor"
+        with pytest.raises(StartupError, match="needs both files"):
+            connect(mutual.address, token=token, ca_file=str(pki.ca), cert_file=str(pki.client_cert))
+        assert asks_client_certificate(mutual.address)
     finally:
         mutual.stop(grace=1)
 

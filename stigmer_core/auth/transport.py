@@ -157,9 +157,52 @@ def check_listen(address: str, *, tls: TlsFiles | None, require_auth: bool, inse
     )
 
 
-def client_credentials(ca_file: str | None) -> grpc.ChannelCredentials:
+def client_credentials(
+    ca_file: str | None, cert_file: str | None = None, key_file: str | None = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials of a client: a private CA to trust (else grpc's default roots) and, for a
+    server started with ``--tls-client-ca`` (mutual TLS), the client's own certificate and key."""
+    if bool(cert_file) != bool(key_file):
+        raise StartupError(
+            "a client certificate needs both files: give --cert-file FILE and --key-file FILE "
+            "(or remote.cert_file and remote.key_file)"
+        )
     root = _read(ca_file, "CA file (--ca-file)") if ca_file else None
-    return grpc.ssl_channel_credentials(root_certificates=root)
+    cert = _read(cert_file, "client certificate (--cert-file)") if cert_file else None
+    key = _read(key_file, "client key (--key-file)") if key_file else None
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+"""What an HTTP/2 client sends first (the preface, then an empty SETTINGS frame): a grpc server answers it."""
+
+
+def asks_client_certificate(address: str, timeout: float = 3.0) -> bool:
+    """Whether the TLS server at ``address`` closes connections that bring no client certificate.
+
+    grpc reports such a refusal as "Socket closed", the same words as plaintext dialled to a TLS
+    server: this asks the server itself, once a call has failed so. A TLS handshake without a
+    client certificate, then the HTTP/2 preface: a server that answers it does not ask for one,
+    one that closes the connection (or alerts "certificate required") does.
+    """
+    import socket
+
+    host, port = split_address(address)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only what the server asks is looked at; nothing is sent but the preface
+    context.set_alpn_protocols(["h2"])
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.sendall(_HTTP2_PREFACE)
+            return tls.recv(9) == b""
+    except ssl.SSLError as exc:
+        return "certificate" in str(exc).lower() and "required" in str(exc).lower()
+    except (OSError, ValueError):
+        return False
 
 
 def usable_token(token: str) -> str:

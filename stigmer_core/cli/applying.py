@@ -4,7 +4,9 @@
 when it carries one, else by org and slug) so the outcome can be told
 apart: created, configured (changed), or unchanged (the server kept the
 stored object as it was). A failing document is reported and the rest still
-run; only an unreachable server (``Unreachable``) stops everything.
+run; only an unreachable server (``Unreachable``) or a caller the server does
+not accept (``errors.Unauthenticated``: no token, a bad, revoked or expired
+one) stops everything, since every later document would fail the same way.
 
 An object the server made for its owner while this run created the owner (an
 agent's default instance) counts as created, not unchanged, even though it
@@ -38,6 +40,8 @@ class Outcome:
     document: Document
     action: str = ""
     error: str = ""
+    cause: Exception | None = None
+    """The server's refusal behind ``error``, when there is one (``import`` stops on some)."""
     result: Message | None = None
     """The object as stored after the write (None for a dry run or a failure)."""
 
@@ -91,17 +95,19 @@ def apply_one(
             return Outcome(doc, error=problem)
     try:
         references.resolve(session, doc, message, planned if dry_run else ())
-    except Unreachable:
+    except (Unreachable, errors.Unauthenticated):
         raise
     except (CliError, errors.StigmerError) as exc:
-        return Outcome(doc, error=str(exc))
+        return Outcome(doc, error=str(exc), cause=exc)
     try:
         before = _existing(calls, doc, message)
         if dry_run:
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run)")
         after = calls.apply(message)
+    except errors.Unauthenticated:
+        raise
     except errors.StigmerError as exc:
-        return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls))
+        return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls), cause=exc)
     except Unreachable:
         raise
     except CliError as exc:  # this document's (a kind without the rpcs apply needs): the rest still run

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from stigmer_core import errors
 from stigmer_core.cli.catalog import KindInfo
-from stigmer_core.cli.envelope import descriptor
+from stigmer_core.cli.envelope import descriptor, metadata
 from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.headers import DRY_RUN, REMOVED, REMOVED_COUNT
 from stigmer_core.ids import looks_like_id
@@ -75,13 +75,23 @@ class KindCalls:
         return cls(**{k: v for k, v in fields.items() if k in known})
 
     def lookup(self, org: str, name_or_id: str) -> Message | None:
-        """The object a NAME|ID argument names in ``org``, or None."""
-        if looks_like_id(name_or_id, self.kind.id_prefix):
-            ref = self.request("getByReference", org=org, id=name_or_id)
-        else:
-            ref = self.request("getByReference", org=org, slug=name_or_id)
+        """The object a NAME|ID argument names in ``org``, or None.
+
+        An id is read with the kind's ``get`` (when it has one), a slug with ``getByReference``:
+        only ``get`` is the read a server answers in full (a runner's ``get`` of a live
+        execution's context carries its secrets in clear; every other read, redacted). An
+        object of another org is not the one named in ``org``.
+        """
+        by_id = looks_like_id(name_or_id, self.kind.id_prefix)
         try:
-            found: Message = self.call("getByReference", ref)
+            if by_id and "get" in self.kind.methods:
+                found: Message = self.call("get", self.request("get", value=name_or_id))
+                return found if not org or metadata(found).org == org else None
+            if by_id:
+                ref = self.request("getByReference", org=org, id=name_or_id)
+            else:
+                ref = self.request("getByReference", org=org, slug=name_or_id)
+            found = self.call("getByReference", ref)
         except errors.NotFound:
             return None
         return found

@@ -101,11 +101,17 @@ def serving(address: str, timeout: float = 1.0, *, ca_file: str | None = None) -
 
 
 def health(
-    address: str, timeout: float = 1.0, *, ca_file: str | None = None, why: list[str] | None = None
+    address: str,
+    timeout: float = 1.0,
+    *,
+    ca_file: str | None = None,
+    why: list[str] | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> str | None:
     """The server's overall health (``SERVING``, or ``NOT_SERVING`` while a team server's database
     does not answer it), or None when nothing answers (grpc's reason appended to ``why``)."""
-    with network_channel(address, ca_file=ca_file) as channel:
+    with network_channel(address, ca_file=ca_file, cert_file=cert_file, key_file=key_file) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout

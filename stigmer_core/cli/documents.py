@@ -271,12 +271,15 @@ def load_documents(label: str, text: str) -> Iterator[Any]:
         raise CliError(f"{label}: nested too deeply to read") from None
 
 
-def parse(source: Source, catalog: Catalog, *, org: str, org_given: bool = False) -> list[Document]:
+def parse(
+    source: Source, catalog: Catalog, *, org: str, org_given: bool = False, to_org: str = ""
+) -> list[Document]:
     """Every non-empty document of a source; the first bad one stops with its location.
 
     ``org`` goes to documents that name none. With ``org_given`` (``--org`` on the command
     line) a document naming another org is refused, as kubectl refuses a namespace that
-    differs from ``-n``, rather than written where the flag did not say."""
+    differs from ``-n``, rather than written where the flag did not say. ``to_org``
+    (``import --to-org``) is the org of every document, whatever it names: a move, said so."""
     raw = load_documents(source.label, source.text)
     documents = []
     for index, data in enumerate(raw, start=1):
@@ -302,7 +305,9 @@ def parse(source: Source, catalog: Catalog, *, org: str, org_given: bool = False
         except FieldError as exc:
             raise CliError(f"{where}: {exc}") from None
         meta = metadata(message)
-        if not meta.org:
+        if to_org:
+            meta.org = to_org
+        elif not meta.org:
             meta.org = org
         elif org_given and meta.org != org:
             raise CliError(

@@ -55,6 +55,20 @@ def _unreachable(details: str) -> bool:
     return any(s in lowered for s in ("failed to connect", "connection refused", "dns resolution", "unavailable"))
 
 
+_LOST = ("stream removed", "socket closed", "connection reset", "broken pipe", "goaway", "endpoint closing")
+"""grpc's words for a connection that was open and broke (a daemon that stopped under a watch or an
+import), as opposed to a status the server sent."""
+
+
+def _lost(details: str) -> bool:
+    lowered = details.lower()
+    return any(s in lowered for s in _LOST)
+
+
+CLIENT_CERTIFICATE_WANTED = "the server asks for a client certificate: give --cert-file and --key-file"
+"""Why a mutual-TLS server closed the connection (``backend status`` says it too)."""
+
+
 def tls_trouble(details: str) -> str | None:
     """What went wrong setting up TLS, in a person's words, when that is why a call failed."""
     lowered = details.lower()
@@ -70,6 +84,17 @@ def tls_trouble(details: str) -> str | None:
     return None
 
 
+def _asks_client_certificate(target: str) -> bool:
+    """Whether the server at ``target`` closes connections for want of a client certificate
+    (``transport.asks_client_certificate``); never for the local daemon's Unix socket."""
+    from stigmer_core.auth.transport import asks_client_certificate, split_address
+
+    host, port = split_address(target)
+    if not host or not port.isdigit():
+        return False
+    return asks_client_certificate(target)
+
+
 def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     """The error a failed call stands for; an unreachable server gets a message of its own."""
     import grpc
@@ -83,10 +108,23 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
         return Unreachable(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
         closed = "socket closed" in raw.lower()  # it took the connection, then dropped it: TLS met plaintext?
+        if closed and _asks_client_certificate(target):
+            return Unreachable(
+                f"cannot open TLS to the stigmer server at {target}: {CLIENT_CERTIFICATE_WANTED} "
+                "(or $STIGMER_CERT_FILE and $STIGMER_KEY_FILE, or remote.cert_file and remote.key_file), "
+                "of a certificate signed by a CA the server trusts",
+                details=[raw],
+            )
         return Unreachable(
             f"cannot reach the stigmer server at {target} (is it running? "
             + ("if it serves TLS, give its CA with --ca-file or $STIGMER_CA_FILE; " if closed else "")
             + f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
+            details=[raw],
+        )
+    if code == grpc.StatusCode.UNAVAILABLE and _lost(raw):  # a stream (a watch) whose server went away
+        return Unreachable(
+            f"cannot reach the stigmer server at {target}: the connection was lost (did the server stop? "
+            f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
             details=[raw],
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the next call would wait as long: a cut-off too

@@ -76,3 +76,30 @@ def backend_options(f: F) -> F:
 def common_options(f: F) -> F:
     """``--org``, the backend overrides and ``--verbose``."""
     return org_option(backend_options(verbose_option(f)))
+
+
+def client_certificate_options(f: F) -> F:
+    """``--cert-file`` and ``--key-file``: the client certificate a mutual-TLS server asks for."""
+    f = click.option(
+        "--key-file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="PEM of the key of --cert-file.",
+    )(f)
+    f = click.option(
+        "--cert-file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="PEM client certificate, for a server that asks for one (mutual TLS); give --key-file too.",
+    )(f)
+    return f
+
+
+def pair_of_files(cert_file: str | None, key_file: str | None) -> tuple[str | None, str | None]:
+    """Both client certificate files as absolute paths (commands run from anywhere later), or a usage error."""
+    from pathlib import Path
+
+    if bool(cert_file) != bool(key_file):
+        raise click.UsageError("a client certificate needs both --cert-file and --key-file")
+    return (
+        str(Path(cert_file).resolve()) if cert_file else None,
+        str(Path(key_file).resolve()) if key_file else None,
+    )

@@ -157,3 +157,115 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> N
     far = stigmer.home / ("d" * 120)
     started = stigmer.start(data_dir=far)  # waited its whole timeout, then stopped the daemon it started
     assert "listening on" in started.output, started.output
+
+
+def test_a_client_certificate_reaches_a_mutual_tls_server(stigmer: Stigmer, tmp_path: Path) -> None:
+    """`stigmer serve --tls-client-ca` was documented, but no client could present a certificate: no
+    flag, setting or variable took one, and the refusal said "give its CA with --ca-file"."""
+    from tests.auth_support import make_pki
+
+    pki = make_pki(tmp_path)
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
+    server = {"tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key), "tls_client_ca": str(pki.ca)}
+    (stigmer.home / "config.yaml").write_text(yaml.safe_dump({"server": {**server, "require_auth": True}}))
+    daemon = stigmer.start().address
+    remote = ("--backend", "remote", "--endpoint", daemon, "--org", "acme")
+    tls = {"STIGMER_CA_FILE": str(pki.ca), "STIGMER_TOKEN": token}
+
+    refused = stigmer("get", "agents", *remote, env=tls)
+    assert refused.code == 1, refused.err
+    assert "the server asks for a client certificate: give --cert-file and --key-file" in refused.err
+    assert "--ca-file" not in refused.err and len(refused.err.strip().splitlines()) == 1, refused.err
+    assert "not reachable: TLS: the server asks for a client certificate" in stigmer(
+        "backend", "status", *remote, env=tls
+    ).out
+
+    mutual = {**tls, "STIGMER_CERT_FILE": str(pki.client_cert), "STIGMER_KEY_FILE": str(pki.client_key)}
+    listed = stigmer("get", "agents", *remote, env=mutual)
+    assert listed.code == 0 and "no agents found in org 'acme'" in listed.err, listed.err
+    half = stigmer("get", "agents", *remote, env={**tls, "STIGMER_CERT_FILE": str(pki.client_cert)})
+    assert "needs both files" in half.err, half.err
+
+    assert "needs both --cert-file and --key-file" in stigmer(
+        "login", "--endpoint", daemon, "--token", token, "--cert-file", str(pki.client_cert)
+    ).err
+    logged = stigmer(
+        "login", "--endpoint", daemon, "--ca-file", str(pki.ca),
+        "--cert-file", str(pki.client_cert), "--key-file", str(pki.client_key), env={"STIGMER_TOKEN": token},
+    )  # fmt: skip
+    assert logged.code == 0 and "as token:acme/ci (viewer in acme)" in logged.out, logged.err
+    saved = yaml.safe_load((stigmer.home / "config.yaml").read_text())["remote"]
+    assert (saved["cert_file"], saved["key_file"]) == (str(pki.client_cert), str(pki.client_key))
+    assert stigmer.ok("whoami").strip() == "token:acme/ci (viewer in acme)"
+    assert "caller:      token:acme/ci (viewer in acme)" in stigmer.ok("backend", "status")
+
+    other = f"127.0.0.1:{free_port()}"
+    switched = stigmer("backend", "switch", "remote", "--endpoint", other)
+    assert "the token, ca file, cert file and key file kept for the previous endpoint were dropped" in switched.err
+    switched = stigmer(
+        "backend", "switch", "remote", "--endpoint", daemon, "--token", token, "--ca-file", str(pki.ca),
+        "--cert-file", str(pki.client_cert), "--key-file", str(pki.client_key),
+    )  # fmt: skip
+    assert switched.code == 0, switched.err
+    assert stigmer.ok("whoami").strip() == "token:acme/ci (viewer in acme)"
+
+
+def test_a_runner_gets_a_live_execution_context_by_id_with_its_secrets(stigmer: Stigmer, tmp_path: Path) -> None:
+    """The CLI read an id with getByReference, and only `get` gives a runner a live execution's
+    secrets: `stigmer get executioncontext ID -o yaml` showed them <redacted> to the runner too."""
+    from stigmer_core import Application
+    from stigmer_core.server import Server
+    from tests.auth_support import make_token, seed_org
+
+    app = Application.open(tmp_path / "served", durable=False, require_auth=True)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    try:
+        seeded = seed_org(app, "alpha")
+        context = seeded.objects["ExecutionContext"].metadata
+        server.start()
+        remote = ("--backend", "remote", "--endpoint", server.address, "--org", "alpha", "-o", "yaml")
+        shown = {}
+        for role in ("runner", "viewer"):
+            token, _ = make_token(app, "alpha", role)
+            by_id = stigmer("get", "executioncontext", context.id, *remote, env={"STIGMER_TOKEN": token})
+            assert by_id.code == 0, by_id.err
+            shown[role] = yaml.safe_load(by_id.out)["spec"]["data"]["DB_PASSWORD"]["value"]
+            by_slug = stigmer("get", "executioncontext", context.slug, *remote, env={"STIGMER_TOKEN": token})
+            assert yaml.safe_load(by_slug.out)["spec"]["data"]["DB_PASSWORD"]["value"] == "<redacted>"
+        assert shown == {"runner": "secret-of-alpha", "viewer": "<redacted>"}
+        token, _ = make_token(app, "alpha", "admin", "other org")
+        other = stigmer(
+            "get", "executioncontext", context.id, *remote[:4], "--org", "beta", env={"STIGMER_TOKEN": token}
+        )
+        assert other.code == 1 and "not found" in other.err, other.err
+    finally:
+        server.stop(grace=1)
+        app.close()
+
+
+def test_login_warns_of_a_server_that_does_not_require_tokens(stigmer: Stigmer) -> None:
+    """A token was saved without a word although the server let anyone in without one."""
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
+    daemon = stigmer.start().address
+    open_login = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": token})
+    assert open_login.code == 0, open_login.err
+    assert f"the server at {daemon} does not require tokens" in open_login.err
+    stigmer.ok("local", "stop")
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    checked = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": token})
+    assert checked.code == 0 and "as token:acme/ci" in checked.out and checked.err == "", checked.err
+
+
+def test_export_all_by_a_single_org_token_names_that_org(stigmer: Stigmer) -> None:
+    """It said `from every org` when the token could read one."""
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "ci").strip()
+    stigmer.ok("apply", "--org", "acme", "-f", "-", input=CODER)
+    stigmer.ok("apply", "--org", "globex", "-f", "-", input=CODER)
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    exported = stigmer("export", "--all", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_TOKEN": token})
+    assert exported.code == 0, exported.err
+    assert "from org 'acme' (every org this caller can read)" in exported.err, exported.err
+    owner = stigmer("export", "--all")
+    assert owner.code == 0 and "from every org" in owner.err, owner.err

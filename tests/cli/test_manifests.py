@@ -42,3 +42,13 @@ def test_each_file_applies_then_all_at_once(stigmer: Stigmer, daemon: str, tmp_p
     ]
     again = lines(stigmer.ok("apply", "-f", str(MANIFESTS / "all.yaml"), "--data-dir", fresh))
     assert all(line.endswith((" unchanged", " configured")) for line in again), again
+
+
+def test_the_examples_apply_in_every_org_of_a_shared_server(stigmer: Stigmer, daemon: str) -> None:
+    """The examples fixed the agent's id: on a shared server only the first org to apply them
+    succeeded, the others got "that id cannot be used there"."""
+    for org in ("local", "acme", "globex"):
+        applied = lines(stigmer.ok("apply", "-f", str(MANIFESTS / "all.yaml"), "--org", org))
+        assert all(line.endswith(" created") for line in applied), (org, applied)
+    ids = {stigmer.ok("get", "agent", "support-bot", "--org", org, "-o", "yaml") for org in ("acme", "globex")}
+    assert len(ids) == 2

@@ -456,3 +456,61 @@ def test_an_import_whose_server_does_not_answer_in_time_stops_there(
     assert result.exit_code == 1
     assert len(tried) == 1, result.output
     assert "did not answer in time" in result.output and "finishes the job" in result.output, result.output
+
+
+def test_an_import_the_server_refuses_to_take_from_this_caller_stops_at_once(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
+    """Without a token, or with a bad one, every document was refused in turn: one identical
+    line per document, then `imported 0 of N`."""
+    admin = stigmer.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "first").strip()
+    viewer = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ro").strip()
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    agents = [CODER.replace("Coder", f"Agent {n}") for n in range(12)]
+    backup = write(tmp_path / "backup.yaml", *agents)
+    remote = ("import", "-f", str(backup), "--org", "acme", "--backend", "remote", "--endpoint", daemon)
+    cases = {
+        "": "this server requires an API token",
+        "stg_" + "z" * 43: "the API token is not valid",
+        viewer: "(a role that allows no writes in org 'acme'); import stopped: 0 of 12",
+    }
+    for token, words in cases.items():
+        result = stigmer(*remote, env={"STIGMER_TOKEN": token})
+        assert result.code == 1, result.err
+        said = result.err.strip().splitlines()
+        assert len(said) == 1 and words in said[0] and "import stopped" in said[0], result.err
+        assert "imported 0 of" not in result.out, result.out
+    imported = stigmer(*remote, env={"STIGMER_TOKEN": admin})
+    assert imported.code == 0 and "imported 12 of 12 resources" in imported.out, imported.err
+
+
+def test_a_local_export_moves_into_a_team_servers_org(stigmer: Stigmer, tmp_path: Path) -> None:
+    """A local export names org 'local' in every document; `import --org acme` refused it, and
+    nothing else could put it in the team's org."""
+    from .test_manifests import MANIFESTS
+
+    laptop = str(tmp_path / "laptop")
+    stigmer.ok("apply", "-f", str(MANIFESTS / "all.yaml"), "--data-dir", laptop)
+    backup = write(tmp_path / "backup.yaml", stigmer.ok("export", "--all", "--data-dir", laptop))
+    assert {d["metadata"]["org"] for d in yaml.safe_load_all(backup.read_text())} == {"local"}
+
+    admin = stigmer.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "first").strip()
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    remote = ("--backend", "remote", "--endpoint", daemon)
+    token = {"STIGMER_TOKEN": admin}
+    refused = stigmer("import", "-f", str(backup), "--org", "acme", *remote, env=token)
+    assert "metadata.org is 'local', not 'acme' as --org says" in refused.err, refused.err
+    assert stigmer("import", "-f", str(backup), "--to-org", "Acme!", *remote, env=token).code == 2
+    disagree = stigmer("import", "-f", str(backup), "--org", "local", "--to-org", "acme", *remote, env=token)
+    assert disagree.code == 2 and "disagree" in disagree.err, disagree.err
+
+    moved = stigmer("import", "-f", str(backup), "--to-org", "acme", *remote, env=token)
+    assert moved.code == 0, moved.err
+    count = len(list(yaml.safe_load_all(backup.read_text())))
+    assert f"imported {count} of {count} resources" in moved.out, moved.out
+    agent = yaml.safe_load(stigmer("get", "agent", "support-bot", "--org", "acme", "-o", "yaml", *remote, env=token).out)
+    assert agent["metadata"]["org"] == "acme" and agent["status"]["defaultInstanceId"]
+    again = stigmer("import", "-f", str(backup), "--to-org", "acme", *remote, env=token)
+    assert again.code == 0 and "created" not in again.out, again.out

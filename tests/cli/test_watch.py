@@ -61,3 +61,36 @@ def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: st
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait(TIMEOUT)
+
+
+def test_a_watch_whose_daemon_dies_says_the_server_cannot_be_reached(
+    stigmer: Stigmer, daemon: str, tmp_path: Path
+) -> None:
+    """The broken stream was printed as grpc's words: `stigmer: Stream removed (Socket closed)`."""
+    import os
+
+    from stigmer_core.datadir import holder
+
+    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "stigmer_core.cli", "get", "agents", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stigmer.env(),
+    )
+    try:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        assert watcher.stdout.readline().split()[:2] == ["NAME", "ID"]
+        assert watcher.stdout.readline().split()[0] == "bot"
+        info = holder(stigmer.data_dir)
+        assert info is not None
+        os.kill(int(info["pid"]), signal.SIGKILL)  # the daemon dies under the watch
+        assert watcher.wait(TIMEOUT) == 1
+        error = watcher.stderr.read().strip().splitlines()
+        assert error and error[-1].startswith(f"stigmer: cannot reach the stigmer server at {daemon}"), error
+        assert "Stream removed" not in error[-1]
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(TIMEOUT)

@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from stigmer_core.cli.errors import CliError
-from stigmer_core.cli.options import BACKENDS, common_options, overrides, verbose_option
+from stigmer_core.cli.options import (
+    BACKENDS,
+    client_certificate_options,
+    common_options,
+    overrides,
+    pair_of_files,
+    verbose_option,
+)
 
 _ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^\s:/]+):\d{1,5}$")
 
@@ -47,7 +54,7 @@ def status(ctx: click.Context) -> None:
     """Which backend is in use, and whether it answers."""
     from stigmer_core import config
     from stigmer_core.cli import daemon
-    from stigmer_core.cli.errors import tls_trouble
+    from stigmer_core.cli.errors import CLIENT_CERTIFICATE_WANTED, tls_trouble
 
     flags = overrides(ctx)
     settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org)
@@ -64,11 +71,16 @@ def status(ctx: click.Context) -> None:
         pairs.append(("token", "set" if settings.token else "not set"))
         why: list[str] = []
         status = (
-            daemon.health(settings.endpoint, timeout=3.0, ca_file=settings.ca_file or None, why=why)
+            daemon.health(settings.endpoint, timeout=3.0, why=why, **_tls_files(settings))
             if settings.endpoint
             else None
         )
         trouble = tls_trouble(why[0]) if why else None
+        if why and trouble is None and "socket closed" in why[0].lower():
+            from stigmer_core.auth.transport import asks_client_certificate
+
+            if asks_client_certificate(settings.endpoint):
+                trouble = CLIENT_CERTIFICATE_WANTED
         said = {
             None: f"not reachable: TLS: {trouble}" if trouble else "not reachable",
             "SERVING": "serving",
@@ -76,19 +88,30 @@ def status(ctx: click.Context) -> None:
         }
         pairs.append(("server", said.get(status, f"answers, health {status}")))
         if settings.token and status is not None:
-            pairs.append(("caller", _caller(settings.endpoint, settings.token, settings.ca_file or None)))
+            pairs.append(("caller", _caller(settings.endpoint, settings.token, _tls_files(settings))))
     pairs += [("org", settings.org), ("config file", str(settings.config_file))]
     click.echo(_lines(pairs))
 
 
-def _caller(endpoint: str, token: str, ca_file: str | None) -> str:
+def _tls_files(settings: Any) -> dict[str, str | None]:
+    return {
+        "ca_file": settings.ca_file or None,
+        "cert_file": settings.cert_file or None,
+        "key_file": settings.key_file or None,
+    }
+
+
+def _caller(endpoint: str, token: str, tls_files: dict[str, str | None]) -> str:
     """Who the server takes the token for, or why it refuses it (a revoked or expired token)."""
     from stigmer_core import errors
     from stigmer_core.cli.identity import describe_identity, whoami_of
     from stigmer_core.client import connect
 
     try:
-        with connect(endpoint, token=token, ca_file=ca_file) as client:
+        files = tls_files
+        with connect(
+            endpoint, token=token, ca_file=files["ca_file"], cert_file=files["cert_file"], key_file=files["key_file"]
+        ) as client:
             return describe_identity(whoami_of(client.channel, endpoint))
     except (CliError, errors.StigmerError) as exc:  # the refusal is this line's answer; status still succeeds
         return f"refused: {exc.message}"
@@ -103,29 +126,44 @@ def _caller(endpoint: str, token: str, ca_file: str | None) -> str:
     type=click.Path(exists=True, dir_okay=False),
     help="PEM of a private CA that signed the remote server's certificate.",
 )
+@client_certificate_options
 @click.option("--data-dir", help="The local data directory (local backend).")
 @verbose_option
-def switch(kind: str, endpoint: str | None, token: str | None, ca_file: str | None, data_dir: str | None) -> None:
+def switch(
+    kind: str,
+    endpoint: str | None,
+    token: str | None,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+    data_dir: str | None,
+) -> None:
     """Make the local store or a remote server the backend of every later command.
 
-    A new endpoint drops the token and CA file kept for the old one (a token goes only to the
-    server it was made for): give --token (and --ca-file) again, or use `stigmer login`.
+    A new endpoint drops the token, CA file and client certificate kept for the old one (a token
+    goes only to the server it was made for): give --token (and --ca-file, --cert-file and
+    --key-file) again, or use `stigmer login`.
     """
     from stigmer_core import config
 
     data: dict[str, Any] = config.load_config()
     if endpoint is not None:
         valid_endpoint(endpoint)
+    cert_file, key_file = pair_of_files(cert_file, key_file)
     remote = dict(data.get("remote") or {})
     local = dict(data.get("local") or {})
     dropped = []
     if endpoint and endpoint != remote.get("endpoint"):
-        dropped = [name for name in ("token", "ca_file") if remote.pop(name, None) is not None]
+        dropped = [
+            name for name in ("token", "ca_file", "cert_file", "key_file") if remote.pop(name, None) is not None
+        ]
         remote["endpoint"] = endpoint
     if token is not None:
         remote["token"] = checked_token(token)
     if ca_file:
         remote["ca_file"] = str(Path(ca_file).resolve())
+    if cert_file and key_file:
+        remote["cert_file"], remote["key_file"] = cert_file, key_file
     dropped = [name for name in dropped if name not in remote]
     if data_dir:
         local["data_dir"] = data_dir
@@ -139,5 +177,6 @@ def switch(kind: str, endpoint: str | None, token: str | None, ca_file: str | No
     where = remote["endpoint"] if kind == config.REMOTE else local.get("data_dir") or "the default data directory"
     click.echo(f"backend: {kind} ({where}); saved in {path}")
     if dropped:
-        names = " and ".join(n.replace("_", " ") for n in dropped)
+        words = [n.replace("_", " ") for n in dropped]
+        names = " and ".join(filter(None, (", ".join(words[:-1]), words[-1])))
         click.echo(f"the {names} kept for the previous endpoint {'were' if len(dropped) > 1 else 'was'} dropped", err=True)

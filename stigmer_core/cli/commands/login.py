@@ -9,7 +9,7 @@ import click
 from stigmer_core.cli.commands.backend import checked_token, valid_endpoint
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.identity import describe_identity, whoami_of
-from stigmer_core.cli.options import common_options, verbose_option
+from stigmer_core.cli.options import client_certificate_options, common_options, pair_of_files, verbose_option
 
 
 @click.command()
@@ -24,8 +24,11 @@ from stigmer_core.cli.options import common_options, verbose_option
     type=click.Path(exists=True, dir_okay=False),
     help="PEM of a private CA that signed the server's certificate.",
 )
+@client_certificate_options
 @verbose_option
-def login(endpoint: str, token: str | None, ca_file: str | None) -> None:
+def login(
+    endpoint: str, token: str | None, ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> None:
     """Check a token against a server, then make that server the backend (config file, mode 0600).
 
     A token on the command line stays in the shell's history and is shown to other users by
@@ -38,20 +41,22 @@ def login(endpoint: str, token: str | None, ca_file: str | None) -> None:
     from stigmer_core.client import connect
 
     valid_endpoint(endpoint)
+    cert_file, key_file = pair_of_files(cert_file, key_file)
     if token is None:
         if not sys.stdin.isatty():
             raise click.UsageError("give the token with --token, $STIGMER_TOKEN, or on a terminal when asked")
         token = str(click.prompt("API token", hide_input=True))
     token = checked_token(token)
     ca_file = str(Path(ca_file).resolve()) if ca_file else None  # commands run from anywhere later
-    with connect(endpoint, token=token, ca_file=ca_file) as client:
+    with connect(endpoint, token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file) as client:
         identity = whoami_of(client.channel, endpoint)
     data: dict[str, Any] = config.load_config()
     remote: dict[str, Any] = {**dict(data.get("remote") or {}), "endpoint": endpoint, "token": token}
-    if ca_file:
-        remote["ca_file"] = ca_file
-    else:
-        remote.pop("ca_file", None)
+    for name, file in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+        if file:
+            remote[name] = file
+        else:
+            remote.pop(name, None)
     data["remote"] = remote
     data["backend"] = {**dict(data.get("backend") or {}), "type": config.REMOTE}
     orgs = [b.org for b in identity.roles]
@@ -59,6 +64,28 @@ def login(endpoint: str, token: str | None, ca_file: str | None) -> None:
         data["org"] = orgs[0]
     path = config.save_config(data)
     click.echo(f"logged in to {endpoint} as {describe_identity(identity)}; saved in {path}")
+    if _open_to_anyone(endpoint, ca_file=ca_file, cert_file=cert_file, key_file=key_file):
+        click.echo(
+            click.style("stigmer: ", fg="yellow", bold=True)
+            + f"the server at {endpoint} does not require tokens: a caller without one is its administrator "
+            "(start it with --require-auth, or `server: require_auth: true` in its config file)",
+            err=True,
+        )
+
+
+def _open_to_anyone(endpoint: str, **tls_files: str | None) -> bool:
+    """Whether the server takes a caller without a token for its administrator (no --require-auth):
+    the token just checked is then no protection at all."""
+    from stigmer_core import errors
+    from stigmer_core.client import connect
+
+    try:
+        with connect(
+            endpoint, ca_file=tls_files["ca_file"], cert_file=tls_files["cert_file"], key_file=tls_files["key_file"]
+        ) as client:
+            return bool(whoami_of(client.channel, endpoint).administrator)
+    except (CliError, errors.StigmerError):
+        return False
 
 
 @click.command()

@@ -58,7 +58,7 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         export.write(sys.stdout, session.catalog)
     sys.stdout.flush()
     missing = export.missing + missing
-    where = "every org" if every_org else f"org '{session.org}'"
+    where = _every_org(session) if every_org else f"org '{session.org}'"
     click.echo(f"exported {len(export.entries)} objects of {len(kinds)} kinds from {where}", err=True)
     if session.settings.backend != "local" and all_kinds:
         click.echo(
@@ -70,6 +70,23 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         report_failure(f"not exported: {item.what}: {item.reason}")
     if missing:
         ctx.exit(1)
+
+
+def _every_org(session: Any) -> str:
+    """What "every org" was for this caller: all of them for the administrator, the orgs it
+    has a role in for a token (a single-org token exports one org, and says so)."""
+    from stigmer_core import errors
+    from stigmer_core.cli.identity import whoami_of
+
+    try:
+        identity = whoami_of(session.client.channel, session.target)
+    except (CliError, errors.StigmerError):  # a server without whoami: the caller is not known
+        return "every org"
+    orgs = sorted({b.org for b in identity.roles})
+    if identity.administrator or not orgs:
+        return "every org"
+    named = ", ".join(f"'{org}'" for org in orgs)
+    return f"{'org' if len(orgs) == 1 else 'orgs'} {named} (every org this caller can read)"
 
 
 def _unset_secrets(obj: Any) -> list[str]:
@@ -86,20 +103,57 @@ def _unset_secrets(obj: Any) -> list[str]:
     ]
 
 
+def _valid_org(org: str) -> str:
+    """An org name as metadata.org takes it, or a usage error before anything is read."""
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", org):
+        raise CliError(f"invalid org '{org}' for --to-org: lowercase letters, digits and inner dashes", exit_code=2)
+    return org
+
+
+def _stopped(reason: str, written: int, total: int) -> str:
+    return f"{reason}; import stopped: {written} of {total} resources were imported before it"
+
+
+def _writes_in(session: Any, org: str) -> bool:
+    """Whether the caller's role in ``org`` allows writes (else every document there is refused)."""
+    from stigmer_core.auth.access import ROLES, Access
+    from stigmer_core.cli.identity import whoami_of
+
+    identity = whoami_of(session.client.channel, session.target)
+    if identity.administrator:
+        return True
+    role = next((b.role for b in identity.roles if b.org == org), None)
+    return role is not None and Access.WRITE in ROLES.get(role, frozenset())
+
+
 @click.command("import")
 @click.option(
     "-f", "--filename", "files", multiple=True, metavar="PATH", shell_complete=completing.files,
     help="File or directory to read instead of stdin (repeatable).",
 )  # fmt: skip
+@click.option(
+    "--to-org", metavar="ORG",
+    help="Put every document in ORG, whatever org it names (a local export moved to a team server's org).",
+)  # fmt: skip
 @common_options
 @click.pass_context
-def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
+def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> None:
     """Restore exported documents (`stigmer import < backup.yaml`).
 
     Ids and slugs are kept; importing the same documents again changes nothing.
     Secrets a backup holds redacted come back unset: each object left with
     unset secrets is named, with their keys.
+
+    `--to-org ORG` rewrites metadata.org of every document to ORG (nothing
+    else): a local export (org 'local') goes into a team server's org so.
+
+    An unreachable server, a token it does not accept (or none where it asks for
+    one), or a role that allows no writes in a document's org stops the import
+    at once, with one message: every later document would fail the same way.
     """
+    from stigmer_core import errors
     from stigmer_core.cli.applying import apply_one
     from stigmer_core.cli.backup import check_whole
     from stigmer_core.cli.documents import STDIN, in_apply_order, parse, read_sources
@@ -112,9 +166,14 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
         raise CliError("stigmer import reads documents from stdin (`stigmer import < backup.yaml`) or -f FILE")
     sources = read_sources(files or (STDIN,))
     session = Session.of(ctx)
+    given = overrides(ctx).org
+    if to_org is not None:
+        to_org = _valid_org(to_org)
+        if given is not None and given != to_org:
+            raise CliError(f"--org {given} and --to-org {to_org} disagree: give --to-org only", exit_code=2)
     parsed = []
     for source in sources:
-        found = parse(source, session.catalog, org=session.org, org_given=overrides(ctx).org is not None)
+        found = parse(source, session.catalog, org=session.org, org_given=given is not None, to_org=to_org or "")
         check_whole(source.label, source.text, len(found))
         parsed += found
     documents = in_apply_order(parsed, session.catalog)
@@ -132,7 +191,13 @@ def import_(ctx: click.Context, files: tuple[str, ...]) -> None:
                     "importing the same documents again finishes the job (what is there already is unchanged)",
                     details=exc.details,
                 ) from None
+            except errors.Unauthenticated as exc:  # every later document would be refused the same way
+                raise CliError(_stopped(exc.message, done - counts["failed"], len(documents))) from None
             progress.advance()
+            org = metadata(document.message).org
+            if isinstance(outcome.cause, errors.PermissionDenied) and not _writes_in(session, org):
+                reason = f"{document.where} ({document.ref}): {outcome.error} (a role that allows no writes in org '{org}')"
+                raise CliError(_stopped(reason, done - counts["failed"], len(documents)))
             if outcome.failed:
                 counts["failed"] += 1
                 report_failure(f"{document.where} ({document.ref}): {outcome.error}")

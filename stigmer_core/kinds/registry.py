@@ -97,6 +97,55 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
                     f"key prefixes overlap: {b.key_prefix!r} (kind {b.name!r}) and {a.key_prefix!r} "
                     f"(kind {a.name!r}), declared by {both}"
                 )
+    for i, (plugin_a, a) in enumerate(declared):  # after the store's clashes, which matter more
+        words_a = _cli_names(a)
+        for plugin_b, b in declared[:i]:
+            words_b = _cli_names(b)
+            shared = sorted(words_a.keys() & words_b.keys())
+            if shared:
+                word = shared[0]
+                raise RegistryError(
+                    f"kind names overlap: {word!r} is {words_b[word]} of kind {b.name!r} and {words_a[word]} "
+                    f"of kind {a.name!r}, declared by plugin {plugin_b!r} and plugin {plugin_a!r}; "
+                    "the CLI could not tell which kind it names"
+                )
+    _check_bindings(declared)
+
+
+def _cli_names(decl: KindDeclaration) -> dict[str, str]:
+    """Every name the CLI accepts for a kind (compared as kind names are: ignoring case),
+    with what it is to the kind."""
+    found = {f"{decl.name}s".lower(): "the implied plural"}
+    found.update((alias.lower(), "an alias") for alias in decl.aliases if isinstance(alias, str) and alias)
+    if isinstance(decl.plural, str) and decl.plural:
+        found[decl.plural.lower()] = "the plural"
+    found[decl.name.lower()] = "the name"
+    return found
+
+
+def _check_bindings(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
+    """A gRPC service, or a resource message, belongs to one kind.
+
+    The server routes an rpc by its service's full name, so a second kind bound
+    to the same services would take over the first's calls (its objects
+    unreachable, ``apply`` of the first writing the second); a CLI reading a
+    server by reflection knows a kind by its resource message, so two kinds of
+    one message would show as one. A fork of a kind needs protos of its own.
+    """
+    owners: dict[str, tuple[str, KindDeclaration]] = {}
+    for plugin, decl in declared:
+        services = (getattr(decl.command_service, "full_name", None), getattr(decl.query_service, "full_name", None))
+        resource = getattr(getattr(decl.resource, "DESCRIPTOR", None), "full_name", None)
+        bound = [("service", name) for name in dict.fromkeys(services) if isinstance(name, str)]
+        if isinstance(resource, str):
+            bound.append(("resource message", resource))
+        for what, name in bound:
+            plugin_b, b = owners.setdefault(f"{what} {name}", (plugin, decl))
+            if b is not decl:
+                raise RegistryError(
+                    f"{what} {name} is bound to kinds {b.name!r} and {decl.name!r}, declared by plugin {plugin_b!r} "
+                    f"and plugin {plugin!r}: each kind needs its own proto services and resource message"
+                )
 
 
 def _fail(plugin: str, decl: KindDeclaration, text: str) -> RegistryError:

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 import attrs
 import pytest
 
-from stigmer_core import RegistryError, hookimpl
+from stigmer_core import CustomOperation, KindDeclaration, RegistryError, hookimpl
 from stigmer_core.kinds.registry import build_registry
+from stigmer_core.pipeline import steps as standard
 from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
 from tests.gizmo_kind import GIZMO
 from tests.widget_kind import WIDGET
@@ -233,8 +234,10 @@ def _explicit(*declarations: object) -> str:
         def stigmer_kinds(self) -> list[object]:
             return list(declarations)
 
+    pm = plugin_manager(entry_points=False)
+    pm.register(Plugin(), name="acme")
     with pytest.raises(RegistryError) as caught:
-        build_registry(plugin_manager(entry_points=False, plugins=[Plugin()]))
+        build_registry(pm)
     return str(caught.value)
 
 
@@ -263,3 +266,33 @@ def test_a_plural_or_alias_naming_another_kind_names_both(change: dict[str, Any]
     message = _explicit(widget, attrs.evolve(GIZMO, **change))
     assert message.startswith("kind names overlap: "), message
     assert shown in message, message
+
+
+def _widget_listing_by(*arguments: str) -> KindDeclaration:
+    steps = (standard.validate, standard.authorize, standard.list_by(*arguments))
+    return attrs.evolve(WIDGET, operations={**WIDGET.operations, "listByOwner": CustomOperation(steps=steps)})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "shown"),
+    [
+        (("nope", "owner_id"), "list_by('nope', 'owner_id') names unknown index 'nope' (declared: 'owner', 'color')"),
+        (("owner", "owner"), "request field 'owner' does not exist: tests.widget.v1.ListByOwnerRequest has no field"),
+        (("owner", "page_size"), "request field 'page_size': page_size is neither a string nor an enum field"),
+    ],
+)
+def test_a_list_by_reading_what_is_not_there_is_refused_at_startup(arguments: tuple[str, ...], shown: str) -> None:
+    """Served, every call of the rpc answered INTERNAL."""
+    message = _explicit(_widget_listing_by(*arguments))
+    assert message.startswith(
+        "plugin 'acme': kind 'Widget': rpc tests.widget.v1.WidgetQueryController.listByOwner: list_by("
+    ), message
+    assert shown in message, message
+
+
+def test_a_list_by_on_an_rpc_answering_another_message_is_refused() -> None:
+    steps = (standard.authorize, standard.list_by("owner", "value"))
+    widget = attrs.evolve(WIDGET, operations={**WIDGET.operations, "setPhase": CustomOperation(steps=steps, writes=True)})
+    message = _explicit(widget)
+    assert "rpc tests.widget.v1.WidgetCommandController.setPhase: list_by('owner', 'value'): " in message
+    assert "tests.widget.v1.SetPhaseRequest lacks 'page_size' and 'page_token'" in message

@@ -418,6 +418,7 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             )  # fmt: skip
         if method.client_streaming:
             raise _fail(plugin, decl, f"rpc {method.full_name}: client streaming is not supported")
+        _check_list_by(plugin, decl, method, runtime, indexes)
         path = f"/{method.containing_service.full_name}/{method.name}"
         runtime.methods[path] = MethodBinding(
             path=path,
@@ -429,3 +430,37 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             access=access[method.name],
         )
     return runtime
+
+
+def _check_list_by(
+    plugin: str, decl: KindDeclaration, method: MethodDescriptor, runtime: KindRuntime, indexes: dict[str, IndexSpec]
+) -> None:
+    """What a ``standard.list_by`` step of an rpc reads must be there: its index, its request
+    fields (strings or enums), paging fields, and the kind's list message to answer with."""
+    pipeline = runtime.pipelines[method.name]
+    request = method.input_type
+    for found in (*pipeline.pre, *pipeline.txn):
+        if not isinstance(found, standard.ListByStep):
+            continue
+        where = f"rpc {method.full_name}: list_by({', '.join(map(repr, (found.index, *found.fields)))})"
+        if found.index not in indexes:
+            declared = ", ".join(map(repr, indexes)) or "none"
+            raise _fail(plugin, decl, f"{where} names unknown index {found.index!r} (declared: {declared})")
+        for name in found.fields:
+            try:
+                FieldPath.resolve(request, name)
+            except KeyError:
+                raise _fail(
+                    plugin, decl, f"{where}: request field {name!r} does not exist: {_missing(request, name)}"
+                ) from None
+            except TypeError as exc:
+                raise _fail(plugin, decl, f"{where}: request field {name!r}: {exc}") from None
+        lacking = [n for n in ("page_size", "page_token") if _field(request, n) is None]
+        if lacking:
+            raise _fail(plugin, decl, f"{where}: {request.full_name} lacks {' and '.join(map(repr, lacking))}")
+        if method.output_type is not runtime.list_cls.DESCRIPTOR or runtime.list_cls is decl.resource:
+            raise _fail(
+                plugin, decl,
+                f"{where}: the rpc must return the kind's list message (what its 'list' rpc returns), "
+                f"not {method.output_type.full_name}",
+            )  # fmt: skip

@@ -14,6 +14,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from google.protobuf.message import DecodeError, Message
 
 from stigmer_core import errors
@@ -535,6 +536,16 @@ def _in_any(orgs: tuple[str, ...]) -> Callable[[Message], bool]:
     return lambda o: o.metadata.org in wanted  # type: ignore[attr-defined]
 
 
+@attrs.frozen
+class ListByStep(FunctionStep):
+    """The step ``list_by`` makes, carrying what it reads so the registry can check it at startup
+    (an unknown index, or a request field that is missing or neither a string nor an enum, would
+    otherwise answer every call INTERNAL)."""
+
+    index: str = ""
+    fields: tuple[str, ...] = ()
+
+
 def list_by(index: str, *fields: str) -> Step:
     """A step for a ``listBy…`` rpc: page through one declared index.
 
@@ -549,7 +560,7 @@ def list_by(index: str, *fields: str) -> Step:
     def run(ctx: RequestContext) -> None:
         req: Any = ctx.request
         spec = next((i for i in ctx.kind.indexes if i.name == index), None)
-        if spec is None:  # pragma: no cover - a declaration error, caught by the kind's own tests
+        if spec is None:  # pragma: no cover - the registry refuses an unknown index at startup
             raise RuntimeError(f"{ctx.kind.name} declares no index {index!r}")
         resolved = paths.get(req.DESCRIPTOR)
         if resolved is None:
@@ -574,7 +585,7 @@ def list_by(index: str, *fields: str) -> Step:
 
         ctx.response = _bound_page(ctx, orgs, page_range)
 
-    return FunctionStep(f"list_by_{index}", Phase.LOAD, run)
+    return ListByStep(f"list_by_{index}", Phase.LOAD, run, index, fields)
 
 
 @step(Phase.LOAD)

@@ -23,7 +23,7 @@ from stigmer_core.auth.pages import PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
 from stigmer_core.kinds.resources import taken_elsewhere
-from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath
+from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath, KindRuntime
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.phase import Phase
@@ -389,9 +389,11 @@ def _unlistable(ctx: RequestContext, scan: _Range, listed: list[bytes], stored: 
     return errors.FailedPrecondition(f"a page of {kind.label} objects cannot be assembled")  # pragma: no cover
 
 
-def _has_index_values(index: IndexSpec, wanted: list[tuple[str, ...]]) -> Callable[[Message], bool]:
+def _has_index_values(
+    kind: KindRuntime, index: IndexSpec, wanted: list[tuple[str, ...]]
+) -> Callable[[Message], bool]:
     def check(obj: Message) -> bool:
-        present = set(index.values(obj))
+        present = set(kind.index_values(index, obj))
         return all(w in present for w in wanted)
 
     return check
@@ -429,7 +431,7 @@ def _list_range(
             lambda o: all(o.metadata.labels.get(k) == v for k, v in unchecked_labels.items())  # type: ignore[attr-defined]
         )
     for list_filter, wanted in rest:
-        conditions.append(_has_index_values(list_filter.index, [(v,) for v in wanted]))
+        conditions.append(_has_index_values(kind, list_filter.index, [(v,) for v in wanted]))
     keep = (lambda o: all(c(o) for c in conditions)) if conditions else None
     return scan, keep
 

@@ -15,8 +15,9 @@ import attrs
 import grpc
 import pytest
 
-from stigmer_core import Application, KindDeclaration, SecretFields, hookimpl
+from stigmer_core import Application, KindDeclaration, RegistryError, SecretFields, hookimpl
 from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
 from tests.gizmo_kind import GIZMO
 
@@ -94,3 +95,27 @@ def test_the_placeholder_with_nothing_stored_is_refused(tmp_path: Path) -> None:
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details().startswith("spec.note: is the placeholder '<redacted>'")
         assert list(gizmos.list_all()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("spec.secret", "secret field 'spec.secret': tests.gizmo.v1.GizmoSpec has no field 'secret'"),
+        ("spec.low", "secret field 'spec.low' must be a singular string field"),
+        ("status.note", "secret field 'status.note': tests.gizmo.v1.Gizmo has no message field 'status'"),
+    ],
+)
+def test_secret_fields_that_are_not_string_fields_are_refused_at_startup(path: str, shown: str) -> None:
+    wrong = SecretFields(path)
+    decl = attrs.evolve(GIZMO, redact=wrong.redact, redacts=wrong.redacts)
+    pm = plugin_manager(entry_points=False)
+
+    class Plugin:
+        @hookimpl
+        def stigmer_kinds(self) -> list[KindDeclaration]:
+            return [decl]
+
+    pm.register(Plugin(), name="acme-gizmos")
+    with pytest.raises(RegistryError) as caught:
+        build_registry(pm)
+    assert str(caught.value) == f"plugin 'acme-gizmos': kind 'Gizmo': {shown}"

@@ -37,6 +37,7 @@ from stigmer_core.kinds.runtime import (
     Registry,
     ResourceShape,
 )
+from stigmer_core.kinds.secret_fields import SecretFields
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
@@ -350,6 +351,11 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             ) from None
         except TypeError as exc:
             raise _fail(plugin, decl, f"reference field {ref.field!r}: {exc}") from None
+    for helper in {getattr(decl.redact, "__self__", None), getattr(decl.redacts, "__self__", None)}:
+        if isinstance(helper, SecretFields):
+            problem = helper.problem(decl.resource.DESCRIPTOR)
+            if problem is not None:
+                raise _fail(plugin, decl, problem)
     for column in decl.printer_columns:
         if not _resolves(decl.resource.DESCRIPTOR, column.path):
             raise _fail(plugin, decl, f"printer column {column.name!r}: no field {column.path!r} in the resource")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from stigmer_core.errors import InvalidArgument
@@ -24,6 +25,13 @@ from stigmer_core.pipeline.step import FunctionStep
 
 REDACTED = "<redacted>"
 """What the first-party kinds answer in place of a secret, and ``SecretFields``' default."""
+
+
+def _is_repeated(field: Any) -> bool:
+    # protobuf 7 removed FieldDescriptor.label; 6.x has both.
+    if hasattr(field, "is_repeated"):
+        return bool(field.is_repeated)
+    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
 def _parent(obj: Any, parts: list[str]) -> Any:
@@ -48,6 +56,22 @@ class SecretFields:
         self._split = [(path, path.split(".")[:-1], path.rsplit(".", 1)[-1]) for path in paths]
         self.keep = FunctionStep("keep_secret_fields", Phase.KIND, self._keep)
         """A KIND step for ``steps["create"]`` and ``steps["update"]`` (``apply`` runs theirs)."""
+
+    def problem(self, resource: Any) -> str | None:
+        """What is wrong with the paths for a resource descriptor (the registry asks at startup)."""
+        for path, parents, name in self._split:
+            desc = resource
+            for part in parents:
+                field = desc.fields_by_name.get(part)
+                if field is None or field.message_type is None:
+                    return f"secret field {path!r}: {desc.full_name} has no message field {part!r}"
+                desc = field.message_type
+            field = desc.fields_by_name.get(name)
+            if field is None:
+                return f"secret field {path!r}: {desc.full_name} has no field {name!r}"
+            if field.type != FieldDescriptor.TYPE_STRING or _is_repeated(field):
+                return f"secret field {path!r} must be a singular string field"
+        return None
 
     def redact(self, obj: Message) -> None:
         """Replace every set secret by the placeholder (the kind's ``redact``)."""

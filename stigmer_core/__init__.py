@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     )
     from stigmer_core.hookspecs import hookimpl
     from stigmer_core.kinds.declaration import CustomOperation, IndexSpec, KindDeclaration, PrinterColumn, Reference
+    from stigmer_core.kinds.secret_fields import SecretFields
     from stigmer_core.pipeline import Phase, RequestContext, Step
     from stigmer_core.pipeline.step import step
     from stigmer_core.status import from_rpc_error
@@ -80,6 +81,7 @@ _WHERE = {
     **dict.fromkeys(
         ("CustomOperation", "IndexSpec", "KindDeclaration", "PrinterColumn", "Reference"), "stigmer_core.kinds.declaration"
     ),
+    "SecretFields": "stigmer_core.kinds.secret_fields",
     **dict.fromkeys(("Phase", "RequestContext", "Step"), "stigmer_core.pipeline"),
     "step": "stigmer_core.pipeline.step",
     "from_rpc_error": "stigmer_core.status",
@@ -112,6 +114,7 @@ __all__ = [
     "RegistryError",
     "RequestContext",
     "ResourceExhausted",
+    "SecretFields",
     "StartupError",
     "Step",
     "StigmerError",

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from stigmer_core import Application, ResourceExhausted, StartupError
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
@@ -34,6 +34,8 @@ from tests.agent_execution_support import IN_PROGRESS, Kinds
 from tests.gizmo_kind import GizmoPlugin
 from tests.gizmo_kind import message as gizmo_message
 from tests.hardening_support import agent, assert_serving, fails, fields_of, network
+from tests.timer_kind import TimerPlugin
+from tests.timer_kind import message as timer_message
 
 OK, TOO_BIG, BAD, PRECONDITION = (
     grpc.StatusCode.OK,
@@ -494,3 +496,36 @@ def test_numbers_and_times_json_cannot_write_are_refused_naming_the_field(
     fine.spec.tasks[0].task_config.update({"x": 1.5e308})
     stubs.workflows.create(fine)
     assert_serving(channel, app)
+
+
+def test_durations_json_cannot_write_are_refused_naming_the_field_at_every_level(tmp_path: Path) -> None:
+    """protobuf stores a Duration of 10^12 seconds, or one whose seconds and nanos differ in sign;
+    JSON cannot write either, so ``stigmer get -o yaml`` failed and an export left the object out."""
+    pm = plugin_manager(entry_points=False, plugins=[TimerPlugin()])
+    with Application.open(tmp_path, pm=pm, durable=False) as app:
+        channel = app.channel()
+        timers = KindClient(channel, app.registry.kind("Timer"))
+        before = raw_keys(app.store)
+        for seconds, nanos in (
+            (315_576_000_001, 0), (-315_576_000_001, 0), (1, -1), (-1, 1), (0, 1_000_000_000), (0, -1_000_000_000),
+        ):  # fmt: skip
+            for where, place in (
+                ("spec.timeout", lambda t: t.spec.timeout),
+                ("spec.backoff[1]", lambda t: (t.spec.backoff.add(seconds=1), t.spec.backoff.add())[1]),
+                ('spec.limits["run"]', lambda t: t.spec.limits["run"]),
+                ("spec.stages[0].wait", lambda t: t.spec.stages.add(name="s").wait),
+            ):
+                timer: Any = timer_message("Timer")()
+                timer.metadata.name = "late"
+                duration = place(timer)
+                duration.seconds, duration.nanos = seconds, nanos
+                error = fails(BAD, lambda timer=timer: timers.create(timer))
+                assert fields_of(error) == [where], (where, seconds, nanos)
+                assert "as JSON can write it" in error.details()
+        assert raw_keys(app.store) == before
+        fine: Any = timer_message("Timer")()
+        fine.metadata.name = "fine"
+        for seconds, nanos in ((315_576_000_000, 999_999_999), (-315_576_000_000, -999_999_999), (0, -5), (3, 0)):
+            fine.spec.backoff.add(seconds=seconds, nanos=nanos)
+        made = timers.create(fine)
+        assert json_format.MessageToJson(made)  # what `stigmer get -o yaml` and an export write

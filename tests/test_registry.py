@@ -310,7 +310,9 @@ def test_a_write_through_a_wrong_index_answers_naming_it_and_stores_nothing(tmp_
     from stigmer_core.store.lmdb_store import LmdbStore
     from tests.widget_kind import WIDGET
 
-    bad = attrs.evolve(WIDGET, indexes=(IndexSpec("color", lambda obj: [obj.metadata.name]),), list_filters={})
+    bad = attrs.evolve(
+        WIDGET, indexes=(WIDGET.indexes[0], IndexSpec("color", lambda obj: [obj.metadata.name])), list_filters={}
+    )
     pm = plugin_manager(plugins=[_plugin("Widgets", bad)])
     with Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm) as app:
         widgets = KindClient(app.channel(), app.registry.kind("Widget"))

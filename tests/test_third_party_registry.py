@@ -16,13 +16,17 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import attrs
 import pytest
 
-from stigmer_core import RegistryError
+from stigmer_core import CustomOperation, KindDeclaration, RegistryError, hookimpl
 from stigmer_core.kinds.registry import build_registry
+from stigmer_core.pipeline import steps as standard
 from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
+from tests.gizmo_kind import GIZMO
+from tests.widget_kind import WIDGET
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "stigmer-kind-prompt"
 EXAMPLE_ENTRY_POINT = "acme-prompt"
@@ -209,3 +213,86 @@ def test_a_plugin_given_explicitly_without_hooks_is_refused(install: Install) ->
     install("prompt-bare", "prompt-bare", _DECLARES_ONLY)
     with pytest.raises(RegistryError, match=r"^plugin 'prompt_bare' implements no hook"):
         plugin_manager(entry_points=False, plugins=[importlib.import_module("prompt_bare")])
+
+
+def test_a_fork_bound_to_the_same_services_names_both(install: Install) -> None:
+    """A fork with a name and prefixes of its own but the original's protos would take over the
+    original's rpcs: its objects unreachable, ``apply`` of ``kind: Prompt`` writing the fork."""
+    install(
+        "prompt-v2",
+        "prompt-v2",
+        _forked_prompt(name="PromptV2", id_prefix="pv2", key_prefix="prompttwo", plural="promptv2s"),
+    )
+    message = _startup_error()
+    assert message.startswith("service acme.prompt.v1.PromptCommandController is bound to kinds 'Prompt' and 'PromptV2'")
+    assert f"plugin '{EXAMPLE_ENTRY_POINT}'" in message and "plugin 'prompt-v2'" in message
+
+
+def _explicit(*declarations: object) -> str:
+    class Plugin:
+        @hookimpl
+        def stigmer_kinds(self) -> list[object]:
+            return list(declarations)
+
+    pm = plugin_manager(entry_points=False)
+    pm.register(Plugin(), name="acme")
+    with pytest.raises(RegistryError) as caught:
+        build_registry(pm)
+    return str(caught.value)
+
+
+def test_a_fork_of_the_same_resource_message_names_both() -> None:
+    """Reflection knows a kind by its resource message: two kinds of one message would show as one."""
+    fork = attrs.evolve(
+        GIZMO, name="Doohickey", id_prefix="dhk", key_prefix="doohickeys",
+        command_service=WIDGET.command_service, query_service=WIDGET.query_service,
+    )  # fmt: skip
+    message = _explicit(GIZMO, fork)
+    assert message.startswith("resource message tests.gizmo.v1.Gizmo is bound to kinds 'Gizmo' and 'Doohickey'")
+
+
+@pytest.mark.parametrize(
+    ("change", "shown"),
+    [
+        ({"plural": "widget"}, "'widget' is the name of kind 'Widget' and the plural of kind 'Gizmo'"),
+        ({"aliases": ("Widget",)}, "'widget' is the name of kind 'Widget' and an alias of kind 'Gizmo'"),
+        ({"plural": "WIDGETS"}, "'widgets' is the implied plural of kind 'Widget' and the plural of kind 'Gizmo'"),
+        ({"aliases": ("w",)}, "'w' is an alias of kind 'Widget' and an alias of kind 'Gizmo'"),
+    ],
+)
+def test_a_plural_or_alias_naming_another_kind_names_both(change: dict[str, Any], shown: str) -> None:
+    """``stigmer get widgets`` must name one kind, not whichever registered first."""
+    widget = attrs.evolve(WIDGET, aliases=("w",))
+    message = _explicit(widget, attrs.evolve(GIZMO, **change))
+    assert message.startswith("kind names overlap: "), message
+    assert shown in message, message
+
+
+def _widget_listing_by(*arguments: str) -> KindDeclaration:
+    steps = (standard.validate, standard.authorize, standard.list_by(*arguments))
+    return attrs.evolve(WIDGET, operations={**WIDGET.operations, "listByOwner": CustomOperation(steps=steps)})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "shown"),
+    [
+        (("nope", "owner_id"), "list_by('nope', 'owner_id') names unknown index 'nope' (declared: 'owner', 'color')"),
+        (("owner", "owner"), "request field 'owner' does not exist: tests.widget.v1.ListByOwnerRequest has no field"),
+        (("owner", "page_size"), "request field 'page_size': page_size is neither a string nor an enum field"),
+    ],
+)
+def test_a_list_by_reading_what_is_not_there_is_refused_at_startup(arguments: tuple[str, ...], shown: str) -> None:
+    """Served, every call of the rpc answered INTERNAL."""
+    message = _explicit(_widget_listing_by(*arguments))
+    assert message.startswith(
+        "plugin 'acme': kind 'Widget': rpc tests.widget.v1.WidgetQueryController.listByOwner: list_by("
+    ), message
+    assert shown in message, message
+
+
+def test_a_list_by_on_an_rpc_answering_another_message_is_refused() -> None:
+    steps = (standard.authorize, standard.list_by("owner", "value"))
+    widget = attrs.evolve(WIDGET, operations={**WIDGET.operations, "setPhase": CustomOperation(steps=steps, writes=True)})
+    message = _explicit(widget)
+    assert "rpc tests.widget.v1.WidgetCommandController.setPhase: list_by('owner', 'value'): " in message
+    assert "tests.widget.v1.SetPhaseRequest lacks 'page_size' and 'page_token'" in message

@@ -37,6 +37,7 @@ from stigmer_core.kinds.runtime import (
     Registry,
     ResourceShape,
 )
+from stigmer_core.kinds.secret_fields import SecretFields
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
@@ -96,6 +97,55 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
                 raise RegistryError(
                     f"key prefixes overlap: {b.key_prefix!r} (kind {b.name!r}) and {a.key_prefix!r} "
                     f"(kind {a.name!r}), declared by {both}"
+                )
+    for i, (plugin_a, a) in enumerate(declared):  # after the store's clashes, which matter more
+        words_a = _cli_names(a)
+        for plugin_b, b in declared[:i]:
+            words_b = _cli_names(b)
+            shared = sorted(words_a.keys() & words_b.keys())
+            if shared:
+                word = shared[0]
+                raise RegistryError(
+                    f"kind names overlap: {word!r} is {words_b[word]} of kind {b.name!r} and {words_a[word]} "
+                    f"of kind {a.name!r}, declared by plugin {plugin_b!r} and plugin {plugin_a!r}; "
+                    "the CLI could not tell which kind it names"
+                )
+    _check_bindings(declared)
+
+
+def _cli_names(decl: KindDeclaration) -> dict[str, str]:
+    """Every name the CLI accepts for a kind (compared as kind names are: ignoring case),
+    with what it is to the kind."""
+    found = {f"{decl.name}s".lower(): "the implied plural"}
+    found.update((alias.lower(), "an alias") for alias in decl.aliases if isinstance(alias, str) and alias)
+    if isinstance(decl.plural, str) and decl.plural:
+        found[decl.plural.lower()] = "the plural"
+    found[decl.name.lower()] = "the name"
+    return found
+
+
+def _check_bindings(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
+    """A gRPC service, or a resource message, belongs to one kind.
+
+    The server routes an rpc by its service's full name, so a second kind bound
+    to the same services would take over the first's calls (its objects
+    unreachable, ``apply`` of the first writing the second); a CLI reading a
+    server by reflection knows a kind by its resource message, so two kinds of
+    one message would show as one. A fork of a kind needs protos of its own.
+    """
+    owners: dict[str, tuple[str, KindDeclaration]] = {}
+    for plugin, decl in declared:
+        services = (getattr(decl.command_service, "full_name", None), getattr(decl.query_service, "full_name", None))
+        resource = getattr(getattr(decl.resource, "DESCRIPTOR", None), "full_name", None)
+        bound = [("service", name) for name in dict.fromkeys(services) if isinstance(name, str)]
+        if isinstance(resource, str):
+            bound.append(("resource message", resource))
+        for what, name in bound:
+            plugin_b, b = owners.setdefault(f"{what} {name}", (plugin, decl))
+            if b is not decl:
+                raise RegistryError(
+                    f"{what} {name} is bound to kinds {b.name!r} and {decl.name!r}, declared by plugin {plugin_b!r} "
+                    f"and plugin {plugin!r}: each kind needs its own proto services and resource message"
                 )
 
 
@@ -301,6 +351,11 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             ) from None
         except TypeError as exc:
             raise _fail(plugin, decl, f"reference field {ref.field!r}: {exc}") from None
+    for helper in {getattr(decl.redact, "__self__", None), getattr(decl.redacts, "__self__", None)}:
+        if isinstance(helper, SecretFields):
+            problem = helper.problem(decl.resource.DESCRIPTOR)
+            if problem is not None:
+                raise _fail(plugin, decl, problem)
     for column in decl.printer_columns:
         if not _resolves(decl.resource.DESCRIPTOR, column.path):
             raise _fail(plugin, decl, f"printer column {column.name!r}: no field {column.path!r} in the resource")
@@ -369,6 +424,7 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             )  # fmt: skip
         if method.client_streaming:
             raise _fail(plugin, decl, f"rpc {method.full_name}: client streaming is not supported")
+        _check_list_by(plugin, decl, method, runtime, indexes)
         path = f"/{method.containing_service.full_name}/{method.name}"
         runtime.methods[path] = MethodBinding(
             path=path,
@@ -380,3 +436,37 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             access=access[method.name],
         )
     return runtime
+
+
+def _check_list_by(
+    plugin: str, decl: KindDeclaration, method: MethodDescriptor, runtime: KindRuntime, indexes: dict[str, IndexSpec]
+) -> None:
+    """What a ``standard.list_by`` step of an rpc reads must be there: its index, its request
+    fields (strings or enums), paging fields, and the kind's list message to answer with."""
+    pipeline = runtime.pipelines[method.name]
+    request = method.input_type
+    for found in (*pipeline.pre, *pipeline.txn):
+        if not isinstance(found, standard.ListByStep):
+            continue
+        where = f"rpc {method.full_name}: list_by({', '.join(map(repr, (found.index, *found.fields)))})"
+        if found.index not in indexes:
+            declared = ", ".join(map(repr, indexes)) or "none"
+            raise _fail(plugin, decl, f"{where} names unknown index {found.index!r} (declared: {declared})")
+        for name in found.fields:
+            try:
+                FieldPath.resolve(request, name)
+            except KeyError:
+                raise _fail(
+                    plugin, decl, f"{where}: request field {name!r} does not exist: {_missing(request, name)}"
+                ) from None
+            except TypeError as exc:
+                raise _fail(plugin, decl, f"{where}: request field {name!r}: {exc}") from None
+        lacking = [n for n in ("page_size", "page_token") if _field(request, n) is None]
+        if lacking:
+            raise _fail(plugin, decl, f"{where}: {request.full_name} lacks {' and '.join(map(repr, lacking))}")
+        if method.output_type is not runtime.list_cls.DESCRIPTOR or runtime.list_cls is decl.resource:
+            raise _fail(
+                plugin, decl,
+                f"{where}: the rpc must return the kind's list message (what its 'list' rpc returns), "
+                f"not {method.output_type.full_name}",
+            )  # fmt: skip

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import attrs
 from google.protobuf.message import Message
 
-from stigmer_core.errors import RegistryError
+from stigmer_core.errors import PluginFault, RegistryError, StartupError
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
@@ -128,11 +128,25 @@ def _rebuild(txn: WriteTxn, kind: KindRuntime, names: set[str], removed: set[str
     if names:
         for obj in _objects(txn, kind):
             count += 1
-            for key in kind.index_keys(obj):
+            for key in _rebuilt_keys(kind, obj):
                 if _index_of(key, kind.key_prefix) in names:
                     txn.put(key, b"")
     _record(txn, kind)
     return count
+
+
+def _rebuilt_keys(kind: KindRuntime, obj: Message) -> list[bytes]:
+    """``kind.index_keys(obj)``; a plugin's ``values`` failing on a stored object stops the
+    start naming the plugin, kind, index and object (its traceback is logged)."""
+    try:
+        return kind.index_keys(obj)
+    except PluginFault as fault:
+        cause = fault.__cause__
+        said = f": {cause}" if cause is not None and str(cause) else ""
+        object_id = obj.metadata.id  # type: ignore[attr-defined]
+        raise StartupError(
+            f"{fault.message}{said} (rebuilding its index at startup from the stored {kind.label} {object_id})"
+        ) from fault
 
 
 def reconcile(registry: Registry, store: Store) -> list[Change]:

@@ -301,19 +301,39 @@ class KindRuntime:
             found.append(labels + pair)
         for index in self.decl.indexes:
             start = ranges[index.name]
-            for value in index.values(obj):
-                if isinstance(value, str):  # iterable too: it would be indexed one character per value
-                    raise self._bad_index_value(index, value)
-                try:
-                    encoded = [v.encode() for v in value]
-                except (AttributeError, TypeError):  # a value that is not a string, an entry that is not a tuple
-                    raise self._bad_index_value(index, value) from None
-                if index.org_scoped:
-                    found.append(start + sep.join([org, *encoded]) + tail)
-                    found.append(start + sep.join([b"", *encoded]) + tail)
-                else:
-                    found.append(start + sep.join(encoded) + tail)
+            try:
+                for value in index.values(obj):
+                    if isinstance(value, str):  # iterable too: it would be indexed one character per value
+                        raise self._bad_index_value(index, value)
+                    try:
+                        encoded = [v.encode() for v in value]
+                    except (AttributeError, TypeError):  # a value that is not a string, an entry not a tuple
+                        raise self._bad_index_value(index, value) from None
+                    if index.org_scoped:
+                        found.append(start + sep.join([org, *encoded]) + tail)
+                        found.append(start + sep.join([b"", *encoded]) + tail)
+                    else:
+                        found.append(start + sep.join(encoded) + tail)
+            except PluginFault:
+                raise
+            except Exception as exc:  # in the plugin's values function: name it, not the step writing
+                raise self._index_failed(index, obj, exc) from exc
         return found
+
+    def index_values(self, index: IndexSpec, obj: Message) -> list[tuple[str, ...]]:
+        """``index.values(obj)``, a failure in it named as ``index_keys`` names one."""
+        try:
+            return list(index.values(obj))
+        except Exception as exc:
+            raise self._index_failed(index, obj, exc) from exc
+
+    def _index_failed(self, index: IndexSpec, obj: Message, exc: Exception) -> PluginFault:
+        where = f"plugin {self.plugin!r}: kind {self.name!r}: index {index.name!r}"
+        object_id = obj.metadata.id or "(new)"  # type: ignore[attr-defined]
+        log.error(
+            "%s: values raised %s: %s (object %s)", where, type(exc).__name__, exc, object_id, exc_info=exc
+        )
+        return PluginFault(f"{where}: values raised {type(exc).__name__}")
 
     def _bad_index_value(self, index: IndexSpec, value: object) -> PluginFault:
         shown = reprlib.repr(value)

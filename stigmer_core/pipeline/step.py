@@ -8,7 +8,7 @@ from typing import Any, Protocol, overload, runtime_checkable
 
 import attrs
 
-from stigmer_core.errors import PluginFault
+from stigmer_core.errors import PluginFault, StigmerError
 from stigmer_core.pipeline.phase import Phase
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,15 @@ def step(
     return wrap
 
 
-_BUGS = (AttributeError, LookupError, TypeError, ValueError, ArithmeticError, AssertionError, NameError)
-"""What a step's own code raises when it is wrong (not a refusal, not the store's trouble): answered
-INTERNAL as before, but naming the step, since the one who reads it is usually the step's author."""
+_ENGINES = ("lmdb", "psycopg", "psycopg_pool", "stigmer_core.store")
+"""Modules whose exceptions pass through a step untouched: the storage engines' and their
+drivers' (a conflict to retry, a snapshot that moved, a full map to grow), which the engine
+handles or maps itself, and which a step calling the store did not cause."""
+
+
+def _engine_trouble(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return any(module == name or module.startswith(name + ".") for name in _ENGINES)
 
 
 _EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
@@ -83,16 +89,29 @@ in a library a step calls (argparse, click) raises SystemExit in the thread serv
 
 
 def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> None:
-    """Run a pipeline's steps (``run``: their callables, ``steps``: the steps, for naming one)."""
+    """Run a pipeline's steps (``run``: their callables, ``steps``: the steps, for naming one).
+
+    Anything a step raises that is neither a ``StigmerError`` (a refusal, or a fault already
+    named) nor the store's trouble is a bug in that step, whatever its type: answered INTERNAL
+    naming the step, and logged with the kind and the traceback, since the one who reads it is
+    usually the step's author.
+    """
     done = 0
     try:
         for run_step in run:
             run_step(ctx)
             done += 1
-    except _BUGS as exc:
+    except StigmerError:
+        raise
+    except Exception as exc:
+        if _engine_trouble(exc):
+            raise
         step = steps[done]
         where = f"step '{step.name}' of {ctx.kind.name} {ctx.operation}"
-        log.error("internal error in %s (a bug in that step)", where, exc_info=exc)
+        log.error(
+            "internal error in %s (plugin %r; a bug in that step): %s: %s",
+            where, ctx.kind.plugin, type(exc).__name__, exc, exc_info=exc,
+        )  # fmt: skip
         raise PluginFault(f"internal error in {where}: {type(exc).__name__} (the server's log has its traceback)") from exc
     except _EXITS as exc:
         # Left alone, these end the thread that runs the step: on LMDB the event loop serving

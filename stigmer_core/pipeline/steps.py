@@ -14,6 +14,7 @@ import binascii
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from google.protobuf.message import DecodeError, Message
 
 from stigmer_core import errors
@@ -22,7 +23,7 @@ from stigmer_core.auth.pages import PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
 from stigmer_core.kinds.resources import taken_elsewhere
-from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath
+from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath, KindRuntime
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.phase import Phase
@@ -388,9 +389,11 @@ def _unlistable(ctx: RequestContext, scan: _Range, listed: list[bytes], stored: 
     return errors.FailedPrecondition(f"a page of {kind.label} objects cannot be assembled")  # pragma: no cover
 
 
-def _has_index_values(index: IndexSpec, wanted: list[tuple[str, ...]]) -> Callable[[Message], bool]:
+def _has_index_values(
+    kind: KindRuntime, index: IndexSpec, wanted: list[tuple[str, ...]]
+) -> Callable[[Message], bool]:
     def check(obj: Message) -> bool:
-        present = set(index.values(obj))
+        present = set(kind.index_values(index, obj))
         return all(w in present for w in wanted)
 
     return check
@@ -428,7 +431,7 @@ def _list_range(
             lambda o: all(o.metadata.labels.get(k) == v for k, v in unchecked_labels.items())  # type: ignore[attr-defined]
         )
     for list_filter, wanted in rest:
-        conditions.append(_has_index_values(list_filter.index, [(v,) for v in wanted]))
+        conditions.append(_has_index_values(kind, list_filter.index, [(v,) for v in wanted]))
     keep = (lambda o: all(c(o) for c in conditions)) if conditions else None
     return scan, keep
 
@@ -535,6 +538,16 @@ def _in_any(orgs: tuple[str, ...]) -> Callable[[Message], bool]:
     return lambda o: o.metadata.org in wanted  # type: ignore[attr-defined]
 
 
+@attrs.frozen
+class ListByStep(FunctionStep):
+    """The step ``list_by`` makes, carrying what it reads so the registry can check it at startup
+    (an unknown index, or a request field that is missing or neither a string nor an enum, would
+    otherwise answer every call INTERNAL)."""
+
+    index: str = ""
+    fields: tuple[str, ...] = ()
+
+
 def list_by(index: str, *fields: str) -> Step:
     """A step for a ``listBy…`` rpc: page through one declared index.
 
@@ -549,7 +562,7 @@ def list_by(index: str, *fields: str) -> Step:
     def run(ctx: RequestContext) -> None:
         req: Any = ctx.request
         spec = next((i for i in ctx.kind.indexes if i.name == index), None)
-        if spec is None:  # pragma: no cover - a declaration error, caught by the kind's own tests
+        if spec is None:  # pragma: no cover - the registry refuses an unknown index at startup
             raise RuntimeError(f"{ctx.kind.name} declares no index {index!r}")
         resolved = paths.get(req.DESCRIPTOR)
         if resolved is None:
@@ -574,7 +587,7 @@ def list_by(index: str, *fields: str) -> Step:
 
         ctx.response = _bound_page(ctx, orgs, page_range)
 
-    return FunctionStep(f"list_by_{index}", Phase.LOAD, run)
+    return ListByStep(f"list_by_{index}", Phase.LOAD, run, index, fields)
 
 
 @step(Phase.LOAD)

@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.errors import FieldViolation, InvalidArgument
-from stigmer_core.pipeline import timestamps
+from stigmer_core.pipeline import times
 
 _collect: Callable[..., Any] | None = None
 FULL_REPORT_BYTES = 16 << 10
@@ -51,11 +51,11 @@ def path_of(field: Any) -> str:
 
 def check(message: Message) -> None:
     """Raise InvalidArgument naming every field that breaks a declared rule, or a Timestamp
-    JSON cannot write (``timestamps``)."""
+    or Duration JSON cannot write (``times``)."""
     collect = _collect or ready()
     violations = collect(message, fail_fast=True)  # the one pass a valid request costs
     if not violations:
-        timestamps.check(message)
+        times.check(message)
         return
     if message.ByteSize() <= FULL_REPORT_BYTES:  # every violation, for a request of ordinary size
         violations = collect(message)

@@ -13,17 +13,30 @@ from typing import Any
 import attrs
 import pytest
 
-from stigmer_core import IndexSpec, KindDeclaration, RegistryError
+from stigmer_core import CustomOperation, IndexSpec, KindDeclaration, Phase, RegistryError, Unimplemented, step
 from stigmer_core.application import Application
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds import reindex
+from stigmer_core.pipeline import steps as standard
 from stigmer_core.store import keys
 from stigmer_core.testing.inspect import raw_keys
 from tests.kit.mcp_example import MCP_SERVER, mcpserver_pb2, plugin, plugin_manager_with
 
 pb: Any = mcpserver_pb2
-V1 = attrs.evolve(MCP_SERVER, indexes=(), list_filters={})
-"""The kind as a first release declared it: no transport index yet."""
+
+
+@step(Phase.LOAD)
+def _not_yet(ctx: Any) -> None:
+    raise Unimplemented("listByTransport comes with the transport index")
+
+
+V1 = attrs.evolve(
+    MCP_SERVER,
+    indexes=(),
+    list_filters={},
+    operations={**MCP_SERVER.operations, "listByTransport": CustomOperation(steps=(standard.authorize, _not_yet))},
+)
+"""The kind as a first release declared it: no transport index yet, so no query by it."""
 
 
 def _open(data_dir: Path, declaration: KindDeclaration) -> Application:

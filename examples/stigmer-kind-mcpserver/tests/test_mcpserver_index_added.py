@@ -8,14 +8,37 @@ from pathlib import Path
 
 import attrs
 import pluggy
-from stigmer_core import Application, KindDeclaration, hookimpl
+from stigmer_core import (
+    Application,
+    CustomOperation,
+    KindDeclaration,
+    Phase,
+    RequestContext,
+    Unimplemented,
+    hookimpl,
+    step,
+)
 from stigmer_core.kind_client import KindClient
+from stigmer_core.pipeline import steps as standard
 from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
 
 from acme_mcp.api.mcpserver.v1 import mcpserver_pb2 as pb
 from acme_mcp.plugin import MCP_SERVER
 
-FIRST_RELEASE = attrs.evolve(MCP_SERVER, indexes=(), list_filters={})
+
+@step(Phase.LOAD)
+def not_yet(ctx: RequestContext) -> None:
+    raise Unimplemented("listByTransport comes with the transport index")
+
+
+# The first release had no transport index, so its listByTransport rpc was not served yet
+# (a list_by step naming an index the kind does not declare is refused at startup).
+FIRST_RELEASE = attrs.evolve(
+    MCP_SERVER,
+    indexes=(),
+    list_filters={},
+    operations={**MCP_SERVER.operations, "listByTransport": CustomOperation(steps=(standard.authorize, not_yet))},
+)
 
 
 class Release:

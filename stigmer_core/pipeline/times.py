@@ -1,10 +1,12 @@
-"""Every Timestamp a request carries is a time JSON can write.
+"""Every Timestamp and Duration a request carries is one JSON can write.
 
 protobuf stores any ``seconds`` and ``nanos``, but a Timestamp outside
 0001-01-01 to 9999-12-31 UTC, or with ``nanos`` outside 0 to 999,999,999,
-has no JSON form (RFC 3339), so every client reading the object as JSON,
-and a YAML export of the whole store, would fail on it. The fields that lead
-to a Timestamp are found once per message type; a request walks only those,
+has no JSON form (RFC 3339), and neither has a Duration beyond ±315,576,000,000
+seconds (about 10,000 years), with ``nanos`` beyond ±999,999,999, or with
+``seconds`` and ``nanos`` of opposite signs; so every client reading the object
+as JSON, and a YAML export of the whole store, would fail on it. The fields
+that lead to one are found once per message type; a request walks only those,
 and only where they are set.
 """
 
@@ -18,15 +20,21 @@ from google.protobuf.message import Message
 from stigmer_core.errors import InvalidArgument
 
 TIMESTAMP = "google.protobuf.Timestamp"
+DURATION = "google.protobuf.Duration"
 EARLIEST = -62_135_596_800
 """0001-01-01T00:00:00Z in seconds since the epoch."""
 LATEST = 253_402_300_799
 """9999-12-31T23:59:59Z."""
+LONGEST = 315_576_000_000
+"""The seconds of the longest Duration JSON writes, either way (protobuf's own bound)."""
+_NANOS = 999_999_999
 
-_Plan = tuple[tuple[str, str, "Descriptor | None"], ...]
-"""(field name, "one" / "list" / "map", the message type to walk into; None: the field is a Timestamp)."""
+_Plan = tuple[tuple[str, str, "Descriptor | str"], ...]
+"""(field name, "one" / "list" / "map", the message type to walk into, or the full name of the
+time type the field holds)."""
 _plans: dict[str, _Plan] = {}
 _reaches: dict[str, bool] = {}
+_TIMES = frozenset({TIMESTAMP, DURATION})
 
 
 def _is_repeated(field: Any) -> bool:
@@ -35,7 +43,7 @@ def _is_repeated(field: Any) -> bool:
     return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
-def _leads_to_timestamp(desc: Descriptor, visiting: frozenset[str] = frozenset()) -> bool:
+def _leads_to_time(desc: Descriptor, visiting: frozenset[str] = frozenset()) -> bool:
     name = desc.full_name
     found = _reaches.get(name)
     if found is not None:
@@ -44,8 +52,7 @@ def _leads_to_timestamp(desc: Descriptor, visiting: frozenset[str] = frozenset()
         return False  # a cycle: what it reaches is decided where it started
     inner = visiting | {name}
     found = any(
-        f.message_type is not None
-        and (f.message_type.full_name == TIMESTAMP or _leads_to_timestamp(f.message_type, inner))
+        f.message_type is not None and (f.message_type.full_name in _TIMES or _leads_to_time(f.message_type, inner))
         for f in desc.fields
     )
     if not visiting:
@@ -67,16 +74,16 @@ def _plan(desc: Any) -> _Plan:
             sub, shape = sub.fields_by_name["value"].message_type, "map"
             if sub is None:
                 continue
-        if sub.full_name == TIMESTAMP:
-            steps.append((field.name, shape, None))
-        elif _leads_to_timestamp(sub):
+        if sub.full_name in _TIMES:
+            steps.append((field.name, shape, sub.full_name))
+        elif _leads_to_time(sub):
             steps.append((field.name, shape, sub))
     plan = _plans[desc.full_name] = tuple(steps)
     return plan
 
 
 def check(message: Message, path: str = "") -> None:
-    """Raise InvalidArgument naming the first Timestamp of ``message`` JSON cannot write."""
+    """Raise InvalidArgument naming the first Timestamp or Duration of ``message`` JSON cannot write."""
     for name, shape, sub in _plan(message.DESCRIPTOR):
         if shape == "one":
             if message.HasField(name):
@@ -89,10 +96,20 @@ def check(message: Message, path: str = "") -> None:
                 _visit(child, sub, f'{path}{name}["{key}"]')
 
 
-def _visit(value: Any, sub: Descriptor | None, where: str) -> None:
-    if sub is not None:
+def _visit(value: Any, sub: Descriptor | str, where: str) -> None:
+    if not isinstance(sub, str):
         check(value, where + ".")
-    elif not (EARLIEST <= value.seconds <= LATEST and 0 <= value.nanos <= 999_999_999):
-        raise InvalidArgument.field(
-            where, "must be a time from 0001-01-01 to 9999-12-31 UTC (nanos 0 to 999,999,999), as JSON can write it"
-        )
+    elif sub == TIMESTAMP:
+        if not (EARLIEST <= value.seconds <= LATEST and 0 <= value.nanos <= _NANOS):
+            raise InvalidArgument.field(
+                where,
+                "must be a time from 0001-01-01 to 9999-12-31 UTC (nanos 0 to 999,999,999), as JSON can write it",
+            )
+    else:
+        seconds, nanos = value.seconds, value.nanos
+        if not (-LONGEST <= seconds <= LONGEST and -_NANOS <= nanos <= _NANOS) or seconds * nanos < 0:
+            raise InvalidArgument.field(
+                where,
+                "must be a duration of at most 315,576,000,000 seconds either way (about 10,000 years), with "
+                "nanos of at most 999,999,999 and of the seconds' sign, as JSON can write it",
+            )

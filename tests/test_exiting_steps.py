@@ -16,17 +16,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stigmer_core import Application
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.hookspecs import hookimpl
 from stigmer_core.kinds.declaration import KindDeclaration
-from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import step
-from stigmer_core.plugins import plugin_manager
-from stigmer_core.server import PoolSizes, Server
-from stigmer_core.store.lmdb_store import LmdbStore
+from tests.plugin_server_support import named_agent, served_with
 
 
 def _exit_when_named(ctx: Any) -> None:
@@ -56,23 +52,8 @@ class Exiting:
 
 @pytest.fixture(params=[0, 2], ids=["asyncio-server", "sync-server"])
 def channel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[grpc.Channel]:
-    pm = plugin_manager(plugins=[Exiting()])
-    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm)
-    server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=request.param))
-    server.start()
-    opened = grpc.insecure_channel(server.address)
-    try:
+    with served_with(tmp_path, Exiting(), request.param) as opened:
         yield opened
-    finally:
-        opened.close()
-        server.stop(grace=1)
-        app.close()
-
-
-def _agent(name: str) -> agent_pb2.Agent:
-    agent = agent_pb2.Agent()
-    agent.metadata.name = name
-    return agent
 
 
 @pytest.mark.parametrize(
@@ -86,10 +67,10 @@ def test_an_exiting_step_answers_internal_and_the_daemon_serves_on(
     commands = agent_grpc.AgentCommandControllerStub(channel)
     for _ in range(2):  # and again: the first did not take the server down
         with pytest.raises(grpc.RpcError) as failed:
-            commands.create(_agent(name), timeout=10)
+            commands.create(named_agent(name), timeout=10)
         assert failed.value.code() == grpc.StatusCode.INTERNAL
         assert f"step '{step_name}'" in failed.value.details() and raised in failed.value.details()
-    made = commands.create(_agent("fine"), timeout=10)
+    made = commands.create(named_agent("fine"), timeout=10)
     assert agent_grpc.AgentQueryControllerStub(channel).get(agent_pb2.AgentId(value=made.metadata.id), timeout=10)
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert health.status == health_pb2.HealthCheckResponse.SERVING

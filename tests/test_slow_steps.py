@@ -20,17 +20,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stigmer_core import Application
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.hookspecs import hookimpl
 from stigmer_core.kinds.declaration import KindDeclaration
-from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import step
-from stigmer_core.plugins import plugin_manager
-from stigmer_core.server import PoolSizes, Server
-from stigmer_core.store.lmdb_store import LmdbStore
+from tests.plugin_server_support import named_agent, served_with
 
 ANSWER = 30.0  # generous: these calls must answer at all, not answer fast
 
@@ -60,35 +56,22 @@ class Gate:
 @pytest.fixture(params=[0, 2], ids=["asyncio-server", "sync-server"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Gate, grpc.Channel]]:
     gate = Gate()
-    pm = plugin_manager(plugins=[gate])
-    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm)
-    server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=request.param))
-    server.start()
-    channel = grpc.insecure_channel(server.address)
-    try:
-        yield gate, channel
-    finally:
-        gate.release.set()
-        channel.close()
-        server.stop(grace=1)
-        app.close()
-
-
-def _agent(name: str) -> agent_pb2.Agent:
-    agent = agent_pb2.Agent()
-    agent.metadata.name = name
-    return agent
+    with served_with(tmp_path, gate, request.param) as channel:
+        try:
+            yield gate, channel
+        finally:
+            gate.release.set()  # before the server stops: a step still waiting would hold it
 
 
 def test_a_waiting_step_holds_up_only_its_own_call(served: tuple[Gate, grpc.Channel]) -> None:
     gate, channel = served
     commands = agent_grpc.AgentCommandControllerStub(channel)
-    waiting = commands.create.future(_agent("slow one"), timeout=ANSWER)
+    waiting = commands.create.future(named_agent("slow one"), timeout=ANSWER)
     assert gate.entered.wait(ANSWER)
     # while the step waits: health, a read and another write all answer
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=ANSWER)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
-    other = commands.create(_agent("quick one"), timeout=ANSWER)
+    other = commands.create(named_agent("quick one"), timeout=ANSWER)
     assert agent_grpc.AgentQueryControllerStub(channel).get(agent_pb2.AgentId(value=other.metadata.id), timeout=ANSWER)
     assert not waiting.done()
     gate.release.set()
@@ -99,14 +82,14 @@ def test_a_write_whose_call_ended_while_its_steps_ran_is_not_committed(served: t
     gate, channel = served
     commands = agent_grpc.AgentCommandControllerStub(channel)
     with pytest.raises(grpc.RpcError) as late:
-        commands.create(_agent("slow and late"), timeout=0.5)
+        commands.create(named_agent("slow and late"), timeout=0.5)
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert gate.entered.is_set()
     time.sleep(1.0)  # the server's deadline of the call (from the grpc-timeout header) is past too
     gate.release.set()
     assert gate.returned.wait(ANSWER)
-    commands.create(_agent("barrier"), timeout=ANSWER)  # queued behind whatever the late call wrote
+    commands.create(named_agent("barrier"), timeout=ANSWER)  # queued behind whatever the late call wrote
     listed = agent_grpc.AgentQueryControllerStub(channel).list(agent_pb2.ListAgentsRequest(), timeout=ANSWER)
     assert [a.metadata.name for a in listed.entries] == ["barrier"]
     # and the client's retry is a plain create, not ALREADY_EXISTS
-    assert commands.create(_agent("slow and late"), timeout=ANSWER).metadata.name == "slow and late"
+    assert commands.create(named_agent("slow and late"), timeout=ANSWER).metadata.name == "slow and late"

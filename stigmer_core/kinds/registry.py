@@ -165,6 +165,16 @@ def _resolves(desc: Any, path: str) -> bool:
     return True
 
 
+def _resolve_field(plugin: str, decl: KindDeclaration, descriptor: Any, path: str, what: str) -> FieldPath:
+    """``path`` in ``descriptor``, or the startup refusal naming ``what`` it is and why."""
+    try:
+        return FieldPath.resolve(descriptor, path)
+    except KeyError:
+        raise _fail(plugin, decl, f"{what} {path!r} does not exist: {_missing(descriptor, path)}") from None
+    except TypeError as exc:
+        raise _fail(plugin, decl, f"{what} {path!r}: {exc}") from None
+
+
 def _missing(desc: Any, path: str) -> str:
     """Where a dotted path leaves the message: the part that is not there, or not a message."""
     parent = ""
@@ -343,14 +353,8 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
         indexes[index.name] = index
     references = []
     for ref in decl.references:
-        try:
-            references.append(CompiledReference(ref, FieldPath.resolve(decl.resource.DESCRIPTOR, ref.field)))
-        except KeyError:
-            raise _fail(
-                plugin, decl, f"reference field {ref.field!r} does not exist: {_missing(decl.resource.DESCRIPTOR, ref.field)}"
-            ) from None
-        except TypeError as exc:
-            raise _fail(plugin, decl, f"reference field {ref.field!r}: {exc}") from None
+        found = _resolve_field(plugin, decl, decl.resource.DESCRIPTOR, ref.field, "reference field")
+        references.append(CompiledReference(ref, found))
     for helper in {getattr(decl.redact, "__self__", None), getattr(decl.redacts, "__self__", None)}:
         if isinstance(helper, SecretFields):
             problem = helper.problem(decl.resource.DESCRIPTOR)
@@ -453,14 +457,7 @@ def _check_list_by(
             declared = ", ".join(map(repr, indexes)) or "none"
             raise _fail(plugin, decl, f"{where} names unknown index {found.index!r} (declared: {declared})")
         for name in found.fields:
-            try:
-                FieldPath.resolve(request, name)
-            except KeyError:
-                raise _fail(
-                    plugin, decl, f"{where}: request field {name!r} does not exist: {_missing(request, name)}"
-                ) from None
-            except TypeError as exc:
-                raise _fail(plugin, decl, f"{where}: request field {name!r}: {exc}") from None
+            _resolve_field(plugin, decl, request, name, f"{where}: request field")
         lacking = [n for n in ("page_size", "page_token") if _field(request, n) is None]
         if lacking:
             raise _fail(plugin, decl, f"{where}: {request.full_name} lacks {' and '.join(map(repr, lacking))}")

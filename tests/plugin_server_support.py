@@ -1,0 +1,40 @@
+"""A daemon's server on 127.0.0.1 with extra plugins, for tests of what a plugin's steps may do."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from stigmer_core import Application
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.server import PoolSizes, Server
+from stigmer_core.store.lmdb_store import LmdbStore
+
+
+@contextlib.contextmanager
+def served_with(tmp_path: Path, plugin: Any, read_threads: int) -> Iterator[grpc.Channel]:
+    """A channel to a server of an LMDB store with ``plugin`` installed (``read_threads`` 0: grpc's
+    asyncio server, as a local daemon runs; more: the sync server, as interceptors bring)."""
+    pm = plugin_manager(plugins=[plugin])
+    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm)
+    server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=read_threads))
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        yield channel
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        app.close()
+
+
+def named_agent(name: str) -> agent_pb2.Agent:
+    agent = agent_pb2.Agent()
+    agent.metadata.name = name
+    return agent

@@ -26,6 +26,12 @@ import attrs
 
 from stigmer_core.errors import StartupError
 
+LONGEST = (2**31 - 1) / 1000
+"""Seconds: grpc takes these as 32-bit counts of milliseconds (about 24.8 days)."""
+SHORTEST = 0.001
+"""Seconds: one millisecond, grpc's unit (shorter would reach it as 0)."""
+_IN_RANGE = [attrs.validators.ge(SHORTEST), attrs.validators.le(LONGEST)]
+
 _SETTINGS = (
     ("time_seconds", "STIGMER_KEEPALIVE_SECONDS"),
     ("timeout_seconds", "STIGMER_KEEPALIVE_TIMEOUT_SECONDS"),
@@ -37,11 +43,11 @@ _SETTINGS = (
 class Keepalive:
     """Keepalive of the daemon's connections (docs/design.md, Limits)."""
 
-    time_seconds: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    time_seconds: float = attrs.field(default=60.0, validator=_IN_RANGE)
     """A connection silent this long is pinged (``STIGMER_KEEPALIVE_SECONDS``)."""
-    timeout_seconds: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+    timeout_seconds: float = attrs.field(default=20.0, validator=_IN_RANGE)
     """A ping unanswered this long closes the connection (``STIGMER_KEEPALIVE_TIMEOUT_SECONDS``)."""
-    client_ping_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    client_ping_seconds: float = attrs.field(default=10.0, validator=_IN_RANGE)
     """The shortest interval between a client's pings the daemon accepts (``STIGMER_CLIENT_PING_SECONDS``)."""
 
     @classmethod
@@ -56,8 +62,8 @@ class Keepalive:
                 values[field] = float(raw)
             except ValueError:
                 raise StartupError(f"{name}={raw!r} is not a number of seconds") from None
-            if not values[field] > 0:
-                raise StartupError(f"{name} must be more than 0 seconds")
+            if not SHORTEST <= values[field] <= LONGEST:  # NaN and infinity too
+                raise StartupError(f"{name} must be from {SHORTEST} to {LONGEST:,.3f} seconds (grpc counts milliseconds)")
         return cls(**values)
 
     def options(self) -> list[tuple[str, int]]:

@@ -73,5 +73,9 @@ def test_keepalive_settings_come_from_the_environment_and_bad_ones_stop_the_star
     assert ("grpc.keepalive_time_ms", 30_000) in found.options()
     with pytest.raises(StartupError, match="STIGMER_KEEPALIVE_TIMEOUT_SECONDS"):
         Keepalive.from_env({"STIGMER_KEEPALIVE_TIMEOUT_SECONDS": "soon"})
-    with pytest.raises(StartupError, match="more than 0"):
-        Keepalive.from_env({"STIGMER_CLIENT_PING_SECONDS": "0"})
+    for bad in ("0", "-1", "nan", "inf", "1e10", "0.0001"):  # inf and 1e10 overflowed grpc's millisecond count
+        with pytest.raises(StartupError, match=r"STIGMER_CLIENT_PING_SECONDS must be from 0\.001 to 2,147,483\.647 seconds"):
+            Keepalive.from_env({"STIGMER_CLIENT_PING_SECONDS": bad})
+    assert ("grpc.keepalive_timeout_ms", 2**31 - 1) in Keepalive.from_env(
+        {"STIGMER_KEEPALIVE_TIMEOUT_SECONDS": "2147483.647"}
+    ).options()

@@ -248,7 +248,7 @@ def test_a_fork_of_the_same_resource_message_names_both() -> None:
         command_service=WIDGET.command_service, query_service=WIDGET.query_service,
     )  # fmt: skip
     message = _explicit(GIZMO, fork)
-    assert message.startswith("resource message tests.gizmo.v1.Gizmo is bound to kinds 'Gizmo' and 'Doohickey'")
+    assert message.startswith("resource message tests.gizmo.v1.Gizmo is bound to kinds 'Doohickey' and 'Gizmo'")
 
 
 @pytest.mark.parametrize(

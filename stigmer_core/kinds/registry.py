@@ -143,9 +143,11 @@ def _check_bindings(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
         for what, name in bound:
             plugin_b, b = owners.setdefault(f"{what} {name}", (plugin, decl))
             if b is not decl:
+                # named in a fixed order: which plugin loads first is the order of entry points
+                (one, plugin_one), (two, plugin_two) = sorted([(b.name, plugin_b), (decl.name, plugin)])
                 raise RegistryError(
-                    f"{what} {name} is bound to kinds {b.name!r} and {decl.name!r}, declared by plugin {plugin_b!r} "
-                    f"and plugin {plugin!r}: each kind needs its own proto services and resource message"
+                    f"{what} {name} is bound to kinds {one!r} and {two!r}, declared by plugin {plugin_one!r} "
+                    f"and plugin {plugin_two!r}: each kind needs its own proto services and resource message"
                 )
 
 

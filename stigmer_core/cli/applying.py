@@ -89,12 +89,13 @@ def apply_one(
         return Outcome(doc, error=f"kind {doc.kind.name} has no {missing} rpc, which apply and import need")
     calls = session.calls(doc.kind)
     message = doc.message  # parsed once: resolving references changes it
+    unresolved: list[str] = []
     if dry_run:
         problem = _validate_locally(doc, message)
         if problem:
             return Outcome(doc, error=problem)
     try:
-        references.resolve(session, doc, message, planned if dry_run else ())
+        references.resolve(session, doc, message, planned, unresolved) if dry_run else references.resolve(session, doc, message)
     except (Unreachable, errors.Unauthenticated):
         raise
     except (CliError, errors.StigmerError) as exc:
@@ -102,7 +103,8 @@ def apply_one(
     try:
         before = _existing(calls, doc, message)
         if dry_run:
-            return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run)")
+            noted = f"; {'; '.join(unresolved)} now (a real apply needs it made first)" if unresolved else ""
+            return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run{noted})")
         after = calls.apply(message)
     except errors.Unauthenticated:
         raise

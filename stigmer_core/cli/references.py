@@ -31,12 +31,18 @@ def _holder(message: Any, path: str) -> tuple[Any, str] | None:
 
 
 def resolve(
-    session: Session, doc: Document, message: Message, planned: Collection[tuple[str, str, str]] = ()
+    session: Session,
+    doc: Document,
+    message: Message,
+    planned: Collection[tuple[str, str, str]] = (),
+    unresolved: list[str] | None = None,
 ) -> None:
     """Replace slugs in ``message`` (``doc``'s, parsed) reference fields with the ids they name, in place.
 
     ``planned``: (kind, org, slug) of the objects a dry run's other documents would create; a
     slug naming one is left as it is (a real apply creates it first), not refused as not found.
+    ``unresolved`` (a dry run's): where any other slug not found is noted, instead of refused,
+    since the server may make it before it is needed (an agent's default instance).
     """
     org = metadata(message).org or session.org
     for path, target_name in doc.kind.reference_fields:
@@ -62,9 +68,12 @@ def resolve(
                 resolved.append(slug)
                 continue
             if obj is None:
-                raise CliError(
-                    f"{json_path(doc.kind.resource_cls, path)}: {target.label} '{slug}' not found in org '{org}'"
-                )
+                missing = f"{json_path(doc.kind.resource_cls, path)}: {target.label} '{slug}' not found in org '{org}'"
+                if unresolved is None:
+                    raise CliError(missing)
+                unresolved.append(missing)
+                resolved.append(slug)
+                continue
             resolved.append(metadata(obj).id)
         if isinstance(value, str):
             setattr(holder, leaf, resolved[0])

@@ -25,6 +25,7 @@ from stigmer_core import Application
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2_grpc as env_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.errors import FailedPrecondition
 from stigmer_core.headers import DRY_RUN
 from stigmer_plugins.secrets import FINGERPRINT_KEY, KEY_ENV, KEY_FILE, KEY_FILE_ENV, SecretKeyError, fingerprint
 from tests.agent_execution_support import Kinds, details_of
@@ -159,3 +160,36 @@ def test_on_lmdb_a_process_with_another_key_is_refused_too(tmp_path: Path) -> No
         mine, theirs = _hex(data / KEY_FILE), fingerprint(other)[:8].hex()
         _refused_for_its_key(lambda: kinds.environment("mine", {"DB": (SECRET, True)}), mine, theirs)
         kinds.environment("plain", {"REGION": ("eu", False)})
+
+
+def test_a_rotation_that_lost_a_race_to_another_is_refused_in_its_transaction(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """Two `rotate-key` runs on one database at once: the one that commits second finds the
+    store recording the other's new key. It is refused in its transaction ("not rotated", not the
+    advice meant for a daemon), nothing of it committed, the store's secrets under the winner's key."""
+    from stigmer_plugins.secrets import new_key, secrets
+
+    url = stigmer_postgres_store_url
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    with Application.open(one_dir, durable=False, store=url) as one, _kinds(one) as first:
+        first.environment("prod", {"DB": (SECRET, True)})
+    (two_dir).mkdir(mode=0o700)
+    (two_dir / KEY_FILE).write_bytes((one_dir / KEY_FILE).read_bytes())
+    (two_dir / KEY_FILE).chmod(0o600)
+    with (
+        Application.open(one_dir, durable=False, store=url) as one,
+        Application.open(two_dir, durable=False, store=url) as two,
+    ):
+        winner_key, loser_key = new_key(), new_key()
+        staged: list[bytes] = []
+
+        def stage_after_the_other_rotates(key: bytes) -> None:  # the race: the other commits now
+            staged.append(key)
+            secrets(one.registry).rotate(one.store, one.registry, winner_key, lambda _: None)
+
+        with pytest.raises(FailedPrecondition, match=r"not rotated: .* records key .*nothing was written") as refused:
+            secrets(two.registry).rotate(two.store, two.registry, loser_key, stage_after_the_other_rotates)
+        assert "start it again" not in str(refused.value)
+        assert staged == [loser_key]
+        assert _recorded(two) == fingerprint(winner_key)  # the winner's rotation stands, the loser's left nothing

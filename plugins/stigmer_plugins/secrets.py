@@ -274,6 +274,13 @@ class Secrets:
                 "in it), so there is nothing to rotate and the key is left as it is; if the secrets are in a team "
                 "server's database, name it (--store, $STIGMER_STORE or the config file's store)"
             )
+        master = self.master
+        if recorded is not None and not isinstance(master, LockedBox) and recorded != master.fingerprint:
+            raise FailedPrecondition(
+                f"not rotated: {_describe(store)} records key {_hex(recorded)}, not {self.source.where}'s key "
+                f"{_hex(master.fingerprint)} (another rotation, or a daemon with another key, recorded it since); "
+                "nothing was written and the key file is left as it is"
+            )
         self._refuse_other(recorded)
 
 

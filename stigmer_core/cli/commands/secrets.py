@@ -22,6 +22,7 @@ import click
 from stigmer_core.cli.commands.local import data_dir_option, store_option
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import verbose_option
+from stigmer_core.errors import FailedPrecondition
 
 
 @click.group()
@@ -82,11 +83,13 @@ def rotate_key(data_dir: str | None, store: str | None, new_key_file: Path | Non
                     f"${sealing.KEY_FILE_ENV} to that path (or ${sealing.KEY_ENV} to its base64) before starting"
                 )
             key = sealing.new_key()
+            written: list[Path] = []
             if new_key_file is not None:
                 target = new_key_file
 
                 def stage(new: bytes) -> None:
                     sealing.write_key_file(target, new)
+                    written.append(target)
 
             else:
                 staged = source.staged
@@ -94,8 +97,17 @@ def rotate_key(data_dir: str | None, store: str | None, new_key_file: Path | Non
 
                 def stage(new: bytes) -> None:
                     sealing.write_key_file(staged, new, replace=True)
+                    written.append(staged)
 
-            done = keyring.rotate(app.store, app.registry, key, stage)  # refuses a store this key does not seal
+            try:
+                done = keyring.rotate(app.store, app.registry, key, stage)  # refuses a store this key does not seal
+            except FailedPrecondition:
+                # refused in the rotating transaction (another rotation won a race): nothing committed,
+                # so the key staged for it is no key of the store's; any other failure keeps it (it may
+                # have committed), and the next start settles which key the store records
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
             if new_key_file is None:
                 sealing.install_staged(source)
     finally:

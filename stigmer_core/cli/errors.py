@@ -78,7 +78,10 @@ def tls_trouble(details: str) -> str | None:
     if any(words in lowered for words in untrusted) or "unable to get local issuer" in lowered:
         return "its certificate is not signed by a CA this client trusts (give the CA with --ca-file)"
     if "security handshaker" in lowered or "ssl_ctx" in lowered:
-        return "the CA file could not be used (is it a PEM certificate?)"
+        return (
+            "the CA file, or the client certificate and key, could not be used (are they PEM files, "
+            "and is the key the certificate's?)"
+        )
     if "handshake" in lowered and ("ssl" in lowered or "tls" in lowered):
         return "the TLS handshake failed (does the server serve TLS, and with a certificate this client trusts?)"
     return None
@@ -112,7 +115,8 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
             return Unreachable(
                 f"cannot open TLS to the stigmer server at {target}: {CLIENT_CERTIFICATE_WANTED} "
                 "(or $STIGMER_CERT_FILE and $STIGMER_KEY_FILE, or remote.cert_file and remote.key_file), "
-                "of a certificate signed by a CA the server trusts",
+                "of a certificate signed by a CA the server trusts; one given here was refused if it has "
+                "expired or another CA signed it",
                 details=[raw],
             )
         return Unreachable(

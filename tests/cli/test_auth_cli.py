@@ -142,7 +142,7 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> N
     garbage.write_text("not a certificate")
     cases = {
         str(other.ca): "its certificate is not signed by a CA this client trusts",
-        str(garbage): "the CA file could not be used",
+        str(garbage): "the CA file, or the client certificate and key, could not be used",
         "": "if it serves TLS, give its CA with --ca-file",
     }
     for ca_file, words in cases.items():
@@ -153,7 +153,7 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> N
     assert trusted.code == 0, trusted.err
     untrusted = stigmer("backend", "status", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(other.ca)})
     assert "not reachable: TLS: its certificate is not signed by a CA this client trusts" in untrusted.out
-    # a data directory whose path is too long for a Unix socket: no socket to ask, and TLS on the port
+    # a data directory deeper than a socket address holds: its socket is named through a descriptor
     far = stigmer.home / ("d" * 120)
     started = stigmer.start(data_dir=far)  # waited its whole timeout, then stopped the daemon it started
     assert "listening on" in started.output, started.output
@@ -179,6 +179,10 @@ def test_a_client_certificate_reaches_a_mutual_tls_server(stigmer: Stigmer, tmp_
     assert "not reachable: TLS: the server asks for a client certificate" in stigmer(
         "backend", "status", *remote, env=tls
     ).out
+
+    mismatched = {**tls, "STIGMER_CERT_FILE": str(pki.client_cert), "STIGMER_KEY_FILE": str(pki.server_key)}
+    wrong_pair = stigmer("get", "agents", *remote, env=mismatched)  # it blamed the CA file
+    assert "the client certificate and key, could not be used" in wrong_pair.err, wrong_pair.err
 
     mutual = {**tls, "STIGMER_CERT_FILE": str(pki.client_cert), "STIGMER_KEY_FILE": str(pki.client_key)}
     listed = stigmer("get", "agents", *remote, env=mutual)

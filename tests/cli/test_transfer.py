@@ -465,6 +465,7 @@ def test_an_import_the_server_refuses_to_take_from_this_caller_stops_at_once(
     line per document, then `imported 0 of N`."""
     admin = stigmer.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "first").strip()
     viewer = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ro").strip()
+    stranger = stigmer.ok("token", "create", "--org", "beta", "--role", "admin", "--name", "other org").strip()
     stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
     daemon = stigmer.start().address
     agents = [CODER.replace("Coder", f"Agent {n}") for n in range(12)]
@@ -473,7 +474,8 @@ def test_an_import_the_server_refuses_to_take_from_this_caller_stops_at_once(
     cases = {
         "": "this server requires an API token",
         "stg_" + "z" * 43: "the API token is not valid",
-        viewer: "(a role that allows no writes in org 'acme'); import stopped: 0 of 12",
+        viewer: "(this caller may write nothing in org 'acme'); import stopped: 0 of 12",
+        stranger: "org 'acme' not found (this caller may write nothing in org 'acme'); import stopped: 0 of 12",
     }
     for token, words in cases.items():
         result = stigmer(*remote, env={"STIGMER_TOKEN": token})

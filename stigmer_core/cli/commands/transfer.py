@@ -178,6 +178,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
         parsed += found
     documents = in_apply_order(parsed, session.catalog)
     counts: Counter[str] = Counter()
+    writable: dict[str, bool] = {}  # per org: whether this caller may write there (asked once)
     created: set[str] = set()
     unset: list[tuple[str, list[str]]] = []
     with Progress("importing", total=len(documents)) as progress:
@@ -195,8 +196,12 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
                 raise CliError(_stopped(exc.message, done - counts["failed"], len(documents))) from None
             progress.advance()
             org = metadata(document.message).org
-            if isinstance(outcome.cause, errors.PermissionDenied) and not _writes_in(session, org):
-                reason = f"{document.where} ({document.ref}): {outcome.error} (a role that allows no writes in org '{org}')"
+            # refused for the org, not the document: a role there that allows no writes, or none
+            # at all (another org's token: "org 'acme' not found"); every later document would be too
+            if isinstance(outcome.cause, errors.PermissionDenied | errors.NotFound) and not writable.setdefault(
+                org, _writes_in(session, org)
+            ):
+                reason = f"{document.where} ({document.ref}): {outcome.error} (this caller may write nothing in org '{org}')"
                 raise CliError(_stopped(reason, done - counts["failed"], len(documents)))
             if outcome.failed:
                 counts["failed"] += 1

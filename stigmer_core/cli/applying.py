@@ -1,6 +1,9 @@
 """Applying documents one by one, saying for each what happened.
 
-``apply`` and ``import`` share this. Each document is looked up first (by id
+``apply`` and ``import`` share this. A dry run sends each write as the server's dry run
+(``stigmer-dry-run: true``: the whole pipeline, nothing stored), unless the document names an
+object only another document of the run, or the server, would make first: then the client's own
+checks are all that can run. Each document is looked up first (by id
 when it carries one, else by org and slug) so the outcome can be told
 apart: created, configured (changed), or unchanged (the server kept the
 stored object as it was). A failing document is reported and the rest still
@@ -27,6 +30,7 @@ from stigmer_core.cli.documents import Document, field_errors
 from stigmer_core.cli.envelope import metadata
 from stigmer_core.cli.errors import CliError, Unreachable
 from stigmer_core.cli.session import Session
+from stigmer_core.ids import looks_like_id
 
 CREATED = "created"
 CONFIGURED = "configured"
@@ -60,6 +64,18 @@ def _existing(calls: KindCalls, doc: Document, message: Message) -> Message | No
         return None
 
 
+def _names_planned_id(message: Message, planned: Collection[tuple[str, str, str]]) -> bool:
+    """Whether the document names, anywhere, the id another document of the run gives its own
+    object (an instance naming its agent): the server would not find that object yet. Ids carry
+    a ULID, so finding one among the message's bytes is finding the field that holds it."""
+    own = metadata(message).id
+    ids = {name for _, _, name in planned if name != own and looks_like_id(name)}
+    if not ids:
+        return False
+    blob = message.SerializeToString()
+    return any(found.encode() in blob for found in ids)
+
+
 def _validate_locally(doc: Document, message: Message) -> str:
     """Declared field rules, checked here because nothing is sent in a dry run."""
     from stigmer_core.pipeline import validation
@@ -90,22 +106,24 @@ def apply_one(
     calls = session.calls(doc.kind)
     message = doc.message  # parsed once: resolving references changes it
     unresolved: list[str] = []
+    taken: list[str] = []
     if dry_run:
         problem = _validate_locally(doc, message)
         if problem:
             return Outcome(doc, error=problem)
     try:
-        references.resolve(session, doc, message, planned, unresolved) if dry_run else references.resolve(session, doc, message)
+        references.resolve(session, doc, message, planned, unresolved, taken) if dry_run else references.resolve(session, doc, message)
     except (Unreachable, errors.Unauthenticated):
         raise
     except (CliError, errors.StigmerError) as exc:
         return Outcome(doc, error=str(exc), cause=exc)
     try:
         before = _existing(calls, doc, message)
-        if dry_run:
+        if dry_run and (unresolved or taken or _names_planned_id(message, planned)):
+            # the server would refuse what names an object not made yet: only the client's checks run
             noted = f"; {'; '.join(unresolved)} now (a real apply needs it made first)" if unresolved else ""
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run{noted})")
-        after = calls.apply(message)
+        after = calls.apply(message, dry_run=dry_run)
     except errors.Unauthenticated:
         raise
     except errors.StigmerError as exc:
@@ -114,6 +132,8 @@ def apply_one(
         raise
     except CliError as exc:  # this document's (a kind without the rpcs apply needs): the rest still run
         return Outcome(doc, error=exc.message)
+    if dry_run:  # the server ran the whole write and stored nothing: its answer tells the outcome
+        return Outcome(doc, f"{CREATED if before is None else UNCHANGED if after == before else CONFIGURED} (dry run)")
     made = created if created is not None else set()
     owners = {ref.id for ref in getattr(metadata(before if before is not None else after), "owner_references", ())}
     if before is None or owners & made:

@@ -53,7 +53,7 @@ class KindCalls:
         self.timeout = timeout
         self._callables: dict[str, Any] = {}
 
-    def call(self, method: str, request: Message) -> Any:
+    def call(self, method: str, request: Message, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         found = self.kind.method(method)
         callable_ = self._callables.get(method)
         if callable_ is None:
@@ -65,7 +65,7 @@ class KindCalls:
         if not isinstance(request, found.request_cls):
             request = found.request_cls.FromString(request.SerializeToString())
         try:
-            return callable_(request, timeout=self.timeout)
+            return callable_(request, timeout=self.timeout, metadata=metadata or None)
         except grpc.RpcError as exc:
             raise from_rpc(exc, self.target) from exc
 
@@ -128,9 +128,11 @@ class KindCalls:
     def count(self, org: str = "") -> int:
         return sum(1 for _ in self.iterate(org=org))
 
-    def apply(self, resource: Message) -> Message:
+    def apply(self, resource: Message, *, dry_run: bool = False) -> Message:
+        """Apply ``resource``; with ``dry_run`` the server runs the whole write and answers what
+        it would store, storing nothing."""
         request = wrap(self.kind.method("apply").request_cls, resource)
-        applied: Message = self.call("apply", request)
+        applied: Message = self.call("apply", request, metadata=((DRY_RUN, "true"),) if dry_run else ())
         return applied
 
     def delete(self, object_id: str) -> Message:

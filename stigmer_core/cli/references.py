@@ -36,13 +36,15 @@ def resolve(
     message: Message,
     planned: Collection[tuple[str, str, str]] = (),
     unresolved: list[str] | None = None,
+    taken: list[str] | None = None,
 ) -> None:
     """Replace slugs in ``message`` (``doc``'s, parsed) reference fields with the ids they name, in place.
 
-    ``planned``: (kind, org, slug) of the objects a dry run's other documents would create; a
+    ``planned``: (kind, org, slug or id) of the objects a dry run's other documents would create; a
     slug naming one is left as it is (a real apply creates it first), not refused as not found.
     ``unresolved`` (a dry run's): where any other slug not found is noted, instead of refused,
     since the server may make it before it is needed (an agent's default instance).
+    ``taken``: where the slugs taken as found because ``planned`` names them are collected.
     """
     org = metadata(message).org or session.org
     for path, target_name in doc.kind.reference_fields:
@@ -53,6 +55,8 @@ def resolve(
         value = getattr(holder, leaf)
         values = [value] if isinstance(value, str) else list(value)
         if all(not v or looks_like_id(v) for v in values):
+            if taken is not None:  # an id another document of the run gives its own object
+                taken.extend(v for v in values if v and (target_name, org, v) in planned)
             continue
         target = session.catalog.by_name(target_name)
         if target is None:
@@ -65,6 +69,8 @@ def resolve(
                 continue
             obj = calls.lookup(org, slug)
             if obj is None and (target.name, org, slug) in planned:
+                if taken is not None:
+                    taken.append(slug)
                 resolved.append(slug)
                 continue
             if obj is None:

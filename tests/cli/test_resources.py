@@ -96,14 +96,36 @@ def test_dry_run_writes_nothing(stigmer: Stigmer, daemon: str, tmp_path: Path) -
     # a session naming, by slug, the instance another document of the run creates: a real apply
     # creates the instance first, so the dry run says so rather than "not found"
     session = "kind: session\nmetadata:\n  name: Chat\nspec:\n  agentInstanceId: support-bot-eu\n"
-    both = write(tmp_path / "both.yaml", session, INSTANCE)
+    both = write(tmp_path / "both.yaml", session, INSTANCE, SUPPORT)
     assert lines(stigmer.ok("apply", "--dry-run", "-f", str(both))) == [
+        "agent/support-bot created (dry run)",
         "agentinstance/support-bot-eu created (dry run)",
         "session/chat created (dry run)",
     ]
+    # the instance alone names, by id, an agent neither the store nor the run has: the server says so
+    instance = write(tmp_path / "instance.yaml", INSTANCE)
+    assert f"agent '{AGENT_ID}' not found" in stigmer.fails("apply", "--dry-run", "-f", str(instance))
     alone = write(tmp_path / "alone.yaml", session)  # not found and not planned: said, not refused
     (said,) = lines(stigmer.ok("apply", "--dry-run", "-f", str(alone)))
     assert said.startswith("session/chat created (dry run; ") and "'support-bot-eu' not found in org 'local' now" in said
+
+
+def test_dry_run_of_stored_objects_is_the_servers(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    """With every reference found, the server rehearses the write: an identical document is
+    unchanged, an edited one configured, and what only the server checks is refused; nothing is
+    stored either way."""
+    path = write(tmp_path / "coder.yaml", CODER)
+    stigmer.ok("apply", "-f", str(path))
+    stored = stigmer.ok("get", "agent", "coder", "-o", "yaml")
+    assert lines(stigmer.ok("apply", "--dry-run", "-f", str(path))) == ["agent/coder unchanged (dry run)"]
+    edited = write(tmp_path / "edited.yaml", CODER.replace("git-mcp", "git-mcp2"))
+    assert lines(stigmer.ok("apply", "--dry-run", "-f", str(edited))) == ["agent/coder configured (dry run)"]
+    # a session of an instance id nothing has: no client-side check sees it, the server's pipeline does
+    dangling = write(tmp_path / "dangling.yaml", "kind: session\nmetadata: {name: Chat}\nspec: {agentInstanceId: ain-00000000000000000000000000}\n")
+    message = stigmer.fails("apply", "--dry-run", "-f", str(dangling))
+    assert "document 1" in message and "ain-00000000000000000000000000' not found" in message, message
+    assert stigmer.fails("get", "session", "chat") == "session 'chat' not found in org 'local'"
+    assert stigmer.ok("get", "agent", "coder", "-o", "yaml") == stored
 
 
 def test_get_in_all_three_formats(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:

@@ -39,7 +39,12 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
     failed = 0
     created: set[str] = set()
     # a dry run creates nothing, so a reference to what another document creates cannot be looked up
-    planned = {(d.kind.name, metadata(d.message).org or session.org, d.slug) for d in documents} if dry_run else set()
+    # (by slug, and by id where a document gives its own)
+    planned = (
+        {(d.kind.name, metadata(d.message).org or session.org, name) for d in documents for name in (d.slug, metadata(d.message).id) if name}
+        if dry_run
+        else set()
+    )
     for document in in_apply_order(documents, session.catalog):
         outcome = apply_one(session, document, dry_run=dry_run, created=created, planned=planned)
         if outcome.failed:

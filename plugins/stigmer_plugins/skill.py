@@ -128,13 +128,37 @@ def _get_artifact(ctx: RequestContext) -> None:
     ctx.response = skill_pb2.GetArtifactResponse(artifact=data)
 
 
-def fill_export(obj: Message, call: Callable[[str, Message], Message]) -> None:
-    """What an exported skill needs and a get does not return: its zip, in ``spec.artifact``."""
+def fill_export(obj: Message, call: Callable[[str, Message], Message]) -> list[str]:
+    """What an exported skill needs and a get does not return: its zip, in ``spec.artifact``.
+
+    The document carries the current version only: the earlier versions it leaves behind, and
+    what names them, are returned as a note, since a reference pinning one by tag or hash does
+    not resolve after an import."""
     skill: Any = obj  # a Skill, of the server's descriptors when the export lists over reflection
     key = skill.status.artifact_storage_key
     if key:
         found: Any = call("getArtifact", skill_pb2.GetArtifactRequest(artifact_storage_key=key))
         skill.spec.artifact = found.artifact
+    current = skill.metadata.version.id
+    earlier: list[str] = []
+    request = skill_pb2.ListSkillVersionsRequest(skill_id=skill.metadata.id, page_size=1000)
+    while True:
+        page: Any = call("listVersions", request)
+        for entry in page.entries:
+            version = entry.metadata.version
+            if version.id and version.id != current:
+                earlier.append(f"{version.tag} ({version.id[:12]})" if version.tag else version.id[:12])
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    if not earlier:
+        return []
+    shown = ", ".join(earlier[:10]) + (f" and {len(earlier) - 10} more" if len(earlier) > 10 else "")
+    return [
+        f"only its current version is exported; {len(earlier)} earlier "
+        f"version{'s are' if len(earlier) > 1 else ' is'} not ({shown}), so an import does not make "
+        f"{'them' if len(earlier) > 1 else 'it'} and a reference pinning one by tag or hash will not resolve there"
+    ]
 
 
 _WRITE_STEPS = (require_markdown, attach_artifact)

@@ -130,6 +130,8 @@ class Export:
     spool: IO[bytes]
     left_out: set[str] = attrs.Factory(set)
     """Ids of objects listed but not exported (named in ``missing``)."""
+    notes: list[str] = attrs.Factory(list)
+    """What exported documents cannot carry (a kind's ``export_fill`` says), said, not failed."""
 
     def write(self, out: TextIO, catalog: Catalog) -> None:
         """The export: its first line, every document in write order (see above), its last line."""
@@ -215,11 +217,12 @@ def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> Non
     """Spool ``obj``'s document and keep its entry, or name why it cannot be exported."""
     if kind.export_fill is not None:
         try:
-            kind.export_fill(obj, session.calls(kind).call)
+            said = kind.export_fill(obj, session.calls(kind).call)
         except (errors.StigmerError, CliError) as exc:
             export.missing.append(Missing(_named(kind, obj), describe(exc)[0]))
             export.left_out.add(metadata(obj).id)
             return
+        export.notes.extend(f"{_named(kind, obj)}: {note}" for note in said or ())
     try:
         text = yamlio.dump_all([document(obj)]).encode("utf-8")
     except (json_format.SerializeToJsonError, ValueError) as exc:

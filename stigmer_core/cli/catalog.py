@@ -91,7 +91,7 @@ class KindInfo:
     """(field path, target kind) of its declared references: where documents may give a slug."""
     api_version: str = ""
     """The ``apiVersion`` its objects carry (kinds with a local declaration; "" where unknown)."""
-    export_fill: Callable[[Message, Callable[[str, Message], Message]], None] | None = None
+    export_fill: Callable[[Message, Callable[[str, Message], Message]], Iterable[str] | None] | None = None
     """Its declaration's ``export_fill``: what an exported document needs that a list does not return."""
 
     @property

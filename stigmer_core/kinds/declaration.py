@@ -189,11 +189,13 @@ class KindDeclaration:
     """Columns ``stigmer get`` shows after NAME, ID and AGE (instead of a guessed status column)."""
     apply_rank: int | None = None
     """Where ``apply``, ``import`` and ``export`` place the kind when no reference decides (lower first)."""
-    export_fill: Callable[[Message, Callable[[str, Message], Message]], None] | None = None
+    export_fill: Callable[[Message, Callable[[str, Message], Message]], Iterable[str] | None] | None = None
     """Puts into a listed object what its exported document needs and a read does not return,
     so that importing the document makes the same object: ``export_fill(obj, call)``, where
     ``call(method, request)`` calls one of the kind's rpcs (a skill fetches its zip with
-    ``getArtifact`` into ``spec.artifact``, which its writes take)."""
+    ``getArtifact`` into ``spec.artifact``, which its writes take). What it returns are notes
+    on what the document cannot carry and an import will not make again (a skill's earlier
+    versions): said on stderr, so a backup never drops them silently, without failing it."""
     mutable: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     """Resource paths an update may change (``metadata.labels``, ``spec.subject``),
     for a kind whose update request carries a field mask (``update_mask``, as

@@ -66,6 +66,8 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
             "serves cannot be seen from here",
             err=True,
         )
+    for note in export.notes:
+        click.echo(f"note: {note}", err=True)
     for item in missing:
         report_failure(f"not exported: {item.what}: {item.reason}")
     if missing:

@@ -427,6 +427,20 @@ def test_a_runner_name_is_no_credential_a_report_comes_with_the_claiming_token(t
         assert as_b(COMPLETED).status.phase == COMPLETED
 
 
+def test_a_runners_report_is_audited_as_a_status_change_not_an_edit_of_the_spec(tmp_path: Any) -> None:
+    """A report stamped the spec's audit: the runner was named as the spec's last editor and the
+    editor's last change of it was lost."""
+    with _two_runner_tokens(tmp_path) as (app, pending, as_a, as_b):
+        spec_audit = pending.status.audit.spec_audit
+        assert spec_audit.updated_by.id and spec_audit.updated_by.id != "token:alpha/runner-a"
+        claimed = as_a(IN_PROGRESS, pending.metadata.resource_version)
+        reported = as_a(COMPLETED)
+        for after in (claimed, reported):
+            assert after.status.audit.spec_audit == spec_audit
+            assert after.status.audit.status_audit.updated_by.id == "token:alpha/runner-a"
+        assert reported.status.audit.status_audit.updated_at.ToNanoseconds() >= claimed.metadata.updated_at.ToNanoseconds()
+
+
 def test_a_run_claimed_before_claims_recorded_their_token_is_its_runners_first_reporters(tmp_path: Any) -> None:
     """A run claimed by an older release has a runner name but no claimant: its runner's next
     report records one, after which another token naming the runner is refused."""

@@ -104,7 +104,7 @@ def _persist(ctx: RequestContext, old: Message, new: Message) -> None:
         raise ResourceExhausted(
             f"{_what(ctx, old)} would exceed {limit} bytes (max_object_bytes) with this report; report less at a time"
         )
-    ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal)
+    ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal, part="status")
     ctx.store.replace(ctx.kind, old, new)
     ctx.resource = new
 

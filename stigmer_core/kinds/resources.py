@@ -209,12 +209,14 @@ class Resources:
             audit.created_by.id = principal
             audit.updated_by.id = principal
 
-    def stamp_update(self, kind: KindRuntime, obj: Message, *, principal: str) -> None:
+    def stamp_update(self, kind: KindRuntime, obj: Message, *, principal: str, part: str = "spec") -> None:
+        """``part``: what the write changed, ``spec`` or ``status`` (a runner's report): only that
+        part's audit names the writer, so a report never passes for an edit of the spec."""
         now = self.now()
         if kind.shape.has_timestamps:
             obj.metadata.updated_at.CopyFrom(now)  # type: ignore[attr-defined]
         if kind.shape.has_audit:
-            audit = obj.status.audit.spec_audit  # type: ignore[attr-defined]
+            audit = getattr(obj.status.audit, f"{part}_audit")  # type: ignore[attr-defined]
             audit.updated_at.CopyFrom(now)
             audit.updated_by.id = principal
 

@@ -224,7 +224,10 @@ def serve(
             for part, on in (
                 ("TLS", server.tls),
                 ("tokens required", require_auth),
-                ("INSECURE: no authentication", insecure_no_auth and not require_auth),
+                (
+                    "INSECURE: no authentication, every caller is administrator of every org",
+                    insecure_no_auth and not require_auth,
+                ),
             )
             if on
         )

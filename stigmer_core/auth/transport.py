@@ -153,7 +153,8 @@ def check_listen(address: str, *, tls: TlsFiles | None, require_auth: bool, inse
     raise InsecureTransport(
         f"refusing to listen on {address}: it is reachable from other machines, and the server has no "
         f"{' and no '.join(lacking)}. Configure them (or the `server:` section of the config file), "
-        "listen on 127.0.0.1, or pass --insecure-no-auth on a network that authenticates and encrypts for you"
+        "or listen on 127.0.0.1. (--insecure-no-auth lifts this refusal, for a network that encrypts and "
+        "authenticates for you; without --require-auth every caller is then administrator of every org.)"
     )
 
 

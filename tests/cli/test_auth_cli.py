@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,9 +96,22 @@ def test_a_token_switched_in_without_login_is_told_where_the_org_came_from(stigm
 def test_serve_refuses_a_public_address_without_tls_and_tokens(stigmer: Stigmer) -> None:
     error = stigmer.fails("serve", "--address", "0.0.0.0:0", "--data-dir", str(stigmer.data_dir))
     assert error.startswith("refusing to listen on 0.0.0.0:0") and "--tls-cert" in error and "--require-auth" in error
+    # the way out it names says what it costs: it was offered as the fix for a missing --require-auth
+    assert "without --require-auth every caller is then administrator of every org" in error
     assert not stigmer.data_dir.exists(), "refused before touching anything"
     error = stigmer.fails("serve", "--address", f"10.0.0.1:{free_port()}", "--require-auth")
     assert "no TLS" in error and "no authentication" not in error
+
+
+def test_a_daemon_checking_no_tokens_says_every_caller_is_administrator(stigmer: Stigmer) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    (stigmer.home / "config.yaml").write_text("server:\n  insecure_no_auth: true\n")
+    stigmer.started.append(stigmer.data_dir)
+    out = stigmer.ok("local", "start", "--address", address, "--data-dir", str(stigmer.data_dir))
+    log = Path(re.search(r"^log file: (.+?) \(", out, re.M).group(1))  # type: ignore[union-attr]
+    said = f"listening on {address} (INSECURE: no authentication, every caller is administrator of every org)"
+    assert said in log.read_text(), out
 
 
 def test_a_quoted_false_in_the_config_file_is_refused_not_read_as_true(stigmer: Stigmer) -> None:

@@ -75,6 +75,18 @@ def test_an_id_with_a_trailing_newline_is_not_an_id(served: tuple[Application, g
     fails(grpc.StatusCode.NOT_FOUND, lambda: agents.get(made.metadata.id + "\n"))
 
 
+def test_a_name_of_letters_no_slug_can_hold_says_which_letters_a_slug_takes(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """"needs at least one letter or digit" was said of a name made of letters (漢), which a slug,
+    being ASCII, cannot hold."""
+    app, channel = served
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    error = fails(BAD, lambda: agents.create(agent("漢字")))
+    assert fields_of(error) == ["metadata.name"] and "ASCII letter or digit (a-z, 0-9)" in error.details()
+    assert agents.create(agent("漢字", slug="kanji")).metadata.slug == "kanji"
+
+
 def test_a_task_report_past_the_status_limit_is_refused(served: tuple[Application, grpc.Channel]) -> None:
     """Reports merge by name and append tasks the workflow does not list: they could grow
     status.tasks past its own max_items, after which every update of the execution failed."""

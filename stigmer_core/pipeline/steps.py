@@ -102,7 +102,8 @@ def resolve_slug(ctx: RequestContext) -> None:
         meta.slug = slugify(meta.name)
         if not meta.slug:
             raise errors.InvalidArgument.field(
-                "metadata.name", "needs at least one letter or digit to derive a slug from (or give metadata.slug)"
+                "metadata.name",
+                "needs at least one ASCII letter or digit (a-z, 0-9) to derive a slug from (or give metadata.slug)",
             )
 
 

@@ -610,7 +610,8 @@ class LmdbStore:
         if full or 0 <= free < _LOW_SPACE:
             return errors.ResourceExhausted(
                 f"the disk holding the store ({self.path}) is full ({free if free >= 0 else '?'} bytes free): "
-                "nothing was written; free some space and retry (reads still work)"
+                "nothing was written; free some space on that disk and retry (reads still work; deleting through "
+                "stigmer needs space too, since the store writes a changed page anew before it frees the old one)"
             )
         if isinstance(exc, lmdb.ReadonlyError):
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")

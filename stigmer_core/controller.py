@@ -32,7 +32,14 @@ from stigmer_core.async_calls import Wakeups
 from stigmer_core.auth.access import LOCAL_ADMIN, Caller
 from stigmer_core.auth.tokens import Authenticator
 from stigmer_core.decoding import Malformed, refusal, tolerant
-from stigmer_core.errors import DeadlineExceeded, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from stigmer_core.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    OrgNotVisible,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from stigmer_core.headers import dry_run as asks_dry_run
 from stigmer_core.headers import removed_trailers
 from stigmer_core.kinds.resources import Resources
@@ -177,7 +184,7 @@ class Executor:
                     response = done.response
             else:
                 response = self.read(ctx, binding)
-        except (Unauthenticated, PermissionDenied) as denied:
+        except (Unauthenticated, PermissionDenied, OrgNotVisible) as denied:
             self.log_denied(denied, binding, metadata, peer)
             raise
         return _answered(response, binding)
@@ -209,14 +216,14 @@ class Executor:
                 raise pending.error
             else:
                 response = pending.result  # its on_commit callbacks ran on the committer thread
-        except (Unauthenticated, PermissionDenied) as denied:
+        except (Unauthenticated, PermissionDenied, OrgNotVisible) as denied:
             self.log_denied(denied, binding, metadata, peer)
             raise
         return _answered(response, binding)
 
     def log_denied(
         self,
-        denied: Unauthenticated | PermissionDenied,
+        denied: Unauthenticated | PermissionDenied | OrgNotVisible,
         binding: MethodBinding,
         metadata: Sequence[tuple[str, Any]],
         peer: str,
@@ -226,7 +233,7 @@ class Executor:
 
 def log_refusal(
     authenticator: Authenticator | None,
-    denied: Unauthenticated | PermissionDenied,
+    denied: Unauthenticated | PermissionDenied | OrgNotVisible,
     path: str,
     metadata: Sequence[tuple[str, Any]],
     peer: str,
@@ -343,6 +350,9 @@ def _streamed(
                     close()
         finally:
             release()
+    except OrgNotVisible as denied:
+        executor.log_denied(denied, binding, context.invocation_metadata() or (), context.peer())
+        status.abort(context, denied)
     except Exception as exc:
         status.abort(context, exc)
 

@@ -69,6 +69,12 @@ class NotFound(StigmerError):
     pass
 
 
+class OrgNotVisible(NotFound):
+    """The caller named an org it has no role in: answered NOT_FOUND, as an org that does not
+    exist is (whether it exists is not told), and logged as a refusal, since an insider of one
+    org probing another's names leaves no other trace."""
+
+
 class AlreadyExists(StigmerError):
     pass
 

@@ -92,6 +92,23 @@ def test_a_denied_call_is_one_log_line_without_the_request(app: Application, cap
     assert "canary-7731" not in caplog.text and token not in caplog.text
 
 
+def test_naming_an_org_the_caller_has_no_role_in_is_logged_as_a_refusal(app: Application, caplog: Any) -> None:
+    """Answered NOT_FOUND, as an org that does not exist, it left no trace: an insider of one org
+    could probe another's names unseen."""
+    seed_org(app, BETA)
+    token, _ = make_token(app, ALPHA, "admin", "prober")
+    agents = KindClient(with_token(app.channel(), token), app.registry.kind("Agent"))
+    with caplog.at_level(logging.WARNING, logger="stigmer_core.controller"):
+        assert code_of(lambda: agents.list_page(org=BETA)) == grpc.StatusCode.NOT_FOUND
+        assert code_of(lambda: agents.get_by_reference(org=BETA, slug="agent")) == grpc.StatusCode.NOT_FOUND
+        assert code_of(lambda: agents.get_by_reference(org=ALPHA, slug="nothing-here")) == grpc.StatusCode.NOT_FOUND
+    service = "/stigmer.agentic.agent.v1.AgentQueryController"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"denied: principal=token:{ALPHA}/prober method={service}/list status=NOT_FOUND",
+        f"denied: principal=token:{ALPHA}/prober method={service}/getByReference status=NOT_FOUND",
+    ], "an object missing from the caller's own org is no refusal"
+
+
 def test_a_refused_whoami_is_one_log_line_too(app: Application, caplog: Any) -> None:
     """whoami is no kind rpc, yet its refusal logs the same line, naming the caller without its token."""
     token, _ = make_token(app, ALPHA, "viewer")

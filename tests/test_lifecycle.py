@@ -430,7 +430,7 @@ def test_a_runner_name_is_no_credential_a_report_comes_with_the_claiming_token(t
 def test_a_runners_report_is_audited_as_a_status_change_not_an_edit_of_the_spec(tmp_path: Any) -> None:
     """A report stamped the spec's audit: the runner was named as the spec's last editor and the
     editor's last change of it was lost."""
-    with _two_runner_tokens(tmp_path) as (app, pending, as_a, as_b):
+    with _two_runner_tokens(tmp_path) as (_app, pending, as_a, _as_b):
         spec_audit = pending.status.audit.spec_audit
         assert spec_audit.updated_by.id and spec_audit.updated_by.id != "token:alpha/runner-a"
         claimed = as_a(IN_PROGRESS, pending.metadata.resource_version)

@@ -109,7 +109,7 @@ class Resources:
         if caller is None or caller.can(self._access, org):
             return
         if not caller.member_of(org):
-            raise errors.NotFound(f"org '{org}' not found")
+            raise errors.OrgNotVisible(f"org '{org}' not found")
         raise errors.PermissionDenied(
             f"{caller.principal} is {caller.roles[org]} in org '{org}', which does not allow "
             f"{self._access.value} access to {kind.label} objects"
@@ -223,7 +223,7 @@ class Resources:
     def check_slug_free(self, kind: KindRuntime, obj: Message) -> None:
         meta = obj.metadata  # type: ignore[attr-defined]
         if not self.visible(meta.org):  # a kind's step chose the org: what is in it is not told
-            raise errors.NotFound(f"org '{meta.org}' not found")
+            raise errors.OrgNotVisible(f"org '{meta.org}' not found")
         if self.txn.get(kind.slug_key(meta.org, meta.slug)) is not None:
             raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
         if meta.id and self.txn.get(kind.object_key(meta.id)) is not None:

@@ -85,7 +85,7 @@ def authorize(ctx: RequestContext) -> None:
     if not org:
         return
     if not caller.member_of(org):
-        raise errors.NotFound(f"org '{org}' not found")
+        raise errors.OrgNotVisible(f"org '{org}' not found")
     if not caller.can(ctx.access, org):
         raise errors.PermissionDenied(
             f"{caller.principal} is {caller.roles[org]} in org '{org}', which does not allow "

@@ -124,6 +124,20 @@ def test_refusals_name_the_field(stigmer_channel: grpc.Channel) -> None:
     assert commands.update(unmarked).spec.mcp_servers[0].headers["Authorization"] == "Bearer public"
 
 
+def test_a_header_an_http_client_would_split_is_refused(stigmer_channel: grpc.Channel) -> None:
+    """A value with CR LF (or a name with a space) was stored, and a runner handing it to an HTTP
+    client would have sent a header nobody wrote."""
+    commands, _ = _stubs(stigmer_channel)
+    for name, value in (("X-Trace", "on\r\nX-Admin: yes"), ("X Trace", "on"), ("X-Trace", "nul\x00")):
+        bad = _agent(f"bad {len(value)} {name[1]}", key=API_KEY)
+        del bad.spec.mcp_servers[0].headers["X-Trace"]
+        bad.spec.mcp_servers[0].headers[name] = value
+        err = _error(commands.create, bad)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert f'spec.mcp_servers[0].headers["{name}"]' in err.details()
+    assert commands.create(_agent("fine")).spec.mcp_servers[0].headers["X-Trace"] == "on"
+
+
 def test_the_marker_without_a_stored_secret_leaves_the_header_unset(stigmer_channel: grpc.Channel) -> None:
     commands, _ = _stubs(stigmer_channel)
     restored = commands.create(_agent(key=REDACTED))

@@ -27,7 +27,7 @@ from stigmer_core.api.commons.apiresource.v1 import audit_pb2 as stigmer__core_d
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as stigmer__core_dot_api_dot_commons_dot_apiresource_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stigmer_core/api/agentic/agent/v1/agent.proto\x12\x18stigmer.agentic.agent.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xf5\x01\n\x05\x41gent\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x31\n\x04spec\x18\x04 \x01(\x0b\x32#.stigmer.agentic.agent.v1.AgentSpec\x12\x35\n\x06status\x18\x05 \x01(\x0b\x32%.stigmer.agentic.agent.v1.AgentStatus\"\xdf\x02\n\tAgentSpec\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1a\n\x08icon_url\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x10\x12\x1f\n\x0cinstructions\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x10\x12S\n\nskill_refs\x18\x05 \x03(\x0b\x32\x34.stigmer.commons.apiresource.v1.ApiResourceReferenceB\t\xbaH\x06\x92\x01\x03\x10\x80\x02\x12G\n\x0bmcp_servers\x18\x12 \x03(\x0b\x32(.stigmer.agentic.agent.v1.AgentMcpServerB\x08\xbaH\x05\x92\x01\x02\x10@\x12X\n\x10\x65nvironment_refs\x18\x13 \x03(\x0b\x32\x34.stigmer.commons.apiresource.v1.ApiResourceReferenceB\x08\xbaH\x05\x92\x01\x02\x10@\"\xa0\x02\n\x0e\x41gentMcpServer\x12\x17\n\x04name\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18?\x12\x15\n\x03url\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x10\x12P\n\x07headers\x18\x03 \x03(\x0b\x32\x35.stigmer.agentic.agent.v1.AgentMcpServer.HeadersEntryB\x08\xbaH\x05\x9a\x01\x02\x10@\x12\x19\n\x07\x63ommand\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x16\n\x04\x61rgs\x18\x05 \x03(\tB\x08\xbaH\x05\x92\x01\x02\x10@\x12)\n\x0esecret_headers\x18\x06 \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10@\"\x07r\x05\x10\x01\x18\x80\x02\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x01\n\x0b\x41gentStatus\x12\x1b\n\x13\x64\x65\x66\x61ult_instance_id\x18\x01 \x01(\t\x12\x1c\n\x14unset_secret_headers\x18\x02 \x03(\t\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\"#\n\x07\x41gentId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xe8\x01\n\x11ListAgentsRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12Q\n\x06labels\x18\x04 \x03(\x0b\x32\x37.stigmer.agentic.agent.v1.ListAgentsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\tAgentList\x12\x30\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1f.stigmer.agentic.agent.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stigmer_core/api/agentic/agent/v1/agent.proto\x12\x18stigmer.agentic.agent.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xf5\x01\n\x05\x41gent\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x31\n\x04spec\x18\x04 \x01(\x0b\x32#.stigmer.agentic.agent.v1.AgentSpec\x12\x35\n\x06status\x18\x05 \x01(\x0b\x32%.stigmer.agentic.agent.v1.AgentStatus\"\xdf\x02\n\tAgentSpec\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1a\n\x08icon_url\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x10\x12\x1f\n\x0cinstructions\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x10\x12S\n\nskill_refs\x18\x05 \x03(\x0b\x32\x34.stigmer.commons.apiresource.v1.ApiResourceReferenceB\t\xbaH\x06\x92\x01\x03\x10\x80\x02\x12G\n\x0bmcp_servers\x18\x12 \x03(\x0b\x32(.stigmer.agentic.agent.v1.AgentMcpServerB\x08\xbaH\x05\x92\x01\x02\x10@\x12X\n\x10\x65nvironment_refs\x18\x13 \x03(\x0b\x32\x34.stigmer.commons.apiresource.v1.ApiResourceReferenceB\x08\xbaH\x05\x92\x01\x02\x10@\"\xe1\x02\n\x0e\x41gentMcpServer\x12\x17\n\x04name\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18?\x12\x15\n\x03url\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x10\x12\x90\x01\n\x07headers\x18\x03 \x03(\x0b\x32\x35.stigmer.agentic.agent.v1.AgentMcpServer.HeadersEntryBH\xbaHE\x9a\x01\x42\x10@\"&r$\x10\x01\x18\x80\x02\x32\x1d^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$*\x16r\x14\x18\x80\x80\x01\x32\x0e^[^\\r\\n\\x00]*$\x12\x19\n\x07\x63ommand\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x16\n\x04\x61rgs\x18\x05 \x03(\tB\x08\xbaH\x05\x92\x01\x02\x10@\x12)\n\x0esecret_headers\x18\x06 \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10@\"\x07r\x05\x10\x01\x18\x80\x02\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x01\n\x0b\x41gentStatus\x12\x1b\n\x13\x64\x65\x66\x61ult_instance_id\x18\x01 \x01(\t\x12\x1c\n\x14unset_secret_headers\x18\x02 \x03(\t\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\"#\n\x07\x41gentId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xe8\x01\n\x11ListAgentsRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12Q\n\x06labels\x18\x04 \x03(\x0b\x32\x37.stigmer.agentic.agent.v1.ListAgentsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\tAgentList\x12\x30\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1f.stigmer.agentic.agent.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,7 +59,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTMCPSERVER'].fields_by_name['url']._loaded_options = None
   _globals['_AGENTMCPSERVER'].fields_by_name['url']._serialized_options = b'\272H\005r\003\030\200\020'
   _globals['_AGENTMCPSERVER'].fields_by_name['headers']._loaded_options = None
-  _globals['_AGENTMCPSERVER'].fields_by_name['headers']._serialized_options = b'\272H\005\232\001\002\020@'
+  _globals['_AGENTMCPSERVER'].fields_by_name['headers']._serialized_options = b'\272HE\232\001B\020@\"&r$\020\001\030\200\0022\035^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$*\026r\024\030\200\200\0012\016^[^\\r\\n\\x00]*$'
   _globals['_AGENTMCPSERVER'].fields_by_name['command']._loaded_options = None
   _globals['_AGENTMCPSERVER'].fields_by_name['command']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_AGENTMCPSERVER'].fields_by_name['args']._loaded_options = None
@@ -83,17 +83,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTSPEC']._serialized_start=462
   _globals['_AGENTSPEC']._serialized_end=813
   _globals['_AGENTMCPSERVER']._serialized_start=816
-  _globals['_AGENTMCPSERVER']._serialized_end=1104
-  _globals['_AGENTMCPSERVER_HEADERSENTRY']._serialized_start=1058
-  _globals['_AGENTMCPSERVER_HEADERSENTRY']._serialized_end=1104
-  _globals['_AGENTSTATUS']._serialized_start=1107
-  _globals['_AGENTSTATUS']._serialized_end=1244
-  _globals['_AGENTID']._serialized_start=1246
-  _globals['_AGENTID']._serialized_end=1281
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1284
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1516
-  _globals['_LISTAGENTSREQUEST_LABELSENTRY']._serialized_start=1471
-  _globals['_LISTAGENTSREQUEST_LABELSENTRY']._serialized_end=1516
-  _globals['_AGENTLIST']._serialized_start=1518
-  _globals['_AGENTLIST']._serialized_end=1604
+  _globals['_AGENTMCPSERVER']._serialized_end=1169
+  _globals['_AGENTMCPSERVER_HEADERSENTRY']._serialized_start=1123
+  _globals['_AGENTMCPSERVER_HEADERSENTRY']._serialized_end=1169
+  _globals['_AGENTSTATUS']._serialized_start=1172
+  _globals['_AGENTSTATUS']._serialized_end=1309
+  _globals['_AGENTID']._serialized_start=1311
+  _globals['_AGENTID']._serialized_end=1346
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1349
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1581
+  _globals['_LISTAGENTSREQUEST_LABELSENTRY']._serialized_start=1536
+  _globals['_LISTAGENTSREQUEST_LABELSENTRY']._serialized_end=1581
+  _globals['_AGENTLIST']._serialized_start=1583
+  _globals['_AGENTLIST']._serialized_end=1669
 # @@protoc_insertion_point(module_scope)

@@ -86,6 +86,10 @@ class _Follower:
         hub, kind = self._hub, self._kind
         settings = hub.settings
         sub = hub.subscribe(kind)
+
+        def wanted() -> bool:
+            return not sub.ended and self._active()
+
         try:
             while True:
                 if sub.ended:
@@ -95,7 +99,14 @@ class _Follower:
                 if not self._active():
                     return
                 sub.wake.clear()
-                events, after = hub.read(kind, self._cursor, self._partitions)
+                due = self._last_sent + settings.bookmark_seconds
+                page = hub.read(kind, self._cursor, self._partitions, wanted, due)
+                if page is None:  # other streams' reads of the log went first: check the caller, then again
+                    if time.monotonic() >= due:
+                        yield self._cursor
+                        self.sent()
+                    continue
+                events, after = page
                 moved = after != self._cursor
                 self._cursor = after
                 yield from events

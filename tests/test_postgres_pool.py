@@ -21,6 +21,7 @@ from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.application import Application
 from stigmer_core.kind_client import KindClient
 from stigmer_core.pipeline.events import StreamSettings
+from stigmer_core.pipeline.turns import Place
 from stigmer_core.server import Server
 from stigmer_core.store.postgres_store import PostgresStore
 from tests.test_postgres_store import _daemon_role
@@ -176,7 +177,8 @@ def test_a_stream_waiting_for_its_turn_at_the_log_has_sent_its_first_bookmark(
     try:
         agents = KindClient(channel, app.registry.kind("Agent"))
         created = agents.create(agent_pb2.Agent(metadata={"name": "first"}))
-        assert turns.take(lambda: True)  # the only turn, held: no stream can read the log now
+        mine = Place()
+        assert turns.take(mine, lambda: True)  # the only turn, held: no stream can read the log now
         try:
             stream = watch_pb2_grpc.WatchStub(channel).Watch(
                 watch_pb2.WatchRequest(kind="Agent", since_revision=0), timeout=TIMEOUT
@@ -192,7 +194,7 @@ def test_a_stream_waiting_for_its_turn_at_the_log_has_sent_its_first_bookmark(
             assert waited.is_set(), "the stream waits its turn to read the log"
             assert agents.get(created.metadata.id).metadata.name == "first", "unary calls still answer"
         finally:
-            turns.give()
+            turns.give(mine)
         event = next(stream)
         assert event.type == ADDED and event.object.Is(agent_pb2.Agent.DESCRIPTOR)
         stream.cancel()

@@ -32,7 +32,7 @@ import attrs
 
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
-from stigmer_core.pipeline.turns import Turns
+from stigmer_core.pipeline.turns import Place, Turns
 from stigmer_core.store.protocol import BoundsStreamReads, Store
 
 log = logging.getLogger(__name__)
@@ -394,16 +394,18 @@ class EventHub:
         partitions: Collection[str] | None = None,
         wanted: Callable[[], bool] = lambda: True,
         until: float | None = None,
+        place: Place | None = None,
     ) -> tuple[list[Positioned], Cursor] | None:
         """Up to a page of ``kind``'s events from ``cursor`` on, each with its position
         within its revision, and the cursor after them.
 
         None when the page must come from the log and the reader's turn at it
-        (``log_turns``) had not come when ``wanted()`` turned false or ``until``
-        (``time.monotonic()``) passed: the stream checks on its caller, maybe sends
-        a bookmark, and reads again. Raises ``Conflict`` when the log no longer
-        holds events of ``partitions`` (the orgs the reader follows; None: any) at
-        the cursor.
+        (``log_turns``, waited for at ``place``, which the stream keeps between
+        reads and gives up with ``leave``) had not come when ``wanted()`` turned
+        false or ``until`` (``time.monotonic()``) passed: the stream checks on its
+        caller, maybe sends a bookmark, and reads again. Raises ``Conflict`` when
+        the log no longer holds events of ``partitions`` (the orgs the reader
+        follows; None: any) at the cursor.
         """
         with self._lock:
             if self._thread is not None and cursor.revision > self._floor:
@@ -411,12 +413,20 @@ class EventHub:
         turns = self.log_turns
         if turns is None:
             return self._from_log(kind, cursor, partitions)
-        if not turns.take(lambda: not self._closed and wanted(), until, self.settings.poll_seconds):
+        at = place or Place()
+        if not turns.take(at, lambda: not self._closed and wanted(), until, self.settings.poll_seconds):
+            if place is None:
+                turns.leave(at)
             return None
         try:
             return self._from_log(kind, cursor, partitions)
         finally:
-            turns.give()
+            turns.give(at)
+
+    def leave(self, place: Place) -> None:
+        """A stream that ends gives up its place in line for the log (and a turn called meanwhile)."""
+        if self.log_turns is not None:
+            self.log_turns.leave(place)
 
     def _from_cache(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
         cache = self._cache

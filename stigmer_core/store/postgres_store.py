@@ -41,7 +41,9 @@ commit made while it was away is not missed.
 
 Faults: a database that is down, restarting or too slow answers
 ``errors.Unavailable`` (UNAVAILABLE) saying so; the pool drops broken
-connections and opens new ones by itself. A server that stops answering
+connections and opens new ones by itself. A call that waits out
+``pool_timeout`` while every connection is lent to calls still running is told
+the pool is busy, not that the database is unreachable (``_timed_out``). A server that stops answering
 without closing the connection (which TCP does not notice) is given up after
 ``answer_timeout_ms`` (see ``_AnsweringConnection``). A write is acknowledged only after
 its COMMIT returned; a connection lost during COMMIT is reported as

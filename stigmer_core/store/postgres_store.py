@@ -261,7 +261,7 @@ class _Openings:
             return self.opening > 0 or self.failed_at >= started
 
 
-def _bounded_class(settings: PostgresSettings, openings: _Openings) -> type[_AnsweringConnection]:
+def _bounded_class(settings: PostgresSettings, openings: _Openings | None = None) -> type[_AnsweringConnection]:
     attributes = {"answer_seconds": settings.answer_seconds, "openings": openings}
     return type("StigmerConnection", (_AnsweringConnection,), attributes)
 

@@ -32,7 +32,8 @@ import attrs
 
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
-from stigmer_core.store.protocol import Store
+from stigmer_core.pipeline.turns import Place, Turns
+from stigmer_core.store.protocol import BoundsStreamReads, Store
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,9 @@ class EventHub:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.views = SharedViews(self.settings.cache_bytes)
+        self.log_turns = Turns(store.stream_read_slots) if isinstance(store, BoundsStreamReads) else None
+        """Streams' reads of the durable log take turns here on a store whose connections are
+        few and shared with unary calls; the dispatcher's one reader does not wait among them."""
 
     @property
     def closed(self) -> bool:
@@ -384,18 +388,45 @@ class EventHub:
 
     # -- reading -------------------------------------------------------------------
     def read(
-        self, kind: str, cursor: Cursor, partitions: Collection[str] | None = None
-    ) -> tuple[list[Positioned], Cursor]:
+        self,
+        kind: str,
+        cursor: Cursor,
+        partitions: Collection[str] | None = None,
+        wanted: Callable[[], bool] = lambda: True,
+        until: float | None = None,
+        place: Place | None = None,
+    ) -> tuple[list[Positioned], Cursor] | None:
         """Up to a page of ``kind``'s events from ``cursor`` on, each with its position
         within its revision, and the cursor after them.
 
-        Raises ``Conflict`` when the log no longer holds events of ``partitions``
-        (the orgs the reader follows; None: any) at the cursor.
+        None when the page must come from the log and the reader's turn at it
+        (``log_turns``, waited for at ``place``, which the stream keeps between
+        reads and gives up with ``leave``) had not come when ``wanted()`` turned
+        false or ``until`` (``time.monotonic()``) passed: the stream checks on its
+        caller, maybe sends a bookmark, and reads again. Raises ``Conflict`` when
+        the log no longer holds events of ``partitions`` (the orgs the reader
+        follows; None: any) at the cursor.
         """
         with self._lock:
             if self._thread is not None and cursor.revision > self._floor:
                 return self._from_cache(kind, cursor)
-        return self._from_log(kind, cursor, partitions)
+        turns = self.log_turns
+        if turns is None:
+            return self._from_log(kind, cursor, partitions)
+        at = place or Place()
+        if not turns.take(at, lambda: not self._closed and wanted(), until, self.settings.poll_seconds):
+            if place is None:
+                turns.leave(at)
+            return None
+        try:
+            return self._from_log(kind, cursor, partitions)
+        finally:
+            turns.give(at)
+
+    def leave(self, place: Place) -> None:
+        """A stream that ends gives up its place in line for the log (and a turn called meanwhile)."""
+        if self.log_turns is not None:
+            self.log_turns.leave(place)
 
     def _from_cache(self, kind: str, cursor: Cursor) -> tuple[list[Positioned], Cursor]:
         cache = self._cache

@@ -29,6 +29,7 @@ from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Positioned, unshared
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep, Step, step
+from stigmer_core.pipeline.turns import Place
 from stigmer_core.store import keys
 
 WATCH_SERVICE = "stigmer.commons.watch.v1.Watch"
@@ -86,6 +87,11 @@ class _Follower:
         hub, kind = self._hub, self._kind
         settings = hub.settings
         sub = hub.subscribe(kind)
+        place = Place()  # in line to read the log, kept while a due bookmark is sent
+
+        def wanted() -> bool:
+            return not sub.ended and self._active()
+
         try:
             while True:
                 if sub.ended:
@@ -95,7 +101,14 @@ class _Follower:
                 if not self._active():
                     return
                 sub.wake.clear()
-                events, after = hub.read(kind, self._cursor, self._partitions)
+                due = self._last_sent + settings.bookmark_seconds
+                page = hub.read(kind, self._cursor, self._partitions, wanted, due, place)
+                if page is None:  # other streams' reads of the log went first: check the caller, then again
+                    if time.monotonic() >= due:
+                        yield self._cursor
+                        self.sent()
+                    continue
+                events, after = page
                 moved = after != self._cursor
                 self._cursor = after
                 yield from events
@@ -106,6 +119,7 @@ class _Follower:
                 elif not moved:  # nothing new: wait for the dispatcher, the caller's check or a bookmark
                     sub.wake.wait(min(settings.poll_seconds, settings.bookmark_seconds - idle))
         finally:
+            hub.leave(place)
             hub.unsubscribe(sub)
 
 

@@ -41,7 +41,9 @@ commit made while it was away is not missed.
 
 Faults: a database that is down, restarting or too slow answers
 ``errors.Unavailable`` (UNAVAILABLE) saying so; the pool drops broken
-connections and opens new ones by itself. A server that stops answering
+connections and opens new ones by itself. A call that waits out
+``pool_timeout`` while every connection is lent to calls still running is told
+the pool is busy, not that the database is unreachable (``_timed_out``). A server that stops answering
 without closing the connection (which TCP does not notice) is given up after
 ``answer_timeout_ms`` (see ``_AnsweringConnection``). A write is acknowledged only after
 its COMMIT returned; a connection lost during COMMIT is reported as
@@ -55,6 +57,7 @@ import datetime
 import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -206,6 +209,14 @@ class _AnsweringConnection(psycopg.Connection[Any]):
     """
 
     answer_seconds: float = (DEFAULT_STATEMENT_TIMEOUT_MS + ANSWER_GRACE_MS) / 1000
+    openings: _Openings | None = None
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+        if cls.openings is None:
+            return super().connect(conninfo, **kwargs)
+        with cls.openings.attempt():
+            return super().connect(conninfo, **kwargs)
 
     def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         bound = self.answer_seconds
@@ -218,8 +229,62 @@ class _AnsweringConnection(psycopg.Connection[Any]):
             raise _NoAnswer(f"the database did not answer within {bound:g} s; its connection was closed") from None
 
 
-def _bounded_class(settings: PostgresSettings) -> type[_AnsweringConnection]:
-    return type("StigmerConnection", (_AnsweringConnection,), {"answer_seconds": settings.answer_seconds})
+class _Openings:
+    """How the pool's attempts to open connections are going: what tells a database that
+    cannot be reached (no connection opens) from a pool whose connections are all busy."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.opening = 0
+        """Attempts under way."""
+        self.failed_at = float("-inf")
+        """``time.monotonic()`` of the latest attempt that failed."""
+        self.error = ""
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[None]:
+        with self._lock:
+            self.opening += 1
+        try:
+            yield
+        except psycopg.Error as exc:
+            with self._lock:
+                self.failed_at, self.error = time.monotonic(), _detail(exc)
+            raise
+        finally:
+            with self._lock:
+                self.opening -= 1
+
+    def failing_since(self, started: float) -> bool:
+        """Whether opening a connection failed after ``started``, or an attempt is still under way."""
+        with self._lock:
+            return self.opening > 0 or self.failed_at >= started
+
+
+def _bounded_class(settings: PostgresSettings, openings: _Openings | None = None) -> type[_AnsweringConnection]:
+    attributes = {"answer_seconds": settings.answer_seconds, "openings": openings}
+    return type("StigmerConnection", (_AnsweringConnection,), attributes)
+
+
+class _Pool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
+    """The pool, counting the connections it has lent out: when every one is out, a caller that
+    waited ``pool_timeout`` in vain met a saturated pool, not an unreachable database."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._lent_lock = threading.Lock()
+        self.lent = 0
+        super().__init__(*args, **kwargs)
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        conn = super().getconn(timeout)
+        with self._lent_lock:
+            self.lent += 1
+        return conn
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lent_lock:
+            self.lent -= 1
+        super().putconn(conn)
 
 
 def _lost(conn: psycopg.Connection[Any]) -> bool:
@@ -249,8 +314,8 @@ def _translate(exc: psycopg.Error) -> Exception:
         return errors.Unavailable(str(exc))
     if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
         return errors.Unavailable(f"the database did not answer in time ({exc.diag.message_primary or exc})")
-    if isinstance(exc, psycopg_pool.PoolTimeout):
-        return errors.Unavailable("the database is unreachable: no connection could be opened in time")
+    if isinstance(exc, psycopg_pool.PoolTimeout):  # ``PostgresStore._acquire`` says which of the two it was
+        return errors.Unavailable("no database connection was free, nor could one be opened, in time")
     if isinstance(exc, pg_errors.DiskFull):
         return errors.ResourceExhausted(
             f"the disk holding the database is full ({_detail(exc)}): nothing was written; "
@@ -770,7 +835,8 @@ class PostgresStore:
         )
         if not durable:
             options += " -c synchronous_commit=off"
-        self._connection_class = _bounded_class(self.settings)
+        self._openings = _Openings()
+        self._connection_class = _bounded_class(self.settings, self._openings)
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "options": options,
@@ -795,7 +861,7 @@ class PostgresStore:
         self._writes = GroupCommit(self._commit_batch, self.settings.max_batch)
         self._stop = threading.Event()
         self.commits = 0
-        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = psycopg_pool.ConnectionPool(
+        self._pool = _Pool(
             self.settings.conninfo,
             connection_class=self._connection_class,
             kwargs=self._connect_kwargs,
@@ -861,12 +927,38 @@ class PostgresStore:
     def _acquire(self) -> psycopg.Connection[Any]:
         if self._writes.closed:
             raise errors.Unavailable("the store is closed")
+        started = time.monotonic()
         try:
             return self._pool.getconn()
         except psycopg_pool.PoolClosed:
             raise errors.Unavailable("the store is closed") from None
+        except psycopg_pool.PoolTimeout as exc:
+            raise self._timed_out(started) from exc
         except psycopg.Error as exc:
             raise _translate(exc) from exc
+
+    def _timed_out(self, started: float) -> errors.Unavailable:
+        """Why no connection came within ``pool_timeout``: the database is unreachable only when
+        the pool is short of connections and cannot open more; with every connection lent out to
+        calls still running, the pool is saturated and the database may be perfectly healthy."""
+        settings = self.settings
+        if self._pool.lent < settings.pool_max and self._openings.failing_since(started):
+            error = self._openings.error
+            return errors.Unavailable(
+                f"the database is unreachable: no connection could be opened within {settings.pool_timeout:g} s"
+                + (f" ({error})" if error and self._openings.failed_at >= started else "")
+            )
+        return errors.Unavailable(
+            f"every one of this daemon's {settings.pool_max} database connections stayed busy for "
+            f"{settings.pool_timeout:g} s (store URL parameters pool_max and pool_timeout): too many calls "
+            "at once; retry, or give the daemon a larger pool_max"
+        )
+
+    @property
+    def stream_read_slots(self) -> int:
+        """Half the pool: streams catching up on the event log take turns on these, so the other
+        half is always left to unary calls (docs/design.md, Watch and streams)."""
+        return max(1, self.settings.pool_max // 2)
 
     def _release(self, conn: psycopg.Connection[Any], in_transaction: bool) -> None:
         if in_transaction and not _lost(conn):

@@ -113,6 +113,20 @@ class Store(Protocol):
 
 
 @runtime_checkable
+class BoundsStreamReads(Protocol):
+    """A store whose reads each hold one of a few connections (a pool shared with unary calls).
+
+    Streams catching up on the event log read it page after page; hundreds of them
+    at once would hold every connection and leave a get waiting out its timeout.
+    The event hub lets at most ``stream_read_slots`` of those reads run at once; a
+    stream waits its turn. An engine whose reads take nothing scarce (LMDB) has none.
+    """
+
+    @property
+    def stream_read_slots(self) -> int: ...
+
+
+@runtime_checkable
 class ReportsReachability(Protocol):
     """A store that can lose what it stores in (a database server) while the daemon runs.
 

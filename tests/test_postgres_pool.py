@@ -1,0 +1,204 @@
+"""A daemon's connection pool under load: streams catching up take turns at half of it, so unary
+calls keep answering; a call that waits out a busy pool is told the pool is busy, and only one
+whose pool cannot open connections is told the database is unreachable."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+
+from stigmer_core import errors
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.application import Application
+from stigmer_core.kind_client import KindClient
+from stigmer_core.pipeline.events import StreamSettings
+from stigmer_core.pipeline.turns import Place
+from stigmer_core.server import Server
+from stigmer_core.store.postgres_store import PostgresStore
+from tests.test_postgres_store import _daemon_role
+
+BOOKMARK = watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+ADDED = watch_pb2.WATCH_EVENT_TYPE_ADDED
+WATCHES = 40
+AGENTS = 30
+TIMEOUT = 120.0
+
+
+def _with(url: str, **params: object) -> str:
+    return url + "".join(f"&{name}={value}" for name, value in params.items())
+
+
+@contextlib.contextmanager
+def _held(store: PostgresStore, count: int) -> Iterator[None]:
+    """``count`` of the store's connections lent out (each to a read left open)."""
+    with contextlib.ExitStack() as stack:
+        for _ in range(count):
+            stack.enter_context(store.read())
+        yield
+
+
+def test_a_call_that_waits_out_a_busy_pool_is_told_the_pool_is_busy(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    url = _with(stigmer_postgres_store_url, pool_min=2, pool_max=2, pool_timeout=0.5)
+    app = Application.open(tmp_path / "data", durable=False, store=url)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        agents = KindClient(channel, app.registry.kind("Agent"))
+        created = agents.create(agent_pb2.Agent(metadata={"name": "busy"}))
+        store = app.store
+        assert isinstance(store, PostgresStore)
+        with _held(store, 2), pytest.raises(grpc.RpcError) as caught:
+            agents.get(created.metadata.id)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        details = caught.value.details() or ""
+        assert "pool_max" in details and "pool_timeout" in details and "busy" in details, details
+        assert "unreachable" not in details, details
+        assert agents.get(created.metadata.id).metadata.id == created.metadata.id, "free again: answered"
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        app.close()
+
+
+def test_a_pool_that_cannot_open_a_connection_says_the_database_is_unreachable(
+    stigmer_postgres_store_url: str,
+) -> None:
+    with _daemon_role(stigmer_postgres_store_url) as (url, admin, role):
+        store = PostgresStore(_with(url, pool_min=1, pool_max=4, pool_timeout=1), durable=False)
+        try:
+            with store.read() as txn:  # the pool opened: more are opened on demand
+                assert txn.revision >= 0
+            opened = store._pool.get_stats()["pool_size"]  # the first read may have grown the pool
+            assert opened < 4
+            with psycopg.connect(admin, autocommit=True) as conn:  # the open ones stay, no new one opens
+                conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 0'.encode())
+            with _held(store, opened), pytest.raises(errors.Unavailable) as caught:
+                store.read()
+            assert "unreachable" in caught.value.message and "pool_max" not in caught.value.message
+            assert "too many connections" in caught.value.message, "the reason opening failed"
+        finally:
+            store.close()
+
+
+def _lock_waiters(admin: psycopg.Connection[Any]) -> int:
+    """Backends of the daemon's role (the admin's too) waiting for a lock: reads of the locked log."""
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _catch_up(stream: Any, count: int) -> str:
+    """Read ``stream`` until ``count`` Agents were ADDED: how it ended."""
+    seen = 0
+    try:
+        for event in stream:
+            seen += event.type == ADDED
+            if seen == count:
+                return "caught up"
+        return f"ended after {seen}"
+    except grpc.RpcError as exc:
+        return f"{exc.code().name}: {exc.details()}"
+    finally:
+        stream.cancel()
+
+
+def test_many_streams_catching_up_on_a_tiny_pool_leave_unary_calls_answering(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """Two connections, many watches reading the log from the start while it answers nothing (an
+    exclusive lock held on it): one stream's read holds one connection, the rest wait their turn
+    without failing, and gets keep the other connection. Then every stream catches up."""
+    url = _with(stigmer_postgres_store_url, pool_min=2, pool_max=2, pool_timeout=1)
+    app = Application.open(tmp_path / "data", durable=False, store=url, streams=StreamSettings(page_events=8))
+    server = Server(app, "127.0.0.1:0", max_workers=8)
+    server.start()
+    channels = [grpc.insecure_channel(server.address) for _ in range(4)]
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    try:
+        agents = KindClient(channels[0], app.registry.kind("Agent"))
+        made = [agents.create(agent_pb2.Agent(metadata={"name": f"a{i}"})) for i in range(AGENTS)]
+        with (
+            psycopg.connect(store.settings.conninfo, autocommit=True) as admin,
+            psycopg.connect(store.settings.conninfo) as locker,
+        ):
+            locker.execute(f'LOCK TABLE "{store.schema}".events IN ACCESS EXCLUSIVE MODE'.encode())
+            streams = [
+                watch_pb2_grpc.WatchStub(channels[i % 4]).Watch(
+                    watch_pb2.WatchRequest(kind="Agent", since_revision=0), timeout=TIMEOUT
+                )
+                for i in range(WATCHES)
+            ]
+            for stream in streams:  # sent before any of them reads the log
+                assert next(stream).type == BOOKMARK
+            for _ in range(600):
+                if _lock_waiters(admin):
+                    break
+                threading.Event().wait(0.05)
+            for made_one in made[:10]:
+                assert agents.get(made_one.metadata.id).metadata.id == made_one.metadata.id
+            assert _lock_waiters(admin) == store.stream_read_slots == 1, "one connection for streams' reads"
+            locker.rollback()
+        with ThreadPoolExecutor(WATCHES) as readers:
+            ends = list(readers.map(lambda stream: _catch_up(stream, AGENTS), streams))
+        assert [end for end in ends if end != "caught up"] == [], "no stream ends UNAVAILABLE"
+    finally:
+        for channel in channels:
+            channel.close()
+        server.stop(grace=1)
+        app.close()
+
+
+def test_a_stream_waiting_for_its_turn_at_the_log_has_sent_its_first_bookmark(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """The first BOOKMARK goes out before the stream reads the log: a turn it waits for (here,
+    every turn taken) does not hold it back, and the caller going away ends the wait."""
+    url = _with(stigmer_postgres_store_url, pool_min=2, pool_max=2, pool_timeout=1)
+    app = Application.open(tmp_path / "data", durable=False, store=url)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    turns = app.events.log_turns
+    assert turns is not None and turns.slots == 1
+    try:
+        agents = KindClient(channel, app.registry.kind("Agent"))
+        created = agents.create(agent_pb2.Agent(metadata={"name": "first"}))
+        mine = Place()
+        assert turns.take(mine, lambda: True)  # the only turn, held: no stream can read the log now
+        try:
+            stream = watch_pb2_grpc.WatchStub(channel).Watch(
+                watch_pb2.WatchRequest(kind="Agent", since_revision=0), timeout=TIMEOUT
+            )
+            first = next(stream)
+            assert first.type == BOOKMARK and first.revision == 0
+            waited = threading.Event()
+            for _ in range(200):
+                if turns.waiting:
+                    waited.set()
+                    break
+                threading.Event().wait(0.05)
+            assert waited.is_set(), "the stream waits its turn to read the log"
+            assert agents.get(created.metadata.id).metadata.name == "first", "unary calls still answer"
+        finally:
+            turns.give(mine)
+        event = next(stream)
+        assert event.type == ADDED and event.object.Is(agent_pb2.Agent.DESCRIPTOR)
+        stream.cancel()
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        app.close()

@@ -60,10 +60,11 @@ def tolerant(cls: type[Message], held_to: HoldsLimits | None = None) -> Callable
     return deserialize
 
 
-def refusal(cls: type[Message], request: Malformed) -> InvalidArgument:
+def refusal(cls: type[Message], request: Malformed, name: str | None = None) -> InvalidArgument:
+    """``name``: the message's name where the method knows it under another (a renamed copy)."""
     if request.error is not None:
         return request.error
-    name = cls.DESCRIPTOR.full_name
+    name = name or cls.DESCRIPTOR.full_name
     return InvalidArgument(
         f"request is not a valid {name}: {request.reason}", [FieldViolation("(request)", f"cannot be parsed as {name}")]
     )

@@ -23,13 +23,14 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
 from stigmer_core.controller import queued_writes, unary_reads
-from stigmer_core.reflection import serve_reflection
+from stigmer_core.health_checks import health_handlers
+from stigmer_core.reflection import OpenStreams, reflection_handlers
 from stigmer_core.server_pools import ServerPools
 from stigmer_core.store.protocol import ReportsReachability, SubmitsWrites
 
@@ -58,8 +59,9 @@ class ClientGone(logging.Filter):
 _CLIENT_GONE = ClientGone()
 
 
-def _serve_reflection(app: Application, server: grpc.Server | aio.Server) -> None:
-    serve_reflection([*app.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server)
+def _reflection(app: Application, pools: ServerPools, *, asynchronous: bool) -> dict[str, dict[str, Any]]:
+    slots = OpenStreams(pools.sizes.reflection_streams)
+    return reflection_handlers([*app.service_names, health.SERVICE_NAME], slots, asynchronous=asynchronous)
 
 
 def _follow_store(app: Application, set_all: Callable[[int], None]) -> None:
@@ -95,11 +97,12 @@ class AsyncServing:
         for service, methods in app.services.items():
             routed = pools.route(service, methods, reads, queued)
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, routed),))
+        # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
+        # handlers built as the library's own registration builds them (``health_checks``).
         checks = health_aio.HealthServicer()
-        # Not a kind's servicer: grpc's own health service (grpcio-health-checking),
-        # registered the way that library documents rather than rewritten here.
-        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-        _serve_reflection(app, server)
+        own = {health.SERVICE_NAME: health_handlers(checks), **_reflection(app, pools, asynchronous=True)}
+        for service, methods in own.items():  # on the loop: they hold no thread
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
         return server, checks
 
     def add_port(self, address: str, credentials: grpc.ServerCredentials | None) -> int:
@@ -160,11 +163,16 @@ class SyncServing:
         reads = unary_reads(app.registry)
         for service, methods in app.services.items():
             self._server.add_registered_method_handlers(service, pools.route_sync(service, methods, reads))
+        # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
+        # handlers built as the library's own registration builds them (``health_checks``).
+        # Health and reflection answer without a token: each runs on a pool of its own, so
+        # idle reflection streams cannot take the threads writes and health checks need.
         self._health = health.HealthServicer(experimental_non_blocking=True)
-        # Not a kind's servicer: grpc's own health service (grpcio-health-checking),
-        # registered the way that library documents rather than rewritten here.
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        _serve_reflection(app, self._server)
+        self._server.add_registered_method_handlers(
+            health.SERVICE_NAME, pools.on_pool(health_handlers(self._health), pools.health)
+        )
+        for service, methods in _reflection(app, pools, asynchronous=False).items():
+            self._server.add_registered_method_handlers(service, pools.on_pool(methods, pools.reflection))
 
     def add_port(self, address: str, credentials: grpc.ServerCredentials | None) -> int:
         if credentials is not None:

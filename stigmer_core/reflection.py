@@ -9,10 +9,18 @@ must find every one it is told of. The protocol also lets a client ask for
 the file of a method (``Service.method``, as ``grpcurl describe`` does); the
 descriptor pool knows only services and messages by name, so a method's
 name is answered with its service's file.
+
+Reflection answers without a token, so what one caller can hold of it is
+bounded: at most ``PoolSizes.reflection_streams`` streams are open at once
+(``STIGMER_MAX_REFLECTION_STREAMS``), the next is RESOURCE_EXHAUSTED at
+once, and request bytes that do not parse are INVALID_ARGUMENT as for every
+other rpc (``decoding``), where grpc answers INTERNAL and logs an error.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -21,7 +29,13 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc import aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from stigmer_core import status
+from stigmer_core.decoding import Malformed, refusal, tolerant
+from stigmer_core.errors import ResourceExhausted
+
 V1 = "grpc.reflection.v1.ServerReflection"
+REQUEST = reflection_pb2.ServerReflectionRequest
+SETTING = "STIGMER_MAX_REFLECTION_STREAMS"
 
 
 def _v1_pool() -> descriptor_pool.DescriptorPool:
@@ -74,23 +88,96 @@ class _Pool:
         raise KeyError(symbol)
 
 
-def serve_reflection(names: list[str], server: grpc.Server | aio.Server) -> None:
-    """grpcio-reflection's servicer for ``names`` (the v1 name added), under both names."""
+class OpenStreams:
+    """At most ``limit`` reflection streams open at once; past it, RESOURCE_EXHAUSTED (never a wait)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def take(self) -> Callable[[], None]:
+        """A slot, and what gives it back (once, however often it is called)."""
+        if not self._slots.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"too many open reflection streams (limit {self.limit}, setting {SETTING}); "
+                "close a reflection stream or retry later"
+            )
+        held = [self._slots]
+        lock = threading.Lock()
+
+        def give_back() -> None:
+            with lock:
+                slots = held.pop() if held else None
+            if slots is not None:
+                slots.release()
+
+        return give_back
+
+
+def _sync_info(servicer: Any, slots: OpenStreams, name: str) -> Callable[..., Iterator[Any]]:
+    def parsed(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        for request in requests:
+            if isinstance(request, Malformed):
+                status.abort(context, refusal(REQUEST, request, name))
+            yield request
+
+    def info(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            give_back = slots.take()
+        except ResourceExhausted as exc:
+            status.abort(context, exc)
+        # grpc stops pulling a stream whose client went away and drops it unclosed: the call's
+        # end gives the slot back then, not the generator's collection
+        context.add_callback(give_back)
+        try:
+            yield from servicer.ServerReflectionInfo(parsed(requests, context), context)
+        finally:
+            give_back()
+
+    return info
+
+
+def _async_info(servicer: Any, slots: OpenStreams, name: str) -> Callable[..., AsyncIterator[Any]]:
+    async def parsed(requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Malformed):
+                await status.abort_call(context, refusal(REQUEST, request, name))
+            yield request
+
+    async def info(requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            give_back = slots.take()
+        except ResourceExhausted as exc:
+            await status.abort_call(context, exc)
+        try:
+            async for response in servicer.ServerReflectionInfo(parsed(requests, context), context):
+                yield response
+        finally:
+            give_back()
+
+    return info
+
+
+def reflection_handlers(
+    names: list[str], slots: OpenStreams, *, asynchronous: bool
+) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """grpcio-reflection's servicer for ``names`` (the v1 name added), under both names:
+    service -> its one method's handler, for grpc's asyncio server or its sync server."""
     names = [*names, reflection.SERVICE_NAME, V1]
     pool: Any = _Pool()
     servicer: Any = (
         reflection.aio.ReflectionServicer(names, pool=pool)
-        if isinstance(server, aio.Server)
+        if asynchronous
         else reflection.ReflectionServicer(names, pool=pool)
     )
-    handler = grpc.stream_stream_rpc_method_handler(
-        servicer.ServerReflectionInfo,
-        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        tuple(
-            grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler})
-            for name in (reflection.SERVICE_NAME, V1)
-        )
-    )
+    build = _async_info if asynchronous else _sync_info
+    return {
+        service: {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                build(servicer, slots, f"{service.rpartition('.')[0]}.ServerReflectionRequest"),
+                request_deserializer=tolerant(REQUEST),
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        }
+        for service in (reflection.SERVICE_NAME, V1)
+    }

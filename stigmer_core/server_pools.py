@@ -12,7 +12,10 @@ rpc pool, one thread per write in flight, since the more writers wait on one
 group commit together, the more share it. Sync services (the identity
 service) run on the rpc pool on either server. A server stream takes a
 thread of the stream pool while it waits for its next message, which for a
-watch is most of its life.
+watch is most of its life. On the sync server, health and server reflection
+(which answer without a token) have pools of their own: a reflection stream
+waits on its thread for the client's next request, so on the rpc pool a few
+dozen idle ones took every thread writes and health checks need.
 
 Measured with the bench's client in the same process, 32 in flight on an
 LMDB daemon: gets went from 0.81x of a bare grpcio echo on grpc's sync server
@@ -37,6 +40,10 @@ from stigmer_core.store.lmdb_store import LmdbStore
 REJECTING_THREADS = 4
 """Stream threads past the stream limit: room to refuse the next stream at once."""
 
+HEALTH_THREADS = 2
+"""Health checks on grpc's sync server: each takes a lock and a lookup, so two keep a load
+balancer answered while every other pool is busy."""
+
 
 LMDB_READ_THREADS = 0
 """An LMDB read never waits on I/O: it runs on the event loop, with no thread to hand it to.
@@ -55,12 +62,22 @@ class PoolSizes:
     rpc_threads: int = 32
     """Every other unary call on a thread (writes on a database, sync services) running at once:
     writes waiting on one group commit share it, so this bounds how many a commit can carry."""
+    reflection_streams: int = 16
+    """Server reflection streams open at once (``STIGMER_MAX_REFLECTION_STREAMS``); the next is
+    refused. Reflection answers without a token, and on grpc's sync server each open stream
+    holds a thread while it waits for the client's next request: a tool asks a few questions
+    and closes its stream, so a few at a time serve many users, and the bound keeps idle ones
+    from growing without end."""
 
     @classmethod
     def from_env(cls, environ: Any = None) -> PoolSizes:
         env = os.environ if environ is None else environ
         values = {}
-        for field, name in (("read_threads", "STIGMER_READ_THREADS"), ("rpc_threads", "STIGMER_RPC_THREADS")):
+        for field, name in (
+            ("read_threads", "STIGMER_READ_THREADS"),
+            ("rpc_threads", "STIGMER_RPC_THREADS"),
+            ("reflection_streams", "STIGMER_MAX_REFLECTION_STREAMS"),
+        ):
             raw = env.get(name)
             if not raw:
                 continue
@@ -88,16 +105,21 @@ of their own, and a second so a long list page does not hold up every get behind
 
 
 class _OnPool:
-    """A behavior grpc's sync server runs on ``experimental_thread_pool`` rather than its own pool."""
+    """A behavior grpc's sync server runs on ``experimental_thread_pool`` rather than its own pool
+    (one that answers through a callback, ``experimental_non_blocking``, stays so)."""
 
-    __slots__ = ("behavior", "experimental_thread_pool")
+    __slots__ = ("behavior", "experimental_non_blocking", "experimental_thread_pool")
 
     def __init__(self, behavior: Callable[..., Any], pool: futures.ThreadPoolExecutor) -> None:
         self.behavior = behavior
         self.experimental_thread_pool = pool
+        self.experimental_non_blocking = bool(getattr(behavior, "experimental_non_blocking", False))
 
-    def __call__(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self.behavior(request, context)
+    def __call__(self, *arguments: Any) -> Any:
+        return self.behavior(*arguments)
+
+
+_BEHAVIORS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
 
 class ServerPools:
@@ -118,6 +140,13 @@ class ServerPools:
         self.streams = futures.ThreadPoolExecutor(
             max(max_streams, 1) + REJECTING_THREADS, thread_name_prefix=f"{name}-stream"
         )
+        self.health = futures.ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix=f"{name}-health")
+        """Health on grpc's sync server (``on_pool``); on the asyncio server it runs on the loop."""
+        self.reflection = futures.ThreadPoolExecutor(
+            sizes.reflection_streams + REJECTING_THREADS, thread_name_prefix=f"{name}-reflection"
+        )
+        """Reflection streams on grpc's sync server: one thread each up to the bound, and room
+        to refuse the next at once."""
 
     def route(
         self,
@@ -162,6 +191,17 @@ class ServerPools:
             routed[name] = handler._replace(**{field: _OnPool(getattr(handler, field), pool)})
         return routed
 
+    @staticmethod
+    def on_pool(
+        handlers: Mapping[str, grpc.RpcMethodHandler], pool: futures.ThreadPoolExecutor
+    ) -> dict[str, grpc.RpcMethodHandler]:
+        """``handlers`` for grpc's sync server, every one run on ``pool``."""
+        routed: dict[str, grpc.RpcMethodHandler] = {}
+        for name, handler in handlers.items():
+            field = next(f for f in _BEHAVIORS if getattr(handler, f) is not None)
+            routed[name] = handler._replace(**{field: _OnPool(getattr(handler, field), pool)})
+        return routed
+
     def sync_reads(self) -> futures.ThreadPoolExecutor:
         """The read pool of a sync server whose reads were settled to run on a loop (0 threads)."""
         if self.reads is None:
@@ -169,6 +209,6 @@ class ServerPools:
         return self.reads
 
     def shutdown(self) -> None:
-        for pool in (self.reads, self.streams, self.default):
+        for pool in (self.reads, self.streams, self.health, self.reflection, self.default):
             if pool is not None:
                 pool.shutdown(wait=False)

@@ -80,7 +80,20 @@ class AlreadyExists(StigmerError):
 
 
 class Conflict(StigmerError):
-    pass
+    @classmethod
+    def version(cls, what: str, given: int, stored: int, *, by: str = "") -> Conflict:
+        """A write guarded by a ``resource_version`` that is not the stored one. Only an older one is
+        stale (someone wrote since it was read); a newer one was never issued (a typo, another
+        object's, or another store's), and calling it stale would send its client looking for a
+        writer that does not exist."""
+        if given < stored:
+            return cls(
+                f"{what} was modified{by}: resource_version {given} is stale (current: {stored}); re-read and retry"
+            )
+        return cls(
+            f"{what}: resource_version {given} does not match the stored one (current: {stored}); no version newer "
+            "than the stored one was ever issued: re-read and retry"
+        )
 
 
 class FailedPrecondition(StigmerError):

@@ -26,6 +26,10 @@ MESSAGE_BYTES = 4 << 20
 MAX_EVENTS_PER_TRANSACTION = MAX_EVENT_SEQ
 """The event log numbers one transaction's events in two bytes (store/keys.py)."""
 
+MAX_REPORT_ID_WINDOW = 1024
+"""``status.recent_report_ids``'s own ``max_items`` (the execution protos): a larger window would
+store a status its own rules refuse."""
+
 PAGE_ROOM = 2048
 """What a page needs besides its objects (entry tags and lengths, the next page token)."""
 
@@ -36,6 +40,7 @@ ENV = {
     "max_objects_per_write": "STIGMER_MAX_OBJECTS_PER_WRITE",
     "max_request_items": "STIGMER_MAX_REQUEST_ITEMS",
     "run_lease_seconds": "STIGMER_RUN_LEASE_SECONDS",
+    "report_id_window": "STIGMER_REPORT_ID_WINDOW",
     "max_list_skipped": "STIGMER_MAX_LIST_SKIPPED",
     "max_org_bytes": "STIGMER_MAX_ORG_BYTES",
     "max_org_objects": "STIGMER_MAX_ORG_OBJECTS",
@@ -77,6 +82,12 @@ class Limits:
     """How long a runner may go without a report naming it (every such report is a heartbeat)
     before another runner may take its run over with a claim: a runner that died leaves no run
     IN_PROGRESS for good."""
+    report_id_window: int = 32
+    """How many ids of a run's latest applied reports it keeps (``status.recent_report_ids``): a
+    report sent again with one of them (its answer was lost) is not applied twice, even when
+    heartbeats or other reports came in between. A runner retries one report at a time, so a
+    few suffice; 32 leaves room for a runner with several reports in flight. At most
+    ``MAX_REPORT_ID_WINDOW``, the field's own rule."""
     max_list_skipped: int = 1_000
     """Objects one list page may read and leave out (those its other conditions reject, when a
     list names more than one label or filter and an index answers only one). Past it the page
@@ -119,6 +130,10 @@ class Limits:
             )
         if not 8 <= self.max_nesting_depth <= 90:
             raise StartupError(f"{_named('max_nesting_depth')} must be between 8 and 90, not {self.max_nesting_depth}")
+        if self.report_id_window > MAX_REPORT_ID_WINDOW:
+            raise StartupError(
+                f"{_named('report_id_window')} must be between 1 and {MAX_REPORT_ID_WINDOW}, not {self.report_id_window}"
+            )
         if self.max_objects_per_write >= MAX_EVENTS_PER_TRANSACTION:
             raise StartupError(f"{_named('max_objects_per_write')} must be below {MAX_EVENTS_PER_TRANSACTION}")
 

@@ -129,7 +129,32 @@ def test_stopping_the_server_ends_open_streams(tmp_path: Path) -> None:
             for _ in stream:
                 pass
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "shutting down" in err.value.details()
+        assert "shutting down; watch again with since_revision " in err.value.details()
+    channel.close()
+    app.close()
+
+
+def test_a_stream_ended_by_a_stop_names_the_field_it_resumes_with(tmp_path: Path) -> None:
+    """A subscribe was told to "watch again after revision N": subscribe resumes with its own
+    after_revision, and a Watch with since_revision, so neither field was named."""
+    app = _app(tmp_path)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    kinds = Kinds.on(app, channel)
+    run = kinds.execution(agent_id=kinds.agent().metadata.id)
+    subscribe = kinds.executions.call(
+        "subscribe", ae.SubscribeAgentExecutionInput(execution_id=run.metadata.id), timeout=120
+    )
+    assert next(subscribe).metadata.id == run.metadata.id  # its state now: the stream is open
+    server.stop(grace=60)
+    with pytest.raises(grpc.RpcError) as err:
+        for _ in subscribe:
+            pass
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = err.value.details()
+    assert "call subscribe again with after_revision " in details, details
+    assert int(details.rpartition(" ")[2]) >= run.metadata.resource_version
     channel.close()
     app.close()
 

@@ -532,4 +532,11 @@ def test_the_readme_runner_takes_the_backlog_then_new_work_and_keeps_what_it_cla
     assert claim(stigmer_channel, later.metadata.id, later.metadata.resource_version)  # its answer lost: still ours
     runner["RUNNER"] = "another-host:1"
     assert not claim(stigmer_channel, later.metadata.id, later.metadata.resource_version)
-    assert kinds.executions.get(later.metadata.id).status.runner != "another-host:1"
+    held = kinds.executions.get(later.metadata.id)
+    assert held.status.runner != "another-host:1"
+    # a run held by another runner, claimed at its current version (as a runner looking for silent
+    # runs would): refused FAILED_PRECONDITION, which killed the README's runner; so did a run
+    # deleted while PENDING (NOT_FOUND)
+    assert not claim(stigmer_channel, later.metadata.id, held.metadata.resource_version)
+    kinds.executions.delete(backlog.metadata.id)
+    assert not claim(stigmer_channel, backlog.metadata.id, backlog.metadata.resource_version)

@@ -240,6 +240,38 @@ def _check_takeover(ctx: RequestContext, existing: Message, report: Any, runner:
     )
 
 
+def _ended(what: str, phase: int) -> str:
+    """Why a report on an ended run is refused: the run ended, whatever the report asked for (a
+    runner's heartbeat after a cancel asks for no phase at all)."""
+    how = "was cancelled" if phase == CANCELLED else "has ended"
+    return f"{what} {how} (it is {phase_name(phase)}, a terminal phase) and takes no more reports"
+
+
+def _recent_ids(status: Any) -> list[str]:
+    """The ids of the run's latest applied reports; a status stored before it kept a window, or a
+    kind's status without one, has only its last (``report_id``)."""
+    if "recent_report_ids" in status.DESCRIPTOR.fields_by_name and status.recent_report_ids:
+        return list(status.recent_report_ids)
+    last = str(getattr(status, "report_id", ""))
+    return [last] if last else []
+
+
+def _note_report(status: Any, report_id: str, *, restart: bool, window: int) -> None:
+    """Record an applied report's id: ``report_id`` the latest, ``recent_report_ids`` the last
+    ``window`` of them. A report without an id (a heartbeat) changes neither, or a retry after it
+    would be applied again. A claim or a takeover starts again: ids are one runner's own, and the
+    new runner's may repeat the old one's."""
+    fields = status.DESCRIPTOR.fields_by_name
+    if "report_id" not in fields:
+        return
+    kept = [] if restart else _recent_ids(status)
+    if report_id:
+        kept = [*(i for i in kept if i != report_id), report_id]
+    status.report_id = kept[-1] if kept else ""
+    if "recent_report_ids" in fields:
+        status.recent_report_ids[:] = kept[-window:]
+
+
 def update_status(
     *,
     merge: Callable[[Message, Message], None],
@@ -263,9 +295,11 @@ def update_status(
     The same claim again from that runner (just the IN_PROGRESS phase and
     its name, with the version it claimed at, now stale, since its answer
     was lost) is taken as a heartbeat, not ABORTED, so a runner never drops a
-    run it holds; so is a report of that runner carrying the ``report_id`` of
-    the report that last changed the status (a retry after a lost answer):
-    not applied twice. A report naming another runner than the one recorded
+    run it holds; so is a report carrying a ``report_id`` among the run's
+    ``recent_report_ids`` (the ids of its latest applied reports, at most
+    ``Limits.report_id_window``; a report without one, a heartbeat, keeps
+    them) from that runner, or from any runner on a run claimed without a
+    name: a retry after a lost answer, not applied twice. A report naming another runner than the one recorded
     is refused (FAILED_PRECONDITION), unless it is a claim of a run whose
     runner has been silent longer than the run lease
     (``Limits.run_lease_seconds``): then the run is taken over, and the old
@@ -288,19 +322,27 @@ def update_status(
         report_id = str(getattr(report, "report_id", ""))
         expected = getattr(ctx.request, "resource_version", 0)
         stored = getattr(existing.metadata, "resource_version", 0)  # type: ignore[attr-defined]
-        # Sent again after a lost answer, by the runner that sent it: the report that last changed
-        # this status, or this runner's claim (its version stale since it landed). Not applied twice.
-        again = bool(runner) and runner == holder and not taken_back and (
-            (bool(report_id) and report_id == getattr(status, "report_id", ""))
-            or (bool(expected) and expected != stored and status.phase == IN_PROGRESS and _is_claim(report, runner))
+        # Sent again after a lost answer, by the run's own runner (or, on a run claimed without a
+        # name, by any runner): a report applied lately, or this runner's claim (its version stale
+        # since it landed). Not applied twice.
+        again = (
+            runner == holder
+            and not taken_back
+            and (
+                (bool(report_id) and report_id in _recent_ids(status))
+                or (
+                    bool(runner)
+                    and bool(expected)
+                    and expected != stored
+                    and status.phase == IN_PROGRESS
+                    and _is_claim(report, runner)
+                )
+            )
         )
         if not again:
             if expected and expected != stored:
                 by = f", claimed by runner '{holder}'" if holder and status.phase == IN_PROGRESS else ""
-                raise Conflict(
-                    f"{_what(ctx, existing)} was modified{by}: resource_version {expected} is stale "
-                    f"(current: {stored}); re-read and retry"
-                )
+                raise Conflict.version(_what(ctx, existing), expected, stored, by=by)
             if runner and runner != holder and status.phase == IN_PROGRESS:
                 _check_takeover(ctx, existing, report, runner, holder)
             if runner and status.phase == PENDING and (report.phase or PENDING) == PENDING:
@@ -318,16 +360,16 @@ def update_status(
         current = status.phase
         if not again:
             if is_terminal(current):  # refused even when the report repeats the phase or carries none
-                check_transition(current, report.phase or current, what=_what(ctx, existing))
+                raise FailedPrecondition(_ended(_what(ctx, existing), current))
             if report.phase and report.phase != current:
                 enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
             merge(report, new.status)  # type: ignore[attr-defined]
-            if runner and (runner != holder or taken_back):  # a claim, or a takeover: this principal's now
+            claimed = bool(runner) and (runner != holder or taken_back)
+            if claimed:  # a claim, or a takeover: this principal's now
                 _record_claimant(ctx, new.status)  # type: ignore[attr-defined]
             if runner:
                 new.status.runner = runner  # type: ignore[attr-defined]
-            if "report_id" in status.DESCRIPTOR.fields_by_name:
-                new.status.report_id = report_id  # type: ignore[attr-defined]
+            _note_report(new.status, report_id, restart=claimed, window=ctx.registry.limits.report_id_window)  # type: ignore[attr-defined]
         if runner and runner == holder and not taken_back:
             recorded = _claimant(new.status)  # type: ignore[attr-defined]
             if recorded is not None and not recorded.created_by.id:  # claimed before claims recorded one

@@ -271,6 +271,7 @@ class EventHub:
         self._head = 0
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._ends = 0
         self.views = SharedViews(self.settings.cache_bytes)
         self.log_turns = Turns(store.stream_read_slots) if isinstance(store, BoundsStreamReads) else None
         """Streams' reads of the durable log take turns here on a store whose connections are
@@ -281,11 +282,20 @@ class EventHub:
         return self._closed
 
     # -- subscriptions ---------------------------------------------------------
-    def subscribe(self, kind: str) -> Subscription:
+    @property
+    def ends(self) -> int:
+        """How many times ``end_streams`` ran: a stream notes it when its call arrives."""
+        return self._ends
+
+    def subscribe(self, kind: str, opened: int | None = None) -> Subscription:
+        """Register a stream of ``kind``. ``opened`` is ``ends`` as it was when its call arrived: a
+        stream that was opened before a stop but subscribes after it (it was still sending its
+        first message) is ended at once, or it would wait out the stop's grace period."""
         sub = Subscription(kind)
         with self._lock:
             if self._closed:
                 raise errors.Unavailable("the server is shutting down")
+            sub.ended = opened is not None and opened != self._ends
             self._subs.setdefault(kind, set()).add(sub)
             if self._thread is None:
                 with self.store.read() as txn:
@@ -305,6 +315,7 @@ class EventHub:
     def end_streams(self) -> None:
         """End every open stream now (each answers UNAVAILABLE); later ones may still open."""
         with self._lock:
+            self._ends += 1
             subs = [sub for group in self._subs.values() for sub in group]
         for sub in subs:
             sub.ended = True

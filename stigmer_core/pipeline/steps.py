@@ -155,10 +155,7 @@ def check_version(ctx: RequestContext) -> None:
     given = _input(ctx).metadata.resource_version  # type: ignore[attr-defined]
     stored = ctx.existing.metadata.resource_version  # type: ignore[union-attr]
     if given and given != stored:
-        raise errors.Conflict(
-            f"{ctx.kind.label} '{ctx.existing.metadata.slug}' was modified: "  # type: ignore[union-attr]
-            f"resource_version {given} is stale (current: {stored}); re-read and retry"
-        )
+        raise errors.Conflict.version(f"{ctx.kind.label} '{ctx.existing.metadata.slug}'", given, stored)  # type: ignore[union-attr]
 
 
 @step(Phase.BUILD)

@@ -72,7 +72,11 @@ class _Follower:
         cursor: Cursor,
         active: Callable[[], bool],
         partitions: Collection[str] | None = None,
+        resume: Callable[[int], str] = lambda revision: f"watch again with since_revision {revision}",
+        opened: int | None = None,
     ) -> None:
+        self._resume = resume  # what its client reopens the stream with, in that stream's own field
+        self._opened = opened  # the hub's ``ends`` when the call arrived
         self._hub = hub
         self._kind = kind
         self._partitions = partitions
@@ -86,7 +90,7 @@ class _Follower:
     def __iter__(self) -> Iterator[Positioned | Cursor]:
         hub, kind = self._hub, self._kind
         settings = hub.settings
-        sub = hub.subscribe(kind)
+        sub = hub.subscribe(kind, self._opened)
         place = Place()  # in line to read the log, kept while a due bookmark is sent
 
         def wanted() -> bool:
@@ -95,9 +99,7 @@ class _Follower:
         try:
             while True:
                 if sub.ended:
-                    raise errors.Unavailable(
-                        f"the server is shutting down; watch again after revision {self._cursor.complete}"
-                    )
+                    raise errors.Unavailable(f"the server is shutting down; {self._resume(self._cursor.complete)}")
                 if not self._active():
                     return
                 sub.wake.clear()
@@ -289,6 +291,7 @@ def watch_events(ctx: RequestContext) -> None:
     req: Any = ctx.request
     kind = ctx.kind
     hub = _hub(ctx)
+    opened = hub.ends
     txn = ctx.store.txn
     head = txn.revision
     start = int(req.since_revision) if req.HasField("since_revision") else head
@@ -309,7 +312,7 @@ def watch_events(ctx: RequestContext) -> None:
             # revision before it, which a client resuming from bookmarks would get again
             cursor = Cursor.after(start)
     if cursor.complete < head:
-        compacted = txn.compacted_through(scope.partitions)  # only events this watch could send count
+        compacted = txn.compacted_through(scope.partitions)  # its orgs' shares, of every kind: a share keeps no kinds
         if compacted >= cursor.revision:
             raise Compacted(start, compacted + 1)
     active = ctx.active
@@ -317,7 +320,7 @@ def watch_events(ctx: RequestContext) -> None:
 
     def stream() -> Iterator[watch_pb2.WatchEvent | bytes]:
         yield _bookmark(kind, cursor.complete)
-        follower = _Follower(hub, kind.name, cursor, active, scope.partitions)
+        follower = _Follower(hub, kind.name, cursor, active, scope.partitions, opened=opened)
         for item in follower:
             if isinstance(item, Cursor):
                 yield _bookmark(kind, item.complete)
@@ -374,12 +377,19 @@ def watch_object(
             # answers) would be refused again for an object nobody has written since
             start = txn.revision
         hub = _hub(ctx)
+        opened = hub.ends
         initial = None if after else current
         active = ctx.active
         # resumed at or past a final state: nothing more will ever come
         finished = bool(after) and until is not None and until(current) and version <= after
 
         views = hub.views.get
+        operation = ctx.operation
+
+        def resume(revision: int) -> str:
+            if after_field:  # nothing of the object was left unsent up to there
+                return f"call {operation} again with {after_field} {revision}"
+            return f"call {operation} again (it starts with the object as it is then)"
 
         def states() -> Iterator[Message | bytes]:
             if finished:
@@ -389,7 +399,7 @@ def watch_object(
                 if until is not None and until(initial):
                     return
             try:
-                for item in _Follower(hub, kind.name, Cursor.after(start), active, partitions):
+                for item in _Follower(hub, kind.name, Cursor.after(start), active, partitions, resume, opened):
                     if isinstance(item, Cursor) or item[0].id != object_id:
                         continue
                     event, position = item

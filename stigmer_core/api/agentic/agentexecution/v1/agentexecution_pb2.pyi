@@ -75,7 +75,7 @@ class AgentExecutionSpec(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., message: _Optional[str] = ..., runtime_env: _Optional[_Mapping[str, _execution_pb2.RuntimeValue]] = ...) -> None: ...
 
 class AgentExecutionStatus(_message.Message):
-    __slots__ = ("messages", "phase", "error", "started_at", "completed_at", "execution_context_id", "agent_instance_id", "runner", "heartbeat_at", "report_id", "audit")
+    __slots__ = ("messages", "phase", "error", "started_at", "completed_at", "execution_context_id", "agent_instance_id", "runner", "heartbeat_at", "report_id", "recent_report_ids", "audit")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class AgentExecutionStatus(_message.Message):
     RUNNER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
     REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECENT_REPORT_IDS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[AgentMessage]
     phase: _execution_pb2.ExecutionPhase
@@ -97,8 +98,9 @@ class AgentExecutionStatus(_message.Message):
     runner: str
     heartbeat_at: _timestamp_pb2.Timestamp
     report_id: str
+    recent_report_ids: _containers.RepeatedScalarFieldContainer[str]
     audit: _audit_pb2.ApiResourceAudit
-    def __init__(self, messages: _Optional[_Iterable[_Union[AgentMessage, _Mapping]]] = ..., phase: _Optional[_Union[_execution_pb2.ExecutionPhase, str]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_context_id: _Optional[str] = ..., agent_instance_id: _Optional[str] = ..., runner: _Optional[str] = ..., heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., report_id: _Optional[str] = ..., audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
+    def __init__(self, messages: _Optional[_Iterable[_Union[AgentMessage, _Mapping]]] = ..., phase: _Optional[_Union[_execution_pb2.ExecutionPhase, str]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_context_id: _Optional[str] = ..., agent_instance_id: _Optional[str] = ..., runner: _Optional[str] = ..., heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., report_id: _Optional[str] = ..., recent_report_ids: _Optional[_Iterable[str]] = ..., audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("type", "content", "timestamp", "tool_calls", "metadata", "is_streaming")

@@ -57,7 +57,7 @@ class WorkflowExecutionSpec(_message.Message):
     def __init__(self, workflow_instance_id: _Optional[str] = ..., trigger_message: _Optional[str] = ..., trigger_metadata: _Optional[_Mapping[str, str]] = ..., runtime_env: _Optional[_Mapping[str, _execution_pb2.RuntimeValue]] = ..., workflow_id: _Optional[str] = ...) -> None: ...
 
 class WorkflowExecutionStatus(_message.Message):
-    __slots__ = ("phase", "tasks", "output", "error", "started_at", "completed_at", "runner", "heartbeat_at", "report_id", "audit")
+    __slots__ = ("phase", "tasks", "output", "error", "started_at", "completed_at", "runner", "heartbeat_at", "report_id", "recent_report_ids", "audit")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class WorkflowExecutionStatus(_message.Message):
     RUNNER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
     REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECENT_REPORT_IDS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_FIELD_NUMBER: _ClassVar[int]
     phase: _execution_pb2.ExecutionPhase
     tasks: _containers.RepeatedCompositeFieldContainer[WorkflowTaskStatus]
@@ -77,8 +78,9 @@ class WorkflowExecutionStatus(_message.Message):
     runner: str
     heartbeat_at: _timestamp_pb2.Timestamp
     report_id: str
+    recent_report_ids: _containers.RepeatedScalarFieldContainer[str]
     audit: _audit_pb2.ApiResourceAudit
-    def __init__(self, phase: _Optional[_Union[_execution_pb2.ExecutionPhase, str]] = ..., tasks: _Optional[_Iterable[_Union[WorkflowTaskStatus, _Mapping]]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runner: _Optional[str] = ..., heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., report_id: _Optional[str] = ..., audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
+    def __init__(self, phase: _Optional[_Union[_execution_pb2.ExecutionPhase, str]] = ..., tasks: _Optional[_Iterable[_Union[WorkflowTaskStatus, _Mapping]]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[_execution_pb2.ExecutionError, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runner: _Optional[str] = ..., heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., report_id: _Optional[str] = ..., recent_report_ids: _Optional[_Iterable[str]] = ..., audit: _Optional[_Union[_audit_pb2.ApiResourceAudit, _Mapping]] = ...) -> None: ...
 
 class WorkflowTaskStatus(_message.Message):
     __slots__ = ("task_name", "phase", "started_at", "completed_at", "error", "output", "task_kind")

@@ -575,3 +575,38 @@ def test_a_move_of_documents_of_several_orgs_is_refused_before_anything_is_writt
     assert stigmer.ok("export", "--all", "--data-dir", fresh).count("kind:") == 0
     one = stigmer.ok("export", "--all", "--org", "team")
     assert "imported 3 of 3 resources" in stigmer.ok("import", "--to-org", "acme", "--data-dir", fresh, input=one)
+
+
+def test_an_import_whose_local_daemon_stopped_says_so_of_the_local_daemon(
+    stigmer: Stigmer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local daemon stopped after the first document: the error spoke of a server and sent a
+    local user to `stigmer backend status --backend remote`."""
+    from click.testing import CliRunner
+
+    from stigmer_core.cli import applying
+    from stigmer_core.cli.app import main
+
+    elsewhere = tmp_path / "elsewhere"
+    daemon = stigmer.start(data_dir=elsewhere).address
+    backup = write(tmp_path / "backup.yaml", SUPPORT, CODER)
+    real = applying.apply_one
+    applied: list[str] = []
+
+    def apply_then_stop(*args: Any, **kwargs: Any) -> Any:
+        if applied:
+            stigmer.ok("local", "stop", "--data-dir", str(elsewhere))
+        applied.append("one")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(applying, "apply_one", apply_then_stop)
+    result = CliRunner().invoke(main, ["import", "-f", str(backup), "--data-dir", str(elsewhere)], env=stigmer.env())
+    assert result.exit_code == 1
+    said = result.output.strip().splitlines()[-1]
+    assert said == (
+        f"stigmer: cannot reach the local stigmer daemon of data directory {elsewhere} at {daemon} (did the daemon "
+        f"stop? `stigmer local status --data-dir {elsewhere}` checks it, `stigmer local start --data-dir {elsewhere}` "
+        "starts it again; with none running, commands open the store themselves); 1 of 2 resources were imported "
+        "before it, and importing the same documents again finishes the job (what is there already is unchanged)"
+    ), result.output
+    assert "--backend remote" not in result.output

@@ -196,6 +196,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
                 outcome = apply_one(session, document, created=created)
             except Unreachable as exc:  # the server went away: say how far the import got
                 written = done - counts["failed"]
+                exc = session.unreachable(exc)
                 raise CliError(
                     f"{exc.message}; {written} of {len(documents)} resources were imported before it, and "
                     "importing the same documents again finishes the job (what is there already is unchanged)",

@@ -49,9 +49,7 @@ class Unreachable(CliError):
     later call would fail the same way, so a command working through many documents stops here,
     where any other failure is one document's."""
 
-    def __init__(
-        self, message: str, *, details: Sequence[str] = (), target: str = "", gone: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, details: Sequence[str] = (), target: str = "", gone: str = "") -> None:
         super().__init__(message, details=details)
         self.target = target
         self.gone = gone

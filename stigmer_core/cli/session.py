@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import click
 
 from stigmer_core import config, errors
-from stigmer_core.config_file import local_data
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.errors import Unreachable, at_local_daemon
 from stigmer_core.cli.options import overrides
+from stigmer_core.config_file import local_data
 
 if TYPE_CHECKING:
     from stigmer_core.cli.calls import KindCalls

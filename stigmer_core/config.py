@@ -28,7 +28,8 @@ Precedence, highest first: explicit arguments (CLI flags), environment
 variables (``STIGMER_BACKEND``, ``STIGMER_DATA_DIR``, ``STIGMER_STORE``, ``STIGMER_ADDRESS``,
 ``STIGMER_ENDPOINT``, ``STIGMER_TOKEN``, ``STIGMER_CA_FILE``, ``STIGMER_CERT_FILE``, ``STIGMER_KEY_FILE``,
 ``STIGMER_ORG``), the config file,
-built-in defaults. ``store`` empty (the default) means LMDB in ``data_dir``;
+built-in defaults; but a ``data_dir`` argument (``--data-dir``) is the local backend, whatever
+the environment and the file say (``resolve``). ``store`` empty (the default) means LMDB in ``data_dir``;
 a ``postgresql://`` URL makes the daemon (and a CLI opening the store in
 process) use that database, with ``data_dir`` keeping per-daemon files only. ``STIGMER_HOME`` moves the whole base directory (default
 ``~/.stigmer``), which is what keeps tests away from a real home.
@@ -103,12 +104,21 @@ def resolve(
     cert_file: str | None = None,
     key_file: str | None = None,
 ) -> Settings:
-    """Settings from arguments, then environment, then the config file, then defaults."""
+    """Settings from arguments, then environment, then the config file, then defaults.
+
+    A ``data_dir`` argument (``--data-dir``) selects the local backend, over ``STIGMER_BACKEND``
+    and the config file: it names a local store, and a command given one (restoring a backup
+    into a fresh directory) must not quietly reach the team server that ``login`` configured.
+    With ``backend="remote"`` too it is refused as contradictory. ``STIGMER_DATA_DIR`` does not
+    select a backend: it is often set once for every shell, and says only where the local
+    store is when the backend is local."""
     home = stigmer_home()
     data = load_config(home / CONFIG_NAME)
     local = section(data, "local")
     remote = section(data, "remote")
-    chosen = pick(backend, "backend", section(data, "backend").get("type"), LOCAL).lower()
+    if data_dir and backend is not None and backend.lower() == REMOTE:
+        raise ConfigError(local_and_remote(data_dir))
+    chosen = LOCAL if data_dir else pick(backend, "backend", section(data, "backend").get("type"), LOCAL).lower()
     if chosen not in BACKENDS:
         raise ConfigError(f"unknown backend '{chosen}': use 'local' or 'remote'")
     directory, chosen_store = local_data(data_dir, store, home=home, data=data)
@@ -130,6 +140,14 @@ def resolve(
         ca_file=pick(ca_file, "ca_file", remote.get("ca_file"), ""),
         cert_file=pick(cert_file, "cert_file", remote.get("cert_file"), ""),
         key_file=pick(key_file, "key_file", remote.get("key_file"), ""),
+    )
+
+
+def local_and_remote(data_dir: str | Path) -> str:
+    """Why ``--data-dir`` and ``--backend remote`` are not taken together."""
+    return (
+        f"--data-dir {data_dir} names a local store, but --backend remote asks for the remote server; "
+        "give one of them (--data-dir alone uses the local backend)"
     )
 
 

@@ -31,3 +31,34 @@ def test_export_import_moves_a_store_lmdb_to_postgresql_and_back_byte_identical(
     back = Stigmer(tmp_path / "back")
     assert back.ok("import", input=second).strip().startswith("imported 12 of 12 resources")
     assert back.ok("export", "--all", "-A") == first
+
+
+def test_a_laptop_moves_to_a_team_server_on_postgresql(tmp_path: Path, stigmer_postgres_store_url: str) -> None:
+    """After `login`, `import --to-org` left an agent whose references name org 'local' behind
+    (refused in the new org), and `import --data-dir NEW` restored into the team server instead."""
+    from tests.cli.test_transfer import NAMING_ITS_ORG
+
+    team = Stigmer(tmp_path / "team")
+    team.home.mkdir(parents=True)
+    (team.home / "config.yaml").write_text(
+        yaml.safe_dump({"store": stigmer_postgres_store_url, "server": {"require_auth": True}})
+    )
+    admin = team.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "first").strip()
+    me = Stigmer(tmp_path / "me")
+    try:
+        daemon = team.start().address
+        me.ok("apply", "-f", "-", input=NAMING_ITS_ORG)
+        backup = me.ok("export", "--all")
+        me.ok("login", "--endpoint", daemon, "--token", admin)
+        moved = me.ok("import", "--to-org", "acme", input=backup)
+        assert "imported 4 of 4 resources" in moved, moved
+        agent = yaml.safe_load(me.ok("get", "agent", "support-bot", "-o", "yaml"))
+        assert agent["metadata"]["org"] == "acme"
+        assert agent["spec"]["environmentRefs"] == [{"org": "acme", "kind": "Environment", "slug": "prod"}]
+        assert "support-bot-default" in me.ok("get", "agentinstance")
+
+        restored = tmp_path / "restored"
+        assert "imported 4 of 4 resources" in me.ok("import", "--data-dir", str(restored), input=backup)
+        assert me.ok("export", "--all", "--data-dir", str(restored)) == backup
+    finally:
+        team.cleanup()

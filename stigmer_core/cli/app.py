@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from stigmer_core.cli.errors import CliError, describe
+from stigmer_core.cli.errors import CliError, Unreachable, describe
 from stigmer_core.cli.options import overrides, verbose_option
 
 # Command name -> "module:attribute", one line per command or command group. `--help` imports every
@@ -75,12 +75,27 @@ class StigmerGroup(click.Group):
             from stigmer_core.cli.reporting import report_failure
 
             verbose = overrides(ctx).verbose
+            if isinstance(exc, Unreachable):
+                exc = _said_of_backend(ctx, exc)
             message, details = describe(exc)
             if isinstance(exc, errors.NotFound):
                 message = _with_org_hint(ctx, message)
             expected = isinstance(exc, CliError | errors.StigmerError | OSError)
             report_failure(message, details, verbose=verbose, error=None if expected else exc)
             ctx.exit(exc.exit_code if isinstance(exc, CliError) else 1)
+
+
+def _said_of_backend(ctx: click.Context, error: Unreachable) -> Unreachable:
+    """A server gone away, said of the local daemon when that is what the command dialled."""
+    from stigmer_core import config
+    from stigmer_core.cli.session import for_backend
+
+    flags = overrides(ctx)
+    try:
+        settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir)
+    except Exception:  # only a better wording: the message stands without it
+        return error
+    return for_backend(error, settings)
 
 
 def _with_org_hint(ctx: click.Context, message: str) -> str:

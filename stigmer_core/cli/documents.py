@@ -23,8 +23,9 @@ from google.protobuf.message import Message
 from stigmer_core import errors
 from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import Catalog, KindInfo
-from stigmer_core.cli.envelope import descriptor, metadata
+from stigmer_core.cli.envelope import descriptor, metadata, repeated
 from stigmer_core.cli.errors import CliError, wording
+from stigmer_core.cli.moving import move
 from stigmer_core.ids import slugify
 
 STDIN = "-"
@@ -145,12 +146,6 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _repeated(field: Any) -> bool:
-    """``is_repeated`` where the runtime has it; ``label`` (its deprecated predecessor) elsewhere."""
-    flag = getattr(field, "is_repeated", None)
-    return bool(flag) if flag is not None else bool(field.label == 3)  # 3: LABEL_REPEATED
-
-
 def _is_plain_message(field: Any) -> bool:
     """A nested message walked field by field (well-known types have JSON forms of their own)."""
     return field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf.")
@@ -190,7 +185,7 @@ def _check(data: Any, cls: type[Message], path: str) -> None:
                 if _is_plain_message(value_field):
                     _check(v, message_factory.GetMessageClass(value_field.message_type), f"{where}[{k!r}]")
             _scalar(cls, key, value, where)
-        elif _repeated(field):
+        elif repeated(field):
             if not isinstance(value, list):
                 raise FieldError(where, f"expected a list, got {_typename(value)}")
             for i, item in enumerate(value):
@@ -210,7 +205,7 @@ def _scalar(cls: type[Message], key: str, value: Any, where: str) -> None:
     expected = _EXPECTED.get(field.cpp_type)
     if expected is not None:  # protobuf's own messages for these speak of Python types, not YAML
         wanted, accepts = expected
-        items = value if _repeated(field) and isinstance(value, list) else [value]
+        items = value if repeated(field) and isinstance(value, list) else [value]
         wrong = [v for v in items if not accepts(v)]
         if wrong:
             raise FieldError(where, f"expected {wanted}, got {_typename(wrong[0])} ({wrong[0]!r})")
@@ -272,14 +267,22 @@ def load_documents(label: str, text: str) -> Iterator[Any]:
 
 
 def parse(
-    source: Source, catalog: Catalog, *, org: str, org_given: bool = False, to_org: str = ""
+    source: Source,
+    catalog: Catalog,
+    *,
+    org: str,
+    org_given: bool = False,
+    to_org: str = "",
+    moved_from: set[str] | None = None,
 ) -> list[Document]:
     """Every non-empty document of a source; the first bad one stops with its location.
 
     ``org`` goes to documents that name none. With ``org_given`` (``--org`` on the command
     line) a document naming another org is refused, as kubectl refuses a namespace that
     differs from ``-n``, rather than written where the flag did not say. ``to_org``
-    (``import --to-org``) is the org of every document, whatever it names: a move, said so."""
+    (``import --to-org``) is the org of every document, whatever it names: a move, said so,
+    which takes the references naming the document's org along (``moving``); the orgs the
+    documents named are added to ``moved_from``."""
     raw = load_documents(source.label, source.text)
     documents = []
     for index, data in enumerate(raw, start=1):
@@ -306,7 +309,9 @@ def parse(
             raise CliError(f"{where}: {exc}") from None
         meta = metadata(message)
         if to_org:
-            meta.org = to_org
+            named = move(message, to_org)
+            if named and moved_from is not None:
+                moved_from.add(named)
         elif not meta.org:
             meta.org = org
         elif org_given and meta.org != org:

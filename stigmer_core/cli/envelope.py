@@ -26,3 +26,9 @@ def has_status(obj: Any) -> bool:
 def descriptor(obj: Any) -> Any:
     """A message's (or class's) descriptor, typed loosely: upb and python descriptors differ in stubs."""
     return obj.DESCRIPTOR
+
+
+def repeated(field: Any) -> bool:
+    """``is_repeated`` where the runtime has it; ``label`` (its deprecated predecessor) elsewhere."""
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else bool(field.label == 3)  # 3: LABEL_REPEATED

@@ -49,6 +49,31 @@ class Unreachable(CliError):
     later call would fail the same way, so a command working through many documents stops here,
     where any other failure is one document's."""
 
+    def __init__(self, message: str, *, details: Sequence[str] = (), target: str = "", gone: str = "") -> None:
+        super().__init__(message, details=details)
+        self.target = target
+        self.gone = gone
+        """``REFUSED`` or ``LOST`` when nothing answers at ``target`` (a server that stopped), else ""."""
+
+
+REFUSED = "refused"
+LOST = "lost"
+
+
+def at_local_daemon(error: Unreachable, data_dir: str, flag: str) -> Unreachable:
+    """``error`` said of the local daemon holding ``data_dir`` (``flag``: ``--data-dir DIR`` when
+    commands need it to find that directory), not of a remote server: its hint was a remote
+    backend's (`backend status --backend remote`), which a local user has no use for."""
+    if not error.gone:
+        return error
+    lost = ": the connection was lost" if error.gone == LOST else ""
+    return Unreachable(
+        f"cannot reach the local stigmer daemon of data directory {data_dir} at {error.target}{lost} "
+        f"(did the daemon stop? `stigmer local status{flag}` checks it, `stigmer local start{flag}` starts it "
+        "again; with none running, commands open the store themselves)",
+        details=error.details,
+    )
+
 
 def _unreachable(details: str) -> bool:
     lowered = details.lower()
@@ -124,12 +149,16 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
             + ("if it serves TLS, give its CA with --ca-file or $STIGMER_CA_FILE; " if closed else "")
             + f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
             details=[raw],
+            target=target,
+            gone=REFUSED,
         )
     if code == grpc.StatusCode.UNAVAILABLE and _lost(raw):  # a stream (a watch) whose server went away
         return Unreachable(
             f"cannot reach the stigmer server at {target}: the connection was lost (did the server stop? "
             f"`stigmer backend status --backend remote --endpoint {target}` checks that address)",
             details=[raw],
+            target=target,
+            gone=LOST,
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the next call would wait as long: a cut-off too
         return Unreachable(f"the stigmer server at {target} did not answer in time", details=[raw])

@@ -39,7 +39,13 @@ def overrides(ctx: click.Context) -> Overrides:
 def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value not in (None, False):
-            setattr(overrides(ctx), name, value)
+            flags = overrides(ctx)
+            setattr(flags, name, value)
+            if flags.data_dir and flags.backend == "remote" and not ctx.resilient_parsing:  # a usage error
+                from stigmer_core.cli.errors import CliError
+                from stigmer_core.config import local_and_remote
+
+                raise CliError(local_and_remote(flags.data_dir), exit_code=2)
         return value
 
     return callback

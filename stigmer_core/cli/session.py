@@ -19,11 +19,22 @@ import click
 
 from stigmer_core import config, errors
 from stigmer_core.cli.catalog import Catalog, KindInfo
+from stigmer_core.cli.errors import Unreachable, at_local_daemon
 from stigmer_core.cli.options import overrides
+from stigmer_core.config_file import local_data
 
 if TYPE_CHECKING:
     from stigmer_core.cli.calls import KindCalls
     from stigmer_core.client import Client
+
+
+def for_backend(error: Unreachable, settings: config.Settings) -> Unreachable:
+    """``error`` said of the local daemon when the backend is local (only a daemon is dialled there)."""
+    if settings.backend != config.LOCAL:
+        return error
+    found, _ = local_data()  # where commands look without --data-dir
+    flag = "" if found == settings.data_dir else f" --data-dir {settings.data_dir}"
+    return at_local_daemon(error, str(settings.data_dir), flag)
 
 
 class Session:
@@ -67,6 +78,10 @@ class Session:
         """Where calls go, for messages: an address, or the data directory in process."""
         client = self.client
         return f"in-process store {self.settings.data_dir}" if client.in_process else client.target
+
+    def unreachable(self, error: Unreachable) -> Unreachable:
+        """``error`` as this session's backend would say it: of the local daemon, on the local backend."""
+        return for_backend(error, self.settings)
 
     @property
     def catalog(self) -> Catalog:

@@ -73,3 +73,28 @@ def test_status_tells_a_server_that_answers_but_cannot_serve_from_one_that_does_
     finally:
         server.stop(grace=None)
     assert "server:      not reachable" in stigmer.ok("backend", "status")
+
+
+def test_a_data_directory_on_the_command_line_is_the_local_backend(stigmer: Stigmer) -> None:
+    """After `login` (backend remote), `import --data-dir NEW < backup.yaml` and `export --all
+    --data-dir DIR` (the documented rescue and restore) went to the team server instead."""
+    old = str(stigmer.home / "old")
+    stigmer.ok("apply", "-f", "-", "--data-dir", old, input=CODER)
+    stigmer.ok("backend", "switch", "remote", "--endpoint", f"127.0.0.1:{free_port()}")  # nothing listens there
+    backup = stigmer.ok("export", "--all", "--data-dir", old)
+    assert "name: Coder" in backup
+    new = str(stigmer.home / "new")
+    assert "imported 2 of 2 resources" in stigmer.ok("import", "--data-dir", new, input=backup)
+    assert stigmer.ok("export", "--all", "--data-dir", new) == backup
+    status = stigmer.ok("backend", "status", "--data-dir", new)
+    assert "backend:        local" in status and new in status, status
+
+    both = stigmer.fails("get", "agent", "--data-dir", new, "--backend", "remote", code=2)
+    assert both == (
+        f"--data-dir {new} names a local store, but --backend remote asks for the remote server; "
+        "give one of them (--data-dir alone uses the local backend)"
+    )
+    assert "coder" in stigmer.ok("get", "agent", "--backend", "local", "--data-dir", new)
+    # $STIGMER_DATA_DIR, often set for every shell, says where the local store is: it picks no backend
+    from_env = stigmer("get", "agent", env={"STIGMER_DATA_DIR": new})
+    assert from_env.code == 1 and "cannot reach the stigmer server at 127.0.0.1:" in from_env.err, from_env.err

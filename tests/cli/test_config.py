@@ -72,3 +72,13 @@ def test_the_saved_token_goes_only_to_the_endpoint_it_was_saved_for(home: Path, 
     assert config.resolve().token == ""
     monkeypatch.setenv("STIGMER_TOKEN", "stg_env")
     assert config.resolve().token == "stg_env"
+
+
+def test_a_data_directory_argument_is_the_local_backend(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.save_config({"backend": {"type": "remote"}, "remote": {"endpoint": "team:443"}})
+    monkeypatch.setenv("STIGMER_BACKEND", "remote")
+    assert config.resolve(data_dir=home / "new").backend == "local"
+    monkeypatch.setenv("STIGMER_DATA_DIR", str(home / "env"))
+    assert config.resolve().backend == "remote"
+    with pytest.raises(config.ConfigError, match="--backend remote asks for the remote server"):
+        config.resolve(data_dir=home / "new", backend="remote")

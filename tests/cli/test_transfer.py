@@ -538,3 +538,97 @@ def test_a_local_export_moves_into_a_team_servers_org(stigmer: Stigmer, tmp_path
     assert agent["metadata"]["org"] == "acme" and agent["status"]["defaultInstanceId"]
     again = stigmer("import", "-f", str(backup), "--to-org", "acme", *remote, env=token)
     assert again.code == 0 and "created" not in again.out, again.out
+
+
+NAMING_ITS_ORG = """\
+kind: Skill
+metadata: {name: Triage Notes}
+spec: {skillMd: "# Triage", tag: stable}
+---
+kind: Environment
+metadata: {name: Prod}
+spec:
+  data:
+    REGION: {value: eu}
+---
+kind: Agent
+metadata: {name: Support Bot}
+spec:
+  instructions: Be helpful.
+  skillRefs: [{org: local, slug: triage-notes, version: stable}]
+  environmentRefs: [{org: local, kind: Environment, slug: prod}]
+"""
+
+
+def test_a_move_takes_the_references_naming_the_documents_org_along(stigmer: Stigmer, tmp_path: Path) -> None:
+    """`--to-org` rewrote metadata.org only: an agent whose references name their org kept
+    org 'local' in them, was refused in the new org ('names an environment of another org'),
+    and its instance stayed behind with it."""
+    laptop = str(tmp_path / "laptop")
+    stigmer.ok("apply", "-f", "-", "--data-dir", laptop, input=NAMING_ITS_ORG)
+    backup = stigmer.ok("export", "--all", "--data-dir", laptop)
+    team = str(tmp_path / "team")
+    moved = stigmer.ok("import", "--to-org", "acme", "--data-dir", team, input=backup)
+    assert "imported 4 of 4 resources" in moved, moved
+    agent = yaml.safe_load(stigmer.ok("get", "agent", "support-bot", "--org", "acme", "-o", "yaml", "--data-dir", team))
+    assert agent["spec"]["environmentRefs"] == [{"org": "acme", "kind": "Environment", "slug": "prod"}]
+    assert agent["spec"]["skillRefs"] == [{"org": "acme", "slug": "triage-notes", "version": "stable"}]
+    instance = yaml.safe_load(
+        stigmer.ok("get", "agentinstance", "support-bot-default", "--org", "acme", "-o", "yaml", "--data-dir", team)
+    )
+    assert instance["metadata"]["org"] == "acme"
+
+
+def test_a_move_of_documents_of_several_orgs_is_refused_before_anything_is_written(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
+    """`--to-org` merged every org of an export into one without a word: clashing slugs failed,
+    the others landed, and references by slug found the other org's objects."""
+    stigmer.ok("apply", "-f", "-", input=CODER)
+    stigmer.ok("apply", "-f", "-", "--org", "team", input=CODER)
+    stigmer.ok("apply", "-f", "-", "--org", "team", input=PROD)
+    backup = stigmer.ok("export", "--all")
+    fresh = str(tmp_path / "fresh")
+    refused = stigmer.fails("import", "--to-org", "acme", "--data-dir", fresh, input=backup)
+    assert refused == (
+        "--to-org acme moves the objects of one org, but the documents name 2 orgs ('local', 'team'); nothing "
+        "was imported (export one org, `stigmer export --all --org local > local.yaml`, and import that)"
+    )
+    assert stigmer.ok("export", "--all", "--data-dir", fresh).count("kind:") == 0
+    one = stigmer.ok("export", "--all", "--org", "team")
+    assert "imported 3 of 3 resources" in stigmer.ok("import", "--to-org", "acme", "--data-dir", fresh, input=one)
+
+
+def test_an_import_whose_local_daemon_stopped_says_so_of_the_local_daemon(
+    stigmer: Stigmer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local daemon stopped after the first document: the error spoke of a server and sent a
+    local user to `stigmer backend status --backend remote`."""
+    from click.testing import CliRunner
+
+    from stigmer_core.cli import applying
+    from stigmer_core.cli.app import main
+
+    elsewhere = tmp_path / "elsewhere"
+    daemon = stigmer.start(data_dir=elsewhere).address
+    backup = write(tmp_path / "backup.yaml", SUPPORT, CODER)
+    real = applying.apply_one
+    applied: list[str] = []
+
+    def apply_then_stop(*args: Any, **kwargs: Any) -> Any:
+        if applied:
+            stigmer.ok("local", "stop", "--data-dir", str(elsewhere))
+        applied.append("one")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(applying, "apply_one", apply_then_stop)
+    result = CliRunner().invoke(main, ["import", "-f", str(backup), "--data-dir", str(elsewhere)], env=stigmer.env())
+    assert result.exit_code == 1
+    said = result.output.strip().splitlines()[-1]
+    assert said == (
+        f"stigmer: cannot reach the local stigmer daemon of data directory {elsewhere} at {daemon} (did the daemon "
+        f"stop? `stigmer local status --data-dir {elsewhere}` checks it, `stigmer local start --data-dir {elsewhere}` "
+        "starts it again; with none running, commands open the store themselves); 1 of 2 resources were imported "
+        "before it, and importing the same documents again finishes the job (what is there already is unchanged)"
+    ), result.output
+    assert "--backend remote" not in result.output

@@ -63,10 +63,11 @@ def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: st
             watcher.wait(TIMEOUT)
 
 
-def test_a_watch_whose_daemon_dies_says_the_server_cannot_be_reached(
+def test_a_watch_whose_daemon_dies_says_the_local_daemon_cannot_be_reached(
     stigmer: Stigmer, daemon: str, tmp_path: Path
 ) -> None:
-    """The broken stream was printed as grpc's words: `stigmer: Stream removed (Socket closed)`."""
+    """The broken stream was printed as grpc's words: `stigmer: Stream removed (Socket closed)`; then
+    as a remote server's, with a hint for `--backend remote`."""
     import os
 
     from stigmer_core.datadir import holder
@@ -88,8 +89,10 @@ def test_a_watch_whose_daemon_dies_says_the_server_cannot_be_reached(
         os.kill(int(info["pid"]), signal.SIGKILL)  # the daemon dies under the watch
         assert watcher.wait(TIMEOUT) == 1
         error = watcher.stderr.read().strip().splitlines()
-        assert error and error[-1].startswith(f"stigmer: cannot reach the stigmer server at {daemon}"), error
-        assert "Stream removed" not in error[-1]
+        expected = f"stigmer: cannot reach the local stigmer daemon of data directory {stigmer.data_dir} at {daemon}"
+        assert error and error[-1].startswith(expected), error
+        assert "Stream removed" not in error[-1] and "--backend remote" not in error[-1]
+        assert "`stigmer local start` starts it again" in error[-1]
     finally:
         if watcher.poll() is None:
             watcher.kill()

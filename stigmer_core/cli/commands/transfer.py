@@ -148,8 +148,10 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
     Secrets a backup holds redacted come back unset: each object left with
     unset secrets is named, with their keys.
 
-    `--to-org ORG` rewrites metadata.org of every document to ORG (nothing
-    else): a local export (org 'local') goes into a team server's org so.
+    `--to-org ORG` rewrites metadata.org of every document to ORG, and the org
+    of every reference naming the document's own org: a local export (org
+    'local') goes into a team server's org so. Documents of several orgs are
+    refused with it (they would merge into one): export one org and import that.
 
     An unreachable server, a token it does not accept (or none where it asks for
     one), or a role that allows no writes in a document's org stops the import
@@ -160,6 +162,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
     from stigmer_core.cli.backup import check_whole
     from stigmer_core.cli.documents import STDIN, in_apply_order, parse, read_sources
     from stigmer_core.cli.envelope import metadata
+    from stigmer_core.cli.moving import one_org
     from stigmer_core.cli.progress import Progress
     from stigmer_core.cli.reporting import report_failure
     from stigmer_core.cli.session import Session
@@ -174,10 +177,16 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
         if given is not None and given != to_org:
             raise CliError(f"--org {given} and --to-org {to_org} disagree: give --to-org only", exit_code=2)
     parsed = []
+    moved_from: set[str] = set()
     for source in sources:
-        found = parse(source, session.catalog, org=session.org, org_given=given is not None, to_org=to_org or "")
+        found = parse(
+            source, session.catalog, org=session.org, org_given=given is not None, to_org=to_org or "",
+            moved_from=moved_from,
+        )  # fmt: skip
         check_whole(source.label, source.text, len(found))
         parsed += found
+    if to_org is not None:
+        one_org(moved_from, to_org)
     documents = in_apply_order(parsed, session.catalog)
     counts: Counter[str] = Counter()
     writable: dict[str, bool] = {}  # per org: whether this caller may write there (asked once)
@@ -189,6 +198,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
                 outcome = apply_one(session, document, created=created)
             except Unreachable as exc:  # the server went away: say how far the import got
                 written = done - counts["failed"]
+                exc = session.unreachable(exc)
                 raise CliError(
                     f"{exc.message}; {written} of {len(documents)} resources were imported before it, and "
                     "importing the same documents again finishes the job (what is there already is unchanged)",

@@ -218,7 +218,7 @@ def _exact_numbers(value: Any, where: str) -> None:
         raise FieldError(
             where,
             f"{value} is a larger integer than a Struct's numbers (doubles) hold exactly (2^53); "
-            f"quote it (\"{value}\") to keep it as a string",
+            f'quote it ("{value}") to keep it as a string',
         )
     if isinstance(value, dict):
         for k, v in value.items():

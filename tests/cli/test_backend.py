@@ -73,3 +73,23 @@ def test_status_tells_a_server_that_answers_but_cannot_serve_from_one_that_does_
     finally:
         server.stop(grace=None)
     assert "server:      not reachable" in stigmer.ok("backend", "status")
+
+
+def _said(stigmer: Stigmer, *args: str) -> str:
+    result = stigmer(*args)
+    return result.out + result.err
+
+
+def test_the_org_follows_the_backend(stigmer: Stigmer, daemon: str) -> None:
+    stigmer.ok("apply", "-f", "-", input=CODER)  # in org 'local'
+    token = stigmer.ok("token", "create", "--role", "editor", "--org", "acme").strip()
+    stigmer.ok("login", "--endpoint", daemon, "--token", token)
+    assert "no agents found in org 'acme'" in _said(stigmer, "get", "agents")
+    back = stigmer.ok("backend", "switch", "local")
+    assert "org: local" in back.splitlines()
+    assert "coder" in stigmer.ok("get", "agents")
+    again = stigmer.ok("backend", "switch", "remote")
+    assert "org: acme" in again.splitlines()
+    assert "no agents found in org 'acme'" in _said(stigmer, "get", "agents")
+    team = stigmer("backend", "switch", "local", env={"STIGMER_ORG": "team"})
+    assert "org: team (from $STIGMER_ORG)" in team.out.splitlines()

@@ -24,11 +24,17 @@ from stigmer_core.cli.session import Session
 from stigmer_core.ids import looks_like_id
 
 
+def _repeated(field: Any) -> bool:
+    """``is_repeated`` where the runtime has it; ``label`` (its deprecated predecessor) elsewhere."""
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else bool(field.label == FieldDescriptor.LABEL_REPEATED)
+
+
 def _camel(snake: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
 
 
-def _id_fields(message: Message) -> list[FieldDescriptor]:
+def _id_fields(message: Message) -> list[Any]:
     """Top-level singular string fields that hold an id: ``<kind>_id``, ``execution_id``, ``id``, ``value``.
 
     A message with a ``slug`` field (a reference) names its object by slug already.
@@ -40,12 +46,12 @@ def _id_fields(message: Message) -> list[FieldDescriptor]:
         f
         for f in message.DESCRIPTOR.fields
         if f.type == FieldDescriptor.TYPE_STRING
-        and f.label != FieldDescriptor.LABEL_REPEATED
+        and not _repeated(f)
         and (f.name.endswith("_id") or f.name in ("id", "value"))
     ]
 
 
-def _target(session: Session, kind: KindInfo, message: Message, field: FieldDescriptor) -> KindInfo | None:
+def _target(session: Session, kind: KindInfo, message: Message, field: Any) -> KindInfo | None:
     """The kind whose id the field holds, when its name or its message's name says so."""
     if field.name == "value":
         named = re.fullmatch(r"(\w+)Id", message.DESCRIPTOR.name)

@@ -115,3 +115,25 @@ def local_data(
     local = section(data, "local")
     directory = pick(str(data_dir) if data_dir else None, "data_dir", local.get("data_dir"), str(home / "data"))
     return Path(directory).expanduser(), pick(store, "store", data.get("store"), "")
+
+
+def follow_backend_org(data: dict[str, Any], backend: str, default_org: str) -> None:
+    """Make ``data``'s org (the config's ``org``) the one last used with ``backend``.
+
+    The org in use is remembered in the section of the backend being left
+    (``local.org``, ``remote.org``), and the org remembered for ``backend``
+    takes its place: a token's org, set by ``login``, stays with the remote
+    server, and switching back to the local store finds the local objects'
+    org again. A local store never used with another org gets ``default_org``;
+    a remote one with nothing remembered keeps the org in use.
+    """
+    was = str(section(data, "backend").get("type") or "local")
+    current = data.get("org")
+    if current:
+        data[was] = {**dict(section(data, was)), "org": current}
+    remembered = section(data, backend).get("org")
+    chosen = remembered or (default_org if backend == "local" else current)
+    if chosen:
+        data["org"] = chosen
+    else:
+        data.pop("org", None)

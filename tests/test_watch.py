@@ -489,16 +489,17 @@ def test_resuming_after_the_last_event_of_a_revision_starts_with_a_bookmark_of_t
     stubs = Kinds.on(stigmer_app, stigmer_channel)
     stream = _watch(stigmer_channel, "Agent")
     _opened(stream)
-    made = stubs.agents.create(_agent("once"))  # one revision: its default instance, then the agent
+    made = stubs.agents.create(_agent("once"))  # one revision: the agent, then its default instance
     (event,) = _events(stream, 1)
     stream.cancel()
     assert event.id == made.metadata.id
     resumed = _watch(stigmer_channel, "Agent", since_revision=event.revision, since_position=event.position)
     bookmark = _opened(resumed)
     resumed.cancel()
-    assert bookmark == event.revision  # nothing of the kind is left in that revision
-    instances = _watch(stigmer_channel, "AgentInstance", since_revision=event.revision, since_position=0)
-    assert _opened(instances) == event.revision  # the agent after the instance is another kind's
+    assert bookmark == event.revision  # nothing of the kind is left in that revision: the instance is another kind's
+    after = event.position + 1  # the instance's: the last event of the revision
+    instances = _watch(stigmer_channel, "AgentInstance", since_revision=event.revision, since_position=after)
+    assert _opened(instances) == event.revision
     instances.cancel()
     again = _watch(stigmer_channel, "Agent", since_revision=bookmark)
     _opened(again)

@@ -146,10 +146,10 @@ def test_a_resume_inside_a_revision_tells_nothing_of_another_orgs_events(app: Ap
     alpha, _ = make_token(app, ALPHA, "viewer")
     beta, _ = make_token(app, BETA, "viewer")
     written = KindClient(app.channel(), app.registry.kind("Agent")).create(_agent(BETA, "beta's"))
-    revision = written.metadata.resource_version  # its default instance (position 0), then it (1)
+    revision = written.metadata.resource_version  # it (position 0), then its default instance (1)
     with grpc.insecure_channel(server.address) as raw:
         as_beta = watch_pb2_grpc.WatchStub(with_token(raw, beta))
         as_alpha = watch_pb2_grpc.WatchStub(with_token(raw, alpha))
-        assert _first_bookmark(as_beta, "Agent", revision, 0) == revision - 1  # the agent follows
-        assert _first_bookmark(as_alpha, "Agent", revision, 0) == revision
+        assert _first_bookmark(as_beta, "AgentInstance", revision, 0) == revision - 1  # the instance follows
+        assert _first_bookmark(as_alpha, "AgentInstance", revision, 0) == revision
         assert _first_bookmark(as_alpha, "Skill", revision, 0) == revision

@@ -3,7 +3,11 @@
 Creating an Agent creates its default AgentInstance in the same transaction
 and records the instance's id in the agent's status; the instance is owned
 by the agent, so deleting the agent deletes it (and any other instance of
-that agent). All of it is steps; the controllers stay generic.
+that agent). An instance's ``spec.agent_id`` is a declared reference, so
+documents may name the agent by slug (``stigmer apply`` resolves it) and the
+store checks it in the writing transaction; the instances an agent owns go
+with it, so they never block its delete. All of it is steps; the
+controllers stay generic.
 
 An MCP server's headers named in its ``secret_headers`` (API keys, bearer
 tokens) are sealed with the data-directory key before the agent is stored,
@@ -36,6 +40,7 @@ from stigmer_core.api.agentic.agent.v1 import service_pb2 as agent_service
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_service
 from stigmer_core.ids import derived_id
+from stigmer_core.kinds.declaration import Reference
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store.protocol import WriteTxn
 from stigmer_plugins.environment import ENVIRONMENT, ENVIRONMENT_REFS, keep_environment_refs_in_org
@@ -65,7 +70,18 @@ def keep_agent_refs_in_org(ctx: RequestContext) -> None:
 
 
 @step(Phase.KIND)
+def reserve_default_instance(ctx: RequestContext) -> None:
+    """Name the default instance in the agent's status before the agent is written (one event)."""
+    agent = ctx.resource
+    assert isinstance(agent, agent_pb2.Agent)
+    instance_id = derived_id(ctx.registry.kind("AgentInstance").id_prefix, agent.metadata.id, "default")
+    agent.status.default_instance_id = instance_id
+    ctx.scratch[DEFAULT_INSTANCE] = instance_id
+
+
+@step(Phase.PERSIST)
 def create_default_instance(ctx: RequestContext) -> None:
+    """Runs after the agent's own insert: the instance's reference to its agent is checked on insert."""
     agent = ctx.resource
     assert isinstance(agent, agent_pb2.Agent)
     kind = ctx.registry.kind("AgentInstance")
@@ -74,21 +90,13 @@ def create_default_instance(ctx: RequestContext) -> None:
     instance_meta = instance.metadata
     instance_meta.name = f"{meta.name} (default)"[:253]
     instance_meta.slug = _default_instance_slug(ctx, agent, kind)
-    instance_meta.id = derived_id(kind.id_prefix, meta.id, "default")
+    instance_meta.id = ctx.scratch[DEFAULT_INSTANCE]
     instance_meta.owner_references.add(kind="Agent", id=meta.id)
     instance.spec.agent_id = meta.id
     instance.spec.description = f"Default instance of agent '{meta.slug}'"
     if agent.spec.environment_refs:
         instance.spec.environment_refs.extend(agent.spec.environment_refs)
     ctx.store.create(kind, instance, org=ctx.org, principal=ctx.principal)
-    ctx.scratch[DEFAULT_INSTANCE] = instance_meta.id
-
-
-@step(Phase.KIND)
-def update_agent_status_with_default_instance(ctx: RequestContext) -> None:
-    agent = ctx.resource
-    assert isinstance(agent, agent_pb2.Agent)
-    agent.status.default_instance_id = ctx.scratch[DEFAULT_INSTANCE]
 
 
 @step(Phase.CHECK)
@@ -223,9 +231,9 @@ AGENT = KindDeclaration(
     steps={
         "create": (
             keep_agent_refs_in_org,
-            create_default_instance,
-            update_agent_status_with_default_instance,
+            reserve_default_instance,
             seal_mcp_headers,
+            create_default_instance,
         ),
         "update": (keep_agent_refs_in_org, seal_mcp_headers),
     },
@@ -250,6 +258,7 @@ AGENT_INSTANCE = KindDeclaration(
         "update": (keep_agent_id, keep_environment_refs_in_org),
         "delete": (refuse_default_instance_delete,),
     },
+    references=(Reference("spec.agent_id", "Agent"),),
     indexes=(ENVIRONMENT_REFS,),
     api_version="agentic.stigmer.ai/v1",
     plural="agentinstances",

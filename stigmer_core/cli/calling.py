@@ -12,7 +12,7 @@ import grpc
 import yaml  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import Message
 
-from stigmer_core.cli import render, yamlio
+from stigmer_core.cli import render, request_ids, yamlio
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.documents import FieldError, load_documents, read_text, to_dict, to_message
 from stigmer_core.cli.envelope import descriptor
@@ -88,6 +88,7 @@ def run(
         raise CliError(f"kind {kind.name} has no rpc '{method_name}' (its rpcs: {known})")
     method = kind.method(method_name)
     request = build_request(method.request_cls, files, assignments, org=session.org)
+    request_ids.resolve(session, kind, request)
     calls = session.calls(kind)
     calls.timeout = timeout
     if not method.server_streaming:

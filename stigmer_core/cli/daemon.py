@@ -2,8 +2,9 @@
 
 The data directory's lock file (``stigmer_core.datadir``) is the truth about
 whether a daemon runs and where it listens: the lock dies with the process.
-The pid file beside the data directory only remembers what ``local start``
-spawned, so a pid file without a lock holder is stale and is removed. Readiness
+The pid file beside the data directory (named after it: two data
+directories of one parent keep their own pid file and log) only remembers
+what ``local start`` spawned, so a pid file without a lock holder is stale and is removed. Readiness
 is the gRPC health service saying SERVING, not the port accepting connections.
 The pid and log files are 0600 and a data directory made here 0700, whatever
 the umask: the log may name what the daemon holds.
@@ -35,17 +36,35 @@ POLL = 0.05
 
 @attrs.frozen
 class Files:
-    """Where one data directory's daemon keeps its pid and log: the directory's parent."""
+    """Where one data directory's daemon keeps its pid and log: the directory's parent.
+
+    The default data directory (``~/.stigmer/data``, any directory named ``data``)
+    keeps ``daemon.pid`` and ``daemon.log``; any other ``NAME`` has ``NAME.daemon.pid``
+    and ``NAME.daemon.log``, so siblings (``/tmp/d1``, ``/tmp/d2``) never share them.
+    """
 
     data_dir: Path
 
     @property
+    def _stem(self) -> str:
+        name = self.data_dir.name
+        return "daemon" if name in ("", "data") else f"{name}.daemon"
+
+    @property
     def pid_file(self) -> Path:
-        return self.data_dir.parent / PID_NAME
+        return self.data_dir.parent / f"{self._stem}.pid"
 
     @property
     def log_file(self) -> Path:
-        return self.data_dir.parent / LOG_NAME
+        return self.data_dir.parent / f"{self._stem}.log"
+
+    @property
+    def layouts(self) -> list[tuple[Path, Path]]:
+        """(pid file, log file) where a daemon of this directory may have been started from:
+        its own, then the shared ``daemon.pid`` earlier releases gave every directory."""
+        shared = (self.data_dir.parent / PID_NAME, self.data_dir.parent / LOG_NAME)
+        own = (self.pid_file, self.log_file)
+        return [own] if own == shared else [own, shared]
 
 
 @attrs.frozen
@@ -130,13 +149,18 @@ def _log_tail(files: Files, lines: int = 5) -> list[str]:
         return []
 
 
-def _forget(files: Files, pid: int) -> None:
-    """Remove the pid file if it is ``pid``'s (another data directory's daemon may share the parent)."""
+def _names(pid_file: Path, pid: int) -> bool:
     try:
-        if files.pid_file.read_text().strip() == str(pid):
-            files.pid_file.unlink()
-    except FileNotFoundError:
-        pass
+        return pid_file.read_text().strip() == str(pid)
+    except OSError:
+        return False
+
+
+def _forget(files: Files, pid: int) -> None:
+    """Remove the pid file that is ``pid``'s (a shared one of an earlier release may be another's)."""
+    for pid_file, _ in files.layouts:
+        if _names(pid_file, pid):
+            pid_file.unlink(missing_ok=True)
 
 
 def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
@@ -247,13 +271,13 @@ def stop(files: Files, daemon: Running, *, timeout: float, force: bool) -> bool:
     return killed
 
 
-def spawned_by_start(files: Files, daemon: Running) -> bool:
-    """Whether ``local start`` spawned this daemon (so its output is in the log file).
+def started_log(files: Files, daemon: Running) -> Path | None:
+    """The log of this daemon, if ``local start`` spawned it (its pid file names the daemon's pid).
 
-    Its pid file names the daemon's pid; a daemon run with ``stigmer serve``
-    has none and logs to its own terminal.
+    A daemon run with ``stigmer serve`` has none and logs to its own terminal;
+    one an earlier release started is found by the shared pid file it wrote.
     """
-    try:
-        return files.pid_file.read_text().strip() == str(daemon.pid) and files.log_file.exists()
-    except OSError:
-        return False
+    for pid_file, log_file in files.layouts:
+        if _names(pid_file, daemon.pid) and log_file.exists():
+            return log_file
+    return None

@@ -199,9 +199,52 @@ def _check(data: Any, cls: type[Message], path: str) -> None:
             _scalar(cls, key, value, where)
 
 
+_STRUCTS = frozenset(("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"))
+_EXACT = 2**53
+"""The largest integer a double (every number of a Struct) holds exactly, with all below it."""
+
+
+def _exact_numbers(value: Any, where: str) -> None:
+    """Refuse an integer a Struct would store as a nearby double: it would change without a word,
+    and a second apply would find the changed value equal and say unchanged."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and abs(value) > _EXACT:
+        raise FieldError(
+            where,
+            f"{value} is a larger integer than a Struct's numbers (doubles) hold exactly (2^53); "
+            f'quote it ("{value}") to keep it as a string',
+        )
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _exact_numbers(v, _join(where, str(k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _exact_numbers(v, f"{where}[{i}]")
+
+
+def _struct_numbers(field: Any, value: Any, where: str) -> None:
+    """``_exact_numbers`` for a field of Struct, Value or ListValue (single, repeated or map values)."""
+    element = field.message_type
+    is_map = element is not None and element.GetOptions().map_entry
+    if is_map:
+        element = element.fields_by_name["value"].message_type
+    if element is None or element.full_name not in _STRUCTS:
+        return
+    if is_map and isinstance(value, dict):
+        for k, v in value.items():
+            _exact_numbers(v, f"{where}[{k!r}]")
+    elif repeated(field) and isinstance(value, list):  # called once per item, ``where`` indexed
+        for v in value:
+            _exact_numbers(v, where)
+    else:
+        _exact_numbers(value, where)
+
+
 def _scalar(cls: type[Message], key: str, value: Any, where: str) -> None:
     desc = descriptor(cls)
     field = desc.fields_by_name.get(key) or next(f for f in desc.fields if f.json_name == key)
+    _struct_numbers(field, value, where)
     expected = _EXPECTED.get(field.cpp_type)
     if expected is not None:  # protobuf's own messages for these speak of Python types, not YAML
         wanted, accepts = expected

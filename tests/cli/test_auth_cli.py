@@ -30,7 +30,7 @@ def test_first_token_in_process_then_login_to_a_server_that_requires_tokens(stig
     assert "as token:acme/first (admin in acme)" in logged
     config_file = stigmer.home / "config.yaml"
     saved = yaml.safe_load(config_file.read_text())
-    assert saved["remote"] == {"endpoint": daemon, "token": token} and saved["org"] == "acme"
+    assert saved["remote"] == {"endpoint": daemon, "token": token, "org": "acme"} and saved["org"] == "acme"
     assert config_file.stat().st_mode & 0o077 == 0
     assert stigmer.ok("whoami").strip() == "token:acme/first (admin in acme)"
 

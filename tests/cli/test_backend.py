@@ -98,3 +98,23 @@ def test_a_data_directory_on_the_command_line_is_the_local_backend(stigmer: Stig
     # $STIGMER_DATA_DIR, often set for every shell, says where the local store is: it picks no backend
     from_env = stigmer("get", "agent", env={"STIGMER_DATA_DIR": new})
     assert from_env.code == 1 and "cannot reach the stigmer server at 127.0.0.1:" in from_env.err, from_env.err
+
+
+def _said(stigmer: Stigmer, *args: str) -> str:
+    result = stigmer(*args)
+    return result.out + result.err
+
+
+def test_the_org_follows_the_backend(stigmer: Stigmer, daemon: str) -> None:
+    stigmer.ok("apply", "-f", "-", input=CODER)  # in org 'local'
+    token = stigmer.ok("token", "create", "--role", "editor", "--org", "acme").strip()
+    stigmer.ok("login", "--endpoint", daemon, "--token", token)
+    assert "no agents found in org 'acme'" in _said(stigmer, "get", "agents")
+    back = stigmer.ok("backend", "switch", "local")
+    assert "org: local" in back.splitlines()
+    assert "coder" in stigmer.ok("get", "agents")
+    again = stigmer.ok("backend", "switch", "remote")
+    assert "org: acme" in again.splitlines()
+    assert "no agents found in org 'acme'" in _said(stigmer, "get", "agents")
+    team = stigmer("backend", "switch", "local", env={"STIGMER_ORG": "team"})
+    assert "org: team (from $STIGMER_ORG)" in team.out.splitlines()

@@ -41,3 +41,22 @@ def test_bad_calls_say_what_is_wrong(stigmer: Stigmer, tmp_path: Path) -> None:
     assert "noSuchField" in stigmer.fails("call", "agent", "get", "--set", "noSuchField=1")
     message = stigmer.fails("call", "agent", "get", "--set", f"value={new_id('agt')}")
     assert "not found" in message
+
+
+def test_a_slug_for_an_id_field_is_resolved_or_refused_by_name(stigmer: Stigmer, tmp_path: Path) -> None:
+    _store(stigmer, tmp_path)
+    listed = json.loads(stigmer.ok("call", "session", "listByAgent", "--set", "agentId=support-bot", "-o", "json"))
+    assert [s["metadata"]["slug"] for s in listed] == ["first-chat"]
+    stigmer.ok("call", "agentexecution", "listBySession", "--set", "sessionId=first-chat")
+    lost = stigmer.fails("call", "agentexecution", "listBySession", "--set", "sessionId=lost-chat")
+    assert "request field sessionId: session 'lost-chat' not found in org 'local'" in lost
+    shown = yaml.safe_load(stigmer.ok("call", "agent", "get", "--set", "value=support-bot", "-o", "yaml"))
+    assert shown["metadata"]["slug"] == "support-bot"
+    skill = "kind: Skill\nmetadata: {name: Deploy}\nspec: {skillMd: '# Deploy', tag: v1}\n"
+    stigmer.ok("apply", "-f", str(write(tmp_path / "skill.yaml", skill)))
+    versions = stigmer.ok("call", "skill", "listVersions", "--set", "skillId=deploy", "-o", "json")
+    assert "v1" in versions, versions
+    missing = stigmer.fails("call", "session", "listByAgent", "--set", "agentId=nobody")
+    assert "request field agentId: agent 'nobody' not found in org 'local'" in missing
+    unknown = stigmer.fails("call", "executioncontext", "list", "--set", "executionId=first-run")
+    assert "request field executionId: 'first-run' is not an id" in unknown and "give the id" in unknown

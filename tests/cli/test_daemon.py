@@ -60,5 +60,34 @@ def test_start_reports_a_daemon_that_cannot_listen(stigmer: Stigmer) -> None:
     second = stigmer.home / "second" / "data"
     message = stigmer.fails("local", "start", "--address", address, "--data-dir", str(second))
     assert message.startswith("the daemon exited with code 1 while starting")
-    assert str(stigmer.home / "second" / "daemon.log") in message
+    assert str(stigmer.home / "second" / "daemon.log") in message  # a directory named data keeps these names
     assert not (stigmer.home / "second" / "daemon.pid").exists()
+
+
+def test_sibling_data_directories_keep_their_own_pid_file_and_log(stigmer: Stigmer) -> None:
+    parent = stigmer.home / "pp"
+    first = stigmer.start(data_dir=parent / "d1")
+    second = stigmer.start(data_dir=parent / "d2")
+    for name, started in (("d1", first), ("d2", second)):
+        assert f"pid file: {parent / f'{name}.daemon.pid'} (beside the data directory)" in started.output
+        assert f"log file: {parent / f'{name}.daemon.log'} (beside the data directory)" in started.output
+    pids = {name: (parent / f"{name}.daemon.pid").read_text().strip() for name in ("d1", "d2")}
+    assert pids["d1"] != pids["d2"]
+    assert not (parent / "daemon.pid").exists() and not (parent / "daemon.log").exists()
+    status = stigmer.ok("local", "status", "--data-dir", str(parent / "d2"))
+    assert f"stigmer daemon running (pid {pids['d2']})" in status
+    assert f"log file: {parent / 'd2.daemon.log'}" in status
+    stigmer.ok("local", "stop", "--data-dir", str(parent / "d1"))
+    assert not (parent / "d1.daemon.pid").exists()
+    assert (parent / "d2.daemon.pid").read_text().strip() == pids["d2"]
+
+
+def test_a_daemon_started_with_the_shared_pid_file_is_still_found(stigmer: Stigmer) -> None:
+    parent = stigmer.home / "pp"
+    stigmer.start(data_dir=parent / "d1")
+    for suffix in ("pid", "log"):  # where an earlier release put them, for every data directory of the parent
+        (parent / f"d1.daemon.{suffix}").rename(parent / f"daemon.{suffix}")
+    status = stigmer.ok("local", "status", "--data-dir", str(parent / "d1"))
+    assert f"log file: {parent / 'daemon.log'}" in status
+    assert "stopped" in stigmer.ok("local", "stop", "--data-dir", str(parent / "d1"))
+    assert not (parent / "daemon.pid").exists()

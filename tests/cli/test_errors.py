@@ -85,3 +85,25 @@ def test_files_that_are_not_yaml_text_are_named_not_unexpected(stigmer: Stigmer,
         "--set 'pageToken=%%%': the value is not valid YAML"
     )
     assert stigmer.fails("call", "agent", "list", "-f", str(utf16)).startswith(f"{utf16}: not UTF-8 text")
+
+
+WORKFLOW = """\
+kind: Workflow
+metadata: {{name: Billing}}
+spec:
+  document: {{dsl: 1.0.0, namespace: ops, name: billing, version: 0.1.0}}
+  tasks:
+    - {{name: charge, kind: set, taskConfig: {{accountId: {account}, limit: 9007199254740992}}, flow: {{then: end}}}}
+"""
+
+
+def test_an_integer_a_struct_would_round_is_refused_naming_the_field(stigmer: Stigmer, tmp_path: Path) -> None:
+    path = write(tmp_path / "wf.yaml", WORKFLOW.format(account=9007199254740993))
+    message = stigmer.fails("apply", "-f", str(path))
+    assert "spec.tasks[0].taskConfig.accountId: 9007199254740993 is a larger integer than" in message, message
+    assert 'quote it ("9007199254740993")' in message
+    assert stigmer("get", "workflow", "billing").code != 0  # nothing was written
+    quoted = write(tmp_path / "quoted.yaml", WORKFLOW.format(account='"9007199254740993"'))
+    assert "workflow/billing created" in stigmer.ok("apply", "-f", str(quoted))
+    shown = stigmer.ok("get", "workflow", "billing", "-o", "json")
+    assert '"accountId": "9007199254740993"' in shown and "9007199254740992" in shown  # 2^53 fits: kept a number

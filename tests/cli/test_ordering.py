@@ -43,7 +43,7 @@ def test_first_party_kinds_follow_their_references() -> None:
 def test_owners_named_by_the_objects_come_first() -> None:
     """A kind no declaration orders (here ranked first on purpose) still goes after the owners its objects name."""
     installed = Catalog.from_registry(build_registry(plugin_manager()))
-    instance = attrs.evolve(installed.kind("AgentInstance"), rank=1)
+    instance = attrs.evolve(installed.kind("AgentInstance"), rank=1, references=())  # as if nothing declared
     catalog = Catalog([instance if k.name == "AgentInstance" else k for k in installed.kinds])
     assert catalog.kinds[0].name == "AgentInstance"
     owned = agentinstance_pb2.AgentInstance()

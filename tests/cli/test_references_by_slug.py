@@ -27,3 +27,16 @@ def test_a_slug_that_names_nothing_is_refused_naming_the_field(stigmer: Stigmer,
     assert result.code == 1
     assert "spec.agentInstanceId: agent instance 'nobody-default' not found in org 'local'" in result.out + result.err
     assert stigmer("get", "session", "lost").code != 0
+
+
+def test_an_agent_instance_names_its_agent_by_slug_and_goes_with_it(stigmer: Stigmer, tmp_path: Path) -> None:
+    agent_id = new_id("agt")
+    instance = "kind: AgentInstance\nmetadata: {name: Ops Extra}\nspec: {agentId: support-bot}\n"
+    out = stigmer.ok("apply", "-f", str(write(tmp_path / "docs.yaml", AGENT.format(id=agent_id), instance)))
+    assert "agentinstance/ops-extra created" in out, out
+    stored = json.loads(stigmer.ok("get", "agentinstance", "ops-extra", "-o", "json"))
+    assert stored["spec"]["agentId"] == agent_id
+    assert "unchanged" in stigmer.ok("apply", "-f", str(tmp_path / "docs.yaml"))
+    stigmer.ok("delete", "agent", "support-bot")
+    for gone in ("ops-extra", "support-bot-default"):
+        assert stigmer("get", "agentinstance", gone).code != 0

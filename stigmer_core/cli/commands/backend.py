@@ -145,10 +145,12 @@ def switch(
     --key-file) again, or use `stigmer login`.
     """
     from stigmer_core import config
+    from stigmer_core.config_file import follow_backend_org, pick
 
     data: dict[str, Any] = config.load_config()
     if endpoint is not None:
         valid_endpoint(endpoint)
+    follow_backend_org(data, kind, config.DEFAULT_ORG)
     cert_file, key_file = pair_of_files(cert_file, key_file)
     remote = dict(data.get("remote") or {})
     local = dict(data.get("local") or {})
@@ -176,6 +178,9 @@ def switch(
     path = config.save_config(data)
     where = remote["endpoint"] if kind == config.REMOTE else local.get("data_dir") or "the default data directory"
     click.echo(f"backend: {kind} ({where}); saved in {path}")
+    org = pick(None, "org", data.get("org"), config.DEFAULT_ORG)
+    from_env = " (from $STIGMER_ORG)" if org != data.get("org", config.DEFAULT_ORG) else ""
+    click.echo(f"org: {org}{from_env}")
     if dropped:
         words = [n.replace("_", " ") for n in dropped]
         names = " and ".join(filter(None, (", ".join(words[:-1]), words[-1])))

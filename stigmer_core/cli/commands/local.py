@@ -176,8 +176,9 @@ def status(ctx: click.Context, data_dir: str | None) -> None:
         raise _not_running(files, exit_code=3)
     click.echo(f"stigmer daemon running (pid {found.pid}), listening on {found.address}")
     click.echo(f"data directory: {files.data_dir}")
-    if daemon.spawned_by_start(files, found):
-        click.echo(f"log file: {files.log_file}")
+    log_file = daemon.started_log(files, found)
+    if log_file is not None:
+        click.echo(f"log file: {log_file}")
     else:
         click.echo("log file: none (started with `stigmer serve`, which logs to its own terminal)")
     session = Session(settings)

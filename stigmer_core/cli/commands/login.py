@@ -39,6 +39,7 @@ def login(
 
     from stigmer_core import config
     from stigmer_core.client import connect
+    from stigmer_core.config_file import follow_backend_org
 
     valid_endpoint(endpoint)
     cert_file, key_file = pair_of_files(cert_file, key_file)
@@ -51,6 +52,7 @@ def login(
     with connect(endpoint, token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file) as client:
         identity = whoami_of(client.channel, endpoint)
     data: dict[str, Any] = config.load_config()
+    follow_backend_org(data, config.REMOTE, config.DEFAULT_ORG)
     remote: dict[str, Any] = {**dict(data.get("remote") or {}), "endpoint": endpoint, "token": token}
     for name, file in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
         if file:
@@ -61,7 +63,7 @@ def login(
     data["backend"] = {**dict(data.get("backend") or {}), "type": config.REMOTE}
     orgs = [b.org for b in identity.roles]
     if len(orgs) == 1:
-        data["org"] = orgs[0]
+        data["org"] = remote["org"] = orgs[0]
     path = config.save_config(data)
     click.echo(f"logged in to {endpoint} as {describe_identity(identity)}; saved in {path}")
     if _open_to_anyone(endpoint, ca_file=ca_file, cert_file=cert_file, key_file=key_file):

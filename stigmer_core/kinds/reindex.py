@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Iterator
 
 import attrs
@@ -37,11 +38,20 @@ Families = dict[str, dict[bytes, bytes]]
 
 SLUG_INDEX = "_slug"
 """How reports name the slug index (``s/<key_prefix>/<org>/<slug>``)."""
+OWNERS = "_owners"
+"""How reports name the ownership entries (``r/<owner id>/<key_prefix>/<id>``)."""
+REFERENCES = "_references"
+"""How reports name the reverse-reference entries (``q/<target id>/<key_prefix>/<id>``)."""
 
 
 def declared(kind: KindRuntime) -> dict[str, int]:
-    """Index name -> version, as this kind is declared now (labels included)."""
-    return {LABEL_INDEX: 1, **{index.name: index.version for index in kind.indexes}}
+    """Index name -> version, as this kind is declared now (labels included); a kind with
+    declared references records them too, so entries for a reference a release adds are made."""
+    found = {LABEL_INDEX: 1, **{index.name: index.version for index in kind.indexes}}
+    if kind.references:
+        named = ",".join(sorted(f"{ref.spec.field}>{ref.spec.kind}" for ref in kind.references))
+        found[REFERENCES] = zlib.crc32(named.encode()) or 1
+    return found
 
 
 def recorded(txn: ReadTxn, kind: KindRuntime) -> dict[str, int] | None:
@@ -119,10 +129,14 @@ class Change:
     objects: int
 
 
-def _rebuild(txn: WriteTxn, kind: KindRuntime, names: set[str], removed: set[str]) -> int:
+def _rebuild(txn: WriteTxn, registry: Registry, kind: KindRuntime, names: set[str], removed: set[str]) -> int:
     """Rewrite the entries of ``names`` from every stored object; drop ``removed`` indexes."""
     for name in names | removed:
-        for key, _ in list(txn.scan(keys.index_range(kind.key_prefix, name))):
+        if name == REFERENCES:
+            stale = list(_entries_of(txn, b"q/", kind.key_prefix))
+        else:
+            stale = [key for key, _ in txn.scan(keys.index_range(kind.key_prefix, name))]
+        for key in stale:
             txn.delete(key)
     count = 0
     if names:
@@ -131,8 +145,24 @@ def _rebuild(txn: WriteTxn, kind: KindRuntime, names: set[str], removed: set[str
             for key in _rebuilt_keys(kind, obj):
                 if _index_of(key, kind.key_prefix) in names:
                     txn.put(key, b"")
+            if REFERENCES in names:
+                for key, value in _reference_entries(txn, registry, kind, obj).items():
+                    txn.put(key, value)
     _record(txn, kind)
     return count
+
+
+def _reference_entries(txn: ReadTxn, registry: Registry, kind: KindRuntime, obj: Message) -> dict[bytes, bytes]:
+    """The reverse-reference entries ``obj`` calls for: one per target that exists (a target
+    deleted since, once its referrer finished, keeps none, by design)."""
+    object_id = obj.metadata.id  # type: ignore[attr-defined]
+    found: dict[bytes, bytes] = {}
+    for ref in kind.references:
+        target_kind = registry.kind(ref.spec.kind)
+        for target in ref.field.read(obj):
+            if txn.get(keys.object_key(target_kind.key_prefix, target)) is not None:
+                found[keys.referrer_key(target, kind.key_prefix, object_id)] = ref.spec.field.encode()
+    return found
 
 
 def _rebuilt_keys(kind: KindRuntime, obj: Message) -> list[bytes]:
@@ -175,7 +205,9 @@ def reconcile(registry: Registry, store: Store) -> list[Change]:
 
     def run(txn: WriteTxn) -> list[Change]:
         return [
-            Change(kind.name, tuple(sorted(stale)), tuple(sorted(removed)), _rebuild(txn, kind, stale, removed))
+            Change(
+                kind.name, tuple(sorted(stale)), tuple(sorted(removed)), _rebuild(txn, registry, kind, stale, removed)
+            )
             for kind, stale, removed in plan
         ]
 
@@ -200,16 +232,18 @@ class IndexProblem:
     """Stored entries no object calls for (or pointing at the wrong object)."""
 
 
-OWNERS = "_owners"
-"""How reports name the ownership entries (``r/<owner id>/<key_prefix>/<id>``)."""
-REFERENCES = "_references"
-"""How reports name the reverse-reference entries (``q/<target id>/<key_prefix>/<id>``)."""
 
 
 def _entries_of(txn: ReadTxn, family: bytes, key_prefix: str) -> dict[bytes, bytes]:
     """``r/`` or ``q/`` entries whose object is of the kind with ``key_prefix``."""
     wanted = key_prefix.encode()
     return {key: value for key, value in txn.scan(family) if key.split(b"/")[2] == wanted}
+
+
+def reference_entries(store: Store, kind: KindRuntime) -> list[tuple[bytes, bytes]]:
+    """The reverse-reference entries of ``kind``'s objects (for checks and tests)."""
+    with store.read() as txn:
+        return sorted(_entries_of(txn, b"q/", kind.key_prefix).items())
 
 
 def _families(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> tuple[Families, Families]:
@@ -222,12 +256,7 @@ def _families(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> tuple[Fami
         for key in kind.index_keys(obj):
             expected.setdefault(_index_of(key, kind.key_prefix), {})[key] = b""
         expected[OWNERS].update(dict.fromkeys(kind.owner_keys(obj), b""))
-        for ref in kind.references:  # a target deleted since (a finished referrer) keeps no entry, by design
-            target_kind = registry.kind(ref.spec.kind)
-            for target in ref.field.read(obj):
-                if txn.get(keys.object_key(target_kind.key_prefix, target)) is not None:
-                    key = keys.referrer_key(target, kind.key_prefix, meta.id)
-                    expected[REFERENCES][key] = ref.spec.field.encode()
+        expected[REFERENCES].update(_reference_entries(txn, registry, kind, obj))
     stored: Families = {
         SLUG_INDEX: dict(txn.scan(keys.slug_range(kind.key_prefix))),
         OWNERS: _entries_of(txn, b"r/", kind.key_prefix),

@@ -110,7 +110,9 @@ def test_a_store_without_records_has_every_index_rebuilt(tmp_path: Path) -> None
         _store_servers(first)
         first.store.transact(lambda txn: txn.delete(keys.index_record_key("mcp-servers")))
     with _open(tmp_path, MCP_SERVER) as second:
-        assert [(c.kind, set(c.rebuilt)) for c in second.index_changes] == [("McpServer", {"_label", "transport"})]
+        assert [(c.kind, set(c.rebuilt)) for c in second.index_changes] == [
+            ("McpServer", {"_label", "transport", reindex.REFERENCES})
+        ]
 
 
 def test_check_finds_and_repairs_missing_and_stale_entries(tmp_path: Path) -> None:
@@ -196,3 +198,38 @@ def test_check_covers_reference_entries(tmp_path: Path) -> None:
 def _named(resource: Any, name: str) -> Any:
     resource.metadata.name = name
     return resource
+
+
+def test_a_reference_a_later_release_declares_gets_its_entries_at_the_next_start(tmp_path: Path) -> None:
+    """AgentInstance.spec.agent_id became a declared reference: instances stored before had no
+    reverse-reference entries, and doctor reported them missing until a repair."""
+    import json
+
+    from stigmer_core.api.agentic.agent.v1 import agent_pb2
+
+    with Application.open(tmp_path, durable=False) as first:
+        agents = KindClient(first.channel(), first.registry.kind("Agent"))
+        for name in ("one", "two"):
+            agents.create(agent_pb2.Agent(metadata={"name": name}))
+        kind = first.registry.kind("AgentInstance")
+        entries = [k for k, _ in reindex.reference_entries(first.store, kind)]
+        assert len(entries) == 2
+
+        def as_an_older_release_left_it(txn: Any) -> None:
+            for key in entries:
+                txn.delete(key)
+            record = json.loads(txn.get(keys.index_record_key(kind.key_prefix)))
+            del record["indexes"][reindex.REFERENCES]
+            txn.put(keys.index_record_key(kind.key_prefix), json.dumps(record).encode())
+
+        first.store.transact(as_an_older_release_left_it)
+        assert {(p.kind, p.index, p.missing) for p in reindex.check(first.registry, first.store)} == {
+            ("AgentInstance", reindex.REFERENCES, 2)
+        }
+    with Application.open(tmp_path, durable=False) as upgraded:
+        assert [(c.kind, c.rebuilt, c.objects) for c in upgraded.index_changes] == [
+            ("AgentInstance", (reindex.REFERENCES,), 2)
+        ]
+        assert reindex.check(upgraded.registry, upgraded.store) == []
+    with Application.open(tmp_path, durable=False) as again:
+        assert again.index_changes == []

@@ -350,9 +350,6 @@ def _streamed(
                     close()
         finally:
             release()
-    except OrgNotVisible as denied:
-        executor.log_denied(denied, binding, context.invocation_metadata() or (), context.peer())
-        status.abort(context, denied)
     except Exception as exc:
         status.abort(context, exc)
 

@@ -16,6 +16,7 @@ from stigmer_core import Application, InsecureTransport, connect
 from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
 from stigmer_core.auth.transport import TlsFiles, asks_client_certificate
 from stigmer_core.errors import StartupError, Unauthenticated
@@ -102,11 +103,16 @@ def test_naming_an_org_the_caller_has_no_role_in_is_logged_as_a_refusal(app: App
         assert code_of(lambda: agents.list_page(org=BETA)) == grpc.StatusCode.NOT_FOUND
         assert code_of(lambda: agents.get_by_reference(org=BETA, slug="agent")) == grpc.StatusCode.NOT_FOUND
         assert code_of(lambda: agents.get_by_reference(org=ALPHA, slug="nothing-here")) == grpc.StatusCode.NOT_FOUND
+        watch = watch_pb2_grpc.WatchStub(with_token(app.channel(), token))
+        assert code_of(lambda: next(iter(watch.Watch(watch_pb2.WatchRequest(kind="Agent", org=BETA), timeout=10)))) == (
+            grpc.StatusCode.NOT_FOUND
+        )
     service = "/stigmer.agentic.agent.v1.AgentQueryController"
     assert [r.getMessage() for r in caplog.records] == [
         f"denied: principal=token:{ALPHA}/prober method={service}/list status=NOT_FOUND",
         f"denied: principal=token:{ALPHA}/prober method={service}/getByReference status=NOT_FOUND",
-    ], "an object missing from the caller's own org is no refusal"
+        f"denied: principal=token:{ALPHA}/prober method=/stigmer.commons.watch.v1.Watch/Watch status=NOT_FOUND",
+    ], "an object missing from the caller's own org is no refusal; a stream's refusal is one line too"
 
 
 def test_a_refused_whoami_is_one_log_line_too(app: Application, caplog: Any) -> None:

@@ -233,8 +233,8 @@ def test_a_runner_progress_report_that_repeats_the_phase_is_stored_and_a_cancell
     stored = kinds.executions.get(pending.metadata.id)
     assert [m.content for m in stored.status.messages] == ["first", "second"]
     kinds.cancel(pending.metadata.id)
-    code, _ = details_of(lambda: _claim(kinds, pending, "host-a:101"))  # ended since: not the runner's any more
-    assert code == grpc.StatusCode.ABORTED
+    code, details = details_of(lambda: _claim(kinds, pending, "host-a:101"))  # ended since: not the runner's any more
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "was cancelled" in details
 
 
 def test_a_workflow_run_records_its_runner_and_takes_its_retried_claim(

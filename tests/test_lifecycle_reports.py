@@ -153,7 +153,8 @@ def test_a_report_on_a_cancelled_run_says_the_run_ended(kinds: Kinds) -> None:
     send = _reporter(kinds, pending.metadata.id, "host-a:101")
     send(phase=IN_PROGRESS, version=pending.metadata.resource_version)
     kinds.cancel(pending.metadata.id)
-    for late in (lambda: send(), lambda: send("", "more")):
+    stale = pending.metadata.resource_version  # a claim retried after the cancel: not "re-read and retry"
+    for late in (lambda: send(), lambda: send("", "more"), lambda: send(phase=IN_PROGRESS, version=stale)):
         code, details = details_of(late)
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         assert "was cancelled (it is EXECUTION_CANCELLED, a terminal phase) and takes no more reports" in details

@@ -340,6 +340,8 @@ def update_status(
             )
         )
         if not again:
+            if is_terminal(status.phase):  # before the version: "re-read and retry" would not help
+                raise FailedPrecondition(_ended(_what(ctx, existing), status.phase))
             if expected and expected != stored:
                 by = f", claimed by runner '{holder}'" if holder and status.phase == IN_PROGRESS else ""
                 raise Conflict.version(_what(ctx, existing), expected, stored, by=by)
@@ -358,9 +360,7 @@ def update_status(
         new = ctx.kind.resource_cls()
         new.CopyFrom(existing)
         current = status.phase
-        if not again:
-            if is_terminal(current):  # refused even when the report repeats the phase or carries none
-                raise FailedPrecondition(_ended(_what(ctx, existing), current))
+        if not again:  # an ended run was refused above, even for a report repeating its phase or carrying none
             if report.phase and report.phase != current:
                 enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
             merge(report, new.status)  # type: ignore[attr-defined]

@@ -64,16 +64,22 @@ def _existing(calls: KindCalls, doc: Document, message: Message) -> Message | No
         return None
 
 
-def _names_planned_id(message: Message, planned: Collection[tuple[str, str, str]]) -> bool:
+def _names_planned_id(session: Session, message: Message, planned: Collection[tuple[str, str, str]]) -> bool:
     """Whether the document names, anywhere, the id another document of the run gives its own
-    object (an instance naming its agent): the server would not find that object yet. Ids carry
-    a ULID, so finding one among the message's bytes is finding the field that holds it."""
+    object (an instance naming its agent) and the server has no such object yet, so would not
+    find it. Ids carry a ULID, so finding one among the message's bytes is finding the field that
+    holds it. An export names its objects by id: restored over what is there, they all exist."""
     own = metadata(message).id
-    ids = {name for _, _, name in planned if name != own and looks_like_id(name)}
+    ids = [(kind, org, name) for kind, org, name in planned if name != own and looks_like_id(name)]
     if not ids:
         return False
     blob = message.SerializeToString()
-    return any(found.encode() in blob for found in ids)
+    for kind_name, org, object_id in ids:
+        if object_id.encode() in blob:
+            kind = session.catalog.by_name(kind_name)
+            if kind is None or session.calls(kind).lookup(org, object_id) is None:
+                return True
+    return False
 
 
 def _validate_locally(doc: Document, message: Message) -> str:
@@ -119,7 +125,7 @@ def apply_one(
         return Outcome(doc, error=str(exc), cause=exc)
     try:
         before = _existing(calls, doc, message)
-        if dry_run and (unresolved or taken or _names_planned_id(message, planned)):
+        if dry_run and (unresolved or taken or _names_planned_id(session, message, planned)):
             # the server would refuse what names an object not made yet: only the client's checks run
             noted = f"; {'; '.join(unresolved)} now (a real apply needs it made first)" if unresolved else ""
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run{noted})")

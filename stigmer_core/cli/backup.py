@@ -223,6 +223,12 @@ def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> Non
             export.left_out.add(metadata(obj).id)
             return
         export.notes.extend(f"{_named(kind, obj)}: {note}" for note in said or ())
+    broken = _breaks_rules(obj)
+    if broken:
+        export.notes.append(
+            f"{_named(kind, obj)}: breaks a rule of the installed protos ({broken}), which it was stored before: "
+            "an import refuses it until it is fixed (apply the fix here, then export again)"
+        )
     try:
         text = yamlio.dump_all([document(obj)]).encode("utf-8")
     except (json_format.SerializeToJsonError, ValueError) as exc:
@@ -234,6 +240,21 @@ def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> Non
     export.spool.write(text)
     names = tuple((sys.intern(field), sys.intern(target), i) for field, target, i in _ids_named(kind, obj))
     export.entries.append(Entry(kind.name, sys.intern(meta.org), meta.slug, meta.id, names, at, len(text)))
+
+
+def _breaks_rules(obj: Message) -> str:
+    """What of ``obj`` the rules declared now refuse (a rule tightened since it was stored), said
+    at export rather than at the import that needs it; empty when nothing, or when the validator
+    cannot read the message's classes (read over reflection: the server checks them)."""
+    from stigmer_core.pipeline import validation
+
+    try:
+        validation.check(obj)
+    except errors.InvalidArgument as exc:
+        return "; ".join(f"{v.field}: {v.description}" if v.field else v.description for v in exc.violations[:3])
+    except Exception:
+        return ""
+    return ""
 
 
 def _named(kind: KindInfo, obj: Message) -> str:

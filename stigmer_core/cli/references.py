@@ -30,6 +30,11 @@ def _holder(message: Any, path: str) -> tuple[Any, str] | None:
     return message, leaf
 
 
+def _exists(session: Session, kind_name: str, org: str, object_id: str) -> bool:
+    target = session.catalog.by_name(kind_name)
+    return target is not None and session.calls(target).lookup(org, object_id) is not None
+
+
 def resolve(
     session: Session,
     doc: Document,
@@ -55,8 +60,12 @@ def resolve(
         value = getattr(holder, leaf)
         values = [value] if isinstance(value, str) else list(value)
         if all(not v or looks_like_id(v) for v in values):
-            if taken is not None:  # an id another document of the run gives its own object
-                taken.extend(v for v in values if v and (target_name, org, v) in planned)
+            if taken is not None:  # an id another document of the run gives its own object, not made yet
+                taken.extend(
+                    v
+                    for v in values
+                    if v and (target_name, org, v) in planned and not _exists(session, target_name, org, v)
+                )
             continue
         target = session.catalog.by_name(target_name)
         if target is None:

@@ -125,6 +125,13 @@ def test_dry_run_of_stored_objects_is_the_servers(stigmer: Stigmer, daemon: str,
     message = stigmer.fails("apply", "--dry-run", "-f", str(dangling))
     assert "document 1" in message and "ain-00000000000000000000000000' not found" in message, message
     assert stigmer.fails("get", "session", "chat") == "session 'chat' not found in org 'local'"
+    # an export names its objects by id: restored over what is stored, every one is found there, so
+    # the server rehearses each (an instance naming its agent's id was only checked by the client)
+    backup = write(tmp_path / "backup.yaml", stigmer.ok("export", "agent", "agentinstance"))
+    assert lines(stigmer.ok("apply", "--dry-run", "-f", str(backup))) == [
+        "agent/coder unchanged (dry run)",
+        "agentinstance/coder-default unchanged (dry run)",
+    ]
     assert stigmer.ok("get", "agent", "coder", "-o", "yaml") == stored
 
 

@@ -324,6 +324,28 @@ def test_an_export_names_the_skill_versions_it_leaves_behind(stigmer: Stigmer) -
     assert "a reference pinning one by tag or hash will not resolve there" in note
 
 
+def test_an_export_names_what_a_rule_tightened_since_would_refuse_on_import(stigmer: Stigmer) -> None:
+    """An agent stored before MCP header values were held to one line exported without a word;
+    the import of that backup then refused it, and everything that named it."""
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.agent.v1 import agent_pb2
+    from stigmer_core.kind_client import KindClient
+
+    with Application.open(stigmer.data_dir) as app:
+        agents = KindClient(app.channel(), app.registry.kind("Agent"))
+        made: Any = agents.create(agent_pb2.Agent(metadata={"name": "old"}))
+        made.spec.mcp_servers.add(name="git", url="https://mcp.example.com").headers["X-Trace"] = "on\r\nX-Admin: yes"
+        kind = app.registry.kind("Agent")
+        app.store.transact(lambda txn: txn.put(kind.object_key(made.metadata.id), made.SerializeToString()))
+        agents.create(agent_pb2.Agent(metadata={"name": "fine"}))
+    result = stigmer("export", "agents")
+    assert result.code == 0, result.err
+    notes = [line for line in result.err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1, result.err
+    assert "Agent local/old" in notes[0] and 'spec.mcp_servers[0].headers["X-Trace"]' in notes[0], notes[0]
+    assert "an import refuses it until it is fixed" in notes[0]
+
+
 def test_a_rotation_left_staged_is_not_discarded_by_the_rescue_export(stigmer: Stigmer) -> None:
     """A rotation's staged key (secret.key.new) not matching the store, with the key file lost: the
     export's first try opened the store to write and discarded it, though it may be the only copy

@@ -54,7 +54,7 @@ def served(stigmer_app: Application) -> Iterator[tuple[Application, grpc.Channel
 
 
 def _big_agent(name: str, size: int) -> agent_pb2.Agent:
-    """An agent whose stored form takes about ``size`` bytes (MCP server headers have no length rule)."""
+    """An agent whose stored form takes about ``size`` bytes (64 MCP server headers of up to 64 KiB each)."""
     made = agent(name)
     server = made.spec.mcp_servers.add(name="big")
     chunk = size // 64

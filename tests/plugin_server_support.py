@@ -18,19 +18,28 @@ from stigmer_core.store.lmdb_store import LmdbStore
 
 
 @contextlib.contextmanager
+def serving(app: Application, pools: PoolSizes) -> Iterator[tuple[Server, grpc.Channel]]:
+    """``app`` served on an ephemeral loopback port, and a channel to it; both closed after."""
+    server = Server(app, "127.0.0.1:0", pools=pools)
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        yield server, channel
+    finally:
+        channel.close()
+        server.stop(grace=1)
+
+
+@contextlib.contextmanager
 def served_with(tmp_path: Path, plugin: Any, read_threads: int) -> Iterator[grpc.Channel]:
     """A channel to a server of an LMDB store with ``plugin`` installed (``read_threads`` 0: grpc's
     asyncio server, as a local daemon runs; more: the sync server, as interceptors bring)."""
     pm = plugin_manager(plugins=[plugin])
     app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm)
-    server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=read_threads))
-    server.start()
-    channel = grpc.insecure_channel(server.address)
     try:
-        yield channel
+        with serving(app, PoolSizes(read_threads=read_threads)) as (_, channel):
+            yield channel
     finally:
-        channel.close()
-        server.stop(grace=1)
         app.close()
 
 

@@ -36,11 +36,11 @@ from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import step
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.server import Server
 from stigmer_core.server_pools import PoolSizes
 from stigmer_core.store.lmdb_store import LmdbStore
 from tests import engine_support
 from tests.engine_support import OpenStore
+from tests.plugin_server_support import serving
 
 engine = engine_support.engine
 
@@ -54,15 +54,9 @@ FLAVOURS = {"asyncio-server": 0, "sync-server": 2}
 
 @contextlib.contextmanager
 def _served(app: Application, pools: PoolSizes, *, asynchronous: bool) -> Iterator[grpc.Channel]:
-    server = Server(app, "127.0.0.1:0", pools=pools)
-    server.start()
-    assert server.asynchronous is asynchronous
-    channel = grpc.insecure_channel(server.address)
-    try:
+    with serving(app, pools) as (server, channel):
+        assert server.asynchronous is asynchronous
         yield channel
-    finally:
-        channel.close()
-        server.stop(grace=1)
 
 
 class HeldStream:

@@ -71,6 +71,9 @@ class Keepalive:
         return [
             ("grpc.keepalive_time_ms", int(self.time_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.timeout_seconds * 1000)),
+            # grpc's C core (1.85) waits for the keepalive ping's ack as long as for any ping's:
+            # ``ping_timeout_ms`` (a minute), whatever ``keepalive_timeout_ms`` says
+            ("grpc.http2.ping_timeout_ms", int(self.timeout_seconds * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", int(self.client_ping_seconds * 1000)),
             ("grpc.http2.max_ping_strikes", 2),

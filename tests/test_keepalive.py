@@ -8,6 +8,10 @@ stream on it with a misleading RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -26,11 +30,11 @@ from stigmer_core.store.lmdb_store import LmdbStore
 BOOKMARK = watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
 
 
-def _app(tmp_path: Path) -> Application:
+def _app(tmp_path: Path, **streams: int) -> Application:
     """Bookmarks far apart: a connection whose stream sends nothing for a while, as a runner's
     watch of a quiet kind (grpc counts pings against a connection sending no data)."""
     pm = plugin_manager()
-    settings = StreamSettings(bookmark_seconds=120, poll_seconds=0.2)
+    settings = StreamSettings(bookmark_seconds=120, poll_seconds=0.2, **streams)
     return Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm, streams=settings)
 
 
@@ -74,8 +78,104 @@ def test_keepalive_settings_come_from_the_environment_and_bad_ones_stop_the_star
     with pytest.raises(StartupError, match="STIGMER_KEEPALIVE_TIMEOUT_SECONDS"):
         Keepalive.from_env({"STIGMER_KEEPALIVE_TIMEOUT_SECONDS": "soon"})
     for bad in ("0", "-1", "nan", "inf", "1e10", "0.0001"):  # inf and 1e10 overflowed grpc's millisecond count
-        with pytest.raises(StartupError, match=r"STIGMER_CLIENT_PING_SECONDS must be from 0\.001 to 2,147,483\.647 seconds"):
+        with pytest.raises(
+            StartupError, match=r"STIGMER_CLIENT_PING_SECONDS must be from 0\.001 to 2,147,483\.647 seconds"
+        ):
             Keepalive.from_env({"STIGMER_CLIENT_PING_SECONDS": bad})
     assert ("grpc.keepalive_timeout_ms", 2**31 - 1) in Keepalive.from_env(
         {"STIGMER_KEEPALIVE_TIMEOUT_SECONDS": "2147483.647"}
     ).options()
+
+
+class _Cable:
+    """A TCP relay on 127.0.0.1 that can be cut without closing anything: after ``cut`` it
+    forwards no byte either way and keeps both sockets open, as a network that drops packets
+    does (a laptop's lid closed, a firewall's state lost). Neither end sees a FIN or RST."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self._upstream = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._cut = threading.Event()
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        try:
+            near, _ = self._listener.accept()
+        except OSError:
+            return
+        far = socket.create_connection(self._upstream)
+        self._sockets += [near, far]
+        for source, sink in ((near, far), (far, near)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while not self._cut.is_set():
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data or self._cut.is_set():
+                return  # cut: what arrived is dropped and nothing is closed
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def cut(self) -> None:
+        self._cut.set()
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.fixture
+def cable() -> Iterator[Callable[[str], _Cable]]:
+    made: list[_Cable] = []
+
+    def make(upstream: str) -> _Cable:
+        made.append(_Cable(upstream))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+def test_a_stream_whose_client_vanished_without_closing_gives_back_its_slot(
+    tmp_path: Path, cable: Callable[[str], _Cable]
+) -> None:
+    """One stream slot in all: a watch over a cable that is then cut (no FIN, no RST) holds it
+    until the daemon's keepalive ping goes unanswered and it closes the connection; then a
+    watch over a sound connection opens. With grpc's defaults the slot stayed taken until TCP
+    gave up, hours later."""
+    app = _app(tmp_path, max_streams=1)
+    server = Server(app, "127.0.0.1:0", keepalive=Keepalive(time_seconds=0.5, timeout_seconds=0.5))
+    server.start()
+    wire = cable(server.address)
+    try:
+        with grpc.insecure_channel(wire.address) as far, grpc.insecure_channel(server.address) as near:
+            held = watch_pb2_grpc.WatchStub(far).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=60)
+            assert next(held).type == BOOKMARK
+            refused = watch_pb2_grpc.WatchStub(near).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=5)
+            with pytest.raises(grpc.RpcError) as full:
+                next(refused)
+            assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # the one slot is held
+            wire.cut()
+            deadline = time.monotonic() + 30  # keepalive needs about a second; generous for a loaded machine
+            while True:
+                stream = watch_pb2_grpc.WatchStub(near).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=5)
+                try:
+                    assert next(stream).type == BOOKMARK
+                    stream.cancel()
+                    break
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                    assert time.monotonic() < deadline, "the vanished client's stream kept its slot"
+                    time.sleep(0.2)
+    finally:
+        server.stop(grace=1)
+        app.close()

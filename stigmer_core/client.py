@@ -20,11 +20,13 @@ import grpc
 from stigmer_core.application import Application
 from stigmer_core.auth.transport import client_credentials, is_loopback, refuse_plaintext_token, usable_token
 from stigmer_core.datadir import holder
+from stigmer_core.keepalive import ClientKeepalive
 from stigmer_core.local_socket import UnixTarget, socket_path
 
 S = TypeVar("S")
 
 LOCAL = "local"
+CLIENT_KEEPALIVE = ClientKeepalive()
 
 
 class Client:
@@ -83,6 +85,7 @@ def network_channel(
     tls: bool | None = None,
     cert_file: str | None = None,
     key_file: str | None = None,
+    keepalive: ClientKeepalive = CLIENT_KEEPALIVE,
 ) -> grpc.Channel:
     """A channel to ``host:port``: TLS unless the target is loopback (or ``tls`` says otherwise).
 
@@ -91,16 +94,19 @@ def network_channel(
     certificate and key, which a server started with ``--tls-client-ca``
     (mutual TLS) asks for; either implies TLS, like ``ca_file``. A token
     rides on every call; it is refused on a plaintext channel to anything
-    but loopback.
+    but loopback. ``keepalive``: how soon a call on a connection that went
+    silent (its daemon's host unreachable) ends with UNAVAILABLE.
     """
     token = usable_token(token) if token else token
     secure = tls if tls is not None else (bool(ca_file or cert_file or key_file) or not is_loopback(target))
     if not secure:
         if token:
             refuse_plaintext_token(target)
-        channel = grpc.insecure_channel(target)
+        channel = grpc.insecure_channel(target, options=keepalive.options())
     else:
-        channel = grpc.secure_channel(target, client_credentials(ca_file, cert_file, key_file))
+        channel = grpc.secure_channel(
+            target, client_credentials(ca_file, cert_file, key_file), options=keepalive.options()
+        )
     if token:
         channel = grpc.intercept_channel(channel, TokenInterceptor(token))
     return channel
@@ -152,8 +158,9 @@ def connect(
             unix = UnixTarget(socket)
             return Client(grpc.insecure_channel(unix.address), target=str(running["address"]), unix=unix)
         address = str(running["address"])
-        return Client(network_channel(
-            address, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file
-        ), target=address)
+        return Client(
+            network_channel(address, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file),
+            target=address,
+        )
     app = Application.open(directory, store=store, read_only=read_only)
     return Client(app.channel(), target=LOCAL, app=app)

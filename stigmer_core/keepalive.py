@@ -63,7 +63,9 @@ class Keepalive:
             except ValueError:
                 raise StartupError(f"{name}={raw!r} is not a number of seconds") from None
             if not SHORTEST <= values[field] <= LONGEST:  # NaN and infinity too
-                raise StartupError(f"{name} must be from {SHORTEST} to {LONGEST:,.3f} seconds (grpc counts milliseconds)")
+                raise StartupError(
+                    f"{name} must be from {SHORTEST} to {LONGEST:,.3f} seconds (grpc counts milliseconds)"
+                )
         return cls(**values)
 
     def options(self) -> list[tuple[str, int]]:
@@ -77,4 +79,27 @@ class Keepalive:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", int(self.client_ping_seconds * 1000)),
             ("grpc.http2.max_ping_strikes", 2),
+        ]
+
+
+@attrs.frozen
+class ClientKeepalive:
+    """Keepalive of a client's channel (``client.network_channel``): a runner's watch on a team
+    server whose network drops its packets (a daemon's host gone, a firewall's state lost) sees
+    nothing, not even the end of its stream, and waited for events that never came. The
+    channel pings while a call is open and the connection is silent, and ends the calls with
+    UNAVAILABLE when no answer comes. Pings are ``time_seconds`` apart at the closest, within
+    the daemon's default ``STIGMER_CLIENT_PING_SECONDS`` (10 s)."""
+
+    time_seconds: float = attrs.field(default=30.0, validator=_IN_RANGE)
+    timeout_seconds: float = attrs.field(default=20.0, validator=_IN_RANGE)
+
+    def options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.keepalive_time_ms", int(self.time_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.timeout_seconds * 1000)),
+            ("grpc.http2.ping_timeout_ms", int(self.timeout_seconds * 1000)),  # as the server's, above
+            ("grpc.keepalive_permit_without_calls", 0),  # an idle channel costs the daemon nothing
+            # a watch sends nothing after its request: without this, two pings and no more
+            ("grpc.http2.max_pings_without_data", 0),
         ]

@@ -19,8 +19,9 @@ import pytest
 
 from stigmer_core import Application
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.client import network_channel
 from stigmer_core.errors import StartupError
-from stigmer_core.keepalive import Keepalive
+from stigmer_core.keepalive import ClientKeepalive, Keepalive
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.events import StreamSettings
 from stigmer_core.plugins import plugin_manager
@@ -176,6 +177,27 @@ def test_a_stream_whose_client_vanished_without_closing_gives_back_its_slot(
                     assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
                     assert time.monotonic() < deadline, "the vanished client's stream kept its slot"
                     time.sleep(0.2)
+    finally:
+        server.stop(grace=1)
+        app.close()
+
+
+def test_a_client_watch_ends_when_its_daemon_goes_silent(tmp_path: Path, cable: Callable[[str], _Cable]) -> None:
+    """A runner's watch through ``network_channel`` over a cable then cut: the channel's own
+    keepalive ends the stream with UNAVAILABLE, which the runner answers by reconnecting; the
+    stream's deadline (30 s) is there only to end the test if it does not."""
+    app = _app(tmp_path)
+    server = Server(app, "127.0.0.1:0", keepalive=Keepalive(client_ping_seconds=0.5))
+    server.start()
+    wire = cable(server.address)
+    try:
+        with network_channel(wire.address, keepalive=ClientKeepalive(time_seconds=0.5, timeout_seconds=0.5)) as channel:
+            stream = watch_pb2_grpc.WatchStub(channel).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=30)
+            assert next(stream).type == BOOKMARK
+            wire.cut()
+            with pytest.raises(grpc.RpcError) as ended:
+                next(stream)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
     finally:
         server.stop(grace=1)
         app.close()

@@ -484,6 +484,16 @@ def test_numbers_and_times_json_cannot_write_are_refused_naming_the_field(
         flow = wf.workflow("odd")
         flow.spec.tasks[0].task_config.update({"x": {"y": [1, bad]}})
         assert fields_of(fails(BAD, lambda flow=flow: stubs.workflows.create(flow))) == ["spec.tasks[0].task_config"]
+    # a Value with none of its kinds set: protobuf's JSON mapping has none (Go's protojson refuses
+    # to print it), and a client writing {string_value: ...} where JSON names are camelCase sends one
+    kindless = wf.workflow("odd")
+    kindless.spec.tasks[0].task_config.fields["x"].SetInParent()
+    in_list = wf.workflow("odd")
+    in_list.spec.tasks[0].task_config.update({"x": [1]})
+    in_list.spec.tasks[0].task_config.fields["x"].list_value.values.add()
+    for flow in (kindless, in_list):
+        refused = fails(BAD, lambda flow=flow: stubs.workflows.create(flow))
+        assert fields_of(refused) == ["spec.tasks[0].task_config"] and "none of its kinds" in refused.details()
     tokens = KindClient(channel, app.registry.kind("ApiToken"))
     for seconds, nanos in ((1 << 40, 0), (-62_135_596_801, 0), (0, -1), (0, 1_000_000_000)):
         token: Any = app.registry.kind("ApiToken").resource_cls()

@@ -130,14 +130,14 @@ class NestingCheck:
             raise InvalidArgument.field(
                 path or "(message)", f"nests deeper than {limit} levels, the limit of a stored object"
             )
-        if (
-            type(message) is Value
-            and message.WhichOneof("kind") == "number_value"
-            and not math.isfinite(message.number_value)
-        ):
-            raise InvalidArgument.field(
-                path or "(message)", "holds a number that is not finite (NaN or infinity), which JSON cannot carry"
-            )
+        if type(message) is Value:
+            kind = message.WhichOneof("kind")
+            if kind is None:  # protobuf's JSON mapping has no such value: Go's protojson refuses to print it
+                raise InvalidArgument.field(path or "(message)", _NO_KIND)
+            if kind == "number_value" and not math.isfinite(message.number_value):
+                raise InvalidArgument.field(
+                    path or "(message)", "holds a number that is not finite (NaN or infinity), which JSON cannot carry"
+                )
         for step in plan:
             inner = self.plan(step.type)
             deeper = inside or self._recursive(step.type)
@@ -163,14 +163,19 @@ class NestingCheck:
 
 _VALUE = Value.DESCRIPTOR
 _COMPOSITE = frozenset({"struct_value", "list_value"})
+_NO_KIND = (
+    "holds a google.protobuf.Value with none of its kinds set (null_value, number_value, string_value,"
+    " bool_value, struct_value, list_value), which JSON cannot carry; a client writing JSON names in"
+    " snake_case (string_value) instead of camelCase (stringValue) sends one"
+)
 
 
 def _leaf(value: Value) -> bool:
     """A ``Value`` holding a scalar JSON can write (walked values are 99% of a large Struct):
-    one look, where a walk costs a call and a plan. A number that is not finite is not a leaf,
-    so the walk names it."""
+    one look, where a walk costs a call and a plan. A number that is not finite, or a value
+    with no kind, is not a leaf, so the walk names it."""
     kind = value.WhichOneof("kind")
-    if kind in _COMPOSITE:
+    if kind in _COMPOSITE or kind is None:
         return False
     return kind != "number_value" or math.isfinite(value.number_value)
 

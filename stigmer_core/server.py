@@ -81,7 +81,7 @@ class Server:
             for found in app.plugin_manager.hook.stigmer_server_interceptors():
                 interceptors.extend(found or ())
         self._serving: Serving
-        options = (keepalive or Keepalive.from_env()).options()
+        options = [*(keepalive or Keepalive.from_env()).options(), *sizes.options()]
         if sizes.read_threads == 0 and not interceptors:
             self._serving = AsyncServing(app, self.pools, options)
         else:

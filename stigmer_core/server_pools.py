@@ -45,6 +45,9 @@ HEALTH_THREADS = 2
 balancer answered while every other pool is busy."""
 
 
+MOST_PENDING_CALLS = 1_000_000
+"""grpc counts pending calls in a C int, and twice this is its hard limit."""
+
 LMDB_READ_THREADS = 0
 """An LMDB read never waits on I/O: it runs on the event loop, with no thread to hand it to.
 Set ``STIGMER_READ_THREADS`` when a kind's read steps wait on something (a network call)."""
@@ -69,6 +72,22 @@ class PoolSizes:
     and closes its stream, so a few at a time serve many users, and the bound keeps idle ones
     from growing without end."""
 
+    pending_calls: int = 5000
+    """Calls received and not yet started, per daemon (``STIGMER_MAX_PENDING_CALLS``): a burst
+    of calls in flight waits in grpc's queue up to this many; past it grpc refuses a growing
+    share of the new ones with CANCELLED, and every one past twice as many. grpc's default
+    (1,000) refused some of a client's 2,500 calls sent at once, which the calls' limits
+    (``rpc_threads``, a group commit) would have answered in turn. A queued call holds what it
+    received (at most a stream's flow-control window), so the bound keeps a flood's memory
+    bounded too."""
+
+    def options(self) -> list[tuple[str, int]]:
+        """grpc server channel arguments for these sizes."""
+        return [
+            ("grpc.server.max_pending_requests", self.pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * self.pending_calls),
+        ]
+
     @classmethod
     def from_env(cls, environ: Any = None) -> PoolSizes:
         env = os.environ if environ is None else environ
@@ -77,6 +96,7 @@ class PoolSizes:
             ("read_threads", "STIGMER_READ_THREADS"),
             ("rpc_threads", "STIGMER_RPC_THREADS"),
             ("reflection_streams", "STIGMER_MAX_REFLECTION_STREAMS"),
+            ("pending_calls", "STIGMER_MAX_PENDING_CALLS"),
         ):
             raw = env.get(name)
             if not raw:
@@ -88,6 +108,8 @@ class PoolSizes:
             least = 0 if field == "read_threads" else 1
             if number < least:
                 raise StartupError(f"{name} must be at least {least}")
+            if field == "pending_calls" and number > MOST_PENDING_CALLS:
+                raise StartupError(f"{name} must be at most {MOST_PENDING_CALLS:,}")
             values[field] = number
         return cls(**values)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,7 +104,9 @@ def test_on_lmdb_reads_run_on_the_event_loop_and_writes_queue_for_the_group_comm
             made_in: list[agent_pb2.Agent] = []
             writers = _new_threads(
                 lambda: made_in.append(
-                    command.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="inline")), timeout=10)
+                    command.create(
+                        agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="inline")), timeout=10
+                    )
                 )
             )
             assert "stigmer-rpc" not in writers  # no thread waits for the commit: a committer leads it
@@ -148,7 +152,9 @@ def test_reflection_answers_as_v1_and_v1alpha(tmp_path: Path, read_threads: int)
                 )
                 asked = [
                     reflection_pb2.ServerReflectionRequest(list_services=""),
-                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="stigmer.agentic.agent.v1.AgentQueryController"),
+                    reflection_pb2.ServerReflectionRequest(
+                        file_containing_symbol="stigmer.agentic.agent.v1.AgentQueryController"
+                    ),
                 ]
                 listed, found = list(call(iter(asked), timeout=10))
                 names = {s.name for s in listed.list_services_response.service}
@@ -159,7 +165,10 @@ def test_reflection_answers_as_v1_and_v1alpha(tmp_path: Path, read_threads: int)
                     call(
                         iter(
                             [
-                                *(reflection_pb2.ServerReflectionRequest(file_containing_symbol=n) for n in sorted(names)),
+                                *(
+                                    reflection_pb2.ServerReflectionRequest(file_containing_symbol=n)
+                                    for n in sorted(names)
+                                ),
                                 reflection_pb2.ServerReflectionRequest(
                                     file_containing_symbol="stigmer.agentic.agent.v1.AgentCommandController.create"
                                 ),
@@ -175,8 +184,9 @@ def test_reflection_answers_as_v1_and_v1alpha(tmp_path: Path, read_threads: int)
                 for name, answer in zip(sorted(names), services, strict=True):
                     assert answer.file_descriptor_response.file_descriptor_proto, (version, name)
                 v1_file = descriptor_pb2.FileDescriptorProto.FromString(
-                    services[sorted(names).index("grpc.reflection.v1.ServerReflection")]
-                    .file_descriptor_response.file_descriptor_proto[0]
+                    services[
+                        sorted(names).index("grpc.reflection.v1.ServerReflection")
+                    ].file_descriptor_response.file_descriptor_proto[0]
                 )
                 assert v1_file.package == "grpc.reflection.v1" and v1_file.service[0].name == "ServerReflection"
                 method_file = descriptor_pb2.FileDescriptorProto.FromString(
@@ -198,7 +208,9 @@ def test_a_client_gone_mid_stream_is_not_logged_as_an_error(caplog: pytest.LogCa
         try:
             cygrpc = logging.getLogger("grpc._cython.cygrpc")
             with caplog.at_level(logging.INFO):
-                cygrpc.error("ExecuteBatchError raised in core by servicer method [%s]", "/stigmer.commons.watch.v1.Watch/Watch")
+                cygrpc.error(
+                    "ExecuteBatchError raised in core by servicer method [%s]", "/stigmer.commons.watch.v1.Watch/Watch"
+                )
                 cygrpc.error("something else broke")
             assert [r.getMessage() for r in caplog.records] == ["something else broke"]
             with caplog.at_level(logging.DEBUG):
@@ -206,3 +218,39 @@ def test_a_client_gone_mid_stream_is_not_logged_as_an_error(caplog: pytest.LogCa
             assert caplog.records[-1].levelname == "DEBUG"
         finally:
             server.stop(grace=1)
+
+
+def test_a_burst_of_calls_past_grpcs_default_queue_is_answered_in_turn(tmp_path: Path) -> None:
+    """2,500 gets sent at once on one connection (a client's ``Promise.all`` over ids): grpc's
+    default queue (1,000 pending calls) refused a few hundred of them CANCELLED, a status a client
+    reads as its own cancel; ``STIGMER_MAX_PENDING_CALLS`` (5,000) queues them all."""
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0")
+        server.start()
+        try:
+
+            async def burst() -> collections.Counter[str]:
+                async with grpc.aio.insecure_channel(server.address) as channel:
+                    query = agent_grpc.AgentQueryControllerStub(channel)
+
+                    async def one(i: int) -> str:
+                        try:
+                            await query.get(agent_pb2.AgentId(value=f"agt_missing{i}"), timeout=120)
+                        except grpc.aio.AioRpcError as exc:
+                            return exc.code().name
+                        return "OK"
+
+                    return collections.Counter(await asyncio.gather(*(one(i) for i in range(2500))))
+
+            assert asyncio.run(burst()) == {"NOT_FOUND": 2500}
+        finally:
+            server.stop(grace=1)
+
+
+def test_the_pending_calls_bound_is_a_setting() -> None:
+    sizes = PoolSizes.from_env({"STIGMER_MAX_PENDING_CALLS": "200"})
+    assert ("grpc.server.max_pending_requests", 200) in sizes.options()
+    assert ("grpc.server.max_pending_requests_hard_limit", 400) in sizes.options()
+    for bad, said in (("0", "at least 1"), ("2000000", "at most 1,000,000"), ("lots", "not a whole number")):
+        with pytest.raises(StartupError, match=f"STIGMER_MAX_PENDING_CALLS.*{said}"):
+            PoolSizes.from_env({"STIGMER_MAX_PENDING_CALLS": bad})

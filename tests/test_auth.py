@@ -216,7 +216,11 @@ def test_tls_with_tokens_and_mutual_tls(app: Application, tmp_path: Path) -> Non
         with connect(mutual.address, token=token, ca_file=str(pki.ca)) as client:  # no client certificate
             assert code_of(lambda: _whoami(client.channel)) == grpc.StatusCode.UNAVAILABLE
         with connect(
-            mutual.address, token=token, ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(pki.client_key)
+            mutual.address,
+            token=token,
+            ca_file=str(pki.ca),
+            cert_file=str(pki.client_cert),
+            key_file=str(pki.client_key),
         ) as client:  # connect() presents the client certificate a mutual-TLS server asks for
             assert _whoami(client.channel).principal == f"token:{ALPHA}/{ALPHA}-editor"
         with pytest.raises(StartupError, match="needs both files"):
@@ -260,7 +264,9 @@ def test_renewed_certificate_files_are_served_to_new_connections_without_a_resta
         server.stop(grace=1)
 
 
-def test_a_certificate_and_a_key_that_are_not_a_pair_fail_at_startup_saying_so(app: Application, tmp_path: Path) -> None:
+def test_a_certificate_and_a_key_that_are_not_a_pair_fail_at_startup_saying_so(
+    app: Application, tmp_path: Path
+) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "other").mkdir()
     one, other = make_pki(tmp_path / "one"), make_pki(tmp_path / "other")
@@ -340,7 +346,9 @@ def test_another_orgs_skill_artifact_is_not_found(app: Application) -> None:
     )
 
 
-def test_a_token_deleted_over_the_network_is_refused_at_once_despite_the_cache(app: Application, tmp_path: Path) -> None:
+def test_a_token_deleted_over_the_network_is_refused_at_once_despite_the_cache(
+    app: Application, tmp_path: Path
+) -> None:
     """The delete's on-commit callback (forget the cached token) runs on the network path too,
     where the write was queued on the group commit from the server's event loop."""
     token, made = make_token(app, ALPHA, "viewer")
@@ -454,3 +462,26 @@ def test_an_agents_secret_header_cannot_be_guessed_by_an_editor_either(app: Appl
     doc.spec.mcp_servers[0].headers["Authorization"] = "Bearer s3cret"
     answered = stub.update(doc, metadata=(("stigmer-dry-run", "true"),), timeout=10)
     assert answered.metadata.resource_version != stored.metadata.resource_version
+
+
+def test_a_call_with_two_authorization_entries_is_refused(app: Application) -> None:
+    """With two, the first decided who the call ran as: a proxy adding its own entry after a
+    client's (or before it) made the order of headers the credential."""
+    viewer, _ = make_token(app, ALPHA, "viewer")
+    admin, _ = make_token(app, ALPHA, "admin")
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub: Any = identity_pb2_grpc.IdentityServiceStub
+            whoami = stub(channel).whoami
+            for pair in ((viewer, admin), (admin, viewer)):
+                metadata = [("authorization", f"Bearer {one}") for one in pair]
+                with pytest.raises(grpc.RpcError) as refused:
+                    whoami(identity_pb2.WhoamiRequest(), metadata=metadata, timeout=10)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert "2 authorization entries" in (refused.value.details() or "")
+            alone = whoami(identity_pb2.WhoamiRequest(), metadata=[("authorization", f"Bearer {viewer}")], timeout=10)
+            assert alone.principal == f"token:{ALPHA}/{ALPHA}-viewer"
+    finally:
+        server.stop(grace=1)

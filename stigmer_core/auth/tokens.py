@@ -50,15 +50,19 @@ def digest(token: str) -> str:
 
 
 def bearer(metadata: Sequence[tuple[str, Any]]) -> str | None:
-    """The token of an ``authorization: Bearer …`` entry; None when there is none."""
-    for key, value in metadata:
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            scheme, _, token = text.strip().partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise errors.Unauthenticated("the authorization metadata must be 'Bearer <token>'")
-            return token.strip()
-    return None
+    """The token of an ``authorization: Bearer …`` entry; None when there is none. Two entries are
+    refused: taking the first, a proxy that adds its own after the client's (or a client's
+    after a proxy's) would decide who the call runs as by the order of headers."""
+    found = [value for key, value in metadata if key == "authorization"]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise errors.Unauthenticated(f"the call carries {len(found)} authorization entries; send one")
+    text = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
+    scheme, _, token = text.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+    return token.strip()
 
 
 def trusted_peer(peer: str) -> bool:

@@ -1,5 +1,6 @@
-"""A step that raises SystemExit (a library calling ``sys.exit()``) or KeyboardInterrupt answers
-INTERNAL naming the step, and the daemon goes on serving.
+"""A step that raises SystemExit (a library calling ``sys.exit()``), KeyboardInterrupt, or any other
+BaseException (asyncio.CancelledError) answers INTERNAL naming the step, and the daemon goes on
+serving. A CancelledError was left unanswered until the client's deadline.
 
 On LMDB a write's checks run on the asyncio server's event loop: such an exception ended the
 loop's thread, and the daemon answered nothing ever again (health included) until killed.
@@ -7,6 +8,7 @@ loop's thread, and the daemon answered nothing ever again (health included) unti
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,10 @@ def _exit_when_named(ctx: Any) -> None:
         sys.exit(3)
     if name == "interrupt":
         raise KeyboardInterrupt
+    if name == "cancelled":  # a step's own (an asyncio helper it calls): not the call's cancel
+        raise asyncio.CancelledError
+    if name == "base":
+        raise BaseException("odd")
 
 
 @step(Phase.PREPARE, name="exits_before")
@@ -59,6 +65,7 @@ def channel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[grpc.Cha
 @pytest.mark.parametrize(
     ("name", "step_name", "raised"),
     [("exit", "exits_before", "SystemExit"), ("interrupt", "exits_before", "KeyboardInterrupt"),
+     ("cancelled", "exits_before", "CancelledError"), ("base", "exits_before", "BaseException"),
      ("exit inside", "exits_inside", "SystemExit")],
 )  # fmt: skip
 def test_an_exiting_step_answers_internal_and_the_daemon_serves_on(

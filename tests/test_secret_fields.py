@@ -15,11 +15,12 @@ import attrs
 import grpc
 import pytest
 
-from stigmer_core import Application, KindDeclaration, RegistryError, SecretFields, hookimpl
+from stigmer_core import Application, CustomOperation, KindDeclaration, RegistryError, SecretFields, hookimpl
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
+from stigmer_core.pipeline import steps as standard
 from stigmer_core.plugins import plugin_manager
-from tests.gizmo_kind import GIZMO
+from tests.gizmo_kind import GIZMO, message
 
 SECRETS = SecretFields("spec.note")
 SECRET_GIZMO = attrs.evolve(
@@ -28,6 +29,7 @@ SECRET_GIZMO = attrs.evolve(
     redacts=SECRETS.redacts,
     steps={"create": (SECRETS.keep,), "update": (SECRETS.keep,)},
 )
+GIZMO_ID, CLONE = message("GizmoId"), message("CloneGizmoRequest")
 NAIVE_GIZMO = attrs.evolve(GIZMO, redact=SECRETS.redact, redacts=SECRETS.redacts)
 """What docs/plugins.md offered before: ``redact`` alone."""
 
@@ -119,3 +121,29 @@ def test_secret_fields_that_are_not_string_fields_are_refused_at_startup(path: s
     with pytest.raises(RegistryError) as caught:
         build_registry(pm)
     assert str(caught.value) == f"plugin 'acme-gizmos': kind 'Gizmo': {shown}"
+
+
+REPORTING_GIZMO = attrs.evolve(
+    SECRET_GIZMO,
+    operations={
+        **GIZMO.operations,
+        # a pipeline of a kind author's: answers with the object, and names no redact step
+        "delete": CustomOperation(
+            steps=(standard.validate, standard.authorize, standard.load_by_id, standard.respond), writes=False
+        ),
+    },
+)
+
+
+def test_a_custom_rpc_answers_with_secrets_blanked_though_its_steps_name_no_redact(tmp_path: Path) -> None:
+    """A custom rpc whose steps leave ``redact`` out (a runner's report answering with the object,
+    a clone answering a page of copies) sent the secret in clear to a caller whose ``get`` never
+    shows it: every custom rpc is redacted, as every one is authorized."""
+    with _open(tmp_path, REPORTING_GIZMO) as app:
+        gizmos = KindClient(app.channel(), app.registry.kind("Gizmo"))
+        made: Any = gizmos.create(_gizmo("sk-live-123"))
+        answered: Any = gizmos.call("delete", GIZMO_ID(value=made.metadata.id))
+        assert answered.metadata.id == made.metadata.id and answered.spec.note == "<redacted>"
+        clones: Any = gizmos.call("clone", CLONE(value=made.metadata.id, copies=2))
+        assert [c.spec.note for c in clones.entries] == ["<redacted>", "<redacted>"]
+        assert _stored(app, clones.entries[0].metadata.id).spec.note == "sk-live-123"

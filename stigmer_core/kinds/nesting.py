@@ -30,7 +30,7 @@ from google.protobuf.struct_pb2 import Value
 from stigmer_core.errors import InvalidArgument
 
 
-def _is_repeated(field: Any) -> bool:
+def is_repeated(field: Any) -> bool:
     if hasattr(field, "is_repeated"):
         return bool(field.is_repeated)
     return bool(field.label == FieldDescriptor.LABEL_REPEATED)
@@ -72,7 +72,7 @@ def _steps(desc: Descriptor, cache: dict[str, bool]) -> tuple[_Step, ...]:
             if value is not None:
                 steps.append(_Step(field.name, "map", value))
         else:
-            steps.append(_Step(field.name, "list" if _is_repeated(field) else "one", sub))
+            steps.append(_Step(field.name, "list" if is_repeated(field) else "one", sub))
     return tuple(steps)
 
 

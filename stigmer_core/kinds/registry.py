@@ -254,7 +254,9 @@ def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterab
             name = getattr(candidate, "__name__", None)
             shown = f"function {name!r}" if inspect.isfunction(candidate) and isinstance(name, str) else repr(candidate)
             raise _fail(
-                plugin, decl, f"{where}: {shown} is not a step (needs name, phase and __call__: decorate it with @step())"
+                plugin,
+                decl,
+                f"{where}: {shown} is not a step (needs name, phase and __call__: decorate it with @step())",
             )
         checked.append(candidate)  # type: ignore[arg-type]
     return checked
@@ -272,7 +274,14 @@ def access_of(operation: str, *, declared: Access | None = None, writes: bool = 
 
 
 def _pipeline(
-    pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration, op: str, base: Sequence[Step], writes: bool
+    pm: pluggy.PluginManager,
+    plugin: str,
+    decl: KindDeclaration,
+    op: str,
+    base: Sequence[Step],
+    writes: bool,
+    *,
+    custom: bool = False,
 ) -> Pipeline:
     declared = _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
     if standard.dispatch_apply in base:
@@ -290,6 +299,11 @@ def _pipeline(
     steps = list(base) + declared
     if standard.authorize not in steps:  # every rpc is authorized, whether or not its kind names the step
         steps.append(standard.authorize)
+    if custom and standard.redact not in steps and not any(isinstance(s, standard.ListByStep) for s in steps):
+        # and no custom rpc answers with a secret in clear: one whose steps left it out (a runner's
+        # status report answering with the object) sent the kind's secrets. A listBy page is
+        # blanked as it is assembled, as a list page is.
+        steps.append(standard.redact)
     for impl_steps in pm.hook.stigmer_pipeline_steps(kind=decl, operation=op):
         extra = _checked_steps(plugin, decl, f"stigmer_pipeline_steps for {op!r}", impl_steps or ())
         if op == "apply":  # its transaction runs create's or update's steps, which already have these
@@ -319,7 +333,9 @@ def _check_types(plugin: str, decl: KindDeclaration) -> None:
         given = (
             f"the descriptor of {resource.full_name}" if isinstance(resource, Descriptor) else type(resource).__name__
         )
-        raise _fail(plugin, decl, f"resource must be the generated message class (such as prompt_pb2.Prompt), not {given}")
+        raise _fail(
+            plugin, decl, f"resource must be the generated message class (such as prompt_pb2.Prompt), not {given}"
+        )
     for label in ("command_service", "query_service"):
         service = getattr(decl, label)
         if not isinstance(service, ServiceDescriptor):
@@ -412,7 +428,7 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     runtime.delete_access = access["delete"]
     for op, custom in decl.operations.items():
         base = _checked_steps(plugin, decl, f"operation {op!r}", custom.steps)
-        runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, base, custom.writes)
+        runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, base, custom.writes, custom=True)
         access[op] = access_of(op, declared=custom.access, writes=custom.writes)
     for method in methods:
         if method.name in decl.operations:

@@ -83,11 +83,6 @@ def _engine_trouble(exc: BaseException) -> bool:
     return any(module == name or module.startswith(name + ".") for name in _ENGINES)
 
 
-_EXITS = (SystemExit, KeyboardInterrupt, GeneratorExit)
-"""What a step raises to end the process or a generator, never meant for a request: ``sys.exit()``
-in a library a step calls (argparse, click) raises SystemExit in the thread serving the call."""
-
-
 def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> None:
     """Run a pipeline's steps (``run``: their callables, ``steps``: the steps, for naming one).
 
@@ -112,14 +107,19 @@ def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> N
             "internal error in %s (plugin %r; a bug in that step): %s: %s",
             where, ctx.kind.plugin, type(exc).__name__, exc, exc_info=exc,
         )  # fmt: skip
-        raise PluginFault(f"internal error in {where}: {type(exc).__name__} (the server's log has its traceback)") from exc
-    except _EXITS as exc:
-        # Left alone, these end the thread that runs the step: on LMDB the event loop serving
-        # every call (the daemon then answered nothing, ever); elsewhere a group commit's leader.
+        raise PluginFault(
+            f"internal error in {where}: {type(exc).__name__} (the server's log has its traceback)"
+        ) from exc
+    except BaseException as exc:
+        # SystemExit (``sys.exit()`` in a library a step calls: argparse, click), KeyboardInterrupt,
+        # GeneratorExit, asyncio.CancelledError: never meant for a request. Left alone, one ends
+        # the thread running the step (on LMDB the event loop serving every call) or leaves the
+        # call unanswered until its deadline. Steps are sync code: no cancel of the call itself
+        # arrives here.
         step = steps[done]
         where = f"step '{step.name}' of {ctx.kind.name} {ctx.operation}"
         log.error("internal error in %s: it raised %s", where, type(exc).__name__, exc_info=exc)
+        hint = " (a library exiting the process?)" if isinstance(exc, SystemExit) else ""
         raise PluginFault(
-            f"internal error in {where}: it raised {type(exc).__name__} (a library exiting the process?);"
-            " the server's log has its traceback"
+            f"internal error in {where}: it raised {type(exc).__name__}{hint}; the server's log has its traceback"
         ) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
 from stigmer_core.auth.pages import PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
+from stigmer_core.kinds.nesting import is_repeated
 from stigmer_core.kinds.resources import taken_elsewhere
 from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath, KindRuntime
 from stigmer_core.pipeline import validation
@@ -253,12 +255,46 @@ def publish(ctx: RequestContext) -> None:
 @step(Phase.REDACT)
 def redact(ctx: RequestContext) -> None:
     """Blank what a kind declares secret before anything leaves the server."""
-    hide = ctx.kind.redact
-    if hide is not None and ctx.resource is not None and ctx.kind.hides(ctx.resource):
-        shown = ctx.kind.resource_cls()
-        shown.CopyFrom(ctx.resource)
+    kind = ctx.kind
+    hide = kind.redact
+    if hide is None:
+        return
+    found = ctx.resource
+    if found is not None and kind.hides(found):
+        shown = kind.resource_cls()
+        shown.CopyFrom(found)
         hide(shown)
         ctx.resource = shown
+        if ctx.response is found:  # a custom rpc's step answered with the object already
+            ctx.response = shown
+    answer = ctx.response
+    if answer is None or answer is ctx.resource:
+        return
+    if type(answer) is kind.resource_cls:  # a custom rpc's step answered with an object of its own
+        if kind.hides(answer):
+            shown = kind.resource_cls()
+            shown.CopyFrom(answer)
+            hide(shown)
+            ctx.response = shown
+        return
+    # A custom rpc's own message holding the kind's objects (a page of clones): built for this
+    # answer alone, so blanked in place.
+    for name, repeated in _holding(answer.DESCRIPTOR, kind.resource_cls.DESCRIPTOR):
+        held = getattr(answer, name)
+        for obj in held if repeated else ((held,) if answer.HasField(name) else ()):
+            if kind.hides(obj):
+                hide(obj)
+
+
+@functools.cache
+def _holding(message: Any, resource: Any) -> tuple[tuple[str, bool], ...]:
+    """The fields of ``message`` (a custom rpc's response) that hold objects of ``resource``'s
+    type, and whether each is repeated: looked up once per response type, not per request."""
+    return tuple(
+        (field.name, is_repeated(field))
+        for field in message.fields
+        if field.message_type is resource and not (field.message_type.GetOptions().map_entry)
+    )
 
 
 @step(Phase.RESPOND)
@@ -290,9 +326,7 @@ class _Range:
         self.by_slug = by_slug
 
 
-def _page(
-    ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str
-) -> Message:
+def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str) -> Message:
     """Read one page of ``scan``: at most ``size`` objects that ``keep`` accepts,
     within ``Limits.max_page_bytes``, reading at most ``Limits.max_list_skipped``
     objects that ``keep`` rejects (the page then ends early, even empty, with a token).
@@ -387,9 +421,7 @@ def _unlistable(ctx: RequestContext, scan: _Range, listed: list[bytes], stored: 
     return errors.FailedPrecondition(f"a page of {kind.label} objects cannot be assembled")  # pragma: no cover
 
 
-def _has_index_values(
-    kind: KindRuntime, index: IndexSpec, wanted: list[tuple[str, ...]]
-) -> Callable[[Message], bool]:
+def _has_index_values(kind: KindRuntime, index: IndexSpec, wanted: list[tuple[str, ...]]) -> Callable[[Message], bool]:
     def check(obj: Message) -> bool:
         present = set(kind.index_values(index, obj))
         return all(w in present for w in wanted)
@@ -492,9 +524,7 @@ def _orgs_listed(ctx: RequestContext, org: str) -> tuple[str, ...]:
     return tuple(o for o in caller.orgs if caller.can(ctx.access, o))  # a kind may need more than READ to list
 
 
-def _both(
-    first: Callable[[Message], bool] | None, second: Callable[[Message], bool]
-) -> Callable[[Message], bool]:
+def _both(first: Callable[[Message], bool] | None, second: Callable[[Message], bool]) -> Callable[[Message], bool]:
     return second if first is None else (lambda o: first(o) and second(o))
 
 

@@ -215,6 +215,48 @@ def test_a_writer_kept_waiting_past_the_statement_timeout_answers_unavailable(
         assert txn.get(b"k/late") == b"2"
 
 
+def test_a_daemon_paused_inside_its_write_gives_the_revision_lock_up_to_the_others(
+    store: PostgresStore, stigmer_postgres_store_url: str
+) -> None:
+    """A daemon paused (a VM paused, swapping, SIGSTOP) while its write held the revision lock
+    held every other daemon's writes until its statement timeout (30 s), and the first writer
+    waiting failed with its own. The server ends a transaction that sends nothing for
+    ``idle_in_transaction_timeout_ms``: the paused write fails, whole, and the others go on."""
+    holding = threading.Event()
+
+    def paused(txn: Any) -> None:
+        txn.put(b"k/paused", b"1")
+        holding.set()
+        time.sleep(3)  # the pause: nothing sent while the lock is held
+
+    outcome: list[BaseException] = []
+
+    def pausing_daemon() -> None:
+        try:
+            pauser.transact(paused)
+        except BaseException as exc:  # what the paused write got is the point
+            outcome.append(exc)
+
+    with (
+        PostgresStore(f"{stigmer_postgres_store_url}&idle_in_transaction_timeout_ms=300", durable=False) as pauser,
+        PostgresStore(f"{stigmer_postgres_store_url}&statement_timeout_ms=2000", durable=False) as other,
+    ):
+        thread = threading.Thread(target=pausing_daemon)
+        thread.start()
+        assert holding.wait(30)
+        other.transact(lambda txn: txn.put(b"k/other", b"1"))  # waited for the lock, well within its 2 s
+        thread.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], errors.Unavailable), outcome
+    with store.read() as txn:
+        assert txn.get(b"k/other") == b"1" and txn.get(b"k/paused") is None
+
+
+def test_the_idle_in_transaction_limit_defaults_to_five_seconds_or_the_statement_timeout() -> None:
+    assert PostgresSettings.from_url("postgresql://u@h/d").idle_ms == 5000
+    assert PostgresSettings.from_url("postgresql://u@h/d?statement_timeout_ms=2000").idle_ms == 2000
+    assert PostgresSettings.from_url("postgresql://u@h/d?idle_in_transaction_timeout_ms=700").idle_ms == 700
+
+
 def test_close_lets_writes_in_flight_commit_and_refuses_new_ones(stigmer_postgres_store_url: str) -> None:
     closing = PostgresStore(stigmer_postgres_store_url, durable=False)
     inside = threading.Event()
@@ -896,4 +938,7 @@ def test_a_daemon_of_version_3_still_running_after_the_migration_can_no_longer_c
             with pytest.raises(psycopg.errors.UndefinedColumn):  # a version-3 commit's first statement
                 conn.execute(f"SELECT revision, event_bytes FROM {schema}.meta WHERE id = 1 FOR UPDATE".encode())
             conn.rollback()
-            assert conn.execute(f"SELECT revision, writes FROM {schema}.meta WHERE id = 1".encode()).fetchone() == (1, 1)
+            assert conn.execute(f"SELECT revision, writes FROM {schema}.meta WHERE id = 1".encode()).fetchone() == (
+                1,
+                1,
+            )

@@ -87,6 +87,8 @@ LISTEN_SECONDS = 5.0
 """Silence after which the listener reads the revision itself, in case its connection stopped delivering."""
 ANSWER_GRACE_MS = 5_000
 """How much longer than ``statement_timeout_ms`` the daemon waits for an answer by default."""
+DEFAULT_IDLE_IN_TRANSACTION_MS = 5000
+"""How long a transaction may send nothing (``idle_in_transaction_timeout_ms``) by default."""
 _CONFLICT_ATTEMPTS = 5
 
 
@@ -112,6 +114,12 @@ class PostgresSettings:
     """Seconds to establish one connection (libpq's ``connect_timeout``)."""
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
     """A statement (or a writer waiting for the revision lock) running longer fails UNAVAILABLE."""
+    idle_in_transaction_timeout_ms: int | None = None
+    """A transaction of this daemon that sends nothing for this long is ended by the server,
+    releasing the revision lock every daemon's writes wait for: a daemon paused while it held it
+    (a VM paused, swapping, SIGSTOP) stopped every other daemon's writes until its statement
+    timeout, and the first writer waiting failed with its own. A write's steps run between its
+    statements, milliseconds apart; ``min(5000, statement_timeout_ms)`` when not given."""
     answer_timeout_ms: int | None = None
     """How long the daemon waits for the database to answer one round trip before it gives the
     connection up (UNAVAILABLE); ``statement_timeout_ms`` plus 5 s when not given. The server
@@ -147,6 +155,10 @@ class PostgresSettings:
         return settings
 
     @property
+    def idle_ms(self) -> int:
+        return self.idle_in_transaction_timeout_ms or min(DEFAULT_IDLE_IN_TRANSACTION_MS, self.statement_timeout_ms)
+
+    @property
     def answer_seconds(self) -> float:
         ms = self.answer_timeout_ms or self.statement_timeout_ms + ANSWER_GRACE_MS
         return ms / 1000
@@ -170,6 +182,7 @@ _URL_SETTINGS: dict[str, type] = {
     "pool_timeout": float,
     "statement_timeout_ms": int,
     "answer_timeout_ms": int,
+    "idle_in_transaction_timeout_ms": int,
     "scan_page": int,
     "max_batch": int,
 }
@@ -831,7 +844,7 @@ class PostgresStore:
         ).encode()
         options = (
             f"-c statement_timeout={self.settings.statement_timeout_ms}"
-            f" -c idle_in_transaction_session_timeout={self.settings.statement_timeout_ms}"
+            f" -c idle_in_transaction_session_timeout={self.settings.idle_ms}"
         )
         if not durable:
             options += " -c synchronous_commit=off"

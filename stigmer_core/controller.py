@@ -30,7 +30,7 @@ from stigmer_core import status
 from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.async_calls import Wakeups
 from stigmer_core.auth.access import LOCAL_ADMIN, Caller
-from stigmer_core.auth.tokens import Authenticator
+from stigmer_core.auth.tokens import Authenticator, TokenRefused
 from stigmer_core.decoding import Malformed, refusal, tolerant
 from stigmer_core.errors import (
     DeadlineExceeded,
@@ -87,7 +87,9 @@ class Executor:
         caller = auth.caller(metadata, peer)
         if not caller.can_anywhere(binding.access):
             roles = ", ".join(f"{role} in {org}" for org, role in caller.roles.items()) or "no role"
-            raise PermissionDenied(f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}")
+            raise PermissionDenied(
+                f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}"
+            )
         return caller
 
     def start(
@@ -241,7 +243,9 @@ def log_refusal(
     """The one line a refused call logs (a kind rpc's, or ``whoami``'s): never the request, since
     a token or a secret may be in it."""
     principal = _principal_of(metadata, peer, authenticator)
-    log.warning("denied: principal=%s method=%s status=%s", principal, path, status.code_of(denied).name)
+    log.warning(
+        "denied: principal=%s method=%s status=%s peer=%s", principal, path, status.code_of(denied).name, peer or "-"
+    )
 
 
 def _check_still_wanted(ctx: RequestContext) -> None:
@@ -266,6 +270,8 @@ def _principal_of(metadata: Sequence[tuple[str, Any]], peer: str, authenticator:
         return "local"
     try:
         return authenticator.caller(metadata, peer).principal
+    except TokenRefused as refused:  # a revoked or expired token: which one, never the token itself
+        return f"{refused.principal} ({refused.message.removeprefix('the API token ')})"
     except (Unauthenticated, PermissionDenied):
         has_token = any(key == "authorization" for key, _ in metadata)
         return "(invalid token)" if has_token else f"(anonymous {peer or 'caller'})"
@@ -446,7 +452,9 @@ def _queued(
         try:
             peer = context.peer() if needs_peer else ""
             metadata = context.invocation_metadata() or ()
-            response: Message = await run(store, kind, binding, request, metadata, peer, removed, partial(_alive, context))
+            response: Message = await run(
+                store, kind, binding, request, metadata, peer, removed, partial(_alive, context)
+            )
         except Exception as exc:
             await status.abort_call(context, exc)
         if removed:
@@ -493,9 +501,7 @@ def _watch_handler(executor: Executor, limit: StreamLimit) -> grpc.RpcMethodHand
         name = request.kind  # type: ignore[attr-defined]
         found = registry.find(name) if name else None
         if found is None:
-            status.abort(
-                context, InvalidArgument.field("kind", f"'{name}' is not a kind this server serves ({known})")
-            )
+            status.abort(context, InvalidArgument.field("kind", f"'{name}' is not a kind this server serves ({known})"))
         kind, binding = bindings[found.name]
         yield from _streamed(executor, limit, kind, binding, request, context)
 

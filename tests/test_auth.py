@@ -21,6 +21,7 @@ from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
 from stigmer_core.auth.transport import TlsFiles, asks_client_certificate
 from stigmer_core.errors import StartupError, Unauthenticated
 from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.resources import Resources
 from stigmer_core.server import Server
 from stigmer_core.store import keys
 from tests.agent_execution_support import COMPLETED, IN_PROGRESS, Kinds
@@ -89,6 +90,7 @@ def test_a_denied_call_is_one_log_line_without_the_request(app: Application, cap
     assert lines == [
         f"denied: principal=token:{ALPHA}/reader "
         "method=/stigmer.agentic.environment.v1.EnvironmentCommandController/create status=PERMISSION_DENIED"
+        " peer=in-process"
     ]
     assert "canary-7731" not in caplog.text and token not in caplog.text
 
@@ -109,9 +111,10 @@ def test_naming_an_org_the_caller_has_no_role_in_is_logged_as_a_refusal(app: App
         )
     service = "/stigmer.agentic.agent.v1.AgentQueryController"
     assert [r.getMessage() for r in caplog.records] == [
-        f"denied: principal=token:{ALPHA}/prober method={service}/list status=NOT_FOUND",
-        f"denied: principal=token:{ALPHA}/prober method={service}/getByReference status=NOT_FOUND",
-        f"denied: principal=token:{ALPHA}/prober method=/stigmer.commons.watch.v1.Watch/Watch status=NOT_FOUND",
+        f"denied: principal=token:{ALPHA}/prober method={service}/list status=NOT_FOUND peer=in-process",
+        f"denied: principal=token:{ALPHA}/prober method={service}/getByReference status=NOT_FOUND peer=in-process",
+        f"denied: principal=token:{ALPHA}/prober method=/stigmer.commons.watch.v1.Watch/Watch status=NOT_FOUND"
+        " peer=in-process",
     ], "an object missing from the caller's own org is no refusal; a stream's refusal is one line too"
 
 
@@ -135,9 +138,48 @@ def test_a_refused_whoami_is_one_log_line_too(app: Application, caplog: Any) -> 
     method = "/stigmer.iam.identity.v1.IdentityService/whoami"
     assert [line.split(" principal=")[0] for line in lines] == ["denied:", "denied:"], "one per refusal, none more"
     assert lines[0].startswith("denied: principal=(anonymous ")
-    assert lines[0].endswith(f" method={method} status=UNAUTHENTICATED")
-    assert lines[1] == f"denied: principal=(invalid token) method={method} status=UNAUTHENTICATED"
+    assert f" method={method} status=UNAUTHENTICATED peer=ipv4:127.0.0.1:" in lines[0]
+    assert lines[1].startswith(f"denied: principal=(invalid token) method={method} status=UNAUTHENTICATED peer=ipv4:")
     assert forged not in caplog.text and token not in caplog.text
+
+
+def test_a_revoked_or_expired_token_is_named_in_its_refusal(app: Application, caplog: Any) -> None:
+    """The reason to alert on refusals is a leaked token still in use after its revocation: the
+    line said ``(invalid token)``, naming neither the token nor where the call came from."""
+    kind = app.registry.kind("ApiToken")
+    revoked, leaked = make_token(app, ALPHA, "viewer", "leaked")
+    revoke = next(b for b in kind.methods.values() if b.operation == "revoke")
+    KindClient(app.channel(), kind).call("revoke", revoke.request_cls(value=leaked.metadata.id))  # type: ignore[call-arg]
+    expired, old = make_token(app, ALPHA, "viewer", "old")
+
+    def expire(txn: Any) -> None:
+        resources = Resources(txn, app.registry)
+        stored: Any = resources.get(kind, old.metadata.id)
+        changed: Any = kind.resource_cls()
+        changed.CopyFrom(stored)
+        changed.spec.expires_at.FromSeconds(1_000_000)
+        resources.replace(kind, stored, changed)
+
+    app.store.transact(expire)
+    server = Server(app, "127.0.0.1:0", max_workers=2)
+    server.start()
+    try:
+        with (
+            grpc.insecure_channel(server.address) as plain,
+            caplog.at_level(logging.WARNING, logger="stigmer_core.controller"),
+        ):
+            for token in (revoked, revoked, expired):  # the second from the refusal cache
+                assert code_of(lambda token=token: _whoami(with_token(plain, token))) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop(grace=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stigmer_core.controller"]
+    assert [line.split(" method=")[0] for line in lines] == [
+        f"denied: principal=token:{ALPHA}/leaked (has been revoked)",
+        f"denied: principal=token:{ALPHA}/leaked (has been revoked)",
+        f"denied: principal=token:{ALPHA}/old (has expired)",
+    ]
+    assert all(" peer=ipv4:127.0.0.1:" in line for line in lines)
+    assert revoked not in caplog.text and expired not in caplog.text
 
 
 def test_secrets_of_a_live_context_go_to_its_orgs_runners_only(app: Application) -> None:

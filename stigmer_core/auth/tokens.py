@@ -65,6 +65,15 @@ def bearer(metadata: Sequence[tuple[str, Any]]) -> str | None:
     return token.strip()
 
 
+class TokenRefused(errors.Unauthenticated):
+    """A token the store knows, refused (revoked or expired): ``principal`` names it in the
+    refusal's log line, so an operator sees which leaked or forgotten token is still in use."""
+
+    def __init__(self, message: str, principal: str) -> None:
+        super().__init__(message)
+        self.principal = principal
+
+
 def trusted_peer(peer: str) -> bool:
     """The in-process channel, or the daemon's Unix socket (mode 0600): the local administrator's own paths."""
     return peer == IN_PROCESS_PEER or peer.startswith("unix:")
@@ -97,7 +106,7 @@ class Authenticator:
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[Caller, float, float]] = {}  # digest -> caller, expires (epoch s), fetched
-        self._refused: dict[str, tuple[str, float]] = {}  # digest -> why, when
+        self._refused: dict[str, tuple[str, float, str]] = {}  # digest -> why, when, principal (if known)
         self._lock = threading.Lock()
 
     def caller(self, metadata: Sequence[tuple[str, Any]], peer: str = "") -> Caller:
@@ -125,7 +134,7 @@ class Authenticator:
         now = self._clock()
         refused = self._refused.get(key)
         if refused is not None and now - refused[1] < self.cache_seconds:
-            raise errors.Unauthenticated(refused[0])
+            raise TokenRefused(refused[0], refused[2]) if refused[2] else errors.Unauthenticated(refused[0])
         cached = self._cache.get(key)
         if cached is not None and now - cached[2] < self.cache_seconds:
             caller, expires, _ = cached
@@ -133,11 +142,11 @@ class Authenticator:
             try:
                 caller, expires = self._load(key)
             except errors.Unauthenticated as why:
-                self._remember(self._refused, key, (why.message, now))
+                self._remember(self._refused, key, (why.message, now, getattr(why, "principal", "")))
                 raise
             self._remember(self._cache, key, (caller, expires, now))
         if expires and time.time() >= expires:
-            raise errors.Unauthenticated("the API token has expired")
+            raise TokenRefused("the API token has expired", caller.principal)
         return caller
 
     def _remember(self, cache: dict[str, Any], key: str, entry: Any) -> None:
@@ -164,7 +173,7 @@ class Authenticator:
         if found is None or not hmac.compare_digest(found.status.token_digest, key):
             raise errors.Unauthenticated("the API token is not valid")
         if found.status.HasField("revoked_at"):
-            raise errors.Unauthenticated("the API token has been revoked")
+            raise TokenRefused("the API token has been revoked", f"token:{found.metadata.org}/{found.metadata.slug}")
         role = found.spec.role
         if role not in ROLES:  # pragma: no cover - validated at create
             raise errors.Unauthenticated("the API token has no valid role")

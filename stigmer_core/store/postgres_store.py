@@ -314,13 +314,37 @@ def _detail(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+_OPERATOR_EVERY = 60.0
+"""Seconds between two log lines of one operator's problem (a full disk, a missing privilege)."""
+_told: dict[str, float] = {}
+
+
+def _tell_operator(problem: str, message: str) -> None:
+    """Log, at most every minute per problem, what only the database's operator can fix: clients
+    were told UNAVAILABLE, and the daemon's log (what an operator alerts on) said nothing."""
+    now = time.monotonic()
+    if now - _told.get(problem, -_OPERATOR_EVERY) >= _OPERATOR_EVERY:
+        _told[problem] = now
+        log.error("the database refuses this daemon's statements: %s", message)
+
+
 def _translate(exc: psycopg.Error) -> Exception:
     """What callers are told when the database refused or failed a statement.
 
     Only what the database does to a correct statement is mapped; an error
     left as it is (a syntax error, a constraint this engine should never
-    break) is a bug in the engine and surfaces as one (INTERNAL).
+    break) is a bug in the engine and surfaces as one (INTERNAL). What only
+    the database's operator can fix is logged too (``_tell_operator``).
     """
+    found = _translated(exc)
+    if isinstance(exc, pg_errors.DiskFull | pg_errors.ReadOnlySqlTransaction | pg_errors.InsufficientPrivilege) or (
+        isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "")[:2] in ("53", "58")
+    ):
+        _tell_operator(type(exc).__name__, getattr(found, "message", str(found)))
+    return found
+
+
+def _translated(exc: psycopg.Error) -> Exception:
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return _Retry(str(exc))
     if isinstance(exc, _NoAnswer):

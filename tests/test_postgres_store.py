@@ -550,6 +550,9 @@ def test_bad_settings_and_an_unreachable_database_fail_at_startup(stigmer_postgr
         PostgresSettings.from_url("postgresql://127.0.0.1/db?schema=Robert%27%3B")
     with pytest.raises(errors.StartupError, match="pool_max"):
         PostgresSettings.from_url("postgresql://127.0.0.1/db?pool_max=zero")
+    # a misspelt parameter went to libpq, which failed the start "cannot create or migrate schema"
+    with pytest.raises(errors.StartupError, match=r'store URL: invalid URI query parameter: "pool_maxx".*pool_max'):
+        PostgresSettings.from_url("postgresql://127.0.0.1/db?pool_maxx=4")
     port = postgres._free_port()
     with pytest.raises(errors.StartupError, match="cannot reach the database") as caught:
         PostgresStore(f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres?connect_timeout=2")

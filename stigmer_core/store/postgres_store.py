@@ -67,6 +67,7 @@ import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.abc import PQGen
+from psycopg.conninfo import conninfo_to_dict
 
 from stigmer_core import errors
 from stigmer_core.store import keys
@@ -148,6 +149,13 @@ class PostgresSettings:
         given = {name for name, _ in libpq}
         libpq += [(name, value) for name, value in _DEAD_PEER.items() if name not in given]
         conninfo = urlunsplit(parts._replace(query=urlencode(libpq)))
+        try:  # libpq's own check, now: at connect it read as a failure to create the schema
+            conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise errors.StartupError(
+                f"store URL: {str(exc).strip()}; the daemon's own parameters are {', '.join(sorted(_URL_SETTINGS))}, "
+                "the rest go to libpq"
+            ) from None
         settings = cls(conninfo=conninfo, connect_timeout=connect_timeout, **values)
         check_schema_name(settings.schema)
         if settings.pool_min < 1 or settings.pool_max < settings.pool_min:

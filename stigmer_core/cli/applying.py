@@ -129,6 +129,8 @@ def apply_one(
             # the server would refuse what names an object not made yet: only the client's checks run
             noted = f"; {'; '.join(unresolved)} now (a real apply needs it made first)" if unresolved else ""
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run{noted})")
+        if doc.history is not None and doc.kind.import_history is not None and not dry_run:
+            doc.kind.import_history(message, doc.history, calls.call)  # the versions before the document's
         after = calls.apply(message, dry_run=dry_run)
     except errors.Unauthenticated:
         raise

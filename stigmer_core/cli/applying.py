@@ -11,6 +11,10 @@ run; only an unreachable server (``Unreachable``) or a caller the server does
 not accept (``errors.Unauthenticated``: no token, a bad, revoked or expired
 one) stops everything, since every later document would fail the same way.
 
+A document's ``history`` (a skill's earlier versions, which an export writes) is replayed by its
+kind's ``import_history`` just before the document's own write, so a re-run that finds it all
+there writes nothing and says unchanged; a dry run does not replay it.
+
 An object the server made for its owner while this run created the owner (an
 agent's default instance) counts as created, not unchanged, even though it
 existed when its own document came up: before the run it did not.

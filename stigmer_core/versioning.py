@@ -16,7 +16,8 @@ a version) and, optionally, which tag a write gives it (``tag``).
   cascade from an owner clears it too).
 
 ``list_versions(id_field)`` is a step for a query rpc that pages through one
-object's versions, oldest first, and ``put_blob``/``get_blob`` keep large
+object's versions, oldest first, ``list_tags(id_field, response)`` one that
+pages through its tags, and ``put_blob``/``get_blob`` keep large
 payloads (an artifact) content-addressed beside the versions that name them.
 
 Everything is written in the request's own transaction, under the key
@@ -141,6 +142,25 @@ class Versioning:
             ctx.response = _page(ctx, base, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
 
         return FunctionStep("list_versions", Phase.LOAD, run)
+
+    def list_tags(self, id_field: str, response: type[Message]) -> Step:
+        """A step for a query rpc listing one object's tags, by tag, each with the hash it names.
+
+        A version's entry in ``list_versions`` holds only the tag it was last written under;
+        this is where every tag is found (an export carries them). The request is as
+        ``list_versions`` takes it; ``response`` has a repeated ``tags`` of messages with
+        ``tag`` and ``version_hash``, and ``next_page_token``.
+        """
+
+        def run(ctx: RequestContext) -> None:
+            req: Any = ctx.request
+            object_id = str(getattr(req, id_field))
+            if not object_id:
+                raise InvalidArgument.field(id_field, "is required")
+            ctx.store.require(ctx.kind, object_id)
+            ctx.response = _tag_page(ctx, object_id, response, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
+
+        return FunctionStep("list_tags", Phase.LOAD, run)
 
     # -- steps -------------------------------------------------------------------
     def _stamp(self, ctx: RequestContext) -> None:
@@ -281,6 +301,25 @@ def _page(ctx: RequestContext, base: bytes, size: int, token: str) -> Message:
     page.entries.extend(entries)
     if more:
         page.next_page_token = tokens.seal(kind.name, bound_to(), "", last[len(prefix) :].hex())
+    return cast(Message, page)
+
+
+def _tag_page(ctx: RequestContext, object_id: str, response: type[Message], size: int, token: str) -> Message:
+    """One page of an object's tags (small entries: a page of ``size`` stays far below a message's limit),
+    with a page token sealed as a list's is."""
+    kind = ctx.kind
+    prefix = object_range(kind.key_prefix, object_id) + b"t/"
+    tokens = page_tokens(ctx)
+    bound_to = tokens.fingerprint(ctx.request) + b".tags"
+    after = prefix + bytes.fromhex(tokens.open(kind.name, bound_to, token)[1]) if token else b""
+    page: Any = response()
+    last = b""
+    for key, digest in ctx.store.txn.scan(prefix, after=after):
+        if len(page.tags) >= size:
+            page.next_page_token = tokens.seal(kind.name, bound_to, "", last[len(prefix) :].hex())
+            break
+        page.tags.add(tag=key[len(prefix) :].decode(), version_hash=digest.decode())
+        last = key
     return cast(Message, page)
 
 

@@ -62,3 +62,36 @@ def test_a_laptop_moves_to_a_team_server_on_postgresql(tmp_path: Path, stigmer_p
         assert me.ok("export", "--all", "--data-dir", str(restored)) == backup
     finally:
         team.cleanup()
+
+
+def test_a_skills_every_version_moves_lmdb_to_a_postgresql_daemon_and_back(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """Only a skill's current version was exported: on the team server an agent pinning an older
+    one by tag or hash pointed at nothing, and the skill's history was gone."""
+    from tests.cli.test_skill_history import fill, seen
+
+    source = Stigmer(tmp_path / "lmdb")
+    made = fill(source)
+    before = seen(source)
+    backup = source.ok("export", "--all")
+
+    team = Stigmer(tmp_path / "team")
+    team.home.mkdir(parents=True)
+    (team.home / "config.yaml").write_text(f"store: {stigmer_postgres_store_url}\n")
+    try:
+        remote = ("--backend", "remote", "--endpoint", team.start().address)
+        assert source.ok("import", *remote, input=backup).strip() == "imported 3 of 3 resources (3 created)"
+        assert seen(source, *remote) == before
+        assert before["pinned"] == made[:2] and before["by_tag"]["beta"] == made[1]
+        assert source.ok("import", *remote, input=backup).strip() == "imported 3 of 3 resources (3 unchanged)"
+        assert seen(source, *remote) == before
+        moved = source.ok("export", "--all", *remote)
+        assert moved == backup
+    finally:
+        team.cleanup()
+
+    back = Stigmer(tmp_path / "back")
+    assert back.ok("import", input=moved).strip() == "imported 3 of 3 resources (3 created)"
+    assert seen(back) == before
+    assert back.ok("export", "--all") == backup

@@ -165,6 +165,46 @@ def test_list_versions_pages_in_order(stigmer_channel: grpc.Channel) -> None:
     )
 
 
+def test_list_tags_gives_every_tag_with_the_version_it_names_now(stigmer_channel: grpc.Channel) -> None:
+    """A version's listVersions entry shows only the tag it was last written under: a second tag on
+    the same content, or a tag moved to other content, was found nowhere (and an export lost it)."""
+    skills = Skills(stigmer_channel)
+    first = skills.push(name="Calculator", skill_md=MD_1, tag="v1")
+    skills.push(name="Calculator", skill_md=MD_1, tag="stable")
+    second = skills.push(name="Calculator", skill_md=MD_2, tag="v2")
+    skills.push(name="Calculator", skill_md=MD_2, tag="beta")
+    moved = skills.push(name="Calculator", skill_md=MD_2, tag="stable")
+    v1, v2 = first.metadata.version.id, second.metadata.version.id
+    assert [v.metadata.version.tag for v in skills.versions(first.metadata.id)] == ["stable", "stable"]
+
+    def tags(page_size: int = 0) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        request = skill_pb2.ListSkillVersionsRequest(skill_id=moved.metadata.id, page_size=page_size)
+        while True:
+            page = skills.queries.listTags(request, timeout=10)
+            found += [(t.tag, t.version_hash) for t in page.tags]
+            if not page.next_page_token:
+                return found
+            request.page_token = page.next_page_token
+
+    expected = [("beta", v2), ("stable", v2), ("v1", v1), ("v2", v2)]
+    for size in (1, 3, 0):
+        assert tags(size) == expected
+    other = skills.push(name="Other", skill_md="# other")
+    first_page = skills.queries.listTags(
+        skill_pb2.ListSkillVersionsRequest(skill_id=first.metadata.id, page_size=1), timeout=10
+    )
+    foreign = skill_pb2.ListSkillVersionsRequest(
+        skill_id=other.metadata.id, page_size=1, page_token=first_page.next_page_token
+    )
+    assert _code(skills.queries.listTags, foreign).code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not skills.queries.listTags(skill_pb2.ListSkillVersionsRequest(skill_id=other.metadata.id)).tags
+    missing = skill_pb2.ListSkillVersionsRequest(skill_id="skl-01arz3ndektsv4rrffq69g5fav")
+    assert _code(skills.queries.listTags, missing).code() == grpc.StatusCode.NOT_FOUND
+    error = _code(skills.queries.listTags, skill_pb2.ListSkillVersionsRequest())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "skill_id" in str(error.details())
+
+
 def test_push_stores_the_artifact_by_hash_and_carries_it_over(stigmer_channel: grpc.Channel) -> None:
     skills = Skills(stigmer_channel)
     zipped = _zip(**{"SKILL.md": MD_1, "tools__add.py": "print(1 + 1)\n"})

@@ -6,7 +6,8 @@ so changing them alone makes no version. ``push`` writes the markdown and
 zip it carries (a push without a zip makes a version without one); create,
 update and apply write documents, which may carry the zip in
 ``spec.artifact`` (an export writes it there, so an import makes the same
-version); a document without one keeps the current version's artifact.
+version, and the earlier versions in ``history``: ``skill_history``); a
+document without one keeps the current version's artifact.
 The zip is never stored in the object: it is kept with the versions, and
 ``getArtifact`` returns it.
 """
@@ -34,7 +35,7 @@ from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.step import FunctionStep
 from stigmer_core.versioning import Versioning, frame, get_blob, merge_steps, put_blob
-from stigmer_plugins import skill_artifact
+from stigmer_plugins import skill_artifact, skill_history
 from stigmer_plugins.skill_artifact import Artifact
 from stigmer_plugins.skill_push import PLAN, Plan, check_push, dispatch_push
 
@@ -128,37 +129,14 @@ def _get_artifact(ctx: RequestContext) -> None:
     ctx.response = skill_pb2.GetArtifactResponse(artifact=data)
 
 
-def fill_export(obj: Message, call: Callable[[str, Message], Message]) -> list[str]:
+def fill_export(obj: Message, call: Callable[[str, Message], Message]) -> None:
     """What an exported skill needs and a get does not return: its zip, in ``spec.artifact``.
-
-    The document carries the current version only: the earlier versions it leaves behind, and
-    what names them, are returned as a note, since a reference pinning one by tag or hash does
-    not resolve after an import."""
+    Its earlier versions go in the document's ``history`` (``skill_history``)."""
     skill: Any = obj  # a Skill, of the server's descriptors when the export lists over reflection
     key = skill.status.artifact_storage_key
     if key:
         found: Any = call("getArtifact", skill_pb2.GetArtifactRequest(artifact_storage_key=key))
         skill.spec.artifact = found.artifact
-    current = skill.metadata.version.id
-    earlier: list[str] = []
-    request = skill_pb2.ListSkillVersionsRequest(skill_id=skill.metadata.id, page_size=1000)
-    while True:
-        page: Any = call("listVersions", request)
-        for entry in page.entries:
-            version = entry.metadata.version
-            if version.id and version.id != current:
-                earlier.append(f"{version.tag} ({version.id[:12]})" if version.tag else version.id[:12])
-        if not page.next_page_token:
-            break
-        request.page_token = page.next_page_token
-    if not earlier:
-        return []
-    shown = ", ".join(earlier[:10]) + (f" and {len(earlier) - 10} more" if len(earlier) > 10 else "")
-    return [
-        f"only its current version is exported; {len(earlier)} earlier "
-        f"version{'s are' if len(earlier) > 1 else ' is'} not ({shown}), so an import does not make "
-        f"{'them' if len(earlier) > 1 else 'it'} and a reference pinning one by tag or hash will not resolve there"
-    ]
 
 
 _WRITE_STEPS = (require_markdown, attach_artifact)
@@ -181,6 +159,13 @@ SKILL = KindDeclaration(
         "listVersions": CustomOperation(
             steps=(standard.validate, standard.authorize, VERSIONING.list_versions("skill_id"))
         ),
+        "listTags": CustomOperation(
+            steps=(
+                standard.validate,
+                standard.authorize,
+                VERSIONING.list_tags("skill_id", skill_pb2.ListSkillTagsResponse),
+            )
+        ),
         "getArtifact": CustomOperation(
             steps=(standard.validate, standard.authorize, FunctionStep("get_artifact", Phase.LOAD, _get_artifact))
         ),
@@ -189,6 +174,8 @@ SKILL = KindDeclaration(
     plural="skills",
     aliases=("sk",),
     export_fill=fill_export,
+    export_history=skill_history.export_history,
+    import_history=skill_history.replay_history,
     description="Knowledge for agents: a SKILL.md and its files, versioned by content hash.",
 )
 

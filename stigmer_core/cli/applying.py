@@ -11,6 +11,10 @@ run; only an unreachable server (``Unreachable``) or a caller the server does
 not accept (``errors.Unauthenticated``: no token, a bad, revoked or expired
 one) stops everything, since every later document would fail the same way.
 
+A document's ``history`` (a skill's earlier versions, which an export writes) is replayed by its
+kind's ``import_history`` just before the document's own write, so a re-run that finds it all
+there writes nothing and says unchanged; a dry run does not replay it.
+
 An object the server made for its owner while this run created the owner (an
 agent's default instance) counts as created, not unchanged, even though it
 existed when its own document came up: before the run it did not.
@@ -129,6 +133,8 @@ def apply_one(
             # the server would refuse what names an object not made yet: only the client's checks run
             noted = f"; {'; '.join(unresolved)} now (a real apply needs it made first)" if unresolved else ""
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run{noted})")
+        if doc.history is not None and doc.kind.import_history is not None and not dry_run:
+            doc.kind.import_history(message, doc.history, calls.call)  # the versions before the document's
         after = calls.apply(message, dry_run=dry_run)
     except errors.Unauthenticated:
         raise

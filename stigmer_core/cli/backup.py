@@ -14,8 +14,11 @@ restore them:
 - ``metadata.resourceVersion``, ``metadata.createdAt``, ``metadata.updatedAt``
   (stamped by the server on every write),
 - ``metadata.version`` (a versioned kind's content version: the server
-  derives it from the content on every write, and the version it replaced
-  is history an import does not bring back).
+  derives it from the content on every write). The versions before it are
+  not lost: a kind's ``export_history`` writes them as the document's
+  top-level ``history`` (a skill's every version, with its tags and zip),
+  which its ``import_history`` replays through the kind's own rpcs before
+  the document is applied, so the same hashes and tags resolve after import.
 
 Kept: ``apiVersion``, ``kind``, the rest of ``metadata`` (``id``, ``slug``,
 ``org``, ``name``, ``labels``, ``tags``, ``annotations``,
@@ -58,6 +61,8 @@ from stigmer_core.cli.progress import Progress
 from stigmer_core.cli.session import Session
 
 SERVER_OWNED_METADATA = ("resourceVersion", "createdAt", "updatedAt", "version")
+HISTORY = "history"
+"""A document's top-level key beside the resource: what its kind's ``export_history`` wrote."""
 _HEADER = "# stigmer export: {count} objects; the last line closes it\n"
 _FOOTER = "# end of stigmer export: {count} objects\n"
 _HEADER_START = "# stigmer export: "
@@ -215,9 +220,12 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
 
 def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> None:
     """Spool ``obj``'s document and keep its entry, or name why it cannot be exported."""
-    if kind.export_fill is not None:
+    history: list[Any] = []
+    if kind.export_fill is not None or kind.export_history is not None:
+        call = session.calls(kind).call
         try:
-            said = kind.export_fill(obj, session.calls(kind).call)
+            said = kind.export_fill(obj, call) if kind.export_fill is not None else None
+            history = kind.export_history(obj, call) if kind.export_history is not None else []
         except (errors.StigmerError, CliError) as exc:
             export.missing.append(Missing(_named(kind, obj), describe(exc)[0]))
             export.left_out.add(metadata(obj).id)
@@ -230,7 +238,7 @@ def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> Non
             "an import refuses it until it is fixed (apply the fix here, then export again)"
         )
     try:
-        text = yamlio.dump_all([document(obj)]).encode("utf-8")
+        text = yamlio.dump_all([document(obj, history)]).encode("utf-8")
     except (json_format.SerializeToJsonError, ValueError) as exc:
         export.missing.append(Missing(_named(kind, obj), str(exc)))
         export.left_out.add(metadata(obj).id)
@@ -332,12 +340,14 @@ def unserved(session: Session) -> list[Missing]:
     ]
 
 
-def document(obj: Message) -> dict[str, Any]:
+def document(obj: Message, history: list[Any] | None = None) -> dict[str, Any]:
     data = to_dict(obj)
     data.pop("status", None)
     meta = data.get("metadata", {})
     for key in SERVER_OWNED_METADATA:
         meta.pop(key, None)
+    if history:
+        data[HISTORY] = history
     return data
 
 

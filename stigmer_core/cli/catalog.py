@@ -93,6 +93,10 @@ class KindInfo:
     """The ``apiVersion`` its objects carry (kinds with a local declaration; "" where unknown)."""
     export_fill: Callable[[Message, Callable[[str, Message], Message]], Iterable[str] | None] | None = None
     """Its declaration's ``export_fill``: what an exported document needs that a list does not return."""
+    export_history: Callable[[Message, Callable[[str, Message], Message]], list[Any]] | None = None
+    """Its declaration's ``export_history``: a document's ``history`` (a skill's earlier versions)."""
+    import_history: Callable[[Message, Any, Callable[[str, Message], Message]], int] | None = None
+    """Its declaration's ``import_history``: makes what a document's ``history`` holds, before its apply."""
 
     @property
     def label(self) -> str:
@@ -196,6 +200,8 @@ class Catalog:
                     columns=decl.printer_columns,
                     reference_fields=tuple((ref.field, ref.kind) for ref in decl.references),
                     export_fill=decl.export_fill,
+                    export_history=decl.export_history,
+                    import_history=decl.import_history,
                     api_version=decl.api_version,
                 )
             )
@@ -272,6 +278,8 @@ class Catalog:
                     columns=local.columns if local else (),
                     reference_fields=local.reference_fields if local else (),
                     export_fill=local.export_fill if local else None,
+                    export_history=local.export_history if local else None,
+                    import_history=local.import_history if local else None,
                     api_version=local.api_version if local else "",
                 )
             )

@@ -29,6 +29,8 @@ from stigmer_core.cli.moving import move
 from stigmer_core.ids import slugify
 
 STDIN = "-"
+HISTORY = "history"
+"""A document's top-level key beside the resource (``backup.HISTORY``), handed to its kind's ``import_history``."""
 SUFFIXES = (".yaml", ".yml", ".json")
 _WRAPPED = re.compile(r"^Failed to parse \w+ field: ")
 _INTEGER = re.compile(r"^-?\d+$")
@@ -67,10 +69,12 @@ class Document:
     index: int
     kind: KindInfo
     raw: bytes
+    history: Any = None
+    """The document's ``history`` (a skill's earlier versions), as read; None when it has none."""
 
     @classmethod
-    def of(cls, source: str, index: int, kind: KindInfo, message: Message) -> Document:
-        return cls(source, index, kind, message.SerializeToString())
+    def of(cls, source: str, index: int, kind: KindInfo, message: Message, history: Any = None) -> Document:
+        return cls(source, index, kind, message.SerializeToString(), history)
 
     @property
     def message(self) -> Message:
@@ -346,6 +350,12 @@ def parse(
             if given is not None and kind.api_version and given != kind.api_version:
                 raise CliError(f"{where}: {key} {given!r} is not {kind.name}'s (it is {kind.api_version!r})")
         data = {**data, "kind": kind.name}
+        history = data.pop(HISTORY, None)
+        if history is not None and kind.import_history is None:
+            raise CliError(
+                f"{where}: history: {kind.name} documents carry no history here "
+                "(the plugin that replays it is not installed)"
+            )
         try:
             message = to_message(data, kind.resource_cls)
         except FieldError as exc:
@@ -362,7 +372,7 @@ def parse(
                 f"{where}: metadata.org is '{meta.org}', not '{org}' as --org says; "
                 f"drop --org, or pass --org {meta.org}"
             )
-        documents.append(Document.of(source.label, index, kind, message))
+        documents.append(Document.of(source.label, index, kind, message, history))
     return documents
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 from google.protobuf.descriptor import ServiceDescriptor
@@ -194,8 +195,19 @@ class KindDeclaration:
     so that importing the document makes the same object: ``export_fill(obj, call)``, where
     ``call(method, request)`` calls one of the kind's rpcs (a skill fetches its zip with
     ``getArtifact`` into ``spec.artifact``, which its writes take). What it returns are notes
-    on what the document cannot carry and an import will not make again (a skill's earlier
-    versions): said on stderr, so a backup never drops them silently, without failing it."""
+    on what the document cannot carry and an import will not make again: said on stderr, so a
+    backup never drops them silently, without failing it."""
+    export_history: Callable[[Message, Callable[[str, Message], Message]], list[Any]] | None = None
+    """What of an object its current state does not hold and references may name (a skill's
+    earlier versions, pinned by tag or hash): ``export_history(obj, call)`` returns it as a list
+    of plain values, written as the document's top-level ``history`` (nothing when empty). A
+    failure names the object on stderr and the export exits 1."""
+    import_history: Callable[[Message, Any, Callable[[str, Message], Message]], int] | None = None
+    """The other half of ``export_history``: ``import_history(obj, history, call)`` makes on the
+    target, through the kind's rpcs, what ``history`` holds and the target lacks, before
+    ``apply``/``import`` applies the document itself; writing nothing when the target has it all,
+    so applying the same document again is unchanged. Returns how many writes it made; raises
+    InvalidArgument naming the ``history`` field it refuses. Skipped by a dry run."""
     mutable: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     """Resource paths an update may change (``metadata.labels``, ``spec.subject``),
     for a kind whose update request carries a field mask (``update_mask``, as

@@ -302,28 +302,6 @@ def test_a_store_whose_key_is_lost_is_exported_without_its_secrets(stigmer: Stig
     assert stat.S_IMODE(stigmer.data_dir.stat().st_mode) == 0o750
 
 
-def test_an_export_names_the_skill_versions_it_leaves_behind(stigmer: Stigmer) -> None:
-    """Only a skill's current version is exported: the earlier ones, which references may pin by
-    tag, were dropped without a word. They are named on stderr; the export still succeeds."""
-    from stigmer_core import Application
-    from stigmer_core.api.agentic.skill.v1 import skill_pb2
-    from stigmer_core.kind_client import KindClient
-
-    with Application.open(stigmer.data_dir) as app:
-        skills = KindClient(app.channel(), app.registry.kind("Skill"))
-        for n, tag in ((1, "v1"), (2, "v2"), (3, "")):
-            md = f"---\nname: deploy\n---\nStep {n}.\n"
-            skills.call("push", skill_pb2.PushSkillRequest(skill_md=md, tag=tag))
-        skills.call("push", skill_pb2.PushSkillRequest(skill_md="---\nname: alone\n---\nOne.\n"))
-    result = stigmer("export", "skills")
-    assert result.code == 0, result.err
-    notes = [line for line in result.err.splitlines() if line.startswith("note: ")]
-    assert len(notes) == 1, result.err  # the skill with one version has nothing left behind
-    (note,) = notes
-    assert "Skill local/deploy" in note and "2 earlier versions are not (v1 (" in note and ", v2 (" in note, note
-    assert "a reference pinning one by tag or hash will not resolve there" in note
-
-
 def test_an_export_names_what_a_rule_tightened_since_would_refuse_on_import(stigmer: Stigmer) -> None:
     """An agent stored before MCP header values were held to one line exported without a word;
     the import of that backup then refused it, and everything that named it."""

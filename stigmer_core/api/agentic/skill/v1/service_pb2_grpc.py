@@ -233,6 +233,11 @@ class SkillQueryControllerStub(object):
                 request_serializer=stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.ListSkillVersionsRequest.SerializeToString,
                 response_deserializer=stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.SkillList.FromString,
                 _registered_method=True)
+        self.listTags = channel.unary_unary(
+                '/stigmer.agentic.skill.v1.SkillQueryController/listTags',
+                request_serializer=stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.ListSkillVersionsRequest.SerializeToString,
+                response_deserializer=stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.ListSkillTagsResponse.FromString,
+                _registered_method=True)
         self.getArtifact = channel.unary_unary(
                 '/stigmer.agentic.skill.v1.SkillQueryController/getArtifact',
                 request_serializer=stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.GetArtifactRequest.SerializeToString,
@@ -342,6 +347,33 @@ class SkillQueryController(object):
             '/stigmer.agentic.skill.v1.SkillQueryController/listVersions',
             stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.ListSkillVersionsRequest.SerializeToString,
             stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.SkillList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def listTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stigmer.agentic.skill.v1.SkillQueryController/listTags',
+            stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.ListSkillVersionsRequest.SerializeToString,
+            stigmer__core_dot_api_dot_agentic_dot_skill_dot_v1_dot_skill__pb2.ListSkillTagsResponse.FromString,
             options,
             channel_credentials,
             insecure,

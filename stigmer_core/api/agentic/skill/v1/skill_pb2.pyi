@@ -134,6 +134,22 @@ class ListSkillVersionsRequest(_message.Message):
     page_token: str
     def __init__(self, skill_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
+class SkillTag(_message.Message):
+    __slots__ = ("tag", "version_hash")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    VERSION_HASH_FIELD_NUMBER: _ClassVar[int]
+    tag: str
+    version_hash: str
+    def __init__(self, tag: _Optional[str] = ..., version_hash: _Optional[str] = ...) -> None: ...
+
+class ListSkillTagsResponse(_message.Message):
+    __slots__ = ("tags", "next_page_token")
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.RepeatedCompositeFieldContainer[SkillTag]
+    next_page_token: str
+    def __init__(self, tags: _Optional[_Iterable[_Union[SkillTag, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class GetArtifactRequest(_message.Message):
     __slots__ = ("artifact_storage_key",)
     ARTIFACT_STORAGE_KEY_FIELD_NUMBER: _ClassVar[int]

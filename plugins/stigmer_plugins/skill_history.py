@@ -1,0 +1,217 @@
+"""A skill's versions in an export, and their replay by import.
+
+References pin a skill's version by tag or hash (an agent's ``skillRefs``), so a
+skill moved to another store must keep every version, not only its current one.
+An exported Skill document carries, beside ``spec`` (the current version), a
+top-level ``history``: every stored version, oldest first, as ``version`` (its
+hash), ``tags`` (the tags that resolve to it now, as ``listTags`` gives them) and, for every version but the
+current one (whose content is the document's ``spec``), ``skillMd`` and
+``artifact`` (its zip, base64, when it has one). A skill whose only version is
+its current one, tagged at most with ``spec.tag``, gets no ``history``.
+
+A version's hash is the SHA-256 of its markdown and its zip's hash, so the same
+markdown and zip written on any store make the same hash. Import replays, oldest
+first, the versions the target lacks (and those whose tags resolve elsewhere
+there) through the kind's own writes: ``apply`` makes the skill under its id,
+``push`` every later version (only a push can leave a version without the zip
+the one before had); then the document itself is applied, which makes its
+version current again. A target that holds every version with its tags is not
+written at all, so the document alone is applied and says unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from google.protobuf.message import Message
+
+from stigmer_core import InvalidArgument, NotFound
+from stigmer_core.api.agentic.skill.v1 import skill_pb2
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.versioning import HASH, frame
+
+Call = Callable[[str, Message], Any]
+FIELD = "history"
+_KEYS = frozenset(("version", "tags", "skillMd", "artifact"))
+
+
+def version_of(skill_md: str, artifact: bytes) -> str:
+    """The hash the server gives this content (``skill._content``), computed where the zip is at hand."""
+    digest = hashlib.sha256(artifact).hexdigest() if artifact else ""
+    return hashlib.sha256(frame(skill_md.encode(), digest.encode())).hexdigest()
+
+
+def _pages(skill: Any, call: Call, method: str, field: str) -> list[Any]:
+    """Every item of a paged per-skill query (``listVersions`` entries, ``listTags`` tags), in order."""
+    found: list[Any] = []
+    request = skill_pb2.ListSkillVersionsRequest(skill_id=skill.metadata.id, page_size=1000)
+    while True:
+        page: Any = call(method, request)
+        found.extend(getattr(page, field))
+        if not page.next_page_token:
+            return found
+        request.page_token = page.next_page_token
+
+
+def _reference(skill: Any, version: str) -> metadata_pb2.ApiResourceReference:
+    meta = skill.metadata
+    return metadata_pb2.ApiResourceReference(
+        org=meta.org, id=meta.id, slug="" if meta.id else meta.slug, version=version
+    )
+
+
+def _resolved(skill: Any, call: Call, version: str) -> str | None:
+    """The hash ``version`` (a tag or a hash) resolves to, None where the skill has none such."""
+    try:
+        found: Any = call("getByReference", _reference(skill, version))
+    except NotFound:
+        return None
+    return str(found.metadata.version.id)
+
+
+def export_history(obj: Message, call: Call) -> list[dict[str, Any]]:
+    """The ``history`` of an exported skill (see the module docstring); empty when the document alone says it all."""
+    skill: Any = obj
+    current = skill.metadata.version.id
+    versions = _pages(skill, call, "listVersions", "entries")
+    tags: dict[str, list[str]] = {}
+    for found in _pages(skill, call, "listTags", "tags"):
+        tags.setdefault(found.version_hash, []).append(found.tag)
+    if [v.metadata.version.id for v in versions] == [current] and set(tags.get(current, ())) <= {skill.spec.tag}:
+        return []
+    zips: dict[str, str] = {}
+    history: list[dict[str, Any]] = []
+    for version in versions:
+        digest = version.metadata.version.id
+        entry: dict[str, Any] = {"version": digest}
+        if tags.get(digest):
+            entry["tags"] = tags[digest]
+        if digest != current:
+            entry["skillMd"] = version.spec.skill_md
+            key = version.status.artifact_storage_key
+            if key and key not in zips:
+                got: Any = call("getArtifact", skill_pb2.GetArtifactRequest(artifact_storage_key=key))
+                zips[key] = base64.b64encode(got.artifact).decode()
+            if key:
+                entry["artifact"] = zips[key]
+        history.append(entry)
+    return history
+
+
+@attrs.frozen
+class Version:
+    """One checked ``history`` entry."""
+
+    at: int
+    digest: str
+    tags: tuple[str, ...]
+    skill_md: str
+    artifact: bytes
+
+
+def _bad(where: str, reason: str) -> InvalidArgument:
+    return InvalidArgument.field(where, reason)
+
+
+def _entry(i: int, data: Any, skill: Any, own: str) -> Version:
+    where = f"{FIELD}[{i}]"
+    if not isinstance(data, dict):
+        raise _bad(where, "must be a mapping with version, tags, skillMd and artifact")
+    unknown = sorted(str(k) for k in data if k not in _KEYS)
+    if unknown:
+        raise _bad(
+            f"{where}.{unknown[0]}", "unknown field (fields of a history entry: version, tags, skillMd, artifact)"
+        )
+    digest = data.get("version")
+    if not isinstance(digest, str) or not HASH.match(digest):
+        raise _bad(f"{where}.version", "must be a version hash (64 lowercase hex digits)")
+    tags = data.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+        raise _bad(f"{where}.tags", "must be a list of tags")
+    if "skillMd" not in data:
+        if "artifact" in data:
+            raise _bad(f"{where}.artifact", "is given without skillMd")
+        if digest != own:
+            raise _bad(f"{where}.skillMd", "is required (only the document's own version may leave it out)")
+        return Version(i, digest, tuple(tags), skill.spec.skill_md, bytes(skill.spec.artifact))
+    skill_md, text = data.get("skillMd"), data.get("artifact", "")
+    if not isinstance(skill_md, str) or not skill_md:
+        raise _bad(f"{where}.skillMd", "must be the version's SKILL.md text")
+    try:
+        artifact = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except (binascii.Error, ValueError):
+        artifact = None
+    if artifact is None:
+        raise _bad(f"{where}.artifact", "must be the version's zip, base64")
+    if version_of(skill_md, artifact) != digest:
+        raise _bad(f"{where}.version", "is not the hash of the entry's skillMd and artifact")
+    return Version(i, digest, tuple(tags), skill_md, artifact)
+
+
+def parse(history: Any, skill: Any) -> list[Version]:
+    """``history`` checked whole before anything is written: every hash agrees with its content,
+    no version or tag is given twice."""
+    if not isinstance(history, list):
+        raise _bad(FIELD, "must be a list of versions, oldest first")
+    own = version_of(skill.spec.skill_md, bytes(skill.spec.artifact))
+    versions = [_entry(i, data, skill, own) for i, data in enumerate(history)]
+    seen: dict[str, int] = {}
+    tagged: dict[str, int] = {}
+    for v in versions:
+        if v.digest in seen:
+            raise _bad(f"{FIELD}[{v.at}].version", f"is given again (history[{seen[v.digest]}])")
+        seen[v.digest] = v.at
+        for tag in v.tags:
+            if tag in tagged:
+                raise _bad(f"{FIELD}[{v.at}].tags", f"tag '{tag}' is given again (history[{tagged[tag]}])")
+            tagged[tag] = v.at
+    return versions
+
+
+def _needed(skill: Any, call: Call, versions: list[Version]) -> list[Version]:
+    """The versions the target lacks, or holds with a tag resolving elsewhere."""
+    return [
+        v
+        for v in versions
+        if _resolved(skill, call, v.digest) is None or any(_resolved(skill, call, t) != v.digest for t in v.tags)
+    ]
+
+
+def replay_history(obj: Message, history: Any, call: Call) -> int:
+    """Write the versions of ``history`` the target lacks, oldest first; the number of writes.
+
+    The caller applies the document itself afterwards, which makes its version current."""
+    skill: Any = obj
+    versions = parse(history, skill)
+    try:
+        stored: Any = call("getByReference", _reference(skill, ""))
+    except NotFound:
+        stored = None
+    needed = versions if stored is None else _needed(stored, call, versions)
+    writes = 0
+    for v in needed:
+        for tag in v.tags or ("",):
+            if stored is None:  # made under the document's id, with this version's content
+                first: Any = type(skill)()
+                first.CopyFrom(skill)
+                first.spec.skill_md, first.spec.artifact, first.spec.tag = v.skill_md, v.artifact, tag
+                stored = call("apply", first)
+            else:
+                meta = stored.metadata
+                push = skill_pb2.PushSkillRequest(
+                    org=meta.org, slug=meta.slug, name=meta.name, skill_md=v.skill_md, artifact=v.artifact,
+                    tag=tag, description=skill.spec.description,
+                )  # fmt: skip
+                stored = call("push", push)
+            writes += 1
+            if stored.metadata.version.id != v.digest:
+                raise _bad(
+                    f"{FIELD}[{v.at}].version",
+                    f"writing the entry made version {stored.metadata.version.id} on this server, not {v.digest}",
+                )
+    return writes

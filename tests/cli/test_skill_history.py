@@ -1,0 +1,160 @@
+"""A skill's whole history moves with `stigmer export` / `stigmer import`.
+
+An export carried only a skill's current version: after an import, a reference pinning an
+earlier one by tag or hash (an agent's ``skillRefs``) pointed at nothing, and the versions, their
+tags and zips were gone. These tests move a skill of three versions (one version under two tags,
+one without the zip the version before it had) and an agent pinning older versions between LMDB
+stores; ``tests/test_postgres_transfer.py`` moves the same through a daemon on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from typing import Any
+
+import yaml
+
+from .conftest import Stigmer
+
+
+def skill_zip(markdown: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("SKILL.md", markdown)
+        archive.writestr("scripts/run.sh", f"echo {len(markdown)}\n")
+    return buf.getvalue()
+
+
+def fill(stigmer: Stigmer) -> list[str]:
+    """Skill ``deploy``: v1 (zip, tag v1), v2 (no zip, tags v2 and beta), v3 (zip, tag v3, current),
+    and agent ``pinned`` naming v1 by tag and v2 by hash. The version hashes, oldest first."""
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+    from stigmer_core.kind_client import KindClient
+
+    made: list[str] = []
+    with Application.open(stigmer.data_dir) as app:
+        skills = KindClient(app.channel(), app.registry.kind("Skill"))
+        for n, tag, zipped in ((1, "v1", True), (2, "v2", False), (2, "beta", False), (3, "v3", True)):
+            md = f"---\nname: deploy\ndescription: Ships it.\n---\nStep {n}.\n"
+            push = skill_pb2.PushSkillRequest(skill_md=md, tag=tag, artifact=skill_zip(md) if zipped else b"")
+            pushed: Any = skills.call("push", push)
+            if pushed.metadata.version.id not in made:
+                made.append(pushed.metadata.version.id)
+    agent = (
+        "kind: Agent\nmetadata: {name: pinned}\nspec:\n  instructions: Deploy.\n  skillRefs:\n"
+        f"  - {{slug: deploy, version: v1}}\n  - {{slug: deploy, version: '{made[1]}'}}\n"
+    )
+    stigmer.ok("apply", "-f", "-", input=agent)
+    return made
+
+
+def _call(stigmer: Stigmer, where: tuple[str, ...], method: str, *sets: str) -> Any:
+    args = [arg for s in sets for arg in ("--set", s)]
+    return json.loads(stigmer.ok("call", "skill", method, *args, "-o", "json", *where))
+
+
+def seen(stigmer: Stigmer, *where: str) -> dict[str, Any]:
+    """What references and readers of skill ``deploy`` see, wherever it is stored (``where``:
+    ``--data-dir DIR``, or ``--backend remote --endpoint ADDR``)."""
+    versions = _call(stigmer, where, "listVersions", "skillId=deploy")
+    tags = {t["tag"]: t["versionHash"] for t in _call(stigmer, where, "listTags", "skillId=deploy")["tags"]}
+    zips = {}
+    for v in versions:
+        key = v["status"].get("artifactStorageKey")
+        if key:
+            data = _call(stigmer, where, "getArtifact", f"artifactStorageKey={key}")["artifact"]
+            zips[v["metadata"]["version"]["id"]] = hashlib.sha256(data.encode()).hexdigest()  # of its base64
+    agent = json.loads(stigmer.ok("get", "agent", "pinned", "-o", "json", *where))
+    pinned = [
+        _call(stigmer, where, "getByReference", "slug=deploy", f"version={ref['version']}")["metadata"]["version"]["id"]
+        for ref in agent["spec"]["skillRefs"]
+    ]
+    by_tag = {
+        tag: _call(stigmer, where, "getByReference", "slug=deploy", f"version={tag}")["metadata"]["version"]["id"]
+        for tag in tags
+    }
+    current = _call(stigmer, where, "getByReference", "slug=deploy")
+    return {
+        "versions": [(v["metadata"]["version"]["id"], v["spec"]["skillMd"]) for v in versions],
+        "tags": tags,
+        "by_tag": by_tag,
+        "zips": zips,
+        "pinned": pinned,
+        "current": (current["metadata"]["id"], current["metadata"]["version"]["id"], current["spec"].get("tag")),
+    }
+
+
+def test_every_version_tag_and_zip_of_a_skill_moves_to_a_fresh_store(stigmer: Stigmer, tmp_path: Any) -> None:
+    made = fill(stigmer)
+    before = seen(stigmer)
+    assert [digest for digest, _ in before["versions"]] == made
+    assert before["tags"] == {"v1": made[0], "v2": made[1], "beta": made[1], "v3": made[2]}
+    assert before["pinned"] == [made[0], made[1]] and set(before["zips"]) == {made[0], made[2]}
+
+    result = stigmer("export", "--all")
+    assert result.code == 0, result.err
+    assert "note:" not in result.err, result.err  # nothing is left behind to be named
+    backup = result.out
+    (skill,) = [d for d in yaml.safe_load_all(backup) if d and d["kind"] == "Skill"]
+    assert [(h["version"], h.get("tags")) for h in skill["history"]] == [
+        (made[0], ["v1"]),
+        (made[1], ["beta", "v2"]),
+        (made[2], ["v3"]),
+    ]
+    assert "skillMd" not in skill["history"][2]  # the current version is the document's spec
+
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    assert stigmer.ok("import", *restored, input=backup).strip() == "imported 3 of 3 resources (3 created)"
+    assert seen(stigmer, *restored) == before
+    again = stigmer.ok("import", *restored, input=backup)
+    assert again.strip() == "imported 3 of 3 resources (3 unchanged)", again
+    assert stigmer.ok("apply", "-f", "-", *restored, input=backup).count(" unchanged") == 3
+    assert seen(stigmer, *restored) == before
+    assert stigmer.ok("export", "--all", *restored) == backup
+
+
+def test_an_export_without_history_still_imports_and_history_then_fills_the_rest(
+    stigmer: Stigmer, tmp_path: Any
+) -> None:
+    """An export written before skills carried their history holds the current version only: it
+    imports as it did. The same skill's full export, imported over it, adds the versions it lacks
+    and keeps the current one."""
+    made = fill(stigmer)
+    backup = stigmer.ok("export", "--all")
+    old = [d for d in yaml.safe_load_all(backup) if d]
+    for doc in old:
+        doc.pop("history", None)
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    assert "(3 created)" in stigmer.ok("import", *restored, input=yaml.safe_dump_all(old))
+    only = _call(stigmer, restored, "listVersions", "skillId=deploy")
+    assert [v["metadata"]["version"]["id"] for v in only] == [made[2]]  # the pins dangle: what history fixes
+
+    assert "1 configured, 2 unchanged" in stigmer.ok("import", *restored, input=backup)
+    after = seen(stigmer, *restored)
+    assert sorted(v[0] for v in after["versions"]) == sorted(made)
+    assert after["current"][1:] == (made[2], "v3")
+    assert after["tags"] == {"v1": made[0], "v2": made[1], "beta": made[1], "v3": made[2]}
+    assert "3 unchanged" in stigmer.ok("import", *restored, input=backup)
+
+
+def test_a_history_entry_that_does_not_match_its_hash_is_refused_before_anything_is_written(
+    stigmer: Stigmer, tmp_path: Any
+) -> None:
+    fill(stigmer)
+    docs = [d for d in yaml.safe_load_all(stigmer.ok("export", "skills")) if d]
+    docs[0]["history"][0]["skillMd"] += "changed\n"
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    result = stigmer("apply", "-f", "-", *restored, input=yaml.safe_dump_all(docs))
+    assert result.code == 1
+    assert "history[0].version: is not the hash of the entry's skillMd and artifact" in result.err, result.err
+    assert "INTERNAL" not in result.err
+    assert "deploy" not in stigmer.ok("get", "skills", *restored)
+
+    docs[0]["history"][0] = {"version": "not-a-hash"}
+    result = stigmer("apply", "-f", "-", *restored, input=yaml.safe_dump_all(docs))
+    assert result.code == 1
+    assert "history[0].version: must be a version hash (64 lowercase hex digits)" in result.err, result.err

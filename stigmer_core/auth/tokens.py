@@ -56,7 +56,9 @@ def bearer(metadata: Sequence[tuple[str, Any]]) -> str | None:
             text = value.decode() if isinstance(value, bytes) else str(value)
             scheme, _, token = text.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                raise errors.Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+                raise errors.Unauthenticated(
+                    "the authorization metadata must be 'Bearer <token>'", reason="TOKEN_MALFORMED"
+                )
             return token.strip()
     return None
 
@@ -93,7 +95,7 @@ class Authenticator:
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[Caller, float, float]] = {}  # digest -> caller, expires (epoch s), fetched
-        self._refused: dict[str, tuple[str, float]] = {}  # digest -> why, when
+        self._refused: dict[str, tuple[str, str, float]] = {}  # digest -> why, its reason, when
         self._lock = threading.Lock()
 
     def caller(self, metadata: Sequence[tuple[str, Any]], peer: str = "") -> Caller:
@@ -108,7 +110,8 @@ class Authenticator:
         if self.required and not trusted_peer(peer):
             raise errors.Unauthenticated(
                 "this server requires an API token: send 'authorization: Bearer stg_…' "
-                "(`stigmer login --endpoint HOST:PORT --token TOKEN`)"
+                "(`stigmer login --endpoint HOST:PORT --token TOKEN`)",
+                reason="TOKEN_REQUIRED",
             )
         return LOCAL_ADMIN
 
@@ -116,12 +119,14 @@ class Authenticator:
         """The token's caller, or UNAUTHENTICATED. Both answers are cached for ``cache_seconds``
         (a refused token cannot become valid: new tokens are new random strings)."""
         if _SHAPE.fullmatch(token) is None:  # garbage costs no lookup, and fills no cache
-            raise errors.Unauthenticated("this is not a Stigmer API token (stg_ and 43 characters)")
+            raise errors.Unauthenticated(
+                "this is not a Stigmer API token (stg_ and 43 characters)", reason="TOKEN_MALFORMED"
+            )
         key = digest(token)
         now = self._clock()
         refused = self._refused.get(key)
-        if refused is not None and now - refused[1] < self.cache_seconds:
-            raise errors.Unauthenticated(refused[0])
+        if refused is not None and now - refused[2] < self.cache_seconds:
+            raise errors.Unauthenticated(refused[0], reason=refused[1])
         cached = self._cache.get(key)
         if cached is not None and now - cached[2] < self.cache_seconds:
             caller, expires, _ = cached
@@ -129,11 +134,11 @@ class Authenticator:
             try:
                 caller, expires = self._load(key)
             except errors.Unauthenticated as why:
-                self._remember(self._refused, key, (why.message, now))
+                self._remember(self._refused, key, (why.message, why.reason, now))
                 raise
             self._remember(self._cache, key, (caller, expires, now))
         if expires and time.time() >= expires:
-            raise errors.Unauthenticated("the API token has expired")
+            raise errors.Unauthenticated("the API token has expired", reason="TOKEN_EXPIRED")
         return caller
 
     def _remember(self, cache: dict[str, Any], key: str, entry: Any) -> None:
@@ -150,7 +155,9 @@ class Authenticator:
     def _load(self, key: str) -> tuple[Caller, float]:
         kind = self.registry.find(KIND)
         if kind is None:
-            raise errors.Unauthenticated("this server serves no ApiToken kind, so it accepts no token")
+            raise errors.Unauthenticated(
+                "this server serves no ApiToken kind, so it accepts no token", reason="TOKEN_INVALID"
+            )
         with self.store.read() as txn:
             resources = Resources(txn, self.registry)
             found: Any = None
@@ -158,12 +165,12 @@ class Authenticator:
                 found = resources.get(kind, object_id)
                 break
         if found is None or not hmac.compare_digest(found.status.token_digest, key):
-            raise errors.Unauthenticated("the API token is not valid")
+            raise errors.Unauthenticated("the API token is not valid", reason="TOKEN_INVALID")
         if found.status.HasField("revoked_at"):
-            raise errors.Unauthenticated("the API token has been revoked")
+            raise errors.Unauthenticated("the API token has been revoked", reason="TOKEN_REVOKED")
         role = found.spec.role
         if role not in ROLES:  # pragma: no cover - validated at create
-            raise errors.Unauthenticated("the API token has no valid role")
+            raise errors.Unauthenticated("the API token has no valid role", reason="TOKEN_INVALID")
         expires = (
             found.spec.expires_at.seconds + found.spec.expires_at.nanos / 1e9
             if found.spec.HasField("expires_at")

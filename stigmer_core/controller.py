@@ -88,7 +88,8 @@ class Executor:
         if not caller.can_anywhere(binding.access):
             roles = ", ".join(f"{role} in {org}" for org, role in caller.roles.items()) or "no role"
             raise PermissionDenied(
-                f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}"
+                f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}",
+                metadata={"access": binding.access.value, "method": binding.path},
             )
         return caller
 
@@ -282,7 +283,9 @@ def _check_answerable(response: Any, binding: MethodBinding) -> None:
     if isinstance(response, Message) and response.ByteSize() > MESSAGE_BYTES:
         raise ResourceExhausted(
             f"the answer of {binding.path} would take {response.ByteSize()} bytes, more than the "
-            f"{MESSAGE_BYTES}-byte message limit; nothing was written"
+            f"{MESSAGE_BYTES}-byte message limit; nothing was written",
+            reason="MESSAGE_TOO_LARGE",
+            metadata={"limit": MESSAGE_BYTES},
         )
 
 

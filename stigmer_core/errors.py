@@ -29,13 +29,23 @@
 Steps raise these; ``stigmer_core.status`` is the only place that turns them
 into gRPC status codes, and ``from_rpc_error`` turns a status back into the
 same exception on the client side, so both paths speak one vocabulary.
+
+Every error but a field-level ``InvalidArgument`` also carries a ``reason``
+(a stable UPPER_SNAKE_CASE name, sent as ``google.rpc.ErrorInfo``) and string
+``metadata``: one status code covers refusals a client must tell apart (a
+stale version it can re-read past, a run another runner claimed), and a
+client in any language should not have to match English text to do it. A
+class names its general reason; a raise that knows more names a narrower one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import attrs
+
+DOMAIN = "stigmer.ai"
+"""``ErrorInfo.domain`` of every reason: the domain the API's own names use (``agentic.stigmer.ai/v1``)."""
 
 
 @attrs.frozen
@@ -49,14 +59,28 @@ class FieldViolation:
 class StigmerError(Exception):
     """Base of every error the framework raises on purpose."""
 
-    def __init__(self, message: str) -> None:
+    reason: str = "ERROR"
+
+    def __init__(self, message: str, *, reason: str = "", metadata: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata: dict[str, str] = {k: str(v) for k, v in (metadata or {}).items() if v != ""}
 
 
 class InvalidArgument(StigmerError):
-    def __init__(self, message: str, violations: Iterable[FieldViolation] = ()) -> None:
-        super().__init__(message)
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str,
+        violations: Iterable[FieldViolation] = (),
+        *,
+        reason: str = "",
+        metadata: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
         self.violations: tuple[FieldViolation, ...] = tuple(violations)
 
     @classmethod
@@ -66,7 +90,7 @@ class InvalidArgument(StigmerError):
 
 
 class NotFound(StigmerError):
-    pass
+    reason = "NOT_FOUND"
 
 
 class OrgNotVisible(NotFound):
@@ -74,61 +98,83 @@ class OrgNotVisible(NotFound):
     exist is (whether it exists is not told), and logged as a refusal, since an insider of one
     org probing another's names leaves no other trace."""
 
+    reason = "ORG_NOT_FOUND"
+
 
 class AlreadyExists(StigmerError):
-    pass
+    reason = "ALREADY_EXISTS"
 
 
 class Conflict(StigmerError):
+    reason = "STALE_VERSION"
+
     @classmethod
-    def version(cls, what: str, given: int, stored: int, *, by: str = "") -> Conflict:
+    def version(
+        cls, what: str, given: int, stored: int, *, kind: str = "", object_id: str = "", runner: str = ""
+    ) -> Conflict:
         """A write guarded by a ``resource_version`` that is not the stored one. Only an older one is
         stale (someone wrote since it was read); a newer one was never issued (a typo, another
         object's, or another store's), and calling it stale would send its client looking for a
-        writer that does not exist."""
+        writer that does not exist. ``runner``: the run was claimed by that runner since it was read
+        (RUN_CLAIMED), so re-reading will not make it the caller's; any other stale version may be."""
+        metadata = {"kind": kind, "id": object_id, "resourceVersion": given, "currentResourceVersion": stored}
+        if given < stored and runner:
+            return cls(
+                f"{what} was modified, claimed by runner '{runner}': resource_version {given} is stale "
+                f"(current: {stored})",
+                reason="RUN_CLAIMED",
+                metadata={**metadata, "runner": runner},
+            )
         if given < stored:
             return cls(
-                f"{what} was modified{by}: resource_version {given} is stale (current: {stored}); re-read and retry"
+                f"{what} was modified: resource_version {given} is stale (current: {stored}); re-read and retry",
+                metadata=metadata,
             )
         return cls(
             f"{what}: resource_version {given} does not match the stored one (current: {stored}); no version newer "
-            "than the stored one was ever issued: re-read and retry"
+            "than the stored one was ever issued: re-read and retry",
+            reason="VERSION_NOT_ISSUED",
+            metadata=metadata,
         )
 
 
 class FailedPrecondition(StigmerError):
-    pass
+    reason = "FAILED_PRECONDITION"
 
 
 class ResourceExhausted(StigmerError):
-    pass
+    reason = "RESOURCE_EXHAUSTED"
 
 
 class Unauthenticated(StigmerError):
-    pass
+    reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(StigmerError):
-    pass
+    reason = "PERMISSION_DENIED"
 
 
 class Unavailable(StigmerError):
-    pass
+    reason = "UNAVAILABLE"
 
 
 class Unimplemented(StigmerError):
-    pass
+    reason = "UNIMPLEMENTED"
 
 
 class DeadlineExceeded(StigmerError):
     """The call ended (its deadline passed, or its client cancelled it) before its write began:
     nothing was written, so a client's retry does not meet its own earlier write."""
 
+    reason = "DEADLINE_EXCEEDED"
+
 
 class PluginFault(StigmerError):
     """A plugin's code broke its contract while serving (an index's ``values`` returned a string
     where tuples of strings belong): a bug, so INTERNAL, but with a message naming the plugin,
     kind and what is wrong, because the one who sees it is usually the plugin's author."""
+
+    reason = "PLUGIN_FAULT"
 
 
 class StartupError(StigmerError):

@@ -36,7 +36,7 @@ class ReadOnlyStore:
         return self._store.read(restartable=restartable)
 
     def transact(self, fn: Callable[[WriteTxn], T]) -> T:
-        raise FailedPrecondition(REFUSAL)
+        raise FailedPrecondition(REFUSAL, reason="READ_ONLY")
 
     def wait_for_revision(self, after: int, timeout: float) -> int:
         return self._store.wait_for_revision(after, timeout)

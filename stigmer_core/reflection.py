@@ -100,7 +100,9 @@ class OpenStreams:
         if not self._slots.acquire(blocking=False):
             raise ResourceExhausted(
                 f"too many open reflection streams (limit {self.limit}, setting {SETTING}); "
-                "close a reflection stream or retry later"
+                "close a reflection stream or retry later",
+                reason="STREAM_LIMIT",
+                metadata={"limit": self.limit, "setting": SETTING},
             )
         held = [self._slots]
         lock = threading.Lock()

@@ -1,9 +1,10 @@
 """Mapping between the exception tree and gRPC status: the one place it happens.
 
 Server side, ``abort`` turns a ``StigmerError`` into a rich status (a
-``google.rpc.Status`` with ``BadRequest`` details for field violations) and
-anything else into INTERNAL, which always means a bug here. Client side,
-``from_rpc_error`` reverses it, so the CLI and tests can match on types.
+``google.rpc.Status`` with ``BadRequest`` details for field violations, and
+``ErrorInfo`` naming the reason of every other refusal) and anything else into
+INTERNAL, which always means a bug here. Client side, ``from_rpc_error``
+reverses it, so the CLI and tests can match on types and reasons.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ MAX_MESSAGE_HEADER = 1536
 """Bytes of a status message as ``grpc-message`` carries it: percent-encoded, so each byte that
 is not printable ASCII takes three, and a message in any language stays within 1.5 KiB."""
 MAX_DETAILS_BYTES = 4096
-"""Bytes of the serialized ``google.rpc.Status`` (message and violations), sent base64-encoded
-in ``grpc-status-details-bin`` (5.5 KiB at most): with ``grpc-message``, within 8 KiB."""
+"""Bytes of the serialized ``google.rpc.Status`` (message, violations or reason), sent
+base64-encoded in ``grpc-status-details-bin`` (5.5 KiB at most): with ``grpc-message``, within 8 KiB."""
+MAX_METADATA = 16
+"""Entries of an ``ErrorInfo``'s metadata; each key and value is cut at ``MAX_TEXT``."""
 
 
 def _short(text: str, limit: int = MAX_TEXT) -> str:
@@ -105,7 +108,25 @@ def to_status(error: BaseException) -> grpc.Status:
         detail = any_pb2.Any()
         detail.Pack(bad)
         status.details.append(detail)
+    else:
+        status.details.append(_error_info(error, MAX_DETAILS_BYTES - status.ByteSize()))
     return rpc_status.to_status(status)
+
+
+def _error_info(error: errors.StigmerError, room: int) -> any_pb2.Any:
+    """The error's reason and as much of its metadata as ``room`` bytes hold (a message at its
+    cap leaves about 2.5 KiB; a reason with a few versions and names takes about 150 bytes)."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=errors.DOMAIN)
+    room -= info.ByteSize() + 64  # the Any's type URL and framing
+    for key, value in list(error.metadata.items())[:MAX_METADATA]:
+        entry = error_details_pb2.ErrorInfo(metadata={_short(key): _short(value)})
+        room -= entry.ByteSize()
+        if room < 0:
+            break
+        info.metadata[_short(key)] = _short(value)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return detail
 
 
 def abort(context: grpc.ServicerContext, error: BaseException) -> NoReturn:
@@ -125,11 +146,13 @@ async def send_status(context: grpc.aio.ServicerContext[Any, Any], found: grpc.S
 
 
 def from_rpc_error(error: grpc.RpcError) -> errors.StigmerError:
-    """The exception a failed call stands for, with field violations restored."""
+    """The exception a failed call stands for, with field violations, reason and metadata restored
+    (a status without an ``ErrorInfo``, from grpc itself or an older daemon, keeps its class's reason)."""
     call = error if isinstance(error, grpc.Call) else None
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
     message = (call.details() if call is not None else None) or str(error)
     violations: list[errors.FieldViolation] = []
+    info = error_details_pb2.ErrorInfo()
     if call is not None:
         status = rpc_status.from_call(call)
         if status is not None:
@@ -138,9 +161,12 @@ def from_rpc_error(error: grpc.RpcError) -> errors.StigmerError:
                     bad = error_details_pb2.BadRequest()
                     detail.Unpack(bad)
                     violations += [errors.FieldViolation(v.field, v.description) for v in bad.field_violations]
+                elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    detail.Unpack(info)
+    reason, metadata = info.reason, dict(info.metadata)
     cls = _ERRORS.get(code)
     if cls is errors.InvalidArgument:
-        return errors.InvalidArgument(message, violations)
+        return errors.InvalidArgument(message, violations, reason=reason, metadata=metadata)
     if cls is None:
-        return errors.Unavailable(message) if code == grpc.StatusCode.UNAVAILABLE else errors.StigmerError(message)
-    return cls(message)
+        cls = errors.Unavailable if code == grpc.StatusCode.UNAVAILABLE else errors.StigmerError
+    return cls(message, reason=reason, metadata=metadata)

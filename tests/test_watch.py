@@ -541,3 +541,51 @@ def test_the_readme_runner_takes_the_backlog_then_new_work_and_keeps_what_it_cla
     assert not claim(stigmer_channel, later.metadata.id, held.metadata.resource_version)
     kinds.executions.delete(backlog.metadata.id)
     assert not claim(stigmer_channel, backlog.metadata.id, backlog.metadata.resource_version)
+
+
+def test_the_readme_runner_claims_a_run_edited_after_it_saw_it(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    """An editor's label change between the watch's event and the claim made the claim's version
+    stale; the runner took every ABORTED as "claimed first by another", skipped the run, and it
+    stayed PENDING until some runner restarted. A run another runner claimed stays not its own."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (snippet,) = [s for s in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "def pending(" in s]
+    runner: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), runner)
+    kinds = Kinds.on(stigmer_app, stigmer_channel)
+    agent = kinds.agents.create(_agent("worker"))
+    work = runner["pending"](stigmer_channel)
+    made = kinds.execution(agent_id=agent.metadata.id, name="edited")
+    seen = next(work)
+    work.close()
+    assert seen == (made.metadata.id, made.metadata.resource_version)
+    edited = ae.AgentExecution()
+    edited.CopyFrom(made)
+    edited.metadata.labels["team"] = "blue"
+    edited = kinds.executions.update(edited)  # an editor, before any runner claimed it
+    edited.metadata.labels["team"] = "green"
+    kinds.executions.update(edited)
+    assert runner["claim"](stigmer_channel, *seen)
+    claimed = kinds.executions.get(made.metadata.id)
+    assert claimed.status.phase == IN_PROGRESS and claimed.status.runner == runner["RUNNER"]
+    # one claimed by another runner after the edit: RUN_CLAIMED, not re-read into a claim of its own
+    other = kinds.execution(agent_id=agent.metadata.id, name="taken")
+    relabelled = ae.AgentExecution()
+    relabelled.CopyFrom(other)
+    relabelled.metadata.labels["team"] = "red"
+    kinds.executions.update(relabelled)
+    first = runner["claim"]
+    assert first(stigmer_channel, other.metadata.id, other.metadata.resource_version)  # the first runner
+    runner["RUNNER"] = "another-host:2"
+    assert not runner["claim"](stigmer_channel, other.metadata.id, other.metadata.resource_version)
+    assert kinds.executions.get(other.metadata.id).status.runner != "another-host:2"
+    # edited, then deleted before the runner got it again: not its to run, and no error
+    gone = kinds.execution(agent_id=agent.metadata.id, name="gone")
+    relabelled.CopyFrom(gone)
+    relabelled.metadata.labels["team"] = "red"
+    kinds.executions.update(relabelled)
+    kinds.executions.delete(gone.metadata.id)
+    assert not runner["claim"](stigmer_channel, gone.metadata.id, gone.metadata.resource_version)

@@ -45,9 +45,15 @@ def check_transition(current: int, requested: int, *, what: str) -> None:
         return
     if is_terminal(current):
         raise FailedPrecondition(
-            f"{what} is {phase_name(current)}, a terminal phase; it cannot move to {phase_name(requested)}"
+            f"{what} is {phase_name(current)}, a terminal phase; it cannot move to {phase_name(requested)}",
+            reason="RUN_ENDED",
+            metadata={"phase": phase_name(current), "requestedPhase": phase_name(requested)},
         )
-    raise FailedPrecondition(f"{what} cannot move from {phase_name(current)} to {phase_name(requested)}")
+    raise FailedPrecondition(
+        f"{what} cannot move from {phase_name(current)} to {phase_name(requested)}",
+        reason="ILLEGAL_TRANSITION",
+        metadata={"phase": phase_name(current), "requestedPhase": phase_name(requested)},
+    )
 
 
 def _now() -> Timestamp:
@@ -88,6 +94,11 @@ def _what(ctx: RequestContext, execution: Message) -> str:
     return f"{ctx.kind.label} '{execution.metadata.slug}'"  # type: ignore[attr-defined]
 
 
+def _about(ctx: RequestContext, execution: Message, **more: object) -> dict[str, object]:
+    """The ``ErrorInfo`` metadata of a refusal of a report: the run it is about, and ``more``."""
+    return {"kind": ctx.kind.name, "id": execution.metadata.id, **more}  # type: ignore[attr-defined]
+
+
 def _load(ctx: RequestContext, id_field: str) -> Message:
     execution_id = str(getattr(ctx.request, id_field))
     if not execution_id:
@@ -102,7 +113,9 @@ def _persist(ctx: RequestContext, old: Message, new: Message) -> None:
     limit = ctx.registry.limits.max_object_bytes  # what any stored object may take; said here in a runner's words
     if new.ByteSize() > limit:
         raise ResourceExhausted(
-            f"{_what(ctx, old)} would exceed {limit} bytes (max_object_bytes) with this report; report less at a time"
+            f"{_what(ctx, old)} would exceed {limit} bytes (max_object_bytes) with this report; report less at a time",
+            reason="OBJECT_TOO_LARGE",
+            metadata=_about(ctx, old, limit=limit, setting="max_object_bytes"),
         )
     ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal, part="status")
     ctx.store.replace(ctx.kind, old, new)
@@ -135,7 +148,9 @@ def merge_fields(*, append: Sequence[str] = (), replace: Sequence[str] = ()) -> 
             if limit is not None and len(stored) + len(added) > limit:
                 raise FailedPrecondition(
                     f"the report adds {len(added)} to the {len(stored)} status.{name} the execution holds; "
-                    f"it holds at most {limit}: end the run, or start another"
+                    f"it holds at most {limit}: end the run, or start another",
+                    reason="REPORT_LIMIT",
+                    metadata={"field": f"status.{name}", "limit": limit},
                 )
             stored.extend(added)
         for name in replace:
@@ -209,7 +224,9 @@ def _check_claimant(ctx: RequestContext, existing: Message, report: Any, runner:
             return True
         raise FailedPrecondition(
             f"{_what(ctx, existing)} is run by runner '{runner}' as claimed by {recorded.created_by.id}: "
-            f"a report naming that runner must come with the token that claimed it (this one is {ctx.principal})"
+            f"a report naming that runner must come with the token that claimed it (this one is {ctx.principal})",
+            reason="RUN_HELD_BY_ANOTHER_TOKEN",
+            metadata=_about(ctx, existing, runner=runner, claimedBy=recorded.created_by.id),
         )
     return False
 
@@ -227,7 +244,9 @@ def _check_takeover(ctx: RequestContext, existing: Message, report: Any, runner:
     if not holder:  # its runner's reports carry no heartbeat: it is never silent, only ended by a cancel
         raise FailedPrecondition(
             f"{_what(ctx, existing)} was claimed by a runner that gave no name, so it cannot be taken over "
-            f"(an editor can cancel it); a report naming runner '{runner}' is refused"
+            f"(an editor can cancel it); a report naming runner '{runner}' is refused",
+            reason="RUN_HELD_UNNAMED",
+            metadata=_about(ctx, existing),
         )
     lease = ctx.registry.limits.run_lease_seconds
     silent = _silent_for(existing.status)  # type: ignore[attr-defined]
@@ -236,7 +255,15 @@ def _check_takeover(ctx: RequestContext, existing: Message, report: Any, runner:
     heard = "never heard from" if silent == float("inf") else f"last heard {silent:.0f} s ago"
     raise FailedPrecondition(
         f"{_what(ctx, existing)} is run by runner '{holder}' ({heard}; another runner may claim it after "
-        f"{lease} s without a report, STIGMER_RUN_LEASE_SECONDS); a report naming runner '{runner}' is refused"
+        f"{lease} s without a report, STIGMER_RUN_LEASE_SECONDS); a report naming runner '{runner}' is refused",
+        reason="RUN_HELD_BY_ANOTHER_RUNNER",
+        metadata=_about(
+            ctx,
+            existing,
+            runner=holder,
+            leaseSeconds=lease,
+            silentSeconds="" if silent == float("inf") else int(silent),  # "": never heard from, left out
+        ),
     )
 
 
@@ -341,21 +368,35 @@ def update_status(
         )
         if not again:
             if is_terminal(status.phase):  # before the version: "re-read and retry" would not help
-                raise FailedPrecondition(_ended(_what(ctx, existing), status.phase))
+                raise FailedPrecondition(
+                    _ended(_what(ctx, existing), status.phase),
+                    reason="RUN_ENDED",
+                    metadata=_about(ctx, existing, phase=phase_name(status.phase)),
+                )
             if expected and expected != stored:
-                by = f", claimed by runner '{holder}'" if holder and status.phase == IN_PROGRESS else ""
-                raise Conflict.version(_what(ctx, existing), expected, stored, by=by)
+                raise Conflict.version(
+                    _what(ctx, existing),
+                    expected,
+                    stored,
+                    kind=ctx.kind.name,
+                    object_id=existing.metadata.id,  # type: ignore[attr-defined]
+                    runner=holder if status.phase == IN_PROGRESS else "",
+                )
             if runner and runner != holder and status.phase == IN_PROGRESS:
                 _check_takeover(ctx, existing, report, runner, holder)
             if runner and status.phase == PENDING and (report.phase or PENDING) == PENDING:
                 raise FailedPrecondition(  # else a mistyped phase (read as unset) looks like a claim that held
                     f"{_what(ctx, existing)} is PENDING: runner '{runner}' claims it by reporting "
-                    f"phase {phase_name(IN_PROGRESS)}"
+                    f"phase {phase_name(IN_PROGRESS)}",
+                    reason="RUN_NOT_CLAIMED",
+                    metadata=_about(ctx, existing),
                 )
             if holder and not runner and status.phase == IN_PROGRESS:  # or any runner token could report on it
                 raise FailedPrecondition(
                     f"{_what(ctx, existing)} is run by runner '{holder}': a report on it must name that "
-                    "runner (status.runner); an editor can cancel it"
+                    "runner (status.runner); an editor can cancel it",
+                    reason="RUNNER_REQUIRED",
+                    metadata=_about(ctx, existing, runner=holder),
                 )
         new = ctx.kind.resource_cls()
         new.CopyFrom(existing)

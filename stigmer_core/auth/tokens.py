@@ -57,11 +57,13 @@ def bearer(metadata: Sequence[tuple[str, Any]]) -> str | None:
     if not found:
         return None
     if len(found) > 1:
-        raise errors.Unauthenticated(f"the call carries {len(found)} authorization entries; send one")
+        raise errors.Unauthenticated(
+            f"the call carries {len(found)} authorization entries; send one", reason="TOKEN_MALFORMED"
+        )
     text = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
     scheme, _, token = text.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise errors.Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+        raise errors.Unauthenticated("the authorization metadata must be 'Bearer <token>'", reason="TOKEN_MALFORMED")
     return token.strip()
 
 
@@ -69,8 +71,8 @@ class TokenRefused(errors.Unauthenticated):
     """A token the store knows, refused (revoked or expired): ``principal`` names it in the
     refusal's log line, so an operator sees which leaked or forgotten token is still in use."""
 
-    def __init__(self, message: str, principal: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, principal: str, *, reason: str) -> None:
+        super().__init__(message, reason=reason)
         self.principal = principal
 
 
@@ -106,7 +108,9 @@ class Authenticator:
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[Caller, float, float]] = {}  # digest -> caller, expires (epoch s), fetched
-        self._refused: dict[str, tuple[str, float, str]] = {}  # digest -> why, when, principal (if known)
+        self._refused: dict[
+            str, tuple[str, str, float, str]
+        ] = {}  # digest -> why, its reason, when, principal (if known)
         self._lock = threading.Lock()
 
     def caller(self, metadata: Sequence[tuple[str, Any]], peer: str = "") -> Caller:
@@ -121,7 +125,8 @@ class Authenticator:
         if self.required and not trusted_peer(peer):
             raise errors.Unauthenticated(
                 "this server requires an API token: send 'authorization: Bearer stg_…' "
-                "(`stigmer login --endpoint HOST:PORT --token TOKEN`)"
+                "(`stigmer login --endpoint HOST:PORT --token TOKEN`)",
+                reason="TOKEN_REQUIRED",
             )
         return LOCAL_ADMIN
 
@@ -129,12 +134,17 @@ class Authenticator:
         """The token's caller, or UNAUTHENTICATED. Both answers are cached for ``cache_seconds``
         (a refused token cannot become valid: new tokens are new random strings)."""
         if _SHAPE.fullmatch(token) is None:  # garbage costs no lookup, and fills no cache
-            raise errors.Unauthenticated("this is not a Stigmer API token (stg_ and 43 characters)")
+            raise errors.Unauthenticated(
+                "this is not a Stigmer API token (stg_ and 43 characters)", reason="TOKEN_MALFORMED"
+            )
         key = digest(token)
         now = self._clock()
         refused = self._refused.get(key)
-        if refused is not None and now - refused[1] < self.cache_seconds:
-            raise TokenRefused(refused[0], refused[2]) if refused[2] else errors.Unauthenticated(refused[0])
+        if refused is not None and now - refused[2] < self.cache_seconds:
+            why, reason, _, principal = refused
+            raise (
+                TokenRefused(why, principal, reason=reason) if principal else errors.Unauthenticated(why, reason=reason)
+            )
         cached = self._cache.get(key)
         if cached is not None and now - cached[2] < self.cache_seconds:
             caller, expires, _ = cached
@@ -142,11 +152,11 @@ class Authenticator:
             try:
                 caller, expires = self._load(key)
             except errors.Unauthenticated as why:
-                self._remember(self._refused, key, (why.message, now, getattr(why, "principal", "")))
+                self._remember(self._refused, key, (why.message, why.reason, now, getattr(why, "principal", "")))
                 raise
             self._remember(self._cache, key, (caller, expires, now))
         if expires and time.time() >= expires:
-            raise TokenRefused("the API token has expired", caller.principal)
+            raise TokenRefused("the API token has expired", caller.principal, reason="TOKEN_EXPIRED")
         return caller
 
     def _remember(self, cache: dict[str, Any], key: str, entry: Any) -> None:
@@ -163,7 +173,9 @@ class Authenticator:
     def _load(self, key: str) -> tuple[Caller, float]:
         kind = self.registry.find(KIND)
         if kind is None:
-            raise errors.Unauthenticated("this server serves no ApiToken kind, so it accepts no token")
+            raise errors.Unauthenticated(
+                "this server serves no ApiToken kind, so it accepts no token", reason="TOKEN_INVALID"
+            )
         with self.store.read() as txn:
             resources = Resources(txn, self.registry)
             found: Any = None
@@ -171,12 +183,16 @@ class Authenticator:
                 found = resources.get(kind, object_id)
                 break
         if found is None or not hmac.compare_digest(found.status.token_digest, key):
-            raise errors.Unauthenticated("the API token is not valid")
+            raise errors.Unauthenticated("the API token is not valid", reason="TOKEN_INVALID")
         if found.status.HasField("revoked_at"):
-            raise TokenRefused("the API token has been revoked", f"token:{found.metadata.org}/{found.metadata.slug}")
+            raise TokenRefused(
+                "the API token has been revoked",
+                f"token:{found.metadata.org}/{found.metadata.slug}",
+                reason="TOKEN_REVOKED",
+            )
         role = found.spec.role
         if role not in ROLES:  # pragma: no cover - validated at create
-            raise errors.Unauthenticated("the API token has no valid role")
+            raise errors.Unauthenticated("the API token has no valid role", reason="TOKEN_INVALID")
         expires = (
             found.spec.expires_at.seconds + found.spec.expires_at.nanos / 1e9
             if found.spec.HasField("expires_at")

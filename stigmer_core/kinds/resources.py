@@ -49,7 +49,8 @@ def taken_elsewhere(kind: KindRuntime, object_id: str, org: str) -> errors.NotFo
     is, or what it is, is not told; only that it cannot be used here."""
     return errors.NotFound(
         f"{kind.label} '{object_id}' not found in org '{org}', and that id cannot be used there: "
-        "leave metadata.id out to create it under a new one"
+        "leave metadata.id out to create it under a new one",
+        metadata={"kind": kind.name, "id": object_id, "org": org},
     )
 
 class Resources:
@@ -109,10 +110,11 @@ class Resources:
         if caller is None or caller.can(self._access, org):
             return
         if not caller.member_of(org):
-            raise errors.OrgNotVisible(f"org '{org}' not found")
+            raise errors.OrgNotVisible(f"org '{org}' not found", metadata={"org": org})
         raise errors.PermissionDenied(
             f"{caller.principal} is {caller.roles[org]} in org '{org}', which does not allow "
-            f"{self._access.value} access to {kind.label} objects"
+            f"{self._access.value} access to {kind.label} objects",
+            metadata={"kind": kind.name, "org": org, "role": caller.roles[org], "access": self._access.value},
         )
 
     # -- reads -------------------------------------------------------------
@@ -139,7 +141,9 @@ class Resources:
     def require(self, kind: KindRuntime, object_id: str) -> Message:
         found = self.get(kind, object_id)
         if found is None:
-            raise errors.NotFound(f"{kind.label} '{object_id}' not found")
+            raise errors.NotFound(
+                f"{kind.label} '{object_id}' not found", metadata={"kind": kind.name, "id": object_id}
+            )
         return found
 
     def id_for_slug(self, kind: KindRuntime, org: str, slug: str) -> str | None:
@@ -152,7 +156,9 @@ class Resources:
         object_id = self.id_for_slug(kind, org, slug)
         found = None if object_id is None else self.get(kind, object_id)
         if found is None:
-            raise errors.NotFound(f"{kind.label} '{slug}' not found in org '{org}'")
+            raise errors.NotFound(
+                f"{kind.label} '{slug}' not found in org '{org}'", metadata={"kind": kind.name, "slug": slug, "org": org}
+            )
         return found
 
     def scan_index(self, kind: KindRuntime, index: str, value: tuple[str, ...], *, after: str = "") -> Iterator[str]:
@@ -223,13 +229,18 @@ class Resources:
     def check_slug_free(self, kind: KindRuntime, obj: Message) -> None:
         meta = obj.metadata  # type: ignore[attr-defined]
         if not self.visible(meta.org):  # a kind's step chose the org: what is in it is not told
-            raise errors.OrgNotVisible(f"org '{meta.org}' not found")
+            raise errors.OrgNotVisible(f"org '{meta.org}' not found", metadata={"org": meta.org})
         if self.txn.get(kind.slug_key(meta.org, meta.slug)) is not None:
-            raise errors.AlreadyExists(f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'")
+            raise errors.AlreadyExists(
+                f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'",
+                metadata={"kind": kind.name, "slug": meta.slug, "org": meta.org},
+            )
         if meta.id and self.txn.get(kind.object_key(meta.id)) is not None:
             if self.hidden(kind, meta.id):
                 raise taken_elsewhere(kind, meta.id, meta.org)
-            raise errors.AlreadyExists(f"{kind.label} id '{meta.id}' already exists")
+            raise errors.AlreadyExists(
+                f"{kind.label} id '{meta.id}' already exists", metadata={"kind": kind.name, "id": meta.id}
+            )
 
     def check_references(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:
         """Every id a declared reference field holds names an existing object (same org if required).
@@ -254,7 +265,10 @@ class Resources:
                 target = self.get(target_kind, target_id)
                 if target is None or (ref.spec.same_org and target.metadata.org != org):  # type: ignore[attr-defined]
                     where = f" in org '{org}'" if ref.spec.same_org else ""
-                    raise errors.NotFound(f"{target_kind.label} '{target_id}' not found{where} ({ref.field.path})")
+                    raise errors.NotFound(
+                        f"{target_kind.label} '{target_id}' not found{where} ({ref.field.path})",
+                        metadata={"kind": target_kind.name, "id": target_id, "field": ref.field.path},
+                    )
 
     def check_referrers(self, kind: KindRuntime, obj: Message, inside: frozenset[str] = frozenset()) -> None:
         """Refuse to delete what is still referenced.
@@ -273,7 +287,9 @@ class Resources:
                 raise errors.FailedPrecondition(
                     f"{kind.label} '{meta.slug}' is still referenced by '{referrer_id}' ({field.decode()}), "
                     f"an object stored under '{key_prefix}', a kind no installed plugin serves; "
-                    "reinstall that kind's plugin to delete or finish it first"
+                    "reinstall that kind's plugin to delete or finish it first",
+                    reason="REFERENCED",
+                    metadata={"kind": kind.name, "id": meta.id, "field": field.decode()},
                 )
             referrer = self._get_any(referrer_kind, referrer_id)
             if referrer is None:  # pragma: no cover - reference entries go with their object
@@ -287,7 +303,14 @@ class Resources:
                 named = referrer.metadata.slug if self.visible(referrer.metadata.org) else "(in another org)"  # type: ignore[attr-defined]
                 raise errors.FailedPrecondition(
                     f"{kind.label} '{meta.slug}' is still referenced by {referrer_kind.label} "
-                    f"'{named}' ({field.decode()}); delete or finish that first"
+                    f"'{named}' ({field.decode()}); delete or finish that first",
+                    reason="REFERENCED",
+                    metadata={
+                        "kind": kind.name,
+                        "id": meta.id,
+                        "referrerKind": referrer_kind.name,
+                        "field": field.decode(),
+                    },
                 )
 
     def owned_tree(self, kind: KindRuntime, obj: Message) -> list[tuple[KindRuntime, Message]]:
@@ -316,7 +339,9 @@ class Resources:
             if len(tree) > limit:
                 raise errors.FailedPrecondition(
                     f"deleting {root} would delete more than {limit} objects it owns, more than one write "
-                    "may change (max_objects_per_write); delete some of what it owns first"
+                    "may change (max_objects_per_write); delete some of what it owns first",
+                    reason="WRITE_TOO_LARGE",
+                    metadata={"limit": limit, "setting": "max_objects_per_write"},
                 )
             for key_prefix, child_kind, child_id in self._owned_entries(node_id):
                 if child_kind is None:
@@ -346,7 +371,9 @@ class Resources:
             meta = obj.metadata  # type: ignore[attr-defined]
             raise errors.ResourceExhausted(
                 f"{kind.label} '{meta.slug or meta.id}' would take {len(raw)} bytes stored, more than the "
-                f"{limits.max_object_bytes} an object may take (max_object_bytes)"
+                f"{limits.max_object_bytes} an object may take (max_object_bytes)",
+                reason="OBJECT_TOO_LARGE",
+                metadata={"kind": kind.name, "limit": limits.max_object_bytes, "setting": "max_object_bytes"},
             )
         return raw
 
@@ -592,7 +619,9 @@ class Resources:
         if len(self._events) > limit:
             raise errors.ResourceExhausted(
                 f"this write would change {len(self._events)} objects, more than one write may change "
-                f"({limit}, max_objects_per_write)"
+                f"({limit}, max_objects_per_write)",
+                reason="WRITE_TOO_LARGE",
+                metadata={"limit": limit, "setting": "max_objects_per_write"},
             )
         txn = self._writer
         revision = txn.write_revision()

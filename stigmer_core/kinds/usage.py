@@ -68,7 +68,9 @@ class Tally:
             if objects > 0 and limits.max_org_objects and self.objects + objects > limits.max_org_objects:
                 raise errors.ResourceExhausted(
                     f"org '{self.org}' holds {_objects(self.objects)}, its limit "
-                    f"(max_org_objects, {ENV['max_org_objects']}); delete some first"
+                    f"(max_org_objects, {ENV['max_org_objects']}); delete some first",
+                    reason="ORG_QUOTA",
+                    metadata={"org": self.org, "limit": limits.max_org_objects, "setting": ENV["max_org_objects"]},
                 )
             limit = limits.max_org_bytes
             if objects <= 0:
@@ -77,7 +79,9 @@ class Tally:
                 raise errors.ResourceExhausted(
                     f"org '{self.org}' holds {_size(self.size)} of objects and this write adds {_size(size)}, past "
                     f"its limit of {_size(limits.max_org_bytes)} (max_org_bytes, {ENV['max_org_bytes']}"
-                    f"{'' if objects > 0 else ', and a sixteenth more for updates'}); delete some first"
+                    f"{'' if objects > 0 else ', and a sixteenth more for updates'}); delete some first",
+                    reason="ORG_QUOTA",
+                    metadata={"org": self.org, "limit": limits.max_org_bytes, "setting": ENV["max_org_bytes"]},
                 )
         self.objects += objects
         self.size += size

@@ -126,7 +126,9 @@ class StreamLimit:
         if self._slots is None or not self._slots.acquire(blocking=False):
             raise errors.ResourceExhausted(
                 f"too many open streams (limit {self.limit}, setting STIGMER_MAX_STREAMS); "
-                "close a stream or retry later"
+                "close a stream or retry later",
+                reason="STREAM_LIMIT",
+                metadata={"limit": self.limit, "setting": "STIGMER_MAX_STREAMS"},
             )
         if principal is None:
             return
@@ -142,11 +144,15 @@ class StreamLimit:
         if full is not None:
             raise errors.ResourceExhausted(
                 f"org '{full}' has {self.per_org} streams open, as many as one org may (setting "
-                "STIGMER_MAX_STREAMS_PER_ORG); close one of them first"
+                "STIGMER_MAX_STREAMS_PER_ORG); close one of them first",
+                reason="STREAM_LIMIT",
+                metadata={"limit": self.per_org, "setting": "STIGMER_MAX_STREAMS_PER_ORG", "org": full},
             )
         raise errors.ResourceExhausted(
             f"{principal} has {held} streams open, as many as one caller may (setting "
-            "STIGMER_MAX_STREAMS_PER_CALLER); close one of them first"
+            "STIGMER_MAX_STREAMS_PER_CALLER); close one of them first",
+            reason="STREAM_LIMIT",
+            metadata={"limit": self.per_caller, "setting": "STIGMER_MAX_STREAMS_PER_CALLER", "principal": principal},
         )
 
     def release(self, principal: str | None = None, orgs: Sequence[str] = ()) -> None:
@@ -193,7 +199,11 @@ class Compacted(errors.Conflict):
     """The events after ``since`` are no longer in the log (ABORTED): list again and resume."""
 
     def __init__(self, since: int, oldest: int, advice: str = "open a new watch (from now), then list again") -> None:
-        super().__init__(f"revision {since} compacted (oldest retained: {oldest}); {advice}")
+        super().__init__(
+            f"revision {since} compacted (oldest retained: {oldest}); {advice}",
+            reason="EVENTS_COMPACTED",
+            metadata={"sinceRevision": since, "oldestRevision": oldest},
+        )
         self.since = since
         self.oldest = oldest
 

@@ -87,11 +87,12 @@ def authorize(ctx: RequestContext) -> None:
     if not org:
         return
     if not caller.member_of(org):
-        raise errors.OrgNotVisible(f"org '{org}' not found")
+        raise errors.OrgNotVisible(f"org '{org}' not found", metadata={"org": org})
     if not caller.can(ctx.access, org):
         raise errors.PermissionDenied(
             f"{caller.principal} is {caller.roles[org]} in org '{org}', which does not allow "
-            f"{ctx.access.value} access ({ctx.kind.name}.{ctx.operation})"
+            f"{ctx.access.value} access ({ctx.kind.name}.{ctx.operation})",
+            metadata={"kind": ctx.kind.name, "org": org, "role": caller.roles[org], "access": ctx.access.value},
         )
 
 
@@ -157,7 +158,10 @@ def check_version(ctx: RequestContext) -> None:
     given = _input(ctx).metadata.resource_version  # type: ignore[attr-defined]
     stored = ctx.existing.metadata.resource_version  # type: ignore[union-attr]
     if given and given != stored:
-        raise errors.Conflict.version(f"{ctx.kind.label} '{ctx.existing.metadata.slug}'", given, stored)  # type: ignore[union-attr]
+        meta = ctx.existing.metadata  # type: ignore[union-attr]
+        raise errors.Conflict.version(
+            f"{ctx.kind.label} '{meta.slug}'", given, stored, kind=ctx.kind.name, object_id=meta.id
+        )
 
 
 @step(Phase.BUILD)
@@ -231,7 +235,10 @@ def load_by_reference(ctx: RequestContext) -> None:
     if ref.id:  # type: ignore[attr-defined]
         found = ctx.store.require(ctx.kind, ref.id)  # type: ignore[attr-defined]
         if ref.org and found.metadata.org != ref.org:  # type: ignore[attr-defined]
-            raise errors.NotFound(f"{ctx.kind.label} '{ref.id}' not found in org '{ref.org}'")  # type: ignore[attr-defined]
+            raise errors.NotFound(
+                f"{ctx.kind.label} '{ref.id}' not found in org '{ref.org}'",  # type: ignore[attr-defined]
+                metadata={"kind": ctx.kind.name, "id": ref.id, "org": ref.org},  # type: ignore[attr-defined]
+            )
     elif ref.slug:  # type: ignore[attr-defined]
         found = ctx.store.require_slug(ctx.kind, _org(ctx, ref.org), ref.slug)  # type: ignore[attr-defined]
     else:

@@ -611,7 +611,8 @@ class LmdbStore:
             return errors.ResourceExhausted(
                 f"the disk holding the store ({self.path}) is full ({free if free >= 0 else '?'} bytes free): "
                 "nothing was written; free some space on that disk and retry (reads still work; deleting through "
-                "stigmer needs space too, since the store writes a changed page anew before it frees the old one)"
+                "stigmer needs space too, since the store writes a changed page anew before it frees the old one)",
+                reason="DISK_FULL",
             )
         if isinstance(exc, lmdb.ReadonlyError):
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")

@@ -364,7 +364,8 @@ def _translated(exc: psycopg.Error) -> Exception:
     if isinstance(exc, pg_errors.DiskFull):
         return errors.ResourceExhausted(
             f"the disk holding the database is full ({_detail(exc)}): nothing was written; "
-            "free space on the database server and retry (reads still work)"
+            "free space on the database server and retry (reads still work)",
+            reason="DISK_FULL",
         )
     if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
         return errors.Unavailable(

@@ -7,8 +7,10 @@ that does not parse reaches the handler as ``Malformed``, which it answers
 with ``refusal``.
 
 The same deserializer holds a request to ``Limits.max_request_items``
-(``request_items``): a request past it is refused before authentication,
-validation or anything else pays for its size.
+(``request_items``): a request past it is refused before validation or
+anything else pays for its size, and before authentication too, except on
+grpc's sync server, where a caller without a valid token is refused before
+its message is read at all (``request_read``).
 """
 
 from __future__ import annotations

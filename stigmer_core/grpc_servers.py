@@ -28,9 +28,10 @@ from grpc_health.v1.health import aio as health_aio
 
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
-from stigmer_core.controller import queued_writes, unary_reads
+from stigmer_core.controller import log_refusal, queued_writes, unary_reads
 from stigmer_core.health_checks import health_handlers
 from stigmer_core.reflection import OpenStreams, reflection_handlers
+from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, read_first
 from stigmer_core.server_pools import ServerPools
 from stigmer_core.store.protocol import ReportsReachability, SubmitsWrites
 
@@ -149,7 +150,8 @@ class AsyncServing:
 
 
 class SyncServing:
-    """grpc's sync server: every call on a pool thread (``ServerPools.route_sync``)."""
+    """grpc's sync server: every call on a pool thread (``ServerPools.route_sync``), each unary
+    call and server stream admitted and its message read under a bound first (``request_read``)."""
 
     def __init__(
         self,
@@ -159,20 +161,42 @@ class SyncServing:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.app = app
-        self._server = grpc.server(pools.default, interceptors=list(interceptors), options=[*OPTIONS, *options])
+        self._deadlines = ReadDeadlines(pools.sizes.request_read_seconds)
+        admit = authenticated(app.authenticator, log_refusal)
+        # Health and reflection answer without a token; every other service needs one when
+        # the server requires tokens.
+        self._admits: dict[str, Admit | None] = {service: admit for service in app.services}
+        # With a plugin's interceptors the handlers are made to read first after them
+        # (``_ReadFirst``), so an interceptor sees each handler as its kind declared it.
+        convert = not interceptors
+        chain = [_ReadFirst(self._read_first), *interceptors] if interceptors else []
+        self._server = grpc.server(pools.default, interceptors=chain, options=[*OPTIONS, *options])
         reads = unary_reads(app.registry)
         for service, methods in app.services.items():
-            self._server.add_registered_method_handlers(service, pools.route_sync(service, methods, reads))
+            routed = pools.route_sync(service, methods, reads)
+            self._server.add_registered_method_handlers(service, self._converted(service, routed, convert))
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
         # handlers built as the library's own registration builds them (``health_checks``).
         # Health and reflection answer without a token: each runs on a pool of its own, so
         # idle reflection streams cannot take the threads writes and health checks need.
         self._health = health.HealthServicer(experimental_non_blocking=True)
+        checks = pools.on_pool(health_handlers(self._health), pools.health)
         self._server.add_registered_method_handlers(
-            health.SERVICE_NAME, pools.on_pool(health_handlers(self._health), pools.health)
+            health.SERVICE_NAME, self._converted(health.SERVICE_NAME, checks, convert)
         )
         for service, methods in _reflection(app, pools, asynchronous=False).items():
             self._server.add_registered_method_handlers(service, pools.on_pool(methods, pools.reflection))
+
+    def _read_first(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service = method[1:].split("/", 1)[0]
+        return read_first(method, handler, self._deadlines, self._admits.get(service))
+
+    def _converted(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler], convert: bool
+    ) -> dict[str, grpc.RpcMethodHandler]:
+        if not convert:
+            return handlers
+        return {name: self._read_first(f"/{service}/{name}", handler) for name, handler in handlers.items()}
 
     def add_port(self, address: str, credentials: grpc.ServerCredentials | None) -> int:
         if credentials is not None:
@@ -196,12 +220,31 @@ class SyncServing:
         stopped = self._server.stop(grace)
         self.app.events.end_streams()
         stopped.wait()
+        self._deadlines.close()
 
     def wait(self, timeout: float | None) -> bool:
         return bool(self._server.wait_for_termination(timeout))
 
     def close(self) -> None:
         self._server.stop(None)
+        self._deadlines.close()
+
+
+class _ReadFirst(grpc.ServerInterceptor):
+    """First of a plugin's interceptors: the handler the others settle on reads first."""
+
+    def __init__(self, convert: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]) -> None:
+        self._convert = convert
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        return self._convert(handler_call_details.method, handler)
 
 
 Serving = AsyncServing | SyncServing

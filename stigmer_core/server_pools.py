@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import grpc
 
-from stigmer_core import async_calls
+from stigmer_core import async_calls, request_read
 from stigmer_core.errors import StartupError
 from stigmer_core.store.lmdb_store import LmdbStore
 
@@ -57,7 +57,8 @@ DATABASE_READ_THREADS = 4
 
 @attrs.frozen
 class PoolSizes:
-    """Threads per pool; ``STIGMER_READ_THREADS`` and ``STIGMER_RPC_THREADS`` override the defaults."""
+    """Threads per pool, and how long a call may hold one before its message is in; the
+    ``STIGMER_*`` settings named below override the defaults."""
 
     read_threads: int | None = None
     """Unary reads (get, list, getByReference, a kind's own reads) running at once; the rest
@@ -71,6 +72,13 @@ class PoolSizes:
     holds a thread while it waits for the client's next request: a tool asks a few questions
     and closes its stream, so a few at a time serve many users, and the bound keeps idle ones
     from growing without end."""
+    request_read_seconds: float = request_read.DEFAULT_SECONDS
+    """On grpc's sync server, how long a call may wait for its request message once its
+    headers are in (``STIGMER_REQUEST_READ_TIMEOUT``); past it the call ends DEADLINE_EXCEEDED
+    and its thread is free (``request_read``)."""
+
+    def __attrs_post_init__(self) -> None:
+        request_read.checked(self.request_read_seconds)
 
     pending_calls: int = 5000
     """Calls received and not yet started, per daemon (``STIGMER_MAX_PENDING_CALLS``): a burst
@@ -111,7 +119,7 @@ class PoolSizes:
             if field == "pending_calls" and number > MOST_PENDING_CALLS:
                 raise StartupError(f"{name} must be at most {MOST_PENDING_CALLS:,}")
             values[field] = number
-        return cls(**values)
+        return cls(**values, request_read_seconds=request_read.read_timeout(env))
 
     def for_store(self, store: object) -> PoolSizes:
         """These sizes with the read threads settled for ``store``'s engine."""

@@ -1,0 +1,208 @@
+"""On grpc's sync server, a call's caller is known and its request read under a bound, before it can hold a thread.
+
+grpc's sync server hands a unary call (or a server stream) to a pool thread
+at once, and that thread then waits inside grpc for the request message. A
+client that sends a call's headers and never its message (a raw HTTP/2
+client; grpc clients never do this) held the thread for good: a few dozen
+such calls, with no token at all, took every read and rpc thread of a team
+server and stopped every member's calls. So each such handler is served as a
+client-streaming one (the same on the wire: a unary call is a request stream
+of one message), whose behavior runs before the read: it refuses a caller
+without a valid token when the server requires one (``admit``), and takes
+the message under ``STIGMER_REQUEST_READ_TIMEOUT`` seconds, after which the
+call ends DEADLINE_EXCEEDED and its thread is free (``ReadDeadlines``).
+
+A client-streaming handler (server reflection) reads its own messages and is
+left as it is: reflection keeps to its own bound of open streams.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from stigmer_core import status
+from stigmer_core.errors import StartupError, Unauthenticated
+
+if TYPE_CHECKING:
+    from stigmer_core.auth.tokens import Authenticator
+
+log = logging.getLogger(__name__)
+
+ENV = "STIGMER_REQUEST_READ_TIMEOUT"
+DEFAULT_SECONDS = 5.0
+"""A grpc client sends a call's message with its headers, so a message still missing after
+seconds is no client's; on a link slow enough to need more, raise the setting."""
+MAX_SECONDS = 3600.0
+GRANULARITY = 0.25
+"""How far past its bound a late call may run: the watcher wakes at most this often, not at
+every call's own deadline, so a busy server's calls cost it a queue append each."""
+
+
+def read_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """``STIGMER_REQUEST_READ_TIMEOUT`` (seconds), or the default."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV)
+    if not raw:
+        return DEFAULT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise StartupError(f"{ENV}={raw!r} is not a number of seconds") from None
+    return checked(seconds)
+
+
+def checked(seconds: float) -> float:
+    """``seconds`` if it can bound a read: above 0 and at most an hour (a bound that never comes
+    is what the setting exists to prevent)."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
+        raise StartupError(f"{ENV} must be above 0 and at most {MAX_SECONDS:g} seconds, not {seconds:g}")
+    return seconds
+
+
+class ReadDeadlines:
+    """One thread that ends every call whose request message is late.
+
+    Every call gets the same bound, so calls come due in the order they were watched: a
+    queue, appended to without a lock, is all the bookkeeping a call costs."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._due: collections.deque[list[Any]] = collections.deque()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def watch(self, context: grpc.ServicerContext, method: str) -> list[Any]:
+        """An entry to pass to ``done`` once the message is in; until then ``context`` is due."""
+        if self._thread is None:
+            self._start()
+        entry = [time.monotonic() + self.seconds, context, method]
+        self._due.append(entry)
+        if not self._wake.is_set():
+            self._wake.set()
+        return entry
+
+    @staticmethod
+    def done(entry: list[Any]) -> None:
+        entry[1] = None
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="stigmer-late-requests", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        due = self._due
+        while not self._closed.is_set():
+            self._wake.clear()  # before looking: an append after the look sets it again
+            if not due:
+                self._wake.wait()
+                continue
+            now = time.monotonic()
+            while due and due[0][0] <= now:
+                _, context, method = due.popleft()
+                if context is not None:
+                    self._end(context, method)
+            if due:
+                self._closed.wait(max(due[0][0] - now, GRANULARITY))
+
+    def _end(self, context: grpc.ServicerContext, method: str) -> None:
+        message = (
+            f"the request message of {method} did not arrive within {self.seconds:g} seconds "
+            f"({ENV}); the call was ended"
+        )
+        log.warning(
+            "ended: method=%s peer=%s: no request message within %gs (%s)", method, context.peer(), self.seconds, ENV
+        )
+        # grpc's ServicerContext.cancel() ends a call CANCELLED with no message; the call
+        # underneath can end it with a status of its own, which says why.
+        call = getattr(getattr(context, "_rpc_event", None), "call", None)
+        try:
+            if call is not None:
+                call.cancel(grpc.StatusCode.DEADLINE_EXCEEDED.value[0], message)
+            else:
+                context.cancel()
+        except Exception:  # the call ended meanwhile: nothing is left to end
+            log.debug("could not end a late call of %s", method, exc_info=True)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+
+
+Admit = Callable[[grpc.ServicerContext, str], None]
+"""Refuses a call (aborting ``context``) before its message is read; ``str`` is its method."""
+
+
+def _first(requests: Iterator[Any], context: grpc.ServicerContext, method: str, deadlines: ReadDeadlines) -> Any:
+    entry = deadlines.watch(context, method)
+    try:
+        return next(requests)
+    except StopIteration:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f'"{method}" requires exactly one request message.')
+    finally:
+        deadlines.done(entry)
+
+
+def read_first(
+    method: str, handler: grpc.RpcMethodHandler, deadlines: ReadDeadlines, admit: Admit | None
+) -> grpc.RpcMethodHandler:
+    """``handler`` (a unary or server-streaming one) as a client-streaming handler that runs
+    ``admit``, then reads its one message under ``deadlines``, then runs the original behavior.
+    The behavior's thread pool and non-blocking mark stay with it."""
+    if handler.request_streaming:
+        return handler
+    streaming = handler.response_streaming
+    inner = handler.unary_stream if streaming else handler.unary_unary
+
+    def behavior(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
+        if admit is not None:
+            admit(context, method)
+        return inner(_first(requests, context, method, deadlines), context, *more)
+
+    def stream(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
+        if admit is not None:
+            admit(context, method)
+        answers = inner(_first(requests, context, method, deadlines), context, *more)
+        if answers is not None:
+            yield from answers
+
+    non_blocking = bool(getattr(inner, "experimental_non_blocking", False))
+    chosen: Any = behavior if (not streaming or non_blocking) else stream
+    pool = getattr(inner, "experimental_thread_pool", None)
+    if pool is not None:
+        chosen.experimental_thread_pool = pool
+    if non_blocking:
+        chosen.experimental_non_blocking = True
+    field = "stream_stream" if streaming else "stream_unary"
+    return handler._replace(request_streaming=True, unary_unary=None, unary_stream=None, **{field: chosen})
+
+
+def authenticated(authenticator: Authenticator, log_refusal: Callable[..., None]) -> Admit | None:
+    """``admit`` for a server whose calls need a token: a caller without a valid one is refused
+    UNAUTHENTICATED from its metadata alone (what it may do is checked after the read, as
+    before). None when tokens are not required: then no caller is refused for want of one."""
+    if not authenticator.required:
+        return None
+
+    def admit(context: grpc.ServicerContext, method: str) -> None:
+        metadata = context.invocation_metadata() or ()
+        peer = context.peer()
+        try:
+            authenticator.caller(metadata, peer)
+        except Unauthenticated as denied:
+            log_refusal(authenticator, denied, method, metadata, peer)
+            status.abort(context, denied)
+
+    return admit

@@ -18,7 +18,7 @@ from stigmer_core.channel import InProcessChannel
 from stigmer_core.controller import Executor, build_handlers, log_refusal
 from stigmer_core.datadir import secure
 from stigmer_core.errors import FailedPrecondition, StartupError
-from stigmer_core.kinds import reindex, usage
+from stigmer_core.kinds import reindex, releases, usage
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline import validation
@@ -151,7 +151,7 @@ class Application:
 def _reconciled(registry: Registry, store: Store, *, read_only: bool) -> list[reindex.Change]:
     """The indexes brought in line with the kinds' declarations; read-only, only if they already are."""
     try:
-        return reindex.reconcile(registry, store)
+        return reindex.reconcile(registry, store, downgrade=releases.downgrades_allowed(), writes=not read_only)
     except FailedPrecondition:
         if not read_only:
             raise

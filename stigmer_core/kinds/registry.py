@@ -25,6 +25,7 @@ from stigmer_core.kinds.declaration import (
     IndexSpec,
     KindDeclaration,
 )
+from stigmer_core.kinds.releases import plugin_releases
 from stigmer_core.kinds.runtime import (
     LABEL_INDEX,
     CompiledReference,
@@ -67,6 +68,9 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
             declared.append((impl.plugin_name, decl))
     _check_unique(declared)
     kinds = tuple(_compiled(pm, plugin, decl) for plugin, decl in declared)
+    shipped = plugin_releases(pm)
+    for kind in kinds:
+        kind.release = shipped.get(kind.plugin)
     registry = Registry(kinds, default_org=default_org)
     for kind in kinds:
         for ref in kind.references:

@@ -15,6 +15,9 @@ too: a plugin release that changes either while objects are stored under
 the old ones is refused at startup (its objects would silently vanish from
 every query), naming the way to move them.
 
+The release of the plugin that reconciled each kind is recorded with its
+prefixes, and a start with an older one is refused (kinds/releases.py).
+
 Only the Store protocol is used, so every engine gets the same behaviour.
 """
 
@@ -23,12 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import attrs
 from google.protobuf.message import Message
 
 from stigmer_core.errors import PluginFault, RegistryError, StartupError
+from stigmer_core.kinds import releases
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
@@ -70,7 +74,7 @@ def _prefixes(kind: KindRuntime) -> dict[str, str]:
 def _record(txn: WriteTxn, kind: KindRuntime) -> None:
     record = {"kind": kind.name, "indexes": declared(kind)}
     txn.put(keys.index_record_key(kind.key_prefix), json.dumps(record, sort_keys=True).encode())
-    txn.put(keys.kind_record_key(kind.name), json.dumps(_prefixes(kind), sort_keys=True).encode())
+    txn.put(keys.kind_record_key(kind.name), releases.kind_record(kind.decl, kind.release))
 
 
 def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
@@ -89,7 +93,7 @@ def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
     raw = txn.get(keys.kind_record_key(kind.name))
     if raw is None:
         return False
-    was: dict[str, str] = json.loads(raw)
+    was: dict[str, str] = {name: value for name, value in json.loads(raw).items() if name in ("key_prefix", "id_prefix")}
     if was == _prefixes(kind):
         return True
     old_key, old_id = was["key_prefix"], was["id_prefix"]
@@ -179,20 +183,31 @@ def _rebuilt_keys(kind: KindRuntime, obj: Message) -> list[bytes]:
         ) from fault
 
 
-def reconcile(registry: Registry, store: Store) -> list[Change]:
+def reconcile(
+    registry: Registry, store: Store, *, downgrade: Collection[str] = frozenset(), writes: bool = True
+) -> list[Change]:
     """Bring every kind's indexes in line with its declaration; return what changed.
 
     A kind with no record (a new store, or one written before records were
     kept) has every index rebuilt if it has objects, so an upgrade never
     serves an index with holes. Everything happens in one transaction; a
     start with nothing to change only reads the records.
+
+    A kind last reconciled by a newer release of its plugin is refused
+    (``StartupError``) unless ``downgrade`` names it (lower case, or ``*``):
+    this start would remove that release's indexes. Otherwise this start
+    records its own release, which every other daemon's writes of the kind
+    then see (``Resources``). ``writes``: False for a daemon that will not
+    write (read-only), which needs no release recorded.
     """
     plan: list[tuple[KindRuntime, set[str], set[str]]] = []
     with store.read() as txn:
+        _refuse_downgrades(txn, registry, downgrade)
         for kind in registry.kinds:
             want = declared(kind)
             have = recorded(txn, kind)
-            if _check_prefixes(txn, kind) and have == want:
+            current = not writes or txn.get(keys.kind_record_key(kind.name)) == _expected(kind)
+            if _check_prefixes(txn, kind) and have == want and current:
                 continue
             if have is None:
                 empty = next(iter(txn.scan(keys.object_prefix(kind.key_prefix))), None) is None
@@ -201,9 +216,11 @@ def reconcile(registry: Registry, store: Store) -> list[Change]:
                 stale = {name for name, version in want.items() if have.get(name) != version}
                 plan.append((kind, stale, set(have) - set(want)))
     if not plan:
+        _expect_records(registry, writes)
         return []
 
     def run(txn: WriteTxn) -> list[Change]:
+        _refuse_downgrades(txn, registry, downgrade)  # again: a newer release may have started since the read
         return [
             Change(
                 kind.name, tuple(sorted(stale)), tuple(sorted(removed)), _rebuild(txn, registry, kind, stale, removed)
@@ -212,12 +229,47 @@ def reconcile(registry: Registry, store: Store) -> list[Change]:
         ]
 
     changes = [c for c in store.transact(run) if c.rebuilt or c.removed]
+    _expect_records(registry, writes)
     for change in changes:
         log.warning(
             "kind %s: indexes rebuilt from %d stored objects: %s%s", change.kind, change.objects,
             ", ".join(change.rebuilt) or "none", f"; removed: {', '.join(change.removed)}" if change.removed else "",
         )  # fmt: skip
     return changes
+
+
+def _expected(kind: KindRuntime) -> bytes:
+    return releases.kind_record(kind.decl, kind.release)
+
+
+def _expect_records(registry: Registry, writes: bool) -> None:
+    """From now on every write of a kind checks the store still records this daemon's release."""
+    for kind in registry.kinds:
+        kind.record = _expected(kind) if writes else b""
+
+
+def _refuse_downgrades(txn: ReadTxn, registry: Registry, allowed: Collection[str]) -> None:
+    """Refuse to serve a kind with an older release than the one that reconciled the store:
+    this start would remove the indexes that release added, and every write through it would
+    drop the fields it added."""
+    refused = []
+    for kind in registry.kinds:
+        raw = txn.get(keys.kind_record_key(kind.name))
+        ours = kind.release
+        if raw is None or ours is None or "*" in allowed or kind.name.lower() in allowed:
+            continue
+        theirs = releases.recorded_release(json.loads(raw))
+        if theirs is not None and ours.older_than(theirs):
+            refused.append((kind.name, ours, theirs))
+    if refused:
+        named = "; ".join(f"kind {name!r} is served here by {ours}, older than {theirs}" for name, ours, theirs in refused)
+        which = ",".join(name for name, _, _ in refused)
+        raise StartupError(
+            f"{named}, which last reconciled this store: serving it would remove the indexes and drop the fields "
+            f"the newer release added. Upgrade this daemon's plugin to that release; for a deliberate downgrade, "
+            f"start it with {releases.DOWNGRADE_ENV}={which} (it then reconciles the store to this release, and "
+            "daemons of the newer one refuse writes of the kind until restarted)"
+        )
 
 
 @attrs.frozen

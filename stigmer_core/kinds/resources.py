@@ -22,6 +22,7 @@ from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.auth.access import Access, Caller
 from stigmer_core.ids import is_valid_id, new_id, slugify
 from stigmer_core.kinds.nesting import NESTING
+from stigmer_core.kinds.releases import moved_on
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.kinds.usage import Tally
 from stigmer_core.limits import Limits
@@ -64,7 +65,7 @@ class Resources:
     """
 
     __slots__ = (
-        "_access", "_caller", "_events", "_now", "_owned_by", "_quota", "_sizes", "_usage", "_written",
+        "_access", "_caller", "_current", "_events", "_now", "_owned_by", "_quota", "_sizes", "_usage", "_written",
         "principal", "registry", "removed", "txn",
     )  # fmt: skip
 
@@ -89,6 +90,8 @@ class Resources:
         self._sizes: dict[bytes, int] = {}
         """Object key -> stored size of what this transaction read or wrote: what a replace or a
         delete gives back to its org's usage, without reading the object again."""
+        self._current: set[str] = set()
+        """Kinds whose release record this transaction found as this daemon reconciled it."""
         self._quota: Limits | None = None if self._caller is None else registry.limits
         """The limits a write is held to: none for the local administrator, who owns the machine."""
 
@@ -354,6 +357,19 @@ class Resources:
                     pending.append((child_kind, child))
         return tree
 
+    def _check_release(self, kind: KindRuntime) -> None:
+        """Refuse a write of a kind another daemon has reconciled to another release since this
+        one started: its objects may hold fields this release would drop, and indexes this
+        release would leave without entries (kinds/releases.py). One key read per kind per
+        transaction, in the transaction, so a reconcile committed before it is always seen."""
+        expected = kind.record
+        if not expected or kind.name in self._current:
+            return
+        raw = self.txn.get(keys.kind_record_key(kind.name))
+        if raw != expected:
+            raise errors.FailedPrecondition(moved_on(kind.name, kind.release, raw))
+        self._current.add(kind.name)
+
     def _storable(self, kind: KindRuntime, obj: Message) -> bytes:
         """The bytes to store, if the object is within the limits every reader relies on.
 
@@ -455,6 +471,7 @@ class Resources:
         txn = self._writer
         meta = obj.metadata  # type: ignore[attr-defined]
         self._check_write(kind, meta.org)
+        self._check_release(kind)
         self.check_references(kind, obj)
         self._check_owners(kind, obj)
         if kind.shape.has_resource_version:
@@ -480,6 +497,7 @@ class Resources:
         meta = new.metadata  # type: ignore[attr-defined]
         self._check_write(kind, old.metadata.org)  # type: ignore[attr-defined]
         self._check_write(kind, meta.org)
+        self._check_release(kind)
         self.check_references(kind, new, old)
         self._check_owners(kind, new, old)
         if kind.shape.has_resource_version:
@@ -542,6 +560,7 @@ class Resources:
         )
 
     def _remove_one(self, kind: KindRuntime, obj: Message) -> None:
+        self._check_release(kind)
         txn = self._writer
         meta = obj.metadata  # type: ignore[attr-defined]
         object_ranges = (

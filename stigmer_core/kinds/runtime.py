@@ -21,6 +21,7 @@ from stigmer_core.auth.access import Access
 from stigmer_core.errors import PluginFault, RegistryError
 from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
 from stigmer_core.kinds.nesting import NESTING
+from stigmer_core.kinds.releases import Release
 from stigmer_core.limits import Limits
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_core.store import keys
@@ -206,6 +207,11 @@ class KindRuntime:
     """What a caller's role must allow to delete one of the kind's objects, by its own
     delete or in a cascade from an owner's (which is bound to the owner's access)."""
     methods: dict[str, MethodBinding] = attrs.field(factory=dict)
+    release: Release | None = None
+    """The plugin release serving the kind; None when no distribution ships the plugin (kinds/releases.py)."""
+    record: bytes = b""
+    """The ``m/kinds/<name>`` record this daemon reconciled the store to: a write finding another
+    (a daemon of another release reconciled since) is refused. Empty: not checked."""
     label: str = attrs.field(init=False)
     """How messages name the kind: ``agent instance``."""
     object_range: bytes = attrs.field(init=False)

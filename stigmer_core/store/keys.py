@@ -4,7 +4,9 @@
 
     m/revision                                  global revision (8 bytes, big-endian)
     m/indexes/<key_prefix>                      the indexes a kind's entries were written for (JSON)
-    m/kinds/<kind name, lower case>             the key and id prefixes a kind's objects were written with (JSON)
+    m/kinds/<kind name, lower case>             the key and id prefixes a kind's objects were written with, and the
+                                                plugin release (or declaration fingerprint) that last reconciled it
+                                                (JSON; every write of the kind reads it: kinds/releases.py)
     o/<key_prefix>/<id>                         object: serialized protobuf
     s/<key_prefix>/<org>/<slug>                 slug index -> id
     x/<key_prefix>/<index>/<value>\\0<id>        declared secondary index -> b""

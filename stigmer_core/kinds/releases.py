@@ -1,0 +1,154 @@
+"""Which release of its plugin a kind is served by, and what the store records of it.
+
+Two releases of one kind plugin can serve one team-server store at once (a
+rolling upgrade). The older one knows neither the newer one's fields (a
+write through it drops them: ``Resources._storable`` discards unknown
+fields) nor its indexes (a write leaves their entries out; its start-up
+reconcile would remove them). So the store records, per kind, the release
+that last reconciled it (``m/kinds/<name>``, beside the key and id prefixes):
+
+- at startup a release older than the recorded one is refused, unless the
+  kind is named in ``STIGMER_ALLOW_KIND_DOWNGRADE`` (a deliberate downgrade,
+  which then reconciles as any start does);
+- every write of a kind reads that record once per transaction and is refused
+  FAILED_PRECONDITION when another daemon has recorded a different release
+  since this one started, instead of writing what that release would lose.
+
+A release is the plugin's distribution name and version, found through the
+``stigmer.kinds`` entry point that loads the plugin. A kind whose plugin no
+distribution ships (one registered by hand, as tests do) is recorded by a
+fingerprint of its declaration instead: writes are still refused once another
+declaration reconciled the store, but no start is refused, since fingerprints
+have no order.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import sys
+from collections.abc import Mapping
+
+import attrs
+import pluggy
+from packaging.version import InvalidVersion, Version
+
+from stigmer_core.kinds.declaration import KindDeclaration
+from stigmer_core.plugins import ENTRY_POINT_GROUP
+
+DOWNGRADE_ENV = "STIGMER_ALLOW_KIND_DOWNGRADE"
+"""Kind names (comma-separated, or ``*`` for all) a daemon may serve with an older release
+than the store records: the override for a deliberate downgrade."""
+
+
+@attrs.frozen
+class Release:
+    """A plugin's distribution, as ``pip`` names it, and its version."""
+
+    distribution: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+    def older_than(self, other: Release) -> bool:
+        """Whether this is an earlier version of the same distribution (False when either
+        version is not PEP 440, or the distributions differ: then no order is known)."""
+        if _canonical(self.distribution) != _canonical(other.distribution):
+            return False
+        try:
+            return Version(self.version) < Version(other.version)
+        except InvalidVersion:
+            return False
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def plugin_releases(pm: pluggy.PluginManager) -> dict[str, Release]:
+    """Plugin name -> the release of the distribution whose ``stigmer.kinds`` entry point
+    names that plugin object (plugins no distribution ships are left out)."""
+    by_object: dict[int, Release] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        target = _loaded(ep)
+        dist = ep.dist
+        if target is not None and dist is not None:
+            by_object.setdefault(id(target), Release(dist.metadata["Name"], dist.version))
+    found = {}
+    for name, plugin in pm.list_name_plugin():
+        release = by_object.get(id(plugin))
+        if release is not None:
+            found[name] = release
+    return found
+
+
+def _loaded(ep: importlib.metadata.EntryPoint) -> object | None:
+    """What ``ep`` names, if its module is already imported (nothing is imported here)."""
+    module = sys.modules.get(ep.module)
+    if module is None or not ep.attr:
+        return module
+    try:
+        return functools.reduce(getattr, ep.attr.split("."), module)
+    except AttributeError:
+        return None
+
+
+def fingerprint(decl: KindDeclaration) -> str:
+    """What tells two declarations of a kind apart when no release names them: its resource's
+    proto file, indexes and references."""
+    parts = [
+        decl.resource.DESCRIPTOR.file.serialized_pb,
+        json.dumps(sorted((index.name, index.version) for index in decl.indexes)).encode(),
+        json.dumps(sorted((ref.field, ref.kind) for ref in decl.references)).encode(),
+    ]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def kind_record(decl: KindDeclaration, release: Release | None) -> bytes:
+    """The ``m/kinds/<name>`` record a daemon serving ``decl`` from ``release`` writes at startup
+    and expects to find at every write."""
+    record: dict[str, object] = {"key_prefix": decl.key_prefix, "id_prefix": decl.id_prefix}
+    if release is not None:
+        record["release"] = {"distribution": release.distribution, "version": release.version}
+    else:
+        record["declaration"] = fingerprint(decl)
+    return json.dumps(record, sort_keys=True).encode()
+
+
+def recorded_release(record: Mapping[str, object]) -> Release | None:
+    found = record.get("release")
+    if not isinstance(found, dict):
+        return None
+    return Release(str(found.get("distribution", "")), str(found.get("version", "")))
+
+
+def described(record: Mapping[str, object]) -> str:
+    """How messages name what a record says served the kind."""
+    release = recorded_release(record)
+    if release is not None:
+        return f"release {release}"
+    if "declaration" in record:
+        return f"a declaration with fingerprint {record['declaration']}"
+    return "a release that recorded no version"
+
+
+def downgrades_allowed(environ: Mapping[str, str] = os.environ) -> frozenset[str]:
+    """The kind names (lower case; ``*``: every kind) ``DOWNGRADE_ENV`` names."""
+    raw = environ.get(DOWNGRADE_ENV, "")
+    return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+def moved_on(kind: str, ours: Release | None, raw: bytes | None) -> str:
+    """Why a write of ``kind`` is refused: the store records ``raw``, not this daemon's record."""
+    here = f"release {ours}" if ours is not None else "another declaration"
+    if raw is None:
+        return f"kind {kind!r}: the store no longer records which release serves it; restart this daemon"
+    theirs = described(json.loads(raw))
+    return (
+        f"kind {kind!r} was reconciled to {theirs} by another daemon since this one started with {here}; "
+        "writing here could drop that release's fields and index entries: restart this daemon with that release"
+    )

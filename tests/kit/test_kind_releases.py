@@ -1,0 +1,314 @@
+"""Two releases of one kind plugin over one store (a rolling upgrade of a team server).
+
+Release 1.0 of the McpServer plugin declares no ``transport`` index and no
+``args`` field; release 2.0 adds both. Each release is a distribution of its
+own (a ``*.dist-info`` on ``sys.path``, found by ``importlib.metadata`` as an
+installed package is), so the store records its name and version. Each test
+runs on LMDB and on the PostgreSQL fixture; two daemons of one LMDB store
+are two applications over one store object (a data directory admits one
+daemon), two of PostgreSQL each open the schema themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import grpc
+import pluggy
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from stigmer_core import KindDeclaration, StartupError, hookimpl
+from stigmer_core.application import Application
+from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds import reindex, releases
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.plugins import ENTRY_POINT_GROUP, plugin_manager
+from stigmer_core.store import keys
+from stigmer_core.store.engines import open_store
+from stigmer_core.store.protocol import Store
+from stigmer_core.testing.inspect import raw_keys
+from tests.kit.mcp_example import MCP_SERVER, mcpserver_pb2
+from tests.kit.test_index_evolution import V1 as V1_INDEXES
+
+pb: Any = mcpserver_pb2
+TRANSPORT = keys.index_range("mcp-servers", "transport")
+
+
+def _without_args() -> tuple[Any, Any, Any]:
+    """McpServer's resource and services as release 1.0's protos had them: no ``spec.args``.
+
+    One process cannot hold two messages of one name, so these live in package ``acme.mcp.v1old``:
+    the same wire format, under other names (release 1.0's daemon is reached by its own paths).
+    """
+    old, new = f".{pb.DESCRIPTOR.package}.", f".{pb.DESCRIPTOR.package}old."
+    service_file = MCP_SERVER.command_service.file
+    renamed = {f.name: f"old/{f.name}" for f in (pb.DESCRIPTOR, service_file)}
+
+    def messages(protos: Any) -> Iterator[Any]:
+        for message in protos:
+            yield message
+            yield from messages(message.nested_type)
+
+    pool = descriptor_pool.Default()
+    for file in (pb.DESCRIPTOR, service_file):
+        proto = descriptor_pb2.FileDescriptorProto.FromString(file.serialized_pb)
+        proto.name = renamed[file.name]
+        proto.package += "old"
+        proto.dependency[:] = [renamed.get(dep, dep) for dep in proto.dependency]
+        for message in messages(proto.message_type):
+            if message.name == "McpServerSpec":
+                message.field.remove(next(f for f in message.field if f.name == "args"))
+            for field in message.field:
+                if field.type_name.startswith(old):
+                    field.type_name = new + field.type_name[len(old) :]
+        for service in proto.service:
+            for method in service.method:
+                method.input_type = method.input_type.replace(old, new)
+                method.output_type = method.output_type.replace(old, new)
+        pool.Add(proto)
+    resource = message_factory.GetMessageClass(pool.FindMessageTypeByName(new[1:] + "McpServer"))
+    services = pool.FindFileByName(renamed[service_file.name]).services_by_name
+    return resource, services[MCP_SERVER.command_service.name], services[MCP_SERVER.query_service.name]
+
+
+_RESOURCE_V1, _COMMANDS_V1, _QUERIES_V1 = _without_args()
+V1 = attrs.evolve(V1_INDEXES, resource=_RESOURCE_V1, command_service=_COMMANDS_V1, query_service=_QUERIES_V1, steps={})
+V2 = MCP_SERVER
+
+
+class Kinds:
+    def __init__(self, declaration: KindDeclaration) -> None:
+        self.declaration = declaration
+
+    @hookimpl
+    def stigmer_kinds(self) -> list[KindDeclaration]:
+        return [self.declaration]
+
+
+PLUGIN_V1 = Kinds(V1)
+PLUGIN_V2 = Kinds(V2)
+UNSHIPPED_V1 = Kinds(V1)
+UNSHIPPED_V2 = Kinds(V2)
+
+
+@contextlib.contextmanager
+def _installed(tmp_path: Path, version: str, target: str) -> Iterator[None]:
+    """A distribution ``acme-mcp`` of ``version`` whose entry point names ``target``, installed
+    while the block runs."""
+    site = tmp_path / f"site-{version}"
+    info = site / f"acme_mcp-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: acme-mcp\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nmcp = {__name__}:{target}\n")
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        sys.path.remove(str(site))
+        importlib.invalidate_caches()
+
+
+def _manager(kinds: Kinds) -> pluggy.PluginManager:
+    first_party = [
+        ep.load()
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.value.startswith("stigmer_plugins")
+    ]
+    return plugin_manager(entry_points=False, plugins=[*first_party, kinds])
+
+
+@attrs.define
+class Site:
+    """One store, and the daemons of either release serving it."""
+
+    tmp_path: Path
+    url: str | None
+    shared: Store | None = None
+    apps: list[Application] = attrs.field(factory=list)
+
+    def store(self) -> Store:
+        if self.url is not None:
+            return open_store(self.url, durable=False)
+        if self.shared is None:
+            self.shared = open_store(self.tmp_path / "data", durable=False)
+        return self.shared
+
+    def daemon(self, version: str) -> Application:
+        """A daemon serving McpServer from release ``version`` (``1.0`` or ``2.0``; ``unshipped-1``
+        and ``unshipped-2``: the same declarations registered by hand, from no distribution)."""
+        if version.startswith("unshipped"):
+            pm = _manager(UNSHIPPED_V1 if version.endswith("1") else UNSHIPPED_V2)
+            registry = build_registry(pm)
+        else:
+            target = "PLUGIN_V1" if version == "1.0" else "PLUGIN_V2"
+            with _installed(self.tmp_path, version, target):
+                pm = _manager(PLUGIN_V1 if version == "1.0" else PLUGIN_V2)
+                registry = build_registry(pm)
+        store = self.store()
+        try:
+            app = Application(registry, store, pm, data_dir=self.tmp_path / f"home-{len(self.apps)}")
+        except BaseException:
+            if self.url is not None:
+                store.close()
+            raise
+        self.apps.append(app)
+        return app
+
+    def stop(self, app: Application) -> None:
+        self.apps.remove(app)
+        app.events.close()
+        if self.url is not None:
+            app.store.close()
+
+    def close(self) -> None:
+        for app in list(self.apps):
+            self.stop(app)
+        if self.shared is not None:
+            self.shared.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path, stigmer_store: str | None) -> Iterator[Site]:
+    found = Site(tmp_path, stigmer_store)
+    yield found
+    found.close()
+
+
+def _servers(app: Application) -> KindClient:
+    return KindClient(app.channel(), app.registry.kind("McpServer"))
+
+
+def _create(app: Application, name: str, **spec: Any) -> Any:
+    kind = app.registry.kind("McpServer")
+    server = kind.resource_cls()
+    server.metadata.name = name
+    server.spec.transport = pb.STDIO
+    server.spec.command = f"mcp-{name}"
+    for field, value in spec.items():
+        getattr(server.spec, field).extend(value)
+    return _servers(app).create(server)
+
+
+def _by_transport(app: Application) -> list[str]:
+    call = app.channel().unary_unary(
+        "/acme.mcp.v1.McpServerQueryController/listByTransport",
+        request_serializer=pb.ListMcpServersByTransportRequest.SerializeToString,
+        response_deserializer=pb.McpServerList.FromString,
+    )
+    return [s.metadata.id for s in call(pb.ListMcpServersByTransportRequest(transport=pb.STDIO)).entries]
+
+
+def _record(app: Application) -> dict[str, Any]:
+    with app.store.read() as txn:
+        raw = txn.get(keys.kind_record_key("McpServer"))
+    assert raw is not None
+    found: dict[str, Any] = json.loads(raw)
+    return found
+
+
+def test_the_store_records_the_release_that_reconciled_each_kind(site: Site) -> None:
+    first = site.daemon("1.0")
+    assert _record(first) == {"key_prefix": "mcp-servers", "id_prefix": "mcp", "release": {"distribution": "acme-mcp", "version": "1.0"}}
+    with first.store.read() as txn:
+        agent = json.loads(txn.get(keys.kind_record_key("Agent")) or b"{}")
+    assert agent["release"]["distribution"] == "stigmer-core"
+    site.stop(first)
+    second = site.daemon("2.0")
+    assert _record(second)["release"] == {"distribution": "acme-mcp", "version": "2.0"}
+    site.stop(second)
+    unshipped = site.daemon("unshipped-2")
+    record = _record(unshipped)
+    assert "release" not in record
+    assert record["declaration"] == releases.fingerprint(V2)
+
+
+def test_an_older_release_is_refused_at_startup_and_leaves_the_newer_ones_index(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = site.daemon("1.0")
+    made = [_create(old, name).metadata.id for name in ("files", "shell")]
+    new = site.daemon("2.0")
+    assert [(c.rebuilt, c.objects) for c in new.index_changes] == [(("transport",), 2)]
+    entries = raw_keys(new.store, TRANSPORT)
+    assert entries
+    site.stop(old)
+    with pytest.raises(StartupError) as refused:  # the old daemon restarts, say its pod moved
+        site.daemon("1.0")
+    said = str(refused.value)
+    assert "'McpServer'" in said and "acme-mcp 1.0" in said and "acme-mcp 2.0" in said
+    assert f"{releases.DOWNGRADE_ENV}=McpServer" in said and "Upgrade this daemon" in said
+    assert raw_keys(new.store, TRANSPORT) == entries
+    assert sorted(_by_transport(new)) == sorted(made)
+    site.stop(new)
+
+    monkeypatch.setenv(releases.DOWNGRADE_ENV, "mcpserver")  # a deliberate downgrade reconciles as any start
+    downgraded = site.daemon("1.0")
+    assert [c.removed for c in downgraded.index_changes] == [("transport",)]
+    assert _record(downgraded)["release"]["version"] == "1.0"
+
+
+def test_a_write_through_an_older_daemon_after_an_upgrade_is_refused(site: Site) -> None:
+    old = site.daemon("1.0")
+    before = _create(old, "before")
+    new = site.daemon("2.0")  # the rolling upgrade: the old daemon still serves
+    kept = _create(new, "kept", args=["--verbose"])
+
+    servers = _servers(old)
+    for attempt in (
+        lambda: _create(old, "after"),
+        lambda: servers.update(_relabelled(servers.get(kept.metadata.id))),
+        lambda: servers.delete(before.metadata.id),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            attempt()
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        said = refused.value.details() or ""
+        assert "'McpServer'" in said and "release acme-mcp 2.0" in said and "restart this daemon" in said
+
+    stored = _servers(new).get(kept.metadata.id)
+    assert list(stored.spec.args) == ["--verbose"], "the field release 2.0 added is kept"
+    assert not stored.metadata.labels
+    assert reindex.check(new.registry, new.store) == [], "no object lacks its transport entry"
+    assert sorted(_by_transport(new)) == sorted([before.metadata.id, kept.metadata.id])
+    _servers(new).update(_relabelled(stored))  # the new release writes as before
+
+
+def test_daemons_of_one_release_write_side_by_side(site: Site) -> None:
+    one, two = site.daemon("2.0"), site.daemon("2.0")
+    assert two.index_changes == []
+    _create(one, "one")
+    _create(two, "two")
+    _create(one, "three")
+    assert len(_by_transport(two)) == 3
+
+
+def test_a_kind_no_distribution_ships_is_checked_by_its_declaration(site: Site) -> None:
+    old = site.daemon("unshipped-1")
+    new = site.daemon("unshipped-2")  # no order is known: not refused at startup...
+    with pytest.raises(grpc.RpcError) as refused:  # ...but the other declaration's writes are
+        _create(old, "after")
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert f"fingerprint {releases.fingerprint(V2)}" in (refused.value.details() or "")
+    _create(new, "fine")
+
+
+def _relabelled(server: Any) -> Any:
+    server.metadata.labels["team"] = "tools"
+    return server
+
+
+def test_a_release_is_compared_by_version() -> None:
+    older, newer = releases.Release("Acme_MCP", "1.9"), releases.Release("acme-mcp", "1.10")
+    assert older.older_than(newer) and not newer.older_than(older)
+    assert not older.older_than(releases.Release("other", "2.0")), "another distribution: no order"
+    assert not older.older_than(releases.Release("acme-mcp", "not a version"))
+    assert releases.downgrades_allowed({releases.DOWNGRADE_ENV: " McpServer, Agent ,"}) == {"mcpserver", "agent"}

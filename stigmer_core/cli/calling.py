@@ -75,7 +75,10 @@ def _show(kind: KindInfo, response: Message, output: str) -> str:
 def _is_page(message: Message) -> bool:
     fields = descriptor(message).fields_by_name
     entries, token = fields.get("entries"), fields.get("next_page_token")
-    return entries is not None and entries.label == entries.LABEL_REPEATED and token is not None
+    if entries is None or token is None:
+        return False
+    repeated = getattr(entries, "is_repeated", None)  # protobuf 7 dropped ``label``
+    return bool(repeated if repeated is not None else entries.label == entries.LABEL_REPEATED)
 
 
 def _all_pages(calls: Any, method_name: str, request: Message, first: Message) -> Message:

@@ -102,9 +102,8 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
         words_a = _cli_names(a)
         for plugin_b, b in declared[:i]:
             words_b = _cli_names(b)
-            shared = sorted(words_a.keys() & words_b.keys())
-            if shared:
-                word = shared[0]
+            word = names_overlap(words_a, words_b)
+            if word is not None:
                 raise RegistryError(
                     f"kind names overlap: {word!r} is {words_b[word]} of kind {b.name!r} and {words_a[word]} "
                     f"of kind {a.name!r}, declared by plugin {plugin_b!r} and plugin {plugin_a!r}; "
@@ -114,14 +113,24 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
 
 
 def _cli_names(decl: KindDeclaration) -> dict[str, str]:
+    return cli_names(decl.name, decl.plural, decl.aliases)
+
+
+def cli_names(name: str, plural: object = "", aliases: Iterable[object] = ()) -> dict[str, str]:
     """Every name the CLI accepts for a kind (compared as kind names are: ignoring case),
-    with what it is to the kind."""
-    found = {f"{decl.name}s".lower(): "the implied plural"}
-    found.update((alias.lower(), "an alias") for alias in decl.aliases if isinstance(alias, str) and alias)
-    if isinstance(decl.plural, str) and decl.plural:
-        found[decl.plural.lower()] = "the plural"
-    found[decl.name.lower()] = "the name"
+    with what it is to the kind; ``stigmer kind new`` holds a new kind's names to the same rule."""
+    found = {f"{name}s".lower(): "the implied plural"}
+    found.update((alias.lower(), "an alias") for alias in aliases if isinstance(alias, str) and alias)
+    if isinstance(plural, str) and plural:
+        found[plural.lower()] = "the plural"
+    found[name.lower()] = "the name"
     return found
+
+
+def names_overlap(one: dict[str, str], other: dict[str, str]) -> str | None:
+    """The first name two kinds' ``cli_names`` share: the CLI could not tell which kind it names."""
+    shared = sorted(one.keys() & other.keys())
+    return shared[0] if shared else None
 
 
 def _check_bindings(declared: Sequence[tuple[str, KindDeclaration]]) -> None:

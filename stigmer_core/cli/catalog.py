@@ -93,6 +93,9 @@ class KindInfo:
     """The ``apiVersion`` its objects carry (kinds with a local declaration; "" where unknown)."""
     export_fill: Callable[[Message, Callable[[str, Message], Message]], Iterable[str] | None] | None = None
     """Its declaration's ``export_fill``: what an exported document needs that a list does not return."""
+    declared: bool = True
+    """Whether its plugin is installed where the CLI runs: a kind known only by reflection has no
+    short names and no reference fields, so the CLI cannot turn slugs in them into ids."""
 
     @property
     def label(self) -> str:
@@ -273,6 +276,7 @@ class Catalog:
                     reference_fields=local.reference_fields if local else (),
                     export_fill=local.export_fill if local else None,
                     api_version=local.api_version if local else "",
+                    declared=local is not None,
                 )
             )
         if not kinds:

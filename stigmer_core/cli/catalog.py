@@ -22,12 +22,18 @@ from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.cli.ordering import dependency_order, rank_of
 from stigmer_core.kinds.declaration import PrinterColumn
 from stigmer_core.kinds.runtime import Registry
+from stigmer_core.kinds.secret_fields import SecretFields
 
 if TYPE_CHECKING:  # a catalog built from the installed plugins needs no grpc: `stigmer kinds` starts faster
     import grpc
 
 STANDARD_QUERIES = ("get", "getByReference", "list")
 STATUS_PREFERENCE = ("phase", "state", "status", "condition", "health")
+
+
+def _secrets(redact: object) -> SecretFields | None:
+    helper = getattr(redact, "__self__", None)
+    return helper if isinstance(helper, SecretFields) else None
 
 
 def _referenced(registry: Registry, decl: Any) -> tuple[str, ...]:
@@ -93,6 +99,8 @@ class KindInfo:
     """The ``apiVersion`` its objects carry (kinds with a local declaration; "" where unknown)."""
     export_fill: Callable[[Message, Callable[[str, Message], Message]], Iterable[str] | None] | None = None
     """Its declaration's ``export_fill``: what an exported document needs that a list does not return."""
+    secrets: SecretFields | None = None
+    """Its declaration's ``SecretFields`` (the helper its ``redact`` comes from), if any."""
     declared: bool = True
     """Whether its plugin is installed where the CLI runs: a kind known only by reflection has no
     short names and no reference fields, so the CLI cannot turn slugs in them into ids."""
@@ -198,6 +206,7 @@ class Catalog:
                     key_prefix=decl.key_prefix,
                     columns=decl.printer_columns,
                     reference_fields=tuple((ref.field, ref.kind) for ref in decl.references),
+                    secrets=_secrets(decl.redact),
                     export_fill=decl.export_fill,
                     api_version=decl.api_version,
                 )

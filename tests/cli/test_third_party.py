@@ -148,3 +148,21 @@ def test_a_slug_in_a_reference_field_of_a_kind_not_installed_beside_the_cli_is_r
     assert "this stigmer could not turn the slug into its id: kind Note's plugin is not installed where it runs" in refused.err
     stigmer.python_path += with_plugin
     assert lines(stigmer.ok("apply", "-f", "-", input=pinned)) == ["note/pinned created"]
+
+
+def test_an_export_names_the_secret_fields_it_carries_as_the_placeholder(stigmer: Stigmer, tmp_path: Path) -> None:
+    """It wrote them silently, and the import of the backup then refused them."""
+    _install_note_kind(stigmer, tmp_path, "cli.secret_note_kind")
+    stigmer.ok("apply", "-f", "-", input="kind: Note\nmetadata: {name: Key}\nspec: {text: s3cr3t}\n")
+    exported = stigmer("export", "--all")
+    assert exported.code == 0, exported.err
+    assert "s3cr3t" not in exported.out and "<redacted>" in exported.out
+    assert (
+        "note: Note local/key (note-" in exported.err
+        and "spec.text exported as the placeholder '<redacted>' (a secret is never given out): an import into a "
+        "store without this object refuses it until the document carries the value in its place" in exported.err
+    ), exported.err
+    restored = stigmer("import", "--data-dir", str(tmp_path / "restored"), input=exported.out)
+    assert restored.code == 1 and "no stored value to keep" in restored.err, restored.err
+    filled = exported.out.replace("<redacted>", "s3cr3t")
+    stigmer.ok("import", "--data-dir", str(tmp_path / "filled"), input=filled)

@@ -517,7 +517,8 @@ class _Returns:
 
 def test_a_hook_returning_none_is_refused_naming_the_plugin() -> None:
     """A forgotten ``return`` left the plugin's kinds missing, with nothing said."""
-    with pytest.raises(RegistryError, match=r"^plugin 'p': stigmer_kinds returned None \(no return statement\?\); it must return a list of KindDeclaration"):
+    told = r"^plugin 'p': stigmer_kinds returned None \(no return statement\?\); it must return a list of KindDeclaration"
+    with pytest.raises(RegistryError, match=told):
         _build(("p", _Returns(None)))
 
 
@@ -546,7 +547,8 @@ def test_a_reference_on_an_enum_field_is_refused_at_start() -> None:
     bad = attrs.evolve(WIDGET, references=(Reference("spec.color", "Widget"),))
     with pytest.raises(
         RegistryError,
-        match=r"^plugin 'p': kind 'Widget': reference field 'spec.color' is an enum; a reference holds ids, in a string field$",
+        match=r"^plugin 'p': kind 'Widget': reference field 'spec.color' is an enum; a reference holds ids, "
+        r"in a string field$",
     ):
         _build(("p", _plugin("W", bad)))
 
@@ -566,7 +568,8 @@ class WrongParameter:
 def test_a_plugin_given_as_an_object_is_named_by_its_class() -> None:
     """Named by pluggy's default, its ``id()``, an error pointed at nothing a reader could find."""
     pm = plugin_manager(entry_points=False, plugins=[NamedPlugin()])
-    with pytest.raises(RegistryError, match=r"^plugin 'tests.test_registry.NamedPlugin': a kind declaration has no name"):
+    named = r"^plugin 'tests.test_registry.NamedPlugin': a kind declaration has no name"
+    with pytest.raises(RegistryError, match=named):
         build_registry(pm)
     two = plugin_manager(entry_points=False, plugins=[NamedPlugin(), NamedPlugin()])
     assert two.get_plugin("tests.test_registry.NamedPlugin#2") is not None

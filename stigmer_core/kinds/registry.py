@@ -385,7 +385,9 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     for ref in decl.references:
         found = _resolve_field(plugin, decl, decl.resource.DESCRIPTOR, ref.field, "reference field")
         if found.enum_names is not None:  # an id is a string: an enum's value names no object
-            raise _fail(plugin, decl, f"reference field {ref.field!r} is an enum; a reference holds ids, in a string field")
+            raise _fail(
+                plugin, decl, f"reference field {ref.field!r} is an enum; a reference holds ids, in a string field"
+            )
         references.append(CompiledReference(ref, found))
     for helper in {getattr(decl.redact, "__self__", None), getattr(decl.redacts, "__self__", None)}:
         if isinstance(helper, SecretFields):

@@ -74,10 +74,11 @@ def test_a_listing_call_follows_every_page_unless_a_page_is_asked_for(stigmer: S
     assert len(listed) == 106
     table = stigmer.ok("call", "session", "list")
     assert len([line for line in table.splitlines() if line.strip()]) == 107
-    one_page = stigmer("call", "session", "listByAgent", "--set", f"agentId={agent_id}", "--set", "pageSize=50", "-o", "yaml")
+    by_agent = ("call", "session", "listByAgent", "--set", f"agentId={agent_id}")
+    one_page = stigmer(*by_agent, "--set", "pageSize=50", "-o", "yaml")
     assert one_page.code == 0, one_page.err
     assert len([doc for doc in yaml.safe_load_all(one_page.out) if doc]) == 50
     assert "more remain: the next page is --set pageToken=" in one_page.err
     token = one_page.err.split("pageToken=")[1].split()[0]
-    rest = stigmer("call", "session", "listByAgent", "--set", f"agentId={agent_id}", "--set", f"pageToken={token}", "-o", "json")
+    rest = stigmer(*by_agent, "--set", f"pageToken={token}", "-o", "json")
     assert len(json.loads(rest.out)) == 56 and "more remain" not in rest.err

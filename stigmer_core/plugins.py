@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Iterable
+from types import ModuleType
 
 import pluggy
 
@@ -26,14 +27,37 @@ def plugin_manager(*, entry_points: bool = True, plugins: Iterable[object] = ())
         if entry_points:
             _load_entry_points(pm)
         for plugin in plugins:
-            pm.register(plugin)
-            _require_hooks(pm, plugin, f"plugin {pm.get_name(plugin)!r}")
-    except pluggy.PluginValidationError as exc:
-        raise RegistryError(f"plugin {pm.get_name(exc.plugin)!r}: {exc}") from exc
+            name = _register(pm, plugin, _name_for(pm, plugin))
+            _require_hooks(pm, plugin, f"plugin {name!r}")
     except ValueError as exc:  # the same plugin object or name registered twice
         raise RegistryError(str(exc)) from exc
     check(pm)
     return pm
+
+
+def _name_for(pm: pluggy.PluginManager, plugin: object) -> str:
+    """A plugin given as an object is named by its module or class (pluggy's default, its
+    ``id()``, names nothing a reader can find); a second one of a name gets ``#2``."""
+    if isinstance(plugin, ModuleType):
+        base = plugin.__name__
+    else:
+        cls = plugin if isinstance(plugin, type) else type(plugin)
+        base = f"{cls.__module__}.{cls.__qualname__}"
+    name, n = base, 1
+    while pm.has_plugin(name) or pm.is_blocked(name):
+        n += 1
+        name = f"{base}#{n}"
+    return name
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> str:
+    """Register ``plugin`` as ``name``; a hookimpl pluggy refuses is named by that plugin
+    (pluggy has already dropped it, so it can no longer say whose it was)."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise RegistryError(f"plugin {name!r}: {exc}") from exc
+    return name
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -54,7 +78,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
                     f"plugin {ep.name!r}: entry point {ep.name} = {ep.value} (distribution "
                     f"{dist.metadata['Name']!r}) cannot be loaded: {type(exc).__name__}: {exc}"
                 ) from exc
-            pm.register(plugin, name=ep.name)
+            _register(pm, plugin, ep.name)
             _require_hooks(pm, plugin, f"plugin {ep.name!r}: entry point {ep.name} = {ep.value}")
 
 

@@ -338,3 +338,37 @@ def test_a_skill_artifact_counts_in_its_org_bytes(
         skill_client.delete(skill.metadata.id)  # its versions and blobs go with it, and their bytes
         assert set(_stored(app)) == {ACME} and _stored(app)[ACME][1] < 1_000
         assert _stored(app) == _recounted(app)
+
+
+def test_objects_of_a_kind_whose_plugin_is_gone_still_count(tmp_path: Path, stigmer_store: str | None) -> None:
+    """Counted when written, they still take their room: doctor sees no mismatch, and neither
+    ``--repair`` nor the first start's count (a store from before the counters) drops them."""
+    from stigmer_core.plugins import plugin_manager
+    from tests.widget_kind import WidgetPlugin, message
+
+    data = tmp_path / "data"
+    pm = plugin_manager(plugins=[WidgetPlugin()])
+    with Application.open(data, durable=False, store=stigmer_store, pm=pm) as app:
+        widgets = KindClient(app.channel(), app.registry.kind("Widget"))
+        for name in ("one", "two", "three"):
+            widget = message("Widget")()
+            widget.metadata.name = name
+            widgets.create(widget)
+        KindClient(app.channel(), app.registry.kind("Agent")).create(_agent("helper", "local"))
+        with_widgets = _stored(app)
+        assert with_widgets == _recounted(app)
+        assert with_widgets["local"][0] == 5  # three widgets, the agent and its default instance
+    with Application.open(data, durable=False, store=stigmer_store) as app:
+        assert app.registry.find("Widget") is None
+        assert _recounted(app) == with_widgets
+        assert usage.check(app.registry, app.store) == []
+
+        def forget(txn: Any) -> None:
+            for key, _ in list(txn.scan(keys.ORG_USAGE)):
+                txn.delete(key)
+            txn.delete(keys.ORG_USAGE_COUNTED)
+
+        app.store.transact(forget)
+    with Application.open(data, durable=False, store=stigmer_store) as app:
+        assert app.usage_counted
+        assert _stored(app) == with_widgets

@@ -502,3 +502,76 @@ def test_a_step_that_breaks_is_named_in_its_internal_error(
         assert list(widgets.list_all()) == []
     logged = [r for r in caplog.records if "step 'normalize'" in r.getMessage()]
     assert logged and logged[0].exc_info is not None
+
+
+class _Returns:
+    """A plugin whose ``stigmer_kinds`` returns ``value`` as it is."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    @hookimpl
+    def stigmer_kinds(self) -> Any:
+        return self.value
+
+
+def test_a_hook_returning_none_is_refused_naming_the_plugin() -> None:
+    """A forgotten ``return`` left the plugin's kinds missing, with nothing said."""
+    told = r"^plugin 'p': stigmer_kinds returned None \(no return statement\?\); it must return a list of KindDeclaration"
+    with pytest.raises(RegistryError, match=told):
+        _build(("p", _Returns(None)))
+
+
+def test_a_hook_returning_one_declaration_says_a_list_is_expected() -> None:
+    with pytest.raises(RegistryError) as refused:
+        _build(("p", _Returns(AGENT)))
+    assert str(refused.value) == (
+        "plugin 'p': stigmer_kinds returned one KindDeclaration (kind 'Agent'), not a list; "
+        "it must return a list of KindDeclaration (an empty list for none), such as [AGENT]"
+    )
+    assert "raised" not in str(refused.value)
+    with pytest.raises(RegistryError, match=r"^plugin 'p': stigmer_kinds returned a int; it must return a list"):
+        _build(("p", _Returns(3)))
+
+
+def test_a_declaration_without_a_name_is_refused() -> None:
+    unnamed = attrs.evolve(AGENT, name="")
+    with pytest.raises(RegistryError, match=r"^plugin 'p': a kind declaration has no name \(name=''\)$"):
+        _build(("p", _plugin("A", unnamed)))
+
+
+def test_a_reference_on_an_enum_field_is_refused_at_start() -> None:
+    from stigmer_core import Reference
+    from tests.widget_kind import WIDGET
+
+    bad = attrs.evolve(WIDGET, references=(Reference("spec.color", "Widget"),))
+    with pytest.raises(
+        RegistryError,
+        match=r"^plugin 'p': kind 'Widget': reference field 'spec.color' is an enum; a reference holds ids, "
+        r"in a string field$",
+    ):
+        _build(("p", _plugin("W", bad)))
+
+
+class NamedPlugin:
+    @hookimpl
+    def stigmer_kinds(self) -> list[KindDeclaration]:
+        return [attrs.evolve(AGENT, name="")]
+
+
+class WrongParameter:
+    @hookimpl
+    def stigmer_kinds(self, registry: Any) -> list[KindDeclaration]:
+        return []
+
+
+def test_a_plugin_given_as_an_object_is_named_by_its_class() -> None:
+    """Named by pluggy's default, its ``id()``, an error pointed at nothing a reader could find."""
+    pm = plugin_manager(entry_points=False, plugins=[NamedPlugin()])
+    named = r"^plugin 'tests.test_registry.NamedPlugin': a kind declaration has no name"
+    with pytest.raises(RegistryError, match=named):
+        build_registry(pm)
+    two = plugin_manager(entry_points=False, plugins=[NamedPlugin(), NamedPlugin()])
+    assert two.get_plugin("tests.test_registry.NamedPlugin#2") is not None
+    with pytest.raises(RegistryError, match=r"^plugin 'tests.test_registry.WrongParameter': .*registry"):
+        plugin_manager(entry_points=False, plugins=[WrongParameter()])

@@ -23,6 +23,7 @@ existed when its own document came up: before the run it did not.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 import attrs
 from google.protobuf.message import Message
@@ -35,6 +36,9 @@ from stigmer_core.cli.envelope import metadata
 from stigmer_core.cli.errors import CliError, Unreachable
 from stigmer_core.cli.session import Session
 from stigmer_core.ids import looks_like_id
+
+if TYPE_CHECKING:
+    from stigmer_core.cli.catalog import KindInfo
 
 CREATED = "created"
 CONFIGURED = "configured"
@@ -99,6 +103,19 @@ def _validate_locally(doc: Document, message: Message) -> str:
     return ""
 
 
+def _undeclared(kind: KindInfo, exc: errors.StigmerError) -> str:
+    """Why a slug in a reference field reached the server: the CLI knows the kind only from the
+    server, which does not say which fields are references."""
+    if kind.declared or not isinstance(exc, errors.InvalidArgument):
+        return ""
+    if not any("references hold ids" in v.description for v in exc.violations):
+        return ""
+    return (
+        f" (this stigmer could not turn the slug into its id: kind {kind.name}'s plugin is not installed where "
+        "it runs, so it cannot tell which fields are references; give the id, or install the kind's package here)"
+    )
+
+
 def apply_one(
     session: Session,
     doc: Document,
@@ -139,7 +156,7 @@ def apply_one(
     except errors.Unauthenticated:
         raise
     except errors.StigmerError as exc:
-        return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls), cause=exc)
+        return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls) + _undeclared(doc.kind, exc), cause=exc)
     except Unreachable:
         raise
     except CliError as exc:  # this document's (a kind without the rpcs apply needs): the rest still run

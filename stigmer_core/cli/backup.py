@@ -231,6 +231,14 @@ def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> Non
             export.left_out.add(metadata(obj).id)
             return
         export.notes.extend(f"{_named(kind, obj)}: {note}" for note in said or ())
+    secrets = kind.secrets
+    secret = secrets.placeheld(obj) if secrets is not None else []
+    if secrets is not None and secret:
+        export.notes.append(
+            f"{_named(kind, obj)}: {', '.join(secret)} exported as the placeholder {secrets.placeholder!r} "
+            "(a secret is never given out): an import into a store without this object refuses it until the "
+            "document carries the value in its place (docs/plugins.md, Secret fields)"
+        )
     broken = _breaks_rules(obj)
     if broken:
         export.notes.append(

@@ -72,6 +72,37 @@ def _show(kind: KindInfo, response: Message, output: str) -> str:
     return yamlio.dump(to_dict(response)).rstrip("\n")
 
 
+def _is_page(message: Message) -> bool:
+    fields = descriptor(message).fields_by_name
+    entries, token = fields.get("entries"), fields.get("next_page_token")
+    if entries is None or token is None:
+        return False
+    repeated = getattr(entries, "is_repeated", None)  # protobuf 7 dropped ``label``
+    return bool(repeated if repeated is not None else entries.label == entries.LABEL_REPEATED)
+
+
+def _all_pages(calls: Any, method_name: str, request: Message, first: Message) -> Message:
+    """The first page with the entries of every later one: a list answers 100 objects a page, and
+    showing only those would pass for the whole answer. A request that names its own page
+    (``pageToken``/``pageSize``) gets that page alone, its token told on stderr."""
+    requested = descriptor(request).fields_by_name
+    if not _is_page(first) or "page_token" not in requested:
+        return first
+    chosen = getattr(request, "page_token", "") or ("page_size" in requested and getattr(request, "page_size", 0))
+    token = first.next_page_token  # type: ignore[attr-defined]
+    if chosen:
+        if token:
+            click.echo(f"more remain: the next page is --set pageToken={token}", err=True)
+        return first
+    while token:
+        request.page_token = token  # type: ignore[attr-defined]
+        page = calls.call(method_name, request)
+        first.entries.extend(page.entries)  # type: ignore[attr-defined]
+        token = page.next_page_token
+    first.next_page_token = ""  # type: ignore[attr-defined]
+    return first
+
+
 def run(
     ctx: click.Context,
     kind_name: str,
@@ -92,7 +123,7 @@ def run(
     calls = session.calls(kind)
     calls.timeout = timeout
     if not method.server_streaming:
-        response: Message = calls.call(method_name, request)
+        response: Message = _all_pages(calls, method_name, request, calls.call(method_name, request))
         text = _show(kind, response, output)
         if text:
             click.echo(text)

@@ -22,12 +22,18 @@ from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.cli.ordering import dependency_order, rank_of
 from stigmer_core.kinds.declaration import PrinterColumn
 from stigmer_core.kinds.runtime import Registry
+from stigmer_core.kinds.secret_fields import SecretFields
 
 if TYPE_CHECKING:  # a catalog built from the installed plugins needs no grpc: `stigmer kinds` starts faster
     import grpc
 
 STANDARD_QUERIES = ("get", "getByReference", "list")
 STATUS_PREFERENCE = ("phase", "state", "status", "condition", "health")
+
+
+def _secrets(redact: object) -> SecretFields | None:
+    helper = getattr(redact, "__self__", None)
+    return helper if isinstance(helper, SecretFields) else None
 
 
 def _referenced(registry: Registry, decl: Any) -> tuple[str, ...]:
@@ -97,6 +103,11 @@ class KindInfo:
     """Its declaration's ``export_history``: a document's ``history`` (a skill's earlier versions)."""
     import_history: Callable[[Message, Any, Callable[[str, Message], Message]], int] | None = None
     """Its declaration's ``import_history``: makes what a document's ``history`` holds, before its apply."""
+    secrets: SecretFields | None = None
+    """Its declaration's ``SecretFields`` (the helper its ``redact`` comes from), if any."""
+    declared: bool = True
+    """Whether its plugin is installed where the CLI runs: a kind known only by reflection has no
+    short names and no reference fields, so the CLI cannot turn slugs in them into ids."""
 
     @property
     def label(self) -> str:
@@ -199,6 +210,7 @@ class Catalog:
                     key_prefix=decl.key_prefix,
                     columns=decl.printer_columns,
                     reference_fields=tuple((ref.field, ref.kind) for ref in decl.references),
+                    secrets=_secrets(decl.redact),
                     export_fill=decl.export_fill,
                     export_history=decl.export_history,
                     import_history=decl.import_history,
@@ -281,6 +293,7 @@ class Catalog:
                     export_history=local.export_history if local else None,
                     import_history=local.import_history if local else None,
                     api_version=local.api_version if local else "",
+                    declared=local is not None,
                 )
             )
         if not kinds:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import pluggy
 from google.protobuf import message_factory
@@ -55,12 +55,12 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
     declared: list[tuple[str, KindDeclaration]] = []
     for impl in pm.hook.stigmer_kinds.get_hookimpls():  # registration order
         try:
-            result = list(cast(Iterable[object], impl.function() or ()))
+            returned = impl.function()
         except Exception as exc:  # the plugin's own code: name it, whatever it raised
             raise RegistryError(
                 f"plugin {impl.plugin_name!r}: stigmer_kinds raised {type(exc).__name__}: {exc}"
             ) from exc
-        for decl in result:
+        for decl in _declarations(impl.plugin_name, returned):
             if not isinstance(decl, KindDeclaration):
                 raise RegistryError(
                     f"plugin {impl.plugin_name!r}: stigmer_kinds returned {type(decl).__name__}, not KindDeclaration"
@@ -81,7 +81,26 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
     return registry
 
 
+def _declarations(plugin: str, returned: object) -> list[object]:
+    """What a ``stigmer_kinds`` returned, as a list: anything else would leave its kinds missing
+    with nothing said (None: a forgotten ``return``) or fail as if the hook had raised."""
+    expected = "it must return a list of KindDeclaration (an empty list for none)"
+    if returned is None:
+        raise RegistryError(f"plugin {plugin!r}: stigmer_kinds returned None (no return statement?); {expected}")
+    if isinstance(returned, KindDeclaration):
+        raise RegistryError(
+            f"plugin {plugin!r}: stigmer_kinds returned one KindDeclaration (kind {returned.name!r}), not a list; "
+            f"{expected}, such as [{returned.name.upper() or 'DECLARATION'}]"
+        )
+    if isinstance(returned, (str, bytes, dict)) or not isinstance(returned, Iterable):
+        raise RegistryError(f"plugin {plugin!r}: stigmer_kinds returned a {type(returned).__name__}; {expected}")
+    return list(returned)
+
+
 def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
+    for plugin, decl in declared:
+        if not isinstance(decl.name, str) or not decl.name.strip():  # its objects would be stored as kind ''
+            raise RegistryError(f"plugin {plugin!r}: a kind declaration has no name (name={decl.name!r})")
     for plugin, decl in declared:  # first: an empty prefix is a byte-prefix of every other
         for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
             if not isinstance(value, str) or not value:
@@ -106,9 +125,8 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
         words_a = _cli_names(a)
         for plugin_b, b in declared[:i]:
             words_b = _cli_names(b)
-            shared = sorted(words_a.keys() & words_b.keys())
-            if shared:
-                word = shared[0]
+            word = names_overlap(words_a, words_b)
+            if word is not None:
                 raise RegistryError(
                     f"kind names overlap: {word!r} is {words_b[word]} of kind {b.name!r} and {words_a[word]} "
                     f"of kind {a.name!r}, declared by plugin {plugin_b!r} and plugin {plugin_a!r}; "
@@ -118,14 +136,24 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
 
 
 def _cli_names(decl: KindDeclaration) -> dict[str, str]:
+    return cli_names(decl.name, decl.plural, decl.aliases)
+
+
+def cli_names(name: str, plural: object = "", aliases: Iterable[object] = ()) -> dict[str, str]:
     """Every name the CLI accepts for a kind (compared as kind names are: ignoring case),
-    with what it is to the kind."""
-    found = {f"{decl.name}s".lower(): "the implied plural"}
-    found.update((alias.lower(), "an alias") for alias in decl.aliases if isinstance(alias, str) and alias)
-    if isinstance(decl.plural, str) and decl.plural:
-        found[decl.plural.lower()] = "the plural"
-    found[decl.name.lower()] = "the name"
+    with what it is to the kind; ``stigmer kind new`` holds a new kind's names to the same rule."""
+    found = {f"{name}s".lower(): "the implied plural"}
+    found.update((alias.lower(), "an alias") for alias in aliases if isinstance(alias, str) and alias)
+    if isinstance(plural, str) and plural:
+        found[plural.lower()] = "the plural"
+    found[name.lower()] = "the name"
     return found
+
+
+def names_overlap(one: dict[str, str], other: dict[str, str]) -> str | None:
+    """The first name two kinds' ``cli_names`` share: the CLI could not tell which kind it names."""
+    shared = sorted(one.keys() & other.keys())
+    return shared[0] if shared else None
 
 
 def _check_bindings(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
@@ -376,6 +404,10 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     references = []
     for ref in decl.references:
         found = _resolve_field(plugin, decl, decl.resource.DESCRIPTOR, ref.field, "reference field")
+        if found.enum_names is not None:  # an id is a string: an enum's value names no object
+            raise _fail(
+                plugin, decl, f"reference field {ref.field!r} is an enum; a reference holds ids, in a string field"
+            )
         references.append(CompiledReference(ref, found))
     for helper in {getattr(decl.redact, "__self__", None), getattr(decl.redacts, "__self__", None)}:
         if isinstance(helper, SecretFields):

@@ -263,7 +263,8 @@ class Resources:
                     raise errors.InvalidArgument.field(
                         ref.field.path,
                         f"'{target_id}' is not a {target_kind.label} id like '{target_kind.id_prefix}-<ulid>': "
-                        "references hold ids (stigmer apply turns a slug into its id; over the API, get it first)",
+                        "references hold ids (stigmer apply turns a slug into its id where this kind's plugin is "
+                        "installed beside the CLI; otherwise, and over the API, get the id first)",
                     )
                 target = self.get(target_kind, target_id)
                 if target is None or (ref.spec.same_org and target.metadata.org != org):  # type: ignore[attr-defined]

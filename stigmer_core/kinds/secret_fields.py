@@ -80,6 +80,11 @@ class SecretFields:
             if getattr(parent, name):
                 setattr(parent, name, self.placeholder)
 
+    def placeheld(self, obj: Message) -> list[str]:
+        """The paths of ``obj`` holding the placeholder: what an export carries in place of a
+        secret, which a create (an import into a store without the object) refuses."""
+        return [path for path, parents, name in self._split if getattr(_parent(obj, parents), name) == self.placeholder]
+
     def redacts(self, obj: Message) -> bool:
         """Whether ``obj`` holds a secret to hide (the kind's ``redacts``)."""
         return any(getattr(_parent(obj, parents), name) for _, parents, name in self._split)

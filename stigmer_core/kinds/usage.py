@@ -18,7 +18,9 @@ A store written before the counters existed has them computed once when it
 is opened (``reconcile``, a scan of every object, remembered by the marker
 ``m/org-usage-counted``); ``check`` compares them with the objects and
 repairs them on request (``stigmer doctor``). Objects of a kind no
-installed plugin serves cannot be read, so they are not counted.
+installed plugin serves were counted when they were written and still take
+their room, so they are counted too: their org is read from their slug index
+keys (``s/<key_prefix>/<org>/<slug>`` -> id), since their values cannot be parsed.
 """
 
 from __future__ import annotations
@@ -117,23 +119,54 @@ Usage = dict[str, tuple[int, int]]
 
 
 def recount(txn: ReadTxn, registry: Registry) -> Usage:
-    """Every org's usage from the stored objects of every served kind: reads them all."""
+    """Every org's usage from the stored objects of every kind the store holds: reads them all.
+
+    A kind whose plugin is not installed is found by its index record (``m/indexes/<key_prefix>``,
+    one key per kind ever served) and its objects' orgs by its slug index, so uninstalling a
+    plugin does not make its objects' room look like a counter gone wrong.
+    """
     counted: dict[str, list[int]] = {}
+    served = {kind.key_prefix for kind in registry.kinds}
     for kind in registry.kinds:
         orgs: dict[bytes, str] = {}
         for _, raw in txn.scan(kind.object_range):
             meta = kind.parse(raw).metadata  # type: ignore[attr-defined]
             orgs[meta.id.encode()] = meta.org
-            found = counted.setdefault(meta.org, [0, 0])
-            found[0] += 1
-            found[1] += len(raw)
-        # the kind's versions in one range, not a lookup per object: most kinds keep none
-        versions = keys.version_prefix(kind.key_prefix, "")[:-1]
-        for key, value in txn.scan(versions):
-            org = orgs.get(key[len(versions) :].split(b"/", 1)[0])
-            if org is not None:  # values of an object that is gone are not the org's
-                counted[org][1] += len(value)
+            _add(counted, meta.org, 1, len(raw))
+        _add_versions(txn, kind.key_prefix, orgs, counted)
+    records = keys.index_record_key("")
+    for key, _ in list(txn.scan(records)):
+        key_prefix = key[len(records) :].decode()
+        if key_prefix not in served:
+            _recount_absent(txn, key_prefix, counted)
     return {org: (found[0], found[1]) for org, found in counted.items()}
+
+
+def _add(counted: dict[str, list[int]], org: str, objects: int, size: int) -> None:
+    found = counted.setdefault(org, [0, 0])
+    found[0] += objects
+    found[1] += size
+
+
+def _add_versions(txn: ReadTxn, key_prefix: str, orgs: dict[bytes, str], counted: dict[str, list[int]]) -> None:
+    # the kind's versions in one range, not a lookup per object: most kinds keep none
+    versions = keys.version_prefix(key_prefix, "")[:-1]
+    for key, value in txn.scan(versions):
+        org = orgs.get(key[len(versions) :].split(b"/", 1)[0])
+        if org is not None:  # values of an object that is gone are not the org's
+            _add(counted, org, 0, len(value))
+
+
+def _recount_absent(txn: ReadTxn, key_prefix: str, counted: dict[str, list[int]]) -> None:
+    """The objects under a key prefix no installed kind declares, their orgs from the slug keys."""
+    slugs = keys.slug_range(key_prefix)
+    orgs = {object_id: key[len(slugs) :].split(b"/", 1)[0].decode() for key, object_id in txn.scan(slugs)}
+    objects = keys.object_prefix(key_prefix)
+    for key, raw in txn.scan(objects):
+        org = orgs.get(key[len(objects) :])
+        if org is not None:
+            _add(counted, org, 1, len(raw))
+    _add_versions(txn, key_prefix, orgs, counted)
 
 
 def stored(txn: ReadTxn) -> Usage:

@@ -60,3 +60,25 @@ def test_a_slug_for_an_id_field_is_resolved_or_refused_by_name(stigmer: Stigmer,
     assert "request field agentId: agent 'nobody' not found in org 'local'" in missing
     unknown = stigmer.fails("call", "executioncontext", "list", "--set", "executionId=first-run")
     assert "request field executionId: 'first-run' is not an id" in unknown and "give the id" in unknown
+
+
+def test_a_listing_call_follows_every_page_unless_a_page_is_asked_for(stigmer: Stigmer, tmp_path: Path) -> None:
+    agent_id = _store(stigmer, tmp_path)
+    instance = derived_id("ain", agent_id, "default")
+    sessions = [
+        f"kind: Session\nmetadata: {{name: Chat {n}}}\nspec: {{agentInstanceId: {instance}, subject: s}}\n"
+        for n in range(105)
+    ]
+    stigmer.ok("apply", "-f", str(write(tmp_path / "many.yaml", *sessions)))
+    listed = json.loads(stigmer.ok("call", "session", "listByAgent", "--set", f"agentId={agent_id}", "-o", "json"))
+    assert len(listed) == 106
+    table = stigmer.ok("call", "session", "list")
+    assert len([line for line in table.splitlines() if line.strip()]) == 107
+    by_agent = ("call", "session", "listByAgent", "--set", f"agentId={agent_id}")
+    one_page = stigmer(*by_agent, "--set", "pageSize=50", "-o", "yaml")
+    assert one_page.code == 0, one_page.err
+    assert len([doc for doc in yaml.safe_load_all(one_page.out) if doc]) == 50
+    assert "more remain: the next page is --set pageToken=" in one_page.err
+    token = one_page.err.split("pageToken=")[1].split()[0]
+    rest = stigmer(*by_agent, "--set", f"pageToken={token}", "-o", "json")
+    assert len(json.loads(rest.out)) == 56 and "more remain" not in rest.err

@@ -73,6 +73,16 @@ def test_names_and_prefixes_an_installed_kind_holds_are_refused(stigmer: Stigmer
     assert not any((tmp_path / name).exists() for name in "abde")
 
 
+def test_a_name_another_kind_answers_to_is_refused(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Installed, such a kind made every command fail with "kind names overlap"."""
+    unique = ("--id-prefix", "zq", "--key-prefix", "zqs")
+    alias = stigmer.fails("kind", "new", "Token", *unique, "--dir", str(tmp_path / "a"))
+    assert "'token' would be the name of the new kind and is an alias of kind ApiToken" in alias, alias
+    plural = stigmer.fails("kind", "new", "Agents", *unique, "--dir", str(tmp_path / "b"))
+    assert "'agents' would be the name of the new kind and is the plural of kind Agent" in plural, plural
+    assert not any((tmp_path / name).exists() for name in "ab")
+
+
 _BARE_CORE = re.compile(r"(?<![/\w.-])stigmer-core\[")
 
 

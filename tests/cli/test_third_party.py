@@ -127,3 +127,43 @@ def test_a_plugins_bug_is_one_line_naming_its_step(stigmer: Stigmer, tmp_path: P
     assert "Traceback" not in result.err, result.err
     verbose = stigmer("-v", "apply", "-f", "-", input=NOTE)
     assert "Traceback" in verbose.err  # stigmer -v shows it
+
+
+def test_a_slug_in_a_reference_field_of_a_kind_not_installed_beside_the_cli_is_refused_truly(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
+    """The server said "stigmer apply turns a slug into its id" while stigmer apply had just failed
+    to: a CLI without the kind's plugin cannot tell which fields are references."""
+    _install_note_kind(stigmer, tmp_path, "cli.referring_note_kind")
+    address = stigmer.start().address
+    stigmer.ok("apply", "-f", str(write(tmp_path / "coder.yaml", CODER)))
+    pinned = "kind: Note\nmetadata: {name: Pinned}\nspec: {text: coder}\n"
+    with_plugin = stigmer.python_path[:]
+    stigmer.python_path.clear()
+    stigmer.ok("backend", "switch", "remote", "--endpoint", address)
+    refused = stigmer("apply", "-f", "-", input=pinned)
+    assert refused.code == 1
+    assert "spec.text: 'coder' is not a agent id like 'agt-<ulid>'" in refused.err, refused.err
+    assert "where this kind's plugin is installed beside the CLI" in refused.err, refused.err
+    told = "this stigmer could not turn the slug into its id: kind Note's plugin is not installed where it runs"
+    assert told in refused.err, refused.err
+    stigmer.python_path += with_plugin
+    assert lines(stigmer.ok("apply", "-f", "-", input=pinned)) == ["note/pinned created"]
+
+
+def test_an_export_names_the_secret_fields_it_carries_as_the_placeholder(stigmer: Stigmer, tmp_path: Path) -> None:
+    """It wrote them silently, and the import of the backup then refused them."""
+    _install_note_kind(stigmer, tmp_path, "cli.secret_note_kind")
+    stigmer.ok("apply", "-f", "-", input="kind: Note\nmetadata: {name: Key}\nspec: {text: s3cr3t}\n")
+    exported = stigmer("export", "--all")
+    assert exported.code == 0, exported.err
+    assert "s3cr3t" not in exported.out and "<redacted>" in exported.out
+    assert (
+        "note: Note local/key (note-" in exported.err
+        and "spec.text exported as the placeholder '<redacted>' (a secret is never given out): an import into a "
+        "store without this object refuses it until the document carries the value in its place" in exported.err
+    ), exported.err
+    restored = stigmer("import", "--data-dir", str(tmp_path / "restored"), input=exported.out)
+    assert restored.code == 1 and "no stored value to keep" in restored.err, restored.err
+    filled = exported.out.replace("<redacted>", "s3cr3t")
+    stigmer.ok("import", "--data-dir", str(tmp_path / "filled"), input=filled)

@@ -220,11 +220,15 @@ Change the spec in `proto/$proto_dir/$snake.proto`, regenerate with
 """)
 
 
+def _plural(name: str) -> str:
+    return name + ("es" if name.endswith(("s", "x", "z", "ch", "sh")) else "s")
+
+
 def scaffold(name: str, target: Path, *, package: str, id_prefix: str, key_prefix: str) -> list[Path]:
     """Write the package for kind ``name`` into ``target`` (which must not exist or be empty)."""
     words = _words(name)
     snake = "_".join(words)
-    plural = name + ("es" if name.endswith(("s", "x", "z", "ch", "sh")) else "s")
+    plural = _plural(name)
     values = {
         "name": name,
         "snake": snake,
@@ -327,12 +331,21 @@ def new(
 
 def _check_free(name: str, id_prefix: str, key_prefix: str) -> None:
     """Refuse names and prefixes an installed kind holds (the daemon would refuse to start)."""
-    from stigmer_core.kinds.registry import build_registry
+    from stigmer_core.kinds.registry import build_registry, cli_names, names_overlap
     from stigmer_core.plugins import plugin_manager
 
+    words = cli_names(name, _plural(name).lower())
     for kind in build_registry(plugin_manager()).kinds:
         if kind.name.lower() == name.lower():
             raise CliError(f"kind {name} is already installed (plugin {kind.plugin!r})")
+        theirs = cli_names(kind.name, kind.decl.plural, kind.decl.aliases)
+        word = names_overlap(words, theirs)
+        if word is not None:  # every command would then fail: the registry refuses overlapping names
+            raise CliError(
+                f"kind name {name}: {word!r} would be {words[word]} of the new kind and is {theirs[word]} "
+                f"of kind {kind.name} (plugin {kind.plugin!r}); the CLI could not tell which kind it names, "
+                "so choose another name"
+            )
         if kind.id_prefix == id_prefix:
             raise CliError(f"id prefix {id_prefix!r} is used by kind {kind.name}; choose another with --id-prefix")
         if kind.key_prefix.startswith(key_prefix) or key_prefix.startswith(kind.key_prefix):

@@ -10,8 +10,7 @@ import pluggy
 
 from stigmer_core import hookspecs
 from stigmer_core.errors import RegistryError
-
-ENTRY_POINT_GROUP = "stigmer.kinds"
+from stigmer_core.kinds.declaration import ENTRY_POINT_GROUP
 
 
 def plugin_manager(*, entry_points: bool = True, plugins: Iterable[object] = ()) -> pluggy.PluginManager:

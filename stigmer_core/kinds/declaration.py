@@ -19,6 +19,9 @@ from google.protobuf.message import Message
 from stigmer_core.auth.access import Access
 from stigmer_core.pipeline.step import Step
 
+ENTRY_POINT_GROUP = "stigmer.kinds"
+"""The entry point group a kind package names its plugin in (``plugins.plugin_manager`` loads it)."""
+
 STANDARD_OPERATIONS = ("create", "apply", "update", "delete", "get", "getByReference", "list")
 WRITE_OPERATIONS = frozenset({"create", "apply", "update", "delete"})
 WATCH_ACCESS = "watch"

@@ -36,8 +36,7 @@ import attrs
 import pluggy
 from packaging.version import InvalidVersion, Version
 
-from stigmer_core.kinds.declaration import KindDeclaration
-from stigmer_core.plugins import ENTRY_POINT_GROUP
+from stigmer_core.kinds.declaration import ENTRY_POINT_GROUP, KindDeclaration
 
 DOWNGRADE_ENV = "STIGMER_ALLOW_KIND_DOWNGRADE"
 """Kind names (comma-separated, or ``*`` for all) a daemon may serve with an older release

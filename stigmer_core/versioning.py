@@ -133,11 +133,7 @@ class Versioning:
         """
 
         def run(ctx: RequestContext) -> None:
-            req: Any = ctx.request
-            object_id = str(getattr(req, id_field))
-            if not object_id:
-                raise InvalidArgument.field(id_field, "is required")
-            ctx.store.require(ctx.kind, object_id)
+            req, object_id = _named_object(ctx, id_field)
             base = object_range(ctx.kind.key_prefix, object_id)
             ctx.response = _page(ctx, base, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
 
@@ -153,11 +149,7 @@ class Versioning:
         """
 
         def run(ctx: RequestContext) -> None:
-            req: Any = ctx.request
-            object_id = str(getattr(req, id_field))
-            if not object_id:
-                raise InvalidArgument.field(id_field, "is required")
-            ctx.store.require(ctx.kind, object_id)
+            req, object_id = _named_object(ctx, id_field)
             ctx.response = _tag_page(ctx, object_id, response, req.page_size or DEFAULT_PAGE_SIZE, req.page_token)
 
         return FunctionStep("list_tags", Phase.LOAD, run)
@@ -328,3 +320,13 @@ def versions_of(txn: ReadTxn, kind: KindRuntime, object_id: str) -> Iterable[str
     prefix = object_range(kind.key_prefix, object_id) + b"n/"
     for _, digest in txn.scan(prefix):
         yield digest.decode()
+
+
+def _named_object(ctx: RequestContext, id_field: str) -> tuple[Any, str]:
+    """The request and the id its ``id_field`` names, once the object is found (NOT_FOUND else)."""
+    req: Any = ctx.request
+    object_id = str(getattr(req, id_field))
+    if not object_id:
+        raise InvalidArgument.field(id_field, "is required")
+    ctx.store.require(ctx.kind, object_id)
+    return req, object_id

@@ -275,8 +275,8 @@ def redact(ctx: RequestContext) -> None:
         if ctx.response is found:  # a custom rpc's step answered with the object already
             ctx.response = shown
     answer = ctx.response
-    if answer is None or answer is ctx.resource:
-        return
+    if answer is None or answer is ctx.resource or not isinstance(answer, Message):
+        return  # a stream's responses (a subscribe's generator) are blanked as they are sent
     if type(answer) is kind.resource_cls:  # a custom rpc's step answered with an object of its own
         if kind.hides(answer):
             shown = kind.resource_cls()

@@ -6,6 +6,7 @@ import io
 import logging
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,21 @@ def app(tmp_path: Path) -> Iterator[Application]:
 def _whoami(channel: grpc.Channel) -> Any:
     stub: Any = identity_pb2_grpc.IdentityServiceStub
     return stub(channel).whoami(identity_pb2.WhoamiRequest(), timeout=5)
+
+
+@contextmanager
+def _refusals_logged(app: Application, caplog: Any) -> Iterator[grpc.Channel]:
+    """A plain channel to a served ``app``, with the controller's refusal lines captured."""
+    server = Server(app, "127.0.0.1:0", max_workers=2)
+    server.start()
+    try:
+        with (
+            grpc.insecure_channel(server.address) as plain,
+            caplog.at_level(logging.WARNING, logger="stigmer_core.controller"),
+        ):
+            yield plain
+    finally:
+        server.stop(grace=1)
 
 
 def _raw_store(app: Application) -> bytes:
@@ -122,18 +138,10 @@ def test_a_refused_whoami_is_one_log_line_too(app: Application, caplog: Any) -> 
     """whoami is no kind rpc, yet its refusal logs the same line, naming the caller without its token."""
     token, _ = make_token(app, ALPHA, "viewer")
     forged = "stg_" + "A" * 43
-    server = Server(app, "127.0.0.1:0", max_workers=2)
-    server.start()
-    try:
-        with (
-            grpc.insecure_channel(server.address) as plain,
-            caplog.at_level(logging.WARNING, logger="stigmer_core.controller"),
-        ):
-            assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAUTHENTICATED
-            assert code_of(lambda: _whoami(with_token(plain, forged))) == grpc.StatusCode.UNAUTHENTICATED
-            assert _whoami(with_token(plain, token)).principal == f"token:{ALPHA}/{ALPHA}-viewer"
-    finally:
-        server.stop(grace=1)
+    with _refusals_logged(app, caplog) as plain:
+        assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAUTHENTICATED
+        assert code_of(lambda: _whoami(with_token(plain, forged))) == grpc.StatusCode.UNAUTHENTICATED
+        assert _whoami(with_token(plain, token)).principal == f"token:{ALPHA}/{ALPHA}-viewer"
     lines = [r.getMessage() for r in caplog.records if r.name == "stigmer_core.controller"]
     method = "/stigmer.iam.identity.v1.IdentityService/whoami"
     assert [line.split(" principal=")[0] for line in lines] == ["denied:", "denied:"], "one per refusal, none more"
@@ -161,17 +169,9 @@ def test_a_revoked_or_expired_token_is_named_in_its_refusal(app: Application, ca
         resources.replace(kind, stored, changed)
 
     app.store.transact(expire)
-    server = Server(app, "127.0.0.1:0", max_workers=2)
-    server.start()
-    try:
-        with (
-            grpc.insecure_channel(server.address) as plain,
-            caplog.at_level(logging.WARNING, logger="stigmer_core.controller"),
-        ):
-            for token in (revoked, revoked, expired):  # the second from the refusal cache
-                assert code_of(lambda token=token: _whoami(with_token(plain, token))) == grpc.StatusCode.UNAUTHENTICATED
-    finally:
-        server.stop(grace=1)
+    with _refusals_logged(app, caplog) as plain:
+        for token in (revoked, revoked, expired):  # the second from the refusal cache
+            assert code_of(lambda token=token: _whoami(with_token(plain, token))) == grpc.StatusCode.UNAUTHENTICATED
     lines = [r.getMessage() for r in caplog.records if r.name == "stigmer_core.controller"]
     assert [line.split(" method=")[0] for line in lines] == [
         f"denied: principal=token:{ALPHA}/leaked (has been revoked)",

@@ -6,7 +6,9 @@ An exported Skill document carries, beside ``spec`` (the current version), a
 top-level ``history``: every stored version, oldest first, as ``version`` (its
 hash), ``tags`` (the tags that resolve to it now, as ``listTags`` gives them) and, for every version but the
 current one (whose content is the document's ``spec``), ``skillMd`` and
-``artifact`` (its zip, base64, when it has one). A skill whose only version is
+``artifact`` (its zip, base64, when it has one), and ``description`` where the
+version's differs from the document's (each version keeps the description it
+was written with). A skill whose only version is
 its current one, tagged at most with ``spec.tag``, gets no ``history``.
 
 A version's hash is the SHA-256 of its markdown and its zip's hash, so the same
@@ -37,7 +39,7 @@ from stigmer_core.versioning import HASH, frame
 
 Call = Callable[[str, Message], Any]
 FIELD = "history"
-_KEYS = frozenset(("version", "tags", "skillMd", "artifact"))
+_KEYS = frozenset(("version", "tags", "skillMd", "artifact", "description"))
 
 
 def version_of(skill_md: str, artifact: bytes) -> str:
@@ -99,6 +101,8 @@ def export_history(obj: Message, call: Call) -> list[dict[str, Any]]:
                 zips[key] = base64.b64encode(got.artifact).decode()
             if key:
                 entry["artifact"] = zips[key]
+            if version.spec.description != skill.spec.description:
+                entry["description"] = version.spec.description
         history.append(entry)
     return history
 
@@ -112,6 +116,7 @@ class Version:
     tags: tuple[str, ...]
     skill_md: str
     artifact: bytes
+    description: str
 
 
 def _bad(where: str, reason: str) -> InvalidArgument:
@@ -121,11 +126,12 @@ def _bad(where: str, reason: str) -> InvalidArgument:
 def _entry(i: int, data: Any, skill: Any, own: str) -> Version:
     where = f"{FIELD}[{i}]"
     if not isinstance(data, dict):
-        raise _bad(where, "must be a mapping with version, tags, skillMd and artifact")
+        raise _bad(where, "must be a mapping with version, tags, skillMd, artifact and description")
     unknown = sorted(str(k) for k in data if k not in _KEYS)
     if unknown:
         raise _bad(
-            f"{where}.{unknown[0]}", "unknown field (fields of a history entry: version, tags, skillMd, artifact)"
+            f"{where}.{unknown[0]}",
+            "unknown field (fields of a history entry: version, tags, skillMd, artifact, description)",
         )
     digest = data.get("version")
     if not isinstance(digest, str) or not HASH.match(digest):
@@ -134,11 +140,15 @@ def _entry(i: int, data: Any, skill: Any, own: str) -> Version:
     if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
         raise _bad(f"{where}.tags", "must be a list of tags")
     if "skillMd" not in data:
-        if "artifact" in data:
-            raise _bad(f"{where}.artifact", "is given without skillMd")
+        for extra in ("artifact", "description"):
+            if extra in data:
+                raise _bad(f"{where}.{extra}", "is given without skillMd (the document's own version is its spec)")
         if digest != own:
             raise _bad(f"{where}.skillMd", "is required (only the document's own version may leave it out)")
-        return Version(i, digest, tuple(tags), skill.spec.skill_md, bytes(skill.spec.artifact))
+        return Version(i, digest, tuple(tags), skill.spec.skill_md, bytes(skill.spec.artifact), skill.spec.description)
+    description = data.get("description", skill.spec.description)
+    if not isinstance(description, str):
+        raise _bad(f"{where}.description", "must be the version's description, a string")
     skill_md, text = data.get("skillMd"), data.get("artifact", "")
     if not isinstance(skill_md, str) or not skill_md:
         raise _bad(f"{where}.skillMd", "must be the version's SKILL.md text")
@@ -150,7 +160,7 @@ def _entry(i: int, data: Any, skill: Any, own: str) -> Version:
         raise _bad(f"{where}.artifact", "must be the version's zip, base64")
     if version_of(skill_md, artifact) != digest:
         raise _bad(f"{where}.version", "is not the hash of the entry's skillMd and artifact")
-    return Version(i, digest, tuple(tags), skill_md, artifact)
+    return Version(i, digest, tuple(tags), skill_md, artifact, description)
 
 
 def parse(history: Any, skill: Any) -> list[Version]:
@@ -200,12 +210,13 @@ def replay_history(obj: Message, history: Any, call: Call) -> int:
                 first: Any = type(skill)()
                 first.CopyFrom(skill)
                 first.spec.skill_md, first.spec.artifact, first.spec.tag = v.skill_md, v.artifact, tag
+                first.spec.description = v.description
                 stored = call("apply", first)
             else:
                 meta = stored.metadata
                 push = skill_pb2.PushSkillRequest(
                     org=meta.org, slug=meta.slug, name=meta.name, skill_md=v.skill_md, artifact=v.artifact,
-                    tag=tag, description=skill.spec.description,
+                    tag=tag, description=v.description,
                 )  # fmt: skip
                 stored = call("push", push)
             writes += 1

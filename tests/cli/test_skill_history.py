@@ -158,3 +158,35 @@ def test_a_history_entry_that_does_not_match_its_hash_is_refused_before_anything
     result = stigmer("apply", "-f", "-", *restored, input=yaml.safe_dump_all(docs))
     assert result.code == 1
     assert "history[0].version: must be a version hash (64 lowercase hex digits)" in result.err, result.err
+
+
+def test_each_version_keeps_the_description_it_was_written_with(stigmer: Stigmer, tmp_path: Any) -> None:
+    """A version's description is part of what getByReference answers for it: replaying every
+    version with the document's description rewrote the older ones' on the target."""
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+    from stigmer_core.kind_client import KindClient
+
+    with Application.open(stigmer.data_dir) as app:
+        skills = KindClient(app.channel(), app.registry.kind("Skill"))
+        for n, about in ((1, "First cut."), (2, "Ships to staging."), (3, "Ships to staging.")):
+            md = f"---\nname: notes\ndescription: Notes.\n---\nStep {n}.\n"
+            skills.call("push", skill_pb2.PushSkillRequest(skill_md=md, tag=f"v{n}", description=about))
+    backup = stigmer.ok("export", "--all")
+    (skill,) = [d for d in yaml.safe_load_all(backup) if d and d["kind"] == "Skill"]
+    assert [h.get("description") for h in skill["history"]] == ["First cut.", None, None]  # only where it differs
+
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    stigmer.ok("import", *restored, input=backup)
+    for where in ((), restored):
+        described = [
+            _call(stigmer, where, "getByReference", "slug=notes", f"version=v{n}")["spec"].get("description")
+            for n in (1, 2, 3)
+        ]
+        assert described == ["First cut.", "Ships to staging.", "Ships to staging."], where
+    assert stigmer.ok("export", "--all", *restored) == backup
+
+    skill["history"][2]["description"] = "Not the spec's."
+    refused = stigmer("import", "--data-dir", str(tmp_path / "other" / "data"), input=yaml.safe_dump(skill))
+    assert refused.code != 0 and "history[2].description" in refused.err, refused.err
+    assert "is given without skillMd" in refused.err, refused.err

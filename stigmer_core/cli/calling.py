@@ -72,21 +72,28 @@ def _show(kind: KindInfo, response: Message, output: str) -> str:
     return yamlio.dump(to_dict(response)).rstrip("\n")
 
 
-def _is_page(message: Message) -> bool:
-    fields = descriptor(message).fields_by_name
-    entries, token = fields.get("entries"), fields.get("next_page_token")
-    if entries is None or token is None:
-        return False
-    repeated = getattr(entries, "is_repeated", None)  # protobuf 7 dropped ``label``
-    return bool(repeated if repeated is not None else entries.label == entries.LABEL_REPEATED)
+def _repeated(field: Any) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf 7 dropped ``label``
+    return bool(repeated if repeated is not None else field.label == field.LABEL_REPEATED)
+
+
+def _paged_field(message: Message) -> str | None:
+    """The field a page's items are in: a response with a ``next_page_token`` and one repeated
+    field (a list's ``entries``, ``listTags``' ``tags``), None for any other response."""
+    fields = descriptor(message).fields
+    if not any(f.name == "next_page_token" for f in fields):
+        return None
+    items = [f.name for f in fields if _repeated(f)]
+    return items[0] if len(items) == 1 else None
 
 
 def _all_pages(calls: Any, method_name: str, request: Message, first: Message) -> Message:
-    """The first page with the entries of every later one: a list answers 100 objects a page, and
+    """The first page with the items of every later one: a list answers 100 objects a page, and
     showing only those would pass for the whole answer. A request that names its own page
     (``pageToken``/``pageSize``) gets that page alone, its token told on stderr."""
     requested = descriptor(request).fields_by_name
-    if not _is_page(first) or "page_token" not in requested:
+    items = _paged_field(first)
+    if items is None or "page_token" not in requested:
         return first
     chosen = getattr(request, "page_token", "") or ("page_size" in requested and getattr(request, "page_size", 0))
     token = first.next_page_token  # type: ignore[attr-defined]
@@ -97,7 +104,7 @@ def _all_pages(calls: Any, method_name: str, request: Message, first: Message) -
     while token:
         request.page_token = token  # type: ignore[attr-defined]
         page = calls.call(method_name, request)
-        first.entries.extend(page.entries)  # type: ignore[attr-defined]
+        getattr(first, items).extend(getattr(page, items))
         token = page.next_page_token
     first.next_page_token = ""  # type: ignore[attr-defined]
     return first

@@ -82,3 +82,24 @@ def test_a_listing_call_follows_every_page_unless_a_page_is_asked_for(stigmer: S
     token = one_page.err.split("pageToken=")[1].split()[0]
     rest = stigmer(*by_agent, "--set", f"pageToken={token}", "-o", "json")
     assert len(json.loads(rest.out)) == 56 and "more remain" not in rest.err
+
+
+def test_every_page_of_any_paged_answer_is_followed(stigmer: Stigmer, tmp_path: Path) -> None:
+    """listTags answers its items in ``tags``, not ``entries``: its first 100 passed for the whole."""
+    md = "---\nname: many\ndescription: Many tags.\n---\nStep.\n"
+    skill = f"kind: Skill\nmetadata: {{name: many}}\nspec: {{skillMd: {json.dumps(md)}, tag: t0}}\n"
+    stigmer.ok("apply", "-f", str(write(tmp_path / "skill.yaml", skill)))
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+    from stigmer_core.kind_client import KindClient
+
+    with Application.open(stigmer.data_dir) as app:
+        skills = KindClient(app.channel(), app.registry.kind("Skill"))
+        for n in range(1, 105):
+            skills.call("push", skill_pb2.PushSkillRequest(slug="many", skill_md=md, tag=f"t{n}"))
+    tags = json.loads(stigmer.ok("call", "skill", "listTags", "--set", "skillId=many", "-o", "json"))
+    assert sorted(t["tag"] for t in tags["tags"]) == sorted(f"t{n}" for n in range(105))
+    assert "nextPageToken" not in tags
+    first = stigmer("call", "skill", "listTags", "--set", "skillId=many", "--set", "pageSize=10", "-o", "json")
+    assert first.code == 0 and len(json.loads(first.out)["tags"]) == 10, first.err
+    assert "more remain: the next page is --set pageToken=" in first.err

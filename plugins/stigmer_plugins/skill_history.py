@@ -35,7 +35,9 @@ from google.protobuf.message import Message
 from stigmer_core import InvalidArgument, NotFound
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
-from stigmer_core.versioning import HASH, frame
+from stigmer_core.pipeline import validation
+from stigmer_core.versioning import HASH, LATEST, frame
+from stigmer_plugins import skill_artifact
 
 Call = Callable[[str, Message], Any]
 FIELD = "history"
@@ -160,7 +162,36 @@ def _entry(i: int, data: Any, skill: Any, own: str) -> Version:
         raise _bad(f"{where}.artifact", "must be the version's zip, base64")
     if version_of(skill_md, artifact) != digest:
         raise _bad(f"{where}.version", "is not the hash of the entry's skillMd and artifact")
-    return Version(i, digest, tuple(tags), skill_md, artifact, description)
+    version = Version(i, digest, tuple(tags), skill_md, artifact, description)
+    _writable(version, where)
+    return version
+
+
+_PUSH_FIELDS = {"skill_md": "skillMd", "artifact": "artifact", "tag": "tags", "description": "description"}
+
+
+def _writable(v: Version, where: str) -> None:
+    """Refuse, before anything is written, what the push replaying ``v`` would refuse: a
+    refusal midway left a skill with half its versions on the target."""
+    for tag in v.tags or ("",):
+        try:
+            validation.check(
+                skill_pb2.PushSkillRequest(skill_md=v.skill_md, artifact=v.artifact, tag=tag, description=v.description)
+            )
+        except InvalidArgument as exc:
+            first = exc.violations[0]
+            field = _PUSH_FIELDS.get(first.field.split(".")[0], first.field)
+            raise _bad(f"{where}.{field}", first.description) from None
+        if HASH.match(tag) or tag == LATEST:
+            raise _bad(f"{where}.tags", f"tag '{tag}' names no tag a push can set (a version hash, or 'latest')")
+    if not v.artifact:
+        return
+    try:
+        found = skill_artifact.inspect(v.artifact)
+    except InvalidArgument as exc:
+        raise _bad(f"{where}.artifact", exc.violations[0].description) from None
+    if found.skill_md is not None and found.skill_md != v.skill_md:
+        raise _bad(f"{where}.artifact", "holds a SKILL.md that differs from the entry's skillMd")
 
 
 def parse(history: Any, skill: Any) -> list[Version]:
@@ -225,4 +256,19 @@ def replay_history(obj: Message, history: Any, call: Call) -> int:
                     f"{FIELD}[{v.at}].version",
                     f"writing the entry made version {stored.metadata.version.id} on this server, not {v.digest}",
                 )
+    own = version_of(skill.spec.skill_md, bytes(skill.spec.artifact))
+    if stored is not None and stored.metadata.version.id != own and not skill.spec.artifact:
+        # The document is applied next, and a write without a zip keeps the current version's:
+        # after a version with a zip, the document's own zipless content became a version that
+        # never existed, and its tag moved there. A push without a zip makes its version current.
+        meta = stored.metadata
+        push = skill_pb2.PushSkillRequest(
+            org=meta.org,
+            slug=meta.slug,
+            name=meta.name,
+            skill_md=skill.spec.skill_md,
+            description=skill.spec.description,
+        )
+        call("push", push)
+        writes += 1
     return writes

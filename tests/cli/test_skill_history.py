@@ -9,6 +9,8 @@ stores; ``tests/test_postgres_transfer.py`` moves the same through a daemon on P
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 import io
 import json
@@ -16,6 +18,8 @@ import zipfile
 from typing import Any
 
 import yaml
+
+from stigmer_plugins.skill_history import version_of
 
 from .conftest import Stigmer
 
@@ -190,3 +194,66 @@ def test_each_version_keeps_the_description_it_was_written_with(stigmer: Stigmer
     refused = stigmer("import", "--data-dir", str(tmp_path / "other" / "data"), input=yaml.safe_dump(skill))
     assert refused.code != 0 and "history[2].description" in refused.err, refused.err
     assert "is given without skillMd" in refused.err, refused.err
+
+
+def _push_all(stigmer: Stigmer, pushes: list[tuple[str, str, bool]]) -> list[str]:
+    """Push (markdown, tag, zipped) in order to skill ``rev``; the version hash of each push."""
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+    from stigmer_core.kind_client import KindClient
+
+    made: list[str] = []
+    with Application.open(stigmer.data_dir) as app:
+        skills = KindClient(app.channel(), app.registry.kind("Skill"))
+        for md, tag, zipped in pushes:
+            push = skill_pb2.PushSkillRequest(
+                slug="rev", skill_md=md, tag=tag, artifact=skill_zip(md) if zipped else b""
+            )
+            pushed: Any = skills.call("push", push)
+            made.append(pushed.metadata.version.id)
+    return made
+
+
+def test_a_zipless_current_version_after_a_zipped_one_moves_as_it_is(stigmer: Stigmer, tmp_path: Any) -> None:
+    """B (no zip), A (zip), B again: the import replayed A last, and the document (B, no zip)
+    then kept A's zip, making a version that never existed, current and tagged ``b``."""
+    b, a = "---\nname: rev\ndescription: R.\n---\nB.\n", "---\nname: rev\ndescription: R.\n---\nA.\n"
+    made = _push_all(stigmer, [(b, "b", False), (a, "a", True), (b, "b", False)])
+    assert made[0] == made[2] != made[1]
+    before = stigmer.ok("export", "--all")
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    stigmer.ok("import", *restored, input=before)
+    tags = {t["tag"]: t["versionHash"] for t in _call(stigmer, restored, "listTags", "skillId=rev")["tags"]}
+    assert tags == {"b": made[0], "a": made[1]}
+    current = _call(stigmer, restored, "getByReference", "slug=rev")
+    assert current["metadata"]["version"]["id"] == made[0] and not current["status"].get("artifactStorageKey")
+    versions = [v["metadata"]["version"]["id"] for v in _call(stigmer, restored, "listVersions", "skillId=rev")]
+    assert sorted(versions) == sorted(made[:2])
+    assert stigmer.ok("export", "--all", *restored) == before
+    assert "(1 unchanged)" in stigmer.ok("import", *restored, input=before)
+
+
+def test_a_history_entry_a_push_would_refuse_is_refused_before_anything_is_written(
+    stigmer: Stigmer, tmp_path: Any
+) -> None:
+    """The replay's pushes refused a tag or zip midway, leaving a skill with half its versions."""
+    fill(stigmer)
+    (skill,) = [d for d in yaml.safe_load_all(stigmer.ok("export", "skills")) if d]
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    bad_zip = base64.b64encode(b"PK\x03\x04 not a zip").decode()
+    for at, change, named in (
+        (1, {"tags": ["be ta", "v2"]}, "history[1].tags"),
+        (1, {"tags": ["x" * 129]}, "history[1].tags"),
+        (1, {"tags": ["latest"]}, "history[1].tags"),
+        (0, {"artifact": base64.b64encode(skill_zip("---\nother\n---\n")).decode()}, "history[0].artifact"),
+        (0, {"artifact": bad_zip}, "history[0].artifact"),
+    ):
+        doc = copy.deepcopy(skill)
+        entry = doc["history"][at]
+        entry.update(change)
+        if "artifact" in change:  # a hash that agrees, so only the push's own rule is left to refuse it
+            entry["version"] = version_of(entry["skillMd"], base64.b64decode(entry["artifact"]))
+        result = stigmer("import", *restored, input=yaml.safe_dump(doc))
+        assert result.code == 1 and named in result.err, (change, result.err)
+        assert "INTERNAL" not in result.err
+        assert "deploy" not in stigmer.ok("get", "skills", *restored), change

@@ -160,7 +160,7 @@ class Versioning:
         assert obj is not None
         tag = self.tag(obj)
         tag = "" if tag == LATEST else tag
-        if HASH.match(tag):
+        if HASH.match(tag.lower()):  # a lookup lowers it, and would take it for one
             raise InvalidArgument.field(self.tag_field, "must not look like a version hash (64 hex digits)")
         digest = hashlib.sha256(self.content(obj)).hexdigest()
         version = _meta(obj).version
@@ -213,14 +213,24 @@ def resolve(txn: ReadTxn, kind: KindRuntime, current: Message, version: str) -> 
     else:
         pointed = txn.get(_tag_key(base, version))
         if pointed is None:
-            raise NotFound(f"{kind.label} '{meta.slug}' has no version tagged '{version}' (version)")
+            raise NotFound(
+                f"{kind.label} '{meta.slug}' has no version tagged '{version}' (version)",
+                metadata=_missing(kind, meta, version),
+            )
         digest = pointed.decode()
     if digest == meta.version.id:
         return current
     raw = txn.get(_hash_key(base, digest))
     if raw is None:
-        raise NotFound(f"{kind.label} '{meta.slug}' has no version '{digest}' (version)")
+        raise NotFound(
+            f"{kind.label} '{meta.slug}' has no version '{digest}' (version)", metadata=_missing(kind, meta, digest)
+        )
     return kind.parse(raw)
+
+
+def _missing(kind: KindRuntime, meta: Any, version: str) -> dict[str, str]:
+    """What a client matching NOT_FOUND's ErrorInfo reads: the object found, and the version it lacks."""
+    return {"kind": kind.name, "id": meta.id, "slug": meta.slug, "org": meta.org, "version": version}
 
 
 def put_blob(ctx: RequestContext, object_id: str, data: bytes) -> str:

@@ -329,3 +329,24 @@ def test_a_page_of_large_versions_ends_within_the_page_limit_and_its_token_is_se
     edited = sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
     tampered = skill_pb2.ListSkillVersionsRequest(skill_id=made.metadata.id, page_size=10, page_token=edited)
     assert _code(skills.queries.listVersions, tampered).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_missing_version_and_a_hash_like_tag_are_refused_saying_what_a_client_matches(
+    stigmer_channel: grpc.Channel,
+) -> None:
+    """A version lookup's NOT_FOUND carried no ErrorInfo metadata, and a push's hash-like tag was
+    refused naming the document's ``spec.tag`` where the request's field is ``tag``."""
+    skills = Skills(stigmer_channel)
+    made = skills.push(skill_md=MD_1, tag="stable")
+    for missing in ("nightly", "0" * 64):
+        error = from_rpc_error(_code(skills.resolve, missing))
+        assert error.reason == "NOT_FOUND"
+        assert error.metadata == {
+            "kind": "Skill", "id": made.metadata.id, "slug": "calculator", "org": made.metadata.org, "version": missing,
+        }  # fmt: skip
+    for tag in ("a" * 64, "A" * 64):
+        refused = from_rpc_error(_code(skills.push, skill_md=MD_2, tag=tag))
+        assert [(v.field, v.description) for v in refused.violations] == [  # type: ignore[attr-defined]
+            ("tag", "must not look like a version hash (64 hex digits)")
+        ]
+    assert [v.metadata.version.id for v in skills.versions(made.metadata.id)] == [made.metadata.version.id]

@@ -182,7 +182,7 @@ def _writable(v: Version, where: str) -> None:
             first = exc.violations[0]
             field = _PUSH_FIELDS.get(first.field.split(".")[0], first.field)
             raise _bad(f"{where}.{field}", first.description) from None
-        if HASH.match(tag) or tag == LATEST:
+        if HASH.match(tag.lower()) or tag == LATEST:
             raise _bad(f"{where}.tags", f"tag '{tag}' names no tag a push can set (a version hash, or 'latest')")
     if not v.artifact:
         return

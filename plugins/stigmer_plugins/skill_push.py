@@ -17,6 +17,7 @@ from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.ids import slugify
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline import validation
+from stigmer_core.versioning import HASH
 from stigmer_plugins import skill_artifact
 from stigmer_plugins.skill_artifact import Artifact
 
@@ -60,6 +61,8 @@ def _plan(req: skill_pb2.PushSkillRequest) -> Plan:
         raise InvalidArgument.field("skill_md", "is required (or an artifact with a SKILL.md at its root)")
     if req.skill_md and inner is not None and inner != req.skill_md:
         raise InvalidArgument.field("skill_md", "differs from the artifact's SKILL.md; send one or make them agree")
+    if HASH.match(req.tag.lower()):  # named here as the request's field, before the document's rules
+        raise InvalidArgument.field("tag", "must not look like a version hash (64 hex digits)")
     front = front_matter(markdown)
     name = req.name or front.get("name", "")
     slug = req.slug or slugify(name)

@@ -273,9 +273,13 @@ def _principal_of(metadata: Sequence[tuple[str, Any]], peer: str, authenticator:
         return authenticator.caller(metadata, peer).principal
     except TokenRefused as refused:  # a revoked or expired token: which one, never the token itself
         return f"{refused.principal} ({refused.message.removeprefix('the API token ')})"
-    except (Unauthenticated, PermissionDenied):
-        has_token = any(key == "authorization" for key, _ in metadata)
-        return "(invalid token)" if has_token else f"(anonymous {peer or 'caller'})"
+    except (Unauthenticated, PermissionDenied) as refused:
+        entries = sum(1 for key, _ in metadata if key == "authorization")
+        if entries > 1:  # may hold a valid token twice: not one to take for a leaked or unknown token
+            return f"({entries} authorization entries)"
+        if refused.reason == "TOKEN_MALFORMED":
+            return "(malformed token)"
+        return "(invalid token)" if entries else f"(anonymous {peer or 'caller'})"
 
 
 def _check_answerable(response: Any, binding: MethodBinding) -> None:

@@ -142,12 +142,19 @@ def test_a_refused_whoami_is_one_log_line_too(app: Application, caplog: Any) -> 
         assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAUTHENTICATED
         assert code_of(lambda: _whoami(with_token(plain, forged))) == grpc.StatusCode.UNAUTHENTICATED
         assert _whoami(with_token(plain, token)).principal == f"token:{ALPHA}/{ALPHA}-viewer"
+        twice = (("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}"))
+        assert code_of(lambda: identity_pb2_grpc.IdentityServiceStub(plain).whoami(  # type: ignore[no-untyped-call]
+            identity_pb2.WhoamiRequest(), metadata=twice, timeout=5
+        )) == grpc.StatusCode.UNAUTHENTICATED  # fmt: skip
+        assert code_of(lambda: _whoami(with_token(plain, "not-a-token"))) == grpc.StatusCode.UNAUTHENTICATED
     lines = [r.getMessage() for r in caplog.records if r.name == "stigmer_core.controller"]
     method = "/stigmer.iam.identity.v1.IdentityService/whoami"
-    assert [line.split(" principal=")[0] for line in lines] == ["denied:", "denied:"], "one per refusal, none more"
+    assert [line.split(" principal=")[0] for line in lines] == ["denied:"] * 4, "one per refusal, none more"
     assert lines[0].startswith("denied: principal=(anonymous ")
     assert f" method={method} status=UNAUTHENTICATED peer=ipv4:127.0.0.1:" in lines[0]
     assert lines[1].startswith(f"denied: principal=(invalid token) method={method} status=UNAUTHENTICATED peer=ipv4:")
+    assert lines[2].startswith("denied: principal=(2 authorization entries) method="), "a valid token twice"
+    assert lines[3].startswith("denied: principal=(malformed token) method="), lines[3]
     assert forged not in caplog.text and token not in caplog.text
 
 

@@ -37,7 +37,7 @@ from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.pipeline import validation
 from stigmer_core.versioning import HASH, LATEST, frame
-from stigmer_plugins import skill_artifact
+from stigmer_plugins import skill_push
 
 Call = Callable[[str, Message], Any]
 FIELD = "history"
@@ -171,27 +171,22 @@ _PUSH_FIELDS = {"skill_md": "skillMd", "artifact": "artifact", "tag": "tags", "d
 
 
 def _writable(v: Version, where: str) -> None:
-    """Refuse, before anything is written, what the push replaying ``v`` would refuse: a
-    refusal midway left a skill with half its versions on the target."""
+    """Refuse, before anything is written, what the push replaying ``v`` would refuse (its
+    declared rules, then its own checks of tag and zip): a refusal midway left a skill with half
+    its versions on the target."""
     for tag in v.tags or ("",):
+        if tag == LATEST:
+            raise _bad(f"{where}.tags", "'latest' names no tag: it is always the current version")
+        push = skill_pb2.PushSkillRequest(
+            slug="history", skill_md=v.skill_md, artifact=v.artifact, tag=tag, description=v.description
+        )  # the slug only stands in for the document's: the checks below do not look at it
         try:
-            validation.check(
-                skill_pb2.PushSkillRequest(skill_md=v.skill_md, artifact=v.artifact, tag=tag, description=v.description)
-            )
+            validation.check(push)
+            skill_push.plan(push)
         except InvalidArgument as exc:
             first = exc.violations[0]
             field = _PUSH_FIELDS.get(first.field.split(".")[0], first.field)
             raise _bad(f"{where}.{field}", first.description) from None
-        if HASH.match(tag.lower()) or tag == LATEST:
-            raise _bad(f"{where}.tags", f"tag '{tag}' names no tag a push can set (a version hash, or 'latest')")
-    if not v.artifact:
-        return
-    try:
-        found = skill_artifact.inspect(v.artifact)
-    except InvalidArgument as exc:
-        raise _bad(f"{where}.artifact", exc.violations[0].description) from None
-    if found.skill_md is not None and found.skill_md != v.skill_md:
-        raise _bad(f"{where}.artifact", "holds a SKILL.md that differs from the entry's skillMd")
 
 
 def parse(history: Any, skill: Any) -> list[Version]:
@@ -244,12 +239,7 @@ def replay_history(obj: Message, history: Any, call: Call) -> int:
                 first.spec.description = v.description
                 stored = call("apply", first)
             else:
-                meta = stored.metadata
-                push = skill_pb2.PushSkillRequest(
-                    org=meta.org, slug=meta.slug, name=meta.name, skill_md=v.skill_md, artifact=v.artifact,
-                    tag=tag, description=v.description,
-                )  # fmt: skip
-                stored = call("push", push)
+                stored = call("push", _push_to(stored, v.skill_md, v.artifact, tag, v.description))
             writes += 1
             if stored.metadata.version.id != v.digest:
                 raise _bad(
@@ -261,14 +251,14 @@ def replay_history(obj: Message, history: Any, call: Call) -> int:
         # The document is applied next, and a write without a zip keeps the current version's:
         # after a version with a zip, the document's own zipless content became a version that
         # never existed, and its tag moved there. A push without a zip makes its version current.
-        meta = stored.metadata
-        push = skill_pb2.PushSkillRequest(
-            org=meta.org,
-            slug=meta.slug,
-            name=meta.name,
-            skill_md=skill.spec.skill_md,
-            description=skill.spec.description,
-        )
-        call("push", push)
+        call("push", _push_to(stored, skill.spec.skill_md, b"", "", skill.spec.description))
         writes += 1
     return writes
+
+
+def _push_to(stored: Any, skill_md: str, artifact: bytes, tag: str, description: str) -> skill_pb2.PushSkillRequest:
+    meta = stored.metadata
+    return skill_pb2.PushSkillRequest(
+        org=meta.org, slug=meta.slug, name=meta.name, skill_md=skill_md, artifact=artifact, tag=tag,
+        description=description,
+    )  # fmt: skip

@@ -53,7 +53,9 @@ def front_matter(markdown: str) -> dict[str, str]:
     return {}
 
 
-def _plan(req: skill_pb2.PushSkillRequest) -> Plan:
+def plan(req: skill_pb2.PushSkillRequest) -> Plan:
+    """What a push writes, once its zip, markdown, tag and names are checked (import checks a skill's
+    history with it before replaying any of it)."""
     artifact = skill_artifact.inspect(req.artifact) if req.artifact else None
     inner = artifact.skill_md if artifact is not None else None
     markdown = req.skill_md or inner or ""
@@ -85,7 +87,7 @@ def check_push(ctx: RequestContext) -> None:
     """Inspect the zip and settle name, slug and markdown, outside the transaction."""
     req = ctx.request
     assert isinstance(req, skill_pb2.PushSkillRequest)
-    ctx.scratch[PLAN] = _plan(req)
+    ctx.scratch[PLAN] = plan(req)
 
 
 def _document(ctx: RequestContext, plan: Plan, org: str) -> skill_pb2.Skill:

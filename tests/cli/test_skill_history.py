@@ -245,7 +245,7 @@ def test_a_history_entry_a_push_would_refuse_is_refused_before_anything_is_writt
         (1, {"tags": ["be ta", "v2"]}, "history[1].tags"),
         (1, {"tags": ["x" * 129]}, "history[1].tags"),
         (1, {"tags": ["latest"]}, "history[1].tags"),
-        (0, {"artifact": base64.b64encode(skill_zip("---\nother\n---\n")).decode()}, "history[0].artifact"),
+        (0, {"artifact": base64.b64encode(skill_zip("---\nother\n---\n")).decode()}, "history[0].skillMd"),
         (0, {"artifact": bad_zip}, "history[0].artifact"),
     ):
         doc = copy.deepcopy(skill)

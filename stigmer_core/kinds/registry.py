@@ -40,6 +40,7 @@ from stigmer_core.kinds.runtime import (
 )
 from stigmer_core.kinds.secret_fields import SecretFields
 from stigmer_core.pipeline import steps as standard
+from stigmer_core.pipeline.answers import BlanksAnswer, blank_sent
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step
@@ -314,6 +315,7 @@ def _pipeline(
     writes: bool,
     *,
     custom: bool = False,
+    streaming: bool = False,
 ) -> Pipeline:
     declared = _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
     if standard.dispatch_apply in base:
@@ -342,9 +344,32 @@ def _pipeline(
             extra = [s for s in extra if not s.phase.in_transaction]
         steps += extra
     steps.sort(key=lambda s: s.phase)  # stable: framework, then kind, then plugins within a phase
+    if custom and decl.redact is not None and not _blanks_all(steps, streaming):
+        # after every step, whatever its phase: one answering after redact (a RESPOND step), or
+        # with a stream redact cannot see into, would send the kind's secrets in clear
+        steps.append(blank_sent(streaming))
     pre = tuple(s for s in steps if not s.phase.in_transaction)
     txn = tuple(s for s in steps if s.phase.in_transaction)
     return Pipeline(pre=pre, txn=txn, writes=writes)
+
+
+_KEEP_ANSWER = (standard.publish, standard.respond)
+"""Standard steps that leave the answer as it was (``respond`` answers ``ctx.resource``, which
+``redact`` blanked before it)."""
+
+
+def _blanks_all(steps: Sequence[Step], streaming: bool) -> bool:
+    """Whether the (sorted) steps end with one that blanks the answer, followed only by steps that
+    leave the answer alone. ``redact`` blanks a unary answer but not a stream's messages."""
+    for found in reversed(steps):
+        if isinstance(found, BlanksAnswer):
+            return True
+        if found is standard.redact:
+            if not streaming:
+                return True
+        elif found not in _KEEP_ANSWER:
+            return False
+    return False
 
 
 def _compiled(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> KindRuntime:
@@ -462,9 +487,12 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     # A watch shows every object of the kind, as a list does, and keeps showing them.
     runtime.watch_access = decl.access.get(WATCH_ACCESS, access["list"])
     runtime.delete_access = access["delete"]
+    streams = {method.name for method in methods if method.server_streaming}
     for op, custom in decl.operations.items():
         base = _checked_steps(plugin, decl, f"operation {op!r}", custom.steps)
-        runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, base, custom.writes, custom=True)
+        runtime.pipelines[op] = _pipeline(
+            pm, plugin, decl, op, base, custom.writes, custom=True, streaming=op in streams
+        )
         access[op] = access_of(op, declared=custom.access, writes=custom.writes)
     for method in methods:
         if method.name in decl.operations:

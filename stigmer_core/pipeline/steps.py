@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -23,13 +22,13 @@ from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
 from stigmer_core.auth.pages import PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
-from stigmer_core.kinds.nesting import is_repeated
 from stigmer_core.kinds.resources import taken_elsewhere
 from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath, KindRuntime
 from stigmer_core.pipeline import validation
+from stigmer_core.pipeline.answers import BlanksAnswer, shown
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import FunctionStep, Step, run_steps, step
+from stigmer_core.pipeline.step import Step, run_steps, step
 from stigmer_core.store import keys
 
 DEFAULT_PAGE_SIZE = 100
@@ -268,40 +267,16 @@ def redact(ctx: RequestContext) -> None:
         return
     found = ctx.resource
     if found is not None and kind.hides(found):
-        shown = kind.resource_cls()
-        shown.CopyFrom(found)
-        hide(shown)
-        ctx.resource = shown
+        copy = kind.resource_cls()
+        copy.CopyFrom(found)
+        hide(copy)
+        ctx.resource = copy
         if ctx.response is found:  # a custom rpc's step answered with the object already
-            ctx.response = shown
+            ctx.response = copy
     answer = ctx.response
     if answer is None or answer is ctx.resource or not isinstance(answer, Message):
-        return  # a stream's responses (a subscribe's generator) are blanked as they are sent
-    if type(answer) is kind.resource_cls:  # a custom rpc's step answered with an object of its own
-        if kind.hides(answer):
-            shown = kind.resource_cls()
-            shown.CopyFrom(answer)
-            hide(shown)
-            ctx.response = shown
-        return
-    # A custom rpc's own message holding the kind's objects (a page of clones): built for this
-    # answer alone, so blanked in place.
-    for name, repeated in _holding(answer.DESCRIPTOR, kind.resource_cls.DESCRIPTOR):
-        held = getattr(answer, name)
-        for obj in held if repeated else ((held,) if answer.HasField(name) else ()):
-            if kind.hides(obj):
-                hide(obj)
-
-
-@functools.cache
-def _holding(message: Any, resource: Any) -> tuple[tuple[str, bool], ...]:
-    """The fields of ``message`` (a custom rpc's response) that hold objects of ``resource``'s
-    type, and whether each is repeated: looked up once per response type, not per request."""
-    return tuple(
-        (field.name, is_repeated(field))
-        for field in message.fields
-        if field.message_type is resource and not (field.message_type.GetOptions().map_entry)
-    )
+        return  # a stream's responses are blanked as they are sent (``answers.blank_sent``)
+    ctx.response = shown(kind, answer)  # a custom rpc's step answered with a message of its own
 
 
 @step(Phase.RESPOND)
@@ -574,7 +549,7 @@ def _in_any(orgs: tuple[str, ...]) -> Callable[[Message], bool]:
 
 
 @attrs.frozen
-class ListByStep(FunctionStep):
+class ListByStep(BlanksAnswer):
     """The step ``list_by`` makes, carrying what it reads so the registry can check it at startup
     (an unknown index, or a request field that is missing or neither a string nor an enum, would
     otherwise answer every call INTERNAL)."""

@@ -25,10 +25,11 @@ from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, ListFilter
 from stigmer_core.pipeline import validation
+from stigmer_core.pipeline.answers import BlanksAnswer
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Positioned, unshared
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import FunctionStep, Step, step
+from stigmer_core.pipeline.step import Step, step
 from stigmer_core.pipeline.turns import Place
 from stigmer_core.store import keys
 
@@ -413,7 +414,7 @@ def watch_object(
 
         ctx.response = states()  # type: ignore[assignment]
 
-    return FunctionStep("watch_object", Phase.LOAD, run)
+    return BlanksAnswer("watch_object", Phase.LOAD, run)  # each state is blanked as it is sent
 
 
 def _shown(kind: Any, obj: Message) -> Message:

@@ -281,7 +281,7 @@ def check_schema_name(name: str) -> str:
     return name
 
 
-def _current_version(conn: psycopg.Connection[object], schema: str) -> int | None:
+def read_version(conn: psycopg.Connection[object], schema: str) -> int | None:
     """The schema's version, or None when it has no version table yet."""
     try:
         with conn.transaction():
@@ -308,7 +308,7 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> int:
     lock keeps daemons of a current schema from starting.
     """
     check_schema_name(schema)
-    current = _current_version(conn, schema)
+    current = read_version(conn, schema)
     if current is not None and current >= VERSION:
         _refuse_newer(schema, current)
         return current

@@ -71,6 +71,8 @@ class SchemaWatch:
         self._changed = changed
         """Called whenever ``newer`` changes (the store tells its health followers)."""
         self._lock = threading.Lock()
+        self._reading = threading.Lock()
+        """Held while the error path reads the version: calls failing together wait for one read."""
         self.newer = 0
         """The schema's version while it is newer than this code knows; 0 while it is not."""
 
@@ -95,14 +97,15 @@ class SchemaWatch:
         """
         if not schema_shaped(exc):
             return None
-        if not self.newer:
-            try:
-                with self._connect() as conn:
-                    found = read_version(conn, self.schema)
-            except psycopg.Error as failed:
-                log.debug("could not read the version of schema %r: %s", self.schema, failed)
-                return None
-            self.seen(found or 0)
+        with self._reading:
+            if not self.newer:
+                try:
+                    with self._connect() as conn:
+                        version = read_version(conn, self.schema)
+                except psycopg.Error as failed:
+                    log.debug("could not read the version of schema %r: %s", self.schema, failed)
+                    return None
+                self.seen(version or 0)
         found = self.newer
         if not found:
             return None

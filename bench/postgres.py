@@ -78,9 +78,11 @@ def _daemon(url: str | None, data_dir: Path) -> Iterator[str]:
     )  # fmt: skip
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
-        if "listening on" not in line:
-            raise RuntimeError(f"daemon did not start: {line}{process.stdout.read()}")
+        said = []  # what it logs before its banner (a daemon making its own key warns)
+        while "listening on" not in (line := process.stdout.readline()):
+            if not line:
+                raise RuntimeError(f"daemon did not start: {''.join(said)}")
+            said.append(line)
         yield address
     finally:
         process.terminate()

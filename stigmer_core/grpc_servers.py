@@ -66,7 +66,8 @@ def _reflection(app: Application, pools: ServerPools, *, asynchronous: bool) -> 
 
 
 def _follow_store(app: Application, set_all: Callable[[int], None]) -> None:
-    """Health follows a store that can lose its database: NOT_SERVING while it cannot serve."""
+    """Health follows a store that can lose its database (or its schema, to a newer release's
+    migration): NOT_SERVING while it cannot serve."""
     store = app.store
     if isinstance(store, ReportsReachability):
         serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING

@@ -10,6 +10,7 @@ start with another key once one is recorded is refused outright.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import subprocess
 import sys
@@ -193,3 +194,37 @@ def test_a_rotation_that_lost_a_race_to_another_is_refused_in_its_transaction(
         assert "start it again" not in str(refused.value)
         assert staged == [loser_key]
         assert _recorded(two) == fingerprint(winner_key)  # the winner's rotation stands, the loser's left nothing
+
+
+def _key_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "new secret key" in r.getMessage()
+    ]
+
+
+def test_a_daemon_of_a_shared_store_that_makes_a_new_key_says_every_daemon_needs_a_copy(
+    tmp_path: Path, stigmer_postgres_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon that made its own key beside a database other daemons serve said nothing, and the
+    first seal then locked whichever daemon held another key out of every secret."""
+    url = stigmer_postgres_store_url
+    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    caplog.set_level(logging.WARNING)
+    with Application.open(one_dir, durable=False, store=url) as one, _kinds(one) as first:
+        (told,) = _key_warnings(caplog)
+        assert f"made a new secret key in {one_dir / KEY_FILE}" in told, told
+        assert "every daemon serving it must hold a copy of this key file" in told, told
+        assert f"${KEY_FILE_ENV}" in told and "already holds objects" not in told, told
+        first.agent()  # an object, and no secret sealed: no key recorded
+
+    caplog.clear()
+    with Application.open(two_dir, durable=False, store=url):
+        (told,) = _key_warnings(caplog)
+        assert f"made a new secret key in {two_dir / KEY_FILE}" in told, told
+        assert "already holds objects but records no key" in told, told
+
+    caplog.clear()
+    with Application.open(one_dir, durable=False, store=url):
+        assert _key_warnings(caplog) == [], "a daemon whose key file exists made nothing"
+    with Application.open(tmp_path / "local", durable=False):
+        assert _key_warnings(caplog) == [], "an LMDB store is not shared: its new key concerns nobody else"

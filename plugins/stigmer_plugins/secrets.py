@@ -32,7 +32,9 @@ never holds secrets under two keys. ``Secrets.rotate`` re-seals every value
 under a new key in one store transaction, only on a store that records the
 key being replaced, with the new key staged durably first and run keys
 wrapped by both keys until the commit, so a crash at any point leaves a
-store that opens with one key or the other.
+store that opens with one key or the other. On a store daemons share (any
+engine but LMDB) a start that makes a new key file warns that every daemon of
+the database must hold a copy of it (``shared_key``).
 
 **Without the key.** An application opened ``read_only`` (the store whose key
 is lost, exported) gets a ``Secrets`` that holds no key: its master is a
@@ -71,6 +73,7 @@ from stigmer_plugins.secret_key import (
     read_key,
     write_key_file,
 )
+from stigmer_plugins.shared_key import warn_new_key
 
 FINGERPRINT_KEY = b"m/secret-key"
 EXTENSION = "stigmer.secrets"
@@ -113,7 +116,9 @@ class Secrets:
         if read_only:
             return cls.locked(_problem(data_dir, environ, recorded))
         source = KeySource.resolve(data_dir, environ)
-        master = cls._load(source, recorded)
+        master, made = cls._load(source, recorded)
+        if made and source.path is not None and not isinstance(store, LmdbStore):
+            warn_new_key(store, source.path, KEY_FILE_ENV)  # a shared store: the other daemons need it too
 
         def runs_factory(secrets: Secrets) -> RunKeys:
             def current() -> SecretBox:
@@ -134,11 +139,12 @@ class Secrets:
         return cls(LockedBox(problem), KeySource(path=None), lambda _: NoRunKeys(problem))
 
     @staticmethod
-    def _load(source: KeySource, recorded: bytes | None) -> SecretBox:
+    def _load(source: KeySource, recorded: bytes | None) -> tuple[SecretBox, bool]:
+        """The key, and whether this start made its key file."""
         if source.env is not None:
             key: bytes | None = source.env
         elif source.path is None:
-            return SecretBox(AESGCM.generate_key(bit_length=256))  # nothing outlives the application
+            return SecretBox(AESGCM.generate_key(bit_length=256)), False  # nothing outlives the application
         else:
             key = _finish_staged(source, recorded)
         if key is None:
@@ -154,13 +160,13 @@ class Secrets:
             try:
                 write_key_file(source.path, key)
             except FileExistsError:  # another process made it first: use theirs
-                key = read_key(source.path)
-            return SecretBox(key)
+                return SecretBox(read_key(source.path)), False
+            return SecretBox(key), True
         box = SecretBox(key)
         if recorded is not None and recorded != box.fingerprint:
             problem = _different(source, box.fingerprint, recorded)
             raise SecretKeyError(f"{problem}; give the key they were sealed with (the store is not opened)", problem)
-        return box
+        return box, False
 
     def check(self, txn: ReadTxn) -> SecretBox:
         """The key, once ``txn`` shows the store records it (or no key yet) as the one its secrets are sealed with.

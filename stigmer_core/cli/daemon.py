@@ -129,7 +129,7 @@ def health(
     key_file: str | None = None,
 ) -> str | None:
     """The server's overall health (``SERVING``, or ``NOT_SERVING`` while a team server's database
-    does not answer it), or None when nothing answers (grpc's reason appended to ``why``)."""
+    does not answer it or its schema is newer than it knows), or None when nothing answers (grpc's reason appended to ``why``)."""
     with network_channel(address, ca_file=ca_file, cert_file=cert_file, key_file=key_file) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(

@@ -44,6 +44,10 @@ log without keeping the shares or the watermarks (a watch resuming across
 what it pruned would never be told), and with the column gone its commits
 fail instead, loudly, while its reads go on. Every daemon on one schema
 must run the same version: stop the old ones before starting a newer one.
+One left running finds out (``postgres_version``): what the newer tables break
+is refused FAILED_PRECONDITION saying so, and its health turns NOT_SERVING. A
+migration that changes what every writer must keep up (as version 4 did) must
+make an older daemon's statements fail, since what they still can do goes on.
 
 ``bytea`` compares like ``memcmp``, so key ranges and their order are LMDB's.
 """
@@ -281,7 +285,7 @@ def check_schema_name(name: str) -> str:
     return name
 
 
-def _current_version(conn: psycopg.Connection[object], schema: str) -> int | None:
+def read_version(conn: psycopg.Connection[object], schema: str) -> int | None:
     """The schema's version, or None when it has no version table yet."""
     try:
         with conn.transaction():
@@ -308,7 +312,7 @@ def migrate(conn: psycopg.Connection[object], schema: str) -> int:
     lock keeps daemons of a current schema from starting.
     """
     check_schema_name(schema)
-    current = _current_version(conn, schema)
+    current = read_version(conn, schema)
     if current is not None and current >= VERSION:
         _refuse_newer(schema, current)
         return current

@@ -73,6 +73,7 @@ from stigmer_core import errors
 from stigmer_core.store import keys
 from stigmer_core.store.group_commit import GroupCommit, Pending
 from stigmer_core.store.postgres_schema import check_schema_name, migrate
+from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
 from stigmer_core.store.protocol import SnapshotMoved
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
@@ -443,7 +444,7 @@ class _Reader:
             try:
                 return self._conn.execute(query, params).fetchall()
             except psycopg.Error as exc:
-                raise _translate(exc) from exc
+                raise self._store._translate(exc) from exc
         return self._on_fresh_connection(lambda: self._begin_with(query, params))
 
     def _begin_with(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -486,7 +487,7 @@ class _Reader:
                 self._held = True
                 return run()
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise self._store._translate(exc) from exc
 
     @property
     def revision(self) -> int:
@@ -668,14 +669,14 @@ class _Writer(_Reader):
         try:
             cur = self._conn.execute(self._store._sql_delete, (key,))
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise self._store._translate(exc) from exc
         return cur.rowcount > 0
 
     def _rows_none(self, query: bytes, params: tuple[Any, ...]) -> None:
         try:
             self._conn.execute(query, params)
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise self._store._translate(exc) from exc
 
     def compacted_through(self, partitions: Collection[str] | None = None) -> int:
         if partitions is None:
@@ -738,7 +739,7 @@ class _Writer(_Reader):
                 conn.execute(store._sql_append, (revision, 0, payload, partition))
             row = cur.fetchone()
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise self._store._translate(exc) from exc
         assert row is not None
         tally.parts.clear()
         _, revisions, pruned, through, oldest, oldest_at = row
@@ -808,6 +809,11 @@ class PostgresStore:
         self.schema = self.settings.schema
         self.channel = f"stigmer_{self.schema}"[:63]
         self._sql_revision = f"SELECT revision FROM {s}.meta WHERE id = 1".encode()
+        # The listener's read: the schema's version rides along, so a daemon left running while a
+        # newer release migrated the schema learns of it without a statement failing first.
+        self._sql_watch = (
+            f"SELECT revision, (SELECT max(version) FROM {s}.schema_version) FROM {s}.meta WHERE id = 1"
+        ).encode()
         self._sql_lock_revision = (
             f"SELECT revision, log_bytes, event_revisions, compacted,"
             f" (SELECT revision FROM {s}.events ORDER BY revision, seq LIMIT 1),"
@@ -902,6 +908,9 @@ class PostgresStore:
         self._revision = int(row[0]) if row else 0
         self._revision_cond = threading.Condition(threading.Lock())
         self._reachable = True
+        self._serving = True
+        """What the health followers were last told: reachable, on a schema this code knows."""
+        self._version = SchemaWatch(self.schema, self._version_connection, self._report)
         self._reachability: list[Callable[[bool], None]] = []
         self._reachability_lock = threading.Lock()
         self._writes = GroupCommit(self._commit_batch, self.settings.max_batch)
@@ -970,6 +979,17 @@ class PostgresStore:
         return keep
 
     # -- connections ---------------------------------------------------------
+    def _version_connection(self) -> psycopg.Connection[Any]:
+        """A connection of its own for reading the schema's version on an error path: the failed
+        statement's connection may be inside an aborted transaction, and the pool may be busy."""
+        conn: psycopg.Connection[Any] = self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs)
+        return conn
+
+    def _translate(self, exc: psycopg.Error) -> Exception:
+        """``_translate``, but a statement failing because a newer release changed the schema
+        under this daemon is refused saying so (``postgres_version``), never answered INTERNAL."""
+        return self._version.refusal(exc) or _translate(exc)
+
     def _acquire(self) -> psycopg.Connection[Any]:
         if self._writes.closed:
             raise errors.Unavailable("the store is closed")
@@ -1050,7 +1070,7 @@ class PostgresStore:
                 if _unusable(exc) and not fresh_connection_tried:
                     fresh_connection_tried = True  # on a connection opened now: the database may take writes again
                     continue
-                error = _translate(exc) if isinstance(exc, psycopg.Error) else exc
+                error = self._translate(exc) if isinstance(exc, psycopg.Error) else exc
                 break
         else:
             error = errors.Unavailable("the database kept aborting this write as a conflict; try again")
@@ -1099,7 +1119,7 @@ class PostgresStore:
                     if _lost(conn) or isinstance(exc, _Retry) or _unusable(exc):
                         raise
                     conn.execute(b"ROLLBACK TO SAVEPOINT stigmer_call" if shared else b"ROLLBACK")
-                    pending.error = _translate(exc) if isinstance(exc, psycopg.Error) else exc
+                    pending.error = self._translate(exc) if isinstance(exc, psycopg.Error) else exc
                     continue
                 wrote = wrote or writer._wrote
                 revision = writer._revision or revision
@@ -1153,9 +1173,9 @@ class PostgresStore:
             try:
                 with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
                     conn.execute(f'LISTEN "{self.channel}"'.encode())
-                    row = conn.execute(self._sql_revision).fetchone()  # what was committed while away
+                    row = conn.execute(self._sql_watch).fetchone()  # what was committed while away
                     if row:
-                        self._advance(int(row[0]))
+                        self._watched(row)
                     self._set_reachable(True)
                     backoff = 0.05
                     failures = 0
@@ -1171,9 +1191,9 @@ class PostgresStore:
                         if self._stop.is_set():
                             return
                         if woken:
-                            row = conn.execute(self._sql_revision).fetchone()
+                            row = conn.execute(self._sql_watch).fetchone()
                             if row:
-                                self._advance(int(row[0]))
+                                self._watched(row)
                             self._set_reachable(True)
                             missed = 0
                             continue
@@ -1191,7 +1211,10 @@ class PostgresStore:
                             missed = 0
             except psycopg.Error as exc:
                 log.debug("store listener lost its connection: %s", exc)
-                failures += 1
+                if schema_shaped(exc) and self._version.refusal(exc) is not None:
+                    failures = 0  # the database answers: a newer release changed what the listener reads
+                else:
+                    failures += 1
                 if failures >= 2:  # not the first: a connection killed alone is replaced at once
                     self._set_reachable(False)
             self._stop.wait(backoff)
@@ -1201,10 +1224,12 @@ class PostgresStore:
         """Read the revision through the pool; whether it had moved without a notice."""
         try:
             with self._pool.connection() as conn:
-                row = conn.execute(self._sql_revision).fetchone()
+                row = conn.execute(self._sql_watch).fetchone()
         except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
             log.debug("store listener could not read the revision: %s", exc)
-            if isinstance(exc, _NoAnswer):  # a server that holds connections open and answers nothing
+            if isinstance(exc, psycopg.Error) and schema_shaped(exc):
+                self._version.refusal(exc)
+            elif isinstance(exc, _NoAnswer):  # a server that holds connections open and answers nothing
                 self._set_reachable(False)
             return False
         self._set_reachable(True)
@@ -1213,14 +1238,19 @@ class PostgresStore:
         revision = int(row[0])
         with self._revision_cond:
             moved = revision > self._revision
-        self._advance(revision)
+        self._watched(row)
         return moved
+
+    def _watched(self, row: tuple[Any, ...]) -> None:
+        """The listener's read (``_sql_watch``): the revision, and the schema's version."""
+        self._advance(int(row[0]))
+        self._version.seen(int(row[1] or 0))
 
     def on_reachability(self, callback: Callable[[bool], None]) -> None:
         with self._reachability_lock:
             self._reachability.append(callback)
-            reachable = self._reachable
-        if not reachable:
+            serving = self._serving
+        if not serving:
             callback(False)
 
     def _set_reachable(self, reachable: bool) -> None:
@@ -1229,13 +1259,24 @@ class PostgresStore:
             if reachable == self._reachable:
                 return
             self._reachable = reachable
-            callbacks = list(self._reachability)
         if reachable:
             log.warning("the database at %s answers again", self.url)
         else:
             log.warning("the database at %s does not answer; the daemon reports NOT_SERVING until it does", self.url)
+        self._report()
+
+    def _report(self) -> None:
+        """Tell the health followers whether this daemon can serve: the database answers it, and
+        its schema is not newer than this code knows (a daemon left running through a newer
+        release's migration reports NOT_SERVING even while the calls it gets still work)."""
+        with self._reachability_lock:
+            serving = self._reachable and not self._version.newer
+            if serving == self._serving:
+                return
+            self._serving = serving
+            callbacks = list(self._reachability)
         for callback in callbacks:
-            callback(reachable)
+            callback(serving)
 
     def wait_for_revision(self, after: int, timeout: float) -> int:
         with self._revision_cond:

@@ -131,8 +131,9 @@ class ReportsReachability(Protocol):
     """A store that can lose what it stores in (a database server) while the daemon runs.
 
     The daemon's health service follows it: NOT_SERVING while the store says it
-    cannot serve, so a load balancer in front of several daemons sends calls to
-    one that can.
+    cannot serve (its database does not answer, or a newer release migrated its
+    schema), so a load balancer in front of several daemons sends calls to one
+    that can.
     """
 
     def on_reachability(self, callback: Callable[[bool], None]) -> None:

@@ -84,7 +84,10 @@ def status(ctx: click.Context) -> None:
         said = {
             None: f"not reachable: TLS: {trouble}" if trouble else "not reachable",
             "SERVING": "serving",
-            "NOT_SERVING": "answers, but NOT_SERVING: its store cannot serve (a team server whose database does not answer it)",
+            "NOT_SERVING": (
+                "answers, but NOT_SERVING: its store cannot serve (a team server whose database does not answer it, "
+                "or whose schema a newer release migrated)"
+            ),
         }
         pairs.append(("server", said.get(status, f"answers, health {status}")))
         if settings.token and status is not None:

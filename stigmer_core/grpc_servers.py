@@ -28,6 +28,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
+from stigmer_core.call_limit import CallLimit
 from stigmer_core.controller import log_refusal, queued_writes, unary_reads
 from stigmer_core.health_checks import health_handlers
 from stigmer_core.reflection import OpenStreams, reflection_handlers
@@ -167,12 +168,19 @@ class SyncServing:
         # Health and reflection answer without a token; every other service needs one when
         # the server requires tokens.
         self._admits: dict[str, Admit | None] = {service: admit for service in app.services}
+        self._default_pool = pools.default
         # With a plugin's interceptors the handlers are made to read first after them
         # (``_ReadFirst``), so an interceptor sees each handler as its kind declared it.
         convert = not interceptors
         chain = [_ReadFirst(self._read_first), *interceptors] if interceptors else []
         self._server = grpc.server(pools.default, interceptors=chain, options=[*OPTIONS, *options])
         reads = unary_reads(app.registry)
+        read_share, rpc_share = pools.sizes.call_shares()
+        self._limits = {
+            id(pools.default): CallLimit(rpc_share, "rpc"),
+            id(pools.sync_reads()): CallLimit(read_share, "read"),
+        }
+        """A token's share of the pool a unary call runs on, by the pool's id (``call_limit``)."""
         for service, methods in app.services.items():
             routed = pools.route_sync(service, methods, reads)
             self._server.add_registered_method_handlers(service, self._converted(service, routed, convert))
@@ -190,7 +198,13 @@ class SyncServing:
 
     def _read_first(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service = method[1:].split("/", 1)[0]
-        return read_first(method, handler, self._deadlines, self._admits.get(service))
+        admit = self._admits.get(service)
+        if admit is None or handler.response_streaming:  # streams keep to their own limits
+            return read_first(method, handler, self._deadlines, admit)
+        # Where grpc will run it: a behavior without a pool of its own runs on the server's.
+        pool = getattr(handler.unary_unary, "experimental_thread_pool", None) or self._default_pool
+        limit = self._limits.get(id(pool))
+        return read_first(method, handler, self._deadlines, admit, limit)
 
     def _converted(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler], convert: bool

@@ -8,9 +8,11 @@ such calls, with no token at all, took every read and rpc thread of a team
 server and stopped every member's calls. So each such handler is served as a
 client-streaming one (the same on the wire: a unary call is a request stream
 of one message), whose behavior runs before the read: it refuses a caller
-without a valid token when the server requires one (``admit``), and takes
-the message under ``STIGMER_REQUEST_READ_TIMEOUT`` seconds, after which the
-call ends DEADLINE_EXCEEDED and its thread is free (``ReadDeadlines``).
+without a valid token when the server requires one (``admit``), counts a
+unary call against its caller's share of the pool's threads, refusing it at
+once past the share (``call_limit``), and takes the message under
+``STIGMER_REQUEST_READ_TIMEOUT`` seconds, after which the call ends
+DEADLINE_EXCEEDED and its thread is free (``ReadDeadlines``).
 
 A client-streaming handler (server reflection) reads its own messages and is
 left as it is: reflection keeps to its own bound of open streams.
@@ -30,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from stigmer_core import status
-from stigmer_core.errors import StartupError, Unauthenticated
+from stigmer_core.errors import ResourceExhausted, StartupError, Unauthenticated
 
 if TYPE_CHECKING:
     from stigmer_core.auth.tokens import Authenticator
+    from stigmer_core.call_limit import CallLimit
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +144,10 @@ class ReadDeadlines:
         self._wake.set()
 
 
-Admit = Callable[[grpc.ServicerContext, str], None]
-"""Refuses a call (aborting ``context``) before its message is read; ``str`` is its method."""
+Admit = Callable[[grpc.ServicerContext, str], "str | None"]
+"""Refuses a call (aborting ``context``) before its message is read; ``str`` is its method. Returns
+the principal whose share of threads the call counts against (``call_limit``), or None for the
+local administrator, who has no share."""
 
 
 def _first(requests: Iterator[Any], context: grpc.ServicerContext, method: str, deadlines: ReadDeadlines) -> Any:
@@ -156,20 +161,33 @@ def _first(requests: Iterator[Any], context: grpc.ServicerContext, method: str, 
 
 
 def read_first(
-    method: str, handler: grpc.RpcMethodHandler, deadlines: ReadDeadlines, admit: Admit | None
+    method: str,
+    handler: grpc.RpcMethodHandler,
+    deadlines: ReadDeadlines,
+    admit: Admit | None,
+    limit: CallLimit | None = None,
 ) -> grpc.RpcMethodHandler:
     """``handler`` (a unary or server-streaming one) as a client-streaming handler that runs
     ``admit``, then reads its one message under ``deadlines``, then runs the original behavior.
-    The behavior's thread pool and non-blocking mark stay with it."""
+    A unary call of an admitted principal holds a slot of ``limit`` from before the read to
+    its end. The behavior's thread pool and non-blocking mark stay with it."""
     if handler.request_streaming:
         return handler
     streaming = handler.response_streaming
     inner = handler.unary_stream if streaming else handler.unary_unary
 
     def behavior(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
-        if admit is not None:
-            admit(context, method)
-        return inner(_first(requests, context, method, deadlines), context, *more)
+        principal = admit(context, method) if admit is not None else None
+        if principal is None or limit is None:
+            return inner(_first(requests, context, method, deadlines), context, *more)
+        try:
+            limit.take(principal)
+        except ResourceExhausted as refused:
+            status.abort(context, refused)
+        try:
+            return inner(_first(requests, context, method, deadlines), context, *more)
+        finally:
+            limit.give(principal)
 
     def stream(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
         if admit is not None:
@@ -192,17 +210,20 @@ def read_first(
 def authenticated(authenticator: Authenticator, log_refusal: Callable[..., None]) -> Admit | None:
     """``admit`` for a server whose calls need a token: a caller without a valid one is refused
     UNAUTHENTICATED from its metadata alone (what it may do is checked after the read, as
-    before). None when tokens are not required: then no caller is refused for want of one."""
+    before); an admitted caller's principal is what its calls count against. None when tokens
+    are not required: then no caller is refused for want of one, and any caller may call as the
+    local administrator, so none has a share to keep to."""
     if not authenticator.required:
         return None
 
-    def admit(context: grpc.ServicerContext, method: str) -> None:
+    def admit(context: grpc.ServicerContext, method: str) -> str | None:
         metadata = context.invocation_metadata() or ()
         peer = context.peer()
         try:
-            authenticator.caller(metadata, peer)
+            caller = authenticator.caller(metadata, peer)
         except Unauthenticated as denied:
             log_refusal(authenticator, denied, method, metadata, peer)
             status.abort(context, denied)
+        return None if caller.unrestricted else caller.principal
 
     return admit

@@ -91,8 +91,13 @@ class HeldStreams:
 
     def wait_all_ended(self, timeout: float) -> dict[int, tuple[str, str]]:
         """How each stream ended, once all have (or the connection closed, or ``timeout`` passed)."""
+        return self.wait_ended(len(self.ids), timeout)
+
+    def wait_ended(self, count: int, timeout: float) -> dict[int, tuple[str, str]]:
+        """How the streams that ended did, once ``count`` have (or the connection closed, or
+        ``timeout`` passed)."""
         with self._lock:
-            self._changed.wait_for(lambda: self.closed or len(self.ended) >= len(self.ids), timeout)
+            self._changed.wait_for(lambda: self.closed or len(self.ended) >= count, timeout)
             return dict(self.ended)
 
     def close(self) -> None:

@@ -43,12 +43,13 @@ UNAUTHENTICATED, DEADLINE_EXCEEDED, UNIMPLEMENTED = "16", "4", "12"
 
 @contextlib.contextmanager
 def team_server(
-    data: Path, store_url: str, read_seconds: float
+    data: Path, store_url: str, read_seconds: float, calls_per_caller: int | None = None
 ) -> Iterator[tuple[Server, str, Callable[[Callable[[], Any]], Any]]]:
     """A daemon on PostgreSQL requiring tokens, on a loopback port, with small pools; yields it,
     an editor's token, and ``answer(call)``: ``call``'s result, waited for at most ``WAIT``."""
     app = Application.open(data, store=store_url, durable=False, require_auth=True)
-    server = Server(app, "127.0.0.1:0", pools=PoolSizes(**POOLS, request_read_seconds=read_seconds))
+    sizes = PoolSizes(**POOLS, request_read_seconds=read_seconds, calls_per_caller=calls_per_caller)
+    server = Server(app, "127.0.0.1:0", pools=sizes)
     waiter = futures.ThreadPoolExecutor(2)
     try:
         token, _ = make_token(app, ALPHA, "editor")
@@ -101,7 +102,9 @@ def test_callers_without_a_token_cannot_hold_threads_by_never_sending_a_message(
 def test_a_members_call_whose_message_never_comes_ends_after_the_read_timeout(
     tmp_path: Path, stigmer_postgres_store_url: str
 ) -> None:
-    with team_server(tmp_path / "data", stigmer_postgres_store_url, 1) as (server, token, answer):
+    # Bound per caller past the pools (test_call_limit): the read timeout alone frees them here.
+    store = stigmer_postgres_store_url
+    with team_server(tmp_path / "data", store, 1, calls_per_caller=100) as (server, token, answer):
         bearer = [("authorization", f"Bearer {token}")]
         holders = [
             HeldStreams(server.address, GET, 2 * POOLS["read_threads"], bearer),

@@ -1,0 +1,186 @@
+"""One member's token holds at most a share of a team server's read and rpc threads.
+
+On grpc's sync server (a PostgreSQL store) a unary call holds a pool thread from
+its headers to its end. A member with a valid token, a viewer's say, could open
+calls whose message never comes and hold every read and rpc thread for
+``STIGMER_REQUEST_READ_TIMEOUT`` at a time, again and again, while every other
+member's calls queued. Now each principal holds at most
+``STIGMER_MAX_CALLS_PER_CALLER`` threads of each pool (half of it by default);
+its next call is refused RESOURCE_EXHAUSTED (CALL_LIMIT) before anything waits
+for its message, and every slot comes back however the call ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from stigmer_core import Application, errors, status
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.call_limit import ENV, REASON
+from stigmer_core.errors import StartupError
+from stigmer_core.grpc_servers import SyncServing
+from stigmer_core.server import PoolSizes, Server
+from tests.auth_support import ALPHA, make_token
+from tests.held_streams import HeldStreams
+
+GET = "/stigmer.agentic.agent.v1.AgentQueryController/get"
+CREATE = "/stigmer.agentic.agent.v1.AgentCommandController/create"
+WAIT = 60.0
+"""How long a test waits for an answer it must get; never a measure of speed."""
+READ_THREADS, RPC_THREADS = 4, 8
+READ_SHARE, RPC_SHARE = READ_THREADS // 2, RPC_THREADS // 2
+DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED = "4", "8"
+
+
+class Team:
+    """A daemon on PostgreSQL requiring tokens, with a viewer (who holds calls) and an editor."""
+
+    def __init__(self, app: Application, server: Server) -> None:
+        self.app, self.server = app, server
+        self.viewer, made = make_token(app, ALPHA, "viewer", "holder")
+        self.viewer_principal = f"token:{ALPHA}/{made.metadata.slug}"
+        self.editor, _ = make_token(app, ALPHA, "editor", "other member")
+        self.channel = grpc.insecure_channel(server.address)
+        self._waiter = futures.ThreadPoolExecutor(2)
+
+    def bearer(self, token: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {token}")]
+
+    def answer(self, call: Callable[[], Any]) -> Any:
+        """``call``'s result, waited for at most ``WAIT``: a call queued behind held threads fails."""
+        return self._waiter.submit(call).result(WAIT)
+
+    def create(self, token: str, name: str) -> agent_pb2.Agent:
+        agent = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=name, org=ALPHA))
+        stub = agent_grpc.AgentCommandControllerStub(self.channel)
+        return stub.create(agent, metadata=self.bearer(token), timeout=WAIT)
+
+    def get(self, token: str, agent_id: str) -> agent_pb2.Agent:
+        stub = agent_grpc.AgentQueryControllerStub(self.channel)
+        return stub.get(agent_pb2.AgentId(value=agent_id), metadata=self.bearer(token), timeout=WAIT)
+
+    def held(self, principal: str) -> int:
+        """Threads ``principal``'s calls hold now, over both pools."""
+        serving = self.server._serving
+        assert isinstance(serving, SyncServing)
+        return sum(limit.held(principal) for limit in serving._limits.values())
+
+    def until_none_held(self, principal: str) -> None:
+        """Waits for a call ended from outside (its client gone, its read timed out) to give its
+        slot back: its status reaches the client before its thread has returned."""
+        waited_until = time.monotonic() + WAIT
+        while self.held(principal) and time.monotonic() < waited_until:
+            time.sleep(0.01)
+        assert self.held(principal) == 0
+
+    def close(self) -> None:
+        self.channel.close()
+        self._waiter.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def team(data: Path, store_url: str, read_seconds: float) -> Iterator[Team]:
+    app = Application.open(data, store=store_url, durable=False, require_auth=True)
+    sizes = PoolSizes(read_threads=READ_THREADS, rpc_threads=RPC_THREADS, request_read_seconds=read_seconds)
+    server = Server(app, "127.0.0.1:0", pools=sizes)
+    made: Team | None = None
+    try:
+        server.start()
+        assert not server.asynchronous
+        made = Team(app, server)
+        yield made
+    finally:
+        if made is not None:
+            made.close()
+        server.stop(grace=1)
+        app.close()
+
+
+def refused(call: Callable[[], object]) -> errors.StigmerError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return status.from_rpc_error(caught.value)
+
+
+def test_a_member_holding_its_share_is_refused_at_once_and_others_are_answered(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    # An hour to send a message: only the bound keeps these from holding every thread.
+    with team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t:
+        bearer = t.bearer(t.viewer)
+        holders = [
+            HeldStreams(t.server.address, GET, READ_SHARE + 1, bearer),
+            HeldStreams(t.server.address, CREATE, RPC_SHARE + 1, bearer),
+        ]
+        try:
+            for held in holders:  # the one past the share is refused before its message is read
+                (code, message), *_ = held.wait_ended(1, WAIT).values()
+                assert code == RESOURCE_EXHAUSTED and ENV in message
+
+            read_refusal = refused(lambda: t.get(t.viewer, "agt_missing"))
+            assert isinstance(read_refusal, errors.ResourceExhausted)
+            assert (read_refusal.reason, read_refusal.metadata) == (
+                REASON,
+                {"limit": str(READ_SHARE), "setting": ENV, "principal": t.viewer_principal},
+            )
+            write_refusal = refused(lambda: t.create(t.viewer, "not-even-checked"))
+            assert isinstance(write_refusal, errors.ResourceExhausted)
+            assert (write_refusal.reason, write_refusal.metadata["limit"]) == (REASON, str(RPC_SHARE))
+
+            made = t.answer(lambda: t.create(t.editor, "still-served"))
+            assert t.answer(lambda: t.get(t.editor, made.metadata.id)).metadata.name == "still-served"
+            assert t.held(t.viewer_principal) == READ_SHARE + RPC_SHARE
+        finally:
+            for held in holders:
+                held.close()
+        # Their client gone, the held calls are cancelled and give their slots back.
+        t.until_none_held(t.viewer_principal)
+        assert t.get(t.viewer, made.metadata.id).metadata.name == "still-served"
+
+
+def test_calls_ended_by_the_read_timeout_give_their_slots_back(tmp_path: Path, stigmer_postgres_store_url: str) -> None:
+    with team(tmp_path / "data", stigmer_postgres_store_url, 1) as t:
+        bearer = t.bearer(t.viewer)
+        for _ in range(2):  # a second round would be refused if the first kept a slot
+            with (
+                HeldStreams(t.server.address, GET, READ_SHARE, bearer) as reads,
+                HeldStreams(t.server.address, CREATE, RPC_SHARE, bearer) as writes,
+            ):
+                for held in (reads, writes):
+                    ended = held.wait_all_ended(WAIT)
+                    assert len(ended) == len(held.ids)
+                    assert {code for code, _ in ended.values()} == {DEADLINE_EXCEEDED}
+            t.until_none_held(t.viewer_principal)
+        made = t.create(t.editor, "after-the-timeouts")
+        assert t.get(t.viewer, made.metadata.id).metadata.name == "after-the-timeouts"
+
+
+def test_calls_that_fail_give_their_slots_back(tmp_path: Path, stigmer_postgres_store_url: str) -> None:
+    with team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t:
+        for _ in range(2 * RPC_SHARE + 1):
+            assert isinstance(refused(lambda: t.create(t.viewer, "a-viewer-may-not")), errors.PermissionDenied)
+        for _ in range(2 * READ_SHARE + 1):
+            assert isinstance(refused(lambda: t.get(t.viewer, "agt_missing")), errors.NotFound)
+        assert t.held(t.viewer_principal) == 0
+
+
+def test_the_setting_is_checked_at_startup_and_defaults_to_half_of_each_pool() -> None:
+    for raw in ("0", "-1", "2.5", "many"):
+        with pytest.raises(StartupError, match=ENV):
+            PoolSizes.from_env({ENV: raw})
+    with pytest.raises(StartupError, match=ENV):
+        PoolSizes(calls_per_caller=0)
+    assert PoolSizes.from_env({ENV: "3"}).calls_per_caller == 3
+    assert PoolSizes(read_threads=4).call_shares() == (2, 16)
+    assert PoolSizes(read_threads=1, rpc_threads=1).call_shares() == (1, 1)
+    assert PoolSizes(read_threads=4, calls_per_caller=3).call_shares() == (3, 3)

@@ -118,14 +118,17 @@ def test_a_member_holding_its_share_is_refused_at_once_and_others_are_answered(
     # An hour to send a message: only the bound keeps these from holding every thread.
     with team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t:
         bearer = t.bearer(t.viewer)
+        # As many as each pool has threads: unbounded, they would take them all.
         holders = [
-            HeldStreams(t.server.address, GET, READ_SHARE + 1, bearer),
-            HeldStreams(t.server.address, CREATE, RPC_SHARE + 1, bearer),
+            HeldStreams(t.server.address, GET, READ_THREADS, bearer),
+            HeldStreams(t.server.address, CREATE, RPC_THREADS, bearer),
         ]
         try:
-            for held in holders:  # the one past the share is refused before its message is read
-                (code, message), *_ = held.wait_ended(1, WAIT).values()
-                assert code == RESOURCE_EXHAUSTED and ENV in message
+            for held, share in zip(holders, (READ_SHARE, RPC_SHARE), strict=True):
+                # those past the share are refused before their message is read; the rest wait
+                ended = held.wait_ended(len(held.ids) - share, WAIT)
+                assert len(ended) == len(held.ids) - share
+                assert all(code == RESOURCE_EXHAUSTED and ENV in message for code, message in ended.values())
 
             read_refusal = refused(lambda: t.get(t.viewer, "agt_missing"))
             assert isinstance(read_refusal, errors.ResourceExhausted)

@@ -9,8 +9,9 @@ server and stopped every member's calls. So each such handler is served as a
 client-streaming one (the same on the wire: a unary call is a request stream
 of one message), whose behavior runs before the read: it refuses a caller
 without a valid token when the server requires one (``admit``), counts a
-unary call against its caller's share of the pool's threads, refusing it at
-once past the share (``call_limit``), and takes the message under
+unary call against its caller's share of the pool's threads while it waits
+for its message, refusing it at once past the share (``call_limit``), and
+takes the message under
 ``STIGMER_REQUEST_READ_TIMEOUT`` seconds, after which the call ends
 DEADLINE_EXCEEDED and its thread is free (``ReadDeadlines``).
 
@@ -45,6 +46,10 @@ DEFAULT_SECONDS = 5.0
 """A grpc client sends a call's message with its headers, so a message still missing after
 seconds is no client's; on a link slow enough to need more, raise the setting."""
 MAX_SECONDS = 3600.0
+GRACE = 1.0
+"""How long a call counted against its caller's share (``call_limit``) may wait for its message
+before it counts as unread (half the read timeout when that is shorter): a grpc client's message
+comes with its headers, so only a caller that sends none has calls this late."""
 GRANULARITY = 0.25
 """How far past its bound a late call may run: the watcher wakes at most this often, not at
 every call's own deadline, so a busy server's calls cost it a queue append each."""
@@ -75,29 +80,48 @@ class ReadDeadlines:
     """One thread that ends every call whose request message is late.
 
     Every call gets the same bound, so calls come due in the order they were watched: a
-    queue, appended to without a lock, is all the bookkeeping a call costs."""
+    queue, appended to without a lock, is all the bookkeeping a call costs. A call counted
+    against its caller's share (``call_limit``) is watched a second time, at ``grace``: still
+    waiting for its message then, it counts as unread, or is ended when its caller already has
+    its share of such calls."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.grace = min(GRACE, seconds / 2)
         self._due: collections.deque[list[Any]] = collections.deque()
+        self._graced: collections.deque[tuple[float, list[Any]]] = collections.deque()
+        self._counted = threading.Lock()
+        """Settles, for a counted call, whether its message or its grace came first."""
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def watch(self, context: grpc.ServicerContext, method: str) -> list[Any]:
-        """An entry to pass to ``done`` once the message is in; until then ``context`` is due."""
+    def watch(
+        self, context: grpc.ServicerContext, method: str, principal: str | None = None, limit: CallLimit | None = None
+    ) -> list[Any]:
+        """An entry to pass to ``done`` once the message is in; until then ``context`` is due, and
+        with a ``limit``, counted against ``principal``'s share once it has waited ``grace``."""
         if self._thread is None:
             self._start()
-        entry = [time.monotonic() + self.seconds, context, method]
+        now = time.monotonic()
+        entry = [now + self.seconds, context, method, principal, limit, False]
         self._due.append(entry)
+        if limit is not None:
+            self._graced.append((now + self.grace, entry))
         if not self._wake.is_set():
             self._wake.set()
         return entry
 
-    @staticmethod
-    def done(entry: list[Any]) -> None:
-        entry[1] = None
+    def done(self, entry: list[Any]) -> None:
+        limit = entry[4]
+        if limit is None:
+            entry[1] = None
+            return
+        with self._counted:
+            entry[1] = None
+            if entry[5]:
+                limit.give(entry[3])
 
     def _start(self) -> None:
         with self._start_lock:
@@ -106,19 +130,33 @@ class ReadDeadlines:
                 self._thread.start()
 
     def _run(self) -> None:
-        due = self._due
+        due, graced = self._due, self._graced
         while not self._closed.is_set():
             self._wake.clear()  # before looking: an append after the look sets it again
-            if not due:
+            if not due and not graced:
                 self._wake.wait()
                 continue
             now = time.monotonic()
+            while graced and graced[0][0] <= now:
+                self._count(graced.popleft()[1])
             while due and due[0][0] <= now:
-                _, context, method = due.popleft()
+                _, context, method, *_ = due.popleft()
                 if context is not None:
                     self._end(context, method)
-            if due:
-                self._closed.wait(max(due[0][0] - now, GRANULARITY))
+            nearest = min(queue[0][0] for queue in (due, graced) if queue) if (due or graced) else now
+            self._closed.wait(max(nearest - now, GRANULARITY))
+
+    def _count(self, entry: list[Any]) -> None:
+        """A counted call still waiting at its grace: unread now, within its caller's share, or
+        ended past it."""
+        _, context, method, principal, limit, _ = entry
+        with self._counted:
+            if entry[1] is None:
+                return  # its message came first
+            if limit.late(principal):
+                entry[5] = True
+                return
+        self._cancel(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, limit.ended(principal, self.grace))
 
     def _end(self, context: grpc.ServicerContext, method: str) -> None:
         message = (
@@ -128,12 +166,16 @@ class ReadDeadlines:
         log.warning(
             "ended: method=%s peer=%s: no request message within %gs (%s)", method, context.peer(), self.seconds, ENV
         )
+        self._cancel(context, method, grpc.StatusCode.DEADLINE_EXCEEDED, message)
+
+    @staticmethod
+    def _cancel(context: grpc.ServicerContext, method: str, code: grpc.StatusCode, message: str) -> None:
         # grpc's ServicerContext.cancel() ends a call CANCELLED with no message; the call
         # underneath can end it with a status of its own, which says why.
         call = getattr(getattr(context, "_rpc_event", None), "call", None)
         try:
             if call is not None:
-                call.cancel(grpc.StatusCode.DEADLINE_EXCEEDED.value[0], message)
+                call.cancel(code.value[0], message)
             else:
                 context.cancel()
         except Exception:  # the call ended meanwhile: nothing is left to end
@@ -150,8 +192,15 @@ the principal whose share of threads the call counts against (``call_limit``), o
 local administrator, who has no share."""
 
 
-def _first(requests: Iterator[Any], context: grpc.ServicerContext, method: str, deadlines: ReadDeadlines) -> Any:
-    entry = deadlines.watch(context, method)
+def _first(
+    requests: Iterator[Any],
+    context: grpc.ServicerContext,
+    method: str,
+    deadlines: ReadDeadlines,
+    principal: str | None = None,
+    limit: CallLimit | None = None,
+) -> Any:
+    entry = deadlines.watch(context, method, principal, limit)
     try:
         return next(requests)
     except StopIteration:
@@ -169,8 +218,9 @@ def read_first(
 ) -> grpc.RpcMethodHandler:
     """``handler`` (a unary or server-streaming one) as a client-streaming handler that runs
     ``admit``, then reads its one message under ``deadlines``, then runs the original behavior.
-    A unary call of an admitted principal holds a slot of ``limit`` from before the read to
-    its end. The behavior's thread pool and non-blocking mark stay with it."""
+    A unary call of an admitted principal is refused while the principal has ``limit``'s share of
+    unread calls, and counts as one if its message is not in by ``deadlines.grace``.
+    The behavior's thread pool and non-blocking mark stay with it."""
     if handler.request_streaming:
         return handler
     streaming = handler.response_streaming
@@ -184,10 +234,7 @@ def read_first(
             limit.take(principal)
         except ResourceExhausted as refused:
             status.abort(context, refused)
-        try:
-            return inner(_first(requests, context, method, deadlines), context, *more)
-        finally:
-            limit.give(principal)
+        return inner(_first(requests, context, method, deadlines, principal, limit), context, *more)
 
     def stream(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
         if admit is not None:

@@ -77,21 +77,22 @@ class PoolSizes:
     headers are in (``STIGMER_REQUEST_READ_TIMEOUT``); past it the call ends DEADLINE_EXCEEDED
     and its thread is free (``request_read``)."""
 
-    calls_per_caller: int | None = None
-    """On grpc's sync server, unary calls one token's principal may run at once on each of the
-    read and rpc pools (``STIGMER_MAX_CALLS_PER_CALLER``); the next is refused RESOURCE_EXHAUSTED
+    unread_calls_per_caller: int | None = None
+    """On grpc's sync server, unary calls of one token's principal that may wait for their
+    request message at once on each of the read and rpc pools
+    (``STIGMER_MAX_UNREAD_CALLS_PER_CALLER``); the next is refused RESOURCE_EXHAUSTED
     (``call_limit``). None: half of each pool, at least one (2 of 4 read threads, 16 of 32 rpc
-    threads), so no single token holds a whole pool."""
+    threads), so no single token holds a whole pool with calls that send nothing."""
 
     def __attrs_post_init__(self) -> None:
         request_read.checked(self.request_read_seconds)
-        if self.calls_per_caller is not None and self.calls_per_caller < 1:
+        if self.unread_calls_per_caller is not None and self.unread_calls_per_caller < 1:
             raise StartupError(f"{call_limit.ENV} must be at least 1")
 
     def call_shares(self) -> tuple[int, int]:
-        """Threads of the read pool and of the rpc pool one caller may hold (settled read pool)."""
+        """Threads of the read pool and of the rpc pool one caller's unread calls may hold."""
         reads = self.read_threads or SYNC_LMDB_READ_THREADS
-        return call_limit.share(reads, self.calls_per_caller), call_limit.share(self.rpc_threads, self.calls_per_caller)
+        return call_limit.share(reads, self.unread_calls_per_caller), call_limit.share(self.rpc_threads, self.unread_calls_per_caller)
 
     pending_calls: int = 5000
     """Calls received and not yet started, per daemon (``STIGMER_MAX_PENDING_CALLS``): a burst
@@ -118,7 +119,7 @@ class PoolSizes:
             ("rpc_threads", "STIGMER_RPC_THREADS"),
             ("reflection_streams", "STIGMER_MAX_REFLECTION_STREAMS"),
             ("pending_calls", "STIGMER_MAX_PENDING_CALLS"),
-            ("calls_per_caller", call_limit.ENV),
+            ("unread_calls_per_caller", call_limit.ENV),
         ):
             raw = env.get(name)
             if not raw:

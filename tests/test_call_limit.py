@@ -1,13 +1,16 @@
-"""One member's token holds at most a share of a team server's read and rpc threads.
+"""One member's token holds at most a share of a team server's threads with calls that send nothing.
 
-On grpc's sync server (a PostgreSQL store) a unary call holds a pool thread from
-its headers to its end. A member with a valid token, a viewer's say, could open
-calls whose message never comes and hold every read and rpc thread for
-``STIGMER_REQUEST_READ_TIMEOUT`` at a time, again and again, while every other
-member's calls queued. Now each principal holds at most
-``STIGMER_MAX_CALLS_PER_CALLER`` threads of each pool (half of it by default);
-its next call is refused RESOURCE_EXHAUSTED (CALL_LIMIT) before anything waits
-for its message, and every slot comes back however the call ended.
+On grpc's sync server (a PostgreSQL store) a unary call takes a pool thread
+when its headers arrive, and waits on it for its message. A member with a
+valid token, a viewer's say, could open calls whose message never comes and
+hold every read and rpc thread for ``STIGMER_REQUEST_READ_TIMEOUT`` at a time,
+again and again, while every other member's calls queued. Now each principal
+has at most ``STIGMER_MAX_UNREAD_CALLS_PER_CALLER`` calls of each pool waiting
+for their message (half of it by default); its next call is refused
+RESOURCE_EXHAUSTED (UNREAD_CALL_LIMIT) before anything waits for its message,
+and every slot comes back however the wait ended. A client whose messages come
+with their headers, as every grpc client's do, is never refused, however many
+calls it has in flight.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class Team:
         self.app, self.server = app, server
         self.viewer, made = make_token(app, ALPHA, "viewer", "holder")
         self.viewer_principal = f"token:{ALPHA}/{made.metadata.slug}"
-        self.editor, _ = make_token(app, ALPHA, "editor", "other member")
+        self.editor, made_editor = make_token(app, ALPHA, "editor", "other member")
+        self.editor_principal = f"token:{ALPHA}/{made_editor.metadata.slug}"
         self.channel = grpc.insecure_channel(server.address)
         self._waiter = futures.ThreadPoolExecutor(2)
 
@@ -151,6 +155,32 @@ def test_a_member_holding_its_share_is_refused_at_once_and_others_are_answered(
         assert t.get(t.viewer, made.metadata.id).metadata.name == "still-served"
 
 
+def test_a_client_with_many_calls_in_flight_is_not_refused(tmp_path: Path, stigmer_postgres_store_url: str) -> None:
+    # Eight times each pool's threads in flight at once, from one token: their messages come with
+    # their headers, so none waits for one and none counts against the share.
+    in_flight = 8 * RPC_THREADS
+    with team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t:
+        made = t.create(t.editor, "read-by-many")
+        gets = agent_grpc.AgentQueryControllerStub(t.channel).get
+        creates = agent_grpc.AgentCommandControllerStub(t.channel).create
+        bearer = t.bearer(t.editor)
+        calls = [
+            gets.future(agent_pb2.AgentId(value=made.metadata.id), metadata=bearer, timeout=WAIT)
+            for _ in range(in_flight)
+        ] + [
+            creates.future(
+                agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"burst-{i}", org=ALPHA)),
+                metadata=bearer,
+                timeout=WAIT,
+            )
+            for i in range(in_flight)
+        ]
+        codes = [call.code() for call in calls]
+        assert codes == [grpc.StatusCode.OK] * len(calls)
+        assert {call.result().metadata.name for call in calls[:in_flight]} == {"read-by-many"}
+        assert t.held(t.editor_principal) == 0
+
+
 def test_calls_ended_by_the_read_timeout_give_their_slots_back(tmp_path: Path, stigmer_postgres_store_url: str) -> None:
     with team(tmp_path / "data", stigmer_postgres_store_url, 1) as t:
         bearer = t.bearer(t.viewer)
@@ -182,8 +212,8 @@ def test_the_setting_is_checked_at_startup_and_defaults_to_half_of_each_pool() -
         with pytest.raises(StartupError, match=ENV):
             PoolSizes.from_env({ENV: raw})
     with pytest.raises(StartupError, match=ENV):
-        PoolSizes(calls_per_caller=0)
-    assert PoolSizes.from_env({ENV: "3"}).calls_per_caller == 3
+        PoolSizes(unread_calls_per_caller=0)
+    assert PoolSizes.from_env({ENV: "3"}).unread_calls_per_caller == 3
     assert PoolSizes(read_threads=4).call_shares() == (2, 16)
     assert PoolSizes(read_threads=1, rpc_threads=1).call_shares() == (1, 1)
-    assert PoolSizes(read_threads=4, calls_per_caller=3).call_shares() == (3, 3)
+    assert PoolSizes(read_threads=4, unread_calls_per_caller=3).call_shares() == (3, 3)

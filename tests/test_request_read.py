@@ -43,12 +43,12 @@ UNAUTHENTICATED, DEADLINE_EXCEEDED, UNIMPLEMENTED = "16", "4", "12"
 
 @contextlib.contextmanager
 def team_server(
-    data: Path, store_url: str, read_seconds: float, calls_per_caller: int | None = None
+    data: Path, store_url: str, read_seconds: float, unread_calls_per_caller: int | None = None
 ) -> Iterator[tuple[Server, str, Callable[[Callable[[], Any]], Any]]]:
     """A daemon on PostgreSQL requiring tokens, on a loopback port, with small pools; yields it,
     an editor's token, and ``answer(call)``: ``call``'s result, waited for at most ``WAIT``."""
     app = Application.open(data, store=store_url, durable=False, require_auth=True)
-    sizes = PoolSizes(**POOLS, request_read_seconds=read_seconds, calls_per_caller=calls_per_caller)
+    sizes = PoolSizes(**POOLS, request_read_seconds=read_seconds, unread_calls_per_caller=unread_calls_per_caller)
     server = Server(app, "127.0.0.1:0", pools=sizes)
     waiter = futures.ThreadPoolExecutor(2)
     try:
@@ -104,7 +104,7 @@ def test_a_members_call_whose_message_never_comes_ends_after_the_read_timeout(
 ) -> None:
     # Bound per caller past the pools (test_call_limit): the read timeout alone frees them here.
     store = stigmer_postgres_store_url
-    with team_server(tmp_path / "data", store, 1, calls_per_caller=100) as (server, token, answer):
+    with team_server(tmp_path / "data", store, 1, unread_calls_per_caller=100) as (server, token, answer):
         bearer = [("authorization", f"Bearer {token}")]
         holders = [
             HeldStreams(server.address, GET, 2 * POOLS["read_threads"], bearer),

@@ -213,7 +213,8 @@ def test_a_daemon_of_a_shared_store_that_makes_a_new_key_says_every_daemon_needs
     with Application.open(one_dir, durable=False, store=url) as one, _kinds(one) as first:
         (told,) = _key_warnings(caplog)
         assert f"made a new secret key in {one_dir / KEY_FILE}" in told, told
-        assert "every daemon serving it must hold a copy of this key file" in told, told
+        assert "every daemon serving that schema must hold a copy of this key file" in told, told
+        assert told.startswith(f"made a new secret key in {one_dir / KEY_FILE}: schema '{one.store.schema}' of"), told  # type: ignore[attr-defined]
         assert f"${KEY_FILE_ENV}" in told and "already holds objects" not in told, told
         first.agent()  # an object, and no secret sealed: no key recorded
 

@@ -31,10 +31,13 @@ def _holds_objects(store: Store) -> bool:
 
 def warn_new_key(store: Store, path: Path, key_file_env: str) -> None:
     """Log that ``path`` is a new key every daemon of ``store``'s database must hold a copy of."""
-    where = getattr(store, "url", None)
+    where, schema = getattr(store, "url", None), getattr(store, "schema", None)
     database = f"the database {where}" if isinstance(where, str) else "this store's database"
+    if isinstance(schema, str):
+        # daemons on another schema of the same database hold keys of their own
+        database = f"schema {schema!r} of {database}"
     message = (
-        f"made a new secret key in {path}: {database} is shared, and every daemon serving it must hold a copy "
+        f"made a new secret key in {path}: {database} is shared, and every daemon serving that schema must hold a copy "
         f"of this key file (copy it into each one's data directory, or point ${key_file_env} at a copy) "
         "before any of them seals a secret; a daemon holding another key is refused at every seal and unseal "
         "once the first secret records this one"

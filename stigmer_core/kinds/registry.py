@@ -44,6 +44,7 @@ from stigmer_core.pipeline.answers import BlanksAnswer, blank_sent
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step
+from stigmer_core.pipeline.watch import watch_events
 from stigmer_core.plugins import check
 from stigmer_core.store import keys
 
@@ -344,9 +345,10 @@ def _pipeline(
             extra = [s for s in extra if not s.phase.in_transaction]
         steps += extra
     steps.sort(key=lambda s: s.phase)  # stable: framework, then kind, then plugins within a phase
-    if custom and decl.redact is not None and not _blanks_all(steps, streaming):
-        # after every step, whatever its phase: one answering after redact (a RESPOND step), or
-        # with a stream redact cannot see into, would send the kind's secrets in clear
+    if decl.redact is not None and not _blanks_all(steps, streaming):
+        # after every step, whatever its phase: one answering after redact (a kind's or a plugin's
+        # RESPOND step, on a standard rpc too), or with a stream redact cannot see into, would
+        # send the kind's secrets in clear
         steps.append(blank_sent(streaming))
     pre = tuple(s for s in steps if not s.phase.in_transaction)
     txn = tuple(s for s in steps if s.phase.in_transaction)
@@ -357,17 +359,27 @@ _KEEP_ANSWER = (standard.publish, standard.respond)
 """Standard steps that leave the answer as it was (``respond`` answers ``ctx.resource``, which
 ``redact`` blanked before it)."""
 
+_BLANKING = (standard.list_page, standard.dispatch_apply, watch_events)
+"""Standard steps whose answer is blanked as it is built: a list page as it is assembled, a
+watch's events as they are sent, and apply's answer by the create or update pipeline it runs
+(which ``blank_sent`` ends when it must)."""
+
 
 def _blanks_all(steps: Sequence[Step], streaming: bool) -> bool:
-    """Whether the (sorted) steps end with one that blanks the answer, followed only by steps that
-    leave the answer alone. ``redact`` blanks a unary answer but not a stream's messages."""
+    """Whether the (sorted) steps end with one that settles what is shown, followed only by steps
+    that leave the answer alone. A unary answer is settled by ``redact`` or by any step of the
+    ``REDACT`` phase after it: there a kind decides what is shown, and may show a secret on
+    purpose (an ApiToken's value at create, a live run's context to its runner). A step of the
+    ``RESPOND`` phase is not trusted to: what it answers is blanked after it. ``redact`` cannot see
+    into a stream's messages, so a stream is settled only by a step that blanks as it sends."""
     for found in reversed(steps):
-        if isinstance(found, BlanksAnswer):
+        if isinstance(found, BlanksAnswer) or found in _BLANKING:
+            return True
+        if found.phase is Phase.REDACT and not streaming:
             return True
         if found is standard.redact:
-            if not streaming:
-                return True
-        elif found not in _KEEP_ANSWER:
+            continue  # a stream's: the messages are the stream's to blank
+        if found not in _KEEP_ANSWER:
             return False
     return False
 
@@ -475,7 +487,7 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
         runtime.entries_tag = keys.varint(list_method.output_type.fields_by_name["entries"].number << 3 | 2)
     for op in STANDARD_OPERATIONS:
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, DEFAULT_PIPELINES[op], op in WRITE_OPERATIONS)
-    runtime.watch = _pipeline(pm, plugin, decl, "watch", WATCH_PIPELINE, False)
+    runtime.watch = _pipeline(pm, plugin, decl, "watch", WATCH_PIPELINE, False, streaming=True)
     access: dict[str, Access] = {}
     for op in decl.access:
         if op not in STANDARD_OPERATIONS and op != WATCH_ACCESS:

@@ -1,25 +1,26 @@
-"""What a custom rpc sends, with its kind's secrets blanked whatever step built it.
+"""What an rpc sends, with its kind's secrets blanked whatever step built it.
 
 The ``redact`` step blanks an answer at ``Phase.REDACT``, which is enough for the standard
-operations: nothing after it but ``respond`` touches the answer. A custom rpc's steps are its
-author's, and may answer after it (a ``RESPOND`` step) or with a stream (a generator, which no
-step can blank before it is sent). So the registry ends such a pipeline with ``blank_sent``, which
-runs after every step, whatever its phase, and blanks each message as it leaves. The choice is
-made once, when the pipeline is built: a standard rpc, a kind with nothing secret, and a custom rpc
-whose steps already blank all they send pay nothing per request.
+operations as the framework builds them: nothing after it but ``respond`` touches the answer. A
+kind's or a plugin's steps may answer after it (a ``RESPOND`` step, on any rpc), and a custom
+rpc may answer with a stream (a generator, which no step can blank before it is sent). So the
+registry ends such a pipeline with ``blank_sent``, which runs after every step, whatever its
+phase, and blanks each message as it leaves. The choice is made once, when the pipeline is built:
+a pipeline ending with ``redact`` (or a ``REDACT`` step of the kind's, which decides what is
+shown), a kind with nothing secret, and a custom rpc whose steps already blank all they send pay
+nothing per request.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 from google.protobuf.message import Message
 
-from stigmer_core.kinds.nesting import is_repeated
 from stigmer_core.kinds.runtime import KindRuntime
+from stigmer_core.pipeline.held import blank_held
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep
 
@@ -33,8 +34,9 @@ class BlanksAnswer(FunctionStep):
 def shown(kind: KindRuntime, answer: Message) -> Message:
     """``answer`` as it may leave the server. An object of the kind is copied, then blanked (the
     one answered may be the store's, or the transaction's), and only when it holds something to
-    blank; a message of the rpc's own holding objects of the kind in fields (a page of clones) was
-    built for this answer alone, so it is blanked in place."""
+    blank; a message of the rpc's own holding objects of the kind (a page of clones, a map of
+    them, hits holding them, an ``Any`` packing one) was built for this answer alone, and holds
+    copies of what it was given, so it is blanked in place (``held``)."""
     hide = kind.redact
     if hide is None:
         return answer
@@ -45,23 +47,14 @@ def shown(kind: KindRuntime, answer: Message) -> Message:
         copy.CopyFrom(answer)
         hide(copy)
         return copy
-    for name, repeated in _holding(answer.DESCRIPTOR, kind.resource_cls.DESCRIPTOR):
-        held = getattr(answer, name)
-        for obj in held if repeated else ((held,) if answer.HasField(name) else ()):
-            if kind.hides(obj):
-                hide(obj)
+    hides = kind.hides
+
+    def blank(obj: Message) -> None:
+        if hides(obj):
+            hide(obj)
+
+    blank_held(answer, kind.resource_cls, blank)
     return answer
-
-
-@functools.cache
-def _holding(message: Any, resource: Any) -> tuple[tuple[str, bool], ...]:
-    """The fields of ``message`` (a custom rpc's response) that hold objects of ``resource``'s
-    type, and whether each is repeated: looked up once per response type, not per request."""
-    return tuple(
-        (field.name, is_repeated(field))
-        for field in message.fields
-        if field.message_type is resource and not (field.message_type.GetOptions().map_entry)
-    )
 
 
 class _Blanking:
@@ -106,7 +99,10 @@ def _blank_stream(ctx: Any) -> None:
         messages = iter(answer)
     except TypeError:
         return  # not a stream: sending it fails as it did before
-    ctx.response = _Blanking(ctx.kind, messages, getattr(answer, "close", _nothing))
+    # An answer without ``close`` of its own (an object whose ``__iter__`` is a generator) is ended
+    # through the iterator it gave: ``yield from`` closed that one when the call was cancelled.
+    close: Callable[[], object] = getattr(answer, "close", None) or getattr(messages, "close", None) or _nothing
+    ctx.response = _Blanking(ctx.kind, messages, close)
 
 
 def blank_sent(streaming: bool) -> FunctionStep:

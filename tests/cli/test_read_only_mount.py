@@ -20,10 +20,9 @@ import grpc
 import pytest
 import yaml
 
-from stigmer_core import Application, FailedPrecondition, StartupError
+from stigmer_core import Application, FailedPrecondition, ReadOnlyMount, StartupError
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.cli.session import MOUNTED
-from stigmer_core.errors import ReadOnlyMount
 from stigmer_core.kind_client import KindClient
 from stigmer_core.read_only import MOUNT_REFUSAL
 from stigmer_core.store.lmdb_store import DATA_FILE, LOCK_FILE, LmdbStore

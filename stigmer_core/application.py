@@ -159,8 +159,8 @@ def _reconciled(registry: Registry, store: Store, *, read_only: bool) -> list[re
             raise
         raise StartupError(
             "the store's indexes must first be brought in line with the installed kinds (a kind's declaration "
-            "changed since the store was written), which writes, and the store is opened read-only: restore its "
-            "secret key and open it once to write, or install the plugin versions that wrote it"
+            "changed since the store was written), which writes, and the store is opened read-only: open it once "
+            "to write (with its secret key, on a writable disk), or install the plugin versions that wrote it"
         ) from None
 
 

@@ -111,14 +111,16 @@ class Application:
         what is recorded, so a CLI command or ``stigmer doctor`` run with
         some shell's settings changes nothing for the daemons.
         ``read_only`` (see the class) is how a store refused with
-        ``ReadableOnly`` (a lost secret key) is opened anyway, to be read.
+        ``ReadableOnly`` (a lost secret key, a data file on a read-only
+        mount) is opened anyway, to be read: LMDB's environment is then
+        opened read-only too, so nothing in ``data_dir`` is written.
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
         directory = Path(data_dir).expanduser()
         if retention is None and not is_database_url(store):
             retention = EventRetention.from_env_if_set()  # LMDB: every opener prunes by its own
-        engine = open_store(store or directory, durable=durable, retention=retention)
+        engine = open_store(store or directory, durable=durable, retention=retention, read_only=read_only)
         try:
             app = cls(
                 registry, engine, pm, data_dir=directory, streams=streams, require_auth=require_auth, read_only=read_only
@@ -157,8 +159,8 @@ def _reconciled(registry: Registry, store: Store, *, read_only: bool) -> list[re
             raise
         raise StartupError(
             "the store's indexes must first be brought in line with the installed kinds (a kind's declaration "
-            "changed since the store was written), which writes, and the store is opened read-only: restore its "
-            "secret key and open it once to write, or install the plugin versions that wrote it"
+            "changed since the store was written), which writes, and the store is opened read-only: open it once "
+            "to write (with its secret key, on a writable disk), or install the plugin versions that wrote it"
         ) from None
 
 

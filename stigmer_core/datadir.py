@@ -13,13 +13,14 @@ directory made by an older version is tightened when it is opened).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from stigmer_core.errors import DataDirBusy
+from stigmer_core.errors import DataDirBusy, StartupError
 
 __all__ = ["DIR_MODE", "FILE_MODE", "DataDirBusy", "DataDirLock", "holder", "open_private", "private_dir", "secure"]
 
@@ -32,13 +33,23 @@ def private_dir(path: Path) -> Path:
     """Create ``path`` owner-only (missing parents too), or tighten it to 0700 if it exists.
 
     Only the directory itself is tightened: a parent that already exists
-    (``/tmp``, a home directory) is the user's business.
+    (``/tmp``, a home directory) is the user's business. Everything that
+    makes a data directory its daemon's starts here, so a directory on a
+    read-only mount is refused here, saying so and what can still read it.
     """
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for directory in reversed(missing):
-        directory.mkdir(mode=DIR_MODE, exist_ok=True)
-        os.chmod(directory, DIR_MODE)
-    os.chmod(path, DIR_MODE)
+    try:
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        for directory in reversed(missing):
+            directory.mkdir(mode=DIR_MODE, exist_ok=True)
+            os.chmod(directory, DIR_MODE)
+        os.chmod(path, DIR_MODE)
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        raise StartupError(
+            f"{path} is on a read-only mount: the daemon needs to write it (check the mount; "
+            "`stigmer export`, `get` and `list` can still read it)"
+        ) from None
     return path
 
 

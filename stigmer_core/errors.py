@@ -20,8 +20,9 @@
         ├── DataDirBusy        another daemon holds the data directory
         ├── AddressUnavailable the listen address cannot be bound
         ├── ReadableOnly       the store may be read, not written, as configured
-        │                      (its secret key is missing or another one):
-        │                      ``Application.open(read_only=True)`` opens it
+        │   │                  (its secret key is missing or another one):
+        │   │                  ``Application.open(read_only=True)`` opens it
+        │   └── ReadOnlyMount  its data file is on a read-only mount
         └── InsecureTransport  a server open to the network without TLS and
                                authentication, or a token about to cross
                                the network in clear
@@ -208,3 +209,9 @@ class ReadableOnly(StartupError):
     def __init__(self, message: str, problem: str = "") -> None:
         super().__init__(message)
         self.problem = problem or message
+
+
+class ReadOnlyMount(ReadableOnly):
+    """The LMDB data file is on a read-only mount (a disk the kernel remounted read-only after
+    errors, a copy on read-only media): the daemon cannot serve it, but nothing can write it
+    either, so it can be read without LMDB's lock file (``LmdbStore(read_only=True)``)."""

@@ -5,10 +5,11 @@ never touch the store, and closed when the click context ends.
 
 A command that only reads (export, get, list) may say so (``read_only``):
 when the local store opened in this process refuses to start because its
-secret key is missing or another one (``ReadableOnly``), it is opened
-read-only instead, without the key (secrets stay sealed, every write is
-refused), and the command says once on stderr what happened. Every other
-command still stops with the refusal (docs/secrets.md, Losing the key).
+secret key is missing or another one, or because its data file is on a
+read-only mount (``ReadableOnly``), it is opened read-only instead, without
+the key (secrets stay sealed, every write is refused), and the command says
+once on stderr what happened. Every other command still stops with the
+refusal (docs/secrets.md, Losing the key; docs/cli.md, export).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from stigmer_core.config_file import local_data
 if TYPE_CHECKING:
     from stigmer_core.cli.calls import KindCalls
     from stigmer_core.client import Client
+
+
+MOUNTED = "the store is opened read-only, so nothing can be written and secret values stay sealed"
+"""Said after the mount's problem when a read-only mount is why the store is opened read-only: no key is
+missing, so the command's own words (about restoring the key) do not apply."""
 
 
 def for_backend(error: Unreachable, settings: config.Settings) -> Unreachable:
@@ -70,7 +76,8 @@ class Session:
                 if not self.read_only:
                     raise
                 self._client = config.connect_settings(self.settings, read_only=True)
-                click.echo(click.style("stigmer: ", fg="yellow", bold=True) + f"{exc.problem}: {self.read_only}", err=True)
+                said = MOUNTED if isinstance(exc, errors.ReadOnlyMount) else self.read_only
+                click.echo(click.style("stigmer: ", fg="yellow", bold=True) + f"{exc.problem}: {said}", err=True)
         return self._client
 
     @property

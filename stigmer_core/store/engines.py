@@ -16,17 +16,21 @@ def is_database_url(target: str | Path | None) -> bool:
     return target.split("://", 1)[0].lower() in ("postgresql", "postgres")
 
 
-def open_store(target: str | Path, *, durable: bool = True, retention: EventRetention | None = None) -> Store:
+def open_store(
+    target: str | Path, *, durable: bool = True, retention: EventRetention | None = None, read_only: bool = False
+) -> Store:
     """The store at ``target``: a PostgreSQL URL, or an LMDB data directory.
 
     psycopg is imported only when a URL asks for it, so an LMDB-only process
-    pays nothing for the team server's engine.
+    pays nothing for the team server's engine. ``read_only`` opens an LMDB
+    store's environment read-only (``LmdbStore``); a database is opened as
+    always (what keeps it unwritten is ``ReadOnlyStore`` above it).
     """
     if is_database_url(target):
         from stigmer_core.store import postgres_store
 
         return postgres_store.PostgresStore(str(target), durable=durable, retention=retention)
-    return LmdbStore(target, durable=durable, retention=retention)
+    return LmdbStore(target, durable=durable, retention=retention, read_only=read_only)
 
 
 def describe(target: str | Path) -> str:

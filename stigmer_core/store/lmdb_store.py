@@ -89,6 +89,7 @@ class _ResizeGate:
 _LOW_SPACE = 1 << 20
 """Free bytes under which a failed commit is reported as a full disk."""
 DATA_FILE = "data.mdb"
+LOCK_FILE = "lock.mdb"
 
 
 def _check_openable(path: Path) -> None:
@@ -96,7 +97,9 @@ def _check_openable(path: Path) -> None:
 
     An empty ``data.mdb`` (truncated by a crash or a copy gone wrong) would
     open as a new, empty store, so every object would appear deleted. A
-    read-only one would open and then fail at the first write.
+    read-only one would open and then fail at the first write; on a read-only
+    mount the refusal is a ``ReadOnlyMount``, since such a store can still be
+    read (``LmdbStore(read_only=True)``).
     """
     data = path / DATA_FILE
     try:
@@ -105,15 +108,50 @@ def _check_openable(path: Path) -> None:
         if not os.access(path, os.W_OK):
             raise errors.StartupError(f"the data directory {path} is not writable") from None
         return
+    _check_not_empty(data, size)
+    if os.access(data, os.R_OK | os.W_OK) and not _read_only_mount(data):
+        return
+    message = f"{data} is read-only: the daemon needs to write it (check its permissions and mount)"
+    if _read_only_mount(data) and os.access(data, os.R_OK):
+        raise errors.ReadOnlyMount(message, problem=f"{data} is on a read-only mount")
+    raise errors.StartupError(message)
+
+
+def _check_not_empty(data: Path, size: int) -> None:
     if size == 0:
         raise errors.StartupError(
             f"{data} is empty (0 bytes), not a store: it was truncated or is not what this directory held; "
             "restore it from a backup, or move it away to start an empty store"
         )
-    if not os.access(data, os.R_OK | os.W_OK) or _read_only_mount(data):
-        raise errors.StartupError(
-            f"{data} is read-only: the daemon needs to write it (check its permissions and mount)"
-        )
+
+
+def _read_lock(path: Path) -> bool:
+    """Whether reading the store in ``path`` takes LMDB's lock (else: refused, with a reason).
+
+    The lock file holds the reader table that keeps a writer from reusing the
+    pages a reader is on, so it is taken whenever it can be written. Without
+    it a read is safe only where no writer can exist: a data file on a
+    read-only mount, where ``lock.mdb`` cannot be written either. A data file
+    merely not writable by this user may have a writer (a daemon of another
+    user), so there an unwritable lock file is refused.
+    """
+    data = path / DATA_FILE
+    try:
+        size = data.stat().st_size
+    except FileNotFoundError:
+        raise errors.StartupError(f"there is no store in {path} to read ({DATA_FILE} is missing)") from None
+    _check_not_empty(data, size)
+    if not os.access(data, os.R_OK):
+        raise errors.StartupError(f"{data} cannot be read (check its permissions)")
+    lock = path / LOCK_FILE
+    if os.access(lock if lock.exists() else path, os.W_OK):
+        return True
+    if _read_only_mount(data):
+        return False
+    raise errors.StartupError(
+        f"{lock} cannot be written, and LMDB's lock file is needed to read {data} safely while it may "
+        "be written (check its permissions)"
+    )
 
 
 def _read_only_mount(path: Path) -> bool:
@@ -410,7 +448,12 @@ class _Writer(_Reader):
 
 
 class LmdbStore:
-    """Store on an LMDB environment in ``path`` (created if missing)."""
+    """Store on an LMDB environment in ``path`` (created if missing).
+
+    ``read_only``: an existing store opened only to be read (LMDB's read-only
+    environment: nothing is created or upgraded, every write is refused), with
+    LMDB's lock unless the data file is on a read-only mount (``_read_lock``).
+    """
 
     def __init__(
         self,
@@ -421,13 +464,22 @@ class LmdbStore:
         max_batch: int = 256,
         event_retention: int | None = None,
         retention: EventRetention | None = None,
+        read_only: bool = False,
     ) -> None:
         """``retention`` bounds the event log; ``event_retention`` alone sets its revision count."""
         self.path = Path(path)
         self.durable = durable
         """Whether a commit is synced to disk (files kept beside the store follow it)."""
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _check_openable(self.path)
+        self.read_only = read_only
+        self.mounted_read_only = False
+        """Whether the data file is on a read-only mount (then ``read_only`` is the only way it opens)."""
+        if read_only:
+            lock = _read_lock(self.path)
+            self.mounted_read_only = _read_only_mount(self.path / DATA_FILE)
+        else:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _check_openable(self.path)
+            lock = True
         try:
             self._env = lmdb.open(
                 str(self.path),
@@ -437,6 +489,9 @@ class LmdbStore:
                 metasync=False,  # a durable commit's meta page is synced by ``_settle``, after the write lock
                 readahead=False,
                 max_readers=1024,
+                readonly=read_only,
+                lock=lock,
+                create=not read_only,
             )
         except lmdb.Error as exc:
             raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
@@ -466,7 +521,9 @@ class LmdbStore:
             self._revision = _revision_of(txn)
             shared = txn.get(keys.EVENT_REVISIONS) is not None
             counted = txn.get(keys.EVENT_BYTES) is not None
-        if not shared:
+        if read_only:
+            pass  # the bookkeeping an older store lacks is added by the next open that writes
+        elif not shared:
             self._share_event_log()
         elif not counted:
             self._count_event_bytes()
@@ -518,6 +575,10 @@ class LmdbStore:
 
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:
+        if self.read_only:
+            raise errors.FailedPrecondition(
+                f"the store in {self.path} is opened read-only: nothing can be written", reason="READ_ONLY"
+            )
         return self._writes.transact(fn)
 
     def submit(self, fn: Callable[[Any], Any], notify: Callable[[], None]) -> Pending:

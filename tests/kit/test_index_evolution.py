@@ -13,7 +13,16 @@ from typing import Any
 import attrs
 import pytest
 
-from stigmer_core import CustomOperation, IndexSpec, KindDeclaration, Phase, RegistryError, Unimplemented, step
+from stigmer_core import (
+    CustomOperation,
+    IndexSpec,
+    KindDeclaration,
+    Phase,
+    RegistryError,
+    StartupError,
+    Unimplemented,
+    step,
+)
 from stigmer_core.application import Application
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds import reindex
@@ -87,6 +96,18 @@ def test_an_index_added_in_a_later_version_is_filled_at_the_next_start(tmp_path:
         assert reindex.check(upgraded.registry, upgraded.store) == []
     with _open(tmp_path, MCP_SERVER) as again:
         assert again.index_changes == [], "a start with an unchanged declaration rebuilds nothing"
+
+
+def test_a_read_only_open_of_a_store_that_needs_rebuilding_refuses_and_says_how_to_go_on(tmp_path: Path) -> None:
+    """Rebuilding writes: a read-only open (a lost key, a read-only mount) can only say so, in words
+    true of both (it told a store on a read-only mount, whose key is there, to restore its key)."""
+    with _open(tmp_path, V1) as first:
+        _store_servers(first)
+    with pytest.raises(StartupError, match="which writes") as refused:
+        Application.open(tmp_path, pm=plugin_manager_with(MCP_SERVER), durable=False, read_only=True)
+    assert "open it once to write (with its secret key, on a writable disk)" in str(refused.value)
+    with _open(tmp_path, MCP_SERVER) as upgraded:
+        assert [c.rebuilt for c in upgraded.index_changes] == [("transport",)], "the refused open wrote nothing"
 
 
 def test_a_changed_index_version_is_rebuilt_and_a_removed_index_is_dropped(tmp_path: Path) -> None:

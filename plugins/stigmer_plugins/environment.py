@@ -163,6 +163,16 @@ def redact_secrets(obj: Message) -> None:
             item.value = REDACTED
 
 
+def has_secrets(obj: Message) -> bool:
+    """Whether ``redact_secrets`` would blank anything: an environment with no secret value is
+    answered, and logged in events, as it is stored, without a redacted copy of it made first."""
+    data = _environment(obj).spec.data
+    for key in data:  # noqa: SIM110 - a loop by key: any() over a generator, or over a map's values(), costs more
+        if data[key].is_secret:
+            return True
+    return False
+
+
 def reseal_secrets(obj: Message, reseal: Reseal) -> bool:
     """Key rotation's walk over the sealed values (``secrets.declare_sealed``)."""
     env = _environment(obj)
@@ -184,6 +194,7 @@ ENVIRONMENT = KindDeclaration(
     key_prefix="environments",
     steps={"create": (seal_secrets,), "update": (seal_secrets,), "delete": (refuse_delete_while_referenced,)},
     redact=redact_secrets,
+    redacts=has_secrets,
     api_version="agentic.stigmer.ai/v1",
     plural="environments",
     aliases=("env", "envs"),

@@ -16,9 +16,9 @@ import pytest
 from stigmer_core import Application, from_rpc_error
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2_grpc as env_grpc
-from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.api.commons.apiresource.v1 import event_pb2, metadata_pb2
 from stigmer_core.store import keys
-from stigmer_plugins.environment import secret_context
+from stigmer_plugins.environment import has_secrets, redact_secrets, secret_context
 from stigmer_plugins.secrets import KEY_FILE, REDACTED, SecretBox, box
 
 # '-' is not in the base64 alphabet, so no ciphertext can contain these by chance.
@@ -225,3 +225,38 @@ def test_export_holds_no_secret_and_the_key_file_is_private(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert "eu-west-1" in done.stdout and REDACTED in done.stdout
     assert SECRET not in done.stdout + done.stderr
+
+
+def test_an_environment_without_secrets_is_answered_and_logged_as_stored(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    """``has_secrets`` lets such an environment skip its redacted copy: what is stored, answered
+    and logged is then one and the same, and it answers True for every environment redaction changes."""
+    commands, queries = _stubs(stigmer_channel)
+    plain = commands.create(_env("plain", REGION=("eu-west-1", False), TIER=("gold", False)), timeout=10)
+    empty = commands.create(_env("empty"), timeout=10)
+    for created in (plain, empty):
+        stored = _stored(stigmer_app, created.metadata.id)
+        assert created == stored
+        assert queries.get(environment_pb2.EnvironmentId(value=created.metadata.id), timeout=10) == stored
+    with stigmer_app.store.read() as txn:
+        logged = [event_pb2.ResourceEvent.FromString(value) for key, value in txn.scan(keys.EVENTS)]
+    for created in (plain, empty):
+        (event,) = [e for e in logged if e.id == created.metadata.id]
+        assert environment_pb2.Environment.FromString(event.object) == created
+
+    examples = [
+        _env(),
+        _env(REGION=("eu", False)),
+        _env(REGION=(REDACTED, False)),
+        _env(TOKEN=(SECRET, True)),
+        _env(TOKEN=(REDACTED, True)),
+        _env(TOKEN=("", True), REGION=("eu", False)),
+    ]
+    for env in examples:
+        redacted = environment_pb2.Environment()
+        redacted.CopyFrom(env)
+        redact_secrets(redacted)
+        if redacted != env:
+            assert has_secrets(env), env
+        assert has_secrets(env) == any(item.is_secret for item in env.spec.data.values())

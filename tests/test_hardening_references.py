@@ -11,8 +11,12 @@ import grpc
 import pytest
 
 from stigmer_core import Application
+from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
+from stigmer_core.auth.access import Access, Caller
+from stigmer_core.errors import NotFound
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
+from stigmer_core.kinds.resources import Resources
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.store import keys
 from stigmer_core.store.lmdb_store import LmdbStore
@@ -154,3 +158,29 @@ def test_an_environment_named_by_an_agent_cannot_be_deleted(served: tuple[Applic
     kinds.agents.create(user)
     kinds.environments.delete(other.metadata.id)
     assert_serving(channel, app)
+
+
+def test_a_reference_to_an_object_written_earlier_in_the_same_write_is_held_to_its_org(
+    stigmer_app: Application,
+) -> None:
+    """A target the transaction itself wrote is known without reading it back: still only in
+    its own org, and only when the caller may see that org."""
+    registry = stigmer_app.registry
+    agents, instances = registry.kind("Agent"), registry.kind("AgentInstance")
+
+    def write(name: str, agent_org: str, instance_org: str, caller: Caller | None = None) -> str:
+        def body(txn: Any) -> str:
+            resources = Resources(txn, registry, caller=caller, access=Access.WRITE)
+            made = resources.create(agents, agent(name), org=agent_org, principal="test")
+            instance = agentinstance_pb2.AgentInstance()
+            instance.metadata.name = name
+            instance.spec.agent_id = made.metadata.id  # type: ignore[attr-defined]
+            resources.create(instances, instance, org=instance_org, principal="test")
+            return str(instance.metadata.id)
+
+        return stigmer_app.store.transact(body)
+
+    with pytest.raises(NotFound, match=r"not found in org 'beta' \(spec.agent_id\)"):
+        write("crossing", "alpha", "beta")
+    assert write("staying", "alpha", "alpha")
+    assert write("as a member", "alpha", "alpha", Caller("member", roles={"alpha": "admin"}))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import random
+import time
 
 import pytest
 
@@ -48,3 +51,30 @@ def test_an_id_is_told_from_a_slug_with_or_without_its_kind() -> None:
         assert not ids.looks_like_id(made, "other")
     assert not ids.looks_like_id("support-bot")
     assert not ids.looks_like_id("-" + new_id("agt")[-26:])  # no prefix before the dash
+
+
+def test_the_spelled_out_encoding_is_the_base32_one() -> None:
+    edges = [0, 1, (1 << 128) - 1, 1 << 127, (1 << 80) - 1, 0x3FF << 118]
+    rng = random.Random(7)
+    for value in edges + [rng.getrandbits(128) for _ in range(2000)]:
+        assert ids._ulid_text(value) == ids._base32(value, ids._ULID_SHIFTS)
+    assert _value(new_id("agt")) >> 80 <= time.time_ns() // 1_000_000
+
+
+def test_a_forked_process_never_repeats_its_parents_random_bits() -> None:
+    """Random bytes are read in bulk; a child must not go on with the parent's unused ones."""
+    new_id("agt")  # the parent holds unused random bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, " ".join(new_id("agt") for _ in range(4)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as got:
+        child = got.read().split()
+    parent = [new_id("agt") for _ in range(4)]
+    tails = {_value(i) & ((1 << 80) - 1) for i in child + parent}
+    assert len(child) == 4 and len(tails) == 8

@@ -237,3 +237,33 @@ def test_a_subscribe_resumed_from_a_pruned_revision_follows_an_object_unchanged_
         # written after the resume point, in pruned revisions: its states are lost, so refused
         code, text = details_of(lambda: next(subscribe(changed)))
         assert code == grpc.StatusCode.ABORTED and "compacted" in text
+
+
+def test_the_log_totals_a_commit_carries_to_the_next_stay_those_of_the_log(tmp_path: Path) -> None:
+    """A commit starts from the totals the last one left (not read again): writes with and
+    without events, a refused one and pruning ones still leave the stored totals exact."""
+
+    def stored_and_actual(store: LmdbStore) -> tuple[tuple[int, int], tuple[int, int]]:
+        with store.read() as txn:
+            events = list(txn.scan(keys.EVENTS))
+            held = int.from_bytes(txn.get(keys.EVENT_REVISIONS) or b"", "big")
+        revisions = len({keys.event_revision(key) for key, _ in events})
+        return (counted_bytes(store), held), (sum(len(value) for _, value in events), revisions)
+
+    def refused(txn: Any) -> None:
+        txn.append_event(b"never")
+        raise Conflict("refused")
+
+    retention = EventRetention(max_revisions=5)
+    with LmdbStore(tmp_path, durable=False, retention=retention) as store:
+        for i in range(12):
+            store.transact(lambda txn, i=i: txn.append_event(b"e" * (i + 1)))
+            store.transact(lambda txn, i=i: txn.put(b"plain/%d" % i, b"x"))
+            with pytest.raises(Conflict):
+                store.transact(refused)
+            stored, actual = stored_and_actual(store)
+            assert stored == actual
+    with LmdbStore(tmp_path, durable=False, retention=retention) as store:
+        store.transact(lambda txn: txn.append_event(b"after reopening"))
+        stored, actual = stored_and_actual(store)
+        assert stored == actual and actual[1] == 5

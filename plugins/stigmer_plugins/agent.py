@@ -205,7 +205,10 @@ def redact_mcp_headers(obj: Message) -> None:
 def has_secret_headers(obj: Message) -> bool:
     """Whether ``redact_mcp_headers`` would blank anything (an agent without MCP secrets is sent as it is)."""
     assert isinstance(obj, agent_pb2.Agent)
-    return any(name in server.headers for server in obj.spec.mcp_servers for name in server.secret_headers)
+    servers = obj.spec.mcp_servers
+    if not servers:  # most agents: asked of every one a get, list page, write or event shows
+        return False
+    return any(name in server.headers for server in servers for name in server.secret_headers)
 
 
 def reseal_mcp_headers(obj: Message, reseal: Reseal) -> bool:

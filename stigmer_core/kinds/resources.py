@@ -266,13 +266,23 @@ class Resources:
                         "references hold ids (stigmer apply turns a slug into its id where this kind's plugin is "
                         "installed beside the CLI; otherwise, and over the API, get the id first)",
                     )
-                target = self.get(target_kind, target_id)
-                if target is None or (ref.spec.same_org and target.metadata.org != org):  # type: ignore[attr-defined]
+                target_org = self._org_of(target_kind, target_id)
+                if target_org is None or (ref.spec.same_org and target_org != org):
                     where = f" in org '{org}'" if ref.spec.same_org else ""
                     raise errors.NotFound(
                         f"{target_kind.label} '{target_id}' not found{where} ({ref.field.path})",
                         metadata={"kind": target_kind.name, "id": target_id, "field": ref.field.path},
                     )
+
+    def _org_of(self, kind: KindRuntime, object_id: str) -> str | None:
+        """The org of an object this caller can see; None when there is none. An object this
+        transaction wrote is known without reading it back (an agent's default instance
+        names the agent written just before it)."""
+        org = self._written.get(kind.object_key(object_id))
+        if org is not None:
+            return org if self.visible(org) else None
+        found = self.get(kind, object_id)
+        return None if found is None else found.metadata.org  # type: ignore[attr-defined]
 
     def check_referrers(self, kind: KindRuntime, obj: Message, inside: frozenset[str] = frozenset()) -> None:
         """Refuse to delete what is still referenced.

@@ -497,6 +497,11 @@ class LmdbStore:
             raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
         self._gate = _ResizeGate()
         self._writes = GroupCommit(self._commit_batch, max_batch, self._settle_failure)
+        self._event_counts = (-1, 0)
+        """The event log's byte total and count of revisions as the last commit that wrote an
+        event left them ((-1, 0): not known yet, read by the next write that logs an event).
+        This process is the store's only writer, so the next batch starts from them instead
+        of reading them again."""
         self._oldest_event: OldestEvent | None = None
         """The oldest event the last commit left, once a commit has looked (see ``_Writer.append_event``).
 
@@ -593,14 +598,15 @@ class LmdbStore:
             wall, cpu = time.perf_counter(), time.thread_time()
             outer = self._env.begin(write=True)
             try:
-                tally: _Tally = (self._oldest_event, _revision_of(outer), -1, 0, {})
+                counts = self._event_counts
+                tally: _Tally = (self._oldest_event, _revision_of(outer), *counts, {})
                 start = tally[1]
                 for pending in batch:
                     tally = self._run_one(outer, pending, tally)
                 oldest, revision, event_bytes, held, changes = tally
                 if revision != start:
                     outer.put(keys.REVISION, revision.to_bytes(8, "big"))
-                if event_bytes >= 0:
+                if event_bytes >= 0 and (event_bytes, held) != counts:
                     outer.put(keys.EVENT_BYTES, event_bytes.to_bytes(8, "big"))
                     outer.put(keys.EVENT_REVISIONS, held.to_bytes(8, "big"))
                 for part, share in changes.items():
@@ -610,6 +616,7 @@ class LmdbStore:
                 self.commit_seconds += time.perf_counter() - wall
                 self.commit_cpu_seconds += time.thread_time() - cpu
                 self._oldest_event = oldest
+                self._event_counts = (event_bytes, held)
                 self._book.commit(changes)
             except lmdb.MapFullError:
                 outer.abort()

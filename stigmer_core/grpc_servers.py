@@ -26,14 +26,15 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2
 from grpc_health.v1.health import aio as health_aio
 
+from stigmer_core import call_limit
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
 from stigmer_core.call_limit import CallLimit
 from stigmer_core.controller import log_refusal, queued_writes, unary_reads
 from stigmer_core.health_checks import health_handlers
 from stigmer_core.reflection import OpenStreams, reflection_handlers
-from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, read_first
-from stigmer_core.server_pools import ServerPools
+from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, by_peer, read_first
+from stigmer_core.server_pools import HEALTH_THREADS, ServerPools
 from stigmer_core.store.protocol import ReportsReachability, SubmitsWrites
 
 MAX_MESSAGE_BYTES = 4 << 20
@@ -163,7 +164,7 @@ class SyncServing:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.app = app
-        self._deadlines = ReadDeadlines(pools.sizes.request_read_seconds)
+        self._deadlines = ReadDeadlines(pools.sizes.request_read_seconds, pools.sizes.unread_grace_seconds)
         admit = authenticated(app.authenticator, log_refusal)
         # Health and reflection answer without a token; every other service needs one when
         # the server requires tokens.
@@ -179,8 +180,10 @@ class SyncServing:
         self._limits = {
             id(pools.default): CallLimit(rpc_share, "rpc"),
             id(pools.sync_reads()): CallLimit(read_share, "read"),
+            id(pools.streams): CallLimit(pools.sizes.stream_share(pools.stream_threads), "stream"),
+            id(pools.health): CallLimit(call_limit.share(HEALTH_THREADS, None), "health"),
         }
-        """A token's share of the pool a unary call runs on, by the pool's id (``call_limit``)."""
+        """A caller's share of the pool a call runs on, by the pool's id (``call_limit``)."""
         for service, methods in app.services.items():
             routed = pools.route_sync(service, methods, reads)
             self._server.add_registered_method_handlers(service, self._converted(service, routed, convert))
@@ -198,13 +201,12 @@ class SyncServing:
 
     def _read_first(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service = method[1:].split("/", 1)[0]
-        admit = self._admits.get(service)
-        if admit is None or handler.response_streaming:  # streams keep to their own limits
-            return read_first(method, handler, self._deadlines, admit)
+        # Health needs no token: each client host is a caller with a share of the health threads.
+        admit = by_peer if service == health.SERVICE_NAME else self._admits.get(service)
         # Where grpc will run it: a behavior without a pool of its own runs on the server's.
-        pool = getattr(handler.unary_unary, "experimental_thread_pool", None) or self._default_pool
-        limit = self._limits.get(id(pool))
-        return read_first(method, handler, self._deadlines, admit, limit)
+        behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+        pool = getattr(behavior, "experimental_thread_pool", None) or self._default_pool
+        return read_first(method, handler, self._deadlines, admit, self._limits.get(id(pool)))
 
     def _converted(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler], convert: bool

@@ -50,6 +50,10 @@ GRACE = 1.0
 """How long a call counted against its caller's share (``call_limit``) may wait for its message
 before it counts as unread (half the read timeout when that is shorter): a grpc client's message
 comes with its headers, so only a caller that sends none has calls this late."""
+STRIKE = 0.05
+"""How long a counted call must have waited for its message for its ending without one to count
+against its caller (``ReadDeadlines``): a grpc client's message comes with its headers and is
+read within milliseconds, so only a call that sends none waits this long and then ends."""
 GRANULARITY = 0.25
 """How far past its bound a late call may run: the watcher wakes at most this often, not at
 every call's own deadline, so a busy server's calls cost it a queue append each."""
@@ -83,11 +87,15 @@ class ReadDeadlines:
     queue, appended to without a lock, is all the bookkeeping a call costs. A call counted
     against its caller's share (``call_limit``) is watched a second time, at ``grace``: still
     waiting for its message then, it counts as unread, or is ended when its caller already has
-    its share of such calls."""
+    its share of such calls. One that ends without its message once it has waited ``STRIKE``
+    (reset by its client, ended by its deadline or by the share) counts against its caller for
+    ``seconds`` more: a caller that resets its calls just before their grace holds the threads
+    as surely as one that never does."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, grace: float | None = None) -> None:
         self.seconds = seconds
-        self.grace = min(GRACE, seconds / 2)
+        self.grace = min(GRACE, seconds / 2) if grace is None else min(grace, seconds)
+        self.strike = min(STRIKE, self.grace)
         self._due: collections.deque[list[Any]] = collections.deque()
         self._graced: collections.deque[tuple[float, list[Any]]] = collections.deque()
         self._counted = threading.Lock()
@@ -105,23 +113,32 @@ class ReadDeadlines:
         if self._thread is None:
             self._start()
         now = time.monotonic()
-        entry = [now + self.seconds, context, method, principal, limit, False]
+        entry = [now + self.seconds, context, method, principal, limit, False, now]
+        # The watcher sleeps until the nearest time it knows of; a queue's later entries come
+        # due after its first, so only an entry into an empty queue needs to wake it.
+        wake = not self._due
         self._due.append(entry)
         if limit is not None:
+            wake = wake or not self._graced
             self._graced.append((now + self.grace, entry))
-        if not self._wake.is_set():
+        if wake:
             self._wake.set()
         return entry
 
-    def done(self, entry: list[Any]) -> None:
+    def done(self, entry: list[Any], read: bool) -> None:
+        """The call's wait is over: its message came (``read``), or the call ended without it."""
         limit = entry[4]
         if limit is None:
             entry[1] = None
             return
+        now = time.monotonic()
+        struck = not read and now - entry[6] >= self.strike
         with self._counted:
             entry[1] = None
             if entry[5]:
-                limit.give(entry[3])
+                limit.give(entry[3], now + self.seconds if struck else None)
+            elif struck:
+                limit.strike(entry[3], now + self.seconds)
 
     def _start(self) -> None:
         with self._start_lock:
@@ -144,12 +161,12 @@ class ReadDeadlines:
                 if context is not None:
                     self._end(context, method)
             nearest = min(queue[0][0] for queue in (due, graced) if queue) if (due or graced) else now
-            self._closed.wait(max(nearest - now, GRANULARITY))
+            self._wake.wait(max(nearest - now, GRANULARITY))
 
     def _count(self, entry: list[Any]) -> None:
         """A counted call still waiting at its grace: unread now, within its caller's share, or
         ended past it."""
-        _, context, method, principal, limit, _ = entry
+        _, context, method, principal, limit, *_ = entry
         with self._counted:
             if entry[1] is None:
                 return  # its message came first
@@ -201,12 +218,15 @@ def _first(
     limit: CallLimit | None = None,
 ) -> Any:
     entry = deadlines.watch(context, method, principal, limit)
+    read = False
     try:
-        return next(requests)
+        request = next(requests)
+        read = True
+        return request
     except StopIteration:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, f'"{method}" requires exactly one request message.')
     finally:
-        deadlines.done(entry)
+        deadlines.done(entry, read)
 
 
 def read_first(
@@ -218,28 +238,30 @@ def read_first(
 ) -> grpc.RpcMethodHandler:
     """``handler`` (a unary or server-streaming one) as a client-streaming handler that runs
     ``admit``, then reads its one message under ``deadlines``, then runs the original behavior.
-    A unary call of an admitted principal is refused while the principal has ``limit``'s share of
-    unread calls, and counts as one if its message is not in by ``deadlines.grace``.
-    The behavior's thread pool and non-blocking mark stay with it."""
+    A call of an admitted principal is refused while the principal has ``limit``'s share of
+    calls counted, and counts as one if its message is not in by ``deadlines.grace`` (or if it
+    ends without one). The behavior's thread pool and non-blocking mark stay with it."""
     if handler.request_streaming:
         return handler
     streaming = handler.response_streaming
     inner = handler.unary_stream if streaming else handler.unary_unary
 
-    def behavior(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
+    def admitted(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        """The call's message, once its caller is admitted and within its share."""
         principal = admit(context, method) if admit is not None else None
         if principal is None or limit is None:
-            return inner(_first(requests, context, method, deadlines), context, *more)
+            return _first(requests, context, method, deadlines)
         try:
             limit.take(principal)
         except ResourceExhausted as refused:
             status.abort(context, refused)
-        return inner(_first(requests, context, method, deadlines, principal, limit), context, *more)
+        return _first(requests, context, method, deadlines, principal, limit)
+
+    def behavior(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
+        return inner(admitted(requests, context), context, *more)
 
     def stream(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
-        if admit is not None:
-            admit(context, method)
-        answers = inner(_first(requests, context, method, deadlines), context, *more)
+        answers = inner(admitted(requests, context), context, *more)
         if answers is not None:
             yield from answers
 
@@ -252,6 +274,15 @@ def read_first(
         chosen.experimental_non_blocking = True
     field = "stream_stream" if streaming else "stream_unary"
     return handler._replace(request_streaming=True, unary_unary=None, unary_stream=None, **{field: chosen})
+
+
+def by_peer(context: grpc.ServicerContext, method: str) -> str:
+    """``admit`` for calls that need no token (health checks): each client host is a principal
+    of its own, so one host's calls that send nothing cannot hold the threads every load
+    balancer's and orchestrator's checks need."""
+    peer = context.peer() or "unknown"
+    host = peer.rpartition(":")[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+    return f"peer:{host}"
 
 
 def authenticated(authenticator: Authenticator, log_refusal: Callable[..., None]) -> Admit | None:

@@ -25,6 +25,7 @@ durable creates from 0.41x to 0.51x-0.55x queued from the loop.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Collection, Mapping
 from concurrent import futures
@@ -78,21 +79,37 @@ class PoolSizes:
     and its thread is free (``request_read``)."""
 
     unread_calls_per_caller: int | None = None
-    """On grpc's sync server, unary calls of one token's principal that may wait for their
-    request message at once on each of the read and rpc pools
-    (``STIGMER_MAX_UNREAD_CALLS_PER_CALLER``); the next is refused RESOURCE_EXHAUSTED
-    (``call_limit``). None: half of each pool, at least one (2 of 4 read threads, 16 of 32 rpc
-    threads), so no single token holds a whole pool with calls that send nothing."""
+    """On grpc's sync server, calls of one token's principal counted at once on each of the
+    read, rpc and stream pools (``STIGMER_MAX_UNREAD_CALLS_PER_CALLER``): calls waiting longer
+    than ``unread_grace_seconds`` for their request message, and calls that ended without it a
+    short while ago; past it the next is refused RESOURCE_EXHAUSTED (``call_limit``). None: half
+    of each pool, at least one (2 of 4 read threads, 16 of 32 rpc threads), so no single token
+    holds a whole pool with calls that send nothing."""
+
+    unread_grace_seconds: float | None = None
+    """How long a call may wait for its message before it counts against its caller
+    (``STIGMER_UNREAD_CALL_GRACE``). None: 1 s, or half the read timeout when that is shorter.
+    A client whose large requests trail their headers over a slow link needs more."""
 
     def __attrs_post_init__(self) -> None:
         request_read.checked(self.request_read_seconds)
         if self.unread_calls_per_caller is not None and self.unread_calls_per_caller < 1:
             raise StartupError(f"{call_limit.ENV} must be at least 1")
+        grace = self.unread_grace_seconds
+        if grace is not None and not (math.isfinite(grace) and 0 < grace <= self.request_read_seconds):
+            raise StartupError(
+                f"{call_limit.GRACE_ENV} must be above 0 and at most {request_read.ENV} "
+                f"({self.request_read_seconds:g} s), not {grace:g}"
+            )
 
     def call_shares(self) -> tuple[int, int]:
         """Threads of the read pool and of the rpc pool one caller's unread calls may hold."""
         reads = self.read_threads or SYNC_LMDB_READ_THREADS
         return call_limit.share(reads, self.unread_calls_per_caller), call_limit.share(self.rpc_threads, self.unread_calls_per_caller)
+
+    def stream_share(self, threads: int) -> int:
+        """Threads of the stream pool (``threads`` of them) one caller's unread streams may hold."""
+        return call_limit.share(threads, self.unread_calls_per_caller)
 
     pending_calls: int = 5000
     """Calls received and not yet started, per daemon (``STIGMER_MAX_PENDING_CALLS``): a burst
@@ -113,7 +130,7 @@ class PoolSizes:
     @classmethod
     def from_env(cls, environ: Any = None) -> PoolSizes:
         env = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}
         for field, name in (
             ("read_threads", "STIGMER_READ_THREADS"),
             ("rpc_threads", "STIGMER_RPC_THREADS"),
@@ -134,6 +151,12 @@ class PoolSizes:
             if field == "pending_calls" and number > MOST_PENDING_CALLS:
                 raise StartupError(f"{name} must be at most {MOST_PENDING_CALLS:,}")
             values[field] = number
+        grace = env.get(call_limit.GRACE_ENV)
+        if grace:
+            try:
+                values["unread_grace_seconds"] = float(grace)
+            except ValueError:
+                raise StartupError(f"{call_limit.GRACE_ENV}={grace!r} is not a number of seconds") from None
         return cls(**values, request_read_seconds=request_read.read_timeout(env))
 
     def for_store(self, store: object) -> PoolSizes:
@@ -182,9 +205,8 @@ class ServerPools:
             if sizes.read_threads
             else None
         )
-        self.streams = futures.ThreadPoolExecutor(
-            max(max_streams, 1) + REJECTING_THREADS, thread_name_prefix=f"{name}-stream"
-        )
+        self.stream_threads = max(max_streams, 1) + REJECTING_THREADS
+        self.streams = futures.ThreadPoolExecutor(self.stream_threads, thread_name_prefix=f"{name}-stream")
         self.health = futures.ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix=f"{name}-health")
         """Health on grpc's sync server (``on_pool``); on the asyncio server it runs on the loop."""
         self.reflection = futures.ThreadPoolExecutor(

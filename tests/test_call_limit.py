@@ -29,15 +29,19 @@ from stigmer_core import Application, errors, status
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
-from stigmer_core.call_limit import ENV, REASON
+from stigmer_core.call_limit import ENV, GRACE_ENV, REASON
 from stigmer_core.errors import StartupError
 from stigmer_core.grpc_servers import SyncServing
+from stigmer_core.request_read import ReadDeadlines
 from stigmer_core.server import PoolSizes, Server
+from stigmer_core.server_pools import HEALTH_THREADS
 from tests.auth_support import ALPHA, make_token
 from tests.held_streams import HeldStreams
 
 GET = "/stigmer.agentic.agent.v1.AgentQueryController/get"
 CREATE = "/stigmer.agentic.agent.v1.AgentCommandController/create"
+WATCH = "/stigmer.commons.watch.v1.Watch/Watch"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 WAIT = 60.0
 """How long a test waits for an answer it must get; never a measure of speed."""
 READ_THREADS, RPC_THREADS = 4, 8
@@ -119,8 +123,8 @@ def refused(call: Callable[[], object]) -> errors.StigmerError:
 def test_a_member_holding_its_share_is_refused_at_once_and_others_are_answered(
     tmp_path: Path, stigmer_postgres_store_url: str
 ) -> None:
-    # An hour to send a message: only the bound keeps these from holding every thread.
-    with team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t:
+    # Ten seconds to send a message: only the bound keeps these from holding every thread.
+    with team(tmp_path / "data", stigmer_postgres_store_url, 10) as t:
         bearer = t.bearer(t.viewer)
         # As many as each pool has threads: unbounded, they would take them all.
         holders = [
@@ -146,11 +150,13 @@ def test_a_member_holding_its_share_is_refused_at_once_and_others_are_answered(
 
             made = t.answer(lambda: t.create(t.editor, "still-served"))
             assert t.answer(lambda: t.get(t.editor, made.metadata.id)).metadata.name == "still-served"
-            assert t.held(t.viewer_principal) == READ_SHARE + RPC_SHARE
+            # every held call counts: those still waiting, and those ended past the share
+            assert t.held(t.viewer_principal) == READ_THREADS + RPC_THREADS
         finally:
             for held in holders:
                 held.close()
-        # Their client gone, the held calls are cancelled and give their slots back.
+        # Their client gone, the held calls end without their message, and count for the read
+        # timeout more before the viewer's calls are served again.
         t.until_none_held(t.viewer_principal)
         assert t.get(t.viewer, made.metadata.id).metadata.name == "still-served"
 
@@ -179,6 +185,73 @@ def test_a_client_with_many_calls_in_flight_is_not_refused(tmp_path: Path, stigm
         assert codes == [grpc.StatusCode.OK] * len(calls)
         assert {call.result().metadata.name for call in calls[:in_flight]} == {"read-by-many"}
         assert t.held(t.editor_principal) == 0
+
+
+def test_calls_reset_before_their_grace_still_count(tmp_path: Path, stigmer_postgres_store_url: str) -> None:
+    """A caller resetting each call that sends nothing just before it would count held the
+    threads as surely as one that never reset them, and was never refused."""
+    with team(tmp_path / "data", stigmer_postgres_store_url, 3) as t:
+        bearer = t.bearer(t.viewer)
+        with HeldStreams(t.server.address, GET, READ_SHARE, bearer):
+            time.sleep(0.3)  # on their threads, past the strike and short of the 1 s grace
+        # the connection is gone: each call ends without its message, and counts
+        waited_until = time.monotonic() + WAIT
+        while t.held(t.viewer_principal) < READ_SHARE and time.monotonic() < waited_until:
+            time.sleep(0.01)
+        refusal = refused(lambda: t.get(t.viewer, "agt_missing"))
+        assert isinstance(refusal, errors.ResourceExhausted) and refusal.reason == REASON
+        made = t.answer(lambda: t.create(t.editor, "served-meanwhile"))
+        t.until_none_held(t.viewer_principal)  # for the read timeout, then the viewer is served
+        assert t.get(t.viewer, made.metadata.id).metadata.name == "served-meanwhile"
+
+
+def test_a_call_started_while_the_watcher_sleeps_counts_at_its_grace(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """The watcher slept until the nearest read deadline (an hour here), so calls that started
+    after it went to sleep were counted only then, and held every thread meanwhile."""
+    with team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t:
+        bearer = t.bearer(t.viewer)
+        with HeldStreams(t.server.address, GET, 1, bearer):
+            waited_until = time.monotonic() + WAIT
+            while t.held(t.viewer_principal) < 1 and time.monotonic() < waited_until:
+                time.sleep(0.05)
+            assert t.held(t.viewer_principal) == 1  # counted at its grace; the watcher sleeps on
+            with HeldStreams(t.server.address, GET, READ_THREADS - 1, bearer) as more:
+                ended = more.wait_ended(READ_THREADS - READ_SHARE, WAIT)
+                assert len(ended) == READ_THREADS - READ_SHARE
+                assert {code for code, _ in ended.values()} == {RESOURCE_EXHAUSTED}
+
+
+def test_streams_that_send_nothing_hold_at_most_a_share_of_the_stream_threads(
+    tmp_path: Path, stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch's headers with no message held a stream thread for the read timeout, counted by
+    no bound: the streams' own are counted once the message is read."""
+    monkeypatch.setenv("STIGMER_MAX_STREAMS", "8")
+    with team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t:
+        threads = t.server.pools.stream_threads
+        share = threads // 2
+        with HeldStreams(t.server.address, WATCH, threads, t.bearer(t.viewer)) as held:
+            ended = held.wait_ended(threads - share, WAIT)
+            assert len(ended) == threads - share
+            assert all(code == RESOURCE_EXHAUSTED and ENV in message for code, message in ended.values())
+            made = t.answer(lambda: t.create(t.editor, "x"))
+            assert t.answer(lambda: t.get(t.editor, made.metadata.id)).metadata.name == "x"
+
+
+def test_health_checks_that_send_nothing_hold_one_health_thread_per_host(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """Health needs no token, and its two threads were held by any client's two checks that
+    sent nothing, for the read timeout each time: orchestrators' probes failed meanwhile."""
+    with (
+        team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t,
+        HeldStreams(t.server.address, HEALTH_CHECK, HEALTH_THREADS) as held,
+    ):
+        ((code, message),) = held.wait_ended(HEALTH_THREADS - 1, WAIT).values()
+        assert code == RESOURCE_EXHAUSTED
+        assert ENV in message and "peer:ipv4:127.0.0.1" in message
 
 
 def test_calls_ended_by_the_read_timeout_give_their_slots_back(tmp_path: Path, stigmer_postgres_store_url: str) -> None:
@@ -217,3 +290,13 @@ def test_the_setting_is_checked_at_startup_and_defaults_to_half_of_each_pool() -
     assert PoolSizes(read_threads=4).call_shares() == (2, 16)
     assert PoolSizes(read_threads=1, rpc_threads=1).call_shares() == (1, 1)
     assert PoolSizes(read_threads=4, unread_calls_per_caller=3).call_shares() == (3, 3)
+
+
+def test_the_grace_is_a_setting_checked_at_startup() -> None:
+    for raw in ("0", "-1", "nan", "soon", "6"):  # 6: past the 5 s read timeout
+        with pytest.raises(StartupError, match=GRACE_ENV):
+            PoolSizes.from_env({GRACE_ENV: raw})
+    assert PoolSizes.from_env({GRACE_ENV: "2.5"}).unread_grace_seconds == 2.5
+    assert ReadDeadlines(5.0).grace == 1.0
+    assert ReadDeadlines(1.0).grace == 0.5
+    assert ReadDeadlines(30.0, 4.0).grace == 4.0

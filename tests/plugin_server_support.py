@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stigmer_core import Application
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
@@ -28,6 +30,16 @@ def serving(app: Application, pools: PoolSizes) -> Iterator[tuple[Server, grpc.C
     finally:
         channel.close()
         server.stop(grace=1)
+
+
+def health_becomes(health: health_pb2_grpc.HealthStub, status: int) -> bool:
+    """Whether the server's overall health reaches ``status`` within 15 s (the asyncio server sets
+    it on its loop, a store's reachability watch on its own schedule)."""
+    for _ in range(150):
+        if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == status:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ INTERNAL), and its health turns NOT_SERVING so a load balancer drains it."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,11 @@ from stigmer_core import Application, errors, from_rpc_error
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
-from stigmer_core.server import Server
+from stigmer_core.server import PoolSizes
 from stigmer_core.store import WriteTxn
 from stigmer_core.store.postgres_schema import VERSION
 from stigmer_core.store.postgres_store import PostgresStore
+from tests.plugin_server_support import health_becomes, serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -41,26 +41,13 @@ def _agent(name: str) -> agent_pb2.Agent:
     return agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=name), spec=agent_pb2.AgentSpec())
 
 
-def _health_becomes(health: health_pb2_grpc.HealthStub, status: int) -> bool:
-    """Whether the overall health reaches ``status`` within 15 s (the asyncio server sets it on its loop)."""
-    for _ in range(150):
-        if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == status:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture
 def served(tmp_path: Path, stigmer_postgres_store_url: str) -> Iterator[tuple[Application, grpc.Channel]]:
     app = Application.open(tmp_path / "data", store=stigmer_postgres_store_url)
-    server = Server(app, "127.0.0.1:0", max_workers=8)
-    server.start()
-    channel = grpc.insecure_channel(server.address)
     try:
-        yield app, channel
+        with serving(app, PoolSizes(rpc_threads=8)) as (_, channel):
+            yield app, channel
     finally:
-        channel.close()
-        server.stop(grace=1)
         app.close()
 
 
@@ -73,7 +60,7 @@ def test_a_write_the_newer_schema_breaks_is_refused_naming_both_versions_and_hea
     query = agent_grpc.AgentQueryControllerStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
     first = command.create(_agent("before"), timeout=10)
-    assert _health_becomes(health, SERVING)
+    assert health_becomes(health, SERVING)
 
     # A column every commit locks and writes is renamed, as version 4 renamed event_bytes.
     _newer_release_migrates(app.store, "ALTER TABLE {s}.meta RENAME COLUMN log_bytes TO log_size")
@@ -88,7 +75,7 @@ def test_a_write_the_newer_schema_breaks_is_refused_naming_both_versions_and_hea
     message = caught.value.details() or ""
     assert f"version {VERSION + 1}, newer than" in message and f"knows ({VERSION})" in message, message
     assert "Restart this daemon with that newer stigmer-core" in message, message
-    assert _health_becomes(health, NOT_SERVING)
+    assert health_becomes(health, NOT_SERVING)
 
     # Reads the migration left alone go on; one it broke is refused the same way.
     assert query.get(agent_pb2.AgentId(value=first.metadata.id), timeout=10).metadata.name == "before"

@@ -29,6 +29,7 @@ from stigmer_core.store.postgres_schema import MIGRATIONS, VERSION
 from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 from stigmer_core.testing import postgres
+from tests.plugin_server_support import health_becomes
 
 
 @pytest.fixture
@@ -583,15 +584,6 @@ def _agent(i: int) -> agent_pb2.Agent:
     )
 
 
-def _health_becomes(health: health_pb2_grpc.HealthStub, status: int) -> bool:
-    """Whether the daemon's overall health reaches ``status`` within 15 s."""
-    for _ in range(150):
-        if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == status:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp_path: Path) -> None:
     """A server of its own, stopped mid-load: no INTERNAL, no daemon restart, no acknowledged write lost."""
     if "postgresql" not in postgres.selected_engines():
@@ -620,11 +612,11 @@ def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp
             acknowledged.append(command.create(_agent(i), timeout=10).metadata.id)
 
         health = health_pb2_grpc.HealthStub(channel)
-        assert _health_becomes(health, health_pb2.HealthCheckResponse.SERVING)
+        assert health_becomes(health, health_pb2.HealthCheckResponse.SERVING)
 
         pg.stop()
         # a load balancer in front of several daemons must learn this one cannot serve
-        assert _health_becomes(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert health_becomes(health, health_pb2.HealthCheckResponse.NOT_SERVING)
         codes = []
         for i in range(20, 30):
             try:
@@ -648,7 +640,7 @@ def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp
                 assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
                 threading.Event().wait(0.1)
         assert recovered is not None, "the daemon did not reconnect"
-        assert _health_becomes(health, health_pb2.HealthCheckResponse.SERVING)
+        assert health_becomes(health, health_pb2.HealthCheckResponse.SERVING)
         acknowledged.append(recovered.metadata.id)
         woke_at = watcher.wait_for_revision(recovered.metadata.resource_version - 1, 30)
         assert woke_at >= recovered.metadata.resource_version, "the other store's listener did not come back"

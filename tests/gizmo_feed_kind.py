@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import attrs
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import any_pb2, descriptor_pb2, message_factory
 
 from stigmer_core import CustomOperation, KindDeclaration, SecretFields, hookimpl
 from stigmer_core.pipeline import steps as standard
@@ -21,18 +21,14 @@ from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep
 from tests import gizmo_kind
 from tests.gizmo_kind import GIZMO, message
+from tests.runtime_protos import added
 
 FILE = "tests/gizmo/v1/gizmo_feed.proto"
 PKG = "tests.gizmo.v1"
 SECRETS = SecretFields("spec.note")
 
 
-def _build() -> Any:
-    pool = descriptor_pool.Default()
-    try:
-        return pool.FindFileByName(FILE)
-    except KeyError:
-        pass
+def _file() -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(
         name=FILE, package=PKG, syntax="proto3", dependency=[gizmo_kind.FILE, any_pb2.DESCRIPTOR.name]
     )
@@ -70,11 +66,10 @@ def _build() -> Any:
         service.method.add(
             name=name, input_type=request, output_type=response, server_streaming=streams
         )  # fmt: skip
-    pool.Add(file)
-    return pool.FindFileByName(FILE)
+    return file
 
 
-DESCRIPTOR = _build()
+DESCRIPTOR = added(FILE, _file)
 
 
 def _peek(ctx: Any) -> None:

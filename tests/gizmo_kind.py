@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, message_factory
 
 from stigmer_core import CustomOperation, KindDeclaration, hookimpl
 from stigmer_core.api.buf.validate import validate_pb2
@@ -17,6 +17,7 @@ from stigmer_core.api.commons.apiresource.v1 import metadata_pb2  # noqa: F401  
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep
+from tests.runtime_protos import added
 from tests.widget_kind import _message
 
 FILE = "tests/gizmo/v1/gizmo.proto"
@@ -29,12 +30,7 @@ def _rule(message: Any, rule_id: str, expression: str, text: str) -> None:
     rule.id, rule.expression, rule.message = rule_id, expression, text
 
 
-def _build() -> Any:
-    pool = descriptor_pool.Default()
-    try:
-        return pool.FindFileByName(FILE)
-    except KeyError:
-        pass
+def _file() -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(
         name=FILE,
         package=PKG,
@@ -71,11 +67,10 @@ def _build() -> Any:
         (query, "list", f".{PKG}.ListGizmosRequest", f".{PKG}.GizmoList"),
     ):
         service.method.add(name=name, input_type=request, output_type=response)
-    pool.Add(file)
-    return pool.FindFileByName(FILE)
+    return file
 
 
-DESCRIPTOR = _build()
+DESCRIPTOR = added(FILE, _file)
 
 
 def message(name: str) -> Any:

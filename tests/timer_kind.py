@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, message_factory
+from google.protobuf import descriptor_pb2, duration_pb2, message_factory
 
 from stigmer_core import KindDeclaration, hookimpl
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2  # noqa: F401  (the pool needs it first)
+from tests.runtime_protos import added
 from tests.widget_kind import F, _message
 
 FILE = "tests/timer/v1/timer.proto"
@@ -18,12 +19,7 @@ META = ".stigmer.commons.apiresource.v1.ApiResourceMetadata"
 DURATION = ".google.protobuf.Duration"
 
 
-def _build() -> Any:
-    pool = descriptor_pool.Default()
-    try:
-        return pool.FindFileByName(FILE)
-    except KeyError:
-        pass
+def _file() -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(
         name=FILE,
         package=PKG,
@@ -67,11 +63,10 @@ def _build() -> Any:
         (query, "list", f".{PKG}.ListTimersRequest", f".{PKG}.TimerList"),
     ):
         service.method.add(name=name, input_type=request, output_type=response)
-    pool.Add(file)
-    return pool.FindFileByName(FILE)
+    return file
 
 
-DESCRIPTOR = _build()
+DESCRIPTOR = added(FILE, _file)
 
 
 def message(name: str) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, message_factory
 
 from stigmer_core import CustomOperation, KindDeclaration, hookimpl
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2  # noqa: F401  (the pool needs it first)
@@ -15,6 +15,7 @@ from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import FunctionStep
 from stigmer_core.pipeline.watch import watch_object
+from tests.runtime_protos import added
 
 F = descriptor_pb2.FieldDescriptorProto
 FILE = "tests/widget/v1/widget.proto"
@@ -36,12 +37,7 @@ def _message(file: Any, name: str, *fields: tuple[str, int, str]) -> None:
             added.type_name = type_name
 
 
-def _build() -> Any:
-    pool = descriptor_pool.Default()
-    try:
-        return pool.FindFileByName(FILE)
-    except KeyError:
-        pass
+def _file() -> descriptor_pb2.FileDescriptorProto:
     file = descriptor_pb2.FileDescriptorProto(
         name=FILE, package=PKG, syntax="proto3", dependency=["stigmer_core/api/commons/apiresource/v1/metadata.proto"]
     )
@@ -87,11 +83,10 @@ def _build() -> Any:
         (query, "watch", f".{PKG}.WatchWidgetRequest", widget, True),
     ):
         service.method.add(name=name, input_type=request, output_type=response, server_streaming=stream)
-    pool.Add(file)
-    return pool.FindFileByName(FILE)
+    return file
 
 
-DESCRIPTOR = _build()
+DESCRIPTOR = added(FILE, _file)
 
 
 def message(name: str) -> Any:

@@ -5,13 +5,14 @@ when its headers arrive, and the thread then waits for the call's message. A
 member with a valid token (a viewer's, or a leaked one) could open calls whose
 message never comes and hold every read, rpc or stream thread for
 ``STIGMER_REQUEST_READ_TIMEOUT`` seconds at a time, again and again, while
-every other member's calls queued; any client could do the same to the two
-health threads, with no token. So each token's principal (each client host,
-for health checks) has a share of each pool, ``STIGMER_MAX_UNREAD_CALLS_PER_CALLER``
-(by default half of the pool, at least one), that counts its unread calls:
-those that have waited the grace for their message (``STIGMER_UNREAD_CALL_GRACE``,
-1 s), and for the read timeout more those that ended without it after waiting
-for it, so that resetting each call just before its grace counts as well.
+every other member's calls queued. So each token's principal has a share of
+each pool, ``STIGMER_MAX_UNREAD_CALLS_PER_CALLER`` (by default half of the
+pool, at least one), that counts its unread calls: those that have waited the
+grace for their message (``STIGMER_UNREAD_CALL_GRACE``, 1 s), and for 5 s more
+those that ended without it after waiting for it, so that resetting each call
+just before its grace counts as well. Health checks need no token and have no
+share: a probe refused because another client shares its host would report a
+healthy server down.
 Past the share the next call is refused RESOURCE_EXHAUSTED at once, before
 anything waits for its message, so a refusal holds its thread for
 microseconds, and a call that turns unread past it is ended; the other half
@@ -87,8 +88,9 @@ class CallLimit:
             return
         self._log_refusal(principal, held)
         raise errors.ResourceExhausted(
-            f"{principal} has {held} calls on the daemon's {self.pool} threads that waited for their request "
-            f"message without it coming, as many as one caller may at once (setting {ENV}); retry in a few seconds",
+            f"{principal} has {held} calls counted on the daemon's {self.pool} threads (calls waiting for their "
+            f"request message, or that ended without it in the last few seconds), and one caller may have "
+            f"{self.limit} (setting {ENV}); retry in a few seconds",
             reason=REASON,
             metadata={"limit": self.limit, "setting": ENV, "principal": principal},
         )
@@ -155,10 +157,11 @@ class CallLimit:
             self._refusing.add(principal)
         if first:
             log.warning(
-                "refused: principal=%s has %d calls on the %s threads that waited for their request message "
-                "without it coming, as many as one caller may (%s)",
+                "refused: principal=%s has %d calls counted on the %s threads (waiting for their request "
+                "message, or ended without it a short while ago); one caller may have %d (%s)",
                 principal,
                 held,
                 self.pool,
+                self.limit,
                 ENV,
             )

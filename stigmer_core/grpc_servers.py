@@ -26,15 +26,14 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2
 from grpc_health.v1.health import aio as health_aio
 
-from stigmer_core import call_limit
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread
 from stigmer_core.call_limit import CallLimit
 from stigmer_core.controller import log_refusal, queued_writes, unary_reads
 from stigmer_core.health_checks import health_handlers
 from stigmer_core.reflection import OpenStreams, reflection_handlers
-from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, by_peer, read_first
-from stigmer_core.server_pools import HEALTH_THREADS, ServerPools
+from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, read_first
+from stigmer_core.server_pools import ServerPools
 from stigmer_core.store.protocol import ReportsReachability, SubmitsWrites
 
 MAX_MESSAGE_BYTES = 4 << 20
@@ -181,7 +180,6 @@ class SyncServing:
             id(pools.default): CallLimit(rpc_share, "rpc"),
             id(pools.sync_reads()): CallLimit(read_share, "read"),
             id(pools.streams): CallLimit(pools.sizes.stream_share(pools.stream_threads), "stream"),
-            id(pools.health): CallLimit(call_limit.share(HEALTH_THREADS, None), "health"),
         }
         """A caller's share of the pool a call runs on, by the pool's id (``call_limit``)."""
         for service, methods in app.services.items():
@@ -201,8 +199,7 @@ class SyncServing:
 
     def _read_first(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service = method[1:].split("/", 1)[0]
-        # Health needs no token: each client host is a caller with a share of the health threads.
-        admit = by_peer if service == health.SERVICE_NAME else self._admits.get(service)
+        admit = self._admits.get(service)
         # Where grpc will run it: a behavior without a pool of its own runs on the server's.
         behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
         pool = getattr(behavior, "experimental_thread_pool", None) or self._default_pool

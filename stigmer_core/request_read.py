@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 ENV = "STIGMER_REQUEST_READ_TIMEOUT"
 DEFAULT_SECONDS = 5.0
 """A grpc client sends a call's message with its headers, so a message still missing after
-seconds is no client's; on a link slow enough to need more, raise the setting."""
+seconds is no client's; on a link slow enough to need more, raise the setting (and, with several
+large requests in flight, the grace of ``call_limit``, ``STIGMER_UNREAD_CALL_GRACE``)."""
 MAX_SECONDS = 3600.0
 GRACE = 1.0
 """How long a call counted against its caller's share (``call_limit``) may wait for its message
@@ -89,13 +90,17 @@ class ReadDeadlines:
     waiting for its message then, it counts as unread, or is ended when its caller already has
     its share of such calls. One that ends without its message once it has waited ``STRIKE``
     (reset by its client, ended by its deadline or by the share) counts against its caller for
-    ``seconds`` more: a caller that resets its calls just before their grace holds the threads
+    ``struck_for`` more: a caller that resets its calls just before their grace holds the threads
     as surely as one that never does."""
 
     def __init__(self, seconds: float, grace: float | None = None) -> None:
         self.seconds = seconds
         self.grace = min(GRACE, seconds / 2) if grace is None else min(grace, seconds)
         self.strike = min(STRIKE, self.grace)
+        self.struck_for = min(seconds, DEFAULT_SECONDS)
+        """How long a call that ended unread counts: the default read timeout at most, so a
+        read timeout raised for a slow link does not keep a caller whose connection dropped
+        refused for as long."""
         self._due: collections.deque[list[Any]] = collections.deque()
         self._graced: collections.deque[tuple[float, list[Any]]] = collections.deque()
         self._counted = threading.Lock()
@@ -136,9 +141,9 @@ class ReadDeadlines:
         with self._counted:
             entry[1] = None
             if entry[5]:
-                limit.give(entry[3], now + self.seconds if struck else None)
+                limit.give(entry[3], now + self.struck_for if struck else None)
             elif struck:
-                limit.strike(entry[3], now + self.seconds)
+                limit.strike(entry[3], now + self.struck_for)
 
     def _start(self) -> None:
         with self._start_lock:
@@ -274,15 +279,6 @@ def read_first(
         chosen.experimental_non_blocking = True
     field = "stream_stream" if streaming else "stream_unary"
     return handler._replace(request_streaming=True, unary_unary=None, unary_stream=None, **{field: chosen})
-
-
-def by_peer(context: grpc.ServicerContext, method: str) -> str:
-    """``admit`` for calls that need no token (health checks): each client host is a principal
-    of its own, so one host's calls that send nothing cannot hold the threads every load
-    balancer's and orchestrator's checks need."""
-    peer = context.peer() or "unknown"
-    host = peer.rpartition(":")[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
-    return f"peer:{host}"
 
 
 def authenticated(authenticator: Authenticator, log_refusal: Callable[..., None]) -> Admit | None:

@@ -95,11 +95,42 @@ def authorize(ctx: RequestContext) -> None:
         )
 
 
+def _version_given(ctx: RequestContext, meta: Any) -> int:
+    return int(meta.resource_version) if ctx.kind.shape.has_resource_version else 0
+
+
+def _gone(ctx: RequestContext, meta: Any, given: int, then: str) -> errors.NotFound:
+    """The refusal of a write guarded by a version of an object that is not stored: it was read,
+    then deleted. Writing it anyway would bring the object back and undo that delete while both
+    clients were told they had succeeded."""
+    if meta.id:
+        named = f"{ctx.kind.label} '{meta.id}'"
+        where: dict[str, object] = {"id": meta.id}
+    else:
+        named = f"{ctx.kind.label} '{meta.slug}' in org '{ctx.org}'"
+        where = {"slug": meta.slug, "org": ctx.org}
+    return errors.NotFound(
+        f"{named} no longer exists: metadata.resource_version {given} names a version of an object "
+        f"deleted since it was read; {then}",
+        metadata={"kind": ctx.kind.name, **where, "resourceVersion": given},
+    )
+
+
 @step(Phase.LOAD)
 def resolve_slug(ctx: RequestContext) -> None:
-    """Default the org, and derive the slug from the name when none is given."""
+    """Default the org, and derive the slug from the name when none is given.
+
+    A create carrying a ``resource_version`` is refused (as Kubernetes does): a new object has no
+    version, and a client that sends one believes it is writing over something it read.
+    """
     meta = _input(ctx).metadata  # type: ignore[attr-defined]
     ctx.org = _org(ctx, meta.org)
+    if _version_given(ctx, meta):
+        raise errors.InvalidArgument.field(
+            "metadata.resource_version",
+            "must be 0 or unset on create (a new object has no version yet); to write over an "
+            "object read earlier, update or apply it",
+        )
     if not meta.slug:
         meta.slug = slugify(meta.name)
         if not meta.slug:
@@ -135,7 +166,10 @@ def load_existing(ctx: RequestContext) -> None:
     """The object an update acts on: by ``metadata.id``, else by org + slug."""
     meta = _input(ctx).metadata  # type: ignore[attr-defined]
     ctx.org = _org(ctx, meta.org)
+    given = _version_given(ctx, meta)
     if meta.id:
+        if given and ctx.store.get(ctx.kind, meta.id) is None and not ctx.store.hidden(ctx.kind, meta.id):
+            raise _gone(ctx, meta, given, "nothing was written")
         existing = ctx.store.require(ctx.kind, meta.id)
         stored = existing.metadata  # type: ignore[attr-defined]
         if meta.org and meta.org != stored.org:
@@ -143,6 +177,8 @@ def load_existing(ctx: RequestContext) -> None:
         if meta.slug and meta.slug != stored.slug:
             raise errors.InvalidArgument.field("metadata.slug", f"is immutable (stored: '{stored.slug}')")
     elif meta.slug:
+        if given and ctx.store.id_for_slug(ctx.kind, ctx.org, meta.slug) is None:
+            raise _gone(ctx, meta, given, "nothing was written")
         existing = ctx.store.require_slug(ctx.kind, ctx.org, meta.slug)
     else:
         raise errors.InvalidArgument.field("metadata.id", "an update needs metadata.id or metadata.slug")
@@ -602,7 +638,13 @@ def list_by(index: str, *fields: str) -> Step:
 
 @step(Phase.LOAD)
 def dispatch_apply(ctx: RequestContext) -> None:
-    """Apply: create when org + slug (or id) is free, else update."""
+    """Apply: create when org + slug (or id) is free, else update.
+
+    An apply carrying a ``resource_version`` names a version of an object that must still be
+    stored: when none is, the object was deleted after it was read, and creating it again would
+    undo that delete (the guarded read-modify-write answered OK over it). It is refused NOT_FOUND;
+    an apply without the version creates it again.
+    """
     meta = _input(ctx).metadata  # type: ignore[attr-defined]
     ctx.org = _org(ctx, meta.org)
     if not meta.slug and not meta.id:
@@ -613,6 +655,9 @@ def dispatch_apply(ctx: RequestContext) -> None:
             raise taken_elsewhere(ctx.kind, meta.id, ctx.org)
     else:
         exists = ctx.store.id_for_slug(ctx.kind, ctx.org, meta.slug) is not None
+    given = _version_given(ctx, meta)
+    if given and not exists:
+        raise _gone(ctx, meta, given, "apply it without metadata.resource_version to create it again")
     operation = "update" if exists else "create"
     ctx.operation = operation
     pipeline = ctx.kind.pipelines[operation]

@@ -135,6 +135,30 @@ def test_dry_run_of_stored_objects_is_the_servers(stigmer: Stigmer, daemon: str,
     assert stigmer.ok("get", "agent", "coder", "-o", "yaml") == stored
 
 
+def test_applying_what_get_printed_is_a_guarded_write(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    """`get -o yaml` prints the object's resourceVersion: applied back, it updates the object while
+    nothing wrote it since, is refused stale once something did, and is refused (not created
+    again) once the object was deleted."""
+    stigmer.ok("apply", "-f", "-", input=CODER)
+    printed = stigmer.ok("get", "agent", "coder", "-o", "yaml")
+    read = write(tmp_path / "read.yaml", printed.replace("git-mcp", "git-mcp2"))
+    assert "resourceVersion" in read.read_text()
+    assert lines(stigmer.ok("apply", "-f", str(read))) == ["agent/coder configured"]
+    stale = stigmer("apply", "-f", str(read))
+    assert stale.code == 1 and "is stale" in stale.err, stale
+    again = write(tmp_path / "again.yaml", stigmer.ok("get", "agent", "coder", "-o", "yaml"))
+    stigmer.ok("delete", "agent", "coder")
+    gone = stigmer("apply", "-f", str(again))
+    assert gone.code == 1 and "no longer exists" in gone.err and "without metadata.resource_version" in gone.err, gone
+    assert stigmer.fails("get", "agent", "coder") == "agent 'coder' not found in org 'local'"
+    # without its version the same document creates the agent again
+    unguarded = write(
+        tmp_path / "unguarded.yaml",
+        "\n".join(line for line in again.read_text().splitlines() if "resourceVersion" not in line),
+    )
+    assert lines(stigmer.ok("apply", "-f", str(unguarded))) == ["agent/coder created"]
+
+
 def test_get_in_all_three_formats(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
     _apply_sample(stigmer, tmp_path)
 

@@ -97,7 +97,7 @@ def test_an_org_at_its_object_limit_is_refused_while_another_org_still_creates(
             assert _stored(app)[ACME][0] == 4
             before = _stored(app)
             message = _refused(lambda: acme_envs.create(_env("one-too-many", ACME)))
-            assert "org 'acme' holds 4 objects, its limit (max_org_objects" in message, message
+            assert "org 'acme' holds 4 objects and this write adds 1, past its limit of 4 (max_org_objects" in message
             assert "max_org_objects" in message and "STIGMER_MAX_ORG_OBJECTS" in message, message
             _refused(lambda: acme_envs.apply(_env("by-apply", ACME)))  # the import path: same pipeline
             assert _stored(app) == before, "a refused write changes no counter"
@@ -128,9 +128,42 @@ def test_derived_objects_count_and_a_write_refused_part_way_leaves_the_counters(
         KindClient(acme, app.registry.kind("Environment")).create(_env("one", ACME))
         before = _stored(app)
         message = _refused(lambda: agents.create(_agent("second", ACME)))
-        assert "org 'acme' holds 3 objects" in message, message  # counted the agent, refused its instance
+        # the agent was counted before its instance was refused, but is not stored: what the org
+        # holds, and what the whole write adds
+        assert "org 'acme' holds 2 objects and this write adds 2, past its limit of 3" in message, message
         assert _stored(app) == before == _recounted(app)
         assert not list(KindClient(app.channel(), app.registry.kind("Agent")).list_all(org=ACME))
+
+
+def test_a_byte_refusal_part_way_says_what_is_stored_and_what_the_whole_write_adds(
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent fits under the byte limit and its default instance does not: the refusal gives the
+    org's bytes before the write, not with the agent the rolled-back write counted, and the bytes
+    of both."""
+    with team(tmp_path, stigmer_store, monkeypatch) as app:
+        local = agent_grpc.AgentCommandControllerStub(app.channel())
+        token, _ = make_token(app, ACME, "editor")
+        before = _stored(app)[ACME][1]
+        made = local.create(_agent("measure", ACME))
+        both = _stored(app)[ACME][1] - before
+        instances = KindClient(app.channel(), app.registry.kind("AgentInstance"))
+        instance = next(iter(instances.list_all(org=ACME)))
+        local.delete(agent_pb2.AgentId(value=made.metadata.id))
+        held = _stored(app)[ACME][1]
+    # room for the agent (a name of the same length), with half its instance's bytes to spare
+    limit = held + both - instance.ByteSize() // 2
+    with (
+        team(tmp_path, stigmer_store, monkeypatch, size=limit) as app,
+        served(app) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        agents = agent_grpc.AgentCommandControllerStub(with_token(channel, token))
+        message = _refused(lambda: agents.create(_agent("measurf", ACME)))
+        assert f"org 'acme' holds {held:,} bytes" in message, message
+        added = int(message.split("this write adds ", 1)[1].split(" ", 1)[0].replace(",", ""))
+        assert added > instance.ByteSize(), message  # the agent's bytes and its instance's
+        assert _stored(app)[ACME][1] == held
 
 
 def test_bytes_an_update_grows_past_the_limit_are_refused_and_a_shrinking_one_passes(

@@ -51,11 +51,14 @@ def decode(raw: bytes | None) -> tuple[int, int]:
 class Tally:
     """One org's usage as a transaction has changed it so far (mutable: one per org per transaction)."""
 
-    __slots__ = ("changed", "objects", "org", "size")
+    __slots__ = ("changed", "objects", "org", "size", "stored")
 
     def __init__(self, org: str, raw: bytes | None) -> None:
         self.org = org
         self.objects, self.size = decode(raw)
+        # What the org held before this transaction: a refusal says it and what the whole write
+        # adds, since what the write counted before the refused object is not stored.
+        self.stored = (self.objects, self.size)
         self.changed = False
 
     def add(self, limits: Limits | None, objects: int, size: int) -> None:
@@ -68,9 +71,10 @@ class Tally:
         """
         if limits is not None:
             if objects > 0 and limits.max_org_objects and self.objects + objects > limits.max_org_objects:
+                held, adds = self.stored[0], self.objects + objects - self.stored[0]
                 raise errors.ResourceExhausted(
-                    f"org '{self.org}' holds {_objects(self.objects)}, its limit "
-                    f"(max_org_objects, {ENV['max_org_objects']}); delete some first",
+                    f"org '{self.org}' holds {_objects(held)} and this write adds {adds:,}, past its limit of "
+                    f"{limits.max_org_objects:,} (max_org_objects, {ENV['max_org_objects']}); delete some first",
                     reason="ORG_QUOTA",
                     metadata={"org": self.org, "limit": limits.max_org_objects, "setting": ENV["max_org_objects"]},
                 )
@@ -78,8 +82,9 @@ class Tally:
             if objects <= 0:
                 limit += limit // 16
             if size > 0 and limits.max_org_bytes and self.size + size > limit:
+                held, adds = self.stored[1], self.size + size - self.stored[1]
                 raise errors.ResourceExhausted(
-                    f"org '{self.org}' holds {_size(self.size)} of objects and this write adds {_size(size)}, past "
+                    f"org '{self.org}' holds {_size(held)} of objects and this write adds {_size(adds)}, past "
                     f"its limit of {_size(limits.max_org_bytes)} (max_org_bytes, {ENV['max_org_bytes']}"
                     f"{'' if objects > 0 else ', and a sixteenth more for updates'}); delete some first",
                     reason="ORG_QUOTA",

@@ -249,8 +249,32 @@ def test_a_daemon_paused_inside_its_write_gives_the_revision_lock_up_to_the_othe
         other.transact(lambda txn: txn.put(b"k/other", b"1"))  # waited for the lock, well within its 2 s
         thread.join(30)
         assert len(outcome) == 1 and isinstance(outcome[0], errors.Unavailable), outcome
+        # only that connection was closed: the database answered the other daemon all along
+        assert "unreachable" not in outcome[0].message and "connection" in outcome[0].message, outcome[0]
     with store.read() as txn:
         assert txn.get(b"k/other") == b"1" and txn.get(b"k/paused") is None
+
+
+def test_a_write_paused_past_the_idle_limit_is_told_its_connection_was_ended_not_that_the_database_is_down(
+    store: PostgresStore, stigmer_postgres_store_url: str
+) -> None:
+    """A daemon paused (SIGSTOP) inside a write that reads: the server ends the idle transaction,
+    and the read after the pause answered INTERNAL (the server's 25P03), or, with other timing,
+    "the database is unreachable" though the database answered every other connection."""
+
+    def paused(txn: Any) -> None:
+        txn.put(b"k/paused", b"1")
+        time.sleep(1.5)  # the pause: nothing sent for longer than the 300 ms limit
+        txn.get(b"k/other")
+
+    with PostgresStore(f"{stigmer_postgres_store_url}&idle_in_transaction_timeout_ms=300", durable=False) as pauser:
+        with pytest.raises(errors.Unavailable) as refused:
+            pauser.transact(paused)
+        message = refused.value.message
+        assert "unreachable" not in message and "idle_in_transaction_timeout_ms" in message, message
+        pauser.transact(lambda txn: txn.put(b"k/after", b"1"))  # the retry works, on a new connection
+    with store.read() as txn:
+        assert txn.get(b"k/paused") is None and txn.get(b"k/after") == b"1"
 
 
 def test_the_idle_in_transaction_limit_defaults_to_five_seconds_or_the_statement_timeout() -> None:
@@ -730,7 +754,7 @@ def _first_refusal(store: PostgresStore, key: bytes) -> errors.StigmerError:
         with pytest.raises(errors.StigmerError) as caught:
             store.transact(lambda txn: txn.put(key, b"1"))
         found = caught.value
-        if "unreachable" not in found.message:
+        if not any(broke in found.message for broke in ("unreachable", "ended this call's connection", "was lost")):
             return found
     assert found is not None
     return found
@@ -833,14 +857,28 @@ def test_what_the_database_does_to_a_correct_statement_is_a_status_never_a_bug()
         pg.InsufficientPrivilege("permission denied for table kv"): (errors.Unavailable, "lacks a privilege"),
         pg.LockNotAvailable("canceling statement due to lock timeout"): (errors.Unavailable, "did not answer in time"),
         pg.QueryCanceled("canceling statement due to statement timeout"): (errors.Unavailable, "in time"),
-        pg.AdminShutdown("terminating connection due to administrator command"): (errors.Unavailable, "unreachable"),
+        pg.AdminShutdown("terminating connection due to administrator command"): (errors.Unavailable, "administrator"),
         pg.IoError("could not read block"): (errors.Unavailable, "could not run this now"),
         pg.TooManyConnections("too many clients already"): (errors.Unavailable, "could not run this now"),
-        psycopg.OperationalError("connection refused"): (errors.Unavailable, "unreachable"),
+        psycopg.OperationalError(
+            'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
+        ): (errors.Unavailable, "the database is unreachable"),
+        pg.ConnectionTimeout("connection timeout expired"): (errors.Unavailable, "the database is unreachable"),
+        # a connection in use that the server closed says nothing of the database (the others may work)
+        pg.IdleInTransactionSessionTimeout("terminating connection due to idle-in-transaction timeout"): (
+            errors.Unavailable,
+            "ended this call's connection: its transaction sent nothing for longer than idle_in_transaction_timeout_ms",
+        ),
+        psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly"): (
+            errors.Unavailable,
+            "this call's connection to the database was lost (consuming input failed",
+        ),
     }
     for raised, (status, words) in expected.items():
         found = _translate(raised)
         assert isinstance(found, status) and words in found.message, (raised, found)
+        if words != "the database is unreachable":
+            assert "unreachable" not in found.message.split("(while none")[0], (raised, found)
     bug = pg.UndefinedColumn("column x does not exist")
     assert _translate(bug) is bug
 

@@ -379,11 +379,39 @@ def _translated(exc: psycopg.Error) -> Exception:
             "SELECT, INSERT, UPDATE and DELETE on its tables and EXECUTE on its function prune_events "
             "(which every role has unless revoked)"
         )
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+    # A transaction ended for idling (25P03) is class 25, not an OperationalError, but the session is gone too.
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | pg_errors.IdleInTransactionSessionTimeout):
         if (exc.sqlstate or "")[:2] in ("53", "58"):  # out of memory or connections, an I/O error
             return errors.Unavailable(f"the database could not run this now: {_detail(exc)}")
-        return errors.Unavailable(f"the database is unreachable: {_detail(exc)}")
+        return _connection_lost(exc)
     return exc  # anything else is a bug in this engine: let it surface as one
+
+
+_ENDED_BECAUSE = {
+    "25P03": "its transaction sent nothing for longer than idle_in_transaction_timeout_ms (was this daemon "
+    "paused or stalled?), so nothing of it was committed",
+    "57P05": "it sent nothing for longer than the database's idle_session_timeout",
+    "57P01": "an administrator ended it, or the database is shutting down",
+    "57P02": "the database server is restarting after a crash",
+}
+"""Why the server ended a session, by the SQLSTATE it sent as it did."""
+
+
+def _connection_lost(exc: psycopg.Error) -> errors.Unavailable:
+    """UNAVAILABLE (a retry may work) for a connection that failed. Only a connection that could not
+    be opened says the database is unreachable: one the server closed while in use (a transaction
+    idle past the timeout of a daemon paused under SIGSTOP, an administrator's terminate) tells
+    nothing of the database, which may be answering every other connection."""
+    detail = _detail(exc)
+    if isinstance(exc, pg_errors.ConnectionTimeout) or detail.startswith("connection failed"):
+        return errors.Unavailable(f"the database is unreachable: {detail}")
+    why = _ENDED_BECAUSE.get(exc.sqlstate or "")
+    if why is not None:
+        return errors.Unavailable(f"the database ended this call's connection: {why}; retry (on a new connection)")
+    return errors.Unavailable(
+        f"this call's connection to the database was lost ({detail}); retry: the daemon opens a new one "
+        "(while none can be opened, calls say the database is unreachable)"
+    )
 
 
 def _unusable(exc: BaseException) -> bool:

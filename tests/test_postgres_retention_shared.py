@@ -18,7 +18,7 @@ import pytest
 
 from stigmer_core import Application
 from stigmer_core.store import Store
-from stigmer_core.store.postgres_store import PostgresStore
+from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore, redact_url
 from stigmer_core.store.retention import ENV_VARIABLES, EventRetention
 
 
@@ -59,6 +59,46 @@ def test_daemons_on_one_schema_prune_by_the_bounds_the_last_one_set(
             again = PostgresStore(url, durable=False, retention=EventRetention(max_revisions=3))
             again.close()
         assert not caplog.records  # the same bounds again: nothing changes, nothing said
+
+
+def test_a_bound_set_on_a_schema_that_recorded_none_is_logged_as_a_change_from_the_defaults(
+    stigmer_postgres_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The schema's log was pruned by the defaults until then: the first daemon setting a bound
+    changed it without the line that says so."""
+    url = stigmer_postgres_store_url
+    with (
+        caplog.at_level(logging.WARNING, logger="stigmer_core.store.postgres_store"),
+        contextlib.closing(PostgresStore(url, durable=False, retention=EventRetention(max_revisions=40))),
+    ):
+        pass
+    changes = [r.getMessage() for r in caplog.records if "changes from" in r.getMessage()]
+    default = EventRetention()
+    assert len(changes) == 1, caplog.records
+    assert f"from {default.max_revisions} revisions" in changes[0] and "(the defaults" in changes[0], changes
+    assert "to 40 revisions" in changes[0], changes
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="stigmer_core.store.postgres_store"):
+        with contextlib.closing(PostgresStore(url, durable=False, retention=EventRetention())):
+            pass  # back to the defaults: a change from what is recorded
+        with contextlib.closing(PostgresStore(url, durable=False, retention=EventRetention())):
+            pass  # the same again: nothing said
+    changes = [r.getMessage() for r in caplog.records if "changes from" in r.getMessage()]
+    assert len(changes) == 1 and "from 40 revisions" in changes[0] and "(the defaults" not in changes[0], changes
+
+
+def test_a_daemons_start_line_names_its_schema(stigmer_postgres_store_url: str, tmp_path: Path) -> None:
+    """Deployments sharing one database differ only by their schema, which the line left out."""
+    from tests.test_daemon import Daemon
+
+    schema = PostgresSettings.from_url(stigmer_postgres_store_url).schema
+    daemon = Daemon(tmp_path / "daemon", "--store", stigmer_postgres_store_url)
+    code, out = daemon.stop()
+    assert code == 0
+    started = next(line for line in out.splitlines() if "listening on" in line)
+    assert f"?schema={schema};" in started and "(data: postgresql://" in started, started
+    bare = stigmer_postgres_store_url.split("?", 1)[0]
+    assert redact_url(bare).endswith("?schema=stigmer"), "the default schema is named too"
 
 
 def test_the_daemon_records_its_settings_and_other_openers_only_follow_them(

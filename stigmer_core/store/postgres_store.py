@@ -93,6 +93,8 @@ DEFAULT_IDLE_IN_TRANSACTION_MS = 5000
 """How long a transaction may send nothing (``idle_in_transaction_timeout_ms``) by default."""
 _CONFLICT_ATTEMPTS = 5
 
+DEFAULT_SCHEMA = "stigmer"
+
 
 @attrs.frozen
 class PostgresSettings:
@@ -104,7 +106,7 @@ class PostgresSettings:
     """
 
     conninfo: str
-    schema: str = "stigmer"
+    schema: str = DEFAULT_SCHEMA
     """Schema holding every table; one per deployment sharing a database."""
     pool_min: int = 2
     """Connections kept open while idle."""
@@ -208,12 +210,16 @@ def _number(name: str, value: str, kind: type) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL for messages and logs: without its password and its other parameters (one may hold
+    a secret, ``sslpassword``), but with its schema, the default's too, since deployments sharing
+    one database differ only by it."""
     parts = urlsplit(url)
+    schemas = [value for name, value in parse_qsl(parts.query, keep_blank_values=True) if name == "schema"]
+    query = urlencode({"schema": schemas[-1] if schemas else DEFAULT_SCHEMA})
     if parts.password is None:
-        return urlunsplit(parts._replace(query=""))
+        return urlunsplit(parts._replace(query=query))
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc, query=""))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class _NoAnswer(psycopg.OperationalError):
@@ -976,12 +982,17 @@ class PostgresStore:
                     now,
                 )
             self.retention = self._own_retention = keep
-            if before[0] is not None and before != now:
+            # A schema that recorded nothing was pruned by the defaults: a bound set now changes them too.
+            recorded = all(value is not None for value in before)
+            defaults = _usable_retention(before)
+            was = before if recorded else (defaults.max_revisions, defaults.max_bytes, defaults.max_age_seconds)
+            if was != now:
                 log.warning(
-                    "event retention of schema %r changes from %s to %s (this daemon's settings); every daemon "
+                    "event retention of schema %r changes from %s%s to %s (this daemon's settings); every daemon "
                     "on the schema prunes by them from its next commit",
                     self.schema,
-                    _described(before),
+                    _described(was),
+                    "" if recorded else " (the defaults: the schema recorded none)",
                     _described(now),
                 )
             return

@@ -183,7 +183,7 @@ def _refusal(
 
 def refuse_delete_while_referenced(store: Resources, obj: Message, inside: frozenset[str]) -> None:
     """An environment that agents, instances or workflows still name cannot be deleted (the
-    kind's delete step).
+    kind's ``delete_guard``): not by its own delete, nor with an owner whose delete takes it.
 
     Executions resolve the references when they are created, so a deleted
     environment would only show up as a run that cannot start. Any kind that
@@ -211,11 +211,6 @@ def refuse_delete_while_referenced(store: Resources, obj: Message, inside: froze
                 last = last or refusal
     if last is not None:
         raise last
-
-
-@step(Phase.KIND)
-def refuse_delete(ctx: RequestContext) -> None:
-    refuse_delete_while_referenced(ctx.store, _environment(ctx.existing), frozenset())
 
 
 def redact_secrets(obj: Message) -> None:
@@ -254,7 +249,8 @@ ENVIRONMENT = KindDeclaration(
     query_service=environment_service.DESCRIPTOR.services_by_name["EnvironmentQueryController"],
     id_prefix="env",
     key_prefix="environments",
-    steps={"create": (seal_secrets,), "update": (seal_secrets,), "delete": (refuse_delete,)},
+    steps={"create": (seal_secrets,), "update": (seal_secrets,)},
+    delete_guard=refuse_delete_while_referenced,
     redact=redact_secrets,
     redacts=has_secrets,
     api_version="agentic.stigmer.ai/v1",

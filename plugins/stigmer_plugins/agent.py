@@ -6,7 +6,11 @@ by the agent, so deleting the agent deletes it (and any other instance of
 that agent). An instance's ``spec.agent_id`` is a declared reference, so
 documents may name the agent by slug (``stigmer apply`` resolves it) and the
 store checks it in the writing transaction; the instances an agent owns go
-with it, so they never block its delete. All of it is steps; the
+with it, so they never block its delete. The default instance takes the
+agent's ``spec.environment_refs`` when it is made, and follows every later
+change of them in the transaction that makes it (``follow_environment_refs``):
+executions take their environments from the instance, so an environment
+removed from the agent must stop reaching its runs. All of it is steps; the
 controllers stay generic.
 
 An MCP server's headers named in its ``secret_headers`` (API keys, bearer
@@ -21,7 +25,7 @@ header with no stored secret leaves it unset and listed in
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from google.protobuf.message import Message
 
@@ -48,6 +52,8 @@ from stigmer_plugins.references import keep_refs_in_org
 from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, declare_sealed, keeps_sealed, secrets
 
 DEFAULT_INSTANCE = "default_instance_id"
+MAX_ENVIRONMENT_REFS = 64
+"""An instance's ``spec.environment_refs`` bound (its proto's ``max_items``)."""
 SKILL = "Skill"
 
 
@@ -97,6 +103,61 @@ def create_default_instance(ctx: RequestContext) -> None:
     if agent.spec.environment_refs:
         instance.spec.environment_refs.extend(agent.spec.environment_refs)
     ctx.store.create(kind, instance, org=ctx.org, principal=ctx.principal)
+
+
+def _ref_key(ref: Any, org: str) -> tuple[str, ...]:
+    """What a reference names, as executions resolve it: by id, else by org + slug."""
+    return ("id", ref.id) if ref.id else ("slug", ref.org or org, ref.slug)
+
+
+@step(Phase.PERSIST)
+def follow_environment_refs(ctx: RequestContext) -> None:
+    """Carry an update's change of ``spec.environment_refs`` to the default instance, in its transaction.
+
+    Executions take their environments from the instance, so an environment
+    removed from the agent must stop reaching its runs (and stop holding the
+    environment, whose delete its referrers refuse). The refs the update
+    removed leave the instance, the ones it added join it at the end; refs
+    set on the instance directly stay. An instance that still holds exactly
+    the agent's previous refs takes the new ones as given, order included.
+    """
+    agent, existing = ctx.resource, ctx.existing
+    assert isinstance(agent, agent_pb2.Agent) and isinstance(existing, agent_pb2.Agent)
+    org = agent.metadata.org
+    before = [_ref_key(ref, org) for ref in existing.spec.environment_refs]
+    after = [_ref_key(ref, org) for ref in agent.spec.environment_refs]
+    if before == after:
+        return
+    kind = ctx.registry.kind("AgentInstance")
+    stored = ctx.store.get(kind, existing.status.default_instance_id or agent.status.default_instance_id)
+    if not isinstance(stored, agentinstance_pb2.AgentInstance) or stored.spec.agent_id != agent.metadata.id:
+        return  # written before agents kept theirs; nothing to follow
+    held = [_ref_key(ref, org) for ref in stored.spec.environment_refs]
+    if held == before:
+        refs = list(agent.spec.environment_refs)
+    else:
+        had, have = set(before), set(held)
+        removed = had - set(after)
+        refs = [ref for ref in stored.spec.environment_refs if _ref_key(ref, org) not in removed]
+        for ref in agent.spec.environment_refs:
+            key = _ref_key(ref, org)
+            if key not in have and key not in had:  # one the agent had and the instance dropped stays dropped
+                refs.append(ref)
+                have.add(key)
+    if [_ref_key(ref, org) for ref in refs] == held:
+        return
+    if len(refs) > MAX_ENVIRONMENT_REFS:
+        raise InvalidArgument.field(
+            "spec.environment_refs",
+            f"its default instance '{stored.metadata.slug}' would name {len(refs)} environments with the ones it "
+            f"names itself, more than {MAX_ENVIRONMENT_REFS}",
+        )
+    instance = agentinstance_pb2.AgentInstance()
+    instance.CopyFrom(stored)
+    del instance.spec.environment_refs[:]
+    instance.spec.environment_refs.extend(refs)
+    ctx.store.stamp_update(kind, instance, principal=ctx.principal)
+    ctx.store.replace(kind, stored, instance)
 
 
 @step(Phase.CHECK)
@@ -238,7 +299,7 @@ AGENT = KindDeclaration(
             seal_mcp_headers,
             create_default_instance,
         ),
-        "update": (keep_agent_refs_in_org, seal_mcp_headers),
+        "update": (keep_agent_refs_in_org, seal_mcp_headers, follow_environment_refs),
     },
     indexes=(ENVIRONMENT_REFS,),
     redact=redact_mcp_headers,

@@ -40,7 +40,8 @@ from stigmer_core import (
 )
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2 as environment_service
-from stigmer_core.kinds.runtime import Registry
+from stigmer_core.kinds.resources import Resources
+from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.store.protocol import WriteTxn
 from stigmer_plugins.references import keep_refs_in_org
 from stigmer_plugins.secrets import PREFIX, REDACTED, Reseal, SecretBox, declare_sealed, keeps_sealed, secrets
@@ -144,28 +145,72 @@ def keep_environment_refs_in_org(ctx: RequestContext) -> None:
     keep_refs_in_org(ctx, "environment_refs", ENVIRONMENT.name, "an environment")
 
 
-@step(Phase.KIND)
-def refuse_delete_while_referenced(ctx: RequestContext) -> None:
-    """An environment that agents, instances or workflows still name cannot be deleted.
+def _default_instance_of(store: Resources, referrer: Any) -> tuple[KindRuntime, Any] | None:
+    """The owner ``referrer`` is the default instance of (its ``status.default_instance_id``).
+
+    A default instance lives as long as its owner, so the way out of a
+    refusal it causes is an edit, never its delete.
+    """
+    for ref in referrer.metadata.owner_references:
+        owner_kind = store.registry.find(ref.kind)
+        owner: Any = None if owner_kind is None else store.get(owner_kind, ref.id)
+        status = getattr(owner, "status", None)
+        if owner_kind is not None and getattr(status, "default_instance_id", None) == referrer.metadata.id:
+            return owner_kind, owner
+    return None
+
+
+def _refusal(
+    store: Resources, env: environment_pb2.Environment, kind: KindRuntime, referrer: Any
+) -> FailedPrecondition:
+    """What a refused delete says: who holds the environment, and the edit that frees it."""
+    meta = env.metadata
+    held = (
+        f"environment '{meta.slug}' is still referenced by {kind.label} '{referrer.metadata.slug}' "
+        "(spec.environment_refs)"
+    )
+    detail = {"kind": ENVIRONMENT.name, "id": meta.id, "referrerKind": kind.name, "field": "spec.environment_refs"}
+    found = _default_instance_of(store, referrer)
+    if found is None:
+        way = "remove it from there first"
+    else:
+        owner_kind, owner = found
+        detail["defaultInstanceOf"] = owner_kind.name
+        held += f", the default instance of {owner_kind.label} '{owner.metadata.slug}'"
+        way = f"remove it from the instance's spec.environment_refs (it goes only with its {owner_kind.label})"
+    return FailedPrecondition(f"{held}; {way}", reason="REFERENCED", metadata=detail)
+
+
+def refuse_delete_while_referenced(store: Resources, obj: Message, inside: frozenset[str]) -> None:
+    """An environment that agents, instances or workflows still name cannot be deleted (the
+    kind's ``delete_guard``): not by its own delete, nor with an owner whose delete takes it.
 
     Executions resolve the references when they are created, so a deleted
     environment would only show up as a run that cannot start. Any kind that
-    declares the ``ENVIRONMENT_REFS`` index is looked up, through that index.
+    declares the ``ENVIRONMENT_REFS`` index is looked up, through that index;
+    a referrer the same delete removes (``inside``) holds nothing. A default
+    instance is named only when nothing else holds the environment: an agent
+    naming it is where the edit belongs (its default instance follows it).
     """
-    env = _environment(ctx.existing)
+    env = _environment(obj)
     meta = env.metadata
-    for kind in ctx.registry.kinds:
+    last: FailedPrecondition | None = None
+    for kind in store.registry.kinds:
         if not any(index.name == ENVIRONMENT_REFS_INDEX for index in kind.indexes):
             continue
         for value in (("id", meta.id), ("slug", meta.org, meta.slug)):
-            for referrer_id in ctx.store.scan_index(kind, ENVIRONMENT_REFS_INDEX, value):
-                referrer: Any = ctx.store.get(kind, referrer_id)
+            for referrer_id in store.scan_index(kind, ENVIRONMENT_REFS_INDEX, value):
+                if referrer_id in inside:
+                    continue
+                referrer: Any = store.get(kind, referrer_id)
                 if referrer is None or referrer.metadata.org != meta.org:
                     continue  # another org's object (written before references were kept in their org)
-                raise FailedPrecondition(
-                    f"environment '{meta.slug}' is still referenced by {kind.label} '{referrer.metadata.slug}' "
-                    "(spec.environment_refs); remove it from there first"
-                )
+                refusal = _refusal(store, env, kind, referrer)
+                if "defaultInstanceOf" not in refusal.metadata:
+                    raise refusal
+                last = last or refusal
+    if last is not None:
+        raise last
 
 
 def redact_secrets(obj: Message) -> None:
@@ -204,7 +249,8 @@ ENVIRONMENT = KindDeclaration(
     query_service=environment_service.DESCRIPTOR.services_by_name["EnvironmentQueryController"],
     id_prefix="env",
     key_prefix="environments",
-    steps={"create": (seal_secrets,), "update": (seal_secrets,), "delete": (refuse_delete_while_referenced,)},
+    steps={"create": (seal_secrets,), "update": (seal_secrets,)},
+    delete_guard=refuse_delete_while_referenced,
     redact=redact_secrets,
     redacts=has_secrets,
     api_version="agentic.stigmer.ai/v1",

@@ -10,7 +10,9 @@ A delete refused because another object still refers to the target
 (FAILED_PRECONDITION ``... is still referenced by <kind> '<slug>' (<field>)``)
 gets the commands that clear the way: ``stigmer cancel`` when the referrer's
 kind has a ``cancel`` rpc (a running execution), and ``stigmer delete`` of the
-referrer.
+referrer. Not when the referrer is a default instance (the refusal's
+``defaultInstanceOf``): it goes only with its owner, so the server's message,
+which names the edit that frees the target, stands alone.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def _cli_name(session: Session, kind_name: str, count: int = 1) -> str:
 def way_out(session: Session, error: errors.FailedPrecondition) -> CliError | None:
     """The refusal with the commands that clear it, when the server named the referrer."""
     match = _REFERRER.search(error.message)
-    if match is None:
+    if match is None or error.metadata.get("defaultInstanceOf"):
         return None
     referrer = next((k for k in session.catalog.kinds if k.label == match["label"]), None)
     if referrer is None:

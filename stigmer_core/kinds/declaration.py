@@ -211,6 +211,14 @@ class KindDeclaration:
     ``apply``/``import`` applies the document itself; writing nothing when the target has it all,
     so applying the same document again is unchanged. Returns how many writes it made; raises
     InvalidArgument naming the ``history`` field it refuses. Skipped by a dry run."""
+    delete_guard: Callable[[Any, Message, frozenset[str]], None] | None = None
+    """Refuses the delete of one of the kind's objects while something its ``references`` do not
+    record still needs it (an index of its own naming the object): ``delete_guard(store, obj,
+    inside)`` raises ``FailedPrecondition``. Called in the deleting transaction, before anything
+    is deleted, for the object a delete names and for every object of the kind an owner's delete
+    would take with it, so a cascade is held as a direct delete is. ``store`` is the
+    transaction's ``Resources``; ``inside`` holds the ids of everything the delete removes, which
+    hold nothing (an owner naming what it owns)."""
     mutable: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     """Resource paths an update may change (``metadata.labels``, ``spec.subject``),
     for a kind whose update request carries a field mask (``update_mask``, as

@@ -543,8 +543,9 @@ class Resources:
     def remove(self, kind: KindRuntime, obj: Message) -> None:
         """Delete an object and everything it owns, or nothing at all.
 
-        The whole ownership tree is checked for referrers before anything is
-        deleted, so a refused delete leaves no part of the tree removed.
+        The whole ownership tree is checked for referrers (declared
+        ``references``, and what each kind's ``delete_guard`` finds) before
+        anything is deleted, so a refused delete leaves no part of the tree removed.
         """
         self._check_write(kind, obj.metadata.org)  # type: ignore[attr-defined]
         tree = self.owned_tree(kind, obj)
@@ -553,6 +554,9 @@ class Resources:
             self._check_cascade(kind, node_kind, node)
         for node_kind, node in tree:
             self.check_referrers(node_kind, node, inside)
+            guard = node_kind.decl.delete_guard
+            if guard is not None:  # what the kind's own indexes know of, for a cascade too
+                guard(self, node, inside)
         for node_kind, node in reversed(tree):  # what is owned goes first
             self._remove_one(node_kind, node)
         self.removed += tree

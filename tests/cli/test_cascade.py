@@ -84,3 +84,37 @@ def test_a_big_cascade_lists_what_the_server_named_and_counts_the_rest(stigmer: 
     ]
     assert len(printed) == REMOVED_LISTED + 1
     assert printed[-1] == "3 more sessions deleted with it"  # 51 sessions, 48 of them named
+
+
+def test_an_environment_held_by_a_default_instance_names_the_edit_not_a_delete(stigmer: Stigmer, daemon: str) -> None:
+    agent = new_id("agt")
+    stigmer.ok(
+        "apply",
+        "-f",
+        "-",
+        input=f"""\
+kind: Environment
+metadata: {{name: Gamma}}
+spec: {{data: {{G: {{value: g}}}}}}
+---
+kind: Agent
+metadata: {{id: {agent}, name: Helper}}
+spec: {{instructions: Be kind.}}
+""",
+    )
+    stigmer.ok(
+        "apply",
+        "-f",
+        "-",
+        input=f"""\
+kind: AgentInstance
+metadata: {{name: Helper (default), slug: helper-default}}
+spec: {{agentId: {agent}, environmentRefs: [{{slug: gamma}}]}}
+""",
+    )
+    message = stigmer.fails("delete", "environment", "gamma")
+    assert message == (
+        "environment 'gamma' is still referenced by agent instance 'helper-default' (spec.environment_refs), "
+        "the default instance of agent 'helper'; remove it from the instance's spec.environment_refs "
+        "(it goes only with its agent)"
+    )  # no `stigmer delete agentinstance helper-default`: that is refused

@@ -79,7 +79,7 @@ class StigmerGroup(click.Group):
                 exc = _said_of_backend(ctx, exc)
             message, details = describe(exc)
             if isinstance(exc, errors.NotFound):
-                message = _with_org_hint(ctx, message)
+                message = with_org_hint(ctx, message)
             expected = isinstance(exc, CliError | errors.StigmerError | OSError)
             report_failure(message, details, verbose=verbose, error=None if expected else exc)
             ctx.exit(exc.exit_code if isinstance(exc, CliError) else 1)
@@ -98,9 +98,10 @@ def _said_of_backend(ctx: click.Context, error: Unreachable) -> Unreachable:
     return for_backend(error, settings)
 
 
-def _with_org_hint(ctx: click.Context, message: str) -> str:
+def with_org_hint(ctx: click.Context, message: str) -> str:
     """A remote server that knows no org of the config's (a token switched in without `login`,
-    which sets the org) says only "org 'local' not found": say where the org came from."""
+    which sets the org) says only "org 'local' not found": say where the org came from. Only of
+    the configured org: one a document names was not taken from the config."""
     from stigmer_core import config
 
     flags = overrides(ctx)
@@ -110,7 +111,7 @@ def _with_org_hint(ctx: click.Context, message: str) -> str:
         settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir)
     except Exception:  # only a hint: the message stands without it
         return message
-    if settings.backend != config.REMOTE:
+    if settings.backend != config.REMOTE or message != f"org '{settings.org}' not found":
         return message
     return (
         f"{message} on {settings.endpoint} (the org comes from the config file or $STIGMER_ORG; give --org ORG, "

@@ -66,6 +66,9 @@ HISTORY = "history"
 _HEADER = "# stigmer export: {count} objects; the last line closes it\n"
 _FOOTER = "# end of stigmer export: {count} objects\n"
 _HEADER_START = "# stigmer export: "
+_FAILED = "# stigmer export failed: "
+"""Where a failed export's last line would be, one line per thing not exported: a backup script
+that ignores the exit code keeps a file that does not pass for a whole export (``check_whole``)."""
 _OWNER_FIELD = "metadata.ownerReferences"
 
 
@@ -138,8 +141,9 @@ class Export:
     notes: list[str] = attrs.Factory(list)
     """What exported documents cannot carry (a kind's ``export_fill`` says), said, not failed."""
 
-    def write(self, out: TextIO, catalog: Catalog) -> None:
-        """The export: its first line, every document in write order (see above), its last line."""
+    def write(self, out: TextIO, catalog: Catalog, failed: Sequence[Missing] = ()) -> None:
+        """The export: its first line, every document in write order (see above), its last line;
+        with ``failed``, what was not exported where the last line would be."""
         order = catalog.owner_order(
             (e.kind, kind) for e in self.entries for field, kind, _ in e.names if field.startswith(_OWNER_FIELD)
         )
@@ -147,7 +151,10 @@ class Export:
         for entry in sorted(self.entries, key=lambda e: (order[e.kind], e.kind, e.org, e.slug)):
             self.spool.seek(entry.at)
             out.write(self.spool.read(entry.size).decode("utf-8"))
-        out.write(_FOOTER.format(count=len(self.entries)))
+        if not failed:
+            out.write(_FOOTER.format(count=len(self.entries)))
+        for item in failed:
+            out.write(_FAILED + " ".join(f"not exported: {item.what}: {item.reason}".split()) + "\n")
 
     def text(self, catalog: Catalog) -> str:
         written = io.StringIO()
@@ -360,8 +367,9 @@ def document(obj: Message, history: list[Any] | None = None) -> dict[str, Any]:
 
 
 def check_whole(label: str, text: str, documents: int) -> None:
-    """Refuse an export that lost its end: its first line says how many documents it holds,
-    its last line closes it. Text that does not start as an export does is not looked at."""
+    """Refuse an export that lost its end, or that failed: its first line says how many documents
+    it holds, its last line closes it (a failed export writes none, but what it did not export).
+    Text that does not start as an export does is not looked at."""
     if not text.startswith(_HEADER_START):
         return
     first = text.split("\n", 1)[0]
@@ -370,6 +378,13 @@ def check_whole(label: str, text: str, documents: int) -> None:
         return
     count = int(count_text)
     ended = text.endswith(_FOOTER.format(count=count)) or text.endswith(_FOOTER.format(count=count).rstrip("\n"))
+    if not ended and f"\n{_FAILED}" in text:
+        why = text[text.index(f"\n{_FAILED}") + len(_FAILED) + 1 :].split("\n", 1)[0]
+        raise CliError(
+            f"{label}: written by an export that failed ({why}), so it may lack objects of the org or kinds "
+            "named; nothing was imported (export again once that is fixed; to import what it holds anyway, "
+            "remove its first line)"
+        )
     if not ended or documents != count:
         raise CliError(
             f"{label}: cut short: the export says it holds {count} objects and ends with "

@@ -80,7 +80,9 @@ class KindCalls:
         An id is read with the kind's ``get`` (when it has one), a slug with ``getByReference``:
         only ``get`` is the read a server answers in full (a runner's ``get`` of a live
         execution's context carries its secrets in clear; every other read, redacted). An
-        object of another org is not the one named in ``org``.
+        object of another org is not the one named in ``org``. An org the server does not know
+        for this caller is raised, not None: the object was never looked for, and saying it is
+        missing would send its user looking for the wrong thing.
         """
         by_id = looks_like_id(name_or_id, self.kind.id_prefix)
         try:
@@ -92,7 +94,9 @@ class KindCalls:
             else:
                 ref = self.request("getByReference", org=org, slug=name_or_id)
             found = self.call("getByReference", ref)
-        except errors.NotFound:
+        except errors.NotFound as exc:
+            if exc.reason == errors.OrgNotVisible.reason:
+                raise
             return None
         return found
 

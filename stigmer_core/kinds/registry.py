@@ -498,6 +498,7 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
         access[op] = access_of(op, declared=decl.access.get(op))
     # A watch shows every object of the kind, as a list does, and keeps showing them.
     runtime.watch_access = decl.access.get(WATCH_ACCESS, access["list"])
+    runtime.read_access = access["get"]
     runtime.delete_access = access["delete"]
     streams = {method.name for method in methods if method.server_streaming}
     for op, custom in decl.operations.items():

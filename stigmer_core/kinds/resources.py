@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -107,6 +107,11 @@ class Resources:
     def visible(self, org: str) -> bool:
         """Whether this view's caller may see objects of ``org``."""
         return self._caller is None or self._caller.member_of(org)
+
+    def may_read(self, kind: KindRuntime, org: str) -> bool:
+        """Whether this view's caller may read ``kind``'s objects of ``org``: what naming one
+        of them, in a refusal or as an owner, needs."""
+        return self._caller is None or self._caller.can(kind.read_access, org)
 
     def _check_write(self, kind: KindRuntime, org: str) -> None:
         caller = self._caller
@@ -314,7 +319,13 @@ class Resources:
             else:
                 blocks = referrer_id not in inside
             if blocks:
-                named = referrer.metadata.slug if self.visible(referrer.metadata.org) else "(in another org)"  # type: ignore[attr-defined]
+                referrer_org = referrer.metadata.org  # type: ignore[attr-defined]
+                if self.may_read(referrer_kind, referrer_org):
+                    named = referrer.metadata.slug  # type: ignore[attr-defined]
+                elif self.visible(referrer_org):
+                    named = "(one this caller may not read)"
+                else:
+                    named = "(in another org)"
                 raise errors.FailedPrecondition(
                     f"{kind.label} '{meta.slug}' is still referenced by {referrer_kind.label} "
                     f"'{named}' ({field.decode()}); delete or finish that first",
@@ -405,12 +416,17 @@ class Resources:
         return raw
 
     def _check_owners(self, kind: KindRuntime, obj: Message, previous: Message | None = None) -> None:
-        """Owner references the write adds name a served kind and a well-formed id.
+        """Owner references the write adds name a served kind the caller may read in the
+        object's org, and a well-formed id.
 
-        That the owner exists in the object's org is checked when the
-        transaction publishes (``publish``), after every step has written:
-        a kind's step may create an object owned by one its pipeline has yet
-        to store (an agent's default instance).
+        Whether the caller may read the owner's kind is checked first, from
+        the kind alone: a refusal that depended on the id would let a caller
+        probe for objects it may not read (an editor for the org's API
+        tokens), and an object it could attach to one would be deleted with
+        it by someone who may. That the owner exists in the object's org is
+        checked when the transaction publishes (``publish``), after every
+        step has written: a kind's step may create an object owned by one
+        its pipeline has yet to store (an agent's default instance).
         """
         if not kind.shape.has_owner_refs:
             return
@@ -425,11 +441,23 @@ class Resources:
             owner_kind = self.registry.find(ref.kind)
             if owner_kind is None:
                 raise errors.InvalidArgument.field(f"{field}.kind", f"'{ref.kind}' is not a kind this server serves")
+            org = obj.metadata.org  # type: ignore[attr-defined]
+            if not self.may_read(owner_kind, org):
+                self._refuse_owner(owner_kind, org, f"{field}.kind")
             if not is_valid_id(ref.id, owner_kind.id_prefix):
                 raise errors.InvalidArgument.field(
                     f"{field}.id", f"must be a {owner_kind.label} id like '{owner_kind.id_prefix}-<ulid>'"
                 )
         self._owned_by.append((kind, obj, kept))
+
+    def _refuse_owner(self, owner_kind: KindRuntime, org: str, field: str) -> NoReturn:
+        caller = cast(Caller, self._caller)  # the local administrator may read every kind
+        access = owner_kind.read_access.value
+        raise errors.PermissionDenied(
+            f"{field}: {caller.principal} is {caller.roles[org]} in org '{org}', which does not "
+            f"allow {access} access to {owner_kind.label} objects; only an object its writer may read can own it",
+            metadata={"kind": owner_kind.name, "org": org, "role": caller.roles[org], "access": access, "field": field},
+        )
 
     def _check_owners_exist(self) -> None:
         for kind, obj, kept in self._owned_by:
@@ -569,8 +597,10 @@ class Resources:
         meta = obj.metadata  # type: ignore[attr-defined]
         if caller is None or caller.can(kind.delete_access, meta.org):
             return
+        # Named only to a caller that may read it: the refusal must not reveal what it may not.
+        named = f"{kind.label} '{meta.slug}'" if self.may_read(kind, meta.org) else f"an owned {kind.label}"
         raise errors.PermissionDenied(
-            f"deleting this {root.label} would delete {kind.label} '{meta.slug}' with it, which needs "
+            f"deleting this {root.label} would delete {named} with it, which needs "
             f"{kind.delete_access.value} access; {caller.principal} is {caller.roles[meta.org]} in org '{meta.org}'"
         )
 

@@ -203,6 +203,10 @@ class KindRuntime:
     from ``pipelines`` because a kind may bind an rpc of its own named ``watch``."""
     watch_access: Access = Access.READ
     """What a caller's role must allow to watch the kind: its ``list`` access unless declared."""
+    read_access: Access = Access.READ
+    """What a caller's role must allow to read one of the kind's objects (its ``get``): what
+    naming one elsewhere asks, as an owner reference or in a refusal, so a reference cannot
+    probe for objects the caller may not read."""
     delete_access: Access = Access.WRITE
     """What a caller's role must allow to delete one of the kind's objects, by its own
     delete or in a cascade from an owner's (which is bound to the owner's access)."""

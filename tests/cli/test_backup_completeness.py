@@ -36,6 +36,10 @@ def test_stored_objects_of_an_uninstalled_kind_are_named(with_note_kind: Stigmer
         "stigmer: not exported: 1 stored object under key prefix 'notes': no installed plugin serves that kind"
         in result.err
     )
+    # what it holds is not a whole backup: no last line closes it, and import says why it refuses it
+    assert "# end of stigmer export" not in result.out
+    refused = cli.fails("import", "--data-dir", str(tmp_path / "restored" / "data"), input=result.out)
+    assert refused.startswith("<stdin>: written by an export that failed (not exported: 1 stored object"), refused
 
 
 def test_a_kind_the_daemon_cannot_answer_does_not_stop_status_or_export(

@@ -25,6 +25,7 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
     `apply` rpc. Every document is read and checked before anything is
     written.
     """
+    from stigmer_core.cli.app import with_org_hint
     from stigmer_core.cli.applying import apply_one
     from stigmer_core.cli.documents import in_apply_order, parse_all, read_sources
     from stigmer_core.cli.envelope import metadata
@@ -49,7 +50,7 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
         outcome = apply_one(session, document, dry_run=dry_run, created=created, planned=planned)
         if outcome.failed:
             failed += 1
-            report_failure(f"{document.where} ({document.ref}): {outcome.error}")
+            report_failure(f"{document.where} ({document.ref}): {with_org_hint(ctx, outcome.error)}")
         else:
             click.echo(f"{document.ref} {outcome.action}")
     if failed:

@@ -37,15 +37,28 @@ def token() -> None:
     """Create, list and revoke API tokens (each acts in one org with one role)."""
 
 
-def _call(session: Session, fn: Any, request: Any) -> Any:
+_WHO = re.compile(r"^(?P<who>\S+ \([^)]*\)) lacks |^(?P<held>\S+ is \w+ in org '[^']*'), which does not allow ")
+"""Who the server says was refused: ``token:acme/ro (viewer in acme)`` of a role that allows the
+rpc in no org, ``token:acme/ro is viewer in org 'acme'`` of one that allows it elsewhere."""
+
+
+def _call(session: Session, fn: Any, request: Any, action: str) -> Any:
+    """``fn(request)``; a role without admin access is told what ``action`` needs, not which rpc
+    (revoking by name reads the token first, with a query the user never asked for)."""
     import grpc
 
+    from stigmer_core import errors
     from stigmer_core.cli.errors import from_rpc
 
     try:
         return fn(request)
     except grpc.RpcError as exc:
-        raise from_rpc(exc, session.target) from exc
+        error = from_rpc(exc, session.target)
+        if not isinstance(error, errors.PermissionDenied):
+            raise error from exc
+        found = _WHO.match(error.message)
+        who = "" if found is None else f": {found['who']} does not have it" if found["who"] else f": {found['held']}"
+        raise CliError(f"{action} needs admin access in org '{session.org}'{who}") from exc
 
 
 @token.command()
@@ -72,7 +85,7 @@ def create(ctx: click.Context, role: str, name: str | None, expires: str | None)
         when.seconds += parse_duration(expires)
         made.spec.expires_at.CopyFrom(when)
     stub = session.client.stub(token_grpc.ApiTokenCommandControllerStub)
-    created = _call(session, stub.create, made)
+    created = _call(session, stub.create, made, "making a token")
     click.echo(created.status.token)
     click.echo(
         f"token/{created.metadata.slug} ({role} in org {created.metadata.org}, id {created.metadata.id}) created; "
@@ -99,7 +112,7 @@ def list_(ctx: click.Context) -> None:
     request = apitoken_pb2.ListApiTokensRequest(org=session.org)
     now = time.time()
     while True:
-        page = _call(session, stub.list, request)
+        page = _call(session, stub.list, request, "listing tokens")
         for found in page.entries:
             ends = found.spec.HasField("expires_at")
             expires = found.spec.expires_at.ToJsonString() if ends else "never"
@@ -135,6 +148,6 @@ def revoke(ctx: click.Context, token_ref: str) -> None:
         from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 
         ref = metadata_pb2.ApiResourceReference(org=session.org, slug=token_ref)
-        token_id = _call(session, queries.getByReference, ref).metadata.id
-    revoked = _call(session, commands.revoke, apitoken_pb2.ApiTokenId(value=token_id))
+        token_id = _call(session, queries.getByReference, ref, "revoking a token").metadata.id
+    revoked = _call(session, commands.revoke, apitoken_pb2.ApiTokenId(value=token_id), "revoking a token")
     click.echo(f"token/{revoked.metadata.slug} revoked")

@@ -35,7 +35,8 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
     Kinds declared with exported=False (run-time records such as executions)
     are left out; naming one is an error. Whatever could not be exported (a
     kind that failed to list, stored objects of a kind no plugin serves) is
-    named on stderr and the exit code is 1.
+    named on stderr and the exit code is 1; the output then has no last line
+    that closes it, so `stigmer import` refuses it as incomplete.
 
     A local store whose secret key is lost (or another one is given) is still
     exported, read-only: an export never holds secret values anyway. It says
@@ -55,9 +56,9 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
     # before anything opens the store in this process: LMDB opens an environment once per process
     missing = backup.unserved(session) if all_kinds else []
     with backup.collect(session, kinds, org="" if every_org else session.org) as export:
-        export.write(sys.stdout, session.catalog)
+        missing = export.missing + missing
+        export.write(sys.stdout, session.catalog, failed=missing)  # failed: no last line that closes it
     sys.stdout.flush()
-    missing = export.missing + missing
     where = _every_org(session) if every_org else f"org '{session.org}'"
     click.echo(f"exported {len(export.entries)} objects of {len(kinds)} kinds from {where}", err=True)
     if session.settings.backend != "local" and all_kinds:

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from stigmer_core.errors import FieldViolation, InvalidArgument
 from stigmer_core.limits import Limits
 from stigmer_core.request_items import ITEMS
+from stigmer_core.wire_depth import PARSE_DEPTH, too_deep
 
 
 class Malformed:
@@ -49,7 +50,7 @@ def tolerant(cls: type[Message], held_to: HoldsLimits | None = None) -> Callable
         try:
             message = parse(data)
         except Exception as exc:  # DecodeError, or anything the parser raises on garbage
-            return Malformed(str(exc) or type(exc).__name__)
+            return _unparsed(cls, data, str(exc) or type(exc).__name__, held_to)
         if held_to is not None:
             limit = held_to.limits.max_request_items
             if len(data) > limit:  # every item takes a byte at least: a shorter request is within
@@ -60,6 +61,19 @@ def tolerant(cls: type[Message], held_to: HoldsLimits | None = None) -> Callable
         return message
 
     return deserialize
+
+
+def _unparsed(cls: type[Message], data: bytes, reason: str, held_to: HoldsLimits | None) -> Malformed:
+    """A request nested past protobuf's limit is told so, with where: its parser says only "error parsing"."""
+    where = too_deep(data, cls.DESCRIPTOR)
+    if where is None:
+        return Malformed(reason)
+    stored = f"{held_to.limits.max_nesting_depth} levels" if held_to is not None else "fewer"
+    message = (
+        f"nests deeper than the {PARSE_DEPTH} message levels protobuf parses (a google.protobuf.Struct takes "
+        f"three a JSON level); a stored object is held to {stored} (max_nesting_depth)"
+    )
+    return Malformed(message, InvalidArgument(f"request {message}", [FieldViolation(where or "(request)", message)]))
 
 
 def refusal(cls: type[Message], request: Malformed, name: str | None = None) -> InvalidArgument:

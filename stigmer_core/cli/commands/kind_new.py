@@ -92,7 +92,10 @@ message ${name}Id {
 
 message List${plural}Request {
   // Empty lists every org.
-  string org = 1 [(buf.validate.field).string.max_len = 63];
+  string org = 1 [(buf.validate.field).string = {
+    max_len: 63
+    pattern: "^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$$"
+  }];
   int32 page_size = 2 [(buf.validate.field).int32 = {gte: 0, lte: 1000}];
   string page_token = 3 [(buf.validate.field).string.max_len = 1024];
   // Every label given must match.

@@ -27,7 +27,7 @@ from stigmer_core.api.commons.apiresource.v1 import audit_pb2 as stigmer__core_d
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as stigmer__core_dot_api_dot_commons_dot_apiresource_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1stigmer_core/api/agentic/session/v1/session.proto\x12\x1astigmer.agentic.session.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xff\x01\n\x07Session\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x35\n\x04spec\x18\x04 \x01(\x0b\x32\'.stigmer.agentic.session.v1.SessionSpec\x12\x39\n\x06status\x18\x05 \x01(\x0b\x32).stigmer.agentic.session.v1.SessionStatus\"\x85\x02\n\x0bSessionSpec\x12$\n\x11\x61gent_instance_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x19\n\x07subject\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1b\n\tthread_id\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x61\n\x08metadata\x18\x05 \x03(\x0b\x32\x35.stigmer.agentic.session.v1.SessionSpec.MetadataEntryB\x18\xbaH\x15\x9a\x01\x12\x10@\"\x07r\x05\x10\x01\x18\x80\x01*\x05r\x03\x18\x80 \x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x04\x10\x05\"b\n\rSessionStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\"%\n\tSessionId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\x8e\x02\n\x13ListSessionsRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12U\n\x06labels\x18\x04 \x03(\x0b\x32;.stigmer.agentic.session.v1.ListSessionsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x12\x1e\n\x04tags\x18\x05 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x10\"\x06r\x04\x10\x01\x18?\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\x1aListSessionsByAgentRequest\x12\x1b\n\x08\x61gent_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"\\\n\x0bSessionList\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.stigmer.agentic.session.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n1stigmer_core/api/agentic/session/v1/session.proto\x12\x1astigmer.agentic.session.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xff\x01\n\x07Session\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x35\n\x04spec\x18\x04 \x01(\x0b\x32\'.stigmer.agentic.session.v1.SessionSpec\x12\x39\n\x06status\x18\x05 \x01(\x0b\x32).stigmer.agentic.session.v1.SessionStatus\"\x85\x02\n\x0bSessionSpec\x12$\n\x11\x61gent_instance_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x19\n\x07subject\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1b\n\tthread_id\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x61\n\x08metadata\x18\x05 \x03(\x0b\x32\x35.stigmer.agentic.session.v1.SessionSpec.MetadataEntryB\x18\xbaH\x15\x9a\x01\x12\x10@\"\x07r\x05\x10\x01\x18\x80\x01*\x05r\x03\x18\x80 \x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x04\x10\x05\"b\n\rSessionStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\"%\n\tSessionId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xb2\x02\n\x13ListSessionsRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12U\n\x06labels\x18\x04 \x03(\x0b\x32;.stigmer.agentic.session.v1.ListSessionsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x12\x1e\n\x04tags\x18\x05 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x10\"\x06r\x04\x10\x01\x18?\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\x1aListSessionsByAgentRequest\x12\x1b\n\x08\x61gent_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"\\\n\x0bSessionList\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.stigmer.agentic.session.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,7 +55,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSESSIONSREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTSESSIONSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTSESSIONSREQUEST'].fields_by_name['org']._loaded_options = None
-  _globals['_LISTSESSIONSREQUEST'].fields_by_name['org']._serialized_options = b'\272H\004r\002\030?'
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['org']._serialized_options = b'\272H(r&\030?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$'
   _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -81,11 +81,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONID']._serialized_start=841
   _globals['_SESSIONID']._serialized_end=878
   _globals['_LISTSESSIONSREQUEST']._serialized_start=881
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1151
-  _globals['_LISTSESSIONSREQUEST_LABELSENTRY']._serialized_start=1106
-  _globals['_LISTSESSIONSREQUEST_LABELSENTRY']._serialized_end=1151
-  _globals['_LISTSESSIONSBYAGENTREQUEST']._serialized_start=1153
-  _globals['_LISTSESSIONSBYAGENTREQUEST']._serialized_end=1271
-  _globals['_SESSIONLIST']._serialized_start=1273
-  _globals['_SESSIONLIST']._serialized_end=1365
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1187
+  _globals['_LISTSESSIONSREQUEST_LABELSENTRY']._serialized_start=1142
+  _globals['_LISTSESSIONSREQUEST_LABELSENTRY']._serialized_end=1187
+  _globals['_LISTSESSIONSBYAGENTREQUEST']._serialized_start=1189
+  _globals['_LISTSESSIONSBYAGENTREQUEST']._serialized_end=1307
+  _globals['_SESSIONLIST']._serialized_start=1309
+  _globals['_SESSIONLIST']._serialized_end=1401
 # @@protoc_insertion_point(module_scope)

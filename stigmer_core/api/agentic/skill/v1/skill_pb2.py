@@ -27,7 +27,7 @@ from stigmer_core.api.commons.apiresource.v1 import audit_pb2 as stigmer__core_d
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as stigmer__core_dot_api_dot_commons_dot_apiresource_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stigmer_core/api/agentic/skill/v1/skill.proto\x12\x18stigmer.agentic.skill.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xf5\x01\n\x05Skill\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x31\n\x04spec\x18\x04 \x01(\x0b\x32#.stigmer.agentic.skill.v1.SkillSpec\x12\x35\n\x06status\x18\x05 \x01(\x0b\x32%.stigmer.agentic.skill.v1.SkillStatus\"\x94\x01\n\tSkillSpec\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1d\n\x08skill_md\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x10\x12+\n\x03tag\x18\x03 \x01(\tB\x1e\xbaH\x1br\x19\x18\x80\x01\x32\x14^$|^[a-zA-Z0-9._-]+$\x12\x1c\n\x08\x61rtifact\x18\x14 \x01(\x0c\x42\n\xbaH\x07z\x05\x18\x80\x80\xc0\x01\"\xf8\x01\n\x0bSkillStatus\x12\x14\n\x0cversion_hash\x18\x01 \x01(\t\x12\x1c\n\x14\x61rtifact_storage_key\x18\x02 \x01(\t\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.stigmer.agentic.skill.v1.SkillState\x12\x39\n\x08\x61rtifact\x18\x14 \x01(\x0b\x32\'.stigmer.agentic.skill.v1.SkillArtifact\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAuditJ\x04\x08\x04\x10\x05\"c\n\rSkillArtifact\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x1a\n\x12uncompressed_bytes\x18\x03 \x01(\x03\x12\x12\n\nfile_count\x18\x04 \x01(\x05\"#\n\x07SkillId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xe8\x01\n\x11ListSkillsRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12Q\n\x06labels\x18\x04 \x03(\x0b\x32\x37.stigmer.agentic.skill.v1.ListSkillsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\tSkillList\x12\x30\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1f.stigmer.agentic.skill.v1.Skill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb2\x02\n\x10PushSkillRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1c\n\x08\x61rtifact\x18\x02 \x01(\x0c\x42\n\xbaH\x07z\x05\x18\x80\x80\xc0\x01\x12+\n\x03tag\x18\x03 \x01(\tB\x1e\xbaH\x1br\x19\x18\x80\x01\x32\x14^$|^[a-zA-Z0-9._-]+$\x12\x16\n\x04name\x18\n \x01(\tB\x08\xbaH\x05r\x03\x18\xfd\x01\x12\x39\n\x04slug\x18\x0b \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1b\n\x08skill_md\x18\x0c \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x10\x12\x1d\n\x0b\x64\x65scription\x18\r \x01(\tB\x08\xbaH\x05r\x03\x18\x80 J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"t\n\x18ListSkillVersionsRequest\x12\x1b\n\x08skill_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"-\n\x08SkillTag\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x14\n\x0cversion_hash\x18\x02 \x01(\t\"b\n\x15ListSkillTagsResponse\x12\x30\n\x04tags\x18\x01 \x03(\x0b\x32\".stigmer.agentic.skill.v1.SkillTag\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x12GetArtifactRequest\x12(\n\x14\x61rtifact_storage_key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\"\'\n\x13GetArtifactResponse\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\x0c*s\n\nSkillState\x12\x1b\n\x17SKILL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SKILL_STATE_UPLOADING\x10\x01\x12\x15\n\x11SKILL_STATE_READY\x10\x02\x12\x16\n\x12SKILL_STATE_FAILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stigmer_core/api/agentic/skill/v1/skill.proto\x12\x18stigmer.agentic.skill.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xf5\x01\n\x05Skill\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x31\n\x04spec\x18\x04 \x01(\x0b\x32#.stigmer.agentic.skill.v1.SkillSpec\x12\x35\n\x06status\x18\x05 \x01(\x0b\x32%.stigmer.agentic.skill.v1.SkillStatus\"\x94\x01\n\tSkillSpec\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1d\n\x08skill_md\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x10\x12+\n\x03tag\x18\x03 \x01(\tB\x1e\xbaH\x1br\x19\x18\x80\x01\x32\x14^$|^[a-zA-Z0-9._-]+$\x12\x1c\n\x08\x61rtifact\x18\x14 \x01(\x0c\x42\n\xbaH\x07z\x05\x18\x80\x80\xc0\x01\"\xf8\x01\n\x0bSkillStatus\x12\x14\n\x0cversion_hash\x18\x01 \x01(\t\x12\x1c\n\x14\x61rtifact_storage_key\x18\x02 \x01(\t\x12\x33\n\x05state\x18\x03 \x01(\x0e\x32$.stigmer.agentic.skill.v1.SkillState\x12\x39\n\x08\x61rtifact\x18\x14 \x01(\x0b\x32\'.stigmer.agentic.skill.v1.SkillArtifact\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAuditJ\x04\x08\x04\x10\x05\"c\n\rSkillArtifact\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x1a\n\x12uncompressed_bytes\x18\x03 \x01(\x03\x12\x12\n\nfile_count\x18\x04 \x01(\x05\"#\n\x07SkillId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\x8c\x02\n\x11ListSkillsRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12Q\n\x06labels\x18\x04 \x03(\x0b\x32\x37.stigmer.agentic.skill.v1.ListSkillsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\tSkillList\x12\x30\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1f.stigmer.agentic.skill.v1.Skill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb2\x02\n\x10PushSkillRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1c\n\x08\x61rtifact\x18\x02 \x01(\x0c\x42\n\xbaH\x07z\x05\x18\x80\x80\xc0\x01\x12+\n\x03tag\x18\x03 \x01(\tB\x1e\xbaH\x1br\x19\x18\x80\x01\x32\x14^$|^[a-zA-Z0-9._-]+$\x12\x16\n\x04name\x18\n \x01(\tB\x08\xbaH\x05r\x03\x18\xfd\x01\x12\x39\n\x04slug\x18\x0b \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1b\n\x08skill_md\x18\x0c \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x10\x12\x1d\n\x0b\x64\x65scription\x18\r \x01(\tB\x08\xbaH\x05r\x03\x18\x80 J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"t\n\x18ListSkillVersionsRequest\x12\x1b\n\x08skill_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"-\n\x08SkillTag\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x14\n\x0cversion_hash\x18\x02 \x01(\t\"b\n\x15ListSkillTagsResponse\x12\x30\n\x04tags\x18\x01 \x03(\x0b\x32\".stigmer.agentic.skill.v1.SkillTag\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x12GetArtifactRequest\x12(\n\x14\x61rtifact_storage_key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x02\"\'\n\x13GetArtifactResponse\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\x0c*s\n\nSkillState\x12\x1b\n\x17SKILL_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SKILL_STATE_UPLOADING\x10\x01\x12\x15\n\x11SKILL_STATE_READY\x10\x02\x12\x16\n\x12SKILL_STATE_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,7 +53,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSKILLSREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTSKILLSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTSKILLSREQUEST'].fields_by_name['org']._loaded_options = None
-  _globals['_LISTSKILLSREQUEST'].fields_by_name['org']._serialized_options = b'\272H\004r\002\030?'
+  _globals['_LISTSKILLSREQUEST'].fields_by_name['org']._serialized_options = b'\272H(r&\030?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$'
   _globals['_LISTSKILLSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTSKILLSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_LISTSKILLSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -82,8 +82,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSKILLVERSIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_GETARTIFACTREQUEST'].fields_by_name['artifact_storage_key']._loaded_options = None
   _globals['_GETARTIFACTREQUEST'].fields_by_name['artifact_storage_key']._serialized_options = b'\272H\007r\005\020\001\030\200\002'
-  _globals['_SKILLSTATE']._serialized_start=2003
-  _globals['_SKILLSTATE']._serialized_end=2118
+  _globals['_SKILLSTATE']._serialized_start=2039
+  _globals['_SKILLSTATE']._serialized_end=2154
   _globals['_SKILL']._serialized_start=214
   _globals['_SKILL']._serialized_end=459
   _globals['_SKILLSPEC']._serialized_start=462
@@ -95,21 +95,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SKILLID']._serialized_start=964
   _globals['_SKILLID']._serialized_end=999
   _globals['_LISTSKILLSREQUEST']._serialized_start=1002
-  _globals['_LISTSKILLSREQUEST']._serialized_end=1234
-  _globals['_LISTSKILLSREQUEST_LABELSENTRY']._serialized_start=1189
-  _globals['_LISTSKILLSREQUEST_LABELSENTRY']._serialized_end=1234
-  _globals['_SKILLLIST']._serialized_start=1236
-  _globals['_SKILLLIST']._serialized_end=1322
-  _globals['_PUSHSKILLREQUEST']._serialized_start=1325
-  _globals['_PUSHSKILLREQUEST']._serialized_end=1631
-  _globals['_LISTSKILLVERSIONSREQUEST']._serialized_start=1633
-  _globals['_LISTSKILLVERSIONSREQUEST']._serialized_end=1749
-  _globals['_SKILLTAG']._serialized_start=1751
-  _globals['_SKILLTAG']._serialized_end=1796
-  _globals['_LISTSKILLTAGSRESPONSE']._serialized_start=1798
-  _globals['_LISTSKILLTAGSRESPONSE']._serialized_end=1896
-  _globals['_GETARTIFACTREQUEST']._serialized_start=1898
-  _globals['_GETARTIFACTREQUEST']._serialized_end=1960
-  _globals['_GETARTIFACTRESPONSE']._serialized_start=1962
-  _globals['_GETARTIFACTRESPONSE']._serialized_end=2001
+  _globals['_LISTSKILLSREQUEST']._serialized_end=1270
+  _globals['_LISTSKILLSREQUEST_LABELSENTRY']._serialized_start=1225
+  _globals['_LISTSKILLSREQUEST_LABELSENTRY']._serialized_end=1270
+  _globals['_SKILLLIST']._serialized_start=1272
+  _globals['_SKILLLIST']._serialized_end=1358
+  _globals['_PUSHSKILLREQUEST']._serialized_start=1361
+  _globals['_PUSHSKILLREQUEST']._serialized_end=1667
+  _globals['_LISTSKILLVERSIONSREQUEST']._serialized_start=1669
+  _globals['_LISTSKILLVERSIONSREQUEST']._serialized_end=1785
+  _globals['_SKILLTAG']._serialized_start=1787
+  _globals['_SKILLTAG']._serialized_end=1832
+  _globals['_LISTSKILLTAGSRESPONSE']._serialized_start=1834
+  _globals['_LISTSKILLTAGSRESPONSE']._serialized_end=1932
+  _globals['_GETARTIFACTREQUEST']._serialized_start=1934
+  _globals['_GETARTIFACTREQUEST']._serialized_end=1996
+  _globals['_GETARTIFACTRESPONSE']._serialized_start=1998
+  _globals['_GETARTIFACTRESPONSE']._serialized_end=2037
 # @@protoc_insertion_point(module_scope)

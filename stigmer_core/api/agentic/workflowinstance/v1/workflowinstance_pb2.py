@@ -27,7 +27,7 @@ from stigmer_core.api.commons.apiresource.v1 import audit_pb2 as stigmer__core_d
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as stigmer__core_dot_api_dot_commons_dot_apiresource_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nCstigmer_core/api/agentic/workflowinstance/v1/workflowinstance.proto\x12#stigmer.agentic.workflowinstance.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xac\x02\n\x10WorkflowInstance\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12G\n\x04spec\x18\x04 \x01(\x0b\x32\x39.stigmer.agentic.workflowinstance.v1.WorkflowInstanceSpec\x12K\n\x06status\x18\x05 \x01(\x0b\x32;.stigmer.agentic.workflowinstance.v1.WorkflowInstanceStatus\"\xaf\x01\n\x14WorkflowInstanceSpec\x12\x1e\n\x0bworkflow_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1d\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12X\n\x10\x65nvironment_refs\x18\x03 \x03(\x0b\x32\x34.stigmer.commons.apiresource.v1.ApiResourceReferenceB\x08\xbaH\x05\x92\x01\x02\x10@\"Y\n\x16WorkflowInstanceStatus\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\".\n\x12WorkflowInstanceId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\x89\x02\n\x1cListWorkflowInstancesRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12g\n\x06labels\x18\x04 \x03(\x0b\x32M.stigmer.agentic.workflowinstance.v1.ListWorkflowInstancesRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x14WorkflowInstanceList\x12\x46\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x35.stigmer.agentic.workflowinstance.v1.WorkflowInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nCstigmer_core/api/agentic/workflowinstance/v1/workflowinstance.proto\x12#stigmer.agentic.workflowinstance.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xac\x02\n\x10WorkflowInstance\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12G\n\x04spec\x18\x04 \x01(\x0b\x32\x39.stigmer.agentic.workflowinstance.v1.WorkflowInstanceSpec\x12K\n\x06status\x18\x05 \x01(\x0b\x32;.stigmer.agentic.workflowinstance.v1.WorkflowInstanceStatus\"\xaf\x01\n\x14WorkflowInstanceSpec\x12\x1e\n\x0bworkflow_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1d\n\x0b\x64\x65scription\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12X\n\x10\x65nvironment_refs\x18\x03 \x03(\x0b\x32\x34.stigmer.commons.apiresource.v1.ApiResourceReferenceB\x08\xbaH\x05\x92\x01\x02\x10@\"Y\n\x16WorkflowInstanceStatus\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\".\n\x12WorkflowInstanceId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xad\x02\n\x1cListWorkflowInstancesRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12g\n\x06labels\x18\x04 \x03(\x0b\x32M.stigmer.agentic.workflowinstance.v1.ListWorkflowInstancesRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x14WorkflowInstanceList\x12\x46\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x35.stigmer.agentic.workflowinstance.v1.WorkflowInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,7 +51,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTWORKFLOWINSTANCESREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTWORKFLOWINSTANCESREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTWORKFLOWINSTANCESREQUEST'].fields_by_name['org']._loaded_options = None
-  _globals['_LISTWORKFLOWINSTANCESREQUEST'].fields_by_name['org']._serialized_options = b'\272H\004r\002\030?'
+  _globals['_LISTWORKFLOWINSTANCESREQUEST'].fields_by_name['org']._serialized_options = b'\272H(r&\030?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$'
   _globals['_LISTWORKFLOWINSTANCESREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTWORKFLOWINSTANCESREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_LISTWORKFLOWINSTANCESREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -67,9 +67,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOWINSTANCEID']._serialized_start=818
   _globals['_WORKFLOWINSTANCEID']._serialized_end=864
   _globals['_LISTWORKFLOWINSTANCESREQUEST']._serialized_start=867
-  _globals['_LISTWORKFLOWINSTANCESREQUEST']._serialized_end=1132
-  _globals['_LISTWORKFLOWINSTANCESREQUEST_LABELSENTRY']._serialized_start=1087
-  _globals['_LISTWORKFLOWINSTANCESREQUEST_LABELSENTRY']._serialized_end=1132
-  _globals['_WORKFLOWINSTANCELIST']._serialized_start=1134
-  _globals['_WORKFLOWINSTANCELIST']._serialized_end=1253
+  _globals['_LISTWORKFLOWINSTANCESREQUEST']._serialized_end=1168
+  _globals['_LISTWORKFLOWINSTANCESREQUEST_LABELSENTRY']._serialized_start=1123
+  _globals['_LISTWORKFLOWINSTANCESREQUEST_LABELSENTRY']._serialized_end=1168
+  _globals['_WORKFLOWINSTANCELIST']._serialized_start=1170
+  _globals['_WORKFLOWINSTANCELIST']._serialized_end=1289
 # @@protoc_insertion_point(module_scope)

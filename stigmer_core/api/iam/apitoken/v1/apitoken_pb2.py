@@ -28,7 +28,7 @@ from stigmer_core.api.commons.apiresource.v1 import audit_pb2 as stigmer__core_d
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as stigmer__core_dot_api_dot_commons_dot_apiresource_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/stigmer_core/api/iam/apitoken/v1/apitoken.proto\x12\x17stigmer.iam.apitoken.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xfc\x01\n\x08\x41piToken\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x33\n\x04spec\x18\x04 \x01(\x0b\x32%.stigmer.iam.apitoken.v1.ApiTokenSpec\x12\x37\n\x06status\x18\x05 \x01(\x0b\x32\'.stigmer.iam.apitoken.v1.ApiTokenStatus\"r\n\x0c\x41piTokenSpec\x12\x32\n\x04role\x18\x01 \x01(\tB$\xbaH!r\x1fR\x06viewerR\x06runnerR\x06\x65\x64itorR\x05\x61\x64min\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x0e\x41piTokenStatus\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0ctoken_digest\x18\x02 \x01(\t\x12.\n\nrevoked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\"&\n\nApiTokenId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xed\x01\n\x14ListApiTokensRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12S\n\x06labels\x18\x04 \x03(\x0b\x32\x39.stigmer.iam.apitoken.v1.ListApiTokensRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0c\x41piTokenList\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.stigmer.iam.apitoken.v1.ApiToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/stigmer_core/api/iam/apitoken/v1/apitoken.proto\x12\x17stigmer.iam.apitoken.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x33stigmer_core/api/commons/apiresource/v1/audit.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xfc\x01\n\x08\x41piToken\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x33\n\x04spec\x18\x04 \x01(\x0b\x32%.stigmer.iam.apitoken.v1.ApiTokenSpec\x12\x37\n\x06status\x18\x05 \x01(\x0b\x32\'.stigmer.iam.apitoken.v1.ApiTokenStatus\"r\n\x0c\x41piTokenSpec\x12\x32\n\x04role\x18\x01 \x01(\tB$\xbaH!r\x1fR\x06viewerR\x06runnerR\x06\x65\x64itorR\x05\x61\x64min\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x0e\x41piTokenStatus\x12\r\n\x05token\x18\x01 \x01(\t\x12\x14\n\x0ctoken_digest\x18\x02 \x01(\t\x12.\n\nrevoked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x05\x61udit\x18\x63 \x01(\x0b\x32\x30.stigmer.commons.apiresource.v1.ApiResourceAudit\"&\n\nApiTokenId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\x91\x02\n\x14ListApiTokensRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12S\n\x06labels\x18\x04 \x03(\x0b\x32\x39.stigmer.iam.apitoken.v1.ListApiTokensRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x0c\x41piTokenList\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.stigmer.iam.apitoken.v1.ApiToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,7 +48,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAPITOKENSREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTAPITOKENSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTAPITOKENSREQUEST'].fields_by_name['org']._loaded_options = None
-  _globals['_LISTAPITOKENSREQUEST'].fields_by_name['org']._serialized_options = b'\272H\004r\002\030?'
+  _globals['_LISTAPITOKENSREQUEST'].fields_by_name['org']._serialized_options = b'\272H(r&\030?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$'
   _globals['_LISTAPITOKENSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTAPITOKENSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_LISTAPITOKENSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -64,9 +64,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APITOKENID']._serialized_start=787
   _globals['_APITOKENID']._serialized_end=825
   _globals['_LISTAPITOKENSREQUEST']._serialized_start=828
-  _globals['_LISTAPITOKENSREQUEST']._serialized_end=1065
-  _globals['_LISTAPITOKENSREQUEST_LABELSENTRY']._serialized_start=1020
-  _globals['_LISTAPITOKENSREQUEST_LABELSENTRY']._serialized_end=1065
-  _globals['_APITOKENLIST']._serialized_start=1067
-  _globals['_APITOKENLIST']._serialized_end=1158
+  _globals['_LISTAPITOKENSREQUEST']._serialized_end=1101
+  _globals['_LISTAPITOKENSREQUEST_LABELSENTRY']._serialized_start=1056
+  _globals['_LISTAPITOKENSREQUEST_LABELSENTRY']._serialized_end=1101
+  _globals['_APITOKENLIST']._serialized_start=1103
+  _globals['_APITOKENLIST']._serialized_end=1194
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from stigmer_core.api.buf.validate import validate_pb2 as buf_dot_validate_dot_v
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as stigmer__core_dot_api_dot_commons_dot_apiresource_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)acme_mcp/api/mcpserver/v1/mcpserver.proto\x12\x0b\x61\x63me.mcp.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xef\x01\n\tMcpServer\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x04spec\x18\x04 \x01(\x0b\x32\x1a.acme.mcp.v1.McpServerSpecB\x06\xbaH\x03\xc8\x01\x01\x12,\n\x06status\x18\x05 \x01(\x0b\x32\x1c.acme.mcp.v1.McpServerStatus\"\xdb\x03\n\rMcpServerSpec\x12\x36\n\ttransport\x18\x01 \x01(\x0e\x32\x16.acme.mcp.v1.TransportB\x0b\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x19\n\x07\x63ommand\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1d\n\x04\x61rgs\x18\x03 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\x80\x08\x12\x1b\n\x03url\x18\x04 \x01(\tB\x0e\xbaH\x0br\x06\x18\x80\x10\x88\x01\x01\xd8\x01\x01\x12:\n\x05tools\x18\x05 \x03(\tB+\xbaH(\x92\x01%\x10@\x18\x01\"\x1fr\x1d\x10\x01\x18?2\x17^[A-Za-z][A-Za-z0-9_]*$\x12\'\n\x10maintainer_email\x18\x06 \x01(\tB\r\xbaH\nr\x05\x18\xfe\x01`\x01\xd8\x01\x01\x12\x1f\n\x0e\x65nvironment_id\x18\x07 \x01(\tB\x07\xbaH\x04r\x02\x18@:\xb4\x01\xbaH\xb0\x01\x1a]\n\x11\x63ommand_for_stdio\x12\x1d\x63ommand is required for STDIO\x1a)this.transport != 1 || this.command != \'\'\x1aO\n\x0curl_for_http\x12\x18url is required for HTTP\x1a%this.transport != 2 || this.url != \'\'\"%\n\x0fMcpServerStatus\x12\x12\n\ntool_count\x18\x01 \x01(\x05\"\'\n\x0bMcpServerId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\x98\x02\n\x15ListMcpServersRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12H\n\x06labels\x18\x04 \x03(\x0b\x32..acme.mcp.v1.ListMcpServersRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x12\x33\n\ttransport\x18\x05 \x01(\x0e\x32\x16.acme.mcp.v1.TransportB\x08\xbaH\x05\x82\x01\x02\x10\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n ListMcpServersByTransportRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x36\n\ttransport\x18\x02 \x01(\x0e\x32\x16.acme.mcp.v1.TransportB\x0b\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x1d\n\tpage_size\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"Q\n\rMcpServerList\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.acme.mcp.v1.McpServer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*;\n\tTransport\x12\x19\n\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\t\n\x05STDIO\x10\x01\x12\x08\n\x04HTTP\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)acme_mcp/api/mcpserver/v1/mcpserver.proto\x12\x0b\x61\x63me.mcp.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xef\x01\n\tMcpServer\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12\x30\n\x04spec\x18\x04 \x01(\x0b\x32\x1a.acme.mcp.v1.McpServerSpecB\x06\xbaH\x03\xc8\x01\x01\x12,\n\x06status\x18\x05 \x01(\x0b\x32\x1c.acme.mcp.v1.McpServerStatus\"\xdb\x03\n\rMcpServerSpec\x12\x36\n\ttransport\x18\x01 \x01(\x0e\x32\x16.acme.mcp.v1.TransportB\x0b\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x19\n\x07\x63ommand\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1d\n\x04\x61rgs\x18\x03 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10@\"\x05r\x03\x18\x80\x08\x12\x1b\n\x03url\x18\x04 \x01(\tB\x0e\xbaH\x0br\x06\x18\x80\x10\x88\x01\x01\xd8\x01\x01\x12:\n\x05tools\x18\x05 \x03(\tB+\xbaH(\x92\x01%\x10@\x18\x01\"\x1fr\x1d\x10\x01\x18?2\x17^[A-Za-z][A-Za-z0-9_]*$\x12\'\n\x10maintainer_email\x18\x06 \x01(\tB\r\xbaH\nr\x05\x18\xfe\x01`\x01\xd8\x01\x01\x12\x1f\n\x0e\x65nvironment_id\x18\x07 \x01(\tB\x07\xbaH\x04r\x02\x18@:\xb4\x01\xbaH\xb0\x01\x1a]\n\x11\x63ommand_for_stdio\x12\x1d\x63ommand is required for STDIO\x1a)this.transport != 1 || this.command != \'\'\x1aO\n\x0curl_for_http\x12\x18url is required for HTTP\x1a%this.transport != 2 || this.url != \'\'\"%\n\x0fMcpServerStatus\x12\x12\n\ntool_count\x18\x01 \x01(\x05\"\'\n\x0bMcpServerId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xbc\x02\n\x15ListMcpServersRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12H\n\x06labels\x18\x04 \x03(\x0b\x32..acme.mcp.v1.ListMcpServersRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x12\x33\n\ttransport\x18\x05 \x01(\x0e\x32\x16.acme.mcp.v1.TransportB\x08\xbaH\x05\x82\x01\x02\x10\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd1\x01\n ListMcpServersByTransportRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x36\n\ttransport\x18\x02 \x01(\x0e\x32\x16.acme.mcp.v1.TransportB\x0b\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x1d\n\tpage_size\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"Q\n\rMcpServerList\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.acme.mcp.v1.McpServer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*;\n\tTransport\x12\x19\n\x15TRANSPORT_UNSPECIFIED\x10\x00\x12\t\n\x05STDIO\x10\x01\x12\x08\n\x04HTTP\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,7 +62,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMCPSERVERSREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTMCPSERVERSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTMCPSERVERSREQUEST'].fields_by_name['org']._loaded_options = None
-  _globals['_LISTMCPSERVERSREQUEST'].fields_by_name['org']._serialized_options = b'\272H\004r\002\030?'
+  _globals['_LISTMCPSERVERSREQUEST'].fields_by_name['org']._serialized_options = b'\272H(r&\030?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$'
   _globals['_LISTMCPSERVERSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTMCPSERVERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_LISTMCPSERVERSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -72,15 +72,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMCPSERVERSREQUEST'].fields_by_name['transport']._loaded_options = None
   _globals['_LISTMCPSERVERSREQUEST'].fields_by_name['transport']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['org']._loaded_options = None
-  _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['org']._serialized_options = b'\272H\004r\002\030?'
+  _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['org']._serialized_options = b'\272H(r&\030?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$'
   _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['transport']._loaded_options = None
   _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['transport']._serialized_options = b'\272H\010\202\001\002\020\001\310\001\001'
   _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\010'
-  _globals['_TRANSPORT']._serialized_start=1485
-  _globals['_TRANSPORT']._serialized_end=1544
+  _globals['_TRANSPORT']._serialized_start=1557
+  _globals['_TRANSPORT']._serialized_end=1616
   _globals['_MCPSERVER']._serialized_start=144
   _globals['_MCPSERVER']._serialized_end=383
   _globals['_MCPSERVERSPEC']._serialized_start=386
@@ -90,11 +90,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MCPSERVERID']._serialized_start=902
   _globals['_MCPSERVERID']._serialized_end=941
   _globals['_LISTMCPSERVERSREQUEST']._serialized_start=944
-  _globals['_LISTMCPSERVERSREQUEST']._serialized_end=1224
-  _globals['_LISTMCPSERVERSREQUEST_LABELSENTRY']._serialized_start=1179
-  _globals['_LISTMCPSERVERSREQUEST_LABELSENTRY']._serialized_end=1224
-  _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST']._serialized_start=1227
-  _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST']._serialized_end=1400
-  _globals['_MCPSERVERLIST']._serialized_start=1402
-  _globals['_MCPSERVERLIST']._serialized_end=1483
+  _globals['_LISTMCPSERVERSREQUEST']._serialized_end=1260
+  _globals['_LISTMCPSERVERSREQUEST_LABELSENTRY']._serialized_start=1215
+  _globals['_LISTMCPSERVERSREQUEST_LABELSENTRY']._serialized_end=1260
+  _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST']._serialized_start=1263
+  _globals['_LISTMCPSERVERSBYTRANSPORTREQUEST']._serialized_end=1472
+  _globals['_MCPSERVERLIST']._serialized_start=1474
+  _globals['_MCPSERVERLIST']._serialized_end=1555
 # @@protoc_insertion_point(module_scope)

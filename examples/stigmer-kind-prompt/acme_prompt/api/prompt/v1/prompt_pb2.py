@@ -26,7 +26,7 @@ from stigmer_core.api.buf.validate import validate_pb2 as buf_dot_validate_dot_v
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2 as stigmer__core_dot_api_dot_commons_dot_apiresource_dot_v1_dot_metadata__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&acme_prompt/api/prompt/v1/prompt.proto\x12\x0e\x61\x63me.prompt.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xe4\x01\n\x06Prompt\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12(\n\x04spec\x18\x04 \x01(\x0b\x32\x1a.acme.prompt.v1.PromptSpec\x12,\n\x06status\x18\x05 \x01(\x0b\x32\x1c.acme.prompt.v1.PromptStatus\"\x80\x02\n\nPromptSpec\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1d\n\x08template\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x04\x12\x62\n\tvariables\x18\x03 \x03(\x0b\x32).acme.prompt.v1.PromptSpec.VariablesEntryB$\xbaH!\x9a\x01\x1e\x10@\"\x1ar\x18\x10\x01\x18?2\x12^[a-z_][a-z0-9_]*$\x1aP\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.acme.prompt.v1.PromptVariable:\x02\x38\x01\"b\n\x0ePromptVariable\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1f\n\rdefault_value\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x10\n\x08required\x18\x03 \x01(\x08\"$\n\x0cPromptStatus\x12\x14\n\x0cplaceholders\x18\x01 \x03(\t\"$\n\x08PromptId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\xfb\x01\n\x12ListPromptsRequest\x12\x14\n\x03org\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12H\n\x06labels\x18\x04 \x03(\x0b\x32..acme.prompt.v1.ListPromptsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x12\x19\n\x08variable\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18?\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\nPromptList\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.acme.prompt.v1.Prompt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb5\x01\n\x13RenderPromptRequest\x12\x1c\n\tprompt_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12Q\n\x06values\x18\x02 \x03(\x0b\x32/.acme.prompt.v1.RenderPromptRequest.ValuesEntryB\x10\xbaH\r\x9a\x01\n\x10@*\x06r\x04\x18\x80\x80\x04\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x14RenderPromptResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tdefaulted\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&acme_prompt/api/prompt/v1/prompt.proto\x12\x0e\x61\x63me.prompt.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x36stigmer_core/api/commons/apiresource/v1/metadata.proto\"\xe4\x01\n\x06Prompt\x12\x1c\n\x0b\x61pi_version\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x15\n\x04kind\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12M\n\x08metadata\x18\x03 \x01(\x0b\x32\x33.stigmer.commons.apiresource.v1.ApiResourceMetadataB\x06\xbaH\x03\xc8\x01\x01\x12(\n\x04spec\x18\x04 \x01(\x0b\x32\x1a.acme.prompt.v1.PromptSpec\x12,\n\x06status\x18\x05 \x01(\x0b\x32\x1c.acme.prompt.v1.PromptStatus\"\x80\x02\n\nPromptSpec\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1d\n\x08template\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x04\x12\x62\n\tvariables\x18\x03 \x03(\x0b\x32).acme.prompt.v1.PromptSpec.VariablesEntryB$\xbaH!\x9a\x01\x1e\x10@\"\x1ar\x18\x10\x01\x18?2\x12^[a-z_][a-z0-9_]*$\x1aP\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.acme.prompt.v1.PromptVariable:\x02\x38\x01\"b\n\x0ePromptVariable\x12\x1d\n\x0b\x64\x65scription\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1f\n\rdefault_value\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x10\n\x08required\x18\x03 \x01(\x08\"$\n\x0cPromptStatus\x12\x14\n\x0cplaceholders\x18\x01 \x03(\t\"$\n\x08PromptId\x12\x18\n\x05value\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\x9f\x02\n\x12ListPromptsRequest\x12\x38\n\x03org\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12\x1d\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12H\n\x06labels\x18\x04 \x03(\x0b\x32..acme.prompt.v1.ListPromptsRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x12\x19\n\x08variable\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18?\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\nPromptList\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.acme.prompt.v1.Prompt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb5\x01\n\x13RenderPromptRequest\x12\x1c\n\tprompt_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12Q\n\x06values\x18\x02 \x03(\x0b\x32/.acme.prompt.v1.RenderPromptRequest.ValuesEntryB\x10\xbaH\r\x9a\x01\n\x10@*\x06r\x04\x18\x80\x80\x04\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x14RenderPromptResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tdefaulted\x18\x02 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,7 +56,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPROMPTSREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_LISTPROMPTSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_LISTPROMPTSREQUEST'].fields_by_name['org']._loaded_options = None
-  _globals['_LISTPROMPTSREQUEST'].fields_by_name['org']._serialized_options = b'\272H\004r\002\030?'
+  _globals['_LISTPROMPTSREQUEST'].fields_by_name['org']._serialized_options = b'\272H(r&\030?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$'
   _globals['_LISTPROMPTSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTPROMPTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_LISTPROMPTSREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -84,15 +84,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROMPTID']._serialized_start=771
   _globals['_PROMPTID']._serialized_end=807
   _globals['_LISTPROMPTSREQUEST']._serialized_start=810
-  _globals['_LISTPROMPTSREQUEST']._serialized_end=1061
-  _globals['_LISTPROMPTSREQUEST_LABELSENTRY']._serialized_start=1016
-  _globals['_LISTPROMPTSREQUEST_LABELSENTRY']._serialized_end=1061
-  _globals['_PROMPTLIST']._serialized_start=1063
-  _globals['_PROMPTLIST']._serialized_end=1141
-  _globals['_RENDERPROMPTREQUEST']._serialized_start=1144
-  _globals['_RENDERPROMPTREQUEST']._serialized_end=1325
-  _globals['_RENDERPROMPTREQUEST_VALUESENTRY']._serialized_start=1280
-  _globals['_RENDERPROMPTREQUEST_VALUESENTRY']._serialized_end=1325
-  _globals['_RENDERPROMPTRESPONSE']._serialized_start=1327
-  _globals['_RENDERPROMPTRESPONSE']._serialized_end=1382
+  _globals['_LISTPROMPTSREQUEST']._serialized_end=1097
+  _globals['_LISTPROMPTSREQUEST_LABELSENTRY']._serialized_start=1052
+  _globals['_LISTPROMPTSREQUEST_LABELSENTRY']._serialized_end=1097
+  _globals['_PROMPTLIST']._serialized_start=1099
+  _globals['_PROMPTLIST']._serialized_end=1177
+  _globals['_RENDERPROMPTREQUEST']._serialized_start=1180
+  _globals['_RENDERPROMPTREQUEST']._serialized_end=1361
+  _globals['_RENDERPROMPTREQUEST_VALUESENTRY']._serialized_start=1316
+  _globals['_RENDERPROMPTREQUEST_VALUESENTRY']._serialized_end=1361
+  _globals['_RENDERPROMPTRESPONSE']._serialized_start=1363
+  _globals['_RENDERPROMPTRESPONSE']._serialized_end=1418
 # @@protoc_insertion_point(module_scope)

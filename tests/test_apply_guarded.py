@@ -56,7 +56,7 @@ def test_a_guarded_apply_of_an_object_deleted_since_it_was_read_is_refused(
     if by == "slug":
         read.metadata.ClearField("id")
     error = _refusal(lambda: agents.apply(read), grpc.StatusCode.NOT_FOUND)
-    assert "no longer exists" in error.message and "without metadata.resource_version" in error.message, error
+    assert "is not stored" in error.message and "without metadata.resource_version" in error.message, error
     assert error.reason == "NOT_FOUND"
     assert error.metadata["kind"] == "Agent" and error.metadata["resourceVersion"] == str(version)
     if by == "id":
@@ -75,7 +75,7 @@ def test_a_guarded_update_of_an_object_deleted_since_it_was_read_says_so(
 ) -> None:
     agents, read = _read_then_deleted(stigmer_channel)
     error = _refusal(lambda: agents.update(read), grpc.StatusCode.NOT_FOUND)
-    assert "no longer exists" in error.message, error
+    assert "is not stored" in error.message, error
     assert error.metadata["resourceVersion"] == str(read.metadata.resource_version)
     read.metadata.resource_version = 0  # unguarded: still nothing to update
     _refusal(lambda: agents.update(read), grpc.StatusCode.NOT_FOUND)

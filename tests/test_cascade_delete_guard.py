@@ -58,14 +58,18 @@ def test_an_owners_delete_is_refused_while_another_agent_names_the_environment(
 
     cascade = _refusal(fails(PRECONDITION, lambda: kinds.agents.delete(owner.metadata.id)))
     direct = _refusal(fails(PRECONDITION, lambda: kinds.environments.delete(shared.metadata.id)))
-    assert cascade == direct
-    assert cascade[0] == (
+    held = {"kind": "Environment", "id": shared.metadata.id, "referrerKind": "Agent", "field": "spec.environment_refs"}
+    assert direct == (
         "environment 'shared-env' is still referenced by agent 'user-agent' (spec.environment_refs); "
-        "remove it from there first"
-    )
-    assert cascade[1:] == (
+        "remove it from there first",
         "REFERENCED",
-        {"kind": "Environment", "id": shared.metadata.id, "referrerKind": "Agent", "field": "spec.environment_refs"},
+        held,
+    )
+    # said as the delete the caller asked for: the environment would go with its owner
+    assert cascade == (
+        f"deleting agent 'env-owner' would delete environment 'shared-env' with it (it owns it), but {direct[0]}",
+        "REFERENCED",
+        {**held, "deletedWith": "Agent", "deletedWithId": owner.metadata.id},
     )
     assert raw_keys(stigmer_app.store) == before  # nothing deleted, the owner's default instance neither
 
@@ -146,8 +150,10 @@ def test_a_third_party_kinds_guard_holds_its_objects_in_a_cascade(guarded: Appli
     bolt: Any = widgets.create(_widget("bolt", owner=maker.metadata.id))
     frame: Any = widgets.create(_widget("frame", parts=("bolt",)))
     before = raw_keys(guarded.store)
-    for delete in (lambda: widgets.delete(bolt.metadata.id), lambda: agents.delete(maker.metadata.id)):
-        assert fails(PRECONDITION, delete).details() == "widget 'bolt' is a part of widget 'frame'"
+    held = "widget 'bolt' is a part of widget 'frame'"
+    assert fails(PRECONDITION, lambda: widgets.delete(bolt.metadata.id)).details() == held
+    taken = fails(PRECONDITION, lambda: agents.delete(maker.metadata.id)).details()
+    assert taken == f"deleting agent 'maker' would delete widget 'bolt' with it (it owns it), but {held}"
     assert raw_keys(guarded.store) == before
     # a part whose user goes in the same cascade holds nothing
     widgets.delete(frame.metadata.id)

@@ -72,8 +72,8 @@ def _cli_name(session: Session, kind_name: str, count: int = 1) -> str:
 def way_out(session: Session, error: errors.FailedPrecondition) -> CliError | None:
     """The refusal with the commands that clear it, when the server named the referrer."""
     match = _REFERRER.search(error.message)
-    if match is None or error.metadata.get("defaultInstanceOf"):
-        return None
+    if match is None or error.metadata.get("defaultInstanceOf") or error.metadata.get("deletedWith"):
+        return None  # the way out is an edit the message names, not a delete of the referrer
     referrer = next((k for k in session.catalog.kinds if k.label == match["label"]), None)
     if referrer is None:
         return None

@@ -583,8 +583,15 @@ class Resources:
         for node_kind, node in tree:
             self.check_referrers(node_kind, node, inside)
             guard = node_kind.decl.delete_guard
-            if guard is not None:  # what the kind's own indexes know of, for a cascade too
+            if guard is None:
+                continue
+            if node is obj:
                 guard(self, node, inside)
+                continue
+            try:  # what the kind's own indexes know of, for a cascade too
+                guard(self, node, inside)
+            except errors.FailedPrecondition as refused:  # said as the owner's delete, which the caller asked for
+                raise _taken_along(kind, obj, node_kind, node, refused) from None
         for node_kind, node in reversed(tree):  # what is owned goes first
             self._remove_one(node_kind, node)
         self.removed += tree
@@ -706,6 +713,20 @@ class Resources:
                 event.previous_index_keys.extend(previous_index)
             txn.append_event(event.SerializeToString(), org)  # the org's share of the log (store.retention)
         self._events.clear()
+
+
+def _taken_along(
+    root: KindRuntime, obj: Message, kind: KindRuntime, node: Message, refused: errors.FailedPrecondition
+) -> errors.FailedPrecondition:
+    """A guard's refusal of an object an owner's delete would take with it, said as that delete's:
+    the caller asked to delete the owner, and may not know it owns what is held."""
+    owner, owned = obj.metadata, node.metadata  # type: ignore[attr-defined]
+    return errors.FailedPrecondition(
+        f"deleting {root.label} '{owner.slug}' would delete {kind.label} '{owned.slug}' with it (it owns it), "
+        f"but {refused.message}",
+        reason=refused.reason,
+        metadata={**refused.metadata, "deletedWith": root.name, "deletedWithId": owner.id},
+    )
 
 
 def _parse(kind: KindRuntime, object_id: str, raw: bytes) -> Message:

@@ -110,8 +110,8 @@ def _gone(ctx: RequestContext, meta: Any, given: int, then: str) -> errors.NotFo
         named = f"{ctx.kind.label} '{meta.slug}' in org '{ctx.org}'"
         where = {"slug": meta.slug, "org": ctx.org}
     return errors.NotFound(
-        f"{named} no longer exists: metadata.resource_version {given} names a version of an object "
-        f"deleted since it was read; {then}",
+        f"{named} is not stored: metadata.resource_version {given} names a version of a stored object "
+        f"(this one was deleted since it was read, or was never written here); {then}",
         metadata={"kind": ctx.kind.name, **where, "resourceVersion": given},
     )
 

@@ -118,3 +118,33 @@ spec: {{agentId: {agent}, environmentRefs: [{{slug: gamma}}]}}
         "the default instance of agent 'helper'; remove it from the instance's spec.environment_refs "
         "(it goes only with its agent)"
     )  # no `stigmer delete agentinstance helper-default`: that is refused
+
+
+def test_a_cascade_held_by_another_agent_says_what_it_would_take_and_offers_no_delete(
+    stigmer: Stigmer, daemon: str
+) -> None:
+    owner = new_id("agt")
+    stigmer.ok(
+        "apply",
+        "-f",
+        "-",
+        input=f"""\
+kind: Agent
+metadata: {{id: {owner}, name: Owner}}
+spec: {{instructions: Be kind.}}
+---
+kind: Environment
+metadata: {{name: Owned, ownerReferences: [{{kind: Agent, id: {owner}}}]}}
+spec: {{data: {{O: {{value: o}}}}}}
+---
+kind: Agent
+metadata: {{name: Other}}
+spec: {{instructions: Be kind., environmentRefs: [{{slug: owned}}]}}
+""",
+    )
+    for dry in ((), ("--dry-run",)):
+        message = stigmer.fails("delete", "agent", "owner", *dry)
+        assert message == (
+            "deleting agent 'owner' would delete environment 'owned' with it (it owns it), but environment "
+            "'owned' is still referenced by agent 'other' (spec.environment_refs); remove it from there first"
+        )  # not `stigmer delete agent other`: the way out is an edit of that agent

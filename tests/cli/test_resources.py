@@ -149,7 +149,7 @@ def test_applying_what_get_printed_is_a_guarded_write(stigmer: Stigmer, daemon: 
     again = write(tmp_path / "again.yaml", stigmer.ok("get", "agent", "coder", "-o", "yaml"))
     stigmer.ok("delete", "agent", "coder")
     gone = stigmer("apply", "-f", str(again))
-    assert gone.code == 1 and "no longer exists" in gone.err and "without metadata.resource_version" in gone.err, gone
+    assert gone.code == 1 and "is not stored" in gone.err and "without metadata.resource_version" in gone.err, gone
     assert stigmer.fails("get", "agent", "coder") == "agent 'coder' not found in org 'local'"
     # without its version the same document creates the agent again
     unguarded = write(

@@ -69,8 +69,10 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         )
     for note in export.notes:
         click.echo(f"note: {note}", err=True)
+    from stigmer_core.cli.app import with_org_hint
+
     for item in missing:
-        report_failure(f"not exported: {item.what}: {item.reason}")
+        report_failure(f"not exported: {item.what}: {with_org_hint(ctx, item.reason)}")
     if missing:
         ctx.exit(1)
 

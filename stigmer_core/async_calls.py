@@ -260,3 +260,37 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+NO_REQUEST = "a unary or server-streaming call requires exactly one request message; the client sent none"
+
+
+def one_request(behavior: Callable[[Any, aio.ServicerContext[Any, Any]], Any]) -> Any:
+    """``behavior`` (an aio unary behavior) served as a client stream that reads its one request.
+
+    grpc's asyncio server never answers a unary call whose client half-closes without
+    a message: it holds it to its deadline (and a drain for its whole grace). Read here,
+    the missing message is answered at once, as grpc's sync server answers it.
+    """
+
+    async def read_one(requests: Any, call: aio.ServicerContext[Any, Any]) -> Any:
+        request = await call.read()
+        if request is aio.EOF:
+            await call.abort(grpc.StatusCode.UNIMPLEMENTED, NO_REQUEST)
+        return await behavior(request, call)
+
+    return read_one
+
+
+def one_request_stream(behavior: Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]) -> Any:
+    """``behavior`` (an aio server-stream behavior) served as a bidirectional stream that reads its
+    one request: as ``one_request``, for the same reason."""
+
+    async def read_one(requests: Any, call: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        request = await call.read()
+        if request is aio.EOF:
+            await call.abort(grpc.StatusCode.UNIMPLEMENTED, NO_REQUEST)
+        async for item in behavior(request, call):
+            yield item
+
+    return read_one

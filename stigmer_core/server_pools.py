@@ -231,13 +231,19 @@ class ServerPools:
             if handler.request_streaming:
                 raise ValueError(f"{path}: the framework serves no client streams")
             if handler.response_streaming:
-                routed[name] = handler._replace(unary_stream=async_calls.stream(handler.unary_stream, self.streams))
+                routed[name] = handler._replace(
+                    request_streaming=True,
+                    unary_stream=None,
+                    stream_stream=async_calls.one_request_stream(
+                        async_calls.stream(handler.unary_stream, self.streams)
+                    ),
+                )
                 continue
             if path in queued:
-                routed[name] = handler._replace(unary_unary=queued[path])
+                routed[name] = _reading_one(handler, queued[path])
                 continue
             pool = self.reads if path in reads else self.default
-            routed[name] = handler._replace(unary_unary=async_calls.unary(handler.unary_unary, pool))
+            routed[name] = _reading_one(handler, async_calls.unary(handler.unary_unary, pool))
         return routed
 
     def route_sync(
@@ -279,3 +285,7 @@ class ServerPools:
         for pool in (self.reads, self.streams, self.health, self.reflection, self.default):
             if pool is not None:
                 pool.shutdown(wait=False)
+
+
+def _reading_one(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    return handler._replace(request_streaming=True, unary_unary=None, stream_unary=async_calls.one_request(behavior))

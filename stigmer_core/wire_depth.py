@@ -19,6 +19,12 @@ PARSE_DEPTH = 100
 """protobuf's recursion limit (upb's and the pure-Python parser's default): the
 message itself is not counted, every message inside it (a map entry too) is."""
 
+FIELD_BUDGET = 10_000
+"""Fields the walk reads at most before it gives up (the request is then only "not parseable"): it
+holds the GIL, and an unbounded walk of a few MiB of one-byte fields took a second of the server's
+CPU for each such request (this bound: under 20 ms). A request nested too deep is found long
+before: its fields up to the nesting are few."""
+
 _JSON_TYPES = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
 
 
@@ -44,12 +50,17 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     raise _Garbage
 
 
-def _deepest(data: bytes, start: int, end: int, desc: Any, depth: int, path: list[str]) -> list[str] | None:
+def _deepest(
+    data: bytes, start: int, end: int, desc: Any, depth: int, path: list[str], budget: list[int]
+) -> list[str] | None:
     """The field path (down to where a Struct or other JSON type begins) of the first nesting past
     ``PARSE_DEPTH`` within ``data[start:end]``, a ``desc`` at ``depth``; None if there is none."""
     seen: dict[int, int] = {}
     pos = start
     while pos < end:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _Garbage
         tag, pos = _varint(data, pos, end)
         number, wire = tag >> 3, tag & 7
         if wire == 0:
@@ -72,7 +83,7 @@ def _deepest(data: bytes, start: int, end: int, desc: Any, depth: int, path: lis
                     inner = [*path, f"{field.name}[{index}]" if repeated else field.name]
                 if depth + 1 > PARSE_DEPTH:
                     return inner
-                found = _deepest(data, pos, pos + length, field.message_type, depth + 1, inner)
+                found = _deepest(data, pos, pos + length, field.message_type, depth + 1, inner, budget)
                 if found is not None:
                     return found
             pos += length
@@ -86,7 +97,7 @@ def _deepest(data: bytes, start: int, end: int, desc: Any, depth: int, path: lis
 def too_deep(data: bytes, desc: Any) -> str | None:
     """Where ``data`` (a ``desc``) nests past ``PARSE_DEPTH`` (a field path, "" for the message itself), or None."""
     try:
-        found = _deepest(data, 0, len(data), desc, 0, [])
+        found = _deepest(data, 0, len(data), desc, 0, [], [FIELD_BUDGET])
     except (_Garbage, RecursionError):
         return None
     return None if found is None else ".".join(found).replace(".[", "[")

@@ -12,7 +12,8 @@ from typing import Any
 import grpc
 import pytest
 
-from stigmer_core import Application, from_rpc_error
+from stigmer_core import Application, from_rpc_error, wire_depth
+from stigmer_core.api.agentic.workflow.v1 import workflow_pb2
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import Server
 from tests.hardening_support import fails, fields_of
@@ -53,3 +54,16 @@ def test_bytes_that_are_no_message_are_still_told_they_do_not_parse(
         create = channel.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
         error = fails(grpc.StatusCode.INVALID_ARGUMENT, lambda: create(b"\x0a\xff", timeout=10))
     assert fields_of(error) == ["(request)"]
+
+
+def test_the_walk_that_finds_the_nesting_reads_a_bounded_number_of_fields() -> None:
+    """It runs only on a request that failed to parse, but walked every field of one: a few MiB of
+    one-byte fields cost the server a second of CPU per request. Past its budget it gives up, and
+    the request is told only that it does not parse."""
+    deep = _nested(60).SerializeToString()
+    padding = b"\xf8\x06\x01"  # field 111 (no such field), a varint: read as a field and skipped
+    assert wire_depth.too_deep(deep, workflow_pb2.Workflow.DESCRIPTOR) == "spec.tasks[0].task_config"
+    within = padding * (wire_depth.FIELD_BUDGET // 2) + deep
+    assert wire_depth.too_deep(within, workflow_pb2.Workflow.DESCRIPTOR) == "spec.tasks[0].task_config"
+    past = padding * wire_depth.FIELD_BUDGET + deep
+    assert wire_depth.too_deep(past, workflow_pb2.Workflow.DESCRIPTOR) is None

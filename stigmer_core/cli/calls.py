@@ -84,11 +84,16 @@ class KindCalls:
         for this caller is raised, not None: the object was never looked for, and saying it is
         missing would send its user looking for the wrong thing.
         """
+        found = self._find(org, name_or_id)
+        return found if found is None or not org or metadata(found).org == org else None
+
+    def _find(self, org: str, name_or_id: str) -> Message | None:
+        """What ``lookup`` reads: an id read with ``get`` is answered whatever its org."""
         by_id = looks_like_id(name_or_id, self.kind.id_prefix)
         try:
             if by_id and "get" in self.kind.methods:
                 found: Message = self.call("get", self.request("get", value=name_or_id))
-                return found if not org or metadata(found).org == org else None
+                return found
             if by_id:
                 ref = self.request("getByReference", org=org, id=name_or_id)
             else:
@@ -101,9 +106,14 @@ class KindCalls:
         return found
 
     def require(self, org: str, name_or_id: str) -> Message:
-        found = self.lookup(org, name_or_id)
+        """The object, or a refusal; an id of another org's object (ids are unique across orgs)
+        says which org holds it, not that nothing was found."""
+        found = self._find(org, name_or_id)
         if found is None:
             raise CliError(f"{self.kind.label} '{name_or_id}' not found in org '{org}'")
+        held = metadata(found).org
+        if org and held != org:
+            raise CliError(f"{self.kind.label} '{name_or_id}' is in org '{held}', not in org '{org}': give --org {held}")
         return found
 
     def iterate(self, *, org: str = "", labels: Mapping[str, str] | None = None, limit: int = 0) -> Iterator[Message]:

@@ -255,7 +255,7 @@ def test_a_runner_gets_a_live_execution_context_by_id_with_its_secrets(stigmer: 
         other = stigmer(
             "get", "executioncontext", context.id, *remote[:4], "--org", "beta", env={"STIGMER_TOKEN": token}
         )
-        assert other.code == 1 and "not found" in other.err, other.err
+        assert other.code == 1 and "is in org 'alpha', not in org 'beta': give --org alpha" in other.err, other.err
     finally:
         server.stop(grace=1)
         app.close()

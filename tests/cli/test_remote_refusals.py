@@ -78,6 +78,17 @@ def test_every_command_tells_an_org_the_server_does_not_know_and_where_it_came_f
     assert named.endswith(": org 'beta' not found"), named
 
 
+def test_an_id_of_another_orgs_object_names_the_org_that_holds_it(team: Team) -> None:
+    """An id names one object whatever the org (ids are unique across orgs): a get or delete by
+    id with the configured org 'local' said the object was "not found in org 'local'", though the
+    server had just answered it, in alpha."""
+    env_id = team.seeded["Environment"].metadata.id
+    wanted = f"environment '{env_id}' is in org 'alpha', not in org 'local': give --org alpha"
+    assert team.fails("get", "environment", env_id) == wanted
+    assert team.fails("delete", "environment", env_id) == wanted
+    assert env_id in team("get", "environment", env_id, "--org", ALPHA).out
+
+
 def test_revoking_a_token_without_admin_access_says_what_it_needs(team: Team) -> None:
     """It named the query a revoke by name makes first: "lacks admin access for
     .../ApiTokenQueryController/getByReference"."""

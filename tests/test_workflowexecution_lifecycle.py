@@ -315,12 +315,19 @@ def test_a_task_refusal_names_the_task_and_is_no_run_refusal(stigmer_channel: gr
     stubs, runs = Stubs(stigmer_channel), Executions(stigmer_channel)
     run = _started(runs, stubs)
     refused = _refusal(lambda: runs.report(run.metadata.id, report(UNSET, task_status("fetch", IN_PROGRESS))))
-    assert (refused.reason, refused.metadata) == ("RUN_NOT_STARTED", {"task": "fetch", "requestedPhase": "EXECUTION_IN_PROGRESS"})
+    assert (refused.reason, refused.metadata) == (
+        "RUN_NOT_STARTED",
+        {"task": "fetch", "requestedPhase": "EXECUTION_IN_PROGRESS"},
+    )
     runs.report(run.metadata.id, report(IN_PROGRESS, task_status("fetch", IN_PROGRESS)))
     runs.report(run.metadata.id, report(UNSET, task_status("fetch", COMPLETED)))
     refused = _refusal(lambda: runs.report(run.metadata.id, report(UNSET, task_status("fetch", IN_PROGRESS))))
     assert refused.reason == "TASK_ENDED"
-    assert refused.metadata == {"task": "fetch", "phase": "EXECUTION_COMPLETED", "requestedPhase": "EXECUTION_IN_PROGRESS"}
+    assert refused.metadata == {
+        "task": "fetch",
+        "phase": "EXECUTION_COMPLETED",
+        "requestedPhase": "EXECUTION_IN_PROGRESS",
+    }
     out = Struct()
     out.update({"changed": True})
     refused = _refusal(lambda: runs.report(run.metadata.id, report(UNSET, task_status("fetch", COMPLETED, output=out))))
@@ -328,7 +335,11 @@ def test_a_task_refusal_names_the_task_and_is_no_run_refusal(stigmer_channel: gr
     runs.report(run.metadata.id, report(UNSET, task_status("route", IN_PROGRESS)))
     refused = _refusal(lambda: runs.report(run.metadata.id, report(UNSET, task_status("route", PENDING))))
     assert refused.reason == "TASK_ILLEGAL_TRANSITION"
-    assert refused.metadata == {"task": "route", "phase": "EXECUTION_IN_PROGRESS", "requestedPhase": "EXECUTION_PENDING"}
+    assert refused.metadata == {
+        "task": "route",
+        "phase": "EXECUTION_IN_PROGRESS",
+        "requestedPhase": "EXECUTION_PENDING",
+    }
     assert runs.get(run.metadata.id).status.phase == IN_PROGRESS  # the run is live, and says so
 
 

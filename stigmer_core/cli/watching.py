@@ -86,24 +86,25 @@ class _Follow:
     def _reopen(self, cut: grpc.RpcError) -> None:
         import time
 
-        revision = self.cursor[0]
+        target, revision = self._session.target, self.cursor[0]
         click.echo(f"stigmer: the watch was cut ({cut.details()}); watching again after revision {revision}", err=True)
         deadline = time.monotonic() + self._patience
         pause = 0.25
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise from_rpc(cut, target) from cut
             try:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise cut
                 grpc.channel_ready_future(self._session.client.channel).result(timeout=left)
                 self.stream = _open_watch(self._session, self._kind, self._org, self.cursor)
                 next(self.stream)  # its first bookmark: the watch is open again
             except grpc.FutureTimeoutError:
-                raise from_rpc(cut, self._session.target) from cut
+                raise from_rpc(cut, target) from cut
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline:
-                    raise from_rpc(exc, self._session.target) from exc
-                time.sleep(pause)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # a compacted log (ABORTED), a revoked token
+                    raise from_rpc(exc, target) from exc
+                cut = exc  # up, then gone again before the watch opened
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, 2.0)
                 continue
             click.echo(f"stigmer: watching again after revision {revision}", err=True)

@@ -78,7 +78,7 @@ def test_a_watch_whose_daemon_dies_says_the_local_daemon_cannot_be_reached(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**stigmer.env(), "STIGMER_WATCH_RESUME_SECONDS": "0"},  # not waiting for it to come back
+        env={**stigmer.env(), "STIGMER_WATCH_RESUME_SECONDS": "1"},  # it does not come back within 1 s
     )
     try:
         assert watcher.stdout is not None and watcher.stderr is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stigmer_core import Application
+from stigmer_core import Application, from_rpc_error
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2 as wx
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
@@ -111,6 +111,8 @@ def test_a_task_report_past_the_status_limit_is_refused(served: tuple[Applicatio
     assert len(full.status.tasks) == MAX_TASKS
     error = fails(PRECONDITION, lambda: report(range(MAX_TASKS, MAX_TASKS + 1)))
     assert "status.tasks" in error.details()
+    refused = from_rpc_error(error)  # said as an agent execution's full list is: one reason for both kinds
+    assert (refused.reason, refused.metadata) == ("REPORT_LIMIT", {"field": "status.tasks", "limit": str(MAX_TASKS)})
     assert executions.get(run.metadata.id) == full
     # an ordinary update of the execution still passes validation
     labelled = wx.WorkflowExecution()

@@ -300,3 +300,64 @@ def test_subscribe_ends_when_the_run_is_deleted(stigmer_channel: grpc.Channel) -
     runs.delete(run.metadata.id)
     rest = _drain(stream)
     assert [s.status.phase for s in rest] == [IN_PROGRESS]
+
+
+def _refusal(call: Any) -> Any:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+    return from_rpc_error(err.value)
+
+
+def test_a_task_refusal_names_the_task_and_is_no_run_refusal(stigmer_channel: grpc.Channel) -> None:
+    """A finished task resent IN_PROGRESS was refused as RUN_ENDED, which tells a runner its run has
+    ended, though the run went on: the runner abandoned a live run."""
+    stubs, runs = Stubs(stigmer_channel), Executions(stigmer_channel)
+    run = _started(runs, stubs)
+    refused = _refusal(lambda: runs.report(run.metadata.id, report(UNSET, task_status("fetch", IN_PROGRESS))))
+    assert (refused.reason, refused.metadata) == (
+        "RUN_NOT_STARTED",
+        {"task": "fetch", "requestedPhase": "EXECUTION_IN_PROGRESS"},
+    )
+    runs.report(run.metadata.id, report(IN_PROGRESS, task_status("fetch", IN_PROGRESS)))
+    runs.report(run.metadata.id, report(UNSET, task_status("fetch", COMPLETED)))
+    refused = _refusal(lambda: runs.report(run.metadata.id, report(UNSET, task_status("fetch", IN_PROGRESS))))
+    assert refused.reason == "TASK_ENDED"
+    assert refused.metadata == {
+        "task": "fetch",
+        "phase": "EXECUTION_COMPLETED",
+        "requestedPhase": "EXECUTION_IN_PROGRESS",
+    }
+    out = Struct()
+    out.update({"changed": True})
+    refused = _refusal(lambda: runs.report(run.metadata.id, report(UNSET, task_status("fetch", COMPLETED, output=out))))
+    assert (refused.reason, refused.metadata) == ("TASK_ENDED", {"task": "fetch", "phase": "EXECUTION_COMPLETED"})
+    runs.report(run.metadata.id, report(UNSET, task_status("route", IN_PROGRESS)))
+    refused = _refusal(lambda: runs.report(run.metadata.id, report(UNSET, task_status("route", PENDING))))
+    assert refused.reason == "TASK_ILLEGAL_TRANSITION"
+    assert refused.metadata == {
+        "task": "route",
+        "phase": "EXECUTION_IN_PROGRESS",
+        "requestedPhase": "EXECUTION_PENDING",
+    }
+    assert runs.get(run.metadata.id).status.phase == IN_PROGRESS  # the run is live, and says so
+
+
+@pytest.mark.parametrize("ending", [COMPLETED, FAILED, CANCELLED], ids=_name)
+def test_a_run_that_ends_ends_its_open_tasks(stigmer_channel: grpc.Channel, ending: int) -> None:
+    """A run reported COMPLETED or FAILED kept its unfinished tasks IN_PROGRESS (or PENDING) for good;
+    only a cancel closed them. Ended any way, the tasks it left open are CANCELLED."""
+    stubs, runs = Stubs(stigmer_channel), Executions(stigmer_channel)
+    wf = stubs.workflows.create(workflow())
+    run = runs.create(execution("three", workflow_id=wf.metadata.id))
+    runs.report(run.metadata.id, report(IN_PROGRESS, task_status("fetch", IN_PROGRESS)))
+    runs.report(run.metadata.id, report(UNSET, task_status("fetch", COMPLETED), task_status("nested", IN_PROGRESS)))
+    if ending == CANCELLED:
+        ended = runs.cancel(run.metadata.id)
+    else:  # the last report ends a task as it ends the run: that task keeps its own phase
+        ended = runs.report(run.metadata.id, report(ending, task_status("nested", FAILED)))
+    tasks = {t.task_name: _name(t.phase) for t in ended.status.tasks}
+    nested = "CANCELLED" if ending == CANCELLED else "FAILED"
+    assert tasks == {"fetch": "COMPLETED", "route": "CANCELLED", "nested": nested}
+    assert all(t.HasField("completed_at") for t in ended.status.tasks)
+    assert runs.get(run.metadata.id) == ended

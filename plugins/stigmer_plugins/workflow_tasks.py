@@ -7,6 +7,14 @@ positions, and may report tasks nested in a ``do``/``for``/``fork``/``try``
 that the workflow's top-level list does not name (those are appended).
 Reporting a task again in the phase it is in is allowed (a runner may
 resend its whole task list), but a finished task's result is final.
+
+A task's refusal has reasons of its own (``TASK_ENDED``,
+``TASK_ILLEGAL_TRANSITION``, ``RUN_NOT_STARTED``), each naming the task:
+the run-level ``RUN_ENDED`` tells a runner to stop, and a stale task
+state it resends must not make it abandon a live run. When the run ends,
+however it ends, its unfinished tasks end with it (CANCELLED): a task of
+an ended run will not move again, and a task left IN_PROGRESS would say
+something runs that does not.
 """
 
 from __future__ import annotations
@@ -48,19 +56,39 @@ def _changes_result(task: TaskStatus, reported: TaskStatus) -> bool:
     )
 
 
+def _check_move(task: TaskStatus, requested: int, what: str) -> None:
+    """The run's state machine, refused in the task's own words: ``RUN_ENDED`` and
+    ``ILLEGAL_TRANSITION`` speak of the run, and a runner stops a run on ``RUN_ENDED``."""
+    try:
+        check_transition(task.phase, requested, what=what)
+    except FailedPrecondition as refused:
+        raise FailedPrecondition(
+            refused.message + ("; the workflow execution goes on" if is_terminal(task.phase) else ""),
+            reason="TASK_ENDED" if is_terminal(task.phase) else "TASK_ILLEGAL_TRANSITION",
+            metadata={"task": task.task_name, "phase": phase_name(task.phase), "requestedPhase": phase_name(requested)},
+        ) from None
+
+
 def _apply(task: TaskStatus, reported: TaskStatus, execution_phase: int, now: Timestamp) -> None:
     what = f"task '{task.task_name}'"
     requested = reported.phase or task.phase
     if requested == task.phase:
         if is_terminal(task.phase) and _changes_result(task, reported):
-            raise FailedPrecondition(f"{what} is {phase_name(task.phase)}, a terminal phase; its result is final")
+            raise FailedPrecondition(
+                f"{what} is {phase_name(task.phase)}, a terminal phase; its result is final "
+                "(the workflow execution goes on)",
+                reason="TASK_ENDED",
+                metadata={"task": task.task_name, "phase": phase_name(task.phase)},
+            )
     else:
         if execution_phase == PENDING:
             raise FailedPrecondition(
                 f"{what} cannot move to {phase_name(requested)} while the workflow execution is "
-                f"{phase_name(PENDING)}; report the execution {phase_name(IN_PROGRESS)} first (or in the same report)"
+                f"{phase_name(PENDING)}; report the execution {phase_name(IN_PROGRESS)} first (or in the same report)",
+                reason="RUN_NOT_STARTED",
+                metadata={"task": task.task_name, "requestedPhase": phase_name(requested)},
             )
-        check_transition(task.phase, requested, what=what)
+        _check_move(task, requested, what)
         _enter(task, requested, now)
     if reported.HasField("error"):
         task.error.CopyFrom(reported.error)
@@ -69,7 +97,7 @@ def _apply(task: TaskStatus, reported: TaskStatus, execution_phase: int, now: Ti
 
 
 def close_open_tasks(status: Status, now: Timestamp | None = None) -> None:
-    """A cancelled run cancels every task that had not finished."""
+    """An ended run (cancelled, completed or failed) cancels every task that had not finished."""
     now = now or _now()
     for task in status.tasks:
         if not is_terminal(task.phase):
@@ -80,7 +108,9 @@ def merge_report(report: Message, status: Message) -> None:
     """What a runner may report: task phases and results, output, error.
 
     Called by ``lifecycle.update_status`` after the execution's own phase
-    has moved, so a report can start the execution and its first task at once.
+    has moved, so a report can start the execution and its first task at once,
+    or finish its last task and end it; the tasks still open when it ends are
+    CANCELLED, as a cancel does.
     A report that would add tasks past what the status may hold is refused
     whole: the stored execution must stay valid under its own rules, or
     every later update of it would fail validation.
@@ -92,7 +122,9 @@ def merge_report(report: Message, status: Message) -> None:
     if len(status.tasks) + added > MAX_TASKS:
         raise FailedPrecondition(
             f"the report adds {added} tasks to the {len(status.tasks)} the execution has; its status holds "
-            f"at most {MAX_TASKS} (status.tasks)"
+            f"at most {MAX_TASKS} (status.tasks): end the run, or start another",
+            reason="REPORT_LIMIT",
+            metadata={"field": "status.tasks", "limit": MAX_TASKS},
         )
     for reported in report.tasks:
         task = by_name.get(reported.task_name)
@@ -104,7 +136,7 @@ def merge_report(report: Message, status: Message) -> None:
         status.output.CopyFrom(report.output)
     if report.HasField("error"):
         status.error.CopyFrom(report.error)
-    if status.phase == CANCELLED:
+    if is_terminal(status.phase):
         close_open_tasks(status, now)
 
 

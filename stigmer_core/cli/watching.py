@@ -30,28 +30,100 @@ _EVENT_NAMES = {
 }
 
 
-def _open_watch(session: Session, kind: KindInfo, org: str) -> tuple[Any, int]:
-    """Open the kind's watch from now; return the stream and the revision it starts after."""
+RESUME_SECONDS = 60.0
+"""How long a watch waits for its daemon to come back (a restart, an upgrade) before it gives up;
+``STIGMER_WATCH_RESUME_SECONDS`` sets another (0: give up at once)."""
+
+
+def _resume_seconds() -> float:
+    import os
+
+    given = os.environ.get("STIGMER_WATCH_RESUME_SECONDS", "")
+    try:
+        return max(0.0, float(given)) if given else RESUME_SECONDS
+    except ValueError:
+        raise CliError(f"STIGMER_WATCH_RESUME_SECONDS must be a number of seconds, not {given!r}") from None
+
+
+def _open_watch(session: Session, kind: KindInfo, org: str, since: tuple[int, int | None] | None = None) -> Any:
+    """Open the kind's watch: from now, or after ``since`` (a revision, and the position of the
+    last event received in it, if that was no bookmark)."""
     call = session.client.channel.unary_stream(
         WATCH_PATH,
         request_serializer=watch_pb2.WatchRequest.SerializeToString,
         response_deserializer=watch_pb2.WatchEvent.FromString,
     )
-    stream = call(watch_pb2.WatchRequest(kind=kind.name, org=org))
-    try:
-        first = next(stream)
-    except grpc.RpcError as exc:
-        raise from_rpc(exc, session.target) from exc
-    return stream, int(first.revision)
+    request = watch_pb2.WatchRequest(kind=kind.name, org=org)
+    if since is not None:
+        request.since_revision = since[0]
+        if since[1] is not None:
+            request.since_position = since[1]
+    return call(request)
 
 
-def _events(session: Session, stream: Any) -> Iterator[watch_pb2.WatchEvent]:
-    try:
-        for event in stream:
-            if event.type in _EVENT_NAMES:
-                yield event
-    except grpc.RpcError as exc:
-        raise from_rpc(exc, session.target) from exc
+class _Follow:
+    """The kind's events, in order, across daemon restarts.
+
+    A daemon that stops ends every watch UNAVAILABLE; the watch is opened
+    again after the last event (or bookmark) it received, so nothing is
+    missed or printed twice, while the daemon comes back within
+    ``RESUME_SECONDS``. Each cut and resume is said on stderr.
+    """
+
+    def __init__(self, session: Session, kind: KindInfo, org: str) -> None:
+        self._session, self._kind, self._org = session, kind, org
+        self._patience = _resume_seconds()
+        self.stream = _open_watch(session, kind, org)
+        first = self._next()
+        self.cursor: tuple[int, int | None] = (int(first.revision), None)
+
+    def _next(self) -> watch_pb2.WatchEvent:
+        try:
+            return next(self.stream)  # type: ignore[no-any-return]
+        except grpc.RpcError as exc:
+            raise from_rpc(exc, self._session.target) from exc
+
+    def _reopen(self, cut: grpc.RpcError) -> None:
+        import time
+
+        target, revision = self._session.target, self.cursor[0]
+        click.echo(f"stigmer: the watch was cut ({cut.details()}); watching again after revision {revision}", err=True)
+        deadline = time.monotonic() + self._patience
+        pause = 0.25
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise from_rpc(cut, target) from cut
+            try:
+                grpc.channel_ready_future(self._session.client.channel).result(timeout=left)
+                self.stream = _open_watch(self._session, self._kind, self._org, self.cursor)
+                next(self.stream)  # its first bookmark: the watch is open again
+            except grpc.FutureTimeoutError:
+                raise from_rpc(cut, target) from cut
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # a compacted log (ABORTED), a revoked token
+                    raise from_rpc(exc, target) from exc
+                cut = exc  # up, then gone again before the watch opened
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 2.0)
+                continue
+            click.echo(f"stigmer: watching again after revision {revision}", err=True)
+            return
+
+    def __iter__(self) -> Iterator[watch_pb2.WatchEvent]:
+        while True:
+            try:
+                for event in self.stream:
+                    if event.type in _EVENT_NAMES:
+                        self.cursor = (int(event.revision), int(event.position))
+                        yield event
+                    else:  # a bookmark: every event up to its revision has been received
+                        self.cursor = (int(event.revision), None)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise from_rpc(exc, self._session.target) from exc
+                self._reopen(exc)
 
 
 def _event_line(kind: KindInfo, event: watch_pb2.WatchEvent, obj: Message, output: str) -> str:
@@ -65,7 +137,7 @@ def _event_line(kind: KindInfo, event: watch_pb2.WatchEvent, obj: Message, outpu
 
 
 def watch(session: Session, kind: KindInfo, output: str, *, all_orgs: bool, only: Message | None) -> None:
-    """Print the objects, then one line per change until Ctrl-C.
+    """Print the objects, then one line per change until Ctrl-C, across daemon restarts.
 
     The watch opens first and the list is read after it, so no change falls
     between the two; a change the list already shows (its revision is not
@@ -74,7 +146,7 @@ def watch(session: Session, kind: KindInfo, output: str, *, all_orgs: bool, only
     if session.client.in_process:  # this process would see only its own writes
         raise CliError("--watch needs a running daemon: start one with `stigmer local start`")
     org = "" if all_orgs else session.org
-    stream, _ = _open_watch(session, kind, org)
+    follow = _Follow(session, kind, org)
     try:
         if only is None:
             listed = list(session.calls(kind).iterate(org=org))
@@ -85,7 +157,7 @@ def watch(session: Session, kind: KindInfo, output: str, *, all_orgs: bool, only
         if text:
             click.echo(text)
         wanted = metadata(only).id if only is not None else None
-        for event in _events(session, stream):
+        for event in follow:
             if (wanted is not None and event.id != wanted) or event.revision <= shown.get(event.id, 0):
                 continue
             obj = kind.resource_cls()
@@ -94,4 +166,4 @@ def watch(session: Session, kind: KindInfo, output: str, *, all_orgs: bool, only
     except KeyboardInterrupt:
         pass
     finally:
-        stream.cancel()
+        follow.stream.cancel()

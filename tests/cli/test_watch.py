@@ -78,7 +78,7 @@ def test_a_watch_whose_daemon_dies_says_the_local_daemon_cannot_be_reached(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=stigmer.env(),
+        env={**stigmer.env(), "STIGMER_WATCH_RESUME_SECONDS": "1"},  # it does not come back within 1 s
     )
     try:
         assert watcher.stdout is not None and watcher.stderr is not None
@@ -93,6 +93,41 @@ def test_a_watch_whose_daemon_dies_says_the_local_daemon_cannot_be_reached(
         assert error and error[-1].startswith(expected), error
         assert "Stream removed" not in error[-1] and "--backend remote" not in error[-1]
         assert "`stigmer local start` starts it again" in error[-1]
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(TIMEOUT)
+
+
+def test_a_watch_goes_on_across_a_daemon_restart(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    """A daemon restart ended the watch with exit 1 and "watch again with since_revision N", an
+    option the CLI does not have. It resumes after the last event it printed: what changed
+    while it was away is printed once, and nothing twice."""
+    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _AT_A_TERMINAL, "get", "agents", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stigmer.env(),
+    )
+    try:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        assert watcher.stdout.readline().split()[:2] == ["NAME", "ID"]
+        assert watcher.stdout.readline().split()[0] == "bot"
+        stigmer.ok("apply", "-f", str(write(tmp_path / "changed.yaml", BOT_CHANGED)))
+        assert watcher.stdout.readline().split()[:2] == ["MODIFIED", "bot"]
+        stigmer.ok("local", "stop")
+        assert "the watch was cut" in watcher.stderr.readline()  # said before it waits for the daemon
+        stigmer.ok("local", "start", "--address", daemon)
+        stigmer.ok("apply", "-f", str(write(tmp_path / "other.yaml", OTHER)))  # maybe before it is back
+        assert watcher.stdout.readline().split()[:2] == ["ADDED", "other"]
+        stigmer.ok("delete", "agent", "bot")
+        assert watcher.stdout.readline().split()[:2] == ["DELETED", "bot"]
+        assert watcher.poll() is None  # still watching
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(TIMEOUT) == 0
+        assert "watching again after revision" in watcher.stderr.read()
     finally:
         if watcher.poll() is None:
             watcher.kill()

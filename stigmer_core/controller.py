@@ -154,6 +154,8 @@ class Executor:
         # A unary read is answered inside the snapshot and can start over, so the engine
         # may answer it without a transaction; a stream keeps its snapshot while it sends.
         restartable = not binding.server_streaming
+        if binding.server_streaming and self.events is not None:
+            self.events.start()  # before the snapshot a stream from now starts at (``EventHub.start``)
         while True:
             try:
                 with self.store.read(restartable=restartable) as txn:

@@ -15,6 +15,14 @@ backlog. Only the Store protocol is used (``events``,
 ``compacted_through``, ``revision``, ``wait_for_revision``), so this
 works on any engine, and across replicas when the engine's
 ``wait_for_revision`` wakes on other daemons' commits.
+
+The log may not hold a commit's events by the time the dispatcher reads it:
+with retention 0 each commit prunes the ones before it, its own group
+commit's included. A store that hands its commits over (``HandsOverEvents``)
+gives the dispatcher each commit's events as it commits, and those are served
+from the cache whatever the log kept since; the log is read only for commits
+not handed over (another daemon's), and a gap found there ends the cache, so
+a stream behind it reads the log and is told what it lost.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import attrs
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.pipeline.turns import Place, Turns
-from stigmer_core.store.protocol import BoundsStreamReads, Store
+from stigmer_core.store.protocol import BoundsStreamReads, HandsOverEvents, Store
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +225,16 @@ class _Entry:
     event: ResourceEvent
 
 
+@attrs.frozen
+class _Commit:
+    """One commit the store handed over: its revisions (``after`` < r <= ``through``), its events."""
+
+    after: int
+    through: int
+    events: list[tuple[int, bytes]]
+    size: int
+
+
 class Subscription:
     """A stream's registration: woken when an event of its kind arrives, or when it must end."""
 
@@ -261,6 +279,18 @@ class SharedViews:
             return view
 
 
+def _append(fresh: list[_Entry], events: Sequence[tuple[int, bytes]], after: int) -> None:
+    """Parse ``events`` (revision, payload; oldest first) after revision ``after`` into ``fresh``."""
+    previous, index = 0, 0
+    for revision, payload in events:
+        if revision <= after:
+            continue
+        index = index + 1 if revision == previous else 0
+        previous = revision
+        event = ResourceEvent.FromString(payload)
+        fresh.append(_Entry(revision, index, event.kind, len(payload), event))
+
+
 def unshared(key: Hashable, build: Callable[[], tuple[Any, int]]) -> Any:
     """``SharedViews.get`` for a caller with no hub to share with: built each time."""
     return build()[0]
@@ -282,6 +312,11 @@ class EventHub:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._ends = 0
+        self._handed: deque[_Commit] = deque()
+        """Commits the store handed over (``HandsOverEvents``) that the dispatcher has not taken."""
+        self._handed_events = 0
+        self._handed_bytes = 0
+        self._handed_lock = threading.Lock()
         self.views = SharedViews(self.settings.cache_bytes)
         self.log_turns = Turns(store.stream_read_slots) if isinstance(store, BoundsStreamReads) else None
         """Streams' reads of the durable log take turns here on a store whose connections are
@@ -307,12 +342,49 @@ class EventHub:
                 raise errors.Unavailable("the server is shutting down")
             sub.ended = opened is not None and opened != self._ends
             self._subs.setdefault(kind, set()).add(sub)
-            if self._thread is None:
-                with self.store.read() as txn:
-                    self._head = self._floor = txn.revision
-                self._thread = threading.Thread(target=self._run, name="stigmer-events", daemon=True)
-                self._thread.start()
+            self._start()
         return sub
+
+    def start(self) -> None:
+        """Start the dispatcher, if it is not running. A stream calls this before it takes the
+        snapshot its cursor comes from: the cache then begins no later than the cursor, so a
+        stream from now reads every later change from the cache (with retention 0 the log
+        holds none of them for long)."""
+        with self._lock:
+            if not self._closed:
+                self._start()
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        if isinstance(self.store, HandsOverEvents):
+            self.store.follow_commits(self._take_commit)  # before the head is read: no commit falls between
+        with self.store.read() as txn:
+            self._head = self._floor = txn.revision
+        self._thread = threading.Thread(target=self._run, name="stigmer-events", daemon=True)
+        self._thread.start()
+
+    def _take_commit(self, after: int, through: int, events: list[tuple[int, bytes]]) -> None:
+        """A commit of this daemon's store, kept for the dispatcher (called in the committing thread).
+
+        Kept within the cache's bounds: past them the oldest go, and the dispatcher
+        reads those revisions from the log, as it would have without them."""
+        commit = _Commit(after, through, events, sum(len(payload) for _, payload in events))
+        settings = self.settings
+        with self._handed_lock:
+            handed = self._handed
+            handed.append(commit)
+            self._handed_events += len(events)
+            self._handed_bytes += commit.size
+            while len(handed) > 1 and (
+                self._handed_events > settings.cache_events or self._handed_bytes > settings.cache_bytes
+            ):
+                self._drop_handed()
+
+    def _drop_handed(self) -> None:
+        gone = self._handed.popleft()
+        self._handed_events -= len(gone.events)
+        self._handed_bytes -= gone.size
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -336,6 +408,8 @@ class EventHub:
         with self._lock:
             self._closed = True
             thread = self._thread
+        if thread is not None and isinstance(self.store, HandsOverEvents):
+            self.store.unfollow_commits(self._take_commit)
         self.end_streams()
         if thread is not None:
             thread.join(timeout=self.settings.poll_seconds * 2 + 1)
@@ -359,47 +433,64 @@ class EventHub:
         latest = self.store.wait_for_revision(head, self.settings.poll_seconds)
         if self._closed or latest <= head:
             return
-        limit = self.settings.cache_events
+        with self._handed_lock:
+            handed = [commit for commit in self._handed if head < commit.through <= latest]
         fresh: list[_Entry] = []
-        with self.store.read() as txn:
-            seen = txn.revision
-            previous, index = 0, 0
-            overflow = False
-            for revision, payload in txn.events(head):
-                if revision > seen:  # pragma: no cover - a snapshot sees only what it sees
-                    break
-                if len(fresh) >= limit and revision != previous:
-                    overflow = True
-                    break
-                index = index + 1 if revision == previous else 0
-                previous = revision
-                event = ResourceEvent.FromString(payload)
-                fresh.append(_Entry(revision, index, event.kind, len(payload), event))
-            # An org's events can be pruned as soon as they are written (the org holding the most
-            # loses its oldest first): a gap the cache must not paper over for the streams it serves.
-            overflow = overflow or txn.compacted_through(None) > head
+        lost = 0
+        """Events of revisions up to this one may be missing from ``fresh``."""
+        at = head
+        for commit in handed:
+            if commit.after > at:  # another daemon's commits, or ones handed over before the hub listened
+                lost = max(lost, self._read_log(fresh, at, commit.after))
+            _append(fresh, commit.events, at)
+            at = commit.through
+        if at < latest:
+            lost = max(lost, self._read_log(fresh, at, latest))
+        with self._handed_lock:
+            while self._handed and self._handed[0].through <= latest:
+                self._drop_handed()
         with self._lock:
-            if overflow:
-                # Too far behind to cache: every stream reads the log itself.
+            if lost:
+                # Events the cache cannot hold (read too late: pruned, or too many to cache) end
+                # it there: streams before ``lost`` read the log, which tells them if they lost any.
                 self._cache.clear()
                 self._cache_bytes = 0
-                self._floor = self._head = seen
+                self._floor = lost
+                fresh = [entry for entry in fresh if entry.revision > lost]
                 woken = [sub for group in self._subs.values() for sub in group]
             else:
-                for entry in fresh:
-                    self._cache.append(entry)
-                    self._cache_bytes += entry.size
-                while self._cache and (
-                    len(self._cache) > limit or self._cache_bytes > self.settings.cache_bytes
-                ):
-                    self._floor = self._cache[0].revision  # whole revisions only: the rest of it goes too
-                    while self._cache and self._cache[0].revision <= self._floor:
-                        self._cache_bytes -= self._cache.popleft().size
-                self._head = seen
                 kinds = {entry.kind for entry in fresh}
                 woken = [sub for kind in kinds for sub in self._subs.get(kind, ())]
+            for entry in fresh:
+                self._cache.append(entry)
+                self._cache_bytes += entry.size
+            limit = self.settings.cache_events
+            while self._cache and (len(self._cache) > limit or self._cache_bytes > self.settings.cache_bytes):
+                self._floor = self._cache[0].revision  # whole revisions only: the rest of it goes too
+                while self._cache and self._cache[0].revision <= self._floor:
+                    self._cache_bytes -= self._cache.popleft().size
+            self._head = latest
         for sub in woken:
             sub.wake.set()
+
+    def _read_log(self, fresh: list[_Entry], after: int, through: int) -> int:
+        """Add the log's events of revisions after ``after`` up to ``through`` to ``fresh``;
+        answer 0, or ``through`` when some may be missing (pruned, or more than the cache holds)."""
+        limit = self.settings.cache_events
+        with self.store.read() as txn:
+            # An org's events can be pruned as soon as they are written (the org holding the most
+            # loses its oldest first): a gap the cache must not paper over for the streams it serves.
+            if txn.revision < through or txn.compacted_through(None) > after:
+                return through
+            found: list[tuple[int, bytes]] = []
+            for revision, payload in txn.events(after):
+                if revision > through:
+                    break
+                if len(found) >= limit and revision != found[-1][0]:
+                    return through
+                found.append((revision, payload))
+        _append(fresh, found, after)
+        return 0
 
     def _wake_all(self) -> None:
         with self._lock:

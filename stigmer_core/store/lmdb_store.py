@@ -35,6 +35,7 @@ from stigmer_core import errors
 from stigmer_core.store import keys
 from stigmer_core.store.event_shares import Changes, Share, ShareBook
 from stigmer_core.store.group_commit import GroupCommit, Pending
+from stigmer_core.store.protocol import Handed
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
@@ -271,6 +272,7 @@ class _Writer(_Reader):
         "_retention",
         "_revision",
         "_seq",
+        "appended",
         "delete",
         "event_bytes",
         "held",
@@ -293,6 +295,9 @@ class _Writer(_Reader):
         self._part_bytes = 0
         self._retention = retention
         self._callbacks: list[Callable[[], None]] = []
+        self.appended: list[tuple[int, bytes]] = []
+        """This caller's events, for the store's follower (``HandsOverEvents``): a later caller of
+        the same batch may prune them before the commit makes them visible."""
 
     @property
     def tally(self) -> _Tally:
@@ -338,6 +343,7 @@ class _Writer(_Reader):
             txn.put(keys.event_time_key(revision), self._now.to_bytes(8, "big"))
             txn.put(keys.event_part_revision_key(b"", revision), b"")
         txn.put(keys.event_key(revision, self._seq), payload)
+        self.appended.append((revision, payload))
         self.event_bytes += len(payload)
         self._part_bytes += len(payload)
         self._seq += 1
@@ -522,6 +528,7 @@ class LmdbStore:
         """CPU time the committing threads spent in that time; wall far above it is
         time a committer waited (for the GIL, for the disk) while holding the lock."""
         self._revision_cond = threading.Condition(threading.Lock())
+        self._followers: tuple[Handed, ...] = ()
         with self._env.begin() as txn:
             self._revision = _revision_of(txn)
             shared = txn.get(keys.EVENT_REVISIONS) is not None
@@ -601,8 +608,9 @@ class LmdbStore:
                 counts = self._event_counts
                 tally: _Tally = (self._oldest_event, _revision_of(outer), *counts, {})
                 start = tally[1]
+                handed: list[tuple[int, bytes]] = []
                 for pending in batch:
-                    tally = self._run_one(outer, pending, tally)
+                    tally = self._run_one(outer, pending, tally, handed)
                 oldest, revision, event_bytes, held, changes = tally
                 if revision != start:
                     outer.put(keys.REVISION, revision.to_bytes(8, "big"))
@@ -632,6 +640,9 @@ class LmdbStore:
                 self._gate.leave()
                 return None
             self._gate.leave()
+            if revision != start:  # followers read after the commit: one that came later reads the store
+                for follower in self._followers:
+                    follower(start, revision, handed)
             if not self.durable:
                 self._announce(revision)
                 return None
@@ -686,9 +697,11 @@ class LmdbStore:
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
         return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
-    def _run_one(self, outer: lmdb.Transaction, pending: Pending, tally: _Tally) -> _Tally:
+    def _run_one(
+        self, outer: lmdb.Transaction, pending: Pending, tally: _Tally, handed: list[tuple[int, bytes]]
+    ) -> _Tally:
         """Run one caller's write in a nested transaction; return what the next caller
-        starts from (``_Tally``: as before it, when it fails)."""
+        starts from (``_Tally``: as before it, when it fails). Its events join ``handed``."""
         pending.error = None
         pending.result = None
         pending.callbacks = []
@@ -712,12 +725,24 @@ class LmdbStore:
             return tally
         child.commit()
         pending.callbacks = writer._callbacks
+        handed.extend(writer.appended)
         return writer.tally
 
     def _grow(self) -> None:
         size = self._env.info()["map_size"] * 2
         log.info("store map full; growing to %d MiB", size >> 20)
         self._gate.exclusive(lambda: self._env.set_mapsize(size))
+
+    def follow_commits(self, follower: Handed) -> None:
+        """Give each later commit's events to ``follower`` as it commits, before it is announced
+        (``HandsOverEvents``); batches commit one at a time, so they come in revision order."""
+        with self._revision_cond:
+            self._followers = (*self._followers, follower)
+
+    def unfollow_commits(self, follower: Handed) -> None:
+        with self._revision_cond:
+            # ``!=``, not ``is not``: a bound method is a new object each time it is named
+            self._followers = tuple(f for f in self._followers if f != follower)
 
     def wait_for_revision(self, after: int, timeout: float) -> int:
         with self._revision_cond:

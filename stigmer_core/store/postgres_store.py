@@ -74,7 +74,7 @@ from stigmer_core.store import keys
 from stigmer_core.store.group_commit import GroupCommit, Pending
 from stigmer_core.store.postgres_schema import check_schema_name, migrate
 from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
-from stigmer_core.store.protocol import SnapshotMoved
+from stigmer_core.store.protocol import Handed, SnapshotMoved
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
@@ -674,7 +674,7 @@ class _Log:
 class _Writer(_Reader):
     """Inside a READ COMMITTED transaction that holds the revision row lock."""
 
-    __slots__ = ("_base", "_callbacks", "_log", "_part", "_part_bytes", "_revision", "_seq", "_wrote")
+    __slots__ = ("_base", "_callbacks", "_log", "_part", "_part_bytes", "_revision", "_seq", "_wrote", "appended")
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int, tally: _Log) -> None:
         super().__init__(store, conn)
@@ -689,6 +689,9 @@ class _Writer(_Reader):
         """Bytes of this transaction's events so far."""
         self._wrote = False
         self._callbacks: list[Callable[[], None]] = []
+        self.appended: list[tuple[int, bytes]] = []
+        """This caller's events, for the store's follower (``HandsOverEvents``): a later caller of
+        the same batch may prune them before the commit makes them visible."""
 
     @property
     def revision(self) -> int:
@@ -748,6 +751,7 @@ class _Writer(_Reader):
         tally.bytes += size
         self._part_bytes += size
         self._seq += 1
+        self.appended.append((revision, payload))
         return revision
 
     def _prune_and_append(self, revision: int, payload: bytes, partition: str) -> None:
@@ -941,6 +945,10 @@ class PostgresStore:
             ) from exc
         self._revision = int(row[0]) if row else 0
         self._revision_cond = threading.Condition(threading.Lock())
+        self._followers: tuple[Handed, ...] = ()
+        self._committing: int | None = None
+        """The revision before the batch whose COMMIT is in flight: ``wait_for_revision`` answers
+        no further until its events were handed over, though the listener may see it first."""
         self._reachable = True
         self._serving = True
         """What the health followers were last told: reachable, on a schema this code knows."""
@@ -1121,6 +1129,7 @@ class PostgresStore:
     def _run_batch(self, batch: list[Pending]) -> None:
         """One transaction for the batch: each caller's ``fn`` under a savepoint of its own."""
         conn = self._acquire()
+        holding = False
         try:
             try:
                 with conn.pipeline():
@@ -1144,6 +1153,7 @@ class PostgresStore:
             )
             shared = len(batch) > 1
             wrote = False  # a rolled-back caller's writes count too: a needless bump only costs a reader a retry
+            handed: list[tuple[int, bytes]] = []
             for pending in batch:
                 pending.error = None
                 pending.result = None
@@ -1164,8 +1174,12 @@ class PostgresStore:
                 revision = writer._revision or revision
                 tally = writer._log  # adopted only once its fn succeeded: a rolled-back one changed nothing
                 pending.callbacks = writer._callbacks
+                handed.extend(writer.appended)
             if not shared and batch[0].error is not None:
                 return  # rolled back already: nothing to commit
+            if revision != base:
+                self._hold(base)
+                holding = True
             try:
                 with conn.pipeline():
                     counts = tally.counts()
@@ -1183,6 +1197,9 @@ class PostgresStore:
                         f"{what} while committing; the write may or may not have been applied"
                     ) from exc
                 raise
+            if revision != base:  # followers read after the commit: one that came later reads the store
+                for follower in self._followers:
+                    follower(base, revision, handed)
         except BaseException as exc:
             if not _lost(conn) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
@@ -1192,6 +1209,8 @@ class PostgresStore:
             raise
         finally:
             self._pool.putconn(conn)
+            if holding:
+                self._hold(None)
         self.commits += 1
         if not self._reachable:  # a commit is the database answering
             self._set_reachable(True)
@@ -1199,6 +1218,29 @@ class PostgresStore:
             self._advance(revision)
 
     # -- revisions -----------------------------------------------------------
+    def follow_commits(self, follower: Handed) -> None:
+        """Give each later commit of this daemon's to ``follower`` once its COMMIT returned, before
+        ``wait_for_revision`` answers it (``HandsOverEvents``): the daemon's batches commit one at
+        a time, so they come in revision order; other daemons' commits are read from the log."""
+        with self._revision_cond:
+            self._followers = (*self._followers, follower)
+
+    def unfollow_commits(self, follower: Handed) -> None:
+        with self._revision_cond:
+            # ``!=``, not ``is not``: a bound method is a new object each time it is named
+            self._followers = tuple(f for f in self._followers if f != follower)
+
+    def _hold(self, base: int | None) -> None:
+        with self._revision_cond:
+            self._committing = base
+            if base is None:
+                self._revision_cond.notify_all()
+
+    def _visible(self) -> int:
+        """The revision ``wait_for_revision`` answers: not past a commit still being handed over."""
+        held = self._committing
+        return self._revision if held is None else min(self._revision, held)
+
     def _advance(self, revision: int) -> None:
         with self._revision_cond:
             if revision > self._revision:
@@ -1319,9 +1361,9 @@ class PostgresStore:
 
     def wait_for_revision(self, after: int, timeout: float) -> int:
         with self._revision_cond:
-            if self._revision <= after and not self._writes.closed:
+            if self._visible() <= after and not self._writes.closed:
                 self._revision_cond.wait(timeout)
-            return self._revision
+            return self._visible()
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:

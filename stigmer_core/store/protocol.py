@@ -126,6 +126,34 @@ class BoundsStreamReads(Protocol):
     def stream_read_slots(self) -> int: ...
 
 
+Handed = Callable[[int, int, "list[tuple[int, bytes]]"], None]
+"""A follower of a store's commits: ``(after, through, events)``, see ``HandsOverEvents``."""
+
+
+@runtime_checkable
+class HandsOverEvents(Protocol):
+    """A store that gives the events of each of its own commits to a follower (the event hub).
+
+    The log alone cannot carry every change when retention is 0 bytes or 0
+    seconds: each commit prunes the revisions before it, those of its own
+    batch included, so a reader that came a moment late finds them gone. Each
+    follower is called once per commit, in commit order, from the committing
+    thread, with the revisions the commit took (``after`` < r <= ``through``)
+    and every event it appended (revision, payload; oldest first), pruned or
+    not, before ``wait_for_revision`` answers ``through`` or more. It must be
+    quick and must not raise. Other daemons' commits (a shared database) are
+    not handed over: they are read from the log.
+    """
+
+    def follow_commits(self, follower: Handed) -> None:
+        """Hand every later commit to ``follower`` too."""
+        ...
+
+    def unfollow_commits(self, follower: Handed) -> None:
+        """Hand no more commits to ``follower``."""
+        ...
+
+
 @runtime_checkable
 class ReportsReachability(Protocol):
     """A store that can lose what it stores in (a database server) while the daemon runs.

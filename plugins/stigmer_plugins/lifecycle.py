@@ -230,9 +230,9 @@ def _check_claimant(ctx: RequestContext, existing: Message, report: Any, runner:
     if recorded.created_by.id != ctx.principal:
         status: Any = existing.status  # type: ignore[attr-defined]
         lease = ctx.registry.limits.run_lease_seconds
-        if status.phase == IN_PROGRESS and _is_claim(report, runner) and _silent_for(status) > lease:
-            return True
         silent = _silent_for(status)
+        if status.phase == IN_PROGRESS and _is_claim(report, runner) and silent > lease:
+            return True
         heard = "never heard from" if silent == float("inf") else f"last heard {silent:.0f} s ago"
         raise FailedPrecondition(
             f"{_what(ctx, existing)} is run by runner '{runner}' as claimed by {recorded.created_by.id} "

@@ -298,3 +298,15 @@ def test_the_headroom_the_limits_table_gives_is_the_one_kept() -> None:
         assert f"{limit - kept:,}" in table and f"{kept:,}" in table
     for status in (ae.AgentExecutionStatus, wx.WorkflowExecutionStatus):
         assert f"{headroom._headroom(status, 1024):,}" in table
+
+
+def test_a_daemon_whose_object_limit_is_below_the_headroom_says_to_raise_it(
+    stigmer_app: Application, kinds: Kinds
+) -> None:
+    import attrs
+
+    agent_id = kinds.agent().metadata.id
+    stigmer_app.registry.limits = attrs.evolve(stigmer_app.registry.limits, max_object_bytes=100_000)
+    refused = _refusal(lambda: kinds.execution(agent_id=agent_id))
+    assert refused.reason == "OBJECT_TOO_LARGE" and refused.metadata["limit"] == "0"
+    assert "raise max_object_bytes (STIGMER_MAX_OBJECT_BYTES) above 281432" in refused.message

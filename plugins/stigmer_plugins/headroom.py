@@ -154,6 +154,8 @@ def check_content(ctx: RequestContext, old: Message | None, new: Message, *, wri
         return
     limits, meta = ctx.registry.limits, new.metadata  # type: ignore[attr-defined]
     reserved = limits.max_object_bytes - limit
+    if limit <= 0:  # a daemon set below the headroom can hold no execution at all: say what to change
+        advice = f"raise max_object_bytes (STIGMER_MAX_OBJECT_BYTES) above {reserved}"
     raise ResourceExhausted(
         f"{ctx.kind.label} '{meta.slug or meta.id}' would take {size} bytes with this {write}, more than the "
         f"{max(limit, 0)} an execution's content may take: max_object_bytes ({limits.max_object_bytes}) less "

@@ -142,12 +142,13 @@ def test_a_report_that_would_outgrow_a_response_is_refused(kinds: Kinds) -> None
     agent = kinds.agent()
     execution = kinds.execution(agent_id=agent.metadata.id)
     kinds.report(execution.metadata.id, IN_PROGRESS)
-    chunk = "x" * (900 << 10)
-    for _ in range(2):  # the default max_object_bytes (2 MiB) holds two
+    chunk = "x" * (800 << 10)
+    for _ in range(2):  # the content an execution may take (2 MiB less its lifecycle's headroom) holds two
         kinds.report(execution.metadata.id, 0, chunk)
     before = kinds.executions.get(execution.metadata.id)
     code, details = details_of(lambda: kinds.report(execution.metadata.id, 0, chunk))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "report less at a time" in details
+    assert "an execution's content may take: max_object_bytes (2097152) less" in details
     assert kinds.executions.get(execution.metadata.id) == before
     assert kinds.report(execution.metadata.id, COMPLETED).status.phase == COMPLETED
 
@@ -438,7 +439,9 @@ def test_a_runners_report_is_audited_as_a_status_change_not_an_edit_of_the_spec(
         for after in (claimed, reported):
             assert after.status.audit.spec_audit == spec_audit
             assert after.status.audit.status_audit.updated_by.id == "token:alpha/runner-a"
-        assert reported.status.audit.status_audit.updated_at.ToNanoseconds() >= claimed.metadata.updated_at.ToNanoseconds()
+        assert (
+            reported.status.audit.status_audit.updated_at.ToNanoseconds() >= claimed.metadata.updated_at.ToNanoseconds()
+        )
 
 
 def test_a_run_claimed_before_claims_recorded_their_token_is_its_runners_first_reporters(tmp_path: Any) -> None:

@@ -42,7 +42,7 @@ from stigmer_core.kinds.declaration import Reference
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.watch import watch_object
-from stigmer_plugins import executioncontext, lifecycle, phases, session
+from stigmer_plugins import executioncontext, headroom, lifecycle, phases, session
 from stigmer_plugins.secrets import REDACTED, declare_sealed
 
 KIND = "AgentExecution"
@@ -215,8 +215,8 @@ AGENT_EXECUTION = KindDeclaration(
     key_prefix="agentexecutions",
     exported=False,  # a run-time record, not configuration
     steps={
-        "create": (resolve_session, create_context, start_pending),
-        "update": (keep_input,),
+        "create": (resolve_session, create_context, start_pending, headroom.fits_content),
+        "update": (keep_input, headroom.fits_content),
         "delete": (executioncontext.shred_owned_contexts,),
     },
     operations={

@@ -9,22 +9,24 @@ status fields a runner may report.
 
 When an execution reaches a terminal phase, the secret values of the
 ExecutionContext it owns are erased in the same transaction: the runner no
-longer needs them, so nothing secret outlives the run.
+longer needs them, so nothing secret outlives the run. Reaching it is never
+refused for size: content is held below ``max_object_bytes`` by the headroom
+the lifecycle's own fields need (``headroom``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stigmer_core import Conflict, FailedPrecondition, InvalidArgument, Phase, RequestContext, ResourceExhausted
+from stigmer_core import Access, Conflict, FailedPrecondition, InvalidArgument, PermissionDenied, Phase, RequestContext
 from stigmer_core.api.buf.validate import validate_pb2
 from stigmer_core.pipeline.step import FunctionStep, Step
-from stigmer_plugins import executioncontext
+from stigmer_plugins import executioncontext, headroom
 from stigmer_plugins.phases import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, PENDING, is_terminal, phase_name
 
 _NEXT: dict[int, frozenset[int]] = {
@@ -33,26 +35,28 @@ _NEXT: dict[int, frozenset[int]] = {
 }
 
 
-def check_transition(current: int, requested: int, *, what: str) -> None:
+def check_transition(current: int, requested: int, *, what: str, about: Mapping[str, object] | None = None) -> None:
     """Refuse a move the lifecycle does not allow, naming both phases.
 
     Reporting the current phase again is allowed while it is not terminal,
     so a runner can keep appending progress; after a terminal phase every
     report is refused. ``what`` names the execution in the message
-    (``"agent execution 'nightly'"``).
+    (``"agent execution 'nightly'"``), ``about`` in the refusal's metadata
+    (its ``kind`` and ``id``; a task's move has none).
     """
     if requested in _NEXT.get(current, frozenset()):
         return
+    metadata = {**(about or {}), "phase": phase_name(current), "requestedPhase": phase_name(requested)}
     if is_terminal(current):
         raise FailedPrecondition(
             f"{what} is {phase_name(current)}, a terminal phase; it cannot move to {phase_name(requested)}",
             reason="RUN_ENDED",
-            metadata={"phase": phase_name(current), "requestedPhase": phase_name(requested)},
+            metadata=metadata,
         )
     raise FailedPrecondition(
         f"{what} cannot move from {phase_name(current)} to {phase_name(requested)}",
         reason="ILLEGAL_TRANSITION",
-        metadata={"phase": phase_name(current), "requestedPhase": phase_name(requested)},
+        metadata=metadata,
     )
 
 
@@ -80,7 +84,8 @@ def enter_phase(ctx: RequestContext, execution: Message, phase: int, *, what: st
     context when it ends.
     """
     status: Any = execution.status  # type: ignore[attr-defined]
-    check_transition(status.phase, phase, what=what)
+    about = {"kind": ctx.kind.name, "id": execution.metadata.id}  # type: ignore[attr-defined]
+    check_transition(status.phase, phase, what=what, about=about)
     now = _now()
     if phase == IN_PROGRESS:
         _stamp(status, "started_at", now)
@@ -106,16 +111,21 @@ def _load(ctx: RequestContext, id_field: str) -> Message:
     return ctx.store.require(ctx.kind, execution_id)
 
 
-def _persist(ctx: RequestContext, old: Message, new: Message) -> None:
+def _persist(ctx: RequestContext, old: Message, new: Message, *, content: bool = False) -> None:
+    """Write a report or a cancel. One that adds ``content`` is held to the content limit; one
+    that does not (a claim, a heartbeat, an end, a cancel) may use the headroom the lifecycle
+    keeps (``headroom``), so a run can always be ended."""
     if new == old:
         ctx.resource = old
         return
-    limit = ctx.registry.limits.max_object_bytes  # what any stored object may take; said here in a runner's words
-    if new.ByteSize() > limit:
-        raise ResourceExhausted(
-            f"{_what(ctx, old)} would exceed {limit} bytes (max_object_bytes) with this report; report less at a time",
-            reason="OBJECT_TOO_LARGE",
-            metadata=_about(ctx, old, limit=limit, setting="max_object_bytes"),
+    if content:
+        headroom.check_content(
+            ctx,
+            old,
+            new,
+            write="report",
+            advice="report less at a time; a report of only a phase, an error or a heartbeat still fits, "
+            "so the run can always be ended",
         )
     ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal, part="status")
     ctx.store.replace(ctx.kind, old, new)
@@ -220,13 +230,24 @@ def _check_claimant(ctx: RequestContext, existing: Message, report: Any, runner:
     if recorded.created_by.id != ctx.principal:
         status: Any = existing.status  # type: ignore[attr-defined]
         lease = ctx.registry.limits.run_lease_seconds
-        if status.phase == IN_PROGRESS and _is_claim(report, runner) and _silent_for(status) > lease:
+        silent = _silent_for(status)
+        if status.phase == IN_PROGRESS and _is_claim(report, runner) and silent > lease:
             return True
+        heard = "never heard from" if silent == float("inf") else f"last heard {silent:.0f} s ago"
         raise FailedPrecondition(
-            f"{_what(ctx, existing)} is run by runner '{runner}' as claimed by {recorded.created_by.id}: "
-            f"a report naming that runner must come with the token that claimed it (this one is {ctx.principal})",
+            f"{_what(ctx, existing)} is run by runner '{runner}' as claimed by {recorded.created_by.id} "
+            f"({heard}): a report naming that runner must come with the token that claimed it (this one is "
+            f"{ctx.principal}) until the run lease runs out; after {lease} s without a report "
+            "(STIGMER_RUN_LEASE_SECONDS), a claim with another token takes it over",
             reason="RUN_HELD_BY_ANOTHER_TOKEN",
-            metadata=_about(ctx, existing, runner=runner, claimedBy=recorded.created_by.id),
+            metadata=_about(
+                ctx,
+                existing,
+                runner=runner,
+                claimedBy=recorded.created_by.id,
+                leaseSeconds=lease,
+                silentSeconds="" if silent == float("inf") else int(silent),  # "": never heard from, left out
+            ),
         )
     return False
 
@@ -264,6 +285,37 @@ def _check_takeover(ctx: RequestContext, existing: Message, report: Any, runner:
             leaseSeconds=lease,
             silentSeconds="" if silent == float("inf") else int(silent),  # "": never heard from, left out
         ),
+    )
+
+
+def _check_may_cancel(ctx: RequestContext, existing: Message) -> None:
+    """A report may end a PENDING run it never claimed as FAILED (a runner that cannot run it says
+    so), but cancelling one is the cancel rpc's, an editor's (docs/security.md): a runner token
+    must not do through a report what its role does not allow."""
+    org = existing.metadata.org  # type: ignore[attr-defined]
+    if ctx.caller.can(Access.WRITE, org):
+        return
+    role = ctx.caller.roles.get(org, "")
+    raise PermissionDenied(
+        f"{ctx.principal} is {role} in org '{org}', which does not allow write access: {_what(ctx, existing)} "
+        f"is PENDING, and a report cannot cancel it (an editor's cancel does); a runner that will not run it "
+        f"reports {phase_name(FAILED)}, or claims it first",
+        metadata=_about(ctx, existing, org=org, role=role, access=Access.WRITE.value),
+    )
+
+
+def _held_by_caller(ctx: RequestContext, existing: Message, runner: str, given: int, stored: int) -> Conflict:
+    """A report at a stale version from the run's own runner (its token checked before): most
+    often its claim carrying a first message or task, sent again after its answer was lost. Not
+    RUN_CLAIMED, which tells a runner to drop the run: the run is the caller's already."""
+    return Conflict(
+        f"{_what(ctx, existing)} is already claimed by this runner ('{runner}'): resource_version {given} is "
+        f"stale (current: {stored}): written since, by this runner's own reports among others; re-read the run "
+        "and go on from its current "
+        "version, sending again only what it does not show (a report_id on every report, the claim "
+        "included, makes such a retry answered, not refused)",
+        reason="RUN_HELD_BY_CALLER",
+        metadata=_about(ctx, existing, runner=runner, resourceVersion=given, currentResourceVersion=stored),
     )
 
 
@@ -335,7 +387,13 @@ def update_status(
     with a name refuses reports naming none (FAILED_PRECONDITION). A named
     claim records the claiming principal in ``status.audit.status_audit``
     (``created_by``, ``created_at``), and a report naming the runner from
-    another principal is refused: the name alone is no credential.
+    another principal is refused: the name alone is no credential. A report
+    at a stale version from the run's own runner and token (its claim with a
+    first message, retried) is told the run is its own (RUN_HELD_BY_CALLER),
+    not RUN_CLAIMED, which would have it drop the run. A report moving a
+    PENDING run to CANCELLED needs the cancel's access (an editor's). A report
+    carrying content is held to the content limit; one of the lifecycle's
+    fields alone may use the headroom (``headroom``), so a run can always end.
     Follow it with the standard ``publish``, ``redact`` and ``respond``.
     """
 
@@ -373,6 +431,9 @@ def update_status(
                     reason="RUN_ENDED",
                     metadata=_about(ctx, existing, phase=phase_name(status.phase)),
                 )
+            own = bool(runner) and runner == holder and not taken_back and status.phase == IN_PROGRESS
+            if expected and expected < stored and own:
+                raise _held_by_caller(ctx, existing, runner, expected, stored)
             if expected and expected != stored:
                 raise Conflict.version(
                     _what(ctx, existing),
@@ -384,6 +445,8 @@ def update_status(
                 )
             if runner and runner != holder and status.phase == IN_PROGRESS:
                 _check_takeover(ctx, existing, report, runner, holder)
+            if status.phase == PENDING and report.phase == CANCELLED:
+                _check_may_cancel(ctx, existing)
             if runner and status.phase == PENDING and (report.phase or PENDING) == PENDING:
                 raise FailedPrecondition(  # else a mistyped phase (read as unset) looks like a claim that held
                     f"{_what(ctx, existing)} is PENDING: runner '{runner}' claims it by reporting "
@@ -418,7 +481,7 @@ def update_status(
         if runner and not is_terminal(new.status.phase):  # type: ignore[attr-defined]
             _beat(new.status)  # type: ignore[attr-defined]  # any report the run's runner sends
         ctx.existing = existing
-        _persist(ctx, existing, new)
+        _persist(ctx, existing, new, content=not again and headroom.carries_content(report))
 
     return FunctionStep("update_execution_status", Phase.PERSIST, run)
 

@@ -25,7 +25,7 @@ from stigmer_core.api.agentic.workflowinstance.v1 import workflowinstance_pb2
 from stigmer_core.kinds.declaration import Reference
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.watch import watch_object
-from stigmer_plugins import lifecycle
+from stigmer_plugins import headroom, lifecycle
 from stigmer_plugins import workflow_execution as executions
 from stigmer_plugins import workflow_instance as instances
 from stigmer_plugins.environment import ENVIRONMENT_REFS, keep_environment_refs_in_org
@@ -84,8 +84,8 @@ WORKFLOW_EXECUTION = KindDeclaration(
     key_prefix="workflowexecutions",
     exported=False,  # a run-time record, not configuration
     steps={
-        "create": (executions.resolve_workflow, executions.create_context),
-        "update": (executions.keep_spec,),
+        "create": (executions.resolve_workflow, executions.create_context, headroom.fits_content),
+        "update": (executions.keep_spec, headroom.fits_content),
         "delete": (shred_owned_contexts,),
     },
     operations={

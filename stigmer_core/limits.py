@@ -4,7 +4,7 @@ Each limit keeps something the server must always be able to do: answer
 what it stored (object size and nesting below what gRPC and protobuf
 accept), page through it (page bytes), and commit what it accepted (objects
 one transaction may write). Going past one is refused before anything is
-written, with the status docs/design.md's limits table gives.
+committed, with the status docs/design.md's limits table gives.
 
 The defaults suit the 4 MiB gRPC message limit the server runs with; each
 can be set by an environment variable read when the registry is built, or

@@ -4,7 +4,7 @@ Each limit keeps something the server must always be able to do: answer
 what it stored (object size and nesting below what gRPC and protobuf
 accept), page through it (page bytes), and commit what it accepted (objects
 one transaction may write). Going past one is refused before anything is
-written, with the status docs/design.md's limits table gives.
+committed, with the status docs/design.md's limits table gives.
 
 The defaults suit the 4 MiB gRPC message limit the server runs with; each
 can be set by an environment variable read when the registry is built, or
@@ -126,7 +126,7 @@ class Limits:
             raise StartupError(
                 f"{_named('max_object_bytes')} {self.max_object_bytes} leaves less than {PAGE_ROOM} bytes of "
                 f"{_named('max_page_bytes')} {self.max_page_bytes} for a page's own fields: such an object could "
-                f"never be listed (lower the first, or raise the second; at most {PAGE_ROOM} bytes apart)"
+                f"never be listed (lower the first, or raise the second; at least {PAGE_ROOM} bytes apart)"
             )
         if not 8 <= self.max_nesting_depth <= 90:
             raise StartupError(f"{_named('max_nesting_depth')} must be between 8 and 90, not {self.max_nesting_depth}")

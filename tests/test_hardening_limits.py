@@ -336,7 +336,7 @@ def test_a_cascade_larger_than_one_write_is_refused_before_anything_is_deleted(
     served: tuple[Application, grpc.Channel],
 ) -> None:
     app, channel = served
-    app.registry.limits = Limits(max_objects_per_write=50)
+    app.registry.limits = Limits(max_objects_per_write=60)
     kinds = Kinds.on(app, channel)
     root = kinds.environment("root", {})
     for i in range(30):  # each agent with its default instance: 61 objects with the root
@@ -346,6 +346,8 @@ def test_a_cascade_larger_than_one_write_is_refused_before_anything_is_deleted(
     before = raw_keys(app.store, b"o/")
     error = fails(PRECONDITION, lambda: kinds.environments.delete(root.metadata.id))
     assert "max_objects_per_write" in error.details()
+    # the root owns 60, as many as the limit: the limit counts the root too, and the words say so
+    assert "would delete more than 60 objects, itself and what it owns" in error.details(), error.details()
     assert raw_keys(app.store, b"o/") == before
     app.registry.limits = Limits(max_objects_per_write=61)
     kinds.environments.delete(root.metadata.id)

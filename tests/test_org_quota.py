@@ -1,7 +1,7 @@
 """Per-org quota on a team server: the objects and bytes one org holds, counted in every write's
 transaction (``m/org-usage/<org>``), and a token's write that would take its org past
-``max_org_objects`` or ``max_org_bytes`` refused with RESOURCE_EXHAUSTED before anything is
-written. Both engines, over the network with API tokens."""
+``max_org_objects`` or ``max_org_bytes`` refused with RESOURCE_EXHAUSTED once the whole write is
+counted, with nothing of it committed. Both engines, over the network with API tokens."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from stigmer_core.ids import new_id
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds import usage
 from stigmer_core.limits import Limits
+from stigmer_core.status import from_rpc_error
 from stigmer_core.store import keys
 from tests.agent_execution_support import Kinds
 from tests.auth_support import make_token, seed_org, served, with_token
@@ -164,6 +165,53 @@ def test_a_byte_refusal_part_way_says_what_is_stored_and_what_the_whole_write_ad
         added = int(message.split("this write adds ", 1)[1].split(" ", 1)[0].replace(",", ""))
         assert added > instance.ByteSize(), message  # the agent's bytes and its instance's
         assert _stored(app)[ACME][1] == held
+
+
+def test_an_org_at_its_limits_is_told_everything_the_write_adds_not_its_first_object(
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An org holding exactly its limit: the agent itself is past it, before its default instance
+    is written. The refusal said the write adds 1 object, and the agent's bytes alone; it gives
+    the agent and its instance, in the message and in the ErrorInfo's ``held`` and ``adds``."""
+    with team(tmp_path, stigmer_store, monkeypatch) as app:
+        token, _ = make_token(app, ACME, "editor")
+        held, before = _stored(app)[ACME]
+        with served(app) as server, grpc.insecure_channel(server.address) as channel:
+            agents = agent_grpc.AgentCommandControllerStub(with_token(channel, token))
+            made = agents.create(_agent("measure", ACME))
+            both = _stored(app)[ACME][1] - before
+            agents.delete(agent_pb2.AgentId(value=made.metadata.id))
+        instance_bytes = both - made.ByteSize()
+        assert _stored(app)[ACME] == (held, before)
+    for limits, words, metadata in (
+        (
+            {"objects": held},
+            f"org 'acme' holds {held:,} object{'s' if held != 1 else ''} and this write adds 2, past its limit",
+            {"held": str(held), "adds": "2", "setting": "STIGMER_MAX_ORG_OBJECTS"},
+        ),
+        (
+            {"size": before},
+            f"org 'acme' holds {before:,} bytes of objects and this write adds ",
+            {"held": str(before), "setting": "STIGMER_MAX_ORG_BYTES"},
+        ),
+    ):
+        with (
+            team(tmp_path, stigmer_store, monkeypatch, **limits) as app,
+            served(app) as server,
+            grpc.insecure_channel(server.address) as channel,
+        ):
+            agents = agent_grpc.AgentCommandControllerStub(with_token(channel, token))
+            with pytest.raises(grpc.RpcError) as refused:
+                agents.create(_agent("measurf", ACME))  # a name of the same length
+            error = from_rpc_error(refused.value)
+            assert isinstance(error, ResourceExhausted) and error.reason == "ORG_QUOTA", refused.value.details()
+            assert words in str(refused.value.details()), refused.value.details()
+            assert {k: error.metadata.get(k) for k in metadata} == metadata, error.metadata
+            if "size" in limits:  # the agent's bytes and its instance's (timestamps may differ by a byte or two)
+                adds = int(error.metadata["adds"])
+                assert abs(adds - both) <= 16 < instance_bytes, (adds, both, instance_bytes)
+                assert f"adds {adds:,} bytes" in str(refused.value.details())
+            assert _stored(app)[ACME] == (held, before) == _recounted(app)[ACME]
 
 
 def test_bytes_an_update_grows_past_the_limit_are_refused_and_a_shrinking_one_passes(
@@ -336,9 +384,11 @@ def test_org_limits_are_settings_where_zero_means_none() -> None:
     with pytest.raises(StartupError, match="STIGMER_MAX_ORG_OBJECTS"):
         Limits.from_env({"STIGMER_MAX_ORG_OBJECTS": "-1"})
     tally = usage.Tally(ACME, usage.encode(10**9, 10**15))
-    tally.add(limits, 0, 10**6)  # no byte limit
+    tally.add(0, 10**6)
+    tally.check(limits)  # no byte limit
+    tally.add(1, 0)
     with pytest.raises(ResourceExhausted, match="max_org_objects"):
-        tally.add(limits, 1, 0)
+        tally.check(limits)
 
 
 def _zip_of(size: int) -> bytes:

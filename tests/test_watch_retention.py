@@ -160,14 +160,14 @@ def test_settings_come_from_the_environment_and_bad_values_stop_startup(
         assert app.stream_limit.limit == 7 and app.events.settings.bookmark_seconds == 2.5
         assert app.stream_limit.per_caller == 3
     monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "0")
-    with pytest.raises(StartupError, match="max_streams_per_caller"):
+    with pytest.raises(StartupError, match="STIGMER_MAX_STREAMS_PER_CALLER must be 1 or more"):
         StreamSettings.from_env()
     monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "2.5")
     with pytest.raises(StartupError, match=r"STIGMER_MAX_STREAMS_PER_CALLER='2\.5' is not a whole number"):
         StreamSettings.from_env()
     monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "3")
     monkeypatch.setenv("STIGMER_MAX_STREAMS", "-1")
-    with pytest.raises(StartupError, match="max_streams"):
+    with pytest.raises(StartupError, match="STIGMER_MAX_STREAMS must be 1 or more, not -1"):
         StreamSettings.from_env()
     monkeypatch.setenv("STIGMER_EVENT_RETENTION_REVISIONS", "lots")
     with pytest.raises(StartupError, match="STIGMER_EVENT_RETENTION_REVISIONS"):

@@ -363,8 +363,8 @@ class Resources:
             tree.append((node_kind, node))
             if len(tree) > limit:
                 raise errors.FailedPrecondition(
-                    f"deleting {root} would delete more than {limit} objects it owns, more than one write "
-                    "may change (max_objects_per_write); delete some of what it owns first",
+                    f"deleting {root} would delete more than {limit} objects, itself and what it owns, more "
+                    "than one write may change (max_objects_per_write); delete some of what it owns first",
                     reason="WRITE_TOO_LARGE",
                     metadata={"limit": limit, "setting": "max_objects_per_write"},
                 )
@@ -479,12 +479,12 @@ class Resources:
 
     # -- usage ----------------------------------------------------------------------
     def _count(self, org: str, objects: int, size: int) -> None:
-        """Change ``org``'s usage by a write, refusing (for a bound caller) one that grows it
-        past its quota; read from the store once per org per transaction."""
+        """Change ``org``'s usage by a write (read from the store once per org per transaction);
+        ``publish`` holds a bound caller's whole write to the quota."""
         tally = self._usage.get(org)
         if tally is None:
             tally = self._usage[org] = Tally(org, self.txn.get(keys.org_usage_key(org)))
-        tally.add(self._quota, objects, size)
+        tally.add(objects, size)
 
     def _stored_size(self, key: bytes) -> int:
         size = self._sizes.get(key)
@@ -678,11 +678,14 @@ class Resources:
         """Append the events of this transaction's writes to the event log.
 
         Runs last in every writing transaction, so the checks that need the
-        whole transaction's writes happen here: owners exist, and the
-        write is within ``Limits.max_objects_per_write`` (one event each).
+        whole transaction's writes happen here: owners exist, a bound caller's
+        orgs stay within their quota (kinds/usage.py), and the write is within
+        ``Limits.max_objects_per_write`` (one event each).
         """
         self._check_owners_exist()
         for tally in self._usage.values():
+            if self._quota is not None:
+                tally.check(self._quota)
             tally.write(self._writer)
         if not self._events:
             return

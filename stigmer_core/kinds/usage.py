@@ -56,43 +56,46 @@ class Tally:
     def __init__(self, org: str, raw: bytes | None) -> None:
         self.org = org
         self.objects, self.size = decode(raw)
-        # What the org held before this transaction: a refusal says it and what the whole write
-        # adds, since what the write counted before the refused object is not stored.
         self.stored = (self.objects, self.size)
+        """What the org held before this transaction: a refusal says it and what the whole write adds."""
         self.changed = False
 
-    def add(self, limits: Limits | None, objects: int, size: int) -> None:
-        """Count a write; with ``limits`` (a bound caller), refuse one that grows the org past them.
+    def add(self, objects: int, size: int) -> None:
+        """Count one object's write. The quota is checked once the whole write is counted
+        (``check``): checked here, an agent refused before its default instance was counted
+        was said to add one object, and bytes the agent's alone."""
+        self.objects += objects
+        self.size += size
+        self.changed = True
+
+    def check(self, limits: Limits) -> None:
+        """Refuse the write if it grows the org past ``limits`` (a bound caller's): runs when the
+        write publishes, before the transaction commits, so nothing of a refused write is stored.
 
         A write that adds no object (an update, a status report, a revocation, a cancel) may
         take the org's bytes a sixteenth past the limit: an org whose creates are refused must
         still be able to finish and cancel its runs and revoke a leaked token, and the
         headroom still bounds what it holds.
         """
-        if limits is not None:
-            if objects > 0 and limits.max_org_objects and self.objects + objects > limits.max_org_objects:
-                held, adds = self.stored[0], self.objects + objects - self.stored[0]
-                raise errors.ResourceExhausted(
-                    f"org '{self.org}' holds {_objects(held)} and this write adds {adds:,}, past its limit of "
-                    f"{limits.max_org_objects:,} (max_org_objects, {ENV['max_org_objects']}); delete some first",
-                    reason="ORG_QUOTA",
-                    metadata={"org": self.org, "limit": limits.max_org_objects, "setting": ENV["max_org_objects"]},
-                )
-            limit = limits.max_org_bytes
-            if objects <= 0:
-                limit += limit // 16
-            if size > 0 and limits.max_org_bytes and self.size + size > limit:
-                held, adds = self.stored[1], self.size + size - self.stored[1]
-                raise errors.ResourceExhausted(
-                    f"org '{self.org}' holds {_size(held)} of objects and this write adds {_size(adds)}, past "
-                    f"its limit of {_size(limits.max_org_bytes)} (max_org_bytes, {ENV['max_org_bytes']}"
-                    f"{'' if objects > 0 else ', and a sixteenth more for updates'}); delete some first",
-                    reason="ORG_QUOTA",
-                    metadata={"org": self.org, "limit": limits.max_org_bytes, "setting": ENV["max_org_bytes"]},
-                )
-        self.objects += objects
-        self.size += size
-        self.changed = True
+        (held_objects, held_size), (objects, size) = self.stored, (self.objects, self.size)
+        if objects > held_objects and limits.max_org_objects and objects > limits.max_org_objects:
+            raise _refusal(
+                f"org '{self.org}' holds {_objects(held_objects)} and this write adds {objects - held_objects:,}, "
+                f"past its limit of {limits.max_org_objects:,} (max_org_objects, {ENV['max_org_objects']}); "
+                "delete some first",
+                self.org, "max_org_objects", limits.max_org_objects, held_objects, objects - held_objects,
+            )  # fmt: skip
+        limit = limits.max_org_bytes
+        if objects <= held_objects:
+            limit += limit // 16
+        if size > held_size and limits.max_org_bytes and size > limit:
+            raise _refusal(
+                f"org '{self.org}' holds {_size(held_size)} of objects and this write adds {_size(size - held_size)}, "
+                f"past its limit of {_size(limits.max_org_bytes)} (max_org_bytes, {ENV['max_org_bytes']}"
+                f"{'' if objects > held_objects else ', and a sixteenth more for writes that add no object'}); "
+                "delete some first",
+                self.org, "max_org_bytes", limits.max_org_bytes, held_size, size - held_size,
+            )  # fmt: skip
 
     def write(self, txn: WriteTxn) -> None:
         if not self.changed:
@@ -103,6 +106,14 @@ class Tally:
         else:
             txn.put(key, encode(max(self.objects, 0), max(self.size, 0)))
         self.changed = False
+
+
+def _refusal(message: str, org: str, limit_name: str, limit: int, held: int, adds: int) -> errors.ResourceExhausted:
+    return errors.ResourceExhausted(
+        message,
+        reason="ORG_QUOTA",
+        metadata={"org": org, "limit": limit, "setting": ENV[limit_name], "held": held, "adds": adds},
+    )
 
 
 def _size(size: int) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict, deque
@@ -50,21 +51,35 @@ Positioned = tuple[ResourceEvent, int]
 """An event and its position among its revision's events (0 first)."""
 
 
+BOOKMARK_SECONDS = (0.1, 86_400.0)
+"""The range of ``STIGMER_WATCH_BOOKMARK_SECONDS``: an idle stream sends a BOOKMARK each time,
+so a microsecond kept a daemon's CPU busy with one idle watch, and a day is already far past any
+proxy's idle timeout the bookmark exists to keep a stream open through."""
+
+
 def _env_number(name: str, default: float) -> float:
+    """A number from the environment; ``nan`` and ``inf`` parse as floats but bound nothing."""
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise errors.StartupError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise errors.StartupError(f"{name}={raw!r} is not a finite number")
+    return value
 
 
-def _env_whole(name: str, default: int) -> int:
-    """A count from the environment: ``2.5`` streams is a mistake to say, not to round."""
+def _env_whole(name: str, default: int, least: int, zero: str = "") -> int:
+    """A count from the environment: ``2.5`` streams is a mistake to say, not to round. ``zero``
+    says what 0 would do where an operator could take it for "no limit"."""
     value = _env_number(name, default)
     if value != int(value):
         raise errors.StartupError(f"{name}={os.environ.get(name)!r} is not a whole number")
+    if value < least:
+        why = f": {zero}" if value == 0 and zero else ""
+        raise errors.StartupError(f"{name} must be {least} or more, not {os.environ.get(name)}{why}")
     return int(value)
 
 
@@ -72,14 +87,19 @@ def _env_whole(name: str, default: int) -> int:
 class StreamSettings:
     """Limits and timing of server streams (docs/design.md, Watch and streams)."""
 
-    max_streams: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
-    """Open server streams (watch and subscribe) at once; the next gets RESOURCE_EXHAUSTED (0: none)."""
+    max_streams: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    """Open server streams (watch and subscribe) at once; the next gets RESOURCE_EXHAUSTED. 0 is
+    refused: it would refuse every stream (every watch, every runner), where 0 for an org's
+    quota means no limit."""
     max_streams_per_caller: int = attrs.field(default=100, validator=attrs.validators.ge(1))
     """Open server streams of one token's principal at once (the local administrator: no share)."""
     max_streams_per_org: int = attrs.field(default=500, validator=attrs.validators.ge(1))
     """Open server streams of one org's tokens together, whatever their number (an admin can make
     tokens: without this, one org could hold every slot other orgs' runners need)."""
-    bookmark_seconds: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    bookmark_seconds: float = attrs.field(
+        default=10.0,
+        validator=[attrs.validators.ge(BOOKMARK_SECONDS[0]), attrs.validators.le(BOOKMARK_SECONDS[1])],
+    )
     """A stream with nothing to send sends a BOOKMARK this often."""
     page_events: int = 256
     """Events one stream reads from the log per read transaction."""
@@ -95,17 +115,28 @@ class StreamSettings:
     @classmethod
     def from_env(cls) -> StreamSettings:
         """``STIGMER_MAX_STREAMS``, ``STIGMER_MAX_STREAMS_PER_CALLER``, ``STIGMER_MAX_STREAMS_PER_ORG``
-        and ``STIGMER_WATCH_BOOKMARK_SECONDS`` override the defaults."""
+        and ``STIGMER_WATCH_BOOKMARK_SECONDS`` override the defaults; a value out of range stops
+        the start naming its variable."""
         default = cls()
-        try:
-            return cls(
-                max_streams=_env_whole("STIGMER_MAX_STREAMS", default.max_streams),
-                max_streams_per_caller=_env_whole("STIGMER_MAX_STREAMS_PER_CALLER", default.max_streams_per_caller),
-                max_streams_per_org=_env_whole("STIGMER_MAX_STREAMS_PER_ORG", default.max_streams_per_org),
-                bookmark_seconds=_env_number("STIGMER_WATCH_BOOKMARK_SECONDS", default.bookmark_seconds),
+        max_streams = _env_whole(
+            "STIGMER_MAX_STREAMS",
+            default.max_streams,
+            1,
+            zero="0 would refuse every stream (every watch and every runner's), not lift the limit; "
+            "set a large number for no practical limit",
+        )
+        bookmark = _env_number("STIGMER_WATCH_BOOKMARK_SECONDS", default.bookmark_seconds)
+        if not BOOKMARK_SECONDS[0] <= bookmark <= BOOKMARK_SECONDS[1]:
+            raise errors.StartupError(
+                f"STIGMER_WATCH_BOOKMARK_SECONDS must be from {BOOKMARK_SECONDS[0]:g} to "
+                f"{BOOKMARK_SECONDS[1]:,.0f} seconds, not {os.environ.get('STIGMER_WATCH_BOOKMARK_SECONDS')}"
             )
-        except ValueError as exc:
-            raise errors.StartupError(f"stream settings: {exc}") from None
+        return cls(
+            max_streams=max_streams,
+            max_streams_per_caller=_env_whole("STIGMER_MAX_STREAMS_PER_CALLER", default.max_streams_per_caller, 1),
+            max_streams_per_org=_env_whole("STIGMER_MAX_STREAMS_PER_ORG", default.max_streams_per_org, 1),
+            bookmark_seconds=bookmark,
+        )
 
 
 class StreamLimit:

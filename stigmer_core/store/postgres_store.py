@@ -56,6 +56,7 @@ import contextlib
 import datetime
 import heapq
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -199,13 +200,31 @@ _URL_SETTINGS: dict[str, type] = {
 }
 
 
+PG_INT_MAX = 2_147_483_647
+"""The largest value of PostgreSQL's integer settings (``statement_timeout`` takes milliseconds)."""
+_MOST: dict[str, float] = {
+    "statement_timeout_ms": PG_INT_MAX,
+    "idle_in_transaction_timeout_ms": PG_INT_MAX,
+    "answer_timeout_ms": PG_INT_MAX,
+    "pool_timeout": 86_400.0,
+}
+"""Bounds checked when the URL is read: past them the server refused the session's settings at the
+first connection, which the start reported as a database it could not reach; and a wait of
+``inf`` (or ``nan``, which every comparison fails) never ends, or ends at once."""
+
+
 def _number(name: str, value: str, kind: type) -> Any:
     try:
         number = kind(value)
     except ValueError:
         raise errors.StartupError(f"store URL: {name}={value!r} is not a number") from None
+    if kind is float and not math.isfinite(number):
+        raise errors.StartupError(f"store URL: {name}={value!r} is not a finite number")
     if number <= 0:
         raise errors.StartupError(f"store URL: {name} must be positive")
+    most = _MOST.get(name)
+    if most is not None and number > most:
+        raise errors.StartupError(f"store URL: {name} must be at most {most:,.0f}, not {value}")
     return number
 
 

@@ -45,14 +45,23 @@ BOUNDS = frozenset({"max_revisions", "max_bytes", "max_age_seconds"})
 _VARIABLE_OF = dict(zip(("max_revisions", "max_bytes", "max_age_seconds"), ENV_VARIABLES, strict=True))
 
 
-def _env_int(name: str, default: int) -> int:
+_RANGE_OF = {"max_revisions": (1, MAX_COUNT), "max_bytes": (0, MAX_COUNT), "max_age_seconds": (0, MAX_AGE_SECONDS)}
+
+
+def _env_int(bound: str, default: int) -> int:
+    """A bound from its variable, refused out of range by the variable's name (what the operator set)."""
+    name = _VARIABLE_OF[bound]
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise errors.StartupError(f"{name}={raw!r} is not a whole number") from None
+    least, most = _RANGE_OF[bound]
+    if not least <= value <= most:
+        raise errors.StartupError(f"event retention: {name} must be from {least} to {most:,}, not {value}")
+    return value
 
 
 @attrs.frozen
@@ -81,15 +90,12 @@ class EventRetention:
     @classmethod
     def from_env(cls) -> EventRetention:
         default = cls()
-        try:
-            return cls(
-                max_revisions=_env_int("STIGMER_EVENT_RETENTION_REVISIONS", default.max_revisions),
-                max_bytes=_env_int("STIGMER_EVENT_RETENTION_BYTES", default.max_bytes),
-                max_age_seconds=_env_int("STIGMER_EVENT_RETENTION_SECONDS", default.max_age_seconds),
-                chosen=frozenset(bound for bound, name in _VARIABLE_OF.items() if os.environ.get(name)),
-            )
-        except ValueError as exc:
-            raise errors.StartupError(f"event retention: {exc}") from None
+        return cls(
+            max_revisions=_env_int("max_revisions", default.max_revisions),
+            max_bytes=_env_int("max_bytes", default.max_bytes),
+            max_age_seconds=_env_int("max_age_seconds", default.max_age_seconds),
+            chosen=frozenset(bound for bound, name in _VARIABLE_OF.items() if os.environ.get(name)),
+        )
 
     @classmethod
     def from_env_if_set(cls) -> EventRetention | None:

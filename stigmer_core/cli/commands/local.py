@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -29,6 +30,20 @@ store_option = click.option(
 )  # fmt: skip
 
 
+MAX_DRAIN_SECONDS = 3600.0
+"""A load balancer sees a NOT_SERVING health within its check interval, seconds; a longer drain
+only delays the stop. ``inf`` drained until a second signal and ``nan`` (which every comparison
+fails) not at all, so both are refused with the rest of what is out of range."""
+
+
+def _drain_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not (math.isfinite(value) and 0 <= value <= MAX_DRAIN_SECONDS):
+        raise click.BadParameter(
+            f"must be from 0 to {MAX_DRAIN_SECONDS:,.0f} seconds (--drain, env STIGMER_DRAIN_SECONDS), not {value:g}"
+        )
+    return value
+
+
 @click.command()
 @address_option
 @data_dir_option
@@ -41,9 +56,9 @@ store_option = click.option(
     help="Allow a non-loopback address without TLS and tokens: only behind a mesh that does both.",
 )  # fmt: skip
 @click.option(
-    "--drain", envvar="STIGMER_DRAIN_SECONDS", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+    "--drain", envvar="STIGMER_DRAIN_SECONDS", type=float, default=0.0, metavar="SECONDS", callback=_drain_seconds,
     help="On SIGTERM, answer health NOT_SERVING but keep serving this long before stopping, "
-    "so a load balancer moves calls away first (env STIGMER_DRAIN_SECONDS; default 0).",
+    f"so a load balancer moves calls away first (env STIGMER_DRAIN_SECONDS; default 0, at most {MAX_DRAIN_SECONDS:,.0f}).",
 )
 @store_option
 @verbose_option

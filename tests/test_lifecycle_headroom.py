@@ -51,7 +51,7 @@ def _padded(name: str, agent_id: str, pad: int) -> ae.AgentExecution:
     65,536 characters long: its length prefix keeps its size, and the pad is byte-exact)."""
     made = ae.AgentExecution(spec=ae.AgentExecutionSpec(agent_id=agent_id, message="m" * 262_144))
     made.metadata.name = name
-    count = 26
+    count = 30
     for i in range(count):
         made.spec.runtime_env[f"V{i}"].value = "v" * (pad // count + (1 if i < pad % count else 0))
     return made
@@ -64,7 +64,7 @@ def _at_content_limit(kinds: Kinds, agent_id: str, name: str = "full") -> tuple[
     def create(pad: int) -> Any:
         return kinds.executions.create(_padded(name, agent_id, pad))
 
-    pad = 1_600_000
+    pad = 1_900_000
     refused = _refusal(lambda: create(pad))
     for _ in range(5):
         assert refused.reason == "OBJECT_TOO_LARGE", refused
@@ -94,7 +94,10 @@ def test_a_run_created_at_its_content_limit_can_be_claimed_reported_on_failed_an
     assert claimed.status.runner == runner
     for i in range(limits.report_id_window):  # heartbeats that fill the window with the longest ids
         _report(kinds, full.metadata.id, runner=runner, report_id=str(i).rjust(128, WIDE))
-    error = execution_pb2.ExecutionError(code=WIDE * 128, message=WIDE * 65_536)
+    long_error = execution_pb2.ExecutionError(code="CRASHED", message=WIDE * 65_536)  # content: no room kept
+    too_long = _refusal(lambda: _report(kinds, full.metadata.id, runner=runner, phase=FAILED, error=long_error))
+    assert too_long.reason == "OBJECT_TOO_LARGE" and "an error (its message at most 4,096 characters)" in too_long.message
+    error = execution_pb2.ExecutionError(code=WIDE * 128, message=WIDE * 4096)
     failed = _report(kinds, full.metadata.id, runner=runner, phase=FAILED, report_id=WIDE * 128, error=error)
     assert failed.status.phase == FAILED and failed.status.error == error
     assert kinds.executions.get(full.metadata.id).ByteSize() <= limits.max_object_bytes
@@ -135,7 +138,7 @@ def test_a_run_its_runner_filled_can_still_be_failed_and_cancelled(stigmer_app: 
         runs.append(pending.metadata.id)
     first, second = runs
     assert _report(kinds, first, runner="r").status.phase == IN_PROGRESS  # a heartbeat
-    error = execution_pb2.ExecutionError(code="CRASHED", message=WIDE * 65_536)
+    error = execution_pb2.ExecutionError(code="CRASHED", message=WIDE * 4096)
     assert _report(kinds, first, runner="r", phase=FAILED, error=error).status.error == error
     cancelled = kinds.cancel(second, reason=WIDE * 4096)
     assert (cancelled.status.phase, cancelled.status.error.code) == (CANCELLED, "CANCELLED")
@@ -312,7 +315,19 @@ def test_a_daemon_whose_object_limit_is_below_the_headroom_says_to_raise_it(
     import attrs
 
     agent_id = kinds.agent().metadata.id
-    stigmer_app.registry.limits = attrs.evolve(stigmer_app.registry.limits, max_object_bytes=100_000)
+    stigmer_app.registry.limits = attrs.evolve(stigmer_app.registry.limits, max_object_bytes=30_000)
     refused = _refusal(lambda: kinds.execution(agent_id=agent_id))
     assert refused.reason == "OBJECT_TOO_LARGE" and refused.metadata["limit"] == "0"
-    assert "raise max_object_bytes (STIGMER_MAX_OBJECT_BYTES) above 281432" in refused.message
+    assert "raise max_object_bytes (STIGMER_MAX_OBJECT_BYTES) above 35672" in refused.message
+
+
+def test_a_daemon_with_a_small_object_limit_still_runs_executions(stigmer_app: Application, kinds: Kinds) -> None:
+    """Room kept for an error message's whole rule (65,536 characters, 256 KiB) left nothing of a
+    256 KiB max_object_bytes: no execution could be created there."""
+    import attrs
+
+    agent_id = kinds.agent().metadata.id
+    stigmer_app.registry.limits = attrs.evolve(stigmer_app.registry.limits, max_object_bytes=256 * 1024)
+    run = kinds.execution(agent_id=agent_id)
+    claimed = _report(kinds, run.metadata.id, version=run.metadata.resource_version, phase=IN_PROGRESS, runner="r")
+    assert claimed.status.phase == IN_PROGRESS

@@ -45,7 +45,14 @@ LIFECYCLE_FIELDS = frozenset(
     }
 )
 """Status fields the lifecycle writes (``error``: a FAILED report's or a cancel's reason). A report
-setting nothing else carries no content and may use the headroom."""
+setting nothing else, with an error message of at most ``ERROR_KEPT_CHARS``, carries no content
+and may use the headroom."""
+
+ERROR_KEPT_CHARS = 4096
+"""The longest error message the headroom keeps room for: a cancel's reason (its field's rule).
+Kept for the message's own rule (65,536 characters, 256 KiB of UTF-8), the headroom would take
+more than a daemon with a small ``max_object_bytes`` has, and no run could be created there; a
+FAILED report with a longer message is content, so a full run ends with a shorter one."""
 
 _WIDEST = "\U0010ffff"
 """Four bytes of UTF-8: a string rule counts characters, so its field takes up to four bytes each."""
@@ -124,6 +131,8 @@ def _headroom(status_cls: Any, window: int) -> int:
     widest = status_cls()
     for name in sorted(LIFECYCLE_FIELDS.intersection(status.fields_by_name)):
         _fill(widest, status.fields_by_name[name], window)
+    if "error" in status.fields_by_name:
+        widest.error.message = _WIDEST * ERROR_KEPT_CHARS
     stamped = metadata_pb2.ApiResourceMetadata(resource_version=(1 << 63) - 1, updated_at=_LATEST)
     # the status's and the metadata's own length prefixes may grow with what they hold
     return int(widest.ByteSize()) + stamped.ByteSize() + _closing_bytes(status) + 2 * _PREFIX_GROWTH
@@ -142,7 +151,10 @@ def content_limit(ctx: RequestContext) -> int:
 
 def carries_content(report: Message) -> bool:
     """Whether a runner's report sets anything besides the lifecycle's own fields."""
-    return any(field.name not in LIFECYCLE_FIELDS for field, _ in report.ListFields())
+    if any(field.name not in LIFECYCLE_FIELDS for field, _ in report.ListFields()):
+        return True
+    error: Any = getattr(report, "error", None)
+    return error is not None and len(error.message) > ERROR_KEPT_CHARS
 
 
 def check_content(ctx: RequestContext, old: Message | None, new: Message, *, write: str, advice: str) -> None:

@@ -124,7 +124,8 @@ def _persist(ctx: RequestContext, old: Message, new: Message, *, content: bool =
             old,
             new,
             write="report",
-            advice="report less at a time; a report of only a phase, an error or a heartbeat still fits, "
+            advice="report less at a time; a report of only a phase, an error (its message at most "
+            f"{headroom.ERROR_KEPT_CHARS:,} characters) or a heartbeat still fits, "
             "so the run can always be ended",
         )
     ctx.store.stamp_update(ctx.kind, new, principal=ctx.principal, part="status")

@@ -102,3 +102,38 @@ def test_the_readme_runner_skips_a_run_it_cannot_claim_and_goes_on(
     held = kinds.executions.get(small.metadata.id)
     assert (held.status.phase, held.status.runner) == (IN_PROGRESS, "host-abc:1")
     assert isinstance(held, ae.AgentExecution)
+
+
+def test_the_readme_runner_watches_on_across_a_daemon_restart(tmp_path: Path) -> None:
+    """The runner's watch had no error handling: a daemon restarted (an upgrade) cut it with
+    UNAVAILABLE and the runner died with a traceback; it now opens the watch again after the last
+    event it received, and a run made while the daemon was away is yielded once it is back."""
+    from stigmer_core.server import Server
+
+    app = Application.open(tmp_path / "data", durable=False)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    address = server.address
+    runner = _runner("host-abc:1")
+    channel = grpc.insecure_channel(address)
+    try:
+        kinds = Kinds.on(app, app.channel())
+        agent_id = kinds.agent().metadata.id
+        before = kinds.execution(agent_id=agent_id, name="before")
+        work = runner["pending"](channel)
+        assert next(work) == (before.metadata.id, before.metadata.resource_version)  # the backlog
+        during = kinds.execution(agent_id=agent_id, name="during")
+        assert next(work) == (during.metadata.id, during.metadata.resource_version)  # the watch
+        server.stop(grace=1)
+        app.close()
+        app = Application.open(tmp_path / "data", durable=False)  # the daemon again, same address
+        server = Server(app, address, max_workers=4)
+        server.start()
+        kinds = Kinds.on(app, app.channel())
+        after = kinds.execution(agent_id=agent_id, name="after")
+        assert next(work) == (after.metadata.id, after.metadata.resource_version)
+        work.close()
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        app.close()

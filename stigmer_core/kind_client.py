@@ -81,14 +81,19 @@ class KindClient:
             field.paths.extend(mask)
         return self.call("update", request)  # type: ignore[no-any-return]
 
+    def _new(self, operation: str, **fields: Any) -> Any:
+        """A request of the operation's class; typed ``Any``, as the class is known only at run time."""
+        request_cls: Any = self._request[operation]
+        return request_cls(**fields)
+
     def delete(self, object_id: str) -> Message:
-        return self.call("delete", self._request["delete"](value=object_id))  # type: ignore[no-any-return]
+        return self.call("delete", self._new("delete", value=object_id))  # type: ignore[no-any-return]
 
     def get(self, object_id: str) -> Message:
-        return self.call("get", self._request["get"](value=object_id))  # type: ignore[no-any-return]
+        return self.call("get", self._new("get", value=object_id))  # type: ignore[no-any-return]
 
     def get_by_reference(self, *, org: str = "", slug: str = "", id: str = "", kind: str = "") -> Message:
-        ref = self._request["getByReference"](org=org, slug=slug, id=id)
+        ref: Message = self._new("getByReference", org=org, slug=slug, id=id)
         if kind:  # the published API's kind is an enum, ours a string: set it only when given
             ref.kind = kind  # type: ignore[attr-defined]
         return self.call("getByReference", ref)  # type: ignore[no-any-return]
@@ -96,7 +101,7 @@ class KindClient:
     def list_page(
         self, *, org: str = "", labels: Mapping[str, str] | None = None, page_size: int = 0, page_token: str = ""
     ) -> Any:
-        request = self._request["list"](page_size=page_size, page_token=page_token)
+        request: Message = self._new("list", page_size=page_size, page_token=page_token)
         if org:
             request.org = org  # type: ignore[attr-defined]
         if labels:

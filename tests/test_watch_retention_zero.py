@@ -25,9 +25,9 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.events import Cursor, EventHub, StreamSettings
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.server import Server
 from stigmer_core.store.retention import EventRetention
 from tests import engine_support
+from tests.auth_support import served as served_on_loopback
 from tests.engine_support import OpenStore
 
 engine = engine_support.engine  # the fixture every test here takes
@@ -44,14 +44,11 @@ ADDED = watch_pb2.WATCH_EVENT_TYPE_ADDED
 def served(request: pytest.FixtureRequest, engine: OpenStore) -> Iterator[tuple[Application, grpc.Channel]]:
     pm = plugin_manager()
     app = Application(build_registry(pm), engine(NONE_KEPT[request.param]), pm)
-    server = Server(app, "127.0.0.1:0", max_workers=WATCHES + WRITERS + 4)
-    server.start()
-    channel = grpc.insecure_channel(server.address)
     try:
-        yield app, channel
+        workers = WATCHES + WRITERS + 4
+        with served_on_loopback(app, workers) as server, grpc.insecure_channel(server.address) as channel:
+            yield app, channel
     finally:
-        channel.close()
-        server.stop(grace=1)
         app.close()
 
 

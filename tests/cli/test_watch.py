@@ -33,15 +33,19 @@ inherits an ignored SIGINT (a test worker sometimes runs with it ignored), and P
 leaves it ignored, so the test sets it rather than inheriting it."""
 
 
-def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
-    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
-    watcher = subprocess.Popen(
+def _watching(stigmer: Stigmer) -> subprocess.Popen[str]:
+    """`stigmer get agents --watch` as a shell runs it in the foreground."""
+    return subprocess.Popen(
         [sys.executable, "-c", _AT_A_TERMINAL, "get", "agents", "--watch"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=stigmer.env(),
     )
+
+def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
+    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
+    watcher = _watching(stigmer)
     try:
         assert watcher.stdout is not None
         header = watcher.stdout.readline()
@@ -104,13 +108,7 @@ def test_a_watch_goes_on_across_a_daemon_restart(stigmer: Stigmer, daemon: str, 
     option the CLI does not have. It resumes after the last event it printed: what changed
     while it was away is printed once, and nothing twice."""
     stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
-    watcher = subprocess.Popen(
-        [sys.executable, "-c", _AT_A_TERMINAL, "get", "agents", "--watch"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=stigmer.env(),
-    )
+    watcher = _watching(stigmer)
     try:
         assert watcher.stdout is not None and watcher.stderr is not None
         assert watcher.stdout.readline().split()[:2] == ["NAME", "ID"]

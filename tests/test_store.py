@@ -82,6 +82,80 @@ def test_a_failing_caller_rolls_back_alone_inside_a_shared_batch(tmp_path: Path)
     store.close()
 
 
+def test_a_lone_caller_that_fails_leaves_nothing_of_its_write(tmp_path: Path) -> None:
+    # a batch of one runs in the batch's own transaction, without a nested one: its failure
+    # must abort that transaction, events, revision and counters included
+    store = LmdbStore(tmp_path, durable=False)
+    store.transact(lambda txn: (txn.put(b"k/kept", b"1"), txn.append_event(b"kept")))
+    with store.read() as txn:
+        revision_before = txn.revision
+
+    def bad(txn: WriteTxn) -> None:
+        txn.put(b"k/kept", b"overwritten")
+        txn.put(b"k/bad", b"")
+        txn.append_event(b"bad")
+        txn.write_revision()
+        raise AlreadyExists("taken")
+
+    with pytest.raises(AlreadyExists):
+        store.transact(bad)
+    with store.read() as txn:
+        assert txn.revision == revision_before
+        assert txn.get(b"k/kept") == b"1"
+        assert txn.get(b"k/bad") is None
+        assert [payload for _, payload in txn.events(0)] == [b"kept"]
+    store.transact(lambda txn: (txn.put(b"k/next", b""), txn.append_event(b"next")))
+    with store.read() as txn:
+        assert txn.revision == revision_before + 1
+        assert [payload for _, payload in txn.events(0)] == [b"kept", b"next"]
+    store.close()
+
+
+def test_callers_before_a_failing_one_in_a_batch_are_written_once(tmp_path: Path) -> None:
+    # a batch may run its callers' functions more than once (it first runs them in one
+    # transaction, and again each nested when one fails): only the run committed is answered
+    store = LmdbStore(tmp_path, durable=False)
+    gate = threading.Event()
+    started = threading.Event()
+    runs: list[str] = []
+
+    def blocker(txn: WriteTxn) -> None:
+        started.set()
+        gate.wait(timeout=10)
+
+    def good(txn: WriteTxn) -> int:
+        runs.append("good")
+        txn.put(b"k/good", str(len(runs)).encode())
+        txn.append_event(b"good")
+        return len(runs)
+
+    def bad(txn: WriteTxn) -> None:
+        runs.append("bad")
+        txn.put(b"k/bad", b"")
+        raise AlreadyExists("taken")
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(store.transact, blocker)
+        assert started.wait(timeout=10)
+        ok = pool.submit(store.transact, good)
+        while store._writes.queued < 1:
+            threading.Event().wait(0.01)
+        failing = pool.submit(store.transact, bad)
+        while store._writes.queued < 2:
+            threading.Event().wait(0.01)
+        gate.set()
+        first.result(timeout=10)
+        answer = ok.result(timeout=10)
+        with pytest.raises(AlreadyExists):
+            failing.result(timeout=10)
+    assert runs[-2:] == ["good", "bad"]
+    with store.read() as txn:
+        assert txn.get(b"k/good") == str(answer).encode(), "the answer is the run that was committed"
+        assert txn.get(b"k/bad") is None
+        assert [payload for _, payload in txn.events(0)] == [b"good"]
+    store.close()
+
+
 def test_the_map_grows_instead_of_failing(tmp_path: Path) -> None:
     store = LmdbStore(tmp_path, durable=False, map_size=1 << 20)
     value = b"x" * 4096

@@ -7,8 +7,8 @@ to find no batch in progress becomes the leader: it takes the queued writes
 (up to ``max_batch``), hands them to the engine's ``commit_batch``, and
 wakes exactly the callers that batch served; then it hands the leader role
 to the next waiter, so a commit costs no wake-up of callers still queued.
-What a batch is (nested LMDB transactions, PostgreSQL savepoints) is the
-engine's business; this module only queues, leads and answers.
+What a batch is (one transaction, run again with nested LMDB transactions
+or PostgreSQL savepoints when a caller fails) is the engine's business; this module only queues, leads and answers.
 
 An engine whose commit is visible before it is durable (LMDB writes its meta
 page and syncs it apart) returns from ``commit_batch`` a function that waits

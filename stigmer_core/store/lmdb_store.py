@@ -4,9 +4,11 @@ One LMDB environment has one writer, and a durable commit costs two fsyncs
 (about 3k commits/s on these machines). Throughput under many callers
 therefore comes from sharing commits: the first caller to find no batch in
 progress becomes the leader, takes every queued write (up to ``max_batch``),
-runs each caller's function in a nested transaction of one outer
-transaction, and commits once. A function that raises aborts only its own
-nested transaction. Every caller is answered only after the shared commit
+runs each caller's function in one transaction, and commits once. A function
+that raises must not take the others' writes with it, so a batch in which one
+failed runs again with each caller in a nested transaction of its own, which
+a failure aborts alone; writes seldom fail there (requests are checked before
+they queue), so batches rarely pay for nested transactions. Every caller is answered only after the shared commit
 is durable, and its ``on_commit`` callbacks then run in its own thread.
 The commit syncs the data pages and writes the meta page; the meta page's
 sync runs after the write lock is free (``_settle``), while the next batch
@@ -246,6 +248,12 @@ _Tally = tuple["OldestEvent | None", int, int, int, Changes]
 """What one caller's write hands the next in a batch: the oldest event (when known), the
 revision, the log's byte total (-1: not read yet), its count of revisions and the shares
 the batch changed so far (``store.event_shares``)."""
+
+
+def _too_long_to_index() -> errors.InvalidArgument:
+    return errors.InvalidArgument("a value of this write is too long to be indexed (a store key is at most 511 bytes)")
+
+
 _NEVER = 1 << 63
 """The time of an event stored without one: retention by age never drops it."""
 
@@ -600,6 +608,7 @@ class LmdbStore:
         """Run the batch in one transaction and commit it; when durable, return what
         makes it so (the meta page's sync), which the group commit runs after
         handing on the write lock, so the next batch need not wait for it."""
+        nested = False
         while True:
             self._gate.enter()
             wall, cpu = time.perf_counter(), time.thread_time()
@@ -610,7 +619,21 @@ class LmdbStore:
                 start = tally[1]
                 handed: list[tuple[int, bytes]] = []
                 for pending in batch:
-                    tally = self._run_one(outer, pending, tally, handed)
+                    if nested:
+                        tally = self._run_one(outer, pending, tally, handed)
+                    elif (ran := self._run_shared(outer, pending, tally, handed)) is None:
+                        break
+                    else:
+                        tally = ran
+                else:
+                    ran = tally
+                if ran is None:  # a caller's write failed in the shared transaction
+                    outer.abort()
+                    self._gate.leave()
+                    if len(batch) == 1:
+                        return None  # its error is its answer, and nothing else was in the batch
+                    nested = True  # run the batch again, each caller in a nested transaction
+                    continue
                 oldest, revision, event_bytes, held, changes = tally
                 if revision != start:
                     outer.put(keys.REVISION, revision.to_bytes(8, "big"))
@@ -697,6 +720,36 @@ class LmdbStore:
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
         return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
+    def _run_shared(
+        self, outer: lmdb.Transaction, pending: Pending, tally: _Tally, handed: list[tuple[int, bytes]]
+    ) -> _Tally | None:
+        """Run one caller's write in the batch's own transaction; None when it failed (its error
+        set), after which the batch cannot commit: what it wrote cannot be taken back alone.
+
+        Writes rarely fail inside the transaction (the pipeline checks a request before it
+        queues), so a batch first runs this way, without a nested transaction's begin and
+        commit per caller, and runs again nested (``_run_one``) only when one failed.
+        """
+        pending.error = None
+        pending.result = None
+        pending.callbacks = []
+        writer = _Writer(outer, self._retention, tally, self._book)
+        try:
+            pending.result = pending.fn(writer)
+            writer.finish()
+        except lmdb.MapFullError:
+            raise
+        except lmdb.BadValsizeError:
+            pending.error = _too_long_to_index()
+            return None
+        except Exception as exc:
+            pending.error = exc
+            pending.result = None
+            return None
+        pending.callbacks = writer._callbacks
+        handed.extend(writer.appended)
+        return writer.tally
+
     def _run_one(
         self, outer: lmdb.Transaction, pending: Pending, tally: _Tally, handed: list[tuple[int, bytes]]
     ) -> _Tally:
@@ -715,9 +768,7 @@ class LmdbStore:
             raise
         except lmdb.BadValsizeError:  # a key past LMDB's 511 bytes: an index value the request made too long
             child.abort()
-            pending.error = errors.InvalidArgument(
-                "a value of this write is too long to be indexed (a store key is at most 511 bytes)"
-            )
+            pending.error = _too_long_to_index()
             return tally
         except Exception as exc:
             child.abort()

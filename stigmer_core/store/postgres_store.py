@@ -4,7 +4,7 @@ Writers are ordered by one row: a write transaction starts by locking the
 ``meta`` row that holds the global revision (``SELECT ... FOR UPDATE``), so
 writers of every daemon run one at a time, each revision is handed out in
 commit order with no gap, READ COMMITTED reads see every earlier write, and
-``fn`` runs once. Sequences would not do: their values are not handed out in
+``fn`` is not run again for a conflict. Sequences would not do: their values are not handed out in
 commit order, so a watcher could pass a revision that commits later.
 Readers take REPEATABLE READ, READ ONLY snapshots and never wait for writers;
 a restartable reader (``read(restartable=True)``, what a unary read rpc uses)
@@ -12,10 +12,13 @@ answers its first queries as single statements instead, which makes a get
 one round trip (see ``_Reader``).
 
 Group commit, as in the LMDB engine: the first caller to find no commit in
-progress in this daemon leads, runs every queued caller's ``fn`` under a
-SAVEPOINT of one transaction (a caller whose ``fn`` raises is rolled back to
-its savepoint alone) and commits once, so many callers share one lock hold
-and one durable commit. A lone caller pays no savepoint.
+progress in this daemon leads, runs every queued caller's ``fn`` in one
+transaction and commits once, so many callers share one lock hold and one
+durable commit. A caller whose ``fn`` raises must be rolled back alone: the
+batch is then rolled back and run again with each caller under a SAVEPOINT
+of its own (one round trip more per caller). Writes seldom fail there (the
+pipeline checks a request before it queues), so batches seldom pay for
+savepoints, and a lone caller never does.
 
 The event log is kept within ``EventRetention``'s three bounds (revisions,
 bytes, age), as LMDB keeps it, shared fairly between partitions (orgs): past
@@ -1120,10 +1123,17 @@ class PostgresStore:
 
     def _commit_batch(self, batch: list[Pending]) -> None:
         fresh_connection_tried = False
-        for _ in range(_CONFLICT_ATTEMPTS):
+        savepoints = False
+        attempts = 0
+        while attempts < _CONFLICT_ATTEMPTS:
+            attempts += 1
             try:
-                self._run_batch(batch)
+                self._run_batch(batch, savepoints)
                 return
+            except _CallerFailed:
+                savepoints = True  # not a conflict: the attempt does not count
+                attempts -= 1
+                continue
             except _Retry:
                 continue
             except _StaleConnection:
@@ -1145,8 +1155,9 @@ class PostgresStore:
             pending.result = None
             pending.callbacks = []
 
-    def _run_batch(self, batch: list[Pending]) -> None:
-        """One transaction for the batch: each caller's ``fn`` under a savepoint of its own."""
+    def _run_batch(self, batch: list[Pending], savepoints: bool) -> None:
+        """One transaction for the batch; with ``savepoints``, each caller's ``fn`` under a savepoint
+        of its own, else ``_CallerFailed`` (the transaction rolled back) when one of several fails."""
         conn = self._acquire()
         holding = False
         try:
@@ -1170,7 +1181,7 @@ class PostgresStore:
                 now=row[6],
                 keep=self._recorded_retention(row[7], row[8], row[9]),
             )
-            shared = len(batch) > 1
+            shared = savepoints and len(batch) > 1
             wrote = False  # a rolled-back caller's writes count too: a needless bump only costs a reader a retry
             handed: list[tuple[int, bytes]] = []
             for pending in batch:
@@ -1188,6 +1199,8 @@ class PostgresStore:
                         raise
                     conn.execute(b"ROLLBACK TO SAVEPOINT stigmer_call" if shared else b"ROLLBACK")
                     pending.error = self._translate(exc) if isinstance(exc, psycopg.Error) else exc
+                    if len(batch) > 1 and not shared:
+                        raise _CallerFailed from exc  # the others' writes went with it: run them again
                     continue
                 wrote = wrote or writer._wrote
                 revision = writer._revision or revision
@@ -1405,6 +1418,10 @@ class PostgresStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _CallerFailed(Exception):
+    """A caller's ``fn`` failed in a batch run without savepoints: run it again with them."""
 
 
 class _StaleConnection(Exception):

@@ -4,10 +4,12 @@ The write path is shaped for engines without interactive transactions (etcd
 compares mod-revisions of what was read, then applies buffered writes in one
 ``Txn``): ``Store.transact`` takes a function, which the engine may run more
 than once, and which must have no effect outside its transaction except
-through ``WriteTxn.on_commit``. LMDB runs it exactly once per batch, inside a
-nested transaction of a group commit shared with other callers; PostgreSQL
-likewise under a savepoint, and again only if the database aborts the
-transaction as a conflict.
+through ``WriteTxn.on_commit``. Both engines run it in a group commit's
+transaction shared with other callers, and run the batch again when one of
+its callers' functions raised, each caller then in a nested transaction
+(LMDB) or under a savepoint (PostgreSQL) that its failure rolls back alone;
+PostgreSQL runs it again too when the database aborts the transaction as a
+conflict.
 """
 
 from __future__ import annotations

@@ -168,3 +168,27 @@ def test_every_other_numeric_setting_refuses_what_is_not_finite_naming_its_varia
 ) -> None:
     with pytest.raises(StartupError, match=variable):
         settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400", "0", "-1", "86401", "soon"])
+@pytest.mark.parametrize(
+    "command", [["call", "agent", "get", "--set", "value=x"], ["local", "start"], ["local", "stop"]], ids=" ".join
+)
+def test_a_timeout_that_is_not_a_wait_of_up_to_a_day_is_a_usage_error(
+    tmp_path: Path, command: list[str], value: str
+) -> None:
+    """``--timeout nan`` gave up at once (``local start`` killed the daemon it had just spawned,
+    saying it was not ready "within nans"), and a call handed grpc a deadline it refused."""
+    result = CliRunner().invoke(main, [*command, "--timeout", value], env={"STIGMER_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--timeout'" in result.output, result.output
+    assert "at most 86,400 seconds" in result.output or "is not a valid float" in result.output, result.output
+    assert not (tmp_path / "home").exists(), "refused before anything was started or opened"
+
+
+def test_a_timeout_within_the_range_is_taken(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["local", "stop", "--timeout", "0.5", "--data-dir", str(tmp_path / "data")], env={"STIGMER_HOME": str(tmp_path)}
+    )
+    assert result.exit_code not in (0, 2), result.output  # parsed; then no daemon was running to stop
+    assert "no daemon" in result.output.lower() or "not running" in result.output.lower(), result.output

@@ -21,6 +21,22 @@ BACKENDS = ("local", "remote")
 """``stigmer_core.config.BACKENDS``, repeated so that parsing flags imports no grpc (a test keeps them equal)."""
 
 
+MAX_WAIT_SECONDS = 86_400.0
+"""The longest ``--timeout`` a command takes (a day)."""
+
+
+def wait_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A ``--timeout``'s check: more than 0 and at most ``MAX_WAIT_SECONDS``.
+
+    ``float`` accepts ``nan`` and ``inf``, and click's ``FloatRange`` lets
+    ``nan`` through (every comparison with it is false): a ``--timeout nan``
+    gave up at once, or handed grpc a deadline it refused.
+    """
+    if not 0 < value <= MAX_WAIT_SECONDS:  # false for nan
+        raise click.BadParameter(f"must be more than 0 and at most {MAX_WAIT_SECONDS:,.0f} seconds, not {value:g}")
+    return value
+
+
 @attrs.define
 class Overrides:
     """What flags said, to be laid over the environment and the config file."""

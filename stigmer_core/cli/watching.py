@@ -7,6 +7,7 @@ loads grpc and the watch service's messages, and only ``--watch`` needs them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,10 +40,15 @@ def _resume_seconds() -> float:
     import os
 
     given = os.environ.get("STIGMER_WATCH_RESUME_SECONDS", "")
+    if not given:
+        return RESUME_SECONDS
     try:
-        return max(0.0, float(given)) if given else RESUME_SECONDS
+        seconds = float(given)
     except ValueError:
-        raise CliError(f"STIGMER_WATCH_RESUME_SECONDS must be a number of seconds, not {given!r}") from None
+        seconds = math.nan
+    if not seconds >= 0:  # nan too, which max(0, nan) had turned into "give up at once"
+        raise CliError(f"STIGMER_WATCH_RESUME_SECONDS must be a number of seconds (0 or more), not {given!r}")
+    return seconds
 
 
 def _open_watch(session: Session, kind: KindInfo, org: str, since: tuple[int, int | None] | None = None) -> Any:

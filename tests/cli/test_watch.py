@@ -130,3 +130,12 @@ def test_a_watch_goes_on_across_a_daemon_restart(stigmer: Stigmer, daemon: str, 
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait(TIMEOUT)
+
+
+def test_a_resume_wait_that_is_not_seconds_is_refused_before_watching(stigmer: Stigmer, daemon: str) -> None:
+    """``nan`` was taken as 0 (give up at once on the first restart) and ``-1`` as 0, silently."""
+    for value in ("nan", "-1", "soon"):
+        result = stigmer("get", "agents", "--watch", env={"STIGMER_WATCH_RESUME_SECONDS": value})
+        assert result.code == 1, result.err
+        assert f"STIGMER_WATCH_RESUME_SECONDS must be a number of seconds (0 or more), not '{value}'" in result.err
+        assert result.out == "", "refused before the list was printed"

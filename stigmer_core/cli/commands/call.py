@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from stigmer_core.cli.options import FORMATS, common_options
+from stigmer_core.cli.options import FORMATS, common_options, wait_seconds
 
 
 @click.command()
@@ -25,7 +25,7 @@ from stigmer_core.cli.options import FORMATS, common_options
 )  # fmt: skip
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="A request field (repeatable).")
 @click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds before the call gives up.")
+@click.option("--timeout", type=float, callback=wait_seconds, default=30.0, show_default=True, help="Seconds before the call gives up.")
 @common_options
 @click.pass_context
 def call(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from stigmer_core.cli.errors import CliError, describe
-from stigmer_core.cli.options import verbose_option
+from stigmer_core.cli.options import verbose_option, wait_seconds
 
 if TYPE_CHECKING:
     from stigmer_core.cli import daemon
@@ -124,7 +124,7 @@ def _not_running(files: daemon.Files, *, exit_code: int = 1) -> CliError:
 @local.command()
 @address_option
 @data_dir_option
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for it to serve.")
+@click.option("--timeout", type=float, callback=wait_seconds, default=30.0, show_default=True, help="Seconds to wait for it to serve.")
 @verbose_option
 def start(address: str | None, data_dir: str | None, timeout: float) -> None:
     """Start the daemon in the background and wait until it serves."""
@@ -151,7 +151,7 @@ def start(address: str | None, data_dir: str | None, timeout: float) -> None:
 
 @local.command()
 @data_dir_option
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for it to stop.")
+@click.option("--timeout", type=float, callback=wait_seconds, default=30.0, show_default=True, help="Seconds to wait for it to stop.")
 @click.option("--force", is_flag=True, help="Kill it if it has not stopped in time.")
 @verbose_option
 def stop(data_dir: str | None, timeout: float, force: bool) -> None:

@@ -277,6 +277,27 @@ def test_a_write_paused_past_the_idle_limit_is_told_its_connection_was_ended_not
         assert txn.get(b"k/paused") is None and txn.get(b"k/after") == b"1"
 
 
+def test_a_write_paused_after_its_prune_is_still_ended_by_the_idle_limit(stigmer_postgres_store_url: str) -> None:
+    """The prune went in a pipeline with the append; psycopg ends a pipeline with a flush request,
+    after which the server no longer counts the transaction idle: a daemon paused after pruning
+    held the revision lock until it woke, however long that was."""
+    url = f"{stigmer_postgres_store_url}&idle_in_transaction_timeout_ms=300"
+    with PostgresStore(url, durable=False, event_retention=2) as pauser:
+        for i in range(3):
+            pauser.transact(lambda txn, i=i: txn.append_event(b"%d" % i))
+
+        def paused(txn: Any) -> None:
+            txn.append_event(b"prunes")  # the log is at its bound: this append prunes first
+            time.sleep(1.5)  # the pause, with nothing sent after the prune
+            txn.get(b"k/other")
+
+        with pytest.raises(errors.Unavailable) as refused:
+            pauser.transact(paused)
+        assert "idle_in_transaction_timeout_ms" in refused.value.message, refused.value.message
+        with pauser.read() as txn:
+            assert [payload for _, payload in txn.events(0)][-1] == b"2", "the paused write left nothing"
+
+
 def test_the_idle_in_transaction_limit_defaults_to_five_seconds_or_the_statement_timeout() -> None:
     assert PostgresSettings.from_url("postgresql://u@h/d").idle_ms == 5000
     assert PostgresSettings.from_url("postgresql://u@h/d?statement_timeout_ms=2000").idle_ms == 2000

@@ -29,7 +29,7 @@ comes back with the revision-lock statement; the new totals are written with
 the revision at commit, and the partitions' counts (``event_parts``) in one
 more statement of the same round trip, so a commit with nothing to prune pays
 no extra round trip. One that has something to prune calls the schema's
-``prune_events`` in the round trip that appends its first event: at most
+``prune_events`` in the round trip before the one that appends its first event: at most
 about ``PRUNE_PER_COMMIT`` events, always whole revisions, each found along
 an index.
 
@@ -694,9 +694,25 @@ class _Log:
 
 
 class _Writer(_Reader):
-    """Inside a READ COMMITTED transaction that holds the revision row lock."""
+    """Inside a READ COMMITTED transaction that holds the revision row lock.
 
-    __slots__ = ("_base", "_callbacks", "_log", "_part", "_part_bytes", "_revision", "_seq", "_wrote", "appended")
+    Puts wait in ``_puts`` and go to the database in one statement when
+    ``fn`` returns (``flush``), or before a read that could see them (a scan):
+    an Agent create's dozen puts were a dozen round trips, each with the
+    revision lock held, so they set how fast the whole schema could take
+    writes. A get of a key put here is answered from ``_puts``; any other
+    key's row is one no waiting put touches, and an event's append touches
+    another table, so neither waits for them. A put's error is raised by
+    that statement, still inside the same ``fn``'s run.
+
+    Not a pipeline: psycopg ends one with a flush request after its Sync,
+    after which the server does not start ``idle_in_transaction_timeout``
+    again, so a daemon paused next would hold the revision lock for good.
+    For the same reason the transaction begins with one simple-protocol
+    statement (``BEGIN`` and the revision lock), not a pipeline of two.
+    """
+
+    __slots__ = ("_base", "_callbacks", "_log", "_part", "_part_bytes", "_puts", "_revision", "_seq", "_wrote", "appended")
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int, tally: _Log) -> None:
         super().__init__(store, conn)
@@ -710,6 +726,8 @@ class _Writer(_Reader):
         self._part_bytes = 0
         """Bytes of this transaction's events so far."""
         self._wrote = False
+        self._puts: dict[bytes, bytes] = {}
+        """Puts not sent yet, by key (a later put of a key replaces the earlier one's value)."""
         self._callbacks: list[Callable[[], None]] = []
         self.appended: list[tuple[int, bytes]] = []
         """This caller's events, for the store's follower (``HandsOverEvents``): a later caller of
@@ -721,21 +739,47 @@ class _Writer(_Reader):
 
     def put(self, key: bytes, value: bytes) -> None:
         self._wrote = True
-        self._rows_none(self._store._sql_put, (key, value))
+        self._puts[key] = value
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._puts:
+            return self._puts[key]
+        rows = _Reader._rows(self, self._store._sql_get, (key,))  # a row no waiting put touches
+        return bytes(rows[0][0]) if rows else None
 
     def delete(self, key: bytes) -> bool:
         self._wrote = True
+        waiting = self._puts.pop(key, None) is not None
         try:
             cur = self._conn.execute(self._store._sql_delete, (key,))
         except psycopg.Error as exc:
             raise self._store._translate(exc) from exc
-        return cur.rowcount > 0
+        return waiting or cur.rowcount > 0
 
     def _rows_none(self, query: bytes, params: tuple[Any, ...]) -> None:
         try:
             self._conn.execute(query, params)
         except psycopg.Error as exc:
             raise self._store._translate(exc) from exc
+
+    def _rows(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        self.flush()
+        return super()._rows(query, params)
+
+    def flush(self) -> None:
+        """Send the puts not sent yet, in one statement."""
+        puts = self._puts
+        if not puts:
+            return
+        self._puts = {}
+        store = self._store
+        try:
+            if len(puts) == 1:
+                self._conn.execute(store._sql_put, next(iter(puts.items())))
+            else:
+                self._conn.execute(store._sql_put_many, (list(puts), list(puts.values())))
+        except psycopg.Error as exc:
+            raise store._translate(exc) from exc
 
     def compacted_through(self, partitions: Collection[str] | None = None) -> int:
         if partitions is None:
@@ -777,7 +821,11 @@ class _Writer(_Reader):
         return revision
 
     def _prune_and_append(self, revision: int, payload: bytes, partition: str) -> None:
-        """Bring the partitions' counts up to date, prune and append, in one round trip."""
+        """Bring the partitions' counts up to date and prune, in one round trip, then append.
+
+        The append goes alone, after the pipeline, so the transaction's last message is not
+        a pipeline's flush request, after which the server would not end it if this daemon
+        then paused holding the revision lock (``_Writer``)."""
         store, tally = self._store, self._log
         keep = tally.keep
         params = {
@@ -796,8 +844,8 @@ class _Writer(_Reader):
                 if counts is not None:
                     conn.execute(store._sql_count_parts, counts)
                 cur = conn.execute(store._sql_prune, params)
-                conn.execute(store._sql_append, (revision, 0, payload, partition))
             row = cur.fetchone()
+            conn.execute(store._sql_append, (revision, 0, payload, partition))
         except psycopg.Error as exc:
             raise self._store._translate(exc) from exc
         assert row is not None
@@ -907,6 +955,10 @@ class PostgresStore:
             self._sql_scans[name] = (loose.encode(), strict.encode())
         self._sql_put = (
             f"INSERT INTO {s}.kv (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        ).encode()
+        self._sql_put_many = (
+            f"INSERT INTO {s}.kv (key, value) SELECT * FROM unnest(%s::bytea[], %s::bytea[])"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         ).encode()
         self._sql_delete = f"DELETE FROM {s}.kv WHERE key = %s".encode()
         self._sql_events = (
@@ -1162,9 +1214,10 @@ class PostgresStore:
         holding = False
         try:
             try:
-                with conn.pipeline():
-                    conn.execute(b"BEGIN")
-                    cur = conn.execute(self._sql_lock_revision)
+                # one simple-protocol statement, not a pipeline (see ``_Writer``): the lock
+                # held, the server ends the transaction if the daemon then sends nothing
+                cur = conn.execute(b"BEGIN; " + self._sql_lock_revision, prepare=False)
+                cur.nextset()
                 row = cur.fetchone()
             except psycopg.OperationalError as exc:
                 if conn.broken and not isinstance(exc, pg_errors.QueryCanceled):
@@ -1193,6 +1246,7 @@ class PostgresStore:
                 writer = _Writer(self, conn, revision, tally.copy())
                 try:
                     pending.result = pending.fn(writer)
+                    writer.flush()
                 except Exception as exc:
                     wrote = wrote or writer._wrote
                     if _lost(conn) or isinstance(exc, _Retry) or _unusable(exc):

@@ -1,0 +1,66 @@
+"""A write transaction reads what it wrote, on every engine.
+
+The PostgreSQL engine holds a transaction's puts back and sends them in one
+statement (at the end of the caller's function, or before a scan), and
+answers a get of a key put here from what it holds: these hold it to what
+LMDB, which writes each put at once, answers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from stigmer_core.store import WriteTxn
+from tests import engine_support
+from tests.engine_support import OpenStore
+
+engine = engine_support.engine  # the fixture every test here takes
+
+
+def test_gets_scans_and_deletes_see_the_puts_before_them(engine: OpenStore) -> None:
+    store = engine()
+    store.transact(lambda txn: (txn.put(b"k/stored", b"old"), txn.put(b"k/gone", b"x")))
+
+    def write(txn: WriteTxn) -> list[object]:
+        seen: list[object] = []
+        txn.put(b"k/new", b"1")
+        txn.put(b"k/new", b"2")  # the later put of a key wins
+        txn.put(b"k/stored", b"changed")
+        seen.append(txn.get(b"k/new"))
+        seen.append(txn.get(b"k/stored"))
+        seen.append(txn.get(b"k/absent"))
+        seen.append(txn.delete(b"k/new"))  # put here, never stored before: still there to delete
+        seen.append(txn.get(b"k/new"))
+        seen.append(txn.delete(b"k/new"))
+        seen.append(txn.delete(b"k/gone"))
+        txn.put(b"k/late", b"3")
+        seen.append(list(txn.scan(b"k/")))
+        txn.put(b"k/after-scan", b"4")
+        return seen
+
+    assert store.transact(write) == [
+        b"2",
+        b"changed",
+        None,
+        True,
+        None,
+        False,
+        True,
+        [(b"k/late", b"3"), (b"k/stored", b"changed")],
+    ]
+    with store.read() as txn:
+        assert list(txn.scan(b"k/")) == [(b"k/after-scan", b"4"), (b"k/late", b"3"), (b"k/stored", b"changed")]
+
+
+def test_a_function_that_raises_after_its_puts_leaves_none_of_them(engine: OpenStore) -> None:
+    store = engine()
+
+    def write(txn: WriteTxn) -> None:
+        txn.put(b"k/a", b"1")
+        assert txn.get(b"k/a") == b"1"
+        raise ValueError("changed its mind")
+
+    with pytest.raises(ValueError, match="changed its mind"):
+        store.transact(write)
+    with store.read() as txn:
+        assert txn.get(b"k/a") is None

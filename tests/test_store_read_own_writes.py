@@ -1,9 +1,9 @@
 """A write transaction reads what it wrote, on every engine.
 
-The PostgreSQL engine holds a transaction's puts back and sends them in one
-statement (at the end of the caller's function, or before a scan), and
-answers a get of a key put here from what it holds: these hold it to what
-LMDB, which writes each put at once, answers.
+The PostgreSQL engine holds a transaction's puts and event appends back and
+sends them in one statement (at the end of the caller's function, or before a
+scan or a read of the log), and answers a get from what it put or read
+already: these hold it to what LMDB, which writes each put at once, answers.
 """
 
 from __future__ import annotations
@@ -33,9 +33,14 @@ def test_gets_scans_and_deletes_see_the_puts_before_them(engine: OpenStore) -> N
         seen.append(txn.get(b"k/new"))
         seen.append(txn.delete(b"k/new"))
         seen.append(txn.delete(b"k/gone"))
+        seen.append(txn.delete(b"k/absent"))  # read as absent above
+        seen.append(txn.get(b"k/gone"))
         txn.put(b"k/late", b"3")
         seen.append(list(txn.scan(b"k/")))
         txn.put(b"k/after-scan", b"4")
+        txn.append_event(b"first")
+        txn.append_event(b"second")
+        seen.append([payload for _, payload in txn.events(0)])
         return seen
 
     assert store.transact(write) == [
@@ -46,10 +51,14 @@ def test_gets_scans_and_deletes_see_the_puts_before_them(engine: OpenStore) -> N
         None,
         False,
         True,
+        False,
+        None,
         [(b"k/late", b"3"), (b"k/stored", b"changed")],
+        [b"first", b"second"],
     ]
     with store.read() as txn:
         assert list(txn.scan(b"k/")) == [(b"k/after-scan", b"4"), (b"k/late", b"3"), (b"k/stored", b"changed")]
+        assert [payload for _, payload in txn.events(0)] == [b"first", b"second"]
 
 
 def test_a_function_that_raises_after_its_puts_leaves_none_of_them(engine: OpenStore) -> None:

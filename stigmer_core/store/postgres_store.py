@@ -696,14 +696,16 @@ class _Log:
 class _Writer(_Reader):
     """Inside a READ COMMITTED transaction that holds the revision row lock.
 
-    Puts wait in ``_puts`` and go to the database in one statement when
-    ``fn`` returns (``flush``), or before a read that could see them (a scan):
-    an Agent create's dozen puts were a dozen round trips, each with the
-    revision lock held, so they set how fast the whole schema could take
-    writes. A get of a key put here is answered from ``_puts``; any other
-    key's row is one no waiting put touches, and an event's append touches
-    another table, so neither waits for them. A put's error is raised by
-    that statement, still inside the same ``fn``'s run.
+    Every statement is a round trip with the revision lock held, so round
+    trips, not CPU, set how fast the whole schema takes writes (an Agent
+    create sent eleven puts, two appends and seven gets). Puts and event
+    appends wait in ``_puts`` and ``_appends`` and go to the database in one
+    statement when ``fn`` returns (``flush``), or before a read that could
+    see them (a scan, a read of the event log). A get is answered from
+    ``_puts`` or from ``_got``, what this transaction read already: no other
+    writer can change a row while this one holds the revision lock, and a
+    delete goes out at once and is remembered there. An error of a held
+    statement is raised by the flush, still inside the same ``fn``'s run.
 
     Not a pipeline: psycopg ends one with a flush request after its Sync,
     after which the server does not start ``idle_in_transaction_timeout``
@@ -712,7 +714,20 @@ class _Writer(_Reader):
     statement (``BEGIN`` and the revision lock), not a pipeline of two.
     """
 
-    __slots__ = ("_base", "_callbacks", "_log", "_part", "_part_bytes", "_puts", "_revision", "_seq", "_wrote", "appended")
+    __slots__ = (
+        "_appends",
+        "_base",
+        "_callbacks",
+        "_got",
+        "_log",
+        "_part",
+        "_part_bytes",
+        "_puts",
+        "_revision",
+        "_seq",
+        "_wrote",
+        "appended",
+    )
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int, tally: _Log) -> None:
         super().__init__(store, conn)
@@ -728,6 +743,10 @@ class _Writer(_Reader):
         self._wrote = False
         self._puts: dict[bytes, bytes] = {}
         """Puts not sent yet, by key (a later put of a key replaces the earlier one's value)."""
+        self._appends: list[tuple[int, int, bytes, str]] = []
+        """Events not sent yet: revision, seq, payload, partition."""
+        self._got: dict[bytes, bytes | None] = {}
+        """What gets of this transaction read, and what it deleted (None), by key."""
         self._callbacks: list[Callable[[], None]] = []
         self.appended: list[tuple[int, bytes]] = []
         """This caller's events, for the store's follower (``HandsOverEvents``): a later caller of
@@ -744,16 +763,22 @@ class _Writer(_Reader):
     def get(self, key: bytes) -> bytes | None:
         if key in self._puts:
             return self._puts[key]
+        if key in self._got:
+            return self._got[key]
         rows = _Reader._rows(self, self._store._sql_get, (key,))  # a row no waiting put touches
-        return bytes(rows[0][0]) if rows else None
+        found = self._got[key] = bytes(rows[0][0]) if rows else None
+        return found
 
     def delete(self, key: bytes) -> bool:
         self._wrote = True
         waiting = self._puts.pop(key, None) is not None
+        if not waiting and key in self._got and self._got[key] is None:
+            return False  # read (or deleted) here as absent, and no other writer can have added it
         try:
             cur = self._conn.execute(self._store._sql_delete, (key,))
         except psycopg.Error as exc:
             raise self._store._translate(exc) from exc
+        self._got[key] = None
         return waiting or cur.rowcount > 0
 
     def _rows_none(self, query: bytes, params: tuple[Any, ...]) -> None:
@@ -767,17 +792,30 @@ class _Writer(_Reader):
         return super()._rows(query, params)
 
     def flush(self) -> None:
-        """Send the puts not sent yet, in one statement."""
-        puts = self._puts
-        if not puts:
+        """Send the puts and appends not sent yet, in one statement."""
+        puts, appends = self._puts, self._appends
+        if not puts and not appends:
             return
-        self._puts = {}
+        self._got.update(puts)
+        self._puts, self._appends = {}, []
         store = self._store
+        query: bytes
+        params: tuple[Any, ...]
+        if not appends:
+            query, params = (
+                (store._sql_put, next(iter(puts.items())))
+                if len(puts) == 1
+                else (store._sql_put_many, (list(puts), list(puts.values())))
+            )
+        elif not puts and len(appends) == 1:
+            query, params = store._sql_append, appends[0]
+        else:
+            revisions, seqs, payloads, parts = (list(column) for column in zip(*appends, strict=True))
+            events = (revisions, seqs, payloads, parts)
+            query = store._sql_put_and_append if puts else store._sql_append_many
+            params = (list(puts), list(puts.values()), *events) if puts else events
         try:
-            if len(puts) == 1:
-                self._conn.execute(store._sql_put, next(iter(puts.items())))
-            else:
-                self._conn.execute(store._sql_put_many, (list(puts), list(puts.values())))
+            self._conn.execute(query, params)
         except psycopg.Error as exc:
             raise store._translate(exc) from exc
 
@@ -800,19 +838,20 @@ class _Writer(_Reader):
             if tally.over(tally.keep):
                 self._prune_and_append(revision, payload, partition)
             else:
-                self._rows_none(store._sql_append, (revision, 0, payload, partition))
+                self._appends.append((revision, 0, payload, partition))
             if not tally.oldest:
                 tally.oldest, tally.oldest_at = revision, tally.now
             self._part = partition
             tally.revisions += 1
             tally.count(partition, 1, size)
         elif partition != self._part and self._part:
+            self.flush()  # the events it moves to the shared partition must be in the table
             self._rows_none(store._sql_share_and_append, (revision, revision, self._seq, payload))
             tally.count(self._part, -1, -self._part_bytes)
             tally.count("", 1, self._part_bytes + size)
             self._part = ""
         else:
-            self._rows_none(store._sql_append, (revision, self._seq, payload, self._part))
+            self._appends.append((revision, self._seq, payload, self._part))
             tally.count(self._part, 0, size)
         tally.bytes += size
         self._part_bytes += size
@@ -959,6 +998,16 @@ class PostgresStore:
         self._sql_put_many = (
             f"INSERT INTO {s}.kv (key, value) SELECT * FROM unnest(%s::bytea[], %s::bytea[])"
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        ).encode()
+        events_from_arrays = (
+            f"INSERT INTO {s}.events (revision, seq, payload, committed_at, part)"
+            " SELECT r, q, p, clock_timestamp(), t FROM unnest(%s::bigint[], %s::integer[], %s::bytea[], %s::text[])"
+            " AS u(r, q, p, t)"
+        )
+        self._sql_append_many = events_from_arrays.encode()
+        self._sql_put_and_append = (
+            f"WITH put AS (INSERT INTO {s}.kv (key, value) SELECT * FROM unnest(%s::bytea[], %s::bytea[])"
+            f" ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) {events_from_arrays}"
         ).encode()
         self._sql_delete = f"DELETE FROM {s}.kv WHERE key = %s".encode()
         self._sql_events = (

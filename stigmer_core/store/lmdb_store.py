@@ -250,10 +250,6 @@ revision, the log's byte total (-1: not read yet), its count of revisions and th
 the batch changed so far (``store.event_shares``)."""
 
 
-def _too_long_to_index() -> errors.InvalidArgument:
-    return errors.InvalidArgument("a value of this write is too long to be indexed (a store key is at most 511 bytes)")
-
-
 _NEVER = 1 << 63
 """The time of an event stored without one: retention by age never drops it."""
 
@@ -618,16 +614,15 @@ class LmdbStore:
                 tally: _Tally = (self._oldest_event, _revision_of(outer), *counts, {})
                 start = tally[1]
                 handed: list[tuple[int, bytes]] = []
+                failed = False
                 for pending in batch:
-                    if nested:
-                        tally = self._run_one(outer, pending, tally, handed)
-                    elif (ran := self._run_shared(outer, pending, tally, handed)) is None:
-                        break
-                    else:
+                    ran = self._run_one(outer, pending, tally, handed, nested)
+                    if ran is not None:
                         tally = ran
-                else:
-                    ran = tally
-                if ran is None:  # a caller's write failed in the shared transaction
+                    elif not nested:  # what it wrote cannot be taken back alone
+                        failed = True
+                        break
+                if failed:
                     outer.abort()
                     self._gate.leave()
                     if len(batch) == 1:
@@ -720,61 +715,48 @@ class LmdbStore:
             return errors.Unavailable(f"the store in {self.path} cannot be written (read-only): nothing was written")
         return errors.Unavailable(f"the store in {self.path} could not commit ({exc}): nothing was written; retry")
 
-    def _run_shared(
-        self, outer: lmdb.Transaction, pending: Pending, tally: _Tally, handed: list[tuple[int, bytes]]
+    def _run_one(
+        self,
+        outer: lmdb.Transaction,
+        pending: Pending,
+        tally: _Tally,
+        handed: list[tuple[int, bytes]],
+        nested: bool,
     ) -> _Tally | None:
-        """Run one caller's write in the batch's own transaction; None when it failed (its error
-        set), after which the batch cannot commit: what it wrote cannot be taken back alone.
+        """Run one caller's write, in a nested transaction of ``outer`` or (``nested`` false)
+        in ``outer`` itself; return what the next caller starts from, or None when it failed
+        (its error set). Its events join ``handed``.
 
         Writes rarely fail inside the transaction (the pipeline checks a request before it
-        queues), so a batch first runs this way, without a nested transaction's begin and
-        commit per caller, and runs again nested (``_run_one``) only when one failed.
+        queues), so a batch first runs without a nested transaction's begin and commit per
+        caller, and runs again nested only when one failed.
         """
         pending.error = None
         pending.result = None
         pending.callbacks = []
-        writer = _Writer(outer, self._retention, tally, self._book)
+        txn = self._env.begin(write=True, parent=outer) if nested else outer
+        writer = _Writer(txn, self._retention, tally, self._book)
         try:
             pending.result = pending.fn(writer)
             writer.finish()
         except lmdb.MapFullError:
+            if nested:
+                txn.abort()
             raise
-        except lmdb.BadValsizeError:
-            pending.error = _too_long_to_index()
-            return None
         except Exception as exc:
-            pending.error = exc
+            if nested:
+                txn.abort()
             pending.result = None
+            pending.error = (
+                errors.InvalidArgument(  # a key past LMDB's 511 bytes: an index value the request made too long
+                    "a value of this write is too long to be indexed (a store key is at most 511 bytes)"
+                )
+                if isinstance(exc, lmdb.BadValsizeError)
+                else exc
+            )
             return None
-        pending.callbacks = writer._callbacks
-        handed.extend(writer.appended)
-        return writer.tally
-
-    def _run_one(
-        self, outer: lmdb.Transaction, pending: Pending, tally: _Tally, handed: list[tuple[int, bytes]]
-    ) -> _Tally:
-        """Run one caller's write in a nested transaction; return what the next caller
-        starts from (``_Tally``: as before it, when it fails). Its events join ``handed``."""
-        pending.error = None
-        pending.result = None
-        pending.callbacks = []
-        child = self._env.begin(write=True, parent=outer)
-        writer = _Writer(child, self._retention, tally, self._book)
-        try:
-            pending.result = pending.fn(writer)
-            writer.finish()
-        except lmdb.MapFullError:
-            child.abort()
-            raise
-        except lmdb.BadValsizeError:  # a key past LMDB's 511 bytes: an index value the request made too long
-            child.abort()
-            pending.error = _too_long_to_index()
-            return tally
-        except Exception as exc:
-            child.abort()
-            pending.error = exc
-            return tally
-        child.commit()
+        if nested:
+            txn.commit()
         pending.callbacks = writer._callbacks
         handed.extend(writer.appended)
         return writer.tally

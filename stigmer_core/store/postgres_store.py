@@ -1224,17 +1224,13 @@ class PostgresStore:
 
     def _commit_batch(self, batch: list[Pending]) -> None:
         fresh_connection_tried = False
-        savepoints = False
-        attempts = 0
-        while attempts < _CONFLICT_ATTEMPTS:
-            attempts += 1
+        for _ in range(_CONFLICT_ATTEMPTS):
             try:
-                self._run_batch(batch, savepoints)
+                try:
+                    self._run_batch(batch, savepoints=False)
+                except _CallerFailed:  # not a conflict: run it again at once, each caller under a savepoint
+                    self._run_batch(batch, savepoints=True)
                 return
-            except _CallerFailed:
-                savepoints = True  # not a conflict: the attempt does not count
-                attempts -= 1
-                continue
             except _Retry:
                 continue
             except _StaleConnection:

@@ -35,7 +35,7 @@ from stigmer_core.errors import PluginFault, RegistryError, StartupError
 from stigmer_core.kinds import releases
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
 from stigmer_core.store import keys
-from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
+from stigmer_core.store.protocol import ReadsAhead, ReadTxn, Store, WriteTxn
 
 log = logging.getLogger(__name__)
 Families = dict[str, dict[bytes, bytes]]
@@ -216,7 +216,7 @@ def reconcile(
                 stale = {name for name, version in want.items() if have.get(name) != version}
                 plan.append((kind, stale, set(have) - set(want)))
     if not plan:
-        _expect_records(registry, writes)
+        _expect_records(registry, store, writes)
         return []
 
     def run(txn: WriteTxn) -> list[Change]:
@@ -229,7 +229,7 @@ def reconcile(
         ]
 
     changes = [c for c in store.transact(run) if c.rebuilt or c.removed]
-    _expect_records(registry, writes)
+    _expect_records(registry, store, writes)
     for change in changes:
         log.warning(
             "kind %s: indexes rebuilt from %d stored objects: %s%s", change.kind, change.objects,
@@ -242,10 +242,13 @@ def _expected(kind: KindRuntime) -> bytes:
     return releases.kind_record(kind.decl, kind.release)
 
 
-def _expect_records(registry: Registry, writes: bool) -> None:
-    """From now on every write of a kind checks the store still records this daemon's release."""
+def _expect_records(registry: Registry, store: Store, writes: bool) -> None:
+    """From now on every write of a kind checks the store still records this daemon's release
+    (a store that reads ahead fetches those records as each write begins)."""
     for kind in registry.kinds:
         kind.record = _expected(kind) if writes else b""
+    if writes and isinstance(store, ReadsAhead):
+        store.read_ahead([keys.kind_record_key(kind.name) for kind in registry.kinds])
 
 
 def _refuse_downgrades(txn: ReadTxn, registry: Registry, allowed: Collection[str]) -> None:

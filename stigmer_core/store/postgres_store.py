@@ -729,7 +729,14 @@ class _Writer(_Reader):
         "appended",
     )
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], base: int, tally: _Log) -> None:
+    def __init__(
+        self,
+        store: PostgresStore,
+        conn: psycopg.Connection[Any],
+        base: int,
+        tally: _Log,
+        known: dict[bytes, bytes | None],
+    ) -> None:
         super().__init__(store, conn)
         self._began = True
         self._base = base
@@ -745,8 +752,9 @@ class _Writer(_Reader):
         """Puts not sent yet, by key (a later put of a key replaces the earlier one's value)."""
         self._appends: list[tuple[int, int, bytes, str]] = []
         """Events not sent yet: revision, seq, payload, partition."""
-        self._got: dict[bytes, bytes | None] = {}
-        """What gets of this transaction read, and what it deleted (None), by key."""
+        self._got = known
+        """What gets of this transaction read (or the batch read ahead for it), and what it
+        deleted (None), by key."""
         self._callbacks: list[Callable[[], None]] = []
         self.appended: list[tuple[int, bytes]] = []
         """This caller's events, for the store's follower (``HandsOverEvents``): a later caller of
@@ -1069,6 +1077,9 @@ class PostgresStore:
         self._revision = int(row[0]) if row else 0
         self._revision_cond = threading.Condition(threading.Lock())
         self._followers: tuple[Handed, ...] = ()
+        self._begin_write: tuple[tuple[bytes, ...], bytes] = ((), b"BEGIN; " + self._sql_lock_revision)
+        """The statement that begins a write, and the keys it reads ahead (``read_ahead``): one
+        attribute, so a write never pairs one with the other's predecessor."""
         self._committing: int | None = None
         """The revision before the batch whose COMMIT is in flight: ``wait_for_revision`` answers
         no further until its events were handed over, though the listener may see it first."""
@@ -1261,9 +1272,14 @@ class PostgresStore:
             try:
                 # one simple-protocol statement, not a pipeline (see ``_Writer``): the lock
                 # held, the server ends the transaction if the daemon then sends nothing
-                cur = conn.execute(b"BEGIN; " + self._sql_lock_revision, prepare=False)
+                ahead, statement = self._begin_write
+                cur = conn.execute(statement, prepare=False)
                 cur.nextset()
                 row = cur.fetchone()
+                known: dict[bytes, bytes | None] = dict.fromkeys(ahead)
+                if ahead:
+                    cur.nextset()
+                    known.update((bytes(key), bytes(value)) for key, value in cur.fetchall())
             except psycopg.OperationalError as exc:
                 if conn.broken and not isinstance(exc, pg_errors.QueryCanceled):
                     raise _StaleConnection from exc  # nothing ran: safe to start over on another connection
@@ -1288,7 +1304,7 @@ class PostgresStore:
                 pending.callbacks = []
                 if shared:
                     conn.execute(b"SAVEPOINT stigmer_call")
-                writer = _Writer(self, conn, revision, tally.copy())
+                writer = _Writer(self, conn, revision, tally.copy(), dict(known))
                 try:
                     pending.result = pending.fn(writer)
                     writer.flush()
@@ -1304,6 +1320,8 @@ class PostgresStore:
                 wrote = wrote or writer._wrote
                 revision = writer._revision or revision
                 tally = writer._log  # adopted only once its fn succeeded: a rolled-back one changed nothing
+                for key in ahead:  # what it put or deleted of them, for the next caller
+                    known[key] = writer._got[key]
                 pending.callbacks = writer._callbacks
                 handed.extend(writer.appended)
             if not shared and batch[0].error is not None:
@@ -1347,6 +1365,18 @@ class PostgresStore:
             self._set_reachable(True)
         if revision != base:
             self._advance(revision)
+
+    def read_ahead(self, keys: Collection[bytes]) -> None:
+        """Fetch ``keys`` in the statement that begins each write and takes the revision lock
+        (``ReadsAhead``): a write's gets of them are then answered without a round trip of their
+        own with the lock held. The keys go as literals, since a simple-protocol statement takes
+        no parameters (see ``_Writer``); they are the daemon's own (kind records), never a caller's."""
+        ahead = tuple(dict.fromkeys(keys))
+        statement = b"BEGIN; " + self._sql_lock_revision
+        if ahead:
+            listed = ", ".join(f"'\\x{key.hex()}'::bytea" for key in ahead)
+            statement += f'; SELECT key, value FROM "{self.schema}".kv WHERE key IN ({listed})'.encode()
+        self._begin_write = (ahead, statement)
 
     # -- revisions -----------------------------------------------------------
     def follow_commits(self, follower: Handed) -> None:

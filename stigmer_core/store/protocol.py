@@ -171,6 +171,18 @@ class ReportsReachability(Protocol):
         ...
 
 
+@runtime_checkable
+class ReadsAhead(Protocol):
+    """A store whose every read inside a write is a round trip with the write lock held (a
+    database server), told which keys nearly every write reads, so it can fetch them with
+    the transaction's first statement: the release records of the kinds (``m/kinds/<name>``).
+    Optional, checked once when the daemon reconciles its kinds."""
+
+    def read_ahead(self, keys: Collection[bytes]) -> None:
+        """From now on, fetch ``keys`` as each write transaction begins (replacing earlier ones)."""
+        ...
+
+
 class Submitted(Protocol):
     """A queued write's answer, final once its ``notify`` was called."""
 

@@ -298,6 +298,27 @@ def test_a_write_paused_after_its_prune_is_still_ended_by_the_idle_limit(stigmer
             assert [payload for _, payload in txn.events(0)][-1] == b"2", "the paused write left nothing"
 
 
+@pytest.mark.parametrize("restartable", [False, True])
+def test_a_read_paused_after_it_began_its_snapshot_is_ended_by_the_idle_limit(
+    stigmer_postgres_store_url: str, restartable: bool
+) -> None:
+    """A snapshot began in a pipeline with its first query, after which the server no longer
+    counts the transaction idle: a daemon paused there kept the snapshot, and its tables' share
+    locks (which a migration's ALTER TABLE waits for, everyone else behind it), until it woke.
+    A restartable read begins its snapshot at its third query."""
+    url = f"{stigmer_postgres_store_url}&idle_in_transaction_timeout_ms=300"
+    with PostgresStore(url, durable=False) as pauser:
+        pauser.transact(lambda txn: txn.put(b"k/a", b"1"))
+        with pytest.raises(errors.Unavailable) as ended, pauser.read(restartable=restartable) as txn:
+            for _ in range(3 if restartable else 1):
+                assert txn.get(b"k/a") == b"1"
+            time.sleep(1.5)  # the pause, with nothing sent after the snapshot's first query
+            txn.get(b"k/a")
+        assert "idle_in_transaction_timeout_ms" in ended.value.message, ended.value.message
+        with pauser.read(restartable=restartable) as txn:  # the next read works, on another connection
+            assert [txn.get(b"k/a") for _ in range(3)] == [b"1"] * 3
+
+
 def test_the_idle_in_transaction_limit_defaults_to_five_seconds_or_the_statement_timeout() -> None:
     assert PostgresSettings.from_url("postgresql://u@h/d").idle_ms == 5000
     assert PostgresSettings.from_url("postgresql://u@h/d?statement_timeout_ms=2000").idle_ms == 2000

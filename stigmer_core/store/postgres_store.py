@@ -462,8 +462,7 @@ class _Reader:
     take turns on that row and every commit that changed anything bumps the
     count, so a snapshot sees the first *n* writers for some *n*, and the pair
     names *n*. A different pair raises ``SnapshotMoved``. A get then costs one
-    round trip where a transaction costs two (BEGIN with the query, then
-    ROLLBACK).
+    round trip where a transaction costs three (BEGIN, the query, ROLLBACK).
     """
 
     __slots__ = ("_began", "_conn", "_held", "_loose", "_store", "_token")
@@ -504,18 +503,25 @@ class _Reader:
         return self._on_fresh_connection(lambda: self._begin_with(query, params))
 
     def _begin_with(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """BEGIN, the token (if loose answers came first) and ``query``, in one round trip."""
+        """BEGIN with the token (if loose answers came first), then ``query``: two round trips.
+
+        Not one pipeline of the three: psycopg ends a pipeline with a flush request after its
+        Sync, after which the server does not start ``idle_in_transaction_timeout``, so a daemon
+        paused right after it would keep the snapshot open (and its tables' share locks, which a
+        migration's ``ALTER TABLE`` waits for, every other daemon's statements then waiting
+        behind that) until it woke. ``BEGIN`` and the token go as one simple-protocol statement.
+        """
         conn = self._conn
         self._began = True  # from here on, releasing the connection rolls back whatever began
-        with conn.pipeline():
-            conn.execute(self._BEGIN)
-            token = conn.execute(self._store._sql_token) if self._token is not None else None
-            cur = conn.execute(query, params)
-        if token is not None:
-            row = token.fetchone()
+        if self._token is None:
+            conn.execute(self._BEGIN, prepare=False)
+        else:
+            cur = conn.execute(self._BEGIN + b"; " + self._store._sql_token, prepare=False)
+            cur.nextset()
+            row = cur.fetchone()
             assert row is not None
             self._seen(*row)
-        return cur.fetchall()
+        return conn.execute(query, params).fetchall()
 
     def _loose_rows(self, loose: bytes, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """``query``'s rows; outside a transaction while this reader may, through

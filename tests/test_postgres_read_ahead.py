@@ -41,13 +41,13 @@ def test_gets_of_keys_read_ahead_send_no_statement(store: PostgresStore, monkeyp
     assert isinstance(store, ReadsAhead)
     store.transact(lambda txn: txn.put(AHEAD[0], b"one"))
     sent: list[bytes] = []
-    execute = psycopg.Connection.execute
+    execute = psycopg.Cursor.execute  # every statement goes through one (Connection.execute makes one)
 
-    def counted(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+    def counted(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
         sent.append(bytes(query))
         return execute(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(psycopg.Connection, "execute", counted)
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
     assert store.transact(lambda txn: (txn.get(AHEAD[0]), txn.get(AHEAD[1]))) == (b"one", None)
     gets = [q for q in sent if q.startswith(b"SELECT value FROM")]
     assert gets == [], "both answered from what the write's first statement read"

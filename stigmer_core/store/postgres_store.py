@@ -337,6 +337,21 @@ class _Pool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
         super().putconn(conn)
 
 
+def _execute(
+    conn: psycopg.Connection[Any], query: bytes, params: tuple[Any, ...] | None = None
+) -> psycopg.Cursor[Any]:
+    """``conn.execute`` on a cursor the connection keeps, for a statement of at most one row
+    read before the next is sent: ``Connection.execute`` builds a cursor (and its adapters map)
+    per statement, about a third of the CPU psycopg spends on a get. The cursor holds its last
+    result until the next statement, so never a page of a scan (up to ``scan_page`` objects);
+    nor a statement of a pipeline, whose cursors are read after it ends."""
+    cur: psycopg.Cursor[Any] | None = getattr(conn, "_stigmer_cursor", None)
+    if cur is None or cur.closed:
+        cur = conn.cursor()
+        conn._stigmer_cursor = cur  # type: ignore[attr-defined]
+    return cur.execute(query, params)
+
+
 def _lost(conn: psycopg.Connection[Any]) -> bool:
     """Whether ``conn`` can run nothing more: broken, or closed after it did not answer."""
     return conn.broken or conn.closed
@@ -493,16 +508,17 @@ class _Reader:
         elif token != self._token:
             raise SnapshotMoved(f"revision {self._token[0]} moved to {token[0]} between two queries of one read")
 
-    def _rows(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """The rows of ``query`` inside the transaction, begun here if need be."""
+    def _rows(self, query: bytes, params: tuple[Any, ...], one: bool = False) -> list[tuple[Any, ...]]:
+        """The rows of ``query`` inside the transaction, begun here if need be; ``one``: at most
+        one row, sent on the connection's kept cursor (``_execute``)."""
         if self._began:
             try:
-                return self._conn.execute(query, params).fetchall()
+                return (_execute(self._conn, query, params) if one else self._conn.execute(query, params)).fetchall()
             except psycopg.Error as exc:
                 raise self._store._translate(exc) from exc
-        return self._on_fresh_connection(lambda: self._begin_with(query, params))
+        return self._on_fresh_connection(lambda: self._begin_with(query, params, one))
 
-    def _begin_with(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _begin_with(self, query: bytes, params: tuple[Any, ...], one: bool) -> list[tuple[Any, ...]]:
         """BEGIN with the token (if loose answers came first), then ``query``: two round trips.
 
         Not one pipeline of the three: psycopg ends a pipeline with a flush request after its
@@ -521,16 +537,20 @@ class _Reader:
             row = cur.fetchone()
             assert row is not None
             self._seen(*row)
-        return conn.execute(query, params).fetchall()
+        return (_execute(conn, query, params) if one else conn.execute(query, params)).fetchall()
 
-    def _loose_rows(self, loose: bytes, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _loose_rows(
+        self, loose: bytes, query: bytes, params: tuple[Any, ...], one: bool = False
+    ) -> list[tuple[Any, ...]]:
         """``query``'s rows; outside a transaction while this reader may, through
         ``loose``: the same query joined to the ``meta`` row, whose first two
         columns are the token and whose third is NULL on the row of no result."""
         if self._began or self._loose <= 0:
-            return self._rows(query, params)
+            return self._rows(query, params, one)
         self._loose -= 1
-        rows = self._on_fresh_connection(lambda: self._conn.execute(loose, params).fetchall())
+        rows = self._on_fresh_connection(
+            lambda: (_execute(self._conn, loose, params) if one else self._conn.execute(loose, params)).fetchall()
+        )
         self._seen(rows[0][0], rows[0][1])
         return [row[2:] for row in rows if row[2] is not None]
 
@@ -558,13 +578,13 @@ class _Reader:
         if self._began or self._loose <= 0:
             return int(self._rows(self._store._sql_revision, ())[0][0])
         self._loose -= 1
-        row = self._on_fresh_connection(lambda: self._conn.execute(self._store._sql_token).fetchall())[0]
+        row = self._on_fresh_connection(lambda: _execute(self._conn, self._store._sql_token).fetchall())[0]
         self._seen(*row)
         return int(row[0])
 
     def get(self, key: bytes) -> bytes | None:
         store = self._store
-        rows = self._loose_rows(store._sql_get_loose, store._sql_get, (key,))
+        rows = self._loose_rows(store._sql_get_loose, store._sql_get, (key,), one=True)
         return bytes(rows[0][0]) if rows else None
 
     def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
@@ -779,7 +799,7 @@ class _Writer(_Reader):
             return self._puts[key]
         if key in self._got:
             return self._got[key]
-        rows = _Reader._rows(self, self._store._sql_get, (key,))  # a row no waiting put touches
+        rows = _Reader._rows(self, self._store._sql_get, (key,), one=True)  # a row no waiting put touches
         found = self._got[key] = bytes(rows[0][0]) if rows else None
         return found
 
@@ -789,7 +809,7 @@ class _Writer(_Reader):
         if not waiting and key in self._got and self._got[key] is None:
             return False  # read (or deleted) here as absent, and no other writer can have added it
         try:
-            cur = self._conn.execute(self._store._sql_delete, (key,))
+            cur = _execute(self._conn, self._store._sql_delete, (key,))
         except psycopg.Error as exc:
             raise self._store._translate(exc) from exc
         self._got[key] = None
@@ -797,13 +817,13 @@ class _Writer(_Reader):
 
     def _rows_none(self, query: bytes, params: tuple[Any, ...]) -> None:
         try:
-            self._conn.execute(query, params)
+            _execute(self._conn, query, params)
         except psycopg.Error as exc:
             raise self._store._translate(exc) from exc
 
-    def _rows(self, query: bytes, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def _rows(self, query: bytes, params: tuple[Any, ...], one: bool = False) -> list[tuple[Any, ...]]:
         self.flush()
-        return super()._rows(query, params)
+        return super()._rows(query, params, one)
 
     def flush(self) -> None:
         """Send the puts and appends not sent yet, in one statement."""
@@ -829,7 +849,7 @@ class _Writer(_Reader):
             query = store._sql_put_and_append if puts else store._sql_append_many
             params = (list(puts), list(puts.values()), *events) if puts else events
         try:
-            self._conn.execute(query, params)
+            _execute(self._conn, query, params)
         except psycopg.Error as exc:
             raise store._translate(exc) from exc
 
@@ -1010,17 +1030,17 @@ class PostgresStore:
             f"INSERT INTO {s}.kv (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         ).encode()
         self._sql_put_many = (
-            f"INSERT INTO {s}.kv (key, value) SELECT * FROM unnest(%s::bytea[], %s::bytea[])"
+            f"INSERT INTO {s}.kv (key, value) SELECT * FROM unnest(%b::bytea[], %b::bytea[])"
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         ).encode()
         events_from_arrays = (
             f"INSERT INTO {s}.events (revision, seq, payload, committed_at, part)"
-            " SELECT r, q, p, clock_timestamp(), t FROM unnest(%s::bigint[], %s::integer[], %s::bytea[], %s::text[])"
+            " SELECT r, q, p, clock_timestamp(), t FROM unnest(%s::bigint[], %s::integer[], %b::bytea[], %s::text[])"
             " AS u(r, q, p, t)"
         )
         self._sql_append_many = events_from_arrays.encode()
         self._sql_put_and_append = (
-            f"WITH put AS (INSERT INTO {s}.kv (key, value) SELECT * FROM unnest(%s::bytea[], %s::bytea[])"
+            f"WITH put AS (INSERT INTO {s}.kv (key, value) SELECT * FROM unnest(%b::bytea[], %b::bytea[])"
             f" ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) {events_from_arrays}"
         ).encode()
         self._sql_delete = f"DELETE FROM {s}.kv WHERE key = %s".encode()

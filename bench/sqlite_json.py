@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +59,9 @@ class _Reader:
     def revision(self) -> int:
         row = self._conn.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
         return int(row[0])
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        return [self.get(key) for key in keys]
 
     def get(self, key: bytes) -> bytes | None:
         area, parts = _split(key)

@@ -235,15 +235,28 @@ class Resources:
             audit.updated_by.id = principal
 
     def check_slug_free(self, kind: KindRuntime, obj: Message) -> None:
+        """Refuse a new object whose slug (or id, when it has one) is taken. The org's usage,
+        which its insert will count, is read in the same ``get_many``: one round trip on a
+        database server, where each get with the write lock held is one."""
         meta = obj.metadata  # type: ignore[attr-defined]
-        if not self.visible(meta.org):  # a kind's step chose the org: what is in it is not told
-            raise errors.OrgNotVisible(f"org '{meta.org}' not found", metadata={"org": meta.org})
-        if self.txn.get(kind.slug_key(meta.org, meta.slug)) is not None:
+        org = meta.org
+        if not self.visible(org):  # a kind's step chose the org: what is in it is not told
+            raise errors.OrgNotVisible(f"org '{org}' not found", metadata={"org": org})
+        wanted = [kind.slug_key(org, meta.slug)]
+        if meta.id:
+            wanted.append(kind.object_key(meta.id))
+        counted = org in self._usage
+        if not counted:
+            wanted.append(keys.org_usage_key(org))
+        found = self.txn.get_many(wanted)
+        if not counted:
+            self._usage[org] = Tally(org, found[-1])
+        if found[0] is not None:
             raise errors.AlreadyExists(
                 f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'",
                 metadata={"kind": kind.name, "slug": meta.slug, "org": meta.org},
             )
-        if meta.id and self.txn.get(kind.object_key(meta.id)) is not None:
+        if meta.id and found[1] is not None:
             if self.hidden(kind, meta.id):
                 raise taken_elsewhere(kind, meta.id, meta.org)
             raise errors.AlreadyExists(

@@ -27,7 +27,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -186,6 +186,10 @@ class _Reader:
 
     def __enter__(self) -> _Reader:
         return self
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        get = self.get
+        return [get(key) for key in keys]
 
     def __exit__(self, *exc: object) -> None:
         self._txn.abort()

@@ -62,7 +62,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -587,6 +587,9 @@ class _Reader:
         rows = self._loose_rows(store._sql_get_loose, store._sql_get, (key,), one=True)
         return bytes(rows[0][0]) if rows else None
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        return [self.get(key) for key in keys]  # a reader's first two are single statements already
+
     def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Keys in byte order, as LMDB would list them: the revision and the event
         log live in tables of their own but appear under ``m/revision`` and ``e/``."""
@@ -803,6 +806,17 @@ class _Writer(_Reader):
         found = self._got[key] = bytes(rows[0][0]) if rows else None
         return found
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """One statement for the keys this write has neither put nor read."""
+        puts, got = self._puts, self._got
+        wanted = [key for key in dict.fromkeys(keys) if key not in puts and key not in got]
+        if len(wanted) > 1:
+            rows = _Reader._rows(self, self._store._sql_get_many, (wanted,))  # rows no waiting put touches
+            found = {bytes(key): bytes(value) for key, value in rows}
+            for key in wanted:
+                got[key] = found.get(key)
+        return [self.get(key) for key in keys]
+
     def delete(self, key: bytes) -> bool:
         self._wrote = True
         waiting = self._puts.pop(key, None) is not None
@@ -1008,6 +1022,7 @@ class PostgresStore:
             " writes = writes + 1 WHERE id = 1"
         ).encode()
         self._sql_get = f"SELECT value FROM {s}.kv WHERE key = %s".encode()
+        self._sql_get_many = f"SELECT key, value FROM {s}.kv WHERE key = ANY(%b::bytea[])".encode()
         self._sql_get_loose = (
             f"SELECT m.revision, m.writes, kv.value FROM {s}.meta AS m"
             f" LEFT JOIN {s}.kv AS kv ON kv.key = %s WHERE m.id = 1"

@@ -14,7 +14,7 @@ conflict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -39,6 +39,11 @@ class ReadTxn(Protocol):
         ...
 
     def get(self, key: bytes) -> bytes | None: ...
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """``get`` of each key, in order. An engine whose gets are round trips (a database
+        server) may ask for them together: a step that knows what it will read asks at once."""
+        ...
 
     def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Keys starting with ``prefix`` in byte order, strictly after ``after`` if given."""

@@ -138,3 +138,38 @@ def test_recreating_an_agent_with_its_id_recreates_its_default_instance_id(stigm
     assert restored.status.default_instance_id == first.status.default_instance_id
     other = commands.create(_agent("Other"))
     assert other.status.default_instance_id != first.status.default_instance_id
+
+
+def test_a_default_instance_whose_slug_is_taken_takes_the_fallback_and_refuses_when_both_are(
+    stigmer_app: Application, stigmer_channel: grpc.Channel
+) -> None:
+    agents = agent_grpc.AgentCommandControllerStub(stigmer_channel)
+    instance_cmd = instance_grpc.AgentInstanceCommandControllerStub(stigmer_channel)
+    instance_query = instance_grpc.AgentInstanceQueryControllerStub(stigmer_channel)
+    owner = agents.create(_agent("Owner"))
+
+    def by_hand(slug: str) -> None:
+        instance_cmd.create(
+            agentinstance_pb2.AgentInstance(
+                metadata=metadata_pb2.ApiResourceMetadata(name=slug, slug=slug),
+                spec=agentinstance_pb2.AgentInstanceSpec(agent_id=owner.metadata.id),
+            )
+        )
+
+    by_hand("helper-default")
+    helper = agents.create(_agent("Helper"))
+    instance = instance_query.get(agentinstance_pb2.AgentInstanceId(value=helper.status.default_instance_id))
+    assert instance.metadata.slug == f"helper-default-{helper.metadata.id[-8:]}"
+
+    # an agent created with its id (an import) has a known fallback: both slugs taken refuses it whole
+    agent_id = "agt-01jz000000000000000000aaaa"
+    by_hand("twice-default")
+    by_hand(f"twice-default-{agent_id[-8:]}")
+    before = key_families(stigmer_app.store)
+    with pytest.raises(grpc.RpcError) as refused:
+        agents.create(
+            agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="Twice", id=agent_id), spec=agent_pb2.AgentSpec())
+        )
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert f"'twice-default-{agent_id[-8:]}' already exists" in (refused.value.details() or "")
+    assert key_families(stigmer_app.store) == before

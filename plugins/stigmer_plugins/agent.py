@@ -45,7 +45,7 @@ from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
 from stigmer_core.api.agentic.agentinstance.v1 import service_pb2 as instance_service
 from stigmer_core.ids import derived_id
 from stigmer_core.kinds.declaration import Reference
-from stigmer_core.kinds.runtime import KindRuntime, Registry
+from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store.protocol import WriteTxn
 from stigmer_plugins.environment import ENVIRONMENT, ENVIRONMENT_REFS, keep_environment_refs_in_org
 from stigmer_plugins.references import keep_refs_in_org
@@ -55,13 +55,6 @@ DEFAULT_INSTANCE = "default_instance_id"
 MAX_ENVIRONMENT_REFS = 64
 """An instance's ``spec.environment_refs`` bound (its proto's ``max_items``)."""
 SKILL = "Skill"
-
-
-def _default_instance_slug(ctx: RequestContext, agent: agent_pb2.Agent, kind: KindRuntime) -> str:
-    slug = f"{agent.metadata.slug[:55]}-default"
-    if ctx.store.id_for_slug(kind, ctx.org, slug) is None:
-        return slug
-    return f"{agent.metadata.slug[:40]}-default-{agent.metadata.id[-8:]}"
 
 
 @step(Phase.KIND)
@@ -95,14 +88,15 @@ def create_default_instance(ctx: RequestContext) -> None:
     instance = agentinstance_pb2.AgentInstance()
     instance_meta = instance.metadata
     instance_meta.name = f"{meta.name} (default)"[:253]
-    instance_meta.slug = _default_instance_slug(ctx, agent, kind)
+    instance_meta.slug = f"{meta.slug[:55]}-default"
     instance_meta.id = ctx.scratch[DEFAULT_INSTANCE]
     instance_meta.owner_references.add(kind="Agent", id=meta.id)
     instance.spec.agent_id = meta.id
     instance.spec.description = f"Default instance of agent '{meta.slug}'"
     if agent.spec.environment_refs:
         instance.spec.environment_refs.extend(agent.spec.environment_refs)
-    ctx.store.create(kind, instance, org=ctx.org, principal=ctx.principal)
+    fallback = f"{meta.slug[:40]}-default-{meta.id[-8:]}"  # when an instance of that slug was made by hand
+    ctx.store.create(kind, instance, org=ctx.org, principal=ctx.principal, fallback_slug=fallback)
 
 
 def _ref_key(ref: Any, org: str) -> tuple[str, ...]:

@@ -20,14 +20,6 @@ WORKFLOW_INSTANCE = "WorkflowInstance"
 _DEFAULT_INSTANCE = "workflow.default_instance_id"
 
 
-def _default_instance_slug(ctx: RequestContext, workflow: workflow_pb2.Workflow) -> str:
-    slug = f"{workflow.metadata.slug[:55]}-default"
-    kind = ctx.registry.kind(WORKFLOW_INSTANCE)
-    if ctx.store.id_for_slug(kind, ctx.org, slug) is None:
-        return slug
-    return f"{workflow.metadata.slug[:40]}-default-{workflow.metadata.id[-8:]}"
-
-
 @step(Phase.KIND)
 def reserve_default_instance(ctx: RequestContext) -> None:
     """Name the default instance in the workflow's status before the workflow is written."""
@@ -46,11 +38,14 @@ def create_default_instance(ctx: RequestContext) -> None:
     instance = workflowinstance_pb2.WorkflowInstance()
     instance.metadata.id = ctx.scratch[_DEFAULT_INSTANCE]
     instance.metadata.name = f"{workflow.metadata.name} (default)"[:253]
-    instance.metadata.slug = _default_instance_slug(ctx, workflow)
+    instance.metadata.slug = f"{workflow.metadata.slug[:55]}-default"
     instance.metadata.owner_references.add(kind=WORKFLOW, id=workflow.metadata.id)
     instance.spec.workflow_id = workflow.metadata.id
     instance.spec.description = f"Default instance of workflow '{workflow.metadata.slug}'"
-    ctx.store.create(ctx.registry.kind(WORKFLOW_INSTANCE), instance, org=ctx.org, principal=ctx.principal)
+    fallback = f"{workflow.metadata.slug[:40]}-default-{workflow.metadata.id[-8:]}"  # one made by hand took it
+    ctx.store.create(
+        ctx.registry.kind(WORKFLOW_INSTANCE), instance, org=ctx.org, principal=ctx.principal, fallback_slug=fallback
+    )
 
 
 @step(Phase.BUILD)

@@ -234,15 +234,19 @@ class Resources:
             audit.updated_at.CopyFrom(now)
             audit.updated_by.id = principal
 
-    def check_slug_free(self, kind: KindRuntime, obj: Message) -> None:
-        """Refuse a new object whose slug (or id, when it has one) is taken. The org's usage,
-        which its insert will count, is read in the same ``get_many``: one round trip on a
-        database server, where each get with the write lock held is one."""
+    def check_slug_free(self, kind: KindRuntime, obj: Message, fallback_slug: str = "") -> None:
+        """Refuse a new object whose slug (or id, when it has one) is taken; with
+        ``fallback_slug``, take that slug instead when the object's is taken (then refuse if
+        that one is too). What is read goes in one ``get_many``, the org's usage (which the
+        insert counts) included: one round trip on a database server, where each get with the
+        write lock held is one."""
         meta = obj.metadata  # type: ignore[attr-defined]
         org = meta.org
         if not self.visible(org):  # a kind's step chose the org: what is in it is not told
             raise errors.OrgNotVisible(f"org '{org}' not found", metadata={"org": org})
         wanted = [kind.slug_key(org, meta.slug)]
+        if fallback_slug:
+            wanted.append(kind.slug_key(org, fallback_slug))
         if meta.id:
             wanted.append(kind.object_key(meta.id))
         counted = org in self._usage
@@ -251,12 +255,16 @@ class Resources:
         found = self.txn.get_many(wanted)
         if not counted:
             self._usage[org] = Tally(org, found[-1])
-        if found[0] is not None:
+        taken = found[0] is not None
+        if taken and fallback_slug:
+            meta.slug = fallback_slug
+            taken = found[1] is not None
+        if taken:
             raise errors.AlreadyExists(
                 f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'",
                 metadata={"kind": kind.name, "slug": meta.slug, "org": meta.org},
             )
-        if meta.id and found[1] is not None:
+        if meta.id and found[2 if fallback_slug else 1] is not None:
             if self.hidden(kind, meta.id):
                 raise taken_elsewhere(kind, meta.id, meta.org)
             raise errors.AlreadyExists(
@@ -653,17 +661,21 @@ class Resources:
             txn.delete(key)
         self._event(kind, DELETED, obj, obj.SerializeToString())
 
-    def create(self, kind: KindRuntime, obj: Message, *, org: str, principal: str) -> Message:
+    def create(
+        self, kind: KindRuntime, obj: Message, *, org: str, principal: str, fallback_slug: str = ""
+    ) -> Message:
         """Create an object of any kind from inside another kind's step.
 
         The same checks and stamping as the create pipeline, minus the
         request-level validation the caller is responsible for.
+        ``fallback_slug``: the slug to take when the object's is taken (an
+        owner's derived object, named after it), read together with it.
         """
         meta = obj.metadata  # type: ignore[attr-defined]
         if not meta.slug:
             meta.slug = slugify(meta.name) or kind.id_prefix
         self.stamp_new(kind, obj, org=org, principal=principal)
-        self.check_slug_free(kind, obj)
+        self.check_slug_free(kind, obj, fallback_slug)
         self.insert(kind, obj)
         return obj
 

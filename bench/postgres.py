@@ -44,7 +44,7 @@ import grpc
 import psycopg
 import psycopg_pool
 
-from bench import drive, h2load, machine
+from bench import drive, h2load, machine, round_trips
 from bench.results import Measurement
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
@@ -287,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = postgres.with_schema(base, f"bench_{uuid.uuid4().hex[:8]}")
     raw: _Raw | None = None
     try:
+        trips = round_trips.per_create(base)
         raw = _Raw(base)
         keys_ = raw.seed(200)
         rows["raw.create.serial"] = _serial("raw.create.serial", raw.create, budget)
@@ -363,6 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     event, wake = rows["watch.event.cross_daemon"], rows["watch.wake.cross_daemon"]
     print()
     print(
+        f"Agent create, from the creating thread:                     {trips['round_trips']:.1f} round trips"
+        f" ({trips['statements']:.1f} statements)"
+    )
+    print(
         f"create, 32 in flight, 1 daemon / raw psycopg (32 threads): {ratios['create.1d.c32 / raw.create.t32']:.2f}x  (target >= 0.6)"
     )
     print(
@@ -412,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name, m in rows.items()
             },
             "ratios": ratios,
+            "create_round_trips": trips,
         }
         args.json.write_text(json.dumps(doc, indent=2))
     return 0

@@ -71,3 +71,6 @@ def test_quick_run_reports_every_row_and_the_watch_latency_across_daemons(
     assert doc["rows"]["watch.event.cross_daemon"]["calls"] == WATCH_SAMPLES, "a watched create never arrived"
     for name, value in doc["ratios"].items():
         assert math.isfinite(value) and value > 0, name
+    trips = doc["create_round_trips"]
+    assert 1 <= trips["round_trips"] <= trips["statements"], trips
+    assert "round trips" in done.stdout

@@ -1,0 +1,17 @@
+"""How many round trips an Agent create makes on PostgreSQL, a count and not a speed: each
+one with the revision lock held is time every other writer of the schema waits, so a change
+that adds one must mean to (docs/design.md, Revision order)."""
+
+from __future__ import annotations
+
+from bench import round_trips
+
+ROUND_TRIPS = 5
+"""``BEGIN`` with the lock and the kinds' release records; the agent's slug with the org's usage;
+the default instance's slug, fallback slug and id; the held puts and events; the commit."""
+
+
+def test_an_agent_create_takes_five_round_trips(stigmer_postgres_url: str) -> None:
+    counted = round_trips.per_create(stigmer_postgres_url)
+    assert counted["round_trips"] <= ROUND_TRIPS, counted
+    assert counted["statements"] >= counted["round_trips"], counted

@@ -340,11 +340,13 @@ class _Pool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
 def _execute(
     conn: psycopg.Connection[Any], query: bytes, params: tuple[Any, ...] | None = None
 ) -> psycopg.Cursor[Any]:
-    """``conn.execute`` on a cursor the connection keeps, for a statement of at most one row
-    read before the next is sent: ``Connection.execute`` builds a cursor (and its adapters map)
-    per statement, about a third of the CPU psycopg spends on a get. The cursor holds its last
-    result until the next statement, so never a page of a scan (up to ``scan_page`` objects);
-    nor a statement of a pipeline, whose cursors are read after it ends."""
+    """``conn.execute`` on a cursor the connection keeps, for a statement of small parameters and
+    at most one row, read before the next is sent (a get, a delete): ``Connection.execute``
+    builds a cursor (and its adapters map) per statement, about a third of the CPU psycopg
+    spends on a get. The cursor keeps its last parameters and result until the connection's
+    next statement, at most one object per pooled connection this way; so never a page of a
+    scan (up to ``scan_page`` objects) nor a write's held puts, and never a statement of a
+    pipeline, whose cursors are read after it ends."""
     cur: psycopg.Cursor[Any] | None = getattr(conn, "_stigmer_cursor", None)
     if cur is None or cur.closed:
         cur = conn.cursor()
@@ -831,7 +833,7 @@ class _Writer(_Reader):
 
     def _rows_none(self, query: bytes, params: tuple[Any, ...]) -> None:
         try:
-            _execute(self._conn, query, params)
+            self._conn.execute(query, params)
         except psycopg.Error as exc:
             raise self._store._translate(exc) from exc
 
@@ -863,7 +865,7 @@ class _Writer(_Reader):
             query = store._sql_put_and_append if puts else store._sql_append_many
             params = (list(puts), list(puts.values()), *events) if puts else events
         try:
-            _execute(self._conn, query, params)
+            self._conn.execute(query, params)
         except psycopg.Error as exc:
             raise store._translate(exc) from exc
 

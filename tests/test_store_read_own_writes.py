@@ -73,3 +73,23 @@ def test_a_function_that_raises_after_its_puts_leaves_none_of_them(engine: OpenS
         store.transact(write)
     with store.read() as txn:
         assert txn.get(b"k/a") is None
+
+
+def test_get_many_answers_as_gets_would_in_order_with_repeats(engine: OpenStore) -> None:
+    store = engine()
+    store.transact(lambda txn: (txn.put(b"k/a", b"stored a"), txn.put(b"k/b", b"stored b"), txn.put(b"k/c", b"c")))
+
+    def write(txn: WriteTxn) -> list[object]:
+        txn.put(b"k/b", b"put b")  # held back, on PostgreSQL: answered from the put
+        txn.delete(b"k/c")
+        asked = [b"k/absent", b"k/a", b"k/b", b"k/c", b"k/a", b"k/later"]
+        first = txn.get_many(asked)
+        txn.put(b"k/later", b"now")
+        return [first, txn.get_many(asked), [txn.get(key) for key in asked], txn.get_many([])]
+
+    first, again, one_by_one, none = store.transact(write)
+    assert first == [None, b"stored a", b"put b", None, b"stored a", None]
+    assert again == one_by_one == [None, b"stored a", b"put b", None, b"stored a", b"now"]
+    assert none == []
+    with store.read() as txn:
+        assert txn.get_many([b"k/b", b"k/c", b"k/later", b"k/b"]) == [b"put b", None, b"now", b"put b"]

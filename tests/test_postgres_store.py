@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,44 @@ def test_callers_sharing_a_commit_fail_alone_and_revisions_stay_gapless(store: P
     assert _held_revisions(store) == 10
     counted, held = _partitions(store)
     assert counted == held
+
+
+def test_a_held_write_the_database_refuses_at_commit_fails_its_caller_alone(store: PostgresStore) -> None:
+    """A batch's callers hold their writes together and send them with the commit; when that
+    statement fails, whose write failed is not known, so the batch runs again with each
+    caller's writes sent as its function returns, under its savepoint."""
+    too_long = os.urandom(4000)  # past what a btree index entry may hold: refused by the INSERT only
+    gate, started = threading.Event(), threading.Event()
+
+    def blocker(txn: WriteTxn) -> None:
+        started.set()  # holds the leader role so the others queue up into one batch
+        gate.wait(timeout=10)
+        txn.put(b"k/blocker", b"")
+
+    def good(i: int) -> Any:
+        return lambda txn: (txn.put(b"k/good%d" % i, b"v"), txn.append_event(b"good"))[1]
+
+    def bad(txn: WriteTxn) -> None:
+        txn.put(b"k/" + too_long, b"v")
+        txn.append_event(b"bad")
+
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(store.transact, blocker)
+        assert started.wait(timeout=10)
+        futures = [pool.submit(store.transact, good(0)), pool.submit(store.transact, bad)]
+        futures += [pool.submit(store.transact, good(i)) for i in (1, 2)]
+        while store._writes.queued < len(futures):
+            threading.Event().wait(0.01)
+        gate.set()
+        first.result(timeout=30)
+        revisions = [futures[i].result(timeout=30) for i in (0, 2, 3)]
+        with pytest.raises(errors.StigmerError):
+            futures[1].result(timeout=30)
+    with store.read() as txn:
+        assert sorted(k for k, _ in txn.scan(b"k/")) == [b"k/blocker", b"k/good0", b"k/good1", b"k/good2"]
+        assert [payload for _, payload in txn.events(0)] == [b"good"] * 3
+        assert txn.revision == max(revisions)
+    assert sorted(revisions) == list(range(revisions[0], revisions[0] + 3)), "no revision left behind"
 
 
 def test_scan_pages_through_a_range_in_byte_order(store: PostgresStore) -> None:

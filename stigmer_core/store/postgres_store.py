@@ -767,6 +767,8 @@ class _Writer(_Reader):
         base: int,
         tally: _Log,
         known: dict[bytes, bytes | None],
+        puts: dict[bytes, bytes],
+        appends: list[tuple[int, int, bytes, str]],
     ) -> None:
         super().__init__(store, conn)
         self._began = True
@@ -779,10 +781,11 @@ class _Writer(_Reader):
         self._part_bytes = 0
         """Bytes of this transaction's events so far."""
         self._wrote = False
-        self._puts: dict[bytes, bytes] = {}
-        """Puts not sent yet, by key (a later put of a key replaces the earlier one's value)."""
-        self._appends: list[tuple[int, int, bytes, str]] = []
-        """Events not sent yet: revision, seq, payload, partition."""
+        self._puts = puts
+        """Puts not sent yet, by key (a later put of a key replaces the earlier one's value);
+        shared with the batch's other callers while they run in one transaction (``_run_batch``)."""
+        self._appends = appends
+        """Events not sent yet: revision, seq, payload, partition (shared as ``_puts`` is)."""
         self._got = known
         """What gets of this transaction read (or the batch read ahead for it), and what it
         deleted (None), by key."""
@@ -843,11 +846,20 @@ class _Writer(_Reader):
 
     def flush(self) -> None:
         """Send the puts and appends not sent yet, in one statement."""
+        held = self.take_held()
+        if held is not None:
+            try:
+                self._conn.execute(*held)
+            except psycopg.Error as exc:
+                raise self._store._translate(exc) from exc
+
+    def take_held(self) -> tuple[bytes, tuple[Any, ...]] | None:
+        """The statement that sends the puts and appends not sent yet, which are then no longer
+        held (emptied in place: the batch's other callers may share them)."""
         puts, appends = self._puts, self._appends
         if not puts and not appends:
-            return
+            return None
         self._got.update(puts)
-        self._puts, self._appends = {}, []
         store = self._store
         query: bytes
         params: tuple[Any, ...]
@@ -864,10 +876,9 @@ class _Writer(_Reader):
             events = (revisions, seqs, payloads, parts)
             query = store._sql_put_and_append if puts else store._sql_append_many
             params = (list(puts), list(puts.values()), *events) if puts else events
-        try:
-            self._conn.execute(query, params)
-        except psycopg.Error as exc:
-            raise store._translate(exc) from exc
+        puts.clear()
+        appends.clear()
+        return query, params
 
     def compacted_through(self, partitions: Collection[str] | None = None) -> int:
         if partitions is None:
@@ -915,6 +926,7 @@ class _Writer(_Reader):
         The append goes alone, after the pipeline, so the transaction's last message is not
         a pipeline's flush request, after which the server would not end it if this daemon
         then paused holding the revision lock (``_Writer``)."""
+        self.flush()  # the events it may prune (earlier callers' of the batch too) must be in the table
         store, tally = self._store, self._log
         keep = tally.keep
         params = {
@@ -1339,6 +1351,14 @@ class PostgresStore:
                 keep=self._recorded_retention(row[7], row[8], row[9]),
             )
             shared = savepoints and len(batch) > 1
+            # Without savepoints the callers run in one transaction: their puts and appends are
+            # held together and go with the commit, one round trip for the batch's writes (if that
+            # statement fails, the batch runs again with savepoints, each caller's writes sent as
+            # its ``fn`` returns, so the failure is its caller's alone).
+            together = not savepoints
+            held_puts: dict[bytes, bytes] = {}
+            held_appends: list[tuple[int, int, bytes, str]] = []
+            writer: _Writer | None = None
             wrote = False  # a rolled-back caller's writes count too: a needless bump only costs a reader a retry
             handed: list[tuple[int, bytes]] = []
             for pending in batch:
@@ -1347,10 +1367,14 @@ class PostgresStore:
                 pending.callbacks = []
                 if shared:
                     conn.execute(b"SAVEPOINT stigmer_call")
-                writer = _Writer(self, conn, revision, tally.copy(), dict(known))
+                if together:
+                    writer = _Writer(self, conn, revision, tally.copy(), known, held_puts, held_appends)
+                else:
+                    writer = _Writer(self, conn, revision, tally.copy(), dict(known), {}, [])
                 try:
                     pending.result = pending.fn(writer)
-                    writer.flush()
+                    if not together:
+                        writer.flush()
                 except Exception as exc:
                     wrote = wrote or writer._wrote
                     if _lost(conn) or isinstance(exc, _Retry) or _unusable(exc):
@@ -1363,8 +1387,9 @@ class PostgresStore:
                 wrote = wrote or writer._wrote
                 revision = writer._revision or revision
                 tally = writer._log  # adopted only once its fn succeeded: a rolled-back one changed nothing
-                for key in ahead:  # what it put or deleted of them, for the next caller
-                    known[key] = writer._got[key]
+                if not together:
+                    for key in ahead:  # what it put or deleted of them, for the next caller
+                        known[key] = writer._got[key]
                 pending.callbacks = writer._callbacks
                 handed.extend(writer.appended)
             if not shared and batch[0].error is not None:
@@ -1372,8 +1397,11 @@ class PostgresStore:
             if revision != base:
                 self._hold(base)
                 holding = True
+            held = writer.take_held() if together and writer is not None else None
             try:
                 with conn.pipeline():
+                    if held is not None:
+                        conn.execute(*held)
                     counts = tally.counts()
                     if counts is not None:
                         conn.execute(self._sql_count_parts, counts)
@@ -1388,6 +1416,8 @@ class PostgresStore:
                     raise errors.Unavailable(
                         f"{what} while committing; the write may or may not have been applied"
                     ) from exc
+                if held is not None and len(batch) > 1:
+                    raise _CallerFailed from exc  # whose writes failed is not known: one by one
                 raise
             if revision != base:  # followers read after the commit: one that came later reads the store
                 for follower in self._followers:

@@ -731,12 +731,15 @@ class _Writer(_Reader):
     trips, not CPU, set how fast the whole schema takes writes (an Agent
     create sent eleven puts, two appends and seven gets). Puts and event
     appends wait in ``_puts`` and ``_appends`` and go to the database in one
-    statement when ``fn`` returns (``flush``), or before a read that could
-    see them (a scan, a read of the event log). A get is answered from
-    ``_puts`` or from ``_got``, what this transaction read already: no other
-    writer can change a row while this one holds the revision lock, and a
-    delete goes out at once and is remembered there. An error of a held
-    statement is raised by the flush, still inside the same ``fn``'s run.
+    statement: with the commit, for all the callers of a batch that run in one
+    transaction (``take_held``), or when ``fn`` returns, for a caller under a
+    savepoint (``flush``); and before a read that could see them (a scan, a
+    read of the event log) or a prune. A get is answered from ``_puts`` or
+    from ``_got``, what this transaction read already: no other writer can
+    change a row while this one holds the revision lock, and a delete goes out
+    at once and is remembered there. An error of a statement held until the
+    commit runs the batch again with savepoints, where it is raised inside its
+    own ``fn``'s run.
 
     Not a pipeline: psycopg ends one with a flush request after its Sync,
     after which the server does not start ``idle_in_transaction_timeout``

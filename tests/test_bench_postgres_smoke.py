@@ -72,7 +72,7 @@ def test_quick_run_reports_every_row_and_the_watch_latency_across_daemons(
     for name, value in doc["ratios"].items():
         assert math.isfinite(value) and value > 0, name
     trips = doc["create_round_trips"]
-    # a counter that stopped seeing psycopg's calls reports 0; one that counted a pipeline's
-    # statements as round trips reports more round trips than statements would allow
+    # a counter that stopped seeing psycopg's calls reports 0 (the exact figure is
+    # tests/test_postgres_round_trips.py's); a round trip carries at least one statement
     assert 1 <= trips["round_trips"] <= trips["statements"], trips
     assert "round trips" in done.stdout

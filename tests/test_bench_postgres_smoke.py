@@ -72,7 +72,7 @@ def test_quick_run_reports_every_row_and_the_watch_latency_across_daemons(
     for name, value in doc["ratios"].items():
         assert math.isfinite(value) and value > 0, name
     trips = doc["create_round_trips"]
-    # a counter that stopped seeing psycopg's calls reports 0 (the exact figure is
-    # tests/test_postgres_round_trips.py's); a round trip carries at least one statement
-    assert 1 <= trips["round_trips"] <= trips["statements"], trips
+    # the exact figure is tests/test_postgres_round_trips.py's; here, that the run counted at all
+    assert trips["round_trips"] >= 1, f"the counter saw none of psycopg's calls: {trips}"
+    assert trips["statements"] >= trips["round_trips"], f"a round trip carries a statement: {trips}"
     assert "round trips" in done.stdout

@@ -247,6 +247,7 @@ class Resources:
         wanted = [kind.slug_key(org, meta.slug)]
         if fallback_slug:
             wanted.append(kind.slug_key(org, fallback_slug))
+        id_at = len(wanted)  # where the object key's answer is, when it has an id
         if meta.id:
             wanted.append(kind.object_key(meta.id))
         counted = org in self._usage
@@ -264,7 +265,7 @@ class Resources:
                 f"{kind.label} '{meta.slug}' already exists in org '{meta.org}'",
                 metadata={"kind": kind.name, "slug": meta.slug, "org": meta.org},
             )
-        if meta.id and found[2 if fallback_slug else 1] is not None:
+        if meta.id and found[id_at] is not None:
             if self.hidden(kind, meta.id):
                 raise taken_elsewhere(kind, meta.id, meta.org)
             raise errors.AlreadyExists(

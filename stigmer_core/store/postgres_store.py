@@ -424,6 +424,11 @@ def _translated(exc: psycopg.Error) -> Exception:
             "SELECT, INSERT, UPDATE and DELETE on its tables and EXECUTE on its function prune_events "
             "(which every role has unless revoked)"
         )
+    if (exc.sqlstate or "")[:2] == "54":  # program limit exceeded: a key past what a btree entry holds
+        return errors.InvalidArgument(  # as LMDB answers a key past its 511 bytes: the same write never fits
+            f"a value of this write is too long for the database to store or index ({_detail(exc)}): "
+            "nothing was written"
+        )
     # A transaction ended for idling (25P03) is class 25, not an OperationalError, but the session is gone too.
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | pg_errors.IdleInTransactionSessionTimeout):
         if (exc.sqlstate or "")[:2] in ("53", "58"):  # out of memory or connections, an I/O error

@@ -780,6 +780,32 @@ def test_a_forged_notice_wakes_the_listener_but_never_moves_the_revision(
         assert _woken_by_a_write(waiting=store, writing=other, after=1) == [2]
 
 
+def test_the_listener_reads_nothing_for_its_own_commits_but_reads_for_anothers(
+    store: PostgresStore, stigmer_postgres_store_url: str
+) -> None:
+    """A daemon's own commits wake its waiters themselves: a read of the revision for each of
+    their notices was a statement per commit spent on nothing."""
+    reads: list[int] = []
+    watched = store._watched
+    store._watched = lambda row: (reads.append(int(row[0])), watched(row))[1]  # type: ignore[method-assign]
+    with psycopg.connect(store.settings.conninfo, autocommit=True) as other_role:
+        other_role.execute("SELECT pg_notify(%s, 'wake')", (store.channel,))  # read now: 5 s from here
+    deadline = time.monotonic() + 10
+    while not reads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reads, "a notice naming no revision was not read"
+    time.sleep(0.3)  # the listener's first read, when it connected after the patch, is done too
+    reads.clear()
+    for i in range(20):
+        store.transact(lambda txn, i=i: (txn.put(b"k/%d" % i, b"1"), txn.append_event(b"ev")))
+    assert store.wait_for_revision(19, 10) == 20
+    time.sleep(0.3)  # the listener has had every notice by now
+    assert reads == [], "the listener read the revision for this daemon's own commits"
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as other:
+        assert _woken_by_a_write(waiting=store, writing=other, after=20) == [21]
+        assert reads == [21], "another daemon's commit was not read"  # (its close notifies too)
+
+
 def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(
     stigmer_postgres_store_url: str,
 ) -> None:

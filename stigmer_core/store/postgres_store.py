@@ -39,7 +39,8 @@ the notice goes out exactly when the commit is visible. Every daemon keeps a
 dedicated listener connection (a connection waiting on LISTEN cannot serve
 queries) that, woken by notices, reads the revision (one read per burst of
 them; a payload is never trusted, since any role may NOTIFY) and wakes
-``wait_for_revision``; after reconnecting it reads the revision once, so a
+``wait_for_revision``; a burst of this daemon's own commits' notices needs no
+read, since those commits wake waiters themselves (``_known``); after reconnecting it reads the revision once, so a
 commit made while it was away is not missed.
 
 Faults: a database that is down, restarting or too slow answers
@@ -1146,6 +1147,12 @@ class PostgresStore:
         self._committing: int | None = None
         """The revision before the batch whose COMMIT is in flight: ``wait_for_revision`` answers
         no further until its events were handed over, though the listener may see it first."""
+        self._announcing = 0
+        """The revision this daemon's commit in flight (or its last) notifies: the listener needs no
+        read for its notice, since the committing thread advances to it itself (``_known``). 0 once a
+        commit failed: another daemon may commit that revision. A commit whose outcome is unknown (its
+        connection lost at COMMIT) may have been notified and skipped: waiters learn of it at the
+        next notice naming a newer revision, or the next read (at most ``LISTEN_SECONDS``)."""
         self._reachable = True
         self._serving = True
         """What the health followers were last told: reachable, on a schema this code knows."""
@@ -1403,7 +1410,7 @@ class PostgresStore:
             if not shared and batch[0].error is not None:
                 return  # rolled back already: nothing to commit
             if revision != base:
-                self._hold(base)
+                self._hold(base, revision)
                 holding = True
             held = writer.take_held() if together and writer is not None else None
             try:
@@ -1431,6 +1438,9 @@ class PostgresStore:
                 for follower in self._followers:
                     follower(base, revision, handed)
         except BaseException as exc:
+            if holding:  # not committed (or not known to be): another daemon's commit may take that revision
+                with self._revision_cond:
+                    self._announcing = 0
             if not _lost(conn) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute(b"ROLLBACK")
@@ -1472,11 +1482,22 @@ class PostgresStore:
             # ``!=``, not ``is not``: a bound method is a new object each time it is named
             self._followers = tuple(f for f in self._followers if f != follower)
 
-    def _hold(self, base: int | None) -> None:
+    def _hold(self, base: int | None, announcing: int = 0) -> None:
         with self._revision_cond:
             self._committing = base
             if base is None:
                 self._revision_cond.notify_all()
+            else:
+                self._announcing = announcing
+
+    def _known(self, notices: list[psycopg.Notify]) -> bool:
+        """Whether every one of a burst of notices names a revision this daemon knows of already, or
+        the one its own commit is advancing to: then the listener need not read. A payload is never
+        taken as a revision to advance to (any role may NOTIFY anything): at worst a forged one
+        saves a read another daemon's commit would not need, as its own notice names a newer revision."""
+        with self._revision_cond:
+            known = max(self._revision, self._announcing)
+        return all(notice.payload.isdecimal() and int(notice.payload) <= known for notice in notices)
 
     def _visible(self) -> int:
         """The revision ``wait_for_revision`` answers: not past a commit still being handed over."""
@@ -1497,6 +1518,7 @@ class PostgresStore:
                 with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
                     conn.execute(f'LISTEN "{self.channel}"'.encode())
                     row = conn.execute(self._sql_watch).fetchone()  # what was committed while away
+                    read_at = time.monotonic()
                     if row:
                         self._watched(row)
                     self._set_reachable(True)
@@ -1508,13 +1530,17 @@ class PostgresStore:
                         # can connect may NOTIFY anything, and a revision taken from one would send
                         # every watch after events that do not exist. Notices that arrive during
                         # the read are taken together by the next wait: one read per burst.
-                        woken = False
-                        for _ in conn.notifies(timeout=LISTEN_SECONDS, stop_after=1):
-                            woken = True
+                        # This daemon's own commits advance the revision themselves: their notices
+                        # need no read, but one read per LISTEN_SECONDS is made anyway, for the
+                        # schema's version (a newer release's migration) and as a bound on trusting.
+                        notices = list(conn.notifies(timeout=LISTEN_SECONDS, stop_after=1))
                         if self._stop.is_set():
                             return
-                        if woken:
+                        if notices:
+                            if time.monotonic() - read_at < LISTEN_SECONDS and self._known(notices):
+                                continue
                             row = conn.execute(self._sql_watch).fetchone()
+                            read_at = time.monotonic()
                             if row:
                                 self._watched(row)
                             self._set_reachable(True)
@@ -1525,7 +1551,9 @@ class PostgresStore:
                         # no notice and raises nothing; this way waiters learn of other daemons'
                         # writes within LISTEN_SECONDS anyway, and a listener that missed writes
                         # twice running is replaced.
-                        if self._poll_revision():
+                        moved = self._poll_revision()
+                        read_at = time.monotonic()
+                        if moved:
                             missed += 1
                             if missed >= 2:
                                 log.warning("store listener missed other daemons' writes; reconnecting it")

@@ -6,7 +6,8 @@ message limit), ids of real objects and ids with ``/`` or a newline,
 unknown enum numbers, Structs nested past the depth limit, big maps and
 repeated fields, and page tokens forged from real and made-up keys. Every
 answer must be a status the design documents: never INTERNAL or UNKNOWN,
-never a hang (each call has a deadline), and the daemon serves afterwards.
+never a hang (each call has a deadline), and the daemon serves afterwards,
+on either engine (LMDB, and a team server's PostgreSQL).
 
 The example count per rpc is small and bounded, so the whole file runs in
 CI in about a minute; a failing example is printed by hypothesis as usual.
@@ -36,6 +37,10 @@ from stigmer_core.kinds.runtime import KindRuntime, MethodBinding
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
 from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.postgres_store import PostgresStore
+from stigmer_core.store.protocol import Store
+from stigmer_core.testing import postgres
+from stigmer_core.testing.postgres import selected_engines
 from tests.gizmo_kind import GizmoPlugin
 from tests.hardening_support import agent
 from tests.widget_kind import WidgetPlugin
@@ -65,11 +70,19 @@ class Target:
         self.ids = ids
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+@pytest.fixture(scope="module", params=selected_engines())
+def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """Once per engine: the team server's store answers hostile requests through other code
+    (its own key encoding in SQL, its pool and statement limits) than LMDB's."""
     data: Path = tmp_path_factory.mktemp("fuzz") / "data"
     pm = plugin_manager(plugins=_PLUGINS)
-    app = Application(build_registry(pm), LmdbStore(data, durable=False), pm)
+    url = ""
+    if request.param == "postgres":
+        url = postgres.fresh_schema_url(request.getfixturevalue("stigmer_postgres_url"))
+        store: Store = PostgresStore(url, durable=False)
+    else:
+        store = LmdbStore(data, durable=False)
+    app = Application(build_registry(pm), store, pm, data_dir=data)
     server = Server(app, "127.0.0.1:0", max_workers=8)
     server.start()
     channel = grpc.insecure_channel(server.address)
@@ -82,6 +95,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     channel.close()
     server.stop(grace=1)
     app.close()
+    if url:
+        postgres.drop_schema(url)
 
 
 # -- hostile messages from descriptors -------------------------------------------------

@@ -103,11 +103,10 @@ def _set_phase(ctx: Any) -> None:
 
 
 def _color_name(widget: Any) -> list[tuple[str, ...]]:
-    return (
-        [(DESCRIPTOR.enum_types_by_name["Color"].values_by_number[widget.spec.color].name,)]
-        if widget.spec.color
-        else []
-    )
+    """An open enum holds numbers it does not name (a fuzzed -1): those are indexed by number."""
+    number = widget.spec.color
+    named = DESCRIPTOR.enum_types_by_name["Color"].values_by_number.get(number)
+    return [(named.name if named is not None else str(number),)] if number else []
 
 
 WIDGET = KindDeclaration(

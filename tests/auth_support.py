@@ -30,9 +30,10 @@ ALPHA, BETA = "alpha", "beta"
 
 
 @contextlib.contextmanager
-def requiring_tokens(path: Path) -> Iterator[Application]:
-    """An application whose network calls must carry a token (a team server's), in ``path``."""
-    app = Application.open(path / "data", durable=False, require_auth=True)
+def requiring_tokens(path: Path, store: str | None = None) -> Iterator[Application]:
+    """An application whose network calls must carry a token (a team server's), in ``path``;
+    on ``store`` (a PostgreSQL URL, as ``Application.open`` takes it) or LMDB."""
+    app = Application.open(path / "data", store=store, durable=False, require_auth=True)
     try:
         yield app
     finally:

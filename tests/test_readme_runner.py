@@ -34,13 +34,13 @@ def _messages(kinds: Kinds, execution_id: str) -> list[str]:
 
 
 def test_the_readme_runner_sends_its_token_and_a_restart_under_its_name_resumes_its_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stigmer_store: str | None
 ) -> None:
     """The runner dialled an insecure channel without a token, so a server requiring tokens refused
     every call; and restarted in a container (the same hostname, pid 1, token), it numbered its
     reports from 1 again: its report "1" was answered OK and not applied, taken for the dead
     process's report "1" sent again."""
-    with requiring_tokens(tmp_path) as app, served(app) as server:
+    with requiring_tokens(tmp_path, stigmer_store) as app, served(app) as server:
         editor, _ = make_token(app, ALPHA, "editor")
         runner_token, _ = make_token(app, ALPHA, "runner")
         kinds = Kinds.on(app, with_token(grpc.insecure_channel(server.address), editor))

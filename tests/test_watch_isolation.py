@@ -24,8 +24,9 @@ from tests.auth_support import ALPHA, BETA, make_token, requiring_tokens, served
 
 
 @pytest.fixture
-def app(tmp_path: Any) -> Iterator[Application]:
-    with requiring_tokens(tmp_path) as app:
+def app(tmp_path: Any, stigmer_store: str | None) -> Iterator[Application]:
+    """Once per engine: a team server keeps orgs apart on PostgreSQL as a daemon does on LMDB."""
+    with requiring_tokens(tmp_path, stigmer_store) as app:
         yield app
 
 

@@ -18,6 +18,8 @@ from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
 from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.postgres_store import PostgresStore
+from stigmer_core.store.protocol import Store
 from tests.agent_execution_support import COMPLETED, IN_PROGRESS, PENDING, Kinds, code_of
 
 TIMEOUT = 60.0
@@ -132,10 +134,15 @@ def test_subscribe_refusals(kinds: Kinds) -> None:
 
 
 @pytest.fixture
-def short_log_app(tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
+def short_log_app(tmp_path: Path, stigmer_store: str | None) -> Iterator[tuple[Application, grpc.Channel]]:
     """A store that keeps only 50 revisions of events, over the network."""
     pm = plugin_manager()
-    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False, event_retention=50), pm, data_dir=tmp_path)
+    store: Store = (
+        LmdbStore(tmp_path, durable=False, event_retention=50)
+        if stigmer_store is None
+        else PostgresStore(stigmer_store, durable=False, event_retention=50)
+    )
+    app = Application(build_registry(pm), store, pm, data_dir=tmp_path)
     server = Server(app, "127.0.0.1:0", max_workers=4)
     server.start()
     channel = grpc.insecure_channel(server.address)

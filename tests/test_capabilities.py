@@ -17,6 +17,8 @@ from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
 from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.postgres_store import PostgresStore
+from stigmer_core.store.protocol import Store
 from stigmer_core.testing.inspect import raw_keys
 from tests.widget_kind import WidgetPlugin, message
 
@@ -24,9 +26,16 @@ Widget = message("Widget")
 
 
 @pytest.fixture(params=["in-process", "network"])
-def app_channel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
+def app_channel(
+    request: pytest.FixtureRequest, tmp_path: Path, stigmer_store: str | None
+) -> Iterator[tuple[Application, grpc.Channel]]:
     pm = plugin_manager(plugins=[WidgetPlugin()])
-    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False, event_retention=50), pm)
+    store: Store = (
+        LmdbStore(tmp_path, durable=False, event_retention=50)
+        if stigmer_store is None
+        else PostgresStore(stigmer_store, durable=False, event_retention=50)
+    )
+    app = Application(build_registry(pm), store, pm)
     if request.param == "in-process":
         yield app, app.channel()
     else:

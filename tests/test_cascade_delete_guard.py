@@ -19,7 +19,7 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.declaration import IndexSpec
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store import open_store
 from stigmer_core.testing.inspect import raw_keys
 from tests.agent_execution_support import Kinds
 from tests.auth_support import make_token
@@ -127,9 +127,9 @@ class GuardedWidgets:
 
 
 @pytest.fixture
-def guarded(tmp_path: Path) -> Iterator[Application]:
+def guarded(tmp_path: Path, stigmer_store: str | None) -> Iterator[Application]:
     pm = plugin_manager(plugins=[GuardedWidgets()])
-    with Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm) as app:
+    with Application(build_registry(pm), open_store(stigmer_store or tmp_path / "data", durable=False), pm) as app:
         yield app
 
 

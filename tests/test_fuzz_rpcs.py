@@ -77,11 +77,11 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     data: Path = tmp_path_factory.mktemp("fuzz") / "data"
     pm = plugin_manager(plugins=_PLUGINS)
     url = ""
-    if request.param == "postgres":
-        url = postgres.fresh_schema_url(request.getfixturevalue("stigmer_postgres_url"))
-        store: Store = PostgresStore(url, durable=False)
+    if request.param == "lmdb":
+        store: Store = LmdbStore(data, durable=False)
     else:
-        store = LmdbStore(data, durable=False)
+        url = postgres.fresh_schema_url(request.getfixturevalue("stigmer_postgres_url"))
+        store = PostgresStore(url, durable=False)
     app = Application(build_registry(pm), store, pm, data_dir=data)
     server = Server(app, "127.0.0.1:0", max_workers=8)
     server.start()

@@ -25,8 +25,7 @@ from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.limits import Limits
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store import keys
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store import keys, open_store
 from stigmer_core.testing.inspect import raw_keys
 from stigmer_plugins.secrets import REDACTED
 from tests import workflow_helpers as wf
@@ -377,12 +376,12 @@ def test_the_event_sequence_cannot_overflow() -> None:
 # -- answers ---------------------------------------------------------------------------
 
 
-def test_a_write_whose_answer_would_not_fit_is_not_committed(tmp_path: Path) -> None:
+def test_a_write_whose_answer_would_not_fit_is_not_committed(tmp_path: Path, stigmer_store: str | None) -> None:
     """Three copies of a 1.5 MB gizmo each fit the object limit; the answer holding all of
     them does not fit the message limit, so nothing is written (before: committed, then
     RESOURCE_EXHAUSTED, a ghost write)."""
     pm = plugin_manager(plugins=[GizmoPlugin()])
-    with Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm) as app:
+    with Application(build_registry(pm), open_store(stigmer_store or tmp_path / "data", durable=False), pm) as app:
         server, channel = network(app)
         try:
             gizmos = KindClient(channel, app.registry.kind("Gizmo"))
@@ -405,9 +404,9 @@ def test_a_write_whose_answer_would_not_fit_is_not_committed(tmp_path: Path) -> 
             server.stop(grace=1)
 
 
-def test_a_write_of_more_objects_than_the_limit_is_refused(tmp_path: Path) -> None:
+def test_a_write_of_more_objects_than_the_limit_is_refused(tmp_path: Path, stigmer_store: str | None) -> None:
     pm = plugin_manager(plugins=[GizmoPlugin()])
-    with Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm) as app:
+    with Application(build_registry(pm), open_store(stigmer_store or tmp_path / "data", durable=False), pm) as app:
         app.registry.limits = Limits(max_objects_per_write=5)
         server, channel = network(app)
         try:
@@ -428,7 +427,9 @@ def test_a_write_of_more_objects_than_the_limit_is_refused(tmp_path: Path) -> No
             server.stop(grace=1)
 
 
-def test_limits_are_settings_checked_at_startup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_limits_are_settings_checked_at_startup(
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert Limits.from_env({"STIGMER_MAX_OBJECT_BYTES": "4096"}).max_object_bytes == 4096
     for bad in (
         {"STIGMER_MAX_OBJECT_BYTES": "lots"},
@@ -445,7 +446,7 @@ def test_limits_are_settings_checked_at_startup(tmp_path: Path, monkeypatch: pyt
         (variable,) = bad
         assert variable in refused.value.message, refused.value.message  # the setting a user gave
     monkeypatch.setenv("STIGMER_MAX_OBJECT_BYTES", "5000")
-    with Application.open(tmp_path / "data", durable=False) as app:
+    with Application.open(tmp_path / "data", durable=False, store=stigmer_store) as app:
         assert app.registry.limits.max_object_bytes == 5000
         agents = KindClient(app.channel(), app.registry.kind("Agent"))
         fails(TOO_BIG, lambda: agents.create(_big_agent("over five thousand", 6000)))
@@ -510,11 +511,13 @@ def test_numbers_and_times_json_cannot_write_are_refused_naming_the_field(
     assert_serving(channel, app)
 
 
-def test_durations_json_cannot_write_are_refused_naming_the_field_at_every_level(tmp_path: Path) -> None:
+def test_durations_json_cannot_write_are_refused_naming_the_field_at_every_level(
+    tmp_path: Path, stigmer_store: str | None
+) -> None:
     """protobuf stores a Duration of 10^12 seconds, or one whose seconds and nanos differ in sign;
     JSON cannot write either, so ``stigmer get -o yaml`` failed and an export left the object out."""
     pm = plugin_manager(entry_points=False, plugins=[TimerPlugin()])
-    with Application.open(tmp_path, pm=pm, durable=False) as app:
+    with Application.open(tmp_path, pm=pm, durable=False, store=stigmer_store) as app:
         channel = app.channel()
         timers = KindClient(channel, app.registry.kind("Timer"))
         before = raw_keys(app.store)

@@ -18,8 +18,7 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store import keys
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store import keys, open_store
 from stigmer_core.testing.inspect import raw_keys
 from tests.agent_execution_support import Kinds
 from tests.hardening_support import agent, assert_serving, fails, fields_of, network
@@ -90,11 +89,13 @@ def test_an_owner_in_another_org_is_not_found_and_cascades_stay_in_their_org(
 
 
 @pytest.fixture
-def widgets_then_uninstalled(tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel, dict[str, str]]]:
+def widgets_then_uninstalled(
+    tmp_path: Path, stigmer_store: str | None
+) -> Iterator[tuple[Application, grpc.Channel, dict[str, str]]]:
     """Agents referenced and owned by widgets; then the store served without the widget plugin."""
     data = tmp_path / "data"
     pm = plugin_manager(plugins=[WidgetPlugin()])
-    with Application(build_registry(pm), LmdbStore(data, durable=False), pm) as before:
+    with Application(build_registry(pm), open_store(stigmer_store or data, durable=False), pm) as before:
         channel = before.channel()
         agents = KindClient(channel, before.registry.kind("Agent"))
         widgets = KindClient(channel, before.registry.kind("Widget"))
@@ -109,7 +110,7 @@ def widgets_then_uninstalled(tmp_path: Path) -> Iterator[tuple[Application, grpc
         owned.metadata.owner_references.add(kind="Agent", id=owning.metadata.id)
         widgets.create(owned)
         ids = {"referenced": referenced.metadata.id, "owning": owning.metadata.id}
-    app = Application.open(data, durable=False)
+    app = Application.open(data, durable=False, store=stigmer_store)
     assert app.registry.find("Widget") is None
     server, channel = network(app)
     yield app, channel, ids

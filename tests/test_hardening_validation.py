@@ -14,7 +14,7 @@ from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2 
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store import open_store
 from stigmer_core.testing.inspect import raw_keys
 from stigmer_plugins.workflow_tasks import MAX_TASKS
 from tests import workflow_helpers as wf
@@ -26,9 +26,9 @@ BAD, PRECONDITION = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRE
 
 
 @pytest.fixture
-def gizmos(tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
+def gizmos(tmp_path: Path, stigmer_store: str | None) -> Iterator[tuple[Application, grpc.Channel]]:
     pm = plugin_manager(plugins=[GizmoPlugin()])
-    app = Application(build_registry(pm), LmdbStore(tmp_path / "data", durable=False), pm)
+    app = Application(build_registry(pm), open_store(stigmer_store or tmp_path / "data", durable=False), pm)
     server, channel = network(app)
     yield app, channel
     channel.close()

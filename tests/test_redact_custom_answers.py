@@ -2,7 +2,7 @@
 phase (after ``redact``, on a custom rpc or a standard one), a plugin's own generator or
 subscription object answering a server stream, or a message of its own holding objects deep.
 
-Driven through a real daemon (LMDB, gRPC on 127.0.0.1) on the asyncio server a local daemon runs
+Driven through a real daemon (LMDB, then PostgreSQL; gRPC on 127.0.0.1) on the asyncio server a local daemon runs
 and the sync server PostgreSQL runs, and through the in-process channel, as a plain caller.
 """
 
@@ -22,7 +22,7 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server_pools import PoolSizes
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store import open_store
 from tests.gizmo_feed_kind import FEED_GIZMO, FeedPlugin, Subscription
 from tests.gizmo_kind import message
 from tests.plugin_server_support import serving
@@ -47,9 +47,9 @@ class Feed:
 
 
 @pytest.fixture(params=["asyncio", "sync", "in-process"])
-def feed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Feed]:
+def feed(request: pytest.FixtureRequest, tmp_path: Path, stigmer_store: str | None) -> Iterator[Feed]:
     pm = plugin_manager(entry_points=False, plugins=[FeedPlugin()])
-    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm)
+    app = Application(build_registry(pm), open_store(stigmer_store or tmp_path, durable=False), pm)
     kind = app.registry.kind(FEED_GIZMO.name)
     try:
         if request.param == "in-process":

@@ -17,7 +17,7 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.plugins import plugin_manager
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store import open_store
 from stigmer_core.testing.inspect import raw_keys
 from stigmer_core.versioning import Versioning, frame, merge_steps, versions_of
 from tests.widget_kind import WIDGET, message
@@ -45,9 +45,9 @@ class VersionedWidgets:
 
 
 @pytest.fixture
-def widgets(tmp_path: Path) -> Iterator[tuple[Application, KindClient]]:
+def widgets(tmp_path: Path, stigmer_store: str | None) -> Iterator[tuple[Application, KindClient]]:
     pm = plugin_manager(plugins=[VersionedWidgets()])
-    app = Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm)
+    app = Application(build_registry(pm), open_store(stigmer_store or tmp_path, durable=False), pm)
     yield app, KindClient(app.channel(), app.registry.kind("Widget"))
     app.close()
 

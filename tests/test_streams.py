@@ -21,7 +21,7 @@ from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.events import StreamSettings
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
-from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store import open_store
 from tests.agent_execution_support import Kinds, details_of
 from tests.auth_support import ALPHA, BETA, make_token, with_token
 
@@ -47,15 +47,16 @@ def _reopen(channel: grpc.Channel) -> Any:
     raise AssertionError("the cancelled stream's slot was never freed")
 
 
-def _app(tmp_path: Path, **settings: Any) -> Application:
+def _app(tmp_path: Path, store: str | None, **settings: Any) -> Application:
+    """On LMDB in ``tmp_path`` when ``store`` is None, else on that PostgreSQL URL (``stigmer_store``)."""
     pm = plugin_manager()
     return Application(
-        build_registry(pm), LmdbStore(tmp_path, durable=False), pm, streams=StreamSettings(**settings)
+        build_registry(pm), open_store(store or tmp_path, durable=False), pm, streams=StreamSettings(**settings)
     )
 
 
-def test_500_open_streams_leave_unary_calls_and_health_answering(tmp_path: Path) -> None:
-    app = _app(tmp_path)
+def test_500_open_streams_leave_unary_calls_and_health_answering(tmp_path: Path, stigmer_store: str | None) -> None:
+    app = _app(tmp_path, stigmer_store)
     server = Server(app, "127.0.0.1:0", max_workers=8)
     server.start()
     channels = [grpc.insecure_channel(server.address) for _ in range(5)]
@@ -82,8 +83,10 @@ def test_500_open_streams_leave_unary_calls_and_health_answering(tmp_path: Path)
 
 
 @pytest.fixture(params=["in-process", "network"])
-def limited(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
-    app = _app(tmp_path, max_streams=3, poll_seconds=0.2)
+def limited(
+    request: pytest.FixtureRequest, tmp_path: Path, stigmer_store: str | None
+) -> Iterator[tuple[Application, grpc.Channel]]:
+    app = _app(tmp_path, stigmer_store, max_streams=3, poll_seconds=0.2)
     if request.param == "in-process":
         yield app, app.channel()
     else:
@@ -115,8 +118,8 @@ def test_the_stream_past_the_limit_is_refused(limited: tuple[Application, grpc.C
         stream.cancel()
 
 
-def test_stopping_the_server_ends_open_streams(tmp_path: Path) -> None:
-    app = _app(tmp_path)
+def test_stopping_the_server_ends_open_streams(tmp_path: Path, stigmer_store: str | None) -> None:
+    app = _app(tmp_path, stigmer_store)
     server = Server(app, "127.0.0.1:0", max_workers=4)
     server.start()
     channel = grpc.insecure_channel(server.address)
@@ -134,10 +137,10 @@ def test_stopping_the_server_ends_open_streams(tmp_path: Path) -> None:
     app.close()
 
 
-def test_a_stream_ended_by_a_stop_names_the_field_it_resumes_with(tmp_path: Path) -> None:
+def test_a_stream_ended_by_a_stop_names_the_field_it_resumes_with(tmp_path: Path, stigmer_store: str | None) -> None:
     """A subscribe was told to "watch again after revision N": subscribe resumes with its own
     after_revision, and a Watch with since_revision, so neither field was named."""
-    app = _app(tmp_path)
+    app = _app(tmp_path, stigmer_store)
     server = Server(app, "127.0.0.1:0", max_workers=4)
     server.start()
     channel = grpc.insecure_channel(server.address)
@@ -159,8 +162,8 @@ def test_a_stream_ended_by_a_stop_names_the_field_it_resumes_with(tmp_path: Path
     app.close()
 
 
-def test_closing_the_application_ends_in_process_streams(tmp_path: Path) -> None:
-    app = _app(tmp_path)
+def test_closing_the_application_ends_in_process_streams(tmp_path: Path, stigmer_store: str | None) -> None:
+    app = _app(tmp_path, stigmer_store)
     stream = _watch(app.channel())
     app.close()
     with pytest.raises(grpc.RpcError) as err:
@@ -169,8 +172,10 @@ def test_closing_the_application_ends_in_process_streams(tmp_path: Path) -> None
 
 
 @pytest.fixture(params=["in-process", "network"])
-def quick(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
-    app = _app(tmp_path, max_streams=1, poll_seconds=0.1)
+def quick(
+    request: pytest.FixtureRequest, tmp_path: Path, stigmer_store: str | None
+) -> Iterator[tuple[Application, grpc.Channel]]:
+    app = _app(tmp_path, stigmer_store, max_streams=1, poll_seconds=0.1)
     if request.param == "in-process":
         yield app, app.channel()
     else:
@@ -210,13 +215,13 @@ def test_cancel_from_another_thread_ends_a_waiting_reader(quick: tuple[Applicati
     raise AssertionError("the cancelled stream's slot never came back")
 
 
-def test_one_caller_holds_at_most_its_share_of_the_streams(tmp_path: Path) -> None:
+def test_one_caller_holds_at_most_its_share_of_the_streams(tmp_path: Path, stigmer_store: str | None) -> None:
     """One token cannot take every slot: another org's watches still open, and a refused
     caller (a bad token) takes none."""
     pm = plugin_manager()
     app = Application(
         build_registry(pm),
-        LmdbStore(tmp_path, durable=False),
+        open_store(stigmer_store or tmp_path, durable=False),
         pm,
         streams=StreamSettings(max_streams=5, max_streams_per_caller=2, poll_seconds=0.2),
         require_auth=True,
@@ -252,13 +257,15 @@ def test_one_caller_holds_at_most_its_share_of_the_streams(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("sync_server", [False, True], ids=["asyncio-server", "sync-server"])
 def test_a_cancelled_stream_frees_its_slot_before_its_thread_next_looks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync_server: bool
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch, sync_server: bool
 ) -> None:
     """A stream's thread looks whether its caller is still there every poll interval (6 s
     here); its slot must not wait for that: a client reconnecting after a cancel is let in."""
     if sync_server:
         monkeypatch.setenv("STIGMER_READ_THREADS", "2")  # any read thread puts an LMDB daemon on the sync server
-    app = _app(tmp_path, max_streams=1, poll_seconds=6.0, bookmark_seconds=60.0)
+    else:
+        monkeypatch.setenv("STIGMER_READ_THREADS", "0")  # LMDB's default; what puts a PostgreSQL one on asyncio
+    app = _app(tmp_path, stigmer_store, max_streams=1, poll_seconds=6.0, bookmark_seconds=60.0)
     server = Server(app, "127.0.0.1:0", max_workers=4)
     server.start()
     assert server.asynchronous is not sync_server
@@ -281,13 +288,15 @@ def test_a_cancelled_stream_frees_its_slot_before_its_thread_next_looks(
         app.close()
 
 
-def test_one_org_holds_at_most_its_share_whatever_its_number_of_tokens(tmp_path: Path) -> None:
+def test_one_org_holds_at_most_its_share_whatever_its_number_of_tokens(
+    tmp_path: Path, stigmer_store: str | None
+) -> None:
     """An org's admin makes tokens: with a share per caller only, one org's many tokens took every
     slot and another org's runners could not watch for work."""
     pm = plugin_manager()
     app = Application(
         build_registry(pm),
-        LmdbStore(tmp_path, durable=False),
+        open_store(stigmer_store or tmp_path, durable=False),
         pm,
         streams=StreamSettings(max_streams=6, max_streams_per_caller=2, max_streams_per_org=3, poll_seconds=0.2),
         require_auth=True,
@@ -314,7 +323,9 @@ def test_one_org_holds_at_most_its_share_whatever_its_number_of_tokens(tmp_path:
         app.close()
 
 
-def test_an_idle_subscribe_ends_when_its_token_is_revoked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_idle_subscribe_ends_when_its_token_is_revoked(
+    tmp_path: Path, stigmer_store: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
     """A subscribe to an execution nobody writes sends nothing, so it never asked again whether its
     token was still good: revoked, it kept its slot and its thread until the execution changed.
     The refusal logs its one line, as a refused call does."""
@@ -323,7 +334,7 @@ def test_an_idle_subscribe_ends_when_its_token_is_revoked(tmp_path: Path, caplog
     pm = plugin_manager()
     app = Application(
         build_registry(pm),
-        LmdbStore(tmp_path, durable=False),
+        open_store(stigmer_store or tmp_path, durable=False),
         pm,
         streams=StreamSettings(max_streams=10, poll_seconds=0.1),
         require_auth=True,

@@ -79,6 +79,7 @@ def test_pruning_is_bounded_per_commit_and_catches_up(engine: OpenStore) -> None
         assert counted_bytes(store) == 3
 
 
+# LMDB only: the byte count kept under an LMDB key, missing in an LMDB store from before it (PostgreSQL's is a column).
 def test_a_store_from_before_the_byte_count_gets_one_at_open(tmp_path: Path) -> None:
     with LmdbStore(tmp_path, durable=False) as store:
         for i in range(10):
@@ -148,7 +149,7 @@ def test_a_watch_from_a_revision_pruned_by_bytes_is_told_to_relist(engine: OpenS
 
 
 def test_settings_come_from_the_environment_and_bad_values_stop_startup(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STIGMER_EVENT_RETENTION_BYTES", "5000")
     monkeypatch.setenv("STIGMER_EVENT_RETENTION_SECONDS", "60")
@@ -156,7 +157,7 @@ def test_settings_come_from_the_environment_and_bad_values_stop_startup(
     monkeypatch.setenv("STIGMER_WATCH_BOOKMARK_SECONDS", "2.5")
     monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "3")
     assert EventRetention.from_env() == EventRetention(max_bytes=5000, max_age_seconds=60)
-    with Application.open(tmp_path, durable=False) as app:
+    with Application.open(tmp_path, durable=False, store=stigmer_store) as app:
         assert app.stream_limit.limit == 7 and app.events.settings.bookmark_seconds == 2.5
         assert app.stream_limit.per_caller == 3
     monkeypatch.setenv("STIGMER_MAX_STREAMS_PER_CALLER", "0")
@@ -239,6 +240,8 @@ def test_a_subscribe_resumed_from_a_pruned_revision_follows_an_object_unchanged_
         assert code == grpc.StatusCode.ABORTED and "compacted" in text
 
 
+# LMDB only: the totals carried from commit to commit are LmdbStore's, read from its keys (a PostgreSQL commit
+# reads them from the meta row it locks).
 def test_the_log_totals_a_commit_carries_to_the_next_stay_those_of_the_log(tmp_path: Path) -> None:
     """A commit starts from the totals the last one left (not read again): writes with and
     without events, a refused one and pruning ones still leave the stored totals exact."""

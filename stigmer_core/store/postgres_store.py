@@ -1492,12 +1492,17 @@ class PostgresStore:
 
     def _known(self, notices: list[psycopg.Notify]) -> bool:
         """Whether every one of a burst of notices names a revision this daemon knows of already, or
-        the one its own commit is advancing to: then the listener need not read. A payload is never
-        taken as a revision to advance to (any role may NOTIFY anything): at worst a forged one
-        saves a read another daemon's commit would not need, as its own notice names a newer revision."""
+        the very one its own commit is advancing to: then the listener need not read. One between
+        the two is another daemon's commit, which this daemon's own may yet fail to follow, so it
+        is read. A payload is never taken as a revision to advance to (any role may NOTIFY
+        anything): at worst a forged one spares a read that another daemon's commit would not
+        need, since that commit's own notice names its own revision."""
         with self._revision_cond:
-            known = max(self._revision, self._announcing)
-        return all(notice.payload.isdecimal() and int(notice.payload) <= known for notice in notices)
+            known, announcing = self._revision, self._announcing
+        return all(
+            notice.payload.isdecimal() and (int(notice.payload) <= known or int(notice.payload) == announcing)
+            for notice in notices
+        )
 
     def _visible(self) -> int:
         """The revision ``wait_for_revision`` answers: not past a commit still being handed over."""

@@ -3,8 +3,9 @@
 A whole run (environment, agent, session, execution with secret runtime
 values, runner reports, cancel, failures, deletes) is driven on both paths;
 every response, every streamed state, every error message, every log line,
-the raw store (objects and event log), the bytes of ``data.mdb`` (also tried
-with ``secret.key``) and a ``stigmer export --all`` are scanned for the clear values. The one place they may appear is
+the raw store (objects and event log), on LMDB the bytes of ``data.mdb`` (also
+tried with ``secret.key``), and a ``stigmer export --all`` are scanned for the clear
+values, on LMDB and on PostgreSQL. The one place they may appear is
 ExecutionContext ``get`` while the execution runs, and the test checks that
 they do appear there, so the scan can fail.
 """
@@ -40,9 +41,10 @@ SECRETS = (ENV_SECRET, RUNTIME_SECRET)
 class Served:
     """An application on one path, which the test shuts down itself to export its store."""
 
-    def __init__(self, data_dir: Path, path: str) -> None:
+    def __init__(self, data_dir: Path, path: str, store: str | None) -> None:
         self.data_dir = data_dir
-        self.app = Application.open(data_dir, durable=False)
+        self.store = store
+        self.app = Application.open(data_dir, durable=False, store=store)
         self.server: Server | None = None
         if path == "in-process":
             self.channel: grpc.Channel = self.app.channel()
@@ -63,8 +65,8 @@ class Served:
 
 
 @pytest.fixture(params=["in-process", "network"])
-def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
-    served = Served(tmp_path / "data", request.param)
+def served(request: pytest.FixtureRequest, tmp_path: Path, stigmer_store: str | None) -> Iterator[Served]:
+    served = Served(tmp_path / "data", request.param, stigmer_store)
     yield served
     served.shutdown()
 
@@ -168,11 +170,12 @@ def test_secrets_appear_nowhere_but_a_live_context_get(served: Served, caplog: p
     assert [s for s in SECRETS if s.encode() in raw] == [], "encrypted at rest, in objects and in the event log"
 
     served.shutdown()
-    on_disk = (served.data_dir / "data.mdb").read_bytes()
-    assert [s for s in SECRETS if s.encode() in on_disk] == [], "not in clear in any page, freed ones included"
-    contexts = [f"{c}/{k}" for c in (context_id, second.status.execution_context_id) for k in ("DB", "TOKEN")]
-    assert opened(on_disk, [box(app.registry)], contexts) == {}, "the runs' copies do not open with secret.key"
-    exported = _export(served.data_dir)
+    if served.store is None:  # LMDB only: data.mdb's own bytes (PostgreSQL's rows are the raw store scanned above)
+        on_disk = (served.data_dir / "data.mdb").read_bytes()
+        assert [s for s in SECRETS if s.encode() in on_disk] == [], "not in clear in any page, freed ones included"
+        contexts = [f"{c}/{k}" for c in (context_id, second.status.execution_context_id) for k in ("DB", "TOKEN")]
+        assert opened(on_disk, [box(app.registry)], contexts) == {}, "the runs' copies do not open with secret.key"
+    exported = _export(served.data_dir, served.store)
     assert "kind: Environment" in exported and "DB:" in exported and "<redacted>" in exported
     assert "AgentExecution" not in exported and "ExecutionContext" not in exported, "run-time records are not exported"
     assert [s for s in SECRETS if s in exported] == []
@@ -185,9 +188,11 @@ def _changed(execution: ae.AgentExecution) -> ae.AgentExecution:
     return changed
 
 
-def _export(data_dir: Path) -> str:
+def _export(data_dir: Path, store: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")}
     env["STIGMER_HOME"] = str(data_dir.parent / "home")
+    if store is not None:
+        env["STIGMER_STORE"] = store
     done = subprocess.run(
         [sys.executable, "-m", "stigmer_core.cli", "--verbose", "export", "--all", "-A", "--data-dir", str(data_dir)],
         capture_output=True,

@@ -30,8 +30,8 @@ from tests.auth_support import ALPHA, BETA, code_of, make_pki, make_token, seed_
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Application]:
-    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
+def app(tmp_path: Path, stigmer_store: str | None) -> Iterator[Application]:
+    app = Application.open(tmp_path / "data", durable=False, require_auth=True, store=stigmer_store)
     yield app
     app.close()
 
@@ -323,7 +323,9 @@ def test_a_certificate_and_a_key_that_are_not_a_pair_fail_at_startup_saying_so(
         Server(app, "127.0.0.1:0", tls=TlsFiles(str(one.server_cert), str(other.server_key)))
 
 
-def test_a_non_loopback_address_without_tls_and_auth_is_refused_before_binding(tmp_path: Path) -> None:
+def test_a_non_loopback_address_without_tls_and_auth_is_refused_before_binding(
+    tmp_path: Path, stigmer_store: str | None
+) -> None:
     pki = make_pki(tmp_path)
     tls = TlsFiles(str(pki.server_cert), str(pki.server_key))
     cases = [
@@ -332,7 +334,7 @@ def test_a_non_loopback_address_without_tls_and_auth_is_refused_before_binding(t
         (True, None, "no TLS"),
     ]
     for n, (require_auth, given_tls, lacking) in enumerate(cases):
-        app = Application.open(tmp_path / f"d{n}", durable=False, require_auth=require_auth)
+        app = Application.open(tmp_path / f"d{n}", durable=False, require_auth=require_auth, store=stigmer_store)
         try:
             for address in ("0.0.0.0:0", "[::]:0"):
                 with pytest.raises(InsecureTransport, match=lacking):
@@ -348,10 +350,10 @@ def test_a_token_is_never_sent_in_clear_to_a_remote_address() -> None:
         assert client.target == "10.1.2.3:50051"
 
 
-def test_unrestricted_local_mode_is_unchanged(tmp_path: Path) -> None:
+def test_unrestricted_local_mode_is_unchanged(tmp_path: Path, stigmer_store: str | None) -> None:
     """Tokens not required: a caller without a valid token is the local administrator, every org
     visible (as before; the SDK's placeholder key keeps working); a valid token still narrows it."""
-    with Application.open(tmp_path / "d", durable=False) as app:
+    with Application.open(tmp_path / "d", durable=False, store=stigmer_store) as app:
         seed_org(app, ALPHA)
         seed_org(app, BETA)
         agents = KindClient(app.channel(), app.registry.kind("Agent"))

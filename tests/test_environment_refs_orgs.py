@@ -23,8 +23,8 @@ from tests.hardening_support import fields_of
 
 
 @pytest.fixture
-def app(tmp_path: Any) -> Iterator[Application]:
-    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
+def app(tmp_path: Any, stigmer_store: str | None) -> Iterator[Application]:
+    app = Application.open(tmp_path / "data", durable=False, require_auth=True, store=stigmer_store)
     yield app
     app.close()
 

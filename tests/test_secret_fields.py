@@ -1,7 +1,7 @@
 """``SecretFields``: a third-party kind's secret string field is never answered, and writing back
 what was read (the placeholder) keeps the stored value instead of storing the placeholder.
 
-Driven through a real daemon (LMDB, gRPC on 127.0.0.1) with the runtime-built Gizmo kind, whose
+Driven through a real daemon (LMDB, then PostgreSQL; gRPC on 127.0.0.1) with the runtime-built Gizmo kind, whose
 ``spec.note`` plays the secret.
 """
 
@@ -34,7 +34,7 @@ NAIVE_GIZMO = attrs.evolve(GIZMO, redact=SECRETS.redact, redacts=SECRETS.redacts
 """What docs/plugins.md offered before: ``redact`` alone."""
 
 
-def _open(data_dir: Path, decl: KindDeclaration) -> Application:
+def _open(data_dir: Path, decl: KindDeclaration, store: str | None) -> Application:
     class Plugin:
         @hookimpl
         def stigmer_kinds(self) -> list[KindDeclaration]:
@@ -42,12 +42,14 @@ def _open(data_dir: Path, decl: KindDeclaration) -> Application:
 
     pm = plugin_manager(entry_points=False)
     pm.register(Plugin(), name="acme-gizmos")
-    return Application.open(data_dir, pm=pm, durable=False)
+    return Application.open(data_dir, pm=pm, durable=False, store=store)
 
 
 @pytest.fixture(params=[SECRET_GIZMO, NAIVE_GIZMO], ids=["secret-fields", "redact-only"])
-def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Application, KindClient]]:
-    with _open(tmp_path, request.param) as app:
+def served(
+    tmp_path: Path, stigmer_store: str | None, request: pytest.FixtureRequest
+) -> Iterator[tuple[Application, KindClient]]:
+    with _open(tmp_path, request.param, stigmer_store) as app:
         yield app, KindClient(app.channel(), app.registry.kind("Gizmo"))
 
 
@@ -89,8 +91,8 @@ def test_writing_back_what_was_read_keeps_the_secret(served: tuple[Application, 
     assert _stored(app, made.metadata.id).spec.note == "sk-live-456"
 
 
-def test_the_placeholder_with_nothing_stored_is_refused(tmp_path: Path) -> None:
-    with _open(tmp_path, SECRET_GIZMO) as app:
+def test_the_placeholder_with_nothing_stored_is_refused(tmp_path: Path, stigmer_store: str | None) -> None:
+    with _open(tmp_path, SECRET_GIZMO, stigmer_store) as app:
         gizmos = KindClient(app.channel(), app.registry.kind("Gizmo"))
         with pytest.raises(grpc.RpcError) as caught:
             gizmos.create(_gizmo("<redacted>"))
@@ -135,11 +137,13 @@ REPORTING_GIZMO = attrs.evolve(
 )
 
 
-def test_a_custom_rpc_answers_with_secrets_blanked_though_its_steps_name_no_redact(tmp_path: Path) -> None:
+def test_a_custom_rpc_answers_with_secrets_blanked_though_its_steps_name_no_redact(
+    tmp_path: Path, stigmer_store: str | None
+) -> None:
     """A custom rpc whose steps leave ``redact`` out (a runner's report answering with the object,
     a clone answering a page of copies) sent the secret in clear to a caller whose ``get`` never
     shows it: every custom rpc is redacted, as every one is authorized."""
-    with _open(tmp_path, REPORTING_GIZMO) as app:
+    with _open(tmp_path, REPORTING_GIZMO, stigmer_store) as app:
         gizmos = KindClient(app.channel(), app.registry.kind("Gizmo"))
         made: Any = gizmos.create(_gizmo("sk-live-123"))
         answered: Any = gizmos.call("delete", GIZMO_ID(value=made.metadata.id))

@@ -27,13 +27,13 @@ from stigmer_plugins.secrets import (
 from tests.agent_execution_support import Kinds
 
 
-def test_key_file_is_private_and_stable(tmp_path: Path) -> None:
-    with Application.open(tmp_path / "data", durable=False) as app:
+def test_key_file_is_private_and_stable(tmp_path: Path, stigmer_store: str | None) -> None:
+    with Application.open(tmp_path / "data", durable=False, store=stigmer_store) as app:
         token = box(app.registry).encrypt("hunter2", "env-1/PASSWORD")
     key = tmp_path / "data" / KEY_FILE
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert "hunter2" not in token and SecretBox.is_encrypted(token)
-    with Application.open(tmp_path / "data", durable=False) as again:
+    with Application.open(tmp_path / "data", durable=False, store=stigmer_store) as again:
         assert box(again.registry).decrypt(token, "env-1/PASSWORD") == "hunter2"
 
 
@@ -58,62 +58,64 @@ def _seal_one(app: Application) -> None:
     env_grpc.EnvironmentCommandControllerStub(app.channel()).create(env)
 
 
-def test_a_missing_key_with_sealed_secrets_refuses_to_start(tmp_path: Path) -> None:
+def test_a_missing_key_with_sealed_secrets_refuses_to_start(tmp_path: Path, stigmer_store: str | None) -> None:
     data = tmp_path / "data"
-    with Application.open(data, durable=False) as app:
+    with Application.open(data, durable=False, store=stigmer_store) as app:
         fp = fingerprint((data / KEY_FILE).read_bytes())
         _seal_one(app)
     (data / KEY_FILE).unlink()
     with pytest.raises(SecretKeyError) as err:
-        Application.open(data, durable=False)
+        Application.open(data, durable=False, store=stigmer_store)
     assert "missing" in err.value.message and fp[:8].hex() in err.value.message
     assert not (data / KEY_FILE).exists(), "no new key was made in its place"
 
 
-def test_a_different_key_with_sealed_secrets_refuses_to_start(tmp_path: Path) -> None:
+def test_a_different_key_with_sealed_secrets_refuses_to_start(tmp_path: Path, stigmer_store: str | None) -> None:
     data = tmp_path / "data"
-    with Application.open(data, durable=False) as app:
+    with Application.open(data, durable=False, store=stigmer_store) as app:
         _seal_one(app)
     original = (data / KEY_FILE).read_bytes()
     (data / KEY_FILE).write_bytes(os.urandom(32))
     with pytest.raises(SecretKeyError) as err:
-        Application.open(data, durable=False)
+        Application.open(data, durable=False, store=stigmer_store)
     assert "sealed with key" in err.value.message
     (data / KEY_FILE).write_bytes(original)
-    with Application.open(data, durable=False):
+    with Application.open(data, durable=False, store=stigmer_store):
         pass
 
 
-def test_a_missing_key_without_sealed_secrets_is_simply_made(tmp_path: Path) -> None:
+def test_a_missing_key_without_sealed_secrets_is_simply_made(tmp_path: Path, stigmer_store: str | None) -> None:
     data = tmp_path / "data"
-    with Application.open(data, durable=False):
+    with Application.open(data, durable=False, store=stigmer_store):
         pass
     (data / KEY_FILE).unlink()
-    with Application.open(data, durable=False):
+    with Application.open(data, durable=False, store=stigmer_store):
         pass
     assert len((data / KEY_FILE).read_bytes()) == 32
 
 
-def test_the_key_can_come_from_the_environment_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_key_can_come_from_the_environment_or_a_file(
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = os.urandom(32)
     monkeypatch.setenv(KEY_ENV, base64.b64encode(key).decode())
     data = tmp_path / "data"
-    with Application.open(data, durable=False) as app:
+    with Application.open(data, durable=False, store=stigmer_store) as app:
         assert box(app.registry).fingerprint == fingerprint(key)
         _seal_one(app)
     assert not (data / KEY_FILE).exists(), "a key given in the environment is not written to disk"
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(SecretKeyError):  # the data directory has no key of its own: refused, not replaced
-        Application.open(data, durable=False)
+        Application.open(data, durable=False, store=stigmer_store)
     elsewhere = tmp_path / "keys" / "stigmer.key"
     elsewhere.parent.mkdir()
     elsewhere.write_bytes(key)
     monkeypatch.setenv(KEY_FILE_ENV, str(elsewhere))
-    with Application.open(data, durable=False) as app:
+    with Application.open(data, durable=False, store=stigmer_store) as app:
         assert box(app.registry).fingerprint == fingerprint(key)
     monkeypatch.setenv(KEY_ENV, "not base64!")
     with pytest.raises(SecretKeyError) as err:
-        Application.open(data, durable=False)
+        Application.open(data, durable=False, store=stigmer_store)
     assert KEY_ENV in err.value.message
 
 
@@ -134,6 +136,7 @@ def test_the_key_file_is_synced_before_it_is_used(tmp_path: Path, monkeypatch: p
     assert stat.S_IMODE((tmp_path / "k" / KEY_FILE).stat().st_mode) == 0o600
 
 
+# LMDB only: the data directory's files it checks are LMDB's (data.mdb, lock.mdb, the run keys' file).
 def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
@@ -156,6 +159,7 @@ def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert {n: oct(stat.S_IMODE((data / n).stat().st_mode)) for n in names} == {n: oct(0o600) for n in names}
 
 
+# LMDB only: the file it loosens and checks is LMDB's data.mdb.
 def test_an_older_data_directory_is_tightened_when_opened(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with Application.open(data, durable=False):

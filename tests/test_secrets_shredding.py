@@ -20,6 +20,7 @@ import pytest
 from stigmer_core import Application
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
+from stigmer_core.store import open_store
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_plugins.phases import COMPLETED, IN_PROGRESS
 from stigmer_plugins.run_keys import RECLAIM_FLOOR, SLOT
@@ -42,6 +43,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Application]
         yield found
 
 
+# LMDB only: reads data.mdb's bytes, freed pages included, and LMDB's run-keys slot file.
 def test_a_finished_runs_secrets_cannot_be_recovered_from_data_mdb(app: Application) -> None:
     channel = app.channel()
     kinds = Kinds.on(app, channel)
@@ -90,20 +92,21 @@ def test_a_finished_runs_secrets_cannot_be_recovered_from_data_mdb(app: Applicat
     channel.close()
 
 
-def test_secret_values_in_old_events_are_not_kept(app: Application) -> None:
+def test_secret_values_in_old_events_are_not_kept(stigmer_app: Application) -> None:
     """An environment's replaced secret is not kept by the event log (events of a kind with
     ``redact`` are stored redacted)."""
-    channel = app.channel()
-    kinds = Kinds.on(app, channel)
+    channel = stigmer_app.channel()
+    kinds = Kinds.on(stigmer_app, channel)
     env = kinds.environment("prod", {"DB": ("first-value", True)})
     env.spec.data["DB"].value = "second-value"
     kinds.environments.update(env)
-    with app.store.read() as txn:
+    with stigmer_app.store.read() as txn:
         events = b"".join(payload for _, payload in txn.events(0))
     assert PREFIX.encode() not in events and b"<redacted>" in events
     channel.close()
 
 
+# LMDB only: the reclaimed record is in LMDB's run-keys slot file (PostgreSQL's run keys are rows, rolled back).
 def test_a_run_key_whose_write_failed_is_reclaimed_at_startup(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with Application.open(data, durable=False) as first:
@@ -121,6 +124,7 @@ def test_a_run_key_whose_write_failed_is_reclaimed_at_startup(tmp_path: Path) ->
     assert not any((data / RUN_KEYS_FILE).read_bytes())
 
 
+# LMDB only: the file that must not grow is LMDB's run-keys slot file.
 def test_orphan_run_keys_are_reclaimed_before_the_file_grows(app: Application) -> None:
     keyring = secrets(app.registry)
 
@@ -164,17 +168,23 @@ class OtherEngine:
         self.inner.close()
 
 
-def test_other_engines_keep_run_keys_in_the_store(tmp_path: Path) -> None:
+def test_other_engines_keep_run_keys_in_the_store(tmp_path: Path, stigmer_store: str | None) -> None:
+    """On LMDB through ``OtherEngine``; on PostgreSQL itself."""
     pm = plugin_manager()
-    inner = LmdbStore(tmp_path / "data", durable=False)
-    with Application(build_registry(pm), OtherEngine(inner), pm, data_dir=inner.path) as app:
+    data = tmp_path / "data"
+    store = (
+        OtherEngine(LmdbStore(data, durable=False))
+        if stigmer_store is None
+        else open_store(stigmer_store, durable=False)
+    )
+    with Application(build_registry(pm), store, pm, data_dir=data) as app:
         channel = app.channel()
         kinds = Kinds.on(app, channel)
         run = kinds.execution(agent_id=kinds.agent().metadata.id, runtime_env={"K": (AGENT_CANARY, True)})
         context_id = run.status.execution_context_id
         with app.store.read() as txn:
             assert [k for k, _ in txn.scan(b"k/")] == [f"k/executioncontexts/{context_id}".encode()]
-        assert not (inner.path / RUN_KEYS_FILE).exists()
+        assert not (data / RUN_KEYS_FILE).exists()
         keyring = secrets(app.registry)
         done = keyring.rotate(app.store, app.registry, bytes(range(32)), lambda key: None)
         assert done.run_keys == 1, "re-wrapped in the rotation's transaction"

@@ -47,10 +47,12 @@ class GatePlugin:
         return [self.gate]
 
 
-def test_a_plugins_interceptor_sees_network_calls_and_may_refuse_them(tmp_path: Path) -> None:
+def test_a_plugins_interceptor_sees_network_calls_and_may_refuse_them(
+    tmp_path: Path, stigmer_store: str | None
+) -> None:
     plugin = GatePlugin()
     pm = plugin_manager(plugins=[plugin])
-    with Application.open(tmp_path / "data", pm=pm, durable=False) as app:
+    with Application.open(tmp_path / "data", pm=pm, durable=False, store=stigmer_store) as app:
         server = Server(app, "127.0.0.1:0")
         server.start()
         channel = grpc.insecure_channel(server.address)
@@ -72,6 +74,7 @@ def test_a_plugins_interceptor_sees_network_calls_and_may_refuse_them(tmp_path: 
             server.stop(grace=1)
 
 
+# LMDB only: its subject is LMDB's choice of server (a PostgreSQL daemon serves on grpc's sync server).
 def test_an_lmdb_daemon_without_interceptors_serves_on_grpcs_asyncio_server(tmp_path: Path) -> None:
     with Application.open(tmp_path / "data", durable=False) as app:
         server = Server(app, "127.0.0.1:0")

@@ -43,8 +43,8 @@ class CountingViews(SharedViews):
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Application, grpc.Channel]]:
-    app = Application.open(tmp_path / "data", durable=False)
+def served(tmp_path: Path, stigmer_store: str | None) -> Iterator[tuple[Application, grpc.Channel]]:
+    app = Application.open(tmp_path / "data", durable=False, store=stigmer_store)
     server = Server(app, "127.0.0.1:0", max_workers=4)
     server.start()
     channel = grpc.insecure_channel(server.address)

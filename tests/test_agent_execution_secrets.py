@@ -188,7 +188,8 @@ def _changed(execution: ae.AgentExecution) -> ae.AgentExecution:
     return changed
 
 
-def _export(data_dir: Path, store: str | None) -> str:
+def _export(data_dir: Path, store: str | None = None) -> str:
+    """`stigmer export --all` of the daemon's data; on ``store`` (a PostgreSQL URL) when given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STIGMER_")}
     env["STIGMER_HOME"] = str(data_dir.parent / "home")
     if store is not None:

@@ -65,6 +65,9 @@ class Stigmer:
     home: Path
     started: list[Path] = attrs.field(factory=list)
     python_path: list[Path] = attrs.field(factory=list)
+    store: str | None = None
+    """A team server's PostgreSQL URL, given as STIGMER_STORE to every command (the daemon and the
+    commands opening the store in-process alike); None: LMDB in the data directory."""
 
     @property
     def data_dir(self) -> Path:
@@ -73,6 +76,8 @@ class Stigmer:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _ISOLATED}
         env["STIGMER_HOME"] = str(self.home)
+        if self.store:
+            env["STIGMER_STORE"] = self.store
         if self.python_path:
             env["PYTHONPATH"] = os.pathsep.join([*map(str, self.python_path), env.get("PYTHONPATH", "")]).rstrip(
                 os.pathsep
@@ -108,7 +113,7 @@ class Stigmer:
         return lines[-1].removeprefix("stigmer: ")
 
     def start(self, *, data_dir: Path | None = None) -> Started:
-        """Start a daemon on a free loopback port."""
+        """Start a daemon on a free loopback port (on ``store`` when one is set)."""
         data_dir = data_dir or self.data_dir
         self.started.append(data_dir)
         address = f"127.0.0.1:{free_port()}"

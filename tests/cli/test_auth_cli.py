@@ -13,7 +13,10 @@ from .conftest import TIMEOUT, Stigmer, free_port
 from .test_resources import CODER
 
 
-def test_first_token_in_process_then_login_to_a_server_that_requires_tokens(stigmer: Stigmer) -> None:
+def test_first_token_in_process_then_login_to_a_server_that_requires_tokens(
+    stigmer: Stigmer, stigmer_store: str | None
+) -> None:
+    stigmer.store = stigmer_store
     made = stigmer("token", "create", "--org", "acme", "--role", "admin", "--name", "first")
     assert made.code == 0, made.err
     token = made.out.strip()
@@ -49,11 +52,14 @@ def test_first_token_in_process_then_login_to_a_server_that_requires_tokens(stig
     assert "caller:      token:acme/first (admin in acme)" in stigmer.ok("backend", "status")
 
 
-def test_a_token_goes_only_to_its_server_and_is_taken_as_printed(stigmer: Stigmer, tmp_path: Path) -> None:
+def test_a_token_goes_only_to_its_server_and_is_taken_as_printed(
+    stigmer: Stigmer, tmp_path: Path, stigmer_store: str | None
+) -> None:
     """Switching the endpoint kept the old server's token, which then went to the new server; a
     token pasted with its line break was stored and every call failed with "Invalid metadata";
     login wanted the token on the command line (shell history, `ps`); a relative --ca-file was
     stored as given and failed from any other directory."""
+    stigmer.store = stigmer_store
     token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
     stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
     daemon = stigmer.start().address
@@ -79,9 +85,12 @@ def test_a_token_goes_only_to_its_server_and_is_taken_as_printed(stigmer: Stigme
     assert "cannot carry" in stigmer.fails("backend", "switch", "remote", "--token", "stg_abc\ndef", code=2)
 
 
-def test_a_token_switched_in_without_login_is_told_where_the_org_came_from(stigmer: Stigmer) -> None:
+def test_a_token_switched_in_without_login_is_told_where_the_org_came_from(
+    stigmer: Stigmer, stigmer_store: str | None
+) -> None:
     """`backend switch remote --token` keeps the default org 'local', which a team server does not
     have: every command said only "org 'local' not found"."""
+    stigmer.store = stigmer_store
     token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer").strip()
     stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
     daemon = stigmer.start().address
@@ -103,7 +112,10 @@ def test_serve_refuses_a_public_address_without_tls_and_tokens(stigmer: Stigmer)
     assert "no TLS" in error and "no authentication" not in error
 
 
-def test_a_daemon_checking_no_tokens_says_every_caller_is_administrator(stigmer: Stigmer) -> None:
+def test_a_daemon_checking_no_tokens_says_every_caller_is_administrator(
+    stigmer: Stigmer, stigmer_store: str | None
+) -> None:
+    stigmer.store = stigmer_store
     address = f"127.0.0.1:{free_port()}"
     stigmer.home.mkdir(parents=True, exist_ok=True)
     (stigmer.home / "config.yaml").write_text("server:\n  insecure_no_auth: true\n")
@@ -112,6 +124,8 @@ def test_a_daemon_checking_no_tokens_says_every_caller_is_administrator(stigmer:
     log = Path(re.search(r"^log file: (.+?) \(", out, re.M).group(1))  # type: ignore[union-attr]
     said = f"listening on {address} (INSECURE: no authentication, every caller is administrator of every org)"
     assert said in log.read_text(), out
+    served = "(data: postgresql://" if stigmer_store else f"(data: {stigmer.data_dir};"
+    assert served in log.read_text(), "the daemon serves the store of the engine under test"
 
 
 def test_a_quoted_false_in_the_config_file_is_refused_not_read_as_true(stigmer: Stigmer) -> None:
@@ -139,11 +153,12 @@ def test_token_list_tells_an_expired_token_and_a_bad_duration_is_a_usage_error(s
     assert stigmer.fails("token", "create", "--role", "viewer", "--expires", "1y", code=2).startswith("invalid duration")
 
 
-def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> None:
+def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path, stigmer_store: str | None) -> None:
     """A wrong CA, a CA file that is no PEM, or plaintext to a TLS server all said "cannot reach the
     server (is it running?)", with grpc's own log lines around that one line."""
     from tests.auth_support import make_pki
 
+    stigmer.store = stigmer_store
     for name in ("served", "other"):
         (tmp_path / name).mkdir()
     served, other = make_pki(tmp_path / "served"), make_pki(tmp_path / "other")
@@ -173,11 +188,14 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path) -> N
     assert "listening on" in started.output, started.output
 
 
-def test_a_client_certificate_reaches_a_mutual_tls_server(stigmer: Stigmer, tmp_path: Path) -> None:
+def test_a_client_certificate_reaches_a_mutual_tls_server(
+    stigmer: Stigmer, tmp_path: Path, stigmer_store: str | None
+) -> None:
     """`stigmer serve --tls-client-ca` was documented, but no client could present a certificate: no
     flag, setting or variable took one, and the refusal said "give its CA with --ca-file"."""
     from tests.auth_support import make_pki
 
+    stigmer.store = stigmer_store
     pki = make_pki(tmp_path)
     token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
     server = {"tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key), "tls_client_ca": str(pki.ca)}
@@ -228,14 +246,16 @@ def test_a_client_certificate_reaches_a_mutual_tls_server(stigmer: Stigmer, tmp_
     assert stigmer.ok("whoami").strip() == "token:acme/ci (viewer in acme)"
 
 
-def test_a_runner_gets_a_live_execution_context_by_id_with_its_secrets(stigmer: Stigmer, tmp_path: Path) -> None:
+def test_a_runner_gets_a_live_execution_context_by_id_with_its_secrets(
+    stigmer: Stigmer, tmp_path: Path, stigmer_store: str | None
+) -> None:
     """The CLI read an id with getByReference, and only `get` gives a runner a live execution's
     secrets: `stigmer get executioncontext ID -o yaml` showed them <redacted> to the runner too."""
     from stigmer_core import Application
     from stigmer_core.server import Server
     from tests.auth_support import make_token, seed_org
 
-    app = Application.open(tmp_path / "served", durable=False, require_auth=True)
+    app = Application.open(tmp_path / "served", durable=False, require_auth=True, store=stigmer_store)
     server = Server(app, "127.0.0.1:0", max_workers=4)
     try:
         seeded = seed_org(app, "alpha")
@@ -261,8 +281,9 @@ def test_a_runner_gets_a_live_execution_context_by_id_with_its_secrets(stigmer: 
         app.close()
 
 
-def test_login_warns_of_a_server_that_does_not_require_tokens(stigmer: Stigmer) -> None:
+def test_login_warns_of_a_server_that_does_not_require_tokens(stigmer: Stigmer, stigmer_store: str | None) -> None:
     """A token was saved without a word although the server let anyone in without one."""
+    stigmer.store = stigmer_store
     token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
     daemon = stigmer.start().address
     open_login = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": token})
@@ -275,8 +296,9 @@ def test_login_warns_of_a_server_that_does_not_require_tokens(stigmer: Stigmer) 
     assert checked.code == 0 and "as token:acme/ci" in checked.out and checked.err == "", checked.err
 
 
-def test_export_all_by_a_single_org_token_names_that_org(stigmer: Stigmer) -> None:
+def test_export_all_by_a_single_org_token_names_that_org(stigmer: Stigmer, stigmer_store: str | None) -> None:
     """It said `from every org` when the token could read one."""
+    stigmer.store = stigmer_store
     token = stigmer.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "ci").strip()
     stigmer.ok("apply", "--org", "acme", "-f", "-", input=CODER)
     stigmer.ok("apply", "--org", "globex", "-f", "-", input=CODER)

@@ -806,6 +806,33 @@ def test_the_listener_reads_nothing_for_its_own_commits_but_reads_for_anothers(
         assert reads == [21], "another daemon's commit was not read"  # (its close notifies too)
 
 
+def test_a_notice_between_what_the_daemon_knows_and_its_own_commit_is_read(store: PostgresStore) -> None:
+    """Only the very revision this daemon's commit announces is spared a read: one below it and
+    above what it knows is another daemon's commit, which its own may yet fail to follow."""
+    notice = lambda payload: psycopg.Notify(store.channel, payload, 0)  # noqa: E731
+    with store._revision_cond:
+        store._revision, store._announcing = 5, 7
+    assert store._known([notice("5"), notice("3"), notice("7")])
+    assert not store._known([notice("7"), notice("6")]), "another daemon's commit went unread"
+    assert not store._known([notice("8")]) and not store._known([notice("wake")])
+
+
+def test_the_listener_reads_while_only_its_own_commits_notify(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Own notices alone would leave the schema's version unread for as long as they came."""
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.3)
+    reads: list[int] = []
+    watched = store._watched
+    store._watched = lambda row: (reads.append(int(row[0])), watched(row))[1]  # type: ignore[method-assign]
+    ends = time.monotonic() + 2.0
+    i = 0
+    while time.monotonic() < ends:  # a notice every few milliseconds: never a quiet spell of 0.3 s
+        store.transact(lambda txn, i=i: (txn.put(b"k/%d" % i, b"1"), txn.append_event(b"ev")))
+        i += 1
+    assert len(reads) >= 2, f"{len(reads)} reads in 2 s of this daemon's own commits"
+
+
 def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(
     stigmer_postgres_store_url: str,
 ) -> None:

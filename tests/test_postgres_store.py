@@ -30,6 +30,7 @@ from stigmer_core.store.postgres_schema import MIGRATIONS, VERSION
 from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 from stigmer_core.testing import postgres
+from tests.lost_answers import LosingRelay
 from tests.plugin_server_support import health_becomes
 
 
@@ -831,6 +832,29 @@ def test_the_listener_reads_while_only_its_own_commits_notify(
         store.transact(lambda txn, i=i: (txn.put(b"k/%d" % i, b"1"), txn.append_event(b"ev")))
         i += 1
     assert len(reads) >= 2, f"{len(reads)} reads in 2 s of this daemon's own commits"
+
+
+def test_a_commit_whose_answer_is_lost_still_wakes_this_daemons_waiters(
+    stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit was applied, and its notice reached the listener while it was still this
+    daemon's own commit in flight, so the listener read nothing for it: waiters (a runner's
+    watch for work) learnt of it only at the next read, up to ``LISTEN_SECONDS`` later."""
+    if os.environ.get(postgres.URL_ENV):
+        # A server named by URL may require TLS, through which the relay cannot see a COMMIT.
+        pytest.skip("relays plain connections: needs the throwaway server on this machine")
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)  # no quiet-spell read to rescue it
+    with LosingRelay(stigmer_postgres_store_url) as relay, PostgresStore(
+        f"{relay.url}&answer_timeout_ms=1000", durable=False
+    ) as store:
+        store.transact(lambda txn: (txn.put(b"k/a", b"1"), txn.append_event(b"ev")))
+        relay.lose_next_commit()
+        with pytest.raises(errors.Unavailable, match="may or may not have been applied"):
+            store.transact(lambda txn: (txn.put(b"k/b", b"2"), txn.append_event(b"ev")))
+        assert relay.lost.is_set()
+        assert store.wait_for_revision(1, 10) == 2, "the applied commit never woke this daemon's waiters"
+        with store.read() as txn:
+            assert txn.get(b"k/b") == b"2"
 
 
 def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(

@@ -1151,8 +1151,8 @@ class PostgresStore:
         """The revision this daemon's commit in flight (or its last) notifies: the listener needs no
         read for its notice, since the committing thread advances to it itself (``_known``). 0 once a
         commit failed: another daemon may commit that revision. A commit whose outcome is unknown (its
-        connection lost at COMMIT) may have been notified and skipped: waiters learn of it at the
-        next notice naming a newer revision, or the next read (at most ``LISTEN_SECONDS``)."""
+        connection lost at COMMIT) may have been notified and skipped: ``_recheck`` reads for it."""
+        self._rechecking = False
         self._reachable = True
         self._serving = True
         """What the health followers were last told: reachable, on a schema this code knows."""
@@ -1441,6 +1441,8 @@ class PostgresStore:
             if holding:  # not committed (or not known to be): another daemon's commit may take that revision
                 with self._revision_cond:
                     self._announcing = 0
+                if _lost(conn):
+                    self._recheck()
             if not _lost(conn) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute(b"ROLLBACK")
@@ -1489,6 +1491,27 @@ class PostgresStore:
                 self._revision_cond.notify_all()
             else:
                 self._announcing = announcing
+
+    def _recheck(self) -> None:
+        """Read the revision once more after a commit whose answer was lost. It may have been
+        applied, and its notice reached the listener while it was still this daemon's announced
+        commit, so no read followed: without this, waiters learnt of it only at a later notice or
+        the listener's next read, up to ``LISTEN_SECONDS`` on. The read goes on a thread of its
+        own, since the database may be gone and the caller is owed its UNAVAILABLE now; one at a
+        time, so a database that drops every connection is not sent one per failed commit."""
+        with self._revision_cond:
+            if self._rechecking:
+                return
+            self._rechecking = True
+
+        def recheck() -> None:
+            try:
+                self._poll_revision()
+            finally:
+                with self._revision_cond:
+                    self._rechecking = False
+
+        threading.Thread(target=recheck, name=f"stigmer-recheck-{self.schema}", daemon=True).start()
 
     def _known(self, notices: list[psycopg.Notify]) -> bool:
         """Whether every one of a burst of notices names a revision this daemon knows of already, or

@@ -1,23 +1,47 @@
-"""A TCP relay to PostgreSQL that can lose the database's answer to one COMMIT.
+"""A TCP relay to PostgreSQL that can lose the database's answer to a COMMIT.
 
-The commit is applied and notified on the server; the client that sent it hears
-nothing and gives up after its answer timeout: the outcome a broken network or
-a stalled path leaves a daemon with, made on purpose. Only plain (non-TLS)
-connections are looked into, so it serves the tests' throwaway server.
+The commit is applied and notified on the server; the client that sent it never
+hears so. ``lose_next_commit``: it hears nothing more and gives up after its
+answer timeout (a broken network, a stalled path). ``end_commit``: it hears the
+FATAL error a backend sends when an administrator terminates it just as it
+finishes a commit (``pg_terminate_backend``) before it is ready for the next
+statement, and its connection then closes.
+Only plain (non-TLS) connections are looked into, so it serves the tests'
+throwaway server.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
+_COMMITTED = b"C" + struct.pack("!i", 11) + b"COMMIT\x00"
+"""A COMMIT's CommandComplete message: the server has committed."""
+
+
+def _fatal(sqlstate: str, message: str) -> bytes:
+    """A protocol ErrorResponse of severity FATAL, as a backend sends before it exits."""
+    fields = b"".join(
+        tag + text.encode() + b"\x00" for tag, text in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message))
+    )
+    body = fields + b"\x00"
+    return b"E" + struct.pack("!i", len(body) + 4) + body
+
+
+class _Relayed:
+    """One relayed connection: what the relay does to the server's answers once it sent COMMIT."""
+
+    def __init__(self) -> None:
+        self.silenced = threading.Event()
+        self.ending = False
+
 
 class LosingRelay:
-    """Listens on 127.0.0.1 and relays every connection to the URL's server; ``lose_next_commit``
-    makes the next connection that sends COMMIT hear nothing more from the server."""
+    """Listens on 127.0.0.1 and relays every connection to the URL's server."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -27,15 +51,26 @@ class LosingRelay:
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
         self.url = urlunsplit(parts._replace(netloc=netloc))
-        self._armed = threading.Event()
+        self._lock = threading.Lock()
+        self._commits_to_pass = -1  # -1: disarmed
+        self._ending = False
         self.lost = threading.Event()
         self._sockets: list[socket.socket] = [self._listener]
-        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def lose_next_commit(self) -> None:
-        self.lost.clear()
-        self._armed.set()
+        """The next COMMIT's sender hears nothing more from the server."""
+        self._arm(0, ending=False)
+
+    def end_commit(self, passing: int = 0) -> None:
+        """After ``passing`` COMMITs go through, the next one's sender hears that it committed,
+        then that its connection was terminated, and the connection closes."""
+        self._arm(passing, ending=True)
+
+    def _arm(self, passing: int, *, ending: bool) -> None:
+        with self._lock:
+            self.lost.clear()
+            self._commits_to_pass, self._ending = passing, ending
 
     def _accept(self) -> None:
         while True:
@@ -46,26 +81,42 @@ class LosingRelay:
             server = socket.create_connection(self._upstream)
             with self._lock:
                 self._sockets += [client, server]
-            silenced = threading.Event()
-            threading.Thread(target=self._up, args=(client, server, silenced), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client, silenced), daemon=True).start()
+            relayed = _Relayed()
+            threading.Thread(target=self._up, args=(client, server, relayed), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, relayed), daemon=True).start()
 
-    def _up(self, client: socket.socket, server: socket.socket, silenced: threading.Event) -> None:
+    def _up(self, client: socket.socket, server: socket.socket, relayed: _Relayed) -> None:
         """Client to server, all of it: a lost answer's COMMIT still reaches the server."""
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
-                if b"COMMIT" in data and self._armed.is_set():
-                    self._armed.clear()
-                    silenced.set()
-                    self.lost.set()
+                if b"COMMIT" in data:
+                    with self._lock:
+                        if self._commits_to_pass == 0:
+                            relayed.ending = self._ending
+                            relayed.silenced.set()
+                            self.lost.set()
+                        if self._commits_to_pass >= 0:
+                            self._commits_to_pass -= 1
                 server.sendall(data)
         _close(client, server)
 
-    def _down(self, server: socket.socket, client: socket.socket, silenced: threading.Event) -> None:
+    def _down(self, server: socket.socket, client: socket.socket, relayed: _Relayed) -> None:
         with contextlib.suppress(OSError):
+            seen = b""
             while data := server.recv(65536):
-                if not silenced.is_set():
+                if not relayed.silenced.is_set():
                     client.sendall(data)
+                    continue
+                seen += data
+                committed = seen.find(_COMMITTED) if relayed.ending else -1
+                if committed >= 0:
+                    # COMMIT's answer, then the FATAL in place of the ReadyForQuery that would follow:
+                    # the backend took the terminate once its commit was done, before the pipeline's
+                    # Sync. Its client takes the error before it sees the socket close.
+                    cut = committed + len(_COMMITTED)
+                    client.sendall(seen[:cut] + _fatal("57P01", "terminating connection due to administrator command"))
+                    threading.Event().wait(0.5)
+                    break
         _close(client, server)
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ schema migrations, and what callers see while the database is down."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -855,6 +856,59 @@ def test_a_commit_whose_answer_is_lost_still_wakes_this_daemons_waiters(
         assert store.wait_for_revision(1, 10) == 2, "the applied commit never woke this daemon's waiters"
         with store.read() as txn:
             assert txn.get(b"k/b") == b"2"
+
+
+def test_a_commit_whose_connection_was_terminated_after_it_is_not_run_again_nor_told_to_retry(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """An administrator's terminate (or a shutdown) that reaches a backend as it finishes a COMMIT
+    ends the session with a FATAL error after the commit. Taken as a statement that failed, a
+    lone write was told to retry (a create without a slug, retried, is made twice), and a batch
+    ran again, each caller's write a second time: a create was answered ALREADY_EXISTS for its
+    own object."""
+    if os.environ.get(postgres.URL_ENV):
+        # A server named by URL may require TLS, through which the relay cannot see a COMMIT.
+        pytest.skip("relays plain connections: needs the throwaway server on this machine")
+    runs: collections.Counter[bytes] = collections.Counter()
+
+    def write(name: bytes) -> Any:
+        def fn(txn: WriteTxn) -> None:
+            runs[name] += 1
+            if txn.get(b"k/" + name) is not None:
+                raise errors.AlreadyExists(f"{name!r} ran again")
+            txn.put(b"k/" + name, b"1")
+            txn.append_event(b"ev")
+
+        return fn
+
+    gate, started = threading.Event(), threading.Event()
+
+    def blocker(txn: WriteTxn) -> None:
+        started.set()  # holds the leader role so the others queue up into one batch
+        gate.wait(timeout=10)
+        txn.put(b"k/blocker", b"")
+
+    with LosingRelay(stigmer_postgres_store_url) as relay, PostgresStore(relay.url, durable=False) as store:
+        relay.end_commit()
+        with pytest.raises(errors.Unavailable, match="may or may not have been applied"):
+            store.transact(write(b"alone"))
+        assert relay.lost.is_set()
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(store.transact, blocker)
+            assert started.wait(timeout=10)
+            futures = [pool.submit(store.transact, write(b"w%d" % i)) for i in range(3)]
+            while store._writes.queued < len(futures):
+                threading.Event().wait(0.01)
+            relay.end_commit(passing=1)  # the blocker's own commit goes through
+            gate.set()
+            first.result(timeout=30)
+            for future in futures:
+                with pytest.raises(errors.Unavailable, match="may or may not have been applied"):
+                    future.result(timeout=30)
+        assert relay.lost.is_set()
+        assert runs == {b"alone": 1, b"w0": 1, b"w1": 1, b"w2": 1}, "a committed write ran again"
+        with store.read() as txn:
+            assert [k for k, _ in txn.scan(b"k/")] == [b"k/alone", b"k/blocker", b"k/w0", b"k/w1", b"k/w2"]
 
 
 def test_a_daemon_whose_role_may_only_read_and_write_starts_on_a_current_schema(

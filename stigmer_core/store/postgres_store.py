@@ -465,6 +465,33 @@ def _connection_lost(exc: psycopg.Error) -> errors.Unavailable:
     )
 
 
+def _commit_unknown(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
+    """Whether a transaction whose COMMIT went in a pipeline that raised ``exc`` may have been
+    committed. Only an error the server reported for one of its statements says it was not. A
+    backend told to exit (an administrator's terminate, a shutdown) finishes a commit in progress
+    first, then sends a FATAL error, even in place of the answer that follows COMMIT's, and psycopg
+    may raise an error of its own (no SQLSTATE) before it sees the connection close. Run again, or
+    told to retry, such a write would be made twice."""
+    if _lost(conn):
+        return True
+    if isinstance(exc, pg_errors.PipelineAborted):  # an earlier statement of the pipeline failed
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return True
+    severity = exc.diag.severity_nonlocalized or exc.diag.severity
+    return severity in ("FATAL", "PANIC") or state[:2] == "08" or state.startswith("57P") or state == "40003"
+
+
+def _why_unknown(exc: psycopg.Error) -> str:
+    if isinstance(exc, _NoAnswer):
+        return str(exc)
+    why = _ENDED_BECAUSE.get(exc.sqlstate or "")
+    if why is not None:
+        return f"the database ended the connection ({why})"
+    return f"the database connection broke ({_detail(exc)})"
+
+
 def _unusable(exc: BaseException) -> bool:
     """Whether a connection that raised ``exc`` must not serve again though it is open:
     one that began read-only (a standby, or the database's default while it was set)
@@ -1426,10 +1453,10 @@ class PostgresStore:
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
             except psycopg.Error as exc:
-                if _lost(conn):
-                    what = str(exc) if isinstance(exc, _NoAnswer) else "the database connection broke"
+                if _commit_unknown(conn, exc):
+                    conn.close()  # in a state nobody knows: never used again
                     raise errors.Unavailable(
-                        f"{what} while committing; the write may or may not have been applied"
+                        f"{_why_unknown(exc)} while committing; the write may or may not have been applied"
                     ) from exc
                 if held is not None and len(batch) > 1:
                     raise _CallerFailed from exc  # whose writes failed is not known: one by one

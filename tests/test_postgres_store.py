@@ -258,6 +258,42 @@ def test_a_writer_kept_waiting_past_the_statement_timeout_answers_unavailable(
         assert txn.get(b"k/late") == b"2"
 
 
+def _writing(key: bytes) -> Any:
+    """A write of ``key`` with an event."""
+    return lambda txn: (txn.put(key, b"1"), txn.append_event(key))[1]
+
+
+def test_a_write_that_timed_out_in_a_pipeline_leaves_no_connection_that_fails_every_write_after(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """psycopg prepares a statement at its fifth run; when that run was in a pipeline the timeout
+    aborted, it took the statement as prepared though the server never got to it, and every later
+    write on that connection failed InvalidSqlStatementName (INTERNAL) until the daemon restarted.
+    Which earlier write makes the fatal fifth run depends on the statements a write sends, so
+    every count of earlier writes up to past it is tried, each on a connection of its own; the
+    events table locked stalls the appends that go with the commit."""
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&statement_timeout_ms=300"
+    for earlier in range(8):
+        with PostgresStore(url, durable=False) as store, psycopg.connect(
+            settings.conninfo
+        ) as holder:
+            for i in range(earlier):
+                store.transact(_writing(b"k/%d/early%d" % (earlier, i)))
+            holder.execute(f'LOCK TABLE "{settings.schema}".events IN EXCLUSIVE MODE'.encode())
+            for _ in range(2):
+                with pytest.raises(errors.Unavailable, match="did not answer in time"):
+                    store.transact(_writing(b"k/%d/stalled" % earlier))
+            holder.rollback()
+            for i in range(3):
+                store.transact(_writing(b"k/%d/after%d" % (earlier, i)))
+            with store.read() as txn:
+                stored = {k for k, _ in txn.scan(b"k/%d/" % earlier)}
+            assert stored == {b"k/%d/early%d" % (earlier, i) for i in range(earlier)} | {
+                b"k/%d/after%d" % (earlier, i) for i in range(3)
+            }
+
+
 def test_a_daemon_paused_inside_its_write_gives_the_revision_lock_up_to_the_others(
     store: PostgresStore, stigmer_postgres_store_url: str
 ) -> None:

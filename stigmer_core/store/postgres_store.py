@@ -465,6 +465,15 @@ def _connection_lost(exc: psycopg.Error) -> errors.Unavailable:
     )
 
 
+def _drop_after_pipeline(conn: psycopg.Connection[Any]) -> None:
+    """Close a connection on which a pipeline failed (the pool drops a closed one it gets back).
+    psycopg takes a statement it asked the server to prepare in a pipeline (at its
+    ``prepare_threshold``th run) as prepared even when the pipeline was aborted before the server
+    got to it, and from then on runs that statement by a name the server does not know, every
+    time, on that connection (InvalidSqlStatementName)."""
+    conn.close()
+
+
 def _commit_unknown(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
     """Whether a transaction whose COMMIT went in a pipeline that raised ``exc`` may have been
     committed. Only an error the server reported for one of its statements says it was not. A
@@ -981,6 +990,10 @@ class _Writer(_Reader):
                 if counts is not None:
                     conn.execute(store._sql_count_parts, counts)
                 cur = conn.execute(store._sql_prune, params)
+        except psycopg.Error as exc:
+            _drop_after_pipeline(conn)  # the batch fails with it: nothing of it was committed
+            raise self._store._translate(exc) from exc
+        try:
             row = cur.fetchone()
             conn.execute(store._sql_append, (revision, 0, payload, partition))
         except psycopg.Error as exc:
@@ -1364,7 +1377,7 @@ class PostgresStore:
         """One transaction for the batch; with ``savepoints``, each caller's ``fn`` under a savepoint
         of its own, else ``_CallerFailed`` (the transaction rolled back) when one of several fails."""
         conn = self._acquire()
-        holding = False
+        holding = unknown = False
         try:
             try:
                 # one simple-protocol statement, not a pipeline (see ``_Writer``): the lock
@@ -1453,8 +1466,9 @@ class PostgresStore:
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
             except psycopg.Error as exc:
-                if _commit_unknown(conn, exc):
-                    conn.close()  # in a state nobody knows: never used again
+                unknown = _commit_unknown(conn, exc)
+                _drop_after_pipeline(conn)  # and if the outcome is unknown, its state is too
+                if unknown:
                     raise errors.Unavailable(
                         f"{_why_unknown(exc)} while committing; the write may or may not have been applied"
                     ) from exc
@@ -1468,7 +1482,7 @@ class PostgresStore:
             if holding:  # not committed (or not known to be): another daemon's commit may take that revision
                 with self._revision_cond:
                     self._announcing = 0
-                if _lost(conn):
+                if unknown:
                     self._recheck()
             if not _lost(conn) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):

@@ -239,7 +239,7 @@ def replay_history(obj: Message, history: Any, call: Call) -> int:
                 first.spec.description = v.description
                 stored = call("apply", first)
             else:
-                stored = call("push", _push_to(stored, v.skill_md, v.artifact, tag, v.description))
+                stored = _write_version(call, stored, v.skill_md, v.artifact, tag, v.description)
             writes += 1
             if stored.metadata.version.id != v.digest:
                 raise _bad(
@@ -251,9 +251,24 @@ def replay_history(obj: Message, history: Any, call: Call) -> int:
         # The document is applied next, and a write without a zip keeps the current version's:
         # after a version with a zip, the document's own zipless content became a version that
         # never existed, and its tag moved there. A push without a zip makes its version current.
-        call("push", _push_to(stored, skill.spec.skill_md, b"", "", skill.spec.description))
+        _write_version(call, stored, skill.spec.skill_md, b"", "", skill.spec.description)
         writes += 1
     return writes
+
+
+def _write_version(call: Call, stored: Any, skill_md: str, artifact: bytes, tag: str, description: str) -> Any:
+    """Make a version current on the server, with its own description: a push keeps the stored
+    description when it is given none, so a version whose description is empty is applied over
+    the stored skill instead (it took the version before's description, and the export of the
+    imported history was not the one imported)."""
+    if description or not stored.spec.description:
+        return call("push", _push_to(stored, skill_md, artifact, tag, description))
+    doc: Any = type(stored)()
+    doc.CopyFrom(stored)
+    doc.ClearField("status")
+    doc.metadata.resource_version = 0
+    doc.spec.skill_md, doc.spec.artifact, doc.spec.tag, doc.spec.description = skill_md, artifact, tag, ""
+    return call("apply", doc)
 
 
 def _push_to(stored: Any, skill_md: str, artifact: bytes, tag: str, description: str) -> skill_pb2.PushSkillRequest:

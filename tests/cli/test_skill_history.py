@@ -196,6 +196,25 @@ def test_each_version_keeps_the_description_it_was_written_with(stigmer: Stigmer
     assert "is given without skillMd" in refused.err, refused.err
 
 
+def test_a_version_without_a_description_keeps_none_through_an_import(stigmer: Stigmer, tmp_path: Any) -> None:
+    """The replay pushed each later version, and a push keeps the stored description when given
+    none: the version between two described ones took the first one's, and the imported history
+    exported differently from the one imported."""
+    for n, about in ((1, "First cut."), (2, ""), (3, "Third.")):
+        described = f"description: {about}, " if about else ""
+        stigmer.ok("apply", "-f", "-", input=f"kind: Skill\nmetadata: {{name: bare}}\nspec: {{{described}tag: v{n}, skillMd: 'Step {n}.'}}\n")
+    backup = stigmer.ok("export", "skill")
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    stigmer.ok("import", *restored, input=backup)
+    for where in ((), restored):
+        described = [
+            _call(stigmer, where, "getByReference", "slug=bare", f"version=v{n}")["spec"].get("description", "")
+            for n in (1, 2, 3)
+        ]
+        assert described == ["First cut.", "", "Third."], where
+    assert stigmer.ok("export", "skill", *restored) == backup
+
+
 def _push_all(stigmer: Stigmer, pushes: list[tuple[str, str, bool]]) -> list[str]:
     """Push (markdown, tag, zipped) in order to skill ``rev``; the version hash of each push."""
     from stigmer_core import Application

@@ -10,6 +10,7 @@ and the field path in the document's own spelling
 from __future__ import annotations
 
 import heapq
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,7 +21,7 @@ import attrs
 from google.protobuf import json_format, message_factory
 from google.protobuf.message import Message
 
-from stigmer_core import errors
+from stigmer_core import errors, limits
 from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.envelope import descriptor, metadata, repeated
@@ -29,6 +30,7 @@ from stigmer_core.cli.moving import move
 from stigmer_core.ids import slugify
 
 STDIN = "-"
+STDIN_LABEL = "<stdin>"
 HISTORY = "history"
 """A document's top-level key beside the resource (``backup.HISTORY``), handed to its kind's ``import_history``."""
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -107,7 +109,7 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
     sources = []
     for given in paths:
         if given == STDIN:
-            sources.append(Source("<stdin>", sys.stdin.read()))
+            sources.append(Source(STDIN_LABEL, read_stdin()))
             continue
         path = Path(given)
         if path.is_dir():
@@ -124,15 +126,37 @@ def read_sources(paths: Sequence[str]) -> list[Source]:
 def read_text(file: Path) -> str:
     """A document file's text, or a CliError that names the file and says what is wrong."""
     try:
-        return file.read_text(encoding="utf-8")
+        data = file.read_bytes()
     except FileNotFoundError:
         raise CliError(f"{file}: no such file") from None
     except IsADirectoryError:
         raise CliError(f"{file}: is a directory") from None
     except OSError as exc:
         raise CliError(f"{file}: cannot read: {exc.strerror}") from None
+    return _decoded(str(file), data)
+
+
+def read_stdin() -> str:
+    """``read_text`` of stdin. Its bytes, not the text stream Python makes of them: that one keeps
+    bytes the locale cannot decode as lone surrogates, which failed at the first write as an
+    unexpected error, and leaves CRLF line endings as they are, which a file's text does not."""
+    try:
+        data = sys.stdin.buffer.read()
+    except OSError as exc:
+        raise CliError(f"{STDIN_LABEL}: cannot read: {exc.strerror}") from None
+    return _decoded(STDIN_LABEL, data)
+
+
+def _decoded(label: str, data: bytes) -> str:
+    """UTF-8 with every line ending made ``\\n``, as Python's text files read (YAML reads the same
+    documents either way, but an export's last line is compared as it was written)."""
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CliError(f"{file}: not UTF-8 text (YAML or JSON): {exc.reason} at byte {exc.start}") from None
+        raise CliError(f"{label}: not UTF-8 text (YAML or JSON): {exc.reason} at byte {exc.start}") from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def _typename(value: object) -> str:
@@ -304,13 +328,38 @@ def field_errors(error: errors.StigmerError, cls: type[Message]) -> str:
 
 
 def load_documents(label: str, text: str) -> Iterator[Any]:
-    """The YAML documents of ``text`` as they are read, or a CliError naming ``label`` and where it went wrong."""
+    """The YAML documents of ``text`` as they are read, or a CliError naming ``label`` and where it went wrong.
+
+    A document is held to the items one request may carry and to gRPC's message size with its
+    aliases expanded: past them the server would refuse it, but only after the client walked
+    it all, which aliases can make take hours and all memory."""
+    bounds = yamlio.Bounds(
+        items=_max_request_items(),
+        items_named=f" ({limits.ENV['max_request_items']}: the most one request may carry)",
+        text=limits.MESSAGE_BYTES,
+        text_named=" (the most one request may carry)",
+    )
+    read = 0
     try:
-        yield from yamlio.load_all(text)
+        for document in yamlio.load_all(text, bounds):
+            read += 1
+            yield document
     except yamlio.YamlError as exc:
         raise CliError(f"{label}: invalid YAML at {yamlio.describe(exc)}") from None
+    except yamlio.Expands as exc:
+        raise CliError(f"{label}, document {read + 1}: {exc}") from None
     except RecursionError:
         raise CliError(f"{label}: nested too deeply to read") from None
+
+
+def _max_request_items() -> int:
+    """The server's ``max_request_items`` as this process's environment sets it (the daemon started
+    from it, and in-process stores, read the same variable)."""
+    variable = limits.ENV["max_request_items"]
+    try:
+        return limits.Limits.from_env({variable: os.environ.get(variable, "")}).max_request_items
+    except errors.StartupError as exc:
+        raise CliError(exc.message) from None
 
 
 def parse(

@@ -9,6 +9,13 @@ multi-line text, so the same objects always produce the same bytes (export
 relies on it) and instructions stay readable; text holding a character YAML
 reads as a line break (NEL, U+2028, U+2029) is double-quoted, where it is
 escaped, since written raw it would come back as a newline.
+
+An alias (``*name``) loads as the very object its anchor made, so a few
+hundred bytes of aliases naming aliases stand for billions of items, which
+checking and converting a document walk one by one ("billion laughs": 600
+bytes took 48 s and 1.8 GB before any error). Loading refuses a document
+whose aliases make it hold more items or text than given, measured on its
+nodes before anything is built from them.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import attrs
 import yaml  # type: ignore[import-untyped, unused-ignore]
 
 YamlError = yaml.YAMLError
@@ -28,10 +36,83 @@ _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BaseDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class Expands(Exception):
+    """A document its aliases make larger than the bounds ``load_all`` was given; the message says how."""
+
+
+@attrs.frozen
+class Bounds:
+    items: int
+    """List elements and mapping entries, every alias expanded."""
+    text: int
+    """Characters of scalars (keys too), every alias expanded."""
+    items_named: str = ""
+    text_named: str = ""
+    """What the refusal says after each number: where it comes from."""
+
+
+def _check_expansion(root: Any, bounds: Bounds) -> None:
+    """Refuse ``root`` if its aliases take it past ``bounds``. An alias is the node its anchor
+    names, so each node's expanded size is counted once and reused (linear in the nodes, however
+    much they expand to), without recursion (a deep document is libyaml's to refuse). What the
+    document holds written out is not refused here: it cost its bytes to send, and the server
+    holds a request to its own limits."""
+    sizes: dict[int, tuple[int, int]] = {}  # by id(node): items and text, aliases expanded
+    inside: set[int] = set()  # the nodes being counted: the path from the root
+    written_items = written_text = 0  # each node counted once, as the document writes it
+    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
+    while stack:
+        node, children = stack.pop()
+        key = id(node)
+        if children is not None:  # its children are counted
+            inside.discard(key)
+            items, text = len(node.value), 0
+            for child in children:
+                child_items, child_text = sizes[id(child)]
+                items += child_items
+                text += child_text
+            sizes[key] = (items, text)
+            written_items += len(node.value)
+        elif key in sizes:  # an alias of a node counted already
+            continue
+        elif type(node) is yaml.ScalarNode:
+            sizes[key] = (0, len(node.value))
+            written_text += len(node.value)
+        elif key in inside:
+            raise Expands("a YAML alias stands inside the node its anchor names (&a [*a]), so it expands without end")
+        else:
+            inside.add(key)
+            children = [part for pair in node.value for part in pair] if type(node) is yaml.MappingNode else node.value
+            stack.append((node, children))
+            stack.extend((child, None) for child in children)
+    items, text = sizes[id(root)]
+    if items > max(bounds.items, written_items):
+        raise Expands(
+            f"its YAML aliases expand it to {items:,} items (list elements and mapping entries), "
+            f"more than {bounds.items:,}{bounds.items_named}"
+        )
+    if text > max(bounds.text, written_text):
+        raise Expands(
+            f"its YAML aliases expand it to {text:,} characters of text, more than {bounds.text:,}{bounds.text_named}"
+        )
+
+
 class _Loader(_BaseLoader):  # type: ignore[misc, unused-ignore]
+    bounds: Bounds | None = None
+
+    def construct_document(self, node: Any) -> Any:
+        if self.bounds is not None:
+            _check_expansion(node, self.bounds)
+        return super().construct_document(node)
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:  # ``<<: *base``: what it merges in, the mapping's own keys override
+                continue
             key = self.construct_object(key_node, deep=deep)
             try:
                 repeated = key in seen
@@ -69,10 +150,17 @@ def _represent_str(dumper: Any, value: str) -> Any:
 _Dumper.add_representer(str, _represent_str)
 
 
-def load_all(text: str) -> Iterator[Any]:
+def load_all(text: str, bounds: Bounds | None = None) -> Iterator[Any]:
     """Every document of a stream, one at a time (a backup's documents are not all held at once as
-    Python objects); empty documents come back as None, so indexes match the file."""
-    return yaml.load_all(text, Loader=_Loader)
+    Python objects); empty documents come back as None, so indexes match the file. With ``bounds``,
+    a document its aliases take past them raises ``Expands`` instead."""
+    loader = _Loader(text)
+    loader.bounds = bounds
+    try:
+        while loader.check_data():
+            yield loader.get_data()
+    finally:
+        loader.dispose()
 
 
 def dump(data: Any, *, sort_keys: bool = True) -> str:

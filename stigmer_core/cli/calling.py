@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,16 @@ from google.protobuf.message import Message
 
 from stigmer_core.cli import render, request_ids, yamlio
 from stigmer_core.cli.catalog import KindInfo
-from stigmer_core.cli.documents import FieldError, load_documents, read_text, to_dict, to_message
+from stigmer_core.cli.documents import (
+    STDIN,
+    STDIN_LABEL,
+    FieldError,
+    load_documents,
+    read_stdin,
+    read_text,
+    to_dict,
+    to_message,
+)
 from stigmer_core.cli.envelope import descriptor
 from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.cli.session import Session
@@ -41,8 +49,8 @@ def _set(data: dict[str, Any], assignment: str) -> None:
 def build_request(cls: type[Message], files: tuple[Path, ...], assignments: tuple[str, ...], *, org: str) -> Message:
     data: dict[str, Any] = {}
     for path in files:
-        text = sys.stdin.read() if str(path) == "-" else read_text(path)
-        loaded = load_documents(str(path), text)
+        label, text = (STDIN_LABEL, read_stdin()) if str(path) == STDIN else (str(path), read_text(path))
+        loaded = load_documents(label, text)
         for doc in loaded:
             if doc is None:
                 continue

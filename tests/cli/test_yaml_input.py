@@ -135,3 +135,11 @@ def test_a_merge_key_merges_its_mapping_under_the_keys_beside_it(stigmer: Stigme
     assert shown["metadata"]["labels"] == {"team": "core", "tier": "silver"}
     twice = doc.replace("    tier: silver\n", "    tier: silver\n    tier: bronze\n")
     assert "found the key 'tier' twice" in stigmer.fails("apply", "-f", "-", input=twice)
+
+
+def test_a_request_read_from_stdin_by_call_is_read_as_a_file(stigmer: Stigmer) -> None:
+    """``call -f -`` read stdin on its own: bytes that are not UTF-8 were an unexpected error."""
+    refused = _run(stigmer, "call", "agent", "list", "-f", "-", input=b"org: caf\xe9\n")
+    assert refused.code == 1 and "<stdin>: not UTF-8 text (YAML or JSON)" in refused.err, refused.err
+    listed = _run(stigmer, "call", "agent", "list", "-f", "-", "-o", "json", input=b"pageSize: 5\r\n")
+    assert listed.code == 0, listed.err

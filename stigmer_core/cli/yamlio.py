@@ -102,9 +102,11 @@ def _check_expansion(root: Any, bounds: Bounds) -> None:
 
 class _Loader(_BaseLoader):  # type: ignore[misc, unused-ignore]
     bounds: Bounds | None = None
+    text = ""
 
     def construct_document(self, node: Any) -> Any:
-        if self.bounds is not None:
+        # Only a document whose text holds an alias (``*``) can expand: most hold none, and skip the walk.
+        if self.bounds is not None and "*" in self.text[node.start_mark.index : node.end_mark.index]:
             _check_expansion(node, self.bounds)
         return super().construct_document(node)
 
@@ -155,7 +157,7 @@ def load_all(text: str, bounds: Bounds | None = None) -> Iterator[Any]:
     Python objects); empty documents come back as None, so indexes match the file. With ``bounds``,
     a document its aliases take past them raises ``Expands`` instead."""
     loader = _Loader(text)
-    loader.bounds = bounds
+    loader.bounds, loader.text = bounds, text
     try:
         while loader.check_data():
             yield loader.get_data()

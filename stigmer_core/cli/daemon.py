@@ -13,12 +13,13 @@ the umask: the log may name what the daemon holds.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -161,6 +162,23 @@ def _forget(files: Files, pid: int) -> None:
     for pid_file, _ in files.layouts:
         if _names(pid_file, pid):
             pid_file.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def starting(files: Files) -> Iterator[None]:
+    """Hold off every other ``local start`` of this data directory while this one looks for a
+    daemon, starts one and waits for it: started together, each found none, each wrote its own
+    pid in the pid file, and each loser, its daemon refused by the running one, removed the file
+    if it named its own, so the daemon that ran had none (``local status`` then took it for one
+    started by ``stigmer serve``). The lock is on the log file, opened apart from the descriptor
+    the daemon writes to, so the daemon never holds it."""
+    private_dir(files.data_dir)
+    with os.fdopen(open_private(files.log_file), "ab") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
 
 
 def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:

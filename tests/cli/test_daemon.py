@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from .conftest import Stigmer
+from .conftest import TIMEOUT, Stigmer, free_port
 
 
 def test_start_status_stop(stigmer: Stigmer) -> None:
@@ -29,6 +29,32 @@ def test_start_status_stop(stigmer: Stigmer) -> None:
     message = stigmer.fails("local", "status", code=3)
     assert message.startswith("the stigmer daemon is not running")
     assert stigmer.fails("local", "stop").startswith("the stigmer daemon is not running")
+
+
+def test_starts_together_leave_one_daemon_with_its_pid_file(stigmer: Stigmer) -> None:
+    """Each start found no daemon and wrote its own pid; each loser, refused by the daemon that
+    ran, removed the pid file if it named its own: the daemon that ran had none, and `local
+    status` said it logged nowhere."""
+    stigmer.started.append(stigmer.data_dir)
+    address = f"127.0.0.1:{free_port()}"
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-m", "stigmer_core.cli", "local", "start", "--address", address],
+            env=stigmer.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    answers = [start.communicate(timeout=TIMEOUT) for start in starts]
+    assert [start.returncode for start in starts] == [0, 0, 0], answers
+    said = sorted("started" if "daemon started" in out else "running" if "already running" in out else out for out, _ in answers)
+    assert said == ["running", "running", "started"], answers
+    pid = int((stigmer.home / "daemon.pid").read_text())
+    status = stigmer.ok("local", "status")
+    assert f"(pid {pid})" in status and f"log file: {stigmer.home / 'daemon.log'}" in status, status
+    assert f"stigmer daemon stopped (pid {pid})" in stigmer.ok("local", "stop")
 
 
 def test_status_counts_objects_per_kind(stigmer: Stigmer, daemon: str) -> None:

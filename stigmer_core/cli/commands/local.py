@@ -133,16 +133,17 @@ def start(address: str | None, data_dir: str | None, timeout: float) -> None:
 
     settings = config.resolve(address=address, data_dir=data_dir)
     files = daemon.Files(settings.data_dir)
-    found = daemon.running(files.data_dir)
-    if found is not None:
-        where = found.address or "(still starting)"
-        click.echo(f"stigmer daemon already running (pid {found.pid}) on {where}; data directory {files.data_dir}")
-        return
-    stale = daemon.clean_stale_pid_file(files)
-    if stale is not None:
-        click.echo(f"removed a stale pid file ({files.pid_file}: pid {stale} is not running)")
-    process = daemon.spawn(files, settings.address)
-    ready = daemon.wait_ready(files, process, timeout)
+    with daemon.starting(files):
+        found = daemon.running(files.data_dir)
+        if found is not None:
+            where = found.address or "(still starting)"
+            click.echo(f"stigmer daemon already running (pid {found.pid}) on {where}; data directory {files.data_dir}")
+            return
+        stale = daemon.clean_stale_pid_file(files)
+        if stale is not None:
+            click.echo(f"removed a stale pid file ({files.pid_file}: pid {stale} is not running)")
+        process = daemon.spawn(files, settings.address)
+        ready = daemon.wait_ready(files, process, timeout)
     click.echo(f"stigmer daemon started (pid {ready.pid}), listening on {ready.address}")
     click.echo(f"data directory: {files.data_dir}")
     click.echo(f"log file: {files.log_file} (beside the data directory)")

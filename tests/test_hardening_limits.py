@@ -7,7 +7,7 @@ was lost), and that the daemon still serves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,18 @@ def test_a_small_page_budget_pages_through_everything(served: tuple[Application,
     assert sorted(seen) == sorted(made)
 
 
+def _every_page(list_page: Callable[[str], Any]) -> tuple[int, list[str]]:
+    """Page until the token is empty (never until a page is): how many pages, and the ids listed."""
+    pages, seen, token = 0, [], ""
+    while True:
+        page = list_page(token)
+        pages += 1
+        seen += [entry.metadata.id for entry in page.entries]
+        token = page.next_page_token
+        if not token:
+            return pages, seen
+
+
 def test_a_list_reads_a_bounded_number_of_objects_it_leaves_out(served: tuple[Application, grpc.Channel]) -> None:
     """A list naming two labels reads one label's index and checks the other on each object: on a
     large org one such call read every object (0.6 s for 8,000 on PostgreSQL, stalling every org's
@@ -170,14 +182,7 @@ def test_a_list_reads_a_bounded_number_of_objects_it_leaves_out(served: tuple[Ap
         made = agents.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"a {i}", labels=labels)))
         if labels["tier"] == "gold":
             wanted.add(made.metadata.id)
-    pages, seen, token = 0, [], ""
-    while True:
-        page = agents.list_page(labels={"team": "t", "tier": "gold"}, page_token=token, page_size=100)
-        pages += 1
-        seen += [a.metadata.id for a in page.entries]
-        token = page.next_page_token
-        if not token:
-            break
+    pages, seen = _every_page(lambda token: agents.list_page(labels={"team": "t", "tier": "gold"}, page_token=token, page_size=100))
     assert sorted(seen) == sorted(wanted)
     assert pages == 5  # 43 left out, 10 a page
     first = agents.list_page(labels={"team": "t", "tier": "none"}, page_size=100)
@@ -196,14 +201,9 @@ def test_index_entries_a_filter_reads_past_count_as_left_out(served: tuple[Appli
     for i in range(5):
         kinds.session(instance, f"noise {i}", tags=[f"x\x00{i}-{j}" for j in range(10)])
     wanted = {kinds.session(instance, f"wanted {i}", tags=["x"]).metadata.id for i in range(2)}
-    pages, seen, token = 0, [], ""
-    while True:
-        page = kinds.sessions.call("list", session_pb2.ListSessionsRequest(tags=["x"], page_token=token, page_size=100))
-        pages += 1
-        seen += [s.metadata.id for s in page.entries]
-        token = page.next_page_token
-        if not token:
-            break
+    pages, seen = _every_page(
+        lambda token: kinds.sessions.call("list", session_pb2.ListSessionsRequest(tags=["x"], page_token=token, page_size=100))
+    )
     assert sorted(seen) == sorted(wanted)
     assert pages >= 5  # 50 entries passed over, 10 a page
 

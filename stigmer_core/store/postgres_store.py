@@ -86,6 +86,25 @@ T = TypeVar("T")
 RV = TypeVar("RV")
 log = logging.getLogger(__name__)
 
+
+class _QuietOnPurpose(logging.Filter):
+    """psycopg_pool warns of every closed connection it gets back ("discarding closed
+    connection"), as if it had broken; one this module closed on purpose is dropped as planned,
+    and the warning would have an operator look for a fault that is not there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and args and getattr(args[0], "_stigmer_closed_on_purpose", False))
+
+
+logging.getLogger("psycopg.pool").addFilter(_QuietOnPurpose())
+
+
+def _close_on_purpose(conn: psycopg.Connection[Any]) -> None:
+    """Close ``conn`` before it goes back to the pool, which drops it (and, quietly, says nothing)."""
+    conn._stigmer_closed_on_purpose = True  # type: ignore[attr-defined]
+    conn.close()
+
 DEFAULT_CONNECT_TIMEOUT = 5
 DEFAULT_STATEMENT_TIMEOUT_MS = 30_000
 LOOSE_QUERIES = 2
@@ -471,7 +490,7 @@ def _drop_after_pipeline(conn: psycopg.Connection[Any]) -> None:
     ``prepare_threshold``th run) as prepared even when the pipeline was aborted before the server
     got to it, and from then on runs that statement by a name the server does not know, every
     time, on that connection (InvalidSqlStatementName)."""
-    conn.close()
+    _close_on_purpose(conn)
 
 
 def _commit_unknown(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
@@ -1326,7 +1345,7 @@ class PostgresStore:
     def _discard_all(self, conn: psycopg.Connection[Any]) -> None:
         """Close ``conn`` (the pool drops a closed connection it gets back) and have the pool
         replace the rest: the idle ones began in the same state as the one that failed."""
-        conn.close()
+        _close_on_purpose(conn)
         self._pool.drain()
 
     def _replace_broken(self) -> psycopg.Connection[Any]:

@@ -896,6 +896,39 @@ def test_a_commit_whose_answer_is_lost_still_wakes_this_daemons_waiters(
             assert txn.get(b"k/b") == b"2"
 
 
+def test_a_commit_lost_while_the_revision_is_read_again_has_it_read_once_more(store: PostgresStore) -> None:
+    """The read after a lost commit answer runs one at a time; a second commit lost during that
+    read may have been applied after it, and its notice skipped too, so one more read follows
+    (one, however many were lost meanwhile), not the listener's next quiet-spell read."""
+    reading, release = threading.Event(), threading.Event()
+    reads: list[float] = []
+    poll = store._poll_revision
+
+    def slow_poll() -> bool:
+        if not threading.current_thread().name.startswith("stigmer-recheck-"):
+            return poll()  # the listener's own reads
+        reads.append(time.monotonic())
+        if len(reads) == 1:
+            reading.set()
+            release.wait(timeout=10)
+        return poll()
+
+    store._poll_revision = slow_poll  # type: ignore[method-assign]
+    store._recheck()
+    assert reading.wait(timeout=10)
+    for _ in range(3):
+        store._recheck()
+    release.set()
+    ends = time.monotonic() + 10
+    while (len(reads) < 2 or store._rechecking) and time.monotonic() < ends:
+        time.sleep(0.01)
+    assert len(reads) == 2 and not store._rechecking
+    store._recheck()  # and a loss after that reads again
+    while (len(reads) < 3 or store._rechecking) and time.monotonic() < ends:
+        time.sleep(0.01)
+    assert len(reads) == 3
+
+
 def test_a_commit_whose_connection_was_terminated_after_it_is_not_run_again_nor_told_to_retry(
     stigmer_postgres_store_url: str,
 ) -> None:

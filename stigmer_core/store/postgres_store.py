@@ -1212,6 +1212,7 @@ class PostgresStore:
         commit failed: another daemon may commit that revision. A commit whose outcome is unknown (its
         connection lost at COMMIT) may have been notified and skipped: ``_recheck`` reads for it."""
         self._rechecking = False
+        self._recheck_again = False
         self._reachable = True
         self._serving = True
         """What the health followers were last told: reachable, on a schema this code knows."""
@@ -1557,19 +1558,26 @@ class PostgresStore:
         applied, and its notice reached the listener while it was still this daemon's announced
         commit, so no read followed: without this, waiters learnt of it only at a later notice or
         the listener's next read, up to ``LISTEN_SECONDS`` on. The read goes on a thread of its
-        own, since the database may be gone and the caller is owed its UNAVAILABLE now; one at a
-        time, so a database that drops every connection is not sent one per failed commit."""
+        own, since the database may be gone and the caller is owed its UNAVAILABLE now. One thread
+        at a time, so a database that drops every connection is not sent one per failed commit: a
+        loss while it reads has it read once more when done (that commit may have been applied
+        after its read), however many losses there were."""
         with self._revision_cond:
             if self._rechecking:
+                self._recheck_again = True
                 return
             self._rechecking = True
 
         def recheck() -> None:
+            again = True
             try:
-                self._poll_revision()
+                while again:
+                    self._poll_revision()
+                    with self._revision_cond:
+                        again, self._recheck_again = self._recheck_again, False
             finally:
                 with self._revision_cond:
-                    self._rechecking = False
+                    self._rechecking = self._recheck_again = False
 
         threading.Thread(target=recheck, name=f"stigmer-recheck-{self.schema}", daemon=True).start()
 

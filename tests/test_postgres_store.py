@@ -296,6 +296,33 @@ def test_a_write_that_timed_out_in_a_pipeline_leaves_no_connection_that_fails_ev
     assert [r.getMessage() for r in caplog.records if r.name == "psycopg.pool" and r.levelno >= logging.WARNING] == []
 
 
+def test_a_prune_that_timed_out_leaves_the_store_writing(stigmer_postgres_store_url: str) -> None:
+    """The prune that runs before the append of a write past the retention, stalled past the
+    statement timeout (its partitions' rows locked), at every count of earlier runs up to past
+    the one psycopg prepares it at: that write is answered UNAVAILABLE, and the writes after it
+    succeed, on the pool's one connection."""
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&statement_timeout_ms=300"
+    for earlier in range(8):
+        with PostgresStore(url, durable=False, event_retention=2) as store, psycopg.connect(
+            settings.conninfo
+        ) as holder:
+            for i in range(earlier + 3):  # past the retention: every write from here on prunes
+                store.transact(_writing(b"k/%d/early%d" % (earlier, i)))
+            holder.execute(f'SELECT * FROM "{settings.schema}".event_parts FOR UPDATE'.encode())
+            for _ in range(2):
+                with pytest.raises(errors.Unavailable, match="did not answer in time"):
+                    store.transact(_writing(b"k/%d/stalled" % earlier))
+            holder.rollback()
+            for i in range(3):
+                store.transact(_writing(b"k/%d/after%d" % (earlier, i)))
+            with store.read() as txn:
+                stored = {k for k, _ in txn.scan(b"k/%d/" % earlier)}
+            assert stored == {b"k/%d/early%d" % (earlier, i) for i in range(earlier + 3)} | {
+                b"k/%d/after%d" % (earlier, i) for i in range(3)
+            }
+
+
 def test_a_daemon_paused_inside_its_write_gives_the_revision_lock_up_to_the_others(
     store: PostgresStore, stigmer_postgres_store_url: str
 ) -> None:

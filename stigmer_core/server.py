@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ import attrs
 import grpc
 
 from stigmer_core.application import Application
-from stigmer_core.auth.transport import TlsFiles, check_listen
+from stigmer_core.auth.transport import TlsFiles, check_listen, split_address
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.grpc_servers import AsyncServing, Serving, SyncServing
@@ -26,6 +27,21 @@ from stigmer_core.store.engines import describe as describe_store
 from stigmer_core.store.retention import EventRetention
 
 log = logging.getLogger(__name__)
+
+
+def _bindable(address: str) -> bool:
+    """Whether a plain socket can bind ``address``: when grpc cannot, with TLS credentials, the
+    credentials are what it refused (it says nothing of why add_port failed)."""
+    host, port = split_address(address)
+    try:
+        infos = socket.getaddrinfo(host or None, int(port or 0), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, where in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(where)
+    except (OSError, ValueError):
+        return False
+    return True
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = Path("~/.stigmer/data")
@@ -71,6 +87,9 @@ class Server:
     ) -> None:
         check_listen(address, tls=tls, require_auth=app.authenticator.required, insecure_no_auth=insecure_no_auth)
         credentials = tls.server_credentials() if tls is not None else None
+        dated = tls.dates_problem() if tls is not None else None
+        if dated is not None:  # served all the same: a renewal may be on its way, and is taken without a restart
+            log.warning("TLS: %s", dated[1])
         self.app = app
         sizes = (pools or PoolSizes.from_env()).for_store(app.store)
         if max_workers is not None:
@@ -99,6 +118,11 @@ class Server:
                 except RuntimeError:
                     self.port = 0
                 if self.port == 0:
+                    if tls is not None and _bindable(address):
+                        raise AddressUnavailable(
+                            f"cannot listen on {address}: grpc refused the TLS certificate {tls.cert} and key "
+                            f"{tls.key} (GRPC_VERBOSITY=ERROR in the environment shows its reason)"
+                        )
                     raise AddressUnavailable(
                         f"cannot listen on {address}: the address is in use or not local to this machine"
                     )

@@ -158,8 +158,15 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     )
 
 
-def make_pki(directory: Path) -> Pki:
-    """A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, all signed by it."""
+def make_pki(
+    directory: Path,
+    *,
+    server_curve: ec.EllipticCurve | None = None,
+    server_valid: tuple[datetime.timedelta, datetime.timedelta] | None = None,
+) -> Pki:
+    """A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, all signed by it.
+    ``server_curve``: the server key's (P-256 otherwise); ``server_valid``: its certificate's
+    validity, from and to, as offsets from now (5 minutes ago to a day on otherwise)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -174,16 +181,22 @@ def make_pki(directory: Path) -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(common: str, san: list[x509.GeneralName]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
+    def leaf(
+        common: str,
+        san: list[x509.GeneralName],
+        curve: ec.EllipticCurve | None = None,
+        valid: tuple[datetime.timedelta, datetime.timedelta] | None = None,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(curve or ec.SECP256R1())
+        begins, ends = valid or (-datetime.timedelta(minutes=5), datetime.timedelta(days=1))
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(common))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_before(now + begins)
+            .not_valid_after(now + ends)
             .add_extension(x509.SubjectAlternativeName(san), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_key, hashes.SHA256())
@@ -191,7 +204,10 @@ def make_pki(directory: Path) -> Pki:
         return cert, key
 
     server, server_key = leaf(
-        "localhost", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        "localhost",
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        server_curve,
+        server_valid,
     )
     client, client_key = leaf("runner-1", [x509.DNSName("runner-1")])
     pki = Pki(

@@ -19,15 +19,21 @@ channel that would be plaintext is refused instead.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import logging
 import os
+import re
 import ssl
 import threading
 from pathlib import Path
 
 import attrs
 import grpc
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from stigmer_core.errors import InsecureTransport, StartupError
 
@@ -51,6 +57,46 @@ def is_loopback(address: str) -> bool:
         except ValueError:
             continue
     return False  # a name: it may resolve to anything
+
+
+_GRPC_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+"""The elliptic curves grpc's TLS (BoringSSL) serves a key on; Python's ssl takes more (secp256k1)."""
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----")
+
+
+class _EncryptedKey(Exception):
+    """Raised for OpenSSL's pass-phrase callback: the server never asks for one."""
+
+
+def _no_pass_phrase() -> str:
+    """Given to ``load_cert_chain`` so an encrypted key is refused: without it OpenSSL prompts on
+    the terminal, where a daemon's start (or, at a renewal, every new handshake) waits forever."""
+    raise _EncryptedKey
+
+
+def _key_type_refusal(key: bytes) -> str | None:
+    """What keeps grpc from serving a key Python's ssl takes, in words; None when it serves it
+    (or the key is not one cryptography reads, which ssl's own check then describes)."""
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (TypeError, ValueError, UnsupportedAlgorithm):  # encrypted, or not a key it reads: ssl's check says
+        return None
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        curve = private.curve.name
+        return None if curve in _GRPC_CURVES else f"an ECDSA key on curve {curve}"
+    if isinstance(private, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+        return None
+    return f"a {type(private).__name__.removeprefix('_').replace('PrivateKey', '')} key"
+
+
+def _validity(cert: bytes) -> tuple[datetime.datetime, datetime.datetime] | None:
+    """The server certificate's (the chain's first) validity, or None when cryptography cannot read it."""
+    try:
+        leaf = x509.load_pem_x509_certificates(cert)[0]
+    except (ValueError, IndexError):
+        return None
+    return leaf.not_valid_before_utc, leaf.not_valid_after_utc
 
 
 def _read(path: str | Path, what: str) -> bytes:
@@ -98,17 +144,53 @@ class TlsFiles:
         client_ca = _read(self.client_ca, "client CA file (--tls-client-ca)") if self.client_ca else None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            context.load_cert_chain(os.fspath(Path(self.cert).expanduser()), os.fspath(Path(self.key).expanduser()))
-        except (ssl.SSLError, ValueError) as exc:
+            context.load_cert_chain(
+                os.fspath(Path(self.cert).expanduser()), os.fspath(Path(self.key).expanduser()), password=_no_pass_phrase
+            )
+        except _EncryptedKey:
+            raise StartupError(
+                f"the TLS key {self.key} is encrypted, and the server asks for no pass phrase: give it the key "
+                f"decrypted (`openssl pkey -in {self.key} -out server.key`), readable by the server's user only"
+            ) from None
+        except (ssl.SSLError, ValueError, OSError) as exc:
             raise StartupError(
                 f"the TLS certificate {self.cert} and key {self.key} are not a PEM certificate and its key: {exc}"
             ) from exc
+        unserved = _key_type_refusal(key)
+        if unserved is not None:
+            raise StartupError(
+                f"the TLS key {self.key} is {unserved}, which grpc's TLS does not serve: use an RSA key, an ECDSA "
+                "key on P-256, P-384 or P-521, or an Ed25519 key"
+            )
         if client_ca is not None:
+            blocks = _PEM_CERTIFICATE.findall(client_ca)  # text around them may be anything (curl's bundle: UTF-8 names)
             try:
-                context.load_verify_locations(cadata=client_ca.decode("ascii"))
+                if not blocks:
+                    raise ValueError("no -----BEGIN CERTIFICATE----- block")
+                context.load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
             except (ssl.SSLError, ValueError) as exc:
                 raise StartupError(f"the client CA file {self.client_ca} holds no PEM certificate: {exc}") from exc
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
+
+    def dates_problem(self, now: datetime.datetime | None = None) -> tuple[bool, str] | None:
+        """Why clients will refuse the certificate for its dates, if they will: (True, why) when it
+        has expired, (False, why) when it is not valid yet (a clock behind, or a renewal early)."""
+        try:
+            dates = _validity(_read(self.cert, "TLS certificate (--tls-cert)"))
+        except StartupError:
+            return None
+        if dates is None:
+            return None
+        now = now or datetime.datetime.now(datetime.UTC)
+        begins, ends = dates
+        if ends < now:
+            return True, f"the TLS certificate {self.cert} expired at {ends:%Y-%m-%d %H:%M:%S} UTC: clients refuse it"
+        if begins > now:
+            return False, (
+                f"the TLS certificate {self.cert} is not valid before {begins:%Y-%m-%d %H:%M:%S} UTC: clients "
+                "refuse it until then (is this machine's clock right?)"
+            )
+        return None
 
 
 class _Renewals:
@@ -127,6 +209,9 @@ class _Renewals:
                 return None  # a stat per new connection; nothing read
             try:
                 config = self._files._configuration()
+                dated = self._files.dates_problem()
+                if dated is not None and dated[0]:  # an expired renewal: the one served may still be good
+                    raise StartupError(dated[1])
             except StartupError as exc:
                 self._refused = stamp  # said once per change of the files
                 log.warning("TLS files changed but cannot be served yet; new connections keep the previous ones: %s", exc)
@@ -135,6 +220,8 @@ class _Renewals:
                 return None  # rewritten while read: take them at the next connection
             self._served = stamp
             log.info("TLS: serving the certificate renewed in %s", self._files.cert)
+            if dated is not None:
+                log.warning("TLS: %s", dated[1])
             return config
 
 

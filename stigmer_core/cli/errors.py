@@ -99,6 +99,10 @@ def tls_trouble(details: str) -> str | None:
     lowered = details.lower()
     if "hostname verification" in lowered:
         return "its certificate does not name the host dialled (use a name or address the certificate holds)"
+    if "certificate has expired" in lowered:
+        return "its certificate has expired (the server needs its renewed certificate)"
+    if "certificate is not yet valid" in lowered:
+        return "its certificate is not valid yet (is this machine's clock right, or the server's?)"
     untrusted = ("certificate_verify_failed", "certificate verify failed", "certificate signature failure", "unknown ca")
     if any(words in lowered for words in untrusted) or "unable to get local issuer" in lowered:
         return "its certificate is not signed by a CA this client trusts (give the CA with --ca-file)"

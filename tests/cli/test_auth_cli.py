@@ -188,6 +188,29 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path, stig
     assert "listening on" in started.output, started.output
 
 
+def test_a_certificate_refused_for_its_dates_is_named_so_not_as_an_untrusted_ca(stigmer: Stigmer, tmp_path: Path) -> None:
+    """With the right CA, an expired (or not yet valid) server certificate was reported as "not
+    signed by a CA this client trusts (give the CA with --ca-file)", which sent people after the CA."""
+    import datetime
+
+    from tests.auth_support import make_pki
+
+    day = datetime.timedelta(days=1)
+    for name, valid, words in (
+        ("expired", (-2 * day, -day), "its certificate has expired"),
+        ("future", (day, 2 * day), "its certificate is not valid yet"),
+    ):
+        (tmp_path / name).mkdir()
+        pki = make_pki(tmp_path / name, server_valid=valid)
+        stigmer.home.mkdir(parents=True, exist_ok=True)
+        (stigmer.home / "config.yaml").write_text(
+            yaml.safe_dump({"server": {"tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key)}})
+        )
+        daemon = stigmer.start(data_dir=tmp_path / name / "data").address
+        failed = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(pki.ca)})
+        assert failed.code == 1 and words in failed.err and "CA this client trusts" not in failed.err, failed.err
+
+
 def test_a_client_certificate_reaches_a_mutual_tls_server(
     stigmer: Stigmer, tmp_path: Path, stigmer_store: str | None
 ) -> None:

@@ -1,0 +1,132 @@
+"""A team server's certificate files as people get them wrong: each refused at start with a
+message naming the file and the fix, never a prompt, a traceback or a misleading reason."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from stigmer_core import Application
+from stigmer_core.auth.transport import TlsFiles
+from stigmer_core.errors import StartupError
+from stigmer_core.server import Server
+from tests.auth_support import ALPHA, code_of, make_pki, make_token, with_token
+from tests.test_auth import _handshake, _whoami
+
+DAY = datetime.timedelta(days=1)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Application]:
+    """On LMDB alone: the files are the transport's, whatever the store."""
+    app = Application.open(tmp_path / "data", durable=False, require_auth=True)
+    yield app
+    app.close()
+
+
+def _encrypt(key_file: Path, to: Path, form: serialization.PrivateFormat) -> None:
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    to.write_bytes(key.private_bytes(serialization.Encoding.PEM, form, serialization.BestAvailableEncryption(b"secret")))
+
+
+@pytest.mark.parametrize("pkcs8", [False, True], ids=["traditional", "pkcs8"])
+def test_an_encrypted_key_is_refused_at_start_without_asking_for_a_pass_phrase(
+    app: Application, tmp_path: Path, pkcs8: bool
+) -> None:
+    """OpenSSL asked for the pass phrase on the terminal: a daemon started in one waited there
+    forever, and one started without one exited with a bare "Invalid argument"."""
+    pki = make_pki(tmp_path)
+    locked = tmp_path / "locked.key"
+    _encrypt(pki.server_key, locked, serialization.PrivateFormat.PKCS8 if pkcs8 else serialization.PrivateFormat.TraditionalOpenSSL)
+    with pytest.raises(StartupError, match=f"the TLS key {locked} is encrypted.*openssl pkey"):
+        Server(app, "127.0.0.1:0", tls=TlsFiles(str(pki.server_cert), str(locked)))
+
+
+def test_a_key_on_a_curve_grpc_does_not_serve_is_refused_naming_the_curve(app: Application, tmp_path: Path) -> None:
+    """Python's ssl takes a secp256k1 key, grpc's TLS does not: the start said the address
+    was in use."""
+    pki = make_pki(tmp_path, server_curve=ec.SECP256K1())
+    with pytest.raises(StartupError, match="ECDSA key on curve secp256k1, which grpc's TLS does not serve"):
+        Server(app, "127.0.0.1:0", tls=TlsFiles(str(pki.server_cert), str(pki.server_key)))
+
+
+def test_a_client_ca_bundle_with_text_beside_its_certificates_is_taken(app: Application, tmp_path: Path) -> None:
+    """curl's CA bundle names its issuers in UTF-8 between the blocks; grpc and openssl take
+    it, and the server refused it as holding no certificate."""
+    pki = make_pki(tmp_path)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes("## Certificats de l'autorité: Česká, 東京\n\n".encode() + pki.ca.read_bytes())
+    token, _ = make_token(app, ALPHA, "viewer")
+    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(pki.server_cert), str(pki.server_key), str(bundle)))
+    server.start()
+    try:
+        creds = grpc.ssl_channel_credentials(
+            pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+        )
+        with grpc.secure_channel(server.address, creds) as channel:
+            assert code_of(lambda: _whoami(with_token(channel, token))) == grpc.StatusCode.OK
+    finally:
+        server.stop(grace=1)
+
+
+def test_a_client_ca_file_without_a_certificate_is_still_refused(app: Application, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    empty = tmp_path / "notes.pem"
+    empty.write_text("only words, no certificate\n")
+    with pytest.raises(StartupError, match=f"the client CA file {empty} holds no PEM certificate"):
+        Server(app, "127.0.0.1:0", tls=TlsFiles(str(pki.server_cert), str(pki.server_key), str(empty)))
+
+
+@pytest.mark.parametrize(
+    ("valid", "said"),
+    [((-2 * DAY, -DAY), "expired at"), ((DAY, 2 * DAY), "is not valid before")],
+    ids=["expired", "not-yet-valid"],
+)
+def test_a_certificate_clients_refuse_for_its_dates_is_served_with_a_warning(
+    app: Application,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    valid: tuple[datetime.timedelta, datetime.timedelta],
+    said: str,
+) -> None:
+    """Served (a renewal may be on its way, taken without a restart), but said at start: every
+    client's handshake fails, and nothing in the log said why."""
+    pki = make_pki(tmp_path, server_valid=valid)
+    caplog.set_level(logging.WARNING, logger="stigmer_core.server")
+    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(pki.server_cert), str(pki.server_key)))
+    try:
+        assert f"the TLS certificate {pki.server_cert} {said}" in caplog.text
+    finally:
+        server.stop(grace=1)
+
+
+def test_a_renewal_to_an_expired_certificate_keeps_the_one_served(
+    app: Application, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("first", "stale", "live"):
+        (tmp_path / name).mkdir()
+    first, stale = make_pki(tmp_path / "first"), make_pki(tmp_path / "stale", server_valid=(-2 * DAY, -DAY))
+    live = tmp_path / "live"
+    (live / "server.pem").write_bytes(first.server_cert.read_bytes())
+    (live / "server.key").write_bytes(first.server_key.read_bytes())
+    token, _ = make_token(app, ALPHA, "viewer")
+    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(live / "server.pem"), str(live / "server.key")))
+    server.start()
+    try:
+        caplog.set_level(logging.WARNING, logger="stigmer_core.auth.transport")
+        for name in ("server.key", "server.pem"):
+            tmp = live / (name + ".new")
+            tmp.write_bytes((stale.server_key if name == "server.key" else stale.server_cert).read_bytes())
+            os.replace(tmp, live / name)
+        assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
+        assert "expired at" in caplog.text and "cannot be served yet" in caplog.text
+    finally:
+        server.stop(grace=1)

@@ -7,7 +7,9 @@ connects in turn.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,14 +69,26 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
 
 
 def save_config(data: Mapping[str, Any], path: Path | None = None) -> Path:
-    """Write the config readable by its owner only: it may hold a token."""
+    """Write the config readable by its owner only: it may hold a token.
+
+    The text goes to a file of its own name (``mkstemp``: created 0600, never one found there,
+    whatever its mode) and replaces the config in one rename, so a reader sees the old file or the
+    new one, and two commands saving at once both succeed (the last one's is kept). A config that is
+    a symlink (a dotfiles repository) has its target replaced, the link kept."""
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
-    tmp.replace(path)
+    target = path.resolve() if path.is_symlink() else path
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 

@@ -82,3 +82,46 @@ def test_a_data_directory_argument_is_the_local_backend(home: Path, monkeypatch:
     assert config.resolve().backend == "remote"
     with pytest.raises(config.ConfigError, match="--backend remote asks for the remote server"):
         config.resolve(data_dir=home / "new", backend="remote")
+
+
+def test_a_saved_config_is_its_owners_alone_whatever_was_left_beside_it(home: Path) -> None:
+    """A ``config.tmp`` left world-readable (a crash, a hand edit) was reused as it was: the config,
+    token and all, ended up 0644."""
+    (home / "config.tmp").write_text("left here\n")
+    (home / "config.tmp").chmod(0o644)
+    path = config.save_config({"remote": {"endpoint": "team:443", "token": "stg_saved"}})
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert config.load_config()["remote"]["token"] == "stg_saved"
+
+
+def test_configs_saved_at_once_all_succeed_and_leave_one_whole_file(home: Path) -> None:
+    """Saves racing on one temporary name failed (`config.tmp: No such file or directory`)."""
+    import threading
+
+    failures: list[BaseException] = []
+
+    def save(n: int) -> None:
+        try:
+            for i in range(20):
+                config.save_config({"org": f"o{n}-{i}", "padding": "x" * 4000})
+        except BaseException as exc:  # the test reports what any thread raised
+            failures.append(exc)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert config.load_config()["org"].endswith("-19")
+    assert sorted(p.name for p in home.iterdir()) == ["config.yaml"]
+
+
+def test_a_symlinked_config_keeps_its_link(home: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    dotfiles = tmp_path_factory.mktemp("dotfiles")
+    (dotfiles / "stigmer.yaml").write_text("org: before\n")
+    (home / "config.yaml").symlink_to(dotfiles / "stigmer.yaml")
+    config.save_config({"org": "after"})
+    assert (home / "config.yaml").is_symlink()
+    assert config.load_config() == {"org": "after"}
+    assert (dotfiles / "stigmer.yaml").stat().st_mode & 0o777 == 0o600

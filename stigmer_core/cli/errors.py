@@ -54,6 +54,9 @@ class Unreachable(CliError):
         self.target = target
         self.gone = gone
         """``REFUSED`` or ``LOST`` when nothing answers at ``target`` (a server that stopped), else ""."""
+        self.dialled_by_command = False
+        """Whether the command named the server itself (`login --endpoint`): then it is never the
+        configured local daemon's, whatever the backend."""
 
 
 REFUSED = "refused"

@@ -36,7 +36,7 @@ missing, so the command's own words (about restoring the key) do not apply."""
 
 def for_backend(error: Unreachable, settings: config.Settings) -> Unreachable:
     """``error`` said of the local daemon when the backend is local (only a daemon is dialled there)."""
-    if settings.backend != config.LOCAL:
+    if settings.backend != config.LOCAL or error.dialled_by_command:
         return error
     found, _ = local_data()  # where commands look without --data-dir
     flag = "" if found == settings.data_dir else f" --data-dir {settings.data_dir}"

@@ -211,6 +211,20 @@ def test_a_certificate_refused_for_its_dates_is_named_so_not_as_an_untrusted_ca(
         assert failed.code == 1 and words in failed.err and "CA this client trusts" not in failed.err, failed.err
 
 
+def test_a_login_that_reaches_nothing_names_the_server_it_dialled_not_the_local_daemon(stigmer: Stigmer) -> None:
+    """With the local backend configured (a fresh home), a failed login was said of "the local
+    stigmer daemon of data directory ...", at the login's endpoint, with local hints."""
+    import socket
+
+    with socket.socket() as unused:  # a port nothing listens on: bound, never listening
+        unused.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{unused.getsockname()[1]}"
+        failed = stigmer("login", "--endpoint", endpoint, env={"STIGMER_TOKEN": "stg_" + "A" * 43})
+    assert failed.code == 1, failed.err
+    assert f"cannot reach the stigmer server at {endpoint}" in failed.err, failed.err
+    assert "local" not in failed.err, failed.err
+
+
 def test_a_client_certificate_reaches_a_mutual_tls_server(
     stigmer: Stigmer, tmp_path: Path, stigmer_store: str | None
 ) -> None:

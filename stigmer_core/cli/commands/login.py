@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from stigmer_core.cli.commands.backend import checked_token, valid_endpoint
-from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.errors import CliError, Unreachable
 from stigmer_core.cli.identity import describe_identity, whoami_of
 from stigmer_core.cli.options import client_certificate_options, common_options, pair_of_files, verbose_option
 
@@ -49,8 +49,12 @@ def login(
         token = str(click.prompt("API token", hide_input=True))
     token = checked_token(token)
     ca_file = str(Path(ca_file).resolve()) if ca_file else None  # commands run from anywhere later
-    with connect(endpoint, token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file) as client:
-        identity = whoami_of(client.channel, endpoint)
+    try:
+        with connect(endpoint, token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file) as client:
+            identity = whoami_of(client.channel, endpoint)
+    except Unreachable as unreachable:  # the server named here, not the configured backend's
+        unreachable.dialled_by_command = True
+        raise
     data: dict[str, Any] = config.load_config()
     follow_backend_org(data, config.REMOTE, config.DEFAULT_ORG)
     remote: dict[str, Any] = {**dict(data.get("remote") or {}), "endpoint": endpoint, "token": token}

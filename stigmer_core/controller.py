@@ -37,6 +37,7 @@ from stigmer_core.errors import (
     InvalidArgument,
     OrgNotVisible,
     PermissionDenied,
+    PluginFault,
     ResourceExhausted,
     Unauthenticated,
 )
@@ -47,7 +48,7 @@ from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.limits import MESSAGE_BYTES
 from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import EventHub, StreamLimit
-from stigmer_core.pipeline.step import Step, run_steps
+from stigmer_core.pipeline.step import Step, plugin_fault, run_steps
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
 from stigmer_core.store.protocol import SnapshotMoved, Store, SubmitsWrites, WriteTxn
 
@@ -138,6 +139,7 @@ class Executor:
             ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
             run_steps(steps, run_txn, ctx)
             resources.publish()  # whatever a custom pipeline wrote without a publish step
+            _check_response(ctx.response, binding, ctx.kind)
             _check_answerable(ctx.response, binding)
             if removed is not None:
                 removed[:] = [
@@ -192,7 +194,7 @@ class Executor:
         except (Unauthenticated, PermissionDenied, OrgNotVisible) as denied:
             self.log_denied(denied, binding, metadata, peer)
             raise
-        return _answered(response, binding)
+        return _answered(response, binding, kind)
 
     async def run_queued(
         self,
@@ -224,7 +226,7 @@ class Executor:
         except (Unauthenticated, PermissionDenied, OrgNotVisible) as denied:
             self.log_denied(denied, binding, metadata, peer)
             raise
-        return _answered(response, binding)
+        return _answered(response, binding, kind)
 
     def log_denied(
         self,
@@ -261,10 +263,61 @@ def _check_still_wanted(ctx: RequestContext) -> None:
         )
 
 
-def _answered(response: Any, binding: MethodBinding) -> Any:
+def _answered(response: Any, binding: MethodBinding, kind: KindRuntime) -> Any:
+    _check_response(response, binding, kind)
+    return _guarded_stream(response, binding, kind) if binding.server_streaming else response
+
+
+def _check_response(response: Any, binding: MethodBinding, kind: KindRuntime) -> None:
+    """A pipeline's answer must be its method's response message (a stream's, messages to send):
+    anything else is a plugin's bug, named as one (INTERNAL), never grpc's serializer failing
+    on it (UNKNOWN, with Python's words) or, in a write, after its commit."""
     if response is None:
-        raise RuntimeError(f"pipeline of {binding.path} produced no response")
-    return response
+        raise PluginFault(
+            f"internal error: the pipeline of {binding.path} produced no response (plugin {kind.plugin!r}: "
+            "a step must set ctx.response)"
+        )
+    cls = binding.response_cls
+    if not binding.server_streaming and type(response) is not cls and not isinstance(response, cls):
+        raise PluginFault(
+            f"internal error: the pipeline of {binding.path} answered a {type(response).__name__} where "
+            f"{cls.DESCRIPTOR.full_name} belongs (plugin {kind.plugin!r})"
+        )
+
+
+def _guarded_stream(messages: Any, binding: MethodBinding, kind: KindRuntime) -> Iterator[Any]:
+    """A stream's messages, each checked as ``_check_response`` checks a unary answer, and what
+    their generator raises answered as a step's fault is (``plugin_fault``): a SystemExit from
+    it ended the event loop's thread, and every call of the daemon then hung."""
+    cls = binding.response_cls
+    try:
+        iterator = iter(messages)
+    except TypeError:
+        raise PluginFault(
+            f"internal error: the pipeline of {binding.path} answered a {type(messages).__name__}, not "
+            f"messages to stream (plugin {kind.plugin!r})"
+        ) from None
+    try:
+        while True:
+            try:
+                message = next(iterator)
+            except StopIteration:
+                return
+            except BaseException as exc:
+                fault = plugin_fault(exc, f"the stream of {binding.path}", kind.plugin)
+                if fault is exc:
+                    raise
+                raise fault from (exc if isinstance(exc, Exception) else None)
+            if type(message) is not cls and not isinstance(message, cls | bytes):  # bytes: an event sent as serialized
+                raise PluginFault(
+                    f"internal error: the stream of {binding.path} sent a {type(message).__name__} where "
+                    f"{cls.DESCRIPTOR.full_name} belongs (plugin {kind.plugin!r})"
+                )
+            yield message
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def _principal_of(metadata: Sequence[tuple[str, Any]], peer: str, authenticator: Authenticator | None) -> str:
@@ -365,7 +418,9 @@ def _streamed(
                     close()
         finally:
             release()
-    except Exception as exc:
+    except GeneratorExit:  # closed: its caller went away
+        raise
+    except BaseException as exc:  # a BaseException left to the loop thread would end it
         status.abort(context, exc)
 
 

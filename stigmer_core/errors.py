@@ -51,10 +51,20 @@ DOMAIN = "stigmer.ai"
 
 @attrs.frozen
 class FieldViolation:
-    """One bad field: a dotted path (``metadata.slug``) and why it is bad."""
+    """One bad field: a dotted path (``metadata.slug``) and why it is bad (text, whatever a step
+    passed: a refusal must reach its caller as one, not as a fault in building it)."""
 
-    field: str
-    description: str
+    field: str = attrs.field(converter=str)
+    description: str = attrs.field(converter=str)
+
+
+def _violation(given: object) -> FieldViolation:
+    """A violation as a plugin's step may give one: a FieldViolation, or a (field, description) pair."""
+    if isinstance(given, FieldViolation):
+        return given
+    if isinstance(given, tuple | list) and len(given) == 2:
+        return FieldViolation(given[0], given[1])
+    return FieldViolation("(request)", given)
 
 
 class StigmerError(Exception):
@@ -63,11 +73,13 @@ class StigmerError(Exception):
     reason: str = "ERROR"
 
     def __init__(self, message: str, *, reason: str = "", metadata: Mapping[str, object] | None = None) -> None:
+        if not isinstance(message, str):  # a step's ``raise NotFound(exc)``: said as text, never a fault of its own
+            message = type(self).__name__ if message is None else str(message)
         super().__init__(message)
         self.message = message
         if reason:
-            self.reason = reason
-        self.metadata: dict[str, str] = {k: str(v) for k, v in (metadata or {}).items() if v != ""}
+            self.reason = str(reason)
+        self.metadata: dict[str, str] = {str(k): str(v) for k, v in (metadata or {}).items() if v != ""}
 
 
 class InvalidArgument(StigmerError):
@@ -82,7 +94,9 @@ class InvalidArgument(StigmerError):
         metadata: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, metadata=metadata)
-        self.violations: tuple[FieldViolation, ...] = tuple(violations)
+        if isinstance(violations, str | bytes) or not isinstance(violations, Iterable):
+            violations = (violations,)  # one, given bare
+        self.violations: tuple[FieldViolation, ...] = tuple(_violation(v) for v in violations)
 
     @classmethod
     def field(cls, field: str, description: str) -> InvalidArgument:

@@ -531,6 +531,12 @@ class Resources:
         """Write a stamped new object with its slug, index, owner and reference entries."""
         txn = self._writer
         meta = obj.metadata  # type: ignore[attr-defined]
+        if not (meta.id and meta.org and meta.slug):
+            raise errors.PluginFault(
+                f"internal error: a {kind.label} without an id, org or slug was to be inserted (plugin "
+                f"{kind.plugin!r}): a step creates an object with Resources.create, or stamps it with "
+                "stamp_new and checks its slug first"
+            )
         self._check_write(kind, meta.org)
         self._check_release(kind)
         self.check_references(kind, obj)
@@ -556,7 +562,14 @@ class Resources:
         """Overwrite an object, moving only the index entries that changed."""
         txn = self._writer
         meta = new.metadata  # type: ignore[attr-defined]
-        self._check_write(kind, old.metadata.org)  # type: ignore[attr-defined]
+        was = old.metadata  # type: ignore[attr-defined]
+        if (meta.id, meta.org, meta.slug) != (was.id, was.org, was.slug):
+            changed = [name for name in ("id", "org", "slug") if getattr(meta, name) != getattr(was, name)]
+            raise errors.PluginFault(
+                f"internal error: an update of {kind.label} '{was.slug}' changed its metadata."
+                f"{', metadata.'.join(changed)} (plugin {kind.plugin!r}): they never change, and the "
+                "store's slug and index entries name them; nothing was written"
+            )
         self._check_write(kind, meta.org)
         self._check_release(kind)
         self.check_references(kind, new, old)
@@ -565,12 +578,7 @@ class Resources:
             meta.resource_version = txn.write_revision()
         raw = self._storable(kind, new)
         object_key = kind.object_key(meta.id)
-        old_org, old_size = old.metadata.org, self._stored_size(object_key)  # type: ignore[attr-defined]
-        if old_org == meta.org:  # always, through the standard steps: the org is immutable
-            self._count(meta.org, 0, len(raw) - old_size)
-        else:
-            self._count(old_org, -1, -old_size)
-            self._count(meta.org, 1, len(raw))
+        self._count(meta.org, 0, len(raw) - self._stored_size(object_key))  # the org never changes (above)
         txn.put(object_key, raw)
         self._sizes[object_key] = len(raw)
         self._written[object_key] = meta.org

@@ -83,14 +83,36 @@ def _engine_trouble(exc: BaseException) -> bool:
     return any(module == name or module.startswith(name + ".") for name in _ENGINES)
 
 
-def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> None:
-    """Run a pipeline's steps (``run``: their callables, ``steps``: the steps, for naming one).
+def plugin_fault(exc: BaseException, where: str, plugin: str) -> BaseException:
+    """What a plugin's code raising ``exc`` in ``where`` is answered with.
 
-    Anything a step raises that is neither a ``StigmerError`` (a refusal, or a fault already
-    named) nor the store's trouble is a bug in that step, whatever its type: answered INTERNAL
-    naming the step, and logged with the kind and the traceback, since the one who reads it is
-    usually the step's author.
+    A ``StigmerError`` (a refusal, or a fault already named) and the store's trouble pass as
+    they are. Anything else is a bug in that code, whatever its type: a ``PluginFault``
+    (INTERNAL) naming ``where``, logged with the plugin and the traceback, since the one who
+    reads it is usually the plugin's author. That includes SystemExit (``sys.exit()`` in a library
+    the code calls: argparse, click), KeyboardInterrupt, GeneratorExit and
+    asyncio.CancelledError, never meant for a request: left alone, one ends the thread running
+    the code (on LMDB the event loop serving every call) or leaves the call unanswered until its
+    deadline. Plugin code is sync: no cancel of the call itself arrives here.
     """
+    if isinstance(exc, StigmerError) or (isinstance(exc, Exception) and _engine_trouble(exc)):
+        return exc
+    if isinstance(exc, Exception):
+        log.error(
+            "internal error in %s (plugin %r; a bug in that code): %s: %s",
+            where, plugin, type(exc).__name__, exc, exc_info=exc,
+        )  # fmt: skip
+        return PluginFault(f"internal error in {where}: {type(exc).__name__} (the server's log has its traceback)")
+    log.error("internal error in %s (plugin %r): it raised %s", where, plugin, type(exc).__name__, exc_info=exc)
+    hint = " (a library exiting the process?)" if isinstance(exc, SystemExit) else ""
+    return PluginFault(
+        f"internal error in {where}: it raised {type(exc).__name__}{hint}; the server's log has its traceback"
+    )
+
+
+def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> None:
+    """Run a pipeline's steps (``run``: their callables, ``steps``: the steps, for naming one);
+    what a step raises is answered as ``plugin_fault`` says."""
     done = 0
     try:
         for run_step in run:
@@ -98,28 +120,8 @@ def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> N
             done += 1
     except StigmerError:
         raise
-    except Exception as exc:
-        if _engine_trouble(exc):
-            raise
-        step = steps[done]
-        where = f"step '{step.name}' of {ctx.kind.name} {ctx.operation}"
-        log.error(
-            "internal error in %s (plugin %r; a bug in that step): %s: %s",
-            where, ctx.kind.plugin, type(exc).__name__, exc, exc_info=exc,
-        )  # fmt: skip
-        raise PluginFault(
-            f"internal error in {where}: {type(exc).__name__} (the server's log has its traceback)"
-        ) from exc
     except BaseException as exc:
-        # SystemExit (``sys.exit()`` in a library a step calls: argparse, click), KeyboardInterrupt,
-        # GeneratorExit, asyncio.CancelledError: never meant for a request. Left alone, one ends
-        # the thread running the step (on LMDB the event loop serving every call) or leaves the
-        # call unanswered until its deadline. Steps are sync code: no cancel of the call itself
-        # arrives here.
-        step = steps[done]
-        where = f"step '{step.name}' of {ctx.kind.name} {ctx.operation}"
-        log.error("internal error in %s: it raised %s", where, type(exc).__name__, exc_info=exc)
-        hint = " (a library exiting the process?)" if isinstance(exc, SystemExit) else ""
-        raise PluginFault(
-            f"internal error in {where}: it raised {type(exc).__name__}{hint}; the server's log has its traceback"
-        ) from None
+        fault = plugin_fault(exc, f"step '{steps[done].name}' of {ctx.kind.name} {ctx.operation}", ctx.kind.plugin)
+        if fault is exc:
+            raise
+        raise fault from (exc if isinstance(exc, Exception) else None)

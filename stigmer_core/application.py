@@ -23,7 +23,7 @@ from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.events import EventHub, StreamLimit, StreamSettings
-from stigmer_core.plugins import plugin_manager
+from stigmer_core.plugins import plugin_manager, raised
 from stigmer_core.read_only import ReadOnlyStore
 from stigmer_core.store.engines import is_database_url, open_store
 from stigmer_core.store.lmdb_store import EventRetention
@@ -167,17 +167,26 @@ def _reconciled(registry: Registry, store: Store, *, read_only: bool) -> list[re
 def _configure(pm: pluggy.PluginManager, **arguments: object) -> None:
     """Call every ``stigmer_configure`` as pluggy would (last registered first, each with the
     arguments it takes), one at a time, so that what one raises names its plugin: a
-    ``StartupError`` is the plugin's own message; anything else is a bug of that plugin."""
+    ``StartupError`` is the plugin's own message; anything else is a bug of that plugin, a
+    ``BaseException`` too (``sys.exit("...")`` in a plugin would otherwise end the process with
+    its text alone, or none, and no word of whose it was; nothing here is a generator, so even a
+    ``GeneratorExit`` is the plugin's own)."""
     impls = pm.hook.stigmer_configure.get_hookimpls()
     if any(impl.wrapper or impl.hookwrapper for impl in impls):  # around-logic needs pluggy's own call
-        pm.hook.stigmer_configure(**arguments)
+        try:
+            pm.hook.stigmer_configure(**arguments)
+        except StartupError:
+            raise
+        except BaseException as exc:
+            named = ", ".join(repr(impl.plugin_name) for impl in impls)
+            raise StartupError(
+                f"stigmer_configure (implemented by plugins {named}, one a hook wrapper) raised {raised(exc)}"
+            ) from exc
         return
     for impl in reversed(impls):
         try:
             impl.function(*(arguments[name] for name in impl.argnames))
         except StartupError:
             raise
-        except Exception as exc:
-            raise StartupError(
-                f"plugin {impl.plugin_name!r}: stigmer_configure raised {type(exc).__name__}: {exc}"
-            ) from exc
+        except BaseException as exc:
+            raise StartupError(f"plugin {impl.plugin_name!r}: stigmer_configure raised {raised(exc)}") from exc

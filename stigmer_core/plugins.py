@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterable
+import reprlib
+from collections.abc import Iterable, Mapping
 from types import ModuleType
 
+import grpc
 import pluggy
+from packaging.utils import canonicalize_name
 
 from stigmer_core import hookspecs
 from stigmer_core.errors import RegistryError
@@ -65,20 +68,178 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
     Importing a plugin runs its author's code (building declarations, reading
     settings), so anything may go wrong there; the person reading the error
     is usually installing someone else's package, and needs to know whose.
+    That includes a ``BaseException`` (``sys.exit`` in a module's top level,
+    an ``Abort(BaseException)`` of its own, a ``KeyboardInterrupt``), which
+    would otherwise end the process with no word of which plugin it was.
+
+    Every entry point's name is its plugin's name, so the names are settled
+    before anything is imported: a name two distributions use would leave one
+    of them unloaded (pluggy registers one plugin per name), so it stops
+    startup naming both (`_entry_points`).
     """
-    for dist in list(importlib.metadata.distributions()):
+    loaded: dict[str, tuple[importlib.metadata.EntryPoint, importlib.metadata.Distribution]] = {}
+    for ep, dist in _entry_points():
+        try:
+            plugin = ep.load()
+        except BaseException as exc:  # an import error, or whatever the module's own code raised
+            raise RegistryError(
+                f"plugin {ep.name!r}: entry point {ep.name} = {ep.value} (distribution "
+                f"{dist.metadata['Name']!r}) cannot be loaded: {raised(exc)}"
+            ) from exc
+        first = pm.get_name(plugin)
+        if first is not None and first in loaded:  # pluggy's ValueError would name neither distribution
+            one, two = sorted([_describe(*loaded[first]), _describe(ep, dist)])
+            named = " and ".join(map(repr, sorted([first, ep.name])))  # in a fixed order, whatever sys.path's
+            raise RegistryError(
+                f"plugins {named} are one object, named by two {ENTRY_POINT_GROUP} entry points: "
+                f"{one} and {two}; a plugin is loaded once, under one name: remove one of the entry points, "
+                "or uninstall one of the distributions"
+            )
+        loaded[ep.name] = (ep, dist)
+        _register(pm, plugin, ep.name)
+        _require_hooks(pm, plugin, f"plugin {ep.name!r}: entry point {ep.name} = {ep.value}")
+
+
+def _entry_points() -> list[tuple[importlib.metadata.EntryPoint, importlib.metadata.Distribution]]:
+    """The ``stigmer.kinds`` entry points to load, one per name, in the order found.
+
+    ``importlib.metadata.distributions()`` lists a distribution once per place
+    it is found on ``sys.path``: a directory listed twice gives the very same
+    ``.dist-info`` twice, and an editable install beside an installed copy
+    gives two. Python imports the first of those copies, and
+    ``importlib.metadata.entry_points()`` keeps the first too, so a later copy
+    of the same distribution (by its normalized name) whose entry point names
+    the same object is the same plugin, and is skipped. Anything else sharing
+    a name, another distribution's entry point or a copy naming another
+    object, is a clash: which one would load depends on ``sys.path`` order,
+    and the other would vanish with nothing said (a third party's
+    ``apitoken`` took the built-in ApiToken kind away), so it is refused,
+    naming both and where they are installed.
+    """
+    found: dict[str, tuple[importlib.metadata.EntryPoint, importlib.metadata.Distribution]] = {}
+    for dist in importlib.metadata.distributions():
         for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+            if ep.group != ENTRY_POINT_GROUP:
                 continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # an import error, or whatever the module's own code raised
+            if ep.name not in found:
+                found[ep.name] = (ep, dist)
+                continue
+            first_ep, first_dist = found[ep.name]
+            if _dist_name(first_dist) == _dist_name(dist) and first_ep.value == ep.value:
+                continue  # the same distribution found again further along sys.path
+            one, two = sorted([_describe(first_ep, first_dist), _describe(ep, dist)])
+            raise RegistryError(
+                f"plugin name {ep.name!r} is the name of two {ENTRY_POINT_GROUP} entry points: {one} and {two}; "
+                "only one plugin can have a name, so the other would not be loaded: rename one of the entry "
+                "points, or uninstall one of the distributions"
+            )
+    return list(found.values())
+
+
+def _dist_name(dist: importlib.metadata.Distribution) -> str:
+    return canonicalize_name(dist.metadata["Name"] or "")
+
+
+def _describe(ep: importlib.metadata.EntryPoint, dist: importlib.metadata.Distribution) -> str:
+    """An entry point as a person fixing the clash needs it: distribution, version, value, where."""
+    try:
+        where = f", in {dist.locate_file('')}"
+    except NotImplementedError:  # a Distribution that is not on a path (a custom finder's)
+        where = ""
+    return f"distribution {dist.metadata['Name']!r} {dist.version} ({ep.name} = {ep.value}{where})"
+
+
+def raised(exc: BaseException) -> str:
+    """What a plugin raised, for a start-up error: its type and, when it has one, its text."""
+    text = str(exc)
+    shown = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt):
+        shown += " (an interrupt: Ctrl-C while it ran, or the plugin's own raise)"
+    return shown
+
+
+def hook_results(
+    pm: pluggy.PluginManager, hook: str, arguments: Mapping[str, object] | None = None, *, about: str = ""
+) -> list[tuple[str, object]]:
+    """Call every implementation of ``hook`` as pluggy would (last registered first, each with
+    the arguments it takes, a ``None`` result left out), one at a time, so that what one raises,
+    or a wrong value it returns, names its plugin: pluggy's own call reports neither whose it
+    was. Anything raised (``SystemExit`` and other ``BaseException`` included: none of this is a
+    generator, so even a ``GeneratorExit`` comes from the plugin's code) is a ``RegistryError``
+    naming the plugin, the hook and what was raised.
+
+    With a hook wrapper among them, its around-logic needs pluggy's own call; results are then
+    named by the plugins that implement the hook, together. ``about`` says what the call was
+    for (``for kind 'Prompt', operation 'create'``), in the error.
+    """
+    arguments = arguments or {}
+    caller = getattr(pm.hook, hook)
+    impls = caller.get_hookimpls()
+    where = f"{hook} {about}" if about else hook
+    if any(impl.wrapper or impl.hookwrapper for impl in impls):
+        names = " or ".join(impl.plugin_name for impl in impls if not (impl.wrapper or impl.hookwrapper))
+        try:
+            results = caller(**arguments)
+        except BaseException as exc:
+            raise RegistryError(f"{where}, called through a hook wrapper, raised {raised(exc)}") from exc
+        return [(f"{names} (through a hook wrapper)", result) for result in results]
+    found: list[tuple[str, object]] = []
+    for impl in reversed(impls):
+        try:
+            result = impl.function(*(arguments[name] for name in impl.argnames))
+        except BaseException as exc:
+            raise RegistryError(f"plugin {impl.plugin_name!r}: {where} raised {raised(exc)}") from exc
+        if result is not None:
+            found.append((impl.plugin_name, result))
+    return found
+
+
+def server_interceptors(pm: pluggy.PluginManager) -> list[grpc.ServerInterceptor]:
+    """Every plugin's ``stigmer_server_interceptors``, checked, in pluggy's order.
+
+    grpc takes any object as an interceptor and fails only when a call comes: the daemon
+    would start and answer every call "Error in service handler!". So each item must be a
+    ``grpc.ServerInterceptor`` (a ``grpc.aio`` one is not: these run on grpc's sync server),
+    and a hook returning one interceptor, not a list of them, is refused; either names the
+    plugin. A hook that raises names it too (``hook_results``).
+    """
+    interceptors: list[grpc.ServerInterceptor] = []
+    expected = "it must return a list of grpc.ServerInterceptor (an empty list for none)"
+    for plugin, returned in hook_results(pm, "stigmer_server_interceptors"):
+        where = f"plugin {plugin!r}: stigmer_server_interceptors returned"
+        if isinstance(returned, grpc.ServerInterceptor):
+            raise RegistryError(f"{where} one {type(returned).__name__}, not a list; {expected}")
+        if isinstance(returned, (str, bytes, dict)) or not isinstance(returned, Iterable):
+            raise RegistryError(f"{where} a {type(returned).__name__}; {expected}")
+        for item in listed(plugin, "stigmer_server_interceptors", returned):
+            if not isinstance(item, grpc.ServerInterceptor):
+                aio = " (a grpc.aio interceptor: these run on grpc's sync server)" if _is_aio(item) else ""
                 raise RegistryError(
-                    f"plugin {ep.name!r}: entry point {ep.name} = {ep.value} (distribution "
-                    f"{dist.metadata['Name']!r}) cannot be loaded: {type(exc).__name__}: {exc}"
-                ) from exc
-            _register(pm, plugin, ep.name)
-            _require_hooks(pm, plugin, f"plugin {ep.name!r}: entry point {ep.name} = {ep.value}")
+                    f"{where} {_what_item(item)}{aio}, which is not a grpc.ServerInterceptor; {expected}"
+                )
+            interceptors.append(item)
+    return interceptors
+
+
+def listed(plugin: str, hook: str, returned: Iterable[object]) -> list[object]:
+    """What a hook returned, as a list: iterating it runs the plugin's code when it is a
+    generator, so what that raises names the plugin as the hook's own raise would."""
+    try:
+        return list(returned)
+    except BaseException as exc:
+        raise RegistryError(
+            f"plugin {plugin!r}: {hook} raised {raised(exc)} (while what it returned was read)"
+        ) from exc
+
+
+def _is_aio(item: object) -> bool:
+    return isinstance(item, grpc.aio.ServerInterceptor)
+
+
+def _what_item(item: object) -> str:
+    if isinstance(item, type):
+        return f"the class {item.__qualname__} (an instance of it is what is installed)"
+    return f"a {type(item).__name__} ({reprlib.repr(item)})"
 
 
 def _require_hooks(pm: pluggy.PluginManager, plugin: object, where: str) -> None:

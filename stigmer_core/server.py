@@ -22,6 +22,7 @@ from stigmer_core.errors import AddressUnavailable
 from stigmer_core.grpc_servers import AsyncServing, Serving, SyncServing
 from stigmer_core.keepalive import Keepalive
 from stigmer_core.local_socket import UnixTarget, socket_path
+from stigmer_core.plugins import server_interceptors
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
 from stigmer_core.store.retention import EventRetention
@@ -91,14 +92,12 @@ class Server:
         if dated is not None:  # served all the same: a renewal may be on its way, and is taken without a restart
             log.warning("TLS: %s", dated[1])
         self.app = app
+        # Checked before any thread starts: a wrong one refuses the start, naming its plugin.
+        interceptors = server_interceptors(app.plugin_manager) if app.plugin_manager is not None else []
         sizes = (pools or PoolSizes.from_env()).for_store(app.store)
         if max_workers is not None:
             sizes = attrs.evolve(sizes, rpc_threads=max_workers)
         self.pools = ServerPools(sizes, app.stream_limit.limit)
-        interceptors: list[grpc.ServerInterceptor] = []
-        if app.plugin_manager is not None:
-            for found in app.plugin_manager.hook.stigmer_server_interceptors():
-                interceptors.extend(found or ())
         self._serving: Serving
         options = [*(keepalive or Keepalive.from_env()).options(), *sizes.options()]
         if sizes.read_threads == 0 and not interceptors:

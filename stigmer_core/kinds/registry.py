@@ -45,11 +45,17 @@ from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step
 from stigmer_core.pipeline.watch import watch_events
-from stigmer_core.plugins import check
+from stigmer_core.plugins import check, hook_results, listed, raised
 from stigmer_core.store import keys
 
 _STRING = FieldDescriptor.TYPE_STRING
 _PREFIX = re.compile(r"[a-z0-9-]*[a-z0-9][a-z0-9-]*")
+_KIND_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
+"""A kind's name: an ASCII letter, then letters and digits, 63 at most (``McpServer``). It is a
+YAML document's ``kind``, a word on the CLI's command line, part of the store's ``m/kinds/<name>``
+key and of the ``Kind=n`` entries of ``stigmer-removed-count`` (split at spaces and ``=``), and an
+owner reference's ``kind`` (at most 63 characters): a ``/``, a space, a dot or an ``=`` in it
+breaks one of them."""
 
 
 def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> Registry:
@@ -58,10 +64,8 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
     for impl in pm.hook.stigmer_kinds.get_hookimpls():  # registration order
         try:
             returned = impl.function()
-        except Exception as exc:  # the plugin's own code: name it, whatever it raised
-            raise RegistryError(
-                f"plugin {impl.plugin_name!r}: stigmer_kinds raised {type(exc).__name__}: {exc}"
-            ) from exc
+        except BaseException as exc:  # the plugin's own code: name it, whatever it raised (sys.exit too)
+            raise RegistryError(f"plugin {impl.plugin_name!r}: stigmer_kinds raised {raised(exc)}") from exc
         for decl in _declarations(impl.plugin_name, returned):
             if not isinstance(decl, KindDeclaration):
                 raise RegistryError(
@@ -96,13 +100,19 @@ def _declarations(plugin: str, returned: object) -> list[object]:
         )
     if isinstance(returned, (str, bytes, dict)) or not isinstance(returned, Iterable):
         raise RegistryError(f"plugin {plugin!r}: stigmer_kinds returned a {type(returned).__name__}; {expected}")
-    return list(returned)
+    return listed(plugin, "stigmer_kinds", returned)  # a generator runs the plugin's code only now
 
 
 def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
     for plugin, decl in declared:
         if not isinstance(decl.name, str) or not decl.name.strip():  # its objects would be stored as kind ''
             raise RegistryError(f"plugin {plugin!r}: a kind declaration has no name (name={decl.name!r})")
+        if not _KIND_NAME.fullmatch(decl.name):
+            raise _fail(
+                plugin, decl,
+                "the name must be an ASCII letter followed by letters and digits, 63 at most (CamelCase, "
+                "like McpServer): it is written into store keys, documents and the CLI's arguments",
+            )  # fmt: skip
     for plugin, decl in declared:  # first: an empty prefix is a byte-prefix of every other
         for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
             if not isinstance(value, str) or not value:
@@ -339,8 +349,12 @@ def _pipeline(
         # status report answering with the object) sent the kind's secrets. A listBy page is
         # blanked as it is assembled, as a list page is.
         steps.append(standard.redact)
-    for impl_steps in pm.hook.stigmer_pipeline_steps(kind=decl, operation=op):
-        extra = _checked_steps(plugin, decl, f"stigmer_pipeline_steps for {op!r}", impl_steps or ())
+    for adding, returned in hook_results(
+        pm, "stigmer_pipeline_steps", {"kind": decl, "operation": op}, about=f"for kind {decl.name!r}, operation {op!r}"
+    ):  # each named by the plugin that added it (``adding``), not the kind's
+        extra = _checked_steps(
+            adding, decl, f"stigmer_pipeline_steps for {op!r}", _added_steps(adding, decl, op, returned)
+        )
         if op == "apply":  # its transaction runs create's or update's steps, which already have these
             extra = [s for s in extra if not s.phase.in_transaction]
         steps += extra
@@ -353,6 +367,20 @@ def _pipeline(
     pre = tuple(s for s in steps if not s.phase.in_transaction)
     txn = tuple(s for s in steps if s.phase.in_transaction)
     return Pipeline(pre=pre, txn=txn, writes=writes)
+
+
+def _added_steps(plugin: str, decl: KindDeclaration, op: str, returned: object) -> list[object]:
+    """What one ``stigmer_pipeline_steps`` returned, as a list of candidates for
+    ``_checked_steps``: one step rather than a list of it, or something not a list at all,
+    is that plugin's mistake, said as such rather than as a failure to compile the kind."""
+    where = f"stigmer_pipeline_steps for {op!r} returned"
+    expected = "it must return a list of steps (an empty list for none)"
+    if isinstance(getattr(returned, "phase", None), Phase):
+        shown = getattr(returned, "name", None)
+        raise _fail(plugin, decl, f"{where} one step ({shown!r}), not a list; {expected}, such as [{shown}]")
+    if isinstance(returned, (str, bytes, dict)) or not isinstance(returned, Iterable):
+        raise _fail(plugin, decl, f"{where} a {type(returned).__name__}; {expected}")
+    return listed(plugin, f"stigmer_pipeline_steps for kind {decl.name!r}, operation {op!r}", returned)
 
 
 _KEEP_ANSWER = (standard.publish, standard.respond)
@@ -390,8 +418,8 @@ def _compiled(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> K
         return _compile(pm, plugin, decl)
     except RegistryError:
         raise
-    except Exception as exc:  # a value of the wrong type somewhere in the declaration
-        raise _fail(plugin, decl, f"cannot be compiled: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # a value of the wrong type somewhere in the declaration, or its code's exit
+        raise _fail(plugin, decl, f"cannot be compiled: {raised(exc)}") from exc
 
 
 def _check_types(plugin: str, decl: KindDeclaration) -> None:

@@ -41,6 +41,112 @@ def _is_message(field: FieldDescriptor | None, name: str | None = None) -> bool:
     return name is None or field.message_type.name == name
 
 
+_INTEGERS_64 = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_SCALARS = {
+    value: name.removeprefix("TYPE_").lower()
+    for name, value in vars(FieldDescriptor).items()
+    if name.startswith("TYPE_") and isinstance(value, int)
+}
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    entry = field.message_type
+    return entry is not None and _is_repeated(field) and bool(entry.GetOptions().map_entry)
+
+
+def _type_of(field: FieldDescriptor) -> str:
+    """A field's type as a .proto file spells it (``repeated string``, ``map<string, int32>``)."""
+    entry = field.message_type
+    if entry is not None and _is_map(field):
+        key, value = (_type_of(entry.fields_by_name[n]) for n in ("key", "value"))
+        return f"map<{key}, {value}>"
+    if entry is not None:
+        single = f"message {entry.full_name}"
+    elif field.enum_type is not None:
+        single = f"enum {field.enum_type.full_name}"
+    else:
+        single = _SCALARS.get(field.type, f"type {field.type}")
+    return f"repeated {single}" if _is_repeated(field) else single
+
+
+def _is_string(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_STRING and not _is_repeated(field)
+
+
+def _is_singular_message(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and not _is_repeated(field)
+
+
+def _is_string_map(field: FieldDescriptor) -> bool:
+    if field.message_type is None or not _is_map(field):
+        return False
+    entry = field.message_type.fields_by_name
+    return _is_string(entry["key"]) and _is_string(entry["value"])
+
+
+def _is_strings(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_STRING and _is_repeated(field)
+
+
+def _is_timestamp(field: FieldDescriptor) -> bool:
+    message = field.message_type
+    return message is not None and not _is_repeated(field) and message.full_name == "google.protobuf.Timestamp"
+
+
+def _is_integer_64(field: FieldDescriptor) -> bool:
+    return field.type in _INTEGERS_64 and not _is_repeated(field)
+
+
+def _is_owner_references(field: FieldDescriptor) -> bool:
+    if not _is_repeated(field) or _is_map(field) or field.message_type is None:
+        return False
+    owner = field.message_type.fields_by_name
+    return all(name in owner and _is_string(owner[name]) for name in ("kind", "id"))
+
+
+_Rule = tuple[Callable[[FieldDescriptor], bool], str]
+_STRING: _Rule = (_is_string, "string")
+_MESSAGE: _Rule = (_is_singular_message, "a singular message")
+_STRING_MAP: _Rule = (_is_string_map, "map<string, string>")
+_TIMESTAMP: _Rule = (_is_timestamp, "google.protobuf.Timestamp")
+
+_ENVELOPE: dict[str, _Rule] = {"api_version": _STRING, "kind": _STRING, "metadata": _MESSAGE}
+"""The resource's own fields the framework writes or reads by name, with the type each needs
+(checked when the field is there; the first three must be)."""
+_OPTIONAL: dict[str, _Rule] = {"spec": _MESSAGE, "status": _MESSAGE}
+_METADATA: dict[str, _Rule] = {
+    "name": _STRING,
+    "slug": _STRING,
+    "id": _STRING,
+    "org": _STRING,
+    "labels": _STRING_MAP,
+    "tags": (_is_strings, "repeated string"),
+    "annotations": _STRING_MAP,
+    "resource_version": (_is_integer_64, "a 64-bit integer (int64)"),
+    "owner_references": (
+        _is_owner_references,
+        "repeated stigmer.commons.apiresource.v1.OwnerReference (a message with string 'kind' and 'id')",
+    ),
+}
+"""``metadata``'s: what ``ApiResourceMetadata`` has (any message with these fields will do)."""
+
+
+def _wrong_types(fields: Mapping[str, FieldDescriptor], rules: Mapping[str, _Rule], prefix: str = "") -> list[str]:
+    return [
+        f"{prefix}{name} is {_type_of(fields[name])}; it must be {required}"
+        for name, (holds, required) in rules.items()
+        if name in fields and not holds(fields[name])
+    ]
+
+
 @attrs.frozen
 class ResourceShape:
     """Which optional envelope fields a resource message has (by field name)."""
@@ -57,15 +163,31 @@ class ResourceShape:
 
     @classmethod
     def of(cls, kind: str, desc: Any) -> ResourceShape:
+        """The shape of ``desc``, or a ``RegistryError`` naming the kind and every envelope field
+        that is missing or of another type than the framework writes into it.
+
+        Fields are found by name (docs/plugins.md, Resource shape), so a ``kind`` declared
+        int64, a repeated ``metadata``, a ``metadata.name`` of int32 or ``labels`` as a repeated
+        string would pass a check of names alone; the kind would start and every create would
+        fail INTERNAL when the framework stamps the field. Types are checked here, at startup.
+        """
         fields = _fields(desc)
         missing = [f for f in ("api_version", "kind", "metadata") if f not in fields]
         meta_field = fields.get("metadata")
-        if meta_field is not None and meta_field.message_type is None:
-            missing.append("metadata (a message)")
         meta = _fields(meta_field.message_type) if meta_field is not None and meta_field.message_type else {}
         missing += [f"metadata.{f}" for f in ("name", "slug", "id", "org", "labels", "tags") if meta and f not in meta]
+        wrong = _wrong_types(fields, {**_ENVELOPE, **_OPTIONAL})
+        if meta_field is not None and _is_singular_message(meta_field):
+            wrong += _wrong_types(meta, _METADATA, "metadata.")
+            if "created_at" in meta and "updated_at" in meta:  # stamped only when both are there
+                wrong += _wrong_types(meta, {"created_at": _TIMESTAMP, "updated_at": _TIMESTAMP}, "metadata.")
+        problems = []
         if missing:
-            raise RegistryError(f"kind {kind!r}: resource {desc.full_name} lacks {', '.join(missing)}")
+            problems.append(f"lacks {', '.join(missing)}")
+        if wrong:
+            problems.append(f"has fields of the wrong type: {', and '.join(wrong)}")
+        if problems:
+            raise RegistryError(f"kind {kind!r}: resource {desc.full_name} {' and '.join(problems)}")
         status = fields.get("status")
         status_fields = _fields(status.message_type) if status is not None and status.message_type else {}
         return cls(

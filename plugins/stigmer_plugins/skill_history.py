@@ -82,10 +82,13 @@ def export_history(obj: Message, call: Call) -> list[dict[str, Any]]:
     """The ``history`` of an exported skill (see the module docstring); empty when the document alone says it all."""
     skill: Any = obj
     current = skill.metadata.version.id
-    versions = _pages(skill, call, "listVersions", "entries")
+    # Tags first: versions are never removed, so every version a tag names is in the list read
+    # after it, even when a push moves the tag in between (read the other way, the moved tag named
+    # a version the list did not have, and the export lost it).
     tags: dict[str, list[str]] = {}
     for found in _pages(skill, call, "listTags", "tags"):
         tags.setdefault(found.version_hash, []).append(found.tag)
+    versions = _pages(skill, call, "listVersions", "entries")
     if [v.metadata.version.id for v in versions] == [current] and set(tags.get(current, ())) <= {skill.spec.tag}:
         return []
     zips: dict[str, str] = {}

@@ -95,3 +95,42 @@ def test_a_skills_every_version_moves_lmdb_to_a_postgresql_daemon_and_back(
     assert back.ok("import", input=moved).strip() == "imported 3 of 3 resources (3 created)"
     assert seen(back) == before
     assert back.ok("export", "--all") == backup
+
+
+def test_an_import_into_a_team_server_whose_database_refuses_writes_stops_at_once(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """A standby, or default_transaction_read_only: each document was tried and refused in turn
+    (thousands of lines for a large backup, each waiting on the database), ending "imported 0 of N"."""
+    import psycopg
+
+    from tests.cli.test_transfer import NAMING_ITS_ORG
+    from tests.test_postgres_store import _daemon_role
+
+    with _daemon_role(stigmer_postgres_store_url) as (url, admin_conninfo, role):
+        team = Stigmer(tmp_path / "team")
+        team.home.mkdir(parents=True)
+        (team.home / "config.yaml").write_text(yaml.safe_dump({"store": url}))
+        me = Stigmer(tmp_path / "me")
+        try:
+            daemon = team.start().address
+            me.ok("apply", "-f", "-", input=NAMING_ITS_ORG)
+            backup = me.ok("export", "--all")
+            with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+                admin.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            remote = ("--backend", "remote", "--endpoint", daemon)
+            said: list[str] = []
+            for _ in range(6):  # a connection the terminate broke answers first that it was lost: stopped too
+                result = me("import", *remote, input=backup)
+                assert result.code == 1, result
+                said.append(result.err)
+                if "refuses writes" in result.err:
+                    break
+            last = said[-1]
+            assert "refuses writes" in last, said
+            assert "import stopped: 0 of 4 resources were imported before it" in last, last
+            assert last.count("refuses writes") == 1, last  # one document tried, not every one
+            assert "cannot reach" not in last, last
+        finally:
+            team.cleanup()

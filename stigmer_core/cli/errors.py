@@ -130,6 +130,31 @@ def _asks_client_certificate(target: str) -> bool:
     return asks_client_certificate(target)
 
 
+def _sent_by_stigmer(error: grpc.RpcError) -> bool:
+    """Whether a stigmer server sent this status (every refusal it sends carries an ``ErrorInfo`` of
+    its domain): its UNAVAILABLE "the database is unreachable: ... connection refused" is the
+    database's trouble, told by a server that was reached, not a server this client cannot reach."""
+    import grpc
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    if not isinstance(error, grpc.Call):
+        return False
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # details that do not match the status line: not a stigmer server's
+        return False
+    if status is None:
+        return False
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == errors.DOMAIN:
+                return True
+    return False
+
+
 def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     """The error a failed call stands for; an unreachable server gets a message of its own."""
     import grpc
@@ -138,6 +163,8 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
 
     code = error.code() if isinstance(error, grpc.Call) else None
     raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
+    if _sent_by_stigmer(error):  # the server answered: its words are its own, never a connection's trouble
+        return from_rpc_error(error)
     trust = tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE else None
     if trust is not None:
         return Unreachable(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])

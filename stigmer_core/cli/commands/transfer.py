@@ -156,9 +156,11 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
     'local') goes into a team server's org so. Documents of several orgs are
     refused with it (they would merge into one): export one org and import that.
 
-    An unreachable server, a token it does not accept (or none where it asks for
-    one), or a role that allows no writes in a document's org stops the import
-    at once, with one message: every later document would fail the same way.
+    An unreachable server, a server whose store does not serve (UNAVAILABLE: its
+    database unreachable or read-only), a token it does not accept (or none
+    where it asks for one), or a role that allows no writes in a document's org
+    stops the import at once, with one message: every later document would fail
+    the same way.
     """
     from stigmer_core import errors
     from stigmer_core.cli.applying import apply_one
@@ -209,6 +211,12 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
                 ) from None
             except errors.Unauthenticated as exc:  # every later document would be refused the same way
                 raise CliError(_stopped(exc.message, done - counts["failed"], len(documents))) from None
+            if isinstance(outcome.cause, errors.Unavailable):  # the server's store: every later write would wait on it too
+                reason = f"{document.where} ({document.ref}): {outcome.error}"
+                raise CliError(
+                    _stopped(reason, done - counts["failed"], len(documents))
+                    + "; importing the same documents again when the server's store serves finishes the job"
+                )
             progress.advance()
             org = metadata(document.message).org
             # refused for the org, not the document: a role there that allows no writes, or none

@@ -50,12 +50,14 @@ def is_loopback(address: str) -> bool:
     if address.startswith("unix:"):
         return True
     for host in (address.strip("[]"), split_address(address)[0]):
-        if host == "localhost":
+        if host.lower() == "localhost":  # names are case-blind: LOCALHOST is this machine too
             return True
         try:
-            return ipaddress.ip_address(host).is_loopback
+            ip = ipaddress.ip_address(host)
         except ValueError:
             continue
+        mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1 (Python 3.11 says no)
+        return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
     return False  # a name: it may resolve to anything
 
 

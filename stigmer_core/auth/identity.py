@@ -46,6 +46,7 @@ def identity_handlers(
             principal=caller.principal,
             roles=[identity_pb2.RoleBinding(org=org, role=role) for org, role in sorted(caller.roles.items())],
             administrator=caller.unrestricted,
+            tokens_required=required,  # so a client learns it without a refused call of its own (a logged denial)
         )
 
     handler = grpc.unary_unary_rpc_method_handler(

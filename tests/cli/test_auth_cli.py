@@ -331,6 +331,12 @@ def test_login_warns_of_a_server_that_does_not_require_tokens(stigmer: Stigmer, 
     daemon = stigmer.start().address
     checked = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": token})
     assert checked.code == 0 and "as token:acme/ci" in checked.out and checked.err == "", checked.err
+    # told by the answer to the token's own whoami: no call without a token, which the server's
+    # log kept as a denial for every login
+    from stigmer_core.cli.daemon import Files
+
+    logged = Files(stigmer.data_dir).log_file.read_text()
+    assert "listening on" in logged and "denied:" not in logged, logged
 
 
 def test_export_all_by_a_single_org_token_names_that_org(stigmer: Stigmer, stigmer_store: str | None) -> None:

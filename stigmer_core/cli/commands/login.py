@@ -70,7 +70,11 @@ def login(
         data["org"] = remote["org"] = orgs[0]
     path = config.save_config(data)
     click.echo(f"logged in to {endpoint} as {describe_identity(identity)}; saved in {path}")
-    if _open_to_anyone(endpoint, ca_file=ca_file, cert_file=cert_file, key_file=key_file):
+    if identity.HasField("tokens_required"):
+        open_to_anyone = not identity.tokens_required
+    else:  # a server older than the field: ask it as a caller without a token (it logs a denial)
+        open_to_anyone = _open_to_anyone(endpoint, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    if open_to_anyone:
         click.echo(
             click.style("stigmer: ", fg="yellow", bold=True)
             + f"the server at {endpoint} does not require tokens: a caller without one is its administrator "

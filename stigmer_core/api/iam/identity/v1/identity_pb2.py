@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/stigmer_core/api/iam/identity/v1/identity.proto\x12\x17stigmer.iam.identity.v1\"\x0f\n\rWhoamiRequest\"i\n\x08Identity\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x33\n\x05roles\x18\x02 \x03(\x0b\x32$.stigmer.iam.identity.v1.RoleBinding\x12\x15\n\radministrator\x18\x03 \x01(\x08\"(\n\x0bRoleBinding\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t2f\n\x0fIdentityService\x12S\n\x06whoami\x12&.stigmer.iam.identity.v1.WhoamiRequest\x1a!.stigmer.iam.identity.v1.Identityb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/stigmer_core/api/iam/identity/v1/identity.proto\x12\x17stigmer.iam.identity.v1\"\x0f\n\rWhoamiRequest\"\x9b\x01\n\x08Identity\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x33\n\x05roles\x18\x02 \x03(\x0b\x32$.stigmer.iam.identity.v1.RoleBinding\x12\x15\n\radministrator\x18\x03 \x01(\x08\x12\x1c\n\x0ftokens_required\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x12\n\x10_tokens_required\"(\n\x0bRoleBinding\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t2f\n\x0fIdentityService\x12S\n\x06whoami\x12&.stigmer.iam.identity.v1.WhoamiRequest\x1a!.stigmer.iam.identity.v1.Identityb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WHOAMIREQUEST']._serialized_start=76
   _globals['_WHOAMIREQUEST']._serialized_end=91
-  _globals['_IDENTITY']._serialized_start=93
-  _globals['_IDENTITY']._serialized_end=198
-  _globals['_ROLEBINDING']._serialized_start=200
-  _globals['_ROLEBINDING']._serialized_end=240
-  _globals['_IDENTITYSERVICE']._serialized_start=242
-  _globals['_IDENTITYSERVICE']._serialized_end=344
+  _globals['_IDENTITY']._serialized_start=94
+  _globals['_IDENTITY']._serialized_end=249
+  _globals['_ROLEBINDING']._serialized_start=251
+  _globals['_ROLEBINDING']._serialized_end=291
+  _globals['_IDENTITYSERVICE']._serialized_start=293
+  _globals['_IDENTITYSERVICE']._serialized_end=395
 # @@protoc_insertion_point(module_scope)

@@ -11,14 +11,16 @@ class WhoamiRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Identity(_message.Message):
-    __slots__ = ("principal", "roles", "administrator")
+    __slots__ = ("principal", "roles", "administrator", "tokens_required")
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
     ADMINISTRATOR_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     principal: str
     roles: _containers.RepeatedCompositeFieldContainer[RoleBinding]
     administrator: bool
-    def __init__(self, principal: _Optional[str] = ..., roles: _Optional[_Iterable[_Union[RoleBinding, _Mapping]]] = ..., administrator: bool = ...) -> None: ...
+    tokens_required: bool
+    def __init__(self, principal: _Optional[str] = ..., roles: _Optional[_Iterable[_Union[RoleBinding, _Mapping]]] = ..., administrator: bool = ..., tokens_required: bool = ...) -> None: ...
 
 class RoleBinding(_message.Message):
     __slots__ = ("org", "role")

@@ -15,13 +15,14 @@ import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from stigmer_core import Application, ResourceExhausted, StartupError
+from stigmer_core import Application, InvalidArgument, ResourceExhausted, StartupError
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.session.v1 import session_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.nesting import NestingCheck
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.limits import Limits
@@ -30,7 +31,7 @@ from stigmer_core.store import keys, open_store
 from stigmer_core.testing.inspect import raw_keys
 from stigmer_plugins.secrets import REDACTED
 from tests import workflow_helpers as wf
-from tests.agent_execution_support import IN_PROGRESS, Kinds
+from tests.agent_execution_support import IN_PROGRESS, PENDING, Kinds
 from tests.gizmo_kind import GizmoPlugin
 from tests.gizmo_kind import message as gizmo_message
 from tests.hardening_support import agent, assert_serving, fails, fields_of, network
@@ -293,6 +294,85 @@ def test_execution_message_metadata_nested_too_deep_is_refused(served: tuple[App
     assert kinds.executions.call("updateStatus", report).status.messages[0].metadata == _nested(5)
     assert len(list(kinds.executions.list_all())) == 1
     assert_serving(channel, app)
+
+
+def test_a_report_is_checked_on_its_own_fields_before_the_run_it_changes(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """The Values of a report were checked in the merged run: a NaN in the one message sent was
+    named ``status.messages[3]`` on a run holding three, and a report that also asked for an
+    illegal move was told FAILED_PRECONDITION, not what was wrong with its content."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    made = kinds.agent("bot")
+    session = kinds.session(made.status.default_instance_id)
+    execution = kinds.execution(session_id=session.metadata.id)
+    three = ae.AgentExecutionStatus(phase=IN_PROGRESS)  # type: ignore[arg-type]
+    for n in range(3):
+        three.messages.add(type=ae.MESSAGE_AI, content=f"m{n}")
+    kinds.executions.call("updateStatus", ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id, status=three))
+    stored = kinds.executions.get(execution.metadata.id)
+    report = ae.AgentExecutionStatus()
+    report.messages.add(type=ae.MESSAGE_AI, content="odd").metadata.update({"score": float("nan")})
+    sent = ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id, status=report)
+    assert fields_of(fails(BAD, lambda: kinds.executions.call("updateStatus", sent))) == ["status.messages[0].metadata"]
+    sent.status.phase = PENDING  # type: ignore[assignment]  # no way back from IN_PROGRESS
+    assert fields_of(fails(BAD, lambda: kinds.executions.call("updateStatus", sent))) == ["status.messages[0].metadata"]
+    assert kinds.executions.get(execution.metadata.id) == stored
+    assert_serving(channel, app)
+
+
+def test_a_write_of_a_run_walks_what_it_was_sent_not_all_the_run_holds(
+    served: tuple[Application, grpc.Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write of an object walked all of it for its nesting, in Python, with the write lock
+    held: each heartbeat of a run holding 65,535 messages took 0.6 s, and every other writer of
+    the daemon waited. The stored object's depth is now told by protobuf's parser."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    made = kinds.agent("bot")
+    session = kinds.session(made.status.default_instance_id)
+    execution = kinds.execution(session_id=session.metadata.id)
+    many = ae.AgentExecutionStatus(phase=IN_PROGRESS, runner="r1")  # type: ignore[arg-type]
+    for n in range(2000):
+        many.messages.add(type=ae.MESSAGE_AI, content="m").metadata.update({"n": n, "tags": ["a", {"b": "c"}]})
+    kinds.executions.call("updateStatus", ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id, status=many))
+    walked: list[int] = []
+    real = NestingCheck._walk
+
+    def counted(self: NestingCheck, *args: Any, **kwargs: Any) -> None:
+        walked.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(NestingCheck, "_walk", counted)
+    heartbeat = ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id, status=ae.AgentExecutionStatus(runner="r1"))
+    answered = kinds.executions.call("updateStatus", heartbeat)
+    assert len(answered.status.messages) == 2000
+    assert 0 < len(walked) < 10, len(walked)  # the report's few messages, not the run's 2,000 and their Structs
+
+
+def test_an_object_a_step_nests_deeper_than_its_request_is_refused_naming_the_field(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """What a request carried was checked where it came in; what a step builds from it is held to
+    the limit when written, and the walk then names where."""
+    app, _ = served
+    kind = app.registry.kind("Workflow")
+    before = raw_keys(app.store)
+    deep = wf.workflow("deep")
+    deep.spec.tasks[0].task_config.CopyFrom(_nested(25))
+
+    def write(txn: Any) -> None:
+        Resources(txn, app.registry).create(kind, deep, org="local", principal="test")
+
+    with pytest.raises(InvalidArgument) as refused:
+        app.store.transact(write)
+    assert [v.field for v in refused.value.violations] == ["spec.tasks[0].task_config"]
+    assert raw_keys(app.store) == before
+    shallow = wf.workflow("shallow")
+    shallow.spec.tasks[0].task_config.CopyFrom(_nested(15))
+    app.store.transact(lambda txn: Resources(txn, app.registry).create(kind, shallow, org="local", principal="test"))
+    assert raw_keys(app.store) != before
 
 
 # -- items per request -------------------------------------------------------------------

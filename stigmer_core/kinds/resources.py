@@ -21,6 +21,7 @@ from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.auth.access import Access, Caller
 from stigmer_core.ids import is_valid_id, new_id, slugify
+from stigmer_core.kinds.depth_probe import DEPTH
 from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.kinds.releases import moved_on
 from stigmer_core.kinds.runtime import KindRuntime, Registry
@@ -425,8 +426,13 @@ class Resources:
         # Fields this server's protos do not define were never validated or authorized here; kept,
         # a later release that defines them would take what a client planted as if checked.
         obj.DiscardUnknownFields()
-        NESTING.check(obj, limits.max_nesting_depth)
         raw = obj.SerializeToString()
+        desc: Any = obj.DESCRIPTOR
+        if NESTING.can_nest(desc) and not DEPTH.fits(desc, raw, limits.max_nesting_depth):
+            # Too deep, or the parser could not tell (None): the walk names the field. Content is
+            # told apart from the parser's count only here, in C, at every write of the whole
+            # object; its numbers and Values were checked where they came in (``validate``).
+            NESTING.check(obj, limits.max_nesting_depth)
         if len(raw) > limits.max_object_bytes:
             meta = obj.metadata  # type: ignore[attr-defined]
             raise errors.ResourceExhausted(

@@ -22,6 +22,7 @@ from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
 from stigmer_core.auth.pages import PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
+from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.kinds.resources import taken_elsewhere
 from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath, KindRuntime
 from stigmer_core.pipeline import validation
@@ -51,8 +52,12 @@ def _org(ctx: RequestContext, org: str) -> str:
 
 @step(Phase.VALIDATE)
 def validate(ctx: RequestContext) -> None:
-    """Declared field rules (protovalidate) of the whole request."""
+    """Declared field rules (protovalidate) of the whole request, then its nesting and its
+    ``Value``s (finite numbers, a kind set): checked here, before the transaction, with the
+    request's own field paths and at the cost of the request alone. A write checks the depth of
+    the whole object again, in C (``depth_probe``): a step may nest what it was sent deeper."""
     validation.check(ctx.request)
+    NESTING.check(ctx.request, ctx.registry.limits.max_nesting_depth)
 
 
 def _named_org(ctx: RequestContext) -> str:

@@ -16,6 +16,7 @@ import pytest
 from stigmer_core import Application, InsecureTransport, connect
 from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
+from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -411,6 +412,31 @@ def test_a_token_deleted_over_the_network_is_refused_at_once_despite_the_cache(
             with grpc.insecure_channel(f"unix:{tmp_path / 's.sock'}") as local:
                 KindClient(local, app.registry.kind("ApiToken")).delete(made.metadata.id)
             assert code_of(lambda: _whoami(with_token(plain, token))) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop(grace=1)
+
+
+def test_a_token_deleted_with_its_owner_is_refused_at_once_despite_the_cache(
+    app: Application, tmp_path: Path
+) -> None:
+    """Only the ApiToken kind's own delete forgot a token: one deleted with the token that owned
+    it (a cascade runs no step of the owned kind) was still taken for the cache's 5 s, by the very
+    server that deleted it, time enough to make an admin token that outlived it."""
+    tokens = KindClient(app.channel(), app.registry.kind("ApiToken"))
+    _, owner = make_token(app, ALPHA, "admin", "owner")
+    made = apitoken_pb2.ApiToken(spec=apitoken_pb2.ApiTokenSpec(role="admin"))
+    made.metadata.name, made.metadata.org = "owned", ALPHA
+    made.metadata.owner_references.add(kind="ApiToken", id=owner.metadata.id)
+    owned: Any = tokens.create(made)
+    server = Server(app, "127.0.0.1:0", unix_socket=tmp_path / "s.sock")
+    server.start()
+    try:
+        with grpc.insecure_channel(server.address) as plain:
+            assert _whoami(with_token(plain, owned.status.token)).principal == f"token:{ALPHA}/owned"  # now cached
+            with grpc.insecure_channel(f"unix:{tmp_path / 's.sock'}") as local:
+                KindClient(local, app.registry.kind("ApiToken")).delete(owner.metadata.id)
+            assert code_of(lambda: tokens.get(owned.metadata.id)) == grpc.StatusCode.NOT_FOUND  # the cascade
+            assert code_of(lambda: _whoami(with_token(plain, owned.status.token))) == grpc.StatusCode.UNAUTHENTICATED
     finally:
         server.stop(grace=1)
 

@@ -85,11 +85,6 @@ def _forget_on_commit(ctx: RequestContext, token: Any) -> None:
         ctx.store.txn.on_commit(lambda: found.forget(digest))  # type: ignore[attr-defined]
 
 
-@step(Phase.KIND)
-def forget_deleted(ctx: RequestContext) -> None:
-    _forget_on_commit(ctx, ctx.existing)
-
-
 @step(Phase.PERSIST)
 def revoke(ctx: RequestContext) -> None:
     stored: Any = ctx.existing
@@ -123,8 +118,7 @@ API_TOKEN = KindDeclaration(
     exported=False,  # a credential: a backup must not bring a revoked or leaked token back
     steps={
         "create": (check_expiry, issue, show_once),
-        "update": (keep_grant,),
-        "delete": (forget_deleted,),
+        "update": (keep_grant,),  # a deleted token, its owner's cascade too, is forgotten by the executor
     },
     operations={
         "revoke": CustomOperation(

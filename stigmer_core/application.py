@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pluggy
 
+from stigmer_core import denied_log
 from stigmer_core.auth import pages, tokens
 from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
@@ -64,7 +65,11 @@ class Application:
         validation.ready()  # loaded now, so the first request does not pay for it
         registry.extensions[pages.EXTENSION] = pages.PageTokens(pages.store_key(store, read_only=read_only))
         self.authenticator = tokens.Authenticator(
-            registry, store, required=require_auth, cache_seconds=token_cache_seconds
+            registry,
+            store,
+            required=require_auth,
+            cache_seconds=token_cache_seconds,
+            denied_log=denied_log.DeniedLog(denied_log.seconds_from_env()),  # a bad value refuses the start
         )
         registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:

@@ -258,11 +258,24 @@ def log_refusal(
     peer: str,
 ) -> None:
     """The one line a refused call logs (a kind rpc's, or ``whoami``'s): never the request, since
-    a token or a secret may be in it."""
+    a token or a secret may be in it. Refusals alike (one principal, method and status; an
+    anonymous caller's by its address) are written once per ``STIGMER_DENIED_LOG_SECONDS``, the
+    next line telling how many were left out (``denied_log``)."""
     principal = _principal_of(metadata, peer, authenticator)
-    log.warning(
-        "denied: principal=%s method=%s status=%s peer=%s", principal, path, status.code_of(denied).name, peer or "-"
-    )
+    code = status.code_of(denied).name
+    alike = f"(anonymous {_host(peer)})" if principal.startswith("(anonymous ") else principal
+    sink = authenticator.denied_log if authenticator is not None else None
+    left_out = sink.admit((alike, path, code)) if sink is not None else 0
+    if left_out is None:
+        return
+    more = f" (and {left_out:,} more like it in the last {sink.seconds:g} s)" if left_out and sink else ""
+    log.warning("denied: principal=%s method=%s status=%s peer=%s%s", principal, path, code, peer or "-", more)
+
+
+def _host(peer: str) -> str:
+    """A peer without its port (``ipv4:10.0.0.5:51234`` -> ``ipv4:10.0.0.5``): each connection has its own."""
+    head, sep, port = peer.rpartition(":")
+    return head if sep and port.isdigit() else peer
 
 
 def _check_still_wanted(ctx: RequestContext) -> None:

@@ -16,11 +16,12 @@ import pytest
 from stigmer_core import Application, InsecureTransport, connect
 from stigmer_core.api.agentic.skill.v1 import service_pb2_grpc as skill_grpc
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
-from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
 from stigmer_core.api.iam.identity.v1 import identity_pb2, identity_pb2_grpc
 from stigmer_core.auth.transport import TlsFiles, asks_client_certificate
+from stigmer_core.denied_log import DeniedLog, seconds_from_env
 from stigmer_core.errors import StartupError, Unauthenticated
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.resources import Resources
@@ -178,16 +179,44 @@ def test_a_revoked_or_expired_token_is_named_in_its_refusal(app: Application, ca
 
     app.store.transact(expire)
     with _refusals_logged(app, caplog) as plain:
-        for token in (revoked, revoked, expired):  # the second from the refusal cache
+        for token in (revoked, revoked, expired):  # the second from the refusal cache, and not logged again
             assert code_of(lambda token=token: _whoami(with_token(plain, token))) == grpc.StatusCode.UNAUTHENTICATED
     lines = [r.getMessage() for r in caplog.records if r.name == "stigmer_core.controller"]
     assert [line.split(" method=")[0] for line in lines] == [
-        f"denied: principal=token:{ALPHA}/leaked (has been revoked)",
         f"denied: principal=token:{ALPHA}/leaked (has been revoked)",
         f"denied: principal=token:{ALPHA}/old (has expired)",
     ]
     assert all(" peer=ipv4:127.0.0.1:" in line for line in lines)
     assert revoked not in caplog.text and expired not in caplog.text
+
+
+def test_a_flood_of_refusals_is_logged_once_per_interval_with_its_count(app: Application, caplog: Any) -> None:
+    """Each refused call wrote its line: a caller without a token grew the log by 1.4 MB in 3 s,
+    and the lines an operator looks for were lost among them."""
+    now = [1000.0]
+    assert app.authenticator is not None
+    app.authenticator.denied_log = DeniedLog(60, clock=lambda: now[0])
+    with _refusals_logged(app, caplog) as plain:
+        for _ in range(50):
+            assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAUTHENTICATED
+        assert code_of(lambda: _whoami(with_token(plain, "stg_" + "x" * 43))) == grpc.StatusCode.UNAUTHENTICATED
+        now[0] += 61
+        assert code_of(lambda: _whoami(plain)) == grpc.StatusCode.UNAUTHENTICATED
+    lines = [r.getMessage() for r in caplog.records if r.name == "stigmer_core.controller"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("denied: principal=(anonymous ipv4:127.0.0.1:") and "more like it" not in lines[0]
+    assert lines[1].startswith("denied: principal=(invalid token) ")  # another kind of refusal: its own line
+    assert lines[2].startswith("denied: principal=(anonymous ")
+    assert lines[2].endswith(" (and 49 more like it in the last 60 s)"), lines[2]
+
+
+def test_the_refusal_log_interval_is_a_setting_checked_at_start(tmp_path: Path) -> None:
+    assert seconds_from_env({}) == 60 and seconds_from_env({"STIGMER_DENIED_LOG_SECONDS": "0"}) == 0
+    for bad in ("soon", "-1", "nan", "3601"):
+        with pytest.raises(StartupError, match="STIGMER_DENIED_LOG_SECONDS"):
+            seconds_from_env({"STIGMER_DENIED_LOG_SECONDS": bad})
+    every = DeniedLog(0)
+    assert [every.admit(("p", "m", "s")) for _ in range(3)] == [0, 0, 0]
 
 
 def test_secrets_of_a_live_context_go_to_its_orgs_runners_only(app: Application) -> None:

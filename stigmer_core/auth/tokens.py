@@ -26,6 +26,7 @@ from typing import Any
 
 from stigmer_core import errors
 from stigmer_core.auth.access import LOCAL_ADMIN, ROLES, Caller
+from stigmer_core.denied_log import DeniedLog
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store.protocol import Store
@@ -101,10 +102,13 @@ class Authenticator:
         required: bool = False,
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        denied_log: DeniedLog | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.required = required
+        self.denied_log = denied_log or DeniedLog()
+        """Which of this server's refusals are logged (``controller.log_refusal``)."""
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[str, tuple[Caller, float, float]] = {}  # digest -> caller, expires (epoch s), fetched

@@ -482,3 +482,39 @@ def test_an_apply_naming_another_orgs_id_says_the_id_cannot_be_used(app: Applica
         agents.apply(copied)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "leave metadata.id out" in (caught.value.details() or "") and ALPHA not in (caught.value.details() or "")
+
+
+def test_a_list_by_another_orgs_parent_is_answered_as_an_id_that_names_nothing_is(
+    tmp_path: Any, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``max_list_skipped`` children, another org's parent answered an empty page with a
+    token, where an id naming nothing has none: its existence told, and the token (signed, not
+    hidden) carried the id of the last child it had read past."""
+    from stigmer_core.api.agentic.session.v1 import session_pb2
+    from tests.agent_execution_support import Kinds
+
+    monkeypatch.setenv("STIGMER_MAX_LIST_SKIPPED", "3")
+    with requiring_tokens(tmp_path, stigmer_store) as app, served(app) as server:
+        kinds = Kinds.on(app, app.channel())
+        agent = kinds.agent("bot", org=ALPHA)
+        made = {kinds.session(agent.status.default_instance_id, f"chat {n}", org=ALPHA).metadata.id for n in range(7)}
+        beta_viewer, _ = make_token(app, BETA, "viewer")
+        alpha_viewer, _ = make_token(app, ALPHA, "viewer")
+        with grpc.insecure_channel(server.address) as plain:
+
+            def list_by(token: str, agent_id: str, page_token: str = "") -> Any:
+                sessions = KindClient(with_token(plain, token), app.registry.kind("Session"))
+                request = session_pb2.ListSessionsByAgentRequest(agent_id=agent_id, page_size=10, page_token=page_token)
+                return sessions.call("listByAgent", request)
+
+            elsewhere = list_by(beta_viewer, agent.metadata.id)
+            nowhere = list_by(beta_viewer, new_id("agt"))
+            assert elsewhere == nowhere == session_pb2.SessionList(), elsewhere
+            seen: set[str] = set()
+            page = list_by(alpha_viewer, agent.metadata.id)
+            while True:
+                seen |= {s.metadata.id for s in page.entries}
+                if not page.next_page_token:
+                    break
+                page = list_by(alpha_viewer, agent.metadata.id, page.next_page_token)
+            assert seen == made

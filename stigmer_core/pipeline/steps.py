@@ -592,6 +592,28 @@ def _in_any(orgs: tuple[str, ...]) -> Callable[[Message], bool]:
     return lambda o: o.metadata.org in wanted  # type: ignore[attr-defined]
 
 
+def _held_in(ctx: RequestContext, scan: _Range, orgs: tuple[str, ...]) -> bool:
+    """Whether the entries of an index value without an org (a parent's id) are in one of ``orgs``,
+    told by the first: a parent's children share its org. Without this look, another org's parent
+    with more children than ``max_list_skipped`` answered an empty page with a token (a value that
+    names nothing: none), telling that it exists, and the token carried the ids of the children
+    it had read past."""
+    entries = ctx.store.txn.scan(scan.prefix)
+    try:
+        for read, (key, _) in enumerate(entries):
+            if read >= ctx.registry.limits.max_list_skipped:
+                return True  # the page's own reading, as bounded, checks each
+            raw = ctx.store.txn.get(keys.object_key(ctx.kind.key_prefix, key[len(scan.prefix) :].decode()))
+            if raw is None:  # an entry of a value holding the separator, read past (``_page``)
+                continue
+            return ctx.kind.parse(raw).metadata.org in orgs  # type: ignore[attr-defined]
+        return True  # nothing under it: an empty page either way
+    finally:
+        close = getattr(entries, "close", None)
+        if close is not None:
+            close()
+
+
 @attrs.frozen
 class ListByStep(BlanksAnswer):
     """The step ``list_by`` makes, carrying what it reads so the registry can check it at startup
@@ -639,6 +661,9 @@ def list_by(index: str, *fields: str) -> Step:
             scan = _Range(keys.index_prefix(ctx.kind.key_prefix, index, tuple(value)))
             return scan, None if ctx.caller.unrestricted else _in_any(ctx.caller.orgs)
 
+        if not spec.org_scoped and not ctx.caller.unrestricted and not _held_in(ctx, page_range("")[0], ctx.caller.orgs):
+            ctx.response = ctx.kind.list_cls()  # as for a value that names nothing: no page token, no count
+            return
         ctx.response = _bound_page(ctx, orgs, page_range)
 
     return ListByStep(f"list_by_{index}", Phase.LOAD, run, index, fields)

@@ -484,7 +484,7 @@ def test_an_apply_naming_another_orgs_id_says_the_id_cannot_be_used(app: Applica
     assert "leave metadata.id out" in (caught.value.details() or "") and ALPHA not in (caught.value.details() or "")
 
 
-def test_a_list_by_another_orgs_parent_is_answered_as_an_id_that_names_nothing_is(
+def test_a_list_by_another_orgs_parent_is_answered_as_an_id_that_names_nothing(
     tmp_path: Any, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past ``max_list_skipped`` children, another org's parent answered an empty page with a

@@ -19,6 +19,7 @@ from stigmer_core import Application, InvalidArgument, ResourceExhausted, Startu
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
+from stigmer_core.api.agentic.executioncontext.v1 import executioncontext_pb2
 from stigmer_core.api.agentic.session.v1 import session_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.kind_client import KindClient
@@ -26,6 +27,7 @@ from stigmer_core.kinds.nesting import NestingCheck
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.kinds.resources import Resources
 from stigmer_core.limits import Limits
+from stigmer_core.pipeline import validation
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.store import keys, open_store
 from stigmer_core.testing.inspect import raw_keys
@@ -649,3 +651,31 @@ def test_durations_json_cannot_write_are_refused_naming_the_field_at_every_level
             fine.spec.backoff.add(seconds=seconds, nanos=nanos)
         made = timers.create(fine)
         assert json_format.MessageToJson(made)  # what `stigmer get -o yaml` and an export write
+
+
+def test_a_run_whose_environments_hold_more_keys_than_its_context_is_refused(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """Three environments of 200 keys made a context of 600 values, stored against its own rule
+    (``data``: 512 at most), which any reader checking it then refused."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    for n in range(3):
+        kinds.environment(f"env {n}", {f"E{n}_{i}": ("v", False) for i in range(200)})
+    too_many = kinds.agent("wide", env_slugs=["env-0", "env-1", "env-2"])
+    refused = fails(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        lambda: kinds.execution(session_id=kinds.session(too_many.status.default_instance_id).metadata.id),
+    )
+    assert "hold 600 keys together, more than the 512" in refused.details(), refused.details()
+    assert not list(KindClient(channel, app.registry.kind("AgentExecution")).list_all())
+    fits = kinds.agent("narrow", env_slugs=["env-0", "env-1"])
+    made = kinds.execution(session_id=kinds.session(fits.status.default_instance_id, "other").metadata.id)
+    context: Any = KindClient(channel, app.registry.kind("ExecutionContext")).get(made.status.execution_context_id)
+    assert len(context.spec.data) == 400
+    too_big = executioncontext_pb2.ExecutionContext()
+    for i in range(513):
+        too_big.spec.data[f"K{i}"].value = "v"
+    with pytest.raises(InvalidArgument):  # the rule the limit keeps
+        validation.check(too_big)
+    assert_serving(channel, app)

@@ -124,6 +124,11 @@ def _environment_values(
     return values, unset
 
 
+MAX_VALUES = 512
+"""``ExecutionContextSpec.data``'s ``max_pairs``: a run merges its environments (256 keys each, up to
+64 of them) and its runtime values into one context, which must keep its own rules."""
+
+
 def _refuse_unset(unset: Mapping[str, str]) -> None:
     if not unset:
         return
@@ -155,6 +160,13 @@ def create_execution_context(
         values[key] = (value, is_secret, RUNTIME_SOURCE)
         unset.pop(key, None)
     _refuse_unset(unset)
+    if len(values) > MAX_VALUES:
+        raise FailedPrecondition(
+            f"this run's {len(environment_ids)} environments and its runtime_env hold {len(values)} keys together, "
+            f"more than the {MAX_VALUES} its execution context holds: reference fewer or smaller environments",
+            reason="CONTEXT_TOO_MANY_VALUES",
+            metadata={"keys": len(values), "limit": MAX_VALUES, "environments": len(environment_ids)},
+        )
     kind = ctx.registry.kind(KIND)
     context = ExecutionContext()
     context.metadata.id = new_id(kind.id_prefix)

@@ -24,10 +24,26 @@ def _report(messages: int, tool_calls: int = 0) -> ae.AgentExecutionUpdateStatus
 def test_every_element_and_entry_is_counted_at_every_level() -> None:
     report = _report(3, tool_calls=2)
     report.status.messages[1].metadata.update({"a": 1, "b": [1, 2, {"c": True}]})
-    # 3 messages + 6 tool calls + 2 struct entries + 3 list values + 1 entry of the inner struct
-    assert ITEMS.check(report, 1000) == 15
+    # 3 messages + 6 tool calls + 2 struct entries + 3 list values + 1 entry of the inner struct,
+    # and 3 more for each Value holding a list or an object (the list, the inner struct)
+    assert ITEMS.check(report, 1000) == 21
     report.status.messages[0].tool_calls[0].args.update({"q": "x"})
-    assert ITEMS.check(report, 1000) == 16
+    assert ITEMS.check(report, 1000) == 22
+
+
+def test_an_object_or_a_list_in_a_struct_counts_four_empty_or_not() -> None:
+    """Each costs a validation about four scalars do: 99,000 empty lists passed the limit and held
+    the daemon 1.4 s, four times what the limit allows for."""
+    made = wf.workflow("w", tasks=[wf.task("a")])
+    made.spec.tasks[0].task_config.Clear()
+    rows = made.spec.tasks[0].task_config.fields["rows"].list_value.values
+    for _ in range(30):
+        rows.add().list_value.SetInParent()
+    assert ITEMS.check(made, 1000) == 1 + 1 + 3 + 30 * 4  # the task, "rows", its list, each empty list
+    with pytest.raises(InvalidArgument) as refused:
+        ITEMS.check(made, 100)
+    (violation,) = refused.value.violations
+    assert violation.field.startswith('spec.tasks[0].task_config.fields["rows"].list_value.values['), violation.field
 
 
 def test_repeated_scalars_and_maps_of_scalars_count_too() -> None:

@@ -279,13 +279,17 @@ def test_input_nested_past_the_depth_limit_is_refused_naming_the_field(
     assert_serving(channel, app)
 
 
+def _a_run(kinds: Kinds) -> Any:
+    """An agent execution, in a session of a new agent's default instance."""
+    made = kinds.agent("bot")
+    return kinds.execution(session_id=kinds.session(made.status.default_instance_id).metadata.id)
+
+
 def test_execution_message_metadata_nested_too_deep_is_refused(served: tuple[Application, grpc.Channel]) -> None:
     """A runner's report with a deep message ``metadata`` struct: refused, the execution as it was."""
     app, channel = served
     kinds = Kinds.on(app, channel)
-    made = kinds.agent("bot")
-    session = kinds.session(made.status.default_instance_id)
-    execution = kinds.execution(session_id=session.metadata.id)
+    execution = _a_run(kinds)
     status = ae.AgentExecutionStatus(phase=IN_PROGRESS)  # type: ignore[arg-type]
     status.messages.add(type=ae.MESSAGE_AI, content="hi").metadata.CopyFrom(_nested(25))
     report = ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id, status=status)
@@ -306,9 +310,7 @@ def test_a_report_is_checked_on_its_own_fields_before_the_run_it_changes(
     illegal move was told FAILED_PRECONDITION, not what was wrong with its content."""
     app, channel = served
     kinds = Kinds.on(app, channel)
-    made = kinds.agent("bot")
-    session = kinds.session(made.status.default_instance_id)
-    execution = kinds.execution(session_id=session.metadata.id)
+    execution = _a_run(kinds)
     three = ae.AgentExecutionStatus(phase=IN_PROGRESS)  # type: ignore[arg-type]
     for n in range(3):
         three.messages.add(type=ae.MESSAGE_AI, content=f"m{n}")
@@ -332,9 +334,7 @@ def test_a_write_of_a_run_walks_what_it_was_sent_not_all_the_run_holds(
     the daemon waited. The stored object's depth is now told by protobuf's parser."""
     app, channel = served
     kinds = Kinds.on(app, channel)
-    made = kinds.agent("bot")
-    session = kinds.session(made.status.default_instance_id)
-    execution = kinds.execution(session_id=session.metadata.id)
+    execution = _a_run(kinds)
     many = ae.AgentExecutionStatus(phase=IN_PROGRESS, runner="r1")  # type: ignore[arg-type]
     for n in range(2000):
         many.messages.add(type=ae.MESSAGE_AI, content="m").metadata.update({"n": n, "tags": ["a", {"b": "c"}]})
@@ -404,9 +404,7 @@ def test_the_item_limit_is_a_setting_that_applies_to_every_served_call(
 ) -> None:
     app, channel = served
     kinds = Kinds.on(app, channel)
-    made = kinds.agent("bot")
-    session = kinds.session(made.status.default_instance_id)
-    execution = kinds.execution(session_id=session.metadata.id)
+    execution = _a_run(kinds)
     app.registry.limits = Limits(max_request_items=20)
     report = ae.AgentExecutionUpdateStatusInput(execution_id=execution.metadata.id)
     report.status.phase = IN_PROGRESS  # type: ignore[assignment]

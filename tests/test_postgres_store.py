@@ -272,26 +272,7 @@ def test_a_write_that_timed_out_in_a_pipeline_leaves_no_connection_that_fails_ev
     Which earlier write makes the fatal fifth run depends on the statements a write sends, so
     every count of earlier writes up to past it is tried, each on a connection of its own; the
     events table locked stalls the appends that go with the commit."""
-    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
-    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&statement_timeout_ms=300"
-    for earlier in range(8):
-        with PostgresStore(url, durable=False) as store, psycopg.connect(
-            settings.conninfo
-        ) as holder:
-            for i in range(earlier):
-                store.transact(_writing(b"k/%d/early%d" % (earlier, i)))
-            holder.execute(f'LOCK TABLE "{settings.schema}".events IN EXCLUSIVE MODE'.encode())
-            for _ in range(2):
-                with pytest.raises(errors.Unavailable, match="did not answer in time"):
-                    store.transact(_writing(b"k/%d/stalled" % earlier))
-            holder.rollback()
-            for i in range(3):
-                store.transact(_writing(b"k/%d/after%d" % (earlier, i)))
-            with store.read() as txn:
-                stored = {k for k, _ in txn.scan(b"k/%d/" % earlier)}
-            assert stored == {b"k/%d/early%d" % (earlier, i) for i in range(earlier)} | {
-                b"k/%d/after%d" % (earlier, i) for i in range(3)
-            }
+    _stalled_then_writing(stigmer_postgres_store_url, 'LOCK TABLE "{schema}".events IN EXCLUSIVE MODE')
     # closed on purpose, so the pool's "discarding closed connection" warning is not an operator's
     assert [r.getMessage() for r in caplog.records if r.name == "psycopg.pool" and r.levelno >= logging.WARNING] == []
 
@@ -301,15 +282,26 @@ def test_a_prune_that_timed_out_leaves_the_store_writing(stigmer_postgres_store_
     statement timeout (its partitions' rows locked), at every count of earlier runs up to past
     the one psycopg prepares it at: that write is answered UNAVAILABLE, and the writes after it
     succeed, on the pool's one connection."""
-    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
-    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&statement_timeout_ms=300"
+    # past the retention (3 writes more than the 2 kept): every write from there on prunes
+    _stalled_then_writing(
+        stigmer_postgres_store_url, 'SELECT * FROM "{schema}".event_parts FOR UPDATE', retention=2, more=3
+    )
+
+
+def _stalled_then_writing(store_url: str, stall: str, *, retention: int | None = None, more: int = 0) -> None:
+    """For every count of earlier writes up to past the fifth (where psycopg prepares a
+    statement), each on a pool of one connection of its own: two writes stalled past the
+    statement timeout by ``stall`` (SQL holding a lock, ``{schema}`` the store's) answer
+    UNAVAILABLE, and once it is let go the writes after them are stored, the stalled ones not."""
+    settings = PostgresSettings.from_url(store_url)
+    url = f"{store_url}&pool_min=1&pool_max=1&statement_timeout_ms=300"
     for earlier in range(8):
-        with PostgresStore(url, durable=False, event_retention=2) as store, psycopg.connect(
+        with PostgresStore(url, durable=False, event_retention=retention) as store, psycopg.connect(
             settings.conninfo
         ) as holder:
-            for i in range(earlier + 3):  # past the retention: every write from here on prunes
+            for i in range(earlier + more):
                 store.transact(_writing(b"k/%d/early%d" % (earlier, i)))
-            holder.execute(f'SELECT * FROM "{settings.schema}".event_parts FOR UPDATE'.encode())
+            holder.execute(stall.format(schema=settings.schema).encode())
             for _ in range(2):
                 with pytest.raises(errors.Unavailable, match="did not answer in time"):
                     store.transact(_writing(b"k/%d/stalled" % earlier))
@@ -318,7 +310,7 @@ def test_a_prune_that_timed_out_leaves_the_store_writing(stigmer_postgres_store_
                 store.transact(_writing(b"k/%d/after%d" % (earlier, i)))
             with store.read() as txn:
                 stored = {k for k, _ in txn.scan(b"k/%d/" % earlier)}
-            assert stored == {b"k/%d/early%d" % (earlier, i) for i in range(earlier + 3)} | {
+            assert stored == {b"k/%d/early%d" % (earlier, i) for i in range(earlier + more)} | {
                 b"k/%d/after%d" % (earlier, i) for i in range(3)
             }
 

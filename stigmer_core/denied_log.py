@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from stigmer_core import env_numbers
 from stigmer_core.errors import StartupError
 
 ENV = "STIGMER_DENIED_LOG_SECONDS"
@@ -30,15 +31,11 @@ Key = tuple[str, str, str]
 
 def seconds_from_env(environ: Mapping[str, str] | None = None) -> float:
     """``STIGMER_DENIED_LOG_SECONDS``: 0 logs every refusal; checked when the daemon starts."""
-    raw = (os.environ if environ is None else environ).get(ENV, "")
-    if not raw:
+    seconds = env_numbers.seconds(os.environ if environ is None else environ, ENV)
+    if seconds is None:
         return DEFAULT_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise StartupError(f"{ENV}={raw!r} is not a number of seconds") from None
     if not 0 <= seconds <= LONGEST:  # NaN and infinity too
-        raise StartupError(f"{ENV} must be from 0 to {LONGEST:g} seconds, not {raw}")
+        raise StartupError(f"{ENV} must be from 0 to {LONGEST:g} seconds, not {seconds:g}")
     return seconds
 
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from stigmer_core import env_numbers
 from stigmer_core.errors import StartupError
 
 LONGEST = (2**31 - 1) / 1000
@@ -55,13 +56,10 @@ class Keepalive:
         env = os.environ if environ is None else environ
         values: dict[str, float] = {}
         for field, name in _SETTINGS:
-            raw = env.get(name)
-            if not raw:
+            found = env_numbers.seconds(env, name)
+            if found is None:
                 continue
-            try:
-                values[field] = float(raw)
-            except ValueError:
-                raise StartupError(f"{name}={raw!r} is not a number of seconds") from None
+            values[field] = found
             if not SHORTEST <= values[field] <= LONGEST:  # NaN and infinity too
                 raise StartupError(
                     f"{name} must be from {SHORTEST} to {LONGEST:,.3f} seconds (grpc counts milliseconds)"

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from stigmer_core import status
+from stigmer_core import env_numbers, status
 from stigmer_core.errors import ResourceExhausted, StartupError, Unauthenticated
 
 if TYPE_CHECKING:
@@ -62,15 +62,8 @@ every call's own deadline, so a busy server's calls cost it a queue append each.
 
 def read_timeout(environ: Mapping[str, str] | None = None) -> float:
     """``STIGMER_REQUEST_READ_TIMEOUT`` (seconds), or the default."""
-    env = os.environ if environ is None else environ
-    raw = env.get(ENV)
-    if not raw:
-        return DEFAULT_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise StartupError(f"{ENV}={raw!r} is not a number of seconds") from None
-    return checked(seconds)
+    found = env_numbers.seconds(os.environ if environ is None else environ, ENV)
+    return DEFAULT_SECONDS if found is None else checked(found)
 
 
 def checked(seconds: float) -> float:

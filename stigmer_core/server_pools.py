@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 import grpc
 
-from stigmer_core import async_calls, call_limit, request_read
+from stigmer_core import async_calls, call_limit, env_numbers, request_read
 from stigmer_core.errors import StartupError
 from stigmer_core.store.lmdb_store import LmdbStore
 
@@ -151,12 +151,9 @@ class PoolSizes:
             if field == "pending_calls" and number > MOST_PENDING_CALLS:
                 raise StartupError(f"{name} must be at most {MOST_PENDING_CALLS:,}")
             values[field] = number
-        grace = env.get(call_limit.GRACE_ENV)
-        if grace:
-            try:
-                values["unread_grace_seconds"] = float(grace)
-            except ValueError:
-                raise StartupError(f"{call_limit.GRACE_ENV}={grace!r} is not a number of seconds") from None
+        grace = env_numbers.seconds(env, call_limit.GRACE_ENV)
+        if grace is not None:
+            values["unread_grace_seconds"] = grace
         return cls(**values, request_read_seconds=request_read.read_timeout(env))
 
     def for_store(self, store: object) -> PoolSizes:

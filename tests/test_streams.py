@@ -361,3 +361,81 @@ def test_an_idle_subscribe_ends_when_its_token_is_revoked(
     finally:
         server.stop(grace=1)
         app.close()
+
+
+def _one_revision_of_instances(app: Application, channel: grpc.Channel) -> int:
+    """An agent with four instances, deleted: one revision holding four AgentInstance events. Its revision before."""
+    from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
+
+    kinds = Kinds.on(app, channel)
+    agent = kinds.agent("wide")
+    for n in range(3):
+        kinds.instances.create(
+            agentinstance_pb2.AgentInstance(
+                metadata={"name": f"extra {n}"}, spec=agentinstance_pb2.AgentInstanceSpec(agent_id=agent.metadata.id)
+            )
+        )
+    with app.store.read() as txn:
+        before = int(txn.revision)
+    kinds.agents.delete(agent.metadata.id)
+    return before
+
+
+def _instances_after(channel: grpc.Channel, revision: int, position: int | None = None) -> Any:
+    request = watch_pb2.WatchRequest(kind="AgentInstance", since_revision=revision)
+    if position is not None:
+        request.since_position = position
+    return watch_pb2_grpc.WatchStub(channel).Watch(request, timeout=120)
+
+
+def test_a_stream_stopped_inside_a_revision_names_the_position_it_resumes_after(
+    tmp_path: Path, stigmer_store: str | None
+) -> None:
+    """A page (256 events, or 1 MiB) may end inside a revision; a stop there told the client to
+    watch again from the revision before, and it got that revision's first events twice."""
+    app = _app(tmp_path, stigmer_store, page_events=1)
+    channel = app.channel()
+    try:
+        before = _one_revision_of_instances(app, channel)
+        stream = _instances_after(channel, before)
+        assert next(stream).type == BOOKMARK
+        first = next(stream)
+        assert first.type == watch_pb2.WATCH_EVENT_TYPE_DELETED and first.position == 0
+        app.events.end_streams()
+        with pytest.raises(grpc.RpcError) as err:
+            next(stream)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.details().endswith(f"since_revision {first.revision} and since_position 0"), err.value.details()
+        resumed = _instances_after(app.channel(), first.revision, 0)
+        assert next(resumed).type == BOOKMARK  # every stream's first
+        rest = [next(resumed) for _ in range(3)]
+        assert [(e.type, e.position) for e in rest] == [(watch_pb2.WATCH_EVENT_TYPE_DELETED, p) for p in (1, 2, 3)]
+        resumed.cancel()
+    finally:
+        app.close()
+
+
+def test_no_bookmark_goes_back_behind_an_event_sent(
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bookmark due while a page ended inside a revision carried the revision before it, after
+    events of that revision were sent: a client resuming from it got them again."""
+    from stigmer_core.pipeline import watch
+
+    clock = iter(range(0, 10**9, 60))  # every look at the clock: a bookmark interval later
+    monkeypatch.setattr(watch, "time", type("Clock", (), {"monotonic": staticmethod(lambda: float(next(clock)))}))
+    app = _app(tmp_path, stigmer_store, page_events=1)
+    try:
+        before = _one_revision_of_instances(app, app.channel())
+        stream = _instances_after(app.channel(), before)
+        seen: list[tuple[int, int, int]] = []
+        while sum(1 for kind, *_ in seen if kind == watch_pb2.WATCH_EVENT_TYPE_DELETED) < 4 or seen[-1][0] != BOOKMARK:
+            event = next(stream)
+            seen.append((event.type, event.revision, event.position))
+        stream.cancel()
+        deleted_in = next(revision for kind, revision, _ in seen if kind == watch_pb2.WATCH_EVENT_TYPE_DELETED)
+        first_sent = next(i for i, (kind, *_) in enumerate(seen) if kind == watch_pb2.WATCH_EVENT_TYPE_DELETED)
+        assert all(revision >= deleted_in for kind, revision, _ in seen[first_sent:] if kind == BOOKMARK), seen
+        assert seen[-1] == (BOOKMARK, deleted_in, 0), seen
+    finally:
+        app.close()

@@ -73,10 +73,10 @@ class _Follower:
         cursor: Cursor,
         active: Callable[[], bool],
         partitions: Collection[str] | None = None,
-        resume: Callable[[int], str] = lambda revision: f"watch again with since_revision {revision}",
+        resume: Callable[[Cursor], str] | None = None,
         opened: int | None = None,
     ) -> None:
-        self._resume = resume  # what its client reopens the stream with, in that stream's own field
+        self._resume = resume or _watch_again  # what its client reopens the stream with, in its own fields
         self._opened = opened  # the hub's ``ends`` when the call arrived
         self._hub = hub
         self._kind = kind
@@ -100,7 +100,7 @@ class _Follower:
         try:
             while True:
                 if sub.ended:
-                    raise errors.Unavailable(f"the server is shutting down; {self._resume(self._cursor.complete)}")
+                    raise errors.Unavailable(f"the server is shutting down; {self._resume(self._cursor)}")
                 if not self._active():
                     return
                 sub.wake.clear()
@@ -124,6 +124,14 @@ class _Follower:
         finally:
             hub.leave(place)
             hub.unsubscribe(sub)
+
+
+def _watch_again(cursor: Cursor) -> str:
+    """How a kind's watch resumes from ``cursor``: within a revision a page ended in, by the position
+    of the last event read there, or the client gets that revision's first events twice."""
+    if cursor.index:
+        return f"watch again with since_revision {cursor.revision} and since_position {cursor.index - 1}"
+    return f"watch again with since_revision {cursor.complete}"
 
 
 # -- every kind's watch ----------------------------------------------------------------
@@ -322,15 +330,21 @@ def watch_events(ctx: RequestContext) -> None:
     def stream() -> Iterator[watch_pb2.WatchEvent | bytes]:
         yield _bookmark(kind, cursor.complete)
         follower = _Follower(hub, kind.name, cursor, active, scope.partitions, opened=opened)
+        sent_in = 0  # the revision of the last event sent
         for item in follower:
             if isinstance(item, Cursor):
-                yield _bookmark(kind, item.complete)
+                # A page that ended inside a revision leaves its cursor's ``complete`` one before
+                # it: a bookmark of that, after events of the revision were sent, would have a
+                # client resuming from it get them again. The next bookmark past it is sent.
+                if item.complete >= sent_in:
+                    yield _bookmark(kind, item.complete)
                 continue
             event, position = item
             shown = _watch_event(kind, scope, event, position, views)
             if shown is not None:
                 yield shown  # serialized once, for every stream sending it
                 follower.sent()
+                sent_in = event.revision
 
     ctx.response = stream()  # type: ignore[assignment]
 
@@ -387,9 +401,11 @@ def watch_object(
         views = hub.views.get
         operation = ctx.operation
 
-        def resume(revision: int) -> str:
-            if after_field:  # nothing of the object was left unsent up to there
-                return f"call {operation} again with {after_field} {revision}"
+        sent_in = [0]  # the revision of the last state sent
+
+        def resume(cursor: Cursor) -> str:
+            if after_field:  # nothing of the object was left unsent up to there, nor past a state sent
+                return f"call {operation} again with {after_field} {max(cursor.complete, sent_in[0])}"
             return f"call {operation} again (it starts with the object as it is then)"
 
         def states() -> Iterator[Message | bytes]:
@@ -407,6 +423,7 @@ def watch_object(
                     if event.type == _DELETED:
                         return
                     yield _state(kind, event, position, views)  # serialized once, for every subscriber
+                    sent_in[0] = event.revision
                     if until is not None and until(_parsed(kind, event, position, views)):
                         return
             except Compacted as exc:

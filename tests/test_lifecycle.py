@@ -83,6 +83,17 @@ def test_update_status_enforces_the_lifecycle(kinds: Kinds, current: int, report
     before = kinds.executions.get(execution.metadata.id)
     assert before.status.phase == current
     effective = reported or current
+    if (current, effective) in LEGAL and current == PENDING and effective != IN_PROGRESS:
+        # any runner token of the org may end a run nobody claimed, or leave it as it is, but only a
+        # claim lets a report write into it: "progress" would stay in a run its reporter never ran
+        code, details = details_of(lambda: kinds.report(execution.metadata.id, reported, "progress"))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert "sets messages on a run only once a runner has claimed it" in details
+        assert kinds.executions.get(execution.metadata.id) == before, "a refused report writes nothing"
+        after = kinds.report(execution.metadata.id, reported, error="no runner for it" if effective == FAILED else "")
+        assert after.status.phase == effective and not after.status.messages
+        assert after.status.HasField("completed_at") == phases.is_terminal(effective)
+        return
     if (current, effective) in LEGAL:
         after = kinds.report(execution.metadata.id, reported, "progress")
         assert after.status.phase == effective

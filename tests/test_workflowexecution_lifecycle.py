@@ -10,6 +10,7 @@ import pytest
 from google.protobuf.struct_pb2 import Struct
 
 from stigmer_core import from_rpc_error
+from stigmer_core.api.agentic.execution.v1 import execution_pb2
 from stigmer_core.api.agentic.executioncontext.v1 import executioncontext_pb2
 from stigmer_core.api.agentic.executioncontext.v1 import service_pb2_grpc as context_grpc
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2
@@ -361,3 +362,21 @@ def test_a_run_that_ends_ends_its_open_tasks(stigmer_channel: grpc.Channel, endi
     assert tasks == {"fetch": "COMPLETED", "route": "CANCELLED", "nested": nested}
     assert all(t.HasField("completed_at") for t in ended.status.tasks)
     assert runs.get(run.metadata.id) == ended
+
+
+def test_a_report_writes_into_a_run_only_once_it_is_claimed(stigmer_channel: grpc.Channel) -> None:
+    """Any runner token of the org may end a PENDING run it will not run, but a task list or an
+    output it sent with that end (or with no phase) was kept: a run nobody ran held made-up results."""
+    stubs, runs = Stubs(stigmer_channel), Executions(stigmer_channel)
+    run = _started(runs, stubs)
+    before = runs.get(run.metadata.id)
+    forged = Struct()
+    forged.update({"forged": True})
+    for phase in (UNSET, PENDING, FAILED):
+        forging = report(phase, task_status("zzz"), output=forged)
+        refused = _refusal(lambda: runs.report(run.metadata.id, forging))  # noqa: B023 (called at once)
+        assert (refused.reason, refused.metadata["fields"]) == ("RUN_NOT_CLAIMED", "output,tasks")
+        assert runs.get(run.metadata.id) == before, "a refused report writes nothing"
+    ended = runs.report(run.metadata.id, report(FAILED, error=execution_pb2.ExecutionError(message="no runner")))
+    assert ended.status.phase == FAILED and ended.status.error.message == "no runner"
+    assert not ended.status.HasField("output") and "zzz" not in [t.task_name for t in ended.status.tasks]

@@ -289,6 +289,27 @@ def _check_takeover(ctx: RequestContext, existing: Message, report: Any, runner:
     )
 
 
+_UNCLAIMED_REPORT_FIELDS = frozenset({"phase", "runner", "report_id"})
+
+
+def _check_unclaimed_report(ctx: RequestContext, existing: Message, report: Any, phase: int) -> None:
+    """A report on a PENDING run that does not claim it sets nothing on it but its end: messages,
+    tasks, output or usage are a claimed run's (the claim records the token that may send them),
+    else any token with report access could write into a run it never claimed, and ending it
+    as FAILED would keep what it wrote. An end may say why (``error``). Runs after the merge,
+    so a kind's own refusal (a task that may not move yet) is the one a runner reads."""
+    allowed = _UNCLAIMED_REPORT_FIELDS if phase == PENDING else _UNCLAIMED_REPORT_FIELDS | {"error"}
+    extra = sorted(field.name for field, _ in report.ListFields() if field.name not in allowed)
+    if extra:
+        raise FailedPrecondition(
+            f"{_what(ctx, existing)} is {phase_name(PENDING)}: a report sets {', '.join(extra)} on a run only once a "
+            f"runner has claimed it (phase {phase_name(IN_PROGRESS)}, in this report or before); a report that ends "
+            f"it unclaimed ({phase_name(FAILED)}) may carry only its error",
+            reason="RUN_NOT_CLAIMED",
+            metadata=_about(ctx, existing, fields=",".join(extra)),
+        )
+
+
 def _check_may_cancel(ctx: RequestContext, existing: Message) -> None:
     """A report may end a PENDING run it never claimed as FAILED (a runner that cannot run it says
     so), but cancelling one is the cancel rpc's, an editor's (docs/security.md): a runner token
@@ -469,6 +490,8 @@ def update_status(
             if report.phase and report.phase != current:
                 enter_phase(ctx, new, report.phase, what=_what(ctx, existing))
             merge(report, new.status)  # type: ignore[attr-defined]
+            if current == PENDING and new.status.phase != IN_PROGRESS:  # type: ignore[attr-defined]
+                _check_unclaimed_report(ctx, existing, report, new.status.phase)  # type: ignore[attr-defined]
             claimed = bool(runner) and (runner != holder or taken_back)
             if claimed:  # a claim, or a takeover: this principal's now
                 _record_claimant(ctx, new.status)  # type: ignore[attr-defined]

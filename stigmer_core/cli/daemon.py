@@ -32,6 +32,8 @@ from stigmer_core.datadir import holder, open_private, private_dir
 
 PID_NAME = "daemon.pid"
 LOG_NAME = "daemon.log"
+START_MARK = "--- "
+"""How the line ``local start`` writes to the log before each daemon it spawns begins."""
 POLL = 0.05
 
 
@@ -150,6 +152,18 @@ def _log_tail(files: Files, lines: int = 5) -> list[str]:
         return []
 
 
+def _last_error(files: Files) -> str:
+    """The error line the daemon this start spawned printed last (``stigmer: ...``), "" if none:
+    what stopped it, told where the user looks instead of only in its log."""
+    said = ""
+    for line in _log_tail(files, 200):
+        if line.startswith(START_MARK):  # an earlier start's lines are not this one's
+            said = ""
+        elif line.startswith("stigmer: "):
+            said = line.removeprefix("stigmer: ")
+    return said
+
+
 def _names(pid_file: Path, pid: int) -> bool:
     try:
         return pid_file.read_text().strip() == str(pid)
@@ -197,7 +211,7 @@ def spawn(files: Files, address: str) -> subprocess.Popen[bytes]:
         "0",
     ]
     with os.fdopen(open_private(files.log_file), "ab") as log:
-        log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(command)}\n".encode())
+        log.write(f"{START_MARK}{time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(command)}\n".encode())
         log.flush()
         process = subprocess.Popen(
             command,
@@ -237,8 +251,9 @@ def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -
         code = process.poll()
         if code is not None:
             _forget(files, process.pid)
+            said = _last_error(files)
             raise CliError(
-                f"the daemon exited with code {code} while starting; see {files.log_file}",
+                f"the daemon exited with code {code} while starting{f': {said}' if said else ''}; see {files.log_file}",
                 details=_log_tail(files),
             )
         found = running(files.data_dir)

@@ -85,7 +85,8 @@ def test_start_reports_a_daemon_that_cannot_listen(stigmer: Stigmer) -> None:
     address = stigmer.start(data_dir=stigmer.home / "first" / "data").address
     second = stigmer.home / "second" / "data"
     message = stigmer.fails("local", "start", "--address", address, "--data-dir", str(second))
-    assert message.startswith("the daemon exited with code 1 while starting")
+    # what stopped it is told where the user looks, not only in the log
+    assert message.startswith(f"the daemon exited with code 1 while starting: cannot listen on {address}: "), message
     assert str(stigmer.home / "second" / "daemon.log") in message  # a directory named data keeps these names
     assert not (stigmer.home / "second" / "daemon.pid").exists()
 

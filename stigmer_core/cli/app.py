@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from stigmer_core.cli.errors import CliError, Unreachable, describe
+from stigmer_core.cli.log_format import LINE, OneLine
 from stigmer_core.cli.options import overrides, verbose_option
 
 # Command name -> "module:attribute", one line per command or command group. `--help` imports every
@@ -119,17 +120,6 @@ def with_org_hint(ctx: click.Context, message: str) -> str:
     )
 
 
-class _OneLine(logging.Formatter):
-    """Log lines without their tracebacks: a command's error is one line (the store opened in this
-    process logs a plugin's bug with its traceback, which `-v` shows)."""
-
-    def formatException(self, ei: Any) -> str:
-        return ""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).rstrip("\n")
-
-
 @click.group(cls=StigmerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @verbose_option
 @click.version_option(package_name="stigmer-core", prog_name="stigmer", message="%(prog)s %(version)s")
@@ -145,6 +135,5 @@ def main() -> None:
     # the one line a command fails with; set before anything imports grpc. The user's setting wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     handler = logging.StreamHandler()
-    line = "%(levelname)s %(name)s: %(message)s"
-    handler.setFormatter(logging.Formatter(line) if verbose else _OneLine(line))
+    handler.setFormatter(logging.Formatter(LINE) if verbose else OneLine(LINE))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])

@@ -82,8 +82,10 @@ def serve(
     # GRPC_VERBOSITY set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from stigmer_core import config
+    from stigmer_core.cli.log_format import keep_tracebacks
     from stigmer_core.server import serve as run_daemon
 
+    keep_tracebacks()
     settings = config.resolve(address=address, data_dir=data_dir, store=store)
     security = config.server_security(
         require_auth=require_auth,

@@ -1,0 +1,28 @@
+"""How the command line's log lines look: one line for a command, tracebacks kept for a daemon."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+LINE = "%(levelname)s %(name)s: %(message)s"
+
+
+class OneLine(logging.Formatter):
+    """Log lines without their tracebacks: a command's error is one line (the store opened in this
+    process logs a plugin's bug with its traceback, which `-v` shows)."""
+
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).rstrip("\n")
+
+
+def keep_tracebacks() -> None:
+    """A daemon's log keeps the traceback of every error logged with one (an internal error in a
+    plugin's step): the one reading it is the plugin's author or the operator, after the fact,
+    and `-v` would also turn on every debug line."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, OneLine):
+            handler.setFormatter(logging.Formatter(LINE))

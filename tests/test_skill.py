@@ -205,6 +205,19 @@ def test_list_tags_gives_every_tag_with_the_version_it_names_now(stigmer_channel
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "skill_id" in str(error.details())
 
 
+def test_a_zip_without_a_skill_md_carries_over_new_markdown(stigmer_channel: grpc.Channel) -> None:
+    """Only a SKILL.md at the zip's root is held to the markdown: a zip of tools alone is kept
+    under any text."""
+    skills = Skills(stigmer_channel)
+    tools = _zip(**{"tools__add.py": "print(1 + 1)\n"})
+    pushed = skills.push(skill_md=MD_1, artifact=tools)
+    doc = skill_pb2.Skill(metadata=pushed.metadata, spec=pushed.spec)
+    doc.spec.skill_md = MD_2
+    applied = skills.commands.apply(doc, timeout=10)
+    assert applied.status.artifact == pushed.status.artifact
+    assert applied.metadata.version.id == _sha(MD_2.encode(), hashlib.sha256(tools).hexdigest().encode())
+
+
 def test_push_stores_the_artifact_by_hash_and_carries_it_over(stigmer_channel: grpc.Channel) -> None:
     skills = Skills(stigmer_channel)
     zipped = _zip(**{"SKILL.md": MD_1, "tools__add.py": "print(1 + 1)\n"})
@@ -221,12 +234,23 @@ def test_push_stores_the_artifact_by_hash_and_carries_it_over(stigmer_channel: g
     )
     assert got.artifact == zipped
 
-    # an apply of the document changes the markdown; the zip carries over
+    # an apply of the document without a zip keeps the zip, so it may not contradict the zip's
+    # SKILL.md (stored, it was a version no push and no import would take: its export could not
+    # be imported); a description alone changes nothing of the version, the zip carries over
     doc = skill_pb2.Skill(metadata=pushed.metadata, spec=pushed.spec)
     doc.spec.skill_md = MD_2
+    error = _code(skills.commands.apply, doc)
+    assert [v.field for v in from_rpc_error(error).violations] == ["spec.skill_md"]  # type: ignore[attr-defined]
+    assert "differs from the SKILL.md in the zip this skill keeps" in error.details()
+    assert skills.resolve("stable") == pushed
+    doc.spec.skill_md, doc.spec.description = MD_1, "adds numbers"
+    described = skills.commands.apply(doc, timeout=10)
+    assert described.status.artifact == pushed.status.artifact and described.metadata.version == pushed.metadata.version
+    doc.metadata.resource_version = described.metadata.resource_version
+    doc.spec.skill_md, doc.spec.tag = MD_2, "v2"
+    doc.spec.artifact = _zip(**{"SKILL.md": MD_2, "tools__add.py": "print(1 + 1)\n"})
     applied = skills.commands.apply(doc, timeout=10)
-    assert applied.status.artifact == pushed.status.artifact
-    assert applied.metadata.version.id == _sha(MD_2.encode(), artifact_sha.encode())
+    assert applied.metadata.version.id == _sha(MD_2.encode(), hashlib.sha256(doc.spec.artifact).hexdigest().encode())
     # a push without a zip makes a version without one; the old zip stays readable
     bare = skills.push(slug="calculator", skill_md=MD_2)
     assert not bare.HasField("status") or not bare.status.artifact_storage_key

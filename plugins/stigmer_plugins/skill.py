@@ -7,7 +7,8 @@ zip it carries (a push without a zip makes a version without one); create,
 update and apply write documents, which may carry the zip in
 ``spec.artifact`` (an export writes it there, so an import makes the same
 version, and the earlier versions in ``history``: ``skill_history``); a
-document without one keeps the current version's artifact.
+document without one keeps the current version's artifact (and is held to the SKILL.md at
+its root, as a document's or a push's own zip is).
 The zip is never stored in the object: it is kept with the versions, and
 ``getArtifact`` returns it.
 """
@@ -87,6 +88,7 @@ def attach_artifact(ctx: RequestContext) -> None:
     plan: Plan | None = ctx.scratch.get(PLAN)
     inline: tuple[Artifact, bytes] | None = ctx.scratch.get(INLINE)
     if plan is None and inline is None:
+        _check_kept_artifact(ctx, skill)
         return
     found, data = (plan.artifact, plan.data) if plan is not None else inline  # type: ignore[misc]
     if found is None:
@@ -103,6 +105,24 @@ def attach_artifact(ctx: RequestContext) -> None:
         )
     )
     skill.status.artifact_storage_key = f"{skill.metadata.id}/{digest}"
+
+
+def _check_kept_artifact(ctx: RequestContext, skill: skill_pb2.Skill) -> None:
+    """A document without a zip keeps the current one: refuse new markdown that the SKILL.md in
+    that zip contradicts. Stored, the version was one that neither a push nor an import takes (an
+    export of it could not be imported anywhere); the zip is read only when the markdown changed."""
+    old: Any = ctx.existing
+    if old is None or old.spec.skill_md == skill.spec.skill_md or not skill.status.artifact.sha256:
+        return
+    data = get_blob(ctx.store.txn, ctx.kind, skill.metadata.id, skill.status.artifact.sha256)
+    inner = skill_artifact.inspect(data).skill_md if data is not None else None
+    if inner is not None and inner != skill.spec.skill_md:
+        raise InvalidArgument.field(
+            "spec.skill_md",
+            "differs from the SKILL.md in the zip this skill keeps (a document without spec.artifact keeps the "
+            "current version's zip): send the zip holding this SKILL.md in spec.artifact, or push the markdown "
+            "alone (a push without a zip makes a version without one)",
+        )
 
 
 @step(Phase.KIND)

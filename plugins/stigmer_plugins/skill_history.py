@@ -199,6 +199,10 @@ def parse(history: Any, skill: Any) -> list[Version]:
         raise _bad(FIELD, "must be a list of versions, oldest first")
     own = version_of(skill.spec.skill_md, bytes(skill.spec.artifact))
     versions = [_entry(i, data, skill, own) for i, data in enumerate(history)]
+    # the document itself is applied after the history is replayed: a refusal of it then left
+    # the replayed versions on the target, and the import counted the skill as not written
+    spec = skill.spec
+    _writable(Version(-1, own, (spec.tag,) if spec.tag else (), spec.skill_md, bytes(spec.artifact), spec.description), "spec")
     seen: dict[str, int] = {}
     tagged: dict[str, int] = {}
     for v in versions:

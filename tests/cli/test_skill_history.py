@@ -276,3 +276,22 @@ def test_a_history_entry_a_push_would_refuse_is_refused_before_anything_is_writt
         assert result.code == 1 and named in result.err, (change, result.err)
         assert "INTERNAL" not in result.err
         assert "deploy" not in stigmer.ok("get", "skills", *restored), change
+
+
+def test_a_document_its_own_write_would_refuse_is_refused_before_its_history_is_written(
+    stigmer: Stigmer, tmp_path: Any
+) -> None:
+    """The history was replayed and the document itself applied last: a document whose zip
+    contradicts its skillMd left the replayed versions on the target, and the import said it had
+    written nothing."""
+    fill(stigmer)
+    (skill,) = [d for d in yaml.safe_load_all(stigmer.ok("export", "skills")) if d]
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    doc = copy.deepcopy(skill)
+    other = skill_zip("---\nname: deploy\n---\nSomething else.\n")
+    doc["spec"]["artifact"] = base64.b64encode(other).decode()
+    (own,) = [entry for entry in doc["history"] if "skillMd" not in entry]
+    own["version"] = version_of(doc["spec"]["skillMd"], other)  # a hash that agrees: only the zip's text is wrong
+    result = stigmer("import", *restored, input=yaml.safe_dump(doc))
+    assert result.code == 1 and "spec.skillMd" in result.err, result.err
+    assert "deploy" not in stigmer.ok("get", "skills", *restored)

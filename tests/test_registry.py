@@ -325,6 +325,45 @@ def test_a_write_through_a_wrong_index_answers_naming_it_and_stores_nothing(tmp_
         assert list(widgets.list_all()) == []
 
 
+def test_a_list_filter_field_no_filter_reads_is_refused_not_ignored(tmp_path: Any) -> None:
+    """A release that drops a filter's index and leaves its field in the list request answered a
+    list filtering by it with every object, as if filtered; a kind whose own list step may read
+    the field is left to it."""
+    import grpc
+
+    from stigmer_core import Application, Phase, from_rpc_error
+    from stigmer_core.kind_client import KindClient
+    from stigmer_core.pipeline.step import FunctionStep
+    from stigmer_core.store.lmdb_store import LmdbStore
+    from tests.widget_kind import WIDGET
+
+    def filters_itself(ctx: Any) -> None:
+        ctx.scratch["seen color"] = ctx.request.color
+
+    unfiltered = attrs.evolve(WIDGET, indexes=WIDGET.indexes[:1], list_filters={})
+    own_step = attrs.evolve(unfiltered, steps={"list": (FunctionStep("filters_itself", Phase.VALIDATE, filters_itself),)})
+    for n, (decl, refused) in enumerate(((unfiltered, True), (own_step, False), (WIDGET, False))):
+        pm = plugin_manager(plugins=[_plugin("Widgets", decl)])
+        with Application(build_registry(pm), LmdbStore(tmp_path / str(n), durable=False), pm) as app:
+            widgets = KindClient(app.channel(), app.registry.kind("Widget"))
+            for color in (1, 2):
+                widget = WIDGET.resource()
+                widget.metadata.name = f"w{color}"
+                widget.spec.color = color
+                widgets.create(widget)
+            listing = widgets._new("list")
+            listing.color = 1
+            if refused:
+                with pytest.raises(grpc.RpcError) as caught:
+                    widgets.call("list", listing)
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert [v.field for v in from_rpc_error(caught.value).violations] == ["color"]
+                assert "lists widget objects by no such filter" in caught.value.details()
+                assert len(list(widgets.list_all())) == 2, "a list without the field is served"
+            else:
+                assert len(widgets.call("list", listing).entries) == (2 if decl is own_step else 1)
+
+
 def test_a_resource_given_as_its_descriptor_is_refused_naming_the_plugin() -> None:
     bad = attrs.evolve(AGENT, resource=AGENT.resource.DESCRIPTOR)
     with pytest.raises(

@@ -317,6 +317,19 @@ def access_of(operation: str, *, declared: Access | None = None, writes: bool = 
     return Access.WRITE if writes else Access.READ
 
 
+_LIST_READS = frozenset({"org", "page_size", "page_token", "labels"})
+"""The fields of a ``list`` request its standard steps read."""
+
+
+def _unread_list_fields(list_req: Descriptor, filters: Sequence[ListFilter], pipeline: Pipeline) -> tuple[str, ...]:
+    """The list request's fields no standard step and no list filter reads, when its pipeline has
+    no other step (one may read them: the kind's own, or another plugin's)."""
+    if {*pipeline.pre, *pipeline.txn} - {*DEFAULT_PIPELINES["list"], standard.authorize}:
+        return ()
+    filtered = {f.field.path.split(".")[0] for f in filters}
+    return tuple(f.name for f in list_req.fields if f.name not in _LIST_READS and f.name not in filtered)
+
+
 def _pipeline(
     pm: pluggy.PluginManager,
     plugin: str,
@@ -516,6 +529,8 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
     for op in STANDARD_OPERATIONS:
         runtime.pipelines[op] = _pipeline(pm, plugin, decl, op, DEFAULT_PIPELINES[op], op in WRITE_OPERATIONS)
     runtime.watch = _pipeline(pm, plugin, decl, "watch", WATCH_PIPELINE, False, streaming=True)
+    if list_req is not None:
+        runtime.unread_list_fields = _unread_list_fields(list_req, filters, runtime.pipelines["list"])
     access: dict[str, Access] = {}
     for op in decl.access:
         if op not in STANDARD_OPERATIONS and op != WATCH_ACCESS:

@@ -314,6 +314,10 @@ class KindRuntime:
     resource_field: str | None = None
     references: tuple[CompiledReference, ...] = ()
     list_filters: tuple[ListFilter, ...] = ()
+    unread_list_fields: tuple[str, ...] = ()
+    """Fields of the ``list`` request nothing reads (no list filter declares them, and the
+    kind's list runs only the standard steps): a list that sets one is refused, where it was
+    answered unfiltered (a filter whose index a release removed, left in the request)."""
     entries_tag: bytes = b"\x0a"
     """Wire tag of the list message's ``entries`` field, for pages built from stored bytes."""
     reference_kinds: frozenset[int] | None = None

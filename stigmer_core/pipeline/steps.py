@@ -564,6 +564,8 @@ def list_page(ctx: RequestContext) -> None:
     ranges one org after another."""
     req: Any = ctx.request
     kind = ctx.kind
+    if kind.unread_list_fields:
+        _refuse_unread(kind, req)
     org = req.org if kind.list_shape.has_org else ""
     labels = dict(req.labels) if kind.list_shape.has_labels else {}
     validation.check_label_selector(kind, labels)
@@ -581,6 +583,18 @@ def list_page(ctx: RequestContext) -> None:
         return scan, _both(keep, _in_org(o))
 
     ctx.response = _bound_page(ctx, orgs, in_org)
+
+
+def _refuse_unread(kind: KindRuntime, req: Message) -> None:
+    """A list filtering by a field no filter reads would answer every object as if filtered."""
+    for field, _ in req.ListFields():
+        if field.name in kind.unread_list_fields:
+            filters = ", ".join(f.field.path for f in kind.list_filters) or "none"
+            raise errors.InvalidArgument.field(
+                field.name,
+                f"this server lists {kind.label} objects by no such filter (no list filter of its plugin "
+                f"{kind.plugin!r} reads the field; its filters: {filters})",
+            )
 
 
 def _in_org(org: str) -> Callable[[Message], bool]:

@@ -390,7 +390,8 @@ def test_a_resource_lacking_the_envelope_names_the_plugin() -> None:
 
 
 def test_an_unforeseen_failure_compiling_a_kind_names_the_plugin() -> None:
-    bad = attrs.evolve(AGENT, mutable=(7,))
+    bad = attrs.evolve(AGENT)
+    object.__setattr__(bad, "mutable", (7,))  # past the declaration's own checks, as a subclass's value may be
     with pytest.raises(RegistryError, match=r"^plugin 'p': kind 'Agent': cannot be compiled: AttributeError: "):
         _build(("p", _plugin("A", bad)))
 
@@ -614,3 +615,36 @@ def test_a_plugin_given_as_an_object_is_named_by_its_class() -> None:
     assert two.get_plugin("tests.test_registry.NamedPlugin#2") is not None
     with pytest.raises(RegistryError, match=r"^plugin 'tests.test_registry.WrongParameter': .*registry"):
         plugin_manager(entry_points=False, plugins=[WrongParameter()])
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"indexes": "one"}, "indexes must be a tuple of IndexSpec, not one str (a tuple of one needs its trailing comma"),
+        ({"references": 3}, "references must be a tuple of Reference, not int"),
+        ({"aliases": "wd"}, "aliases must be a tuple of str, not one str (a tuple of one needs its trailing comma: ('wd',))"),
+        ({"printer_columns": [1]}, "printer_columns[0]: int given where a tuple of PrinterColumn belongs"),
+        ({"steps": {"create": None}}, "steps['create'] must be a tuple of step, not NoneType"),
+        ({"mutable": (7,)}, "mutable[0]: int given where a tuple of str belongs"),
+        ({"plural": 7}, "KindDeclaration.plural must be a str, not int"),
+        ({"key_prefix": None}, "KindDeclaration.key_prefix must be a str, not NoneType"),
+        ({"redact": "blank_secrets"}, "KindDeclaration.redact must be callable or None, not str"),
+        ({"exported": "no"}, "KindDeclaration.exported must be a bool, not str"),
+        ({"apply_rank": "1"}, "KindDeclaration.apply_rank must be an int or None, not str"),
+    ],
+)
+def test_a_declaration_value_of_the_wrong_type_is_refused_naming_its_field(given: dict[str, Any], said: str) -> None:
+    """``indexes=(IndexSpec(...))`` (no trailing comma) stopped every command with "'IndexSpec'
+    object is not iterable", naming no field; a string of aliases became its characters; a number
+    for a name stopped every command with "'int' object has no attribute 'lower'"; a string for
+    ``redact`` passed startup and failed each answer."""
+    from stigmer_core.kinds.declaration import IndexSpec, Reference
+    from tests.widget_kind import WIDGET
+
+    with pytest.raises(TypeError) as caught:
+        attrs.evolve(WIDGET, **given)
+    assert said in str(caught.value)
+    with pytest.raises(TypeError, match=r"^Reference.kind must be a str, not KindDeclaration$"):
+        Reference("spec.owner_id", WIDGET)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"indexes must be a tuple of IndexSpec, not one IndexSpec .*\(IndexSpec\(\.\.\.\),\)"):
+        attrs.evolve(WIDGET, indexes=(IndexSpec("x", lambda obj: [])))  # the mistake itself: no trailing comma

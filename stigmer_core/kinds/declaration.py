@@ -28,24 +28,70 @@ WATCH_ACCESS = "watch"
 """The key of ``KindDeclaration.access`` for the kind's events on the generic Watch stream."""
 
 
+def _tuple(value: Any, field: str, item: str, of: type | None = None) -> tuple[Any, ...]:
+    """``value`` as a tuple, refusing one ``item`` where a tuple of them belongs (``(IndexSpec(...))``
+    lacks its trailing comma): tuple() said only "'IndexSpec' object is not iterable", and a
+    string's characters would pass as names."""
+    one = isinstance(value, of) if of is not None else hasattr(value, "name") and not isinstance(value, Iterable)
+    if one or isinstance(value, str | bytes):
+        example = repr(value) if isinstance(value, str | bytes) else f"{item}(...)"
+        raise TypeError(
+            f"{field} must be a tuple of {item}, not one {type(value).__name__} (a tuple of one needs its "
+            f"trailing comma: ({example},))"
+        )
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{field} must be a tuple of {item}, not {type(value).__name__}")
+    found = tuple(value)
+    if of is not None:
+        for i, element in enumerate(found):
+            if not isinstance(element, of):
+                raise TypeError(f"{field}[{i}]: {type(element).__name__} given where a tuple of {item} belongs")
+    return found
+
+
+def _typed(kinds: type | tuple[type, ...], what: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, kinds) and not (what.endswith("or None") and value is None):
+            raise TypeError(f"{type(instance).__name__}.{attribute.name} must be {what}, not {type(value).__name__}")
+
+    return check
+
+
+def _callable(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{type(instance).__name__}.{attribute.name} must be callable or None, not {type(value).__name__}")
+
+
+_TEXT = _typed(str, "a str")
+_FLAG = _typed(bool, "a bool")
+_CODE = _callable
+"""Declared values checked for their type where they are declared (attrs names the field): a
+number for a name stopped every command with "'int' object has no attribute 'lower'", and a
+value for a callable passed startup to fail the first request that called it."""
+
+
 def _freeze_steps(value: Mapping[str, Sequence[Step]]) -> Mapping[str, tuple[Step, ...]]:
-    return MappingProxyType({op: tuple(steps) for op, steps in value.items()})
+    return MappingProxyType({op: _tuple(steps, f"steps[{op!r}]", "step") for op, steps in value.items()})
 
 
-def _strings(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
+def _aliases(value: Iterable[str]) -> tuple[str, ...]:
+    return _tuple(value, "aliases", "str", str)
+
+
+def _paths(value: Iterable[str]) -> tuple[str, ...]:
+    return _tuple(value, "mutable", "str", str)
 
 
 def _indexes(value: Iterable[IndexSpec]) -> tuple[IndexSpec, ...]:
-    return tuple(value)
+    return _tuple(value, "indexes", "IndexSpec", IndexSpec)
 
 
 def _step_tuple(value: Iterable[Step]) -> tuple[Step, ...]:
-    return tuple(value)
+    return _tuple(value, "steps", "step")
 
 
 def _references(value: Iterable[Reference]) -> tuple[Reference, ...]:
-    return tuple(value)
+    return _tuple(value, "references", "Reference", Reference)
 
 
 def _freeze_filters(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -65,7 +111,7 @@ def _freeze_access(value: Mapping[str, Access | str]) -> Mapping[str, Access]:
 
 
 def _columns(value: Iterable[PrinterColumn]) -> tuple[PrinterColumn, ...]:
-    return tuple(value)
+    return _tuple(value, "printer_columns", "PrinterColumn", PrinterColumn)
 
 
 COLUMN_TYPES = ("string", "integer", "number", "boolean", "date")
@@ -89,8 +135,8 @@ class PrinterColumn:
     Timestamp, shown as an age such as ``5m``).
     """
 
-    name: str
-    path: str
+    name: str = attrs.field(validator=_TEXT)
+    path: str = attrs.field(validator=_TEXT)
     type: str = attrs.field(default="string", validator=_column_type)
 
 
@@ -104,12 +150,12 @@ class IndexSpec:
     the kind.
     """
 
-    name: str
-    values: Callable[[Message], Iterable[tuple[str, ...]]]
-    org_scoped: bool = True
+    name: str = attrs.field(validator=_TEXT)
+    values: Callable[[Message], Iterable[tuple[str, ...]]] = attrs.field(validator=_CODE)
+    org_scoped: bool = attrs.field(default=True, validator=_FLAG)
     """Entries carry the object's org, so one org's entries are one key range
     (an entry across all orgs is kept too, for org-less queries)."""
-    version: int = 1
+    version: int = attrs.field(default=1, validator=_typed(int, "an int"))
     """Raise it when ``values`` changes what it returns for stored objects:
     the index is rebuilt from every stored object at the next start."""
 
@@ -125,10 +171,10 @@ class Reference:
     a dotted path (``spec.session_id``) to a string or a repeated string.
     """
 
-    field: str
-    kind: str
-    same_org: bool = True
-    live: Callable[[Message], bool] | None = None
+    field: str = attrs.field(validator=_TEXT)
+    kind: str = attrs.field(validator=_TEXT)
+    same_org: bool = attrs.field(default=True, validator=_FLAG)
+    live: Callable[[Message], bool] | None = attrs.field(default=None, validator=_CODE)
 
 
 @attrs.frozen
@@ -145,7 +191,7 @@ class CustomOperation:
     """
 
     steps: tuple[Step, ...] = attrs.field(converter=_step_tuple)
-    writes: bool = False
+    writes: bool = attrs.field(default=False, validator=_FLAG)
     access: Access | None = attrs.field(default=None, converter=_access)
 
 
@@ -153,12 +199,12 @@ class CustomOperation:
 class KindDeclaration:
     """One resource kind, as a plugin's ``stigmer_kinds`` hook returns it."""
 
-    name: str
+    name: str = attrs.field(validator=_TEXT)
     resource: type[Message]
     command_service: ServiceDescriptor
     query_service: ServiceDescriptor
-    id_prefix: str
-    key_prefix: str
+    id_prefix: str = attrs.field(validator=_TEXT)
+    key_prefix: str = attrs.field(validator=_TEXT)
     steps: Mapping[str, tuple[Step, ...]] = attrs.field(factory=dict, converter=_freeze_steps)
     """Extra steps per standard operation name, placed by their phase."""
     operations: Mapping[str, CustomOperation] = attrs.field(factory=dict, converter=_freeze_map)
@@ -168,17 +214,17 @@ class KindDeclaration:
     list_filters: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_filters)
     """List-request field -> index name: ``list`` scans that index when the
     field is set (an enum by value name; a repeated field: every value)."""
-    api_version: str = "stigmer.ai/v1"
-    plural: str = ""
-    aliases: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    api_version: str = attrs.field(default="stigmer.ai/v1", validator=_TEXT)
+    plural: str = attrs.field(default="", validator=_TEXT)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_aliases)
     """Other names the CLI accepts (short forms)."""
-    description: str = ""
-    exported: bool = True
+    description: str = attrs.field(default="", validator=_TEXT)
+    exported: bool = attrs.field(default=True, validator=_FLAG)
     """Whether ``stigmer export`` writes this kind. Run-time records (executions,
     their contexts) are not configuration and would not restore as they were."""
-    redact: Callable[[Message], None] | None = None
+    redact: Callable[[Message], None] | None = attrs.field(default=None, validator=_CODE)
     """Blanks secret fields in place before a response leaves the server."""
-    redacts: Callable[[Message], bool] | None = None
+    redacts: Callable[[Message], bool] | None = attrs.field(default=None, validator=_CODE)
     """Whether an object holds anything ``redact`` would blank. When given, a
     response or event of an object for which it answers False is sent as it is,
     without a redacted copy; it must answer True whenever ``redact`` would
@@ -191,27 +237,33 @@ class KindDeclaration:
     since it shows every object a list would, and every later change."""
     printer_columns: tuple[PrinterColumn, ...] = attrs.field(default=(), converter=_columns)
     """Columns ``stigmer get`` shows after NAME, ID and AGE (instead of a guessed status column)."""
-    apply_rank: int | None = None
+    apply_rank: int | None = attrs.field(default=None, validator=_typed(int, "an int or None"))
     """Where ``apply``, ``import`` and ``export`` place the kind when no reference decides (lower first)."""
-    export_fill: Callable[[Message, Callable[[str, Message], Message]], Iterable[str] | None] | None = None
+    export_fill: Callable[[Message, Callable[[str, Message], Message]], Iterable[str] | None] | None = attrs.field(
+        default=None, validator=_CODE
+    )
     """Puts into a listed object what its exported document needs and a read does not return,
     so that importing the document makes the same object: ``export_fill(obj, call)``, where
     ``call(method, request)`` calls one of the kind's rpcs (a skill fetches its zip with
     ``getArtifact`` into ``spec.artifact``, which its writes take). What it returns are notes
     on what the document cannot carry and an import will not make again: said on stderr, so a
     backup never drops them silently, without failing it."""
-    export_history: Callable[[Message, Callable[[str, Message], Message]], list[Any]] | None = None
+    export_history: Callable[[Message, Callable[[str, Message], Message]], list[Any]] | None = attrs.field(
+        default=None, validator=_CODE
+    )
     """What of an object its current state does not hold and references may name (a skill's
     earlier versions, pinned by tag or hash): ``export_history(obj, call)`` returns it as a list
     of plain values, written as the document's top-level ``history`` (nothing when empty). A
     failure names the object on stderr and the export exits 1."""
-    import_history: Callable[[Message, Any, Callable[[str, Message], Message]], int] | None = None
+    import_history: Callable[[Message, Any, Callable[[str, Message], Message]], int] | None = attrs.field(
+        default=None, validator=_CODE
+    )
     """The other half of ``export_history``: ``import_history(obj, history, call)`` makes on the
     target, through the kind's rpcs, what ``history`` holds and the target lacks, before
     ``apply``/``import`` applies the document itself; writing nothing when the target has it all,
     so applying the same document again is unchanged. Returns how many writes it made; raises
     InvalidArgument naming the ``history`` field it refuses. Skipped by a dry run."""
-    delete_guard: Callable[[Any, Message, frozenset[str]], None] | None = None
+    delete_guard: Callable[[Any, Message, frozenset[str]], None] | None = attrs.field(default=None, validator=_CODE)
     """Refuses the delete of one of the kind's objects while something its ``references`` do not
     record still needs it (an index of its own naming the object): ``delete_guard(store, obj,
     inside)`` raises ``FailedPrecondition``. Called in the deleting transaction, before anything
@@ -219,7 +271,7 @@ class KindDeclaration:
     would take with it, so a cascade is held as a direct delete is. ``store`` is the
     transaction's ``Resources``; ``inside`` holds the ids of everything the delete removes, which
     hold nothing (an owner naming what it owns)."""
-    mutable: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    mutable: tuple[str, ...] = attrs.field(default=(), converter=_paths)
     """Resource paths an update may change (``metadata.labels``, ``spec.subject``),
     for a kind whose update request carries a field mask (``update_mask``, as
     Google's AIP-134 describes) and whose steps honour it: a mask naming

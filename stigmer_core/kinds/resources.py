@@ -201,7 +201,7 @@ class Resources:
         if meta.id:
             if not is_valid_id(meta.id, kind.id_prefix):
                 raise errors.InvalidArgument.field(
-                    "metadata.id", f"must be empty or a {kind.label} id like '{kind.id_prefix}-<ulid>'"
+                    "metadata.id", f"must be empty or {kind.a_label} id like '{kind.id_prefix}-<ulid>'"
                 )
         else:
             meta.id = new_id(kind.id_prefix)
@@ -290,7 +290,7 @@ class Resources:
                 if not is_valid_id(target_id, target_kind.id_prefix):  # a slug, most likely: say what is wanted
                     raise errors.InvalidArgument.field(
                         ref.field.path,
-                        f"'{target_id}' is not a {target_kind.label} id like '{target_kind.id_prefix}-<ulid>': "
+                        f"'{target_id}' is not {target_kind.a_label} id like '{target_kind.id_prefix}-<ulid>': "
                         "references hold ids (stigmer apply turns a slug into its id where this kind's plugin is "
                         "installed beside the CLI; otherwise, and over the API, get the id first)",
                     )
@@ -474,7 +474,7 @@ class Resources:
                 self._refuse_owner(owner_kind, org, f"{field}.kind")
             if not is_valid_id(ref.id, owner_kind.id_prefix):
                 raise errors.InvalidArgument.field(
-                    f"{field}.id", f"must be a {owner_kind.label} id like '{owner_kind.id_prefix}-<ulid>'"
+                    f"{field}.id", f"must be {owner_kind.a_label} id like '{owner_kind.id_prefix}-<ulid>'"
                 )
         self._owned_by.append((kind, obj, kept))
 
@@ -539,7 +539,7 @@ class Resources:
         meta = obj.metadata  # type: ignore[attr-defined]
         if not (meta.id and meta.org and meta.slug):
             raise errors.PluginFault(
-                f"internal error: a {kind.label} without an id, org or slug was to be inserted (plugin "
+                f"internal error: {kind.a_label} without an id, org or slug was to be inserted (plugin "
                 f"{kind.plugin!r}): a step creates an object with Resources.create, or stamps it with "
                 "stamp_new and checks its slug first"
             )

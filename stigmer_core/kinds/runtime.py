@@ -344,6 +344,8 @@ class KindRuntime:
     (a daemon of another release reconciled since) is refused. Empty: not checked."""
     label: str = attrs.field(init=False)
     """How messages name the kind: ``agent instance``."""
+    a_label: str = attrs.field(init=False)
+    """The label with its article, for "must be an agent id": ``an agent``, ``a skill``."""
     object_range: bytes = attrs.field(init=False)
     """``keys.object_prefix`` of the kind, encoded once: every object key starts with it."""
     slug_range: bytes = attrs.field(init=False)
@@ -355,6 +357,7 @@ class KindRuntime:
         # Key prefixes are fixed by the declaration: encoded here once, not per write.
         prefix = self.decl.key_prefix
         self.label = _label(self.decl.name)
+        self.a_label = f"{'an' if self.label[:1] in 'aeiou' else 'a'} {self.label}"
         self.object_range = keys.object_prefix(prefix)
         self.slug_range = keys.slug_range(prefix)
         names = (LABEL_INDEX, *(index.name for index in self.decl.indexes))

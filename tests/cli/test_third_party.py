@@ -143,7 +143,7 @@ def test_a_slug_in_a_reference_field_of_a_kind_not_installed_beside_the_cli_is_r
     stigmer.ok("backend", "switch", "remote", "--endpoint", address)
     refused = stigmer("apply", "-f", "-", input=pinned)
     assert refused.code == 1
-    assert "spec.text: 'coder' is not a agent id like 'agt-<ulid>'" in refused.err, refused.err
+    assert "spec.text: 'coder' is not an agent id like 'agt-<ulid>'" in refused.err, refused.err
     assert "where this kind's plugin is installed beside the CLI" in refused.err, refused.err
     told = "this stigmer could not turn the slug into its id: kind Note's plugin is not installed where it runs"
     assert told in refused.err, refused.err

@@ -386,9 +386,15 @@ def check_whole(label: str, text: str, documents: int) -> None:
             "remove its first line)"
         )
     if not ended or documents != count:
+        footer = _FOOTER.format(count=count).strip()
+        if not ended and f"\n{footer}\n" in text:
+            raise CliError(
+                f"{label}: the export says it holds {count} objects and ends with '{footer}', but it goes on "
+                "after that line (text added to its end, or two files joined); nothing was imported (remove what "
+                "follows that line, or export again)"
+            )
         raise CliError(
-            f"{label}: cut short: the export says it holds {count} objects and ends with "
-            f"'{_FOOTER.format(count=count).strip()}', but it "
+            f"{label}: cut short: the export says it holds {count} objects and ends with '{footer}', but it "
             + (f"holds {documents}" if ended else "has no such last line")
             + "; nothing was imported (export again, or restore the whole file)"
         )

@@ -122,6 +122,9 @@ def test_an_export_cut_short_is_refused_and_nothing_is_imported(stigmer: Stigmer
         message = stigmer.fails("import", *target, input=cut)
         assert message.startswith("<stdin>: cut short: the export says it holds 5 objects"), message
         assert "nothing was imported" in message
+    # a document after the end line: not cut short, and the line is there (it said it had no such line)
+    message = stigmer.fails("import", *target, input=whole + "---\n" + CODER)
+    assert "but it goes on after that line (text added to its end, or two files joined)" in message, message
     assert list(yaml.safe_load_all(stigmer.ok("export", "--all", *target))) == []
     # a whole export, and documents a person wrote (no such lines), import as before
     assert stigmer.ok("import", *target, input=whole).strip() == "imported 5 of 5 resources (5 created)"

@@ -142,6 +142,8 @@ def run(
         text = _show(kind, response, output)
         if text:
             click.echo(text)
+        elif output != "json":  # an empty YAML stream or table: said where a person reads it, stdout kept empty
+            click.echo(f"no {kind.plural.lower()} in the answer", err=True)
         return
     stream = session.client.channel.unary_stream(
         method.path,

@@ -36,6 +36,17 @@ def test_standard_and_custom_rpcs(stigmer: Stigmer, tmp_path: Path) -> None:
     assert "first-chat" in stigmer.ok("call", "sessions", "listByAgent", "-f", str(request))
 
 
+def test_an_empty_answer_is_said_on_stderr_and_stays_empty_on_stdout(stigmer: Stigmer, tmp_path: Path) -> None:
+    """A list answering nothing printed nothing at all, as if the command had not run."""
+    agent_id = _store(stigmer, tmp_path)
+    for output in ("table", "yaml"):
+        result = stigmer("call", "session", "listByAgent", "--set", f"agentId={new_id('agt')}", "-o", output)
+        assert (result.code, result.out, result.err.strip()) == (0, "", "no sessions in the answer"), result
+    result = stigmer("call", "session", "listByAgent", "--set", f"agentId={new_id('agt')}", "-o", "json")
+    assert (result.code, json.loads(result.out), result.err) == (0, [], "")
+    assert "no sessions" not in stigmer("call", "session", "listByAgent", "--set", f"agentId={agent_id}").err
+
+
 def test_bad_calls_say_what_is_wrong(stigmer: Stigmer, tmp_path: Path) -> None:
     assert "has no rpc 'render'" in stigmer.fails("call", "agent", "render")
     assert "noSuchField" in stigmer.fails("call", "agent", "get", "--set", "noSuchField=1")

@@ -40,6 +40,13 @@ def test_stored_objects_of_an_uninstalled_kind_are_named(with_note_kind: Stigmer
     assert "# end of stigmer export" not in result.out
     refused = cli.fails("import", "--data-dir", str(tmp_path / "restored" / "data"), input=result.out)
     assert refused.startswith("<stdin>: written by an export that failed (not exported: 1 stored object"), refused
+    # and the daemon's status tells they are there, kept, though it counts only what it serves
+    cli.start()
+    status = cli.ok("local", "status")
+    assert (
+        "1 stored object under key prefix 'notes': no installed plugin serves that kind (reinstall its package "
+        "to serve them again)" in status
+    ), status
 
 
 def test_a_kind_the_daemon_cannot_answer_does_not_stop_status_or_export(

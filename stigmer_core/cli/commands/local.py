@@ -182,7 +182,7 @@ def status(ctx: click.Context, data_dir: str | None) -> None:
     fails) is reported in its row and the others are still counted.
     """
     from stigmer_core import config, errors
-    from stigmer_core.cli import daemon, render
+    from stigmer_core.cli import daemon, render, stored
     from stigmer_core.cli.session import Session
 
     settings = config.resolve(backend=config.LOCAL, data_dir=data_dir)
@@ -208,3 +208,9 @@ def status(ctx: click.Context, data_dir: str | None) -> None:
         except (errors.StigmerError, CliError) as exc:
             rows.append([kind.cli_name, f"? (cannot count: {describe(exc)[0]})"])
     click.echo(render.table(["KIND", "OBJECTS"], rows))
+    unserved = stored.unserved(files.data_dir, {kind.key_prefix for kind in session.catalog.kinds}) or {}
+    for prefix, count in sorted(unserved.items()):  # kept, not served: their package was uninstalled
+        click.echo(
+            f"{count} stored object{'s' if count != 1 else ''} under key prefix '{prefix}': no installed plugin "
+            "serves that kind (reinstall its package to serve them again)"
+        )

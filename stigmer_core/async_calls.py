@@ -25,6 +25,7 @@ in-process channel.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent import futures
@@ -33,9 +34,11 @@ from typing import Any, TypeVar
 import grpc
 from grpc import aio
 
+from stigmer_core.request_read import ENV as READ_ENV
 from stigmer_core.status import send_status
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Metadata = tuple[tuple[str, Any], ...]
 _END = object()
 
@@ -264,33 +267,65 @@ class LoopThread:
 
 NO_REQUEST = "a unary or server-streaming call requires exactly one request message; the client sent none"
 
+Admit = Callable[[grpc.ServicerContext, str], object]
+"""``request_read.authenticated``'s check: refuses (aborts) a caller from its metadata alone."""
 
-def one_request(behavior: Callable[[Any, aio.ServicerContext[Any, Any]], Any]) -> Any:
+
+async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | None, read_seconds: float) -> Any:
+    """The call's one request, once its caller is admitted, read within ``read_seconds``.
+
+    A caller is refused before its message is awaited, and the message is awaited under a bound:
+    a client that sends a call's headers and never its message (a raw HTTP/2 client; grpc
+    clients send both together) was held open for good, with no token at all, thousands of
+    them at once, each keeping the memory of a call (as ``request_read`` bounds it on the sync
+    server)."""
+    if admit is not None:
+        try:
+            admit(CallContext(call), path)
+        except _Aborted as aborted:
+            await send_status(call, aborted.status)
+    try:
+        request = await asyncio.wait_for(call.read(), read_seconds)
+    except TimeoutError:
+        log.warning("ended: method=%s peer=%s: no request message within %gs (%s)", path, call.peer(), read_seconds, READ_ENV)
+        await call.abort(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the request message of {path} did not arrive within {read_seconds:g} seconds ({READ_ENV}); "
+            "the call was ended",
+        )
+    if request is aio.EOF:
+        await call.abort(grpc.StatusCode.UNIMPLEMENTED, NO_REQUEST)
+    return request
+
+
+def one_request(
+    behavior: Callable[[Any, aio.ServicerContext[Any, Any]], Any], path: str, admit: Admit | None, read_seconds: float
+) -> Any:
     """``behavior`` (an aio unary behavior) served as a client stream that reads its one request.
 
     grpc's asyncio server never answers a unary call whose client half-closes without
     a message: it holds it to its deadline (and a drain for its whole grace). Read here,
-    the missing message is answered at once, as grpc's sync server answers it.
+    the missing message is answered at once, as grpc's sync server answers it, and a caller
+    is refused, and a message waited for, as ``_first`` says.
     """
 
     async def read_one(requests: Any, call: aio.ServicerContext[Any, Any]) -> Any:
-        request = await call.read()
-        if request is aio.EOF:
-            await call.abort(grpc.StatusCode.UNIMPLEMENTED, NO_REQUEST)
-        return await behavior(request, call)
+        return await behavior(await _first(call, path, admit, read_seconds), call)
 
     return read_one
 
 
-def one_request_stream(behavior: Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]) -> Any:
+def one_request_stream(
+    behavior: Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]],
+    path: str,
+    admit: Admit | None,
+    read_seconds: float,
+) -> Any:
     """``behavior`` (an aio server-stream behavior) served as a bidirectional stream that reads its
-    one request: as ``one_request``, for the same reason."""
+    one request: as ``one_request``, for the same reasons."""
 
     async def read_one(requests: Any, call: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        request = await call.read()
-        if request is aio.EOF:
-            await call.abort(grpc.StatusCode.UNIMPLEMENTED, NO_REQUEST)
-        async for item in behavior(request, call):
+        async for item in behavior(await _first(call, path, admit, read_seconds), call):
             yield item
 
     return read_one

@@ -97,8 +97,9 @@ class AsyncServing:
         reads = unary_reads(app.registry, on_loop=pools.reads is None)
         store = app.store
         queued = queued_writes(app.executor, store) if isinstance(store, SubmitsWrites) else {}
+        admit = authenticated(app.authenticator, log_refusal)
         for service, methods in app.services.items():
-            routed = pools.route(service, methods, reads, queued)
+            routed = pools.route(service, methods, reads, queued, admit)
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, routed),))
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
         # handlers built as the library's own registration builds them (``health_checks``).

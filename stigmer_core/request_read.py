@@ -291,6 +291,10 @@ def authenticated(authenticator: Authenticator, log_refusal: Callable[..., None]
         except Unauthenticated as denied:
             log_refusal(authenticator, denied, method, metadata, peer)
             status.abort(context, denied)
+        except Exception as failed:  # answered by its status, as a failure in a handler is
+            # a token not in the cache is read from the store: a database that is down or a pool
+            # that is full is UNAVAILABLE, as in any call (grpc answered it UNKNOWN, unretried)
+            status.abort(context, failed)
         return None if caller.unrestricted else caller.principal
 
     return admit

@@ -218,11 +218,14 @@ class ServerPools:
         handlers: dict[str, grpc.RpcMethodHandler],
         reads: Collection[str],
         queued: Mapping[str, Callable[..., Any]],
+        admit: async_calls.Admit | None = None,
     ) -> dict[str, grpc.RpcMethodHandler]:
         """``handlers`` as aio handlers: each path in ``reads`` on the read pool (or inline),
         each path in ``queued`` as the aio behavior given there, each stream on the stream
-        pool, every other call on the rpc pool."""
+        pool, every other call on the rpc pool; each call's caller refused by ``admit`` before
+        its message is read, and the message read within ``sizes.request_read_seconds``."""
         routed: dict[str, grpc.RpcMethodHandler] = {}
+        bound = self.sizes.request_read_seconds
         for name, handler in handlers.items():
             path = f"/{service}/{name}"
             if handler.request_streaming:
@@ -232,15 +235,18 @@ class ServerPools:
                     request_streaming=True,
                     unary_stream=None,
                     stream_stream=async_calls.one_request_stream(
-                        async_calls.stream(handler.unary_stream, self.streams)
+                        async_calls.stream(handler.unary_stream, self.streams), path, admit, bound
                     ),
                 )
                 continue
-            if path in queued:
-                routed[name] = _reading_one(handler, queued[path])
-                continue
-            pool = self.reads if path in reads else self.default
-            routed[name] = _reading_one(handler, async_calls.unary(handler.unary_unary, pool))
+            behavior = queued.get(path)
+            if behavior is None:
+                behavior = async_calls.unary(handler.unary_unary, self.reads if path in reads else self.default)
+            routed[name] = handler._replace(
+                request_streaming=True,
+                unary_unary=None,
+                stream_unary=async_calls.one_request(behavior, path, admit, bound),
+            )
         return routed
 
     def route_sync(
@@ -282,7 +288,3 @@ class ServerPools:
         for pool in (self.reads, self.streams, self.health, self.reflection, self.default):
             if pool is not None:
                 pool.shutdown(wait=False)
-
-
-def _reading_one(handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]) -> grpc.RpcMethodHandler:
-    return handler._replace(request_streaming=True, unary_unary=None, stream_unary=async_calls.one_request(behavior))

@@ -17,6 +17,7 @@ import pytest
 
 from stigmer_core import errors
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.application import Application
 from stigmer_core.kind_client import KindClient
@@ -198,6 +199,38 @@ def test_a_stream_waiting_for_its_turn_at_the_log_has_sent_its_first_bookmark(
         event = next(stream)
         assert event.type == ADDED and event.object.Is(agent_pb2.Agent.DESCRIPTOR)
         stream.cancel()
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        app.close()
+
+
+def test_a_token_checked_while_the_pool_is_busy_is_answered_unavailable_not_unknown(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """A team server checks a call's token before its message is read; a token not in the cache is
+    read from the store, and the store's UNAVAILABLE (a pool that stayed busy, a database that is
+    down) escaped that check: grpc answered UNKNOWN, which no retry policy retries."""
+    from tests.auth_support import ALPHA, make_token
+
+    url = _with(stigmer_postgres_store_url, pool_min=2, pool_max=2, pool_timeout=0.5)
+    app = Application.open(tmp_path / "data", durable=False, store=url, require_auth=True)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        assert not server.asynchronous
+        token, _ = make_token(app, ALPHA, "editor")
+        agents = agent_grpc.AgentQueryControllerStub(channel)
+        bearer = (("authorization", f"Bearer {token}"),)
+        store = app.store
+        assert isinstance(store, PostgresStore)
+        listing = agent_pb2.ListAgentsRequest(org=ALPHA)
+        with _held(store, 2), pytest.raises(grpc.RpcError) as caught:
+            agents.list(listing, metadata=bearer, timeout=TIMEOUT)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+        assert "busy" in (caught.value.details() or "")
+        assert list(agents.list(listing, metadata=bearer, timeout=TIMEOUT).entries) == [], "free again: answered"
     finally:
         channel.close()
         server.stop(grace=1)

@@ -150,6 +150,59 @@ def test_a_call_closed_without_a_message_is_refused_as_grpc_refuses_it(
             assert "requires exactly one request message" in message
 
 
+WATCH = "/stigmer.commons.watch.v1.Watch/Watch"
+
+
+@contextlib.contextmanager
+def local_server(data: Path, read_seconds: float) -> Iterator[tuple[Server, str]]:
+    """A daemon on LMDB requiring tokens (grpc's asyncio server), on a loopback port; yields it and
+    an editor's token."""
+    app = Application.open(data, durable=False, require_auth=True)
+    server = Server(app, "127.0.0.1:0", pools=PoolSizes(request_read_seconds=read_seconds))
+    try:
+        token, _ = make_token(app, ALPHA, "editor")
+        server.start()
+        assert server.asynchronous
+        yield server, token
+    finally:
+        server.stop(grace=1)
+        app.close()
+
+
+def test_on_the_local_daemons_server_a_caller_without_a_token_is_refused_before_its_message(tmp_path: Path) -> None:
+    """grpc's asyncio server awaited the message first: a raw HTTP/2 client without a token held
+    thousands of calls open there for good, each keeping a call's memory (the daemon grew by
+    hundreds of MiB and kept it)."""
+    with local_server(tmp_path / "data", 3600) as (server, token):
+        holders = [
+            HeldStreams(server.address, GET, 64),
+            HeldStreams(server.address, CREATE, 64),
+            HeldStreams(server.address, WATCH, 64),
+            HeldStreams(server.address, CREATE, 4, [("authorization", "Bearer stg_" + "x" * 43)]),
+        ]
+        try:
+            for held in holders:
+                ended = held.wait_all_ended(WAIT)
+                assert len(ended) == len(held.ids)
+                assert {code for code, _ in ended.values()} == {UNAUTHENTICATED}
+            with grpc.insecure_channel(server.address) as channel:
+                assert _member_calls(channel, token, "still-served")()
+        finally:
+            for held in holders:
+                held.close()
+
+
+def test_on_the_local_daemons_server_a_members_message_that_never_comes_ends_the_call(tmp_path: Path) -> None:
+    with local_server(tmp_path / "data", 1) as (server, token):
+        bearer = [("authorization", f"Bearer {token}")]
+        with HeldStreams(server.address, GET, 8, bearer) as gets, HeldStreams(server.address, WATCH, 8, bearer) as watches:
+            for held in (gets, watches):
+                ended = held.wait_all_ended(WAIT)
+                assert len(ended) == len(held.ids)
+                assert {code for code, _ in ended.values()} == {DEADLINE_EXCEEDED}
+                assert all(ENV in message for _, message in ended.values())
+
+
 @pytest.mark.parametrize("raw", ["0", "-1", "nan", "inf", "3601", "soon"])
 def test_the_read_timeout_setting_is_checked_at_startup(raw: str) -> None:
     with pytest.raises(StartupError, match=ENV):

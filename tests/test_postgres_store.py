@@ -1286,3 +1286,24 @@ def test_a_daemon_of_version_3_still_running_after_the_migration_can_no_longer_c
                 1,
                 1,
             )
+
+
+def test_a_lock_timeout_set_on_the_role_does_not_cut_the_wait_for_the_revision_lock(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """A DBA's ``ALTER ROLE ... SET lock_timeout`` reached the daemon's sessions: every write waits
+    for the revision lock, so writes failed UNAVAILABLE whenever another daemon was committing,
+    though the store's own wait is bounded by ``statement_timeout_ms``."""
+    with _daemon_role(stigmer_postgres_store_url) as (url, admin_conninfo, role):
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute(f"ALTER ROLE \"{role}\" SET lock_timeout = '1ms'".encode())
+        with PostgresStore(url, durable=False) as store, psycopg.connect(admin_conninfo) as holder:
+            holder.execute(f"SELECT 1 FROM {store.schema}.meta WHERE id = 1 FOR UPDATE".encode())
+            release = threading.Timer(0.5, holder.commit)  # another daemon's commit, for half a second
+            release.start()
+            try:
+                store.transact(lambda txn: txn.put(b"probe/lock-timeout", b"x"))
+            finally:
+                release.join()
+            with store.read() as txn:
+                assert txn.get(b"probe/lock-timeout") == b"x"

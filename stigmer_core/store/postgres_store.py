@@ -1173,9 +1173,13 @@ class PostgresStore:
             f" FROM {s}.prune_events(%(cap)s, %(max_revisions)s, %(max_bytes)s, %(age_floor)s, %(aging)s,"
             " %(held)s, %(total)s)"
         ).encode()
+        # A lock_timeout set for the role or database would cut the wait for the revision lock
+        # short of statement_timeout_ms (every write takes it): writes failed while another daemon
+        # committed. The store's own settings bound its sessions, whatever is set around them.
         options = (
             f"-c statement_timeout={self.settings.statement_timeout_ms}"
             f" -c idle_in_transaction_session_timeout={self.settings.idle_ms}"
+            " -c lock_timeout=0"
         )
         if not durable:
             options += " -c synchronous_commit=off"
@@ -1376,7 +1380,10 @@ class PostgresStore:
                 continue
             except _StaleConnection:
                 if fresh_connection_tried:
-                    error: BaseException = errors.Unavailable("the database is unreachable: the connection broke")
+                    error: BaseException = errors.Unavailable(
+                        "the connection to the database broke, and so did the one opened again after it "
+                        "(the database may be restarting or ending connections); nothing was written; retry"
+                    )
                     break
                 fresh_connection_tried = True
                 self._pool.check()

@@ -19,6 +19,7 @@ from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.api.iam.apitoken.v1 import apitoken_pb2
+from stigmer_core.ids import new_id
 from stigmer_core.kind_client import KindClient
 from stigmer_core.pipeline.events import StreamSettings
 from stigmer_core.status import MAX_DETAILS_BYTES, to_status
@@ -104,6 +105,27 @@ def test_not_found_and_already_exists_name_the_kind_and_object(daemon: Daemon) -
     code, info = refusal(lambda: kinds.agents.get(agent.metadata.id))
     assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
     assert dict(info.metadata) == {"kind": "Agent", "id": agent.metadata.id}
+
+
+def test_a_reference_naming_nothing_names_its_field(daemon: Daemon) -> None:
+    """A kind's own check of a reference (a session's instance, an execution's agent or session)
+    said the field only in its English message: a client in another language could not tell
+    which reference was wrong without parsing it."""
+    kinds = daemon.kinds()
+    missing = {"Agent": new_id("agt"), "AgentInstance": new_id("ain"), "Session": new_id("ses")}
+    code, info = refusal(lambda: kinds.session(missing["AgentInstance"]))
+    assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
+    assert dict(info.metadata) == {"kind": "AgentInstance", "id": missing["AgentInstance"], "field": "spec.agent_instance_id"}
+    code, info = refusal(lambda: kinds.execution(agent_id=missing["Agent"]))
+    assert dict(info.metadata) == {"kind": "Agent", "id": missing["Agent"], "field": "spec.agent_id"}
+    run = ae.AgentExecution(metadata={"name": "lost"})
+    run.spec.session_id, run.spec.message = missing["Session"], "hello"
+    code, info = refusal(lambda: kinds.executions.create(run))
+    assert dict(info.metadata) == {"kind": "Session", "id": missing["Session"], "field": "spec.session_id"}
+    owned = _agent("owned")
+    owned.metadata.owner_references.add(kind="Agent", id=missing["Agent"])
+    code, info = refusal(lambda: kinds.agents.create(owned))
+    assert dict(info.metadata) == {"kind": "Agent", "id": missing["Agent"], "field": "metadata.owner_references[0]"}
 
 
 def test_a_stale_version_says_which_version_is_current(daemon: Daemon) -> None:

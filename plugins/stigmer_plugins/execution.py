@@ -63,7 +63,10 @@ def _session_for_agent(ctx: RequestContext, execution: AgentExecution) -> Any:
     agent: Any = ctx.store.get(ctx.registry.kind(AGENT), execution.spec.agent_id)
     org = execution.metadata.org
     if agent is None or agent.metadata.org != org:
-        raise NotFound(f"agent '{execution.spec.agent_id}' not found in org '{org}' (spec.agent_id)")
+        raise NotFound(
+            f"agent '{execution.spec.agent_id}' not found in org '{org}' (spec.agent_id)",
+            metadata={"kind": AGENT, "id": execution.spec.agent_id, "field": "spec.agent_id"},
+        )
     instance_id = agent.status.default_instance_id
     if not instance_id:
         raise FailedPrecondition(f"agent '{agent.metadata.slug}' has no default instance to open a session on")
@@ -82,7 +85,10 @@ def _existing_session(ctx: RequestContext, execution: AgentExecution) -> Any:
     found: Any = ctx.store.get(ctx.registry.kind(session.KIND), execution.spec.session_id)
     org = execution.metadata.org
     if found is None or found.metadata.org != org:
-        raise NotFound(f"session '{execution.spec.session_id}' not found in org '{org}' (spec.session_id)")
+        raise NotFound(
+            f"session '{execution.spec.session_id}' not found in org '{org}' (spec.session_id)",
+            metadata={"kind": session.KIND, "id": execution.spec.session_id, "field": "spec.session_id"},
+        )
     agent_id = found.status.agent_id
     if execution.spec.agent_id and execution.spec.agent_id != agent_id:
         raise InvalidArgument.field(

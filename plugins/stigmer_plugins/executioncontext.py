@@ -92,7 +92,10 @@ def resolve_environment_refs(
             continue
         env_id = ctx.store.id_for_slug(kind, ref.org or org, ref.slug)
         if env_id is None:
-            raise NotFound(f"environment '{ref.slug}' not found in org '{ref.org or org}' ({field})")
+            raise NotFound(
+                f"environment '{ref.slug}' not found in org '{ref.org or org}' ({field})",
+                metadata={"kind": ENVIRONMENT, "slug": ref.slug, "org": ref.org or org, "field": field},
+            )
         found.append(env_id)
     return found
 
@@ -112,7 +115,9 @@ def _environment_values(
     for env_id in environment_ids:
         env: Any = ctx.store.get(kind, env_id)
         if env is None or env.metadata.org != org:
-            raise NotFound(f"environment '{env_id}' not found in org '{org}'")
+            raise NotFound(
+                f"environment '{env_id}' not found in org '{org}'", metadata={"kind": ENVIRONMENT, "id": env_id}
+            )
         for key, item in env.spec.data.items():
             value = item.value
             unset.pop(key, None)

@@ -41,7 +41,10 @@ def require_instance(ctx: RequestContext, instance_id: str, *, org: str, field: 
         raise InvalidArgument.field(field, "is required")
     instance: Any = ctx.store.get(ctx.registry.kind(INSTANCE), instance_id)
     if instance is None or instance.metadata.org != org:
-        raise NotFound(f"agent instance '{instance_id}' not found in org '{org}' ({field})")
+        raise NotFound(
+            f"agent instance '{instance_id}' not found in org '{org}' ({field})",
+            metadata={"kind": INSTANCE, "id": instance_id, "field": field},
+        )
     return instance
 
 

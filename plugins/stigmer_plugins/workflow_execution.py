@@ -37,14 +37,20 @@ _INSTANCE = "workflowexecution.instance"
 def _instance(ctx: RequestContext, instance_id: str, field: str) -> workflowinstance_pb2.WorkflowInstance:
     found = ctx.store.get(ctx.registry.kind("WorkflowInstance"), instance_id)
     if not isinstance(found, workflowinstance_pb2.WorkflowInstance) or found.metadata.org != ctx.org:
-        raise NotFound(f"workflow instance '{instance_id}' not found in org '{ctx.org}' ({field})")
+        raise NotFound(
+            f"workflow instance '{instance_id}' not found in org '{ctx.org}' ({field})",
+            metadata={"kind": "WorkflowInstance", "id": instance_id, "field": field},
+        )
     return found
 
 
 def _workflow(ctx: RequestContext, workflow_id: str) -> workflow_pb2.Workflow:
     found = ctx.store.get(ctx.registry.kind("Workflow"), workflow_id)
     if not isinstance(found, workflow_pb2.Workflow) or found.metadata.org != ctx.org:
-        raise NotFound(f"workflow '{workflow_id}' not found in org '{ctx.org}' (spec.workflow_id)")
+        raise NotFound(
+            f"workflow '{workflow_id}' not found in org '{ctx.org}' (spec.workflow_id)",
+            metadata={"kind": "Workflow", "id": workflow_id, "field": "spec.workflow_id"},
+        )
     return found
 
 

@@ -501,7 +501,8 @@ class Resources:
                 if owner_org != meta.org:
                     raise errors.NotFound(
                         f"{owner_kind.label} '{ref.id}' not found in org '{meta.org}' "
-                        f"(metadata.owner_references[{i}] of {kind.label} '{meta.slug}')"
+                        f"(metadata.owner_references[{i}] of {kind.label} '{meta.slug}')",
+                        metadata={"kind": owner_kind.name, "id": ref.id, "field": f"metadata.owner_references[{i}]"},
                     )
         self._owned_by.clear()
 

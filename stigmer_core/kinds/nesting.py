@@ -165,8 +165,9 @@ _VALUE = Value.DESCRIPTOR
 _COMPOSITE = frozenset({"struct_value", "list_value"})
 _NO_KIND = (
     "holds a google.protobuf.Value with none of its kinds set (null_value, number_value, string_value,"
-    " bool_value, struct_value, list_value), which JSON cannot carry; a client writing JSON names in"
-    " snake_case (string_value) instead of camelCase (stringValue) sends one"
+    " bool_value, struct_value, list_value), which JSON cannot carry; a client sends one when it names"
+    " the kind in a spelling its protobuf library ignores (stringValue where its message objects take"
+    " string_value, as ones built from reflection do, or string_value where they take stringValue)"
 )
 
 

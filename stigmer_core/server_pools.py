@@ -225,7 +225,7 @@ class ServerPools:
         pool, every other call on the rpc pool; each call's caller refused by ``admit`` before
         its message is read, and the message read within ``sizes.request_read_seconds``."""
         routed: dict[str, grpc.RpcMethodHandler] = {}
-        bound = self.sizes.request_read_seconds
+        bound = async_calls.ReadBound(self.sizes.request_read_seconds)
         for name, handler in handlers.items():
             path = f"/{service}/{name}"
             if handler.request_streaming:

@@ -193,6 +193,11 @@ def _check(data: Any, cls: type[Message], path: str) -> None:
         raise FieldError(path, f"expected a mapping, got {_typename(data)}")
     desc = descriptor(cls)
     fields = {f.json_name: f for f in desc.fields} | {f.name: f for f in desc.fields}
+    unknown = [str(key) for key in data if not isinstance(key, str) or key not in fields]
+    if len(unknown) > 1:  # every one at once: a document older than a release may have several
+        known = ", ".join(f.json_name for f in desc.fields)
+        named = ", ".join(_join(path, key) for key in unknown)
+        raise FieldError(named, f"unknown fields (fields of {desc.name}: {known})")
     for key, value in data.items():
         where = _join(path, str(key))
         field = fields.get(key) if isinstance(key, str) else None

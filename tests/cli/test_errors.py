@@ -41,6 +41,12 @@ def test_invalid_field_is_named(stigmer: Stigmer, tmp_path: Path) -> None:
     assert message.startswith(
         f"{unknown}, document 2: spec.mcpServers[0].comand: unknown field (fields of AgentMcpServer:"
     )
+    # several in one place are named together: a document written for another release may hold
+    # more than one, and fixing them one run at a time took a run each
+    several = write(tmp_path / "s.yaml", "kind: Agent\nmetadata: {name: x}\nspec: {instruction: a, descripton: b}\n")
+    assert stigmer.fails("apply", "-f", str(several)).startswith(
+        f"{several}, document 1: spec.instruction, spec.descripton: unknown fields (fields of AgentSpec:"
+    )
 
     wrong_type = write(tmp_path / "t.yaml", "kind: Agent\nmetadata: {name: x, labels: [a]}\n")
     assert (

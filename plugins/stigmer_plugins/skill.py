@@ -149,14 +149,16 @@ def _get_artifact(ctx: RequestContext) -> None:
     ctx.response = skill_pb2.GetArtifactResponse(artifact=data)
 
 
-def fill_export(obj: Message, call: Callable[[str, Message], Message]) -> None:
+def fill_export(obj: Message, call: Callable[[str, Message], Message]) -> list[str]:
     """What an exported skill needs and a get does not return: its zip, in ``spec.artifact``.
-    Its earlier versions go in the document's ``history`` (``skill_history``)."""
+    Its earlier versions go in the document's ``history`` (``skill_history``). Notes: versions an
+    import would refuse (``skill_history.contradicted``)."""
     skill: Any = obj  # a Skill, of the server's descriptors when the export lists over reflection
     key = skill.status.artifact_storage_key
     if key:
         found: Any = call("getArtifact", skill_pb2.GetArtifactRequest(artifact_storage_key=key))
         skill.spec.artifact = found.artifact
+    return skill_history.contradicted(skill, call, bytes(skill.spec.artifact))
 
 
 _WRITE_STEPS = (require_markdown, attach_artifact)

@@ -37,7 +37,7 @@ from stigmer_core.api.agentic.skill.v1 import skill_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.pipeline import validation
 from stigmer_core.versioning import HASH, LATEST, frame
-from stigmer_plugins import skill_push
+from stigmer_plugins import skill_artifact, skill_push
 
 Call = Callable[[str, Message], Any]
 FIELD = "history"
@@ -60,6 +60,37 @@ def _pages(skill: Any, call: Call, method: str, field: str) -> list[Any]:
         if not page.next_page_token:
             return found
         request.page_token = page.next_page_token
+
+
+def contradicted(skill: Any, call: Call, current_zip: bytes) -> list[str]:
+    """The versions of ``skill`` whose skillMd differs from the SKILL.md at the root of their zip,
+    as notes: releases before the check stored such a version from a document without a zip, and
+    neither a push nor an import takes one, so an export holding it cannot be imported. Said, so
+    a backup is never silently unrestorable; the zips are read only for a skill with a history."""
+    zips: dict[str, bytes] = {}
+    key = skill.status.artifact_storage_key
+    if key:
+        zips[key] = current_zip
+    versions = _pages(skill, call, "listVersions", "entries") if skill.metadata.version.previous_version_id else [skill]
+    found = []
+    for version in versions:
+        key = version.status.artifact_storage_key
+        if not key:
+            continue
+        if key not in zips:
+            got: Any = call("getArtifact", skill_pb2.GetArtifactRequest(artifact_storage_key=key))
+            zips[key] = bytes(got.artifact)
+        try:
+            inner = skill_artifact.inspect(zips[key]).skill_md
+        except InvalidArgument:
+            continue  # a zip the store took was inspected then; nothing this check can add
+        if inner is not None and inner != version.spec.skill_md:
+            found.append(
+                f"version {version.metadata.version.id[:12]}: its skillMd differs from the SKILL.md in its zip "
+                "(stored before such writes were refused), so an import refuses this skill: push the markdown "
+                "again with a zip that holds it, or without a zip, then export again"
+            )
+    return found
 
 
 def _reference(skill: Any, version: str) -> metadata_pb2.ApiResourceReference:

@@ -295,3 +295,28 @@ def test_a_document_its_own_write_would_refuse_is_refused_before_its_history_is_
     result = stigmer("import", *restored, input=yaml.safe_dump(doc))
     assert result.code == 1 and "spec.skillMd" in result.err, result.err
     assert "deploy" not in stigmer.ok("get", "skills", *restored)
+
+
+def test_a_version_stored_against_its_zips_skill_md_is_noted_by_export(
+    stigmer: Stigmer, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """Releases before the check stored, from a document without a zip, a version whose skillMd
+    contradicts the zip it kept; no import takes it, and the export of a store upgraded with one
+    exited 0 without a word: a backup found unrestorable only when it was needed."""
+    from stigmer_core import Application
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+    from stigmer_core.kind_client import KindClient
+    from stigmer_plugins import skill
+
+    zipped = "---\nname: kept\ndescription: K.\n---\nZipped.\n"
+    with Application.open(stigmer.data_dir) as app:
+        skills = KindClient(app.channel(), app.registry.kind("Skill"))
+        pushed: Any = skills.call("push", skill_pb2.PushSkillRequest(skill_md=zipped, artifact=skill_zip(zipped), tag="v1"))
+        monkeypatch.setattr(skill, "_check_kept_artifact", lambda ctx, obj: None)  # as an older release wrote it
+        doc = skill_pb2.Skill(metadata=pushed.metadata, spec=pushed.spec)
+        doc.spec.skill_md, doc.spec.tag = zipped.replace("Zipped.", "Edited."), "v2"
+        edited: Any = skills.call("apply", doc)
+    result = stigmer("export", "skills")
+    assert result.code == 0, result.err
+    assert f"version {edited.metadata.version.id[:12]}: its skillMd differs from the SKILL.md in its zip" in result.err
+    assert pushed.metadata.version.id[:12] not in result.err, "the version that agrees is not named"

@@ -87,8 +87,9 @@ def contradicted(skill: Any, call: Call, current_zip: bytes) -> list[str]:
         if inner is not None and inner != version.spec.skill_md:
             found.append(
                 f"version {version.metadata.version.id[:12]}: its skillMd differs from the SKILL.md in its zip "
-                "(stored before such writes were refused), so an import refuses this skill: push the markdown "
-                "again with a zip that holds it, or without a zip, then export again"
+                "(stored before such writes were refused), and no import takes that version: delete its entry "
+                "from the document's history (a reference pinning it then names nothing); if it is the current "
+                "one, first push the markdown again with a zip that holds it (or none), and export again"
             )
     return found
 

@@ -37,7 +37,10 @@ _SETTINGS = (
     ("time_seconds", "STIGMER_KEEPALIVE_SECONDS"),
     ("timeout_seconds", "STIGMER_KEEPALIVE_TIMEOUT_SECONDS"),
     ("client_ping_seconds", "STIGMER_CLIENT_PING_SECONDS"),
+    ("handshake_seconds", "STIGMER_HANDSHAKE_SECONDS"),
 )
+CALLS_PER_CONNECTION_ENV = "STIGMER_MAX_CALLS_PER_CONNECTION"
+MAX_CALLS_PER_CONNECTION = 2**31 - 1
 
 
 @attrs.frozen
@@ -50,11 +53,22 @@ class Keepalive:
     """A ping unanswered this long closes the connection (``STIGMER_KEEPALIVE_TIMEOUT_SECONDS``)."""
     client_ping_seconds: float = attrs.field(default=10.0, validator=_IN_RANGE)
     """The shortest interval between a client's pings the daemon accepts (``STIGMER_CLIENT_PING_SECONDS``)."""
+    handshake_seconds: float = attrs.field(default=20.0, validator=_IN_RANGE)
+    """A connection that has not finished its handshake (TLS, HTTP/2's preface) this long after it
+    opened is closed (``STIGMER_HANDSHAKE_SECONDS``; grpc's own default is two minutes): sockets
+    that connect and send nothing had held the daemon's file descriptors until none was left."""
+    calls_per_connection: int = attrs.field(
+        default=1000, validator=[attrs.validators.ge(1), attrs.validators.le(MAX_CALLS_PER_CONNECTION)]
+    )
+    """Calls (streams) one connection may have open at once (``STIGMER_MAX_CALLS_PER_CONNECTION``);
+    a grpc client waits for a free one. With no bound, grpc's C core does not protect itself from
+    a client opening and resetting streams as fast as it can (HTTP/2 "rapid reset"): one such
+    connection, with no token, had every other client's calls cancelled."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Keepalive:
         env = os.environ if environ is None else environ
-        values: dict[str, float] = {}
+        values: dict[str, float | int] = {}
         for field, name in _SETTINGS:
             found = env_numbers.seconds(env, name)
             if found is None:
@@ -64,11 +78,21 @@ class Keepalive:
                 raise StartupError(
                     f"{name} must be from {SHORTEST} to {LONGEST:,.3f} seconds (grpc counts milliseconds)"
                 )
-        return cls(**values)
+        calls = env.get(CALLS_PER_CONNECTION_ENV, "").strip()
+        if not calls:
+            return cls(**values)  # type: ignore[arg-type]  # each field's own number type
+        if not calls.isdigit() or not 1 <= int(calls) <= MAX_CALLS_PER_CONNECTION:
+            raise StartupError(
+                f"{CALLS_PER_CONNECTION_ENV} must be a whole number from 1 to {MAX_CALLS_PER_CONNECTION:,}, not {calls!r}"
+            )
+        values["calls_per_connection"] = int(calls)
+        return cls(**values)  # type: ignore[arg-type]
 
     def options(self) -> list[tuple[str, int]]:
         """grpc server channel arguments for these settings."""
         return [
+            ("grpc.max_concurrent_streams", self.calls_per_connection),
+            ("grpc.server_handshake_timeout_ms", int(self.handshake_seconds * 1000)),
             ("grpc.keepalive_time_ms", int(self.time_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.timeout_seconds * 1000)),
             # grpc's C core (1.85) waits for the keepalive ping's ack as long as for any ping's:

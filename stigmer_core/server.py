@@ -201,6 +201,25 @@ def _wait_for_signal(stop: threading.Event, seconds: float | None = None) -> Non
         stop.wait(left)
 
 
+def open_files_allowed() -> int:
+    """Raise this process's soft limit of open files to its hard limit, as a server is expected
+    to (Go's runtime does it for every program): each connection holds a descriptor, and the
+    soft limit (often 1,024) let a few thousand idle sockets keep every other client out. The
+    limit now, or -1 where the platform has none to raise."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:  # a sandbox may refuse: the daemon runs on as it was
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, hard, exc)
+    return int(soft)
+
+
 def serve(
     address: str | None = None,
     data_dir: str | Path | None = None,
@@ -222,6 +241,7 @@ def serve(
     address = address or default_address()
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     check_listen(address, tls=tls, require_auth=require_auth, insecure_no_auth=insecure_no_auth)
+    open_files_allowed()
     lock = DataDirLock(data_dir)
     lock.acquire()
     stop = threading.Event()

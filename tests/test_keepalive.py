@@ -201,3 +201,75 @@ def test_a_client_watch_ends_when_its_daemon_goes_silent(tmp_path: Path, cable: 
     finally:
         server.stop(grace=1)
         app.close()
+
+
+def test_a_connection_holds_at_most_its_share_of_calls_and_a_grpc_client_waits_for_one(tmp_path: Path) -> None:
+    """With no bound on a connection's calls, grpc's C core does not defend itself against a client
+    resetting streams as fast as it opens them (HTTP/2 rapid reset): one tokenless connection had
+    every other client's calls cancelled. A grpc client past the bound waits for a free call."""
+    app = _app(tmp_path)
+    server = Server(app, "127.0.0.1:0", keepalive=Keepalive(calls_per_connection=2))
+    server.start()
+    try:
+        with grpc.insecure_channel(server.address) as busy, grpc.insecure_channel(server.address) as other:
+            watches = [watch_pb2_grpc.WatchStub(busy).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=60) for _ in range(2)]
+            for watch in watches:
+                assert next(watch).type == BOOKMARK
+            third = watch_pb2_grpc.WatchStub(busy).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=1)
+            with pytest.raises(grpc.RpcError) as waited:
+                next(third)
+            assert waited.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # it never got a call to run in
+            beside = watch_pb2_grpc.WatchStub(other).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=60)
+            assert next(beside).type == BOOKMARK, "another connection has calls of its own"
+            beside.cancel()
+            watches[0].cancel()
+            again = watch_pb2_grpc.WatchStub(busy).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=30)
+            assert next(again).type == BOOKMARK, "a call freed on the connection is taken"
+            again.cancel()
+            watches[1].cancel()
+    finally:
+        server.stop(grace=1)
+        app.close()
+
+
+def test_a_connection_that_never_finishes_its_handshake_is_closed(tmp_path: Path) -> None:
+    """A socket that connects and sends nothing held a descriptor for grpc's two minutes:
+    thousands of them took every descriptor the daemon had, and no client could connect."""
+    app = _app(tmp_path)
+    server = Server(app, "127.0.0.1:0", keepalive=Keepalive(handshake_seconds=0.5))
+    server.start()
+    try:
+        host, port = server.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as silent:
+            silent.settimeout(30)
+            began = time.monotonic()
+            while silent.recv(1024):  # the daemon's own SETTINGS frame first, then its close
+                pass
+            assert time.monotonic() - began < 25, "closed by the handshake bound, not the socket's timeout"
+    finally:
+        server.stop(grace=1)
+        app.close()
+
+
+@pytest.mark.parametrize(("name", "raw"), [("STIGMER_MAX_CALLS_PER_CONNECTION", "0"), ("STIGMER_MAX_CALLS_PER_CONNECTION", "1.5"), ("STIGMER_MAX_CALLS_PER_CONNECTION", "many"), ("STIGMER_HANDSHAKE_SECONDS", "0")])
+def test_connection_settings_are_read_and_checked_at_startup(name: str, raw: str) -> None:
+    with pytest.raises(StartupError, match=name):
+        Keepalive.from_env({name: raw})
+    found = Keepalive.from_env({"STIGMER_MAX_CALLS_PER_CONNECTION": "64", "STIGMER_HANDSHAKE_SECONDS": "5"})
+    assert (found.calls_per_connection, found.handshake_seconds) == (64, 5.0)
+    assert ("grpc.max_concurrent_streams", 64) in found.options()
+
+
+def test_the_daemon_raises_its_open_files_limit_to_the_hard_one() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "from stigmer_core.server import open_files_allowed\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+        "print(open_files_allowed() == hard == resource.getrlimit(resource.RLIMIT_NOFILE)[0] or hard)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "True", done.stdout + done.stderr

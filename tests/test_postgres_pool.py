@@ -83,10 +83,13 @@ def test_a_pool_that_cannot_open_a_connection_says_the_database_is_unreachable(
                 assert txn.revision >= 0
             opened = store._pool.get_stats()["pool_size"]  # the first read may have grown the pool
             assert opened < 4
-            with psycopg.connect(admin, autocommit=True) as conn:  # the open ones stay, no new one opens
-                conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 0'.encode())
-            with _held(store, opened), pytest.raises(errors.Unavailable) as caught:
-                store.read()
+            # every open one lent out first (one the pool was still opening is ready by then), then
+            # the open ones stay and no new one opens
+            with _held(store, opened):
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 0'.encode())
+                with pytest.raises(errors.Unavailable) as caught:
+                    store.read()
             assert "unreachable" in caught.value.message and "pool_max" not in caught.value.message
             assert "too many connections" in caught.value.message, "the reason opening failed"
         finally:

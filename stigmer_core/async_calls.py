@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent import futures
@@ -36,10 +35,10 @@ import grpc
 from grpc import aio
 
 from stigmer_core.request_read import ENV as READ_ENV
+from stigmer_core.request_read import log_ended
 from stigmer_core.status import send_status
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 Metadata = tuple[tuple[str, Any], ...]
 _END = object()
 
@@ -341,7 +340,7 @@ async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | 
         if not waiting.ended:
             raise
         task.uncancel()
-        log.warning("ended: method=%s peer=%s: no request message within %gs (%s)", path, call.peer(), bound.seconds, READ_ENV)
+        log_ended(path, call.peer(), bound.seconds)
         await call.abort(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"the request message of {path} did not arrive within {bound.seconds:g} seconds ({READ_ENV}); "

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from stigmer_core import env_numbers, status
+from stigmer_core import denied_log, env_numbers, status
+from stigmer_core.denied_log import DeniedLog
 from stigmer_core.errors import ResourceExhausted, StartupError, Unauthenticated
 
 if TYPE_CHECKING:
@@ -58,6 +59,23 @@ read within milliseconds, so only a call that sends none waits this long and the
 GRANULARITY = 0.25
 """How far past its bound a late call may run: the watcher wakes at most this often, not at
 every call's own deadline, so a busy server's calls cost it a queue append each."""
+
+
+_ENDED: list[DeniedLog] = []
+"""The ``ended:`` lines' own rate (``denied_log``), made at the first one."""
+
+
+def log_ended(method: str, peer: str, seconds: float) -> None:
+    """One ``ended:`` line per method and interval (``STIGMER_DENIED_LOG_SECONDS``), the next one
+    counting those left out: a caller with a token (or any caller of a server that requires none)
+    sending thousands of calls without their messages wrote a line each."""
+    if not _ENDED:
+        _ENDED.append(DeniedLog(denied_log.seconds_from_env()))
+    left_out = _ENDED[0].admit((method, "ended", ""))
+    if left_out is None:
+        return
+    more = f" (and {left_out:,} more like it in the last {_ENDED[0].seconds:g} s)" if left_out else ""
+    log.warning("ended: method=%s peer=%s: no request message within %gs (%s)%s", method, peer, seconds, ENV, more)
 
 
 def read_timeout(environ: Mapping[str, str] | None = None) -> float:
@@ -178,9 +196,7 @@ class ReadDeadlines:
             f"the request message of {method} did not arrive within {self.seconds:g} seconds "
             f"({ENV}); the call was ended"
         )
-        log.warning(
-            "ended: method=%s peer=%s: no request message within %gs (%s)", method, context.peer(), self.seconds, ENV
-        )
+        log_ended(method, context.peer(), self.seconds)
         self._cancel(context, method, grpc.StatusCode.DEADLINE_EXCEEDED, message)
 
     @staticmethod

@@ -21,7 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stigmer_core import Application, hookimpl
+from stigmer_core import Application, hookimpl, request_read
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
@@ -254,3 +254,20 @@ def test_with_a_plugins_interceptors_calls_still_read_under_the_bound(tmp_path: 
             assert plugin.interceptor.streaming and not any(plugin.interceptor.streaming)
         finally:
             server.stop(grace=1)
+
+
+def test_calls_ended_without_their_message_are_logged_once_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line per call: a token's holder (or anyone, where no token is required) sending
+    thousands of calls without their messages wrote thousands of lines."""
+    request_read._ENDED.clear()  # the process's rate starts anew: earlier tests' calls ended here too
+    with (
+        local_server(tmp_path / "data", 0.5) as (server, token),
+        caplog.at_level("WARNING", "stigmer_core"),
+        HeldStreams(server.address, GET, 20, [("authorization", f"Bearer {token}")]) as held,
+    ):
+        ended = held.wait_all_ended(WAIT)
+        assert len(ended) == 20 and {code for code, _ in ended.values()} == {DEADLINE_EXCEEDED}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ended:")]
+    assert len(lines) == 1 and GET in lines[0], lines

@@ -77,26 +77,32 @@ def _member_calls(channel: grpc.Channel, token: str, name: str) -> Callable[[], 
     return calls
 
 
+def _refused_then_served(
+    address: str, counts: tuple[tuple[str, int], ...], answer: Callable[[Callable[[], str]], str], token: str
+) -> None:
+    """Calls of each (path, count) without a token, and 4 creates with a forged one, all sending no
+    message: each is refused UNAUTHENTICATED, then a member's create and get are answered."""
+    forged = [("authorization", "Bearer stg_" + "x" * 43)]
+    holders = [*(HeldStreams(address, path, count) for path, count in counts), HeldStreams(address, CREATE, 4, forged)]
+    try:
+        for held in holders:
+            ended = held.wait_all_ended(WAIT)
+            assert len(ended) == len(held.ids)
+            assert {code for code, _ in ended.values()} == {UNAUTHENTICATED}
+        with grpc.insecure_channel(address) as channel:
+            assert answer(_member_calls(channel, token, "still-served"))
+    finally:
+        for held in holders:
+            held.close()
+
+
 def test_callers_without_a_token_cannot_hold_threads_by_never_sending_a_message(
     tmp_path: Path, stigmer_postgres_store_url: str
 ) -> None:
     # An hour to send a message: only the refusal before the read can free these threads.
     with team_server(tmp_path / "data", stigmer_postgres_store_url, 3600) as (server, token, answer):
-        holders = [
-            HeldStreams(server.address, GET, 4 * POOLS["read_threads"]),
-            HeldStreams(server.address, CREATE, 4 * POOLS["rpc_threads"]),
-            HeldStreams(server.address, CREATE, 4, [("authorization", "Bearer stg_" + "x" * 43)]),
-        ]
-        try:
-            for held in holders:
-                ended = held.wait_all_ended(WAIT)
-                assert len(ended) == len(held.ids)
-                assert {code for code, _ in ended.values()} == {UNAUTHENTICATED}
-            with grpc.insecure_channel(server.address) as channel:
-                assert answer(_member_calls(channel, token, "still-served"))
-        finally:
-            for held in holders:
-                held.close()
+        counts = ((GET, 4 * POOLS["read_threads"]), (CREATE, 4 * POOLS["rpc_threads"]))
+        _refused_then_served(server.address, counts, lambda calls: answer(calls), token)
 
 
 def test_a_members_call_whose_message_never_comes_ends_after_the_read_timeout(
@@ -174,22 +180,7 @@ def test_on_the_local_daemons_server_a_caller_without_a_token_is_refused_before_
     thousands of calls open there for good, each keeping a call's memory (the daemon grew by
     hundreds of MiB and kept it)."""
     with local_server(tmp_path / "data", 3600) as (server, token):
-        holders = [
-            HeldStreams(server.address, GET, 64),
-            HeldStreams(server.address, CREATE, 64),
-            HeldStreams(server.address, WATCH, 64),
-            HeldStreams(server.address, CREATE, 4, [("authorization", "Bearer stg_" + "x" * 43)]),
-        ]
-        try:
-            for held in holders:
-                ended = held.wait_all_ended(WAIT)
-                assert len(ended) == len(held.ids)
-                assert {code for code, _ in ended.values()} == {UNAUTHENTICATED}
-            with grpc.insecure_channel(server.address) as channel:
-                assert _member_calls(channel, token, "still-served")()
-        finally:
-            for held in holders:
-                held.close()
+        _refused_then_served(server.address, ((GET, 64), (CREATE, 64), (WATCH, 64)), lambda calls: calls(), token)
 
 
 def test_on_the_local_daemons_server_a_members_message_that_never_comes_ends_the_call(tmp_path: Path) -> None:

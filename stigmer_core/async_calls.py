@@ -27,16 +27,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent import futures
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from grpc import aio
 
+from stigmer_core import request_read, status
+from stigmer_core.errors import ResourceExhausted
 from stigmer_core.request_read import ENV as READ_ENV
 from stigmer_core.request_read import log_ended
 from stigmer_core.status import send_status
+
+if TYPE_CHECKING:
+    from stigmer_core.call_limit import CallLimit
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, Any], ...]
@@ -267,40 +273,85 @@ class LoopThread:
 
 NO_REQUEST = "a unary or server-streaming call requires exactly one request message; the client sent none"
 
-Admit = Callable[[grpc.ServicerContext, str], object]
-"""``request_read.authenticated``'s check: refuses (aborts) a caller from its metadata alone."""
+Admit = Callable[[grpc.ServicerContext, str], "str | None"]
+"""``request_read.authenticated``'s check: refuses (aborts) a caller from its metadata alone, and
+returns the principal whose share of unread calls the call counts against (None: no share)."""
 
 
 class ReadBound:
     """Ends, DEADLINE_EXCEEDED, each call whose request message has not come ``seconds`` after its
-    headers. One sweep of the loop every ``GRANULARITY`` looks at the calls in the order they came
+    headers, and keeps each principal to ``limit``'s share of calls waiting for theirs.
+
+    One sweep of the loop every ``GRANULARITY`` looks at the calls in the order they came
     (they all wait the same bound), so a call whose message comes with its headers, as every grpc
     client's does, costs an append and a flag: a timer per call (``asyncio.timeout``) cost 3-6 µs
-    of the loop's time, ``wait_for`` twice that."""
+    of the loop's time, ``wait_for`` twice that. One bound serves a whole server: one sweep.
+
+    On this server an unread call holds no thread but what its client declared of its message
+    (a member with a token pinned about 4 MiB per call, hundreds at once), so a principal's
+    calls count as on the sync server (``call_limit``): once one has waited ``grace`` for its
+    message, and for a while after one ends without it; past the share the next call is refused
+    RESOURCE_EXHAUSTED before anything waits for its message, and one turning unread is ended."""
 
     GRANULARITY = 0.25
     """How far past its bound a late call may run."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, grace: float | None = None, limit: CallLimit | None = None) -> None:
         self.seconds = seconds
+        self.grace = min(request_read.GRACE, seconds / 2) if grace is None else min(grace, seconds)
+        self.strike = min(request_read.STRIKE, self.grace)
+        self.struck_for = min(seconds, request_read.DEFAULT_SECONDS)
+        self.limit = limit
         self._waiting: collections.deque[_Waiting] = collections.deque()
+        self._graced: collections.deque[_Waiting] = collections.deque()
         self._sweeping = False
 
-    def watch(self, task: asyncio.Task[Any]) -> _Waiting:
+    def watch(self, task: asyncio.Task[Any], principal: str | None = None) -> _Waiting:
+        """The call of ``task`` is waiting for its message; with a principal (and a limit), it
+        counts against the principal's share once it has waited ``grace``."""
         loop = task.get_loop()
-        waiting = _Waiting(loop.time() + self.seconds, task)
+        now = loop.time()
+        counted = principal if self.limit is not None else None
+        waiting = _Waiting(now, now + self.seconds, task, counted)
         self._waiting.append(waiting)
+        if counted is not None:
+            self._graced.append(waiting)
         if not self._sweeping:
             self._sweeping = True
             loop.call_later(self.GRANULARITY, self._sweep, loop)
         return waiting
 
+    def done(self, waiting: _Waiting, read: bool) -> None:
+        """The call's wait is over: its message came (``read``), or the call ended without it (one
+        that waited ``strike`` for it counts for ``struck_for`` more)."""
+        waiting.over = True
+        principal, limit = waiting.principal, self.limit
+        if principal is None or limit is None:
+            return
+        now = time.monotonic()
+        struck = not read and waiting.task.get_loop().time() - waiting.since >= self.strike
+        until = now + self.struck_for if struck else None
+        if waiting.counted:
+            limit.give(principal, until)
+        elif until is not None:
+            limit.strike(principal, until)
+
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        now, waiting = loop.time(), self._waiting
-        while waiting and (waiting[0].read or waiting[0].due <= now):
+        now, graced, waiting = loop.time(), self._graced, self._waiting
+        while graced and (graced[0].over or graced[0].since + self.grace <= now):
+            late = graced.popleft()
+            if late.over:
+                continue
+            assert self.limit is not None and late.principal is not None
+            if self.limit.late(late.principal):
+                late.counted = True
+            else:
+                late.ended = self.limit.ended(late.principal, self.grace)
+                late.task.cancel()
+        while waiting and (waiting[0].over or waiting[0].due <= now):
             late = waiting.popleft()
-            if not late.read:
-                late.ended = True
+            if not late.over and not late.ended:
+                late.ended = _DUE
                 late.task.cancel()
         if waiting:
             loop.call_later(self.GRANULARITY, self._sweep, loop)
@@ -308,14 +359,37 @@ class ReadBound:
             self._sweeping = False
 
 
-class _Waiting:
-    __slots__ = ("due", "ended", "read", "task")
+_DUE = "due"
 
-    def __init__(self, due: float, task: asyncio.Task[Any]) -> None:
+
+class _Waiting:
+    __slots__ = ("counted", "due", "ended", "over", "principal", "since", "task")
+
+    def __init__(self, since: float, due: float, task: asyncio.Task[Any], principal: str | None) -> None:
+        self.since = since
         self.due = due
         self.task = task
-        self.read = False
-        self.ended = False
+        self.principal = principal
+        self.over = False
+        self.counted = False
+        self.ended = ""
+        """Why the sweep cancelled the call: ``_DUE``, or the share's message."""
+
+
+async def _admitted(call: aio.ServicerContext[Any, Any], path: str, admit: Admit, bound: ReadBound) -> str | None:
+    """The principal whose share the call counts against, once its caller is admitted and within
+    its share; a refused call is ended with its status."""
+    try:
+        context = CallContext(call)
+        principal = admit(context, path)
+        if principal is not None and bound.limit is not None:
+            try:
+                bound.limit.take(principal)
+            except ResourceExhausted as refused:
+                status.abort(context, refused)
+    except _Aborted as aborted:
+        await send_status(call, aborted.status)
+    return principal
 
 
 async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | None, bound: ReadBound) -> Any:
@@ -326,20 +400,19 @@ async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | 
     clients send both together) was held open for good, with no token at all, thousands of
     them at once, each keeping the memory of a call (as ``request_read`` bounds it on the sync
     server)."""
-    if admit is not None:
-        try:
-            admit(CallContext(call), path)
-        except _Aborted as aborted:
-            await send_status(call, aborted.status)
+    principal = None if admit is None else await _admitted(call, path, admit, bound)
     task = asyncio.current_task()
     assert task is not None  # a call's handler runs in a task of grpc's
-    waiting = bound.watch(task)
+    waiting = bound.watch(task, principal)
+    request: Any = aio.EOF
     try:
         request = await call.read()
     except asyncio.CancelledError:
         if not waiting.ended:
             raise
         task.uncancel()
+        if waiting.ended != _DUE:
+            await call.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, waiting.ended)
         log_ended(path, call.peer(), bound.seconds)
         await call.abort(
             grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -347,7 +420,7 @@ async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | 
             "the call was ended",
         )
     finally:
-        waiting.read = True
+        bound.done(waiting, request is not aio.EOF)
     if request is aio.EOF:
         await call.abort(grpc.StatusCode.UNIMPLEMENTED, NO_REQUEST)
     return request

@@ -65,11 +65,12 @@ class CallLimit:
     and a call that turns unread past the share is ended. Admitting a call of a principal with
     nothing counted reads two dicts; only an unread or ended-unread call takes the lock."""
 
-    __slots__ = ("_lock", "_refusing", "_strikes", "_unread", "limit", "pool")
+    __slots__ = ("_lock", "_refusing", "_strikes", "_unread", "limit", "where")
 
-    def __init__(self, limit: int, pool: str) -> None:
+    def __init__(self, limit: int, where: str) -> None:
         self.limit = limit
-        self.pool = pool
+        self.where = where
+        """What the calls hold, for messages: "the daemon's rpc threads", say."""
         self._unread: dict[str, int] = {}
         self._strikes: dict[str, collections.deque[float]] = {}
         """When each of a principal's calls that ended unread stops counting, oldest first."""
@@ -88,7 +89,7 @@ class CallLimit:
             return
         self._log_refusal(principal, held)
         raise errors.ResourceExhausted(
-            f"{principal} has {held} calls counted on the daemon's {self.pool} threads (calls waiting for their "
+            f"{principal} has {held} calls counted on {self.where} (calls waiting for their "
             f"request message, or that ended without it in the last few seconds), and one caller may have "
             f"{self.limit} (setting {ENV}); retry in a few seconds",
             reason=REASON,
@@ -108,7 +109,7 @@ class CallLimit:
         """Why a call that turned unread past ``principal``'s share was ended."""
         self._log_refusal(principal, self.limit)
         return (
-            f"{principal} already has {self.limit} calls on the daemon's {self.pool} threads that waited more than "
+            f"{principal} already has {self.limit} calls on {self.where} that waited more than "
             f"{grace:g}s for their request message, as many as one caller may at once (setting {ENV}); "
             "the call was ended"
         )
@@ -157,11 +158,11 @@ class CallLimit:
             self._refusing.add(principal)
         if first:
             log.warning(
-                "refused: principal=%s has %d calls counted on the %s threads (waiting for their request "
+                "refused: principal=%s has %d calls counted on %s (waiting for their request "
                 "message, or ended without it a short while ago); one caller may have %d (%s)",
                 principal,
                 held,
-                self.pool,
+                self.where,
                 self.limit,
                 ENV,
             )

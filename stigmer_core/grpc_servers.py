@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from stigmer_core.application import Application
-from stigmer_core.async_calls import LoopThread
+from stigmer_core.async_calls import LoopThread, ReadBound
 from stigmer_core.call_limit import CallLimit
 from stigmer_core.controller import log_refusal, queued_writes, unary_reads
 from stigmer_core.health_checks import health_handlers
@@ -98,8 +98,13 @@ class AsyncServing:
         store = app.store
         queued = queued_writes(app.executor, store) if isinstance(store, SubmitsWrites) else {}
         admit = authenticated(app.authenticator, log_refusal)
+        sizes = pools.sizes
+        # One bound for the whole server (one sweep of the loop); calls of one principal waiting
+        # for their message share the rpc pool's share (``call_limit``), as writes do on the sync server.
+        limit = CallLimit(sizes.call_shares()[1], "the daemon") if admit is not None else None
+        bound = self.read_bound = ReadBound(sizes.request_read_seconds, sizes.unread_grace_seconds, limit)
         for service, methods in app.services.items():
-            routed = pools.route(service, methods, reads, queued, admit)
+            routed = pools.route(service, methods, reads, queued, bound, admit)
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, routed),))
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
         # handlers built as the library's own registration builds them (``health_checks``).
@@ -178,9 +183,9 @@ class SyncServing:
         reads = unary_reads(app.registry)
         read_share, rpc_share = pools.sizes.call_shares()
         self._limits = {
-            id(pools.default): CallLimit(rpc_share, "rpc"),
-            id(pools.sync_reads()): CallLimit(read_share, "read"),
-            id(pools.streams): CallLimit(pools.sizes.stream_share(pools.stream_threads), "stream"),
+            id(pools.default): CallLimit(rpc_share, "the daemon's rpc threads"),
+            id(pools.sync_reads()): CallLimit(read_share, "the daemon's read threads"),
+            id(pools.streams): CallLimit(pools.sizes.stream_share(pools.stream_threads), "the daemon's stream threads"),
         }
         """A caller's share of the pool a call runs on, by the pool's id (``call_limit``)."""
         for service, methods in app.services.items():

@@ -79,8 +79,9 @@ class PoolSizes:
     and its thread is free (``request_read``)."""
 
     unread_calls_per_caller: int | None = None
-    """On grpc's sync server, calls of one token's principal counted at once on each of the
-    read, rpc and stream pools (``STIGMER_MAX_UNREAD_CALLS_PER_CALLER``): calls waiting longer
+    """Calls of one token's principal counted at once on each of the sync server's read, rpc and
+    stream pools, or over all of the asyncio server's calls, which take the rpc pool's share
+    (``STIGMER_MAX_UNREAD_CALLS_PER_CALLER``): calls waiting longer
     than ``unread_grace_seconds`` for their request message, and calls that ended without it a
     short while ago; past it the next is refused RESOURCE_EXHAUSTED (``call_limit``). None: half
     of each pool, at least one (2 of 4 read threads, 16 of 32 rpc threads), so no single token
@@ -218,14 +219,14 @@ class ServerPools:
         handlers: dict[str, grpc.RpcMethodHandler],
         reads: Collection[str],
         queued: Mapping[str, Callable[..., Any]],
+        bound: async_calls.ReadBound,
         admit: async_calls.Admit | None = None,
     ) -> dict[str, grpc.RpcMethodHandler]:
         """``handlers`` as aio handlers: each path in ``reads`` on the read pool (or inline),
         each path in ``queued`` as the aio behavior given there, each stream on the stream
         pool, every other call on the rpc pool; each call's caller refused by ``admit`` before
-        its message is read, and the message read within ``sizes.request_read_seconds``."""
+        its message is read, and the message read within ``bound``."""
         routed: dict[str, grpc.RpcMethodHandler] = {}
-        bound = async_calls.ReadBound(self.sizes.request_read_seconds)
         for name, handler in handlers.items():
             path = f"/{service}/{name}"
             if handler.request_streaming:

@@ -31,7 +31,7 @@ from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.call_limit import ENV, GRACE_ENV, REASON
 from stigmer_core.errors import StartupError
-from stigmer_core.grpc_servers import SyncServing
+from stigmer_core.grpc_servers import AsyncServing, SyncServing
 from stigmer_core.request_read import ReadDeadlines
 from stigmer_core.server import PoolSizes, Server
 from tests.auth_support import ALPHA, make_token
@@ -287,3 +287,91 @@ def test_the_grace_is_a_setting_checked_at_startup() -> None:
     # a call ended unread counts for 5 s at most: a read timeout raised for a slow link does not
     # keep a client whose connection dropped refused for as long
     assert (ReadDeadlines(30.0).struck_for, ReadDeadlines(3.0).struck_for) == (5.0, 3.0)
+
+
+@contextlib.contextmanager
+def local_team(data: Path, read_seconds: float, share: int) -> Iterator[Team]:
+    """The local daemon's server (grpc's asyncio server, LMDB) requiring tokens."""
+    app = Application.open(data, durable=False, require_auth=True)
+    sizes = PoolSizes(request_read_seconds=read_seconds, unread_calls_per_caller=share)
+    server = Server(app, "127.0.0.1:0", pools=sizes)
+    made: Team | None = None
+    try:
+        server.start()
+        assert server.asynchronous
+        made = LocalTeam(app, server)
+        yield made
+    finally:
+        if made is not None:
+            made.close()
+        server.stop(grace=1)
+        app.close()
+
+
+class LocalTeam(Team):
+    def held(self, principal: str) -> int:
+        serving = self.server._serving
+        assert isinstance(serving, AsyncServing) and serving.read_bound.limit is not None
+        return serving.read_bound.limit.held(principal)
+
+
+def test_on_the_local_daemons_server_a_members_unread_calls_hold_at_most_a_share(tmp_path: Path) -> None:
+    """On grpc's asyncio server an unread call holds no thread, but what its client declared of its
+    message: one member pinned about 4 MiB per call, hundreds at once, with no share to keep to."""
+    share = 4
+    with local_team(tmp_path / "data", 10, share) as t:
+        bearer = t.bearer(t.viewer)
+        with HeldStreams(t.server.address, GET, 2 * share, bearer) as gets, HeldStreams(
+            t.server.address, WATCH, share, bearer
+        ) as watches:
+            ended = gets.wait_ended(share, WAIT)
+            assert len(ended) == share
+            assert all(code == RESOURCE_EXHAUSTED and ENV in message for code, message in ended.values())
+            streams_ended = watches.wait_all_ended(WAIT)  # the gets hold the whole share
+            assert {code for code, _ in streams_ended.values()} == {RESOURCE_EXHAUSTED}
+            refusal = refused(lambda: t.get(t.viewer, "agt_missing"))
+            assert isinstance(refusal, errors.ResourceExhausted)
+            assert (refusal.reason, refusal.metadata) == (
+                REASON,
+                {"limit": str(share), "setting": ENV, "principal": t.viewer_principal},
+            )
+            made = t.answer(lambda: t.create(t.editor, "still-served"))
+            assert t.answer(lambda: t.get(t.editor, made.metadata.id)).metadata.name == "still-served"
+            assert t.held(t.viewer_principal) == 2 * share + share
+        t.until_none_held(t.viewer_principal)
+        assert t.get(t.viewer, made.metadata.id).metadata.name == "still-served"
+
+
+def test_on_the_local_daemons_server_many_calls_in_flight_are_not_refused(tmp_path: Path) -> None:
+    in_flight = 256
+    with local_team(tmp_path / "data", 3600, 2) as t:
+        made = t.create(t.editor, "read-by-many")
+        gets = agent_grpc.AgentQueryControllerStub(t.channel).get
+        creates = agent_grpc.AgentCommandControllerStub(t.channel).create
+        bearer = t.bearer(t.editor)
+        calls = [
+            gets.future(agent_pb2.AgentId(value=made.metadata.id), metadata=bearer, timeout=WAIT)
+            for _ in range(in_flight)
+        ] + [
+            creates.future(
+                agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"burst-{i}", org=ALPHA)),
+                metadata=bearer,
+                timeout=WAIT,
+            )
+            for i in range(in_flight)
+        ]
+        assert [call.code() for call in calls] == [grpc.StatusCode.OK] * len(calls)
+        assert t.held(t.editor_principal) == 0
+
+
+def test_on_the_local_daemons_server_calls_reset_before_their_grace_still_count(tmp_path: Path) -> None:
+    with local_team(tmp_path / "data", 3, 2) as t:
+        with HeldStreams(t.server.address, GET, 2, t.bearer(t.viewer)):
+            time.sleep(0.3)  # past the strike, short of the 1 s grace
+        waited_until = time.monotonic() + WAIT
+        while t.held(t.viewer_principal) < 2 and time.monotonic() < waited_until:
+            time.sleep(0.01)
+        refusal = refused(lambda: t.get(t.viewer, "agt_missing"))
+        assert isinstance(refusal, errors.ResourceExhausted) and refusal.reason == REASON
+        t.until_none_held(t.viewer_principal)
+        assert isinstance(refused(lambda: t.get(t.viewer, "agt_missing")), errors.NotFound)

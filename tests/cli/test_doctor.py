@@ -76,3 +76,25 @@ def test_doctor_reports_and_repairs_org_usage_counters(stigmer: Stigmer, tmp_pat
     assert "every org's usage counter agrees" in stigmer.ok("doctor")
     with Application.open(stigmer.data_dir, durable=False) as app, app.store.read() as txn:
         assert txn.get(keys.org_usage_key("local")) == right
+
+
+def test_doctor_checks_and_repairs_a_team_servers_database_while_its_daemon_serves(
+    stigmer: Stigmer, stigmer_postgres_store_url: str, tmp_path: Path
+) -> None:
+    """The team server's daemons keep serving: each repair is one write transaction, taking the
+    revision lock as their writes do. ``--store`` names the database (as for ``secrets rotate-key``)."""
+    from stigmer_core.kinds import usage
+
+    stigmer.store = stigmer_postgres_store_url
+    stigmer.start()
+    stigmer.ok("apply", "-f", str(write(tmp_path / "agent.yaml", AGENT)))
+    with Application.open(tmp_path / "other", store=stigmer_postgres_store_url, durable=False) as app:
+        app.store.transact(lambda txn: txn.put(keys.org_usage_key("local"), usage.encode(1, 1)))
+    stigmer.store = None  # from here on the database is named by --store alone
+    store = ("--store", stigmer_postgres_store_url)
+    result = stigmer("doctor", *store)
+    assert result.code == 1 and "1 org usage counters disagree" in result.err, result.err
+    assert "repaired 0 indexes and 1 org usage counters" in stigmer.ok("doctor", "--repair", *store)
+    assert "every org's usage counter agrees" in stigmer.ok("doctor", *store)
+    # without it, doctor would check the daemon's data directory, which the daemon holds
+    assert "stigmer local stop" in stigmer.fails("doctor")

@@ -1,9 +1,12 @@
 """``stigmer doctor``: every index of every kind, and every org's usage counter, checked against
 the stored objects, and repaired.
 
-Works on the local data directory in this process, so no daemon may hold it
-(LMDB has one writer; a running daemon would also keep serving what it read
-before the repair). Opening the store already rebuilds indexes whose
+Works in this process on the store every in-process command opens: LMDB in the
+data directory, which no daemon may hold (LMDB has one writer; a running
+daemon would also keep serving what it read before the repair), or the team
+server's database (``--store``), whose daemons may keep serving: each repair
+is one write transaction, which takes the revision lock as theirs do, and
+recounts from what it reads there. Opening the store already rebuilds indexes whose
 declaration changed (see stigmer_core/kinds/reindex.py); doctor then reads
 every object, which no request path ever does.
 """
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from stigmer_core.cli.commands.local import store_option
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import verbose_option
 
@@ -27,8 +31,9 @@ from stigmer_core.cli.options import verbose_option
     "--repair", "--reindex", "repair", is_flag=True,
     help="Rewrite every index entry and org usage counter that disagrees with the stored objects.",
 )  # fmt: skip
+@store_option
 @verbose_option
-def doctor(data_dir: str | None, repair: bool) -> None:
+def doctor(data_dir: str | None, store: str | None, repair: bool) -> None:
     """Check (and with --repair fix) the slug, label and declared indexes of every kind,
     and the objects and bytes each org's counter says it holds (its quota is checked against them).
 
@@ -40,15 +45,18 @@ def doctor(data_dir: str | None, repair: bool) -> None:
     from stigmer_core.cli import render
     from stigmer_core.datadir import DataDirLock, holder
     from stigmer_core.kinds import reindex, usage
+    from stigmer_core.store.engines import is_database_url
 
-    settings = config.resolve(backend=config.LOCAL, data_dir=data_dir)
+    settings = config.resolve(backend=config.LOCAL, data_dir=data_dir, store=store)
     directory = Path(settings.data_dir)
-    running = holder(directory)
+    shared = is_database_url(settings.store)
+    running = None if shared else holder(directory)
     if running:
         who = f" (pid {running['pid']})" if "pid" in running else ""
         raise CliError(f"a stigmer daemon{who} holds {directory}; stop it first (`stigmer local stop`)")
     lock = DataDirLock(directory)
-    lock.acquire()
+    if not shared:
+        lock.acquire()
     try:
         with Application.open(directory, store=settings.store or None) as app:
             for change in app.index_changes:
@@ -59,7 +67,8 @@ def doctor(data_dir: str | None, repair: bool) -> None:
             counters = usage.check(app.registry, app.store, repair=repair)
             kinds = len(app.registry.kinds)
     finally:
-        lock.release()
+        if not shared:
+            lock.release()
     if not problems:
         click.echo(f"every index of {kinds} kinds agrees with the stored objects")
     else:

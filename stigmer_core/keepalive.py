@@ -1,4 +1,6 @@
-"""How the daemon keeps connections alive, and how often it lets clients ping it.
+"""How the daemon keeps connections alive, how often it lets clients ping it, and what one
+connection may hold (its calls, the time to finish its handshake): grpc takes them all as the
+server's channel arguments, so ``Keepalive`` carries them together.
 
 A stream holds a slot (``STIGMER_MAX_STREAMS`` and the per-caller and per-org
 shares) until its client goes away. A client that vanishes without closing

@@ -102,6 +102,7 @@ def network_channel(
     if not secure:
         if token:
             refuse_plaintext_token(target)
+        _PLAINTEXT.add(target)
         channel = grpc.insecure_channel(target, options=keepalive.options())
     else:
         channel = grpc.secure_channel(
@@ -110,6 +111,15 @@ def network_channel(
     if token:
         channel = grpc.intercept_channel(channel, TokenInterceptor(token))
     return channel
+
+
+_PLAINTEXT: set[str] = set()
+
+
+def dialled_in_plaintext(target: str) -> bool:
+    """Whether this process dialled ``target`` without TLS (a loopback address given no CA or
+    certificate): a TLS server's refusal of such a call asks for the CA before anything else."""
+    return target in _PLAINTEXT
 
 
 def connect(

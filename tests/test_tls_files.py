@@ -11,8 +11,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
 
 from stigmer_core import Application
 from stigmer_core.auth.transport import TlsFiles
@@ -22,6 +24,32 @@ from tests.auth_support import ALPHA, code_of, make_pki, make_token, with_token
 from tests.test_auth import _handshake, _whoami
 
 DAY = datetime.timedelta(days=1)
+RSA_PSS = Path(__file__).parent / "tls_data"
+"""A certificate of an RSA-PSS key (id-RSASSA-PSS) for localhost, valid for a century: cryptography
+makes none, so it was made once with `openssl genpkey -algorithm RSA-PSS` and `openssl req -x509`."""
+
+
+def _ed25519_pair(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost of an Ed25519 key, and the key."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - DAY)
+        .not_valid_after(now + DAY)
+        .sign(key, None)
+    )
+    cert_file, key_file = directory / "ed25519.pem", directory / "ed25519.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
 
 
 @pytest.fixture
@@ -54,8 +82,52 @@ def test_a_key_on_a_curve_grpc_does_not_serve_is_refused_naming_the_curve(app: A
     """Python's ssl takes a secp256k1 key, grpc's TLS does not: the start said the address
     was in use."""
     pki = make_pki(tmp_path, server_curve=ec.SECP256K1())
-    with pytest.raises(StartupError, match="ECDSA key on curve secp256k1, which grpc's TLS does not serve"):
+    with pytest.raises(StartupError, match="ECDSA key on curve secp256k1; grpc's TLS serves an RSA key"):
         Server(app, "127.0.0.1:0", tls=TlsFiles(str(pki.server_cert), str(pki.server_key)))
+
+
+def test_an_ed25519_key_grpcs_clients_cannot_verify_is_refused_at_start(app: Application, tmp_path: Path) -> None:
+    """grpc serves it, but its clients offer no Ed25519 signature: the daemon started, and every
+    call of the CLI failed "cannot reach the server ... give its CA", with the CA given."""
+    cert, key = _ed25519_pair(tmp_path)
+    with pytest.raises(StartupError, match=f"the TLS key {key} is an Ed25519 key, which grpc's own clients"):
+        Server(app, "127.0.0.1:0", tls=TlsFiles(str(cert), str(key)))
+
+
+def test_a_certificate_of_an_rsa_pss_key_is_refused_at_start_naming_it(app: Application) -> None:
+    cert, key = RSA_PSS / "rsa-pss.pem", RSA_PSS / "rsa-pss.key"
+    with pytest.raises(StartupError, match=r"is an RSA-PSS key.*grpc's TLS serves an RSA key \(rsaEncryption\)"):
+        Server(app, "127.0.0.1:0", tls=TlsFiles(str(cert), str(key)))
+
+
+@pytest.mark.parametrize("renewal", ["ed25519", "rsa-pss"])
+def test_a_renewal_to_a_key_grpc_cannot_serve_keeps_the_one_served_and_says_so(
+    app: Application, tmp_path: Path, caplog: pytest.LogCaptureFixture, renewal: str
+) -> None:
+    """grpc took an RSA-PSS renewal as served and refused it itself, saying nothing: new
+    connections kept the old certificate, and it was never tried again. An Ed25519 one was
+    served, and from then on no grpc client could connect."""
+    (tmp_path / "first").mkdir()
+    first = make_pki(tmp_path / "first")
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "server.pem").write_bytes(first.server_cert.read_bytes())
+    (live / "server.key").write_bytes(first.server_key.read_bytes())
+    cert, key = _ed25519_pair(tmp_path) if renewal == "ed25519" else (RSA_PSS / "rsa-pss.pem", RSA_PSS / "rsa-pss.key")
+    token, _ = make_token(app, ALPHA, "viewer")
+    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(live / "server.pem"), str(live / "server.key")))
+    server.start()
+    try:
+        caplog.set_level(logging.WARNING, logger="stigmer_core.auth.transport")
+        for name, source in (("server.key", key), ("server.pem", cert)):
+            tmp = live / (name + ".new")
+            tmp.write_bytes(source.read_bytes())
+            os.replace(tmp, live / name)
+        assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
+        said = "an Ed25519 key" if renewal == "ed25519" else "an RSA-PSS key"
+        assert said in caplog.text and "cannot be served yet" in caplog.text
+    finally:
+        server.stop(grace=1)
 
 
 def test_a_client_ca_bundle_with_text_beside_its_certificates_is_taken(app: Application, tmp_path: Path) -> None:

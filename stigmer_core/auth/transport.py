@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from stigmer_core.errors import InsecureTransport, StartupError
 
@@ -77,9 +78,20 @@ def _no_pass_phrase() -> str:
     raise _EncryptedKey
 
 
-def _key_type_refusal(key: bytes) -> str | None:
-    """What keeps grpc from serving a key Python's ssl takes, in words; None when it serves it
-    (or the key is not one cryptography reads, which ssl's own check then describes)."""
+def _key_type_refusal(key: bytes, cert: bytes) -> str | None:
+    """What keeps grpc's TLS from serving a key Python's ssl takes, in words; None when it serves
+    it (or the key is not one cryptography reads, which ssl's own check then describes).
+
+    ssl takes more than grpc (BoringSSL) serves: a curve such as secp256k1, and a certificate of an
+    RSA-PSS key, which grpc refuses outright (at a renewal, silently: the old pair stayed served).
+    An Ed25519 key grpc serves, but grpc's own clients offer no Ed25519 signature, so the CLI
+    and the SDKs could not connect at all ("Socket closed")."""
+    try:
+        leaf = x509.load_pem_x509_certificates(cert)[0]
+    except (ValueError, IndexError):
+        leaf = None
+    if leaf is not None and leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
+        return "an RSA-PSS key (its certificate's key is id-RSASSA-PSS)"
     try:
         private = serialization.load_pem_private_key(key, password=None)
     except (TypeError, ValueError, UnsupportedAlgorithm):  # encrypted, or not a key it reads: ssl's check says
@@ -87,8 +99,10 @@ def _key_type_refusal(key: bytes) -> str | None:
     if isinstance(private, ec.EllipticCurvePrivateKey):
         curve = private.curve.name
         return None if curve in _GRPC_CURVES else f"an ECDSA key on curve {curve}"
-    if isinstance(private, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+    if isinstance(private, rsa.RSAPrivateKey):
         return None
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        return "an Ed25519 key, which grpc's own clients (this CLI, the Python and C++ SDKs) cannot verify"
     return f"a {type(private).__name__.removeprefix('_').replace('PrivateKey', '')} key"
 
 
@@ -158,11 +172,11 @@ class TlsFiles:
             raise StartupError(
                 f"the TLS certificate {self.cert} and key {self.key} are not a PEM certificate and its key: {exc}"
             ) from exc
-        unserved = _key_type_refusal(key)
+        unserved = _key_type_refusal(key, cert)
         if unserved is not None:
             raise StartupError(
-                f"the TLS key {self.key} is {unserved}, which grpc's TLS does not serve: use an RSA key, an ECDSA "
-                "key on P-256, P-384 or P-521, or an Ed25519 key"
+                f"the TLS key {self.key} is {unserved}; grpc's TLS serves an RSA key (rsaEncryption) or an "
+                "ECDSA key on P-256, P-384 or P-521"
             )
         if client_ca is not None:
             blocks = _PEM_CERTIFICATE.findall(client_ca)  # text around them may be anything (curl's bundle: UTF-8 names)

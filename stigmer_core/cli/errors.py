@@ -171,8 +171,12 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
         closed = "socket closed" in raw.lower()  # it took the connection, then dropped it: TLS met plaintext?
         if closed and _asks_client_certificate(target):
+            from stigmer_core.client import dialled_in_plaintext
+
+            plain = " and its CA with --ca-file (a loopback address without one is dialled in plaintext)"
             return Unreachable(
-                f"cannot open TLS to the stigmer server at {target}: {CLIENT_CERTIFICATE_WANTED} "
+                f"cannot open TLS to the stigmer server at {target}: {CLIENT_CERTIFICATE_WANTED}"
+                f"{plain if dialled_in_plaintext(target) else ''} "
                 "(or $STIGMER_CERT_FILE and $STIGMER_KEY_FILE, or remote.cert_file and remote.key_file), "
                 "of a certificate signed by a CA the server trusts; one given here was refused if it has "
                 "expired or another CA signed it",

@@ -352,3 +352,22 @@ def test_export_all_by_a_single_org_token_names_that_org(stigmer: Stigmer, stigm
     assert "from org 'acme' (every org this caller can read)" in exported.err, exported.err
     owner = stigmer("export", "--all")
     assert owner.code == 0 and "from every org" in owner.err, owner.err
+
+
+def test_a_plaintext_call_to_a_mutual_tls_server_on_loopback_asks_for_the_ca_too(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
+    """Without a CA a loopback address is dialled in plaintext: the refusal asked only for a client
+    certificate, and giving one led to a second refusal, of the server's certificate."""
+    from tests.auth_support import make_pki
+
+    pki = make_pki(tmp_path)
+    server = {"tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key), "tls_client_ca": str(pki.ca)}
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    (stigmer.home / "config.yaml").write_text(yaml.safe_dump({"server": server}))
+    daemon = stigmer.start().address
+    refused = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon)
+    assert refused.code == 1, refused.err
+    assert "give --cert-file and --key-file and its CA with --ca-file" in refused.err, refused.err
+    status = stigmer("backend", "status", "--backend", "remote", "--endpoint", daemon).out
+    assert "client certificate: give --cert-file and --key-file and its CA with --ca-file" in status, status

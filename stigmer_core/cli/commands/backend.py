@@ -80,7 +80,11 @@ def status(ctx: click.Context) -> None:
             from stigmer_core.auth.transport import asks_client_certificate
 
             if asks_client_certificate(settings.endpoint):
+                from stigmer_core.client import dialled_in_plaintext
+
                 trouble = CLIENT_CERTIFICATE_WANTED
+                if dialled_in_plaintext(settings.endpoint):
+                    trouble += " and its CA with --ca-file (a loopback address without one is dialled in plaintext)"
         said = {
             None: f"not reachable: TLS: {trouble}" if trouble else "not reachable",
             "SERVING": "serving",

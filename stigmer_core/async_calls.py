@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -288,12 +287,11 @@ class ReadBound:
     client's does, costs an append and a flag: a timer per call (``asyncio.timeout``) cost 3-6 µs
     of the loop's time, ``wait_for`` twice that. One bound serves a whole server: one sweep.
 
-    On this server an unread call holds no thread but what its client declared of its message
-    (a member with a token pinned about 4 MiB per call, hundreds at once), so a principal's
-    calls count as on the sync server (``call_limit``): once one has waited ``grace`` for its
-    message, and for a while after one ends without it; past the share the next call is refused
-    RESOURCE_EXHAUSTED before anything waits for its message, and one turning unread is ended;
-    and at most the share of its calls read their message at once (``slots``)."""
+    With a ``limit`` (a share set by its setting: this server holds no thread for an unread call,
+    only what its client sent of the message), a principal's calls count as on the sync server
+    (``call_limit``): once one has waited ``grace`` for its message, and for a while after one
+    ends without it; past the share the next call is refused RESOURCE_EXHAUSTED before anything
+    waits for its message, and one turning unread is ended."""
 
     GRANULARITY = 0.25
     """How far past its bound a late call may run."""
@@ -304,7 +302,6 @@ class ReadBound:
         self.strike = min(request_read.STRIKE, self.grace)
         self.struck_for = min(seconds, request_read.DEFAULT_SECONDS)
         self.limit = limit
-        self.slots = None if limit is None else ReadSlots(limit.limit)
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._graced: collections.deque[_Waiting] = collections.deque()
         self._sweeping = False
@@ -365,61 +362,6 @@ class ReadBound:
 _DUE = "due"
 
 
-class ReadSlots:
-    """At most ``limit`` calls of one principal reading their message at once; the rest wait their
-    turn, FIFO, before they read.
-
-    grpc's core lets a call's message in, up to its declared length (4 MiB), once the call reads
-    it: a token's holder declaring large messages and stalling them pinned 4 MiB per call, for
-    as many calls as it opened, before any share could end them. A call not reading yet holds
-    what the connection's window let in (its message, for a grpc client's small one, which is
-    then read at once)."""
-
-    __slots__ = ("_held", "_queued", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._held: dict[str, int] = {}
-        self._queued: dict[str, collections.deque[asyncio.Future[None]]] = {}
-
-    async def take(self, principal: str) -> None:
-        held = self._held.get(principal, 0)
-        if held < self.limit:
-            self._held[principal] = held + 1
-            return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue = self._queued.setdefault(principal, collections.deque())
-        queue.append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self.give(principal)  # handed its turn as it was cancelled: pass it on
-            else:
-                with contextlib.suppress(ValueError):
-                    queue.remove(turn)
-                if not queue and self._queued.get(principal) is queue:
-                    del self._queued[principal]
-            raise
-
-    def give(self, principal: str) -> None:
-        queue = self._queued.get(principal)
-        while queue:
-            turn = queue.popleft()
-            if not turn.done():
-                if not queue:
-                    del self._queued[principal]
-                turn.set_result(None)  # the slot passes to the next call in line
-                return
-        if queue is not None:
-            del self._queued[principal]
-        held = self._held[principal] - 1
-        if held:
-            self._held[principal] = held
-        else:
-            del self._held[principal]
-
-
 class _Waiting:
     __slots__ = ("counted", "due", "ended", "over", "principal", "since", "task")
 
@@ -463,16 +405,8 @@ async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | 
     assert task is not None  # a call's handler runs in a task of grpc's
     waiting = bound.watch(task, principal)
     request: Any = aio.EOF
-    slots = bound.slots if principal is not None else None
     try:
-        if slots is None:
-            request = await call.read()
-        else:
-            await slots.take(principal)  # type: ignore[arg-type]
-            try:
-                request = await call.read()
-            finally:
-                slots.give(principal)  # type: ignore[arg-type]
+        request = await call.read()
     except asyncio.CancelledError:
         if not waiting.ended:
             raise

@@ -99,9 +99,13 @@ class AsyncServing:
         queued = queued_writes(app.executor, store) if isinstance(store, SubmitsWrites) else {}
         admit = authenticated(app.authenticator, log_refusal)
         sizes = pools.sizes
-        # One bound for the whole server (one sweep of the loop); calls of one principal waiting
-        # for their message share the rpc pool's share (``call_limit``), as writes do on the sync server.
-        limit = CallLimit(sizes.call_shares()[1], "the daemon") if admit is not None else None
+        # One bound for the whole server (one sweep of the loop). An unread call holds no thread
+        # here, only what its client sent of its message, so one principal's share of them
+        # (``call_limit``) is kept only when the setting asks for one: counted past its grace, a
+        # client's large requests sharing a link count as surely as stalled ones, and on this
+        # server nothing else bounds how many of those it may have in flight.
+        share = sizes.unread_calls_per_caller
+        limit = CallLimit(share, "the daemon") if admit is not None and share is not None else None
         bound = self.read_bound = ReadBound(sizes.request_read_seconds, sizes.unread_grace_seconds, limit)
         for service, methods in app.services.items():
             routed = pools.route(service, methods, reads, queued, bound, admit)

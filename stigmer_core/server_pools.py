@@ -80,8 +80,8 @@ class PoolSizes:
 
     unread_calls_per_caller: int | None = None
     """Calls of one token's principal counted at once on each of the sync server's read, rpc and
-    stream pools, or over all of the asyncio server's calls, which take the rpc pool's share
-    (``STIGMER_MAX_UNREAD_CALLS_PER_CALLER``): calls waiting longer
+    stream pools, or, when set, over all of the asyncio server's calls, which keep no share
+    unless it is set (``STIGMER_MAX_UNREAD_CALLS_PER_CALLER``): calls waiting longer
     than ``unread_grace_seconds`` for their request message, and calls that ended without it a
     short while ago; past it the next is refused RESOURCE_EXHAUSTED (``call_limit``). None: half
     of each pool, at least one (2 of 4 read threads, 16 of 32 rpc threads), so no single token

@@ -15,7 +15,6 @@ calls it has in flight.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,6 @@ from stigmer_core import Application, errors, status
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
-from stigmer_core.async_calls import ReadSlots
 from stigmer_core.call_limit import ENV, GRACE_ENV, REASON
 from stigmer_core.errors import StartupError
 from stigmer_core.grpc_servers import AsyncServing, SyncServing
@@ -377,45 +375,3 @@ def test_on_the_local_daemons_server_calls_reset_before_their_grace_still_count(
         assert isinstance(refusal, errors.ResourceExhausted) and refusal.reason == REASON
         t.until_none_held(t.viewer_principal)
         assert isinstance(refused(lambda: t.get(t.viewer, "agt_missing")), errors.NotFound)
-
-
-def test_on_the_local_daemons_server_a_members_large_calls_in_flight_all_read_in_turn(tmp_path: Path) -> None:
-    """Past the share, a member's calls wait their turn to read their message (``ReadSlots``): a
-    holder declaring 4 MiB messages and stalling them pinned 4 MiB per call (200 calls: the
-    daemon's RSS 100 -> 879 MiB) until the grace ended them; waiting, a call holds only what its
-    connection's window let in (156 MiB). Calls whose messages do come all get their turn."""
-    in_flight, size = 48, 1 << 20
-    with local_team(tmp_path / "data", 3600, 2) as t:
-        gets = agent_grpc.AgentQueryControllerStub(t.channel).get
-        bearer = t.bearer(t.editor)
-        calls = [
-            gets.future(agent_pb2.AgentId(value="a" * size), metadata=bearer, timeout=WAIT) for _ in range(in_flight)
-        ]
-        assert [call.code() for call in calls] == [grpc.StatusCode.INVALID_ARGUMENT] * in_flight
-        assert t.held(t.editor_principal) == 0
-
-
-def test_read_slots_hand_turns_on_in_order_and_skip_calls_that_left() -> None:
-    async def scenario() -> list[str]:
-        slots = ReadSlots(1)
-        order: list[str] = []
-        await slots.take("p")
-
-        async def call(name: str) -> None:
-            await slots.take("p")
-            order.append(name)
-            slots.give("p")
-
-        first, gone, last = (asyncio.create_task(call(name)) for name in ("first", "gone", "last"))
-        await asyncio.sleep(0)
-        gone.cancel()  # its client went away while it waited
-        await asyncio.sleep(0)
-        await slots.take("q")  # another principal's calls have their own slots
-        slots.give("q")
-        slots.give("p")
-        await asyncio.gather(first, last)
-        assert gone.cancelled()
-        assert slots._held == {} and slots._queued == {}
-        return order
-
-    assert asyncio.run(scenario()) == ["first", "last"]

@@ -160,14 +160,11 @@ WATCH = "/stigmer.commons.watch.v1.Watch/Watch"
 
 
 @contextlib.contextmanager
-def local_server(
-    data: Path, read_seconds: float, unread_calls_per_caller: int | None = None
-) -> Iterator[tuple[Server, str]]:
+def local_server(data: Path, read_seconds: float) -> Iterator[tuple[Server, str]]:
     """A daemon on LMDB requiring tokens (grpc's asyncio server), on a loopback port; yields it and
     an editor's token."""
     app = Application.open(data, durable=False, require_auth=True)
-    sizes = PoolSizes(request_read_seconds=read_seconds, unread_calls_per_caller=unread_calls_per_caller)
-    server = Server(app, "127.0.0.1:0", pools=sizes)
+    server = Server(app, "127.0.0.1:0", pools=PoolSizes(request_read_seconds=read_seconds))
     try:
         token, _ = make_token(app, ALPHA, "editor")
         server.start()
@@ -187,8 +184,7 @@ def test_on_the_local_daemons_server_a_caller_without_a_token_is_refused_before_
 
 
 def test_on_the_local_daemons_server_a_members_message_that_never_comes_ends_the_call(tmp_path: Path) -> None:
-    # Bound per caller past these 16 calls (test_call_limit): the read timeout alone ends them here.
-    with local_server(tmp_path / "data", 1, unread_calls_per_caller=100) as (server, token):
+    with local_server(tmp_path / "data", 1) as (server, token):
         bearer = [("authorization", f"Bearer {token}")]
         with HeldStreams(server.address, GET, 8, bearer) as gets, HeldStreams(server.address, WATCH, 8, bearer) as watches:
             for held in (gets, watches):
@@ -258,7 +254,7 @@ def test_calls_ended_without_their_message_are_logged_once_per_interval(
     thousands of calls without their messages wrote thousands of lines."""
     request_read._ENDED.clear()  # the process's rate starts anew: earlier tests' calls ended here too
     with (
-        local_server(tmp_path / "data", 0.5, unread_calls_per_caller=100) as (server, token),
+        local_server(tmp_path / "data", 0.5) as (server, token),
         caplog.at_level("WARNING", "stigmer_core"),
         HeldStreams(server.address, GET, 20, [("authorization", f"Bearer {token}")]) as held,
     ):

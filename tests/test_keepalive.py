@@ -211,7 +211,12 @@ def test_a_connection_holds_at_most_its_share_of_calls_and_a_grpc_client_waits_f
     server = Server(app, "127.0.0.1:0", keepalive=Keepalive(calls_per_connection=2))
     server.start()
     try:
-        with grpc.insecure_channel(server.address) as busy, grpc.insecure_channel(server.address) as other:
+        # grpc's channels to one address share one connection unless told not to
+        own = [("grpc.use_local_subchannel_pool", 1)]
+        with (
+            grpc.insecure_channel(server.address, options=own) as busy,
+            grpc.insecure_channel(server.address, options=own) as other,
+        ):
             watches = [watch_pb2_grpc.WatchStub(busy).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=60) for _ in range(2)]
             for watch in watches:
                 assert next(watch).type == BOOKMARK
@@ -219,7 +224,7 @@ def test_a_connection_holds_at_most_its_share_of_calls_and_a_grpc_client_waits_f
             with pytest.raises(grpc.RpcError) as waited:
                 next(third)
             assert waited.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # it never got a call to run in
-            beside = watch_pb2_grpc.WatchStub(other).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=60)
+            beside = watch_pb2_grpc.WatchStub(other).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=20)
             assert next(beside).type == BOOKMARK, "another connection has calls of its own"
             beside.cancel()
             watches[0].cancel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,5 +201,39 @@ def test_a_renewal_to_an_expired_certificate_keeps_the_one_served(
             os.replace(tmp, live / name)
         assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
         assert "expired at" in caplog.text and "cannot be served yet" in caplog.text
+    finally:
+        server.stop(grace=1)
+
+
+def test_a_renewal_not_valid_yet_is_served_from_its_start_while_the_served_one_is_good(
+    app: Application, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal staged early (or signed by a machine whose clock runs ahead) was served at once,
+    and every new connection's client refused it until its start: an outage while the
+    certificate it replaced was still good."""
+    for name in ("first", "early", "live"):
+        (tmp_path / name).mkdir()
+    starts_in = datetime.timedelta(seconds=3)
+    first, early = make_pki(tmp_path / "first"), make_pki(tmp_path / "early", server_valid=(starts_in, DAY))
+    live = tmp_path / "live"
+    (live / "server.pem").write_bytes(first.server_cert.read_bytes())
+    (live / "server.key").write_bytes(first.server_key.read_bytes())
+    token, _ = make_token(app, ALPHA, "viewer")
+    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(live / "server.pem"), str(live / "server.key")))
+    server.start()
+    try:
+        caplog.set_level(logging.WARNING, logger="stigmer_core.auth.transport")
+        staged = datetime.datetime.now(datetime.UTC)
+        for name in ("server.key", "server.pem"):
+            tmp = live / (name + ".new")
+            tmp.write_bytes((early.server_key if name == "server.key" else early.server_cert).read_bytes())
+            os.replace(tmp, live / name)
+        assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
+        assert "is not valid before" in caplog.text and "keep the certificate served" in caplog.text
+        deadline = staged + starts_in + datetime.timedelta(seconds=30)
+        while _handshake(server.address, early.ca, token) != grpc.StatusCode.OK:
+            assert datetime.datetime.now(datetime.UTC) < deadline, "the renewal was never served"
+            time.sleep(0.2)
+        assert datetime.datetime.now(datetime.UTC) >= staged + starts_in - datetime.timedelta(seconds=1)
     finally:
         server.stop(grace=1)

@@ -210,35 +210,74 @@ class TlsFiles:
 
 
 class _Renewals:
-    """grpc's certificate fetcher: a new configuration when the files changed and form a valid one."""
+    """grpc's certificate fetcher: a new configuration when the files changed and form a valid one.
+
+    A renewal not valid yet (staged early, or signed by a machine whose clock runs ahead) is
+    taken only once it is, while the certificate served is still good: served at once, every
+    new connection's client refused it until its start."""
 
     def __init__(self, files: TlsFiles, stamp: tuple[tuple[int, int, int, int], ...]) -> None:
         self._files = files
         self._served = stamp
         self._refused = stamp
+        self._retry_at: datetime.datetime | None = None
+        """When a renewal deferred for its start date is looked at again."""
+        self._served_until = _ends(files)
         self._lock = threading.Lock()
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         with self._lock:
             stamp = self._files._stamp()
-            if stamp == self._served or stamp == self._refused:
+            if stamp == self._served:
                 return None  # a stat per new connection; nothing read
+            now = datetime.datetime.now(datetime.UTC)
+            if stamp == self._refused and (self._retry_at is None or now < self._retry_at):
+                return None
+            self._retry_at = None
             try:
                 config = self._files._configuration()
-                dated = self._files.dates_problem()
+                dated = self._files.dates_problem(now)
                 if dated is not None and dated[0]:  # an expired renewal: the one served may still be good
                     raise StartupError(dated[1])
             except StartupError as exc:
                 self._refused = stamp  # said once per change of the files
                 log.warning("TLS files changed but cannot be served yet; new connections keep the previous ones: %s", exc)
                 return None
+            if dated is not None and self._served_until is not None and now < self._served_until:
+                begins = _begins(self._files)
+                if begins is not None:
+                    self._refused, self._retry_at = stamp, begins
+                    log.warning(
+                        "TLS: %s; new connections keep the certificate served, valid until %s UTC, until then",
+                        dated[1],
+                        f"{self._served_until:%Y-%m-%d %H:%M:%S}",
+                    )
+                    return None
             if self._files._stamp() != stamp:
                 return None  # rewritten while read: take them at the next connection
             self._served = stamp
+            self._served_until = _ends(self._files)
             log.info("TLS: serving the certificate renewed in %s", self._files.cert)
             if dated is not None:
                 log.warning("TLS: %s", dated[1])
             return config
+
+
+def _dates(files: TlsFiles) -> tuple[datetime.datetime, datetime.datetime] | None:
+    try:
+        return _validity(_read(files.cert, "TLS certificate (--tls-cert)"))
+    except StartupError:
+        return None
+
+
+def _begins(files: TlsFiles) -> datetime.datetime | None:
+    dates = _dates(files)
+    return None if dates is None else dates[0]
+
+
+def _ends(files: TlsFiles) -> datetime.datetime | None:
+    dates = _dates(files)
+    return None if dates is None else dates[1]
 
 
 def check_listen(address: str, *, tls: TlsFiles | None, require_auth: bool, insecure_no_auth: bool) -> None:

@@ -96,20 +96,43 @@ class Team:
 
 @contextlib.contextmanager
 def team(data: Path, store_url: str, read_seconds: float) -> Iterator[Team]:
-    app = Application.open(data, store=store_url, durable=False, require_auth=True)
     sizes = PoolSizes(read_threads=READ_THREADS, rpc_threads=RPC_THREADS, request_read_seconds=read_seconds)
+    with _serving(Application.open(data, store=store_url, durable=False, require_auth=True), sizes, Team) as made:
+        assert not made.server.asynchronous
+        yield made
+
+
+@contextlib.contextmanager
+def _serving(app: Application, sizes: PoolSizes, team_class: type[Team]) -> Iterator[Team]:
     server = Server(app, "127.0.0.1:0", pools=sizes)
     made: Team | None = None
     try:
         server.start()
-        assert not server.asynchronous
-        made = Team(app, server)
+        made = team_class(app, server)
         yield made
     finally:
         if made is not None:
             made.close()
         server.stop(grace=1)
         app.close()
+
+
+def burst(t: Team, in_flight: int) -> list[Any]:
+    """An editor's ``in_flight`` gets of one agent and as many creates, all sent at once on one channel."""
+    made = t.create(t.editor, "read-by-many")
+    gets = agent_grpc.AgentQueryControllerStub(t.channel).get
+    creates = agent_grpc.AgentCommandControllerStub(t.channel).create
+    bearer = t.bearer(t.editor)
+    return [
+        gets.future(agent_pb2.AgentId(value=made.metadata.id), metadata=bearer, timeout=WAIT) for _ in range(in_flight)
+    ] + [
+        creates.future(
+            agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"burst-{i}", org=ALPHA)),
+            metadata=bearer,
+            timeout=WAIT,
+        )
+        for i in range(in_flight)
+    ]
 
 
 def refused(call: Callable[[], object]) -> errors.StigmerError:
@@ -164,21 +187,7 @@ def test_a_client_with_many_calls_in_flight_is_not_refused(tmp_path: Path, stigm
     # their headers, so none waits for one and none counts against the share.
     in_flight = 8 * RPC_THREADS
     with team(tmp_path / "data", stigmer_postgres_store_url, 3600) as t:
-        made = t.create(t.editor, "read-by-many")
-        gets = agent_grpc.AgentQueryControllerStub(t.channel).get
-        creates = agent_grpc.AgentCommandControllerStub(t.channel).create
-        bearer = t.bearer(t.editor)
-        calls = [
-            gets.future(agent_pb2.AgentId(value=made.metadata.id), metadata=bearer, timeout=WAIT)
-            for _ in range(in_flight)
-        ] + [
-            creates.future(
-                agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"burst-{i}", org=ALPHA)),
-                metadata=bearer,
-                timeout=WAIT,
-            )
-            for i in range(in_flight)
-        ]
+        calls = burst(t, in_flight)
         codes = [call.code() for call in calls]
         assert codes == [grpc.StatusCode.OK] * len(calls)
         assert {call.result().metadata.name for call in calls[:in_flight]} == {"read-by-many"}
@@ -291,21 +300,11 @@ def test_the_grace_is_a_setting_checked_at_startup() -> None:
 
 @contextlib.contextmanager
 def local_team(data: Path, read_seconds: float, share: int) -> Iterator[Team]:
-    """The local daemon's server (grpc's asyncio server, LMDB) requiring tokens."""
-    app = Application.open(data, durable=False, require_auth=True)
+    """The local daemon's server (grpc's asyncio server, LMDB) requiring tokens, with a share set."""
     sizes = PoolSizes(request_read_seconds=read_seconds, unread_calls_per_caller=share)
-    server = Server(app, "127.0.0.1:0", pools=sizes)
-    made: Team | None = None
-    try:
-        server.start()
-        assert server.asynchronous
-        made = LocalTeam(app, server)
+    with _serving(Application.open(data, durable=False, require_auth=True), sizes, LocalTeam) as made:
+        assert made.server.asynchronous
         yield made
-    finally:
-        if made is not None:
-            made.close()
-        server.stop(grace=1)
-        app.close()
 
 
 class LocalTeam(Team):
@@ -316,8 +315,8 @@ class LocalTeam(Team):
 
 
 def test_on_the_local_daemons_server_a_members_unread_calls_hold_at_most_a_share(tmp_path: Path) -> None:
-    """On grpc's asyncio server an unread call holds no thread, but what its client declared of its
-    message: one member pinned about 4 MiB per call, hundreds at once, with no share to keep to."""
+    """With the setting given, the asyncio server keeps one token to a share of unread calls as the
+    sync server does (by default it keeps none: there an unread call holds no thread)."""
     share = 4
     with local_team(tmp_path / "data", 10, share) as t:
         bearer = t.bearer(t.viewer)
@@ -345,21 +344,7 @@ def test_on_the_local_daemons_server_a_members_unread_calls_hold_at_most_a_share
 def test_on_the_local_daemons_server_many_calls_in_flight_are_not_refused(tmp_path: Path) -> None:
     in_flight = 256
     with local_team(tmp_path / "data", 3600, 2) as t:
-        made = t.create(t.editor, "read-by-many")
-        gets = agent_grpc.AgentQueryControllerStub(t.channel).get
-        creates = agent_grpc.AgentCommandControllerStub(t.channel).create
-        bearer = t.bearer(t.editor)
-        calls = [
-            gets.future(agent_pb2.AgentId(value=made.metadata.id), metadata=bearer, timeout=WAIT)
-            for _ in range(in_flight)
-        ] + [
-            creates.future(
-                agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"burst-{i}", org=ALPHA)),
-                metadata=bearer,
-                timeout=WAIT,
-            )
-            for i in range(in_flight)
-        ]
+        calls = burst(t, in_flight)
         assert [call.code() for call in calls] == [grpc.StatusCode.OK] * len(calls)
         assert t.held(t.editor_principal) == 0
 

@@ -3,6 +3,7 @@ message naming the file and the fix, never a prompt, a traceback or a misleading
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -21,7 +22,7 @@ from stigmer_core import Application
 from stigmer_core.auth.transport import TlsFiles
 from stigmer_core.errors import StartupError
 from stigmer_core.server import Server
-from tests.auth_support import ALPHA, code_of, make_pki, make_token, with_token
+from tests.auth_support import ALPHA, Pki, code_of, make_pki, make_token, with_token
 from tests.test_auth import _handshake, _whoami
 
 DAY = datetime.timedelta(days=1)
@@ -101,6 +102,32 @@ def test_a_certificate_of_an_rsa_pss_key_is_refused_at_start_naming_it(app: Appl
         Server(app, "127.0.0.1:0", tls=TlsFiles(str(cert), str(key)))
 
 
+@contextlib.contextmanager
+def _live_server(app: Application, tmp_path: Path) -> Iterator[tuple[Server, Path, Pki, str]]:
+    """A server on a copy of a first pair in ``tmp_path/live`` (the files a renewal replaces), that
+    pair's PKI, and a viewer's token; warnings of the transport captured from here on."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "live").mkdir()
+    first, live = make_pki(tmp_path / "first"), tmp_path / "live"
+    (live / "server.pem").write_bytes(first.server_cert.read_bytes())
+    (live / "server.key").write_bytes(first.server_key.read_bytes())
+    token, _ = make_token(app, ALPHA, "viewer")
+    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(live / "server.pem"), str(live / "server.key")))
+    server.start()
+    try:
+        yield server, live, first, token
+    finally:
+        server.stop(grace=1)
+
+
+def _renew(live: Path, key: Path, cert: Path) -> None:
+    """The live pair replaced, key first, each file at once (as a secret volume or certbot does)."""
+    for name, source in (("server.key", key), ("server.pem", cert)):
+        tmp = live / (name + ".new")
+        tmp.write_bytes(source.read_bytes())
+        os.replace(tmp, live / name)
+
+
 @pytest.mark.parametrize("renewal", ["ed25519", "rsa-pss"])
 def test_a_renewal_to_a_key_grpc_cannot_serve_keeps_the_one_served_and_says_so(
     app: Application, tmp_path: Path, caplog: pytest.LogCaptureFixture, renewal: str
@@ -108,27 +135,13 @@ def test_a_renewal_to_a_key_grpc_cannot_serve_keeps_the_one_served_and_says_so(
     """grpc took an RSA-PSS renewal as served and refused it itself, saying nothing: new
     connections kept the old certificate, and it was never tried again. An Ed25519 one was
     served, and from then on no grpc client could connect."""
-    (tmp_path / "first").mkdir()
-    first = make_pki(tmp_path / "first")
-    live = tmp_path / "live"
-    live.mkdir()
-    (live / "server.pem").write_bytes(first.server_cert.read_bytes())
-    (live / "server.key").write_bytes(first.server_key.read_bytes())
     cert, key = _ed25519_pair(tmp_path) if renewal == "ed25519" else (RSA_PSS / "rsa-pss.pem", RSA_PSS / "rsa-pss.key")
-    token, _ = make_token(app, ALPHA, "viewer")
-    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(live / "server.pem"), str(live / "server.key")))
-    server.start()
-    try:
+    with _live_server(app, tmp_path) as (server, live, first, token):
         caplog.set_level(logging.WARNING, logger="stigmer_core.auth.transport")
-        for name, source in (("server.key", key), ("server.pem", cert)):
-            tmp = live / (name + ".new")
-            tmp.write_bytes(source.read_bytes())
-            os.replace(tmp, live / name)
+        _renew(live, key, cert)
         assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
         said = "an Ed25519 key" if renewal == "ed25519" else "an RSA-PSS key"
         assert said in caplog.text and "cannot be served yet" in caplog.text
-    finally:
-        server.stop(grace=1)
 
 
 def test_a_client_ca_bundle_with_text_beside_its_certificates_is_taken(app: Application, tmp_path: Path) -> None:
@@ -184,25 +197,13 @@ def test_a_certificate_clients_refuse_for_its_dates_is_served_with_a_warning(
 def test_a_renewal_to_an_expired_certificate_keeps_the_one_served(
     app: Application, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for name in ("first", "stale", "live"):
-        (tmp_path / name).mkdir()
-    first, stale = make_pki(tmp_path / "first"), make_pki(tmp_path / "stale", server_valid=(-2 * DAY, -DAY))
-    live = tmp_path / "live"
-    (live / "server.pem").write_bytes(first.server_cert.read_bytes())
-    (live / "server.key").write_bytes(first.server_key.read_bytes())
-    token, _ = make_token(app, ALPHA, "viewer")
-    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(live / "server.pem"), str(live / "server.key")))
-    server.start()
-    try:
+    (tmp_path / "stale").mkdir()
+    stale = make_pki(tmp_path / "stale", server_valid=(-2 * DAY, -DAY))
+    with _live_server(app, tmp_path) as (server, live, first, token):
         caplog.set_level(logging.WARNING, logger="stigmer_core.auth.transport")
-        for name in ("server.key", "server.pem"):
-            tmp = live / (name + ".new")
-            tmp.write_bytes((stale.server_key if name == "server.key" else stale.server_cert).read_bytes())
-            os.replace(tmp, live / name)
+        _renew(live, stale.server_key, stale.server_cert)
         assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
         assert "expired at" in caplog.text and "cannot be served yet" in caplog.text
-    finally:
-        server.stop(grace=1)
 
 
 def test_a_renewal_not_valid_yet_is_served_from_its_start_while_the_served_one_is_good(
@@ -211,23 +212,13 @@ def test_a_renewal_not_valid_yet_is_served_from_its_start_while_the_served_one_i
     """A renewal staged early (or signed by a machine whose clock runs ahead) was served at once,
     and every new connection's client refused it until its start: an outage while the
     certificate it replaced was still good."""
-    for name in ("first", "early", "live"):
-        (tmp_path / name).mkdir()
+    (tmp_path / "early").mkdir()
     starts_in = datetime.timedelta(seconds=3)
-    first, early = make_pki(tmp_path / "first"), make_pki(tmp_path / "early", server_valid=(starts_in, DAY))
-    live = tmp_path / "live"
-    (live / "server.pem").write_bytes(first.server_cert.read_bytes())
-    (live / "server.key").write_bytes(first.server_key.read_bytes())
-    token, _ = make_token(app, ALPHA, "viewer")
-    server = Server(app, "127.0.0.1:0", tls=TlsFiles(str(live / "server.pem"), str(live / "server.key")))
-    server.start()
-    try:
+    early = make_pki(tmp_path / "early", server_valid=(starts_in, DAY))
+    with _live_server(app, tmp_path) as (server, live, first, token):
         caplog.set_level(logging.WARNING, logger="stigmer_core.auth.transport")
         staged = datetime.datetime.now(datetime.UTC)
-        for name in ("server.key", "server.pem"):
-            tmp = live / (name + ".new")
-            tmp.write_bytes((early.server_key if name == "server.key" else early.server_cert).read_bytes())
-            os.replace(tmp, live / name)
+        _renew(live, early.server_key, early.server_cert)
         assert _handshake(server.address, first.ca, token) == grpc.StatusCode.OK
         assert "is not valid before" in caplog.text and "keep the certificate served" in caplog.text
         deadline = staged + starts_in + datetime.timedelta(seconds=30)
@@ -235,5 +226,3 @@ def test_a_renewal_not_valid_yet_is_served_from_its_start_while_the_served_one_i
             assert datetime.datetime.now(datetime.UTC) < deadline, "the renewal was never served"
             time.sleep(0.2)
         assert datetime.datetime.now(datetime.UTC) >= staged + starts_in - datetime.timedelta(seconds=1)
-    finally:
-        server.stop(grace=1)

@@ -269,10 +269,22 @@ def test_push_stores_the_artifact_by_hash_and_carries_it_over(stigmer_channel: g
     assert [v.field for v in from_rpc_error(error).violations] == ["skill_md"]  # type: ignore[attr-defined]
     error = _code(skills.push, skill_md="# no front matter")
     assert [v.field for v in from_rpc_error(error).violations] == ["name"]  # type: ignore[attr-defined]
-    for key in ("nope", f"{pushed.metadata.id}/{'0' * 64}"):
+    stored_key = pushed.status.artifact_storage_key
+    for key in ("nope", f"{pushed.metadata.id}/{'0' * 64}", stored_key + "\n"):
         error = _code(skills.queries.getArtifact, skill_pb2.GetArtifactRequest(artifact_storage_key=key))
-        expected = grpc.StatusCode.NOT_FOUND if "/" in key else grpc.StatusCode.INVALID_ARGUMENT
-        assert error.code() == expected
+        expected = grpc.StatusCode.NOT_FOUND if key.endswith("0" * 64) else grpc.StatusCode.INVALID_ARGUMENT
+        assert error.code() == expected, key
+
+
+def test_a_push_without_a_description_keeps_the_stored_one(stigmer_channel: grpc.Channel) -> None:
+    """Every push whose SKILL.md had a `description:` line replaced the description set on purpose,
+    though a push keeps what it is not given; only a new skill takes its SKILL.md's."""
+    skills = Skills(stigmer_channel)
+    assert skills.push(skill_md=MD_1).spec.description == "Adds numbers"  # new: the front matter's
+    assert skills.push(skill_md=MD_2, description="adds, chosen").spec.description == "adds, chosen"
+    third = MD_2.replace("Adds numbers", "Adds and subtracts") + "And multiply.\n"
+    kept = skills.push(skill_md=third)
+    assert (kept.spec.skill_md, kept.spec.description) == (third, "adds, chosen")
 
 
 def test_rejected_push_stores_nothing_and_delete_clears_every_version(

@@ -99,6 +99,10 @@ def test_links_duplicates_encryption_and_other_methods_are_refused() -> None:
     _refused(_zip(link), "links are refused")
     with pytest.warns(UserWarning):
         _refused(_files("a.txt", "a.txt"), "appears twice")
+    # one path twice: unpacked, one entry would replace the other
+    _refused(_files("tools/", "tools"), "name one path")
+    _refused(_files("Tools/run.sh", "tools/RUN.sh"), "name one path")
+    _refused(_files("tools", "tools/run.sh"), "is a file, and entry 'tools/run.sh' is inside it")
 
     # zipfile cannot write encrypted entries: set the flag in both headers
     encrypted = _patched(_files("secret.txt"), ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)), 0x1, "<H")

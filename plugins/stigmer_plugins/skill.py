@@ -42,7 +42,7 @@ from stigmer_plugins.skill_push import PLAN, Plan, check_push, dispatch_push
 
 INLINE = "skill.inline_artifact"
 
-_STORAGE_KEY = re.compile(r"^(?P<id>skl-[0-9a-z]{1,60})/(?P<sha>[0-9a-f]{64})$")
+_STORAGE_KEY = re.compile(r"(?P<id>skl-[0-9a-z]{1,60})/(?P<sha>[0-9a-f]{64})")
 
 
 def _skill(obj: object) -> skill_pb2.Skill:
@@ -136,7 +136,7 @@ def mirror_version(ctx: RequestContext) -> None:
 def _get_artifact(ctx: RequestContext) -> None:
     req = ctx.request
     assert isinstance(req, skill_pb2.GetArtifactRequest)
-    found = _STORAGE_KEY.match(req.artifact_storage_key)
+    found = _STORAGE_KEY.fullmatch(req.artifact_storage_key)
     if found is None:
         raise InvalidArgument.field(
             "artifact_storage_key", "must be '<skill id>/<sha256>' as a skill's status gives it"

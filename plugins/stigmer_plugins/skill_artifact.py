@@ -4,8 +4,10 @@ A zip is untrusted input that decompresses on the server, so it is bounded
 on every axis a zip bomb or a hostile archive uses: its own size, the number
 of entries, the total size once decompressed (counted while decompressing,
 not taken from headers), the compression ratio of each large entry, and the
-names (no absolute paths, ``..``, backslashes, drive letters, links or
-duplicates, so unpacking it can only write below one directory). Only
+names (no absolute paths, ``..``, backslashes, drive letters, links,
+duplicates, or two names of one path: a file and a directory, or letters
+that differ only in case, which clash on a case-insensitive file system;
+so unpacking it can only write below one directory, each entry once). Only
 stored and deflated entries are accepted, and none may be encrypted.
 Every failure is INVALID_ARGUMENT on the ``artifact`` field.
 """
@@ -48,7 +50,8 @@ def _bad(reason: str) -> InvalidArgument:
     return InvalidArgument.field(FIELD, reason)
 
 
-def _check_name(name: str, seen: set[str]) -> None:
+def _check_name(name: str, seen: dict[str, str]) -> None:
+    """``seen``: the names so far, by how a file system that ignores case names them."""
     shown = name[:80]
     if not name or len(name) > MAX_NAME or "\x00" in name:
         raise _bad(f"entry name {shown!r} is empty, too long or not text")
@@ -57,9 +60,29 @@ def _check_name(name: str, seen: set[str]) -> None:
     parts = name.rstrip("/").split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise _bad(f"entry {shown!r} has an empty, '.' or '..' path component")
-    if name in seen:
+    key = name.rstrip("/").lower()
+    other = seen.get(key)
+    if other == name:
         raise _bad(f"entry {shown!r} appears twice")
-    seen.add(name)
+    if other is not None:
+        raise _bad(
+            f"entries {other[:80]!r} and {shown!r} name one path (as a file and a directory, or in letters "
+            "that differ only in case): unpacked, one would replace the other"
+        )
+    seen[key] = name
+
+
+def _check_tree(seen: dict[str, str]) -> None:
+    """No file's name is also a directory of another entry's path ('a' and 'a/b')."""
+    for key, name in seen.items():
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            parent = seen.get("/".join(parts[:depth]))
+            if parent is not None and not parent.endswith("/"):
+                raise _bad(
+                    f"entry {parent[:80]!r} is a file, and entry {name[:80]!r} is inside it as a directory: "
+                    "unpacked, one would replace the other"
+                )
 
 
 def _check_entry(info: zipfile.ZipInfo) -> None:
@@ -101,12 +124,13 @@ def inspect(data: bytes) -> Artifact:
             infos = archive.infolist()
             if len(infos) > MAX_ENTRIES:
                 raise _bad(f"has {len(infos)} entries; at most {MAX_ENTRIES}")
-            seen: set[str] = set()
+            seen: dict[str, str] = {}
             declared = 0
             for info in infos:
                 _check_name(info.filename, seen)
                 _check_entry(info)
                 declared += info.file_size
+            _check_tree(seen)
             if declared > MAX_UNCOMPRESSED_BYTES:
                 raise _bad(f"expands to more than {MAX_UNCOMPRESSED_BYTES} bytes")
             total, files, skill_md = 0, 0, None

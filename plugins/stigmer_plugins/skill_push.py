@@ -34,6 +34,9 @@ class Plan:
     skill_md: str
     tag: str
     description: str
+    """The request's: a push that gives none keeps the stored skill's."""
+    front_description: str
+    """The SKILL.md front matter's ``description:``, which a new skill takes when the push gives none."""
     artifact: Artifact | None
     data: bytes
 
@@ -76,7 +79,8 @@ def plan(req: skill_pb2.PushSkillRequest) -> Plan:
         slug=slug,
         skill_md=markdown,
         tag=req.tag,
-        description=req.description or front.get("description", ""),
+        description=req.description,
+        front_description=front.get("description", ""),
         artifact=artifact,
         data=req.artifact,
     )
@@ -108,6 +112,8 @@ def _document(ctx: RequestContext, plan: Plan, org: str) -> skill_pb2.Skill:
     doc.spec.tag = plan.tag
     if plan.description:
         doc.spec.description = plan.description
+    elif not isinstance(stored, skill_pb2.Skill):  # every later push's SKILL.md replaced one set on purpose
+        doc.spec.description = plan.front_description
     validation.check(doc)
     return doc
 

@@ -222,7 +222,7 @@ class _Renewals:
         self._refused = stamp
         self._retry_at: datetime.datetime | None = None
         """When a renewal deferred for its start date is looked at again."""
-        self._served_until = _ends(files)
+        self._served_until = _dates(files)[1]
         self._lock = threading.Lock()
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
@@ -244,7 +244,7 @@ class _Renewals:
                 log.warning("TLS files changed but cannot be served yet; new connections keep the previous ones: %s", exc)
                 return None
             if dated is not None and self._served_until is not None and now < self._served_until:
-                begins = _begins(self._files)
+                begins = _dates(self._files)[0]
                 if begins is not None:
                     self._refused, self._retry_at = stamp, begins
                     log.warning(
@@ -256,28 +256,19 @@ class _Renewals:
             if self._files._stamp() != stamp:
                 return None  # rewritten while read: take them at the next connection
             self._served = stamp
-            self._served_until = _ends(self._files)
+            self._served_until = _dates(self._files)[1]
             log.info("TLS: serving the certificate renewed in %s", self._files.cert)
             if dated is not None:
                 log.warning("TLS: %s", dated[1])
             return config
 
 
-def _dates(files: TlsFiles) -> tuple[datetime.datetime, datetime.datetime] | None:
+def _dates(files: TlsFiles) -> tuple[datetime.datetime | None, datetime.datetime | None]:
+    """The certificate file's validity, from and to; (None, None) when it cannot be read."""
     try:
-        return _validity(_read(files.cert, "TLS certificate (--tls-cert)"))
+        return _validity(_read(files.cert, "TLS certificate (--tls-cert)")) or (None, None)
     except StartupError:
-        return None
-
-
-def _begins(files: TlsFiles) -> datetime.datetime | None:
-    dates = _dates(files)
-    return None if dates is None else dates[0]
-
-
-def _ends(files: TlsFiles) -> datetime.datetime | None:
-    dates = _dates(files)
-    return None if dates is None else dates[1]
+        return None, None
 
 
 def check_listen(address: str, *, tls: TlsFiles | None, require_auth: bool, insecure_no_auth: bool) -> None:

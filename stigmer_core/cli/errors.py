@@ -95,6 +95,8 @@ def _lost(details: str) -> bool:
 
 CLIENT_CERTIFICATE_WANTED = "the server asks for a client certificate: give --cert-file and --key-file"
 """Why a mutual-TLS server closed the connection (``backend status`` says it too)."""
+CA_WANTED_TOO = " and its CA with --ca-file (a loopback address without one is dialled in plaintext)"
+"""Added when this process dialled that server in plaintext (``client.dialled_in_plaintext``)."""
 
 
 def tls_trouble(details: str) -> str | None:
@@ -173,10 +175,9 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
         if closed and _asks_client_certificate(target):
             from stigmer_core.client import dialled_in_plaintext
 
-            plain = " and its CA with --ca-file (a loopback address without one is dialled in plaintext)"
             return Unreachable(
                 f"cannot open TLS to the stigmer server at {target}: {CLIENT_CERTIFICATE_WANTED}"
-                f"{plain if dialled_in_plaintext(target) else ''} "
+                f"{CA_WANTED_TOO if dialled_in_plaintext(target) else ''} "
                 "(or $STIGMER_CERT_FILE and $STIGMER_KEY_FILE, or remote.cert_file and remote.key_file), "
                 "of a certificate signed by a CA the server trusts; one given here was refused if it has "
                 "expired or another CA signed it",

@@ -54,7 +54,7 @@ def status(ctx: click.Context) -> None:
     """Which backend is in use, and whether it answers."""
     from stigmer_core import config
     from stigmer_core.cli import daemon
-    from stigmer_core.cli.errors import CLIENT_CERTIFICATE_WANTED, tls_trouble
+    from stigmer_core.cli.errors import CA_WANTED_TOO, CLIENT_CERTIFICATE_WANTED, tls_trouble
 
     flags = overrides(ctx)
     settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org)
@@ -84,7 +84,7 @@ def status(ctx: click.Context) -> None:
 
                 trouble = CLIENT_CERTIFICATE_WANTED
                 if dialled_in_plaintext(settings.endpoint):
-                    trouble += " and its CA with --ca-file (a loopback address without one is dialled in plaintext)"
+                    trouble += CA_WANTED_TOO
         said = {
             None: f"not reachable: TLS: {trouble}" if trouble else "not reachable",
             "SERVING": "serving",

@@ -159,9 +159,7 @@ class _Context(grpc.ServicerContext):
 class _Done(grpc.Call, grpc.Future):
     """A finished call: result of ``with_call`` and ``future``."""
 
-    def __init__(
-        self, response: Any = None, error: InProcessRpcError | None = None, trailing: Metadata = ()
-    ) -> None:
+    def __init__(self, response: Any = None, error: InProcessRpcError | None = None, trailing: Metadata = ()) -> None:
         self._response = response
         self._error = error
         self._trailing = trailing
@@ -225,6 +223,10 @@ def _bounded(data: bytes, what: str) -> bytes:
     return data
 
 
+def _deadline_exceeded() -> InProcessRpcError:
+    return InProcessRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
 def _unimplemented(method: str) -> InProcessRpcError:
     return InProcessRpcError(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
 
@@ -236,32 +238,47 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
         self._serialize = serialize or (lambda message: message)
         self._deserialize = deserialize or (lambda data: data)
 
-    def _invoke(self, request: Any, metadata: Metadata | None) -> tuple[Any, Metadata]:
-        """The response and the trailing metadata the handler set."""
+    def _invoke(self, request: Any, metadata: Metadata | None, timeout: float | None) -> tuple[Any, Metadata]:
+        """The response and the trailing metadata the handler set.
+
+        A call given a ``timeout`` ends as grpc's client ends one: DEADLINE_EXCEEDED when it
+        is not positive (the handler never runs), and when the deadline passed before the
+        answer was ready, whatever the answer (a write may have committed, as over the
+        network). The handler sees the deadline in its context, so a write whose caller's
+        deadline passed while its steps ran is refused before its transaction."""
         handler = self._handler
         if handler is None or handler.unary_unary is None:
             raise _unimplemented(self._method)
-        context = _Context(metadata)
+        context = _Context(metadata, timeout)
         try:
+            if context.expired():
+                raise _deadline_exceeded()
             decoded = handler.request_deserializer(_bounded(self._serialize(request), "Received message"))
             response = handler.unary_unary(decoded, context)
             failed = context.failed()
             if failed is not None:
                 raise failed
-            return self._deserialize(_bounded(handler.response_serializer(response), "Sent message")), context.trailing_metadata()
+            answer = self._deserialize(_bounded(handler.response_serializer(response), "Sent message"))
+        except InProcessRpcError:
+            if context.expired():
+                raise _deadline_exceeded() from None
+            raise
         finally:
             context.finish()
+        if context.expired():
+            raise _deadline_exceeded()
+        return answer, context.trailing_metadata()
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
-        return self._invoke(request, metadata)[0]
+        return self._invoke(request, metadata, timeout)[0]
 
     def with_call(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
-        response, trailing = self._invoke(request, metadata)
+        response, trailing = self._invoke(request, metadata, timeout)
         return response, _Done(response, trailing=trailing)
 
     def future(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
         try:
-            response, trailing = self._invoke(request, metadata)
+            response, trailing = self._invoke(request, metadata, timeout)
             return _Done(response, trailing=trailing)
         except InProcessRpcError as error:
             return _Done(error=error)
@@ -291,7 +308,7 @@ class _Stream(grpc.Call):
             if self._context.cancelled:
                 raise _cancelled() from None
             if self._context.expired():
-                raise InProcessRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+                raise _deadline_exceeded() from None
             raise
 
     def cancel(self) -> bool:

@@ -20,12 +20,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stigmer_core import Application
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.hookspecs import hookimpl
 from stigmer_core.kinds.declaration import KindDeclaration
+from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import step
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.store.lmdb_store import LmdbStore
 from tests.plugin_server_support import named_agent, served_with
 
 ANSWER = 30.0  # generous: these calls must answer at all, not answer fast
@@ -93,3 +97,32 @@ def test_a_write_whose_call_ended_while_its_steps_ran_is_not_committed(served: t
     assert [a.metadata.name for a in listed.entries] == ["barrier"]
     # and the client's retry is a plain create, not ALREADY_EXISTS
     assert commands.create(named_agent("slow and late"), timeout=ANSWER).metadata.name == "slow and late"
+
+
+def test_in_process_a_call_keeps_its_deadline_as_over_the_network(tmp_path: Path) -> None:
+    """The in-process channel took a unary call's ``timeout`` and ignored it: a write whose
+    caller's deadline passed while its steps ran was committed and answered, where the network
+    answers DEADLINE_EXCEEDED and writes nothing; a timeout of zero ran the call."""
+    gate = Gate()
+    pm = plugin_manager(plugins=[gate])
+    with Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm) as app:
+        channel = app.channel()
+        commands = agent_grpc.AgentCommandControllerStub(channel)
+        queries = agent_grpc.AgentQueryControllerStub(channel)
+        with pytest.raises(grpc.RpcError) as at_once:
+            commands.create(named_agent("never"), timeout=0)
+        assert at_once.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        releaser = threading.Timer(0.6, gate.release.set)
+        releaser.start()
+        try:
+            with pytest.raises(grpc.RpcError) as late:
+                commands.create(named_agent("slow and late"), timeout=0.2)
+        finally:
+            releaser.join()
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert gate.returned.is_set()
+        assert list(queries.list(agent_pb2.ListAgentsRequest(), timeout=ANSWER).entries) == []
+        made = commands.create(named_agent("slow and in time"), timeout=ANSWER)
+        assert (
+            queries.get(agent_pb2.AgentId(value=made.metadata.id), timeout=ANSWER).metadata.name == "slow and in time"
+        )

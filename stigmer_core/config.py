@@ -50,8 +50,8 @@ from stigmer_core.config_file import ENV as ENV
 from stigmer_core.config_file import HOME_ENV as HOME_ENV
 from stigmer_core.config_file import ConfigError as ConfigError
 from stigmer_core.config_file import config_path as config_path
+from stigmer_core.config_file import endpoint_problem, local_data, pick, section
 from stigmer_core.config_file import load_config as load_config
-from stigmer_core.config_file import local_data, pick, section
 from stigmer_core.config_file import save_config as save_config
 from stigmer_core.config_file import stigmer_home as stigmer_home
 
@@ -127,6 +127,9 @@ def resolve(
     chosen_token = pick(token, "token", remote.get("token"), "")
     if not (token or os.environ.get(ENV["token"])) and chosen_endpoint != saved_endpoint:
         chosen_token = ""  # the file's token was saved for the file's endpoint: never sent to another
+    # so were its CA and client certificate: another endpoint (a plaintext daemon on loopback,
+    # another team's server) is dialled with the flags' and the environment's files only
+    saved = remote if chosen_endpoint == saved_endpoint else {}
     return Settings(
         backend=chosen,
         data_dir=directory,
@@ -137,9 +140,9 @@ def resolve(
         org=pick(org, "org", data.get("org"), DEFAULT_ORG),
         home=home,
         config_file=home / CONFIG_NAME,
-        ca_file=pick(ca_file, "ca_file", remote.get("ca_file"), ""),
-        cert_file=pick(cert_file, "cert_file", remote.get("cert_file"), ""),
-        key_file=pick(key_file, "key_file", remote.get("key_file"), ""),
+        ca_file=pick(ca_file, "ca_file", saved.get("ca_file"), ""),
+        cert_file=pick(cert_file, "cert_file", saved.get("cert_file"), ""),
+        key_file=pick(key_file, "key_file", saved.get("key_file"), ""),
     )
 
 
@@ -205,6 +208,9 @@ def connect_settings(settings: Settings, *, read_only: bool = False) -> Client:
         )
     if settings.backend != REMOTE:
         return connect(LOCAL, data_dir=settings.data_dir, store=settings.store or None, read_only=read_only)
+    problem = endpoint_problem(settings.endpoint)  # $STIGMER_ENDPOINT's (a flag's was refused as it was parsed)
+    if problem is not None:
+        raise ConfigError(problem)
     return connect(
         settings.endpoint,
         token=settings.token or None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,18 @@ ENV = {
 
 class ConfigError(StigmerError):
     """The config file or a setting cannot be used as given."""
+
+
+_ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^\s:/\[\]]+):(\d{1,5})$")
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why ``endpoint`` is not a HOST:PORT a client can dial, or None: caught before grpc,
+    whose resolver answers a bad one in its own words (``errors resolving ...``)."""
+    found = _ENDPOINT.match(endpoint)
+    if found is None or not 0 < int(found.group(2)) < 65536:
+        return f"invalid endpoint '{endpoint}': use HOST:PORT (a port from 1 to 65535)"
+    return None
 
 
 def stigmer_home() -> Path:

@@ -301,9 +301,14 @@ def client_credentials(
             "a client certificate needs both files: give --cert-file FILE and --key-file FILE "
             "(or remote.cert_file and remote.key_file)"
         )
-    root = _read(ca_file, "CA file (--ca-file)") if ca_file else None
-    cert = _read(cert_file, "client certificate (--cert-file)") if cert_file else None
-    key = _read(key_file, "client key (--key-file)") if key_file else None
+    # each comes from a flag, the environment or the config file: the words name all three
+    root = _read(ca_file, "CA file (--ca-file, $STIGMER_CA_FILE or remote.ca_file)") if ca_file else None
+    cert = (
+        _read(cert_file, "client certificate (--cert-file, $STIGMER_CERT_FILE or remote.cert_file)")
+        if cert_file
+        else None
+    )
+    key = _read(key_file, "client key (--key-file, $STIGMER_KEY_FILE or remote.key_file)") if key_file else None
     return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
 
 

@@ -19,6 +19,9 @@ from stigmer_core.cli.errors import CliError, Unreachable, describe
 from stigmer_core.cli.log_format import LINE, OneLine
 from stigmer_core.cli.options import overrides, verbose_option
 
+QUIET_LIBRARIES = ("grpc", "grpc_reflection")
+"""Loggers held at WARNING under ``-v``, which shows the framework's own DEBUG lines."""
+
 # Command name -> "module:attribute", one line per command or command group. `--help` imports every
 # module named here, so each imports grpc, protobuf and the kinds inside its commands, not at the top
 # (tests/cli/test_first_hour.py checks that `stigmer --help` loads neither grpc nor protovalidate).
@@ -137,3 +140,5 @@ def main() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LINE) if verbose else OneLine(LINE))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+    for chatty in QUIET_LIBRARIES:  # their INFO lines (one per descriptor file read) bury a failure's details
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -83,6 +83,12 @@ def _unreachable(details: str) -> bool:
     return any(s in lowered for s in ("failed to connect", "connection refused", "dns resolution", "unavailable"))
 
 
+def _unresolved(details: str) -> bool:
+    """grpc's words for a host name its resolver could not look up (c-ares' and the native one's)."""
+    lowered = details.lower()
+    return "errors resolving" in lowered or "dns resolution failed" in lowered
+
+
 _LOST = ("stream removed", "socket closed", "connection reset", "broken pipe", "goaway", "endpoint closing")
 """grpc's words for a connection that was open and broke (a daemon that stopped under a watch or an
 import), as opposed to a status the server sent."""
@@ -108,7 +114,12 @@ def tls_trouble(details: str) -> str | None:
         return "its certificate has expired (the server needs its renewed certificate)"
     if "certificate is not yet valid" in lowered:
         return "its certificate is not valid yet (is this machine's clock right, or the server's?)"
-    untrusted = ("certificate_verify_failed", "certificate verify failed", "certificate signature failure", "unknown ca")
+    untrusted = (
+        "certificate_verify_failed",
+        "certificate verify failed",
+        "certificate signature failure",
+        "unknown ca",
+    )
     if any(words in lowered for words in untrusted) or "unable to get local issuer" in lowered:
         return "its certificate is not signed by a CA this client trusts (give the CA with --ca-file)"
     if "security handshaker" in lowered or "ssl_ctx" in lowered:
@@ -170,6 +181,12 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     trust = tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE else None
     if trust is not None:
         return Unreachable(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
+    if code == grpc.StatusCode.UNAVAILABLE and _unresolved(raw):
+        return Unreachable(
+            f"cannot reach the stigmer server at {target}: its host name does not resolve (check the endpoint: "
+            "--endpoint, $STIGMER_ENDPOINT or remote.endpoint, and this machine's DNS)",
+            details=[raw],
+        )
     if code == grpc.StatusCode.UNAVAILABLE and _unreachable(raw):
         closed = "socket closed" in raw.lower()  # it took the connection, then dropped it: TLS met plaintext?
         if closed and _asks_client_certificate(target):

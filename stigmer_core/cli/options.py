@@ -46,6 +46,7 @@ class Overrides:
     backend: str | None = None
     endpoint: str | None = None
     data_dir: str | None = None
+    ca_file: str | None = None
 
 
 def overrides(ctx: click.Context) -> Overrides:
@@ -67,6 +68,20 @@ def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     return callback
 
 
+def _endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--endpoint``, refused here as a usage error when it is no HOST:PORT."""
+    if value is not None and not ctx.resilient_parsing:
+        from stigmer_core.config_file import endpoint_problem
+
+        problem = endpoint_problem(value)
+        if problem is not None:
+            from stigmer_core.cli.errors import CliError
+
+            raise CliError(problem, exit_code=2)
+    stored: str | None = _store("endpoint")(ctx, param, value)
+    return stored
+
+
 def verbose_option(f: F) -> F:
     return click.option(
         "-v", "--verbose", is_flag=True, expose_value=False, callback=_store("verbose"), help="Show details of errors."
@@ -86,9 +101,20 @@ def backend_options(f: F) -> F:
     f = click.option(
         "--data-dir", expose_value=False, callback=_store("data_dir"), help="Local data directory (local backend)."
     )(f)
-    f = click.option("--endpoint", expose_value=False, callback=_store("endpoint"), help="HOST:PORT (remote backend).")(
-        f
-    )
+    f = click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+        expose_value=False,
+        callback=_store("ca_file"),
+        help="PEM of the CA that signed the remote server's certificate (default: $STIGMER_CA_FILE, config `ca_file`).",
+    )(f)
+    f = click.option(
+        "--endpoint",
+        expose_value=False,
+        callback=_endpoint,
+        metavar="HOST:PORT",
+        help="The remote server (remote backend).",
+    )(f)
     f = click.option(
         "--backend", type=click.Choice(BACKENDS), expose_value=False, callback=_store("backend"), help="Backend to use."
     )(f)

@@ -57,7 +57,11 @@ class Session:
         """The session of this command invocation, built from its flags."""
         flags = overrides(ctx)
         settings = config.resolve(
-            backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org
+            backend=flags.backend,
+            endpoint=flags.endpoint,
+            data_dir=flags.data_dir,
+            org=flags.org,
+            ca_file=flags.ca_file,
         )
         session = cls(settings, read_only=read_only)
         ctx.call_on_close(session.close)

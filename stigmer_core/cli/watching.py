@@ -20,7 +20,7 @@ from stigmer_core.cli import render, yamlio
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.documents import to_dict
 from stigmer_core.cli.envelope import metadata
-from stigmer_core.cli.errors import CliError, from_rpc
+from stigmer_core.cli.errors import CliError, Unreachable, from_rpc
 from stigmer_core.cli.session import Session
 from stigmer_core.pipeline.watch import WATCH_PATH
 
@@ -99,13 +99,13 @@ class _Follow:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise from_rpc(cut, target) from cut
+                raise self._given_up(cut) from cut
             try:
                 grpc.channel_ready_future(self._session.client.channel).result(timeout=left)
                 self.stream = _open_watch(self._session, self._kind, self._org, self.cursor)
                 next(self.stream)  # its first bookmark: the watch is open again
             except grpc.FutureTimeoutError:
-                raise from_rpc(cut, target) from cut
+                raise self._given_up(cut) from cut
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:  # a compacted log (ABORTED), a revoked token
                     raise from_rpc(exc, target) from exc
@@ -115,6 +115,21 @@ class _Follow:
                 continue
             click.echo(f"stigmer: watching again after revision {revision}", err=True)
             return
+
+    def _given_up(self, cut: grpc.RpcError) -> Exception:
+        """The watch could not be opened again in time: said for a person at a terminal. A server
+        that ended it says, to any client, how to resume through the API (``since_revision``), which
+        this command did for as long as it waits; the person can only run it again."""
+        error = from_rpc(cut, self._session.target)
+        if isinstance(error, Unreachable):  # grpc's words, made the CLI's already
+            return error
+        said = (cut.details() or "").split("; watch again", 1)[0]
+        return Unreachable(
+            f"the stigmer server at {self._session.target} ended the watch ({said}) and did not take it back within "
+            f"{self._patience:g} s ($STIGMER_WATCH_RESUME_SECONDS); every change up to revision {self.cursor[0]} "
+            "was printed: run the command again",
+            details=[cut.details() or ""],
+        )
 
     def __iter__(self) -> Iterator[watch_pb2.WatchEvent]:
         while True:

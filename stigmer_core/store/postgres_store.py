@@ -105,6 +105,7 @@ def _close_on_purpose(conn: psycopg.Connection[Any]) -> None:
     conn._stigmer_closed_on_purpose = True  # type: ignore[attr-defined]
     conn.close()
 
+
 DEFAULT_CONNECT_TIMEOUT = 5
 DEFAULT_STATEMENT_TIMEOUT_MS = 30_000
 LOOSE_QUERIES = 2
@@ -357,9 +358,7 @@ class _Pool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
         super().putconn(conn)
 
 
-def _execute(
-    conn: psycopg.Connection[Any], query: bytes, params: tuple[Any, ...] | None = None
-) -> psycopg.Cursor[Any]:
+def _execute(conn: psycopg.Connection[Any], query: bytes, params: tuple[Any, ...] | None = None) -> psycopg.Cursor[Any]:
     """``conn.execute`` on a cursor the connection keeps, for a statement of small parameters and
     at most one row, read before the next is sent (a get, a delete): ``Connection.execute``
     builds a cursor (and its adapters map) per statement, about a third of the CPU psycopg
@@ -393,13 +392,13 @@ _OPERATOR_EVERY = 60.0
 _told: dict[str, float] = {}
 
 
-def _tell_operator(problem: str, message: str) -> None:
+def _tell_operator(problem: str, message: str, heading: str = "the database refuses this daemon's statements") -> None:
     """Log, at most every minute per problem, what only the database's operator can fix: clients
     were told UNAVAILABLE, and the daemon's log (what an operator alerts on) said nothing."""
     now = time.monotonic()
     if now - _told.get(problem, -_OPERATOR_EVERY) >= _OPERATOR_EVERY:
         _told[problem] = now
-        log.error("the database refuses this daemon's statements: %s", message)
+        log.error("%s: %s", heading, message)
 
 
 def _translate(exc: psycopg.Error) -> Exception:
@@ -474,7 +473,12 @@ def _connection_lost(exc: psycopg.Error) -> errors.Unavailable:
     nothing of the database, which may be answering every other connection."""
     detail = _detail(exc)
     if isinstance(exc, pg_errors.ConnectionTimeout) or detail.startswith("connection failed"):
-        return errors.Unavailable(f"the database is unreachable: {detail}")
+        # libpq's words name the database's host and port (and its user): the operator's log gets
+        # them, a caller (any token, or none yet checked: a token's check reads the database) not
+        _tell_operator("unreachable", detail, "calls are answered UNAVAILABLE: the database is unreachable")
+        return errors.Unavailable(
+            "the database is unreachable: the daemon could not open a connection to it (its log says why); retry"
+        )
     why = _ENDED_BECAUSE.get(exc.sqlstate or "")
     if why is not None:
         return errors.Unavailable(f"the database ended this call's connection: {why}; retry (on a new connection)")

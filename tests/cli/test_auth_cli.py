@@ -371,3 +371,38 @@ def test_a_plaintext_call_to_a_mutual_tls_server_on_loopback_asks_for_the_ca_too
     assert "give --cert-file and --key-file and its CA with --ca-file" in refused.err, refused.err
     status = stigmer("backend", "status", "--backend", "remote", "--endpoint", daemon).out
     assert "client certificate: give --cert-file and --key-file and its CA with --ca-file" in status, status
+
+
+def test_the_ca_is_given_as_the_messages_say_and_a_bad_endpoint_is_a_usage_error(stigmer: Stigmer, tmp_path: Path) -> None:
+    """An untrusted server's message said "give the CA with --ca-file", which only `login` and
+    `backend switch` took (every other command: "No such option"); `login` ignored the
+    $STIGMER_CA_FILE its own refusal named; an endpoint that is no HOST:PORT, or a host that does
+    not resolve, was answered in grpc's resolver's words; and `-v` before the command printed a
+    line per descriptor file grpc's reflection client read, burying the failure."""
+    from tests.auth_support import make_pki
+
+    for name in ("served", "other"):
+        (tmp_path / name).mkdir()
+    served, other = make_pki(tmp_path / "served"), make_pki(tmp_path / "other")
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    (stigmer.home / "config.yaml").write_text(
+        yaml.safe_dump({"server": {"tls_cert": str(served.server_cert), "tls_key": str(served.server_key)}})
+    )
+    daemon = stigmer.start().address
+    remote = ("--backend", "remote", "--endpoint", daemon)
+    untrusted = stigmer("get", "agents", *remote, "--ca-file", str(other.ca))
+    assert untrusted.code == 1 and "give the CA with --ca-file" in untrusted.err, untrusted.err
+    trusted = stigmer("-v", "get", "agents", *remote, "--ca-file", str(served.ca))
+    assert trusted.code == 0, trusted.err
+    assert "grpc_reflection" not in trusted.err, trusted.err
+    logged_in = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": "stg_" + "A" * 43, "STIGMER_CA_FILE": str(served.ca)})
+    assert "cannot reach" not in logged_in.err and "TLS" not in logged_in.err, logged_in.err
+    for endpoint in ("nohostport", ":50051", "127.0.0.1:99999", "127.0.0.1:0"):
+        refused = stigmer("get", "agents", "--backend", "remote", "--endpoint", endpoint)
+        assert refused.code == 2, (endpoint, refused.err)
+        assert f"invalid endpoint '{endpoint}': use HOST:PORT" in refused.err, refused.err
+    from_env = stigmer("get", "agents", "--backend", "remote", env={"STIGMER_ENDPOINT": "nohostport"})
+    assert from_env.code == 1 and "invalid endpoint 'nohostport': use HOST:PORT" in from_env.err, from_env.err
+    nowhere = stigmer("get", "agents", "--backend", "remote", "--endpoint", "no.such.host.invalid:443")
+    assert nowhere.code == 1, nowhere.err
+    assert "cannot reach the stigmer server at no.such.host.invalid:443: its host name does not resolve" in nowhere.err

@@ -125,3 +125,18 @@ def test_a_symlinked_config_keeps_its_link(home: Path, tmp_path_factory: pytest.
     assert (home / "config.yaml").is_symlink()
     assert config.load_config() == {"org": "after"}
     assert (dotfiles / "stigmer.yaml").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_saved_ca_and_client_certificate_go_only_to_their_endpoint(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`login --ca-file` saved a CA that every other endpoint was then dialled with: a plaintext
+    daemon on loopback failed "the TLS handshake failed", and an empty $STIGMER_CA_FILE could not
+    undo it."""
+    saved = {"endpoint": "team:443", "ca_file": "/ca.pem", "cert_file": "/me.pem", "key_file": "/me.key"}
+    config.save_config({"backend": {"type": "remote"}, "remote": saved})
+    at_team = config.resolve()
+    assert (at_team.ca_file, at_team.cert_file, at_team.key_file) == ("/ca.pem", "/me.pem", "/me.key")
+    elsewhere = config.resolve(endpoint="127.0.0.1:50051")
+    assert (elsewhere.ca_file, elsewhere.cert_file, elsewhere.key_file) == ("", "", "")
+    assert config.resolve(endpoint="127.0.0.1:50051", ca_file="/given.pem").ca_file == "/given.pem"
+    monkeypatch.setenv("STIGMER_CA_FILE", "/env.pem")
+    assert config.resolve(endpoint="127.0.0.1:50051").ca_file == "/env.pem"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,6 @@ from stigmer_core.cli.options import (
     pair_of_files,
     verbose_option,
 )
-
-_ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^\s:/]+):\d{1,5}$")
 
 
 @click.group()
@@ -43,8 +40,11 @@ def checked_token(token: str) -> str:
 
 
 def valid_endpoint(endpoint: str) -> None:
-    if not _ENDPOINT.match(endpoint):
-        raise CliError(f"invalid endpoint '{endpoint}': use HOST:PORT", exit_code=2)
+    from stigmer_core.config_file import endpoint_problem
+
+    problem = endpoint_problem(endpoint)
+    if problem is not None:
+        raise CliError(problem, exit_code=2)
 
 
 @backend.command()
@@ -57,7 +57,9 @@ def status(ctx: click.Context) -> None:
     from stigmer_core.cli.errors import CA_WANTED_TOO, CLIENT_CERTIFICATE_WANTED, tls_trouble
 
     flags = overrides(ctx)
-    settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org)
+    settings = config.resolve(
+        backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir, org=flags.org, ca_file=flags.ca_file
+    )
     pairs = [("backend", settings.backend)]
     if settings.backend == config.LOCAL:
         found = daemon.running(settings.data_dir)
@@ -163,9 +165,7 @@ def switch(
     local = dict(data.get("local") or {})
     dropped = []
     if endpoint and endpoint != remote.get("endpoint"):
-        dropped = [
-            name for name in ("token", "ca_file", "cert_file", "key_file") if remote.pop(name, None) is not None
-        ]
+        dropped = [name for name in ("token", "ca_file", "cert_file", "key_file") if remote.pop(name, None) is not None]
         remote["endpoint"] = endpoint
     if token is not None:
         remote["token"] = checked_token(token)
@@ -191,4 +191,6 @@ def switch(
     if dropped:
         words = [n.replace("_", " ") for n in dropped]
         names = " and ".join(filter(None, (", ".join(words[:-1]), words[-1])))
-        click.echo(f"the {names} kept for the previous endpoint {'were' if len(dropped) > 1 else 'was'} dropped", err=True)
+        click.echo(
+            f"the {names} kept for the previous endpoint {'were' if len(dropped) > 1 else 'was'} dropped", err=True
+        )

@@ -21,14 +21,13 @@ from stigmer_core.cli.options import client_certificate_options, common_options,
 )
 @click.option(
     "--ca-file",
+    envvar="STIGMER_CA_FILE",
     type=click.Path(exists=True, dir_okay=False),
-    help="PEM of a private CA that signed the server's certificate.",
+    help="PEM of a private CA that signed the server's certificate; else $STIGMER_CA_FILE.",
 )
 @client_certificate_options
 @verbose_option
-def login(
-    endpoint: str, token: str | None, ca_file: str | None, cert_file: str | None, key_file: str | None
-) -> None:
+def login(endpoint: str, token: str | None, ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
     """Check a token against a server, then make that server the backend (config file, mode 0600).
 
     A token on the command line stays in the shell's history and is shown to other users by

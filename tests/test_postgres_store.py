@@ -1185,6 +1185,20 @@ def test_what_the_database_does_to_a_correct_statement_is_a_status_never_a_bug()
     assert _translate(bug) is bug
 
 
+def test_a_caller_is_not_told_where_the_database_is(caplog: pytest.LogCaptureFixture) -> None:
+    """libpq's words for a connection it could not open name the database's host, port and user,
+    and went to every caller: a made-up token (its check reads the database) learned them."""
+    libpq = 'connection failed: connection to server at "10.9.8.7", port 6543 failed: FATAL: role "svc_stigmer" ...'
+    postgres_store._told.pop("unreachable", None)
+    with caplog.at_level(logging.ERROR, logger="stigmer_core.store.postgres_store"):
+        told = postgres_store._translate(psycopg.OperationalError(libpq))
+        again = postgres_store._translate(psycopg.OperationalError(libpq))
+    assert isinstance(told, errors.Unavailable) and told.message.startswith("the database is unreachable")
+    for secret in ("10.9.8.7", "6543", "svc_stigmer"):
+        assert secret not in told.message and secret not in again.message
+    assert caplog.text.count("10.9.8.7") == 1, caplog.text  # the operator's log has it, once a minute
+
+
 @contextlib.contextmanager
 def _frozen(pid: int) -> Iterator[None]:
     """One backend process stopped: to its client, a server that is up and answers nothing

@@ -67,6 +67,12 @@ def _open_watch(session: Session, kind: KindInfo, org: str, since: tuple[int, in
     return call(request)
 
 
+def _reason(cut: grpc.RpcError) -> str:
+    """Why a watch was cut, without a server's advice to API clients on resuming it (``since_revision``),
+    which the command follows itself."""
+    return (cut.details() or "").split("; watch again", 1)[0]
+
+
 class _Follow:
     """The kind's events, in order, across daemon restarts.
 
@@ -93,7 +99,7 @@ class _Follow:
         import time
 
         target, revision = self._session.target, self.cursor[0]
-        click.echo(f"stigmer: the watch was cut ({cut.details()}); watching again after revision {revision}", err=True)
+        click.echo(f"stigmer: the watch was cut ({_reason(cut)}); watching again after revision {revision}", err=True)
         deadline = time.monotonic() + self._patience
         pause = 0.25
         while True:
@@ -123,9 +129,8 @@ class _Follow:
         error = from_rpc(cut, self._session.target)
         if isinstance(error, Unreachable):  # grpc's words, made the CLI's already
             return error
-        said = (cut.details() or "").split("; watch again", 1)[0]
         return Unreachable(
-            f"the stigmer server at {self._session.target} ended the watch ({said}) and did not take it back within "
+            f"the stigmer server at {self._session.target} ended the watch ({_reason(cut)}) and did not take it back within "
             f"{self._patience:g} s ($STIGMER_WATCH_RESUME_SECONDS); every change up to revision {self.cursor[0]} "
             "was printed: run the command again",
             details=[cut.details() or ""],

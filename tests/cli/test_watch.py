@@ -139,3 +139,39 @@ def test_a_resume_wait_that_is_not_seconds_is_refused_before_watching(stigmer: S
         assert result.code == 1, result.err
         assert f"STIGMER_WATCH_RESUME_SECONDS must be a number of seconds (0 or more), not '{value}'" in result.err
         assert result.out == "", "refused before the list was printed"
+
+
+def test_a_watch_whose_daemon_stops_and_stays_away_says_to_run_it_again(
+    stigmer: Stigmer, daemon: str, tmp_path: Path
+) -> None:
+    """A daemon stopping (SIGTERM) ends each watch with the API's advice, "watch again with
+    since_revision N": the command printed that when it gave up waiting, though `get` has no such
+    flag; what a person can do is run the command again."""
+    import os
+
+    from stigmer_core.datadir import holder
+
+    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "stigmer_core.cli", "get", "agents", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**stigmer.env(), "STIGMER_WATCH_RESUME_SECONDS": "1"},
+    )
+    try:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        assert watcher.stdout.readline().split()[:2] == ["NAME", "ID"]
+        assert watcher.stdout.readline().split()[0] == "bot"
+        info = holder(stigmer.data_dir)
+        assert info is not None
+        os.kill(int(info["pid"]), signal.SIGTERM)
+        assert watcher.wait(TIMEOUT) == 1
+        error = watcher.stderr.read().strip().splitlines()
+        assert error and not any("since_revision" in line for line in error), error
+        assert error[-1].startswith(f"stigmer: the stigmer server at {daemon} ended the watch"), error
+        assert error[-1].endswith("was printed: run the command again"), error
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(TIMEOUT)

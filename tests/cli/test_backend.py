@@ -48,7 +48,7 @@ def test_switch_refuses_what_cannot_work(stigmer: Stigmer) -> None:
     assert stigmer.fails("backend", "switch", "remote").startswith("the remote backend needs an endpoint")
     assert (
         stigmer.fails("backend", "switch", "remote", "--endpoint", "nohost", code=2)  # a usage error
-        == "invalid endpoint 'nohost': use HOST:PORT"
+        == "invalid endpoint 'nohost': use HOST:PORT (a port from 1 to 65535)"
     )
     assert not (stigmer.home / "config.yaml").exists()
 

@@ -84,6 +84,8 @@ class StigmerGroup(click.Group):
             message, details = describe(exc)
             if isinstance(exc, errors.NotFound):
                 message = with_org_hint(ctx, message)
+            elif isinstance(exc, errors.Unauthenticated) and exc.reason == "TOKEN_REQUIRED":
+                message = with_withheld_token_hint(ctx, message)
             expected = isinstance(exc, CliError | errors.StigmerError | OSError)
             report_failure(message, details, verbose=verbose, error=None if expected else exc)
             ctx.exit(exc.exit_code if isinstance(exc, CliError) else 1)
@@ -100,6 +102,27 @@ def _said_of_backend(ctx: click.Context, error: Unreachable) -> Unreachable:
     except Exception:  # only a better wording: the message stands without it
         return error
     return for_backend(error, settings)
+
+
+def with_withheld_token_hint(ctx: click.Context, message: str) -> str:
+    """A server asking for a token, when the config file holds one saved for another endpoint
+    (which is never sent elsewhere, ``config.resolve``): say so, or it reads as if no login was made."""
+    from stigmer_core import config
+    from stigmer_core.config_file import section
+
+    flags = overrides(ctx)
+    try:
+        settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir)
+        remote = section(config.load_config(settings.config_file), "remote")
+    except Exception:  # only a hint: the message stands without it
+        return message
+    saved = str(remote.get("endpoint") or "")
+    if settings.backend != config.REMOTE or settings.token or not remote.get("token") or saved == settings.endpoint:
+        return message
+    return (
+        f"{message}; the config file's token was saved for {saved} and is not sent to {settings.endpoint}: "
+        f"give $STIGMER_TOKEN, or `stigmer login --endpoint {settings.endpoint}`"
+    )
 
 
 def with_org_hint(ctx: click.Context, message: str) -> str:

@@ -406,3 +406,21 @@ def test_the_ca_is_given_as_the_messages_say_and_a_bad_endpoint_is_a_usage_error
     nowhere = stigmer("get", "agents", "--backend", "remote", "--endpoint", "no.such.host.invalid:443")
     assert nowhere.code == 1, nowhere.err
     assert "cannot reach the stigmer server at no.such.host.invalid:443: its host name does not resolve" in nowhere.err
+
+
+def test_a_token_kept_from_another_endpoint_is_said_so(stigmer: Stigmer, stigmer_store: str | None) -> None:
+    """The config's token goes only to the endpoint it was saved for; dialling the same server by
+    another name answered "this server requires an API token ... stigmer login", as if none was
+    saved."""
+    stigmer.store = stigmer_store
+    token = stigmer.ok("token", "create", "--org", "acme", "--role", "viewer", "--name", "ci").strip()
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    assert stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": token}).code == 0
+    assert stigmer("get", "agents").code == 0
+    other = "localhost:" + daemon.rsplit(":", 1)[1]
+    refused = stigmer("get", "agents", "--endpoint", other)
+    assert refused.code == 1 and "this server requires an API token" in refused.err, refused.err
+    assert f"the config file's token was saved for {daemon} and is not sent to {other}" in refused.err, refused.err
+    given = stigmer("get", "agents", "--endpoint", other, env={"STIGMER_TOKEN": token})
+    assert given.code == 0, given.err

@@ -214,6 +214,9 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
                 export.close()
                 raise CliError(describe(exc)[0]) from None
             except (errors.StigmerError, CliError) as exc:  # none of the kind, not part of it
+                if _every_kind_refused(exc):
+                    export.close()
+                    raise CliError(describe(exc)[0]) from None
                 del export.entries[before:], export.missing[missing_before:]
                 export.missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
                 unlisted.add(kind.name)
@@ -223,6 +226,14 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
     )
     export.missing += gone
     return export
+
+
+def _every_kind_refused(exc: Exception) -> bool:
+    """Whether every kind's list would be refused as this one was (an org the token has no role in,
+    no valid token): said once, not once per kind."""
+    return isinstance(exc, errors.Unauthenticated) or (
+        isinstance(exc, errors.NotFound) and exc.reason == "ORG_NOT_FOUND"
+    )
 
 
 def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> None:

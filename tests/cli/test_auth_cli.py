@@ -352,6 +352,12 @@ def test_export_all_by_a_single_org_token_names_that_org(stigmer: Stigmer, stigm
     assert "from org 'acme' (every org this caller can read)" in exported.err, exported.err
     owner = stigmer("export", "--all")
     assert owner.code == 0 and "from every org" in owner.err, owner.err
+    # another org's: refused once, not once per kind (each kind's list said "org 'globex' not found")
+    other = stigmer(
+        "export", "--all", "--org", "globex", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_TOKEN": token}
+    )
+    assert other.code == 1 and other.out == "", other.err
+    assert other.err.count("not found") == 1 and "org 'globex' not found" in other.err, other.err
 
 
 def test_a_plaintext_call_to_a_mutual_tls_server_on_loopback_asks_for_the_ca_too(

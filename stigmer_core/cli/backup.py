@@ -214,12 +214,16 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
                 export.close()
                 raise CliError(describe(exc)[0]) from None
             except (errors.StigmerError, CliError) as exc:  # none of the kind, not part of it
-                if _every_kind_refused(exc):
-                    export.close()
-                    raise CliError(describe(exc)[0]) from None
                 del export.entries[before:], export.missing[missing_before:]
-                export.missing.append(Missing(f"kind '{kind.cli_name}'", describe(exc)[0]))
-                unlisted.add(kind.name)
+                refused = [kind]
+                if _every_kind_refused(exc):  # said once for this kind and every one not listed yet
+                    refused += [*queue, *deferred]
+                    queue.clear()
+                    deferred.clear()
+                refused.sort(key=lambda each: position.get(each.name, len(position)))
+                names = ", ".join(f"'{each.cli_name}'" for each in refused)
+                export.missing.append(Missing(f"kind{'s' if len(refused) > 1 else ''} {names}", describe(exc)[0]))
+                unlisted.update(each.name for each in refused)
             progress.advance()
     export.entries, gone = dangling(
         export.entries, {kind.name for kind in kinds}, left_out=export.left_out, unlisted=unlisted

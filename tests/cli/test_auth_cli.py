@@ -356,7 +356,8 @@ def test_export_all_by_a_single_org_token_names_that_org(stigmer: Stigmer, stigm
     other = stigmer(
         "export", "--all", "--org", "globex", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_TOKEN": token}
     )
-    assert other.code == 1 and other.out == "", other.err
+    assert other.code == 1 and other.out.count("not exported") == 1, other.out
+    assert "# stigmer export failed: not exported: kinds 'environment', 'skill', 'agent', " in other.out, other.out
     assert other.err.count("not found") == 1 and "org 'globex' not found" in other.err, other.err
 
 

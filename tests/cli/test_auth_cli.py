@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.auth_support import Pki
+
 from .conftest import TIMEOUT, Stigmer, free_port
 from .test_resources import CODER
 
@@ -153,12 +155,10 @@ def test_token_list_tells_an_expired_token_and_a_bad_duration_is_a_usage_error(s
     assert stigmer.fails("token", "create", "--role", "viewer", "--expires", "1y", code=2).startswith("invalid duration")
 
 
-def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path, stigmer_store: str | None) -> None:
-    """A wrong CA, a CA file that is no PEM, or plaintext to a TLS server all said "cannot reach the
-    server (is it running?)", with grpc's own log lines around that one line."""
+def _tls_daemon(stigmer: Stigmer, tmp_path: Path) -> tuple[str, Pki, Pki]:
+    """A daemon serving TLS (its address), the PKI that signed its certificate, and another one."""
     from tests.auth_support import make_pki
 
-    stigmer.store = stigmer_store
     for name in ("served", "other"):
         (tmp_path / name).mkdir()
     served, other = make_pki(tmp_path / "served"), make_pki(tmp_path / "other")
@@ -166,7 +166,14 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path, stig
     (stigmer.home / "config.yaml").write_text(
         yaml.safe_dump({"server": {"tls_cert": str(served.server_cert), "tls_key": str(served.server_key)}})
     )
-    daemon = stigmer.start().address
+    return stigmer.start().address, served, other
+
+
+def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path, stigmer_store: str | None) -> None:
+    """A wrong CA, a CA file that is no PEM, or plaintext to a TLS server all said "cannot reach the
+    server (is it running?)", with grpc's own log lines around that one line."""
+    stigmer.store = stigmer_store
+    daemon, served, other = _tls_daemon(stigmer, tmp_path)
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
     cases = {
@@ -386,16 +393,7 @@ def test_the_ca_is_given_as_the_messages_say_and_a_bad_endpoint_is_a_usage_error
     $STIGMER_CA_FILE its own refusal named; an endpoint that is no HOST:PORT, or a host that does
     not resolve, was answered in grpc's resolver's words; and `-v` before the command printed a
     line per descriptor file grpc's reflection client read, burying the failure."""
-    from tests.auth_support import make_pki
-
-    for name in ("served", "other"):
-        (tmp_path / name).mkdir()
-    served, other = make_pki(tmp_path / "served"), make_pki(tmp_path / "other")
-    stigmer.home.mkdir(parents=True, exist_ok=True)
-    (stigmer.home / "config.yaml").write_text(
-        yaml.safe_dump({"server": {"tls_cert": str(served.server_cert), "tls_key": str(served.server_key)}})
-    )
-    daemon = stigmer.start().address
+    daemon, served, other = _tls_daemon(stigmer, tmp_path)
     remote = ("--backend", "remote", "--endpoint", daemon)
     untrusted = stigmer("get", "agents", *remote, "--ca-file", str(other.ca))
     assert untrusted.code == 1 and "give the CA with --ca-file" in untrusted.err, untrusted.err

@@ -67,11 +67,9 @@ def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: st
             watcher.wait(TIMEOUT)
 
 
-def test_a_watch_whose_daemon_dies_says_the_local_daemon_cannot_be_reached(
-    stigmer: Stigmer, daemon: str, tmp_path: Path
-) -> None:
-    """The broken stream was printed as grpc's words: `stigmer: Stream removed (Socket closed)`; then
-    as a remote server's, with a hint for `--backend remote`."""
+def _watch_ended_by(stigmer: Stigmer, tmp_path: Path, stop: signal.Signals) -> list[str]:
+    """What `get agents --watch` says last on stderr (it exits 1) when its daemon gets ``stop`` and
+    does not come back within the 1 s the watch waits here."""
     import os
 
     from stigmer_core.datadir import holder
@@ -82,7 +80,7 @@ def test_a_watch_whose_daemon_dies_says_the_local_daemon_cannot_be_reached(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**stigmer.env(), "STIGMER_WATCH_RESUME_SECONDS": "1"},  # it does not come back within 1 s
+        env={**stigmer.env(), "STIGMER_WATCH_RESUME_SECONDS": "1"},
     )
     try:
         assert watcher.stdout is not None and watcher.stderr is not None
@@ -90,17 +88,27 @@ def test_a_watch_whose_daemon_dies_says_the_local_daemon_cannot_be_reached(
         assert watcher.stdout.readline().split()[0] == "bot"
         info = holder(stigmer.data_dir)
         assert info is not None
-        os.kill(int(info["pid"]), signal.SIGKILL)  # the daemon dies under the watch
+        os.kill(int(info["pid"]), stop)
         assert watcher.wait(TIMEOUT) == 1
         error = watcher.stderr.read().strip().splitlines()
-        expected = f"stigmer: cannot reach the local stigmer daemon of data directory {stigmer.data_dir} at {daemon}"
-        assert error and error[-1].startswith(expected), error
-        assert "Stream removed" not in error[-1] and "--backend remote" not in error[-1]
-        assert "`stigmer local start` starts it again" in error[-1]
+        assert error, "nothing said"
+        return error
     finally:
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait(TIMEOUT)
+
+
+def test_a_watch_whose_daemon_dies_says_the_local_daemon_cannot_be_reached(
+    stigmer: Stigmer, daemon: str, tmp_path: Path
+) -> None:
+    """The broken stream was printed as grpc's words: `stigmer: Stream removed (Socket closed)`; then
+    as a remote server's, with a hint for `--backend remote`."""
+    error = _watch_ended_by(stigmer, tmp_path, signal.SIGKILL)  # the daemon dies under the watch
+    expected = f"stigmer: cannot reach the local stigmer daemon of data directory {stigmer.data_dir} at {daemon}"
+    assert error[-1].startswith(expected), error
+    assert "Stream removed" not in error[-1] and "--backend remote" not in error[-1]
+    assert "`stigmer local start` starts it again" in error[-1]
 
 
 def test_a_watch_goes_on_across_a_daemon_restart(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
@@ -147,31 +155,7 @@ def test_a_watch_whose_daemon_stops_and_stays_away_says_to_run_it_again(
     """A daemon stopping (SIGTERM) ends each watch with the API's advice, "watch again with
     since_revision N": the command printed that when it gave up waiting, though `get` has no such
     flag; what a person can do is run the command again."""
-    import os
-
-    from stigmer_core.datadir import holder
-
-    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "stigmer_core.cli", "get", "agents", "--watch"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**stigmer.env(), "STIGMER_WATCH_RESUME_SECONDS": "1"},
-    )
-    try:
-        assert watcher.stdout is not None and watcher.stderr is not None
-        assert watcher.stdout.readline().split()[:2] == ["NAME", "ID"]
-        assert watcher.stdout.readline().split()[0] == "bot"
-        info = holder(stigmer.data_dir)
-        assert info is not None
-        os.kill(int(info["pid"]), signal.SIGTERM)
-        assert watcher.wait(TIMEOUT) == 1
-        error = watcher.stderr.read().strip().splitlines()
-        assert error and not any("since_revision" in line for line in error), error
-        assert error[-1].startswith(f"stigmer: the stigmer server at {daemon} ended the watch"), error
-        assert error[-1].endswith("was printed: run the command again"), error
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait(TIMEOUT)
+    error = _watch_ended_by(stigmer, tmp_path, signal.SIGTERM)
+    assert not any("since_revision" in line for line in error), error
+    assert error[-1].startswith(f"stigmer: the stigmer server at {daemon} ended the watch"), error
+    assert error[-1].endswith("was printed: run the command again"), error

@@ -20,7 +20,14 @@ from stigmer_core.cli.log_format import LINE, OneLine
 from stigmer_core.cli.options import overrides, verbose_option
 
 QUIET_LIBRARIES = ("grpc", "grpc_reflection")
-"""Loggers held at WARNING under ``-v``, which shows the framework's own DEBUG lines."""
+"""Loggers whose lines below WARNING the command's handler drops under ``-v``, which shows the
+framework's own DEBUG lines: their INFO lines (one per descriptor file read) bury a failure's
+details. A filter on the handler, not the loggers' levels, which would outlive the command in a
+process that runs it (a test's ``CliRunner``)."""
+
+
+def _not_chatty(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] not in QUIET_LIBRARIES
 
 # Command name -> "module:attribute", one line per command or command group. `--help` imports every
 # module named here, so each imports grpc, protobuf and the kinds inside its commands, not at the top
@@ -162,6 +169,5 @@ def main() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LINE) if verbose else OneLine(LINE))
+    handler.addFilter(_not_chatty)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
-    for chatty in QUIET_LIBRARIES:  # their INFO lines (one per descriptor file read) bury a failure's details
-        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -106,7 +106,9 @@ class _Reader:
                 continue
             yield key, bytes(value)
 
-    def events(self, after_revision: int) -> Iterator[tuple[int, bytes]]:
+    def events(self, after_revision: int, partitions: Collection[str] | None = None) -> Iterator[tuple[int, bytes]]:
+        """The seeds' log filed no partitions: every reader reads everyone's events (streams
+        send only their orgs' anyway), as the seeds did."""
         rows = self._conn.execute(
             "SELECT revision, payload FROM events WHERE revision > ? ORDER BY revision, seq", (after_revision,)
         )

@@ -600,7 +600,7 @@ class EventHub:
             previous, index = 0, 0
             position = cursor
             examined = 0
-            for revision, payload in txn.events(cursor.revision - 1):
+            for revision, payload in txn.events(cursor.revision - 1, partitions):
                 index = index + 1 if revision == previous else 0
                 previous = revision
                 if revision == cursor.revision and index < cursor.index:

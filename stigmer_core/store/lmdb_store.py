@@ -22,6 +22,7 @@ so readers pass through a gate that a resize can close briefly.
 from __future__ import annotations
 
 import errno
+import heapq
 import logging
 import os
 import shutil
@@ -212,15 +213,49 @@ class _Reader:
                 return
             yield key, bytes(value)
 
-    def events(self, after_revision: int) -> Iterator[tuple[int, bytes]]:
+    def events(
+        self, after_revision: int, partitions: Collection[str] | None = None
+    ) -> Iterator[tuple[int, bytes]]:
         cursor = self._txn.cursor()
-        if not cursor.set_range(keys.event_key(after_revision + 1, 0)):
-            return
-        for raw_key, value in cursor:
-            key = bytes(raw_key)
-            if not key.startswith(keys.EVENTS):
+        if partitions is None:
+            if not cursor.set_range(keys.event_key(after_revision + 1, 0)):
                 return
-            yield keys.event_revision(key), bytes(value)
+            for raw_key, value in cursor:
+                key = bytes(raw_key)
+                if not key.startswith(keys.EVENTS):
+                    return
+                yield keys.event_revision(key), bytes(value)
+            return
+        # Each partition's revisions are an index of their own, in order: merged, they are the
+        # revisions to read, whole, without passing over other partitions' events.
+        filed = (self._filed(part, after_revision) for part in {"", *partitions})
+        at = -1  # the revision the cursor stands at (-1: past the log's end, or not placed yet)
+        for revision in heapq.merge(*filed):
+            # Placed already when the revision before was the log's one before; else placed here.
+            if at != revision and not cursor.set_range(keys.event_key(revision, 0)):
+                return
+            at = -1
+            for raw_key, value in cursor:
+                key = bytes(raw_key)
+                if not key.startswith(keys.EVENTS):
+                    break
+                found = keys.event_revision(key)
+                if found != revision:
+                    at = found
+                    break
+                yield revision, bytes(value)
+
+    def _filed(self, partition: str, after_revision: int) -> Iterator[int]:
+        """The revisions ``partition`` holds above ``after_revision``, oldest first."""
+        prefix = keys.event_part_revisions(partition.encode())
+        cursor, size = self._txn.cursor(), len(prefix)
+        if not cursor.set_range(prefix + (after_revision + 1).to_bytes(8, "big")):
+            return
+        for raw in cursor.iternext(values=False):
+            key = bytes(raw)  # buffers=False: already bytes, so no copy
+            if not key.startswith(prefix):
+                return
+            yield int.from_bytes(key[size:], "big")
 
     def oldest_event_revision(self) -> int:
         cursor = self._txn.cursor()

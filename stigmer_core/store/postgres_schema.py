@@ -20,7 +20,8 @@ Tables::
                                              compares it between its statements)
     events(revision, seq, payload,           the event log, pruned by retention (store/retention.py)
            committed_at, part)               committed_at: the database clock when appended;
-                                             part: the partition (an org) of the event's revision
+                                             part: the partition (an org) of the event's revision,
+                                             indexed (part, revision, seq)
     event_parts(part PK, revisions, bytes,   per partition: the revisions and bytes it holds in the
                 compacted)                   log, and the newest revision pruned from it
     schema_version(version, applied_at)      which migrations ran
@@ -48,6 +49,10 @@ One left running finds out (``postgres_version``): what the newer tables break
 is refused FAILED_PRECONDITION saying so, and its health turns NOT_SERVING. A
 migration that changes what every writer must keep up (as version 4 did) must
 make an older daemon's statements fail, since what they still can do goes on.
+Version 5 indexes the log by ``(part, revision, seq)`` in place of ``(part,
+revision)``, so a watch of some orgs reads their events in order without
+passing other orgs' (``ReadTxn.events``); it changes no statement an older
+daemon sends.
 
 ``bytea`` compares like ``memcmp``, so key ranges and their order are LMDB's.
 """
@@ -271,6 +276,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO {s}.event_parts (part, revisions, bytes, compacted)"
         " SELECT '', event_revisions, log_bytes, compacted FROM {s}.meta",
         PRUNE_FUNCTION,
+    ),
+    (
+        # A page of some partitions' events walks each one's index in the order it is read: with
+        # seq left out, the planner walked the whole log's key instead, passing every other org's.
+        "CREATE INDEX events_by_part_seq ON {s}.events (part, revision, seq)",
+        "DROP INDEX {s}.events_by_part",
     ),
 )
 VERSION = len(MIGRATIONS)

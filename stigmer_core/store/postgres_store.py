@@ -575,17 +575,23 @@ class _Reader:
         elif token != self._token:
             raise SnapshotMoved(f"revision {self._token[0]} moved to {token[0]} between two queries of one read")
 
-    def _rows(self, query: bytes, params: tuple[Any, ...], one: bool = False) -> list[tuple[Any, ...]]:
+    def _rows(
+        self, query: bytes, params: tuple[Any, ...], one: bool = False, prepare: bool | None = None
+    ) -> list[tuple[Any, ...]]:
         """The rows of ``query`` inside the transaction, begun here if need be; ``one``: at most
-        one row, sent on the connection's kept cursor (``_execute``)."""
+        one row, sent on the connection's kept cursor (``_execute``); ``prepare``: psycopg's."""
         if self._began:
             try:
-                return (_execute(self._conn, query, params) if one else self._conn.execute(query, params)).fetchall()
+                if one:
+                    return _execute(self._conn, query, params).fetchall()
+                return self._conn.execute(query, params, prepare=prepare).fetchall()
             except psycopg.Error as exc:
                 raise self._store._translate(exc) from exc
-        return self._on_fresh_connection(lambda: self._begin_with(query, params, one))
+        return self._on_fresh_connection(lambda: self._begin_with(query, params, one, prepare))
 
-    def _begin_with(self, query: bytes, params: tuple[Any, ...], one: bool) -> list[tuple[Any, ...]]:
+    def _begin_with(
+        self, query: bytes, params: tuple[Any, ...], one: bool, prepare: bool | None = None
+    ) -> list[tuple[Any, ...]]:
         """BEGIN with the token (if loose answers came first), then ``query``: two round trips.
 
         Not one pipeline of the three: psycopg ends a pipeline with a flush request after its
@@ -604,7 +610,7 @@ class _Reader:
             row = cur.fetchone()
             assert row is not None
             self._seen(*row)
-        return (_execute(conn, query, params) if one else conn.execute(query, params)).fetchall()
+        return (_execute(conn, query, params) if one else conn.execute(query, params, prepare=prepare)).fetchall()
 
     def _loose_rows(
         self, loose: bytes, query: bytes, params: tuple[Any, ...], one: bool = False
@@ -704,12 +710,22 @@ class _Reader:
                 return
             start, inclusive = bytes(rows[-1][0]), False
 
-    def events(self, after_revision: int) -> Iterator[tuple[int, bytes]]:
+    def events(
+        self, after_revision: int, partitions: Collection[str] | None = None
+    ) -> Iterator[tuple[int, bytes]]:
         store = self._store
         revision, seq = after_revision + 1, -1
         page = store.settings.scan_page
+        parts = None if partitions is None else sorted({"", *partitions})
         while True:
-            rows = self._rows(store._sql_events, (revision, revision, seq, page))
+            if parts is None:
+                rows = self._rows(store._sql_events, (revision, revision, seq, page))
+            else:
+                # Planned with the partitions' values each time (never prepared): a plan made for
+                # any partition walks the primary key, passing every other org's events one by one.
+                query = store.part_events_sql(len(parts))
+                params = [value for part in parts for value in (part, revision, revision, seq, page)]
+                rows = self._rows(query, (*params, page), prepare=False)
             for rev, _, payload in rows:
                 yield int(rev), bytes(payload)
             if len(rows) < page:
@@ -908,9 +924,11 @@ class _Writer(_Reader):
         except psycopg.Error as exc:
             raise self._store._translate(exc) from exc
 
-    def _rows(self, query: bytes, params: tuple[Any, ...], one: bool = False) -> list[tuple[Any, ...]]:
+    def _rows(
+        self, query: bytes, params: tuple[Any, ...], one: bool = False, prepare: bool | None = None
+    ) -> list[tuple[Any, ...]]:
         self.flush()
-        return super()._rows(query, params, one)
+        return super()._rows(query, params, one, prepare)
 
     def flush(self) -> None:
         """Send the puts and appends not sent yet, in one statement."""
@@ -1149,6 +1167,7 @@ class PostgresStore:
             f"SELECT revision, seq, payload FROM {s}.events WHERE revision >= %s AND (revision, seq) > (%s, %s)"
             " ORDER BY revision, seq LIMIT %s"
         ).encode()
+        self._sql_part_events: dict[int, bytes] = {}
         self._sql_oldest_event = f"SELECT min(revision) FROM {s}.events".encode()
         self._sql_compacted = (
             f"SELECT coalesce(max(compacted), 0) FROM {s}.event_parts WHERE part = '' OR part = ANY(%s::text[])"
@@ -1369,6 +1388,21 @@ class PostgresStore:
         return self._acquire()
 
     # -- reads -------------------------------------------------------------
+    def part_events_sql(self, count: int) -> bytes:
+        """A page of ``count`` partitions' events (params per partition: part, revision, revision,
+        seq, page; then page), made once per count: each partition's walks its own index
+        (part, revision, seq) and stops at the page, so other orgs' events are never read."""
+        found = self._sql_part_events.get(count)
+        if found is None:
+            one = (
+                f'(SELECT revision, seq, payload FROM "{self.schema}".events WHERE part = %s AND revision >= %s'
+                " AND (revision, seq) > (%s, %s) ORDER BY revision, seq LIMIT %s)"
+            )
+            union = " UNION ALL ".join([one] * count)
+            found = f"SELECT revision, seq, payload FROM ({union}) AS e ORDER BY revision, seq LIMIT %s".encode()
+            self._sql_part_events[count] = found
+        return found
+
     def read(self, *, restartable: bool = False) -> _Reader:
         return _Reader(self, self._acquire(), LOOSE_QUERIES if restartable else 0)
 

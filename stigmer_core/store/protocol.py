@@ -49,8 +49,13 @@ class ReadTxn(Protocol):
         """Keys starting with ``prefix`` in byte order, strictly after ``after`` if given."""
         ...
 
-    def events(self, after_revision: int) -> Iterator[tuple[int, bytes]]:
-        """Event log entries with a revision above ``after_revision``, oldest first."""
+    def events(self, after_revision: int, partitions: Collection[str] | None = None) -> Iterator[tuple[int, bytes]]:
+        """Event log entries with a revision above ``after_revision``, oldest first.
+
+        With ``partitions``, only the revisions filed under one of them or under the
+        shared partition ``""``, whole; read through each partition's own index, so
+        a reader of one org pays nothing for other orgs' events.
+        """
         ...
 
     def oldest_event_revision(self) -> int:

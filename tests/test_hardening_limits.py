@@ -185,10 +185,12 @@ def test_a_list_reads_a_bounded_number_of_objects_it_leaves_out(served: tuple[Ap
         made = agents.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"a {i}", labels=labels)))
         if labels["tier"] == "gold":
             wanted.add(made.metadata.id)
+    for i in range(45):  # as many golds of another team: neither label's range is the narrower
+        agents.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"u {i}", labels={"team": "u", "tier": "gold"})))
     pages, seen = _every_page(lambda token: agents.list_page(labels={"team": "t", "tier": "gold"}, page_token=token, page_size=100))
     assert sorted(seen) == sorted(wanted)
     assert pages == 5  # 43 left out, 10 a page
-    first = agents.list_page(labels={"team": "t", "tier": "none"}, page_size=100)
+    first = agents.list_page(labels={"team": "u", "tier": "bronze"}, page_size=100)
     assert list(first.entries) == [] and first.next_page_token  # empty, and not the end
 
 

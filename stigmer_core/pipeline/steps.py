@@ -328,27 +328,35 @@ def respond(ctx: RequestContext) -> None:
         ctx.response = ctx.resource
 
 
-def _decode_token(token: str, prefix: bytes) -> bytes:
+def _decode_token(token: str, scan: _Range) -> bytes:
     if not token:
         return b""
     try:
         after = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
         after = b""
-    if not after.startswith(prefix):
-        raise errors.InvalidArgument.field("page_token", "is not a token this query returned")
-    return after
+    prefix = scan.prefix
+    if after.startswith(prefix):
+        return after
+    for sibling in scan.siblings:  # the same listing read through another of its labels' ranges
+        if after.startswith(sibling):
+            return prefix + after[len(sibling) :]
+    raise errors.InvalidArgument.field("page_token", "is not a token this query returned")
 
 
 class _Range:
-    """One key range a list reads, and how its keys lead to objects."""
+    """One key range a list reads, and how its keys lead to objects. ``siblings``: ranges
+    answering the same list in the same order (ids), whose page tokens it continues."""
 
-    __slots__ = ("by_object", "by_slug", "prefix")
+    __slots__ = ("by_object", "by_slug", "prefix", "siblings")
 
-    def __init__(self, prefix: bytes, *, by_object: bool = False, by_slug: bool = False) -> None:
+    def __init__(
+        self, prefix: bytes, *, by_object: bool = False, by_slug: bool = False, siblings: tuple[bytes, ...] = ()
+    ) -> None:
         self.prefix = prefix
         self.by_object = by_object
         self.by_slug = by_slug
+        self.siblings = siblings
 
 
 def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str) -> Message:
@@ -377,7 +385,7 @@ def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | N
     skips = limits.max_list_skipped
     last = b""
     more = False
-    for key, value in txn.scan(prefix, after=_decode_token(token, prefix)):
+    for key, value in txn.scan(prefix, after=_decode_token(token, scan)):
         if count >= size or skips <= 0:
             more = True
             break
@@ -472,8 +480,10 @@ def _list_range(
         rest = [(first, values[1:]), *filters[1:]] if len(values) > 1 else filters[1:]
         unchecked_labels = labels
     elif labels:
-        label_key, label_value = min(labels.items())
-        scan = _Range(keys.index_prefix(kind.key_prefix, LABEL_INDEX, (org, label_key, label_value)))
+        ranges = {label: keys.index_prefix(kind.key_prefix, LABEL_INDEX, (org, *label)) for label in sorted(labels.items())}
+        label_key, label_value = _narrowest(ctx, ranges)
+        chosen = ranges.pop((label_key, label_value))
+        scan = _Range(chosen, siblings=tuple(ranges.values()))
         rest = []
         unchecked_labels = {k: v for k, v in labels.items() if k != label_key}
     elif org:
@@ -490,6 +500,34 @@ def _list_range(
         conditions.append(_has_index_values(kind, list_filter.index, [(v,) for v in wanted]))
     keep = (lambda o: all(c(o) for c in conditions)) if conditions else None
     return scan, keep
+
+
+LABEL_PROBE = 64
+"""Entries of each label's index a list selecting several labels reads at most to find the label
+with fewest objects, whose range the page then reads (every other label is checked on the objects)."""
+
+
+def _narrowest(ctx: RequestContext, ranges: dict[tuple[str, str], bytes]) -> tuple[str, str]:
+    """The label (of ``ranges``, in order) whose index range ends first when all are read in
+    step, up to ``LABEL_PROBE`` entries each; the first when none does. A page read from a label
+    shared by 10,000 of an org's agents, when another label of the selector had 50, passed up to
+    ``max_list_skipped`` objects to find a few (88-101 ms a page on PostgreSQL, against 11-16)."""
+    labels = list(ranges)
+    if len(labels) == 1:
+        return labels[0]
+    txn = ctx.store.txn
+    scans = [txn.scan(prefix) for prefix in ranges.values()]
+    try:
+        for _ in range(LABEL_PROBE):
+            for label, entries in zip(labels, scans, strict=True):
+                if next(entries, None) is None:
+                    return label
+        return labels[0]
+    finally:
+        for entries in scans:
+            close = getattr(entries, "close", None)
+            if close is not None:
+                close()
 
 
 def page_tokens(ctx: RequestContext) -> PageTokens:

@@ -49,9 +49,60 @@ def path_of(field: Any) -> str:
     return ".".join(parts)
 
 
+_LENGTHS_ONLY = frozenset({"min_len", "max_len"})
+_UNSEEN: Any = object()
+_plain: dict[type[Message], tuple[tuple[str, int, int], ...] | None] = {}
+"""Per request type, ``_length_rules`` of it, found on its first request."""
+
+
+def _length_rules(descriptor: Any) -> tuple[tuple[str, int, int], ...] | None:
+    """(field, min_len, max_len) of each rule of a message whose every rule is a length bound of
+    a singular string field and which has nothing else (an id message, such as ``AgentId``);
+    None for any other. protovalidate answers such a message in about 1.6 µs, most of a get's
+    check, where comparing its lengths takes a tenth of that; a message that breaks a bound is
+    still checked by protovalidate, which words the violation."""
+    from stigmer_core.api.buf.validate import validate_pb2
+    from stigmer_core.kinds.nesting import is_repeated
+
+    if descriptor.GetOptions().ByteSize() or descriptor.oneofs or descriptor.extension_ranges:
+        return None
+    found = []
+    for field in descriptor.fields:
+        if field.type != field.TYPE_STRING or is_repeated(field):
+            return None
+        options = field.GetOptions()
+        if not options.ByteSize():
+            continue
+        if not options.HasExtension(validate_pb2.field):
+            return None
+        given = options.Extensions[validate_pb2.field].string
+        # The rules rebuilt from the two bounds alone must be the field's whole options: any
+        # other rule or option, or one this code cannot read (unknown), leaves it to protovalidate.
+        bounds = validate_pb2.StringRules()
+        for name in _LENGTHS_ONLY:
+            if given.HasField(name):
+                setattr(bounds, name, getattr(given, name))
+        alone = type(options)()
+        alone.Extensions[validate_pb2.field].string.CopyFrom(bounds)
+        if alone.SerializeToString(deterministic=True) != options.SerializeToString(deterministic=True):
+            return None
+        most = bounds.max_len if bounds.HasField("max_len") else 1 << 62
+        found.append((field.name, bounds.min_len, most))
+    return tuple(found)
+
+
 def check(message: Message) -> None:
     """Raise InvalidArgument naming every field that breaks a declared rule, or a Timestamp
     or Duration JSON cannot write (``times``)."""
+    lengths = _plain.get(type(message), _UNSEEN)
+    if lengths is _UNSEEN:
+        lengths = _plain[type(message)] = _length_rules(message.DESCRIPTOR)
+    if lengths is not None:
+        for name, least, most in lengths:
+            if not least <= len(getattr(message, name)) <= most:
+                break
+        else:
+            return  # strings only: no Timestamp or Duration either
     collect = _collect or ready()
     violations = collect(message, fail_fast=True)  # the one pass a valid request costs
     if not violations:

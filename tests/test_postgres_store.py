@@ -1361,3 +1361,25 @@ def test_a_lock_timeout_set_on_the_role_does_not_cut_the_wait_for_the_revision_l
                 release.join()
             with store.read() as txn:
                 assert txn.get(b"probe/lock-timeout") == b"x"
+
+
+def test_a_daemon_that_makes_a_new_schema_says_so_and_names_the_others(
+    stigmer_postgres_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt ``schema=`` made a new, empty schema in silence: the daemon then answered every
+    token as not valid, and nothing in its log said why."""
+    caplog.set_level(logging.WARNING, logger="stigmer_core.store.postgres_store")
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as first:
+        first.transact(lambda txn: txn.put(b"k/a", b"1"))
+    said = [r.getMessage() for r in caplog.records if "created schema" in r.getMessage()]
+    assert len(said) == 1 and f"created schema {first.schema!r}" in said[0], said
+    caplog.clear()
+    with PostgresStore(stigmer_postgres_store_url, durable=False):
+        pass  # the same schema again: nothing to say
+    assert not [r for r in caplog.records if "created schema" in r.getMessage()]
+    typo = f"{first.schema}x"
+    with PostgresStore(stigmer_postgres_store_url.replace(f"schema={first.schema}", f"schema={typo}"), durable=False):
+        pass
+    said = [r.getMessage() for r in caplog.records if "created schema" in r.getMessage()]
+    assert len(said) == 1 and f"created schema {typo!r}" in said[0] and repr(first.schema) in said[0], said
+    assert "schema= in the store URL" in said[0]

@@ -314,6 +314,17 @@ def _refuse_newer(schema: str, found: int) -> None:
         )
 
 
+def other_schemas(conn: psycopg.Connection[object], schema: str) -> list[str]:
+    """The database's other schemas holding this engine's tables (that the role can see): what a
+    daemon that just made a new schema names, since a misspelt ``schema=`` makes one."""
+    rows = conn.execute(
+        "SELECT table_schema FROM information_schema.tables WHERE table_name = 'schema_version'"
+        " AND table_schema <> %s ORDER BY table_schema",
+        (schema,),
+    ).fetchall()
+    return [str(row[0]) for row in rows]  # type: ignore[index]
+
+
 def migrate(conn: psycopg.Connection[object], schema: str) -> int:
     """Bring ``schema`` to ``VERSION``; return the version it was at before.
 

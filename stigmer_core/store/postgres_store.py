@@ -77,7 +77,7 @@ from psycopg.conninfo import conninfo_to_dict
 from stigmer_core import errors
 from stigmer_core.store import keys
 from stigmer_core.store.group_commit import GroupCommit, Pending
-from stigmer_core.store.postgres_schema import check_schema_name, migrate
+from stigmer_core.store.postgres_schema import check_schema_name, migrate, other_schemas
 from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
 from stigmer_core.store.protocol import Handed, SnapshotMoved
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
@@ -1220,7 +1220,8 @@ class PostgresStore:
         }
         try:
             with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
-                migrate(conn, self.schema)
+                if migrate(conn, self.schema) == 0:
+                    self._tell_new_schema(conn)
                 row = conn.execute(self._sql_revision).fetchone()
                 self._settle_retention(conn, record=given)
         except psycopg.OperationalError as exc:
@@ -1388,6 +1389,20 @@ class PostgresStore:
         return self._acquire()
 
     # -- reads -------------------------------------------------------------
+    def _tell_new_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """A daemon given a misspelt schema made a new, empty one and answered every token as
+        not valid, with nothing in its log to say why: it now says it made one, and names the
+        database's other schemas of this engine."""
+        others = other_schemas(conn, self.schema)
+        named = ", ".join(repr(name) for name in others)
+        log.warning(
+            "created schema %r at %s: it held no stigmer tables, so this daemon starts a new, empty deployment%s. "
+            "A daemon meant to join an existing one must name its schema (schema= in the store URL)",
+            self.schema,
+            self.url,
+            f" (other stigmer schemas in this database: {named})" if others else "",
+        )
+
     def part_events_sql(self, count: int) -> bytes:
         """A page of ``count`` partitions' events (params per partition: part, revision, revision,
         seq, page; then page), made once per count: each partition's walks its own index

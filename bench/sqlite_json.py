@@ -168,6 +168,10 @@ class _Writer(_Reader):
         self._seq += 1
         return revision
 
+    def forget_partition(self, partition: str) -> int:
+        """The seeds' log filed no partitions: nothing to forget by org."""
+        return 0
+
     def on_commit(self, callback: Callable[[], None]) -> None:
         self.callbacks.append(callback)
 

@@ -15,6 +15,9 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
+from stigmer_core import InvalidArgument
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.pipeline.events import Cursor, EventHub, StreamSettings
 from stigmer_core.store import Store
@@ -95,3 +98,28 @@ def test_a_watch_resumed_from_far_back_reads_past_other_orgs_events_in_one_page(
             assert cursor == Cursor.after(quiet)
         finally:
             hub.close()
+
+
+def test_a_forgotten_partition_leaves_the_log_and_says_it_was_pruned(engine: OpenStore) -> None:
+    """An org removed from a server: its history must not be read by whoever gets the name next."""
+    with contextlib.closing(engine()) as store:
+        for n in range(3):
+            _write(store, ("gone", b"g%d" % n), ("gone", b"g%d+" % n))
+        kept = _write(store, ("kept", b"k"))
+        shared = _write(store, ("gone", b"s.0"), ("kept", b"s.1"))
+        later = _write(store, ("gone", b"g-last"))
+        assert store.transact(lambda txn: txn.forget_partition("gone")) == 4
+        assert _read(store, 0, None) == [(kept, b"k"), (shared, b"s.0"), (shared, b"s.1")]  # the shared one stays
+        with store.read() as txn:
+            assert txn.compacted_through(["gone"]) == later  # a resume from before it is told
+            assert txn.compacted_through(["kept"]) == 0
+            assert txn.compacted_through(None) == later
+        assert engine_support.counted_bytes(store) == len(b"k") + len(b"s.0") + len(b"s.1")
+        assert store.transact(lambda txn: txn.forget_partition("gone")) == 0  # nothing left of it
+        again = _write(store, ("gone", b"new"))  # the name taken again: a history of its own
+        assert _read(store, later, ["gone"]) == [(again, b"new")]
+        assert _read(store, 0, ["gone"])[0] == (shared, b"s.0")  # none of the forgotten ones
+    with contextlib.closing(engine()) as store:  # the counts were stored, not only kept in memory
+        assert engine_support.counted_bytes(store) == len(b"k") + len(b"s.0") + len(b"s.1") + len(b"new")
+        with pytest.raises(InvalidArgument, match="shared partition"):
+            store.transact(lambda txn: txn.forget_partition(""))

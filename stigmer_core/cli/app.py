@@ -50,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "login": "stigmer_core.cli.commands.login:login",
     "whoami": "stigmer_core.cli.commands.login:whoami",
     "doctor": "stigmer_core.cli.commands.doctor:doctor",
+    "org": "stigmer_core.cli.commands.org:org",
     "kind": "stigmer_core.cli.commands.kind_new:kind",
     "call": "stigmer_core.cli.commands.call:call",
 }

@@ -392,6 +392,29 @@ class _Writer(_Reader):
         self._seq += 1
         return revision
 
+    def forget_partition(self, partition: str) -> int:
+        keys.check_partition(partition)
+        if not partition:
+            raise errors.InvalidArgument("the shared partition of the event log cannot be forgotten")
+        txn, part = self._txn, partition.encode()
+        if self.event_bytes < 0:
+            self.event_bytes = _counter(txn, keys.EVENT_BYTES)
+            self.held = _counter(txn, keys.EVENT_REVISIONS)
+        filed = list(self._filed(partition, 0))
+        if not filed:
+            return 0
+        cursor = txn.cursor()
+        for rev in filed:
+            _, size, _ = self._drop_revision(cursor, rev, part)
+            self.held = max(self.held - 1, 0)
+            self.event_bytes = max(self.event_bytes - size, 0)
+        newest = filed[-1]
+        share = self._book.get(part, self._changes)
+        self._change(part, Share(0, 0, max(share.compacted, newest)))
+        if newest > _counter(txn, keys.EVENT_COMPACTED):
+            txn.put(keys.EVENT_COMPACTED, newest.to_bytes(8, "big"))
+        return len(filed)
+
     def _change(self, part: bytes, share: Share) -> None:
         if not self._owned:
             self._changes = dict(self._changes)

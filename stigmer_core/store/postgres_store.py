@@ -976,6 +976,21 @@ class _Writer(_Reader):
             self._revision = self._base + 1
         return self._revision
 
+    def forget_partition(self, partition: str) -> int:
+        keys.check_partition(partition)
+        if not partition:
+            raise errors.InvalidArgument("the shared partition of the event log cannot be forgotten")
+        self._wrote = True
+        rows = self._rows(self._store._sql_forget_part, (partition, partition))
+        revisions, size, newest = (int(value) for value in rows[0])
+        if revisions:
+            tally = self._log
+            tally.revisions = max(tally.revisions - revisions, 0)
+            tally.bytes = max(tally.bytes - size, 0)
+            tally.compacted = max(tally.compacted, newest)
+            tally.count(partition, -revisions, -size)  # event_parts' counts, written at commit
+        return revisions
+
     def append_event(self, payload: bytes, partition: str = "") -> int:
         keys.check_partition(partition)
         self._wrote = True
@@ -1182,6 +1197,16 @@ class PostgresStore:
             f"WITH shared AS (UPDATE {s}.events SET part = '' WHERE revision = %s)"
             f" INSERT INTO {s}.events (revision, seq, payload, committed_at, part)"
             " VALUES (%s, %s, %s, clock_timestamp(), '')"
+        ).encode()
+        # A partition's revisions dropped whole, the newest of them its watermark (its counts follow
+        # at commit, with the others').
+        self._sql_forget_part = (
+            f"WITH gone AS (DELETE FROM {s}.events WHERE part = %s RETURNING revision, octet_length(payload) AS size),"
+            " counted AS (SELECT count(DISTINCT revision) AS revisions, coalesce(sum(size), 0) AS size,"
+            " coalesce(max(revision), 0) AS newest FROM gone),"
+            f" marked AS (UPDATE {s}.event_parts SET compacted = greatest(compacted, (SELECT newest FROM counted))"
+            " WHERE part = %s)"
+            " SELECT revisions, size, newest FROM counted"
         ).encode()
         # What the partitions' appends added since their counts were last written, one row each.
         self._sql_count_parts = (

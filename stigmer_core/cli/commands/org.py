@@ -1,0 +1,94 @@
+"""``stigmer org delete ORG``: remove an org, everything it holds and its history, in this process.
+
+Like ``doctor``, it works on the store every in-process command opens: LMDB
+in the data directory, which no daemon may hold, or the team server's
+database (``--store``), whose daemons may keep serving. See
+``stigmer_core.org_removal`` for what is deleted and in which order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stigmer_core.cli.commands.local import store_option
+from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.options import verbose_option
+
+
+@click.group()
+def org() -> None:
+    """Orgs of a store: an org is what its objects, tokens and events name."""
+
+
+@org.command("delete")
+@click.argument("name", metavar="ORG")
+@click.option(
+    "--data-dir", envvar="STIGMER_DATA_DIR",
+    help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
+)  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Show what the org holds; delete nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask before deleting.")
+@store_option
+@verbose_option
+def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, yes: bool) -> None:
+    """Delete every object of ORG (its API tokens too), cancelling its live runs first, then
+    forget its events, so that nothing of it can be read by whoever is given the name next.
+
+    Exits 1 when an object could not be deleted (its events are then kept).
+    """
+    # Imported here: `stigmer --help` imports this module and must not load the kinds.
+    from stigmer_core import config
+    from stigmer_core.application import Application
+    from stigmer_core.cli import render
+    from stigmer_core.datadir import DataDirLock, holder
+    from stigmer_core.org_removal import count, remove_org
+    from stigmer_core.store.engines import is_database_url
+
+    _check_name(name)
+    settings = config.resolve(backend=config.LOCAL, data_dir=data_dir, store=store)
+    directory = Path(settings.data_dir)
+    shared = is_database_url(settings.store)
+    running = None if shared else holder(directory)
+    if running:
+        who = f" (pid {running['pid']})" if "pid" in running else ""
+        raise CliError(f"a stigmer daemon{who} holds {directory}; stop it first (`stigmer local stop`)")
+    lock = DataDirLock(directory)
+    if not shared:
+        lock.acquire()
+    try:
+        with Application.open(directory, store=settings.store or None) as app:
+            holds = count(app, name)
+            if dry_run or not holds:
+                rows = [[kind, str(number)] for kind, number in holds.items()]
+                click.echo(render.table(["KIND", "OBJECTS"], rows) if rows else f"org {name!r} holds no objects")
+                if dry_run:
+                    return
+            elif not yes:
+                total = sum(holds.values())
+                click.confirm(f"delete the {total} objects of org {name!r} and its history?", abort=True)
+            removal = remove_org(app, name)
+    finally:
+        if not shared:
+            lock.release()
+    for kind, number in removal.deleted.items():
+        click.echo(f"{kind}: {number} deleted")
+    if removal.left:
+        for kind, reasons in removal.left.items():
+            for reason in reasons:
+                click.echo(f"{kind} {reason}", err=True)
+        raise CliError(f"org {name!r} still holds {sum(map(len, removal.left.values()))} objects; its events were kept")
+    click.echo(f"org {name!r} removed; {removal.forgotten} revisions of its events forgotten")
+
+
+def _check_name(name: str) -> None:
+    """An org name no object can carry (a typo) is refused rather than found empty."""
+    from stigmer_core import errors
+    from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+    from stigmer_core.pipeline.validation import check
+
+    try:
+        check(metadata_pb2.ApiResourceMetadata(name="org", org=name))
+    except errors.InvalidArgument as exc:
+        raise CliError(f"'{name}' is not an org name: {exc.violations[0].description}", exit_code=2) from exc

@@ -1,0 +1,119 @@
+"""Removing an org from a store: every object of it, then its history in the event log.
+
+Orgs exist only in what is stored (objects, API tokens and the event log), so
+an org is removed by deleting what it holds. Each object goes through its
+kind's own delete, as a local administrator's call in this process: the
+kind's steps run (a run's key is shredded, an owner takes what it owns with
+it), and a third-party kind is removed the same way. A delete that another
+object blocks (a live run holding its agent, an agent naming an environment)
+waits for the next pass; live runs are cancelled first, through their kind's
+``cancel``. Only once nothing of the org is left is its partition of the
+event log forgotten (``WriteTxn.forget_partition``): the events of its
+deleted objects stayed readable, with their content, to a watch of the org
+from an old revision until retention dropped them, so an org name given to
+another team showed it the first team's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import grpc
+
+from stigmer_core.application import Application
+from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds.runtime import KindRuntime, MethodBinding
+
+CANCEL_REASON = "the org was removed"
+
+_PASSED_OVER = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+"""A delete or cancel answered so is tried again next pass, or was done already (by a cascade)."""
+
+
+@attrs.frozen
+class Removal:
+    """What removing an org did, kind by kind."""
+
+    deleted: dict[str, int]
+    """Objects of each kind the org held before, less those left."""
+    left: dict[str, list[str]]
+    """Per kind, the objects still held and why (empty: the org is gone)."""
+    forgotten: int
+    """Revisions of the event log forgotten (0 while anything is left)."""
+
+
+def _operations(kind: KindRuntime) -> dict[str, MethodBinding]:
+    return {binding.operation: binding for binding in kind.methods.values()}
+
+
+def _clients(app: Application) -> list[tuple[KindRuntime, KindClient]]:
+    channel = app.channel()
+    return [(kind, KindClient(channel, kind)) for kind in app.registry.kinds if "list" in _operations(kind)]
+
+
+def held(client: KindClient, kind: KindRuntime, org: str) -> Iterator[Any]:
+    """The org's objects of ``kind``, page by page (a list without an org field lists every org's)."""
+    if kind.list_shape.has_org:
+        yield from client.list_all(org=org, page_size=500)
+        return
+    for found in client.list_all(page_size=500):
+        if found.metadata.org == org:  # type: ignore[attr-defined]
+            yield found
+
+
+def count(app: Application, org: str) -> dict[str, int]:
+    """Objects of each kind ``org`` holds (kinds holding none left out)."""
+    found = {kind.name: sum(1 for _ in held(client, kind, org)) for kind, client in _clients(app)}
+    return {name: number for name, number in found.items() if number}
+
+
+def _cancel_runs(clients: list[tuple[KindRuntime, KindClient]], org: str) -> None:
+    for kind, client in clients:
+        binding = _operations(kind).get("cancel")
+        if binding is None or "id" not in binding.request_cls.DESCRIPTOR.fields_by_name:
+            continue
+        request_cls: Any = binding.request_cls
+        has_reason = "reason" in request_cls.DESCRIPTOR.fields_by_name
+        for found in list(held(client, kind, org)):
+            request = request_cls(id=found.metadata.id)
+            if has_reason:
+                request.reason = CANCEL_REASON
+            try:
+                client.call("cancel", request)
+            except grpc.RpcError as exc:  # ended already, or gone with its owner
+                if exc.code() not in _PASSED_OVER:
+                    raise
+
+
+def remove_org(app: Application, org: str) -> Removal:
+    """Delete every object of ``org`` through its kind's delete, then forget its history."""
+    clients = _clients(app)
+    before = count(app, org)
+    _cancel_runs(clients, org)
+    blocked: dict[str, list[str]] = {}
+    while True:
+        progress, blocked = False, {}
+        for kind, client in clients:
+            if "delete" not in _operations(kind):
+                continue
+            for found in list(held(client, kind, org)):
+                try:
+                    client.delete(found.metadata.id)
+                    progress = True
+                except grpc.RpcError as exc:
+                    if exc.code() not in _PASSED_OVER:
+                        raise
+                    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                        blocked.setdefault(kind.name, []).append(f"{found.metadata.slug}: {exc.details()}")
+        if not progress:
+            break
+    left: dict[str, list[str]] = {}
+    for kind, client in clients:
+        for found in held(client, kind, org):
+            reasons = [why for why in blocked.get(kind.name, ()) if why.startswith(f"{found.metadata.slug}: ")]
+            left.setdefault(kind.name, []).append(reasons[0] if reasons else f"{found.metadata.slug}: no delete")
+    forgotten = 0 if left else app.store.transact(lambda txn: txn.forget_partition(org))
+    deleted = {name: number - len(left.get(name, ())) for name, number in before.items()}
+    return Removal(deleted={name: n for name, n in deleted.items() if n}, left=left, forgotten=forgotten)

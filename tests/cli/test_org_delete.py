@@ -1,0 +1,77 @@
+"""``stigmer org delete ORG``: every object of an org goes through its kind's delete (live runs
+cancelled first, tokens too), then the org's events are forgotten, so an org name given to another
+team shows it nothing of the first; other orgs keep everything. On LMDB with no daemon, and on a
+team server's database while its daemon serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.application import Application
+from stigmer_core.org_removal import count
+
+from .conftest import Stigmer
+
+ALL = Path(__file__).resolve().parents[2] / "examples" / "manifests" / "all.yaml"
+
+
+def _seed(stigmer: Stigmer) -> None:
+    for org in ("gone", "kept"):
+        stigmer.ok("apply", "-f", str(ALL), "--org", org)
+
+
+
+def _holdings(stigmer: Stigmer, org: str, store: str | None = None) -> tuple[dict[str, int], list[int], list[int]]:
+    """What ``org`` holds, the revisions of the log filed under it (and the shared ones), and its
+    watermark."""
+    with Application.open(stigmer.data_dir, store=store) as app:
+        with app.store.read() as txn:
+            mine = sorted({r for r, _ in txn.events(0, [org])} - {r for r, _ in txn.events(0, [])})
+            watermark = txn.compacted_through([org])
+        return count(app, org), mine, [watermark]
+
+
+def test_an_org_is_deleted_with_its_runs_tokens_and_history(stigmer: Stigmer) -> None:
+    _seed(stigmer)
+    stigmer.ok("token", "create", "--org", "gone", "--role", "viewer", "--name", "watcher")
+    held, history, _ = _holdings(stigmer, "gone")
+    assert held["AgentExecution"] == 1 and held["ApiToken"] == 1 and history, held
+    kept_before = _holdings(stigmer, "kept")[0]
+
+    assert "KIND" in stigmer.ok("org", "delete", "gone", "--dry-run")
+    assert _holdings(stigmer, "gone")[0] == held  # a dry run deletes nothing
+    refused = stigmer("org", "delete", "gone", input="n\n")  # asked, and told no
+    assert refused.code == 1 and _holdings(stigmer, "gone")[0] == held
+
+    out = stigmer.ok("org", "delete", "gone", "--yes")
+    assert "Agent: " in out and "ApiToken: 1 deleted" in out and "org 'gone' removed" in out, out
+    held, history, (watermark,) = _holdings(stigmer, "gone")
+    assert held == {} and history == [] and watermark > 0
+    assert _holdings(stigmer, "kept")[0] == kept_before  # another org keeps everything
+
+    again = stigmer.ok("org", "delete", "gone", "--yes")  # nothing left: said, and no harm
+    assert "holds no objects" in again and "0 revisions" in again, again
+    assert "is not an org name" in stigmer.fails("org", "delete", "Not An Org!", "--yes", code=2)
+
+
+def test_a_team_servers_org_is_deleted_while_its_daemon_serves(
+    stigmer: Stigmer, stigmer_postgres_store_url: str
+) -> None:
+    stigmer.store = stigmer_postgres_store_url
+    address = stigmer.start().address
+    _seed(stigmer)
+    stigmer.ok("org", "delete", "gone", "--yes")
+    held, history, (watermark,) = _holdings(stigmer, "gone", stigmer_postgres_store_url)
+    assert held == {} and history == [] and watermark > 0
+    assert _holdings(stigmer, "kept", stigmer_postgres_store_url)[0]["Agent"] == 1
+    with grpc.insecure_channel(address) as channel:  # the daemon's watch from the start is told
+        watch = watch_pb2_grpc.WatchStub(channel)
+        stream = watch.Watch(watch_pb2.WatchRequest(kind="Agent", org="gone", since_revision=0), timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stream)
+    assert refused.value.code() == grpc.StatusCode.ABORTED, refused.value.details()
+    assert "compacted" in (refused.value.details() or "")

@@ -751,6 +751,7 @@ class Resources:
                 principal=principal,
                 revision=revision,
                 time=now,
+                org=org,
             )
             if previous_index is not None:  # a filtered watch tells entering and leaving from these
                 event.index_keys_changed = True

@@ -91,7 +91,7 @@ class _Follower:
     def __iter__(self) -> Iterator[Positioned | Cursor]:
         hub, kind = self._hub, self._kind
         settings = hub.settings
-        sub = hub.subscribe(kind, self._opened)
+        sub = hub.subscribe(kind, self._opened, self._partitions)
         place = Place()  # in line to read the log, kept while a due bookmark is sent
 
         def wanted() -> bool:

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3stigmer_core/api/commons/apiresource/v1/event.proto\x12\x1estigmer.commons.apiresource.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x02\n\rResourceEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12?\n\x04type\x18\x02 \x01(\x0e\x32\x31.stigmer.commons.apiresource.v1.ResourceEventType\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\n\n\x02id\x18\x04 \x01(\t\x12\x0e\n\x06object\x18\x05 \x01(\x0c\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12index_keys_changed\x18\x07 \x01(\x08\x12\x1b\n\x13previous_index_keys\x18\x08 \x03(\x0c\x12\x11\n\tprincipal\x18\t \x01(\t*\x9b\x01\n\x11ResourceEventType\x12#\n\x1fRESOURCE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESOURCE_EVENT_TYPE_CREATED\x10\x01\x12\x1f\n\x1bRESOURCE_EVENT_TYPE_UPDATED\x10\x02\x12\x1f\n\x1bRESOURCE_EVENT_TYPE_DELETED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3stigmer_core/api/commons/apiresource/v1/event.proto\x12\x1estigmer.commons.apiresource.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x02\n\rResourceEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12?\n\x04type\x18\x02 \x01(\x0e\x32\x31.stigmer.commons.apiresource.v1.ResourceEventType\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\n\n\x02id\x18\x04 \x01(\t\x12\x0e\n\x06object\x18\x05 \x01(\x0c\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12index_keys_changed\x18\x07 \x01(\x08\x12\x1b\n\x13previous_index_keys\x18\x08 \x03(\x0c\x12\x11\n\tprincipal\x18\t \x01(\t\x12\x0b\n\x03org\x18\n \x01(\t*\x9b\x01\n\x11ResourceEventType\x12#\n\x1fRESOURCE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESOURCE_EVENT_TYPE_CREATED\x10\x01\x12\x1f\n\x1bRESOURCE_EVENT_TYPE_UPDATED\x10\x02\x12\x1f\n\x1bRESOURCE_EVENT_TYPE_DELETED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stigmer_core.api.commons.apiresource.v1.event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESOURCEEVENTTYPE']._serialized_start=382
-  _globals['_RESOURCEEVENTTYPE']._serialized_end=537
+  _globals['_RESOURCEEVENTTYPE']._serialized_start=395
+  _globals['_RESOURCEEVENTTYPE']._serialized_end=550
   _globals['_RESOURCEEVENT']._serialized_start=121
-  _globals['_RESOURCEEVENT']._serialized_end=379
+  _globals['_RESOURCEEVENT']._serialized_end=392
 # @@protoc_insertion_point(module_scope)

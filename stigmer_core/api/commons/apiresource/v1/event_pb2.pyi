@@ -22,7 +22,7 @@ RESOURCE_EVENT_TYPE_UPDATED: ResourceEventType
 RESOURCE_EVENT_TYPE_DELETED: ResourceEventType
 
 class ResourceEvent(_message.Message):
-    __slots__ = ("revision", "type", "kind", "id", "object", "time", "index_keys_changed", "previous_index_keys", "principal")
+    __slots__ = ("revision", "type", "kind", "id", "object", "time", "index_keys_changed", "previous_index_keys", "principal", "org")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class ResourceEvent(_message.Message):
     INDEX_KEYS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_INDEX_KEYS_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ORG_FIELD_NUMBER: _ClassVar[int]
     revision: int
     type: ResourceEventType
     kind: str
@@ -41,4 +42,5 @@ class ResourceEvent(_message.Message):
     index_keys_changed: bool
     previous_index_keys: _containers.RepeatedScalarFieldContainer[bytes]
     principal: str
-    def __init__(self, revision: _Optional[int] = ..., type: _Optional[_Union[ResourceEventType, str]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., object: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., index_keys_changed: bool = ..., previous_index_keys: _Optional[_Iterable[bytes]] = ..., principal: _Optional[str] = ...) -> None: ...
+    org: str
+    def __init__(self, revision: _Optional[int] = ..., type: _Optional[_Union[ResourceEventType, str]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., object: _Optional[bytes] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., index_keys_changed: bool = ..., previous_index_keys: _Optional[_Iterable[bytes]] = ..., principal: _Optional[str] = ..., org: _Optional[str] = ...) -> None: ...

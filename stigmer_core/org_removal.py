@@ -12,19 +12,32 @@ event log forgotten (``WriteTxn.forget_partition``): the events of its
 deleted objects stayed readable, with their content, to a watch of the org
 from an old revision until retention dropped them, so an org name given to
 another team showed it the first team's history.
+
+The org's API tokens go first. A daemon serving the same database (a team
+server's) takes a token it checked for its cache's few seconds: its holder
+wrote into the org after the command said it was removed. So the command
+waits that long after deleting them, before anything else, when daemons may
+be serving. And objects of a kind whose plugin is not installed here cannot
+be listed: the org's usage counter, which counts them, must come to zero
+before its events are forgotten.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 import grpc
 
+from stigmer_core import errors
 from stigmer_core.application import Application
+from stigmer_core.auth.tokens import KIND as TOKEN_KIND
 from stigmer_core.kind_client import KindClient
+from stigmer_core.kinds import usage
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding
+from stigmer_core.store import keys
 
 CANCEL_REASON = "the org was removed"
 
@@ -87,33 +100,59 @@ def _cancel_runs(clients: list[tuple[KindRuntime, KindClient]], org: str) -> Non
                     raise
 
 
-def remove_org(app: Application, org: str) -> Removal:
-    """Delete every object of ``org`` through its kind's delete, then forget its history."""
+def _delete_all(
+    clients: list[tuple[KindRuntime, KindClient]], org: str, blocked: dict[str, list[str]]
+) -> bool:
+    """One pass of deletes over ``clients``' kinds; whether any went (the refused in ``blocked``)."""
+    progress = False
+    for kind, client in clients:
+        if "delete" not in _operations(kind):
+            continue
+        for found in list(held(client, kind, org)):
+            try:
+                client.delete(found.metadata.id)
+                progress = True
+            except grpc.RpcError as exc:
+                if exc.code() not in _PASSED_OVER:
+                    raise
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    blocked.setdefault(kind.name, []).append(f"{found.metadata.slug}: {exc.details()}")
+    return progress
+
+
+def remove_org(
+    app: Application, org: str, *, tokens_settle: float = 0.0, sleep: Callable[[float], None] = time.sleep
+) -> Removal:
+    """Delete every object of ``org`` through its kind's delete, then forget its history.
+
+    ``tokens_settle``: seconds to wait after deleting the org's API tokens, for daemons serving
+    the same store to stop taking them (their token cache's; 0 when none can be serving)."""
+    if not org:
+        raise errors.InvalidArgument("no org named: an empty org lists every org's objects")
     clients = _clients(app)
     before = count(app, org)
+    tokens = [(kind, client) for kind, client in clients if kind.name == TOKEN_KIND]
+    if _delete_all(tokens, org, {}) and tokens_settle > 0:
+        sleep(tokens_settle)
     _cancel_runs(clients, org)
     blocked: dict[str, list[str]] = {}
     while True:
-        progress, blocked = False, {}
-        for kind, client in clients:
-            if "delete" not in _operations(kind):
-                continue
-            for found in list(held(client, kind, org)):
-                try:
-                    client.delete(found.metadata.id)
-                    progress = True
-                except grpc.RpcError as exc:
-                    if exc.code() not in _PASSED_OVER:
-                        raise
-                    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                        blocked.setdefault(kind.name, []).append(f"{found.metadata.slug}: {exc.details()}")
-        if not progress:
+        blocked = {}
+        if not _delete_all(clients, org, blocked):
             break
     left: dict[str, list[str]] = {}
     for kind, client in clients:
         for found in held(client, kind, org):
             reasons = [why for why in blocked.get(kind.name, ()) if why.startswith(f"{found.metadata.slug}: ")]
             left.setdefault(kind.name, []).append(reasons[0] if reasons else f"{found.metadata.slug}: no delete")
+    if not left:
+        with app.store.read() as txn:
+            unseen, _ = usage.decode(txn.get(keys.org_usage_key(org)))
+        if unseen:
+            left["(kinds not installed here)"] = [
+                f"{unseen} objects the org's usage counter counts that no installed kind lists: install every "
+                "kind's plugin where this runs (or repair the counter with `stigmer doctor --repair`), then run again"
+            ]
     forgotten = 0 if left else app.store.transact(lambda txn: txn.forget_partition(org))
     deleted = {name: number - len(left.get(name, ())) for name, number in before.items()}
     return Removal(deleted={name: n for name, n in deleted.items() if n}, left=left, forgotten=forgotten)

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from stigmer_core.api.agentic.agent.v1 import agent_pb2, service_pb2_grpc
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.application import Application
 from stigmer_core.org_removal import count
@@ -44,8 +45,12 @@ def test_an_org_is_deleted_with_its_runs_tokens_and_history(stigmer: Stigmer) ->
 
     assert "KIND" in stigmer.ok("org", "delete", "gone", "--dry-run")
     assert _holdings(stigmer, "gone")[0] == held  # a dry run deletes nothing
-    refused = stigmer("org", "delete", "gone", input="n\n")  # asked, and told no
-    assert refused.code == 1 and _holdings(stigmer, "gone")[0] == held
+    # with no terminal to ask on, nothing is deleted without --yes
+    assert "give --yes" in stigmer.fails("org", "delete", "gone", input="y\n", code=2)
+    assert _holdings(stigmer, "gone")[0] == held
+    # the empty org: a list takes it for every org, so it deleted every org's objects
+    assert "no org named" in stigmer.fails("org", "delete", "", "--yes", code=2)
+    assert _holdings(stigmer, "kept")[0] == kept_before
 
     out = stigmer.ok("org", "delete", "gone", "--yes")
     assert "Agent: " in out and "ApiToken: 1 deleted" in out and "org 'gone' removed" in out, out
@@ -75,3 +80,26 @@ def test_a_team_servers_org_is_deleted_while_its_daemon_serves(
             list(stream)
     assert refused.value.code() == grpc.StatusCode.ABORTED, refused.value.details()
     assert "compacted" in (refused.value.details() or "")
+
+
+def test_a_removed_orgs_token_is_refused_at_once_by_a_daemon_that_took_it_before(
+    stigmer: Stigmer, stigmer_postgres_store_url: str
+) -> None:
+    """A daemon takes a token it checked for its cache's 5 s: the org's holder wrote into it after
+    the command said it was removed. The tokens go first, and the command waits that long."""
+    stigmer.store = stigmer_postgres_store_url
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    (stigmer.home / "config.yaml").write_text("server:\n  require_auth: true\n")
+    made = stigmer.ok("token", "create", "--org", "gone", "--role", "editor", "--name", "team")
+    token = next(word for word in made.split() if word.startswith("stg_"))
+    address = stigmer.start().address
+    metadata = (("authorization", f"Bearer {token}"),)
+    request = agent_pb2.ListAgentsRequest(org="gone")
+    with grpc.insecure_channel(address) as channel:
+        agents = service_pb2_grpc.AgentQueryControllerStub(channel)
+        agents.list(request, metadata=metadata, timeout=10)  # taken, and cached
+        result = stigmer("org", "delete", "gone", "--yes")
+        assert result.code == 0 and "waiting 5 s" in result.err, result.err
+        with pytest.raises(grpc.RpcError) as refused:
+            agents.list(request, metadata=metadata, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value.details()

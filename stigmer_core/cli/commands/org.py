@@ -8,6 +8,8 @@ database (``--store``), whose daemons may keep serving. See
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import click
@@ -41,6 +43,7 @@ def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, ye
     # Imported here: `stigmer --help` imports this module and must not load the kinds.
     from stigmer_core import config
     from stigmer_core.application import Application
+    from stigmer_core.auth.tokens import DEFAULT_CACHE_SECONDS
     from stigmer_core.cli import render
     from stigmer_core.datadir import DataDirLock, holder
     from stigmer_core.org_removal import count, remove_org
@@ -66,9 +69,11 @@ def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, ye
                 if dry_run:
                     return
             elif not yes:
+                if not _interactive():
+                    raise CliError("org delete asks before it deletes: give --yes when stdin is not a terminal", exit_code=2)
                 total = sum(holds.values())
                 click.confirm(f"delete the {total} objects of org {name!r} and its history?", abort=True)
-            removal = remove_org(app, name)
+            removal = remove_org(app, name, tokens_settle=DEFAULT_CACHE_SECONDS if shared else 0.0, sleep=_settle)
     finally:
         if not shared:
             lock.release()
@@ -82,8 +87,24 @@ def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, ye
     click.echo(f"org {name!r} removed; {removal.forgotten} revisions of its events forgotten")
 
 
+def _interactive() -> bool:
+    stdin = sys.stdin
+    return stdin is not None and not stdin.closed and stdin.isatty()
+
+
+def _settle(seconds: float) -> None:
+    click.echo(
+        f"deleted the org's API tokens; waiting {seconds:g} s for the daemons serving this database to refuse them",
+        err=True,
+    )
+    time.sleep(seconds)
+
+
 def _check_name(name: str) -> None:
-    """An org name no object can carry (a typo) is refused rather than found empty."""
+    """An org name no object can carry (a typo) is refused rather than found empty; and the empty
+    name, which a list takes for every org."""
+    if not name:
+        raise CliError("no org named: give the org to delete", exit_code=2)
     from stigmer_core import errors
     from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
     from stigmer_core.pipeline.validation import check

@@ -13,12 +13,11 @@ every object, which no request path ever does.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from stigmer_core.cli.commands.local import store_option
 from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.operating import operated_store
 from stigmer_core.cli.options import verbose_option
 
 
@@ -40,35 +39,17 @@ def doctor(data_dir: str | None, store: str | None, repair: bool) -> None:
     Exits 1 when an index or a counter disagrees with the objects and --repair was not given.
     """
     # Imported here: `stigmer --help` imports this module and must not load the kinds.
-    from stigmer_core import config
-    from stigmer_core.application import Application
     from stigmer_core.cli import render
-    from stigmer_core.datadir import DataDirLock, holder
     from stigmer_core.kinds import reindex, usage
-    from stigmer_core.store.engines import is_database_url
 
-    settings = config.resolve(backend=config.LOCAL, data_dir=data_dir, store=store)
-    directory = Path(settings.data_dir)
-    shared = is_database_url(settings.store)
-    running = None if shared else holder(directory)
-    if running:
-        who = f" (pid {running['pid']})" if "pid" in running else ""
-        raise CliError(f"a stigmer daemon{who} holds {directory}; stop it first (`stigmer local stop`)")
-    lock = DataDirLock(directory)
-    if not shared:
-        lock.acquire()
-    try:
-        with Application.open(directory, store=settings.store or None) as app:
-            for change in app.index_changes:
-                parts = [f"rebuilt {', '.join(change.rebuilt)}"] if change.rebuilt else []
-                parts += [f"removed {', '.join(change.removed)}"] if change.removed else []
-                click.echo(f"{change.kind}: declaration changed; {'; '.join(parts)} ({change.objects} objects)")
-            problems = reindex.check(app.registry, app.store, repair=repair)
-            counters = usage.check(app.registry, app.store, repair=repair)
-            kinds = len(app.registry.kinds)
-    finally:
-        if not shared:
-            lock.release()
+    with operated_store(data_dir, store) as (app, _):
+        for change in app.index_changes:
+            parts = [f"rebuilt {', '.join(change.rebuilt)}"] if change.rebuilt else []
+            parts += [f"removed {', '.join(change.removed)}"] if change.removed else []
+            click.echo(f"{change.kind}: declaration changed; {'; '.join(parts)} ({change.objects} objects)")
+        problems = reindex.check(app.registry, app.store, repair=repair)
+        counters = usage.check(app.registry, app.store, repair=repair)
+        kinds = len(app.registry.kinds)
     if not problems:
         click.echo(f"every index of {kinds} kinds agrees with the stored objects")
     else:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from stigmer_core.cli.commands.local import store_option
 from stigmer_core.cli.errors import CliError
+from stigmer_core.cli.operating import operated_store
 from stigmer_core.cli.options import verbose_option
 
 
@@ -41,42 +41,24 @@ def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, ye
     Exits 1 when an object could not be deleted (its events are then kept).
     """
     # Imported here: `stigmer --help` imports this module and must not load the kinds.
-    from stigmer_core import config
-    from stigmer_core.application import Application
     from stigmer_core.auth.tokens import DEFAULT_CACHE_SECONDS
     from stigmer_core.cli import render
-    from stigmer_core.datadir import DataDirLock, holder
     from stigmer_core.org_removal import count, remove_org
-    from stigmer_core.store.engines import is_database_url
 
     _check_name(name)
-    settings = config.resolve(backend=config.LOCAL, data_dir=data_dir, store=store)
-    directory = Path(settings.data_dir)
-    shared = is_database_url(settings.store)
-    running = None if shared else holder(directory)
-    if running:
-        who = f" (pid {running['pid']})" if "pid" in running else ""
-        raise CliError(f"a stigmer daemon{who} holds {directory}; stop it first (`stigmer local stop`)")
-    lock = DataDirLock(directory)
-    if not shared:
-        lock.acquire()
-    try:
-        with Application.open(directory, store=settings.store or None) as app:
-            holds = count(app, name)
-            if dry_run or not holds:
-                rows = [[kind, str(number)] for kind, number in holds.items()]
-                click.echo(render.table(["KIND", "OBJECTS"], rows) if rows else f"org {name!r} holds no objects")
-                if dry_run:
-                    return
-            elif not yes:
-                if not _interactive():
-                    raise CliError("org delete asks before it deletes: give --yes when stdin is not a terminal", exit_code=2)
-                total = sum(holds.values())
-                click.confirm(f"delete the {total} objects of org {name!r} and its history?", abort=True)
-            removal = remove_org(app, name, tokens_settle=DEFAULT_CACHE_SECONDS if shared else 0.0, sleep=_settle)
-    finally:
-        if not shared:
-            lock.release()
+    with operated_store(data_dir, store) as (app, shared):
+        holds = count(app, name)
+        if dry_run or not holds:
+            rows = [[kind, str(number)] for kind, number in holds.items()]
+            click.echo(render.table(["KIND", "OBJECTS"], rows) if rows else f"org {name!r} holds no objects")
+            if dry_run:
+                return
+        elif not yes:
+            if not _interactive():
+                raise CliError("org delete asks before it deletes: give --yes when stdin is not a terminal", exit_code=2)
+            total = sum(holds.values())
+            click.confirm(f"delete the {total} objects of org {name!r} and its history?", abort=True)
+        removal = remove_org(app, name, tokens_settle=DEFAULT_CACHE_SECONDS if shared else 0.0, sleep=_settle)
     for kind, number in removal.deleted.items():
         click.echo(f"{kind}: {number} deleted")
     if removal.left:

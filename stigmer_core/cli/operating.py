@@ -1,0 +1,46 @@
+"""The store an operator's command works on in its own process (``doctor``, ``org delete``).
+
+LMDB in the data directory, which no daemon may hold (LMDB has one writer, and a
+running daemon would keep serving what it read before the command), or a team
+server's database (``--store``), whose daemons may keep serving: each of the
+commands' writes is one transaction, taking the revision lock theirs take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stigmer_core.cli.errors import CliError
+
+if TYPE_CHECKING:  # `stigmer --help` imports the commands: the kinds load when one runs
+    from stigmer_core.application import Application
+
+
+@contextlib.contextmanager
+def operated_store(data_dir: str | None, store: str | None) -> Iterator[tuple[Application, bool]]:
+    """The application on the store named by the flags, environment or config, and whether it is
+    a database daemons may be serving; refused when a daemon holds the LMDB data directory."""
+    from stigmer_core import config
+    from stigmer_core.application import Application
+    from stigmer_core.datadir import DataDirLock, holder
+    from stigmer_core.store.engines import is_database_url
+
+    settings = config.resolve(backend=config.LOCAL, data_dir=data_dir, store=store)
+    directory = Path(settings.data_dir)
+    shared = is_database_url(settings.store)
+    running = None if shared else holder(directory)
+    if running:
+        who = f" (pid {running['pid']})" if "pid" in running else ""
+        raise CliError(f"a stigmer daemon{who} holds {directory}; stop it first (`stigmer local stop`)")
+    lock = DataDirLock(directory)
+    if not shared:
+        lock.acquire()
+    try:
+        with Application.open(directory, store=settings.store or None) as app:
+            yield app, shared
+    finally:
+        if not shared:
+            lock.release()

@@ -48,7 +48,7 @@ from stigmer_core.kinds.resources import Resources
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding, Registry
 from stigmer_core.limits import MESSAGE_BYTES
 from stigmer_core.pipeline.context import RequestContext
-from stigmer_core.pipeline.events import EventHub, StreamLimit
+from stigmer_core.pipeline.events import EventHub, Idle, StreamLimit
 from stigmer_core.pipeline.step import Step, plugin_fault, run_steps
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
 from stigmer_core.store.protocol import SnapshotMoved, Store, SubmitsWrites, WriteTxn
@@ -103,6 +103,7 @@ class Executor:
         metadata: Sequence[tuple[str, Any]],
         active: Callable[[], bool] | None,
         peer: str,
+        yields_idle: bool = False,
     ) -> RequestContext:
         """Authenticate, and run the steps before the transaction."""
         caller = self.caller(binding, metadata, peer)
@@ -117,6 +118,7 @@ class Executor:
             principal=caller.principal,
             caller=caller,
             access=binding.access,
+            yields_idle=yields_idle,
         )
         if active is not None:
             ctx.active = active
@@ -191,10 +193,12 @@ class Executor:
         active: Callable[[], bool] | None = None,
         peer: str = "",
         removed: list[str] | None = None,
+        yields_idle: bool = False,
     ) -> Any:
-        """``removed`` (when given) receives the objects the write deleted, as ``REMOVED`` entries."""
+        """``removed`` (when given) receives the objects the write deleted, as ``REMOVED`` entries;
+        ``yields_idle``: a stream's driver waits itself (``RequestContext.yields_idle``)."""
         try:
-            ctx = self.start(kind, binding, request, metadata, active, peer)
+            ctx = self.start(kind, binding, request, metadata, active, peer, yields_idle)
             if binding.pipeline.writes:
                 _check_still_wanted(ctx)
                 try:
@@ -333,7 +337,8 @@ def _guarded_stream(messages: Any, binding: MethodBinding, kind: KindRuntime) ->
                 if fault is exc:
                     raise
                 raise fault from (exc if isinstance(exc, Exception) else None)
-            if type(message) is not cls and not isinstance(message, cls | bytes):  # bytes: an event sent as serialized
+            # bytes: an event sent as serialized; Idle: a wait its driver takes (``RequestContext.yields_idle``)
+            if type(message) is not cls and not isinstance(message, cls | bytes | Idle):
                 raise PluginFault(
                     f"internal error: the stream of {binding.path} sent a {type(message).__name__} where "
                     f"{cls.DESCRIPTOR.full_name} belongs (plugin {kind.plugin!r})"
@@ -404,12 +409,13 @@ def _streamed(
             executor.log_denied(denied, binding, metadata, peer)
             raise
         holder = None if caller.unrestricted else caller.principal
+        idle = getattr(context, "waits_idle", False)  # the event loop's own driver (async_calls.inline_stream)
         limit.acquire(holder, caller.orgs)
         release = _Once(partial(limit.release, holder, caller.orgs))
         context.add_callback(release)  # a cancelled stream frees its slot at once, not at its next look
         try:
             if auth is None or not metadata:
-                yield from executor.run(kind, binding, request, metadata, context.is_active, peer)
+                yield from executor.run(kind, binding, request, metadata, context.is_active, peer, yields_idle=idle)
                 return
             refused: list[Unauthenticated | PermissionDenied] = []
 
@@ -430,7 +436,7 @@ def _streamed(
                     return False
                 return True
 
-            messages = executor.run(kind, binding, request, metadata, active, peer)
+            messages = executor.run(kind, binding, request, metadata, active, peer, yields_idle=idle)
             try:
                 for message in messages:
                     still_may()
@@ -615,6 +621,22 @@ def unary_reads(registry: Registry, *, on_loop: bool = False) -> frozenset[str]:
 
 
 _FRAMEWORK = ("stigmer_core.", "stigmer_plugins.")
+
+
+def inline_streams(registry: Registry) -> frozenset[str]:
+    """Paths of every server stream whose steps are all the framework's (``Watch`` when every
+    kind's watch is): on a store whose reads run on the event loop, the asyncio server runs these
+    there too (``async_calls.inline_stream``), a stream waiting for its next event holding no
+    thread, and sending one without a thread handoff."""
+    found = {
+        path
+        for kind in registry.kinds
+        for path, binding in kind.methods.items()
+        if binding.server_streaming and _framework_only((*binding.pipeline.pre, *binding.pipeline.txn))
+    }
+    if all(kind.watch is not None and _framework_only((*kind.watch.pre, *kind.watch.txn)) for kind in registry.kinds):
+        found.add(WATCH_PATH)
+    return frozenset(found)
 
 
 def _framework_only(steps: Iterable[Step]) -> bool:

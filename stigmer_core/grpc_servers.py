@@ -29,12 +29,12 @@ from grpc_health.v1.health import aio as health_aio
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread, ReadBound
 from stigmer_core.call_limit import CallLimit
-from stigmer_core.controller import log_refusal, queued_writes, unary_reads
+from stigmer_core.controller import inline_streams, log_refusal, queued_writes, unary_reads
 from stigmer_core.health_checks import health_handlers
 from stigmer_core.reflection import OpenStreams, reflection_handlers
 from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, read_first
 from stigmer_core.server_pools import ServerPools
-from stigmer_core.store.protocol import ReportsReachability, SubmitsWrites
+from stigmer_core.store.protocol import BoundsStreamReads, ReportsReachability, SubmitsWrites
 
 MAX_MESSAGE_BYTES = 4 << 20
 OPTIONS = [
@@ -96,6 +96,9 @@ class AsyncServing:
         server = aio.server(pools.default, options=self._options)
         reads = unary_reads(app.registry, on_loop=pools.reads is None)
         store = app.store
+        # A stream reads as a read does, and waits its turn at the log only on a database
+        inline = pools.reads is None and not isinstance(store, BoundsStreamReads)
+        streams = inline_streams(app.registry) if inline else frozenset()
         queued = queued_writes(app.executor, store) if isinstance(store, SubmitsWrites) else {}
         admit = authenticated(app.authenticator, log_refusal)
         sizes = pools.sizes
@@ -108,7 +111,7 @@ class AsyncServing:
         limit = CallLimit(share, "the daemon") if admit is not None and share is not None else None
         bound = self.read_bound = ReadBound(sizes.request_read_seconds, sizes.unread_grace_seconds, limit)
         for service, methods in app.services.items():
-            routed = pools.route(service, methods, reads, queued, bound, admit)
+            routed = pools.route(service, methods, reads, queued, bound, admit, streams)
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, routed),))
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
         # handlers built as the library's own registration builds them (``health_checks``).

@@ -221,23 +221,28 @@ class ServerPools:
         queued: Mapping[str, Callable[..., Any]],
         bound: async_calls.ReadBound,
         admit: async_calls.Admit | None = None,
+        inline: Collection[str] = (),
     ) -> dict[str, grpc.RpcMethodHandler]:
         """``handlers`` as aio handlers: each path in ``reads`` on the read pool (or inline),
-        each path in ``queued`` as the aio behavior given there, each stream on the stream
-        pool, every other call on the rpc pool; each call's caller refused by ``admit`` before
-        its message is read, and the message read within ``bound``."""
+        each path in ``queued`` as the aio behavior given there, each stream in ``inline`` on
+        the loop and every other stream on the stream pool, every other call on the rpc pool;
+        each call's caller refused by ``admit`` before its message is read, and the message
+        read within ``bound``."""
         routed: dict[str, grpc.RpcMethodHandler] = {}
         for name, handler in handlers.items():
             path = f"/{service}/{name}"
             if handler.request_streaming:
                 raise ValueError(f"{path}: the framework serves no client streams")
             if handler.response_streaming:
+                driven = (
+                    async_calls.inline_stream(handler.unary_stream)
+                    if path in inline
+                    else async_calls.stream(handler.unary_stream, self.streams)
+                )
                 routed[name] = handler._replace(
                     request_streaming=True,
                     unary_stream=None,
-                    stream_stream=async_calls.one_request_stream(
-                        async_calls.stream(handler.unary_stream, self.streams), path, admit, bound
-                    ),
+                    stream_stream=async_calls.one_request_stream(driven, path, admit, bound),
                 )
                 continue
             behavior = queued.get(path)

@@ -52,6 +52,10 @@ class RequestContext:
     """Whether the caller is still there (streams stop when it is not)."""
     events: EventHub | None = None
     """The application's event dispatcher, for server streams."""
+    yields_idle: bool = False
+    """Whether the stream's driver waits itself: the framework's streams then yield an
+    ``events.Idle`` where they would wait for the next event, and the driver (an event loop
+    serving them inline) awaits it, holding no thread. Only the framework's own steps see it."""
 
     @property
     def default_org(self) -> str:

@@ -268,6 +268,50 @@ class _Commit:
     size: int
 
 
+class Wake:
+    """A stream's wake-up call: the dispatcher sets it, and a thread waits on it, or an event loop
+    is called back (``then``) by whoever sets it, so a stream served on the loop waits holding no
+    thread. A wake is only a hint; the one who waits looks again whatever woke it."""
+
+    __slots__ = ("_event", "_then")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._then: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        self._event.set()
+        then = self._then  # read after the flag: a caller that set it and then saw the flag clear is called
+        if then is not None:
+            then()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def then(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` (from the setting thread) at each ``set`` until it is replaced, or None."""
+        self._then = callback
+
+
+@attrs.frozen
+class Idle:
+    """What a stream yields where it would wait for its next event, when its driver waits itself
+    (``RequestContext.yields_idle``): an event loop that serves the stream inline awaits the wake
+    (or ``seconds``) and then asks the stream for more, with no thread parked in between."""
+
+    wake: Wake
+    seconds: float
+
+    def wait(self) -> None:
+        self.wake.wait(self.seconds)
+
+
 class Subscription:
     """A stream's registration: woken when an event of its kind (and of one of its ``orgs``, when
     given) arrives, or when it must end.
@@ -282,7 +326,7 @@ class Subscription:
     def __init__(self, kind: str, orgs: frozenset[str] | None = None) -> None:
         self.kind = kind
         self.orgs = orgs
-        self.wake = threading.Event()
+        self.wake = Wake()
         self.ended = False
 
     def wants(self, orgs: set[str]) -> bool:
@@ -432,6 +476,11 @@ class EventHub:
         gone = self._handed.popleft()
         self._handed_events -= len(gone.events)
         self._handed_bytes -= gone.size
+
+    def subscribed(self, kind: str) -> int:
+        """Streams of ``kind`` subscribed now: a stream that ended must have let go of its own."""
+        with self._lock:
+            return len(self._subs.get(kind, ()))
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, ListFilter
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.answers import BlanksAnswer
 from stigmer_core.pipeline.context import RequestContext
-from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Positioned, unshared
+from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Idle, Positioned, unshared
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step, step
 from stigmer_core.pipeline.turns import Place
@@ -63,7 +63,9 @@ class _Follower:
     been sent for the bookmark interval, the ``Cursor`` reached, for a
     bookmark. The consumer calls ``sent()`` when it passes something on, so
     events it filters out do not hold bookmarks back. Ends when the caller
-    goes away; raises UNAVAILABLE when the server stops.
+    goes away; raises UNAVAILABLE when the server stops. With ``yields_idle``,
+    it yields an ``Idle`` where it would wait, for the consumer to pass on to
+    a driver that waits without a thread (``RequestContext.yields_idle``).
     """
 
     def __init__(
@@ -75,7 +77,9 @@ class _Follower:
         partitions: Collection[str] | None = None,
         resume: Callable[[Cursor], str] | None = None,
         opened: int | None = None,
+        yields_idle: bool = False,
     ) -> None:
+        self._yields_idle = yields_idle
         self._resume = resume or _watch_again  # what its client reopens the stream with, in its own fields
         self._opened = opened  # the hub's ``ends`` when the call arrived
         self._hub = hub
@@ -88,7 +92,7 @@ class _Follower:
     def sent(self) -> None:
         self._last_sent = time.monotonic()
 
-    def __iter__(self) -> Iterator[Positioned | Cursor]:
+    def __iter__(self) -> Iterator[Positioned | Cursor | Idle]:
         hub, kind = self._hub, self._kind
         settings = hub.settings
         sub = hub.subscribe(kind, self._opened, self._partitions)
@@ -120,7 +124,11 @@ class _Follower:
                     yield after
                     self.sent()
                 elif not moved:  # nothing new: wait for the dispatcher, the caller's check or a bookmark
-                    sub.wake.wait(min(settings.poll_seconds, settings.bookmark_seconds - idle))
+                    seconds = min(settings.poll_seconds, settings.bookmark_seconds - idle)
+                    if self._yields_idle:
+                        yield Idle(sub.wake, seconds)
+                    else:
+                        sub.wake.wait(seconds)
         finally:
             hub.leave(place)
             hub.unsubscribe(sub)
@@ -326,12 +334,16 @@ def watch_events(ctx: RequestContext) -> None:
             raise Compacted(start, compacted + 1)
     active = ctx.active
     views = hub.views.get
+    yields_idle = ctx.yields_idle
 
-    def stream() -> Iterator[watch_pb2.WatchEvent | bytes]:
+    def stream() -> Iterator[watch_pb2.WatchEvent | bytes | Idle]:
         yield _bookmark(kind, cursor.complete)
-        follower = _Follower(hub, kind.name, cursor, active, scope.partitions, opened=opened)
+        follower = _Follower(hub, kind.name, cursor, active, scope.partitions, opened=opened, yields_idle=yields_idle)
         sent_in = 0  # the revision of the last event sent
         for item in follower:
+            if isinstance(item, Idle):
+                yield item
+                continue
             if isinstance(item, Cursor):
                 # A page that ended inside a revision leaves its cursor's ``complete`` one before
                 # it: a bookmark of that, after events of the revision were sent, would have a
@@ -400,6 +412,7 @@ def watch_object(
 
         views = hub.views.get
         operation = ctx.operation
+        yields_idle = ctx.yields_idle
 
         sent_in = [0]  # the revision of the last state sent
 
@@ -408,7 +421,7 @@ def watch_object(
                 return f"call {operation} again with {after_field} {max(cursor.complete, sent_in[0])}"
             return f"call {operation} again (it starts with the object as it is then)"
 
-        def states() -> Iterator[Message | bytes]:
+        def states() -> Iterator[Message | bytes | Idle]:
             if finished:
                 return
             if initial is not None:
@@ -416,7 +429,13 @@ def watch_object(
                 if until is not None and until(initial):
                     return
             try:
-                for item in _Follower(hub, kind.name, Cursor.after(start), active, partitions, resume, opened):
+                follower = _Follower(
+                    hub, kind.name, Cursor.after(start), active, partitions, resume, opened, yields_idle
+                )
+                for item in follower:
+                    if isinstance(item, Idle):
+                        yield item
+                        continue
                     if isinstance(item, Cursor) or item[0].id != object_id:
                         continue
                     event, position = item

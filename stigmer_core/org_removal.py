@@ -19,7 +19,9 @@ wrote into the org after the command said it was removed. So the command
 waits that long after deleting them, before anything else, when daemons may
 be serving. And objects of a kind whose plugin is not installed here cannot
 be listed: the org's usage counter, which counts them, must come to zero
-before its events are forgotten.
+before its events are forgotten. It is read in the transaction that forgets
+them, so an object a daemon wrote since the last look is deleted in another
+round rather than left with its history gone.
 """
 
 from __future__ import annotations
@@ -100,24 +102,73 @@ def _cancel_runs(clients: list[tuple[KindRuntime, KindClient]], org: str) -> Non
                     raise
 
 
-def _delete_all(
-    clients: list[tuple[KindRuntime, KindClient]], org: str, blocked: dict[str, list[str]]
-) -> bool:
-    """One pass of deletes over ``clients``' kinds; whether any went (the refused in ``blocked``)."""
-    progress = False
+def _delete_all(clients: list[tuple[KindRuntime, KindClient]], org: str, blocked: dict[str, list[str]]) -> set[str]:
+    """One pass of deletes over ``clients``' kinds; the kinds of which any went (the refused
+    in ``blocked``)."""
+    went: set[str] = set()
     for kind, client in clients:
         if "delete" not in _operations(kind):
             continue
         for found in list(held(client, kind, org)):
             try:
                 client.delete(found.metadata.id)
-                progress = True
+                went.add(kind.name)
             except grpc.RpcError as exc:
                 if exc.code() not in _PASSED_OVER:
                     raise
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     blocked.setdefault(kind.name, []).append(f"{found.metadata.slug}: {exc.details()}")
-    return progress
+    return went
+
+
+ROUNDS = 5
+"""Rounds of deletes a removal goes, each ended by a look at the org's usage counter in the
+transaction that forgets its events: a round that finds it still counting objects (a write of
+a daemon came in meanwhile) is followed by another, up to this many."""
+
+
+def _delete_rounds(
+    clients: list[tuple[KindRuntime, KindClient]], org: str, tokens_settle: float, sleep: Callable[[float], None]
+) -> dict[str, list[str]]:
+    """Passes of deletes until one deletes nothing; the deletes refused in the last one, by kind.
+
+    An API token refused at first (it owned an object something else still named) goes in a
+    later pass: its holder may write until daemons' caches let go of it, so once a pass has
+    deleted one, the passes are gone through again after the wait."""
+    while True:
+        late_token = False
+        while True:
+            blocked: dict[str, list[str]] = {}
+            went = _delete_all(clients, org, blocked)
+            if not went:
+                break
+            late_token = late_token or TOKEN_KIND in went
+        if not (late_token and tokens_settle > 0):
+            return blocked
+        sleep(tokens_settle)
+
+
+def _left(
+    clients: list[tuple[KindRuntime, KindClient]], org: str, blocked: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    left: dict[str, list[str]] = {}
+    for kind, client in clients:
+        for found in held(client, kind, org):
+            reasons = [why for why in blocked.get(kind.name, ()) if why.startswith(f"{found.metadata.slug}: ")]
+            left.setdefault(kind.name, []).append(reasons[0] if reasons else f"{found.metadata.slug}: no delete")
+    return left
+
+
+def _forget_if_empty(org: str) -> Callable[[Any], int | None]:
+    """The forget, in a transaction that first reads the org's usage counter: None (nothing
+    forgotten) while it counts objects, whether written since the last look or of a kind no
+    installed plugin lists."""
+
+    def forget(txn: Any) -> int | None:
+        counted, _ = usage.decode(txn.get(keys.org_usage_key(org)))
+        return None if counted else int(txn.forget_partition(org))
+
+    return forget
 
 
 def remove_org(
@@ -135,24 +186,28 @@ def remove_org(
     if _delete_all(tokens, org, {}) and tokens_settle > 0:
         sleep(tokens_settle)
     _cancel_runs(clients, org)
-    blocked: dict[str, list[str]] = {}
-    while True:
-        blocked = {}
-        if not _delete_all(clients, org, blocked):
-            break
     left: dict[str, list[str]] = {}
-    for kind, client in clients:
-        for found in held(client, kind, org):
-            reasons = [why for why in blocked.get(kind.name, ()) if why.startswith(f"{found.metadata.slug}: ")]
-            left.setdefault(kind.name, []).append(reasons[0] if reasons else f"{found.metadata.slug}: no delete")
-    if not left:
-        with app.store.read() as txn:
-            unseen, _ = usage.decode(txn.get(keys.org_usage_key(org)))
-        if unseen:
+    forgotten = 0
+    for _ in range(ROUNDS):
+        left = _left(clients, org, _delete_rounds(clients, org, tokens_settle, sleep))
+        if left:
+            break
+        done = app.store.transact(_forget_if_empty(org))
+        if done is not None:
+            forgotten = done
+            break
+        if not _left(clients, org, {}):  # nothing here lists what the counter counts
+            with app.store.read() as txn:
+                unseen, _ = usage.decode(txn.get(keys.org_usage_key(org)))
             left["(kinds not installed here)"] = [
                 f"{unseen} objects the org's usage counter counts that no installed kind lists: install every "
                 "kind's plugin where this runs (or repair the counter with `stigmer doctor --repair`), then run again"
             ]
-    forgotten = 0 if left else app.store.transact(lambda txn: txn.forget_partition(org))
+            break
+    else:
+        left["(written meanwhile)"] = [
+            f"objects of the org were written while it was being removed, through {ROUNDS} rounds of deletes: "
+            "stop what writes into it, then run again"
+        ]
     deleted = {name: number - len(left.get(name, ())) for name, number in before.items()}
     return Removal(deleted={name: n for name, n in deleted.items() if n}, left=left, forgotten=forgotten)

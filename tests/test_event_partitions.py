@@ -126,6 +126,22 @@ def test_a_forgotten_partition_leaves_the_log_and_says_it_was_pruned(engine: Ope
             store.transact(lambda txn: txn.forget_partition(""))
 
 
+def test_forgetting_an_org_covers_its_events_left_in_the_shared_partition(engine: OpenStore) -> None:
+    """An org's events from before the log had partitions are filed under the shared one, and stay
+    when it is forgotten: its watermark was its newest own revision, none for an org with no
+    revision of its own, and a watch of the name from revision 0 read them."""
+    with contextlib.closing(engine()) as store:
+        _write(store, ("", b"an event of gone's, from before partitions"))
+        now = _write(store, ("kept", b"k"))
+        assert store.transact(lambda txn: txn.forget_partition("gone")) == 0
+        with store.read() as txn:
+            assert txn.compacted_through(["gone"]) == now  # a watch of it from before now is told
+            assert txn.compacted_through(["kept"]) == 0
+            assert txn.compacted_through(None) == 0  # a watch of every org reads a whole log, as before
+    with contextlib.closing(engine()) as store, store.read() as txn:  # stored, not only kept in memory
+        assert txn.compacted_through(["gone"]) == now
+
+
 def test_the_dispatcher_wakes_only_the_streams_an_event_may_be_for(engine: OpenStore) -> None:
     """Each stream of a kind was woken by every event of it: about 80 µs of a daemon's CPU for each
     stream an event was not for, so every org's runners were woken by every other org's writes."""

@@ -401,16 +401,17 @@ class _Writer(_Reader):
             self.event_bytes = _counter(txn, keys.EVENT_BYTES)
             self.held = _counter(txn, keys.EVENT_REVISIONS)
         filed = list(self._filed(partition, 0))
-        if not filed:
-            return 0
         cursor = txn.cursor()
         for rev in filed:
             _, size, _ = self._drop_revision(cursor, rev, part)
             self.held = max(self.held - 1, 0)
             self.event_bytes = max(self.event_bytes - size, 0)
-        newest = filed[-1]
+        newest = filed[-1] if filed else 0
+        # The partition's watermark goes to now, not to its newest revision: events of the org
+        # filed in the shared partition (written before the log had partitions, or a revision
+        # naming several orgs) stay, and a watch of it from before now must not read them.
         share = self._book.get(part, self._changes)
-        self._change(part, Share(0, 0, max(share.compacted, newest)))
+        self._change(part, Share(0, 0, max(share.compacted, newest, self.revision)))
         if newest > _counter(txn, keys.EVENT_COMPACTED):
             txn.put(keys.EVENT_COMPACTED, newest.to_bytes(8, "big"))
         return len(filed)

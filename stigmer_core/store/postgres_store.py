@@ -981,7 +981,7 @@ class _Writer(_Reader):
         if not partition:
             raise errors.InvalidArgument("the shared partition of the event log cannot be forgotten")
         self._wrote = True
-        rows = self._rows(self._store._sql_forget_part, (partition, partition))
+        rows = self._rows(self._store._sql_forget_part, (partition, partition, self.revision))
         revisions, size, newest = (int(value) for value in rows[0])
         if revisions:
             tally = self._log
@@ -1204,8 +1204,10 @@ class PostgresStore:
             f"WITH gone AS (DELETE FROM {s}.events WHERE part = %s RETURNING revision, octet_length(payload) AS size),"
             " counted AS (SELECT count(DISTINCT revision) AS revisions, coalesce(sum(size), 0) AS size,"
             " coalesce(max(revision), 0) AS newest FROM gone),"
-            f" marked AS (UPDATE {s}.event_parts SET compacted = greatest(compacted, (SELECT newest FROM counted))"
-            " WHERE part = %s)"
+            # the watermark goes to now (as LMDB's): the org's events in the shared partition stay
+            f" marked AS (INSERT INTO {s}.event_parts AS p (part, revisions, bytes, compacted)"
+            " VALUES (%s, 0, 0, greatest((SELECT newest FROM counted), %s))"
+            " ON CONFLICT (part) DO UPDATE SET compacted = greatest(p.compacted, EXCLUDED.compacted))"
             " SELECT revisions, size, newest FROM counted"
         ).encode()
         # What the partitions' appends added since their counts were last written, one row each.

@@ -93,9 +93,11 @@ class WriteTxn(ReadTxn, Protocol):
 
     def forget_partition(self, partition: str) -> int:
         """Drop every revision filed under ``partition`` (an org; not the shared one) from the
-        event log, and record the newest of them as pruned from it, so a stream resuming
-        before it is told (``compacted_through``); return how many revisions went. For an
-        org whose objects are gone: its history must not outlive it for whoever gets the name."""
+        event log, and record ``partition`` as pruned through the current revision (the log's
+        own watermark through the newest revision dropped), so a stream of it resuming from
+        before is told (``compacted_through``), whatever of it the shared partition still
+        holds; return how many revisions went. For an org whose objects are gone: its history
+        must not outlive it for whoever gets the name."""
         ...
 
     def on_commit(self, callback: Callable[[], None]) -> None:

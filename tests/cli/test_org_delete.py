@@ -58,6 +58,8 @@ def test_an_org_is_deleted_with_its_runs_tokens_and_history(stigmer: Stigmer) ->
     assert held == {} and history == [] and watermark > 0
     assert _holdings(stigmer, "kept")[0] == kept_before  # another org keeps everything
 
+    # an org with no objects: its history still goes only once asked
+    assert "give --yes" in stigmer.fails("org", "delete", "gone", code=2)
     again = stigmer.ok("org", "delete", "gone", "--yes")  # nothing left: said, and no harm
     assert "holds no objects" in again and "0 revisions" in again, again
     assert "is not an org name" in stigmer.fails("org", "delete", "Not An Org!", "--yes", code=2)

@@ -53,11 +53,12 @@ def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, ye
             click.echo(render.table(["KIND", "OBJECTS"], rows) if rows else f"org {name!r} holds no objects")
             if dry_run:
                 return
-        elif not yes:
+        if not yes:  # its history alone is what whoever gets the name next must not read: asked too
             if not _interactive():
                 raise CliError("org delete asks before it deletes: give --yes when stdin is not a terminal", exit_code=2)
             total = sum(holds.values())
-            click.confirm(f"delete the {total} objects of org {name!r} and its history?", abort=True)
+            asked = f"delete the {total} objects of org {name!r} and its history?" if total else "forget its history?"
+            click.confirm(asked, abort=True)
         removal = remove_org(app, name, tokens_settle=DEFAULT_CACHE_SECONDS if shared else 0.0, sleep=_settle)
     for kind, number in removal.deleted.items():
         click.echo(f"{kind}: {number} deleted")

@@ -161,3 +161,14 @@ def test_an_idle_wait_ends_at_its_seconds_unwoken() -> None:
         assert not wake.is_set()
 
     _run(wait())
+
+
+def test_a_wake_whose_loop_is_gone_is_still_set_and_tells_no_one() -> None:
+    """The dispatcher sets every woken stream's wake from its thread: a callback that raised there
+    (the loop of a stopped server closed) ended the dispatcher, and every stream with it."""
+    loop = asyncio.new_event_loop()
+    loop.close()
+    wake = Wake()
+    wake.then(lambda: loop.call_soon_threadsafe(lambda: None))
+    wake.set()
+    assert wake.is_set()

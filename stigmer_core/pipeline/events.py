@@ -283,7 +283,10 @@ class Wake:
         self._event.set()
         then = self._then  # read after the flag: a caller that set it and then saw the flag clear is called
         if then is not None:
-            then()
+            try:
+                then()
+            except Exception:  # the loop is gone (a server stopping): its stream looks at its timeout anyway
+                log.debug("a stream's wake-up could not be given", exc_info=True)
 
     def clear(self) -> None:
         self._event.clear()

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from bench import streams
 from bench.budget import Budget
 from bench.results import Measurement
 
@@ -97,10 +98,20 @@ def ratios(budget: Budget) -> tuple[Ratio, ...]:
         Ratio(f"create.net.{c}", None, "creates per durable commit, network", per_commit),
         Ratio(f"create.inproc.{c}", None, "creates per durable commit, in process", per_commit),
         Ratio("create.inproc.serial", None, "creates per durable commit, one caller (1.0 expected)", per_commit),
-        Ratio(f"create.net.{c}", None, "share of the run the write lock was held, network (near 1: it sets the rate)", "lock_busy"),
+        Ratio(
+            f"create.net.{c}",
+            None,
+            "share of the run the write lock was held, network (near 1: it sets the rate)",
+            "lock_busy",
+        ),
         Ratio(f"create.net.{c}", None, "write lock's wall time over its committers' CPU, network", "lock_wall_per_cpu"),
         Ratio(f"create.inproc.{c}", None, "share of the run the write lock was held, in process", "lock_busy"),
-        Ratio(f"create.inproc.{c}", None, "write lock's wall time over its committers' CPU, in process", "lock_wall_per_cpu"),
+        Ratio(
+            f"create.inproc.{c}",
+            None,
+            "write lock's wall time over its committers' CPU, in process",
+            "lock_wall_per_cpu",
+        ),
         Ratio("create.inproc.serial", "store.put.t1", "serial create vs raw one-put transaction (pipeline's share)"),
         Ratio(f"store.put.{t}", "store.put.t1", f"raw puts, {budget.store_threads} threads vs 1 (group commit alone)"),
         Ratio(f"store.put.{t}", None, f"raw puts per durable commit, {budget.store_threads} threads", per_commit),
@@ -111,6 +122,7 @@ def ratios(budget: Budget) -> tuple[Ratio, ...]:
         ),
         *_versus_sqlite(c),
         *_writes(c),
+        *_streams(),
         *_scale(budget),
     )
 
@@ -193,14 +205,36 @@ def added_microseconds(rows: Rows, budget: Budget) -> dict[str, float]:
     return found
 
 
+def _streams() -> tuple[Ratio, ...]:
+    w = f"w{streams.WATCHES}"
+    return (
+        Ratio(
+            f"streams.{w}.loop",
+            f"streams.{w}.threads",
+            f"CPU per create with {streams.WATCHES} watches: streams on the daemon's event loop vs on stream threads",
+            "cpu_us_per_call",
+        ),
+        *(
+            Ratio(f"streams.{w}.{mode}", None, f"daemon CPU µs per stream message, streams {where}", "message_cpu_us")
+            for mode, where in (("loop", "on the event loop"), ("threads", "on stream threads"))
+        ),
+    )
+
+
 def _writes(c: str) -> tuple[Ratio, ...]:
     found = [
         Ratio(f"writes.{row}.{c}", f"writes.{row}.serial", f"{row}: {c[1:]} in flight vs one caller (group commit)")
         for row in ("update", "apply_changed", "create_agent", "create_environment", "delete_cascade")
     ]
     found += [
-        Ratio("writes.apply_unchanged.serial", "writes.apply_changed.serial", "apply that changes nothing vs one that does"),
-        Ratio("writes.create_environment.serial", "writes.create_agent.serial", "create without a derived object vs Agent"),
+        Ratio(
+            "writes.apply_unchanged.serial",
+            "writes.apply_changed.serial",
+            "apply that changes nothing vs one that does",
+        ),
+        Ratio(
+            "writes.create_environment.serial", "writes.create_agent.serial", "create without a derived object vs Agent"
+        ),
     ]
     found += [
         Ratio("writes.framework_cpu", None, f"framework CPU µs per request, commit excluded: {what}", field)
@@ -210,7 +244,10 @@ def _writes(c: str) -> tuple[Ratio, ...]:
             ("agent_create_own_commit_us", "Agent create: its own commit calls"),
             ("environment_create_us", "Environment create"),
             ("get_us", "get (target <= 10)"),
-            ("agent_create_per_raw_txn", "Agent create in raw one-put transactions of this run (steadier across machines)"),
+            (
+                "agent_create_per_raw_txn",
+                "Agent create in raw one-put transactions of this run (steadier across machines)",
+            ),
         )
     ]
     return tuple(found)

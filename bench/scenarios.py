@@ -17,7 +17,7 @@ from functools import cache
 
 import attrs
 
-from bench import agents, creates, drive, echo, memory, queries, scale, store_puts, versus_sqlite, writes
+from bench import agents, creates, drive, echo, memory, queries, scale, store_puts, streams, versus_sqlite, writes
 from bench.agents import AgentFixture
 from bench.budget import Budget
 from bench.results import Measurement
@@ -45,10 +45,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("vs_sqlite", "LMDB vs a SQLite table of JSON documents, same framework (once)"),
     Scenario("scale", "queries at growing store sizes, and a daemon's RSS at the largest (once)"),
     Scenario("writes", "update, apply, delete with cascades, a kind without steps; framework CPU per request (once)"),
+    Scenario("streams", "daemon CPU per create with 60 watches open, on the event loop and on threads (once)"),
     Scenario("memory", "tracemalloc of serial in-process creates (once, after the rounds)"),
 )
 
-ONCE = frozenset({"vs_sqlite", "scale", "writes"})
+ONCE = frozenset({"vs_sqlite", "scale", "writes", "streams"})
 """Scenarios that seed stores of their own: run in the first round only."""
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
@@ -116,7 +117,13 @@ class _Runner:
             return store_puts.run(self.round_budget)
         if name in ONCE:
             once = attrs.evolve(self.round_budget, seconds=self.budget.seconds / 3)
-            return {"vs_sqlite": versus_sqlite.run, "scale": scale.run, "writes": writes.run}[name](once)
+            scenario = {
+                "vs_sqlite": versus_sqlite.run,
+                "scale": scale.run,
+                "writes": writes.run,
+                "streams": streams.run,
+            }
+            return scenario[name](once)
         return _ON_AGENTS[name](self.fixture(), self.round_budget)
 
 

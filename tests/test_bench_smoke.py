@@ -16,7 +16,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 SCENARIOS = (
-    "echo", "get", "get_by_reference", "list", "list_label", "create", "store", "vs_sqlite", "scale", "writes", "memory",
+    "echo", "get", "get_by_reference", "list", "list_label", "create", "store", "vs_sqlite", "scale", "writes",
+    "streams", "memory",
 )  # fmt: skip
 ENGINE_ROWS = ("get", "get_by_reference", "list", "create.durable.serial", "create.durable.c32", "create.nosync.serial")
 SCALE_ROWS = ("get", "get_by_reference", "list", "list_label", "list_by_agent")
@@ -50,6 +51,7 @@ MEASUREMENTS = (
     *(f"scale.n{size}.{row}" for size in (1000, 2000) for row in SCALE_ROWS),
     *(f"writes.{row}.{mode}" for row in WRITE_ROWS for mode in ("serial", "c32")),
     "writes.framework_cpu",
+    *(f"streams.{watches}.{mode}" for watches in ("w0", "w60") for mode in ("loop", "threads")),
 )
 
 

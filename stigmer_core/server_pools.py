@@ -235,7 +235,7 @@ class ServerPools:
                 raise ValueError(f"{path}: the framework serves no client streams")
             if handler.response_streaming:
                 driven = (
-                    async_calls.inline_stream(handler.unary_stream)
+                    async_calls.inline_stream(handler.unary_stream, self.streams)
                     if path in inline
                     else async_calls.stream(handler.unary_stream, self.streams)
                 )

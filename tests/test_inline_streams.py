@@ -18,13 +18,14 @@ import pytest
 
 from stigmer_core import Application
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.async_calls import _idled, wakeups_of
 from stigmer_core.controller import inline_streams
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
-from stigmer_core.pipeline.events import Idle, Wake
-from stigmer_core.pipeline.watch import WATCH_PATH
+from stigmer_core.pipeline.events import READS_LOG, TURN, Cursor, EventHub, Idle, StreamSettings, Wake
+from stigmer_core.pipeline.watch import WATCH_PATH, _Follower
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server_pools import PoolSizes
 from stigmer_core.store import open_store
@@ -172,3 +173,39 @@ def test_a_wake_whose_loop_is_gone_is_still_set_and_tells_no_one() -> None:
     wake.then(lambda: loop.call_soon_threadsafe(lambda: None))
     wake.set()
     assert wake.is_set()
+
+
+def test_a_stream_catching_up_reads_the_log_on_a_thread_and_gives_the_loop_turns(tmp_path: Path) -> None:
+    """A watch whose kind (or labels, or filters) left out every event of a long log yielded
+    nothing while it read it: served on the event loop, it held every other call of the daemon,
+    health checks included, for more than a second. It says before each page it reads from the
+    log (``READS_LOG``: its driver runs that step on a thread), and yields a ``TURN`` after it."""
+    store = open_store(tmp_path / "data", durable=False)
+    other = event_pb2.ResourceEvent(kind="Other", object=b"x").SerializeToString()
+    for _ in range(40):
+        store.transact(lambda txn: [txn.append_event(other, "acme") for _ in range(50)])
+    hub = EventHub(store, StreamSettings(page_events=4, bookmark_seconds=0.2, poll_seconds=0.05))
+    hub.start()
+    try:
+        for yields_idle in (True, False):
+            log_pages = turns = 0
+            follower = _Follower(hub, "Agent", Cursor.after(0), lambda: True, yields_idle=yields_idle)
+            for item in follower:
+                if item is READS_LOG:
+                    log_pages += 1
+                elif item is TURN:
+                    turns += 1
+                elif isinstance(item, Idle | Cursor):  # caught up: waiting, or a bookmark
+                    break
+                else:
+                    raise AssertionError(f"an event of another kind was sent: {item}")
+            # 2,000 events, at most 64 examined in a page: each page read on a thread, a turn after it
+            pages = 2000 // 64
+            assert (log_pages >= pages and turns >= pages - 1) if yields_idle else log_pages == turns == 0, (
+                yields_idle,
+                log_pages,
+                turns,
+            )
+    finally:
+        hub.close()
+        store.close()

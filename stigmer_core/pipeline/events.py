@@ -304,15 +304,30 @@ class Wake:
 
 @attrs.frozen
 class Idle:
-    """What a stream yields where it would wait for its next event, when its driver waits itself
+    """What a stream yields where it would wait, when its driver waits itself
     (``RequestContext.yields_idle``): an event loop that serves the stream inline awaits the wake
-    (or ``seconds``) and then asks the stream for more, with no thread parked in between."""
+    (or ``seconds``) and then asks the stream for more, with no thread parked in between. With no
+    wake it waits for nothing: ``TURN``, the loop's other calls go first; ``READS_LOG``, the
+    stream's next step reads the store's log, which the driver runs on a thread."""
 
-    wake: Wake
+    wake: Wake | None
     seconds: float
+    reads_log: bool = False
 
     def wait(self) -> None:
-        self.wake.wait(self.seconds)
+        if self.wake is not None:
+            self.wake.wait(self.seconds)
+
+
+TURN = Idle(None, 0.0)
+"""Yielded after each page of a stream catching up from the cache: a watch whose labels, filters
+or kind leave out every event of a page sends nothing for it, and would hand the loop back to
+no one until it caught up."""
+READS_LOG = Idle(None, 0.0, reads_log=True)
+"""Yielded before a page read from the store's log (a stream behind the cache: a resume from far
+back): many events read and parsed at once, up to 16 pages' worth for a page of the stream's
+own. On the event loop, several such catch-ups held every other call, health checks included,
+for hundreds of milliseconds; on a thread the GIL is shared with the loop as it goes."""
 
 
 class Subscription:
@@ -479,6 +494,16 @@ class EventHub:
         gone = self._handed.popleft()
         self._handed_events -= len(gone.events)
         self._handed_bytes -= gone.size
+
+    def cached(self, cursor: Cursor) -> bool:
+        """Whether ``read`` answers ``cursor`` from the cache, without reading the store."""
+        with self._lock:
+            return self._thread is not None and cursor.revision > self._floor
+
+    @property
+    def head(self) -> int:
+        """The newest revision the dispatcher has read (its cache ends there)."""
+        return self._head
 
     def subscribed(self, kind: str) -> int:
         """Streams of ``kind`` subscribed now: a stream that ended must have let go of its own."""

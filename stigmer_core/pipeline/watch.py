@@ -27,7 +27,7 @@ from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, ListFilter
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.answers import BlanksAnswer
 from stigmer_core.pipeline.context import RequestContext
-from stigmer_core.pipeline.events import Compacted, Cursor, EventHub, Idle, Positioned, unshared
+from stigmer_core.pipeline.events import READS_LOG, TURN, Compacted, Cursor, EventHub, Idle, Positioned, unshared
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import Step, step
 from stigmer_core.pipeline.turns import Place
@@ -109,6 +109,8 @@ class _Follower:
                     return
                 sub.wake.clear()
                 due = self._last_sent + settings.bookmark_seconds
+                if self._yields_idle and not hub.cached(self._cursor):
+                    yield READS_LOG  # the read below is of the store: its driver runs it on a thread
                 page = hub.read(kind, self._cursor, self._partitions, wanted, due, place)
                 if page is None:  # other streams' reads of the log went first: check the caller, then again
                     if time.monotonic() >= due:
@@ -119,6 +121,8 @@ class _Follower:
                 moved = after != self._cursor
                 self._cursor = after
                 yield from events
+                if self._yields_idle and moved and after.complete < hub.head:  # a page of a catch-up
+                    yield TURN
                 idle = time.monotonic() - self._last_sent
                 if idle >= settings.bookmark_seconds:
                     yield after

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -28,7 +27,7 @@ from grpc import aio
 
 from stigmer_core import status
 from stigmer_core.api.commons.watch.v1 import watch_pb2
-from stigmer_core.async_calls import Wakeups
+from stigmer_core.async_calls import wakeups_of
 from stigmer_core.auth.access import LOCAL_ADMIN, Caller
 from stigmer_core.auth.tokens import KIND as TOKEN_KIND
 from stigmer_core.auth.tokens import Authenticator, TokenRefused
@@ -78,7 +77,6 @@ class Executor:
         self.store = store
         self.authenticator = authenticator
         self.events = events
-        self._wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Wakeups] = weakref.WeakKeyDictionary()
 
     def caller(self, binding: MethodBinding, metadata: Sequence[tuple[str, Any]], peer: str) -> Caller:
         """Who calls, and that its roles allow the method somewhere, before any step runs,
@@ -229,7 +227,7 @@ class Executor:
             ctx = self.start(kind, binding, request, metadata, active, peer)
             _check_still_wanted(ctx)
             loop = asyncio.get_running_loop()
-            wakeups = self._wakeups.get(loop) or self._wakeups.setdefault(loop, Wakeups(loop))
+            wakeups = wakeups_of(loop)  # the loop's one: a batch's writes and the streams it wakes, one wake-up
             answered: asyncio.Future[None] = loop.create_future()
             pending = store.submit(self.write_body(ctx, binding, removed), partial(wakeups.resolve, answered))
             await answered

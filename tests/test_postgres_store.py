@@ -1323,6 +1323,98 @@ def test_health_comes_back_with_the_first_answer_after_a_stalled_one(
         assert seen[-1] is True
 
 
+def _backends_since(conninfo: str, since: Any) -> list[int]:
+    """The daemon connections the server started at or after ``since`` (its own clock): a store
+    opened then has its pool's and its listener's among them."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            b"SELECT pid FROM pg_stat_activity WHERE application_name = 'stigmer' AND backend_start >= %s", (since,)
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+@contextlib.contextmanager
+def _all_frozen(pids: list[int]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for pid in pids:
+            stack.enter_context(_frozen(pid))
+        yield
+
+
+def _server_now(conninfo: str) -> Any:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return conn.execute(b"SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+
+
+def _first_false_within(seen: list[bool], seconds: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if False in seen:
+            return time.monotonic() - started
+        time.sleep(0.02)
+    return None
+
+
+@pytest.mark.parametrize("saturated", [False, True], ids=["idle-pool", "every-connection-lent"])
+def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_stops_answering(
+    stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch, saturated: bool
+) -> None:
+    """Health followed the revision read's ``answer_timeout_ms`` (35 s by default), so a load balancer
+    kept sending calls to a daemon of a frozen database for 40 s; with every pooled connection lent
+    to calls the database held, the read found no connection and health stayed SERVING until
+    those calls gave up."""
+    if os.environ.get(postgres.URL_ENV):
+        # A server named by URL may run on another host, whose processes a test cannot stop.
+        pytest.skip("stops backend processes: needs the throwaway server on this machine")
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
+    conninfo = PostgresSettings.from_url(stigmer_postgres_store_url).conninfo
+    since = _server_now(conninfo)
+    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&pool_timeout=0.5&health_timeout_ms=1000"
+    with PostgresStore(url, durable=False) as store:
+        assert store.settings.answer_seconds == 35.0  # the calls' own bound stays the default
+        store.transact(lambda txn: txn.put(b"k/kept", b"1"))
+        seen: list[bool] = []
+        store.on_reachability(seen.append)
+        held: list[BaseException] = []
+        caller: threading.Thread | None = None
+        pids = _backends_since(conninfo, since)
+        assert len(pids) >= 2  # the pool's connection and the listener's
+        with _all_frozen(pids):
+            if saturated:  # a call holds the pool's one connection, waiting on the frozen database
+
+                def call() -> None:
+                    try:
+                        with store.read() as txn:
+                            txn.get(b"k/kept")
+                    except BaseException as exc:  # told after SIGCONT, whatever it is
+                        held.append(exc)
+
+                caller = threading.Thread(target=call)
+                caller.start()
+                deadline = time.monotonic() + 5
+                while store._pool.lent < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert store._pool.lent == 1
+            waited = _first_false_within(seen, 10.0)
+        if caller is not None:
+            caller.join(timeout=30)
+            assert not caller.is_alive() and held == []  # answered once the database was again
+        assert waited is not None, seen  # NOT_SERVING in seconds, not after the calls' 35 s
+        store.transact(lambda txn: txn.put(b"k/new", b"1"))  # the database answers again
+        deadline = time.monotonic() + 10
+        while seen[-1] is not True and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen[-1] is True
+        with store.read() as txn:
+            assert (txn.get(b"k/kept"), txn.get(b"k/new")) == (b"1", b"1")
+
+
+def test_the_health_timeout_is_at_most_the_answer_timeout() -> None:
+    assert PostgresSettings.from_url("postgresql://u@h/d").health_seconds == 5.0
+    assert PostgresSettings.from_url("postgresql://u@h/d?health_timeout_ms=800").health_seconds == 0.8
+    assert PostgresSettings.from_url("postgresql://u@h/d?answer_timeout_ms=300").health_seconds == 0.3
+
+
 def test_a_daemon_of_version_3_still_running_after_the_migration_can_no_longer_commit(
     stigmer_postgres_store_url: str,
 ) -> None:

@@ -118,6 +118,7 @@ def test_a_store_url_number_that_is_not_finite_stops_the_start(value: str) -> No
         ("statement_timeout_ms", "2,147,483,647"),
         ("idle_in_transaction_timeout_ms", "2,147,483,647"),
         ("answer_timeout_ms", "2,147,483,647"),
+        ("health_timeout_ms", "2,147,483,647"),
         ("pool_timeout", "86,400"),
     ],
 )

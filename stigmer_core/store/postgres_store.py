@@ -114,6 +114,8 @@ LISTEN_SECONDS = 5.0
 """Silence after which the listener reads the revision itself, in case its connection stopped delivering."""
 ANSWER_GRACE_MS = 5_000
 """How much longer than ``statement_timeout_ms`` the daemon waits for an answer by default."""
+DEFAULT_HEALTH_TIMEOUT_MS = 5000
+"""How long the listener's revision read waits before the daemon reports NOT_SERVING, by default."""
 DEFAULT_IDLE_IN_TRANSACTION_MS = 5000
 """How long a transaction may send nothing (``idle_in_transaction_timeout_ms``) by default."""
 _CONFLICT_ATTEMPTS = 5
@@ -154,6 +156,12 @@ class PostgresSettings:
     connection up (UNAVAILABLE); ``statement_timeout_ms`` plus 5 s when not given. The server
     enforces ``statement_timeout_ms``; this bounds a server that cannot (its processes stopped, a
     storage stall), which TCP does not notice since the peer's kernel still acknowledges."""
+    health_timeout_ms: int = DEFAULT_HEALTH_TIMEOUT_MS
+    """How long the listener's revision read, made after ``LISTEN_SECONDS`` without a notice, waits
+    for its answer before the daemon reports NOT_SERVING (at most ``answer_timeout_ms``). A call
+    may rightly run for ``statement_timeout_ms``, but this read is one row: a database that leaves
+    it unanswered this long is not one to send calls to, and a load balancer should hear so in
+    seconds, not after the 35 s the calls themselves wait."""
     scan_page: int = 256
     """Rows fetched per round trip of a range scan; a scan never loads a whole kind."""
     max_batch: int = 64
@@ -199,6 +207,10 @@ class PostgresSettings:
         ms = self.answer_timeout_ms or self.statement_timeout_ms + ANSWER_GRACE_MS
         return ms / 1000
 
+    @property
+    def health_seconds(self) -> float:
+        return min(self.health_timeout_ms / 1000, self.answer_seconds)
+
 
 _DEAD_PEER = {
     "keepalives": "1",
@@ -218,6 +230,7 @@ _URL_SETTINGS: dict[str, type] = {
     "pool_timeout": float,
     "statement_timeout_ms": int,
     "answer_timeout_ms": int,
+    "health_timeout_ms": int,
     "idle_in_transaction_timeout_ms": int,
     "scan_page": int,
     "max_batch": int,
@@ -230,6 +243,7 @@ _MOST: dict[str, float] = {
     "statement_timeout_ms": PG_INT_MAX,
     "idle_in_transaction_timeout_ms": PG_INT_MAX,
     "answer_timeout_ms": PG_INT_MAX,
+    "health_timeout_ms": PG_INT_MAX,
     "pool_timeout": 86_400.0,
 }
 """Bounds checked when the URL is read: past them the server refused the session's settings at the
@@ -298,6 +312,16 @@ class _AnsweringConnection(psycopg.Connection[Any]):
         except pg_errors._WaitTimeout:  # psycopg's own (3.3.6+), raised by nothing else
             self.close()
             raise _NoAnswer(f"the database did not answer within {bound:g} s; its connection was closed") from None
+
+
+def _answered_within(conn: psycopg.Connection[Any], seconds: float, query: bytes) -> Any:
+    """One row of ``query``, waiting at most ``seconds`` for it (``_NoAnswer`` past that, the
+    connection closed) rather than the connection's own ``answer_seconds``."""
+    conn.answer_seconds = seconds  # type: ignore[attr-defined]
+    try:
+        return conn.execute(query).fetchone()
+    finally:
+        del conn.answer_seconds  # type: ignore[attr-defined]
 
 
 class _Openings:
@@ -1739,7 +1763,7 @@ class PostgresStore:
                         # no notice and raises nothing; this way waiters learn of other daemons'
                         # writes within LISTEN_SECONDS anyway, and a listener that missed writes
                         # twice running is replaced.
-                        moved = self._poll_revision()
+                        moved = self._poll_revision(conn)
                         read_at = time.monotonic()
                         if moved:
                             missed += 1
@@ -1759,11 +1783,24 @@ class PostgresStore:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 2.0)
 
-    def _poll_revision(self) -> bool:
-        """Read the revision through the pool; whether it had moved without a notice."""
+    def _poll_revision(self, listening: psycopg.Connection[Any] | None = None) -> bool:
+        """Read the revision through the pool; whether it had moved without a notice.
+
+        The read waits ``health_timeout_ms`` at most, for a connection and for its answer: no
+        answer marks the database unreachable (health NOT_SERVING). When the pool has no
+        connection to give (every one lent, which is load and no sign of a dead database, or new
+        ones not opening), the read goes on the listener's own connection, ``listening``, if there
+        is one: with every connection lent to calls a frozen database holds, only an answer on
+        another tells load from a dead database before those calls' own ``answer_timeout_ms``."""
+        bound = self.settings.health_seconds
         try:
-            with self._pool.connection() as conn:
-                row = conn.execute(self._sql_watch).fetchone()
+            try:
+                with self._pool.connection(timeout=bound) as conn:
+                    row = _answered_within(conn, bound, self._sql_watch)
+            except psycopg_pool.PoolTimeout:
+                if listening is None:
+                    raise
+                row = _answered_within(listening, bound, self._sql_watch)
         except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
             log.debug("store listener could not read the revision: %s", exc)
             if isinstance(exc, psycopg.Error) and schema_shaped(exc):

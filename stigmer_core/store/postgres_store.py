@@ -112,6 +112,9 @@ LOOSE_QUERIES = 2
 """Queries a restartable read answers outside a transaction: a get, or a slug then its object."""
 LISTEN_SECONDS = 5.0
 """Silence after which the listener reads the revision itself, in case its connection stopped delivering."""
+UNREACHABLE_POLL_SECONDS = 1.0
+"""While the database is marked unreachable, how often the listener reads the revision: health
+turns SERVING again within about this long of its first answer."""
 ANSWER_GRACE_MS = 5_000
 """How much longer than ``statement_timeout_ms`` the daemon waits for an answer by default."""
 DEFAULT_HEALTH_TIMEOUT_MS = 5000
@@ -1745,7 +1748,8 @@ class PostgresStore:
                         # This daemon's own commits advance the revision themselves: their notices
                         # need no read, but one read per LISTEN_SECONDS is made anyway, for the
                         # schema's version (a newer release's migration) and as a bound on trusting.
-                        notices = list(conn.notifies(timeout=LISTEN_SECONDS, stop_after=1))
+                        quiet = LISTEN_SECONDS if self._reachable else min(LISTEN_SECONDS, UNREACHABLE_POLL_SECONDS)
+                        notices = list(conn.notifies(timeout=quiet, stop_after=1))
                         if self._stop.is_set():
                             return
                         if notices:

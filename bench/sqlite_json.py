@@ -76,7 +76,7 @@ class _Reader:
         row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, prefix: bytes, *, after: bytes = b"", first: int = 0) -> Iterator[tuple[bytes, bytes]]:
         area, parts = _split(prefix)
         if area == "o" and len(parts) == 2 and parts[1] == "":
             start = after[len(prefix) :].decode() if after else ""

@@ -282,7 +282,7 @@ def _page(ctx: RequestContext, base: bytes, size: int, token: str) -> Message:
     budget = ctx.registry.limits.max_page_bytes - TOKEN_ROOM
     last = b""
     more = False
-    for key, digest in txn.scan(prefix, after=after):
+    for key, digest in txn.scan(prefix, after=after, first=size + 1):
         if len(entries) >= size:
             more = True
             break
@@ -316,7 +316,7 @@ def _tag_page(ctx: RequestContext, object_id: str, response: type[Message], size
     after = prefix + bytes.fromhex(tokens.open(kind.name, bound_to, token)[1]) if token else b""
     page: Any = response()
     last = b""
-    for key, digest in ctx.store.txn.scan(prefix, after=after):
+    for key, digest in ctx.store.txn.scan(prefix, after=after, first=size + 1):
         if len(page.tags) >= size:
             page.next_page_token = tokens.seal(kind.name, bound_to, "", last[len(prefix) :].hex())
             break

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -165,6 +166,59 @@ def test_scan_pages_through_a_range_in_byte_order(store: PostgresStore) -> None:
         assert [k for k, _ in txn.scan(b"o/a/", after=in_range[2])] == in_range[3:]
         assert [k for k, v in txn.scan(b"o/a/\xff")] == [b"o/a/\xff", b"o/a/\xff\xff"]
         assert [k for k, _ in txn.scan(b"o/")] == sorted(keys)
+
+
+@contextlib.contextmanager
+def _rows_fetched() -> Iterator[list[int]]:
+    """The size of each result this thread fetched whole (a scan's batches are ``fetchall``s)."""
+    seen: list[int] = []
+    fetchall = psycopg.Cursor.fetchall
+    me = threading.get_ident()
+
+    def counted(self: Any) -> Any:
+        rows = fetchall(self)
+        if threading.get_ident() == me:
+            seen.append(len(rows))
+        return rows
+
+    psycopg.Cursor.fetchall = counted  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        psycopg.Cursor.fetchall = fetchall  # type: ignore[method-assign]
+
+
+def test_a_scan_told_how_many_entries_are_wanted_fetches_that_many_first(stigmer_postgres_store_url: str) -> None:
+    """A list page of 100 fetched and decoded a whole ``scan_page`` (256 objects) to use 101: a
+    page cost 2.0 ms in process against 1.2 ms fetching 101."""
+    wanted = [b"o/a/%03d" % i for i in range(120)]
+    with PostgresStore(f"{stigmer_postgres_store_url}&scan_page=50", durable=False) as pg:
+        pg.transact(lambda txn: [txn.put(key, b"v") for key in wanted])
+        with pg.read() as txn:
+            txn.revision  # noqa: B018 - the snapshot's first statement, so the counted ones are the scan's
+            with _rows_fetched() as seen:
+                entries = txn.scan(b"o/a/", first=5)
+                assert [key for key, _ in itertools.islice(entries, 5)] == wanted[:5]
+            assert seen == [5]
+            with _rows_fetched() as seen:  # read on past it: batch by batch, in order, nothing skipped
+                assert [key for key, _ in entries] == wanted[5:]
+            assert seen == [50, 50, 15]
+            with _rows_fetched() as seen:
+                assert [key for key, _ in txn.scan(b"o/a/", after=wanted[117], first=5)] == wanted[118:]
+                assert [key for key, _ in txn.scan(b"o/a/")][:1] == wanted[:1]
+            assert seen == [2, 50, 50, 20]
+
+
+def test_a_list_page_fetches_its_size_and_one_more(stigmer_postgres_store_url: str, tmp_path: Path) -> None:
+    with Application.open(tmp_path / "data", store=stigmer_postgres_store_url, durable=False) as app:
+        commands = agent_grpc.AgentCommandControllerStub(app.channel())
+        queries = agent_grpc.AgentQueryControllerStub(app.channel())
+        for i in range(30):
+            commands.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=f"a{i}")))
+        with _rows_fetched() as seen:
+            page = queries.list(agent_pb2.ListAgentsRequest(page_size=10))
+        assert len(page.entries) == 10 and page.next_page_token
+        assert max(seen) == 11, seen  # not scan_page's 256 (all 30 agents here)
 
 
 def test_a_page_walks_the_key_in_order_however_few_rows_the_planner_expects(store: PostgresStore) -> None:

@@ -26,7 +26,7 @@ OBJECTS = b"o/"
 
 def _holds_objects(store: Store) -> bool:
     with store.read() as txn:
-        return next(iter(txn.scan(OBJECTS)), None) is not None
+        return next(iter(txn.scan(OBJECTS, first=1)), None) is not None
 
 
 def warn_new_key(store: Store, path: Path, key_file_env: str) -> None:

@@ -85,7 +85,7 @@ def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
     """
     owner = txn.get(keys.index_record_key(kind.key_prefix))
     previous = json.loads(owner).get("kind", kind.name) if owner is not None else kind.name
-    if previous.lower() != kind.name.lower() and next(iter(txn.scan(keys.object_prefix(kind.key_prefix))), None):
+    if previous.lower() != kind.name.lower() and next(iter(txn.scan(keys.object_prefix(kind.key_prefix), first=1)), None):
         raise RegistryError(
             f"plugin {kind.plugin!r}: kind {kind.name!r}: key prefix {kind.key_prefix!r} holds objects of kind "
             f"{previous!r} (a plugin no longer installed?); choose another key prefix"
@@ -97,7 +97,7 @@ def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
     if was == _prefixes(kind):
         return True
     old_key, old_id = was["key_prefix"], was["id_prefix"]
-    stored = next(iter(txn.scan(keys.object_prefix(old_key))), None)
+    stored = next(iter(txn.scan(keys.object_prefix(old_key), first=1)), None)
     if stored is None:
         return False  # nothing was left behind: the new prefixes are simply recorded
     where = f"plugin {kind.plugin!r}: kind {kind.name!r}"
@@ -210,7 +210,7 @@ def reconcile(
             if _check_prefixes(txn, kind) and have == want and current:
                 continue
             if have is None:
-                empty = next(iter(txn.scan(keys.object_prefix(kind.key_prefix))), None) is None
+                empty = next(iter(txn.scan(keys.object_prefix(kind.key_prefix), first=1)), None) is None
                 plan.append((kind, set() if empty else set(want), set()))
             else:  # stale: new or changed indexes; an unchanged record only needs its prefixes written
                 stale = {name for name, version in want.items() if have.get(name) != version}

@@ -385,7 +385,7 @@ def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | N
     skips = limits.max_list_skipped
     last = b""
     more = False
-    for key, value in txn.scan(prefix, after=_decode_token(token, scan)):
+    for key, value in txn.scan(prefix, after=_decode_token(token, scan), first=size + 1):
         if count >= size or skips <= 0:
             more = True
             break
@@ -516,7 +516,7 @@ def _narrowest(ctx: RequestContext, ranges: dict[tuple[str, str], bytes]) -> tup
     if len(labels) == 1:
         return labels[0]
     txn = ctx.store.txn
-    scans = [txn.scan(prefix) for prefix in ranges.values()]
+    scans = [txn.scan(prefix, first=LABEL_PROBE) for prefix in ranges.values()]
     try:
         for _ in range(LABEL_PROBE):
             for label, entries in zip(labels, scans, strict=True):
@@ -650,7 +650,7 @@ def _held_in(ctx: RequestContext, scan: _Range, orgs: tuple[str, ...]) -> bool:
     with more children than ``max_list_skipped`` answered an empty page with a token (a value that
     names nothing: none), telling that it exists, and the token carried the ids of the children
     it had read past."""
-    entries = ctx.store.txn.scan(scan.prefix)
+    entries = ctx.store.txn.scan(scan.prefix, first=1)  # the first entry tells, most often
     try:
         for read, (key, _) in enumerate(entries):
             if read >= ctx.registry.limits.max_list_skipped:

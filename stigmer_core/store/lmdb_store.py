@@ -201,8 +201,8 @@ class _Reader:
     def revision(self) -> int:
         return _revision_of(self._txn)
 
-    def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        cursor = self._txn.cursor()
+    def scan(self, prefix: bytes, *, after: bytes = b"", first: int = 0) -> Iterator[tuple[bytes, bytes]]:
+        cursor = self._txn.cursor()  # a cursor reads lazily: ``first`` changes nothing here
         if not cursor.set_range(after or prefix):
             return
         if after and cursor.key() == after and not cursor.next():

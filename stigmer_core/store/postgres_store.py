@@ -690,7 +690,7 @@ class _Reader:
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         return [self.get(key) for key in keys]  # a reader's first two are single statements already
 
-    def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, prefix: bytes, *, after: bytes = b"", first: int = 0) -> Iterator[tuple[bytes, bytes]]:
         """Keys in byte order, as LMDB would list them: the revision and the event
         log live in tables of their own but appear under ``m/revision`` and ``e/``."""
         extra: list[Iterator[tuple[bytes, bytes]]] = []
@@ -699,9 +699,9 @@ class _Reader:
         if keys.REVISION.startswith(prefix) and after < keys.REVISION:
             extra.append(iter([(keys.REVISION, self.revision.to_bytes(8, "big"))]))
         if extra:
-            yield from heapq.merge(self._scan_kv(prefix, after), *extra)
+            yield from heapq.merge(self._scan_kv(prefix, after, first), *extra)
         else:
-            yield from self._scan_kv(prefix, after)
+            yield from self._scan_kv(prefix, after, first)
 
     def _event_entries(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
         store = self._store
@@ -717,11 +717,12 @@ class _Reader:
                 return
             revision, seq = int(rows[-1][0]), int(rows[-1][1])
 
-    def _scan_kv(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def _scan_kv(self, prefix: bytes, after: bytes, first: int = 0) -> Iterator[tuple[bytes, bytes]]:
         store = self._store
         end = _prefix_end(prefix)
         start, inclusive = (after, False) if after and after >= prefix else (prefix, True)
-        page = store.settings.scan_page
+        full = store.settings.scan_page
+        page = min(first, full) if first > 0 else full
         while True:
             if end is None:
                 name = "scan_from_ge" if inclusive else "scan_from_gt"
@@ -735,7 +736,7 @@ class _Reader:
                 yield bytes(key), bytes(value)
             if len(rows) < page:
                 return
-            start, inclusive = bytes(rows[-1][0]), False
+            start, inclusive, page = bytes(rows[-1][0]), False, full
 
     def events(
         self, after_revision: int, partitions: Collection[str] | None = None

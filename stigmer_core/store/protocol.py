@@ -45,8 +45,13 @@ class ReadTxn(Protocol):
         server) may ask for them together: a step that knows what it will read asks at once."""
         ...
 
-    def scan(self, prefix: bytes, *, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Keys starting with ``prefix`` in byte order, strictly after ``after`` if given."""
+    def scan(self, prefix: bytes, *, after: bytes = b"", first: int = 0) -> Iterator[tuple[bytes, bytes]]:
+        """Keys starting with ``prefix`` in byte order, strictly after ``after`` if given.
+
+        ``first``: how many entries the caller expects to read (0: unknown), a list page's
+        size and one more. An engine that fetches a range in batches (a database) makes its
+        first batch that size rather than a full one, so a page of 100 does not fetch and
+        decode 256 objects; reading on past it still works, batch by batch."""
         ...
 
     def events(self, after_revision: int, partitions: Collection[str] | None = None) -> Iterator[tuple[int, bytes]]:

@@ -1463,10 +1463,10 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
             caller.join(timeout=30)
             assert not caller.is_alive() and held == []  # answered once the database was again
         assert waited is not None, seen  # NOT_SERVING in seconds, not after the calls' 35 s
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15  # generous for a loaded machine: 60 s without the poll
         while seen[-1] is not True and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert seen[-1] is True  # with no call made meanwhile
+        assert seen[-1] is True, seen  # with no call made meanwhile
         store.transact(lambda txn: txn.put(b"k/new", b"1"))
         with store.read() as txn:
             assert (txn.get(b"k/kept"), txn.get(b"k/new")) == (b"1", b"1")

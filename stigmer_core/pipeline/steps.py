@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -359,6 +360,42 @@ class _Range:
         self.siblings = siblings
 
 
+FIRST_OBJECTS = 16
+"""Objects a page read through an index (slugs, labels, a declared index) gets in its first
+``get_many``; later batches are sized from the objects seen to what the page's bytes still hold,
+up to ``MOST_OBJECTS``. On a database every get was a round trip (a page of 100 by slug: 100,
+15.9 ms in process against 1.2 for a page of the kind's own range), and a batch's objects are
+held at once: up to this many of the largest an object may be."""
+MOST_OBJECTS = 128
+
+
+def _objects_of(
+    txn: Any, kind: KindRuntime, scan: _Range, entries: Iterator[tuple[bytes, bytes]], wanted: int, budget: int
+) -> Iterator[tuple[bytes, bytes | None]]:
+    """(index key, its object's stored bytes, None for none) for each of ``entries``, the objects
+    read a batch at a time (``FIRST_OBJECTS``); ``wanted``: entries the page reads at most
+    unless it skips some, ``budget``: its bytes."""
+    prefix, by_slug, key_prefix = scan.prefix, scan.by_slug, kind.key_prefix
+    batch = max(1, min(wanted, FIRST_OBJECTS))  # a custom step may pass any size
+    seen = held = 0
+    while True:
+        chunk = list(itertools.islice(entries, batch))
+        if not chunk:
+            return
+        found = txn.get_many(
+            [keys.object_key(key_prefix, (value if by_slug else key[len(prefix) :]).decode()) for key, value in chunk]
+        )
+        yield from zip([key for key, _ in chunk], found, strict=True)
+        if len(chunk) < batch:
+            return
+        wanted -= len(chunk)
+        sizes = [len(raw) for raw in found if raw is not None]
+        seen, held = seen + len(sizes), held + sum(sizes)
+        batch = max(1, min(MOST_OBJECTS, budget * seen // max(held, 1)))  # as many as the page's bytes hold
+        if wanted > 0:  # no further than the page reads unless it skipped some: past it, the
+            batch = min(batch, wanted)  # scan would fetch entries no one reads
+
+
 def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | None, size: int, token: str) -> Message:
     """Read one page of ``scan``: at most ``size`` objects that ``keep`` accepts,
     within ``Limits.max_page_bytes``, reading at most ``Limits.max_list_skipped``
@@ -385,18 +422,16 @@ def _page(ctx: RequestContext, scan: _Range, keep: Callable[[Message], bool] | N
     skips = limits.max_list_skipped
     last = b""
     more = False
-    for key, value in txn.scan(prefix, after=_decode_token(token, scan), first=size + 1):
+    stored: Iterator[tuple[bytes, bytes]] = txn.scan(prefix, after=_decode_token(token, scan), first=size + 1)
+    read = stored if scan.by_object else _objects_of(txn, kind, scan, stored, size + 1, budget)
+    for key, value in read:
         if count >= size or skips <= 0:
             more = True
             break
-        if not scan.by_object:
-            object_id = value.decode() if scan.by_slug else key[len(prefix) :].decode()
-            raw = txn.get(keys.object_key(kind.key_prefix, object_id))
-            if raw is None:  # an entry of a value that holds the separator (a tag with a NUL), read past
-                last = key
-                skips -= 1
-                continue
-            value = raw
+        if value is None:  # an entry of a value that holds the separator (a tag with a NUL), read past
+            last = key
+            skips -= 1
+            continue
         if raw_page:
             cost = len(value) + ENTRY_OVERHEAD
             if count and cost > budget:

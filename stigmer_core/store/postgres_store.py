@@ -688,7 +688,14 @@ class _Reader:
         return bytes(rows[0][0]) if rows else None
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        return [self.get(key) for key in keys]  # a reader's first two are single statements already
+        """One statement for them all: a list page read through an index gets its objects this
+        way, where a get each was a round trip each (100 for a page)."""
+        if len(keys) < 2:
+            return [self.get(key) for key in keys]
+        store = self._store
+        rows = self._loose_rows(store._sql_get_many_loose, store._sql_get_many, (list(dict.fromkeys(keys)),))
+        found = {bytes(key): bytes(value) for key, value in rows}
+        return [found.get(key) for key in keys]
 
     def scan(self, prefix: bytes, *, after: bytes = b"", first: int = 0) -> Iterator[tuple[bytes, bytes]]:
         """Keys in byte order, as LMDB would list them: the revision and the event
@@ -1169,7 +1176,16 @@ class PostgresStore:
             " writes = writes + 1 WHERE id = 1"
         ).encode()
         self._sql_get = f"SELECT value FROM {s}.kv WHERE key = %s".encode()
-        self._sql_get_many = f"SELECT key, value FROM {s}.kv WHERE key = ANY(%b::bytea[])".encode()
+        # A join to the keys, not ``key = ANY(...)``: for that the planner weighs the array as a
+        # whole and takes a sequential scan of kv when its estimate says so (it did at 3,000 rows,
+        # and a prepared statement's generic plan may keep it), where a lookup per key is an index
+        # probe each whatever the table holds.
+        wanted = f"unnest(%b::bytea[]) AS wanted(key) JOIN {s}.kv AS kv ON kv.key = wanted.key"
+        self._sql_get_many = f"SELECT kv.key, kv.value FROM {wanted}".encode()
+        self._sql_get_many_loose = (
+            f"SELECT m.revision, m.writes, found.key, found.value FROM {s}.meta AS m"
+            f" LEFT JOIN LATERAL (SELECT kv.key, kv.value FROM {wanted}) AS found ON true WHERE m.id = 1"
+        ).encode()
         self._sql_get_loose = (
             f"SELECT m.revision, m.writes, kv.value FROM {s}.meta AS m"
             f" LEFT JOIN {s}.kv AS kv ON kv.key = %s WHERE m.id = 1"

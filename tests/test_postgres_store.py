@@ -209,6 +209,31 @@ def test_a_scan_told_how_many_entries_are_wanted_fetches_that_many_first(stigmer
             assert seen == [2, 50, 50, 20]
 
 
+def test_a_scan_and_an_event_read_fetch_at_most_scan_bytes_a_round_trip(stigmer_postgres_store_url: str) -> None:
+    """256 rows a round trip whatever their size: a page of 2 MiB objects, or a watch catching up
+    on events carrying them, held 512 MiB at once."""
+    wanted = [b"o/a/%03d" % i for i in range(20)]
+    with PostgresStore(f"{stigmer_postgres_store_url}&scan_bytes=1000", durable=False) as pg:
+        pg.transact(lambda txn: [(txn.put(key, b"v" * 300), txn.append_event(b"e" * 300)) for key in wanted])
+        pg.transact(lambda txn: (txn.put(b"o/b/big", b"x" * 5000), txn.put(b"o/b/small", b"y")))
+        with pg.read() as txn:
+            txn.revision  # noqa: B018 - the snapshot's first statement, so the counted ones are the scan's
+            with _rows_fetched() as seen:
+                assert [(key, len(value)) for key, value in txn.scan(b"o/a/")] == [(key, 300) for key in wanted]
+            # up to and with the row that passes 1,000 bytes; the last batch, at the bound, is not
+            # known to end the range, so one more round trip finds nothing
+            assert seen == [4, 4, 4, 4, 4, 0]
+            with _rows_fetched() as seen:
+                assert [key for key, _ in txn.scan(b"o/b/")] == [b"o/b/big", b"o/b/small"]
+            assert seen == [1, 1]  # a value past the bound still comes, alone
+            with _rows_fetched() as seen:
+                assert [payload for _, payload in txn.events(0)] == [b"e" * 300] * 20
+            assert seen == [4, 4, 4, 4, 4, 0]
+            with _rows_fetched() as seen:
+                assert len(list(txn.events(0, partitions=["x"]))) == 20  # the shared partition's
+            assert seen == [4, 4, 4, 4, 4, 0]
+
+
 def test_a_list_page_fetches_its_size_and_one_more(stigmer_postgres_store_url: str, tmp_path: Path) -> None:
     with Application.open(tmp_path / "data", store=stigmer_postgres_store_url, durable=False) as app:
         commands = agent_grpc.AgentCommandControllerStub(app.channel())
@@ -238,7 +263,9 @@ def test_a_page_walks_the_key_in_order_however_few_rows_the_planner_expects(stor
             )
         conn.execute(f"ANALYZE {schema}.kv".encode())  # every row sampled: the same statistics each run
         strict = store._sql_scans["scan_ge"][1]
-        plan = "\n".join(row[0] for row in conn.execute(b"EXPLAIN " + strict, (b"k/000500/label/", b"k/000500/label0", 256)))
+        plan = "\n".join(
+            row[0] for row in conn.execute(b"EXPLAIN " + strict, (b"k/000500/label/", b"k/000500/label0", 256, 4 << 20))
+        )
     assert "Bitmap" not in plan and "Sort" not in plan and "Index Scan" in plan, plan
 
 
@@ -253,11 +280,14 @@ def test_a_page_of_a_quiet_orgs_events_walks_its_own_index(store: PostgresStore)
             f"INSERT INTO {schema}.events (revision, seq, payload, part)"
             " SELECT i, 0, '\\x00'::bytea, 'loud' FROM generate_series(1, 3000) AS i".encode()
         )
-        conn.execute(f"INSERT INTO {schema}.events (revision, seq, payload, part) VALUES (3001, 0, '', 'quiet')".encode())
+        conn.execute(
+            f"INSERT INTO {schema}.events (revision, seq, payload, part) VALUES (3001, 0, '', 'quiet')".encode()
+        )
         conn.execute(f"ANALYZE {schema}.events".encode())
-        params = ("", 1, 1, -1, 256, "quiet", 1, 1, -1, 256, 256)
+        params = ("", 1, 1, -1, 256, "quiet", 1, 1, -1, 256, 256, 4 << 20)
         plan = "\n".join(row[0] for row in conn.execute(b"EXPLAIN " + store.part_events_sql(2), params, prepare=False))
-    assert plan.count("events_by_part_seq") == 2 and "Filter" not in plan, plan
+    scanned = plan.replace("Filter: (sized.before <", "")  # the batch's byte bound, on its few rows
+    assert plan.count("events_by_part_seq") == 2 and "Filter" not in scanned, plan
     assert "Merge Append" in plan and "Sort  (" not in plan, plan  # the pages merged as read, nothing sorted
 
 
@@ -390,9 +420,10 @@ def _stalled_then_writing(store_url: str, stall: str, *, retention: int | None =
     settings = PostgresSettings.from_url(store_url)
     url = f"{store_url}&pool_min=1&pool_max=1&statement_timeout_ms=300"
     for earlier in range(8):
-        with PostgresStore(url, durable=False, event_retention=retention) as store, psycopg.connect(
-            settings.conninfo
-        ) as holder:
+        with (
+            PostgresStore(url, durable=False, event_retention=retention) as store,
+            psycopg.connect(settings.conninfo) as holder,
+        ):
             for i in range(earlier + more):
                 store.transact(_writing(b"k/%d/early%d" % (earlier, i)))
             holder.execute(stall.format(schema=settings.schema).encode())
@@ -996,9 +1027,10 @@ def test_a_commit_whose_answer_is_lost_still_wakes_this_daemons_waiters(
         # A server named by URL may require TLS, through which the relay cannot see a COMMIT.
         pytest.skip("relays plain connections: needs the throwaway server on this machine")
     monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)  # no quiet-spell read to rescue it
-    with LosingRelay(stigmer_postgres_store_url) as relay, PostgresStore(
-        f"{relay.url}&answer_timeout_ms=1000", durable=False
-    ) as store:
+    with (
+        LosingRelay(stigmer_postgres_store_url) as relay,
+        PostgresStore(f"{relay.url}&answer_timeout_ms=1000", durable=False) as store,
+    ):
         store.transact(lambda txn: (txn.put(b"k/a", b"1"), txn.append_event(b"ev")))
         relay.lose_next_commit()
         with pytest.raises(errors.Unavailable, match="may or may not have been applied"):

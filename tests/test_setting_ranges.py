@@ -120,6 +120,7 @@ def test_a_store_url_number_that_is_not_finite_stops_the_start(value: str) -> No
         ("answer_timeout_ms", "2,147,483,647"),
         ("health_timeout_ms", "2,147,483,647"),
         ("pool_timeout", "86,400"),
+        ("scan_bytes", "1,099,511,627,776"),
     ],
 )
 def test_a_store_url_number_past_its_range_stops_the_start_at_parse_time(name: str, most: str) -> None:

@@ -167,6 +167,10 @@ class PostgresSettings:
     seconds, not after the 35 s the calls themselves wait."""
     scan_page: int = 256
     """Rows fetched per round trip of a range scan; a scan never loads a whole kind."""
+    scan_bytes: int = 4 << 20
+    """Bytes of values a round trip of a range scan or an event-log read fetches at most (its
+    first row always comes): 256 rows of 2 MiB objects, or of events carrying them, were 512 MiB
+    held at once by one list page or one watch catching up."""
     max_batch: int = 64
     """Most callers' writes one daemon commits in one transaction (group commit)."""
 
@@ -236,6 +240,7 @@ _URL_SETTINGS: dict[str, type] = {
     "health_timeout_ms": int,
     "idle_in_transaction_timeout_ms": int,
     "scan_page": int,
+    "scan_bytes": int,
     "max_batch": int,
 }
 
@@ -248,6 +253,7 @@ _MOST: dict[str, float] = {
     "answer_timeout_ms": PG_INT_MAX,
     "health_timeout_ms": PG_INT_MAX,
     "pool_timeout": 86_400.0,
+    "scan_bytes": 1 << 40,
 }
 """Bounds checked when the URL is read: past them the server refused the session's settings at the
 first connection, which the start reported as a database it could not reach; and a wait of
@@ -315,6 +321,25 @@ class _AnsweringConnection(psycopg.Connection[Any]):
         except pg_errors._WaitTimeout:  # psycopg's own (3.3.6+), raised by nothing else
             self.close()
             raise _NoAnswer(f"the database did not answer within {bound:g} s; its connection was closed") from None
+
+
+def _within_bytes(page: str, order: str, sized: str) -> str:
+    """``page``'s rows (a query ending ``LIMIT n``) up to and with the first whose ``sized`` column
+    takes their bytes to a bound or past it, the statement's last parameter: the first row
+    always comes. ``octet_length`` reads a stored value's size without detoasting it, and a
+    value past the bound is never sent."""
+    return (
+        f"SELECT {order}, {sized} FROM (SELECT page.*, sum(octet_length({sized})) OVER (ORDER BY {order}"
+        f" ROWS UNBOUNDED PRECEDING) - octet_length({sized}) AS before FROM ({page}) AS page) AS sized"
+        f" WHERE before < %s ORDER BY {order}"
+    )
+
+
+def _ended(rows: list[tuple[Any, ...]], limit: int, most: int) -> bool:
+    """Whether a batch of ``_within_bytes`` rows (the value last) was the end of its range: fewer
+    rows than the LIMIT, and fewer bytes than the bound, which would have cut it there (a batch
+    that ends the range at the bound exactly costs one more round trip, which finds nothing)."""
+    return len(rows) < limit and sum(len(row[-1]) for row in rows) < most
 
 
 def _answered_within(conn: psycopg.Connection[Any], seconds: float, query: bytes) -> Any:
@@ -713,14 +738,14 @@ class _Reader:
     def _event_entries(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
         store = self._store
         revision, seq = 0, -1
-        page = store.settings.scan_page
+        page, most = store.settings.scan_page, store.settings.scan_bytes
         while True:
-            rows = self._rows(store._sql_events, (revision, revision, seq, page))
+            rows = self._rows(store._sql_events, (revision, revision, seq, page, most))
             for rev, row_seq, payload in rows:
                 key = keys.event_key(int(rev), int(row_seq))
                 if key.startswith(prefix) and key > after:
                     yield key, bytes(payload)
-            if len(rows) < page:
+            if _ended(rows, page, most):
                 return
             revision, seq = int(rows[-1][0]), int(rows[-1][1])
 
@@ -728,20 +753,20 @@ class _Reader:
         store = self._store
         end = _prefix_end(prefix)
         start, inclusive = (after, False) if after and after >= prefix else (prefix, True)
-        full = store.settings.scan_page
+        full, most = store.settings.scan_page, store.settings.scan_bytes
         page = min(first, full) if first > 0 else full
         while True:
             if end is None:
                 name = "scan_from_ge" if inclusive else "scan_from_gt"
-                params: tuple[Any, ...] = (start, page)
+                params: tuple[Any, ...] = (start, page, most)
             else:
                 name = "scan_ge" if inclusive else "scan_gt"
-                params = (start, end, page)
+                params = (start, end, page, most)
             loose, strict = store._sql_scans[name]
             rows = self._loose_rows(loose, strict, params)
             for key, value in rows:
                 yield bytes(key), bytes(value)
-            if len(rows) < page:
+            if _ended(rows, page, most):
                 return
             start, inclusive, page = bytes(rows[-1][0]), False, full
 
@@ -750,20 +775,20 @@ class _Reader:
     ) -> Iterator[tuple[int, bytes]]:
         store = self._store
         revision, seq = after_revision + 1, -1
-        page = store.settings.scan_page
+        page, most = store.settings.scan_page, store.settings.scan_bytes
         parts = None if partitions is None else sorted({"", *partitions})
         while True:
             if parts is None:
-                rows = self._rows(store._sql_events, (revision, revision, seq, page))
+                rows = self._rows(store._sql_events, (revision, revision, seq, page, most))
             else:
                 # Planned with the partitions' values each time (never prepared): a plan made for
                 # any partition walks the primary key, passing every other org's events one by one.
                 query = store.part_events_sql(len(parts))
                 params = [value for part in parts for value in (part, revision, revision, seq, page)]
-                rows = self._rows(query, (*params, page), prepare=False)
+                rows = self._rows(query, (*params, page, most), prepare=False)
             for rev, _, payload in rows:
                 yield int(rev), bytes(payload)
-            if len(rows) < page:
+            if _ended(rows, page, most):
                 return
             revision, seq = int(rows[-1][0]), int(rows[-1][1])
 
@@ -1198,7 +1223,7 @@ class PostgresStore:
         }
         self._sql_scans: dict[str, tuple[bytes, bytes]] = {}
         for name, where in ranges.items():
-            strict = f"SELECT key, value FROM {s}.kv WHERE {where} ORDER BY key LIMIT %s"
+            strict = _within_bytes(f"SELECT key, value FROM {s}.kv WHERE {where} ORDER BY key LIMIT %s", "key", "value")
             loose = (
                 f"SELECT m.revision, m.writes, page.key, page.value FROM {s}.meta AS m"
                 f" LEFT JOIN LATERAL ({strict}) AS page ON true WHERE m.id = 1 ORDER BY page.key"
@@ -1222,9 +1247,11 @@ class PostgresStore:
             f" ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) {events_from_arrays}"
         ).encode()
         self._sql_delete = f"DELETE FROM {s}.kv WHERE key = %s".encode()
-        self._sql_events = (
+        self._sql_events = _within_bytes(
             f"SELECT revision, seq, payload FROM {s}.events WHERE revision >= %s AND (revision, seq) > (%s, %s)"
-            " ORDER BY revision, seq LIMIT %s"
+            " ORDER BY revision, seq LIMIT %s",
+            "revision, seq",
+            "payload",
         ).encode()
         self._sql_part_events: dict[int, bytes] = {}
         self._sql_oldest_event = f"SELECT min(revision) FROM {s}.events".encode()
@@ -1485,7 +1512,11 @@ class PostgresStore:
                 " AND (revision, seq) > (%s, %s) ORDER BY revision, seq LIMIT %s)"
             )
             union = " UNION ALL ".join([one] * count)
-            found = f"SELECT revision, seq, payload FROM ({union}) AS e ORDER BY revision, seq LIMIT %s".encode()
+            found = _within_bytes(
+                f"SELECT revision, seq, payload FROM ({union}) AS e ORDER BY revision, seq LIMIT %s",
+                "revision, seq",
+                "payload",
+            ).encode()
             self._sql_part_events[count] = found
         return found
 

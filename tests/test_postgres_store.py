@@ -1461,7 +1461,7 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
     monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
     conninfo = PostgresSettings.from_url(stigmer_postgres_store_url).conninfo
     since = _server_now(conninfo)
-    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&pool_timeout=0.5&health_timeout_ms=1000"
+    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&pool_timeout=0.5&health_timeout_ms=3000"
     with PostgresStore(url, durable=False) as store:
         assert store.settings.answer_seconds == 35.0  # the calls' own bound stays the default
         store.transact(lambda txn: txn.put(b"k/kept", b"1"))
@@ -1488,6 +1488,9 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
                     time.sleep(0.01)
                 assert store._pool.lent == 1
             waited = _first_false_within(seen, 10.0)
+            if saturated and waited is not None:  # not "raise pool_max": a saturated pool's advice
+                with pytest.raises(errors.Unavailable, match="does not answer this daemon"), store.read() as txn:
+                    txn.get(b"k/kept")
             # marked unreachable, the listener reads every UNREACHABLE_POLL_SECONDS, not after its
             # usual quiet spell: health is SERVING again within a second of the database's answer
             monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)
@@ -1495,6 +1498,8 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
             caller.join(timeout=30)
             assert not caller.is_alive() and held == []  # answered once the database was again
         assert waited is not None, seen  # NOT_SERVING in seconds, not after the calls' 35 s
+        # health_timeout_ms in all, for a connection and the answer (it was each: 6 s here)
+        assert waited < 4.7, waited
         deadline = time.monotonic() + 15  # generous for a loaded machine: 60 s without the poll
         while seen[-1] is not True and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -1502,6 +1507,31 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
         store.transact(lambda txn: txn.put(b"k/new", b"1"))
         with store.read() as txn:
             assert (txn.get(b"k/kept"), txn.get(b"k/new")) == (b"1", b"1")
+
+
+def test_health_turns_not_serving_when_the_listeners_own_read_gets_no_answer(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """The read a notice wakes the listener for went on its own connection with the calls' bound
+    (answer_timeout_ms, 35 s): a database that stopped answering while it read kept the daemon
+    SERVING 40 s. Here the read waits on a lock another session holds on the revision's row."""
+    url = f"{stigmer_postgres_store_url}&health_timeout_ms=1000"
+    with PostgresStore(url, durable=False) as store:
+        seen: list[bool] = []
+        store.on_reachability(seen.append)
+        time.sleep(0.3)  # the listener is listening
+        with psycopg.connect(store.settings.conninfo) as holder:
+            holder.execute(f'LOCK TABLE "{store.schema}".meta IN ACCESS EXCLUSIVE MODE'.encode())
+            with psycopg.connect(store.settings.conninfo, autocommit=True) as notifier:
+                notifier.execute(f"NOTIFY \"{store.channel}\", 'wake'".encode())  # not a revision: read
+            waited = _first_false_within(seen, 10.0)
+            holder.rollback()
+        assert waited is not None and waited < 4.0, (waited, seen)
+        deadline = time.monotonic() + 15
+        while seen[-1] is not True and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen[-1] is True, seen
+        store.transact(lambda txn: txn.put(b"k/after", b"1"))
 
 
 def test_the_health_timeout_is_at_most_the_answer_timeout() -> None:

@@ -345,11 +345,15 @@ def _ended(rows: list[tuple[Any, ...]], limit: int, most: int) -> bool:
 def _answered_within(conn: psycopg.Connection[Any], seconds: float, query: bytes) -> Any:
     """One row of ``query``, waiting at most ``seconds`` for it (``_NoAnswer`` past that, the
     connection closed) rather than the connection's own ``answer_seconds``."""
+    kept = vars(conn).get("answer_seconds")  # the listener's connection has its own
     conn.answer_seconds = seconds  # type: ignore[attr-defined]
     try:
         return conn.execute(query).fetchone()
     finally:
-        del conn.answer_seconds  # type: ignore[attr-defined]
+        if kept is None:
+            del conn.answer_seconds  # type: ignore[attr-defined]
+        else:
+            conn.answer_seconds = kept  # type: ignore[attr-defined]
 
 
 class _Openings:
@@ -1456,6 +1460,11 @@ class PostgresStore:
                 f"the database is unreachable: no connection could be opened within {settings.pool_timeout:g} s"
                 + (f" ({error})" if error and self._openings.failed_at >= started else "")
             )
+        if not self._reachable:  # every connection lent to calls a database that stopped answering holds
+            return errors.Unavailable(
+                f"the database does not answer this daemon (its health is NOT_SERVING): every one of its "
+                f"{settings.pool_max} database connections is held by a call waiting for an answer; retry"
+            )
         return errors.Unavailable(
             f"every one of this daemon's {settings.pool_max} database connections stayed busy for "
             f"{settings.pool_timeout:g} s (store URL parameters pool_max and pool_timeout): too many calls "
@@ -1779,6 +1788,11 @@ class PostgresStore:
         while not self._stop.is_set():
             try:
                 with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
+                    # Every read of this connection is a health check's: one the database leaves
+                    # unanswered for health_timeout_ms reports it unreachable (below), where the
+                    # connection's own bound (answer_timeout_ms, 35 s) held a frozen database's
+                    # daemon SERVING that long when the freeze caught the read after a notice.
+                    conn.answer_seconds = self.settings.health_seconds
                     conn.execute(f'LISTEN "{self.channel}"'.encode())
                     row = conn.execute(self._sql_watch).fetchone()  # what was committed while away
                     read_at = time.monotonic()
@@ -1828,6 +1842,8 @@ class PostgresStore:
                 log.debug("store listener lost its connection: %s", exc)
                 if schema_shaped(exc) and self._version.refusal(exc) is not None:
                     failures = 0  # the database answers: a newer release changed what the listener reads
+                elif isinstance(exc, _NoAnswer):
+                    failures = 2  # a read it left unanswered, as the quiet spell's own read (_poll_revision)
                 else:
                     failures += 1
                 if failures >= 2:  # not the first: a connection killed alone is replaced at once
@@ -1838,21 +1854,22 @@ class PostgresStore:
     def _poll_revision(self, listening: psycopg.Connection[Any] | None = None) -> bool:
         """Read the revision through the pool; whether it had moved without a notice.
 
-        The read waits ``health_timeout_ms`` at most, for a connection and for its answer: no
-        answer marks the database unreachable (health NOT_SERVING). When the pool has no
+        The read waits ``health_timeout_ms`` at most, for a connection (half of it) and for its
+        answer: no answer marks the database unreachable (health NOT_SERVING). When the pool has no
         connection to give (every one lent, which is load and no sign of a dead database, or new
         ones not opening), the read goes on the listener's own connection, ``listening``, if there
         is one: with every connection lent to calls a frozen database holds, only an answer on
         another tells load from a dead database before those calls' own ``answer_timeout_ms``."""
         bound = self.settings.health_seconds
+        started = time.monotonic()
         try:
-            try:
-                with self._pool.connection(timeout=bound) as conn:
-                    row = _answered_within(conn, bound, self._sql_watch)
+            try:  # half the bound for a connection, the rest for the answer: health_timeout_ms in all
+                with self._pool.connection(timeout=bound / 2) as conn:
+                    row = _answered_within(conn, bound - (time.monotonic() - started), self._sql_watch)
             except psycopg_pool.PoolTimeout:
                 if listening is None:
                     raise
-                row = _answered_within(listening, bound, self._sql_watch)
+                row = _answered_within(listening, max(bound - (time.monotonic() - started), bound / 2), self._sql_watch)
         except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
             log.debug("store listener could not read the revision: %s", exc)
             if isinstance(exc, psycopg.Error) and schema_shaped(exc):

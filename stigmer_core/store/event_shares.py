@@ -55,6 +55,9 @@ class ShareBook:
     def __init__(self, shares: Iterable[tuple[bytes, Share]]) -> None:
         self.committed: dict[bytes, Share] = dict(shares)
         self._heaps: tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]] = ([], [])
+        self._unheaped: set[bytes] = set()
+        """Partitions committed since the heaps last took their shares: pushed when ``largest``
+        next looks, which only a commit past a retention bound asks, not at every commit."""
         self._rebuild()
 
     def get(self, part: bytes, changes: Changes) -> Share:
@@ -68,6 +71,8 @@ class ShareBook:
         holds what it says; one that is not is dropped for good, since any later change pushes a
         current one); the partitions in ``changes`` are few and looked at one by one.
         """
+        if self._unheaped:
+            self._push_unheaped()
         best: tuple[int, bytes] | None = None
         for part, share in changes.items():
             held = share.held(by_bytes)
@@ -92,17 +97,27 @@ class ShareBook:
         return None if best is None else best[1]
 
     def commit(self, changes: Changes) -> None:
-        """Take a committed batch's changes."""
+        """Take a committed batch's changes (into the heaps when ``largest`` next looks)."""
         self.committed.update(changes)
-        for part, share in changes.items():
+        self._unheaped.update(changes)
+
+    def _push_unheaped(self) -> None:
+        """Push the current share of every partition committed since the last push: what
+        pushing each commit's share as it came leaves current in the heaps (the earlier
+        ones would be outdated, and dropped when they came to the top)."""
+        committed = self.committed
+        for part in self._unheaped:
+            share = committed[part]
             for by_bytes, heap in enumerate(self._heaps):
                 held = share.held(bool(by_bytes))
                 if held:
                     heapq.heappush(heap, (-held, part))
-        if len(self._heaps[0]) + len(self._heaps[1]) > 4 * len(self.committed) + 256:
+        self._unheaped.clear()
+        if len(self._heaps[0]) + len(self._heaps[1]) > 4 * len(committed) + 256:
             self._rebuild()  # outdated entries pile up under a steady stream of commits
 
     def _rebuild(self) -> None:
+        self._unheaped.clear()  # every committed share is pushed here
         for by_bytes, heap in enumerate(self._heaps):
             heap[:] = [(-s.held(bool(by_bytes)), p) for p, s in self.committed.items() if s.held(bool(by_bytes))]
             heapq.heapify(heap)

@@ -594,7 +594,11 @@ class LmdbStore:
         self.commit_cpu_seconds = 0.0
         """CPU time the committing threads spent in that time; wall far above it is
         time a committer waited (for the GIL, for the disk) while holding the lock."""
-        self._revision_cond = threading.Condition(threading.Lock())
+        self._revision_lock = threading.Lock()
+        self._revision_cond = threading.Condition(self._revision_lock)
+        self._waiting = 0
+        """Threads in ``wait_for_revision`` (counted under the lock): a commit nobody waits
+        for announces its revision without the Condition's notify (Python code, every commit)."""
         self._followers: tuple[Handed, ...] = ()
         with self._env.begin() as txn:
             self._revision = _revision_of(txn)
@@ -737,10 +741,11 @@ class LmdbStore:
 
     def _announce(self, revision: int) -> None:
         if revision > self._revision:
-            with self._revision_cond:
+            with self._revision_lock:  # the Condition's own lock, without its Python-level enter and exit
                 if revision > self._revision:
                     self._revision = revision
-                    self._revision_cond.notify_all()
+                    if self._waiting:
+                        self._revision_cond.notify_all()
 
     def _settle_failure(self, exc: BaseException) -> BaseException:
         """What callers are told when their committed batch could not be synced to disk."""
@@ -843,7 +848,11 @@ class LmdbStore:
     def wait_for_revision(self, after: int, timeout: float) -> int:
         with self._revision_cond:
             if self._revision <= after and not self._writes.closed:
-                self._revision_cond.wait(timeout)
+                self._waiting += 1
+                try:
+                    self._revision_cond.wait(timeout)
+                finally:
+                    self._waiting -= 1
             return self._revision
 
     # -- lifecycle -----------------------------------------------------------

@@ -40,9 +40,10 @@ _Event = tuple[int, str, str, str, bytes, "list[bytes] | None"]
 
 
 def _now() -> Timestamp:
-    now = Timestamp()
-    now.FromNanoseconds(time.time_ns())  # GetCurrentTime() goes through datetime
-    return now
+    # GetCurrentTime() goes through datetime; FromNanoseconds is Python code of protobuf's, with a check
+    # of the range (a clock's now is within it) and two field writes
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 

@@ -1388,7 +1388,8 @@ def test_health_comes_back_with_the_first_answer_after_a_stalled_one(
     stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One revision read that got no answer marked the daemon NOT_SERVING, and only a later quiet
-    spell put it back: under steady writes a healthy daemon stayed out of its load balancer."""
+    spell put it back: under steady writes a healthy daemon stayed out of its load balancer, and now
+    its calls would be refused that long."""
     if os.environ.get(postgres.URL_ENV):
         # A server named by URL may run on another host, whose processes a test cannot stop.
         pytest.skip("stops a backend process: needs the throwaway server on this machine")
@@ -1405,8 +1406,13 @@ def test_health_comes_back_with_the_first_answer_after_a_stalled_one(
                 time.sleep(0.05)
             monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)  # no quiet-spell poll to rescue it
         assert seen[:1] == [False]  # the listener's revision read through the pool got no answer
+        deadline = time.monotonic() + 10  # generous for a loaded machine
+        while seen[-1] is not True and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the listener's next read, every UNREACHABLE_POLL_SECONDS: not its 60 s quiet spell, and no
+        # call needed (calls are refused meanwhile)
+        assert seen[-1] is True, seen
         store.transact(lambda txn: txn.append_event(b"ev"))
-        assert seen[-1] is True
 
 
 def _backends_since(conninfo: str, since: Any) -> list[int]:
@@ -1438,6 +1444,24 @@ def _server_now(conninfo: str) -> Any:
         return conn.execute(b"SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
 
 
+def _told_within(store: PostgresStore, seconds: float) -> BaseException | None:
+    """What a read of the store is told within ``seconds``; None while it still waits (it is
+    answered later, on a thread of its own)."""
+    told: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            with store.read() as txn:
+                txn.get(b"k/kept")
+        except BaseException as exc:
+            told.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(seconds)
+    return told[0] if told else None
+
+
 def _first_false_within(seen: list[bool], seconds: float) -> float | None:
     started = time.monotonic()
     while time.monotonic() - started < seconds:
@@ -1461,7 +1485,7 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
     monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
     conninfo = PostgresSettings.from_url(stigmer_postgres_store_url).conninfo
     since = _server_now(conninfo)
-    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&pool_timeout=0.5&health_timeout_ms=3000"
+    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&pool_timeout=3&health_timeout_ms=3000"
     with PostgresStore(url, durable=False) as store:
         assert store.settings.answer_seconds == 35.0  # the calls' own bound stays the default
         store.transact(lambda txn: txn.put(b"k/kept", b"1"))
@@ -1488,9 +1512,9 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
                     time.sleep(0.01)
                 assert store._pool.lent == 1
             waited = _first_false_within(seen, 10.0)
-            if saturated and waited is not None:  # not "raise pool_max": a saturated pool's advice
-                with pytest.raises(errors.Unavailable, match="does not answer this daemon"), store.read() as txn:
-                    txn.get(b"k/kept")
+            # refused at once, where a call waited pool_timeout (3 s here) for a connection, or
+            # answer_timeout_ms (35 s) for an answer, and never "raise pool_max", the advice for load
+            told = _told_within(store, 1.5) if waited is not None else None
             # marked unreachable, the listener reads every UNREACHABLE_POLL_SECONDS, not after its
             # usual quiet spell: health is SERVING again within a second of the database's answer
             monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)
@@ -1500,6 +1524,8 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
         assert waited is not None, seen  # NOT_SERVING in seconds, not after the calls' 35 s
         # health_timeout_ms in all, for a connection and the answer (it was each: 6 s here)
         assert waited < 4.7, waited
+        assert isinstance(told, errors.Unavailable), told
+        assert "does not answer this daemon" in str(told) and "pool_max" not in str(told), told
         deadline = time.monotonic() + 15  # generous for a loaded machine: 60 s without the poll
         while seen[-1] is not True and time.monotonic() < deadline:
             time.sleep(0.05)

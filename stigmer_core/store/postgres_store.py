@@ -160,11 +160,12 @@ class PostgresSettings:
     enforces ``statement_timeout_ms``; this bounds a server that cannot (its processes stopped, a
     storage stall), which TCP does not notice since the peer's kernel still acknowledges."""
     health_timeout_ms: int = DEFAULT_HEALTH_TIMEOUT_MS
-    """How long the listener's revision read, made after ``LISTEN_SECONDS`` without a notice, waits
-    for its answer before the daemon reports NOT_SERVING (at most ``answer_timeout_ms``). A call
-    may rightly run for ``statement_timeout_ms``, but this read is one row: a database that leaves
-    it unanswered this long is not one to send calls to, and a load balancer should hear so in
-    seconds, not after the 35 s the calls themselves wait."""
+    """How long any read of the listener's (after a notice, on its own connection, and after
+    ``LISTEN_SECONDS`` without one, through the pool, a connection's wait included) waits for its
+    answer before the daemon reports NOT_SERVING and refuses new calls (at most
+    ``answer_timeout_ms``). A call may rightly run for ``statement_timeout_ms``, but this read is
+    one row: a database that leaves it unanswered this long is not one to send calls to, and a
+    load balancer should hear so in seconds, not after the 35 s the calls themselves wait."""
     scan_page: int = 256
     """Rows fetched per round trip of a range scan; a scan never loads a whole kind."""
     scan_bytes: int = 4 << 20
@@ -1439,6 +1440,8 @@ class PostgresStore:
     def _acquire(self) -> psycopg.Connection[Any]:
         if self._writes.closed:
             raise errors.Unavailable("the store is closed")
+        if not self._reachable and self._listener.is_alive():  # only the listener finds it answering again
+            raise self._not_answering()
         started = time.monotonic()
         try:
             return self._pool.getconn()
@@ -1448,6 +1451,18 @@ class PostgresStore:
             raise self._timed_out(started) from exc
         except psycopg.Error as exc:
             raise _translate(exc) from exc
+
+    def _not_answering(self) -> errors.Unavailable:
+        """What a call is told at once while the listener finds the database not answering: such a
+        call waited for a connection (``pool_timeout``) and then for an answer (``answer_timeout_ms``,
+        35 s), holding a server thread and a connection for a client that gave up long before, so
+        the daemon came back from a stall with a backlog of calls nobody waited for. A client told
+        UNAVAILABLE retries with its backoff; the listener reads every ``UNREACHABLE_POLL_SECONDS``,
+        so calls are taken again within about a second of the database's first answer."""
+        return errors.Unavailable(
+            "the database does not answer this daemon (its health is NOT_SERVING): calls are refused until it "
+            f"answers again, which the daemon checks every {UNREACHABLE_POLL_SECONDS:g} s; retry"
+        )
 
     def _timed_out(self, started: float) -> errors.Unavailable:
         """Why no connection came within ``pool_timeout``: the database is unreachable only when
@@ -1849,7 +1864,7 @@ class PostgresStore:
                 if failures >= 2:  # not the first: a connection killed alone is replaced at once
                     self._set_reachable(False)
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(backoff * 2, UNREACHABLE_POLL_SECONDS)  # calls are refused until it reconnects
 
     def _poll_revision(self, listening: psycopg.Connection[Any] | None = None) -> bool:
         """Read the revision through the pool; whether it had moved without a notice.

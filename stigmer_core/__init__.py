@@ -14,6 +14,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"
+"""The release: the one place it is written (pyproject.toml reads it from here), so
+``stigmer --version`` says it without reading the installed package's metadata."""
+
 if TYPE_CHECKING:
     from stigmer_core.application import Application
     from stigmer_core.auth.access import Access, Caller

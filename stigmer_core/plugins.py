@@ -12,6 +12,7 @@ import pluggy
 from packaging.utils import canonicalize_name
 
 from stigmer_core import hookspecs
+from stigmer_core.distributions import identity
 from stigmer_core.errors import RegistryError
 from stigmer_core.kinds.declaration import ENTRY_POINT_GROUP
 
@@ -84,7 +85,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         except BaseException as exc:  # an import error, or whatever the module's own code raised
             raise RegistryError(
                 f"plugin {ep.name!r}: entry point {ep.name} = {ep.value} (distribution "
-                f"{dist.metadata['Name']!r}) cannot be loaded: {raised(exc)}"
+                f"{identity(dist)[0]!r}) cannot be loaded: {raised(exc)}"
             ) from exc
         first = pm.get_name(plugin)
         if first is not None and first in loaded:  # pluggy's ValueError would name neither distribution
@@ -137,7 +138,7 @@ def _entry_points() -> list[tuple[importlib.metadata.EntryPoint, importlib.metad
 
 
 def _dist_name(dist: importlib.metadata.Distribution) -> str:
-    return canonicalize_name(dist.metadata["Name"] or "")
+    return canonicalize_name(identity(dist)[0])
 
 
 def _describe(ep: importlib.metadata.EntryPoint, dist: importlib.metadata.Distribution) -> str:
@@ -146,7 +147,8 @@ def _describe(ep: importlib.metadata.EntryPoint, dist: importlib.metadata.Distri
         where = f", in {dist.locate_file('')}"
     except NotImplementedError:  # a Distribution that is not on a path (a custom finder's)
         where = ""
-    return f"distribution {dist.metadata['Name']!r} {dist.version} ({ep.name} = {ep.value}{where})"
+    name, version = identity(dist)
+    return f"distribution {name!r} {version} ({ep.name} = {ep.value}{where})"
 
 
 def raised(exc: BaseException) -> str:

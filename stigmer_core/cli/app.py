@@ -8,26 +8,15 @@ grpc, protobuf and the kinds are imported by the commands that need them.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from typing import Any
 
 import click
 
+from stigmer_core import __version__
 from stigmer_core.cli.errors import CliError, Unreachable, describe
-from stigmer_core.cli.log_format import LINE, OneLine
 from stigmer_core.cli.options import overrides, verbose_option
-
-QUIET_LIBRARIES = ("grpc", "grpc_reflection")
-"""Loggers whose lines below WARNING the command's handler drops under ``-v``, which shows the
-framework's own DEBUG lines: their INFO lines (one per descriptor file read) bury a failure's
-details. A filter on the handler, not the loggers' levels, which would outlive the command in a
-process that runs it (a test's ``CliRunner``)."""
-
-
-def _not_chatty(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] not in QUIET_LIBRARIES
 
 # Command name -> "module:attribute", one line per command or command group. `--help` imports every
 # module named here, so each imports grpc, protobuf and the kinds inside its commands, not at the top
@@ -156,7 +145,7 @@ def with_org_hint(ctx: click.Context, message: str) -> str:
 
 @click.group(cls=StigmerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @verbose_option
-@click.version_option(package_name="stigmer-core", prog_name="stigmer", message="%(prog)s %(version)s")
+@click.version_option(version=__version__, prog_name="stigmer", message="%(prog)s %(version)s")
 def main() -> None:
     """Stigmer: resource APIs for agents, workflows and their kin.
 
@@ -168,7 +157,11 @@ def main() -> None:
     # grpc's core writes its own log lines (a failed TLS handshake, a bad CA file) to stderr, around
     # the one line a command fails with; set before anything imports grpc. The user's setting wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    import logging  # here, not at the top: `stigmer --help` and `--version` never log
+
+    from stigmer_core.cli.log_format import LINE, OneLine, not_chatty
+
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LINE) if verbose else OneLine(LINE))
-    handler.addFilter(_not_chatty)
+    handler.addFilter(not_chatty)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])

@@ -13,8 +13,6 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from stigmer_core import errors
-
 if TYPE_CHECKING:
     import grpc
 
@@ -151,6 +149,8 @@ def _sent_by_stigmer(error: grpc.RpcError) -> bool:
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
+    from stigmer_core.errors import DOMAIN
+
     if not isinstance(error, grpc.Call):
         return False
     try:
@@ -163,7 +163,7 @@ def _sent_by_stigmer(error: grpc.RpcError) -> bool:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            if info.domain == errors.DOMAIN:
+            if info.domain == DOMAIN:
                 return True
     return False
 
@@ -227,6 +227,8 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
 
 
 def violation_lines(error: BaseException) -> list[str]:
+    from stigmer_core import errors
+
     if isinstance(error, errors.InvalidArgument):
         return [f"{v.field}: {wording(v.description)}" for v in error.violations]
     return []
@@ -234,6 +236,8 @@ def violation_lines(error: BaseException) -> list[str]:
 
 def describe(error: BaseException) -> tuple[str, list[str]]:
     """(one-line message, detail lines) for any error a command raised."""
+    from stigmer_core import errors  # here: `stigmer --help` would pay for attrs, which errors' classes use
+
     if isinstance(error, CliError):
         return error.message, list(error.details)
     if isinstance(error, errors.StigmerError):

@@ -6,6 +6,15 @@ import logging
 from typing import Any
 
 LINE = "%(levelname)s %(name)s: %(message)s"
+QUIET_LIBRARIES = ("grpc", "grpc_reflection")
+"""Loggers whose lines below WARNING the command's handler drops under ``-v``, which shows the
+framework's own DEBUG lines: their INFO lines (one per descriptor file read) bury a failure's
+details. A filter on the handler, not the loggers' levels, which would outlive the command in a
+process that runs it (a test's ``CliRunner``)."""
+
+
+def not_chatty(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] not in QUIET_LIBRARIES
 
 
 class OneLine(logging.Formatter):

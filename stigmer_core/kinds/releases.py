@@ -36,6 +36,7 @@ import attrs
 import pluggy
 from packaging.version import InvalidVersion, Version
 
+from stigmer_core.distributions import identity
 from stigmer_core.kinds.declaration import ENTRY_POINT_GROUP, KindDeclaration
 
 DOWNGRADE_ENV = "STIGMER_ALLOW_KIND_DOWNGRADE"
@@ -72,11 +73,15 @@ def plugin_releases(pm: pluggy.PluginManager) -> dict[str, Release]:
     """Plugin name -> the release of the distribution whose ``stigmer.kinds`` entry point
     names that plugin object (plugins no distribution ships are left out)."""
     by_object: dict[int, Release] = {}
+    read: dict[int, Release] = {}  # a distribution's entry points share it: its metadata is read once
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         target = _loaded(ep)
         dist = ep.dist
         if target is not None and dist is not None:
-            by_object.setdefault(id(target), Release(dist.metadata["Name"], dist.version))
+            release = read.get(id(dist))
+            if release is None:
+                release = read[id(dist)] = Release(*identity(dist))
+            by_object.setdefault(id(target), release)
     found = {}
     for name, plugin in pm.list_name_plugin():
         release = by_object.get(id(plugin))

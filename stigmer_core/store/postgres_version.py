@@ -20,7 +20,6 @@ daemon must be restarted on the newer release.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import threading
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from stigmer_core import errors
+from stigmer_core import __version__, errors
 from stigmer_core.store.postgres_schema import VERSION, read_version
 
 log = logging.getLogger(__name__)
@@ -47,16 +46,9 @@ def schema_shaped(exc: BaseException) -> bool:
     return state.startswith("42") or state == "23502"
 
 
-def _release() -> str:
-    try:
-        return importlib.metadata.version("stigmer-core")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree
-        return "(unreleased)"
-
-
 def newer_message(schema: str, found: int) -> str:
     return (
-        f"schema {schema!r} is at version {found}, newer than this daemon's stigmer-core {_release()} knows "
+        f"schema {schema!r} is at version {found}, newer than this daemon's stigmer-core {__version__} knows "
         f"({VERSION}): a daemon of a newer release migrated it. Restart this daemon with that newer "
         f"stigmer-core (one whose schema version is {found} or newer)"
     )
@@ -112,5 +104,5 @@ class SchemaWatch:
         return errors.FailedPrecondition(
             f"{newer_message(self.schema, found)}; nothing was written by this call",
             reason=REASON,
-            metadata={"schema": self.schema, "schemaVersion": found, "knownVersion": VERSION, "release": _release()},
+            metadata={"schema": self.schema, "schemaVersion": found, "knownVersion": VERSION, "release": __version__},
         )

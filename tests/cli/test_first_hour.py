@@ -39,6 +39,16 @@ def test_help_and_version_import_neither_grpc_nor_the_kinds(stigmer: Stigmer) ->
         assert loaded == [], f"stigmer {' '.join(args)} imported {loaded}"
 
 
+def test_help_and_version_import_only_what_they_say(stigmer: Stigmer) -> None:
+    """attrs (the errors' and the caller's classes), logging (set up for a command that runs) and
+    the installed package's metadata (the version) took half of ``--version``'s start-up."""
+    for args in (("--help",), ("--version",)):
+        modules = _imported(stigmer, *args)
+        assert "click" in modules
+        loaded = sorted(modules & {"attr", "attrs", "logging", "importlib.metadata"})
+        assert loaded == [], f"stigmer {' '.join(args)} imported {loaded}"
+
+
 def test_version(stigmer: Stigmer) -> None:
     from importlib import metadata
 

@@ -22,7 +22,6 @@ import click
 from stigmer_core.cli.commands.local import data_dir_option, store_option
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import verbose_option
-from stigmer_core.errors import FailedPrecondition
 
 
 @click.group()
@@ -51,7 +50,7 @@ def rotate_key(data_dir: str | None, store: str | None, new_key_file: Path | Non
     needs the new key before it starts again.
     """
     # Imported here, not at the top: `stigmer --help` loads this module and must not load the kinds.
-    from stigmer_core import config
+    from stigmer_core import config, errors
     from stigmer_core.application import Application
     from stigmer_core.datadir import DataDirBusy, DataDirLock
     from stigmer_core.store.engines import describe, is_database_url
@@ -101,7 +100,7 @@ def rotate_key(data_dir: str | None, store: str | None, new_key_file: Path | Non
 
             try:
                 done = keyring.rotate(app.store, app.registry, key, stage)  # refuses a store this key does not seal
-            except FailedPrecondition:
+            except errors.FailedPrecondition:
                 # refused in the rotating transaction (another rotation won a race): nothing committed,
                 # so the key staged for it is no key of the store's; any other failure keeps it (it may
                 # have committed), and the next start settles which key the store records

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from stigmer_core.auth.access import ROLES
+from stigmer_core.auth.roles import ROLES
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import common_options
 

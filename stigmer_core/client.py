@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from stigmer_core.application import Application
 from stigmer_core.auth.transport import client_credentials, is_loopback, refuse_plaintext_token, usable_token
 from stigmer_core.datadir import holder
 from stigmer_core.keepalive import ClientKeepalive
 from stigmer_core.local_socket import UnixTarget, socket_path
+
+if TYPE_CHECKING:
+    from stigmer_core.application import Application
 
 S = TypeVar("S")
 
@@ -172,5 +174,7 @@ def connect(
             network_channel(address, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file),
             target=address,
         )
+    from stigmer_core.application import Application  # here: a client of a daemon serves nothing
+
     app = Application.open(directory, store=store, read_only=read_only)
     return Client(app.channel(), target=LOCAL, app=app)

@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped, unused-ignore]
-
 from stigmer_core.errors import StigmerError
 
 HOME_ENV = "STIGMER_HOME"
@@ -70,6 +68,8 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    import yaml  # type: ignore[import-untyped, unused-ignore]  # here: with no config file, a command loads no YAML
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -88,6 +88,8 @@ def save_config(data: Mapping[str, Any], path: Path | None = None) -> Path:
     whatever its mode) and replaces the config in one rename, so a reader sees the old file or the
     new one, and two commands saving at once both succeed (the last one's is kept). A config that is
     a symlink (a dotfiles repository) has its target replaced, the link kept."""
+    import yaml  # type: ignore[import-untyped, unused-ignore]
+
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     target = path.resolve() if path.is_symlink() else path

@@ -49,6 +49,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard
 
 import attrs
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -58,7 +59,6 @@ from stigmer_core import FailedPrecondition, hookimpl
 from stigmer_core.auth.access import Access, Caller
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store import keys
-from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
 from stigmer_plugins.run_keys import RUN_KEYS_FILE, FileRunKeys, NoRunKeys, RunKeys, StoreRunKeys
 from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, LockedBox, SecretBox, fingerprint
@@ -74,6 +74,9 @@ from stigmer_plugins.secret_key import (
     write_key_file,
 )
 from stigmer_plugins.shared_key import warn_new_key
+
+if TYPE_CHECKING:
+    from stigmer_core.store.lmdb_store import LmdbStore
 
 FINGERPRINT_KEY = b"m/secret-key"
 EXTENSION = "stigmer.secrets"
@@ -117,14 +120,14 @@ class Secrets:
             return cls.locked(_problem(data_dir, environ, recorded))
         source = KeySource.resolve(data_dir, environ)
         master, made = cls._load(source, recorded)
-        if made and source.path is not None and not isinstance(store, LmdbStore):
+        if made and source.path is not None and not _embedded(store):
             warn_new_key(store, source.path, KEY_FILE_ENV)  # a shared store: the other daemons need it too
 
         def runs_factory(secrets: Secrets) -> RunKeys:
             def current() -> SecretBox:
                 return secrets.master
 
-            if isinstance(store, LmdbStore):
+            if _embedded(store):
                 return FileRunKeys(store.path / RUN_KEYS_FILE, current, durable=store.durable)
             return StoreRunKeys(current, store)
 
@@ -340,8 +343,16 @@ def _not_the_store_key(source: KeySource, given: bytes, recorded: bytes) -> str:
     )
 
 
+def _embedded(store: Store) -> TypeGuard[LmdbStore]:
+    """Whether ``store`` is an embedded LMDB store; LMDB is imported here, not with this plugin,
+    which a client only listing the kinds (the CLI of a daemon) loads without opening a store."""
+    from stigmer_core.store.lmdb_store import LmdbStore
+
+    return isinstance(store, LmdbStore)
+
+
 def _describe(store: Store) -> str:
-    if isinstance(store, LmdbStore):
+    if _embedded(store):
         return f"the store in {store.path}"
     url = getattr(store, "url", None)  # PostgreSQL's, without its password
     return f"the store {url}" if isinstance(url, str) else "the store"

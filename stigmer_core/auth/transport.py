@@ -30,11 +30,6 @@ from pathlib import Path
 
 import attrs
 import grpc
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from stigmer_core.errors import InsecureTransport, StartupError
 
@@ -86,6 +81,12 @@ def _key_type_refusal(key: bytes, cert: bytes) -> str | None:
     RSA-PSS key, which grpc refuses outright (at a renewal, silently: the old pair stayed served).
     An Ed25519 key grpc serves, but grpc's own clients offer no Ed25519 signature, so the CLI
     and the SDKs could not connect at all ("Socket closed")."""
+    from cryptography import x509  # here: a client on a plaintext channel reads no certificate
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.x509.oid import PublicKeyAlgorithmOID
+
     try:
         leaf = x509.load_pem_x509_certificates(cert)[0]
     except (ValueError, IndexError):
@@ -108,6 +109,8 @@ def _key_type_refusal(key: bytes, cert: bytes) -> str | None:
 
 def _validity(cert: bytes) -> tuple[datetime.datetime, datetime.datetime] | None:
     """The server certificate's (the chain's first) validity, or None when cryptography cannot read it."""
+    from cryptography import x509
+
     try:
         leaf = x509.load_pem_x509_certificates(cert)[0]
     except (ValueError, IndexError):

@@ -15,7 +15,6 @@ from typing import Any
 import click
 from google.protobuf.message import Message
 
-from stigmer_core.cli import yamlio
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.envelope import descriptor, has_status, metadata
 from stigmer_core.kinds.declaration import PrinterColumn
@@ -118,6 +117,8 @@ def resource_table(kind: KindInfo, objects: Sequence[Message], *, with_org: bool
 
 
 def as_yaml(objects: Sequence[Message]) -> str:
+    from stigmer_core.cli import yamlio  # here: PyYAML took a seventh of a `stigmer kinds` that prints a table
+
     docs = [to_dict(o) for o in objects]
     if len(docs) == 1:
         return yamlio.dump(docs[0]).rstrip("\n")

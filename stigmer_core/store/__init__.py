@@ -6,11 +6,42 @@ database), ``engines.open_store`` picks one from a path or a URL; ``keys`` is
 the key layout; ``retention`` says how much of the event log every engine keeps. Engines know bytes and keys only: the kind-aware layer above
 them (objects with their indexes and events) is ``stigmer_core.kinds.resources``,
 so nothing here imports kinds or pipelines.
+
+The names below are imported on first use (PEP 562): ``keys`` is read by
+every client (``limits``, the kinds' runtimes), which should not load LMDB
+and both engines with it (a tenth of a ``stigmer get`` against a daemon).
 """
 
-from stigmer_core.store.engines import is_database_url, open_store
-from stigmer_core.store.lmdb_store import LmdbStore
-from stigmer_core.store.protocol import ReadTxn, SnapshotMoved, Store, WriteTxn
-from stigmer_core.store.retention import EventRetention
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stigmer_core.store.engines import is_database_url, open_store
+    from stigmer_core.store.lmdb_store import LmdbStore
+    from stigmer_core.store.protocol import ReadTxn, SnapshotMoved, Store, WriteTxn
+    from stigmer_core.store.retention import EventRetention
+
+_WHERE = {
+    "is_database_url": "stigmer_core.store.engines",
+    "open_store": "stigmer_core.store.engines",
+    "LmdbStore": "stigmer_core.store.lmdb_store",
+    **dict.fromkeys(("ReadTxn", "SnapshotMoved", "Store", "WriteTxn"), "stigmer_core.store.protocol"),
+    "EventRetention": "stigmer_core.store.retention",
+}
 
 __all__ = ["EventRetention", "LmdbStore", "ReadTxn", "SnapshotMoved", "Store", "WriteTxn", "is_database_url", "open_store"]
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'stigmer_core.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

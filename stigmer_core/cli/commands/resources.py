@@ -192,7 +192,7 @@ def cancel(ctx: click.Context, kind_name: str, name: str, reason: str) -> None:
 @click.pass_context
 def kinds(ctx: click.Context, output: str) -> None:
     """List every kind served, with the names it answers to and its services."""
-    from stigmer_core.cli import render, yamlio
+    from stigmer_core.cli import render
     from stigmer_core.cli.session import Session
 
     catalog = Session.of(ctx).catalog
@@ -209,6 +209,8 @@ def kinds(ctx: click.Context, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(entries, indent=2))
     elif output == "yaml":
+        from stigmer_core.cli import yamlio
+
         click.echo(yamlio.dump(entries, sort_keys=False).rstrip("\n"))
     else:
         rows = [

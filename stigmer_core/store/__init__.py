@@ -14,8 +14,9 @@ and both engines with it (a tenth of a ``stigmer get`` against a daemon).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from stigmer_core.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from stigmer_core.store.engines import is_database_url, open_store
@@ -34,14 +35,4 @@ _WHERE = {
 __all__ = ["EventRetention", "LmdbStore", "ReadTxn", "SnapshotMoved", "Store", "WriteTxn", "is_database_url", "open_store"]
 
 
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'stigmer_core.store' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)

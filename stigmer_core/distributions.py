@@ -2,10 +2,11 @@
 
 ``Distribution.metadata`` parses the whole core metadata file, the long
 description included (stigmer-core's is its README, about 60 KB), and
-``Distribution.name`` and ``.version`` each parse it again. Start-up reads
-both for every kind plugin's entry point, which made that parsing a tenth of
-a ``stigmer get``. The format is an email message whose headers end at the
-first blank line, so the headers alone say the same Name and Version.
+``Distribution.name`` and ``.version`` each parse it again (about 1.4 ms
+each on a slow machine). Start-up read both for every kind plugin's entry
+point: 16 parses for the 8 first-party ones. The format is an email message
+whose headers end at the first blank line, so the headers alone say the same
+Name and Version.
 """
 
 from __future__ import annotations

@@ -1375,10 +1375,10 @@ def test_the_answer_timeout_defaults_to_the_statement_timeout_and_five_seconds()
 def test_a_wait_of_its_own_is_not_an_answer_given_up(stigmer_postgres_store_url: str) -> None:
     """Waiting on LISTEN longer than the answer bound closed the listener's connection every time
     (with answer_timeout_ms below 5 s it reconnected every few seconds and noticed nothing)."""
-    from stigmer_core.store.postgres_store import _bounded_class
+    from stigmer_core.store.postgres_connection import bounded_class
 
     settings = PostgresSettings.from_url(f"{stigmer_postgres_store_url}&answer_timeout_ms=300")
-    with _bounded_class(settings).connect(settings.conninfo, autocommit=True) as conn:
+    with bounded_class(settings.answer_seconds).connect(settings.conninfo, autocommit=True) as conn:
         conn.execute(b'LISTEN "nobody_notifies"')
         assert list(conn.notifies(timeout=1.0, stop_after=1)) == []
         assert not conn.closed and conn.execute(b"SELECT 1").fetchone() == (1,)
@@ -1520,7 +1520,10 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
             monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)
         if caller is not None:
             caller.join(timeout=30)
-            assert not caller.is_alive() and held == []  # answered once the database was again
+            # given up with health, not held for its answer_timeout_ms (35 s): it had waited the
+            # health timeout when the listener found the database not answering
+            assert not caller.is_alive() and len(held) == 1, held
+            assert isinstance(held[0], errors.Unavailable) and "did not answer for" in str(held[0]), held
         assert waited is not None, seen  # NOT_SERVING in seconds, not after the calls' 35 s
         # health_timeout_ms in all, for a connection and the answer (it was each: 6 s here)
         assert waited < 4.7, waited
@@ -1533,6 +1536,75 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
         store.transact(lambda txn: txn.put(b"k/new", b"1"))
         with store.read() as txn:
             assert (txn.get(b"k/kept"), txn.get(b"k/new")) == (b"1", b"1")
+
+
+def test_calls_waiting_on_a_database_that_stops_answering_are_given_up_with_its_health(
+    stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call already waiting on the database when it stopped answering kept its own bound,
+    ``answer_timeout_ms`` (35 s by default), while the calls after it were refused at once: each
+    held a server thread and a pooled connection for a client that had given up long before, and
+    the daemon came back from the stall with a backlog nobody waited for. Now the calls waiting
+    the health timeout are given up when the listener finds the database not answering."""
+    if os.environ.get(postgres.URL_ENV):
+        # A server named by URL may run on another host, whose processes a test cannot stop.
+        pytest.skip("stops backend processes: needs the throwaway server on this machine")
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
+    conninfo = PostgresSettings.from_url(stigmer_postgres_store_url).conninfo
+    since = _server_now(conninfo)
+    url = f"{stigmer_postgres_store_url}&pool_min=2&pool_max=2&health_timeout_ms=1500"
+    with PostgresStore(url, durable=False) as store:
+        assert store.settings.answer_seconds == 35.0
+        store.transact(lambda txn: txn.put(b"k/kept", b"1"))
+        deadline = time.monotonic() + 10
+        while len(pids := _backends_since(conninfo, since)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the pool's two connections and the listener's
+        seen: list[bool] = []
+        store.on_reachability(seen.append)
+        told: dict[str, BaseException | None] = {}
+
+        def read() -> None:
+            try:
+                with store.read() as txn:
+                    txn.get(b"k/kept")
+                told["read"] = None
+            except BaseException as exc:
+                told["read"] = exc
+
+        def write() -> None:
+            try:
+                store.transact(lambda txn: txn.put(b"k/lost", b"1"))
+                told["write"] = None
+            except BaseException as exc:
+                told["write"] = exc
+
+        callers = [threading.Thread(target=read), threading.Thread(target=write)]
+        with _all_frozen(pids):
+            started = time.monotonic()
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join(timeout=15)
+            waited = time.monotonic() - started
+            frozen_still = all(not caller.is_alive() for caller in callers)
+            monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)
+        for caller in callers:
+            caller.join(timeout=40)
+        assert frozen_still, told  # answered while the database still answered nothing
+        assert waited < 8, waited  # the health timeout (1.5 s) and a poll or two; not 35 s
+        assert seen[:1] == [False], seen
+        for name in ("read", "write"):
+            exc = told[name]
+            assert isinstance(exc, errors.Unavailable), (name, exc)
+            assert "did not answer for" in str(exc) and "NOT_SERVING" in str(exc), (name, exc)
+        assert len(store._waits) == 0
+        deadline = time.monotonic() + 15
+        while seen[-1] is not True and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen[-1] is True, seen
+        with store.read() as txn:  # the write was given up before its commit: nothing of it landed
+            assert (txn.get(b"k/kept"), txn.get(b"k/lost")) == (b"1", None)
+        store.transact(lambda txn: txn.put(b"k/after", b"1"))
 
 
 def test_health_turns_not_serving_when_the_listeners_own_read_gets_no_answer(

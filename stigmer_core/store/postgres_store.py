@@ -49,7 +49,8 @@ connections and opens new ones by itself. A call that waits out
 ``pool_timeout`` while every connection is lent to calls still running is told
 the pool is busy, not that the database is unreachable (``_timed_out``). A server that stops answering
 without closing the connection (which TCP does not notice) is given up after
-``answer_timeout_ms`` (see ``_AnsweringConnection``). A write is acknowledged only after
+``answer_timeout_ms``, and the calls already waiting on it sooner, once the listener
+finds it not answering (``health_timeout_ms``; see ``postgres_connection``). A write is acknowledged only after
 its COMMIT returned; a connection lost during COMMIT is reported as
 unavailable with the outcome unknown, never as success.
 """
@@ -71,19 +72,19 @@ import attrs
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
-from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict
 
 from stigmer_core import errors
 from stigmer_core.store import keys
 from stigmer_core.store.group_commit import GroupCommit, Pending
+from stigmer_core.store.postgres_connection import NoAnswer, Openings, Waits, answered_within, bounded_class
+from stigmer_core.store.postgres_connection import detail as _detail
 from stigmer_core.store.postgres_schema import check_schema_name, migrate, other_schemas
 from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
 from stigmer_core.store.protocol import Handed, SnapshotMoved
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
-RV = TypeVar("RV")
 log = logging.getLogger(__name__)
 
 
@@ -289,41 +290,6 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-class _NoAnswer(psycopg.OperationalError):
-    """The database took longer than ``answer_seconds`` to answer; the connection was closed."""
-
-
-class _AnsweringConnection(psycopg.Connection[Any]):
-    """A connection that waits at most ``answer_seconds`` for any one round trip.
-
-    Every blocking step of a sync psycopg connection (a statement, a pipeline's
-    sync, COMMIT, the pool's checks) goes through ``wait``. Past the bound the
-    connection's state is unknown (a statement may still be running, or be
-    committed, on the server), so it is closed: nothing more is sent on it and
-    the pool drops it when it comes back.
-    """
-
-    answer_seconds: float = (DEFAULT_STATEMENT_TIMEOUT_MS + ANSWER_GRACE_MS) / 1000
-    openings: _Openings | None = None
-
-    @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
-        if cls.openings is None:
-            return super().connect(conninfo, **kwargs)
-        with cls.openings.attempt():
-            return super().connect(conninfo, **kwargs)
-
-    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
-        bound = self.answer_seconds
-        if timeout is not None:
-            return super().wait(gen, interval, timeout)  # the caller's own wait (LISTEN): not an answer awaited
-        try:
-            return super().wait(gen, interval, bound)
-        except pg_errors._WaitTimeout:  # psycopg's own (3.3.6+), raised by nothing else
-            self.close()
-            raise _NoAnswer(f"the database did not answer within {bound:g} s; its connection was closed") from None
-
-
 def _within_bytes(page: str, order: str, sized: str) -> str:
     """``page``'s rows (a query ending ``LIMIT n``) up to and with the first whose ``sized`` column
     takes their bytes to a bound or past it, the statement's last parameter: the first row
@@ -341,57 +307,6 @@ def _ended(rows: list[tuple[Any, ...]], limit: int, most: int) -> bool:
     rows than the LIMIT, and fewer bytes than the bound, which would have cut it there (a batch
     that ends the range at the bound exactly costs one more round trip, which finds nothing)."""
     return len(rows) < limit and sum(len(row[-1]) for row in rows) < most
-
-
-def _answered_within(conn: psycopg.Connection[Any], seconds: float, query: bytes) -> Any:
-    """One row of ``query``, waiting at most ``seconds`` for it (``_NoAnswer`` past that, the
-    connection closed) rather than the connection's own ``answer_seconds``."""
-    kept = vars(conn).get("answer_seconds")  # the listener's connection has its own
-    conn.answer_seconds = seconds  # type: ignore[attr-defined]
-    try:
-        return conn.execute(query).fetchone()
-    finally:
-        if kept is None:
-            del conn.answer_seconds  # type: ignore[attr-defined]
-        else:
-            conn.answer_seconds = kept  # type: ignore[attr-defined]
-
-
-class _Openings:
-    """How the pool's attempts to open connections are going: what tells a database that
-    cannot be reached (no connection opens) from a pool whose connections are all busy."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.opening = 0
-        """Attempts under way."""
-        self.failed_at = float("-inf")
-        """``time.monotonic()`` of the latest attempt that failed."""
-        self.error = ""
-
-    @contextlib.contextmanager
-    def attempt(self) -> Iterator[None]:
-        with self._lock:
-            self.opening += 1
-        try:
-            yield
-        except psycopg.Error as exc:
-            with self._lock:
-                self.failed_at, self.error = time.monotonic(), _detail(exc)
-            raise
-        finally:
-            with self._lock:
-                self.opening -= 1
-
-    def failing_since(self, started: float) -> bool:
-        """Whether opening a connection failed after ``started``, or an attempt is still under way."""
-        with self._lock:
-            return self.opening > 0 or self.failed_at >= started
-
-
-def _bounded_class(settings: PostgresSettings, openings: _Openings | None = None) -> type[_AnsweringConnection]:
-    attributes = {"answer_seconds": settings.answer_seconds, "openings": openings}
-    return type("StigmerConnection", (_AnsweringConnection,), attributes)
 
 
 class _Pool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
@@ -439,11 +354,6 @@ class _Retry(Exception):
     """A conflict PostgreSQL resolved by aborting us: run ``fn`` again."""
 
 
-def _detail(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 _OPERATOR_EVERY = 60.0
 """Seconds between two log lines of one operator's problem (a full disk, a missing privilege)."""
 _told: dict[str, float] = {}
@@ -477,7 +387,7 @@ def _translate(exc: psycopg.Error) -> Exception:
 def _translated(exc: psycopg.Error) -> Exception:
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return _Retry(str(exc))
-    if isinstance(exc, _NoAnswer):
+    if isinstance(exc, NoAnswer):
         return errors.Unavailable(str(exc))
     if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
         return errors.Unavailable(f"the database did not answer in time ({exc.diag.message_primary or exc})")
@@ -573,7 +483,7 @@ def _commit_unknown(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
 
 
 def _why_unknown(exc: psycopg.Error) -> str:
-    if isinstance(exc, _NoAnswer):
+    if isinstance(exc, NoAnswer):
         return str(exc)
     why = _ENDED_BECAUSE.get(exc.sqlstate or "")
     if why is not None:
@@ -690,8 +600,8 @@ class _Reader:
         try:
             try:
                 return run()
-            except psycopg.OperationalError:
-                if not self._conn.broken or self._token is not None:
+            except psycopg.OperationalError as exc:
+                if isinstance(exc, NoAnswer) or not self._conn.broken or self._token is not None:
                     raise
                 self._store._pool.putconn(self._conn)
                 self._held = False
@@ -1314,8 +1224,10 @@ class PostgresStore:
         )
         if not durable:
             options += " -c synchronous_commit=off"
-        self._openings = _Openings()
-        self._connection_class = _bounded_class(self.settings, self._openings)
+        self._openings = Openings()
+        self._waits = Waits()
+        """The pool's round trips under way: given up once the database is found not answering."""
+        self._connection_class = bounded_class(self.settings.answer_seconds, self._openings, self._waits)
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "options": options,
@@ -1602,7 +1514,7 @@ class PostgresStore:
                     cur.nextset()
                     known.update((bytes(key), bytes(value)) for key, value in cur.fetchall())
             except psycopg.OperationalError as exc:
-                if conn.broken and not isinstance(exc, pg_errors.QueryCanceled):
+                if conn.broken and not isinstance(exc, pg_errors.QueryCanceled | NoAnswer):
                     raise _StaleConnection from exc  # nothing ran: safe to start over on another connection
                 raise
             assert row is not None
@@ -1857,7 +1769,7 @@ class PostgresStore:
                 log.debug("store listener lost its connection: %s", exc)
                 if schema_shaped(exc) and self._version.refusal(exc) is not None:
                     failures = 0  # the database answers: a newer release changed what the listener reads
-                elif isinstance(exc, _NoAnswer):
+                elif isinstance(exc, NoAnswer):
                     failures = 2  # a read it left unanswered, as the quiet spell's own read (_poll_revision)
                 else:
                     failures += 1
@@ -1880,16 +1792,16 @@ class PostgresStore:
         try:
             try:  # half the bound for a connection, the rest for the answer: health_timeout_ms in all
                 with self._pool.connection(timeout=bound / 2) as conn:
-                    row = _answered_within(conn, bound - (time.monotonic() - started), self._sql_watch)
+                    row = answered_within(conn, bound - (time.monotonic() - started), self._sql_watch)
             except psycopg_pool.PoolTimeout:
                 if listening is None:
                     raise
-                row = _answered_within(listening, max(bound - (time.monotonic() - started), bound / 2), self._sql_watch)
+                row = answered_within(listening, max(bound - (time.monotonic() - started), bound / 2), self._sql_watch)
         except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
             log.debug("store listener could not read the revision: %s", exc)
             if isinstance(exc, psycopg.Error) and schema_shaped(exc):
                 self._version.refusal(exc)
-            elif isinstance(exc, _NoAnswer):  # a server that holds connections open and answers nothing
+            elif isinstance(exc, NoAnswer):  # a server that holds connections open and answers nothing
                 self._set_reachable(False)
             return False
         self._set_reachable(True)
@@ -1914,7 +1826,16 @@ class PostgresStore:
             callback(False)
 
     def _set_reachable(self, reachable: bool) -> None:
-        """Tell the health service when the database stops (or starts again) answering this daemon."""
+        """Tell the health service when the database stops (or starts again) answering this daemon.
+
+        Told it does not answer (at each of the listener's reads that gets no answer), the calls
+        already waiting ``health_timeout_ms`` for one are given up: they would wait out
+        ``answer_timeout_ms`` (35 s), holding a server thread and a connection each, while the calls
+        after them are refused at once (``_not_answering``)."""
+        if not reachable:
+            given_up = self._waits.give_up_older(self.settings.health_seconds)
+            if given_up:
+                log.warning("gave up %d call(s) waiting on the database for its answer", given_up)
         with self._reachability_lock:
             if reachable == self._reachable:
                 return

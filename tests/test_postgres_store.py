@@ -27,7 +27,7 @@ from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.server import Server
-from stigmer_core.store import WriteTxn, postgres_store
+from stigmer_core.store import WriteTxn, postgres_faults, postgres_store
 from stigmer_core.store.postgres_schema import MIGRATIONS, VERSION
 from stigmer_core.store.postgres_store import PostgresSettings, PostgresStore
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
@@ -1224,7 +1224,7 @@ def test_a_role_without_its_privileges_answers_unavailable_naming_them(
         daemon.transact(lambda txn: txn.put(b"k/before", b"1"))
         with psycopg.connect(admin_conninfo, autocommit=True) as admin:
             admin.execute(f'REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" FROM "{role}"')
-        postgres_store._told.clear()  # another test's refusal may have been told within the minute
+        postgres_faults._told.clear()  # another test's refusal may have been told within the minute
         with caplog.at_level(logging.ERROR, logger="stigmer_core.store.postgres_store"):
             for _ in range(3):
                 with pytest.raises(errors.Unavailable, match="lacks a privilege"):
@@ -1277,7 +1277,7 @@ def test_what_the_database_does_to_a_correct_statement_is_a_status_never_a_bug()
     (a full disk was "unreachable"); what is left is an engine bug and stays one (INTERNAL)."""
     from psycopg import errors as pg
 
-    from stigmer_core.store.postgres_store import _translate
+    from stigmer_core.store.postgres_faults import translate
 
     expected = {
         pg.DiskFull("could not extend file: No space left on device"): (errors.ResourceExhausted, "disk holding"),
@@ -1303,22 +1303,22 @@ def test_what_the_database_does_to_a_correct_statement_is_a_status_never_a_bug()
         ),
     }
     for raised, (status, words) in expected.items():
-        found = _translate(raised)
+        found = translate(raised)
         assert isinstance(found, status) and words in found.message, (raised, found)
         if words != "the database is unreachable":
             assert "unreachable" not in found.message.split("(while none")[0], (raised, found)
     bug = pg.UndefinedColumn("column x does not exist")
-    assert _translate(bug) is bug
+    assert translate(bug) is bug
 
 
 def test_a_caller_is_not_told_where_the_database_is(caplog: pytest.LogCaptureFixture) -> None:
     """libpq's words for a connection it could not open name the database's host, port and user,
     and went to every caller: a made-up token (its check reads the database) learned them."""
     libpq = 'connection failed: connection to server at "10.9.8.7", port 6543 failed: FATAL: role "svc_stigmer" ...'
-    postgres_store._told.pop("unreachable", None)
+    postgres_faults._told.pop("unreachable", None)
     with caplog.at_level(logging.ERROR, logger="stigmer_core.store.postgres_store"):
-        told = postgres_store._translate(psycopg.OperationalError(libpq))
-        again = postgres_store._translate(psycopg.OperationalError(libpq))
+        told = postgres_faults.translate(psycopg.OperationalError(libpq))
+        again = postgres_faults.translate(psycopg.OperationalError(libpq))
     assert isinstance(told, errors.Unavailable) and told.message.startswith("the database is unreachable")
     for secret in ("10.9.8.7", "6543", "svc_stigmer"):
         assert secret not in told.message and secret not in again.message

@@ -9,7 +9,7 @@ commit order, so a watcher could pass a revision that commits later.
 Readers take REPEATABLE READ, READ ONLY snapshots and never wait for writers;
 a restartable reader (``read(restartable=True)``, what a unary read rpc uses)
 answers its first queries as single statements instead, which makes a get
-one round trip (see ``_Reader``).
+one round trip (see ``Reader``).
 
 Group commit, as in the LMDB engine: the first caller to find no commit in
 progress in this daemon leads, runs every queued caller's ``fn`` in one
@@ -58,57 +58,42 @@ unavailable with the outcome unknown, never as success.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import heapq
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import attrs
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
 
 from stigmer_core import errors
-from stigmer_core.store import keys
 from stigmer_core.store.group_commit import GroupCommit, Pending
 from stigmer_core.store.postgres_connection import NoAnswer, Openings, Waits, answered_within, bounded_class
-from stigmer_core.store.postgres_connection import detail as _detail
-from stigmer_core.store.postgres_schema import check_schema_name, migrate, other_schemas
+from stigmer_core.store.postgres_faults import (
+    Retry,
+    close_on_purpose,
+    commit_unknown,
+    drop_after_pipeline,
+    lost,
+    translate,
+    unusable,
+    why_unknown,
+)
+from stigmer_core.store.postgres_reader import Reader, within_bytes
+from stigmer_core.store.postgres_schema import migrate, other_schemas
+from stigmer_core.store.postgres_settings import PostgresSettings as PostgresSettings
+from stigmer_core.store.postgres_settings import redact_url as redact_url
 from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
-from stigmer_core.store.protocol import Handed, SnapshotMoved
-from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
+from stigmer_core.store.postgres_writer import Log, Writer
+from stigmer_core.store.protocol import Handed
+from stigmer_core.store.retention import EventRetention
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class _QuietOnPurpose(logging.Filter):
-    """psycopg_pool warns of every closed connection it gets back ("discarding closed
-    connection"), as if it had broken; one this module closed on purpose is dropped as planned,
-    and the warning would have an operator look for a fault that is not there."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        return not (isinstance(args, tuple) and args and getattr(args[0], "_stigmer_closed_on_purpose", False))
-
-
-logging.getLogger("psycopg.pool").addFilter(_QuietOnPurpose())
-
-
-def _close_on_purpose(conn: psycopg.Connection[Any]) -> None:
-    """Close ``conn`` before it goes back to the pool, which drops it (and, quietly, says nothing)."""
-    conn._stigmer_closed_on_purpose = True  # type: ignore[attr-defined]
-    conn.close()
-
-
-DEFAULT_CONNECT_TIMEOUT = 5
-DEFAULT_STATEMENT_TIMEOUT_MS = 30_000
 LOOSE_QUERIES = 2
 """Queries a restartable read answers outside a transaction: a get, or a slug then its object."""
 LISTEN_SECONDS = 5.0
@@ -116,197 +101,7 @@ LISTEN_SECONDS = 5.0
 UNREACHABLE_POLL_SECONDS = 1.0
 """While the database is marked unreachable, how often the listener reads the revision: health
 turns SERVING again within about this long of its first answer."""
-ANSWER_GRACE_MS = 5_000
-"""How much longer than ``statement_timeout_ms`` the daemon waits for an answer by default."""
-DEFAULT_HEALTH_TIMEOUT_MS = 5000
-"""How long the listener's revision read waits before the daemon reports NOT_SERVING, by default."""
-DEFAULT_IDLE_IN_TRANSACTION_MS = 5000
-"""How long a transaction may send nothing (``idle_in_transaction_timeout_ms``) by default."""
 _CONFLICT_ATTEMPTS = 5
-
-DEFAULT_SCHEMA = "stigmer"
-
-
-@attrs.frozen
-class PostgresSettings:
-    """How a daemon uses its database; each is a query parameter of the store URL.
-
-    In ``postgresql://user@host/db?sslmode=require&schema=team&pool_max=32``
-    the parameters named below are the daemon's and are taken out; the rest
-    (``sslmode``, ``connect_timeout``...) go to libpq as they are.
-    """
-
-    conninfo: str
-    schema: str = DEFAULT_SCHEMA
-    """Schema holding every table; one per deployment sharing a database."""
-    pool_min: int = 2
-    """Connections kept open while idle."""
-    pool_max: int = 16
-    """Most connections one daemon opens (the server's max_connections is shared by every daemon)."""
-    pool_timeout: float = 5.0
-    """Seconds a call waits for a free (or reconnected) connection before UNAVAILABLE."""
-    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
-    """Seconds to establish one connection (libpq's ``connect_timeout``)."""
-    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
-    """A statement (or a writer waiting for the revision lock) running longer fails UNAVAILABLE."""
-    idle_in_transaction_timeout_ms: int | None = None
-    """A transaction of this daemon that sends nothing for this long is ended by the server,
-    releasing the revision lock every daemon's writes wait for: a daemon paused while it held it
-    (a VM paused, swapping, SIGSTOP) stopped every other daemon's writes until its statement
-    timeout, and the first writer waiting failed with its own. A write's steps run between its
-    statements, milliseconds apart; ``min(5000, statement_timeout_ms)`` when not given."""
-    answer_timeout_ms: int | None = None
-    """How long the daemon waits for the database to answer one round trip before it gives the
-    connection up (UNAVAILABLE); ``statement_timeout_ms`` plus 5 s when not given. The server
-    enforces ``statement_timeout_ms``; this bounds a server that cannot (its processes stopped, a
-    storage stall), which TCP does not notice since the peer's kernel still acknowledges."""
-    health_timeout_ms: int = DEFAULT_HEALTH_TIMEOUT_MS
-    """How long any read of the listener's (after a notice, on its own connection, and after
-    ``LISTEN_SECONDS`` without one, through the pool, a connection's wait included) waits for its
-    answer before the daemon reports NOT_SERVING and refuses new calls (at most
-    ``answer_timeout_ms``). A call may rightly run for ``statement_timeout_ms``, but this read is
-    one row: a database that leaves it unanswered this long is not one to send calls to, and a
-    load balancer should hear so in seconds, not after the 35 s the calls themselves wait."""
-    scan_page: int = 256
-    """Rows fetched per round trip of a range scan; a scan never loads a whole kind."""
-    scan_bytes: int = 4 << 20
-    """Bytes of values a round trip of a range scan or an event-log read fetches at most (its
-    first row always comes): 256 rows of 2 MiB objects, or of events carrying them, were 512 MiB
-    held at once by one list page or one watch catching up."""
-    max_batch: int = 64
-    """Most callers' writes one daemon commits in one transaction (group commit)."""
-
-    @classmethod
-    def from_url(cls, url: str) -> PostgresSettings:
-        parts = urlsplit(url)
-        values: dict[str, Any] = {}
-        libpq: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name in _URL_SETTINGS:
-                kind = _URL_SETTINGS[name]
-                values[name] = value if kind is str else _number(name, value, kind)
-            else:
-                libpq.append((name, value))
-        timeouts = [_number(n, v, int) for n, v in libpq if n == "connect_timeout"]
-        connect_timeout = timeouts[-1] if timeouts else DEFAULT_CONNECT_TIMEOUT
-        if not timeouts:  # libpq's own default is to wait forever
-            libpq.append(("connect_timeout", str(connect_timeout)))
-        given = {name for name, _ in libpq}
-        libpq += [(name, value) for name, value in _DEAD_PEER.items() if name not in given]
-        conninfo = urlunsplit(parts._replace(query=urlencode(libpq)))
-        try:  # libpq's own check, now: at connect it read as a failure to create the schema
-            conninfo_to_dict(conninfo)
-        except psycopg.ProgrammingError as exc:
-            raise errors.StartupError(
-                f"store URL: {str(exc).strip()}; the daemon's own parameters are {', '.join(sorted(_URL_SETTINGS))}, "
-                "the rest go to libpq"
-            ) from None
-        settings = cls(conninfo=conninfo, connect_timeout=connect_timeout, **values)
-        check_schema_name(settings.schema)
-        if settings.pool_min < 1 or settings.pool_max < settings.pool_min:
-            raise errors.StartupError("store URL: need 1 <= pool_min <= pool_max")
-        return settings
-
-    @property
-    def idle_ms(self) -> int:
-        return self.idle_in_transaction_timeout_ms or min(DEFAULT_IDLE_IN_TRANSACTION_MS, self.statement_timeout_ms)
-
-    @property
-    def answer_seconds(self) -> float:
-        ms = self.answer_timeout_ms or self.statement_timeout_ms + ANSWER_GRACE_MS
-        return ms / 1000
-
-    @property
-    def health_seconds(self) -> float:
-        return min(self.health_timeout_ms / 1000, self.answer_seconds)
-
-
-_DEAD_PEER = {
-    "keepalives": "1",
-    "keepalives_idle": "15",
-    "keepalives_interval": "5",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "30000",
-}
-"""libpq settings (each kept when the URL gives its own) so that a connection whose path went
-dead (a partition, a NAT or load balancer dropping it) fails in about 30 s and is replaced:
-TCP's own defaults wait hours on an idle connection and 15 minutes on one with data unacknowledged."""
-
-_URL_SETTINGS: dict[str, type] = {
-    "schema": str,
-    "pool_min": int,
-    "pool_max": int,
-    "pool_timeout": float,
-    "statement_timeout_ms": int,
-    "answer_timeout_ms": int,
-    "health_timeout_ms": int,
-    "idle_in_transaction_timeout_ms": int,
-    "scan_page": int,
-    "scan_bytes": int,
-    "max_batch": int,
-}
-
-
-PG_INT_MAX = 2_147_483_647
-"""The largest value of PostgreSQL's integer settings (``statement_timeout`` takes milliseconds)."""
-_MOST: dict[str, float] = {
-    "statement_timeout_ms": PG_INT_MAX,
-    "idle_in_transaction_timeout_ms": PG_INT_MAX,
-    "answer_timeout_ms": PG_INT_MAX,
-    "health_timeout_ms": PG_INT_MAX,
-    "pool_timeout": 86_400.0,
-    "scan_bytes": 1 << 40,
-}
-"""Bounds checked when the URL is read: past them the server refused the session's settings at the
-first connection, which the start reported as a database it could not reach; and a wait of
-``inf`` (or ``nan``, which every comparison fails) never ends, or ends at once."""
-
-
-def _number(name: str, value: str, kind: type) -> Any:
-    try:
-        number = kind(value)
-    except ValueError:
-        raise errors.StartupError(f"store URL: {name}={value!r} is not a number") from None
-    if kind is float and not math.isfinite(number):
-        raise errors.StartupError(f"store URL: {name}={value!r} is not a finite number")
-    if number <= 0:
-        raise errors.StartupError(f"store URL: {name} must be positive")
-    most = _MOST.get(name)
-    if most is not None and number > most:
-        raise errors.StartupError(f"store URL: {name} must be at most {most:,.0f}, not {value}")
-    return number
-
-
-def redact_url(url: str) -> str:
-    """The URL for messages and logs: without its password and its other parameters (one may hold
-    a secret, ``sslpassword``), but with its schema, the default's too, since deployments sharing
-    one database differ only by it."""
-    parts = urlsplit(url)
-    schemas = [value for name, value in parse_qsl(parts.query, keep_blank_values=True) if name == "schema"]
-    query = urlencode({"schema": schemas[-1] if schemas else DEFAULT_SCHEMA})
-    if parts.password is None:
-        return urlunsplit(parts._replace(query=query))
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _within_bytes(page: str, order: str, sized: str) -> str:
-    """``page``'s rows (a query ending ``LIMIT n``) up to and with the first whose ``sized`` column
-    takes their bytes to a bound or past it, the statement's last parameter: the first row
-    always comes. ``octet_length`` reads a stored value's size without detoasting it, and a
-    value past the bound is never sent."""
-    return (
-        f"SELECT {order}, {sized} FROM (SELECT page.*, sum(octet_length({sized})) OVER (ORDER BY {order}"
-        f" ROWS UNBOUNDED PRECEDING) - octet_length({sized}) AS before FROM ({page}) AS page) AS sized"
-        f" WHERE before < %s ORDER BY {order}"
-    )
-
-
-def _ended(rows: list[tuple[Any, ...]], limit: int, most: int) -> bool:
-    """Whether a batch of ``_within_bytes`` rows (the value last) was the end of its range: fewer
-    rows than the LIMIT, and fewer bytes than the bound, which would have cut it there (a batch
-    that ends the range at the bound exactly costs one more round trip, which finds nothing)."""
-    return len(rows) < limit and sum(len(row[-1]) for row in rows) < most
 
 
 class _Pool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
@@ -330,720 +125,6 @@ class _Pool(psycopg_pool.ConnectionPool[psycopg.Connection[Any]]):
         super().putconn(conn)
 
 
-def _execute(conn: psycopg.Connection[Any], query: bytes, params: tuple[Any, ...] | None = None) -> psycopg.Cursor[Any]:
-    """``conn.execute`` on a cursor the connection keeps, for a statement of small parameters and
-    at most one row, read before the next is sent (a get, a delete): ``Connection.execute``
-    builds a cursor (and its adapters map) per statement, about a third of the CPU psycopg
-    spends on a get. The cursor keeps its last parameters and result until the connection's
-    next statement, at most one object per pooled connection this way; so never a page of a
-    scan (up to ``scan_page`` objects) nor a write's held puts, and never a statement of a
-    pipeline, whose cursors are read after it ends."""
-    cur: psycopg.Cursor[Any] | None = getattr(conn, "_stigmer_cursor", None)
-    if cur is None or cur.closed:
-        cur = conn.cursor()
-        conn._stigmer_cursor = cur  # type: ignore[attr-defined]
-    return cur.execute(query, params)
-
-
-def _lost(conn: psycopg.Connection[Any]) -> bool:
-    """Whether ``conn`` can run nothing more: broken, or closed after it did not answer."""
-    return conn.broken or conn.closed
-
-
-class _Retry(Exception):
-    """A conflict PostgreSQL resolved by aborting us: run ``fn`` again."""
-
-
-_OPERATOR_EVERY = 60.0
-"""Seconds between two log lines of one operator's problem (a full disk, a missing privilege)."""
-_told: dict[str, float] = {}
-
-
-def _tell_operator(problem: str, message: str, heading: str = "the database refuses this daemon's statements") -> None:
-    """Log, at most every minute per problem, what only the database's operator can fix: clients
-    were told UNAVAILABLE, and the daemon's log (what an operator alerts on) said nothing."""
-    now = time.monotonic()
-    if now - _told.get(problem, -_OPERATOR_EVERY) >= _OPERATOR_EVERY:
-        _told[problem] = now
-        log.error("%s: %s", heading, message)
-
-
-def _translate(exc: psycopg.Error) -> Exception:
-    """What callers are told when the database refused or failed a statement.
-
-    Only what the database does to a correct statement is mapped; an error
-    left as it is (a syntax error, a constraint this engine should never
-    break) is a bug in the engine and surfaces as one (INTERNAL). What only
-    the database's operator can fix is logged too (``_tell_operator``).
-    """
-    found = _translated(exc)
-    if isinstance(exc, pg_errors.DiskFull | pg_errors.ReadOnlySqlTransaction | pg_errors.InsufficientPrivilege) or (
-        isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "")[:2] in ("53", "58")
-    ):
-        _tell_operator(type(exc).__name__, getattr(found, "message", str(found)))
-    return found
-
-
-def _translated(exc: psycopg.Error) -> Exception:
-    if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
-        return _Retry(str(exc))
-    if isinstance(exc, NoAnswer):
-        return errors.Unavailable(str(exc))
-    if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
-        return errors.Unavailable(f"the database did not answer in time ({exc.diag.message_primary or exc})")
-    if isinstance(exc, psycopg_pool.PoolTimeout):  # ``PostgresStore._acquire`` says which of the two it was
-        return errors.Unavailable("no database connection was free, nor could one be opened, in time")
-    if isinstance(exc, pg_errors.DiskFull):
-        return errors.ResourceExhausted(
-            f"the disk holding the database is full ({_detail(exc)}): nothing was written; "
-            "free space on the database server and retry (reads still work)",
-            reason="DISK_FULL",
-        )
-    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
-        return errors.Unavailable(
-            "the database refuses writes (a standby, or default_transaction_read_only is on): nothing was "
-            "written; the daemon opens new connections, so writes work again once the database takes them"
-        )
-    if isinstance(exc, pg_errors.InsufficientPrivilege):
-        return errors.Unavailable(
-            f"the daemon's database role lacks a privilege ({_detail(exc)}): it needs USAGE on the schema, "
-            "SELECT, INSERT, UPDATE and DELETE on its tables and EXECUTE on its function prune_events "
-            "(which every role has unless revoked)"
-        )
-    if (exc.sqlstate or "")[:2] == "54":  # program limit exceeded: a key past what a btree entry holds
-        return errors.InvalidArgument(  # as LMDB answers a key past its 511 bytes: the same write never fits
-            f"a value of this write is too long for the database to store or index ({_detail(exc)}): "
-            "nothing was written"
-        )
-    # A transaction ended for idling (25P03) is class 25, not an OperationalError, but the session is gone too.
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | pg_errors.IdleInTransactionSessionTimeout):
-        if (exc.sqlstate or "")[:2] in ("53", "58"):  # out of memory or connections, an I/O error
-            return errors.Unavailable(f"the database could not run this now: {_detail(exc)}")
-        return _connection_lost(exc)
-    return exc  # anything else is a bug in this engine: let it surface as one
-
-
-_ENDED_BECAUSE = {
-    "25P03": "its transaction sent nothing for longer than idle_in_transaction_timeout_ms (was this daemon "
-    "paused or stalled?), so nothing of it was committed",
-    "57P05": "it sent nothing for longer than the database's idle_session_timeout",
-    "57P01": "an administrator ended it, or the database is shutting down",
-    "57P02": "the database server is restarting after a crash",
-}
-"""Why the server ended a session, by the SQLSTATE it sent as it did."""
-
-
-def _connection_lost(exc: psycopg.Error) -> errors.Unavailable:
-    """UNAVAILABLE (a retry may work) for a connection that failed. Only a connection that could not
-    be opened says the database is unreachable: one the server closed while in use (a transaction
-    idle past the timeout of a daemon paused under SIGSTOP, an administrator's terminate) tells
-    nothing of the database, which may be answering every other connection."""
-    detail = _detail(exc)
-    if isinstance(exc, pg_errors.ConnectionTimeout) or detail.startswith("connection failed"):
-        # libpq's words name the database's host and port (and its user): the operator's log gets
-        # them, a caller (any token, or none yet checked: a token's check reads the database) not
-        _tell_operator("unreachable", detail, "calls are answered UNAVAILABLE: the database is unreachable")
-        return errors.Unavailable(
-            "the database is unreachable: the daemon could not open a connection to it (its log says why); retry"
-        )
-    why = _ENDED_BECAUSE.get(exc.sqlstate or "")
-    if why is not None:
-        return errors.Unavailable(f"the database ended this call's connection: {why}; retry (on a new connection)")
-    return errors.Unavailable(
-        f"this call's connection to the database was lost ({detail}); retry: the daemon opens a new one "
-        "(while none can be opened, calls say the database is unreachable)"
-    )
-
-
-def _drop_after_pipeline(conn: psycopg.Connection[Any]) -> None:
-    """Close a connection on which a pipeline failed (the pool drops a closed one it gets back).
-    psycopg takes a statement it asked the server to prepare in a pipeline (at its
-    ``prepare_threshold``th run) as prepared even when the pipeline was aborted before the server
-    got to it, and from then on runs that statement by a name the server does not know, every
-    time, on that connection (InvalidSqlStatementName)."""
-    _close_on_purpose(conn)
-
-
-def _commit_unknown(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
-    """Whether a transaction whose COMMIT went in a pipeline that raised ``exc`` may have been
-    committed. Only an error the server reported for one of its statements says it was not. A
-    backend told to exit (an administrator's terminate, a shutdown) finishes a commit in progress
-    first, then sends a FATAL error, even in place of the answer that follows COMMIT's, and psycopg
-    may raise an error of its own (no SQLSTATE) before it sees the connection close. Run again, or
-    told to retry, such a write would be made twice."""
-    if _lost(conn):
-        return True
-    if isinstance(exc, pg_errors.PipelineAborted):  # an earlier statement of the pipeline failed
-        return False
-    state = exc.sqlstate
-    if state is None:
-        return True
-    severity = exc.diag.severity_nonlocalized or exc.diag.severity
-    return severity in ("FATAL", "PANIC") or state[:2] == "08" or state.startswith("57P") or state == "40003"
-
-
-def _why_unknown(exc: psycopg.Error) -> str:
-    if isinstance(exc, NoAnswer):
-        return str(exc)
-    why = _ENDED_BECAUSE.get(exc.sqlstate or "")
-    if why is not None:
-        return f"the database ended the connection ({why})"
-    return f"the database connection broke ({_detail(exc)})"
-
-
-def _unusable(exc: BaseException) -> bool:
-    """Whether a connection that raised ``exc`` must not serve again though it is open:
-    one that began read-only (a standby, or the database's default while it was set)
-    stays read-only for its whole session."""
-    cause = exc.__cause__ if isinstance(exc, errors.StigmerError) else exc
-    return isinstance(cause, pg_errors.ReadOnlySqlTransaction)
-
-
-class _Reader:
-    """A snapshot on one pooled connection.
-
-    A strict reader's transaction begins with its first query. A restartable
-    one (``read(restartable=True)``) answers its first ``LOOSE_QUERIES``
-    queries as single statements outside any transaction (a statement is a
-    snapshot of its own), each also reading the ``meta`` row's revision and
-    write count; a third query begins the transaction. While every answer
-    carries the same pair, every one saw the same committed writes: writers
-    take turns on that row and every commit that changed anything bumps the
-    count, so a snapshot sees the first *n* writers for some *n*, and the pair
-    names *n*. A different pair raises ``SnapshotMoved``. A get then costs one
-    round trip where a transaction costs three (BEGIN, the query, ROLLBACK).
-    """
-
-    __slots__ = ("_began", "_conn", "_held", "_loose", "_store", "_token")
-
-    _BEGIN = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], loose: int = 0) -> None:
-        self._store = store
-        self._conn = conn
-        self._held = True
-        self._began = False
-        self._loose = loose
-        """Queries this reader may still answer outside a transaction."""
-        self._token: tuple[int, int] | None = None
-        """(revision, writes) every answer so far saw."""
-
-    def __enter__(self) -> _Reader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._held:
-            self._store._release(self._conn, self._began)
-
-    def _seen(self, revision: int, writes: int) -> None:
-        token = (int(revision), int(writes))
-        if self._token is None:
-            self._token = token
-        elif token != self._token:
-            raise SnapshotMoved(f"revision {self._token[0]} moved to {token[0]} between two queries of one read")
-
-    def _rows(
-        self, query: bytes, params: tuple[Any, ...], one: bool = False, prepare: bool | None = None
-    ) -> list[tuple[Any, ...]]:
-        """The rows of ``query`` inside the transaction, begun here if need be; ``one``: at most
-        one row, sent on the connection's kept cursor (``_execute``); ``prepare``: psycopg's."""
-        if self._began:
-            try:
-                if one:
-                    return _execute(self._conn, query, params).fetchall()
-                return self._conn.execute(query, params, prepare=prepare).fetchall()
-            except psycopg.Error as exc:
-                raise self._store._translate(exc) from exc
-        return self._on_fresh_connection(lambda: self._begin_with(query, params, one, prepare))
-
-    def _begin_with(
-        self, query: bytes, params: tuple[Any, ...], one: bool, prepare: bool | None = None
-    ) -> list[tuple[Any, ...]]:
-        """BEGIN with the token (if loose answers came first), then ``query``: two round trips.
-
-        Not one pipeline of the three: psycopg ends a pipeline with a flush request after its
-        Sync, after which the server does not start ``idle_in_transaction_timeout``, so a daemon
-        paused right after it would keep the snapshot open (and its tables' share locks, which a
-        migration's ``ALTER TABLE`` waits for, every other daemon's statements then waiting
-        behind that) until it woke. ``BEGIN`` and the token go as one simple-protocol statement.
-        """
-        conn = self._conn
-        self._began = True  # from here on, releasing the connection rolls back whatever began
-        if self._token is None:
-            conn.execute(self._BEGIN, prepare=False)
-        else:
-            cur = conn.execute(self._BEGIN + b"; " + self._store._sql_token, prepare=False)
-            cur.nextset()
-            row = cur.fetchone()
-            assert row is not None
-            self._seen(*row)
-        return (_execute(conn, query, params) if one else conn.execute(query, params, prepare=prepare)).fetchall()
-
-    def _loose_rows(
-        self, loose: bytes, query: bytes, params: tuple[Any, ...], one: bool = False
-    ) -> list[tuple[Any, ...]]:
-        """``query``'s rows; outside a transaction while this reader may, through
-        ``loose``: the same query joined to the ``meta`` row, whose first two
-        columns are the token and whose third is NULL on the row of no result."""
-        if self._began or self._loose <= 0:
-            return self._rows(query, params, one)
-        self._loose -= 1
-        rows = self._on_fresh_connection(
-            lambda: (_execute(self._conn, loose, params) if one else self._conn.execute(loose, params)).fetchall()
-        )
-        self._seen(rows[0][0], rows[0][1])
-        return [row[2:] for row in rows if row[2] is not None]
-
-    def _on_fresh_connection(self, run: Callable[[], list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
-        """``run``, again on a fresh connection if the pooled one had died while idle
-        (a database restart) and nothing had been read on it yet."""
-        try:
-            try:
-                return run()
-            except psycopg.OperationalError as exc:
-                if isinstance(exc, NoAnswer) or not self._conn.broken or self._token is not None:
-                    raise
-                self._store._pool.putconn(self._conn)
-                self._held = False
-                self._conn = self._store._replace_broken()
-                self._held = True
-                return run()
-        except psycopg.Error as exc:
-            raise self._store._translate(exc) from exc
-
-    @property
-    def revision(self) -> int:
-        if self._token is not None:
-            return self._token[0]  # every answer so far saw this revision
-        if self._began or self._loose <= 0:
-            return int(self._rows(self._store._sql_revision, ())[0][0])
-        self._loose -= 1
-        row = self._on_fresh_connection(lambda: _execute(self._conn, self._store._sql_token).fetchall())[0]
-        self._seen(*row)
-        return int(row[0])
-
-    def get(self, key: bytes) -> bytes | None:
-        store = self._store
-        rows = self._loose_rows(store._sql_get_loose, store._sql_get, (key,), one=True)
-        return bytes(rows[0][0]) if rows else None
-
-    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """One statement for them all: a list page read through an index gets its objects this
-        way, where a get each was a round trip each (100 for a page)."""
-        if len(keys) < 2:
-            return [self.get(key) for key in keys]
-        store = self._store
-        rows = self._loose_rows(store._sql_get_many_loose, store._sql_get_many, (list(dict.fromkeys(keys)),))
-        found = {bytes(key): bytes(value) for key, value in rows}
-        return [found.get(key) for key in keys]
-
-    def scan(self, prefix: bytes, *, after: bytes = b"", first: int = 0) -> Iterator[tuple[bytes, bytes]]:
-        """Keys in byte order, as LMDB would list them: the revision and the event
-        log live in tables of their own but appear under ``m/revision`` and ``e/``."""
-        extra: list[Iterator[tuple[bytes, bytes]]] = []
-        if keys.EVENTS.startswith(prefix) or prefix.startswith(keys.EVENTS):
-            extra.append(self._event_entries(prefix, after))
-        if keys.REVISION.startswith(prefix) and after < keys.REVISION:
-            extra.append(iter([(keys.REVISION, self.revision.to_bytes(8, "big"))]))
-        if extra:
-            yield from heapq.merge(self._scan_kv(prefix, after, first), *extra)
-        else:
-            yield from self._scan_kv(prefix, after, first)
-
-    def _event_entries(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
-        store = self._store
-        revision, seq = 0, -1
-        page, most = store.settings.scan_page, store.settings.scan_bytes
-        while True:
-            rows = self._rows(store._sql_events, (revision, revision, seq, page, most))
-            for rev, row_seq, payload in rows:
-                key = keys.event_key(int(rev), int(row_seq))
-                if key.startswith(prefix) and key > after:
-                    yield key, bytes(payload)
-            if _ended(rows, page, most):
-                return
-            revision, seq = int(rows[-1][0]), int(rows[-1][1])
-
-    def _scan_kv(self, prefix: bytes, after: bytes, first: int = 0) -> Iterator[tuple[bytes, bytes]]:
-        store = self._store
-        end = _prefix_end(prefix)
-        start, inclusive = (after, False) if after and after >= prefix else (prefix, True)
-        full, most = store.settings.scan_page, store.settings.scan_bytes
-        page = min(first, full) if first > 0 else full
-        while True:
-            if end is None:
-                name = "scan_from_ge" if inclusive else "scan_from_gt"
-                params: tuple[Any, ...] = (start, page, most)
-            else:
-                name = "scan_ge" if inclusive else "scan_gt"
-                params = (start, end, page, most)
-            loose, strict = store._sql_scans[name]
-            rows = self._loose_rows(loose, strict, params)
-            for key, value in rows:
-                yield bytes(key), bytes(value)
-            if _ended(rows, page, most):
-                return
-            start, inclusive, page = bytes(rows[-1][0]), False, full
-
-    def events(
-        self, after_revision: int, partitions: Collection[str] | None = None
-    ) -> Iterator[tuple[int, bytes]]:
-        store = self._store
-        revision, seq = after_revision + 1, -1
-        page, most = store.settings.scan_page, store.settings.scan_bytes
-        parts = None if partitions is None else sorted({"", *partitions})
-        while True:
-            if parts is None:
-                rows = self._rows(store._sql_events, (revision, revision, seq, page, most))
-            else:
-                # Planned with the partitions' values each time (never prepared): a plan made for
-                # any partition walks the primary key, passing every other org's events one by one.
-                query = store.part_events_sql(len(parts))
-                params = [value for part in parts for value in (part, revision, revision, seq, page)]
-                rows = self._rows(query, (*params, page, most), prepare=False)
-            for rev, _, payload in rows:
-                yield int(rev), bytes(payload)
-            if _ended(rows, page, most):
-                return
-            revision, seq = int(rows[-1][0]), int(rows[-1][1])
-
-    def oldest_event_revision(self) -> int:
-        rows = self._rows(self._store._sql_oldest_event, ())
-        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
-
-    def compacted_through(self, partitions: Collection[str] | None = None) -> int:
-        store = self._store
-        if partitions is None:
-            rows = self._rows(store._sql_compacted_all, ())
-        else:
-            rows = self._rows(store._sql_compacted, (list(partitions),))
-        return int(rows[0][0]) if rows else 0
-
-
-@attrs.define
-class _Log:
-    """What a write transaction knows of the event log, from the revision-lock statement on.
-
-    ``oldest`` may be older than the log is (the lock statement's snapshot can
-    predate a commit it waited for): then a commit asks the prune to look and it
-    finds less, never drops what it should keep; a log seen empty that no
-    longer is leaves its pruning by age to the next commit. ``bytes``,
-    ``revisions`` and ``compacted`` come from the locked row itself, so they
-    are exact, and the commit writes them back.
-
-    ``parts`` holds what the appends added to each partition since
-    ``event_parts`` was last written: the commit writes it in one statement,
-    and so does a prune before it picks, so a commit pays one statement for
-    its partitions' counts however many revisions and events it has.
-    """
-
-    bytes: int
-    revisions: int
-    """Revisions the log holds."""
-    compacted: int
-    """The newest revision pruned, of any partition."""
-    oldest: int
-    """Revision of the oldest event (0: the log is empty)."""
-    oldest_at: datetime.datetime | None
-    now: datetime.datetime
-    """The database's clock when the transaction took the revision lock."""
-    keep: EventRetention
-    """The bounds this commit prunes by: the schema's (``meta.retention_*``) when recorded."""
-    parts: dict[str, tuple[int, int]] = attrs.field(factory=dict)
-    """Per partition, (revisions, bytes) added since its ``event_parts`` row was written."""
-
-    def copy(self) -> _Log:
-        return attrs.evolve(self, parts=dict(self.parts))
-
-    def count(self, part: str, revisions: int, size: int) -> None:
-        held, total = self.parts.get(part, (0, 0))
-        self.parts[part] = (held + revisions, total + size)
-
-    def counts(self) -> tuple[list[str], list[int], list[int]] | None:
-        """``parts`` as the arrays of ``_sql_count_parts`` (None: nothing to write)."""
-        changed = [(part, n, size) for part, (n, size) in self.parts.items() if n or size]
-        if not changed:
-            return None
-        return [p for p, _, _ in changed], [n for _, n, _ in changed], [b for _, _, b in changed]
-
-    def over(self, keep: EventRetention) -> bool:
-        """Whether the log is past a bound, before a commit appends a revision to it."""
-        if not self.revisions:
-            return False
-        return self.revisions >= keep.max_revisions or self.bytes > keep.max_bytes or self.aging(keep)
-
-    def age_floor(self, keep: EventRetention) -> datetime.datetime:
-        return self.now - datetime.timedelta(seconds=keep.max_age_seconds)
-
-    def aging(self, keep: EventRetention) -> bool:
-        """Whether the oldest event may be past the age bound (the real one is as old or newer)."""
-        return self.oldest_at is not None and self.oldest_at < self.age_floor(keep)
-
-
-class _Writer(_Reader):
-    """Inside a READ COMMITTED transaction that holds the revision row lock.
-
-    Every statement is a round trip with the revision lock held, so round
-    trips, not CPU, set how fast the whole schema takes writes (an Agent
-    create sent eleven puts, two appends and seven gets). Puts and event
-    appends wait in ``_puts`` and ``_appends`` and go to the database in one
-    statement: with the commit, for all the callers of a batch that run in one
-    transaction (``take_held``), or when ``fn`` returns, for a caller under a
-    savepoint (``flush``); and before a read that could see them (a scan, a
-    read of the event log) or a prune. A get is answered from ``_puts`` or
-    from ``_got``, what this transaction read already: no other writer can
-    change a row while this one holds the revision lock, and a delete goes out
-    at once and is remembered there. An error of a statement held until the
-    commit runs the batch again with savepoints, where it is raised inside its
-    own ``fn``'s run.
-
-    Not a pipeline: psycopg ends one with a flush request after its Sync,
-    after which the server does not start ``idle_in_transaction_timeout``
-    again, so a daemon paused next would hold the revision lock for good.
-    For the same reason the transaction begins with one simple-protocol
-    statement (``BEGIN`` and the revision lock), not a pipeline of two.
-    """
-
-    __slots__ = (
-        "_appends",
-        "_base",
-        "_callbacks",
-        "_got",
-        "_log",
-        "_part",
-        "_part_bytes",
-        "_puts",
-        "_revision",
-        "_seq",
-        "_wrote",
-        "appended",
-    )
-
-    def __init__(
-        self,
-        store: PostgresStore,
-        conn: psycopg.Connection[Any],
-        base: int,
-        tally: _Log,
-        known: dict[bytes, bytes | None],
-        puts: dict[bytes, bytes],
-        appends: list[tuple[int, int, bytes, str]],
-    ) -> None:
-        super().__init__(store, conn)
-        self._began = True
-        self._base = base
-        self._log = tally
-        self._revision = 0
-        self._seq = 0
-        self._part = ""
-        """The partition of this transaction's revision: its first event's, or the shared one."""
-        self._part_bytes = 0
-        """Bytes of this transaction's events so far."""
-        self._wrote = False
-        self._puts = puts
-        """Puts not sent yet, by key (a later put of a key replaces the earlier one's value);
-        shared with the batch's other callers while they run in one transaction (``_run_batch``)."""
-        self._appends = appends
-        """Events not sent yet: revision, seq, payload, partition (shared as ``_puts`` is)."""
-        self._got = known
-        """What gets of this transaction read (or the batch read ahead for it), and what it
-        deleted (None), by key."""
-        self._callbacks: list[Callable[[], None]] = []
-        self.appended: list[tuple[int, bytes]] = []
-        """This caller's events, for the store's follower (``HandsOverEvents``): a later caller of
-        the same batch may prune them before the commit makes them visible."""
-
-    @property
-    def revision(self) -> int:
-        return self._revision or self._base
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._wrote = True
-        self._puts[key] = value
-
-    def get(self, key: bytes) -> bytes | None:
-        if key in self._puts:
-            return self._puts[key]
-        if key in self._got:
-            return self._got[key]
-        rows = _Reader._rows(self, self._store._sql_get, (key,), one=True)  # a row no waiting put touches
-        found = self._got[key] = bytes(rows[0][0]) if rows else None
-        return found
-
-    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """One statement for the keys this write has neither put nor read."""
-        puts, got = self._puts, self._got
-        wanted = [key for key in dict.fromkeys(keys) if key not in puts and key not in got]
-        if len(wanted) > 1:
-            rows = _Reader._rows(self, self._store._sql_get_many, (wanted,))  # rows no waiting put touches
-            found = {bytes(key): bytes(value) for key, value in rows}
-            for key in wanted:
-                got[key] = found.get(key)
-        return [self.get(key) for key in keys]
-
-    def delete(self, key: bytes) -> bool:
-        self._wrote = True
-        waiting = self._puts.pop(key, None) is not None
-        if not waiting and key in self._got and self._got[key] is None:
-            return False  # read (or deleted) here as absent, and no other writer can have added it
-        try:
-            cur = _execute(self._conn, self._store._sql_delete, (key,))
-        except psycopg.Error as exc:
-            raise self._store._translate(exc) from exc
-        self._got[key] = None
-        return waiting or cur.rowcount > 0
-
-    def _rows_none(self, query: bytes, params: tuple[Any, ...]) -> None:
-        try:
-            self._conn.execute(query, params)
-        except psycopg.Error as exc:
-            raise self._store._translate(exc) from exc
-
-    def _rows(
-        self, query: bytes, params: tuple[Any, ...], one: bool = False, prepare: bool | None = None
-    ) -> list[tuple[Any, ...]]:
-        self.flush()
-        return super()._rows(query, params, one, prepare)
-
-    def flush(self) -> None:
-        """Send the puts and appends not sent yet, in one statement."""
-        held = self.take_held()
-        if held is not None:
-            try:
-                self._conn.execute(*held)
-            except psycopg.Error as exc:
-                raise self._store._translate(exc) from exc
-
-    def take_held(self) -> tuple[bytes, tuple[Any, ...]] | None:
-        """The statement that sends the puts and appends not sent yet, which are then no longer
-        held (emptied in place: the batch's other callers may share them)."""
-        puts, appends = self._puts, self._appends
-        if not puts and not appends:
-            return None
-        self._got.update(puts)
-        store = self._store
-        query: bytes
-        params: tuple[Any, ...]
-        if not appends:
-            query, params = (
-                (store._sql_put, next(iter(puts.items())))
-                if len(puts) == 1
-                else (store._sql_put_many, (list(puts), list(puts.values())))
-            )
-        elif not puts and len(appends) == 1:
-            query, params = store._sql_append, appends[0]
-        else:
-            revisions, seqs, payloads, parts = (list(column) for column in zip(*appends, strict=True))
-            events = (revisions, seqs, payloads, parts)
-            query = store._sql_put_and_append if puts else store._sql_append_many
-            params = (list(puts), list(puts.values()), *events) if puts else events
-        puts.clear()
-        appends.clear()
-        return query, params
-
-    def compacted_through(self, partitions: Collection[str] | None = None) -> int:
-        if partitions is None:
-            return self._log.compacted  # written to ``meta`` only at commit
-        return super().compacted_through(partitions)
-
-    def write_revision(self) -> int:
-        if not self._revision:
-            self._revision = self._base + 1
-        return self._revision
-
-    def forget_partition(self, partition: str) -> int:
-        keys.check_partition(partition)
-        if not partition:
-            raise errors.InvalidArgument("the shared partition of the event log cannot be forgotten")
-        self._wrote = True
-        rows = self._rows(self._store._sql_forget_part, (partition, partition, self.revision))
-        revisions, size, newest = (int(value) for value in rows[0])
-        if revisions:
-            tally = self._log
-            tally.revisions = max(tally.revisions - revisions, 0)
-            tally.bytes = max(tally.bytes - size, 0)
-            tally.compacted = max(tally.compacted, newest)
-            tally.count(partition, -revisions, -size)  # event_parts' counts, written at commit
-        return revisions
-
-    def append_event(self, payload: bytes, partition: str = "") -> int:
-        keys.check_partition(partition)
-        self._wrote = True
-        revision = self.write_revision()
-        store, tally, size = self._store, self._log, len(payload)
-        if self._seq == 0:
-            if tally.over(tally.keep):
-                self._prune_and_append(revision, payload, partition)
-            else:
-                self._appends.append((revision, 0, payload, partition))
-            if not tally.oldest:
-                tally.oldest, tally.oldest_at = revision, tally.now
-            self._part = partition
-            tally.revisions += 1
-            tally.count(partition, 1, size)
-        elif partition != self._part and self._part:
-            self.flush()  # the events it moves to the shared partition must be in the table
-            self._rows_none(store._sql_share_and_append, (revision, revision, self._seq, payload))
-            tally.count(self._part, -1, -self._part_bytes)
-            tally.count("", 1, self._part_bytes + size)
-            self._part = ""
-        else:
-            self._appends.append((revision, self._seq, payload, self._part))
-            tally.count(self._part, 0, size)
-        tally.bytes += size
-        self._part_bytes += size
-        self._seq += 1
-        self.appended.append((revision, payload))
-        return revision
-
-    def _prune_and_append(self, revision: int, payload: bytes, partition: str) -> None:
-        """Bring the partitions' counts up to date and prune, in one round trip, then append.
-
-        The append goes alone, after the pipeline, so the transaction's last message is not
-        a pipeline's flush request, after which the server would not end it if this daemon
-        then paused holding the revision lock (``_Writer``)."""
-        self.flush()  # the events it may prune (earlier callers' of the batch too) must be in the table
-        store, tally = self._store, self._log
-        keep = tally.keep
-        params = {
-            "cap": PRUNE_PER_COMMIT,
-            "max_revisions": keep.max_revisions,
-            "max_bytes": keep.max_bytes,
-            "age_floor": tally.age_floor(keep),
-            "aging": tally.aging(keep),
-            "held": tally.revisions,
-            "total": tally.bytes,
-        }
-        counts = tally.counts()
-        conn = self._conn
-        try:
-            with conn.pipeline():
-                if counts is not None:
-                    conn.execute(store._sql_count_parts, counts)
-                cur = conn.execute(store._sql_prune, params)
-        except psycopg.Error as exc:
-            _drop_after_pipeline(conn)  # the batch fails with it: nothing of it was committed
-            raise self._store._translate(exc) from exc
-        try:
-            row = cur.fetchone()
-            conn.execute(store._sql_append, (revision, 0, payload, partition))
-        except psycopg.Error as exc:
-            raise self._store._translate(exc) from exc
-        assert row is not None
-        tally.parts.clear()
-        _, revisions, pruned, through, oldest, oldest_at = row
-        tally.bytes = max(tally.bytes - int(pruned), 0)
-        tally.revisions = max(tally.revisions - int(revisions), 0)
-        tally.compacted = max(tally.compacted, int(through))
-        if oldest is None:  # everything before this revision went
-            tally.oldest, tally.oldest_at = revision, tally.now
-        else:
-            tally.oldest, tally.oldest_at = int(oldest), oldest_at
-
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        self._callbacks.append(callback)
-
-
 def _usable_retention(recorded: tuple[object, ...]) -> EventRetention:
     """What a schema records, as bounds: the defaults for any it does not hold, or holds unusable."""
     try:
@@ -1057,14 +138,6 @@ def _usable_retention(recorded: tuple[object, ...]) -> EventRetention:
 def _described(bounds: tuple[object, ...]) -> str:
     revisions, size, seconds = bounds
     return f"{revisions} revisions, {size} bytes, {seconds} s"
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key above every key starting with ``prefix`` (None: no bound)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 class PostgresStore:
@@ -1138,7 +211,7 @@ class PostgresStore:
         }
         self._sql_scans: dict[str, tuple[bytes, bytes]] = {}
         for name, where in ranges.items():
-            strict = _within_bytes(f"SELECT key, value FROM {s}.kv WHERE {where} ORDER BY key LIMIT %s", "key", "value")
+            strict = within_bytes(f"SELECT key, value FROM {s}.kv WHERE {where} ORDER BY key LIMIT %s", "key", "value")
             loose = (
                 f"SELECT m.revision, m.writes, page.key, page.value FROM {s}.meta AS m"
                 f" LEFT JOIN LATERAL ({strict}) AS page ON true WHERE m.id = 1 ORDER BY page.key"
@@ -1162,7 +235,7 @@ class PostgresStore:
             f" ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) {events_from_arrays}"
         ).encode()
         self._sql_delete = f"DELETE FROM {s}.kv WHERE key = %s".encode()
-        self._sql_events = _within_bytes(
+        self._sql_events = within_bytes(
             f"SELECT revision, seq, payload FROM {s}.events WHERE revision >= %s AND (revision, seq) > (%s, %s)"
             " ORDER BY revision, seq LIMIT %s",
             "revision, seq",
@@ -1345,9 +418,9 @@ class PostgresStore:
         return conn
 
     def _translate(self, exc: psycopg.Error) -> Exception:
-        """``_translate``, but a statement failing because a newer release changed the schema
+        """``translate``, but a statement failing because a newer release changed the schema
         under this daemon is refused saying so (``postgres_version``), never answered INTERNAL."""
-        return self._version.refusal(exc) or _translate(exc)
+        return self._version.refusal(exc) or translate(exc)
 
     def _acquire(self) -> psycopg.Connection[Any]:
         if self._writes.closed:
@@ -1362,7 +435,7 @@ class PostgresStore:
         except psycopg_pool.PoolTimeout as exc:
             raise self._timed_out(started) from exc
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     def _not_answering(self) -> errors.Unavailable:
         """What a call is told at once while the listener finds the database not answering: such a
@@ -1405,7 +478,7 @@ class PostgresStore:
         return max(1, self.settings.pool_max // 2)
 
     def _release(self, conn: psycopg.Connection[Any], in_transaction: bool) -> None:
-        if in_transaction and not _lost(conn):
+        if in_transaction and not lost(conn):
             with contextlib.suppress(psycopg.Error):  # the pool discards a broken connection on return
                 conn.execute(b"ROLLBACK")
         self._pool.putconn(conn)
@@ -1413,7 +486,7 @@ class PostgresStore:
     def _discard_all(self, conn: psycopg.Connection[Any]) -> None:
         """Close ``conn`` (the pool drops a closed connection it gets back) and have the pool
         replace the rest: the idle ones began in the same state as the one that failed."""
-        _close_on_purpose(conn)
+        close_on_purpose(conn)
         self._pool.drain()
 
     def _replace_broken(self) -> psycopg.Connection[Any]:
@@ -1448,7 +521,7 @@ class PostgresStore:
                 " AND (revision, seq) > (%s, %s) ORDER BY revision, seq LIMIT %s)"
             )
             union = " UNION ALL ".join([one] * count)
-            found = _within_bytes(
+            found = within_bytes(
                 f"SELECT revision, seq, payload FROM ({union}) AS e ORDER BY revision, seq LIMIT %s",
                 "revision, seq",
                 "payload",
@@ -1456,8 +529,8 @@ class PostgresStore:
             self._sql_part_events[count] = found
         return found
 
-    def read(self, *, restartable: bool = False) -> _Reader:
-        return _Reader(self, self._acquire(), LOOSE_QUERIES if restartable else 0)
+    def read(self, *, restartable: bool = False) -> Reader:
+        return Reader(self, self._acquire(), LOOSE_QUERIES if restartable else 0)
 
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:
@@ -1472,7 +545,7 @@ class PostgresStore:
                 except _CallerFailed:  # not a conflict: run it again at once, each caller under a savepoint
                     self._run_batch(batch, savepoints=True)
                 return
-            except _Retry:
+            except Retry:
                 continue
             except _StaleConnection:
                 if fresh_connection_tried:
@@ -1484,7 +557,7 @@ class PostgresStore:
                 fresh_connection_tried = True
                 self._pool.check()
             except BaseException as exc:  # nobody's write landed
-                if _unusable(exc) and not fresh_connection_tried:
+                if unusable(exc) and not fresh_connection_tried:
                     fresh_connection_tried = True  # on a connection opened now: the database may take writes again
                     continue
                 error = self._translate(exc) if isinstance(exc, psycopg.Error) else exc
@@ -1503,7 +576,7 @@ class PostgresStore:
         holding = unknown = False
         try:
             try:
-                # one simple-protocol statement, not a pipeline (see ``_Writer``): the lock
+                # one simple-protocol statement, not a pipeline (see ``Writer``): the lock
                 # held, the server ends the transaction if the daemon then sends nothing
                 ahead, statement = self._begin_write
                 cur = conn.execute(statement, prepare=False)
@@ -1519,7 +592,7 @@ class PostgresStore:
                 raise
             assert row is not None
             base = revision = int(row[0])
-            tally = _Log(
+            tally = Log(
                 bytes=int(row[1]),
                 revisions=int(row[2]),
                 compacted=int(row[3]),
@@ -1536,7 +609,7 @@ class PostgresStore:
             together = not savepoints
             held_puts: dict[bytes, bytes] = {}
             held_appends: list[tuple[int, int, bytes, str]] = []
-            writer: _Writer | None = None
+            writer: Writer | None = None
             wrote = False  # a rolled-back caller's writes count too: a needless bump only costs a reader a retry
             handed: list[tuple[int, bytes]] = []
             for pending in batch:
@@ -1546,16 +619,16 @@ class PostgresStore:
                 if shared:
                     conn.execute(b"SAVEPOINT stigmer_call")
                 if together:
-                    writer = _Writer(self, conn, revision, tally.copy(), known, held_puts, held_appends)
+                    writer = Writer(self, conn, revision, tally.copy(), known, held_puts, held_appends)
                 else:
-                    writer = _Writer(self, conn, revision, tally.copy(), dict(known), {}, [])
+                    writer = Writer(self, conn, revision, tally.copy(), dict(known), {}, [])
                 try:
                     pending.result = pending.fn(writer)
                     if not together:
                         writer.flush()
                 except Exception as exc:
                     wrote = wrote or writer._wrote
-                    if _lost(conn) or isinstance(exc, _Retry) or _unusable(exc):
+                    if lost(conn) or isinstance(exc, Retry) or unusable(exc):
                         raise
                     conn.execute(b"ROLLBACK TO SAVEPOINT stigmer_call" if shared else b"ROLLBACK")
                     pending.error = self._translate(exc) if isinstance(exc, psycopg.Error) else exc
@@ -1589,11 +662,11 @@ class PostgresStore:
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
             except psycopg.Error as exc:
-                unknown = _commit_unknown(conn, exc)
-                _drop_after_pipeline(conn)  # and if the outcome is unknown, its state is too
+                unknown = commit_unknown(conn, exc)
+                drop_after_pipeline(conn)  # and if the outcome is unknown, its state is too
                 if unknown:
                     raise errors.Unavailable(
-                        f"{_why_unknown(exc)} while committing; the write may or may not have been applied"
+                        f"{why_unknown(exc)} while committing; the write may or may not have been applied"
                     ) from exc
                 if held is not None and len(batch) > 1:
                     raise _CallerFailed from exc  # whose writes failed is not known: one by one
@@ -1607,10 +680,10 @@ class PostgresStore:
                     self._announcing = 0
                 if unknown:
                     self._recheck()
-            if not _lost(conn) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            if not lost(conn) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute(b"ROLLBACK")
-            if _unusable(exc):
+            if unusable(exc):
                 self._discard_all(conn)
             raise
         finally:
@@ -1627,7 +700,7 @@ class PostgresStore:
         """Fetch ``keys`` in the statement that begins each write and takes the revision lock
         (``ReadsAhead``): a write's gets of them are then answered without a round trip of their
         own with the lock held. The keys go as literals, since a simple-protocol statement takes
-        no parameters (see ``_Writer``); they are the daemon's own (kind records), never a caller's."""
+        no parameters (see ``Writer``); they are the daemon's own (kind records), never a caller's."""
         ahead = tuple(dict.fromkeys(keys))
         statement = b"BEGIN; " + self._sql_lock_revision
         if ahead:

@@ -12,7 +12,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -1444,20 +1444,30 @@ def _server_now(conninfo: str) -> Any:
         return conn.execute(b"SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
 
 
-def _told_within(store: PostgresStore, seconds: float) -> BaseException | None:
-    """What a read of the store is told within ``seconds``; None while it still waits (it is
-    answered later, on a thread of its own)."""
+def _read_kept(store: PostgresStore) -> None:
+    with store.read() as txn:
+        txn.get(b"k/kept")
+
+
+def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """``call`` started on a thread of its own, and the list that gets what it raised."""
     told: list[BaseException] = []
 
-    def call() -> None:
+    def run() -> None:
         try:
-            with store.read() as txn:
-                txn.get(b"k/kept")
+            call()
         except BaseException as exc:
             told.append(exc)
 
-    caller = threading.Thread(target=call, daemon=True)
+    caller = threading.Thread(target=run, daemon=True)
     caller.start()
+    return caller, told
+
+
+def _told_within(store: PostgresStore, seconds: float) -> BaseException | None:
+    """What a read of the store is told within ``seconds``; None while it still waits (it is
+    answered later, on a thread of its own)."""
+    caller, told = _in_thread(lambda: _read_kept(store))
     caller.join(seconds)
     return told[0] if told else None
 
@@ -1497,16 +1507,7 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
         assert len(pids) >= 2  # the pool's connection and the listener's
         with _all_frozen(pids):
             if saturated:  # a call holds the pool's one connection, waiting on the frozen database
-
-                def call() -> None:
-                    try:
-                        with store.read() as txn:
-                            txn.get(b"k/kept")
-                    except BaseException as exc:  # told after SIGCONT, whatever it is
-                        held.append(exc)
-
-                caller = threading.Thread(target=call)
-                caller.start()
+                caller, held = _in_thread(lambda: _read_kept(store))
                 deadline = time.monotonic() + 5
                 while store._pool.lent < 1 and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -1561,42 +1562,26 @@ def test_calls_waiting_on_a_database_that_stops_answering_are_given_up_with_its_
             time.sleep(0.05)  # the pool's two connections and the listener's
         seen: list[bool] = []
         store.on_reachability(seen.append)
-        told: dict[str, BaseException | None] = {}
-
-        def read() -> None:
-            try:
-                with store.read() as txn:
-                    txn.get(b"k/kept")
-                told["read"] = None
-            except BaseException as exc:
-                told["read"] = exc
-
-        def write() -> None:
-            try:
-                store.transact(lambda txn: txn.put(b"k/lost", b"1"))
-                told["write"] = None
-            except BaseException as exc:
-                told["write"] = exc
-
-        callers = [threading.Thread(target=read), threading.Thread(target=write)]
         with _all_frozen(pids):
             started = time.monotonic()
-            for caller in callers:
-                caller.start()
-            for caller in callers:
+            calls = {
+                "read": _in_thread(lambda: _read_kept(store)),
+                "write": _in_thread(lambda: store.transact(lambda txn: txn.put(b"k/lost", b"1"))),
+            }
+            for caller, _ in calls.values():
                 caller.join(timeout=15)
             waited = time.monotonic() - started
-            frozen_still = all(not caller.is_alive() for caller in callers)
+            frozen_still = all(not caller.is_alive() for caller, _ in calls.values())
             monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)
-        for caller in callers:
+        for caller, _ in calls.values():
             caller.join(timeout=40)
+        told = {name: raised for name, (_, raised) in calls.items()}
         assert frozen_still, told  # answered while the database still answered nothing
         assert waited < 8, waited  # the health timeout (1.5 s) and a poll or two; not 35 s
         assert seen[:1] == [False], seen
-        for name in ("read", "write"):
-            exc = told[name]
-            assert isinstance(exc, errors.Unavailable), (name, exc)
-            assert "did not answer for" in str(exc) and "NOT_SERVING" in str(exc), (name, exc)
+        for name, raised in told.items():
+            assert len(raised) == 1 and isinstance(raised[0], errors.Unavailable), (name, raised)
+            assert "did not answer for" in str(raised[0]) and "NOT_SERVING" in str(raised[0]), (name, raised)
         assert len(store._waits) == 0
         deadline = time.monotonic() + 15
         while seen[-1] is not True and time.monotonic() < deadline:

@@ -6,7 +6,7 @@ comes back at all, and a call would wait for ever. Each connection therefore wai
 at most ``answer_seconds`` for any one round trip (``AnsweringConnection``), and,
 once the daemon's listener finds the database not answering (its health turns
 NOT_SERVING, ``health_timeout_ms``), the calls already waiting longer than that
-are given up too (``Waits``): they were held for ``answer_timeout_ms`` (35 s by
+are given up too (``Waits``); they were held for ``answer_timeout_ms`` (35 s by
 default), each with a server thread and a pooled connection, for clients that had
 long given up.
 """
@@ -14,8 +14,6 @@ long given up.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -38,68 +36,58 @@ class NoAnswer(psycopg.OperationalError):
     """The database left a round trip unanswered past its bound; the connection was closed."""
 
 
-class Waits:
-    """The connections of one store waiting for the database's answer now, and since when.
+LOOK_SECONDS = 0.5
+"""How often a connection waiting for an answer looks whether it was given up (``Waits``)."""
 
-    ``give_up_older`` ends the waits begun at least so many seconds ago by shutting
-    their sockets down: the waiting thread wakes at once to an ended connection,
-    which ``AnsweringConnection.wait`` reports as ``NoAnswer`` (and closes), as if
-    its own bound had passed. Shutting down, not closing: the descriptor stays the
-    waiting thread's, which closes it, so no other connection can be handed the
-    same number while it still waits on it.
+
+class _Wait:
+    __slots__ = ("given_up", "since")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.given_up: float | None = None
+        """How long it had waited when it was given up; None while it is not."""
+
+
+class Waits:
+    """The round trips of one store's connections that wait for the database's answer now.
+
+    ``give_up_older`` marks the waits begun at least so many seconds ago as given up; each
+    waiting connection looks every ``LOOK_SECONDS`` (psycopg's wait resumes where it was, as
+    psycopg itself resumes one after a cancel), then closes itself and raises ``NoAnswer``, as
+    if its own bound had passed. The waiting thread does it all: no other thread touches a
+    connection or its socket, whose descriptor may be another connection's by then.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._since: dict[psycopg.Connection[Any], float] = {}
-        self._given_up: dict[psycopg.Connection[Any], float] = {}
+        self._waits: dict[psycopg.Connection[Any], _Wait] = {}
 
-    @contextlib.contextmanager
-    def waiting(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+    def enter(self, conn: psycopg.Connection[Any]) -> _Wait:
+        """``conn`` waits for an answer from now on (each round trip pays this: no context manager)."""
+        wait = _Wait(time.monotonic())
         with self._lock:
-            self._since[conn] = time.monotonic()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._since.pop(conn, None)
-                self._given_up.pop(conn, None)
+            self._waits[conn] = wait
+        return wait
 
-    def given_up(self, conn: psycopg.Connection[Any]) -> float | None:
-        """How long ``conn`` had waited when it was given up; None if it was not."""
+    def leave(self, conn: psycopg.Connection[Any]) -> None:
         with self._lock:
-            return self._given_up.get(conn)
+            self._waits.pop(conn, None)
 
     def give_up_older(self, seconds: float) -> int:
-        """End every wait begun ``seconds`` ago or earlier; how many there were."""
+        """Give up every wait begun ``seconds`` ago or earlier; how many there were."""
         now = time.monotonic()
-        ended = 0
-        with self._lock:  # a wait that ends meanwhile leaves first: its connection is never cut after
-            for conn, since in list(self._since.items()):
-                if now - since < seconds or conn in self._given_up:
-                    continue
-                self._given_up[conn] = now - since
-                if _shut_down(conn):
-                    ended += 1
-        return ended
+        given_up = 0
+        with self._lock:
+            for wait in self._waits.values():
+                if wait.given_up is None and now - wait.since >= seconds:
+                    wait.given_up = now - wait.since
+                    given_up += 1
+        return given_up
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._since)
-
-
-def _shut_down(conn: psycopg.Connection[Any]) -> bool:
-    """Shut ``conn``'s socket down for both directions, through a duplicate of its descriptor."""
-    try:
-        fd = conn.pgconn.socket
-    except psycopg.Error:  # closed meanwhile
-        return False
-    try:
-        with socket.socket(fileno=os.dup(fd)) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        return False
-    return True
+            return len(self._waits)
 
 
 class AnsweringConnection(psycopg.Connection[Any]):
@@ -109,8 +97,8 @@ class AnsweringConnection(psycopg.Connection[Any]):
     sync, COMMIT, the pool's checks) goes through ``wait``. Past the bound the
     connection's state is unknown (a statement may still be running, or be
     committed, on the server), so it is closed: nothing more is sent on it and
-    the pool drops it when it comes back. ``waits`` holds the waits under way, for
-    the store to give up early (``Waits``).
+    the pool drops it when it comes back. With ``waits``, a wait longer than
+    ``LOOK_SECONDS`` looks that often whether the store gave it up (``Waits``).
     """
 
     answer_seconds: float = 35.0
@@ -125,32 +113,37 @@ class AnsweringConnection(psycopg.Connection[Any]):
             return super().connect(conninfo, **kwargs)
 
     def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
-        bound = self.answer_seconds
         if timeout is not None:
             return super().wait(gen, interval, timeout)  # the caller's own wait (LISTEN): not an answer awaited
+        bound = self.answer_seconds
         waits = self.waits
         if waits is None:
-            return self._answered(gen, interval, bound)
-        with waits.waiting(self):
             try:
-                return self._answered(gen, interval, bound)
-            except psycopg.OperationalError:
-                waited = waits.given_up(self)
-                if waited is None:
-                    raise
-                self._stigmer_closed_on_purpose = True  # the store logged it: the pool need not warn again
-                self.close()
-                raise NoAnswer(
-                    f"the database did not answer for {waited:.1f} s, and the daemon finds it not answering "
-                    "(its health is NOT_SERVING); the call's connection was closed"
-                ) from None
-
-    def _answered(self, gen: PQGen[RV], interval: float, bound: float) -> RV:
+                return super().wait(gen, interval, bound)
+            except pg_errors._WaitTimeout:  # psycopg's own (3.3.6+), raised by nothing else
+                raise self._no_answer(f"the database did not answer within {bound:g} s") from None
+        wait = waits.enter(self)
+        deadline = wait.since + bound
         try:
-            return super().wait(gen, interval, bound)
-        except pg_errors._WaitTimeout:  # psycopg's own (3.3.6+), raised by nothing else
-            self.close()
-            raise NoAnswer(f"the database did not answer within {bound:g} s; its connection was closed") from None
+            while True:
+                try:
+                    return super().wait(gen, interval, max(0.0, min(LOOK_SECONDS, deadline - time.monotonic())))
+                except pg_errors._WaitTimeout:
+                    if wait.given_up is not None:
+                        self._stigmer_closed_on_purpose = True  # the store logged it: the pool need not warn
+                        raise self._no_answer(
+                            f"the database did not answer for {time.monotonic() - wait.since:.1f} s, and the "
+                            "daemon finds it not answering (its health is NOT_SERVING)"
+                        ) from None
+                    if time.monotonic() >= deadline:
+                        raise self._no_answer(f"the database did not answer within {bound:g} s") from None
+        finally:
+            waits.leave(self)
+
+    def _no_answer(self, why: str) -> NoAnswer:
+        """Close the connection, whose state is unknown now, and say why."""
+        self.close()
+        return NoAnswer(f"{why}; its connection was closed")
 
 
 def answered_within(conn: psycopg.Connection[Any], seconds: float, query: bytes) -> Any:

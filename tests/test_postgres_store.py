@@ -1372,6 +1372,32 @@ def test_the_answer_timeout_defaults_to_the_statement_timeout_and_five_seconds()
     assert PostgresSettings.from_url("postgresql://u@h/d?answer_timeout_ms=1500").answer_seconds == 1.5
 
 
+def test_answers_slower_than_a_waits_look_still_come(stigmer_postgres_store_url: str) -> None:
+    """A wait for an answer looks every LOOK_SECONDS whether it was given up, then waits on where
+    it was (psycopg's wait resumed): a statement, and a write held behind another session's lock on
+    the revision, that answer after several looks are answered as if nothing had looked."""
+    from stigmer_core.store.postgres_connection import LOOK_SECONDS
+
+    slow = 2.5 * LOOK_SECONDS
+    with PostgresStore(f"{stigmer_postgres_store_url}&pool_min=2&pool_max=2", durable=False) as store:
+        with store._pool.connection() as conn:
+            started = time.monotonic()
+            assert conn.execute(b"SELECT pg_sleep(%s), 42", (slow,)).fetchone() == ("", 42)
+            assert time.monotonic() - started >= slow
+            with conn.pipeline():
+                cur = conn.execute(b"SELECT pg_sleep(%s), 7", (slow,))
+            assert cur.fetchone() == ("", 7)
+        with psycopg.connect(store.settings.conninfo) as holder:
+            holder.execute(f"SELECT 1 FROM {store.schema}.meta WHERE id = 1 FOR UPDATE".encode())
+            release = threading.Timer(slow, holder.commit)
+            release.start()
+            store.transact(lambda txn: txn.put(b"k/slow", b"1"))
+            release.join()
+        with store.read() as txn:
+            assert txn.get(b"k/slow") == b"1"
+        assert len(store._waits) == 0
+
+
 def test_a_wait_of_its_own_is_not_an_answer_given_up(stigmer_postgres_store_url: str) -> None:
     """Waiting on LISTEN longer than the answer bound closed the listener's connection every time
     (with answer_timeout_ms below 5 s it reconnected every few seconds and noticed nothing)."""

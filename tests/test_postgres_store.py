@@ -1498,6 +1498,17 @@ def _told_within(store: PostgresStore, seconds: float) -> BaseException | None:
     return told[0] if told else None
 
 
+def _to_freeze(url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+    """For a test that stops the server's processes: skipped for a server named by URL, which may
+    run on another host; the listener reads after 0.2 s of silence (not 5); the conninfo, and the
+    server's time now (``_backends_since``)."""
+    if os.environ.get(postgres.URL_ENV):
+        pytest.skip("stops backend processes: needs the throwaway server on this machine")
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
+    conninfo = PostgresSettings.from_url(url).conninfo
+    return conninfo, _server_now(conninfo)
+
+
 def _first_false_within(seen: list[bool], seconds: float) -> float | None:
     started = time.monotonic()
     while time.monotonic() - started < seconds:
@@ -1515,12 +1526,7 @@ def test_health_turns_not_serving_within_the_health_timeout_of_a_database_that_s
     kept sending calls to a daemon of a frozen database for 40 s; with every pooled connection lent
     to calls the database held, the read found no connection and health stayed SERVING until
     those calls gave up."""
-    if os.environ.get(postgres.URL_ENV):
-        # A server named by URL may run on another host, whose processes a test cannot stop.
-        pytest.skip("stops backend processes: needs the throwaway server on this machine")
-    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
-    conninfo = PostgresSettings.from_url(stigmer_postgres_store_url).conninfo
-    since = _server_now(conninfo)
+    conninfo, since = _to_freeze(stigmer_postgres_store_url, monkeypatch)
     url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&pool_timeout=3&health_timeout_ms=3000"
     with PostgresStore(url, durable=False) as store:
         assert store.settings.answer_seconds == 35.0  # the calls' own bound stays the default
@@ -1576,12 +1582,7 @@ def test_calls_waiting_on_a_database_that_stops_answering_are_given_up_with_its_
     held a server thread and a pooled connection for a client that had given up long before, and
     the daemon came back from the stall with a backlog nobody waited for. Now the calls waiting
     the health timeout are given up when the listener finds the database not answering."""
-    if os.environ.get(postgres.URL_ENV):
-        # A server named by URL may run on another host, whose processes a test cannot stop.
-        pytest.skip("stops backend processes: needs the throwaway server on this machine")
-    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
-    conninfo = PostgresSettings.from_url(stigmer_postgres_store_url).conninfo
-    since = _server_now(conninfo)
+    conninfo, since = _to_freeze(stigmer_postgres_store_url, monkeypatch)
     url = f"{stigmer_postgres_store_url}&pool_min=2&pool_max=2&health_timeout_ms=1500"
     with PostgresStore(url, durable=False) as store:
         assert store.settings.answer_seconds == 35.0

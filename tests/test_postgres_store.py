@@ -1503,6 +1503,7 @@ def _to_freeze(url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
     run on another host; the listener reads after 0.2 s of silence (not 5); the conninfo, and the
     server's time now (``_backends_since``)."""
     if os.environ.get(postgres.URL_ENV):
+        # A server named by URL may run on another host, whose processes a test cannot stop.
         pytest.skip("stops backend processes: needs the throwaway server on this machine")
     monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
     conninfo = PostgresSettings.from_url(url).conninfo

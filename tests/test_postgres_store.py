@@ -1041,6 +1041,35 @@ def test_a_commit_whose_answer_is_lost_still_wakes_this_daemons_waiters(
             assert txn.get(b"k/b") == b"2"
 
 
+def test_a_commit_given_up_while_its_answer_is_awaited_says_its_outcome_is_unknown(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """A write whose COMMIT's answer is still awaited when the daemon finds the database not
+    answering is given up like any other wait, and must not be told "nothing was written" (nor be
+    run again): the database may have committed it, as here, where it did."""
+    if os.environ.get(postgres.URL_ENV):
+        # A server named by URL may require TLS, through which the relay cannot see a COMMIT.
+        pytest.skip("relays plain connections: needs the throwaway server on this machine")
+    with (
+        LosingRelay(stigmer_postgres_store_url) as relay,
+        PostgresStore(relay.url, durable=False) as store,
+    ):
+        assert store.settings.answer_seconds == 35.0
+        relay.lose_next_commit()
+        writer, told = _in_thread(lambda: store.transact(lambda txn: txn.put(b"k/b", b"2")))
+        assert relay.lost.wait(10)  # the COMMIT went, its answer did not come back
+        started = time.monotonic()
+        deadline = started + 10
+        while not store._waits.give_up_older(0.0) and time.monotonic() < deadline:
+            time.sleep(0.01)  # as the listener does once the database stops answering
+        writer.join(10)
+        assert not writer.is_alive() and time.monotonic() - started < 5  # not its 35 s
+        assert len(told) == 1 and isinstance(told[0], errors.Unavailable), told
+        assert "did not answer for" in str(told[0]) and "may or may not have been applied" in str(told[0]), told
+        with store.read() as txn:
+            assert txn.get(b"k/b") == b"2"
+
+
 def test_a_commit_lost_while_the_revision_is_read_again_has_it_read_once_more(store: PostgresStore) -> None:
     """The read after a lost commit answer runs one at a time; a second commit lost during that
     read may have been applied after it, and its notice skipped too, so one more read follows

@@ -1427,6 +1427,47 @@ def test_answers_slower_than_a_waits_look_still_come(stigmer_postgres_store_url:
         assert len(store._waits) == 0
 
 
+def test_a_call_begun_just_before_the_database_was_found_not_answering_is_given_up_at_its_age(
+    stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the calls that had already waited ``health_timeout_ms`` when the listener found the
+    database not answering were given up: one begun a moment before waited on to the listener's
+    next finding (a failed reconnect, ``connect_timeout`` later) or its own 35 s. Now, until the
+    database answers again, every call gives itself up once it has waited that long. Here a write
+    waits on another session's lock, and the store is told the database does not answer while
+    the write has waited far less than the health timeout."""
+    from stigmer_core.store import postgres_store
+
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 60.0)  # no read of the listener's says otherwise
+    url = f"{stigmer_postgres_store_url}&pool_min=2&pool_max=2&health_timeout_ms=1000"
+    with PostgresStore(url, durable=False) as store:
+        assert store.settings.answer_seconds == 35.0
+        time.sleep(0.3)  # the listener has read once, and now waits on its LISTEN
+        with psycopg.connect(store.settings.conninfo) as holder:
+            holder.execute(f"SELECT 1 FROM {store.schema}.meta WHERE id = 1 FOR UPDATE".encode())
+            started = time.monotonic()
+            caller, raised = _in_thread(lambda: store.transact(lambda txn: txn.put(b"k/held", b"1")))
+            deadline = time.monotonic() + 5
+            while len(store._waits) == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            store._set_reachable(False)  # as the listener does when one of its reads gets no answer
+            assert not any(wait.given_up for wait in store._waits._waits.values())  # not waited 1 s yet
+            caller.join(timeout=10)
+            waited = time.monotonic() - started
+            alive = caller.is_alive()
+            holder.rollback()
+        caller.join(timeout=40)
+        assert not alive, "the write waited for the lock past 10 s"
+        assert 1.0 <= waited < 3.0, waited  # the health timeout, and a look or two
+        assert len(raised) == 1 and isinstance(raised[0], errors.Unavailable), raised
+        assert "did not answer for" in str(raised[0]) and "NOT_SERVING" in str(raised[0]), raised
+        store._set_reachable(True)
+        assert store._waits.limit is None
+        with store.read() as txn:
+            assert txn.get(b"k/held") is None  # given up before its commit
+        store.transact(lambda txn: txn.put(b"k/after", b"1"))
+
+
 def test_a_wait_of_its_own_is_not_an_answer_given_up(stigmer_postgres_store_url: str) -> None:
     """Waiting on LISTEN longer than the answer bound closed the listener's connection every time
     (with answer_timeout_ms below 5 s it reconnected every few seconds and noticed nothing)."""

@@ -6,7 +6,7 @@ comes back at all, and a call would wait for ever. Each connection therefore wai
 at most ``answer_seconds`` for any one round trip (``AnsweringConnection``), and,
 once the daemon's listener finds the database not answering (its health turns
 NOT_SERVING, ``health_timeout_ms``), the calls already waiting longer than that
-are given up too (``Waits``); they were held for ``answer_timeout_ms`` (35 s by
+are given up too, and so is any other once it has waited as long (``Waits``); they were held for ``answer_timeout_ms`` (35 s by
 default), each with a server thread and a pooled connection, for clients that had
 long given up.
 """
@@ -14,6 +14,7 @@ long given up.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from psycopg import errors as pg_errors
 from psycopg.abc import PQGen
 
 RV = TypeVar("RV")
+log = logging.getLogger("stigmer_core.store.postgres_store")  # the engine's one logger name, as in postgres_faults
 
 
 def detail(exc: BaseException) -> str:
@@ -64,6 +66,20 @@ class Waits:
         """No lock: each use is one of the dict's own operations, which are atomic. Entering and
         leaving cost a round trip 1.7 µs this way and 3.4 µs with a lock, where a get takes about
         170 µs of CPU."""
+        self.limit: float | None = None
+        """While the store finds the database not answering: how long a wait may go on before it
+        gives itself up, at its next look. A call that began just before the database was found
+        not answering had not waited that long yet, and waited on to the next finding (a failed
+        reconnect, ``connect_timeout`` later) or its own ``answer_seconds``. None while it answers."""
+
+    def not_answering(self, seconds: float) -> int:
+        """The database does not answer: every wait is given up once it is ``seconds`` old (those
+        that are now, at once); how many were given up now."""
+        self.limit = seconds
+        return self.give_up_older(seconds)
+
+    def answering(self) -> None:
+        self.limit = None
 
     def enter(self, conn: psycopg.Connection[Any]) -> _Wait:
         """``conn`` waits for an answer from now on (each round trip pays this: no context manager)."""
@@ -126,6 +142,10 @@ class AnsweringConnection(psycopg.Connection[Any]):
                 try:
                     return super().wait(gen, interval, max(0.0, min(LOOK_SECONDS, deadline - time.monotonic())))
                 except pg_errors._WaitTimeout:
+                    limit = waits.limit
+                    if wait.given_up is None and limit is not None and time.monotonic() - wait.since >= limit:
+                        wait.given_up = time.monotonic() - wait.since
+                        log.warning("gave up a call waiting %.1f s on the database for its answer", wait.given_up)
                     if wait.given_up is not None:
                         self._stigmer_closed_on_purpose = True  # the store logged it: the pool need not warn
                         raise self._no_answer(

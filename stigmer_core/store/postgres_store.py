@@ -902,11 +902,14 @@ class PostgresStore:
         """Tell the health service when the database stops (or starts again) answering this daemon.
 
         Told it does not answer (at each of the listener's reads that gets no answer), the calls
-        already waiting ``health_timeout_ms`` for one are given up: they would wait out
-        ``answer_timeout_ms`` (35 s), holding a server thread and a connection each, while the calls
-        after them are refused at once (``_not_answering``)."""
-        if not reachable:
-            given_up = self._waits.give_up_older(self.settings.health_seconds)
+        already waiting ``health_timeout_ms`` for one are given up, and until it answers again so
+        is every other call in flight once it has waited as long (``Waits.not_answering``): they
+        would wait out ``answer_timeout_ms`` (35 s), holding a server thread and a connection
+        each, while the calls after them are refused at once (``_not_answering``)."""
+        if reachable:
+            self._waits.answering()
+        else:
+            given_up = self._waits.not_answering(self.settings.health_seconds)
             if given_up:
                 log.warning("gave up %d call(s) waiting on the database for its answer", given_up)
         with self._reachability_lock:

@@ -18,9 +18,9 @@ from stigmer_core import __version__
 from stigmer_core.cli.errors import CliError, Unreachable, describe
 from stigmer_core.cli.options import overrides, verbose_option
 
-# Command name -> "module:attribute", one line per command or command group. `--help` imports every
-# module named here, so each imports grpc, protobuf and the kinds inside its commands, not at the top
-# (tests/cli/test_first_hour.py checks that `stigmer --help` loads neither grpc nor protovalidate).
+# Command name -> "module:attribute", one line per command or command group. A command imports grpc,
+# protobuf and the kinds inside its functions, not at the top, so `stigmer get --help` stays light
+# (tests/cli/test_first_hour.py checks that such help loads neither grpc nor protovalidate).
 COMMANDS: dict[str, str] = {
     "serve": "stigmer_core.cli.commands.local:serve",
     "local": "stigmer_core.cli.commands.local:local",
@@ -45,11 +45,52 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# What `stigmer --help` lists for each command: its help's first sentence, as click takes it from
+# the command, which `--help` would otherwise import every module above to read (a quarter of its
+# start-up). tests/cli/test_first_hour.py checks that the listing is the one the commands make.
+SUMMARIES: dict[str, str] = {
+    "serve": "Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly).",
+    "local": "Run the local daemon in the background.",
+    "apply": "Create or update the resources described in YAML documents.",
+    "get": "Show one object of KIND by slug or id, or every object of KIND in the org.",
+    "list": "List the objects of KIND in the org, optionally filtered by labels.",
+    "delete": "Delete one object of KIND by slug or id, and everything it owns.",
+    "cancel": "Cancel a running object of KIND (an execution) through its kind's `cancel` rpc.",
+    "kinds": "List every kind served, with the names it answers to and its services.",
+    "export": "Write objects as YAML documents to stdout (`stigmer export --all > backup.yaml`).",
+    "import": "Restore exported documents (`stigmer import < backup.yaml`).",
+    "backend": "Show or change the backend: the local store, or a remote server.",
+    "completion": "Print the completion script for SHELL (commands, flags, kinds and names).",
+    "secrets": "The key that seals secrets at rest (environment values, MCP headers, runs).",
+    "token": "Create, list and revoke API tokens (each acts in one org with one role).",
+    "login": "Check a token against a server, then make that server the backend (config file, mode 0600).",
+    "whoami": "Who the backend takes you for: the principal, its orgs and roles.",
+    "doctor": "Check (and with --repair fix) the slug, label and declared indexes of every kind, and the "
+    "objects and bytes each org's counter says it holds (its quota is checked against them).",
+    "org": "Orgs of a store: an org is what its objects, tokens and events name.",
+    "kind": "Write new kinds.",
+    "call": "Call METHOD (any rpc of KIND: get, list, listByTransport, render, …) and print the answer.",
+}
+
+
 class StigmerGroup(click.Group):
     """Loads commands on first use and reports any failure of one as one line and a non-zero exit."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*COMMANDS, *self.commands})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The listing click makes, with each command not loaded yet read from ``SUMMARIES``."""
+        shown: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            summary = SUMMARIES.get(name) if name not in self.commands else None
+            command = click.Command(name, help=summary) if summary is not None else self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                shown.append((name, command))
+        if shown:
+            limit = formatter.width - 6 - max(len(name) for name, _ in shown)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in shown])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:

@@ -1301,6 +1301,31 @@ def test_the_store_url_asks_libpq_to_notice_a_dead_connection_unless_it_says_oth
     assert query["keepalives"] == "1" and query["keepalives_idle"] == "60" and query["tcp_user_timeout"] == "30000"
 
 
+def test_the_store_url_names_the_daemons_connections_and_adds_to_their_options(stigmer_postgres_store_url: str) -> None:
+    """``application_name`` was always ``stigmer``, so an operator could not tell one daemon's
+    connections from another's in ``pg_stat_activity``; and the URL's ``options`` were replaced
+    whole by the store's own settings. Now each is the URL's, with the store's settings added
+    (and winning a clash: here the URL's statement_timeout)."""
+    url = f"{stigmer_postgres_store_url}&application_name=stigmer-a&options=-c%20work_mem%3D7MB%20-c%20statement_timeout%3D1"
+    with PostgresStore(f"{url}&pool_min=1&pool_max=1", durable=False) as store:
+        store.transact(lambda txn: txn.put(b"k/named", b"1"))
+        with store._pool.connection() as conn:
+            shown = conn.execute(
+                b"SELECT name, setting FROM pg_settings WHERE name IN ('application_name', 'work_mem', 'statement_timeout')"
+            ).fetchall()
+            expected = {"application_name": "stigmer-a", "work_mem": str(7 << 10), "statement_timeout": "30000"}
+            assert dict(shown) == expected, shown  # work_mem in kB, statement_timeout in ms (the store's default)
+            rows = conn.execute(
+                b"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stigmer-a' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            assert rows is not None and rows[0] >= 1  # the listener's too
+    with (
+        PostgresStore(f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1", durable=False) as store,
+        store._pool.connection() as conn,
+    ):
+        assert conn.execute(b"SHOW application_name").fetchone() == ("stigmer",)  # when the URL names none
+
+
 def test_what_the_database_does_to_a_correct_statement_is_a_status_never_a_bug() -> None:
     """Each class of refusal a database gives a correct statement maps to the status docs/design.md names
     (a full disk was "unreachable"); what is left is an engine bug and stays one (INTERNAL)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import attrs
 import psycopg
@@ -96,8 +96,9 @@ class PostgresSettings:
         if not timeouts:  # libpq's own default is to wait forever
             libpq.append(("connect_timeout", str(connect_timeout)))
         given = {name for name, _ in libpq}
-        libpq += [(name, value) for name, value in _DEAD_PEER.items() if name not in given]
-        conninfo = urlunsplit(parts._replace(query=urlencode(libpq)))
+        libpq += [(name, value) for name, value in _LIBPQ_DEFAULTS.items() if name not in given]
+        # %20 for a space, not urlencode's '+', which libpq's URI reading keeps as a '+' (options broke)
+        conninfo = urlunsplit(parts._replace(query=urlencode(libpq, quote_via=quote)))
         try:  # libpq's own check, now: at connect it read as a failure to create the schema
             conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:
@@ -135,6 +136,11 @@ _DEAD_PEER = {
 """libpq settings (each kept when the URL gives its own) so that a connection whose path went
 dead (a partition, a NAT or load balancer dropping it) fails in about 30 s and is replaced:
 TCP's own defaults wait hours on an idle connection and 15 minutes on one with data unacknowledged."""
+
+_LIBPQ_DEFAULTS = {**_DEAD_PEER, "application_name": "stigmer"}
+"""What the URL does not set itself: the dead-peer bounds, and the name ``pg_stat_activity`` shows
+for the daemon's connections (one per daemon, ``application_name=stigmer-a``, tells them apart;
+it was always ``stigmer``, whatever the URL said)."""
 
 _URL_SETTINGS: dict[str, type] = {
     "schema": str,

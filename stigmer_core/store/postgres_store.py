@@ -67,6 +67,7 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 
 from stigmer_core import errors
 from stigmer_core.store.group_commit import GroupCommit, Pending
@@ -297,6 +298,9 @@ class PostgresStore:
         )
         if not durable:
             options += " -c synchronous_commit=off"
+        # The URL's own `options` (libpq's) come first, so the store's settings above win a clash:
+        # given as a keyword, the store's replaced them whole (a `-c search_path=...` was dropped).
+        options = f"{conninfo_to_dict(self.settings.conninfo).get('options', '')} {options}".strip()
         self._openings = Openings()
         self._waits = Waits()
         """The pool's round trips under way: given up once the database is found not answering."""
@@ -304,7 +308,6 @@ class PostgresStore:
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "options": options,
-            "application_name": "stigmer",
         }
         try:
             with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:

@@ -85,7 +85,9 @@ def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
     """
     owner = txn.get(keys.index_record_key(kind.key_prefix))
     previous = json.loads(owner).get("kind", kind.name) if owner is not None else kind.name
-    if previous.lower() != kind.name.lower() and next(iter(txn.scan(keys.object_prefix(kind.key_prefix), first=1)), None):
+    if previous.lower() != kind.name.lower() and next(
+        iter(txn.scan(keys.object_prefix(kind.key_prefix), first=1)), None
+    ):
         raise RegistryError(
             f"plugin {kind.plugin!r}: kind {kind.name!r}: key prefix {kind.key_prefix!r} holds objects of kind "
             f"{previous!r} (a plugin no longer installed?); choose another key prefix"
@@ -93,7 +95,9 @@ def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
     raw = txn.get(keys.kind_record_key(kind.name))
     if raw is None:
         return False
-    was: dict[str, str] = {name: value for name, value in json.loads(raw).items() if name in ("key_prefix", "id_prefix")}
+    was: dict[str, str] = {
+        name: value for name, value in json.loads(raw).items() if name in ("key_prefix", "id_prefix")
+    }
     if was == _prefixes(kind):
         return True
     old_key, old_id = was["key_prefix"], was["id_prefix"]
@@ -206,7 +210,10 @@ def reconcile(
         for kind in registry.kinds:
             want = declared(kind)
             have = recorded(txn, kind)
-            current = not writes or txn.get(keys.kind_record_key(kind.name)) == _expected(kind)
+            raw = txn.get(keys.kind_record_key(kind.name)) if writes else None
+            current = not writes or raw == _expected(kind)
+            if not current and raw is not None:
+                _warn_another_build(kind, json.loads(raw))
             if _check_prefixes(txn, kind) and have == want and current:
                 continue
             if have is None:
@@ -238,6 +245,19 @@ def reconcile(
     return changes
 
 
+def _warn_another_build(kind: KindRuntime, theirs: dict[str, object]) -> None:
+    """Tell the operator when the store was reconciled by another build of this very release:
+    no order is known between the two, so this start goes on, and the other build's daemons
+    refuse writes of the kind from now on."""
+    ours = json.loads(_expected(kind))
+    if releases.another_build(ours, theirs):
+        log.warning(
+            "kind %s: the store was reconciled by %s, another build of this daemon's release; this start "
+            "reconciles it to %s, and daemons of that build refuse writes of the kind until restarted",
+            kind.name, releases.described(theirs), releases.described(ours),
+        )  # fmt: skip
+
+
 def _expected(kind: KindRuntime) -> bytes:
     return releases.kind_record(kind.decl, kind.release)
 
@@ -265,7 +285,9 @@ def _refuse_downgrades(txn: ReadTxn, registry: Registry, allowed: Collection[str
         if theirs is not None and ours.older_than(theirs):
             refused.append((kind.name, ours, theirs))
     if refused:
-        named = "; ".join(f"kind {name!r} is served here by {ours}, older than {theirs}" for name, ours, theirs in refused)
+        named = "; ".join(
+            f"kind {name!r} is served here by {ours}, older than {theirs}" for name, ours, theirs in refused
+        )
         which = ",".join(name for name, _, _ in refused)
         raise StartupError(
             f"{named}, which last reconciled this store: serving it would remove the indexes and drop the fields "
@@ -285,8 +307,6 @@ class IndexProblem:
     """Entries the objects call for that are not stored."""
     stale: int
     """Stored entries no object calls for (or pointing at the wrong object)."""
-
-
 
 
 def _entries_of(txn: ReadTxn, family: bytes, key_prefix: str) -> dict[bytes, bytes]:

@@ -15,11 +15,14 @@ that last reconciled it (``m/kinds/<name>``, beside the key and id prefixes):
   since this one started, instead of writing what that release would lose.
 
 A release is the plugin's distribution name and version, found through the
-``stigmer.kinds`` entry point that loads the plugin. A kind whose plugin no
-distribution ships (one registered by hand, as tests do) is recorded by a
-fingerprint of its declaration instead: writes are still refused once another
-declaration reconciled the store, but no start is refused, since fingerprints
-have no order.
+``stigmer.kinds`` entry point that loads the plugin. The record also holds a
+fingerprint of the kind's declaration, so two builds that name one version but
+declare the kind differently (a build from a branch, a version not bumped: every
+build of this repository says its one version) are told apart: writes are
+refused once the other build reconciled the store, as for another release, but
+its start is not, since the two have no order. A kind whose plugin no
+distribution ships (one registered by hand, as tests do) is recorded by that
+fingerprint alone, with the same rules.
 """
 
 from __future__ import annotations
@@ -115,11 +118,13 @@ def fingerprint(decl: KindDeclaration) -> str:
 def kind_record(decl: KindDeclaration, release: Release | None) -> bytes:
     """The ``m/kinds/<name>`` record a daemon serving ``decl`` from ``release`` writes at startup
     and expects to find at every write."""
-    record: dict[str, object] = {"key_prefix": decl.key_prefix, "id_prefix": decl.id_prefix}
+    record: dict[str, object] = {
+        "key_prefix": decl.key_prefix,
+        "id_prefix": decl.id_prefix,
+        "declaration": fingerprint(decl),
+    }
     if release is not None:
         record["release"] = {"distribution": release.distribution, "version": release.version}
-    else:
-        record["declaration"] = fingerprint(decl)
     return json.dumps(record, sort_keys=True).encode()
 
 
@@ -133,11 +138,25 @@ def recorded_release(record: Mapping[str, object]) -> Release | None:
 def described(record: Mapping[str, object]) -> str:
     """How messages name what a record says served the kind."""
     release = recorded_release(record)
+    declaration = record.get("declaration")
     if release is not None:
-        return f"release {release}"
-    if "declaration" in record:
-        return f"a declaration with fingerprint {record['declaration']}"
+        return f"release {release}" + (f" (declaration fingerprint {declaration})" if declaration else "")
+    if declaration:
+        return f"a declaration with fingerprint {declaration}"
     return "a release that recorded no version"
+
+
+def another_build(ours: Mapping[str, object], theirs: Mapping[str, object]) -> bool:
+    """Whether two records name one release but different declarations of the kind: two builds
+    of one version (neither is older, so neither start is refused). A record from before
+    declarations were recorded tells nothing of its build."""
+    release, declared = recorded_release(ours), theirs.get("declaration")
+    return (
+        release is not None
+        and release == recorded_release(theirs)
+        and bool(declared)
+        and ours.get("declaration") != declared
+    )
 
 
 def downgrades_allowed(environ: Mapping[str, str] = os.environ) -> frozenset[str]:
@@ -146,13 +165,17 @@ def downgrades_allowed(environ: Mapping[str, str] = os.environ) -> frozenset[str
     return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
 
 
-def moved_on(kind: str, ours: Release | None, raw: bytes | None) -> str:
-    """Why a write of ``kind`` is refused: the store records ``raw``, not this daemon's record."""
-    here = f"release {ours}" if ours is not None else "another declaration"
+def moved_on(kind: str, expected: bytes, raw: bytes | None) -> str:
+    """Why a write of ``kind`` is refused: the store records ``raw``, not this daemon's record
+    (``expected``)."""
     if raw is None:
         return f"kind {kind!r}: the store no longer records which release serves it; restart this daemon"
-    theirs = described(json.loads(raw))
-    return (
-        f"kind {kind!r} was reconciled to {theirs} by another daemon since this one started with {here}; "
-        "writing here could drop that release's fields and index entries: restart this daemon with that release"
+    ours, theirs = json.loads(expected), json.loads(raw)
+    said = (
+        f"kind {kind!r} was reconciled to {described(theirs)} by another daemon since this one started with "
+        f"{described(ours)}; writing here could drop that release's fields and index entries: restart this "
+        "daemon with that release"
     )
+    if another_build(ours, theirs):
+        said += " (both builds name one version; give a build that changes a kind a new version)"
+    return said

@@ -413,7 +413,7 @@ class Resources:
             return
         raw = self.txn.get(keys.kind_record_key(kind.name))
         if raw != expected:
-            raise errors.FailedPrecondition(moved_on(kind.name, kind.release, raw))
+            raise errors.FailedPrecondition(moved_on(kind.name, expected, raw))
         self._current.add(kind.name)
 
     def _storable(self, kind: KindRuntime, obj: Message) -> bytes:

@@ -142,16 +142,18 @@ class Site:
             self.shared = open_store(self.tmp_path / "data", durable=False)
         return self.shared
 
-    def daemon(self, version: str) -> Application:
+    def daemon(self, version: str, declares: str = "") -> Application:
         """A daemon serving McpServer from release ``version`` (``1.0`` or ``2.0``; ``unshipped-1``
-        and ``unshipped-2``: the same declarations registered by hand, from no distribution)."""
+        and ``unshipped-2``: the same declarations registered by hand, from no distribution).
+        ``declares``: ``V1`` or ``V2``, the declaration that release's build ships, when it is not
+        the one its version stands for (two builds of one version)."""
         if version.startswith("unshipped"):
             pm = _manager(UNSHIPPED_V1 if version.endswith("1") else UNSHIPPED_V2)
             registry = build_registry(pm)
         else:
-            target = "PLUGIN_V1" if version == "1.0" else "PLUGIN_V2"
-            with _installed(self.tmp_path, version, target):
-                pm = _manager(PLUGIN_V1 if version == "1.0" else PLUGIN_V2)
+            v1 = declares == "V1" or (not declares and version == "1.0")
+            with _installed(self.tmp_path, version, "PLUGIN_V1" if v1 else "PLUGIN_V2"):
+                pm = _manager(PLUGIN_V1 if v1 else PLUGIN_V2)
                 registry = build_registry(pm)
         store = self.store()
         try:
@@ -217,7 +219,12 @@ def _record(app: Application) -> dict[str, Any]:
 
 def test_the_store_records_the_release_that_reconciled_each_kind(site: Site) -> None:
     first = site.daemon("1.0")
-    assert _record(first) == {"key_prefix": "mcp-servers", "id_prefix": "mcp", "release": {"distribution": "acme-mcp", "version": "1.0"}}
+    assert _record(first) == {
+        "key_prefix": "mcp-servers",
+        "id_prefix": "mcp",
+        "release": {"distribution": "acme-mcp", "version": "1.0"},
+        "declaration": releases.fingerprint(V1),
+    }
     with first.store.read() as txn:
         agent = json.loads(txn.get(keys.kind_record_key("Agent")) or b"{}")
     assert agent["release"]["distribution"] == "stigmer-core"
@@ -299,6 +306,60 @@ def test_a_kind_no_distribution_ships_is_checked_by_its_declaration(site: Site) 
     assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert f"fingerprint {releases.fingerprint(V2)}" in (refused.value.details() or "")
     _create(new, "fine")
+
+
+def test_two_builds_of_one_version_are_told_apart_by_their_declarations(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A build that adds a field and an index without a new version (every build of stigmer-core
+    names one version) must not have its objects' new fields dropped by the other build's writes."""
+    old = site.daemon("1.0")
+    before = _create(old, "before")
+    with caplog.at_level("WARNING", logger="stigmer_core.kinds.reindex"):
+        new = site.daemon("1.0", declares="V2")  # the same version: no order, not refused...
+    assert [(c.rebuilt, c.objects) for c in new.index_changes] == [(("transport",), 1)]
+    warned = [r.getMessage() for r in caplog.records if "another build of this daemon's release" in r.getMessage()]
+    assert len(warned) == 1 and "McpServer" in warned[0] and releases.fingerprint(V1) in warned[0]
+    kept = _create(new, "kept", args=["--verbose"])
+
+    servers = _servers(old)
+    for attempt in (  # ...but the other build's writes are refused
+        lambda: _create(old, "after"),
+        lambda: servers.update(_relabelled(servers.get(kept.metadata.id))),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            attempt()
+        assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        said = refused.value.details() or ""
+        assert f"release acme-mcp 1.0 (declaration fingerprint {releases.fingerprint(V2)})" in said
+        assert f"started with release acme-mcp 1.0 (declaration fingerprint {releases.fingerprint(V1)})" in said
+        assert "both builds name one version" in said
+
+    stored = _servers(new).get(kept.metadata.id)
+    assert list(stored.spec.args) == ["--verbose"], "the field the other build lacks is kept"
+    assert not stored.metadata.labels
+    assert sorted(_by_transport(new)) == sorted([before.metadata.id, kept.metadata.id])
+    assert _record(new)["declaration"] == releases.fingerprint(V2)
+
+
+def test_a_record_from_before_declarations_were_recorded_is_brought_up_to_date_quietly(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    site.stop(site.daemon("1.0"))
+    store = site.store()
+    before = {
+        "key_prefix": "mcp-servers",
+        "id_prefix": "mcp",
+        "release": {"distribution": "acme-mcp", "version": "1.0"},
+    }
+    store.transact(lambda txn: txn.put(keys.kind_record_key("McpServer"), json.dumps(before, sort_keys=True).encode()))
+    if site.url is not None:
+        store.close()
+    with caplog.at_level("WARNING", logger="stigmer_core.kinds.reindex"):
+        again = site.daemon("1.0")
+    assert not [r for r in caplog.records if "another build" in r.getMessage()], "nothing is known of that build"
+    assert _record(again) == {**before, "declaration": releases.fingerprint(V1)}
+    _create(again, "after")
 
 
 def _relabelled(server: Any) -> Any:

@@ -252,8 +252,9 @@ def _warn_another_build(kind: KindRuntime, theirs: dict[str, object]) -> None:
     ours = json.loads(_expected(kind))
     if releases.another_build(ours, theirs):
         log.warning(
-            "kind %s: the store was reconciled by %s, another build of this daemon's release; this start "
-            "reconciles it to %s, and daemons of that build refuse writes of the kind until restarted",
+            "kind %s: the store was last reconciled by another build of this release, %s; this start "
+            "reconciles it to this build's, %s (on a shared store, daemons still running that build "
+            "refuse writes of the kind until restarted)",
             kind.name, releases.described(theirs), releases.described(ours),
         )  # fmt: skip
 

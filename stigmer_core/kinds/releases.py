@@ -34,9 +34,11 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from typing import cast
 
 import attrs
 import pluggy
+from google.protobuf.descriptor import FileDescriptor
 from packaging.version import InvalidVersion, Version
 
 from stigmer_core.distributions import identity
@@ -104,11 +106,30 @@ def _loaded(ep: importlib.metadata.EntryPoint) -> object | None:
         return None
 
 
+_RUNTIME_FILES = ("google/protobuf/", "buf/validate/")
+"""Proto files the protobuf and protovalidate packages ship: two daemons of one build may have
+other versions of those installed, and no stored object's fields are declared there."""
+
+
+def _proto_files(file: FileDescriptor) -> list[FileDescriptor]:
+    """``file`` and every file it imports, however indirectly, but the runtime's own."""
+    found: dict[str, FileDescriptor] = {}
+    pending = [file]
+    while pending:
+        current = pending.pop()
+        if current.name in found or current.name.startswith(_RUNTIME_FILES):
+            continue
+        found[current.name] = current
+        pending.extend(current.dependencies)
+    return [found[name] for name in sorted(found)]
+
+
 def fingerprint(decl: KindDeclaration) -> str:
-    """What tells two declarations of a kind apart when no release names them: its resource's
-    proto file, indexes and references."""
+    """What tells two declarations of a kind apart when no release does: the proto files its
+    objects are written from (the resource's, and those it imports: the standard metadata's is
+    one), its indexes and references."""
     parts = [
-        decl.resource.DESCRIPTOR.file.serialized_pb,
+        *(file.serialized_pb for file in _proto_files(cast(FileDescriptor, decl.resource.DESCRIPTOR.file))),
         json.dumps(sorted((index.name, index.version) for index in decl.indexes)).encode(),
         json.dumps(sorted((ref.field, ref.kind) for ref in decl.references)).encode(),
     ]

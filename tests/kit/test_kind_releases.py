@@ -318,7 +318,7 @@ def test_two_builds_of_one_version_are_told_apart_by_their_declarations(
     with caplog.at_level("WARNING", logger="stigmer_core.kinds.reindex"):
         new = site.daemon("1.0", declares="V2")  # the same version: no order, not refused...
     assert [(c.rebuilt, c.objects) for c in new.index_changes] == [(("transport",), 1)]
-    warned = [r.getMessage() for r in caplog.records if "another build of this daemon's release" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "another build of this release" in r.getMessage()]
     assert len(warned) == 1 and "McpServer" in warned[0] and releases.fingerprint(V1) in warned[0]
     kept = _create(new, "kept", args=["--verbose"])
 
@@ -373,3 +373,33 @@ def test_a_release_is_compared_by_version() -> None:
     assert not older.older_than(releases.Release("other", "2.0")), "another distribution: no order"
     assert not older.older_than(releases.Release("acme-mcp", "not a version"))
     assert releases.downgrades_allowed({releases.DOWNGRADE_ENV: " McpServer, Agent ,"}) == {"mcpserver", "agent"}
+
+
+def _resource_importing(note_field: bool) -> Any:
+    """A message ``Res`` whose ``meta`` field is a message of another file, ``dep.proto``, which
+    has a ``note`` field or not: what a change to a shared proto (the standard metadata) is."""
+    pool = descriptor_pool.DescriptorPool()
+    dep = descriptor_pb2.FileDescriptorProto(name="fp/dep.proto", package="fp")
+    meta = dep.message_type.add(name="Meta")
+    meta.field.add(name="name", number=1, type=9, label=1)
+    if note_field:
+        meta.field.add(name="note", number=2, type=9, label=1)
+    pool.Add(dep)
+    res = descriptor_pb2.FileDescriptorProto(name="fp/res.proto", package="fp", dependency=["fp/dep.proto"])
+    res.message_type.add(name="Res").field.add(name="meta", number=1, type=11, label=1, type_name=".fp.Meta")
+    pool.Add(res)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("fp.Res"))
+
+
+def test_a_fingerprint_covers_the_proto_files_the_resource_imports_but_not_protobufs_own() -> None:
+    without, with_note = (attrs.evolve(V2, resource=_resource_importing(note)) for note in (False, True))
+    assert releases.fingerprint(without) != releases.fingerprint(with_note)
+    assert releases.fingerprint(without) == releases.fingerprint(attrs.evolve(V2, resource=_resource_importing(False)))
+    agent = importlib.import_module("stigmer_core.api.agentic.agent.v1.agent_pb2")
+    names = [file.name for file in releases._proto_files(agent.DESCRIPTOR)]
+    assert "stigmer_core/api/commons/apiresource/v1/metadata.proto" in names
+    assert not [name for name in names if name.startswith(("google/protobuf/", "buf/validate/"))]
+    runtime = [
+        dep for dep in agent.DESCRIPTOR.dependencies if dep.name.startswith(("google/protobuf/", "buf/validate/"))
+    ]
+    assert runtime, "the agent's proto imports runtime files, left out above"

@@ -108,7 +108,7 @@ def _loaded(ep: importlib.metadata.EntryPoint) -> object | None:
 
 _RUNTIME_FILES = ("google/protobuf/", "buf/validate/")
 """Proto files the protobuf and protovalidate packages ship: two daemons of one build may have
-other versions of those installed, and no stored object's fields are declared there."""
+other versions of those installed, and the messages those files declare keep their fields."""
 
 
 def _proto_files(file: FileDescriptor) -> list[FileDescriptor]:

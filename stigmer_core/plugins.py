@@ -9,7 +9,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pluggy
-from packaging.utils import canonicalize_name
 
 from stigmer_core import hookspecs
 from stigmer_core.distributions import identity
@@ -141,6 +140,8 @@ def _entry_points() -> list[tuple[importlib.metadata.EntryPoint, importlib.metad
 
 
 def _dist_name(dist: importlib.metadata.Distribution) -> str:
+    from packaging.utils import canonicalize_name  # only a clash of names needs it: start-up stays without packaging
+
     return canonicalize_name(identity(dist)[0])
 
 

@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Protocol
 
 import attrs
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from stigmer_core import FailedPrecondition
 from stigmer_core.datadir import open_private
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
-from stigmer_plugins.secret_box import NONCE, RUN_PREFIX, SecretBox
+from stigmer_plugins.secret_box import NONCE, RUN_PREFIX, SecretBox, new_key
 
 RUN_KEYS_FILE = "run-keys"
 RUN_KEY_PREFIX = b"k/"
@@ -192,7 +190,7 @@ class FileRunKeys:
     def create(self, txn: WriteTxn, scope: str) -> bytes:
         if len(scope.encode()) > SCOPE_BYTES:
             raise ValueError(f"run key scope {scope!r} is longer than {SCOPE_BYTES} bytes")
-        key = AESGCM.generate_key(bit_length=256)
+        key = new_key()
         master = self._master()
         wrapped = master.seal_bytes(key, _wrap_context(scope))
         with self._lock:
@@ -337,7 +335,7 @@ class StoreRunKeys:
         self._store = store
 
     def create(self, txn: WriteTxn, scope: str) -> bytes:
-        key = AESGCM.generate_key(bit_length=256)
+        key = new_key()
         master = self._master()
         txn.put(RUN_KEY_PREFIX + scope.encode(), master.seal_bytes(key, _wrap_context(scope)))
         return key
@@ -346,8 +344,11 @@ class StoreRunKeys:
         wrapped = txn.get(RUN_KEY_PREFIX + scope.encode())
         if wrapped is None:
             return None
+        master = self._master()
+        from cryptography.exceptions import InvalidTag  # loaded with the box's AESGCM: a lookup
+
         try:
-            return self._master().open_bytes(wrapped, _wrap_context(scope))
+            return master.open_bytes(wrapped, _wrap_context(scope))
         except InvalidTag:
             return None
 

@@ -14,9 +14,7 @@ import hashlib
 import hmac
 import os
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from stigmer_core import FailedPrecondition
 from stigmer_plugins.secret_key import KEY_FILE, read_key, write_key_file
@@ -24,6 +22,15 @@ from stigmer_plugins.secret_key import KEY_FILE, read_key, write_key_file
 PREFIX = "enc:v1:"
 RUN_PREFIX = "enc:r1:"
 NONCE = 12
+KEY_BYTES = 32
+
+if TYPE_CHECKING:  # imported when a box is made: every CLI command loads this plugin, few seal anything
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+
+def new_key() -> bytes:
+    """A fresh AES-256 key."""
+    return os.urandom(KEY_BYTES)
 
 
 def fingerprint(key: bytes) -> bytes:
@@ -35,7 +42,9 @@ class SecretBox:
     """AES-GCM under one key, with the associated data naming where a value is stored."""
 
     def __init__(self, key: bytes, *, prefix: str = PREFIX) -> None:
-        self._aead = AESGCM(key)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead: AESGCM = AESGCM(key)
         self._prefix = prefix
         self.fingerprint = fingerprint(key)
 
@@ -47,7 +56,7 @@ class SecretBox:
             return cls(read_key(path))
         except FileNotFoundError:
             pass
-        key = AESGCM.generate_key(bit_length=256)
+        key = new_key()
         try:
             write_key_file(path, key)
         except FileExistsError:  # another process made it first: use theirs
@@ -70,6 +79,8 @@ class SecretBox:
         return self._prefix + base64.b64encode(self.seal_bytes(plaintext.encode(), context.encode())).decode()
 
     def decrypt(self, token: str, context: str) -> str:
+        from cryptography.exceptions import InvalidTag  # loaded with the box's AESGCM: a lookup
+
         if not token.startswith(self._prefix):
             raise FailedPrecondition("value is not sealed with this key")
         try:

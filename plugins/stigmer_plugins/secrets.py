@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
 import attrs
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import Message
 
 from stigmer_core import FailedPrecondition, hookimpl
@@ -61,7 +60,7 @@ from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
 from stigmer_plugins.run_keys import RUN_KEYS_FILE, FileRunKeys, NoRunKeys, RunKeys, StoreRunKeys
-from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, LockedBox, SecretBox, fingerprint
+from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, LockedBox, SecretBox, fingerprint, new_key
 from stigmer_plugins.secret_key import (
     KEY_ENV,
     KEY_FILE,
@@ -147,7 +146,7 @@ class Secrets:
         if source.env is not None:
             key: bytes | None = source.env
         elif source.path is None:
-            return SecretBox(AESGCM.generate_key(bit_length=256)), False  # nothing outlives the application
+            return SecretBox(new_key()), False  # nothing outlives the application
         else:
             key = _finish_staged(source, recorded)
         if key is None:
@@ -159,7 +158,7 @@ class Secrets:
                     problem,
                 )
             assert source.path is not None
-            key = AESGCM.generate_key(bit_length=256)
+            key = new_key()
             try:
                 write_key_file(source.path, key)
             except FileExistsError:  # another process made it first: use theirs
@@ -320,10 +319,6 @@ class Rotation:
     """Live runs' keys re-wrapped."""
     old: str
     new: str
-
-
-def new_key() -> bytes:
-    return AESGCM.generate_key(bit_length=256)
 
 
 def _missing(source: KeySource, recorded: bytes) -> str:

@@ -39,7 +39,6 @@ from typing import cast
 import attrs
 import pluggy
 from google.protobuf.descriptor import FileDescriptor
-from packaging.version import InvalidVersion, Version
 
 from stigmer_core.distributions import identity
 from stigmer_core.kinds.declaration import ENTRY_POINT_GROUP, KindDeclaration
@@ -62,16 +61,17 @@ class Release:
     def older_than(self, other: Release) -> bool:
         """Whether this is an earlier version of the same distribution (False when either
         version is not PEP 440, or the distributions differ: then no order is known)."""
-        if _canonical(self.distribution) != _canonical(other.distribution):
+        # packaging is imported here, not at the top: only a start and a refused write compare
+        # releases, and every CLI command would pay for its import (about 20 ms)
+        from packaging.utils import canonicalize_name
+        from packaging.version import InvalidVersion, Version
+
+        if canonicalize_name(self.distribution) != canonicalize_name(other.distribution):
             return False
         try:
             return Version(self.version) < Version(other.version)
         except InvalidVersion:
             return False
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def plugin_releases(pm: pluggy.PluginManager) -> dict[str, Release]:

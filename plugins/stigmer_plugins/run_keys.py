@@ -28,7 +28,7 @@ import attrs
 from stigmer_core import FailedPrecondition
 from stigmer_core.datadir import open_private
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
-from stigmer_plugins.secret_box import NONCE, RUN_PREFIX, SecretBox, new_key
+from stigmer_plugins.secret_box import NONCE, RUN_PREFIX, SecretBox, WrongKey, new_key
 
 RUN_KEYS_FILE = "run-keys"
 RUN_KEY_PREFIX = b"k/"
@@ -344,12 +344,9 @@ class StoreRunKeys:
         wrapped = txn.get(RUN_KEY_PREFIX + scope.encode())
         if wrapped is None:
             return None
-        master = self._master()
-        from cryptography.exceptions import InvalidTag  # loaded with the box's AESGCM: a lookup
-
         try:
-            return master.open_bytes(wrapped, _wrap_context(scope))
-        except InvalidTag:
+            return self._master().open_bytes(wrapped, _wrap_context(scope))
+        except WrongKey:
             return None
 
     def destroy(self, txn: WriteTxn, scope: str) -> None:

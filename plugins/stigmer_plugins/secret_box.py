@@ -38,13 +38,23 @@ def fingerprint(key: bytes) -> bytes:
     return hmac.new(key, b"stigmer secret key fingerprint", hashlib.sha256).digest()[:16]
 
 
+class WrongKey(Exception):
+    """A sealed value that does not open: another key sealed it, or it was sealed for another place.
+
+    cryptography's ``InvalidTag`` under the box's own name, so that the modules catching it need
+    not import cryptography, which a box imports when it is made.
+    """
+
+
 class SecretBox:
     """AES-GCM under one key, with the associated data naming where a value is stored."""
 
     def __init__(self, key: bytes, *, prefix: str = PREFIX) -> None:
+        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         self._aead: AESGCM = AESGCM(key)
+        self._invalid_tag = InvalidTag
         self._prefix = prefix
         self.fingerprint = fingerprint(key)
 
@@ -73,20 +83,21 @@ class SecretBox:
         return nonce + self._aead.encrypt(nonce, plaintext, context)
 
     def open_bytes(self, sealed: bytes, context: bytes) -> bytes:
-        return self._aead.decrypt(sealed[:NONCE], sealed[NONCE:], context)
+        try:
+            return self._aead.decrypt(sealed[:NONCE], sealed[NONCE:], context)
+        except self._invalid_tag:
+            raise WrongKey("the sealed value does not open with this key in this place") from None
 
     def encrypt(self, plaintext: str, context: str) -> str:
         return self._prefix + base64.b64encode(self.seal_bytes(plaintext.encode(), context.encode())).decode()
 
     def decrypt(self, token: str, context: str) -> str:
-        from cryptography.exceptions import InvalidTag  # loaded with the box's AESGCM: a lookup
-
         if not token.startswith(self._prefix):
             raise FailedPrecondition("value is not sealed with this key")
         try:
             raw = base64.b64decode(token[len(self._prefix) :], validate=True)
             return self.open_bytes(raw, context.encode()).decode()
-        except (InvalidTag, binascii.Error, ValueError):
+        except (WrongKey, binascii.Error, ValueError):
             what = "this data directory's key" if self._prefix == PREFIX else "its run's key"
             raise FailedPrecondition(f"a secret value does not decrypt with {what}") from None
 

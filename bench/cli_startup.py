@@ -8,7 +8,10 @@ first, unmeasured run writes it), as it is for an installed command. Commands ru
 empty store in a temporary ``STIGMER_HOME`` (in process, no daemon) and, for
 ``get``, against a daemon on 127.0.0.1 as well; last, ``stigmer local start``
 from nothing to a daemon answering SERVING (it returns only then). Targets: ``--help``,
-``--version`` and ``kinds`` under 0.15 s, ``get`` under 0.3 s.
+``--version`` and ``kinds`` under 0.15 s, ``get`` under 0.3 s. Each runs in the temporary home,
+not the source tree: ``python -m`` puts the working directory first on ``sys.path``, where the
+checkout's ``stigmer_core.egg-info`` would list every plugin a second time, which the installed
+``stigmer`` command never sees.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ COMMANDS: tuple[tuple[str, Sequence[str], float | None], ...] = (
 
 
 def _median(argv: Sequence[str], env: dict[str, str]) -> float:
-    subprocess.run(argv, env=env, capture_output=True, check=True, timeout=60)  # writes the .pyc files, if missing
+    subprocess.run(argv, env=env, cwd=env["STIGMER_HOME"], capture_output=True, check=True, timeout=60)  # writes the .pyc files, if missing
     times = []
     for _ in range(RUNS):
         start = time.perf_counter()
-        subprocess.run(argv, env=env, capture_output=True, check=True, timeout=60)
+        subprocess.run(argv, env=env, cwd=env["STIGMER_HOME"], capture_output=True, check=True, timeout=60)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -48,9 +51,9 @@ def _daemon_start(env: dict[str, str]) -> float:
     for _ in range(RUNS):
         address = f"127.0.0.1:{_free_port()}"
         start = time.perf_counter()
-        subprocess.run((*STIGMER, "local", "start", "--address", address), env=env, capture_output=True, check=True)
+        subprocess.run((*STIGMER, "local", "start", "--address", address), env=env, cwd=env["STIGMER_HOME"], capture_output=True, check=True)
         times.append(time.perf_counter() - start)
-        subprocess.run((*STIGMER, "local", "stop"), env=env, capture_output=True, check=False)
+        subprocess.run((*STIGMER, "local", "stop"), env=env, cwd=env["STIGMER_HOME"], capture_output=True, check=False)
     return statistics.median(times)
 
 
@@ -75,11 +78,11 @@ def main() -> int:
         baseline = _median((sys.executable, "-c", "pass"), env)
         rows = [(name, _median(argv, env), target) for name, argv, target in COMMANDS]
         address = f"127.0.0.1:{_free_port()}"
-        subprocess.run((*STIGMER, "local", "start", "--address", address), env=env, capture_output=True, check=True)
+        subprocess.run((*STIGMER, "local", "start", "--address", address), env=env, cwd=env["STIGMER_HOME"], capture_output=True, check=True)
         try:
             rows.append(("get agents (daemon)", _median((*STIGMER, "get", "agents"), env), 0.3))
         finally:
-            subprocess.run((*STIGMER, "local", "stop"), env=env, capture_output=True, check=False)
+            subprocess.run((*STIGMER, "local", "stop"), env=env, cwd=env["STIGMER_HOME"], capture_output=True, check=False)
         rows.append(("daemon start to SERVING", _daemon_start(env), None))
     print(f"stigmer start-up: median of {RUNS} cold runs, on {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     print(f"{'command':<24}  {'median s':>8}  {'minus python':>12}  {'target s':>8}")

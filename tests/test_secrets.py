@@ -13,6 +13,7 @@ import pytest
 
 from stigmer_core import Application, FailedPrecondition
 from stigmer_core.datadir import DataDirLock
+from stigmer_plugins.secret_box import WrongKey
 from stigmer_plugins.secrets import (
     KEY_ENV,
     KEY_FILE,
@@ -45,6 +46,14 @@ def test_ciphertext_is_bound_to_its_place_and_key(tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     with pytest.raises(FailedPrecondition):
         SecretBox.for_data_dir(tmp_path / "other").decrypt(token, "env-1/A")
+    # the raw form the run-key stores open: a wrong place or key is the box's WrongKey, which they
+    # catch without importing cryptography themselves
+    sealed = one.seal_bytes(b"run key", b"run/1")
+    assert one.open_bytes(sealed, b"run/1") == b"run key"
+    with pytest.raises(WrongKey):
+        one.open_bytes(sealed, b"run/2")
+    with pytest.raises(WrongKey):
+        SecretBox.for_data_dir(tmp_path / "other").open_bytes(sealed, b"run/1")
 
 
 def _seal_one(app: Application) -> None:

@@ -28,14 +28,16 @@ from stigmer_core.plugins import plugin_manager, raised
 from stigmer_core.read_only import ReadOnlyStore
 from stigmer_core.store.engines import is_database_url, open_store
 from stigmer_core.store.lmdb_store import EventRetention
-from stigmer_core.store.protocol import Store
+from stigmer_core.store.protocol import SharedByDaemons, Store
 
 
 class Application:
     """``require_auth``: calls that reach it over the network must carry an API
     token (in-process calls without one are the local administrator either
-    way); ``token_cache_seconds`` bounds how long another server of a shared
-    store may keep accepting a token revoked elsewhere.
+    way). On a store other daemons share, a token revoked or deleted through
+    one of them is dropped from this one's token cache once its event
+    dispatcher reads the change; ``token_cache_seconds`` bounds how long it may
+    still be accepted while the event log cannot be read.
 
     ``read_only``: the store is served through ``ReadOnlyStore`` (every write
     is FAILED_PRECONDITION) and plugins are told so (``stigmer_configure``'s
@@ -57,6 +59,7 @@ class Application:
         read_only: bool = False,
     ) -> None:
         self.registry = registry
+        shared = isinstance(store, SharedByDaemons)
         if read_only:
             store = ReadOnlyStore(store)
         self.store = store
@@ -70,6 +73,8 @@ class Application:
             required=require_auth,
             cache_seconds=token_cache_seconds,
             denied_log=denied_log.DeniedLog(denied_log.seconds_from_env()),  # a bad value refuses the start
+            # other daemons revoke tokens too: their changes, read from the log, empty the cache
+            follow=(lambda forget: self.events.on_change(tokens.KIND, forget)) if shared else None,
         )
         registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:

@@ -8,9 +8,12 @@ nobody can guess one from its digest.
 
 Authenticated callers are cached for ``cache_seconds`` (default 5) so that a
 busy client costs a dict lookup per call. Revoking or deleting a token
-through this server forgets it at once; another server of the same shared
-store stops accepting it within ``cache_seconds``. Expiry is checked on
-every call, cached or not.
+through this server forgets it at once. On a store other daemons share, each
+daemon also drops its cache whenever it reads a change of an ApiToken from
+the event log (``follow``), so one revoked elsewhere is refused as soon as
+that daemon's event dispatcher reads the revocation (a few milliseconds:
+it wakes on the database's notification); ``cache_seconds`` bounds it only
+while the log cannot be read. Expiry is checked on every call, cached or not.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class Authenticator:
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         denied_log: DeniedLog | None = None,
+        follow: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -116,6 +120,12 @@ class Authenticator:
             str, tuple[str, str, float, str]
         ] = {}  # digest -> why, its reason, when, principal (if known)
         self._lock = threading.Lock()
+        self._follow = follow
+        self._following = threading.Lock()
+        """Registers ``forget_all`` to run after each change of an ApiToken that other daemons
+        commit (the event hub's ``on_change``); called before the first token is looked up."""
+        self._generation = 0
+        """Counts ``forget`` and ``forget_all``: a lookup that began before one is not cached."""
 
     def caller(self, metadata: Sequence[tuple[str, Any]], peer: str = "") -> Caller:
         try:
@@ -153,26 +163,47 @@ class Authenticator:
         if cached is not None and now - cached[2] < self.cache_seconds:
             caller, expires, _ = cached
         else:
+            if self._follow is not None:
+                self._start_following()
+            generation = self._generation
             try:
                 caller, expires = self._load(key)
             except errors.Unauthenticated as why:
                 self._remember(self._refused, key, (why.message, why.reason, now, getattr(why, "principal", "")))
                 raise
-            self._remember(self._cache, key, (caller, expires, now))
+            self._remember(self._cache, key, (caller, expires, now), generation)
         if expires and time.time() >= expires:
             raise TokenRefused("the API token has expired", caller.principal, reason="TOKEN_EXPIRED")
         return caller
 
-    def _remember(self, cache: dict[str, Any], key: str, entry: Any) -> None:
+    def _remember(self, cache: dict[str, Any], key: str, entry: Any, generation: int | None = None) -> None:
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return  # read from a snapshot that may be older than a revocation since forgotten
             if len(cache) >= MAX_CACHED:
                 cache.clear()
             cache[key] = entry
 
+    def _start_following(self) -> None:
+        """Before the first lookup, so that every change committed after the snapshot it reads
+        is followed by a ``forget_all``."""
+        with self._following:  # a second caller waits until it is registered: its snapshot is later
+            if self._follow is not None:
+                self._follow(self.forget_all)
+                self._follow = None
+
     def forget(self, token_digest: str) -> None:
         """Drop a revoked or deleted token from the cache (its revocation takes effect at once)."""
         with self._lock:
+            self._generation += 1
             self._cache.pop(token_digest, None)
+
+    def forget_all(self) -> None:
+        """Drop every cached caller: some token changed, maybe through another daemon, and the
+        event that says so need not name its digest. Each is looked up again on its next call."""
+        with self._lock:
+            self._generation += 1
+            self._cache.clear()
 
     def _load(self, key: str) -> tuple[Caller, float]:
         kind = self.registry.find(KIND)

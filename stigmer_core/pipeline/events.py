@@ -410,6 +410,8 @@ class EventHub:
         self.settings = settings or StreamSettings()
         self._lock = threading.Lock()
         self._subs: dict[str, set[Subscription]] = {}
+        self._observers: dict[str, tuple[Callable[[], None], ...]] = {}
+        """Callbacks of ``on_change``, by kind."""
         self._cache: deque[_Entry] = deque()
         self._cache_bytes = 0
         self._floor = 0
@@ -453,6 +455,19 @@ class EventHub:
             self._subs.setdefault(kind, set()).add(sub)
             self._start()
         return sub
+
+    def on_change(self, kind: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the dispatcher reads events of ``kind`` (this daemon's
+        commits or another's, on a shared store) or finds a gap in the log where some may have
+        been lost; start the dispatcher. What a daemon keeps in memory of a kind's objects (its
+        token cache) is dropped this way when another daemon changes them. Every change committed
+        after this returns is followed by a call. It runs in the dispatcher's thread: quick, and
+        what it raises is logged."""
+        with self._lock:
+            if self._closed:
+                return
+            self._observers[kind] = (*self._observers.get(kind, ()), callback)
+            self._start()
 
     def start(self) -> None:
         """Start the dispatcher, if it is not running. A stream calls this before it takes the
@@ -582,11 +597,13 @@ class EventHub:
                 self._floor = lost
                 fresh = [entry for entry in fresh if entry.revision > lost]
                 woken = [sub for group in self._subs.values() for sub in group]
+                told = [callback for group in self._observers.values() for callback in group]
             else:
                 orgs_of: dict[str, set[str]] = {}
                 for entry in fresh:
                     orgs_of.setdefault(entry.kind, set()).add(entry.org)
                 woken = [sub for kind, orgs in orgs_of.items() for sub in self._subs.get(kind, ()) if sub.wants(orgs)]
+                told = [callback for kind in orgs_of for callback in self._observers.get(kind, ())]
             for entry in fresh:
                 self._cache.append(entry)
                 self._cache_bytes += entry.size
@@ -598,6 +615,11 @@ class EventHub:
             self._head = latest
         for sub in woken:
             sub.wake.set()
+        for callback in told:
+            try:
+                callback()
+            except Exception:  # one observer's fault ends neither the dispatcher nor the others' calls
+                log.exception("event dispatcher: a change callback failed")
 
     def _read_log(self, fresh: list[_Entry], after: int, through: int) -> int:
         """Add the log's events of revisions after ``after`` up to ``through`` to ``fresh``;

@@ -144,6 +144,9 @@ def _described(bounds: tuple[object, ...]) -> str:
 class PostgresStore:
     """Store in the tables of one schema of a PostgreSQL database (see ``PostgresSettings``)."""
 
+    shared_by_daemons = True
+    """Other daemons write to it too (``SharedByDaemons``)."""
+
     def __init__(
         self,
         url: str,

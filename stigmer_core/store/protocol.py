@@ -196,6 +196,15 @@ class ReportsReachability(Protocol):
 
 
 @runtime_checkable
+class SharedByDaemons(Protocol):
+    """A store other daemons write to as well (a database they share). What a daemon keeps in
+    memory of the store's contents (the API token cache) must then follow their commits too,
+    which it reads from the event log; a store only this process writes needs no such reader."""
+
+    shared_by_daemons: bool
+
+
+@runtime_checkable
 class ReadsAhead(Protocol):
     """A store whose every read inside a write is a round trip with the write lock held (a
     database server), told which keys nearly every write reads, so it can fetch them with

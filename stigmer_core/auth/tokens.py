@@ -11,8 +11,9 @@ busy client costs a dict lookup per call. Revoking or deleting a token
 through this server forgets it at once. On a store other daemons share, each
 daemon also drops its cache whenever it reads a change of an ApiToken from
 the event log (``follow``), so one revoked elsewhere is refused as soon as
-that daemon's event dispatcher reads the revocation (a few milliseconds:
-it wakes on the database's notification); ``cache_seconds`` bounds it only
+that daemon's event dispatcher reads the revocation (it wakes on the
+database's notification, and with no stream open reads at most once per
+``StreamSettings.observe_seconds``, 0.1 s); ``cache_seconds`` bounds it only
 while the log cannot be read. Expiry is checked on every call, cached or not.
 """
 

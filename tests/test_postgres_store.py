@@ -1538,12 +1538,33 @@ def test_health_comes_back_with_the_first_answer_after_a_stalled_one(
         store.transact(lambda txn: txn.append_event(b"ev"))
 
 
+def _own_ports() -> list[int]:
+    """The local ports of this process's TCP sockets: the tests of another pytest worker use the same
+    server, and a backend of theirs frozen here would stall them (or end before it is resumed)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = []
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _backends_since(conninfo: str, since: Any) -> list[int]:
-    """The daemon connections the server started at or after ``since`` (its own clock): a store
-    opened then has its pool's and its listener's among them."""
+    """This process's daemon connections the server started at or after ``since`` (its own clock):
+    a store opened then has its pool's and its listener's among them."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         rows = conn.execute(
-            b"SELECT pid FROM pg_stat_activity WHERE application_name = 'stigmer' AND backend_start >= %s", (since,)
+            b"SELECT pid FROM pg_stat_activity WHERE application_name = 'stigmer' AND backend_start >= %s"
+            b" AND client_port = ANY(%s)",
+            (since, _own_ports()),
         ).fetchall()
     return [int(pid) for (pid,) in rows]
 

@@ -1385,7 +1385,11 @@ def _frozen(pid: int) -> Iterator[None]:
     (the kernel still acknowledges, so neither TCP nor ``statement_timeout`` notices)."""
     import signal
 
-    os.kill(pid, signal.SIGSTOP)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:  # the connection was closed since it was listed: it answers nothing either
+        yield
+        return
     try:
         yield
     finally:

@@ -98,9 +98,9 @@ def test_a_lookup_that_began_before_a_revocation_is_not_cached(daemons: tuple[Ap
 
     def load_then_revoke(key: str) -> Any:
         found = load(key)
+        seen = auth._generation  # before the revocation: the dispatcher may read it at once
         _revoke(one, made)
         assert _refused_within(lambda: one.authenticator.by_token(token), 0) is not None
-        seen = auth._generation
         end = time.monotonic() + DEADLINE
         while auth._generation == seen and time.monotonic() < end:  # the other's dispatcher reads it
             time.sleep(0.02)

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from concurrent import futures
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,7 +42,7 @@ import grpc
 from grpc import aio
 
 from stigmer_core import request_read, status
-from stigmer_core.errors import ResourceExhausted
+from stigmer_core.errors import ResourceExhausted, StartupError
 from stigmer_core.pipeline.events import Idle
 from stigmer_core.request_read import ENV as READ_ENV
 from stigmer_core.request_read import log_ended
@@ -335,11 +336,35 @@ def wakeups_of(loop: asyncio.AbstractEventLoop) -> Wakeups:
     return found
 
 
+LOOP_ENV = "STIGMER_EVENT_LOOP"
+LOOPS = ("uvloop", "asyncio")
+
+
+def new_event_loop(environ: Mapping[str, str] | None = None) -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed (a dependency wherever it builds: not on Windows), else
+    the standard library's; ``STIGMER_EVENT_LOOP`` picks one (``asyncio`` keeps the standard
+    library's, ``uvloop`` requires it). grpc's asyncio server wakes its loop for every call it
+    receives and every answer it sends, and on uvloop's loop those wake-ups cost less: a daemon's
+    gets with 32 in flight took about a tenth less CPU each (``python -m bench --only get``)."""
+    wanted = (os.environ if environ is None else environ).get(LOOP_ENV, "").strip().lower()
+    if wanted not in ("", *LOOPS):
+        raise StartupError(f"{LOOP_ENV} must be one of {', '.join(LOOPS)}, not {wanted!r}")
+    if wanted != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if wanted == "uvloop":
+                raise StartupError(f"{LOOP_ENV}=uvloop, but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class LoopThread:
     """An asyncio event loop on a thread of its own, for a server driven from sync code."""
 
     def __init__(self, name: str = "stigmer-loop") -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 

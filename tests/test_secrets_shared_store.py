@@ -28,7 +28,16 @@ from stigmer_core.api.agentic.environment.v1 import service_pb2_grpc as env_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.errors import FailedPrecondition
 from stigmer_core.headers import DRY_RUN
-from stigmer_plugins.secrets import FINGERPRINT_KEY, KEY_ENV, KEY_FILE, KEY_FILE_ENV, SecretKeyError, fingerprint
+from stigmer_core.store import open_store
+from stigmer_plugins.secrets import (
+    FINGERPRINT_KEY,
+    KEY_ENV,
+    KEY_FILE,
+    KEY_FILE_ENV,
+    SecretKeyError,
+    Secrets,
+    fingerprint,
+)
 from tests.agent_execution_support import Kinds, details_of
 
 SECRET = "shared-store-secret-5e1a"
@@ -229,3 +238,35 @@ def test_a_daemon_of_a_shared_store_that_makes_a_new_key_says_every_daemon_needs
         assert _key_warnings(caplog) == [], "a daemon whose key file exists made nothing"
     with Application.open(tmp_path / "local", durable=False):
         assert _key_warnings(caplog) == [], "an LMDB store is not shared: its new key concerns nobody else"
+
+
+class _OwnEngine:
+    """A store engine of a plugin's own (an LMDB store behind an object that is not one), which
+    declares other daemons share it only when ``shared`` is given."""
+
+    def __init__(self, inner: object, shared: bool | None) -> None:
+        self._inner = inner
+        if shared is not None:
+            self.shared_by_daemons = shared
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize(("shared", "warned"), [(None, False), (False, False), (True, True)])
+def test_a_new_key_is_said_to_concern_other_daemons_only_on_a_store_they_share(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shared: bool | None, warned: bool
+) -> None:
+    """Every store engine but LMDB was taken for a shared one: a single-process engine of a
+    plugin's own made its key with a warning to copy it to daemons that do not exist."""
+    caplog.set_level(logging.WARNING)
+    inner = open_store(tmp_path / "data", durable=False)
+    try:
+        Secrets.open(_OwnEngine(inner, shared), tmp_path / "data", environ={})  # type: ignore[arg-type]
+        assert (tmp_path / "data" / KEY_FILE).exists()  # made either way
+        told = _key_warnings(caplog)
+        assert len(told) == int(warned), told
+        if warned:
+            assert "this store's database is shared" in told[0], told
+    finally:
+        inner.close()

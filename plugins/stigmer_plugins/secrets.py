@@ -58,7 +58,7 @@ from stigmer_core import FailedPrecondition, hookimpl
 from stigmer_core.auth.access import Access, Caller
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store import keys
-from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
+from stigmer_core.store.protocol import ReadTxn, SharedByDaemons, Store, WriteTxn
 from stigmer_plugins.run_keys import RUN_KEYS_FILE, FileRunKeys, NoRunKeys, RunKeys, StoreRunKeys
 from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, LockedBox, SecretBox, fingerprint, new_key
 from stigmer_plugins.secret_key import (
@@ -119,8 +119,8 @@ class Secrets:
             return cls.locked(_problem(data_dir, environ, recorded))
         source = KeySource.resolve(data_dir, environ)
         master, made = cls._load(source, recorded)
-        if made and source.path is not None and not _embedded(store):
-            warn_new_key(store, source.path, KEY_FILE_ENV)  # a shared store: the other daemons need it too
+        if made and source.path is not None and _shared(store):
+            warn_new_key(store, source.path, KEY_FILE_ENV)  # the other daemons need it too
 
         def runs_factory(secrets: Secrets) -> RunKeys:
             def current() -> SecretBox:
@@ -336,6 +336,14 @@ def _not_the_store_key(source: KeySource, given: bytes, recorded: bytes) -> str:
         f"opened with key {_hex(given)}, and nothing was written. Stop this daemon, give it the key file of key "
         f"{_hex(recorded)} (copy it from a daemon that holds it, or point ${KEY_FILE_ENV} at it) and start it again"
     )
+
+
+def _shared(store: Store) -> bool:
+    """Whether other daemons serve ``store``'s database too (``SharedByDaemons``), so a key this
+    daemon made concerns them: a store engine only this process writes (LMDB, a plugin's
+    single-file store) keeps its new key to itself, and saying otherwise sent its user looking
+    for daemons that do not exist."""
+    return isinstance(store, SharedByDaemons) and store.shared_by_daemons
 
 
 def _embedded(store: Store) -> TypeGuard[LmdbStore]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,18 +50,29 @@ def path_of(field: Any) -> str:
     return ".".join(parts)
 
 
-_LENGTHS_ONLY = frozenset({"min_len", "max_len"})
+_PLAIN_RULES = ("min_len", "max_len", "pattern")
 _UNSEEN: Any = object()
-_plain: dict[type[Message], tuple[tuple[str, int, int], ...] | None] = {}
-"""Per request type, ``_length_rules`` of it, found on its first request."""
+_PLAIN_PATTERN = re.compile(r"[\^$()\[\]\-?*+|.a-zA-Z0-9]*")
+"""A pattern spelled with these alone, and none of ``_NOT_PLAIN`` (no escapes, named classes,
+repeat counts, flags, named groups or possessive repeats), finds a match in an ASCII string
+without a newline under Python's ``re`` exactly when it does under RE2, protovalidate's engine:
+their dialects part only on what it leaves out (a backslash's digit class is Unicode to ``re``,
+RE2's ``(?U)`` is not ``re``'s) and on newlines (``re``'s ``$`` matches before a final one)."""
+_NOT_PLAIN = re.compile(r"\(\?|[*+?][*+]")
+"""Of those, a group's flags and a repeat of a repeat: ``re`` reads ``a*+`` as possessive, RE2
+refuses it."""
+_plain: dict[type[Message], tuple[tuple[str, int, int, re.Pattern[str] | None], ...] | None] = {}
+"""Per request type, ``_plain_rules`` of it, found on its first request."""
 
 
-def _length_rules(descriptor: Any) -> tuple[tuple[str, int, int], ...] | None:
-    """(field, min_len, max_len) of each rule of a message whose every rule is a length bound of
-    a singular string field and which has nothing else (an id message, such as ``AgentId``);
-    None for any other. protovalidate answers such a message in about 1.6 µs, most of a get's
-    check, where comparing its lengths takes a tenth of that; a message that breaks a bound is
-    still checked by protovalidate, which words the violation."""
+def _plain_rules(descriptor: Any) -> tuple[tuple[str, int, int, re.Pattern[str] | None], ...] | None:
+    """(field, min_len, max_len, pattern) of each rule of a message whose every rule is a length
+    bound or a plain pattern (``_PLAIN_PATTERN``) of a singular string field and which has nothing
+    else (an id message such as ``AgentId``, a reference by org and slug); None for any other.
+    protovalidate answers an id message in about 1.6 µs, where comparing its lengths takes a
+    tenth of that, and a reference in 11 µs, where its lengths and patterns take 3 (on a slower
+    machine); a message that breaks a rule, or whose strings the patterns cannot speak for (not
+    ASCII, or holding a newline), is still checked by protovalidate, which words the violation."""
     from stigmer_core.api.buf.validate import validate_pb2
     from stigmer_core.kinds.nesting import is_repeated
 
@@ -76,30 +88,41 @@ def _length_rules(descriptor: Any) -> tuple[tuple[str, int, int], ...] | None:
         if not options.HasExtension(validate_pb2.field):
             return None
         given = options.Extensions[validate_pb2.field].string
-        # The rules rebuilt from the two bounds alone must be the field's whole options: any
+        # The rules rebuilt from the plain ones alone must be the field's whole options: any
         # other rule or option, or one this code cannot read (unknown), leaves it to protovalidate.
-        bounds = validate_pb2.StringRules()
-        for name in _LENGTHS_ONLY:
+        plain = validate_pb2.StringRules()
+        for name in _PLAIN_RULES:
             if given.HasField(name):
-                setattr(bounds, name, getattr(given, name))
+                setattr(plain, name, getattr(given, name))
         alone = type(options)()
-        alone.Extensions[validate_pb2.field].string.CopyFrom(bounds)
+        alone.Extensions[validate_pb2.field].string.CopyFrom(plain)
         if alone.SerializeToString(deterministic=True) != options.SerializeToString(deterministic=True):
             return None
-        most = bounds.max_len if bounds.HasField("max_len") else 1 << 62
-        found.append((field.name, bounds.min_len, most))
+        pattern = None
+        if plain.HasField("pattern"):
+            if _PLAIN_PATTERN.fullmatch(plain.pattern) is None or _NOT_PLAIN.search(plain.pattern):
+                return None
+            try:
+                pattern = re.compile(plain.pattern)
+            except re.error:
+                return None
+        most = plain.max_len if plain.HasField("max_len") else 1 << 62
+        found.append((field.name, plain.min_len, most, pattern))
     return tuple(found)
 
 
 def check(message: Message) -> None:
     """Raise InvalidArgument naming every field that breaks a declared rule, or a Timestamp
     or Duration JSON cannot write (``times``)."""
-    lengths = _plain.get(type(message), _UNSEEN)
-    if lengths is _UNSEEN:
-        lengths = _plain[type(message)] = _length_rules(message.DESCRIPTOR)
-    if lengths is not None:
-        for name, least, most in lengths:
-            if not least <= len(getattr(message, name)) <= most:
+    rules = _plain.get(type(message), _UNSEEN)
+    if rules is _UNSEEN:
+        rules = _plain[type(message)] = _plain_rules(message.DESCRIPTOR)
+    if rules is not None:
+        for name, least, most, pattern in rules:
+            value = getattr(message, name)
+            if not least <= len(value) <= most:
+                break
+            if pattern is not None and (not value.isascii() or "\n" in value or pattern.search(value) is None):
                 break
         else:
             return  # strings only: no Timestamp or Duration either

@@ -419,7 +419,7 @@ class EventHub:
         self._subs: dict[str, set[Subscription]] = {}
         self._observers: dict[str, tuple[Callable[[], None], ...]] = {}
         """Callbacks of ``on_change``, by kind."""
-        self._read_at = 0.0
+        self._read_at = -math.inf  # never: a machine up less than observe_seconds reads its first commit at once too
         """When the dispatcher last read new commits (``time.monotonic``)."""
         self._hurry = threading.Event()
         """Ends the dispatcher's gathering of commits for callbacks (``observe_seconds``): a stream came."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ from google.protobuf.message import Message
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.errors import FieldViolation, InvalidArgument
 from stigmer_core.pipeline import times
+from stigmer_core.pipeline.plain_rules import Check, compile_rules
 
 _collect: Callable[..., Any] | None = None
 FULL_REPORT_BYTES = 16 << 10
@@ -50,82 +50,20 @@ def path_of(field: Any) -> str:
     return ".".join(parts)
 
 
-_PLAIN_RULES = ("min_len", "max_len", "pattern")
 _UNSEEN: Any = object()
-_PLAIN_PATTERN = re.compile(r"[\^$()\[\]\-?*+|.a-zA-Z0-9]*")
-"""A pattern spelled with these alone, and none of ``_NOT_PLAIN`` (no escapes, named classes,
-repeat counts, flags, named groups or possessive repeats), finds a match in an ASCII string
-without a newline under Python's ``re`` exactly when it does under RE2, protovalidate's engine:
-their dialects part only on what it leaves out (a backslash's digit class is Unicode to ``re``,
-RE2's ``(?U)`` is not ``re``'s) and on newlines (``re``'s ``$`` matches before a final one)."""
-_NOT_PLAIN = re.compile(r"\(\?|[*+?][*+]")
-"""Of those, a group's flags and a repeat of a repeat: ``re`` reads ``a*+`` as possessive, RE2
-refuses it."""
-_plain: dict[type[Message], tuple[tuple[str, int, int, re.Pattern[str] | None], ...] | None] = {}
-"""Per request type, ``_plain_rules`` of it, found on its first request."""
-
-
-def _plain_rules(descriptor: Any) -> tuple[tuple[str, int, int, re.Pattern[str] | None], ...] | None:
-    """(field, min_len, max_len, pattern) of each rule of a message whose every rule is a length
-    bound or a plain pattern (``_PLAIN_PATTERN``) of a singular string field and which has nothing
-    else (an id message such as ``AgentId``, a reference by org and slug); None for any other.
-    protovalidate answers an id message in about 1.6 µs, where comparing its lengths takes a
-    tenth of that, and a reference in 11 µs, where its lengths and patterns take 3 (on a slower
-    machine); a message that breaks a rule, or whose strings the patterns cannot speak for (not
-    ASCII, or holding a newline), is still checked by protovalidate, which words the violation."""
-    from stigmer_core.api.buf.validate import validate_pb2
-    from stigmer_core.kinds.nesting import is_repeated
-
-    if descriptor.GetOptions().ByteSize() or descriptor.oneofs or descriptor.extension_ranges:
-        return None
-    found = []
-    for field in descriptor.fields:
-        if field.type != field.TYPE_STRING or is_repeated(field):
-            return None
-        options = field.GetOptions()
-        if not options.ByteSize():
-            continue
-        if not options.HasExtension(validate_pb2.field):
-            return None
-        given = options.Extensions[validate_pb2.field].string
-        # The rules rebuilt from the plain ones alone must be the field's whole options: any
-        # other rule or option, or one this code cannot read (unknown), leaves it to protovalidate.
-        plain = validate_pb2.StringRules()
-        for name in _PLAIN_RULES:
-            if given.HasField(name):
-                setattr(plain, name, getattr(given, name))
-        alone = type(options)()
-        alone.Extensions[validate_pb2.field].string.CopyFrom(plain)
-        if alone.SerializeToString(deterministic=True) != options.SerializeToString(deterministic=True):
-            return None
-        pattern = None
-        if plain.HasField("pattern"):
-            if _PLAIN_PATTERN.fullmatch(plain.pattern) is None or _NOT_PLAIN.search(plain.pattern):
-                return None
-            try:
-                pattern = re.compile(plain.pattern)
-            except re.error:
-                return None
-        most = plain.max_len if plain.HasField("max_len") else 1 << 62
-        found.append((field.name, plain.min_len, most, pattern))
-    return tuple(found)
+_plain: dict[type[Message], Check | None] = {}
+"""Per request type, its compiled rules (``plain_rules``), found on its first request."""
 
 
 def check(message: Message) -> None:
     """Raise InvalidArgument naming every field that breaks a declared rule, or a Timestamp
     or Duration JSON cannot write (``times``)."""
-    rules = _plain.get(type(message), _UNSEEN)
-    if rules is _UNSEEN:
-        rules = _plain[type(message)] = _plain_rules(message.DESCRIPTOR)
-    if rules is not None:
-        for name, least, most, pattern in rules:
-            value = getattr(message, name)
-            if not least <= len(value) <= most:
-                break
-            if pattern is not None and (not value.isascii() or "\n" in value or pattern.search(value) is None):
-                break
-        else:
-            return  # strings only: no Timestamp or Duration either
+    plain = _plain.get(type(message), _UNSEEN)
+    if plain is _UNSEEN:
+        plain = _plain[type(message)] = compile_rules(message.DESCRIPTOR)
+    if plain is not None and plain(message):
+        times.check(message)
+        return
     collect = _collect or ready()
     violations = collect(message, fail_fast=True)  # the one pass a valid request costs
     if not violations:

@@ -50,7 +50,23 @@ def test_the_framework_s_requests_are_compiled() -> None:
     assert _compiled(sample_agent("a sample", "t0"))  # labels, lengths and patterns all kept
 
 
-SPECIAL = ["", "a", "a" * 63, "a" * 64, "😀" * 63, "😀" * 64, "a" * 254, "-a", "a-", "A", "\u0663", "a\n", "ab\n", "x" * 300, "a b"]
+SPECIAL = [
+    "",
+    "a",
+    "a" * 63,
+    "a" * 64,
+    "😀" * 63,
+    "😀" * 64,
+    "a" * 254,
+    "-a",
+    "a-",
+    "A",
+    "\u0663",
+    "a\n",
+    "ab\n",
+    "x" * 300,
+    "a b",
+]
 EDGES = st.one_of(
     st.sampled_from(SPECIAL),
     st.sampled_from(SPECIAL),
@@ -161,13 +177,14 @@ def _probe(
     *,
     nested: tuple[descriptor_pb2.DescriptorProto, ...] = (),
     oneofs: tuple[str, ...] = (),
+    imports: tuple[str, ...] = (),
 ) -> Any:
     def describe() -> descriptor_pb2.FileDescriptorProto:
         proto = descriptor_pb2.FileDescriptorProto(
             name=f"test/plain/{name}.proto",
             package=f"test.plain.{name}",
             syntax="proto3",
-            dependency=["buf/validate/validate.proto"],
+            dependency=["buf/validate/validate.proto", *imports],
         )
         message = proto.message_type.add(name="Probe")
         message.field.extend(fields)
@@ -267,3 +284,53 @@ def test_presence_counts_and_bounds_as_protovalidate_reads_them() -> None:
     assert check is not None
     verdicts = [(check(message), _protovalidate_passes(message)) for message in cases]
     assert verdicts == [(True, True)] + [(False, False)] * 9, verdicts
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "fine"),
+    [
+        (-62_135_596_800, 0, True),
+        (253_402_300_799, 999_999_999, True),
+        (-62_135_596_801, 0, False),
+        (253_402_300_800, 0, False),
+        (0, -1, False),
+        (0, 1_000_000_000, False),
+    ],
+)
+def test_a_timestamp_is_held_to_what_json_can_write(seconds: int, nanos: int, fine: bool) -> None:
+    """The compiled check walks a request's Timestamps as ``times.check`` does, so a request it
+    passes needs no second walk; one it does not pass is refused naming the field."""
+    agent = sample_agent("stamped", "t0")
+    agent.metadata.created_at.seconds, agent.metadata.created_at.nanos = seconds, nanos
+    assert _compiled(agent) is fine
+    if fine:
+        validation.check(agent)
+    else:
+        with pytest.raises(InvalidArgument) as refused:
+            validation.check(agent)
+        assert [v.field for v in refused.value.violations] == ["metadata.created_at"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "fine"),
+    [
+        (315_576_000_000, 999_999_999, True),
+        (-315_576_000_000, -999_999_999, True),
+        (3, 0, True),
+        (315_576_000_001, 0, False),
+        (1, -1, False),
+        (0, 1_000_000_000, False),
+    ],
+)
+def test_a_duration_is_held_to_what_json_can_write(seconds: int, nanos: int, fine: bool) -> None:
+    waits = _field("waits", 1, FD.TYPE_MESSAGE, type_name=".google.protobuf.Duration", label=FD.LABEL_REPEATED)
+    probe = _probe("durations", [waits], imports=("google/protobuf/duration.proto",))
+    message = probe()
+    message.waits.add(seconds=seconds, nanos=nanos)
+    assert _compiled(message) is fine
+    if fine:
+        validation.check(message)
+    else:
+        with pytest.raises(InvalidArgument) as refused:
+            validation.check(message)
+        assert [v.field for v in refused.value.violations] == ["waits[0]"]

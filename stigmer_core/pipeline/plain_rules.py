@@ -25,6 +25,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from stigmer_core.api.buf.validate import validate_pb2
+from stigmer_core.pipeline.times import DURATION, EARLIEST, LATEST, LONGEST, TIMESTAMP
 
 Check = Callable[[Message], bool]
 """Whether a message keeps to its rules (False: ask protovalidate)."""
@@ -74,6 +75,18 @@ class Whole:
 
 
 @attrs.frozen
+class Moment:
+    """A Timestamp or Duration JSON can write (``times``), checked here too: a request the
+    compiled check passes skips the walk ``times.check`` would make."""
+
+    type: str
+
+
+_NANOS = 999_999_999
+_MOMENTS = {TIMESTAMP: Moment(TIMESTAMP), DURATION: Moment(DURATION)}
+
+
+@attrs.frozen
 class Field:
     """The checks of one field: ``shape`` "one", "list" or "map"; ``value`` checks a value, an
     item or a map's value (None: nothing to check of it); ``presence``: only when set;
@@ -81,7 +94,7 @@ class Field:
 
     name: str
     shape: str
-    value: Text | Whole | Nested | None
+    value: Text | Whole | Nested | Moment | None
     presence: bool = False
     required: bool = False
     least: int = 0
@@ -152,7 +165,7 @@ def _whole(given: Any, rebuilt: Any) -> Whole:
     return Whole(low, high)
 
 
-def _element(field: Any, given: Any, rebuilt: Any, compiling: set[str]) -> Text | Nested | None:
+def _element(field: Any, given: Any, rebuilt: Any, compiling: set[str]) -> Text | Nested | Moment | None:
     """The check of a repeated field's item or a map's key or value: string rules on a string,
     none at all on anything else but a message (whose own rules are compiled)."""
     if given.WhichOneof("type") == "string" and field.type == FieldDescriptor.TYPE_STRING:
@@ -220,13 +233,16 @@ def _field(field: Any, compiling: set[str]) -> Field | None:
     return found
 
 
-_compiled: dict[str, Nested | None] = {}
+_compiled: dict[str, Nested | Moment | None] = {}
 
 
-def _message(desc: Any, compiling: set[str]) -> Nested | None:
+def _message(desc: Any, compiling: set[str]) -> Nested | Moment | None:
     """The checks of a message type; None when no rule is reachable from it. A type reached
     again while it is being compiled (a recursive type) is Unsupported."""
     name = desc.full_name
+    moment = _MOMENTS.get(name)
+    if moment is not None:
+        return moment
     if name in _compiled:
         return _compiled[name]
     if name in compiling:
@@ -279,9 +295,18 @@ def _bounds(var: str, least: int, most: int | None) -> str | None:
     return None
 
 
-def _emit_value(src: _Source, check: Text | Whole | Nested, var: str, depth: int) -> None:
+def _emit_value(src: _Source, check: Text | Whole | Nested | Moment, var: str, depth: int) -> None:
     if isinstance(check, Nested):
         _emit(src, check, var, depth)
+        return
+    if isinstance(check, Moment):
+        seconds, nanos = src.fresh(), src.fresh()
+        src.line(depth, f"{seconds}, {nanos} = {var}.seconds, {var}.nanos")
+        if check.type == TIMESTAMP:
+            wrong = f"not {EARLIEST} <= {seconds} <= {LATEST} or not 0 <= {nanos} <= {_NANOS}"
+        else:
+            wrong = f"not -{LONGEST} <= {seconds} <= {LONGEST} or not -{_NANOS} <= {nanos} <= {_NANOS} or {seconds} * {nanos} < 0"
+        src.line(depth, f"if {wrong}: return False")
         return
     if isinstance(check, Whole):
         parts = [
@@ -307,7 +332,7 @@ def _emit(src: _Source, checks: Nested, var: str, depth: int) -> None:
         got = _get(var, field.name)
         if field.shape == "one":
             value = field.value
-            if isinstance(value, Nested) or value is None:  # a message field
+            if isinstance(value, Nested | Moment) or value is None:  # a message field
                 if field.required:
                     src.line(depth, f"if not {var}.HasField({field.name!r}): return False")
                 if value is not None:
@@ -316,7 +341,7 @@ def _emit(src: _Source, checks: Nested, var: str, depth: int) -> None:
                         src.line(depth, f"if {var}.HasField({field.name!r}):")
                         at += 1
                     src.line(at, f"{inner} = {got}")
-                    _emit(src, value, inner, at)
+                    _emit_value(src, value, inner, at)
                 continue
             at = depth
             if field.presence:  # proto3 optional, a oneof's member: its rules apply only when it is set
@@ -359,6 +384,8 @@ def compile_rules(desc: Any) -> Check | None:
         return None
     if checks is None:
         return _passes
+    if isinstance(checks, Moment):  # a Timestamp or Duration itself as the request: times.check's
+        return None
     src = _Source()
     _emit(src, checks, "m", 1)
     text = "\n".join(["def check(m):", *src.lines, "    return True"])

@@ -25,6 +25,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from stigmer_core.api.buf.validate import validate_pb2
+from stigmer_core.kinds.nesting import is_repeated
 from stigmer_core.pipeline.times import DURATION, EARLIEST, LATEST, LONGEST, TIMESTAMP
 
 Check = Callable[[Message], bool]
@@ -105,12 +106,6 @@ class Field:
 @attrs.frozen
 class Nested:
     fields: tuple[Field, ...]
-
-
-def _repeated(field: Any) -> bool:
-    if hasattr(field, "is_repeated"):
-        return bool(field.is_repeated)
-    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
 def _rules_of(field: Any) -> Any:
@@ -203,7 +198,7 @@ def _field(field: Any, compiling: set[str]) -> Field | None:
         found = Field(name, "map", value, least=least, most=most, key=key)
         if kind is None:
             rebuilt.Clear()
-    elif _repeated(field):
+    elif is_repeated(field):
         if kind not in (None, "repeated"):
             raise Unsupported(field.full_name)
         item = _element(field, given.repeated.items, rebuilt.repeated.items, compiling)

@@ -196,16 +196,12 @@ def _field(field: Any, compiling: set[str]) -> Field | None:
         if key is not None and not isinstance(key, Text):  # pragma: no cover - map keys are scalars
             raise Unsupported(field.full_name)
         found = Field(name, "map", value, least=least, most=most, key=key)
-        if kind is None:
-            rebuilt.Clear()
     elif is_repeated(field):
         if kind not in (None, "repeated"):
             raise Unsupported(field.full_name)
         item = _element(field, given.repeated.items, rebuilt.repeated.items, compiling)
         least, most = _count(given.repeated, rebuilt.repeated, "min_items", "max_items")
         found = Field(name, "list", item, least=least, most=most)
-        if kind is None:
-            rebuilt.Clear()
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
         if kind is not None:
             raise Unsupported(field.full_name)  # Timestamp, Duration and Any rules: protovalidate's

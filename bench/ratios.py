@@ -83,6 +83,14 @@ def ratios(budget: Budget) -> tuple[Ratio, ...]:
             f"framework durable create vs bare grpcio echo, {n} in flight (target >= 0.6)",
         ),
         Ratio(f"create.net.{c}", f"echo.aio.{c}", "the same against grpcio's asyncio echo, the daemon's server model"),
+        Ratio(
+            f"create.net.{c}",
+            f"echo.aio.{c}",
+            "context switches per durable create vs per asyncio echo call, client and server together",
+            "switches_per_call",
+        ),
+        Ratio(f"create.net.{c}", None, "context switches per durable create over the network", "switches_per_call"),
+        Ratio(f"create.inproc.{c}", None, "context switches per durable create in process", "switches_per_call"),
         Ratio(f"echo.aio.{c}", f"echo.net.{c}", f"grpcio alone: asyncio server vs sync server, {n} in flight"),
         Ratio("get_by_reference.net.serial", "echo.net.serial", "getByReference vs bare grpcio echo, one caller"),
         Ratio(

@@ -54,6 +54,11 @@ def _notes(row: Measurement) -> str:
         parts.append(
             f"write lock held {100 * derived['lock_busy']:.0f}% of the run, {derived['lock_wall_per_cpu']:.1f}x its CPU"
         )
+    if "switches_per_call" in derived and "system_share" in derived:
+        parts.append(
+            f"kernel {100 * derived['system_share']:.0f}% of the CPU, "
+            f"{derived['switches_per_call']:.1f} context switches/call"
+        )
     if "puts_per_s" in derived:
         parts.append(f"{derived['puts_per_s']:,.0f} puts/s")
     if "entries_per_page" in facts:

@@ -112,6 +112,12 @@ class Measurement:
         puts = self.counters.get("puts")
         if puts is not None:
             found["puts_per_s"] = puts / self.seconds if self.seconds > 0 else 0.0
+        system = self.counters.get("system_cpu_seconds")
+        if system is not None and self.cpu_seconds > 0:
+            found["system_share"] = min(system / self.cpu_seconds, 1.0)  # two clocks, sampled apart
+        switches = self.counters.get("context_switches")
+        if switches is not None and self.calls:
+            found["switches_per_call"] = switches / self.calls
         return found
 
     def value(self, field: str) -> float | None:

@@ -94,6 +94,11 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
         assert row["seconds"] > 0, name
         assert row["calls_per_s"] > 0, name
         assert 0 < row["p50_ms"] <= row["p99_ms"], name
+        if name.startswith(("echo.", "get.net.", "create.net.")):  # calls over loopback: threads hand them on
+            assert row["context_switches"] > 0, name
+            assert math.isclose(row["switches_per_call"], row["context_switches"] / row["calls"], abs_tol=1e-3), name
+        if "system_share" in row:  # the kernel's part of the process CPU, a share of it
+            assert 0 <= row["system_share"] <= 1, name
     for name in ("create.net.c32", "create.inproc.c32", "store.put.t16"):
         row = doc["scenarios"][name]
         assert row["commits"] > 0, name
@@ -112,6 +117,8 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     assert "create.net.c32 / create.net.serial" in ratios
     assert "create.inproc.c32 requests_per_commit" in ratios
     assert "create.net.c32 lock_busy" in ratios
+    assert "create.net.c32 / echo.aio.c32 (switches_per_call)" in ratios
+    assert "create.net.c32 switches_per_call" in ratios
     for name, ratio in ratios.items():
         for key in ("value", "min", "max"):
             assert isinstance(ratio[key], float | int), (name, key)

@@ -64,6 +64,31 @@ def test_import_reads_files_and_reports_failures(stigmer: Stigmer, daemon: str, 
     assert f"{bad}, document 2 (agent/bad): spec.mcpServers[0].name" in result.err
 
 
+def test_an_import_into_orgs_this_cli_does_not_act_in_says_where_they_went(stigmer: Stigmer, tmp_path: Path) -> None:
+    """A team server's export imported into a local store keeps its org; `stigmer get` in org
+    'local' would then find nothing, so the import says where the objects are and how to see them."""
+    stigmer.ok("apply", "--org", "acme", "-f", "-", input=CODER)
+    backup = stigmer.ok("export", "agents", "--org", "acme")
+    fresh = str(tmp_path / "fresh" / "data")
+
+    moved = stigmer("import", "--data-dir", fresh, input=backup)
+    assert moved.code == 0 and moved.out.strip() == "imported 1 of 1 resources (1 created)", moved
+    assert (
+        "note: the resources are in org 'acme', and this CLI acts in org 'local': give --org acme to see them "
+        "(or import with --to-org local to put them in 'local')"
+    ) in moved.err
+    assert "coder" in stigmer.ok("get", "agents", "--org", "acme", "--data-dir", fresh)
+
+    stigmer.ok("apply", "--org", "beta", "-f", "-", input=CODER)
+    both = stigmer.ok("export", "agents", "-A")
+    mixed = stigmer("import", "--data-dir", str(tmp_path / "other" / "data"), input=both)
+    assert mixed.code == 0, mixed
+    assert "note: the resources are in orgs 'acme', 'beta', and this CLI acts in org 'local'" in mixed.err
+
+    here = stigmer("import", "--org", "acme", "--data-dir", fresh, input=backup)  # the org it acts in: nothing to say
+    assert here.code == 0 and "note:" not in here.err, here
+
+
 def test_an_object_json_cannot_write_is_named_and_the_rest_exported(stigmer: Stigmer) -> None:
     """A NaN stored before writes refused them: the backup names that object, writes the
     others, and exits 1 (it used to write nothing at all)."""

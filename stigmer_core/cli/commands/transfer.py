@@ -194,6 +194,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
         one_org(moved_from, to_org)
     documents = in_apply_order(parsed, session.catalog)
     counts: Counter[str] = Counter()
+    into: set[str] = set()  # the orgs documents were written to
     writable: dict[str, bool] = {}  # per org: whether this caller may write there (asked once)
     created: set[str] = set()
     unset: list[tuple[str, list[str]]] = []
@@ -231,6 +232,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
                 report_failure(f"{document.where} ({document.ref}): {outcome.error}")
                 continue
             counts[outcome.action] += 1
+            into.add(org)
             keys = _unset_secrets(outcome.result)
             if keys:
                 unset.append((f"{document.ref} in org '{metadata(document.message).org}'", keys))
@@ -240,5 +242,24 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
     )
     for ref, keys in unset:
         click.echo(f"{ref}: secrets now unset: {', '.join(keys)} (apply clear values to set them)")
+    hint = _elsewhere(into, session.org)
+    if hint:
+        click.echo(f"note: {hint}", err=True)
     if counts["failed"]:
         ctx.exit(1)
+
+
+def _elsewhere(into: set[str], shown: str) -> str:
+    """What to do when the import wrote to orgs this CLI does not show: an export of a team
+    server's org imported into a local store keeps that org, where `stigmer get` (org 'local')
+    would say there is nothing."""
+    if not into or shown in into:
+        return ""
+    orgs = sorted(into)
+    if len(orgs) == 1:
+        return (
+            f"the resources are in org '{orgs[0]}', and this CLI acts in org '{shown}': give --org {orgs[0]} "
+            f"to see them (or import with --to-org {shown} to put them in '{shown}')"
+        )
+    named = ", ".join(f"'{org}'" for org in orgs)
+    return f"the resources are in orgs {named}, and this CLI acts in org '{shown}': give --org ORG to see them"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -51,15 +51,22 @@ def _resume_seconds() -> float:
     return seconds
 
 
-def _open_watch(session: Session, kind: KindInfo, org: str, since: tuple[int, int | None] | None = None) -> Any:
+def _open_watch(
+    session: Session,
+    kind: KindInfo,
+    org: str,
+    labels: Mapping[str, str],
+    since: tuple[int, int | None] | None = None,
+) -> Any:
     """Open the kind's watch: from now, or after ``since`` (a revision, and the position of the
-    last event received in it, if that was no bookmark)."""
+    last event received in it, if that was no bookmark). With ``labels`` the server sends the
+    changes of objects holding them, and an object that stops holding them as DELETED."""
     call = session.client.channel.unary_stream(
         WATCH_PATH,
         request_serializer=watch_pb2.WatchRequest.SerializeToString,
         response_deserializer=watch_pb2.WatchEvent.FromString,
     )
-    request = watch_pb2.WatchRequest(kind=kind.name, org=org)
+    request = watch_pb2.WatchRequest(kind=kind.name, org=org, labels=labels)
     if since is not None:
         request.since_revision = since[0]
         if since[1] is not None:
@@ -82,10 +89,10 @@ class _Follow:
     ``RESUME_SECONDS``. Each cut and resume is said on stderr.
     """
 
-    def __init__(self, session: Session, kind: KindInfo, org: str) -> None:
-        self._session, self._kind, self._org = session, kind, org
+    def __init__(self, session: Session, kind: KindInfo, org: str, labels: Mapping[str, str]) -> None:
+        self._session, self._kind, self._org, self._labels = session, kind, org, labels
         self._patience = _resume_seconds()
-        self.stream = _open_watch(session, kind, org)
+        self.stream = _open_watch(session, kind, org, labels)
         first = self._next()
         self.cursor: tuple[int, int | None] = (int(first.revision), None)
 
@@ -108,7 +115,7 @@ class _Follow:
                 raise self._given_up(cut) from cut
             try:
                 grpc.channel_ready_future(self._session.client.channel).result(timeout=left)
-                self.stream = _open_watch(self._session, self._kind, self._org, self.cursor)
+                self.stream = _open_watch(self._session, self._kind, self._org, self._labels, self.cursor)
                 next(self.stream)  # its first bookmark: the watch is open again
             except grpc.FutureTimeoutError:
                 raise self._given_up(cut) from cut
@@ -162,7 +169,15 @@ def _event_line(kind: KindInfo, event: watch_pb2.WatchEvent, obj: Message, outpu
     return "---\n" + yamlio.dump(shown).rstrip("\n")
 
 
-def watch(session: Session, kind: KindInfo, output: str, *, all_orgs: bool, only: Message | None) -> None:
+def watch(
+    session: Session,
+    kind: KindInfo,
+    output: str,
+    *,
+    all_orgs: bool,
+    only: Message | None,
+    labels: Mapping[str, str] | None = None,
+) -> None:
     """Print the objects, then one line per change until Ctrl-C, across daemon restarts.
 
     The watch opens first and the list is read after it, so no change falls
@@ -172,10 +187,10 @@ def watch(session: Session, kind: KindInfo, output: str, *, all_orgs: bool, only
     if session.client.in_process:  # this process would see only its own writes
         raise CliError("--watch needs a running daemon: start one with `stigmer local start`")
     org = "" if all_orgs else session.org
-    follow = _Follow(session, kind, org)
+    follow = _Follow(session, kind, org, labels or {})
     try:
         if only is None:
-            listed = list(session.calls(kind).iterate(org=org))
+            listed = list(session.calls(kind).iterate(org=org, labels=labels or None))
         else:
             listed = [session.calls(kind).require(session.org, metadata(only).id)]
         shown = {metadata(o).id: getattr(metadata(o), "resource_version", 0) for o in listed}

@@ -33,15 +33,16 @@ inherits an ignored SIGINT (a test worker sometimes runs with it ignored), and P
 leaves it ignored, so the test sets it rather than inheriting it."""
 
 
-def _watching(stigmer: Stigmer) -> subprocess.Popen[str]:
+def _watching(stigmer: Stigmer, *args: str) -> subprocess.Popen[str]:
     """`stigmer get agents --watch` as a shell runs it in the foreground."""
     return subprocess.Popen(
-        [sys.executable, "-c", _AT_A_TERMINAL, "get", "agents", "--watch"],
+        [sys.executable, "-c", _AT_A_TERMINAL, "get", "agents", "--watch", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=stigmer.env(),
     )
+
 
 def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:
     stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
@@ -60,6 +61,39 @@ def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: st
         revisions = [int(e[2]) for e in events]
         assert revisions == sorted(set(revisions))
         watcher.send_signal(signal.SIGINT)  # Ctrl-C ends it quietly
+        assert watcher.wait(TIMEOUT) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(TIMEOUT)
+
+
+def test_get_with_a_selector_lists_and_watches_the_objects_with_its_labels(
+    stigmer: Stigmer, daemon: str, tmp_path: Path
+) -> None:
+    """As `list -l`, and as kubectl's `get -l`: the list holds the objects with every label given,
+    and the watch their changes, an object that takes a label on ADDED and one losing it DELETED."""
+    labelled = BOT.replace("  name: Bot\n", "  name: Bot\n  labels: {team: ops}\n")
+    joining = OTHER.replace("  name: Other\n", "  name: Other\n  labels: {team: ops}\n")
+    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", labelled)))
+    stigmer.ok("apply", "-f", str(write(tmp_path / "other.yaml", OTHER)))
+    assert [line.split()[0] for line in stigmer.ok("get", "agents", "-l", "team=ops").splitlines()] == ["NAME", "bot"]
+    assert "no agents with labels team=dev found in org 'local'" in stigmer("get", "agents", "-l", "team=dev").err
+    both = stigmer("get", "agent", "bot", "-l", "team=ops")
+    assert both.code == 2 and "give a NAME or -l, not both" in both.err, both
+    assert "invalid label selector 'team': use key=value" in stigmer("get", "agents", "-l", "team").err
+
+    watcher = _watching(stigmer, "-l", "team=ops")
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().split()[:2] == ["NAME", "ID"]
+        assert watcher.stdout.readline().split()[0] == "bot"
+        stigmer.ok("apply", "-f", str(write(tmp_path / "other.yaml", OTHER.replace("first", "again"))))  # not shown
+        stigmer.ok("apply", "-f", str(write(tmp_path / "in.yaml", joining)))
+        stigmer.ok("apply", "-f", str(write(tmp_path / "out.yaml", BOT_CHANGED)))  # its labels gone: it leaves
+        events = [watcher.stdout.readline().split() for _ in range(2)]
+        assert [e[:2] for e in events] == [["ADDED", "other"], ["DELETED", "bot"]]
+        watcher.send_signal(signal.SIGINT)
         assert watcher.wait(TIMEOUT) == 0
     finally:
         if watcher.poll() is None:

@@ -24,6 +24,14 @@ output_option = click.option(
 )
 all_orgs_option = click.option("-A", "--all-orgs", is_flag=True, help="Every org, not just --org.")
 kind_argument = click.argument("kind_name", metavar="KIND", shell_complete=completing.kinds)
+selector_option = click.option(
+    "-l",
+    "--selector",
+    "selectors",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only objects with this label (repeatable).",
+)
 READ_ONLY = (
     "showing the store read-only: secret values stay sealed and nothing can be written; restore the key to "
     "change anything, or export and import into a fresh data directory (docs/secrets.md, Losing the key)"
@@ -67,6 +75,7 @@ def _show_list(
 @click.command()
 @kind_argument
 @click.argument("name", metavar="[NAME|ID]", required=False, shell_complete=completing.names)
+@selector_option
 @output_option
 @all_orgs_option
 @click.option(
@@ -74,25 +83,37 @@ def _show_list(
 )
 @common_options
 @click.pass_context
-def get(ctx: click.Context, kind_name: str, name: str | None, output: str, all_orgs: bool, watch: bool) -> None:
+def get(
+    ctx: click.Context,
+    kind_name: str,
+    name: str | None,
+    selectors: tuple[str, ...],
+    output: str,
+    all_orgs: bool,
+    watch: bool,
+) -> None:
     """Show one object of KIND by slug or id, or every object of KIND in the org.
 
     KIND is any name of a kind: singular, plural or short (`stigmer kinds`).
+    With -l, only the objects with every given label (and, with --watch, their changes).
     A local store whose secret key is lost is shown read-only (said on stderr).
     """
     from stigmer_core.cli import render
     from stigmer_core.cli.session import Session
 
+    labels = _labels(selectors)
+    if labels and name is not None:
+        raise CliError(f"-l selects among every {kind_name} object: give a NAME or -l, not both", exit_code=2)
     session = Session.of(ctx, read_only=READ_ONLY)
     kind = session.kind(kind_name)
     if watch:
         from stigmer_core.cli import watching
 
         only = None if name is None else session.calls(kind).require(session.org, name)
-        watching.watch(session, kind, output, all_orgs=all_orgs, only=only)
+        watching.watch(session, kind, output, all_orgs=all_orgs, only=only, labels=labels)
         return
     if name is None:
-        _show_list(session, kind, output, all_orgs=all_orgs)
+        _show_list(session, kind, output, all_orgs=all_orgs, labels=labels)
         return
     obj = session.calls(kind).require(session.org, name)
     click.echo(render.resources(kind, [obj], output, single=True))
@@ -100,14 +121,7 @@ def get(ctx: click.Context, kind_name: str, name: str | None, output: str, all_o
 
 @click.command("list")
 @kind_argument
-@click.option(
-    "-l",
-    "--selector",
-    "selectors",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Only objects with this label (repeatable).",
-)
+@selector_option
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many objects (0: all).")
 @output_option
 @all_orgs_option

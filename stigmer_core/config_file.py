@@ -8,6 +8,8 @@ connects in turn.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import logging
 import os
 import re
 import tempfile
@@ -33,6 +35,20 @@ ENV = {
     "key_file": "STIGMER_KEY_FILE",
     "org": "STIGMER_ORG",
 }
+
+
+log = logging.getLogger(__name__)
+
+KEYS: dict[str, frozenset[str] | None] = {
+    "backend": frozenset({"type"}),
+    "local": frozenset({"data_dir", "address", "org"}),
+    "remote": frozenset({"endpoint", "token", "ca_file", "cert_file", "key_file", "org"}),
+    "server": frozenset({"require_auth", "tls_cert", "tls_key", "tls_client_ca", "insecure_no_auth"}),
+    "org": None,
+    "store": None,
+}
+"""Every key the config file is read for (docs/cli.md), by section; None: a value, not a section."""
+_warned: set[tuple[str, str]] = set()
 
 
 class ConfigError(StigmerError):
@@ -78,7 +94,32 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    _warn_unknown(path, data)
     return data
+
+
+def _warn_unknown(path: Path, data: Mapping[str, Any]) -> None:
+    """Say which keys nothing reads, once per process: a misspelt ``bakend:`` or ``remote: endpont:``
+    was ignored without a word, and every command then went to the local store, or to no server.
+    Warned rather than refused, so a file a newer release wrote still works here."""
+    for key, value in data.items():
+        known = KEYS.get(key, ...) if isinstance(key, str) else ...
+        if known is ...:
+            _warn(path, str(key), KEYS)
+        elif known is not None and isinstance(value, Mapping):
+            for inner in value:
+                if inner not in known:
+                    _warn(path, f"{key}.{inner}", known)
+
+
+def _warn(path: Path, key: str, known: Mapping[str, Any] | frozenset[str]) -> None:
+    if (str(path), key) in _warned:
+        return
+    _warned.add((str(path), key))
+    leaf = key.rpartition(".")[2]
+    close = difflib.get_close_matches(leaf, sorted(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+    log.warning("config file %s: '%s' is not a setting and is ignored%s", path, key, hint)
 
 
 def save_config(data: Mapping[str, Any], path: Path | None = None) -> Path:

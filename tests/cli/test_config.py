@@ -8,6 +8,7 @@ import pytest
 
 from stigmer_core import config
 from stigmer_core.api.agentic.agent.v1 import agent_pb2, service_pb2_grpc
+from stigmer_core.config_file import KEYS
 
 
 @pytest.fixture
@@ -42,6 +43,42 @@ def test_bad_config_is_named(home: Path) -> None:
     (home / "config.yaml").write_text("backend: {type: cloud}\n")
     with pytest.raises(config.ConfigError, match="unknown backend 'cloud'"):
         config.resolve()
+
+
+def test_a_key_nothing_reads_is_named_once_with_the_setting_it_likely_meant(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt key was ignored without a word: `bakend: {type: remote}` left every command on
+    the local store. It is still ignored (a newer release's file keeps working), but said."""
+    (home / "config.yaml").write_text(
+        "bakend: {type: remote}\nremote: {endpont: 'team:7443', token: stg_x}\n"
+        "server: {require_auht: true}\ncolour: blue\norg: acme\n"
+    )
+    with caplog.at_level("WARNING", logger="stigmer_core.config_file"):
+        settings = config.resolve()
+        config.resolve()  # said once per process, not per read
+    assert (settings.backend, settings.endpoint, settings.org) == ("local", "", "acme")
+    where = f"config file {home / 'config.yaml'}"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{where}: 'bakend' is not a setting and is ignored (did you mean 'backend'?)",
+        f"{where}: 'remote.endpont' is not a setting and is ignored (did you mean 'endpoint'?)",
+        f"{where}: 'server.require_auht' is not a setting and is ignored (did you mean 'require_auth'?)",
+        f"{where}: 'colour' is not a setting and is ignored (known: backend, local, org, remote, server, store)",
+    ]
+
+
+def test_every_documented_setting_is_read_without_a_word(home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The config file docs/cli.md shows, every key in it: none is taken for a misspelling."""
+    import re
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    shown = re.search(r"```yaml\n(backend:\n.*?)```", docs, re.DOTALL)
+    assert shown is not None
+    (home / "config.yaml").write_text(shown.group(1))
+    with caplog.at_level("WARNING", logger="stigmer_core.config_file"):
+        config.load_config()
+    assert caplog.records == []
+    assert set(config.load_config()) == set(KEYS)
 
 
 def test_connect_from_config_opens_the_local_store_in_process(home: Path) -> None:

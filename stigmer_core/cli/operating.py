@@ -20,17 +20,21 @@ if TYPE_CHECKING:  # `stigmer --help` imports the commands: the kinds load when 
 
 
 @contextlib.contextmanager
-def operated_store(data_dir: str | None, store: str | None) -> Iterator[tuple[Application, bool]]:
+def operated_store(command: str, data_dir: str | None, store: str | None) -> Iterator[tuple[Application, bool]]:
     """The application on the store named by the flags, environment or config, and whether it is
-    a database daemons may be serving; refused when a daemon holds the LMDB data directory."""
+    a database daemons may be serving; refused when a daemon holds the LMDB data directory, and
+    when the data directory holds no store (``command`` names the command in the refusal)."""
     from stigmer_core import config
     from stigmer_core.application import Application
     from stigmer_core.datadir import DataDirLock, holder
     from stigmer_core.store.engines import is_database_url
+    from stigmer_core.store.lmdb_store import DATA_FILE
 
     settings = config.resolve(backend=config.LOCAL, data_dir=data_dir, store=store)
     directory = Path(settings.data_dir)
     shared = is_database_url(settings.store)
+    if not shared and not (directory / DATA_FILE).exists():
+        raise CliError(_no_store(command, directory))
     running = None if shared else holder(directory)
     if running:
         who = f" (pid {running['pid']})" if "pid" in running else ""
@@ -44,3 +48,23 @@ def operated_store(data_dir: str | None, store: str | None) -> Iterator[tuple[Ap
     finally:
         if not shared:
             lock.release()
+
+
+def _no_store(command: str, directory: Path) -> str:
+    """Why ``command`` does nothing on a data directory without a store: checked on a new, empty
+    one, it said every index agreed and an org held nothing, while the store meant (a team
+    server's, whose CLI backend is the remote server) was never looked at."""
+    from stigmer_core import config
+
+    chosen = config.resolve()
+    told = (
+        f"; the CLI's backend here is the remote server {chosen.endpoint}, which `stigmer {command}` does not go "
+        "through"
+        if chosen.backend == config.REMOTE
+        else ""
+    )
+    return (
+        f"{directory} holds no store, so `stigmer {command}` has nothing to work on{told}: it works on a store in "
+        "this process, so run it where the store is, naming it: --data-dir DIR for a local store, --store "
+        "postgresql://... (or $STIGMER_STORE, or the config file's store) for a team server's database"
+    )

@@ -36,7 +36,6 @@ def _damage(data_dir: Path) -> None:
 
 
 def test_doctor_reports_and_repairs(stigmer: Stigmer, tmp_path: Path) -> None:
-    assert "agrees with the stored objects" in stigmer.ok("doctor")
     stigmer.ok("apply", "-f", str(write(tmp_path / "agent.yaml", AGENT)))
     assert "agrees with the stored objects" in stigmer.ok("doctor")
     _damage(stigmer.data_dir)
@@ -96,5 +95,28 @@ def test_doctor_checks_and_repairs_a_team_servers_database_while_its_daemon_serv
     assert result.code == 1 and "1 org usage counters disagree" in result.err, result.err
     assert "repaired 0 indexes and 1 org usage counters" in stigmer.ok("doctor", "--repair", *store)
     assert "every org's usage counter agrees" in stigmer.ok("doctor", *store)
-    # without it, doctor would check the daemon's data directory, which the daemon holds
-    assert "stigmer local stop" in stigmer.fails("doctor")
+    # without it, doctor would check the daemon's data directory, which holds no store: said, naming --store
+    said = stigmer.fails("doctor")
+    assert "holds no store" in said and "--store postgresql://" in said, said
+
+
+def test_a_data_directory_without_a_store_is_said_and_left_without_one(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Checked on a new, empty store, doctor said every index agreed and org delete that the org
+    held nothing, while the store meant was never looked at: with the CLI logged in to a team
+    server, that server's database, which neither command goes through."""
+    for command in (("doctor",), ("org", "delete", "acme", "--dry-run")):
+        said = stigmer.fails(*command)
+        assert f"{stigmer.data_dir} holds no store, so `stigmer {' '.join(command[:2])}` has nothing to work on" in said
+        assert "--store postgresql://" in said and "remote server" not in said
+    assert not (stigmer.data_dir / "data.mdb").exists()
+
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    stigmer.home.joinpath("config.yaml").write_text(
+        "backend: {type: remote}\nremote: {endpoint: 'team.example:7443'}\n"
+    )
+    said = stigmer.fails("doctor")
+    assert (
+        "the CLI's backend here is the remote server team.example:7443, which `stigmer doctor` does not go through"
+        in said
+    )
+    assert not (stigmer.data_dir / "data.mdb").exists()

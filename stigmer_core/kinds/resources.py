@@ -194,7 +194,7 @@ class Resources:
     # -- writes --------------------------------------------------------------
     @property
     def _writer(self) -> WriteTxn:
-        return cast(WriteTxn, self.txn)
+        return self.txn  # type: ignore[return-value]  # a write's view holds a WriteTxn; cast() would be a call per write
 
     def stamp_new(self, kind: KindRuntime, obj: Message, *, org: str, principal: str) -> None:
         """Give a new object its server-owned fields: id, kind, org, times, status."""
@@ -411,7 +411,7 @@ class Resources:
         expected = kind.record
         if not expected or kind.name in self._current:
             return
-        raw = self.txn.get(keys.kind_record_key(kind.name))
+        raw = self.txn.get(kind.record_key)
         if raw != expected:
             raise errors.FailedPrecondition(moved_on(kind.name, expected, raw))
         self._current.add(kind.name)
@@ -429,7 +429,7 @@ class Resources:
         obj.DiscardUnknownFields()
         raw = obj.SerializeToString()
         desc: Any = obj.DESCRIPTOR
-        if NESTING.can_nest(desc) and not DEPTH.fits(desc, raw, limits.max_nesting_depth):
+        if kind.can_nest and not DEPTH.fits(desc, raw, limits.max_nesting_depth):
             # Too deep, or the parser could not tell (None): the walk names the field. Content is
             # told apart from the parser's count only here, in C, at every write of the whole
             # object; its numbers and Values were checked where they came in (``validate``).

@@ -352,6 +352,11 @@ class KindRuntime:
     """``keys.slug_range`` of the kind: every slug index key starts with it."""
     _index_ranges: dict[str, bytes] = attrs.field(init=False)
     """``keys.index_range`` of the label index and of every declared index."""
+    record_key: bytes = attrs.field(init=False)
+    """``keys.kind_record_key`` of the kind: the key every write's release check reads."""
+    can_nest: bool = attrs.field(init=False)
+    """Whether the kind's objects can contain themselves (a Struct, a recursive message): only
+    then is a write's depth checked."""
 
     def __attrs_post_init__(self) -> None:
         # Key prefixes are fixed by the declaration: encoded here once, not per write.
@@ -362,6 +367,8 @@ class KindRuntime:
         self.slug_range = keys.slug_range(prefix)
         names = (LABEL_INDEX, *(index.name for index in self.decl.indexes))
         self._index_ranges = {name: keys.index_range(prefix, name) for name in names}
+        self.record_key = keys.kind_record_key(self.decl.name)
+        self.can_nest = bool(NESTING.plan(self.decl.resource.DESCRIPTOR))
 
     @property
     def name(self) -> str:

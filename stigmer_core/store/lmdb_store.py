@@ -308,6 +308,7 @@ class _Writer(_Reader):
         "_book",
         "_callbacks",
         "_changes",
+        "_checked",
         "_now",
         "_owned",
         "_part",
@@ -336,6 +337,7 @@ class _Writer(_Reader):
         self._now = 0
         self._part = b""
         self._part_bytes = 0
+        self._checked = ""  # the empty partition needs no check
         self._retention = retention
         self._callbacks: list[Callable[[], None]] = []
         self.appended: list[tuple[int, bytes]] = []
@@ -356,7 +358,9 @@ class _Writer(_Reader):
         return self._revision
 
     def append_event(self, payload: bytes, partition: str = "") -> int:
-        keys.check_partition(partition)
+        if partition != self._checked:  # one org's events in a row: checked once
+            keys.check_partition(partition)
+            self._checked = partition
         revision = self.write_revision()
         txn = self._txn
         if self.event_bytes < 0:

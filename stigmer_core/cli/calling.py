@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from stigmer_core.cli.documents import (
     to_dict,
     to_message,
 )
-from stigmer_core.cli.envelope import descriptor
+from stigmer_core.cli.envelope import descriptor, repeated
 from stigmer_core.cli.errors import CliError, from_rpc
 from stigmer_core.cli.session import Session
+from stigmer_core.limits import MESSAGE_BYTES
 
 
 def _set(data: dict[str, Any], assignment: str) -> None:
@@ -35,18 +37,78 @@ def _set(data: dict[str, Any], assignment: str) -> None:
     try:
         value = yaml.safe_load(text) if text else ""
     except yaml.YAMLError as exc:
-        raise CliError(f"--set '{assignment}': the value is not valid YAML ({yamlio.describe(exc)}); quote it") from None
+        raise CliError(
+            f"--set '{assignment}': the value is not valid YAML ({yamlio.describe(exc)}); quote it, or read "
+            f"a string or bytes field from a file: --set-file {path}=PATH"
+        ) from None
+    _place(data, path, value, f"--set '{assignment}'")
+
+
+def _place(data: dict[str, Any], path: str, value: Any, given: str) -> None:
     target = data
     *parents, leaf = path.split(".")
     for part in parents:
         nested = target.setdefault(part, {})
         if not isinstance(nested, dict):
-            raise CliError(f"--set '{assignment}': {part} is already given a value")
+            raise CliError(f"{given}: {part} is already given a value")
         target = nested
     target[leaf] = value
 
 
-def build_request(cls: type[Message], files: tuple[Path, ...], assignments: tuple[str, ...], *, org: str) -> Message:
+_STRING, _BYTES = 9, 12
+"""``FieldDescriptor.TYPE_STRING`` and ``TYPE_BYTES``."""
+
+
+def _field_at(cls: type[Message], path: str) -> Any:
+    """The field a dotted path names (JSON or declared spelling), or None when it names none."""
+    desc, field = descriptor(cls), None
+    for part in path.split("."):
+        if desc is None:
+            return None
+        field = next((f for f in desc.fields if part in (f.name, f.json_name)), None)
+        if field is None:
+            return None
+        desc = field.message_type
+    return field
+
+
+def _set_file(cls: type[Message], data: dict[str, Any], assignment: str) -> None:
+    """A string or bytes field read from a file, which no YAML scalar on a command line carries
+    well: a skill's SKILL.md (front matter opens with ``---``, a YAML document marker), its zip."""
+    path, sep, name = assignment.partition("=")
+    given = f"--set-file '{assignment}'"
+    if not sep or not path or not name:
+        raise CliError(f"invalid {given}: use field=PATH (dotted paths for nested fields)", exit_code=2)
+    field = _field_at(cls, path)
+    if field is None:
+        raise CliError(f"{given}: request {descriptor(cls).full_name} has no field {path}")
+    if field.type not in (_STRING, _BYTES) or repeated(field):
+        raise CliError(f"{given}: --set-file fills a string or bytes field, and {path} is neither: give it with --set")
+    file = Path(name)
+    try:
+        size = file.stat().st_size
+        if size > MESSAGE_BYTES:
+            raise CliError(f"{given}: {file} holds {size:,} bytes, more than a request may carry ({MESSAGE_BYTES:,})")
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"{given}: cannot read {file}: {exc.strerror}") from None
+    if field.type == _BYTES:
+        _place(data, path, base64.b64encode(raw).decode("ascii"), given)
+        return
+    try:
+        _place(data, path, raw.decode("utf-8"), given)
+    except UnicodeDecodeError:
+        raise CliError(f"{given}: {file} is not UTF-8 text, and {path} is a string field") from None
+
+
+def build_request(
+    cls: type[Message],
+    files: tuple[Path, ...],
+    assignments: tuple[str, ...],
+    *,
+    org: str,
+    file_assignments: tuple[str, ...] = (),
+) -> Message:
     data: dict[str, Any] = {}
     for path in files:
         label, text = (STDIN_LABEL, read_stdin()) if str(path) == STDIN else (str(path), read_text(path))
@@ -59,6 +121,8 @@ def build_request(cls: type[Message], files: tuple[Path, ...], assignments: tupl
             data.update(doc)
     for assignment in assignments:
         _set(data, assignment)
+    for assignment in file_assignments:
+        _set_file(cls, data, assignment)
     if "org" in descriptor(cls).fields_by_name and "org" not in data and org:
         data["org"] = org
     try:
@@ -126,6 +190,7 @@ def run(
     assignments: tuple[str, ...],
     output: str,
     timeout: float,
+    file_assignments: tuple[str, ...] = (),
 ) -> None:
     session = Session.of(ctx)
     kind = session.kind(kind_name)
@@ -133,7 +198,7 @@ def run(
         known = ", ".join(sorted(kind.methods))
         raise CliError(f"kind {kind.name} has no rpc '{method_name}' (its rpcs: {known})")
     method = kind.method(method_name)
-    request = build_request(method.request_cls, files, assignments, org=session.org)
+    request = build_request(method.request_cls, files, assignments, org=session.org, file_assignments=file_assignments)
     request_ids.resolve(session, kind, request)
     calls = session.calls(kind)
     calls.timeout = timeout

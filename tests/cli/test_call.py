@@ -114,3 +114,41 @@ def test_every_page_of_any_paged_answer_is_followed(stigmer: Stigmer, tmp_path: 
     first = stigmer("call", "skill", "listTags", "--set", "skillId=many", "--set", "pageSize=10", "-o", "json")
     assert first.code == 0 and len(json.loads(first.out)["tags"]) == 10, first.err
     assert "more remain: the next page is --set pageToken=" in first.err
+
+
+def test_a_string_or_bytes_field_is_read_from_a_file(stigmer: Stigmer, tmp_path: Path) -> None:
+    """A skill's SKILL.md opens with `---`, which --set reads as a YAML document marker, and its zip
+    is bytes: --set-file takes a string field's text and a bytes field's bytes from a file."""
+    import io
+    import zipfile
+
+    markdown = "---\nname: notes\ndescription: take notes\n---\n# Notes\nDo it.\n"
+    skill_md = write(tmp_path / "SKILL.md", markdown)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr("SKILL.md", markdown)
+    artifact = tmp_path / "notes.zip"
+    artifact.write_bytes(packed.getvalue())
+
+    inline = stigmer("call", "skill", "push", "--set", "name=notes", "--set", f"skillMd={markdown}")
+    assert inline.code == 1 and "the value is not valid YAML" in inline.err, inline
+    assert "--set-file skillMd=PATH" in inline.err
+    pushed = stigmer.ok(
+        "call", "skill", "push", "--set", "name=notes", "--set-file", f"skillMd={skill_md}",
+        "--set-file", f"artifact={artifact}", "-o", "yaml",
+    )  # fmt: skip
+    assert yaml.safe_load(pushed)["spec"]["skillMd"] == markdown
+    listed = yaml.safe_load(stigmer.ok("call", "skill", "listVersions", "--set", "skillId=notes", "-o", "yaml"))
+    assert listed, listed
+
+    refusals = {
+        f"skillMd={artifact}": f"{artifact} is not UTF-8 text, and skillMd is a string field",
+        f"nosuch={artifact}": "request stigmer.agentic.skill.v1.PushSkillRequest has no field nosuch",
+        f"skillMd={tmp_path / 'absent.md'}": f"cannot read {tmp_path / 'absent.md'}: No such file or directory",
+    }
+    for given, said in refusals.items():
+        assert said in stigmer.fails("call", "skill", "push", "--set", "name=notes", "--set-file", given), given
+    assert "use field=PATH" in stigmer.fails("call", "skill", "push", "--set-file", "skillMd", code=2)
+    big = tmp_path / "big.md"
+    big.write_bytes(b"x" * ((4 << 20) + 1))
+    assert "more than a request may carry" in stigmer.fails("call", "skill", "push", "--set-file", f"skillMd={big}")

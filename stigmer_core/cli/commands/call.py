@@ -24,6 +24,10 @@ from stigmer_core.cli.options import FORMATS, common_options, wait_seconds
     help="YAML (or JSON) request, field names as in documents; '-' reads stdin (repeatable, merged).",
 )  # fmt: skip
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE", help="A request field (repeatable).")
+@click.option(
+    "--set-file", "file_assignments", multiple=True, metavar="FIELD=PATH",
+    help="A string or bytes request field read from a file: its text, or its bytes (repeatable).",
+)  # fmt: skip
 @click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--timeout", type=float, callback=wait_seconds, default=30.0, show_default=True, help="Seconds before the call gives up.")
 @common_options
@@ -34,6 +38,7 @@ def call(
     method_name: str,
     files: tuple[Path, ...],
     assignments: tuple[str, ...],
+    file_assignments: tuple[str, ...],
     output: str,
     timeout: float,
 ) -> None:
@@ -44,4 +49,4 @@ def call(
     """
     from stigmer_core.cli import calling
 
-    calling.run(ctx, kind_name, method_name, files, assignments, output, timeout)
+    calling.run(ctx, kind_name, method_name, files, assignments, output, timeout, file_assignments)

@@ -8,8 +8,6 @@ connects in turn.
 from __future__ import annotations
 
 import contextlib
-import difflib
-import logging
 import os
 import re
 import tempfile
@@ -36,8 +34,6 @@ ENV = {
     "org": "STIGMER_ORG",
 }
 
-
-log = logging.getLogger(__name__)
 
 KEYS: dict[str, frozenset[str] | None] = {
     "backend": frozenset({"type"}),
@@ -113,13 +109,16 @@ def _warn_unknown(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def _warn(path: Path, key: str, known: Mapping[str, Any] | frozenset[str]) -> None:
+    import difflib  # here: every command reads the config, few find a key to warn of
+    import logging
+
     if (str(path), key) in _warned:
         return
     _warned.add((str(path), key))
     leaf = key.rpartition(".")[2]
     close = difflib.get_close_matches(leaf, sorted(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
-    log.warning("config file %s: '%s' is not a setting and is ignored%s", path, key, hint)
+    logging.getLogger(__name__).warning("config file %s: '%s' is not a setting and is ignored%s", path, key, hint)
 
 
 def save_config(data: Mapping[str, Any], path: Path | None = None) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 import grpc
 import yaml  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from stigmer_core.cli import render, request_ids, yamlio
@@ -55,10 +56,6 @@ def _place(data: dict[str, Any], path: str, value: Any, given: str) -> None:
     target[leaf] = value
 
 
-_STRING, _BYTES = 9, 12
-"""``FieldDescriptor.TYPE_STRING`` and ``TYPE_BYTES``."""
-
-
 def _field_at(cls: type[Message], path: str) -> Any:
     """The field a dotted path names (JSON or declared spelling), or None when it names none."""
     desc, field = descriptor(cls), None
@@ -82,7 +79,7 @@ def _set_file(cls: type[Message], data: dict[str, Any], assignment: str) -> None
     field = _field_at(cls, path)
     if field is None:
         raise CliError(f"{given}: request {descriptor(cls).full_name} has no field {path}")
-    if field.type not in (_STRING, _BYTES) or repeated(field):
+    if field.type not in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES) or repeated(field):
         raise CliError(f"{given}: --set-file fills a string or bytes field, and {path} is neither: give it with --set")
     file = Path(name)
     try:
@@ -92,7 +89,7 @@ def _set_file(cls: type[Message], data: dict[str, Any], assignment: str) -> None
         raw = file.read_bytes()
     except OSError as exc:
         raise CliError(f"{given}: cannot read {file}: {exc.strerror}") from None
-    if field.type == _BYTES:
+    if field.type == FieldDescriptor.TYPE_BYTES:
         _place(data, path, base64.b64encode(raw).decode("ascii"), given)
         return
     try:

@@ -16,6 +16,7 @@ from types import FrameType
 import attrs
 import grpc
 
+from stigmer_core import stop_bound
 from stigmer_core.application import Application
 from stigmer_core.auth.transport import TlsFiles, check_listen, split_address
 from stigmer_core.datadir import DataDirLock
@@ -253,6 +254,7 @@ def serve(
     data_dir: str | Path | None = None,
     *,
     grace: float = 10.0,
+    stop_limit: float | None = None,
     drain: float = 0.0,
     require_auth: bool = False,
     tls: TlsFiles | None = None,
@@ -265,6 +267,8 @@ def serve(
     daemon on it serves the same data) or None for LMDB in ``data_dir``.
     ``drain`` is how long the first signal keeps the daemon serving with its
     health NOT_SERVING before it stops (a second signal stops it at once).
+    ``stop_limit`` (``grace`` + ``stop_bound.STOP_MARGIN_SECONDS`` when None) is how long the
+    stop may take before it prints every thread's stack and ends the process (``stop_bound``).
     """
     address = address or default_address()
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -280,6 +284,7 @@ def serve(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     app = None
+    armed = False
     try:
         # a daemon's retention settings are the schema's once it starts (docs/design.md, Event retention)
         retention = EventRetention.from_env_if_set()
@@ -318,13 +323,23 @@ def serve(
                 flush=True,
             )
             _wait_for_signal(stop, drain)
-        print("stigmer daemon stopping: draining in-flight calls", flush=True)
+        limit = grace + stop_bound.STOP_MARGIN_SECONDS if stop_limit is None else stop_limit
+        armed = True
+        stop_bound.arm(limit)  # before the line below: once it is printed, a second signal ends the process
+        print(
+            f"stigmer daemon stopping: draining in-flight calls (for at most {grace:g} s; "
+            "another SIGTERM or Ctrl-C stops it now, and a stop still running after "
+            f"{limit:g} s prints every thread's stack and exits 1)",
+            flush=True,
+        )
         server.stop(grace)
         return 0
     finally:
         if app is not None:
             app.close()
         lock.release()
+        if armed:
+            stop_bound.disarm()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sys.stdout.flush()

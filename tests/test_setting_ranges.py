@@ -156,6 +156,18 @@ def test_a_drain_that_is_not_a_number_of_seconds_up_to_an_hour_stops_serve(tmp_p
         assert not (tmp_path / "data").exists(), "refused before the daemon opened anything"
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "0.5", "3601"])
+def test_a_stop_limit_that_is_not_a_second_to_an_hour_stops_serve(tmp_path: Path, value: str) -> None:
+    """``nan`` would never have fired, and 0 ended every stop before it could drain a call."""
+    for args, env in (([f"--stop-limit={value}"], {}), ([], {"STIGMER_STOP_LIMIT_SECONDS": value})):
+        result = CliRunner().invoke(
+            main, ["serve", "--data-dir", str(tmp_path / "data"), "--address", "0.0.0.0:0", *args], env=env
+        )
+        assert result.exit_code == 2, result.output
+        assert "must be from 1 to 3,600 seconds (--stop-limit, env STIGMER_STOP_LIMIT_SECONDS)" in result.output
+        assert not (tmp_path / "data").exists(), "refused before the daemon opened anything"
+
+
 @pytest.mark.parametrize(
     ("settings", "variable"),
     [

@@ -304,6 +304,21 @@ def stop(files: Files, daemon: Running, *, timeout: float, force: bool) -> bool:
     return killed
 
 
+def hung_in_stop(log: Path | None) -> bool:
+    """Whether the last run in ``log`` (a daemon's ``started_log``, found before it stopped) hung
+    in its stop and its bound ended it (``stop_bound``): the stack of every thread is there, and
+    `local stop` says so rather than only "stopped"."""
+    from stigmer_core.stop_bound import HUNG
+
+    if log is None:
+        return False
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return False
+    return HUNG.search(text.rsplit(f"\n{START_MARK}", 1)[-1]) is not None
+
+
 def started_log(files: Files, daemon: Running) -> Path | None:
     """The log of this daemon, if ``local start`` spawned it (its pid file names the daemon's pid).
 

@@ -14,12 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
 import pytest
 
+from stigmer_core.cli.daemon import Files, hung_in_stop
 from stigmer_core.datadir import holder
 
 TIMEOUT = 30
@@ -88,16 +90,29 @@ class Stigmer:
     def __call__(
         self, *args: str, input: str | None = None, timeout: float = TIMEOUT, env: dict[str, str] | None = None
     ) -> Result:
-        done = subprocess.run(
-            [sys.executable, "-m", "stigmer_core.cli", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env={**self.env(), **(env or {})},
-            timeout=timeout,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "stigmer_core.cli", *args],
+                input=input,
+                capture_output=True,
+                text=True,
+                env={**self.env(), **(env or {})},
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"stigmer {' '.join(args)} ran past {timeout:g}s{self.logs()}") from exc
         return Result(done.returncode, done.stdout, done.stderr)
+
+    def logs(self, lines: int = 80) -> str:
+        """The end of the log of every daemon this test started: where a command that hung was stuck."""
+        shown = []
+        for data_dir in self.started:
+            log = Files(data_dir).log_file
+            if log.exists():
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                shown.append(f"\n--- {log} ---\n{tail}")
+        return "".join(shown)
 
     def ok(self, *args: str, input: str | None = None) -> str:
         result = self(*args, input=input)
@@ -136,6 +151,8 @@ class Stigmer:
             if holder(data_dir):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        if any(hung_in_stop(Files(data_dir).log_file) for data_dir in self.started):  # ended by stop_bound
+            warnings.warn(f"a daemon's stop hung past its limit:{self.logs()}", stacklevel=1)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from .conftest import TIMEOUT, Stigmer, free_port
 
@@ -118,3 +119,43 @@ def test_a_daemon_started_with_the_shared_pid_file_is_still_found(stigmer: Stigm
     assert f"log file: {parent / 'daemon.log'}" in status
     assert "stopped" in stigmer.ok("local", "stop", "--data-dir", str(parent / "d1"))
     assert not (parent / "daemon.pid").exists()
+
+
+HANG_ON_CLOSE = """
+import threading
+from stigmer_core.store.lmdb_store import LmdbStore
+
+def close_never_returns(self):
+    threading.Event().wait()
+
+LmdbStore.close = close_never_returns
+"""
+
+
+def test_a_daemon_whose_stop_hangs_ends_itself_and_stop_says_where_its_stacks_are(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
+    """`local stop` waited its 30 s and failed, and the daemon held its data directory and port
+    with no word of where it was stuck."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HANG_ON_CLOSE)  # every process of this test: its store never closes
+    stigmer.python_path.append(hook)
+    stigmer.started.append(stigmer.data_dir)
+    address = f"127.0.0.1:{free_port()}"
+    started = stigmer("local", "start", "--address", address, env={"STIGMER_STOP_LIMIT_SECONDS": "2"})
+    assert started.code == 0, started.err
+    stopped = stigmer("local", "stop")
+    assert stopped.code == 0, stopped.err
+    assert "stigmer daemon stopped" in stopped.out
+    log = stigmer.home / "daemon.log"
+    assert f"its stop hung, and it ended itself at its limit: the stack of each of its threads is at the end of {log}" in (
+        stopped.err
+    )
+    assert "close_never_returns" in log.read_text()
+    stigmer.started.clear()  # stopped, and its hang is this test's own: nothing for the fixture to report
+
+    stigmer.python_path.remove(hook)
+    again = stigmer.start()  # the data directory and the store are free, and open as after any crash
+    assert again.address
+    assert "its stop hung" not in stigmer("local", "stop").err

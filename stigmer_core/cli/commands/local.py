@@ -44,6 +44,20 @@ def _drain_seconds(ctx: click.Context, param: click.Parameter, value: float) -> 
     return value
 
 
+MAX_STOP_LIMIT_SECONDS = 3600.0
+DEFAULT_STOP_LIMIT_SECONDS = 20.0
+"""The 10 s grace in-flight calls have to finish, and 10 s to end streams and close the store."""
+
+
+def _stop_limit_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not (math.isfinite(value) and 1 <= value <= MAX_STOP_LIMIT_SECONDS):
+        raise click.BadParameter(
+            f"must be from 1 to {MAX_STOP_LIMIT_SECONDS:,.0f} seconds (--stop-limit, env STIGMER_STOP_LIMIT_SECONDS), "
+            f"not {value:g}"
+        )
+    return value
+
+
 @click.command()
 @address_option
 @data_dir_option
@@ -60,6 +74,12 @@ def _drain_seconds(ctx: click.Context, param: click.Parameter, value: float) -> 
     help="On SIGTERM, answer health NOT_SERVING but keep serving this long before stopping, "
     f"so a load balancer moves calls away first (env STIGMER_DRAIN_SECONDS; default 0, at most {MAX_DRAIN_SECONDS:,.0f}).",
 )
+@click.option(
+    "--stop-limit", envvar="STIGMER_STOP_LIMIT_SECONDS", type=float, default=DEFAULT_STOP_LIMIT_SECONDS,
+    metavar="SECONDS", callback=_stop_limit_seconds,
+    help="A stop (after any drain) still running this long prints every thread's stack and exits 1 "
+    f"(env STIGMER_STOP_LIMIT_SECONDS; default {DEFAULT_STOP_LIMIT_SECONDS:g}, 1 to {MAX_STOP_LIMIT_SECONDS:,.0f}).",
+)  # fmt: skip
 @store_option
 @verbose_option
 def serve(
@@ -71,6 +91,7 @@ def serve(
     tls_client_ca: str | None,
     insecure_no_auth: bool,
     drain: float,
+    stop_limit: float,
     store: str | None,
 ) -> None:
     """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly).
@@ -81,7 +102,7 @@ def serve(
     # grpc's core logs a failed bind itself, before the one-line error this command prints;
     # GRPC_VERBOSITY set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    from stigmer_core import config
+    from stigmer_core import config, stop_bound
     from stigmer_core.cli.log_format import keep_tracebacks
     from stigmer_core.server import serve as run_daemon
 
@@ -102,8 +123,10 @@ def serve(
         insecure_no_auth=security.insecure_no_auth,
         store=settings.store or None,
         drain=drain,
+        stop_limit=stop_limit,
     )
     click.echo(f"stigmer daemon stopped (exit code {code})")
+    stop_bound.bound_exit()
     sys.exit(code)
 
 
@@ -167,8 +190,15 @@ def stop(data_dir: str | None, timeout: float, force: bool) -> None:
     found = daemon.running(files.data_dir)
     if found is None:
         raise _not_running(files)
+    log = daemon.started_log(files, found)  # before the stop forgets its pid file
     killed = daemon.stop(files, found, timeout=timeout, force=force)
     click.echo(f"stigmer daemon {'killed' if killed else 'stopped'} (pid {found.pid})")
+    if not killed and daemon.hung_in_stop(log):
+        click.echo(
+            f"warning: its stop hung, and it ended itself at its limit: the stack of each of its threads "
+            f"is at the end of {log} (a bug of stigmer or of a plugin: report it with that log)",
+            err=True,
+        )
 
 
 @local.command()

@@ -1,0 +1,45 @@
+"""A daemon's stop, bounded in time.
+
+A daemon that does not end on SIGTERM keeps its data directory locked and its port bound until
+something kills it: `stigmer local stop` gives up, the next `local start` finds it still there,
+and a platform's kill timeout ends it with no word of why. So once a stop begins, a second
+SIGTERM or Ctrl-C ends the process at once (the kernel's own action: it works whatever the
+interpreter's threads are doing), and a stop still running ``limit`` seconds later prints every
+thread's stack to stderr (the daemon's log) and ends the process with exit code 1. faulthandler
+does both from a C thread of its own, so it fires even when Python code cannot run (a thread
+holding the GIL in an extension). Every committed write is already durable by then: a stop cut
+short loses nothing stored, and the next start opens the store as after any crash.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import re
+import signal
+import sys
+
+STOP_MARGIN_SECONDS = 10.0
+"""How long past the grace for in-flight calls a stop may take to end streams and close the store."""
+
+HUNG = re.compile(r"^Timeout \(\d+:\d\d:\d\d\)!$", re.MULTILINE)
+"""faulthandler's first line when it ended a stop that ran past its limit: what a log is searched for."""
+
+EXIT_SECONDS = 5.0
+"""How long the interpreter may take to exit once the daemon has stopped (its thread pools' joins)."""
+
+
+def arm(limit: float) -> None:
+    """The stop has begun: the next signal ends the process now, and ``limit`` seconds end it too."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    faulthandler.dump_traceback_later(limit, exit=True, file=sys.stderr)
+
+
+def disarm() -> None:
+    """The stop ended in time (or the daemon runs inside a caller's process, which outlives it)."""
+    faulthandler.cancel_dump_traceback_later()
+
+
+def bound_exit() -> None:
+    """The daemon process is about to exit: its exit, too, may not hang."""
+    faulthandler.dump_traceback_later(EXIT_SECONDS, exit=True, file=sys.stderr)

@@ -1,0 +1,87 @@
+"""A daemon whose stop hangs still ends: at its stop limit with every thread's stack in its log,
+or at once on a second signal. A daemon that ignored SIGTERM kept its data directory locked and
+its port bound until something killed it, with no word of where it was stuck."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+READY = "stigmer daemon listening on "
+STOPPING = "stigmer daemon stopping"
+
+# The stop hangs where the daemon closes its store: the one place no grace period bounds.
+HANGING = """
+import sys, threading
+from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.server import serve
+
+def close_never_returns(self):
+    threading.Event().wait()
+
+LmdbStore.close = close_never_returns
+sys.exit(serve("127.0.0.1:0", sys.argv[1], grace=1, stop_limit=float(sys.argv[2])))
+"""
+
+
+def _start(data_dir: Path, stop_limit: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HANGING, str(data_dir), str(stop_limit)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    _read_until(proc, READY)
+    return proc
+
+
+def _read_until(proc: subprocess.Popen[str], prefix: str, timeout: float = 60) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0 and selector.select(timeout=left):
+            line = proc.stdout.readline()
+            if line.startswith(prefix):
+                return line
+            if not line:
+                break
+    proc.kill()
+    raise AssertionError(f"no line starting {prefix!r}: {proc.communicate(timeout=10)}")
+
+
+def _ended(proc: subprocess.Popen[str], timeout: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=10)
+        raise AssertionError(f"the daemon was still running {timeout:g} s after the stop began") from None
+    return out
+
+
+def test_a_stop_that_hangs_ends_at_its_limit_with_every_threads_stack(tmp_path: Path) -> None:
+    proc = _start(tmp_path / "data", stop_limit=2)
+    proc.send_signal(signal.SIGTERM)
+    stopping = _read_until(proc, STOPPING)
+    assert "a stop still running after 2 s prints every thread's stack and exits 1" in stopping
+    out = _ended(proc, timeout=30)
+    assert proc.returncode == 1, out
+    assert "Timeout (0:00:02)!" in out
+    assert "most recent call first" in out
+    assert "close_never_returns" in out  # the stack names where the stop was stuck
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_second_signal_during_a_hanging_stop_ends_it_at_once(tmp_path: Path, sig: signal.Signals) -> None:
+    proc = _start(tmp_path / "data", stop_limit=600)
+    proc.send_signal(sig)
+    assert "another SIGTERM or Ctrl-C stops it now" in _read_until(proc, STOPPING)  # printed once armed
+    proc.send_signal(sig)
+    _ended(proc, timeout=30)  # not the 600 s of its limit
+    assert proc.returncode == -sig

@@ -159,3 +159,19 @@ def test_a_daemon_whose_stop_hangs_ends_itself_and_stop_says_where_its_stacks_ar
     again = stigmer.start()  # the data directory and the store are free, and open as after any crash
     assert again.address
     assert "its stop hung" not in stigmer("local", "stop").err
+
+
+def test_a_start_asking_for_another_address_than_the_running_daemons_is_refused(stigmer: Stigmer) -> None:
+    """It said "already running on X" and exited 0, and a script went on to call Y, where nothing listened."""
+    address = stigmer.start().address
+    elsewhere = f"127.0.0.1:{free_port()}"
+    message = stigmer.fails("local", "start", "--address", elsewhere)
+    assert message == (
+        f"the stigmer daemon of {stigmer.data_dir} already runs (pid {int((stigmer.home / 'daemon.pid').read_text())}) "
+        f"on {address}, not on {elsewhere}: `stigmer local stop` first to move it, or give another --data-dir for a "
+        "second daemon"
+    )
+    port = address.rsplit(":", 1)[1]
+    for same in (address, f"localhost:{port}", "127.0.0.1:0"):  # the address it serves on, however asked for
+        assert "already running" in stigmer.ok("local", "start", "--address", same)
+    assert "already running" in stigmer.ok("local", "start")  # no address asked for: whichever it has

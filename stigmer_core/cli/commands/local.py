@@ -146,6 +146,17 @@ def _not_running(files: daemon.Files, *, exit_code: int = 1) -> CliError:
     )
 
 
+def _same_address(asked: str, serving: str) -> bool:
+    """Whether a daemon serving on ``serving`` is one started with ``--address asked`` (port 0
+    picks any port, and ``localhost`` is the loopback address the daemon records)."""
+    from stigmer_core.auth.transport import split_address
+
+    (host, port), (on_host, on_port) = split_address(asked), split_address(serving)
+    loopback = {"localhost", "127.0.0.1"}
+    same_host = host.lower() == on_host.lower() or {host.lower(), on_host.lower()} <= loopback
+    return same_host and port in ("0", on_port)
+
+
 @local.command()
 @address_option
 @data_dir_option
@@ -161,6 +172,12 @@ def start(address: str | None, data_dir: str | None, timeout: float) -> None:
     with daemon.starting(files):
         found = daemon.running(files.data_dir)
         if found is not None:
+            if address is not None and found.address and not _same_address(address, found.address):
+                raise CliError(
+                    f"the stigmer daemon of {files.data_dir} already runs (pid {found.pid}) on {found.address}, "
+                    f"not on {address}: `stigmer local stop` first to move it, or give another --data-dir "
+                    "for a second daemon"
+                )
             where = found.address or "(still starting)"
             click.echo(f"stigmer daemon already running (pid {found.pid}) on {where}; data directory {files.data_dir}")
             return

@@ -14,9 +14,11 @@ short loses nothing stored, and the next start opens the store as after any cras
 from __future__ import annotations
 
 import faulthandler
+import os
 import re
 import signal
 import sys
+from types import FrameType
 
 STOP_MARGIN_SECONDS = 10.0
 """How long past the grace for in-flight calls a stop may take to end streams and close the store."""
@@ -28,10 +30,19 @@ EXIT_SECONDS = 5.0
 """How long the interpreter may take to exit once the daemon has stopped (its thread pools' joins)."""
 
 
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    os._exit(128 + signum)  # the shell's code for a process a signal ended
+
+
 def arm(limit: float) -> None:
-    """The stop has begun: the next signal ends the process now, and ``limit`` seconds end it too."""
+    """The stop has begun: the next signal ends the process now, and ``limit`` seconds end it too.
+
+    The kernel's default action ends the process whatever its threads do, but a PID namespace's
+    first process (a container's daemon, run without an init) is sent only the signals it
+    handles: there the handler exits, once the main thread runs Python again."""
+    now = _exit_now if os.getpid() == 1 else signal.SIG_DFL
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
+        signal.signal(sig, now)
     faulthandler.dump_traceback_later(limit, exit=True, file=sys.stderr)
 
 

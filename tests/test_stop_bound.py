@@ -85,3 +85,33 @@ def test_a_second_signal_during_a_hanging_stop_ends_it_at_once(tmp_path: Path, s
     proc.send_signal(sig)
     _ended(proc, timeout=30)  # not the 600 s of its limit
     assert proc.returncode == -sig
+
+
+def _pid_one(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
+    """The hanging daemon as the first process of a PID namespace of its own (a container's
+    daemon without an init), and its pid as this namespace sees it."""
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", HANGING, str(data_dir), "600"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    _read_until(proc, READY)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return proc, int(children[0])
+
+
+def test_a_second_signal_ends_a_hanging_stop_of_a_namespaces_first_process(tmp_path: Path) -> None:
+    """The kernel's default action never reaches a PID namespace's first process: the second
+    SIGTERM of `docker stop` did nothing to a daemon run as a container's PID 1."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        # CI runs as root and must run this; a developer without CAP_SYS_ADMIN cannot make a namespace
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to make a PID namespace: {probe.stderr.strip()}")
+        pytest.skip(f"cannot make a PID namespace here ({probe.stderr.strip()}): needs root or CAP_SYS_ADMIN")
+    proc, daemon = _pid_one(tmp_path / "data")
+    os.kill(daemon, signal.SIGTERM)  # as from the host: the namespace's parent
+    assert "another SIGTERM or Ctrl-C stops it now" in _read_until(proc, STOPPING)
+    os.kill(daemon, signal.SIGTERM)
+    _ended(proc, timeout=30)  # not the 600 s of its limit
+    assert proc.returncode == 128 + signal.SIGTERM

@@ -5,10 +5,10 @@ something kills it: `stigmer local stop` gives up, the next `local start` finds 
 and a platform's kill timeout ends it with no word of why. So once a stop begins, a second
 SIGTERM or Ctrl-C ends the process at once (the kernel's own action: it works whatever the
 interpreter's threads are doing), and a stop still running ``limit`` seconds later prints every
-thread's stack to stderr (the daemon's log) and ends the process with exit code 1. faulthandler
-does both from a C thread of its own, so it fires even when Python code cannot run (a thread
-holding the GIL in an extension). Every committed write is already durable by then: a stop cut
-short loses nothing stored, and the next start opens the store as after any crash.
+thread's stack to stderr (the daemon's log) and ends the process with exit code 1. That limit is
+faulthandler's watchdog, a C thread of its own, so it fires even when Python code cannot run (a
+thread holding the GIL in an extension). Every write the daemon answered is durable by then: a
+stop cut short loses nothing stored, and the next start opens the store as after any crash.
 """
 
 from __future__ import annotations

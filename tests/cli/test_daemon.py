@@ -143,7 +143,7 @@ def test_a_daemon_whose_stop_hangs_ends_itself_and_stop_says_where_its_stacks_ar
     stigmer.python_path.append(hook)
     stigmer.started.append(stigmer.data_dir)
     address = f"127.0.0.1:{free_port()}"
-    started = stigmer("local", "start", "--address", address, env={"STIGMER_STOP_LIMIT_SECONDS": "2"})
+    started = stigmer("local", "start", "--address", address, env={"STIGMER_STOP_LIMIT_SECONDS": "4"})
     assert started.code == 0, started.err
     stopped = stigmer("local", "stop")
     assert stopped.code == 0, stopped.err

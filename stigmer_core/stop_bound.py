@@ -23,7 +23,7 @@ from types import FrameType
 STOP_MARGIN_SECONDS = 10.0
 """How long past the grace for in-flight calls a stop may take to end streams and close the store."""
 
-HUNG = re.compile(r"^Timeout \(\d+:\d\d:\d\d\)!$", re.MULTILINE)
+HUNG = re.compile(r"^Timeout \(\d+:\d\d:\d\d(?:\.\d+)?\)!$", re.MULTILINE)
 """faulthandler's first line when it ended a stop that ran past its limit: what a log is searched for."""
 
 EXIT_SECONDS = 5.0

@@ -14,11 +14,14 @@ stop cut short loses nothing stored, and the next start opens the store as after
 from __future__ import annotations
 
 import faulthandler
+import logging
 import os
 import re
 import signal
 import sys
 from types import FrameType
+
+log = logging.getLogger(__name__)
 
 STOP_MARGIN_SECONDS = 10.0
 """How long past the grace for in-flight calls a stop may take to end streams and close the store."""
@@ -43,7 +46,21 @@ def arm(limit: float) -> None:
     now = _exit_now if os.getpid() == 1 else signal.SIG_DFL
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, now)
-    faulthandler.dump_traceback_later(limit, exit=True, file=sys.stderr)
+    _watch(limit)
+
+
+def _watch(seconds: float) -> None:
+    """faulthandler writes to a file descriptor: a caller's stderr replaced by one without (a test
+    runner capturing it in the daemon's own process) falls back to the process's own."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            descriptor = stream.fileno() if stream is not None else -1
+        except (AttributeError, ValueError, OSError):  # replaced by an object without one, or closed
+            continue
+        if descriptor >= 0:
+            faulthandler.dump_traceback_later(seconds, exit=True, file=descriptor)
+            return
+    log.warning("no stderr with a file descriptor: this stop is not bounded in time")
 
 
 def disarm() -> None:
@@ -53,4 +70,4 @@ def disarm() -> None:
 
 def bound_exit() -> None:
     """The daemon process is about to exit: its exit, too, may not hang."""
-    faulthandler.dump_traceback_later(EXIT_SECONDS, exit=True, file=sys.stderr)
+    _watch(EXIT_SECONDS)

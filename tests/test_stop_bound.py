@@ -115,3 +115,18 @@ def test_a_second_signal_ends_a_hanging_stop_of_a_namespaces_first_process(tmp_p
     os.kill(daemon, signal.SIGTERM)
     _ended(proc, timeout=30)  # not the 600 s of its limit
     assert proc.returncode == 128 + signal.SIGTERM
+
+
+def test_a_daemon_whose_stderr_was_replaced_is_still_bounded_and_writes_to_the_process_stderr() -> None:
+    """faulthandler needs a file descriptor: a daemon run in a process whose ``sys.stderr`` a test
+    runner had replaced failed its stop with ``UnsupportedOperation: fileno``."""
+    script = (
+        "import io, sys, time\n"
+        "from stigmer_core import stop_bound\n"
+        "sys.stderr = io.StringIO()\n"
+        "stop_bound.arm(0.5)\n"
+        "time.sleep(30)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1, done
+    assert "Timeout (0:00:00.500000)!" in done.stderr

@@ -145,7 +145,7 @@ class Stigmer:
             pid = int(info["pid"])
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 25  # past the daemon's stop limit (20 s): a hung stop prints its stacks
             while holder(data_dir) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if holder(data_dir):

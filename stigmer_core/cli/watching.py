@@ -122,7 +122,10 @@ class _Follow:
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:  # a compacted log (ABORTED), a revoked token
                     raise from_rpc(exc, target) from exc
-                cut = exc  # up, then gone again before the watch opened
+                if not isinstance(from_rpc(exc, target), Unreachable):
+                    # up, then ended it again before the watch opened: its newer reason is said. A
+                    # connection lost as the server finished stopping keeps the reason it gave.
+                    cut = exc
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, 2.0)
                 continue

@@ -104,8 +104,9 @@ class Stigmer:
             raise AssertionError(f"stigmer {' '.join(args)} ran past {timeout:g}s{self.logs()}") from exc
         return Result(done.returncode, done.stdout, done.stderr)
 
-    def logs(self, lines: int = 80) -> str:
-        """The end of the log of every daemon this test started: where a command that hung was stuck."""
+    def logs(self, lines: int = 400) -> str:
+        """The end of the log of every daemon this test started: where a command that hung was stuck
+        (a stop cut short at its limit writes there the stack of each thread still running)."""
         shown = []
         for data_dir in self.started:
             log = Files(data_dir).log_file

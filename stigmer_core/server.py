@@ -253,7 +253,7 @@ def serve(
     address: str | None = None,
     data_dir: str | Path | None = None,
     *,
-    grace: float = 10.0,
+    grace: float = stop_bound.GRACE_SECONDS,
     stop_limit: float | None = None,
     drain: float = 0.0,
     require_auth: bool = False,

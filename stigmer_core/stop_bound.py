@@ -23,8 +23,14 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
+GRACE_SECONDS = 10.0
+"""How long a stop lets in-flight calls finish before it cancels them."""
+
 STOP_MARGIN_SECONDS = 10.0
 """How long past the grace for in-flight calls a stop may take to end streams and close the store."""
+
+DEFAULT_LIMIT_SECONDS = GRACE_SECONDS + STOP_MARGIN_SECONDS
+"""A daemon's stop limit unless it is given one (``--stop-limit``)."""
 
 HUNG = re.compile(r"^Timeout \(\d+:\d\d:\d\d(?:\.\d+)?\)!$", re.MULTILINE)
 """faulthandler's first line when it ended a stop that ran past its limit: what a log is searched for."""

@@ -7,6 +7,7 @@ land in one ``Overrides`` object instead of every command's signature.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +35,22 @@ def wait_seconds(ctx: click.Context, param: click.Parameter, value: float) -> fl
     if not 0 < value <= MAX_WAIT_SECONDS:  # false for nan
         raise click.BadParameter(f"must be more than 0 and at most {MAX_WAIT_SECONDS:,.0f} seconds, not {value:g}")
     return value
+
+
+def seconds_within(low: float, high: float, names: str) -> Callable[[click.Context, click.Parameter, float], float]:
+    """A click callback that refuses seconds outside ``low`` to ``high``, ``nan`` and ``inf`` included.
+
+    ``float`` accepts ``nan`` and ``inf``, and click's ``FloatRange`` lets ``nan``
+    through (every comparison with it is false). ``names`` says where the value
+    came from (the flag and its environment variable).
+    """
+
+    def check(ctx: click.Context, param: click.Parameter, value: float) -> float:
+        if not (math.isfinite(value) and low <= value <= high):
+            raise click.BadParameter(f"must be from {low:g} to {high:,.0f} seconds ({names}), not {value:g}")
+        return value
+
+    return check
 
 
 class Overrides:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -10,7 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from stigmer_core.cli.errors import CliError, describe
-from stigmer_core.cli.options import verbose_option, wait_seconds
+from stigmer_core.cli.options import seconds_within, verbose_option, wait_seconds
+from stigmer_core.stop_bound import DEFAULT_LIMIT_SECONDS
 
 if TYPE_CHECKING:
     from stigmer_core.cli import daemon
@@ -35,27 +35,8 @@ MAX_DRAIN_SECONDS = 3600.0
 only delays the stop. ``inf`` drained until a second signal and ``nan`` (which every comparison
 fails) not at all, so both are refused with the rest of what is out of range."""
 
-
-def _drain_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not (math.isfinite(value) and 0 <= value <= MAX_DRAIN_SECONDS):
-        raise click.BadParameter(
-            f"must be from 0 to {MAX_DRAIN_SECONDS:,.0f} seconds (--drain, env STIGMER_DRAIN_SECONDS), not {value:g}"
-        )
-    return value
-
-
 MAX_STOP_LIMIT_SECONDS = 3600.0
-DEFAULT_STOP_LIMIT_SECONDS = 20.0
-"""The 10 s grace in-flight calls have to finish, and 10 s to end streams and close the store."""
-
-
-def _stop_limit_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not (math.isfinite(value) and 1 <= value <= MAX_STOP_LIMIT_SECONDS):
-        raise click.BadParameter(
-            f"must be from 1 to {MAX_STOP_LIMIT_SECONDS:,.0f} seconds (--stop-limit, env STIGMER_STOP_LIMIT_SECONDS), "
-            f"not {value:g}"
-        )
-    return value
+"""A stop that has not ended within an hour will not end: its stacks are due by then."""
 
 
 @click.command()
@@ -70,15 +51,16 @@ def _stop_limit_seconds(ctx: click.Context, param: click.Parameter, value: float
     help="Allow a non-loopback address without TLS and tokens: only behind a mesh that does both.",
 )  # fmt: skip
 @click.option(
-    "--drain", envvar="STIGMER_DRAIN_SECONDS", type=float, default=0.0, metavar="SECONDS", callback=_drain_seconds,
+    "--drain", envvar="STIGMER_DRAIN_SECONDS", type=float, default=0.0, metavar="SECONDS",
+    callback=seconds_within(0, MAX_DRAIN_SECONDS, "--drain, env STIGMER_DRAIN_SECONDS"),
     help="On SIGTERM, answer health NOT_SERVING but keep serving this long before stopping, "
     f"so a load balancer moves calls away first (env STIGMER_DRAIN_SECONDS; default 0, at most {MAX_DRAIN_SECONDS:,.0f}).",
 )
 @click.option(
-    "--stop-limit", envvar="STIGMER_STOP_LIMIT_SECONDS", type=float, default=DEFAULT_STOP_LIMIT_SECONDS,
-    metavar="SECONDS", callback=_stop_limit_seconds,
+    "--stop-limit", envvar="STIGMER_STOP_LIMIT_SECONDS", type=float, default=DEFAULT_LIMIT_SECONDS,
+    metavar="SECONDS", callback=seconds_within(1, MAX_STOP_LIMIT_SECONDS, "--stop-limit, env STIGMER_STOP_LIMIT_SECONDS"),
     help="A stop (after any drain) still running this long prints every thread's stack and exits 1 "
-    f"(env STIGMER_STOP_LIMIT_SECONDS; default {DEFAULT_STOP_LIMIT_SECONDS:g}, 1 to {MAX_STOP_LIMIT_SECONDS:,.0f}).",
+    f"(env STIGMER_STOP_LIMIT_SECONDS; default {DEFAULT_LIMIT_SECONDS:g}, 1 to {MAX_STOP_LIMIT_SECONDS:,.0f}).",
 )  # fmt: skip
 @store_option
 @verbose_option

@@ -509,8 +509,8 @@ class PostgresStore:
         others = other_schemas(conn, self.schema)
         named = ", ".join(repr(name) for name in others)
         log.warning(
-            "created schema %r at %s: it held no stigmer tables, so this daemon starts a new, empty deployment%s. "
-            "A daemon meant to join an existing one must name its schema (schema= in the store URL)",
+            "created schema %r at %s: it held no stigmer tables, so this is a new, empty deployment%s. "
+            "A daemon or command meant to reach an existing one must name its schema (schema= in the store URL)",
             self.schema,
             self.url,
             f" (other stigmer schemas in this database: {named})" if others else "",

@@ -26,8 +26,8 @@ from stigmer_core.server import Server
 from stigmer_core.store import LmdbStore
 
 # The generated stub classes carry no annotations; these typed names are the boundary.
-_COMMAND_STUB: Callable[[Any], Any] = service_pb2_grpc.AgentCommandControllerStub
-_QUERY_STUB: Callable[[Any], Any] = service_pb2_grpc.AgentQueryControllerStub
+COMMAND_STUB: Callable[[Any], Any] = service_pb2_grpc.AgentCommandControllerStub
+QUERY_STUB: Callable[[Any], Any] = service_pb2_grpc.AgentQueryControllerStub
 
 SEED_WORKERS = 16
 SEED_SECONDS = 120.0
@@ -53,7 +53,7 @@ def sample_agent(name: str, team: str) -> agent_pb2.Agent:
 def stored_agent_size() -> int:
     """Bytes of a get response, measured on a throwaway store (for the echo payload)."""
     with tempfile.TemporaryDirectory(prefix="stigmer-bench-") as data, Application.open(data) as app:
-        command, query = _COMMAND_STUB(app.channel()), _QUERY_STUB(app.channel())
+        command, query = COMMAND_STUB(app.channel()), QUERY_STUB(app.channel())
         created = command.create(sample_agent("size probe", "t0"))
         found: agent_pb2.Agent = query.get(agent_pb2.AgentId(value=created.metadata.id))
         return len(found.SerializeToString())
@@ -114,8 +114,8 @@ class AgentFixture:
         return sample_agent(f"bench {label} {next(self._names)}", "created")
 
 
-def _seed(app: Application, count: int) -> tuple[list[str], list[str]]:
-    command = _COMMAND_STUB(app.channel())
+def seed(app: Application, count: int) -> tuple[list[str], list[str]]:
+    command = COMMAND_STUB(app.channel())
 
     def create(i: int) -> agent_pb2.Agent:
         created: agent_pb2.Agent = command.create(sample_agent(f"seed agent {i}", team_of(i)))
@@ -134,7 +134,7 @@ def agent_fixture(budget: Budget) -> Iterator[AgentFixture]:
         app = stack.enter_context(Application.open(data))
         if not isinstance(app.store, LmdbStore):  # pragma: no cover - Application.open always builds one
             raise TypeError(f"expected the LMDB store, got {type(app.store).__name__}")
-        ids, slugs = _seed(app, budget.seed_agents)
+        ids, slugs = seed(app, budget.seed_agents)
         server = Server(app, "127.0.0.1:0")
         server.start()
         stack.callback(server.stop, 1.0)
@@ -142,7 +142,7 @@ def agent_fixture(budget: Budget) -> Iterator[AgentFixture]:
         grpc.channel_ready_future(channel).result(timeout=10)
         local = app.channel()
         transports = (
-            Transport("net", _COMMAND_STUB(channel), _QUERY_STUB(channel), network=True),
-            Transport("inproc", _COMMAND_STUB(local), _QUERY_STUB(local), network=False),
+            Transport("net", COMMAND_STUB(channel), QUERY_STUB(channel), network=True),
+            Transport("inproc", COMMAND_STUB(local), QUERY_STUB(local), network=False),
         )
         yield AgentFixture(app, app.store, transports, ids, slugs)

@@ -132,6 +132,23 @@ def ratios(budget: Budget) -> tuple[Ratio, ...]:
         *_writes(c),
         *_streams(),
         *_scale(budget),
+        *_metrics(c),
+    )
+
+
+def _metrics(c: str) -> tuple[Ratio, ...]:
+    return tuple(
+        Ratio(
+            f"metrics.{row}.on.{c}",
+            f"metrics.{row}.off.{c}",
+            f"{row}, {c[1:]} in flight: serving metrics vs not{what}",
+            field,
+        )
+        for row in ("get", "create")
+        for field, what in (("calls_per_s", ""), ("cpu_us_per_call", " (CPU per call)"))
+    ) + tuple(
+        Ratio("metrics.wrapper_cpu", None, f"CPU µs a counted unary call adds, {where}", field)
+        for field, where in (("sync_us", "on grpc's sync server"), ("async_us", "on grpc's asyncio server"))
     )
 
 

@@ -17,7 +17,20 @@ from functools import cache
 
 import attrs
 
-from bench import agents, creates, drive, echo, memory, queries, scale, store_puts, streams, versus_sqlite, writes
+from bench import (
+    agents,
+    creates,
+    drive,
+    echo,
+    memory,
+    metrics_cost,
+    queries,
+    scale,
+    store_puts,
+    streams,
+    versus_sqlite,
+    writes,
+)
 from bench.agents import AgentFixture
 from bench.budget import Budget
 from bench.results import Measurement
@@ -46,10 +59,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("scale", "queries at growing store sizes, and a daemon's RSS at the largest (once)"),
     Scenario("writes", "update, apply, delete with cascades, a kind without steps; framework CPU per request (once)"),
     Scenario("streams", "daemon CPU per create with 60 watches open, on the event loop and on threads (once)"),
+    Scenario("metrics", "get and create in flight through a daemon serving metrics vs one without (once)"),
     Scenario("memory", "tracemalloc of serial in-process creates (once, after the rounds)"),
 )
 
-ONCE = frozenset({"vs_sqlite", "scale", "writes", "streams"})
+ONCE = frozenset({"vs_sqlite", "scale", "writes", "streams", "metrics"})
 """Scenarios that seed stores of their own: run in the first round only."""
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
@@ -122,6 +136,7 @@ class _Runner:
                 "scale": scale.run,
                 "writes": writes.run,
                 "streams": streams.run,
+                "metrics": metrics_cost.run,
             }
             return scenario[name](once)
         return _ON_AGENTS[name](self.fixture(), self.round_budget)

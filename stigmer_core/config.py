@@ -22,6 +22,7 @@ switch`` last chose::
       tls_key: /etc/stigmer/server.key
       tls_client_ca: /etc/stigmer/clients-ca.pem   # optional: mutual TLS
       insecure_no_auth: false
+      metrics_address: 127.0.0.1:9464   # optional: Prometheus metrics over HTTP (docs/design.md, Metrics)
     org: local
 
 Precedence, highest first: explicit arguments (CLI flags), environment
@@ -186,6 +187,19 @@ def server_security(
         tls=TlsFiles(str(cert), str(key), str(client_ca) if client_ca else None) if cert and key else None,
         insecure_no_auth=insecure_no_auth or _flag(server, "insecure_no_auth"),
     )
+
+
+def metrics_address(given: str | None = None) -> str:
+    """Where ``stigmer serve`` serves its metrics: ``given`` (``--metrics-address``, or
+    ``STIGMER_METRICS_ADDRESS``), else the config file's ``server.metrics_address``; empty: nowhere."""
+    if given:
+        return given
+    value = section(load_config(config_path()), "server").get("metrics_address")
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"config file {config_path()}: server.metrics_address must be HOST:PORT, not {value!r}")
+    return value
 
 
 def _flag(section: Mapping[str, Any], name: str) -> bool:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
@@ -35,6 +35,9 @@ from stigmer_core.reflection import OpenStreams, reflection_handlers
 from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, read_first
 from stigmer_core.server_pools import ServerPools
 from stigmer_core.store.protocol import BoundsStreamReads, ReportsReachability, SubmitsWrites
+
+if TYPE_CHECKING:
+    from stigmer_core.metrics import Metrics
 
 MAX_MESSAGE_BYTES = 4 << 20
 OPTIONS = [
@@ -78,9 +81,16 @@ def _follow_store(app: Application, set_all: Callable[[int], None]) -> None:
 class AsyncServing:
     """grpc's asyncio server on an event loop thread of its own, driven from sync code."""
 
-    def __init__(self, app: Application, pools: ServerPools, options: Sequence[tuple[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        app: Application,
+        pools: ServerPools,
+        options: Sequence[tuple[str, Any]] = (),
+        metrics: Metrics | None = None,
+    ) -> None:
         logging.getLogger("grpc._cython.cygrpc").addFilter(_CLIENT_GONE)  # once: a filter is added once
         self.app = app
+        self._metrics = metrics
         self.pools = pools
         self._options = [*OPTIONS, *options]
         self._loop = LoopThread()
@@ -112,6 +122,9 @@ class AsyncServing:
         bound = self.read_bound = ReadBound(sizes.request_read_seconds, sizes.unread_grace_seconds, limit)
         for service, methods in app.services.items():
             routed = pools.route(service, methods, reads, queued, bound, admit, streams)
+            if self._metrics is not None:
+                counted = self._metrics.counted_async
+                routed = {name: counted(f"/{service}/{name}", handler) for name, handler in routed.items()}
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, routed),))
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
         # handlers built as the library's own registration builds them (``health_checks``).
@@ -174,8 +187,10 @@ class SyncServing:
         pools: ServerPools,
         interceptors: Sequence[grpc.ServerInterceptor],
         options: Sequence[tuple[str, Any]] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        self._metrics = metrics
         self._deadlines = ReadDeadlines(pools.sizes.request_read_seconds, pools.sizes.unread_grace_seconds)
         admit = authenticated(app.authenticator, log_refusal)
         # Health and reflection answer without a token; every other service needs one when
@@ -216,7 +231,10 @@ class SyncServing:
         # Where grpc will run it: a behavior without a pool of its own runs on the server's.
         behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
         pool = getattr(behavior, "experimental_thread_pool", None) or self._default_pool
-        return read_first(method, handler, self._deadlines, admit, self._limits.get(id(pool)))
+        converted = read_first(method, handler, self._deadlines, admit, self._limits.get(id(pool)))
+        if self._metrics is None or service not in self._admits:  # health and reflection go uncounted
+            return converted
+        return self._metrics.counted(method, converted)
 
     def _converted(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler], convert: bool

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import attrs
 import grpc
@@ -28,6 +29,9 @@ from stigmer_core.plugins import server_interceptors
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
 from stigmer_core.store.retention import EventRetention
+
+if TYPE_CHECKING:  # prometheus_client is imported by a daemon that serves metrics, and only then
+    from stigmer_core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,8 @@ class Server:
     otherwise the server refuses before binding anything. ``unix_socket`` also
     serves a Unix socket with mode 0600: the owner's local path, where a call
     without a token is the local administrator even when the address requires one.
+    ``metrics`` counts every call of a kind's services (``metrics.Metrics``; its endpoint
+    is served apart, by ``Metrics.serve``).
     """
 
     def __init__(
@@ -87,6 +93,7 @@ class Server:
         insecure_no_auth: bool = False,
         unix_socket: Path | None = None,
         keepalive: Keepalive | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         check_listen(address, tls=tls, require_auth=app.authenticator.required, insecure_no_auth=insecure_no_auth)
         credentials = tls.server_credentials() if tls is not None else None
@@ -103,9 +110,9 @@ class Server:
         self._serving: Serving
         options = [*(keepalive or Keepalive.from_env()).options(), *sizes.options()]
         if sizes.read_threads == 0 and not interceptors:
-            self._serving = AsyncServing(app, self.pools, options)
+            self._serving = AsyncServing(app, self.pools, options, metrics)
         else:
-            self._serving = SyncServing(app, self.pools, interceptors, options)
+            self._serving = SyncServing(app, self.pools, interceptors, options, metrics)
         self.asynchronous = isinstance(self._serving, AsyncServing)
         """Whether grpc's asyncio server serves (``grpc_servers``)."""
         try:
@@ -260,6 +267,7 @@ def serve(
     tls: TlsFiles | None = None,
     insecure_no_auth: bool = False,
     store: str | None = None,
+    metrics_address: str | None = None,
 ) -> int:
     """Run the daemon in the foreground until SIGTERM or SIGINT; return an exit code.
 
@@ -269,6 +277,7 @@ def serve(
     health NOT_SERVING before it stops (a second signal stops it at once).
     ``stop_limit`` (``grace`` + ``stop_bound.STOP_MARGIN_SECONDS`` when None) is how long the
     stop may take before it prints every thread's stack and ends the process (``stop_bound``).
+    ``metrics_address`` (``HOST:PORT``) serves Prometheus metrics there over HTTP (``metrics``).
     """
     address = address or default_address()
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -284,14 +293,26 @@ def serve(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     app = None
+    metrics = None
     armed = False
     try:
         # a daemon's retention settings are the schema's once it starts (docs/design.md, Event retention)
         retention = EventRetention.from_env_if_set()
         app = Application.open(data_dir, store=store, require_auth=require_auth, retention=retention)
+        if metrics_address:
+            from stigmer_core.metrics import Metrics
+
+            metrics = Metrics(app.store)
         server = Server(
-            app, address, tls=tls, insecure_no_auth=insecure_no_auth, unix_socket=socket_path(data_dir)
+            app,
+            address,
+            tls=tls,
+            insecure_no_auth=insecure_no_auth,
+            unix_socket=socket_path(data_dir),
+            metrics=metrics,
         )
+        if metrics is not None and metrics_address:  # bound before serving: a taken port stops the start
+            metrics.serve(metrics_address)
         server.start()  # serving, its health SERVING, before the address is recorded
         lock.record(address=server.address, tls=server.tls)
         kinds = ", ".join(k.name for k in app.registry.kinds)
@@ -308,9 +329,10 @@ def serve(
             )
             if on
         )
+        scraped = f"; metrics: http://{metrics.address}/metrics" if metrics is not None else ""
         print(
             f"stigmer daemon listening on {server.address}{f' ({security})' if security else ''} "
-            f"(data: {where}; kinds: {kinds})",
+            f"(data: {where}; kinds: {kinds}{scraped})",
             flush=True,
         )
         _wait_for_signal(stop)
@@ -335,6 +357,8 @@ def serve(
         server.stop(grace)
         return 0
     finally:
+        if metrics is not None:
+            metrics.close()
         if app is not None:
             app.close()
         lock.release()

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SCENARIOS = (
     "echo", "get", "get_by_reference", "list", "list_label", "create", "store", "vs_sqlite", "scale", "writes",
-    "streams", "memory",
+    "streams", "metrics", "memory",
 )  # fmt: skip
 ENGINE_ROWS = ("get", "get_by_reference", "list", "create.durable.serial", "create.durable.c32", "create.nosync.serial")
 SCALE_ROWS = ("get", "get_by_reference", "list", "list_label", "list_by_agent")
@@ -52,6 +52,8 @@ MEASUREMENTS = (
     *(f"writes.{row}.{mode}" for row in WRITE_ROWS for mode in ("serial", "c32")),
     "writes.framework_cpu",
     *(f"streams.{watches}.{mode}" for watches in ("w0", "w60") for mode in ("loop", "threads")),
+    *(f"metrics.{row}.{served}.c32" for row in ("get", "create") for served in ("on", "off")),
+    "metrics.wrapper_cpu",
 )
 
 
@@ -89,6 +91,9 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
                 "agent_create_own_commit_us",
             ):
                 assert row[figure] > 0, figure
+            continue
+        if name == "metrics.wrapper_cpu":  # figures only: the wrappers timed around a handler doing nothing
+            assert row["sync_us"] > 0 and row["async_us"] > 0, row
             continue
         assert row["calls"] > 0, name
         assert row["seconds"] > 0, name

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,3 +222,64 @@ def test_a_data_directory_too_deep_for_a_socket_address_still_gets_its_socket(tm
 
 def _named_agent(name: str) -> agent_pb2.Agent:
     return agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=name))
+
+
+def _metrics_url(daemon: Daemon) -> str:
+    assert daemon.proc.stdout is not None
+    line = daemon.proc.stdout.readline()  # the start line, printed once the daemon serves
+    found = re.search(r"; metrics: (http://127\.0\.0\.1:\d+/metrics)\)$", line.strip())
+    assert found, line
+    return found.group(1)
+
+
+def _created_ok(url: str) -> float:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    wanted = (
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="create",'
+        'grpc_service="stigmer.agentic.agent.v1.AgentCommandController",grpc_type="unary"} '
+    )
+    (line,) = [line for line in text.splitlines() if line.startswith(wanted)]
+    return float(line.removeprefix(wanted))
+
+
+@pytest.mark.parametrize("where", ["flag", "config file"])
+def test_the_daemon_serves_metrics_where_it_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    if where == "flag":
+        daemon = Daemon(tmp_path / "data", "--metrics-address", "127.0.0.1:0")
+    else:
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / "config.yaml").write_text("server:\n  metrics_address: 127.0.0.1:0\n")
+        monkeypatch.setenv("STIGMER_HOME", str(home))
+        daemon = Daemon(tmp_path / "data")
+    try:
+        url = _metrics_url(daemon)
+        assert _created_ok(url) == 0
+        with grpc.insecure_channel(daemon.address) as channel:
+            agent_grpc.AgentCommandControllerStub(channel).create(
+                agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="counted")), timeout=10
+            )
+        assert _created_ok(url) == 1
+        assert daemon.stop()[0] == 0
+        with pytest.raises(OSError):  # its endpoint went with it
+            urllib.request.urlopen(url, timeout=5)
+    finally:
+        daemon.kill()
+
+
+def test_a_metrics_address_in_use_stops_the_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = subprocess.run(
+            [STIGMER, "serve", "--address", f"127.0.0.1:{_free_port()}", "--data-dir", str(tmp_path / "data"),
+             "--metrics-address", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert refused.returncode == 1, refused
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in refused.stderr
+    assert "listening" not in refused.stdout

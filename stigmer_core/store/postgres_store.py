@@ -88,7 +88,7 @@ from stigmer_core.store.postgres_settings import PostgresSettings as PostgresSet
 from stigmer_core.store.postgres_settings import redact_url as redact_url
 from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
 from stigmer_core.store.postgres_writer import Log, Writer
-from stigmer_core.store.protocol import Handed
+from stigmer_core.store.protocol import Handed, PoolStats
 from stigmer_core.store.retention import EventRetention
 
 T = TypeVar("T")
@@ -896,6 +896,15 @@ class PostgresStore:
         """The listener's read (``_sql_watch``): the revision, and the schema's version."""
         self._advance(int(row[0]))
         self._version.seen(int(row[1] or 0))
+
+    def pool_stats(self) -> PoolStats:
+        stats = self._pool.get_stats()
+        return PoolStats(
+            size=stats.get("pool_size", 0),
+            idle=stats.get("pool_available", 0),
+            max=self.settings.pool_max,
+            waiting=stats.get("requests_waiting", 0),
+        )
 
     def on_reachability(self, callback: Callable[[bool], None]) -> None:
         with self._reachability_lock:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 
@@ -192,6 +192,28 @@ class ReportsReachability(Protocol):
 
     def on_reachability(self, callback: Callable[[bool], None]) -> None:
         """Call ``callback(reachable)`` whenever that changes, from the engine's own thread."""
+        ...
+
+
+class PoolStats(NamedTuple):
+    """A database connection pool's state now (``ReportsPool``)."""
+
+    size: int
+    """Connections open, lent out or not."""
+    idle: int
+    """Connections open and not lent out."""
+    max: int
+    """Most connections the pool may open."""
+    waiting: int
+    """Callers waiting for a connection."""
+
+
+@runtime_checkable
+class ReportsPool(Protocol):
+    """A store that holds a pool of database connections, whose state a daemon's metrics show."""
+
+    def pool_stats(self) -> PoolStats:
+        """The pool's state, without waiting on the database."""
         ...
 
 

@@ -62,6 +62,11 @@ MAX_STOP_LIMIT_SECONDS = 3600.0
     help="A stop (after any drain) still running this long prints every thread's stack and exits 1 "
     f"(env STIGMER_STOP_LIMIT_SECONDS; default {DEFAULT_LIMIT_SECONDS:g}, 1 to {MAX_STOP_LIMIT_SECONDS:,.0f}).",
 )  # fmt: skip
+@click.option(
+    "--metrics-address", envvar="STIGMER_METRICS_ADDRESS", metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (env STIGMER_METRICS_ADDRESS, "
+    "config server.metrics_address; default: none; port 0 picks a free one).",
+)  # fmt: skip
 @store_option
 @verbose_option
 def serve(
@@ -74,6 +79,7 @@ def serve(
     insecure_no_auth: bool,
     drain: float,
     stop_limit: float,
+    metrics_address: str | None,
     store: str | None,
 ) -> None:
     """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly).
@@ -106,6 +112,7 @@ def serve(
         store=settings.store or None,
         drain=drain,
         stop_limit=stop_limit,
+        metrics_address=config.metrics_address(metrics_address) or None,
     )
     click.echo(f"stigmer daemon stopped (exit code {code})")
     stop_bound.bound_exit()

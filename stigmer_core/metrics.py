@@ -1,0 +1,321 @@
+"""A daemon's Prometheus metrics: what a team running the server watches it by.
+
+Off unless asked for (``stigmer serve --metrics-address``). A daemon with them
+wraps each kind's handlers once, as they are registered, so one without them
+pays nothing per call. The call metrics take the names and labels of
+go-grpc-prometheus (``grpc_server_started_total``, ``grpc_server_handled_total``,
+``grpc_server_handling_seconds``, ``grpc_server_msg_sent_total``), so dashboards
+and alerts written for gRPC servers read them as they are. Labels are the
+method's service, name and type and the call's status code: never an org, a
+principal or an object, which an endpoint answering without a token must not
+tell. What the store and its database connections are doing is read when the
+endpoint is scraped, not kept up per call.
+
+A call counts once it reached a kind's handler: refused for its token, for its
+caller's share of calls or streams, for its message, or answered. Health checks
+and reflection are not counted (the daemon's own health is a gauge).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+from prometheus_client.exposition import start_http_server
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stigmer_core.auth.transport import split_address
+from stigmer_core.errors import AddressUnavailable
+from stigmer_core.store.protocol import ReportsPool, ReportsReachability
+
+UNARY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds: a get on LMDB takes tens of µs, a write waits for its commit's sync (about a ms),
+and a call waiting on an unanswering database is given up after 5 s by default."""
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_ATTRIBUTES = ("experimental_thread_pool", "experimental_non_blocking")
+"""What grpc's sync server reads off a behavior (``server_pools``): a wrapper carries them on."""
+
+
+def _gone(context: Any, ended: bool) -> grpc.StatusCode | None:
+    """Why a call's client no longer waits for its answer (``ended``: the call is over without
+    one), or None while it does."""
+    if not ended:
+        return None
+    remaining = context.time_remaining()
+    return grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+
+
+def _code(found: Any, failed: BaseException | None, gone: grpc.StatusCode | None) -> grpc.StatusCode:
+    """The status a call ended with, from what its context holds (a StatusCode on grpc's sync
+    server, a StatusCode or its number on the asyncio one), how the handler ended, and whether
+    its client had gone before it was answered (``_gone``)."""
+    if isinstance(found, grpc.StatusCode):
+        code = found
+    elif isinstance(found, int):
+        code = _CODES.get(found, grpc.StatusCode.UNKNOWN)
+    else:
+        code = grpc.StatusCode.OK
+    if code is not grpc.StatusCode.OK:
+        return code
+    if gone is not None:
+        return gone  # a stream's handler that saw its client go returns as if it were done
+    if isinstance(failed, GeneratorExit | asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    if failed is not None:
+        return grpc.StatusCode.UNKNOWN  # what grpc answers for an exception no abort named
+    return code
+
+
+class _Method:
+    """One method's series, resolved once: a call increments children, never looks up labels."""
+
+    __slots__ = ("_handled", "_labels", "handled", "seconds", "sent", "started")
+
+    def __init__(self, metrics: Metrics, path: str, streaming: bool) -> None:
+        service, _, name = path[1:].partition("/")
+        self._labels = ("server_stream" if streaming else "unary", service, name)
+        self._handled = metrics.handled
+        self.started = metrics.started.labels(*self._labels)
+        self.seconds = None if streaming else metrics.seconds.labels(*self._labels)
+        self.sent = metrics.sent.labels(*self._labels)
+        self.handled: dict[grpc.StatusCode, Any] = {}
+        self.count(grpc.StatusCode.OK, 0)  # listed from the start, so a rate over it has a start
+
+    def count(self, code: grpc.StatusCode, calls: int = 1) -> None:
+        child = self.handled.get(code)
+        if child is None:  # two threads may both make it: prometheus_client hands both the same child
+            child = self.handled[code] = self._handled.labels(*self._labels, code.name)
+        child.inc(calls)
+
+
+class Metrics:
+    """A daemon's metrics registry, the wrappers that count its calls, and its HTTP endpoint."""
+
+    def __init__(self, store: object) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # a ``_created`` series beside each counter doubles them, for no use here
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("grpc_type", "grpc_service", "grpc_method")
+        registry = self.registry
+        self.started = Counter("grpc_server_started", "Calls begun on the server.", labels, registry=registry)
+        self.handled = Counter(
+            "grpc_server_handled", "Calls ended, by status code.", (*labels, "grpc_code"), registry=registry
+        )
+        self.seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Seconds from a unary call's start to its answer.",
+            labels,
+            buckets=UNARY_BUCKETS,
+            registry=registry,
+        )
+        self.sent = Counter("grpc_server_msg_sent", "Messages sent on server streams.", labels, registry=registry)
+        self.streams = Gauge("stigmer_streams_open", "Server streams (watches, subscribes) open.", registry=registry)
+        ProcessCollector(registry=registry)
+        registry.register(_StoreCollector(store))
+        self._methods: dict[str, _Method] = {}
+        self._http: Any = None
+        self.address = ""
+
+    def _method(self, path: str, streaming: bool) -> _Method:
+        found = self._methods.get(path)
+        if found is None:
+            found = self._methods[path] = _Method(self, path, streaming)
+        return found
+
+    # -- grpc's sync server -------------------------------------------------------
+    def counted(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` (as grpc's sync server runs it) counting its calls."""
+        field = _field(handler)
+        behavior = getattr(handler, field)
+        if getattr(behavior, "experimental_non_blocking", False):
+            return handler  # it answers later, through a callback: none of the framework's do
+        method = self._method(path, handler.response_streaming)
+        wrapped = (
+            _sync_stream(behavior, method, self.streams)
+            if handler.response_streaming
+            else _sync_unary(behavior, method)
+        )
+        for name in _ATTRIBUTES:
+            if hasattr(behavior, name):
+                setattr(wrapped, name, getattr(behavior, name))
+        return handler._replace(**{field: wrapped})
+
+    # -- grpc's asyncio server ------------------------------------------------------
+    def counted_async(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` (an asyncio server's, as ``ServerPools.route`` makes it) counting its calls."""
+        field = _field(handler)
+        behavior = getattr(handler, field)
+        method = self._method(path, handler.response_streaming)
+        if handler.response_streaming:
+            return handler._replace(**{field: _async_stream(behavior, method, self.streams)})
+        return handler._replace(**{field: _async_unary(behavior, method)})
+
+    # -- the endpoint ---------------------------------------------------------------
+    def serve(self, address: str) -> str:
+        """Serve ``/metrics`` over HTTP on ``address`` (``HOST:PORT``; port 0 picks one); the
+        address it listens on."""
+        host, port = split_address(address)
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise AddressUnavailable(f"cannot serve metrics on {address!r}: give HOST:PORT, as 127.0.0.1:9464")
+        try:
+            self._http, _ = start_http_server(int(port), addr=host, registry=self.registry)
+        except OSError as exc:
+            raise AddressUnavailable(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+        bound = self._http.server_port
+        self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        return self.address
+
+    def close(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            http.shutdown()
+            http.server_close()
+
+
+def counted_behaviors(
+    metrics: Metrics, path: str
+) -> tuple[Callable[[Callable[..., Any]], Callable[..., Any]], Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """The wrappers a unary behavior of ``path`` gets on grpc's sync server and on its asyncio one,
+    as functions of the behavior: what the benchmark times a counted call's cost by."""
+    method = metrics._method(path, False)
+    return (lambda behavior: _sync_unary(behavior, method)), (lambda behavior: _async_unary(behavior, method))
+
+
+def _field(handler: grpc.RpcMethodHandler) -> str:
+    return next(f for f in ("stream_unary", "stream_stream", "unary_unary", "unary_stream") if getattr(handler, f))
+
+
+def _sync_unary(behavior: Callable[..., Any], method: _Method) -> Callable[..., Any]:
+    seconds = method.seconds
+    assert seconds is not None
+
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        method.started.inc()
+        began = time.perf_counter()
+        try:
+            answer = behavior(request, context)
+        except BaseException as failed:
+            method.count(_code(context.code(), failed, _gone(context, not context.is_active())))
+            seconds.observe(time.perf_counter() - began)
+            raise
+        method.count(_code(context.code(), None, _gone(context, not context.is_active())))
+        seconds.observe(time.perf_counter() - began)
+        return answer
+
+    return unary
+
+
+def _sync_stream(behavior: Callable[..., Any], method: _Method, open_streams: Gauge) -> Callable[..., Any]:
+    def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        method.started.inc()
+        open_streams.inc()
+        failed: BaseException | None = None
+        sent = method.sent
+        try:
+            answers: Iterable[Any] | None = behavior(request, context)
+            for answer in answers or ():
+                sent.inc()
+                yield answer
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            open_streams.dec()
+            method.count(_code(context.code(), failed, _gone(context, not context.is_active())))
+
+    return stream
+
+
+def _async_unary(behavior: Callable[..., Any], method: _Method) -> Callable[..., Any]:
+    seconds = method.seconds
+    assert seconds is not None
+
+    async def unary(requests: Any, context: Any) -> Any:
+        method.started.inc()
+        began = time.perf_counter()
+        try:
+            answer = await behavior(requests, context)
+        except BaseException as failed:
+            method.count(_code(context.code(), failed, _gone(context, context.cancelled())))
+            seconds.observe(time.perf_counter() - began)
+            raise
+        method.count(_code(context.code(), None, _gone(context, context.cancelled())))
+        seconds.observe(time.perf_counter() - began)
+        return answer
+
+    return unary
+
+
+def _async_stream(behavior: Callable[..., Any], method: _Method, open_streams: Gauge) -> Callable[..., Any]:
+    async def stream(requests: Any, context: Any) -> AsyncIterator[Any]:
+        method.started.inc()
+        open_streams.inc()
+        failed: BaseException | None = None
+        sent = method.sent
+        answers = behavior(requests, context)
+        try:
+            async for answer in answers:
+                sent.inc()
+                yield answer
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            open_streams.dec()
+            method.count(_code(context.code(), failed, _gone(context, context.cancelled())))
+            await answers.aclose()  # its own cleanup (the stream's slot) now, not when collected
+
+    return stream
+
+
+class _StoreCollector(Collector):
+    """The store's figures, read at each scrape from what the store keeps anyway (no I/O)."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self._reachable: list[bool] = [True]
+        if isinstance(store, ReportsReachability):
+            store.on_reachability(self._reached)
+
+    def _reached(self, reachable: bool) -> None:
+        self._reachable[0] = reachable
+
+    def collect(self) -> Iterator[Metric]:
+        store = self._store
+        commits = getattr(store, "commits", None)
+        if isinstance(commits, int):
+            yield CounterMetricFamily(
+                "stigmer_store_commits",
+                "Write transactions the store committed (each holds one or more calls' writes).",
+                value=commits,
+            )
+        if isinstance(store, ReportsReachability):
+            yield GaugeMetricFamily(
+                "stigmer_store_reachable",
+                "1 while the database answers this daemon (its health SERVING), else 0.",
+                value=1 if self._reachable[0] else 0,
+            )
+        if isinstance(store, ReportsPool):
+            pool = store.pool_stats()
+            yield GaugeMetricFamily(
+                "stigmer_database_connections", "Connections of this daemon's pool, open.", value=pool.size
+            )
+            yield GaugeMetricFamily(
+                "stigmer_database_connections_idle",
+                "Connections of this daemon's pool, open and not lent out.",
+                value=pool.idle,
+            )
+            yield GaugeMetricFamily(
+                "stigmer_database_connections_max", "Most connections the pool may open (pool_max).", value=pool.max
+            )
+            yield GaugeMetricFamily(
+                "stigmer_database_requests_waiting", "Calls waiting for a connection of the pool.", value=pool.waiting
+            )
+
+
+__all__ = ["UNARY_BUCKETS", "Metrics", "counted_behaviors"]

@@ -1,0 +1,235 @@
+"""A daemon's Prometheus metrics, scraped over HTTP from a real server on both grpc servers.
+
+Each call of a kind's service counts once, by method and status code, whatever
+answered it: a step, the request's validation, a message that does not parse,
+the token check, or a client that went away; a stream counts the messages it
+sent and is counted when it ends. No series names an org.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stigmer_core import Application
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+from stigmer_core.errors import AddressUnavailable
+from stigmer_core.kinds.registry import build_registry
+from stigmer_core.metrics import Metrics
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.server import Server
+from stigmer_core.server_pools import PoolSizes
+from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.postgres_store import PostgresStore
+from tests import engine_support
+from tests.auth_support import requiring_tokens, with_token
+from tests.engine_support import OpenStore
+
+engine = engine_support.engine
+
+DEADLINE = 30.0
+AGENTS = "stigmer.agentic.agent.v1.AgentCommandController"
+QUERIES = "stigmer.agentic.agent.v1.AgentQueryController"
+WATCH = "stigmer.commons.watch.v1.Watch"
+FLAVOURS = {"asyncio-server": 0, "sync-server": 2}
+"""Read threads: 0 serves on grpc's asyncio server, more on its sync server (a team server's)."""
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(metrics: Metrics) -> Samples:
+    with urllib.request.urlopen(f"http://{metrics.address}/metrics", timeout=DEADLINE) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def handled(samples: Samples, service: str, method: str, code: str, kind: str = "unary") -> float:
+    return value(
+        samples, "grpc_server_handled_total", grpc_type=kind, grpc_service=service, grpc_method=method, grpc_code=code
+    )
+
+
+def started(samples: Samples, service: str, method: str, kind: str = "unary") -> float:
+    return value(samples, "grpc_server_started_total", grpc_type=kind, grpc_service=service, grpc_method=method)
+
+
+def eventually(metrics: Metrics, holds: Callable[[Samples], bool]) -> Samples:
+    """The first scrape within 15 s in which ``holds``: a stream is counted once its server
+    notices its end, which its client's cancel does not wait for."""
+    for _ in range(150):
+        found = scrape(metrics)
+        if holds(found):
+            return found
+        time.sleep(0.1)
+    return found
+
+
+@contextlib.contextmanager
+def served(app: Application, read_threads: int) -> Iterator[tuple[Server, Metrics, grpc.Channel]]:
+    metrics = Metrics(app.store)
+    server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=read_threads), metrics=metrics)
+    metrics.serve("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        yield server, metrics, channel
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        metrics.close()
+
+
+def _agent(name: str) -> agent_pb2.Agent:
+    return agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=name))
+
+
+@pytest.mark.parametrize("read_threads", FLAVOURS.values(), ids=FLAVOURS.keys())
+def test_every_call_counts_once_by_method_and_code(engine: OpenStore, read_threads: int) -> None:
+    pm = plugin_manager()
+    with Application(build_registry(pm), engine(), pm) as app, served(app, read_threads) as (server, metrics, channel):
+        assert server.asynchronous is (read_threads == 0)
+        commands, queries = agent_grpc.AgentCommandControllerStub(channel), agent_grpc.AgentQueryControllerStub(channel)
+        before = scrape(metrics)
+        assert handled(before, AGENTS, "create", "OK") == 0  # listed, at 0, before any call
+        made = commands.create(_agent("counted"), timeout=DEADLINE)
+        commands.create(_agent("counted too"), timeout=DEADLINE)
+        with pytest.raises(grpc.RpcError) as missing:
+            queries.get(agent_pb2.AgentId(value="agt-01m95qhy9tma33femn6bdpm2xg"), timeout=DEADLINE)
+        assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as taken:
+            commands.create(_agent("counted"), timeout=DEADLINE)
+        assert taken.value.code() is grpc.StatusCode.ALREADY_EXISTS
+        garbled = channel.unary_unary(f"/{AGENTS}/create")
+        with pytest.raises(grpc.RpcError) as malformed:
+            garbled(b"\x0a\xff\xff", timeout=DEADLINE)  # a field whose length runs past the message
+        assert malformed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert queries.get(agent_pb2.AgentId(value=made.metadata.id), timeout=DEADLINE).metadata.id
+
+        found = scrape(metrics)
+        assert started(found, AGENTS, "create") == 4
+        assert handled(found, AGENTS, "create", "OK") == 2
+        assert handled(found, AGENTS, "create", "ALREADY_EXISTS") == 1
+        assert handled(found, AGENTS, "create", "INVALID_ARGUMENT") == 1
+        assert handled(found, QUERIES, "get", "NOT_FOUND") == 1
+        assert handled(found, QUERIES, "get", "OK") == 1
+        timed = {"grpc_type": "unary", "grpc_service": AGENTS, "grpc_method": "create"}
+        assert value(found, "grpc_server_handling_seconds_count", **timed) == 4
+        assert 0 < value(found, "grpc_server_handling_seconds_sum", **timed) < DEADLINE
+        assert value(found, "stigmer_store_commits_total") > value(before, "stigmer_store_commits_total")
+        assert value(found, "process_resident_memory_bytes") > 0
+        labels = {name for (_, pairs) in found for name, _ in pairs}
+        assert not labels & {"org", "principal", "id", "slug", "name"}, labels
+
+
+@pytest.mark.parametrize("read_threads", FLAVOURS.values(), ids=FLAVOURS.keys())
+def test_a_watch_counts_what_it_sent_and_how_it_ended(tmp_path: Path, read_threads: int) -> None:
+    pm = plugin_manager()
+    with (
+        Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm) as app,
+        served(app, read_threads) as (_, metrics, channel),
+    ):
+        watch = watch_pb2_grpc.WatchStub(channel).Watch(watch_pb2.WatchRequest(kind="Agent"), timeout=DEADLINE)
+        bookmark = next(watch)
+        assert bookmark.type == watch_pb2.WATCH_EVENT_TYPE_BOOKMARK
+        agent_grpc.AgentCommandControllerStub(channel).create(_agent("watched"), timeout=DEADLINE)
+        assert next(watch).type == watch_pb2.WATCH_EVENT_TYPE_ADDED
+        open_now = scrape(metrics)
+        assert value(open_now, "stigmer_streams_open") == 1
+        assert started(open_now, WATCH, "Watch", "server_stream") == 1
+        assert (
+            value(
+                open_now,
+                "grpc_server_msg_sent_total",
+                grpc_type="server_stream",
+                grpc_service=WATCH,
+                grpc_method="Watch",
+            )
+            == 2
+        )
+        watch.cancel()
+
+        def ended(samples: Samples) -> bool:
+            return handled(samples, WATCH, "Watch", "CANCELLED", "server_stream") == 1
+
+        found = eventually(metrics, ended)
+        assert ended(found), {key: v for key, v in found.items() if "Watch" in str(key)}
+        assert value(found, "stigmer_streams_open") == 0
+        assert handled(found, WATCH, "Watch", "OK", "server_stream") == 0
+
+
+@pytest.mark.parametrize("read_threads", FLAVOURS.values(), ids=FLAVOURS.keys())
+def test_a_call_refused_for_its_token_is_counted_unauthenticated(
+    tmp_path: Path, stigmer_store: str | None, read_threads: int
+) -> None:
+    with requiring_tokens(tmp_path, stigmer_store) as app, served(app, read_threads) as (_, metrics, channel):
+        stranger = agent_grpc.AgentQueryControllerStub(with_token(channel, "stg_" + "x" * 43))
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as refused:
+                stranger.get(agent_pb2.AgentId(value="agt-01m95qhy9tma33femn6bdpm2xg"), timeout=DEADLINE)
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        found = scrape(metrics)
+        assert handled(found, QUERIES, "get", "UNAUTHENTICATED") == 2
+        assert started(found, QUERIES, "get") == 2
+
+
+def test_a_team_servers_database_pool_is_shown(stigmer_postgres_store_url: str, tmp_path: Path) -> None:
+    store = PostgresStore(stigmer_postgres_store_url, durable=False)
+    pm = plugin_manager()
+    with Application(build_registry(pm), store, pm) as app, served(app, 2) as (_, metrics, channel):
+        agent_grpc.AgentCommandControllerStub(channel).create(_agent("pooled"), timeout=DEADLINE)
+        found = scrape(metrics)
+        assert value(found, "stigmer_store_reachable") == 1
+        assert value(found, "stigmer_database_connections_max") == store.settings.pool_max
+        assert 1 <= value(found, "stigmer_database_connections") <= store.settings.pool_max
+        assert value(found, "stigmer_database_connections_idle") <= value(found, "stigmer_database_connections")
+        assert value(found, "stigmer_database_requests_waiting") == 0
+
+
+def test_an_address_the_endpoint_cannot_take_is_refused(tmp_path: Path) -> None:
+    metrics = Metrics(LmdbStore(tmp_path, durable=False))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AddressUnavailable, match=f"cannot serve metrics on 127.0.0.1:{port}: "):
+            metrics.serve(f"127.0.0.1:{port}")
+    for wrong in ("9464", "127.0.0.1:http", "127.0.0.1:70000", ":9464"):
+        with pytest.raises(AddressUnavailable, match="give HOST:PORT"):
+            metrics.serve(wrong)
+
+
+def test_a_daemon_without_metrics_does_not_load_them(tmp_path: Path) -> None:
+    """prometheus_client is imported by a daemon that serves metrics, and only then."""
+    script = f"""
+import sys
+from stigmer_core import Application
+from stigmer_core.server import Server
+with Application.open({str(tmp_path / "data")!r}, durable=False) as app:
+    server = Server(app, "127.0.0.1:0")
+    server.start()
+    server.stop(grace=0)
+print(sorted(name for name in sys.modules if name.startswith(("prometheus_client", "stigmer_core.metrics"))))
+"""
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert ran.stdout.strip() == "[]", ran.stdout + ran.stderr

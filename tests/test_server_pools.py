@@ -17,14 +17,18 @@ from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.errors import StartupError
+from stigmer_core.metrics import Metrics
 from stigmer_core.server import Server
 from stigmer_core.server_pools import DATABASE_READ_THREADS, LMDB_READ_THREADS, PoolSizes
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Server, grpc.Channel]]:
+@pytest.fixture(params=["plain", "counted"])
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Server, grpc.Channel]]:
+    """The sync server, its handlers as they are and wrapped to count calls (metrics), which
+    must leave each on its own pool."""
     with Application.open(tmp_path / "data", durable=False) as app:
-        server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=2, rpc_threads=3))
+        metrics = Metrics(app.store) if request.param == "counted" else None
+        server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=2, rpc_threads=3), metrics=metrics)
         server.start()
         channel = grpc.insecure_channel(server.address)
         try:

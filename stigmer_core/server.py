@@ -303,6 +303,7 @@ def serve(
             from stigmer_core.metrics import Metrics
 
             metrics = Metrics(app.store)
+            metrics.serve(metrics_address)  # first: one that cannot be taken stops the start, and closes below
         server = Server(
             app,
             address,
@@ -311,8 +312,6 @@ def serve(
             unix_socket=socket_path(data_dir),
             metrics=metrics,
         )
-        if metrics is not None and metrics_address:  # bound before serving: a taken port stops the start
-            metrics.serve(metrics_address)
         server.start()  # serving, its health SERVING, before the address is recorded
         lock.record(address=server.address, tls=server.tls)
         kinds = ", ".join(k.name for k in app.registry.kinds)

@@ -19,18 +19,22 @@ and reflection are not counted (the daemon's own health is a gauge).
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stigmer_core.auth.transport import split_address
 from stigmer_core.errors import AddressUnavailable
+from stigmer_core.request_read import read_timeout
 from stigmer_core.store.protocol import ReportsPool, ReportsReachability
 
 UNARY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -158,14 +162,22 @@ class Metrics:
     # -- the endpoint ---------------------------------------------------------------
     def serve(self, address: str) -> str:
         """Serve ``/metrics`` over HTTP on ``address`` (``HOST:PORT``; port 0 picks one); the
-        address it listens on."""
+        address it listens on.
+
+        One scrape at a time, on one thread, and a client that has not sent its request within
+        ``STIGMER_REQUEST_READ_TIMEOUT`` is dropped: the endpoint asks for no token, so however
+        many connections reach it, they hold one thread and never the daemon's calls (a scrape
+        takes milliseconds; prometheus_client's own server starts a thread per connection)."""
         host, port = split_address(address)
         if not host or not port.isdigit() or int(port) > 65535:
             raise AddressUnavailable(f"cannot serve metrics on {address!r}: give HOST:PORT, as 127.0.0.1:9464")
         try:
-            self._http, _ = start_http_server(int(port), addr=host, registry=self.registry)
+            family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+            self._http = _server(family, read_timeout())((host, int(port)), _Quiet)
         except OSError as exc:
             raise AddressUnavailable(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+        self._http.set_app(make_wsgi_app(self.registry))
+        threading.Thread(target=self._http.serve_forever, name="stigmer-metrics", daemon=True).start()
         bound = self._http.server_port
         self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         return self.address
@@ -175,6 +187,25 @@ class Metrics:
         if http is not None:
             http.shutdown()
             http.server_close()
+
+
+class _Quiet(WSGIRequestHandler):
+    """A scrape's request, not logged (a scraper calls every few seconds)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _server(family: socket.AddressFamily, timeout: float) -> type[WSGIServer]:
+    class Serial(WSGIServer):
+        address_family = family
+
+        def get_request(self) -> tuple[socket.socket, Any]:
+            conn, peer = super().get_request()
+            conn.settimeout(timeout)  # a client that sends nothing is dropped, freeing the one thread
+            return conn, peer
+
+    return Serial
 
 
 def counted_behaviors(

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -75,8 +76,9 @@ def started(samples: Samples, service: str, method: str, kind: str = "unary") ->
 
 
 def eventually(metrics: Metrics, holds: Callable[[Samples], bool]) -> Samples:
-    """The first scrape within 15 s in which ``holds``: a stream is counted once its server
-    notices its end, which its client's cancel does not wait for."""
+    """The first scrape within 15 s in which ``holds``: a call is counted as its handler ends,
+    which a refusal's status, sent from inside the handler, may reach its client before; and a
+    stream once its server notices its end, which its client's cancel does not wait for."""
     for _ in range(150):
         found = scrape(metrics)
         if holds(found):
@@ -126,13 +128,16 @@ def test_every_call_counts_once_by_method_and_code(engine: OpenStore, read_threa
         assert malformed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert queries.get(agent_pb2.AgentId(value=made.metadata.id), timeout=DEADLINE).metadata.id
 
-        found = scrape(metrics)
+        counts = {
+            (AGENTS, "create", "OK"): 2,
+            (AGENTS, "create", "ALREADY_EXISTS"): 1,
+            (AGENTS, "create", "INVALID_ARGUMENT"): 1,
+            (QUERIES, "get", "NOT_FOUND"): 1,
+            (QUERIES, "get", "OK"): 1,
+        }
+        found = eventually(metrics, lambda found: all(handled(found, *at) == n for at, n in counts.items()))
+        assert {at: handled(found, *at) for at in counts} == counts
         assert started(found, AGENTS, "create") == 4
-        assert handled(found, AGENTS, "create", "OK") == 2
-        assert handled(found, AGENTS, "create", "ALREADY_EXISTS") == 1
-        assert handled(found, AGENTS, "create", "INVALID_ARGUMENT") == 1
-        assert handled(found, QUERIES, "get", "NOT_FOUND") == 1
-        assert handled(found, QUERIES, "get", "OK") == 1
         timed = {"grpc_type": "unary", "grpc_service": AGENTS, "grpc_method": "create"}
         assert value(found, "grpc_server_handling_seconds_count", **timed) == 4
         assert 0 < value(found, "grpc_server_handling_seconds_sum", **timed) < DEADLINE
@@ -188,7 +193,7 @@ def test_a_call_refused_for_its_token_is_counted_unauthenticated(
             with pytest.raises(grpc.RpcError) as refused:
                 stranger.get(agent_pb2.AgentId(value="agt-01m95qhy9tma33femn6bdpm2xg"), timeout=DEADLINE)
             assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
-        found = scrape(metrics)
+        found = eventually(metrics, lambda found: handled(found, QUERIES, "get", "UNAUTHENTICATED") == 2)
         assert handled(found, QUERIES, "get", "UNAUTHENTICATED") == 2
         assert started(found, QUERIES, "get") == 2
 
@@ -223,6 +228,7 @@ def test_a_daemon_without_metrics_does_not_load_them(tmp_path: Path) -> None:
     """prometheus_client is imported by a daemon that serves metrics, and only then."""
     script = f"""
 import sys
+import threading
 from stigmer_core import Application
 from stigmer_core.server import Server
 with Application.open({str(tmp_path / "data")!r}, durable=False) as app:
@@ -233,3 +239,34 @@ print(sorted(name for name in sys.modules if name.startswith(("prometheus_client
 """
     ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert ran.stdout.strip() == "[]", ran.stdout + ran.stderr
+
+
+def test_clients_that_send_nothing_hold_one_thread_and_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint answers without a token: connections that never send a request must not each
+    take a thread (prometheus_client's own server starts one per connection), nor hold the
+    endpoint for good."""
+    monkeypatch.setenv("STIGMER_REQUEST_READ_TIMEOUT", "0.5")
+    metrics = Metrics(LmdbStore(tmp_path, durable=False))
+    host, port = metrics.serve("127.0.0.1:0").rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=DEADLINE) for _ in range(3)]
+    try:
+        found = scrape(metrics)  # answered once the silent ones before it were dropped
+        assert value(found, "stigmer_streams_open") == 0
+        assert [t.name for t in threading.enumerate()].count("stigmer-metrics") == 1
+        for conn in idle:
+            assert conn.recv(1) == b""  # closed by the endpoint, not by this test
+    finally:
+        for conn in idle:
+            conn.close()
+        metrics.close()
+    assert _ended("stigmer-metrics")
+
+
+def _ended(name: str) -> bool:
+    for _ in range(100):
+        if name not in [t.name for t in threading.enumerate()]:
+            return True
+        time.sleep(0.05)
+    return False

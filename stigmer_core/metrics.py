@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from stigmer_core.auth.transport import split_address
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.request_read import read_timeout
-from stigmer_core.store.protocol import ReportsPool, ReportsReachability
+from stigmer_core.store.protocol import CountsCommits, ReportsPool, ReportsReachability
 
 UNARY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Seconds: a get on LMDB takes tens of µs, a write waits for its commit's sync (about a ms),
@@ -102,7 +102,8 @@ class Metrics:
     """A daemon's metrics registry, the wrappers that count its calls, and its HTTP endpoint."""
 
     def __init__(self, store: object) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # a ``_created`` series beside each counter doubles them, for no use here
+        # A ``_created`` series beside each counter would double them, for no use here.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("grpc_type", "grpc_service", "grpc_method")
         registry = self.registry
@@ -318,12 +319,11 @@ class _StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         store = self._store
-        commits = getattr(store, "commits", None)
-        if isinstance(commits, int):
+        if isinstance(store, CountsCommits):
             yield CounterMetricFamily(
                 "stigmer_store_commits",
                 "Write transactions the store committed (each holds one or more calls' writes).",
-                value=commits,
+                value=store.commits,
             )
         if isinstance(store, ReportsReachability):
             yield GaugeMetricFamily(

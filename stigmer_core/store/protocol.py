@@ -195,6 +195,13 @@ class ReportsReachability(Protocol):
         ...
 
 
+@runtime_checkable
+class CountsCommits(Protocol):
+    """A store that counts the write transactions it committed (a daemon's metrics show it)."""
+
+    commits: int
+
+
 class PoolStats(NamedTuple):
     """A database connection pool's state now (``ReportsPool``)."""
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stigmer_core import Application
+from stigmer_core import Application, hookimpl
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.plugins import plugin_manager
@@ -59,3 +59,34 @@ def named_agent(name: str) -> agent_pb2.Agent:
     agent = agent_pb2.Agent()
     agent.metadata.name = name
     return agent
+
+
+Continuation = Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler]
+
+
+class Gate(grpc.ServerInterceptor):
+    """Counts the calls it sees and refuses those carrying ``x-gate: closed``."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        self.seen.append(handler_call_details.method)
+        if ("x-gate", "closed") in tuple(handler_call_details.invocation_metadata or ()):
+
+            def refuse(request: object, context: grpc.ServicerContext) -> None:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "the gate is closed")
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
+        return continuation(handler_call_details)
+
+
+class GatePlugin:
+    def __init__(self) -> None:
+        self.gate = Gate()
+
+    @hookimpl
+    def stigmer_server_interceptors(self) -> list[grpc.ServerInterceptor]:
+        return [self.gate]

@@ -38,6 +38,7 @@ from stigmer_core.store.postgres_store import PostgresStore
 from tests import engine_support
 from tests.auth_support import requiring_tokens, with_token
 from tests.engine_support import OpenStore
+from tests.plugin_server_support import GatePlugin
 
 engine = engine_support.engine
 
@@ -270,3 +271,24 @@ def _ended(name: str) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_calls_through_a_plugins_interceptors_are_counted_as_they_end(tmp_path: Path) -> None:
+    """With a plugin's interceptors (the sync server, whose handlers are settled per call), a call
+    an interceptor refuses counts with the interceptor's code, and one it lets by with its own."""
+    plugin = GatePlugin()
+    pm = plugin_manager(plugins=[plugin])
+    with (
+        Application(build_registry(pm), LmdbStore(tmp_path, durable=False), pm) as app,
+        served(app, 0) as (server, metrics, channel),
+    ):
+        assert not server.asynchronous  # interceptors are sync: they bring grpc's sync server
+        commands = agent_grpc.AgentCommandControllerStub(channel)
+        commands.create(_agent("let by"), timeout=DEADLINE)
+        with pytest.raises(grpc.RpcError) as refused:
+            commands.create(_agent("gated"), metadata=(("x-gate", "closed"),), timeout=DEADLINE)
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        counts = {(AGENTS, "create", "OK"): 1, (AGENTS, "create", "PERMISSION_DENIED"): 1}
+        found = eventually(metrics, lambda found: all(handled(found, *at) == n for at, n in counts.items()))
+        assert {at: handled(found, *at) for at in counts} == counts
+        assert started(found, AGENTS, "create") == 2

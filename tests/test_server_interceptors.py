@@ -3,48 +3,18 @@ serves on grpc's sync server (interceptors are sync), without one on its asyncio
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
-from stigmer_core import Application, hookimpl
+from stigmer_core import Application
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
-
-Continuation = Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler]
-
-
-class Gate(grpc.ServerInterceptor):
-    """Counts the calls it sees and refuses those carrying ``x-gate: closed``."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        self.seen.append(handler_call_details.method)
-        if ("x-gate", "closed") in tuple(handler_call_details.invocation_metadata or ()):
-
-            def refuse(request: object, context: grpc.ServicerContext) -> None:
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, "the gate is closed")
-
-            return grpc.unary_unary_rpc_method_handler(refuse)
-        return continuation(handler_call_details)
-
-
-class GatePlugin:
-    def __init__(self) -> None:
-        self.gate = Gate()
-
-    @hookimpl
-    def stigmer_server_interceptors(self) -> list[grpc.ServerInterceptor]:
-        return [self.gate]
+from tests.plugin_server_support import GatePlugin
 
 
 def test_a_plugins_interceptor_sees_network_calls_and_may_refuse_them(

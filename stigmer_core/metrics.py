@@ -13,7 +13,8 @@ endpoint is scraped, not kept up per call.
 
 A call counts once it reached a kind's handler: refused for its token, for its
 caller's share of calls or streams, for its message, or answered. Health checks
-and reflection are not counted (the daemon's own health is a gauge).
+and reflection are not counted (what a team server's health follows, its
+database answering, is a gauge).
 """
 
 from __future__ import annotations

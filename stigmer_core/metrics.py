@@ -92,6 +92,28 @@ class _Method:
         self.handled: dict[grpc.StatusCode, Any] = {}
         self.count(grpc.StatusCode.OK, 0)  # listed from the start, so a rate over it has a start
 
+    def opened(self, streams: Gauge | None = None) -> float:
+        """A call begins (a stream, when ``streams`` is given); when, for ``ended``."""
+        self.started.inc()
+        if streams is not None:
+            streams.inc()
+        return time.perf_counter()
+
+    def ended(
+        self,
+        began: float,
+        found: Any,
+        failed: BaseException | None,
+        gone: grpc.StatusCode | None,
+        streams: Gauge | None = None,
+    ) -> None:
+        """A call is over (``_code`` says how); a unary call's seconds are observed, a stream's slot closed."""
+        self.count(_code(found, failed, gone))
+        if streams is not None:
+            streams.dec()
+        elif self.seconds is not None:
+            self.seconds.observe(time.perf_counter() - began)
+
     def count(self, code: grpc.StatusCode, calls: int = 1) -> None:
         child = self.handled.get(code)
         if child is None:  # two threads may both make it: prometheus_client hands both the same child
@@ -224,31 +246,22 @@ def _field(handler: grpc.RpcMethodHandler) -> str:
 
 
 def _sync_unary(behavior: Callable[..., Any], method: _Method) -> Callable[..., Any]:
-    seconds = method.seconds
-    assert seconds is not None
-
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        method.started.inc()
-        began = time.perf_counter()
+        began = method.opened()
         try:
             answer = behavior(request, context)
         except BaseException as failed:
-            method.count(_code(context.code(), failed, _gone(context, not context.is_active())))
-            seconds.observe(time.perf_counter() - began)
+            method.ended(began, context.code(), failed, _gone(context, not context.is_active()))
             raise
-        method.count(_code(context.code(), None, _gone(context, not context.is_active())))
-        seconds.observe(time.perf_counter() - began)
+        method.ended(began, context.code(), None, _gone(context, not context.is_active()))
         return answer
 
     return unary
 
 
-def _sync_stream(behavior: Callable[..., Any], method: _Method, open_streams: Gauge) -> Callable[..., Any]:
+def _sync_stream(behavior: Callable[..., Any], method: _Method, streams: Gauge) -> Callable[..., Any]:
     def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        method.started.inc()
-        open_streams.inc()
-        failed: BaseException | None = None
-        sent = method.sent
+        began, failed, sent = method.opened(streams), None, method.sent
         try:
             answers: Iterable[Any] | None = behavior(request, context)
             for answer in answers or ():
@@ -258,38 +271,28 @@ def _sync_stream(behavior: Callable[..., Any], method: _Method, open_streams: Ga
             failed = exc
             raise
         finally:
-            open_streams.dec()
-            method.count(_code(context.code(), failed, _gone(context, not context.is_active())))
+            method.ended(began, context.code(), failed, _gone(context, not context.is_active()), streams)
 
     return stream
 
 
 def _async_unary(behavior: Callable[..., Any], method: _Method) -> Callable[..., Any]:
-    seconds = method.seconds
-    assert seconds is not None
-
     async def unary(requests: Any, context: Any) -> Any:
-        method.started.inc()
-        began = time.perf_counter()
+        began = method.opened()
         try:
             answer = await behavior(requests, context)
         except BaseException as failed:
-            method.count(_code(context.code(), failed, _gone(context, context.cancelled())))
-            seconds.observe(time.perf_counter() - began)
+            method.ended(began, context.code(), failed, _gone(context, context.cancelled()))
             raise
-        method.count(_code(context.code(), None, _gone(context, context.cancelled())))
-        seconds.observe(time.perf_counter() - began)
+        method.ended(began, context.code(), None, _gone(context, context.cancelled()))
         return answer
 
     return unary
 
 
-def _async_stream(behavior: Callable[..., Any], method: _Method, open_streams: Gauge) -> Callable[..., Any]:
+def _async_stream(behavior: Callable[..., Any], method: _Method, streams: Gauge) -> Callable[..., Any]:
     async def stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-        method.started.inc()
-        open_streams.inc()
-        failed: BaseException | None = None
-        sent = method.sent
+        began, failed, sent = method.opened(streams), None, method.sent
         answers = behavior(requests, context)
         try:
             async for answer in answers:
@@ -299,8 +302,7 @@ def _async_stream(behavior: Callable[..., Any], method: _Method, open_streams: G
             failed = exc
             raise
         finally:
-            open_streams.dec()
-            method.count(_code(context.code(), failed, _gone(context, context.cancelled())))
+            method.ended(began, context.code(), failed, _gone(context, context.cancelled()), streams)
             await answers.aclose()  # its own cleanup (the stream's slot) now, not when collected
 
     return stream

@@ -225,6 +225,12 @@ class ReadableOnly(StartupError):
         self.problem = problem or message
 
 
+class KindDowngrade(ReadableOnly):
+    """A kind is served here by an older release of its plugin than the one that last reconciled
+    the store: serving it, or writing through it, would drop the fields and indexes the newer
+    release added, but reading the store loses nothing (``reindex.reconcile``)."""
+
+
 class ReadOnlyMount(ReadableOnly):
     """The LMDB data file is on a read-only mount (a disk the kernel remounted read-only after
     errors, a copy on read-only media): the daemon cannot serve it, but nothing can write it

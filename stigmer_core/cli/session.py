@@ -5,8 +5,9 @@ never touch the store, and closed when the click context ends.
 
 A command that only reads (export, get, list) may say so (``read_only``):
 when the local store opened in this process refuses to start because its
-secret key is missing or another one, or because its data file is on a
-read-only mount (``ReadableOnly``), it is opened read-only instead, without
+secret key is missing or another one, because its data file is on a
+read-only mount, or because a kind's plugin here is older than the release
+that last reconciled the store (``ReadableOnly``), it is opened read-only instead, without
 the key (secrets stay sealed, every write is refused), and the command says
 once on stderr what happened. Every other command still stops with the
 refusal (docs/secrets.md, Losing the key; docs/cli.md, export).
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 MOUNTED = "the store is opened read-only, so nothing can be written and secret values stay sealed"
 """Said after the mount's problem when a read-only mount is why the store is opened read-only: no key is
 missing, so the command's own words (about restoring the key) do not apply."""
+DOWNGRADED = (
+    "the store is opened read-only, so nothing can be written and secret values stay sealed; to write, "
+    "upgrade the plugin to that release (docs/plugins.md, Upgrading a kind plugin on a team server)"
+)
+"""Said after the releases when an older plugin is why the store is opened read-only (``KindDowngrade``)."""
 
 
 def for_backend(error: Unreachable, settings: config.Settings) -> Unreachable:
@@ -80,7 +86,13 @@ class Session:
                 if not self.read_only:
                     raise
                 self._client = config.connect_settings(self.settings, read_only=True)
-                said = MOUNTED if isinstance(exc, errors.ReadOnlyMount) else self.read_only
+                said = (
+                    MOUNTED
+                    if isinstance(exc, errors.ReadOnlyMount)
+                    else DOWNGRADED
+                    if isinstance(exc, errors.KindDowngrade)
+                    else self.read_only
+                )
                 click.echo(click.style("stigmer: ", fg="yellow", bold=True) + f"{exc.problem}: {said}", err=True)
         return self._client
 

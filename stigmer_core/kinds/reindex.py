@@ -31,7 +31,7 @@ from collections.abc import Collection, Iterator
 import attrs
 from google.protobuf.message import Message
 
-from stigmer_core.errors import PluginFault, RegistryError, StartupError
+from stigmer_core.errors import KindDowngrade, PluginFault, RegistryError, StartupError
 from stigmer_core.kinds import releases
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
 from stigmer_core.store import keys
@@ -198,7 +198,7 @@ def reconcile(
     start with nothing to change only reads the records.
 
     A kind last reconciled by a newer release of its plugin is refused
-    (``StartupError``) unless ``downgrade`` names it (lower case, or ``*``):
+    (``KindDowngrade``, a ``StartupError``) unless ``downgrade`` names it (lower case, or ``*``):
     this start would remove that release's indexes. Otherwise this start
     records its own release, which every other daemon's writes of the kind
     then see (``Resources``). ``writes``: False for a daemon that will not
@@ -206,7 +206,8 @@ def reconcile(
     """
     plan: list[tuple[KindRuntime, set[str], set[str]]] = []
     with store.read() as txn:
-        _refuse_downgrades(txn, registry, downgrade)
+        if writes:  # one that only reads drops nothing: an older release may read a newer one's store
+            _refuse_downgrades(txn, registry, downgrade)
         for kind in registry.kinds:
             want = declared(kind)
             have = recorded(txn, kind)
@@ -214,7 +215,9 @@ def reconcile(
             current = not writes or raw == _expected(kind)
             if not current and raw is not None:
                 _warn_another_build(kind, json.loads(raw))
-            if _check_prefixes(txn, kind) and have == want and current:
+            # a reader needs the indexes it declares, as it declares them; others it never reads
+            fits = have == want if writes else have is not None and all(have.get(n) == v for n, v in want.items())
+            if _check_prefixes(txn, kind) and fits and current:
                 continue
             if have is None:
                 empty = next(iter(txn.scan(keys.object_prefix(kind.key_prefix), first=1)), None) is None
@@ -290,11 +293,13 @@ def _refuse_downgrades(txn: ReadTxn, registry: Registry, allowed: Collection[str
             f"kind {name!r} is served here by {ours}, older than {theirs}" for name, ours, theirs in refused
         )
         which = ",".join(name for name, _, _ in refused)
-        raise StartupError(
-            f"{named}, which last reconciled this store: serving it would remove the indexes and drop the fields "
+        problem = f"{named}, which last reconciled this store"
+        raise KindDowngrade(
+            f"{problem}: serving it would remove the indexes and drop the fields "
             f"the newer release added. Upgrade this daemon's plugin to that release; for a deliberate downgrade, "
             f"start it with {releases.DOWNGRADE_ENV}={which} (it then reconciles the store to this release, and "
-            "daemons of the newer one refuse writes of the kind until restarted)"
+            "daemons of the newer one refuse writes of the kind until restarted)",
+            problem,
         )
 
 

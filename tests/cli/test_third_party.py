@@ -161,9 +161,43 @@ def test_an_export_names_the_secret_fields_it_carries_as_the_placeholder(stigmer
     assert (
         "note: Note local/key (note-" in exported.err
         and "spec.text exported as the placeholder '<redacted>' (a secret is never given out): an import into a "
-        "store without this object refuses it until the document carries the value in its place" in exported.err
+        "store without this object refuses it until the document carries the value in its place"
+        in exported.err
     ), exported.err
     restored = stigmer("import", "--data-dir", str(tmp_path / "restored"), input=exported.out)
     assert restored.code == 1 and "no stored value to keep" in restored.err, restored.err
     filled = exported.out.replace("<redacted>", "s3cr3t")
     stigmer.ok("import", "--data-dir", str(tmp_path / "filled"), input=filled)
+
+
+def _note_release(stigmer: Stigmer, tmp_path: Path, version: str) -> None:
+    """Make release ``version`` of the note kind's distribution the one installed."""
+    site = tmp_path / f"site-{version}"
+    dist_info = site / f"note_kind-{version}.dist-info"
+    dist_info.mkdir(parents=True, exist_ok=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: note-kind\nVersion: {version}\n")
+    (dist_info / "entry_points.txt").write_text("[stigmer.kinds]\nnote = note_kind\n")
+    stigmer.python_path[:] = [site, HERE]
+
+
+def test_an_older_release_of_a_kind_still_reads_the_store_a_newer_one_wrote(stigmer: Stigmer, tmp_path: Path) -> None:
+    """A plugin downgraded by mistake (an older virtualenv, a pinned requirement) refused every
+    command on the store, reading ones too, with only the override variable for a way out."""
+    _note_release(stigmer, tmp_path, "0.2")
+    stigmer.ok("apply", "-f", "-", input=NOTE)  # in process: release 0.2 reconciles the store
+    _note_release(stigmer, tmp_path, "0.1")
+    refusal = "kind 'Note' is served here by note-kind 0.1, older than note-kind 0.2, which last reconciled this store"
+    for command in (("get", "notes"), ("list", "notes"), ("export", "--all")):
+        result = stigmer(*command)
+        assert result.code == 0, result.err
+        assert "hello" in result.out
+        (warning,) = result.err.strip().splitlines()[:1]
+        assert warning == (
+            f"stigmer: {refusal}: the store is opened read-only, so nothing can be written and secret values "
+            "stay sealed; to write, upgrade the plugin to that release (docs/plugins.md, Upgrading a kind plugin "
+            "on a team server)"
+        ), result.err
+    assert stigmer.fails("apply", "-f", "-", input=NOTE).startswith(f"{refusal}: serving it would remove")
+    assert stigmer.fails("delete", "note", "hello").startswith(refusal)
+    _note_release(stigmer, tmp_path, "0.2")
+    assert "hello" in stigmer.ok("get", "notes")  # nothing of the newer release's was changed

@@ -25,7 +25,7 @@ import pluggy
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from stigmer_core import KindDeclaration, StartupError, hookimpl
+from stigmer_core import KindDeclaration, KindDowngrade, ReadableOnly, StartupError, hookimpl
 from stigmer_core.application import Application
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds import reindex, releases
@@ -142,7 +142,7 @@ class Site:
             self.shared = open_store(self.tmp_path / "data", durable=False)
         return self.shared
 
-    def daemon(self, version: str, declares: str = "") -> Application:
+    def daemon(self, version: str, declares: str = "", *, read_only: bool = False) -> Application:
         """A daemon serving McpServer from release ``version`` (``1.0`` or ``2.0``; ``unshipped-1``
         and ``unshipped-2``: the same declarations registered by hand, from no distribution).
         ``declares``: ``V1`` or ``V2``, the declaration that release's build ships, when it is not
@@ -157,7 +157,9 @@ class Site:
                 registry = build_registry(pm)
         store = self.store()
         try:
-            app = Application(registry, store, pm, data_dir=self.tmp_path / f"home-{len(self.apps)}")
+            app = Application(
+                registry, store, pm, data_dir=self.tmp_path / f"home-{len(self.apps)}", read_only=read_only
+            )
         except BaseException:
             if self.url is not None:
                 store.close()
@@ -257,10 +259,40 @@ def test_an_older_release_is_refused_at_startup_and_leaves_the_newer_ones_index(
     assert sorted(_by_transport(new)) == sorted(made)
     site.stop(new)
 
+    assert isinstance(refused.value, KindDowngrade) and isinstance(refused.value, ReadableOnly)
+    assert refused.value.problem == (
+        "kind 'McpServer' is served here by acme-mcp 1.0, older than acme-mcp 2.0, which last reconciled this store"
+    )
+
     monkeypatch.setenv(releases.DOWNGRADE_ENV, "mcpserver")  # a deliberate downgrade reconciles as any start
     downgraded = site.daemon("1.0")
     assert [c.removed for c in downgraded.index_changes] == [("transport",)]
     assert _record(downgraded)["release"]["version"] == "1.0"
+
+
+def test_an_older_release_refused_at_startup_may_still_read_the_store(site: Site) -> None:
+    """What the CLI's reading commands do with a store a newer release reconciled (``get``, ``list``
+    and ``export`` with no daemon): open it read-only, which drops nothing, and read it; its
+    writes are refused, and nothing of the newer release's is changed."""
+    old = site.daemon("1.0")
+    made = _create(old, "files").metadata.id
+    site.stop(old)
+    new = site.daemon("2.0")
+    _create(new, "shell", args=["--verbose"])
+    entries, record = raw_keys(new.store, TRANSPORT), _record(new)
+    site.stop(new)
+    with pytest.raises(KindDowngrade):
+        site.daemon("1.0")
+    reader = site.daemon("1.0", read_only=True)
+    found = {server.metadata.name: server for server in _servers(reader).list_all()}
+    assert sorted(found) == ["files", "shell"] and found["files"].metadata.id == made
+    with pytest.raises(grpc.RpcError) as refused:
+        _create(reader, "written")
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    site.stop(reader)
+    again = site.daemon("2.0")  # the newer release finds its store as it left it
+    assert raw_keys(again.store, TRANSPORT) == entries and _record(again) == record
+    assert [s.spec.args for s in _servers(again).list_all() if s.metadata.name == "shell"] == [["--verbose"]]
 
 
 def test_a_write_through_an_older_daemon_after_an_upgrade_is_refused(site: Site) -> None:

@@ -191,14 +191,18 @@ def server_security(
 
 def metrics_address(given: str | None = None) -> str:
     """Where ``stigmer serve`` serves its metrics: ``given`` (``--metrics-address``, or
-    ``STIGMER_METRICS_ADDRESS``), else the config file's ``server.metrics_address``; empty: nowhere."""
-    if given:
-        return given
-    value = section(load_config(config_path()), "server").get("metrics_address")
+    ``STIGMER_METRICS_ADDRESS``), else the config file's ``server.metrics_address``; empty: nowhere.
+    One that is no ``HOST:PORT`` is refused here, before the daemon opens its store."""
+    from stigmer_core.auth.transport import listen_address_problem  # grpc: only a daemon's start reads this
+
+    value = given or section(load_config(config_path()), "server").get("metrics_address")
     if value is None or value == "":
         return ""
     if not isinstance(value, str):
         raise ConfigError(f"config file {config_path()}: server.metrics_address must be HOST:PORT, not {value!r}")
+    problem = listen_address_problem(value)
+    if problem is not None:
+        raise ConfigError(f"cannot serve metrics on {value!r}: {problem}")
     return value
 
 

@@ -33,7 +33,7 @@ from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stigmer_core.auth.transport import split_address
+from stigmer_core.auth.transport import listen_address_problem, split_address
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.request_read import read_timeout
 from stigmer_core.store.protocol import CountsCommits, ReportsPool, ReportsReachability
@@ -192,9 +192,10 @@ class Metrics:
         ``STIGMER_REQUEST_READ_TIMEOUT`` is dropped: the endpoint asks for no token, so however
         many connections reach it, they hold one thread and never the daemon's calls (a scrape
         takes milliseconds; prometheus_client's own server starts a thread per connection)."""
+        problem = listen_address_problem(address)
+        if problem is not None:
+            raise AddressUnavailable(f"cannot serve metrics on {address!r}: {problem}")
         host, port = split_address(address)
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise AddressUnavailable(f"cannot serve metrics on {address!r}: give HOST:PORT, as 127.0.0.1:9464")
         try:
             family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
             self._http = _server(family, read_timeout())((host, int(port)), _Quiet)

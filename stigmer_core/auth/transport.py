@@ -41,6 +41,14 @@ def split_address(address: str) -> tuple[str, str]:
     return host.strip("[]"), port
 
 
+def listen_address_problem(address: str) -> str | None:
+    """Why ``address`` is no ``HOST:PORT`` to listen on, or None (port 0 picks a free one)."""
+    host, port = split_address(address)
+    if not host or not port.isdigit() or int(port) > 65535:
+        return "give HOST:PORT (a port from 0 to 65535), as 127.0.0.1:9464"
+    return None
+
+
 def is_loopback(address: str) -> bool:
     """Whether ``host:port`` (or a bare host) can only be reached from this machine."""
     if address.startswith("unix:"):

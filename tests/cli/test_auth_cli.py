@@ -152,7 +152,9 @@ def test_token_list_tells_an_expired_token_and_a_bad_duration_is_a_usage_error(s
     time.sleep(max(0.0, 3.5 - (time.monotonic() - made)))
     states = {line.split()[0]: line.split()[-1] for line in stigmer.ok("token", "list").splitlines()[1:]}
     assert states == {"brief": "expired", "lasting": "active"}
-    assert stigmer.fails("token", "create", "--role", "viewer", "--expires", "1y", code=2).startswith("invalid duration")
+    assert stigmer.fails("token", "create", "--role", "viewer", "--expires", "1y", code=2).startswith(
+        "invalid duration"
+    )
 
 
 def _tls_daemon(stigmer: Stigmer, tmp_path: Path) -> tuple[str, Pki, Pki]:
@@ -185,9 +187,13 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path, stig
         failed = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": ca_file})
         assert failed.code == 1 and words in failed.err, failed.err
         assert len(failed.err.strip().splitlines()) == 1, failed.err  # nothing of grpc's own logging
-    trusted = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(served.ca)})
+    trusted = stigmer(
+        "get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(served.ca)}
+    )
     assert trusted.code == 0, trusted.err
-    untrusted = stigmer("backend", "status", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(other.ca)})
+    untrusted = stigmer(
+        "backend", "status", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(other.ca)}
+    )
     assert "not reachable: TLS: its certificate is not signed by a CA this client trusts" in untrusted.out
     # a data directory deeper than a socket address holds: its socket is named through a descriptor
     far = stigmer.home / ("d" * 120)
@@ -195,7 +201,9 @@ def test_tls_trouble_is_named_in_one_line(stigmer: Stigmer, tmp_path: Path, stig
     assert "listening on" in started.output, started.output
 
 
-def test_a_certificate_refused_for_its_dates_is_named_so_not_as_an_untrusted_ca(stigmer: Stigmer, tmp_path: Path) -> None:
+def test_a_certificate_refused_for_its_dates_is_named_so_not_as_an_untrusted_ca(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
     """With the right CA, an expired (or not yet valid) server certificate was reported as "not
     signed by a CA this client trusts (give the CA with --ca-file)", which sent people after the CA."""
     import datetime
@@ -214,7 +222,9 @@ def test_a_certificate_refused_for_its_dates_is_named_so_not_as_an_untrusted_ca(
             yaml.safe_dump({"server": {"tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key)}})
         )
         daemon = stigmer.start(data_dir=tmp_path / name / "data").address
-        failed = stigmer("get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(pki.ca)})
+        failed = stigmer(
+            "get", "agents", "--backend", "remote", "--endpoint", daemon, env={"STIGMER_CA_FILE": str(pki.ca)}
+        )
         assert failed.code == 1 and words in failed.err and "CA this client trusts" not in failed.err, failed.err
 
 
@@ -252,9 +262,10 @@ def test_a_client_certificate_reaches_a_mutual_tls_server(
     assert refused.code == 1, refused.err
     assert "the server asks for a client certificate: give --cert-file and --key-file" in refused.err
     assert "--ca-file" not in refused.err and len(refused.err.strip().splitlines()) == 1, refused.err
-    assert "not reachable: TLS: the server asks for a client certificate" in stigmer(
-        "backend", "status", *remote, env=tls
-    ).out
+    assert (
+        "not reachable: TLS: the server asks for a client certificate"
+        in stigmer("backend", "status", *remote, env=tls).out
+    )
 
     mismatched = {**tls, "STIGMER_CERT_FILE": str(pki.client_cert), "STIGMER_KEY_FILE": str(pki.server_key)}
     wrong_pair = stigmer("get", "agents", *remote, env=mismatched)  # it blamed the CA file
@@ -266,9 +277,10 @@ def test_a_client_certificate_reaches_a_mutual_tls_server(
     half = stigmer("get", "agents", *remote, env={**tls, "STIGMER_CERT_FILE": str(pki.client_cert)})
     assert "needs both files" in half.err, half.err
 
-    assert "needs both --cert-file and --key-file" in stigmer(
-        "login", "--endpoint", daemon, "--token", token, "--cert-file", str(pki.client_cert)
-    ).err
+    assert (
+        "needs both --cert-file and --key-file"
+        in stigmer("login", "--endpoint", daemon, "--token", token, "--cert-file", str(pki.client_cert)).err
+    )
     logged = stigmer(
         "login", "--endpoint", daemon, "--ca-file", str(pki.ca),
         "--cert-file", str(pki.client_cert), "--key-file", str(pki.client_key), env={"STIGMER_TOKEN": token},
@@ -387,7 +399,9 @@ def test_a_plaintext_call_to_a_mutual_tls_server_on_loopback_asks_for_the_ca_too
     assert "client certificate: give --cert-file and --key-file and its CA with --ca-file" in status, status
 
 
-def test_the_ca_is_given_as_the_messages_say_and_a_bad_endpoint_is_a_usage_error(stigmer: Stigmer, tmp_path: Path) -> None:
+def test_the_ca_is_given_as_the_messages_say_and_a_bad_endpoint_is_a_usage_error(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
     """An untrusted server's message said "give the CA with --ca-file", which only `login` and
     `backend switch` took (every other command: "No such option"); `login` ignored the
     $STIGMER_CA_FILE its own refusal named; an endpoint that is no HOST:PORT, or a host that does
@@ -400,7 +414,9 @@ def test_the_ca_is_given_as_the_messages_say_and_a_bad_endpoint_is_a_usage_error
     trusted = stigmer("-v", "get", "agents", *remote, "--ca-file", str(served.ca))
     assert trusted.code == 0, trusted.err
     assert "grpc_reflection" not in trusted.err, trusted.err
-    logged_in = stigmer("login", "--endpoint", daemon, env={"STIGMER_TOKEN": "stg_" + "A" * 43, "STIGMER_CA_FILE": str(served.ca)})
+    logged_in = stigmer(
+        "login", "--endpoint", daemon, env={"STIGMER_TOKEN": "stg_" + "A" * 43, "STIGMER_CA_FILE": str(served.ca)}
+    )
     assert "cannot reach" not in logged_in.err and "TLS" not in logged_in.err, logged_in.err
     for endpoint in ("nohostport", ":50051", "127.0.0.1:99999", "127.0.0.1:0"):
         refused = stigmer("get", "agents", "--backend", "remote", "--endpoint", endpoint)
@@ -429,3 +445,21 @@ def test_a_token_kept_from_another_endpoint_is_said_so(stigmer: Stigmer, stigmer
     assert f"the config file's token was saved for {daemon} and is not sent to {other}" in refused.err, refused.err
     given = stigmer("get", "agents", "--endpoint", other, env={"STIGMER_TOKEN": token})
     assert given.code == 0, given.err
+
+
+def test_a_metrics_address_in_the_config_file_that_is_no_address_stops_the_start(stigmer: Stigmer) -> None:
+    """A YAML number (``metrics_address: 9464``) or a port alone is refused naming the setting, before
+    anything is bound, not served on an address nobody asked for."""
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    serve = ("serve", "--address", f"127.0.0.1:{free_port()}", "--data-dir", str(stigmer.data_dir))
+    (stigmer.home / "config.yaml").write_text("server:\n  metrics_address: 9464\n")
+    assert "server.metrics_address must be HOST:PORT, not 9464" in stigmer.fails(*serve)
+    (stigmer.home / "config.yaml").write_text("server:\n  metrics_address: '9464'\n")
+    assert stigmer.fails(*serve) == (
+        "cannot serve metrics on '9464': give HOST:PORT (a port from 0 to 65535), as 127.0.0.1:9464"
+    )
+    flag = stigmer.fails(*serve, "--metrics-address", "127.0.0.1:http")
+    assert (
+        flag == "cannot serve metrics on '127.0.0.1:http': give HOST:PORT (a port from 0 to 65535), as 127.0.0.1:9464"
+    )
+    assert not (stigmer.data_dir / "data.mdb").exists()

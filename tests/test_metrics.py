@@ -207,6 +207,8 @@ def test_a_team_servers_database_pool_is_shown(stigmer_postgres_store_url: str, 
         found = scrape(metrics)
         assert value(found, "stigmer_store_reachable") == 1
         assert value(found, "stigmer_database_connections_max") == store.settings.pool_max
+        # How many are open depends on the pool's background growth, so a range: it fails for a
+        # pool read as never connected (0, though a create just ran) or one past its pool_max.
         assert 1 <= value(found, "stigmer_database_connections") <= store.settings.pool_max
         assert value(found, "stigmer_database_connections_idle") <= value(found, "stigmer_database_connections")
         assert value(found, "stigmer_database_requests_waiting") == 0

@@ -27,13 +27,18 @@ def with_note_kind(stigmer: Stigmer, tmp_path: Path) -> Stigmer:
 def _install_note_kind(stigmer: Stigmer, tmp_path: Path, module: str = "note_kind") -> Stigmer:
     """Install ``module`` (``note_kind`` or a variant of it in this package) as a package would:
     an entry point in the ``stigmer.kinds`` group."""
-    site = tmp_path / "site"
-    dist_info = site / "note_kind-0.1.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: note-kind\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text(f"[stigmer.kinds]\nnote = {module}\n")
+    site = _note_distribution(tmp_path / "site", "0.1", module)
     stigmer.python_path += [site, HERE if module == "note_kind" else HERE.parent]
     return stigmer
+
+
+def _note_distribution(site: Path, version: str, module: str = "note_kind") -> Path:
+    """``site`` holding release ``version`` of the ``note-kind`` distribution, its entry point naming ``module``."""
+    dist_info = site / f"note_kind-{version}.dist-info"
+    dist_info.mkdir(parents=True, exist_ok=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: note-kind\nVersion: {version}\n")
+    (dist_info / "entry_points.txt").write_text(f"[stigmer.kinds]\nnote = {module}\n")
+    return site
 
 
 def test_every_command_works_for_a_third_party_kind(with_note_kind: Stigmer, tmp_path: Path) -> None:
@@ -172,12 +177,7 @@ def test_an_export_names_the_secret_fields_it_carries_as_the_placeholder(stigmer
 
 def _note_release(stigmer: Stigmer, tmp_path: Path, version: str) -> None:
     """Make release ``version`` of the note kind's distribution the one installed."""
-    site = tmp_path / f"site-{version}"
-    dist_info = site / f"note_kind-{version}.dist-info"
-    dist_info.mkdir(parents=True, exist_ok=True)
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: note-kind\nVersion: {version}\n")
-    (dist_info / "entry_points.txt").write_text("[stigmer.kinds]\nnote = note_kind\n")
-    stigmer.python_path[:] = [site, HERE]
+    stigmer.python_path[:] = [_note_distribution(tmp_path / f"site-{version}", version), HERE]
 
 
 def test_an_older_release_of_a_kind_still_reads_the_store_a_newer_one_wrote(stigmer: Stigmer, tmp_path: Path) -> None:

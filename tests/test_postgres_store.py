@@ -1315,10 +1315,19 @@ def test_the_store_url_names_the_daemons_connections_and_adds_to_their_options(s
             ).fetchall()
             expected = {"application_name": "stigmer-a", "work_mem": str(7 << 10), "statement_timeout": "30000"}
             assert dict(shown) == expected, shown  # work_mem in kB, statement_timeout in ms (the store's default)
-            rows = conn.execute(
-                b"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stigmer-a' AND pid <> pg_backend_pid()"
-            ).fetchone()
-            assert rows is not None and rows[0] >= 1  # the listener's too
+            # the listener's too, which its own thread connects, maybe after this store opened:
+            # waited for, each read from a fresh statistics snapshot (one is kept per transaction)
+            deadline = time.monotonic() + 15
+            while True:
+                conn.execute(b"SELECT pg_stat_clear_snapshot()")
+                rows = conn.execute(
+                    b"SELECT count(*) FROM pg_stat_activity "
+                    b"WHERE application_name = 'stigmer-a' AND pid <> pg_backend_pid()"
+                ).fetchone()
+                if (rows is not None and rows[0] >= 1) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert rows is not None and rows[0] >= 1
     with (
         PostgresStore(f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1", durable=False) as store,
         store._pool.connection() as conn,

@@ -36,7 +36,13 @@ from prometheus_client.registry import Collector
 from stigmer_core.auth.transport import listen_address_problem, split_address
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.request_read import read_timeout
-from stigmer_core.store.protocol import CountsCommits, ReportsPool, ReportsReachability
+from stigmer_core.store.protocol import (
+    CountsCommits,
+    EventLogStats,
+    ReportsEventLog,
+    ReportsPool,
+    ReportsReachability,
+)
 
 UNARY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Seconds: a get on LMDB takes tens of µs, a write waits for its commit's sync (about a ms),
@@ -335,6 +341,8 @@ class _StoreCollector(Collector):
                 "1 while the database answers this daemon (its health SERVING), else 0.",
                 value=1 if self._reachable[0] else 0,
             )
+        if isinstance(store, ReportsEventLog):
+            yield from _event_log(store.event_log_stats())
         if isinstance(store, ReportsPool):
             pool = store.pool_stats()
             yield GaugeMetricFamily(
@@ -351,6 +359,34 @@ class _StoreCollector(Collector):
             yield GaugeMetricFamily(
                 "stigmer_database_requests_waiting", "Calls waiting for a connection of the pool.", value=pool.waiting
             )
+
+
+def _event_log(log: EventLogStats) -> Iterator[Metric]:
+    """The log's fill beside its bounds: a log at a bound is pruned, so ``revision - compacted``
+    is how far back a runner's watch can resume; one resuming from before it ends ABORTED."""
+    figures = (
+        (
+            "stigmer_store_revision",
+            "The newest revision committed to the store, as this daemon knows it.",
+            log.revision,
+        ),
+        ("stigmer_event_log_revisions", "Revisions the event log holds, every org's together.", log.revisions),
+        ("stigmer_event_log_bytes", "Bytes of events the event log holds.", log.bytes),
+        (
+            "stigmer_event_log_compacted_revision",
+            "The newest revision pruned from the event log: a watch resuming from it or before ends ABORTED.",
+            log.compacted,
+        ),
+        ("stigmer_event_log_max_revisions", "Revisions the event log keeps at most (retention).", log.max_revisions),
+        ("stigmer_event_log_max_bytes", "Bytes of events the event log keeps at most (retention).", log.max_bytes),
+        (
+            "stigmer_event_log_max_age_seconds",
+            "Age of the oldest event the event log keeps (retention).",
+            log.max_age_seconds,
+        ),
+    )
+    for name, documentation, value in figures:
+        yield GaugeMetricFamily(name, documentation, value=value)
 
 
 __all__ = ["UNARY_BUCKETS", "Metrics", "counted_behaviors"]

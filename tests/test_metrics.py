@@ -35,9 +35,10 @@ from stigmer_core.server import Server
 from stigmer_core.server_pools import PoolSizes
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.store.postgres_store import PostgresStore
+from stigmer_core.store.retention import EventRetention
 from tests import engine_support
 from tests.auth_support import requiring_tokens, with_token
-from tests.engine_support import OpenStore
+from tests.engine_support import OpenStore, counted_bytes
 from tests.plugin_server_support import GatePlugin
 
 engine = engine_support.engine
@@ -212,6 +213,64 @@ def test_a_team_servers_database_pool_is_shown(stigmer_postgres_store_url: str, 
         assert 1 <= value(found, "stigmer_database_connections") <= store.settings.pool_max
         assert value(found, "stigmer_database_connections_idle") <= value(found, "stigmer_database_connections")
         assert value(found, "stigmer_database_requests_waiting") == 0
+
+
+def _log(samples: Samples) -> dict[str, float]:
+    prefix = "stigmer_event_log_"
+    found = {name[len(prefix) :]: v for (name, _), v in samples.items() if name.startswith(prefix)}
+    found["revision"] = value(samples, "stigmer_store_revision")
+    return found
+
+
+def test_the_event_logs_fill_and_bounds_are_shown(engine: OpenStore) -> None:
+    """Five creates into a log kept to three revisions: two pruned, so a watch can resume from
+    revision 2 on; the figures are the store's own, read back from it here."""
+    keep = EventRetention(max_revisions=3, max_bytes=1 << 20, max_age_seconds=3600)
+    pm = plugin_manager()
+    with Application(build_registry(pm), engine(keep), pm) as app, served(app, 2) as (_, metrics, channel):
+        commands = agent_grpc.AgentCommandControllerStub(channel)
+        empty = _log(scrape(metrics))
+        assert (empty["revisions"], empty["bytes"], empty["compacted_revision"]) == (0, 0, 0)
+        for i in range(5):
+            last = commands.create(_agent(f"logged {i}"), timeout=DEADLINE)
+        with app.store.read() as txn:
+            revision = txn.revision
+            held = {rev for rev, _ in txn.events(0)}
+        assert revision == last.metadata.resource_version
+        found = _log(scrape(metrics))
+        assert found == {
+            "revision": revision,
+            "revisions": len(held),
+            "bytes": counted_bytes(app.store),
+            "compacted_revision": min(held) - 1,
+            "max_revisions": 3,
+            "max_bytes": 1 << 20,
+            "max_age_seconds": 3600,
+        }
+        assert len(held) == 3
+        assert found["bytes"] > 0
+
+
+def test_a_daemon_shows_the_log_another_daemon_on_its_database_wrote(stigmer_postgres_store_url: str) -> None:
+    """The daemon scraped writes nothing: what it shows comes from its listener's reads."""
+    pm = plugin_manager()
+    writer = PostgresStore(stigmer_postgres_store_url, durable=False)
+    reader = PostgresStore(stigmer_postgres_store_url, durable=False)
+    with (
+        Application(build_registry(pm), writer, pm) as app,
+        Application(build_registry(pm), reader, pm) as idle,
+        served(idle, 2) as (_, metrics, _channel),
+    ):
+        before, commits = _log(scrape(metrics)), reader.commits  # its own open wrote its kind records
+        made = app.channel()
+        created = agent_grpc.AgentCommandControllerStub(made).create(_agent("elsewhere"), timeout=DEADLINE)
+        revision = created.metadata.resource_version
+        assert revision > before["revision"]
+        found = eventually(metrics, lambda found: value(found, "stigmer_store_revision") == revision)
+        assert _log(found)["revision"] == revision
+        assert _log(found)["revisions"] == before["revisions"] + 1
+        assert _log(found)["bytes"] == counted_bytes(writer)
+        assert reader.commits == commits
 
 
 def test_an_address_the_endpoint_cannot_take_is_refused(tmp_path: Path) -> None:

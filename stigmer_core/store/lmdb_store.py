@@ -38,7 +38,7 @@ from stigmer_core import errors
 from stigmer_core.store import keys
 from stigmer_core.store.event_shares import Changes, Share, ShareBook
 from stigmer_core.store.group_commit import GroupCommit, Pending
-from stigmer_core.store.protocol import Handed
+from stigmer_core.store.protocol import EventLogStats, Handed
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
@@ -659,6 +659,24 @@ class LmdbStore:
         except BaseException:
             self._gate.leave()
             raise
+
+    def event_log_stats(self) -> EventLogStats:
+        """Read from the store's own counters: a read transaction here waits on nothing."""
+        with self.read() as reader:
+            revisions, size, compacted = (
+                int.from_bytes(raw or b"", "big")
+                for raw in reader.get_many((keys.EVENT_REVISIONS, keys.EVENT_BYTES, keys.EVENT_COMPACTED))
+            )
+            keep = self._retention
+            return EventLogStats(
+                revision=reader.revision,
+                revisions=revisions,
+                bytes=size,
+                compacted=compacted,
+                max_revisions=keep.max_revisions,
+                max_bytes=keep.max_bytes,
+                max_age_seconds=keep.max_age_seconds,
+            )
 
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:

@@ -88,7 +88,7 @@ from stigmer_core.store.postgres_settings import PostgresSettings as PostgresSet
 from stigmer_core.store.postgres_settings import redact_url as redact_url
 from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
 from stigmer_core.store.postgres_writer import Log, Writer
-from stigmer_core.store.protocol import Handed, PoolStats
+from stigmer_core.store.protocol import EventLogStats, Handed, PoolStats
 from stigmer_core.store.retention import EventRetention
 
 T = TypeVar("T")
@@ -178,7 +178,8 @@ class PostgresStore:
         # The listener's read: the schema's version rides along, so a daemon left running while a
         # newer release migrated the schema learns of it without a statement failing first.
         self._sql_watch = (
-            f"SELECT revision, (SELECT max(version) FROM {s}.schema_version) FROM {s}.meta WHERE id = 1"
+            f"SELECT revision, (SELECT max(version) FROM {s}.schema_version), event_revisions, log_bytes, compacted"
+            f" FROM {s}.meta WHERE id = 1"
         ).encode()
         self._sql_lock_revision = (
             f"SELECT revision, log_bytes, event_revisions, compacted,"
@@ -340,6 +341,9 @@ class PostgresStore:
         connection lost at COMMIT) may have been notified and skipped: ``_recheck`` reads for it."""
         self._rechecking = False
         self._recheck_again = False
+        self._log_seen = (0, 0, 0, 0)
+        """(revision, revisions held, bytes, compacted) of the event log, as this daemon's last
+        commit wrote them or its listener last read them, whichever is newer (``event_log_stats``)."""
         self._reachable = True
         self._serving = True
         """What the health followers were last told: reachable, on a schema this code knows."""
@@ -580,6 +584,7 @@ class PostgresStore:
         of its own, else ``_CallerFailed`` (the transaction rolled back) when one of several fails."""
         conn = self._acquire()
         holding = unknown = False
+        seen: tuple[int, int, int, int] | None = None
         try:
             try:
                 # one simple-protocol statement, not a pipeline (see ``Writer``): the lock
@@ -664,6 +669,7 @@ class PostgresStore:
                         conn.execute(self._sql_count_parts, counts)
                     if revision != base or wrote:
                         conn.execute(self._sql_set_revision, (revision, tally.bytes, tally.revisions, tally.compacted))
+                        seen = (revision, tally.revisions, tally.bytes, tally.compacted)
                     if revision != base:
                         conn.execute(b"SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
                     conn.execute(b"COMMIT")
@@ -697,6 +703,8 @@ class PostgresStore:
             if holding:
                 self._hold(None)
         self.commits += 1
+        if seen is not None:
+            self._saw_log(seen)
         if not self._reachable:  # a commit is the database answering
             self._set_reachable(True)
         if revision != base:
@@ -893,9 +901,30 @@ class PostgresStore:
         return moved
 
     def _watched(self, row: tuple[Any, ...]) -> None:
-        """The listener's read (``_sql_watch``): the revision, and the schema's version."""
+        """The listener's read (``_sql_watch``): the revision, the schema's version, the log's fill."""
         self._advance(int(row[0]))
         self._version.seen(int(row[1] or 0))
+        self._saw_log((int(row[0]), int(row[2]), int(row[3]), int(row[4])))
+
+    def _saw_log(self, seen: tuple[int, int, int, int]) -> None:
+        with self._revision_cond:
+            if seen[0] >= self._log_seen[0]:
+                self._log_seen = seen
+
+    def event_log_stats(self) -> EventLogStats:
+        """What this daemon last committed or read: its listener reads at each other daemon's
+        commit and at least every ``LISTEN_SECONDS``, so a scrape waits on no database."""
+        revision, revisions, size, compacted = self._log_seen
+        keep = self.retention
+        return EventLogStats(
+            revision=revision,
+            revisions=revisions,
+            bytes=size,
+            compacted=compacted,
+            max_revisions=keep.max_revisions,
+            max_bytes=keep.max_bytes,
+            max_age_seconds=keep.max_age_seconds,
+        )
 
     def pool_stats(self) -> PoolStats:
         stats = self._pool.get_stats()

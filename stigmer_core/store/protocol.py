@@ -224,6 +224,36 @@ class ReportsPool(Protocol):
         ...
 
 
+class EventLogStats(NamedTuple):
+    """The event log's fill and the bounds it is kept within (``ReportsEventLog``).
+
+    ``revision - compacted`` is how far back a watch can resume: one resuming at
+    ``compacted`` or before ends ABORTED, and the log is pruned once it is past
+    a bound, so a log near its bounds is a short resume window for runners.
+    """
+
+    revision: int
+    """The newest revision committed, as this daemon knows it."""
+    revisions: int
+    """Revisions the log holds, every org's together."""
+    bytes: int
+    """Bytes of events the log holds."""
+    compacted: int
+    """The newest revision pruned from the log (of any org's share; 0: none yet)."""
+    max_revisions: int
+    max_bytes: int
+    max_age_seconds: int
+
+
+@runtime_checkable
+class ReportsEventLog(Protocol):
+    """A store whose event log's fill a daemon's metrics show."""
+
+    def event_log_stats(self) -> EventLogStats:
+        """The log's figures, without waiting on a database (what the engine last read or wrote)."""
+        ...
+
+
 @runtime_checkable
 class SharedByDaemons(Protocol):
     """A store other daemons write to as well (a database they share). What a daemon keeps in

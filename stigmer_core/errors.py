@@ -20,8 +20,11 @@
         ├── DataDirBusy        another daemon holds the data directory
         ├── AddressUnavailable the listen address cannot be bound
         ├── ReadableOnly       the store may be read, not written, as configured
-        │   │                  (its secret key is missing or another one):
+        │   │                  (the secrets plugin's SecretKeyError: its secret
+        │   │                  key is missing or another one):
         │   │                  ``Application.open(read_only=True)`` opens it
+        │   ├── KindDowngrade  a kind's plugin is older than the release that
+        │   │                  last reconciled the store
         │   └── ReadOnlyMount  its data file is on a read-only mount
         └── InsecureTransport  a server open to the network without TLS and
                                authentication, or a token about to cross

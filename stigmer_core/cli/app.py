@@ -200,9 +200,10 @@ def main() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import logging  # here, not at the top: `stigmer --help` and `--version` never log
 
-    from stigmer_core.cli.log_format import LINE, OneLine, not_chatty
+    from stigmer_core.cli.log_format import HANDLER, LINE, OneLine, not_chatty
 
     handler = logging.StreamHandler()
+    handler.name = HANDLER
     handler.setFormatter(logging.Formatter(LINE) if verbose else OneLine(LINE))
     handler.addFilter(not_chatty)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])

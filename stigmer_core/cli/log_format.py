@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 LINE = "%(levelname)s %(name)s: %(message)s"
+HANDLER = "stigmer"
+"""The name of the command line's own handler on the root logger (a test's or an embedding
+program's handlers are left as they are)."""
 QUIET_LIBRARIES = ("grpc", "grpc_reflection")
 """Loggers whose lines below WARNING the command's handler drops under ``-v``, which shows the
 framework's own DEBUG lines: their INFO lines (one per descriptor file read) bury a failure's
@@ -28,10 +32,22 @@ class OneLine(logging.Formatter):
         return super().format(record).rstrip("\n")
 
 
+class DaemonLine(logging.Formatter):
+    """A daemon's line starts with its time in UTC, to the millisecond: its log is read after the
+    fact (``local start``'s file has no other clock), beside other hosts' logs and the database's."""
+
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+
+DAEMON_LINE = "%(asctime)s " + LINE
+
+
 def keep_tracebacks() -> None:
     """A daemon's log keeps the traceback of every error logged with one (an internal error in a
     plugin's step): the one reading it is the plugin's author or the operator, after the fact,
-    and `-v` would also turn on every debug line."""
+    and `-v` would also turn on every debug line. Its lines carry their time (``DaemonLine``)."""
     for handler in logging.getLogger().handlers:
-        if isinstance(handler.formatter, OneLine):
-            handler.setFormatter(logging.Formatter(LINE))
+        if handler.name == HANDLER:
+            handler.setFormatter(DaemonLine(DAEMON_LINE))

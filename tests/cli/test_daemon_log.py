@@ -1,7 +1,9 @@
-"""A daemon's log keeps the tracebacks that a command's one-line output leaves out."""
+"""A daemon's log keeps the tracebacks that a command's one-line output leaves out, and dates its lines."""
 
 from __future__ import annotations
 
+import datetime
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +41,17 @@ def test_the_daemon_logs_a_bug_with_its_traceback(tmp_path: Path) -> None:
     logged = _stderr("serve", "--data-dir", str(tmp_path / "data"))
     assert "ERROR stigmer_core.pipeline.step: internal error in step 'boom'" in logged
     assert "Traceback (most recent call last):" in logged and "RuntimeError: a step's bug" in logged
+
+
+def test_the_daemons_lines_carry_their_time_in_utc(tmp_path: Path) -> None:
+    """Its log is read after the fact, beside other hosts': each line starts with an ISO 8601 UTC
+    time to the millisecond, whether or not the daemon runs with -v."""
+    for verbose in ((), ("-v",)):
+        before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        logged = _stderr(*verbose, "serve", "--data-dir", str(tmp_path / "data"))
+        after = datetime.datetime.now(datetime.UTC)
+        line = re.search(r"^(\S+) ERROR stigmer_core\.pipeline\.step: internal error in step 'boom'$", logged, re.M)
+        assert line is not None, logged
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line[1]), line[1]
+        stamped = datetime.datetime.strptime(line[1], "%Y-%m-%dT%H:%M:%S.%f%z")
+        assert before <= stamped <= after

@@ -36,9 +36,8 @@ class DaemonLine(logging.Formatter):
     """A daemon's line starts with its time in UTC, to the millisecond: its log is read after the
     fact (``local start``'s file has no other clock), beside other hosts' logs and the database's."""
 
-    converter = time.gmtime
-    default_time_format = "%Y-%m-%dT%H:%M:%S"
-    default_msec_format = "%s.%03dZ"
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(record.created))}.{int(record.msecs):03d}Z"
 
 
 DAEMON_LINE = "%(asctime)s " + LINE

@@ -23,6 +23,7 @@ switch`` last chose::
       tls_client_ca: /etc/stigmer/clients-ca.pem   # optional: mutual TLS
       insecure_no_auth: false
       metrics_address: 127.0.0.1:9464   # optional: Prometheus metrics over HTTP (docs/design.md, Metrics)
+      log_format: json       # optional: the daemon's log as one JSON object per line (default: text)
     org: local
 
 Precedence, highest first: explicit arguments (CLI flags), environment
@@ -204,6 +205,19 @@ def metrics_address(given: str | None = None) -> str:
     if problem is not None:
         raise ConfigError(f"cannot serve metrics on {value!r}: {problem}")
     return value
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(given: str | None = None) -> str:
+    """How ``stigmer serve`` writes its log: ``given`` (``--log-format``, or ``STIGMER_LOG_FORMAT``),
+    else the config file's ``server.log_format``, else ``text``. Checked before the daemon opens its
+    store, so a misspelt one stops the start instead of logging in a format nobody parses."""
+    value = given or section(load_config(config_path()), "server").get("log_format") or "text"
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"config file {config_path()}: server.log_format must be text or json, not {value!r}")
+    return str(value)
 
 
 def _flag(section: Mapping[str, Any], name: str) -> bool:

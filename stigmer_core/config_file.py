@@ -39,7 +39,9 @@ KEYS: dict[str, frozenset[str] | None] = {
     "backend": frozenset({"type"}),
     "local": frozenset({"data_dir", "address", "org"}),
     "remote": frozenset({"endpoint", "token", "ca_file", "cert_file", "key_file", "org"}),
-    "server": frozenset({"require_auth", "tls_cert", "tls_key", "tls_client_ca", "insecure_no_auth", "metrics_address"}),
+    "server": frozenset(
+        {"require_auth", "tls_cert", "tls_key", "tls_client_ca", "insecure_no_auth", "metrics_address", "log_format"}
+    ),
     "org": None,
     "store": None,
 }

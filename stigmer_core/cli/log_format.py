@@ -32,21 +32,42 @@ class OneLine(logging.Formatter):
         return super().format(record).rstrip("\n")
 
 
+def utc_time(record: logging.LogRecord) -> str:
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(record.created))}.{int(record.msecs):03d}Z"
+
+
 class DaemonLine(logging.Formatter):
     """A daemon's line starts with its time in UTC, to the millisecond: its log is read after the
     fact (``local start``'s file has no other clock), beside other hosts' logs and the database's."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(record.created))}.{int(record.msecs):03d}Z"
+        return utc_time(record)
 
 
 DAEMON_LINE = "%(asctime)s " + LINE
 
 
-def keep_tracebacks() -> None:
+def daemon_lines(*, json: bool = False) -> None:
     """A daemon's log keeps the traceback of every error logged with one (an internal error in a
     plugin's step): the one reading it is the plugin's author or the operator, after the fact,
-    and `-v` would also turn on every debug line. Its lines carry their time (``DaemonLine``)."""
+    and `-v` would also turn on every debug line. Its lines carry their time (``DaemonLine``).
+
+    ``json``: one object per record, its traceback inside it, for a log collector that would
+    otherwise take each line of a traceback for a record of its own."""
+    formatter = _json_formatter() if json else DaemonLine(DAEMON_LINE)
     for handler in logging.getLogger().handlers:
         if handler.name == HANDLER:
-            handler.setFormatter(DaemonLine(DAEMON_LINE))
+            handler.setFormatter(formatter)
+
+
+def _json_formatter() -> logging.Formatter:
+    from pythonjsonlogger.json import JsonFormatter
+
+    class JsonLine(JsonFormatter):
+        def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+            return utc_time(record)
+
+    return JsonLine(
+        ["asctime", "levelname", "name", "message"],
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "exception"},
+    )

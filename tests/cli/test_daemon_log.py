@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import json
+import os
 import re
 import subprocess
 import sys
@@ -28,11 +30,19 @@ main()
 """
 
 
-def _stderr(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", LOGS_A_BUG, *args], capture_output=True, text=True, timeout=60, check=False
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", LOGS_A_BUG, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
-    return done.stderr
+
+
+def _stderr(*args: str) -> str:
+    return _run(*args).stderr
 
 
 def test_the_daemon_logs_a_bug_with_its_traceback(tmp_path: Path) -> None:
@@ -55,3 +65,45 @@ def test_the_daemons_lines_carry_their_time_in_utc(tmp_path: Path) -> None:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line[1]), line[1]
         stamped = datetime.datetime.strptime(line[1], "%Y-%m-%dT%H:%M:%S.%f%z")
         assert before <= stamped <= after
+
+
+def _records(stderr: str) -> list[dict[str, str]]:
+    return [json.loads(line) for line in stderr.splitlines()]
+
+
+def test_a_json_log_is_one_object_per_record_with_its_traceback_inside(tmp_path: Path) -> None:
+    """For a log collector, which takes each line for a record: every line of stderr parses, and the
+    traceback is a field of its record, not lines of its own. The flag, its variable and the config
+    file's setting each ask for it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text("server:\n  log_format: json\n")
+    asked = {
+        "flag": ((*("serve", "--log-format", "json"),), {}),
+        "variable": (("serve",), {"STIGMER_LOG_FORMAT": "json"}),
+        "config file": (("serve",), {"STIGMER_HOME": str(home)}),
+    }
+    for how, (args, env) in asked.items():
+        done = _run(*args, "--data-dir", str(tmp_path / "data"), env=env)
+        assert done.returncode == 0, (how, done.stderr)
+        records = _records(done.stderr)
+        assert [r["message"] for r in records] == ["internal error in step 'boom'"], how
+        (record,) = records
+        assert record["level"] == "ERROR" and record["logger"] == "stigmer_core.pipeline.step", record
+        assert record["exception"].startswith("Traceback (most recent call last):"), record
+        assert record["exception"].endswith("RuntimeError: a step's bug"), record
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"]), record
+
+
+def test_a_log_format_that_is_none_stops_the_start(tmp_path: Path) -> None:
+    """Before the store opens: a daemon logging in a format nobody parses is not started."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text("server:\n  log_format: yaml\n")
+    done = _run("serve", "--data-dir", str(tmp_path / "data"), env={"STIGMER_HOME": str(home)})
+    assert done.returncode != 0
+    assert "server.log_format must be text or json, not 'yaml'" in done.stderr, done.stderr
+    assert "internal error" not in done.stderr
+    flagged = _run("serve", "--log-format", "xml", "--data-dir", str(tmp_path / "data"))
+    assert flagged.returncode == 2
+    assert "'xml' is not one of 'text', 'json'" in flagged.stderr, flagged.stderr

@@ -67,6 +67,11 @@ MAX_STOP_LIMIT_SECONDS = 3600.0
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (env STIGMER_METRICS_ADDRESS, "
     "config server.metrics_address; default: none; port 0 picks a free one).",
 )  # fmt: skip
+@click.option(
+    "--log-format", envvar="STIGMER_LOG_FORMAT", type=click.Choice(["text", "json"]),
+    help="The log on stderr: text lines, or one JSON object per line for a log collector "
+    "(env STIGMER_LOG_FORMAT, config server.log_format; default: text).",
+)  # fmt: skip
 @store_option
 @verbose_option
 def serve(
@@ -80,6 +85,7 @@ def serve(
     drain: float,
     stop_limit: float,
     metrics_address: str | None,
+    log_format: str | None,
     store: str | None,
 ) -> None:
     """Run the daemon in the foreground (SIGTERM or Ctrl-C stops it cleanly).
@@ -91,10 +97,10 @@ def serve(
     # GRPC_VERBOSITY set by the user still wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from stigmer_core import config, stop_bound
-    from stigmer_core.cli.log_format import keep_tracebacks
+    from stigmer_core.cli.log_format import daemon_lines
     from stigmer_core.server import serve as run_daemon
 
-    keep_tracebacks()
+    daemon_lines(json=config.log_format(log_format) == "json")
     settings = config.resolve(address=address, data_dir=data_dir, store=store)
     security = config.server_security(
         require_auth=require_auth,

@@ -271,7 +271,11 @@ def log_refusal(
     if left_out is None:
         return
     more = f" (and {left_out:,} more like it in the last {sink.seconds:g} s)" if left_out and sink else ""
-    log.warning("denied: principal=%s method=%s status=%s peer=%s%s", principal, path, code, peer or "-", more)
+    # the same as fields of their own, which a JSON log (--log-format json) writes beside the message
+    fields = {"principal": principal, "method": path, "status": code, "peer": peer or "-", "left_out": left_out}
+    log.warning(
+        "denied: principal=%s method=%s status=%s peer=%s%s", principal, path, code, peer or "-", more, extra=fields
+    )
 
 
 def _host(peer: str) -> str:

@@ -111,6 +111,15 @@ def test_a_denied_call_is_one_log_line_without_the_request(app: Application, cap
         " peer=in-process"
     ]
     assert "canary-7731" not in caplog.text and token not in caplog.text
+    (record,) = caplog.records  # the same as fields, for a JSON log (--log-format json)
+    fields = {name: getattr(record, name, None) for name in ("principal", "method", "status", "peer", "left_out")}
+    assert fields == {
+        "principal": f"token:{ALPHA}/reader",
+        "method": "/stigmer.agentic.environment.v1.EnvironmentCommandController/create",
+        "status": "PERMISSION_DENIED",
+        "peer": "in-process",
+        "left_out": 0,
+    }
 
 
 def test_naming_an_org_the_caller_has_no_role_in_is_logged_as_a_refusal(app: Application, caplog: Any) -> None:

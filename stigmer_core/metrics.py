@@ -377,12 +377,20 @@ def _event_log(log: EventLogStats) -> Iterator[Metric]:
             "The newest revision pruned from the event log: a watch resuming from it or before ends ABORTED.",
             log.compacted,
         ),
-        ("stigmer_event_log_max_revisions", "Revisions the event log keeps at most (retention).", log.max_revisions),
-        ("stigmer_event_log_max_bytes", "Bytes of events the event log keeps at most (retention).", log.max_bytes),
+        (
+            "stigmer_event_log_max_revisions",
+            "Revisions the event log keeps at most (retention).",
+            log.retention.max_revisions,
+        ),
+        (
+            "stigmer_event_log_max_bytes",
+            "Bytes of events the event log keeps at most (retention).",
+            log.retention.max_bytes,
+        ),
         (
             "stigmer_event_log_max_age_seconds",
             "Age of the oldest event the event log keeps (retention).",
-            log.max_age_seconds,
+            log.retention.max_age_seconds,
         ),
     )
     for name, documentation, value in figures:

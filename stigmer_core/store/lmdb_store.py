@@ -667,16 +667,7 @@ class LmdbStore:
                 int.from_bytes(raw or b"", "big")
                 for raw in reader.get_many((keys.EVENT_REVISIONS, keys.EVENT_BYTES, keys.EVENT_COMPACTED))
             )
-            keep = self._retention
-            return EventLogStats(
-                revision=reader.revision,
-                revisions=revisions,
-                bytes=size,
-                compacted=compacted,
-                max_revisions=keep.max_revisions,
-                max_bytes=keep.max_bytes,
-                max_age_seconds=keep.max_age_seconds,
-            )
+            return EventLogStats(reader.revision, revisions, size, compacted, self._retention)
 
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:

@@ -914,17 +914,7 @@ class PostgresStore:
     def event_log_stats(self) -> EventLogStats:
         """What this daemon last committed or read: its listener reads at each other daemon's
         commit and at least every ``LISTEN_SECONDS``, so a scrape waits on no database."""
-        revision, revisions, size, compacted = self._log_seen
-        keep = self.retention
-        return EventLogStats(
-            revision=revision,
-            revisions=revisions,
-            bytes=size,
-            compacted=compacted,
-            max_revisions=keep.max_revisions,
-            max_bytes=keep.max_bytes,
-            max_age_seconds=keep.max_age_seconds,
-        )
+        return EventLogStats(*self._log_seen, self.retention)
 
     def pool_stats(self) -> PoolStats:
         stats = self._pool.get_stats()

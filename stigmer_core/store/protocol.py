@@ -18,6 +18,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
+from stigmer_core.store.retention import EventRetention
+
 T = TypeVar("T")
 
 
@@ -240,9 +242,8 @@ class EventLogStats(NamedTuple):
     """Bytes of events the log holds."""
     compacted: int
     """The newest revision pruned from the log (of any org's share; 0: none yet)."""
-    max_revisions: int
-    max_bytes: int
-    max_age_seconds: int
+    retention: EventRetention
+    """The bounds the log is pruned by."""
 
 
 @runtime_checkable

@@ -5,7 +5,9 @@ whose pool cannot open connections is told the database is unreachable."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +26,7 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.pipeline.events import StreamSettings
 from stigmer_core.pipeline.turns import Place
 from stigmer_core.server import Server
+from stigmer_core.store import postgres_faults
 from stigmer_core.store.postgres_store import PostgresStore
 from tests.test_postgres_store import _daemon_role
 
@@ -137,7 +140,7 @@ def test_many_streams_catching_up_on_a_tiny_pool_leave_unary_calls_answering(
         agents = KindClient(channels[0], app.registry.kind("Agent"))
         made = [agents.create(agent_pb2.Agent(metadata={"name": f"a{i}"})) for i in range(AGENTS)]
         with (
-            psycopg.connect(store.settings.conninfo, autocommit=True) as admin,
+            psycopg.connect(store.settings.conninfo, autocommit=True, application_name="fold-admin") as admin,
             psycopg.connect(store.settings.conninfo) as locker,
         ):
             locker.execute(f'LOCK TABLE "{store.schema}".events IN ACCESS EXCLUSIVE MODE'.encode())
@@ -239,3 +242,55 @@ def test_a_token_checked_while_the_pool_is_busy_is_answered_unavailable_not_unkn
         channel.close()
         server.stop(grace=1)
         app.close()
+
+
+def test_psycopgs_warnings_alike_are_written_once_a_minute_with_a_count() -> None:
+    """One line per dropped connection buried the daemon's own lines when a database restarted
+    under load; alike ones (logger and message template) fold, and the next says how many."""
+    now = [0.0]
+    folded = postgres_faults.FoldedWarnings(60, clock=lambda: now[0])
+
+    def warned(message: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("psycopg.pool", logging.WARNING, __file__, 1, message, args, None)
+
+    broken = "discarding broken connection: %s"
+    first = warned(broken, "<conn 1>")
+    assert folded.filter(first) and first.getMessage() == "discarding broken connection: <conn 1>"
+    assert not any(folded.filter(warned(broken, f"<conn {i}>")) for i in range(2, 40))
+    other = warned("error connecting in %r: %s", "stigmer", "connection refused")
+    assert folded.filter(other), "another kind of warning is not folded into the first"
+    now[0] = 60.0
+    after = warned(broken, "<conn 40>")
+    assert folded.filter(after)
+    assert after.getMessage() == "discarding broken connection: <conn 40> (and 38 more like it in the last 60 s)"
+    now[0] = 200.0
+    quiet = warned(broken, "<conn 41>")
+    assert folded.filter(quiet) and quiet.getMessage() == "discarding broken connection: <conn 41>"
+
+
+def test_connections_terminated_again_and_again_leave_one_warning(
+    tmp_path: Path, stigmer_postgres_store_url: str, caplog: Any
+) -> None:
+    """An administrator terminating the daemon's backends over and over (or a database restarting):
+    every write still lands, and psycopg's pool said so once, not once per connection."""
+    name = f"stigmer-fold-{tmp_path.name}"[:60]
+    postgres_faults.FOLDED.reset()  # this test's count only
+    with (
+        caplog.at_level(logging.WARNING, logger="psycopg"),
+        PostgresStore(_with(stigmer_postgres_store_url, application_name=name), durable=False) as store,
+        psycopg.connect(store.settings.conninfo, autocommit=True, application_name="fold-admin") as admin,
+    ):
+        for i in range(8):
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (name,))
+            deadline = time.monotonic() + TIMEOUT / 4
+            while True:  # a write that met a terminated connection is refused (the listener's too: NOT_SERVING
+                try:  # until it reconnects, within a second), then lands
+                    store.transact(lambda txn, i=i: txn.put(b"k/%d" % i, b"1"))
+                    break
+                except errors.Unavailable:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+        with store.read() as txn:
+            assert [txn.get(b"k/%d" % i) for i in range(8)] == [b"1"] * 8
+    dropped = [r for r in caplog.records if r.name == "psycopg.pool" and "discarding broken" in str(r.msg)]
+    assert len(dropped) == 1, [r.getMessage() for r in dropped]

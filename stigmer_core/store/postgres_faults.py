@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 
 from stigmer_core import errors
+from stigmer_core.denied_log import DeniedLog
 from stigmer_core.store.postgres_connection import NoAnswer
 from stigmer_core.store.postgres_connection import detail as _detail
 
@@ -35,7 +37,42 @@ class _QuietOnPurpose(logging.Filter):
         return not (isinstance(args, tuple) and args and getattr(args[0], "_stigmer_closed_on_purpose", False))
 
 
+_OPERATOR_EVERY = 60.0
+"""Seconds between two log lines of one operator's problem (a full disk, a missing privilege)."""
+
+
+class FoldedWarnings(logging.Filter):
+    """psycopg warns once per connection its pool drops or fails to open: a database restarted
+    under load, or an administrator terminating backends, made hundreds of lines a minute, all
+    alike, burying the daemon's own lines (NOT_SERVING, the reason the database is unreachable).
+    Alike (one logger, one message template; what it names may differ) is written once per
+    ``seconds``: the first as it comes, the next after the interval counting those left out."""
+
+    def __init__(self, seconds: float = _OPERATOR_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._clock = clock
+        self._seen = DeniedLog(seconds, clock)
+
+    def reset(self) -> None:
+        """Forget every warning seen: the next of each kind is written as it comes."""
+        self._seen = DeniedLog(self.seconds, self._clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        left_out = self._seen.admit((record.name, str(record.msg), ""))
+        if left_out is None:
+            return False
+        if left_out:
+            record.msg = f"{record.msg} (and {left_out:,} more like it in the last {self.seconds:g} s)"
+        return True
+
+
+FOLDED = FoldedWarnings()
+"""The one on psycopg's loggers (after ``_QuietOnPurpose``, so a connection closed on purpose is
+not counted)."""
 logging.getLogger("psycopg.pool").addFilter(_QuietOnPurpose())
+for _name in ("psycopg.pool", "psycopg"):
+    logging.getLogger(_name).addFilter(FOLDED)
 
 
 def close_on_purpose(conn: psycopg.Connection[Any]) -> None:
@@ -53,8 +90,6 @@ class Retry(Exception):
     """A conflict PostgreSQL resolved by aborting us: run ``fn`` again."""
 
 
-_OPERATOR_EVERY = 60.0
-"""Seconds between two log lines of one operator's problem (a full disk, a missing privilege)."""
 _told: dict[str, float] = {}
 
 

@@ -19,6 +19,7 @@
         ├── RegistryError      a plugin declared something impossible
         ├── DataDirBusy        another daemon holds the data directory
         ├── AddressUnavailable the listen address cannot be bound
+        ├── DatabaseUnreachable the store's database did not answer as it opened
         ├── ReadableOnly       the store may be read, not written, as configured
         │   │                  (the secrets plugin's SecretKeyError: its secret
         │   │                  key is missing or another one):
@@ -209,6 +210,12 @@ class DataDirBusy(StartupError):
 
 class AddressUnavailable(StartupError):
     pass
+
+
+class DatabaseUnreachable(StartupError):
+    """The store's database could not be reached as the store opened: down, starting, or not
+    accepting connections yet. ``stigmer serve`` waits for it (``--store-wait``) before giving up,
+    since a database and its daemons are often started together."""
 
 
 class InsecureTransport(StartupError):

@@ -29,6 +29,7 @@ from stigmer_core.plugins import server_interceptors
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
 from stigmer_core.store.retention import EventRetention
+from stigmer_core.store_wait import STORE_WAIT_SECONDS, opened_once_reachable
 
 if TYPE_CHECKING:  # prometheus_client is imported by a daemon that serves metrics, and only then
     from stigmer_core.metrics import Metrics
@@ -49,6 +50,7 @@ def _bindable(address: str) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = Path("~/.stigmer/data")
@@ -268,6 +270,7 @@ def serve(
     insecure_no_auth: bool = False,
     store: str | None = None,
     metrics_address: str | None = None,
+    store_wait: float = STORE_WAIT_SECONDS,
 ) -> int:
     """Run the daemon in the foreground until SIGTERM or SIGINT; return an exit code.
 
@@ -278,6 +281,7 @@ def serve(
     ``stop_limit`` (``grace`` + ``stop_bound.STOP_MARGIN_SECONDS`` when None) is how long the
     stop may take before it prints every thread's stack and ends the process (``stop_bound``).
     ``metrics_address`` (``HOST:PORT``) serves Prometheus metrics there over HTTP (``metrics``).
+    ``store_wait`` is how long a start waits for a database that does not answer yet.
     """
     address = address or default_address()
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -298,7 +302,13 @@ def serve(
     try:
         # a daemon's retention settings are the schema's once it starts (docs/design.md, Event retention)
         retention = EventRetention.from_env_if_set()
-        app = Application.open(data_dir, store=store, require_auth=require_auth, retention=retention)
+        app = opened_once_reachable(
+            lambda: Application.open(data_dir, store=store, require_auth=require_auth, retention=retention),
+            store_wait,
+            stop,
+        )
+        if app is None:
+            return 0  # stopped by a signal while waiting: nothing was served
         if metrics_address:
             from stigmer_core.metrics import Metrics
 

@@ -320,7 +320,7 @@ class PostgresStore:
                 row = conn.execute(self._sql_revision).fetchone()
                 self._settle_retention(conn, record=given)
         except psycopg.OperationalError as exc:
-            raise errors.StartupError(f"cannot reach the database at {self.url}: {str(exc).strip()}") from exc
+            raise errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {str(exc).strip()}") from exc
         except psycopg.Error as exc:  # e.g. a role that may not create the schema
             raise errors.StartupError(
                 f"cannot create or migrate schema {self.schema!r} at {self.url}: {str(exc).strip()}"

@@ -266,6 +266,8 @@ def test_psycopgs_warnings_alike_are_written_once_a_minute_with_a_count() -> Non
     now[0] = 200.0
     quiet = warned(broken, "<conn 41>")
     assert folded.filter(quiet) and quiet.getMessage() == "discarding broken connection: <conn 41>"
+    debug = [logging.LogRecord("psycopg.pool", logging.DEBUG, __file__, 1, "connection given", (), None)] * 3
+    assert all(folded.filter(record) for record in debug), "-v asked for every debug line"
 
 
 def test_connections_terminated_again_and_again_leave_one_warning(

@@ -59,6 +59,8 @@ class FoldedWarnings(logging.Filter):
         self._seen = DeniedLog(self.seconds, self._clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:  # asked for with -v: every one
+            return True
         left_out = self._seen.admit((record.name, str(record.msg), ""))
         if left_out is None:
             return False

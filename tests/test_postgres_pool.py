@@ -140,7 +140,7 @@ def test_many_streams_catching_up_on_a_tiny_pool_leave_unary_calls_answering(
         agents = KindClient(channels[0], app.registry.kind("Agent"))
         made = [agents.create(agent_pb2.Agent(metadata={"name": f"a{i}"})) for i in range(AGENTS)]
         with (
-            psycopg.connect(store.settings.conninfo, autocommit=True, application_name="fold-admin") as admin,
+            psycopg.connect(store.settings.conninfo, autocommit=True) as admin,
             psycopg.connect(store.settings.conninfo) as locker,
         ):
             locker.execute(f'LOCK TABLE "{store.schema}".events IN ACCESS EXCLUSIVE MODE'.encode())

@@ -43,9 +43,7 @@ MAX_STOP_LIMIT_SECONDS = 3600.0
 @click.command()
 @address_option
 @data_dir_option
-@click.option(
-    "--require-auth", is_flag=True, help="Network calls must carry an API token (config server.require_auth)."
-)
+@click.option("--require-auth", is_flag=True, help="Network calls must carry an API token (config server.require_auth).")
 @click.option("--tls-cert", metavar="FILE", help="PEM certificate chain: serve TLS (config server.tls_cert).")
 @click.option("--tls-key", metavar="FILE", help="PEM private key of --tls-cert (config server.tls_key).")
 @click.option("--tls-client-ca", metavar="FILE", help="PEM CA that client certificates must chain to: mutual TLS.")
@@ -54,11 +52,7 @@ MAX_STOP_LIMIT_SECONDS = 3600.0
     help="Allow a non-loopback address without TLS and tokens: only behind a mesh that does both.",
 )  # fmt: skip
 @click.option(
-    "--drain",
-    envvar="STIGMER_DRAIN_SECONDS",
-    type=float,
-    default=0.0,
-    metavar="SECONDS",
+    "--drain", envvar="STIGMER_DRAIN_SECONDS", type=float, default=0.0, metavar="SECONDS",
     callback=seconds_within(0, MAX_DRAIN_SECONDS, "--drain, env STIGMER_DRAIN_SECONDS"),
     help="On SIGTERM, answer health NOT_SERVING but keep serving this long before stopping, "
     f"so a load balancer moves calls away first (env STIGMER_DRAIN_SECONDS; default 0, at most {MAX_DRAIN_SECONDS:,.0f}).",
@@ -75,15 +69,11 @@ MAX_STOP_LIMIT_SECONDS = 3600.0
     "config server.metrics_address; default: none; port 0 picks a free one).",
 )  # fmt: skip
 @click.option(
-    "--store-wait",
-    envvar="STIGMER_STORE_WAIT_SECONDS",
-    type=float,
-    default=STORE_WAIT_SECONDS,
-    metavar="SECONDS",
+    "--store-wait", envvar="STIGMER_STORE_WAIT_SECONDS", type=float, default=STORE_WAIT_SECONDS, metavar="SECONDS",
     callback=seconds_within(0, MAX_STORE_WAIT_SECONDS, "--store-wait, env STIGMER_STORE_WAIT_SECONDS"),
     help="How long a start waits for a database that does not answer yet, trying again, before it exits 1 "
     f"(env STIGMER_STORE_WAIT_SECONDS; default {STORE_WAIT_SECONDS:g}, at most {MAX_STORE_WAIT_SECONDS:,.0f}).",
-)
+)  # fmt: skip
 @click.option(
     "--log-format", envvar="STIGMER_LOG_FORMAT", type=click.Choice(["text", "json"]),
     help="The log on stderr: text lines, or one JSON object per line for a log collector "
@@ -174,14 +164,7 @@ def _same_address(asked: str, serving: str) -> bool:
 @local.command()
 @address_option
 @data_dir_option
-@click.option(
-    "--timeout",
-    type=float,
-    callback=wait_seconds,
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for it to serve.",
-)
+@click.option("--timeout", type=float, callback=wait_seconds, default=30.0, show_default=True, help="Seconds to wait for it to serve.")
 @verbose_option
 def start(address: str | None, data_dir: str | None, timeout: float) -> None:
     """Start the daemon in the background and wait until it serves."""
@@ -215,14 +198,7 @@ def start(address: str | None, data_dir: str | None, timeout: float) -> None:
 
 @local.command()
 @data_dir_option
-@click.option(
-    "--timeout",
-    type=float,
-    callback=wait_seconds,
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for it to stop.",
-)
+@click.option("--timeout", type=float, callback=wait_seconds, default=30.0, show_default=True, help="Seconds to wait for it to stop.")
 @click.option("--force", is_flag=True, help="Kill it if it has not stopped in time.")
 @verbose_option
 def stop(data_dir: str | None, timeout: float, force: bool) -> None:

@@ -20,15 +20,25 @@ database answering, is a gauge).
 from __future__ import annotations
 
 import asyncio
+import platform
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
+from google.protobuf import __version__ as protobuf_version
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -130,7 +140,9 @@ class _Method:
 class Metrics:
     """A daemon's metrics registry, the wrappers that count its calls, and its HTTP endpoint."""
 
-    def __init__(self, store: object) -> None:
+    def __init__(self, store: object, releases: Mapping[str, str] | None = None) -> None:
+        """``releases``: each kind served, by name, with the plugin release serving it ("" for none),
+        so a rolling upgrade shows which daemon serves which release (``stigmer_kind_info``)."""
         # A ``_created`` series beside each counter would double them, for no use here.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
@@ -150,6 +162,12 @@ class Metrics:
         self.sent = Counter("grpc_server_msg_sent", "Messages sent on server streams.", labels, registry=registry)
         self.streams = Gauge("stigmer_streams_open", "Server streams (watches, subscribes) open.", registry=registry)
         ProcessCollector(registry=registry)
+        Info("stigmer_build", "What this daemon runs on.", registry=registry).info(_build())
+        kinds = Info(
+            "stigmer_kind", "Each kind this daemon serves, and its plugin's release.", ["kind"], registry=registry
+        )
+        for kind, release in (releases or {}).items():
+            kinds.labels(kind=kind).info({"release": release})
         registry.register(_StoreCollector(store))
         self._methods: dict[str, _Method] = {}
         self._http: Any = None
@@ -313,6 +331,17 @@ def _async_stream(behavior: Callable[..., Any], method: _Method, streams: Gauge)
             await answers.aclose()  # its own cleanup (the stream's slot) now, not when collected
 
     return stream
+
+
+def _build() -> dict[str, str]:
+    from stigmer_core import __version__
+
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": protobuf_version,
+    }
 
 
 class _StoreCollector(Collector):

@@ -312,7 +312,7 @@ def serve(
         if metrics_address:
             from stigmer_core.metrics import Metrics
 
-            metrics = Metrics(app.store)
+            metrics = Metrics(app.store, {kind.name: str(kind.release or "") for kind in app.registry.kinds})
             metrics.serve(metrics_address)  # first: one that cannot be taken stops the start, and closes below
         server = Server(
             app,

@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+import stigmer_core
 from stigmer_core import connect
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
@@ -258,6 +259,12 @@ def test_the_daemon_serves_metrics_where_it_is_told(
     try:
         url = _metrics_url(daemon)
         assert _created_ok(url) == 0
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        release = f"stigmer-core {stigmer_core.__version__}"  # which release each daemon runs
+        assert f'stigmer_kind_info{{kind="Agent",release="{release}"}} 1.0' in text.splitlines(), text
+        (build,) = [line for line in text.splitlines() if line.startswith("stigmer_build_info{")]
+        assert f'version="{stigmer_core.__version__}"' in build and f'grpcio="{grpc.__version__}"' in build, build
         with grpc.insecure_channel(daemon.address) as channel:
             agent_grpc.AgentCommandControllerStub(channel).create(
                 agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="counted")), timeout=10

@@ -44,7 +44,7 @@ import itertools
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import IO, Any, TextIO
 
 import attrs
@@ -182,8 +182,8 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
     exported object names was made before it, so it is still there when its
     own kind is listed, and an object made during the export comes with
     everything it needs or not at all. What names an object deleted during
-    the export (a cascade that took both) is left out and named
-    (``dangling``). A kind that fails is reported and the others are still
+    the export is left out: with a note when the cascade took it too (gone as
+    well), else named, and the export fails (``dangling``). A kind that fails is reported and the others are still
     exported; an object that cannot be written as a document (a value JSON
     cannot carry, such as a NaN stored before writes refused them) is named
     and the rest still written. A kind whose list needs an org (a third
@@ -225,10 +225,27 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
                 export.missing.append(Missing(f"kind{'s' if len(refused) > 1 else ''} {names}", describe(exc)[0]))
                 unlisted.update(each.name for each in refused)
             progress.advance()
-    export.entries, gone = dangling(
-        export.entries, {kind.name for kind in kinds}, left_out=export.left_out, unlisted=unlisted
+    by_name = {kind.name: kind for kind in kinds}
+
+    def deleted_since(entry: Entry) -> bool:
+        try:
+            return session.calls(by_name[entry.kind]).lookup(entry.org, entry.id) is None
+        except (errors.StigmerError, CliError):  # not known to be gone: named, as before
+            return False
+
+    export.entries, gone, dropped = dangling(
+        export.entries,
+        set(by_name),
+        left_out=export.left_out,
+        unlisted=unlisted,
+        deleted_since=deleted_since,
     )
     export.missing += gone
+    export.notes += [
+        f"{entry.kind} {entry.org}/{entry.slug} ({entry.id}): deleted while the export ran, as was the {named} "
+        "it names: left out"
+        for entry, named in dropped
+    ]
     return export
 
 
@@ -321,14 +338,26 @@ def _ids_named(kind: KindInfo, obj: Message) -> list[tuple[str, str, str]]:
 
 
 def dangling(
-    entries: list[Entry], kinds: set[str], *, left_out: Collection[str] = (), unlisted: Collection[str] = ()
-) -> tuple[list[Entry], list[Missing]]:
+    entries: list[Entry],
+    kinds: set[str],
+    *,
+    left_out: Collection[str] = (),
+    unlisted: Collection[str] = (),
+    deleted_since: Callable[[Entry], bool] = lambda entry: False,
+) -> tuple[list[Entry], list[Missing], list[tuple[Entry, str]]]:
     """``entries`` less those naming an object of an exported kind that is not among them, and what
     was left out, named (importing them would fail): with why the object they name is not there,
     when the export knows (its ``left_out`` ids could not be written, its ``unlisted`` kinds could
-    not be listed); otherwise it was deleted while the export listed."""
+    not be listed); otherwise it was deleted while the export listed.
+
+    An entry that ``deleted_since`` finds deleted itself since it was listed (the cascade that took
+    what it names took it too) is no failure: it is dropped, like what it named, and what the
+    export holds still imports. Without this, an ``export --all`` of a server
+    where anyone deleted an agent while it ran failed, however often it was tried."""
     kept = entries
     gone: list[Missing] = []
+    dropped: list[tuple[Entry, str]] = []
+    dropped_ids: set[str] = set()
     listed = {entry.id for entry in entries}
     while True:
         present = {entry.id for entry in kept}
@@ -341,13 +370,17 @@ def dangling(
             field, target, missing_id = lost
             if missing_id in left_out or target in unlisted:
                 why = "which could not be exported (named above)"
-            elif missing_id in listed:
+            elif missing_id in listed and missing_id not in dropped_ids:
                 why = "which is left out itself (named above)"
+            elif deleted_since(entry):
+                dropped.append((entry, f"{target} {missing_id}"))
+                dropped_ids.add(entry.id)
+                continue
             else:
                 why = "which is not in the export (deleted while it was written?); export again"
             gone.append(Missing(f"{entry.kind} {entry.org}/{entry.slug} ({entry.id})", f"its {field} names {target} {missing_id}, {why}"))
         if len(still) == len(kept):
-            return kept, gone
+            return kept, gone, dropped
         kept = still
 
 

@@ -82,21 +82,59 @@ def test_objects_made_between_two_kinds_lists_come_with_what_they_need(
     assert imported.code == 0 and imported.out.startswith("imported 2 of 2 resources"), imported
 
 
-def test_what_names_an_object_deleted_during_the_export_is_left_out_and_named(
-    session: Session, monkeypatch: pytest.MonkeyPatch
+def test_what_a_delete_during_the_export_took_with_its_owner_is_left_out_with_a_note(
+    session: Session, monkeypatch: pytest.MonkeyPatch, stigmer: Stigmer, tmp_path: Path
 ) -> None:
+    """An agent deleted between the lists of its instance and of agents: the cascade took the
+    instance (and a session on it) too. The export failed, every time on a server where anyone
+    deleted while it ran; now what was deleted is left out, said, and the rest imports."""
+    kept = _create(session, "Agent", agent_pb2.Agent(metadata={"name": "Kept"}))
     agent = _create(session, "Agent", agent_pb2.Agent(metadata={"name": "Doomed"}))
-    instance_id = agent.status.default_instance_id
+    chat = session_pb2.Session(metadata={"name": "Doomed chat"})
+    chat.spec.agent_instance_id = agent.status.default_instance_id
+    chat_id = metadata(_create(session, "Session", chat)).id
 
-    def delete() -> None:  # the agent and, by cascade, its instance, which was already listed
+    def delete() -> None:  # the agent and, by cascade, its instance and the session, both listed already
         session.calls(session.catalog.kind("Agent")).delete(agent.metadata.id)
 
     _when_listed(monkeypatch, "Agent", delete)
     with backup.collect(session, backup.exportable(session.catalog, []), org="") as export:
-        assert export.entries == []
-        (named,) = export.missing
-    assert named.what == f"AgentInstance local/doomed-default ({instance_id})"
-    assert f"names Agent {agent.metadata.id}, which is not in the export" in named.reason
+        assert export.missing == []
+        assert {(entry.kind, entry.slug) for entry in export.entries} == {
+            ("Agent", "kept"),
+            ("AgentInstance", "kept-default"),
+        }
+        assert sorted(export.notes) == [
+            f"AgentInstance local/doomed-default ({agent.status.default_instance_id}): deleted while the export "
+            f"ran, as was the Agent {agent.metadata.id} it names: left out",
+            f"Session local/doomed-chat ({chat_id}): deleted while the export ran, as was the AgentInstance "
+            f"{agent.status.default_instance_id} it names: left out",
+        ]
+        text = export.text(session.catalog)
+    session.close()
+    imported = stigmer("import", "--data-dir", str(tmp_path / "restored"), input=text)
+    assert imported.code == 0 and imported.out.startswith("imported 2 of 2 resources"), imported
+    assert kept.metadata.id in text
+
+
+def test_what_names_a_deleted_object_and_is_still_stored_fails_the_export() -> None:
+    """Only what is gone itself is dropped: an object still stored that names one deleted (or one
+    whose check failed) would import broken, so the export names it and fails, as before."""
+    entry = backup.Entry(
+        "Session", "local", "chat", "ses-1", (("spec.agentInstanceId", "AgentInstance", "ain-9"),), 0, 1
+    )
+    named = backup.Entry("Other", "local", "x", "oth-1", (("spec.sessionId", "Session", "ses-1"),), 0, 1)
+    kept, gone, dropped = backup.dangling([entry, named], {"Session", "AgentInstance", "Other"})
+    assert (kept, dropped) == ([], [])
+    assert [missing.what for missing in gone] == ["Session local/chat (ses-1)", "Other local/x (oth-1)"]
+    assert "which is not in the export (deleted while it was written?); export again" in gone[0].reason
+    assert "which is left out itself (named above)" in gone[1].reason
+    kept, gone, dropped = backup.dangling(
+        [entry, named], {"Session", "AgentInstance", "Other"}, deleted_since=lambda e: e.id == "ses-1"
+    )
+    assert [e.id for e, _ in dropped] == ["ses-1"]
+    assert [missing.what for missing in gone] == ["Other local/x (oth-1)"], "still stored: named"
+    assert "deleted while it was written?" in gone[0].reason
 
 
 def test_a_kind_whose_list_fails_part_way_is_left_out_whole_and_named(

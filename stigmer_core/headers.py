@@ -43,7 +43,8 @@ def dry_run(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
         if spelled in _TRUE:
             asked = True
         elif spelled not in _FALSE:
-            raise errors.InvalidArgument(f"metadata {DRY_RUN}: {value!r} is not true or false")
+            why = f"{value!r} is not true or false"  # the header named as a field: clients read violations
+            raise errors.InvalidArgument(f"metadata {DRY_RUN}: {why}", [errors.FieldViolation(DRY_RUN, why)])
     return asked
 
 

@@ -1,8 +1,8 @@
 """Mapping between the exception tree and gRPC status: the one place it happens.
 
 Server side, ``abort`` turns a ``StigmerError`` into a rich status (a
-``google.rpc.Status`` with ``BadRequest`` details for field violations, and
-``ErrorInfo`` naming the reason of every other refusal) and anything else into
+``google.rpc.Status`` with ``BadRequest`` details for field violations, and an
+``ErrorInfo`` naming the reason of every refusal) and anything else into
 INTERNAL, which always means a bug here. Client side, ``from_rpc_error``
 reverses it, so the CLI and tests can match on types and reasons.
 """
@@ -60,6 +60,8 @@ MAX_DETAILS_BYTES = 4096
 """Bytes of the serialized ``google.rpc.Status`` (message, violations or reason), sent
 base64-encoded in ``grpc-status-details-bin`` (5.5 KiB at most): with ``grpc-message``, within 8 KiB."""
 MAX_METADATA = 16
+_REASON_ROOM = 160
+"""Bytes kept for the ``ErrorInfo`` after a ``BadRequest``: its Any's type URL, domain and a reason."""
 """Entries of an ``ErrorInfo``'s metadata; each key and value is cut at ``MAX_TEXT``."""
 
 
@@ -95,7 +97,8 @@ def to_status(error: BaseException) -> grpc.Status:
     status = status_pb2.Status(code=code.value[0], message=message)
     if isinstance(error, errors.InvalidArgument) and error.violations:
         bad = error_details_pb2.BadRequest()
-        room = MAX_DETAILS_BYTES - status.ByteSize() - 64  # the Any's type URL, the "more" line
+        # the Any's type URL, the "more" line, and the ErrorInfo's reason after it
+        room = MAX_DETAILS_BYTES - status.ByteSize() - 64 - _REASON_ROOM
         for v in error.violations[:MAX_VIOLATIONS]:
             shown = error_details_pb2.BadRequest.FieldViolation(field=_short(v.field), description=_short(v.description))
             room -= shown.ByteSize() + 3
@@ -108,8 +111,9 @@ def to_status(error: BaseException) -> grpc.Status:
         detail = any_pb2.Any()
         detail.Pack(bad)
         status.details.append(detail)
-    else:
-        status.details.append(_error_info(error, MAX_DETAILS_BYTES - status.ByteSize()))
+    # every refusal names its reason, field violations too (AIP-193): a client in any language
+    # matches one field of one detail, and a narrower reason (a bad page token) needs no parsing
+    status.details.append(_error_info(error, MAX_DETAILS_BYTES - status.ByteSize()))
     return rpc_status.to_status(status)
 
 

@@ -1,4 +1,5 @@
-"""Every refusal but a field-level INVALID_ARGUMENT names its reason in a google.rpc.ErrorInfo: one
+"""Every refusal names its reason in a google.rpc.ErrorInfo (an INVALID_ARGUMENT beside its field
+violations): one
 status code covers refusals a client must tell apart (a stale version it can re-read past, a run
 another runner claimed), and a client in Go, Node or Java could tell them only by their English.
 Decoded here as such a client does: ``grpc-status-details-bin`` from a real server's trailers."""
@@ -105,6 +106,39 @@ def test_not_found_and_already_exists_name_the_kind_and_object(daemon: Daemon) -
     code, info = refusal(lambda: kinds.agents.get(agent.metadata.id))
     assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
     assert dict(info.metadata) == {"kind": "Agent", "id": agent.metadata.id}
+
+
+def _violations(err: grpc.RpcError) -> list[tuple[str, str]]:
+    trailers = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    bad = error_details_pb2.BadRequest()
+    assert sum(d.Unpack(bad) for d in status.details if d.Is(bad.DESCRIPTOR)) == 1, status
+    return [(v.field, v.description) for v in bad.field_violations]
+
+
+def test_a_request_breaking_a_rule_names_its_reason_beside_its_fields(daemon: Daemon) -> None:
+    """An INVALID_ARGUMENT carried field violations only: a client matching every refusal's
+    reason read "" for it, and a bad header carried a reason and no violation."""
+    kinds = daemon.kinds()
+    bad = _agent("labelled")
+    bad.metadata.labels["-bad"] = "x"
+    code, info = refusal(lambda: kinds.agents.create(bad))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    with pytest.raises(grpc.RpcError) as err:
+        kinds.agents.create(bad)
+    assert [field for field, _ in _violations(err.value)] == ['metadata.labels["-bad"]']
+    create = daemon.channel().unary_unary(
+        "/stigmer.agentic.agent.v1.AgentCommandController/create",
+        request_serializer=agent_pb2.Agent.SerializeToString,
+        response_deserializer=agent_pb2.Agent.FromString,
+    )
+    asked = (("stigmer-dry-run", "maybe"),)
+    code, info = refusal(lambda: create(_agent("rehearsed"), metadata=asked, timeout=10))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    with pytest.raises(grpc.RpcError) as err:
+        create(_agent("rehearsed"), metadata=asked, timeout=10)
+    assert _violations(err.value) == [("stigmer-dry-run", "'maybe' is not true or false")]
+    assert from_rpc_error(err.value).violations[0].field == "stigmer-dry-run"
 
 
 def test_a_reference_naming_nothing_names_its_field(daemon: Daemon) -> None:

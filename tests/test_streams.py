@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stigmer_core import Application
+from stigmer_core import Application, from_rpc_error
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
@@ -132,7 +132,11 @@ def test_stopping_the_server_ends_open_streams(tmp_path: Path, stigmer_store: st
             for _ in stream:
                 pass
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "shutting down; watch again with since_revision " in err.value.details()
+        details = err.value.details()
+        assert "shutting down; watch again with since_revision " in details
+        # the same place as ErrorInfo metadata, which a client in any language reads unparsed
+        refused = from_rpc_error(err.value)
+        assert refused.metadata["sinceRevision"] == details.split("since_revision ", 1)[1].split(" ")[0]
     channel.close()
     app.close()
 
@@ -158,6 +162,7 @@ def test_a_stream_ended_by_a_stop_names_the_field_it_resumes_with(tmp_path: Path
     details = err.value.details()
     assert "call subscribe again with after_revision " in details, details
     assert int(details.rpartition(" ")[2]) >= run.metadata.resource_version
+    assert from_rpc_error(err.value).metadata == {"afterRevision": details.rpartition(" ")[2]}
     channel.close()
     app.close()
 
@@ -406,8 +411,12 @@ def test_a_stream_stopped_inside_a_revision_names_the_position_it_resumes_after(
             next(stream)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert err.value.details().endswith(f"since_revision {first.revision} and since_position 0"), err.value.details()
+        assert from_rpc_error(err.value).metadata == {"sinceRevision": str(first.revision), "sincePosition": "0"}
         resumed = _instances_after(app.channel(), first.revision, 0)
-        assert next(resumed).type == BOOKMARK  # every stream's first
+        opened = next(resumed)
+        # every stream's first, here of the revision before: all of it was sent, not all of this one,
+        # so a client keeps its own cursor (revision and position) over an older bookmark
+        assert opened.type == BOOKMARK and opened.revision == first.revision - 1
         rest = [next(resumed) for _ in range(3)]
         assert [(e.type, e.position) for e in rest] == [(watch_pb2.WATCH_EVENT_TYPE_DELETED, p) for p in (1, 2, 3)]
         resumed.cancel()

@@ -75,7 +75,7 @@ class _Follower:
         cursor: Cursor,
         active: Callable[[], bool],
         partitions: Collection[str] | None = None,
-        resume: Callable[[Cursor], str] | None = None,
+        resume: Resume | None = None,
         opened: int | None = None,
         yields_idle: bool = False,
     ) -> None:
@@ -104,7 +104,8 @@ class _Follower:
         try:
             while True:
                 if sub.ended:
-                    raise errors.Unavailable(f"the server is shutting down; {self._resume(self._cursor)}")
+                    advice, point = self._resume(self._cursor)
+                    raise errors.Unavailable(f"the server is shutting down; {advice}", metadata=point)
                 if not self._active():
                     return
                 sub.wake.clear()
@@ -138,12 +139,19 @@ class _Follower:
             hub.unsubscribe(sub)
 
 
-def _watch_again(cursor: Cursor) -> str:
+Resume = Callable[[Cursor], tuple[str, dict[str, int]]]
+"""How a stream stopped at a cursor is opened again: advice for people, and the same request fields
+as ``ErrorInfo`` metadata (lowerCamelCase), which a client in any language reads without parsing."""
+
+
+def _watch_again(cursor: Cursor) -> tuple[str, dict[str, int]]:
     """How a kind's watch resumes from ``cursor``: within a revision a page ended in, by the position
     of the last event read there, or the client gets that revision's first events twice."""
     if cursor.index:
-        return f"watch again with since_revision {cursor.revision} and since_position {cursor.index - 1}"
-    return f"watch again with since_revision {cursor.complete}"
+        position = cursor.index - 1
+        advice = f"watch again with since_revision {cursor.revision} and since_position {position}"
+        return advice, {"sinceRevision": cursor.revision, "sincePosition": position}
+    return f"watch again with since_revision {cursor.complete}", {"sinceRevision": cursor.complete}
 
 
 # -- every kind's watch ----------------------------------------------------------------
@@ -420,10 +428,11 @@ def watch_object(
 
         sent_in = [0]  # the revision of the last state sent
 
-        def resume(cursor: Cursor) -> str:
+        def resume(cursor: Cursor) -> tuple[str, dict[str, int]]:
             if after_field:  # nothing of the object was left unsent up to there, nor past a state sent
-                return f"call {operation} again with {after_field} {max(cursor.complete, sent_in[0])}"
-            return f"call {operation} again (it starts with the object as it is then)"
+                revision = max(cursor.complete, sent_in[0])
+                return f"call {operation} again with {after_field} {revision}", {_camel(after_field): revision}
+            return f"call {operation} again (it starts with the object as it is then)", {}
 
         def states() -> Iterator[Message | bytes | Idle]:
             if finished:
@@ -474,6 +483,11 @@ def _state(kind: KindRuntime, event: event_pb2.ResourceEvent, position: int, vie
 
     sent: bytes = views(("state", event.revision, position), build)
     return sent
+
+
+def _camel(field: str) -> str:
+    head, *rest = field.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _too_old(after: int, oldest: int) -> Compacted:

@@ -113,14 +113,27 @@ def resolve(
     into a fresh directory) must not quietly reach the team server that ``login`` configured.
     With ``backend="remote"`` too it is refused as contradictory. ``STIGMER_DATA_DIR`` does not
     select a backend: it is often set once for every shell, and says only where the local
-    store is when the backend is local."""
+    store is when the backend is local. Likewise an ``endpoint`` argument (``--endpoint``) without
+    a ``backend`` selects the remote backend: it names a server, and a command given one must not
+    quietly answer from the local store instead (a revoke "not found" there left the token valid
+    on the server); with ``data_dir`` too it is refused. ``STIGMER_ENDPOINT`` selects it only
+    where no backend is chosen at all (no ``STIGMER_BACKEND``, none in the config file): a
+    script's or a runner's environment naming its server."""
     home = stigmer_home()
     data = load_config(home / CONFIG_NAME)
     local = section(data, "local")
     remote = section(data, "remote")
     if data_dir and backend is not None and backend.lower() == REMOTE:
         raise ConfigError(local_and_remote(data_dir))
-    chosen = LOCAL if data_dir else pick(backend, "backend", section(data, "backend").get("type"), LOCAL).lower()
+    if data_dir and endpoint and backend is None:
+        raise ConfigError(local_and_remote(data_dir, f"--endpoint {endpoint}"))
+    configured = section(data, "backend").get("type")
+    if data_dir:
+        chosen = LOCAL
+    elif backend is None and (endpoint or (_given("endpoint") and not _given("backend") and not configured)):
+        chosen = REMOTE  # a server named, and no backend chosen anywhere: that server, not a new local store
+    else:
+        chosen = pick(backend, "backend", configured, LOCAL).lower()
     if chosen not in BACKENDS:
         raise ConfigError(f"unknown backend '{chosen}': use 'local' or 'remote'")
     directory, chosen_store = local_data(data_dir, store, home=home, data=data)
@@ -148,10 +161,14 @@ def resolve(
     )
 
 
-def local_and_remote(data_dir: str | Path) -> str:
-    """Why ``--data-dir`` and ``--backend remote`` are not taken together."""
+def _given(key: str) -> bool:
+    return bool(os.environ.get(ENV[key]))
+
+
+def local_and_remote(data_dir: str | Path, remote: str = "--backend remote") -> str:
+    """Why ``--data-dir`` and ``--backend remote`` (or ``--endpoint``) are not taken together."""
     return (
-        f"--data-dir {data_dir} names a local store, but --backend remote asks for the remote server; "
+        f"--data-dir {data_dir} names a local store, but {remote} asks for the remote server; "
         "give one of them (--data-dir alone uses the local backend)"
     )
 

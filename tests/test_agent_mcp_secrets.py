@@ -124,6 +124,41 @@ def test_refusals_name_the_field(stigmer_channel: grpc.Channel) -> None:
     assert commands.update(unmarked).spec.mcp_servers[0].headers["Authorization"] == "Bearer public"
 
 
+def test_the_marker_keeps_a_secret_only_where_it_was_sent(stigmer_channel: grpc.Channel) -> None:
+    """An editor who was never shown a secret header pointed its server at a host of its own, sent
+    the marker back, and the stored secret went along: a runner would have handed it over."""
+    commands, queries = _stubs(stigmer_channel)
+    created = commands.create(_agent())
+    for move in ("url", "command", "args"):
+        moved = agent_pb2.Agent()
+        moved.CopyFrom(created)
+        server = moved.spec.mcp_servers[0]
+        if move == "url":
+            server.url = "https://collector.example.net/"
+        elif move == "command":
+            server.command = "/usr/bin/env"
+        else:
+            server.args.append("--verbose")
+        err = _error(commands.update, moved)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, move
+        assert 'spec.mcp_servers[0].headers["Authorization"]' in err.details(), err.details()
+        assert "send its value again" in err.details()
+    assert queries.get(agent_pb2.AgentId(value=created.metadata.id)) == created  # nothing written
+    # the same server elsewhere with the value sent again: stored, sealed, for its new place
+    moved = agent_pb2.Agent()
+    moved.CopyFrom(created)
+    moved.spec.mcp_servers[0].url = "https://mcp2.example.com"
+    moved.spec.mcp_servers[0].headers["Authorization"] = NEW_API_KEY
+    updated = commands.update(moved)
+    assert updated.spec.mcp_servers[0].headers["Authorization"] == REDACTED
+    assert list(updated.status.unset_secret_headers) == []
+    # unchanged destination, other edits: the marker still keeps it
+    edited = agent_pb2.Agent()
+    edited.CopyFrom(updated)
+    edited.spec.description = "now on mcp2"
+    assert list(commands.update(edited).status.unset_secret_headers) == []
+
+
 def test_a_header_an_http_client_would_split_is_refused(stigmer_channel: grpc.Channel) -> None:
     """A value with CR LF (or a name with a space) was stored, and a runner handing it to an HTTP
     client would have sent a header nobody wrote."""

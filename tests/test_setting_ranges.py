@@ -152,7 +152,8 @@ def test_a_drain_that_is_not_a_number_of_seconds_up_to_an_hour_stops_serve(tmp_p
             main, ["serve", "--data-dir", str(tmp_path / "data"), "--address", "0.0.0.0:0", *args], env=env
         )
         assert result.exit_code == 2, result.output
-        assert "must be from 0 to 3,600 seconds (--drain, env STIGMER_DRAIN_SECONDS)" in result.output, result.output
+        where = "'--drain' (env STIGMER_DRAIN_SECONDS)" if env else "'--drain'"
+        assert f"Invalid value for {where}: must be from 0 to 3,600 seconds" in result.output, result.output
         assert not (tmp_path / "data").exists(), "refused before the daemon opened anything"
 
 
@@ -164,7 +165,8 @@ def test_a_stop_limit_that_is_not_a_second_to_an_hour_stops_serve(tmp_path: Path
             main, ["serve", "--data-dir", str(tmp_path / "data"), "--address", "0.0.0.0:0", *args], env=env
         )
         assert result.exit_code == 2, result.output
-        assert "must be from 1 to 3,600 seconds (--stop-limit, env STIGMER_STOP_LIMIT_SECONDS)" in result.output
+        where = "'--stop-limit' (env STIGMER_STOP_LIMIT_SECONDS)" if env else "'--stop-limit'"
+        assert f"Invalid value for {where}: must be from 1 to 3,600 seconds" in result.output, result.output
         assert not (tmp_path / "data").exists(), "refused before the daemon opened anything"
 
 

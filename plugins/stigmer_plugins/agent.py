@@ -221,6 +221,10 @@ def seal_mcp_headers(ctx: RequestContext) -> None:
         secret = set(server.secret_headers)
         before = stored.get(server.name)
         was_secret = set(before.secret_headers) if before is not None else set()
+        # Where the server's headers go: a marker keeps a stored secret only for the destination
+        # it was stored for, or an editor could point the server elsewhere and let a runner carry
+        # a secret it was never shown to the editor's host (or command).
+        moved = before is not None and _destination(server) != _destination(before)
         stray = sorted(secret - set(server.headers))
         if stray:
             raise InvalidArgument.field(
@@ -237,6 +241,12 @@ def seal_mcp_headers(ctx: RequestContext) -> None:
                         field, "is the redaction marker of a stored secret; send the clear value to store it unsealed"
                     )
             elif value == REDACTED:
+                if kept and moved:
+                    raise InvalidArgument.field(
+                        field,
+                        "is the redaction marker of a secret stored for the server's earlier url, command or "
+                        "args; a stored secret is only kept where it was sent: send its value again to move it",
+                    )
                 server.headers[name] = kept  # nothing to keep: the secret stays unset
             elif kept and keeps_sealed(ctx.caller, agent.metadata.org, keyring.check(ctx.store.txn), kept, value, context):
                 server.headers[name] = kept
@@ -246,6 +256,10 @@ def seal_mcp_headers(ctx: RequestContext) -> None:
                 unset.append(f"{server.name}/{name}")
     del agent.status.unset_secret_headers[:]
     agent.status.unset_secret_headers.extend(sorted(unset))
+
+
+def _destination(server: agent_pb2.AgentMcpServer) -> tuple[str, str, tuple[str, ...]]:
+    return server.url, server.command, tuple(server.args)
 
 
 def redact_mcp_headers(obj: Message) -> None:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import grpc
 
+    from stigmer_core.errors import StigmerError
+
 
 _EMPTY = re.compile(r"\bmust (?:be|have) at least 1 (?:characters?|items?|bytes?|pairs?)\b")
 _ONE = re.compile(r"\b((?:at (?:least|most)|exactly) 1) (character|item|byte|pair)s\b")
@@ -234,6 +236,15 @@ def violation_lines(error: BaseException) -> list[str]:
     return []
 
 
+def status_line(error: StigmerError) -> str:
+    """What a client in another language would match on: the gRPC status, the reason and its
+    metadata (docs/design.md, Reasons), for ``-v`` (the one line says it in words)."""
+    from stigmer_core.status import code_of
+
+    found = ", ".join(f"{key}={value}" for key, value in sorted(error.metadata.items()))
+    return f"status {code_of(error).name}, reason {error.reason}" + (f" ({found})" if found else "")
+
+
 def describe(error: BaseException) -> tuple[str, list[str]]:
     """(one-line message, detail lines) for any error a command raised."""
     from stigmer_core import errors  # here: `stigmer --help` would pay for attrs, which errors' classes use
@@ -241,7 +252,7 @@ def describe(error: BaseException) -> tuple[str, list[str]]:
     if isinstance(error, CliError):
         return error.message, list(error.details)
     if isinstance(error, errors.StigmerError):
-        return wording(error.message), violation_lines(error)
+        return wording(error.message), [*violation_lines(error), status_line(error)]
     if isinstance(error, OSError):
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}", []

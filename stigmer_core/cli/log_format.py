@@ -23,13 +23,16 @@ def not_chatty(record: logging.LogRecord) -> bool:
 
 class OneLine(logging.Formatter):
     """Log lines without their tracebacks: a command's error is one line (the store opened in this
-    process logs a plugin's bug with its traceback, which `-v` shows)."""
+    process logs a plugin's bug with its traceback, which `-v` shows). A line is said as the
+    command's own (``stigmer: warning: …``), not as a logger's: the person reading it ran a
+    command, and the module that logged it is `-v`'s to show."""
 
     def formatException(self, ei: Any) -> str:
         return ""
 
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).rstrip("\n")
+        record.message = record.getMessage()
+        return f"stigmer: {record.levelname.lower()}: {record.message}".rstrip("\n")
 
 
 def utc_time(record: logging.LogRecord) -> str:

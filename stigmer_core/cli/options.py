@@ -21,6 +21,21 @@ BACKENDS = ("local", "remote")
 """``stigmer_core.config.BACKENDS``, repeated so that parsing flags imports no grpc (a test keeps them equal)."""
 
 
+class EnvOption(click.Option):
+    """An option whose bad value, taken from its environment variable, is said as the variable's:
+    click names the flag alone, and a user who never gave it looks for it in vain."""
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        try:
+            return super().process_value(ctx, value)
+        except click.BadParameter as exc:
+            from click.core import ParameterSource
+
+            if self.name and self.envvar and ctx.get_parameter_source(self.name) is ParameterSource.ENVIRONMENT:
+                exc.param_hint = f"'{self.opts[0]}' (env {self.envvar})"
+            raise
+
+
 MAX_WAIT_SECONDS = 86_400.0
 """The longest ``--timeout`` a command takes (a day)."""
 
@@ -37,17 +52,17 @@ def wait_seconds(ctx: click.Context, param: click.Parameter, value: float) -> fl
     return value
 
 
-def seconds_within(low: float, high: float, names: str) -> Callable[[click.Context, click.Parameter, float], float]:
+def seconds_within(low: float, high: float) -> Callable[[click.Context, click.Parameter, float], float]:
     """A click callback that refuses seconds outside ``low`` to ``high``, ``nan`` and ``inf`` included.
 
     ``float`` accepts ``nan`` and ``inf``, and click's ``FloatRange`` lets ``nan``
-    through (every comparison with it is false). ``names`` says where the value
-    came from (the flag and its environment variable).
+    through (every comparison with it is false). An ``EnvOption`` says whether the
+    value came from the flag or its environment variable.
     """
 
     def check(ctx: click.Context, param: click.Parameter, value: float) -> float:
         if not (math.isfinite(value) and low <= value <= high):
-            raise click.BadParameter(f"must be from {low:g} to {high:,.0f} seconds ({names}), not {value:g}")
+            raise click.BadParameter(f"must be from {low:g} to {high:,.0f} seconds, not {value:g}")
         return value
 
     return check

@@ -162,11 +162,14 @@ class _Follow:
                 self._reopen(exc)
 
 
-def _event_line(kind: KindInfo, event: watch_pb2.WatchEvent, obj: Message, output: str) -> str:
-    name = _EVENT_NAMES[event.type]
+def _event_line(name: str, revision: int, obj: Message, output: str, *, with_org: bool = False) -> str:
+    """One change as printed: a line of the table (with the org, under ``-A``, as the table has
+    it), or a JSON line or YAML document with its type, revision and object."""
+    meta = metadata(obj)
     if output == "table":
-        return f"{name:<9} {metadata(obj).slug:<40} {event.revision}"
-    shown = {"type": name, "revision": event.revision, "object": to_dict(obj)}
+        org = f"{meta.org:<20} " if with_org else ""
+        return f"{name:<9} {org}{meta.slug:<40} {revision}"
+    shown = {"type": name, "revision": revision, "object": to_dict(obj)}
     if output == "json":
         return json.dumps(shown, sort_keys=True, ensure_ascii=False)
     return "---\n" + yamlio.dump(shown).rstrip("\n")
@@ -197,16 +200,20 @@ def watch(
         else:
             listed = [session.calls(kind).require(session.org, metadata(only).id)]
         shown = {metadata(o).id: getattr(metadata(o), "resource_version", 0) for o in listed}
-        text = render.resources(kind, listed, output, single=only is not None, with_org=all_orgs)
-        if text:
-            click.echo(text)
+        if output == "table":
+            text = render.resources(kind, listed, output, single=only is not None, with_org=all_orgs)
+            if text:
+                click.echo(text)
+        else:  # as the changes are: every line (document) one object, those listed ADDED at their version
+            for obj in listed:
+                click.echo(_event_line("ADDED", shown[metadata(obj).id], obj, output))
         wanted = metadata(only).id if only is not None else None
         for event in follow:
             if (wanted is not None and event.id != wanted) or event.revision <= shown.get(event.id, 0):
                 continue
             obj = kind.resource_cls()
             event.object.Unpack(obj)
-            click.echo(_event_line(kind, event, obj, output))
+            click.echo(_event_line(_EVENT_NAMES[event.type], event.revision, obj, output, with_org=all_orgs))
     except KeyboardInterrupt:
         pass
     finally:

@@ -36,6 +36,23 @@ def test_flags_beat_env_beat_file(home: Path, monkeypatch: pytest.MonkeyPatch) -
     assert (flags.backend, flags.endpoint, flags.org) == ("local", "flag:3", "from-flag")
 
 
+def test_an_endpoint_given_selects_the_remote_backend(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--endpoint`` (or ``STIGMER_ENDPOINT``) on a local backend was ignored: the command
+    answered from the local store, exit 0, as if that server had been asked."""
+    assert config.resolve(endpoint="team:7443").backend == config.REMOTE
+    assert config.resolve(endpoint="team:7443", backend="local").backend == config.LOCAL  # said outright
+    with pytest.raises(config.ConfigError, match=r"--data-dir d names a local store, but --endpoint team:7443"):
+        config.resolve(endpoint="team:7443", data_dir="d")
+    monkeypatch.setenv("STIGMER_ENDPOINT", "team:7443")  # a script's server, no backend chosen anywhere
+    assert config.resolve().backend == config.REMOTE
+    monkeypatch.setenv("STIGMER_BACKEND", "local")  # chosen: kept
+    assert config.resolve().backend == config.LOCAL
+    monkeypatch.delenv("STIGMER_BACKEND")
+    config.save_config({"backend": {"type": "local"}})  # `backend switch local`: kept
+    assert config.resolve().backend == config.LOCAL
+    assert config.resolve(data_dir="d").backend == config.LOCAL
+
+
 def test_bad_config_is_named(home: Path) -> None:
     (home / "config.yaml").write_text("backend: [\n")
     with pytest.raises(config.ConfigError, match=r"config\.yaml is not valid YAML"):

@@ -106,4 +106,8 @@ def test_a_log_format_that_is_none_stops_the_start(tmp_path: Path) -> None:
     assert "internal error" not in done.stderr
     flagged = _run("serve", "--log-format", "xml", "--data-dir", str(tmp_path / "data"))
     assert flagged.returncode == 2
-    assert "'xml' is not one of 'text', 'json'" in flagged.stderr, flagged.stderr
+    assert "Invalid value for '--log-format': 'xml' is not one of 'text', 'json'" in flagged.stderr, flagged.stderr
+    # from the variable, said as the variable's: the user gave no flag
+    varied = _run("serve", "--data-dir", str(tmp_path / "data"), env={"STIGMER_LOG_FORMAT": "xml"})
+    assert varied.returncode == 2
+    assert "Invalid value for '--log-format' (env STIGMER_LOG_FORMAT): 'xml'" in varied.stderr, varied.stderr

@@ -75,6 +75,19 @@ def test_verbose_adds_details(stigmer: Stigmer, tmp_path: Path) -> None:
     assert loud.code == 1 and len(loud.err.strip().splitlines()) > 1
 
 
+def test_verbose_names_the_status_and_reason_a_refusal_carries(stigmer: Stigmer) -> None:
+    """``-v`` added nothing to a refusal from the server: its status and reason, what a script
+    in another language matches on, were not shown anywhere."""
+    missing = "agt-01jzzzzzzzzzzzzzzzzzzzzzzz"
+    quiet = stigmer("call", "agent", "get", "--set", f"value={missing}")
+    assert quiet.code == 1 and len(quiet.err.strip().splitlines()) == 1
+    loud = stigmer("-v", "call", "agent", "get", "--set", f"value={missing}")
+    assert loud.code == 1
+    lines = loud.err.strip().splitlines()
+    assert lines[0] == quiet.err.strip(), lines
+    assert lines[1].strip() == f"status NOT_FOUND, reason NOT_FOUND (id={missing}, kind=Agent)", lines
+
+
 def test_export_needs_kinds_or_all(stigmer: Stigmer) -> None:
     assert stigmer.fails("export", code=2) == "name the kinds to export, or pass --all"  # a usage error
 

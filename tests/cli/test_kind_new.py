@@ -48,6 +48,10 @@ def test_the_scaffold_installs_and_passes_its_own_tests(stigmer: Stigmer, tmp_pa
     package = tmp_path / "gizmo"
     out = stigmer.ok("kind", "new", "GizmoBox", "--dir", str(package))
     assert "generated 6 files" in out, out
+    # the pip of the interpreter that ran it: a bare pip outside an activated venv is the system's
+    next_line = out.strip().splitlines()[-1]
+    assert next_line.startswith("next: /") and " -m pip install -e " in next_line, next_line
+    assert next_line.split()[1] == next_line.split("&& ")[1].split()[0], next_line
     assert (package / "proto" / "gizmo_box_kind" / "api" / "v1" / "service.proto").exists()
     python = _layered_env(tmp_path / "env")
     pip = (python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "--no-deps")

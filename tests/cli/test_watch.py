@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -66,6 +67,33 @@ def test_get_watch_prints_the_list_then_each_change(stigmer: Stigmer, daemon: st
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait(TIMEOUT)
+
+
+def test_a_json_watch_is_one_object_per_line_from_the_first_and_a_table_of_every_org_names_it(
+    stigmer: Stigmer, daemon: str, tmp_path: Path
+) -> None:
+    """``-o json`` printed the list as a JSON array, then one object per line: a reader of lines
+    tripped on the array. Under ``-A`` a change's line left out the org the table showed."""
+    stigmer.ok("apply", "-f", str(write(tmp_path / "bot.yaml", BOT)))
+    watcher = _watching(stigmer, "-o", "json")
+    table = _watching(stigmer, "-A")
+    try:
+        assert watcher.stdout is not None and table.stdout is not None
+        listed = json.loads(watcher.stdout.readline())
+        assert (listed["type"], listed["object"]["metadata"]["slug"]) == ("ADDED", "bot")
+        assert listed["revision"] == int(listed["object"]["metadata"]["resourceVersion"])
+        assert table.stdout.readline().split()[:3] == ["ORG", "NAME", "ID"]
+        assert table.stdout.readline().split()[:2] == ["local", "bot"]
+        stigmer.ok("apply", "-f", str(write(tmp_path / "other.yaml", OTHER)))
+        added = json.loads(watcher.stdout.readline())
+        assert (added["type"], added["object"]["metadata"]["slug"]) == ("ADDED", "other")
+        assert added["revision"] > listed["revision"]
+        assert table.stdout.readline().split() == ["ADDED", "local", "other", str(added["revision"])]
+    finally:
+        for process in (watcher, table):
+            process.send_signal(signal.SIGINT)
+            if process.wait(TIMEOUT) != 0:
+                raise AssertionError(process.stderr.read() if process.stderr else "")
 
 
 def test_get_with_a_selector_lists_and_watches_the_objects_with_its_labels(

@@ -18,12 +18,12 @@ import click
 from stigmer_core.cli.commands.local import store_option
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.operating import operated_store
-from stigmer_core.cli.options import verbose_option
+from stigmer_core.cli.options import EnvOption, verbose_option
 
 
 @click.command()
 @click.option(
-    "--data-dir", envvar="STIGMER_DATA_DIR",
+    "--data-dir", cls=EnvOption, envvar="STIGMER_DATA_DIR",
     help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
 )  # fmt: skip
 @click.option(

@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib.util
 import keyword
 import re
+import sys
 from pathlib import Path
+from shlex import quote
 from string import Template
 
 import click
@@ -317,6 +319,7 @@ def new(
     target = directory or Path("stigmer-kind-" + "-".join(_words(name)))
     if target.exists() and any(target.iterdir()):
         raise CliError(f"{target} exists and is not empty")
+    python = quote(sys.executable)
     written = scaffold(name, target, package=package, id_prefix=id_prefix, key_prefix=key_prefix)
     click.echo(f"wrote {len(written)} files for kind {name} in {target}")
     if generate:
@@ -326,10 +329,13 @@ def new(
             generated = protogen.generate(target / "proto", target, with_validate=False)
         except SystemExit as exc:  # no grpcio-tools: say how to finish
             click.echo(f"not generated: {exc}", err=True)
-            click.echo(f"then run: cd {target} && python -m stigmer_core.protogen", err=True)
+            click.echo(f"then run: cd {quote(str(target))} && {python} -m stigmer_core.protogen", err=True)
             return
         click.echo(f"generated {len(generated)} files from {target / 'proto'}")
-    click.echo(f'next: pip install -e "{target}[test]" && pytest {target / "tests"}')
+    # the interpreter running this command: the README's setup runs .venv/bin/stigmer without
+    # activating the venv, where a bare pip is the system's, which cannot find stigmer-core
+    editable = quote(f"{target}[test]")
+    click.echo(f"next: {python} -m pip install -e {editable} && {python} -m pytest {quote(str(target / 'tests'))}")
 
 
 def _check_free(name: str, id_prefix: str, key_prefix: str) -> None:

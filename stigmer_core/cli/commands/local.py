@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from stigmer_core.cli.errors import CliError, describe
-from stigmer_core.cli.options import seconds_within, verbose_option, wait_seconds
+from stigmer_core.cli.options import EnvOption, seconds_within, verbose_option, wait_seconds
 from stigmer_core.stop_bound import DEFAULT_LIMIT_SECONDS
 from stigmer_core.store_wait import MAX_STORE_WAIT_SECONDS, STORE_WAIT_SECONDS
 
@@ -17,16 +17,16 @@ if TYPE_CHECKING:
     from stigmer_core.cli import daemon
 
 address_option = click.option(
-    "--address", envvar="STIGMER_ADDRESS", metavar="HOST:PORT",
+    "--address", cls=EnvOption, envvar="STIGMER_ADDRESS", metavar="HOST:PORT",
     help="Where to listen (env STIGMER_ADDRESS, config local.address; default 127.0.0.1:50051; port 0 picks a free one).",
 )  # fmt: skip
 data_dir_option = click.option(
-    "--data-dir", envvar="STIGMER_DATA_DIR",
+    "--data-dir", cls=EnvOption, envvar="STIGMER_DATA_DIR",
     help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
 )  # fmt: skip
 
 store_option = click.option(
-    "--store", envvar="STIGMER_STORE", metavar="URL",
+    "--store", cls=EnvOption, envvar="STIGMER_STORE", metavar="URL",
     help="The team server's database, postgresql://... (env STIGMER_STORE, config store; default: LMDB in the data directory).",
 )  # fmt: skip
 
@@ -52,30 +52,30 @@ MAX_STOP_LIMIT_SECONDS = 3600.0
     help="Allow a non-loopback address without TLS and tokens: only behind a mesh that does both.",
 )  # fmt: skip
 @click.option(
-    "--drain", envvar="STIGMER_DRAIN_SECONDS", type=float, default=0.0, metavar="SECONDS",
-    callback=seconds_within(0, MAX_DRAIN_SECONDS, "--drain, env STIGMER_DRAIN_SECONDS"),
+    "--drain", cls=EnvOption, envvar="STIGMER_DRAIN_SECONDS", type=float, default=0.0, metavar="SECONDS",
+    callback=seconds_within(0, MAX_DRAIN_SECONDS),
     help="On SIGTERM, answer health NOT_SERVING but keep serving this long before stopping, "
     f"so a load balancer moves calls away first (env STIGMER_DRAIN_SECONDS; default 0, at most {MAX_DRAIN_SECONDS:,.0f}).",
 )
 @click.option(
-    "--stop-limit", envvar="STIGMER_STOP_LIMIT_SECONDS", type=float, default=DEFAULT_LIMIT_SECONDS,
-    metavar="SECONDS", callback=seconds_within(1, MAX_STOP_LIMIT_SECONDS, "--stop-limit, env STIGMER_STOP_LIMIT_SECONDS"),
+    "--stop-limit", cls=EnvOption, envvar="STIGMER_STOP_LIMIT_SECONDS", type=float, default=DEFAULT_LIMIT_SECONDS,
+    metavar="SECONDS", callback=seconds_within(1, MAX_STOP_LIMIT_SECONDS),
     help="A stop (after any drain) still running this long prints every thread's stack and exits 1 "
     f"(env STIGMER_STOP_LIMIT_SECONDS; default {DEFAULT_LIMIT_SECONDS:g}, 1 to {MAX_STOP_LIMIT_SECONDS:,.0f}).",
 )  # fmt: skip
 @click.option(
-    "--metrics-address", envvar="STIGMER_METRICS_ADDRESS", metavar="HOST:PORT",
+    "--metrics-address", cls=EnvOption, envvar="STIGMER_METRICS_ADDRESS", metavar="HOST:PORT",
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (env STIGMER_METRICS_ADDRESS, "
     "config server.metrics_address; default: none; port 0 picks a free one).",
 )  # fmt: skip
 @click.option(
-    "--store-wait", envvar="STIGMER_STORE_WAIT_SECONDS", type=float, default=STORE_WAIT_SECONDS, metavar="SECONDS",
-    callback=seconds_within(0, MAX_STORE_WAIT_SECONDS, "--store-wait, env STIGMER_STORE_WAIT_SECONDS"),
+    "--store-wait", cls=EnvOption, envvar="STIGMER_STORE_WAIT_SECONDS", type=float, default=STORE_WAIT_SECONDS, metavar="SECONDS",
+    callback=seconds_within(0, MAX_STORE_WAIT_SECONDS),
     help="How long a start waits for a database that does not answer yet, trying again, before it exits 1 "
     f"(env STIGMER_STORE_WAIT_SECONDS; default {STORE_WAIT_SECONDS:g}, at most {MAX_STORE_WAIT_SECONDS:,.0f}).",
 )  # fmt: skip
 @click.option(
-    "--log-format", envvar="STIGMER_LOG_FORMAT", type=click.Choice(["text", "json"]),
+    "--log-format", cls=EnvOption, envvar="STIGMER_LOG_FORMAT", type=click.Choice(["text", "json"]),
     help="The log on stderr: text lines, or one JSON object per line for a log collector "
     "(env STIGMER_LOG_FORMAT, config server.log_format; default: text).",
 )  # fmt: skip

@@ -9,19 +9,25 @@ import click
 from stigmer_core.cli.commands.backend import checked_token, valid_endpoint
 from stigmer_core.cli.errors import CliError, Unreachable
 from stigmer_core.cli.identity import describe_identity, whoami_of
-from stigmer_core.cli.options import client_certificate_options, common_options, pair_of_files, verbose_option
+from stigmer_core.cli.options import (
+    EnvOption,
+    client_certificate_options,
+    common_options,
+    pair_of_files,
+    verbose_option,
+)
 
 
 @click.command()
 @click.option("--endpoint", required=True, metavar="HOST:PORT", help="The team server.")
 @click.option(
     "--token",
-    envvar="STIGMER_TOKEN",
+    cls=EnvOption, envvar="STIGMER_TOKEN",
     help="An API token (stg_…) from `stigmer token create`; else $STIGMER_TOKEN, else asked for (not echoed).",
 )
 @click.option(
     "--ca-file",
-    envvar="STIGMER_CA_FILE",
+    cls=EnvOption, envvar="STIGMER_CA_FILE",
     type=click.Path(exists=True, dir_okay=False),
     help="PEM of a private CA that signed the server's certificate; else $STIGMER_CA_FILE.",
 )

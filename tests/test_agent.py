@@ -116,6 +116,12 @@ def test_update_keeps_status_and_immutable_metadata(stigmer_channel: grpc.Channe
     with pytest.raises(grpc.RpcError) as err:
         commands.update(moved)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    moved.CopyFrom(updated)
+    moved.metadata.org = "other"
+    with pytest.raises(grpc.RpcError) as err:
+        commands.update(moved)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"names the agent stored in org '{updated.metadata.org}'" in err.value.details(), err.value.details()
 
 
 def test_apply_is_idempotent(stigmer_channel: grpc.Channel) -> None:

@@ -39,8 +39,8 @@ class CliError(Exception):
 
 
 RESTART_HINT = (
-    "a server serves the kinds installed when it started: after installing a kind's package, restart it "
-    "(the local daemon: `stigmer local stop`, then `stigmer local start`)"
+    "a server serves the kinds installed when it started: after installing a kind's package, restart it; "
+    "the local daemon with `stigmer local stop`, then `stigmer local start`"
 )
 
 
@@ -221,10 +221,9 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the next call would wait as long: a cut-off too
         return Unreachable(f"the stigmer server at {target} did not answer in time", details=[raw])
     if code == grpc.StatusCode.UNIMPLEMENTED:
-        message = f"the stigmer server at {target} does not serve this call: {raw}"
         if raw.startswith("Method not found"):  # grpc's own words: no kind there has the method
-            message += f" ({RESTART_HINT})"
-        return CliError(message)
+            return CliError(f"the stigmer server at {target} has no such method ({RESTART_HINT})", details=[raw])
+        return CliError(f"the stigmer server at {target} does not serve this call: {raw}")
     return from_rpc_error(error)
 
 

@@ -181,7 +181,11 @@ def load_existing(ctx: RequestContext) -> None:
         existing = ctx.store.require(ctx.kind, meta.id)
         stored = existing.metadata  # type: ignore[attr-defined]
         if meta.org and meta.org != stored.org:
-            raise errors.InvalidArgument.field("metadata.org", f"is immutable (stored: '{stored.org}')")
+            raise errors.InvalidArgument.field(
+                "metadata.org",
+                f"is immutable: id '{meta.id}' names the {ctx.kind.label} stored in org '{stored.org}', and an "
+                "object never moves to another org (to copy it there, write it without its id)",
+            )
         if meta.slug and meta.slug != stored.slug:
             raise errors.InvalidArgument.field("metadata.slug", f"is immutable (stored: '{stored.slug}')")
     elif meta.slug:

@@ -67,7 +67,7 @@ def test_rotate_key_reseals_every_secret_and_keeps_live_runs_readable(stigmer: S
     new_key = (stigmer.data_dir / KEY_FILE).read_bytes()
     assert new_key != old_key and len(new_key) == 32
     assert f"key {fingerprint(old_key)[:8].hex()} -> {fingerprint(new_key)[:8].hex()}" in out
-    assert "1 objects" in out and "1 live runs" in out
+    assert "of 1 object and 1 live run's key in " in out, out
     assert not (stigmer.data_dir / (KEY_FILE + STAGED_SUFFIX)).exists()
     assert stat.S_IMODE((stigmer.data_dir / KEY_FILE).stat().st_mode) == 0o600
     with _kinds(stigmer.data_dir) as kinds:
@@ -119,7 +119,7 @@ def test_rotate_key_re_seals_the_postgresql_store_the_settings_name(
     assert result.code == 0, result.err
     new_key = (stigmer.data_dir / KEY_FILE).read_bytes()
     assert new_key != old_key
-    assert "1 objects and 1 live runs' keys in postgresql://" in result.out, result.out
+    assert "1 object and 1 live run's key in postgresql://" in result.out, result.out
     assert "every other daemon of this database still holds the old key" in result.out
     assert not (stigmer.data_dir / DATA_FILE).exists(), "no LMDB store was made in the data directory"
     assert _recorded(stigmer.data_dir, url) == fingerprint(new_key)

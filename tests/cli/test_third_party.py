@@ -100,11 +100,11 @@ def test_a_kind_installed_after_the_daemon_started_says_to_restart_it(stigmer: S
     stigmer.start()
     installed = _install_note_kind(stigmer, tmp_path)  # for the commands from now on, not the daemon
     message = installed.fails("get", "notes")
-    assert message.startswith("the stigmer server at 127.0.0.1:") and "Method not found" in message
+    assert message.startswith("the stigmer server at 127.0.0.1:") and "Method not found" not in message
     assert message.endswith(
-        "(a server serves the kinds installed when it started: after installing a kind's package, restart it "
-        "(the local daemon: `stigmer local stop`, then `stigmer local start`))"
-    )
+        " has no such method (a server serves the kinds installed when it started: after installing a kind's "
+        "package, restart it; the local daemon with `stigmer local stop`, then `stigmer local start`)"
+    ), message
     installed.ok("local", "stop")
     installed.start()
     served = installed("get", "notes")

@@ -310,7 +310,7 @@ def _exported_without_its_key(stigmer: Stigmer, problem: str) -> str:
         f"stigmer: {problem}: exporting without secret values (an export never holds them); import the export "
         "into a fresh data directory and apply the secrets again, or restore the key"
     ), warning
-    assert summary == "exported 1 objects of 7 kinds from every org"
+    assert summary == "exported 1 object of 7 kinds from every org"
     assert _files(stigmer.data_dir) == before, "the export wrote nothing in the data directory"
     return result.out
 

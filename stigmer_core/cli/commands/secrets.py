@@ -22,6 +22,7 @@ import click
 from stigmer_core.cli.commands.local import data_dir_option, store_option
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import verbose_option
+from stigmer_core.cli.words import counted
 
 
 @click.group()
@@ -112,8 +113,9 @@ def rotate_key(data_dir: str | None, store: str | None, new_key_file: Path | Non
     finally:
         lock.release()
     where = f" in {describe(settings.store or directory)}"
+    run_keys = counted(done.run_keys, "live run's key", "live runs' keys")
     click.echo(
-        f"re-sealed the secrets of {done.objects} objects and {done.run_keys} live runs' keys{where}: "
+        f"re-sealed the secrets of {counted(done.objects, 'object')} and {run_keys}{where}: "
         f"key {done.old} -> {done.new}"
     )
     if new_key_file is not None:

@@ -14,6 +14,7 @@ import click
 from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError, Unreachable
 from stigmer_core.cli.options import common_options, overrides
+from stigmer_core.cli.words import counted
 
 WITHOUT_KEY = (
     "exporting without secret values (an export never holds them); import the export into a fresh data "
@@ -60,7 +61,7 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         export.write(sys.stdout, session.catalog, failed=missing)  # failed: no last line that closes it
     sys.stdout.flush()
     where = _every_org(session) if every_org else f"org '{session.org}'"
-    click.echo(f"exported {len(export.entries)} objects of {len(kinds)} kinds from {where}", err=True)
+    click.echo(f"exported {counted(len(export.entries), 'object')} of {counted(len(kinds), 'kind')} from {where}", err=True)
     if session.settings.backend != "local" and all_kinds:
         click.echo(
             "note: a remote server lists only the kinds it serves; objects it stores for kinds it no longer "

@@ -1,4 +1,4 @@
-"""Shell completion of kinds and object names (``stigmer get ag<TAB>``).
+"""Shell completion of kinds, their rpcs and object names (``stigmer get ag<TAB>``).
 
 Click asks these while the shell waits, so they never fail: a backend that
 cannot be reached or a kind that cannot be listed completes to nothing.
@@ -63,6 +63,25 @@ def names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[C
             with contextlib.suppress(Exception):
                 session.close()
     return [CompletionItem(slug) for slug in found if slug.startswith(incomplete)]
+
+
+def methods(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The rpcs of the kind given before (``stigmer call skill <TAB>``), custom ones included."""
+    kind_name = ctx.params.get("kind_name")
+    if not kind_name:
+        return []
+    session = None
+    try:
+        session = _session(ctx)
+        kind = session.catalog.find(str(kind_name))
+        found = sorted(kind.methods) if kind is not None else []
+    except Exception:
+        return []
+    finally:
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+    return [CompletionItem(name) for name in found if name.startswith(incomplete)]
 
 
 def files(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

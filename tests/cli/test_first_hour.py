@@ -140,6 +140,10 @@ def test_completion_of_kinds_names_and_flags(stigmer: Stigmer, daemon: str) -> N
     assert "export" in _complete(stigmer, "stigmer ex")
     assert _complete(stigmer, "stigmer apply -f exa", kind="file") == ["exa"]  # the shell completes paths
     assert {"agent", "agents"} <= set(_complete(stigmer, "stigmer export ag"))
+    # call: its kind, then that kind's rpcs, custom ones included
+    assert {"skill", "skills"} <= set(_complete(stigmer, "stigmer call sk"))
+    assert {"push", "listVersions"} <= set(_complete(stigmer, "stigmer call skill "))
+    assert _complete(stigmer, "stigmer call skill listV") == ["listVersions"]
 
 
 def test_completion_scripts(stigmer: Stigmer) -> None:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import click
 
+from stigmer_core.cli import completing
 from stigmer_core.cli.options import FORMATS, common_options, wait_seconds
 
 
 @click.command()
-@click.argument("kind_name", metavar="KIND")
-@click.argument("method_name", metavar="METHOD")
+@click.argument("kind_name", metavar="KIND", shell_complete=completing.kinds)
+@click.argument("method_name", metavar="METHOD", shell_complete=completing.methods)
 @click.option(
     "-f", "--filename", "files", multiple=True, type=click.Path(path_type=Path, allow_dash=True),
     help="YAML (or JSON) request, field names as in documents; '-' reads stdin (repeatable, merged).",

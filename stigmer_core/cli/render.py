@@ -89,6 +89,25 @@ def column_value(column: PrinterColumn, obj: Any, now: datetime | None = None) -
     return shown or NONE
 
 
+def _version(obj: Message) -> Any:
+    """The content version an object of a versioned kind shows (a skill's), else None."""
+    meta = metadata(obj)
+    if "version" not in meta.DESCRIPTOR.fields_by_name or not meta.HasField("version"):
+        return None
+    return meta.version if meta.version.id else None
+
+
+def _with_versions(headers: list[str], rows: list[list[str]], objects: Sequence[Message]) -> None:
+    """VERSION and TAG columns when any object has a content version: the rows of a version list
+    (``call skill listVersions``) are one object at several versions, and differ only there."""
+    versions = [_version(obj) for obj in objects]
+    if not any(versions):
+        return
+    headers += ["VERSION", "TAG"]
+    for row, version in zip(rows, versions, strict=True):
+        row += [version.id[:12], version.tag or NONE] if version is not None else [NONE, NONE]
+
+
 def resource_table(kind: KindInfo, objects: Sequence[Message], *, with_org: bool = False) -> str:
     headers = [*(["ORG"] if with_org else []), "NAME", "ID", "AGE"]
     if kind.columns:
@@ -100,8 +119,9 @@ def resource_table(kind: KindInfo, objects: Sequence[Message], *, with_org: bool
             created = meta.created_at if "created_at" in meta.DESCRIPTOR.fields_by_name else None
             row = [*([meta.org] if with_org else []), meta.slug, meta.id, age(created, now)]
             rows.append(row + [column_value(c, obj, now) for c in kind.columns])
+        _with_versions(headers, rows, objects)
         return table(headers, rows)
-    show_status = "status" in descriptor(kind.resource_cls).fields_by_name
+    show_status = kind.status_field is not None  # a status of messages alone (an audit): no column of <none>
     if show_status:
         headers.append(status_header(kind))
     rows = []
@@ -113,6 +133,7 @@ def resource_table(kind: KindInfo, objects: Sequence[Message], *, with_org: bool
         if show_status:
             row.append(status_value(kind, obj))
         rows.append(row)
+    _with_versions(headers, rows, objects)
     return table(headers, rows)
 
 

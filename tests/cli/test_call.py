@@ -73,6 +73,18 @@ def test_a_slug_for_an_id_field_is_resolved_or_refused_by_name(stigmer: Stigmer,
     assert "request field executionId: 'first-run' is not an id" in unknown and "give the id" in unknown
 
 
+def test_a_version_list_shows_each_version_and_tag(stigmer: Stigmer, tmp_path: Path) -> None:
+    """``call skill listVersions`` printed one identical row per version: the table had no column
+    telling them apart."""
+    for tag, text in (("v1", "# Deploy"), ("v2", "# Deploy, now twice")):
+        skill = f"kind: Skill\nmetadata: {{name: Deploy}}\nspec: {{skillMd: '{text}', tag: {tag}}}\n"
+        stigmer.ok("apply", "-f", str(write(tmp_path / f"{tag}.yaml", skill)))
+    header, *rows = stigmer.ok("call", "skill", "listVersions", "--set", "skillId=deploy").splitlines()
+    assert header.split()[-2:] == ["VERSION", "TAG"], header
+    assert sorted(row.split()[-1] for row in rows) == ["v1", "v2"]
+    assert len({row.split()[-2] for row in rows}) == 2  # two versions, told apart
+
+
 def test_a_listing_call_follows_every_page_unless_a_page_is_asked_for(stigmer: Stigmer, tmp_path: Path) -> None:
     agent_id = _store(stigmer, tmp_path)
     instance = derived_id("ain", agent_id, "default")

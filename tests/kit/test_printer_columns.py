@@ -33,6 +33,22 @@ def test_declared_columns_are_shown(tmp_path: Path) -> None:
     assert row.split()[0] == "files" and row.split()[3:] == ["STDIO", "2", "<none>"]
 
 
+def test_a_status_of_messages_alone_gets_no_column(tmp_path: Path) -> None:
+    """An AgentInstance's status holds its audit only, and its table had a STATUS column of
+    ``<none>`` on every row; an Agent's shows its first plain status field."""
+    from stigmer_core.api.agentic.agent.v1 import agent_pb2
+
+    with Application.open(tmp_path, durable=False) as app:
+        created = KindClient(app.channel(), app.registry.kind("Agent")).create(agent_pb2.Agent(metadata={"name": "bot"}))
+        catalog = Catalog.from_registry(app.registry)
+        agents = click.unstyle(render.resource_table(catalog.kind("agents"), [created]))
+        instance = KindClient(app.channel(), app.registry.kind("AgentInstance")).get(created.status.default_instance_id)
+        instances = click.unstyle(render.resource_table(catalog.kind("agentinstances"), [instance]))
+    assert agents.splitlines()[0].split() == ["NAME", "ID", "AGE", "DEFAULT", "INSTANCE", "ID"]
+    assert instances.splitlines()[0].split() == ["NAME", "ID", "AGE"]
+    assert instances.splitlines()[1].split()[:2] == ["bot-default", instance.metadata.id]
+
+
 def test_a_column_naming_no_field_stops_startup(tmp_path: Path) -> None:
     broken = attrs.evolve(MCP_SERVER, printer_columns=(PrinterColumn("x", "spec.nothing"),))
     with pytest.raises(RegistryError, match=r"printer column 'x': no field 'spec\.nothing'"):

@@ -103,9 +103,11 @@ class InvalidArgument(StigmerError):
         self.violations: tuple[FieldViolation, ...] = tuple(_violation(v) for v in violations)
 
     @classmethod
-    def field(cls, field: str, description: str) -> InvalidArgument:
-        """The common case: one field is wrong."""
-        return cls(f"{field}: {description}", [FieldViolation(field, description)])
+    def field(
+        cls, field: str, description: str, *, reason: str = "", metadata: Mapping[str, object] | None = None
+    ) -> InvalidArgument:
+        """The common case: one field is wrong (``reason``: a narrower one a client acts on)."""
+        return cls(f"{field}: {description}", [FieldViolation(field, description)], reason=reason, metadata=metadata)
 
 
 class NotFound(StigmerError):

@@ -214,6 +214,29 @@ def test_a_watch_from_a_compacted_revision_is_told_so(daemon: Daemon) -> None:
     assert info.metadata["sinceRevision"] == str(since) and int(info.metadata["oldestRevision"]) > since
 
 
+def test_a_resume_ahead_of_the_store_and_a_refused_page_token_name_their_reasons(daemon: Daemon) -> None:
+    """Both were INVALID_ARGUMENT told apart only by their English: a runner resuming on a store
+    restored behind it must start over (as on EVENTS_COMPACTED), a client with a refused page
+    token must list from the first page, and neither could tell so without parsing."""
+    kinds = daemon.kinds()
+    run = kinds.execution(agent_id=kinds.agent().metadata.id)
+    ahead = run.metadata.resource_version + 1000
+    watch = watch_pb2_grpc.WatchStub(daemon.channel())
+    code, info = refusal(lambda: watch.Watch(watch_pb2.WatchRequest(kind="Agent", since_revision=ahead), timeout=30))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REVISION_AHEAD")
+    assert info.metadata["sinceRevision"] == str(ahead) and int(info.metadata["storeRevision"]) < ahead
+    subscribe = ae.SubscribeAgentExecutionInput(execution_id=run.metadata.id, after_revision=ahead)
+    code, info = refusal(lambda: kinds.executions.call("subscribe", subscribe))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REVISION_AHEAD")
+    assert info.metadata["afterRevision"] == str(ahead)
+    for n in range(3):
+        kinds.agents.create(_agent(f"paged {n}"))
+    page = kinds.agents.list_page(page_size=1)
+    edited = page.next_page_token[:-2] + ("AA" if not page.next_page_token.endswith("AA") else "BB")
+    code, info = refusal(lambda: kinds.agents.list_page(page_size=1, page_token=edited))
+    assert (code, info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID")
+
+
 def test_a_caller_without_the_right_or_a_token_is_told_which(daemon: Daemon) -> None:
     viewer, _ = make_token(daemon.app, ALPHA, "viewer", "reader")
     code, info = refusal(lambda: daemon.kinds(viewer).agents.create(_agent("no")))

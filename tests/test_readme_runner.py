@@ -137,3 +137,41 @@ def test_the_readme_runner_watches_on_across_a_daemon_restart(tmp_path: Path) ->
         channel.close()
         server.stop(grace=1)
         app.close()
+
+
+def test_the_readme_runner_starts_over_on_a_store_restored_behind_it(tmp_path: Path) -> None:
+    """A store restored from a backup has revisions behind the runner's: its resume was refused
+    INVALID_ARGUMENT, which the runner took for a bug of its own and died on. The refusal names
+    REVISION_AHEAD, and the runner starts over from now, listing the restored store's backlog."""
+    from stigmer_core.server import Server
+
+    app = Application.open(tmp_path / "before", durable=False)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    address = server.address
+    runner = _runner("host-abc:1")
+    channel = grpc.insecure_channel(address)
+    try:
+        kinds = Kinds.on(app, app.channel())
+        agent_id = kinds.agent().metadata.id
+        work = runner["pending"](channel)
+        for n in range(4):  # the runner's revision goes past what the restored store will hold
+            made = kinds.execution(agent_id=agent_id, name=f"during {n}")
+            assert next(work) == (made.metadata.id, made.metadata.resource_version)
+        server.stop(grace=1)
+        app.close()
+        app = Application.open(tmp_path / "restored", durable=False)  # another store, same address
+        kinds = Kinds.on(app, app.channel())
+        restored = kinds.execution(agent_id=kinds.agent().metadata.id, name="restored")
+        with app.store.read() as txn:
+            assert txn.revision < made.metadata.resource_version
+        server = Server(app, address, max_workers=4)
+        server.start()
+        assert next(work) == (restored.metadata.id, restored.metadata.resource_version)  # its backlog
+        later = kinds.execution(agent_id=restored.spec.agent_id, name="later")
+        assert next(work) == (later.metadata.id, later.metadata.resource_version)  # and watched on
+        work.close()
+    finally:
+        channel.close()
+        server.stop(grace=1)
+        app.close()

@@ -54,6 +54,11 @@ def store_key(store: Store, *, read_only: bool = False) -> bytes:
     return store.transact(_ensure_key)
 
 
+PAGE_TOKEN_INVALID = "PAGE_TOKEN_INVALID"
+"""A page token refused: not one this query issued (edited, replayed with another org, filter or
+kind, or from another store). A client starts the listing again from its first page."""
+
+
 class PageTokens:
     def __init__(self, key: bytes) -> None:
         self._key = key
@@ -87,7 +92,9 @@ class PageTokens:
         payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
         if len(raw) <= MAC_BYTES or not hmac.compare_digest(mac, self._mac(kind, fingerprint, payload)):
             raise errors.InvalidArgument.field(
-                "page_token", "is not a token this query returned (tokens are bound to the kind, org and filter)"
+                "page_token",
+                "is not a token this query returned (tokens are bound to the kind, org and filter)",
+                reason=PAGE_TOKEN_INVALID,
             )
         org, _, inner = payload.partition(b"\0")
         return org.decode(), inner.decode()

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError, Message
 
 from stigmer_core import errors
 from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
-from stigmer_core.auth.pages import PageTokens
+from stigmer_core.auth.pages import PAGE_TOKEN_INVALID, PageTokens
 from stigmer_core.ids import slugify
 from stigmer_core.kinds.declaration import IndexSpec
 from stigmer_core.kinds.nesting import NESTING
@@ -346,7 +346,7 @@ def _decode_token(token: str, scan: _Range) -> bytes:
     for sibling in scan.siblings:  # the same listing read through another of its labels' ranges
         if after.startswith(sibling):
             return prefix + after[len(sibling) :]
-    raise errors.InvalidArgument.field("page_token", "is not a token this query returned")
+    raise errors.InvalidArgument.field("page_token", "is not a token this query returned", reason=PAGE_TOKEN_INVALID)
 
 
 class _Range:
@@ -599,7 +599,9 @@ def _bound_page(
     if req.page_token:
         org, inner = tokens.open(kind_name, bound_to(), req.page_token)
         if org not in orgs:
-            raise errors.InvalidArgument.field("page_token", "was issued for another org; restart the listing")
+            raise errors.InvalidArgument.field(
+                "page_token", "was issued for another org; restart the listing", reason=PAGE_TOKEN_INVALID
+            )
     size = req.page_size or DEFAULT_PAGE_SIZE
     position = orgs.index(org)
     while True:

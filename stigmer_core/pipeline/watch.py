@@ -139,6 +139,9 @@ class _Follower:
             hub.unsubscribe(sub)
 
 
+REVISION_AHEAD = "REVISION_AHEAD"
+"""A resume from a revision the store has not reached: acted on as ``EVENTS_COMPACTED`` is."""
+
 Resume = Callable[[Cursor], tuple[str, dict[str, int]]]
 """How a stream stopped at a cursor is opened again: advice for people, and the same request fields
 as ``ErrorInfo`` metadata (lowerCamelCase), which a client in any language reads without parsing."""
@@ -325,7 +328,13 @@ def watch_events(ctx: RequestContext) -> None:
     head = txn.revision
     start = int(req.since_revision) if req.HasField("since_revision") else head
     if start > head:
-        raise errors.InvalidArgument.field("since_revision", f"{start} is ahead of the store's revision {head}")
+        raise errors.InvalidArgument.field(
+            "since_revision",
+            f"{start} is ahead of the store's revision {head} (a store restored from a backup, or another "
+            "store): open a new watch (from now), then list again",
+            reason=REVISION_AHEAD,
+            metadata={"sinceRevision": start, "storeRevision": head},
+        )
     labels, filters = ctx.scratch.get(_SCOPE) or ({}, ())
     caller = ctx.caller
     orgs = None if caller.unrestricted else frozenset(o for o in caller.orgs if caller.can(ctx.access, o))
@@ -403,7 +412,13 @@ def watch_object(
         after = int(getattr(req, after_field)) if after_field else 0
         txn = ctx.store.txn
         if after_field and after > txn.revision:  # it would wait for revisions that may never come
-            raise errors.InvalidArgument.field(after_field, f"{after} is ahead of the store's revision {txn.revision}")
+            raise errors.InvalidArgument.field(
+                after_field,
+                f"{after} is ahead of the store's revision {txn.revision} (a store restored from a backup, or "
+                "another store): get the object again and resume from its resource_version",
+                reason=REVISION_AHEAD,
+                metadata={_camel(after_field): after, "storeRevision": txn.revision},
+            )
         version = getattr(current.metadata, "resource_version", 0)  # type: ignore[attr-defined]
         start = after or txn.revision
         partitions = (current.metadata.org,)  # type: ignore[attr-defined]

@@ -104,74 +104,77 @@ def test_the_readme_runner_skips_a_run_it_cannot_claim_and_goes_on(
     assert isinstance(held, ae.AgentExecution)
 
 
+class _Daemon:
+    """A daemon on one address, started again on it over the same store or another one."""
+
+    def __init__(self, data: Path) -> None:
+        from stigmer_core.server import Server
+
+        self._server_cls = Server
+        self.app = Application.open(data, durable=False)
+        self.server = Server(self.app, "127.0.0.1:0", max_workers=4)
+        self.server.start()
+        self.address = self.server.address
+
+    def restart(self, data: Path) -> Kinds:
+        """Stopped, then serving ``data`` on the same address (an upgrade, or a restore)."""
+        self.close()
+        self.app = Application.open(data, durable=False)
+        self.server = self._server_cls(self.app, self.address, max_workers=4)
+        self.server.start()
+        return Kinds.on(self.app, self.app.channel())
+
+    def close(self) -> None:
+        self.server.stop(grace=1)
+        self.app.close()
+
+
 def test_the_readme_runner_watches_on_across_a_daemon_restart(tmp_path: Path) -> None:
     """The runner's watch had no error handling: a daemon restarted (an upgrade) cut it with
     UNAVAILABLE and the runner died with a traceback; it now opens the watch again after the last
     event it received, and a run made while the daemon was away is yielded once it is back."""
-    from stigmer_core.server import Server
-
-    app = Application.open(tmp_path / "data", durable=False)
-    server = Server(app, "127.0.0.1:0", max_workers=4)
-    server.start()
-    address = server.address
+    daemon = _Daemon(tmp_path / "data")
     runner = _runner("host-abc:1")
-    channel = grpc.insecure_channel(address)
+    channel = grpc.insecure_channel(daemon.address)
     try:
-        kinds = Kinds.on(app, app.channel())
+        kinds = Kinds.on(daemon.app, daemon.app.channel())
         agent_id = kinds.agent().metadata.id
         before = kinds.execution(agent_id=agent_id, name="before")
         work = runner["pending"](channel)
         assert next(work) == (before.metadata.id, before.metadata.resource_version)  # the backlog
         during = kinds.execution(agent_id=agent_id, name="during")
         assert next(work) == (during.metadata.id, during.metadata.resource_version)  # the watch
-        server.stop(grace=1)
-        app.close()
-        app = Application.open(tmp_path / "data", durable=False)  # the daemon again, same address
-        server = Server(app, address, max_workers=4)
-        server.start()
-        kinds = Kinds.on(app, app.channel())
+        kinds = daemon.restart(tmp_path / "data")  # the daemon again, same address
         after = kinds.execution(agent_id=agent_id, name="after")
         assert next(work) == (after.metadata.id, after.metadata.resource_version)
         work.close()
     finally:
         channel.close()
-        server.stop(grace=1)
-        app.close()
+        daemon.close()
 
 
 def test_the_readme_runner_starts_over_on_a_store_restored_behind_it(tmp_path: Path) -> None:
     """A store restored from a backup has revisions behind the runner's: its resume was refused
     INVALID_ARGUMENT, which the runner took for a bug of its own and died on. The refusal names
     REVISION_AHEAD, and the runner starts over from now, listing the restored store's backlog."""
-    from stigmer_core.server import Server
-
-    app = Application.open(tmp_path / "before", durable=False)
-    server = Server(app, "127.0.0.1:0", max_workers=4)
-    server.start()
-    address = server.address
+    daemon = _Daemon(tmp_path / "before")
     runner = _runner("host-abc:1")
-    channel = grpc.insecure_channel(address)
+    channel = grpc.insecure_channel(daemon.address)
     try:
-        kinds = Kinds.on(app, app.channel())
+        kinds = Kinds.on(daemon.app, daemon.app.channel())
         agent_id = kinds.agent().metadata.id
         work = runner["pending"](channel)
         for n in range(4):  # the runner's revision goes past what the restored store will hold
             made = kinds.execution(agent_id=agent_id, name=f"during {n}")
             assert next(work) == (made.metadata.id, made.metadata.resource_version)
-        server.stop(grace=1)
-        app.close()
-        app = Application.open(tmp_path / "restored", durable=False)  # another store, same address
-        kinds = Kinds.on(app, app.channel())
+        kinds = daemon.restart(tmp_path / "restored")  # another store, same address
         restored = kinds.execution(agent_id=kinds.agent().metadata.id, name="restored")
-        with app.store.read() as txn:
+        with daemon.app.store.read() as txn:
             assert txn.revision < made.metadata.resource_version
-        server = Server(app, address, max_workers=4)
-        server.start()
         assert next(work) == (restored.metadata.id, restored.metadata.resource_version)  # its backlog
         later = kinds.execution(agent_id=restored.spec.agent_id, name="later")
         assert next(work) == (later.metadata.id, later.metadata.resource_version)  # and watched on
         work.close()
     finally:
         channel.close()
-        server.stop(grace=1)
-        app.close()
+        daemon.close()

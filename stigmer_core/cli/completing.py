@@ -9,6 +9,7 @@ configured one, and at most ``LIMIT`` of them are listed.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -28,59 +29,54 @@ def _session(ctx: click.Context) -> Any:
     )
 
 
-def kinds(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """Every name a kind answers to that starts with what was typed."""
+def _asked(ctx: click.Context, ask: Callable[[Any], list[Any]]) -> list[Any]:
+    """What ``ask`` reads through a session of the line's backend; nothing when that fails."""
     session = None
     try:
         session = _session(ctx)
-        names = [(name, kind.description) for kind in session.catalog.kinds for name in kind.names]
+        return ask(session)
     except Exception:
         return []
     finally:
         if session is not None:
             with contextlib.suppress(Exception):
                 session.close()
+
+
+def _of_kind(ctx: click.Context, ask: Callable[[Any, Any], list[str]]) -> list[str]:
+    """What ``ask`` reads of the kind the line named before (``kind_name``), if it names one."""
+    kind_name = ctx.params.get("kind_name")
+    if not kind_name:
+        return []
+
+    def of_kind(session: Any) -> list[str]:
+        kind = session.catalog.find(str(kind_name))
+        return ask(session, kind) if kind is not None else []
+
+    return _asked(ctx, of_kind)
+
+
+def kinds(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Every name a kind answers to that starts with what was typed."""
+    named = _asked(ctx, lambda session: [(n, kind.description) for kind in session.catalog.kinds for n in kind.names])
     typed = incomplete.lower()
-    return [CompletionItem(name, help=about or None) for name, about in names if name.startswith(typed)]
+    return [CompletionItem(name, help=about or None) for name, about in named if name.startswith(typed)]
 
 
 def names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Slugs of the kind given before, in the org, that start with what was typed."""
-    kind_name = ctx.params.get("kind_name")
-    if not kind_name:
-        return []
-    session = None
-    try:
-        session = _session(ctx)
-        kind = session.catalog.find(str(kind_name))
-        if kind is None:
-            return []
-        found = [str(obj.metadata.slug) for obj in session.calls(kind).iterate(org=session.org, limit=LIMIT)]
-    except Exception:
-        return []
-    finally:
-        if session is not None:
-            with contextlib.suppress(Exception):
-                session.close()
+    found = _of_kind(
+        ctx,
+        lambda session, kind: [
+            str(obj.metadata.slug) for obj in session.calls(kind).iterate(org=session.org, limit=LIMIT)
+        ],
+    )
     return [CompletionItem(slug) for slug in found if slug.startswith(incomplete)]
 
 
 def methods(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The rpcs of the kind given before (``stigmer call skill <TAB>``), custom ones included."""
-    kind_name = ctx.params.get("kind_name")
-    if not kind_name:
-        return []
-    session = None
-    try:
-        session = _session(ctx)
-        kind = session.catalog.find(str(kind_name))
-        found = sorted(kind.methods) if kind is not None else []
-    except Exception:
-        return []
-    finally:
-        if session is not None:
-            with contextlib.suppress(Exception):
-                session.close()
+    found = _of_kind(ctx, lambda session, kind: sorted(kind.methods))
     return [CompletionItem(name) for name in found if name.startswith(incomplete)]
 
 

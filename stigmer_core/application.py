@@ -44,6 +44,12 @@ class Application:
     ``read_only``): the secrets plugin then takes the store without its key,
     so a store whose key is lost can still be read and exported, while
     nothing can be sealed under another key or written over what is sealed.
+
+    ``transient``: the application serves one command (the CLI's in-process
+    commands, ``connect()`` without a daemon) rather than being a daemon; plugins
+    are told so (``stigmer_configure``'s ``transient``): on a store daemons share,
+    the secrets plugin then makes no key file and runs without a key it lacks,
+    since the key is the daemons'.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class Application:
         require_auth: bool = False,
         token_cache_seconds: float = tokens.DEFAULT_CACHE_SECONDS,
         read_only: bool = False,
+        transient: bool = False,
     ) -> None:
         self.registry = registry
         shared = isinstance(store, SharedByDaemons)
@@ -78,7 +85,7 @@ class Application:
         )
         registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:
-            _configure(pm, registry=registry, data_dir=data_dir, store=store, read_only=read_only)
+            _configure(pm, registry=registry, data_dir=data_dir, store=store, read_only=read_only, transient=transient)
         self.index_changes = _reconciled(registry, store, read_only=read_only)
         """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
         self.usage_counted = False if read_only else usage.reconcile(registry, store)
@@ -107,6 +114,7 @@ class Application:
         retention: EventRetention | None = None,
         require_auth: bool = False,
         read_only: bool = False,
+        transient: bool = False,
     ) -> Application:
         """Load every installed kind plugin (or ``pm``'s) over a store.
 
@@ -124,6 +132,7 @@ class Application:
         ``ReadableOnly`` (a lost secret key, a data file on a read-only
         mount) is opened anyway, to be read: LMDB's environment is then
         opened read-only too, so nothing in ``data_dir`` is written.
+        ``transient`` (see the class): the application serves a command.
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
@@ -133,7 +142,14 @@ class Application:
         engine = open_store(store or directory, durable=durable, retention=retention, read_only=read_only)
         try:
             app = cls(
-                registry, engine, pm, data_dir=directory, streams=streams, require_auth=require_auth, read_only=read_only
+                registry,
+                engine,
+                pm,
+                data_dir=directory,
+                streams=streams,
+                require_auth=require_auth,
+                read_only=read_only,
+                transient=transient,
             )
         except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
             engine.close()

@@ -176,5 +176,5 @@ def connect(
         )
     from stigmer_core.application import Application  # here: a client of a daemon serves nothing
 
-    app = Application.open(directory, store=store, read_only=read_only)
+    app = Application.open(directory, store=store, read_only=read_only, transient=True)
     return Client(app.channel(), target=LOCAL, app=app)

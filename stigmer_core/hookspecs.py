@@ -67,7 +67,7 @@ def stigmer_server_interceptors() -> Sequence[grpc.ServerInterceptor]:
 
 
 @hookspec
-def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store, read_only: bool) -> None:
+def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store, read_only: bool, transient: bool) -> None:
     """Prepare per-application state once the registry is built, before serving.
 
     ``data_dir`` is the store's directory (None for a store without one);
@@ -76,7 +76,9 @@ def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store, r
     transaction of its own. ``read_only``: the application only reads (it
     was opened to export a store whose secret key is lost): ``store``
     refuses every write, so write nothing, here or in files beside it, and
-    start if reading can go on. An implementation may take any subset of these
+    start if reading can go on. ``transient``: the application serves one command (the CLI's
+    in-process commands, ``connect()`` without a daemon), not a daemon: on a store daemons share,
+    their state (a key) is theirs to make. An implementation may take any subset of these
     arguments. Raise a ``StartupError`` to refuse to start. Put
     what steps need (keys, clients, caches) in ``registry.extensions`` under a
     name of the plugin's own; steps reach it as ``ctx.registry.extensions``.

@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stigmer_core import Application
+from stigmer_core import Application, from_rpc_error
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.api.agentic.environment.v1 import service_pb2_grpc as env_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
@@ -39,6 +39,7 @@ from stigmer_plugins.secrets import (
     fingerprint,
 )
 from tests.agent_execution_support import Kinds, details_of
+from tests.auth_support import make_token
 
 SECRET = "shared-store-secret-5e1a"
 
@@ -270,3 +271,71 @@ def test_a_new_key_is_said_to_concern_other_daemons_only_on_a_store_they_share(
             assert "this store's database is shared" in told[0], told
     finally:
         inner.close()
+
+
+def _run_keys(app: Application) -> list[bytes]:
+    with app.store.read() as txn:
+        return [key for key, _ in txn.scan(b"k/")]
+
+
+def test_a_command_on_a_shared_store_makes_no_key_and_runs_without_one_it_lacks(
+    tmp_path: Path, stigmer_postgres_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first admin token, made in process before any daemon as the docs say, left a key file
+    in the operator's data directory: the first daemon then warned that other daemons had served
+    the database, and once it sealed a secret every command of the operator's (doctor, org delete,
+    token) was refused for holding the wrong key. A command's key is the daemons' to give."""
+    url = stigmer_postgres_store_url
+    operator, daemon_dir = tmp_path / "operator", tmp_path / "daemon"
+    caplog.set_level(logging.WARNING)
+    with Application.open(operator, durable=False, store=url, transient=True) as command:
+        make_token(command, "acme", "admin", "first")  # the first token, before any daemon
+    assert not (operator / KEY_FILE).exists() and _key_warnings(caplog) == []
+    with Application.open(daemon_dir, durable=False, store=url) as daemon, _kinds(daemon) as kinds:
+        (told,) = _key_warnings(caplog)
+        assert "already holds objects" not in told, told  # a token: no daemon has served it
+        kinds.environment("prod", {"DB": (SECRET, True)})
+        live = kinds.execution(agent_id=kinds.agent(env_slugs=["prod"]).metadata.id)
+        assert _run_keys(daemon)
+    theirs = _hex(daemon_dir / KEY_FILE)
+    for held in ("none", "another"):
+        if held == "another":
+            (operator / KEY_FILE).write_bytes(os.urandom(32))  # a stray key, of another store
+        with Application.open(operator, durable=False, store=url, transient=True) as command, _kinds(command) as kinds:
+            make_token(command, "acme", "viewer", f"made without the key ({held})")  # what needs no secret
+            code, details = details_of(lambda: kinds.environment("dev", {"T": ("t0k3n", True)}))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+            assert "this command holds no key of" in details and f"${KEY_FILE_ENV}" in details, details
+            assert f"sealed with key {theirs}" in details or held == "none", details
+            assert not (operator / KEY_FILE).exists() or held == "another", "no key file made"
+    with Application.open(operator, durable=False, store=url, transient=True) as command, _kinds(command) as kinds:
+        kinds.cancel(live.metadata.id, "ended by an operator's command")  # its run key goes, no key needed
+        assert _run_keys(command) == []
+    os.environ[KEY_FILE_ENV] = str(daemon_dir / KEY_FILE)  # the daemons' key given: it seals
+    try:
+        with Application.open(operator, durable=False, store=url, transient=True) as command, _kinds(command) as kinds:
+            kinds.environment("dev", {"T": ("t0k3n", True)})
+    finally:
+        del os.environ[KEY_FILE_ENV]
+
+
+def test_a_daemon_refused_for_its_key_says_so_once_in_its_log_and_names_the_reason(
+    tmp_path: Path, stigmer_postgres_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon holding another key than the store's stayed silent: its refusals were a generic
+    FAILED_PRECONDITION that no alert could tell apart, and its log said nothing."""
+    url = stigmer_postgres_store_url
+    with (
+        Application.open(tmp_path / "one", durable=False, store=url) as one,
+        Application.open(tmp_path / "two", durable=False, store=url) as two,
+        _kinds(one) as first,
+        _kinds(two) as second,
+    ):
+        first.environment("prod", {"DB": (SECRET, True)})
+        caplog.set_level(logging.ERROR)
+        for n in range(3):
+            with pytest.raises(grpc.RpcError) as err:
+                second.environment(f"dev{n}", {"T": ("t0k3n", True)})
+            assert from_rpc_error(err.value).reason == "SECRET_KEY_MISMATCH"
+        logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(logged) == 1 and "but the store's secrets are sealed with key" in logged[0], logged

@@ -28,7 +28,7 @@ import attrs
 from stigmer_core import FailedPrecondition
 from stigmer_core.datadir import open_private
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
-from stigmer_plugins.secret_box import NONCE, RUN_PREFIX, SecretBox, WrongKey, new_key
+from stigmer_plugins.secret_box import NO_SECRET_KEY, NONCE, RUN_PREFIX, SecretBox, WrongKey, new_key
 
 RUN_KEYS_FILE = "run-keys"
 RUN_KEY_PREFIX = b"k/"
@@ -392,7 +392,8 @@ class NoRunKeys:
 
     def _refused(self) -> FailedPrecondition:
         return FailedPrecondition(
-            f"{self.problem}: no run's secrets can be opened or made, the store is opened read-only without its key"
+            f"{self.problem}: no run's secrets can be opened or made, the store is opened read-only without its key",
+            reason=NO_SECRET_KEY,
         )
 
     def create(self, txn: WriteTxn, scope: str) -> bytes:

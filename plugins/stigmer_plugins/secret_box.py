@@ -102,6 +102,10 @@ class SecretBox:
             raise FailedPrecondition(f"a secret value does not decrypt with {what}") from None
 
 
+NO_SECRET_KEY = "NO_SECRET_KEY"
+"""The reason of a refusal to seal or open a secret by an application holding no key."""
+
+
 class LockedBox(SecretBox):
     """The data-directory key's place in an application opened read-only, which holds no key.
 
@@ -110,14 +114,16 @@ class LockedBox(SecretBox):
     answers FAILED_PRECONDITION naming it rather than a wrong or empty value.
     """
 
-    def __init__(self, problem: str) -> None:  # no key, so nothing of SecretBox's own is made
-        self._prefix = PREFIX
+    def __init__(self, problem: str, why: str = "the store is opened read-only without its key") -> None:
+        self._prefix = PREFIX  # no key, so nothing of SecretBox's own is made
         self.fingerprint = b""
         self.problem = problem
+        self.why = why
 
     def _refused(self) -> FailedPrecondition:
         return FailedPrecondition(
-            f"{self.problem}: no secret can be sealed or opened, the store is opened read-only without its key"
+            f"{self.problem}: no secret can be sealed or opened, {self.why}",
+            reason=NO_SECRET_KEY,
         )
 
     def seal_bytes(self, plaintext: bytes, context: bytes) -> bytes:

@@ -36,6 +36,15 @@ store that opens with one key or the other. On a store daemons share (any
 engine but LMDB) a start that makes a new key file warns that every daemon of
 the database must hold a copy of it (``shared_key``).
 
+**A command on a shared store.** A command's application (``transient``: the
+CLI's in-process commands, ``connect()``) on a store daemons share uses the key
+at hand only when it opens the store (the store records it, or records none
+yet). Otherwise it runs without a key, as a read-only one does, but may write
+what needs no secret (an API token, an org's removal): the key is the daemons',
+so a command neither makes a key file (the first token of a team server, made
+before any daemon, left one in the operator's data directory that every daemon
+was then told to copy) nor refuses to start for lacking theirs.
+
 **Without the key.** An application opened ``read_only`` (the store whose key
 is lost, exported) gets a ``Secrets`` that holds no key: its master is a
 ``LockedBox`` and its run keys ``NoRunKeys``, both refusing with what is wrong
@@ -46,6 +55,7 @@ file is not opened, so every live run's key stays as it was.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -60,7 +70,7 @@ from stigmer_core.kinds.runtime import Registry
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, SharedByDaemons, Store, WriteTxn
 from stigmer_plugins.run_keys import RUN_KEYS_FILE, FileRunKeys, NoRunKeys, RunKeys, StoreRunKeys
-from stigmer_plugins.secret_box import PREFIX, RUN_PREFIX, LockedBox, SecretBox, fingerprint, new_key
+from stigmer_plugins.secret_box import NO_SECRET_KEY, PREFIX, RUN_PREFIX, LockedBox, SecretBox, fingerprint, new_key
 from stigmer_plugins.secret_key import (
     KEY_ENV,
     KEY_FILE,
@@ -78,6 +88,10 @@ if TYPE_CHECKING:
     from stigmer_core.store.lmdb_store import LmdbStore
 
 FINGERPRINT_KEY = b"m/secret-key"
+KEY_MISMATCH = "SECRET_KEY_MISMATCH"
+"""The reason of a refusal by a daemon holding another key than the one the store's secrets are
+sealed with (another daemon's first seal, or a rotation since it started)."""
+log = logging.getLogger(__name__)
 EXTENSION = "stigmer.secrets"
 SEALED_EXTENSION = "stigmer.secrets.sealed"
 REDACTED = "<redacted>"
@@ -103,20 +117,33 @@ class Secrets:
     def __init__(self, master: SecretBox, source: KeySource, runs_factory: Callable[[Secrets], RunKeys]) -> None:
         self.master = master
         self.source = source
+        self._said: set[bytes] = set()
         self.runs = runs_factory(self)
 
     @classmethod
     def open(
-        cls, store: Store, data_dir: Path | None, environ: Mapping[str, str] | None = None, *, read_only: bool = False
+        cls,
+        store: Store,
+        data_dir: Path | None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        read_only: bool = False,
+        transient: bool = False,
     ) -> Secrets:
         """The key for ``store``, checked against the fingerprint the store recorded.
 
         ``read_only``: no key at all (see the module), whatever the key at hand is.
+        ``transient``: a command's application (see the module, A command on a shared store).
         """
         environ = os.environ if environ is None else environ
         recorded = _recorded(store)
         if read_only:
             return cls.locked(_problem(data_dir, environ, recorded))
+        if transient and _shared(store):
+            lacking = _command_lacks(store, data_dir, environ, recorded)
+            if lacking is not None:  # run keys stay in the store: an ended run's is still destroyed
+                box = LockedBox(lacking, "this command runs without the key")
+                return cls(box, KeySource(path=None), lambda secrets: StoreRunKeys(lambda: secrets.master, store))
         source = KeySource.resolve(data_dir, environ)
         master, made = cls._load(source, recorded)
         if made and source.path is not None and _shared(store):
@@ -186,7 +213,11 @@ class Secrets:
         master = self.master
         if recorded is None or isinstance(master, LockedBox) or recorded == master.fingerprint:
             return  # a locked box refuses on its own, naming what is wrong with the key
-        raise FailedPrecondition(_not_the_store_key(self.source, master.fingerprint, recorded))
+        problem = _not_the_store_key(self.source, master.fingerprint, recorded)
+        if recorded not in self._said:  # an operator's to fix: logged once per key recorded, not per call
+            self._said.add(recorded)
+            log.error("%s", problem)
+        raise FailedPrecondition(problem, reason=KEY_MISMATCH)
 
     def record(self, txn: WriteTxn) -> None:
         """In the sealing transaction: refuse a key the store does not record, or record this one.
@@ -383,6 +414,31 @@ def _problem(data_dir: Path | None, environ: Mapping[str, str], recorded: bytes 
     return f"{source.where} is the store's key, but it is not used by a read-only application"
 
 
+def _command_lacks(store: Store, data_dir: Path | None, environ: Mapping[str, str], recorded: bytes | None) -> str | None:
+    """Why a command on a shared store runs without a key (None: the key at hand opens it). Found
+    by reading only: a command makes no key file, and finishes no staged rotation, for a store
+    whose key is its daemons'."""
+    try:
+        source = KeySource.resolve(data_dir, environ)
+        if source.env is not None:
+            key: bytes | None = source.env
+        elif source.path is None:
+            key = None
+        else:
+            key = _key_file(source, recorded)
+    except SecretKeyError as exc:  # a malformed key
+        where = exc.problem
+    else:
+        if key is not None and (recorded is None or fingerprint(key) == recorded):
+            return None
+        where = f"{source.where} is not there" if key is None else _different(source, fingerprint(key), recorded or b"")
+    return (
+        f"this command holds no key of {_describe(store)} ({where}), and makes none for a store its daemons "
+        f"share: point ${KEY_FILE_ENV} at a copy of the key file they hold (a daemon makes one at its first start), "
+        "or make this call through a daemon"
+    )
+
+
 def _key_file(source: KeySource, recorded: bytes | None) -> bytes | None:
     """The key a start would use (a committed rotation's staged key, else the key file), left where it lies."""
     assert source.path is not None and source.staged is not None
@@ -449,8 +505,8 @@ def declare_sealed(registry: Registry, kind: str, walk: SealedFields) -> None:
 
 
 @hookimpl
-def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store, read_only: bool) -> None:
-    registry.extensions[EXTENSION] = Secrets.open(store, data_dir, read_only=read_only)
+def stigmer_configure(registry: Registry, data_dir: Path | None, store: Store, read_only: bool, transient: bool) -> None:
+    registry.extensions[EXTENSION] = Secrets.open(store, data_dir, read_only=read_only, transient=transient)
 
 
 __all__ = [
@@ -458,6 +514,8 @@ __all__ = [
     "KEY_ENV",
     "KEY_FILE",
     "KEY_FILE_ENV",
+    "KEY_MISMATCH",
+    "NO_SECRET_KEY",
     "PREFIX",
     "REDACTED",
     "RUN_KEYS_FILE",

@@ -22,11 +22,19 @@ from stigmer_core.store.protocol import Store
 log = logging.getLogger("stigmer_plugins.secrets")
 
 OBJECTS = b"o/"
+TOKENS = b"o/apitokens/"
+"""API tokens are made before any daemon (the first admin's, by a command that holds no key)."""
 
 
 def _holds_objects(store: Store) -> bool:
+    """Whether the store holds objects a daemon wrote, so other daemons may have served it: an API
+    token does not count, since a command makes the first one before any daemon starts. Two reads
+    of one key each: the first object, and the first after every token."""
     with store.read() as txn:
-        return next(iter(txn.scan(OBJECTS, first=1)), None) is not None
+        found = next(iter(txn.scan(OBJECTS, first=1)), None)
+        if found is None or not found[0].startswith(TOKENS):
+            return found is not None
+        return next(iter(txn.scan(OBJECTS, after=TOKENS + b"\xff", first=1)), None) is not None
 
 
 def warn_new_key(store: Store, path: Path, key_file_env: str) -> None:

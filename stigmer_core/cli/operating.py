@@ -43,7 +43,7 @@ def operated_store(command: str, data_dir: str | None, store: str | None) -> Ite
     if not shared:
         lock.acquire()
     try:
-        with Application.open(directory, store=settings.store or None) as app:
+        with Application.open(directory, store=settings.store or None, transient=True) as app:
             yield app, shared
     finally:
         if not shared:

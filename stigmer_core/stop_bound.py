@@ -39,6 +39,13 @@ EXIT_SECONDS = 5.0
 """How long the interpreter may take to exit once the daemon has stopped (its thread pools' joins)."""
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+"""What stops a daemon gracefully: SIGTERM (a supervisor), SIGINT (Ctrl-C) and SIGHUP (its
+terminal closed, an ssh session that started it ended). Left to the kernel, SIGHUP ended the
+process at once: no drain, no stop line, calls cut. A daemon reloads nothing on it (its log is
+stderr; `local start`'s file is appended to, so copytruncate rotates it)."""
+
+
 def _exit_now(signum: int, frame: FrameType | None) -> None:
     os._exit(128 + signum)  # the shell's code for a process a signal ended
 
@@ -50,7 +57,7 @@ def arm(limit: float) -> None:
     first process (a container's daemon, run without an init) is sent only the signals it
     handles: there the handler exits, once the main thread runs Python again."""
     now = _exit_now if os.getpid() == 1 else signal.SIG_DFL
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, now)
     _watch(limit)
 

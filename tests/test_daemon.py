@@ -62,8 +62,8 @@ class Daemon:
         )  # fmt: skip
         _wait_serving(self.address, self.proc)
 
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        self.proc.send_signal(sig)
         try:
             out, _ = self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
@@ -106,6 +106,15 @@ def test_restart_keeps_everything(daemon: Daemon) -> None:
             assert listed == written  # ids sort by creation time
     finally:
         assert again.stop()[0] == 0
+
+
+def test_a_hangup_stops_the_daemon_as_sigterm_does(daemon: Daemon) -> None:
+    """SIGHUP (its terminal closed, the ssh session that started it ended) was left to the kernel,
+    which ended the process at once: no drain, no stop line, its lock and socket left behind."""
+    code, out = daemon.stop(signal.SIGHUP)
+    assert code == 0, out
+    assert "draining" in out and "stopped" in out, out
+    assert not (daemon.data_dir / "stigmer.sock").exists()
 
 
 def test_second_daemon_on_same_dir_exits_with_a_message(daemon: Daemon) -> None:

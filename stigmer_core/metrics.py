@@ -104,7 +104,9 @@ class _Method:
         self._handled = metrics.handled
         self.started = metrics.started.labels(*self._labels)
         self.seconds = None if streaming else metrics.seconds.labels(*self._labels)
-        self.sent = metrics.sent.labels(*self._labels)
+        # streams only: a unary method's series would stay 0 (its answer is not counted here),
+        # and a dashboard dividing by it would read that as nothing sent
+        self.sent = metrics.sent.labels(*self._labels) if streaming else None
         self.handled: dict[grpc.StatusCode, Any] = {}
         self.count(grpc.StatusCode.OK, 0)  # listed from the start, so a rate over it has a start
 
@@ -287,6 +289,7 @@ def _sync_unary(behavior: Callable[..., Any], method: _Method) -> Callable[..., 
 def _sync_stream(behavior: Callable[..., Any], method: _Method, streams: Gauge) -> Callable[..., Any]:
     def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         began, failed, sent = method.opened(streams), None, method.sent
+        assert sent is not None  # a stream's method counts its messages
         try:
             answers: Iterable[Any] | None = behavior(request, context)
             for answer in answers or ():
@@ -318,6 +321,7 @@ def _async_unary(behavior: Callable[..., Any], method: _Method) -> Callable[...,
 def _async_stream(behavior: Callable[..., Any], method: _Method, streams: Gauge) -> Callable[..., Any]:
     async def stream(requests: Any, context: Any) -> AsyncIterator[Any]:
         began, failed, sent = method.opened(streams), None, method.sent
+        assert sent is not None  # a stream's method counts its messages
         answers = behavior(requests, context)
         try:
             async for answer in answers:
@@ -367,7 +371,8 @@ class _StoreCollector(Collector):
         if isinstance(store, ReportsReachability):
             yield GaugeMetricFamily(
                 "stigmer_store_reachable",
-                "1 while the database answers this daemon (its health SERVING), else 0.",
+                "1 while this daemon's health is SERVING on its database: the database answers, and its "
+                "schema is one this release serves (0 too while a newer release's schema is seen).",
                 value=1 if self._reachable[0] else 0,
             )
         if isinstance(store, ReportsEventLog):
@@ -418,7 +423,7 @@ def _event_log(log: EventLogStats) -> Iterator[Metric]:
         ),
         (
             "stigmer_event_log_max_age_seconds",
-            "Age of the oldest event the event log keeps (retention).",
+            "Seconds an event is kept at most (retention): older ones are pruned.",
             log.retention.max_age_seconds,
         ),
     )

@@ -174,6 +174,9 @@ def test_a_watch_counts_what_it_sent_and_how_it_ended(tmp_path: Path, read_threa
             )
             == 2
         )
+        # a unary method has no such series: it stayed 0 beside every call a dashboard counted
+        unary_sent = [k for k in open_now if k[0] == "grpc_server_msg_sent_total" and ("grpc_type", "unary") in k[1]]
+        assert started(open_now, "stigmer.agentic.agent.v1.AgentCommandController", "create") == 1 and not unary_sent
         watch.cancel()
 
         def ended(samples: Samples) -> bool:

@@ -296,3 +296,23 @@ def test_connections_terminated_again_and_again_leave_one_warning(
             assert [txn.get(b"k/%d" % i) for i in range(8)] == [b"1"] * 8
     dropped = [r for r in caplog.records if r.name == "psycopg.pool" and "discarding broken" in str(r.msg)]
     assert len(dropped) == 1, [r.getMessage() for r in dropped]
+
+
+def test_a_pool_larger_than_the_database_allows_is_said_at_start(
+    stigmer_postgres_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pool_max past the server's max_connections opened connections until the server refused
+    them, and the log held only the driver's refusals, one after another, never why."""
+    with psycopg.connect(stigmer_postgres_store_url.split("?")[0], autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('max_connections')::int").fetchone()
+    assert row is not None
+    allowed = int(row[0])
+    caplog.set_level(logging.WARNING, logger="stigmer_core.store.postgres_store")
+    with PostgresStore(_with(stigmer_postgres_store_url, pool_max=allowed + 10), durable=False):
+        said = [r.getMessage() for r in caplog.records if "pool_max" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"pool_max {allowed + 10} and the listener need {allowed + 11} connections" in said[0], said
+    assert f"max_connections {allowed}" in said[0], said
+    caplog.clear()
+    with PostgresStore(stigmer_postgres_store_url, durable=False):  # the default 16 fits
+        assert not [r for r in caplog.records if "pool_max" in r.getMessage()]

@@ -317,6 +317,7 @@ class PostgresStore:
             with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
                 if migrate(conn, self.schema) == 0:
                     self._tell_new_schema(conn)
+                self._tell_connection_budget(conn)
                 row = conn.execute(self._sql_revision).fetchone()
                 self._settle_retention(conn, record=given)
         except psycopg.OperationalError as exc:
@@ -506,6 +507,32 @@ class PostgresStore:
         return self._acquire()
 
     # -- reads -------------------------------------------------------------
+    def _tell_connection_budget(self, conn: psycopg.Connection[Any]) -> None:
+        """A pool larger than the database allows opened connections until the server refused them
+        (``remaining connection slots are reserved``), and the daemon said only the driver's words,
+        one refusal after another: it now says at start what does not fit. Other daemons' pools
+        and commands count too, which one daemon cannot see."""
+        row = conn.execute(
+            b"SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int"
+        ).fetchone()
+        if row is None:  # pragma: no cover - SELECT of two settings returns one row
+            return
+        allowed, reserved = int(row[0]), int(row[1])
+        needed = self.settings.pool_max + 1  # the pool and the listener's connection
+        if needed > allowed - reserved:
+            log.warning(
+                "pool_max %d and the listener need %d connections, more than the %d the database at %s lets a "
+                "role other than a superuser hold (max_connections %d, %d reserved): calls will wait for "
+                "connections it refuses. Lower pool_max in the store URL, or raise max_connections; every "
+                "daemon's pool_max + 1 (and each command opening the database) must fit together",
+                self.settings.pool_max,
+                needed,
+                allowed - reserved,
+                self.url,
+                allowed,
+                reserved,
+            )
+
     def _tell_new_schema(self, conn: psycopg.Connection[Any]) -> None:
         """A daemon given a misspelt schema made a new, empty one and answered every token as
         not valid, with nothing in its log to say why: it now says it made one, and names the

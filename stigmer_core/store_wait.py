@@ -5,13 +5,13 @@ Kept apart from ``server`` so the command line reads its defaults without import
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stigmer_core.errors import DatabaseUnreachable
+from stigmer_core.said import say
 
 if TYPE_CHECKING:
     from stigmer_core.application import Application
@@ -46,11 +46,7 @@ def opened_once_reachable(
                     raise DatabaseUnreachable(f"waited {wait:g} s for the database (--store-wait): {exc}") from exc
                 raise
             if not told:
-                print(
-                    f"stigmer: waiting up to {wait:g} s for the database (--store-wait): {exc}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                say(f"waiting up to {wait:g} s for the database (--store-wait): {exc}")
                 told = True
             if stop.wait(min(pause, left)):
                 return None

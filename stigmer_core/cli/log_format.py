@@ -58,6 +58,9 @@ def daemon_lines(*, json: bool = False) -> None:
     ``json``: one object per record, its traceback inside it, for a log collector that would
     otherwise take each line of a traceback for a record of its own."""
     formatter = _json_formatter() if json else DaemonLine(DAEMON_LINE)
+    from stigmer_core.said import as_records
+
+    as_records(json)  # the daemon's words outside its log (a wait, the error it stops on) as records too
     for handler in logging.getLogger().handlers:
         if handler.name == HANDLER:
             handler.setFormatter(formatter)

@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,24 @@ def test_a_log_format_that_is_none_stops_the_start(tmp_path: Path) -> None:
     varied = _run("serve", "--data-dir", str(tmp_path / "data"), env={"STIGMER_LOG_FORMAT": "xml"})
     assert varied.returncode == 2
     assert "Invalid value for '--log-format' (env STIGMER_LOG_FORMAT): 'xml'" in varied.stderr, varied.stderr
+
+
+def test_a_json_daemon_says_its_wait_and_its_last_error_as_records(tmp_path: Path) -> None:
+    """With --log-format json, the wait for the database and the error the start stopped on were
+    plain `stigmer: …` lines among the records, which a collector parsing each line failed on."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once closed
+    store = f"postgresql://stigmer@127.0.0.1:{port}/stigmer?connect_timeout=1"
+    done = subprocess.run(
+        [sys.executable, "-m", "stigmer_core.cli", "serve", "--log-format", "json", "--store", store,
+         "--store-wait", "1", "--data-dir", str(tmp_path / "data"), "--address", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    records = _records(done.stderr)  # every line parses
+    said = [(r["level"], r["message"].split(":", 1)[0]) for r in records]
+    assert said == [
+        ("WARNING", "waiting up to 1 s for the database (--store-wait)"),
+        ("ERROR", "waited 1 s for the database (--store-wait)"),
+    ], said

@@ -121,7 +121,10 @@ def tls_trouble(details: str) -> str | None:
         "unknown ca",
     )
     if any(words in lowered for words in untrusted) or "unable to get local issuer" in lowered:
-        return "its certificate is not signed by a CA this client trusts (give the CA with --ca-file)"
+        return (
+            "its certificate is not signed by a CA this client trusts (give the CA that signed it with --ca-file "
+            "or $STIGMER_CA_FILE: a CA file given already did not sign it)"
+        )
     if "security handshaker" in lowered or "ssl_ctx" in lowered:
         return (
             "the CA file, or the client certificate and key, could not be used (are they PEM files, "

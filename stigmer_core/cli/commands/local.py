@@ -22,7 +22,8 @@ address_option = click.option(
 )  # fmt: skip
 data_dir_option = click.option(
     "--data-dir", cls=EnvOption, envvar="STIGMER_DATA_DIR",
-    help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
+    help="Data directory: the LMDB store, or with --store the daemon's lock, socket and key (env STIGMER_DATA_DIR, "
+    "config local.data_dir; default $STIGMER_HOME/data).",
 )  # fmt: skip
 
 store_option = click.option(

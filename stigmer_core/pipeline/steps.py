@@ -184,7 +184,7 @@ def load_existing(ctx: RequestContext) -> None:
             raise errors.InvalidArgument.field(
                 "metadata.org",
                 f"is immutable: id '{meta.id}' names the {ctx.kind.label} stored in org '{stored.org}', and an "
-                "object never moves to another org (to copy it there, write it without its id)",
+                "object never moves to another org",
             )
         if meta.slug and meta.slug != stored.slug:
             raise errors.InvalidArgument.field("metadata.slug", f"is immutable (stored: '{stored.slug}')")

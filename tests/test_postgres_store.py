@@ -840,6 +840,9 @@ def test_bad_settings_and_an_unreachable_database_fail_at_startup(stigmer_postgr
         PostgresSettings.from_url("postgresql://127.0.0.1/db?schema=Robert%27%3B")
     with pytest.raises(errors.StartupError, match="pool_max"):
         PostgresSettings.from_url("postgresql://127.0.0.1/db?pool_max=zero")
+    # pool_min's default was left unsaid, so pool_max=1 alone read as a riddle
+    with pytest.raises(errors.StartupError, match=r"not pool_min 2 and pool_max 1 .*give pool_min=1 too"):
+        PostgresSettings.from_url("postgresql://127.0.0.1/db?pool_max=1")
     # a misspelt parameter went to libpq, which failed the start "cannot create or migrate schema"
     with pytest.raises(errors.StartupError, match=r'store URL: invalid URI query parameter: "pool_maxx".*pool_max'):
         PostgresSettings.from_url("postgresql://127.0.0.1/db?pool_maxx=4")

@@ -109,7 +109,10 @@ class PostgresSettings:
         settings = cls(conninfo=conninfo, connect_timeout=connect_timeout, **values)
         check_schema_name(settings.schema)
         if settings.pool_min < 1 or settings.pool_max < settings.pool_min:
-            raise errors.StartupError("store URL: need 1 <= pool_min <= pool_max")
+            raise errors.StartupError(
+                f"store URL: need 1 <= pool_min <= pool_max, not pool_min {settings.pool_min} and pool_max "
+                f"{settings.pool_max} (pool_min is 2 unless given: with pool_max=1, give pool_min=1 too)"
+            )
         return settings
 
     @property

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -185,3 +186,19 @@ def test_a_wait_out_of_range_is_refused(tmp_path: Path, stigmer_postgres_store_u
             code, _ = daemon.ended()
         assert code == 2, (wait, daemon.stderr)
         assert "--store-wait" in "".join(daemon.stderr)
+
+
+def test_a_database_that_refuses_the_login_ends_the_start_without_waiting(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """A database that does not exist (or a wrong password) was retried for the whole wait, though
+    the server had answered and no wait would change its answer."""
+    base, _, query = stigmer_postgres_store_url.partition("?")
+    store = f"{base.rsplit('/', 1)[0]}/no_such_database_{uuid.uuid4().hex[:8]}?{query}"
+    began = time.monotonic()
+    with _starting(tmp_path, store, "--store-wait", "60") as daemon:
+        code, out = daemon.ended()
+    assert code == 1, (out, daemon.stderr)
+    assert time.monotonic() - began < 30, "not waited for"
+    said = "".join(daemon.stderr)
+    assert "waiting up to" not in said and "refused this daemon's login" in said and "does not exist" in said, said

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -139,6 +140,21 @@ def _usable_retention(recorded: tuple[object, ...]) -> EventRetention:
 def _described(bounds: tuple[object, ...]) -> str:
     revisions, size, seconds = bounds
     return f"{revisions} revisions, {size} bytes, {seconds} s"
+
+
+REFUSED_LOGIN = frozenset({"28P01", "28000", "3D000"})
+_REFUSED_LOGIN_WORDS = re.compile(
+    r'password authentication failed|(?:database|role) "[^"]*" does not exist|pg_hba\.conf (?:entry|rejects)'
+)
+
+
+def refused_login(exc: psycopg.OperationalError) -> bool:
+    """A wrong password, a role the server does not let in, a database that does not exist: answers
+    of a server that is up, which no wait at start (``--store-wait``) changes, so the start stops at
+    once instead of retrying them for half a minute. libpq gives a refused connection no SQLSTATE,
+    only the server's words (in English unless its lc_messages says otherwise: then it is waited
+    for, as before)."""
+    return exc.sqlstate in REFUSED_LOGIN or _REFUSED_LOGIN_WORDS.search(str(exc)) is not None
 
 
 class PostgresStore:
@@ -321,6 +337,10 @@ class PostgresStore:
                 row = conn.execute(self._sql_revision).fetchone()
                 self._settle_retention(conn, record=given)
         except psycopg.OperationalError as exc:
+            if refused_login(exc):  # the server answered: waiting would change nothing
+                raise errors.StartupError(
+                    f"the database at {self.url} refused this daemon's login: {str(exc).strip()}"
+                ) from exc
             raise errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {str(exc).strip()}") from exc
         except psycopg.Error as exc:  # e.g. a role that may not create the schema
             raise errors.StartupError(

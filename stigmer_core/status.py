@@ -60,9 +60,9 @@ MAX_DETAILS_BYTES = 4096
 """Bytes of the serialized ``google.rpc.Status`` (message, violations or reason), sent
 base64-encoded in ``grpc-status-details-bin`` (5.5 KiB at most): with ``grpc-message``, within 8 KiB."""
 MAX_METADATA = 16
+"""Entries of an ``ErrorInfo``'s metadata; each key and value is cut at ``MAX_TEXT``."""
 _REASON_ROOM = 160
 """Bytes kept for the ``ErrorInfo`` after a ``BadRequest``: its Any's type URL, domain and a reason."""
-"""Entries of an ``ErrorInfo``'s metadata; each key and value is cut at ``MAX_TEXT``."""
 
 
 def _short(text: str, limit: int = MAX_TEXT) -> str:

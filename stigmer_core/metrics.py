@@ -20,6 +20,7 @@ database answering, is a gauge).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import platform
 import socket
 import threading
@@ -171,9 +172,22 @@ class Metrics:
         for kind, release in (releases or {}).items():
             kinds.labels(kind=kind).info({"release": release})
         registry.register(_StoreCollector(store))
+        self._tls_expiry: Gauge | None = None
         self._methods: dict[str, _Method] = {}
         self._http: Any = None
         self.address = ""
+
+    def tls_served(self, until: datetime.datetime | None) -> None:
+        """The expiry of the certificate a TLS daemon serves to new connections, now and at each
+        renewal taken (``TlsFiles.server_credentials``): an alert on it fires before clients refuse
+        the certificate, whether or not a renewal arrived. Absent without TLS."""
+        if self._tls_expiry is None:
+            self._tls_expiry = Gauge(
+                "stigmer_tls_certificate_expiry_timestamp_seconds",
+                "When the TLS certificate served to new connections expires (Unix time; 0: its dates cannot be read).",
+                registry=self.registry,
+            )
+        self._tls_expiry.set(until.timestamp() if until is not None else 0)
 
     def _method(self, path: str, streaming: bool) -> _Method:
         found = self._methods.get(path)

@@ -98,7 +98,7 @@ class Server:
         metrics: Metrics | None = None,
     ) -> None:
         check_listen(address, tls=tls, require_auth=app.authenticator.required, insecure_no_auth=insecure_no_auth)
-        credentials = tls.server_credentials() if tls is not None else None
+        credentials = tls.server_credentials(metrics.tls_served if metrics is not None else None) if tls else None
         dated = tls.dates_problem() if tls is not None else None
         if dated is not None:  # served all the same: a renewal may be on its way, and is taken without a restart
             log.warning("TLS: %s", dated[1])

@@ -226,3 +226,33 @@ def test_a_renewal_not_valid_yet_is_served_from_its_start_while_the_served_one_i
             assert datetime.datetime.now(datetime.UTC) < deadline, "the renewal was never served"
             time.sleep(0.2)
         assert datetime.datetime.now(datetime.UTC) >= staged + starts_in - datetime.timedelta(seconds=1)
+
+
+def test_the_served_certificates_expiry_is_a_metric_that_follows_renewals(app: Application, tmp_path: Path) -> None:
+    """Nothing told an operator when the certificate served would expire: a renewal that never came
+    showed only as clients refusing it. The daemon's metrics now carry it, renewals included."""
+    from stigmer_core.metrics import Metrics
+
+    def expiry(cert: Path) -> float:
+        return x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc.timestamp()
+
+    name = "stigmer_tls_certificate_expiry_timestamp_seconds"
+    (tmp_path / "first").mkdir()
+    (tmp_path / "later").mkdir()
+    (tmp_path / "live").mkdir()
+    first, live = make_pki(tmp_path / "first"), tmp_path / "live"
+    later = make_pki(tmp_path / "later", server_valid=(-DAY, 3 * DAY))
+    _renew(live, first.server_key, first.server_cert)
+    token, _ = make_token(app, ALPHA, "viewer")
+    metrics = Metrics(app.store)
+    assert metrics.registry.get_sample_value(name) is None  # not before a TLS server serves
+    files = TlsFiles(str(live / "server.pem"), str(live / "server.key"))
+    server = Server(app, "127.0.0.1:0", tls=files, metrics=metrics)
+    server.start()
+    try:
+        assert metrics.registry.get_sample_value(name) == expiry(first.server_cert)
+        _renew(live, later.server_key, later.server_cert)
+        assert _handshake(server.address, later.ca, token) == grpc.StatusCode.OK  # a new connection takes it
+        assert metrics.registry.get_sample_value(name) == expiry(later.server_cert)
+    finally:
+        server.stop(grace=1)

@@ -26,6 +26,7 @@ import os
 import re
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -133,6 +134,10 @@ def _read(path: str | Path, what: str) -> bytes:
         raise StartupError(f"cannot read the {what} {path}: {exc.strerror}") from exc
 
 
+Served = Callable[[datetime.datetime | None], None]
+"""Told when the certificate served to new connections expires (None: its dates cannot be read)."""
+
+
 @attrs.frozen
 class TlsFiles:
     """PEM files of a server's certificate, its key, and optionally the CA its clients' certificates need."""
@@ -141,12 +146,14 @@ class TlsFiles:
     key: str
     client_ca: str | None = None
 
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """Credentials that follow the files: grpc asks before every new connection's handshake."""
+    def server_credentials(self, served: Served | None = None) -> grpc.ServerCredentials:
+        """Credentials that follow the files: grpc asks before every new connection's handshake.
+        ``served`` is told when the certificate served to new connections expires, now and at each
+        renewal taken (a daemon's metric of it)."""
         stamp = self._stamp()
         config = self._configuration()
         return grpc.dynamic_ssl_server_credentials(
-            config, _Renewals(self, stamp), require_client_authentication=self.client_ca is not None
+            config, _Renewals(self, stamp, served), require_client_authentication=self.client_ca is not None
         )
 
     def _paths(self) -> list[Path]:
@@ -227,14 +234,22 @@ class _Renewals:
     taken only once it is, while the certificate served is still good: served at once, every
     new connection's client refused it until its start."""
 
-    def __init__(self, files: TlsFiles, stamp: tuple[tuple[int, int, int, int], ...]) -> None:
+    def __init__(
+        self, files: TlsFiles, stamp: tuple[tuple[int, int, int, int], ...], served: Served | None = None
+    ) -> None:
         self._files = files
         self._served = stamp
         self._refused = stamp
         self._retry_at: datetime.datetime | None = None
         """When a renewal deferred for its start date is looked at again."""
         self._served_until = _dates(files)[1]
+        self._told = served
         self._lock = threading.Lock()
+        self._tell()
+
+    def _tell(self) -> None:
+        if self._told is not None:
+            self._told(self._served_until)
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         with self._lock:
@@ -268,6 +283,7 @@ class _Renewals:
                 return None  # rewritten while read: take them at the next connection
             self._served = stamp
             self._served_until = _dates(self._files)[1]
+            self._tell()
             log.info("TLS: serving the certificate renewed in %s", self._files.cert)
             if dated is not None:
                 log.warning("TLS: %s", dated[1])

@@ -3,8 +3,10 @@ restarted under the same name, and given a run no write can claim."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,41 +131,42 @@ class _Daemon:
         self.app.close()
 
 
+@contextlib.contextmanager
+def _watching_runner(data: Path) -> Iterator[tuple[_Daemon, Kinds, Iterator[tuple[str, int]]]]:
+    """A daemon on ``data``, the kinds' clients in its process, and the README runner's ``pending``
+    over the network, whose watch opens at its first ``next``; all closed after."""
+    daemon = _Daemon(data)
+    channel = grpc.insecure_channel(daemon.address)
+    work = _runner("host-abc:1")["pending"](channel)
+    try:
+        yield daemon, Kinds.on(daemon.app, daemon.app.channel()), work
+    finally:
+        work.close()
+        channel.close()
+        daemon.close()
+
+
 def test_the_readme_runner_watches_on_across_a_daemon_restart(tmp_path: Path) -> None:
     """The runner's watch had no error handling: a daemon restarted (an upgrade) cut it with
     UNAVAILABLE and the runner died with a traceback; it now opens the watch again after the last
     event it received, and a run made while the daemon was away is yielded once it is back."""
-    daemon = _Daemon(tmp_path / "data")
-    runner = _runner("host-abc:1")
-    channel = grpc.insecure_channel(daemon.address)
-    try:
-        kinds = Kinds.on(daemon.app, daemon.app.channel())
+    with _watching_runner(tmp_path / "data") as (daemon, kinds, work):
         agent_id = kinds.agent().metadata.id
         before = kinds.execution(agent_id=agent_id, name="before")
-        work = runner["pending"](channel)
         assert next(work) == (before.metadata.id, before.metadata.resource_version)  # the backlog
         during = kinds.execution(agent_id=agent_id, name="during")
         assert next(work) == (during.metadata.id, during.metadata.resource_version)  # the watch
         kinds = daemon.restart(tmp_path / "data")  # the daemon again, same address
         after = kinds.execution(agent_id=agent_id, name="after")
         assert next(work) == (after.metadata.id, after.metadata.resource_version)
-        work.close()
-    finally:
-        channel.close()
-        daemon.close()
 
 
 def test_the_readme_runner_starts_over_on_a_store_restored_behind_it(tmp_path: Path) -> None:
     """A store restored from a backup has revisions behind the runner's: its resume was refused
     INVALID_ARGUMENT, which the runner took for a bug of its own and died on. The refusal names
     REVISION_AHEAD, and the runner starts over from now, listing the restored store's backlog."""
-    daemon = _Daemon(tmp_path / "before")
-    runner = _runner("host-abc:1")
-    channel = grpc.insecure_channel(daemon.address)
-    try:
-        kinds = Kinds.on(daemon.app, daemon.app.channel())
+    with _watching_runner(tmp_path / "before") as (daemon, kinds, work):
         agent_id = kinds.agent().metadata.id
-        work = runner["pending"](channel)
         for n in range(4):  # the runner's revision goes past what the restored store will hold
             made = kinds.execution(agent_id=agent_id, name=f"during {n}")
             assert next(work) == (made.metadata.id, made.metadata.resource_version)
@@ -174,7 +177,3 @@ def test_the_readme_runner_starts_over_on_a_store_restored_behind_it(tmp_path: P
         assert next(work) == (restored.metadata.id, restored.metadata.resource_version)  # its backlog
         later = kinds.execution(agent_id=restored.spec.agent_id, name="later")
         assert next(work) == (later.metadata.id, later.metadata.resource_version)  # and watched on
-        work.close()
-    finally:
-        channel.close()
-        daemon.close()

@@ -28,7 +28,7 @@ from stigmer_core.plugins import plugin_manager, raised
 from stigmer_core.read_only import ReadOnlyStore
 from stigmer_core.store.engines import is_database_url, open_store
 from stigmer_core.store.lmdb_store import EventRetention
-from stigmer_core.store.protocol import SharedByDaemons, Store
+from stigmer_core.store.protocol import SharedByDaemons, Store, StoreUse
 
 
 class Application:
@@ -115,6 +115,7 @@ class Application:
         require_auth: bool = False,
         read_only: bool = False,
         transient: bool = False,
+        sole: bool = False,
     ) -> Application:
         """Load every installed kind plugin (or ``pm``'s) over a store.
 
@@ -133,13 +134,18 @@ class Application:
         mount) is opened anyway, to be read: LMDB's environment is then
         opened read-only too, so nothing in ``data_dir`` is written.
         ``transient`` (see the class): the application serves a command.
+        On a database, an application that is neither holds a share of the store's use
+        lock while it is open, as every daemon does; ``sole`` (a key rotation) holds it
+        alone, and is refused with ``StoreInUse`` while anything holds a share
+        (``store.postgres_use``).
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
         directory = Path(data_dir).expanduser()
         if retention is None and not is_database_url(store):
             retention = EventRetention.from_env_if_set()  # LMDB: every opener prunes by its own
-        engine = open_store(store or directory, durable=durable, retention=retention, read_only=read_only)
+        use = StoreUse.SOLE if sole else StoreUse.NONE if transient or read_only else StoreUse.SHARE
+        engine = open_store(store or directory, durable=durable, retention=retention, read_only=read_only, use=use)
         try:
             app = cls(
                 registry,

@@ -220,6 +220,12 @@ class DatabaseUnreachable(StartupError):
     since a database and its daemons are often started together."""
 
 
+class StoreInUse(StartupError):
+    """The store was to be held alone (a key rotation) while daemons hold it (``StoreUse.SOLE``)."""
+
+    reason = "STORE_IN_USE"
+
+
 class InsecureTransport(StartupError):
     pass
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stigmer_core.store.lmdb_store import LmdbStore
-from stigmer_core.store.protocol import Store
+from stigmer_core.store.protocol import Store, StoreUse
 from stigmer_core.store.retention import EventRetention
 
 
@@ -17,19 +17,26 @@ def is_database_url(target: str | Path | None) -> bool:
 
 
 def open_store(
-    target: str | Path, *, durable: bool = True, retention: EventRetention | None = None, read_only: bool = False
+    target: str | Path,
+    *,
+    durable: bool = True,
+    retention: EventRetention | None = None,
+    read_only: bool = False,
+    use: StoreUse = StoreUse.NONE,
 ) -> Store:
     """The store at ``target``: a PostgreSQL URL, or an LMDB data directory.
 
     psycopg is imported only when a URL asks for it, so an LMDB-only process
     pays nothing for the team server's engine. ``read_only`` opens an LMDB
     store's environment read-only (``LmdbStore``); a database is opened as
-    always (what keeps it unwritten is ``ReadOnlyStore`` above it).
+    always (what keeps it unwritten is ``ReadOnlyStore`` above it). ``use``: how the
+    application holds a database beside others (``postgres_use``); LMDB's daemon and the
+    commands that need it gone keep apart by the data directory's lock instead.
     """
     if is_database_url(target):
         from stigmer_core.store import postgres_store
 
-        return postgres_store.PostgresStore(str(target), durable=durable, retention=retention)
+        return postgres_store.PostgresStore(str(target), durable=durable, retention=retention, use=use)
     return LmdbStore(target, durable=durable, retention=retention, read_only=read_only)
 
 

@@ -87,9 +87,10 @@ from stigmer_core.store.postgres_reader import Reader, within_bytes
 from stigmer_core.store.postgres_schema import migrate, other_schemas
 from stigmer_core.store.postgres_settings import PostgresSettings as PostgresSettings
 from stigmer_core.store.postgres_settings import redact_url as redact_url
+from stigmer_core.store.postgres_use import held_alone, in_use, take_share, take_sole
 from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
 from stigmer_core.store.postgres_writer import Log, Writer
-from stigmer_core.store.protocol import EventLogStats, Handed, PoolStats
+from stigmer_core.store.protocol import EventLogStats, Handed, PoolStats, StoreUse
 from stigmer_core.store.retention import EventRetention
 
 T = TypeVar("T")
@@ -171,8 +172,10 @@ class PostgresStore:
         retention: EventRetention | None = None,
         event_retention: int | None = None,
         settings: PostgresSettings | None = None,
+        use: StoreUse = StoreUse.NONE,
     ) -> None:
         """``retention`` bounds the event log; ``event_retention`` alone sets its revision count.
+        ``use``: how this application holds the database beside others (``postgres_use``).
 
         The schema holds the bounds every daemon on it prunes by (``meta.retention_*``): a
         store given bounds records them, and each commit prunes by what is recorded when it
@@ -329,23 +332,33 @@ class PostgresStore:
             "autocommit": True,
             "options": options,
         }
+        self.use = use
         try:
-            with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
-                if migrate(conn, self.schema) == 0:
-                    self._tell_new_schema(conn)
-                self._tell_connection_budget(conn)
-                row = conn.execute(self._sql_revision).fetchone()
-                self._settle_retention(conn, record=given)
+            conn = self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs)
         except psycopg.OperationalError as exc:
-            if refused_login(exc):  # the server answered: waiting would change nothing
-                raise errors.StartupError(
-                    f"the database at {self.url} refused this daemon's login: {str(exc).strip()}"
-                ) from exc
-            raise errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {str(exc).strip()}") from exc
+            raise self._unreachable(exc) from exc
+        try:
+            if migrate(conn, self.schema) == 0:
+                self._tell_new_schema(conn)
+            self._tell_connection_budget(conn)
+            if not self._take_use(conn):
+                raise errors.DatabaseUnreachable(held_alone(self.schema))  # waited for, as a database down
+            row = conn.execute(self._sql_revision).fetchone()
+            self._settle_retention(conn, record=given)
+        except psycopg.OperationalError as exc:
+            conn.close()
+            raise self._unreachable(exc) from exc
         except psycopg.Error as exc:  # e.g. a role that may not create the schema
+            conn.close()
             raise errors.StartupError(
                 f"cannot create or migrate schema {self.schema!r} at {self.url}: {str(exc).strip()}"
             ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._first_listen: Any = conn
+        """The listener's first connection: the one the store opened with, which holds its use
+        lock already, so no key rotation finds a daemon's store free before its listener runs."""
         self._revision = int(row[0]) if row else 0
         self._revision_cond = threading.Condition(threading.Lock())
         self._followers: tuple[Handed, ...] = ()
@@ -388,6 +401,22 @@ class PostgresStore:
         self._pool.open(wait=False)
         self._listener = threading.Thread(target=self._listen, name=f"stigmer-listen-{self.schema}", daemon=True)
         self._listener.start()
+
+    def _unreachable(self, exc: psycopg.OperationalError) -> errors.StartupError:
+        if refused_login(exc):  # the server answered: waiting would change nothing
+            return errors.StartupError(f"the database at {self.url} refused this daemon's login: {str(exc).strip()}")
+        return errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {str(exc).strip()}")
+
+    def _take_use(self, conn: psycopg.Connection[Any]) -> bool:
+        """Take this application's part of the use lock on ``conn`` (``postgres_use``); False
+        when a sole holder has the store. A sole holder refused raises ``StoreInUse``."""
+        if self.use is StoreUse.SHARE:
+            return take_share(conn, self.schema)
+        if self.use is StoreUse.SOLE:
+            holders = take_sole(conn, self.schema)
+            if holders:
+                raise errors.StoreInUse(in_use(self.schema, holders))
+        return True
 
     # -- retention -------------------------------------------------------------
     def _settle_retention(self, conn: psycopg.Connection[Any], *, record: bool) -> None:
@@ -847,8 +876,11 @@ class PostgresStore:
         backoff = 0.05
         failures = 0
         while not self._stop.is_set():
+            first, self._first_listen = self._first_listen, None
             try:
-                with self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
+                with first or self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
+                    if first is None and not self._rehold(conn):
+                        raise _HeldAlone(held_alone(self.schema))
                     # Every read of this connection is a health check's: one the database leaves
                     # unanswered for health_timeout_ms reports it unreachable (below), where the
                     # connection's own bound (answer_timeout_ms, 35 s) held a frozen database's
@@ -899,6 +931,9 @@ class PostgresStore:
                                 break
                         else:
                             missed = 0
+            except _HeldAlone as exc:  # a rotation took the store while this listener was away
+                log.warning("%s", exc)
+                self._set_reachable(False)
             except psycopg.Error as exc:
                 log.debug("store listener lost its connection: %s", exc)
                 if schema_shaped(exc) and self._version.refusal(exc) is not None:
@@ -911,6 +946,15 @@ class PostgresStore:
                     self._set_reachable(False)
             self._stop.wait(backoff)
             backoff = min(backoff * 2, UNREACHABLE_POLL_SECONDS)  # calls are refused until it reconnects
+
+    def _rehold(self, conn: psycopg.Connection[Any]) -> bool:
+        """The use lock again, on a listener's new connection: a sole holder that lost its first
+        connection takes it again if it can (its one transaction is checked on its own)."""
+        if self.use is StoreUse.SOLE:
+            if take_sole(conn, self.schema):
+                log.warning("schema %r: the key rotation's lock was lost with its connection", self.schema)
+            return True
+        return self._take_use(conn)
 
     def _poll_revision(self, listening: psycopg.Connection[Any] | None = None) -> bool:
         """Read the revision through the pool; whether it had moved without a notice.
@@ -1034,6 +1078,8 @@ class PostgresStore:
         except (psycopg.Error, psycopg_pool.PoolClosed):
             pass
         self._listener.join(timeout=6.0)
+        if self._first_listen is not None:  # closed before its listener took it
+            self._first_listen.close()
         self._pool.close()
         with self._revision_cond:
             self._revision_cond.notify_all()
@@ -1047,6 +1093,10 @@ class PostgresStore:
 
 class _CallerFailed(Exception):
     """A caller's ``fn`` failed in a batch run without savepoints: run it again with them."""
+
+
+class _HeldAlone(Exception):
+    """A listener's new connection found the store held alone (a key rotation): not serving until it ends."""
 
 
 class _StaleConnection(Exception):

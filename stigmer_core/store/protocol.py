@@ -14,6 +14,7 @@ conflict.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -253,6 +254,19 @@ class ReportsEventLog(Protocol):
     def event_log_stats(self) -> EventLogStats:
         """The log's figures, without waiting on a database (what the engine last read or wrote)."""
         ...
+
+
+class StoreUse(enum.Enum):
+    """How an application holds a store that daemons share (``postgres_use``); on LMDB the data
+    directory's lock keeps a daemon and the commands that need it alone apart."""
+
+    NONE = "none"
+    """A command's application (it lives for one command, and whatever it seals is checked against
+    the store's key in that write's transaction) or a read-only one."""
+    SHARE = "share"
+    """A daemon, or any application that stays open: one of many."""
+    SOLE = "sole"
+    """A key rotation: refused while any other holds the store, and none starts until it ends."""
 
 
 @runtime_checkable

@@ -160,14 +160,19 @@ def test_a_team_rotates_once_and_a_daemon_left_with_the_old_key_refuses_until_gi
     stigmer: Stigmer, stigmer_postgres_store_url: str, tmp_path: Path
 ) -> None:
     """What docs/secrets.md tells a team to do: stop every daemon, rotate once, copy the new key
-    to every daemon's key file. A daemon still running with the old key seals and opens nothing
-    (FAILED_PRECONDITION naming both keys) and writes the rest; restarted with it, it is refused;
-    given the new key, it reads every secret."""
+    to every daemon's key file. The rotation is refused while a daemon holds the database. An
+    application it cannot see (a command's, or a daemon of a release before that lock) left
+    running with the old key seals and opens nothing (FAILED_PRECONDITION naming both keys) and
+    writes the rest; a daemon restarted with it is refused; given the new key, it reads every secret."""
     url, one, two = stigmer_postgres_store_url, stigmer.data_dir, tmp_path / "two"
     context_id, agent_id = _a_live_run(one, url)
     write_key_file(two / KEY_FILE, (one / KEY_FILE).read_bytes())  # the second daemon's copy of the key
     old = fingerprint((one / KEY_FILE).read_bytes())[:8].hex()
-    with Application.open(two, durable=False, store=url) as left:
+    with Application.open(two, durable=False, store=url):
+        message = stigmer.fails("secrets", "rotate-key", "--store", url)
+        assert "is in use: one daemon holds it (pid " in message and "stop every daemon" in message, message
+    assert fingerprint((one / KEY_FILE).read_bytes())[:8].hex() == old, "the refused rotation kept the key"
+    with Application.open(two, durable=False, store=url, transient=True) as left:
         channel = left.channel()
         try:
             kinds = Kinds.on(left, channel)

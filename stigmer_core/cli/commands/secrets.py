@@ -74,7 +74,11 @@ def rotate_key(data_dir: str | None, store: str | None, new_key_file: Path | Non
     except DataDirBusy as exc:
         raise CliError(f"{exc.message}; stop it first (`stigmer local stop`): keys are rotated offline") from None
     try:
-        with Application.open(directory, store=settings.store or None) as app:
+        try:  # on a database, refused while any daemon holds it (store.postgres_use)
+            app = Application.open(directory, store=settings.store or None, sole=True)
+        except errors.StoreInUse as exc:
+            raise CliError(exc.message) from None
+        with app:
             keyring = sealing.secrets(app.registry)
             source = keyring.source
             if new_key_file is None and source.path is None:

@@ -53,6 +53,7 @@ from stigmer_core.store.protocol import (
     ReportsEventLog,
     ReportsPool,
     ReportsReachability,
+    ReportsSchemaVersion,
 )
 
 UNARY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -388,6 +389,19 @@ class _StoreCollector(Collector):
                 "1 while this daemon's health is SERVING on its database: the database answers, and its "
                 "schema is one this release serves (0 too while a newer release's schema is seen).",
                 value=1 if self._reachable[0] else 0,
+            )
+        if isinstance(store, ReportsSchemaVersion):
+            seen, known = store.schema_versions()
+            yield GaugeMetricFamily(
+                "stigmer_store_schema_version",
+                "The database schema's version as this daemon last read it (0 before its first read).",
+                value=seen,
+            )
+            yield GaugeMetricFamily(
+                "stigmer_store_schema_version_known",
+                "The newest schema version this daemon's release serves: a schema past it was migrated by a "
+                "newer release, and this daemon reports NOT_SERVING until restarted on one.",
+                value=known,
             )
         if isinstance(store, ReportsEventLog):
             yield from _event_log(store.event_log_stats())

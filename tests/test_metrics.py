@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,6 +35,7 @@ from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
 from stigmer_core.server_pools import PoolSizes
 from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.store.postgres_schema import VERSION as SCHEMA_VERSION
 from stigmer_core.store.postgres_store import PostgresStore
 from stigmer_core.store.retention import EventRetention
 from tests import engine_support
@@ -216,6 +218,28 @@ def test_a_team_servers_database_pool_is_shown(stigmer_postgres_store_url: str, 
         assert 1 <= value(found, "stigmer_database_connections") <= store.settings.pool_max
         assert value(found, "stigmer_database_connections_idle") <= value(found, "stigmer_database_connections")
         assert value(found, "stigmer_database_requests_waiting") == 0
+
+
+def test_a_newer_releases_schema_is_shown_beside_the_version_the_daemon_knows(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """A rolling upgrade's daemon left behind: an alert on seen > known names it, where
+    ``stigmer_store_reachable`` alone drops for a database away too."""
+    store = PostgresStore(stigmer_postgres_store_url, durable=False)
+    pm = plugin_manager()
+    with Application(build_registry(pm), store, pm) as app, served(app, 2) as (_, metrics, _channel):
+        found = eventually(metrics, lambda found: value(found, "stigmer_store_schema_version") == SCHEMA_VERSION)
+        assert value(found, "stigmer_store_schema_version") == SCHEMA_VERSION
+        assert value(found, "stigmer_store_schema_version_known") == SCHEMA_VERSION
+        with psycopg.connect(store.settings.conninfo, autocommit=True) as conn:  # what a newer release's start does
+            conn.execute(
+                f'INSERT INTO "{store.schema}".schema_version (version) VALUES (%s)'.encode(), (SCHEMA_VERSION + 1,)
+            )
+        # no notice: the listener reads the version after LISTEN_SECONDS of silence
+        found = eventually(metrics, lambda found: value(found, "stigmer_store_schema_version") == SCHEMA_VERSION + 1)
+        assert value(found, "stigmer_store_schema_version") == SCHEMA_VERSION + 1
+        assert value(found, "stigmer_store_schema_version_known") == SCHEMA_VERSION
+        assert value(found, "stigmer_store_reachable") == 0
 
 
 def _log(samples: Samples) -> dict[str, float]:

@@ -84,13 +84,14 @@ from stigmer_core.store.postgres_faults import (
     why_unknown,
 )
 from stigmer_core.store.postgres_reader import Reader, within_bytes
+from stigmer_core.store.postgres_schema import VERSION as SCHEMA_VERSION
 from stigmer_core.store.postgres_schema import migrate, other_schemas
 from stigmer_core.store.postgres_settings import PostgresSettings as PostgresSettings
 from stigmer_core.store.postgres_settings import redact_url as redact_url
 from stigmer_core.store.postgres_use import held_alone, in_use, take_share, take_sole
 from stigmer_core.store.postgres_version import SchemaWatch, schema_shaped
 from stigmer_core.store.postgres_writer import Log, Writer
-from stigmer_core.store.protocol import EventLogStats, Handed, PoolStats, StoreUse
+from stigmer_core.store.protocol import EventLogStats, Handed, PoolStats, SchemaVersions, StoreUse
 from stigmer_core.store.retention import EventRetention
 
 T = TypeVar("T")
@@ -1006,6 +1007,9 @@ class PostgresStore:
         """What this daemon last committed or read: its listener reads at each other daemon's
         commit and at least every ``LISTEN_SECONDS``, so a scrape waits on no database."""
         return EventLogStats(*self._log_seen, self.retention)
+
+    def schema_versions(self) -> SchemaVersions:
+        return SchemaVersions(self._version.version, SCHEMA_VERSION)
 
     def pool_stats(self) -> PoolStats:
         stats = self._pool.get_stats()

@@ -67,9 +67,12 @@ class SchemaWatch:
         """Held while the error path reads the version: calls failing together wait for one read."""
         self.newer = 0
         """The schema's version while it is newer than this code knows; 0 while it is not."""
+        self.version = 0
+        """The schema's version as last read (0 before the listener's first read)."""
 
     def seen(self, version: int) -> None:
         """The version as read now (the listener's read, or the error path's)."""
+        self.version = version
         newer = version if version > VERSION else 0
         with self._lock:
             if newer == self.newer:

@@ -269,6 +269,21 @@ class StoreUse(enum.Enum):
     """A key rotation: refused while any other holds the store, and none starts until it ends."""
 
 
+class SchemaVersions(NamedTuple):
+    seen: int
+    """The database schema's version as this daemon last read it (0 before its first read)."""
+    known: int
+    """The newest version this release serves; ``seen`` past it is a newer release's migration."""
+
+
+@runtime_checkable
+class ReportsSchemaVersion(Protocol):
+    """A store whose schema other releases migrate (a database daemons share), told in metrics
+    so a daemon left behind by a rolling upgrade is seen for what it is."""
+
+    def schema_versions(self) -> SchemaVersions: ...
+
+
 @runtime_checkable
 class SharedByDaemons(Protocol):
     """A store other daemons write to as well (a database they share). What a daemon keeps in

@@ -26,7 +26,7 @@ from stigmer_core.kind_client import KindClient
 from stigmer_core.pipeline.events import StreamSettings
 from stigmer_core.pipeline.turns import Place
 from stigmer_core.server import Server
-from stigmer_core.store import postgres_faults
+from stigmer_core.store import postgres_faults, postgres_store
 from stigmer_core.store.postgres_store import PostgresStore
 from tests.test_postgres_store import _daemon_role
 
@@ -316,3 +316,34 @@ def test_a_pool_larger_than_the_database_allows_is_said_at_start(
     caplog.clear()
     with PostgresStore(stigmer_postgres_store_url, durable=False):  # the default 16 fits
         assert not [r for r in caplog.records if "pool_max" in r.getMessage()]
+
+
+def test_the_pools_connections_cut_with_the_listeners_are_replaced_before_a_call_meets_them(
+    stigmer_postgres_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restart or a cut path kills every connection of the daemon: the pool counted
+    the dead ones open (``stigmer_database_connections``) until a call met each. The listener's
+    reconnect now has the pool test its idle ones, so they are replaced before any call. The
+    listener's own read through the pool after a quiet spell is put past the test's wait, so
+    it cannot be what finds them."""
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", TIMEOUT)
+    name = f"stigmer-check-{tmp_path.name}"[:60]
+    url = _with(stigmer_postgres_store_url, application_name=name, pool_min=3, pool_max=3)
+    with (
+        PostgresStore(url, durable=False) as store,
+        psycopg.connect(store.settings.conninfo, autocommit=True, application_name="check-admin") as admin,
+    ):
+
+        def live() -> set[int]:
+            rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,)).fetchall()
+            return {int(pid) for (pid,) in rows}
+
+        deadline = time.monotonic() + TIMEOUT / 4
+        while len(before := live()) < 4 and time.monotonic() < deadline:  # the pool's three and the listener
+            time.sleep(0.05)
+        assert len(before) == 4 and store.pool_stats().size == 3
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (name,))
+        while not (len(after := live()) == 4 and not after & before) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(after) == 4 and not after & before, (before, after)
+        assert store.pool_stats().size == 3

@@ -880,8 +880,10 @@ class PostgresStore:
             first, self._first_listen = self._first_listen, None
             try:
                 with first or self._connection_class.connect(self.settings.conninfo, **self._connect_kwargs) as conn:
-                    if first is None and not self._rehold(conn):
-                        raise _HeldAlone(held_alone(self.schema))
+                    if first is None:  # a reconnect: what cut the listener off likely cut the pool's too
+                        if not self._rehold(conn):
+                            raise _HeldAlone(held_alone(self.schema))
+                        self._check_pool()
                     # Every read of this connection is a health check's: one the database leaves
                     # unanswered for health_timeout_ms reports it unreachable (below), where the
                     # connection's own bound (answer_timeout_ms, 35 s) held a frozen database's
@@ -947,6 +949,17 @@ class PostgresStore:
                     self._set_reachable(False)
             self._stop.wait(backoff)
             backoff = min(backoff * 2, UNREACHABLE_POLL_SECONDS)  # calls are refused until it reconnects
+
+    def _check_pool(self) -> None:
+        """Have the pool test its idle connections, off the listener's thread: after a database
+        restart or a cut path they are all dead, and until a call found each one so, the pool's
+        gauges counted them open and the next calls each met one first."""
+
+        def check() -> None:
+            with contextlib.suppress(psycopg.Error, psycopg_pool.PoolClosed):
+                self._pool.check()
+
+        threading.Thread(target=check, name=f"stigmer-pool-check-{self.schema}", daemon=True).start()
 
     def _rehold(self, conn: psycopg.Connection[Any]) -> bool:
         """The use lock again, on a listener's new connection: a sole holder that lost its first

@@ -20,10 +20,15 @@ if TYPE_CHECKING:  # `stigmer --help` imports the commands: the kinds load when 
 
 
 @contextlib.contextmanager
-def operated_store(command: str, data_dir: str | None, store: str | None) -> Iterator[tuple[Application, bool]]:
+def operated_store(
+    command: str, data_dir: str | None, store: str | None, *, reads_only: bool = False
+) -> Iterator[tuple[Application, bool]]:
     """The application on the store named by the flags, environment or config, and whether it is
     a database daemons may be serving; refused when a daemon holds the LMDB data directory, and
-    when the data directory holds no store (``command`` names the command in the refusal)."""
+    when the data directory holds no store (``command`` names the command in the refusal).
+    ``reads_only``: the command writes nothing (a dry run), so a daemon holding the LMDB data
+    directory is no obstacle: the store is opened read-only beside it, as LMDB lets any number
+    of readers in other processes do, and the data directory's lock is left to the daemon."""
     from stigmer_core import config
     from stigmer_core.application import Application
     from stigmer_core.datadir import DataDirLock, holder
@@ -36,6 +41,10 @@ def operated_store(command: str, data_dir: str | None, store: str | None) -> Ite
     if not shared and not (directory / DATA_FILE).exists():
         raise CliError(_no_store(command, directory))
     running = None if shared else holder(directory)
+    if running and reads_only:
+        with Application.open(directory, read_only=True, transient=True) as app:
+            yield app, shared
+        return
     if running:
         who = f" (pid {running['pid']})" if "pid" in running else ""
         raise CliError(f"a stigmer daemon{who} holds {directory}; stop it first (`stigmer local stop`)")

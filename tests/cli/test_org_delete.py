@@ -65,6 +65,17 @@ def test_an_org_is_deleted_with_its_runs_tokens_and_history(stigmer: Stigmer) ->
     assert "is not an org name" in stigmer.fails("org", "delete", "Not An Org!", "--yes", code=2)
 
 
+def test_a_dry_run_shows_an_org_while_the_local_daemon_holds_the_store(stigmer: Stigmer, daemon: str) -> None:
+    """What would be deleted can be seen without stopping the daemon (an LMDB store has readers in
+    any number of processes); the delete itself still needs it stopped."""
+    _seed(stigmer)
+    shown = stigmer.ok("org", "delete", "gone", "--dry-run")
+    assert "KIND" in shown and "Agent " in shown and "AgentExecution " in shown, shown
+    refused = stigmer.fails("org", "delete", "gone", "--yes")
+    assert "holds" in refused and "stop it first" in refused, refused
+    assert "Agent " in stigmer.ok("org", "delete", "gone", "--dry-run"), "the refused delete deleted nothing"
+
+
 def test_a_team_servers_org_is_deleted_while_its_daemon_serves(
     stigmer: Stigmer, stigmer_postgres_store_url: str
 ) -> None:

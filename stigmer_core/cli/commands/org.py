@@ -46,7 +46,7 @@ def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, ye
     from stigmer_core.org_removal import count, remove_org
 
     _check_name(name)
-    with operated_store("org delete", data_dir, store) as (app, shared):
+    with operated_store("org delete", data_dir, store, reads_only=dry_run) as (app, shared):
         holds = count(app, name)
         if dry_run or not holds:
             rows = [[kind, str(number)] for kind, number in holds.items()]

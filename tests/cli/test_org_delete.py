@@ -5,6 +5,7 @@ team server's database while its daemon serves."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -76,13 +77,39 @@ def test_a_dry_run_shows_an_org_while_the_local_daemon_holds_the_store(stigmer: 
     assert "Agent " in stigmer.ok("org", "delete", "gone", "--dry-run"), "the refused delete deleted nothing"
 
 
+def _listed(stigmer: Stigmer) -> dict[str, tuple[int, int]]:
+    rows = json.loads(stigmer.ok("org", "list", "-o", "json"))
+    return {row["org"]: (row["objects"], row["bytes"]) for row in rows}
+
+
+def test_the_orgs_of_a_store_are_listed_with_what_each_holds(stigmer: Stigmer, daemon: str) -> None:
+    """From the per-org counters, beside the running daemon; an org with no object is not listed."""
+    assert _listed(stigmer) == {}
+    assert "no org holds objects" in stigmer.ok("org", "list")
+    _seed(stigmer)
+    stigmer.ok("token", "create", "--org", "gone", "--role", "viewer", "--name", "watcher")
+    listed = _listed(stigmer)
+    assert set(listed) == {"gone", "kept"}
+    gone, kept = listed["gone"], listed["kept"]
+    assert gone[0] == kept[0] + 1, listed  # the same manifests, and one token more
+    assert gone[1] > kept[1] > 0, listed
+    table = stigmer.ok("org", "list")
+    assert table.splitlines()[0].split() == ["ORG", "OBJECTS", "BYTES"], table
+    assert table.splitlines()[1].split() == ["gone", f"{gone[0]:,}", f"{gone[1]:,}"], table
+    assert "STIGMER_MAX_ORG_OBJECTS" in stigmer("org", "list").err
+    stigmer.ok("delete", "agentexecution", "first-run", "--org", "kept")
+    assert _listed(stigmer)["kept"][0] < kept[0], "a delete is counted at once"
+
+
 def test_a_team_servers_org_is_deleted_while_its_daemon_serves(
     stigmer: Stigmer, stigmer_postgres_store_url: str
 ) -> None:
     stigmer.store = stigmer_postgres_store_url
     address = stigmer.start().address
     _seed(stigmer)
+    assert set(_listed(stigmer)) == {"gone", "kept"}
     stigmer.ok("org", "delete", "gone", "--yes")
+    assert set(_listed(stigmer)) == {"kept"}, "a removed org holds nothing, so is not listed"
     held, history, (watermark,) = _holdings(stigmer, "gone", stigmer_postgres_store_url)
     assert held == {} and history == [] and watermark > 0
     assert _holdings(stigmer, "kept", stigmer_postgres_store_url)[0]["Agent"] == 1

@@ -1,8 +1,9 @@
-"""``stigmer org delete ORG``: remove an org, everything it holds and its history, in this process.
+"""``stigmer org list`` and ``org delete ORG``: the orgs of a store, and removing one with
+everything it holds and its history, in this process.
 
-Like ``doctor``, it works on the store every in-process command opens: LMDB
-in the data directory, which no daemon may hold, or the team server's
-database (``--store``), whose daemons may keep serving. See
+Like ``doctor``, they work on the store every in-process command opens: LMDB
+in the data directory, which no daemon may hold for a delete, or the team
+server's database (``--store``), whose daemons may keep serving. See
 ``stigmer_core.org_removal`` for what is deleted and in which order.
 """
 
@@ -16,7 +17,12 @@ import click
 from stigmer_core.cli.commands.local import store_option
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.operating import operated_store
-from stigmer_core.cli.options import EnvOption, verbose_option
+from stigmer_core.cli.options import FORMATS, EnvOption, verbose_option
+
+data_dir_option = click.option(
+    "--data-dir", cls=EnvOption, envvar="STIGMER_DATA_DIR",
+    help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
+)  # fmt: skip
 
 
 @click.group()
@@ -24,12 +30,52 @@ def org() -> None:
     """Orgs of a store: an org is what its objects, tokens and events name."""
 
 
+@org.command(name="list")
+@data_dir_option
+@store_option
+@click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format.")
+@verbose_option
+def list_(data_dir: str | None, store: str | None, output: str) -> None:
+    """Every org that holds objects, with what they take as its quota counts them.
+
+    Read from the store's per-org counters (one key each, kept with every
+    write), so it reads no object; on LMDB it reads beside a running daemon.
+    """
+    import json
+
+    from stigmer_core.cli import render, yamlio
+    from stigmer_core.kinds import usage
+    from stigmer_core.limits import ENV
+
+    with operated_store("org list", data_dir, store, reads_only=True) as (app, _), app.store.read() as txn:
+        held = sorted(usage.stored(txn).items())
+        limits = app.registry.limits
+    rows = [{"org": o, "objects": n, "bytes": b} for o, (n, b) in held]
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if output == "yaml":
+        click.echo(yamlio.dump(rows, sort_keys=False), nl=False)
+        return
+    if not held:
+        click.echo("no org holds objects")
+        return
+    click.echo(render.table(["ORG", "OBJECTS", "BYTES"], [[o, f"{n:,}", f"{b:,}"] for o, (n, b) in held]))
+    bounds = [
+        f"{limit:,} {what} ({ENV[name]})"
+        for name, limit, what in (
+            ("max_org_objects", limits.max_org_objects, "objects"),
+            ("max_org_bytes", limits.max_org_bytes, "bytes"),
+        )
+        if limit
+    ]
+    if bounds:
+        click.echo(f"each org may hold at most {' and '.join(bounds)}, as this process's settings say", err=True)
+
+
 @org.command("delete")
 @click.argument("name", metavar="ORG")
-@click.option(
-    "--data-dir", cls=EnvOption, envvar="STIGMER_DATA_DIR",
-    help="LMDB data directory (env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data).",
-)  # fmt: skip
+@data_dir_option
 @click.option("--dry-run", is_flag=True, help="Show what the org holds; delete nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask before deleting.")
 @store_option

@@ -20,6 +20,8 @@
         ├── DataDirBusy        another daemon holds the data directory
         ├── AddressUnavailable the listen address cannot be bound
         ├── DatabaseUnreachable the store's database did not answer as it opened
+        ├── StoreInUse         a key rotation needs the database alone, and
+        │                      daemons hold it
         ├── ReadableOnly       the store may be read, not written, as configured
         │   │                  (the secrets plugin's SecretKeyError: its secret
         │   │                  key is missing or another one):

@@ -99,7 +99,7 @@ def network_channel(
     but loopback. ``keepalive``: how soon a call on a connection that went
     silent (its daemon's host unreachable) ends with UNAVAILABLE.
     """
-    token = usable_token(token) if token else token
+    token = usable_token(token) if token else token  # connect() checked it already: a direct caller's
     secure = tls if tls is not None else (bool(ca_file or cert_file or key_file) or not is_loopback(target))
     if not secure:
         if token:
@@ -145,7 +145,10 @@ def connect(
     - ``"local"`` (the default): the daemon holding ``data_dir`` if one runs
       (through its Unix socket when it has one: the owner's path, trusted as
       the local administrator), else the store in ``data_dir`` (or the
-      database ``store`` names) opened in this process. Without ``data_dir``,
+      database ``store`` names) opened in this process. ``token`` rides on
+      every call there too: the caller is then that token's principal, with
+      its roles, rather than the local administrator (how roles are tried
+      locally). Without ``data_dir``,
       the data directory (and, without ``store``, the store) are the ones the
       CLI uses: ``STIGMER_DATA_DIR``, else the config file's
       ``local.data_dir``, else ``$STIGMER_HOME/data`` (``config_file.local_data``).
@@ -153,6 +156,7 @@ def connect(
       running daemon holds the key, so it is reached as it is.
     """
     target = target or LOCAL
+    token = usable_token(token) if token else token
     if target != LOCAL:
         channel = network_channel(target, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file)
         return Client(channel, target=target)
@@ -168,7 +172,8 @@ def connect(
         socket = socket_path(directory)
         if socket is not None and socket.exists():
             unix = UnixTarget(socket)
-            return Client(grpc.insecure_channel(unix.address), target=str(running["address"]), unix=unix)
+            channel = _with_token(grpc.insecure_channel(unix.address), token)
+            return Client(channel, target=str(running["address"]), unix=unix)
         address = str(running["address"])
         return Client(
             network_channel(address, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file),
@@ -177,4 +182,10 @@ def connect(
     from stigmer_core.application import Application  # here: a client of a daemon serves nothing
 
     app = Application.open(directory, store=store, read_only=read_only, transient=True)
-    return Client(app.channel(), target=LOCAL, app=app)
+    return Client(_with_token(app.channel(), token), target=LOCAL, app=app)
+
+
+def _with_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:
+    """A local channel (the daemon's Unix socket, or the store in process) sends a given token too:
+    dropped, a viewer's token wrote as the local administrator."""
+    return grpc.intercept_channel(channel, TokenInterceptor(token)) if token else channel

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from stigmer_core import Application, connect
@@ -20,6 +21,7 @@ from stigmer_core.config_file import ENV, HOME_ENV, save_config
 from stigmer_core.datadir import DataDirLock
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import Server
+from tests.auth_support import make_token
 
 
 @pytest.fixture
@@ -93,3 +95,30 @@ def test_without_settings_it_is_the_data_directory_of_stigmer_home(home: Path, t
     with connect() as client:
         assert client.in_process
     assert _made(tmp_path) == ["home/data"]
+
+
+def _role_of_token(client: Any, name: str) -> tuple[grpc.StatusCode, str]:
+    """What a create through ``client`` comes to, and who wrote it: a viewer's token may not write."""
+    commands = client.stub(agent_grpc.AgentCommandControllerStub)
+    try:
+        made = commands.create(_agent(name), timeout=10)
+    except grpc.RpcError as refused:
+        return refused.code(), refused.details() or ""
+    return grpc.StatusCode.OK, made.status.audit.spec_audit.created_by.id
+
+
+def test_a_token_given_to_connect_is_the_caller_in_process_too(home: Path) -> None:
+    """``connect(data_dir=…, token=…)`` with no daemon dropped the token: a viewer's token wrote
+    as the local administrator. It is now sent on every call, so roles can be tried locally."""
+    directory = home / "data"
+    with Application.open(directory, durable=False) as app:
+        viewer, _ = make_token(app, "local", "viewer", "v")
+        editor, _ = make_token(app, "local", "editor", "e")
+    with connect(data_dir=directory, token=viewer) as client:
+        assert client.in_process
+        code, details = _role_of_token(client, "by the viewer")
+        assert code is grpc.StatusCode.PERMISSION_DENIED and "token:local/v (viewer in local)" in details, details
+    with connect(data_dir=directory, token=editor) as client:
+        assert _role_of_token(client, "by the editor") == (grpc.StatusCode.OK, "token:local/e")
+    with connect(data_dir=directory) as client:  # without one: the local administrator, as before
+        assert _role_of_token(client, "by the administrator") == (grpc.StatusCode.OK, "local")

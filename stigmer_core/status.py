@@ -149,28 +149,51 @@ async def send_status(context: grpc.aio.ServicerContext[Any, Any], found: grpc.S
     raise AssertionError("abort returned")  # pragma: no cover - grpc always raises
 
 
+_DETAILS_KEY = "grpc-status-details-bin"
+_NARROWER: dict[str, type[errors.StigmerError]] = {errors.OrgNotVisible.reason: errors.OrgNotVisible}
+"""Reasons whose class is narrower than their code's, and built as every error is."""
+
+
+def _rich_status(error: Any, code: grpc.StatusCode) -> status_pb2.Status | None:
+    """The ``google.rpc.Status`` a failed call's trailing metadata carries, of the call's own code.
+
+    Read from the metadata itself rather than ``rpc_status.from_call``, which takes a sync call
+    only: a ``grpc.aio`` error (``AioRpcError`` is no ``grpc.Call``) carries the same trailers."""
+    trailing = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == _DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            return status if status.code == code.value[0] else None
+    return None
+
+
 def from_rpc_error(error: grpc.RpcError) -> errors.StigmerError:
     """The exception a failed call stands for, with field violations, reason and metadata restored
-    (a status without an ``ErrorInfo``, from grpc itself or an older daemon, keeps its class's reason)."""
-    call = error if isinstance(error, grpc.Call) else None
-    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
-    message = (call.details() if call is not None else None) or str(error)
+    (a status without an ``ErrorInfo``, from grpc itself or an older daemon, keeps its class's reason).
+
+    Any failed call will do: a sync one, a ``grpc.aio`` one, the in-process channel's."""
+    code_of = getattr(error, "code", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    details = getattr(error, "details", None)
+    message = (details() if callable(details) else None) or str(error)
     violations: list[errors.FieldViolation] = []
     info = error_details_pb2.ErrorInfo()
-    if call is not None:
-        status = rpc_status.from_call(call)
-        if status is not None:
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    violations += [errors.FieldViolation(v.field, v.description) for v in bad.field_violations]
-                elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    detail.Unpack(info)
+    status = _rich_status(error, code) if callable(code_of) else None
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations += [errors.FieldViolation(v.field, v.description) for v in bad.field_violations]
+            elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                detail.Unpack(info)
     reason, metadata = info.reason, dict(info.metadata)
     cls = _ERRORS.get(code)
     if cls is errors.InvalidArgument:
         return errors.InvalidArgument(message, violations, reason=reason, metadata=metadata)
     if cls is None:
         cls = errors.Unavailable if code == grpc.StatusCode.UNAVAILABLE else errors.StigmerError
+    narrower = _NARROWER.get(reason)
+    if narrower is not None and issubclass(narrower, cls):
+        cls = narrower
     return cls(message, reason=reason, metadata=metadata)

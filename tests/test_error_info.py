@@ -326,3 +326,41 @@ def test_an_org_out_of_reach_and_a_revoked_token_are_told_apart(daemon: Daemon) 
     tokens.call("revoke", apitoken_pb2.ApiTokenId(value=made.metadata.id))
     code, info = refusal(lambda: daemon.kinds(token).agents.get(made.metadata.id))
     assert (code, info.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+
+
+def test_an_asyncio_clients_refusal_is_read_back_whole(daemon: Daemon) -> None:
+    """``from_rpc_error`` took a sync call only: a ``grpc.aio`` error (no ``grpc.Call``) came back
+    as a bare StigmerError, reason ERROR, no metadata and the error's repr for its message."""
+    import asyncio
+
+    from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+
+    missing = new_id("agt")
+    metadata = (("authorization", f"Bearer {daemon.admin}"),)
+
+    async def refusals() -> list[grpc.RpcError]:
+        found: list[grpc.RpcError] = []
+        async with grpc.aio.insecure_channel(daemon.address) as channel:
+            queries = agent_grpc.AgentQueryControllerStub(channel)
+            commands = agent_grpc.AgentCommandControllerStub(channel)
+            for call in (
+                lambda: queries.get(agent_pb2.AgentId(value=missing), metadata=metadata, timeout=10),
+                lambda: commands.create(agent_pb2.Agent(metadata={"name": ""}), metadata=metadata, timeout=10),
+                lambda: commands.create(_agent_in("x", "beta"), metadata=metadata, timeout=10),
+            ):
+                try:
+                    await call()
+                except grpc.RpcError as exc:
+                    found.append(exc)
+        return found
+
+    not_found, invalid, elsewhere = (from_rpc_error(e) for e in asyncio.run(refusals()))
+    assert type(not_found) is errors.NotFound
+    assert (not_found.reason, not_found.metadata) == ("NOT_FOUND", {"kind": "Agent", "id": missing})
+    assert not_found.message.startswith("agent '") and "AioRpcError" not in not_found.message, not_found.message
+    assert isinstance(invalid, errors.InvalidArgument) and invalid.violations, invalid
+    assert type(elsewhere) is errors.OrgNotVisible and elsewhere.metadata == {"org": "beta"}
+
+
+def _agent_in(name: str, org: str) -> agent_pb2.Agent:
+    return agent_pb2.Agent(metadata={"name": name, "org": org})

@@ -32,6 +32,12 @@ CLIENT_KEEPALIVE = ClientKeepalive()
 
 
 class Client:
+    """What ``connect()`` returns: ``channel`` for generated stubs, and ``close()`` (or ``with``)
+    to let go of it, and of the store when it was opened in this process.
+
+    One client may be shared by threads, as a grpc channel is; an in-process one serves the
+    calls in the calling threads. ``target`` is where it leads (``local`` in process)."""
+
     def __init__(
         self, channel: grpc.Channel, *, target: str, app: Application | None = None, unix: UnixTarget | None = None
     ) -> None:
@@ -43,6 +49,10 @@ class Client:
     @property
     def in_process(self) -> bool:
         return self._app is not None
+
+    def __repr__(self) -> str:
+        how = "in process" if self.in_process else "through the daemon's Unix socket" if self._unix else "over gRPC"
+        return f"<stigmer_core.Client {self.target} ({how})>"
 
     def stub(self, stub_class: type[S]) -> S:
         """``client.stub(AgentCommandControllerStub)``: any generated stub."""
@@ -139,9 +149,11 @@ def connect(
     """A client for ``target``.
 
     - ``"host:port"``: the daemon at that address, over gRPC (TLS for a
-      non-loopback address or with ``ca_file``; ``token`` on every call;
-      ``cert_file`` and ``key_file``: the client certificate a mutual-TLS
-      server asks for).
+      non-loopback address or with ``ca_file``; ``tls`` True or False
+      overrides that choice: a loopback TLS server needs ``tls=True`` or a
+      ``ca_file``, or the call fails as a bare transport error; ``token`` on
+      every call; ``cert_file`` and ``key_file``: the client certificate a
+      mutual-TLS server asks for).
     - ``"local"`` (the default): the daemon holding ``data_dir`` if one runs
       (through its Unix socket when it has one: the owner's path, trusted as
       the local administrator), else the store in ``data_dir`` (or the

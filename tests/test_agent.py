@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from stigmer_core import Application
+from stigmer_core import Application, from_rpc_error
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.agentic.agentinstance.v1 import agentinstance_pb2
@@ -76,6 +76,13 @@ def test_default_instance_cannot_be_deleted_alone(stigmer_channel: grpc.Channel)
         )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "default instance" in err.value.details()
+    refused = from_rpc_error(err.value)  # a client tells it from other refusals by its reason
+    assert refused.reason == "DEFAULT_INSTANCE"
+    assert refused.metadata == {
+        "kind": "AgentInstance",
+        "id": agent.status.default_instance_id,
+        "agentId": agent.metadata.id,
+    }
 
 
 def test_instance_needs_an_agent_of_its_org(stigmer_channel: grpc.Channel) -> None:

@@ -115,7 +115,7 @@ def test_a_token_given_to_connect_is_the_caller_in_process_too(home: Path) -> No
         viewer, _ = make_token(app, "local", "viewer", "v")
         editor, _ = make_token(app, "local", "editor", "e")
     with connect(data_dir=directory, token=viewer) as client:
-        assert client.in_process
+        assert client.in_process and repr(client) == "<stigmer_core.Client local (in process)>"
         code, details = _role_of_token(client, "by the viewer")
         assert code is grpc.StatusCode.PERMISSION_DENIED and "token:local/v (viewer in local)" in details, details
     with connect(data_dir=directory, token=editor) as client:

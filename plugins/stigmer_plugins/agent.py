@@ -192,7 +192,9 @@ def refuse_default_instance_delete(ctx: RequestContext) -> None:
     if agent is not None and agent.status.default_instance_id == instance.metadata.id:  # type: ignore[attr-defined]
         raise FailedPrecondition(
             f"agent instance '{instance.metadata.slug}' is the default instance of agent "
-            f"'{agent.metadata.slug}'; delete the agent instead"  # type: ignore[attr-defined]
+            f"'{agent.metadata.slug}'; delete the agent instead",  # type: ignore[attr-defined]
+            reason="DEFAULT_INSTANCE",
+            metadata={"kind": "AgentInstance", "id": instance.metadata.id, "agentId": instance.spec.agent_id},
         )
 
 

@@ -26,7 +26,7 @@ def test_a_token_given_to_connect_goes_through_the_daemons_socket(stigmer: Stigm
     socket = socket_path(stigmer.data_dir)
     assert socket is not None and socket.exists(), "the daemon serves its owner on a Unix socket"
     with connect(data_dir=stigmer.data_dir, token=viewer) as client:
-        assert not client.in_process
+        assert not client.in_process and "through the daemon's Unix socket" in repr(client)
         commands = client.stub(agent_grpc.AgentCommandControllerStub)
         with pytest.raises(grpc.RpcError) as refused:
             commands.create(_agent("by the viewer"), timeout=TIMEOUT)

@@ -326,16 +326,18 @@ def client_credentials(
     if bool(cert_file) != bool(key_file):
         raise StartupError(
             "a client certificate needs both files: give --cert-file FILE and --key-file FILE "
-            "(or remote.cert_file and remote.key_file)"
+            "(or remote.cert_file and remote.key_file; connect()'s cert_file and key_file)"
         )
-    # each comes from a flag, the environment or the config file: the words name all three
-    root = _read(ca_file, "CA file (--ca-file, $STIGMER_CA_FILE or remote.ca_file)") if ca_file else None
+    # each comes from a flag, the environment, the config file or connect()'s argument: the words name all four
+    root = _read(ca_file, "CA file (--ca-file, $STIGMER_CA_FILE, remote.ca_file or ca_file=)") if ca_file else None
     cert = (
-        _read(cert_file, "client certificate (--cert-file, $STIGMER_CERT_FILE or remote.cert_file)")
+        _read(cert_file, "client certificate (--cert-file, $STIGMER_CERT_FILE, remote.cert_file or cert_file=)")
         if cert_file
         else None
     )
-    key = _read(key_file, "client key (--key-file, $STIGMER_KEY_FILE or remote.key_file)") if key_file else None
+    key = (
+        _read(key_file, "client key (--key-file, $STIGMER_KEY_FILE, remote.key_file or key_file=)") if key_file else None
+    )
     return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
 
 

@@ -21,17 +21,21 @@ import argparse
 import ast
 import filecmp
 import importlib
+import importlib.util
 import pkgutil
 import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 VALIDATE_PROTO = "buf/validate/validate.proto"
 _BUF_IMPORT = re.compile(r"^from buf\.validate import ", re.MULTILINE)
 _BUF_TARGET = "from stigmer_core.api.buf.validate import "
-_GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+_GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+MYPY_GRPC_PLUGIN = "protoc-gen-mypy_grpc"
+"""mypy-protobuf's protoc plugin: the stubs' types (``_pb2_grpc.pyi``), which grpcio-tools does not write."""
 
 
 def _validate_descriptor() -> bytes:
@@ -74,16 +78,32 @@ GRPCIO_TOOLS = "1.78.2"
 INSTALL_HINT = (
     "install the generator with stigmer-core's `protogen` extra, in the same pip command as anything "
     "else you install: pip install 'stigmer-core[test,protogen]' (it pins grpcio-tools "
-    f"{GRPCIO_TOOLS} and lets pip choose grpcio packages and a protobuf that all agree with it)"
+    f"{GRPCIO_TOOLS} and mypy-protobuf, and lets pip choose grpcio packages and a protobuf that all agree with it)"
 )
 
 
-def _protoc(args: list[str]) -> None:
+def _mypy_grpc_plugin(where: Path) -> str:
+    """The plugin as a script in ``where`` running mypy-protobuf under this interpreter: its own
+    script is in the bin of whichever environment installed it, which need be neither this
+    interpreter's nor on PATH (a venv layered over another's packages)."""
+    if importlib.util.find_spec("mypy_protobuf") is None:
+        raise SystemExit(f"python -m stigmer_core.protogen needs mypy-protobuf: {INSTALL_HINT}")
+    script = where / MYPY_GRPC_PLUGIN
+    script.write_text(f"#!{sys.executable}\nfrom mypy_protobuf.main import grpc\n\nraise SystemExit(grpc())\n")
+    script.chmod(0o700)
+    return str(script)
+
+
+def _protoc_module() -> Any:
     try:
         from grpc_tools import protoc  # type: ignore[import-untyped]
     except ImportError:
         raise SystemExit(f"python -m stigmer_core.protogen needs grpcio-tools: {INSTALL_HINT}") from None
+    return protoc
 
+
+def _protoc(args: list[str]) -> None:
+    protoc = _protoc_module()
     include = Path(protoc.__file__).parent / "_proto"
     code = protoc.main(["protoc", f"-I{include}", *args])
     if code != 0:
@@ -96,8 +116,9 @@ _STRIPPED_NOTE = (
 )
 
 
-def _strip_servicers(text: str) -> str:
-    """Drop the servicer half of a ``_pb2_grpc.py``, keeping the client stubs.
+def _strip_servicers(text: str, *, note: bool = True) -> str:
+    """Drop the servicer half of a ``_pb2_grpc.py`` (or its ``.pyi``: ``note`` False, since its first
+    line opens a docstring), keeping the client stubs.
 
     Nothing here implements a service by subclassing (the generic controller
     factory builds every handler), and unimplemented servicer bases would
@@ -107,7 +128,7 @@ def _strip_servicers(text: str) -> str:
     lines = text.splitlines(keepends=True)
     cut: list[tuple[int, int]] = []
     for node in tree.body:
-        servicer = isinstance(node, ast.ClassDef) and node.name.endswith("Servicer")
+        servicer = isinstance(node, ast.ClassDef) and node.name.endswith(("Servicer", "_ServicerContext"))
         registrar = isinstance(node, ast.FunctionDef) and node.name.startswith("add_") and node.name.endswith("Servicer_to_server")
         if servicer or registrar:
             start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
@@ -119,6 +140,8 @@ def _strip_servicers(text: str) -> str:
     body = "".join(lines)
     while "\n\n\n\n" in body:
         body = body.replace("\n\n\n\n", "\n\n\n")
+    if not note:
+        return body
     header, _, rest = body.partition("\n")
     return f"{header}\n{_STRIPPED_NOTE}{rest}"
 
@@ -135,7 +158,9 @@ def _compile(proto_path: Path, gen: Path, *, with_validate: bool) -> list[Path]:
     set_path = gen.parent / "deps.binpb"
     set_path.write_bytes(_descriptor_set(set(sources)))
     common = [f"--descriptor_set_in={set_path}", f"-I{proto_path}"]
-    _protoc([*common, f"--python_out={gen}", f"--pyi_out={gen}", f"--grpc_python_out={gen}", *sources])
+    _protoc_module()  # the generator first: without the extra, it is what is said missing
+    typed = [f"--plugin={MYPY_GRPC_PLUGIN}={_mypy_grpc_plugin(gen.parent)}", "--mypy_grpc_opt=quiet", f"--mypy_grpc_out={gen}"]
+    _protoc([*common, f"--python_out={gen}", f"--pyi_out={gen}", f"--grpc_python_out={gen}", *typed, *sources])
     if with_validate:
         side = gen.parent / "validate"
         side.mkdir()
@@ -150,6 +175,8 @@ def _compile(proto_path: Path, gen: Path, *, with_validate: bool) -> list[Path]:
         fixed = _BUF_IMPORT.sub(_BUF_TARGET, text)
         if path.name.endswith("_pb2_grpc.py"):
             fixed = _strip_servicers(fixed)
+        elif path.name.endswith("_pb2_grpc.pyi"):
+            fixed = _strip_servicers(fixed, note=False)
         if fixed != text:
             path.write_text(fixed)
     for path in written:

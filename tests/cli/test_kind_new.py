@@ -47,7 +47,7 @@ def test_the_scaffold_installs_and_passes_its_own_tests(stigmer: Stigmer, tmp_pa
     pytest.importorskip("grpc_tools", reason="protogen's generator (grpcio-tools) is not installed here")
     package = tmp_path / "gizmo"
     out = stigmer.ok("kind", "new", "GizmoBox", "--dir", str(package))
-    assert "generated 6 files" in out, out
+    assert "generated 8 files" in out, out
     # the pip of the interpreter that ran it: a bare pip outside an activated venv is the system's
     next_line = out.strip().splitlines()[-1]
     assert next_line.startswith("next: /") and " -m pip install -e " in next_line, next_line

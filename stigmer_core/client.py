@@ -19,6 +19,7 @@ import grpc
 
 from stigmer_core.auth.transport import client_credentials, is_loopback, refuse_plaintext_token, usable_token
 from stigmer_core.datadir import holder
+from stigmer_core.errors import InvalidArgument
 from stigmer_core.keepalive import ClientKeepalive
 from stigmer_core.local_socket import UnixTarget, socket_path
 
@@ -126,6 +127,8 @@ def network_channel(
 
 
 _PLAINTEXT: set[str] = set()
+_GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:")
+"""Targets in grpc's own naming syntax, taken as they are."""
 
 
 def dialled_in_plaintext(target: str) -> bool:
@@ -148,7 +151,9 @@ def connect(
 ) -> Client:
     """A client for ``target``.
 
-    - ``"host:port"``: the daemon at that address, over gRPC (TLS for a
+    - ``"host:port"`` (or a target in grpc's own syntax, ``dns:///host:port``; anything
+      else, ``http://…`` or a host without a port, is refused ``InvalidArgument`` at once
+      rather than at the first call): the daemon at that address, over gRPC (TLS for a
       non-loopback address or with ``ca_file``; ``tls`` True or False
       overrides that choice: a loopback TLS server needs ``tls=True`` or a
       ``ca_file``, or the call fails as a bare transport error; ``token`` on
@@ -169,6 +174,12 @@ def connect(
     """
     target = target or LOCAL
     token = usable_token(token) if token else token
+    if target != LOCAL and not target.startswith(_GRPC_SCHEMES):
+        from stigmer_core.config_file import endpoint_problem
+
+        problem = endpoint_problem(target)
+        if problem is not None:  # else grpc dials it anyway, and says so only at the first call
+            raise InvalidArgument.field("target", problem)
     if target != LOCAL:
         channel = network_channel(target, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file)
         return Client(channel, target=target)

@@ -389,6 +389,20 @@ def test_a_token_is_never_sent_in_clear_to_a_remote_address() -> None:
         assert client.target == "10.1.2.3:50051"
 
 
+def test_a_target_that_is_no_host_and_port_is_refused_before_anything_is_dialled() -> None:
+    """grpc took ``http://host:port`` and a bare host as given (the first with TLS) and failed at
+    the first call in its own words (``Misformatted domain name``); grpc's own schemes stay open."""
+    from stigmer_core.errors import InvalidArgument
+
+    for target in ("http://127.0.0.1:50051", "127.0.0.1", "team.example:0", "team.example:65536"):
+        with pytest.raises(InvalidArgument, match=r"target: invalid endpoint .*: use HOST:PORT") as refused:
+            connect(target)
+        assert refused.value.violations[0].field == "target" and target in str(refused.value)
+    for target in ("dns:///127.0.0.1:50051", "[::1]:50051", "localhost:50051"):
+        with connect(target) as client:
+            assert client.target == target
+
+
 def test_unrestricted_local_mode_is_unchanged(tmp_path: Path, stigmer_store: str | None) -> None:
     """Tokens not required: a caller without a valid token is the local administrator, every org
     visible (as before; the SDK's placeholder key keeps working); a valid token still narrows it."""

@@ -78,18 +78,22 @@ class Executor:
         self.authenticator = authenticator
         self.events = events
 
-    def caller(self, binding: MethodBinding, metadata: Sequence[tuple[str, Any]], peer: str) -> Caller:
+    def caller(
+        self, binding: MethodBinding, metadata: Sequence[tuple[str, Any]], peer: str, kind: KindRuntime | None = None
+    ) -> Caller:
         """Who calls, and that its roles allow the method somewhere, before any step runs,
-        so a caller without the right learns nothing (not even what a valid request looks like)."""
+        so a caller without the right learns nothing (not even what a valid request looks like).
+        ``kind``: the one the call is of, named in a refusal (the one Watch method serves every kind)."""
         auth = self.authenticator
         if auth is None or (not metadata and not auth.required):
             return LOCAL_ADMIN  # the local path's common case, without a look at anything
         caller = auth.caller(metadata, peer)
         if not caller.can_anywhere(binding.access):
             roles = ", ".join(f"{role} in {org}" for org, role in caller.roles.items()) or "no role"
+            of = f" of {kind.name}" if kind is not None and binding.path == WATCH_PATH else ""
             raise PermissionDenied(
-                f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}",
-                metadata={"access": binding.access.value, "method": binding.path},
+                f"{caller.principal} ({roles}) lacks {binding.access.value} access for {binding.path}{of}",
+                metadata={"access": binding.access.value, "method": binding.path, "kind": kind.name if kind else ""},
             )
         return caller
 
@@ -104,7 +108,7 @@ class Executor:
         yields_idle: bool = False,
     ) -> RequestContext:
         """Authenticate, and run the steps before the transaction."""
-        caller = self.caller(binding, metadata, peer)
+        caller = self.caller(binding, metadata, peer, kind)
         ctx = RequestContext(
             kind=kind,
             registry=self.registry,
@@ -406,7 +410,7 @@ def _streamed(
         peer = context.peer() if auth is not None and auth.required else ""
         metadata = context.invocation_metadata() or ()
         try:  # who calls, before a slot is taken: a refused caller holds none
-            caller = executor.caller(binding, metadata, peer)
+            caller = executor.caller(binding, metadata, peer, kind)
         except (Unauthenticated, PermissionDenied) as denied:
             executor.log_denied(denied, binding, metadata, peer)
             raise
@@ -423,7 +427,7 @@ def _streamed(
 
             def still_may() -> None:
                 try:
-                    executor.caller(binding, metadata, peer)
+                    executor.caller(binding, metadata, peer, kind)
                 except (Unauthenticated, PermissionDenied) as denied:
                     executor.log_denied(denied, binding, metadata, peer)
                     raise

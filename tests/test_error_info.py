@@ -243,6 +243,13 @@ def test_a_caller_without_the_right_or_a_token_is_told_which(daemon: Daemon) -> 
     assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
     assert info.metadata["access"] == "write"
     assert info.metadata["method"] == "/stigmer.agentic.agent.v1.AgentCommandController/create"
+    assert info.metadata["kind"] == "Agent"
+    # the one Watch method serves every kind: the refusal names the kind the caller may not watch
+    editor, _ = make_token(daemon.app, ALPHA, "editor", "writer")
+    watch = watch_pb2_grpc.WatchStub(daemon.channel(editor))
+    code, info = refusal(lambda: watch.Watch(watch_pb2.WatchRequest(kind="ApiToken", org=ALPHA), timeout=10))
+    assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    assert (info.metadata["kind"], info.metadata["access"]) == ("ApiToken", "admin"), info.metadata
     anonymous = Kinds.on(daemon.app, grpc.insecure_channel(daemon.address))
     code, info = refusal(lambda: anonymous.agents.create(_agent("no")))
     assert (code, info.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REQUIRED")

@@ -143,9 +143,14 @@ def _writes_in(session: Any, org: str) -> bool:
     "--to-org", metavar="ORG",
     help="Put every document in ORG, whatever org it names (a local export moved to a team server's org).",
 )  # fmt: skip
+@click.option(
+    "--new-ids", is_flag=True,
+    help="Find each object by org and slug, create the missing ones under new ids, and point the ids naming "
+    "them at the copies (an org copied into another of the same server).",
+)  # fmt: skip
 @common_options
 @click.pass_context
-def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> None:
+def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_ids: bool) -> None:
     """Restore exported documents (`stigmer import < backup.yaml`).
 
     Ids and slugs are kept; importing the same documents again changes nothing.
@@ -156,6 +161,12 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
     of every reference naming the document's own org: a local export (org
     'local') goes into a team server's org so. Documents of several orgs are
     refused with it (they would merge into one): export one org and import that.
+
+    `--new-ids` leaves each document's id out: an object is found by its org
+    and slug, one that is missing is created under a new id, and the ids that
+    named the originals name the copies. An org is copied into another org of
+    the same server so (`--to-org staging --new-ids`); without it, an id
+    another org's object holds is refused.
 
     An unreachable server, a server whose store does not serve (UNAVAILABLE: its
     database unreachable or read-only), a token it does not accept (or none
@@ -170,6 +181,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
     from stigmer_core.cli.envelope import metadata
     from stigmer_core.cli.moving import one_org
     from stigmer_core.cli.progress import Progress
+    from stigmer_core.cli.renaming import Renamer
     from stigmer_core.cli.reporting import report_failure
     from stigmer_core.cli.session import Session
 
@@ -199,8 +211,12 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
     writable: dict[str, bool] = {}  # per org: whether this caller may write there (asked once)
     created: set[str] = set()
     unset: list[tuple[str, list[str]]] = []
+    renamer = Renamer() if new_ids else None
     with Progress("importing", total=len(documents)) as progress:
         for done, document in enumerate(documents):
+            own = ""
+            if renamer is not None:
+                own, document = renamer.prepare(document)
             try:
                 outcome = apply_one(session, document, created=created)
             except Unreachable as exc:  # the server went away: say how far the import got
@@ -230,8 +246,10 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
                 raise CliError(_stopped(reason, done - counts["failed"], len(documents)))
             if outcome.failed:
                 counts["failed"] += 1
-                report_failure(f"{document.where} ({document.ref}): {outcome.error}")
+                report_failure(f"{document.where} ({document.ref}): {outcome.error}{_held_elsewhere(outcome)}")
                 continue
+            if renamer is not None:
+                renamer.written(own, outcome.result)
             counts[outcome.action] += 1
             into.add(org)
             keys = _unset_secrets(outcome.result)
@@ -248,6 +266,24 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None) -> N
         click.echo(f"note: {hint}", err=True)
     if counts["failed"]:
         ctx.exit(1)
+
+
+def _held_elsewhere(outcome: Any) -> str:
+    """What to do about a document whose id another org's object holds: the same export imported
+    into a second org of the server it came from. Told from the refusal's field or metadata, not
+    its words: ``metadata.org`` immutable for a caller who may see that object, NOT_FOUND naming
+    the document's own id for one who may not."""
+    from stigmer_core import errors
+    from stigmer_core.cli.envelope import metadata
+
+    cause, own = outcome.cause, str(metadata(outcome.document.message).id)
+    if not own:
+        return ""
+    moved = isinstance(cause, errors.InvalidArgument) and any(v.field == "metadata.org" for v in cause.violations)
+    hidden = type(cause) is errors.NotFound and cause.metadata.get("id") == own
+    if not (moved or hidden):
+        return ""
+    return " (to copy it into this org under a new id, import with --new-ids)"
 
 
 def _elsewhere(into: set[str], shown: str) -> str:

@@ -2,9 +2,11 @@
 
 ::
 
-    StigmerError
+    StigmerError               (a status no class below stands for: UNKNOWN,
+    │                          CANCELLED, INTERNAL, ... as ``from_rpc_error`` gives it)
     ├── InvalidArgument        field-level violations (google.rpc.BadRequest)
     ├── NotFound
+    │   └── OrgNotVisible      an org the caller has no role in
     ├── AlreadyExists
     ├── Conflict               stale resource version (ABORTED)
     ├── FailedPrecondition     illegal state transition, live references
@@ -13,6 +15,7 @@
     ├── PermissionDenied
     ├── Unavailable            shutting down
     ├── Unimplemented          an rpc a plugin chose not to serve
+    ├── DeadlineExceeded       the call ended before its write began
     ├── PluginFault            a plugin's code broke its contract while serving
     │                          (INTERNAL, with a message naming the plugin)
     └── StartupError           the daemon cannot start as configured
@@ -36,6 +39,9 @@
 Steps raise these; ``stigmer_core.status`` is the only place that turns them
 into gRPC status codes, and ``from_rpc_error`` turns a status back into the
 same exception on the client side, so both paths speak one vocabulary.
+Every error's ``code`` is the gRPC status code it travels as: its class's
+(``status.code_of``), or, for one ``from_rpc_error`` made, the code the call
+ended with, so a client tells an UNKNOWN from a CANCELLED without the grpc error.
 
 Every error but a field-level ``InvalidArgument`` also carries a ``reason``
 (a stable UPPER_SNAKE_CASE name, sent as ``google.rpc.ErrorInfo``) and string
@@ -47,9 +53,22 @@ class names its general reason; a raise that knows more names a narrower one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    import grpc
+
+# A library's log records go where its application's logging sends them, and nowhere when it sets
+# none up: with no handler on the way, logging's last resort printed them on the application's
+# stderr (a refused call's `denied:` line, from `connect(data_dir=...)` or `Application.open`). The
+# daemon and the command line give the root logger their own handler, which records still reach.
+# Set here, in the module every part of the package that logs imports, not in the package's
+# __init__, which `stigmer --help` and `--version` import without paying for logging.
+logging.getLogger("stigmer_core").addHandler(logging.NullHandler())
 
 DOMAIN = "stigmer.ai"
 """``ErrorInfo.domain`` of every reason: the domain the API's own names use (``agentic.stigmer.ai/v1``)."""
@@ -77,6 +96,7 @@ class StigmerError(Exception):
     """Base of every error the framework raises on purpose."""
 
     reason: str = "ERROR"
+    _code: grpc.StatusCode | None = None
 
     def __init__(self, message: str, *, reason: str = "", metadata: Mapping[str, object] | None = None) -> None:
         if not isinstance(message, str):  # a step's ``raise NotFound(exc)``: said as text, never a fault of its own
@@ -86,6 +106,22 @@ class StigmerError(Exception):
         if reason:
             self.reason = str(reason)
         self.metadata: dict[str, str] = {str(k): str(v) for k, v in (metadata or {}).items() if v != ""}
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        """The gRPC status code this error travels as. One ``from_rpc_error`` made keeps the code
+        its call ended with, which several codes share a class for (UNKNOWN, CANCELLED and
+        INTERNAL are all a bare ``StigmerError``); any other is its class's, as the server sends
+        it, read from ``status.code_of`` so the mapping stays written in one place."""
+        if self._code is not None:
+            return self._code
+        from stigmer_core.status import code_of  # here: grpc only for a caller that asks
+
+        return code_of(self)
+
+    @code.setter
+    def code(self, code: grpc.StatusCode) -> None:
+        self._code = code
 
 
 class InvalidArgument(StigmerError):

@@ -2,13 +2,16 @@
 
 The contract suite, the CLI and tools that handle every kind alike use this;
 application code normally uses the generated stubs, which work on the same
-channels.
+channels. Like a generated stub's methods, every call takes ``timeout`` and
+``metadata``; the client's own (given when it is made) apply where a call
+gives none.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
@@ -18,6 +21,28 @@ from stigmer_core.kinds.runtime import KindRuntime
 UPDATE_MASK = "update_mask"
 """The field of an update request that names the paths the update sets (Google's AIP-134)."""
 _FIELD_MASK = "google.protobuf.FieldMask"
+
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a call may take when neither the client nor the call says otherwise."""
+
+Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
+"""gRPC metadata as generated stubs take it: (key, value) pairs, a value in bytes for a ``-bin`` key."""
+
+
+class _ClientDefault(enum.Enum):
+    """A call's ``timeout`` left out, told apart from ``None``, which grpc reads as no deadline."""
+
+    TIMEOUT = "the client's"
+
+    def __repr__(self) -> str:
+        return "<the client's timeout>"
+
+
+CLIENTS = _ClientDefault.TIMEOUT
+"""A call's ``timeout`` when it gives none: the client's."""
+Timeout: TypeAlias = float | Literal[_ClientDefault.TIMEOUT] | None
+"""A call's ``timeout``: seconds, ``None`` for no deadline, or left out for the client's."""
 
 
 def update_mask_field(request: type[Message]) -> str | None:
@@ -34,10 +59,26 @@ class KindClient:
     A write whose request wraps the resource (``UpdateAgentInput{resource,
     update_mask}``) is given the resource and wrapped here; how is read from
     the descriptors once, when the client is made.
+
+    ``timeout`` (seconds, ``None`` for no deadline) and ``metadata`` are the
+    client's for every call, as a program's own deadline and headers
+    (``stigmer-dry-run``, a tracing id) are usually one per client, not per
+    call; a call's ``timeout`` replaces the client's, and its ``metadata`` is
+    sent after the client's, so a call adds a header without repeating the
+    rest. ``list_all`` gives each page's call the timeout.
     """
 
-    def __init__(self, channel: grpc.Channel, kind: KindRuntime) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        kind: KindRuntime,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        metadata: Metadata = (),
+    ) -> None:
         self.kind = kind
+        self.timeout = timeout
+        self.metadata: tuple[tuple[str, str | bytes], ...] = tuple(metadata)
         self._calls: dict[str, Any] = {}
         self._request: dict[str, type[Message]] = {}
         self.update_mask: str | None = None
@@ -53,8 +94,13 @@ class KindClient:
                 response_deserializer=binding.response_cls.FromString,
             )
 
-    def call(self, operation: str, request: Message, *, timeout: float | None = 10.0) -> Any:
-        return self._calls[operation](request, timeout=timeout)
+    def call(self, operation: str, request: Message, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Any:
+        """Any operation of the kind by its binding's name, for those with no method here
+        (``updateStatus``, ``subscribe``): the request goes as it is, unwrapped."""
+        sent = (*self.metadata, *metadata)
+        return self._calls[operation](
+            request, timeout=self.timeout if timeout is CLIENTS else timeout, metadata=sent or None
+        )
 
     def _wrapped(self, operation: str, resource: Message) -> Message:
         request_cls = self._request[operation]
@@ -64,13 +110,22 @@ class KindClient:
         getattr(request, self.kind.resource_field or "").CopyFrom(resource)
         return request
 
-    def create(self, resource: Message) -> Message:
-        return self.call("create", self._wrapped("create", resource))  # type: ignore[no-any-return]
+    def create(self, resource: Message, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Message:
+        request = self._wrapped("create", resource)
+        return self.call("create", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
-    def apply(self, resource: Message) -> Message:
-        return self.call("apply", self._wrapped("apply", resource))  # type: ignore[no-any-return]
+    def apply(self, resource: Message, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Message:
+        request = self._wrapped("apply", resource)
+        return self.call("apply", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
-    def update(self, resource: Message, mask: Sequence[str] | None = None) -> Message:
+    def update(
+        self,
+        resource: Message,
+        mask: Sequence[str] | None = None,
+        *,
+        timeout: Timeout = CLIENTS,
+        metadata: Metadata = (),
+    ) -> Message:
         """Update to ``resource``; ``mask`` (the paths it sets) goes in the request's ``update_mask``."""
         request = self._wrapped("update", resource)
         if mask is not None:
@@ -79,41 +134,67 @@ class KindClient:
             field = getattr(request, self.update_mask)
             field.SetInParent()  # present even when empty
             field.paths.extend(mask)
-        return self.call("update", request)  # type: ignore[no-any-return]
+        return self.call("update", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
     def _new(self, operation: str, **fields: Any) -> Any:
         """A request of the operation's class; typed ``Any``, as the class is known only at run time."""
         request_cls: Any = self._request[operation]
         return request_cls(**fields)
 
-    def delete(self, object_id: str) -> Message:
-        return self.call("delete", self._new("delete", value=object_id))  # type: ignore[no-any-return]
+    def delete(self, object_id: str, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Message:
+        request = self._new("delete", value=object_id)
+        return self.call("delete", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
-    def get(self, object_id: str) -> Message:
-        return self.call("get", self._new("get", value=object_id))  # type: ignore[no-any-return]
+    def get(self, object_id: str, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Message:
+        request = self._new("get", value=object_id)
+        return self.call("get", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
-    def get_by_reference(self, *, org: str = "", slug: str = "", id: str = "", kind: str = "") -> Message:
+    def get_by_reference(
+        self,
+        *,
+        org: str = "",
+        slug: str = "",
+        id: str = "",
+        kind: str = "",
+        timeout: Timeout = CLIENTS,
+        metadata: Metadata = (),
+    ) -> Message:
         ref: Message = self._new("getByReference", org=org, slug=slug, id=id)
         if kind:  # the published API's kind is an enum, ours a string: set it only when given
             ref.kind = kind  # type: ignore[attr-defined]
-        return self.call("getByReference", ref)  # type: ignore[no-any-return]
+        return self.call("getByReference", ref, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
     def list_page(
-        self, *, org: str = "", labels: Mapping[str, str] | None = None, page_size: int = 0, page_token: str = ""
+        self,
+        *,
+        org: str = "",
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: Timeout = CLIENTS,
+        metadata: Metadata = (),
     ) -> Any:
         request: Message = self._new("list", page_size=page_size, page_token=page_token)
         if org:
             request.org = org  # type: ignore[attr-defined]
         if labels:
             request.labels.update(labels)  # type: ignore[attr-defined]
-        return self.call("list", request)
+        return self.call("list", request, timeout=timeout, metadata=metadata)
 
     def list_all(
-        self, *, org: str = "", labels: Mapping[str, str] | None = None, page_size: int = 0
+        self,
+        *,
+        org: str = "",
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        timeout: Timeout = CLIENTS,
+        metadata: Metadata = (),
     ) -> Iterator[Message]:
         token = ""
         while True:
-            page = self.list_page(org=org, labels=labels, page_size=page_size, page_token=token)
+            page = self.list_page(
+                org=org, labels=labels, page_size=page_size, page_token=token, timeout=timeout, metadata=metadata
+            )
             yield from page.entries
             token = page.next_page_token
             if not token:

@@ -4,7 +4,8 @@ Server side, ``abort`` turns a ``StigmerError`` into a rich status (a
 ``google.rpc.Status`` with ``BadRequest`` details for field violations, and an
 ``ErrorInfo`` naming the reason of every refusal) and anything else into
 INTERNAL, which always means a bug here. Client side, ``from_rpc_error``
-reverses it, so the CLI and tests can match on types and reasons.
+reverses it, so the CLI and tests can match on types and reasons, and keeps
+the code the call ended with (``StigmerError.code``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from stigmer_core import errors
+from stigmer_core.tls_trouble import dial_failed, tls_trouble
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ _ERRORS = {code: cls for cls, code in _CODES.items()}
 
 
 def code_of(error: errors.StigmerError) -> grpc.StatusCode:
+    """The code a server sends ``error`` as: its class's, INTERNAL for a class of none (a bug,
+    or a ``PluginFault``). A client's error keeps the code it came with (``error.code``)."""
     for cls in type(error).__mro__:
         code = _CODES.get(cls)
         if code is not None:
@@ -100,7 +104,9 @@ def to_status(error: BaseException) -> grpc.Status:
         # the Any's type URL, the "more" line, and the ErrorInfo's reason after it
         room = MAX_DETAILS_BYTES - status.ByteSize() - 64 - _REASON_ROOM
         for v in error.violations[:MAX_VIOLATIONS]:
-            shown = error_details_pb2.BadRequest.FieldViolation(field=_short(v.field), description=_short(v.description))
+            shown = error_details_pb2.BadRequest.FieldViolation(
+                field=_short(v.field), description=_short(v.description)
+            )
             room -= shown.ByteSize() + 3
             if room < 0:
                 break
@@ -150,8 +156,12 @@ async def send_status(context: grpc.aio.ServicerContext[Any, Any], found: grpc.S
 
 
 _DETAILS_KEY = "grpc-status-details-bin"
-_NARROWER: dict[str, type[errors.StigmerError]] = {errors.OrgNotVisible.reason: errors.OrgNotVisible}
-"""Reasons whose class is narrower than their code's, and built as every error is."""
+_NARROWER: dict[str, type[errors.StigmerError]] = {
+    errors.OrgNotVisible.reason: errors.OrgNotVisible,
+    errors.PluginFault.reason: errors.PluginFault,
+}
+"""Reasons whose class is narrower than their code's, and built as every error is (INTERNAL's
+class is ``StigmerError`` itself: a plugin's fault is told from a bug here by its reason)."""
 
 
 def _rich_status(error: Any, code: grpc.StatusCode) -> status_pb2.Status | None:
@@ -169,9 +179,14 @@ def _rich_status(error: Any, code: grpc.StatusCode) -> status_pb2.Status | None:
 
 def from_rpc_error(error: grpc.RpcError) -> errors.StigmerError:
     """The exception a failed call stands for, with field violations, reason and metadata restored
-    (a status without an ``ErrorInfo``, from grpc itself or an older daemon, keeps its class's reason).
+    (a status without an ``ErrorInfo``, from grpc itself or an older daemon, keeps its class's reason),
+    and its ``code`` the call's: a code no class stands for (UNKNOWN, CANCELLED, INTERNAL) is a bare
+    ``StigmerError`` a caller could not otherwise tell apart.
 
-    Any failed call will do: a sync one, a ``grpc.aio`` one, the in-process channel's."""
+    Any failed call will do: a sync one, a ``grpc.aio`` one, the in-process channel's. A
+    connection this client could not open for want of TLS it could set up (an untrusted or
+    mismatched certificate, a server not serving TLS, CA or client files grpc could not use) is
+    an ``Unavailable`` whose message says which, naming ``connect()``'s arguments, before grpc's."""
     code_of = getattr(error, "code", None)
     code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
     details = getattr(error, "details", None)
@@ -188,12 +203,24 @@ def from_rpc_error(error: grpc.RpcError) -> errors.StigmerError:
             elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 detail.Unpack(info)
     reason, metadata = info.reason, dict(info.metadata)
-    cls = _ERRORS.get(code)
+    cls = _ERRORS.get(code, errors.StigmerError)
+    if cls is errors.Unavailable and info.domain != errors.DOMAIN:  # a stigmer server's words are its own
+        message = _with_tls_trouble(message)
+    found: errors.StigmerError
     if cls is errors.InvalidArgument:
-        return errors.InvalidArgument(message, violations, reason=reason, metadata=metadata)
-    if cls is None:
-        cls = errors.Unavailable if code == grpc.StatusCode.UNAVAILABLE else errors.StigmerError
-    narrower = _NARROWER.get(reason)
-    if narrower is not None and issubclass(narrower, cls):
-        cls = narrower
-    return cls(message, reason=reason, metadata=metadata)
+        found = errors.InvalidArgument(message, violations, reason=reason, metadata=metadata)
+    else:
+        narrower = _NARROWER.get(reason)
+        if narrower is not None and issubclass(narrower, cls):
+            cls = narrower
+        found = cls(message, reason=reason, metadata=metadata)
+    found.code = code
+    return found
+
+
+def _with_tls_trouble(details: str) -> str:
+    """grpc's words for a connection it could not open, after what went wrong with its TLS when
+    that is why. Only this client's own failure to connect: a server's UNAVAILABLE (a proxy's
+    about its upstream's certificate) is passed on as it came."""
+    trouble = tls_trouble(details) if dial_failed(details) else None
+    return details if trouble is None else f"cannot open TLS to the server: {trouble}; grpc: {details}"

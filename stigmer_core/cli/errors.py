@@ -106,33 +106,13 @@ CA_WANTED_TOO = " and its CA with --ca-file (a loopback address without one is d
 
 
 def tls_trouble(details: str) -> str | None:
-    """What went wrong setting up TLS, in a person's words, when that is why a call failed."""
-    lowered = details.lower()
-    if "hostname verification" in lowered:
-        return "its certificate does not name the host dialled (use a name or address the certificate holds)"
-    if "certificate has expired" in lowered:
-        return "its certificate has expired (the server needs its renewed certificate)"
-    if "certificate is not yet valid" in lowered:
-        return "its certificate is not valid yet (is this machine's clock right, or the server's?)"
-    untrusted = (
-        "certificate_verify_failed",
-        "certificate verify failed",
-        "certificate signature failure",
-        "unknown ca",
-    )
-    if any(words in lowered for words in untrusted) or "unable to get local issuer" in lowered:
-        return (
-            "its certificate is not signed by a CA this client trusts (give the CA that signed it with --ca-file "
-            "or $STIGMER_CA_FILE: a CA file given already did not sign it)"
-        )
-    if "security handshaker" in lowered or "ssl_ctx" in lowered:
-        return (
-            "the CA file, or the client certificate and key, could not be used (are they PEM files, "
-            "and is the key the certificate's?)"
-        )
-    if "handshake" in lowered and ("ssl" in lowered or "tls" in lowered):
-        return "the TLS handshake failed (does the server serve TLS, and with a certificate this client trusts?)"
-    return None
+    """What went wrong setting up TLS, in a person's words naming the command's flags, when that is
+    why a call failed (``stigmer_core.tls_trouble``, which ``from_rpc_error`` words for Python)."""
+    from stigmer_core.tls_trouble import TlsNames
+    from stigmer_core.tls_trouble import tls_trouble as worded
+
+    names = TlsNames(ca="--ca-file or $STIGMER_CA_FILE", files="the CA file, or the client certificate and key")
+    return worded(details, names)
 
 
 def _asks_client_certificate(target: str) -> bool:
@@ -240,11 +220,10 @@ def violation_lines(error: BaseException) -> list[str]:
 
 def status_line(error: StigmerError) -> str:
     """What a client in another language would match on: the gRPC status, the reason and its
-    metadata (docs/design.md, Reasons), for ``-v`` (the one line says it in words)."""
-    from stigmer_core.status import code_of
-
+    metadata (docs/design.md, Reasons), for ``-v`` (the one line says it in words): the code the
+    call ended with, which a bare ``StigmerError`` does not tell (UNKNOWN, CANCELLED, INTERNAL)."""
     found = ", ".join(f"{key}={value}" for key, value in sorted(error.metadata.items()))
-    return f"status {code_of(error).name}, reason {error.reason}" + (f" ({found})" if found else "")
+    return f"status {error.code.name}, reason {error.reason}" + (f" ({found})" if found else "")
 
 
 def describe(error: BaseException) -> tuple[str, list[str]]:

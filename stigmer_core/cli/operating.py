@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
+
 from stigmer_core.cli.errors import CliError
 
 if TYPE_CHECKING:  # `stigmer --help` imports the commands: the kinds load when one runs
@@ -36,6 +38,10 @@ def operated_store(
     from stigmer_core.store.lmdb_store import DATA_FILE
 
     settings = config.resolve(backend=config.LOCAL, data_dir=data_dir, store=store)
+    if given_on_command_line("data_dir") and not given_on_command_line("store"):
+        problem = config.data_dir_behind_store(settings.data_dir, settings.store, store_flag=True)
+        if problem:
+            raise CliError(problem, exit_code=2)
     directory = Path(settings.data_dir)
     shared = is_database_url(settings.store)
     if not shared and not (directory / DATA_FILE).exists():
@@ -57,6 +63,15 @@ def operated_store(
     finally:
         if not shared:
             lock.release()
+
+
+def given_on_command_line(parameter: str) -> bool:
+    """Whether this command's ``parameter`` was typed on its command line, rather than taken from
+    its environment variable or left out."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(parameter) is ParameterSource.COMMANDLINE
 
 
 def _no_store(command: str, directory: Path) -> str:

@@ -21,7 +21,7 @@ import click
 
 from stigmer_core import config, errors
 from stigmer_core.cli.catalog import Catalog, KindInfo
-from stigmer_core.cli.errors import Unreachable, at_local_daemon
+from stigmer_core.cli.errors import CliError, Unreachable, at_local_daemon
 from stigmer_core.cli.options import overrides
 from stigmer_core.config_file import local_data
 
@@ -69,6 +69,10 @@ class Session:
             org=flags.org,
             ca_file=flags.ca_file,
         )
+        if flags.data_dir:  # a directory named on the command line, beside a store set for the shell or host
+            problem = config.data_dir_behind_store(flags.data_dir, settings.store, store_flag=False)
+            if problem:
+                raise CliError(problem, exit_code=2)
         session = cls(settings, read_only=read_only)
         ctx.call_on_close(session.close)
         return session

@@ -1,0 +1,71 @@
+"""`--data-dir` on the command line beside a database store set for the shell or in the config file.
+
+The store and the data directory are separate settings (a team daemon's data directory holds
+its lock, socket and key), so a command given `--data-dir ./scratch` with `STIGMER_STORE` set
+worked on the database: `org delete` removed the team's org, `import` wrote there and left the
+named directory empty. Neither is chosen silently now.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .conftest import Stigmer
+from .test_resources import CODER
+
+
+def test_a_data_dir_beside_the_environments_database_is_refused_before_anything_is_touched(
+    stigmer: Stigmer, tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    scratch, fresh = tmp_path / "scratch", tmp_path / "fresh"
+    stigmer.ok("apply", "-f", "-", "--org", "gamma", "--data-dir", str(scratch), input=CODER)
+    team = {"STIGMER_STORE": stigmer_postgres_store_url}
+    made = stigmer("apply", "-f", "-", "--org", "gamma", input=CODER, env=team)
+    assert made.code == 0, made.err
+    backup = stigmer.ok("export", "--all", "--data-dir", str(scratch))
+
+    for args, source in (
+        (("org", "delete", "gamma", "--yes", "--data-dir", str(scratch)), None),
+        (("org", "list", "--data-dir", str(scratch)), None),
+        (("doctor", "--data-dir", str(scratch)), None),
+        (("import", "--data-dir", str(fresh)), backup),
+        (("export", "--all", "--data-dir", str(scratch)), None),
+        (("get", "agents", "--org", "gamma", "--data-dir", str(scratch)), None),
+    ):
+        refused = stigmer(*args, input=source, env=team)
+        assert refused.code == 2, (args, refused.out, refused.err)
+        assert f"--data-dir {args[-1]} names a data directory, but STIGMER_STORE (" in refused.err, refused.err
+        assert "names a database, which this command would work on instead" in refused.err, refused.err
+        assert "run it with STIGMER_STORE unset" in refused.err, refused.err
+        assert not refused.out, refused.out
+
+    assert not fresh.exists(), "the import wrote nothing anywhere"
+    both = stigmer("org", "list", "-o", "json", env=team)  # the database, named by the environment alone
+    assert both.code == 0 and "gamma" in both.out, both.err
+    assert stigmer.ok("get", "agents", "--org", "gamma", "-o", "yaml", "--data-dir", str(scratch)).count("slug:") == 1
+
+    # --store too says the database is meant: the command goes on (a dry run, nothing removed)
+    meant = stigmer(
+        "org", "delete", "gamma", "--dry-run", "--data-dir", str(scratch), "--store", stigmer_postgres_store_url
+    )
+    assert meant.code == 0 and "names a data directory" not in meant.err, meant.err
+    # and without the environment's store, --data-dir is the local store it names
+    local = stigmer("org", "delete", "gamma", "--yes", "--data-dir", str(scratch))
+    assert local.code == 0, local.err
+    assert "gamma" in stigmer("org", "list", "-o", "json", env=team).out, "the team's org is untouched"
+
+
+def test_the_config_files_store_is_named_as_such(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Refused before the database is dialled: a URL nothing listens on does."""
+    url = "postgresql://app:hunter2@127.0.0.1:1/stigmer"
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"store": url}))
+    refused = stigmer("get", "agents", "--data-dir", str(tmp_path / "d"))
+    assert refused.code == 2, refused.err
+    assert "the config file's store (postgresql://app:***@127.0.0.1:1/stigmer?schema=stigmer, in " in refused.err
+    assert "hunter2" not in refused.err
+    assert "remove store from" in refused.err and "leave --data-dir out" in refused.err, refused.err
+    flagged = stigmer("org", "list", "--data-dir", str(tmp_path / "d"))
+    assert flagged.code == 2 and "give --store URL too" in flagged.err, flagged.err

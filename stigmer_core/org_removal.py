@@ -39,6 +39,7 @@ from stigmer_core.auth.tokens import KIND as TOKEN_KIND
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds import usage
 from stigmer_core.kinds.runtime import KindRuntime, MethodBinding
+from stigmer_core.status import from_rpc_error
 from stigmer_core.store import keys
 
 CANCEL_REASON = "the org was removed"
@@ -80,7 +81,10 @@ def held(client: KindClient, kind: KindRuntime, org: str) -> Iterator[Any]:
 
 def count(app: Application, org: str) -> dict[str, int]:
     """Objects of each kind ``org`` holds (kinds holding none left out)."""
-    found = {kind.name: sum(1 for _ in held(client, kind, org)) for kind, client in _clients(app)}
+    try:
+        found = {kind.name: sum(1 for _ in held(client, kind, org)) for kind, client in _clients(app)}
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from None
     return {name: number for name, number in found.items() if number}
 
 
@@ -177,9 +181,19 @@ def remove_org(
     """Delete every object of ``org`` through its kind's delete, then forget its history.
 
     ``tokens_settle``: seconds to wait after deleting the org's API tokens, for daemons serving
-    the same store to stop taking them (their token cache's; 0 when none can be serving)."""
+    the same store to stop taking them (their token cache's; 0 when none can be serving).
+
+    A failure part way (the database went away) is raised as the ``StigmerError`` it stands for:
+    what was deleted stays deleted, the org's events are kept, and running it again finishes."""
     if not org:
         raise errors.InvalidArgument("no org named: an empty org lists every org's objects")
+    try:
+        return _remove(app, org, tokens_settle, sleep)
+    except grpc.RpcError as exc:  # a call of this process's channel: said as the error it stands for
+        raise from_rpc_error(exc) from None
+
+
+def _remove(app: Application, org: str, tokens_settle: float, sleep: Callable[[float], None]) -> Removal:
     clients = _clients(app)
     before = count(app, org)
     tokens = [(kind, client) for kind, client in clients if kind.name == TOKEN_KIND]

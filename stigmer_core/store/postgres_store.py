@@ -1061,7 +1061,9 @@ class PostgresStore:
         if reachable:
             log.warning("the database at %s answers again", self.url)
         else:
-            log.warning("the database at %s does not answer; the daemon reports NOT_SERVING until it does", self.url)
+            # A daemon's health goes NOT_SERVING; a command (no health service) has its calls refused.
+            after = "the daemon reports NOT_SERVING" if self.use is StoreUse.SHARE else "calls are refused UNAVAILABLE"
+            log.warning("the database at %s does not answer; %s until it does", self.url, after)
         self._report()
 
     def _report(self) -> None:

@@ -87,6 +87,7 @@ def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, ye
     Exits 1 when an object could not be deleted (its events are then kept).
     """
     # Imported here: `stigmer --help` imports this module and must not load the kinds.
+    from stigmer_core import errors
     from stigmer_core.auth.tokens import DEFAULT_CACHE_SECONDS
     from stigmer_core.cli import render
     from stigmer_core.org_removal import count, remove_org
@@ -105,7 +106,13 @@ def delete(name: str, data_dir: str | None, store: str | None, dry_run: bool, ye
             total = sum(holds.values())
             asked = f"delete the {total} objects of org {name!r} and its history?" if total else "forget its history?"
             click.confirm(asked, abort=True)
-        removal = remove_org(app, name, tokens_settle=DEFAULT_CACHE_SECONDS if shared else 0.0, sleep=_settle)
+        try:
+            removal = remove_org(app, name, tokens_settle=DEFAULT_CACHE_SECONDS if shared else 0.0, sleep=_settle)
+        except errors.Unavailable as exc:  # the store went away part way: what went stays gone
+            raise CliError(
+                f"{exc.message}; org {name!r} is partly removed (what was deleted stays deleted, and its events are "
+                f"kept): run `stigmer org delete {name}` again when the store answers to finish"
+            ) from None
     for kind, number in removal.deleted.items():
         click.echo(f"{kind}: {number} deleted")
     if removal.left:

@@ -116,6 +116,7 @@ class Application:
         read_only: bool = False,
         transient: bool = False,
         sole: bool = False,
+        existing: bool = False,
     ) -> Application:
         """Load every installed kind plugin (or ``pm``'s) over a store.
 
@@ -137,7 +138,8 @@ class Application:
         On a database, an application that is neither holds a share of the store's use
         lock while it is open, as every daemon does; ``sole`` (a key rotation) holds it
         alone, and is refused with ``StoreInUse`` while anything holds a share
-        (``store.postgres_use``).
+        (``store.postgres_use``). ``existing``: a database schema holding no store is refused
+        (``StartupError``) rather than created.
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
@@ -145,7 +147,9 @@ class Application:
         if retention is None and not is_database_url(store):
             retention = EventRetention.from_env_if_set()  # LMDB: every opener prunes by its own
         use = StoreUse.SOLE if sole else StoreUse.NONE if transient or read_only else StoreUse.SHARE
-        engine = open_store(store or directory, durable=durable, retention=retention, read_only=read_only, use=use)
+        engine = open_store(
+            store or directory, durable=durable, retention=retention, read_only=read_only, use=use, existing=existing
+        )
         try:
             app = cls(
                 registry,

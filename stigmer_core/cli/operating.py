@@ -23,14 +23,16 @@ if TYPE_CHECKING:  # `stigmer --help` imports the commands: the kinds load when 
 
 @contextlib.contextmanager
 def operated_store(
-    command: str, data_dir: str | None, store: str | None, *, reads_only: bool = False
+    command: str, data_dir: str | None, store: str | None, *, reads_only: bool = False, creates: bool = False
 ) -> Iterator[tuple[Application, bool]]:
     """The application on the store named by the flags, environment or config, and whether it is
     a database daemons may be serving; refused when a daemon holds the LMDB data directory, and
     when the data directory holds no store (``command`` names the command in the refusal).
     ``reads_only``: the command writes nothing (a dry run), so a daemon holding the LMDB data
     directory is no obstacle: the store is opened read-only beside it, as LMDB lets any number
-    of readers in other processes do, and the data directory's lock is left to the daemon."""
+    of readers in other processes do, and the data directory's lock is left to the daemon.
+    ``creates``: a database schema holding no store is created (``doctor``, which docs/operations.md
+    has create a deployment's), not refused as a misspelt one is."""
     from stigmer_core import config
     from stigmer_core.application import Application
     from stigmer_core.datadir import DataDirLock, holder
@@ -58,7 +60,7 @@ def operated_store(
     if not shared:
         lock.acquire()
     try:
-        with Application.open(directory, store=settings.store or None, transient=True) as app:
+        with Application.open(directory, store=settings.store or None, transient=True, existing=not creates) as app:
             yield app, shared
     finally:
         if not shared:

@@ -23,6 +23,7 @@ def open_store(
     retention: EventRetention | None = None,
     read_only: bool = False,
     use: StoreUse = StoreUse.NONE,
+    existing: bool = False,
 ) -> Store:
     """The store at ``target``: a PostgreSQL URL, or an LMDB data directory.
 
@@ -31,12 +32,16 @@ def open_store(
     store's environment read-only (``LmdbStore``); a database is opened as
     always (what keeps it unwritten is ``ReadOnlyStore`` above it). ``use``: how the
     application holds a database beside others (``postgres_use``); LMDB's daemon and the
-    commands that need it gone keep apart by the data directory's lock instead.
+    commands that need it gone keep apart by the data directory's lock instead. ``existing``:
+    a database schema that holds no store is refused, not created (an LMDB directory's caller
+    looks for its data file first).
     """
     if is_database_url(target):
         from stigmer_core.store import postgres_store
 
-        return postgres_store.PostgresStore(str(target), durable=durable, retention=retention, use=use)
+        return postgres_store.PostgresStore(
+            str(target), durable=durable, retention=retention, use=use, existing=existing
+        )
     return LmdbStore(target, durable=durable, retention=retention, read_only=read_only)
 
 

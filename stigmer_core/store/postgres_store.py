@@ -85,7 +85,7 @@ from stigmer_core.store.postgres_faults import (
 )
 from stigmer_core.store.postgres_reader import Reader, within_bytes
 from stigmer_core.store.postgres_schema import VERSION as SCHEMA_VERSION
-from stigmer_core.store.postgres_schema import migrate, other_schemas
+from stigmer_core.store.postgres_schema import migrate, other_schemas, read_version
 from stigmer_core.store.postgres_settings import PostgresSettings as PostgresSettings
 from stigmer_core.store.postgres_settings import redact_url as redact_url
 from stigmer_core.store.postgres_use import held_alone, in_use, take_share, take_sole
@@ -174,9 +174,13 @@ class PostgresStore:
         event_retention: int | None = None,
         settings: PostgresSettings | None = None,
         use: StoreUse = StoreUse.NONE,
+        existing: bool = False,
     ) -> None:
         """``retention`` bounds the event log; ``event_retention`` alone sets its revision count.
         ``use``: how this application holds the database beside others (``postgres_use``).
+        ``existing``: refuse a schema that holds no store rather than create it (a command that
+        works on a deployment: on a misspelt ``schema=`` it made a new, empty one and found
+        nothing to delete, list or check there, and said so as if it had).
 
         The schema holds the bounds every daemon on it prunes by (``meta.retention_*``): a
         store given bounds records them, and each commit prunes by what is recorded when it
@@ -339,6 +343,8 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             raise self._unreachable(exc) from exc
         try:
+            if existing and read_version(conn, self.schema) is None:
+                raise errors.StartupError(self._no_schema(conn))
             if migrate(conn, self.schema) == 0:
                 self._tell_new_schema(conn)
             self._tell_connection_budget(conn)
@@ -582,6 +588,16 @@ class PostgresStore:
                 allowed,
                 reserved,
             )
+
+    def _no_schema(self, conn: psycopg.Connection[Any]) -> str:
+        others = other_schemas(conn, self.schema)
+        named = ", ".join(repr(name) for name in others)
+        return (
+            f"schema {self.schema!r} at {self.url} holds no stigmer store"
+            + (f" (this database's stigmer schemas: {named})" if others else " (nor does any schema of this database)")
+            + ": name the deployment's schema (schema= in the store URL); a new deployment's is created by its "
+            "first daemon, or by `stigmer doctor --store URL`"
+        )
 
     def _tell_new_schema(self, conn: psycopg.Connection[Any]) -> None:
         """A daemon given a misspelt schema made a new, empty one and answered every token as

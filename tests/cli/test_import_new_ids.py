@@ -15,7 +15,7 @@ import yaml
 from .conftest import Stigmer
 from .test_manifests import MANIFESTS
 
-HINT = "(to copy it into this org under a new id, import with --new-ids)"
+HINT = "(to copy it into this org under a new id, import with --new-ids, which also changes the ids naming it in the other documents)"
 _ID = re.compile(r"\b[a-z]{2,5}-[0-9a-hjkmnp-tv-z]{26}\b")
 
 

@@ -283,7 +283,12 @@ def _held_elsewhere(outcome: Any) -> str:
     hidden = type(cause) is errors.NotFound and cause.metadata.get("id") == own
     if not (moved or hidden):
         return ""
-    return " (to copy it into this org under a new id, import with --new-ids)"
+    # the server's own advice (leave metadata.id out) is for one object: in an import, other
+    # documents name the id, and a copy made so leaves them naming the original
+    return (
+        " (to copy it into this org under a new id, import with --new-ids, which also changes the ids naming it "
+        "in the other documents)"
+    )
 
 
 def _elsewhere(into: set[str], shown: str) -> str:

@@ -242,6 +242,23 @@ def test_a_newer_releases_schema_is_shown_beside_the_version_the_daemon_knows(
         assert value(found, "stigmer_store_reachable") == 0
 
 
+def test_bounds_another_daemon_records_are_shown_without_a_write_of_this_ones(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """The schema's retention is what every daemon prunes by: one started with other bounds
+    records them, and this daemon's gauges showed its own until it committed a write itself."""
+    store = PostgresStore(stigmer_postgres_store_url, durable=False)
+    pm = plugin_manager()
+    with Application(build_registry(pm), store, pm) as app, served(app, 2) as (_, metrics, _channel):
+        first = eventually(metrics, lambda found: value(found, "stigmer_event_log_max_revisions") > 0)
+        assert value(first, "stigmer_event_log_max_revisions") != 300
+        other = PostgresStore(stigmer_postgres_store_url, durable=False, event_retention=300)  # another daemon's start
+        other.close()
+        # no write and no notice: the listener reads them after LISTEN_SECONDS of silence
+        found = eventually(metrics, lambda found: value(found, "stigmer_event_log_max_revisions") == 300)
+        assert value(found, "stigmer_event_log_max_revisions") == 300
+
+
 def _log(samples: Samples) -> dict[str, float]:
     prefix = "stigmer_event_log_"
     found = {name[len(prefix) :]: v for (name, _), v in samples.items() if name.startswith(prefix)}

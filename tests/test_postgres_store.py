@@ -906,9 +906,16 @@ def test_a_database_restart_answers_unavailable_then_recovers_losing_nothing(tmp
         health = health_pb2_grpc.HealthStub(channel)
         assert health_becomes(health, health_pb2.HealthCheckResponse.SERVING)
 
+        assert app.store.pool_stats().size > 0  # the connections the calls above used
         pg.stop()
         # a load balancer in front of several daemons must learn this one cannot serve
         assert health_becomes(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # and the pool's gauge must not count its dead connections open until calls meet them
+        for _ in range(100):  # bounded: the pool tests its idle connections on a thread of its own
+            if app.store.pool_stats().size == 0:
+                break
+            threading.Event().wait(0.1)
+        assert app.store.pool_stats().size == 0, app.store.pool_stats()
         codes = []
         for i in range(20, 30):
             try:

@@ -201,9 +201,11 @@ class PostgresStore:
         self._sql_revision = f"SELECT revision FROM {s}.meta WHERE id = 1".encode()
         # The listener's read: the schema's version rides along, so a daemon left running while a
         # newer release migrated the schema learns of it without a statement failing first.
+        # The retention recorded rides along too: another daemon started with other bounds records
+        # them, and this one's gauges of them (read at each scrape) follow at its next read.
         self._sql_watch = (
-            f"SELECT revision, (SELECT max(version) FROM {s}.schema_version), event_revisions, log_bytes, compacted"
-            f" FROM {s}.meta WHERE id = 1"
+            f"SELECT revision, (SELECT max(version) FROM {s}.schema_version), event_revisions, log_bytes, compacted,"
+            f" retention_revisions, retention_bytes, retention_seconds FROM {s}.meta WHERE id = 1"
         ).encode()
         self._sql_lock_revision = (
             f"SELECT revision, log_bytes, event_revisions, compacted,"
@@ -1022,9 +1024,11 @@ class PostgresStore:
         return moved
 
     def _watched(self, row: tuple[Any, ...]) -> None:
-        """The listener's read (``_sql_watch``): the revision, the schema's version, the log's fill."""
+        """The listener's read (``_sql_watch``): the revision, the schema's version, the log's fill
+        and the retention recorded."""
         self._advance(int(row[0]))
         self._version.seen(int(row[1] or 0))
+        self._recorded_retention(row[5], row[6], row[7])
         self._saw_log((int(row[0]), int(row[2]), int(row[3]), int(row[4])))
 
     def _saw_log(self, seen: tuple[int, int, int, int]) -> None:
@@ -1077,6 +1081,9 @@ class PostgresStore:
         if reachable:
             log.warning("the database at %s answers again", self.url)
         else:
+            # Its idle connections are dead, or soon will be: counted open (stigmer_database_connections)
+            # until a call met each, a stopped database showed the pool full.
+            self._check_pool()
             # A daemon's health goes NOT_SERVING; a command (no health service) has its calls refused.
             after = "the daemon reports NOT_SERVING" if self.use is StoreUse.SHARE else "calls are refused UNAVAILABLE"
             log.warning("the database at %s does not answer; %s until it does", self.url, after)

@@ -163,7 +163,11 @@ def from_rpc(error: grpc.RpcError, target: str) -> Exception:
     raw = (error.details() if isinstance(error, grpc.Call) else "") or str(error)
     if _sent_by_stigmer(error):  # the server answered: its words are its own, never a connection's trouble
         return from_rpc_error(error)
-    trust = tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE else None
+    from stigmer_core.tls_trouble import dial_failed
+
+    # only this client's own failure to connect: a proxy's UNAVAILABLE about its upstream's
+    # certificate is the proxy's trouble, not a file of this command's
+    trust = tls_trouble(raw) if code == grpc.StatusCode.UNAVAILABLE and dial_failed(raw) else None
     if trust is not None:
         return Unreachable(f"cannot open TLS to the stigmer server at {target}: {trust}", details=[raw])
     if code == grpc.StatusCode.UNAVAILABLE and _unresolved(raw):

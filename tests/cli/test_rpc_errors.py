@@ -58,3 +58,28 @@ def test_a_port_nothing_listens_on_is_unreachable() -> None:
         target = f"127.0.0.1:{free.getsockname()[1]}"
     found = from_rpc(_failure(target), target)
     assert isinstance(found, Unreachable) and found.message.startswith(f"cannot reach the stigmer server at {target}")
+
+
+_PROXIED = "upstream connect error: TLS error: CERTIFICATE_VERIFY_FAILED: certificate verify failed"
+"""A proxy's words for its own upstream's certificate: this client's TLS files are not at fault."""
+
+
+def test_a_proxys_unavailable_about_its_upstreams_certificate_is_not_this_clients_tls() -> None:
+    """It was "cannot open TLS to the stigmer server at ...: its certificate is not signed by a CA
+    this client trusts (give ... --ca-file ...)", sending the user after a file of theirs."""
+
+    def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.abort(grpc.StatusCode.UNAVAILABLE, _PROXIED)
+        raise AssertionError("abort returned")
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    handlers = {"get": grpc.unary_unary_rpc_method_handler(answer)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("probe.Probe", handlers),))
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        found = from_rpc(_failure(target), target)
+    finally:
+        server.stop(None)
+    assert _PROXIED in found.message and not found.message.startswith("cannot open TLS"), found.message
+    assert "--ca-file" not in found.message, found.message

@@ -382,7 +382,7 @@ class LoopThread:
         self.loop.close()
 
 
-NO_REQUEST = "a unary or server-streaming call requires exactly one request message; the client sent none"
+NO_REQUEST = "a unary or server-streaming call requires exactly one request message; the client sent none (or only part of one)"
 
 Admit = Callable[[grpc.ServicerContext, str], "str | None"]
 """``request_read.authenticated``'s check: refuses (aborts) a caller from its metadata alone, and

@@ -67,12 +67,14 @@ class PoolSizes:
     rpc_threads: int = 32
     """Every other unary call on a thread (writes on a database, sync services) running at once:
     writes waiting on one group commit share it, so this bounds how many a commit can carry."""
-    reflection_streams: int = 16
+    reflection_streams: int = 64
     """Server reflection streams open at once (``STIGMER_MAX_REFLECTION_STREAMS``); the next is
     refused. Reflection answers without a token, and on grpc's sync server each open stream
     holds a thread while it waits for the client's next request: a tool asks a few questions
     and closes its stream, so a few at a time serve many users, and the bound keeps idle ones
-    from growing without end."""
+    from growing without end. 64, not fewer: a loader asking for every service's descriptor at
+    once (grpc-js-reflection-client opens a stream per question) asks for about 30, which 16
+    refused in part. Threads are made as streams need them."""
     request_read_seconds: float = request_read.DEFAULT_SECONDS
     """On grpc's sync server, how long a call may wait for its request message once its
     headers are in (``STIGMER_REQUEST_READ_TIMEOUT``); past it the call ends DEADLINE_EXCEEDED

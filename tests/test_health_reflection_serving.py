@@ -217,7 +217,7 @@ def _opens_within(channel: grpc.Channel, seconds: float) -> bool:
 
 
 def test_the_reflection_bound_comes_from_the_environment() -> None:
-    assert PoolSizes().reflection_streams == 16
+    assert PoolSizes().reflection_streams == 64
     assert PoolSizes.from_env({"STIGMER_MAX_REFLECTION_STREAMS": "3"}).reflection_streams == 3
     with pytest.raises(StartupError, match="STIGMER_MAX_REFLECTION_STREAMS must be at least 1"):
         PoolSizes.from_env({"STIGMER_MAX_REFLECTION_STREAMS": "0"})

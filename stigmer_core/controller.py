@@ -125,7 +125,7 @@ class Executor:
         if active is not None:
             ctx.active = active
         pipeline = binding.pipeline
-        run_steps(pipeline.pre, pipeline.run_pre, ctx)
+        run_steps(pipeline.pre, pipeline.run_pre, ctx, pipeline.pre_plugins)
         return ctx
 
     def write_body(
@@ -136,13 +136,13 @@ class Executor:
         dry_run = asks_dry_run(metadata)
         caller = ctx.caller
         pipeline = binding.pipeline
-        steps, run_txn = pipeline.txn, pipeline.run_txn
+        steps, run_txn, plugins = pipeline.txn, pipeline.run_txn, pipeline.txn_plugins
 
         def body(txn: WriteTxn) -> Any:
             ctx.reset_transaction_state()
             ctx.operation = binding.operation
             ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
-            run_steps(steps, run_txn, ctx)
+            run_steps(steps, run_txn, ctx, plugins)
             resources.publish()  # whatever a custom pipeline wrote without a publish step
             _check_response(ctx.response, binding, ctx.kind)
             _check_answerable(ctx.response, binding)
@@ -178,7 +178,8 @@ class Executor:
             try:
                 with self.store.read(restartable=restartable) as txn:
                     ctx.resources = Resources(txn, self.registry, caller=ctx.caller, access=binding.access)
-                    run_steps(binding.pipeline.txn, binding.pipeline.run_txn, ctx)
+                    pipeline = binding.pipeline
+                    run_steps(pipeline.txn, pipeline.run_txn, ctx, pipeline.txn_plugins)
                     return ctx.response
             except SnapshotMoved:
                 if not restartable:

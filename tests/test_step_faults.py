@@ -109,3 +109,104 @@ def test_an_index_values_function_failing_in_the_rebuild_at_startup_names_plugin
         "plugin 'acme-widgets': kind 'Widget': index 'named': values raised ValueError: no colour for bad "
         f"(rebuilding its index at startup from the stored widget {made.metadata.id})"
     )
+
+
+class _Audit:
+    """A plugin adding a step to another plugin's kind (Agent's create), as an audit log would."""
+
+    @hookimpl
+    def stigmer_pipeline_steps(self, kind: KindDeclaration, operation: str) -> list[Any]:
+        @step(Phase.AUTHORIZE)
+        def audit_everything(ctx: Any) -> None:
+            raise RuntimeError("audit broke")
+
+        return [audit_everything] if kind.name == "Agent" and operation == "create" else []
+
+
+def _with_widgets(decl: KindDeclaration, *others: tuple[object, str]) -> Any:
+    """Every installed kind (Agent's plugin is 'agent'), Widget from 'acme-widgets', and ``others``."""
+
+    class Plugin:
+        @hookimpl
+        def stigmer_kinds(self) -> list[KindDeclaration]:
+            return [decl]
+
+    pm = plugin_manager()
+    pm.register(Plugin(), name="acme-widgets")
+    for plugin, name in others:
+        pm.register(plugin, name=name)
+    return pm
+
+
+def _faults(caplog: pytest.LogCaptureFixture, where: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and where in r.getMessage()]
+
+
+def test_a_step_another_plugin_added_to_a_kind_is_that_plugins_fault(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log named the kind's plugin ('agent'; a bug in that code) for a step 'acme-audit' added."""
+    caplog.set_level(logging.ERROR)
+    with Application.open(tmp_path, pm=_with_widgets(_no_owner_reference(), (_Audit(), "acme-audit"))) as app:
+        agents = KindClient(app.channel(), app.registry.kind("Agent"))
+        agent = app.registry.kind("Agent").resource_cls()
+        agent.metadata.name = "a"  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as caught:
+            agents.create(agent)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    (logged,) = _faults(caplog, "audit_everything")
+    assert "(plugin 'acme-audit'; a bug in that code)" in logged, logged
+
+
+def _agent_and_widget(app: Application, owned: bool) -> tuple[KindClient, str]:
+    agents = KindClient(app.channel(), app.registry.kind("Agent"))
+    agent = app.registry.kind("Agent").resource_cls()
+    agent.metadata.name = "a"  # type: ignore[attr-defined]
+    made: Any = agents.create(agent)
+    widget = _widget("w")
+    if owned:
+        widget.spec.owner_id = ""
+        widget.metadata.owner_references.add(kind="Agent", id=made.metadata.id)
+    else:
+        widget.spec.owner_id = made.metadata.id
+    KindClient(app.channel(), app.registry.kind("Widget")).create(widget)
+    return agents, str(made.metadata.id)
+
+
+def test_a_referrers_live_check_that_fails_is_its_own_plugins_fault(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting an agent a widget names: the widget's `live` raised, and the log blamed 'agent'."""
+
+    def live(widget: Any) -> bool:
+        raise RuntimeError("live broke")
+
+    ref = attrs.evolve(WIDGET.references[0], live=live)
+    caplog.set_level(logging.ERROR)
+    with Application.open(tmp_path, pm=_with_widgets(attrs.evolve(WIDGET, references=(ref,)))) as app:
+        agents, agent_id = _agent_and_widget(app, owned=False)
+        with pytest.raises(grpc.RpcError) as caught:
+            agents.delete(agent_id)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "Reference.live of Widget.spec.owner_id" in (caught.value.details() or ""), caught.value.details()
+    (logged,) = _faults(caplog, "Reference.live of Widget")
+    assert "(plugin 'acme-widgets'; a bug in that code)" in logged, logged
+
+
+def test_an_owned_objects_delete_guard_that_fails_is_its_own_plugins_fault(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cascade from an agent to a widget it owns: the widget's guard raised, and the log blamed 'agent'."""
+
+    def guard(store: Any, widget: Any, inside: Any) -> None:
+        raise TypeError("guard broke")
+
+    caplog.set_level(logging.ERROR)
+    with Application.open(tmp_path, pm=_with_widgets(attrs.evolve(_no_owner_reference(), delete_guard=guard))) as app:
+        agents, agent_id = _agent_and_widget(app, owned=True)
+        with pytest.raises(grpc.RpcError) as caught:
+            agents.delete(agent_id)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert agents.get(agent_id) is not None  # nothing was deleted
+    (logged,) = _faults(caplog, "delete_guard of Widget")
+    assert "(plugin 'acme-widgets'; a bug in that code)" in logged, logged

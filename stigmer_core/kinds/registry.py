@@ -362,6 +362,7 @@ def _pipeline(
         # status report answering with the object) sent the kind's secrets. A listBy page is
         # blanked as it is assembled, as a list page is.
         steps.append(standard.redact)
+    owners = [plugin] * len(steps)  # the plugin each step came from: who its fault is told of
     for adding, returned in hook_results(
         pm, "stigmer_pipeline_steps", {"kind": decl, "operation": op}, about=f"for kind {decl.name!r}, operation {op!r}"
     ):  # each named by the plugin that added it (``adding``), not the kind's
@@ -371,15 +372,26 @@ def _pipeline(
         if op == "apply":  # its transaction runs create's or update's steps, which already have these
             extra = [s for s in extra if not s.phase.in_transaction]
         steps += extra
-    steps.sort(key=lambda s: s.phase)  # stable: framework, then kind, then plugins within a phase
+        owners += [adding] * len(extra)
+    # stable: framework, then kind, then plugins within a phase; each step with the plugin it came from
+    placed = sorted(zip(steps, owners, strict=True), key=lambda pair: pair[0].phase)
+    steps = [s for s, _ in placed]
+    owner_of = [o for _, o in placed]
     if decl.redact is not None and not _blanks_all(steps, streaming):
         # after every step, whatever its phase: one answering after redact (a kind's or a plugin's
         # RESPOND step, on a standard rpc too), or with a stream redact cannot see into, would
         # send the kind's secrets in clear
         steps.append(blank_sent(streaming))
+        owner_of.append(plugin)
     pre = tuple(s for s in steps if not s.phase.in_transaction)
     txn = tuple(s for s in steps if s.phase.in_transaction)
-    return Pipeline(pre=pre, txn=txn, writes=writes)
+    return Pipeline(
+        pre=pre,
+        txn=txn,
+        writes=writes,
+        pre_plugins=tuple(o for s, o in zip(steps, owner_of, strict=True) if not s.phase.in_transaction),
+        txn_plugins=tuple(o for s, o in zip(steps, owner_of, strict=True) if s.phase.in_transaction),
+    )
 
 
 def _added_steps(plugin: str, decl: KindDeclaration, op: str, returned: object) -> list[object]:

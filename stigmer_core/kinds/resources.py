@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, NoReturn, cast
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,8 +27,11 @@ from stigmer_core.kinds.releases import moved_on
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.kinds.usage import Tally
 from stigmer_core.limits import Limits
+from stigmer_core.pipeline.step import plugin_fault
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
+
+T = TypeVar("T")
 
 CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
 UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
@@ -55,6 +58,20 @@ def taken_elsewhere(kind: KindRuntime, object_id: str, org: str) -> errors.NotFo
         "leave metadata.id out to create it under a new one",
         metadata={"kind": kind.name, "id": object_id, "org": org},
     )
+
+
+def _declared(kind: KindRuntime, where: str, fn: Callable[..., T], *args: Any) -> T:
+    """Call a function ``kind``'s declaration gave (a delete guard, a reference's ``live``):
+    what it raises besides a refusal is ``kind``'s plugin's fault, told as such, not the fault of
+    whichever kind's rpc was running (a cascade's, or a referenced object's delete)."""
+    try:
+        return fn(*args)
+    except BaseException as exc:
+        fault = plugin_fault(exc, where, kind.plugin)
+        if fault is exc:
+            raise
+        raise fault from (exc if isinstance(exc, Exception) else None)
+
 
 class Resources:
     """Kind-aware view of one store transaction, as one caller sees it.
@@ -339,7 +356,9 @@ class Resources:
                 continue
             ref = next((r for r in referrer_kind.references if r.spec.field == field.decode()), None)
             if ref is not None and ref.spec.live is not None:
-                blocks = ref.spec.live(referrer)
+                live = ref.spec.live
+                where = f"Reference.live of {referrer_kind.name}.{ref.spec.field}"
+                blocks = _declared(referrer_kind, where, live, referrer)
             else:
                 blocks = referrer_id not in inside
             if blocks:
@@ -623,11 +642,12 @@ class Resources:
             guard = node_kind.decl.delete_guard
             if guard is None:
                 continue
+            where = f"delete_guard of {node_kind.name}"
             if node is obj:
-                guard(self, node, inside)
+                _declared(node_kind, where, guard, self, node, inside)
                 continue
             try:  # what the kind's own indexes know of, for a cascade too
-                guard(self, node, inside)
+                _declared(node_kind, where, guard, self, node, inside)
             except errors.FailedPrecondition as refused:  # said as the owner's delete, which the caller asked for
                 raise _taken_along(kind, obj, node_kind, node, refused) from None
         for node_kind, node in reversed(tree):  # what is owned goes first

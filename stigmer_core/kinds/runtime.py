@@ -278,6 +278,10 @@ class Pipeline:
     pre: tuple[Step, ...]
     txn: tuple[Step, ...]
     writes: bool
+    pre_plugins: tuple[str, ...] = ()
+    """The plugin that contributed each step of ``pre`` (the kind's, or the one whose
+    ``stigmer_pipeline_steps`` added it): who a step's fault is told of."""
+    txn_plugins: tuple[str, ...] = ()
     run_pre: tuple[Callable[[Any], None], ...] = attrs.field(init=False)
     run_txn: tuple[Callable[[Any], None], ...] = attrs.field(init=False)
 

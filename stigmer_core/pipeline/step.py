@@ -110,9 +110,11 @@ def plugin_fault(exc: BaseException, where: str, plugin: str) -> BaseException:
     )
 
 
-def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> None:
+def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any, plugins: Sequence[str] = ()) -> None:
     """Run a pipeline's steps (``run``: their callables, ``steps``: the steps, for naming one);
-    what a step raises is answered as ``plugin_fault`` says."""
+    what a step raises is answered as ``plugin_fault`` says, naming the plugin that contributed
+    the step (``plugins``, one per step: a step another plugin's hook added to this kind is that
+    plugin's code), else the kind's."""
     done = 0
     try:
         for run_step in run:
@@ -121,7 +123,8 @@ def run_steps(steps: Sequence[Step], run: Sequence[StepFunction], ctx: Any) -> N
     except StigmerError:
         raise
     except BaseException as exc:
-        fault = plugin_fault(exc, f"step '{steps[done].name}' of {ctx.kind.name} {ctx.operation}", ctx.kind.plugin)
+        plugin = plugins[done] if done < len(plugins) else ctx.kind.plugin
+        fault = plugin_fault(exc, f"step '{steps[done].name}' of {ctx.kind.name} {ctx.operation}", plugin)
         if fault is exc:
             raise
         raise fault from (exc if isinstance(exc, Exception) else None)

@@ -787,5 +787,5 @@ def dispatch_apply(ctx: RequestContext) -> None:
     operation = "update" if exists else "create"
     ctx.operation = operation
     pipeline = ctx.kind.pipelines[operation]
-    run_steps(pipeline.txn, pipeline.run_txn, ctx)
+    run_steps(pipeline.txn, pipeline.run_txn, ctx, pipeline.txn_plugins)
     ctx.operation = "apply"

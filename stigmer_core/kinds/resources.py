@@ -577,7 +577,7 @@ class Resources:
         self._sizes[object_key] = len(raw)
         self._written[object_key] = meta.org
         txn.put(kind.slug_key(meta.org, meta.slug), meta.id.encode())
-        for key in kind.index_keys(obj):
+        for key in kind.index_keys(obj, checked=True):
             txn.put(key, b"")
         for key in kind.owner_keys(obj):
             txn.put(key, b"")
@@ -609,7 +609,7 @@ class Resources:
         txn.put(object_key, raw)
         self._sizes[object_key] = len(raw)
         self._written[object_key] = meta.org
-        old_index, new_index = kind.index_keys(old), kind.index_keys(new)
+        old_index, new_index = kind.index_keys(old), kind.index_keys(new, checked=True)
         old_keys = set(old_index) | set(kind.owner_keys(old))
         new_keys = set(new_index) | set(kind.owner_keys(new))
         for key in old_keys - new_keys:

@@ -18,7 +18,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from stigmer_core.auth.access import Access
-from stigmer_core.errors import PluginFault, RegistryError
+from stigmer_core.errors import FieldViolation, InvalidArgument, PluginFault, RegistryError
 from stigmer_core.kinds.declaration import IndexSpec, KindDeclaration, Reference
 from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.kinds.releases import Release
@@ -432,11 +432,13 @@ class KindRuntime:
             return found
         return None
 
-    def index_keys(self, obj: Message) -> list[bytes]:
+    def index_keys(self, obj: Message, *, checked: bool = False) -> list[bytes]:
         """``keys.index_key`` of every label and declared index entry of ``obj``.
 
         Spelled out rather than calling ``keys.index_key`` per entry: every
         write builds these, and the ranges and the org and id are encoded once.
+        ``checked``: refuse an entry past ``keys.MAX_KEY_BYTES`` (what a write stores; an object
+        stored before, on an engine that took it, is still updated, deleted and reindexed).
         """
         meta: Any = obj.metadata  # type: ignore[attr-defined]
         sep = keys.SEP
@@ -451,6 +453,7 @@ class KindRuntime:
             found.append(labels + pair)
         for index in self.decl.indexes:
             start = ranges[index.name]
+            begun = len(found)
             try:
                 for value in index.values(obj):
                     if isinstance(value, str):  # iterable too: it would be indexed one character per value
@@ -468,7 +471,26 @@ class KindRuntime:
                 raise
             except Exception as exc:  # in the plugin's values function: name it, not the step writing
                 raise self._index_failed(index, obj, exc) from exc
+            if checked and begun < len(found):
+                longest = max(found[begun:], key=len)
+                if len(longest) > keys.MAX_KEY_BYTES:
+                    raise self._too_long(index, longest)
         return found
+
+    def _too_long(self, index: IndexSpec, key: bytes) -> InvalidArgument:
+        """An index value the request made longer than a store key may be: the client's to shorten
+        (a description a kind indexes whole), said on both engines alike (``keys.MAX_KEY_BYTES``)."""
+        field = f"(index {index.name})"
+        told = (
+            f"a value is too long to be indexed: its entry in {self.name}'s index {index.name!r} would take "
+            f"{len(key)} bytes, more than the {keys.MAX_KEY_BYTES} a store key may (shorten the field it comes from)"
+        )
+        return InvalidArgument(
+            f"{field}: {told}",
+            [FieldViolation(field, told)],
+            reason="INDEX_VALUE_TOO_LONG",
+            metadata={"kind": self.name, "index": index.name, "limit": keys.MAX_KEY_BYTES},
+        )
 
     def index_values(self, index: IndexSpec, obj: Message) -> list[tuple[str, ...]]:
         """``index.values(obj)``, a failure in it named as ``index_keys`` names one."""

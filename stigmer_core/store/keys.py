@@ -46,6 +46,11 @@ ORG_USAGE = b"m/org-usage/"
 ORG_USAGE_COUNTED = b"m/org-usage-counted"
 SEP = b"\x00"
 
+MAX_KEY_BYTES = 511
+"""The longest key a store holds: LMDB's bound (its default ``MDB_MAXKEYSIZE``). PostgreSQL takes
+longer ones, but an index entry past it is refused on both engines, so that what one engine
+stores another can take (a store moved by export and import)."""
+
 
 def object_prefix(key_prefix: str) -> bytes:
     return b"o/" + key_prefix.encode() + b"/"

@@ -483,10 +483,12 @@ class Resources:
             return
         kept = frozenset(r.id for r in previous.metadata.owner_references) if previous is not None else frozenset()  # type: ignore[attr-defined]
         for i, ref in enumerate(refs):
+            owner_kind = self.registry.find(ref.kind)
+            if owner_kind is not None and ref.kind != owner_kind.name:
+                ref.kind = owner_kind.name  # 'agents' or 'ag' names it too: stored by its name, as read back
             if ref.id in kept:
                 continue
             field = f"metadata.owner_references[{i}]"
-            owner_kind = self.registry.find(ref.kind)
             if owner_kind is None:
                 raise errors.InvalidArgument.field(f"{field}.kind", f"'{ref.kind}' is not a kind this server serves")
             org = obj.metadata.org  # type: ignore[attr-defined]

@@ -350,19 +350,37 @@ def _float(field: FieldDescriptor, rules: Any) -> st.SearchStrategy[float]:
     return values.filter(lambda v: v not in excluded) if excluded else values
 
 
+UNDEFINED_ENUM_SPAN = 1000
+"""How far past an enum's largest value the numbers it does not define are drawn from."""
+
+
 def _enum(field: Any, rules: Any, *, required: bool) -> st.SearchStrategy[int] | None:
-    numbers = [v.number for v in field.enum_type.values]
+    """The numbers a client may send: the defined ones, and, unless ``defined_only`` (or ``in``,
+    ``const``) rules them out, numbers the enum does not define, which proto3 lets any client
+    send and the server stores as they are. A kind whose code takes every value for a name
+    (``Color.Name(v)`` in an index) failed on the first such request while its contract passed."""
+    defined = [v.number for v in field.enum_type.values]
+    numbers, undefined = defined, not field.enum_type.is_closed if hasattr(field.enum_type, "is_closed") else True
     r = rules.enum if rules is not None and _has(rules, "enum") else None
+    excluded: set[int] = set()
     if r is not None:
         if _has(r, "const"):
             return st.just(r.const)
         allowed = list(getattr(r, "in"))
         if allowed:
-            numbers = allowed
-        numbers = [n for n in numbers if n not in set(r.not_in)]
+            numbers, undefined = allowed, False
+        if r.defined_only:
+            undefined = False
+        excluded = set(r.not_in)
+        numbers = [n for n in numbers if n not in excluded]
     if required:
         numbers = [n for n in numbers if n != 0]
-    return st.sampled_from(numbers) if numbers else None
+    known = st.sampled_from(numbers) if numbers else None
+    if not undefined:
+        return known
+    top = max(defined, default=0)
+    others = st.integers(min_value=top + 1, max_value=top + UNDEFINED_ENUM_SPAN).filter(lambda n: n not in excluded)
+    return others if known is None else st.one_of(known, known, known, others)
 
 
 def _bool(rules: Any) -> st.SearchStrategy[bool]:

@@ -59,7 +59,19 @@ def _typed(kinds: type | tuple[type, ...], what: str) -> Callable[[Any, attrs.At
 
 def _callable(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not callable(value):
-        raise TypeError(f"{type(instance).__name__}.{attribute.name} must be callable or None, not {type(value).__name__}")
+        raise TypeError(
+            f"{type(instance).__name__}.{attribute.name} must be callable or None, not {type(value).__name__}"
+        )
+
+
+def _index_function(index: IndexSpec, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """An index has no meaning without its function: ``IndexSpec("x", None)`` passed startup
+    and failed every write of the kind with INTERNAL."""
+    if not callable(value):
+        raise TypeError(
+            f"IndexSpec {index.name!r}: values must be a function, values(obj) returning the object's index "
+            f"entries (such as lambda obj: [(obj.spec.format,)]), not {type(value).__name__}"
+        )
 
 
 _TEXT = _typed(str, "a str")
@@ -102,12 +114,54 @@ def _freeze_map(value: Mapping[str, CustomOperation]) -> Mapping[str, CustomOper
     return MappingProxyType(dict(value))
 
 
+def _operations(decl: KindDeclaration, attribute: attrs.Attribute[Any], value: Mapping[str, Any]) -> None:
+    """A pipeline given bare (``{"render": (validate, ...)}``) passed this far and stopped the
+    registry with "'tuple' object has no attribute 'steps'", naming no operation."""
+    for op, bound in value.items():
+        if not isinstance(bound, CustomOperation):
+            raise TypeError(
+                f"kind {decl.name!r}: operations[{op!r}] must be a CustomOperation(steps=(...), writes=..., "
+                f"access=...), not {type(bound).__name__}"
+            )
+
+
+_ACCESS_VALUES = ", ".join(repr(level.value) for level in Access)
+
+
+def _level(value: object) -> object:
+    """``value`` as an Access where it names one: a member, or its value in any case (``"ADMIN"``
+    reads as plainly as ``"admin"``). What names none is left as it is, for the field's check to
+    refuse naming where it was declared."""
+    if isinstance(value, str):
+        try:
+            return Access(value.lower())
+        except ValueError:
+            return value
+    return value
+
+
+def _not_a_level(where: str, value: object) -> str:
+    return (
+        f"{where} must be an Access (Access.READ, Access.WRITE, Access.RUN or Access.ADMIN) or its value, "
+        f"in any case ({_ACCESS_VALUES}), not {value!r}"
+    )
+
+
 def _access(value: Access | str | None) -> Access | None:
-    return None if value is None else Access(value)
+    level = None if value is None else _level(value)
+    if level is not None and not isinstance(level, Access):
+        raise ValueError(_not_a_level("CustomOperation.access", value))
+    return level
 
 
 def _freeze_access(value: Mapping[str, Access | str]) -> Mapping[str, Access]:
-    return MappingProxyType({op: Access(level) for op, level in value.items()})
+    return MappingProxyType({op: _level(level) for op, level in value.items()})  # type: ignore[misc]
+
+
+def _access_levels(decl: KindDeclaration, attribute: attrs.Attribute[Any], value: Mapping[str, object]) -> None:
+    for op, level in value.items():
+        if not isinstance(level, Access):
+            raise ValueError(_not_a_level(f"kind {decl.name!r}: access[{op!r}]", level))
 
 
 def _columns(value: Iterable[PrinterColumn]) -> tuple[PrinterColumn, ...]:
@@ -129,10 +183,13 @@ class PrinterColumn:
     """A column ``stigmer get`` shows for a kind (like Kubernetes' additionalPrinterColumns).
 
     ``path`` is a dotted field path in the resource (``spec.transport``,
-    ``status.tool_count``), checked at startup. ``type`` says how the value
-    reads: ``string`` (enums by value name, repeated values joined with
-    commas), ``integer``, ``number``, ``boolean``, or ``date`` (a
-    Timestamp, shown as an age such as ``5m``).
+    ``status.tool_count``), through singular messages. ``type`` says how the
+    value reads: ``string`` (any field but a map; enums by value name,
+    repeated values joined with commas), ``integer`` (an integer field),
+    ``number`` (an integer or floating-point field), ``boolean`` (a bool
+    field), or ``date`` (a singular Timestamp, shown as an age such as
+    ``5m``). The registry checks both at startup: ``stigmer get`` reads the
+    field as the type says, and could not read a string as a date.
     """
 
     name: str = attrs.field(validator=_TEXT)
@@ -151,7 +208,7 @@ class IndexSpec:
     """
 
     name: str = attrs.field(validator=_TEXT)
-    values: Callable[[Message], Iterable[tuple[str, ...]]] = attrs.field(validator=_CODE)
+    values: Callable[[Message], Iterable[tuple[str, ...]]] = attrs.field(validator=_index_function)
     org_scoped: bool = attrs.field(default=True, validator=_FLAG)
     """Entries carry the object's org, so one org's entries are one key range
     (an entry across all orgs is kept too, for org-less queries)."""
@@ -185,7 +242,7 @@ class CustomOperation:
     ``stigmer_core.pipeline.steps`` may be reused); ``writes`` says whether it
     runs in a write transaction. ``access`` is what a caller's role must
     allow in the object's org (``Access.READ``, ``WRITE``, ``RUN`` or
-    ``ADMIN``); left out, it follows the method's name when that is a
+    ``ADMIN``, or its value in any case: ``"read"``); left out, it follows the method's name when that is a
     standard one (``create`` writes, ``subscribe`` reads) and ``writes``
     otherwise. The framework enforces it; the steps hold no authorization code.
     """
@@ -207,7 +264,7 @@ class KindDeclaration:
     key_prefix: str = attrs.field(validator=_TEXT)
     steps: Mapping[str, tuple[Step, ...]] = attrs.field(factory=dict, converter=_freeze_steps)
     """Extra steps per standard operation name, placed by their phase."""
-    operations: Mapping[str, CustomOperation] = attrs.field(factory=dict, converter=_freeze_map)
+    operations: Mapping[str, CustomOperation] = attrs.field(factory=dict, converter=_freeze_map, validator=_operations)
     """Kind-specific rpc method name -> its pipeline."""
     indexes: tuple[IndexSpec, ...] = attrs.field(default=(), converter=_indexes)
     references: tuple[Reference, ...] = attrs.field(default=(), converter=_references)
@@ -217,7 +274,7 @@ class KindDeclaration:
     api_version: str = attrs.field(default="stigmer.ai/v1", validator=_TEXT)
     plural: str = attrs.field(default="", validator=_TEXT)
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_aliases)
-    """Other names the CLI accepts (short forms)."""
+    """Other names the CLI accepts (short forms): one word each, letters, digits and dashes."""
     description: str = attrs.field(default="", validator=_TEXT)
     exported: bool = attrs.field(default=True, validator=_FLAG)
     """Whether ``stigmer export`` writes this kind. Run-time records (executions,
@@ -229,10 +286,11 @@ class KindDeclaration:
     response or event of an object for which it answers False is sent as it is,
     without a redacted copy; it must answer True whenever ``redact`` would
     change the object. Left out, every object is redacted."""
-    access: Mapping[str, Access] = attrs.field(factory=dict, converter=_freeze_access)
+    access: Mapping[str, Access] = attrs.field(factory=dict, converter=_freeze_access, validator=_access_levels)
     """Standard operation name -> the access it needs, where that is not the
     framework's default (reads READ, writes WRITE); e.g. ADMIN for every
-    operation of the API token kind. ``"watch"`` names the kind's events on
+    operation of the API token kind (an ``Access``, or its value in any
+    case). ``"watch"`` names the kind's events on
     the generic Watch stream; left out, a watch needs what ``list`` needs,
     since it shows every object a list would, and every later change."""
     printer_columns: tuple[PrinterColumn, ...] = attrs.field(default=(), converter=_columns)

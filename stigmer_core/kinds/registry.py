@@ -18,12 +18,14 @@ from google.protobuf.message import Message
 
 from stigmer_core.auth.access import READ_OPERATIONS, Access
 from stigmer_core.errors import RegistryError
+from stigmer_core.kinds.calls import call_refused
 from stigmer_core.kinds.declaration import (
     STANDARD_OPERATIONS,
     WATCH_ACCESS,
     WRITE_OPERATIONS,
     IndexSpec,
     KindDeclaration,
+    PrinterColumn,
 )
 from stigmer_core.kinds.releases import plugin_releases
 from stigmer_core.kinds.runtime import (
@@ -37,13 +39,16 @@ from stigmer_core.kinds.runtime import (
     Pipeline,
     Registry,
     ResourceShape,
+    _is_map,
+    _is_repeated,
+    _type_of,
 )
 from stigmer_core.kinds.secret_fields import SecretFields
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline.answers import BlanksAnswer, blank_sent
 from stigmer_core.pipeline.defaults import DEFAULT_PIPELINES, WATCH_PIPELINE
 from stigmer_core.pipeline.phase import Phase
-from stigmer_core.pipeline.step import Step
+from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_core.pipeline.watch import watch_events
 from stigmer_core.plugins import check, hook_results, listed, raised
 from stigmer_core.store import keys
@@ -56,6 +61,10 @@ YAML document's ``kind``, a word on the CLI's command line, part of the store's 
 key and of the ``Kind=n`` entries of ``stigmer-removed-count`` (split at spaces and ``=``), and an
 owner reference's ``kind`` (at most 63 characters): a ``/``, a space, a dot or an ``=`` in it
 breaks one of them."""
+_CLI_WORD = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+"""A kind's plural or alias: as its name, with dashes between words (``agent-instance``). The CLI
+takes it as one word of a command line (``stigmer get giz mo`` is two) and before the ``/`` of
+``kind/name``, and a document's ``kind`` may give it."""
 
 
 def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> Registry:
@@ -113,6 +122,16 @@ def _check_unique(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
                 "the name must be an ASCII letter followed by letters and digits, 63 at most (CamelCase, "
                 "like McpServer): it is written into store keys, documents and the CLI's arguments",
             )  # fmt: skip
+        others = [("plural", decl.plural)] if decl.plural else []
+        others += [(f"aliases[{i}]", alias) for i, alias in enumerate(decl.aliases)]
+        for what, other in others:
+            if not _CLI_WORD.fullmatch(other):
+                raise _fail(
+                    plugin, decl,
+                    f"{what} {other!r} must be an ASCII letter followed by letters, digits and dashes, not ending "
+                    "with a dash, 63 at most (like mcp or agent-instances): the CLI takes it as one word of a "
+                    "command line and documents may give it as their kind",
+                )  # fmt: skip
     for plugin, decl in declared:  # first: an empty prefix is a byte-prefix of every other
         for label, value in (("key prefix", decl.key_prefix), ("id prefix", decl.id_prefix)):
             if not isinstance(value, str) or not value:
@@ -180,6 +199,15 @@ def _check_bindings(declared: Sequence[tuple[str, KindDeclaration]]) -> None:
     owners: dict[str, tuple[str, KindDeclaration]] = {}
     for plugin, decl in declared:
         services = (getattr(decl.command_service, "full_name", None), getattr(decl.query_service, "full_name", None))
+        if isinstance(services[0], str) and services[0] == services[1]:
+            # one service as both leaves the other's rpcs unserved, found only when the CLI
+            # calls one ("the kind has no 'apply' rpc")
+            raise _fail(
+                plugin, decl,
+                f"command_service and query_service are both {services[0]}: command_service must be the kind's "
+                "command service (<Kind>CommandController: create, apply, update, delete) and query_service "
+                "its query service (<Kind>QueryController: get, getByReference, list)",
+            )  # fmt: skip
         resource = getattr(getattr(decl.resource, "DESCRIPTOR", None), "full_name", None)
         bound = [("service", name) for name in dict.fromkeys(services) if isinstance(name, str)]
         if isinstance(resource, str):
@@ -302,6 +330,10 @@ def _checked_steps(plugin: str, decl: KindDeclaration, where: str, steps: Iterab
                 decl,
                 f"{where}: {shown} is not a step (needs name, phase and __call__: decorate it with @step())",
             )
+        called = candidate.fn if isinstance(candidate, FunctionStep) else candidate
+        refused = call_refused(called, "step(ctx)", f"step {candidate.name!r}")  # type: ignore[attr-defined]
+        if refused is not None:
+            raise _fail(plugin, decl, f"{where}: {refused}")
         checked.append(candidate)  # type: ignore[arg-type]
     return checked
 
@@ -468,8 +500,80 @@ def _check_types(plugin: str, decl: KindDeclaration) -> None:
             )  # fmt: skip
 
 
+_CALLS = {
+    "redact": "redact(obj)",
+    "redacts": "redacts(obj)",
+    "export_fill": "export_fill(obj, call)",
+    "export_history": "export_history(obj, call)",
+    "import_history": "import_history(obj, history, call)",
+    "delete_guard": "delete_guard(store, obj, inside)",
+}
+"""How the framework calls each function a declaration may give (every argument positional)."""
+
+
+def _check_calls(plugin: str, decl: KindDeclaration) -> None:
+    """Each declared function takes the arguments it will be given: one that cannot failed each
+    call with INTERNAL (every delete, for a ``delete_guard``), long after startup."""
+    given: list[tuple[str, object, str]] = [
+        (field, getattr(decl, field), call) for field, call in _CALLS.items() if getattr(decl, field) is not None
+    ]
+    given += [(f"the values of index {index.name!r}", index.values, "values(obj)") for index in decl.indexes]
+    given += [
+        (f"the live of reference {r.field!r}", r.live, "live(referrer)") for r in decl.references if r.live is not None
+    ]
+    for named, function, call in given:
+        refused = call_refused(function, call, named)
+        if refused is not None:
+            raise _fail(plugin, decl, refused)
+
+
+_INTEGERS = frozenset(
+    getattr(FieldDescriptor, f"TYPE_{name}")
+    for name in ("INT32", "INT64", "UINT32", "UINT64", "SINT32", "SINT64", "FIXED32", "FIXED64", "SFIXED32", "SFIXED64")
+)
+_COLUMN_FIELDS: dict[str, tuple[str, Any]] = {
+    "string": ("any field but a map", lambda field: True),
+    "integer": (
+        "an integer field (int32, int64, uint32, uint64, sint, fixed or sfixed)",
+        lambda f: f.type in _INTEGERS,
+    ),
+    "number": (
+        "a number field (float, double or an integer)",
+        lambda f: f.type in _INTEGERS or f.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE),
+    ),
+    "boolean": ("a bool field", lambda f: f.type == FieldDescriptor.TYPE_BOOL),
+    "date": (
+        "a singular google.protobuf.Timestamp field (shown as an age)",
+        lambda f: getattr(f.message_type, "full_name", None) == "google.protobuf.Timestamp" and not _is_repeated(f),
+    ),
+}
+"""What each printer column type can show: ``stigmer get`` reads the field as its type says, and
+one it cannot read (a string as a date) stopped the command with a traceback."""
+
+
+def _check_column(plugin: str, decl: KindDeclaration, column: PrinterColumn) -> None:
+    where = f"printer column {column.name!r}"
+    desc: Any = decl.resource.DESCRIPTOR
+    field: Any = None
+    for part in column.path.split("."):
+        if field is not None and _is_repeated(field):  # a list has no fields to read on
+            raise _fail(plugin, decl, f"{where}: {column.path!r} reads into {field.name!r}, which is {_type_of(field)}")
+        if desc is None or part not in desc.fields_by_name:
+            raise _fail(plugin, decl, f"{where}: no field {column.path!r} in the resource")
+        field = desc.fields_by_name[part]
+        desc = field.message_type
+    needs, shows = _COLUMN_FIELDS[column.type]
+    if _is_map(field) or not shows(field):
+        raise _fail(
+            plugin, decl,
+            f"{where}: {column.path!r} is {_type_of(field)}; a {column.type!r} column needs {needs}"
+            + ("" if column.type == "string" else " ('string' shows any field but a map)"),
+        )  # fmt: skip
+
+
 def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> KindRuntime:
     _check_types(plugin, decl)
+    _check_calls(plugin, decl)
     try:
         shape = ResourceShape.of(decl.name, decl.resource.DESCRIPTOR)
     except RegistryError as exc:  # it knows the kind, not the plugin
@@ -505,8 +609,7 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
             if problem is not None:
                 raise _fail(plugin, decl, problem)
     for column in decl.printer_columns:
-        if not _resolves(decl.resource.DESCRIPTOR, column.path):
-            raise _fail(plugin, decl, f"printer column {column.name!r}: no field {column.path!r} in the resource")
+        _check_column(plugin, decl, column)
     for path in decl.mutable:
         if not _resolves(decl.resource.DESCRIPTOR, path):
             raise _fail(plugin, decl, f"mutable path {path!r}: no such field in the resource")

@@ -8,14 +8,22 @@ is found through its entry point like any installed plugin.
 
 from __future__ import annotations
 
+import keyword
 import os
 import re
+import shlex
 import subprocess
 import sysconfig
+import tomllib
 import venv
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stigmer_core.cli.commands import kind_new
+from stigmer_core.kinds import registry
 
 from .conftest import Stigmer
 
@@ -46,13 +54,16 @@ def test_the_scaffold_installs_and_passes_its_own_tests(stigmer: Stigmer, tmp_pa
     # protobuf-7 pass of `make test` has no generator, and this test runs in the first pass.
     pytest.importorskip("grpc_tools", reason="protogen's generator (grpcio-tools) is not installed here")
     package = tmp_path / "gizmo"
-    out = stigmer.ok("kind", "new", "GizmoBox", "--dir", str(package))
-    assert "generated 8 files" in out, out
+    # kind Service: its resource's file and its services' were once both service.proto, one
+    # written over the other, and protoc refused the survivor ("File recursively imports itself")
+    out = stigmer.ok("kind", "new", "Service", "--dir", str(package))
+    assert "wrote 9 files" in out and "generated 8 files" in out, out
     # the pip of the interpreter that ran it: a bare pip outside an activated venv is the system's
     next_line = out.strip().splitlines()[-1]
     assert next_line.startswith("next: /") and " -m pip install -e " in next_line, next_line
     assert next_line.split()[1] == next_line.split("&& ")[1].split()[0], next_line
-    assert (package / "proto" / "gizmo_box_kind" / "api" / "v1" / "service.proto").exists()
+    protos = package / "proto" / "service_kind" / "api" / "v1"
+    assert sorted(p.name for p in protos.iterdir()) == ["service.proto", "service_service.proto"]
     python = _layered_env(tmp_path / "env")
     pip = (python, "-m", "pip", "--disable-pip-version-check", "--no-input", "install", "--no-deps")
     _run(*pip, "--no-build-isolation", "--no-index", str(package))
@@ -70,10 +81,13 @@ def test_names_and_prefixes_an_installed_kind_holds_are_refused(stigmer: Stigmer
     assert "used by kind Agent" in stigmer.fails(
         "kind", "new", "Gadget", "--id-prefix", "agt", "--dir", str(tmp_path / "b")
     )
-    assert "CamelCase" in stigmer.fails("kind", "new", "not-a-kind", "--dir", str(tmp_path / "c"))
+    assert "CamelCase" in stigmer.fails("kind", "new", "not-a-kind", "--dir", str(tmp_path / "c"), code=2)
     # a keyword wrote a package no Python could import; an importable name would be shadowed
-    assert "not a keyword" in stigmer.fails("kind", "new", "Plate", "--package", "import", "--dir", str(tmp_path / "d"))
-    assert "already importable" in stigmer.fails("kind", "new", "Plate", "--package", "json", "--dir", str(tmp_path / "e"))
+    keyword = stigmer.fails("kind", "new", "Plate", "--package", "import", "--dir", str(tmp_path / "d"), code=2)
+    assert "not a keyword" in keyword
+    assert "already importable" in stigmer.fails(
+        "kind", "new", "Plate", "--package", "json", "--dir", str(tmp_path / "e")
+    )
     assert not any((tmp_path / name).exists() for name in "abde")
 
 
@@ -85,6 +99,68 @@ def test_a_name_another_kind_answers_to_is_refused(stigmer: Stigmer, tmp_path: P
     plural = stigmer.fails("kind", "new", "Agents", *unique, "--dir", str(tmp_path / "b"))
     assert "'agents' would be the name of the new kind and is the plural of kind Agent" in plural, plural
     assert not any((tmp_path / name).exists() for name in "ab")
+
+
+def test_names_the_generated_code_cannot_hold_are_refused_before_anything_is_written(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
+    """`kind new None` wrote its files, then failed with "unexpected error: SyntaxError"."""
+    out = tmp_path / "out"
+    for name in ("None", "True", "False"):
+        said = stigmer.fails("kind", "new", name, "--dir", str(out / name), code=2)
+        assert f"kind name {name!r} is a Python keyword" in said, said
+    said = stigmer.fails("kind", "new", "DESCRIPTOR", "--dir", str(out / "d"), code=2)
+    assert "names its file descriptor" in said, said
+    # the registry takes a lowercase first letter, this command does not: the message says its rule
+    said = stigmer.fails("kind", "new", "gizmo", "--dir", str(out / "g"), code=2)
+    assert "must be an uppercase ASCII letter followed by ASCII letters and digits, 63 characters at most" in said
+    assert not out.exists()
+
+
+def test_names_keep_their_digits_and_take_one_plural(stigmer: Stigmer, tmp_path: Path) -> None:
+    """S3Bucket made package s_bucket_kind and key prefix s-buckets, Box the key prefix boxs beside the
+    plural boxes, and X (a kind name the registry takes) was refused."""
+    expected = {
+        "S3Bucket": ("s3_bucket_kind", "stigmer-kind-s3-bucket", "s3bu", "s3-buckets", "s3buckets"),
+        "Policy": ("policy_kind", "stigmer-kind-policy", "poli", "policies", "policies"),
+        "Box": ("box_kind", "stigmer-kind-box", "box", "boxes", "boxes"),
+        "X": ("x_kind", "stigmer-kind-x", "x", "xs", "xs"),
+    }
+    for name, (package, dist, id_prefix, key_prefix, plural) in expected.items():
+        target = tmp_path / name
+        stigmer.ok("kind", "new", name, "--no-generate", "--dir", str(target))
+        assert tomllib.loads((target / "pyproject.toml").read_text())["project"]["name"] == dist
+        plugin = (target / package / "plugin.py").read_text()
+        declared = dict(re.findall(r"^    (id_prefix|key_prefix|plural)=\"([^\"]*)\",$", plugin, re.MULTILINE))
+        assert declared == {"id_prefix": id_prefix, "key_prefix": key_prefix, "plural": plural}, plugin
+    assert "message ListPoliciesRequest {" in (tmp_path / "Policy/proto/policy_kind/api/v1/policy.proto").read_text()
+
+
+@given(st.from_regex(r"[A-Z][A-Za-z0-9]{0,62}", fullmatch=True))
+def test_every_name_accepted_makes_names_python_and_the_registry_take(name: str) -> None:
+    assert registry._KIND_NAME.fullmatch(name) and kind_new._NAME.fullmatch(name)
+    problem = kind_new._name_problem(name)
+    if problem is not None:  # a keyword, DESCRIPTOR, or a plural past the registry's 63 characters
+        assert "keyword" in problem or "file descriptor" in problem or len(kind_new._plural(name)) > 63, problem
+        return
+    package, id_prefix, key_prefix = kind_new._defaults(name)
+    assert "".join(kind_new._words(name)) == name.lower()  # no character dropped, digits included
+    assert package.isidentifier() and package == package.lower() and not keyword.iskeyword(package)
+    assert kind_new._PREFIX.fullmatch(id_prefix) and registry._PREFIX.fullmatch(id_prefix)
+    assert registry._PREFIX.fullmatch(key_prefix)  # past 31 characters `kind new` asks for --key-prefix
+    assert key_prefix.replace("-", "") == kind_new._plural(name).lower()  # the key prefix is the plural
+
+
+def test_no_generate_says_to_generate_first(stigmer: Stigmer, tmp_path: Path) -> None:
+    """The "next:" line installed and tested a package whose protobuf code was never generated."""
+    pytest.importorskip("grpc_tools", reason="protogen's generator (grpcio-tools) is not installed here")
+    target = tmp_path / "policy"
+    out = stigmer.ok("kind", "new", "Policy", "--no-generate", "--dir", str(target))
+    assert "generated" not in out and not (target / "policy_kind" / "api").exists(), out
+    steps = out.strip().splitlines()[-1].removeprefix("next: ").split(" && ")
+    assert [shlex.split(step)[2] for step in steps] == ["stigmer_core.protogen", "pip", "pytest"], steps
+    _run(*shlex.split(steps[0]))
+    _run(shlex.split(steps[0])[0], "-m", "stigmer_core.protogen", "--check", cwd=target)
 
 
 _BARE_CORE = re.compile(r"(?<![/\w.-])stigmer-core\[")
@@ -115,4 +191,4 @@ def test_the_docs_install_stigmer_core_from_a_checkout() -> None:
         assert named, f"{doc} says how to install stigmer-core"
         for command in named:
             assert not _BARE_CORE.search(command), f"{doc}: {command}"
-            assert "-e \"/path/to/stigmer-core[" in command, f"{doc}: {command}"
+            assert '-e "/path/to/stigmer-core[' in command, f"{doc}: {command}"

@@ -22,12 +22,27 @@ import click
 from stigmer_core.cli.errors import CliError
 from stigmer_core.cli.options import verbose_option
 
-_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{1,39}$")
-_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
+"""The registry's rule for a kind name (an ASCII letter, then letters and digits, 63 at most), less
+a lowercase first letter: the name is also the generated proto messages' and Python classes' name,
+where a lowercase one could be a proto scalar type (``string``) or a Python keyword (``class``)."""
+_NAME_RULE = (
+    "an uppercase ASCII letter followed by ASCII letters and digits, 63 characters at most (CamelCase, like McpServer)"
+)
+_RESERVED = frozenset({"DESCRIPTOR"})
+"""Names every generated ``_pb2`` module already holds: a message so named would replace the module's own."""
+_MAX_PLURAL = 63
+_PREFIX = re.compile(r"[a-z][a-z0-9-]{0,30}")
+_PREFIX_RULE = "a lowercase ASCII letter followed by lowercase letters, digits and dashes, 31 characters at most"
+_CAMEL_ACRONYM = re.compile(r"(?<=[A-Z])(?=[A-Z][a-z])")
+_CAMEL_WORD = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def _words(name: str) -> list[str]:
-    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z][a-z0-9]*", name)]
+    """The name's words, lowercase: digits stay with the word they follow (``S3Bucket``: s3, bucket)
+    and a run of capitals is one word (``HTTPServer``: http, server). Splitting only between
+    characters keeps every one of them, so two names differing in a digit never make one package."""
+    return _CAMEL_WORD.sub("_", _CAMEL_ACRONYM.sub("_", name)).lower().split("_")
 
 
 PYPROJECT = Template("""[build-system]
@@ -145,9 +160,9 @@ from __future__ import annotations
 
 from stigmer_core import KindDeclaration, PrinterColumn, hookimpl
 
-from $package.api.v1 import ${snake}_pb2, service_pb2
+from $package.api.v1 import ${snake}_pb2, ${snake}_service_pb2
 
-_services = service_pb2.DESCRIPTOR.services_by_name
+_services = ${snake}_service_pb2.DESCRIPTOR.services_by_name
 
 $constant = KindDeclaration(
     name="$name",
@@ -183,12 +198,12 @@ from __future__ import annotations
 
 import grpc
 
-from $package.api.v1 import ${snake}_pb2, service_pb2_grpc
+from $package.api.v1 import ${snake}_pb2, ${snake}_service_pb2_grpc
 
 
 def test_create_then_get(stigmer_channel: grpc.Channel) -> None:
-    commands = service_pb2_grpc.${name}CommandControllerStub(stigmer_channel)
-    queries = service_pb2_grpc.${name}QueryControllerStub(stigmer_channel)
+    commands = ${snake}_service_pb2_grpc.${name}CommandControllerStub(stigmer_channel)
+    queries = ${snake}_service_pb2_grpc.${name}QueryControllerStub(stigmer_channel)
     sent = ${snake}_pb2.$name(spec=${snake}_pb2.${name}Spec(description="the first one"))
     sent.metadata.name = "First One"
     created = commands.create(sent, timeout=10)
@@ -204,7 +219,7 @@ The `$name` resource kind for Stigmer Core, made by
 
 | path | what |
 |---|---|
-| `proto/$proto_dir/` | the resource (`$snake.proto`) and its services (`service.proto`), package `$proto_package` |
+| `proto/$proto_dir/` | the resource (`$snake.proto`) and its services (`${snake}_service.proto`), package `$proto_package` |
 | `$package/api/` | generated code: `python -m stigmer_core.protogen` rewrites it from `proto/` |
 | `$package/plugin.py` | the kind's declaration, registered under the `stigmer.kinds` entry point |
 | `tests/` | the contract suite on both paths, and a round trip through the stubs |
@@ -225,8 +240,27 @@ Change the spec in `proto/$proto_dir/$snake.proto`, regenerate with
 """)
 
 
+def _plural_ending(name: str) -> tuple[int, str]:
+    """How the plural ends: the characters it drops from the name's end and what it adds. The
+    CamelCase plural (``ListPoliciesRequest``) and the key prefix (``policies``) both take it, so
+    they agree; an all-capitals word (``HTTPS``) just takes an ``s``."""
+    if re.search(r"[b-df-hj-np-tv-z]y$", name):
+        return 1, "ies"
+    if name.endswith(("s", "x", "z", "ch", "sh")):
+        return 0, "es"
+    return 0, "s"
+
+
 def _plural(name: str) -> str:
-    return name + ("es" if name.endswith(("s", "x", "z", "ch", "sh")) else "s")
+    drop, add = _plural_ending(name)
+    return name[: len(name) - drop] + add
+
+
+def _kebab_plural(name: str) -> str:
+    """The plural in kebab case (``S3Policy``: ``s3-policies``): the default key prefix."""
+    kebab = "-".join(_words(name))
+    drop, add = _plural_ending(name)  # the dropped letters are lowercase, so the kebab ends with them too
+    return kebab[: len(kebab) - drop] + add
 
 
 def scaffold(name: str, target: Path, *, package: str, id_prefix: str, key_prefix: str) -> list[Path]:
@@ -251,7 +285,8 @@ def scaffold(name: str, target: Path, *, package: str, id_prefix: str, key_prefi
         "pyproject.toml": PYPROJECT,
         "README.md": README,
         f"proto/{package}/api/v1/{snake}.proto": RESOURCE_PROTO,
-        f"proto/{package}/api/v1/service.proto": SERVICE_PROTO,
+        # the services' file is named after the resource's, so the two never collide (kind Service)
+        f"proto/{package}/api/v1/{snake}_service.proto": SERVICE_PROTO,
         f"{package}/__init__.py": INIT,
         f"{package}/py.typed": Template(""),
         f"{package}/plugin.py": PLUGIN,
@@ -271,8 +306,25 @@ def _defaults(name: str) -> tuple[str, str, str]:
     words = _words(name)
     package = "_".join(words) + "_kind"
     id_prefix = "".join(words)[:4]
-    key_prefix = "-".join(words) + "s"
-    return package, id_prefix, key_prefix
+    return package, id_prefix, _kebab_plural(name)
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a kind this command writes: said before anything is written, since
+    a name the generated code cannot hold failed only in protoc or in Python's parser."""
+    if not _NAME.fullmatch(name):
+        return f"kind name {name!r} must be {_NAME_RULE}"
+    if keyword.iskeyword(name):  # None, True, False: a class of that name is a SyntaxError
+        return (
+            f"kind name {name!r} is a Python keyword: the generated classes are named after the kind, "
+            "and Python cannot name a class so; choose another name"
+        )
+    if name in _RESERVED:
+        return f"kind name {name!r} is what every generated _pb2 module names its file descriptor; choose another name"
+    plural = _plural(name)
+    if len(plural) > _MAX_PLURAL:  # the registry holds a plural, one word on the command line, to a name's length
+        return f"kind name {name!r} is too long: its plural {plural!r} must be {_MAX_PLURAL} characters at most"
+    return None
 
 
 @click.group()
@@ -286,7 +338,7 @@ def kind() -> None:
     "--dir", "directory", type=click.Path(path_type=Path), help="Where to write (default ./stigmer-kind-NAME)."
 )
 @click.option("--package", help="Python package name (default NAME_kind, snake case).")
-@click.option("--id-prefix", help="Id prefix (default: the first letters of NAME).")
+@click.option("--id-prefix", help="Id prefix (default: the first four letters and digits of NAME).")
 @click.option("--key-prefix", help="Store key prefix (default: NAME in kebab case, plural).")
 @click.option("--generate/--no-generate", default=True, help="Run protogen (needs stigmer-core[protogen]).")
 @verbose_option
@@ -302,24 +354,29 @@ def new(
 
     The ids and key prefix are checked against the kinds installed here.
     """
-    if not _NAME.match(name):
-        raise CliError(f"kind name {name!r} must be CamelCase letters and digits, like McpServer")
+    problem = _name_problem(name)
+    if problem is not None:
+        raise CliError(problem, exit_code=2)
     default_package, default_id, default_key = _defaults(name)
     package = package or default_package
-    id_prefix = id_prefix or default_id
-    key_prefix = key_prefix or default_key
     if not package.isidentifier() or package != package.lower() or keyword.iskeyword(package):
-        raise CliError(f"package {package!r} must be a lowercase Python identifier (not a keyword)")
+        raise CliError(f"package {package!r} must be a lowercase Python identifier (not a keyword)", exit_code=2)
     if importlib.util.find_spec(package) is not None:  # the new package would hide it, or it the new one
         raise CliError(f"a package named {package!r} is already importable here; choose another with --package")
-    for label, value in (("id prefix", id_prefix), ("key prefix", key_prefix)):
-        if not _PREFIX.match(value):
-            raise CliError(f"{label} {value!r} must be lowercase letters, digits and dashes")
+    prefixes = (
+        ("id prefix", id_prefix, default_id, "--id-prefix"),
+        ("key prefix", key_prefix, default_key, "--key-prefix"),
+    )
+    for label, given, default, option in prefixes:
+        if not _PREFIX.fullmatch(given or default):
+            made = "" if given else f" (made from the name); choose one with {option}"
+            raise CliError(f"{label} {given or default!r} must be {_PREFIX_RULE}{made}", exit_code=2)
+    id_prefix = id_prefix or default_id
+    key_prefix = key_prefix or default_key
     _check_free(name, id_prefix, key_prefix)
     target = directory or Path("stigmer-kind-" + "-".join(_words(name)))
     if target.exists() and any(target.iterdir()):
         raise CliError(f"{target} exists and is not empty")
-    python = quote(sys.executable)
     written = scaffold(name, target, package=package, id_prefix=id_prefix, key_prefix=key_prefix)
     click.echo(f"wrote {len(written)} files for kind {name} in {target}")
     if generate:
@@ -327,15 +384,29 @@ def new(
             from stigmer_core import protogen
 
             generated = protogen.generate(target / "proto", target, with_validate=False)
-        except SystemExit as exc:  # no grpcio-tools: say how to finish
+        except SystemExit as exc:  # no grpcio-tools: the next steps start with generating
             click.echo(f"not generated: {exc}", err=True)
-            click.echo(f"then run: cd {quote(str(target))} && {python} -m stigmer_core.protogen", err=True)
-            return
-        click.echo(f"generated {len(generated)} files from {target / 'proto'}")
-    # the interpreter running this command: the README's setup runs .venv/bin/stigmer without
-    # activating the venv, where a bare pip is the system's, which cannot find stigmer-core
-    editable = quote(f"{target}[test]")
-    click.echo(f"next: {python} -m pip install -e {editable} && {python} -m pytest {quote(str(target / 'tests'))}")
+            generate = False
+        else:
+            click.echo(f"generated {len(generated)} files from {target / 'proto'}")
+    click.echo(_next_steps(target, generated=generate))
+
+
+def _next_steps(target: Path, *, generated: bool) -> str:
+    """The commands that finish the package, in order: generated code first (the tests import it).
+
+    Each names the interpreter running this command: the README's setup runs .venv/bin/stigmer
+    without activating the venv, where a bare pip is the system's, which cannot find stigmer-core.
+    """
+    python = quote(sys.executable)
+    steps = [
+        f"{python} -m pip install -e {quote(f'{target}[test]')}",
+        f"{python} -m pytest {quote(str(target / 'tests'))}",
+    ]
+    if not generated:
+        proto = quote(str(target / "proto"))
+        steps.insert(0, f"{python} -m stigmer_core.protogen --proto-path {proto} --out {quote(str(target))}")
+    return "next: " + " && ".join(steps)
 
 
 def _check_free(name: str, id_prefix: str, key_prefix: str) -> None:

@@ -36,11 +36,12 @@
                                authentication, or a token about to cross
                                the network in clear
 
-Steps raise these; ``stigmer_core.status`` is the only place that turns them
-into gRPC status codes, and ``from_rpc_error`` turns a status back into the
+Steps raise these; each class names the gRPC status code it travels as
+(``grpc_status``), ``stigmer_core.status`` is the only place that turns them
+into gRPC statuses, and ``from_rpc_error`` turns a status back into the
 same exception on the client side, so both paths speak one vocabulary.
 Every error's ``code`` is the gRPC status code it travels as: its class's
-(``status.code_of``), or, for one ``from_rpc_error`` made, the code the call
+(``grpc_status``), or, for one ``from_rpc_error`` made, the code the call
 ended with, so a client tells an UNKNOWN from a CANCELLED without the grpc error.
 
 Every error but a field-level ``InvalidArgument`` also carries a ``reason``
@@ -96,6 +97,11 @@ class StigmerError(Exception):
     """Base of every error the framework raises on purpose."""
 
     reason: str = "ERROR"
+    grpc_status: str = "INTERNAL"
+    """The name of the gRPC status code the class travels as (``grpc.StatusCode[...]``), inherited
+    by subclasses: written beside each class, so that the tree and its codes read as one and
+    ``code`` needs no other module. ``status`` sends it; INTERNAL, this base's, is a bug's or a
+    plugin's fault."""
     _code: grpc.StatusCode | None = None
 
     def __init__(self, message: str, *, reason: str = "", metadata: Mapping[str, object] | None = None) -> None:
@@ -111,13 +117,13 @@ class StigmerError(Exception):
     def code(self) -> grpc.StatusCode:
         """The gRPC status code this error travels as. One ``from_rpc_error`` made keeps the code
         its call ended with, which several codes share a class for (UNKNOWN, CANCELLED and
-        INTERNAL are all a bare ``StigmerError``); any other is its class's, as the server sends
-        it, read from ``status.code_of`` so the mapping stays written in one place."""
+        INTERNAL are all a bare ``StigmerError``); any other is its class's (``grpc_status``), as
+        the server sends it."""
         if self._code is not None:
             return self._code
-        from stigmer_core.status import code_of  # here: grpc only for a caller that asks
+        import grpc  # here: only a caller that asks pays for grpc (``stigmer --help`` does not)
 
-        return code_of(self)
+        return grpc.StatusCode[self.grpc_status]
 
     @code.setter
     def code(self, code: grpc.StatusCode) -> None:
@@ -125,6 +131,7 @@ class StigmerError(Exception):
 
 
 class InvalidArgument(StigmerError):
+    grpc_status = "INVALID_ARGUMENT"
     reason = "INVALID_ARGUMENT"
 
     def __init__(
@@ -149,6 +156,7 @@ class InvalidArgument(StigmerError):
 
 
 class NotFound(StigmerError):
+    grpc_status = "NOT_FOUND"
     reason = "NOT_FOUND"
 
 
@@ -161,10 +169,12 @@ class OrgNotVisible(NotFound):
 
 
 class AlreadyExists(StigmerError):
+    grpc_status = "ALREADY_EXISTS"
     reason = "ALREADY_EXISTS"
 
 
 class Conflict(StigmerError):
+    grpc_status = "ABORTED"
     reason = "STALE_VERSION"
 
     @classmethod
@@ -198,26 +208,32 @@ class Conflict(StigmerError):
 
 
 class FailedPrecondition(StigmerError):
+    grpc_status = "FAILED_PRECONDITION"
     reason = "FAILED_PRECONDITION"
 
 
 class ResourceExhausted(StigmerError):
+    grpc_status = "RESOURCE_EXHAUSTED"
     reason = "RESOURCE_EXHAUSTED"
 
 
 class Unauthenticated(StigmerError):
+    grpc_status = "UNAUTHENTICATED"
     reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(StigmerError):
+    grpc_status = "PERMISSION_DENIED"
     reason = "PERMISSION_DENIED"
 
 
 class Unavailable(StigmerError):
+    grpc_status = "UNAVAILABLE"
     reason = "UNAVAILABLE"
 
 
 class Unimplemented(StigmerError):
+    grpc_status = "UNIMPLEMENTED"
     reason = "UNIMPLEMENTED"
 
 
@@ -225,6 +241,7 @@ class DeadlineExceeded(StigmerError):
     """The call ended (its deadline passed, or its client cancelled it) before its write began:
     nothing was written, so a client's retry does not meet its own earlier write."""
 
+    grpc_status = "DEADLINE_EXCEEDED"
     reason = "DEADLINE_EXCEEDED"
 
 

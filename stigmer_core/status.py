@@ -23,30 +23,28 @@ from stigmer_core.tls_trouble import dial_failed, tls_trouble
 
 log = logging.getLogger(__name__)
 
-_CODES: dict[type[errors.StigmerError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.Conflict: grpc.StatusCode.ABORTED,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-_ERRORS = {code: cls for cls, code in _CODES.items()}
+_MAPPED_BACK = (
+    errors.InvalidArgument,
+    errors.NotFound,
+    errors.AlreadyExists,
+    errors.Conflict,
+    errors.FailedPrecondition,
+    errors.ResourceExhausted,
+    errors.Unauthenticated,
+    errors.PermissionDenied,
+    errors.Unavailable,
+    errors.Unimplemented,
+    errors.DeadlineExceeded,
+)
+"""The classes a client's status turns back into, one per code (each class names its code,
+``StigmerError.grpc_status``); a code none has is a bare ``StigmerError`` keeping it."""
+_ERRORS = {grpc.StatusCode[cls.grpc_status]: cls for cls in _MAPPED_BACK}
 
 
 def code_of(error: errors.StigmerError) -> grpc.StatusCode:
     """The code a server sends ``error`` as: its class's, INTERNAL for a class of none (a bug,
     or a ``PluginFault``). A client's error keeps the code it came with (``error.code``)."""
-    for cls in type(error).__mro__:
-        code = _CODES.get(cls)
-        if code is not None:
-            return code
-    return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[type(error).grpc_status]
 
 
 MAX_VIOLATIONS = 50

@@ -9,30 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import attrs
 import grpc
 import pytest
 
-from stigmer_core import Application, hookimpl
+from stigmer_core import Application
 from stigmer_core.kind_client import KindClient
-from stigmer_core.kinds.declaration import KindDeclaration
-from stigmer_core.plugins import plugin_manager
 from stigmer_core.status import from_rpc_error
 from stigmer_core.store.keys import MAX_KEY_BYTES
+from tests.test_step_faults import _no_owner_reference, _pm
 from tests.widget_kind import WIDGET
-
-
-def _pm() -> Any:
-    decl = attrs.evolve(WIDGET, references=())  # owner_id free text, indexed whole by 'owner'
-
-    class Plugin:
-        @hookimpl
-        def stigmer_kinds(self) -> list[KindDeclaration]:
-            return [decl]
-
-    pm = plugin_manager(entry_points=False)
-    pm.register(Plugin(), name="acme-widgets")
-    return pm
 
 
 def _widget(name: str, owner: str) -> Any:
@@ -45,7 +30,7 @@ def _widget(name: str, owner: str) -> Any:
 def test_an_index_value_too_long_for_a_key_is_refused_naming_the_index(
     tmp_path: Path, stigmer_store: str | None
 ) -> None:
-    with Application.open(tmp_path, store=stigmer_store, pm=_pm()) as app:
+    with Application.open(tmp_path, store=stigmer_store, pm=_pm(_no_owner_reference())) as app:
         widgets = KindClient(app.channel(), app.registry.kind("Widget"))
         kept: Any = widgets.create(_widget("short", "o" * 400))
         with pytest.raises(grpc.RpcError) as caught:

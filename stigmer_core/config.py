@@ -175,20 +175,29 @@ def local_and_remote(data_dir: str | Path, remote: str = "--backend remote") -> 
 
 def data_dir_behind_store(data_dir: str | Path, store: str, *, store_flag: bool) -> str | None:
     """Why ``--data-dir`` given on the command line is refused beside a database store that the
-    environment or the config file names; None when ``store`` is no database.
+    environment or the config file names; None when ``store`` is no database, or ``data_dir`` is
+    a database daemon's (its key, and no local store).
 
     The store and the data directory are set apart (a team daemon's data directory holds its
     lock, socket and key, its objects being in the database), so a command given a directory
-    worked on the database: ``org delete ORG --data-dir ./scratch`` removed the team's org, and
-    ``import --data-dir NEW`` wrote into the database, leaving ``NEW`` empty. The flag names the
-    directory a person means to work on, the store set once for the shell or the host was not
-    chosen for this command: neither silently wins. ``store_flag``: the command takes
-    ``--store``, which says the database is meant."""
+    worked on the database: ``org delete ORG --data-dir ./scratch`` removed the team's org from
+    it, and ``import --data-dir NEW`` wrote into it, leaving ``NEW`` empty. A directory holding
+    a local store, or nothing yet, names where the person means to work, which the store set
+    once for the shell or the host was not chosen for: neither silently wins. ``store_flag``:
+    the command takes ``--store``, which says the database is meant."""
     scheme, found, _ = store.partition("://")
     if not found or scheme.lower() not in ("postgresql", "postgres"):
         return None
-    from stigmer_core.store.postgres_settings import redact_url  # psycopg: only for this refusal
+    from stigmer_core.store.lmdb_store import DATA_FILE  # LMDB's, not psycopg's: only for this check
+    from stigmer_core.store.postgres_settings import redact_url
 
+    directory = Path(data_dir).expanduser()
+    if (directory / DATA_FILE).exists():
+        holds = "holds a local store"
+    elif not directory.is_dir() or not any(directory.iterdir()):
+        holds = "holds nothing yet"
+    else:
+        return None  # a database daemon's data directory: its key goes with the database
     if os.environ.get(ENV["store"]):
         named, drop = f"STIGMER_STORE ({redact_url(store)})", "run it with STIGMER_STORE unset"
     else:
@@ -196,8 +205,8 @@ def data_dir_behind_store(data_dir: str | Path, store: str, *, store_flag: bool)
         drop = f"remove store from {config_path()}"
     database = "give --store URL too" if store_flag else "leave --data-dir out"
     return (
-        f"--data-dir {data_dir} names a data directory, but {named} names a database, which this command "
-        f"would work on instead; to work on the store in {data_dir}, {drop}; to work on the database, {database}"
+        f"--data-dir {data_dir} {holds}, but {named} names a database, which this command would work on "
+        f"instead; to work on a local store in {data_dir}, {drop}; to work on the database, {database}"
     )
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from stigmer_core.application import Application
+
 from .conftest import Stigmer
 from .test_resources import CODER
 
@@ -26,17 +28,17 @@ def test_a_data_dir_beside_the_environments_database_is_refused_before_anything_
     assert made.code == 0, made.err
     backup = stigmer.ok("export", "--all", "--data-dir", str(scratch))
 
-    for args, source in (
-        (("org", "delete", "gamma", "--yes", "--data-dir", str(scratch)), None),
-        (("org", "list", "--data-dir", str(scratch)), None),
-        (("doctor", "--data-dir", str(scratch)), None),
-        (("import", "--data-dir", str(fresh)), backup),
-        (("export", "--all", "--data-dir", str(scratch)), None),
-        (("get", "agents", "--org", "gamma", "--data-dir", str(scratch)), None),
+    for args, source, holds in (
+        (("org", "delete", "gamma", "--yes", "--data-dir", str(scratch)), None, "holds a local store"),
+        (("org", "list", "--data-dir", str(scratch)), None, "holds a local store"),
+        (("doctor", "--data-dir", str(scratch)), None, "holds a local store"),
+        (("import", "--data-dir", str(fresh)), backup, "holds nothing yet"),
+        (("export", "--all", "--data-dir", str(scratch)), None, "holds a local store"),
+        (("get", "agents", "--org", "gamma", "--data-dir", str(scratch)), None, "holds a local store"),
     ):
         refused = stigmer(*args, input=source, env=team)
         assert refused.code == 2, (args, refused.out, refused.err)
-        assert f"--data-dir {args[-1]} names a data directory, but STIGMER_STORE (" in refused.err, refused.err
+        assert f"--data-dir {args[-1]} {holds}, but STIGMER_STORE (" in refused.err, refused.err
         assert "names a database, which this command would work on instead" in refused.err, refused.err
         assert "run it with STIGMER_STORE unset" in refused.err, refused.err
         assert not refused.out, refused.out
@@ -46,11 +48,17 @@ def test_a_data_dir_beside_the_environments_database_is_refused_before_anything_
     assert both.code == 0 and "gamma" in both.out, both.err
     assert stigmer.ok("get", "agents", "--org", "gamma", "-o", "yaml", "--data-dir", str(scratch)).count("slug:") == 1
 
+    # a database daemon's data directory (its key, no local store) goes with the database
+    Application.open(stigmer.data_dir, store=stigmer_postgres_store_url).close()  # as a daemon's start makes it
+    assert (stigmer.data_dir / "secret.key").exists() and not (stigmer.data_dir / "data.mdb").exists()
+    daemons = stigmer("get", "agents", "--org", "gamma", "-o", "yaml", "--data-dir", str(stigmer.data_dir), env=team)
+    assert daemons.code == 0 and daemons.out.count("slug:") == 1, daemons.err
+
     # --store too says the database is meant: the command goes on (a dry run, nothing removed)
     meant = stigmer(
         "org", "delete", "gamma", "--dry-run", "--data-dir", str(scratch), "--store", stigmer_postgres_store_url
     )
-    assert meant.code == 0 and "names a data directory" not in meant.err, meant.err
+    assert meant.code == 0 and "holds a local store" not in meant.err, meant.err
     # and without the environment's store, --data-dir is the local store it names
     local = stigmer("org", "delete", "gamma", "--yes", "--data-dir", str(scratch))
     assert local.code == 0, local.err

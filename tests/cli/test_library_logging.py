@@ -67,3 +67,29 @@ def test_a_refusals_line_reaches_the_daemons_log_and_an_applications_logging_alo
     assert refused.code == 1 and "denied:" not in refused.err, refused.err
     logged = Files(stigmer.data_dir).log_file.read_text()
     assert "WARNING stigmer_core.controller: denied: principal=(anonymous " in logged, logged
+
+
+PLUGIN_APP = """
+import logging
+import sys
+
+import stigmer_plugins.shared_key  # the first-party kinds' logger, as a key warning uses it
+
+logging.getLogger("stigmer_plugins.secrets").warning("made a new secret key in %s", sys.argv[1])
+if sys.argv[2] == "configured":
+    logging.basicConfig()
+    logging.getLogger("stigmer_plugins.secrets").warning("made a new secret key in %s", sys.argv[1])
+"""
+
+
+def test_the_first_party_kinds_warnings_follow_the_applications_logging_too() -> None:
+    """A new secret key's warning (``stigmer_plugins``) reached an application's stderr through
+    logging's last resort, as ``stigmer_core``'s did."""
+    bare, configured = (
+        subprocess.run(
+            [sys.executable, "-c", PLUGIN_APP, "/tmp/k", logs], capture_output=True, text=True, timeout=TIMEOUT
+        )
+        for logs in ("none", "configured")
+    )
+    assert bare.returncode == 0 and bare.stderr == "", bare.stderr
+    assert configured.stderr.count("made a new secret key in /tmp/k") == 1, configured.stderr

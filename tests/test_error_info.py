@@ -214,6 +214,22 @@ def test_a_watch_from_a_compacted_revision_is_told_so(daemon: Daemon) -> None:
     assert info.metadata["sinceRevision"] == str(since) and int(info.metadata["oldestRevision"]) > since
 
 
+def test_a_subscribe_from_a_compacted_revision_names_it_as_its_request_did(daemon: Daemon) -> None:
+    """A subscribe's cursor is ``after_revision``: its refusals give it back as ``afterRevision``,
+    not under a watch's name, so a runner reads back the field it sent."""
+    kinds = daemon.kinds()
+    run = kinds.execution(agent_id=kinds.agent().metadata.id)
+    after = run.metadata.resource_version
+    kinds.report(run.metadata.id, IN_PROGRESS, "started")  # changed since ``after``
+    for i in range(60):  # the log keeps 50 revisions
+        kinds.agents.create(_agent(f"n{i}"))
+    subscribe = ae.SubscribeAgentExecutionInput(execution_id=run.metadata.id, after_revision=after)
+    code, info = refusal(lambda: kinds.executions.call("subscribe", subscribe))
+    assert (code, info.reason) == (ABORTED, "EVENTS_COMPACTED")
+    assert info.metadata["afterRevision"] == str(after) and "sinceRevision" not in info.metadata
+    assert int(info.metadata["oldestRevision"]) > after
+
+
 def test_a_resume_ahead_of_the_store_and_a_refused_page_token_name_their_reasons(daemon: Daemon) -> None:
     """Both were INVALID_ARGUMENT told apart only by their English: a runner resuming on a store
     restored behind it must start over (as on EVENTS_COMPACTED), a client with a refused page

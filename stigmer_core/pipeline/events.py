@@ -244,11 +244,19 @@ class Cursor:
 class Compacted(errors.Conflict):
     """The events after ``since`` are no longer in the log (ABORTED): list again and resume."""
 
-    def __init__(self, since: int, oldest: int, advice: str = "open a new watch (from now), then list again") -> None:
+    def __init__(
+        self,
+        since: int,
+        oldest: int,
+        advice: str = "open a new watch (from now), then list again",
+        cursor: str = "sinceRevision",
+    ) -> None:
+        # ``cursor`` names the revision as the refused request's field did (a subscribe's
+        # ``after_revision``), so a client reads back what it sent under the name it sent it by
         super().__init__(
             f"revision {since} compacted (oldest retained: {oldest}); {advice}",
             reason="EVENTS_COMPACTED",
-            metadata={"sinceRevision": since, "oldestRevision": oldest},
+            metadata={cursor: since, "oldestRevision": oldest},
         )
         self.since = since
         self.oldest = oldest

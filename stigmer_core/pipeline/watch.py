@@ -425,7 +425,7 @@ def watch_object(
         compacted = txn.compacted_through(partitions)  # another org's pruned events held nothing of it
         if after and compacted > after:
             if not (kind.shape.has_resource_version and version <= after):
-                raise _too_old(after, compacted + 1)
+                raise _too_old(after, compacted + 1, after_field)
             # unchanged since ``after`` (read in this snapshot): the pruned events held nothing of
             # it, so the resume follows from here; else the advice (resume from the version a get
             # answers) would be refused again for an object nobody has written since
@@ -474,7 +474,7 @@ def watch_object(
                     if until is not None and until(_parsed(kind, event, position, views)):
                         return
             except Compacted as exc:
-                raise _too_old(exc.since, exc.oldest) from None
+                raise _too_old(exc.since, exc.oldest, after_field) from None
 
         ctx.response = states()  # type: ignore[assignment]
 
@@ -505,5 +505,6 @@ def _camel(field: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _too_old(after: int, oldest: int) -> Compacted:
-    return Compacted(after, oldest, "get the object again and resume from its resource_version")
+def _too_old(after: int, oldest: int, after_field: str) -> Compacted:
+    advice = "get the object again and resume from its resource_version"
+    return Compacted(after, oldest, advice, _camel(after_field or "after_revision"))

@@ -79,12 +79,13 @@ def create(ctx: click.Context, role: str, name: str | None, expires: str | None)
     made = apitoken_pb2.ApiToken(spec=apitoken_pb2.ApiTokenSpec(role=role))
     made.metadata.name = name or f"{role} token"
     made.metadata.org = session.org
-    if expires:
+    lifetime = parse_duration(expires) if expires else None  # a mistyped duration before the store opens
+    stub = session.client.stub(token_grpc.ApiTokenCommandControllerStub)
+    if lifetime is not None:  # counted from the call, not from before the store opened: `--expires 1s` holds
         when = Timestamp()
         when.GetCurrentTime()
-        when.seconds += parse_duration(expires)
+        when.seconds += lifetime
         made.spec.expires_at.CopyFrom(when)
-    stub = session.client.stub(token_grpc.ApiTokenCommandControllerStub)
     created = _call(session, stub.create, made, "making a token")
     click.echo(created.status.token)
     click.echo(

@@ -265,7 +265,28 @@ class KindContract(RuleBasedStateMachine):
         try:
             return call(*args)
         except grpc.RpcError as exc:
-            raise AssertionError(f"expected OK, got {_code(exc)}: {exc.details()}") from exc
+            raise AssertionError(f"expected OK, got {_code(exc)}: {exc.details()}{self._prepare_hint(exc)}") from exc
+
+    def _prepare_hint(self, exc: grpc.RpcError) -> str:
+        """What to do when a declared reference was refused and ``prepare`` is the default: the
+        contract clears references (drawn ids name nothing), so a kind requiring one fails here
+        on its first create, and the failure alone does not say where the fix belongs."""
+        if type(self).prepare is not KindContract.prepare:
+            return ""
+        error = from_rpc_error(exc)
+        named = {v.field for v in getattr(error, "violations", ())} | {str(exc.details() or "")}
+        fields = [
+            ref.field.path
+            for ref in self.kind.references
+            if any(ref.field.path in said or said.startswith(ref.field.path) for said in named)
+        ]
+        if not fields:
+            return ""
+        return (
+            f" (the contract clears reference fields, {', '.join(fields)}, since drawn ids name no object: "
+            f"override prepare(resource, org) in {type(self).__name__} to create the objects they name "
+            "and fill them in)"
+        )
 
     def _expect_code(self, code: grpc.StatusCode, call: Any, *args: Any) -> grpc.RpcError:
         try:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import reprlib
+import traceback
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import attr
+import attrs
 import pluggy
 
 from stigmer_core import hookspecs
 from stigmer_core.distributions import identity
 from stigmer_core.errors import RegistryError
+from stigmer_core.kinds import declaration
 from stigmer_core.kinds.declaration import ENTRY_POINT_GROUP
 
 if TYPE_CHECKING:  # only a server reads interceptors: `stigmer kinds` starts 0.08 s sooner without grpc
@@ -156,12 +161,37 @@ def _describe(ep: importlib.metadata.EntryPoint, dist: importlib.metadata.Distri
 
 
 def raised(exc: BaseException) -> str:
-    """What a plugin raised, for a start-up error: its type and, when it has one, its text."""
+    """What a plugin raised, for a start-up error: its type, its text when it has one, and the
+    plugin's line it came from (a declaration refused as it is built, ``IndexSpec("x", None)``,
+    is refused before its kind exists, so the line is what tells which kind's it is)."""
     text = str(exc)
     shown = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    where = _plugin_line(exc)
+    if where:
+        shown += f" (at {where})"
     if isinstance(exc, KeyboardInterrupt):
         shown += " (an interrupt: Ctrl-C while it ran, or the plugin's own raise)"
     return shown
+
+
+_NOT_THE_PLUGIN = tuple(
+    os.path.dirname(module.__file__ or "") + os.sep for module in (hookspecs, attrs, attr, pluggy)
+)
+
+
+def _plugin_line(exc: BaseException) -> str:
+    """For a declaration refused as it was built: ``file:line`` of the innermost frame of
+    ``exc`` in neither this package, attrs nor pluggy (the plugin's). What a plugin raises
+    itself names no line: its own traceback is the error's cause."""
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    if not frames or frames[-1][0].f_code.co_filename != declaration.__file__:
+        return ""
+    found = ""
+    for frame, line in frames:
+        name = frame.f_code.co_filename
+        if not name.startswith(_NOT_THE_PLUGIN) and not name.startswith("<"):
+            found = f"{name}:{line}"
+    return found
 
 
 def hook_results(

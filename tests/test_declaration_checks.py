@@ -52,6 +52,18 @@ def _refusal(declare: Callable[[], KindDeclaration]) -> str:
     return str(caught.value)
 
 
+_THREE = 'access={"delete": 3}'
+_NIL, _ADMN, _CLONE = 'IndexSpec("nil", None)', '"ADMN"', 'operations={"clone": (standard.validate,)}'
+
+
+def _here(code: str) -> str:
+    """Where the line of this file that refuses ``code`` is, as a start-up error names the
+    plugin's line it came from."""
+    with open(__file__, encoding="utf-8") as source:
+        line = next(n for n, text in enumerate(source, 1) if "_refusal(" in text and code in text)
+    return f"{__file__}:{line}"
+
+
 def _columns(*columns: PrinterColumn) -> Callable[[], KindDeclaration]:
     return lambda: attrs.evolve(GIZMO, printer_columns=columns)
 
@@ -122,7 +134,8 @@ def test_an_index_without_a_values_function_is_refused() -> None:
     message = _refusal(lambda: attrs.evolve(GIZMO, indexes=(IndexSpec("nil", None),)))  # type: ignore[arg-type]
     assert message == (
         "plugin 'acme': stigmer_kinds raised TypeError: IndexSpec 'nil': values must be a function, values(obj) "
-        "returning the object's index entries (such as lambda obj: [(obj.spec.format,)]), not NoneType"
+        "returning the object's index entries (such as lambda obj: [(obj.spec.format,)]), not NoneType "
+        f"(at {_here(_NIL)})"  # the plugin's line: the spec is refused before its kind is built
     )
 
 
@@ -239,12 +252,12 @@ def test_an_unknown_access_level_is_refused_naming_the_field_and_the_levels() ->
     assert message == (
         "plugin 'acme': stigmer_kinds raised ValueError: kind 'Gizmo': access['create'] must be an Access "
         "(Access.READ, Access.WRITE, Access.RUN or Access.ADMIN) or its value, in any case ('read', 'write', "
-        "'run', 'admin'), not 'ADMN'"
+        f"'run', 'admin'), not 'ADMN' (at {_here(_ADMN)})"
     )
     message = _refusal(lambda: attrs.evolve(GIZMO, access={"delete": 3}))  # type: ignore[dict-item]
     assert message.endswith("kind 'Gizmo': access['delete'] must be an Access (Access.READ, Access.WRITE, "
                              "Access.RUN or Access.ADMIN) or its value, in any case ('read', 'write', 'run', 'admin'), "
-                             "not 3")  # fmt: skip
+                             f"not 3 (at {_here(_THREE)})")  # fmt: skip
     with pytest.raises(ValueError, match=r"^CustomOperation\.access must be an Access .*'admin'\), not 'REED'$"):
         CustomOperation(steps=(), access="REED")
 
@@ -258,7 +271,7 @@ def test_an_operation_that_is_not_a_custom_operation_is_refused() -> None:
     message = _refusal(lambda: attrs.evolve(GIZMO, operations={"clone": (standard.validate,)}))  # type: ignore[dict-item]
     assert message == (
         "plugin 'acme': stigmer_kinds raised TypeError: kind 'Gizmo': operations['clone'] must be a "
-        "CustomOperation(steps=(...), writes=..., access=...), not tuple"
+        f"CustomOperation(steps=(...), writes=..., access=...), not tuple (at {_here(_CLONE)})"
     )
 
 

@@ -505,6 +505,6 @@ def _camel(field: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _too_old(after: int, oldest: int, after_field: str) -> Compacted:
+def _too_old(after: int, oldest: int, after_field: str | None) -> Compacted:
     advice = "get the object again and resume from its resource_version"
     return Compacted(after, oldest, advice, _camel(after_field or "after_revision"))

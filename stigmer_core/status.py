@@ -220,5 +220,20 @@ def _with_tls_trouble(details: str) -> str:
     """grpc's words for a connection it could not open, after what went wrong with its TLS when
     that is why. Only this client's own failure to connect: a server's UNAVAILABLE (a proxy's
     about its upstream's certificate) is passed on as it came."""
-    trouble = tls_trouble(details) if dial_failed(details) else None
-    return details if trouble is None else f"cannot open TLS to the server: {trouble}; grpc: {details}"
+    if not dial_failed(details):
+        return details
+    trouble = tls_trouble(details)
+    if trouble is not None:
+        return f"cannot open TLS to the server: {trouble}; grpc: {details}"
+    if "socket closed" in details.lower():  # it took each connection and dropped it: grpc says no more
+        return f"cannot open a connection to the server: {_CLOSED_AT_ONCE}; grpc: {details}"
+    return details
+
+
+_CLOSED_AT_ONCE = (
+    "it closed each connection as it was opened (a server serving TLS to a client dialling plaintext: "
+    "connect(ca_file=...), or tls=True; a server asking for a client certificate (mutual TLS): "
+    "connect(cert_file=..., key_file=...); or a server stopping)"
+)
+"""grpc's client says only "Socket closed" for all three; telling them apart would take a probe of the
+server, which the command line makes (``stigmer backend status``) and a library's error should not."""

@@ -15,6 +15,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import attrs
 import grpc
 import pytest
 
@@ -193,6 +194,31 @@ def test_tls_mistakes_through_connect_are_said_naming_its_arguments(app: Applica
             assert KindClient(client.channel, app.registry.kind("Agent")).list_page().entries == []
     finally:
         for server in (tls, misnamed, plain):
+            server.stop(grace=1)
+
+
+def test_a_connection_closed_as_it_opens_names_what_connect_could_be_missing(app: Application, tmp_path: Path) -> None:
+    """Plaintext to a TLS server, and TLS without a client certificate to one asking for it, were
+    UNAVAILABLE "Socket closed" and nothing more: grpc's client cannot tell them apart, so the
+    message names both of connect()'s arguments that would help."""
+    pki = make_pki(tmp_path)
+    served = TlsFiles(str(pki.server_cert), str(pki.server_key))
+    tls = Server(app, "127.0.0.1:0", max_workers=2, tls=served)
+    mutual = Server(app, "127.0.0.1:0", max_workers=2, tls=attrs.evolve(served, client_ca=str(pki.ca)))
+    for server in (tls, mutual):
+        server.start()
+    try:
+        for client in (connect(tls.address), connect(mutual.address, ca_file=str(pki.ca))):
+            found = _said(client, app)
+            assert type(found) is errors.Unavailable and found.code == grpc.StatusCode.UNAVAILABLE
+            assert found.message.startswith("cannot open a connection to the server: it closed each connection"), found
+            assert "connect(ca_file=...), or tls=True" in found.message, found.message
+            assert "connect(cert_file=..., key_file=...)" in found.message and "Socket closed" in found.message
+        both = (str(pki.client_cert), str(pki.client_key))
+        with connect(mutual.address, ca_file=str(pki.ca), cert_file=both[0], key_file=both[1]) as client:
+            assert KindClient(client.channel, app.registry.kind("Agent")).list_page().entries == []
+    finally:
+        for server in (tls, mutual):
             server.stop(grace=1)
 
 

@@ -66,6 +66,7 @@ class Application:
         transient: bool = False,
     ) -> None:
         self.registry = registry
+        self._closed = False
         shared = isinstance(store, SharedByDaemons)
         if read_only:
             store = ReadOnlyStore(store)
@@ -169,13 +170,17 @@ class Application:
         return app
 
     def channel(self) -> InProcessChannel:
-        return InProcessChannel.from_services(self.services)
+        return InProcessChannel.from_services(self.services, self._serving)
+
+    def _serving(self) -> bool:
+        return not self._closed
 
     @property
     def service_names(self) -> list[str]:
         return sorted(self.services)
 
     def close(self) -> None:
+        self._closed = True  # its channels' calls are refused from now, as a closed grpc channel's are
         self.events.close()
         self.store.close()
 

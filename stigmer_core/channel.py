@@ -231,9 +231,23 @@ def _unimplemented(method: str) -> InProcessRpcError:
     return InProcessRpcError(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
 
 
+CLOSED = "Cannot invoke RPC on closed channel!"
+"""grpc's own words for a call on a closed channel (a ``ValueError``), which a call on this
+channel after it, or the application serving it, was closed raises too: the store under it is
+closed, and a call reaching it failed INTERNAL with LMDB's "Attempt to operate on closed" text."""
+
+
 class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
-    def __init__(self, method: str, handler: grpc.RpcMethodHandler | None, serialize: Any, deserialize: Any) -> None:
+    def __init__(
+        self,
+        method: str,
+        handler: grpc.RpcMethodHandler | None,
+        serialize: Any,
+        deserialize: Any,
+        is_open: Callable[[], bool],
+    ) -> None:
         self._method = method
+        self._open = is_open
         self._handler = handler
         self._serialize = serialize or (lambda message: message)
         self._deserialize = deserialize or (lambda data: data)
@@ -246,6 +260,8 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
         answer was ready, whatever the answer (a write may have committed, as over the
         network). The handler sees the deadline in its context, so a write whose caller's
         deadline passed while its steps ran is refused before its transaction."""
+        if not self._open():
+            raise ValueError(CLOSED)
         handler = self._handler
         if handler is None or handler.unary_unary is None:
             raise _unimplemented(self._method)
@@ -346,13 +362,23 @@ def _cancelled() -> InProcessRpcError:
 
 
 class _UnaryStream(grpc.UnaryStreamMultiCallable):
-    def __init__(self, method: str, handler: grpc.RpcMethodHandler | None, serialize: Any, deserialize: Any) -> None:
+    def __init__(
+        self,
+        method: str,
+        handler: grpc.RpcMethodHandler | None,
+        serialize: Any,
+        deserialize: Any,
+        is_open: Callable[[], bool],
+    ) -> None:
         self._method = method
+        self._open = is_open
         self._handler = handler
         self._serialize = serialize or (lambda message: message)
         self._deserialize = deserialize or (lambda data: data)
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
+        if not self._open():
+            raise ValueError(CLOSED)
         handler = self._handler
         if handler is None or handler.unary_stream is None:
             raise _unimplemented(self._method)
@@ -386,22 +412,35 @@ class _NotSupported(grpc.StreamUnaryMultiCallable, grpc.StreamStreamMultiCallabl
 class InProcessChannel(grpc.Channel):
     """Serves ``/package.Service/method`` paths from a handler map."""
 
-    def __init__(self, handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+    def __init__(
+        self, handlers: Mapping[str, grpc.RpcMethodHandler], serving: Callable[[], bool] | None = None
+    ) -> None:
+        """``serving``: whether what serves the handlers is still open (the application)."""
         self._handlers = dict(handlers)
+        self._closed = False
+        self._serving = serving
 
     @classmethod
-    def from_services(cls, services: Mapping[str, Mapping[str, grpc.RpcMethodHandler]]) -> InProcessChannel:
-        return cls({f"/{svc}/{name}": h for svc, methods in services.items() for name, h in methods.items()})
+    def from_services(
+        cls, services: Mapping[str, Mapping[str, grpc.RpcMethodHandler]], serving: Callable[[], bool] | None = None
+    ) -> InProcessChannel:
+        return cls({f"/{svc}/{name}": h for svc, methods in services.items() for name, h in methods.items()}, serving)
+
+    def _is_open(self) -> bool:
+        serving = self._serving
+        return not self._closed and (serving is None or serving())
 
     def unary_unary(
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
     ) -> Any:
-        return _UnaryUnary(method, self._handlers.get(method), request_serializer, response_deserializer)
+        return _UnaryUnary(method, self._handlers.get(method), request_serializer, response_deserializer, self._is_open)
 
     def unary_stream(
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
     ) -> Any:
-        return _UnaryStream(method, self._handlers.get(method), request_serializer, response_deserializer)
+        return _UnaryStream(
+            method, self._handlers.get(method), request_serializer, response_deserializer, self._is_open
+        )
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return _NotSupported(method)
@@ -416,7 +455,7 @@ class InProcessChannel(grpc.Channel):
         return None
 
     def close(self) -> None:
-        return None
+        self._closed = True
 
     def __enter__(self) -> InProcessChannel:
         return self

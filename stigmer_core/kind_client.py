@@ -10,13 +10,14 @@ gives none.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
 
-from stigmer_core.kinds.runtime import KindRuntime
+from stigmer_core.kinds.runtime import KindRuntime, Registry
 
 UPDATE_MASK = "update_mask"
 """The field of an update request that names the paths the update sets (Google's AIP-134)."""
@@ -45,6 +46,16 @@ Timeout: TypeAlias = float | Literal[_ClientDefault.TIMEOUT] | None
 """A call's ``timeout``: seconds, ``None`` for no deadline, or left out for the client's."""
 
 
+@functools.cache
+def installed_kinds() -> Registry:
+    """The kinds of every plugin installed here (entry points), built once per process: what a
+    ``KindClient`` made with a kind's name takes its runtime from, with no store opened."""
+    from stigmer_core.kinds.registry import build_registry
+    from stigmer_core.plugins import plugin_manager
+
+    return build_registry(plugin_manager())
+
+
 def update_mask_field(request: type[Message]) -> str | None:
     """``update_mask`` when the request carries a FieldMask by that name, else None."""
     field = request.DESCRIPTOR.fields_by_name.get(UPDATE_MASK)
@@ -71,11 +82,17 @@ class KindClient:
     def __init__(
         self,
         channel: grpc.Channel,
-        kind: KindRuntime,
+        kind: KindRuntime | str,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
     ) -> None:
+        """``kind``: the kind's runtime (``app.registry.kind("Agent")``), or its name or an alias
+        (``"Agent"``, ``"agents"``), looked up among the plugins installed here (``installed_kinds``):
+        a program calling a server needs nothing but the kind's package installed. An unknown
+        name is a ``KeyError`` naming the kinds there are."""
+        if isinstance(kind, str):
+            kind = installed_kinds().kind(kind)
         self.kind = kind
         self.timeout = timeout
         self.metadata: tuple[tuple[str, str | bytes], ...] = tuple(metadata)
@@ -171,10 +188,14 @@ class KindClient:
         labels: Mapping[str, str] | None = None,
         page_size: int = 0,
         page_token: str = "",
+        filters: Mapping[str, Any] | None = None,
         timeout: Timeout = CLIENTS,
         metadata: Metadata = (),
     ) -> Any:
-        request: Message = self._new("list", page_size=page_size, page_token=page_token)
+        """One page. ``filters``: the kind's own fields of its list request, as its constructor
+        takes them (``{"phase": "EXECUTION_PENDING"}``, an enum by name or number); a field the
+        request does not have is a ``ValueError`` naming it."""
+        request: Message = self._new("list", page_size=page_size, page_token=page_token, **(filters or {}))
         if org:
             request.org = org  # type: ignore[attr-defined]
         if labels:
@@ -187,13 +208,20 @@ class KindClient:
         org: str = "",
         labels: Mapping[str, str] | None = None,
         page_size: int = 0,
+        filters: Mapping[str, Any] | None = None,
         timeout: Timeout = CLIENTS,
         metadata: Metadata = (),
     ) -> Iterator[Message]:
         token = ""
         while True:
             page = self.list_page(
-                org=org, labels=labels, page_size=page_size, page_token=token, timeout=timeout, metadata=metadata
+                org=org,
+                labels=labels,
+                page_size=page_size,
+                page_token=token,
+                filters=filters,
+                timeout=timeout,
+                metadata=metadata,
             )
             yield from page.entries
             token = page.next_page_token

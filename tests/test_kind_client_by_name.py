@@ -1,0 +1,51 @@
+"""A program calling a server makes a ``KindClient`` from a kind's name, with no application of its
+own, and lists by the kind's own filters: it needed ``app.registry.kind(...)`` (a store opened in
+process) for the first, and a hand-built list request for the second (``list_page`` took only
+``org`` and ``labels``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stigmer_core import Application
+from stigmer_core.kind_client import KindClient, installed_kinds
+from stigmer_core.server import Server
+from tests.agent_execution_support import IN_PROGRESS, Kinds
+
+
+@pytest.fixture
+def address(tmp_path: Path) -> Iterator[tuple[Application, str]]:
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0", max_workers=2)
+        server.start()
+        try:
+            yield app, server.address
+        finally:
+            server.stop(grace=1)
+
+
+def test_a_client_by_name_lists_by_the_kinds_own_filters(address: tuple[Application, str]) -> None:
+    app, where = address
+    kinds = Kinds.on(app, app.channel())
+    agent = kinds.agent()
+    runs = [kinds.execution(f"run-{n}", agent_id=agent.metadata.id) for n in range(3)]
+    kinds.report(runs[1].metadata.id, IN_PROGRESS, "started")
+    with grpc.insecure_channel(where) as channel:
+        executions = KindClient(channel, "agentexecutions")  # a plural alias, as the CLI takes it
+        assert executions.kind is installed_kinds().kind("AgentExecution")
+        pending = executions.list_page(filters={"phase": "EXECUTION_PENDING"})
+        assert sorted(run.metadata.id for run in pending.entries) == sorted(
+            run.metadata.id for run in (runs[0], runs[2])
+        )
+        running = list(executions.list_all(filters={"phase": IN_PROGRESS}, page_size=1))
+        assert [run.metadata.id for run in running] == [runs[1].metadata.id]
+        assert len(list(executions.list_all())) == 3
+        with pytest.raises(ValueError, match='has no "colour" field'):
+            executions.list_page(filters={"colour": "red"})
+        assert KindClient(channel, "Agent").get(agent.metadata.id).metadata.slug == agent.metadata.slug
+    with pytest.raises(KeyError, match=r"unknown kind 'gizmo' \(served: .*AgentExecution"):
+        KindClient(app.channel(), "gizmo")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from stigmer_core import Application, FailedPrecondition
+from stigmer_core import Application, FailedPrecondition, from_rpc_error
 from stigmer_core.api.agentic.executioncontext.v1 import executioncontext_pb2 as ec
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.store import keys
@@ -160,7 +160,20 @@ def test_delete_waits_for_the_execution_to_end(kinds: Kinds) -> None:
     execution = kinds.execution(agent_id=agent.metadata.id, runtime_env={"K": ("secret-k", True)})
     context_id = execution.status.execution_context_id
     code, details = details_of(lambda: kinds.contexts.delete(context_id))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "has not ended" in details
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith(
+        f"execution context '{context_id}' belongs to AgentExecution '{execution.metadata.slug}' "
+        f"({execution.metadata.id}), which is EXECUTION_PENDING and has not ended"
+    ), details
+    with pytest.raises(grpc.RpcError) as caught:
+        kinds.contexts.delete(context_id)
+    refused = from_rpc_error(caught.value)
+    assert refused.reason == "RUN_LIVE" and refused.metadata == {
+        "kind": "ExecutionContext",
+        "id": context_id,
+        "executionKind": "AgentExecution",
+        "executionId": execution.metadata.id,
+        "phase": "EXECUTION_PENDING",
+    }
     kinds.report(execution.metadata.id, FAILED, error="boom")
     deleted = kinds.contexts.delete(context_id)
     assert deleted.spec.data["K"].value == REDACTED

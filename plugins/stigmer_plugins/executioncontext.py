@@ -50,7 +50,7 @@ from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.ids import new_id
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.store.protocol import WriteTxn
-from stigmer_plugins.phases import is_terminal
+from stigmer_plugins.phases import is_terminal, phase_name
 from stigmer_plugins.secrets import PREFIX, REDACTED, RUN_PREFIX, Reseal, SecretBox, Secrets, secrets
 
 KIND = "ExecutionContext"
@@ -295,12 +295,26 @@ def shred_owned_contexts(ctx: RequestContext) -> None:
 def refuse_delete_while_live(ctx: RequestContext) -> None:
     """A runner is reading this context until its execution ends."""
     context: Any = ctx.existing
-    execution = _execution(ctx, context)
+    execution: Any = _execution(ctx, context)
     if _is_live(execution):
+        # named by its id as the caller sent it: its slug is its execution's id, which read as
+        # another object's
         raise FailedPrecondition(
-            f"execution context '{context.metadata.slug}' belongs to {context.spec.execution_kind} "
-            f"'{execution.metadata.slug}', which has not ended; cancel or delete the execution instead"  # type: ignore[union-attr]
+            f"execution context '{context.metadata.id}' belongs to {context.spec.execution_kind} "
+            f"'{execution.metadata.slug}' ({execution.metadata.id}), which is {phase_name(execution.status.phase)} "
+            "and has not ended; cancel or delete the execution instead (its context goes with it)",
+            reason=RUN_LIVE,
+            metadata={
+                "kind": KIND,
+                "id": context.metadata.id,
+                "executionKind": context.spec.execution_kind,
+                "executionId": execution.metadata.id,
+                "phase": phase_name(execution.status.phase),
+            },
         )
+
+
+RUN_LIVE = "RUN_LIVE"
 
 
 @step(Phase.CHECK)

@@ -339,3 +339,45 @@ def test_a_daemon_refused_for_its_key_says_so_once_in_its_log_and_names_the_reas
             assert from_rpc_error(err.value).reason == "SECRET_KEY_MISMATCH"
         logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(logged) == 1 and "but the store's secrets are sealed with key" in logged[0], logged
+
+
+def test_a_command_does_not_make_its_machines_own_key_the_stores(
+    tmp_path: Path, stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving a local store in: an import run in process against the team's database, before any
+    daemon had sealed a secret, sealed with the key file of the laptop's own data directory and
+    recorded it, and every daemon was refused every secret from then on, told to copy a key that
+    no daemon held."""
+    url = stigmer_postgres_store_url
+    laptop, daemon_dir = tmp_path / "laptop", tmp_path / "daemon"
+    with Application.open(laptop, durable=False):  # the local store it used: its own key file
+        pass
+    assert (laptop / KEY_FILE).exists()
+    with Application.open(laptop, durable=False, store=url, transient=True) as command, _kinds(command) as kinds:
+        code, details = details_of(lambda: kinds.environment("prod", {"DB": (SECRET, True)}))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert f"it records no key yet, and the key file {laptop / KEY_FILE} is this machine's own" in details, details
+        assert f"${KEY_FILE_ENV}" in details and "or make this call through a daemon" in details, details
+        kinds.environment("plain", {"REGION": ("eu", False)})  # what needs no key is written
+        assert _recorded(command) is None
+    with Application.open(daemon_dir, durable=False, store=url) as daemon, _kinds(daemon) as kinds:
+        kinds.environment("prod", {"DB": (SECRET, True)})  # the daemon's first secret records its key
+        assert _recorded(daemon) == fingerprint((daemon_dir / KEY_FILE).read_bytes())
+    monkeypatch.setenv(KEY_FILE_ENV, str(daemon_dir / KEY_FILE))  # given on purpose: the daemons' key
+    with Application.open(laptop, durable=False, store=url, transient=True) as command, _kinds(command) as kinds:
+        kinds.environment("dev", {"DB": (SECRET, True)})
+
+
+def test_a_key_given_on_purpose_is_taken_by_a_command_on_a_store_recording_none(
+    tmp_path: Path, stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator preparing a team server's database before its daemons start, with the key
+    file they will hold given in ``STIGMER_SECRET_KEY_FILE``, seals with it and records it."""
+    url = stigmer_postgres_store_url
+    key_file = tmp_path / "team.key"
+    key_file.write_bytes(os.urandom(32))
+    monkeypatch.setenv(KEY_FILE_ENV, str(key_file))
+    with Application.open(tmp_path / "operator", durable=False, store=url, transient=True) as command:
+        with _kinds(command) as kinds:
+            kinds.environment("prod", {"DB": (SECRET, True)})
+        assert _recorded(command) == fingerprint(key_file.read_bytes())

@@ -38,8 +38,11 @@ the database must hold a copy of it (``shared_key``).
 
 **A command on a shared store.** A command's application (``transient``: the
 CLI's in-process commands, ``connect()``) on a store daemons share uses the key
-at hand only when it opens the store (the store records it, or records none
-yet). Otherwise it runs without a key, as a read-only one does, but may write
+at hand only when it opens the store (the store records it), or when the store
+records none yet and the key was given on purpose (``STIGMER_SECRET_KEY`` or
+``STIGMER_SECRET_KEY_FILE``), never the data directory's own key file: a laptop's,
+moving its local store in, sealed its secrets, was recorded, and locked every
+daemon out. Otherwise it runs without a key, as a read-only one does, but may write
 what needs no secret (an API token, an org's removal): the key is the daemons',
 so a command neither makes a key file (the first token of a team server, made
 before any daemon, left one in the operator's data directory that every daemon
@@ -429,9 +432,18 @@ def _command_lacks(store: Store, data_dir: Path | None, environ: Mapping[str, st
     except SecretKeyError as exc:  # a malformed key
         where = exc.problem
     else:
-        if key is not None and (recorded is None or fingerprint(key) == recorded):
+        given = bool(environ.get(KEY_ENV, "").strip() or environ.get(KEY_FILE_ENV, "").strip())
+        if key is not None and (fingerprint(key) == recorded or (recorded is None and given)):
             return None
-        where = f"{source.where} is not there" if key is None else _different(source, fingerprint(key), recorded or b"")
+        if key is None:
+            where = f"{source.where} is not there"
+        elif recorded is None:  # the daemons' key is recorded by their first seal: none yet, and this is not theirs
+            where = (
+                f"it records no key yet, and {source.where} is this machine's own, which a command does not make "
+                f"the store's: that is the key of its daemons, which record it with their first secret"
+            )
+        else:
+            where = _different(source, fingerprint(key), recorded)
     return (
         f"this command holds no key of {_describe(store)} ({where}), and makes none for a store its daemons "
         f"share: point ${KEY_FILE_ENV} at a copy of the key file they hold (a daemon makes one at its first start), "

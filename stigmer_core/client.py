@@ -219,6 +219,11 @@ def connect(
         store = resolved or None
     running = holder(directory)
     if running and running.get("address"):
+        other = _serves_another_store(directory, running, store)
+        if other is not None:
+            from stigmer_core.config_file import ConfigError
+
+            raise ConfigError(other)
         socket = socket_path(directory)
         if socket is not None and socket.exists():
             unix = UnixTarget(socket)
@@ -233,6 +238,32 @@ def connect(
 
     app = Application.open(directory, store=store, read_only=read_only, transient=True)
     return Client(_with_token(app.channel(), token), target=LOCAL, app=app)
+
+
+def _serves_another_store(directory: Path, running: dict[str, Any], store: str | None) -> str | None:
+    """Why a call naming the database ``store`` is not sent to the daemon holding ``directory``:
+    that daemon serves another store (its local one, or another database or schema). With
+    ``STIGMER_STORE`` set to the team's database and the laptop's own daemon running, an
+    ``import`` wrote into the laptop's store and said it imported. None: the daemon serves
+    ``store``, or no database is named (the directory's daemon is then the one meant), or the
+    daemon is of a release that does not say what it serves."""
+    if not store or "store" not in running:
+        return None
+    from stigmer_core.store.engines import database_identity, describe, is_database_url
+
+    if not is_database_url(store):
+        return None
+    wanted, served = describe(store), str(running["store"])
+    if is_database_url(served) and database_identity(served) == database_identity(store):
+        return None
+    theirs = f"the database {served}" if served else f"the local store in {directory}"
+    return (
+        f"the daemon holding {directory} (pid {running.get('pid', '?')}, listening on {running['address']}) serves "
+        f"{theirs}, but the store named here is the database {wanted}, and this call would have gone to the "
+        "daemon's instead: to work on the database, stop that daemon (`stigmer local stop`) or call a daemon "
+        "serving the database (--backend remote --endpoint HOST:PORT); to work on the daemon's store, leave the "
+        "database out (STIGMER_STORE, the config file's store, --store)"
+    )
 
 
 def _with_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:

@@ -112,11 +112,17 @@ class DataDirLock:
         self._handle = handle
         self.record(address="")
 
-    def record(self, *, address: str, tls: bool = False) -> None:
+    def record(self, *, address: str, tls: bool = False, store: str | None = None) -> None:
+        """``store``: what the daemon serves, as its log names it (a database URL without its
+        password; empty for the local store in this directory), so a command given another
+        store is not sent to this daemon's (``client.connect``)."""
         handle = self._handle
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "address": address, **({"tls": True} if tls else {})}))
+        info: dict[str, Any] = {"pid": os.getpid(), "address": address, **({"tls": True} if tls else {})}
+        if store is not None:
+            info["store"] = store
+        handle.write(json.dumps(info))
         handle.flush()
 
     def release(self) -> None:

@@ -323,7 +323,7 @@ def serve(
             metrics=metrics,
         )
         server.start()  # serving, its health SERVING, before the address is recorded
-        lock.record(address=server.address, tls=server.tls)
+        lock.record(address=server.address, tls=server.tls, store=describe_store(store) if store else "")
         kinds = ", ".join(k.name for k in app.registry.kinds)
         where = describe_store(store) if store else data_dir
         security = ", ".join(

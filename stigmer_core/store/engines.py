@@ -16,6 +16,22 @@ def is_database_url(target: str | Path | None) -> bool:
     return target.split("://", 1)[0].lower() in ("postgresql", "postgres")
 
 
+def database_identity(url: str) -> tuple[str, int, str, str]:
+    """Which store a database URL names: host, port, database and schema, whatever else differs
+    (its user and password, other parameters, ``postgres://`` for ``postgresql://``), so two
+    settings naming one store are told the same. Read as libpq's defaults fill them: port 5432,
+    the database named as the user, the schema ``stigmer``."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from stigmer_core.store.postgres_settings import DEFAULT_SCHEMA
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    database = parts.path.lstrip("/") or query.get("dbname") or parts.username or ""
+    host = (parts.hostname or query.get("host") or "").lower()
+    return host, parts.port or 5432, database, query.get("schema") or DEFAULT_SCHEMA
+
+
 def open_store(
     target: str | Path,
     *,

@@ -17,9 +17,8 @@ from .test_resources import CODER
 
 
 def _agents(url: str, data_dir: Path) -> list[str]:
-    with Application.open(data_dir, durable=False, store=url, transient=True) as app:
-        with app.store.read() as txn:
-            return [key.decode() for key, _ in txn.scan(b"o/agents/")]
+    with Application.open(data_dir, durable=False, store=url, transient=True) as app, app.store.read() as txn:
+        return [key.decode() for key, _ in txn.scan(b"o/agents/")]
 
 
 def test_a_database_named_beside_the_local_daemon_is_refused_not_sent_to_it(

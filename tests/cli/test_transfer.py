@@ -305,7 +305,11 @@ def _exported_without_its_key(stigmer: Stigmer, problem: str) -> str:
     (prod,) = yaml.safe_load_all(result.out)
     assert prod["metadata"]["name"] == "prod"
     assert prod["spec"]["data"] == {"API_KEY": {"isSecret": True, "value": "<redacted>"}, "REGION": {"value": "eu"}}
-    warning, summary = result.err.strip().splitlines()
+    warning, summary, left_out = result.err.strip().splitlines()
+    assert left_out == (
+        "note: not exported, by their kinds' declarations: agentexecutions, apitokens, executioncontexts, "
+        "workflowexecutions"
+    ), left_out
     assert warning == (
         f"stigmer: {problem}: exporting without secret values (an export never holds them); import the export "
         "into a fresh data directory and apply the secrets again, or restore the key"
@@ -537,6 +541,26 @@ def test_an_import_the_server_refuses_to_take_from_this_caller_stops_at_once(
     assert imported.code == 0 and "imported 12 of 12 resources" in imported.out, imported.err
 
 
+def test_a_local_export_imported_without_to_org_is_told_to_give_it(stigmer: Stigmer, tmp_path: Path) -> None:
+    """After `login` the CLI acts in the token's org, and a local export names org 'local': the
+    import stopped at "org 'local' not found" without saying that `--to-org` moves it."""
+    admin = stigmer.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "first").strip()
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    # as `login` leaves it: the token's org is the CLI's
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}, "org": "acme"}))
+    backup = write(tmp_path / "backup.yaml", CODER.replace("metadata:\n", "metadata:\n  org: local\n"))
+    remote = ("-f", str(backup), "--backend", "remote", "--endpoint", daemon)
+    refused = stigmer("import", *remote, env={"STIGMER_TOKEN": admin})
+    assert refused.code == 1, refused.err
+    assert "org 'local' not found (this caller may write nothing in org 'local'); to import them into org " in (
+        refused.err
+    ), refused.err
+    assert "'acme', give --to-org acme; import stopped: 0 of 1" in refused.err, refused.err
+    moved = stigmer("import", *remote, "--to-org", "acme", env={"STIGMER_TOKEN": admin})
+    assert moved.code == 0 and "imported 1 of 1 resources (1 created)" in moved.out, moved.err
+
+
 def test_a_local_export_moves_into_a_team_servers_org(stigmer: Stigmer, tmp_path: Path) -> None:
     """A local export names org 'local' in every document; `import --org acme` refused it, and
     nothing else could put it in the team's org."""
@@ -660,3 +684,34 @@ def test_an_import_whose_local_daemon_stopped_says_so_of_the_local_daemon(
         "before it, and importing the same documents again finishes the job (what is there already is unchanged)"
     ), result.output
     assert "--backend remote" not in result.output
+
+
+def test_an_import_interrupted_says_how_far_it_got_and_a_second_run_finishes(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Ctrl-C printed click's "Aborted!" alone: nothing said how far the import got, or that
+    importing again finishes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    count = 3000
+    backup = write(tmp_path / "backup.yaml", *(CODER.replace("Coder", f"Agent {n}") for n in range(count)))
+    running = subprocess.Popen(
+        [sys.executable, "-m", "stigmer_core.cli", "import", "-f", str(backup)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stigmer.env(),
+    )
+    deadline = time.monotonic() + 60
+    while not (stigmer.data_dir / "data.mdb").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the documents: its start takes well under this, the import several times it
+    running.send_signal(signal.SIGINT)
+    out, err = running.communicate(timeout=60)
+    assert running.returncode == 130, (running.returncode, out, err)
+    said = err.strip().splitlines()[-1]
+    assert said.startswith("stigmer: interrupted; ") and f" of {count} resources were imported before it" in said, err
+    assert "importing the same documents again finishes the job" in said and "Aborted!" not in err, err
+    again = stigmer("import", "-f", str(backup))
+    assert again.code == 0 and f"imported {count} of {count} resources" in again.out, again.err

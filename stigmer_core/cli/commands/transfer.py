@@ -68,6 +68,9 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
             "serves cannot be seen from here",
             err=True,
         )
+    left_out = [kind.plural for kind in session.catalog.kinds if not kind.exported]
+    if all_kinds and left_out:  # run-time records: a backup restored without them is whole, but say so
+        click.echo(f"note: not exported, by their kinds' declarations: {', '.join(sorted(left_out))}", err=True)
     for note in export.notes:
         click.echo(f"note: {note}", err=True)
     from stigmer_core.cli.app import with_org_hint
@@ -212,49 +215,79 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
     created: set[str] = set()
     unset: list[tuple[str, list[str]]] = []
     renamer = Renamer() if new_ids else None
-    with Progress("importing", total=len(documents)) as progress:
-        for done, document in enumerate(documents):
-            own = ""
-            if renamer is not None:
-                own, document = renamer.prepare(document)
-            try:
-                outcome = apply_one(session, document, created=created)
-            except Unreachable as exc:  # the server went away: say how far the import got
-                written = done - counts["failed"]
-                exc = session.unreachable(exc)
-                raise CliError(
-                    f"{exc.message}; {written} of {len(documents)} resources were imported before it, and "
-                    "importing the same documents again finishes the job (what is there already is unchanged)",
-                    details=exc.details,
-                ) from None
-            except errors.Unauthenticated as exc:  # every later document would be refused the same way
-                raise CliError(_stopped(exc.message, done - counts["failed"], len(documents))) from None
-            if isinstance(outcome.cause, errors.Unavailable):  # the server's store: every later write would wait on it too
-                reason = f"{document.where} ({document.ref}): {outcome.error}"
-                raise CliError(
-                    _stopped(reason, done - counts["failed"], len(documents))
-                    + "; importing the same documents again when the server's store serves finishes the job"
-                )
-            progress.advance()
-            org = metadata(document.message).org
-            # refused for the org, not the document: a role there that allows no writes, or none
-            # at all (another org's token: "org 'acme' not found"); every later document would be too
-            if isinstance(outcome.cause, errors.PermissionDenied | errors.NotFound) and not writable.setdefault(
-                org, _writes_in(session, org)
-            ):
-                reason = f"{document.where} ({document.ref}): {outcome.error} (this caller may write nothing in org '{org}')"
-                raise CliError(_stopped(reason, done - counts["failed"], len(documents)))
-            if outcome.failed:
-                counts["failed"] += 1
-                report_failure(f"{document.where} ({document.ref}): {outcome.error}{_held_elsewhere(outcome)}")
-                continue
-            if renamer is not None:
-                renamer.written(own, outcome.result)
-            counts[outcome.action] += 1
-            into.add(org)
-            keys = _unset_secrets(outcome.result)
-            if keys:
-                unset.append((f"{document.ref} in org '{metadata(document.message).org}'", keys))
+    held_elsewhere = 0  # documents refused for ids another org holds: said in full only the first times
+    done = 0
+    try:
+        with Progress("importing", total=len(documents)) as progress:
+            for done, document in enumerate(documents):
+                own = ""
+                if renamer is not None:
+                    own, document = renamer.prepare(document)
+                try:
+                    outcome = apply_one(session, document, created=created)
+                except Unreachable as exc:  # the server went away: say how far the import got
+                    written = done - counts["failed"]
+                    exc = session.unreachable(exc)
+                    raise CliError(
+                        f"{exc.message}; {written} of {len(documents)} resources were imported before it, and "
+                        "importing the same documents again finishes the job (what is there already is unchanged)",
+                        details=exc.details,
+                    ) from None
+                except errors.Unauthenticated as exc:  # every later document would be refused the same way
+                    raise CliError(_stopped(exc.message, done - counts["failed"], len(documents))) from None
+                if isinstance(outcome.cause, errors.DeadlineExceeded):  # the server's word for the call's deadline
+                    written = done - counts["failed"]
+                    raise CliError(
+                        f"the stigmer server at {session.target} did not answer in time ({document.where}, "
+                        f"{document.ref}: {outcome.error}); {written} of {len(documents)} resources were imported "
+                        "before it, and importing the same documents again finishes the job (what is there already "
+                        "is unchanged)"
+                    )
+                if isinstance(outcome.cause, errors.Unavailable):  # the server's store: every later write would wait on it too
+                    reason = f"{document.where} ({document.ref}): {outcome.error}"
+                    raise CliError(
+                        _stopped(reason, done - counts["failed"], len(documents))
+                        + "; importing the same documents again when the server's store serves finishes the job"
+                    )
+                progress.advance()
+                org = metadata(document.message).org
+                # refused for the org, not the document: a role there that allows no writes, or none
+                # at all (another org's token: "org 'acme' not found"); every later document would be too
+                if isinstance(outcome.cause, errors.PermissionDenied | errors.NotFound) and not writable.setdefault(
+                    org, _writes_in(session, org)
+                ):
+                    reason = f"{document.where} ({document.ref}): {outcome.error} (this caller may write nothing in org '{org}')"
+                    if to_org is None and org != session.org:  # a local export ('local') into a server's org
+                        reason += f"; to import them into org '{session.org}', give --to-org {session.org}"
+                    raise CliError(_stopped(reason, done - counts["failed"], len(documents)))
+                if outcome.failed:
+                    counts["failed"] += 1
+                    held = _held_elsewhere(outcome)
+                    if held:  # every document of an export imported into a second org is: not 4,000 lines
+                        held_elsewhere += 1
+                        if held_elsewhere > HELD_ELSEWHERE_SHOWN:
+                            continue
+                    report_failure(f"{document.where} ({document.ref}): {outcome.error}{held}")
+                    continue
+                if renamer is not None:
+                    renamer.written(own, outcome.result)
+                counts[outcome.action] += 1
+                into.add(org)
+                keys = _unset_secrets(outcome.result)
+                if keys:
+                    unset.append((f"{document.ref} in org '{metadata(document.message).org}'", keys))
+    except KeyboardInterrupt:  # click would say "Aborted!" alone: say how far it got, and what finishes it
+        raise CliError(
+            f"interrupted; {done - counts['failed']} of {len(documents)} resources were imported before it (the one "
+            "in flight may be too), and importing the same documents again finishes the job (what is there "
+            "already is unchanged)",
+            exit_code=130,
+        ) from None
+    if held_elsewhere > HELD_ELSEWHERE_SHOWN:
+        report_failure(
+            f"{held_elsewhere - HELD_ELSEWHERE_SHOWN} more documents were refused the same way: their ids are held "
+            "in another org (import with --new-ids to copy them under new ids)"
+        )
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
     click.echo(
         f"imported {len(documents) - counts['failed']} of {len(documents)} resources ({summary or 'none given'})"
@@ -266,6 +299,10 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
         click.echo(f"note: {hint}", err=True)
     if counts["failed"]:
         ctx.exit(1)
+
+
+HELD_ELSEWHERE_SHOWN = 5
+"""Documents refused for ids another org holds that are named one by one; the rest are counted."""
 
 
 def _held_elsewhere(outcome: Any) -> str:

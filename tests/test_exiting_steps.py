@@ -81,3 +81,49 @@ def test_an_exiting_step_answers_internal_and_the_daemon_serves_on(
     assert agent_grpc.AgentQueryControllerStub(channel).get(agent_pb2.AgentId(value=made.metadata.id), timeout=10)
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_persons_ctrl_c_in_a_command_serving_its_store_in_process_stops_it(tmp_path: Path) -> None:
+    """In a command's own process (the CLI's in-process store), a KeyboardInterrupt in the main
+    thread under Python's own SIGINT handler is the person's Ctrl-C: answered INTERNAL as a step's
+    fault, it failed the one write and the command went on to the next. In any other thread it is
+    the code's, and answered as above."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import threading, grpc
+        from stigmer_core import Application
+        from stigmer_core.plugins import plugin_manager
+        from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+        from tests.test_exiting_steps import Exiting
+        from tests.plugin_server_support import named_agent
+
+        app = Application.open({str(tmp_path / "data")!r}, durable=False, pm=plugin_manager(plugins=[Exiting()]))
+        commands = agent_grpc.AgentCommandControllerStub(app.channel())
+        said = []
+
+        def elsewhere():
+            try:
+                commands.create(named_agent("interrupt"))
+            except grpc.RpcError as exc:
+                said.append(exc.code().name)
+
+        runner = threading.Thread(target=elsewhere)
+        runner.start()
+        runner.join()
+        print("thread:", said[0], flush=True)
+        try:
+            commands.create(named_agent("interrupt"))
+        except KeyboardInterrupt:
+            print("main: KeyboardInterrupt", flush=True)
+        commands.create(named_agent("fine"))
+        print("then: served", flush=True)
+        """
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stdout.splitlines() == ["thread: INTERNAL", "main: KeyboardInterrupt", "then: served"], ran.stdout

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, overload, runtime_checkable
 
@@ -83,6 +85,18 @@ def _engine_trouble(exc: BaseException) -> bool:
     return any(module == name or module.startswith(name + ".") for name in _ENGINES)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a person's Ctrl-C, not the code's: a KeyboardInterrupt in the main thread
+    while Python's own SIGINT handler is installed (a command serving its store in process; a
+    daemon installs its own, and drains). Answered as a fault, it failed the one call running and
+    the command went on to the next, as if nothing had been asked."""
+    return (
+        isinstance(exc, KeyboardInterrupt)
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+
+
 def plugin_fault(exc: BaseException, where: str, plugin: str) -> BaseException:
     """What a plugin's code raising ``exc`` in ``where`` is answered with.
 
@@ -93,9 +107,12 @@ def plugin_fault(exc: BaseException, where: str, plugin: str) -> BaseException:
     the code calls: argparse, click), KeyboardInterrupt, GeneratorExit and
     asyncio.CancelledError, never meant for a request: left alone, one ends the thread running
     the code (on LMDB the event loop serving every call) or leaves the call unanswered until its
-    deadline. Plugin code is sync: no cancel of the call itself arrives here.
+    deadline. Plugin code is sync: no cancel of the call itself arrives here. A person's Ctrl-C
+    in a command serving its store in process passes on (``_interrupted``).
     """
     if isinstance(exc, StigmerError) or (isinstance(exc, Exception) and _engine_trouble(exc)):
+        return exc
+    if _interrupted(exc):
         return exc
     if isinstance(exc, Exception):
         log.error(

@@ -68,9 +68,12 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
             "serves cannot be seen from here",
             err=True,
         )
-    left_out = [kind.plural for kind in session.catalog.kinds if not kind.exported]
-    if all_kinds and left_out:  # run-time records: a backup restored without them is whole, but say so
-        click.echo(f"note: not exported, by their kinds' declarations: {', '.join(sorted(left_out))}", err=True)
+    left_out = _held_but_not_exported(session, "" if every_org else session.org) if all_kinds else []
+    if left_out:  # run-time records and credentials: a backup restored without them is whole, but say so
+        click.echo(
+            f"note: not exported, by their kinds' declarations (run-time records, credentials): {', '.join(left_out)}",
+            err=True,
+        )
     for note in export.notes:
         click.echo(f"note: {note}", err=True)
     from stigmer_core.cli.app import with_org_hint
@@ -79,6 +82,27 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         report_failure(f"not exported: {item.what}: {with_org_hint(ctx, item.reason)}")
     if missing:
         ctx.exit(1)
+
+
+def _held_but_not_exported(session: Any, org: str) -> list[str]:
+    """The kinds declared ``exported=False`` that hold objects the caller may read: one object
+    asked of each (a store without runs is told nothing), and a kind that cannot be listed (a
+    role that may not read tokens) left unnamed."""
+    import grpc
+
+    from stigmer_core import errors
+
+    held = []
+    for kind in session.catalog.kinds:
+        if kind.exported:
+            continue
+        try:
+            found = next(session.calls(kind).iterate(org=org, limit=1), None)
+        except (errors.StigmerError, grpc.RpcError, CliError):
+            continue
+        if found is not None:
+            held.append(kind.plural)
+    return sorted(held)
 
 
 def _every_org(session: Any) -> str:

@@ -204,6 +204,13 @@ def test_list_with_labels_limit_and_org(stigmer: Stigmer, daemon: str, tmp_path:
     empty = stigmer("list", "agent", "-l", "team=nobody")
     assert empty.code == 0 and empty.out == "" and "no agents with labels team=nobody found in org 'local'" in empty.err
     assert stigmer.fails("list", "agent", "-l", "team", code=2) == "invalid label selector 'team': use key=value"
+    # kubectl's comma-separated form, each pair required (a label value never holds a comma)
+    assert [row.split()[0] for row in lines(stigmer.ok("list", "agent", "-l", "team=platform,"))[1:]] == ["coder"]
+    both = stigmer("list", "agent", "-l", "team=platform,tier=gold")
+    assert both.code == 0 and "no agents with labels team=platform,tier=gold found" in both.err, both.err
+    assert stigmer.fails("list", "agent", "-l", "team=platform,tier", code=2) == (
+        "invalid label selector 'tier' (in 'team=platform,tier'): use key=value"
+    )
 
 
 def test_delete_by_slug_and_by_id(stigmer: Stigmer, daemon: str, tmp_path: Path) -> None:

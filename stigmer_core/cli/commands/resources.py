@@ -30,7 +30,7 @@ selector_option = click.option(
     "selectors",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Only objects with this label (repeatable).",
+    help="Only objects with this label (repeatable, or comma-separated: -l team=a,tier=1).",
 )
 READ_ONLY = (
     "showing the store read-only: secret values stay sealed and nothing can be written; restore the key to "
@@ -40,12 +40,18 @@ READ_ONLY = (
 
 
 def _labels(selectors: tuple[str, ...]) -> dict[str, str]:
+    """``-l a=1 -l b=2`` and ``-l a=1,b=2`` alike (kubectl's form): a label value holds no comma,
+    so one is always a separator; ``a=1,b=2`` was taken as the value ``1,b=2`` of ``a``."""
     labels = {}
-    for selector in selectors:
-        key, sep, value = selector.partition("=")
-        if not sep or not key:
-            raise CliError(f"invalid label selector '{selector}': use key=value", exit_code=2)
-        labels[key] = value
+    for given in selectors:
+        for selector in given.split(","):
+            if not selector and given:  # "a=1," or "a=1,,b=2": nothing between the commas
+                continue
+            key, sep, value = selector.partition("=")
+            if not sep or not key:
+                part = f" (in '{given}')" if given != selector else ""
+                raise CliError(f"invalid label selector '{selector}'{part}: use key=value", exit_code=2)
+            labels[key] = value
     return labels
 
 

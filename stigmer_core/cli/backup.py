@@ -43,6 +43,7 @@ import io
 import itertools
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import IO, Any, TextIO
@@ -171,7 +172,22 @@ class Export:
         self.close()
 
 
-def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
+RETRY_SECONDS = 60.0
+"""How long an export waits, in all, for a kind's list the server refused UNAVAILABLE (its database
+away for a moment: a restart, a failover) before it gives the kind up: the pauses between
+attempts, 1 s doubling to 8 s, add up to at most this."""
+
+
+def _pauses(total: float) -> Iterator[float]:
+    """The waits before each new attempt: 1, 2, 4, 8, 8, ... seconds, together at most ``total``."""
+    pause, spent = 1.0, 0.0
+    while spent + pause <= total:
+        yield pause
+        spent += pause
+        pause = min(pause * 2, 8.0)
+
+
+def collect(session: Session, kinds: Sequence[KindInfo], *, org: str, retry_seconds: float = RETRY_SECONDS) -> Export:
     """Every object of ``kinds`` in ``org`` ("" for every org the caller may read), and what could not be taken.
 
     Each object is written to the spool (a temporary file) as its document
@@ -187,8 +203,10 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
     exported; an object that cannot be written as a document (a value JSON
     cannot carry, such as a NaN stored before writes refused them) is named
     and the rest still written. A kind whose list needs an org (a third
-    party's) is listed last, in every org the other kinds were found in. On
-    a terminal a bar counts the kinds done.
+    party's) is listed last, in every org the other kinds were found in. A
+    kind whose list the server refuses UNAVAILABLE (its database away for a
+    moment) is listed again from its start, for up to ``retry_seconds`` of
+    pauses. On a terminal a bar counts the kinds done.
     """
     export = Export([], [], tempfile.TemporaryFile())  # noqa: SIM115 (the Export owns and closes it)
     orgs: dict[str, None] = {session.org: None}
@@ -201,20 +219,32 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str) -> Export:
             # the kinds whose list needs an org come last, when the others have told which orgs there are
             kind, known = (queue.popleft(), None) if queue else (deferred.popleft(), list(orgs))
             progress.describe(f"exporting {kind.plural} ({len(export.entries)} objects so far)")
-            before, missing_before = len(export.entries), len(export.missing)
+            before, missing_before, notes_before = len(export.entries), len(export.missing), len(export.notes)
+            pauses = _pauses(retry_seconds)
             try:
-                objects = _listed(session, kind, org=org, orgs=known)
+                while True:
+                    try:
+                        objects = _listed(session, kind, org=org, orgs=known)
+                        if objects is not None:
+                            for obj in objects:
+                                _take(session, kind, obj, export)
+                                orgs.setdefault(metadata(obj).org, None)
+                        break
+                    except errors.Unavailable as exc:  # the server's store away for a while: list the kind again
+                        pause = next(pauses, None)
+                        if pause is None:
+                            raise
+                        del export.entries[before:], export.missing[missing_before:], export.notes[notes_before:]
+                        progress.describe(f"exporting {kind.plural}: {exc.message}; listing it again in {pause:g} s")
+                        time.sleep(pause)
                 if objects is None:
                     deferred.append(kind)
                     continue
-                for obj in objects:
-                    _take(session, kind, obj, export)
-                    orgs.setdefault(metadata(obj).org, None)
             except errors.StartupError as exc:  # the store cannot be opened: no kind can be listed, say it once
                 export.close()
                 raise CliError(describe(exc)[0]) from None
             except (errors.StigmerError, CliError) as exc:  # none of the kind, not part of it
-                del export.entries[before:], export.missing[missing_before:]
+                del export.entries[before:], export.missing[missing_before:], export.notes[notes_before:]
                 refused = [kind]
                 if _every_kind_refused(exc):  # said once for this kind and every one not listed yet
                     refused += [*queue, *deferred]
@@ -356,6 +386,8 @@ def dangling(
     where anyone deleted an agent while it ran failed, however often it was tried."""
     kept = entries
     gone: list[Missing] = []
+    # left out for what they name, which the export says once above: counted, past a few, by kind
+    along: dict[tuple[str, str, str], list[Missing]] = {}
     dropped: list[tuple[Entry, str]] = []
     dropped_ids: set[str] = set()
     listed = {entry.id for entry in entries}
@@ -368,6 +400,7 @@ def dangling(
                 still.append(entry)
                 continue
             field, target, missing_id = lost
+            named = f"{entry.kind} {entry.org}/{entry.slug} ({entry.id})"
             if missing_id in left_out or target in unlisted:
                 why = "which could not be exported (named above)"
             elif missing_id in listed and missing_id not in dropped_ids:
@@ -378,10 +411,28 @@ def dangling(
                 continue
             else:
                 why = "which is not in the export (deleted while it was written?); export again"
-            gone.append(Missing(f"{entry.kind} {entry.org}/{entry.slug} ({entry.id})", f"its {field} names {target} {missing_id}, {why}"))
+                gone.append(Missing(named, f"its {field} names {target} {missing_id}, {why}"))
+                continue
+            along.setdefault((entry.kind, target, why), []).append(
+                Missing(named, f"its {field} names {target} {missing_id}, {why}")
+            )
         if len(still) == len(kept):
-            return kept, gone, dropped
+            return kept, [*gone, *_folded(along)], dropped
         kept = still
+
+
+FOLDED_PAST = 3
+"""Objects left out for one reason (all naming one kind that could not be exported) that are named
+one by one; past it, one line counts them: a kind the server refused during an outage left out
+every object naming its objects, one line each, thousands of lines."""
+
+
+def _folded(along: dict[tuple[str, str, str], list[Missing]]) -> Iterator[Missing]:
+    for (kind, target, why), missing in along.items():
+        if len(missing) <= FOLDED_PAST:
+            yield from missing
+            continue
+        yield Missing(f"{len(missing)} {kind} objects (the first: {missing[0].what})", f"each names a {target} {why}")
 
 
 def unserved(session: Session) -> list[Missing]:

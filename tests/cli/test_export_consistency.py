@@ -158,7 +158,8 @@ def test_a_kind_whose_list_fails_part_way_is_left_out_whole_and_named(
         return broken()
 
     monkeypatch.setattr(KindCalls, "iterate", iterate)
-    with backup.collect(session, backup.exportable(session.catalog, []), org="") as export:
+    kinds = backup.exportable(session.catalog, [])
+    with backup.collect(session, kinds, org="", retry_seconds=0) as export:
         assert export.entries == []  # the agents' instances name agents the export does not hold
         kind, *instances = export.missing
         assert (kind.what, kind.reason) == ("kind 'agent'", "the server went away")
@@ -167,3 +168,57 @@ def test_a_kind_whose_list_fails_part_way_is_left_out_whole_and_named(
             "AgentInstance local/second-default",
         ]
         assert all(m.reason.endswith("which could not be exported (named above)") for m in instances)
+
+
+def _failing_first(monkeypatch: pytest.MonkeyPatch, kind_name: str, failures: int) -> list[int]:
+    """``kind_name``'s list refused UNAVAILABLE part way ``failures`` times, then served; the
+    attempts made, counted."""
+    real = KindCalls.iterate
+    attempts = [0]
+
+    def iterate(self: KindCalls, **kwargs: Any) -> Any:
+        listing = real(self, **kwargs)
+        if self.kind.name != kind_name:
+            return listing
+        attempts[0] += 1
+        if attempts[0] > failures:
+            return listing
+
+        def broken() -> Any:
+            yield next(listing)
+            raise errors.Unavailable("the database does not answer this daemon")
+
+        return broken()
+
+    monkeypatch.setattr(KindCalls, "iterate", iterate)
+    return attempts
+
+
+def test_a_kind_refused_unavailable_for_a_moment_is_listed_again_whole(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database restarting under an `export --all` gave every kind listed meanwhile up at its
+    first UNAVAILABLE, though the server said to retry."""
+    for name in ("First", "Second"):
+        _create(session, "Agent", agent_pb2.Agent(metadata={"name": name}))
+    attempts = _failing_first(monkeypatch, "Agent", failures=1)
+    with backup.collect(session, backup.exportable(session.catalog, []), org="", retry_seconds=1) as export:
+        assert export.missing == [] and attempts == [2]
+        assert sorted(e.slug for e in export.entries if e.kind == "Agent") == ["first", "second"]
+        assert len([e for e in export.entries if e.kind == "AgentInstance"]) == 2
+
+
+def test_objects_left_out_for_one_kinds_failure_are_counted_past_a_few(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every instance of an agent list that failed was named on a line of its own: thousands of
+    lines for one cause, already said."""
+    count = backup.FOLDED_PAST + 2
+    for n in range(count):
+        _create(session, "Agent", agent_pb2.Agent(metadata={"name": f"agent {n}"}))
+    _failing_first(monkeypatch, "Agent", failures=100)
+    with backup.collect(session, backup.exportable(session.catalog, []), org="", retry_seconds=0) as export:
+        kind, instances = export.missing
+        assert (kind.what, kind.reason) == ("kind 'agent'", "the database does not answer this daemon")
+        assert instances.what.startswith(f"{count} AgentInstance objects (the first: AgentInstance local/"), instances
+        assert instances.reason == "each names a Agent which could not be exported (named above)", instances

@@ -432,7 +432,7 @@ def _folded(along: dict[tuple[str, str, str], list[Missing]]) -> Iterator[Missin
         if len(missing) <= FOLDED_PAST:
             yield from missing
             continue
-        yield Missing(f"{len(missing)} {kind} objects (the first: {missing[0].what})", f"each names a {target} {why}")
+        yield Missing(f"{len(missing)} {kind} objects (the first: {missing[0].what})", f"each names an object of kind {target}, {why}")
 
 
 def unserved(session: Session) -> list[Missing]:

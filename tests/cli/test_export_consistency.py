@@ -221,4 +221,4 @@ def test_objects_left_out_for_one_kinds_failure_are_counted_past_a_few(
         kind, instances = export.missing
         assert (kind.what, kind.reason) == ("kind 'agent'", "the database does not answer this daemon")
         assert instances.what.startswith(f"{count} AgentInstance objects (the first: AgentInstance local/"), instances
-        assert instances.reason == "each names a Agent which could not be exported (named above)", instances
+        assert instances.reason == "each names an object of kind Agent, which could not be exported (named above)", instances

@@ -9,7 +9,10 @@ loop's thread, and the daemon answered nothing ever again (health included) unti
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,9 @@ def _exit_when_named(ctx: Any) -> None:
         raise asyncio.CancelledError
     if name == "base":
         raise BaseException("odd")
+    if name == "sigint":  # a person's Ctrl-C, arriving while the step runs
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
 
 
 @step(Phase.PREPARE, name="exits_before")
@@ -84,40 +90,42 @@ def test_an_exiting_step_answers_internal_and_the_daemon_serves_on(
 
 
 def test_a_persons_ctrl_c_in_a_command_serving_its_store_in_process_stops_it(tmp_path: Path) -> None:
-    """In a command's own process (the CLI's in-process store), a KeyboardInterrupt in the main
-    thread under Python's own SIGINT handler is the person's Ctrl-C: answered INTERNAL as a step's
-    fault, it failed the one write and the command went on to the next. In any other thread it is
-    the code's, and answered as above."""
+    """In a command's own process (the CLI's in-process store), a Ctrl-C while a step runs is the
+    person's: answered INTERNAL as a step's fault, it failed the one write and the command went on
+    to the next. Told apart by the SIGINT handler the command line installs (``interrupts``): a
+    KeyboardInterrupt the code raises itself is still the step's fault, in any thread."""
     import subprocess
     import textwrap
 
     script = textwrap.dedent(
         f"""
         import threading, grpc
-        from stigmer_core import Application
+        from stigmer_core import Application, interrupts
         from stigmer_core.plugins import plugin_manager
         from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
         from tests.test_exiting_steps import Exiting
         from tests.plugin_server_support import named_agent
 
+        interrupts.install()  # as the command line does
         app = Application.open({str(tmp_path / "data")!r}, durable=False, pm=plugin_manager(plugins=[Exiting()]))
         commands = agent_grpc.AgentCommandControllerStub(app.channel())
         said = []
 
-        def elsewhere():
+        def refused(name):
             try:
-                commands.create(named_agent("interrupt"))
+                commands.create(named_agent(name))
             except grpc.RpcError as exc:
                 said.append(exc.code().name)
 
-        runner = threading.Thread(target=elsewhere)
+        runner = threading.Thread(target=refused, args=("interrupt",))
         runner.start()
         runner.join()
-        print("thread:", said[0], flush=True)
+        refused("interrupt")
+        print("raised by the code:", *said, flush=True)
         try:
-            commands.create(named_agent("interrupt"))
+            commands.create(named_agent("sigint"))
         except KeyboardInterrupt:
-            print("main: KeyboardInterrupt", flush=True)
+            print("ctrl-c: KeyboardInterrupt", flush=True)
         commands.create(named_agent("fine"))
         print("then: served", flush=True)
         """
@@ -126,4 +134,8 @@ def test_a_persons_ctrl_c_in_a_command_serving_its_store_in_process_stops_it(tmp
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert ran.stdout.splitlines() == ["thread: INTERNAL", "main: KeyboardInterrupt", "then: served"], ran.stdout
+    assert ran.stdout.splitlines() == [
+        "raised by the code: INTERNAL INTERNAL",
+        "ctrl-c: KeyboardInterrupt",
+        "then: served",
+    ], ran.stdout

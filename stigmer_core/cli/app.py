@@ -195,6 +195,9 @@ def main() -> None:
     or a remote server. See `stigmer backend --help`.
     """
     verbose = overrides(click.get_current_context()).verbose
+    from stigmer_core import interrupts
+
+    interrupts.install()  # a Ctrl-C in a step of a store served in process stops the command
     # grpc's core writes its own log lines (a failed TLS handshake, a bad CA file) to stderr, around
     # the one line a command fails with; set before anything imports grpc. The user's setting wins.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")

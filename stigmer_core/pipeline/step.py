@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, overload, runtime_checkable
 
 import attrs
 
+from stigmer_core import interrupts
 from stigmer_core.errors import PluginFault, StigmerError
 from stigmer_core.pipeline.phase import Phase
 
@@ -86,15 +85,9 @@ def _engine_trouble(exc: BaseException) -> bool:
 
 
 def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` is a person's Ctrl-C, not the code's: a KeyboardInterrupt in the main thread
-    while Python's own SIGINT handler is installed (a command serving its store in process; a
-    daemon installs its own, and drains). Answered as a fault, it failed the one call running and
-    the command went on to the next, as if nothing had been asked."""
-    return (
-        isinstance(exc, KeyboardInterrupt)
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    )
+    """Whether ``exc`` is a person's Ctrl-C, not the code's (``interrupts``): answered as a fault,
+    it failed the one call running and the command went on to the next."""
+    return isinstance(exc, KeyboardInterrupt) and interrupts.received()
 
 
 def plugin_fault(exc: BaseException, where: str, plugin: str) -> BaseException:
@@ -108,7 +101,7 @@ def plugin_fault(exc: BaseException, where: str, plugin: str) -> BaseException:
     asyncio.CancelledError, never meant for a request: left alone, one ends the thread running
     the code (on LMDB the event loop serving every call) or leaves the call unanswered until its
     deadline. Plugin code is sync: no cancel of the call itself arrives here. A person's Ctrl-C
-    in a command serving its store in process passes on (``_interrupted``).
+    in a command serving its store in process passes on (``interrupts``).
     """
     if isinstance(exc, StigmerError) or (isinstance(exc, Exception) and _engine_trouble(exc)):
         return exc

@@ -231,3 +231,19 @@ def test_delete_by_slug_and_by_id(stigmer: Stigmer, daemon: str, tmp_path: Path)
     # deleting an agent deletes the instances it owns
     empty = stigmer("get", "agentinstance")
     assert empty.code == 0 and empty.out == ""
+
+
+def test_an_empty_list_in_an_org_from_the_config_says_where_the_org_came_from(stigmer: Stigmer) -> None:
+    """After `login` the CLI acts in the token's org on the local backend too: `get agents
+    --data-dir ~/local` said only "no agents found in org 'acme'" of a store holding agents in 'local'."""
+    stigmer.ok("apply", "-f", "-", input=CODER)
+    stigmer.home.joinpath("config.yaml").write_text("org: acme\n")
+    empty = stigmer("get", "agents")
+    assert empty.code == 0 and not empty.out, empty
+    assert empty.err.strip() == (
+        "no agents found in org 'acme' (the org comes from the config file or $STIGMER_ORG; give --org ORG, "
+        "or -A for every org)"
+    ), empty.err
+    typed = stigmer("get", "agents", "--org", "acme")
+    assert typed.err.strip() == "no agents found in org 'acme'", typed.err
+    assert "coder" in stigmer.ok("get", "agents", "-A")

@@ -13,7 +13,7 @@ import click
 
 from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError
-from stigmer_core.cli.options import FORMATS, common_options
+from stigmer_core.cli.options import FORMATS, common_options, overrides
 
 if TYPE_CHECKING:
     from stigmer_core.cli.catalog import KindInfo
@@ -55,6 +55,19 @@ def _labels(selectors: tuple[str, ...]) -> dict[str, str]:
     return labels
 
 
+def _configured_org(session: Session, all_orgs: bool) -> str:
+    """Where the org came from, when a local store shows nothing in it and no one typed it: after
+    `stigmer login` the CLI acts in the token's org, on the local backend (`--data-dir`) too,
+    while the local store's objects are in 'local'."""
+    from stigmer_core import config
+
+    if all_orgs or session.settings.backend != config.LOCAL or session.org == config.DEFAULT_ORG:
+        return ""
+    if overrides(click.get_current_context()).org is not None:
+        return ""
+    return " (the org comes from the config file or $STIGMER_ORG; give --org ORG, or -A for every org)"
+
+
 def _show_list(
     session: Session,
     kind: KindInfo,
@@ -71,7 +84,7 @@ def _show_list(
     if not found and output == "table":
         where = "any org" if all_orgs else f"org '{session.org}'"
         matching = f" with labels {','.join(f'{k}={v}' for k, v in labels.items())}" if labels else ""
-        click.echo(f"no {kind.plural}{matching} found in {where}", err=True)
+        click.echo(f"no {kind.plural}{matching} found in {where}{_configured_org(session, all_orgs)}", err=True)
         return
     text = render.resources(kind, found, output, single=False, with_org=all_orgs)
     if text:

@@ -237,7 +237,9 @@ channel after it, or the application serving it, was closed raises too: the stor
 closed, and a call reaching it failed INTERNAL with LMDB's "Attempt to operate on closed" text."""
 
 
-class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
+class _Method:
+    """One method's handler, how its messages cross, and whether the channel is still open."""
+
     def __init__(
         self,
         method: str,
@@ -252,6 +254,8 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
         self._serialize = serialize or (lambda message: message)
         self._deserialize = deserialize or (lambda data: data)
 
+
+class _UnaryUnary(_Method, grpc.UnaryUnaryMultiCallable):
     def _invoke(self, request: Any, metadata: Metadata | None, timeout: float | None) -> tuple[Any, Metadata]:
         """The response and the trailing metadata the handler set.
 
@@ -361,21 +365,7 @@ def _cancelled() -> InProcessRpcError:
     return InProcessRpcError(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
 
 
-class _UnaryStream(grpc.UnaryStreamMultiCallable):
-    def __init__(
-        self,
-        method: str,
-        handler: grpc.RpcMethodHandler | None,
-        serialize: Any,
-        deserialize: Any,
-        is_open: Callable[[], bool],
-    ) -> None:
-        self._method = method
-        self._open = is_open
-        self._handler = handler
-        self._serialize = serialize or (lambda message: message)
-        self._deserialize = deserialize or (lambda data: data)
-
+class _UnaryStream(_Method, grpc.UnaryStreamMultiCallable):
     def __call__(self, request: Any, timeout: float | None = None, metadata: Metadata | None = None, **_: Any) -> Any:
         if not self._open():
             raise ValueError(CLOSED)

@@ -65,6 +65,16 @@ def endpoint_problem(endpoint: str) -> str | None:
     return None
 
 
+def listen_problem(address: str, name: str = "--address") -> str | None:
+    """Why ``address`` is not a HOST:PORT a daemon can listen on (port 0: a free one), or None:
+    grpc takes a host alone and listens on port 443 (``--address localhost`` started a daemon
+    there, exit 0)."""
+    found = _ENDPOINT.match(address)
+    if found is None or not 0 <= int(found.group(2)) < 65536:
+        return f"invalid {name} '{address}': use HOST:PORT (a port from 0, a free one, to 65535)"
+    return None
+
+
 def stigmer_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
 

@@ -179,3 +179,12 @@ def test_a_start_asking_for_another_address_than_the_running_daemons_is_refused(
     for same in (address, f"localhost:{port}", "127.0.0.1:0"):  # the address it serves on, however asked for
         assert "already running" in stigmer.ok("local", "start", "--address", same)
     assert "already running" in stigmer.ok("local", "start")  # no address asked for: whichever it has
+
+
+def test_an_address_without_a_port_is_a_usage_error(stigmer: Stigmer) -> None:
+    """`--address localhost` started a daemon on port 443 (grpc's default), exit 0, as root."""
+    for command in ("serve", "local start"):
+        for given in ("localhost", "127.0.0.1:65536", "[::1]"):
+            said = stigmer.fails(*command.split(), "--address", given, code=2)
+            assert said.startswith(f"invalid --address '{given}': use HOST:PORT (a port from 0, a free one"), said
+    assert not (stigmer.data_dir / "data.mdb").exists(), "nothing was opened"

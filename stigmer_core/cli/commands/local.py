@@ -111,6 +111,7 @@ def serve(
 
     daemon_lines(json=config.log_format(log_format) == "json")
     settings = config.resolve(address=address, data_dir=data_dir, store=store)
+    _check_listen(settings.address, "--address")
     security = config.server_security(
         require_auth=require_auth,
         tls_cert=tls_cert,
@@ -151,6 +152,15 @@ def _not_running(files: daemon.Files, *, exit_code: int = 1) -> CliError:
     )
 
 
+def _check_listen(address: str, name: str) -> None:
+    """A usage error for an address no daemon should listen on (a host alone: grpc took port 443)."""
+    from stigmer_core.config_file import listen_problem
+
+    problem = listen_problem(address, name)
+    if problem is not None:
+        raise CliError(problem, exit_code=2)
+
+
 def _same_address(asked: str, serving: str) -> bool:
     """Whether a daemon serving on ``serving`` is one started with ``--address asked`` (port 0
     picks any port, and ``localhost`` is the loopback address the daemon records)."""
@@ -173,6 +183,7 @@ def start(address: str | None, data_dir: str | None, timeout: float) -> None:
     from stigmer_core.cli import daemon
 
     settings = config.resolve(address=address, data_dir=data_dir)
+    _check_listen(settings.address, "--address")
     files = daemon.Files(settings.data_dir)
     with daemon.starting(files):
         found = daemon.running(files.data_dir)

@@ -863,8 +863,9 @@ def test_a_role_that_may_not_create_the_schema_fails_at_startup_saying_so(stigme
         conn.execute(f"CREATE ROLE {role} LOGIN".encode())
     try:
         url = stigmer_postgres_url.replace("postgresql://postgres@", f"postgresql://{role}@")
-        with pytest.raises(errors.StartupError, match="cannot create or migrate schema 'stigmer'"):
+        with pytest.raises(errors.StartupError, match="cannot create or migrate schema 'stigmer'") as refused:
             PostgresStore(url)
+        assert "needs the schema's owner: `stigmer doctor` with the owner role's URL" in str(refused.value)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP ROLE {role}".encode())
@@ -1855,3 +1856,36 @@ def test_a_daemon_that_makes_a_new_schema_says_so_and_names_the_others(
     said = [r.getMessage() for r in caplog.records if "created schema" in r.getMessage()]
     assert len(said) == 1 and f"created schema {typo!r}" in said[0] and repr(first.schema) in said[0], said
     assert "schema= in the store URL" in said[0]
+
+
+def test_a_daemon_whose_role_lacks_a_privilege_is_refused_its_start_naming_each(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """With EXECUTE on prune_events revoked (a database hardened by revoking from PUBLIC), a daemon
+    started and served for weeks, until the event log reached its bound and every write failed;
+    a revoked table grant was found likewise only by the first call that needed it."""
+    from stigmer_core.store.protocol import StoreUse
+
+    with _daemon_role(stigmer_postgres_store_url) as (url, admin_conninfo, role):
+        with PostgresStore(url, durable=False) as opened:
+            schema = opened.schema
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            signature = admin.execute(
+                "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                " WHERE n.nspname = %s AND p.proname = 'prune_events'",
+                (schema,),
+            ).fetchone()[0]  # type: ignore[index]
+            admin.execute(f"REVOKE EXECUTE ON FUNCTION {signature} FROM PUBLIC")
+            admin.execute(f'REVOKE INSERT ON "{schema}".events FROM "{role}"')
+        with pytest.raises(errors.StartupError) as refused:
+            PostgresStore(url, durable=False, use=StoreUse.SHARE)
+        said = str(refused.value)
+        assert f"lacks INSERT on events, EXECUTE on its function prune_events in schema '{schema}'" in said, said
+        assert "docs/operations.md, The database and its roles" in said, said
+        with PostgresStore(url, durable=False) as command, command.read() as txn:  # a command may only read
+            assert txn.revision >= 0
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:
+            admin.execute(f'GRANT EXECUTE ON FUNCTION {signature} TO "{role}"')
+            admin.execute(f'GRANT INSERT ON "{schema}".events TO "{role}"')
+        with PostgresStore(url, durable=False, use=StoreUse.SHARE) as daemon:
+            daemon.transact(lambda txn: (txn.put(b"k/granted", b"1"), txn.append_event(b"ev")))

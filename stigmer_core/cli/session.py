@@ -15,6 +15,7 @@ refusal (docs/secrets.md, Losing the key; docs/cli.md, export).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -50,8 +51,12 @@ def for_backend(error: Unreachable, settings: config.Settings) -> Unreachable:
 
 
 class Session:
-    def __init__(self, settings: config.Settings, *, read_only: str = "") -> None:
+    def __init__(self, settings: config.Settings, *, read_only: str = "", needs_store: str = "") -> None:
         self.settings = settings
+        self.needs_store = needs_store
+        """This command's name when it works only on objects already stored (``get``, ``export``,
+        ``delete``): on the local backend a data directory holding no store is refused rather
+        than made into a new, empty one, and read as holding nothing."""
         self.read_only = read_only
         """What this command does when the store can only be read (said after the key's problem);
         "" for a command that must not open such a store."""
@@ -59,7 +64,7 @@ class Session:
         self._catalog: Catalog | None = None
 
     @classmethod
-    def of(cls, ctx: click.Context, *, read_only: str = "") -> Session:
+    def of(cls, ctx: click.Context, *, read_only: str = "", needs_store: str = "") -> Session:
         """The session of this command invocation, built from its flags."""
         flags = overrides(ctx)
         settings = config.resolve(
@@ -73,9 +78,29 @@ class Session:
             problem = config.data_dir_behind_store(flags.data_dir, settings.store, store_flag=False)
             if problem:
                 raise CliError(problem, exit_code=2)
-        session = cls(settings, read_only=read_only)
+        session = cls(settings, read_only=read_only, needs_store=needs_store)
         ctx.call_on_close(session.close)
         return session
+
+    def refuse_no_store(self) -> None:
+        """A mistyped `--data-dir` (or a team server's `STIGMER_STORE` forgotten) made a new store
+        there: `get` said there was nothing, `export` wrote a valid empty backup, `token list`
+        listed no token to revoke again after a restore, and `doctor` then passed on it."""
+        if not self.needs_store or self.settings.backend != config.LOCAL:
+            return
+        from stigmer_core.datadir import holder
+        from stigmer_core.store.engines import is_database_url
+        from stigmer_core.store.lmdb_store import DATA_FILE
+
+        directory = Path(self.settings.data_dir)
+        if is_database_url(self.settings.store) or (directory / DATA_FILE).exists() or holder(directory):
+            return
+        raise CliError(
+            f"{directory} holds no store, so `stigmer {self.needs_store}` has nothing to work on (a store is made by "
+            "the first write: `stigmer apply`, or `stigmer local start`): name the store meant with --data-dir DIR "
+            "for a local one, $STIGMER_STORE or the config file's store for a team server's database, or "
+            "--backend remote for a server"
+        )
 
     @property
     def org(self) -> str:
@@ -84,6 +109,7 @@ class Session:
     @property
     def client(self) -> Client:
         if self._client is None:
+            self.refuse_no_store()
             try:
                 self._client = config.connect_settings(self.settings)
             except errors.ReadableOnly as exc:

@@ -60,6 +60,7 @@ daemon sends.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import psycopg
 
@@ -323,6 +324,43 @@ def other_schemas(conn: psycopg.Connection[object], schema: str) -> list[str]:
         (schema,),
     ).fetchall()
     return [str(row[0]) for row in rows]  # type: ignore[index]
+
+
+TABLE_PRIVILEGES = {
+    "kv": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "meta": ("SELECT", "UPDATE"),
+    "events": ("SELECT", "INSERT", "DELETE"),
+    "event_parts": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "schema_version": ("SELECT",),
+}
+"""What a daemon's statements do to each table: what its role must be granted on it."""
+
+
+def missing_privileges(conn: psycopg.Connection[object], schema: str) -> list[str]:
+    """What the connection's role lacks of what a daemon serving ``schema`` uses, in the words of
+    a GRANT (``INSERT on events``); empty when it has it all. One round trip, read from the
+    catalogs: a revoked grant was found only when a call needed it (EXECUTE on ``prune_events``,
+    at the first prune, once the event log reached its bound: weeks after the start)."""
+    wanted = [(table, privilege) for table, privileges in TABLE_PRIVILEGES.items() for privilege in privileges]
+    row = conn.execute(
+        "SELECT has_schema_privilege(n.oid, 'USAGE'),"
+        " (SELECT coalesce(bool_and(has_function_privilege(p.oid, 'EXECUTE')), false) FROM pg_proc p"
+        "   WHERE p.pronamespace = n.oid AND p.proname = 'prune_events'),"
+        " (SELECT array_agg(w.priv || ' on ' || w.tab ORDER BY w.ord) FROM unnest(%s::text[], %s::text[])"
+        "   WITH ORDINALITY AS w(tab, priv, ord) JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.tab"
+        "   WHERE NOT has_table_privilege(c.oid, w.priv))"
+        " FROM pg_namespace n WHERE n.nspname = %s",
+        ([table for table, _ in wanted], [privilege for _, privilege in wanted], schema),
+    ).fetchone()
+    if row is None:
+        return []
+    found: tuple[Any, ...] = tuple(row)  # type: ignore[arg-type]
+    usage, execute, tables = bool(found[0]), bool(found[1]), list(found[2] or [])
+    missing = [] if usage else ["USAGE on the schema"]
+    missing += [str(each) for each in tables]
+    if not execute:
+        missing.append("EXECUTE on its function prune_events")
+    return missing
 
 
 def migrate(conn: psycopg.Connection[object], schema: str) -> int:

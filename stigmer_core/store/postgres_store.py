@@ -85,7 +85,7 @@ from stigmer_core.store.postgres_faults import (
 )
 from stigmer_core.store.postgres_reader import Reader, within_bytes
 from stigmer_core.store.postgres_schema import VERSION as SCHEMA_VERSION
-from stigmer_core.store.postgres_schema import migrate, other_schemas, read_version
+from stigmer_core.store.postgres_schema import migrate, missing_privileges, other_schemas, read_version
 from stigmer_core.store.postgres_settings import PostgresSettings as PostgresSettings
 from stigmer_core.store.postgres_settings import redact_url as redact_url
 from stigmer_core.store.postgres_use import held_alone, in_use, take_share, take_sole
@@ -349,6 +349,8 @@ class PostgresStore:
                 raise errors.StartupError(self._no_schema(conn))
             if migrate(conn, self.schema) == 0:
                 self._tell_new_schema(conn)
+            if use is not StoreUse.NONE:  # a daemon: found at its start, not weeks later at a write
+                self._refuse_missing_privileges(conn)
             self._tell_connection_budget(conn)
             if not self._take_use(conn):
                 raise errors.DatabaseUnreachable(held_alone(self.schema))  # waited for, as a database down
@@ -359,8 +361,16 @@ class PostgresStore:
             raise self._unreachable(exc) from exc
         except psycopg.Error as exc:  # e.g. a role that may not create the schema
             conn.close()
+            hint = ""
+            if isinstance(exc, pg_errors.InsufficientPrivilege):  # a schema there already, or one to make
+                hint = (
+                    "; a daemon's role needs USAGE on the schema and SELECT, INSERT, UPDATE and DELETE on its "
+                    "tables (docs/operations.md, The database and its roles), and creating or migrating it (a new "
+                    "schema, or one of an older release) needs the schema's owner: `stigmer doctor` with the owner "
+                    "role's URL does it"
+                )
             raise errors.StartupError(
-                f"cannot create or migrate schema {self.schema!r} at {self.url}: {str(exc).strip()}"
+                f"cannot create or migrate schema {self.schema!r} at {self.url}: {str(exc).strip()}{hint}"
             ) from exc
         except BaseException:
             conn.close()
@@ -565,6 +575,16 @@ class PostgresStore:
         return self._acquire()
 
     # -- reads -------------------------------------------------------------
+    def _refuse_missing_privileges(self, conn: Any) -> None:
+        missing = missing_privileges(conn, self.schema)
+        if missing:
+            raise errors.StartupError(
+                f"the role of {self.url} lacks {', '.join(missing)} in schema {self.schema!r}, which a daemon uses: "
+                f"grant them (docs/operations.md, The database and its roles: GRANT USAGE ON SCHEMA {self.schema} "
+                f"…, GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {self.schema} …), or start the "
+                "daemon as a role that has them"
+            )
+
     def _tell_connection_budget(self, conn: psycopg.Connection[Any]) -> None:
         """A pool larger than the database allows opened connections until the server refused them
         (``remaining connection slots are reserved``), and the daemon said only the driver's words,

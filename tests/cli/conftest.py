@@ -20,6 +20,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+import yaml
 
 from stigmer_core.cli.daemon import Files, hung_in_stop
 from stigmer_core.datadir import holder
@@ -169,6 +170,16 @@ def stigmer(tmp_path: Path) -> Iterator[Stigmer]:
 def daemon(stigmer: Stigmer) -> str:
     """A running daemon on the default data directory of ``stigmer``'s home; its address."""
     return stigmer.start().address
+
+
+def stored_nothing(stigmer: Stigmer, *args: str) -> bool:
+    """Whether the store the command's flags name holds no object: none made yet (a command that
+    works on stored objects is refused there, and makes none), or an export of it holds nothing."""
+    result = stigmer("export", "--all", *args)
+    if result.code == 1 and "holds no store, so `stigmer export` has nothing to work on" in result.err:
+        return True
+    assert result.code == 0, result.err
+    return list(yaml.safe_load_all(result.out)) == []
 
 
 def write(path: Path, *documents: str) -> Path:

@@ -247,3 +247,28 @@ def test_an_empty_list_in_an_org_from_the_config_says_where_the_org_came_from(st
     typed = stigmer("get", "agents", "--org", "acme")
     assert typed.err.strip() == "no agents found in org 'acme'", typed.err
     assert "coder" in stigmer.ok("get", "agents", "-A")
+
+
+def test_a_command_on_objects_refuses_a_data_dir_holding_no_store_and_makes_none(
+    stigmer: Stigmer, tmp_path: Path
+) -> None:
+    """A mistyped --data-dir was made into a new store: `get` said there was nothing, `export` wrote
+    a valid empty backup, `token list` showed no token to revoke again after a restore, and
+    `doctor`, which refuses a directory holding no store, then passed on the one they made."""
+    typo = tmp_path / "typo"
+    for command in (
+        ("get", "agents"),
+        ("list", "agents"),
+        ("export", "--all"),
+        ("token", "list"),
+        ("token", "revoke", "nobody"),
+        ("delete", "agent", "coder"),
+        ("cancel", "agentexecution", "run"),
+    ):
+        said = stigmer.fails(*command, "--data-dir", str(typo))
+        name = " ".join(command[:2]) if command[0] == "token" else command[0]
+        assert said.startswith(f"{typo} holds no store, so `stigmer {name}` has nothing to work on"), said
+        assert not (typo / "data.mdb").exists() and not (typo / "secret.key").exists(), command
+    assert "holds no store" in stigmer.fails("doctor", "--data-dir", str(typo))
+    stigmer.ok("apply", "-f", "-", "--data-dir", str(typo), input=CODER)  # a write makes it
+    assert "coder" in stigmer.ok("get", "agents", "--data-dir", str(typo))

@@ -11,7 +11,7 @@ import yaml
 
 from stigmer_plugins.secret_box import fingerprint
 
-from .conftest import Stigmer, write
+from .conftest import Stigmer, stored_nothing, write
 from .test_resources import CODER, INSTANCE, SUPPORT
 
 
@@ -150,7 +150,7 @@ def test_an_export_cut_short_is_refused_and_nothing_is_imported(stigmer: Stigmer
     # a document after the end line: not cut short, and the line is there (it said it had no such line)
     message = stigmer.fails("import", *target, input=whole + "---\n" + CODER)
     assert "but it goes on after that line (text added to its end, or two files joined)" in message, message
-    assert list(yaml.safe_load_all(stigmer.ok("export", "--all", *target))) == []
+    assert stored_nothing(stigmer, *target)
     # a whole export, and documents a person wrote (no such lines), import as before
     assert stigmer.ok("import", *target, input=whole).strip() == "imported 5 of 5 resources (5 created)"
     assert stigmer.ok("import", *target, input=CODER).strip() == "imported 1 of 1 resources (1 unchanged)"
@@ -161,7 +161,7 @@ def test_a_key_given_twice_in_a_document_is_refused(stigmer: Stigmer, tmp_path: 
     twice = "kind: Agent\nmetadata: {name: Twice}\nspec: {instructions: first}\nspec: {description: second}\n"
     message = stigmer.fails("import", input=twice)
     assert "invalid YAML at line 4, column 1: found the key 'spec' twice" in message, message
-    assert list(yaml.safe_load_all(stigmer.ok("export", "--all"))) == []
+    assert stored_nothing(stigmer)
 
 
 def test_owners_are_imported_before_what_they_own_whatever_their_kind_or_slug(stigmer: Stigmer, tmp_path: Path) -> None:
@@ -276,7 +276,7 @@ def test_a_document_is_refused_where_it_contradicts_the_command_or_its_kind(stig
     numbered = "kind: Agent\nmetadata: {name: Bot, labels: {1: a}}\nspec: {}\n"
     message = stigmer.fails("apply", "-f", "-", input=numbered)
     assert "metadata.labels: keys are strings: 1 is a number (quote it)" in message, message
-    assert list(yaml.safe_load_all(stigmer.ok("export", "--all"))) == []
+    assert stored_nothing(stigmer)
     # what agrees goes through: the kind's own apiVersion, --org naming the document's org
     stigmer.ok("import", "--org", "local", input=local.replace("kind:", "apiVersion: agentic.stigmer.ai/v1\nkind:"))
 
@@ -642,7 +642,7 @@ def test_a_move_of_documents_of_several_orgs_is_refused_before_anything_is_writt
         "--to-org acme moves the objects of one org, but the documents name 2 orgs ('local', 'team'); nothing "
         "was imported (export one org, `stigmer export --all --org local > local.yaml`, and import that)"
     )
-    assert stigmer.ok("export", "--all", "--data-dir", fresh).count("kind:") == 0
+    assert stored_nothing(stigmer, "--data-dir", fresh)
     one = stigmer.ok("export", "--all", "--org", "team")
     assert "imported 3 of 3 resources" in stigmer.ok("import", "--to-org", "acme", "--data-dir", fresh, input=one)
 

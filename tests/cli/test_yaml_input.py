@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import TIMEOUT, Result, Stigmer, write
+from .conftest import TIMEOUT, Result, Stigmer, stored_nothing, write
 from .test_resources import CODER
 
 
@@ -42,8 +42,10 @@ def _run(stigmer: Stigmer, *args: str, input: bytes) -> Result:
 
 
 def _nothing_written(stigmer: Stigmer) -> None:
-    assert stigmer.fails("get", "agent", "coder") == "agent 'coder' not found in org 'local'"
-    assert list(yaml.safe_load_all(stigmer.ok("export", "--all"))) == []
+    """Nothing stored: a daemon's store holds no such agent, and no store was made without one."""
+    said = stigmer.fails("get", "agent", "coder")
+    assert said == "agent 'coder' not found in org 'local'" or " holds no store, so `stigmer get`" in said, said
+    assert stored_nothing(stigmer)
 
 
 def test_aliases_expanding_a_document_past_a_request_refuse_the_whole_file(
@@ -86,7 +88,7 @@ def test_the_bound_on_aliases_is_the_request_item_limit_as_set(stigmer: Stigmer)
     assert refused.err.strip().endswith("more than 1,000 (STIGMER_MAX_REQUEST_ITEMS: the most one request may carry)")
     bad = stigmer("apply", "-f", "-", input=_laughs(2), env={"STIGMER_MAX_REQUEST_ITEMS": "many"})
     assert (bad.code, bad.err.strip()) == (1, "stigmer: STIGMER_MAX_REQUEST_ITEMS='many' is not a whole number")
-    assert stigmer.fails("get", "workflow", "lol") == "workflow 'lol' not found in org 'local'"
+    assert "holds no store" in stigmer.fails("get", "workflow", "lol")  # nothing was written
 
 
 def test_stdin_that_is_not_utf8_is_refused_like_a_file(stigmer: Stigmer, tmp_path: Path) -> None:

@@ -123,7 +123,8 @@ def get(
     labels = _labels(selectors)
     if labels and name is not None:
         raise CliError(f"-l selects among every {kind_name} object: give a NAME or -l, not both", exit_code=2)
-    session = Session.of(ctx, read_only=READ_ONLY)
+    # a watch needs the daemon, which says so itself; it may start before anything is stored
+    session = Session.of(ctx, read_only=READ_ONLY, needs_store="" if watch else "get")
     kind = session.kind(kind_name)
     if watch:
         from stigmer_core.cli import watching
@@ -153,7 +154,7 @@ def list_(
     from stigmer_core.cli.session import Session
 
     labels = _labels(selectors)
-    session = Session.of(ctx, read_only=READ_ONLY)
+    session = Session.of(ctx, read_only=READ_ONLY, needs_store="list")
     _show_list(session, session.kind(kind_name), output, all_orgs=all_orgs, labels=labels, limit=limit)
 
 
@@ -174,7 +175,7 @@ def delete(ctx: click.Context, kind_name: str, name: str, dry_run: bool) -> None
     from stigmer_core.cli.envelope import metadata
     from stigmer_core.cli.session import Session
 
-    session = Session.of(ctx)
+    session = Session.of(ctx, needs_store="delete")
     kind = session.kind(kind_name)
     calls = session.calls(kind)
     found = calls.require(session.org, name)
@@ -200,7 +201,7 @@ def cancel(ctx: click.Context, kind_name: str, name: str, reason: str) -> None:
     from stigmer_core.cli.envelope import descriptor, metadata
     from stigmer_core.cli.session import Session
 
-    session = Session.of(ctx)
+    session = Session.of(ctx, needs_store="cancel")
     kind = session.kind(kind_name)
     if "cancel" not in kind.methods:
         raise CliError(f"{kind.plural} cannot be cancelled: the kind has no 'cancel' rpc")

@@ -107,7 +107,7 @@ def list_(ctx: click.Context) -> None:
     from stigmer_core.cli import render
     from stigmer_core.cli.session import Session
 
-    session = Session.of(ctx)
+    session = Session.of(ctx, needs_store="token list")
     stub = session.client.stub(token_grpc.ApiTokenQueryControllerStub)
     rows = []
     request = apitoken_pb2.ListApiTokensRequest(org=session.org)
@@ -140,7 +140,7 @@ def revoke(ctx: click.Context, token_ref: str) -> None:
     from stigmer_core.api.iam.apitoken.v1 import service_pb2_grpc as token_grpc
     from stigmer_core.cli.session import Session
 
-    session = Session.of(ctx)
+    session = Session.of(ctx, needs_store="token revoke")
     queries = session.client.stub(token_grpc.ApiTokenQueryControllerStub)
     commands = session.client.stub(token_grpc.ApiTokenCommandControllerStub)
     if token_ref.startswith("tok-"):

@@ -51,9 +51,10 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         raise CliError("name the kinds to export, or pass --all", exit_code=2)
     if kind_names and all_kinds:
         raise CliError("give either --all or kinds, not both", exit_code=2)
-    session = Session.of(ctx, read_only=WITHOUT_KEY)
+    session = Session.of(ctx, read_only=WITHOUT_KEY, needs_store="export")
     every_org = all_orgs or (all_kinds and overrides(ctx).org is None)
     kinds = backup.exportable(session.catalog, kind_names)
+    session.refuse_no_store()  # here, not as each kind is listed: said once, with nothing written
     # before anything opens the store in this process: LMDB opens an environment once per process
     missing = backup.unserved(session) if all_kinds else []
     with backup.collect(session, kinds, org="" if every_org else session.org) as export:

@@ -17,9 +17,9 @@ from google.protobuf.message import Message
 from stigmer_core import errors
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.envelope import descriptor, metadata
-from stigmer_core.cli.errors import CliError, from_rpc
+from stigmer_core.cli.errors import CliError, from_rpc, status_line, violation_lines
 from stigmer_core.headers import DRY_RUN, REMOVED, REMOVED_COUNT
-from stigmer_core.ids import looks_like_id
+from stigmer_core.ids import looks_like_id, slugify
 
 # ``<id_prefix>-<lowercase ULID>``: anything else given as NAME|ID is a slug.
 MAX_PAGE = 1000
@@ -43,6 +43,21 @@ def wrap(request_cls: type[Message], resource: Message) -> Message:
     return request
 
 
+def check_name(kind: KindInfo, name: str) -> None:
+    """A NAME that is neither an id nor a slug, refused here in words (the server's refusal named
+    only a regex of ``ApiResourceReference.slug``): a display name (`Support Bot`), capitals."""
+    if name and slugify(name) == name:
+        return
+    suggestion = slugify(name)
+    hint = f" (its slug may be '{suggestion}')" if suggestion and not name.startswith(f"{kind.id_prefix}-") else ""
+    shape = f" ({kind.id_prefix}-…)" if kind.id_prefix else ""
+    raise CliError(
+        f"'{name}' is neither a slug (lowercase letters, digits and inner dashes) nor an id{shape} of "
+        f"{kind.plural}{hint}",
+        exit_code=2,
+    )
+
+
 class KindCalls:
     """One kind's standard rpcs over a channel, errors already in the exception tree."""
 
@@ -52,6 +67,8 @@ class KindCalls:
         self.target = target
         self.timeout = timeout
         self._callables: dict[str, Any] = {}
+        self.missing: errors.NotFound | None = None
+        """The server's refusal of the last object looked for and not found (for ``-v``)."""
 
     def call(self, method: str, request: Message, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
         found = self.kind.method(method)
@@ -102,15 +119,21 @@ class KindCalls:
         except errors.NotFound as exc:
             if exc.reason == errors.OrgNotVisible.reason:
                 raise
+            self.missing = exc
             return None
         return found
 
     def require(self, org: str, name_or_id: str) -> Message:
         """The object, or a refusal; an id of another org's object (ids are unique across orgs)
         says which org holds it, not that nothing was found."""
+        self.missing = None
+        if not looks_like_id(name_or_id, self.kind.id_prefix):
+            check_name(self.kind, name_or_id)
         found = self._find(org, name_or_id)
         if found is None:
-            raise CliError(f"{self.kind.label} '{name_or_id}' not found in org '{org}'")
+            # the server's refusal, for -v: what a script matches on (docs/cli.md, Output and errors)
+            said: list[str] = [] if self.missing is None else [*violation_lines(self.missing), status_line(self.missing)]
+            raise CliError(f"{self.kind.label} '{name_or_id}' not found in org '{org}'", details=said)
         held = metadata(found).org
         if org and held != org:
             raise CliError(f"{self.kind.label} '{name_or_id}' is in org '{held}', not in org '{org}': give --org {held}")

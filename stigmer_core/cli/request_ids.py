@@ -18,6 +18,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from stigmer_core.cli.calls import check_name
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.envelope import repeated
 from stigmer_core.cli.errors import CliError
@@ -71,6 +72,10 @@ def resolve(session: Session, kind: KindInfo, request: Message) -> None:
                 f"request field {field.json_name}: '{value}' is not an id; the field takes an id, "
                 "not a slug: give the id (`stigmer get KIND NAME` shows it)"
             )
+        try:
+            check_name(target, value)
+        except CliError as exc:  # neither a slug nor an id: said of the field it was given in
+            raise CliError(f"request field {field.json_name}: {exc.message}", exit_code=exc.exit_code) from None
         found = session.calls(target).lookup(org, value)
         if found is None:
             raise CliError(f"request field {field.json_name}: {target.label} '{value}' not found in org '{org}'")

@@ -126,3 +126,22 @@ def test_an_integer_a_struct_would_round_is_refused_naming_the_field(stigmer: St
     assert "workflow/billing created" in stigmer.ok("apply", "-f", str(quoted))
     shown = stigmer.ok("get", "workflow", "billing", "-o", "json")
     assert '"accountId": "9007199254740993"' in shown and "9007199254740992" in shown  # 2^53 fits: kept a number
+
+
+def test_a_name_that_is_no_slug_is_said_so_and_a_refusal_shows_its_status_with_v(stigmer: Stigmer) -> None:
+    """`get agent "Support Bot"` (the display name) was told `invalid ApiResourceReference: slug:
+    does not match regex pattern ...`; and `-v` added nothing to `get`, `delete` and `cancel`'s
+    refusals, where docs/cli.md promises the status a script matches on."""
+    stigmer.ok("apply", "-f", "-", input=CODER.replace("Coder", "Support Bot"))
+    said = stigmer.fails("get", "agent", "Support Bot", code=2)
+    assert said == (
+        "'Support Bot' is neither a slug (lowercase letters, digits and inner dashes) nor an id (agt-…) of agents "
+        "(its slug may be 'support-bot')"
+    ), said
+    field = stigmer.fails("call", "session", "listByAgent", "--set", "agentId=Support-Bot", code=2)
+    assert field.startswith("request field agentId: 'Support-Bot' is neither a slug"), field
+    for command in (("get", "agent", "nobody"), ("delete", "agent", "nobody"), ("cancel", "agentexecution", "no")):
+        result = stigmer(*command, "-v")
+        assert result.code == 1, result.err
+        lines = result.err.strip().splitlines()
+        assert lines[0].endswith("not found in org 'local'") and lines[-1].startswith("  status NOT_FOUND, reason"), lines

@@ -111,20 +111,31 @@ class _Loader(_BaseLoader):  # type: ignore[misc, unused-ignore]
         return super().construct_document(node)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
+        seen: dict[Any, str] = {}  # key -> how it was written first
         for key_node, _ in node.value:
             if key_node.tag == _MERGE:  # ``<<: *base``: what it merges in, the mapping's own keys override
                 continue
             key = self.construct_object(key_node, deep=deep)
+            written = key_node.value if isinstance(key_node.value, str) else repr(key)
             try:
-                repeated = key in seen
+                first = seen.get(key)
             except TypeError:  # an unhashable key: SafeLoader names it below
                 continue
-            if repeated:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark, f"found the key {key!r} twice", key_node.start_mark
+            if first is not None:
+                # ``true`` and ``1``, ``1`` and ``1.0``: two keys as written, one once read (and one
+                # would replace the other's value without a word)
+                apart = (
+                    ""
+                    if first == written
+                    else f" (written '{first}' and '{written}', which YAML reads as one key: quote them to keep them apart)"
                 )
-            seen.add(key)
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice{apart}",
+                    key_node.start_mark,
+                )
+            seen[key] = written
         return super().construct_mapping(node, deep=deep)
 
 

@@ -161,6 +161,11 @@ def test_a_key_given_twice_in_a_document_is_refused(stigmer: Stigmer, tmp_path: 
     twice = "kind: Agent\nmetadata: {name: Twice}\nspec: {instructions: first}\nspec: {description: second}\n"
     message = stigmer.fails("import", input=twice)
     assert "invalid YAML at line 4, column 1: found the key 'spec' twice" in message, message
+    # two keys as written, one as YAML reads them: said so, not as the same key written twice
+    for first, second in (("true", "1"), ("no", "0"), ("1", "1.0")):
+        alike = f"kind: Agent\nmetadata: {{name: Bot, labels: {{{first}: a, {second}: b}}}}\n"
+        message = stigmer.fails("import", input=alike)
+        assert f"(written '{first}' and '{second}', which YAML reads as one key: quote them" in message, message
     assert stored_nothing(stigmer)
 
 

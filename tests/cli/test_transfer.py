@@ -687,18 +687,16 @@ def test_an_import_whose_local_daemon_stopped_says_so_of_the_local_daemon(
     assert "--backend remote" not in result.output
 
 
-def test_an_import_interrupted_says_how_far_it_got_and_a_second_run_finishes(stigmer: Stigmer, tmp_path: Path) -> None:
-    """Ctrl-C printed click's "Aborted!" alone: nothing said how far the import got, or that
-    importing again finishes it."""
+def _interrupted(stigmer: Stigmer, command: str, backup: Path) -> tuple[int, str]:
+    """``command -f backup`` on the local store in process, sent SIGINT a second into its documents:
+    its exit code and stderr."""
     import signal
     import subprocess
     import sys
     import time
 
-    count = 3000
-    backup = write(tmp_path / "backup.yaml", *(CODER.replace("Coder", f"Agent {n}") for n in range(count)))
     running = subprocess.Popen(
-        [sys.executable, "-m", "stigmer_core.cli", "import", "-f", str(backup)],
+        [sys.executable, "-m", "stigmer_core.cli", command, "-f", str(backup)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -707,10 +705,29 @@ def test_an_import_interrupted_says_how_far_it_got_and_a_second_run_finishes(sti
     deadline = time.monotonic() + 60
     while not (stigmer.data_dir / "data.mdb").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.0)  # into the documents: its start takes well under this, the import several times it
+    time.sleep(1.0)  # into the documents: its start takes well under this, the whole run several times it
     running.send_signal(signal.SIGINT)
-    out, err = running.communicate(timeout=60)
-    assert running.returncode == 130, (running.returncode, out, err)
+    _, err = running.communicate(timeout=60)
+    return running.returncode, err
+
+
+def test_an_apply_interrupted_says_how_far_it_got(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Ctrl-C in `apply` printed click's "Aborted!" alone, exit 1, as `import` did."""
+    count = 3000
+    manifest = write(tmp_path / "many.yaml", *(CODER.replace("Coder", f"Agent {n}") for n in range(count)))
+    code, err = _interrupted(stigmer, "apply", manifest)
+    said = err.strip().splitlines()[-1]
+    assert code == 130 and said.startswith("stigmer: interrupted after ") and f" of {count} documents" in said, err
+    assert "applying the same files again finishes the job" in said and "Aborted!" not in err, err
+
+
+def test_an_import_interrupted_says_how_far_it_got_and_a_second_run_finishes(stigmer: Stigmer, tmp_path: Path) -> None:
+    """Ctrl-C printed click's "Aborted!" alone: nothing said how far the import got, or that
+    importing again finishes it."""
+    count = 3000
+    backup = write(tmp_path / "backup.yaml", *(CODER.replace("Coder", f"Agent {n}") for n in range(count)))
+    code, err = _interrupted(stigmer, "import", backup)
+    assert code == 130, (code, err)
     said = err.strip().splitlines()[-1]
     assert said.startswith("stigmer: interrupted; ") and f" of {count} resources were imported before it" in said, err
     assert "importing the same documents again finishes the job" in said and "Aborted!" not in err, err

@@ -46,12 +46,22 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
         if dry_run
         else set()
     )
-    for document in in_apply_order(documents, session.catalog):
-        outcome = apply_one(session, document, dry_run=dry_run, created=created, planned=planned)
-        if outcome.failed:
-            failed += 1
-            report_failure(f"{document.where} ({document.ref}): {with_org_hint(ctx, outcome.error)}")
-        else:
-            click.echo(f"{document.ref} {outcome.action}")
+    ordered = in_apply_order(documents, session.catalog)
+    done = 0
+    try:
+        for document in ordered:
+            outcome = apply_one(session, document, dry_run=dry_run, created=created, planned=planned)
+            done += 1
+            if outcome.failed:
+                failed += 1
+                report_failure(f"{document.where} ({document.ref}): {with_org_hint(ctx, outcome.error)}")
+            else:
+                click.echo(f"{document.ref} {outcome.action}")
+    except KeyboardInterrupt:  # click would say "Aborted!" alone: each line above says what was applied
+        raise CliError(
+            f"interrupted after {done} of {len(ordered)} documents (the lines above say what each did; the one in "
+            "flight may have been applied too): applying the same files again finishes the job",
+            exit_code=130,
+        ) from None
     if failed:
         ctx.exit(1)

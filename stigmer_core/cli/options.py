@@ -94,11 +94,15 @@ def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
         if value not in (None, False):
             flags = overrides(ctx)
             setattr(flags, name, value)
-            if flags.data_dir and flags.backend == "remote" and not ctx.resilient_parsing:  # a usage error
-                from stigmer_core.cli.errors import CliError
-                from stigmer_core.config import local_and_remote
+            if ctx.resilient_parsing or not flags.data_dir:
+                return value
+            from stigmer_core.cli.errors import CliError
+            from stigmer_core.config import local_and_remote
 
+            if flags.backend == "remote":  # a usage error
                 raise CliError(local_and_remote(flags.data_dir), exit_code=2)
+            if flags.endpoint and flags.backend is None:  # as much one: a server named beside a local store
+                raise CliError(local_and_remote(flags.data_dir, f"--endpoint {flags.endpoint}"), exit_code=2)
         return value
 
     return callback

@@ -95,6 +95,11 @@ def test_a_data_directory_on_the_command_line_is_the_local_backend(stigmer: Stig
         "give one of them (--data-dir alone uses the local backend)"
     )
     assert "coder" in stigmer.ok("get", "agent", "--backend", "local", "--data-dir", new)
+    # a server named beside a local store is the same usage error (it exited 1)
+    for order in (("--endpoint", "127.0.0.1:1", "--data-dir", new), ("--data-dir", new, "--endpoint", "127.0.0.1:1")):
+        said = stigmer.fails("get", "agent", *order, code=2)
+        assert said.endswith("but --endpoint 127.0.0.1:1 asks for the remote server; give one of them "
+                             "(--data-dir alone uses the local backend)"), said  # fmt: skip
     # $STIGMER_DATA_DIR, often set for every shell, says where the local store is: it picks no backend
     from_env = stigmer("get", "agent", env={"STIGMER_DATA_DIR": new})
     assert from_env.code == 1 and "cannot reach the stigmer server at 127.0.0.1:" in from_env.err, from_env.err

@@ -47,7 +47,7 @@ def tls_trouble(details: str, names: TlsNames = CONNECT_NAMES) -> str | None:
     if any(words in lowered for words in untrusted) or "unable to get local issuer" in lowered:
         return (
             f"its certificate is not signed by a CA this client trusts (give the CA that signed it with {names.ca}: "
-            "a CA file given already did not sign it)"
+            "if a CA file was given, it did not sign it)"
         )
     if "security handshaker" in lowered or "ssl_ctx" in lowered:
         return f"{names.files}, could not be used (are they PEM files, and is the key the certificate's?)"

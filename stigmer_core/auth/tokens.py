@@ -139,8 +139,8 @@ class Authenticator:
             return LOCAL_ADMIN
         if self.required and not trusted_peer(peer):
             raise errors.Unauthenticated(
-                "this server requires an API token: send 'authorization: Bearer stg_…' "
-                "(`stigmer login --endpoint HOST:PORT --token TOKEN`)",
+                "this server requires an API token: send 'authorization: Bearer stg_…' (the CLI: "
+                "`stigmer login --endpoint HOST:PORT --token TOKEN`; Python: connect(..., token=...))",
                 reason="TOKEN_REQUIRED",
             )
         return LOCAL_ADMIN

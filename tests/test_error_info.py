@@ -387,3 +387,19 @@ def test_an_asyncio_clients_refusal_is_read_back_whole(daemon: Daemon) -> None:
 
 def _agent_in(name: str, org: str) -> agent_pb2.Agent:
     return agent_pb2.Agent(metadata={"name": name, "org": org})
+
+
+def test_an_id_another_org_holds_is_refused_with_its_own_reason(daemon: Daemon) -> None:
+    """NOT_FOUND for an id another org holds and NOT_FOUND for an id nothing holds had one reason:
+    a client (the CLI's import) could tell them apart only by the words."""
+    from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+
+    commands = agent_grpc.AgentCommandControllerStub(daemon.app.channel())
+    taken = commands.create(_agent_in("held", "beta"))  # the local administrator, in another org
+    kinds = daemon.kinds()
+    again = agent_pb2.Agent(metadata={"name": "mine", "id": taken.metadata.id})
+    code, info = refusal(lambda: kinds.agents.create(again))
+    assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "ID_TAKEN")
+    assert info.metadata["id"] == taken.metadata.id and info.metadata["org"] == ALPHA
+    code, info = refusal(lambda: kinds.agents.get(new_id("agt")))
+    assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")

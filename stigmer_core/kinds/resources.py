@@ -56,8 +56,14 @@ def taken_elsewhere(kind: KindRuntime, object_id: str, org: str) -> errors.NotFo
     return errors.NotFound(
         f"{kind.label} '{object_id}' not found in org '{org}', and that id cannot be used there: "
         "leave metadata.id out to create it under a new one",
+        reason=ID_TAKEN,
         metadata={"kind": kind.name, "id": object_id, "org": org},
     )
+
+
+ID_TAKEN = "ID_TAKEN"
+"""The reason of ``taken_elsewhere``: told apart from a NOT_FOUND of the id itself (an update of an
+object deleted since), which its words alone told a client."""
 
 
 def _declared(kind: KindRuntime, where: str, fn: Callable[..., T], *args: Any) -> T:

@@ -342,7 +342,7 @@ def _held_elsewhere(outcome: Any) -> str:
     if not own:
         return ""
     moved = isinstance(cause, errors.InvalidArgument) and any(v.field == "metadata.org" for v in cause.violations)
-    hidden = type(cause) is errors.NotFound and cause.metadata.get("id") == own
+    hidden = type(cause) is errors.NotFound and cause.reason == "ID_TAKEN" and cause.metadata.get("id") == own
     if not (moved or hidden):
         return ""
     # the server's own advice (leave metadata.id out) is for one object: in an import, other

@@ -251,7 +251,7 @@ def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -
         code = process.poll()
         if code is not None:
             _forget(files, process.pid)
-            said = _last_error(files)
+            said = (_last_error(files) or "").rstrip(".")  # its sentence ends here, before "; see"
             raise CliError(
                 f"the daemon exited with code {code} while starting{f': {said}' if said else ''}; see {files.log_file}",
                 details=_log_tail(files),

@@ -14,6 +14,18 @@ LOGGER = "stigmer"
 def as_records(on: bool = True) -> None:
     """From now on, said as log records (the daemon's log is JSON: ``--log-format json``)."""
     _RECORDS[0] = on
+    if on:  # its start and stop lines are INFO records of it (``announce``), whatever the log's level
+        logging.getLogger(LOGGER).setLevel(logging.INFO)
+
+
+def announce(text: str) -> None:
+    """A daemon's start, drain and stop lines: plain on stdout, or, where its log is JSON, INFO
+    records of that log, so a collector reading both streams (systemd's journal) meets no plain
+    text from a daemon told to write JSON."""
+    if _RECORDS[0]:
+        logging.getLogger(LOGGER).info(text)
+    else:
+        print(text, flush=True)
 
 
 def said_as_records() -> bool:

@@ -26,6 +26,7 @@ from stigmer_core.grpc_servers import AsyncServing, Serving, SyncServing
 from stigmer_core.keepalive import Keepalive
 from stigmer_core.local_socket import UnixTarget, socket_path
 from stigmer_core.plugins import server_interceptors
+from stigmer_core.said import announce
 from stigmer_core.server_pools import PoolSizes, ServerPools
 from stigmer_core.store.engines import describe as describe_store
 from stigmer_core.store.retention import EventRetention
@@ -339,29 +340,26 @@ def serve(
             if on
         )
         scraped = f"; metrics: http://{metrics.address}/metrics" if metrics is not None else ""
-        print(
+        announce(
             f"stigmer daemon listening on {server.address}{f' ({security})' if security else ''} "
-            f"(data: {where}; kinds: {kinds}{scraped})",
-            flush=True,
+            f"(data: {where}; kinds: {kinds}{scraped})"
         )
         _wait_for_signal(stop)
         if drain > 0:
             stop.clear()
             server.drain()
-            print(
+            announce(
                 f"stigmer daemon draining: health NOT_SERVING, still serving for {drain:g} s "
-                "(another SIGTERM or Ctrl-C stops it now)",
-                flush=True,
+                "(another SIGTERM or Ctrl-C stops it now)"
             )
             _wait_for_signal(stop, drain)
         limit = grace + stop_bound.STOP_MARGIN_SECONDS if stop_limit is None else stop_limit
         armed = True
         stop_bound.arm(limit)  # before the line below: once it is printed, a second signal ends the process
-        print(
+        announce(
             f"stigmer daemon stopping: draining in-flight calls (for at most {grace:g} s; "
             "another SIGTERM or Ctrl-C stops it now, and a stop still running after "
-            f"{limit:g} s prints every thread's stack and exits 1)",
-            flush=True,
+            f"{limit:g} s prints every thread's stack and exits 1)"
         )
         server.stop(grace)
         return 0

@@ -88,8 +88,10 @@ def test_a_json_log_is_one_object_per_record_with_its_traceback_inside(tmp_path:
         done = _run(*args, "--data-dir", str(tmp_path / "data"), env=env)
         assert done.returncode == 0, (how, done.stderr)
         records = _records(done.stderr)
-        assert [r["message"] for r in records] == ["internal error in step 'boom'"], how
-        (record,) = records
+        assert [r["message"] for r in records] == ["internal error in step 'boom'", "stigmer daemon stopped (exit code 0)"]
+        assert records[1]["level"] == "INFO" and records[1]["logger"] == "stigmer", records[1]
+        assert done.stdout == "", "the start and stop lines are records of the log too, not plain text on stdout"
+        record = records[0]
         assert record["level"] == "ERROR" and record["logger"] == "stigmer_core.pipeline.step", record
         assert record["exception"].startswith("Traceback (most recent call last):"), record
         assert record["exception"].endswith("RuntimeError: a step's bug"), record
@@ -132,4 +134,33 @@ def test_a_json_daemon_says_its_wait_and_its_last_error_as_records(tmp_path: Pat
     assert said == [
         ("WARNING", "waiting up to 1 s for the database (--store-wait)"),
         ("ERROR", "waited 1 s for the database (--store-wait)"),
+    ], said
+
+
+def test_a_json_daemons_start_and_stop_lines_are_records_of_its_log(tmp_path: Path) -> None:
+    """They went to stdout as plain text, and under systemd both streams reach one journal: a
+    collector parsing JSON met four lines it could not read per daemon lifetime."""
+    import signal
+    import time
+
+    from stigmer_core.datadir import holder
+
+    data = tmp_path / "data"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "stigmer_core.cli", "serve", "--log-format", "json", "--address", "127.0.0.1:0",
+         "--data-dir", str(data), "--drain", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (holder(data) or {}).get("address") and time.monotonic() < deadline and daemon.poll() is None:
+        time.sleep(0.05)
+    daemon.send_signal(signal.SIGTERM)
+    out, err = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0 and out == "", (daemon.returncode, out, err)
+    said = [r["message"].split(":")[0].split(" (")[0] for r in _records(err) if r["logger"] == "stigmer"]
+    assert said == [
+        "stigmer daemon listening on 127.0.0.1",  # its port follows
+        "stigmer daemon draining",
+        "stigmer daemon stopping",
+        "stigmer daemon stopped",
     ], said

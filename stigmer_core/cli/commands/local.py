@@ -107,6 +107,7 @@ def serve(
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from stigmer_core import config, stop_bound
     from stigmer_core.cli.log_format import daemon_lines
+    from stigmer_core.said import announce
     from stigmer_core.server import serve as run_daemon
 
     daemon_lines(json=config.log_format(log_format) == "json")
@@ -131,7 +132,7 @@ def serve(
         metrics_address=config.metrics_address(metrics_address) or None,
         store_wait=store_wait,
     )
-    click.echo(f"stigmer daemon stopped (exit code {code})")
+    announce(f"stigmer daemon stopped (exit code {code})")
     stop_bound.bound_exit()
     sys.exit(code)
 

@@ -202,3 +202,8 @@ def test_a_database_that_refuses_the_login_ends_the_start_without_waiting(
     assert time.monotonic() - began < 30, "not waited for"
     said = "".join(daemon.stderr)
     assert "waiting up to" not in said and "refused this daemon's login" in said and "does not exist" in said, said
+    from stigmer_core import errors
+    from stigmer_core.store.postgres_store import PostgresStore
+
+    with pytest.raises(errors.StartupError, match="refused this login"):  # a command (doctor) is no daemon
+        PostgresStore(store)

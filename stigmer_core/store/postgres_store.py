@@ -423,7 +423,8 @@ class PostgresStore:
 
     def _unreachable(self, exc: psycopg.OperationalError) -> errors.StartupError:
         if refused_login(exc):  # the server answered: waiting would change nothing
-            return errors.StartupError(f"the database at {self.url} refused this daemon's login: {str(exc).strip()}")
+            who = "this daemon's" if self.use is StoreUse.SHARE else "this"
+            return errors.StartupError(f"the database at {self.url} refused {who} login: {str(exc).strip()}")
         return errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {str(exc).strip()}")
 
     def _take_use(self, conn: psycopg.Connection[Any]) -> bool:

@@ -103,7 +103,46 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
     _warn_unknown(path, data)
+    _warn_readable(path, data)
     return data
+
+
+def _secret_held(data: Mapping[str, Any]) -> str:
+    """What of the config is a secret: the remote token, or a store URL's password; "" for none."""
+    remote = data.get("remote")
+    if isinstance(remote, Mapping) and remote.get("token"):
+        return "an API token (remote.token)"
+    store = data.get("store")
+    if isinstance(store, str) and "://" in store:
+        from urllib.parse import urlsplit
+
+        try:
+            if urlsplit(store).password:
+                return "the database password (store)"
+        except ValueError:
+            return ""
+    return ""
+
+
+def _warn_readable(path: Path, data: Mapping[str, Any]) -> None:
+    """Say, once, that a config holding a secret can be read by other users: `login` writes it
+    0600, but a hand-written one (docs/operations.md puts `store:` there) kept the umask's 0644."""
+    import logging
+    import stat
+
+    held = _secret_held(data)
+    if not held or (str(path), "readable") in _warned:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        _warned.add((str(path), "readable"))
+        logging.getLogger(__name__).warning(
+            "config file %s holds %s and other users may read it (mode %s): `chmod 600 %s`",
+            path, held, oct(stat.S_IMODE(mode)), path,
+        )  # fmt: skip
 
 
 def _warn_unknown(path: Path, data: Mapping[str, Any]) -> None:

@@ -601,7 +601,7 @@ def _schema_at(conn: psycopg.Connection[Any], schema: str, version: int) -> None
 
 
 def test_a_version_1_schema_is_migrated_and_its_events_counted_and_kept_by_bytes(
-    stigmer_postgres_store_url: str,
+    stigmer_postgres_store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = PostgresSettings.from_url(stigmer_postgres_store_url)
     schema = f'"{settings.schema}"'
@@ -614,7 +614,15 @@ def test_a_version_1_schema_is_migrated_and_its_events_counted_and_kept_by_bytes
             )
         conn.execute(f"UPDATE {schema}.meta SET revision = 5".encode())
     retention = EventRetention(max_bytes=250)
-    with PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as store:
+    with (
+        caplog.at_level("WARNING", logger="stigmer_core.store.postgres_store"),
+        PostgresStore(stigmer_postgres_store_url, durable=False, retention=retention) as store,
+    ):
+        # an upgrade's migration is said: the operator checked for it in the schema's table
+        migrated = [r.getMessage() for r in caplog.records if "migrated schema" in r.getMessage()]
+        assert migrated == [
+            f"migrated schema {settings.schema!r} at {store.url} from version 1 to {VERSION} (this release's)"
+        ], migrated
         assert _event_bytes(store) == 500  # counted once, by the migration
         assert store.transact(lambda txn: txn.append_event(b"n" * 10)) == 6
         with store.read() as txn:  # whole revisions went until at most 250 bytes were left before the append

@@ -347,8 +347,14 @@ class PostgresStore:
         try:
             if existing and read_version(conn, self.schema) is None:
                 raise errors.StartupError(self._no_schema(conn))
-            if migrate(conn, self.schema) == 0:
+            before = migrate(conn, self.schema)
+            if before == 0:
                 self._tell_new_schema(conn)
+            elif before < SCHEMA_VERSION:  # an upgrade's step the operator looks for (docs/operations.md)
+                log.warning(
+                    "migrated schema %r at %s from version %d to %d (this release's)",
+                    self.schema, self.url, before, SCHEMA_VERSION,
+                )  # fmt: skip
             if use is not StoreUse.NONE:  # a daemon: found at its start, not weeks later at a write
                 self._refuse_missing_privileges(conn)
             self._tell_connection_budget(conn)

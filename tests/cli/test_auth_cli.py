@@ -52,6 +52,13 @@ def test_first_token_in_process_then_login_to_a_server_that_requires_tokens(
     assert "caller:      refused: the API token has been revoked" in stigmer.ok("backend", "status")
     stigmer.ok("backend", "switch", "remote", "--token", token)
     assert "caller:      token:acme/first (admin in acme)" in stigmer.ok("backend", "status")
+    # revoking the token the command is sent with says what happens next (it was a surprise)
+    second = stigmer.ok("token", "create", "--role", "admin", "--name", "second").strip()
+    stigmer.ok("login", "--endpoint", daemon, "--token", second)
+    own = stigmer("token", "revoke", "second")
+    assert own.code == 0 and "token/second revoked" in own.out, own.err
+    assert "note: token/second is the token this command was sent with: the next command" in own.err, own.err
+    assert "note:" not in stigmer("token", "revoke", "ro", env={"STIGMER_TOKEN": token}).err
 
 
 def test_a_token_goes_only_to_its_server_and_is_taken_as_printed(

@@ -150,5 +150,14 @@ def revoke(ctx: click.Context, token_ref: str) -> None:
 
         ref = metadata_pb2.ApiResourceReference(org=session.org, slug=token_ref)
         token_id = _call(session, queries.getByReference, ref, "revoking a token").metadata.id
+    from stigmer_core.cli.identity import whoami_of
+
+    caller = whoami_of(session.client.channel, session.target).principal  # before: after, it is refused
     revoked = _call(session, commands.revoke, apitoken_pb2.ApiTokenId(value=token_id), "revoking a token")
     click.echo(f"token/{revoked.metadata.slug} revoked")
+    if caller == f"token:{revoked.metadata.org}/{revoked.metadata.slug}":  # its next command is refused
+        click.echo(
+            f"note: token/{revoked.metadata.slug} is the token this command was sent with: the next command "
+            "sent with it is refused; log in with another (`stigmer login --token …`)",
+            err=True,
+        )

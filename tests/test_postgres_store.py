@@ -1897,3 +1897,30 @@ def test_a_daemon_whose_role_lacks_a_privilege_is_refused_its_start_naming_each(
             admin.execute(f'GRANT INSERT ON "{schema}".events TO "{role}"')
         with PostgresStore(url, durable=False, use=StoreUse.SHARE) as daemon:
             daemon.transact(lambda txn: (txn.put(b"k/granted", b"1"), txn.append_event(b"ev")))
+
+
+def test_a_renamed_schema_is_refused_before_its_prune_reaches_the_schema_it_was_made_in(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """A backup restored under another name (ALTER SCHEMA … RENAME) served, and its first prune
+    deleted events of the live schema its function names."""
+    from stigmer_core.store.protocol import StoreUse
+
+    settings = PostgresSettings.from_url(stigmer_postgres_store_url)
+    with PostgresStore(stigmer_postgres_store_url, durable=False) as made:
+        made.transact(lambda txn: txn.append_event(b"ev"))
+    renamed = f"{settings.schema}_renamed"[:63]
+    with psycopg.connect(settings.conninfo, autocommit=True) as admin:
+        admin.execute(f'ALTER SCHEMA "{settings.schema}" RENAME TO "{renamed}"'.encode())
+    try:
+        url = stigmer_postgres_store_url.replace(f"schema={settings.schema}", f"schema={renamed}")
+        with pytest.raises(errors.StartupError) as refused:
+            PostgresStore(url, durable=False, use=StoreUse.SHARE)
+        said = str(refused.value)
+        assert f"schema '{renamed}'" in said and f"was renamed from '{settings.schema}'" in said, said
+        assert "would prune that schema's event log" in said, said
+    finally:
+        with psycopg.connect(settings.conninfo, autocommit=True) as admin:
+            admin.execute(f'ALTER SCHEMA "{renamed}" RENAME TO "{settings.schema}"'.encode())
+    with PostgresStore(stigmer_postgres_store_url, durable=False, use=StoreUse.SHARE) as store:  # its own name
+        assert store.transact(lambda txn: txn.append_event(b"ev")) >= 2

@@ -363,6 +363,24 @@ def missing_privileges(conn: psycopg.Connection[object], schema: str) -> list[st
     return missing
 
 
+def foreign_prune(conn: psycopg.Connection[object], schema: str) -> str | None:
+    """The schema ``schema``'s function ``prune_events`` works on when it is another one (the
+    schema was renamed, ``ALTER SCHEMA … RENAME``: the function's body names the tables with the
+    schema it was made in, so it would prune that schema's event log), else None."""
+    row = conn.execute(
+        "SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = %s AND p.proname = 'prune_events' LIMIT 1",
+        (schema,),
+    ).fetchone()
+    if row is None:
+        return None
+    body = str(row[0])  # type: ignore[index]
+    if f'"{schema}".events' in body:
+        return None
+    named = re.search(r'"((?:[^"]|"")+)"\.events', body)
+    return named.group(1).replace('""', '"') if named else "another schema"
+
+
 def migrate(conn: psycopg.Connection[object], schema: str) -> int:
     """Bring ``schema`` to ``VERSION``; return the version it was at before.
 

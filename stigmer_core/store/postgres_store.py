@@ -85,7 +85,7 @@ from stigmer_core.store.postgres_faults import (
 )
 from stigmer_core.store.postgres_reader import Reader, within_bytes
 from stigmer_core.store.postgres_schema import VERSION as SCHEMA_VERSION
-from stigmer_core.store.postgres_schema import migrate, missing_privileges, other_schemas, read_version
+from stigmer_core.store.postgres_schema import foreign_prune, migrate, missing_privileges, other_schemas, read_version
 from stigmer_core.store.postgres_settings import PostgresSettings as PostgresSettings
 from stigmer_core.store.postgres_settings import redact_url as redact_url
 from stigmer_core.store.postgres_use import held_alone, in_use, take_share, take_sole
@@ -583,6 +583,13 @@ class PostgresStore:
 
     # -- reads -------------------------------------------------------------
     def _refuse_missing_privileges(self, conn: Any) -> None:
+        other = foreign_prune(conn, self.schema)
+        if other is not None:
+            raise errors.StartupError(
+                f"schema {self.schema!r} at {self.url} was renamed from {other!r}: its function prune_events still "
+                f"works on schema {other!r}, and would prune that schema's event log; open the store under the name "
+                "it was made with (restore a backup into a database of its own, not a renamed schema)"
+            )
         missing = missing_privileges(conn, self.schema)
         if missing:
             raise errors.StartupError(

@@ -103,6 +103,20 @@ class StigmerGroup(click.Group):
         self.commands[cmd_name] = command
         return command
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """click's, with the command a mistyped one likely meant (`gett`: did you mean 'get'?)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            import difflib
+
+            close = difflib.get_close_matches(args[0], self.list_commands(ctx), n=1) if args else []
+            if not close or "No such command" not in exc.message:
+                raise
+            raise click.UsageError(f"{exc.message.rstrip('.')} (did you mean '{close[0]}'?).", ctx) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

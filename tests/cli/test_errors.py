@@ -145,3 +145,11 @@ def test_a_name_that_is_no_slug_is_said_so_and_a_refusal_shows_its_status_with_v
         assert result.code == 1, result.err
         lines = result.err.strip().splitlines()
         assert lines[0].endswith("not found in org 'local'") and lines[-1].startswith("  status NOT_FOUND, reason"), lines
+
+
+def test_a_mistyped_command_gets_the_one_it_likely_meant(stigmer: Stigmer) -> None:
+    """`stigmer gett agents` said only "No such command 'gett'", where a mistyped kind gets a suggestion."""
+    result = stigmer("gett", "agents")
+    assert result.code == 2 and "Error: No such command 'gett' (did you mean 'get'?)." in result.err, result.err
+    other = stigmer("xyzzy")
+    assert other.code == 2 and "Error: No such command 'xyzzy'." in other.err, other.err

@@ -107,7 +107,7 @@ class TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
 
 def _intercepted(channel: grpc.Channel, token: str | None) -> grpc.Channel:
     """``channel`` sending ``token`` on every call; the interceptor is kept on the channel it makes
-    (``_token_of``), so a ``Client`` closing it closes the interceptor first."""
+    (``_INTERCEPTORS``), so a ``Client`` closing it closes the interceptor first."""
     if not token:
         return channel
     interceptor = TokenInterceptor(token)

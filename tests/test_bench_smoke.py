@@ -142,3 +142,17 @@ def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
     assert memory["peak_rss_mib"] > 0
     assert memory["traced_creates"]["creates"] > 0
     assert memory["traced_creates"]["peak_kib"] > 0
+
+
+def test_the_start_up_harness_runs_every_command(tmp_path: Path) -> None:
+    """`make bench-cli` ran `get agents` on an empty home, which a command on stored objects now
+    refuses (a data directory holding no store): the harness failed where no test looked."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli_startup"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("  ")[0].strip() for line in done.stdout.splitlines()[3:]}
+    assert rows >= {
+        "python -c pass", "--version", "--help", "kinds", "get agents (in process)", "get agents (daemon)",
+        "daemon start to SERVING",
+    }, done.stdout  # fmt: skip

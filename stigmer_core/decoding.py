@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from stigmer_core.errors import FieldViolation, InvalidArgument
 from stigmer_core.limits import Limits
 from stigmer_core.request_items import ITEMS
-from stigmer_core.wire_depth import PARSE_DEPTH, too_deep
+from stigmer_core.wire_walk import DEEP, PARSE_DEPTH, why_unparsed
 
 
 class Malformed:
@@ -64,16 +64,24 @@ def tolerant(cls: type[Message], held_to: HoldsLimits | None = None) -> Callable
 
 
 def _unparsed(cls: type[Message], data: bytes, reason: str, held_to: HoldsLimits | None) -> Malformed:
-    """A request nested past protobuf's limit is told so, with where: its parser says only "error parsing"."""
-    where = too_deep(data, cls.DESCRIPTOR)
-    if where is None:
+    """A request nested past protobuf's limit, or holding a string that is not UTF-8, is told
+    so, with where: its parser says only "error parsing"."""
+    found = why_unparsed(data, cls.DESCRIPTOR)
+    if found is None:
         return Malformed(reason)
-    stored = f"{held_to.limits.max_nesting_depth} levels" if held_to is not None else "fewer"
+    what, where = found
+    if what == DEEP:
+        stored = f"{held_to.limits.max_nesting_depth} levels" if held_to is not None else "fewer"
+        message = (
+            f"nests deeper than the {PARSE_DEPTH} message levels protobuf parses (a google.protobuf.Struct takes "
+            f"three a JSON level); a stored object is held to {stored} (max_nesting_depth)"
+        )
+        return Malformed(message, InvalidArgument(f"request {message}", [FieldViolation(where or "(request)", message)]))
     message = (
-        f"nests deeper than the {PARSE_DEPTH} message levels protobuf parses (a google.protobuf.Struct takes "
-        f"three a JSON level); a stored object is held to {stored} (max_nesting_depth)"
+        "is not valid UTF-8, which a protobuf string must be (a JavaScript string cut inside a surrogate "
+        "pair, half an emoji, encodes as such: cut it by code point)"
     )
-    return Malformed(message, InvalidArgument(f"request {message}", [FieldViolation(where or "(request)", message)]))
+    return Malformed(message, InvalidArgument(f"{where}: {message}", [FieldViolation(where, message)]))
 
 
 def refusal(cls: type[Message], request: Malformed, name: str | None = None) -> InvalidArgument:

@@ -117,3 +117,13 @@ def derived_id(prefix: str, owner_id: str, role: str) -> str:
 def slugify(name: str) -> str:
     """The slug a name stands for: lowercase words joined by dashes, at most 63 chars."""
     return _NOT_SLUG.sub("-", name.lower()).strip("-")[:63].rstrip("-")
+
+
+def unlike_id(slug: str) -> str:
+    """``slug``, with the dash before a trailing ULID dropped when it has an id's shape: for a
+    slug the server derives from free text (a session named after a message), which must not be
+    refused for it. Slugs hold no double dash, so what is left ends in no ``-<ULID>``."""
+    if not looks_like_id(slug):
+        return slug
+    cut = len(slug) - 26
+    return slug[: cut - 1] + slug[cut:]

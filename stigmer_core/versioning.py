@@ -48,7 +48,7 @@ from google.protobuf.message import Message
 from stigmer_core import InvalidArgument, NotFound, Phase, RequestContext, Step
 from stigmer_core.kinds.runtime import KindRuntime
 from stigmer_core.pipeline.step import FunctionStep
-from stigmer_core.pipeline.steps import ENTRY_OVERHEAD, TOKEN_ROOM, page_tokens
+from stigmer_core.pipeline.steps import ENTRY_OVERHEAD, RESOLVE_VERSION, TOKEN_ROOM, page_tokens
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
 
@@ -120,7 +120,7 @@ class Versioning:
         return {
             "create": (stamp, record),
             "update": (stamp, record),
-            "getByReference": (FunctionStep("versioning_resolve", Phase.LOAD, self._resolve),),
+            "getByReference": (FunctionStep(RESOLVE_VERSION, Phase.LOAD, self._resolve),),
         }
 
     def list_versions(self, id_field: str) -> Step:

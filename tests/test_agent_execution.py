@@ -183,6 +183,12 @@ def test_list_by_phase_and_tags_and_by_session(kinds: Kinds) -> None:
     assert code_of(lambda: kinds.executions.call("listBySession", ae.ListAgentExecutionsBySessionRequest())) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
+    # a slug named nothing there and answered an empty page, as if the session had no runs
+    by_slug = ae.ListAgentExecutionsBySessionRequest(session_id=sessions[0].metadata.slug)
+    with pytest.raises(grpc.RpcError) as refused:
+        kinds.executions.call("listBySession", by_slug)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "session_id: " in refused.value.details() and "takes the id, not a slug" in refused.value.details()
 
 
 def test_phase_index_follows_the_lifecycle(kinds: Kinds, stigmer_app: Application) -> None:

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from stigmer_core import Application, InvalidArgument, ResourceExhausted, StartupError
+from stigmer_core import Application, InvalidArgument, ResourceExhausted, StartupError, from_rpc_error
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
@@ -78,6 +78,9 @@ def test_an_object_over_the_size_limit_is_refused_before_it_is_stored(
     limit = app.registry.limits.max_object_bytes
     error = fails(TOO_BIG, lambda: agents.create(_big_agent("ghost", limit + 4096)))
     assert "max_object_bytes" in error.details()
+    # the variable an operator sets, as every reason's `setting` names it (an Application's
+    # parameter name was given here, the variable for an org's quota and the streams)
+    assert from_rpc_error(error).metadata["setting"] == "STIGMER_MAX_OBJECT_BYTES"
     assert raw_keys(app.store) == before  # no object, index, event: nothing half-written
     fails(grpc.StatusCode.NOT_FOUND, lambda: agents.get_by_reference(slug="ghost"))
     # just under the limit is stored, answered, and listed
@@ -452,6 +455,7 @@ def test_a_cascade_larger_than_one_write_is_refused_before_anything_is_deleted(
     before = raw_keys(app.store, b"o/")
     error = fails(PRECONDITION, lambda: kinds.environments.delete(root.metadata.id))
     assert "max_objects_per_write" in error.details()
+    assert from_rpc_error(error).metadata["setting"] == "STIGMER_MAX_OBJECTS_PER_WRITE"
     # the root owns 60, as many as the limit: the limit counts the root too, and the words say so
     assert "would delete more than 60 objects, itself and what it owns" in error.details(), error.details()
     assert raw_keys(app.store, b"o/") == before

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from stigmer_core import Application, from_rpc_error
+from stigmer_core.api.agentic.skill.v1 import skill_pb2 as sk
 from stigmer_core.api.agentic.workflowexecution.v1 import workflowexecution_pb2 as wx
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
@@ -85,6 +86,33 @@ def test_a_name_of_letters_no_slug_can_hold_says_which_letters_a_slug_takes(
     error = fails(BAD, lambda: agents.create(agent("漢字")))
     assert fields_of(error) == ["metadata.name"] and "ASCII letter or digit (a-z, 0-9)" in error.details()
     assert agents.create(agent("漢字", slug="kanji")).metadata.slug == "kanji"
+
+
+def test_a_slug_shaped_like_an_id_is_refused_as_no_lookup_could_find_it(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """An agent whose slug was another agent's id was listed under that id, and the CLI's
+    `get agent <it>` found the other agent; a skill push naming another skill's id in its slug
+    made a new skill of that slug."""
+    app, channel = served
+    agents = KindClient(channel, app.registry.kind("Agent"))
+    victim = agents.create(agent("victim"))
+    before = raw_keys(app.store)
+    for made in (
+        lambda: agents.create(agent("impostor", slug=victim.metadata.id)),
+        lambda: agents.create(agent("unused", slug="env-" + victim.metadata.id[4:])),
+        lambda: agents.call("apply", agent("applied", slug=victim.metadata.id)),
+    ):
+        error = fails(BAD, made)
+        assert fields_of(error) == ["metadata.slug"] and "has the shape of an id" in error.details()
+        assert from_rpc_error(error).reason == "SLUG_LOOKS_LIKE_ID"
+    error = fails(BAD, lambda: agents.create(agent(victim.metadata.id)))
+    assert fields_of(error) == ["metadata.name"] and f"derives the slug '{victim.metadata.id}'" in error.details()
+    skills = KindClient(channel, app.registry.kind("Skill"))
+    error = fails(BAD, lambda: skills.call("push", sk.PushSkillRequest(slug=victim.metadata.id, skill_md="# x")))
+    assert fields_of(error) == ["slug"]
+    assert raw_keys(app.store) == before
+    assert agents.create(agent("near", slug=victim.metadata.id + "-x")).metadata.slug == victim.metadata.id + "-x"
 
 
 def test_a_task_report_past_the_status_limit_is_refused(served: tuple[Application, grpc.Channel]) -> None:

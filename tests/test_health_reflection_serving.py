@@ -226,9 +226,11 @@ def test_the_reflection_bound_comes_from_the_environment() -> None:
 GARBAGE = [b"\xff\xff\xff", b"\x0a\x02\xc3\x28"]  # not protobuf; invalid UTF-8 in field 1 (a string in both)
 
 
-def _refused(call: grpc.RpcError, name: str) -> None:
+def _refused(call: grpc.RpcError, name: str, garbage: bytes) -> None:
+    """Bytes that are no message at all are told so; a string field that is not UTF-8 is named."""
     assert call.code() == grpc.StatusCode.INVALID_ARGUMENT, call.details()
-    assert f"request is not a valid {name}" in (call.details() or "")
+    said = f"request is not a valid {name}" if garbage == GARBAGE[0] else "is not valid UTF-8"
+    assert said in (call.details() or ""), call.details()
 
 
 @pytest.mark.parametrize("read_threads", FLAVOURS.values(), ids=FLAVOURS.keys())
@@ -242,14 +244,14 @@ def test_request_bytes_that_do_not_parse_are_invalid_argument_for_health_and_ref
             for garbage in GARBAGE:
                 with pytest.raises(grpc.RpcError) as err:
                     channel.unary_unary("/grpc.health.v1.Health/Check", **raw)(garbage, timeout=DEADLINE)
-                _refused(err.value, "grpc.health.v1.HealthCheckRequest")
+                _refused(err.value, "grpc.health.v1.HealthCheckRequest", garbage)
                 with pytest.raises(grpc.RpcError) as err:
                     next(channel.unary_stream("/grpc.health.v1.Health/Watch", **raw)(garbage, timeout=DEADLINE))
-                _refused(err.value, "grpc.health.v1.HealthCheckRequest")
+                _refused(err.value, "grpc.health.v1.HealthCheckRequest", garbage)
                 for version, path in REFLECTION.items():
                     with pytest.raises(grpc.RpcError) as err:
                         list(channel.stream_stream(path, **raw)(iter([garbage]), timeout=DEADLINE))
-                    _refused(err.value, f"grpc.reflection.{version}.ServerReflectionRequest")
+                    _refused(err.value, f"grpc.reflection.{version}.ServerReflectionRequest", garbage)
             # a bad request ends only its own call, and gives its slot back (there is one): the next is answered
             for path in REFLECTION.values():
                 good = reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()

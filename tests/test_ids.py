@@ -53,6 +53,14 @@ def test_an_id_is_told_from_a_slug_with_or_without_its_kind() -> None:
     assert not ids.looks_like_id("-" + new_id("agt")[-26:])  # no prefix before the dash
 
 
+def test_a_slug_made_from_free_text_never_has_an_ids_shape() -> None:
+    made = new_id("agt")
+    assert ids.unlike_id(made) == "agt" + made[4:] and not ids.looks_like_id(ids.unlike_id(made))
+    assert ids.unlike_id("a-b-" + made[4:]) == "a-b" + made[4:]
+    assert not ids.looks_like_id(ids.unlike_id("a-b-" + made[4:]))
+    assert ids.unlike_id("support-bot") == "support-bot"
+
+
 def test_the_spelled_out_encoding_is_the_base32_one() -> None:
     edges = [0, 1, (1 << 128) - 1, 1 << 127, (1 << 80) - 1, 0x3FF << 118]
     rng = random.Random(7)

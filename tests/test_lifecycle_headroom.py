@@ -86,7 +86,7 @@ def test_a_run_created_at_its_content_limit_can_be_claimed_reported_on_failed_an
     limits = stigmer_app.registry.limits
     agent_id = kinds.agent().metadata.id
     full, refused = _at_content_limit(kinds, agent_id)
-    assert refused.metadata["setting"] == "max_object_bytes"
+    assert refused.metadata["setting"] == "STIGMER_MAX_OBJECT_BYTES"
     assert int(refused.metadata["limit"]) + int(refused.metadata["headroom"]) == limits.max_object_bytes
     assert f"more than the {refused.metadata['limit']} an execution's content may take" in refused.message
     runner = WIDE * 256

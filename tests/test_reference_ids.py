@@ -96,3 +96,27 @@ def test_a_slug_and_an_id_must_name_one_object(clients: Any) -> None:
     assert "still referenced" in error.details()
     clients("Environment").delete(staging.metadata.id)  # named by no one
     agents.delete(both.metadata.id)
+
+
+def test_a_get_by_reference_giving_a_slug_and_an_id_of_two_objects_is_refused(clients: Any) -> None:
+    """getByReference answered the id's object and ignored the slug, where a stored reference
+    giving both is refused."""
+    prod, staging = _environment(clients, "prod"), _environment(clients, "staging")
+    envs = clients("Environment")
+    error = fails(BAD, lambda: envs.get_by_reference(slug="staging", id=prod.metadata.id))
+    assert fields_of(error) == ["slug"] and "do not name the same environment" in error.details()
+    assert envs.get_by_reference(slug="prod", id=prod.metadata.id).metadata.id == prod.metadata.id
+    assert envs.get_by_reference(slug="staging").metadata.id == staging.metadata.id
+
+
+def test_a_version_of_a_kind_that_keeps_none_is_refused(clients: Any) -> None:
+    """A reference's version was ignored for a kind without versions: the current state answered
+    as if it were the version asked for, and an environment reference kept a version nothing reads."""
+    _environment(clients, "prod")
+    envs = clients("Environment")
+    ref = metadata_pb2.ApiResourceReference(slug="prod", version="v9")
+    error = fails(BAD, lambda: envs.call("getByReference", ref))
+    assert fields_of(error) == ["version"] and "keep no versions" in error.details()
+    error = fails(BAD, lambda: clients("Agent").create(_agent("pinned", slug="prod", version="v7")))
+    assert fields_of(error) == ["spec.environment_refs[0].version"]
+    assert clients("Agent").create(_agent("skilled", "skill_refs", slug="coder", version="v1")).spec.skill_refs[0].version

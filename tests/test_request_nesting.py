@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from stigmer_core import Application, from_rpc_error, wire_depth
+from stigmer_core import Application, from_rpc_error, wire_walk
 from stigmer_core.api.agentic.workflow.v1 import workflow_pb2
 from stigmer_core.kind_client import KindClient
 from stigmer_core.server import Server
@@ -62,8 +62,8 @@ def test_the_walk_that_finds_the_nesting_reads_a_bounded_number_of_fields() -> N
     the request is told only that it does not parse."""
     deep = _nested(60).SerializeToString()
     padding = b"\xf8\x06\x01"  # field 111 (no such field), a varint: read as a field and skipped
-    assert wire_depth.too_deep(deep, workflow_pb2.Workflow.DESCRIPTOR) == "spec.tasks[0].task_config"
-    within = padding * (wire_depth.FIELD_BUDGET // 2) + deep
-    assert wire_depth.too_deep(within, workflow_pb2.Workflow.DESCRIPTOR) == "spec.tasks[0].task_config"
-    past = padding * wire_depth.FIELD_BUDGET + deep
-    assert wire_depth.too_deep(past, workflow_pb2.Workflow.DESCRIPTOR) is None
+    assert wire_walk.too_deep(deep, workflow_pb2.Workflow.DESCRIPTOR) == "spec.tasks[0].task_config"
+    within = padding * (wire_walk.FIELD_BUDGET // 2) + deep
+    assert wire_walk.too_deep(within, workflow_pb2.Workflow.DESCRIPTOR) == "spec.tasks[0].task_config"
+    past = padding * wire_walk.FIELD_BUDGET + deep
+    assert wire_walk.too_deep(past, workflow_pb2.Workflow.DESCRIPTOR) is None

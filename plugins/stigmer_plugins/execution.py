@@ -37,7 +37,7 @@ from stigmer_core import (
 from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2
 from stigmer_core.api.agentic.agentexecution.v1 import service_pb2 as execution_service
 from stigmer_core.api.agentic.execution.v1 import execution_pb2
-from stigmer_core.ids import slugify
+from stigmer_core.ids import slugify, unlike_id
 from stigmer_core.kinds.declaration import Reference
 from stigmer_core.kinds.runtime import Registry
 from stigmer_core.pipeline import steps as standard
@@ -53,7 +53,7 @@ AgentExecution = agentexecution_pb2.AgentExecution
 
 def _free_slug(ctx: RequestContext, kind_name: str, org: str, base: str, unique: str) -> str:
     kind = ctx.registry.kind(kind_name)
-    base = slugify(base) or kind.id_prefix
+    base = unlike_id(slugify(base)) or kind.id_prefix
     if ctx.store.id_for_slug(kind, org, base) is None:
         return base
     return f"{base[:50].rstrip('-')}-{unique[-12:]}"

@@ -30,6 +30,7 @@ from stigmer_core import Phase, RequestContext, ResourceExhausted, step
 from stigmer_core.api.buf.validate import validate_pb2
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.kinds.nesting import is_repeated
+from stigmer_core.limits import ENV
 
 LIFECYCLE_FIELDS = frozenset(
     {
@@ -178,7 +179,7 @@ def check_content(ctx: RequestContext, old: Message | None, new: Message, *, wri
             "kind": ctx.kind.name,
             **({"id": meta.id} if meta.id else {}),
             "limit": max(limit, 0),
-            "setting": "max_object_bytes",
+            "setting": ENV["max_object_bytes"],
             "maxObjectBytes": limits.max_object_bytes,
             "headroom": reserved,
         },

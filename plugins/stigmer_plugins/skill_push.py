@@ -14,7 +14,8 @@ import attrs
 
 from stigmer_core import InvalidArgument, Phase, RequestContext, step
 from stigmer_core.api.agentic.skill.v1 import skill_pb2
-from stigmer_core.ids import slugify
+from stigmer_core.ids import looks_like_id, slugify
+from stigmer_core.kinds.resources import id_shaped_slug
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.pipeline import validation
 from stigmer_core.versioning import HASH
@@ -73,6 +74,8 @@ def plan(req: skill_pb2.PushSkillRequest) -> Plan:
     slug = req.slug or slugify(name)
     if not slug:
         raise InvalidArgument.field("name", "is required (or a slug, or `name:` in the SKILL.md front matter)")
+    if looks_like_id(slug):  # a push names its skill by slug: an id given there made a new skill of that slug
+        raise id_shaped_slug(slug, "slug" if req.slug else "name", derived=not req.slug)
     return Plan(
         org=req.org,
         name=name,

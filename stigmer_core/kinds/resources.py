@@ -20,13 +20,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.auth.access import Access, Caller
-from stigmer_core.ids import is_valid_id, new_id, slugify
+from stigmer_core.ids import is_valid_id, new_id, slugify, unlike_id
 from stigmer_core.kinds.depth_probe import DEPTH
 from stigmer_core.kinds.nesting import NESTING
 from stigmer_core.kinds.releases import moved_on
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 from stigmer_core.kinds.usage import Tally
-from stigmer_core.limits import Limits
+from stigmer_core.limits import ENV, Limits
 from stigmer_core.pipeline.step import plugin_fault
 from stigmer_core.store import keys
 from stigmer_core.store.protocol import ReadTxn, WriteTxn
@@ -59,6 +59,24 @@ def taken_elsewhere(kind: KindRuntime, object_id: str, org: str) -> errors.NotFo
         reason=ID_TAKEN,
         metadata={"kind": kind.name, "id": object_id, "org": org},
     )
+
+
+def id_shaped_slug(slug: str, field: str = "metadata.slug", *, derived: bool = False) -> errors.InvalidArgument:
+    """The refusal of a slug shaped like an id (``<prefix>-<ULID>``): a name or reference
+    written that way is looked up as an id (``ids.looks_like_id``: the CLI's NAME|ID, a
+    request's id field given a slug), so the object would be listed under a name that finds
+    another object, or none. ``derived``: the slug was made from ``field`` (a name)."""
+    said = f"derives the slug '{slug}', which" if derived else f"'{slug}'"
+    return errors.InvalidArgument.field(
+        field,
+        f"{said} has the shape of an id (<prefix>-<26-character ULID>); a name written that way is looked "
+        "up as an id, so nothing could find this object by it: choose another slug",
+        reason=SLUG_LOOKS_LIKE_ID,
+        metadata={"slug": slug},
+    )
+
+
+SLUG_LOOKS_LIKE_ID = "SLUG_LOOKS_LIKE_ID"
 
 
 ID_TAKEN = "ID_TAKEN"
@@ -415,7 +433,7 @@ class Resources:
                     f"deleting {root} would delete more than {limit} objects, itself and what it owns, more "
                     "than one write may change (max_objects_per_write); delete some of what it owns first",
                     reason="WRITE_TOO_LARGE",
-                    metadata={"limit": limit, "setting": "max_objects_per_write"},
+                    metadata={"limit": limit, "setting": ENV["max_objects_per_write"]},
                 )
             for key_prefix, child_kind, child_id in self._owned_entries(node_id):
                 if child_kind is None:
@@ -465,7 +483,7 @@ class Resources:
                 f"{kind.label} '{meta.slug or meta.id}' would take {len(raw)} bytes stored, more than the "
                 f"{limits.max_object_bytes} an object may take (max_object_bytes)",
                 reason="OBJECT_TOO_LARGE",
-                metadata={"kind": kind.name, "limit": limits.max_object_bytes, "setting": "max_object_bytes"},
+                metadata={"kind": kind.name, "limit": limits.max_object_bytes, "setting": ENV["max_object_bytes"]},
             )
         return raw
 
@@ -572,6 +590,8 @@ class Resources:
                 f"{kind.plugin!r}): a step creates an object with Resources.create, or stamps it with "
                 "stamp_new and checks its slug first"
             )
+        if is_valid_id(meta.slug, kind.id_prefix):  # a step's object: a request's slug of any id's shape is
+            raise id_shaped_slug(meta.slug)  # refused at resolve_slug (a context's slug is its run's id, by design)
         self._check_write(kind, meta.org)
         self._check_release(kind)
         self.check_references(kind, obj)
@@ -718,7 +738,7 @@ class Resources:
         """
         meta = obj.metadata  # type: ignore[attr-defined]
         if not meta.slug:
-            meta.slug = slugify(meta.name) or kind.id_prefix
+            meta.slug = unlike_id(slugify(meta.name)) or kind.id_prefix
         self.stamp_new(kind, obj, org=org, principal=principal)
         self.check_slug_free(kind, obj, fallback_slug)
         self.insert(kind, obj)
@@ -765,7 +785,7 @@ class Resources:
                 f"this write would change {len(self._events)} objects, more than one write may change "
                 f"({limit}, max_objects_per_write)",
                 reason="WRITE_TOO_LARGE",
-                metadata={"limit": limit, "setting": "max_objects_per_write"},
+                metadata={"limit": limit, "setting": ENV["max_objects_per_write"]},
             )
         txn = self._writer
         revision = txn.write_revision()

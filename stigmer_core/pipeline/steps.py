@@ -21,10 +21,10 @@ from google.protobuf.message import DecodeError, Message
 from stigmer_core import errors
 from stigmer_core.auth.pages import EXTENSION as PAGE_TOKENS
 from stigmer_core.auth.pages import PAGE_TOKEN_INVALID, PageTokens
-from stigmer_core.ids import slugify
+from stigmer_core.ids import looks_like_id, slugify
 from stigmer_core.kinds.declaration import IndexSpec
 from stigmer_core.kinds.nesting import NESTING
-from stigmer_core.kinds.resources import taken_elsewhere
+from stigmer_core.kinds.resources import id_shaped_slug, taken_elsewhere
 from stigmer_core.kinds.runtime import LABEL_INDEX, FieldPath, KindRuntime
 from stigmer_core.pipeline import validation
 from stigmer_core.pipeline.answers import BlanksAnswer, shown
@@ -144,6 +144,10 @@ def resolve_slug(ctx: RequestContext) -> None:
                 "metadata.name",
                 "needs at least one ASCII letter or digit (a-z, 0-9) to derive a slug from (or give metadata.slug)",
             )
+        if looks_like_id(meta.slug):
+            raise id_shaped_slug(meta.slug, "metadata.name", derived=True)
+    elif looks_like_id(meta.slug):
+        raise id_shaped_slug(meta.slug)
 
 
 @step(Phase.CHECK)
@@ -270,24 +274,50 @@ def _other_kind(ctx: RequestContext, given: Any) -> str | None:
     return str(given) if value is None else str(value.name)
 
 
+RESOLVE_VERSION = "versioning_resolve"
+"""The name of the step a versioned kind's getByReference picks a version with (``versioning``)."""
+
+
+def resolves_versions(kind: KindRuntime) -> bool:
+    """Whether a reference to ``kind`` may name a version: read only when one does."""
+    return any(s.name == RESOLVE_VERSION for s in kind.pipelines["getByReference"].txn)
+
+
+def no_versions(kind: KindRuntime, field: str) -> errors.InvalidArgument:
+    """A reference naming a version of a kind that keeps none: the version was ignored, and the
+    object's current state answered as if it were that version."""
+    return errors.InvalidArgument.field(
+        field, f"{kind.label} objects keep no versions (a skill does): leave the version out"
+    )
+
+
 @step(Phase.LOAD)
 def load_by_reference(ctx: RequestContext) -> None:
-    """Resolve a reference: by id, else by org + slug. An empty kind means this kind."""
-    ref = ctx.request
-    other = _other_kind(ctx, ref.kind) if ref.kind else None  # type: ignore[attr-defined]
+    """Resolve a reference: by id, else by org + slug. An empty kind means this kind. A
+    reference giving both a slug and an id must give the slug of the object with that id."""
+    ref: Any = ctx.request
+    other = _other_kind(ctx, ref.kind) if ref.kind else None
     if other is not None:
         raise errors.InvalidArgument.field(
             "kind", f"'{other}' is not {ctx.kind.name}; send the reference to that kind's service"
         )
-    if ref.id:  # type: ignore[attr-defined]
-        found = ctx.store.require(ctx.kind, ref.id)  # type: ignore[attr-defined]
+    if getattr(ref, "version", "") and not resolves_versions(ctx.kind):
+        raise no_versions(ctx.kind, "version")
+    if ref.id:
+        found = ctx.store.require(ctx.kind, ref.id)
         if ref.org and found.metadata.org != ref.org:  # type: ignore[attr-defined]
             raise errors.NotFound(
-                f"{ctx.kind.label} '{ref.id}' not found in org '{ref.org}'",  # type: ignore[attr-defined]
-                metadata={"kind": ctx.kind.name, "id": ref.id, "org": ref.org},  # type: ignore[attr-defined]
+                f"{ctx.kind.label} '{ref.id}' not found in org '{ref.org}'",
+                metadata={"kind": ctx.kind.name, "id": ref.id, "org": ref.org},
             )
-    elif ref.slug:  # type: ignore[attr-defined]
-        found = ctx.store.require_slug(ctx.kind, _org(ctx, ref.org), ref.slug)  # type: ignore[attr-defined]
+        if ref.slug and found.metadata.slug != ref.slug:  # type: ignore[attr-defined]
+            raise errors.InvalidArgument.field(
+                "slug",
+                f"gives slug '{ref.slug}' and id '{ref.id}', which do not name the same {ctx.kind.label}: "
+                "give one of them",
+            )
+    elif ref.slug:
+        found = ctx.store.require_slug(ctx.kind, _org(ctx, ref.org), ref.slug)
     else:
         raise errors.InvalidArgument.field("slug", "a reference needs a slug or an id")
     ctx.existing = ctx.resource = found
@@ -722,7 +752,8 @@ def list_by(index: str, *fields: str) -> Step:
 
     ``fields`` name the request fields whose values make the index value (for
     an org-scoped index the request's ``org`` comes first, empty for all
-    orgs). An enum field gives its value name (``STDIO``), as list filters
+    orgs); one named ``…_id`` must hold an id, since a slug there would
+    answer an empty page. An enum field gives its value name (``STDIO``), as list filters
     do, so an index declares enum values by name. The request needs
     ``page_size`` and ``page_token``; the response is the kind's list message.
     """
@@ -741,6 +772,12 @@ def list_by(index: str, *fields: str) -> Step:
             read = path.read(req)
             if not read:
                 raise errors.InvalidArgument.field(field, "is required")
+            if field.endswith("_id") and not looks_like_id(read[0]):  # a slug here named nothing: an empty page
+                raise errors.InvalidArgument.field(
+                    field,
+                    f"'{read[0]}' is not an id (<prefix>-<26-character ULID>); this field takes the id, not a "
+                    "slug: getByReference finds the id of a slug",
+                )
             value.append(read[0])
         orgs = _orgs_listed(ctx, getattr(req, "org", "")) if spec.org_scoped else ("",)
         if not orgs:

@@ -2,7 +2,8 @@
 requires (``stigmer_plugins.references.keep_refs_in_org``): the rules are a kind's, not field
 rules the strategies could read. A reference names something (a slug, else one is given), an
 id is one of its kind's (else it is dropped), and one giving both would have to name one object
-(the drawn id is dropped, since it names nothing stored)."""
+(the drawn id is dropped, since it names nothing stored). Only a skill keeps versions: an
+environment reference names none."""
 
 from __future__ import annotations
 
@@ -27,3 +28,5 @@ def keep_in_org(resource: Any, org: str) -> None:
                 ref.ClearField("id")
             if not ref.id and not ref.slug:
                 ref.slug = "drawn"
+            if kind == "Environment":
+                ref.ClearField("version")

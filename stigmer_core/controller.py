@@ -177,7 +177,9 @@ class Executor:
         while True:
             try:
                 with self.store.read(restartable=restartable) as txn:
-                    ctx.resources = Resources(txn, self.registry, caller=ctx.caller, access=binding.access)
+                    ctx.resources = Resources(
+                        txn, self.registry, caller=ctx.caller, access=binding.access, read_only=binding.operation
+                    )
                     pipeline = binding.pipeline
                     run_steps(pipeline.txn, pipeline.run_txn, ctx, pipeline.txn_plugins)
                     return ctx.response

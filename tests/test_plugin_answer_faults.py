@@ -70,6 +70,8 @@ def _peek(ctx: Any) -> None:
     }
     if how in refusals:
         raise refusals[how]
+    if how == "writes":  # a write from an rpc bound as a read: it failed on a missing method (AttributeError)
+        ctx.store.keep("local", b"v/peeked", b"1")
     ctx.response = {"text": "a str", "message": empty_pb2.Empty()}.get(how)
 
 
@@ -91,6 +93,28 @@ def _moves(ctx: Any) -> None:
         meta.slug = "renamed"
 
 
+def _moves_new(ctx: Any) -> None:
+    """A create's step changing what was checked and stamped, as its ``move`` label asks: the id
+    to the one its ``take`` label gives (another object's)."""
+    meta = ctx.resource.metadata
+    how = meta.labels.get("move")
+    if how == "id":
+        meta.id = meta.labels["take"]
+    elif how == "org":
+        meta.org = "elsewhere"
+    elif how == "slug":
+        meta.slug = "taken"
+
+
+def _changes_existing(ctx: Any) -> None:
+    """An update's or a delete's step changing the stored object as read, when it is labelled so."""
+    if ctx.existing.metadata.labels.get("touch") != "existing":
+        return
+    if ctx.resource is not ctx.existing:  # an update: its change copied into what it is compared with
+        ctx.existing.spec.CopyFrom(ctx.resource.spec)
+    ctx.existing.metadata.labels.clear()
+
+
 def _read(name: str, phase: Phase, fn: Any) -> CustomOperation:
     return CustomOperation(steps=(standard.validate, standard.authorize, FunctionStep(name, phase, fn)))
 
@@ -99,8 +123,17 @@ FAULTY = attrs.evolve(
     FEED_GIZMO,
     steps={
         **FEED_GIZMO.steps,
-        "create": (*FEED_GIZMO.steps["create"], FunctionStep("answers_wrongly", Phase.RESPOND, _answers_wrongly)),
-        "update": (*FEED_GIZMO.steps["update"], FunctionStep("moves", Phase.KIND, _moves)),
+        "create": (
+            *FEED_GIZMO.steps["create"],
+            FunctionStep("moves_new", Phase.KIND, _moves_new),
+            FunctionStep("answers_wrongly", Phase.RESPOND, _answers_wrongly),
+        ),
+        "update": (
+            *FEED_GIZMO.steps["update"],
+            FunctionStep("moves", Phase.KIND, _moves),
+            FunctionStep("changes_existing", Phase.KIND, _changes_existing),
+        ),
+        "delete": (*FEED_GIZMO.steps.get("delete", ()), FunctionStep("changes_existing", Phase.KIND, _changes_existing)),
     },
     operations={
         **FEED_GIZMO.operations,
@@ -235,3 +268,51 @@ def test_an_update_whose_step_changes_the_id_org_or_slug_writes_nothing(served: 
     assert (stored.metadata.slug, stored.metadata.org, stored.spec.low) == ("fixed", "local", 0)
     assert reindex.check(served.app.registry, served.app.store) == []
     assert usage.check(served.app.registry, served.app.store) == []
+
+
+@pytest.mark.parametrize("field", ["id", "org", "slug"])
+def test_a_create_whose_step_changes_the_id_org_or_slug_writes_nothing(served: Served, field: str) -> None:
+    """The slug was checked free and the id stamped before the kind's steps ran, and nothing
+    checked them again: a step that set another object's id replaced it, and one that set a
+    slug gave several objects that slug (`stigmer doctor` found nothing wrong)."""
+    made: list[Any] = []
+    for name in ("victim", "taken"):
+        gizmo: Any = FAULTY.resource()
+        gizmo.metadata.name = name
+        made.append(served.gizmos.create(gizmo))
+    mover: Any = FAULTY.resource()
+    mover.metadata.name = "mover"
+    mover.metadata.labels.update({"move": field, "take": made[0].metadata.id})
+    failed = _refused(lambda: served.gizmos.create(mover))
+    assert failed.code() == grpc.StatusCode.INTERNAL
+    assert f"changed its metadata.{field}" in failed.details() and "nothing was written" in failed.details()
+    stored = sorted(g.metadata.name for g in served.gizmos.list_all())
+    assert stored == ["taken", "victim"]
+    assert reindex.check(served.app.registry, served.app.store) == []
+    assert usage.check(served.app.registry, served.app.store) == []
+
+
+def test_an_update_or_delete_whose_step_changes_the_object_as_read_writes_nothing(served: Served) -> None:
+    """An update whose step copied its change into ``ctx.existing`` was answered unchanged and
+    never stored; a delete whose step changed its labels left their index entries behind."""
+    gizmo: Any = FAULTY.resource()
+    gizmo.metadata.name = "touched"
+    gizmo.metadata.labels["touch"] = "existing"
+    made: Any = served.gizmos.create(gizmo)
+    made.spec.high = 7
+    failed = _refused(lambda: served.gizmos.update(made))
+    assert failed.code() == grpc.StatusCode.INTERNAL
+    assert "changed ctx.existing" in failed.details() and "nothing was written" in failed.details()
+    failed = _refused(lambda: served.gizmos.delete(made.metadata.id))
+    assert failed.code() == grpc.StatusCode.INTERNAL and "changed ctx.existing" in failed.details()
+    stored: Any = served.gizmos.get(made.metadata.id)
+    assert (stored.spec.high, dict(stored.metadata.labels)) == (0, {"touch": "existing"})
+    assert reindex.check(served.app.registry, served.app.store) == []
+
+
+def test_a_write_from_an_rpc_bound_as_a_read_names_the_binding(served: Served) -> None:
+    """It was INTERNAL `AttributeError`, the log holding `'_Reader' object has no attribute …`."""
+    failed = _refused(lambda: served.gizmos.call("peek", GIZMO_ID(value="writes")))
+    assert failed.code() == grpc.StatusCode.INTERNAL
+    assert "bound as a read" in failed.details() and "writes=True" in failed.details(), failed.details()
+    _serves_on(served)

@@ -108,14 +108,22 @@ class Resources:
     """
 
     __slots__ = (
-        "_access", "_caller", "_current", "_events", "_now", "_owned_by", "_quota", "_sizes", "_usage", "_written",
-        "principal", "registry", "removed", "txn",
+        "_access", "_caller", "_current", "_events", "_now", "_owned_by", "_quota", "_read_only", "_sizes", "_usage",
+        "_written", "principal", "registry", "removed", "txn",
     )  # fmt: skip
 
     def __init__(
-        self, txn: ReadTxn, registry: Registry, *, caller: Caller | None = None, access: Access = Access.WRITE
+        self,
+        txn: ReadTxn,
+        registry: Registry,
+        *,
+        caller: Caller | None = None,
+        access: Access = Access.WRITE,
+        read_only: str = "",
     ) -> None:
+        """``read_only``: the operation, when it is bound as a read (its writes are a plugin's fault)."""
         self.txn = txn
+        self._read_only = read_only
         self.registry = registry
         self._events: list[_Event] = []
         self._caller = None if caller is None or caller.unrestricted else caller
@@ -235,6 +243,11 @@ class Resources:
     # -- writes --------------------------------------------------------------
     @property
     def _writer(self) -> WriteTxn:
+        if self._read_only:
+            raise errors.PluginFault(
+                f"internal error: operation '{self._read_only}' wrote to the store, but it is bound as a read, "
+                "answered from a snapshot: bind it with CustomOperation(..., writes=True); nothing was written"
+            )
         return self.txn  # type: ignore[return-value]  # a write's view holds a WriteTxn; cast() would be a call per write
 
     def stamp_new(self, kind: KindRuntime, obj: Message, *, org: str, principal: str) -> None:

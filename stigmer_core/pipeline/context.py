@@ -45,6 +45,11 @@ class RequestContext:
     resource: Message | None = None
     response: Message | None = None
     unchanged: bool = False
+    read_as: Message | None = None
+    """A copy of ``existing`` as the write read it, to find a step that changed ``existing``
+    (which is to be read only: the write's index moves and its "nothing changed" go by it)."""
+    identity: tuple[str, str, str] = ("", "", "")
+    """A create's id, org and slug as checked and stamped, which no step may change."""
     scratch: dict[str, Any] = attrs.field(factory=dict)
     engine: Store | None = None
     """The store itself, for steps whose response outlives the transaction (streams)."""
@@ -70,6 +75,7 @@ class RequestContext:
         self.resource = None
         self.response = None
         self.unchanged = False
+        self.read_as = None
 
     @property
     def store(self) -> Resources:

@@ -163,11 +163,24 @@ def build_new_state(ctx: RequestContext) -> None:
     obj.CopyFrom(_input(ctx))
     ctx.store.stamp_new(ctx.kind, obj, org=ctx.org, principal=ctx.principal)
     ctx.resource = obj
+    meta: Any = obj.metadata  # type: ignore[attr-defined]
+    ctx.identity = (meta.id, meta.org, meta.slug)
 
 
 @step(Phase.PERSIST)
 def persist_new(ctx: RequestContext) -> None:
+    """Store the new object, refusing one whose id, org or slug a step changed since they were
+    checked and stamped: its slug was never checked free, nor its id unused, so the write
+    replaced another object or gave two objects one slug."""
     assert ctx.resource is not None
+    meta: Any = ctx.resource.metadata  # type: ignore[attr-defined]
+    if (meta.id, meta.org, meta.slug) != ctx.identity:
+        changed = [name for name, was in zip(("id", "org", "slug"), ctx.identity, strict=True) if getattr(meta, name) != was]
+        raise errors.PluginFault(
+            f"internal error: a step of {ctx.kind.label} create changed its metadata.{', metadata.'.join(changed)} "
+            f"(plugin {ctx.kind.plugin!r}): they are checked and stamped before the kind's steps run, and "
+            "never change; nothing was written"
+        )
     ctx.store.insert(ctx.kind, ctx.resource)
 
 
@@ -199,6 +212,27 @@ def load_existing(ctx: RequestContext) -> None:
     else:
         raise errors.InvalidArgument.field("metadata.id", "an update needs metadata.id or metadata.slug")
     ctx.existing = existing
+    ctx.read_as = _copy(existing)
+
+
+def _copy(obj: Message) -> Message:
+    kept = type(obj)()
+    kept.CopyFrom(obj)
+    return kept
+
+
+def _left_as_read(ctx: RequestContext) -> None:
+    """Refuse a write whose steps changed ``ctx.existing``: what an update compares and moves
+    index entries by, and a delete removes them by. An update whose step copied its change into
+    ``existing`` was answered unchanged and never written, and one that changed more was stored
+    with its index entries left under the old value."""
+    if ctx.read_as is not None and ctx.existing != ctx.read_as:
+        meta: Any = ctx.existing.metadata  # type: ignore[union-attr]
+        raise errors.PluginFault(
+            f"internal error: a step of {ctx.kind.label} {ctx.operation} changed ctx.existing, the stored "
+            f"{ctx.kind.label} '{meta.slug}' as read (plugin {ctx.kind.plugin!r}): a step reads it and changes "
+            "ctx.resource; nothing was written"
+        )
 
 
 @step(Phase.CHECK)
@@ -247,6 +281,7 @@ def persist_update(ctx: RequestContext) -> None:
     nothing writes nothing and answers the stored object as it is.
     """
     assert ctx.existing is not None and ctx.resource is not None
+    _left_as_read(ctx)
     ctx.resource.DiscardUnknownFields()  # as the write would (Resources._storable): else never equal
     ctx.unchanged = ctx.resource == ctx.existing
     if ctx.unchanged:
@@ -260,6 +295,8 @@ def persist_update(ctx: RequestContext) -> None:
 def load_by_id(ctx: RequestContext) -> None:
     ctx.existing = ctx.store.require(ctx.kind, ctx.request.value)  # type: ignore[attr-defined]
     ctx.resource = ctx.existing
+    if ctx.operation == "delete":  # what it removes index entries by; a read has nothing to guard
+        ctx.read_as = _copy(ctx.existing)
 
 
 def _other_kind(ctx: RequestContext, given: Any) -> str | None:
@@ -327,6 +364,7 @@ def load_by_reference(ctx: RequestContext) -> None:
 def delete(ctx: RequestContext) -> None:
     """Delete the loaded object and everything it owns."""
     assert ctx.existing is not None
+    _left_as_read(ctx)
     ctx.store.remove(ctx.kind, ctx.existing)
 
 

@@ -90,7 +90,7 @@ def test_a_column_of_a_type_its_field_cannot_be_shown_as_is_refused(
     "AttributeError: 'str' object has no attribute 'seconds'"."""
     message = _refusal(_columns(PrinterColumn("when", path, type=kind)))
     assert message.startswith(
-        f"plugin 'acme': kind 'Gizmo': printer column 'when': {path!r} is {shown}; a {kind!r} column needs {needs}"
+        f"plugin 'acme': kind 'Gizmo': printer column 'when': {path!r} is {shown}; a column of type {kind!r} needs {needs}"
     ), message
 
 

@@ -97,6 +97,8 @@ class KindInfo:
     """(field path, target kind) of its declared references: where documents may give a slug."""
     api_version: str = ""
     """The ``apiVersion`` its objects carry (kinds with a local declaration; "" where unknown)."""
+    former_api_versions: tuple[str, ...] = ()
+    """Those its objects carried before (its declaration's): documents giving one are read as its."""
     export_fill: Callable[[Message, Callable[[str, Message], Message]], Iterable[str] | None] | None = None
     """Its declaration's ``export_fill``: what an exported document needs that a list does not return."""
     export_history: Callable[[Message, Callable[[str, Message], Message]], list[Any]] | None = None
@@ -215,6 +217,7 @@ class Catalog:
                     export_history=decl.export_history,
                     import_history=decl.import_history,
                     api_version=decl.api_version,
+                    former_api_versions=decl.former_api_versions,
                 )
             )
         return cls(kinds)
@@ -293,6 +296,7 @@ class Catalog:
                     export_history=local.export_history if local else None,
                     import_history=local.import_history if local else None,
                     api_version=local.api_version if local else "",
+                    former_api_versions=local.former_api_versions if local else (),
                     declared=local is not None,
                 )
             )

@@ -401,8 +401,16 @@ def parse(
             raise CliError(f"{where}: {exc.message}") from None
         for key in ("apiVersion", "api_version"):
             given = data.get(key)
-            if given is not None and kind.api_version and given != kind.api_version:
-                raise CliError(f"{where}: {key} {given!r} is not {kind.name}'s (it is {kind.api_version!r})")
+            if (
+                given is not None
+                and kind.api_version
+                and given != kind.api_version
+                and given not in kind.former_api_versions
+            ):
+                raise CliError(
+                    f"{where}: {key} {given!r} is not {kind.name}'s (it is {kind.api_version!r}; a kind whose "
+                    "api_version changed names the old one in former_api_versions)"
+                )
         data = {**data, "kind": kind.name}
         history = data.pop(HISTORY, None)
         if history is not None and kind.import_history is None:

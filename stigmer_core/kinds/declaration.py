@@ -90,6 +90,10 @@ def _aliases(value: Iterable[str]) -> tuple[str, ...]:
     return _tuple(value, "aliases", "str", str)
 
 
+def _former(value: Iterable[str]) -> tuple[str, ...]:
+    return _tuple(value, "former_api_versions", "str", str)
+
+
 def _paths(value: Iterable[str]) -> tuple[str, ...]:
     return _tuple(value, "mutable", "str", str)
 
@@ -272,6 +276,9 @@ class KindDeclaration:
     """List-request field -> index name: ``list`` scans that index when the
     field is set (an enum by value name; a repeated field: every value)."""
     api_version: str = attrs.field(default="stigmer.ai/v1", validator=_TEXT)
+    former_api_versions: tuple[str, ...] = attrs.field(default=(), converter=_former)
+    """``api_version`` values this kind had before: objects written then carry one until their
+    next write (which stamps ``api_version``), and so do their exports, which import still reads."""
     plural: str = attrs.field(default="", validator=_TEXT)
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_aliases)
     """Other names the CLI accepts (short forms): one word each, letters, digits and dashes."""

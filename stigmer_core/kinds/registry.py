@@ -566,7 +566,7 @@ def _check_column(plugin: str, decl: KindDeclaration, column: PrinterColumn) -> 
     if _is_map(field) or not shows(field):
         raise _fail(
             plugin, decl,
-            f"{where}: {column.path!r} is {_type_of(field)}; a {column.type!r} column needs {needs}"
+            f"{where}: {column.path!r} is {_type_of(field)}; a column of type {column.type!r} needs {needs}"
             + ("" if column.type == "string" else " ('string' shows any field but a map)"),
         )  # fmt: skip
 

@@ -256,6 +256,7 @@ def build_update_state(ctx: RequestContext) -> None:
     given = _input(ctx)
     new = ctx.kind.resource_cls()
     new.CopyFrom(ctx.existing)
+    new.api_version = ctx.kind.api_version  # type: ignore[attr-defined]  # as a create's: a kind's api_version changed since
     meta, gmeta = new.metadata, given.metadata  # type: ignore[attr-defined]
     meta.name = gmeta.name
     for field in ("labels", "annotations") if ctx.kind.shape.has_annotations else ("labels",):

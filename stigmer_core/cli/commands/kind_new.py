@@ -171,6 +171,9 @@ $constant = KindDeclaration(
     query_service=_services["${name}QueryController"],
     id_prefix="$id_prefix",
     key_prefix="$key_prefix",
+    # the apiVersion its objects and documents carry; to change it later, name this one in
+    # former_api_versions, so objects written before and their backups are still read
+    api_version="$package/v1",
     plural="$plural_lower",
     printer_columns=(PrinterColumn("phase", "status.phase"),),
     description="$name resources.",

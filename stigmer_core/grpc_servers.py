@@ -47,21 +47,26 @@ OPTIONS = [
 ]
 
 
-class ClientGone(logging.Filter):
-    """grpc's asyncio server logs ERROR "ExecuteBatchError raised in core by servicer method" when
-    a message could not be sent because the call's client went away (killed, its connection cut):
-    a normal event for a daemon whose runners come and go, which paged whoever alerts on ERROR.
-    Such a record is logged at DEBUG instead."""
+class ClientFaults(logging.Filter):
+    """grpc logs at ERROR what is a client's doing, not the daemon's: such a record is logged at
+    DEBUG instead, without its traceback. Its asyncio server logs "ExecuteBatchError raised in
+    core by servicer method" when a message could not be sent because the call's client went
+    away (killed, its connection cut): a normal event for a daemon whose runners come and go,
+    which paged whoever alerts on ERROR. Its metadata decoding logs "Invalid encoding on …" with
+    a traceback for a header value that is not UTF-8, before any token is read: 28 KB of log per
+    call, which anyone could send to fill the disk."""
+
+    _SAID = ("ExecuteBatchError raised in core", "Invalid encoding on ")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and record.getMessage().startswith("ExecuteBatchError raised in core"):
+        if record.levelno >= logging.ERROR and record.getMessage().startswith(self._SAID):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             record.exc_info = record.exc_text = None
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
 
 
-_CLIENT_GONE = ClientGone()
+_CLIENT_FAULTS = ClientFaults()
 
 
 def _reflection(app: Application, pools: ServerPools, *, asynchronous: bool) -> dict[str, dict[str, Any]]:
@@ -88,7 +93,7 @@ class AsyncServing:
         options: Sequence[tuple[str, Any]] = (),
         metrics: Metrics | None = None,
     ) -> None:
-        logging.getLogger("grpc._cython.cygrpc").addFilter(_CLIENT_GONE)  # once: a filter is added once
+        logging.getLogger("grpc._cython.cygrpc").addFilter(_CLIENT_FAULTS)  # once: a filter is added once
         self.app = app
         self._metrics = metrics
         self.pools = pools
@@ -189,6 +194,7 @@ class SyncServing:
         options: Sequence[tuple[str, Any]] = (),
         metrics: Metrics | None = None,
     ) -> None:
+        logging.getLogger("grpc._cython.cygrpc").addFilter(_CLIENT_FAULTS)  # once: a filter is added once
         self.app = app
         self._metrics = metrics
         self._deadlines = ReadDeadlines(pools.sizes.request_read_seconds, pools.sizes.unread_grace_seconds)

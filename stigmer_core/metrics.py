@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import platform
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import grpc
 from google.protobuf import __version__ as protobuf_version
@@ -40,12 +39,12 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stigmer_core.auth.transport import listen_address_problem, split_address
 from stigmer_core.errors import AddressUnavailable
+from stigmer_core.metrics_endpoint import Endpoint
 from stigmer_core.request_read import read_timeout
 from stigmer_core.store.protocol import (
     CountsCommits,
@@ -229,49 +228,29 @@ class Metrics:
         """Serve ``/metrics`` over HTTP on ``address`` (``HOST:PORT``; port 0 picks one); the
         address it listens on.
 
-        One scrape at a time, on one thread, and a client that has not sent its request within
-        ``STIGMER_REQUEST_READ_TIMEOUT`` is dropped: the endpoint asks for no token, so however
-        many connections reach it, they hold one thread and never the daemon's calls (a scrape
-        takes milliseconds; prometheus_client's own server starts a thread per connection)."""
+        Connections wait on one thread as coroutines (``metrics_endpoint``): the endpoint asks
+        for no token, so however many connections reach it, they never hold the daemon's calls,
+        and one that has not sent its request within ``STIGMER_REQUEST_READ_TIMEOUT`` is dropped."""
         problem = listen_address_problem(address)
         if problem is not None:
             raise AddressUnavailable(f"cannot serve metrics on {address!r}: {problem}")
         host, port = split_address(address)
+        endpoint = Endpoint(self.registry, read_timeout())
         try:
             family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-            self._http = _server(family, read_timeout())((host, int(port)), _Quiet)
+            bound = endpoint.start(host, int(port), family)
         except OSError as exc:
-            raise AddressUnavailable(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
-        self._http.set_app(make_wsgi_app(self.registry))
-        threading.Thread(target=self._http.serve_forever, name="stigmer-metrics", daemon=True).start()
-        bound = self._http.server_port
+            endpoint.close()
+            said = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio words the bind's error its own way
+            raise AddressUnavailable(f"cannot serve metrics on {address}: {said}") from None
+        self._http = endpoint
         self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         return self.address
 
     def close(self) -> None:
         http, self._http = self._http, None
         if http is not None:
-            http.shutdown()
-            http.server_close()
-
-
-class _Quiet(WSGIRequestHandler):
-    """A scrape's request, not logged (a scraper calls every few seconds)."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _server(family: socket.AddressFamily, timeout: float) -> type[WSGIServer]:
-    class Serial(WSGIServer):
-        address_family = family
-
-        def get_request(self) -> tuple[socket.socket, Any]:
-            conn, peer = super().get_request()
-            conn.settimeout(timeout)  # a client that sends nothing is dropped, freeing the one thread
-            return conn, peer
-
-    return Serial
+            http.close()
 
 
 def counted_behaviors(

@@ -115,6 +115,21 @@ def test_a_slug_shaped_like_an_id_is_refused_as_no_lookup_could_find_it(
     assert agents.create(agent("near", slug=victim.metadata.id + "-x")).metadata.slug == victim.metadata.id + "-x"
 
 
+def test_an_indexed_tag_holding_nul_is_refused(served: tuple[Application, grpc.Channel]) -> None:
+    """NUL separates an index entry's parts: a tag `x\\0ses-<id>` was stored, its entry reading as a
+    tag and another object's id (no page answered it, but the index held what no one wrote)."""
+    from tests.agent_execution_support import Kinds
+
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    made = kinds.agent("tagger")
+    before = raw_keys(app.store)
+    error = fails(BAD, lambda: kinds.session(made.status.default_instance_id, tags=["x\x00ses-" + "0" * 26]))
+    assert fields_of(error) == ["(index tag)"] and "NUL character" in error.details(), error.details()
+    assert raw_keys(app.store) == before
+    assert kinds.session(made.status.default_instance_id, tags=["nightly"]).metadata.tags == ["nightly"]
+
+
 def test_a_task_report_past_the_status_limit_is_refused(served: tuple[Application, grpc.Channel]) -> None:
     """Reports merge by name and append tasks the workflow does not list: they could grow
     status.tasks past its own max_items, after which every update of the execution failed."""

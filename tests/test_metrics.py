@@ -31,6 +31,7 @@ from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.kinds.registry import build_registry
 from stigmer_core.metrics import Metrics
+from stigmer_core.metrics_endpoint import MAX_CONNECTIONS
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.server import Server
 from stigmer_core.server_pools import PoolSizes
@@ -365,6 +366,28 @@ def test_clients_that_send_nothing_hold_one_thread_and_are_dropped(
             assert conn.recv(1) == b""  # closed by the endpoint, not by this test
     finally:
         for conn in idle:
+            conn.close()
+        metrics.close()
+    assert _ended("stigmer-metrics")
+
+
+def test_silent_and_trickling_clients_never_keep_a_scrape_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Served one at a time with a timeout per read, six silent sockets took every scrape down for
+    30 s, two hundred for as long as they stayed, and one sending a header line every few seconds
+    for as long as it went on."""
+    monkeypatch.setenv("STIGMER_REQUEST_READ_TIMEOUT", "60")  # none of them is dropped for its time here
+    metrics = Metrics(LmdbStore(tmp_path, durable=False))
+    host, port = metrics.serve("127.0.0.1:0").rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port)), timeout=DEADLINE) for _ in range(MAX_CONNECTIONS + 6)]
+    trickling = socket.create_connection((host, int(port)), timeout=DEADLINE)
+    trickling.sendall(b"GET /metrics HTTP/1.1\r\n")
+    try:
+        assert value(scrape(metrics), "stigmer_streams_open") == 0  # answered while they all wait
+        assert value(scrape(metrics), "stigmer_streams_open") == 0
+        for conn in silent[:7]:  # the ones waiting longest made room for the later ones
+            assert conn.recv(1) == b""
+    finally:
+        for conn in [*silent, trickling]:
             conn.close()
         metrics.close()
     assert _ended("stigmer-metrics")

@@ -462,12 +462,14 @@ class KindRuntime:
                         encoded = [v.encode() for v in value]
                     except (AttributeError, TypeError):  # a value that is not a string, an entry not a tuple
                         raise self._bad_index_value(index, value) from None
+                    if checked and any(sep in part for part in encoded):
+                        raise self._holds_separator(index)
                     if index.org_scoped:
                         found.append(start + sep.join([org, *encoded]) + tail)
                         found.append(start + sep.join([b"", *encoded]) + tail)
                     else:
                         found.append(start + sep.join(encoded) + tail)
-            except PluginFault:
+            except (PluginFault, InvalidArgument):
                 raise
             except Exception as exc:  # in the plugin's values function: name it, not the step writing
                 raise self._index_failed(index, obj, exc) from exc
@@ -476,6 +478,19 @@ class KindRuntime:
                 if len(longest) > keys.MAX_KEY_BYTES:
                     raise self._too_long(index, longest)
         return found
+
+    def _holds_separator(self, index: IndexSpec) -> InvalidArgument:
+        """An indexed value holding NUL, the separator of an index entry's parts: its entry would
+        read as other parts (a tag ending in NUL and another object's id), so it is refused,
+        as every validated org, slug, label and id is by its pattern."""
+        field = f"(index {index.name})"
+        told = (
+            f"a value {self.name}'s index {index.name!r} holds has a NUL character, which separates an index "
+            "entry's parts: remove it from the field the index reads"
+        )
+        return InvalidArgument(
+            f"{field}: {told}", [FieldViolation(field, told)], metadata={"kind": self.name, "index": index.name}
+        )
 
     def _too_long(self, index: IndexSpec, key: bytes) -> InvalidArgument:
         """An index value the request made longer than a store key may be: the client's to shorten

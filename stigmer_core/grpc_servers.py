@@ -30,8 +30,10 @@ from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread, ReadBound
 from stigmer_core.call_limit import CallLimit
 from stigmer_core.controller import inline_streams, log_refusal, queued_writes, unary_reads
-from stigmer_core.health_checks import health_handlers
-from stigmer_core.reflection import OpenStreams, reflection_handlers
+from stigmer_core.health_checks import HealthWatches, health_handlers
+from stigmer_core.open_streams import OpenStreams
+from stigmer_core.reflection import SETTING as REFLECTION_SETTING
+from stigmer_core.reflection import reflection_handlers
 from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, read_first
 from stigmer_core.server_pools import ServerPools
 from stigmer_core.store.protocol import BoundsStreamReads, ReportsReachability, SubmitsWrites
@@ -70,7 +72,7 @@ _CLIENT_FAULTS = ClientFaults()
 
 
 def _reflection(app: Application, pools: ServerPools, *, asynchronous: bool) -> dict[str, dict[str, Any]]:
-    slots = OpenStreams(pools.sizes.reflection_streams)
+    slots = OpenStreams(pools.sizes.reflection_streams, "reflection stream", REFLECTION_SETTING)
     return reflection_handlers([*app.service_names, health.SERVICE_NAME], slots, asynchronous=asynchronous)
 
 
@@ -134,7 +136,11 @@ class AsyncServing:
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
         # handlers built as the library's own registration builds them (``health_checks``).
         checks = health_aio.HealthServicer()
-        own = {health.SERVICE_NAME: health_handlers(checks), **_reflection(app, pools, asynchronous=True)}
+        self._watches = HealthWatches(sizes.health_watches)
+        own = {
+            health.SERVICE_NAME: health_handlers(checks, self._watches),
+            **_reflection(app, pools, asynchronous=True),
+        }
         for service, methods in own.items():  # on the loop: they hold no thread
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
         return server, checks
@@ -170,10 +176,14 @@ class AsyncServing:
         if self._loop.loop.is_closed():
             return
         self._loop.run(self._health.enter_graceful_shutdown())
+        self._loop.run(self._end_watches())  # told NOT_SERVING: nothing more to wait for
         stopped = self._loop.submit(self._server.stop(grace))
         self.app.events.end_streams()
         stopped.result()
         self.close()
+
+    async def _end_watches(self) -> None:
+        self._watches.end_all()
 
     def wait(self, timeout: float | None) -> bool:
         return bool(self._loop.run(self._server.wait_for_termination(timeout)))
@@ -224,7 +234,8 @@ class SyncServing:
         # Health and reflection answer without a token: each runs on a pool of its own, so
         # idle reflection streams cannot take the threads writes and health checks need.
         self._health = health.HealthServicer(experimental_non_blocking=True)
-        checks = pools.on_pool(health_handlers(self._health), pools.health)
+        self._watches = HealthWatches(pools.sizes.health_watches)
+        checks = pools.on_pool(health_handlers(self._health, self._watches), pools.health)
         self._server.add_registered_method_handlers(
             health.SERVICE_NAME, self._converted(health.SERVICE_NAME, checks, convert)
         )
@@ -268,6 +279,7 @@ class SyncServing:
 
     def stop(self, grace: float | None) -> None:
         self._health.enter_graceful_shutdown()
+        self._watches.end_all()  # told NOT_SERVING: nothing more to wait for
         stopped = self._server.stop(grace)
         self.app.events.end_streams()
         stopped.wait()

@@ -19,7 +19,6 @@ other rpc (``decoding``), where grpc answers INTERNAL and logs an error.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from stigmer_core import status
 from stigmer_core.decoding import Malformed, refusal, tolerant
 from stigmer_core.errors import ResourceExhausted
+from stigmer_core.open_streams import OpenStreams
 
 V1 = "grpc.reflection.v1.ServerReflection"
 REQUEST = reflection_pb2.ServerReflectionRequest
@@ -86,34 +86,6 @@ class _Pool:
                 if method in found.methods_by_name:
                     return found.file
         raise KeyError(symbol)
-
-
-class OpenStreams:
-    """At most ``limit`` reflection streams open at once; past it, RESOURCE_EXHAUSTED (never a wait)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
-
-    def take(self) -> Callable[[], None]:
-        """A slot, and what gives it back (once, however often it is called)."""
-        if not self._slots.acquire(blocking=False):
-            raise ResourceExhausted(
-                f"too many open reflection streams (limit {self.limit}, setting {SETTING}); "
-                "close a reflection stream or retry later",
-                reason="STREAM_LIMIT",
-                metadata={"limit": self.limit, "setting": SETTING},
-            )
-        held = [self._slots]
-        lock = threading.Lock()
-
-        def give_back() -> None:
-            with lock:
-                slots = held.pop() if held else None
-            if slots is not None:
-                slots.release()
-
-        return give_back
 
 
 def _sync_info(servicer: Any, slots: OpenStreams, name: str) -> Callable[..., Iterator[Any]]:

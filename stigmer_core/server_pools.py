@@ -75,6 +75,9 @@ class PoolSizes:
     from growing without end. 64, not fewer: a loader asking for every service's descriptor at
     once (grpc-js-reflection-client opens a stream per question) asks for about 30, which 16
     refused in part. Threads are made as streams need them."""
+    health_watches: int = 256
+    """Health Watch streams open at once (``STIGMER_MAX_HEALTH_WATCHES``); the next is refused.
+    They answer without a token; a load balancer holds one or a few per daemon."""
     request_read_seconds: float = request_read.DEFAULT_SECONDS
     """On grpc's sync server, how long a call may wait for its request message once its
     headers are in (``STIGMER_REQUEST_READ_TIMEOUT``); past it the call ends DEADLINE_EXCEEDED
@@ -138,6 +141,7 @@ class PoolSizes:
             ("read_threads", "STIGMER_READ_THREADS"),
             ("rpc_threads", "STIGMER_RPC_THREADS"),
             ("reflection_streams", "STIGMER_MAX_REFLECTION_STREAMS"),
+            ("health_watches", "STIGMER_MAX_HEALTH_WATCHES"),
             ("pending_calls", "STIGMER_MAX_PENDING_CALLS"),
             ("unread_calls_per_caller", call_limit.ENV),
         ):

@@ -36,6 +36,7 @@ from stigmer_core.kinds.registry import build_registry
 from stigmer_core.pipeline.phase import Phase
 from stigmer_core.pipeline.step import step
 from stigmer_core.plugins import plugin_manager
+from stigmer_core.server import Server
 from stigmer_core.server_pools import PoolSizes
 from stigmer_core.store.lmdb_store import LmdbStore
 from tests import engine_support
@@ -262,3 +263,42 @@ def test_request_bytes_that_do_not_parse_are_invalid_argument_for_health_and_ref
             assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
                 r.getMessage() for r in caplog.records
             ]
+
+
+@pytest.mark.timeout(120)  # a stop waiting out its grace for the open watch would take 600 s: a failure
+@pytest.mark.parametrize("read_threads", FLAVOURS.values(), ids=FLAVOURS.keys())
+def test_health_watches_are_bounded_and_end_when_their_server_stops(tmp_path: Path, read_threads: int) -> None:
+    """Health answers without a token: 3,000 anonymous watches were all accepted (65 MB of a
+    daemon), and each open watch held a stop for its whole grace, after telling NOT_SERVING."""
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=read_threads, health_watches=2))
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            watches = [stub.Watch(health_pb2.HealthCheckRequest(), timeout=DEADLINE * 4) for _ in range(2)]
+            assert [next(w).status for w in watches] == [health_pb2.HealthCheckResponse.SERVING] * 2
+            with pytest.raises(grpc.RpcError) as refused:
+                next(stub.Watch(health_pb2.HealthCheckRequest(), timeout=DEADLINE))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "STIGMER_MAX_HEALTH_WATCHES" in (refused.value.details() or "")
+            watches.pop().cancel()  # its slot comes back once the server sees it gone
+            for _ in range(100):
+                try:
+                    again = stub.Watch(health_pb2.HealthCheckRequest(), timeout=DEADLINE * 4)
+                    assert next(again).status == health_pb2.HealthCheckResponse.SERVING
+                    break
+                except grpc.RpcError:
+                    time.sleep(0.05)
+            else:
+                pytest.fail("a cancelled watch's slot never came back")
+            server.stop(grace=600)
+            for watch in (watches[0], again):
+                seen = []
+                with pytest.raises(grpc.RpcError) as ended:
+                    seen.extend(m.status for m in watch)
+                assert seen and set(seen) == {health_pb2.HealthCheckResponse.NOT_SERVING}  # then it ends
+                assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            channel.close()
+            server.stop(grace=0)

@@ -47,6 +47,7 @@ from stigmer_core.pipeline.events import Idle
 from stigmer_core.request_read import ENV as READ_ENV
 from stigmer_core.request_read import log_ended
 from stigmer_core.status import send_status
+from stigmer_core.unsent_answers import UnsentAnswers
 
 if TYPE_CHECKING:
     from stigmer_core.call_limit import CallLimit
@@ -487,12 +488,20 @@ class _Waiting:
         """Why the sweep cancelled the call: ``_DUE``, or the share's message."""
 
 
-async def _admitted(call: aio.ServicerContext[Any, Any], path: str, admit: Admit, bound: ReadBound) -> str | None:
+async def _admitted(
+    call: aio.ServicerContext[Any, Any], path: str, admit: Admit, bound: ReadBound, answers: UnsentAnswers | None
+) -> str | None:
     """The principal whose share the call counts against, once its caller is admitted and within
-    its share; a refused call is ended with its status."""
+    its shares (of unread calls, and with ``answers``, of answers not yet sent); a refused call is
+    ended with its status."""
     try:
         context = CallContext(call)
         principal = admit(context, path)
+        if principal is not None and answers is not None:
+            try:
+                answers.check(principal)
+            except ResourceExhausted as refused:
+                status.abort(context, refused)
         if principal is not None and bound.limit is not None:
             try:
                 bound.limit.take(principal)
@@ -503,7 +512,13 @@ async def _admitted(call: aio.ServicerContext[Any, Any], path: str, admit: Admit
     return principal
 
 
-async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | None, bound: ReadBound) -> Any:
+async def _first(
+    call: aio.ServicerContext[Any, Any],
+    path: str,
+    admit: Admit | None,
+    bound: ReadBound,
+    answers: UnsentAnswers | None = None,
+) -> tuple[str | None, Any]:
     """The call's one request, once its caller is admitted, read within ``bound``'s seconds.
 
     A caller is refused before its message is awaited, and the message is awaited under a bound:
@@ -511,7 +526,7 @@ async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | 
     clients send both together) was held open for good, with no token at all, thousands of
     them at once, each keeping the memory of a call (as ``request_read`` bounds it on the sync
     server)."""
-    principal = None if admit is None else await _admitted(call, path, admit, bound)
+    principal = None if admit is None else await _admitted(call, path, admit, bound, answers)
     task = asyncio.current_task()
     assert task is not None  # a call's handler runs in a task of grpc's
     waiting = bound.watch(task, principal)
@@ -534,24 +549,44 @@ async def _first(call: aio.ServicerContext[Any, Any], path: str, admit: Admit | 
         bound.done(waiting, request is not aio.EOF)
     if request is aio.EOF:
         await call.abort(grpc.StatusCode.UNIMPLEMENTED, NO_REQUEST)
-    return request
+    return principal, request
 
 
 def one_request(
-    behavior: Callable[[Any, aio.ServicerContext[Any, Any]], Any], path: str, admit: Admit | None, bound: ReadBound
+    behavior: Callable[[Any, aio.ServicerContext[Any, Any]], Any],
+    path: str,
+    admit: Admit | None,
+    bound: ReadBound,
+    answers: UnsentAnswers | None = None,
+    serialize: Callable[[Any], bytes] | None = None,
 ) -> Any:
     """``behavior`` (an aio unary behavior) served as a client stream that reads its one request.
 
     grpc's asyncio server never answers a unary call whose client half-closes without
     a message: it holds it to its deadline (and a drain for its whole grace). Read here,
     the missing message is answered at once, as grpc's sync server answers it, and a caller
-    is refused, and a message waited for, as ``_first`` says.
+    is refused, and a message waited for, as ``_first`` says. With ``answers`` (and ``admit``),
+    the answer is serialized here (``serialize``; the handler's serializer passes bytes on) and
+    counted against its principal until its call ends (``unsent_answers``).
     """
+    if answers is None or admit is None or serialize is None:
 
-    async def read_one(requests: Any, call: aio.ServicerContext[Any, Any]) -> Any:
-        return await behavior(await _first(call, path, admit, bound), call)
+        async def read_one(requests: Any, call: aio.ServicerContext[Any, Any]) -> Any:
+            return await behavior((await _first(call, path, admit, bound))[1], call)
 
-    return read_one
+        return read_one
+
+    async def read_counted(requests: Any, call: aio.ServicerContext[Any, Any]) -> Any:
+        principal, request = await _first(call, path, admit, bound, answers)
+        data = serialize(await behavior(request, call))
+        if principal is not None:
+            release = answers.hold(principal, len(data))
+            call.add_done_callback(lambda _: release())
+            if call.done():
+                release()
+        return data
+
+    return read_counted
 
 
 def one_request_stream(
@@ -564,7 +599,7 @@ def one_request_stream(
     one request: as ``one_request``, for the same reasons."""
 
     async def read_one(requests: Any, call: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async for item in behavior(await _first(call, path, admit, bound), call):
+        async for item in behavior((await _first(call, path, admit, bound))[1], call):
             yield item
 
     return read_one

@@ -37,6 +37,7 @@ from stigmer_core.reflection import reflection_handlers
 from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, read_first
 from stigmer_core.server_pools import ServerPools
 from stigmer_core.store.protocol import BoundsStreamReads, ReportsReachability, SubmitsWrites
+from stigmer_core.unsent_answers import UnsentAnswers
 
 if TYPE_CHECKING:
     from stigmer_core.metrics import Metrics
@@ -127,8 +128,9 @@ class AsyncServing:
         share = sizes.unread_calls_per_caller
         limit = CallLimit(share, "the daemon") if admit is not None and share is not None else None
         bound = self.read_bound = ReadBound(sizes.request_read_seconds, sizes.unread_grace_seconds, limit)
+        answers = UnsentAnswers(sizes.unsent_bytes_per_caller, sizes.unsent_bytes) if admit is not None else None
         for service, methods in app.services.items():
-            routed = pools.route(service, methods, reads, queued, bound, admit, streams)
+            routed = pools.route(service, methods, reads, queued, bound, admit, streams, answers)
             if self._metrics is not None:
                 counted = self._metrics.counted_async
                 routed = {name: counted(f"/{service}/{name}", handler) for name, handler in routed.items()}
@@ -209,6 +211,7 @@ class SyncServing:
         self._metrics = metrics
         self._deadlines = ReadDeadlines(pools.sizes.request_read_seconds, pools.sizes.unread_grace_seconds)
         admit = authenticated(app.authenticator, log_refusal)
+        self._answers = UnsentAnswers(pools.sizes.unsent_bytes_per_caller, pools.sizes.unsent_bytes)
         # Health and reflection answer without a token; every other service needs one when
         # the server requires tokens.
         self._admits: dict[str, Admit | None] = {service: admit for service in app.services}
@@ -248,7 +251,7 @@ class SyncServing:
         # Where grpc will run it: a behavior without a pool of its own runs on the server's.
         behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
         pool = getattr(behavior, "experimental_thread_pool", None) or self._default_pool
-        converted = read_first(method, handler, self._deadlines, admit, self._limits.get(id(pool)))
+        converted = read_first(method, handler, self._deadlines, admit, self._limits.get(id(pool)), self._answers)
         if self._metrics is None or service not in self._admits:  # health and reflection go uncounted
             return converted
         return self._metrics.counted(method, converted)

@@ -35,6 +35,7 @@ import grpc
 from stigmer_core import denied_log, env_numbers, status
 from stigmer_core.denied_log import DeniedLog
 from stigmer_core.errors import ResourceExhausted, StartupError, Unauthenticated
+from stigmer_core.unsent_answers import UnsentAnswers, passthrough
 
 if TYPE_CHECKING:
     from stigmer_core.auth.tokens import Authenticator
@@ -249,35 +250,54 @@ def read_first(
     deadlines: ReadDeadlines,
     admit: Admit | None,
     limit: CallLimit | None = None,
+    answers: UnsentAnswers | None = None,
 ) -> grpc.RpcMethodHandler:
     """``handler`` (a unary or server-streaming one) as a client-streaming handler that runs
     ``admit``, then reads its one message under ``deadlines``, then runs the original behavior.
     A call of an admitted principal is refused while the principal has ``limit``'s share of
     calls counted, and counts as one if its message is not in by ``deadlines.grace`` (or if it
-    ends without one). The behavior's thread pool and non-blocking mark stay with it."""
+    ends without one). A unary call of an admitted principal is refused while it (or the daemon)
+    holds ``answers``' bound of answers not yet sent, and its own answer counts there until its
+    call ends. The behavior's thread pool and non-blocking mark stay with it."""
     if handler.request_streaming:
         return handler
     streaming = handler.response_streaming
     inner = handler.unary_stream if streaming else handler.unary_unary
+    counts = answers is not None and admit is not None and not streaming
+    serialize = handler.response_serializer
 
-    def admitted(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-        """The call's message, once its caller is admitted and within its share."""
+    def admitted(requests: Iterator[Any], context: grpc.ServicerContext) -> tuple[str | None, Any]:
+        """The call's principal and message, once its caller is admitted and within its shares."""
         principal = admit(context, method) if admit is not None else None
+        if principal is not None and counts:
+            try:
+                answers.check(principal)  # type: ignore[union-attr]  # ``counts`` says it is there
+            except ResourceExhausted as refused:
+                status.abort(context, refused)
         if principal is None or limit is None:
-            return _first(requests, context, method, deadlines)
+            return principal, _first(requests, context, method, deadlines)
         try:
             limit.take(principal)
         except ResourceExhausted as refused:
             status.abort(context, refused)
-        return _first(requests, context, method, deadlines, principal, limit)
+        return principal, _first(requests, context, method, deadlines, principal, limit)
 
     def behavior(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
-        return inner(admitted(requests, context), context, *more)
+        principal, request = admitted(requests, context)
+        answer = inner(request, context, *more)
+        if not counts:
+            return answer
+        data = serialize(answer) if serialize is not None else answer
+        if principal is not None:
+            release = answers.hold(principal, len(data))  # type: ignore[union-attr]
+            if not context.add_callback(release):  # the call already ended
+                release()
+        return data
 
     def stream(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
-        answers = inner(admitted(requests, context), context, *more)
-        if answers is not None:
-            yield from answers
+        sent = inner(admitted(requests, context)[1], context, *more)
+        if sent is not None:
+            yield from sent
 
     non_blocking = bool(getattr(inner, "experimental_non_blocking", False))
     chosen: Any = behavior if (not streaming or non_blocking) else stream
@@ -287,7 +307,10 @@ def read_first(
     if non_blocking:
         chosen.experimental_non_blocking = True
     field = "stream_stream" if streaming else "stream_unary"
-    return handler._replace(request_streaming=True, unary_unary=None, unary_stream=None, **{field: chosen})
+    serializer = passthrough if counts else handler.response_serializer
+    return handler._replace(
+        request_streaming=True, unary_unary=None, unary_stream=None, response_serializer=serializer, **{field: chosen}
+    )
 
 
 def authenticated(authenticator: Authenticator, log_refusal: Callable[..., None]) -> Admit | None:

@@ -34,9 +34,10 @@ from typing import Any
 import attrs
 import grpc
 
-from stigmer_core import async_calls, call_limit, env_numbers, request_read
+from stigmer_core import async_calls, call_limit, env_numbers, request_read, unsent_answers
 from stigmer_core.errors import StartupError
 from stigmer_core.store.lmdb_store import LmdbStore
+from stigmer_core.unsent_answers import UnsentAnswers, passthrough
 
 REJECTING_THREADS = 4
 """Stream threads past the stream limit: room to refuse the next stream at once."""
@@ -75,6 +76,12 @@ class PoolSizes:
     from growing without end. 64, not fewer: a loader asking for every service's descriptor at
     once (grpc-js-reflection-client opens a stream per question) asks for about 30, which 16
     refused in part. Threads are made as streams need them."""
+    unsent_bytes_per_caller: int = 64 << 20
+    """Bytes of answers made for one principal and not yet read by its client
+    (``STIGMER_MAX_UNSENT_BYTES_PER_CALLER``, where tokens are required): its next call is
+    refused until its client reads them (``unsent_answers``)."""
+    unsent_bytes: int = 512 << 20
+    """The same for every principal together (``STIGMER_MAX_UNSENT_BYTES``)."""
     health_watches: int = 256
     """Health Watch streams open at once (``STIGMER_MAX_HEALTH_WATCHES``); the next is refused.
     They answer without a token; a load balancer holds one or a few per daemon."""
@@ -142,6 +149,8 @@ class PoolSizes:
             ("rpc_threads", "STIGMER_RPC_THREADS"),
             ("reflection_streams", "STIGMER_MAX_REFLECTION_STREAMS"),
             ("health_watches", "STIGMER_MAX_HEALTH_WATCHES"),
+            ("unsent_bytes_per_caller", unsent_answers.PER_CALLER_ENV),
+            ("unsent_bytes", unsent_answers.TOTAL_ENV),
             ("pending_calls", "STIGMER_MAX_PENDING_CALLS"),
             ("unread_calls_per_caller", call_limit.ENV),
         ):
@@ -228,12 +237,13 @@ class ServerPools:
         bound: async_calls.ReadBound,
         admit: async_calls.Admit | None = None,
         inline: Collection[str] = (),
+        answers: UnsentAnswers | None = None,
     ) -> dict[str, grpc.RpcMethodHandler]:
         """``handlers`` as aio handlers: each path in ``reads`` on the read pool (or inline),
         each path in ``queued`` as the aio behavior given there, each stream in ``inline`` on
         the loop and every other stream on the stream pool, every other call on the rpc pool;
         each call's caller refused by ``admit`` before its message is read, and the message
-        read within ``bound``."""
+        read within ``bound``; each unary answer counted in ``answers`` until its call ends."""
         routed: dict[str, grpc.RpcMethodHandler] = {}
         for name, handler in handlers.items():
             path = f"/{service}/{name}"
@@ -254,10 +264,12 @@ class ServerPools:
             behavior = queued.get(path)
             if behavior is None:
                 behavior = async_calls.unary(handler.unary_unary, self.reads if path in reads else self.default)
+            counts = answers is not None and admit is not None
             routed[name] = handler._replace(
                 request_streaming=True,
                 unary_unary=None,
-                stream_unary=async_calls.one_request(behavior, path, admit, bound),
+                stream_unary=async_calls.one_request(behavior, path, admit, bound, answers, handler.response_serializer),
+                response_serializer=passthrough if counts else handler.response_serializer,
             )
         return routed
 

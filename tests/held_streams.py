@@ -3,7 +3,9 @@
 An ordinary gRPC client sends a unary call's headers and its one message together; this one
 stops after the headers, as someone trying to hold a server's threads would. It answers the
 server's pings and settings (the ``h2`` package does, when its bytes are read), records how
-each stream ended, and sends no grpc-timeout, so only the server can end a stream.
+each stream ended, and sends no grpc-timeout, so only the server can end a stream. Given a
+``message``, it sends it whole instead, but never reads what comes back: it acknowledges no
+data, so once HTTP/2's windows (64 KiB) are full the server can send it nothing more.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ class HeldStreams:
         metadata: Sequence[tuple[str, str]] = (),
         *,
         end_stream: bool = False,
+        message: bytes | None = None,
     ) -> None:
-        """``end_stream``: close each call's request stream with its headers, still with no message."""
+        """``end_stream``: close each call's request stream with its headers, still with no message.
+        ``message``: send each call this request (serialized), whole."""
         host, port = address.rsplit(":", 1)
         self._sock = socket.create_connection((host, int(port)), timeout=30)
         self._sock.settimeout(None)
@@ -54,7 +58,9 @@ class HeldStreams:
                     ("te", "trailers"),
                     *metadata,
                 ]
-                self._conn.send_headers(stream, headers, end_stream=end_stream)
+                self._conn.send_headers(stream, headers, end_stream=end_stream and message is None)
+                if message is not None:
+                    self._conn.send_data(stream, b"\x00" + len(message).to_bytes(4, "big") + message, end_stream=True)
                 self.ids.append(stream)
             self._sock.sendall(self._conn.data_to_send())
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -1,0 +1,111 @@
+"""Answers a member's client does not read are bounded, per member and per daemon.
+
+grpc keeps a unary call's answer until the client's flow control lets it out. A client that
+reads nothing (one raw socket, a viewer's token) kept every answer it asked for: 150 list pages
+of 2.5 MB held 670 MB of a team daemon for as long as its socket stayed open. Now a member's
+calls are refused RESOURCE_EXHAUSTED (UNSENT_ANSWER_LIMIT) while its unread answers reach
+``STIGMER_MAX_UNSENT_BYTES_PER_CALLER``; other members are served, and the member is served
+again once its answers are read or its connection is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stigmer_core import Application, errors, from_rpc_error
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.server import PoolSizes, Server
+from stigmer_core.server_pools import PoolSizes as Sizes
+from stigmer_core.unsent_answers import PER_CALLER_ENV, REASON, UnsentAnswers
+from tests.auth_support import ALPHA, make_token
+from tests.held_streams import HeldStreams
+
+GET = "/stigmer.agentic.agent.v1.AgentQueryController/get"
+WAIT = 60.0
+"""How long a test waits for what must come; never a measure of speed."""
+ANSWER = 200_000
+"""About the bytes of each agent's answer."""
+SHARE = 5 * ANSWER
+RESOURCE_EXHAUSTED = "8"
+
+
+@pytest.fixture(params=[0, 2], ids=["asyncio", "sync"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Application, Server]]:
+    sizes = PoolSizes(read_threads=request.param, unsent_bytes_per_caller=SHARE)
+    with Application.open(tmp_path / "data", durable=False, require_auth=True) as app:
+        server = Server(app, "127.0.0.1:0", pools=sizes)
+        server.start()
+        try:
+            yield app, server
+        finally:
+            server.stop(grace=1)
+
+
+def _big_agent(app: Application, name: str) -> str:
+    made = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=name, org=ALPHA))
+    made.spec.instructions = "x" * ANSWER
+    return str(agent_grpc.AgentCommandControllerStub(app.channel()).create(made).metadata.id)
+
+
+def test_a_member_whose_client_reads_nothing_is_refused_and_others_are_served(
+    served: tuple[Application, Server],
+) -> None:
+    app, server = served
+    reader, _ = make_token(app, ALPHA, "viewer", "reads nothing")
+    other, _ = make_token(app, ALPHA, "viewer", "reads")
+    agent_id = _big_agent(app, "big")
+    request = agent_pb2.AgentId(value=agent_id).SerializeToString()
+    bearer = [("authorization", f"Bearer {reader}")]
+    with HeldStreams(server.address, GET, 20, bearer, message=request) as held:
+        ended = held.wait_ended(10, WAIT)  # the refused ones end at once: a status needs no window
+        refused = [why for code, why in ended.values() if code == RESOURCE_EXHAUSTED]
+        assert len(refused) >= 10, ended
+        assert PER_CALLER_ENV in refused[0].replace("%20", " "), refused[0]
+        with grpc.insecure_channel(server.address) as channel:
+            gets = agent_grpc.AgentQueryControllerStub(channel).get
+            answer = gets(
+                agent_pb2.AgentId(value=agent_id), metadata=[("authorization", f"Bearer {other}")], timeout=WAIT
+            )
+            assert answer.metadata.id == agent_id
+            with pytest.raises(grpc.RpcError) as caught:
+                gets(agent_pb2.AgentId(value=agent_id), metadata=bearer, timeout=WAIT)
+            assert from_rpc_error(caught.value).reason == REASON
+    with grpc.insecure_channel(server.address) as channel:  # its connection gone, its answers went with it
+        gets = agent_grpc.AgentQueryControllerStub(channel).get
+        waited_until = time.monotonic() + WAIT
+        while True:
+            try:
+                assert gets(agent_pb2.AgentId(value=agent_id), metadata=bearer, timeout=WAIT).metadata.id == agent_id
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < waited_until, "the member's share never came back"
+                time.sleep(0.05)
+
+
+def test_the_bound_counts_each_answer_once_until_it_is_released() -> None:
+    answers = UnsentAnswers(per_caller=100, total=150)
+    first = answers.hold("a", 60)
+    answers.check("a")  # 60 of 100
+    second = answers.hold("a", 60)
+    with pytest.raises(errors.ResourceExhausted, match=PER_CALLER_ENV):
+        answers.check("a")
+    answers.check("b")  # 120 of the daemon's 150
+    third = answers.hold("b", 40)
+    with pytest.raises(errors.ResourceExhausted, match="STIGMER_MAX_UNSENT_BYTES"):
+        answers.check("b")
+    for release in (first, first, second, third):  # a second release of one answer changes nothing
+        release()
+    assert (answers.held("a"), answers.held("b")) == (0, 0)
+    answers.check("a")
+
+
+def test_the_bounds_come_from_the_environment() -> None:
+    sizes = Sizes.from_env({PER_CALLER_ENV: "1000", "STIGMER_MAX_UNSENT_BYTES": "5000"})
+    assert (sizes.unsent_bytes_per_caller, sizes.unsent_bytes) == (1000, 5000)

@@ -298,3 +298,23 @@ def test_a_plural_that_is_not_one_word_is_refused() -> None:
 def test_aliases_of_letters_digits_and_dashes_are_served() -> None:
     registry = _build(lambda: attrs.evolve(GIZMO, plural="gizmo-things", aliases=("gz", "giz-mo", "G2", "g" * 63)))
     assert registry.find("giz-mo") is registry.find("gizmo-things") is registry.kind("Gizmo")
+
+
+def test_a_check_before_the_transaction_on_create_and_update_but_not_apply_is_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Apply inherits only create's and update's transactional steps: a validation declared for both
+    but not for apply passed over whatever `stigmer apply` and import wrote, unseen."""
+    check = FunctionStep("no_bad_names", Phase.VALIDATE, lambda ctx: None)
+    with caplog.at_level("WARNING"):
+        _build(lambda: attrs.evolve(GIZMO, steps={"create": (check,), "update": (check,)}))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (
+        len(said) == 1 and "step 'no_bad_names' (phase VALIDATE) runs on create and update but not on apply" in said[0]
+    )
+    assert "plugin 'acme'" in said[0]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _build(lambda: attrs.evolve(GIZMO, steps={"create": (check,), "update": (check,), "apply": (check,)}))
+        _build(lambda: attrs.evolve(GIZMO, steps={"create": (check,)}))  # on create only: a choice
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []

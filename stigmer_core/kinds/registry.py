@@ -7,6 +7,7 @@ person reading it is usually installing someone else's package.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -52,6 +53,8 @@ from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_core.pipeline.watch import watch_events
 from stigmer_core.plugins import check, hook_results, listed, raised
 from stigmer_core.store import keys
+
+log = logging.getLogger(__name__)
 
 _STRING = FieldDescriptor.TYPE_STRING
 _PREFIX = re.compile(r"[a-z0-9-]*[a-z0-9][a-z0-9-]*")
@@ -362,6 +365,21 @@ def _unread_list_fields(list_req: Descriptor, filters: Sequence[ListFilter], pip
     return tuple(f.name for f in list_req.fields if f.name not in _LIST_READS and f.name not in filtered)
 
 
+def _warn_unapplied(plugin: str, decl: KindDeclaration, applied: Sequence[Step]) -> None:
+    """Warn of a step before the transaction (a validation) a kind gives both create and update
+    but not apply: apply inherits only their transactional steps, so such a check passes over
+    whatever `stigmer apply` and import write, which is easy to miss."""
+    first = [s for s in decl.steps.get("create", ()) if isinstance(s, Step) and not s.phase.in_transaction]
+    both = [s for s in first if s in decl.steps.get("update", ()) and s not in applied]
+    for missed in both:
+        log.warning(
+            "plugin %r: kind %r: step %r (phase %s) runs on create and update but not on apply, which runs "
+            "only its own steps before the transaction: add it to steps['apply'] too, or apply and import "
+            "write what it refuses",
+            plugin, decl.name, missed.name, missed.phase.name,
+        )  # fmt: skip
+
+
 def _pipeline(
     pm: pluggy.PluginManager,
     plugin: str,
@@ -374,6 +392,8 @@ def _pipeline(
     streaming: bool = False,
 ) -> Pipeline:
     declared = _checked_steps(plugin, decl, f"steps of {op!r}", decl.steps.get(op, ()))
+    if standard.dispatch_apply in base and not custom:
+        _warn_unapplied(plugin, decl, declared)
     if standard.dispatch_apply in base:
         # Its transaction runs create's or update's transactional steps and answers with their
         # result, so one of its own would run after the object is saved: its changes lost, yet

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
+import re
 import reprlib
 import traceback
 from collections.abc import Iterable, Mapping
@@ -300,8 +302,13 @@ def _what(plugin: object) -> str:
 
 
 def check(pm: pluggy.PluginManager) -> None:
-    """Refuse implementations of hooks that do not exist (typos, stale plugins)."""
+    """Refuse implementations of hooks that do not exist (typos, stale plugins), naming the hook
+    the name was likely meant to be."""
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise RegistryError(f"plugin {pm.get_name(exc.plugin)!r}: {exc}") from exc
+        hooks = [name for name in vars(pm.hook) if not name.startswith("_") and getattr(pm.hook, name).has_spec()]
+        named = re.match(r"unknown hook '([^']+)'", str(exc))
+        meant = difflib.get_close_matches(named.group(1), hooks, n=1) if named else []
+        hint = f" (did you mean {meant[0]!r}?)" if meant else f" (the hooks: {', '.join(sorted(hooks))})"
+        raise RegistryError(f"plugin {pm.get_name(exc.plugin)!r}: {exc}{hint}") from exc

@@ -123,7 +123,7 @@ def test_unknown_hook_name_names_the_plugin() -> None:
         return []
 
     typo.stigmer_kind = stigmer_kind
-    with pytest.raises(RegistryError, match=r"plugin 'typo'.*stigmer_kind"):
+    with pytest.raises(RegistryError, match=r"plugin 'typo'.*stigmer_kind.*did you mean 'stigmer_kinds'\?"):
         pm = plugin_manager(entry_points=False)
         pm.register(typo, name="typo")
         from stigmer_core.plugins import check

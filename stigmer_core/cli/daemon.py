@@ -265,7 +265,9 @@ def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -
         process.wait(5)
     _forget(files, process.pid)
     raise CliError(
-        f"the daemon did not become ready within {timeout:g}s; see {files.log_file}", details=_log_tail(files)
+        f"the daemon did not become ready within {timeout:g}s, so it was stopped (pid {process.pid}); see "
+        f"{files.log_file}, and give a longer --timeout if it was still starting (a kind plugin slow to import)",
+        details=_log_tail(files),
     )
 
 

@@ -288,7 +288,11 @@ def _scalar(cls: type[Message], key: str, value: Any, where: str) -> None:
     try:
         json_format.ParseDict({key: value}, cls())
     except json_format.ParseError as exc:
-        raise FieldError(where, _innermost(exc)) from None
+        said = _innermost(exc)
+        if field.enum_type is not None:  # protobuf names the enum's type, never its values
+            named = ", ".join(v.name for v in field.enum_type.values)
+            said = f"{said} (values of {field.enum_type.name}: {named})"
+        raise FieldError(where, said) from None
 
 
 def to_message(data: Any, cls: type[Message]) -> Message:

@@ -519,7 +519,16 @@ class Resources:
         if not refs:
             return
         kept = frozenset(r.id for r in previous.metadata.owner_references) if previous is not None else frozenset()  # type: ignore[attr-defined]
+        seen: dict[str, int] = {}
+        own_id = obj.metadata.id  # type: ignore[attr-defined]
         for i, ref in enumerate(refs):
+            if ref.id == own_id:  # its delete would cascade to itself
+                raise errors.InvalidArgument.field(f"metadata.owner_references[{i}].id", "names the object itself")
+            if ref.id in seen:
+                raise errors.InvalidArgument.field(
+                    f"metadata.owner_references[{i}]", f"names the owner metadata.owner_references[{seen[ref.id]}] names"
+                )
+            seen[ref.id] = i
             owner_kind = self.registry.find(ref.kind)
             if owner_kind is not None and ref.kind != owner_kind.name:
                 ref.kind = owner_kind.name  # 'agents' or 'ag' names it too: stored by its name, as read back

@@ -188,3 +188,12 @@ def test_an_address_without_a_port_is_a_usage_error(stigmer: Stigmer) -> None:
             said = stigmer.fails(*command.split(), "--address", given, code=2)
             assert said.startswith(f"invalid --address '{given}': use HOST:PORT (a port from 0, a free one"), said
     assert not (stigmer.data_dir / "data.mdb").exists(), "nothing was opened"
+
+
+def test_a_start_past_its_timeout_says_it_stopped_the_daemon(stigmer: Stigmer) -> None:
+    """It said only that the daemon was not ready, though it had stopped it: the log showed it
+    listening, and a user took it for running."""
+    message = stigmer.fails("local", "start", "--timeout", "0.01")
+    assert "did not become ready within 0.01s, so it was stopped (pid " in message, message
+    assert "give a longer --timeout" in message
+    assert "the stigmer daemon is not running" in stigmer.fails("local", "status", code=3)

@@ -54,6 +54,11 @@ def test_invalid_field_is_named(stigmer: Stigmer, tmp_path: Path) -> None:
         == f"{wrong_type}, document 1: metadata.labels: expected a mapping, got a list"
     )
 
+    # an enum value it does not have is told with the values it has (protobuf names only the type)
+    enum = write(tmp_path / "e.yaml", "kind: AgentExecution\nmetadata: {name: x}\nstatus: {phase: JAPANESE}\n")
+    message = stigmer.fails("apply", "-f", str(enum))
+    assert "Invalid enum value JAPANESE" in message and "EXECUTION_PENDING" in message, message
+
     # rules the server enforces come back as field violations, in the document's spelling
     rule = write(tmp_path / "r.yaml", "kind: Agent\nmetadata: {name: x, slug: Not_A_Slug}\n")
     message = stigmer.fails("apply", "-f", str(rule))

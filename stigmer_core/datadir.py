@@ -112,16 +112,22 @@ class DataDirLock:
         self._handle = handle
         self.record(address="")
 
-    def record(self, *, address: str, tls: bool = False, store: str | None = None) -> None:
+    def record(
+        self, *, address: str, tls: bool = False, store: str | None = None, kinds: dict[str, str] | None = None
+    ) -> None:
         """``store``: what the daemon serves, as its log names it (a database URL without its
         password; empty for the local store in this directory), so a command given another
-        store is not sent to this daemon's (``client.connect``)."""
+        store is not sent to this daemon's (``client.connect``). ``kinds``: the fingerprint of
+        each kind it serves (``releases.fingerprint``), so a command whose plugins changed since
+        the daemon started can say so (``cli.session``)."""
         handle = self._handle
         handle.seek(0)
         handle.truncate()
         info: dict[str, Any] = {"pid": os.getpid(), "address": address, **({"tls": True} if tls else {})}
         if store is not None:
             info["store"] = store
+        if kinds:
+            info["kinds"] = kinds
         handle.write(json.dumps(info))
         handle.flush()
 

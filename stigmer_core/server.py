@@ -24,6 +24,7 @@ from stigmer_core.datadir import DataDirLock
 from stigmer_core.errors import AddressUnavailable
 from stigmer_core.grpc_servers import AsyncServing, Serving, SyncServing
 from stigmer_core.keepalive import Keepalive
+from stigmer_core.kinds.releases import fingerprint
 from stigmer_core.local_socket import UnixTarget, socket_path
 from stigmer_core.plugins import server_interceptors
 from stigmer_core.said import announce
@@ -324,7 +325,12 @@ def serve(
             metrics=metrics,
         )
         server.start()  # serving, its health SERVING, before the address is recorded
-        lock.record(address=server.address, tls=server.tls, store=describe_store(store) if store else "")
+        lock.record(
+            address=server.address,
+            tls=server.tls,
+            store=describe_store(store) if store else "",
+            kinds={kind.name: fingerprint(kind.decl) for kind in app.registry.kinds},
+        )
         kinds = ", ".join(k.name for k in app.registry.kinds)
         where = describe_store(store) if store else data_dir
         security = ", ".join(

@@ -29,6 +29,7 @@ from stigmer_core.config_file import local_data
 if TYPE_CHECKING:
     from stigmer_core.cli.calls import KindCalls
     from stigmer_core.client import Client
+    from stigmer_core.kinds.runtime import Registry
 
 
 MOUNTED = "the store is opened read-only, so nothing can be written and secret values stay sealed"
@@ -152,11 +153,37 @@ class Session:
         from stigmer_core.plugins import plugin_manager
 
         try:
-            return Catalog.from_registry(build_registry(plugin_manager(), default_org=self.org))
+            registry = build_registry(plugin_manager(), default_org=self.org)
         except Exception:
             if not optional:
                 raise
             return Catalog(())
+        if self.settings.backend == config.LOCAL:
+            self._warn_changed_since_start(registry)
+        return Catalog.from_registry(registry)
+
+    def _warn_changed_since_start(self, registry: Registry) -> None:
+        """Warn when the local daemon serves a kind as it was before its plugin changed (protos
+        regenerated in an editable install, a package upgraded, without a restart): it reads this
+        command's requests with its older protos, so a field it does not know yet is dropped unseen,
+        and `apply` said `created` without it."""
+        from stigmer_core.datadir import holder
+        from stigmer_core.kinds.releases import fingerprint
+
+        running = holder(Path(self.settings.data_dir)) or {}
+        served = running.get("kinds")
+        if not isinstance(served, dict):
+            return  # no daemon, or one of a release that does not say
+        changed = [k.name for k in registry.kinds if k.name in served and served[k.name] != fingerprint(k.decl)]
+        if changed:
+            click.echo(
+                click.style("stigmer: ", fg="yellow", bold=True)
+                + f"the daemon serving {self.settings.data_dir} (pid {running.get('pid', '?')}) started with other "
+                f"definitions of {', '.join(changed)} than this command's installed plugins (changed since it "
+                "started): it drops fields it does not know; restart it (`stigmer local stop`, then `stigmer local "
+                "start`)",
+                err=True,
+            )
 
     def kind(self, name: str) -> KindInfo:
         return self.catalog.kind(name)

@@ -197,3 +197,21 @@ def test_a_start_past_its_timeout_says_it_stopped_the_daemon(stigmer: Stigmer) -
     assert "did not become ready within 0.01s, so it was stopped (pid " in message, message
     assert "give a longer --timeout" in message
     assert "the stigmer daemon is not running" in stigmer.fails("local", "status", code=3)
+
+
+def test_a_command_whose_plugins_changed_since_the_daemon_started_is_warned(stigmer: Stigmer) -> None:
+    """With a kind's protos regenerated and the daemon not restarted, the daemon read the CLI's
+    requests with its older protos: `apply` said `created` and a new field was dropped unseen."""
+    import json
+
+    from stigmer_core.datadir import LOCK_NAME, holder
+
+    stigmer.start()
+    running = holder(stigmer.data_dir)
+    assert running is not None and set(running["kinds"]) >= {"Agent", "Environment"}
+    assert "started with other definitions" not in stigmer("get", "agents").err
+    running["kinds"]["Agent"] = "0" * 16  # as a daemon started before the Agent plugin changed records it
+    (stigmer.data_dir / LOCK_NAME).write_text(json.dumps(running))
+    said = stigmer("get", "agents").err
+    assert "started with other definitions of Agent than this command's installed plugins" in said, said
+    assert "restart it (`stigmer local stop`, then `stigmer local start`)" in said

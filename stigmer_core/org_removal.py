@@ -79,12 +79,23 @@ def held(client: KindClient, kind: KindRuntime, org: str) -> Iterator[Any]:
             yield found
 
 
+UNINSTALLED = "(kinds not installed here)"
+"""Where ``count`` puts the objects the org's usage counter counts and no installed kind lists."""
+
+
 def count(app: Application, org: str) -> dict[str, int]:
-    """Objects of each kind ``org`` holds (kinds holding none left out)."""
+    """Objects of each kind ``org`` holds (kinds holding none left out), and under ``UNINSTALLED``
+    those of kinds whose plugin is not installed here: a dry run left them out, and the run then
+    stopped on them."""
     try:
         found = {kind.name: sum(1 for _ in held(client, kind, org)) for kind, client in _clients(app)}
     except grpc.RpcError as exc:
         raise from_rpc_error(exc) from None
+    with app.store.read() as txn:
+        counted, _ = usage.decode(txn.get(keys.org_usage_key(org)))
+    unseen = counted - sum(found.values())
+    if unseen > 0:
+        found[UNINSTALLED] = unseen
     return {name: number for name, number in found.items() if number}
 
 
@@ -213,7 +224,7 @@ def _remove(app: Application, org: str, tokens_settle: float, sleep: Callable[[f
         if not _left(clients, org, {}):  # nothing here lists what the counter counts
             with app.store.read() as txn:
                 unseen, _ = usage.decode(txn.get(keys.org_usage_key(org)))
-            left["(kinds not installed here)"] = [
+            left[UNINSTALLED] = [
                 f"{unseen} objects the org's usage counter counts that no installed kind lists: install every "
                 "kind's plugin where this runs (or repair the counter with `stigmer doctor --repair`), then run again"
             ]
@@ -223,5 +234,6 @@ def _remove(app: Application, org: str, tokens_settle: float, sleep: Callable[[f
             f"objects of the org were written while it was being removed, through {ROUNDS} rounds of deletes: "
             "stop what writes into it, then run again"
         ]
+    before.pop(UNINSTALLED, None)  # told in ``left`` when still there
     deleted = {name: number - len(left.get(name, ())) for name, number in before.items()}
     return Removal(deleted={name: n for name, n in deleted.items() if n}, left=left, forgotten=forgotten)

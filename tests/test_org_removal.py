@@ -14,7 +14,7 @@ from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.environment.v1 import environment_pb2
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
-from stigmer_core.org_removal import ROUNDS, count, remove_org
+from stigmer_core.org_removal import ROUNDS, UNINSTALLED, count, remove_org
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.store import open_store
 from tests.auth_support import make_token
@@ -57,6 +57,8 @@ def test_objects_of_a_kind_not_installed_keep_the_org_and_its_history(
             agent_pb2.Agent(metadata={"name": "a", "org": "gone"})
         )
     with _opened(tmp_path, stigmer_store) as app:  # no Gizmo plugin here
+        # what a dry run shows: it left them out, and the run then stopped on them
+        assert count(app, "gone") == {"Agent": 1, "AgentInstance": 1, UNINSTALLED: 2}
         removal = remove_org(app, "gone")
         assert removal.deleted == {"Agent": 1, "AgentInstance": 1} and removal.forgotten == 0
         [(what, reasons)] = removal.left.items()

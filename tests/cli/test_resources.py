@@ -200,6 +200,9 @@ def test_list_with_labels_limit_and_org(stigmer: Stigmer, daemon: str, tmp_path:
     assert [row.split()[0] for row in lines(stigmer.ok("list", "agent", "--org", "acme"))[1:]] == ["acme-coder"]
     every = lines(stigmer.ok("list", "agent", "-A"))
     assert every[0].split()[0] == "ORG" and len(every) == 4
+    # by org, then as one org's list is, by slug (it was by creation across orgs)
+    shown = [tuple(row.split()[:2]) for row in every[1:]]
+    assert shown == sorted(shown) and shown[0] == ("acme", "acme-coder"), shown
 
     empty = stigmer("list", "agent", "-l", "team=nobody")
     assert empty.code == 0 and empty.out == "" and "no agents with labels team=nobody found in org 'local'" in empty.err

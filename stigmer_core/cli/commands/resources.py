@@ -81,6 +81,8 @@ def _show_list(
 
     org = "" if all_orgs else session.org
     found = list(session.calls(kind).iterate(org=org, labels=labels, limit=limit))
+    if all_orgs:  # read in id order (creation) across orgs: shown as one org's list is, by slug
+        found.sort(key=lambda o: (o.metadata.org, o.metadata.slug))  # type: ignore[attr-defined]
     if not found and output == "table":
         where = "any org" if all_orgs else f"org '{session.org}'"
         matching = f" with labels {','.join(f'{k}={v}' for k, v in labels.items())}" if labels else ""

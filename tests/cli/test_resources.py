@@ -196,6 +196,7 @@ def test_list_with_labels_limit_and_org(stigmer: Stigmer, daemon: str, tmp_path:
 
     labelled = lines(stigmer.ok("list", "agent", "-l", "team=platform"))
     assert [row.split()[0] for row in labelled[1:]] == ["coder"]
+    assert lines(stigmer.ok("list", "agent", "--label", "team=platform")) == labelled  # what users try first
     assert len(lines(stigmer.ok("list", "agentinstance", "--limit", "2"))) == 3  # header + 2
     assert [row.split()[0] for row in lines(stigmer.ok("list", "agent", "--org", "acme"))[1:]] == ["acme-coder"]
     every = lines(stigmer.ok("list", "agent", "-A"))

@@ -27,6 +27,7 @@ kind_argument = click.argument("kind_name", metavar="KIND", shell_complete=compl
 selector_option = click.option(
     "-l",
     "--selector",
+    "--label",  # what users reach for first: click suggested --help for it
     "selectors",
     multiple=True,
     metavar="KEY=VALUE",

@@ -411,10 +411,7 @@ def parse(
                 and given != kind.api_version
                 and given not in kind.former_api_versions
             ):
-                raise CliError(
-                    f"{where}: {key} {given!r} is not {kind.name}'s (it is {kind.api_version!r}; a kind whose "
-                    "api_version changed names the old one in former_api_versions)"
-                )
+                raise CliError(f"{where}: {key} {given!r} is not {kind.name}'s (it is {kind.api_version!r})")
         data = {**data, "kind": kind.name}
         history = data.pop(HISTORY, None)
         if history is not None and kind.import_history is None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from stigmer_core.lazy_names import lazy_names
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 """The release: the one place it is written (pyproject.toml reads it from here), so
 ``stigmer --version`` says it without reading the installed package's metadata."""
 

@@ -40,14 +40,20 @@ class UnsentAnswers:
         held, total = self._held.get(principal, 0), self._all  # read without the lock: a bound, not a count
         if held < self.per_caller and total < self.total:
             return
-        mine = held >= self.per_caller
-        setting, limit = (PER_CALLER_ENV, self.per_caller) if mine else (TOTAL_ENV, self.total)
-        whose = f"{principal} has" if mine else "the daemon's callers have"
+        if held >= self.per_caller:
+            said = (
+                f"{principal} has {held:,} bytes of answers its client has not read yet, the most one caller may "
+                f"have ({PER_CALLER_ENV}, {self.per_caller:,}): read the answers already asked for, then retry"
+            )
+            setting, limit = PER_CALLER_ENV, self.per_caller
+        else:  # another caller's doing, most likely: this one can only wait
+            said = (
+                f"the daemon holds {total:,} bytes of answers its callers' clients have not read yet, the most it "
+                f"holds ({TOTAL_ENV}, {self.total:,}): retry in a moment"
+            )
+            setting, limit = TOTAL_ENV, self.total
         raise ResourceExhausted(
-            f"{whose} {held if mine else total:,} bytes of answers the client has not read yet, the most "
-            f"allowed ({setting}, {limit:,}): read the answers already asked for, then retry",
-            reason=REASON,
-            metadata={"limit": limit, "setting": setting, "principal": principal},
+            said, reason=REASON, metadata={"limit": limit, "setting": setting, "principal": principal}
         )
 
     def hold(self, principal: str, size: int) -> Callable[[], None]:

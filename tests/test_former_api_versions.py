@@ -54,7 +54,7 @@ def test_an_object_written_before_a_change_moves_to_the_new_api_version(tmp_path
         catalog = Catalog.from_registry(app.registry)
         (document,) = parse(_document(OLD), catalog, org="local")
         assert document.kind.name == "Gizmo"
-        with pytest.raises(CliError, match="apiVersion 'other.example.com/v1' is not Gizmo's"):
+        with pytest.raises(CliError, match=r"apiVersion 'other\.example\.com/v1' is not Gizmo's"):
             parse(_document("other.example.com/v1"), catalog, org="local")
         # written back as read (what `get -o yaml | apply` does), it moves: a write stamps the kind's
         assert gizmos.update(stored).api_version == NEW

@@ -113,6 +113,11 @@ def test_a_slug_shaped_like_an_id_is_refused_as_no_lookup_could_find_it(
     assert fields_of(error) == ["slug"]
     assert raw_keys(app.store) == before
     assert agents.create(agent("near", slug=victim.metadata.id + "-x")).metadata.slug == victim.metadata.id + "-x"
+    # a create giving the object's own id restores it as it was (an import of a store written
+    # before the refusal): its slug is kept
+    legacy_slug = "agt-" + victim.metadata.id[4:-1] + "0"
+    restored = agents.create(agent("restored", slug=legacy_slug, id="agt-" + "1" + victim.metadata.id[5:]))
+    assert restored.metadata.slug == legacy_slug
 
 
 def test_an_indexed_tag_holding_nul_is_refused(served: tuple[Application, grpc.Channel]) -> None:

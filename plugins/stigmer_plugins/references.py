@@ -24,7 +24,6 @@ from typing import Any
 
 from stigmer_core import InvalidArgument, RequestContext
 from stigmer_core.ids import is_valid_id
-from stigmer_core.pipeline.steps import no_versions, resolves_versions
 
 
 def _names(ctx: RequestContext, given: str, kind_name: str) -> bool:
@@ -53,8 +52,6 @@ def keep_refs_in_org(ctx: RequestContext, field: str, kind_name: str, noun: str)
             )
         if not ref.id and not ref.slug:
             raise InvalidArgument.field(f"spec.{field}[{i}]", f"names no {kind_name}: give its slug or its id")
-        if ref.version and kind is not None and not resolves_versions(kind):
-            raise no_versions(kind, f"spec.{field}[{i}].version")
         if ref.id and kind is not None and not is_valid_id(ref.id, kind.id_prefix):
             raise InvalidArgument.field(
                 f"spec.{field}[{i}].id",

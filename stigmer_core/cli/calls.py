@@ -105,16 +105,21 @@ class KindCalls:
         return found if found is None or not org or metadata(found).org == org else None
 
     def _find(self, org: str, name_or_id: str) -> Message | None:
-        """What ``lookup`` reads: an id read with ``get`` is answered whatever its org."""
+        """What ``lookup`` reads: an id read with ``get`` is answered whatever its org. A NAME
+        shaped like an id that names none is looked for as a slug too: a store written before
+        the server refused such slugs may hold one, which get listed and nothing could name."""
         by_id = looks_like_id(name_or_id, self.kind.id_prefix)
         try:
-            if by_id and "get" in self.kind.methods:
-                found: Message = self.call("get", self.request("get", value=name_or_id))
-                return found
             if by_id:
-                ref = self.request("getByReference", org=org, id=name_or_id)
-            else:
-                ref = self.request("getByReference", org=org, slug=name_or_id)
+                try:
+                    if "get" in self.kind.methods:
+                        found: Message = self.call("get", self.request("get", value=name_or_id))
+                        return found
+                    return self.call("getByReference", self.request("getByReference", org=org, id=name_or_id))  # type: ignore[no-any-return]
+                except errors.NotFound as exc:
+                    if exc.reason == errors.OrgNotVisible.reason or not org:
+                        raise
+            ref = self.request("getByReference", org=org, slug=name_or_id)
             found = self.call("getByReference", ref)
         except errors.NotFound as exc:
             if exc.reason == errors.OrgNotVisible.reason:

@@ -127,9 +127,10 @@ def _proto_files(file: FileDescriptor) -> list[FileDescriptor]:
 def fingerprint(decl: KindDeclaration) -> str:
     """What tells two declarations of a kind apart when no release does: the proto files its
     objects are written from (the resource's, and those it imports: the standard metadata's is
-    one), its indexes and references."""
+    one), the api_version it stamps on them, its indexes and references."""
     parts = [
         *(file.serialized_pb for file in _proto_files(cast(FileDescriptor, decl.resource.DESCRIPTOR.file))),
+        decl.api_version.encode(),
         json.dumps(sorted((index.name, index.version) for index in decl.indexes)).encode(),
         json.dumps(sorted((ref.field, ref.kind) for ref in decl.references)).encode(),
     ]

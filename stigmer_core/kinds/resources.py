@@ -612,8 +612,6 @@ class Resources:
                 f"{kind.plugin!r}): a step creates an object with Resources.create, or stamps it with "
                 "stamp_new and checks its slug first"
             )
-        if is_valid_id(meta.slug, kind.id_prefix):  # a step's object: a request's slug of any id's shape is
-            raise id_shaped_slug(meta.slug)  # refused at resolve_slug (a context's slug is its run's id, by design)
         self._check_write(kind, meta.org)
         self._check_release(kind)
         self.check_references(kind, obj)

@@ -127,7 +127,9 @@ def resolve_slug(ctx: RequestContext) -> None:
     """Default the org, and derive the slug from the name when none is given.
 
     A create carrying a ``resource_version`` is refused (as Kubernetes does): a new object has no
-    version, and a client that sends one believes it is writing over something it read.
+    version, and a client that sends one believes it is writing over something it read. A slug
+    shaped like an id is refused unless the create gives the object's own id, as an import
+    restoring a backup does: a store written before the refusal may hold such slugs.
     """
     meta = _input(ctx).metadata  # type: ignore[attr-defined]
     ctx.org = _org(ctx, meta.org)
@@ -144,10 +146,10 @@ def resolve_slug(ctx: RequestContext) -> None:
                 "metadata.name",
                 "needs at least one ASCII letter or digit (a-z, 0-9) to derive a slug from (or give metadata.slug)",
             )
-        if looks_like_id(meta.slug):
+        if looks_like_id(meta.slug) and not meta.id:
             raise id_shaped_slug(meta.slug, "metadata.name", derived=True)
-    elif looks_like_id(meta.slug):
-        raise id_shaped_slug(meta.slug)
+    elif looks_like_id(meta.slug) and not meta.id:  # one giving its own id restores an object as it was
+        raise id_shaped_slug(meta.slug)  # (an import of a store written before this was refused)
 
 
 @step(Phase.CHECK)

@@ -276,3 +276,18 @@ def test_a_command_on_objects_refuses_a_data_dir_holding_no_store_and_makes_none
     assert "holds no store" in stigmer.fails("doctor", "--data-dir", str(typo))
     stigmer.ok("apply", "-f", "-", "--data-dir", str(typo), input=CODER)  # a write makes it
     assert "coder" in stigmer.ok("get", "agents", "--data-dir", str(typo))
+
+
+def test_an_object_whose_slug_has_an_ids_shape_is_named_by_it(stigmer: Stigmer) -> None:
+    """A store written before the server refused such slugs may hold one (and a backup of it
+    restores it, giving its id): `get agent <slug>` looked it up by id only and said not found,
+    though `get agents` listed it under that name."""
+    from stigmer_core.ids import new_id
+
+    slug, own_id = new_id("agt"), new_id("agt")
+    stigmer.ok("apply", "-f", "-", input=f"kind: Agent\nmetadata: {{name: Legacy, slug: {slug}, id: {own_id}}}\n")
+    assert slug in stigmer.ok("get", "agents")
+    shown = stigmer.ok("get", "agent", slug, "-o", "json")
+    assert f'"id": "{own_id}"' in shown, shown
+    assert stigmer.ok("delete", "agent", slug).splitlines()[0] == f"agent/{slug} deleted"
+    assert stigmer.fails("get", "agent", slug) == f"agent '{slug}' not found in org 'local'"

@@ -15,8 +15,6 @@ are sync ``grpc.ServerInterceptor``s.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2
-from grpc_health.v1.health import aio as health_aio
 
 from stigmer_core.application import Application
 from stigmer_core.async_calls import LoopThread, ReadBound
 from stigmer_core.call_limit import CallLimit
 from stigmer_core.controller import inline_streams, log_refusal, queued_writes, unary_reads
-from stigmer_core.health_checks import HealthWatches, health_handlers
+from stigmer_core.health_checks import Health, end_async_watches, health_handlers
 from stigmer_core.open_streams import OpenStreams
 from stigmer_core.reflection import SETTING as REFLECTION_SETTING
 from stigmer_core.reflection import reflection_handlers
@@ -108,7 +105,7 @@ class AsyncServing:
             self._loop.close()
             raise
 
-    async def _build(self) -> tuple[aio.Server, health_aio.HealthServicer]:
+    async def _build(self) -> tuple[aio.Server, Health]:
         """Built on its loop: grpc binds an asyncio server to the loop it is made on."""
         app, pools = self.app, self.pools
         server = aio.server(pools.default, options=self._options)
@@ -137,10 +134,9 @@ class AsyncServing:
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, routed),))
         # Not a kind's servicer: grpc's own health service (grpcio-health-checking), its
         # handlers built as the library's own registration builds them (``health_checks``).
-        checks = health_aio.HealthServicer()
-        self._watches = HealthWatches(sizes.health_watches)
+        checks = Health(sizes.health_watches)
         own = {
-            health.SERVICE_NAME: health_handlers(checks, self._watches),
+            health.SERVICE_NAME: health_handlers(checks, asynchronous=True),
             **_reflection(app, pools, asynchronous=True),
         }
         for service, methods in own.items():  # on the loop: they hold no thread
@@ -157,40 +153,31 @@ class AsyncServing:
 
     async def _start(self) -> None:
         await self._server.start()
-        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
-        loop = asyncio.get_running_loop()
+        self._set_all(health_pb2.HealthCheckResponse.SERVING)
+        _follow_store(self.app, self._set_all)  # from the store's thread: ``Health`` takes it from any
 
-        def set_all(status: int) -> None:  # from the store's thread
-            with contextlib.suppress(RuntimeError):  # the loop closed: the server stopped
-                asyncio.run_coroutine_threadsafe(self._set_all(status), loop)
-
-        _follow_store(self.app, set_all)
-
-    async def _set_all(self, status: int) -> None:
+    def _set_all(self, status: int) -> None:
         for name in ("", *self.app.service_names):
-            await self._health.set(name, status)
+            self._health.set(name, status)
 
     def drain(self) -> None:
-        if not self._loop.loop.is_closed():
-            self._loop.run(self._health.enter_graceful_shutdown())
+        self._health.enter_graceful_shutdown()
 
     def stop(self, grace: float | None) -> None:
         if self._loop.loop.is_closed():
             return
-        self._loop.run(self._health.enter_graceful_shutdown())
-        self._loop.run(self._end_watches())  # told NOT_SERVING: nothing more to wait for
+        self._health.enter_graceful_shutdown()
+        self._loop.run(end_async_watches(self._health))  # told NOT_SERVING: nothing more to wait for
         stopped = self._loop.submit(self._server.stop(grace))
         self.app.events.end_streams()
         stopped.result()
         self.close()
 
-    async def _end_watches(self) -> None:
-        self._watches.end_all()
-
     def wait(self, timeout: float | None) -> bool:
         return bool(self._loop.run(self._server.wait_for_termination(timeout)))
 
     def close(self) -> None:
+        self._health.close()
         self._loop.close()
 
 
@@ -236,9 +223,8 @@ class SyncServing:
         # handlers built as the library's own registration builds them (``health_checks``).
         # Health and reflection answer without a token: each runs on a pool of its own, so
         # idle reflection streams cannot take the threads writes and health checks need.
-        self._health = health.HealthServicer(experimental_non_blocking=True)
-        self._watches = HealthWatches(pools.sizes.health_watches)
-        checks = pools.on_pool(health_handlers(self._health, self._watches), pools.health)
+        self._health = Health(pools.sizes.health_watches)
+        checks = pools.on_pool(health_handlers(self._health, asynchronous=False), pools.health)
         self._server.add_registered_method_handlers(
             health.SERVICE_NAME, self._converted(health.SERVICE_NAME, checks, convert)
         )
@@ -282,11 +268,12 @@ class SyncServing:
 
     def stop(self, grace: float | None) -> None:
         self._health.enter_graceful_shutdown()
-        self._watches.end_all()  # told NOT_SERVING: nothing more to wait for
+        self._health.end_watches()  # told NOT_SERVING: nothing more to wait for
         stopped = self._server.stop(grace)
         self.app.events.end_streams()
         stopped.wait()
         self._deadlines.close()
+        self._health.close()
 
     def wait(self, timeout: float | None) -> bool:
         return bool(self._server.wait_for_termination(timeout))
@@ -294,6 +281,7 @@ class SyncServing:
     def close(self) -> None:
         self._server.stop(None)
         self._deadlines.close()
+        self._health.close()
 
 
 class _ReadFirst(grpc.ServerInterceptor):

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
+import h2.settings
 
 
 class HeldStreams:
@@ -32,9 +34,11 @@ class HeldStreams:
         *,
         end_stream: bool = False,
         message: bytes | None = None,
+        window: int | None = None,
     ) -> None:
         """``end_stream``: close each call's request stream with its headers, still with no message.
-        ``message``: send each call this request (serialized), whole."""
+        ``message``: send each call this request (serialized), whole. ``window``: the flow control
+        window it gives each stream (0: the server can send it no message at all)."""
         host, port = address.rsplit(":", 1)
         self._sock = socket.create_connection((host, int(port)), timeout=30)
         self._sock.settimeout(None)
@@ -44,6 +48,10 @@ class HeldStreams:
         self.ended: dict[int, tuple[str, str]] = {}
         """Stream id -> (grpc-status, grpc-message) from its trailers, or ("reset", code)."""
         self.closed = False
+        if window is not None:
+            self._conn.local_settings = h2.settings.Settings(
+                client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
+            )
         with self._lock:
             self._conn.initiate_connection()
             self.ids = []
@@ -82,6 +90,10 @@ class HeldStreams:
                     self._changed.notify_all()
         except OSError:
             pass
+        except h2.exceptions.ProtocolError:  # a frame h2 will not take once closed (a server's
+            # shutdown PING after its GOAWAY): gone, as a grpc client closing its connection
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
         with self._lock:
             self.closed = True
             self._changed.notify_all()

@@ -302,3 +302,36 @@ def test_health_watches_are_bounded_and_end_when_their_server_stops(tmp_path: Pa
         finally:
             channel.close()
             server.stop(grace=0)
+
+
+@pytest.mark.timeout(120)  # a check or a stop waiting on the stalled watch would wait its deadline or grace: a failure
+@pytest.mark.parametrize("read_threads", FLAVOURS.values(), ids=FLAVOURS.keys())
+def test_a_watch_whose_client_reads_nothing_stalls_no_check_and_no_stop(tmp_path: Path, read_threads: int) -> None:
+    """The library's servicer sent each watcher its status holding the lock every check takes, and
+    a send waits for the client's flow control: one unauthenticated watch from a client giving a
+    window of 0 made every health check of the daemon time out, and held its stop past its limit."""
+    from tests.held_streams import HeldStreams
+
+    empty = health_pb2.HealthCheckRequest().SerializeToString()
+    with Application.open(tmp_path / "data", durable=False) as app:
+        server = Server(app, "127.0.0.1:0", pools=PoolSizes(read_threads=read_threads))
+        server.start()
+        channel = grpc.insecure_channel(server.address)
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            with HeldStreams(server.address, "/grpc.health.v1.Health/Watch", 3, message=empty, window=0):
+                time.sleep(0.2)  # its first status is waiting for a window that never opens
+                for _ in range(3):
+                    checked = stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+                    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+                watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=DEADLINE * 4)
+                assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+                server.stop(grace=600)  # told NOT_SERVING and ended; the stalled ones cancelled
+                seen = []
+                with pytest.raises(grpc.RpcError) as ended:
+                    seen.extend(m.status for m in watch)
+                assert set(seen) == {health_pb2.HealthCheckResponse.NOT_SERVING}
+                assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            channel.close()
+            server.stop(grace=0)

@@ -90,6 +90,34 @@ def _names_planned_id(session: Session, message: Message, planned: Collection[tu
     return False
 
 
+class Failed:
+    """The ids of a run's documents that failed, so a later one refused NOT_FOUND for naming one
+    (an instance naming its agent, a session its instance) is said to follow it: the server's
+    "not found" alone read as if the object were missing from the documents."""
+
+    def __init__(self) -> None:
+        self._named: dict[str, str] = {}
+
+    def add(self, doc: Document, outcome: Outcome) -> None:
+        own = metadata(doc.message).id
+        if outcome.failed and own:
+            self._named[own] = f"{doc.ref} ({doc.where})"
+
+    def explained(self, doc: Document, outcome: Outcome) -> Outcome:
+        """``outcome``, its NOT_FOUND said to follow a failed document ``doc`` names. Ids carry a
+        ULID, so finding one among the message's bytes is finding the field that holds it."""
+        if not (self._named and outcome.failed and isinstance(outcome.cause, errors.NotFound)):
+            return outcome
+        message = doc.message
+        own = metadata(message).id
+        blob = message.SerializeToString()
+        for object_id, what in self._named.items():
+            if object_id != own and object_id.encode() in blob:
+                said = f"{outcome.error} (it names {what}, which failed above)"
+                return attrs.evolve(outcome, error=said)
+        return outcome
+
+
 def _validate_locally(doc: Document, message: Message) -> str:
     """Declared field rules, checked here because nothing is sent in a dry run."""
     from stigmer_core.pipeline import validation

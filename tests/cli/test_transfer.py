@@ -734,3 +734,23 @@ def test_an_import_interrupted_says_how_far_it_got_and_a_second_run_finishes(sti
     assert "importing the same documents again finishes the job" in said and "Aborted!" not in err, err
     again = stigmer("import", "-f", str(backup))
     assert again.code == 0 and f"imported {count} of {count} resources" in again.out, again.err
+
+
+def test_a_document_naming_one_that_failed_is_said_to_follow_it(stigmer: Stigmer) -> None:
+    """An instance whose agent was refused was told `agent '…' not found (spec.agent_id)`, as if its
+    agent were missing from the backup."""
+    from stigmer_core.ids import new_id
+
+    agent_id, instance_id = new_id("agt"), new_id("ain")
+    backup = (
+        f"kind: Agent\nmetadata: {{name: Broken, slug: Not_A_Slug, id: {agent_id}}}\nspec: {{}}\n---\n"
+        f"kind: AgentInstance\nmetadata: {{name: Its instance, id: {instance_id}}}\nspec: {{agentId: {agent_id}}}\n"
+    )
+    result = stigmer("import", input=backup)
+    assert result.code == 1
+    assert "metadata.slug: does not match regex pattern" in result.err, result.err
+    assert "(agentinstance/its-instance): " in result.err and (
+        "not found in org 'local' (spec.agent_id) (it names agent/Not_A_Slug (<stdin>, document 1), which failed above)"
+        in result.err
+    ), result.err
+    assert stored_nothing(stigmer)

@@ -26,7 +26,7 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
     written.
     """
     from stigmer_core.cli.app import with_org_hint
-    from stigmer_core.cli.applying import apply_one
+    from stigmer_core.cli.applying import Failed, apply_one
     from stigmer_core.cli.documents import in_apply_order, parse_all, read_sources
     from stigmer_core.cli.envelope import metadata
     from stigmer_core.cli.reporting import report_failure
@@ -48,12 +48,16 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
     )
     ordered = in_apply_order(documents, session.catalog)
     done = 0
+    failed_before = Failed()
     try:
         for document in ordered:
-            outcome = apply_one(session, document, dry_run=dry_run, created=created, planned=planned)
+            outcome = failed_before.explained(
+                document, apply_one(session, document, dry_run=dry_run, created=created, planned=planned)
+            )
             done += 1
             if outcome.failed:
                 failed += 1
+                failed_before.add(document, outcome)
                 report_failure(f"{document.where} ({document.ref}): {with_org_hint(ctx, outcome.error)}")
             else:
                 click.echo(f"{document.ref} {outcome.action}")

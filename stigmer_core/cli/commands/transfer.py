@@ -203,7 +203,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
     the same way.
     """
     from stigmer_core import errors
-    from stigmer_core.cli.applying import apply_one
+    from stigmer_core.cli.applying import Failed, apply_one
     from stigmer_core.cli.backup import check_whole
     from stigmer_core.cli.documents import STDIN, in_apply_order, parse, read_sources
     from stigmer_core.cli.envelope import metadata
@@ -241,6 +241,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
     unset: list[tuple[str, list[str]]] = []
     renamer = Renamer() if new_ids else None
     held_elsewhere = 0  # documents refused for ids another org holds: said in full only the first times
+    failed_before = Failed()
     done = 0
     try:
         with Progress("importing", total=len(documents)) as progress:
@@ -249,7 +250,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
                 if renamer is not None:
                     own, document = renamer.prepare(document)
                 try:
-                    outcome = apply_one(session, document, created=created)
+                    outcome = failed_before.explained(document, apply_one(session, document, created=created))
                 except Unreachable as exc:  # the server went away: say how far the import got
                     written = done - counts["failed"]
                     exc = session.unreachable(exc)
@@ -287,6 +288,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
                     raise CliError(_stopped(reason, done - counts["failed"], len(documents)))
                 if outcome.failed:
                     counts["failed"] += 1
+                    failed_before.add(document, outcome)
                     held = _held_elsewhere(outcome)
                     if held:  # every document of an export imported into a second org is: not 4,000 lines
                         held_elsewhere += 1

@@ -50,6 +50,7 @@ from stigmer_core.status import send_status
 from stigmer_core.unsent_answers import UnsentAnswers
 
 if TYPE_CHECKING:
+    from stigmer_core.accounts import Account
     from stigmer_core.call_limit import CallLimit
 
 T = TypeVar("T")
@@ -385,14 +386,14 @@ class LoopThread:
 
 NO_REQUEST = "a unary or server-streaming call requires exactly one request message; the client sent none (or only part of one)"
 
-Admit = Callable[[grpc.ServicerContext, str], "str | None"]
+Admit = Callable[[grpc.ServicerContext, str], "Account | None"]
 """``request_read.authenticated``'s check: refuses (aborts) a caller from its metadata alone, and
-returns the principal whose share of unread calls the call counts against (None: no share)."""
+returns the account whose shares of unread calls the call counts against (None: no share)."""
 
 
 class ReadBound:
     """Ends, DEADLINE_EXCEEDED, each call whose request message has not come ``seconds`` after its
-    headers, and keeps each principal to ``limit``'s share of calls waiting for theirs.
+    headers, and keeps each account to ``limit``'s shares of calls waiting for theirs.
 
     One sweep of the loop every ``GRANULARITY`` looks at the calls in the order they came
     (they all wait the same bound), so a call whose message comes with its headers, as every grpc
@@ -418,12 +419,12 @@ class ReadBound:
         self._graced: collections.deque[_Waiting] = collections.deque()
         self._sweeping = False
 
-    def watch(self, task: asyncio.Task[Any], principal: str | None = None) -> _Waiting:
-        """The call of ``task`` is waiting for its message; with a principal (and a limit), it
-        counts against the principal's share once it has waited ``grace``."""
+    def watch(self, task: asyncio.Task[Any], account: Account | None = None) -> _Waiting:
+        """The call of ``task`` is waiting for its message; with an account (and a limit), it
+        counts against the account's shares once it has waited ``grace``."""
         loop = task.get_loop()
         now = loop.time()
-        counted = principal if self.limit is not None else None
+        counted = account if self.limit is not None else None
         waiting = _Waiting(now, now + self.seconds, task, counted)
         self._waiting.append(waiting)
         if counted is not None:
@@ -437,16 +438,16 @@ class ReadBound:
         """The call's wait is over: its message came (``read``), or the call ended without it (one
         that waited ``strike`` for it counts for ``struck_for`` more)."""
         waiting.over = True
-        principal, limit = waiting.principal, self.limit
-        if principal is None or limit is None:
+        account, limit = waiting.account, self.limit
+        if account is None or limit is None:
             return
         now = time.monotonic()
         struck = not read and waiting.task.get_loop().time() - waiting.since >= self.strike
         until = now + self.struck_for if struck else None
         if waiting.counted:
-            limit.give(principal, until)
+            limit.give(account, until)
         elif until is not None:
-            limit.strike(principal, until)
+            limit.strike(account, until)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now, graced, waiting = loop.time(), self._graced, self._waiting
@@ -454,11 +455,11 @@ class ReadBound:
             late = graced.popleft()
             if late.over:
                 continue
-            assert self.limit is not None and late.principal is not None
-            if self.limit.late(late.principal):
+            assert self.limit is not None and late.account is not None
+            if self.limit.late(late.account):
                 late.counted = True
             else:
-                late.ended = self.limit.ended(late.principal, self.grace)
+                late.ended = self.limit.ended(late.account, self.grace)
                 late.task.cancel()
         while waiting and (waiting[0].over or waiting[0].due <= now):
             late = waiting.popleft()
@@ -475,13 +476,13 @@ _DUE = "due"
 
 
 class _Waiting:
-    __slots__ = ("counted", "due", "ended", "over", "principal", "since", "task")
+    __slots__ = ("account", "counted", "due", "ended", "over", "since", "task")
 
-    def __init__(self, since: float, due: float, task: asyncio.Task[Any], principal: str | None) -> None:
+    def __init__(self, since: float, due: float, task: asyncio.Task[Any], account: Account | None) -> None:
         self.since = since
         self.due = due
         self.task = task
-        self.principal = principal
+        self.account = account
         self.over = False
         self.counted = False
         self.ended = ""
@@ -490,26 +491,26 @@ class _Waiting:
 
 async def _admitted(
     call: aio.ServicerContext[Any, Any], path: str, admit: Admit, bound: ReadBound, answers: UnsentAnswers | None
-) -> str | None:
-    """The principal whose share the call counts against, once its caller is admitted and within
-    its shares (of unread calls, and with ``answers``, of answers not yet sent); a refused call is
+) -> Account | None:
+    """The account whose shares the call counts against, once its caller is admitted and within
+    them (of unread calls, and with ``answers``, of answers not yet sent); a refused call is
     ended with its status."""
     try:
         context = CallContext(call)
-        principal = admit(context, path)
-        if principal is not None and answers is not None:
+        account = admit(context, path)
+        if account is not None and answers is not None:
             try:
-                answers.check(principal)
+                answers.check(account)
             except ResourceExhausted as refused:
                 status.abort(context, refused)
-        if principal is not None and bound.limit is not None:
+        if account is not None and bound.limit is not None:
             try:
-                bound.limit.take(principal)
+                bound.limit.take(account)
             except ResourceExhausted as refused:
                 status.abort(context, refused)
     except _Aborted as aborted:
         await send_status(call, aborted.status)
-    return principal
+    return account
 
 
 async def _first(
@@ -518,7 +519,7 @@ async def _first(
     admit: Admit | None,
     bound: ReadBound,
     answers: UnsentAnswers | None = None,
-) -> tuple[str | None, Any]:
+) -> tuple[Account | None, Any]:
     """The call's one request, once its caller is admitted, read within ``bound``'s seconds.
 
     A caller is refused before its message is awaited, and the message is awaited under a bound:
@@ -526,10 +527,10 @@ async def _first(
     clients send both together) was held open for good, with no token at all, thousands of
     them at once, each keeping the memory of a call (as ``request_read`` bounds it on the sync
     server)."""
-    principal = None if admit is None else await _admitted(call, path, admit, bound, answers)
+    account = None if admit is None else await _admitted(call, path, admit, bound, answers)
     task = asyncio.current_task()
     assert task is not None  # a call's handler runs in a task of grpc's
-    waiting = bound.watch(task, principal)
+    waiting = bound.watch(task, account)
     request: Any = aio.EOF
     try:
         request = await call.read()
@@ -549,7 +550,7 @@ async def _first(
         bound.done(waiting, request is not aio.EOF)
     if request is aio.EOF:
         await call.abort(grpc.StatusCode.UNIMPLEMENTED, NO_REQUEST)
-    return principal, request
+    return account, request
 
 
 def one_request(
@@ -567,7 +568,7 @@ def one_request(
     the missing message is answered at once, as grpc's sync server answers it, and a caller
     is refused, and a message waited for, as ``_first`` says. With ``answers`` (and ``admit``),
     the answer is serialized here (``serialize``; the handler's serializer passes bytes on) and
-    counted against its principal until its call ends (``unsent_answers``).
+    counted against its account until its call ends (``unsent_answers``).
     """
     if answers is None or admit is None or serialize is None:
 
@@ -577,10 +578,10 @@ def one_request(
         return read_one
 
     async def read_counted(requests: Any, call: aio.ServicerContext[Any, Any]) -> Any:
-        principal, request = await _first(call, path, admit, bound, answers)
+        account, request = await _first(call, path, admit, bound, answers)
         data = serialize(await behavior(request, call))
-        if principal is not None:
-            release = answers.hold(principal, len(data))
+        if account is not None:
+            release = answers.hold(account, len(data))
             call.add_done_callback(lambda _: release())
             if call.done():
                 release()

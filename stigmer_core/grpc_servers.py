@@ -34,7 +34,6 @@ from stigmer_core.reflection import reflection_handlers
 from stigmer_core.request_read import Admit, ReadDeadlines, authenticated, read_first
 from stigmer_core.server_pools import ServerPools
 from stigmer_core.store.protocol import BoundsStreamReads, ReportsReachability, SubmitsWrites
-from stigmer_core.unsent_answers import UnsentAnswers
 
 if TYPE_CHECKING:
     from stigmer_core.metrics import Metrics
@@ -122,10 +121,13 @@ class AsyncServing:
         # (``call_limit``) is kept only when the setting asks for one: counted past its grace, a
         # client's large requests sharing a link count as surely as stalled ones, and on this
         # server nothing else bounds how many of those it may have in flight.
-        share = sizes.unread_calls_per_caller
-        limit = CallLimit(share, "the daemon") if admit is not None and share is not None else None
+        share, org_share = sizes.unread_calls_per_caller, sizes.unread_calls_per_org
+        limit = None
+        caller_share = share if share is not None else org_share
+        if admit is not None and caller_share is not None:
+            limit = CallLimit(caller_share, "the daemon", org_share)
         bound = self.read_bound = ReadBound(sizes.request_read_seconds, sizes.unread_grace_seconds, limit)
-        answers = UnsentAnswers(sizes.unsent_bytes_per_caller, sizes.unsent_bytes) if admit is not None else None
+        answers = sizes.unsent_answers() if admit is not None else None
         for service, methods in app.services.items():
             routed = pools.route(service, methods, reads, queued, bound, admit, streams, answers)
             if self._metrics is not None:
@@ -198,7 +200,7 @@ class SyncServing:
         self._metrics = metrics
         self._deadlines = ReadDeadlines(pools.sizes.request_read_seconds, pools.sizes.unread_grace_seconds)
         admit = authenticated(app.authenticator, log_refusal)
-        self._answers = UnsentAnswers(pools.sizes.unsent_bytes_per_caller, pools.sizes.unsent_bytes)
+        self._answers = pools.sizes.unsent_answers()
         # Health and reflection answer without a token; every other service needs one when
         # the server requires tokens.
         self._admits: dict[str, Admit | None] = {service: admit for service in app.services}
@@ -209,11 +211,11 @@ class SyncServing:
         chain = [_ReadFirst(self._read_first), *interceptors] if interceptors else []
         self._server = grpc.server(pools.default, interceptors=chain, options=[*OPTIONS, *options])
         reads = unary_reads(app.registry)
-        read_share, rpc_share = pools.sizes.call_shares()
+        sizes = pools.sizes
         self._limits = {
-            id(pools.default): CallLimit(rpc_share, "the daemon's rpc threads"),
-            id(pools.sync_reads()): CallLimit(read_share, "the daemon's read threads"),
-            id(pools.streams): CallLimit(pools.sizes.stream_share(pools.stream_threads), "the daemon's stream threads"),
+            id(pools.default): sizes.unread_limit(sizes.rpc_threads, "the daemon's rpc threads"),
+            id(pools.sync_reads()): sizes.unread_limit(sizes.read_pool_threads(), "the daemon's read threads"),
+            id(pools.streams): sizes.unread_limit(pools.stream_threads, "the daemon's stream threads"),
         }
         """A caller's share of the pool a call runs on, by the pool's id (``call_limit``)."""
         for service, methods in app.services.items():

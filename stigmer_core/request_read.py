@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from stigmer_core import denied_log, env_numbers, status
+from stigmer_core.accounts import Account
 from stigmer_core.denied_log import DeniedLog
 from stigmer_core.errors import ResourceExhausted, StartupError, Unauthenticated
 from stigmer_core.unsent_answers import UnsentAnswers, passthrough
@@ -123,14 +124,14 @@ class ReadDeadlines:
         self._start_lock = threading.Lock()
 
     def watch(
-        self, context: grpc.ServicerContext, method: str, principal: str | None = None, limit: CallLimit | None = None
+        self, context: grpc.ServicerContext, method: str, account: Account | None = None, limit: CallLimit | None = None
     ) -> list[Any]:
         """An entry to pass to ``done`` once the message is in; until then ``context`` is due, and
-        with a ``limit``, counted against ``principal``'s share once it has waited ``grace``."""
+        with a ``limit``, counted against ``account``'s shares once it has waited ``grace``."""
         if self._thread is None:
             self._start()
         now = time.monotonic()
-        entry = [now + self.seconds, context, method, principal, limit, False, now]
+        entry = [now + self.seconds, context, method, account, limit, False, now]
         # The watcher sleeps until the nearest time it knows of; a queue's later entries come
         # due after its first, so only an entry into an empty queue needs to wake it.
         wake = not self._due
@@ -183,14 +184,14 @@ class ReadDeadlines:
     def _count(self, entry: list[Any]) -> None:
         """A counted call still waiting at its grace: unread now, within its caller's share, or
         ended past it."""
-        _, context, method, principal, limit, *_ = entry
+        _, context, method, account, limit, *_ = entry
         with self._counted:
             if entry[1] is None:
                 return  # its message came first
-            if limit.late(principal):
+            if limit.late(account):
                 entry[5] = True
                 return
-        self._cancel(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, limit.ended(principal, self.grace))
+        self._cancel(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED, limit.ended(account, self.grace))
 
     def _end(self, context: grpc.ServicerContext, method: str) -> None:
         message = (
@@ -218,10 +219,10 @@ class ReadDeadlines:
         self._wake.set()
 
 
-Admit = Callable[[grpc.ServicerContext, str], "str | None"]
+Admit = Callable[[grpc.ServicerContext, str], "Account | None"]
 """Refuses a call (aborting ``context``) before its message is read; ``str`` is its method. Returns
-the principal whose share of threads the call counts against (``call_limit``), or None for the
-local administrator, who has no share."""
+the account (principal and orgs) whose shares of threads the call counts against
+(``call_limit``), or None for the local administrator, who has no share."""
 
 
 def _first(
@@ -229,10 +230,10 @@ def _first(
     context: grpc.ServicerContext,
     method: str,
     deadlines: ReadDeadlines,
-    principal: str | None = None,
+    account: Account | None = None,
     limit: CallLimit | None = None,
 ) -> Any:
-    entry = deadlines.watch(context, method, principal, limit)
+    entry = deadlines.watch(context, method, account, limit)
     read = False
     try:
         request = next(requests)
@@ -254,11 +255,11 @@ def read_first(
 ) -> grpc.RpcMethodHandler:
     """``handler`` (a unary or server-streaming one) as a client-streaming handler that runs
     ``admit``, then reads its one message under ``deadlines``, then runs the original behavior.
-    A call of an admitted principal is refused while the principal has ``limit``'s share of
-    calls counted, and counts as one if its message is not in by ``deadlines.grace`` (or if it
-    ends without one). A unary call of an admitted principal is refused while it (or the daemon)
-    holds ``answers``' bound of answers not yet sent, and its own answer counts there until its
-    call ends. The behavior's thread pool and non-blocking mark stay with it."""
+    A call of an admitted account is refused while its principal (or one of its orgs) has
+    ``limit``'s share of calls counted, and counts as one if its message is not in by
+    ``deadlines.grace`` (or if it ends without one). A unary call of an admitted account is
+    refused while it (or one of its orgs, or the daemon) holds ``answers``' bound of answers not
+    yet sent, and its own answer counts there until its call ends. The behavior's thread pool and non-blocking mark stay with it."""
     if handler.request_streaming:
         return handler
     streaming = handler.response_streaming
@@ -266,30 +267,30 @@ def read_first(
     counts = answers is not None and admit is not None and not streaming
     serialize = handler.response_serializer
 
-    def admitted(requests: Iterator[Any], context: grpc.ServicerContext) -> tuple[str | None, Any]:
-        """The call's principal and message, once its caller is admitted and within its shares."""
-        principal = admit(context, method) if admit is not None else None
-        if principal is not None and counts:
+    def admitted(requests: Iterator[Any], context: grpc.ServicerContext) -> tuple[Account | None, Any]:
+        """The call's account and message, once its caller is admitted and within its shares."""
+        account = admit(context, method) if admit is not None else None
+        if account is not None and counts:
             try:
-                answers.check(principal)  # type: ignore[union-attr]  # ``counts`` says it is there
+                answers.check(account)  # type: ignore[union-attr]  # ``counts`` says it is there
             except ResourceExhausted as refused:
                 status.abort(context, refused)
-        if principal is None or limit is None:
-            return principal, _first(requests, context, method, deadlines)
+        if account is None or limit is None:
+            return account, _first(requests, context, method, deadlines)
         try:
-            limit.take(principal)
+            limit.take(account)
         except ResourceExhausted as refused:
             status.abort(context, refused)
-        return principal, _first(requests, context, method, deadlines, principal, limit)
+        return account, _first(requests, context, method, deadlines, account, limit)
 
     def behavior(requests: Iterator[Any], context: grpc.ServicerContext, *more: Any) -> Any:
-        principal, request = admitted(requests, context)
+        account, request = admitted(requests, context)
         answer = inner(request, context, *more)
         if not counts:
             return answer
         data = serialize(answer) if serialize is not None else answer
-        if principal is not None:
-            release = answers.hold(principal, len(data))  # type: ignore[union-attr]
+        if account is not None:
+            release = answers.hold(account, len(data))  # type: ignore[union-attr]
             if not context.add_callback(release):  # the call already ended
                 release()
         return data
@@ -316,13 +317,13 @@ def read_first(
 def authenticated(authenticator: Authenticator, log_refusal: Callable[..., None]) -> Admit | None:
     """``admit`` for a server whose calls need a token: a caller without a valid one is refused
     UNAUTHENTICATED from its metadata alone (what it may do is checked after the read, as
-    before); an admitted caller's principal is what its calls count against. None when tokens
+    before); an admitted caller's principal and orgs are what its calls count against. None when tokens
     are not required: then no caller is refused for want of one, and any caller may call as the
     local administrator, so none has a share to keep to."""
     if not authenticator.required:
         return None
 
-    def admit(context: grpc.ServicerContext, method: str) -> str | None:
+    def admit(context: grpc.ServicerContext, method: str) -> Account | None:
         metadata = context.invocation_metadata() or ()
         peer = context.peer()
         try:
@@ -334,6 +335,6 @@ def authenticated(authenticator: Authenticator, log_refusal: Callable[..., None]
             # a token not in the cache is read from the store: a database that is down or a pool
             # that is full is UNAVAILABLE, as in any call (grpc answered it UNKNOWN, unretried)
             status.abort(context, failed)
-        return None if caller.unrestricted else caller.principal
+        return None if caller.unrestricted else Account(caller.principal, caller.orgs)
 
     return admit

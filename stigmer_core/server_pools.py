@@ -35,6 +35,7 @@ import attrs
 import grpc
 
 from stigmer_core import async_calls, call_limit, env_numbers, request_read, unsent_answers
+from stigmer_core.call_limit import CallLimit
 from stigmer_core.errors import StartupError
 from stigmer_core.store.lmdb_store import LmdbStore
 from stigmer_core.unsent_answers import UnsentAnswers, passthrough
@@ -80,6 +81,10 @@ class PoolSizes:
     """Bytes of answers made for one principal and not yet read by its client
     (``STIGMER_MAX_UNSENT_BYTES_PER_CALLER``, where tokens are required): its next call is
     refused until its client reads them (``unsent_answers``)."""
+    unsent_bytes_per_org: int = 256 << 20
+    """The same for the principals of one org together (``STIGMER_MAX_UNSENT_BYTES_PER_ORG``): an
+    org's admin can make more tokens, and half of the total leaves the other half to every
+    other org."""
     unsent_bytes: int = 512 << 20
     """The same for every principal together (``STIGMER_MAX_UNSENT_BYTES``)."""
     health_watches: int = 256
@@ -99,6 +104,13 @@ class PoolSizes:
     of each pool, at least one (2 of 4 read threads, 16 of 32 rpc threads), so no single token
     holds a whole pool with calls that send nothing."""
 
+    unread_calls_per_org: int | None = None
+    """As ``unread_calls_per_caller``, for the principals of one org together
+    (``STIGMER_MAX_UNREAD_CALLS_PER_ORG``): an org's admin can make more tokens, so one org's
+    members could otherwise hold a whole pool together. None: three quarters of each pool, at
+    least one (3 of 4 read threads, 24 of 32 rpc threads); on the asyncio server, no share unless
+    set."""
+
     unread_grace_seconds: float | None = None
     """How long a call may wait for its message before it counts against its caller
     (``STIGMER_UNREAD_CALL_GRACE``). None: 1 s, or half the read timeout when that is shorter.
@@ -108,6 +120,8 @@ class PoolSizes:
         request_read.checked(self.request_read_seconds)
         if self.unread_calls_per_caller is not None and self.unread_calls_per_caller < 1:
             raise StartupError(f"{call_limit.ENV} must be at least 1")
+        if self.unread_calls_per_org is not None and self.unread_calls_per_org < 1:
+            raise StartupError(f"{call_limit.ORG_ENV} must be at least 1")
         grace = self.unread_grace_seconds
         if grace is not None and not (math.isfinite(grace) and 0 < grace <= self.request_read_seconds):
             raise StartupError(
@@ -123,6 +137,20 @@ class PoolSizes:
     def stream_share(self, threads: int) -> int:
         """Threads of the stream pool (``threads`` of them) one caller's unread streams may hold."""
         return call_limit.share(threads, self.unread_calls_per_caller)
+
+    def unread_limit(self, threads: int, where: str) -> CallLimit:
+        """The shares of a sync server's pool of ``threads``: one caller's, one org's callers'."""
+        return CallLimit(
+            call_limit.share(threads, self.unread_calls_per_caller),
+            where,
+            call_limit.org_share(threads, self.unread_calls_per_org),
+        )
+
+    def read_pool_threads(self) -> int:
+        return self.read_threads or SYNC_LMDB_READ_THREADS
+
+    def unsent_answers(self) -> UnsentAnswers:
+        return UnsentAnswers(self.unsent_bytes_per_caller, self.unsent_bytes, self.unsent_bytes_per_org)
 
     pending_calls: int = 5000
     """Calls received and not yet started, per daemon (``STIGMER_MAX_PENDING_CALLS``): a burst
@@ -150,9 +178,11 @@ class PoolSizes:
             ("reflection_streams", "STIGMER_MAX_REFLECTION_STREAMS"),
             ("health_watches", "STIGMER_MAX_HEALTH_WATCHES"),
             ("unsent_bytes_per_caller", unsent_answers.PER_CALLER_ENV),
+            ("unsent_bytes_per_org", unsent_answers.PER_ORG_ENV),
             ("unsent_bytes", unsent_answers.TOTAL_ENV),
             ("pending_calls", "STIGMER_MAX_PENDING_CALLS"),
             ("unread_calls_per_caller", call_limit.ENV),
+            ("unread_calls_per_org", call_limit.ORG_ENV),
         ):
             raw = env.get(name)
             if not raw:

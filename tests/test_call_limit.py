@@ -26,15 +26,16 @@ import grpc
 import pytest
 
 from stigmer_core import Application, errors, status
+from stigmer_core.accounts import Account
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
-from stigmer_core.call_limit import ENV, GRACE_ENV, REASON
+from stigmer_core.call_limit import ENV, GRACE_ENV, ORG_ENV, REASON, CallLimit
 from stigmer_core.errors import StartupError
 from stigmer_core.grpc_servers import AsyncServing, SyncServing
 from stigmer_core.request_read import ReadDeadlines
 from stigmer_core.server import PoolSizes, Server
-from tests.auth_support import ALPHA, make_token
+from tests.auth_support import ALPHA, BETA, make_token
 from tests.held_streams import HeldStreams
 
 GET = "/stigmer.agentic.agent.v1.AgentQueryController/get"
@@ -44,6 +45,7 @@ WAIT = 60.0
 """How long a test waits for an answer it must get; never a measure of speed."""
 READ_THREADS, RPC_THREADS = 4, 8
 READ_SHARE, RPC_SHARE = READ_THREADS // 2, RPC_THREADS // 2
+READ_ORG_SHARE = 3 * READ_THREADS // 4
 DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED = "4", "8"
 
 
@@ -271,6 +273,84 @@ def test_calls_that_fail_give_their_slots_back(tmp_path: Path, stigmer_postgres_
         for _ in range(2 * READ_SHARE + 1):
             assert isinstance(refused(lambda: t.get(t.viewer, "agt_missing")), errors.NotFound)
         assert t.held(t.viewer_principal) == 0
+
+
+def test_one_orgs_members_together_hold_at_most_the_orgs_share(tmp_path: Path, stigmer_postgres_store_url: str) -> None:
+    """Each token kept to half of a pool, two viewers of one org (an org's admin can make more
+    tokens) held every read thread together, and every other org's reads waited. Now the callers
+    of one org together hold at most ``STIGMER_MAX_UNREAD_CALLS_PER_ORG`` (three quarters of each
+    pool by default): past it, the org's calls are refused naming the org and the setting, and
+    another org's members are answered."""
+    with team(tmp_path / "data", stigmer_postgres_store_url, 10) as t:
+        second, made_second = make_token(t.app, ALPHA, "viewer", "second holder")
+        second_principal = f"token:{ALPHA}/{made_second.metadata.slug}"
+        outsider, _ = make_token(t.app, BETA, "editor", "another org")
+        beta_agent = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="in-beta", org=BETA))
+        creates = agent_grpc.AgentCommandControllerStub(t.channel).create
+        made = creates(beta_agent, metadata=t.bearer(outsider), timeout=WAIT)
+        first = HeldStreams(t.server.address, GET, READ_SHARE, t.bearer(t.viewer))
+        try:
+            waited_until = time.monotonic() + WAIT
+            while t.held(t.viewer_principal) < READ_SHARE and time.monotonic() < waited_until:
+                time.sleep(0.01)
+            assert t.held(t.viewer_principal) == READ_SHARE
+            with HeldStreams(t.server.address, GET, READ_SHARE, t.bearer(second)) as more:
+                # within its own share, the second viewer is stopped by its org's
+                ended = more.wait_ended(READ_SHARE - (READ_ORG_SHARE - READ_SHARE), WAIT)
+                assert {code for code, _ in ended.values()} == {RESOURCE_EXHAUSTED}
+                assert all(ORG_ENV in message.replace("%20", " ") for _, message in ended.values()), ended
+                refusal = refused(lambda: t.get(t.editor, "agt_missing"))  # the org's other members too
+                assert isinstance(refusal, errors.ResourceExhausted)
+                assert (refusal.reason, refusal.metadata) == (
+                    REASON,
+                    {
+                        "limit": str(READ_ORG_SHARE),
+                        "setting": ORG_ENV,
+                        "principal": t.editor_principal,
+                        "org": ALPHA,
+                    },
+                )
+                # another org has the pool's last quarter
+                assert t.answer(lambda: t.get(outsider, made.metadata.id)).metadata.name == "in-beta"
+                # the one within its org's share, and the one ended past it (counted a while, as any)
+                assert t.held(second_principal) == READ_SHARE
+        finally:
+            first.close()
+        t.until_none_held(t.viewer_principal)
+        t.until_none_held(second_principal)
+        assert isinstance(refused(lambda: t.get(t.editor, "agt_missing")), errors.NotFound)
+
+
+def test_a_share_counts_a_call_against_its_principal_and_each_of_its_orgs() -> None:
+    limit = CallLimit(2, "the pool", org_limit=3)
+    one, two, three = (Account(f"token:{ALPHA}/{n}", (ALPHA,)) for n in ("one", "two", "three"))
+    elsewhere = Account(f"token:{BETA}/x", (BETA,))
+    assert limit.late(one) and limit.late(one)
+    assert not limit.late(one), "its own share is full"
+    assert limit.late(two)
+    assert not limit.late(three), "its org's share is full"
+    with pytest.raises(errors.ResourceExhausted, match=ORG_ENV) as caught:
+        limit.take(three)
+    assert caught.value.metadata["org"] == ALPHA
+    assert "org alpha" in limit.ended(three, 1.0)
+    limit.take(elsewhere)
+    limit.give(two, until=time.monotonic() + 60)  # ended unread: still counted, for the principal and the org
+    assert (limit.held(two.principal), limit.held(("org", ALPHA))) == (1, 3)
+    limit.give(one)
+    limit.give(one)
+    assert (limit.held(one.principal), limit.held(("org", ALPHA))) == (0, 1)
+    limit.take(three)
+
+
+def test_the_org_share_is_a_setting_checked_at_startup() -> None:
+    for raw in ("0", "-1", "many"):
+        with pytest.raises(StartupError, match=ORG_ENV):
+            PoolSizes.from_env({ORG_ENV: raw})
+    assert PoolSizes.from_env({ORG_ENV: "5"}).unread_calls_per_org == 5
+    shares = PoolSizes(rpc_threads=32).unread_limit(32, "rpc")
+    assert (shares.limit, shares.org_limit) == (16, 24)
+    assert PoolSizes().unread_limit(1, "one").org_limit == 1
+    assert PoolSizes(unread_calls_per_org=5).unread_limit(32, "rpc").org_limit == 5
 
 
 def test_the_setting_is_checked_at_startup_and_defaults_to_half_of_each_pool() -> None:

@@ -48,7 +48,12 @@ def team_server(
     """A daemon on PostgreSQL requiring tokens, on a loopback port, with small pools; yields it,
     an editor's token, and ``answer(call)``: ``call``'s result, waited for at most ``WAIT``."""
     app = Application.open(data, store=store_url, durable=False, require_auth=True)
-    sizes = PoolSizes(**POOLS, request_read_seconds=read_seconds, unread_calls_per_caller=unread_calls_per_caller)
+    sizes = PoolSizes(
+        **POOLS,
+        request_read_seconds=read_seconds,
+        unread_calls_per_caller=unread_calls_per_caller,
+        unread_calls_per_org=unread_calls_per_caller,
+    )
     server = Server(app, "127.0.0.1:0", pools=sizes)
     waiter = futures.ThreadPoolExecutor(2)
     try:
@@ -108,7 +113,7 @@ def test_callers_without_a_token_cannot_hold_threads_by_never_sending_a_message(
 def test_a_members_call_whose_message_never_comes_ends_after_the_read_timeout(
     tmp_path: Path, stigmer_postgres_store_url: str
 ) -> None:
-    # Bound per caller past the pools (test_call_limit): the read timeout alone frees them here.
+    # Bound per caller and per org past the pools (test_call_limit): the read timeout alone frees them here.
     store = stigmer_postgres_store_url
     with team_server(tmp_path / "data", store, 1, unread_calls_per_caller=100) as (server, token, answer):
         bearer = [("authorization", f"Bearer {token}")]

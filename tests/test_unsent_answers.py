@@ -18,13 +18,14 @@ import grpc
 import pytest
 
 from stigmer_core import Application, errors, from_rpc_error
+from stigmer_core.accounts import Account
 from stigmer_core.api.agentic.agent.v1 import agent_pb2
 from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.server import PoolSizes, Server
 from stigmer_core.server_pools import PoolSizes as Sizes
-from stigmer_core.unsent_answers import PER_CALLER_ENV, REASON, UnsentAnswers
-from tests.auth_support import ALPHA, make_token
+from stigmer_core.unsent_answers import PER_CALLER_ENV, PER_ORG_ENV, REASON, UnsentAnswers
+from tests.auth_support import ALPHA, BETA, make_token
 from tests.held_streams import HeldStreams
 
 GET = "/stigmer.agentic.agent.v1.AgentQueryController/get"
@@ -91,21 +92,77 @@ def test_a_member_whose_client_reads_nothing_is_refused_and_others_are_served(
 
 def test_the_bound_counts_each_answer_once_until_it_is_released() -> None:
     answers = UnsentAnswers(per_caller=100, total=150)
-    first = answers.hold("a", 60)
-    answers.check("a")  # 60 of 100
-    second = answers.hold("a", 60)
+    a, b = Account("a", (ALPHA,)), Account("b", (BETA,))
+    first = answers.hold(a, 60)
+    answers.check(a)  # 60 of 100
+    second = answers.hold(a, 60)
     with pytest.raises(errors.ResourceExhausted, match=PER_CALLER_ENV):
-        answers.check("a")
-    answers.check("b")  # 120 of the daemon's 150
-    third = answers.hold("b", 40)
+        answers.check(a)
+    answers.check(b)  # 120 of the daemon's 150
+    third = answers.hold(b, 40)
     with pytest.raises(errors.ResourceExhausted, match="STIGMER_MAX_UNSENT_BYTES"):
-        answers.check("b")
+        answers.check(b)
     for release in (first, first, second, third):  # a second release of one answer changes nothing
         release()
-    assert (answers.held("a"), answers.held("b")) == (0, 0)
-    answers.check("a")
+    assert (answers.held("a"), answers.held("b"), answers.held_by_org(ALPHA)) == (0, 0, 0)
+    answers.check(a)
+
+
+def test_the_callers_of_one_org_together_hold_at_most_the_orgs_share() -> None:
+    answers = UnsentAnswers(per_caller=100, total=1000, per_org=150)
+    one, two, other = Account("one", (ALPHA,)), Account("two", (ALPHA,)), Account("other", (BETA,))
+    held = [answers.hold(one, 90), answers.hold(two, 90)]  # each within its own share
+    with pytest.raises(errors.ResourceExhausted, match=PER_ORG_ENV) as caught:
+        answers.check(Account("three", (ALPHA,)))
+    assert (caught.value.metadata["org"], caught.value.metadata["limit"]) == (ALPHA, "150")
+    answers.check(other)
+    for release in held:
+        release()
+    assert answers.held_by_org(ALPHA) == 0
+    answers.check(one)
+
+
+@pytest.mark.parametrize("read_threads", [0, 2], ids=["asyncio", "sync"])
+def test_an_orgs_members_reading_nothing_leave_other_orgs_served(tmp_path: Path, read_threads: int) -> None:
+    """Each token kept to its own share, an org's admin could make tokens enough to hold every
+    answer the daemon may: the callers of one org together hold at most
+    ``STIGMER_MAX_UNSENT_BYTES_PER_ORG``, and past it the org's members are refused, not others."""
+    sizes = PoolSizes(read_threads=read_threads, unsent_bytes_per_caller=SHARE, unsent_bytes_per_org=4 * ANSWER)
+    with Application.open(tmp_path / "data", durable=False, require_auth=True) as app:
+        server = Server(app, "127.0.0.1:0", pools=sizes)
+        server.start()
+        try:
+            reader, _ = make_token(app, ALPHA, "viewer", "reads nothing")
+            colleague, _ = make_token(app, ALPHA, "viewer", "colleague")
+            outsider, _ = make_token(app, BETA, "viewer", "another org")
+            agent_id = _big_agent(app, "big")
+            elsewhere = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="elsewhere", org=BETA))
+            beta_id = agent_grpc.AgentCommandControllerStub(app.channel()).create(elsewhere).metadata.id
+            request = agent_pb2.AgentId(value=agent_id).SerializeToString()
+            with (
+                HeldStreams(server.address, GET, 20, _bearer(reader), message=request) as held,
+                grpc.insecure_channel(server.address) as channel,
+            ):
+                assert len(held.wait_ended(10, WAIT)) >= 10  # past the org's share: refused at once
+                gets = agent_grpc.AgentQueryControllerStub(channel).get
+                with pytest.raises(grpc.RpcError) as caught:
+                    gets(agent_pb2.AgentId(value=agent_id), metadata=_bearer(colleague), timeout=WAIT)
+                refusal = from_rpc_error(caught.value)
+                assert (refusal.reason, refusal.metadata["setting"], refusal.metadata["org"]) == (
+                    REASON,
+                    PER_ORG_ENV,
+                    ALPHA,
+                )
+                answer = gets(agent_pb2.AgentId(value=beta_id), metadata=_bearer(outsider), timeout=WAIT)
+                assert answer.metadata.name == "elsewhere"
+        finally:
+            server.stop(grace=1)
+
+
+def _bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
 
 
 def test_the_bounds_come_from_the_environment() -> None:
-    sizes = Sizes.from_env({PER_CALLER_ENV: "1000", "STIGMER_MAX_UNSENT_BYTES": "5000"})
-    assert (sizes.unsent_bytes_per_caller, sizes.unsent_bytes) == (1000, 5000)
+    sizes = Sizes.from_env({PER_CALLER_ENV: "1000", "STIGMER_MAX_UNSENT_BYTES": "5000", PER_ORG_ENV: "3000"})
+    assert (sizes.unsent_bytes_per_caller, sizes.unsent_bytes, sizes.unsent_bytes_per_org) == (1000, 5000, 3000)

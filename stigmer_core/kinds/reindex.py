@@ -31,7 +31,7 @@ from collections.abc import Collection, Iterator
 import attrs
 from google.protobuf.message import Message
 
-from stigmer_core.errors import KindDowngrade, PluginFault, RegistryError, StartupError
+from stigmer_core.errors import InvalidArgument, KindDowngrade, PluginFault, RegistryError, StartupError
 from stigmer_core.kinds import releases
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
 from stigmer_core.store import keys
@@ -304,6 +304,20 @@ def _refuse_downgrades(txn: ReadTxn, registry: Registry, allowed: Collection[str
 
 
 @attrs.frozen
+class Unwritable:
+    """A stored object whose index entries a write refuses as they are: an indexed value holding
+    NUL (a tag stored by 0.1.0), or one longer than a key may be (stored on PostgreSQL before the
+    bound). It is read, listed and deleted; its update, or its import, is refused until the
+    field changes."""
+
+    kind: str
+    org: str
+    slug: str
+    object_id: str
+    why: str
+
+
+@attrs.frozen
 class IndexProblem:
     """Entries of one index of one kind that disagree with the stored objects."""
 
@@ -327,13 +341,22 @@ def reference_entries(store: Store, kind: KindRuntime) -> list[tuple[bytes, byte
         return sorted(_entries_of(txn, b"q/", kind.key_prefix).items())
 
 
-def _families(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> tuple[Families, Families]:
+def _families(
+    txn: ReadTxn, registry: Registry, kind: KindRuntime, refused: list[Unwritable] | None = None
+) -> tuple[Families, Families]:
     """Per index (slugs, labels, declared, owners, references): the entries the objects call
-    for and the entries stored, each as key -> value."""
+    for and the entries stored, each as key -> value. With ``refused``, each object whose index
+    entries a write would refuse as they are is added to it."""
     expected: Families = {SLUG_INDEX: {}, OWNERS: {}, REFERENCES: {}}
     for obj in _objects(txn, kind):
         meta = obj.metadata  # type: ignore[attr-defined]
         expected[SLUG_INDEX][keys.slug_key(kind.key_prefix, meta.org, meta.slug)] = meta.id.encode()
+        if refused is not None:
+            try:
+                kind.index_keys(obj, checked=True)
+            except InvalidArgument as exc:
+                why = exc.violations[0].description if exc.violations else exc.message
+                refused.append(Unwritable(kind.name, meta.org, meta.slug, meta.id, why))
         for key in kind.index_keys(obj):
             expected.setdefault(_index_of(key, kind.key_prefix), {})[key] = b""
         expected[OWNERS].update(dict.fromkeys(kind.owner_keys(obj), b""))
@@ -348,8 +371,10 @@ def _families(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> tuple[Fami
     return expected, stored
 
 
-def _problems(txn: ReadTxn, registry: Registry, kind: KindRuntime) -> list[IndexProblem]:
-    expected, stored = _families(txn, registry, kind)
+def _problems(
+    txn: ReadTxn, registry: Registry, kind: KindRuntime, refused: list[Unwritable] | None = None
+) -> list[IndexProblem]:
+    expected, stored = _families(txn, registry, kind, refused)
     problems = []
     for name in sorted(expected.keys() | stored.keys()):
         want, have = expected.get(name, {}), stored.get(name, {})
@@ -373,17 +398,21 @@ def _repair(txn: WriteTxn, registry: Registry, kind: KindRuntime) -> None:
     _record(txn, kind)
 
 
-def check(registry: Registry, store: Store, *, repair: bool = False) -> list[IndexProblem]:
+def check(
+    registry: Registry, store: Store, *, repair: bool = False, refused: list[Unwritable] | None = None
+) -> list[IndexProblem]:
     """Compare every index of every kind with its stored objects; with ``repair``, fix them.
 
     The indexes are the slug index, the label index, each declared index,
     and the ownership and reverse-reference entries. Reads every object: a
-    maintenance command, never a request path.
+    maintenance command, never a request path. With ``refused``, the objects whose index
+    entries a write now refuses as they are (stored by a release that took them) are added
+    to it: no repair can fix those, only a write changing the field.
     """
     found: list[IndexProblem] = []
     for kind in registry.kinds:
         with store.read() as txn:
-            problems = _problems(txn, registry, kind)
+            problems = _problems(txn, registry, kind, refused)
             current = recorded(txn, kind) == declared(kind)
         found += problems
         if repair and (problems or not current):

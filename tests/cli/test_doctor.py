@@ -51,6 +51,56 @@ def test_doctor_reports_and_repairs(stigmer: Stigmer, tmp_path: Path) -> None:
         assert [a.metadata.slug for a in page.entries] == ["support-bot"]
 
 
+def _store_a_nul_tag(data_dir: Path) -> str:
+    """A session whose tag holds NUL, as 0.1.0 stored one (a write now refuses it): its object and
+    its index entries rewritten as that release wrote them. Returns its id."""
+    from stigmer_core.api.agentic.session.v1 import session_pb2
+
+    with Application.open(data_dir, durable=False) as app:
+        agents = KindClient(app.channel(), app.registry.kind("Agent"))
+        agent: Any = agents.list_page().entries[0]
+        kind = app.registry.kind("Session")
+        made: Any = KindClient(app.channel(), kind).create(
+            session_pb2.Session(metadata={"name": "tagged", "tags": ["nightly"]}, spec={"agent_instance_id": agent.status.default_instance_id})
+        )
+        old = session_pb2.Session()
+        old.CopyFrom(made)
+        old.metadata.tags[:] = ["night\x00y"]  # as long as the tag it replaces: the org's bytes agree
+
+        def rewrite(txn: Any) -> None:
+            for key in kind.index_keys(made):
+                txn.delete(key)
+            for key in kind.index_keys(old):
+                txn.put(key, b"")
+            txn.put(keys.object_key(kind.key_prefix, old.metadata.id), old.SerializeToString())
+
+        app.store.transact(rewrite)
+        return str(old.metadata.id)
+
+
+def test_doctor_lists_objects_a_write_would_refuse_as_they_are(stigmer: Stigmer, tmp_path: Path) -> None:
+    """A tag holding NUL, which 0.1.0 stored and a write now refuses: such an object is read and
+    deleted, but its update and its import are refused, and doctor said nothing of it."""
+    stigmer.ok("apply", "-f", str(write(tmp_path / "agent.yaml", AGENT)))
+    session_id = _store_a_nul_tag(stigmer.data_dir)
+    result = stigmer("doctor")
+    assert result.code == 1, result.out
+    assert "1 stored objects would be refused" in result.out and session_id in result.out, result.out
+    assert "NUL character" in result.out and "Session" in result.out, result.out
+    assert "agrees with the stored objects" in result.out  # nothing for --repair to do
+    assert "until the field named changes" in result.err, result.err
+    with Application.open(stigmer.data_dir, durable=False) as app:  # the way out the message names
+        from stigmer_core.api.agentic.session.v1 import session_pb2
+
+        sessions = KindClient(app.channel(), app.registry.kind("Session"))
+        held: Any = sessions.get(session_id)
+        fixed = session_pb2.Session()
+        fixed.CopyFrom(held)
+        fixed.metadata.tags[:] = ["nightly"]
+        assert list(sessions.update(fixed).metadata.tags) == ["nightly"]
+    assert "agrees with the stored objects" in stigmer.ok("doctor")
+
+
 def test_doctor_leaves_a_directory_a_daemon_holds_alone(stigmer: Stigmer, daemon: str) -> None:
     message = stigmer.fails("doctor", "--reindex")
     assert "holds" in message and "stigmer local stop" in message

@@ -13,6 +13,8 @@ every object, which no request path ever does.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from stigmer_core.cli.commands.local import store_option
@@ -47,7 +49,8 @@ def doctor(data_dir: str | None, store: str | None, repair: bool) -> None:
             parts = [f"rebuilt {', '.join(change.rebuilt)}"] if change.rebuilt else []
             parts += [f"removed {', '.join(change.removed)}"] if change.removed else []
             click.echo(f"{change.kind}: declaration changed; {'; '.join(parts)} ({change.objects} objects)")
-        problems = reindex.check(app.registry, app.store, repair=repair)
+        refused: list[reindex.Unwritable] = []
+        problems = reindex.check(app.registry, app.store, repair=repair, refused=refused)
         counters = usage.check(app.registry, app.store, repair=repair)
         kinds = len(app.registry.kinds)
     if not problems:
@@ -60,12 +63,40 @@ def doctor(data_dir: str | None, store: str | None, repair: bool) -> None:
     else:
         rows = [[c.org, f"{c.stored[0]} / {c.stored[1]}", f"{c.counted[0]} / {c.counted[1]}"] for c in counters]
         click.echo(render.table(["ORG", "COUNTER (OBJECTS / BYTES)", "OBJECTS (OBJECTS / BYTES)"], rows))
+    if refused:
+        _refused(refused, render)
     if not problems and not counters:
+        if refused:
+            raise CliError(_refused_hint(refused))
         return
     if repair:
         click.echo(f"repaired {len(problems)} indexes and {len(counters)} org usage counters")
+        if refused:
+            raise CliError(_refused_hint(refused))
         return
-    raise CliError(
+    said = (
         f"{len(problems)} indexes and {len(counters)} org usage counters disagree with the stored objects; "
         "`stigmer doctor --repair` fixes them"
+    )
+    raise CliError(f"{said}. {_refused_hint(refused)}" if refused else said)
+
+
+SHOWN = 20
+"""Objects a write would refuse listed one per row; the rest are counted."""
+
+
+def _refused(refused: list[Any], render: Any) -> None:
+    """The stored objects a write refuses as they are: no repair fixes them, their owner must."""
+    rows = [[u.kind, u.org, u.slug, u.object_id, u.why] for u in refused[:SHOWN]]
+    click.echo(f"{len(refused)} stored objects would be refused as they are by an update or an import:")
+    click.echo(render.table(["KIND", "ORG", "SLUG", "ID", "WHY"], rows))
+    if len(refused) > SHOWN:
+        click.echo(f"(and {len(refused) - SHOWN} more)")
+
+
+def _refused_hint(refused: list[Any]) -> str:
+    return (
+        f"{len(refused)} stored objects hold values a write refuses; each is read, listed and deleted as it is, "
+        "but its update or import is refused until the field named changes (edit it with `stigmer get -o yaml`, "
+        "then `stigmer apply -f`, or in an export's file before `stigmer import`)"
     )

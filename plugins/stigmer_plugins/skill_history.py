@@ -205,13 +205,13 @@ def _entry(i: int, data: Any, skill: Any, own: str) -> Version:
 _PUSH_FIELDS = {"skill_md": "skillMd", "artifact": "artifact", "tag": "tags", "description": "description"}
 
 
-def _writable(v: Version, where: str) -> None:
+def _writable(v: Version, where: str, tag_field: str = "tags") -> None:
     """Refuse, before anything is written, what the push replaying ``v`` would refuse (its
     declared rules, then its own checks of tag and zip): a refusal midway left a skill with half
     its versions on the target."""
     for tag in v.tags or ("",):
         if tag == LATEST:
-            raise _bad(f"{where}.tags", "'latest' names no tag: it is always the current version")
+            raise _bad(f"{where}.{tag_field}", "'latest' names no tag: it is always the current version")
         push = skill_pb2.PushSkillRequest(
             slug="history", skill_md=v.skill_md, artifact=v.artifact, tag=tag, description=v.description
         )  # the slug only stands in for the document's: the checks below do not look at it
@@ -221,6 +221,7 @@ def _writable(v: Version, where: str) -> None:
         except InvalidArgument as exc:
             first = exc.violations[0]
             field = _PUSH_FIELDS.get(first.field.split(".")[0], first.field)
+            field = tag_field if field == "tags" else field
             raise _bad(f"{where}.{field}", first.description) from None
 
 
@@ -234,7 +235,10 @@ def parse(history: Any, skill: Any) -> list[Version]:
     # the document itself is applied after the history is replayed: a refusal of it then left
     # the replayed versions on the target, and the import counted the skill as not written
     spec = skill.spec
-    _writable(Version(-1, own, (spec.tag,) if spec.tag else (), spec.skill_md, bytes(spec.artifact), spec.description), "spec")
+    # a document's own "latest" is what a push takes it for, no tag: a skill pushed with it
+    # stores it so, and its export came back refused (a history entry's tags are tags it held)
+    tags = (spec.tag,) if spec.tag and spec.tag != LATEST else ()
+    _writable(Version(-1, own, tags, spec.skill_md, bytes(spec.artifact), spec.description), "spec", "tag")
     seen: dict[str, int] = {}
     tagged: dict[str, int] = {}
     for v in versions:

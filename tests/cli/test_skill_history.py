@@ -320,3 +320,20 @@ def test_a_version_stored_against_its_zips_skill_md_is_noted_by_export(
     assert result.code == 0, result.err
     assert f"version {edited.metadata.version.id[:12]}: its skillMd differs from the SKILL.md in its zip" in result.err
     assert pushed.metadata.version.id[:12] not in result.err, "the version that agrees is not named"
+
+
+def test_a_skill_pushed_as_latest_exports_and_imports(stigmer: Stigmer, tmp_path: Any) -> None:
+    """A push (or apply) with tag ``latest`` gives its version no tag and stores ``spec.tag:
+    latest`` as sent; its export was refused by every import, the store it came from included,
+    naming ``spec.tags``."""
+    for n, tag in ((1, "v1"), (2, "latest")):
+        stigmer.ok("apply", "-f", "-", input=f"kind: Skill\nmetadata: {{name: notes}}\nspec: {{skillMd: '# v{n}', tag: {tag}}}\n")
+    exported = stigmer.ok("export", "skills")
+    assert "tag: latest" in exported
+    assert "(1 unchanged)" in stigmer.ok("import", input=exported)
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    stigmer.ok("import", *restored, input=exported)
+    assert stigmer.ok("export", "skills", *restored) == exported
+    doc = exported.replace("tag: latest", "tag: 'bad tag'")
+    result = stigmer("import", *restored, input=doc)
+    assert result.code == 1 and "spec.tag:" in result.err, result.err

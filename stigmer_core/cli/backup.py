@@ -141,6 +141,9 @@ class Export:
     """Ids of objects listed but not exported (named in ``missing``)."""
     notes: list[str] = attrs.Factory(list)
     """What exported documents cannot carry (a kind's ``export_fill`` says), said, not failed."""
+    owned_elsewhere: list[tuple[str, str, str]] = attrs.Factory(list)
+    """(object, owner kind, owner id) of exported objects owned by an object of a kind no export
+    carries (an API token, an execution): said once the export is written, folded past a few."""
 
     def write(self, out: TextIO, catalog: Catalog, failed: Sequence[Missing] = ()) -> None:
         """The export: its first line, every document in write order (see above), its last line;
@@ -220,6 +223,7 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str, retry_seco
             kind, known = (queue.popleft(), None) if queue else (deferred.popleft(), list(orgs))
             progress.describe(f"exporting {kind.plural} ({len(export.entries)} objects so far)")
             before, missing_before, notes_before = len(export.entries), len(export.missing), len(export.notes)
+            owned_before = len(export.owned_elsewhere)
             pauses = _pauses(retry_seconds)
             try:
                 while True:
@@ -235,6 +239,7 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str, retry_seco
                         if pause is None:
                             raise
                         del export.entries[before:], export.missing[missing_before:], export.notes[notes_before:]
+                        del export.owned_elsewhere[owned_before:]
                         progress.describe(f"exporting {kind.plural}: {exc.message}; listing it again in {pause:g} s")
                         time.sleep(pause)
                 if objects is None:
@@ -245,6 +250,7 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str, retry_seco
                 raise CliError(describe(exc)[0]) from None
             except (errors.StigmerError, CliError) as exc:  # none of the kind, not part of it
                 del export.entries[before:], export.missing[missing_before:], export.notes[notes_before:]
+                del export.owned_elsewhere[owned_before:]
                 refused = [kind]
                 if _every_kind_refused(exc):  # said once for this kind and every one not listed yet
                     refused += [*queue, *deferred]
@@ -276,7 +282,23 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str, retry_seco
         "it names: left out"
         for entry, named in dropped
     ]
+    export.notes += _owned_elsewhere(export.owned_elsewhere)
     return export
+
+
+def _owned_elsewhere(owned: list[tuple[str, str, str]]) -> list[str]:
+    """Notes for exported objects whose owner no export carries: an import into a store without
+    that owner takes them without it (``stigmer import`` says which), so they are no longer
+    deleted with it."""
+    notes = [
+        f"{named}: owned by {owner} {owner_id}, of a kind no export carries: an import into a store without it "
+        "takes this object without that owner"
+        for named, owner, owner_id in owned[:FOLDED_PAST]
+    ]
+    if len(owned) > FOLDED_PAST:
+        kinds = ", ".join(sorted({owner for _, owner, _ in owned[FOLDED_PAST:]}))
+        notes.append(f"{len(owned) - FOLDED_PAST} more objects owned by objects no export carries ({kinds}), as above")
+    return notes
 
 
 def _every_kind_refused(exc: Exception) -> bool:
@@ -308,6 +330,10 @@ def _take(session: Session, kind: KindInfo, obj: Message, export: Export) -> Non
             "(a secret is never given out): an import into a store without this object refuses it until the "
             "document carries the value in its place (docs/plugins.md, Secret fields)"
         )
+    for ref in getattr(metadata(obj), "owner_references", ()):
+        owner = session.catalog.find(ref.kind)
+        if owner is not None and not owner.exported:
+            export.owned_elsewhere.append((_named(kind, obj), owner.name, ref.id))
     broken = _breaks_rules(obj)
     if broken:
         export.notes.append(

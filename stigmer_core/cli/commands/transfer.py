@@ -106,6 +106,44 @@ def _held_but_not_exported(session: Any, org: str) -> list[str]:
     return sorted(held)
 
 
+OWNERS_DROPPED_SHOWN = 5
+"""Documents imported without an owner of a kind never exported that are named one by one."""
+
+
+def _unexported_owner(session: Any, document: Any, outcome: Any) -> tuple[str, Any] | None:
+    """When ``outcome`` is the refusal of an owner reference naming an object of a kind that no
+    export carries (an API token, an execution) and that is not in this store: what to say, and
+    the document without that reference, to apply again. Such an object exported from one store
+    could never be imported into another. None when the refusal is anything else (an owner of an
+    exported kind left out of the export is the export's to say)."""
+    from stigmer_core import errors
+    from stigmer_core.cli.documents import Document
+    from stigmer_core.cli.envelope import metadata
+
+    cause = outcome.cause
+    if not isinstance(cause, errors.NotFound):
+        return None
+    field = cause.metadata.get("field", "")
+    owner = session.catalog.find(cause.metadata.get("kind", ""))
+    if owner is None or owner.exported or not field.startswith("metadata.owner_references["):
+        return None
+    try:
+        at = int(field[len("metadata.owner_references[") : -1])
+    except ValueError:
+        return None
+    message = document.message
+    refs = metadata(message).owner_references
+    if not 0 <= at < len(refs) or refs[at].id != cause.metadata.get("id"):
+        return None
+    gone = refs[at].id
+    del refs[at]
+    said = (
+        f"imported without its owner {owner.name} {gone} ({field}), which is not in this store, and "
+        f"{owner.plural} are never exported: it is no longer deleted with that owner"
+    )
+    return said, Document.of(document.source, document.index, document.kind, message, document.history)
+
+
 def _every_org(session: Any) -> str:
     """What "every org" was for this caller: all of them for the administrator, the orgs it
     has a role in for a token (a single-org token exports one org, and says so)."""
@@ -241,6 +279,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
     unset: list[tuple[str, list[str]]] = []
     renamer = Renamer() if new_ids else None
     held_elsewhere = 0  # documents refused for ids another org holds: said in full only the first times
+    owners_dropped: list[str] = []  # documents imported without an owner no export carries
     failed_before = Failed()
     done = 0
     try:
@@ -251,6 +290,11 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
                     own, document = renamer.prepare(document)
                 try:
                     outcome = failed_before.explained(document, apply_one(session, document, created=created))
+                    while (dropped := _unexported_owner(session, document, outcome)) is not None:
+                        said, document = dropped
+                        outcome = failed_before.explained(document, apply_one(session, document, created=created))
+                        if not outcome.failed:
+                            owners_dropped.append(f"{document.where} ({document.ref}): {said}")
                 except Unreachable as exc:  # the server went away: say how far the import got
                     written = done - counts["failed"]
                     exc = session.unreachable(exc)
@@ -321,6 +365,14 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
     )
     for ref, keys in unset:
         click.echo(f"{ref}: secrets now unset: {', '.join(keys)} (apply clear values to set them)")
+    for said in owners_dropped[:OWNERS_DROPPED_SHOWN]:
+        click.echo(f"note: {said}", err=True)
+    if len(owners_dropped) > OWNERS_DROPPED_SHOWN:
+        click.echo(
+            f"note: {len(owners_dropped) - OWNERS_DROPPED_SHOWN} more documents were imported without an owner "
+            "no export carries, as above",
+            err=True,
+        )
     hint = _elsewhere(into, session.org)
     if hint:
         click.echo(f"note: {hint}", err=True)

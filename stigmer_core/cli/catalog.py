@@ -48,6 +48,9 @@ class Method:
     request_cls: type[Message]
     response_cls: type[Message]
     server_streaming: bool = False
+    access: str = ""
+    """The access level its caller needs (``read``, ``write``, ``run``, ``admin``), when the kind's
+    plugin is installed here; empty for a kind known only by reflection."""
 
 
 def _label(name: str) -> str:
@@ -190,7 +193,11 @@ class Catalog:
             decl = runtime.decl
             methods = {
                 binding.path.rsplit("/", 1)[1]: Method(
-                    binding.path, binding.request_cls, binding.response_cls, binding.server_streaming
+                    binding.path,
+                    binding.request_cls,
+                    binding.response_cls,
+                    binding.server_streaming,
+                    binding.access.value,
                 )
                 for binding in runtime.methods.values()
             }
@@ -254,6 +261,8 @@ class Catalog:
             elif "apply" in by_name:
                 commands.setdefault(by_name["apply"].output_type.full_name, service)
         kinds = []
+        # what each method needs, as the plugins installed here declare it
+        accesses = {m.path: m.access for k in (known.kinds if known else ()) for m in k.methods.values()}
         for resource_name, query in queries.items():
             command = commands.get(resource_name)
             resource = pool.FindMessageTypeByName(resource_name)
@@ -267,6 +276,7 @@ class Catalog:
                             message_factory.GetMessageClass(m.input_type),
                             message_factory.GetMessageClass(m.output_type),
                             m.server_streaming,
+                            accesses.get(f"/{service.full_name}/{m.name}", ""),
                         ),
                     )
             name = resource.name

@@ -472,3 +472,26 @@ def test_a_metrics_address_in_the_config_file_that_is_no_address_stops_the_start
         flag == "cannot serve metrics on '127.0.0.1:http': give HOST:PORT (a port from 0 to 65535), as 127.0.0.1:9464"
     )
     assert not (stigmer.data_dir / "data.mdb").exists()
+
+
+def test_an_editors_export_asks_nothing_its_role_is_refused(stigmer: Stigmer, stigmer_store: str | None) -> None:
+    """``export --all`` asked every kind never exported whether it held objects, API tokens too:
+    an editor's routine backup left a ``denied:`` line in the daemon's log each time, noise to
+    anyone alerting on denials. A kind whose list the caller's roles do not allow is not asked."""
+    from stigmer_core.cli.daemon import Files
+
+    stigmer.store = stigmer_store
+    admin = stigmer.ok("token", "create", "--org", "acme", "--role", "admin", "--name", "admin").strip()
+    editor = stigmer.ok("token", "create", "--org", "acme", "--role", "editor", "--name", "backups").strip()
+    stigmer.home.joinpath("config.yaml").write_text(yaml.safe_dump({"server": {"require_auth": True}}))
+    daemon = stigmer.start().address
+    stigmer.ok("login", "--endpoint", daemon, "--token", editor)
+    stigmer.ok("apply", "-f", "-", input=CODER)
+    exported = stigmer("export", "--all")
+    assert exported.code == 0 and "coder" in exported.out, exported.err
+    log = Files(stigmer.data_dir).log_file.read_text()
+    assert "denied:" not in log, log
+    stigmer.ok("login", "--endpoint", daemon, "--token", admin)  # an admin is told of the tokens left out
+    assert "not exported, by their kinds' declarations (run-time records, credentials): apitokens" in (
+        stigmer("export", "--all").err
+    )

@@ -94,9 +94,13 @@ def _held_but_not_exported(session: Any, org: str) -> list[str]:
     from stigmer_core import errors
 
     held = []
+    allowed = _accesses(session)
     for kind in session.catalog.kinds:
         if kind.exported:
             continue
+        needed = kind.methods["list"].access if "list" in kind.methods else ""
+        if allowed is not None and needed and needed not in allowed:
+            continue  # its list would be refused, and logged on the server as a denial: not asked
         try:
             found = next(session.calls(kind).iterate(org=org, limit=1), None)
         except (errors.StigmerError, grpc.RpcError, CliError):
@@ -142,6 +146,22 @@ def _unexported_owner(session: Any, document: Any, outcome: Any) -> tuple[str, A
         f"{owner.plural} are never exported: it is no longer deleted with that owner"
     )
     return said, Document.of(document.source, document.index, document.kind, message, document.history)
+
+
+def _accesses(session: Any) -> frozenset[str] | None:
+    """What the caller's roles allow in some org (``read``, ``write``…); None when it may do
+    anything, or when the server does not say (no whoami)."""
+    from stigmer_core import errors
+    from stigmer_core.auth.roles import ROLES
+    from stigmer_core.cli.identity import whoami_of
+
+    try:
+        identity = whoami_of(session.client.channel, session.target)
+    except (CliError, errors.StigmerError):
+        return None
+    if identity.administrator:
+        return None
+    return frozenset(access.value for b in identity.roles for access in ROLES.get(b.role, ()))
 
 
 def _every_org(session: Any) -> str:

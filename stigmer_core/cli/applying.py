@@ -61,6 +61,13 @@ class Outcome:
     def failed(self) -> bool:
         return bool(self.error)
 
+    def details(self) -> list[str]:
+        """What ``-v`` adds to the failure's line: the refusal's gRPC status, reason and metadata
+        (what a script matches on), as for any other command's."""
+        from stigmer_core.cli.errors import status_line
+
+        return [status_line(self.cause)] if isinstance(self.cause, errors.StigmerError) else []
+
 
 def _existing(calls: KindCalls, doc: Document, message: Message) -> Message | None:
     """The stored object the document names; None when absent or not even nameable

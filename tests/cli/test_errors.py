@@ -93,6 +93,20 @@ def test_verbose_names_the_status_and_reason_a_refusal_carries(stigmer: Stigmer)
     assert lines[1].strip() == f"status NOT_FOUND, reason NOT_FOUND (id={missing}, kind=Agent)", lines
 
 
+def test_verbose_names_the_status_of_each_document_apply_and_import_could_not_write(stigmer: Stigmer) -> None:
+    """``-v`` added nothing to a document's failure in ``apply`` or ``import``, though the docs
+    say it adds a refusal's status, reason and metadata to every command's."""
+    missing = "ain-01jzzzzzzzzzzzzzzzzzzzzzzz"
+    doc = f"kind: Session\nmetadata: {{name: chat}}\nspec: {{agentInstanceId: {missing}}}\n"
+    for command in (("apply", "-f", "-"), ("import",)):
+        quiet = stigmer(*command, input=doc)
+        assert quiet.code == 1 and "not found" in quiet.err, quiet.err
+        assert "status NOT_FOUND" not in quiet.err
+        loud = stigmer(*command, "-v", input=doc)
+        assert loud.code == 1
+        assert "  status NOT_FOUND, reason NOT_FOUND (" in loud.err and f"id={missing}" in loud.err, loud.err
+
+
 def test_export_needs_kinds_or_all(stigmer: Stigmer) -> None:
     assert stigmer.fails("export", code=2) == "name the kinds to export, or pass --all"  # a usage error
 

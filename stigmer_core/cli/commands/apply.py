@@ -58,7 +58,11 @@ def apply(ctx: click.Context, files: tuple[str, ...], dry_run: bool) -> None:
             if outcome.failed:
                 failed += 1
                 failed_before.add(document, outcome)
-                report_failure(f"{document.where} ({document.ref}): {with_org_hint(ctx, outcome.error)}")
+                report_failure(
+                    f"{document.where} ({document.ref}): {with_org_hint(ctx, outcome.error)}",
+                    outcome.details(),
+                    verbose=overrides(ctx).verbose,
+                )
             else:
                 click.echo(f"{document.ref} {outcome.action}")
     except KeyboardInterrupt:  # click would say "Aborted!" alone: each line above says what was applied

@@ -358,7 +358,11 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
                         held_elsewhere += 1
                         if held_elsewhere > HELD_ELSEWHERE_SHOWN:
                             continue
-                    report_failure(f"{document.where} ({document.ref}): {outcome.error}{held}")
+                    report_failure(
+                        f"{document.where} ({document.ref}): {outcome.error}{held}",
+                        outcome.details(),
+                        verbose=overrides(ctx).verbose,
+                    )
                     continue
                 if renamer is not None:
                     renamer.written(own, outcome.result)

@@ -48,6 +48,8 @@ def operated_store(
     shared = is_database_url(settings.store)
     if not shared and not (directory / DATA_FILE).exists():
         raise CliError(_no_store(command, directory))
+    if not shared:
+        _say_not_remote(command, directory)
     running = None if shared else holder(directory)
     if running and reads_only:
         with Application.open(directory, read_only=True, transient=True) as app:
@@ -74,6 +76,22 @@ def given_on_command_line(parameter: str) -> bool:
 
     ctx = click.get_current_context(silent=True)
     return ctx is not None and ctx.get_parameter_source(parameter) is ParameterSource.COMMANDLINE
+
+
+def _say_not_remote(command: str, directory: Path) -> None:
+    """A note, when the CLI's backend is a remote server, that ``command`` works on the local
+    store: after `stigmer login`, `org delete acme --dry-run` said the org held no objects while
+    the team's held dozens, and a user could take the team org for empty."""
+    from stigmer_core import config
+
+    chosen = config.resolve()
+    if chosen.backend == config.REMOTE:
+        click.echo(
+            f"note: `stigmer {command}` works on the local store in {directory}, in this process; the CLI's "
+            f"backend, the remote server {chosen.endpoint}, is not used (for a team server's store, name its "
+            "database: --store postgresql://..., $STIGMER_STORE or the config file's store)",
+            err=True,
+        )
 
 
 def _no_store(command: str, directory: Path) -> str:

@@ -143,3 +143,17 @@ def test_a_removed_orgs_token_is_refused_at_once_by_a_daemon_that_took_it_before
         with pytest.raises(grpc.RpcError) as refused:
             agents.list(request, metadata=metadata, timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value.details()
+
+
+def test_after_a_login_the_org_commands_say_they_work_on_the_local_store(stigmer: Stigmer) -> None:
+    """After `stigmer login` to a team server, `org delete acme --dry-run` said the org held no
+    objects while the team's held dozens: it works on the local store, and now says so."""
+    _seed(stigmer)
+    listed = stigmer("org", "list")
+    assert listed.code == 0 and "note: `stigmer org list` works on the local store" not in listed.err
+    stigmer.ok("backend", "switch", "remote", "--endpoint", "127.0.0.1:1")
+    for command in (("org", "list"), ("org", "delete", "acme", "--dry-run")):
+        said = stigmer(*command)
+        assert said.code == 0, said.err
+        assert f"works on the local store in {stigmer.data_dir}" in said.err, said.err
+        assert "the remote server 127.0.0.1:1, is not used" in said.err, said.err

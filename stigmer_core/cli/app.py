@@ -138,6 +138,8 @@ class StigmerGroup(click.Group):
                 message = with_org_hint(ctx, message)
             elif isinstance(exc, errors.Unauthenticated) and exc.reason == "TOKEN_REQUIRED":
                 message = with_withheld_token_hint(ctx, message)
+            elif isinstance(exc, errors.Unauthenticated) and exc.reason in REFUSED_TOKEN_REASONS:
+                message = with_token_source(ctx, message)
             expected = isinstance(exc, CliError | errors.StigmerError | OSError)
             report_failure(message, details, verbose=verbose, error=None if expected else exc)
             ctx.exit(exc.exit_code if isinstance(exc, CliError) else 1)
@@ -175,6 +177,33 @@ def with_withheld_token_hint(ctx: click.Context, message: str) -> str:
         f"{message}; the config file's token was saved for {saved} and is not sent to {settings.endpoint}: "
         f"give $STIGMER_TOKEN, or `stigmer login --endpoint {settings.endpoint}`"
     )
+
+
+REFUSED_TOKEN_REASONS = frozenset({"TOKEN_INVALID", "TOKEN_EXPIRED", "TOKEN_REVOKED", "TOKEN_MALFORMED"})
+"""A token sent and refused: the message names the token's fault, not where it came from."""
+
+
+def with_token_source(ctx: click.Context, message: str) -> str:
+    """A refused token, said with where it came from and how to replace it: ``the API token is
+    not valid`` alone left a user whose $STIGMER_TOKEN overrode a fresh login guessing."""
+    import os
+
+    from stigmer_core import config
+
+    flags = overrides(ctx)
+    try:
+        settings = config.resolve(backend=flags.backend, endpoint=flags.endpoint, data_dir=flags.data_dir)
+    except Exception:  # only a hint: the message stands without it
+        return message
+    if settings.backend != config.REMOTE:
+        return message
+    if os.environ.get(config.ENV["token"]):
+        source = f"the token in ${config.ENV['token']}, which overrides the config file's"
+        fix = f"set ${config.ENV['token']} to a valid token, or unset it to use the one `stigmer login` saved"
+    else:
+        source = f"the token saved in {settings.config_file} for {settings.endpoint}"
+        fix = "`stigmer login` with a valid one (`stigmer token create` makes one)"
+    return f"{message} ({source}): {fix}"
 
 
 def with_org_hint(ctx: click.Context, message: str) -> str:

@@ -431,9 +431,10 @@ def parse(
         elif not meta.org:
             meta.org = org
         elif org_given and meta.org != org:
+            moving = f"; to import it into org '{org}', give --to-org {org} instead" if moved_from is not None else ""
             raise CliError(
                 f"{where}: metadata.org is '{meta.org}', not '{org}' as --org says; "
-                f"drop --org, or pass --org {meta.org}"
+                f"drop --org, or pass --org {meta.org}{moving}"
             )
         documents.append(Document.of(source.label, index, kind, message, history))
     return documents

@@ -48,7 +48,11 @@ def test_first_token_in_process_then_login_to_a_server_that_requires_tokens(
     stigmer.ok("login", "--endpoint", daemon, "--token", token)
     assert "token/ro revoked" in stigmer.ok("token", "revoke", "ro")
     stigmer.ok("backend", "switch", "remote", "--token", viewer)
-    assert stigmer.fails("get", "agent") == "the API token has been revoked"
+    revoked = stigmer.fails("get", "agent")
+    assert revoked.startswith("the API token has been revoked (the token saved in "), revoked
+    assert revoked.endswith(": `stigmer login` with a valid one (`stigmer token create` makes one)"), revoked
+    from_env = stigmer("get", "agent", env={"STIGMER_TOKEN": viewer}).err
+    assert "(the token in $STIGMER_TOKEN, which overrides the config file's): set $STIGMER_TOKEN" in from_env
     assert "caller:      refused: the API token has been revoked" in stigmer.ok("backend", "status")
     stigmer.ok("backend", "switch", "remote", "--token", token)
     assert "caller:      token:acme/first (admin in acme)" in stigmer.ok("backend", "status")

@@ -278,6 +278,9 @@ def test_a_document_is_refused_where_it_contradicts_the_command_or_its_kind(stig
     local = "kind: Agent\nmetadata: {name: Bot, org: local}\nspec: {}\n"
     message = stigmer.fails("import", "--org", "acme", input=local)
     assert "metadata.org is 'local', not 'acme' as --org says" in message, message
+    assert "to import it into org 'acme', give --to-org acme instead" in message, message  # what was meant
+    message = stigmer.fails("apply", "-f", "-", "--org", "acme", input=local)
+    assert "as --org says" in message and "--to-org" not in message, message  # apply has no --to-org
     numbered = "kind: Agent\nmetadata: {name: Bot, labels: {1: a}}\nspec: {}\n"
     message = stigmer.fails("apply", "-f", "-", input=numbered)
     assert "metadata.labels: keys are strings: 1 is a number (quote it)" in message, message

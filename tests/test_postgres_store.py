@@ -869,13 +869,29 @@ def test_a_role_that_may_not_create_the_schema_fails_at_startup_saying_so(stigme
     admin = PostgresSettings.from_url(stigmer_postgres_url).conninfo
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN".encode())
+    deployment = f"d_{uuid.uuid4().hex[:12]}"
     try:
         url = stigmer_postgres_url.replace("postgresql://postgres@", f"postgresql://{role}@")
         with pytest.raises(errors.StartupError, match="cannot create or migrate schema 'stigmer'") as refused:
             PostgresStore(url)
         assert "needs the schema's owner: `stigmer doctor` with the owner role's URL" in str(refused.value)
+        # a misspelt schema= with a role granted the deployment's: told which schemas hold stores,
+        # not only that the owner could create it (which would make the wrong, empty deployment)
+        joined = "&" if "?" in stigmer_postgres_url else "?"
+        PostgresStore(f"{stigmer_postgres_url}{joined}schema={deployment}").close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'GRANT USAGE ON SCHEMA "{deployment}" TO {role}'.encode())
+            conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{deployment}" TO {role}'.encode())
+        with pytest.raises(errors.StartupError) as misspelt:
+            PostgresStore(f"{url}{joined}schema={deployment}x")
+        assert f"schema '{deployment}x' holds no stigmer store, and this database's stigmer schemas are " in str(
+            misspelt.value
+        ), misspelt.value
+        assert f"'{deployment}'" in str(misspelt.value)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{deployment}" CASCADE'.encode())
+            conn.execute(f"DROP OWNED BY {role}".encode())
             conn.execute(f"DROP ROLE {role}".encode())
 
 

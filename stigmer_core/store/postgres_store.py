@@ -366,15 +366,16 @@ class PostgresStore:
             conn.close()
             raise self._unreachable(exc) from exc
         except psycopg.Error as exc:  # e.g. a role that may not create the schema
-            conn.close()
             hint = ""
             if isinstance(exc, pg_errors.InsufficientPrivilege):  # a schema there already, or one to make
+                misspelt = self._misspelt(conn)
                 hint = (
-                    "; a daemon's role needs USAGE on the schema and SELECT, INSERT, UPDATE and DELETE on its "
-                    "tables (docs/operations.md, The database and its roles), and creating or migrating it (a new "
-                    "schema, or one of an older release) needs the schema's owner: `stigmer doctor` with the owner "
-                    "role's URL does it"
+                    f"{misspelt}; a daemon's role needs USAGE on the schema and SELECT, INSERT, UPDATE and DELETE "
+                    "on its tables (docs/operations.md, The database and its roles), and creating or migrating it "
+                    "(a new schema, or one of an older release) needs the schema's owner: `stigmer doctor` with the "
+                    "owner role's URL does it"
                 )
+            conn.close()
             raise errors.StartupError(
                 f"cannot create or migrate schema {self.schema!r} at {self.url}: {str(exc).strip()}{hint}"
             ) from exc
@@ -624,6 +625,27 @@ class PostgresStore:
                 allowed,
                 reserved,
             )
+
+    def _misspelt(self, conn: psycopg.Connection[Any]) -> str:
+        """When the schema named holds no store while others of the database do: a misspelt
+        ``schema=`` with a role that may not create it was told only that the owner could, which
+        would have made the wrong, empty deployment. "" when it cannot tell."""
+        try:
+            conn.rollback()
+            held = conn.execute(
+                b"SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'schema_version'",
+                (self.schema,),
+            ).fetchone()
+            others = [] if held is not None else other_schemas(conn, self.schema)
+        except psycopg.Error:
+            return ""
+        if not others:
+            return ""
+        named = ", ".join(repr(name) for name in others)
+        return (
+            f"; schema {self.schema!r} holds no stigmer store, and this database's stigmer schemas are {named}: "
+            "if one of them is the deployment's, name it (schema= in the store URL)"
+        )
 
     def _no_schema(self, conn: psycopg.Connection[Any]) -> str:
         others = other_schemas(conn, self.schema)

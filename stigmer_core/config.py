@@ -135,7 +135,8 @@ def resolve(
     else:
         chosen = pick(backend, "backend", configured, LOCAL).lower()
     if chosen not in BACKENDS:
-        raise ConfigError(f"unknown backend '{chosen}': use 'local' or 'remote'")
+        told = "" if backend is not None or _given("backend") else f" (backend.type in {home / CONFIG_NAME})"
+        raise ConfigError(f"unknown backend '{chosen}'{told}: use 'local' or 'remote'")
     directory, chosen_store = local_data(data_dir, store, home=home, data=data)
     saved_endpoint = str(remote.get("endpoint") or "")
     chosen_endpoint = pick(endpoint, "endpoint", saved_endpoint, "")

@@ -96,8 +96,11 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:  # one line, as a manifest's: PyYAML's own words span several
+        mark = getattr(exc, "problem_mark", None)
+        problem = str(getattr(exc, "problem", None) or exc)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML: {where}{problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -354,7 +354,7 @@ def load_documents(label: str, text: str) -> Iterator[Any]:
             read += 1
             yield document
     except yamlio.YamlError as exc:
-        raise CliError(f"{label}: invalid YAML at {yamlio.describe(exc)}") from None
+        raise CliError(f"{label}: invalid YAML at {yamlio.describe(exc, text)}") from None
     except yamlio.Expands as exc:
         raise CliError(f"{label}, document {read + 1}: {exc}") from None
     except RecursionError:

@@ -128,11 +128,32 @@ def verbose_option(f: F) -> F:
     )(f)
 
 
+def valid_org(org: str, flag: str) -> str:
+    """An org name as metadata.org takes it, or a usage error before anything is read: the
+    server's refusal named the list request's regex (``invalid ListAgentsRequest: org: does not
+    match regex pattern …``)."""
+    import re
+
+    from stigmer_core.cli.errors import CliError
+
+    if len(org) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", org):
+        raise CliError(
+            f"invalid org '{org}' for {flag}: lowercase letters, digits and inner dashes, at most 63", exit_code=2
+        )
+    return org
+
+
+def _org(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and not ctx.resilient_parsing:
+        valid_org(value, "--org")
+    return _store("org")(ctx, param, value)
+
+
 def org_option(f: F) -> F:
     return click.option(
         "--org",
         expose_value=False,
-        callback=_store("org"),
+        callback=_org,
         help="Organization (default: $STIGMER_ORG, config `org`, else 'local').",
     )(f)
 

@@ -193,10 +193,22 @@ def dump_all(documents: Iterable[Any]) -> str:
     return text
 
 
-def describe(error: Any) -> str:
-    """``line 3, column 7: mapping values are not allowed here``."""
+def describe(error: Any, text: str | None = None) -> str:
+    """``line 3, column 7: mapping values are not allowed here``; with the ``text`` read, a tab
+    the error points at is named (LibYAML's message does not show it)."""
     mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error)
+    problem = str(getattr(error, "problem", None) or error)
+    if "'\t'" not in problem and _at_tab(mark, text):
+        problem += " (a tab: YAML indents with spaces)"
     if mark is None:
         return str(problem)
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _at_tab(mark: Any, text: str | None) -> bool:
+    """Whether the error's mark points at a tab in ``text``."""
+    if mark is None or text is None:
+        return False
+    lines = text.splitlines()
+    line, column = getattr(mark, "line", -1), getattr(mark, "column", -1)
+    return 0 <= line < len(lines) and 0 <= column < len(lines[line]) and lines[line][column] == "\t"

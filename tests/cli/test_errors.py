@@ -172,3 +172,28 @@ def test_a_mistyped_command_gets_the_one_it_likely_meant(stigmer: Stigmer) -> No
     assert result.code == 2 and "Error: No such command 'gett' (did you mean 'get'?)." in result.err, result.err
     other = stigmer("xyzzy")
     assert other.code == 2 and "Error: No such command 'xyzzy'." in other.err, other.err
+
+
+def test_an_org_no_object_can_have_is_a_usage_error(stigmer: Stigmer) -> None:
+    """``--org "Bad Org"`` reached the server, which named the list request's regex (exit 1)."""
+    result = stigmer("get", "agents", "--org", "Bad Org")
+    assert result.code == 2, result.err
+    assert result.err.strip().endswith("invalid org 'Bad Org' for --org: lowercase letters, digits and inner dashes, at most 63")
+    assert stigmer("get", "agents", "--org", "x" * 64).code == 2
+    assert "invalid org" not in stigmer("get", "agents", "--org", "team-a").err
+
+
+def test_yaml_mistakes_are_said_in_one_line_naming_a_tab(stigmer: Stigmer) -> None:
+    """A tab in a manifest was told "found character that cannot start any token" without the
+    tab; a config file that is no YAML printed PyYAML's several lines; an unknown backend in the
+    config file did not name the file."""
+    tabbed = stigmer.fails("apply", "-f", "-", input="kind: Agent\nmetadata:\n\tname: x\n")
+    assert tabbed.endswith("line 3, column 1: found character that cannot start any token (a tab: YAML indents with spaces)")
+    config = stigmer.home / "config.yaml"
+    stigmer.home.mkdir(parents=True, exist_ok=True)
+    config.write_text("backend: [\n  x: : y\n")
+    broken = stigmer("get", "agents")
+    assert broken.code == 1 and len(broken.err.strip().splitlines()) == 1, broken.err
+    assert f"config file {config} is not valid YAML: line 2, column" in broken.err, broken.err
+    config.write_text("backend: {type: remot}\n")
+    assert stigmer.fails("get", "agents") == f"unknown backend 'remot' (backend.type in {config}): use 'local' or 'remote'"

@@ -26,6 +26,14 @@ data_dir_option = click.option(
     "config local.data_dir; default $STIGMER_HOME/data).",
 )  # fmt: skip
 
+local_data_dir_option = click.option(
+    "--data-dir", cls=EnvOption, envvar="STIGMER_DATA_DIR",
+    help="The daemon's data directory: its LMDB store (or, for a daemon serving a database, its lock, socket and "
+    "key), env STIGMER_DATA_DIR, config local.data_dir; default $STIGMER_HOME/data.",
+)  # fmt: skip
+"""``--data-dir`` of ``local start|stop|status``, which take no ``--store``: the daemon they start
+or find serves whatever its config names."""
+
 store_option = click.option(
     "--store", cls=EnvOption, envvar="STIGMER_STORE", metavar="URL",
     help="The team server's database, postgresql://... (env STIGMER_STORE, config store; default: LMDB in the data directory).",
@@ -175,7 +183,7 @@ def _same_address(asked: str, serving: str) -> bool:
 
 @local.command()
 @address_option
-@data_dir_option
+@local_data_dir_option
 @click.option("--timeout", type=float, callback=wait_seconds, default=30.0, show_default=True, help="Seconds to wait for it to serve.")
 @verbose_option
 def start(address: str | None, data_dir: str | None, timeout: float) -> None:
@@ -210,7 +218,7 @@ def start(address: str | None, data_dir: str | None, timeout: float) -> None:
 
 
 @local.command()
-@data_dir_option
+@local_data_dir_option
 @click.option("--timeout", type=float, callback=wait_seconds, default=30.0, show_default=True, help="Seconds to wait for it to stop.")
 @click.option("--force", is_flag=True, help="Kill it if it has not stopped in time.")
 @verbose_option
@@ -236,7 +244,7 @@ def stop(data_dir: str | None, timeout: float, force: bool) -> None:
 
 
 @local.command()
-@data_dir_option
+@local_data_dir_option
 @verbose_option
 @click.pass_context
 def status(ctx: click.Context, data_dir: str | None) -> None:

@@ -13,7 +13,7 @@ import click
 
 from stigmer_core.cli import completing
 from stigmer_core.cli.errors import CliError, Unreachable
-from stigmer_core.cli.options import common_options, overrides
+from stigmer_core.cli.options import common_options, overrides, valid_org
 from stigmer_core.cli.words import counted
 
 WITHOUT_KEY = (
@@ -196,12 +196,7 @@ def _unset_secrets(obj: Any) -> list[str]:
 
 
 def _valid_org(org: str) -> str:
-    """An org name as metadata.org takes it, or a usage error before anything is read."""
-    import re
-
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", org):
-        raise CliError(f"invalid org '{org}' for --to-org: lowercase letters, digits and inner dashes", exit_code=2)
-    return org
+    return valid_org(org, "--to-org")
 
 
 def _stopped(reason: str, written: int, total: int) -> str:

@@ -204,7 +204,12 @@ def data_dir_behind_store(data_dir: str | Path, store: str, *, store_flag: bool)
     else:
         named = f"the config file's store ({redact_url(store)}, in {config_path()})"
         drop = f"remove store from {config_path()}"
-    database = "give --store URL too" if store_flag else "leave --data-dir out"
+    database = (
+        "give --store URL too"
+        if store_flag
+        else "leave --data-dir out (where a local daemon holds the default data directory, set "
+        "STIGMER_DATA_DIR to another one for the command's lock and key, instead of --data-dir)"
+    )
     return (
         f"--data-dir {data_dir} {holds}, but {named} names a database, which this command would work on "
         f"instead; to work on a local store in {data_dir}, {drop}; to work on the database, {database}"

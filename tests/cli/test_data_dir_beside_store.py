@@ -44,6 +44,13 @@ def test_a_data_dir_beside_the_environments_database_is_refused_before_anything_
         assert not refused.out, refused.out
 
     assert not fresh.exists(), "the import wrote nothing anywhere"
+    # the way the refusal names for the database: the data directory in the environment, not the flag
+    token = stigmer(
+        "token", "create", "--org", "gamma", "--role", "viewer", "--name", "ci",
+        env={**team, "STIGMER_DATA_DIR": str(fresh)},
+    )  # fmt: skip
+    assert token.code == 0 and token.out.startswith("stg_"), token.err
+    assert "ci" in stigmer("token", "list", "--org", "gamma", env=team).out
     both = stigmer("org", "list", "-o", "json", env=team)  # the database, named by the environment alone
     assert both.code == 0 and "gamma" in both.out, both.err
     assert stigmer.ok("get", "agents", "--org", "gamma", "-o", "yaml", "--data-dir", str(scratch)).count("slug:") == 1

@@ -10,6 +10,7 @@ and the field path in the document's own spelling
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import re
 import sys
@@ -307,8 +308,27 @@ def to_message(data: Any, cls: type[Message]) -> Message:
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    found: dict[str, Any] = json_format.MessageToDict(message)
+    """The message's JSON mapping, with whole numbers written as integers: a Struct holds every
+    number as a double, and ``neg: -3`` came back ``-3.0`` in get, export and JSON. Read back,
+    either is the same double, so a round trip stays byte-stable."""
+    found: dict[str, Any] = _whole(json_format.MessageToDict(message))
     return found
+
+
+_EXACT = 2**53
+"""Past it a double no longer holds every integer: such numbers stay as JSON wrote them."""
+
+
+def _whole(value: Any) -> Any:
+    if type(value) is float:
+        if value.is_integer() and abs(value) <= _EXACT and not (value == 0 and math.copysign(1.0, value) < 0):
+            return int(value)
+        return value
+    if type(value) is dict:
+        return {key: _whole(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_whole(item) for item in value]
+    return value
 
 
 def json_path(cls: type[Message], proto_path: str) -> str:

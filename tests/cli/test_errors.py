@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .conftest import Stigmer, write
@@ -145,6 +146,15 @@ def test_an_integer_a_struct_would_round_is_refused_naming_the_field(stigmer: St
     assert "workflow/billing created" in stigmer.ok("apply", "-f", str(quoted))
     shown = stigmer.ok("get", "workflow", "billing", "-o", "json")
     assert '"accountId": "9007199254740993"' in shown and "9007199254740992" in shown  # 2^53 fits: kept a number
+    # whole numbers come back as written (a Struct holds doubles: -3 came back -3.0), the rest as doubles
+    stigmer.ok("apply", "-f", "-", input=WORKFLOW.format(account="{neg: -3, rows: [1, 2.5], zero: -0.0}"))
+    config = json.loads(stigmer.ok("get", "workflow", "billing", "-o", "json"))["spec"]["tasks"][0]["taskConfig"]
+    assert config["accountId"] == {"neg": -3, "rows": [1, 2.5], "zero": -0.0}, config
+    assert "neg: -3\n" in stigmer.ok("get", "workflow", "billing", "-o", "yaml")
+    exported = stigmer.ok("export", "workflows")
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    stigmer.ok("import", *restored, input=exported)
+    assert stigmer.ok("export", "workflows", *restored) == exported
 
 
 def test_a_name_that_is_no_slug_is_said_so_and_a_refusal_shows_its_status_with_v(stigmer: Stigmer) -> None:

@@ -71,6 +71,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from stigmer_core import errors
+from stigmer_core.store import postgres_locks
 from stigmer_core.store.group_commit import GroupCommit, Pending
 from stigmer_core.store.postgres_connection import NoAnswer, Openings, Waits, answered_within, bounded_class
 from stigmer_core.store.postgres_faults import (
@@ -207,6 +208,9 @@ class PostgresStore:
             f"SELECT revision, (SELECT max(version) FROM {s}.schema_version), event_revisions, log_bytes, compacted,"
             f" retention_revisions, retention_bytes, retention_seconds FROM {s}.meta WHERE id = 1"
         ).encode()
+        # the quiet spell's read also asks for the lock a write takes (``postgres_locks``)
+        self._sql_tables_free = postgres_locks.probe_sql(self.schema, self.settings.health_seconds / 2)
+        self._sql_lock_holders = postgres_locks.holders_sql(self.schema)
         self._sql_lock_revision = (
             f"SELECT revision, log_bytes, event_revisions, compacted,"
             f" (SELECT revision FROM {s}.events ORDER BY revision, seq LIMIT 1),"
@@ -405,6 +409,8 @@ class PostgresStore:
         """(revision, revisions held, bytes, compacted) of the event log, as this daemon's last
         commit wrote them or its listener last read them, whichever is newer (``event_log_stats``)."""
         self._reachable = True
+        self._why_not = ""
+        """Why the store is not reachable, when it is a lock on its tables (``postgres_locks``)."""
         self._serving = True
         """What the health followers were last told: reachable, on a schema this code knows."""
         self._version = SchemaWatch(self.schema, self._version_connection, self._report)
@@ -531,6 +537,12 @@ class PostgresStore:
         the daemon came back from a stall with a backlog of calls nobody waited for. A client told
         UNAVAILABLE retries with its backoff; the listener reads every ``UNREACHABLE_POLL_SECONDS``,
         so calls are taken again within about a second of the database's first answer."""
+        why = self._why_not
+        if why:
+            return errors.Unavailable(
+                f"{why}, so this daemon's calls would wait for it (its health is NOT_SERVING): calls are refused "
+                f"until it is released, which the daemon checks every {UNREACHABLE_POLL_SECONDS:g} s; retry"
+            )
         return errors.Unavailable(
             "the database does not answer this daemon (its health is NOT_SERVING): calls are refused until it "
             f"answers again, which the daemon checks every {UNREACHABLE_POLL_SECONDS:g} s; retry"
@@ -1055,10 +1067,12 @@ class PostgresStore:
         another tells load from a dead database before those calls' own ``answer_timeout_ms``."""
         bound = self.settings.health_seconds
         started = time.monotonic()
+        locked = ""
         try:
             try:  # half the bound for a connection, the rest for the answer: health_timeout_ms in all
                 with self._pool.connection(timeout=bound / 2) as conn:
                     row = answered_within(conn, bound - (time.monotonic() - started), self._sql_watch)
+                    locked = postgres_locks.locked_by(conn, self.schema, self._sql_tables_free, self._sql_lock_holders)
             except psycopg_pool.PoolTimeout:
                 if listening is None:
                     raise
@@ -1070,7 +1084,7 @@ class PostgresStore:
             elif isinstance(exc, NoAnswer):  # a server that holds connections open and answers nothing
                 self._set_reachable(False)
             return False
-        self._set_reachable(True)
+        self._set_reachable(not locked, locked)
         if not row:
             return False
         revision = int(row[0])
@@ -1116,14 +1130,16 @@ class PostgresStore:
         if not serving:
             callback(False)
 
-    def _set_reachable(self, reachable: bool) -> None:
+    def _set_reachable(self, reachable: bool, why: str = "") -> None:
         """Tell the health service when the database stops (or starts again) answering this daemon.
 
         Told it does not answer (at each of the listener's reads that gets no answer), the calls
         already waiting ``health_timeout_ms`` for one are given up, and until it answers again so
         is every other call in flight once it has waited as long (``Waits.not_answering``): they
         would wait out ``answer_timeout_ms`` (35 s), holding a server thread and a connection
-        each, while the calls after them are refused at once (``_not_answering``)."""
+        each, while the calls after them are refused at once (``_not_answering``). ``why``: a lock
+        on the store's tables found by the listener's probe, in words (else the database does not
+        answer)."""
         if reachable:
             self._waits.answering()
         else:
@@ -1131,11 +1147,20 @@ class PostgresStore:
             if given_up:
                 log.warning("gave up %d call(s) waiting on the database for its answer", given_up)
         with self._reachability_lock:
-            if reachable == self._reachable:
+            was = self._why_not
+            self._why_not = "" if reachable else why  # the latest words, said again only when the cause changes
+            if reachable == self._reachable and (reachable or bool(why) == bool(was)):
                 return
             self._reachable = reachable
         if reachable:
-            log.warning("the database at %s answers again", self.url)
+            log.warning("%s at %s", "the store's tables are free again" if was else "the database answers again", self.url)
+        elif why:  # its connections are fine: they wait for the lock
+            log.warning(
+                "%s, which this daemon's calls would wait for; the daemon reports NOT_SERVING until it is released "
+                "(%s)",
+                why,
+                self.url,
+            )
         else:
             # Its idle connections are dead, or soon will be: counted open (stigmer_database_connections)
             # until a call met each, a stopped database showed the pool full.

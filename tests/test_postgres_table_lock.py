@@ -1,0 +1,111 @@
+"""A lock on the store's tables that stops its calls is health's to report, naming who holds it.
+
+``LOCK TABLE stigmer.kv`` (or a ``VACUUM FULL``, an ``ALTER TABLE``, a ``CREATE INDEX`` without
+``CONCURRENTLY`` against the schema) left every call that needed the table waiting out
+``statement_timeout_ms`` (30 s) while health stayed SERVING: the listener's reads touched
+neither table. Its quiet-spell read now asks for the lock a write takes on them, and a lock it
+cannot have turns health NOT_SERVING, calls refused UNAVAILABLE at once saying why, until the
+lock is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from stigmer_core import errors
+from stigmer_core.store import postgres_store
+from stigmer_core.store.postgres_settings import PostgresSettings
+from stigmer_core.store.postgres_store import PostgresStore
+
+WAIT = 30.0
+"""How long a test waits for what must come; never a measure of speed."""
+
+
+class Told:
+    """What the store told its health followers, in order."""
+
+    def __init__(self) -> None:
+        self.states: list[bool] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, serving: bool) -> None:
+        with self._changed:
+            self.states.append(serving)
+            self._changed.notify_all()
+
+    def wait_for(self, states: list[bool]) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.states == states, WAIT), self.states
+
+
+@pytest.fixture
+def store(stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresStore]:
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)  # the quiet spell after which it looks
+    with PostgresStore(f"{stigmer_postgres_store_url}&health_timeout_ms=1000", durable=False) as opened:
+        opened.transact(lambda txn: txn.put(b"o/k", b"v"))
+        yield opened
+
+
+def _holding(store: PostgresStore, statement: str) -> Callable[[], None]:
+    """Another session holding ``statement``'s lock until what is returned is called."""
+    other = psycopg.connect(PostgresSettings.from_url(store.url).conninfo, autocommit=True)
+    other.execute(b"BEGIN")
+    other.execute(statement.format(s=f'"{store.schema}"').encode())
+
+    def release() -> None:
+        other.execute(b"ROLLBACK")
+        other.close()
+
+    return release
+
+
+@pytest.mark.parametrize(
+    ("statement", "mode"),
+    [
+        ("LOCK TABLE {s}.kv IN ACCESS EXCLUSIVE MODE", "AccessExclusiveLock"),  # reads and writes wait
+        ("LOCK TABLE {s}.events IN SHARE MODE", "ShareLock"),  # writes wait (a CREATE INDEX's)
+    ],
+    ids=["access-exclusive", "share"],
+)
+def test_a_lock_on_the_stores_tables_is_reported_until_it_is_released(
+    store: PostgresStore, statement: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    told = Told()
+    store.on_reachability(told)
+    release = _holding(store, statement)
+    try:
+        told.wait_for([False])
+        said = caplog.text
+        assert f"a table of schema '{store.schema}' is locked by another session" in said, said
+        assert mode in said and "reports NOT_SERVING until it is released" in said, said
+        with pytest.raises(errors.Unavailable, match="is locked by another session") as refused:
+            store.transact(lambda txn: txn.put(b"o/k", b"w"))
+        assert "calls are refused until it is released" in str(refused.value)
+    finally:
+        release()
+    told.wait_for([False, True])
+    assert "the store's tables are free again" in caplog.text
+    store.transact(lambda txn: txn.put(b"o/k", b"w"))
+    with store.read() as txn:
+        assert txn.get(b"o/k") == b"w"
+
+
+def test_a_lock_held_for_a_moment_is_waited_for_not_reported(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vacuum truncating a table's end takes its lock for milliseconds: the probe waits up to
+    half of health_timeout_ms for the lock, so such a moment never turns health NOT_SERVING."""
+    told = Told()
+    store.on_reachability(told)
+    caplog.set_level(logging.WARNING)
+    for _ in range(5):
+        release = _holding(store, "LOCK TABLE {s}.kv IN ACCESS EXCLUSIVE MODE")
+        threading.Event().wait(0.1)
+        release()
+        threading.Event().wait(0.3)  # past the quiet spell: the listener looked meanwhile
+    assert told.states == [] and "is locked by another session" not in caplog.text

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pluggy
 
-from stigmer_core import denied_log
+from stigmer_core import denied_log, interrupts
 from stigmer_core.auth import pages, tokens
 from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
@@ -170,6 +170,7 @@ class Application:
         return app
 
     def channel(self) -> InProcessChannel:
+        interrupts.note_if_default()  # a Ctrl-C during a call of it reaches the program (``interrupts``)
         return InProcessChannel.from_services(self.services, self._serving)
 
     def _serving(self) -> bool:

@@ -139,3 +139,42 @@ def test_a_persons_ctrl_c_in_a_command_serving_its_store_in_process_stops_it(tmp
         "ctrl-c: KeyboardInterrupt",
         "then: served",
     ], ran.stdout
+
+
+def test_a_persons_ctrl_c_reaches_a_program_using_the_library_in_process(tmp_path: Path) -> None:
+    """A program calling in process from its main thread, which installed no handler of its own,
+    got its Ctrl-C as the call's INTERNAL (``it raised KeyboardInterrupt``), in a unary call and in
+    a stream, and never reached its ``except KeyboardInterrupt``. Its default SIGINT handler is
+    now replaced by one that behaves the same and notes the signal; code raising
+    KeyboardInterrupt itself is still the step's fault."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import grpc, signal
+        from stigmer_core import Application
+        from stigmer_core.plugins import plugin_manager
+        from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+        from tests.test_exiting_steps import Exiting
+        from tests.plugin_server_support import named_agent
+
+        app = Application.open({str(tmp_path / "data")!r}, durable=False, pm=plugin_manager(plugins=[Exiting()]))
+        commands = agent_grpc.AgentCommandControllerStub(app.channel())
+        try:
+            commands.create(named_agent("interrupt"))
+        except grpc.RpcError as exc:
+            print("raised by the code:", exc.code().name, flush=True)
+        try:
+            commands.create(named_agent("sigint"))
+        except KeyboardInterrupt:
+            print("ctrl-c: KeyboardInterrupt", flush=True)
+        commands.create(named_agent("fine"))
+        print("then: served", flush=True)
+        """
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stdout.splitlines() == ["raised by the code: INTERNAL", "ctrl-c: KeyboardInterrupt", "then: served"]

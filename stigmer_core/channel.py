@@ -10,6 +10,7 @@ with the server.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -63,10 +64,45 @@ class InProcessRpcError(grpc.RpcError, grpc.Call):
         return None
 
 
+_KEY = re.compile(r"[0-9a-z_.\-]+")
+_VALUE = re.compile(r"[\x20-\x7e]*")
+_GOOD_KEYS: set[str] = set()
+"""Keys seen valid (a few: the token's, the dry run's), so a call with metadata checks a set."""
+
+
+def _checked(metadata: Metadata | None) -> Metadata:
+    """``metadata`` as grpc's client takes it, else refused as grpc refuses it: over the network
+    ``Stigmer-Dry-Run`` (a capital) is INTERNAL "Invalid metadata" before anything is sent, while
+    in process it went through unread and the dry run wrote for real. A binary value (a key
+    ending ``-bin``) must be bytes, TypeError as grpc's."""
+    if not metadata:
+        return ()
+    found = tuple(metadata)
+    for key, value in found:
+        if key not in _GOOD_KEYS:
+            if not isinstance(key, str) or not _KEY.fullmatch(key):
+                raise InProcessRpcError(
+                    grpc.StatusCode.INTERNAL,
+                    f"Invalid metadata: key {key!r} is not lowercase letters, digits, '-', '_' and '.' (grpc "
+                    "refuses it before sending)",
+                )
+            _GOOD_KEYS.add(key)
+        if key.endswith("-bin"):
+            if not isinstance(value, bytes):
+                raise TypeError(f'Binary metadata key="{key}" expected bytes, got {type(value)}')
+        elif not isinstance(value, str) or not _VALUE.fullmatch(value):
+            raise InProcessRpcError(
+                grpc.StatusCode.INTERNAL,
+                f"Invalid metadata: the value of {key!r} is not printable ASCII text (grpc refuses it before "
+                "sending; a binary value goes under a key ending -bin)",
+            )
+    return found
+
+
 class _Context(grpc.ServicerContext):
     def __init__(self, metadata: Metadata | None, timeout: float | None = None) -> None:
         self._deadline = None if timeout is None else time.monotonic() + timeout
-        self._metadata = tuple(metadata or ())
+        self._metadata = _checked(metadata)
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailing: Metadata = ()

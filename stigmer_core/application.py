@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pluggy
 
-from stigmer_core import denied_log, interrupts
+from stigmer_core import denied_log, forks, interrupts
 from stigmer_core.auth import pages, tokens
 from stigmer_core.auth.identity import identity_handlers
 from stigmer_core.channel import InProcessChannel
@@ -67,6 +67,9 @@ class Application:
     ) -> None:
         self.registry = registry
         self._closed = False
+        self._generation = forks.generation()
+        """Its calls are refused in a process forked after it opened (``forks``)."""
+        self._data_dir = data_dir
         shared = isinstance(store, SharedByDaemons)
         if read_only:
             store = ReadOnlyStore(store)
@@ -173,7 +176,18 @@ class Application:
         interrupts.note_if_default()  # a Ctrl-C during a call of it reaches the program (``interrupts``)
         return InProcessChannel.from_services(self.services, self._serving)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def forked(self) -> bool:
+        """Whether this process was forked from the one that opened it (``forks``)."""
+        return self._generation != forks.generation()
+
     def _serving(self) -> bool:
+        if self._generation != forks.generation():  # a forked child: the store is its parent's
+            raise ValueError(forks.forked_message(str(self._data_dir or "the data directory"), None))
         return not self._closed
 
     @property

@@ -11,6 +11,7 @@ with TLS, and a token is never sent in clear to one.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -42,12 +43,21 @@ class Client:
     calls in the calling threads. ``target`` is where it leads (``local`` in process)."""
 
     def __init__(
-        self, channel: grpc.Channel, *, target: str, app: Application | None = None, unix: UnixTarget | None = None
+        self,
+        channel: grpc.Channel,
+        *,
+        target: str,
+        app: Application | None = None,
+        unix: UnixTarget | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
+        """``release``: what lets go of ``app`` (shared by the clients ``connect()`` opened on it);
+        else ``close()`` closes it."""
         self.channel = channel
         self._unix = unix
         self.target = target
         self._app = app
+        self._release = release
 
     @property
     def in_process(self) -> bool:
@@ -68,7 +78,10 @@ class Client:
         self.channel.close()
         if self._unix is not None:
             self._unix.close()
-        if self._app is not None:
+        if self._release is not None:
+            release, self._release = self._release, _released  # once, however often it is closed
+            release()
+        elif self._app is not None:
             self._app.close()
 
     def __enter__(self) -> Client:
@@ -234,10 +247,43 @@ def connect(
             network_channel(address, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file),
             target=address,
         )
+    app, release = _shared_app(directory, store, read_only)
+    return Client(_with_token(app.channel(), token), target=LOCAL, app=app, release=release)
+
+
+_SHARED: dict[tuple[str, str | None, bool], list[Any]] = {}
+"""(data directory, store, read_only) -> [the application, how many clients hold it] in this process."""
+_SHARED_LOCK = threading.Lock()
+
+
+def _released() -> None:
+    return None
+
+
+def _shared_app(directory: Path, store: str | None, read_only: bool) -> tuple[Application, Callable[[], None]]:
+    """The store opened in this process, shared by every ``connect()`` naming it: LMDB lets a
+    process open a store once, and a second ``connect(data_dir=D)`` (two parts of one program)
+    was refused, "already open in this process". Closed when its last client closes."""
     from stigmer_core.application import Application  # here: a client of a daemon serves nothing
 
-    app = Application.open(directory, store=store, read_only=read_only, transient=True)
-    return Client(_with_token(app.channel(), token), target=LOCAL, app=app)
+    key = (str(directory.resolve()), store, read_only)
+    with _SHARED_LOCK:
+        held = _SHARED.get(key)
+        if held is None or held[0].closed or held[0].forked:  # a parent's is not this process's
+            held = _SHARED[key] = [Application.open(directory, store=store, read_only=read_only, transient=True), 0]
+        held[1] += 1
+    app = held[0]
+
+    def release() -> None:
+        with _SHARED_LOCK:
+            held[1] -= 1
+            last = held[1] == 0
+            if last and _SHARED.get(key) is held:
+                del _SHARED[key]
+        if last:
+            app.close()
+
+    return app, release
 
 
 def _serves_another_store(directory: Path, running: dict[str, Any], store: str | None) -> str | None:

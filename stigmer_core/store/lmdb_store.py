@@ -34,7 +34,7 @@ from typing import Any, TypeVar, cast
 
 import lmdb
 
-from stigmer_core import errors
+from stigmer_core import errors, forks
 from stigmer_core.store import keys
 from stigmer_core.store.event_shares import Changes, Share, ShareBook
 from stigmer_core.store.group_commit import GroupCommit, Pending
@@ -571,7 +571,18 @@ class LmdbStore:
                 create=not read_only,
             )
         except lmdb.Error as exc:
+            where = str(self.path.resolve())
+            if "already open in this process" in str(exc):
+                pid = forks.opener(where)
+                if pid is not None and pid != os.getpid():
+                    raise errors.StartupError(forks.forked_message(str(self.path), pid)) from None
+                raise errors.StartupError(
+                    f"the store in {self.path} is already open in this process: share the Application (or the "
+                    "client connect() returned, which connect() itself shares), or close it first"
+                ) from None
             raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
+        self._where = str(self.path.resolve())
+        forks.opened(self._where)
         self._gate = _ResizeGate()
         self._writes = GroupCommit(self._commit_batch, max_batch, self._settle_failure)
         self._event_counts = (-1, 0)
@@ -875,6 +886,7 @@ class LmdbStore:
         with self._revision_cond:
             self._revision_cond.notify_all()  # watchers wake up and find the store closed
         self._env.close()
+        forks.closed(self._where)
 
     def __enter__(self) -> LmdbStore:
         return self

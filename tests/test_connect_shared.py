@@ -1,0 +1,80 @@
+"""``connect(data_dir=D)`` twice in one process shares the store; a forked child is told why it cannot use it.
+
+LMDB lets a process open a store once: a second ``connect(data_dir=D)`` (two parts of one
+program) was refused "already open in this process". A child forked after the parent opened it
+(gunicorn's ``--preload``, ``multiprocessing``'s fork context) read and wrote through the
+parent's client silently, which LMDB forbids, and its own ``connect`` was told the store was
+already open "in this process".
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from pathlib import Path
+
+import pytest
+
+from stigmer_core import connect
+from stigmer_core.api.agentic.agent.v1 import agent_pb2
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
+from stigmer_core.errors import StartupError
+
+
+def _create(client: object, name: str) -> str:
+    stub = agent_grpc.AgentCommandControllerStub(client.channel)  # type: ignore[attr-defined]
+    return str(stub.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=name))).metadata.id)
+
+
+def _names(client: object) -> list[str]:
+    listed = agent_grpc.AgentQueryControllerStub(client.channel).list(agent_pb2.ListAgentsRequest())  # type: ignore[attr-defined]
+    return sorted(agent.metadata.name for agent in listed.entries)
+
+
+def test_two_connects_to_one_data_dir_share_the_store_until_the_last_closes(tmp_path: Path) -> None:
+    first = connect(data_dir=tmp_path / "data")
+    second = connect(data_dir=tmp_path / "data")
+    _create(first, "one")
+    _create(second, "two")
+    assert _names(first) == _names(second) == ["one", "two"]
+    first.close()
+    first.close()  # twice: still one release
+    with pytest.raises(ValueError):
+        _names(first)
+    assert _names(second) == ["one", "two"]  # the store is still open for it
+    second.close()
+    with connect(data_dir=tmp_path / "data") as again:  # opened anew once every client closed
+        assert _names(again) == ["one", "two"]
+
+
+def _child_connects(data_dir: str, answers: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        connect(data_dir=data_dir)
+        answers.put("opened")
+    except StartupError as refused:
+        answers.put(str(refused))
+
+
+def _child_uses_the_parents(client: object, answers: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        _names(client)
+        answers.put("used")
+    except ValueError as refused:
+        answers.put(str(refused))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork as gunicorn --preload uses it: Linux here")
+def test_a_forked_child_is_told_the_store_is_its_parents(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    with connect(data_dir=tmp_path / "data") as client:
+        _create(client, "parent's")
+        for target, args in ((_child_connects, (str(tmp_path / "data"),)), (_child_uses_the_parents, (client,))):
+            answers = context.Queue()
+            child = context.Process(target=target, args=(*args, answers))
+            child.start()
+            said = answers.get(timeout=60)
+            child.join(60)
+            assert "before this process was forked from it" in said, said
+            assert "post_fork" in said
+        assert _names(client) == ["parent's"]  # the parent's own is untouched

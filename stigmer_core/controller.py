@@ -285,6 +285,18 @@ def log_refusal(
     )
 
 
+def peer_of(context: Any, metadata: Sequence[tuple[str, Any]], needs_peer: bool) -> str:
+    """Who is on the other end, asked only where it matters: on a server that requires tokens,
+    and for a call carrying one (refused when not valid on the local paths, the in-process
+    channel and the daemon's Unix socket, and ignored over the network: ``tokens.Authenticator``)."""
+    if needs_peer:
+        return str(context.peer())
+    for key, _ in metadata:
+        if key == "authorization":
+            return str(context.peer())
+    return ""
+
+
 def _host(peer: str) -> str:
     """A peer without its port (``ipv4:10.0.0.5:51234`` -> ``ipv4:10.0.0.5``): each connection has its own."""
     head, sep, port = peer.rpartition(":")
@@ -410,8 +422,8 @@ def _streamed(
     """
     try:
         auth = executor.authenticator
-        peer = context.peer() if auth is not None and auth.required else ""
         metadata = context.invocation_metadata() or ()
+        peer = peer_of(context, metadata, auth is not None and auth.required)
         try:  # who calls, before a slot is taken: a refused caller holds none
             caller = executor.caller(binding, metadata, peer, kind)
         except (Unauthenticated, PermissionDenied) as denied:
@@ -508,9 +520,10 @@ def _handler(
             status.abort(context, _malformed(binding, request))
         removed: list[str] | None = [] if writes else None
         try:
-            peer = context.peer() if needs_peer else ""
+            metadata = context.invocation_metadata() or ()
+            peer = peer_of(context, metadata, needs_peer)
             active = context.is_active if writes else None
-            response: Message = run(kind, binding, request, context.invocation_metadata(), active, peer, removed)
+            response: Message = run(kind, binding, request, metadata, active, peer, removed)
         except Exception as exc:
             status.abort(context, exc)
         if removed:
@@ -554,8 +567,8 @@ def _queued(
             await status.abort_call(context, _malformed(binding, request))
         removed: list[str] = []
         try:
-            peer = context.peer() if needs_peer else ""
             metadata = context.invocation_metadata() or ()
+            peer = peer_of(context, metadata, needs_peer)
             response: Message = await run(
                 store, kind, binding, request, metadata, peer, removed, partial(_alive, context)
             )

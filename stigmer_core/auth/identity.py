@@ -35,7 +35,7 @@ def identity_handlers(
         if isinstance(request, Malformed):
             status.abort(context, refusal(identity_pb2.WhoamiRequest, request))
         metadata = context.invocation_metadata()
-        peer = context.peer() if required else ""
+        peer = context.peer()  # a token refused on the local paths is said so (``tokens.Authenticator``)
         try:
             caller = authenticator.caller(metadata, peer)
         except Exception as exc:

@@ -92,8 +92,12 @@ class Authenticator:
     No token: the local administrator, unless ``required`` and the call came
     over the network (a trusted local path still is the administrator). A
     valid token: the principal it was issued to, whatever the path. A token
-    that is unknown, revoked or expired: UNAUTHENTICATED when ``required``;
-    otherwise it is ignored like no token at all, since a server that
+    that is unknown, revoked or expired: UNAUTHENTICATED when ``required``,
+    and on the in-process channel and the daemon's Unix socket, where only this
+    package's own client sends one, because its program gave ``connect()`` a
+    token to try that token's roles (ignored there, a revoked viewer's token
+    wrote as the local administrator and the test passed); otherwise, over
+    the network, it is ignored like no token at all, since a server that
     requires none already trusts every caller (the official SDK always sends
     some key, and must keep working against a local daemon unconfigured).
     """
@@ -134,7 +138,7 @@ class Authenticator:
             if token is not None:
                 return self.by_token(token)
         except errors.Unauthenticated:
-            if self.required:
+            if self.required or trusted_peer(peer):
                 raise
             return LOCAL_ADMIN
         if self.required and not trusted_peer(peer):

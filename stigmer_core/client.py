@@ -221,6 +221,13 @@ def connect(
         if problem is not None:  # else grpc dials it anyway, and says so only at the first call
             raise InvalidArgument.field("target", problem)
     if target != LOCAL:
+        given = [name for name, value in (("data_dir", data_dir), ("store", store), ("read_only", read_only)) if value]
+        if given:  # they name a store this process would open: a server's is its own (the CLI refuses both)
+            raise InvalidArgument.field(
+                given[0],
+                f"names a store to open in this process, but the target {target!r} is a server, which serves its "
+                "own: give one or the other (target 'local' for data_dir and store)",
+            )
         channel = network_channel(target, token=token, ca_file=ca_file, tls=tls, cert_file=cert_file, key_file=key_file)
         return Client(channel, target=target)
     if data_dir:

@@ -78,3 +78,15 @@ def test_a_forked_child_is_told_the_store_is_its_parents(tmp_path: Path) -> None
             assert "before this process was forked from it" in said, said
             assert "post_fork" in said
         assert _names(client) == ["parent's"]  # the parent's own is untouched
+
+
+def test_a_server_target_with_a_store_to_open_is_refused(tmp_path: Path) -> None:
+    """``connect("127.0.0.1:51900", data_dir=…, store=…, read_only=True)`` dialled the server and
+    ignored the rest silently, where the CLI refuses ``--endpoint`` with ``--data-dir``."""
+    from stigmer_core.errors import InvalidArgument
+
+    for given in ({"data_dir": tmp_path}, {"store": "postgresql://x@127.0.0.1:1/z"}, {"read_only": True}):
+        with pytest.raises(InvalidArgument) as refused:
+            connect("127.0.0.1:1", **given)  # type: ignore[arg-type]
+        assert [v.field for v in refused.value.violations] == list(given), refused.value
+        assert "is a server, which serves its own" in str(refused.value)

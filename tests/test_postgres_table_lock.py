@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from stigmer_core import errors
-from stigmer_core.store import postgres_store
+from stigmer_core.store import WriteTxn, postgres_store
 from stigmer_core.store.postgres_settings import PostgresSettings
 from stigmer_core.store.postgres_store import PostgresStore
 
@@ -64,13 +64,22 @@ def _holding(store: PostgresStore, statement: str) -> Callable[[], None]:
     return release
 
 
+def _write(txn: WriteTxn) -> int:
+    """A write as a create makes one: an object and its event (``kv``, ``meta``, ``events``,
+    ``event_parts``)."""
+    txn.put(b"o/k", b"w")
+    return txn.append_event(b"ev")
+
+
 @pytest.mark.parametrize(
     ("statement", "mode"),
     [
         ("LOCK TABLE {s}.kv IN ACCESS EXCLUSIVE MODE", "AccessExclusiveLock"),  # reads and writes wait
         ("LOCK TABLE {s}.events IN SHARE MODE", "ShareLock"),  # writes wait (a CREATE INDEX's)
+        ("LOCK TABLE {s}.event_parts IN ACCESS EXCLUSIVE MODE", "AccessExclusiveLock"),  # every write's event
+        ("LOCK TABLE {s}.meta IN ACCESS EXCLUSIVE MODE", "AccessExclusiveLock"),  # the revision: told "does not answer"
     ],
-    ids=["access-exclusive", "share"],
+    ids=["kv", "events-share", "event-parts", "meta"],
 )
 def test_a_lock_on_the_stores_tables_is_reported_until_it_is_released(
     store: PostgresStore, statement: str, mode: str, caplog: pytest.LogCaptureFixture
@@ -78,21 +87,35 @@ def test_a_lock_on_the_stores_tables_is_reported_until_it_is_released(
     told = Told()
     store.on_reachability(told)
     release = _holding(store, statement)
+    waiting: list[BaseException] = []
+    writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
     try:
+        writer.start()  # waits on the lock: given up once it is found, saying why
         told.wait_for([False])
         said = caplog.text
         assert f"a table of schema '{store.schema}' is locked by another session" in said, said
         assert mode in said and "reports NOT_SERVING until it is released" in said, said
+        writer.join(WAIT)
+        assert len(waiting) == 1 and isinstance(waiting[0], errors.Unavailable), waiting
+        assert "is locked by another session" in str(waiting[0]), waiting[0]
         with pytest.raises(errors.Unavailable, match="is locked by another session") as refused:
-            store.transact(lambda txn: txn.put(b"o/k", b"w"))
+            store.transact(_write)
         assert "calls are refused until it is released" in str(refused.value)
     finally:
         release()
+        writer.join(WAIT)
     told.wait_for([False, True])
     assert "the store's tables are free again" in caplog.text
-    store.transact(lambda txn: txn.put(b"o/k", b"w"))
+    store.transact(_write)
     with store.read() as txn:
         assert txn.get(b"o/k") == b"w"
+
+
+def _caught(call: Callable[[], object], into: list[BaseException]) -> None:
+    try:
+        call()
+    except BaseException as exc:
+        into.append(exc)
 
 
 def test_a_lock_held_for_a_moment_is_waited_for_not_reported(

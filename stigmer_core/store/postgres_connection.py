@@ -66,20 +66,27 @@ class Waits:
         """No lock: each use is one of the dict's own operations, which are atomic. Entering and
         leaving cost a round trip 1.7 µs this way and 3.4 µs with a lock, where a get takes about
         170 µs of CPU."""
+        self.why = ""
+        """What the store found, when it is a lock on its tables (``postgres_locks``), for the
+        calls it gives up: told only that the database did not answer, an operator looked for an
+        outage that was not there."""
         self.limit: float | None = None
         """While the store finds the database not answering: how long a wait may go on before it
         gives itself up, at its next look. A call that began just before the database was found
         not answering had not waited that long yet, and waited on to the next finding (a failed
         reconnect, ``connect_timeout`` later) or its own ``answer_seconds``. None while it answers."""
 
-    def not_answering(self, seconds: float) -> int:
-        """The database does not answer: every wait is given up once it is ``seconds`` old (those
-        that are now, at once); how many were given up now."""
+    def not_answering(self, seconds: float, why: str = "") -> int:
+        """The database does not answer (``why``: a lock on the store's tables, in words): every
+        wait is given up once it is ``seconds`` old (those that are now, at once); how many were
+        given up now."""
+        self.why = why
         self.limit = seconds
         return self.give_up_older(seconds)
 
     def answering(self) -> None:
         self.limit = None
+        self.why = ""
 
     def enter(self, conn: psycopg.Connection[Any]) -> _Wait:
         """``conn`` waits for an answer from now on (each round trip pays this: no context manager)."""
@@ -148,9 +155,10 @@ class AnsweringConnection(psycopg.Connection[Any]):
                         log.warning("gave up a call waiting %.1f s on the database for its answer", wait.given_up)
                     if wait.given_up is not None:
                         self._stigmer_closed_on_purpose = True  # the store logged it: the pool need not warn
+                        found = f"finds {waits.why}" if waits.why else "finds it not answering"
                         raise self._no_answer(
                             f"the database did not answer for {time.monotonic() - wait.since:.1f} s, and the "
-                            "daemon finds it not answering (its health is NOT_SERVING)"
+                            f"daemon {found} (its health is NOT_SERVING)"
                         ) from None
                     if time.monotonic() >= deadline:
                         raise self._no_answer(f"the database did not answer within {bound:g} s") from None

@@ -1,11 +1,12 @@
 """Whether another session holds a lock on the store's tables that stops this daemon's calls.
 
-A lock on ``kv`` or ``events`` that conflicts with a write's (``LOCK TABLE stigmer.kv``, a
+A lock on a table the store writes (``kv``, ``meta``, ``events``, ``event_parts``) that conflicts with a write's (``LOCK TABLE stigmer.kv``, a
 ``VACUUM FULL``, an ``ALTER TABLE`` or a ``CREATE INDEX`` without ``CONCURRENTLY``, someone's own
 migration against the schema) left every call that needed the table waiting out
 ``statement_timeout_ms`` (30 s), while health stayed SERVING: the database answered the daemon's
-reads of the revision, which touch neither table. The listener's quiet-spell read now also asks
-for the lock a write takes on both tables, waiting at most half of ``health_timeout_ms``; a lock
+reads of the revision, which touch none of them but ``meta`` (a lock on it was told as a database
+that does not answer, naming no one). The listener's quiet-spell read now first asks for the lock
+a write takes on every one of them, waiting at most half of ``health_timeout_ms``; a lock
 it cannot have is reported as the database not answering is (health NOT_SERVING, calls waiting
 on it given up, the next refused at once), naming the session holding it, until it is released.
 Nothing is written: the probe's transaction is rolled back, and a lock taken for a moment (a
@@ -21,10 +22,15 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+from stigmer_core.store.postgres_schema import TABLE_PRIVILEGES
+
 log = logging.getLogger(__name__)
 
-TABLES = ("kv", "events")
-"""What every write takes a ROW EXCLUSIVE lock on (``meta`` is read by the probe's own read)."""
+TABLES = tuple(
+    table for table, allowed in TABLE_PRIVILEGES.items() if {"INSERT", "UPDATE", "DELETE"} & set(allowed)
+)
+"""What a write takes a ROW EXCLUSIVE lock on: every table it writes (``kv``, ``meta``, ``events``,
+``event_parts``; a lock on ``event_parts`` alone stalled every write as surely as one on ``kv``)."""
 
 BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
 """The table lock modes a ROW EXCLUSIVE lock conflicts with."""
@@ -68,7 +74,7 @@ def locked_by(conn: psycopg.Connection[Any], schema: str, probe: bytes, holders:
     except psycopg.Error:
         rows = []
     if not rows:  # released meanwhile, or held by a session this role cannot see
-        return f"a table of schema {schema!r} (kv, events) is locked by another session"
+        return f"a table of schema {schema!r} ({', '.join(TABLES)}) is locked by another session"
     said = "; ".join(
         f"{table} locked ({mode}) by pid {pid}" + (f", user {user}" if user else "") + (f": {query!r}" if query else "")
         for table, mode, pid, user, query in rows

@@ -1071,8 +1071,10 @@ class PostgresStore:
         try:
             try:  # half the bound for a connection, the rest for the answer: health_timeout_ms in all
                 with self._pool.connection(timeout=bound / 2) as conn:
-                    row = answered_within(conn, bound - (time.monotonic() - started), self._sql_watch)
+                    # first: a lock on ``meta`` would hold the read below until it was given up,
+                    # told as a database that does not answer, naming no one
                     locked = postgres_locks.locked_by(conn, self.schema, self._sql_tables_free, self._sql_lock_holders)
+                    row = None if locked else answered_within(conn, bound - (time.monotonic() - started), self._sql_watch)
             except psycopg_pool.PoolTimeout:
                 if listening is None:
                     raise
@@ -1143,7 +1145,7 @@ class PostgresStore:
         if reachable:
             self._waits.answering()
         else:
-            given_up = self._waits.not_answering(self.settings.health_seconds)
+            given_up = self._waits.not_answering(self.settings.health_seconds, why)
             if given_up:
                 log.warning("gave up %d call(s) waiting on the database for its answer", given_up)
         with self._reachability_lock:

@@ -174,10 +174,18 @@ class AnsweringConnection(psycopg.Connection[Any]):
 def answered_within(conn: psycopg.Connection[Any], seconds: float, query: bytes) -> Any:
     """One row of ``query``, waiting at most ``seconds`` for it (``NoAnswer`` past that, the
     connection closed) rather than the connection's own ``answer_seconds``."""
+    with within(conn, seconds):
+        return conn.execute(query).fetchone()
+
+
+@contextlib.contextmanager
+def within(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+    """Each round trip of ``conn`` meanwhile waits at most ``seconds`` for its answer (``NoAnswer``
+    past that, the connection closed), rather than the connection's own ``answer_seconds``."""
     kept = vars(conn).get("answer_seconds")  # the listener's connection has its own
     conn.answer_seconds = seconds  # type: ignore[attr-defined]
     try:
-        return conn.execute(query).fetchone()
+        yield
     finally:
         if kept is None:
             del conn.answer_seconds  # type: ignore[attr-defined]

@@ -64,6 +64,8 @@ def locked_by(conn: psycopg.Connection[Any], schema: str, probe: bytes, holders:
         return ""
     except pg_errors.LockNotAvailable:
         pass
+    except psycopg.OperationalError:  # the connection's (no answer within the bound): the caller's to judge
+        raise
     except psycopg.Error as exc:  # a role or a standby that may not take the lock: nothing to tell
         log.debug("could not check the store's tables for locks: %s", exc)
         _rolled_back(conn)

@@ -73,7 +73,7 @@ from psycopg.conninfo import conninfo_to_dict
 from stigmer_core import errors
 from stigmer_core.store import postgres_locks
 from stigmer_core.store.group_commit import GroupCommit, Pending
-from stigmer_core.store.postgres_connection import NoAnswer, Openings, Waits, answered_within, bounded_class
+from stigmer_core.store.postgres_connection import NoAnswer, Openings, Waits, answered_within, bounded_class, within
 from stigmer_core.store.postgres_faults import (
     Retry,
     close_on_purpose,
@@ -1073,7 +1073,10 @@ class PostgresStore:
                 with self._pool.connection(timeout=bound / 2) as conn:
                     # first: a lock on ``meta`` would hold the read below until it was given up,
                     # told as a database that does not answer, naming no one
-                    locked = postgres_locks.locked_by(conn, self.schema, self._sql_tables_free, self._sql_lock_holders)
+                    with within(conn, bound - (time.monotonic() - started)):
+                        locked = postgres_locks.locked_by(
+                            conn, self.schema, self._sql_tables_free, self._sql_lock_holders
+                        )
                     row = None if locked else answered_within(conn, bound - (time.monotonic() - started), self._sql_watch)
             except psycopg_pool.PoolTimeout:
                 if listening is None:

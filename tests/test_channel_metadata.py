@@ -39,3 +39,16 @@ def test_metadata_grpc_refuses_is_refused_in_process_and_nothing_is_written(tmp_
         dry = agents.create(made, metadata=[("stigmer-dry-run", "true"), ("x-trace-bin", b"\x00\xff")])
         assert dry.metadata.name == "kept"
         assert list(agent_grpc.AgentQueryControllerStub(app.channel()).list(agent_pb2.ListAgentsRequest()).entries) == []
+
+
+def test_metadata_values_grpc_takes_as_bytes_are_taken_in_process_as_text(tmp_path: Path) -> None:
+    """grpc's client takes bytes for any key, and its server hands them on as text: in process a
+    ``("stigmer-dry-run", b"true")`` entry was refused (and before that, not seen as a dry run)."""
+    with Application.open(tmp_path / "data", durable=False) as app:
+        agents = agent_grpc.AgentCommandControllerStub(app.channel())
+        made = agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name="kept"))
+        dry = agents.create(made, metadata=[("stigmer-dry-run", b"true"), ("x-request-id", b"abc")])
+        assert dry.metadata.name == "kept"
+        assert list(agent_grpc.AgentQueryControllerStub(app.channel()).list(agent_pb2.ListAgentsRequest()).entries) == []
+        with pytest.raises(TypeError, match="Expected str"):
+            agents.create(made, metadata=[("x-count", 3)])

@@ -276,6 +276,25 @@ class Following:
         self._watch = watch
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        self._until_reading()
+
+    def _until_reading(self) -> None:
+        """Until the thread's read is under way: grpc's client drops a message whose call's status
+        came in before the read began (``_next`` raises at once then), and a busy machine started the
+        thread after the server had stopped (seen once in CI: no NOT_SERVING). grpc's iterator keeps
+        its outstanding reads in ``_state.due``."""
+        from grpc._cython import cygrpc
+
+        state = getattr(self._watch, "_state", None)
+        waited_until = time.monotonic() + DEADLINE
+        while time.monotonic() < waited_until and self._thread.is_alive():
+            if state is None:
+                time.sleep(0.5)  # another grpc: a moment for the thread to reach its read
+                return
+            with state.condition:
+                if cygrpc.OperationType.receive_message in state.due:
+                    return
+            time.sleep(0.005)
 
     def _read(self) -> None:
         try:

@@ -101,6 +101,8 @@ def test_a_lock_on_the_stores_tables_is_reported_until_it_is_released(
         with pytest.raises(errors.Unavailable, match="is locked by another session") as refused:
             store.transact(_write)
         assert "calls are refused until it is released" in str(refused.value)
+        for told_caller in (str(waiting[0]), str(refused.value)):  # who holds it is the log's alone
+            assert "pid" not in told_caller and "user" not in told_caller and "LOCK" not in told_caller
     finally:
         release()
         writer.join(WAIT)
@@ -122,13 +124,63 @@ def test_a_lock_held_for_a_moment_is_waited_for_not_reported(
     store: PostgresStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A vacuum truncating a table's end takes its lock for milliseconds: the probe waits up to
-    half of health_timeout_ms for the lock, so such a moment never turns health NOT_SERVING."""
+    a quarter of health_timeout_ms for the lock, so such a moment never turns health NOT_SERVING."""
     told = Told()
     store.on_reachability(told)
     caplog.set_level(logging.WARNING)
     for _ in range(5):
         release = _holding(store, "LOCK TABLE {s}.kv IN ACCESS EXCLUSIVE MODE")
-        threading.Event().wait(0.1)
+        threading.Event().wait(0.05)  # well inside the probe's wait: a quarter of the 1 s health bound
         release()
         threading.Event().wait(0.3)  # past the quiet spell: the listener looked meanwhile
     assert told.states == [] and "is locked by another session" not in caplog.text
+
+
+def test_a_lock_is_found_when_every_pooled_connection_waits_on_it(
+    stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With every pooled connection lent to calls the lock held, the quiet spell's read went on the
+    listener's own connection without looking for the lock, and health stayed SERVING."""
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
+    url = f"{stigmer_postgres_store_url}&pool_min=1&pool_max=1&health_timeout_ms=1000"
+    with PostgresStore(url, durable=False) as store:
+        store.transact(_write)
+        told = Told()
+        store.on_reachability(told)
+        release = _holding(store, "LOCK TABLE {s}.kv IN ACCESS EXCLUSIVE MODE")
+        waiting: list[BaseException] = []
+        writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+        try:
+            writer.start()  # holds the pool's one connection, waiting on the lock
+            told.wait_for([False])
+            assert "kv locked (AccessExclusiveLock)" in caplog.text, caplog.text
+        finally:
+            release()
+            writer.join(WAIT)
+        told.wait_for([False, True])
+
+
+def test_a_lock_waiting_behind_a_long_read_names_both(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long read of ``meta`` ahead of a queued ``ALTER TABLE`` holds every write behind both; the
+    log named no one, as only granted locks were listed."""
+    told = Told()
+    store.on_reachability(told)
+    reading = _holding(store, "SELECT * FROM {s}.meta")
+    other = psycopg.connect(PostgresSettings.from_url(store.url).conninfo, autocommit=True)
+    other.execute(b"BEGIN")  # LOCK TABLE is refused outside a transaction
+    queued = threading.Thread(
+        target=lambda: _caught(
+            lambda: other.execute(f'LOCK TABLE "{store.schema}".meta IN ACCESS EXCLUSIVE MODE'.encode()), []
+        )
+    )
+    try:
+        queued.start()
+        told.wait_for([False])
+        assert "waits for AccessExclusiveLock behind pid" in caplog.text, caplog.text
+    finally:
+        reading()
+        queued.join(WAIT)
+        other.close()
+    told.wait_for([False, True])

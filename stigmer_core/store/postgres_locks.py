@@ -6,7 +6,7 @@ migration against the schema) left every call that needed the table waiting out
 ``statement_timeout_ms`` (30 s), while health stayed SERVING: the database answered the daemon's
 reads of the revision, which touch none of them but ``meta`` (a lock on it was told as a database
 that does not answer, naming no one). The listener's quiet-spell read now first asks for the lock
-a write takes on every one of them, waiting at most half of ``health_timeout_ms``; a lock
+a write takes on every one of them, waiting at most a quarter of ``health_timeout_ms``; a lock
 it cannot have is reported as the database not answering is (health NOT_SERVING, calls waiting
 on it given up, the next refused at once), naming the session holding it, until it is released.
 Nothing is written: the probe's transaction is rolled back, and a lock taken for a moment (a
@@ -19,6 +19,7 @@ import contextlib
 import logging
 from typing import Any
 
+import attrs
 import psycopg
 from psycopg import errors as pg_errors
 
@@ -26,9 +27,7 @@ from stigmer_core.store.postgres_schema import TABLE_PRIVILEGES
 
 log = logging.getLogger(__name__)
 
-TABLES = tuple(
-    table for table, allowed in TABLE_PRIVILEGES.items() if {"INSERT", "UPDATE", "DELETE"} & set(allowed)
-)
+TABLES = tuple(table for table, allowed in TABLE_PRIVILEGES.items() if {"INSERT", "UPDATE", "DELETE"} & set(allowed))
 """What a write takes a ROW EXCLUSIVE lock on: every table it writes (``kv``, ``meta``, ``events``,
 ``event_parts``; a lock on ``event_parts`` alone stalled every write as surely as one on ``kv``)."""
 
@@ -46,22 +45,35 @@ def probe_sql(schema: str, seconds: float) -> bytes:
 
 
 def holders_sql(schema: str) -> bytes:
+    """The sessions holding, or waiting in line for, a lock on the tables a write's conflicts with,
+    and for a waiting one the sessions it waits behind (a long read ahead of a queued ``ALTER
+    TABLE`` holds every write behind both)."""
     relations = ", ".join(f"'\"{schema}\".{table}'::regclass" for table in TABLES)
     modes = ", ".join(f"'{mode}'" for mode in BLOCKING)
     return (
-        "SELECT l.relation::regclass::text, l.mode, l.pid, coalesce(a.usename, ''), "
-        "left(coalesce(a.query, ''), 120) FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-        f"WHERE l.granted AND l.locktype = 'relation' AND l.relation IN ({relations}) AND l.mode IN ({modes}) "
-        "ORDER BY l.pid LIMIT 3"
+        "SELECT l.relation::regclass::text, l.mode, l.granted, l.pid, coalesce(a.usename, ''), "
+        "left(coalesce(a.query, ''), 120), CASE WHEN l.granted THEN '{}' ELSE pg_blocking_pids(l.pid) END "
+        "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        f"WHERE l.locktype = 'relation' AND l.relation IN ({relations}) AND l.mode IN ({modes}) "
+        "ORDER BY l.granted DESC, l.pid LIMIT 3"
     ).encode()
 
 
-def locked_by(conn: psycopg.Connection[Any], schema: str, probe: bytes, holders: bytes) -> str:
-    """ "" when a write could lock the store's tables now; else who holds them, in words.
-    ``conn`` is an idle autocommit connection, left idle again."""
+@attrs.frozen
+class Locked:
+    """A lock a write would wait for: ``said``, what callers are told (no session of the
+    database's is named to them); ``holders``, who holds it, for the daemon's log."""
+
+    said: str
+    holders: str
+
+
+def locked_by(conn: psycopg.Connection[Any], schema: str, probe: bytes, holders: bytes) -> Locked | None:
+    """None when a write could lock the store's tables now; else what holds them. ``conn`` is an
+    idle autocommit connection, left idle again."""
     try:
         conn.execute(probe)
-        return ""
+        return None
     except pg_errors.LockNotAvailable:
         pass
     except psycopg.OperationalError:  # the connection's (no answer within the bound): the caller's to judge
@@ -69,19 +81,22 @@ def locked_by(conn: psycopg.Connection[Any], schema: str, probe: bytes, holders:
     except psycopg.Error as exc:  # a role or a standby that may not take the lock: nothing to tell
         log.debug("could not check the store's tables for locks: %s", exc)
         _rolled_back(conn)
-        return ""
+        return None
     _rolled_back(conn)
     try:
         rows = conn.execute(holders).fetchall()
     except psycopg.Error:
         rows = []
-    if not rows:  # released meanwhile, or held by a session this role cannot see
-        return f"a table of schema {schema!r} ({', '.join(TABLES)}) is locked by another session"
-    said = "; ".join(
-        f"{table} locked ({mode}) by pid {pid}" + (f", user {user}" if user else "") + (f": {query!r}" if query else "")
-        for table, mode, pid, user, query in rows
-    )
-    return f"a table of schema {schema!r} is locked by another session ({said})"
+    said = f"a table of schema {schema!r} is locked by another session"
+    return Locked(said, "; ".join(_held(*row) for row in rows) or "held by a session this role cannot see")
+
+
+def _held(table: str, mode: str, granted: bool, pid: int, user: str, query: str, behind: Any) -> str:
+    who = f"pid {pid}" + (f", user {user}" if user else "") + (f": {query!r}" if query else "")
+    if granted:
+        return f"{table} locked ({mode}) by {who}"
+    ahead = ", ".join(str(p) for p in behind or ())
+    return f"{table}: {who} waits for {mode}" + (f" behind pid {ahead}" if ahead else "")
 
 
 def _rolled_back(conn: psycopg.Connection[Any]) -> None:

@@ -209,7 +209,7 @@ class PostgresStore:
             f" retention_revisions, retention_bytes, retention_seconds FROM {s}.meta WHERE id = 1"
         ).encode()
         # the quiet spell's read also asks for the lock a write takes (``postgres_locks``)
-        self._sql_tables_free = postgres_locks.probe_sql(self.schema, self.settings.health_seconds / 2)
+        self._sql_tables_free = postgres_locks.probe_sql(self.schema, self.settings.health_seconds / 4)
         self._sql_lock_holders = postgres_locks.holders_sql(self.schema)
         self._sql_lock_revision = (
             f"SELECT revision, log_bytes, event_revisions, compacted,"
@@ -1067,21 +1067,15 @@ class PostgresStore:
         another tells load from a dead database before those calls' own ``answer_timeout_ms``."""
         bound = self.settings.health_seconds
         started = time.monotonic()
-        locked = ""
         try:
             try:  # half the bound for a connection, the rest for the answer: health_timeout_ms in all
                 with self._pool.connection(timeout=bound / 2) as conn:
-                    # first: a lock on ``meta`` would hold the read below until it was given up,
-                    # told as a database that does not answer, naming no one
-                    with within(conn, bound - (time.monotonic() - started)):
-                        locked = postgres_locks.locked_by(
-                            conn, self.schema, self._sql_tables_free, self._sql_lock_holders
-                        )
-                    row = None if locked else answered_within(conn, bound - (time.monotonic() - started), self._sql_watch)
+                    locked, row = self._look(conn, bound - (time.monotonic() - started))
             except psycopg_pool.PoolTimeout:
                 if listening is None:
                     raise
-                row = answered_within(listening, max(bound - (time.monotonic() - started), bound / 2), self._sql_watch)
+                # every pooled connection lent: perhaps to calls a lock holds, so it is looked for here too
+                locked, row = self._look(listening, max(bound - (time.monotonic() - started), bound / 2))
         except (psycopg.Error, psycopg_pool.PoolClosed) as exc:
             log.debug("store listener could not read the revision: %s", exc)
             if isinstance(exc, psycopg.Error) and schema_shaped(exc):
@@ -1089,7 +1083,10 @@ class PostgresStore:
             elif isinstance(exc, NoAnswer):  # a server that holds connections open and answers nothing
                 self._set_reachable(False)
             return False
-        self._set_reachable(not locked, locked)
+        if locked is not None:
+            self._set_reachable(False, locked.said, locked.holders)
+        else:
+            self._set_reachable(True)
         if not row:
             return False
         revision = int(row[0])
@@ -1097,6 +1094,17 @@ class PostgresStore:
             moved = revision > self._revision
         self._watched(row)
         return moved
+
+    def _look(self, conn: psycopg.Connection[Any], seconds: float) -> tuple[postgres_locks.Locked | None, Any]:
+        """A lock held against the store's tables (``postgres_locks``), else the revision read, each
+        round trip within ``seconds``. The lock first: one on ``meta`` would hold the read until it
+        was given up, told as a database that does not answer, naming no one."""
+        started = time.monotonic()
+        with within(conn, seconds):
+            locked = postgres_locks.locked_by(conn, self.schema, self._sql_tables_free, self._sql_lock_holders)
+        if locked is not None:
+            return locked, None
+        return None, answered_within(conn, seconds - (time.monotonic() - started), self._sql_watch)
 
     def _watched(self, row: tuple[Any, ...]) -> None:
         """The listener's read (``_sql_watch``): the revision, the schema's version, the log's fill
@@ -1135,7 +1143,7 @@ class PostgresStore:
         if not serving:
             callback(False)
 
-    def _set_reachable(self, reachable: bool, why: str = "") -> None:
+    def _set_reachable(self, reachable: bool, why: str = "", holders: str = "") -> None:
         """Tell the health service when the database stops (or starts again) answering this daemon.
 
         Told it does not answer (at each of the listener's reads that gets no answer), the calls
@@ -1143,8 +1151,9 @@ class PostgresStore:
         is every other call in flight once it has waited as long (``Waits.not_answering``): they
         would wait out ``answer_timeout_ms`` (35 s), holding a server thread and a connection
         each, while the calls after them are refused at once (``_not_answering``). ``why``: a lock
-        on the store's tables found by the listener's probe, in words (else the database does not
-        answer)."""
+        on the store's tables found by the listener's probe, in words callers are told (else the
+        database does not answer); ``holders``: who holds it, for the log only (a caller is never
+        told the database's users, sessions or their queries)."""
         if reachable:
             self._waits.answering()
         else:
@@ -1161,9 +1170,10 @@ class PostgresStore:
             log.warning("%s at %s", "the store's tables are free again" if was else "the database answers again", self.url)
         elif why:  # its connections are fine: they wait for the lock
             log.warning(
-                "%s, which this daemon's calls would wait for; the daemon reports NOT_SERVING until it is released "
-                "(%s)",
+                "%s%s, which this daemon's calls would wait for; the daemon reports NOT_SERVING until it is "
+                "released (%s)",
                 why,
+                f" ({holders})" if holders else "",
                 self.url,
             )
         else:

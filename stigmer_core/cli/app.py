@@ -198,8 +198,11 @@ def with_token_source(ctx: click.Context, message: str) -> str:
     if settings.backend != config.REMOTE:
         return message
     if os.environ.get(config.ENV["token"]):
-        source = f"the token in ${config.ENV['token']}, which overrides the config file's"
-        fix = f"set ${config.ENV['token']} to a valid token, or unset it to use the one `stigmer login` saved"
+        saved = (config.load_config(settings.config_file).get("remote") or {}).get("token")
+        source = f"the token in ${config.ENV['token']}" + (", which overrides the config file's" if saved else "")
+        fix = f"set ${config.ENV['token']} to a valid token" + (
+            ", or unset it to use the one `stigmer login` saved" if saved else ""
+        )
     else:
         source = f"the token saved in {settings.config_file} for {settings.endpoint}"
         fix = "`stigmer login` with a valid one (`stigmer token create` makes one)"

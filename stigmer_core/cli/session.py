@@ -15,6 +15,7 @@ refusal (docs/secrets.md, Losing the key; docs/cli.md, export).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ import click
 from stigmer_core import config, errors
 from stigmer_core.cli.catalog import Catalog, KindInfo
 from stigmer_core.cli.errors import CliError, Unreachable, at_local_daemon
-from stigmer_core.cli.options import overrides
+from stigmer_core.cli.options import overrides, valid_org
 from stigmer_core.config_file import local_data
 
 if TYPE_CHECKING:
@@ -79,6 +80,9 @@ class Session:
             problem = config.data_dir_behind_store(flags.data_dir, settings.store, store_flag=False)
             if problem:
                 raise CliError(problem, exit_code=2)
+        if flags.org is None and settings.org != config.DEFAULT_ORG:  # --org was checked as it was parsed
+            source = "$STIGMER_ORG" if os.environ.get("STIGMER_ORG") else f"org in {settings.config_file}"
+            valid_org(settings.org, source)
         session = cls(settings, read_only=read_only, needs_store=needs_store)
         ctx.call_on_close(session.close)
         return session

@@ -20,6 +20,7 @@ nodes before anything is built from them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -143,6 +144,14 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# A number with an exponent and no dot (``1e+300``, ``5e-324``: JSON's, and `stigmer get -o json`'s)
+# is a float, as JSON and YAML 1.2 read it; YAML 1.1 read it as a string, so a JSON file written
+# by `get -o json` and applied back turned such a Struct number into text.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 class _Dumper(_BaseDumper):  # type: ignore[misc, unused-ignore]

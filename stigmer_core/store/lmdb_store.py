@@ -577,8 +577,9 @@ class LmdbStore:
                 if pid is not None and pid != os.getpid():
                     raise errors.StartupError(forks.forked_message(str(self.path), pid)) from None
                 raise errors.StartupError(
-                    f"the store in {self.path} is already open in this process: share the Application (or the "
-                    "client connect() returned, which connect() itself shares), or close it first"
+                    f"the store in {self.path} is already open in this process: connect() shares it between "
+                    "calls naming the same data directory, store and read_only, but not with an Application "
+                    "opened directly or a connect() with the other read_only: use that one, or close it first"
                 ) from None
             raise errors.StartupError(f"cannot open the store in {self.path}: {exc}") from None
         self._where = str(self.path.resolve())

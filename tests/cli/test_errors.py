@@ -151,6 +151,13 @@ def test_an_integer_a_struct_would_round_is_refused_naming_the_field(stigmer: St
     config = json.loads(stigmer.ok("get", "workflow", "billing", "-o", "json"))["spec"]["tasks"][0]["taskConfig"]
     assert config["accountId"] == {"neg": -3, "rows": [1, 2.5], "zero": -0.0}, config
     assert "neg: -3\n" in stigmer.ok("get", "workflow", "billing", "-o", "yaml")
+    # a JSON file `get -o json` wrote, applied back: exponents without a dot stay numbers (YAML 1.1
+    # read them as strings, which turned a Struct's 1e+300 into text)
+    stigmer.ok("apply", "-f", "-", input=WORKFLOW.format(account="{big: 1e300, tiny: 5e-324}"))
+    shown = stigmer.ok("get", "workflow", "billing", "-o", "json")
+    assert '"big": 1e+300' in shown and '"tiny": 5e-324' in shown, shown
+    stigmer.ok("apply", "-f", "-", input=shown)
+    assert stigmer.ok("get", "workflow", "billing", "-o", "json") == shown
     exported = stigmer.ok("export", "workflows")
     restored = ("--data-dir", str(tmp_path / "restored" / "data"))
     stigmer.ok("import", *restored, input=exported)
@@ -191,6 +198,8 @@ def test_an_org_no_object_can_have_is_a_usage_error(stigmer: Stigmer) -> None:
     assert result.err.strip().endswith("invalid org 'Bad Org' for --org: lowercase letters, digits and inner dashes, at most 63")
     assert stigmer("get", "agents", "--org", "x" * 64).code == 2
     assert "invalid org" not in stigmer("get", "agents", "--org", "team-a").err
+    from_env = stigmer("get", "agents", env={"STIGMER_ORG": "Acme"})  # the environment's, as the flag's
+    assert from_env.code == 2 and "invalid org 'Acme' for $STIGMER_ORG" in from_env.err, from_env.err
 
 
 def test_yaml_mistakes_are_said_in_one_line_naming_a_tab(stigmer: Stigmer) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,26 +90,46 @@ def test_an_exiting_step_answers_internal_and_the_daemon_serves_on(
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
+_PROGRAM = """
+import grpc, threading
+from stigmer_core import Application, interrupts
+from stigmer_core.plugins import plugin_manager
+from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
+from tests.test_exiting_steps import Exiting
+from tests.plugin_server_support import named_agent
+
+{setup}
+app = Application.open({data!r}, durable=False, pm=plugin_manager(plugins=[Exiting()]))
+commands = agent_grpc.AgentCommandControllerStub(app.channel())
+{body}
+try:
+    commands.create(named_agent("sigint"))
+except KeyboardInterrupt:
+    print("ctrl-c: KeyboardInterrupt", flush=True)
+commands.create(named_agent("fine"))
+print("then: served", flush=True)
+"""
+
+
+def _program_says(data: Path, body: str, setup: str = "") -> list[str]:
+    """What a program serving its store in process prints: ``body`` (with ``commands``, a stub),
+    then a create whose step sends this process SIGINT, then one more create."""
+    import subprocess
+
+    script = _PROGRAM.format(setup=setup, data=str(data), body=textwrap.dedent(body))
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    return ran.stdout.splitlines()
+
+
 def test_a_persons_ctrl_c_in_a_command_serving_its_store_in_process_stops_it(tmp_path: Path) -> None:
     """In a command's own process (the CLI's in-process store), a Ctrl-C while a step runs is the
     person's: answered INTERNAL as a step's fault, it failed the one write and the command went on
     to the next. Told apart by the SIGINT handler the command line installs (``interrupts``): a
     KeyboardInterrupt the code raises itself is still the step's fault, in any thread."""
-    import subprocess
-    import textwrap
-
-    script = textwrap.dedent(
-        f"""
-        import threading, grpc
-        from stigmer_core import Application, interrupts
-        from stigmer_core.plugins import plugin_manager
-        from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
-        from tests.test_exiting_steps import Exiting
-        from tests.plugin_server_support import named_agent
-
-        interrupts.install()  # as the command line does
-        app = Application.open({str(tmp_path / "data")!r}, durable=False, pm=plugin_manager(plugins=[Exiting()]))
-        commands = agent_grpc.AgentCommandControllerStub(app.channel())
+    body = """
         said = []
 
         def refused(name):
@@ -122,23 +143,9 @@ def test_a_persons_ctrl_c_in_a_command_serving_its_store_in_process_stops_it(tmp
         runner.join()
         refused("interrupt")
         print("raised by the code:", *said, flush=True)
-        try:
-            commands.create(named_agent("sigint"))
-        except KeyboardInterrupt:
-            print("ctrl-c: KeyboardInterrupt", flush=True)
-        commands.create(named_agent("fine"))
-        print("then: served", flush=True)
         """
-    )
-    ran = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
-    )
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    assert ran.stdout.splitlines() == [
-        "raised by the code: INTERNAL INTERNAL",
-        "ctrl-c: KeyboardInterrupt",
-        "then: served",
-    ], ran.stdout
+    said = _program_says(tmp_path / "data", body, setup="interrupts.install()  # as the command line does")
+    assert said == ["raised by the code: INTERNAL INTERNAL", "ctrl-c: KeyboardInterrupt", "then: served"], said
 
 
 def test_a_persons_ctrl_c_reaches_a_program_using_the_library_in_process(tmp_path: Path) -> None:
@@ -147,34 +154,11 @@ def test_a_persons_ctrl_c_reaches_a_program_using_the_library_in_process(tmp_pat
     a stream, and never reached its ``except KeyboardInterrupt``. Its default SIGINT handler is
     now replaced by one that behaves the same and notes the signal; code raising
     KeyboardInterrupt itself is still the step's fault."""
-    import subprocess
-    import textwrap
-
-    script = textwrap.dedent(
-        f"""
-        import grpc, signal
-        from stigmer_core import Application
-        from stigmer_core.plugins import plugin_manager
-        from stigmer_core.api.agentic.agent.v1 import service_pb2_grpc as agent_grpc
-        from tests.test_exiting_steps import Exiting
-        from tests.plugin_server_support import named_agent
-
-        app = Application.open({str(tmp_path / "data")!r}, durable=False, pm=plugin_manager(plugins=[Exiting()]))
-        commands = agent_grpc.AgentCommandControllerStub(app.channel())
+    body = """
         try:
             commands.create(named_agent("interrupt"))
         except grpc.RpcError as exc:
             print("raised by the code:", exc.code().name, flush=True)
-        try:
-            commands.create(named_agent("sigint"))
-        except KeyboardInterrupt:
-            print("ctrl-c: KeyboardInterrupt", flush=True)
-        commands.create(named_agent("fine"))
-        print("then: served", flush=True)
         """
-    )
-    ran = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent
-    )
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    assert ran.stdout.splitlines() == ["raised by the code: INTERNAL", "ctrl-c: KeyboardInterrupt", "then: served"]
+    said = _program_says(tmp_path / "data", body)
+    assert said == ["raised by the code: INTERNAL", "ctrl-c: KeyboardInterrupt", "then: served"], said

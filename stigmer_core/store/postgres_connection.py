@@ -203,6 +203,8 @@ class Openings:
         """Attempts under way."""
         self.failed_at = float("-inf")
         """``time.monotonic()`` of the latest attempt that failed."""
+        self.opened_at = float("-inf")
+        """``time.monotonic()`` of the latest attempt that opened a connection."""
         self.error = ""
 
     @contextlib.contextmanager
@@ -215,14 +217,19 @@ class Openings:
             with self._lock:
                 self.failed_at, self.error = time.monotonic(), detail(exc)
             raise
+        else:
+            with self._lock:
+                self.opened_at = time.monotonic()
         finally:
             with self._lock:
                 self.opening -= 1
 
     def failing_since(self, started: float) -> bool:
-        """Whether opening a connection failed after ``started``, or an attempt is still under way."""
+        """Whether opening a connection failed after ``started``, an attempt is still under way, or
+        the latest attempt failed: the pool waits between attempts after a failure, and a call
+        that waited out such a pause in full was told the pool was busy (a loaded CI machine)."""
         with self._lock:
-            return self.opening > 0 or self.failed_at >= started
+            return self.opening > 0 or self.failed_at >= started or self.failed_at > self.opened_at
 
 
 def bounded_class(

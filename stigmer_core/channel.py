@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -121,8 +123,10 @@ class _Context(grpc.ServicerContext):
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailing: Metadata = ()
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: list[Callable[[], None]] | None = []
+        self._ending = threading.Lock()
         self._cancelled = False
+        self._timer: threading.Timer | None = None
 
     # -- what handlers use -------------------------------------------------
     def invocation_metadata(self) -> Metadata:
@@ -177,16 +181,37 @@ class _Context(grpc.ServicerContext):
         return None
 
     def cancel_call(self) -> None:
-        """The client cancelled: the handler sees ``is_active()`` false from now on."""
+        """The client cancelled: the handler sees ``is_active()`` false from now on, and its
+        callbacks run now (a stream waiting for events wakes and ends), as grpc runs them."""
         self._cancelled = True
+        self._end()
+
+    def end_at_deadline(self) -> None:
+        """Run the callbacks when the deadline passes, so a stream waiting for events ends then, as
+        grpc's server ends a call at its deadline; only streams pay for the timer's thread."""
+        remaining = self.time_remaining()
+        if remaining is not None:
+            self._timer = threading.Timer(remaining, self._end)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _end(self) -> None:
+        with self._ending:
+            callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            callback()
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
-        self._callbacks.append(callback)
-        return True
+        """False once the call ended, as grpc says: the callback is not called then."""
+        with self._ending:
+            if self._callbacks is None:
+                return False
+            self._callbacks.append(callback)
+            return True
 
     def send_initial_metadata(self, initial_metadata: Metadata) -> None:
         return None
@@ -198,8 +223,9 @@ class _Context(grpc.ServicerContext):
         return None
 
     def finish(self) -> None:
-        for callback in self._callbacks:
-            callback()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._end()
 
     def failed(self) -> InProcessRpcError | None:
         if self._code is None or self._code == grpc.StatusCode.OK:
@@ -298,9 +324,12 @@ class _Method:
         serialize: Any,
         deserialize: Any,
         is_open: Callable[[], bool],
+        opened: Callable[[_Stream], None] = lambda _: None,
     ) -> None:
+        """``opened``: told of each stream this method opens, for the channel to cancel at its close."""
         self._method = method
         self._open = is_open
+        self._opened = opened
         self._handler = handler
         self._serialize = serialize or (lambda message: message)
         self._deserialize = deserialize or (lambda data: data)
@@ -366,18 +395,23 @@ class _Stream(grpc.Call):
     def __init__(self, responses: Iterator[Any], context: _Context) -> None:
         self._responses = responses
         self._context = context
+        self._why = "Locally cancelled by application!"
 
     def __iter__(self) -> Iterator[Any]:
         return self
 
     def __next__(self) -> Any:
         if self._context.cancelled:
-            raise _cancelled()
+            raise _cancelled(self._why)
         try:
             return next(self._responses)
+        except InProcessRpcError:
+            if self._context.cancelled:  # what the server said after the client went is not the client's to hear
+                raise _cancelled(self._why) from None
+            raise
         except StopIteration:
             if self._context.cancelled:
-                raise _cancelled() from None
+                raise _cancelled(self._why) from None
             if self._context.expired():
                 raise _deadline_exceeded() from None
             raise
@@ -389,6 +423,11 @@ class _Stream(grpc.Call):
             with contextlib.suppress(ValueError):  # running in the reader's thread: it ends at its next check
                 close()
         return True
+
+    def channel_closed(self) -> None:
+        """Its channel closed: CANCELLED "Channel closed!", as grpc's client says then."""
+        self._why = "Channel closed!"
+        self.cancel()
 
     def code(self) -> grpc.StatusCode:
         return grpc.StatusCode.OK
@@ -412,8 +451,8 @@ class _Stream(grpc.Call):
         return False
 
 
-def _cancelled() -> InProcessRpcError:
-    return InProcessRpcError(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
+def _cancelled(why: str = "Locally cancelled by application!") -> InProcessRpcError:
+    return InProcessRpcError(grpc.StatusCode.CANCELLED, why)
 
 
 class _UnaryStream(_Method, grpc.UnaryStreamMultiCallable):
@@ -433,7 +472,10 @@ class _UnaryStream(_Method, grpc.UnaryStreamMultiCallable):
             finally:
                 context.finish()
 
-        return _Stream(responses(), context)
+        stream = _Stream(responses(), context)
+        context.end_at_deadline()
+        self._opened(stream)
+        return stream
 
 
 class _NotSupported(grpc.StreamUnaryMultiCallable, grpc.StreamStreamMultiCallable):
@@ -460,6 +502,7 @@ class InProcessChannel(grpc.Channel):
         self._handlers = dict(handlers)
         self._closed = False
         self._serving = serving
+        self._streams: weakref.WeakSet[_Stream] = weakref.WeakSet()
 
     @classmethod
     def from_services(
@@ -480,7 +523,12 @@ class InProcessChannel(grpc.Channel):
         self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
     ) -> Any:
         return _UnaryStream(
-            method, self._handlers.get(method), request_serializer, response_deserializer, self._is_open
+            method,
+            self._handlers.get(method),
+            request_serializer,
+            response_deserializer,
+            self._is_open,
+            self._streams.add,
         )
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -496,7 +544,10 @@ class InProcessChannel(grpc.Channel):
         return None
 
     def close(self) -> None:
+        """Its open streams end CANCELLED, as a grpc channel's do when it closes."""
         self._closed = True
+        for stream in list(self._streams):
+            stream.channel_closed()
 
     def __enter__(self) -> InProcessChannel:
         return self

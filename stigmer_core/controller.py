@@ -106,6 +106,7 @@ class Executor:
         active: Callable[[], bool] | None,
         peer: str,
         yields_idle: bool = False,
+        on_end: Callable[[Callable[[], None]], object] | None = None,
     ) -> RequestContext:
         """Authenticate, and run the steps before the transaction."""
         caller = self.caller(binding, metadata, peer, kind)
@@ -121,6 +122,7 @@ class Executor:
             caller=caller,
             access=binding.access,
             yields_idle=yields_idle,
+            on_end=on_end,
         )
         if active is not None:
             ctx.active = active
@@ -199,11 +201,13 @@ class Executor:
         peer: str = "",
         removed: list[str] | None = None,
         yields_idle: bool = False,
+        on_end: Callable[[Callable[[], None]], object] | None = None,
     ) -> Any:
         """``removed`` (when given) receives the objects the write deleted, as ``REMOVED`` entries;
-        ``yields_idle``: a stream's driver waits itself (``RequestContext.yields_idle``)."""
+        ``yields_idle``: a stream's driver waits itself (``RequestContext.yields_idle``);
+        ``on_end``: the call's ``add_callback`` (``RequestContext.on_end``)."""
         try:
-            ctx = self.start(kind, binding, request, metadata, active, peer, yields_idle)
+            ctx = self.start(kind, binding, request, metadata, active, peer, yields_idle, on_end)
             if binding.pipeline.writes:
                 _check_still_wanted(ctx)
                 try:
@@ -431,12 +435,15 @@ def _streamed(
             raise
         holder = None if caller.unrestricted else caller.principal
         idle = getattr(context, "waits_idle", False)  # the event loop's own driver (async_calls.inline_stream)
+        on_end = None if idle else context.add_callback  # a thread waiting for events is woken when the call ends
         limit.acquire(holder, caller.orgs)
         release = _Once(partial(limit.release, holder, caller.orgs))
         context.add_callback(release)  # a cancelled stream frees its slot at once, not at its next look
         try:
             if auth is None or not metadata:
-                yield from executor.run(kind, binding, request, metadata, context.is_active, peer, yields_idle=idle)
+                yield from executor.run(
+                    kind, binding, request, metadata, context.is_active, peer, yields_idle=idle, on_end=on_end
+                )
                 return
             refused: list[Unauthenticated | PermissionDenied] = []
 
@@ -457,7 +464,7 @@ def _streamed(
                     return False
                 return True
 
-            messages = executor.run(kind, binding, request, metadata, active, peer, yields_idle=idle)
+            messages = executor.run(kind, binding, request, metadata, active, peer, yields_idle=idle, on_end=on_end)
             try:
                 for message in messages:
                     still_may()

@@ -139,6 +139,8 @@ class Export:
     spool: IO[bytes]
     left_out: set[str] = attrs.Factory(set)
     """Ids of objects listed but not exported (named in ``missing``)."""
+    unlisted: set[str] = attrs.Factory(set)
+    """Names of the kinds whose list failed (named in ``missing``): none of their objects is in it."""
     notes: list[str] = attrs.Factory(list)
     """What exported documents cannot carry (a kind's ``export_fill`` says), said, not failed."""
     owned_elsewhere: list[tuple[str, str, str]] = attrs.Factory(list)
@@ -216,7 +218,6 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str, retry_seco
     position = {kind.name: i for i, kind in enumerate(session.catalog.kinds)}
     queue = deque(sorted(kinds, key=lambda k: position.get(k.name, len(position)), reverse=True))
     deferred: deque[KindInfo] = deque()
-    unlisted: set[str] = set()
     with Progress("exporting", total=len(kinds)) as progress:
         while queue or deferred:
             # the kinds whose list needs an org come last, when the others have told which orgs there are
@@ -259,7 +260,7 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str, retry_seco
                 refused.sort(key=lambda each: position.get(each.name, len(position)))
                 names = ", ".join(f"'{each.cli_name}'" for each in refused)
                 export.missing.append(Missing(f"kind{'s' if len(refused) > 1 else ''} {names}", describe(exc)[0]))
-                unlisted.update(each.name for each in refused)
+                export.unlisted.update(each.name for each in refused)
             progress.advance()
     by_name = {kind.name: kind for kind in kinds}
 
@@ -273,7 +274,7 @@ def collect(session: Session, kinds: Sequence[KindInfo], *, org: str, retry_seco
         export.entries,
         set(by_name),
         left_out=export.left_out,
-        unlisted=unlisted,
+        unlisted=export.unlisted,
         deleted_since=deleted_since,
     )
     export.missing += gone

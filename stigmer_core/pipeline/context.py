@@ -55,6 +55,9 @@ class RequestContext:
     """The store itself, for steps whose response outlives the transaction (streams)."""
     active: Callable[[], bool] = lambda: True
     """Whether the caller is still there (streams stop when it is not)."""
+    on_end: Callable[[Callable[[], None]], object] | None = None
+    """Registers a function called once the call ends (its client cancelled, its deadline passed):
+    a stream waiting for events is woken by it to end at once, not at its next look at ``active``."""
     events: EventHub | None = None
     """The application's event dispatcher, for server streams."""
     yields_idle: bool = False

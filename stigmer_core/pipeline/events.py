@@ -43,7 +43,7 @@ import attrs
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.pipeline.turns import Place, Turns
-from stigmer_core.store.protocol import BoundsStreamReads, HandsOverEvents, Store
+from stigmer_core.store.protocol import BoundsStreamReads, HandsOverEvents, Store, WakesWaiters
 
 log = logging.getLogger(__name__)
 
@@ -571,8 +571,13 @@ class EventHub:
         if thread is not None and isinstance(self.store, HandsOverEvents):
             self.store.unfollow_commits(self._take_commit)
         self.end_streams()
-        if thread is not None:
-            thread.join(timeout=self.settings.poll_seconds * 2 + 1)
+        if thread is None:
+            return
+        until = time.monotonic() + self.settings.poll_seconds * 2 + 1
+        while isinstance(self.store, WakesWaiters) and thread.is_alive() and time.monotonic() < until:
+            self.store.wake_waiters()  # the dispatcher, out of its wait for the next commit (again, had it
+            thread.join(0.05)  # not begun to wait when woken)
+        thread.join(timeout=max(0.0, until - time.monotonic()))
 
     # -- the dispatcher ----------------------------------------------------------
     def _run(self) -> None:

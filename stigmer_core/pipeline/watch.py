@@ -78,8 +78,10 @@ class _Follower:
         resume: Resume | None = None,
         opened: int | None = None,
         yields_idle: bool = False,
+        on_end: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self._yields_idle = yields_idle
+        self._on_end = on_end
         self._resume = resume or _watch_again  # what its client reopens the stream with, in its own fields
         self._opened = opened  # the hub's ``ends`` when the call arrived
         self._hub = hub
@@ -96,6 +98,8 @@ class _Follower:
         hub, kind = self._hub, self._kind
         settings = hub.settings
         sub = hub.subscribe(kind, self._opened, self._partitions)
+        if self._on_end is not None:  # its caller gone or its deadline passed: out of the wait below at once
+            self._on_end(sub.wake.set)
         place = Place()  # in line to read the log, kept while a due bookmark is sent
 
         def wanted() -> bool:
@@ -356,10 +360,13 @@ def watch_events(ctx: RequestContext) -> None:
     active = ctx.active
     views = hub.views.get
     yields_idle = ctx.yields_idle
+    on_end = ctx.on_end
 
     def stream() -> Iterator[watch_pb2.WatchEvent | bytes | Idle]:
         yield _bookmark(kind, cursor.complete)
-        follower = _Follower(hub, kind.name, cursor, active, scope.partitions, opened=opened, yields_idle=yields_idle)
+        follower = _Follower(
+            hub, kind.name, cursor, active, scope.partitions, opened=opened, yields_idle=yields_idle, on_end=on_end
+        )
         sent_in = 0  # the revision of the last event sent
         for item in follower:
             if isinstance(item, Idle):
@@ -434,6 +441,7 @@ def watch_object(
         opened = hub.ends
         initial = None if after else current
         active = ctx.active
+        on_end = ctx.on_end
         # resumed at or past a final state: nothing more will ever come
         finished = bool(after) and until is not None and until(current) and version <= after
 
@@ -458,7 +466,7 @@ def watch_object(
                     return
             try:
                 follower = _Follower(
-                    hub, kind.name, Cursor.after(start), active, partitions, resume, opened, yields_idle
+                    hub, kind.name, Cursor.after(start), active, partitions, resume, opened, yields_idle, on_end
                 )
                 for item in follower:
                     if isinstance(item, Idle):

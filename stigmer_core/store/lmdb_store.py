@@ -880,6 +880,10 @@ class LmdbStore:
                     self._waiting -= 1
             return self._revision
 
+    def wake_waiters(self) -> None:
+        with self._revision_cond:
+            self._revision_cond.notify_all()
+
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
         if not self._writes.close():

@@ -1204,6 +1204,10 @@ class PostgresStore:
                 self._revision_cond.wait(timeout)
             return self._visible()
 
+    def wake_waiters(self) -> None:
+        with self._revision_cond:
+            self._revision_cond.notify_all()
+
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
         """Refuse new writes, let the ones in flight commit, then close every connection."""

@@ -160,6 +160,17 @@ Handed = Callable[[int, int, "list[tuple[int, bytes]]"], None]
 
 
 @runtime_checkable
+class WakesWaiters(Protocol):
+    """A store whose ``wait_for_revision`` can be cut short: the event hub's dispatcher waits there
+    between commits, and an application that closes (a client's ``close()``) would otherwise wait out
+    the dispatcher's poll interval."""
+
+    def wake_waiters(self) -> None:
+        """Answer every ``wait_for_revision`` waiting now, with the revision as it is."""
+        ...
+
+
+@runtime_checkable
 class HandsOverEvents(Protocol):
     """A store that gives the events of each of its own commits to a follower (the event hub).
 

@@ -70,6 +70,8 @@ def test_every_command_tells_an_org_the_server_does_not_know_and_where_it_came_f
         assert said.startswith(hint) and "`stigmer login`" in said, (args, said)
     exported = team("export", "environment")
     assert exported.code == 1 and f"not exported: kind 'environment': {hint}" in exported.err, exported.err
+    # the summary does not count a kind that was not listed as exported (it said "of 1 kind")
+    assert "exported 0 objects of 0 of 1 kind from org 'local'" in exported.err, exported.err
     applied = team.fails("apply", "-f", "-", input=ENVIRONMENT)
     assert applied.startswith("<stdin>, document 1 (environment/cli-env): " + hint), applied
     # an org given is not guessed about, and a document's own org did not come from the config

@@ -62,7 +62,9 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         export.write(sys.stdout, session.catalog, failed=missing)  # failed: no last line that closes it
     sys.stdout.flush()
     where = _every_org(session) if every_org else f"org '{session.org}'"
-    click.echo(f"exported {counted(len(export.entries), 'object')} of {counted(len(kinds), 'kind')} from {where}", err=True)
+    listed = len(kinds) - len(export.unlisted)
+    of_kinds = counted(len(kinds), "kind") if not export.unlisted else f"{listed} of {counted(len(kinds), 'kind')}"
+    click.echo(f"exported {counted(len(export.entries), 'object')} of {of_kinds} from {where}", err=True)
     if session.settings.backend != "local" and all_kinds:
         click.echo(
             "note: a remote server lists only the kinds it serves; objects it stores for kinds it no longer "

@@ -12,10 +12,11 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal, TypeAlias
+from typing import Any, Generic, Literal, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
+from typing_extensions import TypeVar
 
 from stigmer_core.kinds.runtime import KindRuntime, Registry
 
@@ -46,6 +47,12 @@ Timeout: TypeAlias = float | Literal[_ClientDefault.TIMEOUT] | None
 """A call's ``timeout``: seconds, ``None`` for no deadline, or left out for the client's."""
 
 
+R = TypeVar("R", bound=Message, default=Message)
+"""The kind's resource class: what ``create``, ``get`` and the rest answer with. Inferred from a
+``KindClient(channel, agent_pb2.Agent)``, or given (``KindClient[agent_pb2.Agent](channel, "Agent")``);
+plain ``Message`` when the kind is named by a string or a runtime only."""
+
+
 @functools.cache
 def installed_kinds() -> Registry:
     """The kinds of every plugin installed here (entry points), built once per process: what a
@@ -64,7 +71,19 @@ def update_mask_field(request: type[Message]) -> str | None:
     return UPDATE_MASK
 
 
-class KindClient:
+def _kind_of(resource_cls: type[Message]) -> KindRuntime:
+    """The installed kind whose resource is ``resource_cls`` (by its full name: a class from another
+    copy of the generated code names the same kind)."""
+    registry = installed_kinds()
+    name = resource_cls.DESCRIPTOR.full_name
+    for kind in registry.kinds:
+        if kind.resource_cls.DESCRIPTOR.full_name == name:
+            return kind
+    served = ", ".join(sorted(k.name for k in registry.kinds))
+    raise KeyError(f"no kind installed here has the resource {name} (installed kinds: {served})")
+
+
+class KindClient(Generic[R]):
     """Standard operations of one kind over any grpc.Channel.
 
     A write whose request wraps the resource (``UpdateAgentInput{resource,
@@ -82,17 +101,20 @@ class KindClient:
     def __init__(
         self,
         channel: grpc.Channel,
-        kind: KindRuntime | str,
+        kind: KindRuntime | str | type[R],
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
     ) -> None:
-        """``kind``: the kind's runtime (``app.registry.kind("Agent")``), or its name or an alias
-        (``"Agent"``, ``"agents"``), looked up among the plugins installed here (``installed_kinds``):
+        """``kind``: the kind's runtime (``app.registry.kind("Agent")``), its name or an alias
+        (``"Agent"``, ``"agents"``), or its resource class (``agent_pb2.Agent``, which types the
+        answers), the last two looked up among the plugins installed here (``installed_kinds``):
         a program calling a server needs nothing but the kind's package installed. An unknown
         name is a ``KeyError`` naming the kinds there are."""
         if isinstance(kind, str):
             kind = installed_kinds().kind(kind)
+        elif isinstance(kind, type):
+            kind = _kind_of(kind)
         self.kind = kind
         self.timeout = timeout
         self.metadata: tuple[tuple[str, str | bytes], ...] = tuple(metadata)
@@ -127,11 +149,11 @@ class KindClient:
         getattr(request, self.kind.resource_field or "").CopyFrom(resource)
         return request
 
-    def create(self, resource: Message, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Message:
+    def create(self, resource: Message, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> R:
         request = self._wrapped("create", resource)
         return self.call("create", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
-    def apply(self, resource: Message, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Message:
+    def apply(self, resource: Message, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> R:
         request = self._wrapped("apply", resource)
         return self.call("apply", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
@@ -142,7 +164,7 @@ class KindClient:
         *,
         timeout: Timeout = CLIENTS,
         metadata: Metadata = (),
-    ) -> Message:
+    ) -> R:
         """Update to ``resource``; ``mask`` (the paths it sets) goes in the request's ``update_mask``."""
         request = self._wrapped("update", resource)
         if mask is not None:
@@ -158,11 +180,11 @@ class KindClient:
         request_cls: Any = self._request[operation]
         return request_cls(**fields)
 
-    def delete(self, object_id: str, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Message:
+    def delete(self, object_id: str, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> R:
         request = self._new("delete", value=object_id)
         return self.call("delete", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
-    def get(self, object_id: str, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> Message:
+    def get(self, object_id: str, *, timeout: Timeout = CLIENTS, metadata: Metadata = ()) -> R:
         request = self._new("get", value=object_id)
         return self.call("get", request, timeout=timeout, metadata=metadata)  # type: ignore[no-any-return]
 
@@ -175,7 +197,7 @@ class KindClient:
         kind: str = "",
         timeout: Timeout = CLIENTS,
         metadata: Metadata = (),
-    ) -> Message:
+    ) -> R:
         ref: Message = self._new("getByReference", org=org, slug=slug, id=id)
         if kind:  # the published API's kind is an enum, ours a string: set it only when given
             ref.kind = kind  # type: ignore[attr-defined]
@@ -211,7 +233,7 @@ class KindClient:
         filters: Mapping[str, Any] | None = None,
         timeout: Timeout = CLIENTS,
         metadata: Metadata = (),
-    ) -> Iterator[Message]:
+    ) -> Iterator[R]:
         token = ""
         while True:
             page = self.list_page(

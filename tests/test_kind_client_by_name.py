@@ -49,3 +49,20 @@ def test_a_client_by_name_lists_by_the_kinds_own_filters(address: tuple[Applicat
         assert KindClient(channel, "Agent").get(agent.metadata.id).metadata.slug == agent.metadata.slug
     with pytest.raises(KeyError, match=r"unknown kind 'gizmo' \(served: .*AgentExecution"):
         KindClient(app.channel(), "gizmo")
+
+
+def test_a_client_by_resource_class_calls_that_kind(address: tuple[Application, str]) -> None:
+    """``KindClient(channel, agent_pb2.Agent)`` is the Agent kind's client (and typed so: see
+    test_kind_client_types); a message class no installed kind has is a KeyError naming the kinds."""
+    from google.protobuf import struct_pb2
+
+    from stigmer_core.api.agentic.agent.v1 import agent_pb2
+
+    _, where = address
+    with grpc.insecure_channel(where) as channel:
+        agents = KindClient(channel, agent_pb2.Agent)
+        assert agents.kind is installed_kinds().kind("Agent")
+        made = agents.create(agent_pb2.Agent(metadata={"name": "by class"}, spec={"instructions": "hi"}))
+        assert agents.get(made.metadata.id).metadata.slug == "by-class"
+        with pytest.raises(KeyError, match=r"google\.protobuf\.Struct .*installed kinds: Agent, "):
+            KindClient(channel, struct_pb2.Struct)

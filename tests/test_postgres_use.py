@@ -59,6 +59,8 @@ def test_a_rotation_is_refused_while_a_daemon_holds_the_database(
             assert _holders(url) == [(pid, "ShareLock")], "a command holds no share: it never blocks a rotation"
     finally:
         daemon.close()
+    # at once: the daemon lets go before closing its connection, whose backend would let go only as
+    # it exits, after the close returned (a rotation run as the daemon stopped was refused, seen once)
     assert _holders(url) == []
     with Application.open(tmp_path / "rotation", durable=False, store=url, sole=True):
         [(_, mode)] = _holders(url)

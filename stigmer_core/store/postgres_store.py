@@ -995,6 +995,11 @@ class PostgresStore:
                         quiet = LISTEN_SECONDS if self._reachable else min(LISTEN_SECONDS, UNREACHABLE_POLL_SECONDS)
                         notices = list(conn.notifies(timeout=quiet, stop_after=1))
                         if self._stop.is_set():
+                            # let go of the use lock before closing: a closed connection's backend
+                            # lets go as it exits, after the close returns, and a key rotation
+                            # started as this daemon stopped was refused "in use" by it
+                            with contextlib.suppress(psycopg.Error):
+                                conn.execute(b"SELECT pg_advisory_unlock_all()")
                             return
                         if notices:
                             if time.monotonic() - read_at < LISTEN_SECONDS and self._known(notices):

@@ -184,3 +184,54 @@ def test_a_lock_waiting_behind_a_long_read_names_both(
         queued.join(WAIT)
         other.close()
     told.wait_for([False, True])
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["SELECT * FROM {s}.meta FOR UPDATE", "UPDATE {s}.meta SET writes = writes"],
+    ids=["select-for-update", "update"],
+)
+def test_a_forgotten_session_holding_the_revision_row_is_reported(
+    store: PostgresStore, statement: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every write locks ``meta``'s one row: a session that locked it and left its transaction open
+    held every write of every daemon for ``statement_timeout_ms`` each, while health stayed SERVING."""
+    told = Told()
+    store.on_reachability(told)
+    release = _holding(store, statement)
+    waiting: list[BaseException] = []
+    writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+    try:
+        writer.start()
+        told.wait_for([False])
+        said = caplog.text
+        assert f"the revision row of schema '{store.schema}' (table meta) is locked by another session" in said
+        assert "idle in its transaction" in said and "meta" in said, said
+        writer.join(WAIT)
+        assert len(waiting) == 1 and isinstance(waiting[0], errors.Unavailable), waiting
+        assert "pid" not in str(waiting[0]), waiting[0]
+    finally:
+        release()
+        writer.join(WAIT)
+    told.wait_for([False, True])
+    store.transact(_write)
+
+
+def test_a_daemons_own_long_write_holding_the_revision_row_is_not_reported(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write holds ``meta``'s row from its first statement to its commit; one that takes longer
+    than the probe's wait (an import) is working, not stuck, and health stays SERVING."""
+    told = Told()
+    store.on_reachability(told)
+    caplog.set_level(logging.WARNING)
+    other = psycopg.connect(PostgresSettings.from_url(store.url).conninfo, autocommit=True)
+    try:
+        other.execute(b"BEGIN")
+        other.execute(f'UPDATE "{store.schema}".meta SET writes = writes'.encode())
+        for _ in range(8):  # a write busy for 2.4 s, a statement at a time, none idle for long
+            other.execute(b"SELECT pg_sleep(0.3)")
+        other.execute(b"ROLLBACK")
+    finally:
+        other.close()
+    assert told.states == [] and "is locked by another session" not in caplog.text

@@ -11,6 +11,15 @@ it cannot have is reported as the database not answering is (health NOT_SERVING,
 on it given up, the next refused at once), naming the session holding it, until it is released.
 Nothing is written: the probe's transaction is rolled back, and a lock taken for a moment (a
 vacuum truncating the table's end) is waited for, not reported.
+
+Every write also locks ``meta``'s one row (the revision orders writers), so a session that locked
+it (``SELECT ... FROM meta FOR UPDATE``, an ``UPDATE`` of it) and left its transaction open held
+every write of every daemon while health stayed SERVING. The probe then looks, without taking
+it, for a session holding that row and idle in its transaction for ``health_timeout_ms``: the
+daemons' own writes hold it too, a long one (an import) for seconds, but run their statements one
+after the other (and PostgreSQL ends one of theirs idle for ``idle_in_transaction_timeout_ms``),
+where a session someone forgot does nothing. Looking takes no lock and writes nothing: taking the
+row's lock would have written to the row and used a transaction id at every look.
 """
 
 from __future__ import annotations
@@ -44,6 +53,21 @@ def probe_sql(schema: str, seconds: float) -> bytes:
     ).encode()
 
 
+def row_holders_sql(schema: str, seconds: float) -> bytes:
+    """The sessions holding ``meta``'s row, idle in their transaction for more than ``seconds``
+    (a write of a daemon runs; a forgotten session waits). The row's ``xmax`` names the last
+    transaction that locked or changed it; one still open holds the lock on its own id."""
+    return (
+        "SELECT l.pid, coalesce(a.usename, ''), left(coalesce(a.query, ''), 120), "
+        "coalesce(a.application_name, '') "
+        f"FROM \"{schema}\".meta m JOIN pg_locks l ON l.locktype = 'transactionid' AND l.granted "
+        "AND l.mode = 'ExclusiveLock' AND l.transactionid = m.xmax "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE a.state LIKE 'idle in transaction%' "
+        f"AND a.state_change < now() - interval '{max(1, int(seconds * 1000))} milliseconds' LIMIT 3"
+    ).encode()
+
+
 def holders_sql(schema: str) -> bytes:
     """The sessions holding, or waiting in line for, a lock on the tables a write's conflicts with,
     and for a waiting one the sessions it waits behind (a long read ahead of a queued ``ALTER
@@ -68,12 +92,14 @@ class Locked:
     holders: str
 
 
-def locked_by(conn: psycopg.Connection[Any], schema: str, probe: bytes, holders: bytes) -> Locked | None:
-    """None when a write could lock the store's tables now; else what holds them. ``conn`` is an
-    idle autocommit connection, left idle again."""
+def locked_by(
+    conn: psycopg.Connection[Any], schema: str, probe: bytes, holders: bytes, row_holders: bytes = b""
+) -> Locked | None:
+    """None when a write could lock the store's tables and ``meta``'s row now; else what holds
+    them. ``conn`` is an idle autocommit connection, left idle again."""
     try:
         conn.execute(probe)
-        return None
+        return _row_held_by(conn, schema, row_holders) if row_holders else None
     except pg_errors.LockNotAvailable:
         pass
     except psycopg.OperationalError:  # the connection's (no answer within the bound): the caller's to judge
@@ -89,6 +115,30 @@ def locked_by(conn: psycopg.Connection[Any], schema: str, probe: bytes, holders:
         rows = []
     said = f"a table of schema {schema!r} is locked by another session"
     return Locked(said, "; ".join(_held(*row) for row in rows) or "held by a session this role cannot see")
+
+
+def _row_held_by(conn: psycopg.Connection[Any], schema: str, row_holders: bytes) -> Locked | None:
+    try:
+        idle = conn.execute(row_holders).fetchall()
+    except psycopg.OperationalError:  # the connection's: the caller's to judge
+        raise
+    except psycopg.Error as exc:  # a role that may not see the others' locks: nothing to tell
+        log.debug("could not check the store's revision row for a lock: %s", exc)
+        return None
+    if not idle:
+        return None
+    named = "; ".join(_row_held(*row) for row in idle)
+    return Locked(f"the revision row of schema {schema!r} (table meta) is locked by another session", named)
+
+
+def _row_held(pid: int, user: str, query: str, application: str) -> str:
+    who = (
+        f"pid {pid}"
+        + (f", user {user}" if user else "")
+        + (f", application_name {application}" if application else "")
+        + (f": {query!r}" if query else "")
+    )
+    return f"meta's row locked by {who}, idle in its transaction"
 
 
 def _held(table: str, mode: str, granted: bool, pid: int, user: str, query: str, behind: Any) -> str:

@@ -90,7 +90,8 @@ class Application:
         registry.extensions[tokens.EXTENSION] = self.authenticator
         if pm is not None:
             _configure(pm, registry=registry, data_dir=data_dir, store=store, read_only=read_only, transient=transient)
-        self.index_changes = _reconciled(registry, store, read_only=read_only)
+        # a command on a store daemons share reads it as they serve it, and never reconciles it to its own
+        self.index_changes = _reconciled(registry, store, read_only=read_only, command_on_shared=transient and shared)
         """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
         self.usage_counted = False if read_only else usage.reconcile(registry, store)
         """Whether this start counted every org's usage (a store from before the counters; kinds/usage.py)."""
@@ -206,13 +207,27 @@ class Application:
         self.close()
 
 
-def _reconciled(registry: Registry, store: Store, *, read_only: bool) -> list[reindex.Change]:
+def _reconciled(
+    registry: Registry, store: Store, *, read_only: bool, command_on_shared: bool = False
+) -> list[reindex.Change]:
     """The indexes brought in line with the kinds' declarations; read-only, only if they already are."""
     try:
-        return reindex.reconcile(registry, store, downgrade=releases.downgrades_allowed(), writes=not read_only)
+        return reindex.reconcile(
+            registry,
+            store,
+            downgrade=releases.downgrades_allowed(),
+            writes=not read_only,
+            settles=not command_on_shared,
+        )
     except FailedPrecondition:
         if not read_only:
             raise
+        if command_on_shared:
+            raise StartupError(
+                "a kind's declaration here has indexes the store's daemons do not keep (another release or build of "
+                "its plugin serves the store), so this command cannot read it as declared: run it with the plugin "
+                "release the daemons serve, or through a daemon (`--backend remote`)"
+            ) from None
         raise StartupError(
             "the store's indexes must first be brought in line with the installed kinds (a kind's declaration "
             "changed since the store was written), which writes, and the store is opened read-only: open it once "

@@ -31,6 +31,8 @@
         │   │                  ``Application.open(read_only=True)`` opens it
         │   ├── KindDowngrade  a kind's plugin is older than the release that
         │   │                  last reconciled the store
+        │   ├── KindServedOtherwise  a command's plugin release differs from
+        │   │                  the one a shared store's daemons serve
         │   └── ReadOnlyMount  its data file is on a read-only mount
         └── InsecureTransport  a server open to the network without TLS and
                                authentication, or a token about to cross
@@ -302,6 +304,13 @@ class KindDowngrade(ReadableOnly):
     """A kind is served here by an older release of its plugin than the one that last reconciled
     the store: serving it, or writing through it, would drop the fields and indexes the newer
     release added, but reading the store loses nothing (``reindex.reconcile``)."""
+
+
+class KindServedOtherwise(ReadableOnly):
+    """A command opened a store daemons share (a team server's database) with another release (or
+    build) of a kind's plugin than the one that last reconciled it: reconciling it to this one, as
+    a daemon's start does, would have every running daemon refuse writes of the kind, so a command
+    never does; it can read the store (``reindex.reconcile``, ``settles``)."""
 
 
 class ReadOnlyMount(ReadableOnly):

@@ -41,6 +41,11 @@ DOWNGRADED = (
     "upgrade the plugin to that release (docs/plugins.md, Upgrading a kind plugin on a team server)"
 )
 """Said after the releases when an older plugin is why the store is opened read-only (``KindDowngrade``)."""
+SERVED_OTHERWISE = (
+    "the store is opened read-only, so this command writes nothing and never reconciles it to the release "
+    "here; to write, use the plugin release the daemons serve, or go through a daemon (--backend remote)"
+)
+"""Said after the releases when a team database's daemons serve another release (``KindServedOtherwise``)."""
 
 
 def for_backend(error: Unreachable, settings: config.Settings) -> Unreachable:
@@ -126,6 +131,8 @@ class Session:
                     if isinstance(exc, errors.ReadOnlyMount)
                     else DOWNGRADED
                     if isinstance(exc, errors.KindDowngrade)
+                    else SERVED_OTHERWISE
+                    if isinstance(exc, errors.KindServedOtherwise)
                     else self.read_only
                 )
                 click.echo(click.style("stigmer: ", fg="yellow", bold=True) + f"{exc.problem}: {said}", err=True)

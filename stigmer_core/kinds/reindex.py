@@ -31,7 +31,14 @@ from collections.abc import Collection, Iterator
 import attrs
 from google.protobuf.message import Message
 
-from stigmer_core.errors import InvalidArgument, KindDowngrade, PluginFault, RegistryError, StartupError
+from stigmer_core.errors import (
+    InvalidArgument,
+    KindDowngrade,
+    KindServedOtherwise,
+    PluginFault,
+    RegistryError,
+    StartupError,
+)
 from stigmer_core.kinds import releases
 from stigmer_core.kinds.runtime import LABEL_INDEX, KindRuntime, Registry
 from stigmer_core.store import keys
@@ -188,7 +195,12 @@ def _rebuilt_keys(kind: KindRuntime, obj: Message) -> list[bytes]:
 
 
 def reconcile(
-    registry: Registry, store: Store, *, downgrade: Collection[str] = frozenset(), writes: bool = True
+    registry: Registry,
+    store: Store,
+    *,
+    downgrade: Collection[str] = frozenset(),
+    writes: bool = True,
+    settles: bool = True,
 ) -> list[Change]:
     """Bring every kind's indexes in line with its declaration; return what changed.
 
@@ -202,9 +214,15 @@ def reconcile(
     this start would remove that release's indexes. Otherwise this start
     records its own release, which every other daemon's writes of the kind
     then see (``Resources``). ``writes``: False for a daemon that will not
-    write (read-only), which needs no release recorded.
+    write (read-only), which needs no release recorded. ``settles``: False for
+    a command on a store daemons share, which never records its own release over
+    another one's (every running daemon would refuse writes of the kind from
+    then on): ``KindServedOtherwise`` when the store records another, which the
+    caller may open again read-only. A store with no record (a new one) it does
+    reconcile, as the first to open it.
     """
     plan: list[tuple[KindRuntime, set[str], set[str]]] = []
+    otherwise: list[tuple[KindRuntime, bytes]] = []
     with store.read() as txn:
         if writes:  # one that only reads drops nothing: an older release may read a newer one's store
             _refuse_downgrades(txn, registry, downgrade)
@@ -213,6 +231,9 @@ def reconcile(
             have = recorded(txn, kind)
             raw = txn.get(keys.kind_record_key(kind.name)) if writes else None
             current = not writes or raw == _expected(kind)
+            if not current and raw is not None and not settles:
+                otherwise.append((kind, raw))
+                continue
             if not current and raw is not None:
                 _warn_another_build(kind, json.loads(raw))
             # a reader needs the indexes it declares, as it declares them; others it never reads
@@ -225,6 +246,8 @@ def reconcile(
             else:  # stale: new or changed indexes; an unchanged record only needs its prefixes written
                 stale = {name for name, version in want.items() if have.get(name) != version}
                 plan.append((kind, stale, set(have) - set(want)))
+    if otherwise:
+        raise _served_otherwise(otherwise)
     if not plan:
         _expect_records(registry, store, writes)
         return []
@@ -246,6 +269,23 @@ def reconcile(
             ", ".join(change.rebuilt) or "none", f"; removed: {', '.join(change.removed)}" if change.removed else "",
         )  # fmt: skip
     return changes
+
+
+def _served_otherwise(kinds: list[tuple[KindRuntime, bytes]]) -> KindServedOtherwise:
+    """Why a command does not reconcile a shared store, naming each kind's two releases."""
+    named = "; ".join(
+        f"kind {kind.name!r} is served here by {releases.described(json.loads(_expected(kind)))}, by the store's "
+        f"daemons by {releases.described(json.loads(raw))}"
+        for kind, raw in kinds
+    )
+    problem = f"{named} (which last reconciled this store)"
+    return KindServedOtherwise(
+        f"{problem}: a command does not reconcile a store daemons share, which would have every running daemon "
+        "refuse writes of the kind. Run it with the plugin release the daemons serve, or through a daemon "
+        "(`--backend remote`); to move the daemons to this release, upgrade and restart them (their start "
+        "reconciles the store)",
+        problem,
+    )
 
 
 def _warn_another_build(kind: KindRuntime, theirs: dict[str, object]) -> None:

@@ -25,7 +25,7 @@ import pluggy
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from stigmer_core import KindDeclaration, KindDowngrade, ReadableOnly, StartupError, hookimpl
+from stigmer_core import KindDeclaration, KindDowngrade, ReadableOnly, StartupError, errors, hookimpl
 from stigmer_core.application import Application
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds import reindex, releases
@@ -142,11 +142,14 @@ class Site:
             self.shared = open_store(self.tmp_path / "data", durable=False)
         return self.shared
 
-    def daemon(self, version: str, declares: str = "", *, read_only: bool = False) -> Application:
+    def daemon(
+        self, version: str, declares: str = "", *, read_only: bool = False, command: bool = False
+    ) -> Application:
         """A daemon serving McpServer from release ``version`` (``1.0`` or ``2.0``; ``unshipped-1``
         and ``unshipped-2``: the same declarations registered by hand, from no distribution).
         ``declares``: ``V1`` or ``V2``, the declaration that release's build ships, when it is not
-        the one its version stands for (two builds of one version)."""
+        the one its version stands for (two builds of one version). ``command``: a CLI command's
+        application (``transient``), not a daemon's."""
         if version.startswith("unshipped"):
             pm = _manager(UNSHIPPED_V1 if version.endswith("1") else UNSHIPPED_V2)
             registry = build_registry(pm)
@@ -158,7 +161,12 @@ class Site:
         store = self.store()
         try:
             app = Application(
-                registry, store, pm, data_dir=self.tmp_path / f"home-{len(self.apps)}", read_only=read_only
+                registry,
+                store,
+                pm,
+                data_dir=self.tmp_path / f"home-{len(self.apps)}",
+                read_only=read_only,
+                transient=command,
             )
         except BaseException:
             if self.url is not None:
@@ -293,6 +301,52 @@ def test_an_older_release_refused_at_startup_may_still_read_the_store(site: Site
     again = site.daemon("2.0")  # the newer release finds its store as it left it
     assert raw_keys(again.store, TRANSPORT) == entries and _record(again) == record
     assert [s.spec.args for s in _servers(again).list_all() if s.metadata.name == "shell"] == [["--verbose"]]
+
+
+def test_a_command_with_another_release_never_reconciles_a_store_daemons_share(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """A developer's `stigmer get` against the team's database, with a newer release of a kind's
+    plugin installed, recorded its release over the daemons' (as a daemon's start does): every
+    running daemon then refused writes of the kind, and an older one could not restart. A command
+    now reads the store as the daemons serve it, read-only, and changes nothing."""
+    site = Site(tmp_path, stigmer_postgres_store_url)
+    try:
+        daemon = site.daemon("1.0")
+        made = _create(daemon, "files").metadata.id
+        record, entries = _record(daemon), raw_keys(daemon.store, TRANSPORT)
+        with pytest.raises(errors.KindServedOtherwise) as refused:
+            site.daemon("2.0", command=True)
+        said = str(refused.value)
+        assert "kind 'McpServer' is served here by release acme-mcp 2.0" in said, said
+        assert "by the store's daemons by release acme-mcp 1.0" in said and "--backend remote" in said, said
+        with pytest.raises(StartupError, match="indexes the store's daemons do not keep"):
+            site.daemon("2.0", command=True, read_only=True)  # 2.0 reads by an index 1.0 does not keep
+        reader = site.daemon("1.0", command=True, read_only=True)  # a reading command of the daemons' release
+        assert [s.metadata.id for s in _servers(reader).list_all()] == [made]
+        site.stop(reader)
+        writer = site.daemon("1.0", command=True)  # and a writing one: the same release, so it writes
+        _create(writer, "by-command")
+        site.stop(writer)
+        assert _record(daemon) == record and raw_keys(daemon.store, TRANSPORT) == entries
+        _create(daemon, "after")  # the daemon still writes
+        assert len(list(_servers(daemon).list_all())) == 3
+    finally:
+        site.close()
+
+
+def test_a_command_is_the_first_to_reconcile_a_new_shared_store(
+    tmp_path: Path, stigmer_postgres_store_url: str
+) -> None:
+    """A store no release has reconciled yet (a new team database, `stigmer apply` before any
+    daemon started) is reconciled by the command, as the first to open it."""
+    site = Site(tmp_path, stigmer_postgres_store_url)
+    try:
+        command = site.daemon("2.0", command=True)
+        _create(command, "first", args=["--verbose"])
+        assert _record(command)["release"] == {"distribution": "acme-mcp", "version": "2.0"}
+    finally:
+        site.close()
 
 
 def test_a_write_through_an_older_daemon_after_an_upgrade_is_refused(site: Site) -> None:

@@ -85,3 +85,41 @@ def per_create(base_url: str) -> dict[str, float]:
     finally:
         postgres.drop_schema(url)
     return {name: count / COUNTED for name, count in seen.items()}
+
+
+OWNED = 200
+"""Sessions under the agent whose delete is counted."""
+
+
+def per_cascade_delete(base_url: str, owned: int = OWNED) -> dict[str, float]:
+    """``round_trips`` and ``statements`` per object of a cascade delete (an agent, its default
+    instance and ``owned`` sessions under it), on a schema of its own, dropped afterwards: the
+    revision lock is held for all of them, so every other org's writes wait that long."""
+    from stigmer_core.api.agentic.session.v1 import session_pb2
+    from stigmer_core.kind_client import KindClient
+
+    url = postgres.with_schema(base_url, f"trips_{uuid.uuid4().hex[:8]}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="stigmer-bench-") as data, Application.open(
+            data, store=url, durable=False
+        ) as app:
+            agents = KindClient(app.channel(), agent_pb2.Agent, timeout=120)
+            sessions = KindClient(app.channel(), session_pb2.Session, timeout=120)
+
+            def tree(label: str) -> str:
+                agent = agents.create(agent_pb2.Agent(metadata=metadata_pb2.ApiResourceMetadata(name=label)))
+                instance = agent.status.default_instance_id
+                for i in range(owned):
+                    session = session_pb2.Session(spec=session_pb2.SessionSpec(agent_instance_id=instance))
+                    session.metadata.name = f"{label} {i}"
+                    session.metadata.owner_references.add(kind="AgentInstance", id=instance)
+                    sessions.create(session)
+                return agent.metadata.id
+
+            warm, counted = tree("warm"), tree("counted")
+            agents.delete(warm)  # psycopg prepares a statement on its fifth use
+            with _counting(threading.get_ident()) as seen:
+                agents.delete(counted)
+    finally:
+        postgres.drop_schema(url)
+    return {name: count / (owned + 2) for name, count in seen.items()}

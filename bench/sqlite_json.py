@@ -154,6 +154,9 @@ class _Writer(_Reader):
             return True  # goes with the object's row
         return self._conn.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
 
+    def discard(self, key: bytes) -> None:
+        self.delete(key)
+
     def write_revision(self) -> int:
         if not self._revision:
             self._revision = self.revision + 1

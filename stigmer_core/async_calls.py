@@ -581,7 +581,13 @@ def one_request(
         account, request = await _first(call, path, admit, bound, answers)
         data = serialize(await behavior(request, call))
         if account is not None:
-            release = answers.hold(account, len(data))
+            try:
+                release = answers.hold(account, len(data), path)
+            except ResourceExhausted as refused:
+                try:
+                    status.abort(CallContext(call), refused)
+                except _Aborted as aborted:
+                    await send_status(call, aborted.status)
             call.add_done_callback(lambda _: release())
             if call.done():
                 release()

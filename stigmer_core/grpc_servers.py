@@ -46,6 +46,13 @@ OPTIONS = [
 ]
 
 
+
+def _reads(app: Application) -> frozenset[str]:
+    """The paths of the kinds' methods that only read: their answers may be dropped (``unsent_answers``)."""
+    return frozenset(
+        path for kind in app.registry.kinds for path, binding in kind.methods.items() if not binding.pipeline.writes
+    )
+
 class ClientFaults(logging.Filter):
     """grpc logs at ERROR what is a client's doing, not the daemon's: such a record is logged at
     DEBUG instead, without its traceback. Its asyncio server logs "ExecuteBatchError raised in
@@ -128,6 +135,8 @@ class AsyncServing:
             limit = CallLimit(caller_share, "the daemon", org_share)
         bound = self.read_bound = ReadBound(sizes.request_read_seconds, sizes.unread_grace_seconds, limit)
         answers = sizes.unsent_answers() if admit is not None else None
+        if answers is not None:
+            answers.reads = _reads(app)
         for service, methods in app.services.items():
             routed = pools.route(service, methods, reads, queued, bound, admit, streams, answers)
             if self._metrics is not None:
@@ -201,6 +210,7 @@ class SyncServing:
         self._deadlines = ReadDeadlines(pools.sizes.request_read_seconds, pools.sizes.unread_grace_seconds)
         admit = authenticated(app.authenticator, log_refusal)
         self._answers = pools.sizes.unsent_answers()
+        self._answers.reads = _reads(app)
         # Health and reflection answer without a token; every other service needs one when
         # the server requires tokens.
         self._admits: dict[str, Admit | None] = {service: admit for service in app.services}

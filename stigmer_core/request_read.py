@@ -290,7 +290,10 @@ def read_first(
             return answer
         data = serialize(answer) if serialize is not None else answer
         if account is not None:
-            release = answers.hold(account, len(data))  # type: ignore[union-attr]
+            try:
+                release = answers.hold(account, len(data), method)  # type: ignore[union-attr]
+            except ResourceExhausted as refused:
+                status.abort(context, refused)
             if not context.add_callback(release):  # the call already ended
                 release()
         return data

@@ -40,12 +40,20 @@ class UnsentAnswers:
         self._held: dict[str, int] = {}
         self._orgs: dict[str, int] = {}
         self._all = 0
+        self.reads: frozenset[str] = frozenset()
+        """The methods that only read (set by the server from the kinds' bindings): an answer of
+        one is refused even after it is made when its account reached a bound meanwhile (``hold``)."""
 
     def check(self, account: Account) -> None:
         """Refuse a call of ``account`` while it, one of its orgs, or the daemon holds its bound of
         unsent answers."""
+        refused = self._refusal(account)  # read without the lock: a bound, not a count
+        if refused is not None:
+            raise refused
+
+    def _refusal(self, account: Account) -> ResourceExhausted | None:
         principal = account.principal
-        held, total = self._held.get(principal, 0), self._all  # read without the lock: a bound, not a count
+        held, total = self._held.get(principal, 0), self._all
         org, in_org = "", 0
         for name in account.orgs:
             in_org = self._orgs.get(name, 0)
@@ -53,7 +61,7 @@ class UnsentAnswers:
                 org = name
                 break
         if held < self.per_caller and not org and total < self.total:
-            return
+            return None
         if held >= self.per_caller:
             said = (
                 f"{principal} has {held:,} bytes of answers its client has not read yet, the most one caller may "
@@ -76,12 +84,23 @@ class UnsentAnswers:
         metadata: dict[str, object] = {"limit": limit, "setting": setting, "principal": principal}
         if org:
             metadata["org"] = org
-        raise ResourceExhausted(said, reason=REASON, metadata=metadata)
+        return ResourceExhausted(said, reason=REASON, metadata=metadata)
 
-    def hold(self, account: Account, size: int) -> Callable[[], None]:
-        """Count ``size`` bytes of ``account``'s until what is returned is called (once counts)."""
+    def hold(self, account: Account, size: int, method: str = "") -> Callable[[], None]:
+        """Count ``size`` bytes of ``account``'s until what is returned is called (once counts).
+
+        Calls admitted at one moment each passed ``check`` before any of their answers was
+        counted, and together passed a bound by all their answers (20 gets of 200 kB held 2.6 MB
+        against a 1 MB share). So an answer of a read (``method`` in ``reads``) is refused here,
+        its account checked and its bytes counted in one step, when the bound was reached
+        meanwhile: the answer is dropped, which a read can afford; a write's answer, whose
+        change is made, is always sent."""
         principal, orgs = account.principal, account.orgs
         with self._lock:
+            if method in self.reads:
+                refused = self._refusal(account)
+                if refused is not None:
+                    raise refused
             self._held[principal] = self._held.get(principal, 0) + size
             for org in orgs:
                 self._orgs[org] = self._orgs.get(org, 0) + size

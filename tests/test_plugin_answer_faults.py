@@ -83,9 +83,13 @@ def _answers_wrongly(ctx: Any) -> None:
 
 def _moves(ctx: Any) -> None:
     """An update's step changing what the conventions fix, as ``spec.low`` asks."""
-    how = {1: "id", 2: "org", 3: "slug"}.get(ctx.resource.spec.low)
+    how = {1: "id", 2: "org", 3: "slug", 4: "kind", 5: "api_version"}.get(ctx.resource.spec.low)
     meta = ctx.resource.metadata
-    if how == "id":
+    if how == "kind":
+        ctx.resource.kind = "Recipe"
+    elif how == "api_version":
+        ctx.resource.api_version = "zzz/v9"
+    elif how == "id":
         meta.id = "gzm-01J00000000000000000000000"
     elif how == "org":
         meta.org = "elsewhere"
@@ -98,7 +102,11 @@ def _moves_new(ctx: Any) -> None:
     to the one its ``take`` label gives (another object's)."""
     meta = ctx.resource.metadata
     how = meta.labels.get("move")
-    if how == "id":
+    if how == "kind":
+        ctx.resource.kind = "Recipe"
+    elif how == "api_version":
+        ctx.resource.api_version = "zzz/v9"
+    elif how == "id":
         meta.id = meta.labels["take"]
     elif how == "org":
         meta.org = "elsewhere"
@@ -290,6 +298,29 @@ def test_a_create_whose_step_changes_the_id_org_or_slug_writes_nothing(served: S
     assert stored == ["taken", "victim"]
     assert reindex.check(served.app.registry, served.app.store) == []
     assert usage.check(served.app.registry, served.app.store) == []
+
+
+@pytest.mark.parametrize(("field", "low"), [("kind", 4), ("api_version", 5)])
+def test_a_write_whose_step_changes_the_kind_or_api_version_writes_nothing(
+    served: Served, field: str, low: int
+) -> None:
+    """Stored with another kind's name or api_version, an object read back as that kind's, and
+    every export holding it was refused whole by `stigmer import`; `doctor` found nothing wrong."""
+    mover: Any = FAULTY.resource()
+    mover.metadata.name = "mover"
+    mover.metadata.labels["move"] = field
+    failed = _refused(lambda: served.gizmos.create(mover))
+    assert failed.code() == grpc.StatusCode.INTERNAL
+    assert f"changed its {field} to " in failed.details() and "nothing was written" in failed.details()
+    gizmo: Any = FAULTY.resource()
+    gizmo.metadata.name = "fixed"
+    made: Any = served.gizmos.create(gizmo)
+    made.spec.low, made.spec.high = low, 10
+    failed = _refused(lambda: served.gizmos.update(made))
+    assert failed.code() == grpc.StatusCode.INTERNAL and f"changed its {field} to " in failed.details()
+    stored: Any = served.gizmos.get(made.metadata.id)
+    assert (stored.kind, stored.api_version, stored.spec.low) == (made.kind, made.api_version, 0)
+    assert [g.metadata.name for g in served.gizmos.list_all()] == ["fixed"]
 
 
 def test_an_update_or_delete_whose_step_changes_the_object_as_read_writes_nothing(served: Served) -> None:

@@ -1,4 +1,4 @@
-"""How many round trips an Agent create makes on PostgreSQL, a count and not a speed: each
+"""How many round trips an Agent create and a cascade delete make on PostgreSQL, a count and not a speed: each
 one with the revision lock held is time every other writer of the schema waits, so a change
 that adds one must mean to (docs/design.md, Revision order)."""
 
@@ -15,3 +15,16 @@ def test_an_agent_create_takes_four_round_trips(stigmer_postgres_url: str) -> No
     counted = round_trips.per_create(stigmer_postgres_url)
     assert counted["round_trips"] <= ROUND_TRIPS, counted
     assert counted["statements"] >= counted["round_trips"], counted
+
+
+CASCADE_ROUND_TRIPS = 3.5
+"""Per object of a cascade delete: its owned entries, its referrers and its versions read (the
+removals themselves all go with the commit, one statement); it was 11, a round trip per key
+removed, and one editor's delete of a large tree held every org's writes for seconds."""
+
+
+def test_a_cascade_delete_reads_each_object_three_times_and_sends_its_removals_together(
+    stigmer_postgres_url: str,
+) -> None:
+    counted = round_trips.per_cascade_delete(stigmer_postgres_url)
+    assert counted["round_trips"] <= CASCADE_ROUND_TRIPS, counted

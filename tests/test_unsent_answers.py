@@ -65,9 +65,12 @@ def test_a_member_whose_client_reads_nothing_is_refused_and_others_are_served(
     request = agent_pb2.AgentId(value=agent_id).SerializeToString()
     bearer = [("authorization", f"Bearer {reader}")]
     with HeldStreams(server.address, GET, 20, bearer, message=request) as held:
-        ended = held.wait_ended(10, WAIT)  # the refused ones end at once: a status needs no window
+        ended = held.wait_ended(20 - (SHARE // ANSWER + 1), WAIT)  # the refused end at once: a status needs no window
         refused = [why for code, why in ended.values() if code == RESOURCE_EXHAUSTED]
-        assert len(refused) >= 10, ended
+        # at most the share's worth of answers held, one more for the one that reached it: calls
+        # admitted together each passed the check, and their 13 answers were held (2.6 MB against
+        # a 1 MB share), before a read's answer was checked again as it was counted
+        assert len(refused) >= 20 - (SHARE // ANSWER + 1), ended
         assert PER_CALLER_ENV in refused[0].replace("%20", " "), refused[0]
         with grpc.insecure_channel(server.address) as channel:
             gets = agent_grpc.AgentQueryControllerStub(channel).get
@@ -166,3 +169,26 @@ def _bearer(token: str) -> list[tuple[str, str]]:
 def test_the_bounds_come_from_the_environment() -> None:
     sizes = Sizes.from_env({PER_CALLER_ENV: "1000", "STIGMER_MAX_UNSENT_BYTES": "5000", PER_ORG_ENV: "3000"})
     assert (sizes.unsent_bytes_per_caller, sizes.unsent_bytes, sizes.unsent_bytes_per_org) == (1000, 5000, 3000)
+
+
+def test_answers_of_reads_admitted_together_are_held_to_the_share() -> None:
+    """Calls admitted at one moment each pass the check before any answer is counted; their
+    answers then went past the share together (13 of 200 kB held against 1 MB). A read's answer
+    is checked again as it is counted, a write's never: its change is made."""
+
+    answers = UnsentAnswers(per_caller=SHARE, total=100 * SHARE)
+    answers.reads = frozenset({GET})
+    account = Account("token:alpha/burst", (ALPHA,))
+    for _ in range(20):
+        answers.check(account)  # every one admitted: nothing is counted yet
+    held, refused = 0, 0
+    for _ in range(20):
+        try:
+            answers.hold(account, ANSWER, GET)
+            held += 1
+        except errors.ResourceExhausted as exc:
+            assert exc.reason == REASON and PER_CALLER_ENV in exc.message
+            refused += 1
+    assert (held, refused) == (SHARE // ANSWER, 20 - SHARE // ANSWER)
+    answers.hold(account, ANSWER, "/stigmer.agentic.agent.v1.AgentCommandController/create")  # a write's: sent
+    assert answers.held(account.principal) == SHARE + ANSWER

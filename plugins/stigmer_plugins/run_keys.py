@@ -16,6 +16,7 @@ the slot file or the rows alone open nothing.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -25,7 +26,7 @@ from typing import Protocol
 
 import attrs
 
-from stigmer_core import FailedPrecondition
+from stigmer_core import FailedPrecondition, ResourceExhausted, Unavailable
 from stigmer_core.datadir import open_private
 from stigmer_core.store.protocol import ReadTxn, Store, WriteTxn
 from stigmer_plugins.secret_box import NO_SECRET_KEY, NONCE, RUN_PREFIX, SecretBox, WrongKey, new_key
@@ -34,6 +35,37 @@ RUN_KEYS_FILE = "run-keys"
 RUN_KEY_PREFIX = b"k/"
 KEY_BYTES = 32
 WRAPPED = NONCE + KEY_BYTES + 16
+
+
+
+class _said:
+    """The run-keys file's ``OSError`` as what a caller is told: a full disk is the store's
+    ``RESOURCE_EXHAUSTED`` (as LMDB's own full disk is), no file descriptor left is a moment's
+    UNAVAILABLE; it was answered INTERNAL ("a bug"). ``outcome``: what became of the write."""
+
+    def __init__(self, path: Path, outcome: str) -> None:
+        self._path = path
+        self._outcome = outcome
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if not isinstance(exc, OSError):
+            return
+        code = exc.errno
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            raise ResourceExhausted(
+                f"the disk holding the store's run keys ({self._path}) is full: {self._outcome}; free some space "
+                "on that disk and retry",
+                reason="DISK_FULL",
+            ) from exc
+        if code in (errno.EMFILE, errno.ENFILE):
+            raise Unavailable(
+                f"the daemon has no file descriptor left to open its run keys ({self._path}): {self._outcome}; "
+                "retry in a moment (raise its open-files limit, `ulimit -n`, if this recurs)"
+            ) from exc
+        raise Unavailable(f"the store's run keys ({self._path}) could not be written ({exc}): {self._outcome}") from exc
 
 
 class RunKeys(Protocol):
@@ -193,7 +225,7 @@ class FileRunKeys:
         key = new_key()
         master = self._master()
         wrapped = master.seal_bytes(key, _wrap_context(scope))
-        with self._lock:
+        with self._lock, _said(self.path, "nothing was written"):
             fd = self._open()
             try:
                 index = self._take_free(fd)
@@ -211,14 +243,15 @@ class FileRunKeys:
         return key
 
     def _sync(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with _said(self.path, "the write was committed, but its run's key may not survive a crash"):
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def get(self, txn: ReadTxn, scope: str) -> bytes | None:
-        with self._lock:
+        with self._lock, _said(self.path, "nothing was read"):
             found = self._cache.get(scope)
             if found is not None or not self.path.exists():
                 return found

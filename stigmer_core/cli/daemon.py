@@ -244,6 +244,10 @@ def _ready(daemon: Running, data_dir: Path) -> bool:
     return daemon.tls or serving(daemon.address)
 
 
+STOP_SECONDS = 5.0
+"""How long a daemon that did not become ready is given to end after SIGTERM, then after SIGKILL."""
+
+
 def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -> Running:
     """Block until the spawned daemon serves, or fail with the end of its log."""
     deadline = time.monotonic() + timeout
@@ -260,12 +264,27 @@ def wait_ready(files: Files, process: subprocess.Popen[bytes], timeout: float) -
         if found is not None and found.pid == process.pid and found.address and _ready(found, files.data_dir):
             return found
         time.sleep(POLL)
+    # A daemon still starting holds off a SIGTERM until it serves (then drains and stops): one
+    # importing a slow plugin went on, and started serving, after this said it was stopped. Its
+    # writes so far are transactions, so a kill loses none of them.
+    how = "stopped"
     process.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(5)
+    try:
+        process.wait(STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        how = "killed"
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(STOP_SECONDS)
+    if process.poll() is None:
+        raise CliError(
+            f"the daemon did not become ready within {timeout:g}s, and it is still running (pid {process.pid}) "
+            f"though it was sent SIGTERM and SIGKILL; see {files.log_file}",
+            details=_log_tail(files),
+        )
     _forget(files, process.pid)
     raise CliError(
-        f"the daemon did not become ready within {timeout:g}s, so it was stopped (pid {process.pid}); see "
+        f"the daemon did not become ready within {timeout:g}s, so it was {how} (pid {process.pid}); see "
         f"{files.log_file}, and give a longer --timeout if it was still starting (a kind plugin slow to import)",
         details=_log_tail(files),
     )

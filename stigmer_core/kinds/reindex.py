@@ -27,6 +27,7 @@ import json
 import logging
 import zlib
 from collections.abc import Collection, Iterator
+from typing import Any
 
 import attrs
 from google.protobuf.message import Message
@@ -182,9 +183,20 @@ def _reference_entries(txn: ReadTxn, registry: Registry, kind: KindRuntime, obj:
 
 def _rebuilt_keys(kind: KindRuntime, obj: Message) -> list[bytes]:
     """``kind.index_keys(obj)``; a plugin's ``values`` failing on a stored object stops the
-    start naming the plugin, kind, index and object (its traceback is logged)."""
+    start naming the plugin, kind, index and object (its traceback is logged), and so does a
+    stored value an entry cannot hold (too long for a store key, or holding NUL): LMDB refused
+    it only at the commit, naming nothing, while PostgreSQL stored it."""
     try:
-        return kind.index_keys(obj)
+        return kind.index_keys(obj, checked=True)
+    except InvalidArgument as refused:
+        meta: Any = obj.metadata  # type: ignore[attr-defined]
+        index = refused.metadata.get("index", "?")
+        raise StartupError(
+            f"kind {kind.name!r} (plugin {kind.plugin!r}): its index {index!r} cannot be built over the stored "
+            f"{kind.label} {meta.slug!r} ({meta.id}) in org {meta.org!r}: "
+            f"{refused.violations[0].description if refused.violations else refused.message}. Change that object "
+            "with the plugin release that wrote it, or have the index read a shorter value; nothing was changed"
+        ) from None
     except PluginFault as fault:
         cause = fault.__cause__
         said = f": {cause}" if cause is not None and str(cause) else ""

@@ -231,11 +231,17 @@ class Resources:
         """What ``owner_id`` owns: (kind, id) pairs, of the kinds this server serves."""
         return [(kind, object_id) for _, kind, object_id in self._owned_entries(owner_id) if kind is not None]
 
-    def _owned_entries(self, owner_id: str) -> list[tuple[str, KindRuntime | None, str]]:
-        """(key prefix, kind or None when no installed plugin serves it, id) of what ``owner_id`` owns."""
+    def _owned_entries(
+        self, owner_id: str, scanned: dict[bytes, list[bytes]] | None = None
+    ) -> list[tuple[str, KindRuntime | None, str]]:
+        """(key prefix, kind or None when no installed plugin serves it, id) of what ``owner_id`` owns;
+        ``scanned`` keeps the entries' keys by prefix, for a delete to remove without reading them again."""
         prefix = keys.owned_prefix(owner_id)
         found = []
-        for key, _ in self.txn.scan(prefix):
+        entries = list(self.txn.scan(prefix))
+        if scanned is not None:
+            scanned[prefix] = [key for key, _ in entries]
+        for key, _ in entries:
             key_prefix, _, object_id = key[len(prefix) :].decode().rpartition("/")
             found.append((key_prefix, self.registry.find_key_prefix(key_prefix), object_id))
         return found
@@ -367,17 +373,26 @@ class Resources:
         found = self.get(kind, object_id)
         return None if found is None else found.metadata.org  # type: ignore[attr-defined]
 
-    def check_referrers(self, kind: KindRuntime, obj: Message, inside: frozenset[str] = frozenset()) -> None:
+    def check_referrers(
+        self,
+        kind: KindRuntime,
+        obj: Message,
+        inside: frozenset[str] = frozenset(),
+        scanned: dict[bytes, list[bytes]] | None = None,
+    ) -> None:
         """Refuse to delete what is still referenced.
 
         A referrer whose reference declares ``live`` blocks while it is live,
         even when the same cascade would delete it (a running execution must
         not vanish with its session); one without blocks unless it is itself
-        among the objects being deleted (``inside``).
+        among the objects being deleted (``inside``). ``scanned``: as ``_owned_entries``'.
         """
         meta = obj.metadata  # type: ignore[attr-defined]
         prefix = keys.referrer_prefix(meta.id)
-        for key, field in self.txn.scan(prefix):
+        entries = list(self.txn.scan(prefix))
+        if scanned is not None:
+            scanned[prefix] = [key for key, _ in entries]
+        for key, field in entries:
             key_prefix, _, referrer_id = key[len(prefix) :].decode().rpartition("/")
             referrer_kind = self.registry.find_key_prefix(key_prefix)
             if referrer_kind is None:  # its plugin is gone: whether it is live cannot be known, so it blocks
@@ -418,7 +433,9 @@ class Resources:
                     },
                 )
 
-    def owned_tree(self, kind: KindRuntime, obj: Message) -> list[tuple[KindRuntime, Message]]:
+    def owned_tree(
+        self, kind: KindRuntime, obj: Message, scanned: dict[bytes, list[bytes]] | None = None
+    ) -> list[tuple[KindRuntime, Message]]:
         """The object and everything it owns, recursively, owners before what they own.
 
         Only objects of the root's org are part of it: ownership never
@@ -448,7 +465,10 @@ class Resources:
                     reason="WRITE_TOO_LARGE",
                     metadata={"limit": limit, "setting": ENV["max_objects_per_write"]},
                 )
-            for key_prefix, child_kind, child_id in self._owned_entries(node_id):
+            owned = self._owned_entries(node_id, scanned)
+            if len(owned) > 1:  # read together: on a database, one round trip for the lot, not one each
+                self.txn.get_many([child.object_key(child_id) for _, child, child_id in owned if child is not None])
+            for key_prefix, child_kind, child_id in owned:
                 if child_kind is None:
                     raise errors.FailedPrecondition(
                         f"{root} owns '{child_id}', an object stored under '{key_prefix}', a kind no "
@@ -614,6 +634,7 @@ class Resources:
             )
         self._check_write(kind, meta.org)
         self._check_release(kind)
+        _check_stamped(kind, obj, "create")
         self.check_references(kind, obj)
         self._check_owners(kind, obj)
         if kind.shape.has_resource_version:
@@ -647,6 +668,7 @@ class Resources:
             )
         self._check_write(kind, meta.org)
         self._check_release(kind)
+        _check_stamped(kind, new, "update", old)
         self.check_references(kind, new, old)
         self._check_owners(kind, new, old)
         if kind.shape.has_resource_version:
@@ -661,12 +683,12 @@ class Resources:
         old_keys = set(old_index) | set(kind.owner_keys(old))
         new_keys = set(new_index) | set(kind.owner_keys(new))
         for key in old_keys - new_keys:
-            txn.delete(key)
+            txn.discard(key)
         for key in new_keys - old_keys:
             txn.put(key, b"")
         old_refs, new_refs = kind.reference_keys(old), kind.reference_keys(new)
         for key in old_refs.keys() - new_refs.keys():
-            txn.delete(key)
+            txn.discard(key)
         for key, value in new_refs.items():
             if old_refs.get(key) != value:
                 txn.put(key, value)
@@ -681,12 +703,15 @@ class Resources:
         anything is deleted, so a refused delete leaves no part of the tree removed.
         """
         self._check_write(kind, obj.metadata.org)  # type: ignore[attr-defined]
-        tree = self.owned_tree(kind, obj)
+        # the owned and referrer entries read for the checks, removed below without reading them again:
+        # on a database each read is a round trip with every other writer waiting
+        scanned: dict[bytes, list[bytes]] = {}
+        tree = self.owned_tree(kind, obj, scanned)
         inside = frozenset(node.metadata.id for _, node in tree)  # type: ignore[attr-defined]
         for node_kind, node in tree[1:]:  # the root is the rpc's own object, checked as its access says
             self._check_cascade(kind, node_kind, node)
         for node_kind, node in tree:
-            self.check_referrers(node_kind, node, inside)
+            self.check_referrers(node_kind, node, inside, scanned)
             guard = node_kind.decl.delete_guard
             if guard is None:
                 continue
@@ -698,8 +723,14 @@ class Resources:
                 _declared(node_kind, where, guard, self, node, inside)
             except errors.FailedPrecondition as refused:  # said as the owner's delete, which the caller asked for
                 raise _taken_along(kind, obj, node_kind, node, refused) from None
+        for node_kind, node in tree:  # read before anything is removed: no removal waits to be sent first
+            prefix = keys.version_prefix(node_kind.key_prefix, node.metadata.id)  # type: ignore[attr-defined]
+            found = scanned[prefix] = []
+            for key, value in self.txn.scan(prefix):
+                found.append(key)
+                self._sizes[key] = len(value)
         for node_kind, node in reversed(tree):  # what is owned goes first
-            self._remove_one(node_kind, node)
+            self._remove_one(node_kind, node, scanned)
         self.removed += tree
 
     def _check_cascade(self, root: KindRuntime, kind: KindRuntime, obj: Message) -> None:
@@ -717,7 +748,7 @@ class Resources:
             f"{kind.delete_access.value} access; {caller.principal} is {caller.roles[meta.org]} in org '{meta.org}'"
         )
 
-    def _remove_one(self, kind: KindRuntime, obj: Message) -> None:
+    def _remove_one(self, kind: KindRuntime, obj: Message, scanned: dict[bytes, list[bytes]]) -> None:
         self._check_release(kind)
         txn = self._writer
         meta = obj.metadata  # type: ignore[attr-defined]
@@ -725,25 +756,32 @@ class Resources:
             keys.owned_prefix(meta.id),
             keys.referrer_prefix(meta.id),
         )
+        # discard: a store whose deletes are round trips sends a cascade's together
+        discard = txn.discard
         for prefix in object_ranges:
-            for key, _ in list(self.txn.scan(prefix)):
-                txn.delete(key)  # finished referrers keep a dangling id, by design
+            found = scanned.get(prefix)
+            for key in [key for key, _ in self.txn.scan(prefix)] if found is None else found:
+                discard(key)  # finished referrers keep a dangling id, by design
         kept = 0
-        for key, value in list(self.txn.scan(keys.version_prefix(kind.key_prefix, meta.id))):
-            kept += len(value)
-            txn.delete(key)
+        versions = scanned.get(keys.version_prefix(kind.key_prefix, meta.id))
+        if versions is None:
+            versions = [key for key, _ in self.txn.scan(keys.version_prefix(kind.key_prefix, meta.id))]
+        for key in versions:
+            kept += self._stored_size(key)
+            self._sizes.pop(key, None)
+            discard(key)
         object_key = kind.object_key(meta.id)
         self._count(meta.org, -1, -kept - self._stored_size(object_key))
-        txn.delete(object_key)
+        discard(object_key)
         self._sizes.pop(object_key, None)
         self._written.pop(object_key, None)
-        txn.delete(kind.slug_key(meta.org, meta.slug))
+        discard(kind.slug_key(meta.org, meta.slug))
         for key in kind.index_keys(obj):
-            txn.delete(key)
+            discard(key)
         for key in kind.owner_keys(obj):
-            txn.delete(key)
+            discard(key)
         for key in kind.reference_keys(obj):
-            txn.delete(key)
+            discard(key)
         self._event(kind, DELETED, obj, obj.SerializeToString())
 
     def create(
@@ -842,6 +880,24 @@ def _taken_along(
         metadata={**refused.metadata, "deletedWith": root.name, "deletedWithId": owner.id},
     )
 
+
+def _check_stamped(kind: KindRuntime, obj: Message, write: str, old: Message | None = None) -> None:
+    """Refuse an object whose ``kind`` or ``api_version`` a step changed from what the framework
+    stamps (the stored one's, for an update of an object written under an earlier api_version):
+    stored, it read as another kind's, and every export holding it was refused by import."""
+    changed = []
+    found_kind = getattr(obj, "kind", kind.name)
+    if found_kind != kind.name and (old is None or found_kind != getattr(old, "kind", None)):
+        changed.append(f"kind to {found_kind!r}")
+    version = getattr(obj, "api_version", kind.api_version)
+    if version != kind.api_version and (old is None or version != getattr(old, "api_version", None)):
+        changed.append(f"api_version to {version!r}")
+    if changed:
+        raise errors.PluginFault(
+            f"internal error: a step of {kind.label} {write} changed its {' and '.join(changed)} (plugin "
+            f"{kind.plugin!r}): the framework stamps them ({kind.name}, {kind.api_version}) and they never "
+            "change; nothing was written"
+        )
 
 def _parse(kind: KindRuntime, object_id: str, raw: bytes) -> Message:
     try:

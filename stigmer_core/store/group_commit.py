@@ -72,17 +72,31 @@ def _run_callbacks(pending: Pending) -> None:
     """A queued write's ``on_commit`` callbacks, run here before its caller is told: that
     caller may be gone (a deadline, a cancel) while the write still committed, and what must
     follow a commit (a finished run's key destroyed, a revoked token forgotten) must follow it
-    whether or not anybody waits for the answer. A failing one is the write's answer, as it
-    would be for a caller running them in its own thread."""
+    whether or not anybody waits for the answer (``run_after_commit``)."""
     callbacks, pending.callbacks = pending.callbacks, []
     if pending.error is not None:
         return
-    try:
-        for callback in callbacks:
-            callback()
-    except Exception as exc:
-        pending.error = exc
+    told = run_after_commit(callbacks)
+    if told is not None:
+        pending.error = told
         pending.result = None
+
+
+def run_after_commit(callbacks: list[Callable[[], None]]) -> errors.StigmerError | None:
+    """Run every callback of a committed write, each whatever the ones before it did; what the
+    write's caller is told instead of its result, if anything. The write committed: a callback's
+    own refusal (a ``StigmerError``: a key sync that failed, "may not survive a crash") is told,
+    but anything else it raises (a full disk, no file descriptor left) is logged, not answered
+    INTERNAL, which read as a write that failed (a cancel answered so had happened)."""
+    told: errors.StigmerError | None = None
+    for callback in callbacks:
+        try:
+            callback()
+        except errors.StigmerError as exc:
+            told = told or exc
+        except Exception:
+            log.warning("after a committed write, %r failed; the write stands", callback, exc_info=True)
+    return told
 
 
 class GroupCommit:
@@ -133,8 +147,9 @@ class GroupCommit:
             self._answered()
         if pending.error is not None:
             raise pending.error
-        for callback in pending.callbacks:
-            callback()
+        told = run_after_commit(pending.callbacks)
+        if told is not None:
+            raise told
         result: T = pending.result
         return result
 

@@ -51,6 +51,10 @@ __all__ = ["PRUNE_PER_COMMIT", "EventRetention", "LmdbStore"]
 keeps the log by them); they are named here too for callers that import them from this module."""
 
 
+MAX_READERS = 1024
+"""LMDB's reader table: read transactions open at once, of every process that has the store open."""
+
+
 class _ResizeGate:
     """Lets a map resize wait until no transaction is open, at no lock cost to readers.
 
@@ -175,6 +179,22 @@ _Put = Callable[[bytes, bytes], None]
 _Delete = Callable[[bytes], bool]
 
 
+class _Ended:
+    """What an ended reader holds instead of its transaction: any use of it is a bug, said so."""
+
+    def __getattr__(self, name: str) -> object:
+        raise errors.PluginFault("internal error: a read transaction was used after it ended")
+
+    def __call__(self, *args: object) -> object:
+        raise errors.PluginFault("internal error: a read transaction was used after it ended")
+
+    def abort(self) -> None:
+        return None
+
+
+_ENDED: Any = _Ended()
+
+
 class _Reader:
     __slots__ = ("_gate", "_txn", "get")
 
@@ -194,6 +214,10 @@ class _Reader:
 
     def __exit__(self, *exc: object) -> None:
         self._txn.abort()
+        # py-lmdb keeps an aborted read's reader slot until the Transaction object is freed: one
+        # kept alive by whatever still holds this reader (a call's context, until its answer is
+        # sent) held a slot, and 2,500 gets in flight ran out of LMDB's reader table
+        self._txn = self.get = _ENDED
         if self._gate is not None:
             self._gate.leave()
 
@@ -318,6 +342,7 @@ class _Writer(_Reader):
         "_seq",
         "appended",
         "delete",
+        "discard",
         "event_bytes",
         "held",
         "oldest",
@@ -328,6 +353,7 @@ class _Writer(_Reader):
         super().__init__(txn, None)
         self.put = cast(_Put, txn.put)  # as ``get``: no Python frame per write
         self.delete = cast(_Delete, txn.delete)
+        self.discard = cast(_Delete, txn.delete)  # a delete is no round trip here: the same call
         self.oldest, self._base, self.event_bytes, self.held, self._changes = tally
         self._book = book
         self._owned = False
@@ -565,7 +591,7 @@ class LmdbStore:
                 sync=durable,
                 metasync=False,  # a durable commit's meta page is synced by ``_settle``, after the write lock
                 readahead=False,
-                max_readers=1024,
+                max_readers=MAX_READERS,
                 readonly=read_only,
                 lock=lock,
                 create=not read_only,
@@ -668,6 +694,13 @@ class LmdbStore:
         self._gate.enter()
         try:
             return _Reader(self._env.begin(buffers=False), self._gate)
+        except lmdb.ReadersFullError:
+            self._gate.leave()
+            log.warning("every one of the store's %d reader slots is taken: a read was refused", MAX_READERS)
+            raise errors.Unavailable(
+                f"the store has {MAX_READERS} reads open at once, the most it can (LMDB's reader table): retry in a "
+                "moment"
+            ) from None
         except BaseException:
             self._gate.leave()
             raise

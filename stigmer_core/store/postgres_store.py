@@ -271,6 +271,7 @@ class PostgresStore:
             f" ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value) {events_from_arrays}"
         ).encode()
         self._sql_delete = f"DELETE FROM {s}.kv WHERE key = %s".encode()
+        self._sql_delete_many = f"DELETE FROM {s}.kv WHERE key = ANY(%b::bytea[])".encode()
         self._sql_events = within_bytes(
             f"SELECT revision, seq, payload FROM {s}.events WHERE revision >= %s AND (revision, seq) > (%s, %s)"
             " ORDER BY revision, seq LIMIT %s",
@@ -784,6 +785,7 @@ class PostgresStore:
             together = not savepoints
             held_puts: dict[bytes, bytes] = {}
             held_appends: list[tuple[int, int, bytes, str]] = []
+            held_deletes: set[bytes] = set()
             writer: Writer | None = None
             wrote = False  # a rolled-back caller's writes count too: a needless bump only costs a reader a retry
             handed: list[tuple[int, bytes]] = []
@@ -794,7 +796,7 @@ class PostgresStore:
                 if shared:
                     conn.execute(b"SAVEPOINT stigmer_call")
                 if together:
-                    writer = Writer(self, conn, revision, tally.copy(), known, held_puts, held_appends)
+                    writer = Writer(self, conn, revision, tally.copy(), known, held_puts, held_appends, held_deletes)
                 else:
                     writer = Writer(self, conn, revision, tally.copy(), dict(known), {}, [])
                 try:
@@ -823,11 +825,11 @@ class PostgresStore:
             if revision != base:
                 self._hold(base, revision)
                 holding = True
-            held = writer.take_held() if together and writer is not None else None
+            held = writer.take_held() if together and writer is not None else []
             try:
                 with conn.pipeline():
-                    if held is not None:
-                        conn.execute(*held)
+                    for sending in held:
+                        conn.execute(*sending)
                     counts = tally.counts()
                     if counts is not None:
                         conn.execute(self._sql_count_parts, counts)
@@ -844,7 +846,7 @@ class PostgresStore:
                     raise errors.Unavailable(
                         f"{why_unknown(exc)} while committing; the write may or may not have been applied"
                     ) from exc
-                if held is not None and len(batch) > 1:
+                if held and len(batch) > 1:
                     raise _CallerFailed from exc  # whose writes failed is not known: one by one
                 raise
             if revision != base:  # followers read after the commit: one that came later reads the store
@@ -1038,6 +1040,12 @@ class PostgresStore:
                 else:
                     failures += 1
                 if failures >= 2:  # not the first: a connection killed alone is replaced at once
+                    self._set_reachable(False)
+            except Exception as exc:  # not the database's (no file descriptor left to connect with): the
+                # thread must live on, or this daemon's watches miss the other daemons' writes for good
+                log.warning("store listener failed (%s: %s); trying again", type(exc).__name__, exc)
+                failures += 1
+                if failures >= 2:
                     self._set_reachable(False)
             self._stop.wait(backoff)
             backoff = min(backoff * 2, UNREACHABLE_POLL_SECONDS)  # calls are refused until it reconnects

@@ -27,6 +27,7 @@ class WriterStore(ReaderStore, Protocol):
     that write."""
 
     _sql_delete: bytes
+    _sql_delete_many: bytes
     _sql_put: bytes
     _sql_put_many: bytes
     _sql_append: bytes
@@ -126,6 +127,7 @@ class Writer(Reader):
         "_appends",
         "_base",
         "_callbacks",
+        "_deletes",
         "_got",
         "_log",
         "_part",
@@ -148,6 +150,7 @@ class Writer(Reader):
         known: dict[bytes, bytes | None],
         puts: dict[bytes, bytes],
         appends: list[tuple[int, int, bytes, str]],
+        deletes: set[bytes] | None = None,
     ) -> None:
         super().__init__(store, conn)
         self._began = True
@@ -165,6 +168,9 @@ class Writer(Reader):
         shared with the batch's other callers while they run in one transaction (``_run_batch``)."""
         self._appends = appends
         """Events not sent yet: revision, seq, payload, partition (shared as ``_puts`` is)."""
+        self._deletes = set() if deletes is None else deletes
+        """Keys ``discard`` removed and not sent yet (shared as ``_puts`` is); sent before the puts,
+        so a key put again after its discard is there at the end."""
         self._got = known
         """What gets of this transaction read (or the batch read ahead for it), and what it
         deleted (None), by key."""
@@ -213,6 +219,14 @@ class Writer(Reader):
         self._got[key] = None
         return waiting or cur.rowcount > 0
 
+    def discard(self, key: bytes) -> None:
+        self._wrote = True
+        self._puts.pop(key, None)
+        if key in self._got and self._got[key] is None:
+            return  # read (or deleted) here as absent already
+        self._deletes.add(key)
+        self._got[key] = None
+
     def _rows_none(self, query: bytes, params: tuple[Any, ...]) -> None:
         try:
             self._conn.execute(query, params)
@@ -226,20 +240,24 @@ class Writer(Reader):
         return super()._rows(query, params, one, prepare)
 
     def flush(self) -> None:
-        """Send the puts and appends not sent yet, in one statement."""
-        held = self.take_held()
-        if held is not None:
+        """Send the discards, puts and appends not sent yet (one statement each at most)."""
+        for held in self.take_held():
             try:
                 self._conn.execute(*held)
             except psycopg.Error as exc:
                 raise self._store._translate(exc) from exc
 
-    def take_held(self) -> tuple[bytes, tuple[Any, ...]] | None:
-        """The statement that sends the puts and appends not sent yet, which are then no longer
-        held (emptied in place: the batch's other callers may share them)."""
+    def take_held(self) -> list[tuple[bytes, tuple[Any, ...]]]:
+        """The statements that send the discards, then the puts and appends, not sent yet, which
+        are then no longer held (emptied in place: the batch's other callers may share them)."""
+        held: list[tuple[bytes, tuple[Any, ...]]] = []
+        deletes = self._deletes
+        if deletes:
+            held.append((self._store._sql_delete_many, (list(deletes),)))
+            deletes.clear()
         puts, appends = self._puts, self._appends
         if not puts and not appends:
-            return None
+            return held
         self._got.update(puts)
         store = self._store
         query: bytes
@@ -259,7 +277,8 @@ class Writer(Reader):
             params = (list(puts), list(puts.values()), *events) if puts else events
         puts.clear()
         appends.clear()
-        return query, params
+        held.append((query, params))
+        return held
 
     def compacted_through(self, partitions: Collection[str] | None = None) -> int:
         if partitions is None:

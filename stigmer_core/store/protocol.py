@@ -87,6 +87,12 @@ class WriteTxn(ReadTxn, Protocol):
 
     def delete(self, key: bytes) -> bool: ...
 
+    def discard(self, key: bytes) -> None:
+        """``delete``, with no answer of whether the key was there: a store whose deletes are round
+        trips (PostgreSQL) sends those of a write together, one statement for a cascade of
+        thousands of objects instead of one each."""
+        ...
+
     def write_revision(self) -> int:
         """The revision this transaction commits at; allocated on first call."""
         ...

@@ -199,6 +199,28 @@ def test_a_start_past_its_timeout_says_it_stopped_the_daemon(stigmer: Stigmer) -
     assert "the stigmer daemon is not running" in stigmer.fails("local", "status", code=3)
 
 
+SLOW_START = """
+import signal, sys, time
+if "serve" in sys.orig_argv:  # the daemon, not the command starting it
+    signal.signal(signal.SIGTERM, lambda *_: None)  # as a daemon does while it starts: it drains once serving
+    time.sleep(60)  # a kind plugin slow to import
+"""
+
+
+def test_a_start_past_its_timeout_kills_a_daemon_that_holds_off_its_stop(stigmer: Stigmer, tmp_path: Path) -> None:
+    """A daemon importing a slow plugin held off the SIGTERM and went on to serve, while `local
+    start` said it was stopped; a retried start was then told it "is starting"."""
+    site = tmp_path / "slow"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_START)
+    stigmer.python_path.append(site)
+    message = stigmer.fails("local", "start", "--timeout", "1")
+    assert "did not become ready within 1s, so it was killed (pid " in message, message
+    pid = int(message.split("(pid ", 1)[1].split(")", 1)[0])
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert "the stigmer daemon is not running" in stigmer.fails("local", "status", code=3)
+
+
 def test_a_command_whose_plugins_changed_since_the_daemon_started_is_warned(stigmer: Stigmer) -> None:
     """With a kind's protos regenerated and the daemon not restarted, the daemon read the CLI's
     requests with its older protos: `apply` said `created` and a new field was dropped unseen."""

@@ -254,3 +254,29 @@ def test_a_reference_a_later_release_declares_gets_its_entries_at_the_next_start
         assert reindex.check(upgraded.registry, upgraded.store) == []
     with Application.open(tmp_path, durable=False) as again:
         assert again.index_changes == []
+
+
+def _by_command(server: Any) -> list[tuple[str, ...]]:
+    return [(server.spec.command,)] if server.spec.command else []
+
+
+def test_an_index_added_over_a_stored_value_too_long_for_it_stops_the_start_naming_the_object(
+    tmp_path: Path,
+) -> None:
+    """On LMDB the rebuild failed at its commit with "a value of this write is too long to be
+    indexed", naming no kind, index or object, and every command stopped the same way."""
+    with _open(tmp_path, V1) as first:
+        client = KindClient(first.channel(), first.registry.kind("McpServer"))
+        server = pb.McpServer(spec=pb.McpServerSpec(transport=pb.STDIO, command="x" * 600))
+        server.metadata.name = "long"
+        made = client.create(server).metadata.id
+    by_command = attrs.evolve(V1, indexes=(IndexSpec("command", _by_command),))
+    with pytest.raises(StartupError) as refused:
+        _open(tmp_path, by_command)
+    said = str(refused.value)
+    assert "its index 'command' cannot be built over the stored" in said and made in said and "'long'" in said, said
+    assert "too long to be indexed" in said and "nothing was changed" in said, said
+    with _open(tmp_path, V1) as again:  # nothing was changed: the release before still serves it
+        assert [s.metadata.id for s in KindClient(again.channel(), again.registry.kind("McpServer")).list_all()] == [
+            made
+        ]

@@ -57,6 +57,27 @@ def _label(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
 
 
+def _served_plural(query: Any, name: str) -> str:
+    """A kind's plural as its list request names it (``ListPantriesRequest``: ``pantries``, as
+    `stigmer kind new` writes it from the declared plural), for a kind whose plugin is not
+    installed here; ``name`` + s when the request is named otherwise."""
+    listed = query.methods_by_name["list"].input_type.name
+    match = re.fullmatch(r"List([A-Z]\w*)Request", listed)
+    if match and match.group(1).lower().startswith(name.lower()[:-1]):
+        return match.group(1).lower()
+    return name.lower() + "s"
+
+
+def _served_aliases(query: Any, name: str) -> tuple[str, ...]:
+    """The dashed forms (``agent-instance``), singular and plural; the implied plural (name + s)
+    too where the served one differs, so both spellings answer."""
+    kebab = _kebab(name)
+    found = [kebab, kebab + "s"]
+    if _served_plural(query, name) != name.lower() + "s":
+        found.append(name.lower() + "s")
+    return tuple(dict.fromkeys(found))
+
+
 def _kebab(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
@@ -288,8 +309,8 @@ class Catalog:
             kinds.append(
                 KindInfo(
                     name=name,
-                    plural=local.plural if local else name.lower() + "s",
-                    aliases=local.aliases if local else (_kebab(name), _kebab(name) + "s"),
+                    plural=local.plural if local else _served_plural(query, name),
+                    aliases=local.aliases if local else _served_aliases(query, name),
                     description=local.description if local else "",
                     rank=local.rank if local else rank_of(name),
                     id_prefix=local.id_prefix if local else "",

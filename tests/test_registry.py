@@ -137,7 +137,7 @@ def test_steps_for_unknown_operation_are_rejected() -> None:
         return None
 
     bad = attrs.evolve(AGENT, steps={"craete": (noop,)})
-    with pytest.raises(RegistryError, match=r"plugin 'p': kind 'Agent': steps declared for unknown operation 'craete'"):
+    with pytest.raises(RegistryError, match=r"plugin 'p': kind 'Agent': steps declared for unknown operation 'craete' \(did you mean 'create'\?"):
         _build(("p", _plugin("A", bad)))
 
 

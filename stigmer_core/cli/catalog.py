@@ -57,6 +57,28 @@ def _label(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
 
 
+def _misnamed_groups() -> str:
+    """A note naming installed packages whose entry points are in a group spelt almost as the
+    one kinds are loaded from (``stigmer.kind``, ``stigmer_kinds``): their kinds are never
+    loaded, and nothing else says so. Read only when a kind was not found."""
+    import difflib
+    import importlib.metadata
+
+    from stigmer_core.kinds.declaration import ENTRY_POINT_GROUP
+
+    found = []
+    for dist in importlib.metadata.distributions():
+        for group in {ep.group for ep in dist.entry_points}:
+            if (
+                group != ENTRY_POINT_GROUP
+                and difflib.SequenceMatcher(None, group.lower(), ENTRY_POINT_GROUP).ratio() > 0.85
+            ):
+                found.append(f"{dist.metadata['Name']} declares entry points in group '{group}'")
+    if not found:
+        return ""
+    return f"; note: {'; '.join(sorted(found))}, not '{ENTRY_POINT_GROUP}', so its kinds are not loaded"
+
+
 def _served_plural(query: Any, name: str) -> str:
     """A kind's plural as its list request names it (``ListPantriesRequest``: ``pantries``, as
     `stigmer kind new` writes it from the declared plural), for a kind whose plugin is not
@@ -177,7 +199,9 @@ class Catalog:
             near = self.closest(name)
             hint = f"did you mean '{near}'? " if near else ""
             known = ", ".join(k.cli_name for k in self.kinds) or "none"
-            raise CliError(f"unknown kind '{name}' ({hint}known kinds: {known}; `stigmer kinds` lists them)")
+            raise CliError(
+                f"unknown kind '{name}' ({hint}known kinds: {known}; `stigmer kinds` lists them){_misnamed_groups()}"
+            )
         return found
 
     def closest(self, name: str) -> str | None:

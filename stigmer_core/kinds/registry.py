@@ -6,6 +6,7 @@ person reading it is usually installing someone else's package.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import re
@@ -94,7 +95,11 @@ def build_registry(pm: pluggy.PluginManager, *, default_org: str = "local") -> R
         for ref in kind.references:
             if registry.find(ref.spec.kind) is None:
                 raise _fail(
-                    kind.plugin, kind.decl, f"reference {ref.spec.field!r} names unknown kind {ref.spec.kind!r}"
+                    kind.plugin,
+                    kind.decl,
+                    f"reference {ref.spec.field!r} names unknown kind {ref.spec.kind!r}: no installed plugin serves "
+                    f"it (was its package uninstalled?); install the package of kind {ref.spec.kind!r} again, or "
+                    f"uninstall {kind.plugin!r} too (a package whose kinds reference another's should depend on it)",
                 )
     return registry
 
@@ -600,7 +605,12 @@ def _compile(pm: pluggy.PluginManager, plugin: str, decl: KindDeclaration) -> Ki
         raise RegistryError(f"plugin {plugin!r}: {exc}") from None
     for op in decl.steps:
         if op not in STANDARD_OPERATIONS and op not in decl.operations and op != "watch":
-            raise _fail(plugin, decl, f"steps declared for unknown operation {op!r}")
+            known = sorted({*STANDARD_OPERATIONS, *decl.operations, "watch"})
+            close = difflib.get_close_matches(op, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _fail(
+                plugin, decl, f"steps declared for unknown operation {op!r} ({hint}operations: {', '.join(known)})"
+            )
     methods = [m for svc in (decl.command_service, decl.query_service) for m in svc.methods]
     names = {m.name for m in methods}
     for op in decl.operations:

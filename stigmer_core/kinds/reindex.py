@@ -98,7 +98,9 @@ def _check_prefixes(txn: ReadTxn, kind: KindRuntime) -> bool:
     ):
         raise RegistryError(
             f"plugin {kind.plugin!r}: kind {kind.name!r}: key prefix {kind.key_prefix!r} holds objects of kind "
-            f"{previous!r} (a plugin no longer installed?); choose another key prefix"
+            f"{previous!r}: if kind {previous!r} was renamed {kind.name!r}, keep its name (a kind's new name "
+            f"goes in its aliases) so its objects stay readable; if it is another kind whose plugin is no longer "
+            "installed, choose another key prefix, or reinstall that plugin"
         )
     raw = txn.get(keys.kind_record_key(kind.name))
     if raw is None:

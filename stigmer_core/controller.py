@@ -50,7 +50,7 @@ from stigmer_core.pipeline.context import RequestContext
 from stigmer_core.pipeline.events import EventHub, Idle, StreamLimit
 from stigmer_core.pipeline.step import Step, plugin_fault, run_steps
 from stigmer_core.pipeline.watch import WATCH_OPERATION, WATCH_PATH, WATCH_SERVICE
-from stigmer_core.store.protocol import SnapshotMoved, Store, SubmitsWrites, WriteTxn
+from stigmer_core.store.protocol import RehearsesWrites, SnapshotMoved, Store, SubmitsWrites, WriteTxn
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class Executor:
         self.store = store
         self.authenticator = authenticator
         self.events = events
+        self._rehearse = store.rehearse if isinstance(store, RehearsesWrites) else None
+        """How a dry run is run where a write orders every other one (``RehearsesWrites``)."""
 
     def caller(
         self, binding: MethodBinding, metadata: Sequence[tuple[str, Any]], peer: str, kind: KindRuntime | None = None
@@ -210,8 +212,10 @@ class Executor:
             ctx = self.start(kind, binding, request, metadata, active, peer, yields_idle, on_end)
             if binding.pipeline.writes:
                 _check_still_wanted(ctx)
+                rehearse = self._rehearse
+                run = self.store.transact if rehearse is None or not asks_dry_run(metadata) else rehearse
                 try:
-                    response = self.store.transact(self.write_body(ctx, binding, removed))
+                    response = run(self.write_body(ctx, binding, removed))
                 except _DryRun as done:
                     response = done.response
             else:
@@ -237,6 +241,12 @@ class Executor:
         try:
             ctx = self.start(kind, binding, request, metadata, active, peer)
             _check_still_wanted(ctx)
+            if self._rehearse is not None and asks_dry_run(metadata):  # seldom: on a thread, off the loop
+                try:
+                    response = await asyncio.to_thread(self._rehearse, self.write_body(ctx, binding, removed))
+                except _DryRun as done:
+                    response = done.response
+                return _answered(response, binding, kind)
             loop = asyncio.get_running_loop()
             wakeups = wakeups_of(loop)  # the loop's one: a batch's writes and the streams it wakes, one wake-up
             answered: asyncio.Future[None] = loop.create_future()

@@ -219,6 +219,8 @@ class PostgresStore:
             " clock_timestamp(), retention_revisions, retention_bytes, retention_seconds"
             f" FROM {s}.meta WHERE id = 1 FOR UPDATE"
         ).encode()
+        self._begin_rehearsal = b"BEGIN; " + self._sql_lock_revision.removesuffix(b" FOR UPDATE")
+        """A dry run's first statement: what a write's reads, without the lock (``rehearse``)."""
         self._sql_token = f"SELECT revision, writes FROM {s}.meta WHERE id = 1".encode()
         self._sql_set_revision = (
             f"UPDATE {s}.meta SET revision = %s, log_bytes = %s, event_revisions = %s, compacted = %s,"
@@ -710,6 +712,38 @@ class PostgresStore:
     # -- writes ------------------------------------------------------------
     def transact(self, fn: Callable[[Any], T]) -> T:
         return self._writes.transact(fn)
+
+    def rehearse(self, fn: Callable[[Any], T]) -> T:
+        """A dry run (``RehearsesWrites``): ``fn`` in a transaction that never takes the revision
+        lock and is always rolled back. Holding the lock, a dry run held every daemon's writes of
+        every org for as long as it ran (a dry-run delete of a large tree, seconds), and could be
+        repeated at will, as it changes nothing. Without it, its reads may see commits made
+        meanwhile, which a dry run's answer can afford; its own puts and events are held until a
+        commit that never comes, so they reach the database only before a scan, as rows no
+        other write waits on (the objects it changes, which only their own org writes)."""
+        conn = self._acquire()
+        try:
+            cur = conn.execute(self._begin_rehearsal, prepare=False)
+            cur.nextset()
+            row = cur.fetchone()
+            assert row is not None
+            tally = Log(
+                bytes=int(row[1]),
+                revisions=int(row[2]),
+                compacted=int(row[3]),
+                oldest=int(row[4] or 0),
+                oldest_at=row[5],
+                now=row[6],
+                keep=self._recorded_retention(row[7], row[8], row[9]),
+            )
+            return fn(Writer(self, conn, int(row[0]), tally, {}, {}, [], set()))
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+        finally:
+            if not lost(conn) and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(b"ROLLBACK")
+            self._pool.putconn(conn)
 
     def _commit_batch(self, batch: list[Pending]) -> None:
         fresh_connection_tried = False

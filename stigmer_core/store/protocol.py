@@ -332,6 +332,18 @@ class Submitted(Protocol):
 
 
 @runtime_checkable
+class RehearsesWrites(Protocol):
+    """A store whose writes hold what orders every writer of it (a database's revision lock, every
+    daemon waiting) for each round trip: a dry run goes through ``rehearse``, which runs the write
+    without taking it and always rolls back. Optional, checked once when the executor is made."""
+
+    def rehearse(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` as ``transact`` would, in a transaction of its own that orders nothing and is
+        rolled back whatever ``fn`` does: its reads may see commits made while it runs."""
+        ...
+
+
+@runtime_checkable
 class SubmitsWrites(Protocol):
     """A store whose writes can be queued by a caller that does not wait in a thread
     (grpc's asyncio server): optional, checked once when the server starts."""

@@ -116,6 +116,11 @@ def _checked(metadata: Metadata | None) -> Metadata:
     return found
 
 
+_ENDING = threading.Lock()
+"""Guards every context's callbacks between a call's end and a callback added from another thread:
+held for a list swap, so one lock for all costs a call less than a lock of its own."""
+
+
 class _Context(grpc.ServicerContext):
     def __init__(self, metadata: Metadata | None, timeout: float | None = None) -> None:
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -124,7 +129,6 @@ class _Context(grpc.ServicerContext):
         self._details = ""
         self._trailing: Metadata = ()
         self._callbacks: list[Callable[[], None]] | None = []
-        self._ending = threading.Lock()
         self._cancelled = False
         self._timer: threading.Timer | None = None
 
@@ -196,7 +200,7 @@ class _Context(grpc.ServicerContext):
             self._timer.start()
 
     def _end(self) -> None:
-        with self._ending:
+        with _ENDING:
             callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
             callback()
@@ -207,7 +211,7 @@ class _Context(grpc.ServicerContext):
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         """False once the call ended, as grpc says: the callback is not called then."""
-        with self._ending:
+        with _ENDING:
             if self._callbacks is None:
                 return False
             self._callbacks.append(callback)

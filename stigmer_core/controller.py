@@ -146,6 +146,8 @@ class Executor:
             ctx.reset_transaction_state()
             ctx.operation = binding.operation
             ctx.resources = resources = Resources(txn, self.registry, caller=caller, access=binding.access)
+            if dry_run:
+                resources.published = []  # kept, to name what else it would have made
             run_steps(steps, run_txn, ctx, plugins)
             resources.publish()  # whatever a custom pipeline wrote without a publish step
             _check_response(ctx.response, binding, ctx.kind)
@@ -155,6 +157,8 @@ class Executor:
                     f"{k.name} {o.metadata.id} {o.metadata.slug}"  # type: ignore[attr-defined]
                     for k, o in resources.removed
                 ]
+                if dry_run:  # what else it would have made, for a client dry-running what names it
+                    removed.extend(resources.created_besides(ctx.response))
             if resources.removed and self.authenticator is not None:
                 self._forget_removed_tokens(txn, resources.removed, self.authenticator)
             if dry_run:

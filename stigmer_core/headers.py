@@ -21,6 +21,15 @@ REMOVED_COUNT = "stigmer-removed-count"
 """Trailing metadata beside ``REMOVED``: one entry, how many objects of each kind the write
 deleted, ``<Kind>=<n>`` separated by spaces (every object, listed or not)."""
 
+DRY_RUN_CREATED = "stigmer-dry-run-created"
+"""Trailing metadata of a dry run that would have created objects besides its own (an agent's
+default instance): one entry per object, ``<Kind> <id> <slug> <org>``, for the first
+``REMOVED_LISTED``: a client dry-running several documents takes them as made, as the real
+writes would have made them (a session naming the default instance by slug)."""
+
+CREATED_MARK = "+"
+"""How an entry of a write's trailers list names an object it created, not one it removed."""
+
 REMOVED_LISTED = 50
 """Objects named one by one in ``REMOVED`` at most. A cascade may delete thousands, and clients
 cap metadata (grpc's C core at 8-16 KiB, Node's HTTP/2 at 128 entries): past the cap a committed
@@ -49,14 +58,19 @@ def dry_run(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
 
 
 def removed_trailers(removed: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """The trailing metadata naming what a write deleted, within what every client can receive."""
+    """The trailing metadata naming what a write deleted (and, for a dry run, what else it would
+    have created: entries marked ``CREATED_MARK``), within what every client can receive."""
+    created = [entry[len(CREATED_MARK) :] for entry in removed if entry.startswith(CREATED_MARK)]
+    gone = [entry for entry in removed if not entry.startswith(CREATED_MARK)]
     listed: list[tuple[str, str]] = []
     size = 0
-    for entry in removed[:REMOVED_LISTED]:
-        size += len(entry) + len(REMOVED)
-        if size > REMOVED_LISTED_BYTES:
-            break
-        listed.append((REMOVED, entry))
-    counts = Counter(entry.split(" ", 1)[0] for entry in removed)
-    listed.append((REMOVED_COUNT, " ".join(f"{kind}={n}" for kind, n in counts.items())))
+    for header, entries in ((REMOVED, gone), (DRY_RUN_CREATED, created)):
+        for entry in entries[:REMOVED_LISTED]:
+            size += len(entry) + len(header)
+            if size > REMOVED_LISTED_BYTES:
+                break
+            listed.append((header, entry))
+    if gone:
+        counts = Counter(entry.split(" ", 1)[0] for entry in gone)
+        listed.append((REMOVED_COUNT, " ".join(f"{kind}={n}" for kind, n in counts.items())))
     return tuple(listed)

@@ -187,7 +187,9 @@ def apply_one(
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run{noted})")
         if doc.history is not None and doc.kind.import_history is not None and not dry_run:
             doc.kind.import_history(message, doc.history, calls.call)  # the versions before the document's
-        after = calls.apply(message, dry_run=dry_run)
+        # a dry run's answer names what else the write would make (a default instance), which later
+        # documents may name as if made: the real apply makes it first
+        after = calls.apply(message, dry_run=dry_run, made=planned if isinstance(planned, set) else None)
     except errors.Unauthenticated:
         raise
     except errors.StigmerError as exc:

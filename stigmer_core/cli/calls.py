@@ -18,7 +18,7 @@ from stigmer_core import errors
 from stigmer_core.cli.catalog import KindInfo
 from stigmer_core.cli.envelope import descriptor, metadata
 from stigmer_core.cli.errors import CliError, from_rpc, status_line, violation_lines
-from stigmer_core.headers import DRY_RUN, REMOVED, REMOVED_COUNT
+from stigmer_core.headers import DRY_RUN, DRY_RUN_CREATED, REMOVED, REMOVED_COUNT
 from stigmer_core.ids import looks_like_id, slugify
 
 # ``<id_prefix>-<lowercase ULID>``: anything else given as NAME|ID is a slug.
@@ -137,11 +137,15 @@ class KindCalls:
         found = self._find(org, name_or_id)
         if found is None:
             # the server's refusal, for -v: what a script matches on (docs/cli.md, Output and errors)
-            said: list[str] = [] if self.missing is None else [*violation_lines(self.missing), status_line(self.missing)]
+            said: list[str] = (
+                [] if self.missing is None else [*violation_lines(self.missing), status_line(self.missing)]
+            )
             raise CliError(f"{self.kind.label} '{name_or_id}' not found in org '{org}'", details=said)
         held = metadata(found).org
         if org and held != org:
-            raise CliError(f"{self.kind.label} '{name_or_id}' is in org '{held}', not in org '{org}': give --org {held}")
+            raise CliError(
+                f"{self.kind.label} '{name_or_id}' is in org '{held}', not in org '{org}': give --org {held}"
+            )
         return found
 
     def iterate(self, *, org: str = "", labels: Mapping[str, str] | None = None, limit: int = 0) -> Iterator[Message]:
@@ -170,12 +174,32 @@ class KindCalls:
     def count(self, org: str = "") -> int:
         return sum(1 for _ in self.iterate(org=org))
 
-    def apply(self, resource: Message, *, dry_run: bool = False) -> Message:
+    def apply(
+        self, resource: Message, *, dry_run: bool = False, made: set[tuple[str, str, str]] | None = None
+    ) -> Message:
         """Apply ``resource``; with ``dry_run`` the server runs the whole write and answers what
-        it would store, storing nothing."""
+        it would store, storing nothing, and ``made`` gets (kind, org, slug) and (kind, org, id) of
+        what else it would have made (``DRY_RUN_CREATED``: an agent's default instance)."""
         request = wrap(self.kind.method("apply").request_cls, resource)
-        applied: Message = self.call("apply", request, metadata=((DRY_RUN, "true"),) if dry_run else ())
-        return applied
+        if not dry_run:
+            applied: Message = self.call("apply", request)
+            return applied
+        found = self.kind.method("apply")
+        callable_ = self.channel.unary_unary(
+            found.path,
+            request_serializer=found.request_cls.SerializeToString,
+            response_deserializer=found.response_cls.FromString,
+        )
+        try:
+            answer, call = callable_.with_call(request, timeout=self.timeout, metadata=((DRY_RUN, "true"),))
+        except grpc.RpcError as exc:
+            raise from_rpc(exc, self.target) from exc
+        for key, value in call.trailing_metadata() or ():
+            parts = str(value).split(" ")
+            if key == DRY_RUN_CREATED and len(parts) == 4 and made is not None:
+                kind, object_id, slug, org = parts
+                made.update({(kind, org, slug), (kind, org, object_id)})
+        return answer  # type: ignore[no-any-return]
 
     def delete(self, object_id: str) -> Message:
         deleted: Message = self.call("delete", self.request("delete", value=object_id))
@@ -195,7 +219,9 @@ class KindCalls:
         )
         metadata = ((DRY_RUN, "true"),) if dry_run else ()
         try:
-            _, call = callable_.with_call(self.request("delete", value=object_id), timeout=self.timeout, metadata=metadata)
+            _, call = callable_.with_call(
+                self.request("delete", value=object_id), timeout=self.timeout, metadata=metadata
+            )
         except grpc.RpcError as exc:
             raise from_rpc(exc, self.target) from exc
         removed = []

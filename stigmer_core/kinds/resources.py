@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from stigmer_core import errors
 from stigmer_core.api.commons.apiresource.v1 import event_pb2
 from stigmer_core.auth.access import Access, Caller
+from stigmer_core.headers import CREATED_MARK
 from stigmer_core.ids import is_valid_id, new_id, slugify, unlike_id
 from stigmer_core.kinds.depth_probe import DEPTH
 from stigmer_core.kinds.nesting import NESTING
@@ -109,7 +110,7 @@ class Resources:
 
     __slots__ = (
         "_access", "_caller", "_current", "_events", "_now", "_owned_by", "_quota", "_read_only", "_sizes", "_usage",
-        "_written", "principal", "registry", "removed", "txn",
+        "_written", "principal", "published", "registry", "removed", "txn",
     )  # fmt: skip
 
     def __init__(
@@ -126,6 +127,8 @@ class Resources:
         self._read_only = read_only
         self.registry = registry
         self._events: list[_Event] = []
+        self.published: list[_Event] | None = None
+        """The events ``publish`` appended, kept when a list is set here (a dry run, to name what it made)."""
         self._caller = None if caller is None or caller.unrestricted else caller
         self._access = access
         self.principal = caller.principal if caller is not None else "local"
@@ -822,6 +825,20 @@ class Resources:
         meta: Any = obj.metadata  # type: ignore[attr-defined]
         self._events.append((event_type, kind.name, meta.id, meta.org, raw, previous_index))
 
+    def created_besides(self, answered: Message | None) -> list[str]:
+        """``CREATED_MARK``-ed trailer entries (``headers.DRY_RUN_CREATED``) naming the objects this
+        write created other than ``answered``: read from its events (``published`` set before it
+        ran), for a dry run only."""
+        own = getattr(getattr(answered, "metadata", None), "id", "")
+        found = []
+        for event_type, kind_name, object_id, org, raw, _ in [*(self.published or ()), *self._events]:
+            if event_type != CREATED or object_id == own:
+                continue
+            kind = self.registry.find(kind_name)
+            slug = kind.parse(raw).metadata.slug if kind is not None else ""  # type: ignore[attr-defined]
+            found.append(f"{CREATED_MARK}{kind_name} {object_id} {slug} {org}")
+        return found
+
     def publish(self) -> None:
         """Append the events of this transaction's writes to the event log.
 
@@ -864,6 +881,8 @@ class Resources:
                 event.index_keys_changed = True
                 event.previous_index_keys.extend(previous_index)
             txn.append_event(event.SerializeToString(), org)  # the org's share of the log (store.retention)
+        if self.published is not None:
+            self.published += self._events
         self._events.clear()
 
 

@@ -127,9 +127,13 @@ def test_close_waits_for_queued_writes_and_then_refuses_them(tmp_path: Path) -> 
     reopened.close()
 
 
-def test_a_queued_writes_callbacks_run_before_it_is_answered_even_with_nobody_waiting(tmp_path: Path) -> None:
+def test_a_queued_writes_callbacks_run_before_it_is_answered_even_with_nobody_waiting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A caller may be gone (a deadline, a cancel) while its write still commits: what must
-    follow the commit (a run key destroyed, a token forgotten) must follow it all the same."""
+    follow the commit (a run key destroyed, a token forgotten) must follow it all the same. The
+    write committed: a callback's own refusal (a StigmerError) is its answer, but anything else it
+    raises (an OSError) is logged, not answered, which read as a write that had failed."""
     store = LmdbStore(tmp_path, durable=True)
     ran: list[str] = []
     told = threading.Event()
@@ -138,13 +142,24 @@ def test_a_queued_writes_callbacks_run_before_it_is_answered_even_with_nobody_wa
         txn.put(b"k/run", b"")
         txn.on_commit(lambda: ran.append(threading.current_thread().name))
 
-    def failing(txn: WriteTxn) -> None:
+    def failing(txn: WriteTxn) -> str:
         txn.put(b"k/other", b"")
-        txn.on_commit(lambda: (_ for _ in ()).throw(OSError("the key file could not be synced")))
+        txn.on_commit(lambda: (_ for _ in ()).throw(OSError("the key file could not be erased")))
+        return "committed"
+
+    def refused(txn: WriteTxn) -> str:
+        txn.put(b"k/third", b"")
+        txn.on_commit(lambda: (_ for _ in ()).throw(Unavailable("may not survive a crash")))
+        return "committed"
 
     gone = store.submit(write, lambda: None)  # nobody will look at the answer
     answered = store.submit(failing, told.set)
     assert told.wait(timeout=WAIT)
+    told.clear()
+    said = store.submit(refused, told.set)
+    assert told.wait(timeout=WAIT)
     store.close()  # waits for every queued write
     assert len(ran) == 1 and ran[0].startswith("stigmer-commit") and gone.callbacks == []
-    assert isinstance(answered.error, OSError) and answered.result is None, "a failing callback is the answer"
+    assert answered.error is None and answered.result == "committed", "the write stands"
+    assert "the key file could not be erased" in caplog.text and "the write stands" in caplog.text
+    assert isinstance(said.error, Unavailable) and said.result is None, "a callback's refusal is the answer"

@@ -151,6 +151,17 @@ def _undeclared(kind: KindInfo, exc: errors.StigmerError) -> str:
     )
 
 
+def _made_meanwhile(after: Message) -> bool:
+    """Whether an apply that found nothing before it wrote answered an object another writer had
+    made meanwhile: a create stamps one time as both ``created_at`` and ``updated_at``, an update
+    a later ``updated_at``. Two imports of one file at once each said "created" of every object."""
+    meta = metadata(after)
+    created, updated = getattr(meta, "created_at", None), getattr(meta, "updated_at", None)
+    if created is None or updated is None or not (created.seconds or created.nanos):
+        return False
+    return bool((created.seconds, created.nanos) != (updated.seconds, updated.nanos))
+
+
 def apply_one(
     session: Session,
     doc: Document,
@@ -202,6 +213,8 @@ def apply_one(
         return Outcome(doc, f"{CREATED if before is None else UNCHANGED if after == before else CONFIGURED} (dry run)")
     made = created if created is not None else set()
     owners = {ref.id for ref in getattr(metadata(before if before is not None else after), "owner_references", ())}
+    if before is None and doc.history is None and _made_meanwhile(after):
+        return Outcome(doc, CONFIGURED, result=after)  # another writer made it first (two imports at once)
     if before is None or owners & made:
         made.add(metadata(after).id)
         return Outcome(doc, CREATED, result=after)

@@ -288,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw: _Raw | None = None
     try:
         trips = round_trips.per_create(base)
+        owned = 50 if args.quick else round_trips.OWNED
+        cascade = round_trips.per_cascade_delete(base, owned)
         raw = _Raw(base)
         keys_ = raw.seed(200)
         rows["raw.create.serial"] = _serial("raw.create.serial", raw.create, budget)
@@ -368,6 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" ({trips['statements']:.1f} statements)"
     )
     print(
+        f"cascade delete, per object removed ({owned} sessions):          {cascade['round_trips']:.1f} round trips"
+        f" ({cascade['statements']:.1f} statements), each with every writer of the schema waiting"
+    )
+    print(
         f"create, 32 in flight, 1 daemon / raw psycopg (32 threads): {ratios['create.1d.c32 / raw.create.t32']:.2f}x  (target >= 0.6)"
     )
     print(
@@ -418,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "ratios": ratios,
             "create_round_trips": trips,
+            "cascade_delete_round_trips": cascade,
         }
         args.json.write_text(json.dumps(doc, indent=2))
     return 0

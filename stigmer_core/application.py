@@ -64,6 +64,7 @@ class Application:
         token_cache_seconds: float = tokens.DEFAULT_CACHE_SECONDS,
         read_only: bool = False,
         transient: bool = False,
+        settles: bool = False,
     ) -> None:
         self.registry = registry
         self._closed = False
@@ -91,7 +92,9 @@ class Application:
         if pm is not None:
             _configure(pm, registry=registry, data_dir=data_dir, store=store, read_only=read_only, transient=transient)
         # a command on a store daemons share reads it as they serve it, and never reconciles it to its own
-        self.index_changes = _reconciled(registry, store, read_only=read_only, command_on_shared=transient and shared)
+        self.index_changes = _reconciled(
+            registry, store, read_only=read_only, command_on_shared=transient and shared and not settles
+        )
         """Indexes rebuilt at this start because a kind's declaration changed (see kinds/reindex.py)."""
         self.usage_counted = False if read_only else usage.reconcile(registry, store)
         """Whether this start counted every org's usage (a store from before the counters; kinds/usage.py)."""
@@ -122,6 +125,7 @@ class Application:
         transient: bool = False,
         sole: bool = False,
         existing: bool = False,
+        settles: bool = False,
     ) -> Application:
         """Load every installed kind plugin (or ``pm``'s) over a store.
 
@@ -144,7 +148,9 @@ class Application:
         lock while it is open, as every daemon does; ``sole`` (a key rotation) holds it
         alone, and is refused with ``StoreInUse`` while anything holds a share
         (``store.postgres_use``). ``existing``: a database schema holding no store is refused
-        (``StartupError``) rather than created.
+        (``StartupError``) rather than created. ``settles``: a command (``transient``) that
+        reconciles a store daemons share to the kinds installed here, as a daemon's start does
+        (``stigmer doctor``, the upgrade's step); any other command never does (``KindServedOtherwise``).
         """
         pm = pm or plugin_manager()
         registry = build_registry(pm, default_org=default_org)
@@ -165,6 +171,7 @@ class Application:
                 require_auth=require_auth,
                 read_only=read_only,
                 transient=transient,
+                settles=settles,
             )
         except BaseException:  # a plugin refused to start (a wrong key): the store is not left open
             engine.close()

@@ -23,7 +23,13 @@ if TYPE_CHECKING:  # `stigmer --help` imports the commands: the kinds load when 
 
 @contextlib.contextmanager
 def operated_store(
-    command: str, data_dir: str | None, store: str | None, *, reads_only: bool = False, creates: bool = False
+    command: str,
+    data_dir: str | None,
+    store: str | None,
+    *,
+    reads_only: bool = False,
+    creates: bool = False,
+    settles: bool = False,
 ) -> Iterator[tuple[Application, bool]]:
     """The application on the store named by the flags, environment or config, and whether it is
     a database daemons may be serving; refused when a daemon holds the LMDB data directory, and
@@ -32,7 +38,9 @@ def operated_store(
     directory is no obstacle: the store is opened read-only beside it, as LMDB lets any number
     of readers in other processes do, and the data directory's lock is left to the daemon.
     ``creates``: a database schema holding no store is created (``doctor``, which docs/operations.md
-    has create a deployment's), not refused as a misspelt one is."""
+    has create a deployment's), not refused as a misspelt one is. ``settles``: a database is
+    reconciled to the kinds installed here, as a daemon's start does (``doctor``, run with a new
+    release as the upgrade's step)."""
     from stigmer_core import config
     from stigmer_core.application import Application
     from stigmer_core.datadir import DataDirLock, holder
@@ -62,7 +70,9 @@ def operated_store(
     if not shared:
         lock.acquire()
     try:
-        with Application.open(directory, store=settings.store or None, transient=True, existing=not creates) as app:
+        with Application.open(
+            directory, store=settings.store or None, transient=True, existing=not creates, settles=settles
+        ) as app:
             yield app, shared
     finally:
         if not shared:

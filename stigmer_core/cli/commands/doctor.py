@@ -44,7 +44,8 @@ def doctor(data_dir: str | None, store: str | None, repair: bool) -> None:
     from stigmer_core.cli import render
     from stigmer_core.kinds import reindex, usage
 
-    with operated_store("doctor", data_dir, store, creates=True) as (app, _):
+    # the upgrade's step (docs/operations.md): run with the new release, it reconciles the store to it
+    with operated_store("doctor", data_dir, store, creates=True, settles=True) as (app, _):
         for change in app.index_changes:
             parts = [f"rebuilt {', '.join(change.rebuilt)}"] if change.rebuilt else []
             parts += [f"removed {', '.join(change.removed)}"] if change.removed else []

@@ -187,31 +187,44 @@ def test_a_lock_waiting_behind_a_long_read_names_both(
 
 
 @pytest.mark.parametrize(
-    "statement",
-    ["SELECT * FROM {s}.meta FOR UPDATE", "UPDATE {s}.meta SET writes = writes"],
-    ids=["select-for-update", "update"],
+    "statements",
+    [
+        ["SELECT * FROM {s}.meta FOR UPDATE"],
+        ["UPDATE {s}.meta SET writes = writes"],
+        # psql's ON_ERROR_ROLLBACK runs each statement in a savepoint: the row's xmax is then the
+        # subtransaction's, which no granted lock names
+        ["SAVEPOINT s; SELECT * FROM {s}.meta FOR UPDATE; RELEASE SAVEPOINT s"],
+        # two sessions sharing the row's lock: its xmax is a multixact, which no lock names either
+        ["SELECT * FROM {s}.meta FOR SHARE", "SELECT * FROM {s}.meta FOR SHARE"],
+        # the row of the object the write puts: the write waits there holding meta's row, and
+        # every other write of every daemon waits behind it
+        ["SELECT * FROM {s}.kv WHERE key = 'o/k'::bytea FOR UPDATE"],
+    ],
+    ids=["select-for-update", "update", "savepoint", "two-sharing", "object-row"],
 )
-def test_a_forgotten_session_holding_the_revision_row_is_reported(
-    store: PostgresStore, statement: str, caplog: pytest.LogCaptureFixture
+def test_a_forgotten_session_holding_a_row_writes_wait_for_is_reported(
+    store: PostgresStore, statements: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Every write locks ``meta``'s one row: a session that locked it and left its transaction open
-    held every write of every daemon for ``statement_timeout_ms`` each, while health stayed SERVING."""
+    """Every write locks ``meta``'s one row, and an object's write its rows: a session that locked
+    one and left its transaction open held every write of every daemon for ``statement_timeout_ms``
+    each, while health stayed SERVING."""
     told = Told()
     store.on_reachability(told)
-    release = _holding(store, statement)
+    releases = [_holding(store, statement) for statement in statements]
     waiting: list[BaseException] = []
     writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
     try:
         writer.start()
         told.wait_for([False])
         said = caplog.text
-        assert f"the revision row of schema '{store.schema}' (table meta) is locked by another session" in said
-        assert "idle in its transaction" in said and "meta" in said, said
+        assert f"a row of schema '{store.schema}' is locked by another session that does nothing" in said, said
+        assert "idle in its transaction, holds this daemon's write (pid " in said, said
         writer.join(WAIT)
         assert len(waiting) == 1 and isinstance(waiting[0], errors.Unavailable), waiting
         assert "pid" not in str(waiting[0]), waiting[0]
     finally:
-        release()
+        for release in releases:
+            release()
         writer.join(WAIT)
     told.wait_for([False, True])
     store.transact(_write)
@@ -235,3 +248,32 @@ def test_a_daemons_own_long_write_holding_the_revision_row_is_not_reported(
     finally:
         other.close()
     assert told.states == [] and "is locked by another session" not in caplog.text
+
+
+def test_a_row_held_by_a_role_the_daemon_may_not_see_is_reported(
+    stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon's role as docs/operations.md grants it may not see another role's sessions' state
+    (only ``pg_read_all_stats`` may), so an administrator's forgotten session idle in its
+    transaction looked like no holder at all, and health stayed SERVING."""
+    from tests.test_postgres_store import _daemon_role
+
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
+    with _daemon_role(stigmer_postgres_store_url) as (url, admin_conninfo, _):
+        with PostgresStore(f"{url}&health_timeout_ms=1000", durable=False) as store:
+            store.transact(_write)
+            told = Told()
+            store.on_reachability(told)
+            with psycopg.connect(admin_conninfo, autocommit=True) as admin:  # another role: a superuser's
+                admin.execute(b"BEGIN")
+                admin.execute(f'SELECT * FROM "{store.schema}".meta FOR UPDATE'.encode())
+                waiting: list[BaseException] = []
+                writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+                try:
+                    writer.start()
+                    told.wait_for([False])
+                    assert "of a role whose sessions this one may not see" in caplog.text, caplog.text
+                finally:
+                    admin.execute(b"ROLLBACK")
+                    writer.join(WAIT)
+            told.wait_for([False, True])

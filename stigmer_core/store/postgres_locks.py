@@ -12,14 +12,16 @@ on it given up, the next refused at once), naming the session holding it, until 
 Nothing is written: the probe's transaction is rolled back, and a lock taken for a moment (a
 vacuum truncating the table's end) is waited for, not reported.
 
-Every write also locks ``meta``'s one row (the revision orders writers), so a session that locked
-it (``SELECT ... FROM meta FOR UPDATE``, an ``UPDATE`` of it) and left its transaction open held
-every write of every daemon while health stayed SERVING. The probe then looks, without taking
-it, for a session holding that row and idle in its transaction for ``health_timeout_ms``: the
-daemons' own writes hold it too, a long one (an import) for seconds, but run their statements one
-after the other (and PostgreSQL ends one of theirs idle for ``idle_in_transaction_timeout_ms``),
-where a session someone forgot does nothing. Looking takes no lock and writes nothing: taking the
-row's lock would have written to the row and used a transaction id at every look.
+A row lock holds writes too: every write locks ``meta``'s one row (the revision orders writers),
+and an object's write its ``kv`` rows, so a session that locked one (``SELECT ... FOR UPDATE``, an
+``UPDATE``) and left its transaction open held every write of every daemon while health stayed
+SERVING. Such a lock is found through the writes it holds: a session of this database waiting on
+a lock, for longer than ``health_timeout_ms``, in a statement on the store's tables, behind a
+session idle in its transaction that long (``pg_blocking_pids``: subtransactions and shared row
+locks too), or behind one whose state this role may not see (another role's: never one of the
+daemons', which share a role). The daemons' own writes hold those rows too, a long one (an import)
+for seconds, but run their statements one after the other, so they are not reported. Looking
+takes no lock and writes nothing.
 """
 
 from __future__ import annotations
@@ -53,18 +55,21 @@ def probe_sql(schema: str, seconds: float) -> bytes:
     ).encode()
 
 
-def row_holders_sql(schema: str, seconds: float) -> bytes:
-    """The sessions holding ``meta``'s row, idle in their transaction for more than ``seconds``
-    (a write of a daemon runs; a forgotten session waits). The row's ``xmax`` names the last
-    transaction that locked or changed it; one still open holds the lock on its own id."""
+def blockers_sql(schema: str, seconds: float) -> bytes:
+    """The sessions holding a lock that a write of this database's store has waited on for more
+    than ``seconds``, when they are idle in their transaction that long, or of a role whose state
+    this one may not see (the daemons share a role): at most three."""
+    relations = ", ".join(f"'\"{schema}\".{table}'::regclass" for table in TABLES)
+    ago = f"now() - interval '{max(1, int(seconds * 1000))} milliseconds'"
     return (
-        "SELECT l.pid, coalesce(a.usename, ''), left(coalesce(a.query, ''), 120), "
-        "coalesce(a.application_name, '') "
-        f"FROM \"{schema}\".meta m JOIN pg_locks l ON l.locktype = 'transactionid' AND l.granted "
-        "AND l.mode = 'ExclusiveLock' AND l.transactionid = m.xmax "
-        "JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE a.state LIKE 'idle in transaction%' "
-        f"AND a.state_change < now() - interval '{max(1, int(seconds * 1000))} milliseconds' LIMIT 3"
+        "SELECT DISTINCT b.pid, coalesce(b.usename, ''), coalesce(b.application_name, ''), "
+        "left(coalesce(b.query, ''), 120), coalesce(b.state, ''), w.pid "
+        "FROM pg_stat_activity w CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocker(pid) "
+        "JOIN pg_stat_activity b ON b.pid = blocker.pid "
+        f"WHERE w.datname = current_database() AND w.wait_event_type = 'Lock' AND w.query_start < {ago} "
+        f"AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = w.pid AND l.relation IN ({relations})) "
+        f"AND (b.state IS NULL OR (b.state LIKE 'idle in transaction%' AND b.state_change < {ago})) "
+        "LIMIT 3"
     ).encode()
 
 
@@ -128,17 +133,18 @@ def _row_held_by(conn: psycopg.Connection[Any], schema: str, row_holders: bytes)
     if not idle:
         return None
     named = "; ".join(_row_held(*row) for row in idle)
-    return Locked(f"the revision row of schema {schema!r} (table meta) is locked by another session", named)
+    return Locked(f"a row of schema {schema!r} is locked by another session that does nothing", named)
 
 
-def _row_held(pid: int, user: str, query: str, application: str) -> str:
+def _row_held(pid: int, user: str, application: str, query: str, state: str, waiter: int) -> str:
     who = (
         f"pid {pid}"
         + (f", user {user}" if user else "")
         + (f", application_name {application}" if application else "")
-        + (f": {query!r}" if query else "")
+        + (f": {query!r}" if query and state else "")
     )
-    return f"meta's row locked by {who}, idle in its transaction"
+    how = "idle in its transaction" if state else "of a role whose sessions this one may not see"
+    return f"a row locked by {who}, {how}, holds this daemon's write (pid {waiter})"
 
 
 def _held(table: str, mode: str, granted: bool, pid: int, user: str, query: str, behind: Any) -> str:

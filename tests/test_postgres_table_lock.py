@@ -259,21 +259,23 @@ def test_a_row_held_by_a_role_the_daemon_may_not_see_is_reported(
     from tests.test_postgres_store import _daemon_role
 
     monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)
-    with _daemon_role(stigmer_postgres_store_url) as (url, admin_conninfo, _):
-        with PostgresStore(f"{url}&health_timeout_ms=1000", durable=False) as store:
-            store.transact(_write)
-            told = Told()
-            store.on_reachability(told)
-            with psycopg.connect(admin_conninfo, autocommit=True) as admin:  # another role: a superuser's
-                admin.execute(b"BEGIN")
-                admin.execute(f'SELECT * FROM "{store.schema}".meta FOR UPDATE'.encode())
-                waiting: list[BaseException] = []
-                writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
-                try:
-                    writer.start()
-                    told.wait_for([False])
-                    assert "of a role whose sessions this one may not see" in caplog.text, caplog.text
-                finally:
-                    admin.execute(b"ROLLBACK")
-                    writer.join(WAIT)
-            told.wait_for([False, True])
+    with (
+        _daemon_role(stigmer_postgres_store_url) as (url, admin_conninfo, _),
+        PostgresStore(f"{url}&health_timeout_ms=1000", durable=False) as store,
+    ):
+        store.transact(_write)
+        told = Told()
+        store.on_reachability(told)
+        with psycopg.connect(admin_conninfo, autocommit=True) as admin:  # another role: a superuser's
+            admin.execute(b"BEGIN")
+            admin.execute(f'SELECT * FROM "{store.schema}".meta FOR UPDATE'.encode())
+            waiting: list[BaseException] = []
+            writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+            try:
+                writer.start()
+                told.wait_for([False])
+                assert "of a role whose sessions this one may not see" in caplog.text, caplog.text
+            finally:
+                admin.execute(b"ROLLBACK")
+                writer.join(WAIT)
+        told.wait_for([False, True])

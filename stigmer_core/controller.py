@@ -25,7 +25,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc import aio
 
-from stigmer_core import status
+from stigmer_core import interrupts, status
 from stigmer_core.api.commons.watch.v1 import watch_pb2
 from stigmer_core.async_calls import wakeups_of
 from stigmer_core.auth.access import LOCAL_ADMIN, Caller
@@ -494,6 +494,8 @@ def _streamed(
     except GeneratorExit:  # closed: its caller went away
         raise
     except BaseException as exc:  # a BaseException left to the loop thread would end it
+        if isinstance(exc, KeyboardInterrupt) and interrupts.received():  # a person's Ctrl-C, in process
+            raise
         status.abort(context, exc)
 
 

@@ -113,8 +113,17 @@ class KindClient(Generic[R]):
         name is a ``KeyError`` naming the kinds there are."""
         if isinstance(kind, str):
             kind = installed_kinds().kind(kind)
-        elif isinstance(kind, type):
+        elif isinstance(kind, type) and issubclass(kind, Message):
             kind = _kind_of(kind)
+        elif not isinstance(kind, KindRuntime):
+            raise TypeError(
+                f"KindClient takes a kind's name, its resource class or its runtime, not {type(kind).__name__}"
+                + (
+                    f" (give the class, {type(kind).__name__}, not an instance of it)"
+                    if isinstance(kind, Message)
+                    else ""
+                )
+            )
         self.kind = kind
         self.timeout = timeout
         self.metadata: tuple[tuple[str, str | bytes], ...] = tuple(metadata)

@@ -162,3 +162,26 @@ def test_a_persons_ctrl_c_reaches_a_program_using_the_library_in_process(tmp_pat
         """
     said = _program_says(tmp_path / "data", body)
     assert said == ["raised by the code: INTERNAL", "ctrl-c: KeyboardInterrupt", "then: served"], said
+
+
+def test_a_persons_ctrl_c_while_a_program_waits_on_an_in_process_stream_reaches_it(tmp_path: Path) -> None:
+    """A program blocked on an in-process watch (its main thread reading the next event) got its
+    Ctrl-C as the stream's INTERNAL "internal error: KeyboardInterrupt": the stream handler
+    answered every BaseException as a fault."""
+    body = """
+        import os, signal
+        from stigmer_core.api.commons.watch.v1 import watch_pb2, watch_pb2_grpc
+
+        stream = watch_pb2_grpc.WatchStub(app.channel()).Watch(watch_pb2.WatchRequest(kind="Agent"))
+        next(stream)  # the bookmark: the watch is open
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            for _ in stream:
+                pass
+        except KeyboardInterrupt:
+            print("watching: KeyboardInterrupt", flush=True)
+        except grpc.RpcError as exc:
+            print("watching:", exc.code().name, exc.details(), flush=True)
+        """
+    said = _program_says(tmp_path / "data", body)
+    assert said[0] == "watching: KeyboardInterrupt", said

@@ -66,3 +66,14 @@ def test_a_client_by_resource_class_calls_that_kind(address: tuple[Application, 
         assert agents.get(made.metadata.id).metadata.slug == "by-class"
         with pytest.raises(KeyError, match=r"google\.protobuf\.Struct .*installed kinds: Agent, "):
             KindClient(channel, struct_pb2.Struct)
+
+
+def test_a_client_of_a_message_instead_of_its_class_says_so() -> None:
+    """``KindClient(channel, agent_pb2.Agent())`` raised a bare ``AttributeError: methods``."""
+    from stigmer_core.api.agentic.agent.v1 import agent_pb2
+
+    with grpc.insecure_channel("127.0.0.1:1") as channel:
+        with pytest.raises(TypeError, match=r"give the class, Agent, not an instance of it"):
+            KindClient(channel, agent_pb2.Agent())  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not int"):
+            KindClient(channel, 3)  # type: ignore[arg-type]

@@ -229,6 +229,9 @@ class _Context(grpc.ServicerContext):
     def finish(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        elif not self._callbacks:  # a unary call's, nearly always: no other thread adds to it
+            self._callbacks = None
+            return
         self._end()
 
     def failed(self) -> InProcessRpcError | None:

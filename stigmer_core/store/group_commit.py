@@ -74,7 +74,7 @@ def _run_callbacks(pending: Pending) -> None:
     follow a commit (a finished run's key destroyed, a revoked token forgotten) must follow it
     whether or not anybody waits for the answer (``run_after_commit``)."""
     callbacks, pending.callbacks = pending.callbacks, []
-    if pending.error is not None:
+    if pending.error is not None or not callbacks:
         return
     told = run_after_commit(callbacks)
     if told is not None:
@@ -147,9 +147,10 @@ class GroupCommit:
             self._answered()
         if pending.error is not None:
             raise pending.error
-        told = run_after_commit(pending.callbacks)
-        if told is not None:
-            raise told
+        if pending.callbacks:
+            told = run_after_commit(pending.callbacks)
+            if told is not None:
+                raise told
         result: T = pending.result
         return result
 

@@ -353,7 +353,7 @@ class _Writer(_Reader):
         super().__init__(txn, None)
         self.put = cast(_Put, txn.put)  # as ``get``: no Python frame per write
         self.delete = cast(_Delete, txn.delete)
-        self.discard = cast(_Delete, txn.delete)  # a delete is no round trip here: the same call
+        self.discard = self.delete  # a delete is no round trip here: the same call
         self.oldest, self._base, self.event_bytes, self.held, self._changes = tally
         self._book = book
         self._owned = False

@@ -713,6 +713,18 @@ class PostgresStore:
     def transact(self, fn: Callable[[Any], T]) -> T:
         return self._writes.transact(fn)
 
+    def _tally(self, row: tuple[Any, ...]) -> Log:
+        """The event log's state as the statement beginning a write read it (``_sql_lock_revision``)."""
+        return Log(
+            bytes=int(row[1]),
+            revisions=int(row[2]),
+            compacted=int(row[3]),
+            oldest=int(row[4] or 0),
+            oldest_at=row[5],
+            now=row[6],
+            keep=self._recorded_retention(row[7], row[8], row[9]),
+        )
+
     def rehearse(self, fn: Callable[[Any], T]) -> T:
         """A dry run (``RehearsesWrites``): ``fn`` in a transaction that never takes the revision
         lock and is always rolled back. Holding the lock, a dry run held every daemon's writes of
@@ -727,15 +739,7 @@ class PostgresStore:
             cur.nextset()
             row = cur.fetchone()
             assert row is not None
-            tally = Log(
-                bytes=int(row[1]),
-                revisions=int(row[2]),
-                compacted=int(row[3]),
-                oldest=int(row[4] or 0),
-                oldest_at=row[5],
-                now=row[6],
-                keep=self._recorded_retention(row[7], row[8], row[9]),
-            )
+            tally = self._tally(row)
             return fn(Writer(self, conn, int(row[0]), tally, {}, {}, [], set()))
         except psycopg.Error as exc:
             raise self._translate(exc) from exc
@@ -802,15 +806,7 @@ class PostgresStore:
                 raise
             assert row is not None
             base = revision = int(row[0])
-            tally = Log(
-                bytes=int(row[1]),
-                revisions=int(row[2]),
-                compacted=int(row[3]),
-                oldest=int(row[4] or 0),
-                oldest_at=row[5],
-                now=row[6],
-                keep=self._recorded_retention(row[7], row[8], row[9]),
-            )
+            tally = self._tally(row)
             shared = savepoints and len(batch) > 1
             # Without savepoints the callers run in one transaction: their puts and appends are
             # held together and go with the commit, one round trip for the batch's writes (if that

@@ -901,25 +901,20 @@ def _taken_along(
 
 
 def _check_stamped(kind: KindRuntime, obj: Message, write: str, old: Message | None = None) -> None:
-    """Refuse an object whose ``kind`` or ``api_version`` a step changed from what the framework
-    stamps (the stored one's, for an update of an object written under an earlier api_version):
-    stored, it read as another kind's, and every export holding it was refused by import."""
-    name, version = kind.name, kind.api_version
-    if getattr(obj, "kind", name) == name and getattr(obj, "api_version", version) == version:
-        return  # as stamped: every write but a faulty step's
-    changed = []
-    found_kind = getattr(obj, "kind", kind.name)
-    if found_kind != kind.name and (old is None or found_kind != getattr(old, "kind", None)):
-        changed.append(f"kind to {found_kind!r}")
-    version = getattr(obj, "api_version", kind.api_version)
-    if version != kind.api_version and (old is None or version != getattr(old, "api_version", None)):
-        changed.append(f"api_version to {version!r}")
-    if changed:
-        raise errors.PluginFault(
-            f"internal error: a step of {kind.label} {write} changed its {' and '.join(changed)} (plugin "
-            f"{kind.plugin!r}): the framework stamps them ({kind.name}, {kind.api_version}) and they never "
-            "change; nothing was written"
-        )
+    """Refuse an object whose ``api_version`` a step changed from what the framework stamps (the
+    stored one's, for an update of an object written under an earlier api_version): stored, it
+    read as another release's, and every export holding it was refused by import. Its ``kind``
+    a step may set, to the name a published wire contract gives it (``StigmerAgent`` stored as
+    ``Agent``: examples/stigmer-published-api)."""
+    version = kind.api_version
+    found = getattr(obj, "api_version", version)
+    if found == version or (old is not None and found == getattr(old, "api_version", None)):
+        return
+    raise errors.PluginFault(
+        f"internal error: a step of {kind.label} {write} changed its api_version to {found!r} (plugin "
+        f"{kind.plugin!r}): the framework stamps it ({version}) and it never changes; nothing was written"
+    )
+
 
 def _parse(kind: KindRuntime, object_id: str, raw: bytes) -> Message:
     try:

@@ -184,7 +184,10 @@ class _AsyncWatcher:
         self.event = asyncio.Event()
         self.ending = False
         self.writing = False
-        """Waiting for its client's window to send a status: the one kind of watch a stop cancels."""
+        """Waiting for its client's window to send a status."""
+        self.sent = 0
+        """Statuses its client's window let out: one that never let one out is the watch a stop
+        cancels at once; one that did, but whose last is slow under load, is given longer."""
 
     def changed(self) -> None:
         with contextlib.suppress(RuntimeError):  # its loop closed: the server stopped
@@ -203,13 +206,14 @@ async def end_async_watches(health: Health) -> None:
     if not watchers:
         return
     _, left = await asyncio.wait([w.task for w in watchers], timeout=END_WAIT_SECONDS)
-    # Only a watch stalled on its client's window is cancelled now: one whose task the loop has
-    # not run yet (a busy machine) still sends NOT_SERVING first (seen in CI: a reading watcher
-    # cancelled before its turn, told nothing), within a few more seconds at most.
+    # Only a watch stalled on its client's window, which never let a status out, is cancelled now:
+    # one whose task the loop has not run yet, or whose NOT_SERVING is still going out on a busy
+    # machine, still sends it first (seen in CI: reading watchers cancelled, told nothing), within
+    # a few more seconds at most.
     later = []
     for watcher in watchers:
         if watcher.task in left:
-            if watcher.writing:
+            if watcher.writing and not watcher.sent:
                 watcher.task.cancel()
             else:
                 later.append(watcher.task)
@@ -274,6 +278,7 @@ def _async(health: Health) -> tuple[Callable[..., Any], Callable[..., Any]]:
                     watcher.writing = True
                     await context.write(Response(status=now))  # waits while the client reads nothing
                     watcher.writing = False
+                    watcher.sent += 1
                     last = now
                 if watcher.ending:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING)

@@ -98,13 +98,13 @@ class Locked:
 
 
 def locked_by(
-    conn: psycopg.Connection[Any], schema: str, probe: bytes, holders: bytes, row_holders: bytes = b""
+    conn: psycopg.Connection[Any], schema: str, probe: bytes, holders: bytes, blockers: bytes = b""
 ) -> Locked | None:
     """None when a write could lock the store's tables and ``meta``'s row now; else what holds
     them. ``conn`` is an idle autocommit connection, left idle again."""
     try:
         conn.execute(probe)
-        return _row_held_by(conn, schema, row_holders) if row_holders else None
+        return _writes_held_by(conn, schema, blockers) if blockers else None
     except pg_errors.LockNotAvailable:
         pass
     except psycopg.OperationalError:  # the connection's (no answer within the bound): the caller's to judge
@@ -122,9 +122,9 @@ def locked_by(
     return Locked(said, "; ".join(_held(*row) for row in rows) or "held by a session this role cannot see")
 
 
-def _row_held_by(conn: psycopg.Connection[Any], schema: str, row_holders: bytes) -> Locked | None:
+def _writes_held_by(conn: psycopg.Connection[Any], schema: str, blockers: bytes) -> Locked | None:
     try:
-        idle = conn.execute(row_holders).fetchall()
+        idle = conn.execute(blockers).fetchall()
     except psycopg.OperationalError:  # the connection's: the caller's to judge
         raise
     except psycopg.Error as exc:  # a role that may not see the others' locks: nothing to tell

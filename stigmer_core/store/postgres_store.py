@@ -211,7 +211,7 @@ class PostgresStore:
         # the quiet spell's read also asks for the lock a write takes (``postgres_locks``)
         self._sql_tables_free = postgres_locks.probe_sql(self.schema, self.settings.health_seconds / 4)
         self._sql_lock_holders = postgres_locks.holders_sql(self.schema)
-        self._sql_row_holders = postgres_locks.blockers_sql(self.schema, self.settings.health_seconds)
+        self._sql_blockers = postgres_locks.blockers_sql(self.schema, self.settings.health_seconds)
         self._sql_lock_revision = (
             f"SELECT revision, log_bytes, event_revisions, compacted,"
             f" (SELECT revision FROM {s}.events ORDER BY revision, seq LIMIT 1),"
@@ -1146,7 +1146,7 @@ class PostgresStore:
         started = time.monotonic()
         with within(conn, seconds):
             locked = postgres_locks.locked_by(
-                conn, self.schema, self._sql_tables_free, self._sql_lock_holders, self._sql_row_holders
+                conn, self.schema, self._sql_tables_free, self._sql_lock_holders, self._sql_blockers
             )
         if locked is not None:
             return locked, None

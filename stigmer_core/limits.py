@@ -44,6 +44,7 @@ ENV = {
     "max_list_skipped": "STIGMER_MAX_LIST_SKIPPED",
     "max_org_bytes": "STIGMER_MAX_ORG_BYTES",
     "max_org_objects": "STIGMER_MAX_ORG_OBJECTS",
+    "max_versions_per_object": "STIGMER_MAX_VERSIONS_PER_OBJECT",
 }
 
 UNBOUNDED_BY_ZERO = frozenset({"max_org_bytes", "max_org_objects"})
@@ -109,6 +110,13 @@ class Limits:
     history of sessions and executions (a run is two or three objects), which the org can
     delete when it nears the limit; at a typical 1-2 KB an object it is also about where the
     byte limit binds. 0: no limit."""
+    max_versions_per_object: int = 10_000
+    """Versions one object of a versioned kind keeps (a skill's contents). Its delete, a
+    cascade's included, clears every one in its write, as many keys as a cascade of that
+    many objects; without a bound, one editor pushing small changes in a loop made an object
+    whose delete held every org's writes on a team server for minutes. Ten thousand is a
+    version a working day for decades; past it a write that would make another is refused,
+    and one that returns to a content the object already had still goes through."""
 
     def __attrs_post_init__(self) -> None:
         for name in ENV:

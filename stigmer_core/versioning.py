@@ -28,6 +28,7 @@ so that its bytes count in the object's org's usage (``kinds/usage.py``), per ob
     ver/<key_prefix>/<object_id>/n/<revision:8>    hash of the version first made at that revision
     ver/<key_prefix>/<object_id>/t/<tag>           hash the tag names now
     ver/<key_prefix>/<object_id>/b/<sha256>        a blob, by the SHA-256 of its bytes
+    ver/<key_prefix>/<object_id>/c                 how many versions it keeps (max_versions_per_object)
 
 Listing versions scans one object's ``n/`` range; resolving a tag or a hash
 is one key read; deleting an object clears one object's range. None of it
@@ -45,8 +46,9 @@ from typing import Any, cast
 import attrs
 from google.protobuf.message import Message
 
-from stigmer_core import InvalidArgument, NotFound, Phase, RequestContext, Step
+from stigmer_core import InvalidArgument, NotFound, Phase, RequestContext, ResourceExhausted, Step
 from stigmer_core.kinds.runtime import KindRuntime
+from stigmer_core.limits import ENV
 from stigmer_core.pipeline.step import FunctionStep
 from stigmer_core.pipeline.steps import ENTRY_OVERHEAD, RESOLVE_VERSION, TOKEN_ROOM, page_tokens
 from stigmer_core.store import keys
@@ -77,6 +79,32 @@ def _tag_key(base: bytes, tag: str) -> bytes:
 
 def _blob_key(base: bytes, digest: str) -> bytes:
     return base + b"b/" + digest.encode()
+
+
+def _count_key(base: bytes) -> bytes:
+    """How many versions the object keeps (8 bytes): checking the limit reads one key, not the
+    object's ``n/`` range."""
+    return base + b"c"
+
+
+def _versions_made(ctx: RequestContext, base: bytes, meta: Any) -> int:
+    """The count of the object's versions with the one being made, refused past
+    ``Limits.max_versions_per_object``. An object versioned before the count was kept has its
+    ``n/`` range counted once, by its first new version."""
+    txn = ctx.store.txn
+    raw = txn.get(_count_key(base))
+    held = int.from_bytes(raw, "big") if raw is not None else sum(1 for _ in txn.scan(base + b"n/"))
+    limit = ctx.registry.limits.max_versions_per_object
+    if held >= limit:
+        raise ResourceExhausted(
+            f"{ctx.kind.label} '{meta.slug}' keeps {held:,} versions, the most one object may keep "
+            f"(max_versions_per_object, {ENV['max_versions_per_object']}), and this content would make "
+            "another; a write returning to one of its versions' content still goes through; keep this "
+            "content under a new name, or have the server's operator raise the limit",
+            reason="VERSION_LIMIT",
+            metadata={"kind": ctx.kind.name, "id": meta.id, "limit": limit, "setting": ENV["max_versions_per_object"]},
+        )
+    return held + 1
 
 
 def _no_tag(_: Message) -> str:
@@ -186,7 +214,9 @@ class Versioning:
         base = object_range(ctx.kind.key_prefix, meta.id)
         keep = ctx.store.keep  # counted in the org's usage, as the object is (kinds/usage.py)
         if keep(meta.org, _hash_key(base, write.digest), obj.SerializeToString()) is None:
+            made = _versions_made(ctx, base, meta)
             keep(meta.org, base + b"n/" + txn.write_revision().to_bytes(8, "big"), write.digest.encode())
+            keep(meta.org, _count_key(base), made.to_bytes(8, "big"))
         if write.tag:
             keep(meta.org, _tag_key(base, write.tag), write.digest.encode())
 

@@ -1774,7 +1774,8 @@ def test_calls_waiting_on_a_database_that_stops_answering_are_given_up_with_its_
         for caller, _ in calls.values():
             caller.join(timeout=40)
         told = {name: raised for name, (_, raised) in calls.items()}
-        assert frozen_still, told  # answered while the database still answered nothing
+        # answered while the database still answered nothing
+        assert frozen_still, (told, pids, seen, store._waits.limit, store.pool_stats(), waited)
         assert waited < 8, waited  # the health timeout (1.5 s) and a poll or two; not 35 s
         assert seen[:1] == [False], seen
         for name, raised in told.items():

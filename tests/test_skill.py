@@ -305,12 +305,12 @@ def test_rejected_push_stores_nothing_and_delete_clears_every_version(
     assert raw_keys(stigmer_app.store) == before
 
     mine = f"ver/skills/{skill.metadata.id}/".encode()
-    assert len(raw_keys(stigmer_app.store, mine)) == 7  # 2 versions, 2 order entries, 2 tags, 1 blob
+    assert len(raw_keys(stigmer_app.store, mine)) == 8  # 2 versions, 2 order entries, 2 tags, 1 blob, the count
     skills.commands.delete(skill_pb2.SkillId(value=skill.metadata.id), timeout=10)
     assert raw_keys(stigmer_app.store, mine) == []
     families = key_families(stigmer_app.store)
     assert families["o/skills"] == families["s/skills"] == 1
-    assert families["ver/skills"] == 3  # the other skill's version, order entry and tag
+    assert families["ver/skills"] == 4  # the other skill's version, order entry, tag and count
     assert skills.resolve("t", slug="keep") == keep
 
 

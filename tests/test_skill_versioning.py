@@ -11,10 +11,11 @@ import attrs
 import grpc
 import pytest
 
-from stigmer_core import Application, CustomOperation, KindDeclaration, hookimpl
+from stigmer_core import Application, CustomOperation, KindDeclaration, ResourceExhausted, hookimpl
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
+from stigmer_core.status import from_rpc_error
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.plugins import plugin_manager
 from stigmer_core.store import open_store
@@ -108,3 +109,40 @@ def test_a_cascading_delete_clears_an_owned_objects_versions(widgets: tuple[Appl
     agents.delete(owner.metadata.id)  # the widget goes with its owner, and so do its versions
     assert raw_keys(app.store, b"ver/") == []
     assert raw_keys(app.store, b"o/widgets/") == []
+
+
+def test_an_object_keeps_at_most_max_versions_per_object_and_its_delete_clears_the_count(
+    tmp_path: Path, stigmer_store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editor pushing small changes in a loop made a skill with unbounded versions, whose
+    delete cleared them all in one write, with every org's writes waiting on a team server."""
+    monkeypatch.setenv("STIGMER_MAX_VERSIONS_PER_OBJECT", "3")
+    pm = plugin_manager(plugins=[VersionedWidgets()])
+    app = Application(build_registry(pm), open_store(stigmer_store or tmp_path, durable=False), pm)
+    try:
+        client = KindClient(app.channel(), app.registry.kind("Widget"))
+        made = [client.apply(_widget(*parts)) for parts in (["cog"], ["cog", "axle"], ["axle"])]
+        base = b"ver/widgets/" + made[0].metadata.id.encode() + b"/"
+        with pytest.raises(grpc.RpcError) as refused:
+            client.apply(_widget("spring"))
+        error = from_rpc_error(refused.value)
+        assert isinstance(error, ResourceExhausted) and error.reason == "VERSION_LIMIT", refused.value.details()
+        assert "keeps 3 versions" in str(refused.value.details()), refused.value.details()
+        assert error.metadata["setting"] == "STIGMER_MAX_VERSIONS_PER_OBJECT", error.metadata
+        assert client.get(made[0].metadata.id) == made[2]  # nothing of the refused write is stored
+        back = client.apply(_widget("cog"))  # a content it already had: no new version, so it fits
+        assert back.metadata.version.id == made[0].metadata.version.id
+        with app.store.read() as txn:
+            assert txn.get(base + b"c") == (3).to_bytes(8, "big")
+        # a store versioned before the count was kept: the n/ range is counted once, by the next version
+        app.store.transact(lambda txn: txn.delete(base + b"c"))
+        with pytest.raises(grpc.RpcError) as refused:
+            client.apply(_widget("spring"))
+        assert from_rpc_error(refused.value).reason == "VERSION_LIMIT"  # type: ignore[attr-defined]
+        client.delete(made[0].metadata.id)
+        assert raw_keys(app.store, b"ver/") == []
+        again = client.apply(_widget("spring"))  # a new object of the name starts its own count
+        with app.store.read() as txn:
+            assert txn.get(b"ver/widgets/" + again.metadata.id.encode() + b"/c") == (1).to_bytes(8, "big")
+    finally:
+        app.close()

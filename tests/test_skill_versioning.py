@@ -15,9 +15,9 @@ from stigmer_core import Application, CustomOperation, KindDeclaration, Resource
 from stigmer_core.api.commons.apiresource.v1 import metadata_pb2
 from stigmer_core.kind_client import KindClient
 from stigmer_core.kinds.registry import build_registry
-from stigmer_core.status import from_rpc_error
 from stigmer_core.pipeline import steps as standard
 from stigmer_core.plugins import plugin_manager
+from stigmer_core.status import from_rpc_error
 from stigmer_core.store import open_store
 from stigmer_core.testing.inspect import raw_keys
 from stigmer_core.versioning import Versioning, frame, merge_steps, versions_of

@@ -206,7 +206,9 @@ def _watch_latency(url: str, stub: Any, count: int) -> Measurement:
     return Measurement.of("watch.wake.cross_daemon", latencies, sum(latencies), 0.0)
 
 
-def _watch_across(watched: grpc.Channel, writer: Any, count: int, name: str = "watch.event.cross_daemon") -> Measurement:
+def _watch_across(
+    watched: grpc.Channel, writer: Any, count: int, name: str = "watch.event.cross_daemon"
+) -> Measurement:
     """From a create's answer on one daemon to its ADDED event arriving on a watch opened on the other.
 
     A negative gap (the event came first: the NOTIFY left with the commit,
@@ -265,7 +267,9 @@ def _h2load_gets(first: str, second: str, query: Any, object_id: str, *, quick: 
                     in_flight=IN_FLIGHT, seconds=1.0 if quick else 5.0,
                 )
             )  # fmt: skip
-            rounds[name].append(measured if busy is None else measured.with_counters(busy_core_seconds=busy * measured.seconds))
+            rounds[name].append(
+                measured if busy is None else measured.with_counters(busy_core_seconds=busy * measured.seconds)
+            )
     return {name: Measurement.merge(found) for name, found in rounds.items()}
 
 
@@ -290,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trips = round_trips.per_create(base)
         owned = 50 if args.quick else round_trips.OWNED
         cascade = round_trips.per_cascade_delete(base, owned)
+        refused = round_trips.refused_cascade_delete(base, owned, owned // 2)
         raw = _Raw(base)
         keys_ = raw.seed(200)
         rows["raw.create.serial"] = _serial("raw.create.serial", raw.create, budget)
@@ -355,7 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "create.1d.c32 / raw.create.t32": ratio("create.1d.c32", "raw.create.t32"),
         "create.1d.serial / raw.create.serial": ratio("create.1d.serial", "raw.create.serial"),
         "get.2d.c32 / get.1d.c32": ratio("get.2d.c32", "get.1d.c32"),
-        **({"h2load.get.2d / h2load.get.1d": ratio("h2load.get.2d", "h2load.get.1d")} if "h2load.get.1d" in rows else {}),
+        **(
+            {"h2load.get.2d / h2load.get.1d": ratio("h2load.get.2d", "h2load.get.1d")}
+            if "h2load.get.1d" in rows
+            else {}
+        ),
         "get.1d.c32 / raw.get.t32": ratio("get.1d.c32", "raw.get.t32"),
         "list100.1d.serial / raw.page100.serial": ratio("list100.1d.serial", "raw.page100.serial"),
         "list100.2d.c32 / list100.1d.c32": ratio("list100.2d.c32", "list100.1d.c32"),
@@ -372,6 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"cascade delete, per object removed ({owned} sessions):          {cascade['round_trips']:.1f} round trips"
         f" ({cascade['statements']:.1f} statements), each with every writer of the schema waiting"
+    )
+    print(
+        f"cascade delete refused for its size ({owned} sessions, limit {owned // 2}):  {refused['round_trips']:.0f} round trips"
+        " in all"
     )
     print(
         f"create, 32 in flight, 1 daemon / raw psycopg (32 threads): {ratios['create.1d.c32 / raw.create.t32']:.2f}x  (target >= 0.6)"
@@ -398,14 +411,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"list page of 100, 1 daemon / raw psycopg page:              {ratios['list100.1d.serial / raw.page100.serial']:.2f}x"
     )
-    print(f"list page of 100, 32 in flight: 2 daemons / 1 daemon:      {ratios['list100.2d.c32 / list100.1d.c32']:.2f}x")
+    print(
+        f"list page of 100, 32 in flight: 2 daemons / 1 daemon:      {ratios['list100.2d.c32 / list100.1d.c32']:.2f}x"
+    )
     print(
         f"watch event, created on B, arrived on A's stream:          p50 {event.p50_ms:.2f} ms  p99 {event.p99_ms:.2f} ms  (target p50 <= 10)"
     )
-    for engine_ratio in ("create.1d.c32 / lmdb.create.c32", "get.1d.c32 / lmdb.get.c32", "list100.1d.serial / lmdb.list100.serial"):
+    for engine_ratio in (
+        "create.1d.c32 / lmdb.create.c32",
+        "get.1d.c32 / lmdb.get.c32",
+        "list100.1d.serial / lmdb.list100.serial",
+    ):
         print(f"PostgreSQL / LMDB daemon, {engine_ratio.split(' / ')[0]:<38} {ratios[engine_ratio]:.2f}x")
     embedded_watch = rows["lmdb.watch.event"]
-    print(f"watch event on one LMDB daemon:                             p50 {embedded_watch.p50_ms:.2f} ms  p99 {embedded_watch.p99_ms:.2f} ms")
+    print(
+        f"watch event on one LMDB daemon:                             p50 {embedded_watch.p50_ms:.2f} ms  p99 {embedded_watch.p99_ms:.2f} ms"
+    )
     print(
         f"watch wake-up across daemons (store level):                 p50 {wake.p50_ms:.2f} ms  p99 {wake.p99_ms:.2f} ms"
     )
@@ -418,13 +439,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "calls_per_s": m.calls_per_s,
                     "p50_ms": m.p50_ms,
                     "p99_ms": m.p99_ms,
-                    **({"busy_cores": m.counters["busy_core_seconds"] / m.seconds} if "busy_core_seconds" in m.counters else {}),
+                    **(
+                        {"busy_cores": m.counters["busy_core_seconds"] / m.seconds}
+                        if "busy_core_seconds" in m.counters
+                        else {}
+                    ),
                 }
                 for name, m in rows.items()
             },
             "ratios": ratios,
             "create_round_trips": trips,
             "cascade_delete_round_trips": cascade,
+            "refused_cascade_delete_round_trips": refused,
         }
         args.json.write_text(json.dumps(doc, indent=2))
     return 0

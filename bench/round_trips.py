@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import psycopg
 
 from stigmer_core import Application
@@ -68,9 +69,10 @@ def per_create(base_url: str) -> dict[str, float]:
     schema of its own, dropped afterwards."""
     url = postgres.with_schema(base_url, f"trips_{uuid.uuid4().hex[:8]}")
     try:
-        with tempfile.TemporaryDirectory(prefix="stigmer-bench-") as data, Application.open(
-            data, store=url, durable=False
-        ) as app:
+        with (
+            tempfile.TemporaryDirectory(prefix="stigmer-bench-") as data,
+            Application.open(data, store=url, durable=False) as app,
+        ):
             command = agent_grpc.AgentCommandControllerStub(app.channel())
 
             def create(i: int) -> None:
@@ -91,7 +93,9 @@ OWNED = 200
 """Sessions under the agent whose delete is counted."""
 
 
-def per_cascade_delete(base_url: str, owned: int = OWNED) -> dict[str, float]:
+def per_cascade_delete(
+    base_url: str, owned: int = OWNED, *, limits: Any = None, refused: bool = False
+) -> dict[str, float]:
     """``round_trips`` and ``statements`` per object of a cascade delete (an agent, its default
     instance and ``owned`` sessions under it), on a schema of its own, dropped afterwards: the
     revision lock is held for all of them, so every other org's writes wait that long."""
@@ -100,9 +104,10 @@ def per_cascade_delete(base_url: str, owned: int = OWNED) -> dict[str, float]:
 
     url = postgres.with_schema(base_url, f"trips_{uuid.uuid4().hex[:8]}")
     try:
-        with tempfile.TemporaryDirectory(prefix="stigmer-bench-") as data, Application.open(
-            data, store=url, durable=False
-        ) as app:
+        with (
+            tempfile.TemporaryDirectory(prefix="stigmer-bench-") as data,
+            Application.open(data, store=url, durable=False) as app,
+        ):
             agents = KindClient(app.channel(), agent_pb2.Agent, timeout=120)
             sessions = KindClient(app.channel(), session_pb2.Session, timeout=120)
 
@@ -118,8 +123,26 @@ def per_cascade_delete(base_url: str, owned: int = OWNED) -> dict[str, float]:
 
             warm, counted = tree("warm"), tree("counted")
             agents.delete(warm)  # psycopg prepares a statement on its fifth use
+            if limits is not None:
+                app.registry.limits = limits
             with _counting(threading.get_ident()) as seen:
-                agents.delete(counted)
+                try:
+                    agents.delete(counted)
+                except grpc.RpcError as error:
+                    if not refused or error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                        raise
+                else:
+                    if refused:
+                        raise AssertionError("the delete was not refused")
     finally:
         postgres.drop_schema(url)
-    return {name: count / (owned + 2) for name, count in seen.items()}
+    return {name: count / (1 if refused else owned + 2) for name, count in seen.items()}
+
+
+def refused_cascade_delete(base_url: str, owned: int = OWNED, limit: int = OWNED // 2) -> dict[str, float]:
+    """``round_trips`` and ``statements`` of one delete refused for its tree's size (an agent, its
+    default instance and ``owned`` sessions, past a ``max_objects_per_write`` of ``limit``): it
+    holds the revision lock as a real delete does, and a refused one is free to repeat."""
+    from stigmer_core.limits import Limits
+
+    return per_cascade_delete(base_url, owned, limits=Limits(max_objects_per_write=limit), refused=True)

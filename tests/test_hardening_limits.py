@@ -472,6 +472,31 @@ def test_a_cascade_larger_than_one_write_is_refused_before_anything_is_deleted(
     assert_serving(channel, app)
 
 
+def test_a_cascade_counts_an_object_with_two_owners_in_the_tree_once(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """The walk reads no more owned entries than the limit leaves room for; entries naming an
+    object found already (owned twice in the tree) do not count it twice."""
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    root = kinds.environment("root", {})
+    middle = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name="middle"))
+    middle.metadata.owner_references.add(kind="Environment", id=root.metadata.id)
+    middle = kinds.environments.create(middle)
+    for name in ("b", "c"):  # owned by the root and by the middle one
+        both = environment_pb2.Environment(metadata=metadata_pb2.ApiResourceMetadata(name=name))
+        both.metadata.owner_references.add(kind="Environment", id=root.metadata.id)
+        both.metadata.owner_references.add(kind="Environment", id=middle.metadata.id)
+        kinds.environments.create(both)
+    app.registry.limits = Limits(max_objects_per_write=3)
+    error = fails(PRECONDITION, lambda: kinds.environments.delete(root.metadata.id))
+    assert "would delete more than 3 objects" in error.details(), error.details()
+    app.registry.limits = Limits(max_objects_per_write=4)  # four objects, each counted once
+    kinds.environments.delete(root.metadata.id)
+    assert raw_keys(app.store, b"o/environments/") == []
+    assert_serving(channel, app)
+
+
 def test_a_realistic_cascade_past_the_default_limit_is_refused(served: tuple[Application, grpc.Channel]) -> None:
     """The default limit, at its real size: one environment owning 10,001 others."""
     app, channel = served

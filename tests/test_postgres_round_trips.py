@@ -28,3 +28,15 @@ def test_a_cascade_delete_reads_each_object_three_times_and_sends_its_removals_t
 ) -> None:
     counted = round_trips.per_cascade_delete(stigmer_postgres_url)
     assert counted["round_trips"] <= CASCADE_ROUND_TRIPS, counted
+
+
+REFUSED_ROUND_TRIPS = 8
+"""A delete refused for its tree's size: the lock, the root, its instance and one bounded read of
+the instance's owned entries. It read every object up to the limit first (here a round trip per
+session, about a hundred; ten thousand at the default limit), holding every org's writes, and
+was free to repeat."""
+
+
+def test_a_delete_refused_for_its_trees_size_reads_no_more_than_the_limit_allows(stigmer_postgres_url: str) -> None:
+    counted = round_trips.refused_cascade_delete(stigmer_postgres_url)
+    assert counted["round_trips"] <= REFUSED_ROUND_TRIPS, counted

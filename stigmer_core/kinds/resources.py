@@ -50,7 +50,6 @@ def _now() -> Timestamp:
     return Timestamp(seconds=seconds, nanos=nanos)
 
 
-
 def taken_elsewhere(kind: KindRuntime, object_id: str, org: str) -> errors.NotFound:
     """The refusal of an id another org's object holds (ids are unique across orgs): whose it
     is, or what it is, is not told; only that it cannot be used here."""
@@ -193,7 +192,11 @@ class Resources:
 
     def hidden(self, kind: KindRuntime, object_id: str) -> bool:
         """Whether ``object_id`` names an object this caller may not see (it is answered as not found)."""
-        return self._caller is not None and self.get(kind, object_id) is None and self._get_any(kind, object_id) is not None
+        return (
+            self._caller is not None
+            and self.get(kind, object_id) is None
+            and self._get_any(kind, object_id) is not None
+        )
 
     def _get_any(self, kind: KindRuntime, object_id: str) -> Message | None:
         """Whatever org the object is in: for checks that must not miss one (referrers)."""
@@ -219,7 +222,8 @@ class Resources:
         found = None if object_id is None else self.get(kind, object_id)
         if found is None:
             raise errors.NotFound(
-                f"{kind.label} '{slug}' not found in org '{org}'", metadata={"kind": kind.name, "slug": slug, "org": org}
+                f"{kind.label} '{slug}' not found in org '{org}'",
+                metadata={"kind": kind.name, "slug": slug, "org": org},
             )
         return found
 
@@ -235,14 +239,15 @@ class Resources:
         return [(kind, object_id) for _, kind, object_id in self._owned_entries(owner_id) if kind is not None]
 
     def _owned_entries(
-        self, owner_id: str, scanned: dict[bytes, list[bytes]] | None = None
+        self, owner_id: str, scanned: dict[bytes, list[bytes]] | None = None, first: int = 0
     ) -> list[tuple[str, KindRuntime | None, str]]:
         """(key prefix, kind or None when no installed plugin serves it, id) of what ``owner_id`` owns;
-        ``scanned`` keeps the entries' keys by prefix, for a delete to remove without reading them again."""
+        ``scanned`` keeps the entries' keys by prefix, for a delete to remove without reading them
+        again; ``first``: at most so many (0: all), kept in ``scanned`` only when they are all."""
         prefix = keys.owned_prefix(owner_id)
         found = []
-        entries = list(self.txn.scan(prefix))
-        if scanned is not None:
+        entries = list(self.txn.scan(prefix, first=first))
+        if scanned is not None and not (first and len(entries) >= first):
             scanned[prefix] = [key for key, _ in entries]
         for key, _ in entries:
             key_prefix, _, object_id = key[len(prefix) :].decode().rpartition("/")
@@ -446,29 +451,37 @@ class Resources:
         larger than one write may delete (``Limits.max_objects_per_write``)
         is refused as soon as the walk finds it, before anything is deleted;
         so is one holding objects of a kind no installed plugin serves,
-        whose indexes could not be removed with them.
+        whose indexes could not be removed with them. The ids the owned
+        entries name are counted before the objects are read, and no more
+        entries are read than the limit leaves room for: a refused delete
+        was free to repeat, and on a team server each one held every org's
+        writes while it read the whole tree (an agent with a million
+        sessions, a million entries).
         """
         limit = self.registry.limits.max_objects_per_write
         org = obj.metadata.org  # type: ignore[attr-defined]
         root = f"{kind.label} '{obj.metadata.slug}'"  # type: ignore[attr-defined]
         tree: list[tuple[KindRuntime, Message]] = []
-        seen: set[str] = set()
+        found = {obj.metadata.id}  # type: ignore[attr-defined]  # every id named so far, read or not
         pending = deque([(kind, obj)])
         while pending:
             node_kind, node = pending.popleft()
-            node_id = node.metadata.id  # type: ignore[attr-defined]
-            if node_id in seen:
-                continue
-            seen.add(node_id)
             tree.append((node_kind, node))
-            if len(tree) > limit:
+            node_id = node.metadata.id  # type: ignore[attr-defined]
+            room = limit - len(found)
+            owned = self._owned_entries(node_id, scanned, first=room + 1)
+            named = {child_id for _, _, child_id in owned} - found
+            if len(named) > room or (len(owned) > room and self._more_owned(node_id, owned, found, room)):
                 raise errors.FailedPrecondition(
                     f"deleting {root} would delete more than {limit} objects, itself and what it owns, more "
                     "than one write may change (max_objects_per_write); delete some of what it owns first",
                     reason="WRITE_TOO_LARGE",
                     metadata={"limit": limit, "setting": ENV["max_objects_per_write"]},
                 )
-            owned = self._owned_entries(node_id, scanned)
+            if len(owned) > room:  # read in part (some named twice): the whole range, for its removal
+                owned = self._owned_entries(node_id, scanned)
+            owned = [entry for entry in owned if entry[2] not in found]
+            found.update(child_id for _, _, child_id in owned)
             if len(owned) > 1:  # read together: on a database, one round trip for the lot, not one each
                 self.txn.get_many([child.object_key(child_id) for _, child, child_id in owned if child is not None])
             for key_prefix, child_kind, child_id in owned:
@@ -481,6 +494,19 @@ class Resources:
                 if child is not None and child.metadata.org == org:  # type: ignore[attr-defined]
                     pending.append((child_kind, child))
         return tree
+
+    def _more_owned(
+        self, owner_id: str, first: list[tuple[str, KindRuntime | None, str]], found: set[str], room: int
+    ) -> bool:
+        """Whether ``owner_id`` owns more than ``room`` objects not ``found`` yet, when its first
+        ``room + 1`` entries named some found already (an object with two owners in the tree)."""
+        named = {child_id for _, _, child_id in first} - found
+        for _, _, child_id in self._owned_entries(owner_id)[len(first) :]:
+            if child_id not in found:
+                named.add(child_id)
+                if len(named) > room:
+                    return True
+        return False
 
     def _check_release(self, kind: KindRuntime) -> None:
         """Refuse a write of a kind another daemon has reconciled to another release since this
@@ -549,7 +575,8 @@ class Resources:
                 raise errors.InvalidArgument.field(f"metadata.owner_references[{i}].id", "names the object itself")
             if ref.id in seen:
                 raise errors.InvalidArgument.field(
-                    f"metadata.owner_references[{i}]", f"names the owner metadata.owner_references[{seen[ref.id]}] names"
+                    f"metadata.owner_references[{i}]",
+                    f"names the owner metadata.owner_references[{seen[ref.id]}] names",
                 )
             seen[ref.id] = i
             owner_kind = self.registry.find(ref.kind)
@@ -787,9 +814,7 @@ class Resources:
             discard(key)
         self._event(kind, DELETED, obj, obj.SerializeToString())
 
-    def create(
-        self, kind: KindRuntime, obj: Message, *, org: str, principal: str, fallback_slug: str = ""
-    ) -> Message:
+    def create(self, kind: KindRuntime, obj: Message, *, org: str, principal: str, fallback_slug: str = "") -> Message:
         """Create an object of any kind from inside another kind's step.
 
         The same checks and stamping as the create pipeline, minus the

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from stigmer_core.store.protocol import scan_each, sizes_each
+
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -75,6 +77,12 @@ class _Reader:
             return None if row is None else str(row[0]).encode()
         row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def scan_many(self, prefixes: Sequence[bytes], *, first: int = 0) -> list[tuple[bytes, bytes]]:
+        return scan_each(self, prefixes, first)
+
+    def sizes_under(self, prefixes: Sequence[bytes]) -> list[tuple[bytes, int]]:
+        return sizes_each(self, prefixes)
 
     def scan(self, prefix: bytes, *, after: bytes = b"", first: int = 0) -> Iterator[tuple[bytes, bytes]]:
         area, parts = _split(prefix)

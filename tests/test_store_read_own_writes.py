@@ -93,3 +93,25 @@ def test_get_many_answers_as_gets_would_in_order_with_repeats(engine: OpenStore)
     assert none == []
     with store.read() as txn:
         assert txn.get_many([b"k/b", b"k/c", b"k/later", b"k/b"]) == [b"put b", None, b"now", b"put b"]
+
+
+def test_scan_many_and_sizes_under_answer_as_scans_would_in_the_prefixes_order(engine: OpenStore) -> None:
+    store = engine()
+    stored = {b"r/a/1": b"x", b"r/a/2": b"yy", b"r/b/1": b"", b"r/c/1": b"zzz", b"r/ab/1": b"not under r/a/"}
+    store.transact(lambda txn: [txn.put(key, value) for key, value in stored.items()])
+    prefixes = [b"r/c/", b"r/a/", b"r/none/"]
+
+    def write(txn: WriteTxn) -> list[object]:
+        txn.put(b"r/a/3", b"held")  # held back on PostgreSQL: sent before the read
+        txn.discard(b"r/c/1")
+        return [txn.scan_many(prefixes), txn.scan_many(prefixes, first=1), txn.sizes_under(prefixes)]
+
+    many, first, sizes = store.transact(write)
+    assert many == [(b"r/a/1", b"x"), (b"r/a/2", b"yy"), (b"r/a/3", b"held")]
+    assert first == [(b"r/a/1", b"x")]
+    assert sizes == [(b"r/a/1", 1), (b"r/a/2", 2), (b"r/a/3", 4)]
+    with store.read() as txn:
+        assert txn.scan_many([b"r/c/", b"r/b/"]) == [(b"r/b/1", b"")]
+        assert txn.scan_many([b"r/b/", b"r/a/"], first=2) == [(b"r/b/1", b""), (b"r/a/1", b"x"), (b"r/a/2", b"yy")]
+        assert txn.sizes_under([]) == txn.scan_many([]) == []
+        assert txn.scan_many([b"r/c/", b"r/b/"]) == [entry for p in (b"r/c/", b"r/b/") for entry in txn.scan(p)]

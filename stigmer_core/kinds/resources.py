@@ -10,7 +10,6 @@ together with the object, in the caller's transaction.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -37,6 +36,10 @@ T = TypeVar("T")
 CREATED = event_pb2.RESOURCE_EVENT_TYPE_CREATED
 UPDATED = event_pb2.RESOURCE_EVENT_TYPE_UPDATED
 DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
+
+_READ_TOGETHER = 256
+"""Objects whose entries a delete reads in one statement: a level of its tree in a few round trips,
+each bounded (with the room the limit leaves, what one statement may read before a refusal)."""
 
 _Event = tuple[int, str, str, str, bytes, "list[bytes] | None"]
 """type, kind, id, org, the object as stored, the index keys it had before (a filtered watch needs them)."""
@@ -239,15 +242,14 @@ class Resources:
         return [(kind, object_id) for _, kind, object_id in self._owned_entries(owner_id) if kind is not None]
 
     def _owned_entries(
-        self, owner_id: str, scanned: dict[bytes, list[bytes]] | None = None, first: int = 0
+        self, owner_id: str, scanned: dict[bytes, list[bytes]] | None = None
     ) -> list[tuple[str, KindRuntime | None, str]]:
         """(key prefix, kind or None when no installed plugin serves it, id) of what ``owner_id`` owns;
-        ``scanned`` keeps the entries' keys by prefix, for a delete to remove without reading them
-        again; ``first``: at most so many (0: all), kept in ``scanned`` only when they are all."""
+        ``scanned`` keeps the entries' keys by prefix, for a delete to remove without reading them again."""
         prefix = keys.owned_prefix(owner_id)
         found = []
-        entries = list(self.txn.scan(prefix, first=first))
-        if scanned is not None and not (first and len(entries) >= first):
+        entries = list(self.txn.scan(prefix))
+        if scanned is not None:
             scanned[prefix] = [key for key, _ in entries]
         for key, _ in entries:
             key_prefix, _, object_id = key[len(prefix) :].decode().rpartition("/")
@@ -387,17 +389,20 @@ class Resources:
         obj: Message,
         inside: frozenset[str] = frozenset(),
         scanned: dict[bytes, list[bytes]] | None = None,
+        entries: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         """Refuse to delete what is still referenced.
 
         A referrer whose reference declares ``live`` blocks while it is live,
         even when the same cascade would delete it (a running execution must
         not vanish with its session); one without blocks unless it is itself
-        among the objects being deleted (``inside``). ``scanned``: as ``_owned_entries``'.
+        among the objects being deleted (``inside``). ``scanned``: as ``_owned_entries``';
+        ``entries``: the object's referrer entries, read already (``remove`` reads a tree's together).
         """
         meta = obj.metadata  # type: ignore[attr-defined]
         prefix = keys.referrer_prefix(meta.id)
-        entries = list(self.txn.scan(prefix))
+        if entries is None:
+            entries = list(self.txn.scan(prefix))
         if scanned is not None:
             scanned[prefix] = [key for key, _ in entries]
         for key, field in entries:
@@ -451,62 +456,80 @@ class Resources:
         larger than one write may delete (``Limits.max_objects_per_write``)
         is refused as soon as the walk finds it, before anything is deleted;
         so is one holding objects of a kind no installed plugin serves,
-        whose indexes could not be removed with them. The ids the owned
-        entries name are counted before the objects are read, and no more
-        entries are read than the limit leaves room for: a refused delete
-        was free to repeat, and on a team server each one held every org's
-        writes while it read the whole tree (an agent with a million
-        sessions, a million entries).
+        whose indexes could not be removed with them.
+
+        The walk goes a level at a time: what a level's objects own is read
+        together (``ReadTxn.scan_many``), then those objects (``get_many``),
+        a few round trips a level on a database rather than two an object,
+        each with every other writer waiting. The ids the entries name are
+        counted before their objects are read, and no owner's entries are
+        read past what the limit leaves room for: a refused delete was free
+        to repeat, and read every object up to the limit first.
         """
         limit = self.registry.limits.max_objects_per_write
         org = obj.metadata.org  # type: ignore[attr-defined]
         root = f"{kind.label} '{obj.metadata.slug}'"  # type: ignore[attr-defined]
         tree: list[tuple[KindRuntime, Message]] = []
         found = {obj.metadata.id}  # type: ignore[attr-defined]  # every id named so far, read or not
-        pending = deque([(kind, obj)])
-        while pending:
-            node_kind, node = pending.popleft()
-            tree.append((node_kind, node))
-            node_id = node.metadata.id  # type: ignore[attr-defined]
-            room = limit - len(found)
-            owned = self._owned_entries(node_id, scanned, first=room + 1)
-            named = {child_id for _, _, child_id in owned} - found
-            if len(named) > room or (len(owned) > room and self._more_owned(node_id, owned, found, room)):
-                raise errors.FailedPrecondition(
-                    f"deleting {root} would delete more than {limit} objects, itself and what it owns, more "
-                    "than one write may change (max_objects_per_write); delete some of what it owns first",
-                    reason="WRITE_TOO_LARGE",
-                    metadata={"limit": limit, "setting": ENV["max_objects_per_write"]},
-                )
-            if len(owned) > room:  # read in part (some named twice): the whole range, for its removal
-                owned = self._owned_entries(node_id, scanned)
-            owned = [entry for entry in owned if entry[2] not in found]
-            found.update(child_id for _, _, child_id in owned)
-            if len(owned) > 1:  # read together: on a database, one round trip for the lot, not one each
-                self.txn.get_many([child.object_key(child_id) for _, child, child_id in owned if child is not None])
-            for key_prefix, child_kind, child_id in owned:
-                if child_kind is None:
-                    raise errors.FailedPrecondition(
-                        f"{root} owns '{child_id}', an object stored under '{key_prefix}', a kind no "
-                        "installed plugin serves; reinstall that kind's plugin to delete it with its owner"
-                    )
-                child = self.get(child_kind, child_id)
-                if child is not None and child.metadata.org == org:  # type: ignore[attr-defined]
-                    pending.append((child_kind, child))
+        level: list[tuple[KindRuntime, Message]] = [(kind, obj)]
+        while level:
+            tree.extend(level)
+            below: list[tuple[KindRuntime, Message]] = []
+            for start in range(0, len(level), _READ_TOGETHER):
+                owners = [node.metadata.id for _, node in level[start : start + _READ_TOGETHER]]  # type: ignore[attr-defined]
+                owned = self._owned_within(owners, found, limit, root, scanned)
+                if len(owned) > 1:  # read together: on a database, one round trip for the lot, not one each
+                    self.txn.get_many([child.object_key(child_id) for _, child, child_id in owned if child is not None])
+                for key_prefix, child_kind, child_id in owned:
+                    if child_kind is None:
+                        raise errors.FailedPrecondition(
+                            f"{root} owns '{child_id}', an object stored under '{key_prefix}', a kind no "
+                            "installed plugin serves; reinstall that kind's plugin to delete it with its owner"
+                        )
+                    child = self.get(child_kind, child_id)
+                    if child is not None and child.metadata.org == org:  # type: ignore[attr-defined]
+                        below.append((child_kind, child))
+            level = below
         return tree
 
-    def _more_owned(
-        self, owner_id: str, first: list[tuple[str, KindRuntime | None, str]], found: set[str], room: int
-    ) -> bool:
-        """Whether ``owner_id`` owns more than ``room`` objects not ``found`` yet, when its first
-        ``room + 1`` entries named some found already (an object with two owners in the tree)."""
-        named = {child_id for _, _, child_id in first} - found
-        for _, _, child_id in self._owned_entries(owner_id)[len(first) :]:
-            if child_id not in found:
-                named.add(child_id)
-                if len(named) > room:
-                    return True
-        return False
+    def _owned_within(
+        self, owners: list[str], found: set[str], limit: int, root: str, scanned: dict[bytes, list[bytes]] | None
+    ) -> list[tuple[str, KindRuntime | None, str]]:
+        """What ``owners`` own that is not ``found`` yet (added to it), refused past ``limit`` in
+        all. Each owner's entries are read up to the room left and one more; an owner cut short
+        whose entries named objects found already (owned twice) is read whole again."""
+        room = limit - len(found)
+        prefixes = [keys.owned_prefix(owner) for owner in owners]
+        entries = self.txn.scan_many(prefixes, first=room + 1)
+        by_prefix: dict[bytes, list[bytes]] = {prefix: [] for prefix in prefixes}
+        at = 0
+        for key, _ in entries:  # in the prefixes' order
+            while not key.startswith(prefixes[at]):
+                at += 1
+            by_prefix[prefixes[at]].append(key)
+        cut = [prefix for prefix, held in by_prefix.items() if len(held) > room]
+        named = {key.rpartition(b"/")[2].decode() for key, _ in entries} - found
+        if len(named) <= room and cut:  # some named twice: read those owners whole, to know
+            for prefix in cut:
+                by_prefix[prefix] = [key for key, _ in self.txn.scan(prefix)]
+            named = {key.rpartition(b"/")[2].decode() for held in by_prefix.values() for key in held} - found
+        if len(named) > room:
+            raise errors.FailedPrecondition(
+                f"deleting {root} would delete more than {limit} objects, itself and what it owns, more "
+                "than one write may change (max_objects_per_write); delete some of what it owns first",
+                reason="WRITE_TOO_LARGE",
+                metadata={"limit": limit, "setting": ENV["max_objects_per_write"]},
+            )
+        owned: list[tuple[str, KindRuntime | None, str]] = []
+        for prefix, held in by_prefix.items():
+            if scanned is not None:
+                scanned[prefix] = held
+            for key in held:
+                key_prefix, _, object_id = key[len(prefix) :].decode().rpartition("/")
+                if object_id not in found:
+                    found.add(object_id)
+                    owned.append((key_prefix, self.registry.find_key_prefix(key_prefix), object_id))
+        return owned
 
     def _check_release(self, kind: KindRuntime) -> None:
         """Refuse a write of a kind another daemon has reconciled to another release since this
@@ -740,8 +763,9 @@ class Resources:
         inside = frozenset(node.metadata.id for _, node in tree)  # type: ignore[attr-defined]
         for node_kind, node in tree[1:]:  # the root is the rpc's own object, checked as its access says
             self._check_cascade(kind, node_kind, node)
+        referrers = self._referrers_of(tree)
         for node_kind, node in tree:
-            self.check_referrers(node_kind, node, inside, scanned)
+            self.check_referrers(node_kind, node, inside, scanned, referrers[node.metadata.id])  # type: ignore[attr-defined]
             guard = node_kind.decl.delete_guard
             if guard is None:
                 continue
@@ -753,15 +777,46 @@ class Resources:
                 _declared(node_kind, where, guard, self, node, inside)
             except errors.FailedPrecondition as refused:  # said as the owner's delete, which the caller asked for
                 raise _taken_along(kind, obj, node_kind, node, refused) from None
-        for node_kind, node in tree:  # read before anything is removed: no removal waits to be sent first
-            prefix = keys.version_prefix(node_kind.key_prefix, node.metadata.id)  # type: ignore[attr-defined]
-            found = scanned[prefix] = []
-            for key, value in self.txn.scan(prefix):
-                found.append(key)
-                self._sizes[key] = len(value)
+        # read before anything is removed: no removal waits to be sent first
+        for start in range(0, len(tree), _READ_TOGETHER):
+            prefixes = [
+                keys.version_prefix(node_kind.key_prefix, node.metadata.id)  # type: ignore[attr-defined]
+                for node_kind, node in tree[start : start + _READ_TOGETHER]
+            ]
+            for prefix in prefixes:
+                scanned[prefix] = []
+            at = 0
+            for key, size in self.txn.sizes_under(prefixes):  # in the prefixes' order
+                while not key.startswith(prefixes[at]):
+                    at += 1
+                scanned[prefixes[at]].append(key)
+                self._sizes[key] = size
         for node_kind, node in reversed(tree):  # what is owned goes first
             self._remove_one(node_kind, node, scanned)
         self.removed += tree
+
+    def _referrers_of(self, tree: list[tuple[KindRuntime, Message]]) -> dict[str, list[tuple[bytes, bytes]]]:
+        """Each object's referrer entries, by id, read a few hundred objects at a time, and the
+        referrers they name (``get_many``): ``check_referrers`` reads each one that may block."""
+        found: dict[str, list[tuple[bytes, bytes]]] = {}
+        for start in range(0, len(tree), _READ_TOGETHER):
+            ids = [node.metadata.id for _, node in tree[start : start + _READ_TOGETHER]]  # type: ignore[attr-defined]
+            prefixes = [keys.referrer_prefix(object_id) for object_id in ids]
+            for object_id in ids:
+                found[object_id] = []
+            at = 0
+            wanted = []
+            for key, value in self.txn.scan_many(prefixes):  # in the prefixes' order
+                while not key.startswith(prefixes[at]):
+                    at += 1
+                found[ids[at]].append((key, value))
+                key_prefix, _, referrer_id = key[len(prefixes[at]) :].decode().rpartition("/")
+                referrer_kind = self.registry.find_key_prefix(key_prefix)
+                if referrer_kind is not None:
+                    wanted.append(referrer_kind.object_key(referrer_id))
+            if len(wanted) > 1:
+                self.txn.get_many(wanted)
+        return found
 
     def _check_cascade(self, root: KindRuntime, kind: KindRuntime, obj: Message) -> None:
         """An owned object goes with its owner only if the caller may delete it by itself:

@@ -38,7 +38,7 @@ from stigmer_core import errors, forks
 from stigmer_core.store import keys
 from stigmer_core.store.event_shares import Changes, Share, ShareBook
 from stigmer_core.store.group_commit import GroupCommit, Pending
-from stigmer_core.store.protocol import EventLogStats, Handed
+from stigmer_core.store.protocol import EventLogStats, Handed, scan_each, sizes_each
 from stigmer_core.store.retention import PRUNE_PER_COMMIT, EventRetention
 
 T = TypeVar("T")
@@ -224,6 +224,12 @@ class _Reader:
     @property
     def revision(self) -> int:
         return _revision_of(self._txn)
+
+    def scan_many(self, prefixes: Sequence[bytes], *, first: int = 0) -> list[tuple[bytes, bytes]]:
+        return scan_each(self, prefixes, first)
+
+    def sizes_under(self, prefixes: Sequence[bytes]) -> list[tuple[bytes, int]]:
+        return sizes_each(self, prefixes)
 
     def scan(self, prefix: bytes, *, after: bytes = b"", first: int = 0) -> Iterator[tuple[bytes, bytes]]:
         cursor = self._txn.cursor()  # a cursor reads lazily: ``first`` changes nothing here

@@ -19,7 +19,7 @@ import psycopg_pool
 from stigmer_core.store import keys
 from stigmer_core.store.postgres_connection import NoAnswer
 from stigmer_core.store.postgres_settings import PostgresSettings
-from stigmer_core.store.protocol import SnapshotMoved
+from stigmer_core.store.protocol import SnapshotMoved, scan_each, sizes_each
 
 
 class ReaderStore(Protocol):
@@ -34,6 +34,8 @@ class ReaderStore(Protocol):
     _sql_get_many: bytes
     _sql_get_many_loose: bytes
     _sql_scans: dict[str, tuple[bytes, bytes]]
+    _sql_scan_many: bytes
+    _sql_sizes_under: bytes
     _sql_events: bytes
     _sql_oldest_event: bytes
     _sql_compacted: bytes
@@ -91,6 +93,20 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _plain_ranges(prefixes: Sequence[bytes]) -> list[bytes] | None:
+    """Each prefix's range end, when each is a range of the ``kv`` table alone (not the event log
+    or the revision, which live in tables of their own, and bounded above); else None."""
+    ends = []
+    for prefix in prefixes:
+        end = _prefix_end(prefix)
+        if end is None or keys.EVENTS.startswith(prefix) or prefix.startswith(keys.EVENTS):
+            return None
+        if keys.REVISION.startswith(prefix):
+            return None
+        ends.append(end)
+    return ends
 
 
 class Reader:
@@ -244,6 +260,22 @@ class Reader:
         else:
             yield from self._scan_kv(prefix, after, first)
 
+    def scan_many(self, prefixes: Sequence[bytes], *, first: int = 0) -> list[tuple[bytes, bytes]]:
+        """One statement for them all, each prefix an index range of its own."""
+        ends = _plain_ranges(prefixes)
+        if ends is None:
+            return scan_each(self, prefixes, first)
+        rows = self._rows(self._store._sql_scan_many, (list(prefixes), ends, first or None))
+        return [(bytes(key), bytes(value)) for key, value in rows]
+
+    def sizes_under(self, prefixes: Sequence[bytes]) -> list[tuple[bytes, int]]:
+        """One statement for them all; ``octet_length`` reads a value's size without detoasting it."""
+        ends = _plain_ranges(prefixes)
+        if ends is None:
+            return sizes_each(self, prefixes)
+        rows = self._rows(self._store._sql_sizes_under, (list(prefixes), ends))
+        return [(bytes(key), int(size)) for key, size in rows]
+
     def _event_entries(self, prefix: bytes, after: bytes) -> Iterator[tuple[bytes, bytes]]:
         store = self._store
         revision, seq = 0, -1
@@ -279,9 +311,7 @@ class Reader:
                 return
             start, inclusive, page = bytes(rows[-1][0]), False, full
 
-    def events(
-        self, after_revision: int, partitions: Collection[str] | None = None
-    ) -> Iterator[tuple[int, bytes]]:
+    def events(self, after_revision: int, partitions: Collection[str] | None = None) -> Iterator[tuple[int, bytes]]:
         store = self._store
         revision, seq = after_revision + 1, -1
         page, most = store.settings.scan_page, store.settings.scan_bytes

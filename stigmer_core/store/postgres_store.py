@@ -241,6 +241,18 @@ class PostgresStore:
             f"SELECT m.revision, m.writes, kv.value FROM {s}.meta AS m"
             f" LEFT JOIN {s}.kv AS kv ON kv.key = %s WHERE m.id = 1"
         ).encode()
+        # one index range per prefix (ordinality keeps the caller's order), each with its own LIMIT
+        # (NULL: all), so a bounded read of one prefix never reads the rest of its range
+        prefixes = (
+            f"unnest(%b::bytea[], %b::bytea[]) WITH ORDINALITY AS r(lo, hi, n) CROSS JOIN LATERAL"
+            f" (SELECT key, {{}} FROM {s}.kv WHERE key >= r.lo AND key < r.hi ORDER BY key {{}}) AS k"
+        )
+        self._sql_scan_many = (
+            f"SELECT k.key, k.value FROM {prefixes.format('value', 'LIMIT %s')} ORDER BY r.n, k.key"
+        ).encode()
+        self._sql_sizes_under = (
+            f"SELECT k.key, k.size FROM {prefixes.format('octet_length(value) AS size', '')} ORDER BY r.n, k.key"
+        ).encode()
         ranges = {
             "scan_ge": "key >= %s AND key < %s",
             "scan_gt": "key > %s AND key < %s",

@@ -15,6 +15,7 @@ conflict.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
@@ -31,6 +32,20 @@ class SnapshotMoved(Exception):
     which then reads again with ``restartable=False``; nothing it read may be
     used.
     """
+
+
+def scan_each(txn: ReadTxn, prefixes: Sequence[bytes], first: int = 0) -> list[tuple[bytes, bytes]]:
+    """``ReadTxn.scan_many`` as a scan of each prefix in turn, for an engine whose reads cost no
+    round trip (an embedded one)."""
+    found: list[tuple[bytes, bytes]] = []
+    for prefix in prefixes:
+        found.extend(itertools.islice(txn.scan(prefix, first=first), first or None))
+    return found
+
+
+def sizes_each(txn: ReadTxn, prefixes: Sequence[bytes]) -> list[tuple[bytes, int]]:
+    """``ReadTxn.sizes_under`` as a scan of each prefix in turn."""
+    return [(key, len(value)) for prefix in prefixes for key, value in txn.scan(prefix)]
 
 
 class ReadTxn(Protocol):
@@ -55,6 +70,21 @@ class ReadTxn(Protocol):
         size and one more. An engine that fetches a range in batches (a database) makes its
         first batch that size rather than a full one, so a page of 100 does not fetch and
         decode 256 objects; reading on past it still works, batch by batch."""
+        ...
+
+    def scan_many(self, prefixes: Sequence[bytes], *, first: int = 0) -> list[tuple[bytes, bytes]]:
+        """``scan`` of each of ``prefixes`` (distinct, none inside another), in their order, each
+        prefix's entries in byte order; ``first``: at most so many of each prefix's (0: all).
+
+        An engine whose reads are round trips (a database server) reads them together: a cascade
+        delete reads what each level of its tree owns, and every object's referrers, this way,
+        with every other writer of the store waiting. ``scan_each`` is the plain way."""
+        ...
+
+    def sizes_under(self, prefixes: Sequence[bytes]) -> list[tuple[bytes, int]]:
+        """Each key under ``prefixes`` (as ``scan_many`` takes them) with its value's size, the
+        values themselves unread: a delete counts what the versions it removes held in their
+        org's usage, and a version holds a whole object."""
         ...
 
     def events(self, after_revision: int, partitions: Collection[str] | None = None) -> Iterator[tuple[int, bytes]]:

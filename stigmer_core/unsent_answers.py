@@ -95,6 +95,8 @@ class UnsentAnswers:
         its account checked and its bytes counted in one step, when the bound was reached
         meanwhile: the answer is dropped, which a read can afford; a write's answer, whose
         change is made, is always sent."""
+        if size <= 0:  # an empty answer (an empty page) holds nothing: counted, its count of 0 went away
+            return _nothing  # under a larger answer's release, and its own release then failed (KeyError)
         principal, orgs = account.principal, account.orgs
         with self._lock:
             if method in self.reads:
@@ -124,6 +126,10 @@ class UnsentAnswers:
 
     def held_by_org(self, org: str) -> int:
         return self._orgs.get(org, 0)
+
+
+def _nothing() -> None:
+    """The release of an answer that held nothing."""
 
 
 def _less(counts: dict[str, int], key: str, size: int) -> None:

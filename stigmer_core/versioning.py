@@ -366,7 +366,5 @@ def _named_object(ctx: RequestContext, id_field: str) -> tuple[Any, str]:
     """The request and the id its ``id_field`` names, once the object is found (NOT_FOUND else)."""
     req: Any = ctx.request
     object_id = str(getattr(req, id_field))
-    if not object_id:
-        raise InvalidArgument.field(id_field, "is required")
-    ctx.store.require(ctx.kind, object_id)
+    ctx.store.require_id(ctx.kind, object_id, id_field)
     return req, object_id

@@ -185,3 +185,33 @@ def test_a_reference_to_an_object_written_earlier_in_the_same_write_is_held_to_i
         write("crossing", "alpha", "beta")
     assert write("staying", "alpha", "alpha")
     assert write("as a member", "alpha", "alpha", Caller("member", roles={"alpha": "admin"}))
+
+
+def test_an_id_field_given_a_slug_is_refused_naming_the_field_not_answered_not_found(
+    served: tuple[Application, grpc.Channel],
+) -> None:
+    """``listBy…`` refused a slug in its id field; an execution's ``spec.agent_id``, a skill's
+    ``listVersions`` and a run's ``cancel``, ``updateStatus`` and ``subscribe`` said NOT_FOUND of
+    an object that exists under that slug."""
+    from stigmer_core.api.agentic.agentexecution.v1 import agentexecution_pb2 as ae
+    from stigmer_core.api.agentic.skill.v1 import skill_pb2
+
+    app, channel = served
+    kinds = Kinds.on(app, channel)
+    bot = kinds.agent("bot")
+    error = fails(BAD, lambda: kinds.execution(agent_id="bot"))
+    assert fields_of(error) == ["spec.agent_id"] and "getByReference" in error.details(), error.details()
+    assert fields_of(fails(BAD, lambda: kinds.execution(session_id="chat"))) == ["spec.session_id"]
+    run = kinds.execution(agent_id=bot.metadata.id)
+    assert fields_of(fails(BAD, lambda: kinds.cancel(run.metadata.slug))) == ["id"]
+    update = ae.AgentExecutionUpdateStatusInput(execution_id=run.metadata.slug, status=ae.AgentExecutionStatus())
+    assert fields_of(fails(BAD, lambda: kinds.executions.call("updateStatus", update))) == ["execution_id"]
+    watch = ae.SubscribeAgentExecutionInput(execution_id=run.metadata.slug)
+    assert fields_of(fails(BAD, lambda: next(iter(kinds.executions.call("subscribe", watch))))) == ["execution_id"]
+    skills = KindClient(channel, app.registry.kind("Skill"))
+    skill = skills.create(skill_pb2.Skill(metadata={"name": "calc"}, spec=skill_pb2.SkillSpec(skill_md="# calc")))
+    versions = skill_pb2.ListSkillVersionsRequest(skill_id=skill.metadata.slug)
+    assert fields_of(fails(BAD, lambda: skills.call("listVersions", versions))) == ["skill_id"]
+    missing = f"{run.metadata.id[:-1]}{'0' if run.metadata.id[-1] != '0' else '1'}"  # an id's shape, stored nowhere
+    fails(MISSING, lambda: kinds.cancel(missing))
+    assert_serving(channel, app)

@@ -371,7 +371,8 @@ def test_a_watch_whose_client_reads_nothing_stalls_no_check_and_no_stop(tmp_path
                 follower = Following(watch)
                 server.stop(grace=600)  # the stalled ones cancelled after 1 s: it returns, not after 600
                 seen, ended = follower.done()
-                assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING]
+                how = None if ended is None else (ended.code(), ended.details())  # how it ended, when it fails
+                assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING], how
                 assert ended is not None and ended.code() == grpc.StatusCode.UNAVAILABLE
         finally:
             channel.close()

@@ -1384,6 +1384,14 @@ def test_what_the_database_does_to_a_correct_statement_is_a_status_never_a_bug()
         pg.InsufficientPrivilege("permission denied for table kv"): (errors.Unavailable, "lacks a privilege"),
         pg.LockNotAvailable("canceling statement due to lock timeout"): (errors.Unavailable, "did not answer in time"),
         pg.QueryCanceled("canceling statement due to statement timeout"): (errors.Unavailable, "in time"),
+        # pg_cancel_backend: told as an administrator's cancel, not as a database too slow to answer
+        pg.QueryCanceled("canceling statement due to user request"): (errors.Unavailable, "cancelled this call's"),
+        # a file the database cannot grow is told as a full disk, not a bug of this daemon's (INTERNAL)
+        pg.InternalError_('could not extend file "base/16385/16473": File too large'): (
+            errors.ResourceExhausted,
+            "could not store this write",
+        ),
+        pg.DataCorrupted("invalid page in block 7"): (errors.Unavailable, "internal error of its own"),
         pg.AdminShutdown("terminating connection due to administrator command"): (errors.Unavailable, "administrator"),
         pg.IoError("could not read block"): (errors.Unavailable, "could not run this now"),
         pg.TooManyConnections("too many clients already"): (errors.Unavailable, "could not run this now"),
@@ -1942,3 +1950,26 @@ def test_a_renamed_schema_is_refused_before_its_prune_reaches_the_schema_it_was_
             admin.execute(f'ALTER SCHEMA "{renamed}" RENAME TO "{settings.schema}"'.encode())
     with PostgresStore(stigmer_postgres_store_url, durable=False, use=StoreUse.SHARE) as store:  # its own name
         assert store.transact(lambda txn: txn.append_event(b"ev")) >= 2
+
+
+def test_a_database_that_fails_a_statement_itself_is_told_as_a_status_on_a_real_server(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """As the server raises them, with its own SQLSTATE and message: a file it could not grow
+    (XX000, which a file size limit gave an operator), and its own statement cancelled."""
+    from stigmer_core.store.postgres_faults import translate
+
+    conninfo = PostgresSettings.from_url(stigmer_postgres_store_url).conninfo
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        raised = []
+        for statement in (
+            b"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'XX000',"
+            b" MESSAGE = 'could not extend file \"base/1/2\": File too large', HINT = 'Check free disk space.'; END $$",
+            b"SELECT pg_cancel_backend(pg_backend_pid()), pg_sleep(5)",
+        ):
+            with pytest.raises(psycopg.Error) as caught:
+                conn.execute(statement)
+            raised.append(translate(caught.value))
+    full, cancelled = raised
+    assert isinstance(full, errors.ResourceExhausted) and full.reason == "DISK_FULL", full
+    assert isinstance(cancelled, errors.Unavailable) and "cancelled this call's statement" in cancelled.message, cancelled

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -278,4 +279,27 @@ def test_a_row_held_by_a_role_the_daemon_may_not_see_is_reported(
             finally:
                 admin.execute(b"ROLLBACK")
                 writer.join(WAIT)
+        told.wait_for([False, True])
+
+
+def test_a_forgotten_row_lock_is_found_within_one_and_a_half_health_timeouts(stigmer_postgres_store_url: str) -> None:
+    """The look for it ran after the listener's 5 s quiet spell: a write waiting behind one was
+    reported up to 10 s after it began with the default 5 s health timeout (an operator's probe).
+    The spell is now half the health timeout when that is shorter (here 1 s: 0.5 s)."""
+    with PostgresStore(f"{stigmer_postgres_store_url}&health_timeout_ms=1000", durable=False) as store:
+        store.transact(lambda txn: txn.put(b"o/k", b"v"))
+        told = Told()
+        store.on_reachability(told)
+        release = _holding(store, "SELECT * FROM {s}.meta FOR UPDATE")
+        waiting: list[BaseException] = []
+        writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+        try:
+            started = time.monotonic()
+            writer.start()
+            told.wait_for([False])
+            # 1 s behind the lock, then the next look within 0.5 s; the 5 s spell took up to 6 s
+            assert time.monotonic() - started < 4.5
+        finally:
+            release()
+            writer.join(WAIT)
         told.wait_for([False, True])

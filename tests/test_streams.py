@@ -410,7 +410,9 @@ def test_a_stream_stopped_inside_a_revision_names_the_position_it_resumes_after(
         with pytest.raises(grpc.RpcError) as err:
             next(stream)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert err.value.details().endswith(f"since_revision {first.revision} and since_position 0"), err.value.details()
+        assert err.value.details().endswith(f"since_revision {first.revision} and since_position 0"), (
+            err.value.details()
+        )
         assert from_rpc_error(err.value).metadata == {"sinceRevision": str(first.revision), "sincePosition": "0"}
         resumed = _instances_after(app.channel(), first.revision, 0)
         opened = next(resumed)
@@ -447,4 +449,80 @@ def test_no_bookmark_goes_back_behind_an_event_sent(
         assert all(revision >= deleted_in for kind, revision, _ in seen[first_sent:] if kind == BOOKMARK), seen
         assert seen[-1] == (BOOKMARK, deleted_in, 0), seen
     finally:
+        app.close()
+
+
+def test_a_watch_ended_by_a_database_that_stops_answering_names_where_to_resume(
+    tmp_path: Path, stigmer_postgres_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon's stop tells a watch where to resume (``sinceRevision``); a database that stopped
+    answering ended it UNAVAILABLE without, and its client fell back to an older bookmark."""
+    import psycopg
+
+    from stigmer_core.store import postgres_store
+    from stigmer_core.store.postgres_settings import PostgresSettings
+
+    monkeypatch.setattr(postgres_store, "LISTEN_SECONDS", 0.2)  # the quiet spell after which it looks
+    url = f"{stigmer_postgres_store_url}&health_timeout_ms=1000"
+    writer = _app(tmp_path, url)
+    try:
+        before = _one_revision_of_instances(writer, writer.channel())
+    finally:
+        writer.close()
+    app = _app(tmp_path, url, page_events=1)  # nothing cached: each page of the watch reads the store
+    try:
+        serving: list[bool] = []
+        app.store.on_reachability(serving.append)  # type: ignore[attr-defined]
+        stream = _instances_after(app.channel(), before)
+        assert next(stream).type == BOOKMARK
+        first = next(stream)
+        assert first.type == watch_pb2.WATCH_EVENT_TYPE_DELETED and first.position == 0
+        with psycopg.connect(PostgresSettings.from_url(url).conninfo, autocommit=True) as holder:
+            holder.execute(b"BEGIN")
+            holder.execute(f'LOCK TABLE "{app.store.schema}".events IN ACCESS EXCLUSIVE MODE'.encode())  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 30
+            while False not in serving and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert False in serving, serving
+            with pytest.raises(grpc.RpcError) as err:
+                next(stream)
+            holder.execute(b"ROLLBACK")
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+        details = err.value.details()
+        assert details.endswith(f"watch again with since_revision {first.revision} and since_position 0"), details
+        metadata = from_rpc_error(err.value).metadata
+        assert (metadata["sinceRevision"], metadata["sincePosition"]) == (str(first.revision), "0"), metadata
+    finally:
+        app.close()
+
+
+def test_a_watch_names_who_made_each_write_a_delete_too(tmp_path: Path, stigmer_store: str | None) -> None:
+    """A DELETED event carries the object as it was, whose audit names its last writer: who
+    deleted it was in the log and nowhere a client could read, though security.md sends an
+    admin looking into a leaked token to the events for what it wrote."""
+    from stigmer_core.api.agentic.environment.v1 import environment_pb2
+
+    pm = plugin_manager()
+    app = Application(build_registry(pm), open_store(stigmer_store or tmp_path, durable=False), pm, require_auth=True)
+    server = Server(app, "127.0.0.1:0", max_workers=4)
+    server.start()
+    token, made = make_token(app, ALPHA, "editor", "leaked")
+    try:
+        with grpc.insecure_channel(server.address) as plain:
+            stream = watch_pb2_grpc.WatchStub(app.channel()).Watch(
+                watch_pb2.WatchRequest(kind="Environment", org=ALPHA), timeout=60
+            )
+            assert next(stream).principal == ""  # a bookmark
+            local = KindClient(app.channel(), environment_pb2.Environment)
+            env = local.create(environment_pb2.Environment(metadata={"name": "shared", "org": ALPHA}))
+            KindClient(with_token(plain, token), environment_pb2.Environment).delete(env.metadata.id)
+            added, deleted = next(stream), next(stream)
+            stream.cancel()
+        assert (added.type, added.principal) == (watch_pb2.WATCH_EVENT_TYPE_ADDED, "local")
+        assert deleted.type == watch_pb2.WATCH_EVENT_TYPE_DELETED
+        assert deleted.principal == f"token:{ALPHA}/{made.metadata.slug}", deleted.principal
+        as_was = environment_pb2.Environment.FromString(deleted.object.value)
+        assert as_was.status.audit.spec_audit.updated_by.id == "local"  # its last writer, not who deleted it
+    finally:
+        server.stop(grace=1)
         app.close()

@@ -111,6 +111,19 @@ def test_the_bound_counts_each_answer_once_until_it_is_released() -> None:
     answers.check(a)
 
 
+def test_an_empty_answer_released_after_a_larger_one_of_its_caller_is_no_error() -> None:
+    """An empty answer (an empty list page) counted 0 bytes; a larger answer's release took the
+    count to 0 and dropped it, and the empty one's release then raised KeyError, logged at ERROR
+    by grpc for every such call (a runner's list of its runs in flight, most often empty)."""
+    answers = UnsentAnswers(per_caller=100, total=1000, per_org=150)
+    a = Account("a", (ALPHA,))
+    empty, larger = answers.hold(a, 0), answers.hold(a, 100)
+    larger()
+    empty()
+    assert (answers.held("a"), answers.held_by_org(ALPHA)) == (0, 0)
+    answers.check(a)
+
+
 def test_the_callers_of_one_org_together_hold_at_most_the_orgs_share() -> None:
     answers = UnsentAnswers(per_caller=100, total=1000, per_org=150)
     one, two, other = Account("one", (ALPHA,)), Account("two", (ALPHA,)), Account("other", (BETA,))

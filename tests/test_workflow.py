@@ -243,6 +243,13 @@ def test_default_instance_cannot_be_deleted_alone(stigmer_channel: grpc.Channel)
         stubs.instances.delete(workflowinstance_pb2.WorkflowInstanceId(value=created.status.default_instance_id))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "default instance" in err.value.details()
+    refused = from_rpc_error(err.value)  # the reason an agent's default instance is refused with
+    assert refused.reason == "DEFAULT_INSTANCE", refused.reason
+    assert refused.metadata == {
+        "kind": "WorkflowInstance",
+        "id": created.status.default_instance_id,
+        "workflowId": created.metadata.id,
+    }
     extra = stubs.instances.create(instance("extra", created.metadata.id))
     assert stubs.instances.delete(workflowinstance_pb2.WorkflowInstanceId(value=extra.metadata.id)) == extra
 

@@ -160,8 +160,7 @@ def check_agent_exists(ctx: RequestContext) -> None:
     instance = ctx.request
     assert isinstance(instance, agentinstance_pb2.AgentInstance)
     agent_id = instance.spec.agent_id
-    if not agent_id:
-        raise InvalidArgument.field("spec.agent_id", "is required")
+    ctx.store.check_id(ctx.registry.kind("Agent"), agent_id, "spec.agent_id")
     agent = ctx.store.get(ctx.registry.kind("Agent"), agent_id)
     if agent is None or agent.metadata.org != ctx.org:  # type: ignore[attr-defined]
         raise NotFound(f"agent '{agent_id}' not found in org '{ctx.org}' (spec.agent_id)")

@@ -60,6 +60,7 @@ def _free_slug(ctx: RequestContext, kind_name: str, org: str, base: str, unique:
 
 
 def _session_for_agent(ctx: RequestContext, execution: AgentExecution) -> Any:
+    ctx.store.check_id(ctx.registry.kind(AGENT), execution.spec.agent_id, "spec.agent_id")
     agent: Any = ctx.store.get(ctx.registry.kind(AGENT), execution.spec.agent_id)
     org = execution.metadata.org
     if agent is None or agent.metadata.org != org:
@@ -82,6 +83,7 @@ def _session_for_agent(ctx: RequestContext, execution: AgentExecution) -> Any:
 
 
 def _existing_session(ctx: RequestContext, execution: AgentExecution) -> Any:
+    ctx.store.check_id(ctx.registry.kind(session.KIND), execution.spec.session_id, "spec.session_id")
     found: Any = ctx.store.get(ctx.registry.kind(session.KIND), execution.spec.session_id)
     org = execution.metadata.org
     if found is None or found.metadata.org != org:

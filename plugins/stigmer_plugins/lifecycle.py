@@ -23,7 +23,7 @@ from typing import Any
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stigmer_core import Access, Conflict, FailedPrecondition, InvalidArgument, PermissionDenied, Phase, RequestContext
+from stigmer_core import Access, Conflict, FailedPrecondition, PermissionDenied, Phase, RequestContext
 from stigmer_core.api.buf.validate import validate_pb2
 from stigmer_core.pipeline.step import FunctionStep, Step
 from stigmer_plugins import executioncontext, headroom
@@ -105,10 +105,7 @@ def _about(ctx: RequestContext, execution: Message, **more: object) -> dict[str,
 
 
 def _load(ctx: RequestContext, id_field: str) -> Message:
-    execution_id = str(getattr(ctx.request, id_field))
-    if not execution_id:
-        raise InvalidArgument.field(id_field, "is required")
-    return ctx.store.require(ctx.kind, execution_id)
+    return ctx.store.require_id(ctx.kind, str(getattr(ctx.request, id_field)), id_field)
 
 
 def _persist(ctx: RequestContext, old: Message, new: Message, *, content: bool = False) -> None:

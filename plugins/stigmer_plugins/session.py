@@ -37,8 +37,7 @@ Session = session_pb2.Session
 
 def require_instance(ctx: RequestContext, instance_id: str, *, org: str, field: str) -> Any:
     """The AgentInstance ``instance_id`` of ``org``, or NOT_FOUND naming ``field``."""
-    if not instance_id:
-        raise InvalidArgument.field(field, "is required")
+    ctx.store.check_id(ctx.registry.kind(INSTANCE), instance_id, field)
     instance: Any = ctx.store.get(ctx.registry.kind(INSTANCE), instance_id)
     if instance is None or instance.metadata.org != org:
         raise NotFound(

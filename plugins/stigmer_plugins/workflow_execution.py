@@ -35,6 +35,7 @@ _INSTANCE = "workflowexecution.instance"
 
 
 def _instance(ctx: RequestContext, instance_id: str, field: str) -> workflowinstance_pb2.WorkflowInstance:
+    ctx.store.check_id(ctx.registry.kind("WorkflowInstance"), instance_id, field)
     found = ctx.store.get(ctx.registry.kind("WorkflowInstance"), instance_id)
     if not isinstance(found, workflowinstance_pb2.WorkflowInstance) or found.metadata.org != ctx.org:
         raise NotFound(
@@ -45,6 +46,7 @@ def _instance(ctx: RequestContext, instance_id: str, field: str) -> workflowinst
 
 
 def _workflow(ctx: RequestContext, workflow_id: str) -> workflow_pb2.Workflow:
+    ctx.store.check_id(ctx.registry.kind("Workflow"), workflow_id, "spec.workflow_id")
     found = ctx.store.get(ctx.registry.kind("Workflow"), workflow_id)
     if not isinstance(found, workflow_pb2.Workflow) or found.metadata.org != ctx.org:
         raise NotFound(

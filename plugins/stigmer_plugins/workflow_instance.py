@@ -76,5 +76,7 @@ def refuse_default_instance_delete(ctx: RequestContext) -> None:
     if isinstance(workflow, workflow_pb2.Workflow) and workflow.status.default_instance_id == instance.metadata.id:
         raise FailedPrecondition(
             f"workflow instance '{instance.metadata.slug}' is the default instance of workflow "
-            f"'{workflow.metadata.slug}'; delete the workflow instead"
+            f"'{workflow.metadata.slug}'; delete the workflow instead",
+            reason="DEFAULT_INSTANCE",
+            metadata={"kind": "WorkflowInstance", "id": instance.metadata.id, "workflowId": instance.spec.workflow_id},
         )

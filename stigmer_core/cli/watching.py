@@ -162,14 +162,19 @@ class _Follow:
                 self._reopen(exc)
 
 
-def _event_line(name: str, revision: int, obj: Message, output: str, *, with_org: bool = False) -> str:
+def _event_line(
+    name: str, revision: int, obj: Message, output: str, *, with_org: bool = False, principal: str = ""
+) -> str:
     """One change as printed: a line of the table (with the org, under ``-A``, as the table has
-    it), or a JSON line or YAML document with its type, revision and object."""
+    it), or a JSON line or YAML document with its type, revision, object and who made it (a
+    change's, not a listed object's: its audit names its writers)."""
     meta = metadata(obj)
     if output == "table":
         org = f"{meta.org:<20} " if with_org else ""
         return f"{name:<9} {org}{meta.slug:<40} {revision}"
-    shown = {"type": name, "revision": revision, "object": to_dict(obj)}
+    shown: dict[str, object] = {"type": name, "revision": revision, "object": to_dict(obj)}
+    if principal:
+        shown["principal"] = principal
     if output == "json":
         return json.dumps(shown, sort_keys=True, ensure_ascii=False)
     return "---\n" + yamlio.dump(shown).rstrip("\n")
@@ -213,7 +218,11 @@ def watch(
                 continue
             obj = kind.resource_cls()
             event.object.Unpack(obj)
-            click.echo(_event_line(_EVENT_NAMES[event.type], event.revision, obj, output, with_org=all_orgs))
+            click.echo(
+                _event_line(
+                    _EVENT_NAMES[event.type], event.revision, obj, output, with_org=all_orgs, principal=event.principal
+                )
+            )
     except KeyboardInterrupt:
         pass
     finally:

@@ -214,6 +214,24 @@ class Resources:
             )
         return found
 
+    def check_id(self, kind: KindRuntime, object_id: str, field: str) -> None:
+        """Refuse a request's id ``field`` holding what is no id of ``kind`` (a slug, most likely):
+        INVALID_ARGUMENT naming the field and what it takes, where a lookup answered NOT_FOUND
+        of an object that exists under that slug."""
+        if not object_id:
+            raise errors.InvalidArgument.field(field, "is required")
+        if not is_valid_id(object_id, kind.id_prefix):
+            raise errors.InvalidArgument.field(
+                field,
+                f"'{object_id}' is not {kind.a_label} id like '{kind.id_prefix}-<ulid>': this field takes "
+                "the id, not a slug; getByReference finds the id of a slug",
+            )
+
+    def require_id(self, kind: KindRuntime, object_id: str, field: str) -> Message:
+        """``require`` of the object a request's id ``field`` names, checked by ``check_id`` first."""
+        self.check_id(kind, object_id, field)
+        return self.require(kind, object_id)
+
     def id_for_slug(self, kind: KindRuntime, org: str, slug: str) -> str | None:
         if not self.visible(org):
             return None

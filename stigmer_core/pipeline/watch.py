@@ -138,6 +138,13 @@ class _Follower:
                         yield Idle(sub.wake, seconds)
                     else:
                         sub.wake.wait(seconds)
+        except errors.Unavailable as exc:  # the store stopped answering: told where to resume, as at a stop
+            advice, point = self._resume(self._cursor)
+            if not exc.metadata.keys() & point.keys():
+                exc.message = f"{exc.message}; {advice}"
+                exc.args = (exc.message,)
+                exc.metadata.update({name: str(value) for name, value in point.items()})
+            raise
         finally:
             hub.leave(place)
             hub.unsubscribe(sub)
@@ -293,6 +300,7 @@ def _watch_event(
             kind=kind.name,
             id=event.id,
             position=position,
+            principal=event.principal,
         ).SerializeToString()
         return shown, len(shown)
 
@@ -413,9 +421,7 @@ def watch_object(
         req: Any = ctx.request
         kind = ctx.kind
         object_id = str(getattr(req, id_field))
-        if not object_id:
-            raise errors.InvalidArgument.field(id_field, "is required")
-        current = ctx.store.require(kind, object_id)
+        current = ctx.store.require_id(kind, object_id, id_field)
         after = int(getattr(req, after_field)) if after_field else 0
         txn = ctx.store.txn
         if after_field and after > txn.revision:  # it would wait for revisions that may never come

@@ -113,11 +113,18 @@ def translate(exc: psycopg.Error) -> Exception:
     the database's operator can fix is logged too (``_tell_operator``).
     """
     found = _translated(exc)
-    if isinstance(exc, pg_errors.DiskFull | pg_errors.ReadOnlySqlTransaction | pg_errors.InsufficientPrivilege) or (
-        isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "")[:2] in ("53", "58")
+    if (
+        isinstance(exc, pg_errors.DiskFull | pg_errors.ReadOnlySqlTransaction | pg_errors.InsufficientPrivilege)
+        or (isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "")[:2] in ("53", "58"))
+        or (exc.sqlstate or "")[:2] == "XX"
     ):
         _tell_operator(type(exc).__name__, getattr(found, "message", str(found)))
     return found
+
+
+def _primary(exc: psycopg.Error) -> str:
+    """The database's own message, without the hints and context libpq adds after it."""
+    return exc.diag.message_primary or _detail(exc)
 
 
 def _translated(exc: psycopg.Error) -> Exception:
@@ -125,6 +132,11 @@ def _translated(exc: psycopg.Error) -> Exception:
         return Retry(str(exc))
     if isinstance(exc, NoAnswer):
         return errors.Unavailable(str(exc))
+    if isinstance(exc, pg_errors.QueryCanceled) and "user request" in _primary(exc):
+        return errors.Unavailable(  # pg_cancel_backend: an administrator's doing, not a slow database
+            f"the database cancelled this call's statement ({_primary(exc)}): nothing of it was "
+            "committed; retry"
+        )
     if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
         return errors.Unavailable(f"the database did not answer in time ({exc.diag.message_primary or exc})")
     if isinstance(exc, psycopg_pool.PoolTimeout):  # ``PostgresStore._acquire`` says which of the two it was
@@ -134,6 +146,17 @@ def _translated(exc: psycopg.Error) -> Exception:
             f"the disk holding the database is full ({_detail(exc)}): nothing was written; "
             "free space on the database server and retry (reads still work)",
             reason="DISK_FULL",
+        )
+    if (exc.sqlstate or "")[:2] == "XX":  # the database failed a correct statement itself: its operator's to see
+        if _primary(exc).startswith(("could not extend file", "could not write")):
+            return errors.ResourceExhausted(  # a file the database cannot grow (a full disk, a file size limit)
+                f"the database could not store this write ({_detail(exc)}): nothing was written; its operator "
+                "must make room for it on the database server, then retry (reads still work)",
+                reason="DISK_FULL",
+            )
+        return errors.Unavailable(
+            f"the database failed this call's statement with an internal error of its own ({_detail(exc)}): "
+            "nothing of it was committed; its operator's log says more; retry"
         )
     if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
         return errors.Unavailable(

@@ -621,10 +621,12 @@ class PostgresStore:
             )
         missing = missing_privileges(conn, self.schema)
         if missing:
+            grants = [f"GRANT USAGE ON SCHEMA {self.schema} …", f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {self.schema} …"]
+            if any("EXECUTE" in what for what in missing):
+                grants.append(f"GRANT EXECUTE ON FUNCTION {self.schema}.prune_events TO …")
             raise errors.StartupError(
                 f"the role of {self.url} lacks {', '.join(missing)} in schema {self.schema!r}, which a daemon uses: "
-                f"grant them (docs/operations.md, The database and its roles: GRANT USAGE ON SCHEMA {self.schema} "
-                f"…, GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {self.schema} …), or start the "
+                f"grant them (docs/operations.md, The database and its roles: {', '.join(grants)}), or start the "
                 "daemon as a role that has them"
             )
 
@@ -1037,7 +1039,12 @@ class PostgresStore:
                         # This daemon's own commits advance the revision themselves: their notices
                         # need no read, but one read per LISTEN_SECONDS is made anyway, for the
                         # schema's version (a newer release's migration) and as a bound on trusting.
-                        quiet = LISTEN_SECONDS if self._reachable else min(LISTEN_SECONDS, UNREACHABLE_POLL_SECONDS)
+                        # The quiet spell's read also looks for a session holding the store's writes
+                        # (``_look``): every half health timeout, so one is reported within one and a
+                        # half of it, where after a 5 s spell it took up to twice a 5 s timeout.
+                        quiet = min(LISTEN_SECONDS, self.settings.health_seconds / 2)
+                        if not self._reachable:
+                            quiet = min(quiet, UNREACHABLE_POLL_SECONDS)
                         notices = list(conn.notifies(timeout=quiet, stop_after=1))
                         if self._stop.is_set():
                             # let go of the use lock before closing: a closed connection's backend

@@ -82,12 +82,14 @@ def test_a_json_watch_is_one_object_per_line_from_the_first_and_a_table_of_every
         listed = json.loads(watcher.stdout.readline())
         assert (listed["type"], listed["object"]["metadata"]["slug"]) == ("ADDED", "bot")
         assert listed["revision"] == int(listed["object"]["metadata"]["resourceVersion"])
+        assert "principal" not in listed  # a listed object: its audit names its writers
         assert table.stdout.readline().split()[:3] == ["ORG", "NAME", "ID"]
         assert table.stdout.readline().split()[:2] == ["local", "bot"]
         stigmer.ok("apply", "-f", str(write(tmp_path / "other.yaml", OTHER)))
         added = json.loads(watcher.stdout.readline())
         assert (added["type"], added["object"]["metadata"]["slug"]) == ("ADDED", "other")
         assert added["revision"] > listed["revision"]
+        assert added["principal"] == "local"  # who made the change
         assert table.stdout.readline().split() == ["ADDED", "local", "other", str(added["revision"])]
     finally:
         for process in (watcher, table):

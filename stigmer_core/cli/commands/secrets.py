@@ -72,7 +72,10 @@ def rotate_key(data_dir: str | None, store: str | None, new_key_file: Path | Non
     try:
         lock.acquire()
     except DataDirBusy as exc:
-        raise CliError(f"{exc.message}; stop it first (`stigmer local stop`): keys are rotated offline") from None
+        raise CliError(
+            f"{exc.message}; stop it first (`stigmer local stop`, or as it was started: systemd, a container): "
+            "keys are rotated offline"
+        ) from None
     try:
         try:  # on a database, refused while any daemon holds it (store.postgres_use)
             app = Application.open(directory, store=settings.store or None, sole=True)

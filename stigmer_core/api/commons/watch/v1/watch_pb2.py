@@ -26,7 +26,7 @@ from stigmer_core.api.buf.validate import validate_pb2 as buf_dot_validate_dot_v
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stigmer_core/api/commons/watch/v1/watch.proto\x12\x18stigmer.commons.watch.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19google/protobuf/any.proto\"\xe1\x03\n\x0cWatchRequest\x12\x17\n\x04kind\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18?\x12\x38\n\x03org\x18\x02 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12L\n\x06labels\x18\x03 \x03(\x0b\x32\x32.stigmer.commons.watch.v1.WatchRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x12_\n\x07\x66ilters\x18\x04 \x03(\x0b\x32\x33.stigmer.commons.watch.v1.WatchRequest.FiltersEntryB\x19\xbaH\x16\x9a\x01\x13\x10\x10\"\x06r\x04\x10\x01\x18?*\x07r\x05\x10\x01\x18\xfd\x01\x12$\n\x0esince_revision\x18\x05 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00\x88\x01\x01\x12$\n\x0esince_position\x18\x06 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00H\x01\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x46iltersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x11\n\x0f_since_revisionB\x11\n\x0f_since_position\"\xa8\x01\n\nWatchEvent\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.stigmer.commons.watch.v1.WatchEventType\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12$\n\x06object\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\n\n\x02id\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\x05*\xaa\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1d\n\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x04\x32`\n\x05Watch\x12W\n\x05Watch\x12&.stigmer.commons.watch.v1.WatchRequest\x1a$.stigmer.commons.watch.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-stigmer_core/api/commons/watch/v1/watch.proto\x12\x18stigmer.commons.watch.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x19google/protobuf/any.proto\"\xe1\x03\n\x0cWatchRequest\x12\x17\n\x04kind\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18?\x12\x38\n\x03org\x18\x02 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\x12L\n\x06labels\x18\x03 \x03(\x0b\x32\x32.stigmer.commons.watch.v1.WatchRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10\x10\x12_\n\x07\x66ilters\x18\x04 \x03(\x0b\x32\x33.stigmer.commons.watch.v1.WatchRequest.FiltersEntryB\x19\xbaH\x16\x9a\x01\x13\x10\x10\"\x06r\x04\x10\x01\x18?*\x07r\x05\x10\x01\x18\xfd\x01\x12$\n\x0esince_revision\x18\x05 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00\x88\x01\x01\x12$\n\x0esince_position\x18\x06 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00H\x01\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x46iltersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x11\n\x0f_since_revisionB\x11\n\x0f_since_position\"\xbb\x01\n\nWatchEvent\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.stigmer.commons.watch.v1.WatchEventType\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12$\n\x06object\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\n\n\x02id\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\x11\n\tprincipal\x18\x07 \x01(\t*\xaa\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WATCH_EVENT_TYPE_ADDED\x10\x01\x12\x1d\n\x19WATCH_EVENT_TYPE_MODIFIED\x10\x02\x12\x1c\n\x18WATCH_EVENT_TYPE_DELETED\x10\x03\x12\x1d\n\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x04\x32`\n\x05Watch\x12W\n\x05Watch\x12&.stigmer.commons.watch.v1.WatchRequest\x1a$.stigmer.commons.watch.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,8 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHREQUEST'].fields_by_name['since_revision']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_WATCHREQUEST'].fields_by_name['since_position']._loaded_options = None
   _globals['_WATCHREQUEST'].fields_by_name['since_position']._serialized_options = b'\272H\004\032\002(\000'
-  _globals['_WATCHEVENTTYPE']._serialized_start=787
-  _globals['_WATCHEVENTTYPE']._serialized_end=957
+  _globals['_WATCHEVENTTYPE']._serialized_start=806
+  _globals['_WATCHEVENTTYPE']._serialized_end=976
   _globals['_WATCHREQUEST']._serialized_start=132
   _globals['_WATCHREQUEST']._serialized_end=613
   _globals['_WATCHREQUEST_LABELSENTRY']._serialized_start=482
@@ -58,7 +58,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHREQUEST_FILTERSENTRY']._serialized_start=529
   _globals['_WATCHREQUEST_FILTERSENTRY']._serialized_end=575
   _globals['_WATCHEVENT']._serialized_start=616
-  _globals['_WATCHEVENT']._serialized_end=784
-  _globals['_WATCH']._serialized_start=959
-  _globals['_WATCH']._serialized_end=1055
+  _globals['_WATCHEVENT']._serialized_end=803
+  _globals['_WATCH']._serialized_start=978
+  _globals['_WATCH']._serialized_end=1074
 # @@protoc_insertion_point(module_scope)

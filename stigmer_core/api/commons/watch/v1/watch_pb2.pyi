@@ -53,17 +53,19 @@ class WatchRequest(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., org: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., filters: _Optional[_Mapping[str, str]] = ..., since_revision: _Optional[int] = ..., since_position: _Optional[int] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("type", "revision", "object", "kind", "id", "position")
+    __slots__ = ("type", "revision", "object", "kind", "id", "position", "principal")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     type: WatchEventType
     revision: int
     object: _any_pb2.Any
     kind: str
     id: str
     position: int
-    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., revision: _Optional[int] = ..., object: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...
+    principal: str
+    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., revision: _Optional[int] = ..., object: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., kind: _Optional[str] = ..., id: _Optional[str] = ..., position: _Optional[int] = ..., principal: _Optional[str] = ...) -> None: ...

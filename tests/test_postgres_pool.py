@@ -100,6 +100,20 @@ def test_a_pool_that_cannot_open_a_connection_says_the_database_is_unreachable(
             store.close()
 
 
+def test_a_start_the_database_refuses_for_its_connection_limit_says_what_to_change(
+    stigmer_postgres_store_url: str,
+) -> None:
+    """An operator's database at its connection limit was told only libpq's words ("remaining
+    connection slots are reserved", "too many connections for role"), with no word of the pools."""
+    with _daemon_role(stigmer_postgres_store_url) as (url, admin, role):
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 0'.encode())
+        with pytest.raises(errors.DatabaseUnreachable) as caught:
+            PostgresStore(url, durable=False).close()
+        said = caught.value.message
+        assert "too many connections" in said and "lower pool_max" in said and "CONNECTION LIMIT" in said, said
+
+
 def _lock_waiters(admin: psycopg.Connection[Any]) -> int:
     """Backends of the daemon's role (the admin's too) waiting for a lock: reads of the locked log."""
     row = admin.execute(
@@ -266,6 +280,9 @@ def test_psycopgs_warnings_alike_are_written_once_a_minute_with_a_count() -> Non
     now[0] = 200.0
     quiet = warned(broken, "<conn 41>")
     assert folded.filter(quiet) and quiet.getMessage() == "discarding broken connection: <conn 41>"
+    hinted = warned("error connecting in %r: %s", "stigmer", 'connection failed: refused\n\tIs the server running?\n')
+    assert folded.filter(hinted)  # libpq's hint had a line of its own in the daemon's log
+    assert hinted.getMessage() == "error connecting in 'stigmer': connection failed: refused Is the server running?"
     debug = [logging.LogRecord("psycopg.pool", logging.DEBUG, __file__, 1, "connection given", (), None)] * 3
     assert all(folded.filter(record) for record in debug), "-v asked for every debug line"
 

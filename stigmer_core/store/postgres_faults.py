@@ -64,6 +64,9 @@ class FoldedWarnings(logging.Filter):
         left_out = self._seen.admit((record.name, str(record.msg), ""))
         if left_out is None:
             return False
+        text = record.getMessage()
+        if "\n" in text:  # libpq's hint on a line of its own ("\tIs the server running…"): one line, as logs are read
+            record.msg, record.args = " ".join(part.strip() for part in text.splitlines() if part.strip()), None
         if left_out:
             record.msg = f"{record.msg} (and {left_out:,} more like it in the last {self.seconds:g} s)"
         return True

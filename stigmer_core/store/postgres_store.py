@@ -454,7 +454,14 @@ class PostgresStore:
         if refused_login(exc):  # the server answered: waiting would change nothing
             who = "this daemon's" if self.use is StoreUse.SHARE else "this"
             return errors.StartupError(f"the database at {self.url} refused {who} login: {str(exc).strip()}")
-        return errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {str(exc).strip()}")
+        said = str(exc).strip()
+        if any(words in said for words in ("remaining connection slots", "too many clients", "too many connections")):
+            said += (
+                " (the database holds as many connections as it allows this role or in all: every daemon's "
+                "pool_max + 1 and each command's connections must fit; lower pool_max in the store URLs, or "
+                "raise max_connections or the role's CONNECTION LIMIT)"
+            )
+        return errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {said}")
 
     def _take_use(self, conn: psycopg.Connection[Any]) -> bool:
         """Take this application's part of the use lock on ``conn`` (``postgres_use``); False

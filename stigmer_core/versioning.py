@@ -97,10 +97,10 @@ def _versions_made(ctx: RequestContext, base: bytes, meta: Any) -> int:
     limit = ctx.registry.limits.max_versions_per_object
     if held >= limit:
         raise ResourceExhausted(
-            f"{ctx.kind.label} '{meta.slug}' keeps {held:,} versions, the most one object may keep "
-            f"(max_versions_per_object, {ENV['max_versions_per_object']}), and this content would make "
-            "another; a write returning to one of its versions' content still goes through; keep this "
-            "content under a new name, or have the server's operator raise the limit",
+            f"{ctx.kind.label} '{meta.slug}' keeps {held:,} versions, and {limit:,} is the most one object may "
+            f"keep (max_versions_per_object, {ENV['max_versions_per_object']}): this content would make another; "
+            "a write returning to one of its versions' content still goes through; keep this content under a "
+            "new name, or have the server's operator raise the limit",
             reason="VERSION_LIMIT",
             metadata={"kind": ctx.kind.name, "id": meta.id, "limit": limit, "setting": ENV["max_versions_per_object"]},
         )

@@ -94,8 +94,10 @@ def test_a_pool_that_cannot_open_a_connection_says_the_database_is_unreachable(
                 with pytest.raises(errors.Unavailable) as caught:
                     for _ in range(8):
                         held.enter_context(store.read())
-            assert "unreachable" in caught.value.message and "pool_max" not in caught.value.message
-            assert "too many connections" in caught.value.message, "the reason opening failed"
+            # not "busy: give it a larger pool_max": the database refuses connections, and says why
+            said = caught.value.message
+            assert "refuses this daemon more connections" in said and "larger pool_max" not in said, said
+            assert "too many connections" in said and "lower pool_max" in said, "the reason opening failed"
         finally:
             store.close()
 
@@ -112,6 +114,27 @@ def test_a_start_the_database_refuses_for_its_connection_limit_says_what_to_chan
             PostgresStore(url, durable=False).close()
         said = caught.value.message
         assert "too many connections" in said and "lower pool_max" in said and "CONNECTION LIMIT" in said, said
+
+
+def test_a_role_limit_below_the_pool_is_said_at_start_and_by_the_calls_it_starves(
+    stigmer_postgres_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role allowed fewer connections than the pool wants: the start said nothing, and the calls
+    that found no connection were told the database was unreachable, though it answered."""
+    with _daemon_role(stigmer_postgres_store_url) as (url, admin, role):
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 2'.encode())
+        with caplog.at_level(logging.WARNING, logger="stigmer_core.store.postgres_store"):
+            store = PostgresStore(_with(url, pool_min=1, pool_max=4, pool_timeout=1), durable=False)
+        try:
+            assert "more than the 2 the role of" in caplog.text and "CONNECTION LIMIT" in caplog.text, caplog.text
+            with contextlib.ExitStack() as held, pytest.raises(errors.Unavailable) as caught:
+                for _ in range(4):  # the listener holds one of the two: the second read finds none
+                    held.enter_context(store.read()).revision  # noqa: B018 - a read that takes a connection
+            said = caught.value.message
+            assert "refuses this daemon more connections" in said and "lower pool_max" in said, said
+        finally:
+            store.close()
 
 
 def _lock_waiters(admin: psycopg.Connection[Any]) -> int:

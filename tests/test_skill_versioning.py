@@ -127,7 +127,7 @@ def test_an_object_keeps_at_most_max_versions_per_object_and_its_delete_clears_t
             client.apply(_widget("spring"))
         error = from_rpc_error(refused.value)
         assert isinstance(error, ResourceExhausted) and error.reason == "VERSION_LIMIT", refused.value.details()
-        assert "keeps 3 versions" in str(refused.value.details()), refused.value.details()
+        assert "keeps 3 versions, and 3 is the most" in str(refused.value.details()), refused.value.details()
         assert error.metadata["setting"] == "STIGMER_MAX_VERSIONS_PER_OBJECT", error.metadata
         assert client.get(made[0].metadata.id) == made[2]  # nothing of the refused write is stored
         back = client.apply(_widget("cog"))  # a content it already had: no new version, so it fits

@@ -79,6 +79,21 @@ def _existing(calls: KindCalls, doc: Document, message: Message) -> Message | No
         return None
 
 
+def _undo_replay(calls: KindCalls, doc: Document, message: Message) -> str:
+    """Delete what a history's replay made of an object absent before, once a later write of it
+    was refused (an org's quota, the server's versions per object): it was left with part of its
+    history and not the document's own version, and an import run again found it there. What is
+    said of it, for the document's error."""
+    made = _existing(calls, doc, message)
+    if made is None:
+        return ""
+    try:
+        calls.delete(metadata(made).id)
+    except errors.StigmerError as exc:
+        return f"; the part of its history written before stays ({exc}): delete it before importing again"
+    return "; the part of its history written before was deleted"
+
+
 def _names_planned_id(session: Session, message: Message, planned: Collection[tuple[str, str, str]]) -> bool:
     """Whether the document names, anywhere, the id another document of the run gives its own
     object (an instance naming its agent) and the server has no such object yet, so would not
@@ -185,11 +200,15 @@ def apply_one(
         if problem:
             return Outcome(doc, error=problem)
     try:
-        references.resolve(session, doc, message, planned, unresolved, taken) if dry_run else references.resolve(session, doc, message)
+        references.resolve(session, doc, message, planned, unresolved, taken) if dry_run else references.resolve(
+            session, doc, message
+        )
     except (Unreachable, errors.Unauthenticated):
         raise
     except (CliError, errors.StigmerError) as exc:
         return Outcome(doc, error=str(exc), cause=exc)
+    replayed = False
+    before = None
     try:
         before = _existing(calls, doc, message)
         if dry_run and (unresolved or taken or _names_planned_id(session, message, planned)):
@@ -197,6 +216,7 @@ def apply_one(
             noted = f"; {'; '.join(unresolved)} now (a real apply needs it made first)" if unresolved else ""
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run{noted})")
         if doc.history is not None and doc.kind.import_history is not None and not dry_run:
+            replayed = True
             doc.kind.import_history(message, doc.history, calls.call)  # the versions before the document's
         # a dry run's answer names what else the write would make (a default instance), which later
         # documents may name as if made: the real apply makes it first
@@ -204,7 +224,10 @@ def apply_one(
     except errors.Unauthenticated:
         raise
     except errors.StigmerError as exc:
-        return Outcome(doc, error=field_errors(exc, doc.kind.resource_cls) + _undeclared(doc.kind, exc), cause=exc)
+        said = field_errors(exc, doc.kind.resource_cls) + _undeclared(doc.kind, exc)
+        if replayed and before is None:
+            said += _undo_replay(calls, doc, message)
+        return Outcome(doc, error=said, cause=exc)
     except Unreachable:
         raise
     except CliError as exc:  # this document's (a kind without the rpcs apply needs): the rest still run

@@ -116,12 +116,15 @@ def translate(exc: psycopg.Error) -> Exception:
     the database's operator can fix is logged too (``_tell_operator``).
     """
     found = _translated(exc)
-    if (
-        isinstance(exc, pg_errors.DiskFull | pg_errors.ReadOnlySqlTransaction | pg_errors.InsufficientPrivilege)
-        or (isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "")[:2] in ("53", "58"))
-        or (exc.sqlstate or "")[:2] == "XX"
+    said = getattr(found, "message", str(found))
+    if (exc.sqlstate or "")[:2] == "XX":  # one a statement met, told apart by what the database said
+        _tell_operator(
+            f"{exc.sqlstate} {_primary(exc)[:60]}", said, "the database failed a statement with an error of its own"
+        )
+    elif isinstance(exc, pg_errors.DiskFull | pg_errors.ReadOnlySqlTransaction | pg_errors.InsufficientPrivilege) or (
+        isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "")[:2] in ("53", "58")
     ):
-        _tell_operator(type(exc).__name__, getattr(found, "message", str(found)))
+        _tell_operator(type(exc).__name__, said)
     return found
 
 
@@ -137,8 +140,7 @@ def _translated(exc: psycopg.Error) -> Exception:
         return errors.Unavailable(str(exc))
     if isinstance(exc, pg_errors.QueryCanceled) and "user request" in _primary(exc):
         return errors.Unavailable(  # pg_cancel_backend: an administrator's doing, not a slow database
-            f"the database cancelled this call's statement ({_primary(exc)}): nothing of it was "
-            "committed; retry"
+            f"the database cancelled this call's statement ({_primary(exc)}): nothing of it was committed; retry"
         )
     if isinstance(exc, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
         return errors.Unavailable(f"the database did not answer in time ({exc.diag.message_primary or exc})")

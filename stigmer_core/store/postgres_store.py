@@ -160,6 +160,18 @@ def refused_login(exc: psycopg.OperationalError) -> bool:
     return exc.sqlstate in REFUSED_LOGIN or _REFUSED_LOGIN_WORDS.search(str(exc)) is not None
 
 
+def with_budget_hint(said: str) -> str:
+    """libpq's refusal of a connection for the database's or the role's connection limit, with
+    what to change: said alone, an operator looked for an unreachable database."""
+    if any(words in said for words in ("remaining connection slots", "too many clients", "too many connections")):
+        return said + (
+            " (the database holds as many connections as it allows this role or in all: every daemon's "
+            "pool_max + 1 and each command's connections must fit; lower pool_max in the store URLs, or "
+            "raise max_connections or the role's CONNECTION LIMIT)"
+        )
+    return said
+
+
 class PostgresStore:
     """Store in the tables of one schema of a PostgreSQL database (see ``PostgresSettings``)."""
 
@@ -454,14 +466,7 @@ class PostgresStore:
         if refused_login(exc):  # the server answered: waiting would change nothing
             who = "this daemon's" if self.use is StoreUse.SHARE else "this"
             return errors.StartupError(f"the database at {self.url} refused {who} login: {str(exc).strip()}")
-        said = str(exc).strip()
-        if any(words in said for words in ("remaining connection slots", "too many clients", "too many connections")):
-            said += (
-                " (the database holds as many connections as it allows this role or in all: every daemon's "
-                "pool_max + 1 and each command's connections must fit; lower pool_max in the store URLs, or "
-                "raise max_connections or the role's CONNECTION LIMIT)"
-            )
-        return errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {said}")
+        return errors.DatabaseUnreachable(f"cannot reach the database at {self.url}: {with_budget_hint(str(exc).strip())}")
 
     def _take_use(self, conn: psycopg.Connection[Any]) -> bool:
         """Take this application's part of the use lock on ``conn`` (``postgres_use``); False
@@ -577,7 +582,13 @@ class PostgresStore:
         calls still running, the pool is saturated and the database may be perfectly healthy."""
         settings = self.settings
         if self._pool.lent < settings.pool_max and self._openings.failing_since(started):
-            error = self._openings.error
+            error, openings = self._openings.error, self._openings
+            # the latest failure, if no attempt has opened one since: the pool waits between attempts
+            if error and openings.failed_at > openings.opened_at and error != with_budget_hint(error):
+                return errors.Unavailable(  # it answers: it refuses more connections than it holds
+                    f"the database refuses this daemon more connections: none could be opened within "
+                    f"{settings.pool_timeout:g} s ({with_budget_hint(error)})"
+                )
             return errors.Unavailable(
                 f"the database is unreachable: no connection could be opened within {settings.pool_timeout:g} s"
                 + (f" ({error})" if error and self._openings.failed_at >= started else "")
@@ -649,6 +660,18 @@ class PostgresStore:
             return
         allowed, reserved = int(row[0]), int(row[1])
         needed = self.settings.pool_max + 1  # the pool and the listener's connection
+        limit = conn.execute(b"SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user").fetchone()
+        if limit is not None and 0 <= int(limit[0]) < needed:
+            log.warning(
+                "pool_max %d and the listener need %d connections, more than the %d the role of %s may hold "
+                "(its CONNECTION LIMIT): calls will wait for connections it refuses. Lower pool_max in the "
+                "store URL, or raise the role's limit (ALTER ROLE ... CONNECTION LIMIT); every daemon of the "
+                "role counts",
+                self.settings.pool_max,
+                needed,
+                int(limit[0]),
+                self.url,
+            )
         if needed > allowed - reserved:
             log.warning(
                 "pool_max %d and the listener need %d connections, more than the %d the database at %s lets a "

@@ -202,7 +202,12 @@ def test_a_version_without_a_description_keeps_none_through_an_import(stigmer: S
     exported differently from the one imported."""
     for n, about in ((1, "First cut."), (2, ""), (3, "Third.")):
         described = f"description: {about}, " if about else ""
-        stigmer.ok("apply", "-f", "-", input=f"kind: Skill\nmetadata: {{name: bare}}\nspec: {{{described}tag: v{n}, skillMd: 'Step {n}.'}}\n")
+        stigmer.ok(
+            "apply",
+            "-f",
+            "-",
+            input=f"kind: Skill\nmetadata: {{name: bare}}\nspec: {{{described}tag: v{n}, skillMd: 'Step {n}.'}}\n",
+        )
     backup = stigmer.ok("export", "skill")
     restored = ("--data-dir", str(tmp_path / "restored" / "data"))
     stigmer.ok("import", *restored, input=backup)
@@ -311,7 +316,9 @@ def test_a_version_stored_against_its_zips_skill_md_is_noted_by_export(
     zipped = "---\nname: kept\ndescription: K.\n---\nZipped.\n"
     with Application.open(stigmer.data_dir) as app:
         skills = KindClient(app.channel(), app.registry.kind("Skill"))
-        pushed: Any = skills.call("push", skill_pb2.PushSkillRequest(skill_md=zipped, artifact=skill_zip(zipped), tag="v1"))
+        pushed: Any = skills.call(
+            "push", skill_pb2.PushSkillRequest(skill_md=zipped, artifact=skill_zip(zipped), tag="v1")
+        )
         monkeypatch.setattr(skill, "_check_kept_artifact", lambda ctx, obj: None)  # as an older release wrote it
         doc = skill_pb2.Skill(metadata=pushed.metadata, spec=pushed.spec)
         doc.spec.skill_md, doc.spec.tag = zipped.replace("Zipped.", "Edited."), "v2"
@@ -327,7 +334,12 @@ def test_a_skill_pushed_as_latest_exports_and_imports(stigmer: Stigmer, tmp_path
     latest`` as sent; its export was refused by every import, the store it came from included,
     naming ``spec.tags``."""
     for n, tag in ((1, "v1"), (2, "latest")):
-        stigmer.ok("apply", "-f", "-", input=f"kind: Skill\nmetadata: {{name: notes}}\nspec: {{skillMd: '# v{n}', tag: {tag}}}\n")
+        stigmer.ok(
+            "apply",
+            "-f",
+            "-",
+            input=f"kind: Skill\nmetadata: {{name: notes}}\nspec: {{skillMd: '# v{n}', tag: {tag}}}\n",
+        )
     exported = stigmer.ok("export", "skills")
     assert "tag: latest" in exported
     assert "(1 unchanged)" in stigmer.ok("import", input=exported)
@@ -337,3 +349,22 @@ def test_a_skill_pushed_as_latest_exports_and_imports(stigmer: Stigmer, tmp_path
     doc = exported.replace("tag: latest", "tag: 'bad tag'")
     result = stigmer("import", *restored, input=doc)
     assert result.code == 1 and "spec.tag:" in result.err, result.err
+
+
+def test_a_history_refused_partway_leaves_no_part_of_a_skill_the_import_was_making(
+    stigmer: Stigmer, tmp_path: Any
+) -> None:
+    """A store keeping fewer versions per object than the export holds refused the replay partway:
+    the skill was left with part of its history and not its current version."""
+    made = fill(stigmer)
+    backup = stigmer.ok("export", "--all")
+    restored = ("--data-dir", str(tmp_path / "restored" / "data"))
+    result = stigmer("import", *restored, input=backup, env={"STIGMER_MAX_VERSIONS_PER_OBJECT": "2"})
+    assert result.code == 1, result.err
+    assert "keeps 2 versions, and 2 is the most one object may keep" in result.err, result.err
+    assert "the part of its history written before was deleted" in result.err, result.err
+    listed = json.loads(stigmer.ok("get", "skills", "-o", "json", *restored))
+    assert listed == [], listed  # nothing of the skill is left
+    again = stigmer.ok("import", *restored, input=backup).strip()  # the skill made whole; the rest were
+    assert again == "imported 3 of 3 resources (1 created, 2 unchanged)", again
+    assert [digest for digest, _ in seen(stigmer, *restored)["versions"]] == made

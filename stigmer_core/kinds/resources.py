@@ -815,8 +815,10 @@ class Resources:
 
     def _referrers_of(self, tree: list[tuple[KindRuntime, Message]]) -> dict[str, list[tuple[bytes, bytes]]]:
         """Each object's referrer entries, by id, read a few hundred objects at a time, and the
-        referrers they name (``get_many``): ``check_referrers`` reads each one that may block."""
+        referrers they name outside the tree (``get_many``; the walk read those inside):
+        ``check_referrers`` reads each one that may block."""
         found: dict[str, list[tuple[bytes, bytes]]] = {}
+        inside = {node.metadata.id for _, node in tree}  # type: ignore[attr-defined]  # read by the walk already
         for start in range(0, len(tree), _READ_TOGETHER):
             ids = [node.metadata.id for _, node in tree[start : start + _READ_TOGETHER]]  # type: ignore[attr-defined]
             prefixes = [keys.referrer_prefix(object_id) for object_id in ids]
@@ -828,6 +830,8 @@ class Resources:
                 while not key.startswith(prefixes[at]):
                     at += 1
                 found[ids[at]].append((key, value))
+                if key.rpartition(b"/")[2].decode() in inside:
+                    continue
                 key_prefix, _, referrer_id = key[len(prefixes[at]) :].decode().rpartition("/")
                 referrer_kind = self.registry.find_key_prefix(key_prefix)
                 if referrer_kind is not None:

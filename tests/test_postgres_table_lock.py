@@ -65,6 +65,12 @@ def _holding(store: PostgresStore, statement: str) -> Callable[[], None]:
     return release
 
 
+def _writer(store: PostgresStore) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread that makes one write (``_write``) once started, and the list that gets what it raised."""
+    waiting: list[BaseException] = []
+    return threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting)), waiting
+
+
 def _write(txn: WriteTxn) -> int:
     """A write as a create makes one: an object and its event (``kv``, ``meta``, ``events``,
     ``event_parts``)."""
@@ -88,8 +94,7 @@ def test_a_lock_on_the_stores_tables_is_reported_until_it_is_released(
     told = Told()
     store.on_reachability(told)
     release = _holding(store, statement)
-    waiting: list[BaseException] = []
-    writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+    writer, waiting = _writer(store)
     try:
         writer.start()  # waits on the lock: given up once it is found, saying why
         told.wait_for([False])
@@ -149,8 +154,7 @@ def test_a_lock_is_found_when_every_pooled_connection_waits_on_it(
         told = Told()
         store.on_reachability(told)
         release = _holding(store, "LOCK TABLE {s}.kv IN ACCESS EXCLUSIVE MODE")
-        waiting: list[BaseException] = []
-        writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+        writer, _ = _writer(store)
         try:
             writer.start()  # holds the pool's one connection, waiting on the lock
             told.wait_for([False])
@@ -212,8 +216,7 @@ def test_a_forgotten_session_holding_a_row_writes_wait_for_is_reported(
     told = Told()
     store.on_reachability(told)
     releases = [_holding(store, statement) for statement in statements]
-    waiting: list[BaseException] = []
-    writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+    writer, waiting = _writer(store)
     try:
         writer.start()
         told.wait_for([False])
@@ -270,8 +273,7 @@ def test_a_row_held_by_a_role_the_daemon_may_not_see_is_reported(
         with psycopg.connect(admin_conninfo, autocommit=True) as admin:  # another role: a superuser's
             admin.execute(b"BEGIN")
             admin.execute(f'SELECT * FROM "{store.schema}".meta FOR UPDATE'.encode())
-            waiting: list[BaseException] = []
-            writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+            writer, _ = _writer(store)
             try:
                 writer.start()
                 told.wait_for([False])
@@ -291,8 +293,7 @@ def test_a_forgotten_row_lock_is_found_within_one_and_a_half_health_timeouts(sti
         told = Told()
         store.on_reachability(told)
         release = _holding(store, "SELECT * FROM {s}.meta FOR UPDATE")
-        waiting: list[BaseException] = []
-        writer = threading.Thread(target=lambda: _caught(lambda: store.transact(_write), waiting))
+        writer, _ = _writer(store)
         try:
             started = time.monotonic()
             writer.start()

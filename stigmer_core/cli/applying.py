@@ -22,8 +22,8 @@ existed when its own document came up: before the run it did not.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from google.protobuf.message import Message
@@ -79,16 +79,48 @@ def _existing(calls: KindCalls, doc: Document, message: Message) -> Message | No
         return None
 
 
-def _undo_replay(calls: KindCalls, doc: Document, message: Message) -> str:
+class _Replay:
+    """A history replay's calls, passed through, noting the object its writes made (an answer
+    stamped created as it was updated) and each object's latest state they answered."""
+
+    def __init__(self, call: Callable[[str, Message], Message]) -> None:
+        self._call = call
+        self.made = ""
+        self.latest: dict[str, int] = {}
+
+    def __call__(self, method: str, request: Message) -> Message:
+        answer = self._call(method, request)
+        meta: Any = getattr(answer, "metadata", None)
+        if meta is not None and meta.id:
+            # a write's answer that was made by it (stamped created as it was updated); a read's may
+            # show an object another import just made
+            if not self.made and method in ("apply", "create", "push") and _stamped_once(meta):
+                self.made = meta.id
+            self.latest[meta.id] = getattr(meta, "resource_version", 0)
+        return answer
+
+
+def _stamped_once(meta: Any) -> bool:
+    created, updated = getattr(meta, "created_at", None), getattr(meta, "updated_at", None)
+    if created is None or updated is None or not (created.seconds or created.nanos):
+        return False
+    return bool((created.seconds, created.nanos) == (updated.seconds, updated.nanos))
+
+
+def _undo_replay(calls: KindCalls, doc: Document, message: Message, replay: _Replay) -> str:
     """Delete what a history's replay made of an object absent before, once a later write of it
     was refused (an org's quota, the server's versions per object): it was left with part of its
-    history and not the document's own version, and an import run again found it there. What is
-    said of it, for the document's error."""
-    made = _existing(calls, doc, message)
-    if made is None:
+    history and not the document's own version, and an import run again found it there. Only an
+    object this replay made and nobody wrote since: another import of the same file at once may
+    have made it, or written to it. What is said of it, for the document's error."""
+    found = _existing(calls, doc, message)
+    if found is None:
         return ""
+    meta = metadata(found)
+    if meta.id != replay.made or getattr(meta, "resource_version", 0) != replay.latest.get(meta.id):
+        return "; the part of its history written before stays: delete it before importing again"
     try:
-        calls.delete(metadata(made).id)
+        calls.delete(meta.id)
     except errors.StigmerError as exc:
         return f"; the part of its history written before stays ({exc}): delete it before importing again"
     return "; the part of its history written before was deleted"
@@ -207,7 +239,7 @@ def apply_one(
         raise
     except (CliError, errors.StigmerError) as exc:
         return Outcome(doc, error=str(exc), cause=exc)
-    replayed = False
+    replayed: _Replay | None = None
     before = None
     try:
         before = _existing(calls, doc, message)
@@ -216,8 +248,8 @@ def apply_one(
             noted = f"; {'; '.join(unresolved)} now (a real apply needs it made first)" if unresolved else ""
             return Outcome(doc, f"{CREATED if before is None else CONFIGURED} (dry run{noted})")
         if doc.history is not None and doc.kind.import_history is not None and not dry_run:
-            replayed = True
-            doc.kind.import_history(message, doc.history, calls.call)  # the versions before the document's
+            replayed = _Replay(calls.call)
+            doc.kind.import_history(message, doc.history, replayed)  # the versions before the document's
         # a dry run's answer names what else the write would make (a default instance), which later
         # documents may name as if made: the real apply makes it first
         after = calls.apply(message, dry_run=dry_run, made=planned if isinstance(planned, set) else None)
@@ -225,8 +257,8 @@ def apply_one(
         raise
     except errors.StigmerError as exc:
         said = field_errors(exc, doc.kind.resource_cls) + _undeclared(doc.kind, exc)
-        if replayed and before is None:
-            said += _undo_replay(calls, doc, message)
+        if replayed is not None and before is None:
+            said += _undo_replay(calls, doc, message, replayed)
         return Outcome(doc, error=said, cause=exc)
     except Unreachable:
         raise

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import threading
 import time
@@ -362,6 +363,24 @@ def new_event_loop(environ: Mapping[str, str] | None = None) -> asyncio.Abstract
     return asyncio.new_event_loop()
 
 
+class _LateEventOfAClosedLoop(logging.Filter):
+    """grpc's asyncio layer polls completions for every loop of the process on a thread of its own
+    and hands each to its call's loop; an event of a server already stopped, whose loop was closed,
+    reached it late and asyncio logged the ``RuntimeError`` at ERROR, from whatever loop ran the
+    hand-off (a second server's, in a process serving on two), where nothing had failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            isinstance(error, RuntimeError)
+            and str(error) == "Event loop is closed"
+            and "PollerCompletionQueue._handle_events" in record.getMessage()
+        )
+
+
+logging.getLogger("asyncio").addFilter(_LateEventOfAClosedLoop())
+
+
 class LoopThread:
     """An asyncio event loop on a thread of its own, for a server driven from sync code."""
 
@@ -384,7 +403,9 @@ class LoopThread:
         self.loop.close()
 
 
-NO_REQUEST = "a unary or server-streaming call requires exactly one request message; the client sent none (or only part of one)"
+NO_REQUEST = (
+    "a unary or server-streaming call requires exactly one request message; the client sent none (or only part of one)"
+)
 
 Admit = Callable[[grpc.ServicerContext, str], "Account | None"]
 """``request_read.authenticated``'s check: refuses (aborts) a caller from its metadata alone, and

@@ -7,6 +7,7 @@ on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import grpc
@@ -76,3 +77,20 @@ def test_a_daemon_serves_calls_and_watches_on_either_loop(
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         finally:
             watch.cancel()
+
+
+def test_a_late_grpc_event_of_a_stopped_servers_closed_loop_is_not_logged_as_an_error() -> None:
+    """Seen in CI: a server stopped, its loop closed, and grpc's poller handed it one more event
+    from another server's loop; asyncio logged the RuntimeError at ERROR though nothing failed.
+    Other errors of asyncio's are logged as they were."""
+
+    def record(message: str, error: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            "asyncio", logging.ERROR, __file__, 1, "Exception in callback %s", (message,), (type(error), error, None)
+        )
+
+    late = "functools.partial(<bound method PollerCompletionQueue._handle_events of <grpc._cython.cygrpc...>>)"
+    asyncio_log = logging.getLogger("asyncio")
+    assert not asyncio_log.filter(record(late, RuntimeError("Event loop is closed")))
+    assert asyncio_log.filter(record(late, RuntimeError("something else")))
+    assert asyncio_log.filter(record("<Handle some_callback()>", RuntimeError("Event loop is closed")))

@@ -314,8 +314,8 @@ def _serves_another_store(directory: Path, running: dict[str, Any], store: str |
         f"the daemon holding {directory} (pid {running.get('pid', '?')}, listening on {running['address']}) serves "
         f"{theirs}, but the store named here is the database {wanted}, and this call would have gone to the "
         "daemon's instead: to work on the database, stop that daemon (`stigmer local stop`) or call a daemon "
-        "serving the database (--backend remote --endpoint HOST:PORT); to work on the daemon's store, leave the "
-        "database out (STIGMER_STORE, the config file's store, --store)"
+        "serving the database (--backend remote --endpoint HOST:PORT, or --data-dir of one on this machine); to "
+        "work on the daemon's store, leave the database out (STIGMER_STORE, the config file's store, --store)"
     )
 
 

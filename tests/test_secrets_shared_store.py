@@ -118,8 +118,12 @@ def test_a_daemon_whose_key_the_store_does_not_record_refuses_to_seal_or_open_an
         context = first.contexts.get(live.status.execution_context_id)
         assert context.spec.data["DB"].value == SECRET, "the store holds secrets under one key only"
 
-    with pytest.raises(SecretKeyError, match=f"is key {mine}, but the store's secrets are sealed with key {theirs}"):
+    with pytest.raises(
+        SecretKeyError, match=f"is key {mine}, but the store's secrets are sealed with key {theirs}"
+    ) as refused:
         Application.open(two_dir, durable=False, store=url)  # a start with the other key is refused
+    # which store: the database, not the data directory the key file is in (a $STIGMER_STORE left set)
+    assert " (the store: the database postgresql://" in str(refused.value), refused.value
     (two_dir / KEY_FILE).write_bytes((one_dir / KEY_FILE).read_bytes())
     with Application.open(two_dir, durable=False, store=url) as two, _kinds(two) as second:
         second.environment("dev", {"TOKEN": ("t0k3n", True)})  # given the store's key, it seals

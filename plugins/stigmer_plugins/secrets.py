@@ -148,7 +148,7 @@ class Secrets:
                 box = LockedBox(lacking, "this command runs without the key")
                 return cls(box, KeySource(path=None), lambda secrets: StoreRunKeys(lambda: secrets.master, store))
         source = KeySource.resolve(data_dir, environ)
-        master, made = cls._load(source, recorded)
+        master, made = cls._load(source, recorded, _database(store))
         if made and source.path is not None and _shared(store):
             warn_new_key(store, source.path, KEY_FILE_ENV)  # the other daemons need it too
 
@@ -171,7 +171,7 @@ class Secrets:
         return cls(LockedBox(problem), KeySource(path=None), lambda _: NoRunKeys(problem))
 
     @staticmethod
-    def _load(source: KeySource, recorded: bytes | None) -> tuple[SecretBox, bool]:
+    def _load(source: KeySource, recorded: bytes | None, store: str = "") -> tuple[SecretBox, bool]:
         """The key, and whether this start made its key file."""
         if source.env is not None:
             key: bytes | None = source.env
@@ -181,7 +181,7 @@ class Secrets:
             key = _finish_staged(source, recorded)
         if key is None:
             if recorded is not None:
-                problem = _missing(source, recorded)
+                problem = _missing(source, recorded, store)
                 raise SecretKeyError(
                     f"{problem}; restore that key file (or point ${KEY_FILE_ENV} or ${KEY_ENV} at it). Starting "
                     "with a new key would leave every secret unreadable, so the store is not opened.",
@@ -196,7 +196,7 @@ class Secrets:
             return SecretBox(key), True
         box = SecretBox(key)
         if recorded is not None and recorded != box.fingerprint:
-            problem = _different(source, box.fingerprint, recorded)
+            problem = _different(source, box.fingerprint, recorded, store)
             raise SecretKeyError(f"{problem}; give the key they were sealed with (the store is not opened)", problem)
         return box, False
 
@@ -355,12 +355,20 @@ class Rotation:
     new: str
 
 
-def _missing(source: KeySource, recorded: bytes) -> str:
-    return f"{source.where} is missing, but the store holds secrets sealed with key {_hex(recorded)}"
+def _missing(source: KeySource, recorded: bytes, store: str = "") -> str:
+    """``store``: which store, when it is a database (``_database``): one set by $STIGMER_STORE
+    beside a local data directory was taken for the directory's own, and the key for the wrong one."""
+    return f"{source.where} is missing, but the store holds secrets sealed with key {_hex(recorded)}{store}"
 
 
-def _different(source: KeySource, given: bytes, recorded: bytes) -> str:
-    return f"{source.where} is key {_hex(given)}, but the store's secrets are sealed with key {_hex(recorded)}"
+def _different(source: KeySource, given: bytes, recorded: bytes, store: str = "") -> str:
+    return f"{source.where} is key {_hex(given)}, but the store's secrets are sealed with key {_hex(recorded)}{store}"
+
+
+def _database(store: Store) -> str:
+    """`` (the store: the database …)`` for a store that is not the data directory's own, else ""."""
+    url = None if _embedded(store) else getattr(store, "url", None)  # PostgreSQL's, without its password
+    return f" (the store: the database {url})" if isinstance(url, str) else ""
 
 
 def _not_the_store_key(source: KeySource, given: bytes, recorded: bytes) -> str:

@@ -168,7 +168,17 @@ def _typename(value: object) -> str:
         bool: "a boolean",
         int: "a number",
         float: "a number",
+        type(None): "null",
     }.get(type(value), type(value).__name__)
+
+
+def _as_read(value: object) -> str:
+    """A value as YAML wrote what it read (``yes`` and ``on`` read true; ``~`` null)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value)
 
 
 def _join(path: str, key: str) -> str:
@@ -213,11 +223,16 @@ def _check(data: Any, cls: type[Message], path: str) -> None:
                 raise FieldError(where, f"expected a mapping, got {_typename(value)}")
             value_field = field.message_type.fields_by_name["value"]
             key_field = field.message_type.fields_by_name["key"]
+            expected = _EXPECTED.get(value_field.cpp_type) if value_field.message_type is None else None
             for k, v in value.items():
                 if key_field.cpp_type == 9 and not isinstance(k, str):  # CPPTYPE_STRING: YAML read 1 or true
-                    raise FieldError(where, f"keys are strings: {k!r} is {_typename(k)} (quote it)")
+                    raise FieldError(where, f"keys are strings: {_as_read(k)} is {_typename(k)} (quote it)")
                 if _is_plain_message(value_field):
                     _check(v, message_factory.GetMessageClass(value_field.message_type), f"{where}[{k!r}]")
+                elif expected is not None and not expected[1](v):  # protobuf's own words name Python's types
+                    quote = " (quote it)" if value_field.cpp_type == 9 else ""
+                    shown = "" if v is None else f" ({_as_read(v)})"
+                    raise FieldError(f"{where}[{k!r}]", f"expected {expected[0]}, got {_typename(v)}{shown}{quote}")
             _scalar(cls, key, value, where)
         elif repeated(field):
             if not isinstance(value, list):

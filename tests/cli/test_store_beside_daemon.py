@@ -35,6 +35,12 @@ def test_a_database_named_beside_the_local_daemon_is_refused_not_sent_to_it(
         assert f"listening on {local.address}) serves the local store in {stigmer.data_dir}" in said, said
         assert "but the store named here is the database postgresql://" in said, said
         assert "stop that daemon (`stigmer local stop`)" in said and "leave the database out" in said, said
+    # an export of every kind: said once, where each kind said it again (8 lines)
+    exported = stigmer("export", "--all", "--org", "gamma", env=team)
+    assert exported.code == 1 and not exported.out, exported.err
+    lines = exported.err.strip().splitlines()
+    assert len(lines) == 1 and "serves the local store in" in lines[0], exported.err
+    assert "or --data-dir of one on this machine" in lines[0], lines[0]
     listed = stigmer("get", "agents", "--org", "gamma")
     assert listed.code == 0 and "no agents found" in listed.err and not listed.out, "nothing went to the local store"
     assert _agents(url, tmp_path / "reader") == [], "nor to the database"

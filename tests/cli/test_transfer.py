@@ -284,6 +284,14 @@ def test_a_document_is_refused_where_it_contradicts_the_command_or_its_kind(stig
     numbered = "kind: Agent\nmetadata: {name: Bot, labels: {1: a}}\nspec: {}\n"
     message = stigmer.fails("apply", "-f", "-", input=numbered)
     assert "metadata.labels: keys are strings: 1 is a number (quote it)" in message, message
+    # a value YAML read as a number, a boolean or null: protobuf said "expected string or bytes-like
+    # object, got 'int'", naming neither the label nor what to do
+    for value, said in (("1", "a number (1)"), ("yes", "a boolean (true)"), ("on", "a boolean (true)"), ("~", "null")):
+        valued = f"kind: Agent\nmetadata: {{name: Bot, labels: {{tier: {value}}}}}\nspec: {{}}\n"
+        message = stigmer.fails("apply", "-f", "-", input=valued)
+        assert f"metadata.labels['tier']: expected a string, got {said} (quote it)" in message, message
+    flag = "kind: Agent\nmetadata: {name: Bot, labels: {on: a}}\nspec: {}\n"
+    assert "keys are strings: true is a boolean (quote it)" in stigmer.fails("apply", "-f", "-", input=flag)
     assert stored_nothing(stigmer)
     # what agrees goes through: the kind's own apiVersion, --org naming the document's org
     stigmer.ok("import", "--org", "local", input=local.replace("kind:", "apiVersion: agentic.stigmer.ai/v1\nkind:"))
@@ -787,3 +795,14 @@ def test_an_object_owned_by_a_kind_never_exported_imports_without_that_owner_els
     (moved,) = json.loads(stigmer.ok("get", "environments", "-o", "json", *elsewhere))
     assert "ownerReferences" not in moved["metadata"]
     assert "(1 unchanged)" in stigmer.ok("import", *elsewhere, input=exported.out)
+
+
+def test_an_export_of_an_org_the_store_does_not_hold_is_refused_not_written_empty(stigmer: Stigmer) -> None:
+    """A mistyped --org made an empty backup, exit 0, that imported as if whole; a server refuses
+    an org it does not know."""
+    stigmer.ok("apply", "-f", "-", input="kind: Agent\nmetadata: {name: Bot}\nspec: {}\n")
+    result = stigmer("export", "--all", "--org", "lcoal")
+    assert result.code == 1, result.err
+    assert "org 'lcoal' holds nothing in this store" in result.err and "orgs here: 'local'" in result.err, result.err
+    assert "-A for every org" in result.err, result.err
+    assert "exported 2 objects" in stigmer("export", "--all", "--org", "local").err  # the agent and its instance

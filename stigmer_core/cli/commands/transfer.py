@@ -57,6 +57,7 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
     session.refuse_no_store()  # here, not as each kind is listed: said once, with nothing written
     # before anything opens the store in this process: LMDB opens an environment once per process
     missing = backup.unserved(session) if all_kinds else []
+    session.client  # noqa: B018 - a store this command cannot reach is said once here, not once per kind
     with backup.collect(session, kinds, org="" if every_org else session.org) as export:
         missing = export.missing + missing
         export.write(sys.stdout, session.catalog, failed=missing)  # failed: no last line that closes it
@@ -85,6 +86,29 @@ def export(ctx: click.Context, kind_names: tuple[str, ...], all_kinds: bool, all
         report_failure(f"not exported: {item.what}: {with_org_hint(ctx, item.reason)}")
     if missing:
         ctx.exit(1)
+    if not every_org and not export.entries and not left_out:
+        _nothing_from(ctx, session)
+
+
+def _nothing_from(ctx: click.Context, session: Any) -> None:
+    """An export of one org that found nothing: a mistyped --org, or the config's org where another
+    was meant, made an empty backup that imports, exit 0, where a server refuses an org it does not
+    know. In process the store tells an org it holds nothing of: refused so; else said."""
+    from stigmer_core.kinds import usage
+
+    org = session.org
+    source = "" if overrides(ctx).org is not None else " (the org comes from the config file or $STIGMER_ORG)"
+    app = getattr(session.client, "_app", None)  # an in-process store: its orgs are known
+    if app is not None:
+        with app.store.read() as txn:
+            held = sorted(usage.stored(txn))
+        if org not in held:
+            orgs = ", ".join(repr(name) for name in held) or "none"
+            raise CliError(
+                f"org '{org}' holds nothing in this store{source}: the backup written holds no object; "
+                f"orgs here: {orgs}; give --org ORG, or -A for every org"
+            )
+    click.echo(f"note: org '{org}' holds no object this export could read{source}; give --org ORG, or -A", err=True)
 
 
 def _held_but_not_exported(session: Any, org: str) -> list[str]:

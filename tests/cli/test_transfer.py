@@ -87,6 +87,9 @@ def test_an_import_into_orgs_this_cli_does_not_act_in_says_where_they_went(stigm
 
     here = stigmer("import", "--org", "acme", "--data-dir", fresh, input=backup)  # the org it acts in: nothing to say
     assert here.code == 0 and "note:" not in here.err, here
+    elsewhere = str(tmp_path / "staging" / "data")
+    chosen = stigmer("import", "--to-org", "staging", "--data-dir", elsewhere, input=backup)  # where it went was chosen
+    assert chosen.code == 0 and "note:" not in chosen.err, chosen
 
 
 def test_an_object_json_cannot_write_is_named_and_the_rest_exported(stigmer: Stigmer) -> None:
@@ -411,6 +414,8 @@ def test_a_store_whose_key_is_lost_moves_to_a_fresh_data_directory(stigmer: Stig
     fresh = str(tmp_path / "fresh" / "data")
     imported = stigmer.ok("import", "--data-dir", fresh, input=exported)
     assert "environment/prod in org 'local': secrets now unset: API_KEY" in imported, imported
+    again = stigmer.ok("import", "--data-dir", fresh, input=exported)  # unchanged: not unset by this import
+    assert "environment/prod in org 'local': secrets still unset: API_KEY" in again, again
     restored = yaml.safe_load(stigmer.ok("get", "environment", "prod", "-o", "yaml", "--data-dir", fresh))
     assert restored["status"]["unsetSecrets"] == ["API_KEY"]
     assert restored["spec"]["data"]["REGION"] == {"value": "eu"}

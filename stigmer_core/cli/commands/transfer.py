@@ -317,7 +317,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
     into: set[str] = set()  # the orgs documents were written to
     writable: dict[str, bool] = {}  # per org: whether this caller may write there (asked once)
     created: set[str] = set()
-    unset: list[tuple[str, list[str]]] = []
+    unset: list[tuple[str, list[str], str]] = []
     renamer = Renamer() if new_ids else None
     held_elsewhere = 0  # documents refused for ids another org holds: said in full only the first times
     owners_dropped: list[str] = []  # documents imported without an owner no export carries
@@ -390,8 +390,9 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
                 counts[outcome.action] += 1
                 into.add(org)
                 keys = _unset_secrets(outcome.result)
-                if keys:
-                    unset.append((f"{document.ref} in org '{metadata(document.message).org}'", keys))
+                if keys:  # one left as it was is unset still, not unset by this import
+                    still = " still" if outcome.action == "unchanged" else " now"
+                    unset.append((f"{document.ref} in org '{metadata(document.message).org}'", keys, still))
     except KeyboardInterrupt:  # click would say "Aborted!" alone: say how far it got, and what finishes it
         raise CliError(
             f"interrupted; {done - counts['failed']} of {len(documents)} resources were imported before it (the one "
@@ -408,8 +409,8 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
     click.echo(
         f"imported {len(documents) - counts['failed']} of {len(documents)} resources ({summary or 'none given'})"
     )
-    for ref, keys in unset:
-        click.echo(f"{ref}: secrets now unset: {', '.join(keys)} (apply clear values to set them)")
+    for ref, keys, when in unset:
+        click.echo(f"{ref}: secrets{when} unset: {', '.join(keys)} (apply clear values to set them)")
     for said in owners_dropped[:OWNERS_DROPPED_SHOWN]:
         click.echo(f"note: {said}", err=True)
     if len(owners_dropped) > OWNERS_DROPPED_SHOWN:
@@ -418,7 +419,7 @@ def import_(ctx: click.Context, files: tuple[str, ...], to_org: str | None, new_
             "no export carries, as above",
             err=True,
         )
-    hint = _elsewhere(into, session.org)
+    hint = "" if to_org is not None else _elsewhere(into, session.org)  # --to-org chose where they went
     if hint:
         click.echo(f"note: {hint}", err=True)
     if counts["failed"]:

@@ -33,9 +33,9 @@ def test_a_cascade_delete_reads_a_level_of_its_tree_at_once_and_sends_its_remova
     assert in_all <= CASCADE_ROUND_TRIPS, counted
 
 
-REFUSED_ROUND_TRIPS = 8
-"""A delete refused for its tree's size: the lock, the root, its instance and one bounded read of
-the instance's owned entries. It read every object up to the limit first (here a round trip per
+REFUSED_ROUND_TRIPS = 7
+"""A delete refused for its tree's size: the lock, the root, and its owned entries a level at a
+time, the last read bounded, before any object of the tree. It read every object up to the limit first (here a round trip per
 session, about a hundred; ten thousand at the default limit), holding every org's writes, and
 was free to repeat."""
 

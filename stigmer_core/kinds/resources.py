@@ -472,33 +472,48 @@ class Resources:
         Only objects of the root's org are part of it: ownership never
         reaches into another org, whatever an owner reference says. A tree
         larger than one write may delete (``Limits.max_objects_per_write``)
-        is refused as soon as the walk finds it, before anything is deleted;
-        so is one holding objects of a kind no installed plugin serves,
-        whose indexes could not be removed with them.
+        is refused before anything is deleted; so is one holding objects of
+        a kind no installed plugin serves, whose indexes could not be
+        removed with them.
 
-        The walk goes a level at a time: what a level's objects own is read
-        together (``ReadTxn.scan_many``), then those objects (``get_many``),
-        a few round trips a level on a database rather than two an object,
-        each with every other writer waiting. The ids the entries name are
-        counted before their objects are read, and no owner's entries are
-        read past what the limit leaves room for: a refused delete was free
-        to repeat, and read every object up to the limit first.
+        The tree's size is known from its owned entries alone, read a level
+        at a time (``ReadTxn.scan_many``) with no owner's read past the room
+        the limit leaves, before any object is read: a refused delete was
+        free to repeat, and read every object up to the limit first, a few
+        thousand on a database with every other writer waiting. Then the
+        objects are read a level at a time (``get_many``): a few round trips
+        a level, where it took two an object.
         """
         limit = self.registry.limits.max_objects_per_write
         org = obj.metadata.org  # type: ignore[attr-defined]
         root = f"{kind.label} '{obj.metadata.slug}'"  # type: ignore[attr-defined]
-        tree: list[tuple[KindRuntime, Message]] = []
+        entries: dict[bytes, list[bytes]] = {} if scanned is None else scanned
         found = {obj.metadata.id}  # type: ignore[attr-defined]  # every id named so far, read or not
+        ids = list(found)
+        while ids:  # the size, from the entries alone
+            below: list[str] = []
+            for start in range(0, len(ids), _READ_TOGETHER):
+                below += self._owned_within(ids[start : start + _READ_TOGETHER], found, limit, root, entries)
+            ids = below
+        tree: list[tuple[KindRuntime, Message]] = []
+        seen = {obj.metadata.id}  # type: ignore[attr-defined]
         level: list[tuple[KindRuntime, Message]] = [(kind, obj)]
-        while level:
+        while level:  # the objects, owners first, in the root's org
             tree.extend(level)
-            below: list[tuple[KindRuntime, Message]] = []
-            for start in range(0, len(level), _READ_TOGETHER):
-                owners = [node.metadata.id for _, node in level[start : start + _READ_TOGETHER]]  # type: ignore[attr-defined]
-                owned = self._owned_within(owners, found, limit, root, scanned)
-                if len(owned) > 1:  # read together: on a database, one round trip for the lot, not one each
-                    self.txn.get_many([child.object_key(child_id) for _, child, child_id in owned if child is not None])
-                for key_prefix, child_kind, child_id in owned:
+            owned: list[tuple[str, KindRuntime | None, str]] = []
+            for _, node in level:
+                prefix = keys.owned_prefix(node.metadata.id)  # type: ignore[attr-defined]
+                for key in entries[prefix]:
+                    key_prefix, _, child_id = key[len(prefix) :].decode().rpartition("/")
+                    if child_id not in seen:
+                        seen.add(child_id)
+                        owned.append((key_prefix, self.registry.find_key_prefix(key_prefix), child_id))
+            level = []
+            for start in range(0, len(owned), _READ_TOGETHER):
+                chunk = owned[start : start + _READ_TOGETHER]
+                if len(chunk) > 1:  # read together: on a database, one round trip for the lot, not one each
+                    self.txn.get_many([child.object_key(child_id) for _, child, child_id in chunk if child is not None])
+                for key_prefix, child_kind, child_id in chunk:
                     if child_kind is None:
                         raise errors.FailedPrecondition(
                             f"{root} owns '{child_id}', an object stored under '{key_prefix}', a kind no "
@@ -506,27 +521,27 @@ class Resources:
                         )
                     child = self.get(child_kind, child_id)
                     if child is not None and child.metadata.org == org:  # type: ignore[attr-defined]
-                        below.append((child_kind, child))
-            level = below
+                        level.append((child_kind, child))
         return tree
 
     def _owned_within(
-        self, owners: list[str], found: set[str], limit: int, root: str, scanned: dict[bytes, list[bytes]] | None
-    ) -> list[tuple[str, KindRuntime | None, str]]:
-        """What ``owners`` own that is not ``found`` yet (added to it), refused past ``limit`` in
-        all. Each owner's entries are read up to the room left and one more; an owner cut short
-        whose entries named objects found already (owned twice) is read whole again."""
+        self, owners: list[str], found: set[str], limit: int, root: str, entries: dict[bytes, list[bytes]]
+    ) -> list[str]:
+        """The ids ``owners`` own that are not ``found`` yet (added to it), refused past ``limit`` in
+        all; each owner's entry keys go in ``entries``. Each owner's entries are read up to the room
+        left and one more; an owner cut short whose entries named objects found already (owned
+        twice) is read whole again."""
         room = limit - len(found)
         prefixes = [keys.owned_prefix(owner) for owner in owners]
-        entries = self.txn.scan_many(prefixes, first=room + 1)
+        read = self.txn.scan_many(prefixes, first=room + 1)
         by_prefix: dict[bytes, list[bytes]] = {prefix: [] for prefix in prefixes}
         at = 0
-        for key, _ in entries:  # in the prefixes' order
+        for key, _ in read:  # in the prefixes' order
             while not key.startswith(prefixes[at]):
                 at += 1
             by_prefix[prefixes[at]].append(key)
         cut = [prefix for prefix, held in by_prefix.items() if len(held) > room]
-        named = {key.rpartition(b"/")[2].decode() for key, _ in entries} - found
+        named = {key.rpartition(b"/")[2].decode() for key, _ in read} - found
         if len(named) <= room and cut:  # some named twice: read those owners whole, to know
             for prefix in cut:
                 by_prefix[prefix] = [key for key, _ in self.txn.scan(prefix)]
@@ -538,16 +553,11 @@ class Resources:
                 reason="WRITE_TOO_LARGE",
                 metadata={"limit": limit, "setting": ENV["max_objects_per_write"]},
             )
-        owned: list[tuple[str, KindRuntime | None, str]] = []
-        for prefix, held in by_prefix.items():
-            if scanned is not None:
-                scanned[prefix] = held
-            for key in held:
-                key_prefix, _, object_id = key[len(prefix) :].decode().rpartition("/")
-                if object_id not in found:
-                    found.add(object_id)
-                    owned.append((key_prefix, self.registry.find_key_prefix(key_prefix), object_id))
-        return owned
+        entries.update(by_prefix)
+        new = [key.rpartition(b"/")[2].decode() for held in by_prefix.values() for key in held]
+        fresh = list(dict.fromkeys(child for child in new if child not in found))
+        found.update(fresh)
+        return fresh
 
     def _check_release(self, kind: KindRuntime) -> None:
         """Refuse a write of a kind another daemon has reconciled to another release since this

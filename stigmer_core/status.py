@@ -67,7 +67,14 @@ _REASON_ROOM = 160
 """Bytes kept for the ``ErrorInfo`` after a ``BadRequest``: its Any's type URL, domain and a reason."""
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+"""Control characters, as escapes: a message echoes what a request named (``session 'blue\\x00' not
+found``), and a NUL or an escape sequence passed on raw reached a client's terminal or log."""
+
+
 def _short(text: str, limit: int = MAX_TEXT) -> str:
+    if not text.isprintable():
+        text = text.translate(_CONTROL)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

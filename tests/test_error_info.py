@@ -403,3 +403,13 @@ def test_an_id_another_org_holds_is_refused_with_its_own_reason(daemon: Daemon) 
     assert info.metadata["id"] == taken.metadata.id and info.metadata["org"] == ALPHA
     code, info = refusal(lambda: kinds.agents.get(new_id("agt")))
     assert (code, info.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
+
+
+def test_control_characters_a_request_named_are_escaped_in_what_is_told() -> None:
+    """A message echoing a request's id (``session 'blue\\x00' not found``) passed a NUL, or a
+    terminal's escape sequence, on to the client's terminal and log as it came."""
+    told = to_status(errors.NotFound("session 'blue\x00\x1b[31m' not found"))
+    assert told.details == "session 'blue\\x00\\x1b[31m' not found"
+    assert to_status(errors.NotFound("agent 'ünï ✓' not found")).details == "agent 'ünï ✓' not found"
+    bad = to_status(errors.InvalidArgument.field("spec.name", "holds \x07"))
+    assert "\x07" not in bad.details and "\\x07" in bad.details

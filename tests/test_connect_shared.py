@@ -85,15 +85,9 @@ def test_a_forked_child_is_told_the_store_is_its_parents(tmp_path: Path) -> None
     # In a fresh interpreter: a test process has grpc threads of earlier tests running, and a child
     # forked while one is inside grpc can hang there (grpc skips its fork handlers then), which a
     # program forking before it serves does not meet.
+    parent = f"from tests.test_connect_shared import _forks; _forks({str(tmp_path / 'data')!r})"
     root = Path(__file__).resolve().parent.parent
-    ran = subprocess.run(
-        [sys.executable, "-c", f"from tests.test_connect_shared import _forks; _forks({str(tmp_path / 'data')!r})"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
+    ran = subprocess.run([sys.executable, "-c", parent], cwd=root, capture_output=True, text=True, timeout=150)
     assert ran.returncode == 0, ran.stderr
     *children, parents = [json.loads(line) for line in ran.stdout.splitlines()]
     assert len(children) == 2, ran.stdout

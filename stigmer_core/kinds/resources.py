@@ -10,7 +10,7 @@ together with the object, in the caller's transaction.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
@@ -40,6 +40,19 @@ DELETED = event_pb2.RESOURCE_EVENT_TYPE_DELETED
 _READ_TOGETHER = 256
 """Objects whose entries a delete reads in one statement: a level of its tree in a few round trips,
 each bounded (with the room the limit leaves, what one statement may read before a refusal)."""
+
+
+def _by_prefix(prefixes: list[bytes], read: Iterable[tuple[bytes, T]]) -> dict[bytes, list[tuple[bytes, T]]]:
+    """What ``ReadTxn.scan_many`` or ``sizes_under`` read, by prefix: each prefix's entries, in
+    order, and none for a prefix that has none."""
+    grouped: dict[bytes, list[tuple[bytes, T]]] = {prefix: [] for prefix in prefixes}
+    at = 0
+    for key, value in read:  # in the prefixes' order
+        while not key.startswith(prefixes[at]):
+            at += 1
+        grouped[prefixes[at]].append((key, value))
+    return grouped
+
 
 _Event = tuple[int, str, str, str, bytes, "list[bytes] | None"]
 """type, kind, id, org, the object as stored, the index keys it had before (a filtered watch needs them)."""
@@ -534,12 +547,7 @@ class Resources:
         room = limit - len(found)
         prefixes = [keys.owned_prefix(owner) for owner in owners]
         read = self.txn.scan_many(prefixes, first=room + 1)
-        by_prefix: dict[bytes, list[bytes]] = {prefix: [] for prefix in prefixes}
-        at = 0
-        for key, _ in read:  # in the prefixes' order
-            while not key.startswith(prefixes[at]):
-                at += 1
-            by_prefix[prefixes[at]].append(key)
+        by_prefix = {prefix: [key for key, _ in held] for prefix, held in _by_prefix(prefixes, read).items()}
         cut = [prefix for prefix, held in by_prefix.items() if len(held) > room]
         named = {key.rpartition(b"/")[2].decode() for key, _ in read} - found
         if len(named) <= room and cut:  # some named twice: read those owners whole, to know
@@ -811,14 +819,9 @@ class Resources:
                 keys.version_prefix(node_kind.key_prefix, node.metadata.id)  # type: ignore[attr-defined]
                 for node_kind, node in tree[start : start + _READ_TOGETHER]
             ]
-            for prefix in prefixes:
-                scanned[prefix] = []
-            at = 0
-            for key, size in self.txn.sizes_under(prefixes):  # in the prefixes' order
-                while not key.startswith(prefixes[at]):
-                    at += 1
-                scanned[prefixes[at]].append(key)
-                self._sizes[key] = size
+            for prefix, held in _by_prefix(prefixes, self.txn.sizes_under(prefixes)).items():
+                scanned[prefix] = [key for key, _ in held]
+                self._sizes.update(held)
         for node_kind, node in reversed(tree):  # what is owned goes first
             self._remove_one(node_kind, node, scanned)
         self.removed += tree
@@ -832,20 +835,18 @@ class Resources:
         for start in range(0, len(tree), _READ_TOGETHER):
             ids = [node.metadata.id for _, node in tree[start : start + _READ_TOGETHER]]  # type: ignore[attr-defined]
             prefixes = [keys.referrer_prefix(object_id) for object_id in ids]
-            for object_id in ids:
-                found[object_id] = []
-            at = 0
             wanted = []
-            for key, value in self.txn.scan_many(prefixes):  # in the prefixes' order
-                while not key.startswith(prefixes[at]):
-                    at += 1
-                found[ids[at]].append((key, value))
-                if key.rpartition(b"/")[2].decode() in inside:
-                    continue
-                key_prefix, _, referrer_id = key[len(prefixes[at]) :].decode().rpartition("/")
-                referrer_kind = self.registry.find_key_prefix(key_prefix)
-                if referrer_kind is not None:
-                    wanted.append(referrer_kind.object_key(referrer_id))
+            for object_id, (prefix, held) in zip(
+                ids, _by_prefix(prefixes, self.txn.scan_many(prefixes)).items(), strict=True
+            ):
+                found[object_id] = held
+                for key, _ in held:
+                    if key.rpartition(b"/")[2].decode() in inside:
+                        continue
+                    key_prefix, _, referrer_id = key[len(prefix) :].decode().rpartition("/")
+                    referrer_kind = self.registry.find_key_prefix(key_prefix)
+                    if referrer_kind is not None:
+                        wanted.append(referrer_kind.object_key(referrer_id))
             if len(wanted) > 1:
                 self.txn.get_many(wanted)
         return found

@@ -270,21 +270,13 @@ class Resources:
 
     def owned(self, owner_id: str) -> list[tuple[KindRuntime, str]]:
         """What ``owner_id`` owns: (kind, id) pairs, of the kinds this server serves."""
-        return [(kind, object_id) for _, kind, object_id in self._owned_entries(owner_id) if kind is not None]
-
-    def _owned_entries(
-        self, owner_id: str, scanned: dict[bytes, list[bytes]] | None = None
-    ) -> list[tuple[str, KindRuntime | None, str]]:
-        """(key prefix, kind or None when no installed plugin serves it, id) of what ``owner_id`` owns;
-        ``scanned`` keeps the entries' keys by prefix, for a delete to remove without reading them again."""
         prefix = keys.owned_prefix(owner_id)
         found = []
-        entries = list(self.txn.scan(prefix))
-        if scanned is not None:
-            scanned[prefix] = [key for key, _ in entries]
-        for key, _ in entries:
+        for key, _ in self.txn.scan(prefix):
             key_prefix, _, object_id = key[len(prefix) :].decode().rpartition("/")
-            found.append((key_prefix, self.registry.find_key_prefix(key_prefix), object_id))
+            kind = self.registry.find_key_prefix(key_prefix)
+            if kind is not None:
+                found.append((kind, object_id))
         return found
 
     # -- writes --------------------------------------------------------------
@@ -427,7 +419,8 @@ class Resources:
         A referrer whose reference declares ``live`` blocks while it is live,
         even when the same cascade would delete it (a running execution must
         not vanish with its session); one without blocks unless it is itself
-        among the objects being deleted (``inside``). ``scanned``: as ``_owned_entries``';
+        among the objects being deleted (``inside``). ``scanned`` keeps the entries' keys by prefix, for
+        the delete to remove without reading them again;
         ``entries``: the object's referrer entries, read already (``remove`` reads a tree's together).
         """
         meta = obj.metadata  # type: ignore[attr-defined]
